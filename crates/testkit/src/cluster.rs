@@ -1,0 +1,355 @@
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::binaries::{pg_bin_dir, PgBinaries};
+use crate::ports::free_port;
+use crate::run::{as_server_user, give_to_server_user, run_checked};
+
+/// Settings that make throwaway clusters fast: they never need to survive a crash.
+const FAST_SETTINGS: &str = "
+listen_addresses = '127.0.0.1'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
+max_connections = 300
+shared_buffers = '64MB'
+log_min_messages = warning
+log_connections = off
+";
+
+/// How a cluster is set up before it starts.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    host_auth: String,
+    settings: Vec<String>,
+    superuser_password: Option<String>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder { host_auth: "trust".into(), settings: Vec::new(), superuser_password: None }
+    }
+}
+
+impl ClusterBuilder {
+    /// The pg_hba method for TCP connections from 127.0.0.1 (trust, md5, scram-sha-256, password).
+    /// Unix-socket connections, which the kit itself uses, stay trusted.
+    pub fn host_auth(mut self, method: &str) -> Self {
+        self.host_auth = method.to_string();
+        self
+    }
+
+    /// One postgresql.conf line, appended after the kit's own.
+    pub fn setting(mut self, line: &str) -> Self {
+        self.settings.push(line.to_string());
+        self
+    }
+
+    /// Gives the superuser `postgres` a password (stored as SCRAM unless password_encryption says otherwise).
+    pub fn superuser_password(mut self, password: &str) -> Self {
+        self.superuser_password = Some(password.to_string());
+        self
+    }
+
+    pub fn start(self) -> Cluster {
+        let bins = pg_bin_dir().unwrap_or_else(|e| panic!("{e}"));
+        let root = new_root_dir("pgpilot-pg-");
+        let data = root.path().join("data");
+        copy_template(&bins, &data);
+        let port = free_port();
+        let mut conf = format!(
+            "{FAST_SETTINGS}\nport = {port}\nunix_socket_directories = '{}'\n",
+            root.path().display()
+        );
+        for line in &self.settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&data.join("postgresql.conf"), &conf);
+        let superuser_auth =
+            if self.superuser_password.is_some() { self.host_auth.as_str() } else { "trust" };
+        write_hba(&data, &self.host_auth, superuser_auth);
+        give_to_server_user(root.path());
+        let cluster = Cluster { bins, root, port, stopped: Mutex::new(true) };
+        cluster.start_server();
+        if let Some(pw) = &self.superuser_password {
+            cluster.psql("postgres", &format!("ALTER ROLE postgres PASSWORD '{}'", pw.replace('\'', "''")));
+        }
+        cluster
+    }
+}
+
+/// A running PostgreSQL cluster in a temporary directory, stopped and removed on drop.
+pub struct Cluster {
+    bins: PgBinaries,
+    root: tempfile::TempDir,
+    port: u16,
+    stopped: Mutex<bool>,
+}
+
+impl Cluster {
+    /// A primary with trust authentication and the kit's fast settings.
+    pub fn start() -> Cluster {
+        ClusterBuilder::default().start()
+    }
+
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// `host:port` over TCP.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("server.log")
+    }
+
+    /// A postgres:// URL for `user` on database `db` over TCP (no password).
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The superuser's URL for the `postgres` database.
+    pub fn admin_url(&self) -> String {
+        self.url("postgres", "postgres")
+    }
+
+    /// A libpq keyword/value connection string over TCP.
+    pub fn conninfo(&self, user: &str, db: &str) -> String {
+        format!("host=127.0.0.1 port={} user={user} dbname={db}", self.port)
+    }
+
+    /// Runs SQL as the superuser over the Unix socket and returns psql's unaligned, tuples-only output.
+    /// Panics when the SQL fails.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.try_psql(db, sql).unwrap_or_else(|e| panic!("psql on port {}: {e}", self.port))
+    }
+
+    /// Like [`Cluster::psql`] but returns the error text instead of panicking.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bins.tool("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .output()
+            .map_err(|e| format!("could not run psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+        }
+    }
+
+    /// Creates a role that can log in with a password over TCP.
+    pub fn create_user(&self, name: &str, password: &str) {
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE \"{name}\" LOGIN PASSWORD '{}'", password.replace('\'', "''")),
+        );
+    }
+
+    pub fn create_database(&self, name: &str, owner: &str) {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""));
+    }
+
+    /// Starts a streaming replica of this cluster (pg_basebackup -R) and waits until it accepts reads.
+    pub fn start_replica(&self) -> Cluster {
+        self.start_replica_with(&[])
+    }
+
+    /// A streaming replica with extra postgresql.conf lines (recovery_min_apply_delay, say).
+    pub fn start_replica_with(&self, settings: &[&str]) -> Cluster {
+        let root = new_root_dir("pgpilot-replica-");
+        give_to_server_user(root.path());
+        let data = root.path().join("data");
+        let mut cmd = as_server_user(self.bins.tool("pg_basebackup"));
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-R",
+            "-X",
+            "stream",
+            "-D",
+        ])
+        .arg(&data);
+        run_checked(cmd, "pg_basebackup");
+        let port = free_port();
+        let mut conf = format!("\nport = {port}\nunix_socket_directories = '{}'\n", root.path().display());
+        for line in settings {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&data.join("postgresql.conf"), &conf);
+        give_to_server_user(root.path());
+        let replica = Cluster { bins: self.bins.clone(), root, port, stopped: Mutex::new(true) };
+        replica.start_server();
+        replica
+    }
+
+    /// Starts the server again after [`Cluster::stop`].
+    pub fn start_server(&self) {
+        let mut cmd = as_server_user(self.bins.tool("pg_ctl"));
+        cmd.args(["-D"]).arg(self.data_dir()).arg("-l").arg(self.log_path());
+        cmd.args(["-w", "-t", "60", "start"]);
+        run_checked(cmd, "pg_ctl start");
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+
+    /// Stops the server (fast mode: clients are disconnected, no crash recovery needed).
+    pub fn stop(&self) {
+        self.pg_ctl_stop("fast");
+    }
+
+    /// Stops the server as a crash would.
+    pub fn kill(&self) {
+        self.pg_ctl_stop("immediate");
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.start_server();
+    }
+
+    /// Promotes a replica to a primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        let mut cmd = as_server_user(self.bins.tool("pg_ctl"));
+        cmd.args(["-D"]).arg(self.data_dir()).args(["-w", "promote"]);
+        run_checked(cmd, "pg_ctl promote");
+        self.wait_for("f", "SELECT pg_is_in_recovery()", Duration::from_secs(30));
+    }
+
+    /// Waits until `sql` returns `expected` or the time is up (then panics).
+    pub fn wait_for(&self, expected: &str, sql: &str, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            match self.try_psql("postgres", sql) {
+                Ok(v) if v == expected => return,
+                other if start.elapsed() > limit => {
+                    panic!("waited {limit:?} for `{sql}` to return {expected}, last: {other:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Waits until this replica has replayed everything the primary has written so far.
+    pub fn wait_caught_up(&self, primary: &Cluster) {
+        let lsn = primary.psql("postgres", "SELECT pg_current_wal_lsn()");
+        self.wait_for(
+            "t",
+            &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),
+            Duration::from_secs(30),
+        );
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
+        let mut cmd = as_server_user(self.bins.tool("pg_ctl"));
+        cmd.args(["-D"]).arg(self.data_dir()).args(["-m", mode, "-w", "-t", "60", "stop"]);
+        let _ = cmd.output();
+        *stopped = true;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.pg_ctl_stop("immediate");
+    }
+}
+
+fn new_root_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("creating a temporary directory under /tmp");
+    // The server user must be able to enter the directory to reach its socket and data.
+    let _ = Command::new("chmod").arg("755").arg(dir.path()).output();
+    dir
+}
+
+/// initdb once per machine and PostgreSQL version, then copy: initdb costs a second or two per cluster.
+fn copy_template(bins: &PgBinaries, data: &Path) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let version = bins.dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
+    let template = PathBuf::from(format!("/tmp/pgpilot-testkit-template-{}", version.unwrap_or_default()));
+    if !template.join("PG_VERSION").exists() || !template.join("postgresql.conf").exists() {
+        make_template(bins, &template);
+    }
+    run_checked(
+        {
+            let mut c = Command::new("cp");
+            c.arg("-a").arg(&template).arg(data);
+            c
+        },
+        "copying the template cluster",
+    );
+}
+
+fn make_template(bins: &PgBinaries, template: &Path) {
+    let staging = template.with_extension(format!("staging-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    let holder = staging.with_extension("holder");
+    let _ = fs::remove_dir_all(&holder);
+    fs::create_dir_all(&holder).expect("creating the template directory");
+    give_to_server_user(&holder);
+    let target = holder.join("data");
+    let mut cmd = as_server_user(bins.tool("initdb"));
+    cmd.args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"]).arg(&target);
+    run_checked(cmd, "initdb");
+    let _ = fs::remove_dir_all(template);
+    // Another process may have raced us to it; either copy is as good.
+    if fs::rename(&target, template).is_err() && !template.join("PG_VERSION").exists() {
+        panic!("could not move the template cluster into {}", template.display());
+    }
+    let _ = fs::remove_dir_all(&holder);
+}
+
+/// Unix-socket connections (the kit's own psql) are trusted; the superuser over TCP is trusted
+/// unless it was given a password, so tests can always inspect the server.
+fn write_hba(data: &Path, host_auth: &str, superuser_auth: &str) {
+    let hba = format!(
+        "local all all trust\n\
+         host replication all 127.0.0.1/32 trust\n\
+         host all postgres 127.0.0.1/32 {superuser_auth}\n\
+         host all all 127.0.0.1/32 {host_auth}\n"
+    );
+    fs::write(data.join("pg_hba.conf"), hba).expect("writing pg_hba.conf");
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = fs::OpenOptions::new().append(true).open(path).expect("opening postgresql.conf");
+    f.write_all(text.as_bytes()).expect("writing postgresql.conf");
+}

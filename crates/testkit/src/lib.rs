@@ -1,0 +1,17 @@
+//! Throwaway PostgreSQL clusters and Redis servers started from the system's binaries.
+//!
+//! Every cluster gets its own directory and loopback port and is torn down when dropped. When the
+//! process runs as root the server runs as the unprivileged user `postgres`, because PostgreSQL
+//! refuses to run as root. A missing binary is a loud panic naming the package to install: a test
+//! that needs a server never passes without one.
+
+mod binaries;
+mod cluster;
+mod ports;
+mod redis;
+mod run;
+
+pub use binaries::{pg_bin_dir, PgBinaries};
+pub use cluster::{Cluster, ClusterBuilder};
+pub use ports::free_port;
+pub use redis::RedisServer;

@@ -1,0 +1,33 @@
+use pgpilot_testkit::{Cluster, RedisServer};
+
+#[test]
+fn primary_and_replica_stream() {
+    let primary = Cluster::start();
+    primary.psql("postgres", "CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2)");
+    let replica = primary.start_replica();
+    replica.wait_caught_up(&primary);
+    assert_eq!(replica.psql("postgres", "SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(replica.psql("postgres", "SELECT sum(x) FROM t"), "3");
+    replica.promote();
+    replica.psql("postgres", "INSERT INTO t VALUES (3)");
+    assert_eq!(replica.psql("postgres", "SELECT sum(x) FROM t"), "6");
+}
+
+#[test]
+fn restart_keeps_data() {
+    let c = Cluster::start();
+    c.psql("postgres", "CREATE TABLE t(x int); INSERT INTO t VALUES (7)");
+    c.restart();
+    assert_eq!(c.psql("postgres", "SELECT x FROM t"), "7");
+}
+
+#[test]
+fn redis_answers() {
+    let r = RedisServer::start();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", r.port())).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"PING\r\n").unwrap();
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"+PONG\r\n");
+}
