@@ -1,0 +1,376 @@
+//! SCRAM-SHA-256 (RFC 5802/7677) as PostgreSQL speaks it, both sides: pgpilot verifies clients
+//! against stored verifiers and authenticates itself to servers, either with a password or with
+//! the ClientKey a client proved during its own exchange (pass-through, as PgBouncer does).
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::{constant_time_eq, Secret};
+
+pub const MECHANISM: &str = "SCRAM-SHA-256";
+const DEFAULT_ITERATIONS: u32 = 4096;
+/// No verifier we accept asks for more work than this per login (PostgreSQL's default is 4096).
+const MAX_ITERATIONS: u32 = 1_000_000;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ScramError {
+    #[error("malformed SCRAM message")]
+    Malformed,
+    #[error("channel binding is not supported")]
+    ChannelBinding,
+    #[error("SCRAM nonce mismatch")]
+    Nonce,
+    #[error("password authentication failed")]
+    BadProof,
+    #[error("server signature did not verify")]
+    BadServerSignature,
+    #[error("SCRAM exchange out of order")]
+    OutOfOrder,
+    #[error("iteration count {0} is out of range")]
+    Iterations(u32),
+}
+
+/// A stored SCRAM-SHA-256 verifier: `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramSecret {
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub stored_key: [u8; 32],
+    pub server_key: [u8; 32],
+}
+
+impl ScramSecret {
+    pub fn parse(text: &str) -> Option<ScramSecret> {
+        let rest = text.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iter, salt) = params.split_once(':')?;
+        let (stored, server) = keys.split_once(':')?;
+        Some(ScramSecret {
+            iterations: iter.parse().ok().filter(|i| *i > 0 && *i <= MAX_ITERATIONS)?,
+            salt: B64.decode(salt).ok()?,
+            stored_key: B64.decode(stored).ok()?.try_into().ok()?,
+            server_key: B64.decode(server).ok()?.try_into().ok()?,
+        })
+    }
+
+    /// Derives a verifier from a password, as PostgreSQL does when password_encryption is scram-sha-256.
+    pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> ScramSecret {
+        let salted = salted_password(password, salt, iterations);
+        let client_key = hmac(&salted, b"Client Key");
+        ScramSecret {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: sha256(&client_key),
+            server_key: hmac(&salted, b"Server Key"),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        format!(
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(self.stored_key),
+            B64.encode(self.server_key)
+        )
+    }
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
+    // PostgreSQL falls back to the raw bytes when a password is not valid for SASLprep.
+    let prepared = stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_string());
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut out);
+    out
+}
+
+fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = a[i] ^ b[i];
+    }
+    out
+}
+
+fn nonce() -> String {
+    B64.encode(rand::random::<[u8; 18]>())
+}
+
+/// Splits "k=v,k=v" into (key, value) pairs.
+fn attributes(msg: &str) -> impl Iterator<Item = (char, &str)> {
+    msg.split(',').filter_map(|part| {
+        let mut chars = part.chars();
+        let key = chars.next()?;
+        part.get(1..)?.strip_prefix('=').map(|v| (key, v))
+    })
+}
+
+fn attribute<'a>(msg: &'a str, key: char) -> Option<&'a str> {
+    attributes(msg).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// What a successful client exchange proves: the ClientKey, usable to log in to a server whose
+/// verifier has the same salt and iteration count.
+#[derive(Clone)]
+pub struct ProvenClientKey {
+    pub client_key: [u8; 32],
+    pub secret: ScramSecret,
+}
+
+enum ServerState {
+    AwaitClientFirst,
+    AwaitClientFinal { client_first_bare: String, server_first: String, nonce: String, gs2_header: String },
+    Done,
+}
+
+/// The server side of an exchange with one client.
+pub struct ScramServer {
+    /// None when the user is unknown or has no SCRAM-capable secret: the exchange runs to the end
+    /// and fails, so a client cannot tell unknown users from wrong passwords.
+    secret: Option<ScramSecret>,
+    mock: ScramSecret,
+    state: ServerState,
+}
+
+impl ScramServer {
+    pub fn new(secret: Option<&Secret>) -> ScramServer {
+        let salt = rand::random::<[u8; 16]>();
+        let secret = match secret {
+            Some(Secret::Scram(s)) => Some(s.clone()),
+            Some(Secret::Plain(p)) => Some(ScramSecret::from_password(p, &salt, DEFAULT_ITERATIONS)),
+            Some(Secret::Md5(_)) | None => None,
+        };
+        let mock = ScramSecret { iterations: DEFAULT_ITERATIONS, salt: salt.to_vec(), stored_key: [0; 32], server_key: [0; 32] };
+        ScramServer { secret, mock, state: ServerState::AwaitClientFirst }
+    }
+
+    /// Takes the client-first-message, returns the server-first-message.
+    pub fn client_first(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        if !matches!(self.state, ServerState::AwaitClientFirst) {
+            return Err(ScramError::OutOfOrder);
+        }
+        let msg = std::str::from_utf8(data).map_err(|_| ScramError::Malformed)?;
+        let (cbind, rest) = msg.split_once(',').ok_or(ScramError::Malformed)?;
+        match cbind {
+            "n" | "y" => {}
+            c if c.starts_with("p=") => return Err(ScramError::ChannelBinding),
+            _ => return Err(ScramError::Malformed),
+        }
+        let (_authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed)?;
+        if attribute(bare, 'm').is_some() {
+            return Err(ScramError::Malformed);
+        }
+        let client_nonce = attribute(bare, 'r').filter(|n| !n.is_empty()).ok_or(ScramError::Malformed)?;
+        let nonce = format!("{client_nonce}{}", nonce());
+        let secret = self.secret.as_ref().unwrap_or(&self.mock);
+        let server_first = format!("r={nonce},s={},i={}", B64.encode(&secret.salt), secret.iterations);
+        self.state = ServerState::AwaitClientFinal {
+            client_first_bare: bare.to_string(),
+            server_first: server_first.clone(),
+            nonce,
+            gs2_header: format!("{cbind},{_authzid},"),
+        };
+        Ok(server_first.into_bytes())
+    }
+
+    /// Takes the client-final-message; on success returns the server-final-message and the proven key.
+    pub fn client_final(&mut self, data: &[u8]) -> Result<(Vec<u8>, ProvenClientKey), ScramError> {
+        let ServerState::AwaitClientFinal { client_first_bare, server_first, nonce, gs2_header } =
+            std::mem::replace(&mut self.state, ServerState::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let msg = std::str::from_utf8(data).map_err(|_| ScramError::Malformed)?;
+        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(ScramError::Malformed)?;
+        let binding = attribute(without_proof, 'c').ok_or(ScramError::Malformed)?;
+        if B64.decode(binding).map_err(|_| ScramError::Malformed)? != gs2_header.as_bytes() {
+            return Err(ScramError::ChannelBinding);
+        }
+        if attribute(without_proof, 'r') != Some(nonce.as_str()) {
+            return Err(ScramError::Nonce);
+        }
+        let proof: [u8; 32] =
+            B64.decode(proof).ok().and_then(|p| p.try_into().ok()).ok_or(ScramError::Malformed)?;
+        let secret = self.secret.as_ref().ok_or(ScramError::BadProof)?;
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let client_signature = hmac(&secret.stored_key, auth_message.as_bytes());
+        let client_key = xor(&proof, &client_signature);
+        if !constant_time_eq(&sha256(&client_key), &secret.stored_key) {
+            return Err(ScramError::BadProof);
+        }
+        let server_signature = hmac(&secret.server_key, auth_message.as_bytes());
+        let server_final = format!("v={}", B64.encode(server_signature));
+        Ok((server_final.into_bytes(), ProvenClientKey { client_key, secret: secret.clone() }))
+    }
+}
+
+/// What pgpilot authenticates to a server with.
+#[derive(Clone)]
+pub enum ClientCredentials {
+    Password(String),
+    /// A ClientKey proven by the connecting client, with the verifier it was proven against.
+    ProvenKey(ProvenClientKey),
+}
+
+enum ClientState {
+    Start,
+    AwaitServerFirst { client_first_bare: String, nonce: String },
+    AwaitServerFinal { server_signature: [u8; 32] },
+    Done,
+}
+
+/// The client side of an exchange with a server.
+pub struct ScramClient {
+    credentials: ClientCredentials,
+    state: ClientState,
+}
+
+impl ScramClient {
+    pub fn new(credentials: ClientCredentials) -> ScramClient {
+        ScramClient { credentials, state: ClientState::Start }
+    }
+
+    /// The client-first-message (no channel binding: pgpilot verifies the server through TLS itself).
+    pub fn client_first(&mut self) -> Vec<u8> {
+        let nonce = nonce();
+        let client_first_bare = format!("n=,r={nonce}");
+        let msg = format!("n,,{client_first_bare}");
+        self.state = ClientState::AwaitServerFirst { client_first_bare, nonce };
+        msg.into_bytes()
+    }
+
+    /// Takes the server-first-message, returns the client-final-message.
+    pub fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let ClientState::AwaitServerFirst { client_first_bare, nonce } =
+            std::mem::replace(&mut self.state, ClientState::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let msg = std::str::from_utf8(data).map_err(|_| ScramError::Malformed)?;
+        let server_nonce = attribute(msg, 'r').ok_or(ScramError::Malformed)?;
+        if !server_nonce.starts_with(&nonce) || server_nonce.len() == nonce.len() {
+            return Err(ScramError::Nonce);
+        }
+        let salt = B64.decode(attribute(msg, 's').ok_or(ScramError::Malformed)?).map_err(|_| ScramError::Malformed)?;
+        let iterations: u32 = attribute(msg, 'i').and_then(|i| i.parse().ok()).ok_or(ScramError::Malformed)?;
+        if iterations == 0 || iterations > MAX_ITERATIONS {
+            return Err(ScramError::Iterations(iterations));
+        }
+        let (client_key, server_key) = self.keys(&salt, iterations)?;
+        let without_proof = format!("c=biws,r={server_nonce}");
+        let auth_message = format!("{client_first_bare},{msg},{without_proof}");
+        let client_signature = hmac(&sha256(&client_key), auth_message.as_bytes());
+        let proof = xor(&client_key, &client_signature);
+        self.state =
+            ClientState::AwaitServerFinal { server_signature: hmac(&server_key, auth_message.as_bytes()) };
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message: the server must prove it knows the verifier too.
+    pub fn server_final(&mut self, data: &[u8]) -> Result<(), ScramError> {
+        let ClientState::AwaitServerFinal { server_signature } = std::mem::replace(&mut self.state, ClientState::Done)
+        else {
+            return Err(ScramError::OutOfOrder);
+        };
+        let msg = std::str::from_utf8(data).map_err(|_| ScramError::Malformed)?;
+        let v = attribute(msg, 'v').ok_or(ScramError::Malformed)?;
+        let got = B64.decode(v).map_err(|_| ScramError::Malformed)?;
+        if constant_time_eq(&got, &server_signature) {
+            Ok(())
+        } else {
+            Err(ScramError::BadServerSignature)
+        }
+    }
+
+    fn keys(&self, salt: &[u8], iterations: u32) -> Result<([u8; 32], [u8; 32]), ScramError> {
+        match &self.credentials {
+            ClientCredentials::Password(p) => {
+                let salted = salted_password(p, salt, iterations);
+                Ok((hmac(&salted, b"Client Key"), hmac(&salted, b"Server Key")))
+            }
+            ClientCredentials::ProvenKey(k) if k.secret.salt == salt && k.secret.iterations == iterations => {
+                Ok((k.client_key, k.secret.server_key))
+            }
+            // The server's verifier differs from the one the client proved: the key is useless there.
+            ClientCredentials::ProvenKey(_) => Err(ScramError::BadProof),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(stored: Option<&Secret>, creds: ClientCredentials) -> Result<ProvenClientKey, ScramError> {
+        let mut server = ScramServer::new(stored);
+        let mut client = ScramClient::new(creds);
+        let first = client.client_first();
+        let server_first = server.client_first(&first)?;
+        let client_final = client.server_first(&server_first)?;
+        let (server_final, key) = server.client_final(&client_final)?;
+        client.server_final(&server_final)?;
+        Ok(key)
+    }
+
+    #[test]
+    fn verifier_round_trips_through_text() {
+        let s = ScramSecret::from_password("pw", b"0123456789abcdef", 4096);
+        assert!(ScramSecret::parse(&s.to_text()) == Some(s));
+    }
+
+    #[test]
+    fn password_against_verifier() {
+        let stored = Secret::Scram(ScramSecret::from_password("pw", b"salt-salt-salt", 4096));
+        assert!(exchange(Some(&stored), ClientCredentials::Password("pw".into())).is_ok());
+        assert_eq!(
+            exchange(Some(&stored), ClientCredentials::Password("nope".into())).err(),
+            Some(ScramError::BadProof)
+        );
+    }
+
+    #[test]
+    fn password_against_plain_secret() {
+        let stored = Secret::Plain("pw".into());
+        assert!(exchange(Some(&stored), ClientCredentials::Password("pw".into())).is_ok());
+    }
+
+    #[test]
+    fn unknown_user_fails_only_at_the_end() {
+        assert_eq!(exchange(None, ClientCredentials::Password("pw".into())).err(), Some(ScramError::BadProof));
+    }
+
+    #[test]
+    fn proven_key_passes_through_to_a_server_with_the_same_verifier() {
+        let stored = Secret::Scram(ScramSecret::from_password("pw", b"salt-salt-salt", 4096));
+        let key = exchange(Some(&stored), ClientCredentials::Password("pw".into())).unwrap();
+        assert!(exchange(Some(&stored), ClientCredentials::ProvenKey(key)).is_ok());
+    }
+
+    #[test]
+    fn channel_binding_request_is_refused() {
+        let mut server = ScramServer::new(Some(&Secret::Plain("pw".into())));
+        assert_eq!(server.client_first(b"p=tls-server-end-point,,n=,r=abc").err(), Some(ScramError::ChannelBinding));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let mut server = ScramServer::new(Some(&Secret::Plain("pw".into())));
+        assert!(server.client_first(b"\xff\xfe").is_err());
+        let mut server = ScramServer::new(Some(&Secret::Plain("pw".into())));
+        server.client_first(b"n,,n=,r=abc").unwrap();
+        assert!(server.client_final(b"c=biws").is_err());
+    }
+}

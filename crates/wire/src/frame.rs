@@ -1,0 +1,132 @@
+//! Typed message headers: a tag byte and a big-endian length that counts itself but not the tag.
+
+use thiserror::Error;
+
+/// Bytes in a regular message header: one tag byte and a four-byte length.
+pub const HEADER_LEN: usize = 5;
+
+/// The header of one message found at the front of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub tag: u8,
+    /// Length of the whole message including the tag byte.
+    pub total: usize,
+}
+
+impl Header {
+    /// Body length: the message minus its five header bytes.
+    pub fn body_len(&self) -> usize {
+        self.total - HEADER_LEN
+    }
+}
+
+/// Bounds on message lengths read from the wire: nothing larger is ever buffered.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages that carry SQL text, parameters or rows (Query, Parse, Bind, FunctionCall, CopyData...).
+    pub large: usize,
+    /// Control messages (Sync, Flush, Terminate, Describe, Close, Execute...).
+    pub small: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // PostgreSQL accepts at most 1 GB for data-bearing messages and 10000 bytes for control messages.
+        Limits { large: 1 << 30, small: 10_000 }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("invalid message length {len} for message type {tag:?}")]
+    BadLength { tag: char, len: u32 },
+    #[error("message of type {tag:?} is {len} bytes, over the limit of {limit}")]
+    TooLarge { tag: char, len: usize, limit: usize },
+}
+
+/// Frontend message types whose length PostgreSQL bounds as "small".
+fn frontend_small(tag: u8) -> bool {
+    matches!(tag, b'S' | b'H' | b'X' | b'D' | b'C' | b'E' | b'c')
+}
+
+/// Reads the header at the front of `buf`, if five bytes are there, and checks the length against `limits`.
+/// `small_tags` picks which message types get the small bound.
+fn peek(buf: &[u8], limits: &Limits, small: impl Fn(u8) -> bool) -> Result<Option<Header>, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let tag = buf[0];
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len < 4 {
+        return Err(FrameError::BadLength { tag: tag as char, len });
+    }
+    let limit = if small(tag) { limits.small } else { limits.large };
+    let total = len as usize + 1;
+    if total > limit {
+        return Err(FrameError::TooLarge { tag: tag as char, len: total, limit });
+    }
+    Ok(Some(Header { tag, total }))
+}
+
+/// The header of the frontend (client) message at the front of `buf`.
+pub fn peek_frontend(buf: &[u8], limits: &Limits) -> Result<Option<Header>, FrameError> {
+    peek(buf, limits, frontend_small)
+}
+
+/// The header of the backend (server) message at the front of `buf`. Servers are trusted more than
+/// clients, but a length is still bounded so a broken server cannot make us allocate without limit.
+pub fn peek_backend(buf: &[u8], limits: &Limits) -> Result<Option<Header>, FrameError> {
+    peek(buf, limits, |_| false)
+}
+
+/// Reads a NUL-terminated string starting at `pos`; returns it and the position after the NUL.
+pub fn read_cstr(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let rest = buf.get(pos..)?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    Some((&rest[..end], pos + end + 1))
+}
+
+pub fn read_i16(buf: &[u8], pos: usize) -> Option<(i16, usize)> {
+    let b = buf.get(pos..pos + 2)?;
+    Some((i16::from_be_bytes([b[0], b[1]]), pos + 2))
+}
+
+pub fn read_i32(buf: &[u8], pos: usize) -> Option<(i32, usize)> {
+    let b = buf.get(pos..pos + 4)?;
+    Some((i32::from_be_bytes([b[0], b[1], b[2], b[3]]), pos + 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_needs_five_bytes() {
+        assert_eq!(peek_frontend(b"Q\0\0", &Limits::default()), Ok(None));
+    }
+
+    #[test]
+    fn header_reads_tag_and_length() {
+        let h = peek_frontend(b"Q\0\0\0\x09abcd", &Limits::default()).unwrap().unwrap();
+        assert_eq!(h, Header { tag: b'Q', total: 10 });
+        assert_eq!(h.body_len(), 5);
+    }
+
+    #[test]
+    fn length_below_four_is_rejected() {
+        assert!(matches!(peek_frontend(b"Q\0\0\0\x03", &Limits::default()), Err(FrameError::BadLength { .. })));
+    }
+
+    #[test]
+    fn small_messages_have_a_small_bound() {
+        let err = peek_frontend(b"S\0\x01\0\0", &Limits::default()).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { tag: 'S', .. }));
+        assert!(peek_frontend(b"Q\0\x01\0\0", &Limits::default()).unwrap().is_some());
+    }
+
+    #[test]
+    fn huge_length_is_rejected_before_any_allocation() {
+        let err = peek_frontend(b"Q\xff\xff\xff\xff", &Limits::default()).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }));
+    }
+}

@@ -1,0 +1,167 @@
+//! Frontend (client → server) messages: parsers for what pgpilot inspects, builders for what it sends.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::backend::{begin, finish, put_cstr};
+use crate::frame::{read_cstr, read_i16, read_i32};
+
+/// The SQL text of a Query body (without its terminating NUL).
+pub fn parse_query(body: &[u8]) -> Option<&[u8]> {
+    read_cstr(body, 0).map(|(s, _)| s)
+}
+
+/// A Parse message: statement name, query text, parameter type oids.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parse<'a> {
+    pub name: &'a [u8],
+    pub query: &'a [u8],
+    /// The parameter type section exactly as sent (count + oids), to replay it byte for byte.
+    pub param_types: &'a [u8],
+}
+
+pub fn parse_parse(body: &[u8]) -> Option<Parse<'_>> {
+    let (name, pos) = read_cstr(body, 0)?;
+    let (query, pos) = read_cstr(body, pos)?;
+    let (count, after) = read_i16(body, pos)?;
+    if count < 0 || body.len() < after + count as usize * 4 {
+        return None;
+    }
+    Some(Parse { name, query, param_types: &body[pos..after + count as usize * 4] })
+}
+
+/// A Bind message: portal, statement, and the remainder (formats, parameters, result formats) untouched.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bind<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    pub rest: &'a [u8],
+}
+
+pub fn parse_bind(body: &[u8]) -> Option<Bind<'_>> {
+    let (portal, pos) = read_cstr(body, 0)?;
+    let (statement, pos) = read_cstr(body, pos)?;
+    Some(Bind { portal, statement, rest: &body[pos..] })
+}
+
+/// Describe and Close both carry a kind ('S' statement or 'P' portal) and a name.
+pub fn parse_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let kind = *body.first()?;
+    let (name, _) = read_cstr(body, 1)?;
+    Some((kind, name))
+}
+
+/// An Execute message: portal and row limit (0 = all rows).
+pub fn parse_execute(body: &[u8]) -> Option<(&[u8], i32)> {
+    let (portal, pos) = read_cstr(body, 0)?;
+    let (max_rows, _) = read_i32(body, pos)?;
+    Some((portal, max_rows))
+}
+
+pub fn query(out: &mut BytesMut, sql: &str) {
+    let start = begin(out, b'Q');
+    put_cstr(out, sql.as_bytes());
+    finish(out, start);
+}
+
+/// Parse with the parameter type section copied verbatim from a client's Parse.
+pub fn parse(out: &mut BytesMut, name: &[u8], query: &[u8], param_types: &[u8]) {
+    let start = begin(out, b'P');
+    put_cstr(out, name);
+    put_cstr(out, query);
+    if param_types.is_empty() {
+        out.put_i16(0);
+    } else {
+        out.extend_from_slice(param_types);
+    }
+    finish(out, start);
+}
+
+/// Bind with the statement renamed and the rest of the client's message copied verbatim.
+pub fn bind(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
+    let start = begin(out, b'B');
+    put_cstr(out, portal);
+    put_cstr(out, statement);
+    out.extend_from_slice(rest);
+    finish(out, start);
+}
+
+/// Describe ('S' or 'P') or Close ('C' tag) of a named statement or portal.
+pub fn target(out: &mut BytesMut, tag: u8, kind: u8, name: &[u8]) {
+    let start = begin(out, tag);
+    out.put_u8(kind);
+    put_cstr(out, name);
+    finish(out, start);
+}
+
+pub fn sync(out: &mut BytesMut) {
+    out.extend_from_slice(&[b'S', 0, 0, 0, 4]);
+}
+
+pub fn flush(out: &mut BytesMut) {
+    out.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+}
+
+pub fn terminate(out: &mut BytesMut) {
+    out.extend_from_slice(&[b'X', 0, 0, 0, 4]);
+}
+
+pub fn password(out: &mut BytesMut, password: &[u8]) {
+    let start = begin(out, b'p');
+    put_cstr(out, password);
+    finish(out, start);
+}
+
+pub fn sasl_initial_response(out: &mut BytesMut, mechanism: &str, data: &[u8]) {
+    let start = begin(out, b'p');
+    put_cstr(out, mechanism.as_bytes());
+    out.put_i32(data.len() as i32);
+    out.extend_from_slice(data);
+    finish(out, start);
+}
+
+pub fn sasl_response(out: &mut BytesMut, data: &[u8]) {
+    let start = begin(out, b'p');
+    out.extend_from_slice(data);
+    finish(out, start);
+}
+
+/// The body of a SASLInitialResponse: mechanism and client-first-message.
+pub fn parse_sasl_initial(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mechanism, pos) = read_cstr(body, 0)?;
+    let (len, pos) = read_i32(body, pos)?;
+    let data = if len < 0 { &[][..] } else { body.get(pos..pos + len as usize)? };
+    Some((mechanism, data))
+}
+
+/// The password in a PasswordMessage body (cleartext or md5 response).
+pub fn parse_password(body: &[u8]) -> Option<&[u8]> {
+    read_cstr(body, 0).map(|(s, _)| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trip_keeps_param_types() {
+        let mut out = BytesMut::new();
+        let types = [0u8, 2, 0, 0, 0, 23, 0, 0, 0, 25];
+        parse(&mut out, b"s1", b"select $1, $2", &types);
+        let p = parse_parse(&out[5..]).unwrap();
+        assert_eq!(p, Parse { name: b"s1", query: b"select $1, $2", param_types: &types });
+    }
+
+    #[test]
+    fn truncated_parse_is_rejected() {
+        assert_eq!(parse_parse(b"s1\0select 1\0\0\x05\0\0"), None);
+    }
+
+    #[test]
+    fn bind_rename_keeps_the_rest() {
+        let mut out = BytesMut::new();
+        bind(&mut out, b"", b"pgpilot_1", b"\0\0\0\0\0\0");
+        let b = parse_bind(&out[5..]).unwrap();
+        assert_eq!(b.statement, b"pgpilot_1");
+        assert_eq!(b.rest, b"\0\0\0\0\0\0");
+    }
+}

@@ -1,0 +1,158 @@
+//! The first packet of a connection: StartupMessage, SSLRequest, GSSENCRequest or CancelRequest.
+
+use bytes::{BufMut, BytesMut};
+use thiserror::Error;
+
+use crate::frame::{read_cstr, read_i32};
+
+pub const PROTOCOL_3_0: i32 = 196_608;
+pub const SSL_REQUEST: i32 = 80_877_103;
+pub const GSSENC_REQUEST: i32 = 80_877_104;
+pub const CANCEL_REQUEST: i32 = 80_877_102;
+/// PostgreSQL's own limit on a startup packet.
+pub const MAX_STARTUP_LEN: usize = 10_000;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    Startup(StartupParams),
+    Ssl,
+    GssEnc,
+    Cancel { pid: i32, secret: i32 },
+}
+
+/// A StartupMessage's protocol minor version and its name/value pairs, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StartupParams {
+    pub minor_version: i32,
+    pub params: Vec<(String, String)>,
+}
+
+impl StartupParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Protocol options (`_pq_.*`) this proxy does not understand and must report back.
+    pub fn protocol_options(&self) -> Vec<String> {
+        self.params.iter().filter(|(k, _)| k.starts_with("_pq_.")).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StartupError {
+    #[error("invalid length of startup packet")]
+    BadLength,
+    #[error("unsupported frontend protocol {0}.{1}: server supports 3.0 to 3.0")]
+    UnsupportedProtocol(i32, i32),
+    #[error("invalid startup packet layout")]
+    Malformed,
+}
+
+/// How many bytes the packet at the front of `buf` occupies, once four bytes are there.
+pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, StartupError> {
+    let Some((len, _)) = read_i32(buf, 0) else { return Ok(None) };
+    if len < 8 || len as usize > MAX_STARTUP_LEN {
+        return Err(StartupError::BadLength);
+    }
+    Ok(Some(len as usize))
+}
+
+/// Parses a whole startup packet (length included).
+pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
+    let (code, pos) = read_i32(packet, 4).ok_or(StartupError::Malformed)?;
+    match code {
+        SSL_REQUEST => Ok(StartupPacket::Ssl),
+        GSSENC_REQUEST => Ok(StartupPacket::GssEnc),
+        CANCEL_REQUEST => {
+            let (pid, p) = read_i32(packet, pos).ok_or(StartupError::Malformed)?;
+            let (secret, _) = read_i32(packet, p).ok_or(StartupError::Malformed)?;
+            Ok(StartupPacket::Cancel { pid, secret })
+        }
+        code if code >> 16 == 3 => Ok(StartupPacket::Startup(parse_params(packet, pos, code & 0xffff)?)),
+        code => Err(StartupError::UnsupportedProtocol(code >> 16, code & 0xffff)),
+    }
+}
+
+fn parse_params(packet: &[u8], mut pos: usize, minor_version: i32) -> Result<StartupParams, StartupError> {
+    let mut params = Vec::new();
+    loop {
+        let (name, next) = read_cstr(packet, pos).ok_or(StartupError::Malformed)?;
+        if name.is_empty() {
+            break;
+        }
+        let (value, next) = read_cstr(packet, next).ok_or(StartupError::Malformed)?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| StartupError::Malformed)?;
+        let value = String::from_utf8(value.to_vec()).map_err(|_| StartupError::Malformed)?;
+        params.push((name, value));
+        pos = next;
+    }
+    Ok(StartupParams { minor_version, params })
+}
+
+/// A StartupMessage for protocol 3.0 with the given parameters.
+pub fn startup_message(out: &mut BytesMut, params: &[(&str, &str)]) {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_i32(PROTOCOL_3_0);
+    for (k, v) in params {
+        out.extend_from_slice(k.as_bytes());
+        out.put_u8(0);
+        out.extend_from_slice(v.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn ssl_request(out: &mut BytesMut) {
+    out.put_u32(8);
+    out.put_i32(SSL_REQUEST);
+}
+
+pub fn cancel_request(out: &mut BytesMut, pid: i32, secret: i32) {
+    out.put_u32(16);
+    out.put_i32(CANCEL_REQUEST);
+    out.put_i32(pid);
+    out.put_i32(secret);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_round_trip() {
+        let mut out = BytesMut::new();
+        startup_message(&mut out, &[("user", "app"), ("database", "db")]);
+        assert_eq!(packet_len(&out).unwrap(), Some(out.len()));
+        let StartupPacket::Startup(p) = parse(&out).unwrap() else { panic!() };
+        assert_eq!(p.get("user"), Some("app"));
+        assert_eq!(p.get("database"), Some("db"));
+    }
+
+    #[test]
+    fn cancel_request_parses() {
+        let mut out = BytesMut::new();
+        cancel_request(&mut out, 7, 9);
+        assert_eq!(parse(&out).unwrap(), StartupPacket::Cancel { pid: 7, secret: 9 });
+    }
+
+    #[test]
+    fn oversized_startup_is_refused() {
+        assert_eq!(packet_len(&[0, 1, 0, 0]), Err(StartupError::BadLength));
+        assert_eq!(packet_len(&[0, 0, 0, 4]), Err(StartupError::BadLength));
+    }
+
+    #[test]
+    fn protocol_two_is_refused() {
+        let packet = [0, 0, 0, 9, 0, 2, 0, 0, 0];
+        assert_eq!(parse(&packet), Err(StartupError::UnsupportedProtocol(2, 0)));
+    }
+
+    #[test]
+    fn unterminated_params_are_malformed() {
+        let packet = [0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'];
+        assert_eq!(parse(&packet), Err(StartupError::Malformed));
+    }
+}
