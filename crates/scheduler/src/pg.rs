@@ -1,0 +1,164 @@
+//! Small PostgreSQL helpers: connecting, naming relations safely, and telling transient errors apart.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+/// Why a job (or one step of it) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A statement failed; `context` says which step.
+    #[error("{context}: {}", describe(.source))]
+    Postgres { context: String, source: tokio_postgres::Error },
+    /// The job cannot do what it was asked (no such table, wrong partitioning...): retrying won't help.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl JobError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Postgres { source, .. } => is_transient(source),
+            JobError::Invalid(_) => false,
+        }
+    }
+
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            JobError::Postgres { source, .. } => source.code().map(SqlState::code),
+            JobError::Invalid(_) => None,
+        }
+    }
+}
+
+/// Adds a step description to a tokio-postgres result.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, JobError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, JobError> {
+        self.map_err(|source| JobError::Postgres { context: what(), source })
+    }
+}
+
+/// Errors worth another attempt: lock and serialization conflicts, and a server that is busy or
+/// restarting. A statement timeout is not among them: the same statement would time out again.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection broke or could not be made.
+        return e.is_closed() || e.as_db_error().is_none();
+    };
+    [
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::OBJECT_IN_USE,
+    ]
+    .contains(code)
+}
+
+/// "SQLSTATE 55P03: canceling statement due to lock timeout" plus detail/hint when the server gave them.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                s.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                s.push_str(&format!("; hint: {hint}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                s.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// Connects and drives the connection in the background. TLS is not used (see docs/jobs.md).
+pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("job connection ended: {}", describe(&e));
+        }
+    });
+    Ok(client)
+}
+
+/// A double-quoted identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A single-quoted string literal (standard_conforming_strings is on in every supported server).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A relation found in the catalog from a name as the user wrote it ("events", "public.events").
+#[derive(Clone, Debug)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    /// pg_class.relkind: r table, p partitioned table, m materialized view.
+    pub kind: i8,
+}
+
+impl Relation {
+    /// `"schema"."name"`, safe to put in SQL.
+    pub fn sql(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// Looks up a relation the way PostgreSQL would resolve the name (search_path, quoting).
+pub async fn find_relation(client: &Client, name: &str) -> Result<Relation, JobError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, n.nspname, c.relname, c.relkind
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = to_regclass($1)",
+            &[&name],
+        )
+        .await
+        .context(|| format!("looking up {name}"))?;
+    let row = row.ok_or_else(|| JobError::Invalid(format!("there is no table or view named {name}")))?;
+    Ok(Relation { oid: row.get(0), schema: row.get(1), name: row.get(2), kind: row.get(3) })
+}
+
+pub async fn server_version_num(client: &Client) -> Result<i32, JobError> {
+    let row = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .context(|| "reading the server version".into())?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

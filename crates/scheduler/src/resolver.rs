@@ -1,0 +1,195 @@
+//! From a job to a connection: `[databases.NAME].primary` URLs or a job's own `url`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::spec::{JobSpec, Target};
+
+/// Maps a job to the connection settings of the database it works on.
+pub trait DatabaseResolver: Send + Sync + 'static {
+    fn resolve(&self, job: &JobSpec) -> Result<tokio_postgres::Config, ResolveError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("there is no [databases.{0}] table in the config")]
+    UnknownDatabase(String),
+    #[error("[databases.{0}] has no `primary` URL")]
+    NoPrimary(String),
+    /// The URL itself is never repeated here: it may hold a password.
+    #[error("the connection URL for {what} is not valid: {reason}")]
+    BadUrl { what: String, reason: String },
+}
+
+/// The `[databases.NAME]` tables of pgpilot.toml, reduced to what jobs need: the primary's URL.
+#[derive(Clone, Debug, Default)]
+pub struct DatabaseUrls {
+    primaries: BTreeMap<String, Option<String>>,
+}
+
+/// The part of pgpilot.toml that jobs read; every other key is ignored here (the gateway checks it).
+#[derive(Deserialize)]
+struct PartialConfig {
+    #[serde(default)]
+    databases: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    jobs: Vec<JobSpec>,
+}
+
+/// Jobs and database URLs read from a pgpilot.toml.
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    pub databases: DatabaseUrls,
+    pub jobs: Vec<JobSpec>,
+}
+
+impl JobsConfig {
+    pub fn parse(text: &str) -> Result<JobsConfig, String> {
+        let partial: PartialConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut primaries = BTreeMap::new();
+        for (name, value) in partial.databases {
+            // A [databases.X] table may hold many gateway keys; only `primary` matters to jobs.
+            let primary = match value {
+                toml::Value::Table(t) => {
+                    t.get("primary").and_then(|v| v.as_str().map(str::to_string))
+                }
+                _ => return Err(format!("[databases.{name}] must be a table")),
+            };
+            primaries.insert(name, primary);
+        }
+        Ok(JobsConfig { databases: DatabaseUrls { primaries }, jobs: partial.jobs })
+    }
+
+    pub fn load(path: &Path) -> Result<JobsConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        JobsConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+impl DatabaseUrls {
+    pub fn new(primaries: impl IntoIterator<Item = (String, String)>) -> DatabaseUrls {
+        DatabaseUrls { primaries: primaries.into_iter().map(|(k, v)| (k, Some(v))).collect() }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.primaries.keys().map(String::as_str).collect()
+    }
+}
+
+impl DatabaseResolver for DatabaseUrls {
+    fn resolve(&self, job: &JobSpec) -> Result<tokio_postgres::Config, ResolveError> {
+        match &job.target {
+            Target::Url(url) => config_from_url(url, &format!("job `{}`", job.name)),
+            Target::Database(name) => {
+                let entry = self.primaries.get(name).ok_or_else(|| ResolveError::UnknownDatabase(name.clone()))?;
+                let url = entry.as_ref().ok_or_else(|| ResolveError::NoPrimary(name.clone()))?;
+                config_from_url(url, &format!("[databases.{name}]"))
+            }
+        }
+    }
+}
+
+/// Parses a postgres:// URL; the password comes from the URL or, failing that, PGPASSWORD.
+pub fn config_from_url(url: &str, what: &str) -> Result<tokio_postgres::Config, ResolveError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ResolveError::BadUrl { what: what.into(), reason: "it must start with postgres://".into() });
+    }
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| ResolveError::BadUrl { what: what.into(), reason: e.to_string() })?;
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("pgpilot-jobs");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(config)
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Identifies a database (host, port, name, user) so jobs on the same one share history queries.
+pub fn database_key(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    format!(
+        "{}@{}:{:?}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_ports(),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/app"), "postgres://app:***@db:5432/app");
+        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact_url("postgres://db/app?user=x"), "postgres://db/app?user=x");
+    }
+
+    #[test]
+    fn reads_databases_and_jobs_ignoring_gateway_keys() {
+        let config = JobsConfig::parse(
+            r#"
+            listen = "0.0.0.0:6432"
+            [databases.app]
+            primary = "postgres://app@127.0.0.1:5432/app"
+            replicas = ["postgres://app@127.0.0.1:5433/app"]
+            pool_size = 20
+
+            [[jobs]]
+            name = "events-partitions"
+            kind = "partitions"
+            schedule = "@daily"
+            database = "app"
+            table = "public.events"
+            interval = "monthly"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.jobs.len(), 1);
+        let cfg = config.databases.resolve(&config.jobs[0]).unwrap();
+        assert_eq!(cfg.get_dbname(), Some("app"));
+        assert_eq!(cfg.get_application_name(), Some("pgpilot-jobs"));
+    }
+
+    #[test]
+    fn bad_url_errors_do_not_repeat_the_password() {
+        let err = config_from_url("postgres://u:hunter2@host:notaport/db", "x").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

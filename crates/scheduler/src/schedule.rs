@@ -1,0 +1,90 @@
+//! Cron schedules: standard 5-field expressions and the @daily-style nicknames, evaluated in UTC.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+
+/// How many upcoming runs are looked at to find a schedule's longest gap.
+const PERIOD_LOOKAHEAD: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    cron: Cron,
+}
+
+impl Schedule {
+    /// Parses "*/15 * * * *", "0 3 * * 1-5", "@daily", "@hourly", "@weekly", "@monthly", "@yearly".
+    /// Seconds and year fields are refused: a job table is not the place for sub-minute timers.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let trimmed = text.trim();
+        let text = if trimmed.eq_ignore_ascii_case("@midnight") { "@daily" } else { trimmed };
+        if text.starts_with('@') && text.eq_ignore_ascii_case("@reboot") {
+            return Err("`@reboot` is not a schedule pgpilot supports; use `pgpilot jobs run`".into());
+        }
+        if !text.starts_with('@') && text.split_whitespace().count() != 5 {
+            return Err(format!(
+                "`{text}` is not a 5-field cron schedule (minute hour day-of-month month day-of-week)"
+            ));
+        }
+        let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+        let cron = parser.parse(text).map_err(|e| format!("`{text}` is not a cron schedule: {e}"))?;
+        Ok(Schedule { cron })
+    }
+
+    /// The first run strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&t, false).ok()
+    }
+
+    /// The longest gap between consecutive runs over the next few runs: the period an alert
+    /// compares against ("0 3 * * 1-5" has a 3-day gap over the weekend, not 1 day).
+    pub fn period(&self, from: DateTime<Utc>) -> Duration {
+        let mut longest = Duration::ZERO;
+        let Some(mut prev) = self.next_after(from) else { return longest };
+        for _ in 0..PERIOD_LOOKAHEAD {
+            let Some(next) = self.next_after(prev) else { break };
+            longest = longest.max((next - prev).to_std().unwrap_or_default());
+            prev = next;
+        }
+        longest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn five_fields_and_nicknames() {
+        let s = Schedule::parse("*/15 * * * *").unwrap();
+        assert_eq!(s.next_after(at(2026, 1, 1, 10, 7)), Some(at(2026, 1, 1, 10, 15)));
+        assert_eq!(s.next_after(at(2026, 1, 1, 10, 15)), Some(at(2026, 1, 1, 10, 30)));
+        let daily = Schedule::parse("@daily").unwrap();
+        assert_eq!(daily.next_after(at(2026, 12, 31, 23, 59)), Some(at(2027, 1, 1, 0, 0)));
+        assert_eq!(daily.period(at(2026, 1, 1, 0, 0)), Duration::from_secs(86_400));
+        assert!(Schedule::parse("@midnight").is_ok());
+        assert!(Schedule::parse("@monthly").is_ok());
+    }
+
+    #[test]
+    fn period_is_the_longest_gap() {
+        let weekdays = Schedule::parse("0 3 * * 1-5").unwrap();
+        assert_eq!(weekdays.period(at(2026, 3, 2, 0, 0)), Duration::from_secs(3 * 86_400));
+        let monthly = Schedule::parse("0 0 1 * *").unwrap();
+        assert_eq!(monthly.period(at(2026, 1, 15, 0, 0)), Duration::from_secs(31 * 86_400));
+    }
+
+    #[test]
+    fn refuses_what_is_not_standard_cron() {
+        for bad in ["", "* * * *", "0 * * * * *", "61 * * * *", "@reboot", "every day"] {
+            assert!(Schedule::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The scheduler: one tokio task per job that sleeps until the next cron slot and runs it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::history;
+use crate::metrics::{self, JobCounters, JobSample};
+use crate::pg;
+use crate::report::{JobStatus, Outcome, RunReport, RunRecord};
+use crate::resolver::{database_key, DatabaseResolver, ResolveError};
+use crate::runner::{self, RunRequest};
+use crate::schedule::Schedule;
+use crate::spec::JobSpec;
+
+/// The longest a job loop sleeps before looking at the clock again (catches clock jumps).
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("there is no job named `{0}`")]
+    UnknownJob(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("{0}")]
+    Database(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// How this instance names itself in the history table.
+    pub instance: String,
+    /// How long `shutdown` waits for running jobs before abandoning them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions { instance: instance_name(), shutdown_grace: Duration::from_secs(30) }
+    }
+}
+
+/// `hostname:pid`, so the history says which instance ran what.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+#[derive(Default)]
+struct JobState {
+    next_run: Option<DateTime<Utc>>,
+    running: bool,
+    last: Option<RunReport>,
+    counters: JobCounters,
+}
+
+struct JobEntry {
+    spec: JobSpec,
+    schedule: Result<Schedule, String>,
+    period: Duration,
+    state: Mutex<JobState>,
+    /// Held for the length of a run: a job never overlaps itself within an instance.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl JobEntry {
+    fn state(&self) -> MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Shared {
+    jobs: Vec<Arc<JobEntry>>,
+    resolver: Arc<dyn DatabaseResolver>,
+    clock: Arc<dyn Clock>,
+    options: SchedulerOptions,
+    started: DateTime<Utc>,
+    stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn job(&self, name: &str) -> Result<&Arc<JobEntry>, SchedulerError> {
+        self.jobs.iter().find(|j| j.spec.name == name).ok_or_else(|| SchedulerError::UnknownJob(name.into()))
+    }
+}
+
+pub struct Scheduler;
+
+impl Scheduler {
+    /// Starts one loop per enabled job. Must be called inside a tokio runtime.
+    pub fn start(jobs: Vec<JobSpec>, resolver: Arc<dyn DatabaseResolver>, clock: Arc<dyn Clock>) -> SchedulerHandle {
+        Scheduler::start_with(jobs, resolver, clock, SchedulerOptions::default())
+    }
+
+    pub fn start_with(
+        jobs: Vec<JobSpec>,
+        resolver: Arc<dyn DatabaseResolver>,
+        clock: Arc<dyn Clock>,
+        options: SchedulerOptions,
+    ) -> SchedulerHandle {
+        let started = clock.now();
+        let jobs: Vec<Arc<JobEntry>> = jobs
+            .into_iter()
+            .map(|spec| {
+                let schedule = Schedule::parse(&spec.schedule);
+                let period = schedule.as_ref().map(|s| s.period(started)).unwrap_or_default();
+                Arc::new(JobEntry { spec, schedule, period, state: Mutex::default(), gate: Default::default() })
+            })
+            .collect();
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared { jobs, resolver, clock, options, started, stop });
+        let loops = shared
+            .jobs
+            .iter()
+            .filter(|j| j.spec.enabled)
+            .map(|job| tokio::spawn(job_loop(shared.clone(), job.clone(), shared.stop.subscribe())))
+            .collect();
+        SchedulerHandle { shared, loops: Arc::new(Mutex::new(loops)) }
+    }
+}
+
+/// Control and visibility for the running scheduler; cheap to clone.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    shared: Arc<Shared>,
+    loops: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl SchedulerHandle {
+    pub fn status(&self) -> Vec<JobStatus> {
+        self.shared.jobs.iter().map(|job| status_of(job)).collect()
+    }
+
+    /// Runs a job now (a manual run: not tied to a cron slot, still under the fleet-wide lock).
+    pub async fn run_now(&self, name: &str) -> Result<RunReport, SchedulerError> {
+        let job = self.shared.job(name)?.clone();
+        Ok(run_entry(&self.shared, &job, None).await)
+    }
+
+    /// The latest runs from pgpilot.job_runs of every database the jobs work on, newest first.
+    pub async fn history(&self, name: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, SchedulerError> {
+        if let Some(name) = name {
+            self.shared.job(name)?;
+        }
+        let specs: Vec<JobSpec> = self.shared.jobs.iter().map(|j| j.spec.clone()).collect();
+        history_of(&specs, self.shared.resolver.as_ref(), name, limit).await
+    }
+
+    pub fn render_prometheus(&self, out: &mut String) {
+        let states: Vec<(&JobEntry, JobState)> = self
+            .shared
+            .jobs
+            .iter()
+            .map(|j| {
+                let s = j.state();
+                let copy = JobState { next_run: s.next_run, running: s.running, last: None, counters: s.counters.clone() };
+                (j.as_ref(), copy)
+            })
+            .collect();
+        let samples: Vec<JobSample<'_>> = states
+            .iter()
+            .map(|(job, state)| JobSample {
+                name: &job.spec.name,
+                period_seconds: job.period.as_secs_f64(),
+                scheduled_since: self.shared.started,
+                running: state.running,
+                counters: &state.counters,
+            })
+            .collect();
+        metrics::render(&samples, out);
+    }
+
+    /// Stops scheduling; waits for running jobs up to the grace period, then abandons them (their
+    /// history rows are marked abandoned by the next run).
+    pub async fn shutdown(&self) {
+        let _ = self.shared.stop.send(true);
+        let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
+        let grace = self.shared.options.shutdown_grace;
+        for handle in loops {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(grace, handle).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn status_of(job: &JobEntry) -> JobStatus {
+    let state = job.state();
+    let last = state.last.as_ref();
+    JobStatus {
+        name: job.spec.name.clone(),
+        kind: job.spec.kind().to_string(),
+        schedule: job.spec.schedule.clone(),
+        enabled: job.spec.enabled,
+        period_seconds: job.period.as_secs_f64(),
+        next_run: state.next_run,
+        running: state.running,
+        last_start: last.map(|r| r.started_at),
+        last_end: last.map(|r| r.finished_at),
+        last_outcome: last.map(|r| r.outcome),
+        last_rows: last.and_then(|r| r.rows),
+        last_duration_seconds: last.map(|r| r.duration_seconds),
+        last_error: match &job.schedule {
+            Err(e) => Some(e.clone()),
+            Ok(_) => last.and_then(|r| r.error.clone()),
+        },
+        last_success: state.counters.last_success,
+    }
+}
+
+/// A report for a run that never reached the database.
+fn not_run(spec: &JobSpec, now: DateTime<Utc>, outcome: Outcome, error: String) -> RunReport {
+    RunReport {
+        job: spec.name.clone(),
+        kind: spec.kind().to_string(),
+        outcome,
+        scheduled_for: None,
+        started_at: now,
+        finished_at: now,
+        duration_seconds: 0.0,
+        attempts: 0,
+        rows: None,
+        notes: Vec::new(),
+        error: Some(error),
+        run_id: None,
+        default_partition_rows: None,
+        fleet_last_success: None,
+    }
+}
+
+async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTime<Utc>>) -> RunReport {
+    let Ok(_gate) = job.gate.try_lock() else {
+        let report = not_run(&job.spec, shared.clock.now(), Outcome::Skipped, "it is already running on this instance".into());
+        job.state().counters.record(&report);
+        return report;
+    };
+    job.state().running = true;
+    let report = match shared.resolver.resolve(&job.spec) {
+        Ok(config) => {
+            let req = RunRequest {
+                spec: &job.spec,
+                config: &config,
+                clock: shared.clock.as_ref(),
+                instance: &shared.options.instance,
+                scheduled_for,
+            };
+            runner::run(&req).await
+        }
+        Err(e) => not_run(&job.spec, shared.clock.now(), Outcome::Failed, e.to_string()),
+    };
+    log_report(&report);
+    let mut state = job.state();
+    state.running = false;
+    state.counters.record(&report);
+    state.last = Some(report.clone());
+    report
+}
+
+fn log_report(r: &RunReport) {
+    match r.outcome {
+        Outcome::Succeeded => tracing::info!(job = %r.job, rows = ?r.rows, seconds = r.duration_seconds, "job succeeded"),
+        Outcome::Skipped => tracing::debug!(job = %r.job, reason = ?r.error, "job skipped"),
+        Outcome::Failed => tracing::warn!(job = %r.job, error = ?r.error, attempts = r.attempts, "job failed"),
+    }
+}
+
+async fn job_loop(shared: Arc<Shared>, job: Arc<JobEntry>, mut stop: watch::Receiver<bool>) {
+    let Ok(schedule) = &job.schedule else {
+        tracing::error!(job = %job.spec.name, "not scheduled: {}", job.schedule.as_ref().err().cloned().unwrap_or_default());
+        return;
+    };
+    load_fleet_last_success(&shared, &job).await;
+    let mut after = shared.clock.now();
+    loop {
+        let Some(next) = schedule.next_after(after) else { return };
+        job.state().next_run = Some(next);
+        if !wait_until(shared.clock.as_ref(), next, &mut stop).await {
+            return;
+        }
+        run_entry(&shared, &job, Some(next)).await;
+        // Slots missed while the run went on are not made up: the next one is after now.
+        after = next.max(shared.clock.now());
+    }
+}
+
+/// Sleeps until the clock reads `at`; false when told to stop first.
+async fn wait_until(clock: &dyn Clock, at: DateTime<Utc>, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        let now = clock.now();
+        if now >= at {
+            return true;
+        }
+        let pause = (at - now).to_std().unwrap_or_default().min(TICK);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            changed = stop.changed() => if changed.is_err() { return false },
+        }
+    }
+}
+
+/// So the metrics and status say when the fleet last ran the job, before this instance runs it.
+async fn load_fleet_last_success(shared: &Shared, job: &JobEntry) {
+    let Ok(config) = shared.resolver.resolve(&job.spec) else { return };
+    let lookup = async {
+        let client = pg::connect(&config).await.ok()?;
+        history::last_success(&client, &job.spec.name).await.ok().flatten()
+    };
+    if let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(10), lookup).await {
+        let mut state = job.state();
+        state.counters.last_success = state.counters.last_success.max(Some(t));
+    }
+}
+
+/// Runs one job once, outside any scheduler (what `pgpilot jobs run` does).
+pub async fn run_once(spec: &JobSpec, resolver: &dyn DatabaseResolver, clock: &dyn Clock) -> RunReport {
+    match resolver.resolve(spec) {
+        Ok(config) => {
+            let instance = instance_name();
+            let req = RunRequest { spec, config: &config, clock, instance: &instance, scheduled_for: None };
+            runner::run(&req).await
+        }
+        Err(e) => not_run(spec, clock.now(), Outcome::Failed, e.to_string()),
+    }
+}
+
+/// The latest runs of `jobs` (or of the one named) from every database they work on.
+pub async fn history_of(
+    jobs: &[JobSpec],
+    resolver: &dyn DatabaseResolver,
+    name: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RunRecord>, SchedulerError> {
+    let mut by_database: BTreeMap<String, (tokio_postgres::Config, Vec<String>)> = BTreeMap::new();
+    for spec in jobs.iter().filter(|s| name.is_none_or(|n| n == s.name)) {
+        let config = resolver.resolve(spec)?;
+        by_database.entry(database_key(&config)).or_insert_with(|| (config, Vec::new())).1.push(spec.name.clone());
+    }
+    let mut records = Vec::new();
+    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+    for (key, (config, names)) in by_database {
+        let client = pg::connect(&config)
+            .await
+            .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {}", pg::describe(&e))))?;
+        let found = history::recent(&client, &names, limit_sql)
+            .await
+            .map_err(|e| SchedulerError::Database(e.to_string()))?;
+        records.extend(found);
+    }
+    records.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    records.truncate(limit);
+    Ok(records)
+}

@@ -1,0 +1,64 @@
+//! The job kinds. Each takes a connection already under the run's timeouts and advisory lock.
+
+mod catalog;
+mod partitions;
+pub mod periods;
+mod refresh;
+mod retention;
+mod sql;
+mod thresholds;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Client;
+
+use crate::pg::JobError;
+use crate::spec::Task;
+
+/// What a task runs with besides its connection.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    /// The scheduler's clock at the start of the run: periods and cutoffs are counted from it.
+    pub now: DateTime<Utc>,
+    pub server_version: i32,
+}
+
+/// What a task did.
+#[derive(Clone, Debug, Default)]
+pub struct TaskOutput {
+    /// Rows deleted, moved or reported by the server; None when the notion does not apply.
+    pub rows: Option<i64>,
+    /// What was done, in sentences for the history table and `pgpilot jobs history`.
+    pub notes: Vec<String>,
+    /// What could not be done; any problem makes the run count as failed.
+    pub problems: Vec<String>,
+    /// Rows sitting in a partitioned table's default partition (partitions jobs only).
+    pub default_rows: Option<i64>,
+    pub partitions_created: usize,
+    pub partitions_retired: usize,
+    pub rows_moved: i64,
+}
+
+impl TaskOutput {
+    pub fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+
+    pub fn problem(&mut self, text: String) {
+        self.problems.push(text);
+    }
+}
+
+pub async fn execute(client: &Client, task: &Task, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+    match task {
+        Task::Partitions(t) => {
+            let mut out = partitions::run(client, t, ctx).await?;
+            out.rows = Some(out.rows_moved);
+            Ok(out)
+        }
+        Task::Refresh(t) => refresh::run(client, t, ctx).await,
+        Task::Analyze(t) => thresholds::run(client, t, thresholds::Pass::Analyze, ctx).await,
+        Task::Vacuum(t) => thresholds::run(client, t, thresholds::Pass::Vacuum, ctx).await,
+        Task::Retention(t) => retention::run(client, t, ctx).await,
+        Task::Sql(t) => sql::run(client, t, ctx).await,
+    }
+}

@@ -1,0 +1,301 @@
+//! The partitions job: premake future partitions from now, watch the default partition, retire old ones.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use tokio_postgres::Client;
+
+use super::catalog::{self, Bound, Child, PartitionKey};
+use super::periods::{self, MAX_IDENTIFIER_BYTES};
+use super::{TaskContext, TaskOutput};
+use crate::pg::{self, quote_ident, quote_literal, Context, JobError, Relation};
+use crate::spec::PartitionsTask;
+
+/// Counting rows in a default partition stops here: the number is a warning, not an inventory.
+const DEFAULT_ROWS_CAP: i64 = 1_000_000;
+
+struct Table<'a> {
+    task: &'a PartitionsTask,
+    rel: Relation,
+    key: PartitionKey,
+    children: Vec<Child>,
+}
+
+impl Table<'_> {
+    fn default_partition(&self) -> Option<&Child> {
+        self.children.iter().find(|c| c.is_default)
+    }
+
+    fn overlapping(&self, start: NaiveDate, end: NaiveDate) -> Option<&Child> {
+        let (lo, hi) = (Bound::At(midnight(start)), Bound::At(midnight(end)));
+        self.children.iter().find(|c| matches!(c.range, Some((from, to)) if from < hi && lo < to))
+    }
+
+    fn range_predicate(&self, start: NaiveDate, end: NaiveDate) -> String {
+        let (col, ty) = (self.key.column_sql(), self.key.key_type);
+        format!("{col} >= {} AND {col} < {}", ty.literal(start), ty.literal(end))
+    }
+
+    fn bounds_sql(&self, start: NaiveDate, end: NaiveDate) -> String {
+        let ty = self.key.key_type;
+        format!("FOR VALUES FROM ({}) TO ({})", ty.literal(start), ty.literal(end))
+    }
+}
+
+fn midnight(day: NaiveDate) -> NaiveDateTime {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default()
+}
+
+pub async fn run(client: &Client, task: &PartitionsTask, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+    let rel = pg::find_relation(client, &task.table).await?;
+    let key = catalog::partition_key(client, &rel).await?;
+    // Bounds are written and read as wall-clock times in the job's zone.
+    client
+        .batch_execute(&format!("SET DateStyle = 'ISO'; SET TimeZone = {}", quote_literal(&task.time_zone)))
+        .await
+        .context(|| format!("setting TimeZone to {}", task.time_zone))?;
+    let (now_local, cutoff) = local_times(client, ctx, task).await?;
+    let children = catalog::children(client, &rel, ctx.server_version).await?;
+    let mut table = Table { task, rel, key, children };
+    let mut out = TaskOutput::default();
+
+    finish_pending_detaches(client, &table, &mut out).await?;
+    premake(client, &mut table, now_local, &mut out).await?;
+    watch_default(client, &table, &mut out).await?;
+    if let Some(cutoff) = cutoff {
+        retire(client, &table, cutoff, ctx.server_version, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Now and the retention cutoff as wall-clock times in the job's zone (PostgreSQL does the zone
+/// and calendar arithmetic). Now comes from the scheduler's clock, never from the table's data.
+async fn local_times(
+    client: &Client,
+    ctx: &TaskContext,
+    task: &PartitionsTask,
+) -> Result<(NaiveDateTime, Option<NaiveDateTime>), JobError> {
+    let retention = task.retention.as_ref().map(|r| r.interval().to_sql()).unwrap_or_else(|| "0".into());
+    let row = client
+        .query_one(
+            "SELECT ($1::timestamptz AT TIME ZONE $2)::timestamp,
+                    (($1::timestamptz AT TIME ZONE $2) - $3::text::interval)::timestamp",
+            &[&ctx.now, &task.time_zone, &retention],
+        )
+        .await
+        .context(|| "computing the current period".into())?;
+    let cutoff: NaiveDateTime = row.get(1);
+    Ok((row.get(0), task.retention.as_ref().map(|_| cutoff)))
+}
+
+/// A DETACH ... CONCURRENTLY interrupted by a cancel or crash leaves the partition half-detached.
+async fn finish_pending_detaches(client: &Client, table: &Table<'_>, out: &mut TaskOutput) -> Result<(), JobError> {
+    for child in table.children.iter().filter(|c| c.detach_pending) {
+        let sql = format!("ALTER TABLE {} DETACH PARTITION {} FINALIZE", table.rel.sql(), child.sql());
+        client.batch_execute(&sql).await.context(|| format!("finishing the detach of {}", child.display()))?;
+        out.note(format!("finished the interrupted detach of {}", child.display()));
+    }
+    Ok(())
+}
+
+async fn premake(
+    client: &Client,
+    table: &mut Table<'_>,
+    now_local: NaiveDateTime,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
+    let task = table.task;
+    let template = task.naming.as_deref().unwrap_or(periods::default_template(task.interval));
+    let mut created = Vec::new();
+    for (start, end) in periods::wanted_periods(task.interval, now_local, task.premake) {
+        if let Some(existing) = table.overlapping(start, end) {
+            if existing.range != Some((Bound::At(midnight(start)), Bound::At(midnight(end)))) {
+                out.note(format!("{start}..{end} is already covered by {}", existing.display()));
+            }
+            continue;
+        }
+        let name = periods::partition_name(template, &table.rel.name, start);
+        if name.len() > MAX_IDENTIFIER_BYTES {
+            out.problem(format!(
+                "partition name {name} is longer than {MAX_IDENTIFIER_BYTES} bytes; set a shorter `naming` template"
+            ));
+            continue;
+        }
+        if create_partition(client, table, &name, start, end, out).await? {
+            created.push(name.clone());
+            table.children.push(Child {
+                schema: table.rel.schema.clone(),
+                name,
+                is_default: false,
+                range: Some((Bound::At(midnight(start)), Bound::At(midnight(end)))),
+                detach_pending: false,
+            });
+        }
+    }
+    out.partitions_created = created.len();
+    if !created.is_empty() {
+        out.note(format!("created {}", created.join(", ")));
+    }
+    Ok(())
+}
+
+/// Makes one partition. Rows for its range already sitting in the default partition would make
+/// CREATE ... PARTITION OF fail; they are moved when the job allows it, reported otherwise.
+async fn create_partition(
+    client: &Client,
+    table: &Table<'_>,
+    name: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+    out: &mut TaskOutput,
+) -> Result<bool, JobError> {
+    let qualified = format!("{}.{}", quote_ident(&table.rel.schema), quote_ident(name));
+    if let Some(default) = table.default_partition() {
+        let count_sql =
+            format!("SELECT count(*) FROM {} WHERE {}", default.sql(), table.range_predicate(start, end));
+        let waiting: i64 = client
+            .query_one(&count_sql, &[])
+            .await
+            .context(|| format!("counting rows for {start}..{end} in {}", default.display()))?
+            .get(0);
+        if waiting > 0 {
+            if !table.task.move_default_rows {
+                out.problem(format!(
+                    "{waiting} rows for {start}..{end} sit in the default partition {}, so {name} was not created; \
+                     set `move_default_rows = true` to move them into it",
+                    default.display()
+                ));
+                return Ok(false);
+            }
+            let moved = move_from_default(client, table, default, &qualified, start, end).await?;
+            out.rows_moved += moved;
+            out.note(format!("moved {moved} rows from {} into {name}", default.display()));
+            return Ok(true);
+        }
+    }
+    let sql = format!("CREATE TABLE {qualified} PARTITION OF {} {}", table.rel.sql(), table.bounds_sql(start, end));
+    client.batch_execute(&sql).await.context(|| format!("creating partition {name}"))?;
+    Ok(true)
+}
+
+/// In one transaction: a new table shaped like the parent, the default partition's rows for its
+/// range moved into it, then attached. Readers see the rows in one place or the other, never both.
+async fn move_from_default(
+    client: &Client,
+    table: &Table<'_>,
+    default: &Child,
+    qualified: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<i64, JobError> {
+    let columns: Vec<String> = client
+        .query(
+            "SELECT quote_ident(attname) FROM pg_attribute
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+              ORDER BY attnum",
+            &[&table.rel.oid],
+        )
+        .await
+        .context(|| format!("reading the columns of {}", table.rel.display()))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let columns = columns.join(", ");
+    let steps = [
+        format!(
+            "CREATE TABLE {qualified} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE \
+             INCLUDING COMMENTS INCLUDING GENERATED)",
+            table.rel.sql()
+        ),
+        format!(
+            "WITH moved AS (DELETE FROM {} WHERE {} RETURNING {columns}) INSERT INTO {qualified} ({columns}) \
+             SELECT {columns} FROM moved",
+            default.sql(),
+            table.range_predicate(start, end)
+        ),
+        format!("ALTER TABLE {} ATTACH PARTITION {qualified} {}", table.rel.sql(), table.bounds_sql(start, end)),
+    ];
+    client.batch_execute("BEGIN").await.context(|| "BEGIN".into())?;
+    let mut moved = 0;
+    for (i, sql) in steps.iter().enumerate() {
+        match client.execute(sql.as_str(), &[]).await {
+            Ok(n) if i == 1 => moved = n as i64,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(JobError::Postgres {
+                    context: format!("moving rows for {start}..{end} out of {}", default.display()),
+                    source: e,
+                });
+            }
+        }
+    }
+    client.batch_execute("COMMIT").await.context(|| "COMMIT".into())?;
+    Ok(moved)
+}
+
+/// Rows in the default partition mean a partition was missing when they arrived (or they are bogus).
+async fn watch_default(client: &Client, table: &Table<'_>, out: &mut TaskOutput) -> Result<(), JobError> {
+    let Some(default) = table.default_partition() else {
+        return Ok(());
+    };
+    let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {DEFAULT_ROWS_CAP}) d", default.sql());
+    let rows: i64 =
+        client.query_one(&sql, &[]).await.context(|| format!("counting rows in {}", default.display()))?.get(0);
+    out.default_rows = Some(rows);
+    if rows > 0 {
+        let range_sql = format!(
+            "SELECT min({col})::text, max({col})::text FROM {}",
+            default.sql(),
+            col = table.key.column_sql()
+        );
+        let range = client.query_one(&range_sql, &[]).await.context(|| format!("reading {}", default.display()))?;
+        let (lo, hi): (Option<String>, Option<String>) = (range.get(0), range.get(1));
+        let more = if rows >= DEFAULT_ROWS_CAP { "at least " } else { "" };
+        out.note(format!(
+            "default partition {} holds {more}{rows} rows ({} from {} to {})",
+            default.display(),
+            table.key.column,
+            lo.unwrap_or_default(),
+            hi.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// Detaches (and optionally drops) partitions whose whole range ends at or before the cutoff.
+async fn retire(
+    client: &Client,
+    table: &Table<'_>,
+    cutoff: NaiveDateTime,
+    server_version: i32,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
+    // DETACH CONCURRENTLY (PostgreSQL 14+) takes only a SHARE UPDATE EXCLUSIVE lock on the parent,
+    // but PostgreSQL refuses it when the table has a default partition.
+    let has_default = table.default_partition().is_some();
+    let concurrently = server_version >= 140000 && !has_default;
+    let old = table.children.iter().filter(|c| match c.range {
+        Some((_, Bound::At(upper))) => !c.is_default && !c.detach_pending && upper <= cutoff,
+        _ => false,
+    });
+    let mut retired = Vec::new();
+    for child in old {
+        let how = if concurrently { " CONCURRENTLY" } else { "" };
+        let sql = format!("ALTER TABLE {} DETACH PARTITION {}{how}", table.rel.sql(), child.sql());
+        client.batch_execute(&sql).await.context(|| format!("detaching {}", child.display()))?;
+        if table.task.retention_drop {
+            let drop = format!("DROP TABLE {}", child.sql());
+            client.batch_execute(&drop).await.context(|| format!("dropping {}", child.display()))?;
+        }
+        retired.push(child.display());
+    }
+    out.partitions_retired = retired.len();
+    if !retired.is_empty() {
+        let verb = if table.task.retention_drop { "detached and dropped" } else { "detached" };
+        out.note(format!("{verb} {} (older than {cutoff})", retired.join(", ")));
+        if !concurrently {
+            let why = if has_default { "the table has a default partition" } else { "the server is older than 14" };
+            out.note(format!("detached without CONCURRENTLY because {why}"));
+        }
+    }
+    Ok(())
+}
