@@ -121,11 +121,12 @@ pub async fn finish(client: &Client, f: &Finish<'_>) -> Result<(), JobError> {
     Ok(())
 }
 
-pub async fn prune(client: &Client, job: &str) -> Result<u64, JobError> {
+/// Deletes this job's runs older than [`KEEP`] counted back from `now` (the scheduler's clock).
+pub async fn prune(client: &Client, job: &str, now: DateTime<Utc>) -> Result<u64, JobError> {
     client
         .execute(
-            &format!("DELETE FROM pgpilot.job_runs WHERE job = $1 AND started_at < now() - interval '{KEEP}'"),
-            &[&job],
+            &format!("DELETE FROM pgpilot.job_runs WHERE job = $1 AND started_at < $2::timestamptz - interval '{KEEP}'"),
+            &[&job, &now],
         )
         .await
         .context(|| "pruning old history".into())

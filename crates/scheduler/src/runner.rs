@@ -162,7 +162,7 @@ async fn recorded_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRep
         error: report.error.clone(),
     };
     history::finish(client, &finish).await?;
-    history::prune(client, &req.spec.name).await?;
+    history::prune(client, &req.spec.name, report.started_at).await?;
     report.fleet_last_success = history::last_success(client, &req.spec.name).await?;
     Ok(())
 }

@@ -280,8 +280,9 @@ async fn job_loop(shared: Arc<Shared>, job: Arc<JobEntry>, mut stop: watch::Rece
         tracing::error!(job = %job.spec.name, "not scheduled: {}", job.schedule.as_ref().err().cloned().unwrap_or_default());
         return;
     };
-    load_fleet_last_success(&shared, &job).await;
-    let mut after = shared.clock.now();
+    tokio::spawn(load_fleet_last_success(shared.clone(), job.clone()));
+    // Slots are counted from the scheduler's start, not from whenever this task got going.
+    let mut after = shared.started;
     loop {
         let Some(next) = schedule.next_after(after) else { return };
         job.state().next_run = Some(next);
@@ -313,7 +314,7 @@ async fn wait_until(clock: &dyn Clock, at: DateTime<Utc>, stop: &mut watch::Rece
 }
 
 /// So the metrics and status say when the fleet last ran the job, before this instance runs it.
-async fn load_fleet_last_success(shared: &Shared, job: &JobEntry) {
+async fn load_fleet_last_success(shared: Arc<Shared>, job: Arc<JobEntry>) {
     let Ok(config) = shared.resolver.resolve(&job.spec) else { return };
     let lookup = async {
         let client = pg::connect(&config).await.ok()?;

@@ -1,0 +1,181 @@
+//! Once per fleet, safety limits, history and metrics: schedulers racing, lock timeouts.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{at, client, clock, config, run};
+use pgpilot_scheduler::{Outcome, Scheduler, SchedulerHandle, SchedulerOptions, METRIC_NAMES};
+use pgpilot_testkit::Cluster;
+
+const RACE_JOBS: &str = r#"
+[[jobs]]
+name = "nightly"
+kind = "sql"
+schedule = "0 3 * * *"
+database = "app"
+sql = "SELECT pg_sleep(0.5); INSERT INTO race_log VALUES (default)"
+"#;
+
+fn start(cfg: &pgpilot_scheduler::JobsConfig, clock: Arc<pgpilot_scheduler::ManualClock>, name: &str) -> SchedulerHandle {
+    let options = SchedulerOptions { instance: name.into(), shutdown_grace: Duration::from_secs(5) };
+    Scheduler::start_with(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock, options)
+}
+
+async fn wait_idle(handles: &[&SchedulerHandle], ran: impl Fn(&SchedulerHandle) -> bool) {
+    for _ in 0..200 {
+        if handles.iter().all(|h| ran(h) && !h.status()[0].running) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the schedulers did not finish: {:?}", handles.iter().map(|h| h.status()).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_race_and_exactly_one_runs_each_slot() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE race_log (id serial, at timestamptz DEFAULT clock_timestamp())");
+    let cfg = config(&cluster, RACE_JOBS);
+    let (clock_a, clock_b) = (clock(at(2026, 5, 1, 2, 59, 59)), clock(at(2026, 5, 1, 2, 59, 59)));
+    let a = start(&cfg, clock_a.clone(), "instance-a");
+    let b = start(&cfg, clock_b.clone(), "instance-b");
+    assert_eq!(a.status()[0].period_seconds, 86_400.0);
+
+    // Both clocks pass 03:00 together: both wake, one takes the lock, the other is skipped.
+    clock_a.set(at(2026, 5, 1, 3, 0, 0));
+    clock_b.set(at(2026, 5, 1, 3, 0, 0));
+    wait_idle(&[&a, &b], |h| h.status()[0].last_outcome.is_some()).await;
+    let outcomes = [a.status()[0].last_outcome, b.status()[0].last_outcome];
+    assert!(outcomes.contains(&Some(Outcome::Succeeded)) && outcomes.contains(&Some(Outcome::Skipped)), "{outcomes:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM race_log"), "1");
+
+    // The next night, instance B's clock is late: A has finished and released the lock when B
+    // wakes, yet B does not run the slot again, because the history already holds it.
+    clock_a.set(at(2026, 5, 2, 3, 0, 0));
+    wait_idle(&[&a], |h| h.status()[0].last_start.is_some_and(|t| t >= at(2026, 5, 2, 3, 0, 0))).await;
+    assert_eq!(a.status()[0].last_outcome, Some(Outcome::Succeeded));
+    clock_b.set(at(2026, 5, 2, 3, 0, 2));
+    wait_idle(&[&b], |h| h.status()[0].last_start.is_some_and(|t| t >= at(2026, 5, 2, 3, 0, 0))).await;
+    let late = b.status()[0].clone();
+    assert_eq!(late.last_outcome, Some(Outcome::Skipped), "{late:?}");
+    assert!(late.last_error.unwrap_or_default().contains("already ran"));
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM race_log"), "2");
+    // B learned the fleet's last success from the history table, so its metrics do not alert.
+    assert!(late.last_success.is_some(), "instance B should know when the job last succeeded");
+
+    // Two manual runs at once: one runs, the other finds the lock taken.
+    let (ra, rb) = tokio::join!(a.run_now("nightly"), b.run_now("nightly"));
+    let mut manual = [ra.unwrap().outcome, rb.unwrap().outcome];
+    manual.sort();
+    assert_eq!(manual, [Outcome::Succeeded, Outcome::Skipped]);
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM race_log"), "3");
+
+    let history = a.history(Some("nightly"), 10).await.unwrap();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(history.iter().all(|r| r.outcome == "succeeded"));
+    assert_eq!(history.iter().filter(|r| r.scheduled_for.is_some()).count(), 2);
+
+    let mut metrics = String::new();
+    a.render_prometheus(&mut metrics);
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"nightly\",outcome=\"succeeded\"}"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_period_seconds{job=\"nightly\"} 86400"), "{metrics}");
+    for name in METRIC_NAMES.iter().filter(|n| !n.contains("default_partition")) {
+        assert!(metrics.contains(&format!("\n{name}{{")), "{name} missing from\n{metrics}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_hitting_lock_timeout_fails_cleanly_and_harms_nothing() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE accounts (id int PRIMARY KEY, balance int); INSERT INTO accounts VALUES (1, 100)");
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "touch"
+        kind = "sql"
+        schedule = "@hourly"
+        database = "app"
+        sql = "UPDATE accounts SET balance = balance + 1"
+        lock_timeout = "200ms"
+        statement_timeout = "5s"
+        retries = 1
+        retry_backoff = "50ms"
+        "#,
+    );
+    let clock = clock(at(2026, 2, 1, 0, 0, 0));
+    let holder = client(&cluster).await;
+    holder.batch_execute("BEGIN; LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    let report = run(&cfg, "touch", &clock).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert_eq!(report.attempts, 2, "one retry after the transient lock timeout");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(error.contains("55P03") && error.contains("lock timeout"), "{error}");
+    assert!(report.duration_seconds < 3.0, "it gave up promptly: {report:?}");
+
+    // The lock holder never noticed; nothing changed; the failure is in the history.
+    holder.batch_execute("UPDATE accounts SET balance = 50; COMMIT").await.unwrap();
+    assert_eq!(cluster.psql("postgres", "SELECT balance FROM accounts"), "50");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT outcome, attempts, error LIKE '%lock timeout%' FROM pgpilot.job_runs"),
+        "failed|2|t"
+    );
+    // The job's advisory lock was released: with the table free the next run succeeds.
+    let again = run(&cfg, "touch", &clock).await;
+    assert_eq!(again.outcome, Outcome::Succeeded, "{again:?}");
+    assert_eq!(again.rows, Some(1));
+    assert_eq!(cluster.psql("postgres", "SELECT balance FROM accounts"), "51");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
+        "0",
+        "no advisory lock left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_and_vacuum_only_tables_over_the_threshold() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE busy (id int); CREATE TABLE quiet (id int);
+         INSERT INTO busy SELECT generate_series(1, 5000); INSERT INTO quiet SELECT generate_series(1, 10);
+         SELECT pg_stat_force_next_flush();",
+    );
+    // Statistics reach pg_stat_user_tables asynchronously.
+    cluster.wait_for("5000", "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'busy'", Duration::from_secs(10));
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "analyze"
+        kind = "analyze"
+        schedule = "@hourly"
+        database = "app"
+        schemas = ["public"]
+        min_changes = 100
+        scale_factor = 0.0
+
+        [[jobs]]
+        name = "vacuum"
+        kind = "vacuum"
+        schedule = "@daily"
+        database = "app"
+        tables = ["busy", "quiet"]
+        min_changes = 1000
+        "#,
+    );
+    let clock = clock(at(2026, 2, 1, 0, 0, 0));
+    let report = run(&cfg, "analyze", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(1), "{report:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"), "busy");
+    let report = run(&cfg, "vacuum", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(1), "{report:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"), "busy");
+}

@@ -1,0 +1,210 @@
+//! Partitions premade from a frozen clock, bogus future rows, the default partition, retention.
+
+mod common;
+
+use common::{at, clock, config, lines, run};
+use pgpilot_scheduler::Outcome;
+use pgpilot_testkit::Cluster;
+
+fn partitions_of(cluster: &Cluster, table: &str) -> Vec<String> {
+    lines(
+        cluster,
+        &format!(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = '{table}'::regclass ORDER BY 1"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn premade_across_month_and_year_boundaries() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE events (id bigint, created_at timestamptz NOT NULL, payload text) PARTITION BY RANGE (created_at);
+         CREATE INDEX ON events (created_at);
+         CREATE TABLE ticks (day date NOT NULL, n int) PARTITION BY RANGE (day);
+         CREATE TABLE weekly (at timestamp NOT NULL) PARTITION BY RANGE (at);",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "events"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "events"
+        interval = "monthly"
+        premake = 3
+
+        [[jobs]]
+        name = "ticks"
+        kind = "partitions"
+        schedule = "@hourly"
+        database = "app"
+        table = "public.ticks"
+        interval = "daily"
+        premake = 3
+        naming = "{table}_{YYYY}{MM}{DD}"
+
+        [[jobs]]
+        name = "weekly"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "weekly"
+        interval = "weekly"
+        premake = 1
+        "#,
+    );
+    let clock = clock(at(2026, 11, 20, 9, 30, 0));
+    let report = run(&cfg, "events", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(
+        partitions_of(&cluster, "events"),
+        ["events_y2026_m11", "events_y2026_m12", "events_y2027_m01", "events_y2027_m02"]
+    );
+    // Bounds are UTC month starts, and indexes came along.
+    assert_eq!(
+        cluster.psql("postgres", "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'events_y2027_m01'"),
+        "FOR VALUES FROM ('2027-01-01 00:00:00+00') TO ('2027-02-01 00:00:00+00')"
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events_y2027_m02'"), "1");
+
+    clock.set(at(2026, 12, 30, 23, 0, 0));
+    let report = run(&cfg, "ticks", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(partitions_of(&cluster, "ticks"), ["ticks_20261230", "ticks_20261231", "ticks_20270101", "ticks_20270102"]);
+
+    // Running again changes nothing; a month later only the new months appear.
+    let again = run(&cfg, "events", &clock).await;
+    assert_eq!(again.outcome, Outcome::Succeeded, "{again:?}");
+    assert_eq!(partitions_of(&cluster, "events").len(), 5, "December 30 adds March 2027");
+    clock.set(at(2027, 1, 1, 0, 0, 0));
+    let report = run(&cfg, "weekly", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(partitions_of(&cluster, "weekly"), ["weekly_y2026_w53", "weekly_y2027_w01"]);
+    cluster.psql("postgres", "INSERT INTO events VALUES (1, '2027-01-15', 'x'); INSERT INTO ticks VALUES ('2027-01-02', 1)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bogus_future_row_makes_no_extra_partitions_and_is_reported() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE m (id int, at timestamptz NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE m_default PARTITION OF m DEFAULT;
+         INSERT INTO m VALUES (1, '2100-01-01'), (2, '2026-03-02');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "m"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "m"
+        interval = "monthly"
+        premake = 2
+        "#,
+    );
+    let clock = clock(at(2026, 1, 10, 0, 0, 0));
+    let report = run(&cfg, "m", &clock).await;
+    // March's row already sits in the default partition, so March cannot be made without moving it.
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(error.contains("move_default_rows"), "{error}");
+    assert_eq!(partitions_of(&cluster, "m"), ["m_default", "m_y2026_m01", "m_y2026_m02"]);
+    assert_eq!(report.default_partition_rows, Some(2));
+    assert!(report.notes.iter().any(|n| n.contains("2100-01-01")), "{:?}", report.notes);
+
+    let moving = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "m"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "m"
+        interval = "monthly"
+        premake = 2
+        move_default_rows = true
+        "#,
+    );
+    let report = run(&moving, "m", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(1), "one row moved");
+    assert_eq!(partitions_of(&cluster, "m"), ["m_default", "m_y2026_m01", "m_y2026_m02", "m_y2026_m03"]);
+    assert_eq!(cluster.psql("postgres", "SELECT id FROM m_y2026_m03"), "2");
+    // The year-2100 row stays in the default partition: no partition is made 74 years ahead.
+    assert_eq!(cluster.psql("postgres", "SELECT id FROM m_default"), "1");
+    assert_eq!(report.default_partition_rows, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_detaches_only_partitions_wholly_past_the_cutoff() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE keep (at timestamptz NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE gone (at date NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE gone_default PARTITION OF gone DEFAULT;",
+    );
+    let jobs = r#"
+        [[jobs]]
+        name = "keep"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "keep"
+        interval = "monthly"
+        premake = 3
+        retention = "2 months"
+
+        [[jobs]]
+        name = "gone"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "gone"
+        interval = "monthly"
+        premake = 3
+        retention = "2 months"
+        retention_drop = true
+    "#;
+    let cfg = config(&cluster, jobs);
+    let clock = clock(at(2025, 10, 10, 0, 0, 0));
+    for name in ["keep", "gone"] {
+        let report = run(&cfg, name, &clock).await;
+        assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    }
+    cluster.psql("postgres", "INSERT INTO keep VALUES ('2025-10-05'), ('2025-11-05'); INSERT INTO gone VALUES ('2025-10-05')");
+
+    // Cutoff 2025-11-20: October (ends Nov 1) goes, November (ends Dec 1) stays.
+    clock.set(at(2026, 1, 20, 0, 0, 0));
+    let report = run(&cfg, "keep", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(
+        super_partitions(&cluster, "keep"),
+        ["keep_y2025_m11", "keep_y2025_m12", "keep_y2026_m01", "keep_y2026_m02", "keep_y2026_m03", "keep_y2026_m04"]
+    );
+    // Detached, not dropped: the rows are still there to archive.
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM keep_y2025_m10"), "1");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM keep"), "1");
+    assert!(report.notes.iter().any(|n| n.contains("detached keep_y2025_m10") || n.contains("public.keep_y2025_m10")));
+
+    let report = run(&cfg, "gone", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(!super_partitions(&cluster, "gone").contains(&"gone_y2025_m10".to_string()));
+    assert_eq!(cluster.psql("postgres", "SELECT to_regclass('gone_y2025_m10') IS NULL"), "t");
+    assert!(super_partitions(&cluster, "gone").contains(&"gone_y2025_m11".to_string()));
+    // A default partition rules out CONCURRENTLY, and the job says so.
+    assert!(report.notes.iter().any(|n| n.contains("without CONCURRENTLY")), "{:?}", report.notes);
+}
+
+fn super_partitions(cluster: &Cluster, table: &str) -> Vec<String> {
+    partitions_of(cluster, table).into_iter().filter(|p| !p.ends_with("_default")).collect()
+}

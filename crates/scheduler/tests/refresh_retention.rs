@@ -1,0 +1,169 @@
+//! Materialized views refreshed under readers, and batched retention.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{at, client, clock, config, run};
+use pgpilot_scheduler::Outcome;
+use pgpilot_testkit::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refresh_never_blocks_or_fails_readers() {
+    let cluster = Cluster::start();
+    // pg_sleep in the view's FROM makes every refresh take at least 1.5 s.
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE base AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;
+         CREATE MATERIALIZED VIEW mv AS SELECT b.id, b.v FROM base b, pg_sleep(1.5) s;
+         CREATE UNIQUE INDEX mv_id ON mv (id);
+         CREATE MATERIALIZED VIEW mv_plain AS SELECT id FROM base;
+         INSERT INTO base SELECT g, 'new' FROM generate_series(20001, 20500) g;",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "mv"
+        kind = "refresh"
+        schedule = "*/15 * * * *"
+        database = "app"
+        view = "mv"
+
+        [[jobs]]
+        name = "mv-plain"
+        kind = "refresh"
+        schedule = "@daily"
+        database = "app"
+        view = "mv_plain"
+
+        [[jobs]]
+        name = "mv-plain-strict"
+        kind = "refresh"
+        schedule = "@daily"
+        database = "app"
+        view = "mv_plain"
+        concurrently = "always"
+        "#,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let c = client(&cluster).await;
+        c.batch_execute("SET statement_timeout = '5s'").await.unwrap();
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let (mut reads, mut slowest) = (0u32, Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let n: i64 = c.query_one("SELECT count(*) FROM mv", &[]).await.expect("a reader failed").get(0);
+                assert!(n >= 20000, "readers always see a full view, got {n}");
+                slowest = slowest.max(t.elapsed());
+                reads += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (reads, slowest)
+        }));
+    }
+    let clock = clock(at(2026, 3, 1, 0, 0, 0));
+    let started = Instant::now();
+    let report = run(&cfg, "mv", &clock).await;
+    let refresh_took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(report.notes.iter().any(|n| n.contains("CONCURRENTLY")), "{:?}", report.notes);
+    assert!(refresh_took >= Duration::from_millis(1500), "the refresh was meant to be slow: {refresh_took:?}");
+    for reader in readers {
+        let (reads, slowest) = reader.await.expect("reader task");
+        assert!(reads >= 10, "a reader managed only {reads} reads during a {refresh_took:?} refresh");
+        assert!(slowest < Duration::from_millis(1000), "a reader waited {slowest:?}: it was blocked");
+    }
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM mv"), "20500");
+
+    // Without a unique index: a plain refresh and the reason; or a refusal when asked to insist.
+    let plain = run(&cfg, "mv-plain", &clock).await;
+    assert_eq!(plain.outcome, Outcome::Succeeded, "{plain:?}");
+    assert!(plain.notes.iter().any(|n| n.contains("no unique index")), "{:?}", plain.notes);
+    let strict = run(&cfg, "mv-plain-strict", &clock).await;
+    assert_eq!(strict.outcome, Outcome::Failed);
+    assert!(strict.error.unwrap_or_default().contains("unique index"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_retention_leaves_recent_rows_alone() {
+    let cluster = Cluster::start();
+    // "Now" is 2026-06-01. 12,000 rows are over a year old (half of them still 'open'), 1,000 recent.
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE audit (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL, status text NOT NULL);
+         INSERT INTO audit (created_at, status)
+              SELECT '2025-01-01'::timestamptz + g * interval '1 minute', CASE WHEN g % 2 = 0 THEN 'done' ELSE 'open' END
+                FROM generate_series(1, 12000) g;
+         INSERT INTO audit (created_at, status)
+              SELECT '2026-05-20'::timestamptz + g * interval '1 second', 'done' FROM generate_series(1, 1000) g;
+         CREATE TABLE log_nopk (at timestamptz NOT NULL, line text);
+         INSERT INTO log_nopk SELECT '2025-01-01'::timestamptz + g * interval '1 minute', 'x' FROM generate_series(1, 3000) g;
+         INSERT INTO log_nopk VALUES ('2026-05-31', 'recent');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "audit-done"
+        kind = "retention"
+        schedule = "@daily"
+        database = "app"
+        table = "audit"
+        column = "created_at"
+        older_than = "365 days"
+        filter = "status = 'done'"
+        batch_size = 1000
+        pause = "5ms"
+
+        [[jobs]]
+        name = "audit-all"
+        kind = "retention"
+        schedule = "@daily"
+        database = "app"
+        table = "audit"
+        column = "created_at"
+        older_than = "1 year"
+        batch_size = 500
+        pause = "50ms"
+        time_budget = "60ms"
+
+        [[jobs]]
+        name = "log"
+        kind = "retention"
+        schedule = "@daily"
+        database = "app"
+        table = "log_nopk"
+        column = "at"
+        older_than = "30 days"
+        batch_size = 700
+        pause = "1ms"
+        "#,
+    );
+    let clock = clock(at(2026, 6, 1, 0, 0, 0));
+    let report = run(&cfg, "audit-done", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(6000));
+    assert!(report.notes.iter().any(|n| n.contains("7 batches")), "{:?}", report.notes);
+    let counts = |sql: &str| cluster.psql("postgres", sql);
+    assert_eq!(counts("SELECT count(*) FROM audit WHERE created_at >= '2026-01-01'"), "1000");
+    assert_eq!(counts("SELECT count(*) FROM audit WHERE status = 'open'"), "6000");
+
+    // A small time budget stops between batches and leaves the rest for the next run.
+    let report = run(&cfg, "audit-all", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(report.rows.unwrap_or(0) >= 500 && report.rows.unwrap_or(0) < 6000, "{report:?}");
+    assert!(report.notes.iter().any(|n| n.contains("time budget")), "{:?}", report.notes);
+    assert_eq!(counts("SELECT count(*) FROM audit WHERE created_at >= '2026-01-01'"), "1000");
+
+    let report = run(&cfg, "log", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(3000));
+    assert_eq!(counts("SELECT line FROM log_nopk"), "recent");
+}
