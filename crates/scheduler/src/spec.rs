@@ -12,7 +12,7 @@ use crate::schedule::Schedule;
 use crate::span::Span;
 
 /// One maintenance job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "crate::spec_raw::RawJobSpec", into = "crate::spec_raw::RawJobSpec")]
 pub struct JobSpec {
     pub name: String,

@@ -1,0 +1,50 @@
+//! The shipped Prometheus rules only use metrics the scheduler exports.
+
+use std::collections::BTreeSet;
+
+use pgpilot_scheduler::METRIC_NAMES;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("pgpilot_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_rule_uses_exported_metrics_and_is_complete() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/pgpilot-jobs.rules.yml");
+    let text = std::fs::read_to_string(path).expect("reading the rules file");
+    let docs = YamlLoader::load_from_str(&text).expect("the rules file is valid YAML");
+    let groups = docs[0]["groups"].as_vec().expect("a `groups` list");
+    let mut alerts = Vec::new();
+    for group in groups {
+        assert!(group["name"].as_str().is_some(), "every group has a name");
+        for rule in group["rules"].as_vec().expect("a `rules` list") {
+            let alert = rule["alert"].as_str().expect("every rule is an alert with a name");
+            let expr = rule["expr"].as_str().unwrap_or_else(|| panic!("{alert} has an expr"));
+            let used = metric_names_in(expr);
+            assert!(!used.is_empty(), "{alert} uses no pgpilot metric: {expr}");
+            for name in &used {
+                assert!(METRIC_NAMES.contains(&name.as_str()), "{alert} uses {name}, which the scheduler does not export");
+            }
+            assert_eq!(expr.matches('(').count(), expr.matches(')').count(), "{alert}: unbalanced parentheses");
+            assert!(matches!(rule["labels"]["severity"].as_str(), Some("critical" | "warning")), "{alert} severity");
+            assert!(rule["annotations"]["summary"].as_str().is_some(), "{alert} has a summary");
+            if let Yaml::String(duration) = &rule["for"] {
+                assert!(duration.ends_with('m') || duration.ends_with('h'), "{alert}: for = {duration}");
+            }
+            alerts.push((alert.to_string(), expr.to_string()));
+        }
+    }
+    // The one the issue asks for: a job not succeeded within twice its period.
+    let (_, stale) = alerts.iter().find(|(a, _)| a == "PgpilotJobNotSucceeding").expect("the staleness alert");
+    assert!(stale.contains("pgpilot_job_last_success_timestamp_seconds") && stale.contains("2 * max by (job) (pgpilot_job_period_seconds)"));
+    assert!(alerts.iter().any(|(_, e)| e.contains("pgpilot_job_failures_total")), "an alert on failures");
+}

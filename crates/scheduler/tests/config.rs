@@ -1,0 +1,119 @@
+//! `[[jobs]]` tables: typos and misplaced keys are refused, check-config messages are useful.
+
+use pgpilot_scheduler::{validate, validate_with_databases, JobSpec, JobsConfig, Task};
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Jobs {
+    jobs: Vec<JobSpec>,
+}
+
+fn parse(toml_text: &str) -> Result<Vec<JobSpec>, String> {
+    toml::from_str::<Jobs>(toml_text).map(|j| j.jobs).map_err(|e| e.to_string())
+}
+
+const GOOD: &str = r#"
+[[jobs]]
+name = "events-partitions"
+kind = "partitions"
+schedule = "@daily"
+database = "app"
+table = "public.events"
+interval = "monthly"
+premake = 3
+retention = "12 months"
+lock_timeout = "2s"
+
+[[jobs]]
+name = "mv"
+kind = "refresh"
+schedule = "*/15 * * * *"
+url = "postgres://jobs:s3cret@db.internal:5432/app"
+view = "reports.daily"
+
+[[jobs]]
+name = "audit"
+kind = "retention"
+schedule = "30 2 * * *"
+database = "app"
+table = "audit_log"
+column = "created_at"
+older_than = "1 year"
+filter = "kind <> 'legal-hold'"
+"#;
+
+#[test]
+fn good_jobs_parse_validate_and_round_trip() {
+    let jobs = parse(GOOD).unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert!(validate(&jobs).is_empty(), "{:?}", validate(&jobs));
+    assert!(matches!(&jobs[0].task, Task::Partitions(p) if p.premake == 3 && p.time_zone == "UTC"));
+    assert_eq!(jobs[0].limits.lock_timeout.text(), "2s");
+    assert_eq!(jobs[1].limits.retries, 3, "defaults apply");
+    let again = parse(&toml::to_string(&Jobs { jobs: jobs.clone() }).unwrap()).unwrap();
+    assert_eq!(again, jobs);
+    // The password in a job's URL never shows in Debug output (logs).
+    assert!(!format!("{:?}", jobs[1]).contains("s3cret"));
+}
+
+#[test]
+fn typos_and_keys_of_other_kinds_are_refused() {
+    let typo = GOOD.replace("premake = 3", "premak = 3");
+    assert!(parse(&typo).unwrap_err().contains("premak"), "{}", parse(&typo).unwrap_err());
+    let misplaced = GOOD.replace("view = \"reports.daily\"", "view = \"reports.daily\"\ninterval = \"monthly\"");
+    let err = parse(&misplaced).unwrap_err();
+    assert!(err.contains("refresh job does not take `interval`"), "{err}");
+    let both = GOOD.replace("database = \"app\"\ntable = \"audit_log\"", "database = \"app\"\nurl = \"postgres://x/y\"\ntable = \"audit_log\"");
+    assert!(parse(&both).unwrap_err().contains("not both"));
+    let kind = GOOD.replace("kind = \"refresh\"", "kind = \"refrsh\"");
+    assert!(parse(&kind).unwrap_err().contains("is not a job kind"));
+    let span = GOOD.replace("older_than = \"1 year\"", "older_than = \"1 yr\"");
+    assert!(parse(&span).unwrap_err().contains("not a length of time"));
+}
+
+#[test]
+fn validate_explains_what_is_wrong() {
+    let text = r#"
+[[jobs]]
+name = "a"
+kind = "partitions"
+schedule = "0 3 * *"
+database = "app"
+table = "t"
+interval = "monthly"
+naming = "{table}_{YYYY}"
+retention_drop = true
+statement_timeout = "1 month"
+
+[[jobs]]
+name = "a"
+kind = "sql"
+schedule = "@weekly"
+database = "nowhere"
+sql = "  "
+"#;
+    let jobs = parse(text).unwrap();
+    let problems = validate_with_databases(&jobs, &["app"]);
+    let all = problems.join("\n");
+    for expected in [
+        "not a 5-field cron schedule",
+        "would give two monthly partitions the same name",
+        "`retention_drop = true` needs a `retention` period",
+        "`statement_timeout` must be a fixed length of time",
+        "another job has the same name",
+        "`sql` is empty",
+        "there is no [databases.nowhere] table",
+    ] {
+        assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+    }
+    assert!(problems.iter().all(|p| p.starts_with("job `a`")));
+}
+
+#[test]
+fn the_cli_reads_jobs_beside_gateway_settings() {
+    let cfg = JobsConfig::parse(&format!(
+        "[pgpilot]\nlisten = \"127.0.0.1:6432\"\n[databases.app]\nprimary = \"postgres://app@127.0.0.1/app\"\npool_size = 5\n{GOOD}"
+    ))
+    .unwrap();
+    assert_eq!(cfg.databases.names(), ["app"]);
+    assert_eq!(cfg.jobs.len(), 3);
+}
