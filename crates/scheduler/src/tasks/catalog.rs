@@ -14,14 +14,6 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub fn sql_name(self) -> &'static str {
-        match self {
-            KeyType::Date => "date",
-            KeyType::Timestamp => "timestamp",
-            KeyType::TimestampTz => "timestamptz",
-        }
-    }
-
     /// A bound literal; for timestamptz it is read in the session's TimeZone, which the job sets.
     pub fn literal(self, day: NaiveDate) -> String {
         match self {

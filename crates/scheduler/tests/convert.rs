@@ -1,0 +1,86 @@
+//! `pgpilot partitions convert` prints a plan; running that plan converts the table for real.
+
+mod common;
+
+use chrono::{Datelike, Utc};
+use common::client;
+use pgpilot_scheduler::convert::{plan, ConvertRequest};
+use pgpilot_scheduler::PartitionInterval;
+use pgpilot_testkit::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_plan_converts_a_live_table() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE events (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(),
+                              kind text NOT NULL CHECK (kind <> ''));
+         CREATE INDEX events_created_at_idx ON events (created_at);
+         CREATE INDEX events_kind_idx ON events (kind, created_at);
+         INSERT INTO events (created_at, kind) SELECT now() - g * interval '1 hour', 'k' || g % 3 FROM generate_series(1, 5000) g;
+         CREATE VIEW recent_events AS SELECT id, kind FROM events WHERE created_at > now() - interval '1 day';
+         CREATE TABLE audit (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, day date NOT NULL);
+         INSERT INTO audit (day) SELECT current_date - g FROM generate_series(1, 100) g;",
+    );
+    let c = client(&cluster).await;
+    let request = ConvertRequest {
+        table: "events".into(),
+        column: "created_at".into(),
+        interval: PartitionInterval::Monthly,
+        premake: 2,
+        naming: None,
+        now: Utc::now(),
+    };
+    let events_plan = plan(&c, &request).await.expect("a plan");
+    let text = events_plan.render();
+    assert!(text.contains("Nothing has been run"), "{text}");
+    assert!(text.contains("PRIMARY KEY events_pkey (id) does not include created_at"), "{text}");
+    assert!(text.contains("kind = \"partitions\""), "{text}");
+    // Planning changed nothing.
+    assert_eq!(cluster.psql("postgres", "SELECT relkind FROM pg_class WHERE relname = 'events'"), "r");
+
+    let indexes_before = cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'");
+    run_plan(&c, &events_plan).await;
+    assert_eq!(cluster.psql("postgres", "SELECT relkind FROM pg_class WHERE relname = 'events'"), "p");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM events"), "5000");
+    // The old table's indexes were adopted, not rebuilt: it has its own plus the widened unique one.
+    let legacy_indexes = cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events_legacy'");
+    assert_eq!(legacy_indexes.parse::<i32>().unwrap(), indexes_before.parse::<i32>().unwrap() + 1);
+    // New rows take fresh ids and land in the new partitions; the view follows the new table.
+    let b = events_plan.boundary;
+    let new_part = format!("events_y{:04}_m{:02}", b.year(), b.month());
+    cluster.psql("postgres", &format!("INSERT INTO events (created_at, kind) VALUES ('{b} 12:00+00', 'new')"));
+    assert_eq!(cluster.psql("postgres", &format!("SELECT id, kind FROM {new_part}")), "5001|new");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) > 0 FROM recent_events"), "t");
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT string_agg(DISTINCT d.refobjid::regclass::text, ',') FROM pg_depend d
+               JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
+              WHERE v.relname = 'recent_events' AND d.refobjid <> v.oid AND d.refobjsubid > 0"
+        ),
+        "events",
+        "the view reads the partitioned table"
+    );
+
+    let audit_plan = plan(&c, &ConvertRequest { table: "audit".into(), column: "day".into(), interval: PartitionInterval::Yearly, ..request })
+        .await
+        .expect("a plan for the identity table");
+    run_plan(&c, &audit_plan).await;
+    cluster.psql("postgres", &format!("INSERT INTO audit (day) VALUES ('{}')", audit_plan.boundary));
+    assert_eq!(cluster.psql("postgres", "SELECT max(id) FROM audit"), "101");
+}
+
+/// Runs each statement of steps 1 and 3 on its own (CREATE INDEX CONCURRENTLY refuses a
+/// transaction block) and step 2 as the single transaction it is written as.
+async fn run_plan(c: &tokio_postgres::Client, plan: &pgpilot_scheduler::convert::ConvertPlan) {
+    for (i, step) in plan.steps.iter().enumerate() {
+        if i == 1 {
+            c.batch_execute(&step.sql.join("\n")).await.unwrap_or_else(|e| panic!("step 2 failed: {e:?}\n{}", plan.render()));
+        } else {
+            for sql in &step.sql {
+                c.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql} failed: {e:?}"));
+            }
+        }
+    }
+}
