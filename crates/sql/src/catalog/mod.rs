@@ -1,0 +1,17 @@
+//! What the text cannot say, read from a live database: function volatility and relation facts.
+//! Both catalogs are plain immutable values: load a new one to refresh and swap it in (ArcSwap).
+
+mod functions;
+mod relations;
+mod search_path;
+
+pub use functions::{FunctionCatalog, Volatility};
+pub use relations::{Oid, RelKind, Relation, RelationCatalog, ViewDependencies};
+pub use search_path::parse_search_path;
+
+/// A catalog query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("reading the catalog: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}

@@ -1,0 +1,301 @@
+//! Relations from pg_class, with what the result cache needs: row level security, persistence,
+//! system catalogs, partition and inheritance trees, cascading foreign keys and what views read.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use tokio_postgres::Client;
+
+use super::search_path::schemas_to_search;
+use super::{CatalogError, Volatility};
+use crate::statement::TableRef;
+
+/// A relation's object id.
+pub type Oid = u32;
+
+/// pg_class.relkind, for the kinds a statement can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelKind {
+    Table,
+    PartitionedTable,
+    View,
+    MaterializedView,
+    Sequence,
+    ForeignTable,
+    Other,
+}
+
+impl RelKind {
+    pub fn from_relkind(code: i8) -> RelKind {
+        match code as u8 {
+            b'r' => RelKind::Table,
+            b'p' => RelKind::PartitionedTable,
+            b'v' => RelKind::View,
+            b'm' => RelKind::MaterializedView,
+            b'S' => RelKind::Sequence,
+            b'f' => RelKind::ForeignTable,
+            _ => RelKind::Other,
+        }
+    }
+}
+
+/// One relation of the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub oid: Oid,
+    pub schema: String,
+    pub name: String,
+    pub kind: RelKind,
+    /// relrowsecurity: policies apply (to everyone but the owner and BYPASSRLS roles).
+    pub row_security: bool,
+    /// relforcerowsecurity: policies apply to the owner too.
+    pub force_row_security: bool,
+    /// relpersistence = 't'.
+    pub temporary: bool,
+    /// In pg_catalog, information_schema or a toast schema.
+    pub system: bool,
+    /// Has user-defined (not internal) triggers: a write may change other relations.
+    pub has_triggers: bool,
+    /// Partition / inheritance parents, grandparents, ...
+    pub ancestors: Vec<Oid>,
+    /// Partitions / inheritance children, grandchildren, ...
+    pub descendants: Vec<Oid>,
+    /// For a view: every relation it reads, through nested views too.
+    pub view_reads: Vec<Oid>,
+    /// For a view: the worst volatility of the functions and operators it uses (pg_depend), or of
+    /// the SQL value functions (CURRENT_TIMESTAMP, ...) in its definition. Immutable for others.
+    pub view_volatility: Volatility,
+    /// Relations with foreign keys to this one whose ON DELETE / ON UPDATE action changes them
+    /// (CASCADE, SET NULL, SET DEFAULT).
+    pub cascades_to: Vec<Oid>,
+}
+
+/// The relations of one database.
+#[derive(Debug, Clone, Default)]
+pub struct RelationCatalog {
+    relations: Vec<Relation>,
+    by_oid: HashMap<Oid, usize>,
+    by_name: HashMap<String, Vec<usize>>,
+    loaded_at: Option<Instant>,
+}
+
+const RELATIONS_SQL: &str = "\
+SELECT c.oid, n.nspname::text, c.relname::text, c.relkind, c.relrowsecurity, c.relforcerowsecurity, \
+       c.relpersistence = 't', \
+       n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname LIKE 'pg\\_toast%', \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) \
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
+
+const INHERITS_SQL: &str = "SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits";
+
+const CASCADES_SQL: &str = "\
+SELECT confrelid, conrelid FROM pg_catalog.pg_constraint \
+WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd'))";
+
+/// What each view's rewrite rule depends on: relations, and the volatility of functions and of the
+/// functions behind operators.
+const VIEW_DEPENDS_SQL: &str = "\
+WITH deps AS ( \
+  SELECT r.ev_class AS view, d.refclassid, d.refobjid \
+  FROM pg_catalog.pg_rewrite r \
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+  WHERE d.refobjid <> r.ev_class) \
+SELECT view, refobjid, NULL::\"char\" FROM deps WHERE refclassid = 'pg_catalog.pg_class'::regclass \
+UNION ALL \
+SELECT view, p.oid, p.provolatile FROM deps JOIN pg_catalog.pg_proc p ON p.oid = deps.refobjid \
+  WHERE refclassid = 'pg_catalog.pg_proc'::regclass \
+UNION ALL \
+SELECT view, p.oid, p.provolatile FROM deps JOIN pg_catalog.pg_operator o ON o.oid = deps.refobjid \
+  JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE refclassid = 'pg_catalog.pg_operator'::regclass";
+
+/// Definitions of user views, to find SQL value functions (CURRENT_TIMESTAMP ...) that pg_depend
+/// does not record.
+const VIEW_DEFS_SQL: &str = "\
+SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+impl RelationCatalog {
+    /// Reads the relations of the connected database.
+    pub async fn load(client: &Client) -> Result<RelationCatalog, CatalogError> {
+        let mut relations = Vec::new();
+        for row in client.query(RELATIONS_SQL, &[]).await? {
+            relations.push(Relation {
+                oid: row.get(0),
+                schema: row.get(1),
+                name: row.get(2),
+                kind: RelKind::from_relkind(row.get(3)),
+                row_security: row.get(4),
+                force_row_security: row.get(5),
+                temporary: row.get(6),
+                system: row.get(7),
+                has_triggers: row.get(8),
+                ancestors: Vec::new(),
+                descendants: Vec::new(),
+                view_reads: Vec::new(),
+                view_volatility: Volatility::Immutable,
+                cascades_to: Vec::new(),
+            });
+        }
+        let inherits: Vec<(Oid, Oid)> =
+            client.query(INHERITS_SQL, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let cascades: Vec<(Oid, Oid)> =
+            client.query(CASCADES_SQL, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut view_deps = ViewDependencies::default();
+        for row in client.query(VIEW_DEPENDS_SQL, &[]).await? {
+            let code: Option<i8> = row.get(2);
+            match code {
+                None => view_deps.reads.push((row.get(0), row.get(1))),
+                Some(code) => view_deps.volatility.push((row.get(0), Volatility::from_provolatile(code))),
+            }
+        }
+        for row in client.query(VIEW_DEFS_SQL, &[]).await? {
+            let definition: String = row.get(1);
+            if reads_the_clock_or_session(&definition) {
+                view_deps.volatility.push((row.get(0), Volatility::Stable));
+            }
+        }
+        let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
+        catalog.loaded_at = Some(Instant::now());
+        Ok(catalog)
+    }
+
+    /// Builds a catalog from relations (their derived fields are recomputed), `(child, parent)`
+    /// inheritance pairs and `(referenced, referencing)` cascading foreign keys.
+    pub fn build(
+        mut relations: Vec<Relation>, inherits: &[(Oid, Oid)], cascades: &[(Oid, Oid)], views: &ViewDependencies,
+    ) -> RelationCatalog {
+        let parents = multimap(inherits.iter().copied());
+        let children = multimap(inherits.iter().map(|&(child, parent)| (parent, child)));
+        let cascade_map = multimap(cascades.iter().copied());
+        let view_reads = multimap(views.reads.iter().copied());
+        let mut view_volatility: HashMap<Oid, Volatility> = HashMap::new();
+        for &(view, v) in &views.volatility {
+            let worst = view_volatility.entry(view).or_insert(Volatility::Immutable);
+            *worst = (*worst).max(v);
+        }
+        for rel in &mut relations {
+            rel.ancestors = closure(rel.oid, &parents);
+            rel.descendants = closure(rel.oid, &children);
+            rel.cascades_to = closure(rel.oid, &cascade_map);
+            rel.view_reads = closure(rel.oid, &view_reads);
+        }
+        // A view is as volatile as anything in the views it reads.
+        let own: HashMap<Oid, Volatility> = view_volatility.clone();
+        for rel in &mut relations {
+            let worst = std::iter::once(rel.oid)
+                .chain(rel.view_reads.iter().copied())
+                .filter_map(|oid| own.get(&oid).copied())
+                .max()
+                .unwrap_or(Volatility::Immutable);
+            rel.view_volatility = worst;
+        }
+        let by_oid = relations.iter().enumerate().map(|(i, r)| (r.oid, i)).collect();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in relations.iter().enumerate() {
+            by_name.entry(r.name.clone()).or_default().push(i);
+        }
+        RelationCatalog { relations, by_oid, by_name, loaded_at: None }
+    }
+
+    /// The relation a name refers to. A qualified name is looked up in its schema; an unqualified one
+    /// in pg_catalog (first, unless the path places it) and then the search_path. Temporary relations
+    /// of the client's own session cannot be seen from here: `pg_temp` is skipped, and a client that
+    /// created temporary tables must not have its reads cached (its session is pinned anyway).
+    pub fn resolve(&self, table: &TableRef, search_path: &[String]) -> Option<&Relation> {
+        let candidates = self.by_name.get(&table.name)?;
+        let in_schema = |schema: &str| candidates.iter().map(|&i| &self.relations[i]).find(|r| r.schema == schema);
+        match table.schema.as_deref() {
+            Some(schema) => in_schema(schema),
+            None => schemas_to_search(search_path, false).find_map(in_schema),
+        }
+    }
+
+    pub fn by_oid(&self, oid: Oid) -> Option<&Relation> {
+        self.by_oid.get(&oid).map(|&i| &self.relations[i])
+    }
+
+    /// Every relation whose cached reads a write to `rel` must invalidate: itself, its partition or
+    /// inheritance ancestors and descendants, relations its cascading foreign keys change (with their
+    /// own trees), and for a view the relations it reads (a write through an updatable view). Sorted.
+    pub fn invalidation_set(&self, rel: &Relation) -> Vec<Oid> {
+        let mut seen: HashSet<Oid> = HashSet::new();
+        let mut pending = vec![rel.oid];
+        while let Some(oid) = pending.pop() {
+            if !seen.insert(oid) {
+                continue;
+            }
+            let Some(r) = self.by_oid(oid) else { continue };
+            pending.extend(r.ancestors.iter().chain(&r.descendants).chain(&r.cascades_to).chain(&r.view_reads));
+        }
+        let mut set: Vec<Oid> = seen.into_iter().collect();
+        set.sort_unstable();
+        set
+    }
+
+    /// The relations a cached read of `rel` depends on: itself and, for a view, what it reads.
+    pub fn read_dependencies(&self, rel: &Relation) -> Vec<Oid> {
+        let mut deps = vec![rel.oid];
+        deps.extend(&rel.view_reads);
+        deps.sort_unstable();
+        deps.dedup();
+        deps
+    }
+
+    pub fn relations(&self) -> &[Relation] {
+        &self.relations
+    }
+
+    pub fn len(&self) -> usize {
+        self.relations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.relations.is_empty()
+    }
+
+    pub fn loaded_at(&self) -> Option<Instant> {
+        self.loaded_at
+    }
+}
+
+/// What views depend on, as read from pg_depend and their definitions.
+#[derive(Debug, Clone, Default)]
+pub struct ViewDependencies {
+    /// (view, relation it reads)
+    pub reads: Vec<(Oid, Oid)>,
+    /// (view, volatility of something it evaluates)
+    pub volatility: Vec<(Oid, Volatility)>,
+}
+
+/// Does a view definition evaluate CURRENT_TIMESTAMP, CURRENT_USER and the like, or 'now'?
+fn reads_the_clock_or_session(definition: &str) -> bool {
+    let statement = crate::analyze::analyze(definition);
+    !statement.value_functions.is_empty() || statement.shape.time_literal || statement.parse_error.is_some()
+}
+
+fn multimap(pairs: impl Iterator<Item = (Oid, Oid)>) -> HashMap<Oid, Vec<Oid>> {
+    let mut map: HashMap<Oid, Vec<Oid>> = HashMap::new();
+    for (from, to) in pairs {
+        map.entry(from).or_default().push(to);
+    }
+    map
+}
+
+/// Everything reachable from `start` (excluding itself), sorted.
+fn closure(start: Oid, edges: &HashMap<Oid, Vec<Oid>>) -> Vec<Oid> {
+    let mut seen: HashSet<Oid> = HashSet::new();
+    let mut pending: Vec<Oid> = edges.get(&start).cloned().unwrap_or_default();
+    while let Some(oid) = pending.pop() {
+        if oid != start && seen.insert(oid) {
+            if let Some(next) = edges.get(&oid) {
+                pending.extend(next);
+            }
+        }
+    }
+    let mut out: Vec<Oid> = seen.into_iter().collect();
+    out.sort_unstable();
+    out
+}

@@ -1,0 +1,78 @@
+//! search_path: parsing the setting and the order PostgreSQL searches schemas in.
+
+/// The schemas of a `search_path` setting value, in order, with `$user` replaced by `user` and
+/// double-quoted names unquoted (`"$user", public, "My Schema"` → `[user, public, My Schema]`).
+/// Unquoted names are folded to lower case as PostgreSQL does.
+pub fn parse_search_path(setting: &str, user: &str) -> Vec<String> {
+    split_list(setting)
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| if s == "$user" { user.to_string() } else { s })
+        .collect()
+}
+
+/// Splits a comma-separated identifier list, honouring double quotes (and "" inside them).
+fn split_list(text: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                current.push('"');
+            }
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            ',' if !quoted => {
+                items.push(finish(&mut current, was_quoted));
+                was_quoted = false;
+            }
+            c if quoted => current.push(c),
+            c if c.is_whitespace() => {}
+            c => current.push(c.to_ascii_lowercase()),
+        }
+    }
+    items.push(finish(&mut current, was_quoted));
+    items
+}
+
+fn finish(current: &mut String, _was_quoted: bool) -> String {
+    std::mem::take(current)
+}
+
+/// The schemas searched for an unqualified name, in order: pg_catalog first unless the path names it
+/// elsewhere. pg_temp is skipped (another session's temporary schema cannot be seen from a catalog
+/// loaded elsewhere), unless `include_temp` keeps it in place for the caller to handle.
+pub(crate) fn schemas_to_search<'a>(search_path: &'a [String], include_temp: bool) -> impl Iterator<Item = &'a str> {
+    let implicit_catalog = !search_path.iter().any(|s| s == "pg_catalog");
+    implicit_catalog
+        .then_some("pg_catalog")
+        .into_iter()
+        .chain(search_path.iter().map(String::as_str))
+        .filter(move |s| include_temp || *s != "pg_temp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_default_and_quoted_names() {
+        assert_eq!(parse_search_path("\"$user\", public", "alice"), vec!["alice", "public"]);
+        assert_eq!(parse_search_path("App, \"My \"\"Schema\"\"\"", "u"), vec!["app", "My \"Schema\""]);
+        assert_eq!(parse_search_path("", "u"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn pg_catalog_is_searched_first_unless_placed() {
+        let path = vec!["app".to_string(), "pg_temp".to_string()];
+        assert_eq!(schemas_to_search(&path, false).collect::<Vec<_>>(), vec!["pg_catalog", "app"]);
+        let path = vec!["app".to_string(), "pg_catalog".to_string()];
+        assert_eq!(schemas_to_search(&path, false).collect::<Vec<_>>(), vec!["app", "pg_catalog"]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Which server may run a statement: the primary, or any server (a replica included).
+//!
+//! Hints (`/* pgpilot:primary */`) and the session's `SET pgpilot.route` are applied by the caller;
+//! this is the grammar-and-catalog decision alone.
+
+use crate::catalog::{FunctionCatalog, Volatility};
+use crate::statement::{
+    FuncRef, IsolationLevel, Statement, StatementKind, TxnControl, TxnKind, TxnOptions, WriteReason,
+};
+
+/// Where a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Only the primary can run it, for this reason.
+    Primary(PrimaryReason),
+    /// A replica can run it as well as the primary.
+    AnyServer,
+}
+
+/// Why a statement must run on the primary. Each has a stable snake_case name for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PrimaryReason {
+    /// INSERT, UPDATE, DELETE, MERGE.
+    Dml,
+    Ddl,
+    /// SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE.
+    LockingClause,
+    SelectInto,
+    WritingCte,
+    /// LOCK TABLE.
+    Lock,
+    /// COPY FROM, or COPY TO a server file or program.
+    Copy,
+    Call,
+    Do,
+    Notify,
+    /// LISTEN / UNLISTEN: a standby cannot listen.
+    Listen,
+    /// nextval, setval, advisory locks and unlocks.
+    StateChangingFunction,
+    /// A function marked VOLATILE that is not known to be read-only.
+    VolatileFunction,
+    /// A function the catalog does not know.
+    UnknownFunction,
+    /// BEGIN / START TRANSACTION not declared READ ONLY (or SET TRANSACTION READ WRITE).
+    ReadWriteTransaction,
+    /// SERIALIZABLE is not available on a standby.
+    SerializableTransaction,
+    /// PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED.
+    TwoPhaseCommit,
+    /// VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, ALTER SYSTEM.
+    Maintenance,
+    /// A multi-statement string containing any write.
+    MultiStatementWrite,
+    /// EXECUTE of a prepared statement: classify its body (SessionEffect::Prepare) to do better.
+    PreparedStatement,
+    /// Text the grammar rejects.
+    Unparsed,
+}
+
+impl PrimaryReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PrimaryReason::Dml => "dml",
+            PrimaryReason::Ddl => "ddl",
+            PrimaryReason::LockingClause => "locking_clause",
+            PrimaryReason::SelectInto => "select_into",
+            PrimaryReason::WritingCte => "writing_cte",
+            PrimaryReason::Lock => "lock",
+            PrimaryReason::Copy => "copy",
+            PrimaryReason::Call => "call",
+            PrimaryReason::Do => "do",
+            PrimaryReason::Notify => "notify",
+            PrimaryReason::Listen => "listen",
+            PrimaryReason::StateChangingFunction => "state_changing_function",
+            PrimaryReason::VolatileFunction => "volatile_function",
+            PrimaryReason::UnknownFunction => "unknown_function",
+            PrimaryReason::ReadWriteTransaction => "read_write_transaction",
+            PrimaryReason::SerializableTransaction => "serializable_transaction",
+            PrimaryReason::TwoPhaseCommit => "two_phase_commit",
+            PrimaryReason::Maintenance => "maintenance",
+            PrimaryReason::MultiStatementWrite => "multi_statement_write",
+            PrimaryReason::PreparedStatement => "prepared_statement",
+            PrimaryReason::Unparsed => "unparsed",
+        }
+    }
+
+    fn from_write(reason: WriteReason) -> PrimaryReason {
+        match reason {
+            WriteReason::Dml => PrimaryReason::Dml,
+            WriteReason::Ddl => PrimaryReason::Ddl,
+            WriteReason::Locking => PrimaryReason::LockingClause,
+            WriteReason::SelectInto => PrimaryReason::SelectInto,
+            WriteReason::WritingCte => PrimaryReason::WritingCte,
+            WriteReason::Lock => PrimaryReason::Lock,
+            WriteReason::CopyFrom | WriteReason::CopyToServer => PrimaryReason::Copy,
+            WriteReason::Call => PrimaryReason::Call,
+            WriteReason::Do => PrimaryReason::Do,
+            WriteReason::Notify => PrimaryReason::Notify,
+            WriteReason::StateChangingFunction => PrimaryReason::StateChangingFunction,
+            WriteReason::Maintenance => PrimaryReason::Maintenance,
+            WriteReason::TwoPhaseCommit => PrimaryReason::TwoPhaseCommit,
+            WriteReason::Unparsed => PrimaryReason::Unparsed,
+        }
+    }
+}
+
+/// Volatile pg_catalog functions that only read: random numbers, the wall clock, sleeping, UUIDs.
+/// A replica runs them as well as the primary (they remain uncacheable).
+pub const READ_ONLY_VOLATILE_BUILTINS: &[&str] = &[
+    "random",
+    "random_normal",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "uuidv4",
+    "uuidv7",
+    "pg_sleep",
+    "pg_sleep_for",
+    "pg_sleep_until",
+];
+
+/// Decides where `stmt` may run. `search_path` resolves unqualified function names (schemas with
+/// `$user` expanded). Does not allocate.
+pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[String]) -> Route {
+    if let Some(reason) = transaction_reason(stmt) {
+        return Route::Primary(reason);
+    }
+    if let Some(reason) = stmt.write_reason {
+        if stmt.statement_count > 1 {
+            return Route::Primary(PrimaryReason::MultiStatementWrite);
+        }
+        return Route::Primary(PrimaryReason::from_write(reason));
+    }
+    for kind in stmt.kinds.iter() {
+        match kind {
+            StatementKind::Listen | StatementKind::Unlisten => return Route::Primary(PrimaryReason::Listen),
+            StatementKind::Execute => return Route::Primary(PrimaryReason::PreparedStatement),
+            _ => {}
+        }
+    }
+    // EXPLAIN without ANALYZE plans the statement without calling anything.
+    let only_plans = stmt.kinds.iter().all(|k| matches!(k, StatementKind::Explain { analyze: false }));
+    if !only_plans {
+        if let Some(reason) = function_reason(&stmt.functions, functions, search_path) {
+            return Route::Primary(reason);
+        }
+    }
+    Route::AnyServer
+}
+
+fn transaction_reason(stmt: &Statement) -> Option<PrimaryReason> {
+    match stmt.transaction.as_ref() {
+        Some(TxnControl::Begin(options) | TxnControl::SetTransaction(options)) => read_only_reason(options),
+        // Only the first transaction statement's options are kept: a later BEGIN in a
+        // multi-statement string is taken as read-write.
+        _ if stmt.kinds.iter().skip(1).any(|k| *k == StatementKind::Transaction(TxnKind::Begin)) => {
+            Some(PrimaryReason::ReadWriteTransaction)
+        }
+        _ => None,
+    }
+}
+
+/// A transaction may use a replica only when declared READ ONLY, and not SERIALIZABLE (a standby
+/// refuses serializable transactions).
+fn read_only_reason(options: &TxnOptions) -> Option<PrimaryReason> {
+    if options.isolation == Some(IsolationLevel::Serializable) {
+        return Some(PrimaryReason::SerializableTransaction);
+    }
+    match options.read_only {
+        Some(true) => None,
+        _ => Some(PrimaryReason::ReadWriteTransaction),
+    }
+}
+
+fn function_reason(calls: &[FuncRef], catalog: &FunctionCatalog, search_path: &[String]) -> Option<PrimaryReason> {
+    let mut unknown = false;
+    for func in calls {
+        match catalog.volatility(func, search_path) {
+            Volatility::Volatile if !is_read_only_builtin(func, catalog, search_path) => return Some(PrimaryReason::VolatileFunction),
+            Volatility::Unknown => unknown = true,
+            _ => {}
+        }
+    }
+    unknown.then_some(PrimaryReason::UnknownFunction)
+}
+
+/// A read-only pg_catalog builtin, called qualified or unqualified with no function of that name in
+/// another schema of the path (which overload resolution could pick instead).
+fn is_read_only_builtin(func: &FuncRef, catalog: &FunctionCatalog, search_path: &[String]) -> bool {
+    READ_ONLY_VOLATILE_BUILTINS.iter().any(|name| func.is_builtin(name))
+        && (func.schema.is_some() || !catalog.defined_outside_pg_catalog(&func.name, search_path))
+}

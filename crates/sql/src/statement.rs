@@ -1,0 +1,478 @@
+//! What a statement's text says about it: the result of classification, derived from the text alone.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::hints::Hints;
+
+/// Everything pgpilot can know about a statement from its text, before asking any server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The kind of the first statement (see `kinds` for every statement of a multi-statement string).
+    pub kind: StatementKind,
+    /// One kind per statement in the text, in order.
+    pub kinds: Box<[StatementKind]>,
+    /// How many statements the text holds (0 for an empty or comment-only string).
+    pub statement_count: usize,
+    /// May this text change anything on the server, or must it run on a writable server? Grammar-level:
+    /// DML, DDL, locking clauses, SELECT INTO, writing CTEs, LOCK, COPY FROM, CALL, DO, NOTIFY,
+    /// nextval/setval/advisory-lock calls, EXPLAIN ANALYZE of any of these, anything unparsable.
+    /// Functions whose volatility needs the catalog are judged by [`crate::route`].
+    pub writes: bool,
+    /// The first reason found for `writes`, for metrics and logs.
+    pub write_reason: Option<WriteReason>,
+    /// Tables, views and sequences read (CTE names excluded), deduplicated, in order of appearance.
+    pub tables_read: Vec<TableRef>,
+    /// Relations whose contents or definition the text changes (DML targets, DDL objects).
+    pub tables_written: Vec<TableRef>,
+    /// Every function called by name, deduplicated.
+    pub functions: Vec<FuncRef>,
+    /// SQL value functions (CURRENT_TIMESTAMP, CURRENT_USER, ...): stable, never cacheable.
+    pub value_functions: Vec<ValueFunction>,
+    /// The first transaction-control statement in the text.
+    pub transaction: Option<TxnControl>,
+    /// SET / RESET commands (also set_config calls with constant arguments).
+    pub settings: Vec<SetCommand>,
+    /// Effects on the server session that matter to transaction pooling.
+    pub session_effects: Vec<SessionEffect>,
+    /// `/* pgpilot:... */` directives found in comments.
+    pub hints: Hints,
+    /// pg_query's fingerprint (ignores literal values; a statistics key, never a cache key alone).
+    pub fingerprint: u64,
+    /// The text with constants replaced by `$n`, for display and statistics.
+    pub normalized: Arc<str>,
+    /// Properties the result cache needs to judge a read.
+    pub shape: ReadShape,
+    /// A write whose targets cannot be listed (DROP ... CASCADE, TRUNCATE ... CASCADE, DROP SCHEMA,
+    /// DROP OWNED, function DDL, unparsable text): cached results of the database should all go.
+    pub invalidates_everything: bool,
+    /// The parser's message when the text did not parse.
+    pub parse_error: Option<String>,
+}
+
+impl Statement {
+    /// True for a single plain read: SELECT/VALUES/TABLE without locking, INTO or writing CTEs.
+    pub fn is_plain_select(&self) -> bool {
+        self.statement_count == 1 && self.kind == StatementKind::Select && !self.writes
+    }
+}
+
+/// The grammar-level kind of one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatementKind {
+    /// SELECT, VALUES, TABLE (also SELECT INTO and SELECT ... FOR UPDATE: see `writes`).
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    /// CREATE/ALTER/DROP/GRANT/REVOKE/COMMENT/TRUNCATE/REFRESH MATERIALIZED VIEW/...: changes the schema or
+    /// bulk data, always on the primary.
+    Ddl,
+    Copy(CopyDirection),
+    Transaction(TxnKind),
+    /// SET, SET LOCAL, SET TIME ZONE, SET ROLE, SET SESSION AUTHORIZATION, RESET, RESET ALL.
+    Set,
+    Show,
+    Listen,
+    Unlisten,
+    Notify,
+    Prepare,
+    Execute,
+    Deallocate,
+    Discard,
+    DeclareCursor,
+    /// FETCH and MOVE.
+    Fetch,
+    /// CLOSE cursor / CLOSE ALL.
+    CloseCursor,
+    Lock,
+    Explain { analyze: bool },
+    /// VACUUM and ANALYZE.
+    Vacuum,
+    /// CHECKPOINT, CLUSTER, REINDEX, LOAD, ALTER SYSTEM and other commands that are neither DDL nor data.
+    Utility,
+    Call,
+    Do,
+    /// An empty string, or only comments and semicolons.
+    Empty,
+    /// Text the PostgreSQL grammar rejects: routed to the primary, never cached.
+    Unparsed,
+}
+
+impl StatementKind {
+    /// A stable snake_case name for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Copy(CopyDirection::From) => "copy_from",
+            StatementKind::Copy(CopyDirection::To) => "copy_to",
+            StatementKind::Transaction(_) => "transaction",
+            StatementKind::Set => "set",
+            StatementKind::Show => "show",
+            StatementKind::Listen => "listen",
+            StatementKind::Unlisten => "unlisten",
+            StatementKind::Notify => "notify",
+            StatementKind::Prepare => "prepare",
+            StatementKind::Execute => "execute",
+            StatementKind::Deallocate => "deallocate",
+            StatementKind::Discard => "discard",
+            StatementKind::DeclareCursor => "declare_cursor",
+            StatementKind::Fetch => "fetch",
+            StatementKind::CloseCursor => "close_cursor",
+            StatementKind::Lock => "lock",
+            StatementKind::Explain { .. } => "explain",
+            StatementKind::Vacuum => "vacuum",
+            StatementKind::Utility => "utility",
+            StatementKind::Call => "call",
+            StatementKind::Do => "do",
+            StatementKind::Empty => "empty",
+            StatementKind::Unparsed => "unparsed",
+        }
+    }
+}
+
+/// Which way a COPY moves rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CopyDirection {
+    /// COPY ... FROM (STDIN, a server file or a program): writes.
+    From,
+    /// COPY ... TO (STDOUT, a server file or a program).
+    To,
+}
+
+/// The kind of a transaction-control statement, without its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxnKind {
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+    Release,
+    RollbackTo,
+    PrepareTransaction,
+    CommitPrepared,
+    RollbackPrepared,
+    SetTransaction,
+}
+
+/// Why the grammar says a statement writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteReason {
+    Dml,
+    Ddl,
+    Locking,
+    SelectInto,
+    WritingCte,
+    Lock,
+    CopyFrom,
+    /// COPY TO a server file or program: a side effect on the server's file system.
+    CopyToServer,
+    Call,
+    Do,
+    Notify,
+    /// nextval, setval, pg_advisory_lock and other functions known to change state.
+    StateChangingFunction,
+    Maintenance,
+    TwoPhaseCommit,
+    Unparsed,
+}
+
+impl WriteReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WriteReason::Dml => "dml",
+            WriteReason::Ddl => "ddl",
+            WriteReason::Locking => "locking_clause",
+            WriteReason::SelectInto => "select_into",
+            WriteReason::WritingCte => "writing_cte",
+            WriteReason::Lock => "lock",
+            WriteReason::CopyFrom => "copy_from",
+            WriteReason::CopyToServer => "copy_to_server",
+            WriteReason::Call => "call",
+            WriteReason::Do => "do",
+            WriteReason::Notify => "notify",
+            WriteReason::StateChangingFunction => "state_changing_function",
+            WriteReason::Maintenance => "maintenance",
+            WriteReason::TwoPhaseCommit => "two_phase_commit",
+            WriteReason::Unparsed => "unparsed",
+        }
+    }
+}
+
+/// A relation named in the text: schema as written (None when unqualified) and name as folded by the
+/// grammar (lower case unless quoted).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl TableRef {
+    pub fn new(schema: Option<&str>, name: &str) -> TableRef {
+        TableRef { schema: schema.map(str::to_string), name: name.to_string() }
+    }
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A function called by name: schema as written (None when unqualified).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FuncRef {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl FuncRef {
+    pub fn new(schema: Option<&str>, name: &str) -> FuncRef {
+        FuncRef { schema: schema.map(str::to_string), name: name.to_string() }
+    }
+
+    /// Is this a pg_catalog function of this name (qualified as pg_catalog or unqualified)?
+    /// Unqualified names resolve through pg_catalog first unless the search_path places it later,
+    /// which is rare enough to treat conservatively wherever this is used.
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.name == name && self.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+    }
+}
+
+impl fmt::Display for FuncRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// SQL-standard value functions that the grammar turns into special nodes rather than calls. All are
+/// stable: their value depends on the time, the session or the role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueFunction {
+    CurrentDate,
+    CurrentTime,
+    CurrentTimestamp,
+    LocalTime,
+    LocalTimestamp,
+    CurrentRole,
+    CurrentUser,
+    User,
+    SessionUser,
+    CurrentCatalog,
+    CurrentSchema,
+    /// `SYSTEM_USER` and anything a later grammar adds.
+    Other,
+}
+
+/// Transaction control with its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnControl {
+    /// BEGIN / START TRANSACTION.
+    Begin(TxnOptions),
+    Commit { chain: bool },
+    Rollback { chain: bool },
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+    PrepareTransaction(String),
+    CommitPrepared(String),
+    RollbackPrepared(String),
+    /// SET TRANSACTION ... inside a transaction.
+    SetTransaction(TxnOptions),
+    /// SET SESSION CHARACTERISTICS AS TRANSACTION ...: a session default.
+    SetSessionCharacteristics(TxnOptions),
+}
+
+impl TxnControl {
+    pub fn kind(&self) -> TxnKind {
+        match self {
+            TxnControl::Begin(_) => TxnKind::Begin,
+            TxnControl::Commit { .. } => TxnKind::Commit,
+            TxnControl::Rollback { .. } => TxnKind::Rollback,
+            TxnControl::Savepoint(_) => TxnKind::Savepoint,
+            TxnControl::Release(_) => TxnKind::Release,
+            TxnControl::RollbackTo(_) => TxnKind::RollbackTo,
+            TxnControl::PrepareTransaction(_) => TxnKind::PrepareTransaction,
+            TxnControl::CommitPrepared(_) => TxnKind::CommitPrepared,
+            TxnControl::RollbackPrepared(_) => TxnKind::RollbackPrepared,
+            TxnControl::SetTransaction(_) | TxnControl::SetSessionCharacteristics(_) => TxnKind::SetTransaction,
+        }
+    }
+}
+
+/// Options of BEGIN / START TRANSACTION / SET TRANSACTION. `None` means not stated (the session default
+/// applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxnOptions {
+    pub read_only: Option<bool>,
+    pub isolation: Option<IsolationLevel>,
+    pub deferrable: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    ReadUncommitted,
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+/// Whether a SET lasts for the session or the current transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetScope {
+    Session,
+    /// SET LOCAL (or set_config(..., true)): ends with the transaction.
+    Local,
+}
+
+/// One SET / RESET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetCommand {
+    pub scope: SetScope,
+    pub action: SetAction,
+}
+
+impl SetCommand {
+    /// SQL that re-applies this command on another server connection.
+    pub fn replay_sql(&self) -> String {
+        let local = if self.scope == SetScope::Local { "LOCAL " } else { "" };
+        match &self.action {
+            SetAction::Set { name, value } => format!("SET {local}{} = {value}", quote_ident(name)),
+            SetAction::SetDefault { name } => format!("SET {local}{} TO DEFAULT", quote_ident(name)),
+            SetAction::Reset { name } => format!("RESET {}", quote_ident(name)),
+            SetAction::ResetAll => "RESET ALL".to_string(),
+        }
+    }
+}
+
+/// What a SET / RESET does to one setting. Names are lower case as PostgreSQL folds them; `timezone`
+/// for SET TIME ZONE, `role` for SET ROLE, `session_authorization` for SET SESSION AUTHORIZATION.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetAction {
+    /// `value` is SQL text that `SET name = <value>` accepts (literals quoted, lists comma-separated).
+    Set { name: String, value: String },
+    SetDefault { name: String },
+    Reset { name: String },
+    ResetAll,
+}
+
+impl SetAction {
+    /// The setting's name (None for RESET ALL).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name } => Some(name),
+            SetAction::ResetAll => None,
+        }
+    }
+}
+
+/// Effects on the server session that matter when clients share server connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect {
+    Listen(String),
+    /// UNLISTEN channel; `None` for UNLISTEN *.
+    Unlisten(Option<String>),
+    Discard(DiscardTarget),
+    /// PREPARE name AS body: `statement_sql` is the whole PREPARE (replayable); `body_sql` the body.
+    Prepare { name: String, statement_sql: String, body_sql: String },
+    /// EXECUTE name (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE): the prepared statement must exist.
+    Execute { name: String },
+    /// DEALLOCATE name; `None` for DEALLOCATE ALL.
+    Deallocate(Option<String>),
+    DeclareCursor { name: String, with_hold: bool },
+    /// CLOSE name; `None` for CLOSE ALL.
+    CloseCursor(Option<String>),
+    /// A temporary table, view or sequence (CREATE TEMP ..., SELECT INTO TEMP): pins the session.
+    CreateTemporary(TableRef),
+    /// pg_advisory_lock / pg_advisory_lock_shared / pg_try_advisory_lock[_shared] (session level).
+    AdvisoryLockSession,
+    /// pg_advisory_unlock / _shared / _all.
+    AdvisoryUnlock,
+    /// LOAD 'library'.
+    Load,
+    /// set_config with arguments that are not constants: the new value is unknown.
+    SetConfigDynamic,
+}
+
+impl SessionEffect {
+    /// Does this effect tie the client to the server connection it ran on, in transaction pooling?
+    pub fn pins_session(&self) -> bool {
+        match self {
+            SessionEffect::DeclareCursor { with_hold, .. } => *with_hold,
+            SessionEffect::CreateTemporary(_)
+            | SessionEffect::AdvisoryLockSession
+            | SessionEffect::Load
+            | SessionEffect::Listen(_)
+            | SessionEffect::SetConfigDynamic => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscardTarget {
+    All,
+    Plans,
+    Sequences,
+    Temp,
+}
+
+/// Strength of a row-locking clause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockStrength {
+    ForKeyShare,
+    ForShare,
+    ForNoKeyUpdate,
+    ForUpdate,
+}
+
+/// Facts about reads that the result cache needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadShape {
+    /// The strongest FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE clause anywhere.
+    pub locking: Option<LockStrength>,
+    pub select_into: bool,
+    /// A data-modifying statement inside WITH.
+    pub writing_cte: bool,
+    /// A relation qualified with pg_catalog or information_schema, or an unqualified pg_* name.
+    pub system_catalog: bool,
+    /// A string constant 'now', 'today', 'tomorrow' or 'yesterday': a time the server reads when it
+    /// runs the statement.
+    pub time_literal: bool,
+    /// Highest `$n` parameter number referenced (0 when none).
+    pub max_param: u32,
+}
+
+/// Quotes an identifier when PostgreSQL would need it.
+pub(crate) fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$' || c == '.');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// Quotes a string literal, doubling single quotes (standard_conforming_strings is on by default and
+/// pgpilot sends these itself).
+pub(crate) fn quote_literal(value: &str) -> String {
+    if value.contains('\\') {
+        format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", value.replace('\'', "''"))
+    }
+}
