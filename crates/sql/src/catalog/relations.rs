@@ -217,21 +217,29 @@ impl RelationCatalog {
         self.by_oid.get(&oid).map(|&i| &self.relations[i])
     }
 
-    /// Every relation whose cached reads a write to `rel` must invalidate: itself, its partition or
-    /// inheritance ancestors and descendants, relations its cascading foreign keys change (with their
-    /// own trees), and for a view the relations it reads (a write through an updatable view). Sorted.
+    /// Every relation whose cached reads a write to `rel` must invalidate, sorted. The rows that can
+    /// change are those of `rel`, its partitions or inheritance descendants, relations its cascading
+    /// foreign keys reach and, for a view, the relations it reads (a write through an updatable view);
+    /// reads of any of those and of their ancestors (a parent's reads include its children) go stale.
+    /// Siblings of a partition are untouched.
     pub fn invalidation_set(&self, rel: &Relation) -> Vec<Oid> {
-        let mut seen: HashSet<Oid> = HashSet::new();
+        let mut changed: HashSet<Oid> = HashSet::new();
         let mut pending = vec![rel.oid];
         while let Some(oid) = pending.pop() {
-            if !seen.insert(oid) {
+            if !changed.insert(oid) {
                 continue;
             }
             let Some(r) = self.by_oid(oid) else { continue };
-            pending.extend(r.ancestors.iter().chain(&r.descendants).chain(&r.cascades_to).chain(&r.view_reads));
+            pending.extend(r.descendants.iter().chain(&r.cascades_to).chain(&r.view_reads));
         }
-        let mut set: Vec<Oid> = seen.into_iter().collect();
+        let mut set: Vec<Oid> = changed.iter().copied().collect();
+        for oid in &changed {
+            if let Some(r) = self.by_oid(*oid) {
+                set.extend(&r.ancestors);
+            }
+        }
         set.sort_unstable();
+        set.dedup();
         set
     }
 

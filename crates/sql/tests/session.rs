@@ -1,0 +1,213 @@
+//! Settings, transaction options, session effects, hints, fingerprints and read shapes.
+
+use pgpilot_sql::{
+    analyze, DiscardTarget, IsolationLevel, LockStrength, RouteHint, SessionEffect as E, SetAction, SetCommand,
+    SetScope, TableRef, TxnControl, TxnOptions, ValueFunction,
+};
+
+fn set(scope: SetScope, name: &str, value: &str) -> SetCommand {
+    SetCommand { scope, action: SetAction::Set { name: name.into(), value: value.into() } }
+}
+
+#[test]
+fn set_and_reset_keep_replayable_values() {
+    use SetScope::*;
+    let cases: &[(&str, SetCommand, &str)] = &[
+        ("SET search_path = app, \"My Schema\", public", set(Session, "search_path", "'app', 'My Schema', 'public'"), "SET search_path = 'app', 'My Schema', 'public'"),
+        ("SET SESSION statement_timeout TO 5000", set(Session, "statement_timeout", "5000"), "SET statement_timeout = 5000"),
+        ("SET LOCAL lock_timeout = '2s'", set(Local, "lock_timeout", "'2s'"), "SET LOCAL lock_timeout = '2s'"),
+        ("SET TIME ZONE 'Europe/Paris'", set(Session, "timezone", "'Europe/Paris'"), "SET timezone = 'Europe/Paris'"),
+        ("SET extra_float_digits = 3", set(Session, "extra_float_digits", "3"), "SET extra_float_digits = 3"),
+        ("SET enable_seqscan = off", set(Session, "enable_seqscan", "'off'"), "SET enable_seqscan = 'off'"),
+        ("SET application_name = 'it''s'", set(Session, "application_name", "'it''s'"), "SET application_name = 'it''s'"),
+        ("SET myapp.tenant = 42", set(Session, "myapp.tenant", "42"), "SET myapp.tenant = 42"),
+        ("SET ROLE reporting", set(Session, "role", "'reporting'"), "SET role = 'reporting'"),
+        ("SET random_page_cost = 1.5", set(Session, "random_page_cost", "1.5"), "SET random_page_cost = 1.5"),
+        (
+            "SET work_mem TO DEFAULT",
+            SetCommand { scope: Session, action: SetAction::SetDefault { name: "work_mem".into() } },
+            "SET work_mem TO DEFAULT",
+        ),
+        ("RESET search_path", SetCommand { scope: Session, action: SetAction::Reset { name: "search_path".into() } }, "RESET search_path"),
+        ("RESET ALL", SetCommand { scope: Session, action: SetAction::ResetAll }, "RESET ALL"),
+        ("SELECT set_config('app.user', '42', true)", set(Local, "app.user", "'42'"), "SET LOCAL app.user = '42'"),
+    ];
+    for (sql, want, replay) in cases {
+        let s = analyze(sql);
+        assert_eq!(s.settings, vec![want.clone()], "{sql}");
+        assert_eq!(s.settings[0].replay_sql(), *replay, "{sql}");
+    }
+    let tz = analyze("SET TIME ZONE INTERVAL '+02:00' HOUR TO MINUTE");
+    let SetAction::Set { name, value } = &tz.settings[0].action else { panic!("{tz:?}") };
+    assert_eq!(name, "timezone");
+    assert!(value.to_lowercase().starts_with("interval '+02:00' hour to minute"), "{value}");
+    assert_eq!(analyze("SELECT set_config('app.user', $1, false)").session_effects, vec![E::SetConfigDynamic]);
+}
+
+#[test]
+fn transaction_options() {
+    let begin = |sql: &str| analyze(sql).transaction;
+    assert_eq!(begin("BEGIN"), Some(TxnControl::Begin(TxnOptions::default())));
+    assert_eq!(
+        begin("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"),
+        Some(TxnControl::Begin(TxnOptions {
+            read_only: Some(true),
+            isolation: Some(IsolationLevel::Serializable),
+            deferrable: Some(true)
+        }))
+    );
+    assert_eq!(
+        begin("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"),
+        Some(TxnControl::Begin(TxnOptions {
+            read_only: Some(false),
+            isolation: Some(IsolationLevel::ReadCommitted),
+            deferrable: None
+        }))
+    );
+    assert_eq!(begin("COMMIT AND CHAIN"), Some(TxnControl::Commit { chain: true }));
+    assert_eq!(begin("ROLLBACK TO SAVEPOINT s1"), Some(TxnControl::RollbackTo("s1".into())));
+    assert_eq!(begin("RELEASE s1"), Some(TxnControl::Release("s1".into())));
+    assert_eq!(begin("ROLLBACK PREPARED 'g'"), Some(TxnControl::RollbackPrepared("g".into())));
+    assert_eq!(
+        begin("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+        Some(TxnControl::SetSessionCharacteristics(TxnOptions { read_only: Some(true), ..TxnOptions::default() }))
+    );
+}
+
+#[test]
+fn session_effects_and_what_pins_a_client() {
+    let effects = |sql: &str| analyze(sql).session_effects;
+    assert_eq!(effects("LISTEN jobs"), vec![E::Listen("jobs".into())]);
+    assert_eq!(effects("UNLISTEN jobs"), vec![E::Unlisten(Some("jobs".into()))]);
+    assert_eq!(effects("UNLISTEN *"), vec![E::Unlisten(None)]);
+    assert_eq!(effects("DISCARD ALL"), vec![E::Discard(DiscardTarget::All)]);
+    assert_eq!(effects("DISCARD PLANS"), vec![E::Discard(DiscardTarget::Plans)]);
+    assert_eq!(effects("DISCARD SEQUENCES"), vec![E::Discard(DiscardTarget::Sequences)]);
+    assert_eq!(effects("DISCARD TEMP"), vec![E::Discard(DiscardTarget::Temp)]);
+    assert_eq!(effects("EXECUTE q(1, 'a')"), vec![E::Execute { name: "q".into() }]);
+    assert_eq!(effects("EXPLAIN EXECUTE q(1)"), vec![E::Execute { name: "q".into() }]);
+    assert_eq!(effects("DEALLOCATE PREPARE q"), vec![E::Deallocate(Some("q".into()))]);
+    assert_eq!(effects("DEALLOCATE ALL"), vec![E::Deallocate(None)]);
+    assert_eq!(effects("CLOSE c"), vec![E::CloseCursor(Some("c".into()))]);
+    assert_eq!(effects("LOAD 'auto_explain'"), vec![E::Load]);
+
+    let prepare = effects("SELECT 1; PREPARE q (int, text) AS SELECT * FROM t WHERE id = $1 AND name = $2");
+    let [E::Prepare { name, statement_sql, body_sql }] = prepare.as_slice() else { panic!("{prepare:?}") };
+    assert_eq!(name, "q");
+    assert_eq!(statement_sql, "PREPARE q (int, text) AS SELECT * FROM t WHERE id = $1 AND name = $2");
+    assert_eq!(body_sql, "SELECT * FROM t WHERE id = $1 AND name = $2");
+
+    let hold = effects("DECLARE c CURSOR WITH HOLD FOR SELECT 1");
+    assert_eq!(hold, vec![E::DeclareCursor { name: "c".into(), with_hold: true }]);
+    assert!(hold[0].pins_session());
+    let plain = effects("DECLARE c NO SCROLL CURSOR FOR SELECT 1");
+    assert_eq!(plain, vec![E::DeclareCursor { name: "c".into(), with_hold: false }]);
+    assert!(!plain[0].pins_session());
+
+    let lock = effects("SELECT pg_advisory_lock(42)");
+    assert_eq!(lock, vec![E::AdvisoryLockSession]);
+    assert!(lock[0].pins_session());
+    assert_eq!(effects("SELECT pg_try_advisory_lock_shared(1, 2)"), vec![E::AdvisoryLockSession]);
+    assert!(effects("SELECT pg_advisory_xact_lock(42)").is_empty(), "transaction-level locks end with the transaction");
+    assert_eq!(effects("SELECT pg_advisory_unlock_all()"), vec![E::AdvisoryUnlock]);
+
+    for sql in [
+        "CREATE TEMP TABLE scratch (id int)",
+        "CREATE TEMPORARY VIEW scratch AS SELECT 1",
+        "CREATE TEMP SEQUENCE scratch",
+        "CREATE TABLE pg_temp.scratch (id int)",
+        "CREATE TEMP TABLE scratch AS SELECT 1",
+        "SELECT 1 INTO TEMP scratch",
+    ] {
+        let e = effects(sql);
+        assert_eq!(e, vec![E::CreateTemporary(TableRef::new(e_schema(sql), "scratch"))], "{sql}");
+        assert!(e[0].pins_session());
+    }
+    assert!(effects("CREATE TABLE scratch (id int)").is_empty());
+    assert!(effects("CREATE UNLOGGED TABLE scratch (id int)").is_empty());
+    assert!(effects("EXPLAIN SELECT pg_advisory_lock(1)").is_empty(), "plain EXPLAIN runs nothing");
+}
+
+fn e_schema(sql: &str) -> Option<&'static str> {
+    sql.contains("pg_temp.").then_some("pg_temp")
+}
+
+#[test]
+fn hints_come_from_comments_only() {
+    let s = analyze("/* pgpilot:primary */ SELECT * FROM t");
+    assert_eq!(s.hints.route, Some(RouteHint::Primary));
+    let s = analyze("SELECT * FROM t /* pgpilot:cache ttl=30s tags=user:42,orders */");
+    let cache = s.hints.cache.expect("cache hint");
+    assert_eq!(cache.ttl, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(cache.tags, vec!["user:42", "orders"]);
+    assert!(analyze("SELECT 1 -- pgpilot:nocache").hints.nocache);
+    assert_eq!(analyze("/* pgpilot:tag=analytics */ SELECT 1").hints.tag.as_deref(), Some("analytics"));
+    assert!(analyze("SELECT 'pgpilot:primary'").hints.is_empty());
+    // Hints survive text the grammar rejects.
+    assert_eq!(analyze("/* pgpilot:replica */ SELEC 1").hints.route, Some(RouteHint::Replica));
+}
+
+#[test]
+fn fingerprints_ignore_literals_and_normalized_text_shows_parameters() {
+    let a = analyze("SELECT * FROM t WHERE id = 1");
+    let b = analyze("SELECT * FROM t WHERE id = 2");
+    let c = analyze("SELECT * FROM t WHERE name = 'x'");
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_ne!(a.fingerprint, c.fingerprint);
+    assert_eq!(&*a.normalized, "SELECT * FROM t WHERE id = $1");
+    let broken = analyze("SELEC 1");
+    assert_eq!(broken.fingerprint, analyze("SELEC 1").fingerprint);
+    assert!(broken.parse_error.is_some());
+}
+
+#[test]
+fn read_shapes() {
+    let s = analyze("SELECT * FROM a FOR KEY SHARE OF a, b FOR NO KEY UPDATE OF b");
+    assert_eq!(s.shape.locking, Some(LockStrength::ForNoKeyUpdate));
+    assert!(analyze("SELECT * INTO x FROM y").shape.select_into);
+    assert!(analyze("WITH d AS (DELETE FROM t RETURNING 1) SELECT * FROM d").shape.writing_cte);
+    assert!(analyze("SELECT * FROM pg_class").shape.system_catalog);
+    assert!(analyze("SELECT * FROM information_schema.tables").shape.system_catalog);
+    assert!(!analyze("SELECT * FROM t").shape.system_catalog);
+    assert!(analyze("SELECT * FROM t WHERE d > 'today'").shape.time_literal);
+    assert!(analyze("SELECT 'now'::timestamptz").shape.time_literal);
+    assert!(!analyze("SELECT 'nowhere'").shape.time_literal);
+    assert_eq!(analyze("SELECT * FROM t WHERE a = $1 AND b = $3").shape.max_param, 3);
+    let s = analyze("SELECT CURRENT_DATE, LOCALTIMESTAMP(3), SESSION_USER, CURRENT_SCHEMA, CURRENT_ROLE");
+    assert_eq!(
+        s.value_functions,
+        vec![
+            ValueFunction::CurrentDate,
+            ValueFunction::LocalTimestamp,
+            ValueFunction::SessionUser,
+            ValueFunction::CurrentSchema,
+            ValueFunction::CurrentRole
+        ]
+    );
+}
+
+#[test]
+fn what_invalidates_everything() {
+    let everything = |sql: &str| analyze(sql).invalidates_everything;
+    assert!(!everything("UPDATE t SET x = 1"));
+    assert!(!everything("DROP TABLE t"));
+    assert!(!everything("ALTER TABLE t ADD COLUMN y int"));
+    assert!(!everything("TRUNCATE t"));
+    assert!(everything("DROP TABLE t CASCADE"));
+    assert!(everything("TRUNCATE t CASCADE"));
+    assert!(everything("DROP SCHEMA app CASCADE"));
+    assert!(everything("DROP FUNCTION f(int)"));
+    assert!(everything("CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'"));
+    assert!(everything("ALTER TABLE t RENAME TO u"));
+    assert!(everything("DO $$BEGIN END$$"));
+    assert!(everything("CALL p()"));
+    assert!(everything("SELEC 1"));
+    assert!(!everything("SELECT 1"));
+}
+
+#[test]
+fn functions_keep_their_schema() {
+    let s = analyze("SELECT app.f(x), lower(y), pg_catalog.upper(z), EXTRACT(year FROM d) FROM t");
+    let names: Vec<String> = s.functions.iter().map(ToString::to_string).collect();
+    assert_eq!(names, vec!["app.f", "lower", "pg_catalog.upper", "pg_catalog.extract"]);
+}
