@@ -1,1 +1,269 @@
+//! pgpilot's DBA advisor: index suggestions proven with hypothetical indexes and generic plans,
+//! health checks of the whole database, and configuration and pool-sizing advice.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use pgpilot_advisor::{advise, AdviseOptions, NoProgress};
+//! let report = advise(&AdviseOptions::new("postgres://app@127.0.0.1/app"), &NoProgress).await?;
+//! println!("{}", report.render_text(false));
+//! # Ok(()) }
+//! ```
 
+pub mod config;
+pub mod connect;
+pub mod db;
+pub mod health;
+pub mod index;
+pub mod options;
+mod pgpass;
+pub mod progress;
+pub mod render;
+pub mod report;
+mod tls;
+pub mod units;
+pub mod workload;
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+
+pub use config::machine::{MachineSpec, StorageKind, WorkloadKind};
+pub use connect::Target;
+pub use index::apply::ApplySettings;
+pub use options::{AdviseOptions, HealthSettings, IndexAdvisorSettings, PoolInputs, WorkloadSources};
+pub use progress::{NoProgress, Progress, TerminalProgress};
+pub use report::{Category, Finding, IndexSuggestion, Report, Severity};
+
+use crate::config::pgtune::TuneInput;
+use crate::config::pool::{PoolAdvice, PoolSizingInput};
+use crate::db::Db;
+use crate::report::WorkloadSummary;
+use crate::workload::WorkloadStatement;
+
+/// Runs the whole advisor against one database and returns its report.
+pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Report> {
+    let started = Instant::now();
+    let generated_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let target = Target::parse(&opts.url)?;
+    progress.stage("connecting", 1);
+    let db = Db::open(&target, opts.statement_timeout_ms).await?;
+    let hypopg_problem = db.ensure_extension("hypopg", opts.index.install_extensions).await?;
+    let pgstattuple = db.ensure_extension("pgstattuple", opts.index.install_extensions).await?.is_none();
+    // From here on the advisor only reads: a slip can never write.
+    db.client.batch_execute("SET default_transaction_read_only = on").await?;
+    progress.advance(1);
+
+    let mut notes = Vec::new();
+    let (statements, sources) = read_workload(&db, opts, &mut notes).await;
+    let mut report = Report {
+        database: db.database.clone(),
+        target: target.describe(),
+        server_version: db.version.clone(),
+        generated_at_unix,
+        duration_ms: 0,
+        index_method: String::new(),
+        workload: WorkloadSummary {
+            sources,
+            statements: statements.len(),
+            mean_latency_ms: workload::mean_latency_ms(&statements),
+            ..Default::default()
+        },
+        findings: Vec::new(),
+        index_suggestions: Vec::new(),
+        settings: Vec::new(),
+        pool: None,
+        applied: Vec::new(),
+        notes: Vec::new(),
+    };
+
+    if opts.skip_indexes {
+        report.index_method = "skipped".into();
+    } else if statements.is_empty() {
+        report.index_method = "none (no workload)".into();
+        notes.push(
+            "no workload statements: install pg_stat_statements, point --from-pgpilot at a running gateway, \
+             or pass --workload-file"
+                .into(),
+        );
+    } else {
+        let advice = index::advise(&db, &statements, &opts.index, hypopg_problem, progress).await?;
+        report.index_method = advice.method;
+        report.workload.analysed = advice.analysed;
+        report.workload.skipped = advice.skipped;
+        report.findings.extend(advice.findings);
+        report.index_suggestions = advice.suggestions;
+    }
+
+    let (mut findings, mut health_notes) = health::run(&db, &opts.health, pgstattuple, progress).await;
+    report.findings.append(&mut findings);
+    notes.append(&mut health_notes);
+
+    progress.stage("configuration", 2);
+    configuration(&db, &target, opts, &mut report, &mut notes).await;
+    progress.advance(1);
+    report.pool = pool_advice(&db, opts, report.workload.mean_latency_ms, &mut notes).await;
+    progress.advance(1);
+
+    report.notes = notes;
+    report.sort();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    progress.finish();
+    Ok(report)
+}
+
+/// Creates the given suggestions (`--apply`) and records the before/after measurements in the report.
+pub async fn apply(
+    opts: &AdviseOptions,
+    report: &mut Report,
+    chosen: &[usize],
+    settings: &ApplySettings,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let target = Target::parse(&opts.url)?;
+    let suggestions: Vec<IndexSuggestion> =
+        chosen.iter().filter_map(|&i| report.index_suggestions.get(i).cloned()).collect();
+    report.applied = index::apply::apply(&target, &suggestions, settings, progress).await?;
+    progress.finish();
+    Ok(())
+}
+
+async fn read_workload(db: &Db, opts: &AdviseOptions, notes: &mut Vec<String>) -> (Vec<WorkloadStatement>, Vec<String>) {
+    let mut statements = Vec::new();
+    let mut sources = Vec::new();
+    let limit = opts.index.max_statements;
+    if opts.workload.pg_stat_statements {
+        match db.has_extension("pg_stat_statements").await {
+            Ok(true) => match workload::pgss::read(db, limit).await {
+                Ok(s) => {
+                    sources.push(format!("pg_stat_statements ({} statements)", s.len()));
+                    statements.extend(s);
+                }
+                Err(e) => notes.push(format!("pg_stat_statements could not be read: {e:#}")),
+            },
+            _ => notes.push("pg_stat_statements is not installed in this database".into()),
+        }
+    }
+    if let Some(url) = &opts.workload.pgpilot_url {
+        match workload::pgpilot::fetch(url, opts.workload.pgpilot_token.as_deref(), &db.database, limit).await {
+            Ok(s) => {
+                sources.push(format!("pgpilot at {url} ({} statements)", s.len()));
+                statements.extend(s);
+            }
+            Err(e) => notes.push(format!("pgpilot statistics could not be read: {e:#}")),
+        }
+    }
+    if let Some(path) = &opts.workload.file {
+        match workload::file::read(path) {
+            Ok(s) => {
+                sources.push(format!("file {} ({} statements)", path.display(), s.len()));
+                statements.extend(s);
+            }
+            Err(e) => notes.push(format!("{e:#}")),
+        }
+    }
+    let mut merged = workload::merge(statements);
+    workload::sort_by_weight(&mut merged);
+    (merged, sources)
+}
+
+async fn configuration(db: &Db, target: &Target, opts: &AdviseOptions, report: &mut Report, notes: &mut Vec<String>) {
+    let local = target.is_local().then(config::machine::detect_local).unwrap_or_default();
+    let memory = opts.machine.memory_bytes.or(local.memory_bytes);
+    let cpus = opts.machine.cpus.or(local.cpus);
+    let (Some(memory), Some(cpus)) = (memory, cpus) else {
+        notes.push(
+            "the database server's memory and CPUs are unknown (it is not local): pass --memory and --cpus \
+             for configuration advice"
+                .into(),
+        );
+        return;
+    };
+    let storage = match opts.storage {
+        Some(s) => s,
+        None => {
+            let detected = if target.is_local() { data_directory_storage(db).await } else { None };
+            detected.unwrap_or_else(|| {
+                notes.push("storage kind unknown: assumed SSD (pass --storage hdd|ssd|san)".into());
+                StorageKind::Ssd
+            })
+        }
+    };
+    let connections = db
+        .client
+        .query_one("SELECT current_setting('max_connections')::int", &[])
+        .await
+        .ok()
+        .map(|r| r.get::<_, i32>(0) as u32);
+    let input = TuneInput {
+        memory_kb: memory / 1024,
+        cpus,
+        connections,
+        storage,
+        workload: opts.workload_kind,
+        version_num: db.version_num,
+    };
+    match config::settings::advise(db, &input).await {
+        Ok((advice, finding)) => {
+            report.settings = advice;
+            if let Some(mut f) = finding {
+                f.evidence.insert(
+                    0,
+                    format!(
+                        "for {} of memory, {cpus} CPUs, {storage:?} storage, {} workload (PGTune's formulas)",
+                        units::bytes(memory as i64),
+                        opts.workload_kind.label()
+                    ),
+                );
+                report.findings.push(f);
+            }
+        }
+        Err(e) => notes.push(format!("settings could not be read: {e:#}")),
+    }
+}
+
+async fn data_directory_storage(db: &Db) -> Option<StorageKind> {
+    let row = db.client.query_one("SELECT current_setting('data_directory', true)", &[]).await.ok()?;
+    let dir: Option<String> = row.get(0);
+    config::machine::detect_storage(std::path::Path::new(&dir?))
+}
+
+async fn pool_advice(db: &Db, opts: &AdviseOptions, latency: Option<f64>, notes: &mut Vec<String>) -> Option<PoolAdvice> {
+    let Some(latency) = latency else {
+        notes.push("no measured statement latency (pg_stat_statements or pgpilot): no pool sizing".into());
+        return None;
+    };
+    let row = db
+        .client
+        .query_one(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int",
+            &[],
+        )
+        .await
+        .ok()?;
+    let (target_tps, source) = match opts.pool.target_tps {
+        Some(t) => (t, "--target-tps".to_string()),
+        None => (measure_tps(db).await.unwrap_or(0.0).max(1.0), "measured over 1 s (pass --target-tps for your peak)".into()),
+    };
+    let cpus = opts.machine.cpus.or_else(|| Target::parse(&opts.url).ok().filter(|t| t.is_local()).and_then(|_| config::machine::detect_local().cpus));
+    let input = PoolSizingInput {
+        mean_latency_ms: latency,
+        target_tps,
+        max_connections: row.get::<_, i32>(0) as u32,
+        reserved_connections: row.get::<_, i32>(1) as u32,
+        app_instances: opts.pool.app_instances.max(1),
+        cpus,
+    };
+    Some(config::pool::size(&input, &source))
+}
+
+/// Transactions per second on this database over one second.
+async fn measure_tps(db: &Db) -> Option<f64> {
+    let sql = "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = current_database()";
+    let before: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
+    let start = Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // Statistics are flushed by backends at most every 500 ms (15+) or on idle: good enough for a rate.
+    db.client.batch_execute("SELECT pg_stat_clear_snapshot()").await.ok()?;
+    let after: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
+    Some((after - before).max(0) as f64 / start.elapsed().as_secs_f64())
+}

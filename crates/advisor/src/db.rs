@@ -1,0 +1,114 @@
+//! The advisor's session on the database: one connection, defensive settings, small query helpers.
+
+use anyhow::{Context, Result};
+use tokio_postgres::{Client, Row};
+
+use crate::connect::Target;
+
+/// A connected session plus what the advisor needs to know about the server.
+pub struct Db {
+    pub client: Client,
+    /// server_version_num, e.g. 150004.
+    pub version_num: i32,
+    pub version: String,
+    pub database: String,
+    pub is_superuser: bool,
+    pub in_recovery: bool,
+}
+
+impl Db {
+    /// Connects and makes the session harmless: read-mostly work must never wait on locks or run away.
+    pub async fn open(target: &Target, statement_timeout_ms: u64) -> Result<Db> {
+        let client = target.connect().await?;
+        client
+            .batch_execute(&format!(
+                "SET application_name = 'pgpilot-advisor'; SET statement_timeout = {statement_timeout_ms}; \
+                 SET lock_timeout = 2000; SET idle_in_transaction_session_timeout = 60000"
+            ))
+            .await
+            .context("setting the advisor's session limits")?;
+        let row = client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int, current_setting('server_version'), \
+                 current_database()::text, \
+                 (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), pg_is_in_recovery()",
+                &[],
+            )
+            .await
+            .context("reading the server version")?;
+        Ok(Db {
+            client,
+            version_num: row.get(0),
+            version: row.get(1),
+            database: row.get(2),
+            is_superuser: row.get::<_, Option<bool>>(3).unwrap_or(false),
+            in_recovery: row.get(4),
+        })
+    }
+
+    pub async fn rows(&self, sql: &str) -> Result<Vec<Row>> {
+        self.client.query(sql, &[]).await.with_context(|| format!("running {}", first_line(sql)))
+    }
+
+    /// True when the extension is installed in this database.
+    pub async fn has_extension(&self, name: &str) -> Result<bool> {
+        let row = self.client.query_one("SELECT count(*) FROM pg_extension WHERE extname = $1", &[&name]).await?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    /// True when the extension's files are installed on the server (CREATE EXTENSION would work).
+    pub async fn extension_available(&self, name: &str) -> Result<bool> {
+        let row =
+            self.client.query_one("SELECT count(*) FROM pg_available_extensions WHERE name = $1", &[&name]).await?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    /// Makes sure `name` is usable: installed already, or created when `install` allows it.
+    /// Returns a sentence explaining why it is not usable, if it is not.
+    pub async fn ensure_extension(&self, name: &str, install: bool) -> Result<Option<String>> {
+        if self.has_extension(name).await? {
+            return Ok(None);
+        }
+        if !self.extension_available(name).await? {
+            return Ok(Some(format!("the {name} extension is not installed on the server")));
+        }
+        if !install {
+            return Ok(Some(format!(
+                "{name} is available but not created in database {}: run CREATE EXTENSION {name} \
+                 (or pass --install-extensions)",
+                self.database
+            )));
+        }
+        match self.client.batch_execute(&format!("CREATE EXTENSION IF NOT EXISTS {name}")).await {
+            Ok(()) => Ok(None),
+            Err(e) => Ok(Some(format!("CREATE EXTENSION {name} failed: {}", db_error_text(&e)))),
+        }
+    }
+}
+
+/// The server's message for a database error (without the "db error:" prefix).
+pub fn db_error_text(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+fn first_line(sql: &str) -> String {
+    let line = sql.trim().lines().next().unwrap_or("");
+    line.chars().take(80).collect()
+}
+
+/// A quoted identifier, as quote_ident would write it.
+pub fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain && !crate::index::parse::is_reserved(name) {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// A SQL string literal.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}

@@ -1,0 +1,177 @@
+//! Live activity: long-running queries, sessions idle in a transaction, blocked and blocking
+//! queries, connections against max_connections.
+
+use anyhow::Result;
+
+use crate::db::Db;
+use crate::options::HealthSettings;
+use crate::report::{Category, Finding, Severity};
+use crate::units::{duration, one_line};
+
+const CLIENTS: &str = "backend_type = 'client backend' AND pid <> pg_backend_pid()";
+
+pub async fn long_running(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+    let sql = format!(
+        "SELECT pid, coalesce(usename::text, ''), coalesce(datname::text, ''), \
+         extract(epoch FROM now() - query_start)::float8, query \
+         FROM pg_stat_activity WHERE {CLIENTS} AND state = 'active' \
+           AND now() - query_start > make_interval(secs => $1) ORDER BY query_start"
+    );
+    let rows = db.client.query(&sql, &[&(settings.long_query_secs as f64)]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (pid, secs): (i32, f64) = (r.get(0), r.get(3));
+            let severity = if secs >= 3600.0 { Severity::Critical } else { Severity::Warning };
+            Finding::new(severity, Category::Activity, format!("Query running for {} (pid {pid})", duration(secs)))
+                .object(format!("pid {pid}"))
+                .evidence(format!("user {} on {}: {}", r.get::<_, String>(1), r.get::<_, String>(2), one_line(&r.get::<_, String>(4), 200)))
+                .evidence("a long query holds back vacuum's cleanup horizon for the whole cluster")
+                .fix(format!("SELECT pg_cancel_backend({pid});  -- and set statement_timeout for the role"))
+        })
+        .collect())
+}
+
+pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+    let sql = format!(
+        "SELECT pid, coalesce(usename::text, ''), extract(epoch FROM now() - state_change)::float8, \
+         extract(epoch FROM now() - xact_start)::float8, state, query \
+         FROM pg_stat_activity WHERE {CLIENTS} AND state LIKE 'idle in transaction%' \
+           AND now() - state_change > make_interval(secs => $1) ORDER BY state_change"
+    );
+    let rows = db.client.query(&sql, &[&(settings.idle_in_transaction_secs as f64)]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (pid, idle, open): (i32, f64, f64) = (r.get(0), r.get(2), r.get(3));
+            let severity = if idle >= 3600.0 { Severity::Critical } else { Severity::Warning };
+            Finding::new(severity, Category::Activity, format!("Session {pid} idle in transaction for {}", duration(idle)))
+                .object(format!("pid {pid}"))
+                .evidence(format!("user {}, {}, transaction open for {}", r.get::<_, String>(1), r.get::<_, String>(4), duration(open)))
+                .evidence(format!("last statement: {}", one_line(&r.get::<_, String>(5), 200)))
+                .evidence("it keeps its locks and stops vacuum from removing rows deleted since it began")
+                .fix(format!(
+                    "SELECT pg_terminate_backend({pid});\nALTER SYSTEM SET idle_in_transaction_session_timeout = '5min'; SELECT pg_reload_conf();"
+                ))
+        })
+        .collect())
+}
+
+pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
+    let rows = db
+        .rows(
+            "SELECT a.pid, coalesce(a.usename::text, ''), extract(epoch FROM now() - coalesce(a.query_start, now()))::float8, \
+             a.query, coalesce(a.wait_event_type, '') || ':' || coalesce(a.wait_event, ''), \
+             ARRAY(SELECT b.pid::text || ' (' || coalesce(b.state, '?') || ', ' || coalesce(b.usename::text, '') || \
+                    CASE WHEN b.xact_start IS NOT NULL \
+                         THEN ', transaction open ' || round(extract(epoch FROM now() - b.xact_start))::text || 's' ELSE '' END || \
+                    '): ' || left(regexp_replace(b.query, '\\s+', ' ', 'g'), 160) \
+                   FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))), \
+             pg_blocking_pids(a.pid) \
+             FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0 ORDER BY a.query_start",
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (pid, waited): (i32, f64) = (r.get(0), r.get(2));
+            let blockers: Vec<String> = r.get(5);
+            let blocker_pids: Vec<i32> = r.get(6);
+            let severity = if waited >= 300.0 { Severity::Critical } else { Severity::Warning };
+            let mut f = Finding::new(
+                severity,
+                Category::Locks,
+                format!("Query (pid {pid}) blocked for {} by pid {}", duration(waited), join(&blocker_pids)),
+            )
+            .object(format!("pid {pid}"))
+            .evidence(format!("waiting ({}), user {}: {}", r.get::<_, String>(4), r.get::<_, String>(1), one_line(&r.get::<_, String>(3), 200)));
+            for b in blockers {
+                f = f.evidence(format!("blocked by {b}"));
+            }
+            f.fix(format!(
+                "finish or cancel the blocking transaction: SELECT pg_terminate_backend({});\n\
+                 -- and give DDL a lock_timeout so it cannot queue everyone behind it",
+                blocker_pids.first().copied().unwrap_or(0)
+            ))
+        })
+        .collect())
+}
+
+fn join(pids: &[i32]) -> String {
+    pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub async fn connections(db: &Db) -> Result<Vec<Finding>> {
+    let row = db
+        .client
+        .query_one(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, \
+             count(*) FILTER (WHERE backend_type = 'client backend')::int, \
+             count(*) FILTER (WHERE state = 'active')::int, count(*) FILTER (WHERE state = 'idle')::int, \
+             count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int \
+             FROM pg_stat_activity",
+            &[],
+        )
+        .await?;
+    let usage = ConnectionUsage {
+        max_connections: row.get(0),
+        reserved: row.get(1),
+        clients: row.get(2),
+        active: row.get(3),
+        idle: row.get(4),
+        idle_in_transaction: row.get(5),
+    };
+    Ok(usage.finding().into_iter().collect())
+}
+
+/// Connections by state against the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionUsage {
+    pub max_connections: i32,
+    pub reserved: i32,
+    pub clients: i32,
+    pub active: i32,
+    pub idle: i32,
+    pub idle_in_transaction: i32,
+}
+
+impl ConnectionUsage {
+    pub fn finding(&self) -> Option<Finding> {
+        let available = (self.max_connections - self.reserved).max(1);
+        let ratio = self.clients as f64 / available as f64;
+        let evidence = format!(
+            "{} of {} connections in use ({} active, {} idle, {} idle in transaction); {} reserved for superusers",
+            self.clients, available, self.active, self.idle, self.idle_in_transaction, self.reserved
+        );
+        let fix = "put a pooler in front (pgpilot serve) so idle application connections do not hold server slots";
+        if ratio >= 0.95 {
+            Some(Finding::new(Severity::Critical, Category::Connections, format!("{:.0}% of connections in use", ratio * 100.0))
+                .evidence(evidence).fix(fix))
+        } else if ratio >= 0.8 {
+            Some(Finding::new(Severity::Warning, Category::Connections, format!("{:.0}% of connections in use", ratio * 100.0))
+                .evidence(evidence).fix(fix))
+        } else if self.idle >= 50 && self.idle > 4 * self.active.max(1) {
+            Some(Finding::new(Severity::Info, Category::Connections, format!("{} idle connections", self.idle))
+                .evidence(evidence).fix(fix))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(clients: i32, active: i32, idle: i32) -> ConnectionUsage {
+        ConnectionUsage { max_connections: 100, reserved: 3, clients, active, idle, idle_in_transaction: 0 }
+    }
+
+    #[test]
+    fn connection_thresholds() {
+        assert!(usage(10, 5, 5).finding().is_none());
+        assert_eq!(usage(80, 40, 40).finding().unwrap().severity, Severity::Warning);
+        assert_eq!(usage(93, 40, 53).finding().unwrap().severity, Severity::Critical);
+        assert_eq!(usage(70, 5, 65).finding().unwrap().severity, Severity::Info);
+    }
+}

@@ -1,0 +1,51 @@
+//! Health checks: each inspects one aspect of the database and returns findings with the
+//! evidence and the fix. A check that cannot run (privileges, version) adds a note instead.
+
+mod activity;
+mod indexes;
+mod replication;
+mod storage;
+pub mod wraparound;
+
+use crate::db::Db;
+use crate::options::HealthSettings;
+use crate::progress::Progress;
+use crate::report::Finding;
+
+/// Runs every check; returns the findings and the notes about checks that could not run.
+pub async fn run(db: &Db, settings: &HealthSettings, pgstattuple: bool, progress: &dyn Progress) -> (Vec<Finding>, Vec<String>) {
+    let mut findings = Vec::new();
+    let mut notes = Vec::new();
+    const CHECKS: u64 = 17;
+    progress.stage("health checks", CHECKS);
+    macro_rules! check {
+        ($name:expr, $call:expr) => {{
+            match $call.await {
+                Ok(mut f) => findings.append(&mut f),
+                Err(e) => notes.push(format!("{} check could not run: {e:#}", $name)),
+            }
+            progress.advance(1);
+        }};
+    }
+    check!("unused indexes", indexes::unused(db, settings));
+    check!("duplicate indexes", indexes::duplicates(db));
+    check!("invalid indexes", indexes::invalid(db));
+    check!("sequential scans", storage::sequential_scans(db, settings));
+    check!("table bloat", storage::table_bloat(db, settings, pgstattuple));
+    check!("index bloat", storage::index_bloat(db, settings, pgstattuple));
+    check!("dead rows", storage::dead_rows(db, settings));
+    check!("cache hit ratio", storage::cache_hit_ratio(db));
+    check!("largest relations", storage::largest(db, settings));
+    check!("materialized views", storage::materialized_views(db));
+    check!("long-running queries", activity::long_running(db, settings));
+    check!("idle in transaction", activity::idle_in_transaction(db, settings));
+    check!("blocked queries", activity::blocked(db));
+    check!("connections", activity::connections(db));
+    check!("wraparound", wraparound::check(db));
+    check!("sequences", wraparound::sequences(db));
+    check!("replication and archiving", replication::check(db));
+    if !pgstattuple {
+        notes.push("bloat figures are estimates from statistics (pgstattuple not installed)".into());
+    }
+    (findings, notes)
+}

@@ -1,0 +1,324 @@
+//! Table-level checks: sequential scans, bloat, dead rows, cache hit ratio, largest relations,
+//! materialized views that were never populated.
+
+use anyhow::Result;
+
+use crate::db::Db;
+use crate::options::HealthSettings;
+use crate::report::{Category, Finding, Severity};
+use crate::units::{bytes, count};
+
+pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+    let rows = db
+        .client
+        .query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname), seq_scan::int8, seq_tup_read::int8, \
+             coalesce(idx_scan, 0)::int8, n_live_tup::int8, pg_relation_size(relid)::int8 \
+             FROM pg_stat_user_tables \
+             WHERE seq_scan > coalesce(idx_scan, 0) AND n_live_tup >= 10000 AND pg_relation_size(relid) >= $1 \
+               AND seq_tup_read / greatest(seq_scan, 1) >= 1000 \
+             ORDER BY seq_tup_read DESC LIMIT 20",
+            &[&settings.table_min_bytes],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let table: String = r.get(0);
+            let (seq, read, idx, live): (i64, i64, i64, i64) = (r.get(1), r.get(2), r.get(3), r.get(4));
+            Finding::new(Severity::Warning, Category::Tables, format!("{table} is read mostly by sequential scans"))
+                .object(table.clone())
+                .evidence(format!("{} sequential scans vs {} index scans", count(seq), count(idx)))
+                .evidence(format!("{} rows read by sequential scans (~{} per scan of {} live rows), {} on disk",
+                    count(read), count(read / seq.max(1)), count(live), bytes(r.get(5))))
+                .fix("see the index suggestions for this table; statements that filter it need an index")
+        })
+        .collect())
+}
+
+/// Bloat from statistics: the pages the live rows need (row width from pg_stats, 24-byte tuple
+/// header, 4-byte line pointer, fillfactor) against the pages the table has.
+pub async fn table_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) -> Result<Vec<Finding>> {
+    let rows = db
+        .client
+        .query(
+            "WITH t AS ( \
+               SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, c.relpages::int8 AS pages, \
+                 c.reltuples::float8 AS tuples, current_setting('block_size')::int8 AS bs, \
+                 coalesce((SELECT substring(o FROM 'fillfactor=(\\d+)')::int FROM unnest(c.reloptions) o \
+                           WHERE o LIKE 'fillfactor=%'), 100) AS ff, \
+                 (SELECT sum(s.avg_width)::float8 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname) AS width \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                 AND n.nspname !~ '^pg_toast' AND c.relpages::int8 * current_setting('block_size')::int8 >= $1) \
+             SELECT oid, name, pages * bs, \
+               ceil(tuples * (width + 28) / (bs * ff / 100.0 - 24))::int8 * bs \
+             FROM t WHERE width IS NOT NULL AND tuples > 0",
+            &[&settings.table_min_bytes],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (oid, name, actual, expected): (u32, String, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let mut estimate = BloatEstimate { actual, wasted: (actual - expected).max(0), source: "estimate from statistics" };
+        if pgstattuple && estimate.ratio() >= 0.2 {
+            // Confirm with pgstattuple_approx: it reads only pages the visibility map does not vouch for.
+            if let Ok(row) = db
+                .client
+                .query_one("SELECT table_len::int8, (dead_tuple_len + approx_free_space)::int8 FROM pgstattuple_approx($1::oid::regclass)", &[&oid])
+                .await
+            {
+                estimate = BloatEstimate { actual: row.get(0), wasted: row.get(1), source: "pgstattuple_approx" };
+            }
+        }
+        if let Some(severity) = estimate.severity(settings.table_min_bytes) {
+            out.push(
+                Finding::new(severity, Category::Bloat, format!("Table {name} is {:.0}% bloat", 100.0 * estimate.ratio()))
+                    .object(name.clone())
+                    .evidence(format!("{} on disk, ~{} reclaimable ({})", bytes(estimate.actual), bytes(estimate.wasted), estimate.source))
+                    .fix(format!(
+                        "VACUUM (VERBOSE, ANALYZE) {name};  -- makes dead space reusable\n\
+                         -- to give the space back without a long lock: pg_repack -t {name}\n\
+                         -- (VACUUM FULL also does, under an ACCESS EXCLUSIVE lock for the whole rewrite)"
+                    )),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// How much of a relation is wasted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BloatEstimate {
+    pub actual: i64,
+    pub wasted: i64,
+    pub source: &'static str,
+}
+
+impl BloatEstimate {
+    pub fn ratio(&self) -> f64 {
+        if self.actual > 0 {
+            self.wasted as f64 / self.actual as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Worth reporting when at least 30% and `min_bytes` are wasted; critical from 70% and 1 GB.
+    pub fn severity(&self, min_bytes: i64) -> Option<Severity> {
+        let ratio = self.ratio();
+        if ratio >= 0.7 && self.wasted >= 1 << 30 {
+            Some(Severity::Critical)
+        } else if ratio >= 0.3 && self.wasted >= min_bytes {
+            Some(Severity::Warning)
+        } else {
+            None
+        }
+    }
+}
+
+/// Btree bloat: pgstatindex's leaf density when available, else an estimate from key widths.
+pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) -> Result<Vec<Finding>> {
+    let rows = db
+        .client
+        .query(
+            "SELECT ic.oid, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
+               ic.relpages::int8 * current_setting('block_size')::int8, \
+               ceil(ic.reltuples * ((SELECT sum(s.avg_width) FROM pg_attribute a \
+                    JOIN pg_stats s ON s.schemaname = tn.nspname AND s.tablename = t.relname AND s.attname = a.attname \
+                    WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey::int2[])) + 12) \
+                    / (current_setting('block_size')::int8 * 0.9 - 24))::int8 * current_setting('block_size')::int8 \
+             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
+             JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+             JOIN pg_am am ON am.oid = ic.relam \
+             WHERE am.amname = 'btree' AND i.indisvalid AND i.indexprs IS NULL AND ic.reltuples > 0 \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
+               AND ic.relpages::int8 * current_setting('block_size')::int8 >= $1",
+            &[&settings.table_min_bytes],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (oid, name, actual): (u32, String, i64) = (r.get(0), r.get(1), r.get(2));
+        let expected: Option<i64> = r.get(3);
+        let mut estimate = BloatEstimate {
+            actual,
+            wasted: expected.map(|e| (actual - e).max(0)).unwrap_or(0),
+            source: "estimate from statistics",
+        };
+        if pgstattuple {
+            if let Ok(row) = db
+                .client
+                .query_one("SELECT index_size::int8, avg_leaf_density::float8 FROM pgstatindex($1::oid::regclass)", &[&oid])
+                .await
+            {
+                let size: i64 = row.get(0);
+                let density: f64 = row.get(1);
+                // A fresh btree is ~90% full; what is missing from that is waste.
+                let wasted = (size as f64 * (0.9 - density / 100.0).max(0.0) / 0.9) as i64;
+                estimate = BloatEstimate { actual: size, wasted, source: "pgstatindex leaf density" };
+            }
+        }
+        if let Some(severity) = estimate.severity(settings.table_min_bytes) {
+            out.push(
+                Finding::new(severity, Category::Bloat, format!("Index {name} is {:.0}% bloat", 100.0 * estimate.ratio()))
+                    .object(name.clone())
+                    .evidence(format!("{} on disk, ~{} reclaimable ({})", bytes(estimate.actual), bytes(estimate.wasted), estimate.source))
+                    .fix(format!("REINDEX INDEX CONCURRENTLY {name};")),
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+    let rows = db
+        .client
+        .query(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname), n_live_tup::int8, n_dead_tup::int8, \
+             coalesce(to_char(greatest(last_vacuum, last_autovacuum), 'YYYY-MM-DD HH24:MI'), 'never') \
+             FROM pg_stat_user_tables \
+             WHERE n_dead_tup >= 10000 AND n_dead_tup > 0.2 * greatest(n_live_tup, 1) AND pg_relation_size(relid) >= $1 \
+             ORDER BY n_dead_tup DESC LIMIT 20",
+            &[&(settings.table_min_bytes / 8)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let table: String = r.get(0);
+            let (live, dead): (i64, i64) = (r.get(1), r.get(2));
+            Finding::new(Severity::Warning, Category::Bloat, format!("{table} has {} dead rows waiting for vacuum", count(dead)))
+                .object(table.clone())
+                .evidence(format!("{} dead vs {} live rows; last vacuum: {}", count(dead), count(live), r.get::<_, String>(3)))
+                .evidence("autovacuum is behind or blocked (long transactions, replication slots, or throttled)")
+                .fix(format!(
+                    "VACUUM (VERBOSE, ANALYZE) {table};\n\
+                     ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.05);  -- vacuum it sooner"
+                ))
+        })
+        .collect())
+}
+
+pub async fn cache_hit_ratio(db: &Db) -> Result<Vec<Finding>> {
+    let row = db
+        .client
+        .query_one(
+            "SELECT blks_hit::int8, blks_read::int8, \
+               (SELECT coalesce(sum(idx_blks_hit), 0)::int8 FROM pg_statio_user_indexes), \
+               (SELECT coalesce(sum(idx_blks_read), 0)::int8 FROM pg_statio_user_indexes) \
+             FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await?;
+    let mut out = Vec::new();
+    for (what, hit, read) in [("Buffer cache", row.get::<_, i64>(0), row.get::<_, i64>(1)), ("Index cache", row.get(2), row.get(3))] {
+        if let Some((severity, ratio)) = assess_hit_ratio(hit, read) {
+            out.push(
+                Finding::new(severity, Category::Cache, format!("{what} hit ratio is {:.1}%", ratio * 100.0))
+                    .evidence(format!("{} blocks from memory, {} from disk or the OS cache", count(hit), count(read)))
+                    .evidence("an OLTP database normally serves more than 99% of its reads from shared_buffers")
+                    .fix("raise shared_buffers (see the configuration section) or add memory; check for sequential scans of large tables"),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Hit ratio below 99% is a warning and below 90% critical, once enough blocks were read to judge.
+pub fn assess_hit_ratio(hit: i64, read: i64) -> Option<(Severity, f64)> {
+    let total = hit + read;
+    if total < 100_000 {
+        return None;
+    }
+    let ratio = hit as f64 / total as f64;
+    match ratio {
+        r if r < 0.90 => Some((Severity::Critical, r)),
+        r if r < 0.99 => Some((Severity::Warning, r)),
+        _ => None,
+    }
+}
+
+pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+    let limit = settings.largest_count as i64;
+    let tables = db
+        .client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_total_relation_size(c.oid)::int8, \
+             pg_relation_size(c.oid)::int8, pg_indexes_size(c.oid)::int8, c.reltuples::int8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_toast' ORDER BY 2 DESC LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    let indexes = db
+        .client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid)::int8 \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'i' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_toast' ORDER BY 2 DESC LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    if tables.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut f = Finding::new(Severity::Info, Category::Storage, format!("Largest {} tables and indexes", tables.len()));
+    for r in &tables {
+        f = f.evidence(format!(
+            "table {}: {} total ({} heap, {} indexes), ~{} rows",
+            r.get::<_, String>(0),
+            bytes(r.get(1)),
+            bytes(r.get(2)),
+            bytes(r.get(3)),
+            count(r.get::<_, i64>(4).max(0))
+        ));
+    }
+    for r in &indexes {
+        f = f.evidence(format!("index {}: {}", r.get::<_, String>(0), bytes(r.get(1))));
+    }
+    Ok(vec![f])
+}
+
+pub async fn materialized_views(db: &Db) -> Result<Vec<Finding>> {
+    let rows = db
+        .rows(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(matviewname) FROM pg_matviews \
+             WHERE NOT ispopulated ORDER BY 1",
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            Finding::new(Severity::Warning, Category::MaterializedViews, format!("Materialized view {name} was never refreshed"))
+                .object(name.clone())
+                .evidence("created WITH NO DATA and never populated: every query on it fails")
+                .fix(format!("REFRESH MATERIALIZED VIEW {name};  -- then schedule it (pgpilot jobs)"))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bloat_thresholds() {
+        let b = |actual, wasted| BloatEstimate { actual, wasted, source: "" };
+        assert_eq!(b(100 << 20, 20 << 20).severity(8 << 20), None);
+        assert_eq!(b(100 << 20, 40 << 20).severity(8 << 20), Some(Severity::Warning));
+        assert_eq!(b(10 << 20, 5 << 20).severity(8 << 20), None);
+        assert_eq!(b(4 << 30, 3 << 30).severity(8 << 20), Some(Severity::Critical));
+    }
+
+    #[test]
+    fn hit_ratio_thresholds() {
+        assert_eq!(assess_hit_ratio(99, 1), None);
+        assert_eq!(assess_hit_ratio(995_000, 5_000), None);
+        assert_eq!(assess_hit_ratio(980_000, 20_000), Some((Severity::Warning, 0.98)));
+        assert_eq!(assess_hit_ratio(800_000, 200_000), Some((Severity::Critical, 0.8)));
+    }
+}

@@ -1,0 +1,195 @@
+//! `--apply`: create chosen indexes concurrently (never blocking writers for long: lock_timeout),
+//! and measure the statements they help before and after with EXPLAIN ANALYZE.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+use super::catalog::Catalog;
+use super::parse;
+use crate::connect::Target;
+use crate::db::{db_error_text, quote_literal, Db};
+use crate::progress::Progress;
+use crate::report::{AppliedIndex, IndexSuggestion, Measurement};
+
+/// How many times each statement runs per measurement; the median is kept.
+const RUNS: usize = 3;
+
+pub struct ApplySettings {
+    pub lock_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for ApplySettings {
+    fn default() -> Self {
+        ApplySettings { lock_timeout_ms: 5_000, statement_timeout_ms: 30_000 }
+    }
+}
+
+/// Creates each suggested index (already confirmed by the caller) and measures its statements.
+pub async fn apply(
+    target: &Target,
+    suggestions: &[IndexSuggestion],
+    settings: &ApplySettings,
+    progress: &dyn Progress,
+) -> Result<Vec<AppliedIndex>> {
+    let db = Db::open(target, settings.statement_timeout_ms).await?;
+    let mut out = Vec::new();
+    progress.stage("creating indexes", suggestions.len() as u64);
+    for s in suggestions {
+        let mut measured = Vec::new();
+        for h in &s.statements {
+            measured.push((h.query.clone(), measure(&db, &h.query).await.map_err(|e| format!("{e:#}"))));
+        }
+        let started = Instant::now();
+        let created = create(&db, &s.create_statement, settings).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if created.is_ok() && s.kind.contains("expression") {
+            // Expression indexes get their own statistics only after ANALYZE.
+            let _ = db.client.batch_execute(&format!("ANALYZE {}", s.table)).await;
+        }
+        let mut measurements = Vec::new();
+        for (query, before) in measured {
+            let after = if created.is_ok() { measure(&db, &query).await.map_err(|e| format!("{e:#}")) } else { before.clone() };
+            measurements.push(Measurement {
+                query,
+                before_ms: before.as_ref().ok().and_then(|m| m.ms),
+                after_ms: after.as_ref().ok().and_then(|m| m.ms),
+                cost_before: before.as_ref().map(|m| m.cost).unwrap_or(0.0),
+                cost_after: after.as_ref().map(|m| m.cost).unwrap_or(0.0),
+                note: match (&before, &after) {
+                    (Ok(b), _) => b.note.clone(),
+                    (Err(e), _) => format!("not measured: {e}"),
+                },
+            });
+        }
+        out.push(AppliedIndex {
+            create_statement: s.create_statement.clone(),
+            created: created.is_ok(),
+            error: created.err().map(|e| e.to_string()),
+            elapsed_ms,
+            measurements,
+        });
+        progress.advance(1);
+    }
+    Ok(out)
+}
+
+async fn create(db: &Db, create_statement: &str, settings: &ApplySettings) -> Result<()> {
+    db.client
+        .batch_execute(&format!("SET lock_timeout = {}; SET statement_timeout = 0", settings.lock_timeout_ms))
+        .await?;
+    let result = db.client.batch_execute(create_statement).await;
+    db.client.batch_execute(&format!("SET statement_timeout = {}", settings.statement_timeout_ms)).await?;
+    if let Err(e) = result {
+        // A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: remove it.
+        if let Some(name) = index_name(create_statement) {
+            let _ = db.client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).await;
+        }
+        return Err(anyhow!(db_error_text(&e)));
+    }
+    Ok(())
+}
+
+/// The (quoted) index name in `CREATE INDEX CONCURRENTLY name ON schema.table ...`, qualified with
+/// the table's schema so DROP finds it.
+fn index_name(create_statement: &str) -> Option<String> {
+    let rest = create_statement.strip_prefix("CREATE INDEX CONCURRENTLY ")?;
+    let (name, rest) = rest.split_once(" ON ")?;
+    let schema = rest.split('.').next()?;
+    Some(format!("{schema}.{name}"))
+}
+
+#[derive(Debug, Clone)]
+struct Timing {
+    cost: f64,
+    ms: Option<f64>,
+    note: String,
+}
+
+/// Median execution time of a read-only statement (parameters filled from pg_stats); DML and
+/// statements whose parameters have no statistics are planned only.
+async fn measure(db: &Db, query: &str) -> Result<Timing> {
+    let names = parse::referenced_tables(query)?;
+    let catalog = Catalog::load(db, &names).await?;
+    let shape = parse::analyse(query, &catalog)?;
+    let values = parameter_values(db, &catalog, &shape).await?;
+    let name = "pgpilot_advisor_measure";
+    let _ = db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
+    db.client.batch_execute(&format!("PREPARE {name} AS {query}")).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+    let args = match &values {
+        Some(v) if !v.is_empty() => format!("({})", v.join(", ")),
+        _ if shape.param_count == 0 => String::new(),
+        _ => format!("({})", vec!["NULL"; shape.param_count as usize].join(", ")),
+    };
+    let result = if shape.read_only && values.is_some() {
+        let mut times = Vec::new();
+        let mut cost = 0.0;
+        for _ in 0..RUNS {
+            let plan = explain(db, &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await?;
+            cost = plan_cost(&plan);
+            times.push(plan.get(0).and_then(|p| p.get("Execution Time")).and_then(Value::as_f64).unwrap_or(0.0));
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let note = if shape.param_count > 0 { "run with parameter values from pg_stats" } else { "run as written" };
+        Ok(Timing { cost, ms: Some(times[RUNS / 2]), note: note.into() })
+    } else {
+        let plan = explain(db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}{args}")).await?;
+        let note = if shape.read_only { "planned only: no statistics to pick parameter values" } else { "planned only: data-modifying statement" };
+        Ok(Timing { cost: plan_cost(&plan), ms: None, note: note.into() })
+    };
+    let _ = db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
+    result
+}
+
+fn plan_cost(plan: &Value) -> f64 {
+    plan.get(0).and_then(|p| p.get("Plan")).and_then(|p| p.get("Total Cost")).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+async fn explain(db: &Db, sql: &str) -> Result<Value> {
+    let rows = db.client.simple_query(sql).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+    let text = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("EXPLAIN returned nothing"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A literal for each parameter: the column's most common value, else the middle of its
+/// histogram. None when some parameter's column has no statistics.
+async fn parameter_values(db: &Db, catalog: &Catalog, shape: &parse::StatementShape) -> Result<Option<Vec<String>>> {
+    let mut values = Vec::new();
+    for n in 1..=shape.param_count {
+        let Some((table, column)) = shape.param_columns.get(&n) else { return Ok(None) };
+        let Some(info) = catalog.tables.get(table) else { return Ok(None) };
+        let row = db
+            .client
+            .query_opt(
+                "SELECT coalesce((most_common_vals::text::text[])[1], \
+                   (histogram_bounds::text::text[])[greatest(1, array_length(histogram_bounds::text::text[], 1) / 2)]) \
+                 FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3 AND NOT inherited",
+                &[&info.schema, &info.name, column],
+            )
+            .await?;
+        match row.and_then(|r| r.get::<_, Option<String>>(0)) {
+            Some(v) => values.push(quote_literal(&v)),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(values))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn index_name_is_schema_qualified() {
+        assert_eq!(
+            super::index_name("CREATE INDEX CONCURRENTLY orders_user_id_idx ON public.orders USING btree (user_id)"),
+            Some("public.orders_user_id_idx".into())
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! Candidate indexes for what a statement asks of a table: equality columns first (most selective
+//! first), then IN lists, then one range or the sort keys with their directions; partial indexes
+//! for constant predicates; expression indexes; GIN for jsonb containment and full-text search;
+//! INCLUDE columns for index-only scans.
+
+use std::collections::BTreeSet;
+
+use super::catalog::TableInfo;
+use super::parse::TableAccess;
+use crate::db::quote_ident;
+
+/// One key element: a column (possibly DESC) or an expression, with an optional operator class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyPart {
+    /// SQL of the element: a quoted column or a parenthesised expression.
+    pub sql: String,
+    /// The plain column name, when the element is a column.
+    pub column: Option<String>,
+    pub desc: bool,
+    pub opclass: Option<String>,
+}
+
+impl KeyPart {
+    fn column(name: &str) -> Self {
+        KeyPart { sql: quote_ident(name), column: Some(name.to_string()), desc: false, opclass: None }
+    }
+    fn expression(sql: &str) -> Self {
+        KeyPart { sql: format!("({sql})"), column: None, desc: false, opclass: None }
+    }
+    fn render(&self) -> String {
+        let mut s = self.sql.clone();
+        if let Some(op) = &self.opclass {
+            s.push(' ');
+            s.push_str(op);
+        }
+        if self.desc {
+            s.push_str(" DESC");
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    Btree,
+    Gin,
+}
+
+/// A possible index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Candidate {
+    pub table: u32,
+    pub method: Method,
+    pub key: Vec<KeyPart>,
+    pub include: Vec<String>,
+    pub predicate: Option<String>,
+}
+
+impl Candidate {
+    /// btree, partial, expression, covering, gin: the kind a person would call it.
+    pub fn kind(&self) -> String {
+        let mut kinds = Vec::new();
+        if self.method == Method::Gin {
+            kinds.push("gin");
+        } else if self.key.len() > 1 {
+            kinds.push("composite");
+        } else {
+            kinds.push("btree");
+        }
+        if self.key.iter().any(|k| k.column.is_none()) {
+            kinds.push("expression");
+        }
+        if self.predicate.is_some() {
+            kinds.push("partial");
+        }
+        if !self.include.is_empty() {
+            kinds.push("covering");
+        }
+        kinds.join(", ")
+    }
+
+    /// `CREATE INDEX [CONCURRENTLY] [name] ON table USING method (...) INCLUDE (...) WHERE ...`.
+    pub fn create_sql(&self, table: &TableInfo, concurrently: bool, name: Option<&str>) -> String {
+        let mut sql = String::from("CREATE INDEX ");
+        if concurrently {
+            sql.push_str("CONCURRENTLY ");
+        }
+        if let Some(name) = name {
+            sql.push_str(&quote_ident(name));
+            sql.push(' ');
+        }
+        let method = match self.method {
+            Method::Btree => "btree",
+            Method::Gin => "gin",
+        };
+        let keys: Vec<String> = self.key.iter().map(KeyPart::render).collect();
+        sql.push_str(&format!("ON {} USING {method} ({})", table.qualified(), keys.join(", ")));
+        if !self.include.is_empty() {
+            let inc: Vec<String> = self.include.iter().map(|c| quote_ident(c)).collect();
+            sql.push_str(&format!(" INCLUDE ({})", inc.join(", ")));
+        }
+        if let Some(p) = &self.predicate {
+            sql.push_str(&format!(" WHERE {p}"));
+        }
+        sql
+    }
+
+    /// A name in PostgreSQL's own style: table_col1_col2_idx, kept under 63 bytes.
+    pub fn suggested_name(&self, table: &TableInfo) -> String {
+        let mut parts = vec![table.name.clone()];
+        for k in &self.key {
+            let word = k.column.clone().unwrap_or_else(|| {
+                k.sql.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(20).collect::<String>()
+            });
+            parts.push(word);
+        }
+        if self.predicate.is_some() {
+            parts.push("partial".into());
+        }
+        let mut name = parts.join("_");
+        name.truncate(59);
+        format!("{}_idx", name.trim_end_matches('_'))
+    }
+
+    /// Key columns (plain ones), in order.
+    pub fn key_columns(&self) -> Vec<Option<&str>> {
+        self.key.iter().map(|k| k.column.as_deref()).collect()
+    }
+
+    /// True when an existing valid index already serves this candidate: same method, same
+    /// predicate (or none), and this candidate's plain key columns are a leading prefix of it.
+    pub fn already_served_by(&self, table: &TableInfo) -> Option<String> {
+        if !self.include.is_empty() || self.method == Method::Gin {
+            return None;
+        }
+        let wanted: Vec<Option<String>> = self.key.iter().map(|k| k.column.clone()).collect();
+        if wanted.iter().any(Option::is_none) {
+            return None;
+        }
+        table
+            .indexes
+            .iter()
+            .find(|ix| {
+                ix.valid
+                    && ix.method == "btree"
+                    && (ix.predicate.is_none() || ix.predicate.as_deref() == self.predicate.as_deref())
+                    && ix.columns.len() >= wanted.len()
+                    && ix.columns[..wanted.len()] == wanted[..]
+                    && self.key.iter().all(|k| !k.desc)
+            })
+            .map(|ix| ix.name.clone())
+    }
+}
+
+/// All candidates for one table access of one statement.
+pub fn for_access(access: &TableAccess, table: &TableInfo) -> Vec<Candidate> {
+    let mut out: BTreeSet<Candidate> = BTreeSet::new();
+    let btree = |key: Vec<KeyPart>, predicate: Option<String>| Candidate {
+        table: table.oid,
+        method: Method::Btree,
+        key,
+        include: Vec::new(),
+        predicate,
+    };
+
+    let eq = equality_columns(access, table, None);
+    let mut keys = key_shapes(access, &eq);
+    for key in &keys {
+        out.insert(btree(key.clone(), None));
+    }
+    // Partial indexes: the constant predicate moves into WHERE and its column leaves the key.
+    for (col, pred) in &access.constant_predicates {
+        let eq_without = equality_columns(access, table, Some(col));
+        let mut shapes = key_shapes(access, &eq_without);
+        shapes.retain(|k| !k.is_empty());
+        if shapes.is_empty() {
+            shapes.push(vec![KeyPart::column(col)]);
+        }
+        for key in shapes {
+            out.insert(btree(key, Some(pred.clone())));
+        }
+    }
+    // Covering: the fullest key plus the remaining projected columns, for an index-only scan.
+    keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    if let (Some(best), Some(projected)) = (keys.first(), &access.projected) {
+        let in_key: BTreeSet<&str> = best.iter().filter_map(|k| k.column.as_deref()).collect();
+        let include: Vec<String> =
+            projected.iter().filter(|c| !in_key.contains(c.as_str())).cloned().collect();
+        if !include.is_empty() && include.len() <= 4 && !best.is_empty() {
+            out.insert(Candidate { include, ..btree(best.clone(), None) });
+        }
+    }
+    for expr in &access.expressions {
+        out.insert(btree(vec![KeyPart::expression(expr)], None));
+        if !eq.is_empty() {
+            let mut key: Vec<KeyPart> = eq.iter().map(|c| KeyPart::column(c)).collect();
+            key.push(KeyPart::expression(expr));
+            out.insert(btree(key, None));
+        }
+    }
+    for col in &access.prefix_like {
+        let mut part = KeyPart::column(col);
+        if table.columns.get(col).is_some_and(|c| c.type_name.starts_with("text") || c.type_name.starts_with("character varying")) {
+            part.opclass = Some(if table.columns[col].type_name.starts_with("text") { "text_pattern_ops" } else { "varchar_pattern_ops" }.into());
+        }
+        out.insert(btree(vec![part], None));
+    }
+    for (target, ops) in &access.gin {
+        out.extend(gin_candidate(table, target, ops));
+    }
+    out.into_iter().filter(|c| !c.key.is_empty()).collect()
+}
+
+/// Equality (and join, IN) columns, most selective first, without `skip`.
+fn equality_columns(access: &TableAccess, table: &TableInfo, skip: Option<&String>) -> Vec<String> {
+    let mut eq: Vec<String> = access.eq.iter().filter(|c| Some(*c) != skip).cloned().collect();
+    let distinct = |c: &String| table.columns.get(c).and_then(|i| i.distinct).unwrap_or(100.0);
+    eq.sort_by(|a, b| distinct(b).partial_cmp(&distinct(a)).unwrap_or(std::cmp::Ordering::Equal));
+    for j in &access.join {
+        if !eq.contains(j) && Some(j) != skip {
+            eq.push(j.clone());
+        }
+    }
+    eq
+}
+
+/// The key orderings worth trying for the given equality columns.
+fn key_shapes(access: &TableAccess, eq: &[String]) -> Vec<Vec<KeyPart>> {
+    let base: Vec<KeyPart> = eq
+        .iter()
+        .chain(access.in_list.iter().filter(|c| !eq.contains(c)))
+        .map(|c| KeyPart::column(c))
+        .collect();
+    let in_base = |c: &str| base.iter().any(|k| k.column.as_deref() == Some(c));
+    let sort: Vec<KeyPart> = access
+        .sort
+        .iter()
+        .filter(|(c, _)| !in_base(c))
+        .map(|(c, desc)| KeyPart { desc: *desc, ..KeyPart::column(c) })
+        .collect();
+    let mut shapes = Vec::new();
+    let range = access.range.iter().find(|c| !in_base(c));
+    // Equality columns followed by the sort keys: rows come out already ordered, so a LIMIT stops early.
+    if !sort.is_empty() {
+        shapes.push(base.iter().cloned().chain(sort.iter().cloned()).collect::<Vec<_>>());
+    }
+    if let Some(r) = range {
+        let mut k = base.clone();
+        k.push(KeyPart::column(r));
+        shapes.push(k);
+    }
+    if !access.group.is_empty() && sort.is_empty() {
+        let group: Vec<KeyPart> = access.group.iter().filter(|c| !in_base(c)).map(|c| KeyPart::column(c)).collect();
+        shapes.push(base.iter().cloned().chain(group).collect());
+    }
+    if !base.is_empty() {
+        shapes.push(base.clone());
+        if base.len() > 1 {
+            shapes.push(vec![base[0].clone()]);
+        }
+    }
+    shapes
+}
+
+fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Option<Candidate> {
+    let column = table.columns.get(target);
+    let type_name = column.map(|c| c.type_name.as_str()).unwrap_or("");
+    let key = if column.is_some() {
+        let opclass = (type_name == "jsonb" && ops.iter().all(|o| o == "@>")).then(|| "jsonb_path_ops".to_string());
+        let is_text_search = type_name == "tsvector";
+        let is_container = type_name == "jsonb" || type_name.ends_with("[]") || is_text_search;
+        if !is_container {
+            return None;
+        }
+        KeyPart { opclass, ..KeyPart::column(target) }
+    } else if target.starts_with("to_tsvector(") {
+        KeyPart::expression(target)
+    } else {
+        return None;
+    };
+    Some(Candidate { table: table.oid, method: Method::Gin, key: vec![key], include: Vec::new(), predicate: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::catalog::ColumnInfo;
+    use crate::index::parse::{analyse, MapResolver};
+    use std::collections::HashMap;
+
+    fn table() -> TableInfo {
+        let col = |t: &str, d: f64| ColumnInfo { type_name: t.into(), distinct: Some(d), avg_width: Some(8) };
+        TableInfo {
+            oid: 1,
+            schema: "public".into(),
+            name: "orders".into(),
+            reltuples: 100_000.0,
+            live_rows: 100_000,
+            columns: HashMap::from([
+                ("id".into(), col("bigint", 100_000.0)),
+                ("user_id".into(), col("integer", 1000.0)),
+                ("created_at".into(), col("timestamp with time zone", 90_000.0)),
+                ("status".into(), col("text", 3.0)),
+                ("data".into(), col("jsonb", 10.0)),
+                ("total".into(), col("numeric", 5000.0)),
+            ]),
+            indexes: vec![],
+            inserts: 0,
+            updates: 0,
+            hot_updates: 0,
+            deletes: 0,
+        }
+    }
+
+    fn candidates(q: &str) -> Vec<String> {
+        let r = MapResolver::default()
+            .with_table(1, "orders", &["id", "user_id", "created_at", "status", "data", "total"]);
+        let shape = analyse(q, &r).unwrap();
+        let t = table();
+        for_access(&shape.accesses[0], &t).iter().map(|c| c.create_sql(&t, true, None)).collect()
+    }
+
+    #[test]
+    fn equality_then_sort_direction() {
+        let c = candidates("SELECT * FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 10");
+        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id, created_at DESC)".to_string()), "{c:#?}");
+    }
+
+    #[test]
+    fn partial_for_constant_predicate() {
+        let c = candidates("SELECT id FROM orders WHERE status = 'pending' ORDER BY created_at");
+        assert!(
+            c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (created_at) WHERE status = 'pending'".to_string()),
+            "{c:#?}"
+        );
+    }
+
+    #[test]
+    fn gin_with_path_ops_for_containment_only() {
+        let c = candidates("SELECT id FROM orders WHERE data @> $1");
+        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING gin (data jsonb_path_ops)".to_string()), "{c:#?}");
+    }
+
+    #[test]
+    fn covering_index_for_narrow_projection() {
+        let c = candidates("SELECT total FROM orders WHERE user_id = $1");
+        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id) INCLUDE (total)".to_string()), "{c:#?}");
+    }
+
+    #[test]
+    fn most_selective_equality_first() {
+        let c = candidates("SELECT * FROM orders WHERE status = $1 AND user_id = $2");
+        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id, status)".to_string()), "{c:#?}");
+    }
+}

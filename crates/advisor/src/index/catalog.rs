@@ -1,0 +1,185 @@
+//! What the index advisor needs to know about the tables a workload touches.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+
+use super::parse::Resolver;
+use crate::db::{quote_ident, Db};
+
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub type_name: String,
+    /// Estimated distinct values (pg_stats.n_distinct made absolute); None without statistics.
+    pub distinct: Option<f64>,
+    pub avg_width: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExistingIndex {
+    pub name: String,
+    pub method: String,
+    /// Key columns in order; None for expression keys.
+    pub columns: Vec<Option<String>>,
+    pub predicate: Option<String>,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub reltuples: f64,
+    pub live_rows: i64,
+    pub columns: HashMap<String, ColumnInfo>,
+    pub indexes: Vec<ExistingIndex>,
+    pub inserts: i64,
+    pub updates: i64,
+    pub hot_updates: i64,
+    pub deletes: i64,
+}
+
+impl TableInfo {
+    /// `schema.table`, quoted where needed.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// Rows the planner believes the table has.
+    pub fn rows(&self) -> f64 {
+        if self.reltuples > 0.0 {
+            self.reltuples
+        } else {
+            self.live_rows as f64
+        }
+    }
+}
+
+/// Tables by oid and by the names statements used for them.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub tables: HashMap<u32, TableInfo>,
+    names: HashMap<(Option<String>, String), u32>,
+}
+
+impl Resolver for Catalog {
+    fn table(&self, schema: Option<&str>, name: &str) -> Option<u32> {
+        self.names.get(&(schema.map(str::to_string), name.to_string())).copied()
+    }
+    fn has_column(&self, table: u32, column: &str) -> bool {
+        self.tables.get(&table).is_some_and(|t| t.columns.contains_key(column))
+    }
+}
+
+impl Catalog {
+    /// Resolves names the way the session's search_path does and loads those tables.
+    pub async fn load(db: &Db, names: &[(Option<String>, String)]) -> Result<Catalog> {
+        let mut catalog = Catalog::default();
+        let texts: Vec<String> = names
+            .iter()
+            .map(|(s, n)| match s {
+                Some(s) => format!("{}.{}", quote_ident(s), quote_ident(n)),
+                None => quote_ident(n),
+            })
+            .collect();
+        let rows = db
+            .client
+            .query(
+                "SELECT u.ord::int8, c.oid FROM unnest($1::text[]) WITH ORDINALITY u(name, ord) \
+                 JOIN pg_class c ON c.oid = to_regclass(u.name) WHERE c.relkind IN ('r', 'p', 'm')",
+                &[&texts],
+            )
+            .await?;
+        for row in rows {
+            let ord: i64 = row.get(0);
+            let oid: u32 = row.get(1);
+            catalog.names.insert(names[(ord - 1) as usize].clone(), oid);
+        }
+        let oids: Vec<u32> = catalog.names.values().copied().collect();
+        catalog.load_tables(db, &oids).await?;
+        Ok(catalog)
+    }
+
+    async fn load_tables(&mut self, db: &Db, oids: &[u32]) -> Result<()> {
+        let rows = db
+            .client
+            .query(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
+                 coalesce(s.n_live_tup, 0), coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), \
+                 coalesce(s.n_tup_hot_upd, 0), coalesce(s.n_tup_del, 0) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid WHERE c.oid = ANY($1)",
+                &[&oids],
+            )
+            .await?;
+        for r in rows {
+            let oid: u32 = r.get(0);
+            self.tables.insert(
+                oid,
+                TableInfo {
+                    oid,
+                    schema: r.get(1),
+                    name: r.get(2),
+                    reltuples: r.get(3),
+                    live_rows: r.get(4),
+                    columns: HashMap::new(),
+                    indexes: Vec::new(),
+                    inserts: r.get(5),
+                    updates: r.get(6),
+                    hot_updates: r.get(7),
+                    deletes: r.get(8),
+                },
+            );
+        }
+        let columns = db
+            .client
+            .query(
+                "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                 s.n_distinct::float8, s.avg_width \
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = c.relname \
+                      AND s.attname = a.attname AND NOT s.inherited \
+                 WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&oids],
+            )
+            .await?;
+        for r in columns {
+            let oid: u32 = r.get(0);
+            let Some(table) = self.tables.get_mut(&oid) else { continue };
+            let n_distinct: Option<f64> = r.get(3);
+            let rows = table.rows();
+            let distinct = n_distinct.map(|d| if d < 0.0 { -d * rows } else { d });
+            table
+                .columns
+                .insert(r.get(1), ColumnInfo { type_name: r.get(2), distinct, avg_width: r.get(4) });
+        }
+        let indexes = db
+            .client
+            .query(
+                "SELECT i.indrelid, ic.relname::text, am.amname::text, i.indisvalid, \
+                 pg_get_expr(i.indpred, i.indrelid), \
+                 ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY u(k, ord) \
+                       LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.k \
+                       WHERE u.ord <= i.indnkeyatts ORDER BY u.ord) \
+                 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
+                 WHERE i.indrelid = ANY($1)",
+                &[&oids],
+            )
+            .await?;
+        for r in indexes {
+            let oid: u32 = r.get(0);
+            if let Some(table) = self.tables.get_mut(&oid) {
+                table.indexes.push(ExistingIndex {
+                    name: r.get(1),
+                    method: r.get(2),
+                    valid: r.get(3),
+                    predicate: r.get(4),
+                    columns: r.get(5),
+                });
+            }
+        }
+        Ok(())
+    }
+}

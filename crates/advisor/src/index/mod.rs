@@ -1,0 +1,199 @@
+//! The index advisor: workload → candidate indexes → proven with hypothetical indexes (or, without
+//! hypopg, clearly labelled heuristics) → a small set of suggestions with their evidence.
+
+pub mod apply;
+pub mod candidates;
+pub mod catalog;
+pub mod parse;
+pub mod planner;
+mod select;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::Result;
+
+use crate::db::Db;
+use crate::options::IndexAdvisorSettings;
+use crate::progress::Progress;
+use crate::report::{Category, Finding, IndexSuggestion, Severity, SkippedStatement, WriteOverhead};
+use crate::workload::WorkloadStatement;
+use candidates::{Candidate, Method};
+use catalog::{Catalog, TableInfo};
+use parse::StatementShape;
+use planner::{PlanSummary, Planner};
+
+/// A workload statement the advisor could plan.
+#[derive(Debug, Clone)]
+pub struct AnalysedStatement {
+    pub workload: WorkloadStatement,
+    pub shape: StatementShape,
+    pub baseline: PlanSummary,
+}
+
+impl AnalysedStatement {
+    fn touches(&self, table: u32) -> bool {
+        self.shape.accesses.iter().any(|a| a.table == table)
+    }
+}
+
+/// What the index advisor produced.
+#[derive(Debug, Default)]
+pub struct IndexAdvice {
+    pub suggestions: Vec<IndexSuggestion>,
+    /// "hypopg" or "heuristic (why)".
+    pub method: String,
+    pub analysed: usize,
+    pub skipped: Vec<SkippedStatement>,
+    pub findings: Vec<Finding>,
+    /// The statements as analysed, kept for `--apply` measurements.
+    pub statements: Vec<AnalysedStatement>,
+    pub catalog: Catalog,
+}
+
+pub async fn advise(
+    db: &Db,
+    workload: &[WorkloadStatement],
+    settings: &IndexAdvisorSettings,
+    hypopg_problem: Option<String>,
+    progress: &dyn Progress,
+) -> Result<IndexAdvice> {
+    let mut advice = IndexAdvice {
+        method: match &hypopg_problem {
+            None => "hypopg".to_string(),
+            Some(why) => format!("heuristic ({why})"),
+        },
+        ..Default::default()
+    };
+    let planner = Planner::new(db).await?;
+    let (statements, catalog) = analyse_workload(db, workload, settings, &planner, &mut advice.skipped, progress).await?;
+    advice.analysed = statements.len();
+    let unusable = non_immutable_functions(db, &statements).await?;
+    let mut by_candidate: BTreeMap<Candidate, Vec<usize>> = BTreeMap::new();
+    for (i, s) in statements.iter().enumerate() {
+        if s.baseline.total_cost < settings.min_statement_cost {
+            continue;
+        }
+        for access in s.shape.accesses.iter().filter(|a| a.is_selective()) {
+            let Some(table) = catalog.tables.get(&access.table) else { continue };
+            for c in candidates::for_access(access, table) {
+                let uses_unusable = c.key.iter().any(|k| unusable.iter().any(|f| k.sql.contains(&format!("{f}("))));
+                if !uses_unusable && c.already_served_by(table).is_none() {
+                    by_candidate.entry(c).or_default().push(i);
+                }
+            }
+        }
+    }
+    let (gin, btree): (Vec<_>, Vec<_>) = by_candidate.into_iter().partition(|(c, _)| c.method == Method::Gin);
+    if hypopg_problem.is_none() {
+        let proven = select::prove(&planner, &statements, &catalog, btree, settings, progress).await?;
+        advice.suggestions.extend(proven);
+    } else {
+        advice.findings.push(
+            Finding::new(Severity::Info, Category::Advisor, "Index suggestions are heuristics, not proven by the planner")
+                .evidence(hypopg_problem.clone().unwrap_or_default())
+                .fix("CREATE EXTENSION hypopg; -- Debian/Ubuntu package postgresql-NN-hypopg"),
+        );
+        advice.suggestions.extend(select::heuristic(&statements, &catalog, btree, settings));
+    }
+    advice.suggestions.extend(select::heuristic(&statements, &catalog, gin, settings));
+    advice.suggestions.sort_by(|a, b| {
+        let saved = |s: &IndexSuggestion| s.weighted_cost_before - s.weighted_cost_after.unwrap_or(0.0);
+        saved(b).partial_cmp(&saved(a)).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    advice.statements = statements;
+    advice.catalog = catalog;
+    Ok(advice)
+}
+
+/// Parses, resolves and plans every workload statement; the ones that cannot be are skipped with a reason.
+async fn analyse_workload(
+    db: &Db,
+    workload: &[WorkloadStatement],
+    settings: &IndexAdvisorSettings,
+    planner: &Planner<'_>,
+    skipped: &mut Vec<SkippedStatement>,
+    progress: &dyn Progress,
+) -> Result<(Vec<AnalysedStatement>, Catalog)> {
+    let mut names = Vec::new();
+    let mut parsable = Vec::new();
+    for w in workload.iter().take(settings.max_statements) {
+        match parse::referenced_tables(&w.query) {
+            Ok(tables) => {
+                for t in tables {
+                    if !names.contains(&t) {
+                        names.push(t);
+                    }
+                }
+                parsable.push(w);
+            }
+            Err(e) => skipped.push(SkippedStatement { query: w.query.clone(), reason: e.to_string() }),
+        }
+    }
+    let catalog = Catalog::load(db, &names).await?;
+    progress.stage("planning statements", parsable.len() as u64);
+    let mut out = Vec::new();
+    for w in parsable {
+        progress.advance(1);
+        let shape = match parse::analyse(&w.query, &catalog) {
+            Ok(shape) if shape.accesses.is_empty() => {
+                skipped.push(SkippedStatement { query: w.query.clone(), reason: "reads no user table".into() });
+                continue;
+            }
+            Ok(shape) => shape,
+            Err(e) => {
+                skipped.push(SkippedStatement { query: w.query.clone(), reason: e.to_string() });
+                continue;
+            }
+        };
+        match planner.explain(&w.query, shape.param_count).await {
+            Ok(baseline) => out.push(AnalysedStatement { workload: w.clone(), shape, baseline }),
+            Err(e) => skipped.push(SkippedStatement { query: w.query.clone(), reason: format!("EXPLAIN failed: {e}") }),
+        }
+    }
+    Ok((out, catalog))
+}
+
+/// Functions used in candidate expressions that are not IMMUTABLE (an index cannot use them).
+async fn non_immutable_functions(db: &Db, statements: &[AnalysedStatement]) -> Result<HashSet<String>> {
+    let wanted: HashSet<(String, usize)> =
+        statements.iter().flat_map(|s| s.shape.expression_functions.iter().cloned()).collect();
+    let mut bad = HashSet::new();
+    for (name, nargs) in wanted {
+        let row = db
+            .client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE provolatile = 'i') FROM pg_proc WHERE proname = $1 AND pronargs = $2",
+                &[&name, &(nargs as i16)],
+            )
+            .await?;
+        if row.get::<_, i64>(0) == 0 {
+            bad.insert(name);
+        }
+    }
+    Ok(bad)
+}
+
+/// What one more index costs the table's writers, from its statistics.
+pub fn write_overhead(table: &TableInfo) -> WriteOverhead {
+    let existing = table.indexes.len() as u32;
+    let hot_pct = if table.updates > 0 { 100.0 * table.hot_updates as f64 / table.updates as f64 } else { 0.0 };
+    let summary = format!(
+        "{existing} → {} indexes to maintain on every insert and non-HOT update; since statistics reset \
+         {} inserts, {} updates ({hot_pct:.0}% HOT), {} deletes",
+        existing + 1,
+        table.inserts,
+        table.updates,
+        table.deletes
+    );
+    WriteOverhead {
+        existing_indexes: existing,
+        inserts: table.inserts,
+        updates: table.updates,
+        hot_updates: table.hot_updates,
+        deletes: table.deletes,
+        summary,
+    }
+}
+
+/// Statement index → its planned cost under some set of hypothetical indexes.
+pub(crate) type Costs = HashMap<usize, PlanSummary>;

@@ -1,0 +1,151 @@
+//! Asking the planner: the cost of a statement's generic plan, and hypothetical indexes (hypopg).
+//!
+//! Parameterized statements ($1...) need a generic plan: PostgreSQL 16+ has EXPLAIN (GENERIC_PLAN);
+//! before that the statement is PREPAREd and EXPLAIN EXECUTEd with NULL arguments under
+//! plan_cache_mode = force_generic_plan, which plans without looking at the values. The prepared
+//! statement is deallocated after each EXPLAIN because hypopg does not invalidate cached plans.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+use crate::db::{db_error_text, Db};
+
+/// What EXPLAIN said about a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSummary {
+    pub total_cost: f64,
+    /// Every index the plan uses.
+    pub indexes: Vec<String>,
+    /// Tables read by sequential scans.
+    pub seq_scans: Vec<String>,
+}
+
+impl PlanSummary {
+    pub fn uses_index(&self, name: &str) -> bool {
+        self.indexes.iter().any(|i| i == name)
+    }
+}
+
+pub struct Planner<'a> {
+    db: &'a Db,
+    counter: AtomicU64,
+}
+
+impl<'a> Planner<'a> {
+    /// Prepares the session: generic plans for prepared statements (PostgreSQL 12+).
+    pub async fn new(db: &'a Db) -> Result<Planner<'a>> {
+        if db.version_num >= 120000 && db.version_num < 160000 {
+            db.client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
+        }
+        Ok(Planner { db, counter: AtomicU64::new(0) })
+    }
+
+    /// True when this server can plan a parameterized statement without values.
+    pub fn supports_parameters(&self) -> bool {
+        self.db.version_num >= 120000
+    }
+
+    /// The generic plan of `query`, which has `params` parameters.
+    pub async fn explain(&self, query: &str, params: i32) -> Result<PlanSummary> {
+        let json = if params == 0 {
+            self.explain_json(&format!("EXPLAIN (FORMAT JSON) {query}")).await?
+        } else if self.db.version_num >= 160000 {
+            self.explain_json(&format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {query}")).await?
+        } else if self.supports_parameters() {
+            self.explain_prepared(query, params).await?
+        } else {
+            return Err(anyhow!("PostgreSQL before 12 cannot plan parameterized statements without values"));
+        };
+        summarize(&json)
+    }
+
+    async fn explain_prepared(&self, query: &str, params: i32) -> Result<Value> {
+        let name = format!("pgpilot_advisor_{}", self.counter.fetch_add(1, Ordering::Relaxed));
+        self.db.client.batch_execute(&format!("PREPARE {name} AS {query}")).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+        let nulls = vec!["NULL"; params as usize].join(", ");
+        let result = self.explain_json(&format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
+        let _ = self.db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
+        result
+    }
+
+    async fn explain_json(&self, sql: &str) -> Result<Value> {
+        let rows = self.db.client.simple_query(sql).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+        let text = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("EXPLAIN returned no plan"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Creates a hypothetical index; returns its oid and the name plans will show.
+    pub async fn hypothetical(&self, create_sql: &str) -> Result<(u32, String)> {
+        let row = self
+            .db
+            .client
+            .query_one("SELECT indexrelid, indexname::text FROM hypopg_create_index($1)", &[&create_sql])
+            .await
+            .map_err(|e| anyhow!(db_error_text(&e)))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    pub async fn hypothetical_size(&self, oid: u32) -> Option<i64> {
+        let row = self.db.client.query_one("SELECT hypopg_relation_size($1)::int8", &[&oid]).await.ok()?;
+        row.get(0)
+    }
+
+    pub async fn drop_hypothetical(&self, oid: u32) {
+        let _ = self.db.client.query("SELECT hypopg_drop_index($1)", &[&oid]).await;
+    }
+
+    pub async fn reset_hypothetical(&self) {
+        let _ = self.db.client.batch_execute("SELECT hypopg_reset()").await;
+    }
+}
+
+/// Total cost, indexes used and tables scanned sequentially, from EXPLAIN (FORMAT JSON).
+pub fn summarize(json: &Value) -> Result<PlanSummary> {
+    let plan = json.get(0).and_then(|p| p.get("Plan")).ok_or_else(|| anyhow!("EXPLAIN output has no Plan"))?;
+    let total_cost = plan.get("Total Cost").and_then(Value::as_f64).ok_or_else(|| anyhow!("plan has no Total Cost"))?;
+    let mut summary = PlanSummary { total_cost, indexes: Vec::new(), seq_scans: Vec::new() };
+    walk(plan, &mut summary);
+    Ok(summary)
+}
+
+fn walk(node: &Value, summary: &mut PlanSummary) {
+    if let Some(name) = node.get("Index Name").and_then(Value::as_str) {
+        summary.indexes.push(name.to_string());
+    }
+    if node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
+        if let Some(rel) = node.get("Relation Name").and_then(Value::as_str) {
+            summary.seq_scans.push(rel.to_string());
+        }
+    }
+    for child in node.get("Plans").and_then(Value::as_array).into_iter().flatten() {
+        walk(child, summary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_finds_costs_indexes_and_seq_scans() {
+        let json: Value = serde_json::from_str(
+            r#"[{"Plan": {"Node Type": "Nested Loop", "Total Cost": 42.5, "Plans": [
+                {"Node Type": "Seq Scan", "Relation Name": "users", "Total Cost": 10.0},
+                {"Node Type": "Index Scan", "Index Name": "<13556>btree_orders_user_id", "Relation Name": "orders", "Total Cost": 8.0}
+            ]}}]"#,
+        )
+        .unwrap();
+        let s = summarize(&json).unwrap();
+        assert_eq!(s.total_cost, 42.5);
+        assert!(s.uses_index("<13556>btree_orders_user_id"));
+        assert_eq!(s.seq_scans, ["users"]);
+    }
+}

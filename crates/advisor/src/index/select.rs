@@ -1,0 +1,294 @@
+//! Choosing indexes: each candidate is created hypothetically and the statements on its table are
+//! planned again; each statement keeps its best candidate, candidates another chosen index already
+//! covers are dropped, and the survivors are validated together (a plan must use each one).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Result;
+
+use super::candidates::Candidate;
+use super::catalog::{Catalog, TableInfo};
+use super::planner::Planner;
+use super::{write_overhead, AnalysedStatement, Costs};
+use crate::options::IndexAdvisorSettings;
+use crate::progress::Progress;
+use crate::report::{Evidence, HelpedStatement, IndexSuggestion};
+
+/// A candidate after its hypothetical trial.
+struct Trial {
+    candidate: Candidate,
+    size: Option<i64>,
+    /// Statements whose cost fell enough with this index, and their cost with it.
+    helped: Costs,
+}
+
+pub(super) async fn prove(
+    planner: &Planner<'_>,
+    statements: &[AnalysedStatement],
+    catalog: &Catalog,
+    candidates: Vec<(Candidate, Vec<usize>)>,
+    settings: &IndexAdvisorSettings,
+    progress: &dyn Progress,
+) -> Result<Vec<IndexSuggestion>> {
+    planner.reset_hypothetical().await;
+    progress.stage("testing hypothetical indexes", candidates.len() as u64);
+    let mut trials = Vec::new();
+    for (candidate, _origins) in candidates {
+        progress.advance(1);
+        let Some(table) = catalog.tables.get(&candidate.table) else { continue };
+        if let Some(trial) = try_candidate(planner, statements, table, candidate, settings).await {
+            trials.push(trial);
+        }
+    }
+    let chosen = choose(&trials, statements);
+    progress.stage("validating the chosen indexes together", chosen.len() as u64);
+    validate(planner, statements, catalog, chosen.into_iter().map(|i| &trials[i]).collect(), settings).await
+}
+
+async fn try_candidate(
+    planner: &Planner<'_>,
+    statements: &[AnalysedStatement],
+    table: &TableInfo,
+    candidate: Candidate,
+    settings: &IndexAdvisorSettings,
+) -> Option<Trial> {
+    let (oid, name) = match planner.hypothetical(&candidate.create_sql(table, false, None)).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!("hypopg refused {}: {e}", candidate.create_sql(table, false, None));
+            return None;
+        }
+    };
+    let size = planner.hypothetical_size(oid).await;
+    let mut helped = Costs::new();
+    for (i, s) in statements.iter().enumerate() {
+        if !s.touches(candidate.table) || s.baseline.total_cost < settings.min_statement_cost {
+            continue;
+        }
+        if let Ok(plan) = planner.explain(&s.workload.query, s.shape.param_count).await {
+            if plan.uses_index(&name) && plan.total_cost <= s.baseline.total_cost * (1.0 - settings.min_cost_reduction) {
+                helped.insert(i, plan);
+            }
+        }
+    }
+    planner.drop_hypothetical(oid).await;
+    (!helped.is_empty()).then_some(Trial { candidate, size, helped })
+}
+
+/// Each statement's best trial (lowest cost; near-ties go to the smaller index), then drops trials
+/// whose statements another chosen trial serves nearly as well.
+fn choose(trials: &[Trial], statements: &[AnalysedStatement]) -> Vec<usize> {
+    let mut best: BTreeMap<usize, usize> = BTreeMap::new();
+    for (t, trial) in trials.iter().enumerate() {
+        for (s, plan) in &trial.helped {
+            let better = match best.get(s) {
+                None => true,
+                Some(&b) => {
+                    let current = trials[b].helped[s].total_cost;
+                    if plan.total_cost < current * 0.95 {
+                        true
+                    } else if plan.total_cost <= current * 1.05 {
+                        smaller(trial, &trials[b])
+                    } else {
+                        false
+                    }
+                }
+            };
+            if better {
+                best.insert(*s, t);
+            }
+        }
+    }
+    let mut chosen: Vec<usize> = best.values().copied().collect();
+    chosen.sort();
+    chosen.dedup();
+    // Fewest statements first: a narrow index is dropped when a broader chosen one covers it.
+    chosen.sort_by_key(|&t| trials[t].helped.len());
+    let mut kept: Vec<usize> = chosen.clone();
+    for &t in &chosen {
+        let mine: Vec<(usize, f64)> =
+            best.iter().filter(|(_, &b)| b == t).map(|(&s, _)| (s, trials[t].helped[&s].total_cost)).collect();
+        let covered_by_other = kept.iter().filter(|&&o| o != t).any(|&o| {
+            mine.iter().all(|(s, cost)| trials[o].helped.get(s).is_some_and(|p| p.total_cost <= cost * 1.10))
+        });
+        if covered_by_other {
+            kept.retain(|&k| k != t);
+        }
+    }
+    let _ = statements;
+    kept
+}
+
+fn smaller(a: &Trial, b: &Trial) -> bool {
+    match (a.size, b.size) {
+        (Some(x), Some(y)) if x != y => x < y,
+        _ => (a.candidate.key.len() + a.candidate.include.len()) < (b.candidate.key.len() + b.candidate.include.len()),
+    }
+}
+
+/// Creates the chosen indexes together and plans every affected statement once more: an index no
+/// plan uses is dropped, and the report's before/after costs come from this joint run.
+async fn validate(
+    planner: &Planner<'_>,
+    statements: &[AnalysedStatement],
+    catalog: &Catalog,
+    chosen: Vec<&Trial>,
+    settings: &IndexAdvisorSettings,
+) -> Result<Vec<IndexSuggestion>> {
+    let mut created: Vec<(&Trial, u32, String)> = Vec::new();
+    for trial in chosen {
+        let Some(table) = catalog.tables.get(&trial.candidate.table) else { continue };
+        if let Ok((oid, name)) = planner.hypothetical(&trial.candidate.create_sql(table, false, None)).await {
+            created.push((trial, oid, name));
+        }
+    }
+    let mut joint: HashMap<usize, super::planner::PlanSummary> = HashMap::new();
+    for (i, s) in statements.iter().enumerate() {
+        if created.iter().any(|(t, ..)| s.touches(t.candidate.table)) {
+            if let Ok(plan) = planner.explain(&s.workload.query, s.shape.param_count).await {
+                joint.insert(i, plan);
+            }
+        }
+    }
+    planner.reset_hypothetical().await;
+    let mut out = Vec::new();
+    for (trial, _, name) in created {
+        let table = &catalog.tables[&trial.candidate.table];
+        let helped: Vec<(usize, f64)> = joint
+            .iter()
+            .filter(|(i, plan)| {
+                plan.uses_index(&name)
+                    && plan.total_cost <= statements[**i].baseline.total_cost * (1.0 - settings.min_cost_reduction)
+            })
+            .map(|(i, plan)| (*i, plan.total_cost))
+            .collect();
+        if helped.is_empty() {
+            continue;
+        }
+        out.push(suggestion(trial, table, statements, &helped));
+    }
+    Ok(out)
+}
+
+fn suggestion(
+    trial: &Trial,
+    table: &TableInfo,
+    statements: &[AnalysedStatement],
+    helped: &[(usize, f64)],
+) -> IndexSuggestion {
+    let mut helped_statements: Vec<HelpedStatement> = helped
+        .iter()
+        .map(|&(i, after)| HelpedStatement {
+            query: statements[i].workload.query.clone(),
+            calls: statements[i].workload.calls,
+            cost_before: statements[i].baseline.total_cost,
+            cost_after: Some(after),
+        })
+        .collect();
+    helped_statements.sort_by(|a, b| b.calls.cmp(&a.calls));
+    let weight = |s: &HelpedStatement, c: f64| s.calls.max(1) as f64 * c;
+    let before: f64 = helped_statements.iter().map(|s| weight(s, s.cost_before)).sum();
+    let after: f64 = helped_statements.iter().map(|s| weight(s, s.cost_after.unwrap_or(s.cost_before))).sum();
+    let name = trial.candidate.suggested_name(table);
+    IndexSuggestion {
+        table: table.qualified(),
+        create_statement: trial.candidate.create_sql(table, true, Some(&name)),
+        kind: trial.candidate.kind(),
+        evidence: Evidence::Hypothetical,
+        rationale: format!(
+            "the planner chose this hypothetical index for {} statement(s); their weighted cost falls {:.0}%",
+            helped_statements.len(),
+            if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
+        ),
+        weighted_cost_before: before,
+        weighted_cost_after: Some(after),
+        statements: helped_statements,
+        estimated_size_bytes: trial.size,
+        write_overhead: write_overhead(table),
+    }
+}
+
+/// Without proof: a candidate is suggested when a statement it serves scans its (large enough)
+/// table sequentially. One per table access: the fullest key (partial when a constant predicate
+/// recurs), never a covering variant.
+pub(super) fn heuristic(
+    statements: &[AnalysedStatement],
+    catalog: &Catalog,
+    candidates: Vec<(Candidate, Vec<usize>)>,
+    settings: &IndexAdvisorSettings,
+) -> Vec<IndexSuggestion> {
+    let mut best_per_access: BTreeMap<(usize, u32), Candidate> = BTreeMap::new();
+    for (candidate, origins) in candidates {
+        let Some(table) = catalog.tables.get(&candidate.table) else { continue };
+        if table.rows() < settings.heuristic_min_rows as f64 || !candidate.include.is_empty() {
+            continue;
+        }
+        for s in origins {
+            if !statements[s].baseline.seq_scans.iter().any(|r| *r == table.name) {
+                continue;
+            }
+            let score = |c: &Candidate| c.key.len() + usize::from(c.predicate.is_some());
+            let entry = best_per_access.entry((s, candidate.table)).or_insert_with(|| candidate.clone());
+            if score(&candidate) > score(entry) {
+                *entry = candidate.clone();
+            }
+        }
+    }
+    let mut grouped: BTreeMap<Candidate, Vec<usize>> = BTreeMap::new();
+    for ((s, _), c) in best_per_access {
+        grouped.entry(c).or_default().push(s);
+    }
+    grouped
+        .into_iter()
+        .map(|(candidate, stmts)| {
+            let table = &catalog.tables[&candidate.table];
+            let helped: Vec<HelpedStatement> = stmts
+                .iter()
+                .map(|&i| HelpedStatement {
+                    query: statements[i].workload.query.clone(),
+                    calls: statements[i].workload.calls,
+                    cost_before: statements[i].baseline.total_cost,
+                    cost_after: None,
+                })
+                .collect();
+            let before = helped.iter().map(|s| s.calls.max(1) as f64 * s.cost_before).sum();
+            let why = if candidate.method == super::candidates::Method::Gin {
+                "hypopg cannot simulate GIN indexes"
+            } else {
+                "hypopg is not available"
+            };
+            let name = candidate.suggested_name(table);
+            IndexSuggestion {
+                table: table.qualified(),
+                create_statement: candidate.create_sql(table, true, Some(&name)),
+                kind: candidate.kind(),
+                evidence: Evidence::Heuristic,
+                rationale: format!(
+                    "HEURISTIC, not proven ({why}): {} statement(s) scan all ~{:.0} rows of {} sequentially on \
+                     a predicate this index serves",
+                    helped.len(),
+                    table.rows(),
+                    table.qualified()
+                ),
+                weighted_cost_before: before,
+                weighted_cost_after: None,
+                statements: helped,
+                estimated_size_bytes: estimate_size(&candidate, table),
+                write_overhead: write_overhead(table),
+            }
+        })
+        .collect()
+}
+
+/// A rough size without hypopg: rows × (key widths + tuple overhead) at 90% fill.
+fn estimate_size(candidate: &Candidate, table: &TableInfo) -> Option<i64> {
+    let width: i64 = candidate
+        .key
+        .iter()
+        .map(|k| {
+            k.column.as_ref().and_then(|c| table.columns.get(c)).and_then(|c| c.avg_width).unwrap_or(16) as i64
+        })
+        .sum();
+    let rows = table.rows();
+    (rows > 0.0).then(|| ((rows * (width + 16) as f64) / 0.9) as i64)
+}

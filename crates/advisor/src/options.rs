@@ -1,0 +1,119 @@
+//! What a run of the advisor is asked to do.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::machine::{MachineSpec, StorageKind, WorkloadKind};
+
+/// Where the workload (the statements to advise on) comes from. Several may be combined.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadSources {
+    /// Read pg_stat_statements when the extension is installed in the database.
+    pub pg_stat_statements: bool,
+    /// A file of SQL statements separated by `;` (optional `-- calls: N` weights).
+    pub file: Option<PathBuf>,
+    /// A running pgpilot gateway whose per-statement statistics to read (`http://127.0.0.1:9930`).
+    pub pgpilot_url: Option<String>,
+    /// Bearer token for the gateway's API (from PGPILOT_API_TOKEN, never argv).
+    pub pgpilot_token: Option<String>,
+}
+
+/// Thresholds of the index advisor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexAdvisorSettings {
+    /// A candidate is kept only when a statement's planned cost falls by at least this fraction (0.5 = 50%).
+    pub min_cost_reduction: f64,
+    /// Statements whose planned cost is below this are fast enough already.
+    pub min_statement_cost: f64,
+    /// At most this many statements are analysed (the heaviest by total time first).
+    pub max_statements: usize,
+    /// Tables with fewer live rows are not worth indexing by heuristic (hypopg decides by cost instead).
+    pub heuristic_min_rows: i64,
+    /// Create hypopg (and pgstattuple) in the database when available but not installed.
+    pub install_extensions: bool,
+}
+
+impl Default for IndexAdvisorSettings {
+    fn default() -> Self {
+        IndexAdvisorSettings {
+            min_cost_reduction: 0.5,
+            min_statement_cost: 100.0,
+            max_statements: 500,
+            heuristic_min_rows: 10_000,
+            install_extensions: false,
+        }
+    }
+}
+
+/// Thresholds of the health checks that an operator may want to tune.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthSettings {
+    /// A query running longer than this is reported.
+    pub long_query_secs: u64,
+    /// A session idle in a transaction longer than this is reported.
+    pub idle_in_transaction_secs: u64,
+    /// Indexes smaller than this are not reported as unused (they cost next to nothing).
+    pub unused_index_min_bytes: i64,
+    /// Tables smaller than this are not checked for bloat or sequential scans.
+    pub table_min_bytes: i64,
+    /// How many of the largest tables and indexes to list.
+    pub largest_count: usize,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            long_query_secs: 60,
+            idle_in_transaction_secs: 60,
+            unused_index_min_bytes: 1024 * 1024,
+            table_min_bytes: 8 * 1024 * 1024,
+            largest_count: 10,
+        }
+    }
+}
+
+/// Inputs of the pool sizing recommendation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PoolInputs {
+    /// Statements per second the application must sustain at peak (None: measured from the database).
+    pub target_tps: Option<f64>,
+    /// How many application instances (each with its own pool) share the database.
+    pub app_instances: u32,
+}
+
+/// One advisor run.
+#[derive(Debug, Clone)]
+pub struct AdviseOptions {
+    /// postgres:// URL or libpq key=value string; the password comes from it, PGPASSWORD or ~/.pgpass.
+    pub url: String,
+    pub workload: WorkloadSources,
+    pub index: IndexAdvisorSettings,
+    pub health: HealthSettings,
+    /// The database server's machine; None fields are detected when the server is local.
+    pub machine: MachineSpec,
+    pub storage: Option<StorageKind>,
+    pub workload_kind: WorkloadKind,
+    pub pool: PoolInputs,
+    /// Skip the index advisor (health and configuration only).
+    pub skip_indexes: bool,
+    /// Per-statement timeout the advisor sets on its own session, so it never hurts the database.
+    pub statement_timeout_ms: u64,
+}
+
+impl AdviseOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        AdviseOptions {
+            url: url.into(),
+            workload: WorkloadSources { pg_stat_statements: true, ..Default::default() },
+            index: IndexAdvisorSettings::default(),
+            health: HealthSettings::default(),
+            machine: MachineSpec::default(),
+            storage: None,
+            workload_kind: WorkloadKind::Mixed,
+            pool: PoolInputs { target_tps: None, app_instances: 1 },
+            skip_indexes: false,
+            statement_timeout_ms: 30_000,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The terminal report.
+
+use std::fmt::Write;
+
+use super::{cost_change, size_text};
+use crate::report::{Evidence, Finding, Report, Severity};
+use crate::units::{duration, one_line};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    pub colour: bool,
+    /// Show only this many findings and index suggestions (most important first).
+    pub top: Option<usize>,
+}
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+    fn severity(&self, sev: Severity, s: &str) -> String {
+        match sev {
+            Severity::Critical => self.wrap("1;31", s),
+            Severity::Warning => self.wrap("1;33", s),
+            Severity::Info => self.wrap("1;36", s),
+        }
+    }
+}
+
+pub fn render(report: &Report, options: &TextOptions) -> String {
+    let p = Paint { on: options.colour };
+    let mut out = String::new();
+    header(&mut out, report, &p);
+    findings(&mut out, report, options, &p);
+    suggestions(&mut out, report, options, &p);
+    applied(&mut out, report, &p);
+    settings(&mut out, report, &p);
+    if let Some(pool) = &report.pool {
+        let _ = writeln!(out, "\n{}", p.bold("POOL SIZING"));
+        let _ = writeln!(out, "  {} connections per application instance ({} in total)", pool.per_instance, pool.total);
+        for line in &pool.explanation {
+            let _ = writeln!(out, "  {}", p.dim(line));
+        }
+        let _ = writeln!(out, "  {}", p.dim(&format!("throughput: {}", pool.target_source)));
+    }
+    if !report.notes.is_empty() {
+        let _ = writeln!(out, "\n{}", p.bold("NOTES"));
+        for n in &report.notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, r: &Report, p: &Paint) {
+    let (c, w, i) = r.counts();
+    let _ = writeln!(out, "{}", p.bold(&format!("pgpilot advise: {} ({})", r.database, r.target)));
+    let _ = writeln!(out, "PostgreSQL {}, advised in {}", r.server_version, duration(r.duration_ms as f64 / 1000.0));
+    let sources = if r.workload.sources.is_empty() { "none".to_string() } else { r.workload.sources.join(", ") };
+    let _ = writeln!(
+        out,
+        "workload: {sources}; {} distinct statements, {} analysed, {} skipped; index method: {}",
+        r.workload.statements,
+        r.workload.analysed,
+        r.workload.skipped.len(),
+        r.index_method
+    );
+    let _ = writeln!(
+        out,
+        "{} critical, {} warning, {} info, {} index suggestion(s)",
+        p.severity(Severity::Critical, &c.to_string()),
+        p.severity(Severity::Warning, &w.to_string()),
+        p.severity(Severity::Info, &i.to_string()),
+        r.index_suggestions.len()
+    );
+}
+
+fn findings(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
+    let shown: Vec<&Finding> = match options.top {
+        Some(n) => r.top_findings(n),
+        None => r.findings.iter().collect(),
+    };
+    for sev in [Severity::Critical, Severity::Warning, Severity::Info] {
+        let group: Vec<&&Finding> = shown.iter().filter(|f| f.severity == sev).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}", p.severity(sev, &format!("{} ({})", sev.label().to_uppercase(), group.len())));
+        for f in group {
+            let _ = writeln!(out, "  {} {}", p.dim(&format!("[{}]", f.category.label())), p.bold(&f.title));
+            for e in &f.evidence {
+                let _ = writeln!(out, "      {e}");
+            }
+            if let Some(fix) = &f.fix {
+                let mut lines = fix.lines();
+                if let Some(first) = lines.next() {
+                    let _ = writeln!(out, "      {} {first}", p.severity(Severity::Info, "fix:"));
+                }
+                for l in lines {
+                    let _ = writeln!(out, "           {l}");
+                }
+            }
+        }
+    }
+}
+
+fn suggestions(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
+    if r.index_suggestions.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", p.bold(&format!("INDEX SUGGESTIONS ({})", r.index_suggestions.len())));
+    let limit = options.top.unwrap_or(usize::MAX);
+    for (n, s) in r.index_suggestions.iter().take(limit).enumerate() {
+        let label = match s.evidence {
+            Evidence::Hypothetical => p.wrap("32", "proven (hypopg)"),
+            Evidence::Heuristic => p.severity(Severity::Warning, "HEURISTIC"),
+        };
+        let _ = writeln!(out, "  {}. {}", n + 1, p.bold(&format!("{};", s.create_statement)));
+        let _ = writeln!(out, "     {label} · {} · {} · {}", s.kind, size_text(s), cost_change(s));
+        for h in s.statements.iter().take(5) {
+            let after = h.cost_after.map(|a| format!(" → {a:.0}")).unwrap_or_default();
+            let _ = writeln!(out, "     helps {}× {} (cost {:.0}{after})", h.calls, one_line(&h.query, 90), h.cost_before);
+        }
+        if s.statements.len() > 5 {
+            let _ = writeln!(out, "     … and {} more statements", s.statements.len() - 5);
+        }
+        let _ = writeln!(out, "     {}", p.dim(&format!("writes: {}", s.write_overhead.summary)));
+        if s.evidence == Evidence::Heuristic {
+            let _ = writeln!(out, "     {}", p.dim(&s.rationale));
+        }
+    }
+}
+
+fn applied(out: &mut String, r: &Report, p: &Paint) {
+    if r.applied.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", p.bold("APPLIED"));
+    for a in &r.applied {
+        let status = if a.created {
+            p.wrap("32", &format!("created in {}", duration(a.elapsed_ms as f64 / 1000.0)))
+        } else {
+            p.severity(Severity::Critical, &format!("failed: {}", a.error.as_deref().unwrap_or("?")))
+        };
+        let _ = writeln!(out, "  {} ({status})", a.create_statement);
+        for m in &a.measurements {
+            let time = match (m.before_ms, m.after_ms) {
+                (Some(b), Some(a)) => format!("{b:.2} ms → {a:.2} ms ({:.1}× faster)", b / a.max(0.001)),
+                _ => "not timed".to_string(),
+            };
+            let _ = writeln!(out, "     {}: {time}; cost {:.0} → {:.0}", one_line(&m.query, 70), m.cost_before, m.cost_after);
+            let _ = writeln!(out, "       {}", p.dim(&m.note));
+        }
+    }
+}
+
+fn settings(out: &mut String, r: &Report, p: &Paint) {
+    if r.settings.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", p.bold("CONFIGURATION"));
+    let rows: Vec<[String; 4]> = r
+        .settings
+        .iter()
+        .map(|s| [s.name.clone(), s.current.clone(), s.recommended.clone(), if s.restart { "restart".into() } else { "reload".into() }])
+        .collect();
+    let header = ["setting".to_string(), "current".into(), "recommended".into(), "applies on".into()];
+    let widths: Vec<usize> =
+        (0..4).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[String; 4]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+    };
+    let _ = writeln!(out, "  {}", p.dim(&line(&header)));
+    for row in &rows {
+        let _ = writeln!(out, "  {}", line(row));
+    }
+}
