@@ -209,8 +209,9 @@ async fn configuration(db: &Db, target: &Target, opts: &AdviseOptions, report: &
                 f.evidence.insert(
                     0,
                     format!(
-                        "for {} of memory, {cpus} CPUs, {storage:?} storage, {} workload (PGTune's formulas)",
+                        "for {} of memory, {cpus} CPUs, {} storage, {} workload (PGTune's formulas)",
                         units::bytes(memory as i64),
+                        storage.label(),
                         opts.workload_kind.label()
                     ),
                 );

@@ -19,6 +19,16 @@ pub enum StorageKind {
     San,
 }
 
+impl StorageKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            StorageKind::Ssd => "ssd",
+            StorageKind::Hdd => "hdd",
+            StorageKind::San => "san",
+        }
+    }
+}
+
 impl std::str::FromStr for StorageKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

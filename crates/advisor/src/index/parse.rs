@@ -121,16 +121,15 @@ pub fn analyse(query: &str, resolver: &dyn Resolver) -> Result<StatementShape> {
     Ok(shape)
 }
 
+/// The highest `$n` in the statement, from the scanner: the tree walk does not reach every clause
+/// (LIMIT $2 from pg_stat_statements, say).
 fn max_param(query: &str) -> i32 {
-    let Ok(parsed) = pg_query::parse(query, 0) else { return 0 };
-    parsed
-        .protobuf
-        .nodes()
+    let Ok(scanned) = pg_query::scan(query) else { return 0 };
+    scanned
+        .tokens
         .iter()
-        .filter_map(|(n, ..)| match n {
-            pg_query::NodeRef::ParamRef(p) => Some(p.number),
-            _ => None,
-        })
+        .filter(|t| t.token == protobuf::Token::Param as i32)
+        .filter_map(|t| query.get(t.start as usize + 1..t.end as usize)?.parse::<i32>().ok())
         .max()
         .unwrap_or(0)
 }
@@ -756,6 +755,7 @@ mod tests {
 
     fn one(q: &str) -> TableAccess {
         let shape = analyse(q, &resolver()).unwrap();
+        assert_eq!(shape.param_count, q.matches('$').count() as i32, "{q}");
         shape.accesses.into_iter().find(|a| a.table == 1 || a.table == 2).unwrap()
     }
 
@@ -829,5 +829,6 @@ mod tests {
         assert!(!shape.read_only);
         assert_eq!(shape.accesses[0].range, vec!["created_at"]);
         assert!(analyse("VACUUM orders", &resolver()).is_err());
+        assert_eq!(analyse("SELECT * FROM orders WHERE user_id = $1 LIMIT $2 OFFSET $3", &resolver()).unwrap().param_count, 3);
     }
 }

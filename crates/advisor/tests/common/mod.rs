@@ -1,0 +1,44 @@
+#![allow(dead_code)]
+
+use pgpilot_advisor::AdviseOptions;
+use pgpilot_testkit::Cluster;
+
+/// 60,000 orders for 2,000 users: 0.5% pending, 1% gifts in a jsonb column. ANALYZEd so the
+/// planner knows an index would pay.
+pub const ORDERS: &str = "
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    user_id int NOT NULL,
+    created_at timestamptz NOT NULL,
+    status text NOT NULL,
+    total numeric(10,2) NOT NULL,
+    data jsonb NOT NULL
+);
+INSERT INTO orders (user_id, created_at, status, total, data)
+SELECT i % 2000, now() - (i || ' minutes')::interval,
+       CASE WHEN i % 200 = 0 THEN 'pending' WHEN i % 3 = 0 THEN 'shipped' ELSE 'delivered' END,
+       (i % 500)::numeric,
+       jsonb_build_object('type', CASE WHEN i % 97 = 0 THEN 'gift' ELSE 'standard' END, 'n', i)
+FROM generate_series(1, 60000) i;
+";
+
+/// The statement that needs (user_id, created_at DESC).
+pub const RECENT_ORDERS: &str = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 20";
+
+pub fn database_with_orders(cluster: &Cluster, name: &str) -> String {
+    cluster.psql("postgres", &format!("CREATE DATABASE {name}"));
+    cluster.psql(name, ORDERS);
+    cluster.psql(name, "VACUUM ANALYZE orders");
+    cluster.url("postgres", name)
+}
+
+/// Options for tests: no machine detection surprises, extensions created, pgss off unless asked.
+pub fn options(url: &str) -> AdviseOptions {
+    let mut opts = AdviseOptions::new(url);
+    opts.workload.pg_stat_statements = false;
+    opts.index.install_extensions = true;
+    opts.machine.memory_bytes = Some(8 << 30);
+    opts.machine.cpus = Some(4);
+    opts.pool.target_tps = Some(500.0);
+    opts
+}

@@ -1,0 +1,94 @@
+//! The index advisor on real PostgreSQL with planted needs: a composite (user_id, created_at DESC),
+//! a partial index for status = 'pending', GIN for jsonb containment; then --apply measures the
+//! composite before and after.
+
+mod common;
+
+use std::io::Write;
+
+use pgpilot_advisor::report::Evidence;
+use pgpilot_advisor::{advise, apply, ApplySettings, NoProgress, Report};
+use pgpilot_testkit::Cluster;
+
+fn suggestion<'a>(report: &'a Report, needle: &str) -> &'a pgpilot_advisor::IndexSuggestion {
+    report
+        .index_suggestions
+        .iter()
+        .find(|s| s.create_statement.contains(needle))
+        .unwrap_or_else(|| panic!("no suggestion containing `{needle}` in:\n{}", report.render_text(false)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planted_indexes_are_proven_and_applied() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "shop");
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        workload,
+        "-- calls: 5000\n{};\n\
+         -- calls: 300\nSELECT id, created_at FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50;\n\
+         -- calls: 40\nSELECT id FROM orders WHERE data @> '{{\"type\": \"gift\"}}';\n\
+         SELECT count(*) FROM orders;\n",
+        common::RECENT_ORDERS
+    )
+    .unwrap();
+    let mut opts = common::options(&url);
+    opts.workload.file = Some(workload.path().to_path_buf());
+
+    let mut report = advise(&opts, &NoProgress).await.unwrap();
+    assert_eq!(report.index_method, "hypopg", "{:?}", report.notes);
+    assert_eq!(report.workload.analysed, 4, "{:?}", report.workload.skipped);
+
+    let composite = suggestion(&report, "(user_id, created_at DESC)");
+    assert_eq!(composite.evidence, Evidence::Hypothetical);
+    assert!(composite.create_statement.starts_with("CREATE INDEX CONCURRENTLY "));
+    assert!(composite.improvement().unwrap() > 0.9, "{composite:?}");
+    assert_eq!(composite.statements[0].query, common::RECENT_ORDERS);
+    assert!(composite.estimated_size_bytes.unwrap() > 100_000);
+    assert!(composite.write_overhead.summary.contains("1 → 2 indexes"), "{}", composite.write_overhead.summary);
+
+    let partial = suggestion(&report, "WHERE status = 'pending'");
+    assert_eq!(partial.evidence, Evidence::Hypothetical);
+    assert!(partial.kind.contains("partial"));
+
+    let gin = suggestion(&report, "USING gin (data jsonb_path_ops)");
+    assert_eq!(gin.evidence, Evidence::Heuristic, "hypopg cannot simulate GIN: it must say so");
+    assert!(gin.rationale.contains("HEURISTIC"));
+
+    // count(*) over the whole table has nothing an index would serve.
+    assert!(report.index_suggestions.iter().all(|s| s.statements.iter().all(|h| !h.query.contains("count(*)"))));
+
+    let text = report.render_text(false);
+    assert!(text.contains("INDEX SUGGESTIONS"), "{text}");
+    let html = report.render_html();
+    assert!(html.contains("(user_id, created_at DESC)") && html.starts_with("<!DOCTYPE html>"));
+
+    let chosen = vec![report.index_suggestions.iter().position(|s| s.create_statement.contains("(user_id, created_at DESC)")).unwrap()];
+    apply(&opts, &mut report, &chosen, &ApplySettings::default(), &NoProgress).await.unwrap();
+    let applied = &report.applied[0];
+    assert!(applied.created, "{applied:?}");
+    let m = &applied.measurements[0];
+    let (before, after) = (m.before_ms.unwrap(), m.after_ms.unwrap());
+    assert!(after < before, "the index must make the statement faster: {before} ms → {after} ms");
+    assert!(m.cost_after < m.cost_before / 10.0, "{m:?}");
+    let valid = cluster.psql("shop", "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'orders_user_id_created_at%' AND i.indisvalid");
+    assert_eq!(valid, "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_hypopg_suggestions_are_labelled_heuristics() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "plain");
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    writeln!(workload, "{};", common::RECENT_ORDERS).unwrap();
+    let mut opts = common::options(&url);
+    opts.index.install_extensions = false;
+    opts.workload.file = Some(workload.path().to_path_buf());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert!(report.index_method.starts_with("heuristic"), "{}", report.index_method);
+    assert!(report.index_method.contains("CREATE EXTENSION hypopg"), "{}", report.index_method);
+    let s = suggestion(&report, "(user_id, created_at DESC)");
+    assert_eq!(s.evidence, Evidence::Heuristic);
+    assert_eq!(s.weighted_cost_after, None);
+    assert!(report.findings.iter().any(|f| f.title.contains("heuristics, not proven")));
+}
