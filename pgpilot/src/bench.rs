@@ -1,10 +1,149 @@
-use clap::Args;
+//! `pgpilot bench`: command-line arguments for the load generator in `pgpilot-bench`.
 
-use crate::exit::Outcome;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Silent, Target, TerminalProgress, Workload};
+
+use crate::exit::{Outcome, OK};
 
 #[derive(Args, Default)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Endpoints to measure: postgres:// URLs, optionally named (pgbouncer=postgres://...).
+    /// Passwords come from PGPASSWORD or ~/.pgpass, not the command line.
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Another endpoint (same syntax as TARGET; may be repeated).
+    #[arg(long = "target", value_name = "TARGET")]
+    more_targets: Vec<String>,
+    /// A built-in scenario, optionally weighted: select-only, tpcb-like, simple-update,
+    /// read-heavy, write-heavy (default tpcb-like).
+    #[arg(short = 'b', long = "scenario", value_name = "NAME[@WEIGHT]")]
+    scenarios: Vec<String>,
+    /// A pgbench-style script file, optionally weighted (may be repeated).
+    #[arg(short = 'f', long = "file", value_name = "FILE[@WEIGHT]")]
+    files: Vec<String>,
+    /// Shorthand for --scenario select-only.
+    #[arg(short = 'S', long)]
+    select_only: bool,
+    /// Concurrent clients (one connection each).
+    #[arg(short = 'c', long, default_value_t = 1)]
+    clients: usize,
+    /// Worker threads of the load generator (default: one per core).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    jobs: usize,
+    /// Seconds each run lasts (default 10).
+    #[arg(short = 'T', long, value_name = "SECONDS", conflicts_with = "transactions")]
+    duration: Option<f64>,
+    /// Transactions each client runs, instead of a duration.
+    #[arg(short = 't', long, value_name = "N")]
+    transactions: Option<u64>,
+    /// Open a new connection for every transaction.
+    #[arg(short = 'C', long)]
+    connect: bool,
+    /// Limit throughput to this many transactions per second per target; latency is then
+    /// measured from each transaction's scheduled start.
+    #[arg(short = 'R', long, value_name = "TPS")]
+    rate: Option<f64>,
+    /// simple (Query), extended (Parse/Bind/Execute in one round trip) or prepared (Parse once
+    /// per connection).
+    #[arg(short = 'M', long, default_value = "simple", value_name = "PROTOCOL")]
+    protocol: Protocol,
+    /// Runs per target; targets take turns in a rotating order and each target's median counts.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Create the scenario's tables first (pgbench tables, or the demo application for
+    /// read-heavy/write-heavy). Drops existing ones.
+    #[arg(short = 'i', long)]
+    init: bool,
+    /// Scale for --init (pgbench: 100,000 accounts per unit; demo: 200,000 transactions per
+    /// unit) and the :scale of custom scripts.
+    #[arg(short = 's', long)]
+    scale: Option<f64>,
+    /// Sets a script variable before the run (may be repeated).
+    #[arg(short = 'D', long = "define", value_name = "NAME=VALUE")]
+    defines: Vec<String>,
+    /// Seed for the random numbers of the scripts, to repeat a run exactly.
+    #[arg(long)]
+    random_seed: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// No progress display, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
 
-pub fn run(_args: BenchArgs) -> Outcome {
-    anyhow::bail!("`pgpilot bench` is not built yet")
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+pub fn run(args: BenchArgs) -> Outcome {
+    let format = args.format;
+    let quiet = args.no_progress;
+    let config = config_from(args)?;
+    let observer: Arc<dyn Observer> =
+        if quiet { Arc::new(Silent) } else { Arc::new(TerminalProgress::default()) };
+    let report = pgpilot_bench::run_with(config, observer)?;
+    match format {
+        Format::Text => print!("{}", report.render_text()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(OK)
+}
+
+fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
+    let mut targets = Vec::new();
+    for spec in args.targets.iter().chain(&args.more_targets) {
+        targets.push(Target::parse(spec)?);
+    }
+    if targets.is_empty() {
+        bail!("give at least one target, e.g. pgpilot bench postgres://postgres@127.0.0.1:5432/postgres");
+    }
+    let mut config = BenchConfig::new(targets);
+    let mut workload = Vec::new();
+    if args.select_only {
+        workload.push(Workload::Scenario { name: "select-only".into(), weight: 1 });
+    }
+    for spec in &args.scenarios {
+        let (name, weight) = pgpilot_bench::script::split_weight(spec).map_err(anyhow::Error::msg)?;
+        workload.push(Workload::Scenario { name: name.to_string(), weight });
+    }
+    for spec in &args.files {
+        let (path, weight) = pgpilot_bench::script::split_weight(spec).map_err(anyhow::Error::msg)?;
+        workload.push(Workload::File { path: PathBuf::from(path), weight });
+    }
+    if !workload.is_empty() {
+        config.workload = workload;
+    }
+    for d in &args.defines {
+        let (name, value) =
+            d.split_once('=').with_context(|| format!("--define `{d}`: expected NAME=VALUE"))?;
+        config.defines.push((name.to_string(), value.to_string()));
+    }
+    config.limit = match (args.transactions, args.duration) {
+        (Some(n), _) => Limit::TransactionsPerClient(n),
+        (None, Some(secs)) if secs.is_finite() && secs > 0.0 => {
+            Limit::Duration(Duration::from_secs_f64(secs))
+        }
+        (None, Some(secs)) => bail!("--duration must be a positive number of seconds (got {secs})"),
+        (None, None) => Limit::Duration(Duration::from_secs(10)),
+    };
+    config.clients = args.clients;
+    config.jobs = args.jobs;
+    config.connect_per_transaction = args.connect;
+    config.rate = args.rate;
+    config.protocol = args.protocol;
+    config.rounds = args.rounds;
+    config.init = args.init;
+    config.scale = args.scale;
+    config.random_seed = args.random_seed;
+    config.stop_on_ctrl_c = true;
+    Ok(config)
 }

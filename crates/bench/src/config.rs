@@ -1,0 +1,151 @@
+//! What a benchmark run is asked to do.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::target::Target;
+
+/// How statements travel, as pgbench's `--protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// One Query message per statement, values substituted into the text.
+    #[default]
+    Simple,
+    /// Parse (unnamed) + Bind + Execute + Sync in one round trip, values as parameters.
+    Extended,
+    /// Parse once per connection and statement, then Bind + Execute + Sync.
+    Prepared,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "simple" => Ok(Protocol::Simple),
+            "extended" => Ok(Protocol::Extended),
+            "prepared" => Ok(Protocol::Prepared),
+            other => Err(format!("unknown protocol `{other}` (simple, extended or prepared)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Simple => "simple",
+            Protocol::Extended => "extended",
+            Protocol::Prepared => "prepared",
+        })
+    }
+}
+
+/// When each run (one target, one round) ends.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// Wall-clock time of each run.
+    Duration(#[serde(serialize_with = "crate::report::secs")] Duration),
+    /// Transactions per client (pgbench's -t).
+    TransactionsPerClient(u64),
+}
+
+/// A source of scripts, with a weight relative to the others.
+#[derive(Clone, Debug)]
+pub enum Workload {
+    /// A built-in scenario: `select-only`, `tpcb-like`, `simple-update`, `read-heavy`, `write-heavy`.
+    Scenario { name: String, weight: u32 },
+    /// A pgbench-style script file.
+    File { path: PathBuf, weight: u32 },
+    /// Script text given directly (tests, the demo).
+    Inline { name: String, text: String, weight: u32 },
+}
+
+/// A benchmark: targets, workload and load shape. Build it with [`BenchConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub targets: Vec<Target>,
+    pub workload: Vec<Workload>,
+    pub clients: usize,
+    /// Worker threads of the load generator's runtime; 0 means one per core.
+    pub jobs: usize,
+    pub limit: Limit,
+    /// Runs per target; targets are interleaved in a rotating order each round.
+    pub rounds: usize,
+    /// Open a new connection for every transaction (pgbench -C).
+    pub connect_per_transaction: bool,
+    /// Target throughput per target in transactions per second (pgbench -R); latency is then
+    /// measured from each transaction's scheduled start.
+    pub rate: Option<f64>,
+    pub protocol: Protocol,
+    /// Create the scenario's tables and data first (pgbench -i; the demo application).
+    pub init: bool,
+    /// Scale for `init` and the `:scale` variable of custom scripts.
+    pub scale: Option<f64>,
+    /// Variables set before the first transaction (pgbench -D).
+    pub defines: Vec<(String, String)>,
+    pub random_seed: Option<u64>,
+    /// How often the observer hears about progress.
+    pub progress_interval: Duration,
+    /// Set to true to end the current run early; the report then says `interrupted`.
+    pub stop: Arc<AtomicBool>,
+    /// Let Ctrl-C set `stop` (the CLI does; an embedding program may handle signals itself).
+    pub stop_on_ctrl_c: bool,
+}
+
+impl BenchConfig {
+    pub fn new(targets: Vec<Target>) -> BenchConfig {
+        BenchConfig {
+            targets,
+            workload: vec![Workload::Scenario { name: "tpcb-like".into(), weight: 1 }],
+            clients: 1,
+            jobs: 0,
+            limit: Limit::Duration(Duration::from_secs(10)),
+            rounds: 1,
+            connect_per_transaction: false,
+            rate: None,
+            protocol: Protocol::Simple,
+            init: false,
+            scale: None,
+            defines: Vec::new(),
+            random_seed: None,
+            progress_interval: Duration::from_millis(250),
+            stop: Arc::new(AtomicBool::new(false)),
+            stop_on_ctrl_c: false,
+        }
+    }
+
+    /// Worker threads to use: `jobs`, or the number of cores.
+    pub fn worker_threads(&self) -> usize {
+        if self.jobs > 0 {
+            self.jobs
+        } else {
+            std::thread::available_parallelism().map(usize::from).unwrap_or(2)
+        }
+    }
+
+    /// A one-line description of the workload, for reports.
+    pub fn workload_label(&self) -> String {
+        self.workload
+            .iter()
+            .map(|w| match w {
+                Workload::Scenario { name, weight } => with_weight(name, *weight),
+                Workload::File { path, weight } => with_weight(&path.display().to_string(), *weight),
+                Workload::Inline { name, weight, .. } => with_weight(name, *weight),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn with_weight(name: &str, weight: u32) -> String {
+    if weight == 1 {
+        name.to_string()
+    } else {
+        format!("{name}@{weight}")
+    }
+}

@@ -1,0 +1,94 @@
+//! The text form of a report.
+
+use std::fmt::Write;
+
+use crate::config::Limit;
+use crate::report::BenchReport;
+
+pub(crate) fn text(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let limit = match r.limit {
+        Limit::Duration(d) => format!("{} s", trim(d.as_secs_f64())),
+        Limit::TransactionsPerClient(n) => format!("{n} transactions per client"),
+    };
+    let mut shape = format!("{} clients, {} jobs, {} protocol, {limit}", r.clients, r.jobs, r.protocol);
+    if r.rounds > 1 {
+        let _ = write!(shape, " x {} rounds", r.rounds);
+    }
+    if r.connect_per_transaction {
+        shape.push_str(", new connection per transaction");
+    }
+    if let Some(rate) = r.rate {
+        let _ = write!(shape, ", rate limit {} tps", trim(rate));
+    }
+    let _ = writeln!(out, "workload: {}\n{shape}", r.workload);
+    if r.interrupted {
+        out.push_str("(interrupted: figures cover the time measured before the stop)\n");
+    }
+    let name_w = r.targets.iter().map(|t| t.target.name.len()).max().unwrap_or(6).max(6);
+    let _ = writeln!(
+        out,
+        "\n{:<name_w$} {:>10} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "target", "tps", "txns", "failed", "p50 ms", "p90", "p95", "p99", "p99.9", "max"
+    );
+    for t in &r.targets {
+        let l = &t.latency_ms;
+        let _ = writeln!(
+            out,
+            "{:<name_w$} {:>10.1} {:>10} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3}",
+            t.target.name, t.tps, t.transactions, t.failed, l.p50, l.p90, l.p95, l.p99, l.p99_9, l.max
+        );
+    }
+    if r.rounds > 1 {
+        out.push_str("\ntps per round (median is reported):\n");
+        for t in &r.targets {
+            let rounds: Vec<String> = t.tps_per_round.iter().map(|v| format!("{v:.1}")).collect();
+            let _ = writeln!(out, "  {:<name_w$} {}", t.target.name, rounds.join("  "));
+        }
+    }
+    for t in &r.targets {
+        if let Some(lag) = &t.schedule_lag_ms {
+            let _ = writeln!(
+                out,
+                "\n{}: schedule lag mean {:.3} ms, max {:.3} ms",
+                t.target.name, lag.mean, lag.max
+            );
+        }
+        if t.scripts.len() > 1 {
+            let _ = writeln!(out, "\n{}: per script", t.target.name);
+            for s in &t.scripts {
+                let _ = writeln!(
+                    out,
+                    "  {:<22} weight {:>3}  {:>9} txns  {:>6} failed  mean {:.3} ms",
+                    s.name, s.weight, s.transactions, s.failed, s.mean_latency_ms
+                );
+            }
+        }
+        for e in &t.errors {
+            let _ = writeln!(
+                out,
+                "{}: {} failed with SQLSTATE {}: {}",
+                t.target.name, e.count, e.sqlstate, e.example
+            );
+        }
+    }
+    if !r.ratios.is_empty() {
+        let _ = writeln!(out, "\nratios against {}:", r.ratios[0].baseline);
+        for x in &r.ratios {
+            let _ = writeln!(
+                out,
+                "  {:<name_w$} tps {:.2}x  p50 {:.2}x  p99 {:.2}x",
+                x.target, x.tps, x.p50, x.p99
+            );
+        }
+    }
+    out
+}
+
+fn trim(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
