@@ -27,6 +27,8 @@ pub struct ConvertRequest {
     /// Partitions to create after the boundary.
     pub premake: u32,
     pub naming: Option<String>,
+    /// The `[databases.NAME]` the printed job should name, when known.
+    pub database: Option<String>,
     /// Now, in UTC: the boundary is the first period start comfortably after it.
     pub now: DateTime<Utc>,
 }
@@ -108,11 +110,12 @@ fn boundary(req: &ConvertRequest) -> NaiveDate {
     b
 }
 
+/// A bound that means the same whatever TimeZone the session running the script has.
 fn bound_literal(key_type: &str, day: NaiveDate) -> String {
-    if key_type == "date" {
-        format!("'{}'", day.format("%Y-%m-%d"))
-    } else {
-        format!("'{} 00:00:00'", day.format("%Y-%m-%d"))
+    match key_type {
+        "date" => format!("'{}'", day.format("%Y-%m-%d")),
+        "timestamp with time zone" => format!("'{} 00:00:00+00'", day.format("%Y-%m-%d")),
+        _ => format!("'{} 00:00:00'", day.format("%Y-%m-%d")),
     }
 }
 
@@ -263,13 +266,14 @@ async fn describe_size_and_range(
 ) -> Result<(), JobError> {
     let size = client
         .query_one(
-            "SELECT greatest(reltuples, 0)::int8, pg_size_pretty(pg_total_relation_size(oid)) FROM pg_class WHERE oid = $1",
+            "SELECT reltuples::int8, pg_size_pretty(pg_total_relation_size(oid)) FROM pg_class WHERE oid = $1",
             &[&facts.rel.oid],
         )
         .await
         .context(|| "reading the table's size".into())?;
     let (rows, bytes): (i64, String) = (size.get(0), size.get(1));
-    plan.facts.push(format!("{}: about {rows} rows, {bytes} with indexes", facts.rel.display()));
+    let rows = if rows < 0 { "an unknown number of rows (never analyzed)".to_string() } else { format!("about {rows} rows") };
+    plan.facts.push(format!("{}: {rows}, {bytes} with indexes", facts.rel.display()));
     let col = quote_ident(&req.column);
     let sql = format!(
         "SELECT min({col})::text, max({col})::text, count(*) FILTER (WHERE {col} >= {b}),
@@ -482,11 +486,12 @@ fn after_step(facts: &Facts) -> Step {
 fn job_toml(facts: &Facts, req: &ConvertRequest) -> String {
     let interval = format!("{:?}", req.interval).to_lowercase();
     format!(
-        "[[jobs]]\nname = \"{name}-partitions\"\nkind = \"partitions\"\nschedule = \"@daily\"\ndatabase = \"CHANGE-ME\"\n\
+        "[[jobs]]\nname = \"{name}-partitions\"\nkind = \"partitions\"\nschedule = \"@daily\"\ndatabase = \"{database}\"\n\
          table = \"{table}\"\ninterval = \"{interval}\"\npremake = {premake}\n",
         name = facts.rel.name,
         table = facts.rel.display(),
-        premake = req.premake.max(1)
+        premake = req.premake.max(1),
+        database = req.database.as_deref().unwrap_or("CHANGE-ME")
     )
 }
 

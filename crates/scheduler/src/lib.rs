@@ -23,7 +23,8 @@ mod tasks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::METRIC_NAMES;
-pub use pg::JobError;
+pub use pg::{connect, describe as describe_pg_error, JobError};
+pub use tasks::periods::check_template as check_naming_template;
 pub use report::{JobStatus, Outcome, RunRecord, RunReport};
 pub use resolver::{config_from_url, redact_url, DatabaseResolver, DatabaseUrls, JobsConfig, ResolveError};
 pub use runner::advisory_key;

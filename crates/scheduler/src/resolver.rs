@@ -75,6 +75,13 @@ impl DatabaseUrls {
         DatabaseUrls { primaries: primaries.into_iter().map(|(k, v)| (k, Some(v))).collect() }
     }
 
+    /// The connection settings of `[databases.NAME]`'s primary.
+    pub fn primary(&self, name: &str) -> Result<tokio_postgres::Config, ResolveError> {
+        let entry = self.primaries.get(name).ok_or_else(|| ResolveError::UnknownDatabase(name.into()))?;
+        let url = entry.as_ref().ok_or_else(|| ResolveError::NoPrimary(name.into()))?;
+        config_from_url(url, &format!("[databases.{name}]"))
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.primaries.keys().map(String::as_str).collect()
     }
@@ -84,11 +91,7 @@ impl DatabaseResolver for DatabaseUrls {
     fn resolve(&self, job: &JobSpec) -> Result<tokio_postgres::Config, ResolveError> {
         match &job.target {
             Target::Url(url) => config_from_url(url, &format!("job `{}`", job.name)),
-            Target::Database(name) => {
-                let entry = self.primaries.get(name).ok_or_else(|| ResolveError::UnknownDatabase(name.clone()))?;
-                let url = entry.as_ref().ok_or_else(|| ResolveError::NoPrimary(name.clone()))?;
-                config_from_url(url, &format!("[databases.{name}]"))
-            }
+            Target::Database(name) => self.primary(name),
         }
     }
 }

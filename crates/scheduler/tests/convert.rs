@@ -29,17 +29,21 @@ async fn the_printed_plan_converts_a_live_table() {
         interval: PartitionInterval::Monthly,
         premake: 2,
         naming: None,
+        database: Some("app".into()),
         now: Utc::now(),
     };
     let events_plan = plan(&c, &request).await.expect("a plan");
     let text = events_plan.render();
     assert!(text.contains("Nothing has been run"), "{text}");
     assert!(text.contains("PRIMARY KEY events_pkey (id) does not include created_at"), "{text}");
-    assert!(text.contains("kind = \"partitions\""), "{text}");
+    assert!(text.contains("kind = \"partitions\"") && text.contains("database = \"app\""), "{text}");
+    assert!(text.contains("< '") && text.contains(" 00:00:00+00')"), "timestamptz bounds carry their zone: {text}");
     // Planning changed nothing.
     assert_eq!(cluster.psql("postgres", "SELECT relkind FROM pg_class WHERE relname = 'events'"), "r");
 
     let indexes_before = cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'");
+    // The script means the same whatever the TimeZone of the session that runs it.
+    c.batch_execute("SET TimeZone = 'Asia/Tokyo'").await.unwrap();
     run_plan(&c, &events_plan).await;
     assert_eq!(cluster.psql("postgres", "SELECT relkind FROM pg_class WHERE relname = 'events'"), "p");
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM events"), "5000");
@@ -51,6 +55,11 @@ async fn the_printed_plan_converts_a_live_table() {
     let new_part = format!("events_y{:04}_m{:02}", b.year(), b.month());
     cluster.psql("postgres", &format!("INSERT INTO events (created_at, kind) VALUES ('{b} 12:00+00', 'new')"));
     assert_eq!(cluster.psql("postgres", &format!("SELECT id, kind FROM {new_part}")), "5001|new");
+    let bound = cluster.psql(
+        "postgres",
+        &format!("SET TimeZone = 'UTC'; SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = '{new_part}'"),
+    );
+    assert!(bound.starts_with(&format!("FOR VALUES FROM ('{b} 00:00:00+00')")), "{bound}");
     assert_eq!(cluster.psql("postgres", "SELECT count(*) > 0 FROM recent_events"), "t");
     assert_eq!(
         cluster.psql(

@@ -91,10 +91,10 @@ pub fn check_template(template: &str, interval: PartitionInterval) -> Result<(),
         Ok(())
     } else {
         Err(format!(
-            "naming template `{template}` would give two {interval:?} partitions the same name; e.g. `{}`",
+            "naming template `{template}` would give two {} partitions the same name; e.g. `{}`",
+            format!("{interval:?}").to_lowercase(),
             default_template(interval)
-        )
-        .to_lowercase())
+        ))
     }
 }
 

@@ -110,6 +110,7 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
         deleted += n as i64;
         batches += 1;
         if n < u64::from(task.batch_size) {
+            let cutoff = cutoff.format("%Y-%m-%d %H:%M:%S UTC");
             out.note(format!("deleted {deleted} rows older than {cutoff} in {batches} batches; none remain"));
             break;
         }
