@@ -92,7 +92,7 @@ impl Classifier {
             .collect();
         Classifier {
             shards,
-            hasher: foldhash::fast::FixedState::with_seed(0x7067_7069_6c6f_74),
+            hasher: foldhash::fast::FixedState::with_seed(0x0070_6770_696c_6f74),
             max_text_len,
             capacity: per_shard * SHARDS,
         }

@@ -99,14 +99,21 @@ impl NotCacheable {
 /// Decides whether the result of `stmt` may be cached, given the database's catalogs and the
 /// session's search_path (schemas, `$user` expanded).
 pub fn cacheability(
-    stmt: &Statement, functions: &FunctionCatalog, relations: &RelationCatalog, search_path: &[String],
+    stmt: &Statement,
+    functions: &FunctionCatalog,
+    relations: &RelationCatalog,
+    search_path: &[String],
 ) -> Result<CacheableRead, NotCacheable> {
     statement_shape(stmt)?;
     function_volatility(stmt, functions, search_path)?;
     let mut deps = Vec::new();
     for table in &stmt.tables_read {
         let Some(rel) = relations.resolve(table, search_path) else {
-            return Err(if stmt.shape.system_catalog { NotCacheable::SystemCatalog } else { NotCacheable::UnknownRelation });
+            return Err(if stmt.shape.system_catalog {
+                NotCacheable::SystemCatalog
+            } else {
+                NotCacheable::UnknownRelation
+            });
         };
         check_relation(rel)?;
         for &oid in &rel.view_reads {
@@ -159,7 +166,11 @@ fn statement_shape(stmt: &Statement) -> Result<(), NotCacheable> {
 }
 
 /// Only immutable functions keep a result valid; the worst one decides the reason.
-fn function_volatility(stmt: &Statement, catalog: &FunctionCatalog, search_path: &[String]) -> Result<(), NotCacheable> {
+fn function_volatility(
+    stmt: &Statement,
+    catalog: &FunctionCatalog,
+    search_path: &[String],
+) -> Result<(), NotCacheable> {
     let worst = stmt.functions.iter().map(|f| catalog.volatility(f, search_path)).max();
     match worst {
         None | Some(Volatility::Immutable) => Ok(()),

@@ -159,7 +159,13 @@ mod tests {
     #[test]
     fn cache_directive_with_ttl_and_tags() {
         let h = scan_hints("SELECT * FROM orders /* pgpilot:cache ttl=30s tags=user:42,orders */");
-        assert_eq!(h.cache, Some(CacheHint { ttl: Some(Duration::from_secs(30)), tags: vec!["user:42".into(), "orders".into()] }));
+        assert_eq!(
+            h.cache,
+            Some(CacheHint {
+                ttl: Some(Duration::from_secs(30)),
+                tags: vec!["user:42".into(), "orders".into()]
+            })
+        );
         let h = scan_hints("/* PGPILOT:CACHE */ SELECT 1");
         assert_eq!(h.cache, Some(CacheHint::default()));
     }

@@ -173,11 +173,17 @@ fn read_only_reason(options: &TxnOptions) -> Option<PrimaryReason> {
     }
 }
 
-fn function_reason(calls: &[FuncRef], catalog: &FunctionCatalog, search_path: &[String]) -> Option<PrimaryReason> {
+fn function_reason(
+    calls: &[FuncRef],
+    catalog: &FunctionCatalog,
+    search_path: &[String],
+) -> Option<PrimaryReason> {
     let mut unknown = false;
     for func in calls {
         match catalog.volatility(func, search_path) {
-            Volatility::Volatile if !is_read_only_builtin(func, catalog, search_path) => return Some(PrimaryReason::VolatileFunction),
+            Volatility::Volatile if !is_read_only_builtin(func, catalog, search_path) => {
+                return Some(PrimaryReason::VolatileFunction)
+            }
             Volatility::Unknown => unknown = true,
             _ => {}
         }

@@ -87,7 +87,9 @@ pub enum StatementKind {
     /// CLOSE cursor / CLOSE ALL.
     CloseCursor,
     Lock,
-    Explain { analyze: bool },
+    Explain {
+        analyze: bool,
+    },
     /// VACUUM and ANALYZE.
     Vacuum,
     /// CHECKPOINT, CLUSTER, REINDEX, LOAD, ALTER SYSTEM and other commands that are neither DDL nor data.
@@ -221,10 +223,14 @@ impl TableRef {
 
 impl fmt::Display for TableRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.schema {
-            Some(schema) => write!(f, "{schema}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
+        write_qualified(f, self.schema.as_deref(), &self.name)
+    }
+}
+
+fn write_qualified(f: &mut fmt::Formatter<'_>, schema: Option<&str>, name: &str) -> fmt::Result {
+    match schema {
+        Some(schema) => write!(f, "{schema}.{name}"),
+        None => f.write_str(name),
     }
 }
 
@@ -250,10 +256,7 @@ impl FuncRef {
 
 impl fmt::Display for FuncRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.schema {
-            Some(schema) => write!(f, "{schema}.{}", self.name),
-            None => f.write_str(&self.name),
-        }
+        write_qualified(f, self.schema.as_deref(), &self.name)
     }
 }
 
@@ -281,8 +284,12 @@ pub enum ValueFunction {
 pub enum TxnControl {
     /// BEGIN / START TRANSACTION.
     Begin(TxnOptions),
-    Commit { chain: bool },
-    Rollback { chain: bool },
+    Commit {
+        chain: bool,
+    },
+    Rollback {
+        chain: bool,
+    },
     Savepoint(String),
     Release(String),
     RollbackTo(String),
@@ -307,7 +314,9 @@ impl TxnControl {
             TxnControl::PrepareTransaction(_) => TxnKind::PrepareTransaction,
             TxnControl::CommitPrepared(_) => TxnKind::CommitPrepared,
             TxnControl::RollbackPrepared(_) => TxnKind::RollbackPrepared,
-            TxnControl::SetTransaction(_) | TxnControl::SetSessionCharacteristics(_) => TxnKind::SetTransaction,
+            TxnControl::SetTransaction(_) | TxnControl::SetSessionCharacteristics(_) => {
+                TxnKind::SetTransaction
+            }
         }
     }
 }
@@ -362,9 +371,16 @@ impl SetCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetAction {
     /// `value` is SQL text that `SET name = <value>` accepts (literals quoted, lists comma-separated).
-    Set { name: String, value: String },
-    SetDefault { name: String },
-    Reset { name: String },
+    Set {
+        name: String,
+        value: String,
+    },
+    SetDefault {
+        name: String,
+    },
+    Reset {
+        name: String,
+    },
     ResetAll,
 }
 
@@ -372,7 +388,9 @@ impl SetAction {
     /// The setting's name (None for RESET ALL).
     pub fn name(&self) -> Option<&str> {
         match self {
-            SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name } => Some(name),
+            SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name } => {
+                Some(name)
+            }
             SetAction::ResetAll => None,
         }
     }
@@ -386,12 +404,21 @@ pub enum SessionEffect {
     Unlisten(Option<String>),
     Discard(DiscardTarget),
     /// PREPARE name AS body: `statement_sql` is the whole PREPARE (replayable); `body_sql` the body.
-    Prepare { name: String, statement_sql: String, body_sql: String },
+    Prepare {
+        name: String,
+        statement_sql: String,
+        body_sql: String,
+    },
     /// EXECUTE name (also EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE): the prepared statement must exist.
-    Execute { name: String },
+    Execute {
+        name: String,
+    },
     /// DEALLOCATE name; `None` for DEALLOCATE ALL.
     Deallocate(Option<String>),
-    DeclareCursor { name: String, with_hold: bool },
+    DeclareCursor {
+        name: String,
+        with_hold: bool,
+    },
     /// CLOSE name; `None` for CLOSE ALL.
     CloseCursor(Option<String>),
     /// A temporary table, view or sequence (CREATE TEMP ..., SELECT INTO TEMP): pins the session.
@@ -459,7 +486,9 @@ pub struct ReadShape {
 pub(crate) fn quote_ident(name: &str) -> String {
     let plain = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$' || c == '.');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$' || c == '.');
     if plain {
         name.to_string()
     } else {

@@ -1,8 +1,8 @@
 //! Catalogs loaded from a real cluster, and the routing and caching decisions they drive.
 
 use pgpilot_sql::{
-    analyze, cacheability, route, FuncRef, FunctionCatalog, NotCacheable, PrimaryReason, RelKind, RelationCatalog,
-    Route, TableRef, Volatility,
+    analyze, cacheability, route, FuncRef, FunctionCatalog, NotCacheable, PrimaryReason, RelKind,
+    RelationCatalog, Route, TableRef, Volatility,
 };
 use pgpilot_testkit::Cluster;
 
@@ -39,7 +39,9 @@ CREATE TRIGGER bump AFTER INSERT ON app.notes FOR EACH ROW EXECUTE FUNCTION app.
 
 async fn connect(cluster: &Cluster) -> tokio_postgres::Client {
     let (client, connection) =
-        tokio_postgres::connect(&cluster.url("postgres", "postgres"), tokio_postgres::NoTls).await.expect("connect");
+        tokio_postgres::connect(&cluster.url("postgres", "postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
     tokio::spawn(connection);
     client
 }
@@ -86,9 +88,13 @@ fn check_functions(functions: &FunctionCatalog) {
 
 fn check_relations(relations: &RelationCatalog) {
     let app = path(&["app"]);
-    let get = |name: &str| relations.resolve(&TableRef::new(None, name), &app).unwrap_or_else(|| panic!("{name}"));
+    let get =
+        |name: &str| relations.resolve(&TableRef::new(None, name), &app).unwrap_or_else(|| panic!("{name}"));
     let accounts = get("accounts");
-    assert_eq!((accounts.kind, accounts.row_security, accounts.temporary, accounts.system), (RelKind::Table, false, false, false));
+    assert_eq!(
+        (accounts.kind, accounts.row_security, accounts.temporary, accounts.system),
+        (RelKind::Table, false, false, false)
+    );
     assert!(get("secrets").row_security && !get("secrets").force_row_security);
     assert!(get("notes").has_triggers && !accounts.has_triggers);
     assert_eq!(get("ids").kind, RelKind::Sequence);
@@ -100,7 +106,8 @@ fn check_relations(relations: &RelationCatalog) {
 
     // Partitions: a write to a leaf invalidates its ancestors; a write to the root its descendants.
     let oid = |name: &str| get(name).oid;
-    let (events, y2024, h1, y2025) = (oid("events"), oid("events_2024"), oid("events_2024_h1"), oid("events_2025"));
+    let (events, y2024, h1, y2025) =
+        (oid("events"), oid("events_2024"), oid("events_2024_h1"), oid("events_2025"));
     assert_eq!(get("events").kind, RelKind::PartitionedTable);
     assert_eq!(get("events_2024_h1").ancestors, sorted(vec![events, y2024]));
     assert_eq!(get("events").descendants, sorted(vec![y2024, h1, y2025]));
@@ -120,13 +127,20 @@ fn check_relations(relations: &RelationCatalog) {
 }
 
 fn check_temporary(relations: &RelationCatalog) {
-    let scratch = relations.relations().iter().find(|r| r.name == "scratch").expect("the loading session's temp table");
+    let scratch =
+        relations.relations().iter().find(|r| r.name == "scratch").expect("the loading session's temp table");
     assert!(scratch.temporary && scratch.schema.starts_with("pg_temp_"));
     let stmt = analyze(&format!("SELECT * FROM {}.scratch", scratch.schema));
-    assert_eq!(cacheability(&stmt, &FunctionCatalog::default(), relations, &[]), Err(NotCacheable::TemporaryTable));
+    assert_eq!(
+        cacheability(&stmt, &FunctionCatalog::default(), relations, &[]),
+        Err(NotCacheable::TemporaryTable)
+    );
     // Unqualified, a client's temporary table cannot be found from a catalog loaded elsewhere.
     let stmt = analyze("SELECT * FROM scratch");
-    assert_eq!(cacheability(&stmt, &FunctionCatalog::default(), relations, &path(&["public"])), Err(NotCacheable::UnknownRelation));
+    assert_eq!(
+        cacheability(&stmt, &FunctionCatalog::default(), relations, &path(&["public"])),
+        Err(NotCacheable::UnknownRelation)
+    );
 }
 
 fn check_routes(functions: &FunctionCatalog) {

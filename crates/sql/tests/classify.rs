@@ -1,7 +1,8 @@
 //! Table-driven classification: statement → kind, writes, tables, route.
 
 use pgpilot_sql::{
-    analyze, route, CopyDirection, FunctionCatalog, PrimaryReason, Route, StatementKind as K, TxnKind, Volatility,
+    analyze, route, CopyDirection, FunctionCatalog, PrimaryReason, Route, StatementKind as K, TxnKind,
+    Volatility,
 };
 
 /// A small function catalog with the builtins the cases call and two user functions.
@@ -209,11 +210,18 @@ fn statements_classify_and_route_as_the_table_says() {
     let mut failures = Vec::new();
     for case in CASES {
         let s = analyze(case.sql);
-        let got = (s.kind, s.writes, names(&s.tables_read), names(&s.tables_written), route(&s, &catalog, &path));
+        let got =
+            (s.kind, s.writes, names(&s.tables_read), names(&s.tables_written), route(&s, &catalog, &path));
         let want = (case.kind, case.writes, sorted(case.read), sorted(case.written), case.route);
         if got != want {
             failures.push(format!("{:?}\n   got  {got:?}\n   want {want:?}", case.sql));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }

@@ -1,8 +1,8 @@
 //! Settings, transaction options, session effects, hints, fingerprints and read shapes.
 
 use pgpilot_sql::{
-    analyze, DiscardTarget, IsolationLevel, LockStrength, RouteHint, SessionEffect as E, SetAction, SetCommand,
-    SetScope, TableRef, TxnControl, TxnOptions, ValueFunction,
+    analyze, DiscardTarget, IsolationLevel, LockStrength, RouteHint, SessionEffect as E, SetAction,
+    SetCommand, SetScope, TableRef, TxnControl, TxnOptions, ValueFunction,
 };
 
 fn set(scope: SetScope, name: &str, value: &str) -> SetCommand {
@@ -13,13 +13,33 @@ fn set(scope: SetScope, name: &str, value: &str) -> SetCommand {
 fn set_and_reset_keep_replayable_values() {
     use SetScope::*;
     let cases: &[(&str, SetCommand, &str)] = &[
-        ("SET search_path = app, \"My Schema\", public", set(Session, "search_path", "'app', 'My Schema', 'public'"), "SET search_path = 'app', 'My Schema', 'public'"),
-        ("SET SESSION statement_timeout TO 5000", set(Session, "statement_timeout", "5000"), "SET statement_timeout = 5000"),
-        ("SET LOCAL lock_timeout = '2s'", set(Local, "lock_timeout", "'2s'"), "SET LOCAL lock_timeout = '2s'"),
-        ("SET TIME ZONE 'Europe/Paris'", set(Session, "timezone", "'Europe/Paris'"), "SET timezone = 'Europe/Paris'"),
+        (
+            "SET search_path = app, \"My Schema\", public",
+            set(Session, "search_path", "'app', 'My Schema', 'public'"),
+            "SET search_path = 'app', 'My Schema', 'public'",
+        ),
+        (
+            "SET SESSION statement_timeout TO 5000",
+            set(Session, "statement_timeout", "5000"),
+            "SET statement_timeout = 5000",
+        ),
+        (
+            "SET LOCAL lock_timeout = '2s'",
+            set(Local, "lock_timeout", "'2s'"),
+            "SET LOCAL lock_timeout = '2s'",
+        ),
+        (
+            "SET TIME ZONE 'Europe/Paris'",
+            set(Session, "timezone", "'Europe/Paris'"),
+            "SET timezone = 'Europe/Paris'",
+        ),
         ("SET extra_float_digits = 3", set(Session, "extra_float_digits", "3"), "SET extra_float_digits = 3"),
         ("SET enable_seqscan = off", set(Session, "enable_seqscan", "'off'"), "SET enable_seqscan = 'off'"),
-        ("SET application_name = 'it''s'", set(Session, "application_name", "'it''s'"), "SET application_name = 'it''s'"),
+        (
+            "SET application_name = 'it''s'",
+            set(Session, "application_name", "'it''s'"),
+            "SET application_name = 'it''s'",
+        ),
         ("SET myapp.tenant = 42", set(Session, "myapp.tenant", "42"), "SET myapp.tenant = 42"),
         ("SET ROLE reporting", set(Session, "role", "'reporting'"), "SET role = 'reporting'"),
         ("SET random_page_cost = 1.5", set(Session, "random_page_cost", "1.5"), "SET random_page_cost = 1.5"),
@@ -28,9 +48,17 @@ fn set_and_reset_keep_replayable_values() {
             SetCommand { scope: Session, action: SetAction::SetDefault { name: "work_mem".into() } },
             "SET work_mem TO DEFAULT",
         ),
-        ("RESET search_path", SetCommand { scope: Session, action: SetAction::Reset { name: "search_path".into() } }, "RESET search_path"),
+        (
+            "RESET search_path",
+            SetCommand { scope: Session, action: SetAction::Reset { name: "search_path".into() } },
+            "RESET search_path",
+        ),
         ("RESET ALL", SetCommand { scope: Session, action: SetAction::ResetAll }, "RESET ALL"),
-        ("SELECT set_config('app.user', '42', true)", set(Local, "app.user", "'42'"), "SET LOCAL app.user = '42'"),
+        (
+            "SELECT set_config('app.user', '42', true)",
+            set(Local, "app.user", "'42'"),
+            "SET LOCAL app.user = '42'",
+        ),
     ];
     for (sql, want, replay) in cases {
         let s = analyze(sql);
@@ -41,7 +69,10 @@ fn set_and_reset_keep_replayable_values() {
     let SetAction::Set { name, value } = &tz.settings[0].action else { panic!("{tz:?}") };
     assert_eq!(name, "timezone");
     assert!(value.to_lowercase().starts_with("interval '+02:00' hour to minute"), "{value}");
-    assert_eq!(analyze("SELECT set_config('app.user', $1, false)").session_effects, vec![E::SetConfigDynamic]);
+    assert_eq!(
+        analyze("SELECT set_config('app.user', $1, false)").session_effects,
+        vec![E::SetConfigDynamic]
+    );
 }
 
 #[test]
@@ -70,7 +101,10 @@ fn transaction_options() {
     assert_eq!(begin("ROLLBACK PREPARED 'g'"), Some(TxnControl::RollbackPrepared("g".into())));
     assert_eq!(
         begin("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
-        Some(TxnControl::SetSessionCharacteristics(TxnOptions { read_only: Some(true), ..TxnOptions::default() }))
+        Some(TxnControl::SetSessionCharacteristics(TxnOptions {
+            read_only: Some(true),
+            ..TxnOptions::default()
+        }))
     );
 }
 
@@ -86,6 +120,7 @@ fn session_effects_and_what_pins_a_client() {
     assert_eq!(effects("DISCARD TEMP"), vec![E::Discard(DiscardTarget::Temp)]);
     assert_eq!(effects("EXECUTE q(1, 'a')"), vec![E::Execute { name: "q".into() }]);
     assert_eq!(effects("EXPLAIN EXECUTE q(1)"), vec![E::Execute { name: "q".into() }]);
+    assert_eq!(effects("CREATE TABLE c AS EXECUTE q(1)"), vec![E::Execute { name: "q".into() }]);
     assert_eq!(effects("DEALLOCATE PREPARE q"), vec![E::Deallocate(Some("q".into()))]);
     assert_eq!(effects("DEALLOCATE ALL"), vec![E::Deallocate(None)]);
     assert_eq!(effects("CLOSE c"), vec![E::CloseCursor(Some("c".into()))]);
@@ -108,7 +143,10 @@ fn session_effects_and_what_pins_a_client() {
     assert_eq!(lock, vec![E::AdvisoryLockSession]);
     assert!(lock[0].pins_session());
     assert_eq!(effects("SELECT pg_try_advisory_lock_shared(1, 2)"), vec![E::AdvisoryLockSession]);
-    assert!(effects("SELECT pg_advisory_xact_lock(42)").is_empty(), "transaction-level locks end with the transaction");
+    assert!(
+        effects("SELECT pg_advisory_xact_lock(42)").is_empty(),
+        "transaction-level locks end with the transaction"
+    );
     assert_eq!(effects("SELECT pg_advisory_unlock_all()"), vec![E::AdvisoryUnlock]);
 
     for sql in [

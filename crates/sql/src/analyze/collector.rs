@@ -5,8 +5,8 @@ use pg_query::protobuf::{self, node::Node as NodeEnum, Node};
 use pg_query::NodeRef;
 
 use crate::statement::{
-    quote_literal, FuncRef, LockStrength, ReadShape, SessionEffect, SetAction, SetCommand, SetScope, TableRef,
-    ValueFunction, WriteReason,
+    quote_literal, FuncRef, LockStrength, ReadShape, SessionEffect, SetAction, SetCommand, SetScope,
+    TableRef, ValueFunction, WriteReason,
 };
 use crate::walk::{walk_node, Visitor};
 
@@ -173,7 +173,10 @@ impl Collector {
         match func.name.as_str() {
             "nextval" | "setval" => self.mark_write(WriteReason::StateChangingFunction),
             "pg_notify" => self.mark_write(WriteReason::Notify),
-            "pg_advisory_lock" | "pg_advisory_lock_shared" | "pg_try_advisory_lock" | "pg_try_advisory_lock_shared" => {
+            "pg_advisory_lock"
+            | "pg_advisory_lock_shared"
+            | "pg_try_advisory_lock"
+            | "pg_try_advisory_lock_shared" => {
                 self.mark_write(WriteReason::StateChangingFunction);
                 self.add_effect(SessionEffect::AdvisoryLockSession);
             }
@@ -181,7 +184,9 @@ impl Collector {
                 self.mark_write(WriteReason::StateChangingFunction);
                 self.add_effect(SessionEffect::AdvisoryUnlock);
             }
-            name if name.starts_with("pg_advisory_xact_lock") || name.starts_with("pg_try_advisory_xact_lock") => {
+            name if name.starts_with("pg_advisory_xact_lock")
+                || name.starts_with("pg_try_advisory_xact_lock") =>
+            {
                 self.mark_write(WriteReason::StateChangingFunction)
             }
             "set_config" => self.set_config(call),
@@ -274,6 +279,8 @@ impl Visitor for Collector {
                 return false;
             }
             NodeRef::FuncCall(f) => self.func_call(f),
+            // CREATE TABLE AS EXECUTE, EXPLAIN ANALYZE EXECUTE: the prepared statement must exist.
+            NodeRef::ExecuteStmt(e) => self.add_effect(SessionEffect::Execute { name: e.name.clone() }),
             NodeRef::SqlvalueFunction(f) => self.value_function(f),
             NodeRef::LockingClause(l) => self.locking_clause(l),
             NodeRef::ParamRef(p) => self.shape.max_param = self.shape.max_param.max(p.number.max(0) as u32),
@@ -318,7 +325,9 @@ fn is_temporary(rv: &protobuf::RangeVar) -> bool {
 
 fn is_system_name(table: &TableRef) -> bool {
     match table.schema.as_deref() {
-        Some(schema) => schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast"),
+        Some(schema) => {
+            schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast")
+        }
         None => table.name.starts_with("pg_"),
     }
 }

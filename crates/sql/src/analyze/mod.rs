@@ -13,15 +13,15 @@ use crate::statement::{ReadShape, Statement, StatementKind, WriteReason};
 /// Parses and classifies `sql`. Never fails: text the grammar rejects becomes `Unparsed`.
 pub fn analyze(sql: &str) -> Statement {
     let hints = scan_hints(sql);
-    let parsed = match pg_query::parse(sql, 0) {
-        Ok(parsed) => parsed,
+    let tree = match pg_query::parse(sql, 0) {
+        Ok(parsed) => parsed.protobuf,
         Err(e) => return unparsed(sql, hints, e.to_string()),
     };
     let mut c = Collector::new();
-    let mut kinds = Vec::with_capacity(parsed.protobuf.stmts.len());
+    let mut kinds = Vec::with_capacity(tree.stmts.len());
     let mut transaction = None;
     let mut invalidates_everything = false;
-    for raw in &parsed.protobuf.stmts {
+    for raw in &tree.stmts {
         let Some(stmt) = raw.stmt.as_deref() else { continue };
         let top = top::analyze_top(stmt, statement_text(sql, raw), &mut c);
         kinds.push(top.kind);

@@ -4,8 +4,8 @@ use pg_query::protobuf::{self, node::Node as NodeEnum, Node};
 
 use super::collector::{render_const, string_of, table_ref, Collector, Ctx};
 use crate::statement::{
-    CopyDirection, DiscardTarget, IsolationLevel, SessionEffect, SetAction, SetCommand, SetScope, StatementKind,
-    TableRef, TxnControl, TxnOptions, WriteReason,
+    CopyDirection, DiscardTarget, IsolationLevel, SessionEffect, SetAction, SetCommand, SetScope,
+    StatementKind, TableRef, TxnControl, TxnOptions, WriteReason,
 };
 
 /// PostgreSQL's CURSOR_OPT_HOLD (src/include/nodes/parsenodes.h).
@@ -49,13 +49,20 @@ pub(super) fn analyze_top(stmt: &Node, text: &str, c: &mut Collector) -> TopLeve
 
 /// Statements about the session and the transaction: no relations, no tree walk needed (EXECUTE and
 /// DECLARE are walked for their arguments and query).
-fn session_statement(node: &NodeEnum, text: &str, c: &mut Collector, top: &mut TopLevel) -> Option<StatementKind> {
+fn session_statement(
+    node: &NodeEnum,
+    text: &str,
+    c: &mut Collector,
+    top: &mut TopLevel,
+) -> Option<StatementKind> {
     let kind = match node {
         NodeEnum::TransactionStmt(t) => {
             let txn = transaction(t);
             if matches!(
                 txn,
-                TxnControl::PrepareTransaction(_) | TxnControl::CommitPrepared(_) | TxnControl::RollbackPrepared(_)
+                TxnControl::PrepareTransaction(_)
+                    | TxnControl::CommitPrepared(_)
+                    | TxnControl::RollbackPrepared(_)
             ) {
                 c.mark_write(WriteReason::TwoPhaseCommit);
             }
@@ -86,7 +93,11 @@ fn session_statement(node: &NodeEnum, text: &str, c: &mut Collector, top: &mut T
             StatementKind::Notify
         }
         NodeEnum::PrepareStmt(p) => {
-            let body_sql = p.query.as_ref().and_then(|q| q.node.as_ref()).and_then(|q| q.to_ref().deparse(Default::default()).ok());
+            let body_sql = p
+                .query
+                .as_ref()
+                .and_then(|q| q.node.as_ref())
+                .and_then(|q| q.to_ref().deparse(Default::default()).ok());
             c.add_effect(SessionEffect::Prepare {
                 name: p.name.clone(),
                 statement_sql: text.trim().to_string(),
@@ -243,7 +254,10 @@ fn ddl_targets(node: &NodeEnum, c: &mut Collector, top: &mut TopLevel) {
     match node {
         NodeEnum::DropStmt(d) => {
             let kind = O::try_from(d.remove_type).unwrap_or(O::Undefined);
-            let relation_like = matches!(kind, O::ObjectTable | O::ObjectView | O::ObjectMatview | O::ObjectForeignTable | O::ObjectSequence);
+            let relation_like = matches!(
+                kind,
+                O::ObjectTable | O::ObjectView | O::ObjectMatview | O::ObjectForeignTable | O::ObjectSequence
+            );
             if relation_like {
                 for object in &d.objects {
                     if let Some(table) = qualified_name(object) {
@@ -358,7 +372,9 @@ fn set_statement(s: &protobuf::VariableSetStmt) -> SetOutcome {
     let scope = if s.is_local { SetScope::Local } else { SetScope::Session };
     let name = s.name.to_ascii_lowercase();
     let action = match K::try_from(s.kind).unwrap_or(K::Undefined) {
-        K::VarSetMulti if name == "transaction" => return SetOutcome::Transaction(TxnControl::SetTransaction(txn_options(&s.args))),
+        K::VarSetMulti if name == "transaction" => {
+            return SetOutcome::Transaction(TxnControl::SetTransaction(txn_options(&s.args)))
+        }
         K::VarSetMulti if name == "session characteristics" => {
             return SetOutcome::Transaction(TxnControl::SetSessionCharacteristics(txn_options(&s.args)))
         }
@@ -378,7 +394,9 @@ fn set_value(s: &protobuf::VariableSetStmt) -> String {
         .args
         .iter()
         .map(|a| match &a.node {
-            Some(NodeEnum::AConst(c)) => Some(c.val.as_ref().map(render_const).unwrap_or_else(|| "NULL".to_string())),
+            Some(NodeEnum::AConst(c)) => {
+                Some(c.val.as_ref().map(render_const).unwrap_or_else(|| "NULL".to_string()))
+            }
             _ => None,
         })
         .collect();

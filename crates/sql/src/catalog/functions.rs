@@ -73,7 +73,9 @@ impl FunctionCatalog {
     }
 
     /// A catalog from (schema, name, volatility) triples; overloads keep the worst volatility.
-    pub fn from_entries<S: AsRef<str>>(entries: impl IntoIterator<Item = (S, S, Volatility)>) -> FunctionCatalog {
+    pub fn from_entries<S: AsRef<str>>(
+        entries: impl IntoIterator<Item = (S, S, Volatility)>,
+    ) -> FunctionCatalog {
         let mut by_name: HashMap<Box<str>, Vec<(Box<str>, Volatility)>> = HashMap::new();
         for (schema, name, volatility) in entries {
             let schemas = by_name.entry(name.as_ref().into()).or_default();
@@ -94,14 +96,14 @@ impl FunctionCatalog {
         let in_schema = |schema: &str| schemas.iter().find(|(s, _)| &**s == schema).map(|(_, v)| *v);
         match func.schema.as_deref() {
             Some(schema) => in_schema(schema).unwrap_or(Volatility::Unknown),
-            None => schemas_to_search(search_path, false).filter_map(in_schema).max().unwrap_or(Volatility::Unknown),
+            None => schemas_to_search(search_path).filter_map(in_schema).max().unwrap_or(Volatility::Unknown),
         }
     }
 
     /// Is a function of this name defined in a schema of the path other than pg_catalog?
     pub fn defined_outside_pg_catalog(&self, name: &str, search_path: &[String]) -> bool {
         self.by_name.get(name).is_some_and(|schemas| {
-            schemas_to_search(search_path, false)
+            schemas_to_search(search_path)
                 .filter(|s| *s != "pg_catalog")
                 .any(|schema| schemas.iter().any(|(s, _)| &**s == schema))
         })
@@ -148,7 +150,10 @@ mod tests {
         assert_eq!(catalog.volatility(&FuncRef::new(Some("pg_catalog"), "lower"), &p), Volatility::Immutable);
         // app.lower could win overload resolution for some argument types.
         assert_eq!(catalog.volatility(&FuncRef::new(None, "lower"), &p), Volatility::Volatile);
-        assert_eq!(catalog.volatility(&FuncRef::new(None, "lower"), &path(&["public"])), Volatility::Immutable);
+        assert_eq!(
+            catalog.volatility(&FuncRef::new(None, "lower"), &path(&["public"])),
+            Volatility::Immutable
+        );
         assert_eq!(catalog.volatility(&FuncRef::new(None, "nope"), &p), Volatility::Unknown);
         assert_eq!(catalog.len(), 5);
     }

@@ -165,7 +165,10 @@ impl RelationCatalog {
     /// Builds a catalog from relations (their derived fields are recomputed), `(child, parent)`
     /// inheritance pairs and `(referenced, referencing)` cascading foreign keys.
     pub fn build(
-        mut relations: Vec<Relation>, inherits: &[(Oid, Oid)], cascades: &[(Oid, Oid)], views: &ViewDependencies,
+        mut relations: Vec<Relation>,
+        inherits: &[(Oid, Oid)],
+        cascades: &[(Oid, Oid)],
+        views: &ViewDependencies,
     ) -> RelationCatalog {
         let parents = multimap(inherits.iter().copied());
         let children = multimap(inherits.iter().map(|&(child, parent)| (parent, child)));
@@ -206,10 +209,11 @@ impl RelationCatalog {
     /// created temporary tables must not have its reads cached (its session is pinned anyway).
     pub fn resolve(&self, table: &TableRef, search_path: &[String]) -> Option<&Relation> {
         let candidates = self.by_name.get(&table.name)?;
-        let in_schema = |schema: &str| candidates.iter().map(|&i| &self.relations[i]).find(|r| r.schema == schema);
+        let in_schema =
+            |schema: &str| candidates.iter().map(|&i| &self.relations[i]).find(|r| r.schema == schema);
         match table.schema.as_deref() {
             Some(schema) => in_schema(schema),
-            None => schemas_to_search(search_path, false).find_map(in_schema),
+            None => schemas_to_search(search_path).find_map(in_schema),
         }
     }
 

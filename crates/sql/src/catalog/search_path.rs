@@ -17,44 +17,33 @@ fn split_list(text: &str) -> Vec<String> {
     let mut current = String::new();
     let mut chars = text.chars().peekable();
     let mut quoted = false;
-    let mut was_quoted = false;
     while let Some(ch) = chars.next() {
         match ch {
             '"' if quoted && chars.peek() == Some(&'"') => {
                 chars.next();
                 current.push('"');
             }
-            '"' => {
-                quoted = !quoted;
-                was_quoted = true;
-            }
-            ',' if !quoted => {
-                items.push(finish(&mut current, was_quoted));
-                was_quoted = false;
-            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => items.push(std::mem::take(&mut current)),
             c if quoted => current.push(c),
             c if c.is_whitespace() => {}
             c => current.push(c.to_ascii_lowercase()),
         }
     }
-    items.push(finish(&mut current, was_quoted));
+    items.push(current);
     items
 }
 
-fn finish(current: &mut String, _was_quoted: bool) -> String {
-    std::mem::take(current)
-}
-
 /// The schemas searched for an unqualified name, in order: pg_catalog first unless the path names it
-/// elsewhere. pg_temp is skipped (another session's temporary schema cannot be seen from a catalog
-/// loaded elsewhere), unless `include_temp` keeps it in place for the caller to handle.
-pub(crate) fn schemas_to_search<'a>(search_path: &'a [String], include_temp: bool) -> impl Iterator<Item = &'a str> {
+/// elsewhere. pg_temp is skipped: a session's temporary schema cannot be seen from a catalog loaded
+/// by another session.
+pub(crate) fn schemas_to_search(search_path: &[String]) -> impl Iterator<Item = &str> {
     let implicit_catalog = !search_path.iter().any(|s| s == "pg_catalog");
     implicit_catalog
         .then_some("pg_catalog")
         .into_iter()
         .chain(search_path.iter().map(String::as_str))
-        .filter(move |s| include_temp || *s != "pg_temp")
+        .filter(|s| *s != "pg_temp")
 }
 
 #[cfg(test)]
@@ -71,8 +60,8 @@ mod tests {
     #[test]
     fn pg_catalog_is_searched_first_unless_placed() {
         let path = vec!["app".to_string(), "pg_temp".to_string()];
-        assert_eq!(schemas_to_search(&path, false).collect::<Vec<_>>(), vec!["pg_catalog", "app"]);
+        assert_eq!(schemas_to_search(&path).collect::<Vec<_>>(), vec!["pg_catalog", "app"]);
         let path = vec!["app".to_string(), "pg_catalog".to_string()];
-        assert_eq!(schemas_to_search(&path, false).collect::<Vec<_>>(), vec!["app", "pg_catalog"]);
+        assert_eq!(schemas_to_search(&path).collect::<Vec<_>>(), vec!["app", "pg_catalog"]);
     }
 }

@@ -4,6 +4,7 @@
 //! grammar can nest (a function call in a window frame, a table in a JSON_TABLE, a writing CTE inside
 //! a sub-select) escapes classification.
 
+#[rustfmt::skip]
 mod generated;
 
 use pg_query::protobuf::Node;
