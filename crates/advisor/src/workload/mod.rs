@@ -32,7 +32,9 @@ pub fn merge(statements: Vec<WorkloadStatement>) -> Vec<WorkloadStatement> {
     let mut order: Vec<String> = Vec::new();
     let mut by_key: HashMap<String, WorkloadStatement> = HashMap::new();
     for s in statements {
-        let key = pg_query::fingerprint(&s.query, 0, 0).map(|f| f.hex).unwrap_or_else(|_| s.query.clone());
+        // Table names count in full: orders_2024 and orders_2025 are different statements here.
+        let options = pg_query::FingerprintOptions::FULL_RELNAME | pg_query::FingerprintOptions::RANGEVAR_PG17_COMPAT;
+        let key = pg_query::fingerprint(&s.query, 0, options).map(|f| f.hex).unwrap_or_else(|_| s.query.clone());
         match by_key.get_mut(&key) {
             Some(existing) => {
                 existing.calls += s.calls;
@@ -83,11 +85,16 @@ mod tests {
             stmt("SELECT * FROM t WHERE id = 1", 2, Some(1.0), "file"),
             stmt("select *  from t where id = 42", 3, Some(2.0), "pgpilot"),
             stmt("SELECT * FROM u", 1, None, "file"),
+            stmt("SELECT * FROM t12 WHERE id = 1", 1, None, "file"),
+            stmt("SELECT * FROM t13 WHERE id = 1", 1, None, "file"),
+            stmt("SELECT a.id FROM t39 a JOIN t40 b ON b.x = a.x", 1, None, "file"),
+            stmt("SELECT a.id FROM t104 a JOIN t105 b ON b.x = a.x", 1, None, "file"),
         ]);
-        assert_eq!(merged.len(), 2);
+        assert_eq!(merged.len(), 6, "different tables are different statements, aliases or not");
         assert_eq!(merged[0].calls, 5);
         assert_eq!(merged[0].total_time_ms, Some(3.0));
         assert_eq!(merged[0].source, "file+pgpilot");
         assert_eq!(mean_latency_ms(&merged), Some(0.6));
+        assert_ne!(merged[2].query, merged[3].query);
     }
 }
