@@ -128,7 +128,9 @@ pub fn run(args: JobsArgs) -> Outcome {
     match args.command {
         JobsCommand::List { format } => rt.block_on(list(&config, format)),
         JobsCommand::Run { name, format } => rt.block_on(run_job(&config, &name, format)),
-        JobsCommand::History { name, limit, format } => rt.block_on(history(&config, name.as_deref(), limit, format)),
+        JobsCommand::History { name, limit, format } => {
+            rt.block_on(history(&config, name.as_deref(), limit, format))
+        }
     }
 }
 
@@ -157,10 +159,11 @@ async fn list(config: &JobsConfig, format: Format) -> Outcome {
     let mut listed = Vec::new();
     for job in &config.jobs {
         let schedule = Schedule::parse(&job.schedule).ok();
-        let (last_run, history_error) = match history_of(&config.jobs, &config.databases, Some(&job.name), 1).await {
-            Ok(mut runs) => (runs.pop(), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+        let (last_run, history_error) =
+            match history_of(&config.jobs, &config.databases, Some(&job.name), 1).await {
+                Ok(mut runs) => (runs.pop(), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
         listed.push(ListedJob {
             name: job.name.clone(),
             kind: job.kind().to_string(),
@@ -190,9 +193,12 @@ fn print_list(jobs: &[ListedJob]) {
     }
     println!("{:<24} {:<10} {:<16} {:<20} LAST RUN", "JOB", "KIND", "SCHEDULE", "NEXT RUN");
     for j in jobs {
-        let next = if j.enabled { j.next_run.clone().unwrap_or_else(|| "-".into()) } else { "disabled".into() };
+        let next =
+            if j.enabled { j.next_run.clone().unwrap_or_else(|| "-".into()) } else { "disabled".into() };
         let last = match (&j.last_run, &j.history_error) {
-            (Some(r), _) => format!("{} {} by {}", r.started_at.format("%Y-%m-%d %H:%M:%S UTC"), r.outcome, r.instance),
+            (Some(r), _) => {
+                format!("{} {} by {}", r.started_at.format("%Y-%m-%d %H:%M:%S UTC"), r.outcome, r.instance)
+            }
             (None, Some(e)) => format!("unknown ({e})"),
             (None, None) => "never".into(),
         };
@@ -239,7 +245,10 @@ async fn history(config: &JobsConfig, name: Option<&str>, limit: usize, format: 
                 println!("no runs recorded yet");
             }
             for r in &runs {
-                let took = r.finished_at.map(|f| format!(" {:.1}s", (f - r.started_at).as_seconds_f64())).unwrap_or_default();
+                let took = r
+                    .finished_at
+                    .map(|f| format!(" {:.1}s", (f - r.started_at).as_seconds_f64()))
+                    .unwrap_or_default();
                 let rows = r.rows.map(|n| format!(" {n} rows")).unwrap_or_default();
                 println!(
                     "{} {:<24} {:<10}{took}{rows} ({}, attempts {})",
@@ -265,7 +274,9 @@ pub fn partitions(args: PartitionsArgs) -> Outcome {
     let PartitionsCommand::Convert(args) = args.command;
     let pg_config = match (&args.url, &args.database) {
         (Some(url), _) => config_from_url(url, "--url")?,
-        (None, Some(db)) => JobsConfig::load(&args.config).map_err(anyhow::Error::msg)?.databases.primary(db)?,
+        (None, Some(db)) => {
+            JobsConfig::load(&args.config).map_err(anyhow::Error::msg)?.databases.primary(db)?
+        }
         (None, None) => bail!("say which database: --url postgres://... or --database NAME (from --config)"),
     };
     let interval = PartitionInterval::from(args.interval);
@@ -282,7 +293,9 @@ pub fn partitions(args: PartitionsArgs) -> Outcome {
         now: SystemClock.now(),
     };
     let plan = runtime()?.block_on(async {
-        let client = connect(&pg_config).await.map_err(|e| anyhow::anyhow!("connecting: {}", describe_pg_error(&e)))?;
+        let client = connect(&pg_config)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting: {}", describe_pg_error(&e)))?;
         convert::plan(&client, &request).await.map_err(anyhow::Error::from)
     })?;
     match args.format {

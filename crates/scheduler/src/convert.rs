@@ -272,7 +272,11 @@ async fn describe_size_and_range(
         .await
         .context(|| "reading the table's size".into())?;
     let (rows, bytes): (i64, String) = (size.get(0), size.get(1));
-    let rows = if rows < 0 { "an unknown number of rows (never analyzed)".to_string() } else { format!("about {rows} rows") };
+    let rows = if rows < 0 {
+        "an unknown number of rows (never analyzed)".to_string()
+    } else {
+        format!("about {rows} rows")
+    };
     plan.facts.push(format!("{}: {rows}, {bytes} with indexes", facts.rel.display()));
     let col = quote_ident(&req.column);
     let sql = format!(
@@ -306,7 +310,9 @@ async fn describe_size_and_range(
                 ));
             }
         }
-        Err(e) => plan.facts.push(format!("the range of {} could not be read: {}", req.column, pg::describe(&e))),
+        Err(e) => {
+            plan.facts.push(format!("the range of {} could not be read: {}", req.column, pg::describe(&e)))
+        }
     }
     Ok(())
 }
@@ -336,7 +342,10 @@ fn warn_about(facts: &Facts, req: &ConvertRequest, plan: &mut ConvertPlan) {
     }
     for (name, kind, _) in &facts.other_constraints {
         if *kind == 'x' {
-            plan.warnings.push(format!("exclusion constraint {name} is not carried over; recreate it including {}", req.column));
+            plan.warnings.push(format!(
+                "exclusion constraint {name} is not carried over; recreate it including {}",
+                req.column
+            ));
         }
     }
     for fk in &facts.referencing_fks {
@@ -348,11 +357,14 @@ fn warn_about(facts: &Facts, req: &ConvertRequest, plan: &mut ConvertPlan) {
     }
     for (name, kind, _) in &facts.views {
         if *kind == 'm' {
-            plan.warnings.push(format!("materialized view {name} keeps reading the old partition; recreate it after the swap"));
+            plan.warnings.push(format!(
+                "materialized view {name} keeps reading the old partition; recreate it after the swap"
+            ));
         }
     }
     for t in &facts.triggers {
-        plan.warnings.push(format!("trigger {t} stays on the old partition; create it on the new table for new rows"));
+        plan.warnings
+            .push(format!("trigger {t} stays on the old partition; create it on the new table for new rows"));
     }
 }
 
@@ -409,13 +421,24 @@ fn swap_step(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Step {
     for c in &facts.identity_columns {
         sql.push(format!("ALTER TABLE {legacy} ALTER COLUMN {} DROP IDENTITY;", quote_ident(c)));
     }
-    sql.push(format!("ALTER TABLE {table} ATTACH PARTITION {legacy} FOR VALUES FROM (MINVALUE) TO ({});", lit(boundary)));
+    sql.push(format!(
+        "ALTER TABLE {table} ATTACH PARTITION {legacy} FOR VALUES FROM (MINVALUE) TO ({});",
+        lit(boundary)
+    ));
     let template = req.naming.as_deref().unwrap_or(periods::default_template(req.interval));
     let mut start = boundary;
     for _ in 0..req.premake.max(1) {
         let end = periods::next_start(req.interval, start);
-        let part = format!("{}.{}", quote_ident(schema), quote_ident(&periods::partition_name(template, name, start)));
-        sql.push(format!("CREATE TABLE {part} PARTITION OF {table} FOR VALUES FROM ({}) TO ({});", lit(start), lit(end)));
+        let part = format!(
+            "{}.{}",
+            quote_ident(schema),
+            quote_ident(&periods::partition_name(template, name, start))
+        );
+        sql.push(format!(
+            "CREATE TABLE {part} PARTITION OF {table} FOR VALUES FROM ({}) TO ({});",
+            lit(start),
+            lit(end)
+        ));
         start = end;
     }
     for k in &facts.keys {
@@ -476,9 +499,10 @@ fn swap_step(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Step {
 fn after_step(facts: &Facts) -> Step {
     Step {
         title: "afterwards".into(),
-        explanation: "Statistics for the new parent (autovacuum never analyzes a partitioned table), and a \
+        explanation:
+            "Statistics for the new parent (autovacuum never analyzes a partitioned table), and a \
                       partitions job so future partitions keep coming (see the [[jobs]] table printed below)."
-            .into(),
+                .into(),
         sql: vec![format!("ANALYZE {};", facts.rel.sql())],
     }
 }

@@ -51,10 +51,8 @@ pub async fn ensure(client: &Client) -> Result<(), JobError> {
     if exists(client).await? {
         return Ok(());
     }
-    let sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({}, {}); {DDL} COMMIT;",
-        SCHEMA_LOCK.0, SCHEMA_LOCK.1
-    );
+    let sql =
+        format!("BEGIN; SELECT pg_advisory_xact_lock({}, {}); {DDL} COMMIT;", SCHEMA_LOCK.0, SCHEMA_LOCK.1);
     if let Err(e) = client.batch_execute(&sql).await {
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(e).context(|| "creating schema pgpilot and table pgpilot.job_runs".into());

@@ -24,14 +24,16 @@ mod tasks;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::METRIC_NAMES;
 pub use pg::{connect, describe as describe_pg_error, JobError};
-pub use tasks::periods::check_template as check_naming_template;
 pub use report::{JobStatus, Outcome, RunRecord, RunReport};
 pub use resolver::{config_from_url, redact_url, DatabaseResolver, DatabaseUrls, JobsConfig, ResolveError};
 pub use runner::advisory_key;
 pub use schedule::Schedule;
-pub use scheduler::{history_of, instance_name, run_once, Scheduler, SchedulerError, SchedulerHandle, SchedulerOptions};
+pub use scheduler::{
+    history_of, instance_name, run_once, Scheduler, SchedulerError, SchedulerHandle, SchedulerOptions,
+};
 pub use span::{Interval, Span};
 pub use spec::{
     validate, validate_with_databases, Concurrently, JobSpec, PartitionInterval, PartitionsTask, RefreshTask,
     RetentionTask, RunLimits, SqlTask, Target, Task, ThresholdTask,
 };
+pub use tasks::periods::check_template as check_naming_template;

@@ -61,58 +61,109 @@ fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
 fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
+
+/// One metric family: its name, type, help, and each job's value (None: no sample for that job).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&JobSample<'_>) -> Option<f64>,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "pgpilot_job_last_success_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time of the job's latest success by any instance (absent until it has succeeded once).",
+        value: |j| j.counters.last_success.map(seconds),
+    },
+    Family {
+        name: "pgpilot_job_duration_seconds",
+        kind: "gauge",
+        help: "How long the job's latest run on this instance took.",
+        value: |j| j.counters.last_duration,
+    },
+    Family {
+        name: "pgpilot_job_failures_total",
+        kind: "counter",
+        help: "Failed runs of the job on this instance.",
+        value: |j| Some(j.counters.failures as f64),
+    },
+    Family {
+        name: "pgpilot_job_period_seconds",
+        kind: "gauge",
+        help: "The longest gap between two scheduled runs of the job.",
+        value: |j| Some(j.period_seconds),
+    },
+    Family {
+        name: "pgpilot_job_scheduled_since_timestamp_seconds",
+        kind: "gauge",
+        help: "Unix time this instance started scheduling the job.",
+        value: |j| Some(seconds(j.scheduled_since)),
+    },
+    Family {
+        name: "pgpilot_job_running",
+        kind: "gauge",
+        help: "1 while the job runs on this instance.",
+        value: |j| Some(f64::from(u8::from(j.running))),
+    },
+    Family {
+        name: "pgpilot_job_default_partition_rows",
+        kind: "gauge",
+        help: "Rows in the default partition of a partitions job's table at its latest run.",
+        value: |j| j.counters.default_partition_rows.map(|r| r as f64),
+    },
+];
 
 pub fn render(jobs: &[JobSample<'_>], out: &mut String) {
     if jobs.is_empty() {
         return;
     }
-    family(out, "pgpilot_job_last_success_timestamp_seconds", "gauge", "Unix time of the job's latest success by any instance (absent until it has succeeded once).");
-    for j in jobs {
-        if let Some(t) = j.counters.last_success {
-            let _ = writeln!(out, "pgpilot_job_last_success_timestamp_seconds{{job=\"{}\"}} {}", label(j.name), seconds(t));
+    for family in FAMILIES {
+        let _ =
+            writeln!(out, "# HELP {} {}\n# TYPE {} {}", family.name, family.help, family.name, family.kind);
+        for j in jobs {
+            if let Some(v) = (family.value)(j) {
+                let _ = writeln!(out, "{}{{job=\"{}\"}} {v}", family.name, label(j.name));
+            }
         }
     }
-    family(out, "pgpilot_job_duration_seconds", "gauge", "How long the job's latest run on this instance took.");
-    for j in jobs {
-        if let Some(d) = j.counters.last_duration {
-            let _ = writeln!(out, "pgpilot_job_duration_seconds{{job=\"{}\"}} {d}", label(j.name));
-        }
-    }
-    family(out, "pgpilot_job_failures_total", "counter", "Failed runs of the job on this instance.");
-    for j in jobs {
-        let _ = writeln!(out, "pgpilot_job_failures_total{{job=\"{}\"}} {}", label(j.name), j.counters.failures);
-    }
-    family(out, "pgpilot_job_runs_total", "counter", "Runs of the job on this instance by outcome (skipped: another instance ran it).");
+    // The one family with a second label.
+    let name = "pgpilot_job_runs_total";
+    let help = "Runs of the job on this instance by outcome (skipped: another instance ran it).";
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
     for j in jobs {
         for outcome in Outcome::ALL {
             let n = j.counters.runs.get(&outcome).copied().unwrap_or(0);
-            let _ = writeln!(out, "pgpilot_job_runs_total{{job=\"{}\",outcome=\"{}\"}} {n}", label(j.name), outcome.as_str());
+            let _ = writeln!(out, "{name}{{job=\"{}\",outcome=\"{}\"}} {n}", label(j.name), outcome.as_str());
         }
     }
-    family(out, "pgpilot_job_period_seconds", "gauge", "The longest gap between two scheduled runs of the job.");
-    for j in jobs {
-        let _ = writeln!(out, "pgpilot_job_period_seconds{{job=\"{}\"}} {}", label(j.name), j.period_seconds);
-    }
-    family(out, "pgpilot_job_scheduled_since_timestamp_seconds", "gauge", "Unix time this instance started scheduling the job.");
-    for j in jobs {
-        let _ = writeln!(out, "pgpilot_job_scheduled_since_timestamp_seconds{{job=\"{}\"}} {}", label(j.name), seconds(j.scheduled_since));
-    }
-    family(out, "pgpilot_job_running", "gauge", "1 while the job runs on this instance.");
-    for j in jobs {
-        let _ = writeln!(out, "pgpilot_job_running{{job=\"{}\"}} {}", label(j.name), u8::from(j.running));
-    }
-    family(out, "pgpilot_job_default_partition_rows", "gauge", "Rows in the default partition of a partitions job's table at its latest run.");
-    for j in jobs {
-        if let Some(rows) = j.counters.default_partition_rows {
-            let _ = writeln!(out, "pgpilot_job_default_partition_rows{{job=\"{}\"}} {rows}", label(j.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exported_name_is_rendered_and_labels_are_escaped() {
+        let counters =
+            JobCounters { default_partition_rows: Some(3), last_duration: Some(0.5), ..Default::default() };
+        let sample = JobSample {
+            name: "we\"ird",
+            period_seconds: 60.0,
+            scheduled_since: Utc::now(),
+            running: false,
+            counters: &counters,
+        };
+        let mut out = String::new();
+        render(&[sample], &mut out);
+        for name in METRIC_NAMES.iter().filter(|n| !n.contains("last_success")) {
+            assert!(out.contains(&format!("\n{name}{{job=\"we\\\"ird\"")), "{name} in\n{out}");
         }
+        assert!(!out.contains("pgpilot_job_last_success_timestamp_seconds{"), "no sample before a success");
+        assert!(out.contains("pgpilot_job_period_seconds{job=\"we\\\"ird\"} 60\n"));
     }
 }

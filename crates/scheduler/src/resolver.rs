@@ -54,9 +54,7 @@ impl JobsConfig {
         for (name, value) in partial.databases {
             // A [databases.X] table may hold many gateway keys; only `primary` matters to jobs.
             let primary = match value {
-                toml::Value::Table(t) => {
-                    t.get("primary").and_then(|v| v.as_str().map(str::to_string))
-                }
+                toml::Value::Table(t) => t.get("primary").and_then(|v| v.as_str().map(str::to_string)),
                 _ => return Err(format!("[databases.{name}] must be a table")),
             };
             primaries.insert(name, primary);
@@ -99,7 +97,10 @@ impl DatabaseResolver for DatabaseUrls {
 /// Parses a postgres:// URL; the password comes from the URL or, failing that, PGPASSWORD.
 pub fn config_from_url(url: &str, what: &str) -> Result<tokio_postgres::Config, ResolveError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(ResolveError::BadUrl { what: what.into(), reason: "it must start with postgres://".into() });
+        return Err(ResolveError::BadUrl {
+            what: what.into(),
+            reason: "it must start with postgres://".into(),
+        });
     }
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| ResolveError::BadUrl { what: what.into(), reason: e.to_string() })?;

@@ -168,7 +168,11 @@ async fn recorded_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRep
 }
 
 /// The task under its timeouts, retried with doubling pauses while failures are transient.
-async fn attempts(req: &RunRequest<'_>, client: &Client, report: &mut RunReport) -> Result<TaskOutput, JobError> {
+async fn attempts(
+    req: &RunRequest<'_>,
+    client: &Client,
+    report: &mut RunReport,
+) -> Result<TaskOutput, JobError> {
     let limits = &req.spec.limits;
     let ms = |s: &crate::span::Span| s.duration().unwrap_or_default().as_millis();
     let set = format!(

@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::history;
 use crate::metrics::{self, JobCounters, JobSample};
 use crate::pg;
-use crate::report::{JobStatus, Outcome, RunReport, RunRecord};
+use crate::report::{JobStatus, Outcome, RunRecord, RunReport};
 use crate::resolver::{database_key, DatabaseResolver, ResolveError};
 use crate::runner::{self, RunRequest};
 use crate::schedule::Schedule;
@@ -98,7 +98,11 @@ pub struct Scheduler;
 
 impl Scheduler {
     /// Starts one loop per enabled job. Must be called inside a tokio runtime.
-    pub fn start(jobs: Vec<JobSpec>, resolver: Arc<dyn DatabaseResolver>, clock: Arc<dyn Clock>) -> SchedulerHandle {
+    pub fn start(
+        jobs: Vec<JobSpec>,
+        resolver: Arc<dyn DatabaseResolver>,
+        clock: Arc<dyn Clock>,
+    ) -> SchedulerHandle {
         Scheduler::start_with(jobs, resolver, clock, SchedulerOptions::default())
     }
 
@@ -114,7 +118,13 @@ impl Scheduler {
             .map(|spec| {
                 let schedule = Schedule::parse(&spec.schedule);
                 let period = schedule.as_ref().map(|s| s.period(started)).unwrap_or_default();
-                Arc::new(JobEntry { spec, schedule, period, state: Mutex::default(), gate: Default::default() })
+                Arc::new(JobEntry {
+                    spec,
+                    schedule,
+                    period,
+                    state: Mutex::default(),
+                    gate: Default::default(),
+                })
             })
             .collect();
         let (stop, _) = watch::channel(false);
@@ -163,7 +173,12 @@ impl SchedulerHandle {
             .iter()
             .map(|j| {
                 let s = j.state();
-                let copy = JobState { next_run: s.next_run, running: s.running, last: None, counters: s.counters.clone() };
+                let copy = JobState {
+                    next_run: s.next_run,
+                    running: s.running,
+                    last: None,
+                    counters: s.counters.clone(),
+                };
                 (j.as_ref(), copy)
             })
             .collect();
@@ -241,7 +256,12 @@ fn not_run(spec: &JobSpec, now: DateTime<Utc>, outcome: Outcome, error: String) 
 
 async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTime<Utc>>) -> RunReport {
     let Ok(_gate) = job.gate.try_lock() else {
-        let report = not_run(&job.spec, shared.clock.now(), Outcome::Skipped, "it is already running on this instance".into());
+        let report = not_run(
+            &job.spec,
+            shared.clock.now(),
+            Outcome::Skipped,
+            "it is already running on this instance".into(),
+        );
         job.state().counters.record(&report);
         return report;
     };
@@ -269,9 +289,13 @@ async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTi
 
 fn log_report(r: &RunReport) {
     match r.outcome {
-        Outcome::Succeeded => tracing::info!(job = %r.job, rows = ?r.rows, seconds = r.duration_seconds, "job succeeded"),
+        Outcome::Succeeded => {
+            tracing::info!(job = %r.job, rows = ?r.rows, seconds = r.duration_seconds, "job succeeded")
+        }
         Outcome::Skipped => tracing::debug!(job = %r.job, reason = ?r.error, "job skipped"),
-        Outcome::Failed => tracing::warn!(job = %r.job, error = ?r.error, attempts = r.attempts, "job failed"),
+        Outcome::Failed => {
+            tracing::warn!(job = %r.job, error = ?r.error, attempts = r.attempts, "job failed")
+        }
     }
 }
 
@@ -348,7 +372,11 @@ pub async fn history_of(
     let mut by_database: BTreeMap<String, (tokio_postgres::Config, Vec<String>)> = BTreeMap::new();
     for spec in jobs.iter().filter(|s| name.is_none_or(|n| n == s.name)) {
         let config = resolver.resolve(spec)?;
-        by_database.entry(database_key(&config)).or_insert_with(|| (config, Vec::new())).1.push(spec.name.clone());
+        by_database
+            .entry(database_key(&config))
+            .or_insert_with(|| (config, Vec::new()))
+            .1
+            .push(spec.name.clone());
     }
     let mut records = Vec::new();
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);

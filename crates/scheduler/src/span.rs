@@ -117,7 +117,11 @@ pub fn parse_interval(text: &str) -> Result<Interval, String> {
     }
     let mut rest = lower.as_str();
     let mut out = Interval::default();
-    let bad = || format!("`{text}` is not a length of time (write e.g. \"30s\", \"15min\", \"90 days\", \"12 months\")");
+    let bad = || {
+        format!(
+            "`{text}` is not a length of time (write e.g. \"30s\", \"15min\", \"90 days\", \"12 months\")"
+        )
+    };
     while !rest.is_empty() {
         rest = rest.trim_start();
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
@@ -137,11 +141,13 @@ pub fn parse_interval(text: &str) -> Result<Interval, String> {
                 out.micros = out.micros.checked_add(add).ok_or_else(overflow)?;
             }
             Unit::Days(scale) => {
-                let add = i32::try_from(number).ok().and_then(|n| n.checked_mul(scale)).ok_or_else(overflow)?;
+                let add =
+                    i32::try_from(number).ok().and_then(|n| n.checked_mul(scale)).ok_or_else(overflow)?;
                 out.days = out.days.checked_add(add).ok_or_else(overflow)?;
             }
             Unit::Months(scale) => {
-                let add = i32::try_from(number).ok().and_then(|n| n.checked_mul(scale)).ok_or_else(overflow)?;
+                let add =
+                    i32::try_from(number).ok().and_then(|n| n.checked_mul(scale)).ok_or_else(overflow)?;
                 out.months = out.months.checked_add(add).ok_or_else(overflow)?;
             }
         }

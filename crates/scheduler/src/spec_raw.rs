@@ -121,7 +121,10 @@ impl RawJobSpec {
         Ok(match kind.as_str() {
             "partitions" => Task::Partitions(PartitionsTask {
                 table: need(self.table.take(), "table")?,
-                interval: self.interval.take().ok_or("a partitions job needs `interval` (daily, weekly, monthly or yearly)")?,
+                interval: self
+                    .interval
+                    .take()
+                    .ok_or("a partitions job needs `interval` (daily, weekly, monthly or yearly)")?,
                 premake: self.premake.take().unwrap_or(4),
                 naming: self.naming.take(),
                 time_zone: self.time_zone.take().unwrap_or_else(|| "UTC".into()),
@@ -141,12 +144,19 @@ impl RawJobSpec {
                     scale_factor: self.scale_factor.take().unwrap_or(0.1),
                     max_tables: self.max_tables.take(),
                 };
-                if kind == "analyze" { Task::Analyze(t) } else { Task::Vacuum(t) }
+                if kind == "analyze" {
+                    Task::Analyze(t)
+                } else {
+                    Task::Vacuum(t)
+                }
             }
             "retention" => Task::Retention(RetentionTask {
                 table: need(self.table.take(), "table")?,
                 column: need(self.column.take(), "column")?,
-                older_than: self.older_than.take().ok_or("a retention job needs `older_than` (e.g. \"90 days\")")?,
+                older_than: self
+                    .older_than
+                    .take()
+                    .ok_or("a retention job needs `older_than` (e.g. \"90 days\")")?,
                 filter: self.filter.take(),
                 batch_size: self.batch_size.take().unwrap_or(5000),
                 pause: self.pause.take().unwrap_or_else(|| span("100ms")),
@@ -168,7 +178,9 @@ impl TryFrom<RawJobSpec> for JobSpec {
             (Some(db), None) => Target::Database(db),
             (None, Some(url)) => Target::Url(url),
             (Some(_), Some(_)) => return Err(fail("give `database` or `url`, not both".into())),
-            (None, None) => return Err(fail("say which database: `database = \"NAME\"` or `url = ...`".into())),
+            (None, None) => {
+                return Err(fail("say which database: `database = \"NAME\"` or `url = ...`".into()))
+            }
         };
         let defaults = RunLimits::default();
         let limits = RunLimits {
@@ -183,7 +195,14 @@ impl TryFrom<RawJobSpec> for JobSpec {
             let keys = leftover.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
             return Err(fail(format!("a {} job does not take {keys}", raw.kind)));
         }
-        Ok(JobSpec { name: raw.name, schedule: raw.schedule, target, enabled: raw.enabled.unwrap_or(true), limits, task })
+        Ok(JobSpec {
+            name: raw.name,
+            schedule: raw.schedule,
+            target,
+            enabled: raw.enabled.unwrap_or(true),
+            limits,
+            task,
+        })
     }
 }
 

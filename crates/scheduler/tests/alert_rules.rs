@@ -32,10 +32,20 @@ fn every_rule_uses_exported_metrics_and_is_complete() {
             let used = metric_names_in(expr);
             assert!(!used.is_empty(), "{alert} uses no pgpilot metric: {expr}");
             for name in &used {
-                assert!(METRIC_NAMES.contains(&name.as_str()), "{alert} uses {name}, which the scheduler does not export");
+                assert!(
+                    METRIC_NAMES.contains(&name.as_str()),
+                    "{alert} uses {name}, which the scheduler does not export"
+                );
             }
-            assert_eq!(expr.matches('(').count(), expr.matches(')').count(), "{alert}: unbalanced parentheses");
-            assert!(matches!(rule["labels"]["severity"].as_str(), Some("critical" | "warning")), "{alert} severity");
+            assert_eq!(
+                expr.matches('(').count(),
+                expr.matches(')').count(),
+                "{alert}: unbalanced parentheses"
+            );
+            assert!(
+                matches!(rule["labels"]["severity"].as_str(), Some("critical" | "warning")),
+                "{alert} severity"
+            );
             assert!(rule["annotations"]["summary"].as_str().is_some(), "{alert} has a summary");
             if let Yaml::String(duration) = &rule["for"] {
                 assert!(duration.ends_with('m') || duration.ends_with('h'), "{alert}: for = {duration}");
@@ -44,7 +54,11 @@ fn every_rule_uses_exported_metrics_and_is_complete() {
         }
     }
     // The one the issue asks for: a job not succeeded within twice its period.
-    let (_, stale) = alerts.iter().find(|(a, _)| a == "PgpilotJobNotSucceeding").expect("the staleness alert");
-    assert!(stale.contains("pgpilot_job_last_success_timestamp_seconds") && stale.contains("2 * max by (job) (pgpilot_job_period_seconds)"));
+    let (_, stale) =
+        alerts.iter().find(|(a, _)| a == "PgpilotJobNotSucceeding").expect("the staleness alert");
+    assert!(
+        stale.contains("pgpilot_job_last_success_timestamp_seconds")
+            && stale.contains("2 * max by (job) (pgpilot_job_period_seconds)")
+    );
     assert!(alerts.iter().any(|(_, e)| e.contains("pgpilot_job_failures_total")), "an alert on failures");
 }

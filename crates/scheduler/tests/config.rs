@@ -59,10 +59,14 @@ fn good_jobs_parse_validate_and_round_trip() {
 fn typos_and_keys_of_other_kinds_are_refused() {
     let typo = GOOD.replace("premake = 3", "premak = 3");
     assert!(parse(&typo).unwrap_err().contains("premak"), "{}", parse(&typo).unwrap_err());
-    let misplaced = GOOD.replace("view = \"reports.daily\"", "view = \"reports.daily\"\ninterval = \"monthly\"");
+    let misplaced =
+        GOOD.replace("view = \"reports.daily\"", "view = \"reports.daily\"\ninterval = \"monthly\"");
     let err = parse(&misplaced).unwrap_err();
     assert!(err.contains("refresh job does not take `interval`"), "{err}");
-    let both = GOOD.replace("database = \"app\"\ntable = \"audit_log\"", "database = \"app\"\nurl = \"postgres://x/y\"\ntable = \"audit_log\"");
+    let both = GOOD.replace(
+        "database = \"app\"\ntable = \"audit_log\"",
+        "database = \"app\"\nurl = \"postgres://x/y\"\ntable = \"audit_log\"",
+    );
     assert!(parse(&both).unwrap_err().contains("not both"));
     let kind = GOOD.replace("kind = \"refresh\"", "kind = \"refrsh\"");
     assert!(parse(&kind).unwrap_err().contains("is not a job kind"));

@@ -37,23 +37,29 @@ async fn the_printed_plan_converts_a_live_table() {
     assert!(text.contains("Nothing has been run"), "{text}");
     assert!(text.contains("PRIMARY KEY events_pkey (id) does not include created_at"), "{text}");
     assert!(text.contains("kind = \"partitions\"") && text.contains("database = \"app\""), "{text}");
-    assert!(text.contains("< '") && text.contains(" 00:00:00+00')"), "timestamptz bounds carry their zone: {text}");
+    assert!(
+        text.contains("< '") && text.contains(" 00:00:00+00')"),
+        "timestamptz bounds carry their zone: {text}"
+    );
     // Planning changed nothing.
     assert_eq!(cluster.psql("postgres", "SELECT relkind FROM pg_class WHERE relname = 'events'"), "r");
 
-    let indexes_before = cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'");
+    let indexes_before =
+        cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'");
     // The script means the same whatever the TimeZone of the session that runs it.
     c.batch_execute("SET TimeZone = 'Asia/Tokyo'").await.unwrap();
     run_plan(&c, &events_plan).await;
     assert_eq!(cluster.psql("postgres", "SELECT relkind FROM pg_class WHERE relname = 'events'"), "p");
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM events"), "5000");
     // The old table's indexes were adopted, not rebuilt: it has its own plus the widened unique one.
-    let legacy_indexes = cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events_legacy'");
+    let legacy_indexes =
+        cluster.psql("postgres", "SELECT count(*) FROM pg_indexes WHERE tablename = 'events_legacy'");
     assert_eq!(legacy_indexes.parse::<i32>().unwrap(), indexes_before.parse::<i32>().unwrap() + 1);
     // New rows take fresh ids and land in the new partitions; the view follows the new table.
     let b = events_plan.boundary;
     let new_part = format!("events_y{:04}_m{:02}", b.year(), b.month());
-    cluster.psql("postgres", &format!("INSERT INTO events (created_at, kind) VALUES ('{b} 12:00+00', 'new')"));
+    cluster
+        .psql("postgres", &format!("INSERT INTO events (created_at, kind) VALUES ('{b} 12:00+00', 'new')"));
     assert_eq!(cluster.psql("postgres", &format!("SELECT id, kind FROM {new_part}")), "5001|new");
     let bound = cluster.psql(
         "postgres",
@@ -72,9 +78,17 @@ async fn the_printed_plan_converts_a_live_table() {
         "the view reads the partitioned table"
     );
 
-    let audit_plan = plan(&c, &ConvertRequest { table: "audit".into(), column: "day".into(), interval: PartitionInterval::Yearly, ..request })
-        .await
-        .expect("a plan for the identity table");
+    let audit_plan = plan(
+        &c,
+        &ConvertRequest {
+            table: "audit".into(),
+            column: "day".into(),
+            interval: PartitionInterval::Yearly,
+            ..request
+        },
+    )
+    .await
+    .expect("a plan for the identity table");
     run_plan(&c, &audit_plan).await;
     cluster.psql("postgres", &format!("INSERT INTO audit (day) VALUES ('{}')", audit_plan.boundary));
     assert_eq!(cluster.psql("postgres", "SELECT max(id) FROM audit"), "101");
@@ -85,7 +99,9 @@ async fn the_printed_plan_converts_a_live_table() {
 async fn run_plan(c: &tokio_postgres::Client, plan: &pgpilot_scheduler::convert::ConvertPlan) {
     for (i, step) in plan.steps.iter().enumerate() {
         if i == 1 {
-            c.batch_execute(&step.sql.join("\n")).await.unwrap_or_else(|e| panic!("step 2 failed: {e:?}\n{}", plan.render()));
+            c.batch_execute(&step.sql.join("\n"))
+                .await
+                .unwrap_or_else(|e| panic!("step 2 failed: {e:?}\n{}", plan.render()));
         } else {
             for sql in &step.sql {
                 c.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql} failed: {e:?}"));

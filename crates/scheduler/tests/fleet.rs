@@ -18,7 +18,11 @@ database = "app"
 sql = "SELECT pg_sleep(0.5); INSERT INTO race_log VALUES (default)"
 "#;
 
-fn start(cfg: &pgpilot_scheduler::JobsConfig, clock: Arc<pgpilot_scheduler::ManualClock>, name: &str) -> SchedulerHandle {
+fn start(
+    cfg: &pgpilot_scheduler::JobsConfig,
+    clock: Arc<pgpilot_scheduler::ManualClock>,
+    name: &str,
+) -> SchedulerHandle {
     let options = SchedulerOptions { instance: name.into(), shutdown_grace: Duration::from_secs(5) };
     Scheduler::start_with(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock, options)
 }
@@ -48,7 +52,10 @@ async fn two_instances_race_and_exactly_one_runs_each_slot() {
     clock_b.set(at(2026, 5, 1, 3, 0, 0));
     wait_idle(&[&a, &b], |h| h.status()[0].last_outcome.is_some()).await;
     let outcomes = [a.status()[0].last_outcome, b.status()[0].last_outcome];
-    assert!(outcomes.contains(&Some(Outcome::Succeeded)) && outcomes.contains(&Some(Outcome::Skipped)), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&Some(Outcome::Succeeded)) && outcomes.contains(&Some(Outcome::Skipped)),
+        "{outcomes:?}"
+    );
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM race_log"), "1");
 
     // The next night, instance B's clock is late: A has finished and released the lock when B
@@ -91,7 +98,10 @@ async fn two_instances_race_and_exactly_one_runs_each_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_hitting_lock_timeout_fails_cleanly_and_harms_nothing() {
     let cluster = Cluster::start();
-    cluster.psql("postgres", "CREATE TABLE accounts (id int PRIMARY KEY, balance int); INSERT INTO accounts VALUES (1, 100)");
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance int); INSERT INTO accounts VALUES (1, 100)",
+    );
     let cfg = config(
         &cluster,
         r#"
@@ -122,7 +132,8 @@ async fn a_job_hitting_lock_timeout_fails_cleanly_and_harms_nothing() {
     holder.batch_execute("UPDATE accounts SET balance = 50; COMMIT").await.unwrap();
     assert_eq!(cluster.psql("postgres", "SELECT balance FROM accounts"), "50");
     assert_eq!(
-        cluster.psql("postgres", "SELECT outcome, attempts, error LIKE '%lock timeout%' FROM pgpilot.job_runs"),
+        cluster
+            .psql("postgres", "SELECT outcome, attempts, error LIKE '%lock timeout%' FROM pgpilot.job_runs"),
         "failed|2|t"
     );
     // The job's advisory lock was released: with the table free the next run succeeds.
@@ -147,7 +158,11 @@ async fn analyze_and_vacuum_only_tables_over_the_threshold() {
          SELECT pg_stat_force_next_flush();",
     );
     // Statistics reach pg_stat_user_tables asynchronously.
-    cluster.wait_for("5000", "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'busy'", Duration::from_secs(10));
+    cluster.wait_for(
+        "5000",
+        "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'busy'",
+        Duration::from_secs(10),
+    );
     let cfg = config(
         &cluster,
         r#"
@@ -173,9 +188,15 @@ async fn analyze_and_vacuum_only_tables_over_the_threshold() {
     let report = run(&cfg, "analyze", &clock).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert_eq!(report.rows, Some(1), "{report:?}");
-    assert_eq!(cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"), "busy");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"),
+        "busy"
+    );
     let report = run(&cfg, "vacuum", &clock).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert_eq!(report.rows, Some(1), "{report:?}");
-    assert_eq!(cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"), "busy");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"),
+        "busy"
+    );
 }

@@ -58,7 +58,8 @@ async fn concurrent_refresh_never_blocks_or_fails_readers() {
             let (mut reads, mut slowest) = (0u32, Duration::ZERO);
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let n: i64 = c.query_one("SELECT count(*) FROM mv", &[]).await.expect("a reader failed").get(0);
+                let n: i64 =
+                    c.query_one("SELECT count(*) FROM mv", &[]).await.expect("a reader failed").get(0);
                 assert!(n >= 20000, "readers always see a full view, got {n}");
                 slowest = slowest.max(t.elapsed());
                 reads += 1;
@@ -74,7 +75,10 @@ async fn concurrent_refresh_never_blocks_or_fails_readers() {
     stop.store(true, Ordering::Relaxed);
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert!(report.notes.iter().any(|n| n.contains("CONCURRENTLY")), "{:?}", report.notes);
-    assert!(refresh_took >= Duration::from_millis(1500), "the refresh was meant to be slow: {refresh_took:?}");
+    assert!(
+        refresh_took >= Duration::from_millis(1500),
+        "the refresh was meant to be slow: {refresh_took:?}"
+    );
     for reader in readers {
         let (reads, slowest) = reader.await.expect("reader task");
         assert!(reads >= 10, "a reader managed only {reads} reads during a {refresh_took:?} refresh");

@@ -104,7 +104,11 @@ pub async fn partition_key(client: &Client, table: &Relation) -> Result<Partitio
 
 /// The table's partitions with their bounds. The session must use DateStyle ISO and the job's
 /// TimeZone, so the bounds read back as wall-clock times in that zone.
-pub async fn children(client: &Client, table: &Relation, server_version: i32) -> Result<Vec<Child>, JobError> {
+pub async fn children(
+    client: &Client,
+    table: &Relation,
+    server_version: i32,
+) -> Result<Vec<Child>, JobError> {
     let pending = if server_version >= 140000 { "i.inhdetachpending" } else { "false" };
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, pg_get_expr(c.relpartbound, c.oid), {pending}
@@ -114,7 +118,10 @@ pub async fn children(client: &Client, table: &Relation, server_version: i32) ->
           WHERE i.inhparent = $1
           ORDER BY c.relname"
     );
-    let rows = client.query(&sql, &[&table.oid]).await.context(|| format!("listing partitions of {}", table.display()))?;
+    let rows = client
+        .query(&sql, &[&table.oid])
+        .await
+        .context(|| format!("listing partitions of {}", table.display()))?;
     Ok(rows
         .iter()
         .map(|row| {

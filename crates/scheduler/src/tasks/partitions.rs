@@ -87,10 +87,17 @@ async fn local_times(
 }
 
 /// A DETACH ... CONCURRENTLY interrupted by a cancel or crash leaves the partition half-detached.
-async fn finish_pending_detaches(client: &Client, table: &Table<'_>, out: &mut TaskOutput) -> Result<(), JobError> {
+async fn finish_pending_detaches(
+    client: &Client,
+    table: &Table<'_>,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     for child in table.children.iter().filter(|c| c.detach_pending) {
         let sql = format!("ALTER TABLE {} DETACH PARTITION {} FINALIZE", table.rel.sql(), child.sql());
-        client.batch_execute(&sql).await.context(|| format!("finishing the detach of {}", child.display()))?;
+        client
+            .batch_execute(&sql)
+            .await
+            .context(|| format!("finishing the detach of {}", child.display()))?;
         out.note(format!("finished the interrupted detach of {}", child.display()));
     }
     Ok(())
@@ -171,7 +178,8 @@ async fn create_partition(
             return Ok(true);
         }
     }
-    let sql = format!("CREATE TABLE {qualified} PARTITION OF {} {}", table.rel.sql(), table.bounds_sql(start, end));
+    let sql =
+        format!("CREATE TABLE {qualified} PARTITION OF {} {}", table.rel.sql(), table.bounds_sql(start, end));
     client.batch_execute(&sql).await.context(|| format!("creating partition {name}"))?;
     Ok(true)
 }
@@ -211,7 +219,11 @@ async fn move_from_default(
             default.sql(),
             table.range_predicate(start, end)
         ),
-        format!("ALTER TABLE {} ATTACH PARTITION {qualified} {}", table.rel.sql(), table.bounds_sql(start, end)),
+        format!(
+            "ALTER TABLE {} ATTACH PARTITION {qualified} {}",
+            table.rel.sql(),
+            table.bounds_sql(start, end)
+        ),
     ];
     client.batch_execute("BEGIN").await.context(|| "BEGIN".into())?;
     let mut moved = 0;
@@ -238,8 +250,11 @@ async fn watch_default(client: &Client, table: &Table<'_>, out: &mut TaskOutput)
         return Ok(());
     };
     let sql = format!("SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {DEFAULT_ROWS_CAP}) d", default.sql());
-    let rows: i64 =
-        client.query_one(&sql, &[]).await.context(|| format!("counting rows in {}", default.display()))?.get(0);
+    let rows: i64 = client
+        .query_one(&sql, &[])
+        .await
+        .context(|| format!("counting rows in {}", default.display()))?
+        .get(0);
     out.default_rows = Some(rows);
     if rows > 0 {
         let range_sql = format!(
@@ -247,7 +262,8 @@ async fn watch_default(client: &Client, table: &Table<'_>, out: &mut TaskOutput)
             default.sql(),
             col = table.key.column_sql()
         );
-        let range = client.query_one(&range_sql, &[]).await.context(|| format!("reading {}", default.display()))?;
+        let range =
+            client.query_one(&range_sql, &[]).await.context(|| format!("reading {}", default.display()))?;
         let (lo, hi): (Option<String>, Option<String>) = (range.get(0), range.get(1));
         let more = if rows >= DEFAULT_ROWS_CAP { "at least " } else { "" };
         out.note(format!(
@@ -293,7 +309,8 @@ async fn retire(
         let verb = if table.task.retention_drop { "detached and dropped" } else { "detached" };
         out.note(format!("{verb} {} (older than {cutoff})", retired.join(", ")));
         if !concurrently {
-            let why = if has_default { "the table has a default partition" } else { "the server is older than 14" };
+            let why =
+                if has_default { "the table has a default partition" } else { "the server is older than 14" };
             out.note(format!("detached without CONCURRENTLY because {why}"));
         }
     }

@@ -31,7 +31,11 @@ pub fn next_start(interval: PartitionInterval, start: NaiveDate) -> NaiveDate {
 }
 
 /// The periods to keep made: the current one and `premake` after it, as [start, end) pairs.
-pub fn wanted_periods(interval: PartitionInterval, now: NaiveDateTime, premake: u32) -> Vec<(NaiveDate, NaiveDate)> {
+pub fn wanted_periods(
+    interval: PartitionInterval,
+    now: NaiveDateTime,
+    premake: u32,
+) -> Vec<(NaiveDate, NaiveDate)> {
     let mut start = period_start(interval, now);
     let mut out = Vec::with_capacity(premake as usize + 1);
     for _ in 0..=premake {
@@ -68,9 +72,10 @@ pub fn partition_name(template: &str, table: &str, start: NaiveDate) -> String {
 pub fn check_template(template: &str, interval: PartitionInterval) -> Result<(), String> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').map(|c| open + c + 1).ok_or_else(|| {
-            format!("naming template `{template}` has an unclosed `{{`")
-        })?;
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c + 1)
+            .ok_or_else(|| format!("naming template `{template}` has an unclosed `{{`"))?;
         let token = &rest[open..close];
         if !TOKENS.contains(&token) {
             return Err(format!(
@@ -84,7 +89,9 @@ pub fn check_template(template: &str, interval: PartitionInterval) -> Result<(),
     let unique = match interval {
         PartitionInterval::Yearly => has("{YYYY}") || has("{IYYY}"),
         PartitionInterval::Monthly => has("{YYYY}") && has("{MM}"),
-        PartitionInterval::Weekly => (has("{IYYY}") && has("{IW}")) || (has("{YYYY}") && has("{MM}") && has("{DD}")),
+        PartitionInterval::Weekly => {
+            (has("{IYYY}") && has("{IW}")) || (has("{YYYY}") && has("{MM}") && has("{DD}"))
+        }
         PartitionInterval::Daily => has("{YYYY}") && has("{MM}") && has("{DD}"),
     };
     if unique {
@@ -132,7 +139,10 @@ mod tests {
     #[test]
     fn daily_and_yearly() {
         let d = wanted_periods(Daily, dt(2028, 2, 28), 2);
-        assert_eq!(d.iter().map(|p| p.0).collect::<Vec<_>>(), vec![day(2028, 2, 28), day(2028, 2, 29), day(2028, 3, 1)]);
+        assert_eq!(
+            d.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![day(2028, 2, 28), day(2028, 2, 29), day(2028, 3, 1)]
+        );
         assert_eq!(partition_name(default_template(Daily), "t", day(2028, 2, 29)), "t_y2028_m02_d29");
         let y = wanted_periods(Yearly, dt(2026, 6, 1), 1);
         assert_eq!(y[1], (day(2027, 1, 1), day(2028, 1, 1)));

@@ -90,7 +90,10 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
         predicate.push_str(&format!(" AND ({filter})"));
     }
     let cutoff: chrono::DateTime<chrono::Utc> = client
-        .query_one("SELECT $1::timestamptz - $2::text::interval", &[&ctx.now, &task.older_than.interval().to_sql()])
+        .query_one(
+            "SELECT $1::timestamptz - $2::text::interval",
+            &[&ctx.now, &task.older_than.interval().to_sql()],
+        )
         .await
         .context(|| "computing the retention cutoff".into())?
         .get(0);

@@ -33,9 +33,12 @@ async fn candidates(
         match rel.kind as u8 {
             // Autovacuum never analyzes a partitioned parent and keeps no change counts for it,
             // so a parent named here is analyzed on every run.
-            b'p' if pass == Pass::Analyze => {
-                partitioned.push(Candidate { sql_name: rel.sql(), display: rel.display(), changes: 0, rows: 0.0 })
-            }
+            b'p' if pass == Pass::Analyze => partitioned.push(Candidate {
+                sql_name: rel.sql(),
+                display: rel.display(),
+                changes: 0,
+                rows: 0.0,
+            }),
             b'r' | b'm' | b'p' => oids.push(rel.oid),
             _ => return Err(JobError::Invalid(format!("{} is not a table", rel.display()))),
         }
@@ -69,7 +72,12 @@ async fn candidates(
     Ok((over, partitioned))
 }
 
-pub async fn run(client: &Client, task: &ThresholdTask, pass: Pass, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+pub async fn run(
+    client: &Client,
+    task: &ThresholdTask,
+    pass: Pass,
+    ctx: &TaskContext,
+) -> Result<TaskOutput, JobError> {
     let (mut over, partitioned) = candidates(client, task, pass, ctx).await?;
     over.extend(partitioned);
     if let Some(max) = task.max_tables {
@@ -84,14 +92,22 @@ pub async fn run(client: &Client, task: &ThresholdTask, pass: Pass, ctx: &TaskCo
     process(client, over, pass, TaskOutput::default()).await
 }
 
-async fn process(client: &Client, tables: Vec<Candidate>, pass: Pass, mut out: TaskOutput) -> Result<TaskOutput, JobError> {
+async fn process(
+    client: &Client,
+    tables: Vec<Candidate>,
+    pass: Pass,
+    mut out: TaskOutput,
+) -> Result<TaskOutput, JobError> {
     let verb = match pass {
         Pass::Analyze => "ANALYZE",
         Pass::Vacuum => "VACUUM",
     };
     let mut done = Vec::new();
     for t in &tables {
-        client.batch_execute(&format!("{verb} {}", t.sql_name)).await.context(|| format!("{verb} {}", t.display))?;
+        client
+            .batch_execute(&format!("{verb} {}", t.sql_name))
+            .await
+            .context(|| format!("{verb} {}", t.display))?;
         done.push(if t.changes > 0 {
             format!("{} ({} changes, ~{} rows)", t.display, t.changes, t.rows as i64)
         } else {

@@ -37,9 +37,10 @@ pub fn lines(cluster: &Cluster, sql: &str) -> Vec<String> {
 
 /// A client for the test's own queries.
 pub async fn client(cluster: &Cluster) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&cluster.conninfo("postgres", "postgres"), tokio_postgres::NoTls)
-        .await
-        .expect("connecting to the test cluster");
+    let (client, conn) =
+        tokio_postgres::connect(&cluster.conninfo("postgres", "postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("connecting to the test cluster");
     tokio::spawn(conn);
     client
 }
