@@ -25,7 +25,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::METRIC_NAMES;
 pub use pg::{connect, describe as describe_pg_error, JobError};
 pub use report::{JobStatus, Outcome, RunRecord, RunReport};
-pub use resolver::{config_from_url, redact_url, DatabaseResolver, DatabaseUrls, JobsConfig, ResolveError};
+pub use resolver::{
+    config_from_url, redact_url, ConnectFuture, DatabaseResolver, DatabaseUrls, JobsConfig, ResolveError,
+};
 pub use runner::advisory_key;
 pub use schedule::Schedule;
 pub use scheduler::{

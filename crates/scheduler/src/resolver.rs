@@ -1,7 +1,9 @@
 //! From a job to a connection: `[databases.NAME].primary` URLs or a job's own `url`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,9 +11,19 @@ use serde::Deserialize;
 
 use crate::spec::{JobSpec, Target};
 
-/// Maps a job to the connection settings of the database it works on.
+/// A connection being opened.
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<tokio_postgres::Client, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Maps a job to the database it works on, and opens connections to it.
 pub trait DatabaseResolver: Send + Sync + 'static {
     fn resolve(&self, job: &JobSpec) -> Result<tokio_postgres::Config, ResolveError>;
+
+    /// Opens a connection and drives it in the background. The default speaks plain TCP; a
+    /// resolver that knows the gateway's server TLS settings overrides this to use them.
+    fn connect<'a>(&'a self, config: &'a tokio_postgres::Config) -> ConnectFuture<'a> {
+        Box::pin(crate::pg::connect(config))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::history::{self, Finish, NewRun};
 use crate::pg::{self, Context, JobError};
 use crate::report::{Outcome, RunReport};
+use crate::resolver::DatabaseResolver;
 use crate::spec::JobSpec;
 use crate::tasks::{self, TaskContext, TaskOutput};
 
@@ -30,6 +31,7 @@ pub fn advisory_key(job: &str) -> (i32, i32) {
 pub struct RunRequest<'a> {
     pub spec: &'a JobSpec,
     pub config: &'a tokio_postgres::Config,
+    pub connector: &'a dyn DatabaseResolver,
     pub clock: &'a dyn Clock,
     pub instance: &'a str,
     pub scheduled_for: Option<DateTime<Utc>>,
@@ -73,7 +75,7 @@ async fn connect_with_retries(req: &RunRequest<'_>, report: &mut RunReport) -> R
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match pg::connect(req.config).await {
+        match req.connector.connect(req.config).await {
             Ok(client) => return Ok(client),
             Err(e) if pg::is_transient(&e) && attempt <= req.spec.limits.retries => {
                 report.notes.push(format!("connection attempt {attempt} failed: {}", pg::describe(&e)));

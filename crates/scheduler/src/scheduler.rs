@@ -271,6 +271,7 @@ async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTi
             let req = RunRequest {
                 spec: &job.spec,
                 config: &config,
+                connector: shared.resolver.as_ref(),
                 clock: shared.clock.as_ref(),
                 instance: &shared.options.instance,
                 scheduled_for,
@@ -341,7 +342,7 @@ async fn wait_until(clock: &dyn Clock, at: DateTime<Utc>, stop: &mut watch::Rece
 async fn load_fleet_last_success(shared: Arc<Shared>, job: Arc<JobEntry>) {
     let Ok(config) = shared.resolver.resolve(&job.spec) else { return };
     let lookup = async {
-        let client = pg::connect(&config).await.ok()?;
+        let client = shared.resolver.connect(&config).await.ok()?;
         history::last_success(&client, &job.spec.name).await.ok().flatten()
     };
     if let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(10), lookup).await {
@@ -355,7 +356,14 @@ pub async fn run_once(spec: &JobSpec, resolver: &dyn DatabaseResolver, clock: &d
     match resolver.resolve(spec) {
         Ok(config) => {
             let instance = instance_name();
-            let req = RunRequest { spec, config: &config, clock, instance: &instance, scheduled_for: None };
+            let req = RunRequest {
+                spec,
+                config: &config,
+                connector: resolver,
+                clock,
+                instance: &instance,
+                scheduled_for: None,
+            };
             runner::run(&req).await
         }
         Err(e) => not_run(spec, clock.now(), Outcome::Failed, e.to_string()),
@@ -381,7 +389,8 @@ pub async fn history_of(
     let mut records = Vec::new();
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
     for (key, (config, names)) in by_database {
-        let client = pg::connect(&config)
+        let client = resolver
+            .connect(&config)
             .await
             .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {}", pg::describe(&e))))?;
         let found = history::recent(&client, &names, limit_sql)
