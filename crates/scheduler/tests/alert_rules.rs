@@ -62,3 +62,27 @@ fn every_rule_uses_exported_metrics_and_is_complete() {
     );
     assert!(alerts.iter().any(|(_, e)| e.contains("pgpilot_job_failures_total")), "an alert on failures");
 }
+
+/// promtool (Debian package `prometheus`) checks the PromQL and runs the rules' unit tests, which
+/// feed series shaped like the scheduler's and expect each alert to fire, or not, at given times.
+#[test]
+fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
+    for args in
+        [["check", "rules", "pgpilot-jobs.rules.yml"], ["test", "rules", "pgpilot-jobs.rules.test.yml"]]
+    {
+        let out =
+            std::process::Command::new("promtool").args(args).current_dir(dir).output().unwrap_or_else(|e| {
+                panic!(
+                    "promtool could not be run ({e}); install it with `apt-get install prometheus` (Debian)"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
