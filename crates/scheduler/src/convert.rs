@@ -64,11 +64,23 @@ struct KeyConstraint {
 struct Facts {
     rel: Relation,
     column_type: String,
+    structure: Structure,
+    dependents: Dependents,
+}
+
+struct Structure {
     keys: Vec<KeyConstraint>,
+    /// (name, definition, unique) of indexes that back no constraint.
     plain_indexes: Vec<(String, String, bool)>,
+    /// (name, kind c/f/x, definition).
     other_constraints: Vec<(String, char, String)>,
     identity_columns: Vec<String>,
+    /// (column, sequence) for sequences owned by a column (serial).
     owned_sequences: Vec<(String, String)>,
+}
+
+struct Dependents {
+    /// (name, relkind, definition of a plain view).
     views: Vec<(String, char, Option<String>)>,
     referencing_fks: Vec<String>,
     triggers: Vec<String>,
@@ -151,6 +163,13 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
             req.column
         )));
     }
+    let structure = read_structure(client, rel.oid).await?;
+    let dependents = read_dependents(client, rel.oid).await?;
+    Ok(Facts { rel, column_type, structure, dependents })
+}
+
+/// Keys, indexes, constraints and sequences of the table itself.
+async fn read_structure(client: &Client, oid: u32) -> Result<Structure, JobError> {
     let q = |what: &'static str| move || format!("reading {what}");
     let keys = client
         .query(
@@ -158,7 +177,7 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
                     array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i)
                FROM pg_constraint c WHERE c.conrelid = $1 AND c.contype IN ('p', 'u') ORDER BY c.contype, c.conname",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("keys"))?
@@ -171,7 +190,7 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
                FROM pg_index i WHERE i.indrelid = $1
                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = $1)
               ORDER BY 1",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("indexes"))?
@@ -182,7 +201,7 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
         .query(
             "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint
               WHERE conrelid = $1 AND contype IN ('c', 'f', 'x') ORDER BY conname",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("constraints"))?
@@ -192,7 +211,7 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
     let identity_columns = client
         .query(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attidentity <> '' AND NOT attisdropped",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("identity columns"))?
@@ -205,20 +224,26 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
                FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
                JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
               WHERE d.refobjid = $1 AND d.deptype = 'a' AND d.classid = 'pg_class'::regclass",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("sequences"))?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    Ok(Structure { keys, plain_indexes, other_constraints, identity_columns, owned_sequences })
+}
+
+/// What depends on the table: views, other tables' foreign keys, triggers.
+async fn read_dependents(client: &Client, oid: u32) -> Result<Dependents, JobError> {
+    let q = |what: &'static str| move || format!("reading {what}");
     let views = client
         .query(
             "SELECT DISTINCT v.oid::regclass::text, v.relkind::text,
                     CASE WHEN v.relkind = 'v' THEN pg_get_viewdef(v.oid) END
                FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class
               WHERE d.refobjid = $1 AND d.classid = 'pg_rewrite'::regclass AND v.oid <> $1",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("dependent views"))?
@@ -229,7 +254,7 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
         .query(
             "SELECT format('%s on %s', conname, conrelid::regclass) FROM pg_constraint
               WHERE confrelid = $1 AND contype = 'f' AND conrelid <> $1",
-            &[&rel.oid],
+            &[&oid],
         )
         .await
         .context(q("foreign keys"))?
@@ -237,24 +262,13 @@ async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError
         .map(|r| r.get(0))
         .collect();
     let triggers = client
-        .query("SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal", &[&rel.oid])
+        .query("SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1 AND NOT tgisinternal", &[&oid])
         .await
         .context(q("triggers"))?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    Ok(Facts {
-        rel,
-        column_type,
-        keys,
-        plain_indexes,
-        other_constraints,
-        identity_columns,
-        owned_sequences,
-        views,
-        referencing_fks,
-        triggers,
-    })
+    Ok(Dependents { views, referencing_fks, triggers })
 }
 
 async fn describe_size_and_range(
@@ -318,7 +332,7 @@ async fn describe_size_and_range(
 }
 
 fn warn_about(facts: &Facts, req: &ConvertRequest, plan: &mut ConvertPlan) {
-    for k in facts.keys.iter().filter(|k| !k.columns.contains(&req.column)) {
+    for k in facts.structure.keys.iter().filter(|k| !k.columns.contains(&req.column)) {
         plan.warnings.push(format!(
             "{} {} ({}) does not include {}: a partitioned table can only enforce uniqueness together with the \
              partition column, so the new table's key becomes ({}, {}); uniqueness of ({}) alone then holds only \
@@ -332,7 +346,7 @@ fn warn_about(facts: &Facts, req: &ConvertRequest, plan: &mut ConvertPlan) {
             k.columns.join(", ")
         ));
     }
-    for (name, _, unique) in &facts.plain_indexes {
+    for (name, _, unique) in &facts.structure.plain_indexes {
         if *unique {
             plan.warnings.push(format!(
                 "unique index {name} cannot be carried to the partitioned table unless it includes {}; it stays on the old partition only",
@@ -340,7 +354,7 @@ fn warn_about(facts: &Facts, req: &ConvertRequest, plan: &mut ConvertPlan) {
             ));
         }
     }
-    for (name, kind, _) in &facts.other_constraints {
+    for (name, kind, _) in &facts.structure.other_constraints {
         if *kind == 'x' {
             plan.warnings.push(format!(
                 "exclusion constraint {name} is not carried over; recreate it including {}",
@@ -348,21 +362,21 @@ fn warn_about(facts: &Facts, req: &ConvertRequest, plan: &mut ConvertPlan) {
             ));
         }
     }
-    for fk in &facts.referencing_fks {
+    for fk in &facts.dependents.referencing_fks {
         plan.warnings.push(format!(
             "foreign key {fk} references this table; after the swap it points at the old partition only. \
              Recreate it against the new table (its key must then include {})",
             req.column
         ));
     }
-    for (name, kind, _) in &facts.views {
+    for (name, kind, _) in &facts.dependents.views {
         if *kind == 'm' {
             plan.warnings.push(format!(
                 "materialized view {name} keeps reading the old partition; recreate it after the swap"
             ));
         }
     }
-    for t in &facts.triggers {
+    for t in &facts.dependents.triggers {
         plan.warnings
             .push(format!("trigger {t} stays on the old partition; create it on the new table for new rows"));
     }
@@ -372,7 +386,7 @@ fn prepare_step(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Ste
     let table = facts.rel.sql();
     let col = quote_ident(&req.column);
     let mut sql = Vec::new();
-    for k in facts.keys.iter().filter(|k| !k.columns.contains(&req.column)) {
+    for k in facts.structure.keys.iter().filter(|k| !k.columns.contains(&req.column)) {
         let name = quote_ident(&derived_name(&k.name, &format!("_{}", req.column)));
         let cols: Vec<String> = k.columns.iter().map(|c| quote_ident(c)).chain([col.clone()]).collect();
         sql.push(format!("CREATE UNIQUE INDEX CONCURRENTLY {name} ON {table} ({});", cols.join(", ")));
@@ -413,18 +427,42 @@ fn swap_step(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Step {
              INCLUDING STORAGE INCLUDING COMMENTS INCLUDING STATISTICS) PARTITION BY RANGE ({col});"
         ),
     ];
-    for (cname, kind, def) in &facts.other_constraints {
+    for (cname, kind, def) in &facts.structure.other_constraints {
         if *kind == 'c' {
             sql.push(format!("ALTER TABLE {table} ADD CONSTRAINT {} {def};", quote_ident(cname)));
         }
     }
-    for c in &facts.identity_columns {
+    for c in &facts.structure.identity_columns {
         sql.push(format!("ALTER TABLE {legacy} ALTER COLUMN {} DROP IDENTITY;", quote_ident(c)));
     }
     sql.push(format!(
         "ALTER TABLE {table} ATTACH PARTITION {legacy} FOR VALUES FROM (MINVALUE) TO ({});",
         lit(boundary)
     ));
+    sql.extend(premade_partitions(facts, req, boundary));
+    sql.extend(carried_over(facts, req, &legacy));
+    sql.push(format!(
+        "ALTER TABLE {legacy} DROP CONSTRAINT {};",
+        quote_ident(&derived_name(&facts.rel.name, "_legacy_bound"))
+    ));
+    sql.push("COMMIT;".into());
+    Step {
+        title: "swap (one short transaction)".into(),
+        explanation: format!(
+            "Takes ACCESS EXCLUSIVE locks for catalog changes only: the old table becomes partition {legacy_name} \
+             for everything before {boundary} (the validated CHECK spares a scan), new partitions follow, and keys \
+             and indexes on the new table adopt the old table's matching indexes instead of building new ones. \
+             lock_timeout makes it give up rather than queue behind long transactions; just retry."
+        ),
+        sql,
+    }
+}
+
+/// The partitions after the boundary, made in the same transaction so new rows have a home.
+fn premade_partitions(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Vec<String> {
+    let (schema, name, table) = (&facts.rel.schema, &facts.rel.name, facts.rel.sql());
+    let lit = |d: NaiveDate| bound_literal(&facts.column_type, d);
+    let mut sql = Vec::new();
     let template = req.naming.as_deref().unwrap_or(periods::default_template(req.interval));
     let mut start = boundary;
     for _ in 0..req.premake.max(1) {
@@ -441,7 +479,14 @@ fn swap_step(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Step {
         ));
         start = end;
     }
-    for k in &facts.keys {
+    sql
+}
+
+/// Keys, indexes, foreign keys, sequences and views moved to the new table after the attach.
+fn carried_over(facts: &Facts, req: &ConvertRequest, legacy: &str) -> Vec<String> {
+    let (table, col) = (facts.rel.sql(), quote_ident(&req.column));
+    let mut sql = Vec::new();
+    for k in &facts.structure.keys {
         let mut cols: Vec<String> = k.columns.iter().map(|c| quote_ident(c)).collect();
         if !k.columns.contains(&req.column) {
             cols.push(col.clone());
@@ -450,50 +495,36 @@ fn swap_step(facts: &Facts, req: &ConvertRequest, boundary: NaiveDate) -> Step {
         let cname = quote_ident(&derived_name(&k.name, "_p"));
         sql.push(format!("ALTER TABLE {table} ADD CONSTRAINT {cname} {what} ({});", cols.join(", ")));
     }
-    for (_, def, _) in facts.plain_indexes.iter().filter(|(_, _, unique)| !unique) {
+    for (_, def, _) in facts.structure.plain_indexes.iter().filter(|(_, _, unique)| !unique) {
         // "CREATE INDEX name ON schema.table USING ..." -> unnamed, so PostgreSQL picks a free name;
         // on a partitioned table it adopts the old table's identical index instead of building one.
         if let Some(on) = def.find(" ON ") {
             sql.push(format!("CREATE INDEX{};", &def[on..]));
         }
     }
-    for (cname, kind, def) in &facts.other_constraints {
+    for (cname, kind, def) in &facts.structure.other_constraints {
         if *kind == 'f' {
             sql.push(format!("ALTER TABLE {table} ADD CONSTRAINT {} {def};", quote_ident(cname)));
         }
     }
-    for c in &facts.identity_columns {
+    for c in &facts.structure.identity_columns {
         sql.push(format!(
             "SELECT setval(pg_get_serial_sequence('{}', '{c}'), coalesce((SELECT max({}) FROM {legacy}), 0) + 1, false);",
             table.replace('\'', "''"),
             quote_ident(c)
         ));
     }
-    for (c, seq) in &facts.owned_sequences {
-        if !facts.identity_columns.contains(c) {
+    for (c, seq) in &facts.structure.owned_sequences {
+        if !facts.structure.identity_columns.contains(c) {
             sql.push(format!("ALTER SEQUENCE {seq} OWNED BY {table}.{};", quote_ident(c)));
         }
     }
-    for (view, kind, def) in &facts.views {
+    for (view, kind, def) in &facts.dependents.views {
         if let (Some(def), 'v') = (def, kind) {
             sql.push(format!("CREATE OR REPLACE VIEW {view} AS {};", def.trim().trim_end_matches(';')));
         }
     }
-    sql.push(format!(
-        "ALTER TABLE {legacy} DROP CONSTRAINT {};",
-        quote_ident(&derived_name(&facts.rel.name, "_legacy_bound"))
-    ));
-    sql.push("COMMIT;".into());
-    Step {
-        title: "swap (one short transaction)".into(),
-        explanation: format!(
-            "Takes ACCESS EXCLUSIVE locks for catalog changes only: the old table becomes partition {legacy_name} \
-             for everything before {boundary} (the validated CHECK spares a scan), new partitions follow, and keys \
-             and indexes on the new table adopt the old table's matching indexes instead of building new ones. \
-             lock_timeout makes it give up rather than queue behind long transactions; just retry."
-        ),
-        sql,
-    }
+    sql
 }
 
 fn after_step(facts: &Facts) -> Step {
