@@ -9,6 +9,9 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "pgpilot", version, about = "The PostgreSQL performance layer", propagate_version = true)]
 struct Cli {

@@ -1,17 +1,183 @@
-use clap::Args;
+//! `pgpilot serve` and `pgpilot check-config`.
 
-use crate::exit::Outcome;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use pgpilot_gateway::config::{AuthType, Config, PoolMode, QuickStart};
+use pgpilot_gateway::Gateway;
+
+use crate::exit::{Outcome, FAILURE, OK};
 
 #[derive(Args)]
-pub struct ServeArgs {}
-
-#[derive(Args)]
-pub struct CheckConfigArgs {}
-
-pub fn run(_args: ServeArgs) -> Outcome {
-    anyhow::bail!("`pgpilot serve` is not built yet")
+pub struct ServeArgs {
+    /// The configuration file (see pgpilot.example.toml).
+    #[arg(long, short, env = "PGPILOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on, overriding the file (e.g. 127.0.0.1:6432).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The primary server as a postgres:// URL; clients reach it under the URL's database name.
+    #[arg(long)]
+    pub primary: Option<String>,
+    /// A streaming replica of the primary (repeatable); turns read/write splitting on.
+    #[arg(long = "replica")]
+    pub replicas: Vec<String>,
+    /// Server connections per (database, user) pool.
+    #[arg(long)]
+    pub pool_size: Option<usize>,
+    #[arg(long, value_enum)]
+    pub pool_mode: Option<PoolModeArg>,
+    /// Address for /metrics, /health, the API and the dashboard (e.g. 127.0.0.1:9930).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Client authentication; `trust` must be explicit on a non-loopback address.
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthArg>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
-pub fn check_config(_args: CheckConfigArgs) -> Outcome {
-    anyhow::bail!("`pgpilot check-config` is not built yet")
+#[derive(Args, Clone, Default)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PoolModeArg {
+    Session,
+    Transaction,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AuthArg {
+    Trust,
+    Plain,
+    Md5,
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+}
+
+#[derive(Args)]
+pub struct CheckConfigArgs {
+    /// The file to check.
+    pub file: PathBuf,
+}
+
+impl ServeArgs {
+    fn quick_start(&self) -> QuickStart {
+        QuickStart {
+            listen: self.listen.clone(),
+            primary: self.primary.clone(),
+            replicas: self.replicas.clone(),
+            pool_size: self.pool_size,
+            pool_mode: self.pool_mode.map(|m| match m {
+                PoolModeArg::Session => PoolMode::Session,
+                PoolModeArg::Transaction => PoolMode::Transaction,
+            }),
+            http: self.http.clone(),
+            auth: self.auth.map(|a| match a {
+                AuthArg::Trust => AuthType::Trust,
+                AuthArg::Plain => AuthType::Plain,
+                AuthArg::Md5 => AuthType::Md5,
+                AuthArg::ScramSha256 => AuthType::ScramSha256,
+            }),
+            admin_users: Vec::new(),
+        }
+    }
+}
+
+pub fn init_logging(log: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGPILOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match log.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Many clients need many file descriptors: take the hard limit.
+fn raise_open_files() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
+pub fn run(args: ServeArgs) -> Outcome {
+    init_logging(&args.log);
+    raise_open_files();
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?,
+        None if args.primary.is_none() => {
+            anyhow::bail!("nothing to serve: give --config FILE or --primary postgres://user@host:port/db")
+        }
+        None => Config::default(),
+    };
+    let workers = args.workers.unwrap_or(config.pgpilot.workers);
+    let runtime = runtime(workers)?;
+    let overrides = args.quick_start();
+    runtime.block_on(async move {
+        let gateway = Gateway::start(config, overrides).await?;
+        gateway.run_until_stopped().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(OK)
+}
+
+pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.enable_all().thread_name("pgpilot-worker").build()?)
+}
+
+pub fn check_config(args: CheckConfigArgs) -> Outcome {
+    let config = match Config::load(&args.file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(FAILURE);
+        }
+    };
+    let problems = config.validate();
+    if !problems.is_empty() {
+        eprintln!("{}: {} problem(s):", args.file.display(), problems.len());
+        for p in &problems {
+            eprintln!("  - {p}");
+        }
+        return Ok(FAILURE);
+    }
+    println!("{}: OK", args.file.display());
+    println!("  listen: {}", config.pgpilot.listen.join(", "));
+    if let Some(http) = &config.pgpilot.http {
+        println!("  http: {http}");
+    }
+    println!(
+        "  pool_mode: {}, auth_type: {}",
+        config.pgpilot.pool_mode.as_str(),
+        config.pgpilot.auth_type.as_str()
+    );
+    for (name, db) in &config.databases {
+        let url = db.primary_url().map(|u| u.to_string()).unwrap_or_default();
+        println!(
+            "  database {name}: primary {url}, {} replica(s), pool_size {}",
+            db.replicas.len(),
+            config.pool_size(db)
+        );
+    }
+    Ok(OK)
 }

@@ -1,1 +1,19 @@
+//! The pgpilot gateway: a PostgreSQL wire-protocol proxy with connection pooling, an admin console
+//! compatible with PgBouncer's, and an HTTP side for metrics and monitoring.
 
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod databases;
+mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod pool;
+pub mod registry;
+pub mod session;
+pub mod shared;
+pub mod stats;
+mod timefmt;
+
+pub use gateway::Gateway;

@@ -90,7 +90,15 @@ impl PgError {
 
     /// Appends this error as an ErrorResponse message.
     pub fn encode(&self, out: &mut BytesMut) {
-        encode_fields(out, b'E', self.severity.as_str(), self.code.0, &self.message, &self.detail, &self.hint);
+        encode_fields(
+            out,
+            b'E',
+            self.severity.as_str(),
+            self.code.0,
+            &self.message,
+            &self.detail,
+            &self.hint,
+        );
     }
 
     /// Appends this error as a NoticeResponse (severity shown as WARNING).

@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn length_below_four_is_rejected() {
-        assert!(matches!(peek_frontend(b"Q\0\0\0\x03", &Limits::default()), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            peek_frontend(b"Q\0\0\0\x03", &Limits::default()),
+            Err(FrameError::BadLength { .. })
+        ));
     }
 
     #[test]

@@ -91,7 +91,8 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     // PostgreSQL falls back to the raw bytes when a password is not valid for SASLprep.
-    let prepared = stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_string());
+    let prepared =
+        stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_string());
     let mut out = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut out);
     out
@@ -153,7 +154,12 @@ impl ScramServer {
             Some(Secret::Plain(p)) => Some(ScramSecret::from_password(p, &salt, DEFAULT_ITERATIONS)),
             Some(Secret::Md5(_)) | None => None,
         };
-        let mock = ScramSecret { iterations: DEFAULT_ITERATIONS, salt: salt.to_vec(), stored_key: [0; 32], server_key: [0; 32] };
+        let mock = ScramSecret {
+            iterations: DEFAULT_ITERATIONS,
+            salt: salt.to_vec(),
+            stored_key: [0; 32],
+            server_key: [0; 32],
+        };
         ScramServer { secret, mock, state: ServerState::AwaitClientFirst }
     }
 
@@ -264,8 +270,11 @@ impl ScramClient {
         if !server_nonce.starts_with(&nonce) || server_nonce.len() == nonce.len() {
             return Err(ScramError::Nonce);
         }
-        let salt = B64.decode(attribute(msg, 's').ok_or(ScramError::Malformed)?).map_err(|_| ScramError::Malformed)?;
-        let iterations: u32 = attribute(msg, 'i').and_then(|i| i.parse().ok()).ok_or(ScramError::Malformed)?;
+        let salt = B64
+            .decode(attribute(msg, 's').ok_or(ScramError::Malformed)?)
+            .map_err(|_| ScramError::Malformed)?;
+        let iterations: u32 =
+            attribute(msg, 'i').and_then(|i| i.parse().ok()).ok_or(ScramError::Malformed)?;
         if iterations == 0 || iterations > MAX_ITERATIONS {
             return Err(ScramError::Iterations(iterations));
         }
@@ -281,7 +290,8 @@ impl ScramClient {
 
     /// Checks the server-final-message: the server must prove it knows the verifier too.
     pub fn server_final(&mut self, data: &[u8]) -> Result<(), ScramError> {
-        let ClientState::AwaitServerFinal { server_signature } = std::mem::replace(&mut self.state, ClientState::Done)
+        let ClientState::AwaitServerFinal { server_signature } =
+            std::mem::replace(&mut self.state, ClientState::Done)
         else {
             return Err(ScramError::OutOfOrder);
         };
@@ -349,7 +359,10 @@ mod tests {
 
     #[test]
     fn unknown_user_fails_only_at_the_end() {
-        assert_eq!(exchange(None, ClientCredentials::Password("pw".into())).err(), Some(ScramError::BadProof));
+        assert_eq!(
+            exchange(None, ClientCredentials::Password("pw".into())).err(),
+            Some(ScramError::BadProof)
+        );
     }
 
     #[test]
@@ -362,7 +375,10 @@ mod tests {
     #[test]
     fn channel_binding_request_is_refused() {
         let mut server = ScramServer::new(Some(&Secret::Plain("pw".into())));
-        assert_eq!(server.client_first(b"p=tls-server-end-point,,n=,r=abc").err(), Some(ScramError::ChannelBinding));
+        assert_eq!(
+            server.client_first(b"p=tls-server-end-point,,n=,r=abc").err(),
+            Some(ScramError::ChannelBinding)
+        );
     }
 
     #[test]

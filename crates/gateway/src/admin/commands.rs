@@ -1,0 +1,146 @@
+//! Parsing and running admin console commands.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgpilot_wire::{backend, PgError, SqlState};
+
+use super::{show, AdminLogin, ResultSet};
+use crate::shared::Shared;
+
+pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut BytesMut) {
+    let text = sql.trim().trim_end_matches(';').trim();
+    if text.is_empty() {
+        backend::empty_query_response(out);
+        return;
+    }
+    let words: Vec<String> = text.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
+    let arg = text.split_whitespace().nth(1).map(|s| s.trim_matches('"').to_string());
+    let result = match words[0].as_str() {
+        "SHOW" => show_command(shared, words.get(1).map(String::as_str).unwrap_or("")),
+        _ if !login.may_modify => Err(PgError::error(
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            "admin access needed: stats_users may only run SHOW commands",
+        )),
+        "PAUSE" => pause(shared, arg.as_deref(), true).await.map(|_| Reply::Tag("PAUSE")),
+        "RESUME" => pause(shared, arg.as_deref(), false).await.map(|_| Reply::Tag("RESUME")),
+        "DISABLE" | "ENABLE" => enable(shared, arg.as_deref(), words[0] == "DISABLE")
+            .map(|_| Reply::Tag(if words[0] == "DISABLE" { "DISABLE" } else { "ENABLE" })),
+        "RECONNECT" => reconnect(shared, arg.as_deref()).map(|_| Reply::Tag("RECONNECT")),
+        "KILL" => kill(shared, arg.as_deref()).map(|_| Reply::Tag("KILL")),
+        "RELOAD" => {
+            shared.reload_requested.notify_one();
+            Ok(Reply::Tag("RELOAD"))
+        }
+        "SHUTDOWN" => {
+            tracing::warn!(user = %login.user, "SHUTDOWN requested from the admin console");
+            shared.shutdown_requested.notify_one();
+            Ok(Reply::Tag("SHUTDOWN"))
+        }
+        other => Err(PgError::error(SqlState::SYNTAX_ERROR, format!("unknown command: {other}"))
+            .with_hint("try SHOW HELP")),
+    };
+    match result {
+        Ok(Reply::Rows(rs)) => rs.encode(out, "SHOW"),
+        Ok(Reply::Tag(tag)) => backend::command_complete(out, tag),
+        Err(e) => e.encode(out),
+    }
+}
+
+enum Reply {
+    Rows(ResultSet),
+    Tag(&'static str),
+}
+
+fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
+    let rs = match what {
+        "POOLS" => show::pools(shared),
+        "STATS" => show::stats(shared),
+        "STATS_TOTALS" => show::stats_totals(shared),
+        "CLIENTS" => show::clients(shared),
+        "SERVERS" => show::servers(shared),
+        "DATABASES" => show::databases(shared),
+        "CONFIG" => show::config(shared),
+        "VERSION" => show::version(),
+        "USERS" => show::users(shared),
+        "LISTS" => show::lists(shared),
+        "HELP" | "" => show::help(),
+        other => {
+            return Err(PgError::error(SqlState::SYNTAX_ERROR, format!("unknown SHOW item: {other}"))
+                .with_hint("try SHOW HELP"))
+        }
+    };
+    Ok(Reply::Rows(rs))
+}
+
+fn databases_named(
+    shared: &Shared,
+    name: Option<&str>,
+) -> Result<Vec<std::sync::Arc<crate::databases::Database>>, PgError> {
+    let dbs = shared.databases.load();
+    match name {
+        None => Ok(dbs.values().cloned().collect()),
+        Some(n) => {
+            dbs.get(n).cloned().map(|d| vec![d]).ok_or_else(|| {
+                PgError::error(SqlState::INVALID_CATALOG_NAME, format!("no such database: {n}"))
+            })
+        }
+    }
+}
+
+/// PAUSE waits until every server connection of the paused databases is back in its pool.
+async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgError> {
+    let dbs = databases_named(shared, name)?;
+    if name.is_none() {
+        shared.paused.send_replace(on);
+    }
+    for db in &dbs {
+        db.paused.send_replace(on);
+    }
+    if !on {
+        return Ok(());
+    }
+    loop {
+        let active: usize = dbs
+            .iter()
+            .flat_map(|d| d.pool_sets())
+            .flat_map(|s| s.all().map(|p| p.counts().active).collect::<Vec<_>>())
+            .sum();
+        if active == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn enable(shared: &Shared, name: Option<&str>, disable: bool) -> Result<(), PgError> {
+    let Some(name) = name else {
+        return Err(PgError::error(SqlState::SYNTAX_ERROR, "a database name is required"));
+    };
+    for db in databases_named(shared, Some(name))? {
+        db.disabled.store(disable, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn reconnect(shared: &Shared, name: Option<&str>) -> Result<(), PgError> {
+    for db in databases_named(shared, name)? {
+        for set in db.pool_sets() {
+            set.all().for_each(|p| p.reconnect());
+        }
+    }
+    Ok(())
+}
+
+fn kill(shared: &Shared, name: Option<&str>) -> Result<(), PgError> {
+    let Some(name) = name else {
+        return Err(PgError::error(SqlState::SYNTAX_ERROR, "a database name is required"));
+    };
+    databases_named(shared, Some(name))?;
+    for c in shared.registry.all() {
+        if &**c.database.lock() == name {
+            c.request_close(true);
+        }
+    }
+    reconnect(shared, Some(name))
+}

@@ -1,0 +1,437 @@
+//! SHOW commands, with PgBouncer's column names so existing dashboards and exporters keep working.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::SystemTime;
+
+use super::resultset::{v, ResultSet};
+use crate::registry::ClientState;
+use crate::shared::Shared;
+use crate::stats::Totals;
+use crate::timefmt::{format_utc, format_utc_us};
+
+pub fn pools(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "database",
+        "user",
+        "cl_active",
+        "cl_waiting",
+        "cl_active_cancel_req",
+        "cl_waiting_cancel_req",
+        "sv_active",
+        "sv_active_cancel",
+        "sv_being_canceled",
+        "sv_idle",
+        "sv_used",
+        "sv_tested",
+        "sv_login",
+        "maxwait",
+        "maxwait_us",
+        "pool_mode",
+        "server",
+        "role",
+    ]);
+    for db in shared.databases.load().values() {
+        for set in db.pool_sets() {
+            for (i, pool) in set.all().enumerate() {
+                let c = pool.counts();
+                let clients = if i == 0 { pool.clients.load(Relaxed) } else { 0 };
+                let settings = pool.settings.load();
+                rs.row(vec![
+                    v(&pool.id.database),
+                    v(&pool.id.user),
+                    v(clients.saturating_sub(c.waiting)),
+                    v(c.waiting),
+                    v(0),
+                    v(0),
+                    v(c.active),
+                    v(0),
+                    v(0),
+                    v(c.idle - c.used.min(c.idle)),
+                    v(c.used),
+                    v(0),
+                    v(c.opening),
+                    v(c.max_wait.as_secs()),
+                    v(c.max_wait.subsec_micros()),
+                    v(settings.mode.as_str()),
+                    v(&pool.id.server),
+                    v(if i == 0 { "primary" } else { "replica" }),
+                ]);
+            }
+        }
+    }
+    rs
+}
+
+/// Totals per database, summed over its pools.
+pub fn database_totals(shared: &Shared) -> Vec<(String, Totals)> {
+    let mut out = Vec::new();
+    for (name, db) in shared.databases.load().iter() {
+        let mut t = Totals::default();
+        for set in db.pool_sets() {
+            for pool in set.all() {
+                t.add(&pool.stats.totals());
+            }
+        }
+        out.push((name.clone(), t));
+    }
+    out
+}
+
+pub fn stats(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "database",
+        "total_server_assignment_count",
+        "total_xact_count",
+        "total_query_count",
+        "total_received",
+        "total_sent",
+        "total_xact_time",
+        "total_query_time",
+        "total_wait_time",
+        "avg_server_assignment_count",
+        "avg_xact_count",
+        "avg_query_count",
+        "avg_recv",
+        "avg_sent",
+        "avg_xact_time",
+        "avg_query_time",
+        "avg_wait_time",
+    ]);
+    let averages = shared.stats_window.lock().averages(&database_totals(shared));
+    for (name, t, a) in averages {
+        rs.row(vec![
+            v(&name),
+            v(t.assignments),
+            v(t.xacts),
+            v(t.queries),
+            v(t.received),
+            v(t.sent),
+            v(t.xact_time_us),
+            v(t.query_time_us),
+            v(t.wait_time_us),
+            v(a.assignments),
+            v(a.xacts),
+            v(a.queries),
+            v(a.received),
+            v(a.sent),
+            v(a.xact_time_us),
+            v(a.query_time_us),
+            v(a.wait_time_us),
+        ]);
+    }
+    rs
+}
+
+pub fn stats_totals(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "database",
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "bytes_received",
+        "bytes_sent",
+        "xact_time",
+        "query_time",
+        "wait_time",
+    ]);
+    for (name, t) in database_totals(shared) {
+        rs.row(vec![
+            v(&name),
+            v(t.assignments),
+            v(t.xacts),
+            v(t.queries),
+            v(t.received),
+            v(t.sent),
+            v(t.xact_time_us),
+            v(t.query_time_us),
+            v(t.wait_time_us),
+        ]);
+    }
+    rs
+}
+
+const CONN_COLUMNS: [&str; 23] = [
+    "type",
+    "user",
+    "database",
+    "replication",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "prepared_statements",
+    "id",
+    "pinned",
+    "role",
+];
+
+fn split_addr(addr: &str) -> (String, String) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.to_string()),
+        None => (addr.to_string(), "0".to_string()),
+    }
+}
+
+pub fn clients(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&CONN_COLUMNS);
+    for c in shared.registry.all() {
+        let state = c.state();
+        if state == ClientState::Login {
+            continue;
+        }
+        let (host, port) = split_addr(&c.addr);
+        let server_id = c.server_id.load(Relaxed);
+        let pinned = *c.pinned.lock();
+        rs.row(vec![
+            v("C"),
+            v(&*c.user.lock()),
+            v(&*c.database.lock()),
+            v("none"),
+            v(match state {
+                ClientState::Waiting => "waiting",
+                _ => "active",
+            }),
+            v(host),
+            v(port),
+            v("0.0.0.0"),
+            v(c.local_port),
+            v(format_utc(c.connected_at)),
+            v(format_utc_us(c.last_request_us.load(Relaxed))),
+            v(0),
+            v(0),
+            v(i32::from(c.close_requested())),
+            v(format!("{:#x}", c.id)),
+            if server_id > 0 { v(format!("{server_id:#x}")) } else { None },
+            v(c.pid),
+            v(if c.tls { "TLS" } else { "" }),
+            v(&*c.application_name.lock()),
+            v(0),
+            v(c.id),
+            pinned.map(str::to_string),
+            None,
+        ]);
+    }
+    rs
+}
+
+pub fn servers(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&CONN_COLUMNS);
+    for c in shared.registry.all() {
+        let Some(target) = c.server.load_full() else { continue };
+        let (host, port) = split_addr(&target.address);
+        rs.row(vec![
+            v("S"),
+            v(&*c.user.lock()),
+            v(&*c.database.lock()),
+            v("none"),
+            v("active"),
+            v(host),
+            v(port),
+            v("0.0.0.0"),
+            v(0),
+            None,
+            v(format_utc_us(c.last_request_us.load(Relaxed))),
+            v(0),
+            v(0),
+            v(0),
+            v(format!("{:#x}", c.server_id.load(Relaxed))),
+            v(format!("{:#x}", c.id)),
+            v(target.pid),
+            v(""),
+            v(&*c.application_name.lock()),
+            v(0),
+            v(c.server_id.load(Relaxed)),
+            None,
+            None,
+        ]);
+    }
+    for db in shared.databases.load().values() {
+        for set in db.pool_sets() {
+            for (i, pool) in set.all().enumerate() {
+                let (host, port) = split_addr(&pool.id.server);
+                for (id, pid, created, last_used) in pool.idle_servers() {
+                    let connected = SystemTime::now() - created.elapsed();
+                    let used = SystemTime::now() - last_used.elapsed();
+                    rs.row(vec![
+                        v("S"),
+                        v(&pool.id.user),
+                        v(&pool.id.database),
+                        v("none"),
+                        v("idle"),
+                        v(&host),
+                        v(&port),
+                        v("0.0.0.0"),
+                        v(0),
+                        v(format_utc(connected)),
+                        v(format_utc(used)),
+                        v(0),
+                        v(0),
+                        v(0),
+                        v(format!("{id:#x}")),
+                        None,
+                        v(pid),
+                        v(""),
+                        v(""),
+                        v(0),
+                        v(id),
+                        None,
+                        v(if i == 0 { "primary" } else { "replica" }),
+                    ]);
+                }
+            }
+        }
+    }
+    rs
+}
+
+pub fn databases(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "name",
+        "host",
+        "port",
+        "database",
+        "force_user",
+        "pool_size",
+        "min_pool_size",
+        "reserve_pool_size",
+        "server_lifetime",
+        "pool_mode",
+        "max_connections",
+        "current_connections",
+        "max_client_connections",
+        "current_client_connections",
+        "paused",
+        "disabled",
+        "replicas",
+    ]);
+    let config = shared.config.load();
+    for (name, db) in shared.databases.load().iter() {
+        let clients: usize = db.pool_sets().iter().map(|s| s.primary.clients.load(Relaxed)).sum();
+        rs.row(vec![
+            v(name),
+            v(&db.primary.host),
+            v(db.primary.port),
+            v(&db.primary.dbname),
+            db.config.user.clone().or(db.primary.user.clone()),
+            v(config.pool_size(&db.config)),
+            v(db.config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
+            v(db.config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
+            v(config.pgpilot.server_lifetime.get().as_secs()),
+            v(db.config.pool_mode.unwrap_or(config.pgpilot.pool_mode).as_str()),
+            v(db.config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections)),
+            v(db.limit.used()),
+            v(config.pgpilot.max_client_conn),
+            v(clients),
+            v(i32::from(*db.paused.borrow())),
+            v(i32::from(db.is_disabled())),
+            v(db.replicas.len()),
+        ]);
+    }
+    rs
+}
+
+pub fn config(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&["key", "value", "default", "changeable"]);
+    let current = serde_json::to_value(&shared.config.load().pgpilot).unwrap_or_default();
+    let defaults = serde_json::to_value(crate::config::General::default()).unwrap_or_default();
+    if let (Some(cur), Some(def)) = (current.as_object(), defaults.as_object()) {
+        for (k, value) in cur {
+            let show = |x: &serde_json::Value| match x {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let changeable = !matches!(k.as_str(), "listen" | "unix_socket_dir" | "http" | "workers");
+            rs.row(vec![
+                v(k),
+                v(show(value)),
+                v(def.get(k).map(show).unwrap_or_default()),
+                v(if changeable { "yes" } else { "no" }),
+            ]);
+        }
+    }
+    rs
+}
+
+pub fn version() -> ResultSet {
+    let mut rs = ResultSet::new(&["version"]);
+    rs.row(vec![v(format!("pgpilot {}", env!("CARGO_PKG_VERSION")))]);
+    rs
+}
+
+pub fn users(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&["name", "pool_mode", "max_user_connections"]);
+    let config = shared.config.load();
+    for (name, u) in &config.users {
+        rs.row(vec![
+            v(name),
+            u.pool_mode.map(|m| m.as_str().to_string()),
+            v(u.max_user_connections.unwrap_or(0)),
+        ]);
+    }
+    rs
+}
+
+pub fn lists(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&["list", "items"]);
+    let dbs = shared.databases.load();
+    let pools: usize =
+        dbs.values().map(|d| d.pool_sets().iter().map(|s| 1 + s.replicas.len()).sum::<usize>()).sum();
+    let clients = shared.registry.all();
+    let (mut used, mut free) = (0usize, 0usize);
+    for db in dbs.values() {
+        for set in db.pool_sets() {
+            for p in set.all() {
+                let c = p.counts();
+                used += c.active;
+                free += c.idle;
+            }
+        }
+    }
+    let active = clients.iter().filter(|c| c.state() == ClientState::Active).count();
+    let waiting = clients.iter().filter(|c| c.state() == ClientState::Waiting).count();
+    for (k, n) in [
+        ("databases", dbs.len()),
+        ("users", shared.config.load().users.len()),
+        ("pools", pools),
+        ("free_clients", 0),
+        ("used_clients", clients.len()),
+        ("login_clients", clients.iter().filter(|c| c.state() == ClientState::Login).count()),
+        ("free_servers", free),
+        ("used_servers", used),
+        ("active_clients", active),
+        ("waiting_clients", waiting),
+    ] {
+        rs.row(vec![v(k), v(n)]);
+    }
+    rs
+}
+
+pub fn help() -> ResultSet {
+    let mut rs = ResultSet::new(&["command"]);
+    for c in [
+        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATS|STATS_TOTALS|LISTS",
+        "PAUSE [<db>]",
+        "RESUME [<db>]",
+        "DISABLE <db>",
+        "ENABLE <db>",
+        "RECONNECT [<db>]",
+        "KILL <db>",
+        "RELOAD",
+        "SHUTDOWN",
+    ] {
+        rs.row(vec![v(c)]);
+    }
+    rs
+}

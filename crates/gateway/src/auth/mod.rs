@@ -1,0 +1,8 @@
+//! Client authentication and the secrets used to log in to servers.
+
+pub mod client;
+pub mod secrets;
+pub mod userlist;
+
+pub use secrets::Secrets;
+pub use userlist::UserList;

@@ -1,0 +1,145 @@
+//! `[databases.NAME]`: where a logical database lives (a primary and its replicas) and its pool overrides.
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::Secs;
+use super::general::PoolMode;
+use super::one_or_many::OneOrMany;
+use super::server_url::ServerUrl;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// postgres://[user[:password]@]host[:port]/dbname — a host starting with '/' is a Unix socket directory.
+    pub primary: String,
+    #[serde(default)]
+    pub replicas: OneOrMany<ReplicaConfig>,
+    /// Connect to the servers as this user whatever user the client logged in as (PgBouncer's forced user).
+    pub user: Option<String>,
+    /// Server password read from this file (trailing newline ignored).
+    pub password_file: Option<std::path::PathBuf>,
+    /// Server password read from this environment variable.
+    pub password_env: Option<String>,
+    pub pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
+    pub max_db_connections: Option<usize>,
+    pub pool_mode: Option<PoolMode>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+impl DatabaseConfig {
+    pub fn primary_url(&self) -> Result<ServerUrl, String> {
+        ServerUrl::parse(&self.primary)
+    }
+}
+
+/// A replica: a URL, or a table with a weight and tags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReplicaConfig {
+    Url(String),
+    Detailed {
+        url: String,
+        #[serde(default = "one")]
+        weight: u32,
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ReplicaConfig {
+    pub fn url(&self) -> &str {
+        match self {
+            ReplicaConfig::Url(u) | ReplicaConfig::Detailed { url: u, .. } => u,
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        match self {
+            ReplicaConfig::Url(_) => 1,
+            ReplicaConfig::Detailed { weight, .. } => *weight,
+        }
+    }
+
+    pub fn tags(&self) -> &[String] {
+        match self {
+            ReplicaConfig::Url(_) => &[],
+            ReplicaConfig::Detailed { tags, .. } => tags,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalance {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastOutstanding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    Off,
+    #[default]
+    Session,
+}
+
+/// How reads are spread over replicas (see docs/routing-rules.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send reads to replicas. Defaults to on when the database has replicas.
+    pub read_write_split: Option<bool>,
+    pub load_balance: LoadBalance,
+    pub read_your_writes: ReadYourWrites,
+    /// A replica further behind than this many bytes of WAL gets no reads.
+    pub max_replica_lag_bytes: u64,
+    /// A replica whose last replayed transaction is older than this (while the primary is writing) gets no reads.
+    pub max_replica_lag: Secs,
+    pub lag_check_interval: Secs,
+    pub health_check_interval: Secs,
+    pub ban_time: Secs,
+    /// Rules sending some users or applications to replicas with a tag.
+    pub tag_rules: Vec<TagRule>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_write_split: None,
+            load_balance: LoadBalance::RoundRobin,
+            read_your_writes: ReadYourWrites::Session,
+            max_replica_lag_bytes: 16 << 20,
+            max_replica_lag: Secs::from_secs(5),
+            lag_check_interval: Secs::from_millis(500),
+            health_check_interval: Secs::from_secs(1),
+            ban_time: Secs::from_secs(10),
+            tag_rules: Vec::new(),
+        }
+    }
+}
+
+/// `{ user = "analytics_user", tag = "analytics" }` or `{ application_name = "reports", tag = "reporting" }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagRule {
+    pub user: Option<String>,
+    pub application_name: Option<String>,
+    pub tag: String,
+}
+
+/// `[users.NAME]`: PgBouncer's per-user settings.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub pool_mode: Option<PoolMode>,
+    pub max_user_connections: Option<usize>,
+}

@@ -1,0 +1,150 @@
+//! The `[pgpilot]` section: PgBouncer's `[pgbouncer]` settings under the same names and meanings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::Secs;
+use super::one_or_many::OneOrMany;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection belongs to a client for its whole session.
+    Session,
+    /// A server connection belongs to a client for one transaction.
+    #[default]
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthType {
+    /// No password; only sensible on a loopback or otherwise protected listener.
+    Trust,
+    /// Cleartext password (only over TLS, please).
+    Plain,
+    /// md5 challenge; users whose stored secret is a SCRAM verifier get SCRAM instead, as in PgBouncer.
+    Md5,
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+impl AuthType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Trust => "trust",
+            AuthType::Plain => "plain",
+            AuthType::Md5 => "md5",
+            AuthType::ScramSha256 => "scram-sha-256",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// Addresses to accept clients on ("127.0.0.1:6432", "[::]:6432").
+    pub listen: OneOrMany<String>,
+    /// Directory for a Unix socket `.s.PGSQL.<port>` (port of the first listen address), as PgBouncer's unix_socket_dir.
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Address of the HTTP server (metrics, health, monitoring API, dashboard). Off when absent.
+    pub http: Option<String>,
+    /// Bearer token required by the HTTP API, read from this file (or PGPILOT_API_TOKEN). /metrics and /health stay open.
+    pub http_token_file: Option<PathBuf>,
+    /// Worker threads; 0 means one per CPU.
+    pub workers: usize,
+    pub pool_mode: PoolMode,
+    pub auth_type: AuthType,
+    /// PgBouncer-format userlist: `"user" "password-or-md5-or-SCRAM-verifier"` per line.
+    pub auth_file: Option<PathBuf>,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+    pub max_client_conn: usize,
+    pub default_pool_size: usize,
+    pub min_pool_size: usize,
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: Secs,
+    pub max_db_connections: usize,
+    pub max_user_connections: usize,
+    pub server_lifetime: Secs,
+    pub server_idle_timeout: Secs,
+    pub server_connect_timeout: Secs,
+    pub server_login_retry: Secs,
+    pub query_wait_timeout: Secs,
+    pub query_timeout: Secs,
+    pub client_idle_timeout: Secs,
+    pub client_login_timeout: Secs,
+    pub idle_transaction_timeout: Secs,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    pub server_check_query: String,
+    pub server_check_delay: Secs,
+    /// Named prepared statements kept per server connection in transaction mode; 0 passes them through untouched.
+    pub max_prepared_statements: usize,
+    /// Largest message a client may send (Query, Parse, Bind, CopyData...), in bytes.
+    pub max_message_size: usize,
+    /// How long SIGTERM waits for running transactions before closing what is left.
+    pub shutdown_timeout: Secs,
+    pub log_connections: bool,
+    pub log_disconnections: bool,
+    pub log_pooler_errors: bool,
+    pub tcp_keepalive: bool,
+    pub application_name_add_host: bool,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen: OneOrMany(vec!["127.0.0.1:6432".into()]),
+            unix_socket_dir: None,
+            http: None,
+            http_token_file: None,
+            workers: 0,
+            pool_mode: PoolMode::Transaction,
+            auth_type: AuthType::ScramSha256,
+            auth_file: None,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            max_client_conn: 10_000,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Secs::from_secs(5),
+            max_db_connections: 0,
+            max_user_connections: 0,
+            server_lifetime: Secs::from_secs(3600),
+            server_idle_timeout: Secs::from_secs(600),
+            server_connect_timeout: Secs::from_secs(15),
+            server_login_retry: Secs::from_secs(15),
+            query_wait_timeout: Secs::from_secs(120),
+            query_timeout: Secs::from_secs(0),
+            client_idle_timeout: Secs::from_secs(0),
+            client_login_timeout: Secs::from_secs(60),
+            idle_transaction_timeout: Secs::from_secs(0),
+            server_reset_query: "DISCARD ALL".into(),
+            server_reset_query_always: false,
+            server_check_query: "select 1".into(),
+            server_check_delay: Secs::from_secs(30),
+            max_prepared_statements: 200,
+            max_message_size: 256 << 20,
+            shutdown_timeout: Secs::from_secs(30),
+            log_connections: true,
+            log_disconnections: true,
+            log_pooler_errors: true,
+            tcp_keepalive: true,
+            application_name_add_host: false,
+        }
+    }
+}

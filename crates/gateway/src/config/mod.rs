@@ -1,0 +1,132 @@
+//! pgpilot.toml: what the gateway runs. Loaded, validated with messages a person can act on,
+//! and reloaded on SIGHUP.
+
+mod database;
+pub mod duration;
+mod general;
+mod one_or_many;
+mod overrides;
+mod server_url;
+mod tls;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use database::{
+    DatabaseConfig, LoadBalance, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule, UserConfig,
+};
+pub use duration::Secs;
+pub use general::{AuthType, General, PoolMode};
+pub use one_or_many::OneOrMany;
+pub use overrides::QuickStart;
+pub use server_url::ServerUrl;
+pub use tls::{ClientTlsMode, ServerTlsMode, TlsConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub pgpilot: General,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+    /// Where the file came from, for reloads; not part of the file.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and parses a file; relative paths inside it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config = Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.source = Some(path.to_path_buf());
+        if let Some(dir) = path.parent() {
+            config.resolve_relative_paths(dir);
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Problems that stop the gateway from starting, each a sentence naming the setting.
+    pub fn validate(&self) -> Vec<String> {
+        validate::problems(self)
+    }
+
+    /// Effective settings of one database's pools.
+    pub fn pool_size(&self, db: &DatabaseConfig) -> usize {
+        db.pool_size.unwrap_or(self.pgpilot.default_pool_size)
+    }
+
+    pub fn pool_mode(&self, db: &DatabaseConfig, user: &str) -> PoolMode {
+        self.users.get(user).and_then(|u| u.pool_mode).or(db.pool_mode).unwrap_or(self.pgpilot.pool_mode)
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.pgpilot.admin_users.iter().any(|u| u == user)
+    }
+
+    pub fn is_stats_user(&self, user: &str) -> bool {
+        self.is_admin(user) || self.pgpilot.stats_users.iter().any(|u| u == user)
+    }
+
+    fn resolve_relative_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        };
+        fix(&mut self.pgpilot.auth_file);
+        fix(&mut self.pgpilot.http_token_file);
+        fix(&mut self.tls.client_tls_cert_file);
+        fix(&mut self.tls.client_tls_key_file);
+        fix(&mut self.tls.server_tls_ca_file);
+        fix(&mut self.tls.server_tls_cert_file);
+        fix(&mut self.tls.server_tls_key_file);
+        for db in self.databases.values_mut() {
+            fix(&mut db.password_file);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pgpilot.example.toml"));
+        let config = Config::load(path).expect("example parses");
+        assert_eq!(config.validate(), Vec::<String>::new());
+        assert!(config.databases.contains_key("app"));
+    }
+
+    #[test]
+    fn unknown_settings_are_named() {
+        let err = Config::parse("[pgpilot]\ndefault_pool_sise = 5\n").unwrap_err();
+        assert!(err.contains("default_pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn per_user_pool_mode_wins() {
+        let c = Config::parse(
+            "[pgpilot]\npool_mode = \"transaction\"\n[databases.app]\nprimary = \"postgres://a@h/app\"\n[users.batch]\npool_mode = \"session\"\n",
+        )
+        .unwrap();
+        let db = &c.databases["app"];
+        assert_eq!(c.pool_mode(db, "batch"), PoolMode::Session);
+        assert_eq!(c.pool_mode(db, "web"), PoolMode::Transaction);
+    }
+}

@@ -1,0 +1,115 @@
+//! The quick path: command-line flags that override (or replace) the file.
+
+use std::net::SocketAddr;
+
+use super::{AuthType, Config, DatabaseConfig, OneOrMany, PoolMode, ReplicaConfig, ServerUrl};
+
+/// Flags of `pgpilot serve` that override the file.
+#[derive(Debug, Clone, Default)]
+pub struct QuickStart {
+    pub listen: Option<String>,
+    pub primary: Option<String>,
+    pub replicas: Vec<String>,
+    pub pool_size: Option<usize>,
+    pub pool_mode: Option<PoolMode>,
+    pub http: Option<String>,
+    pub auth: Option<AuthType>,
+    pub admin_users: Vec<String>,
+}
+
+impl QuickStart {
+    /// Applies the flags. With `--primary`, clients reach it under the URL's database name.
+    pub fn apply(&self, config: &mut Config) -> Result<(), String> {
+        if let Some(listen) = &self.listen {
+            config.pgpilot.listen = OneOrMany(vec![listen.clone()]);
+        }
+        if let Some(http) = &self.http {
+            config.pgpilot.http = Some(http.clone());
+        }
+        if let Some(mode) = self.pool_mode {
+            config.pgpilot.pool_mode = mode;
+        }
+        if let Some(size) = self.pool_size {
+            config.pgpilot.default_pool_size = size;
+            for db in config.databases.values_mut() {
+                db.pool_size = Some(size);
+            }
+        }
+        if let Some(primary) = &self.primary {
+            let url = ServerUrl::parse(primary).map_err(|e| format!("--primary: {e}"))?;
+            let db = config.databases.entry(url.dbname.clone()).or_insert_with(DatabaseConfig::default);
+            db.primary = primary.clone();
+            if !self.replicas.is_empty() {
+                db.replicas = OneOrMany(self.replicas.iter().cloned().map(ReplicaConfig::Url).collect());
+            }
+            if let Some(user) = &url.user {
+                if config.pgpilot.admin_users.is_empty() {
+                    config.pgpilot.admin_users.push(user.clone());
+                }
+            }
+        } else if !self.replicas.is_empty() {
+            return Err("--replica needs --primary".into());
+        }
+        config.pgpilot.admin_users.extend(self.admin_users.iter().cloned());
+        self.settle_auth(config)
+    }
+
+    /// Without a users file, clients may connect without a password only on loopback, or when
+    /// `--auth trust` says so explicitly.
+    fn settle_auth(&self, config: &mut Config) -> Result<(), String> {
+        if let Some(auth) = self.auth {
+            config.pgpilot.auth_type = auth;
+            return Ok(());
+        }
+        if config.pgpilot.auth_file.is_some() || config.pgpilot.auth_type == AuthType::Trust {
+            return Ok(());
+        }
+        let all_loopback = config
+            .pgpilot
+            .listen
+            .iter()
+            .all(|a| a.parse::<SocketAddr>().map(|s| s.ip().is_loopback()).unwrap_or(false));
+        if all_loopback {
+            config.pgpilot.auth_type = AuthType::Trust;
+            Ok(())
+        } else {
+            Err(format!(
+                "pgpilot would listen on {} without client authentication: configure auth_type and auth_file, \
+                 or pass --auth trust to accept password-less clients on purpose",
+                config.pgpilot.listen.join(", ")
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(listen: &str) -> QuickStart {
+        QuickStart {
+            listen: Some(listen.into()),
+            primary: Some("postgres://app@127.0.0.1:5432/shop".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn loopback_quick_path_trusts_clients() {
+        let mut c = Config::default();
+        quick("127.0.0.1:6432").apply(&mut c).unwrap();
+        assert_eq!(c.pgpilot.auth_type, AuthType::Trust);
+        assert!(c.databases.contains_key("shop"));
+        assert_eq!(c.validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn public_listener_without_auth_is_refused() {
+        let mut c = Config::default();
+        let err = quick("0.0.0.0:6432").apply(&mut c).unwrap_err();
+        assert!(err.contains("--auth trust"), "{err}");
+        let mut c = Config::default();
+        QuickStart { auth: Some(AuthType::Trust), ..quick("0.0.0.0:6432") }.apply(&mut c).unwrap();
+        assert_eq!(c.pgpilot.auth_type, AuthType::Trust);
+    }
+}

@@ -1,0 +1,131 @@
+//! postgres:// URLs naming a server.
+
+use std::fmt;
+
+/// Where a server is and how to log in to it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// A host name, an IP address, or a Unix socket directory (starts with '/').
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub sslmode: Option<String>,
+}
+
+impl ServerUrl {
+    pub fn parse(text: &str) -> Result<ServerUrl, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("invalid URL: {e}"))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(format!("URL scheme must be postgres:// or postgresql://, not {}://", url.scheme()));
+        }
+        let decode = |s: &str| percent_decode(s);
+        let mut host = url.host_str().map(decode).unwrap_or_default();
+        let mut sslmode = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "host" => host = v.into_owned(),
+                "sslmode" => sslmode = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        if host.is_empty() {
+            return Err("URL has no host".into());
+        }
+        let user = Some(decode(url.username())).filter(|u| !u.is_empty());
+        let dbname = decode(url.path().trim_start_matches('/'));
+        Ok(ServerUrl {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: url.port().unwrap_or(5432),
+            dbname: if dbname.is_empty() {
+                user.clone().unwrap_or_else(|| "postgres".into())
+            } else {
+                dbname
+            },
+            user,
+            password: url.password().map(decode),
+            sslmode,
+        })
+    }
+
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// host:port, or the socket path for a Unix socket.
+    pub fn address(&self) -> String {
+        if self.is_unix_socket() {
+            format!("{}/.s.PGSQL.{}", self.host, self.port)
+        } else if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The password never shows in logs or error messages.
+impl fmt::Debug for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+        write!(f, "postgres://{user}{}/{}", self.address(), self.dbname)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_url() {
+        let u = ServerUrl::parse("postgres://app:s%40cret@db.example:6543/shop?sslmode=require").unwrap();
+        assert_eq!(u.host, "db.example");
+        assert_eq!(u.port, 6543);
+        assert_eq!(u.dbname, "shop");
+        assert_eq!(u.user.as_deref(), Some("app"));
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(u.sslmode.as_deref(), Some("require"));
+        assert!(!format!("{u:?}").contains("cret"), "password leaked into Debug");
+    }
+
+    #[test]
+    fn defaults_and_sockets() {
+        let u = ServerUrl::parse("postgresql://bob@localhost").unwrap();
+        assert_eq!((u.port, u.dbname.as_str()), (5432, "bob"));
+        let s = ServerUrl::parse("postgres://bob@x/db?host=/var/run/postgresql").unwrap();
+        assert!(s.is_unix_socket());
+        assert_eq!(s.address(), "/var/run/postgresql/.s.PGSQL.5432");
+        assert_eq!(ServerUrl::parse("postgres://[::1]:5433/db").unwrap().address(), "[::1]:5433");
+    }
+
+    #[test]
+    fn rejects_other_schemes() {
+        assert!(ServerUrl::parse("mysql://x/y").is_err());
+        assert!(ServerUrl::parse("not a url").is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! `[tls]`: PgBouncer's client_tls_* and server_tls_* settings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Client-facing TLS: whether clients may, or must, use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    /// Refuse SSLRequest ('N').
+    #[default]
+    Disable,
+    /// Accept TLS when the client asks; plain connections welcome.
+    Allow,
+    /// Same as allow for a server (the client decides); kept for PgBouncer compatibility.
+    Prefer,
+    /// Plain connections are refused after startup.
+    Require,
+}
+
+/// Server-facing TLS, libpq's sslmode vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    Disable,
+    Allow,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl ServerTlsMode {
+    pub fn parse(s: &str) -> Option<ServerTlsMode> {
+        Some(match s {
+            "disable" => ServerTlsMode::Disable,
+            "allow" => ServerTlsMode::Allow,
+            "prefer" => ServerTlsMode::Prefer,
+            "require" => ServerTlsMode::Require,
+            "verify-ca" => ServerTlsMode::VerifyCa,
+            "verify-full" => ServerTlsMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    pub fn attempts_tls(self) -> bool {
+        !matches!(self, ServerTlsMode::Disable | ServerTlsMode::Allow)
+    }
+
+    pub fn requires_tls(self) -> bool {
+        matches!(self, ServerTlsMode::Require | ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub client_tls_sslmode: ClientTlsMode,
+    pub client_tls_cert_file: Option<PathBuf>,
+    pub client_tls_key_file: Option<PathBuf>,
+    pub server_tls_sslmode: ServerTlsMode,
+    /// CA bundle to verify servers with (verify-ca / verify-full); the system roots otherwise.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key presented to servers that ask for one.
+    pub server_tls_cert_file: Option<PathBuf>,
+    pub server_tls_key_file: Option<PathBuf>,
+}

@@ -1,0 +1,182 @@
+//! Starting, reloading and stopping the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, QuickStart};
+use crate::net::listener;
+use crate::shared::{Phase, Shared};
+
+/// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    listeners: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    unix_socket: Option<std::path::PathBuf>,
+}
+
+impl Gateway {
+    /// Binds every listener and starts serving. Port 0 picks a free port (see [`Gateway::addrs`]).
+    pub async fn start(config: Config, overrides: QuickStart) -> anyhow::Result<Gateway> {
+        let mut config = config;
+        overrides.apply(&mut config).map_err(anyhow::Error::msg)?;
+        let problems = config.validate();
+        if !problems.is_empty() {
+            anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        let shared = Shared::new(config.clone(), overrides).map_err(anyhow::Error::msg)?;
+        let mut gw = Gateway {
+            shared: shared.clone(),
+            addrs: Vec::new(),
+            http_addr: None,
+            listeners: Vec::new(),
+            background: Vec::new(),
+            unix_socket: None,
+        };
+        for addr in config.pgpilot.listen.iter() {
+            let l = listener::bind_tcp(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            gw.addrs.push(l.local_addr()?);
+            gw.listeners.push(tokio::spawn(listener::accept_tcp(shared.clone(), l)));
+        }
+        if let Some(dir) = &config.pgpilot.unix_socket_dir {
+            let port = gw.addrs.first().map(|a| a.port()).unwrap_or(6432);
+            let (l, path) = listener::bind_unix(dir, port)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", dir.display()))?;
+            gw.unix_socket = Some(path);
+            gw.listeners.push(tokio::spawn(listener::accept_unix(shared.clone(), l)));
+        }
+        if let Some(http) = &config.pgpilot.http {
+            let l = crate::http::bind(http)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http}: {e}"))?;
+            gw.http_addr = Some(l.local_addr()?);
+            gw.background.push(tokio::spawn(crate::http::serve(shared.clone(), l)));
+        }
+        gw.background.push(tokio::spawn(janitor(shared.clone())));
+        tracing::info!(listen = ?gw.addrs, http = ?gw.http_addr, databases = config.databases.len(), "pgpilot is ready");
+        Ok(gw)
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Re-reads the config file (when there is one) and applies it without dropping clients.
+    pub fn reload(&self) -> Result<(), String> {
+        reload(&self.shared)
+    }
+
+    /// Runs until SIGTERM/SIGINT or the admin SHUTDOWN command, reloading on SIGHUP or RELOAD.
+    pub async fn run_until_stopped(self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.log_reload("SIGHUP"),
+                _ = self.shared.reload_requested.notified() => self.log_reload("RELOAD"),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = self.shared.shutdown_requested.notified() => break,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn log_reload(&self, why: &str) {
+        match self.reload() {
+            Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "configuration reload failed; keeping the running configuration")
+            }
+        }
+    }
+
+    /// Stops accepting clients, lets running transactions finish (up to shutdown_timeout), then closes everything.
+    pub async fn shutdown(self) {
+        let shared = &self.shared;
+        shared.phase.send_replace(Phase::Draining);
+        self.listeners.iter().for_each(|l| l.abort());
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        let timeout = shared.config.load().pgpilot.shutdown_timeout.get();
+        tracing::info!(
+            clients = shared.registry.count(),
+            ?timeout,
+            "shutting down: waiting for running transactions"
+        );
+        let deadline = Instant::now() + timeout;
+        while shared.registry.count() > 0 && Instant::now() < deadline {
+            for c in shared.registry.all() {
+                c.request_close(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for c in shared.registry.all() {
+            c.request_close(true);
+        }
+        let grace = Instant::now() + Duration::from_secs(1);
+        while shared.registry.count() > 0 && Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shared.phase.send_replace(Phase::Stopped);
+        for db in shared.databases.load().values() {
+            db.retire();
+        }
+        self.background.iter().for_each(|t| t.abort());
+        tracing::info!("pgpilot stopped");
+    }
+}
+
+fn reload(shared: &Shared) -> Result<(), String> {
+    let current = shared.config.load_full();
+    let mut next = match &current.source {
+        Some(path) => Config::load(path)?,
+        None => (*current).clone(),
+    };
+    shared.overrides.apply(&mut next)?;
+    if next.pgpilot.listen != current.pgpilot.listen || next.pgpilot.http != current.pgpilot.http {
+        tracing::warn!("listen and http addresses change only on restart");
+    }
+    shared.apply(next)
+}
+
+/// Once a second: close expired idle servers, keep min_pool_size warm, roll the stats window.
+async fn janitor(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        for db in shared.databases.load().values() {
+            for set in db.pool_sets() {
+                for pool in set.all() {
+                    pool.take_expired().into_iter().for_each(|c| c.terminate());
+                    for _ in 0..pool.reserve_for_minimum() {
+                        let pool = pool.clone();
+                        tokio::spawn(async move { pool.open_idle().await });
+                    }
+                }
+            }
+        }
+        if ticks % 15 == 0 {
+            let totals = crate::admin::show::database_totals(&shared);
+            shared.stats_window.lock().roll(totals);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The HTTP side: Prometheus metrics, health, and the JSON monitoring API.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::shared::{Phase, Shared};
+
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves until the listener task is aborted.
+pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let api = Router::new()
+        .route("/api/v1/monitoring/pool-stats", get(pool_stats))
+        .layer(middleware::from_fn_with_state(shared.clone(), require_token));
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .merge(api)
+        .with_state(shared);
+    if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}
+
+/// The API wants `Authorization: Bearer <token>` when a token is configured (http_token_file or PGPILOT_API_TOKEN).
+async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let Some(expected) = api_token(&shared) else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if pgpilot_wire::auth::constant_time_eq(t.trim().as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({"error": "a valid bearer token is required"})),
+        )
+            .into_response(),
+    }
+}
+
+pub fn api_token(shared: &Shared) -> Option<String> {
+    let config = shared.config.load();
+    if let Some(path) = &config.pgpilot.http_token_file {
+        return std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    }
+    std::env::var("PGPILOT_API_TOKEN").ok().filter(|t| !t.is_empty())
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&shared))
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match shared.phase() {
+        Phase::Running => (StatusCode::OK, Json(json!({"status": "ok", "clients": shared.registry.count()}))),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))),
+    }
+}
+
+async fn pool_stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(pool_stats_json(&shared))
+}
+
+pub fn pool_stats_json(shared: &Shared) -> serde_json::Value {
+    let mut pools = Vec::new();
+    for db in shared.databases.load().values() {
+        for set in db.pool_sets() {
+            for (i, pool) in set.all().enumerate() {
+                let c = pool.counts();
+                let settings = pool.settings.load();
+                let t = pool.stats.totals();
+                let clients = if i == 0 { pool.clients.load(Relaxed) } else { 0 };
+                pools.push(json!({
+                    "database": &*pool.id.database,
+                    "user": &*pool.id.user,
+                    "server": &*pool.id.server,
+                    "role": if i == 0 { "primary" } else { "replica" },
+                    "pool_mode": settings.mode.as_str(),
+                    "pool_size": settings.size,
+                    "clients_active": clients.saturating_sub(c.waiting),
+                    "clients_waiting": c.waiting,
+                    "servers_active": c.active,
+                    "servers_idle": c.idle,
+                    "servers_login": c.opening,
+                    "servers_total": c.total,
+                    "utilization": if settings.size > 0 { c.active as f64 / settings.size as f64 } else { 0.0 },
+                    "max_wait_ms": c.max_wait.as_secs_f64() * 1e3,
+                    "transactions": t.xacts,
+                    "queries": t.queries,
+                    "server_assignments": t.assignments,
+                    "avg_wait_us": t.wait_time_us.checked_div(t.assignments).unwrap_or(0),
+                    "avg_xact_us": t.xact_time_us.checked_div(t.xacts).unwrap_or(0),
+                    "bytes_received": t.received,
+                    "bytes_sent": t.sent,
+                    "last_error": pool.last_error.lock().clone(),
+                }));
+            }
+        }
+    }
+    let config = shared.config.load();
+    json!({
+        "clients": shared.registry.count(),
+        "max_client_conn": config.pgpilot.max_client_conn,
+        "pools": pools,
+    })
+}

@@ -1,0 +1,141 @@
+//! Prometheus text exposition of the gateway's state, rendered on request from the counters.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::registry::ClientState;
+use crate::shared::Shared;
+use crate::stats::WAIT_BUCKETS_US;
+
+/// Renders every metric; extra sections (routing, cache, jobs) append their own lines.
+pub fn render(shared: &Shared) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let config = shared.config.load();
+    header(&mut out, "pgpilot_up", "gauge", "1 while pgpilot runs.");
+    let _ = writeln!(out, "pgpilot_up 1");
+    header(&mut out, "pgpilot_info", "gauge", "Build information.");
+    let _ = writeln!(out, "pgpilot_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    header(&mut out, "pgpilot_clients", "gauge", "Client connections by state.");
+    let clients = shared.registry.all();
+    for state in [ClientState::Login, ClientState::Idle, ClientState::Waiting, ClientState::Active] {
+        let n = clients.iter().filter(|c| c.state() == state).count();
+        let _ = writeln!(out, "pgpilot_clients{{state=\"{}\"}} {n}", state.as_str());
+    }
+    header(&mut out, "pgpilot_max_client_conn", "gauge", "The max_client_conn setting.");
+    let _ = writeln!(out, "pgpilot_max_client_conn {}", config.pgpilot.max_client_conn);
+    pools(&mut out, shared);
+    out
+}
+
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value.
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn pools(out: &mut String, shared: &Shared) {
+    let mut lines: Vec<(&str, &str, &str, Vec<String>)> = vec![
+        ("pgpilot_pool_clients_active", "gauge", "Clients of the pool not waiting for a server.", vec![]),
+        ("pgpilot_pool_clients_waiting", "gauge", "Clients waiting for a server connection.", vec![]),
+        ("pgpilot_pool_servers_active", "gauge", "Server connections linked to a client.", vec![]),
+        ("pgpilot_pool_servers_idle", "gauge", "Server connections idle in the pool.", vec![]),
+        (
+            "pgpilot_pool_servers_used",
+            "gauge",
+            "Idle server connections due for a check before reuse.",
+            vec![],
+        ),
+        ("pgpilot_pool_servers_login", "gauge", "Server connections being opened.", vec![]),
+        ("pgpilot_pool_size", "gauge", "Configured pool size.", vec![]),
+        ("pgpilot_pool_utilization", "gauge", "Server connections in use divided by the pool size.", vec![]),
+        ("pgpilot_pool_max_wait_seconds", "gauge", "How long the oldest waiting client has waited.", vec![]),
+        ("pgpilot_transactions_total", "counter", "Transactions completed.", vec![]),
+        ("pgpilot_queries_total", "counter", "Queries (Query and Sync messages) completed.", vec![]),
+        (
+            "pgpilot_server_assignments_total",
+            "counter",
+            "Times a client was given a server connection.",
+            vec![],
+        ),
+        ("pgpilot_bytes_received_total", "counter", "Bytes received from clients.", vec![]),
+        ("pgpilot_bytes_sent_total", "counter", "Bytes sent to clients.", vec![]),
+        ("pgpilot_transaction_seconds_total", "counter", "Time spent in transactions.", vec![]),
+        ("pgpilot_query_seconds_total", "counter", "Time spent in queries.", vec![]),
+        ("pgpilot_client_wait_seconds_total", "counter", "Time clients spent waiting for a server.", vec![]),
+    ];
+    let mut histogram = String::new();
+    for db in shared.databases.load().values() {
+        for set in db.pool_sets() {
+            for (i, pool) in set.all().enumerate() {
+                let role = if i == 0 { "primary" } else { "replica" };
+                let l = format!(
+                    "database=\"{}\",user=\"{}\",server=\"{}\",role=\"{role}\"",
+                    label(&pool.id.database),
+                    label(&pool.id.user),
+                    label(&pool.id.server)
+                );
+                let c = pool.counts();
+                let size = pool.settings.load().size;
+                let clients = if i == 0 { pool.clients.load(Relaxed) } else { 0 };
+                let t = pool.stats.totals();
+                let values: [f64; 17] = [
+                    clients.saturating_sub(c.waiting) as f64,
+                    c.waiting as f64,
+                    c.active as f64,
+                    c.idle as f64,
+                    c.used as f64,
+                    c.opening as f64,
+                    size as f64,
+                    if size > 0 { c.active as f64 / size as f64 } else { 0.0 },
+                    c.max_wait.as_secs_f64(),
+                    t.xacts as f64,
+                    t.queries as f64,
+                    t.assignments as f64,
+                    t.received as f64,
+                    t.sent as f64,
+                    t.xact_time_us as f64 / 1e6,
+                    t.query_time_us as f64 / 1e6,
+                    t.wait_time_us as f64 / 1e6,
+                ];
+                for (line, value) in lines.iter_mut().zip(values) {
+                    line.3.push(format!("{}{{{l}}} {value}", line.0));
+                }
+                let mut cumulative = 0;
+                for (bound, n) in WAIT_BUCKETS_US.iter().zip(t.wait_buckets.iter()) {
+                    cumulative += n;
+                    let _ = writeln!(
+                        histogram,
+                        "pgpilot_client_wait_seconds_bucket{{{l},le=\"{}\"}} {cumulative}",
+                        *bound as f64 / 1e6
+                    );
+                }
+                cumulative += t.wait_buckets[WAIT_BUCKETS_US.len()];
+                let _ =
+                    writeln!(histogram, "pgpilot_client_wait_seconds_bucket{{{l},le=\"+Inf\"}} {cumulative}");
+                let _ = writeln!(
+                    histogram,
+                    "pgpilot_client_wait_seconds_sum{{{l}}} {}",
+                    t.wait_time_us as f64 / 1e6
+                );
+                let _ = writeln!(histogram, "pgpilot_client_wait_seconds_count{{{l}}} {}", t.assignments);
+            }
+        }
+    }
+    for (name, kind, help, rows) in lines {
+        header(out, name, kind, help);
+        for r in rows {
+            out.push_str(&r);
+            out.push('\n');
+        }
+    }
+    header(
+        out,
+        "pgpilot_client_wait_seconds",
+        "histogram",
+        "How long clients waited for a server connection.",
+    );
+    out.push_str(&histogram);
+}

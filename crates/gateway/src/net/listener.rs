@@ -1,0 +1,72 @@
+//! Accepting clients on TCP addresses and an optional Unix socket.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::Sock;
+use crate::shared::Shared;
+
+/// Room for bursts of new connections (pgbench -C, application restarts).
+const BACKLOG: i32 = 4096;
+
+pub fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// `<dir>/.s.PGSQL.<port>`, replacing a stale socket file.
+pub fn bind_unix(dir: &Path, port: u16) -> std::io::Result<(UnixListener, PathBuf)> {
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    Ok((listener, path))
+}
+
+pub async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let sock = Sock::Tcp(stream);
+                if shared.config.load().pgpilot.tcp_keepalive {
+                    sock.set_keepalive();
+                }
+                tokio::spawn(crate::session::serve(shared.clone(), sock));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+pub async fn accept_unix(shared: Arc<Shared>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(crate::session::serve(shared.clone(), Sock::Unix(stream)));
+            }
+            Err(e) => accept_error(e).await,
+        }
+    }
+}
+
+/// Out of file descriptors or similar: say so and back off instead of spinning.
+async fn accept_error(e: std::io::Error) {
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}

@@ -1,0 +1,7 @@
+//! Sockets, TLS and listening.
+
+pub mod listener;
+pub mod sock;
+pub mod tls;
+
+pub use sock::Sock;

@@ -1,0 +1,315 @@
+//! Opening a server connection: TCP or Unix socket, optional TLS, startup, authentication, and
+//! the server's parameters and cancel key.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgpilot_wire::auth::md5;
+use pgpilot_wire::auth::scram::{ClientCredentials, ScramClient, MECHANISM};
+use pgpilot_wire::backend::{parse_auth_request, parse_backend_key, parse_parameter_status, AuthRequest};
+use pgpilot_wire::error::ErrorFields;
+use pgpilot_wire::frame::{peek_backend, Limits};
+use pgpilot_wire::{frontend, startup};
+use thiserror::Error;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::{ServerTlsMode, ServerUrl};
+use crate::net::{tls, Sock};
+
+/// What pgpilot logs in to a server with.
+#[derive(Clone)]
+pub enum ServerSecret {
+    None,
+    Password(String),
+    /// PostgreSQL's stored md5 hash: enough to answer an md5 challenge.
+    Md5Hash(String),
+    /// A SCRAM ClientKey a client proved to pgpilot.
+    ScramKey(pgpilot_wire::auth::scram::ProvenClientKey),
+}
+
+impl std::fmt::Debug for ServerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerSecret::None => "none",
+            ServerSecret::Password(_) => "password",
+            ServerSecret::Md5Hash(_) => "md5-hash",
+            ServerSecret::ScramKey(_) => "scram-key",
+        })
+    }
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    /// The logical database (the name clients use), for per-database passwords.
+    pub database: String,
+    pub url: ServerUrl,
+    pub user: String,
+    pub tls_mode: ServerTlsMode,
+}
+
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {addr}: {source}")]
+    Io { addr: String, source: io::Error },
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    #[error("server {addr} rejected the login: {} {}", fields.code, fields.message)]
+    Rejected { addr: String, fields: ErrorFields },
+    #[error("server {addr} requires TLS/authentication pgpilot cannot satisfy: {why}")]
+    Unsupported { addr: String, why: String },
+    #[error("protocol error from server {addr}: {why}")]
+    Protocol { addr: String, why: String },
+}
+
+impl ConnectError {
+    /// Errors that waiting will not fix (wrong password, unknown database).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ConnectError::Rejected { .. } | ConnectError::Unsupported { .. })
+    }
+}
+
+/// A logged-in server connection, ready for queries.
+pub struct Connected {
+    pub sock: Sock,
+    pub params: Vec<(String, String)>,
+    pub pid: i32,
+    pub secret: i32,
+    pub buf: BytesMut,
+}
+
+pub async fn connect(
+    target: &ServerTarget,
+    secret: &ServerSecret,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    timeout: Duration,
+) -> Result<Connected, ConnectError> {
+    let addr = target.url.address();
+    match tokio::time::timeout(timeout, connect_inner(target, secret, connector)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout(addr)),
+    }
+}
+
+async fn connect_inner(
+    target: &ServerTarget,
+    secret: &ServerSecret,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Connected, ConnectError> {
+    let addr = target.url.address();
+    let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
+    let sock = if target.url.is_unix_socket() {
+        Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?)
+    } else {
+        let tcp = TcpStream::connect(&addr).await.map_err(io_err)?;
+        if target.tls_mode.attempts_tls() {
+            negotiate_tls(tcp, target, connector).await?
+        } else {
+            Sock::Tcp(tcp)
+        }
+    };
+    sock.set_nodelay();
+    sock.set_keepalive();
+    let mut out = BytesMut::with_capacity(256);
+    startup::startup_message(
+        &mut out,
+        &[("user", &target.user), ("database", &target.url.dbname), ("application_name", "pgpilot")],
+    );
+    sock.write_all(&out).await.map_err(io_err)?;
+    let mut login = Login { sock: &sock, buf: BytesMut::with_capacity(4096), addr: &addr };
+    login.authenticate(target, secret).await?;
+    let (params, pid, key) = login.read_until_ready().await?;
+    let buf = login.buf;
+    Ok(Connected { sock, params, pid, secret: key, buf })
+}
+
+async fn negotiate_tls(
+    tcp: TcpStream,
+    target: &ServerTarget,
+    connector: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Sock, ConnectError> {
+    let addr = target.url.address();
+    let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
+    let sock = Sock::Tcp(tcp);
+    let mut out = BytesMut::new();
+    startup::ssl_request(&mut out);
+    sock.write_all(&out).await.map_err(io_err)?;
+    let mut answer = BytesMut::with_capacity(1);
+    while answer.is_empty() {
+        if sock.read_into(&mut answer).await.map_err(io_err)? == 0 {
+            return Err(ConnectError::Protocol { addr, why: "closed during SSL negotiation".into() });
+        }
+    }
+    let Sock::Tcp(tcp) = sock else { unreachable!() };
+    match (answer[0], connector) {
+        (b'S', Some(connector)) if answer.len() == 1 => {
+            let name = rustls::pki_types::ServerName::try_from(target.url.host.clone())
+                .map_err(|e| ConnectError::Unsupported { addr: addr.clone(), why: e.to_string() })?;
+            let stream = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ConnectError::Unsupported { addr: addr.clone(), why: format!("TLS: {e}") })?;
+            tls::bridge(stream).map_err(io_err)
+        }
+        (b'N', _) if !target.tls_mode.requires_tls() => Ok(Sock::Tcp(tcp)),
+        (b'N', _) => Err(ConnectError::Unsupported { addr, why: "server does not support TLS".into() }),
+        _ => Err(ConnectError::Protocol { addr, why: "unexpected answer to SSLRequest".into() }),
+    }
+}
+
+struct Login<'a> {
+    sock: &'a Sock,
+    buf: BytesMut,
+    addr: &'a str,
+}
+
+impl Login<'_> {
+    fn protocol(&self, why: impl Into<String>) -> ConnectError {
+        ConnectError::Protocol { addr: self.addr.to_string(), why: why.into() }
+    }
+
+    fn unsupported(&self, why: impl Into<String>) -> ConnectError {
+        ConnectError::Unsupported { addr: self.addr.to_string(), why: why.into() }
+    }
+
+    /// Reads one whole message; returns its tag and body.
+    async fn next(&mut self) -> Result<(u8, BytesMut), ConnectError> {
+        loop {
+            match peek_backend(&self.buf, &Limits { large: 1 << 20, small: 1 << 20 }) {
+                Err(e) => return Err(self.protocol(e.to_string())),
+                Ok(Some(h)) if self.buf.len() >= h.total => {
+                    let mut msg = self.buf.split_to(h.total);
+                    msg.advance(5);
+                    return Ok((h.tag, msg));
+                }
+                Ok(_) => {}
+            }
+            let n = self
+                .sock
+                .read_into(&mut self.buf)
+                .await
+                .map_err(|source| ConnectError::Io { addr: self.addr.to_string(), source })?;
+            if n == 0 {
+                return Err(self.protocol("server closed the connection during login"));
+            }
+        }
+    }
+
+    async fn send(&self, out: &BytesMut) -> Result<(), ConnectError> {
+        self.sock
+            .write_all(out)
+            .await
+            .map_err(|source| ConnectError::Io { addr: self.addr.to_string(), source })
+    }
+
+    async fn authenticate(
+        &mut self,
+        target: &ServerTarget,
+        secret: &ServerSecret,
+    ) -> Result<(), ConnectError> {
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let (tag, body) = self.next().await?;
+            match tag {
+                b'R' => {}
+                b'E' => {
+                    return Err(ConnectError::Rejected {
+                        addr: self.addr.to_string(),
+                        fields: ErrorFields::parse(&body),
+                    })
+                }
+                b'N' => continue,
+                _ => return Err(self.protocol(format!("unexpected message {:?} during login", tag as char))),
+            }
+            let request =
+                parse_auth_request(&body).ok_or_else(|| self.protocol("malformed authentication request"))?;
+            let mut out = BytesMut::new();
+            match request {
+                AuthRequest::Ok => return Ok(()),
+                AuthRequest::Cleartext => match secret {
+                    ServerSecret::Password(p) => frontend::password(&mut out, p.as_bytes()),
+                    _ => {
+                        return Err(self.unsupported(
+                            "cleartext password requested but pgpilot has no password for this user",
+                        ))
+                    }
+                },
+                AuthRequest::Md5 { salt } => {
+                    let stored = match secret {
+                        ServerSecret::Password(p) => md5::stored_hash(&target.user, p),
+                        ServerSecret::Md5Hash(h) => h.clone(),
+                        _ => {
+                            return Err(self.unsupported(
+                                "md5 requested but pgpilot has no password or md5 hash for this user",
+                            ))
+                        }
+                    };
+                    frontend::password(&mut out, md5::client_response(&stored, salt).as_bytes());
+                }
+                AuthRequest::Sasl { mechanisms } => {
+                    if !mechanisms.contains(&MECHANISM) {
+                        return Err(self.unsupported(format!("server offers SASL {mechanisms:?}")));
+                    }
+                    let creds = match secret {
+                        ServerSecret::Password(p) => ClientCredentials::Password(p.clone()),
+                        ServerSecret::ScramKey(k) => ClientCredentials::ProvenKey(k.clone()),
+                        _ => {
+                            return Err(self.unsupported(
+                                "SCRAM requested but pgpilot has no password or SCRAM key for this user",
+                            ))
+                        }
+                    };
+                    let mut client = ScramClient::new(creds);
+                    frontend::sasl_initial_response(&mut out, MECHANISM, &client.client_first());
+                    scram = Some(client);
+                }
+                AuthRequest::SaslContinue(data) => {
+                    let client = scram.as_mut().ok_or_else(|| self.protocol("SASLContinue before SASL"))?;
+                    let reply =
+                        client.server_first(data).map_err(|e| self.unsupported(format!("SCRAM: {e}")))?;
+                    frontend::sasl_response(&mut out, &reply);
+                }
+                AuthRequest::SaslFinal(data) => {
+                    let client = scram.as_mut().ok_or_else(|| self.protocol("SASLFinal before SASL"))?;
+                    client.server_final(data).map_err(|e| self.unsupported(format!("SCRAM: {e}")))?;
+                    continue;
+                }
+                AuthRequest::Unsupported(code) => {
+                    return Err(self.unsupported(format!("authentication method {code}")));
+                }
+            }
+            self.send(&out).await?;
+        }
+    }
+
+    async fn read_until_ready(&mut self) -> Result<(Vec<(String, String)>, i32, i32), ConnectError> {
+        let mut params = Vec::new();
+        let (mut pid, mut key) = (0, 0);
+        loop {
+            let (tag, body) = self.next().await?;
+            match tag {
+                b'S' => {
+                    if let Some((k, v)) = parse_parameter_status(&body) {
+                        params.push((k.to_string(), v.to_string()));
+                    }
+                }
+                b'K' => {
+                    (pid, key) =
+                        parse_backend_key(&body).ok_or_else(|| self.protocol("bad BackendKeyData"))?
+                }
+                b'Z' => return Ok((params, pid, key)),
+                b'E' => {
+                    return Err(ConnectError::Rejected {
+                        addr: self.addr.to_string(),
+                        fields: ErrorFields::parse(&body),
+                    })
+                }
+                b'N' => {}
+                other => {
+                    return Err(self.protocol(format!("unexpected message {:?} after login", other as char)))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Server connections and the pools that hold them.
+
+pub mod check;
+pub mod connect;
+pub mod limits;
+#[allow(clippy::module_inception)]
+mod pool;
+pub mod server;
+pub mod settings;
+
+pub use connect::{ConnectError, ServerSecret, ServerTarget};
+pub use limits::{ConnectionLimit, PoolLimits};
+pub use pool::{CheckoutError, Pool, PoolCounts, PoolId, SecretSource};
+pub use server::{CancelTarget, ServerConn};
+pub use settings::PoolSettings;

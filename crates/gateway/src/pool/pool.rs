@@ -1,0 +1,427 @@
+//! A pool of server connections for one (database, user, server): checkout with fair FIFO waiting,
+//! release with direct hand-off to the longest waiter, and the limits PgBouncer users know.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use parking_lot::Mutex;
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::connect::{connect, ConnectError, ServerSecret, ServerTarget};
+use super::limits::PoolLimits;
+use super::server::{ServerConn, Slot};
+use super::settings::PoolSettings;
+use crate::stats::Counters;
+
+/// What a waiting client is handed.
+enum Grant {
+    Conn(ServerConn),
+    /// Room was made: open a new connection yourself.
+    Connect,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Grant>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<ServerConn>,
+    waiters: VecDeque<Waiter>,
+    /// Open or opening connections.
+    total: usize,
+    /// Connections checked out by clients.
+    active: usize,
+    opening: usize,
+}
+
+#[derive(Debug, Error)]
+pub enum CheckoutError {
+    #[error("query_wait_timeout: no server connection became free in {0:?}")]
+    WaitTimeout(Duration),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the pool is closed")]
+    Closed,
+}
+
+/// Identity of a pool for SHOW commands and metrics.
+#[derive(Debug, Clone)]
+pub struct PoolId {
+    pub database: Arc<str>,
+    pub user: Arc<str>,
+    /// host:port of the server.
+    pub server: Arc<str>,
+}
+
+/// Resolves the secret to log in with at connection time (files and keys may change on reload).
+pub trait SecretSource: Send + Sync {
+    fn secret_for(&self, target: &ServerTarget) -> ServerSecret;
+}
+
+pub struct Pool {
+    pub id: PoolId,
+    pub target: ServerTarget,
+    pub settings: ArcSwap<PoolSettings>,
+    pub stats: Counters,
+    /// Clients currently using this pool (for SHOW POOLS cl_active).
+    pub clients: AtomicUsize,
+    /// The first server's ParameterStatus values, replayed to clients at login.
+    pub startup_params: ArcSwapOption<Vec<(String, String)>>,
+    pub last_error: Mutex<Option<String>>,
+    connector: ArcSwapOption<tokio_rustls::TlsConnector>,
+    secrets: Arc<dyn SecretSource>,
+    limits: PoolLimits,
+    retired: AtomicBool,
+    /// Bumped by RECONNECT: connections from an older generation are closed when released.
+    generation: AtomicU64,
+    state: Mutex<PoolState>,
+}
+
+/// A snapshot of a pool's counts.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PoolCounts {
+    pub active: usize,
+    pub idle: usize,
+    pub opening: usize,
+    pub total: usize,
+    pub waiting: usize,
+    /// Idle connections due for a check before reuse (PgBouncer's sv_used).
+    pub used: usize,
+    pub max_wait: Duration,
+}
+
+impl Pool {
+    pub fn new(
+        id: PoolId,
+        target: ServerTarget,
+        settings: PoolSettings,
+        secrets: Arc<dyn SecretSource>,
+        connector: Option<Arc<tokio_rustls::TlsConnector>>,
+        limits: PoolLimits,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            id,
+            target,
+            settings: ArcSwap::from_pointee(settings),
+            stats: Counters::default(),
+            clients: AtomicUsize::new(0),
+            startup_params: ArcSwapOption::empty(),
+            last_error: Mutex::new(None),
+            connector: ArcSwapOption::new(connector),
+            secrets,
+            limits,
+            retired: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            state: Mutex::new(PoolState::default()),
+        })
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        let s = self.state.lock();
+        let check_delay = self.settings.load().check_delay;
+        PoolCounts {
+            active: s.active,
+            idle: s.idle.len(),
+            opening: s.opening,
+            total: s.total,
+            waiting: s.waiters.len(),
+            used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
+            max_wait: s.waiters.front().map(|w| w.since.elapsed()).unwrap_or_default(),
+        }
+    }
+
+    /// Ids of idle connections, for SHOW SERVERS.
+    pub fn idle_servers(&self) -> Vec<(u64, i32, Instant, Instant)> {
+        let s = self.state.lock();
+        s.idle.iter().map(|c| (c.id, c.cancel.pid, c.created, c.last_used)).collect()
+    }
+
+    pub fn set_connector(&self, connector: Option<Arc<tokio_rustls::TlsConnector>>) {
+        self.connector.store(connector);
+    }
+
+    /// A retired pool hands out nothing new: its database was removed or changed by a reload.
+    pub fn retire(&self) {
+        self.retired.store(true, Relaxed);
+        let idle = std::mem::take(&mut self.state.lock().idle);
+        idle.into_iter().for_each(ServerConn::terminate);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Relaxed)
+    }
+
+    /// Gets a server connection: an idle one, a new one if the pool has room, or the next one
+    /// released, in arrival order. Returns it with how long the client waited.
+    pub async fn checkout(self: &Arc<Self>) -> Result<(ServerConn, Duration), CheckoutError> {
+        let start = Instant::now();
+        let settings = self.settings.load_full();
+        let deadline = settings.query_wait_timeout.map(|t| start + t);
+        loop {
+            if self.is_retired() {
+                return Err(CheckoutError::Closed);
+            }
+            let grant = match self.try_take(&settings, false) {
+                Some(grant) => grant,
+                None => self.wait(&settings, start, deadline).await?,
+            };
+            let conn = match grant {
+                Grant::Conn(conn) => match self.validate(conn, &settings).await {
+                    Some(conn) => conn,
+                    None => continue,
+                },
+                Grant::Connect => self.open(&settings, deadline).await?,
+            };
+            return Ok((conn, start.elapsed()));
+        }
+    }
+
+    /// Takes an idle connection or a permit to open one, without waiting.
+    fn try_take(&self, settings: &PoolSettings, reserve: bool) -> Option<Grant> {
+        let mut s = self.state.lock();
+        if let Some(conn) = s.idle.pop() {
+            s.active += 1;
+            return Some(Grant::Conn(conn));
+        }
+        let limit = settings.size + if reserve { settings.reserve_size } else { 0 };
+        if s.total < limit && self.limits.try_acquire() {
+            s.total += 1;
+            s.opening += 1;
+            s.active += 1;
+            return Some(Grant::Connect);
+        }
+        None
+    }
+
+    async fn wait(
+        &self,
+        settings: &PoolSettings,
+        start: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Grant, CheckoutError> {
+        let (tx, mut rx) = oneshot::channel();
+        self.state.lock().waiters.push_back(Waiter { tx, since: start });
+        let reserve_at = (settings.reserve_size > 0).then(|| start + settings.reserve_timeout);
+        // A database-wide limit frees room in another pool without telling this one: look again now and then.
+        let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 1000 });
+        loop {
+            let wake =
+                [deadline, reserve_at, Some(Instant::now() + recheck)].into_iter().flatten().min().unwrap();
+            tokio::select! {
+                got = &mut rx => return got.map_err(|_| CheckoutError::Closed),
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            if let Ok(grant) = rx.try_recv() {
+                return Ok(grant);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(CheckoutError::WaitTimeout(start.elapsed()));
+            }
+            let use_reserve = reserve_at.is_some_and(|r| Instant::now() >= r);
+            if let Some(grant) = self.try_take(settings, use_reserve) {
+                // Our queue entry stays behind; whoever pops it finds the receiver gone and moves on.
+                drop(rx);
+                return Ok(grant);
+            }
+            if self.is_retired() {
+                return Err(CheckoutError::Closed);
+            }
+        }
+    }
+
+    /// Checks an idle connection before handing it out: closed meanwhile, or due for a check query.
+    async fn validate(&self, conn: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
+        if conn.sock.has_pending_input() {
+            self.discard(conn, "server closed the connection while idle");
+            return None;
+        }
+        let idle_for = conn.last_used.elapsed();
+        if let Some(query) = settings.check_query.as_deref().filter(|_| idle_for > settings.check_delay) {
+            let mut conn = conn;
+            match super::check::run_check(&mut conn, query, settings.connect_timeout).await {
+                Ok(()) => return Some(conn),
+                Err(e) => {
+                    self.discard(conn, &format!("server_check_query failed: {e}"));
+                    return None;
+                }
+            }
+        }
+        Some(conn)
+    }
+
+    /// Opens a connection under a permit from [`Pool::try_take`], retrying transient failures
+    /// (a restarting server) until the client's wait deadline.
+    async fn open(
+        self: &Arc<Self>,
+        settings: &PoolSettings,
+        deadline: Option<Instant>,
+    ) -> Result<ServerConn, CheckoutError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let secret = self.secrets.secret_for(&self.target);
+            let connector = self.connector.load_full();
+            let result = connect(&self.target, &secret, connector.as_deref(), settings.connect_timeout).await;
+            match result {
+                Ok(connected) => {
+                    if self.startup_params.load().is_none() {
+                        self.startup_params.store(Some(Arc::new(connected.params.clone())));
+                    }
+                    *self.last_error.lock() = None;
+                    let mut s = self.state.lock();
+                    s.opening -= 1;
+                    drop(s);
+                    let address = self.target.url.address();
+                    let is_unix = self.target.url.is_unix_socket();
+                    let mut conn = ServerConn::new(connected, address, is_unix, Slot(self.clone()));
+                    conn.generation = self.generation.load(Relaxed);
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    *self.last_error.lock() = Some(e.to_string());
+                    let retry_at = Instant::now() + backoff;
+                    if e.is_permanent() || deadline.is_none_or(|d| retry_at >= d) || self.is_retired() {
+                        self.abandon_open();
+                        return Err(CheckoutError::Connect(e));
+                    }
+                    tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e, "server connection failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(settings.login_retry.max(Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+
+    /// Gives back a permit whose connection could not be opened.
+    fn abandon_open(&self) {
+        {
+            let mut s = self.state.lock();
+            s.opening -= 1;
+            s.active -= 1;
+        }
+        self.connection_closed();
+    }
+
+    /// Returns a healthy connection that is idle (no transaction) to the pool.
+    pub fn release(&self, mut conn: ServerConn) {
+        conn.last_used = Instant::now();
+        let settings = self.settings.load();
+        let stale = conn.generation < self.generation.load(Relaxed);
+        if stale || self.is_retired() || settings.lifetime.is_some_and(|l| conn.created.elapsed() >= l) {
+            self.state.lock().active -= 1;
+            conn.terminate();
+            return;
+        }
+        let mut s = self.state.lock();
+        while let Some(w) = s.waiters.pop_front() {
+            match w.tx.send(Grant::Conn(conn)) {
+                Ok(()) => return,
+                Err(Grant::Conn(back)) => conn = back,
+                Err(Grant::Connect) => unreachable!("we sent a connection"),
+            }
+        }
+        s.active -= 1;
+        s.idle.push(conn);
+    }
+
+    /// Drops a checked-out connection that must not be reused (broken, or left mid-transaction).
+    pub fn discard(&self, conn: ServerConn, reason: &str) {
+        tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
+            server_id = conn.id, reason, "closing server connection");
+        self.state.lock().active -= 1;
+        conn.terminate();
+    }
+
+    /// Called when a connection of this pool is dropped: frees its place and lets a waiter open one.
+    pub(super) fn connection_closed(&self) {
+        self.limits.release();
+        let mut s = self.state.lock();
+        s.total -= 1;
+        if self.is_retired() {
+            return;
+        }
+        while let Some(w) = s.waiters.pop_front() {
+            if !self.limits.try_acquire() {
+                s.waiters.push_front(w);
+                return;
+            }
+            s.total += 1;
+            s.opening += 1;
+            s.active += 1;
+            if w.tx.send(Grant::Connect).is_ok() {
+                return;
+            }
+            s.total -= 1;
+            s.opening -= 1;
+            s.active -= 1;
+            self.limits.release();
+        }
+    }
+
+    /// Idle connections past server_idle_timeout (beyond min_pool_size) or server_lifetime, removed
+    /// from the pool for the caller to close.
+    pub fn take_expired(&self) -> Vec<ServerConn> {
+        let settings = self.settings.load();
+        let mut s = self.state.lock();
+        let mut keep = s.total;
+        let mut expired = Vec::new();
+        let mut i = 0;
+        while i < s.idle.len() {
+            let c = &s.idle[i];
+            let too_old = settings.lifetime.is_some_and(|l| c.created.elapsed() >= l);
+            let too_idle =
+                settings.idle_timeout.is_some_and(|t| c.last_used.elapsed() >= t) && keep > settings.min_size;
+            if too_old || too_idle {
+                expired.push(s.idle.swap_remove(i));
+                keep -= 1;
+            } else {
+                i += 1;
+            }
+        }
+        expired
+    }
+
+    /// How many connections to open to reach min_pool_size, reserved as permits.
+    pub fn reserve_for_minimum(&self) -> usize {
+        let settings = self.settings.load();
+        let mut s = self.state.lock();
+        let mut n = 0;
+        while s.total < settings.min_size.min(settings.size) && self.limits.try_acquire() {
+            s.total += 1;
+            s.opening += 1;
+            s.active += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Opens one connection under a permit from [`Pool::reserve_for_minimum`] and parks it idle.
+    pub async fn open_idle(self: &Arc<Self>) {
+        let settings = self.settings.load_full();
+        match self.open(&settings, Some(Instant::now())).await {
+            Ok(conn) => self.release(conn),
+            Err(e) => {
+                tracing::warn!(database = %self.id.database, server = %self.id.server, error = %e, "min_pool_size: could not open a server connection")
+            }
+        }
+    }
+
+    /// RECONNECT: idle connections close now, busy ones when their clients release them.
+    pub fn reconnect(&self) {
+        self.generation.fetch_add(1, Relaxed);
+        self.close_idle();
+    }
+
+    /// Closes every idle connection (RECONNECT, reload of server settings).
+    pub fn close_idle(&self) -> usize {
+        let idle = std::mem::take(&mut self.state.lock().idle);
+        let n = idle.len();
+        idle.into_iter().for_each(ServerConn::terminate);
+        n
+    }
+}

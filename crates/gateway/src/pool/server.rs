@@ -1,0 +1,85 @@
+//! One server connection as the pool and sessions see it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use pgpilot_wire::frontend;
+
+use super::pool::Pool;
+use crate::net::Sock;
+use crate::session::params::ParamSet;
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Enough to cancel whatever this server is running, from another connection.
+#[derive(Debug)]
+pub struct CancelTarget {
+    pub address: String,
+    pub is_unix: bool,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// A logged-in server connection. It counts against its pool until dropped.
+pub struct ServerConn {
+    pub sock: Sock,
+    pub id: u64,
+    pub cancel: Arc<CancelTarget>,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Values of the tracked parameters as this server has them now.
+    pub params: ParamSet,
+    /// Read buffer, kept for the life of the connection (servers are few, clients are many).
+    pub buf: BytesMut,
+    /// The pool generation this connection was opened in (see RECONNECT).
+    pub generation: u64,
+    pub(super) slot: Slot,
+}
+
+impl ServerConn {
+    pub(super) fn new(
+        connected: super::connect::Connected,
+        address: String,
+        is_unix: bool,
+        slot: Slot,
+    ) -> ServerConn {
+        let mut params = ParamSet::default();
+        for (k, v) in &connected.params {
+            params.set(k, v);
+        }
+        let now = Instant::now();
+        ServerConn {
+            cancel: Arc::new(CancelTarget { address, is_unix, pid: connected.pid, secret: connected.secret }),
+            sock: connected.sock,
+            id: NEXT_SERVER_ID.fetch_add(1, Relaxed),
+            created: now,
+            last_used: now,
+            params,
+            buf: connected.buf,
+            generation: 0,
+            slot,
+        }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.slot.0
+    }
+
+    /// Tells the server goodbye; the connection is dropped (and uncounted) right after.
+    pub fn terminate(self) {
+        let mut out = BytesMut::with_capacity(5);
+        frontend::terminate(&mut out);
+        let _ = self.sock.try_write(&out);
+    }
+}
+
+/// A place in a pool's count of open connections, given back when the connection is dropped.
+pub struct Slot(pub(super) Arc<Pool>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}

@@ -1,0 +1,193 @@
+//! Every connected client, for cancel requests, SHOW CLIENTS, limits and shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+
+use crate::pool::CancelTarget;
+
+const SHARDS: usize = 16;
+
+/// What a client is doing, as SHOW CLIENTS tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Logging in.
+    Login = 0,
+    /// Connected, no server (PgBouncer counts these as cl_active too).
+    Idle = 1,
+    /// Waiting for a server.
+    Waiting = 2,
+    /// Linked to a server.
+    Active = 3,
+}
+
+impl ClientState {
+    fn from_u8(v: u8) -> ClientState {
+        match v {
+            1 => ClientState::Idle,
+            2 => ClientState::Waiting,
+            3 => ClientState::Active,
+            _ => ClientState::Login,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Login => "login",
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
+/// One client's public face: shared between its session and the registry.
+pub struct ClientInfo {
+    pub id: u64,
+    /// The cancel key pgpilot gave the client (not any server's).
+    pub pid: i32,
+    pub secret: i32,
+    pub addr: String,
+    pub local_port: u16,
+    pub tls: bool,
+    pub connected_at: SystemTime,
+    pub database: Mutex<Arc<str>>,
+    pub user: Mutex<Arc<str>>,
+    pub application_name: Mutex<Arc<str>>,
+    state: AtomicU8,
+    /// Unix time (µs) of the last request, for SHOW CLIENTS.
+    pub last_request_us: AtomicU64,
+    /// The server the client is linked to, for cancel requests.
+    pub server: ArcSwapOption<CancelTarget>,
+    pub server_id: AtomicU64,
+    /// Why the client holds its server for the whole session in transaction mode, if it does.
+    pub pinned: Mutex<Option<&'static str>>,
+    /// Set to ask the session to end: 1 at its next transaction boundary (shutdown), 2 at once (KILL).
+    close_requested: AtomicU8,
+    pub wake: tokio::sync::Notify,
+}
+
+impl ClientInfo {
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Relaxed))
+    }
+
+    pub fn set_state(&self, s: ClientState) {
+        self.state.store(s as u8, Relaxed);
+    }
+
+    pub fn touch(&self) {
+        self.last_request_us.store(now_us(), Relaxed);
+    }
+
+    /// Asks the session to end: `now` even inside a transaction (KILL), otherwise when it is idle.
+    pub fn request_close(&self, now: bool) {
+        self.close_requested.fetch_max(if now { 2 } else { 1 }, Relaxed);
+        self.wake.notify_one();
+    }
+
+    pub fn close_requested(&self) -> bool {
+        self.close_requested.load(Relaxed) > 0
+    }
+
+    pub fn kill_requested(&self) -> bool {
+        self.close_requested.load(Relaxed) > 1
+    }
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+pub struct Registry {
+    shards: Box<[Mutex<HashMap<i32, Arc<ClientInfo>>>]>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+    next_pid: AtomicI32,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            // Start somewhere random so keys do not repeat across restarts.
+            next_pid: AtomicI32::new((rand::random::<u32>() >> 2) as i32),
+        }
+    }
+}
+
+/// Removes the client from the registry when its session ends, however it ends.
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub info: Arc<ClientInfo>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.shards[self.info.pid as usize % SHARDS].lock().remove(&self.info.pid);
+        self.registry.count.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Registry {
+    pub fn count(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    /// Registers a new client if fewer than `max` are connected.
+    pub fn register(
+        self: &Arc<Self>,
+        addr: String,
+        local_port: u16,
+        tls: bool,
+        max: usize,
+    ) -> Option<Registration> {
+        if self.count.fetch_add(1, Relaxed) >= max {
+            self.count.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let pid = self.next_pid.fetch_add(1, Relaxed) & 0x3fff_ffff;
+        let none: Arc<str> = Arc::from("");
+        let info = Arc::new(ClientInfo {
+            id: self.next_id.fetch_add(1, Relaxed),
+            pid,
+            secret: rand::random(),
+            addr,
+            local_port,
+            tls,
+            connected_at: SystemTime::now(),
+            database: Mutex::new(none.clone()),
+            user: Mutex::new(none.clone()),
+            application_name: Mutex::new(none),
+            state: AtomicU8::new(ClientState::Login as u8),
+            last_request_us: AtomicU64::new(now_us()),
+            server: ArcSwapOption::empty(),
+            server_id: AtomicU64::new(0),
+            pinned: Mutex::new(None),
+            close_requested: AtomicU8::new(0),
+            wake: tokio::sync::Notify::new(),
+        });
+        self.shards[pid as usize % SHARDS].lock().insert(pid, info.clone());
+        Some(Registration { registry: self.clone(), info })
+    }
+
+    /// The client a CancelRequest names, if its secret matches.
+    pub fn find_for_cancel(&self, pid: i32, secret: i32) -> Option<Arc<ClientInfo>> {
+        let shard = self.shards.get(pid as usize % SHARDS)?;
+        shard.lock().get(&pid).filter(|c| c.secret == secret).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        let mut out: Vec<_> =
+            self.shards.iter().flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>()).collect();
+        out.sort_by_key(|c| c.id);
+        out
+    }
+}

@@ -1,0 +1,298 @@
+//! A logged-in client: waits for requests while holding no server, attaches one when a request
+//! needs it (per transaction, or for the whole session), and cleans up however the session ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use pgpilot_wire::backend::{self, TxnStatus};
+use pgpilot_wire::frame::{peek_frontend, Header, Limits};
+use pgpilot_wire::{PgError, SqlState};
+
+use super::params::ParamSet;
+use crate::config::PoolMode;
+use crate::databases::{Database, PoolSet};
+use crate::net::Sock;
+use crate::pool::{Pool, ServerConn};
+use crate::registry::{ClientState, Registration};
+use crate::shared::Shared;
+
+/// What login hands to the session.
+pub struct Setup {
+    pub user: String,
+    pub db: Arc<Database>,
+    pub pools: Arc<PoolSet>,
+    pub mode: PoolMode,
+    pub params: ParamSet,
+    pub pending_input: BytesMut,
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum Ending {
+    /// The client said Terminate or closed its socket.
+    ClientGone,
+    /// pgpilot ends the session and tells the client why.
+    Fatal(PgError),
+    /// The server connection died; the client was already told (or cannot be).
+    ServerGone(String),
+}
+
+/// Settings the session consults on every request, copied at login.
+pub(super) struct Timeouts {
+    pub client_idle: Option<Duration>,
+    pub idle_transaction: Option<Duration>,
+    pub query: Option<Duration>,
+}
+
+pub struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) sock: Sock,
+    pub(super) reg: Registration,
+    pub(super) db: Arc<Database>,
+    pub(super) pools: Arc<PoolSet>,
+    pub(super) mode: PoolMode,
+    pub(super) params: ParamSet,
+    /// Client bytes read but not yet handled.
+    pub(super) buf: BytesMut,
+    pub(super) limits: Limits,
+    pub(super) server: Option<ServerConn>,
+    /// Transaction status as the client last saw it.
+    pub(super) status: TxnStatus,
+    /// Why this client keeps its server for the whole session in transaction mode.
+    pub(super) pinned: Option<&'static str>,
+    pub(super) timeouts: Timeouts,
+    pub(super) user: Arc<str>,
+}
+
+impl Session {
+    pub fn start(shared: Arc<Shared>, sock: Sock, reg: Registration, setup: Setup) -> Session {
+        let config = shared.config.load();
+        let g = &config.pgpilot;
+        let timeouts = Timeouts {
+            client_idle: g.client_idle_timeout.enabled(),
+            idle_transaction: g.idle_transaction_timeout.enabled(),
+            query: g.query_timeout.enabled(),
+        };
+        let limits = Limits { large: g.max_message_size, ..Limits::default() };
+        drop(config);
+        sock.set_nodelay();
+        reg.info.set_state(ClientState::Idle);
+        setup.pools.primary.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Session {
+            shared,
+            sock,
+            reg,
+            db: setup.db,
+            pools: setup.pools,
+            mode: setup.mode,
+            params: setup.params,
+            buf: setup.pending_input,
+            limits,
+            server: None,
+            status: TxnStatus::Idle,
+            pinned: None,
+            timeouts,
+            user: Arc::from(setup.user),
+        }
+    }
+
+    pub async fn run(mut self) {
+        let ending = self.serve().await;
+        self.finish(ending).await;
+    }
+
+    async fn serve(&mut self) -> Ending {
+        loop {
+            let header = match peek_frontend(&self.buf, &self.limits) {
+                Err(e) => return Ending::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())),
+                Ok(h) => h,
+            };
+            match header {
+                Some(h) if self.buf.len() >= h.total => {
+                    if let Err(ending) = self.handle_unattached(h).await {
+                        return ending;
+                    }
+                }
+                _ => {
+                    if let Err(ending) = self.wait_for_input().await {
+                        return ending;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request arrived while no server is attached.
+    async fn handle_unattached(&mut self, h: Header) -> Result<(), Ending> {
+        match h.tag {
+            b'X' => Err(Ending::ClientGone),
+            // Sync with nothing in flight: answer it ourselves.
+            b'S' => {
+                self.buf.advance(h.total);
+                let mut out = BytesMut::with_capacity(6);
+                backend::ready_for_query(&mut out, self.status);
+                self.write(&out).await
+            }
+            // Flush with nothing in flight, and COPY messages outside COPY (PostgreSQL ignores those too).
+            b'H' | b'd' | b'c' | b'f' => {
+                self.buf.advance(h.total);
+                Ok(())
+            }
+            b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F' => {
+                let pool = self.choose_pool();
+                self.attach(&pool).await?;
+                super::flow::run_attached(self).await
+            }
+            b'p' => Err(Ending::Fatal(PgError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                "unexpected password message",
+            ))),
+            other => Err(Ending::Fatal(PgError::fatal(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("invalid frontend message type {}", other),
+            ))),
+        }
+    }
+
+    /// Which server the next request goes to.
+    fn choose_pool(&self) -> Arc<Pool> {
+        self.pools.primary.clone()
+    }
+
+    /// Gets a server for the client, waiting while the database or the gateway is paused.
+    pub(super) async fn attach(&mut self, pool: &Arc<Pool>) -> Result<(), Ending> {
+        self.wait_while_paused().await;
+        let info = self.reg.info.clone();
+        info.set_state(ClientState::Waiting);
+        info.touch();
+        let checkout = pool.checkout().await;
+        let (conn, waited) = match checkout {
+            Ok(c) => c,
+            Err(e) => {
+                info.set_state(ClientState::Idle);
+                return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name)));
+            }
+        };
+        pool.stats.assignment(waited.as_micros() as u64);
+        info.server.store(Some(conn.cancel.clone()));
+        info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
+        info.set_state(ClientState::Active);
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    async fn wait_while_paused(&self) {
+        let mut global = self.shared.paused.subscribe();
+        let mut local = self.db.paused.subscribe();
+        while *global.borrow_and_update() || *local.borrow_and_update() {
+            tokio::select! {
+                _ = global.changed() => {}
+                _ = local.changed() => {}
+            }
+        }
+    }
+
+    /// Gives the server back after a transaction (transaction mode) or keeps it (session mode, pinned).
+    pub(super) fn detach(&mut self, conn: ServerConn) {
+        let info = &self.reg.info;
+        info.server.store(None);
+        info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
+        info.set_state(ClientState::Idle);
+        conn.pool().clone().release(conn);
+    }
+
+    /// Waits for more client bytes while no server is attached.
+    async fn wait_for_input(&mut self) -> Result<(), Ending> {
+        if self.reg.info.close_requested() {
+            return Err(Ending::Fatal(PgError::fatal(
+                SqlState::ADMIN_SHUTDOWN,
+                "pgpilot is closing this connection",
+            )));
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // An idle client holds no buffer: there may be tens of thousands of them.
+            self.buf = BytesMut::new();
+        }
+        let deadline = self.timeouts.client_idle.map(|t| Instant::now() + t);
+        let read = tokio::select! {
+            r = self.sock.read_into(&mut self.buf) => r,
+            _ = self.reg.info.wake.notified() => return Ok(()),
+            _ = sleep_until(deadline) => {
+                return Err(Ending::Fatal(PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, "client_idle_timeout")));
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => Err(Ending::ClientGone),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    pub(super) async fn write(&self, data: &[u8]) -> Result<(), Ending> {
+        self.sock.write_all(data).await.map_err(|_| Ending::ClientGone)
+    }
+
+    /// Ends the session: tells the client why, returns or closes its server.
+    async fn finish(mut self, ending: Ending) {
+        let config = self.shared.config.load_full();
+        match &ending {
+            Ending::Fatal(e) => {
+                if config.pgpilot.log_pooler_errors {
+                    tracing::info!(client = %self.reg.info.addr, user = %self.user, database = %self.db.name, error = %e, "closing client");
+                }
+                let mut out = BytesMut::new();
+                e.encode(&mut out);
+                let _ = self.sock.write_all(&out).await;
+            }
+            Ending::ServerGone(why) => {
+                tracing::warn!(client = %self.reg.info.addr, user = %self.user, database = %self.db.name, reason = %why, "server connection lost; closing client");
+            }
+            Ending::ClientGone => {}
+        }
+        if config.pgpilot.log_disconnections {
+            tracing::info!(client = %self.reg.info.addr, user = %self.user, database = %self.db.name, reason = ending_reason(&ending), "client disconnected");
+        }
+        self.pools.primary.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(conn) = self.server.take() {
+            let pool = conn.pool().clone();
+            self.reg.info.server.store(None);
+            if self.status != TxnStatus::Idle || matches!(ending, Ending::ServerGone(_)) {
+                pool.discard(conn, "client left inside a transaction");
+            } else {
+                reset_and_release(pool, conn, self.mode);
+            }
+        }
+    }
+}
+
+fn ending_reason(e: &Ending) -> &'static str {
+    match e {
+        Ending::ClientGone => "client closed the connection",
+        Ending::Fatal(_) => "pgpilot closed the connection",
+        Ending::ServerGone(_) => "server connection lost",
+    }
+}
+
+/// A session-mode server (or any server when server_reset_query_always) is reset before reuse,
+/// in the background so the departing client does not wait.
+fn reset_and_release(pool: Arc<Pool>, mut conn: ServerConn, mode: PoolMode) {
+    let settings = pool.settings.load_full();
+    let query = settings.reset_query.clone().filter(|_| mode == PoolMode::Session || settings.reset_always);
+    let Some(query) = query else {
+        pool.release(conn);
+        return;
+    };
+    tokio::spawn(async move {
+        match crate::pool::check::run_simple(&mut conn, &query, settings.connect_timeout).await {
+            Ok(()) => pool.release(conn),
+            Err(e) => pool.discard(conn, &format!("server_reset_query failed: {e}")),
+        }
+    });
+}
+
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,118 @@
+//! The first packets of a connection: TLS negotiation, GSSAPI refusal, cancel requests, and the
+//! StartupMessage with its parameters.
+
+use bytes::BytesMut;
+use pgpilot_wire::startup::{self, StartupPacket, StartupParams};
+use pgpilot_wire::{backend, PgError, SqlState};
+
+use crate::config::ClientTlsMode;
+use crate::net::{tls, Sock};
+use crate::shared::Shared;
+
+pub enum Opening {
+    /// A client wants to log in.
+    /// `buf` holds whatever the client sent after its StartupMessage.
+    Login { sock: Sock, params: StartupParams, tls: bool, buf: BytesMut },
+    /// A cancel request, already handled; close the connection.
+    Cancelled,
+}
+
+async fn read_packet(sock: &Sock, buf: &mut BytesMut) -> Result<Option<BytesMut>, PgError> {
+    loop {
+        if let Some(len) = startup::packet_len(buf)
+            .map_err(|e| PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))?
+        {
+            if buf.len() >= len {
+                return Ok(Some(buf.split_to(len)));
+            }
+        }
+        match sock.read_into(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Runs the opening exchange. Ok(None) means the client went away before logging in.
+pub async fn open(shared: &Shared, mut sock: Sock) -> Result<Option<Opening>, (Sock, PgError)> {
+    let mut buf = BytesMut::with_capacity(512);
+    let mut tls_done = false;
+    loop {
+        let packet = match read_packet(&sock, &mut buf).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err((sock, e)),
+        };
+        let parsed = match startup::parse(&packet) {
+            Ok(p) => p,
+            Err(e) => return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
+        };
+        match parsed {
+            StartupPacket::Ssl if !tls_done => {
+                let acceptor = shared.tls_acceptor.load_full();
+                let Some(acceptor) = acceptor else {
+                    if sock.write_all(b"N").await.is_err() {
+                        return Ok(None);
+                    }
+                    continue;
+                };
+                // Anything sent after SSLRequest but before the handshake would be read as if it had
+                // come over TLS (CVE-2021-23214): refuse it.
+                if !buf.is_empty() {
+                    return Err((
+                        sock,
+                        PgError::fatal(
+                            SqlState::PROTOCOL_VIOLATION,
+                            "received unencrypted data after SSL request",
+                        ),
+                    ));
+                }
+                if sock.write_all(b"S").await.is_err() {
+                    return Ok(None);
+                }
+                let Sock::Tcp(tcp) = sock else { return Ok(None) };
+                let stream = match acceptor.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::info!(error = %e, "client TLS handshake failed");
+                        return Ok(None);
+                    }
+                };
+                sock = match tls::bridge(stream) {
+                    Ok(s) => s,
+                    Err(_) => return Ok(None),
+                };
+                tls_done = true;
+            }
+            StartupPacket::GssEnc if !tls_done => {
+                if sock.write_all(b"N").await.is_err() {
+                    return Ok(None);
+                }
+            }
+            StartupPacket::Ssl | StartupPacket::GssEnc => {
+                return Err((
+                    sock,
+                    PgError::fatal(SqlState::PROTOCOL_VIOLATION, "duplicate encryption request"),
+                ));
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                super::cancel::forward(shared, pid, secret).await;
+                return Ok(Some(Opening::Cancelled));
+            }
+            StartupPacket::Startup(params) => {
+                if shared.config.load().tls.client_tls_sslmode == ClientTlsMode::Require && !tls_done {
+                    return Err((sock, PgError::fatal(SqlState::INVALID_AUTHORIZATION, "SSL required")));
+                }
+                let unknown = params.protocol_options();
+                if params.minor_version > 0 || !unknown.is_empty() {
+                    let mut out = BytesMut::new();
+                    backend::negotiate_protocol_version(&mut out, 0, &unknown);
+                    if sock.write_all(&out).await.is_err() {
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(Opening::Login { sock, params, tls: tls_done, buf }));
+            }
+        }
+    }
+}

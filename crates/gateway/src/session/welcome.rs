@@ -1,0 +1,119 @@
+//! The end of login: AuthenticationOk, the server's parameters as this client will see them,
+//! BackendKeyData with pgpilot's own cancel key, ReadyForQuery.
+
+use bytes::BytesMut;
+use pgpilot_wire::backend::{self, TxnStatus};
+use pgpilot_wire::startup::StartupParams;
+use pgpilot_wire::{PgError, SqlState};
+
+use super::params::{is_tracked, parse_options, ParamSet};
+use crate::databases::{Database, PoolSet};
+use crate::net::Sock;
+use crate::pool::CheckoutError;
+use crate::registry::Registration;
+
+/// Sends the welcome and returns the client's parameter values.
+pub async fn welcome(
+    sock: &Sock,
+    pools: &PoolSet,
+    startup: &StartupParams,
+    registration: &Registration,
+    db: &Database,
+) -> Result<ParamSet, PgError> {
+    let server_params = server_defaults(pools, db).await?;
+    let mut requested: Vec<(String, String)> = startup.params.clone();
+    if let Some(options) = startup.get("options") {
+        requested.extend(parse_options(options));
+    }
+    let mut shown: Vec<(String, String)> = server_params.to_vec();
+    // A client that sets no application_name has none, whatever the server connection was opened with.
+    set(&mut shown, "application_name", startup.get("application_name").unwrap_or(""));
+    for (k, v) in &requested {
+        if is_tracked(k) {
+            set(&mut shown, k, v);
+        }
+    }
+    let mut client = ParamSet::default();
+    for (k, v) in &shown {
+        if is_tracked(k) {
+            client.set(k, v);
+        }
+    }
+    for (k, v) in &requested {
+        if is_tracked(k) {
+            client.set(k, v);
+        }
+    }
+    let mut out = BytesMut::with_capacity(512);
+    backend::auth_ok(&mut out);
+    for (k, v) in &shown {
+        backend::parameter_status(&mut out, k, v);
+    }
+    backend::backend_key_data(&mut out, registration.info.pid, registration.info.secret);
+    backend::ready_for_query(&mut out, TxnStatus::Idle);
+    sock.write_all(&out)
+        .await
+        .map_err(|_| PgError::fatal(SqlState::CONNECTION_FAILURE, "client closed the connection"))?;
+    Ok(client)
+}
+
+fn set(list: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match list.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => list.push((name.to_string(), value.to_string())),
+    }
+}
+
+/// The primary's reported parameters; connects once if no connection was ever made.
+async fn server_defaults(
+    pools: &PoolSet,
+    db: &Database,
+) -> Result<std::sync::Arc<Vec<(String, String)>>, PgError> {
+    if let Some(p) = pools.primary.startup_params.load_full() {
+        return Ok(p);
+    }
+    match pools.primary.checkout().await {
+        Ok((conn, _)) => pools.primary.release(conn),
+        Err(e) => return Err(checkout_error(e, &db.name)),
+    }
+    pools
+        .primary
+        .startup_params
+        .load_full()
+        .ok_or_else(|| PgError::fatal(SqlState::CONNECTION_FAILURE, "server parameters unavailable"))
+}
+
+/// The error a client sees when no server connection can be had.
+pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
+    match e {
+        CheckoutError::WaitTimeout(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, "query_wait_timeout"),
+        CheckoutError::Closed => PgError::fatal(
+            SqlState::ADMIN_SHUTDOWN,
+            format!("database \"{database}\" was removed or reconfigured"),
+        ),
+        CheckoutError::Connect(crate::pool::ConnectError::Rejected { fields, .. }) => {
+            let code = sqlstate_static(&fields.code);
+            PgError::fatal(code, fields.message.clone())
+        }
+        CheckoutError::Connect(other) => PgError::fatal(
+            SqlState::CONNECTION_FAILURE,
+            format!("pgpilot could not connect to the server: {other}"),
+        ),
+    }
+}
+
+/// SQLSTATEs a server may send at login, mapped to our static codes (others become 08006).
+fn sqlstate_static(code: &str) -> SqlState {
+    [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION,
+        SqlState::INVALID_CATALOG_NAME,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::INSUFFICIENT_PRIVILEGE,
+    ]
+    .into_iter()
+    .find(|s| s.0 == code)
+    .unwrap_or(SqlState::CONNECTION_FAILURE)
+}

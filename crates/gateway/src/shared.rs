@@ -1,0 +1,212 @@
+//! State every session and task shares: the live config, databases, secrets, TLS, clients.
+//! Config and database map sit behind ArcSwap so a reload never blocks a session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use parking_lot::Mutex;
+use pgpilot_wire::{PgError, SqlState};
+use tokio::sync::watch;
+
+use crate::auth::{Secrets, UserList};
+use crate::config::{ClientTlsMode, Config, ServerTlsMode};
+use crate::databases::{Database, PoolContext, PoolSet};
+use crate::net::tls;
+use crate::pool::ConnectionLimit;
+use crate::registry::Registry;
+
+/// Where the gateway is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// SIGTERM: no new clients; running transactions finish.
+    Draining,
+    /// Everything is closing now.
+    Stopped,
+}
+
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub databases: ArcSwap<HashMap<String, Arc<Database>>>,
+    pub registry: Arc<Registry>,
+    pub secrets: Arc<Secrets>,
+    pub tls_acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    pub tls_connector: ArcSwapOption<tokio_rustls::TlsConnector>,
+    pub phase: watch::Sender<Phase>,
+    /// Global PAUSE (per-database pauses live on the database).
+    pub paused: watch::Sender<bool>,
+    pub started_at: SystemTime,
+    pub stats_window: Mutex<crate::stats::StatsWindow>,
+    /// Command-line overrides, re-applied on every reload.
+    pub overrides: crate::config::QuickStart,
+    /// Set by SHUTDOWN and signals; the gateway's main task watches it.
+    pub shutdown_requested: tokio::sync::Notify,
+    /// Set by RELOAD; the gateway's main task reloads.
+    pub reload_requested: tokio::sync::Notify,
+    user_limits: Mutex<HashMap<String, Arc<ConnectionLimit>>>,
+}
+
+impl Shared {
+    pub fn new(config: Config, overrides: crate::config::QuickStart) -> Result<Arc<Shared>, String> {
+        let (userlist, passwords) = load_secrets(&config)?;
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config.clone()),
+            databases: ArcSwap::from_pointee(HashMap::new()),
+            registry: Arc::new(Registry::default()),
+            secrets: Secrets::new(userlist, passwords),
+            tls_acceptor: ArcSwapOption::empty(),
+            tls_connector: ArcSwapOption::empty(),
+            phase: watch::Sender::new(Phase::Running),
+            paused: watch::Sender::new(false),
+            started_at: SystemTime::now(),
+            stats_window: Mutex::new(Default::default()),
+            overrides,
+            shutdown_requested: tokio::sync::Notify::new(),
+            reload_requested: tokio::sync::Notify::new(),
+            user_limits: Mutex::new(HashMap::new()),
+        });
+        shared.apply(config)?;
+        Ok(shared)
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// Applies a (re)loaded config: TLS, secrets, databases. Pools of unchanged databases keep
+    /// their connections and clients; removed or re-pointed databases are retired.
+    pub fn apply(&self, config: Config) -> Result<(), String> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let acceptor = match config.tls.client_tls_sslmode {
+            ClientTlsMode::Disable => None,
+            _ => Some(Arc::new(tls::client_acceptor(
+                config.tls.client_tls_cert_file.as_deref().unwrap(),
+                config.tls.client_tls_key_file.as_deref().unwrap(),
+            )?)),
+        };
+        let connector = self.build_connector(&config)?;
+        let (userlist, passwords) = load_secrets(&config)?;
+        let old = self.databases.load_full();
+        let mut next = HashMap::new();
+        for (name, db_config) in &config.databases {
+            let max = db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
+            match old.get(name) {
+                Some(db) if db.same_servers(db_config) => {
+                    db.update_settings(&config, db_config);
+                    next.insert(name.clone(), db.clone());
+                }
+                _ => {
+                    next.insert(name.clone(), Arc::new(Database::new(name, db_config.clone(), max)?));
+                }
+            }
+        }
+        for (name, db) in old.iter() {
+            if !next.get(name).is_some_and(|n| Arc::ptr_eq(n, db)) {
+                db.retire();
+            }
+        }
+        for db in next.values() {
+            for set in db.pool_sets() {
+                set.all().for_each(|p| p.set_connector(connector.clone()));
+            }
+        }
+        for (user, limit) in self.user_limits.lock().iter() {
+            limit.set_max(user_max(&config, user));
+        }
+        self.secrets.replace(userlist, passwords);
+        self.tls_acceptor.store(acceptor);
+        self.tls_connector.store(connector);
+        self.databases.store(Arc::new(next));
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+
+    fn build_connector(&self, config: &Config) -> Result<Option<Arc<tokio_rustls::TlsConnector>>, String> {
+        let any_tls = config.tls.server_tls_sslmode.attempts_tls()
+            || config.databases.values().any(|d| {
+                std::iter::once(d.primary.as_str())
+                    .chain(d.replicas.iter().map(|r| r.url()))
+                    .filter_map(|u| crate::config::ServerUrl::parse(u).ok())
+                    .any(|u| {
+                        u.sslmode.as_deref().and_then(ServerTlsMode::parse).is_some_and(|m| m.attempts_tls())
+                    })
+            });
+        if !any_tls {
+            return Ok(None);
+        }
+        let t = &config.tls;
+        let client_cert = t.server_tls_cert_file.as_deref().zip(t.server_tls_key_file.as_deref());
+        let mode =
+            if t.server_tls_sslmode.attempts_tls() { t.server_tls_sslmode } else { ServerTlsMode::Require };
+        Ok(Some(Arc::new(tls::server_connector(mode, t.server_tls_ca_file.as_deref(), client_cert)?)))
+    }
+
+    pub fn database(&self, name: &str) -> Option<Arc<Database>> {
+        self.databases.load().get(name).cloned()
+    }
+
+    /// The pools a client of `database` logged in as `client_user` uses.
+    pub fn pools_for(
+        &self,
+        database: &str,
+        client_user: &str,
+    ) -> Result<(Arc<Database>, Arc<PoolSet>), PgError> {
+        let db = self.database(database).ok_or_else(|| {
+            PgError::fatal(SqlState::INVALID_CATALOG_NAME, format!("no such database: {database}"))
+        })?;
+        let config = self.config.load();
+        let server_user = db.server_user(client_user).to_string();
+        let ctx = PoolContext {
+            config: &config,
+            secrets: self.secrets.clone(),
+            connector: self.tls_connector.load_full(),
+            user_limit: self.user_limit(&config, &server_user),
+        };
+        let set = db.pools_for(&server_user, &ctx);
+        Ok((db, set))
+    }
+
+    fn user_limit(&self, config: &Config, user: &str) -> Arc<ConnectionLimit> {
+        self.user_limits
+            .lock()
+            .entry(user.to_string())
+            .or_insert_with(|| Arc::new(ConnectionLimit::new(user_max(config, user))))
+            .clone()
+    }
+}
+
+fn user_max(config: &Config, user: &str) -> usize {
+    config.users.get(user).and_then(|u| u.max_user_connections).unwrap_or(config.pgpilot.max_user_connections)
+}
+
+/// The auth_file and the per-database server passwords (password_file, password_env, URL).
+fn load_secrets(config: &Config) -> Result<(UserList, HashMap<String, String>), String> {
+    let userlist = match &config.pgpilot.auth_file {
+        Some(path) => UserList::load(path)?,
+        None => UserList::default(),
+    };
+    let mut passwords = HashMap::new();
+    for (name, db) in &config.databases {
+        let password = if let Some(file) = &db.password_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("[databases.{name}] password_file {}: {e}", file.display()))?;
+            Some(text.trim_end_matches(['\n', '\r']).to_string())
+        } else if let Some(var) = &db.password_env {
+            Some(
+                std::env::var(var)
+                    .map_err(|_| format!("[databases.{name}] password_env: ${var} is not set"))?,
+            )
+        } else {
+            db.primary_url().ok().and_then(|u| u.password)
+        };
+        if let Some(p) = password {
+            passwords.insert(name.clone(), p);
+        }
+    }
+    Ok((userlist, passwords))
+}

@@ -1,0 +1,215 @@
+//! Counters on the hot path without contention: each thread adds to its own cache-line-aligned
+//! shard with relaxed atomics; readers add the shards up when someone asks.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+const SHARDS: usize = 16;
+
+/// Upper bounds (microseconds) of the client wait-time histogram buckets; the last bucket is +Inf.
+pub const WAIT_BUCKETS_US: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000];
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    xacts: AtomicU64,
+    queries: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+    xact_time_us: AtomicU64,
+    query_time_us: AtomicU64,
+    wait_time_us: AtomicU64,
+    assignments: AtomicU64,
+    errors: AtomicU64,
+    wait_buckets: [AtomicU64; WAIT_BUCKETS_US.len() + 1],
+}
+
+/// Totals of one pool (or a sum of pools).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Totals {
+    pub xacts: u64,
+    pub queries: u64,
+    pub received: u64,
+    pub sent: u64,
+    pub xact_time_us: u64,
+    pub query_time_us: u64,
+    pub wait_time_us: u64,
+    pub assignments: u64,
+    pub errors: u64,
+    pub wait_buckets: [u64; WAIT_BUCKETS_US.len() + 1],
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Totals) {
+        self.xacts += o.xacts;
+        self.queries += o.queries;
+        self.received += o.received;
+        self.sent += o.sent;
+        self.xact_time_us += o.xact_time_us;
+        self.query_time_us += o.query_time_us;
+        self.wait_time_us += o.wait_time_us;
+        self.assignments += o.assignments;
+        self.errors += o.errors;
+        for (a, b) in self.wait_buckets.iter_mut().zip(o.wait_buckets.iter()) {
+            *a += b;
+        }
+    }
+}
+
+pub struct Counters {
+    shards: Box<[Shard]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+    }
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static INDEX: usize = NEXT.fetch_add(1, Relaxed) % SHARDS);
+    INDEX.with(|i| *i)
+}
+
+impl Counters {
+    fn shard(&self) -> &Shard {
+        &self.shards[shard_index()]
+    }
+
+    pub fn transaction(&self, time_us: u64) {
+        let s = self.shard();
+        s.xacts.fetch_add(1, Relaxed);
+        s.xact_time_us.fetch_add(time_us, Relaxed);
+    }
+
+    pub fn queries(&self, count: u64, time_us: u64) {
+        let s = self.shard();
+        s.queries.fetch_add(count, Relaxed);
+        s.query_time_us.fetch_add(time_us, Relaxed);
+    }
+
+    pub fn bytes(&self, received: u64, sent: u64) {
+        let s = self.shard();
+        s.received.fetch_add(received, Relaxed);
+        s.sent.fetch_add(sent, Relaxed);
+    }
+
+    /// A client got a server after waiting `wait_us` (0 when one was free).
+    pub fn assignment(&self, wait_us: u64) {
+        let s = self.shard();
+        s.assignments.fetch_add(1, Relaxed);
+        s.wait_time_us.fetch_add(wait_us, Relaxed);
+        let bucket = WAIT_BUCKETS_US.iter().position(|&b| wait_us <= b).unwrap_or(WAIT_BUCKETS_US.len());
+        s.wait_buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    pub fn error(&self) {
+        self.shard().errors.fetch_add(1, Relaxed);
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in self.shards.iter() {
+            t.xacts += s.xacts.load(Relaxed);
+            t.queries += s.queries.load(Relaxed);
+            t.received += s.received.load(Relaxed);
+            t.sent += s.sent.load(Relaxed);
+            t.xact_time_us += s.xact_time_us.load(Relaxed);
+            t.query_time_us += s.query_time_us.load(Relaxed);
+            t.wait_time_us += s.wait_time_us.load(Relaxed);
+            t.assignments += s.assignments.load(Relaxed);
+            t.errors += s.errors.load(Relaxed);
+            for (a, b) in t.wait_buckets.iter_mut().zip(s.wait_buckets.iter()) {
+                *a += b.load(Relaxed);
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_add_up_across_threads() {
+        let c = std::sync::Arc::new(Counters::default());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        c.transaction(2);
+                        c.assignment(60);
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        let t = c.totals();
+        assert_eq!((t.xacts, t.xact_time_us, t.assignments), (4000, 8000, 4000));
+        assert_eq!(t.wait_buckets[1], 4000, "60us falls in the <=100us bucket");
+    }
+}
+
+/// Per-second rates and per-event averages over the last stats window, as PgBouncer's avg_* columns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Averages {
+    pub assignments: u64,
+    pub xacts: u64,
+    pub queries: u64,
+    pub received: u64,
+    pub sent: u64,
+    pub xact_time_us: u64,
+    pub query_time_us: u64,
+    pub wait_time_us: u64,
+}
+
+/// The totals at the start of the current window; a ticker rolls it forward.
+pub struct StatsWindow {
+    previous: std::collections::HashMap<String, Totals>,
+    at: std::time::Instant,
+}
+
+impl Default for StatsWindow {
+    fn default() -> Self {
+        StatsWindow { previous: Default::default(), at: std::time::Instant::now() }
+    }
+}
+
+impl StatsWindow {
+    pub fn roll(&mut self, current: Vec<(String, Totals)>) {
+        self.previous = current.into_iter().collect();
+        self.at = std::time::Instant::now();
+    }
+
+    pub fn averages(&self, current: &[(String, Totals)]) -> Vec<(String, Totals, Averages)> {
+        let secs = self.at.elapsed().as_secs_f64().max(1.0);
+        current
+            .iter()
+            .map(|(name, now)| {
+                let before = self.previous.get(name).copied().unwrap_or_default();
+                let d = |a: u64, b: u64| a.saturating_sub(b);
+                let per_sec = |a: u64, b: u64| (d(a, b) as f64 / secs) as u64;
+                let per = |t: u64, tb: u64, n: u64, nb: u64| d(t, tb).checked_div(d(n, nb)).unwrap_or(0);
+                let a = Averages {
+                    assignments: per_sec(now.assignments, before.assignments),
+                    xacts: per_sec(now.xacts, before.xacts),
+                    queries: per_sec(now.queries, before.queries),
+                    received: per_sec(now.received, before.received),
+                    sent: per_sec(now.sent, before.sent),
+                    xact_time_us: per(now.xact_time_us, before.xact_time_us, now.xacts, before.xacts),
+                    query_time_us: per(now.query_time_us, before.query_time_us, now.queries, before.queries),
+                    wait_time_us: per(
+                        now.wait_time_us,
+                        before.wait_time_us,
+                        now.assignments,
+                        before.assignments,
+                    ),
+                };
+                (name.clone(), *now, a)
+            })
+            .collect()
+    }
+}

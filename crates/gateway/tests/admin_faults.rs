@@ -1,0 +1,225 @@
+//! The admin console, HTTP endpoints, and the faults a pooler must survive: a backend killed
+//! mid-transaction, a PostgreSQL restart, a reload, a graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgpilot_testkit::Cluster;
+
+fn admin(gw: &pgpilot_gateway::Gateway, sql: &str) -> String {
+    psql(gw, "pgpilot", sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_command() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.stats_users = vec!["watcher".into()];
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    // SHOW commands with PgBouncer's columns.
+    let header = |sql: &str| {
+        let out = std::process::Command::new(pgpilot_testkit::pg_bin_dir().unwrap().tool("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &addr(&gw).port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "pgbouncer",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string()
+    };
+    assert!(
+        header("SHOW POOLS").starts_with("database|user|cl_active|cl_waiting"),
+        "{}",
+        header("SHOW POOLS")
+    );
+    assert!(header("SHOW STATS")
+        .starts_with("database|total_server_assignment_count|total_xact_count|total_query_count"));
+    assert!(header("SHOW CLIENTS").starts_with("type|user|database"));
+    assert!(header("SHOW SERVERS").starts_with("type|user|database"));
+    assert!(header("SHOW DATABASES").starts_with("name|host|port|database|force_user|pool_size"));
+    assert!(header("SHOW CONFIG").starts_with("key|value|default|changeable"));
+    let pools = admin(&gw, "SHOW POOLS");
+    assert!(pools.contains("postgres|postgres|"), "{pools}");
+    let stats = admin(&gw, "SHOW STATS");
+    let fields: Vec<&str> = stats.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
+    assert!(fields[2].parse::<u64>().unwrap() >= 1, "xact count: {stats}");
+    assert!(admin(&gw, "SHOW CLIENTS").lines().any(|l| l.starts_with("C|postgres|postgres|")));
+    assert!(admin(&gw, "SHOW VERSION").starts_with("pgpilot "));
+    assert!(admin(&gw, "SHOW CONFIG").contains("default_pool_size|5|20|yes"));
+    admin(&gw, "SHOW USERS");
+    admin(&gw, "SHOW LISTS");
+    admin(&gw, "SHOW STATS_TOTALS");
+    admin(&gw, "SHOW DATABASES");
+    admin(&gw, "SHOW SERVERS");
+    admin(&gw, "SHOW HELP");
+    // PAUSE waits for servers to come back, then holds new queries until RESUME.
+    admin(&gw, "PAUSE postgres");
+    let held = tokio::spawn(async move { c.query_one("SELECT 42", &[]).await.map(|r| r.get::<_, i32>(0)) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "a query ran while paused");
+    admin(&gw, "RESUME postgres");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap().unwrap(), 42);
+    // DISABLE refuses new clients; ENABLE lets them in again.
+    admin(&gw, "DISABLE postgres");
+    assert!(try_connect(&conninfo(&gw, "postgres", "postgres")).await.is_err());
+    admin(&gw, "ENABLE postgres");
+    let c2 = connect(&gw).await;
+    admin(&gw, "RECONNECT postgres");
+    assert_eq!(c2.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    admin(&gw, "KILL postgres");
+    assert!(eventually(Duration::from_secs(5), || c2.is_closed()).await, "KILL did not close the client");
+    admin(&gw, "RELOAD");
+    // stats_users may SHOW but not change anything; others may not log in.
+    assert!(psql_as(&gw, "watcher", "pgpilot", "SHOW POOLS", &[]).is_ok());
+    assert!(psql_as(&gw, "watcher", "pgpilot", "PAUSE", &[]).unwrap_err().contains("admin access"));
+    assert!(psql_as(&gw, "stranger", "pgpilot", "SHOW POOLS", &[]).unwrap_err().contains("not allowed"));
+    assert!(psql(&gw, "pgpilot", "SHOW NONSENSE").is_err());
+    // SHUTDOWN is accepted; the embedding program decides when to stop (here, the test).
+    admin(&gw, "SHUTDOWN");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_metrics_health_and_pool_stats() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let http = gw.http_addr().unwrap();
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", &format!("http://{http}{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let metrics = get("/metrics");
+    for name in [
+        "pgpilot_clients{state=\"idle\"}",
+        "pgpilot_pool_servers_idle{",
+        "pgpilot_transactions_total{",
+        "pgpilot_client_wait_seconds_bucket{",
+        "pgpilot_pool_utilization{",
+        "pgpilot_bytes_received_total{",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+    assert!(get("/health").ends_with("200"));
+    let stats = get("/api/v1/monitoring/pool-stats");
+    let json: serde_json::Value = serde_json::from_str(stats.rsplit_once('\n').unwrap().0).unwrap();
+    assert_eq!(json["pools"][0]["database"], "postgres");
+    assert!(json["pools"][0]["transactions"].as_u64().unwrap() >= 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_terminated_mid_transaction() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let victim = connect(&gw).await;
+    victim.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    let pid: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+    let err = victim.simple_query("INSERT INTO t VALUES (2)").await.unwrap_err();
+    assert!(err.is_closed() || err.as_db_error().is_some(), "{err}");
+    // The dead connection never comes back: every later client works, the insert was rolled back.
+    for _ in 0..10 {
+        let c = connect(&gw).await;
+        let p: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        assert_ne!(p, pid);
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "0");
+    // An idle pooled connection terminated between transactions is noticed before reuse.
+    let c = connect(&gw).await;
+    let idle_pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend({idle_pid})"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restart_heals_on_its_own() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    pg.restart();
+    // The client keeps its pgpilot connection; the pooled server connections died and are replaced.
+    let mut ok = false;
+    for _ in 0..20 {
+        if c.query_one("SELECT 2", &[]).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok || c.is_closed(), "queries fail after the restart");
+    let fresh = connect(&gw).await;
+    assert_eq!(fresh.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0), 3);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_clients_and_applies_settings() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    let write = |size: usize| {
+        std::fs::write(
+            &path,
+            format!(
+                "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\nadmin_users = [\"postgres\"]\ndefault_pool_size = {size}\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
+                pg.admin_url()
+            ),
+        )
+        .unwrap()
+    };
+    write(3);
+    let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    write(7);
+    gw.reload().unwrap();
+    assert_eq!(c.query_one("SELECT 4", &[]).await.unwrap().get::<_, i32>(0), 4, "client survived the reload");
+    assert!(admin(&gw, "SHOW DATABASES").contains("|7|"), "{}", admin(&gw, "SHOW DATABASES"));
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_transactions_finish() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    c.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    let addr = addr(&gw);
+    let stopping = tokio::spawn(gw.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New clients are refused, the open transaction can still commit.
+    assert!(try_connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", addr.port()))
+        .await
+        .is_err());
+    c.batch_execute("INSERT INTO t VALUES (2); COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
+}

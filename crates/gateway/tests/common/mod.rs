@@ -1,0 +1,136 @@
+//! Shared test harness: a real PostgreSQL cluster from testkit and a gateway in front of it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use pgpilot_gateway::config::{Config, DatabaseConfig, QuickStart};
+use pgpilot_gateway::Gateway;
+use pgpilot_testkit::{pg_bin_dir, Cluster};
+
+/// A config whose only database `postgres` points at the cluster, with trust auth on loopback.
+pub fn config_for(cluster: &Cluster) -> Config {
+    let mut c = Config::default();
+    c.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
+    c.pgpilot.http = Some("127.0.0.1:0".into());
+    c.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    c.pgpilot.admin_users = vec!["postgres".into()];
+    c.pgpilot.default_pool_size = 5;
+    c.pgpilot.log_connections = false;
+    c.pgpilot.log_disconnections = false;
+    c.tls.server_tls_sslmode = pgpilot_gateway::config::ServerTlsMode::Disable;
+    c.databases
+        .insert("postgres".into(), DatabaseConfig { primary: cluster.admin_url(), ..Default::default() });
+    c
+}
+
+pub async fn start(config: Config) -> Gateway {
+    init_logs();
+    Gateway::start(config, QuickStart::default()).await.expect("gateway starts")
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PGPILOT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn addr(gw: &Gateway) -> SocketAddr {
+    gw.addrs()[0]
+}
+
+/// tokio-postgres connection string through the gateway.
+pub fn conninfo(gw: &Gateway, user: &str, db: &str) -> String {
+    let a = addr(gw);
+    format!("host={} port={} user={user} dbname={db} sslmode=disable", a.ip(), a.port())
+}
+
+pub async fn connect(gw: &Gateway) -> tokio_postgres::Client {
+    connect_as(gw, "postgres", "postgres").await
+}
+
+pub async fn connect_as(gw: &Gateway, user: &str, db: &str) -> tokio_postgres::Client {
+    try_connect(&conninfo(gw, user, db)).await.expect("connecting through the gateway")
+}
+
+pub async fn try_connect(conninfo: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// psql through the gateway (simple query protocol), returning unaligned tuples-only output.
+pub fn psql(gw: &Gateway, db: &str, sql: &str) -> Result<String, String> {
+    psql_as(gw, "postgres", db, sql, &[])
+}
+
+pub fn psql_as(
+    gw: &Gateway,
+    user: &str,
+    db: &str,
+    sql: &str,
+    env: &[(&str, &str)],
+) -> Result<String, String> {
+    let a = addr(gw);
+    let bin = pg_bin_dir().expect("PostgreSQL binaries");
+    let out = Command::new(bin.tool("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+            "-h",
+            &a.ip().to_string(),
+            "-p",
+            &a.port().to_string(),
+        ])
+        .args(["-U", user, "-d", db, "-c", sql])
+        .env("PGSSLMODE", "disable")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim_end().to_string())
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgpilot) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// Runs pgbench against `addr` and returns its output; panics when pgbench fails.
+pub fn pgbench(addr: SocketAddr, args: &[&str]) -> String {
+    let bin = pg_bin_dir().expect("PostgreSQL binaries");
+    let out = Command::new(bin.tool("pgbench"))
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("running pgbench");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}

@@ -1,0 +1,256 @@
+//! Pool behaviour and PgBouncer's limits and timeouts, each observed on a real server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgpilot_gateway::config::{PoolMode, Secs};
+use pgpilot_testkit::Cluster;
+
+fn backends(pg: &Cluster) -> usize {
+    pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgpilot' OR query LIKE '%pgpilot-probe%'")
+        .parse()
+        .unwrap()
+}
+
+/// Server connections pgpilot holds open (by the application_name it logs in with, or a client's).
+fn server_connections(pg: &Cluster) -> usize {
+    pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_few_servers_in_transaction_mode() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 3;
+    let gw = start(config).await;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(connect(&gw).await);
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            tokio::spawn(async move {
+                for j in 0..20 {
+                    let r = c.query_one("SELECT $1::int + $2::int", &[&(i as i32), &j]).await.unwrap();
+                    assert_eq!(r.get::<_, i32>(0), i as i32 + j);
+                }
+                c
+            })
+        })
+        .collect();
+    let clients: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    assert!(server_connections(&pg) <= 3, "more server connections than the pool size");
+    drop(clients);
+    let _ = backends(&pg);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_one_server_per_client_and_resets_it() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.pool_mode = PoolMode::Session;
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    let pid1: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    c.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE scratch(x int)").await.unwrap();
+    let pid2: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_eq!(pid1, pid2, "session mode keeps the server");
+    drop(c);
+    // The next client gets the same (only) server, reset with DISCARD ALL.
+    let mut reset = false;
+    for _ in 0..50 {
+        let c = connect(&gw).await;
+        let wm: String = c.query_one("SHOW work_mem", &[]).await.unwrap().get(0);
+        let temp: i64 =
+            c.query_one("SELECT count(*) FROM pg_class WHERE relname = 'scratch'", &[]).await.unwrap().get(0);
+        if wm == "4MB" && temp == 0 {
+            reset = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reset, "server_reset_query did not run between session clients");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_with_53300() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.max_client_conn = 2;
+    let gw = start(config).await;
+    let _a = connect(&gw).await;
+    let _b = connect(&gw).await;
+    let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.err().expect("third client refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    drop(_a);
+    assert!(eventually(Duration::from_secs(5), || gw.shared().registry.count() < 2).await);
+    try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect("room again");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_when_the_pool_is_exhausted() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    config.pgpilot.query_wait_timeout = Secs::from_millis(500);
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = connect(&gw).await;
+    let start = Instant::now();
+    let err = waiter.simple_query("SELECT 2").await.unwrap_err();
+    assert!(err.to_string().contains("query_wait_timeout") || err.is_closed(), "{err}");
+    assert!(start.elapsed() >= Duration::from_millis(400) && start.elapsed() < Duration::from_secs(5));
+    holder.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool_opens_extra_connections_after_its_timeout() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    config.pgpilot.reserve_pool_size = 1;
+    config.pgpilot.reserve_pool_timeout = Secs::from_millis(200);
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = connect(&gw).await;
+    let v: i32 = waiter.query_one("SELECT 3", &[]).await.unwrap().get(0);
+    assert_eq!(v, 3, "served from the reserve pool");
+    holder.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_and_idle_transaction_timeouts() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.client_idle_timeout = Secs::from_millis(300);
+    config.pgpilot.idle_transaction_timeout = Secs::from_millis(300);
+    let gw = start(config).await;
+    let idle = connect(&gw).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(idle.simple_query("SELECT 1").await.is_err(), "client_idle_timeout did not close the client");
+    let in_txn = connect(&gw).await;
+    in_txn.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        in_txn.simple_query("SELECT 1").await.is_err(),
+        "idle_transaction_timeout did not close the client"
+    );
+    // Its server was not returned mid-transaction: a new client starts clean.
+    let fresh = connect(&gw).await;
+    let r = fresh.simple_query("SELECT 1").await;
+    assert!(r.is_ok());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_cancels_the_query() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.query_timeout = Secs::from_millis(300);
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    let start = Instant::now();
+    let err = c.simple_query("SELECT pg_sleep(20)").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_idle_timeout_lifetime_and_min_pool_size() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.server_idle_timeout = Secs::from_secs(1);
+    config.pgpilot.min_pool_size = 2;
+    config.pgpilot.default_pool_size = 4;
+    let gw = start(config).await;
+    let clients: Vec<_> = futures::future::join_all((0..4).map(|_| connect(&gw))).await;
+    let work: Vec<_> = clients.iter().map(|c| c.simple_query("SELECT pg_sleep(0.3)")).collect();
+    futures::future::join_all(work).await;
+    assert_eq!(server_connections(&pg), 4);
+    // Idle beyond server_idle_timeout: closed down to min_pool_size, not below.
+    let mut settled = false;
+    for _ in 0..60 {
+        if server_connections(&pg) == 2 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "idle servers were not closed down to min_pool_size (now {})", server_connections(&pg));
+    gw.shutdown().await;
+
+    // server_lifetime: a connection older than it is closed when released.
+    let mut config = config_for(&pg);
+    config.pgpilot.server_lifetime = Secs::from_millis(300);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    let p1: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    let p2: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_ne!(p1, p2, "server_lifetime did not replace the connection");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connect_timeout_and_check_query() {
+    // A listener that accepts but never answers: connecting times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.server_connect_timeout = Secs::from_millis(300);
+    config.pgpilot.query_wait_timeout = Secs::from_secs(1);
+    config.databases.insert(
+        "blackhole".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            ..Default::default()
+        },
+    );
+    config.pgpilot.server_check_delay = Secs::from_secs(0);
+    let gw = start(config).await;
+    let start = Instant::now();
+    let err = try_connect(&conninfo(&gw, "postgres", "blackhole")).await.err().expect("no server");
+    assert!(start.elapsed() < Duration::from_secs(5), "{err}");
+    // With server_check_delay = 0 every reuse runs server_check_query, and queries still work.
+    let c = connect(&gw).await;
+    for _ in 0..5 {
+        assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    }
+    drop(silent);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_login_timeout_closes_silent_connections() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.client_login_timeout = Secs::from_millis(300);
+    let gw = start(config).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0, "the silent connection was closed");
+    gw.shutdown().await;
+}

@@ -1,0 +1,215 @@
+//! The wire protocol through the gateway: simple and extended queries, pipelining, COPY, errors,
+//! notices, cancel requests, malformed input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use pgpilot_testkit::Cluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_and_extended_queries() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    // Simple protocol (psql).
+    assert_eq!(psql(&gw, "postgres", "SELECT 1 + 1").unwrap(), "2");
+    assert_eq!(psql(&gw, "postgres", "SELECT 'a'; SELECT 'b'").unwrap(), "a\nb");
+    // Extended protocol with parameters and binary results (tokio-postgres).
+    let c = connect(&gw).await;
+    let row = c.query_one("SELECT $1::int8 * 2, $2::text || '!'", &[&21i64, &"hi"]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 42);
+    assert_eq!(row.get::<_, String>(1), "hi!");
+    // A statement prepared once and reused across transactions.
+    let stmt = c.prepare("SELECT $1::int + 1").await.unwrap();
+    for i in 0..20 {
+        let r = c.query_one(&stmt, &[&i]).await.unwrap();
+        assert_eq!(r.get::<_, i32>(0), i + 1);
+    }
+    // Errors come back with their SQLSTATE and the session goes on.
+    let err = c.simple_query("SELECT * FROM no_such_table").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42P01"));
+    assert_eq!(c.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_pipelining() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(id int primary key, v text)");
+    let gw = start(config_for(&pg)).await;
+    let mut c = connect(&gw).await;
+    let tx = c.transaction().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (1, 'a')", &[]).await.unwrap();
+    tx.execute("INSERT INTO t VALUES (2, 'b')", &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (3, 'c')", &[]).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
+    // Pipelined extended queries: tokio-postgres sends them without waiting for each answer.
+    let futs: Vec<_> = (0..50).map(|i| c.query_one("SELECT $1::int", &[&i])).collect();
+    let rows = futures::future::join_all(futs).await;
+    for (i, r) in rows.into_iter().enumerate() {
+        assert_eq!(r.unwrap().get::<_, i32>(0), i as i32);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE items(id int, name text)");
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    let sink = c.copy_in("COPY items FROM STDIN").await.unwrap();
+    let mut sink = Box::pin(sink);
+    // Enough data to cross the streaming threshold in single CopyData messages.
+    let big_name = "x".repeat(200_000);
+    for i in 0..2000 {
+        let line = if i % 500 == 0 { format!("{i}\t{big_name}\n") } else { format!("{i}\tname{i}\n") };
+        sink.send(bytes::Bytes::from(line)).await.unwrap();
+    }
+    let n = sink.as_mut().finish().await.unwrap();
+    assert_eq!(n, 2000);
+    let expected: usize =
+        (0..2000).map(|i| if i % 500 == 0 { 200_000 } else { format!("name{i}").len() }).sum();
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*), sum(length(name)) FROM items"),
+        format!("2000|{expected}")
+    );
+    let stream = c.copy_out("COPY (SELECT id, name FROM items ORDER BY id) TO STDOUT").await.unwrap();
+    let chunks: Vec<_> = stream.collect().await;
+    let total: usize = chunks.into_iter().map(|c| c.unwrap().len()).sum();
+    assert!(total > 800_000, "copied out {total} bytes");
+    // A failed COPY leaves the session usable.
+    let err = c.copy_in::<_, bytes::Bytes>("COPY no_such FROM STDIN").await.err().unwrap();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42P01"));
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_ends_pg_sleep() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    let token = c.cancel_token();
+    let start = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c.simple_query("SELECT pg_sleep(30)").await.unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_and_parameter_status_reach_the_client() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let out = psql(
+        &gw,
+        "postgres",
+        "DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$; SET TimeZone = 'Asia/Tokyo'; SHOW TimeZone",
+    );
+    assert_eq!(out.unwrap(), "Asia/Tokyo");
+    let c = connect(&gw).await;
+    c.batch_execute("SET application_name = 'tester'").await.unwrap();
+    let r = c.query_one("SELECT current_setting('application_name')", &[]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "tester");
+    gw.shutdown().await;
+}
+
+/// Raw socket helper: a startup packet for user/database postgres.
+fn startup_packet() -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    body.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    p.extend(body);
+    p
+}
+
+async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_messages_close_only_that_client() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.max_message_size = 1 << 20;
+    let gw = start(config).await;
+    let healthy = connect(&gw).await;
+    // A message claiming 4 GB: refused from the header alone, with 08P01.
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&startup_packet()).await.unwrap();
+    read_until_ready(&mut s).await;
+    s.write_all(b"Q\xff\xff\xff\xf0").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+    assert_eq!(reply[0], b'E', "expected an ErrorResponse");
+    assert!(String::from_utf8_lossy(&reply).contains("08P01"));
+    // A length below 4 and an unknown message type.
+    for bad in [&b"Q\0\0\0\x02"[..], &b"?\0\0\0\x04"[..]] {
+        let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+        s.write_all(&startup_packet()).await.unwrap();
+        read_until_ready(&mut s).await;
+        s.write_all(bad).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+        assert!(String::from_utf8_lossy(&reply).contains("08P01"), "{bad:?}: {reply:?}");
+    }
+    // A startup packet that is too long.
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&[0, 0x10, 0, 0, 0, 3, 0, 0]).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("08P01"));
+    // Everyone else is unaffected.
+    assert_eq!(healthy.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0), 5);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gssapi_encryption_is_declined_and_ssl_refused_when_off() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]).await.unwrap(); // GSSENCRequest
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"N");
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap(); // SSLRequest
+    s.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"N");
+    s.write_all(&startup_packet()).await.unwrap();
+    read_until_ready(&mut s).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_simple_and_extended() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    pgbench(pg.addr().parse().unwrap(), &["-i", "-s", "1", "-q"]);
+    for mode in ["simple", "extended"] {
+        let out = pgbench(addr(&gw), &["-M", mode, "-c", "8", "-j", "2", "-t", "200", "-n"]);
+        assert!(out.contains("number of transactions actually processed: 1600/1600"), "{mode}: {out}");
+        assert!(out.contains("number of failed transactions: 0"), "{mode}: {out}");
+    }
+    gw.shutdown().await;
+}
