@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::Protocol;
 use crate::pg::{Conn, ConnError, DbError, RowCapture, TxStatus};
 use crate::script::expr::Env;
-use crate::script::{Command, Part, Script, SqlCommand, Value, VarTable};
+use crate::script::{Command, Expr, Part, Script, SqlCommand, Value, VarTable};
 use crate::target::Endpoint;
 
 /// Counters the progress display reads while clients run.
@@ -172,46 +172,19 @@ pub(crate) async fn run_client(
     if conn.is_some() {
         tally.connections += 1;
     }
-    let deadline = shared.deadline.get().copied();
-    let mut scheduled = start;
-    let mut done: u64 = 0;
+    let mut clock = Clock { deadline: shared.deadline.get().copied(), scheduled: start, done: 0 };
     let mut connect_failures: u32 = 0;
-    loop {
-        if shared.stop.load(Ordering::Relaxed) || shared.per_client_transactions.is_some_and(|n| done >= n) {
-            break;
-        }
-        let begin = match shared.rate_interval_us {
-            Some(mean) => {
-                scheduled += poisson_delay(&mut state.rng, mean);
-                if deadline.is_some_and(|d| scheduled >= d) {
-                    break;
-                }
-                if !sleep_until(scheduled, &shared.stop).await {
-                    break;
-                }
-                let lag = Instant::now().saturating_duration_since(scheduled).as_micros() as u64;
-                tally.lag_us_sum += lag;
-                tally.lag_us_max = tally.lag_us_max.max(lag);
-                scheduled
-            }
-            None => {
-                let now = Instant::now();
-                if deadline.is_some_and(|d| now >= d) {
-                    break;
-                }
-                now
-            }
-        };
-        done += 1;
+    while let Some(begin) = clock.next_start(&shared, &mut state.rng, &mut tally).await {
         let which = pick_script(&shared.cumulative_weights, &mut state.rng);
+        let script = &shared.scripts[which];
         let result = match conn.as_mut() {
-            Some(c) => run_script(&shared, &shared.scripts[which], c, &mut state).await,
+            Some(c) => run_script(&shared, script, c, &mut state).await,
             None => match Conn::connect(&shared.endpoint).await {
                 Ok(mut c) => {
                     connect_failures = 0;
                     tally.connections += 1;
                     state.prepared.iter_mut().for_each(|p| *p = false);
-                    let r = run_script(&shared, &shared.scripts[which], &mut c, &mut state).await;
+                    let r = run_script(&shared, script, &mut c, &mut state).await;
                     conn = Some(c);
                     r
                 }
@@ -223,18 +196,9 @@ pub(crate) async fn run_client(
         };
         let latency = Instant::now().saturating_duration_since(begin).as_micros() as u64;
         match result {
-            Ok(TxEnd::Committed) => {
-                tally.ok += 1;
-                // Auto-resizing: a latency beyond the initial range grows the histogram.
-                let _ = tally.hist.record(latency.max(1));
-                let s = &mut tally.scripts[which];
-                s.ok += 1;
-                s.latency_us += latency;
-                shared.live.ok.fetch_add(1, Ordering::Relaxed);
-                shared.live.latency_us.fetch_add(latency, Ordering::Relaxed);
-            }
+            Ok(TxEnd::Committed) => record_success(&shared, &mut tally, which, latency),
             Ok(TxEnd::Failed(err)) => {
-                record_failure(&shared, &mut tally, which, &err.code, || err.message.clone());
+                record_failure(&shared, &mut tally, which, &err.code, || err.message.clone())
             }
             Err(TxAbort::Conn(err)) => {
                 record_failure(&shared, &mut tally, which, err.sqlstate(), || err.to_string());
@@ -246,7 +210,7 @@ pub(crate) async fn run_client(
                 }
             }
             Err(TxAbort::Fatal(message)) => {
-                tally.fatal = Some(format!("client {id}, script {}: {message}", shared.scripts[which].name));
+                tally.fatal = Some(format!("client {id}, script {}: {message}", script.name));
                 shared.stop.store(true, Ordering::Relaxed);
                 break;
             }
@@ -261,6 +225,56 @@ pub(crate) async fn run_client(
         c.close().await;
     }
     tally
+}
+
+/// When a client's transactions start.
+struct Clock {
+    deadline: Option<Instant>,
+    scheduled: Instant,
+    done: u64,
+}
+
+impl Clock {
+    /// The start time of the next transaction (its schedule under --rate, else now), after
+    /// waiting for it; None when the run is over.
+    async fn next_start(
+        &mut self,
+        shared: &RunShared,
+        rng: &mut SmallRng,
+        tally: &mut Tally,
+    ) -> Option<Instant> {
+        if shared.stop.load(Ordering::Relaxed)
+            || shared.per_client_transactions.is_some_and(|n| self.done >= n)
+        {
+            return None;
+        }
+        self.done += 1;
+        let Some(mean) = shared.rate_interval_us else {
+            let now = Instant::now();
+            return self.deadline.is_none_or(|d| now < d).then_some(now);
+        };
+        self.scheduled += poisson_delay(rng, mean);
+        if self.deadline.is_some_and(|d| self.scheduled >= d)
+            || !sleep_until(self.scheduled, &shared.stop).await
+        {
+            return None;
+        }
+        let lag = Instant::now().saturating_duration_since(self.scheduled).as_micros() as u64;
+        tally.lag_us_sum += lag;
+        tally.lag_us_max = tally.lag_us_max.max(lag);
+        Some(self.scheduled)
+    }
+}
+
+fn record_success(shared: &RunShared, tally: &mut Tally, which: usize, latency: u64) {
+    tally.ok += 1;
+    // Auto-resizing: a latency beyond the initial range grows the histogram.
+    let _ = tally.hist.record(latency.max(1));
+    let s = &mut tally.scripts[which];
+    s.ok += 1;
+    s.latency_us += latency;
+    shared.live.ok.fetch_add(1, Ordering::Relaxed);
+    shared.live.latency_us.fetch_add(latency, Ordering::Relaxed);
 }
 
 fn record_failure(
@@ -317,23 +331,11 @@ async fn run_script(
     for cmd in &script.commands {
         match cmd {
             Command::Set { var, expr } => {
-                let mut env = Env {
-                    vars: &state.vars,
-                    names: shared.vars.names(),
-                    rng: &mut state.rng,
-                    default_seed: shared.default_seed,
-                };
-                let v = expr.eval(&mut env).map_err(TxAbort::Fatal)?;
+                let v = evaluate(expr, shared, state).map_err(TxAbort::Fatal)?;
                 state.vars[*var] = Some(v);
             }
             Command::Sleep { amount, unit_us } => {
-                let mut env = Env {
-                    vars: &state.vars,
-                    names: shared.vars.names(),
-                    rng: &mut state.rng,
-                    default_seed: shared.default_seed,
-                };
-                let n = expr_int(amount.eval(&mut env))?;
+                let n = evaluate(amount, shared, state).and_then(|v| v.as_int()).map_err(TxAbort::Fatal)?;
                 let us = u64::try_from(n).unwrap_or(0).saturating_mul(*unit_us);
                 tokio::time::sleep(Duration::from_micros(us)).await;
             }
@@ -347,8 +349,14 @@ async fn run_script(
     Ok(TxEnd::Committed)
 }
 
-fn expr_int(v: Result<Value, String>) -> Result<i64, TxAbort> {
-    v.and_then(|v| v.as_int()).map_err(TxAbort::Fatal)
+fn evaluate(expr: &Expr, shared: &RunShared, state: &mut ClientState) -> Result<Value, String> {
+    let mut env = Env {
+        vars: &state.vars,
+        names: shared.vars.names(),
+        rng: &mut state.rng,
+        default_seed: shared.default_seed,
+    };
+    expr.eval(&mut env)
 }
 
 async fn run_sql(
@@ -361,7 +369,7 @@ async fn run_sql(
         Protocol::Simple => match sql.static_text() {
             Some(text) => conn.push_query(text),
             None => {
-                substitute(sql, state).map_err(TxAbort::Fatal)?;
+                substitute(sql, state, &shared.vars).map_err(TxAbort::Fatal)?;
                 conn.push_query(&state.text);
             }
         },
@@ -407,7 +415,7 @@ fn var_value<'a>(state: &'a ClientState, vars: &VarTable, slot: usize) -> Result
 }
 
 /// Builds the simple-protocol text with values substituted.
-fn substitute(sql: &SqlCommand, state: &mut ClientState) -> Result<(), String> {
+fn substitute(sql: &SqlCommand, state: &mut ClientState, vars: &VarTable) -> Result<(), String> {
     let mut text = std::mem::take(&mut state.text);
     text.clear();
     for part in &sql.parts {
@@ -419,7 +427,7 @@ fn substitute(sql: &SqlCommand, state: &mut ClientState) -> Result<(), String> {
                 }
                 None => {
                     state.text = text;
-                    return Err(format!("undefined variable in SQL (slot {slot})"));
+                    return Err(format!("undefined variable `{}`", vars.names()[*slot]));
                 }
             },
         }

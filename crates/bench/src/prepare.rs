@@ -114,14 +114,25 @@ pub(crate) struct TargetSetup {
 
 /// Connects with tokio-postgres for setup queries.
 pub async fn setup_client(target: &Target) -> Result<Client> {
-    let (client, connection) =
-        target.config().connect(NoTls).await.map_err(|e| {
-            anyhow!("target `{}` ({}) is unreachable: {e}", target.name, target.display_url())
-        })?;
+    let (client, connection) = target.config().connect(NoTls).await.map_err(|e| {
+        anyhow!("target `{}` ({}) is unreachable: {}", target.name, target.display_url(), with_causes(&e))
+    })?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// tokio-postgres puts the useful part (refused, FATAL: ...) in the error's sources.
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 pub(crate) async fn setup_target(
