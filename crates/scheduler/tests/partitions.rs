@@ -109,9 +109,7 @@ async fn a_bogus_future_row_makes_no_extra_partitions_and_is_reported() {
          CREATE TABLE m_default PARTITION OF m DEFAULT;
          INSERT INTO m VALUES (1, '2100-01-01'), (2, '2026-03-02');",
     );
-    let cfg = config(
-        &cluster,
-        r#"
+    let job = r#"
         [[jobs]]
         name = "m"
         kind = "partitions"
@@ -120,8 +118,8 @@ async fn a_bogus_future_row_makes_no_extra_partitions_and_is_reported() {
         table = "m"
         interval = "monthly"
         premake = 2
-        "#,
-    );
+        "#;
+    let cfg = config(&cluster, job);
     let clock = clock(at(2026, 1, 10, 0, 0, 0));
     let report = run(&cfg, "m", &clock).await;
     // March's row already sits in the default partition, so March cannot be made without moving it.
@@ -132,20 +130,7 @@ async fn a_bogus_future_row_makes_no_extra_partitions_and_is_reported() {
     assert_eq!(report.default_partition_rows, Some(2));
     assert!(report.notes.iter().any(|n| n.contains("2100-01-01")), "{:?}", report.notes);
 
-    let moving = config(
-        &cluster,
-        r#"
-        [[jobs]]
-        name = "m"
-        kind = "partitions"
-        schedule = "@daily"
-        database = "app"
-        table = "m"
-        interval = "monthly"
-        premake = 2
-        move_default_rows = true
-        "#,
-    );
+    let moving = config(&cluster, &format!("{job}move_default_rows = true\n"));
     let report = run(&moving, "m", &clock).await;
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert_eq!(report.rows, Some(1), "one row moved");
