@@ -39,10 +39,16 @@ fn main() -> anyhow::Result<()> {
         let t = (i * 13) % tables;
         let u = (t + 1) % tables;
         let sql = match i % 5 {
-            0 => format!("SELECT id, amount FROM t{t} WHERE account_id = $1 ORDER BY created_at DESC LIMIT 20"),
+            0 => {
+                format!("SELECT id, amount FROM t{t} WHERE account_id = $1 ORDER BY created_at DESC LIMIT 20")
+            }
             1 => format!("SELECT * FROM t{t} WHERE state = 'open' ORDER BY created_at LIMIT 50"),
-            2 => format!("SELECT count(*) FROM t{t} WHERE created_at > now() - interval '1 hour' AND amount = $1"),
-            3 => format!("SELECT a.id FROM t{t} a JOIN t{u} b ON b.account_id = a.account_id WHERE a.id = $1"),
+            2 => format!(
+                "SELECT count(*) FROM t{t} WHERE created_at > now() - interval '1 hour' AND amount = $1"
+            ),
+            3 => {
+                format!("SELECT a.id FROM t{t} a JOIN t{u} b ON b.account_id = a.account_id WHERE a.id = $1")
+            }
             _ => format!("UPDATE t{t} SET amount = amount + 1 WHERE account_id = $1 AND state = $2"),
         };
         writeln!(file, "-- calls: {}\n{sql};", 1000 - i)?;

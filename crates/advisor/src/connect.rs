@@ -30,11 +30,15 @@ impl Target {
         // tokio-postgres knows disable/prefer/require; verify-ca and verify-full mean "require, and
         // check the certificate", which the TLS connector does itself.
         let verify = url.contains("sslmode=verify-full") || url.contains("sslmode=verify-ca");
-        let normalized = url.replace("sslmode=verify-full", "sslmode=require").replace("sslmode=verify-ca", "sslmode=require");
+        let normalized = url
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
         let mut config = Config::from_str(&normalized)
             .map_err(|e| anyhow!("invalid connection string ({}): {e}", redact(url)))?;
         if config.get_user().is_none() {
-            let user = std::env::var("PGUSER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "postgres".into());
+            let user = std::env::var("PGUSER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "postgres".into());
             config.user(user);
         }
         if config.get_hosts().is_empty() {
@@ -68,15 +72,20 @@ impl Target {
     pub fn is_local(&self) -> bool {
         self.config.get_hosts().iter().all(|h| match h {
             Host::Unix(_) => true,
-            Host::Tcp(name) => matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1") || name.starts_with("127."),
+            Host::Tcp(name) => {
+                matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1") || name.starts_with("127.")
+            }
         })
     }
 
     pub async fn connect(&self) -> Result<Client> {
         let describe = self.describe();
         let client = if self.config.get_ssl_mode() == SslMode::Disable {
-            let (client, connection) =
-                self.config.connect(tokio_postgres::NoTls).await.with_context(|| format!("connecting to {describe}"))?;
+            let (client, connection) = self
+                .config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .with_context(|| format!("connecting to {describe}"))?;
             tokio::spawn(connection);
             client
         } else {
@@ -141,7 +150,8 @@ pub fn database_url_from_config(path: &Path, name: &str) -> Result<String> {
 
 pub fn database_url_from_toml(text: &str, name: &str) -> Result<String> {
     let doc: toml::Table = text.parse().context("parsing TOML")?;
-    let databases = doc.get("databases").and_then(|v| v.as_table()).ok_or_else(|| anyhow!("no [databases] section"))?;
+    let databases =
+        doc.get("databases").and_then(|v| v.as_table()).ok_or_else(|| anyhow!("no [databases] section"))?;
     let Some(db) = databases.get(name) else {
         let known: Vec<&str> = databases.keys().map(String::as_str).collect();
         bail!("no [databases.{name}] (known: {})", known.join(", "));

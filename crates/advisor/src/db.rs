@@ -52,14 +52,17 @@ impl Db {
 
     /// True when the extension is installed in this database.
     pub async fn has_extension(&self, name: &str) -> Result<bool> {
-        let row = self.client.query_one("SELECT count(*) FROM pg_extension WHERE extname = $1", &[&name]).await?;
+        let row =
+            self.client.query_one("SELECT count(*) FROM pg_extension WHERE extname = $1", &[&name]).await?;
         Ok(row.get::<_, i64>(0) > 0)
     }
 
     /// True when the extension's files are installed on the server (CREATE EXTENSION would work).
     pub async fn extension_available(&self, name: &str) -> Result<bool> {
-        let row =
-            self.client.query_one("SELECT count(*) FROM pg_available_extensions WHERE name = $1", &[&name]).await?;
+        let row = self
+            .client
+            .query_one("SELECT count(*) FROM pg_available_extensions WHERE name = $1", &[&name])
+            .await?;
         Ok(row.get::<_, i64>(0) > 0)
     }
 
@@ -101,7 +104,7 @@ pub fn quote_ident(name: &str) -> String {
     let plain = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain && !crate::index::parse::is_reserved(name) {
+    if plain && !crate::index::is_reserved(name) {
         name.to_string()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))

@@ -127,7 +127,11 @@ pub async fn apply(
     Ok(())
 }
 
-async fn read_workload(db: &Db, opts: &AdviseOptions, notes: &mut Vec<String>) -> (Vec<WorkloadStatement>, Vec<String>) {
+async fn read_workload(
+    db: &Db,
+    opts: &AdviseOptions,
+    notes: &mut Vec<String>,
+) -> (Vec<WorkloadStatement>, Vec<String>) {
     let mut statements = Vec::new();
     let mut sources = Vec::new();
     let limit = opts.index.max_statements;
@@ -144,7 +148,8 @@ async fn read_workload(db: &Db, opts: &AdviseOptions, notes: &mut Vec<String>) -
         }
     }
     if let Some(url) = &opts.workload.pgpilot_url {
-        match workload::pgpilot::fetch(url, opts.workload.pgpilot_token.as_deref(), &db.database, limit).await {
+        match workload::pgpilot::fetch(url, opts.workload.pgpilot_token.as_deref(), &db.database, limit).await
+        {
             Ok(s) => {
                 sources.push(format!("pgpilot at {url} ({} statements)", s.len()));
                 statements.extend(s);
@@ -166,7 +171,13 @@ async fn read_workload(db: &Db, opts: &AdviseOptions, notes: &mut Vec<String>) -
     (merged, sources)
 }
 
-async fn configuration(db: &Db, target: &Target, opts: &AdviseOptions, report: &mut Report, notes: &mut Vec<String>) {
+async fn configuration(
+    db: &Db,
+    target: &Target,
+    opts: &AdviseOptions,
+    report: &mut Report,
+    notes: &mut Vec<String>,
+) {
     let local = target.is_local().then(config::machine::detect_local).unwrap_or_default();
     let memory = opts.machine.memory_bytes.or(local.memory_bytes);
     let cpus = opts.machine.cpus.or(local.cpus);
@@ -228,7 +239,12 @@ async fn data_directory_storage(db: &Db) -> Option<StorageKind> {
     config::machine::detect_storage(std::path::Path::new(&dir?))
 }
 
-async fn pool_advice(db: &Db, opts: &AdviseOptions, latency: Option<f64>, notes: &mut Vec<String>) -> Option<PoolAdvice> {
+async fn pool_advice(
+    db: &Db,
+    opts: &AdviseOptions,
+    latency: Option<f64>,
+    notes: &mut Vec<String>,
+) -> Option<PoolAdvice> {
     let Some(latency) = latency else {
         notes.push("no measured statement latency (pg_stat_statements or pgpilot): no pool sizing".into());
         return None;
@@ -243,9 +259,17 @@ async fn pool_advice(db: &Db, opts: &AdviseOptions, latency: Option<f64>, notes:
         .ok()?;
     let (target_tps, source) = match opts.pool.target_tps {
         Some(t) => (t, "--target-tps".to_string()),
-        None => (measure_tps(db).await.unwrap_or(0.0).max(1.0), "measured over 1 s (pass --target-tps for your peak)".into()),
+        None => (
+            measure_tps(db).await.unwrap_or(0.0).max(1.0),
+            "measured over 1 s (pass --target-tps for your peak)".into(),
+        ),
     };
-    let cpus = opts.machine.cpus.or_else(|| Target::parse(&opts.url).ok().filter(|t| t.is_local()).and_then(|_| config::machine::detect_local().cpus));
+    let cpus = opts.machine.cpus.or_else(|| {
+        Target::parse(&opts.url)
+            .ok()
+            .filter(|t| t.is_local())
+            .and_then(|_| config::machine::detect_local().cpus)
+    });
     let input = PoolSizingInput {
         mean_latency_ms: latency,
         target_tps,
@@ -259,7 +283,8 @@ async fn pool_advice(db: &Db, opts: &AdviseOptions, latency: Option<f64>, notes:
 
 /// Transactions per second on this database over one second.
 async fn measure_tps(db: &Db) -> Option<f64> {
-    let sql = "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = current_database()";
+    let sql =
+        "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = current_database()";
     let before: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
     let start = Instant::now();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;

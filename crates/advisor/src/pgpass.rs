@@ -20,7 +20,10 @@ pub fn default_path() -> Option<PathBuf> {
 
 pub fn lookup(path: &Path, entry: &Entry<'_>) -> Option<String> {
     if !permissions_are_private(path) {
-        tracing::warn!("{} is readable by group or others; libpq ignores it and so does pgpilot", path.display());
+        tracing::warn!(
+            "{} is readable by group or others; libpq ignores it and so does pgpilot",
+            path.display()
+        );
         return None;
     }
     let text = std::fs::read_to_string(path).ok()?;
@@ -68,7 +71,8 @@ mod tests {
 
     #[test]
     fn first_matching_line_wins_with_wildcards_and_escapes() {
-        let text = "# comment\nother:5432:*:*:nope\nlocalhost:5432:app:app:s\\:e\\\\cret\n*:*:*:app:fallback\n";
+        let text =
+            "# comment\nother:5432:*:*:nope\nlocalhost:5432:app:app:s\\:e\\\\cret\n*:*:*:app:fallback\n";
         let e = Entry { host: "localhost", port: 5432, database: "app", user: "app" };
         assert_eq!(find(text, &e).as_deref(), Some("s:e\\cret"));
         let e = Entry { host: "db", port: 6432, database: "x", user: "app" };

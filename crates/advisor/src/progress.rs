@@ -49,9 +49,10 @@ impl Progress for TerminalProgress {
             Some(total.max(1)),
             indicatif::ProgressDrawTarget::stderr(),
         );
-        let style = indicatif::ProgressStyle::with_template("{spinner} {msg:<28} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style =
+            indicatif::ProgressStyle::with_template("{spinner} {msg:<28} [{bar:30}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(name.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -32,7 +32,7 @@ pub fn count(n: i64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && matches!((digits.len() - i) % 3, 0) {
             out.push(',');
         }
         out.push(c);

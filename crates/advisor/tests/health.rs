@@ -28,11 +28,9 @@ INSERT INTO accounts VALUES (1, 100);
 ";
 
 fn find<'a>(report: &'a Report, category: Category, needle: &str) -> &'a pgpilot_advisor::Finding {
-    report
-        .findings
-        .iter()
-        .find(|f| f.category == category && f.title.contains(needle))
-        .unwrap_or_else(|| panic!("no {category:?} finding with `{needle}` in:\n{}", report.render_text(false)))
+    report.findings.iter().find(|f| f.category == category && f.title.contains(needle)).unwrap_or_else(|| {
+        panic!("no {category:?} finding with `{needle}` in:\n{}", report.render_text(false))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,7 +46,9 @@ async fn planted_problems_are_found() {
     a.batch_execute("BEGIN; UPDATE accounts SET balance = balance - 1 WHERE id = 1").await.unwrap();
     let (b, conn_b) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn_b);
-    let blocked = tokio::spawn(async move { b.batch_execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1").await });
+    let blocked = tokio::spawn(async move {
+        b.batch_execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1").await
+    });
     let start = Instant::now();
     while cluster.psql("ops", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") != "1" {
         assert!(start.elapsed() < Duration::from_secs(10), "session B never blocked");
@@ -72,8 +72,14 @@ async fn planted_problems_are_found() {
     find(&report, Category::Bloat, "public.churn has 80,000 dead rows");
 
     let lock = find(&report, Category::Locks, "blocked");
-    assert!(lock.evidence.iter().any(|e| e.contains("UPDATE accounts SET balance = balance + 1")), "{lock:?}");
-    assert!(lock.evidence.iter().any(|e| e.starts_with("blocked by") && e.contains("idle in transaction")), "{lock:?}");
+    assert!(
+        lock.evidence.iter().any(|e| e.contains("UPDATE accounts SET balance = balance + 1")),
+        "{lock:?}"
+    );
+    assert!(
+        lock.evidence.iter().any(|e| e.starts_with("blocked by") && e.contains("idle in transaction")),
+        "{lock:?}"
+    );
     find(&report, Category::Activity, "idle in transaction");
 
     let seq = find(&report, Category::Sequences, "public.tickets_id_seq");

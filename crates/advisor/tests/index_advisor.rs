@@ -45,7 +45,11 @@ async fn planted_indexes_are_proven_and_applied() {
     assert!(composite.improvement().unwrap() > 0.9, "{composite:?}");
     assert_eq!(composite.statements[0].query, common::RECENT_ORDERS);
     assert!(composite.estimated_size_bytes.unwrap() > 100_000);
-    assert!(composite.write_overhead.summary.contains("1 → 2 indexes"), "{}", composite.write_overhead.summary);
+    assert!(
+        composite.write_overhead.summary.contains("1 → 2 indexes"),
+        "{}",
+        composite.write_overhead.summary
+    );
 
     let partial = suggestion(&report, "WHERE status = 'pending'");
     assert_eq!(partial.evidence, Evidence::Hypothetical);
@@ -56,14 +60,21 @@ async fn planted_indexes_are_proven_and_applied() {
     assert!(gin.rationale.contains("HEURISTIC"));
 
     // count(*) over the whole table has nothing an index would serve.
-    assert!(report.index_suggestions.iter().all(|s| s.statements.iter().all(|h| !h.query.contains("count(*)"))));
+    assert!(report
+        .index_suggestions
+        .iter()
+        .all(|s| s.statements.iter().all(|h| !h.query.contains("count(*)"))));
 
     let text = report.render_text(false);
     assert!(text.contains("INDEX SUGGESTIONS"), "{text}");
     let html = report.render_html();
     assert!(html.contains("(user_id, created_at DESC)") && html.starts_with("<!DOCTYPE html>"));
 
-    let chosen = vec![report.index_suggestions.iter().position(|s| s.create_statement.contains("(user_id, created_at DESC)")).unwrap()];
+    let chosen = vec![report
+        .index_suggestions
+        .iter()
+        .position(|s| s.create_statement.contains("(user_id, created_at DESC)"))
+        .unwrap()];
     apply(&opts, &mut report, &chosen, &ApplySettings::default(), &NoProgress).await.unwrap();
     let applied = &report.applied[0];
     assert!(applied.created, "{applied:?}");

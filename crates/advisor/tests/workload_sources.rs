@@ -24,7 +24,11 @@ async fn pg_stat_statements_workload_is_advised_with_generic_plans() {
     let mut opts = common::options(&url);
     opts.workload.pg_stat_statements = true;
     let report = advise(&opts, &NoProgress).await.unwrap();
-    assert!(report.workload.sources.iter().any(|s| s.starts_with("pg_stat_statements")), "{:?}", report.workload);
+    assert!(
+        report.workload.sources.iter().any(|s| s.starts_with("pg_stat_statements")),
+        "{:?}",
+        report.workload
+    );
     let s = report
         .index_suggestions
         .iter()
@@ -68,11 +72,19 @@ async fn pgpilot_statistics_over_http_with_a_token() {
 
     opts.workload.pgpilot_token = Some("wrong".into());
     let refused = advise(&opts, &NoProgress).await.unwrap();
-    assert!(refused.notes.iter().any(|n| n.contains("pgpilot statistics could not be read")), "{:?}", refused.notes);
+    assert!(
+        refused.notes.iter().any(|n| n.contains("pgpilot statistics could not be read")),
+        "{:?}",
+        refused.notes
+    );
 
     opts.workload.pgpilot_token = Some("s3cret".into());
     let report = advise(&opts, &NoProgress).await.unwrap();
-    assert_eq!(report.workload.statements, 1, "the other database's statement is not ours: {:?}", report.workload);
+    assert_eq!(
+        report.workload.statements, 1,
+        "the other database's statement is not ours: {:?}",
+        report.workload
+    );
     let s = &report.index_suggestions[0];
     assert!(s.create_statement.contains("(user_id, created_at DESC)"), "{}", report.render_text(false));
     assert_eq!(s.statements[0].calls, 1234);

@@ -29,11 +29,12 @@ pub enum Value {
 }
 
 impl Value {
-    /// As postgresql.conf would say it: 2GB, 768MB, 2621kB, 0.9, try.
+    /// As postgresql.conf would say it: 2GB, 768MB, 2621kB, 0.9, try. Sizes of a gigabyte or more
+    /// that are not whole gigabytes are rounded down to megabytes (6026MB, not 6171021kB).
     pub fn render(&self) -> String {
         match self {
             Value::Memory(kb) if kb % GB == 0 => format!("{}GB", kb / GB),
-            Value::Memory(kb) if kb % MB == 0 => format!("{}MB", kb / MB),
+            Value::Memory(kb) if kb % MB == 0 || *kb >= GB => format!("{}MB", kb / MB),
             Value::Memory(kb) => format!("{kb}kB"),
             Value::Number(n) if n.fract() == 0.0 => format!("{n:.0}"),
             Value::Number(n) => format!("{n}"),
@@ -78,7 +79,11 @@ pub fn recommend(input: &TuneInput) -> Vec<(&'static str, Value)> {
     let parallel = input.cpus >= 2;
     let per_gather = {
         let half = input.cpus.div_ceil(2);
-        if input.workload != Dw { half.min(4) } else { half }
+        if input.workload != Dw {
+            half.min(4)
+        } else {
+            half
+        }
     };
     let work_mem = {
         let divisor = if parallel { per_gather.max(1) as u64 } else { 1 };
@@ -134,8 +139,21 @@ mod tests {
         v.iter().find(|(n, _)| *n == name).map(|(_, v)| v.render()).unwrap_or_default()
     }
 
-    fn run(gb: u64, cpus: u32, connections: Option<u32>, storage: StorageKind, workload: WorkloadKind) -> Vec<(&'static str, Value)> {
-        recommend(&TuneInput { memory_kb: gb * GB, cpus, connections, storage, workload, version_num: 150000 })
+    fn run(
+        gb: u64,
+        cpus: u32,
+        connections: Option<u32>,
+        storage: StorageKind,
+        workload: WorkloadKind,
+    ) -> Vec<(&'static str, Value)> {
+        recommend(&TuneInput {
+            memory_kb: gb * GB,
+            cpus,
+            connections,
+            storage,
+            workload,
+            version_num: 150000,
+        })
     }
 
     // Expected values are PGTune's own output for the same inputs.
@@ -188,6 +206,12 @@ mod tests {
         assert_eq!(get(&v, "wal_buffers"), "16MB");
         assert_eq!(get(&v, "work_mem"), "655kB");
         assert_eq!(get(&v, "huge_pages"), "");
+    }
+
+    #[test]
+    fn odd_memory_sizes_round_to_megabytes() {
+        assert_eq!(Value::Memory(6_171_021).render(), "6026MB");
+        assert_eq!(Value::Memory(30_855).render(), "30855kB");
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub fn size(input: &PoolSizingInput, target_source: &str) -> PoolAdvice {
             ));
         }
     }
-    explanation.push(format!("{instances} application instance(s) × {per_instance} = {total} server connections"));
+    explanation
+        .push(format!("{instances} application instance(s) × {per_instance} = {total} server connections"));
     PoolAdvice {
         per_instance,
         total,

@@ -80,7 +80,9 @@ pub fn compare(recommended: &[(&'static str, Value)], current: &[Current]) -> Ve
                 let ratio = v / (*kb as f64).max(1.0);
                 (!(0.5..=2.0).contains(&ratio), !(0.25..=4.0).contains(&ratio))
             }
-            (Value::Number(n), Some(v)) if matches!(*name, "random_page_cost" | "checkpoint_completion_target") => {
+            (Value::Number(n), Some(v))
+                if matches!(*name, "random_page_cost" | "checkpoint_completion_target") =>
+            {
                 ((v - n).abs() / n > 0.25, false)
             }
             (Value::Number(n), Some(v)) => {
@@ -93,7 +95,8 @@ pub fn compare(recommended: &[(&'static str, Value)], current: &[Current]) -> Ve
         if !differs {
             continue;
         }
-        let important = matches!(*name, "shared_buffers" | "work_mem" | "effective_cache_size" | "maintenance_work_mem");
+        let important =
+            matches!(*name, "shared_buffers" | "work_mem" | "effective_cache_size" | "maintenance_work_mem");
         out.push(SettingAdvice {
             name: name.to_string(),
             current: cur.display.clone(),
@@ -123,7 +126,13 @@ pub async fn advise(db: &Db, input: &TuneInput) -> Result<(Vec<SettingAdvice>, O
     );
     let mut fix = String::new();
     for a in &advice {
-        f = f.evidence(format!("{}: {} (recommended {}{})", a.name, a.current, a.recommended, if a.restart { ", needs restart" } else { "" }));
+        f = f.evidence(format!(
+            "{}: {} (recommended {}{})",
+            a.name,
+            a.current,
+            a.recommended,
+            if a.restart { ", needs restart" } else { "" }
+        ));
         fix.push_str(&format!("ALTER SYSTEM SET {} = '{}';\n", a.name, a.recommended));
     }
     fix.push_str(if advice.iter().any(|a| a.restart) {
@@ -139,12 +148,20 @@ mod tests {
     use super::*;
 
     fn cur(name: &str, value: f64, display: &str) -> Current {
-        Current { name: name.into(), display: display.into(), value: Some(value), restart: name == "shared_buffers" }
+        Current {
+            name: name.into(),
+            display: display.into(),
+            value: Some(value),
+            restart: name == "shared_buffers",
+        }
     }
 
     #[test]
     fn default_shared_buffers_on_a_big_machine_is_a_warning() {
-        let rec = vec![("shared_buffers", Value::Memory(4 * 1024 * 1024)), ("random_page_cost", Value::Number(1.1))];
+        let rec = vec![
+            ("shared_buffers", Value::Memory(4 * 1024 * 1024)),
+            ("random_page_cost", Value::Number(1.1)),
+        ];
         let current = vec![cur("shared_buffers", 131072.0, "128MB"), cur("random_page_cost", 4.0, "4")];
         let advice = compare(&rec, &current);
         assert_eq!(advice.len(), 2);
@@ -156,8 +173,10 @@ mod tests {
 
     #[test]
     fn close_enough_is_left_alone() {
-        let rec = vec![("work_mem", Value::Memory(4096)), ("checkpoint_completion_target", Value::Number(0.9))];
-        let current = vec![cur("work_mem", 6000.0, "6000kB"), cur("checkpoint_completion_target", 0.9, "0.9")];
+        let rec =
+            vec![("work_mem", Value::Memory(4096)), ("checkpoint_completion_target", Value::Number(0.9))];
+        let current =
+            vec![cur("work_mem", 6000.0, "6000kB"), cur("checkpoint_completion_target", 0.9, "0.9")];
         assert!(compare(&rec, &current).is_empty());
     }
 }

@@ -23,11 +23,20 @@ pub async fn long_running(db: &Db, settings: &HealthSettings) -> Result<Vec<Find
         .map(|r| {
             let (pid, secs): (i32, f64) = (r.get(0), r.get(3));
             let severity = if secs >= 3600.0 { Severity::Critical } else { Severity::Warning };
-            Finding::new(severity, Category::Activity, format!("Query running for {} (pid {pid})", duration(secs)))
-                .object(format!("pid {pid}"))
-                .evidence(format!("user {} on {}: {}", r.get::<_, String>(1), r.get::<_, String>(2), one_line(&r.get::<_, String>(4), 200)))
-                .evidence("a long query holds back vacuum's cleanup horizon for the whole cluster")
-                .fix(format!("SELECT pg_cancel_backend({pid});  -- and set statement_timeout for the role"))
+            Finding::new(
+                severity,
+                Category::Activity,
+                format!("Query running for {} (pid {pid})", duration(secs)),
+            )
+            .object(format!("pid {pid}"))
+            .evidence(format!(
+                "user {} on {}: {}",
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                one_line(&r.get::<_, String>(4), 200)
+            ))
+            .evidence("a long query holds back vacuum's cleanup horizon for the whole cluster")
+            .fix(format!("SELECT pg_cancel_backend({pid});  -- and set statement_timeout for the role"))
         })
         .collect())
 }
@@ -84,7 +93,12 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
                 format!("Query (pid {pid}) blocked for {} by pid {}", duration(waited), join(&blocker_pids)),
             )
             .object(format!("pid {pid}"))
-            .evidence(format!("waiting ({}), user {}: {}", r.get::<_, String>(4), r.get::<_, String>(1), one_line(&r.get::<_, String>(3), 200)));
+            .evidence(format!(
+                "waiting ({}), user {}: {}",
+                r.get::<_, String>(4),
+                r.get::<_, String>(1),
+                one_line(&r.get::<_, String>(3), 200)
+            ));
             for b in blockers {
                 f = f.evidence(format!("blocked by {b}"));
             }
@@ -143,16 +157,38 @@ impl ConnectionUsage {
             "{} of {} connections in use ({} active, {} idle, {} idle in transaction); {} reserved for superusers",
             self.clients, available, self.active, self.idle, self.idle_in_transaction, self.reserved
         );
-        let fix = "put a pooler in front (pgpilot serve) so idle application connections do not hold server slots";
+        let fix =
+            "put a pooler in front (pgpilot serve) so idle application connections do not hold server slots";
         if ratio >= 0.95 {
-            Some(Finding::new(Severity::Critical, Category::Connections, format!("{:.0}% of connections in use", ratio * 100.0))
-                .evidence(evidence).fix(fix))
+            Some(
+                Finding::new(
+                    Severity::Critical,
+                    Category::Connections,
+                    format!("{:.0}% of connections in use", ratio * 100.0),
+                )
+                .evidence(evidence)
+                .fix(fix),
+            )
         } else if ratio >= 0.8 {
-            Some(Finding::new(Severity::Warning, Category::Connections, format!("{:.0}% of connections in use", ratio * 100.0))
-                .evidence(evidence).fix(fix))
+            Some(
+                Finding::new(
+                    Severity::Warning,
+                    Category::Connections,
+                    format!("{:.0}% of connections in use", ratio * 100.0),
+                )
+                .evidence(evidence)
+                .fix(fix),
+            )
         } else if self.idle >= 50 && self.idle > 4 * self.active.max(1) {
-            Some(Finding::new(Severity::Info, Category::Connections, format!("{} idle connections", self.idle))
-                .evidence(evidence).fix(fix))
+            Some(
+                Finding::new(
+                    Severity::Info,
+                    Category::Connections,
+                    format!("{} idle connections", self.idle),
+                )
+                .evidence(evidence)
+                .fix(fix),
+            )
         } else {
             None
         }

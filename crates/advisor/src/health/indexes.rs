@@ -35,15 +35,19 @@ pub async fn unused(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> 
         .iter()
         .map(|r| {
             let size: i64 = r.get(2);
-            Finding::new(Severity::Warning, Category::Indexes, format!("Unused index {}", r.get::<_, String>(0)))
-                .object(r.get::<_, String>(0))
-                .evidence(format!("0 scans since {since} on this server; {} on disk", bytes(size)))
-                .evidence(format!("on {}: {}", r.get::<_, String>(1), r.get::<_, String>(3)))
-                .evidence("every insert and non-HOT update of the table still maintains it")
-                .fix(format!(
-                    "-- check replicas too (their scans are counted there), then:\nDROP INDEX CONCURRENTLY {};",
-                    r.get::<_, String>(4)
-                ))
+            Finding::new(
+                Severity::Warning,
+                Category::Indexes,
+                format!("Unused index {}", r.get::<_, String>(0)),
+            )
+            .object(r.get::<_, String>(0))
+            .evidence(format!("0 scans since {since} on this server; {} on disk", bytes(size)))
+            .evidence(format!("on {}: {}", r.get::<_, String>(1), r.get::<_, String>(3)))
+            .evidence("every insert and non-HOT update of the table still maintains it")
+            .fix(format!(
+                "-- check replicas too (their scans are counted there), then:\nDROP INDEX CONCURRENTLY {};",
+                r.get::<_, String>(4)
+            ))
         })
         .collect())
 }
@@ -213,7 +217,9 @@ mod tests {
     fn prefix_is_covered_unless_unique_or_different_order() {
         let r = redundancies(&[ix("a", &["2/1978/0"], false), ix("ab", &["2/1978/0", "3/1978/0"], false)]);
         assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: false }]);
-        assert!(redundancies(&[ix("a", &["2/1978/0"], true), ix("ab", &["2/1978/0", "3/1978/0"], false)]).is_empty());
-        assert!(redundancies(&[ix("a", &["2/1978/3"], false), ix("ab", &["2/1978/0", "3/1978/0"], false)]).is_empty());
+        assert!(redundancies(&[ix("a", &["2/1978/0"], true), ix("ab", &["2/1978/0", "3/1978/0"], false)])
+            .is_empty());
+        assert!(redundancies(&[ix("a", &["2/1978/3"], false), ix("ab", &["2/1978/0", "3/1978/0"], false)])
+            .is_empty());
     }
 }

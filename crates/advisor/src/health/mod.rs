@@ -13,7 +13,12 @@ use crate::progress::Progress;
 use crate::report::Finding;
 
 /// Runs every check; returns the findings and the notes about checks that could not run.
-pub async fn run(db: &Db, settings: &HealthSettings, pgstattuple: bool, progress: &dyn Progress) -> (Vec<Finding>, Vec<String>) {
+pub async fn run(
+    db: &Db,
+    settings: &HealthSettings,
+    pgstattuple: bool,
+    progress: &dyn Progress,
+) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
     const CHECKS: u64 = 17;

@@ -70,9 +70,17 @@ async fn replica_lag(db: &Db) -> Result<Vec<Finding>> {
     let secs = if caught_up == Some(true) { 0.0 } else { secs };
     Ok(lag_severity(behind, secs)
         .map(|severity| {
-            Finding::new(severity, Category::Replication, format!("This replica is {} behind its primary", bytes(behind)))
-                .evidence(format!("{} received but not replayed; last replayed transaction {} ago", bytes(behind), duration(secs)))
-                .fix("check for replay conflicts and long queries on this replica, and its I/O")
+            Finding::new(
+                severity,
+                Category::Replication,
+                format!("This replica is {} behind its primary", bytes(behind)),
+            )
+            .evidence(format!(
+                "{} received but not replayed; last replayed transaction {} ago",
+                bytes(behind),
+                duration(secs)
+            ))
+            .fix("check for replay conflicts and long queries on this replica, and its I/O")
         })
         .into_iter()
         .collect())
@@ -154,9 +162,18 @@ async fn archiving(db: &Db) -> Result<Vec<Finding>> {
             .fix("read the server log for the archive_command's error and fix the command or its destination"));
     }
     if let Some(age) = last_archived_age.filter(|a| *a > 3600.0) {
-        out.push(Finding::new(Severity::Warning, Category::WalArchiving, format!("No WAL segment archived for {}", duration(age)))
-            .evidence(format!("archive_timeout = {}: an idle server archives nothing, a busy one should", row.get::<_, String>(8)))
-            .fix("check that the archiver runs (ps: postgres: archiver) and that archive_command succeeds"));
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                Category::WalArchiving,
+                format!("No WAL segment archived for {}", duration(age)),
+            )
+            .evidence(format!(
+                "archive_timeout = {}: an idle server archives nothing, a busy one should",
+                row.get::<_, String>(8)
+            ))
+            .fix("check that the archiver runs (ps: postgres: archiver) and that archive_command succeeds"),
+        );
     }
     Ok(out)
 }

@@ -26,12 +26,21 @@ pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<
         .map(|r| {
             let table: String = r.get(0);
             let (seq, read, idx, live): (i64, i64, i64, i64) = (r.get(1), r.get(2), r.get(3), r.get(4));
-            Finding::new(Severity::Warning, Category::Tables, format!("{table} is read mostly by sequential scans"))
-                .object(table.clone())
-                .evidence(format!("{} sequential scans vs {} index scans", count(seq), count(idx)))
-                .evidence(format!("{} rows read by sequential scans (~{} per scan of {} live rows), {} on disk",
-                    count(read), count(read / seq.max(1)), count(live), bytes(r.get(5))))
-                .fix("see the index suggestions for this table; statements that filter it need an index")
+            Finding::new(
+                Severity::Warning,
+                Category::Tables,
+                format!("{table} is read mostly by sequential scans"),
+            )
+            .object(table.clone())
+            .evidence(format!("{} sequential scans vs {} index scans", count(seq), count(idx)))
+            .evidence(format!(
+                "{} rows read by sequential scans (~{} per scan of {} live rows), {} on disk",
+                count(read),
+                count(read / seq.max(1)),
+                count(live),
+                bytes(r.get(5))
+            ))
+            .fix("see the index suggestions for this table; statements that filter it need an index")
         })
         .collect())
 }
@@ -60,7 +69,8 @@ pub async fn table_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
     let mut out = Vec::new();
     for r in rows {
         let (oid, name, actual, expected): (u32, String, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
-        let mut estimate = BloatEstimate { actual, wasted: (actual - expected).max(0), source: "estimate from statistics" };
+        let mut estimate =
+            BloatEstimate { actual, wasted: (actual - expected).max(0), source: "estimate from statistics" };
         if pgstattuple && estimate.ratio() >= 0.2 {
             // Confirm with pgstattuple_approx: it reads only pages the visibility map does not vouch for.
             if let Ok(row) = db
@@ -73,14 +83,23 @@ pub async fn table_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
         }
         if let Some(severity) = estimate.severity(settings.table_min_bytes) {
             out.push(
-                Finding::new(severity, Category::Bloat, format!("Table {name} is {:.0}% bloat", 100.0 * estimate.ratio()))
-                    .object(name.clone())
-                    .evidence(format!("{} on disk, ~{} reclaimable ({})", bytes(estimate.actual), bytes(estimate.wasted), estimate.source))
-                    .fix(format!(
-                        "VACUUM (VERBOSE, ANALYZE) {name};  -- makes dead space reusable\n\
+                Finding::new(
+                    severity,
+                    Category::Bloat,
+                    format!("Table {name} is {:.0}% bloat", 100.0 * estimate.ratio()),
+                )
+                .object(name.clone())
+                .evidence(format!(
+                    "{} on disk, ~{} reclaimable ({})",
+                    bytes(estimate.actual),
+                    bytes(estimate.wasted),
+                    estimate.source
+                ))
+                .fix(format!(
+                    "VACUUM (VERBOSE, ANALYZE) {name};  -- makes dead space reusable\n\
                          -- to give the space back without a long lock: pg_repack -t {name}\n\
                          -- (VACUUM FULL also does, under an ACCESS EXCLUSIVE lock for the whole rewrite)"
-                    )),
+                )),
             );
         }
     }
@@ -149,7 +168,10 @@ pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
         if pgstattuple {
             if let Ok(row) = db
                 .client
-                .query_one("SELECT index_size::int8, avg_leaf_density::float8 FROM pgstatindex($1::oid::regclass)", &[&oid])
+                .query_one(
+                    "SELECT index_size::int8, avg_leaf_density::float8 FROM pgstatindex($1::oid::regclass)",
+                    &[&oid],
+                )
                 .await
             {
                 let size: i64 = row.get(0);
@@ -161,10 +183,19 @@ pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
         }
         if let Some(severity) = estimate.severity(settings.table_min_bytes) {
             out.push(
-                Finding::new(severity, Category::Bloat, format!("Index {name} is {:.0}% bloat", 100.0 * estimate.ratio()))
-                    .object(name.clone())
-                    .evidence(format!("{} on disk, ~{} reclaimable ({})", bytes(estimate.actual), bytes(estimate.wasted), estimate.source))
-                    .fix(format!("REINDEX INDEX CONCURRENTLY {name};")),
+                Finding::new(
+                    severity,
+                    Category::Bloat,
+                    format!("Index {name} is {:.0}% bloat", 100.0 * estimate.ratio()),
+                )
+                .object(name.clone())
+                .evidence(format!(
+                    "{} on disk, ~{} reclaimable ({})",
+                    bytes(estimate.actual),
+                    bytes(estimate.wasted),
+                    estimate.source
+                ))
+                .fix(format!("REINDEX INDEX CONCURRENTLY {name};")),
             );
         }
     }
@@ -188,14 +219,23 @@ pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding
         .map(|r| {
             let table: String = r.get(0);
             let (live, dead): (i64, i64) = (r.get(1), r.get(2));
-            Finding::new(Severity::Warning, Category::Bloat, format!("{table} has {} dead rows waiting for vacuum", count(dead)))
-                .object(table.clone())
-                .evidence(format!("{} dead vs {} live rows; last vacuum: {}", count(dead), count(live), r.get::<_, String>(3)))
-                .evidence("autovacuum is behind or blocked (long transactions, replication slots, or throttled)")
-                .fix(format!(
-                    "VACUUM (VERBOSE, ANALYZE) {table};\n\
+            Finding::new(
+                Severity::Warning,
+                Category::Bloat,
+                format!("{table} has {} dead rows waiting for vacuum", count(dead)),
+            )
+            .object(table.clone())
+            .evidence(format!(
+                "{} dead vs {} live rows; last vacuum: {}",
+                count(dead),
+                count(live),
+                r.get::<_, String>(3)
+            ))
+            .evidence("autovacuum is behind or blocked (long transactions, replication slots, or throttled)")
+            .fix(format!(
+                "VACUUM (VERBOSE, ANALYZE) {table};\n\
                      ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.05);  -- vacuum it sooner"
-                ))
+            ))
         })
         .collect())
 }
@@ -212,7 +252,10 @@ pub async fn cache_hit_ratio(db: &Db) -> Result<Vec<Finding>> {
         )
         .await?;
     let mut out = Vec::new();
-    for (what, hit, read) in [("Buffer cache", row.get::<_, i64>(0), row.get::<_, i64>(1)), ("Index cache", row.get(2), row.get(3))] {
+    for (what, hit, read) in [
+        ("Buffer cache", row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        ("Index cache", row.get(2), row.get(3)),
+    ] {
         if let Some((severity, ratio)) = assess_hit_ratio(hit, read) {
             out.push(
                 Finding::new(severity, Category::Cache, format!("{what} hit ratio is {:.1}%", ratio * 100.0))
@@ -265,7 +308,11 @@ pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>>
     if tables.is_empty() {
         return Ok(vec![]);
     }
-    let mut f = Finding::new(Severity::Info, Category::Storage, format!("Largest {} tables and indexes", tables.len()));
+    let mut f = Finding::new(
+        Severity::Info,
+        Category::Storage,
+        format!("Largest {} tables and indexes", tables.len()),
+    );
     for r in &tables {
         f = f.evidence(format!(
             "table {}: {} total ({} heap, {} indexes), ~{} rows",
@@ -293,10 +340,14 @@ pub async fn materialized_views(db: &Db) -> Result<Vec<Finding>> {
         .iter()
         .map(|r| {
             let name: String = r.get(0);
-            Finding::new(Severity::Warning, Category::MaterializedViews, format!("Materialized view {name} was never refreshed"))
-                .object(name.clone())
-                .evidence("created WITH NO DATA and never populated: every query on it fails")
-                .fix(format!("REFRESH MATERIALIZED VIEW {name};  -- then schedule it (pgpilot jobs)"))
+            Finding::new(
+                Severity::Warning,
+                Category::MaterializedViews,
+                format!("Materialized view {name} was never refreshed"),
+            )
+            .object(name.clone())
+            .evidence("created WITH NO DATA and never populated: every query on it fails")
+            .fix(format!("REFRESH MATERIALIZED VIEW {name};  -- then schedule it (pgpilot jobs)"))
         })
         .collect())
 }

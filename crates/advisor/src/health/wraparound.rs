@@ -60,7 +60,9 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
     for r in rows {
         let db_name: String = r.get(0);
-        for (kind, age, limit) in [("transaction ID", r.get::<_, i64>(1), r.get::<_, i64>(3)), ("multixact", r.get(2), r.get(4))] {
+        for (kind, age, limit) in
+            [("transaction ID", r.get::<_, i64>(1), r.get::<_, i64>(3)), ("multixact", r.get(2), r.get(4))]
+        {
             let a = assess(age, limit);
             let Some(severity) = a.severity else { continue };
             let mut f = Finding::new(
@@ -131,9 +133,13 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
         let limit = column_type.as_deref().and_then(type_max).map_or(max, |t| t.min(max));
         let (pct, severity) = sequence_usage(last, limit);
         let Some(severity) = severity else { continue };
-        let mut f = Finding::new(severity, Category::Sequences, format!("Sequence {name} has used {pct:.1}% of its range"))
-            .object(name.clone())
-            .evidence(format!("last value {} of {}", count(last), count(limit)));
+        let mut f = Finding::new(
+            severity,
+            Category::Sequences,
+            format!("Sequence {name} has used {pct:.1}% of its range"),
+        )
+        .object(name.clone())
+        .evidence(format!("last value {} of {}", count(last), count(limit)));
         f = match (&column, column_type.as_deref()) {
             (Some(col), Some(t)) if type_max(t).is_some_and(|m| m < max) => f
                 .evidence(format!("it feeds {col}, a {t} column: the column overflows before the sequence"))

@@ -51,7 +51,11 @@ pub async fn apply(
         }
         let mut measurements = Vec::new();
         for (query, before) in measured {
-            let after = if created.is_ok() { measure(&db, &query).await.map_err(|e| format!("{e:#}")) } else { before.clone() };
+            let after = if created.is_ok() {
+                measure(&db, &query).await.map_err(|e| format!("{e:#}"))
+            } else {
+                before.clone()
+            };
             measurements.push(Measurement {
                 query,
                 before_ms: before.as_ref().ok().and_then(|m| m.ms),
@@ -117,7 +121,10 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
     let values = parameter_values(db, &catalog, &shape).await?;
     let name = "pgpilot_advisor_measure";
     let _ = db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
-    db.client.batch_execute(&format!("PREPARE {name} AS {query}")).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+    db.client
+        .batch_execute(&format!("PREPARE {name} AS {query}"))
+        .await
+        .map_err(|e| anyhow!(db_error_text(&e)))?;
     let args = match &values {
         Some(v) if !v.is_empty() => format!("({})", v.join(", ")),
         _ if shape.param_count == 0 => String::new(),
@@ -129,14 +136,21 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
         for _ in 0..RUNS {
             let plan = explain(db, &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await?;
             cost = plan_cost(&plan);
-            times.push(plan.get(0).and_then(|p| p.get("Execution Time")).and_then(Value::as_f64).unwrap_or(0.0));
+            times.push(
+                plan.get(0).and_then(|p| p.get("Execution Time")).and_then(Value::as_f64).unwrap_or(0.0),
+            );
         }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-        let note = if shape.param_count > 0 { "run with parameter values from pg_stats" } else { "run as written" };
+        let note =
+            if shape.param_count > 0 { "run with parameter values from pg_stats" } else { "run as written" };
         Ok(Timing { cost, ms: Some(times[RUNS / 2]), note: note.into() })
     } else {
         let plan = explain(db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}{args}")).await?;
-        let note = if shape.read_only { "planned only: no statistics to pick parameter values" } else { "planned only: data-modifying statement" };
+        let note = if shape.read_only {
+            "planned only: no statistics to pick parameter values"
+        } else {
+            "planned only: data-modifying statement"
+        };
         Ok(Timing { cost: plan_cost(&plan), ms: None, note: note.into() })
     };
     let _ = db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
@@ -144,7 +158,11 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
 }
 
 fn plan_cost(plan: &Value) -> f64 {
-    plan.get(0).and_then(|p| p.get("Plan")).and_then(|p| p.get("Total Cost")).and_then(Value::as_f64).unwrap_or(0.0)
+    plan.get(0)
+        .and_then(|p| p.get("Plan"))
+        .and_then(|p| p.get("Total Cost"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
 }
 
 async fn explain(db: &Db, sql: &str) -> Result<Value> {
@@ -161,7 +179,11 @@ async fn explain(db: &Db, sql: &str) -> Result<Value> {
 
 /// A literal for each parameter: the column's most common value, else the middle of its
 /// histogram. None when some parameter's column has no statistics.
-async fn parameter_values(db: &Db, catalog: &Catalog, shape: &parse::StatementShape) -> Result<Option<Vec<String>>> {
+async fn parameter_values(
+    db: &Db,
+    catalog: &Catalog,
+    shape: &parse::StatementShape,
+) -> Result<Option<Vec<String>>> {
     let mut values = Vec::new();
     for n in 1..=shape.param_count {
         let Some((table, column)) = shape.param_columns.get(&n) else { return Ok(None) };
@@ -188,7 +210,9 @@ mod tests {
     #[test]
     fn index_name_is_schema_qualified() {
         assert_eq!(
-            super::index_name("CREATE INDEX CONCURRENTLY orders_user_id_idx ON public.orders USING btree (user_id)"),
+            super::index_name(
+                "CREATE INDEX CONCURRENTLY orders_user_id_idx ON public.orders USING btree (user_id)"
+            ),
             Some("public.orders_user_id_idx".into())
         );
     }

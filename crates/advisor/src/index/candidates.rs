@@ -200,8 +200,19 @@ pub fn for_access(access: &TableAccess, table: &TableInfo) -> Vec<Candidate> {
     }
     for col in &access.prefix_like {
         let mut part = KeyPart::column(col);
-        if table.columns.get(col).is_some_and(|c| c.type_name.starts_with("text") || c.type_name.starts_with("character varying")) {
-            part.opclass = Some(if table.columns[col].type_name.starts_with("text") { "text_pattern_ops" } else { "varchar_pattern_ops" }.into());
+        if table
+            .columns
+            .get(col)
+            .is_some_and(|c| c.type_name.starts_with("text") || c.type_name.starts_with("character varying"))
+        {
+            part.opclass = Some(
+                if table.columns[col].type_name.starts_with("text") {
+                    "text_pattern_ops"
+                } else {
+                    "varchar_pattern_ops"
+                }
+                .into(),
+            );
         }
         out.insert(btree(vec![part], None));
     }
@@ -250,7 +261,8 @@ fn key_shapes(access: &TableAccess, eq: &[String]) -> Vec<Vec<KeyPart>> {
         shapes.push(k);
     }
     if !access.group.is_empty() && sort.is_empty() {
-        let group: Vec<KeyPart> = access.group.iter().filter(|c| !in_base(c)).map(|c| KeyPart::column(c)).collect();
+        let group: Vec<KeyPart> =
+            access.group.iter().filter(|c| !in_base(c)).map(|c| KeyPart::column(c)).collect();
         shapes.push(base.iter().cloned().chain(group).collect());
     }
     if !base.is_empty() {
@@ -266,7 +278,8 @@ fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Opt
     let column = table.columns.get(target);
     let type_name = column.map(|c| c.type_name.as_str()).unwrap_or("");
     let key = if column.is_some() {
-        let opclass = (type_name == "jsonb" && ops.iter().all(|o| o == "@>")).then(|| "jsonb_path_ops".to_string());
+        let opclass =
+            (type_name == "jsonb" && ops.iter().all(|o| o == "@>")).then(|| "jsonb_path_ops".to_string());
         let is_text_search = type_name == "tsvector";
         let is_container = type_name == "jsonb" || type_name.ends_with("[]") || is_text_search;
         if !is_container {
@@ -278,7 +291,13 @@ fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Opt
     } else {
         return None;
     };
-    Some(Candidate { table: table.oid, method: Method::Gin, key: vec![key], include: Vec::new(), predicate: None })
+    Some(Candidate {
+        table: table.oid,
+        method: Method::Gin,
+        key: vec![key],
+        include: Vec::new(),
+        predicate: None,
+    })
 }
 
 #[cfg(test)]
@@ -313,8 +332,11 @@ mod tests {
     }
 
     fn candidates(q: &str) -> Vec<String> {
-        let r = MapResolver::default()
-            .with_table(1, "orders", &["id", "user_id", "created_at", "status", "data", "total"]);
+        let r = MapResolver::default().with_table(
+            1,
+            "orders",
+            &["id", "user_id", "created_at", "status", "data", "total"],
+        );
         let shape = analyse(q, &r).unwrap();
         let t = table();
         for_access(&shape.accesses[0], &t).iter().map(|c| c.create_sql(&t, true, None)).collect()
@@ -323,7 +345,13 @@ mod tests {
     #[test]
     fn equality_then_sort_direction() {
         let c = candidates("SELECT * FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 10");
-        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id, created_at DESC)".to_string()), "{c:#?}");
+        assert!(
+            c.contains(
+                &"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id, created_at DESC)"
+                    .to_string()
+            ),
+            "{c:#?}"
+        );
     }
 
     #[test]
@@ -338,18 +366,34 @@ mod tests {
     #[test]
     fn gin_with_path_ops_for_containment_only() {
         let c = candidates("SELECT id FROM orders WHERE data @> $1");
-        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING gin (data jsonb_path_ops)".to_string()), "{c:#?}");
+        assert!(
+            c.contains(
+                &"CREATE INDEX CONCURRENTLY ON public.orders USING gin (data jsonb_path_ops)".to_string()
+            ),
+            "{c:#?}"
+        );
     }
 
     #[test]
     fn covering_index_for_narrow_projection() {
         let c = candidates("SELECT total FROM orders WHERE user_id = $1");
-        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id) INCLUDE (total)".to_string()), "{c:#?}");
+        assert!(
+            c.contains(
+                &"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id) INCLUDE (total)"
+                    .to_string()
+            ),
+            "{c:#?}"
+        );
     }
 
     #[test]
     fn most_selective_equality_first() {
         let c = candidates("SELECT * FROM orders WHERE status = $1 AND user_id = $2");
-        assert!(c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id, status)".to_string()), "{c:#?}");
+        assert!(
+            c.contains(
+                &"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id, status)".to_string()
+            ),
+            "{c:#?}"
+        );
     }
 }

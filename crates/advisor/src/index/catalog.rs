@@ -151,9 +151,7 @@ impl Catalog {
             let n_distinct: Option<f64> = r.get(3);
             let rows = table.rows();
             let distinct = n_distinct.map(|d| if d < 0.0 { -d * rows } else { d });
-            table
-                .columns
-                .insert(r.get(1), ColumnInfo { type_name: r.get(2), distinct, avg_width: r.get(4) });
+            table.columns.insert(r.get(1), ColumnInfo { type_name: r.get(2), distinct, avg_width: r.get(4) });
         }
         let indexes = db
             .client

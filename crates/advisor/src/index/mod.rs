@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod candidates;
 pub mod catalog;
+mod expr;
 pub mod parse;
 pub mod planner;
 mod select;
@@ -19,6 +20,7 @@ use crate::report::{Category, Finding, IndexSuggestion, Severity, SkippedStateme
 use crate::workload::WorkloadStatement;
 use candidates::{Candidate, Method};
 use catalog::{Catalog, TableInfo};
+pub use expr::{deparse_expression, is_reserved};
 use parse::StatementShape;
 use planner::{PlanSummary, Planner};
 
@@ -65,7 +67,8 @@ pub async fn advise(
         ..Default::default()
     };
     let planner = Planner::new(db).await?;
-    let (statements, catalog) = analyse_workload(db, workload, settings, &planner, &mut advice.skipped, progress).await?;
+    let (statements, catalog) =
+        analyse_workload(db, workload, settings, &planner, &mut advice.skipped, progress).await?;
     advice.analysed = statements.len();
     let unusable = non_immutable_functions(db, &statements).await?;
     let mut by_candidate: BTreeMap<Candidate, Vec<usize>> = BTreeMap::new();
@@ -76,7 +79,8 @@ pub async fn advise(
         for access in s.shape.accesses.iter().filter(|a| a.is_selective()) {
             let Some(table) = catalog.tables.get(&access.table) else { continue };
             for c in candidates::for_access(access, table) {
-                let uses_unusable = c.key.iter().any(|k| unusable.iter().any(|f| k.sql.contains(&format!("{f}("))));
+                let uses_unusable =
+                    c.key.iter().any(|k| unusable.iter().any(|f| k.sql.contains(&format!("{f}("))));
                 if !uses_unusable && c.already_served_by(table).is_none() {
                     by_candidate.entry(c).or_default().push(i);
                 }
@@ -89,9 +93,13 @@ pub async fn advise(
         advice.suggestions.extend(proven);
     } else {
         advice.findings.push(
-            Finding::new(Severity::Info, Category::Advisor, "Index suggestions are heuristics, not proven by the planner")
-                .evidence(hypopg_problem.clone().unwrap_or_default())
-                .fix("CREATE EXTENSION hypopg; -- Debian/Ubuntu package postgresql-NN-hypopg"),
+            Finding::new(
+                Severity::Info,
+                Category::Advisor,
+                "Index suggestions are heuristics, not proven by the planner",
+            )
+            .evidence(hypopg_problem.clone().unwrap_or_default())
+            .fix("CREATE EXTENSION hypopg; -- Debian/Ubuntu package postgresql-NN-hypopg"),
         );
         advice.suggestions.extend(select::heuristic(&statements, &catalog, btree, settings));
     }
@@ -136,7 +144,8 @@ async fn analyse_workload(
         progress.advance(1);
         let shape = match parse::analyse(&w.query, &catalog) {
             Ok(shape) if shape.accesses.is_empty() => {
-                skipped.push(SkippedStatement { query: w.query.clone(), reason: "reads no user table".into() });
+                skipped
+                    .push(SkippedStatement { query: w.query.clone(), reason: "reads no user table".into() });
                 continue;
             }
             Ok(shape) => shape,
@@ -147,7 +156,8 @@ async fn analyse_workload(
         };
         match planner.explain(&w.query, shape.param_count).await {
             Ok(baseline) => out.push(AnalysedStatement { workload: w.clone(), shape, baseline }),
-            Err(e) => skipped.push(SkippedStatement { query: w.query.clone(), reason: format!("EXPLAIN failed: {e}") }),
+            Err(e) => skipped
+                .push(SkippedStatement { query: w.query.clone(), reason: format!("EXPLAIN failed: {e}") }),
         }
     }
     Ok((out, catalog))
@@ -176,7 +186,8 @@ async fn non_immutable_functions(db: &Db, statements: &[AnalysedStatement]) -> R
 /// What one more index costs the table's writers, from its statistics.
 pub fn write_overhead(table: &TableInfo) -> WriteOverhead {
     let existing = table.indexes.len() as u32;
-    let hot_pct = if table.updates > 0 { 100.0 * table.hot_updates as f64 / table.updates as f64 } else { 0.0 };
+    let hot_pct =
+        if table.updates > 0 { 100.0 * table.hot_updates as f64 / table.updates as f64 } else { 0.0 };
     let summary = format!(
         "{existing} → {} indexes to maintain on every insert and non-HOT update; since statistics reset \
          {} inserts, {} updates ({hot_pct:.0}% HOT), {} deletes",

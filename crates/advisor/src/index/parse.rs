@@ -3,12 +3,13 @@
 //! could make a partial index, expressions, jsonb/full-text predicates that need GIN, and the columns
 //! the statement reads (for INCLUDE).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, Result};
-use pg_query::protobuf::{self, a_const, AExprKind, BoolExprType, NullTestType, SortByDir};
+use pg_query::protobuf::{self, AExprKind, BoolExprType, NullTestType, SortByDir};
 use pg_query::NodeEnum;
 
+use super::expr::{constant_sql, constant_text, deparse_expression, unqualify};
 use crate::db::quote_ident;
 
 /// The catalog questions the analysis needs answered. Tables are identified by oid.
@@ -102,8 +103,10 @@ pub fn analyse(query: &str, resolver: &dyn Resolver) -> Result<StatementShape> {
         return Err(anyhow!("not a single statement"));
     };
     let stmt = raw.stmt.as_ref().and_then(|n| n.node.as_ref()).ok_or_else(|| anyhow!("empty statement"))?;
-    let mut walker = Walker { resolver, accesses: Vec::new(), shape: StatementShape::default(), ctes: Vec::new() };
-    walker.shape.read_only = matches!(stmt, NodeEnum::SelectStmt(s) if s.into_clause.is_none() && s.locking_clause.is_empty());
+    let mut walker =
+        Walker { resolver, accesses: Vec::new(), shape: StatementShape::default(), ctes: Vec::new() };
+    walker.shape.read_only =
+        matches!(stmt, NodeEnum::SelectStmt(s) if s.into_clause.is_none() && s.locking_clause.is_empty());
     match stmt {
         NodeEnum::SelectStmt(s) => walker.select(s, None),
         NodeEnum::UpdateStmt(u) => walker.update(u),
@@ -208,7 +211,7 @@ impl Walker<'_> {
         let mut scope = Scope { entries: Vec::new(), parent: parent.map(|p| Box::new(p.clone())) };
         let mut quals = Vec::new();
         for item in &s.from_clause {
-            self.from_item(item, &mut scope, &mut quals);
+            self.scope_item(item, &mut scope, &mut quals);
         }
         for q in quals.iter().chain(s.where_clause.as_deref()) {
             self.conjuncts(q, &scope);
@@ -229,7 +232,7 @@ impl Walker<'_> {
             self.range_var(rv, &mut scope);
         }
         for item in &u.from_clause {
-            self.from_item(item, &mut scope, &mut quals);
+            self.scope_item(item, &mut scope, &mut quals);
         }
         for q in quals.iter().chain(u.where_clause.as_deref()) {
             self.conjuncts(q, &scope);
@@ -244,7 +247,7 @@ impl Walker<'_> {
             self.range_var(rv, &mut scope);
         }
         for item in &d.using_clause {
-            self.from_item(item, &mut scope, &mut quals);
+            self.scope_item(item, &mut scope, &mut quals);
         }
         for q in quals.iter().chain(d.where_clause.as_deref()) {
             self.conjuncts(q, &scope);
@@ -262,12 +265,12 @@ impl Walker<'_> {
         scope.entries.push(ScopeEntry { name, table });
     }
 
-    fn from_item(&mut self, item: &protobuf::Node, scope: &mut Scope, quals: &mut Vec<protobuf::Node>) {
+    fn scope_item(&mut self, item: &protobuf::Node, scope: &mut Scope, quals: &mut Vec<protobuf::Node>) {
         match &item.node {
             Some(NodeEnum::RangeVar(rv)) => self.range_var(rv, scope),
             Some(NodeEnum::JoinExpr(j)) => {
                 for side in [&j.larg, &j.rarg].into_iter().flatten() {
-                    self.from_item(side, scope, quals);
+                    self.scope_item(side, scope, quals);
                 }
                 if let Some(q) = &j.quals {
                     quals.push((**q).clone());
@@ -412,9 +415,10 @@ impl Walker<'_> {
         }
         let right = e.rexpr.as_deref().map(|n| self.operand(n, scope)).unwrap_or(Operand::Other);
         let (left, right, op) = match (&left, &right) {
-            (Operand::Constant(_) | Operand::Param(_) | Operand::Value, Operand::Column(..) | Operand::Expression(..)) => {
-                (right, left, flip(&op))
-            }
+            (
+                Operand::Constant(_) | Operand::Param(_) | Operand::Value,
+                Operand::Column(..) | Operand::Expression(..),
+            ) => (right, left, flip(&op)),
             _ => (left, right, op),
         };
         match (left, right, op.as_str()) {
@@ -422,7 +426,11 @@ impl Walker<'_> {
                 self.access(t).join.insert(col);
                 self.access(t2).join.insert(col2);
             }
-            (Operand::Column(t, col), value @ (Operand::Constant(_) | Operand::Param(_) | Operand::Value), op) => {
+            (
+                Operand::Column(t, col),
+                value @ (Operand::Constant(_) | Operand::Param(_) | Operand::Value),
+                op,
+            ) => {
                 if let Operand::Param(n) = value {
                     self.shape.param_columns.entry(n).or_insert((t, col.clone()));
                 }
@@ -441,15 +449,17 @@ impl Walker<'_> {
                     _ => {}
                 }
             }
-            (Operand::Expression(t, expr), Operand::Constant(_) | Operand::Param(_) | Operand::Value, op) => match op {
-                "=" | "<" | ">" | "<=" | ">=" => {
-                    self.access(t).expressions.insert(expr);
+            (Operand::Expression(t, expr), Operand::Constant(_) | Operand::Param(_) | Operand::Value, op) => {
+                match op {
+                    "=" | "<" | ">" | "<=" | ">=" => {
+                        self.access(t).expressions.insert(expr);
+                    }
+                    "@@" => {
+                        self.access(t).gin.entry(expr).or_default().insert(op.to_string());
+                    }
+                    _ => {}
                 }
-                "@@" => {
-                    self.access(t).gin.entry(expr).or_default().insert(op.to_string());
-                }
-                _ => {}
-            },
+            }
             _ => {
                 for side in [&e.lexpr, &e.rexpr].into_iter().flatten() {
                     self.subqueries_in(side, scope);
@@ -484,7 +494,9 @@ impl Walker<'_> {
             Some(NodeEnum::AConst(_)) => constant_sql(node).map(Operand::Constant).unwrap_or(Operand::Other),
             Some(NodeEnum::TypeCast(tc)) => match tc.arg.as_ref().and_then(|a| a.node.as_ref()) {
                 Some(NodeEnum::ParamRef(p)) => Operand::Param(p.number),
-                Some(NodeEnum::AConst(_)) => constant_sql(node).map(Operand::Constant).unwrap_or(Operand::Other),
+                Some(NodeEnum::AConst(_)) => {
+                    constant_sql(node).map(Operand::Constant).unwrap_or(Operand::Other)
+                }
                 _ => self.expression(node, scope),
             },
             Some(NodeEnum::FuncCall(_)) | Some(NodeEnum::AExpr(_)) => self.expression(node, scope),
@@ -517,7 +529,7 @@ impl Walker<'_> {
         unqualify(&mut unqualified);
         for (n, ..) in descendants(&unqualified) {
             if let pg_query::NodeRef::FuncCall(f) = n {
-                let name = f.funcname.iter().filter_map(string_value).last().unwrap_or_default();
+                let name = f.funcname.iter().rev().find_map(string_value).unwrap_or_default();
                 self.shape.expression_functions.insert((name, f.args.len()));
             }
         }
@@ -616,7 +628,7 @@ fn descendants(node: &protobuf::Node) -> Vec<(pg_query::NodeRef<'_>, i32, pg_que
 }
 
 fn operator_name(e: &protobuf::AExpr) -> String {
-    e.name.iter().filter_map(string_value).last().unwrap_or_default()
+    e.name.iter().rev().find_map(string_value).unwrap_or_default()
 }
 
 fn string_value(n: &protobuf::Node) -> Option<String> {
@@ -639,92 +651,15 @@ fn flip(op: &str) -> String {
     .to_string()
 }
 
-/// The text of a string constant (for LIKE patterns).
-fn constant_text(node: &protobuf::Node) -> Option<String> {
-    match &node.node {
-        Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(a_const::Val::Sval(s)) => Some(s.sval.clone()),
-            _ => None,
-        },
-        Some(NodeEnum::TypeCast(tc)) => tc.arg.as_deref().and_then(constant_text),
-        _ => None,
-    }
-}
-
-/// A constant written back as SQL (`'pending'`, `true`, `42`, `'2024-01-01'::date`).
-fn constant_sql(node: &protobuf::Node) -> Option<String> {
-    if let Some(NodeEnum::AConst(c)) = &node.node {
-        if c.isnull {
-            return None;
-        }
-    }
-    deparse_expression(node)
-}
-
-/// Deparses an expression by wrapping it in `SELECT expr` (the deparser only takes statements).
-pub fn deparse_expression(node: &protobuf::Node) -> Option<String> {
-    let target = protobuf::ResTarget { val: Some(Box::new(node.clone())), ..Default::default() };
-    let select = protobuf::SelectStmt {
-        target_list: vec![protobuf::Node { node: Some(NodeEnum::ResTarget(Box::new(target))) }],
-        limit_option: protobuf::LimitOption::Default as i32,
-        op: protobuf::SetOperation::SetopNone as i32,
-        ..Default::default()
-    };
-    let sql = NodeEnum::SelectStmt(Box::new(select)).deparse(Default::default()).ok()?;
-    sql.strip_prefix("SELECT ").map(str::to_string)
-}
-
-/// Drops table qualifiers from every column reference (index expressions name bare columns).
-fn unqualify(node: &mut protobuf::Node) {
-    let Some(inner) = node.node.as_mut() else { return };
-    match inner {
-        NodeEnum::ColumnRef(c) => {
-            if c.fields.len() > 1 {
-                let last = c.fields.pop().expect("len > 1");
-                c.fields = vec![last];
-            }
-        }
-        NodeEnum::FuncCall(f) => f.args.iter_mut().for_each(unqualify),
-        NodeEnum::AExpr(e) => {
-            for side in [&mut e.lexpr, &mut e.rexpr].into_iter().flatten() {
-                unqualify(side);
-            }
-        }
-        NodeEnum::TypeCast(tc) => {
-            if let Some(a) = tc.arg.as_mut() {
-                unqualify(a);
-            }
-        }
-        NodeEnum::CoalesceExpr(c) => c.args.iter_mut().for_each(unqualify),
-        NodeEnum::List(l) => l.items.iter_mut().for_each(unqualify),
-        _ => {}
-    }
-}
-
-/// Keywords that must be quoted as identifiers (the common ones; quoting too much is harmless).
-pub fn is_reserved(name: &str) -> bool {
-    const RESERVED: &[&str] = &[
-        "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case", "cast",
-        "check", "collate", "column", "constraint", "create", "current_date", "current_role", "current_time",
-        "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end",
-        "except", "false", "fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially",
-        "intersect", "into", "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null",
-        "offset", "on", "only", "or", "order", "placing", "primary", "references", "returning", "select",
-        "session_user", "some", "symmetric", "table", "then", "to", "trailing", "true", "union", "unique",
-        "user", "using", "variadic", "when", "where", "window", "with", "authorization", "binary", "collation",
-        "concurrently", "cross", "full", "ilike", "inner", "is", "isnull", "join", "left", "like", "natural",
-        "notnull", "outer", "overlaps", "right", "similar", "tablesample", "verbose",
-    ];
-    RESERVED.contains(&name)
-}
-
 /// A resolver over a fixed map, for tests and for callers that already hold the catalog.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MapResolver {
-    pub tables: HashMap<String, u32>,
-    pub columns: HashMap<u32, Vec<String>>,
+    pub tables: std::collections::HashMap<String, u32>,
+    pub columns: std::collections::HashMap<u32, Vec<String>>,
 }
 
+#[cfg(test)]
 impl MapResolver {
     pub fn with_table(mut self, oid: u32, name: &str, columns: &[&str]) -> Self {
         self.tables.insert(name.to_string(), oid);
@@ -733,6 +668,7 @@ impl MapResolver {
     }
 }
 
+#[cfg(test)]
 impl Resolver for MapResolver {
     fn table(&self, schema: Option<&str>, name: &str) -> Option<u32> {
         let key = schema.map(|s| format!("{s}.{name}")).unwrap_or_else(|| name.to_string());
@@ -749,7 +685,11 @@ mod tests {
 
     fn resolver() -> MapResolver {
         MapResolver::default()
-            .with_table(1, "orders", &["id", "user_id", "created_at", "status", "total", "data", "deleted_at"])
+            .with_table(
+                1,
+                "orders",
+                &["id", "user_id", "created_at", "status", "total", "data", "deleted_at"],
+            )
             .with_table(2, "users", &["id", "email", "is_active", "body"])
     }
 
@@ -784,7 +724,8 @@ mod tests {
         assert_eq!(a.gin["data"].iter().collect::<Vec<_>>(), ["@>"]);
         let e = one("SELECT id FROM orders WHERE data->>'type' = 'gift'");
         assert_eq!(e.expressions.iter().collect::<Vec<_>>(), ["data ->> 'type'"]);
-        let u = one("SELECT id FROM users WHERE to_tsvector('english', body) @@ plainto_tsquery('english', $1)");
+        let u =
+            one("SELECT id FROM users WHERE to_tsvector('english', body) @@ plainto_tsquery('english', $1)");
         assert_eq!(u.gin.keys().collect::<Vec<_>>(), ["to_tsvector('english', body)"]);
     }
 
@@ -829,6 +770,11 @@ mod tests {
         assert!(!shape.read_only);
         assert_eq!(shape.accesses[0].range, vec!["created_at"]);
         assert!(analyse("VACUUM orders", &resolver()).is_err());
-        assert_eq!(analyse("SELECT * FROM orders WHERE user_id = $1 LIMIT $2 OFFSET $3", &resolver()).unwrap().param_count, 3);
+        assert_eq!(
+            analyse("SELECT * FROM orders WHERE user_id = $1 LIMIT $2 OFFSET $3", &resolver())
+                .unwrap()
+                .param_count,
+            3
+        );
     }
 }

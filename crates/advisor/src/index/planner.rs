@@ -63,7 +63,11 @@ impl<'a> Planner<'a> {
 
     async fn explain_prepared(&self, query: &str, params: i32) -> Result<Value> {
         let name = format!("pgpilot_advisor_{}", self.counter.fetch_add(1, Ordering::Relaxed));
-        self.db.client.batch_execute(&format!("PREPARE {name} AS {query}")).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+        self.db
+            .client
+            .batch_execute(&format!("PREPARE {name} AS {query}"))
+            .await
+            .map_err(|e| anyhow!(db_error_text(&e)))?;
         let nulls = vec!["NULL"; params as usize].join(", ");
         let result = self.explain_json(&format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
         let _ = self.db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
@@ -109,8 +113,10 @@ impl<'a> Planner<'a> {
 
 /// Total cost, indexes used and tables scanned sequentially, from EXPLAIN (FORMAT JSON).
 pub fn summarize(json: &Value) -> Result<PlanSummary> {
-    let plan = json.get(0).and_then(|p| p.get("Plan")).ok_or_else(|| anyhow!("EXPLAIN output has no Plan"))?;
-    let total_cost = plan.get("Total Cost").and_then(Value::as_f64).ok_or_else(|| anyhow!("plan has no Total Cost"))?;
+    let plan =
+        json.get(0).and_then(|p| p.get("Plan")).ok_or_else(|| anyhow!("EXPLAIN output has no Plan"))?;
+    let total_cost =
+        plan.get("Total Cost").and_then(Value::as_f64).ok_or_else(|| anyhow!("plan has no Total Cost"))?;
     let mut summary = PlanSummary { total_cost, indexes: Vec::new(), seq_scans: Vec::new() };
     walk(plan, &mut summary);
     Ok(summary)

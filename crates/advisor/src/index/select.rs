@@ -66,7 +66,9 @@ async fn try_candidate(
             continue;
         }
         if let Ok(plan) = planner.explain(&s.workload.query, s.shape.param_count).await {
-            if plan.uses_index(&name) && plan.total_cost <= s.baseline.total_cost * (1.0 - settings.min_cost_reduction) {
+            if plan.uses_index(&name)
+                && plan.total_cost <= s.baseline.total_cost * (1.0 - settings.min_cost_reduction)
+            {
                 helped.insert(i, plan);
             }
         }
@@ -106,8 +108,11 @@ fn choose(trials: &[Trial], statements: &[AnalysedStatement]) -> Vec<usize> {
     chosen.sort_by_key(|&t| trials[t].helped.len());
     let mut kept: Vec<usize> = chosen.clone();
     for &t in &chosen {
-        let mine: Vec<(usize, f64)> =
-            best.iter().filter(|(_, &b)| b == t).map(|(&s, _)| (s, trials[t].helped[&s].total_cost)).collect();
+        let mine: Vec<(usize, f64)> = best
+            .iter()
+            .filter(|(_, &b)| b == t)
+            .map(|(&s, _)| (s, trials[t].helped[&s].total_cost))
+            .collect();
         let covered_by_other = kept.iter().filter(|&&o| o != t).any(|&o| {
             mine.iter().all(|(s, cost)| trials[o].helped.get(s).is_some_and(|p| p.total_cost <= cost * 1.10))
         });
@@ -122,7 +127,10 @@ fn choose(trials: &[Trial], statements: &[AnalysedStatement]) -> Vec<usize> {
 fn smaller(a: &Trial, b: &Trial) -> bool {
     match (a.size, b.size) {
         (Some(x), Some(y)) if x != y => x < y,
-        _ => (a.candidate.key.len() + a.candidate.include.len()) < (b.candidate.key.len() + b.candidate.include.len()),
+        _ => {
+            (a.candidate.key.len() + a.candidate.include.len())
+                < (b.candidate.key.len() + b.candidate.include.len())
+        }
     }
 }
 
@@ -158,7 +166,8 @@ async fn validate(
             .iter()
             .filter(|(i, plan)| {
                 plan.uses_index(&name)
-                    && plan.total_cost <= statements[**i].baseline.total_cost * (1.0 - settings.min_cost_reduction)
+                    && plan.total_cost
+                        <= statements[**i].baseline.total_cost * (1.0 - settings.min_cost_reduction)
             })
             .map(|(i, plan)| (*i, plan.total_cost))
             .collect();
@@ -185,7 +194,7 @@ fn suggestion(
             cost_after: Some(after),
         })
         .collect();
-    helped_statements.sort_by(|a, b| b.calls.cmp(&a.calls));
+    helped_statements.sort_by_key(|s| std::cmp::Reverse(s.calls));
     let weight = |s: &HelpedStatement, c: f64| s.calls.max(1) as f64 * c;
     let before: f64 = helped_statements.iter().map(|s| weight(s, s.cost_before)).sum();
     let after: f64 = helped_statements.iter().map(|s| weight(s, s.cost_after.unwrap_or(s.cost_before))).sum();
@@ -224,7 +233,7 @@ pub(super) fn heuristic(
             continue;
         }
         for s in origins {
-            if !statements[s].baseline.seq_scans.iter().any(|r| *r == table.name) {
+            if !statements[s].baseline.seq_scans.contains(&table.name) {
                 continue;
             }
             let score = |c: &Candidate| c.key.len() + usize::from(c.predicate.is_some());
@@ -286,7 +295,8 @@ fn estimate_size(candidate: &Candidate, table: &TableInfo) -> Option<i64> {
         .key
         .iter()
         .map(|k| {
-            k.column.as_ref().and_then(|c| table.columns.get(c)).and_then(|c| c.avg_width).unwrap_or(16) as i64
+            k.column.as_ref().and_then(|c| table.columns.get(c)).and_then(|c| c.avg_width).unwrap_or(16)
+                as i64
         })
         .sum();
     let rows = table.rows();

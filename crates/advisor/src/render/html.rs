@@ -38,7 +38,13 @@ pub fn render(r: &Report) -> String {
         }
         let _ = write!(out, "<h2>{} ({})</h2>", sev.label().to_uppercase(), group.len());
         for f in group {
-            let _ = write!(out, "<div class=\"finding {}\"><span class=\"cat\">{}</span> <b>{}</b><ul>", sev.label(), f.category.label(), esc(&f.title));
+            let _ = write!(
+                out,
+                "<div class=\"finding {}\"><span class=\"cat\">{}</span> <b>{}</b><ul>",
+                sev.label(),
+                f.category.label(),
+                esc(&f.title)
+            );
             for e in &f.evidence {
                 let _ = write!(out, "<li>{}</li>", esc(e));
             }
@@ -66,9 +72,20 @@ pub fn render(r: &Report) -> String {
             );
             for h in &s.statements {
                 let after = h.cost_after.map(|a| format!(" → {a:.0}")).unwrap_or_default();
-                let _ = write!(out, "<li>{}× <code>{}</code> (cost {:.0}{after})</li>", h.calls, esc(&h.query), h.cost_before);
+                let _ = write!(
+                    out,
+                    "<li>{}× <code>{}</code> (cost {:.0}{after})</li>",
+                    h.calls,
+                    esc(&h.query),
+                    h.cost_before
+                );
             }
-            let _ = write!(out, "</ul><p class=\"cat\">writes: {}<br>{}</p></div>", esc(&s.write_overhead.summary), esc(&s.rationale));
+            let _ = write!(
+                out,
+                "</ul><p class=\"cat\">writes: {}<br>{}</p></div>",
+                esc(&s.write_overhead.summary),
+                esc(&s.rationale)
+            );
         }
     }
     if !r.applied.is_empty() {
@@ -105,7 +122,11 @@ pub fn render(r: &Report) -> String {
         out.push_str("</table>");
     }
     if let Some(pool) = &r.pool {
-        let _ = write!(out, "<h2>Pool sizing</h2><p><b>{} per instance</b> ({} in total)</p><ul>", pool.per_instance, pool.total);
+        let _ = write!(
+            out,
+            "<h2>Pool sizing</h2><p><b>{} per instance</b> ({} in total)</p><ul>",
+            pool.per_instance, pool.total
+        );
         for e in &pool.explanation {
             let _ = write!(out, "<li>{}</li>", esc(e));
         }

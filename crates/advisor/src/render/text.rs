@@ -50,7 +50,11 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
     settings(&mut out, report, &p);
     if let Some(pool) = &report.pool {
         let _ = writeln!(out, "\n{}", p.bold("POOL SIZING"));
-        let _ = writeln!(out, "  {} connections per application instance ({} in total)", pool.per_instance, pool.total);
+        let _ = writeln!(
+            out,
+            "  {} connections per application instance ({} in total)",
+            pool.per_instance, pool.total
+        );
         for line in &pool.explanation {
             let _ = writeln!(out, "  {}", p.dim(line));
         }
@@ -68,8 +72,14 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
 fn header(out: &mut String, r: &Report, p: &Paint) {
     let (c, w, i) = r.counts();
     let _ = writeln!(out, "{}", p.bold(&format!("pgpilot advise: {} ({})", r.database, r.target)));
-    let _ = writeln!(out, "PostgreSQL {}, advised in {}", r.server_version, duration(r.duration_ms as f64 / 1000.0));
-    let sources = if r.workload.sources.is_empty() { "none".to_string() } else { r.workload.sources.join(", ") };
+    let _ = writeln!(
+        out,
+        "PostgreSQL {}, advised in {}",
+        r.server_version,
+        duration(r.duration_ms as f64 / 1000.0)
+    );
+    let sources =
+        if r.workload.sources.is_empty() { "none".to_string() } else { r.workload.sources.join(", ") };
     let _ = writeln!(
         out,
         "workload: {sources}; {} distinct statements, {} analysed, {} skipped; index method: {}",
@@ -98,7 +108,11 @@ fn findings(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
         if group.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "\n{}", p.severity(sev, &format!("{} ({})", sev.label().to_uppercase(), group.len())));
+        let _ = writeln!(
+            out,
+            "\n{}",
+            p.severity(sev, &format!("{} ({})", sev.label().to_uppercase(), group.len()))
+        );
         for f in group {
             let _ = writeln!(out, "  {} {}", p.dim(&format!("[{}]", f.category.label())), p.bold(&f.title));
             for e in &f.evidence {
@@ -132,7 +146,13 @@ fn suggestions(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
         let _ = writeln!(out, "     {label} · {} · {} · {}", s.kind, size_text(s), cost_change(s));
         for h in s.statements.iter().take(5) {
             let after = h.cost_after.map(|a| format!(" → {a:.0}")).unwrap_or_default();
-            let _ = writeln!(out, "     helps {}× {} (cost {:.0}{after})", h.calls, one_line(&h.query, 90), h.cost_before);
+            let _ = writeln!(
+                out,
+                "     helps {}× {} (cost {:.0}{after})",
+                h.calls,
+                one_line(&h.query, 90),
+                h.cost_before
+            );
         }
         if s.statements.len() > 5 {
             let _ = writeln!(out, "     … and {} more statements", s.statements.len() - 5);
@@ -161,7 +181,13 @@ fn applied(out: &mut String, r: &Report, p: &Paint) {
                 (Some(b), Some(a)) => format!("{b:.2} ms → {a:.2} ms ({:.1}× faster)", b / a.max(0.001)),
                 _ => "not timed".to_string(),
             };
-            let _ = writeln!(out, "     {}: {time}; cost {:.0} → {:.0}", one_line(&m.query, 70), m.cost_before, m.cost_after);
+            let _ = writeln!(
+                out,
+                "     {}: {time}; cost {:.0} → {:.0}",
+                one_line(&m.query, 70),
+                m.cost_before,
+                m.cost_after
+            );
             let _ = writeln!(out, "       {}", p.dim(&m.note));
         }
     }
@@ -175,7 +201,14 @@ fn settings(out: &mut String, r: &Report, p: &Paint) {
     let rows: Vec<[String; 4]> = r
         .settings
         .iter()
-        .map(|s| [s.name.clone(), s.current.clone(), s.recommended.clone(), if s.restart { "restart".into() } else { "reload".into() }])
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.current.clone(),
+                s.recommended.clone(),
+                if s.restart { "restart".into() } else { "reload".into() },
+            ]
+        })
         .collect();
     let header = ["setting".to_string(), "current".into(), "recommended".into(), "applies on".into()];
     let widths: Vec<usize> =

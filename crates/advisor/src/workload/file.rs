@@ -7,12 +7,14 @@ use anyhow::{anyhow, Context, Result};
 use super::WorkloadStatement;
 
 pub fn read(path: &Path) -> Result<Vec<WorkloadStatement>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading workload file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading workload file {}", path.display()))?;
     parse(&text).with_context(|| format!("in workload file {}", path.display()))
 }
 
 pub fn parse(text: &str) -> Result<Vec<WorkloadStatement>> {
-    let pieces = pg_query::split_with_scanner(text).map_err(|e| anyhow!("cannot split into statements: {e}"))?;
+    let pieces =
+        pg_query::split_with_scanner(text).map_err(|e| anyhow!("cannot split into statements: {e}"))?;
     Ok(pieces
         .into_iter()
         .filter_map(|piece| {
@@ -30,11 +32,9 @@ pub fn parse(text: &str) -> Result<Vec<WorkloadStatement>> {
 
 /// The N of a `-- calls: N` line among the statement's leading comment lines.
 fn calls_comment(piece: &str) -> Option<u64> {
-    piece
-        .lines()
-        .map(str::trim)
-        .take_while(|l| l.is_empty() || l.starts_with("--"))
-        .find_map(|l| l.trim_start_matches('-').trim().strip_prefix("calls:").and_then(|n| n.trim().parse().ok()))
+    piece.lines().map(str::trim).take_while(|l| l.is_empty() || l.starts_with("--")).find_map(|l| {
+        l.trim_start_matches('-').trim().strip_prefix("calls:").and_then(|n| n.trim().parse().ok())
+    })
 }
 
 fn strip_leading_comments(piece: &str) -> &str {
@@ -51,7 +51,8 @@ mod tests {
 
     #[test]
     fn statements_and_weights() {
-        let text = "-- calls: 500\nSELECT * FROM orders WHERE user_id = $1;\n\n-- a note\nSELECT ';' FROM t;\n;\n";
+        let text =
+            "-- calls: 500\nSELECT * FROM orders WHERE user_id = $1;\n\n-- a note\nSELECT ';' FROM t;\n;\n";
         let s = parse(text).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].query, "SELECT * FROM orders WHERE user_id = $1");

@@ -33,8 +33,10 @@ pub fn merge(statements: Vec<WorkloadStatement>) -> Vec<WorkloadStatement> {
     let mut by_key: HashMap<String, WorkloadStatement> = HashMap::new();
     for s in statements {
         // Table names count in full: orders_2024 and orders_2025 are different statements here.
-        let options = pg_query::FingerprintOptions::FULL_RELNAME | pg_query::FingerprintOptions::RANGEVAR_PG17_COMPAT;
-        let key = pg_query::fingerprint(&s.query, 0, options).map(|f| f.hex).unwrap_or_else(|_| s.query.clone());
+        let options =
+            pg_query::FingerprintOptions::FULL_RELNAME | pg_query::FingerprintOptions::RANGEVAR_PG17_COMPAT;
+        let key =
+            pg_query::fingerprint(&s.query, 0, options).map(|f| f.hex).unwrap_or_else(|_| s.query.clone());
         match by_key.get_mut(&key) {
             Some(existing) => {
                 existing.calls += s.calls;

@@ -23,7 +23,12 @@ struct GatewayStatement {
 }
 
 /// Fetches the statements the gateway has seen for `database` (all when the gateway does not say).
-pub async fn fetch(base_url: &str, token: Option<&str>, database: &str, limit: usize) -> Result<Vec<WorkloadStatement>> {
+pub async fn fetch(
+    base_url: &str,
+    token: Option<&str>,
+    database: &str,
+    limit: usize,
+) -> Result<Vec<WorkloadStatement>> {
     let url = format!("{}/api/v1/monitoring/statements?limit={limit}", base_url.trim_end_matches('/'));
     let token = token.map(str::to_string);
     let body = tokio::task::spawn_blocking(move || get(&url, token.as_deref()))

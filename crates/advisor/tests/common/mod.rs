@@ -23,7 +23,8 @@ FROM generate_series(1, 60000) i;
 ";
 
 /// The statement that needs (user_id, created_at DESC).
-pub const RECENT_ORDERS: &str = "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 20";
+pub const RECENT_ORDERS: &str =
+    "SELECT id, total FROM orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 20";
 
 pub fn database_with_orders(cluster: &Cluster, name: &str) -> String {
     cluster.psql("postgres", &format!("CREATE DATABASE {name}"));
