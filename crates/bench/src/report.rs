@@ -214,7 +214,7 @@ impl BenchReport {
             workload: config.workload_label(),
             protocol: config.protocol,
             clients: config.clients,
-            jobs: config.worker_threads(),
+            jobs: config.worker_threads().min(config.clients.max(1)),
             limit: config.limit,
             rounds: config.rounds,
             connect_per_transaction: config.connect_per_transaction,
