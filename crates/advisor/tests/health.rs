@@ -25,6 +25,7 @@ SELECT setval('tickets_id_seq', 2000000000);
 CREATE MATERIALIZED VIEW item_totals AS SELECT price, count(*) FROM items GROUP BY price WITH NO DATA;
 CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
 INSERT INTO accounts VALUES (1, 100);
+SELECT pg_create_physical_replication_slot('stale_standby', true);
 ";
 
 fn find<'a>(report: &'a Report, category: Category, needle: &str) -> &'a pgpilot_advisor::Finding {
@@ -86,6 +87,9 @@ async fn planted_problems_are_found() {
     assert_eq!(seq.severity, Severity::Critical);
     find(&report, Category::MaterializedViews, "public.item_totals was never refreshed");
     find(&report, Category::WalArchiving, "WAL archiving is off");
+    let slot = find(&report, Category::Replication, "Replication slot stale_standby is inactive");
+    assert_eq!(slot.severity, Severity::Warning);
+    assert!(!report.notes.iter().any(|n| n.contains("could not run")), "{:?}", report.notes);
     assert!(report.fails_on(Severity::Critical));
 
     // Configuration: 8 GB / 4 CPUs given, and the test cluster runs 64MB of shared_buffers.
@@ -99,4 +103,23 @@ async fn planted_problems_are_found() {
 
     a.batch_execute("ROLLBACK").await.unwrap();
     blocked.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_is_checked_read_only() {
+    let primary = Cluster::start();
+    primary.psql("postgres", "CREATE DATABASE app");
+    primary.psql("app", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000)");
+    // pg_basebackup asks for a spread checkpoint: with nothing left to flush it is immediate.
+    primary.psql("postgres", "CHECKPOINT");
+    let replica = primary.start_replica();
+    replica.wait_caught_up(&primary);
+    let mut opts = common::options(&replica.url("postgres", "app"));
+    opts.skip_indexes = true;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert!(!report.notes.iter().any(|n| n.contains("could not run")), "{:?}", report.notes);
+    assert!(
+        report.findings.iter().all(|f| f.category != Category::Replication),
+        "a caught-up replica has no lag"
+    );
 }

@@ -65,12 +65,23 @@ pub fn sort_by_weight(statements: &mut [WorkloadStatement]) {
     });
 }
 
-/// Mean latency over the workload, weighted by calls, in milliseconds.
+/// Mean latency over the application's statements, weighted by calls, in milliseconds. Statements
+/// that read only the system catalogs (monitoring, this advisor's own queries) do not count.
 pub fn mean_latency_ms(statements: &[WorkloadStatement]) -> Option<f64> {
-    let timed: Vec<&WorkloadStatement> = statements.iter().filter(|s| s.total_time_ms.is_some()).collect();
+    let timed: Vec<&WorkloadStatement> =
+        statements.iter().filter(|s| s.total_time_ms.is_some() && reads_user_tables(&s.query)).collect();
     let calls: u64 = timed.iter().map(|s| s.calls).sum();
     let time: f64 = timed.iter().filter_map(|s| s.total_time_ms).sum();
     (calls > 0).then(|| time / calls as f64)
+}
+
+fn reads_user_tables(query: &str) -> bool {
+    let Ok(tables) = crate::index::parse::referenced_tables(query) else { return true };
+    tables.iter().any(|(schema, name)| match schema.as_deref() {
+        Some("pg_catalog" | "information_schema") => false,
+        Some(_) => true,
+        None => !name.starts_with("pg_"),
+    })
 }
 
 #[cfg(test)]
@@ -87,16 +98,17 @@ mod tests {
             stmt("SELECT * FROM t WHERE id = 1", 2, Some(1.0), "file"),
             stmt("select *  from t where id = 42", 3, Some(2.0), "pgpilot"),
             stmt("SELECT * FROM u", 1, None, "file"),
+            stmt("SELECT count(*) FROM pg_stat_activity", 1000, Some(1000.0), "pg_stat_statements"),
             stmt("SELECT * FROM t12 WHERE id = 1", 1, None, "file"),
             stmt("SELECT * FROM t13 WHERE id = 1", 1, None, "file"),
             stmt("SELECT a.id FROM t39 a JOIN t40 b ON b.x = a.x", 1, None, "file"),
             stmt("SELECT a.id FROM t104 a JOIN t105 b ON b.x = a.x", 1, None, "file"),
         ]);
-        assert_eq!(merged.len(), 6, "different tables are different statements, aliases or not");
+        assert_eq!(merged.len(), 7, "different tables are different statements, aliases or not");
         assert_eq!(merged[0].calls, 5);
         assert_eq!(merged[0].total_time_ms, Some(3.0));
         assert_eq!(merged[0].source, "file+pgpilot");
         assert_eq!(mean_latency_ms(&merged), Some(0.6));
-        assert_ne!(merged[2].query, merged[3].query);
+        assert_ne!(merged[3].query, merged[4].query);
     }
 }
