@@ -81,27 +81,12 @@ pub async fn table_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
                 estimate = BloatEstimate { actual: row.get(0), wasted: row.get(1), source: "pgstattuple_approx" };
             }
         }
-        if let Some(severity) = estimate.severity(settings.table_min_bytes) {
-            out.push(
-                Finding::new(
-                    severity,
-                    Category::Bloat,
-                    format!("Table {name} is {:.0}% bloat", 100.0 * estimate.ratio()),
-                )
-                .object(name.clone())
-                .evidence(format!(
-                    "{} on disk, ~{} reclaimable ({})",
-                    bytes(estimate.actual),
-                    bytes(estimate.wasted),
-                    estimate.source
-                ))
-                .fix(format!(
-                    "VACUUM (VERBOSE, ANALYZE) {name};  -- makes dead space reusable\n\
+        let fix = format!(
+            "VACUUM (VERBOSE, ANALYZE) {name};  -- makes dead space reusable\n\
                          -- to give the space back without a long lock: pg_repack -t {name}\n\
                          -- (VACUUM FULL also does, under an ACCESS EXCLUSIVE lock for the whole rewrite)"
-                )),
-            );
-        }
+        );
+        out.extend(bloat_finding("Table", &name, &estimate, settings.table_min_bytes, fix));
     }
     Ok(out)
 }
@@ -181,25 +166,35 @@ pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
                 estimate = BloatEstimate { actual: size, wasted, source: "pgstatindex leaf density" };
             }
         }
-        if let Some(severity) = estimate.severity(settings.table_min_bytes) {
-            out.push(
-                Finding::new(
-                    severity,
-                    Category::Bloat,
-                    format!("Index {name} is {:.0}% bloat", 100.0 * estimate.ratio()),
-                )
-                .object(name.clone())
-                .evidence(format!(
-                    "{} on disk, ~{} reclaimable ({})",
-                    bytes(estimate.actual),
-                    bytes(estimate.wasted),
-                    estimate.source
-                ))
-                .fix(format!("REINDEX INDEX CONCURRENTLY {name};")),
-            );
-        }
+        let fix = format!("REINDEX INDEX CONCURRENTLY {name};");
+        out.extend(bloat_finding("Index", &name, &estimate, settings.table_min_bytes, fix));
     }
     Ok(out)
+}
+
+fn bloat_finding(
+    kind: &str,
+    name: &str,
+    estimate: &BloatEstimate,
+    min_bytes: i64,
+    fix: String,
+) -> Option<Finding> {
+    let severity = estimate.severity(min_bytes)?;
+    Some(
+        Finding::new(
+            severity,
+            Category::Bloat,
+            format!("{kind} {name} is {:.0}% bloat", 100.0 * estimate.ratio()),
+        )
+        .object(name)
+        .evidence(format!(
+            "{} on disk, ~{} reclaimable ({})",
+            bytes(estimate.actual),
+            bytes(estimate.wasted),
+            estimate.source
+        ))
+        .fix(fix),
+    )
 }
 
 pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::catalog::Catalog;
 use super::parse;
+use super::planner::explain_json;
 use crate::connect::Target;
 use crate::db::{db_error_text, quote_literal, Db};
 use crate::progress::Progress;
@@ -134,7 +135,8 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
         let mut times = Vec::new();
         let mut cost = 0.0;
         for _ in 0..RUNS {
-            let plan = explain(db, &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await?;
+            let plan =
+                explain_json(db, &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await?;
             cost = plan_cost(&plan);
             times.push(
                 plan.get(0).and_then(|p| p.get("Execution Time")).and_then(Value::as_f64).unwrap_or(0.0),
@@ -145,7 +147,7 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
             if shape.param_count > 0 { "run with parameter values from pg_stats" } else { "run as written" };
         Ok(Timing { cost, ms: Some(times[RUNS / 2]), note: note.into() })
     } else {
-        let plan = explain(db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}{args}")).await?;
+        let plan = explain_json(db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}{args}")).await?;
         let note = if shape.read_only {
             "planned only: no statistics to pick parameter values"
         } else {
@@ -163,18 +165,6 @@ fn plan_cost(plan: &Value) -> f64 {
         .and_then(|p| p.get("Total Cost"))
         .and_then(Value::as_f64)
         .unwrap_or(0.0)
-}
-
-async fn explain(db: &Db, sql: &str) -> Result<Value> {
-    let rows = db.client.simple_query(sql).await.map_err(|e| anyhow!(db_error_text(&e)))?;
-    let text = rows
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .ok_or_else(|| anyhow!("EXPLAIN returned nothing"))?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 /// A literal for each parameter: the column's most common value, else the middle of its

@@ -225,31 +225,41 @@ impl Walker<'_> {
     }
 
     fn update(&mut self, u: &protobuf::UpdateStmt) {
-        self.with_clause(u.with_clause.as_ref());
-        let mut scope = Scope::default();
-        let mut quals = Vec::new();
-        if let Some(rv) = &u.relation {
-            self.range_var(rv, &mut scope);
-        }
-        for item in &u.from_clause {
-            self.scope_item(item, &mut scope, &mut quals);
-        }
-        for q in quals.iter().chain(u.where_clause.as_deref()) {
-            self.conjuncts(q, &scope);
-        }
+        self.data_modifying(
+            u.with_clause.as_ref(),
+            u.relation.as_ref(),
+            &u.from_clause,
+            u.where_clause.as_deref(),
+        );
     }
 
     fn delete(&mut self, d: &protobuf::DeleteStmt) {
-        self.with_clause(d.with_clause.as_ref());
+        self.data_modifying(
+            d.with_clause.as_ref(),
+            d.relation.as_ref(),
+            &d.using_clause,
+            d.where_clause.as_deref(),
+        );
+    }
+
+    /// UPDATE ... FROM and DELETE ... USING: the target table, the other tables, the filter.
+    fn data_modifying(
+        &mut self,
+        with: Option<&protobuf::WithClause>,
+        relation: Option<&protobuf::RangeVar>,
+        others: &[protobuf::Node],
+        filter: Option<&protobuf::Node>,
+    ) {
+        self.with_clause(with);
         let mut scope = Scope::default();
         let mut quals = Vec::new();
-        if let Some(rv) = &d.relation {
+        if let Some(rv) = relation {
             self.range_var(rv, &mut scope);
         }
-        for item in &d.using_clause {
+        for item in others {
             self.scope_item(item, &mut scope, &mut quals);
         }
-        for q in quals.iter().chain(d.where_clause.as_deref()) {
+        for q in quals.iter().chain(filter) {
             self.conjuncts(q, &scope);
         }
     }
@@ -387,31 +397,9 @@ impl Walker<'_> {
         let op = operator_name(e);
         let left = e.lexpr.as_deref().map(|n| self.operand(n, scope)).unwrap_or(Operand::Other);
         let kind = AExprKind::try_from(e.kind).unwrap_or(AExprKind::Undefined);
-        match kind {
-            AExprKind::AexprOp => {}
-            AExprKind::AexprIn | AExprKind::AexprOpAny if op == "=" => {
-                if let Operand::Column(t, col) = left {
-                    self.note_params(e.rexpr.as_deref(), t, &col);
-                    self.access(t).in_list.insert(col);
-                }
-                return;
-            }
-            AExprKind::AexprBetween | AExprKind::AexprBetweenSym => {
-                if let Operand::Column(t, col) = left {
-                    self.note_params(e.rexpr.as_deref(), t, &col);
-                    self.add_range(t, col);
-                }
-                return;
-            }
-            AExprKind::AexprLike => {
-                if let (Operand::Column(t, col), Some(rhs)) = (&left, e.rexpr.as_deref()) {
-                    if constant_text(rhs).is_some_and(|p| !p.starts_with('%') && !p.starts_with('_')) {
-                        self.access(*t).prefix_like.insert(col.clone());
-                    }
-                }
-                return;
-            }
-            _ => return,
+        if kind != AExprKind::AexprOp {
+            self.list_or_pattern(kind, &op, left, e.rexpr.as_deref());
+            return;
         }
         let right = e.rexpr.as_deref().map(|n| self.operand(n, scope)).unwrap_or(Operand::Other);
         let (left, right, op) = match (&left, &right) {
@@ -465,6 +453,32 @@ impl Walker<'_> {
                     self.subqueries_in(side, scope);
                 }
             }
+        }
+    }
+
+    /// `IN (...)`, `= ANY(...)`, `BETWEEN`, `LIKE 'prefix%'`.
+    fn list_or_pattern(&mut self, kind: AExprKind, op: &str, left: Operand, rexpr: Option<&protobuf::Node>) {
+        match kind {
+            AExprKind::AexprIn | AExprKind::AexprOpAny if op == "=" => {
+                if let Operand::Column(t, col) = left {
+                    self.note_params(rexpr, t, &col);
+                    self.access(t).in_list.insert(col);
+                }
+            }
+            AExprKind::AexprBetween | AExprKind::AexprBetweenSym => {
+                if let Operand::Column(t, col) = left {
+                    self.note_params(rexpr, t, &col);
+                    self.add_range(t, col);
+                }
+            }
+            AExprKind::AexprLike => {
+                if let (Operand::Column(t, col), Some(rhs)) = (&left, rexpr) {
+                    if constant_text(rhs).is_some_and(|p| !p.starts_with('%') && !p.starts_with('_')) {
+                        self.access(*t).prefix_like.insert(col.clone());
+                    }
+                }
+            }
+            _ => {}
         }
     }
 

@@ -50,9 +50,9 @@ impl<'a> Planner<'a> {
     /// The generic plan of `query`, which has `params` parameters.
     pub async fn explain(&self, query: &str, params: i32) -> Result<PlanSummary> {
         let json = if params == 0 {
-            self.explain_json(&format!("EXPLAIN (FORMAT JSON) {query}")).await?
+            explain_json(self.db, &format!("EXPLAIN (FORMAT JSON) {query}")).await?
         } else if self.db.version_num >= 160000 {
-            self.explain_json(&format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {query}")).await?
+            explain_json(self.db, &format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {query}")).await?
         } else if self.supports_parameters() {
             self.explain_prepared(query, params).await?
         } else {
@@ -69,21 +69,9 @@ impl<'a> Planner<'a> {
             .await
             .map_err(|e| anyhow!(db_error_text(&e)))?;
         let nulls = vec!["NULL"; params as usize].join(", ");
-        let result = self.explain_json(&format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
+        let result = explain_json(self.db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
         let _ = self.db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
         result
-    }
-
-    async fn explain_json(&self, sql: &str) -> Result<Value> {
-        let rows = self.db.client.simple_query(sql).await.map_err(|e| anyhow!(db_error_text(&e)))?;
-        let text = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .ok_or_else(|| anyhow!("EXPLAIN returned no plan"))?;
-        Ok(serde_json::from_str(&text)?)
     }
 
     /// Creates a hypothetical index; returns its oid and the name plans will show.
@@ -109,6 +97,19 @@ impl<'a> Planner<'a> {
     pub async fn reset_hypothetical(&self) {
         let _ = self.db.client.batch_execute("SELECT hypopg_reset()").await;
     }
+}
+
+/// Runs an EXPLAIN (FORMAT JSON ...) and returns its JSON.
+pub async fn explain_json(db: &Db, sql: &str) -> Result<Value> {
+    let rows = db.client.simple_query(sql).await.map_err(|e| anyhow!(db_error_text(&e)))?;
+    let text = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("EXPLAIN returned no plan"))?;
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// Total cost, indexes used and tables scanned sequentially, from EXPLAIN (FORMAT JSON).

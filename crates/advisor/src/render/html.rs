@@ -31,6 +31,15 @@ pub fn render(r: &Report) -> String {
         a = r.workload.analysed,
         s = r.workload.skipped.len(),
     );
+    findings(&mut out, r);
+    suggestions(&mut out, r);
+    applied(&mut out, r);
+    configuration(&mut out, r);
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn findings(out: &mut String, r: &Report) {
     for sev in [Severity::Critical, Severity::Warning, Severity::Info] {
         let group: Vec<_> = r.findings.iter().filter(|f| f.severity == sev).collect();
         if group.is_empty() {
@@ -55,6 +64,9 @@ pub fn render(r: &Report) -> String {
             out.push_str("</div>");
         }
     }
+}
+
+fn suggestions(out: &mut String, r: &Report) {
     if !r.index_suggestions.is_empty() {
         let _ = write!(out, "<h2>Index suggestions ({})</h2>", r.index_suggestions.len());
         for s in &r.index_suggestions {
@@ -88,6 +100,9 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+}
+
+fn applied(out: &mut String, r: &Report) {
     if !r.applied.is_empty() {
         out.push_str("<h2>Applied</h2><table><tr><th>index</th><th>statement</th><th>before</th><th>after</th><th>cost</th></tr>");
         for a in &r.applied {
@@ -107,6 +122,9 @@ pub fn render(r: &Report) -> String {
         }
         out.push_str("</table>");
     }
+}
+
+fn configuration(out: &mut String, r: &Report) {
     if !r.settings.is_empty() {
         out.push_str("<h2>Configuration</h2><table><tr><th>setting</th><th>current</th><th>recommended</th><th>applies on</th></tr>");
         for s in &r.settings {
@@ -139,8 +157,6 @@ pub fn render(r: &Report) -> String {
         }
         out.push_str("</ul>");
     }
-    out.push_str("</body></html>\n");
-    out
 }
 
 fn esc(s: &str) -> String {
