@@ -219,3 +219,31 @@ fn script_variables_gset_and_defines() {
     let err = pgpilot_bench::run(c).unwrap_err().to_string();
     assert!(err.contains("division by zero") && err.contains("broken"), "{err}");
 }
+
+#[test]
+fn lost_connections_are_counted_and_clients_reconnect() {
+    let cluster = Cluster::start();
+    let c = config(
+        vec![target(&cluster, "db")],
+        vec![inline("nap", "SELECT pg_sleep(0.002);", 1)],
+        4,
+        seconds(2.0),
+    );
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgpilot-bench'";
+    let (report, killed) = std::thread::scope(|s| {
+        let killer = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            count(&cluster, kill)
+        });
+        let report = pgpilot_bench::run(c).unwrap();
+        (report, killer.join().unwrap())
+    });
+    assert!(killed >= 1, "no backend was terminated");
+    let t = only(&report);
+    let lost: u64 =
+        t.errors.iter().filter(|e| e.sqlstate == "57P01" || e.sqlstate == "08006").map(|e| e.count).sum();
+    assert_eq!(lost, t.failed, "{:?}", t.errors);
+    assert!(lost >= 1 && lost <= killed, "{lost} lost for {killed} terminated: {:?}", t.errors);
+    assert_eq!(t.connections_opened, 4 + lost, "every lost client reconnected once");
+    assert_consistent(t);
+}

@@ -27,6 +27,8 @@ pub enum ConnError {
     Io(#[from] io::Error),
     #[error("the server refused the connection: {0}")]
     Refused(DbError),
+    #[error("the server closed the connection: {0}")]
+    Closed(DbError),
     #[error("connecting timed out after {0:?}")]
     Timeout(std::time::Duration),
     #[error("the server asked for a password and none was given (set PGPASSWORD or use a pgpass file)")]
@@ -41,7 +43,7 @@ impl ConnError {
     /// The SQLSTATE a report files this error under: the server's own, or the connection classes.
     pub fn sqlstate(&self) -> &str {
         match self {
-            ConnError::Refused(e) => &e.code,
+            ConnError::Refused(e) | ConnError::Closed(e) => &e.code,
             ConnError::Io(_) | ConnError::Protocol(_) => "08006",
             _ => "08001",
         }
@@ -239,7 +241,10 @@ impl Conn {
                 }
                 self.rbuf.advance(len);
             }
-            self.fill().await?;
+            if let Err(e) = self.fill().await {
+                // A FATAL error (admin shutdown, terminated backend) comes just before the close.
+                return Err(reply.error.take().map_or(e, ConnError::Closed));
+            }
         }
     }
 
