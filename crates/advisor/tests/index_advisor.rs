@@ -28,7 +28,8 @@ async fn planted_indexes_are_proven_and_applied() {
         "-- calls: 5000\n{};\n\
          -- calls: 300\nSELECT id, created_at FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50;\n\
          -- calls: 40\nSELECT id FROM orders WHERE data @> '{{\"type\": \"gift\"}}';\n\
-         SELECT count(*) FROM orders;\n",
+         SELECT count(*) FROM orders;\n\
+         -- calls: 900\nSELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid WHERE a.attname = $1;\n",
         common::RECENT_ORDERS
     )
     .unwrap();
@@ -38,6 +39,7 @@ async fn planted_indexes_are_proven_and_applied() {
     let mut report = advise(&opts, &NoProgress).await.unwrap();
     assert_eq!(report.index_method, "hypopg", "{:?}", report.notes);
     assert_eq!(report.workload.analysed, 4, "{:?}", report.workload.skipped);
+    assert_eq!(report.workload.skipped[0].reason, "reads no user table", "system catalogs are not the workload");
 
     let composite = suggestion(&report, "(user_id, created_at DESC)");
     assert_eq!(composite.evidence, Evidence::Hypothetical);

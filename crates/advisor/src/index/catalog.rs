@@ -73,7 +73,8 @@ impl Resolver for Catalog {
 }
 
 impl Catalog {
-    /// Resolves names the way the session's search_path does and loads those tables.
+    /// Resolves names the way the session's search_path does and loads those tables. System
+    /// catalogs are left out: monitoring queries on them are not the application's workload.
     pub async fn load(db: &Db, names: &[(Option<String>, String)]) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         let texts: Vec<String> = names
@@ -87,7 +88,9 @@ impl Catalog {
             .client
             .query(
                 "SELECT u.ord::int8, c.oid FROM unnest($1::text[]) WITH ORDINALITY u(name, ord) \
-                 JOIN pg_class c ON c.oid = to_regclass(u.name) WHERE c.relkind IN ('r', 'p', 'm')",
+                 JOIN pg_class c ON c.oid = to_regclass(u.name) JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname !~ '^pg_toast'",
                 &[&texts],
             )
             .await?;
