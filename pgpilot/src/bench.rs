@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Silent, Target, TerminalProgress, Workload};
+use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Target, TerminalProgress, Workload};
 
 use crate::exit::{Outcome, OK};
 
@@ -33,8 +33,8 @@ pub struct BenchArgs {
     #[arg(short = 'c', long, default_value_t = 1)]
     clients: usize,
     /// Worker threads of the load generator (default: one per core).
-    #[arg(short = 'j', long, default_value_t = 0)]
-    jobs: usize,
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
     /// Seconds each run lasts (default 10).
     #[arg(short = 'T', long, value_name = "SECONDS", conflicts_with = "transactions")]
     duration: Option<f64>,
@@ -72,7 +72,7 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// No progress display, even on a terminal.
+    /// No progress bar or per-run lines on stderr (setup notes still appear).
     #[arg(long)]
     no_progress: bool,
 }
@@ -89,7 +89,7 @@ pub fn run(args: BenchArgs) -> Outcome {
     let quiet = args.no_progress;
     let config = config_from(args)?;
     let observer: Arc<dyn Observer> =
-        if quiet { Arc::new(Silent) } else { Arc::new(TerminalProgress::default()) };
+        Arc::new(if quiet { TerminalProgress::notes_only() } else { TerminalProgress::default() });
     let report = pgpilot_bench::run_with(config, observer)?;
     match format {
         Format::Text => print!("{}", report.render_text()),
@@ -136,7 +136,7 @@ fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
         (None, None) => Limit::Duration(Duration::from_secs(10)),
     };
     config.clients = args.clients;
-    config.jobs = args.jobs;
+    config.jobs = args.jobs.unwrap_or(0);
     config.connect_per_transaction = args.connect;
     config.rate = args.rate;
     config.protocol = args.protocol;

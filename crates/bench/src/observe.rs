@@ -58,19 +58,26 @@ pub struct Silent;
 
 impl Observer for Silent {}
 
-/// A progress bar on stderr when stderr is a terminal; notes and one line per run otherwise.
+/// A progress bar on stderr when stderr is a terminal, and one line per run when it ends; setup
+/// notes always.
 pub struct TerminalProgress {
     bar: Mutex<Option<ProgressBar>>,
     interactive: bool,
+    summaries: bool,
 }
 
 impl Default for TerminalProgress {
     fn default() -> Self {
-        TerminalProgress { bar: Mutex::new(None), interactive: std::io::stderr().is_terminal() }
+        TerminalProgress { bar: Mutex::new(None), interactive: std::io::stderr().is_terminal(), summaries: true }
     }
 }
 
 impl TerminalProgress {
+    /// Only the setup notes (warnings, initialisation), no bar and no per-run lines.
+    pub fn notes_only() -> Self {
+        TerminalProgress { bar: Mutex::new(None), interactive: false, summaries: false }
+    }
+
     fn label(run: &RunInfo) -> String {
         if run.rounds > 1 {
             format!("{} (round {}/{})", run.target, run.round + 1, run.rounds)
@@ -113,6 +120,9 @@ impl Observer for TerminalProgress {
     fn run_finished(&self, run: &RunInfo, s: &RunSummary) {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();
+        }
+        if !self.summaries {
+            return;
         }
         eprintln!(
             "{}: {:.1} tps, {} txns, {} failed, p50 {:.3} ms, p99 {:.3} ms",

@@ -42,8 +42,8 @@ pub(crate) fn text(r: &BenchReport) -> String {
     if r.rounds > 1 {
         out.push_str("\ntps per round (median is reported):\n");
         for t in &r.targets {
-            let rounds: Vec<String> = t.tps_per_round.iter().map(|v| format!("{v:.1}")).collect();
-            let _ = writeln!(out, "  {:<name_w$} {}", t.target.name, rounds.join("  "));
+            let rounds: String = t.tps_per_round.iter().map(|v| format!(" {v:>10.1}")).collect();
+            let _ = writeln!(out, "  {:<name_w$}{rounds}", t.target.name);
         }
     }
     for t in &r.targets {
