@@ -147,3 +147,65 @@ fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
     config.stop_on_ctrl_c = true;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn config(argv: &[&str]) -> anyhow::Result<BenchConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(argv.iter().copied()))?;
+        config_from(cli.args)
+    }
+
+    #[test]
+    fn pgbench_style_arguments() {
+        let c = config(&[
+            "direct=postgres://u@127.0.0.1:5432/db",
+            "--target",
+            "postgres://u@127.0.0.1:6432/db",
+            "-f",
+            "a.sql@3",
+            "-b",
+            "select-only",
+            "-c",
+            "8",
+            "-t",
+            "100",
+            "-M",
+            "prepared",
+            "-D",
+            "k=v=w",
+            "--rounds",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(c.targets[0].name, "direct");
+        assert_eq!(c.targets[1].name, "127.0.0.1:6432/db");
+        assert_eq!(c.workload_label(), "select-only, a.sql@3");
+        assert_eq!((c.clients, c.rounds, c.protocol), (8, 3, Protocol::Prepared));
+        assert_eq!(c.limit, Limit::TransactionsPerClient(100));
+        assert_eq!(c.defines, vec![("k".to_string(), "v=w".to_string())]);
+        assert!(c.stop_on_ctrl_c);
+    }
+
+    #[test]
+    fn defaults_and_mistakes() {
+        let c = config(&["postgres://u@h/db"]).unwrap();
+        assert_eq!(c.limit, Limit::Duration(Duration::from_secs(10)));
+        assert_eq!(c.workload_label(), "tpcb-like");
+        assert!(config(&[]).is_err(), "a target is required");
+        assert!(config(&["postgres://u@h/db", "-T", "0"]).is_err());
+        assert!(config(&["postgres://u@h/db", "-T", "5", "-t", "5"]).is_err());
+        assert!(config(&["postgres://u@h/db", "-M", "fancy"]).is_err());
+        assert!(config(&["postgres://u@h/db", "-D", "novalue"]).is_err());
+        assert!(config(&["postgres://u@h/db", "-f", "x.sql@many"]).is_err());
+    }
+}
