@@ -68,7 +68,11 @@ pub struct TerminalProgress {
 
 impl Default for TerminalProgress {
     fn default() -> Self {
-        TerminalProgress { bar: Mutex::new(None), interactive: std::io::stderr().is_terminal(), summaries: true }
+        TerminalProgress {
+            bar: Mutex::new(None),
+            interactive: std::io::stderr().is_terminal(),
+            summaries: true,
+        }
     }
 }
 
