@@ -6,7 +6,8 @@
 use std::io::Write;
 use std::time::Instant;
 
-use pgpilot_advisor::{advise, AdviseOptions, NoProgress};
+use pgpilot_advisor::report::Evidence;
+use pgpilot_advisor::{advise, apply, AdviseOptions, ApplySettings, NoProgress};
 use pgpilot_testkit::Cluster;
 
 fn main() -> anyhow::Result<()> {
@@ -63,7 +64,7 @@ fn main() -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Runtime::new()?;
     let started = Instant::now();
-    let report = runtime.block_on(advise(&opts, &NoProgress))?;
+    let mut report = runtime.block_on(advise(&opts, &NoProgress))?;
     let elapsed = started.elapsed().as_secs_f64();
     let (c, w, i) = report.counts();
     println!(
@@ -74,5 +75,30 @@ fn main() -> anyhow::Result<()> {
         report.workload.skipped.len(),
         report.index_suggestions.len()
     );
+    // The five heaviest proven suggestions, created for real and measured before and after.
+    let chosen: Vec<usize> = report
+        .index_suggestions
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.evidence == Evidence::Hypothetical)
+        .map(|(i, _)| i)
+        .take(5)
+        .collect();
+    runtime.block_on(apply(&opts, &mut report, &chosen, &ApplySettings::default(), &NoProgress))?;
+    for a in &report.applied {
+        for m in &a.measurements {
+            let ms = |v: Option<f64>| v.map(|x| format!("{x:.3} ms")).unwrap_or_else(|| "not run".into());
+            println!(
+                "{}\n  {}: {} -> {} (cost {:.0} -> {:.0}; {})",
+                a.create_statement,
+                m.query,
+                ms(m.before_ms),
+                ms(m.after_ms),
+                m.cost_before,
+                m.cost_after,
+                m.note
+            );
+        }
+    }
     Ok(())
 }

@@ -39,7 +39,10 @@ async fn planted_indexes_are_proven_and_applied() {
     let mut report = advise(&opts, &NoProgress).await.unwrap();
     assert_eq!(report.index_method, "hypopg", "{:?}", report.notes);
     assert_eq!(report.workload.analysed, 4, "{:?}", report.workload.skipped);
-    assert_eq!(report.workload.skipped[0].reason, "reads no user table", "system catalogs are not the workload");
+    assert_eq!(
+        report.workload.skipped[0].reason, "reads no user table",
+        "system catalogs are not the workload"
+    );
 
     let composite = suggestion(&report, "(user_id, created_at DESC)");
     assert_eq!(composite.evidence, Evidence::Hypothetical);

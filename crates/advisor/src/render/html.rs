@@ -4,7 +4,6 @@ use std::fmt::Write;
 
 use super::{cost_change, size_text};
 use crate::report::{Evidence, Report, Severity};
-use crate::units::duration;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}\
 h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ddd}\
@@ -24,7 +23,7 @@ pub fn render(r: &Report) -> String {
         db = esc(&r.database),
         target = esc(&r.target),
         ver = esc(&r.server_version),
-        dur = duration(r.duration_ms as f64 / 1000.0),
+        dur = format!("{:.1} s", r.duration_ms as f64 / 1000.0),
         method = esc(&r.index_method),
         sources = esc(&r.workload.sources.join(", ")),
         n = r.workload.statements,

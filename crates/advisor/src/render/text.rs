@@ -76,7 +76,7 @@ fn header(out: &mut String, r: &Report, p: &Paint) {
         out,
         "PostgreSQL {}, advised in {}",
         r.server_version,
-        duration(r.duration_ms as f64 / 1000.0)
+        format!("{:.1} s", r.duration_ms as f64 / 1000.0)
     );
     let sources =
         if r.workload.sources.is_empty() { "none".to_string() } else { r.workload.sources.join(", ") };
