@@ -135,8 +135,12 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
         let mut times = Vec::new();
         let mut cost = 0.0;
         for _ in 0..RUNS {
+            // A SELECT can still write (a volatile function, a data-modifying CTE): run it read-only.
+            db.client.batch_execute("BEGIN READ ONLY").await?;
             let plan =
-                explain_json(db, &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await?;
+                explain_json(db, &format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{args}")).await;
+            db.client.batch_execute("ROLLBACK").await?;
+            let plan = plan?;
             cost = plan_cost(&plan);
             times.push(
                 plan.get(0).and_then(|p| p.get("Execution Time")).and_then(Value::as_f64).unwrap_or(0.0),

@@ -18,12 +18,12 @@ pub fn render(r: &Report) -> String {
     let _ = write!(
         out,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pgpilot advise: {db}</title>\
-         <style>{STYLE}</style></head><body><h1>pgpilot advise: {db}</h1><p>{target} · PostgreSQL {ver} · advised in {dur} · \
+         <style>{STYLE}</style></head><body><h1>pgpilot advise: {db}</h1><p>{target} · PostgreSQL {ver} · advised in {dur:.1} s · \
          index method: {method}</p><p>workload: {sources}; {n} statements, {a} analysed, {s} skipped</p>",
         db = esc(&r.database),
         target = esc(&r.target),
         ver = esc(&r.server_version),
-        dur = format!("{:.1} s", r.duration_ms as f64 / 1000.0),
+        dur = r.duration_ms as f64 / 1000.0,
         method = esc(&r.index_method),
         sources = esc(&r.workload.sources.join(", ")),
         n = r.workload.statements,

@@ -72,12 +72,8 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
 fn header(out: &mut String, r: &Report, p: &Paint) {
     let (c, w, i) = r.counts();
     let _ = writeln!(out, "{}", p.bold(&format!("pgpilot advise: {} ({})", r.database, r.target)));
-    let _ = writeln!(
-        out,
-        "PostgreSQL {}, advised in {}",
-        r.server_version,
-        format!("{:.1} s", r.duration_ms as f64 / 1000.0)
-    );
+    let _ =
+        writeln!(out, "PostgreSQL {}, advised in {:.1} s", r.server_version, r.duration_ms as f64 / 1000.0);
     let sources =
         if r.workload.sources.is_empty() { "none".to_string() } else { r.workload.sources.join(", ") };
     let _ = writeln!(
