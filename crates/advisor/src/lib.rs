@@ -293,3 +293,24 @@ async fn measure_tps(db: &Db) -> Option<f64> {
     let after: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
     Some((after - before).max(0) as f64 / start.elapsed().as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The gateway spawns the advisor on its runtime: the futures must be Send.
+    #[test]
+    fn advise_and_apply_futures_are_send() {
+        let opts = AdviseOptions::new("postgres://nobody@127.0.0.1:1/none");
+        let advising = advise(&opts, &NoProgress);
+        assert_send(&advising);
+        let settings = ApplySettings::default();
+        let mut report: Option<Report> = None;
+        if let Some(r) = report.as_mut() {
+            let applying = apply(&opts, r, &[], &settings, &NoProgress);
+            assert_send(&applying);
+        }
+    }
+}
