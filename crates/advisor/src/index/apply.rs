@@ -82,6 +82,12 @@ pub async fn apply(
 }
 
 async fn create(db: &Db, create_statement: &str, settings: &ApplySettings) -> Result<()> {
+    if !create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
+        // A plain CREATE INDEX blocks writes for the whole build: never done on the user's behalf.
+        return Err(anyhow!(
+            "not created: only CONCURRENTLY builds are applied (partitioned table: see the rationale)"
+        ));
+    }
     db.client
         .batch_execute(&format!("SET lock_timeout = {}; SET statement_timeout = 0", settings.lock_timeout_ms))
         .await?;

@@ -315,6 +315,7 @@ mod tests {
             name: "orders".into(),
             reltuples: 100_000.0,
             live_rows: 100_000,
+            partitioned: false,
             columns: HashMap::from([
                 ("id".into(), col("bigint", 100_000.0)),
                 ("user_id".into(), col("integer", 1000.0)),
@@ -384,6 +385,17 @@ mod tests {
             ),
             "{c:#?}"
         );
+    }
+
+    #[test]
+    fn partitioned_tables_are_not_indexed_concurrently() {
+        let r = MapResolver::default().with_table(1, "orders", &["user_id"]);
+        let shape = analyse("SELECT * FROM orders WHERE user_id = $1", &r).unwrap();
+        let t = TableInfo { partitioned: true, ..table() };
+        let c = for_access(&shape.accesses[0], &t).remove(0);
+        let (sql, note) = t.create_statement(&c, "orders_user_id_idx");
+        assert_eq!(sql, "CREATE INDEX orders_user_id_idx ON public.orders USING btree (user_id)");
+        assert!(note.unwrap().contains("ATTACH PARTITION"));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct TableInfo {
     pub name: String,
     pub reltuples: f64,
     pub live_rows: i64,
+    /// A partitioned table: CREATE INDEX CONCURRENTLY does not work on it, only on its partitions.
+    pub partitioned: bool,
     pub columns: HashMap<String, ColumnInfo>,
     pub indexes: Vec<ExistingIndex>,
     pub inserts: i64,
@@ -44,6 +46,23 @@ impl TableInfo {
     /// `schema.table`, quoted where needed.
     pub fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// The CREATE INDEX statement to suggest: CONCURRENTLY, except on a partitioned table where
+    /// PostgreSQL does not support it.
+    pub fn create_statement(
+        &self,
+        candidate: &super::candidates::Candidate,
+        name: &str,
+    ) -> (String, Option<&'static str>) {
+        if self.partitioned {
+            let note = "partitioned table: CREATE INDEX CONCURRENTLY is not supported on the parent; to avoid \
+                        blocking writes, CREATE INDEX ... ON ONLY the parent, create the index CONCURRENTLY on \
+                        each partition, then ALTER INDEX ... ATTACH PARTITION";
+            (candidate.create_sql(self, false, Some(name)), Some(note))
+        } else {
+            (candidate.create_sql(self, true, Some(name)), None)
+        }
     }
 
     /// Rows the planner believes the table has.
@@ -110,7 +129,7 @@ impl Catalog {
             .query(
                 "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
                  coalesce(s.n_live_tup, 0), coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), \
-                 coalesce(s.n_tup_hot_upd, 0), coalesce(s.n_tup_del, 0) \
+                 coalesce(s.n_tup_hot_upd, 0), coalesce(s.n_tup_del, 0), c.relkind = 'p' \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid WHERE c.oid = ANY($1)",
                 &[&oids],
@@ -125,6 +144,7 @@ impl Catalog {
                     schema: r.get(1),
                     name: r.get(2),
                     reltuples: r.get(3),
+                    partitioned: r.get(9),
                     live_rows: r.get(4),
                     columns: HashMap::new(),
                     indexes: Vec::new(),

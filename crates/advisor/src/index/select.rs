@@ -199,16 +199,21 @@ fn suggestion(
     let before: f64 = helped_statements.iter().map(|s| weight(s, s.cost_before)).sum();
     let after: f64 = helped_statements.iter().map(|s| weight(s, s.cost_after.unwrap_or(s.cost_before))).sum();
     let name = trial.candidate.suggested_name(table);
+    let (create_statement, note) = table.create_statement(&trial.candidate, &name);
+    let mut rationale = format!(
+        "the planner chose this hypothetical index for {} statement(s); their weighted cost falls {:.0}%",
+        helped_statements.len(),
+        if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
+    );
+    if let Some(note) = note {
+        rationale = format!("{rationale}; {note}");
+    }
     IndexSuggestion {
         table: table.qualified(),
-        create_statement: trial.candidate.create_sql(table, true, Some(&name)),
+        create_statement,
         kind: trial.candidate.kind(),
         evidence: Evidence::Hypothetical,
-        rationale: format!(
-            "the planner chose this hypothetical index for {} statement(s); their weighted cost falls {:.0}%",
-            helped_statements.len(),
-            if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
-        ),
+        rationale,
         weighted_cost_before: before,
         weighted_cost_after: Some(after),
         statements: helped_statements,
@@ -267,18 +272,23 @@ pub(super) fn heuristic(
                 "hypopg is not available"
             };
             let name = candidate.suggested_name(table);
+            let (create_statement, note) = table.create_statement(&candidate, &name);
+            let mut rationale = format!(
+                "HEURISTIC, not proven ({why}): {} statement(s) scan all ~{:.0} rows of {} sequentially on \
+                 a predicate this index serves",
+                helped.len(),
+                table.rows(),
+                table.qualified()
+            );
+            if let Some(note) = note {
+                rationale = format!("{rationale}; {note}");
+            }
             IndexSuggestion {
                 table: table.qualified(),
-                create_statement: candidate.create_sql(table, true, Some(&name)),
+                create_statement,
                 kind: candidate.kind(),
                 evidence: Evidence::Heuristic,
-                rationale: format!(
-                    "HEURISTIC, not proven ({why}): {} statement(s) scan all ~{:.0} rows of {} sequentially on \
-                     a predicate this index serves",
-                    helped.len(),
-                    table.rows(),
-                    table.qualified()
-                ),
+                rationale,
                 weighted_cost_before: before,
                 weighted_cost_after: None,
                 statements: helped,
