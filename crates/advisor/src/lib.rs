@@ -86,12 +86,20 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
                 .into(),
         );
     } else {
-        let advice = index::advise(&db, &statements, &opts.index, hypopg_problem, progress).await?;
-        report.index_method = advice.method;
-        report.workload.analysed = advice.analysed;
-        report.workload.skipped = advice.skipped;
-        report.findings.extend(advice.findings);
-        report.index_suggestions = advice.suggestions;
+        // A failing index advisor (a lost connection, an odd catalog) must not hide the health checks.
+        match index::advise(&db, &statements, &opts.index, hypopg_problem, progress).await {
+            Ok(advice) => {
+                report.index_method = advice.method;
+                report.workload.analysed = advice.analysed;
+                report.workload.skipped = advice.skipped;
+                report.findings.extend(advice.findings);
+                report.index_suggestions = advice.suggestions;
+            }
+            Err(e) => {
+                report.index_method = "failed".into();
+                notes.push(format!("the index advisor failed: {e:#}"));
+            }
+        }
     }
 
     let (mut findings, mut health_notes) = health::run(&db, &opts.health, pgstattuple, progress).await;
