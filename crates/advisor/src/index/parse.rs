@@ -605,7 +605,6 @@ impl Walker<'_> {
     /// Which columns each table must provide; a `*` (or `t.*`) makes covering pointless for the
     /// tables it reaches.
     fn projection(&mut self, targets: &[protobuf::Node], scope: &Scope) {
-        let tables: Vec<u32> = scope.entries.iter().filter_map(|e| e.table).collect();
         for target in targets {
             let Some(NodeEnum::ResTarget(rt)) = &target.node else { continue };
             let Some(val) = rt.val.as_deref() else { continue };
@@ -632,7 +631,6 @@ impl Walker<'_> {
                 }
             }
         }
-        let _ = tables;
     }
 }
 

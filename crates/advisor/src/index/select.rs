@@ -40,7 +40,7 @@ pub(super) async fn prove(
             trials.push(trial);
         }
     }
-    let chosen = choose(&trials, statements);
+    let chosen = choose(&trials);
     progress.stage("validating the chosen indexes together", chosen.len() as u64);
     validate(planner, statements, catalog, chosen.into_iter().map(|i| &trials[i]).collect(), settings).await
 }
@@ -79,7 +79,7 @@ async fn try_candidate(
 
 /// Each statement's best trial (lowest cost; near-ties go to the smaller index), then drops trials
 /// whose statements another chosen trial serves nearly as well.
-fn choose(trials: &[Trial], statements: &[AnalysedStatement]) -> Vec<usize> {
+fn choose(trials: &[Trial]) -> Vec<usize> {
     let mut best: BTreeMap<usize, usize> = BTreeMap::new();
     for (t, trial) in trials.iter().enumerate() {
         for (s, plan) in &trial.helped {
@@ -120,7 +120,6 @@ fn choose(trials: &[Trial], statements: &[AnalysedStatement]) -> Vec<usize> {
             kept.retain(|&k| k != t);
         }
     }
-    let _ = statements;
     kept
 }
 
