@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use pgpilot_advisor::{
-    advise, apply, connect, render, AdviseOptions, ApplySettings, MachineSpec, NoProgress, Progress, Severity,
-    StorageKind, TerminalProgress, WorkloadKind,
+    advise, apply, connect, render, AdviseOptions, ApplySettings, MachineSpec, NoProgress, Progress,
+    Severity, StorageKind, TerminalProgress, WorkloadKind,
 };
 
 use crate::exit::{Outcome, FINDINGS, OK};
@@ -111,7 +111,8 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
 pub fn run(args: AdviseArgs) -> Outcome {
     let opts = options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let progress: Box<dyn Progress> = if args.quiet { Box::new(NoProgress) } else { Box::new(TerminalProgress::new()) };
+    let progress: Box<dyn Progress> =
+        if args.quiet { Box::new(NoProgress) } else { Box::new(TerminalProgress::new()) };
     let mut report = runtime.block_on(advise(&opts, progress.as_ref()))?;
     if args.apply {
         let chosen = confirm(&report, args.yes)?;
@@ -132,7 +133,9 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
         (None, None, Some(name)) => connect::database_url_from_config(&connect::default_config_path(), name)?,
         _ => match std::env::var("DATABASE_URL") {
             Ok(url) => url,
-            Err(_) => bail!("say which database: --url postgres://..., or --config pgpilot.toml --database NAME"),
+            Err(_) => {
+                bail!("say which database: --url postgres://..., or --config pgpilot.toml --database NAME")
+            }
         },
     };
     let mut opts = AdviseOptions::new(url);
@@ -145,7 +148,8 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
     opts.index.min_cost_reduction = (args.min_cost_reduction / 100.0).clamp(0.0, 0.99);
     opts.index.min_statement_cost = args.min_cost;
     opts.index.max_statements = args.max_statements;
-    opts.machine = MachineSpec { memory_bytes: args.memory.as_deref().map(parse_memory).transpose()?, cpus: args.cpus };
+    opts.machine =
+        MachineSpec { memory_bytes: args.memory.as_deref().map(parse_memory).transpose()?, cpus: args.cpus };
     opts.storage = args.storage;
     opts.workload_kind = args.workload_type.unwrap_or(WorkloadKind::Mixed);
     opts.pool.target_tps = args.target_tps;
@@ -157,7 +161,8 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
 fn parse_memory(text: &str) -> anyhow::Result<u64> {
     let t = text.trim().to_ascii_uppercase();
     let digits: String = t.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let number: f64 = digits.parse().with_context(|| format!("--memory {text}: expected a size such as 16GB"))?;
+    let number: f64 =
+        digits.parse().with_context(|| format!("--memory {text}: expected a size such as 16GB"))?;
     let factor = match t[digits.len()..].trim().trim_end_matches("IB").trim_end_matches('B') {
         "" => 1u64,
         "K" => 1 << 10,
