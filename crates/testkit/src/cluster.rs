@@ -198,6 +198,9 @@ impl Cluster {
             "-R",
             "-X",
             "stream",
+            // A fast checkpoint: the default spread one can take minutes on an idle primary.
+            "-c",
+            "fast",
             "-D",
         ])
         .arg(&data);
