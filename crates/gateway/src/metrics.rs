@@ -7,6 +7,18 @@ use crate::registry::ClientState;
 use crate::shared::Shared;
 use crate::stats::WAIT_BUCKETS_US;
 
+/// Clients pinned to their server connection in transaction mode, by reason (process-wide).
+static PINS: parking_lot::Mutex<Vec<(&'static str, u64)>> = parking_lot::Mutex::new(Vec::new());
+
+/// Counts a client pinned for `reason` (rare: a lock per pin is fine).
+pub fn count_pin(reason: &'static str) {
+    let mut pins = PINS.lock();
+    match pins.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += 1,
+        None => pins.push((reason, 1)),
+    }
+}
+
 /// Renders every metric; extra sections (routing, cache, jobs) append their own lines.
 pub fn render(shared: &Shared) -> String {
     let mut out = String::with_capacity(16 * 1024);
@@ -23,7 +35,23 @@ pub fn render(shared: &Shared) -> String {
     }
     header(&mut out, "pgpilot_max_client_conn", "gauge", "The max_client_conn setting.");
     let _ = writeln!(out, "pgpilot_max_client_conn {}", config.pgpilot.max_client_conn);
+    header(
+        &mut out,
+        "pgpilot_clients_pinned_total",
+        "counter",
+        "Clients pinned to one server connection in transaction mode, by reason.",
+    );
+    for (reason, n) in PINS.lock().iter() {
+        let _ = writeln!(out, "pgpilot_clients_pinned_total{{reason=\"{reason}\"}} {n}");
+    }
+    header(&mut out, "pgpilot_clients_pinned", "gauge", "Clients currently pinned to a server connection.");
+    let _ = writeln!(
+        out,
+        "pgpilot_clients_pinned {}",
+        clients.iter().filter(|c| c.pinned.lock().is_some()).count()
+    );
     pools(&mut out, shared);
+    crate::insight::render_metrics(shared, &mut out);
     out
 }
 

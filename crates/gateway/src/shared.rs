@@ -17,6 +17,9 @@ use crate::net::tls;
 use crate::pool::ConnectionLimit;
 use crate::registry::Registry;
 
+/// Distinct statement texts kept classified.
+const CLASSIFIER_CAPACITY: usize = 20_000;
+
 /// Where the gateway is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -39,6 +42,10 @@ pub struct Shared {
     pub paused: watch::Sender<bool>,
     pub started_at: SystemTime,
     pub stats_window: Mutex<crate::stats::StatsWindow>,
+    /// Per-statement statistics, the slow-query log and what the server probe saw.
+    pub insight: crate::insight::Insight,
+    /// Statement classification, parsed once per distinct text.
+    pub classifier: pgpilot_sql::Classifier,
     /// Command-line overrides, re-applied on every reload.
     pub overrides: crate::config::QuickStart,
     /// Set by SHUTDOWN and signals; the gateway's main task watches it.
@@ -62,6 +69,8 @@ impl Shared {
             paused: watch::Sender::new(false),
             started_at: SystemTime::now(),
             stats_window: Mutex::new(Default::default()),
+            insight: crate::insight::Insight::new(&config.insight),
+            classifier: pgpilot_sql::Classifier::new(CLASSIFIER_CAPACITY),
             overrides,
             shutdown_requested: tokio::sync::Notify::new(),
             reload_requested: tokio::sync::Notify::new(),
@@ -122,6 +131,7 @@ impl Shared {
         self.tls_acceptor.store(acceptor);
         self.tls_connector.store(connector);
         self.databases.store(Arc::new(next));
+        self.insight.configure(&config.insight);
         self.config.store(Arc::new(config));
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod limits;
 mod pool;
 pub mod server;
 pub mod settings;
+pub mod statements;
 
 pub use connect::{ConnectError, ServerSecret, ServerTarget};
 pub use limits::{ConnectionLimit, PoolLimits};

@@ -33,6 +33,8 @@ pub struct ServerConn {
     pub params: ParamSet,
     /// Read buffer, kept for the life of the connection (servers are few, clients are many).
     pub buf: BytesMut,
+    /// Named statements prepared here by pgpilot on clients' behalf.
+    pub statements: super::statements::ServerStatements,
     /// The pool generation this connection was opened in (see RECONNECT).
     pub generation: u64,
     pub(super) slot: Slot,
@@ -59,6 +61,7 @@ impl ServerConn {
             params,
             buf: connected.buf,
             generation: 0,
+            statements: Default::default(),
             slot,
         }
     }

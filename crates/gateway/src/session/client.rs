@@ -63,6 +63,8 @@ pub struct Session {
     pub(super) pinned: Option<&'static str>,
     pub(super) timeouts: Timeouts,
     pub(super) user: Arc<str>,
+    /// Named and SQL-level prepared statements, by the client's names (transaction pooling).
+    pub(super) statements: crate::pool::statements::ClientStatements,
 }
 
 impl Session {
@@ -94,6 +96,7 @@ impl Session {
             pinned: None,
             timeouts,
             user: Arc::from(setup.user),
+            statements: Default::default(),
         }
     }
 
@@ -259,7 +262,9 @@ impl Session {
             if self.status != TxnStatus::Idle || matches!(ending, Ending::ServerGone(_)) {
                 pool.discard(conn, "client left inside a transaction");
             } else {
-                reset_and_release(pool, conn, self.mode);
+                // A pinned client's server carries its session state (LISTEN, temp tables, locks): reset it.
+                let mode = if self.pinned.is_some() { PoolMode::Session } else { self.mode };
+                reset_and_release(pool, conn, mode);
             }
         }
     }
@@ -284,7 +289,12 @@ fn reset_and_release(pool: Arc<Pool>, mut conn: ServerConn, mode: PoolMode) {
     };
     tokio::spawn(async move {
         match crate::pool::check::run_simple(&mut conn, &query, settings.connect_timeout).await {
-            Ok(()) => pool.release(conn),
+            Ok(()) => {
+                // DISCARD ALL (the usual reset) drops prepared statements and SET values.
+                conn.statements.clear();
+                conn.params.forget_statement_values();
+                pool.release(conn);
+            }
             Err(e) => pool.discard(conn, &format!("server_reset_query failed: {e}")),
         }
     });

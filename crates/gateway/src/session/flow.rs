@@ -1,16 +1,17 @@
 //! A server attached to a client: bytes flow both ways at once (pipelining, COPY, large results
 //! never deadlock), frames are scanned in place, and the server is given back the moment the
-//! transaction is over.
+//! transaction is over. Client messages are handled in `frontend`, server messages in `backend`.
 
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use pgpilot_wire::backend::{parse_parameter_status, TxnStatus};
-use pgpilot_wire::error::ErrorFields;
+use pgpilot_sql::SetCommand;
+use pgpilot_wire::backend::TxnStatus;
 use pgpilot_wire::frame::{peek_backend, peek_frontend, Limits};
 use pgpilot_wire::{PgError, SqlState};
 
 use super::client::{sleep_until, Ending, Session};
+use super::expect::{Batch, Expect, Expected, Reply};
 use crate::config::PoolMode;
 use crate::pool::ServerConn;
 
@@ -27,48 +28,72 @@ const SERVER_LIMITS: Limits = Limits { large: 1 << 30, small: 1 << 30 };
 enum Exit {
     /// The transaction is over and the server can go back to the pool.
     Release,
-    /// The session ends; `reusable` says whether the server is in a clean state.
+    /// The session ends.
     End(Ending),
 }
 
+/// The last CommandComplete seen, to tell a committed transaction from a rolled-back one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LastCommand {
+    Commit,
+    Rollback,
+    Other,
+}
+
 /// State of one attachment.
-struct Flow {
-    to_server: BytesMut,
-    to_client: BytesMut,
-    /// ReadyForQuery messages the server still owes.
-    pending: u32,
-    /// Of those, the leading ones that answer pgpilot's own injected queries (swallowed).
-    swallow: u32,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: bool,
-    client_terminated: bool,
-    /// Bytes left of a client message being passed through in pieces.
+pub(super) struct Flow {
+    pub(super) to_server: BytesMut,
+    pub(super) to_client: BytesMut,
+    pub(super) expected: Expected,
+    /// Extended-protocol messages sent since the last Sync: the server is mid-batch.
+    pub(super) unsynced: bool,
+    /// Effects of the extended batch in progress, settled at its Sync.
+    pub(super) batch: Batch,
+    pub(super) client_terminated: bool,
+    /// Bytes left of a client (server) message being passed through in pieces.
     client_pass: usize,
     server_pass: usize,
     /// The first request, kept until it is written, to resend it elsewhere if the server is dead.
     replay: Option<BytesMut>,
-    xact_started: Option<Instant>,
-    query_started: Option<Instant>,
-    query_time_us: u64,
-    requests: u64,
+    /// Rewrite named prepared statements and track session state (transaction pooling).
+    pub(super) rewrite: bool,
+    pub(super) max_prepared: usize,
+    /// The server is in COPY IN and the client has not ended it yet.
+    pub(super) copy_in_open: bool,
+    /// An ErrorResponse arrived since the last ReadyForQuery.
+    pub(super) batch_failed: bool,
+    pub(super) last_command: LastCommand,
+    /// Session-level SETs of the open transaction, applied if it commits.
+    pub(super) txn_settings: Vec<SetCommand>,
+    pub(super) xact_started: Option<Instant>,
+    pub(super) query_started: Option<Instant>,
+    pub(super) query_time_us: u64,
+    pub(super) requests: u64,
     last_client_activity: Instant,
-    cancel_sent: Option<Instant>,
+    pub(super) cancel_sent: Option<Instant>,
     received: u64,
     sent: u64,
 }
 
 impl Flow {
-    fn new() -> Flow {
+    fn new(s: &Session, max_prepared: usize) -> Flow {
+        let rewrite = s.mode == PoolMode::Transaction;
         Flow {
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
-            pending: 0,
-            swallow: 0,
+            expected: Expected::default(),
             unsynced: false,
+            batch: Batch::default(),
             client_terminated: false,
             client_pass: 0,
             server_pass: 0,
             replay: None,
+            rewrite,
+            max_prepared,
+            copy_in_open: false,
+            batch_failed: false,
+            last_command: LastCommand::Other,
+            txn_settings: Vec::new(),
             xact_started: None,
             query_started: None,
             query_time_us: 0,
@@ -82,7 +107,7 @@ impl Flow {
 
     /// Whether the server is between transactions with nothing in flight.
     fn server_clean(&self, s: &Session) -> bool {
-        self.pending == 0
+        self.expected.ready_owed() == 0
             && !self.unsynced
             && s.status == TxnStatus::Idle
             && self.client_pass == 0
@@ -94,6 +119,7 @@ impl Flow {
         s.mode == PoolMode::Transaction
             && s.pinned.is_none()
             && self.server_clean(s)
+            && self.expected.is_empty()
             && self.to_client.is_empty()
     }
 }
@@ -101,10 +127,17 @@ impl Flow {
 /// Runs the attachment until the server is released (transaction mode) or the session ends.
 pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
     let mut server = s.server.take().expect("a server is attached");
-    let mut flow = Flow::new();
-    inject_param_sync(s, &mut server, &mut flow);
+    let max_prepared = server.pool().settings.load().max_prepared;
+    let mut flow = Flow::new(s, max_prepared);
+    flow.rewrite &= max_prepared > 0;
+    if s.mode == PoolMode::Transaction {
+        inject_param_sync(s, &mut server, &mut flow);
+    }
     let replayable = s.mode == PoolMode::Transaction && s.status == TxnStatus::Idle && s.pinned.is_none();
-    let exit = match drain_client(s, &mut flow) {
+    if s.status == TxnStatus::Idle {
+        flow.xact_started = Some(Instant::now());
+    }
+    let exit = match drain_client(s, &mut server, &mut flow) {
         Err(e) => Exit::End(e),
         Ok(()) => {
             if replayable {
@@ -152,8 +185,7 @@ fn record_stats(server: &ServerConn, flow: &Flow) {
 fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut Flow) {
     if let Some(query) = s.params.sync_query(&server.params) {
         flow.to_server.extend_from_slice(&query);
-        flow.pending += 1;
-        flow.swallow += 1;
+        flow.expected.push(Expect::Injected(Reply::Query(Batch::default())));
         server.params = s.params.clone();
     }
 }
@@ -190,7 +222,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     Ok(n) if n > 0 => {
                         flow.received += n as u64;
                         flow.last_client_activity = Instant::now();
-                        if let Err(e) = drain_client(s, flow) {
+                        if let Err(e) = drain_client(s, server, flow) {
                             return Exit::End(e);
                         }
                     }
@@ -208,7 +240,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                 }
             }
             _ = sleep_until(deadline) => {
-                if let Some(exit) = on_timer(s, server, flow).await {
+                if let Some(exit) = on_timer(s, server, flow) {
                     return exit;
                 }
             }
@@ -225,21 +257,21 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
 /// The next moment a timeout may fire: query_timeout while the server works, idle_transaction_timeout
 /// while the client sits in an open transaction.
 fn timer_deadline(s: &Session, flow: &Flow) -> Option<Instant> {
-    if flow.pending > flow.swallow {
+    if flow.expected.ready_owed() > 0 {
         if let Some(sent) = flow.cancel_sent {
             return Some(sent + CANCEL_GRACE);
         }
         return s.timeouts.query.zip(flow.query_started).map(|(t, start)| start + t);
     }
-    if flow.pending == 0 && s.status != TxnStatus::Idle {
+    if s.status != TxnStatus::Idle {
         return s.timeouts.idle_transaction.map(|t| flow.last_client_activity + t);
     }
     None
 }
 
-async fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exit> {
+fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exit> {
     let now = Instant::now();
-    if flow.pending > flow.swallow {
+    if flow.expected.ready_owed() > 0 {
         if flow.cancel_sent.is_some_and(|t| now >= t + CANCEL_GRACE) {
             let e = PgError::fatal(
                 SqlState::QUERY_CANCELED,
@@ -259,7 +291,7 @@ async fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Opti
         }
         return None;
     }
-    if flow.pending == 0 && s.status != TxnStatus::Idle {
+    if s.status != TxnStatus::Idle {
         if let Some(t) = s.timeouts.idle_transaction {
             if now >= flow.last_client_activity + t {
                 let e = PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout");
@@ -270,8 +302,7 @@ async fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Opti
     None
 }
 
-/// The server closed or failed. If the first request never reached it, try another server;
-/// otherwise the client is told (whatever the server sent, such as a FATAL, was already forwarded).
+/// The server closed or failed: whatever it sent (a FATAL, say) is forwarded, then the client is told.
 fn server_lost(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Exit {
     let why = format!("server connection {} (backend pid {}) closed", server.id, server.cancel.pid);
     let _ = flush_client(s, flow);
@@ -307,7 +338,9 @@ async fn flush_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow)
     Ok(())
 }
 
-/// The attached server was dead before it saw anything: swap in another one and resend.
+/// The attached server was dead before it saw anything: swap in another one and resend. The
+/// request is resent as it was rewritten for the dead server, so the new one starts with a clean
+/// statement registry assumption: the dead server's registrations are moved over.
 async fn retry_elsewhere(
     s: &mut Session,
     server: &mut ServerConn,
@@ -316,12 +349,17 @@ async fn retry_elsewhere(
 ) -> Result<(), Exit> {
     let pool = server.pool().clone();
     tracing::info!(database = %s.db.name, server_id = server.id, "server connection was dead; resending the request on another");
-    let (fresh, _) = pool
+    let (mut fresh, _) = pool
         .checkout()
         .await
         .map_err(|e| Exit::End(Ending::Fatal(super::welcome::checkout_error(e, &s.db.name))))?;
-    let dead = std::mem::replace(server, fresh);
-    pool.discard(dead, "write failed");
+    if !server.statements.is_empty() || !fresh.statements.is_empty() || fresh.params != server.params {
+        // The rewritten request assumed the dead server's state; only a fresh state-free retry is safe.
+        pool.discard(fresh, "unusable for a resend");
+        return Err(server_lost(s, server, flow));
+    }
+    std::mem::swap(server, &mut fresh);
+    pool.discard(fresh, "write failed");
     s.reg.info.server.store(Some(server.cancel.clone()));
     flow.to_server = request;
     Ok(())
@@ -341,84 +379,58 @@ fn flush_client(s: &Session, flow: &mut Flow) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Moves complete client messages (and pieces of large CopyData) into the server's output.
-fn drain_client(s: &mut Session, flow: &mut Flow) -> Result<(), Ending> {
+/// Handles complete client messages (and passes large CopyData through in pieces).
+fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Ending> {
+    // The buffer is taken out of the session while its messages are handled, so handlers can
+    // borrow the session mutably without copying each message.
+    let mut buf = std::mem::take(&mut s.buf);
     let mut pos = 0;
-    let buf = &s.buf;
-    loop {
+    let result = loop {
         if flow.client_pass > 0 {
             let n = flow.client_pass.min(buf.len() - pos);
             flow.to_server.extend_from_slice(&buf[pos..pos + n]);
             flow.client_pass -= n;
             pos += n;
             if flow.client_pass > 0 {
-                break;
+                break Ok(());
             }
             continue;
         }
         let h = match peek_frontend(&buf[pos..], &s.limits) {
-            Err(e) => return Err(Ending::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
-            Ok(None) => break,
+            Err(e) => break Err(Ending::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
+            Ok(None) => break Ok(()),
             Ok(Some(h)) => h,
         };
         let available = buf.len() - pos;
         if available >= h.total {
-            client_message(flow, s.status, h.tag, &buf[pos..pos + h.total])?;
+            if let Err(e) = flow.client_message(s, server, h.tag, &buf[pos..pos + h.total]) {
+                break Err(e);
+            }
             pos += h.total;
             if flow.client_terminated {
-                break;
+                break Ok(());
             }
         } else if h.tag == b'd' && h.total > STREAM_MIN {
             flow.to_server.extend_from_slice(&buf[pos..]);
             flow.client_pass = h.total - available;
             pos = buf.len();
         } else {
-            break;
+            break Ok(());
         }
-    }
-    s.buf.advance(pos);
-    Ok(())
+    };
+    buf.advance(pos);
+    s.buf = buf;
+    flow.emit_passive(s);
+    result
 }
 
-fn client_message(flow: &mut Flow, status: TxnStatus, tag: u8, msg: &[u8]) -> Result<(), Ending> {
-    match tag {
-        b'Q' | b'S' | b'F' => {
-            if flow.pending == flow.swallow {
-                flow.query_started = Some(Instant::now());
-                if status == TxnStatus::Idle && flow.xact_started.is_none() {
-                    flow.xact_started = flow.query_started;
-                }
-            }
-            flow.pending += 1;
-            if tag == b'S' {
-                flow.unsynced = false;
-            }
-        }
-        b'P' | b'B' | b'D' | b'E' | b'C' => flow.unsynced = true,
-        b'H' | b'd' | b'c' | b'f' => {}
-        b'X' => {
-            flow.client_terminated = true;
-            return Ok(());
-        }
-        other => {
-            return Err(Ending::Fatal(PgError::fatal(
-                SqlState::PROTOCOL_VIOLATION,
-                format!("invalid frontend message type {other}"),
-            )))
-        }
-    }
-    flow.to_server.extend_from_slice(msg);
-    Ok(())
-}
-
-/// Moves complete server messages (and pieces of large rows) into the client's output.
+/// Handles complete server messages (and passes large rows through in pieces).
 fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Ending> {
     let mut pos = 0;
     loop {
-        let buf = &server.buf;
         if flow.server_pass > 0 {
-            let n = flow.server_pass.min(buf.len() - pos);
-            flow.to_client.extend_from_slice(&buf[pos..pos + n]);
+            let n = flow.server_pass.min(server.buf.len() - pos);
+            flow.to_client.extend_from_slice(&server.buf[pos..pos + n]);
             flow.server_pass -= n;
             pos += n;
             if flow.server_pass > 0 {
@@ -426,20 +438,20 @@ fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             }
             continue;
         }
-        let h = match peek_backend(&buf[pos..], &SERVER_LIMITS) {
+        let h = match peek_backend(&server.buf[pos..], &SERVER_LIMITS) {
             Err(e) => return Err(Ending::ServerGone(format!("protocol error from server: {e}"))),
             Ok(None) => break,
             Ok(Some(h)) => h,
         };
-        let available = buf.len() - pos;
+        let available = server.buf.len() - pos;
         if available >= h.total {
             let end = pos + h.total;
-            server_message(s, server, flow, pos, end);
+            flow.server_message(s, server, pos, end);
             pos = end;
-        } else if matches!(h.tag, b'D' | b'd') && h.total > STREAM_MIN && flow.swallow == 0 {
-            flow.to_client.extend_from_slice(&buf[pos..]);
+        } else if matches!(h.tag, b'D' | b'd') && h.total > STREAM_MIN && !flow.expected.front_is_injected() {
+            flow.to_client.extend_from_slice(&server.buf[pos..]);
             flow.server_pass = h.total - available;
-            pos = buf.len();
+            pos = server.buf.len();
         } else {
             server.buf.reserve(h.total - available);
             break;
@@ -447,67 +459,4 @@ fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
     }
     server.buf.advance(pos);
     Ok(())
-}
-
-fn server_message(s: &mut Session, server: &mut ServerConn, flow: &mut Flow, start: usize, end: usize) {
-    let tag = server.buf[start];
-    if flow.swallow > 0 {
-        swallow(server, flow, start, end);
-        return;
-    }
-    match tag {
-        b'Z' => {
-            flow.pending = flow.pending.saturating_sub(1);
-            s.status = TxnStatus::from_byte(server.buf[start + 5]).unwrap_or(TxnStatus::Idle);
-            flow.requests += 1;
-            let now = Instant::now();
-            if let Some(q) = flow.query_started.take() {
-                flow.query_time_us += now.duration_since(q).as_micros() as u64;
-                if flow.pending > 0 {
-                    flow.query_started = Some(now);
-                }
-            }
-            if s.status == TxnStatus::Idle && flow.pending == 0 {
-                if let Some(x) = flow.xact_started.take() {
-                    server.pool().stats.transaction(now.duration_since(x).as_micros() as u64);
-                }
-            }
-            flow.cancel_sent = None;
-        }
-        b'S' => {
-            if let Some((k, v)) = parse_parameter_status(&server.buf[start + 5..end]) {
-                server.params.set(k, v);
-                s.params.set(k, v);
-                if k == "application_name" {
-                    *s.reg.info.application_name.lock() = std::sync::Arc::from(v);
-                }
-            }
-        }
-        _ => {}
-    }
-    flow.to_client.extend_from_slice(&server.buf[start..end]);
-}
-
-/// Answers to pgpilot's own injected queries never reach the client.
-fn swallow(server: &mut ServerConn, flow: &mut Flow, start: usize, end: usize) {
-    let body = &server.buf[start + 5..end];
-    match server.buf[start] {
-        b'Z' => {
-            flow.swallow -= 1;
-            flow.pending -= 1;
-        }
-        b'S' => {
-            if let Some((k, v)) = parse_parameter_status(body) {
-                let (k, v) = (k.to_string(), v.to_string());
-                server.params.set(&k, &v);
-            }
-        }
-        b'E' => {
-            let e = ErrorFields::parse(body);
-            tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "pgpilot's parameter sync failed on the server");
-            // What the server holds is now unknown: make the next client set everything again.
-            server.params = Default::default();
-        }
-        _ => {}
-    }
 }

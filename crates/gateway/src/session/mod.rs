@@ -1,8 +1,11 @@
 //! One client connection from accept to close: opening, login, then the session loop.
 
+mod backend;
 pub mod cancel;
 mod client;
+mod expect;
 mod flow;
+mod frontend;
 pub mod io;
 pub mod params;
 mod startup;

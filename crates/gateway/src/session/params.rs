@@ -1,8 +1,13 @@
-//! Session parameters a client expects its server to have (TimeZone, DateStyle, application_name...).
+//! Session parameters a client expects its server to have (TimeZone, search_path, application_name...).
 //! In transaction pooling a client meets many servers; before its transaction runs, the server's
 //! values are brought in line with the client's, in the same round trip as the client's request.
+//!
+//! Values come from three places: the startup packet, ParameterStatus messages (for the parameters
+//! PostgreSQL reports), and SET/RESET statements pgpilot parses (for those it does not report,
+//! such as search_path).
 
 use bytes::BytesMut;
+use pgpilot_sql::{SetAction, SetCommand, SetScope};
 use pgpilot_wire::frontend;
 
 /// Parameters a server reports that no client can change: never synchronised.
@@ -19,10 +24,26 @@ const READ_ONLY: &[&str] = &[
 /// Startup packet entries that are not run-time parameters.
 const NOT_PARAMETERS: &[&str] = &["user", "database", "replication", "options"];
 
+/// Parameters PostgreSQL reports with ParameterStatus whenever they change: their SETs need no parsing.
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+];
+
 /// Whether pgpilot keeps this parameter in step between clients and servers.
 pub fn is_tracked(name: &str) -> bool {
     !READ_ONLY.iter().chain(NOT_PARAMETERS).any(|s| s.eq_ignore_ascii_case(name))
         && !name.starts_with("_pq_.")
+}
+
+fn is_reported(name: &str) -> bool {
+    REPORTED.iter().any(|s| s.eq_ignore_ascii_case(name))
+        || READ_ONLY.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
 
 /// Splits a startup `options` value ("-c a=b -c x=y\\ z --c=d") into name/value pairs.
@@ -61,75 +82,129 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Canonical (lower-case) name of a tracked parameter.
-fn key(name: &str) -> Box<str> {
-    name.to_ascii_lowercase().into_boxed_str()
+/// How a value is given back to a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Form {
+    /// A plain string as ParameterStatus and the startup packet carry it: set_config(name, value).
+    Plain,
+    /// SQL text from a SET statement: `SET name = <value>`.
+    Sql,
 }
 
-/// Values of tracked parameters, kept sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Value {
+    text: Box<str>,
+    form: Form,
+}
+
+/// Values of tracked parameters, kept sorted by (lower-case) name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParamSet {
-    values: Vec<(Box<str>, Box<str>)>,
+    values: Vec<(Box<str>, Value)>,
 }
 
 impl ParamSet {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        let k = key(name);
-        self.values.binary_search_by(|(n, _)| n.cmp(&k)).ok().map(|i| &*self.values[i].1)
+    fn index(&self, name: &str) -> Result<usize, usize> {
+        let k = name.to_ascii_lowercase();
+        self.values.binary_search_by(|(n, _)| (**n).cmp(k.as_str()))
     }
 
-    /// Records a value; returns whether it changed.
-    pub fn set(&mut self, name: &str, value: &str) -> bool {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.index(name).ok().map(|i| &*self.values[i].1.text)
+    }
+
+    fn put(&mut self, name: &str, value: Value) -> bool {
         if !is_tracked(name) {
             return false;
         }
-        let k = key(name);
-        match self.values.binary_search_by(|(n, _)| n.cmp(&k)) {
-            Ok(i) if &*self.values[i].1 == value => false,
+        match self.index(name) {
+            Ok(i) if self.values[i].1 == value => false,
             Ok(i) => {
-                self.values[i].1 = value.into();
+                self.values[i].1 = value;
                 true
             }
             Err(i) => {
-                self.values.insert(i, (k, value.into()));
+                self.values.insert(i, (name.to_ascii_lowercase().into_boxed_str(), value));
                 true
             }
         }
     }
 
+    /// Records a plain value (startup packet, ParameterStatus); returns whether it changed.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        self.put(name, Value { text: value.into(), form: Form::Plain })
+    }
+
     pub fn remove(&mut self, name: &str) {
-        let k = key(name);
-        if let Ok(i) = self.values.binary_search_by(|(n, _)| n.cmp(&k)) {
+        if let Ok(i) = self.index(name) {
             self.values.remove(i);
         }
     }
 
+    /// Applies a session-level SET/RESET that succeeded. Parameters the server reports are left to
+    /// its ParameterStatus messages; SET LOCAL ends with its transaction and is never recorded.
+    pub fn apply(&mut self, cmd: &SetCommand) {
+        if cmd.scope == SetScope::Local {
+            return;
+        }
+        match &cmd.action {
+            SetAction::Set { name, value } if !is_reported(name) => {
+                self.put(name, Value { text: value.as_str().into(), form: Form::Sql });
+            }
+            SetAction::SetDefault { name } | SetAction::Reset { name } if !is_reported(name) => {
+                self.remove(name)
+            }
+            SetAction::ResetAll => self.forget_statement_values(),
+            _ => {}
+        }
+    }
+
+    /// RESET ALL / DISCARD ALL: values set by statements are gone; reported ones arrive as ParameterStatus.
+    pub fn forget_statement_values(&mut self) {
+        self.values.retain(|(_, v)| v.form == Form::Plain);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(k, v)| (&**k, &**v))
+        self.values.iter().map(|(k, v)| (&**k, &*v.text))
     }
 
     /// A Query message that gives a server with `server` values the values of `self`, or None
-    /// when they already agree. Parameters the client never set keep the server's values only if
-    /// the server has none recorded for them either.
+    /// when they already agree.
     pub fn sync_query(&self, server: &ParamSet) -> Option<BytesMut> {
-        let mut sql = String::new();
-        for (name, value) in self.iter() {
-            if server.get(name) != Some(value) {
-                sql.push_str(if sql.is_empty() { "SELECT " } else { ", " });
-                sql.push_str(&format!("pg_catalog.set_config({}, {}, false)", literal(name), literal(value)));
-            }
-        }
-        if sql.is_empty() {
+        if self == server {
             return None;
         }
+        let mut configs = Vec::new();
+        let mut statements = Vec::new();
+        for (name, value) in &self.values {
+            let same = server.index(name).ok().is_some_and(|i| server.values[i].1.text == value.text);
+            if same {
+                continue;
+            }
+            match value.form {
+                Form::Plain => configs.push(format!(
+                    "pg_catalog.set_config({}, {}, false)",
+                    literal(name),
+                    literal(&value.text)
+                )),
+                Form::Sql => statements.push(format!("SET {} = {}", quote_ident(name), value.text)),
+            }
+        }
+        for (name, value) in &server.values {
+            if value.form == Form::Sql && self.index(name).is_err() {
+                statements.push(format!("RESET {}", quote_ident(name)));
+            }
+        }
+        if !configs.is_empty() {
+            statements.insert(0, format!("SELECT {}", configs.join(", ")));
+        }
+        if statements.is_empty() {
+            return None;
+        }
+        let sql = statements.join("; ");
         let mut out = BytesMut::with_capacity(sql.len() + 8);
         frontend::query(&mut out, &sql);
         Some(out)
-    }
-
-    /// The names whose values differ between the two sets (for logs and tests).
-    pub fn differences<'a>(&'a self, other: &'a ParamSet) -> impl Iterator<Item = &'a str> + 'a {
-        self.iter().filter(move |(n, v)| other.get(n) != Some(v)).map(|(n, _)| n)
     }
 }
 
@@ -143,9 +218,28 @@ pub fn literal(s: &str) -> String {
     }
 }
 
+fn quote_ident(name: &str) -> String {
+    if name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.') {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(name: &str, value: &str) -> SetCommand {
+        SetCommand {
+            scope: SetScope::Session,
+            action: SetAction::Set { name: name.into(), value: value.into() },
+        }
+    }
+
+    fn sql_of(q: &BytesMut) -> String {
+        String::from_utf8_lossy(&q[5..q.len() - 1]).to_string()
+    }
 
     #[test]
     fn only_tracked_parameters_are_kept() {
@@ -159,18 +253,36 @@ mod tests {
     }
 
     #[test]
-    fn sync_query_sets_what_differs() {
+    fn sync_query_sets_what_differs_and_resets_what_the_client_dropped() {
         let mut client = ParamSet::default();
         client.set("TimeZone", "Europe/Paris");
         client.set("application_name", "it's me");
+        client.apply(&set("search_path", "app, public"));
         let mut server = ParamSet::default();
         server.set("TimeZone", "Europe/Paris");
         server.set("application_name", "other");
-        let q = client.sync_query(&server).unwrap();
-        let text = String::from_utf8_lossy(&q[5..]).to_string();
-        assert!(text.contains("set_config('application_name', 'it''s me', false)"), "{text}");
-        assert!(!text.contains("timezone"));
+        server.apply(&set("work_mem", "'64MB'"));
+        let text = sql_of(&client.sync_query(&server).unwrap());
+        assert_eq!(
+            text,
+            "SELECT pg_catalog.set_config('application_name', 'it''s me', false); SET search_path = app, public; RESET work_mem"
+        );
         assert!(client.sync_query(&client.clone()).is_none());
+    }
+
+    #[test]
+    fn reported_parameters_follow_parameter_status_not_set() {
+        let mut p = ParamSet::default();
+        p.apply(&set("timezone", "'UTC'"));
+        assert_eq!(p.get("timezone"), None);
+        p.apply(&SetCommand {
+            scope: SetScope::Local,
+            action: SetAction::Set { name: "search_path".into(), value: "x".into() },
+        });
+        assert_eq!(p.get("search_path"), None);
+        p.apply(&set("search_path", "x"));
+        p.apply(&SetCommand { scope: SetScope::Session, action: SetAction::ResetAll });
+        assert_eq!(p.get("search_path"), None);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub fn config_for(cluster: &Cluster) -> Config {
     c.pgpilot.log_connections = false;
     c.pgpilot.log_disconnections = false;
     c.tls.server_tls_sslmode = pgpilot_gateway::config::ServerTlsMode::Disable;
+    // The insight probe keeps its own server connections; tests that count connections want only the pools'.
+    c.insight.server_probe_interval = pgpilot_gateway::config::Secs::from_secs(0);
     c.databases
         .insert("postgres".into(), DatabaseConfig { primary: cluster.admin_url(), ..Default::default() });
     c

@@ -1,0 +1,136 @@
+//! Named prepared statements under transaction pooling. A client's statement is prepared on a
+//! server under a name derived from its text and parameter types, so every client that prepares the
+//! same statement shares one server-side copy, and names from different clients never collide.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+/// A statement as the client prepared it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PreparedStatement {
+    /// The name pgpilot gives it on servers.
+    pub server_name: Box<[u8]>,
+    pub query: Box<[u8]>,
+    /// Parameter type section of the Parse message, verbatim.
+    pub param_types: Box<[u8]>,
+    pub hash: u64,
+}
+
+impl PreparedStatement {
+    pub fn new(query: &[u8], param_types: &[u8]) -> Arc<PreparedStatement> {
+        // A fixed seed: the same statement must get the same name on every server and instance.
+        let mut h = foldhash::fast::FixedState::with_seed(0x7067_7069_6c6f_7421).build_hasher();
+        h.write(query);
+        h.write_u8(0);
+        h.write(param_types);
+        let hash = h.finish();
+        Arc::new(PreparedStatement {
+            server_name: format!("pgpilot_{hash:016x}").into_bytes().into_boxed_slice(),
+            query: query.into(),
+            param_types: param_types.into(),
+            hash,
+        })
+    }
+}
+
+/// What one server connection has prepared, bounded by max_prepared_statements (least recently
+/// used first out), plus SQL-level PREPAREd names.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    by_hash: HashMap<u64, (Arc<PreparedStatement>, u64)>,
+    tick: u64,
+    /// SQL-level prepared statements (PREPARE name AS ...): name → the PREPARE text.
+    pub sql: HashMap<String, String>,
+}
+
+impl ServerStatements {
+    /// Whether this exact statement is prepared here; marks it used.
+    pub fn touch(&mut self, stmt: &PreparedStatement) -> bool {
+        self.tick += 1;
+        match self.by_hash.get_mut(&stmt.hash) {
+            Some((s, used)) if **s == *stmt => {
+                *used = self.tick;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a statement about to be prepared here; returns the one evicted to stay within `capacity`.
+    pub fn insert(
+        &mut self,
+        stmt: Arc<PreparedStatement>,
+        capacity: usize,
+    ) -> Option<Arc<PreparedStatement>> {
+        self.tick += 1;
+        let evicted = if self.by_hash.len() >= capacity.max(1) && !self.by_hash.contains_key(&stmt.hash) {
+            let oldest = self.by_hash.iter().min_by_key(|(_, (_, used))| *used).map(|(h, _)| *h);
+            oldest.and_then(|h| self.by_hash.remove(&h)).map(|(s, _)| s)
+        } else {
+            None
+        };
+        self.by_hash.insert(stmt.hash, (stmt, self.tick));
+        evicted
+    }
+
+    pub fn remove(&mut self, hash: u64) {
+        self.by_hash.remove(&hash);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// DISCARD ALL / DEALLOCATE ALL ran on the server.
+    pub fn clear(&mut self) {
+        self.by_hash.clear();
+        self.sql.clear();
+    }
+}
+
+/// A client's prepared statements, by the names the client uses.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    pub named: HashMap<Box<[u8]>, Arc<PreparedStatement>>,
+    /// SQL-level PREPARE name → the PREPARE statement's text, to replay it elsewhere.
+    pub sql: HashMap<String, String>,
+}
+
+impl ClientStatements {
+    pub fn is_empty(&self) -> bool {
+        self.named.is_empty() && self.sql.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_name_different_types_different_name() {
+        let a = PreparedStatement::new(b"select $1", &[0, 1, 0, 0, 0, 23]);
+        let b = PreparedStatement::new(b"select $1", &[0, 1, 0, 0, 0, 23]);
+        let c = PreparedStatement::new(b"select $1", &[0, 1, 0, 0, 0, 25]);
+        assert_eq!(a.server_name, b.server_name);
+        assert_ne!(a.server_name, c.server_name);
+    }
+
+    #[test]
+    fn least_recently_used_is_evicted() {
+        let mut s = ServerStatements::default();
+        let a = PreparedStatement::new(b"a", b"");
+        let b = PreparedStatement::new(b"b", b"");
+        let c = PreparedStatement::new(b"c", b"");
+        assert!(s.insert(a.clone(), 2).is_none());
+        assert!(s.insert(b.clone(), 2).is_none());
+        assert!(s.touch(&a));
+        let evicted = s.insert(c.clone(), 2).unwrap();
+        assert_eq!(evicted.query, b.query);
+        assert!(s.touch(&a) && s.touch(&c) && !s.touch(&b));
+    }
+}

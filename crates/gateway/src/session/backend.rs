@@ -1,0 +1,221 @@
+//! Server messages on their way to the client: matched against the expectation queue, so answers
+//! to pgpilot's own messages are dropped, answers pgpilot gives itself appear in order, and the
+//! effects of a request (SET, PREPARE, DISCARD, pinning) count once the server has accepted it.
+
+use std::time::Instant;
+
+use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
+use pgpilot_wire::error::ErrorFields;
+
+use super::client::Session;
+use super::expect::{Batch, Expect, Reply};
+use super::flow::{Flow, LastCommand};
+use crate::pool::ServerConn;
+
+impl Flow {
+    /// Handles one whole server message at `server.buf[start..end]`.
+    pub(super) fn server_message(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        start: usize,
+        end: usize,
+    ) {
+        let tag = server.buf[start];
+        let injected = self.expected.front_is_injected();
+        match tag {
+            b'S' => {
+                if let Some((k, v)) = parse_parameter_status(&server.buf[start + 5..end]) {
+                    server.params.set(k, v);
+                    if !injected {
+                        s.params.set(k, v);
+                        if k == "application_name" {
+                            *s.reg.info.application_name.lock() = std::sync::Arc::from(v);
+                        }
+                    }
+                }
+                if !injected {
+                    self.to_client.extend_from_slice(&server.buf[start..end]);
+                }
+                return;
+            }
+            b'N' if injected => return,
+            b'N' | b'A' => {
+                self.to_client.extend_from_slice(&server.buf[start..end]);
+                return;
+            }
+            _ => {}
+        }
+        self.emit_passive(s);
+        if self.expected.is_empty() {
+            // Nothing was asked: pass it on rather than lose it (it can only be an error before closing).
+            self.to_client.extend_from_slice(&server.buf[start..end]);
+            return;
+        }
+        match tag {
+            b'E' => return self.server_error(s, server, start, end),
+            b'G' if !self.expected.copy_in_started() => self.copy_in_open = true,
+            b'C' => {
+                let tag_text = backend::parse_command_tag(&server.buf[start + 5..end]);
+                self.last_command = match tag_text {
+                    b"COMMIT" => LastCommand::Commit,
+                    b"ROLLBACK" => LastCommand::Rollback,
+                    _ => LastCommand::Other,
+                };
+            }
+            _ => {}
+        }
+        if !injected {
+            self.to_client.extend_from_slice(&server.buf[start..end]);
+        }
+        let ends = self.expected.front().and_then(Expect::reply).is_some_and(|r| r.ends_with(tag));
+        if ends {
+            let entry = self.expected.pop().expect("front exists");
+            if tag == b'Z' {
+                self.ready(s, server, entry, server.buf[start + 5]);
+            }
+        }
+        self.emit_passive(s);
+    }
+
+    /// Answers pgpilot gives itself, emitted once everything before them has been answered.
+    pub(super) fn emit_passive(&mut self, s: &Session) {
+        loop {
+            match self.expected.front() {
+                Some(Expect::Synthetic { bytes, .. }) => self.to_client.extend_from_slice(bytes),
+                Some(Expect::SyntheticCommand(tag)) => {
+                    backend::command_complete(&mut self.to_client, tag);
+                    backend::ready_for_query(&mut self.to_client, s.status);
+                }
+                Some(Expect::CopyBoundary) => {}
+                _ => return,
+            }
+            self.expected.pop();
+        }
+    }
+
+    fn server_error(&mut self, s: &mut Session, server: &mut ServerConn, start: usize, end: usize) {
+        self.batch_failed = true;
+        let front = self.expected.front().expect("checked non-empty");
+        let injected = matches!(front, Expect::Injected(_));
+        let survives = front.reply().is_some_and(Reply::survives_error);
+        if injected && survives {
+            let e = ErrorFields::parse(&server.buf[start + 5..end]);
+            tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "a statement pgpilot ran for a client failed");
+            // What the server holds is now unknown: make the next client set everything again.
+            server.params = Default::default();
+            return;
+        }
+        // The client must see why its request failed, even when pgpilot's own Parse was what failed.
+        self.to_client.extend_from_slice(&server.buf[start..end]);
+        if survives {
+            return;
+        }
+        // Extended protocol: this message failed and the server skips everything up to Sync.
+        let failed = self.expected.pop().into_iter();
+        for entry in failed.chain(self.expected.skip_to_sync()) {
+            forget(s, server, entry);
+        }
+    }
+
+    /// ReadyForQuery ended a Query, Sync or FunctionCall.
+    fn ready(&mut self, s: &mut Session, server: &mut ServerConn, entry: Expect, status_byte: u8) {
+        let status = TxnStatus::from_byte(status_byte).unwrap_or(TxnStatus::Idle);
+        let failed = std::mem::take(&mut self.batch_failed);
+        let (client, reply) = match entry {
+            Expect::Client(r) => (true, r),
+            Expect::Injected(r) => (false, r),
+            _ => return,
+        };
+        if !client {
+            return;
+        }
+        s.status = status;
+        self.requests += 1;
+        let now = Instant::now();
+        if let Some(q) = self.query_started.take() {
+            self.query_time_us += now.duration_since(q).as_micros() as u64;
+            if self.expected.ready_owed() > 0 {
+                self.query_started = Some(now);
+            }
+        }
+        self.cancel_sent = None;
+        let batch = match reply {
+            Reply::Query(b) | Reply::Sync(b) => b,
+            _ => Batch::default(),
+        };
+        self.apply_batch(s, server, batch, failed, status);
+        if status == TxnStatus::Idle && self.expected.ready_owed() == 0 {
+            if let Some(x) = self.xact_started.take() {
+                server.pool().stats.transaction(now.duration_since(x).as_micros() as u64);
+            }
+        }
+    }
+
+    /// Effects of a finished request: SETs count when their transaction commits, PREPARE and
+    /// DISCARD when they succeed, pinning at once.
+    fn apply_batch(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        batch: Batch,
+        failed: bool,
+        now: TxnStatus,
+    ) {
+        if let Some(reason) = batch.pins {
+            if s.pinned.is_none() && s.mode == crate::config::PoolMode::Transaction {
+                tracing::debug!(client = %s.reg.info.addr, reason, "client pinned to its server connection");
+                s.pinned = Some(reason);
+                *s.reg.info.pinned.lock() = Some(reason);
+                crate::metrics::count_pin(reason);
+            }
+        }
+        if failed {
+            if now == TxnStatus::Idle {
+                self.txn_settings.clear();
+            }
+            return;
+        }
+        for (name, text) in batch.prepares {
+            server.statements.sql.insert(name.clone(), text.clone());
+            s.statements.sql.insert(name, text);
+        }
+        if batch.discard_all {
+            s.statements.named.clear();
+            s.statements.sql.clear();
+            server.statements.clear();
+            s.params.forget_statement_values();
+            server.params.forget_statement_values();
+        }
+        self.txn_settings.extend(batch.settings);
+        let ended = now == TxnStatus::Idle;
+        if ended {
+            let committed = self.last_command != LastCommand::Rollback;
+            for cmd in self.txn_settings.drain(..) {
+                if committed {
+                    s.params.apply(&cmd);
+                    server.params.apply(&cmd);
+                }
+            }
+        }
+    }
+}
+
+/// Undoes the bookkeeping of a request the server failed or skipped.
+fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) {
+    match entry {
+        Expect::Client(Reply::Parse { client_name, hash })
+        | Expect::Injected(Reply::Parse { client_name, hash }) => {
+            if let Some(name) = client_name {
+                s.statements.named.remove(&name);
+            }
+            if let Some(h) = hash {
+                server.statements.remove(h);
+            }
+        }
+        Expect::Synthetic { forget_on_skip: Some(name), .. } => {
+            s.statements.named.remove(&name);
+        }
+        _ => {}
+    }
+}

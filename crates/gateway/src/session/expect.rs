@@ -1,0 +1,194 @@
+//! What the server owes, in order. Every message sent to the server that gets an answer has an
+//! entry, so answers pgpilot must hide (to its own injected messages) are dropped, answers it gives
+//! in the server's place (a statement already prepared there) come out in the right position, and
+//! pgpilot knows exactly when a batch is over.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use pgpilot_sql::SetCommand;
+
+/// The kind of message whose answer is awaited.
+#[derive(Debug)]
+pub enum Reply {
+    Parse {
+        /// The client's name, forgotten again if the Parse fails or is skipped after an error.
+        client_name: Option<Box<[u8]>>,
+        /// The server-side registration to undo if the Parse fails.
+        hash: Option<u64>,
+    },
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    Sync(Batch),
+    Query(Batch),
+    FunctionCall,
+}
+
+/// Effects of a Query (or of the extended batch a Sync ends) that count only if it succeeds.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub settings: Vec<SetCommand>,
+    /// SQL-level PREPARE name → its text.
+    pub prepares: Vec<(String, String)>,
+    pub discard_all: bool,
+    pub pins: Option<&'static str>,
+    /// When the request was sent, for per-statement statistics.
+    #[allow(dead_code)]
+    pub started: Option<Instant>,
+}
+
+impl Reply {
+    /// Whether a message with this tag ends the answer (ErrorResponse is handled apart).
+    pub fn ends_with(&self, tag: u8) -> bool {
+        match self {
+            Reply::Parse { .. } => tag == b'1',
+            Reply::Bind => tag == b'2',
+            Reply::Describe => matches!(tag, b'T' | b'n'),
+            Reply::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Reply::Close => tag == b'3',
+            Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall => tag == b'Z',
+        }
+    }
+
+    /// Whether the answer ends with ReadyForQuery.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall)
+    }
+
+    /// Simple-protocol answers run on after an error, up to ReadyForQuery.
+    pub fn survives_error(&self) -> bool {
+        self.is_ready()
+    }
+}
+
+#[derive(Debug)]
+pub enum Expect {
+    /// The client's message: its answer goes to the client.
+    Client(Reply),
+    /// pgpilot's own message: its answer is dropped.
+    Injected(Reply),
+    /// An answer pgpilot gives itself when its turn comes (ParseComplete for a statement already
+    /// prepared on this server, CloseComplete for a client-side Close).
+    Synthetic { bytes: &'static [u8], forget_on_skip: Option<Box<[u8]>> },
+    /// A whole Query answered by pgpilot: CommandComplete with this tag, then ReadyForQuery.
+    SyntheticCommand(&'static str),
+    /// The client ended COPY IN here: Syncs sent before it during COPY are ignored by the server.
+    CopyBoundary,
+}
+
+impl Expect {
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Expect::Client(r) | Expect::Injected(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+pub const PARSE_COMPLETE: &[u8] = &[b'1', 0, 0, 0, 4];
+pub const CLOSE_COMPLETE: &[u8] = &[b'3', 0, 0, 0, 4];
+
+/// The queue plus the count of ReadyForQuery messages still owed.
+#[derive(Debug, Default)]
+pub struct Expected {
+    queue: VecDeque<Expect>,
+    ready_owed: u32,
+}
+
+impl Expected {
+    pub fn push(&mut self, e: Expect) {
+        if e.reply().is_some_and(Reply::is_ready) {
+            self.ready_owed += 1;
+        }
+        self.queue.push_back(e);
+    }
+
+    pub fn ready_owed(&self) -> u32 {
+        self.ready_owed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&Expect> {
+        self.queue.front()
+    }
+
+    pub fn pop(&mut self) -> Option<Expect> {
+        let e = self.queue.pop_front()?;
+        if e.reply().is_some_and(Reply::is_ready) {
+            self.ready_owed -= 1;
+        }
+        Some(e)
+    }
+
+    /// Whether the entry at the front is pgpilot's own.
+    pub fn front_is_injected(&self) -> bool {
+        matches!(self.queue.front(), Some(Expect::Injected(_)))
+    }
+
+    /// After an error in the extended protocol the server skips everything up to the next Sync:
+    /// removes those entries and returns them.
+    pub fn skip_to_sync(&mut self) -> Vec<Expect> {
+        let mut skipped = Vec::new();
+        while let Some(e) = self.queue.front() {
+            if matches!(e.reply(), Some(Reply::Sync(_))) {
+                break;
+            }
+            skipped.extend(self.pop());
+        }
+        skipped
+    }
+
+    /// The server entered COPY IN for the entry at the front: it ignores Syncs until the client's
+    /// CopyDone/CopyFail. Drops those Syncs (and the boundary); returns whether the boundary was found.
+    pub fn copy_in_started(&mut self) -> bool {
+        let mut i = 1;
+        while i < self.queue.len() {
+            match &self.queue[i] {
+                Expect::CopyBoundary => {
+                    self.queue.remove(i);
+                    return true;
+                }
+                Expect::Client(Reply::Sync(_)) => {
+                    self.queue.remove(i);
+                    self.ready_owed -= 1;
+                }
+                _ => i += 1,
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipping_stops_at_sync() {
+        let mut e = Expected::default();
+        e.push(Expect::Client(Reply::Bind));
+        e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: None });
+        e.push(Expect::Client(Reply::Execute));
+        e.push(Expect::Client(Reply::Sync(Batch::default())));
+        assert_eq!(e.ready_owed(), 1);
+        assert_eq!(e.skip_to_sync().len(), 3);
+        assert!(matches!(e.front(), Some(Expect::Client(Reply::Sync(_)))));
+    }
+
+    #[test]
+    fn syncs_sent_during_copy_in_are_ignored() {
+        let mut e = Expected::default();
+        e.push(Expect::Client(Reply::Execute));
+        e.push(Expect::Client(Reply::Sync(Batch::default())));
+        e.push(Expect::CopyBoundary);
+        e.push(Expect::Client(Reply::Sync(Batch::default())));
+        assert_eq!(e.ready_owed(), 2);
+        assert!(e.copy_in_started());
+        assert_eq!(e.ready_owed(), 1);
+    }
+}

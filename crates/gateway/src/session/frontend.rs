@@ -1,0 +1,288 @@
+//! Client messages on their way to the server: recorded in the expectation queue, and in
+//! transaction pooling rewritten so named prepared statements and session state survive the
+//! client moving between server connections.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use pgpilot_sql::{SessionEffect, Statement};
+use pgpilot_wire::{frontend, PgError, SqlState};
+
+use super::client::{Ending, Session};
+use super::expect::{Batch, Expect, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::flow::Flow;
+use crate::pool::statements::PreparedStatement;
+use crate::pool::ServerConn;
+
+fn malformed(what: &str) -> Ending {
+    Ending::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("malformed {what} message")))
+}
+
+impl Flow {
+    /// Handles one whole client message (`msg` includes its five header bytes).
+    pub(super) fn client_message(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        tag: u8,
+        msg: &[u8],
+    ) -> Result<(), Ending> {
+        let body = &msg[5..];
+        match tag {
+            b'Q' => return self.query(s, server, msg),
+            b'S' => {
+                self.unsynced = false;
+                let batch = std::mem::take(&mut self.batch);
+                self.start_request();
+                self.to_server.extend_from_slice(msg);
+                self.expected.push(Expect::Client(Reply::Sync(batch)));
+                return Ok(());
+            }
+            b'P' if self.rewrite => return self.parse(s, server, body),
+            b'P' => self.note_extended_text(s, frontend::parse_parse(body).map(|p| p.query)),
+            b'B' if self.rewrite => return self.bind(s, server, body),
+            b'D' if self.rewrite => return self.describe(s, server, body),
+            b'C' if self.rewrite => return self.close(s, body),
+            b'F' => {
+                self.start_request();
+                self.to_server.extend_from_slice(msg);
+                self.expected.push(Expect::Client(Reply::FunctionCall));
+                return Ok(());
+            }
+            b'c' | b'f' => {
+                if self.copy_in_open {
+                    self.copy_in_open = false;
+                } else {
+                    self.expected.push(Expect::CopyBoundary);
+                }
+            }
+            b'B' | b'D' | b'C' | b'E' | b'H' | b'd' => {}
+            b'X' => {
+                self.client_terminated = true;
+                return Ok(());
+            }
+            other => {
+                return Err(Ending::Fatal(PgError::fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("invalid frontend message type {other}"),
+                )))
+            }
+        }
+        match tag {
+            b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
+            b'B' => self.push_extended(Reply::Bind),
+            b'D' => self.push_extended(Reply::Describe),
+            b'C' => self.push_extended(Reply::Close),
+            b'E' => self.push_extended(Reply::Execute),
+            _ => {}
+        }
+        self.to_server.extend_from_slice(msg);
+        Ok(())
+    }
+
+    fn push_extended(&mut self, reply: Reply) {
+        self.unsynced = true;
+        self.expected.push(Expect::Client(reply));
+    }
+
+    /// Marks the start of a request that ends with ReadyForQuery, for timing.
+    fn start_request(&mut self) {
+        if self.expected.ready_owed() == 0 || self.query_started.is_none() {
+            self.query_started = Some(Instant::now());
+        }
+    }
+
+    fn classify(&self, s: &Session, text: &[u8]) -> Option<Arc<Statement>> {
+        if !self.rewrite {
+            return None;
+        }
+        std::str::from_utf8(text).ok().map(|sql| s.shared.classifier.classify(sql))
+    }
+
+    /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
+    fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>) {
+        let Some(stmt) = text.and_then(|t| self.classify(s, t)) else { return };
+        self.batch.settings.extend(stmt.settings.iter().cloned());
+        if let Some(reason) = pin_reason(&stmt) {
+            self.batch.pins = Some(reason);
+        }
+    }
+
+    fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
+        let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
+        let mut batch = Batch { started: Some(Instant::now()), ..Batch::default() };
+        if let Some(stmt) = self.classify(s, text) {
+            if let Some(tag) = self.deallocate_locally(s, &stmt) {
+                self.expected.push(Expect::SyntheticCommand(tag));
+                return Ok(());
+            }
+            batch.settings = stmt.settings.clone();
+            batch.pins = pin_reason(&stmt);
+            for effect in &stmt.session_effects {
+                match effect {
+                    SessionEffect::Prepare { name, statement_sql, .. } => {
+                        self.make_room_for_sql_name(server, name);
+                        batch.prepares.push((name.clone(), statement_sql.clone()));
+                    }
+                    SessionEffect::Execute { name } => self.ensure_sql_prepared(s, server, name),
+                    SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => batch.discard_all = true,
+                    _ => {}
+                }
+            }
+        }
+        self.start_request();
+        self.to_server.extend_from_slice(msg);
+        self.expected.push(Expect::Client(Reply::Query(batch)));
+        Ok(())
+    }
+
+    /// DEALLOCATE of a statement the client prepared through pgpilot is answered here: the server
+    /// connection the client holds now may not have it, and others may still use the shared copy.
+    fn deallocate_locally(&mut self, s: &mut Session, stmt: &Statement) -> Option<&'static str> {
+        if stmt.statement_count != 1 {
+            return None;
+        }
+        let effect = stmt.session_effects.iter().find_map(|e| match e {
+            SessionEffect::Deallocate(name) => Some(name),
+            _ => None,
+        })?;
+        match effect {
+            None => {
+                s.statements.named.clear();
+                s.statements.sql.clear();
+                Some("DEALLOCATE ALL")
+            }
+            Some(name) => {
+                let known = s.statements.named.remove(name.as_bytes()).is_some()
+                    | s.statements.sql.remove(name).is_some();
+                known.then_some("DEALLOCATE")
+            }
+        }
+    }
+
+    /// A PREPARE of `name` fails if this server holds another client's statement of that name.
+    fn make_room_for_sql_name(&mut self, server: &mut ServerConn, name: &str) {
+        if server.statements.sql.remove(name).is_some() {
+            self.inject_query(&format!("DEALLOCATE {}", quote_ident(name)));
+        }
+    }
+
+    /// EXECUTE of a statement the client PREPAREd on another server: prepare it here first. A name
+    /// the client never prepared but another client left on this server is deallocated first, so
+    /// the client gets PostgreSQL's "does not exist" rather than someone else's statement.
+    fn ensure_sql_prepared(&mut self, s: &Session, server: &mut ServerConn, name: &str) {
+        let Some(text) = s.statements.sql.get(name) else {
+            self.make_room_for_sql_name(server, name);
+            return;
+        };
+        if server.statements.sql.get(name) == Some(text) {
+            return;
+        }
+        if server.statements.sql.contains_key(name) {
+            self.inject_query(&format!("DEALLOCATE {}", quote_ident(name)));
+        }
+        self.inject_query(text);
+        server.statements.sql.insert(name.to_string(), text.clone());
+    }
+
+    pub(super) fn inject_query(&mut self, sql: &str) {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        frontend::query(&mut out, sql);
+        self.to_server.extend_from_slice(&out);
+        self.expected.push(Expect::Injected(Reply::Query(Batch::default())));
+    }
+
+    fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
+        let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
+        self.note_extended_text(s, Some(p.query));
+        if p.name.is_empty() {
+            self.push_extended(Reply::Parse { client_name: None, hash: None });
+            frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
+            return Ok(());
+        }
+        let stmt = PreparedStatement::new(p.query, p.param_types);
+        let client_name: Box<[u8]> = p.name.into();
+        s.statements.named.insert(client_name.clone(), stmt.clone());
+        self.unsynced = true;
+        if server.statements.touch(&stmt) {
+            self.expected
+                .push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: Some(client_name) });
+            return Ok(());
+        }
+        self.prepare_on_server(server, &stmt);
+        self.expected
+            .push(Expect::Client(Reply::Parse { client_name: Some(client_name), hash: Some(stmt.hash) }));
+        Ok(())
+    }
+
+    /// Writes a Parse of `stmt` under its server name, closing the least recently used statement
+    /// first when the server holds max_prepared_statements already.
+    fn prepare_on_server(&mut self, server: &mut ServerConn, stmt: &Arc<PreparedStatement>) {
+        if let Some(evicted) = server.statements.insert(stmt.clone(), self.max_prepared) {
+            frontend::target(&mut self.to_server, b'C', b'S', &evicted.server_name);
+            self.expected.push(Expect::Injected(Reply::Close));
+        }
+        frontend::parse(&mut self.to_server, &stmt.server_name, &stmt.query, &stmt.param_types);
+    }
+
+    /// Makes sure the server has the statement the client calls `name`; returns its server name.
+    fn server_name_for(&mut self, s: &Session, server: &mut ServerConn, name: &[u8]) -> Option<Box<[u8]>> {
+        let stmt = s.statements.named.get(name)?.clone();
+        if !server.statements.touch(&stmt) {
+            self.prepare_on_server(server, &stmt);
+            self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
+        }
+        Some(stmt.server_name.clone())
+    }
+
+    fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
+        let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
+        let renamed =
+            if b.statement.is_empty() { None } else { self.server_name_for(s, server, b.statement) };
+        frontend::bind(&mut self.to_server, b.portal, renamed.as_deref().unwrap_or(b.statement), b.rest);
+        self.push_extended(Reply::Bind);
+        Ok(())
+    }
+
+    fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
+        let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
+        let renamed =
+            if kind == b'S' && !name.is_empty() { self.server_name_for(s, server, name) } else { None };
+        frontend::target(&mut self.to_server, b'D', kind, renamed.as_deref().unwrap_or(name));
+        self.push_extended(Reply::Describe);
+        Ok(())
+    }
+
+    /// Closing a named statement only forgets the client's name: other clients may share the
+    /// server-side copy, which max_prepared_statements bounds.
+    fn close(&mut self, s: &mut Session, body: &[u8]) -> Result<(), Ending> {
+        let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Close"))?;
+        self.unsynced = true;
+        if kind == b'S' && !name.is_empty() {
+            s.statements.named.remove(name);
+            self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, forget_on_skip: None });
+            return Ok(());
+        }
+        frontend::target(&mut self.to_server, b'C', kind, name);
+        self.expected.push(Expect::Client(Reply::Close));
+        Ok(())
+    }
+}
+
+/// Why a statement ties its client to the server connection for the rest of the session.
+fn pin_reason(stmt: &Statement) -> Option<&'static str> {
+    stmt.session_effects.iter().find(|e| e.pins_session()).map(|e| match e {
+        SessionEffect::Listen(_) => "listen",
+        SessionEffect::DeclareCursor { .. } => "cursor_with_hold",
+        SessionEffect::CreateTemporary(_) => "temporary_table",
+        SessionEffect::AdvisoryLockSession => "advisory_lock",
+        SessionEffect::Load => "load",
+        SessionEffect::SetConfigDynamic => "dynamic_set_config",
+        _ => "session_state",
+    })
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,231 @@
+//! Transaction pooling keeps session state honest: named prepared statements follow the client to
+//! whichever server it lands on, SET values are replayed and never leak, pinning effects pin.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgpilot_testkit::Cluster;
+
+/// A gateway with a tiny pool, so clients keep landing on different servers.
+async fn small_pool(pg: &Cluster, size: usize, max_prepared: usize) -> pgpilot_gateway::Gateway {
+    let mut config = config_for(pg);
+    config.pgpilot.default_pool_size = size;
+    config.pgpilot.max_prepared_statements = max_prepared;
+    start(config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_statements_survive_server_changes_and_eviction() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 2).await;
+    // Each client prepares more statements than a server may keep, then uses them all, while other
+    // clients churn the servers.
+    let mut tasks = Vec::new();
+    for client in 0..8 {
+        let c = connect(&gw).await;
+        tasks.push(tokio::spawn(async move {
+            let stmts = [
+                c.prepare("SELECT $1::int + 1").await.unwrap(),
+                c.prepare("SELECT $1::int + 2").await.unwrap(),
+                c.prepare("SELECT $1::int + 3").await.unwrap(),
+            ];
+            for i in 0..60i32 {
+                let k = (i as usize + client) % 3;
+                let v: i32 = c.query_one(&stmts[k], &[&i]).await.unwrap().get(0);
+                assert_eq!(v, i + k as i32 + 1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepare_execute_deallocate_across_servers() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 3, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    // Two clients use the same SQL name for different statements.
+    a.batch_execute("PREPARE q(int) AS SELECT $1 * 10").await.unwrap();
+    b.batch_execute("PREPARE q(int) AS SELECT $1 * 100").await.unwrap();
+    for i in 1..20 {
+        let ra = a.simple_query(&format!("EXECUTE q({i})")).await.unwrap();
+        let rb = b.simple_query(&format!("EXECUTE q({i})")).await.unwrap();
+        assert_eq!(first_value(&ra), (i * 10).to_string());
+        assert_eq!(first_value(&rb), (i * 100).to_string());
+    }
+    a.batch_execute("DEALLOCATE q").await.unwrap();
+    let err = a.simple_query("EXECUTE q(1)").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("26000"), "{err}");
+    assert_eq!(first_value(&b.simple_query("EXECUTE q(2)").await.unwrap()), "200");
+    gw.shutdown().await;
+}
+
+fn first_value(msgs: &[tokio_postgres::SimpleQueryMessage]) -> String {
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_each_client_and_never_leak() {
+    let pg = Cluster::start();
+    for i in 0..6 {
+        pg.psql("postgres", &format!("CREATE SCHEMA s{i}; CREATE TABLE s{i}.mine AS SELECT {i} AS owner"));
+    }
+    let gw = small_pool(&pg, 2, 100).await;
+    let zones = ["UTC", "Asia/Tokyo", "Europe/Paris", "America/New_York", "Australia/Sydney", "Africa/Cairo"];
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let c = connect(&gw).await;
+        let zone = zones[i];
+        tasks.push(tokio::spawn(async move {
+            c.batch_execute(&format!("SET search_path = s{i}, public; SET TimeZone = '{zone}'")).await.unwrap();
+            for _ in 0..40 {
+                let row = c
+                    .query_one("SELECT current_setting('search_path'), current_setting('TimeZone'), (SELECT owner FROM mine)", &[])
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, String>(0), format!("s{i}, public"));
+                assert_eq!(row.get::<_, String>(1), zone);
+                assert_eq!(row.get::<_, i32>(2), i as i32);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A client that never SET anything sees the server defaults, whatever the servers ran before.
+    let fresh = connect(&gw).await;
+    for _ in 0..10 {
+        let row = fresh
+            .query_one("SELECT current_setting('search_path'), current_setting('TimeZone')", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "\"$user\", public");
+        assert_ne!(row.get::<_, String>(1), "Asia/Tokyo");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_inside_a_transaction_counts_only_if_it_commits() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let c = connect(&gw).await;
+    c.batch_execute("BEGIN; SET search_path = pg_catalog; ROLLBACK").await.unwrap();
+    c.batch_execute("BEGIN; SET LOCAL work_mem = '1MB'; COMMIT").await.unwrap();
+    c.batch_execute("BEGIN; SET statement_timeout = '7s'; COMMIT").await.unwrap();
+    let other = connect(&gw).await;
+    other.batch_execute("SET statement_timeout = '9s'").await.unwrap();
+    for _ in 0..10 {
+        let row = c.query_one("SELECT current_setting('search_path'), current_setting('work_mem'), current_setting('statement_timeout')", &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "\"$user\", public");
+        assert_eq!(row.get::<_, String>(1), "4MB");
+        assert_eq!(row.get::<_, String>(2), "7s");
+        let t: String = other.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+        assert_eq!(t, "9s");
+    }
+    c.batch_execute("RESET statement_timeout").await.unwrap();
+    let t: String = c.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+    assert_eq!(t, "0");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_effects_pin_the_client() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 3, 100).await;
+    let c = connect(&gw).await;
+    c.batch_execute("CREATE TEMP TABLE scratch(x int); INSERT INTO scratch VALUES (1)").await.unwrap();
+    for _ in 0..10 {
+        let n: i64 = c.query_one("SELECT count(*) FROM scratch", &[]).await.unwrap().get(0);
+        assert_eq!(n, 1, "the temp table stays visible: the client is pinned");
+        let _ = connect(&gw).await.simple_query("SELECT 1").await.unwrap();
+    }
+    let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert!(clients.contains("temporary_table"), "{clients}");
+    let metrics = std::process::Command::new("curl")
+        .arg("-s")
+        .arg(format!("http://{}/metrics", gw.http_addr().unwrap()))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.stdout)
+        .contains("pgpilot_clients_pinned_total{reason=\"temporary_table\"}"));
+    // A session advisory lock pins too.
+    let l = connect(&gw).await;
+    l.batch_execute("SELECT pg_advisory_lock(42)").await.unwrap();
+    let pid: i32 = l.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    for _ in 0..5 {
+        let p: i32 = l.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        assert_eq!(p, pid);
+    }
+    drop(l);
+    // After the pinned client leaves, its server is reset: the lock is gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let check = connect(&gw).await;
+    let free: bool = check.query_one("SELECT pg_try_advisory_lock(42)", &[]).await.unwrap().get(0);
+    assert!(free, "the advisory lock leaked to the next client");
+    check.batch_execute("SELECT pg_advisory_unlock_all()").await.unwrap();
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_notify_is_delivered() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let (listener, mut conn) =
+        tokio_postgres::connect(&conninfo(&gw, "postgres", "postgres"), tokio_postgres::NoTls).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(msg)) = futures::StreamExt::next(&mut stream).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN jobs").await.unwrap();
+    let sender = connect(&gw).await;
+    for i in 0..3 {
+        sender.batch_execute(&format!("NOTIFY jobs, 'job {i}'")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("notification delivered")
+            .unwrap();
+        assert_eq!(got, format!("job {i}"));
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_inside_extended_batches_keep_the_session_in_step() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let c = connect(&gw).await;
+    let good = c.prepare("SELECT $1::int").await.unwrap();
+    assert!(c.prepare("SELECT * FROM missing_table").await.is_err());
+    let v: i32 = c.query_one(&good, &[&5]).await.unwrap().get(0);
+    assert_eq!(v, 5);
+    // Division by zero inside a transaction, then rollback, then normal work.
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    assert!(tx.query_one("SELECT 1 / 0", &[]).await.is_err());
+    tx.rollback().await.unwrap();
+    let v: i32 = c.query_one(&good, &[&6]).await.unwrap().get(0);
+    assert_eq!(v, 6);
+    // A statement dropped from the server between uses is prepared again transparently.
+    let other = connect(&gw).await;
+    other.batch_execute("DISCARD ALL").await.unwrap();
+    let v: i32 = c.query_one(&good, &[&7]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    gw.shutdown().await;
+}
