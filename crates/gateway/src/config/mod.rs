@@ -6,6 +6,7 @@ pub mod duration;
 mod general;
 mod one_or_many;
 mod overrides;
+pub mod pgbouncer_ini;
 mod server_url;
 mod tls;
 mod validate;
