@@ -1,0 +1,137 @@
+"""What every client of the driver scenario sends and expects back (shared by psycopg and asyncpg).
+
+The same values, statements and expectations exist in each driver's program (see docs/drivers.md);
+they are deterministic in (client, round) so a value that comes back to the wrong client shows.
+"""
+
+import datetime
+import os
+import sys
+import threading
+import uuid
+
+CLIENTS = int(os.environ.get("DRIVER_CLIENTS", "50"))
+ROUNDS = int(os.environ.get("DRIVER_ROUNDS", "30"))
+LISTEN_CHANNEL = "drivers_events"
+
+# One statement with every type of the scenario: the values come back as results, and `digest`
+# is computed by the server from the parameters, so a parameter the server misread shows even
+# when the driver would decode its own mistake back symmetrically.
+ROUNDTRIP_SQL = """SELECT $1::int4 AS i4, $2::int8 AS i8, $3::numeric AS num, $4::text AS txt,
+       $5::bool AS flag, $6::timestamptz AS ts, $7::date AS day, $8::uuid AS id, $9::jsonb AS doc,
+       $10::bytea AS raw, $11::int4[] AS ints, $12::text[] AS texts, $13::text AS nothing,
+       concat_ws('|', $1::int4 + 1, $2::int8 * 2, ($3::numeric * 4)::int8, length($4::text),
+                 NOT $5::bool, (extract(epoch FROM $6::timestamptz) * 1000)::int8,
+                 $7::date - DATE '2000-01-01', $8::uuid, $9::jsonb ->> 'k', encode($10::bytea, 'hex'),
+                 array_to_string($11::int4[], ','), array_to_string($12::text[], ','),
+                 $13::text IS NULL) AS digest"""
+
+# The client's view of its session: its own search_path and time zone, and a table that exists
+# only in its own schema.
+SESSION_SQL = """SELECT current_setting('search_path') AS search_path,
+       current_setting('TimeZone') AS time_zone,
+       extract(timezone FROM now())::int4 AS utc_offset,
+       (SELECT owner FROM mine) AS owner"""
+
+DIVIDE_SQL = "SELECT 10 / $1::int4"
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def start_watchdog(driver, seconds=150):
+    """Ends the program with a FAIL line if the scenario hangs (a lost reply, a stuck pool)."""
+
+    def expire():
+        print(f"FAIL: {driver}: the scenario did not finish within {seconds} s", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
+class Mismatch(Exception):
+    pass
+
+
+def check(client, what, expected, got):
+    if expected != got:
+        raise Mismatch(f"client {client}: {what}: expected {expected!r}, got {got!r}")
+
+
+def zone(client, second):
+    """An IANA zone for the client (the second one after its mid-run SET), and its UTC offset."""
+    hours = ((client + (11 if second else 0)) % 27) - 12
+    if hours == 0:
+        return "Etc/GMT", 0
+    # POSIX sign convention: Etc/GMT-5 is five hours EAST of UTC.
+    name = f"Etc/GMT{'-' if hours > 0 else '+'}{abs(hours)}"
+    return name, hours * 3600
+
+
+def search_path(client):
+    return f"client_{client}, public"
+
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+class Values:
+    """The parameters of round `r` of client `c`, and what the server must say about them."""
+
+    def __init__(self, c, r):
+        self.i4 = c * 1000 + r
+        self.i8 = 4_000_000_000_000_000_000 + c * 1000 + r
+        whole = 1_000_000_000_000 * (c + 1) + r
+        self.num_text = f"{whole}.25"
+        self.txt = f"c{c} r{r} 'single' \"double\" \\back ü ✓"
+        self.flag = (c + r) % 2 == 0
+        self.ts_ms = 1_700_000_000_000 + c * 86_400_123 + r * 1_001
+        self.ts = EPOCH + datetime.timedelta(milliseconds=self.ts_ms)
+        self.days = c * 10 + r
+        self.day = datetime.date(2000, 1, 1) + datetime.timedelta(days=self.days)
+        self.uuid_text = f"{c:08x}-{r:04x}-4000-8000-{c * r:012x}"
+        self.uuid = uuid.UUID(self.uuid_text)
+        self.doc_text = f'{{"k": "c{c}-r{r}", "n": [{c}, {r}, null], "nested": {{"t": true}}}}'
+        self.doc = {"k": f"c{c}-r{r}", "n": [c, r, None], "nested": {"t": True}}
+        self.raw = bytes([c, r, 0, 255, 39, 92, 10])
+        self.ints = [c, r, -1, 2147483647]
+        self.texts = ["alpha", "b c", 'q"uote', "back\\slash", "", "NULL", f"c{c}r{r}", "ü"]
+        self.digest = "|".join(
+            [
+                str(self.i4 + 1),
+                str(self.i8 * 2),
+                str(whole * 4 + 1),
+                str(len(self.txt)),
+                "f" if self.flag else "t",
+                str(self.ts_ms),
+                str(self.days),
+                self.uuid_text,
+                f"c{c}-r{r}",
+                self.raw.hex(),
+                ",".join(str(i) for i in self.ints),
+                ",".join(self.texts),
+                "t",
+            ]
+        )
+
+
+def copy_label(c, i):
+    """Row i of client c's COPY data: a tab and non-ASCII text to exercise escaping, some NULLs."""
+    return None if i % 10 == 0 else f"c{c}-r{i}\tü"
+
+
+COPY_ROWS = 200
+
+
+def copy_out_expected(c):
+    """COPY ... TO STDOUT text format of the rows copied in."""
+    lines = []
+    for i in range(1, COPY_ROWS + 1):
+        label = copy_label(c, i)
+        shown = "\\N" if label is None else label.replace("\\", "\\\\").replace("\t", "\\t")
+        lines.append(f"{i}\t{shown}\n")
+    return "".join(lines)
