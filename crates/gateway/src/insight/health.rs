@@ -1,0 +1,188 @@
+//! GET /api/v1/monitoring/health: each pool's utilization and waiting clients, each server's
+//! connections against max_connections, replica lag, and recent error and slow-query rates,
+//! judged against `[insight.health]`; the overall status is the worst check.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::config::HealthThresholds;
+use crate::shared::{Phase, Shared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is measured: pool_utilization, clients_waiting, server_connections, replica_lag, error_rate, slow_query_rate, gateway.
+    pub check: &'static str,
+    /// The pool, server or database it is about.
+    pub subject: String,
+    pub status: Status,
+    pub value: f64,
+    pub warning: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub critical: Option<f64>,
+    pub message: String,
+}
+
+fn judge(value: f64, warning: f64, critical: Option<f64>) -> Status {
+    if critical.is_some_and(|c| value >= c) {
+        Status::Critical
+    } else if value >= warning {
+        Status::Warning
+    } else {
+        Status::Ok
+    }
+}
+
+struct Checks(Vec<Check>);
+
+impl Checks {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        check: &'static str,
+        subject: String,
+        value: f64,
+        warning: f64,
+        critical: Option<f64>,
+        what: &str,
+    ) {
+        let status = judge(value, warning, critical);
+        let message = match status {
+            Status::Ok => format!("{subject}: {what} {}", fmt(value)),
+            _ => format!(
+                "{subject}: {what} {} is at or above the {} threshold {}",
+                fmt(value),
+                if status == Status::Critical { "critical" } else { "warning" },
+                fmt(if status == Status::Critical { critical.unwrap_or(warning) } else { warning })
+            ),
+        };
+        self.0.push(Check { check, subject, status, value, warning, critical, message });
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+pub fn health(shared: &Shared) -> Value {
+    let config = shared.insight.config();
+    let t = &config.health;
+    let mut checks = Checks(Vec::new());
+    let phase = shared.phase();
+    if phase != Phase::Running {
+        checks.0.push(Check {
+            check: "gateway",
+            subject: "pgpilot".into(),
+            status: Status::Critical,
+            value: 1.0,
+            warning: 1.0,
+            critical: Some(1.0),
+            message: "pgpilot is shutting down".into(),
+        });
+    }
+    let pools = pool_checks(shared, t, &mut checks);
+    let servers = shared.insight.server_statuses();
+    for s in &servers {
+        if let Some(usage) = s.connection_usage() {
+            let what = "server connections / usable max_connections";
+            let (w, c) = (t.server_connections_warning, t.server_connections_critical);
+            checks.add("server_connections", s.server.clone(), usage, w, Some(c), what);
+        }
+        if let Some(lag) = s.lag_seconds {
+            let (w, c) =
+                (t.replica_lag_warning.get().as_secs_f64(), t.replica_lag_critical.get().as_secs_f64());
+            checks.add("replica_lag", s.server.clone(), lag, w, Some(c), "replay lag (seconds)");
+        }
+    }
+    let snapshot = shared.insight.snapshot();
+    let rates = shared.insight.rates.sample(&snapshot.totals(), t.window.get());
+    let (w, c) = (t.error_rate_warning, t.error_rate_critical);
+    checks.add(
+        "error_rate",
+        "all databases".into(),
+        rates.error_rate,
+        w,
+        Some(c),
+        "failed statements / statements",
+    );
+    let slow_rate = rates.slow_queries_per_second;
+    checks.add(
+        "slow_query_rate",
+        "all databases".into(),
+        slow_rate,
+        t.slow_query_rate_warning,
+        None,
+        "slow statements per second",
+    );
+    let status = checks.0.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
+    json!({
+        "status": status,
+        "checks": checks.0,
+        "pools": pools,
+        "servers": servers,
+        "rates": rates,
+        "thresholds": t,
+    })
+}
+
+fn pool_checks(shared: &Shared, t: &HealthThresholds, checks: &mut Checks) -> Vec<Value> {
+    let mut pools = Vec::new();
+    for db in shared.databases.load().values() {
+        for set in db.pool_sets() {
+            for (i, pool) in set.all().enumerate() {
+                let c = pool.counts();
+                let size = pool.settings.load().size;
+                let utilization = if size > 0 { c.active as f64 / size as f64 } else { 0.0 };
+                let subject = format!("{}/{}@{}", pool.id.database, pool.id.user, pool.id.server);
+                let (w, cr) = (t.pool_utilization_warning, t.pool_utilization_critical);
+                checks.add("pool_utilization", subject.clone(), utilization, w, Some(cr), "utilization");
+                let (w, cr) = (t.clients_waiting_warning as f64, t.clients_waiting_critical as f64);
+                checks.add(
+                    "clients_waiting",
+                    subject.clone(),
+                    c.waiting as f64,
+                    w,
+                    Some(cr),
+                    "clients waiting",
+                );
+                pools.push(json!({
+                    "pool": subject,
+                    "database": &*pool.id.database,
+                    "user": &*pool.id.user,
+                    "server": &*pool.id.server,
+                    "role": db.role_name(i),
+                    "utilization": utilization,
+                    "clients_waiting": c.waiting,
+                    "clients": set.clients_of(db, i),
+                    "max_wait_ms": c.max_wait.as_secs_f64() * 1e3,
+                }));
+            }
+        }
+    }
+    pools
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_are_inclusive_and_critical_wins() {
+        assert_eq!(judge(0.5, 0.8, Some(0.95)), Status::Ok);
+        assert_eq!(judge(0.8, 0.8, Some(0.95)), Status::Warning);
+        assert_eq!(judge(0.97, 0.8, Some(0.95)), Status::Critical);
+        assert_eq!(judge(5.0, 1.0, None), Status::Warning);
+        assert!(Status::Critical > Status::Warning && Status::Warning > Status::Ok);
+    }
+}

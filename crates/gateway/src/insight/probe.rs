@@ -1,0 +1,198 @@
+//! The server probe: every `server_probe_interval`, one query per configured server over a kept
+//! connection (logged in as the pools are) reads its client backends against max_connections,
+//! whether it is in recovery, and, for a standby, how far its replay is behind its primary. The
+//! same loop samples the statement totals for the health endpoint's rates.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pgclient::{server_user_for, PgConn};
+use super::servers::{now_unix_ms, ServerStatus};
+use crate::config::ServerUrl;
+use crate::databases::Database;
+use crate::shared::{Phase, Shared};
+
+const TICK: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+const PROBE_SQL: &str = "SELECT current_setting('max_connections'), \
+     current_setting('superuser_reserved_connections'), \
+     (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
+     pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
+     CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END";
+
+/// Runs until the gateway stops (or is dropped).
+pub fn spawn_server_probe(shared: &Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(shared);
+    let mut phase = shared.phase.subscribe();
+    tokio::spawn(async move {
+        let mut probe = Probe::default();
+        let mut last_probe: Option<Instant> = None;
+        loop {
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.phase() == Phase::Stopped {
+                return;
+            }
+            let config = shared.insight.config();
+            let snapshot = shared.insight.snapshot();
+            shared.insight.rates.sample(&snapshot.totals(), config.health.window.get());
+            if let Some(interval) = config.server_probe_interval.enabled() {
+                if last_probe.is_none_or(|t| t.elapsed() >= interval) {
+                    last_probe = Some(Instant::now());
+                    probe.round(&shared).await;
+                }
+            } else {
+                probe.connections.clear();
+            }
+            let wait = config.server_probe_interval.enabled().unwrap_or(TICK).min(TICK);
+            drop(shared);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = phase.changed() => {}
+            }
+        }
+    })
+}
+
+#[derive(Default)]
+struct Probe {
+    connections: HashMap<String, PgConn>,
+}
+
+/// What one query returned.
+struct Reading {
+    max_connections: Option<u64>,
+    reserved: Option<u64>,
+    connections: Option<u64>,
+    in_recovery: Option<bool>,
+    lsn: Option<u64>,
+    replay_age_seconds: Option<f64>,
+}
+
+/// "16/B374D848" → bytes.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+impl Probe {
+    async fn round(&mut self, shared: &Arc<Shared>) {
+        let databases: Vec<Arc<Database>> = shared.databases.load().values().cloned().collect();
+        let mut seen: HashMap<String, ServerStatus> = HashMap::new();
+        for db in &databases {
+            let user = server_user_for(db, None);
+            let primary =
+                self.status(shared, db, &db.primary, "primary", user.as_deref(), None, &mut seen).await;
+            let primary_lsn = primary.and_then(|r| r.lsn.filter(|_| r.in_recovery == Some(false)));
+            for replica in &db.replicas {
+                self.status(shared, db, replica, "replica", user.as_deref(), primary_lsn, &mut seen).await;
+            }
+        }
+        let servers: Vec<String> = seen.keys().cloned().collect();
+        self.connections.retain(|addr, _| servers.contains(addr));
+        shared.insight.servers.retain(&servers);
+        for status in seen.into_values() {
+            shared.insight.servers.store(status);
+        }
+    }
+
+    /// Probes one server once per round (several databases may share it) and records its status.
+    #[allow(clippy::too_many_arguments)]
+    async fn status(
+        &mut self,
+        shared: &Arc<Shared>,
+        db: &Arc<Database>,
+        url: &ServerUrl,
+        role: &str,
+        user: Option<&str>,
+        primary_lsn: Option<u64>,
+        seen: &mut HashMap<String, ServerStatus>,
+    ) -> Option<Reading> {
+        let addr = url.address();
+        if let Some(s) = seen.get_mut(&addr) {
+            s.databases.push(db.name.to_string());
+            return None;
+        }
+        let mut status = ServerStatus {
+            server: addr.clone(),
+            databases: vec![db.name.to_string()],
+            role: role.to_string(),
+            updated_unix_ms: now_unix_ms(),
+            ..Default::default()
+        };
+        let result = match user {
+            None => Err("no server user known yet (no fixed user and no pool opened)".to_string()),
+            Some(user) => self.read(shared, db, url, user).await,
+        };
+        let reading = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let was_up = shared.insight.servers.all().iter().any(|s| s.server == addr && s.up);
+                if was_up {
+                    tracing::warn!(server = %addr, error = %e, "server probe failed");
+                }
+                status.error = Some(e);
+                seen.insert(addr, status);
+                return None;
+            }
+        };
+        status.up = true;
+        status.max_connections = reading.max_connections;
+        status.superuser_reserved_connections = reading.reserved;
+        status.connections = reading.connections;
+        status.in_recovery = reading.in_recovery;
+        if reading.in_recovery == Some(true) {
+            if let (Some(p), Some(r)) = (primary_lsn, reading.lsn) {
+                status.lag_bytes = Some(p.saturating_sub(r));
+                // Fully replayed: no lag, however long ago the last transaction was.
+                status.lag_seconds =
+                    if r >= p { Some(0.0) } else { reading.replay_age_seconds.map(|s| s.max(0.0)) };
+            }
+        }
+        seen.insert(addr, status);
+        Some(reading)
+    }
+
+    async fn read(
+        &mut self,
+        shared: &Arc<Shared>,
+        db: &Arc<Database>,
+        url: &ServerUrl,
+        user: &str,
+    ) -> Result<Reading, String> {
+        let addr = url.address();
+        let mut conn = match self.connections.remove(&addr) {
+            Some(c) => c,
+            None => PgConn::connect(shared, db, url, user, TIMEOUT).await.map_err(|e| e.to_string())?,
+        };
+        let rows = match tokio::time::timeout(TIMEOUT, conn.simple(PROBE_SQL)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer from {addr} within {TIMEOUT:?}")),
+        };
+        self.connections.insert(addr, conn);
+        let row = rows.into_iter().next().ok_or("the probe query returned no row")?;
+        let col = |i: usize| row.get(i).cloned().flatten();
+        let num = |i: usize| col(i).and_then(|v| v.parse::<u64>().ok());
+        Ok(Reading {
+            max_connections: num(0),
+            reserved: num(1),
+            connections: num(2),
+            in_recovery: col(3).map(|v| v == "t"),
+            lsn: col(4).as_deref().and_then(parse_lsn),
+            replay_age_seconds: col(5).and_then(|v| v.parse::<f64>().ok()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lsns_parse() {
+        assert_eq!(super::parse_lsn("0/3000060"), Some(0x300_0060));
+        assert_eq!(super::parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert_eq!(super::parse_lsn("nonsense"), None);
+    }
+}

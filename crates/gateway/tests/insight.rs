@@ -1,0 +1,737 @@
+//! Workload insight: statistics match what was recorded, the slow-query log, bounded memory, the
+//! monitoring API behind its token, EXPLAIN on real servers (reads only, replica first), the
+//! server probe, and the shipped alert rules and Grafana dashboard against the metrics pgpilot exports.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use pgpilot_gateway::config::{Config, DatabaseConfig, QuickStart, ReplicaConfig, Secs};
+use pgpilot_gateway::insight::{Insight, InsightConfig, StatementEvent, Target};
+use pgpilot_testkit::Cluster;
+use serde_json::{json, Value};
+
+// ---------- helpers ----------
+
+struct Names {
+    database: Arc<str>,
+    user: Arc<str>,
+    query: Arc<str>,
+}
+
+fn names(database: &str, user: &str, query: &str) -> Names {
+    Names { database: Arc::from(database), user: Arc::from(user), query: Arc::from(query) }
+}
+
+fn event<'a>(fingerprint: u64, n: &'a Names, duration_us: u64, target: Target) -> StatementEvent<'a> {
+    StatementEvent {
+        fingerprint,
+        normalized: &n.query,
+        database: &n.database,
+        user: &n.user,
+        duration: Duration::from_micros(duration_us),
+        wait: Duration::from_micros(10),
+        rows: 1,
+        error: None,
+        target,
+        client_addr: "127.0.0.1:50000",
+        server: "127.0.0.1:5432",
+        parameters: None,
+    }
+}
+
+fn config_with(f: impl FnOnce(&mut InsightConfig)) -> InsightConfig {
+    let mut c = InsightConfig::default();
+    f(&mut c);
+    c
+}
+
+struct Response {
+    status: u16,
+    body: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn request(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> Response {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = match (method, body) {
+        ("GET", _) => {
+            let mut r = agent.get(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        ("DELETE", _) => {
+            let mut r = agent.delete(url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        ("POST", b) => {
+            let mut r = agent.post(url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(b.map(|b| b.to_string()).unwrap_or_default())
+        }
+        _ => panic!("method {method}"),
+    };
+    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let headers =
+        resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    Response {
+        status: resp.status().as_u16(),
+        body: resp.body_mut().read_to_string().unwrap_or_default(),
+        headers,
+    }
+}
+
+fn base(gw: &pgpilot_gateway::Gateway) -> String {
+    format!("http://{}", gw.http_addr().expect("http is on"))
+}
+
+fn token_file(token: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), format!("{token}\n")).unwrap();
+    f
+}
+
+// ---------- statistics, without a server ----------
+
+#[test]
+fn statistics_match_what_was_recorded() {
+    let insight = Insight::new(&config_with(|c| c.log_min_duration = Secs::from_millis(100)));
+    let select = names("app", "web", "SELECT * FROM orders WHERE id = $1");
+    let update = names("app", "web", "UPDATE orders SET state = $1 WHERE id = $2");
+    let sleep = names("reports", "analyst", "SELECT pg_sleep($1)");
+    // 1000 calls of 10 µs .. 10 ms, alternating primary and replica.
+    for i in 1..=1000u64 {
+        let target = if i % 2 == 0 { Target::Primary } else { Target::Replica };
+        insight.record(&event(0xa1, &select, i * 10, target));
+    }
+    for i in 0..10 {
+        let mut ev = event(0xb2, &update, 2_000, Target::Primary);
+        ev.error = (i < 3).then_some("23505");
+        ev.rows = 0;
+        insight.record(&ev);
+    }
+    for _ in 0..4 {
+        insight.record(&event(0xa1, &select, 5, Target::Cache));
+    }
+    let params = vec![Some("0.25".to_string())];
+    let mut slow = event(0xc3, &sleep, 250_000, Target::Replica);
+    slow.parameters = Some(&params);
+    insight.record(&slow);
+
+    let snap = insight.snapshot();
+    let get = |fp| snap.statements.iter().find(|s| s.fingerprint == Some(fp)).expect("statement kept");
+    let s = get(0xa1);
+    assert_eq!(s.counters.calls, 1004);
+    assert_eq!((s.counters.primary, s.counters.replica, s.counters.cache), (500, 500, 4));
+    assert_eq!(s.counters.total_us, (1..=1000u64).map(|i| i * 10).sum::<u64>() + 20);
+    assert_eq!(s.counters.max_us, 10_000);
+    assert_eq!(s.counters.rows, 1004);
+    assert_eq!(s.counters.wait_us, 1004 * 10);
+    assert_eq!(s.counters.errors, 0);
+    for (got, exact) in [(s.p50_us, 5_000.0), (s.p95_us, 9_500.0), (s.p99_us, 9_900.0)] {
+        assert!((got - exact).abs() / exact < 0.07, "percentile {got} vs {exact}");
+    }
+    let u = get(0xb2);
+    assert_eq!((u.counters.calls, u.counters.errors, u.counters.rows), (10, 3, 0));
+    assert_eq!(snap.errors, vec![(Arc::from("app"), "23505".to_string(), 3)]);
+    assert_eq!(&*get(0xc3).database, "reports");
+    assert_eq!(get(0xc3).counters.slow, 1);
+
+    // The planted slow statement is in the slow log with its duration, and without its parameters
+    // (log_parameters is off by default).
+    let slow_log = insight.slow_queries(0.0, None, 10);
+    assert_eq!(slow_log.len(), 1, "only the 250 ms statement passed log_min_duration");
+    let q = &slow_log[0];
+    assert_eq!(&*q.query, "SELECT pg_sleep($1)");
+    assert!((q.duration_ms - 250.0).abs() < 1e-6, "{}", q.duration_ms);
+    assert_eq!((&*q.database, &*q.user, q.client.as_str()), ("reports", "analyst", "127.0.0.1:50000"));
+    assert_eq!(q.fingerprint, "00000000000000c3");
+    assert!(q.parameters.is_none());
+    assert!(!insight.wants_parameters());
+
+    insight.configure(&config_with(|c| c.log_parameters = true));
+    assert!(insight.wants_parameters());
+    insight.record(&slow);
+    let newest = &insight.slow_queries(0.0, None, 10)[0];
+    assert_eq!(newest.parameters.as_deref(), Some(&params[..]));
+    assert_eq!(insight.slow_queries(300.0, None, 10).len(), 0, "threshold filters");
+    assert_eq!(insight.slow_queries(0.0, Some("app"), 10).len(), 0, "database filters");
+
+    // Turned off: nothing more is counted.
+    insight.configure(&config_with(|c| c.enabled = false));
+    insight.record(&event(0xa1, &select, 10, Target::Primary));
+    assert_eq!(
+        insight.snapshot().statements.iter().find(|s| s.fingerprint == Some(0xa1)).unwrap().counters.calls,
+        1004
+    );
+}
+
+#[test]
+fn same_statement_is_kept_apart_per_database_and_user() {
+    let insight = Insight::new(&InsightConfig::default());
+    let a = names("app", "web", "SELECT 1");
+    let b = names("app", "batch", "SELECT 1");
+    let c = names("other", "web", "SELECT 1");
+    for n in [&a, &b, &c, &a] {
+        insight.record(&event(7, n, 100, Target::Primary));
+    }
+    let snap = insight.snapshot();
+    let mut keys: Vec<(String, String, u64)> = snap
+        .statements
+        .iter()
+        .map(|s| (s.database.to_string(), s.user.to_string(), s.counters.calls))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            ("app".into(), "batch".into(), 1),
+            ("app".into(), "web".into(), 2),
+            ("other".into(), "web".into(), 1)
+        ]
+    );
+}
+
+#[test]
+fn memory_stays_bounded_with_more_statements_than_max() {
+    let insight = Insight::new(&config_with(|c| c.max_statements = 100));
+    let n = names("app", "web", "SELECT $1");
+    for fp in 1..=2_000u64 {
+        // Later statements cost more, so the top by total time changes as they arrive.
+        insight.record(&event(fp.wrapping_mul(0x9E37_79B9_7F4A_7C15), &n, fp, Target::Primary));
+    }
+    assert!(insight.tracked_statements() <= 100, "{} tracked", insight.tracked_statements());
+    let snap = insight.snapshot();
+    assert!(snap.statements.len() <= 100);
+    assert_eq!(snap.other.len(), 1, "one \"other\" entry for the database");
+    assert_eq!(&*snap.other[0].user, "*");
+    assert_eq!(snap.totals().calls, 2_000, "nothing is lost: the rest is counted in \"other\"");
+    assert_eq!(snap.totals().total_us, (1..=2_000u64).sum::<u64>());
+
+    // Compaction makes room (at most once a second): a new expensive statement gets its own entry.
+    std::thread::sleep(Duration::from_millis(1_100));
+    let heavy = names("app", "web", "SELECT heavy()");
+    for _ in 0..3 {
+        insight.record(&event(0xdead_beef, &heavy, 1_000_000, Target::Primary));
+    }
+    let snap = insight.snapshot();
+    assert!(snap.statements.len() <= 100);
+    let kept =
+        snap.statements.iter().find(|s| s.fingerprint == Some(0xdead_beef)).expect("the heavy statement");
+    assert!(kept.counters.calls >= 2, "only the call that found the store full went to \"other\"");
+    assert_eq!(snap.totals().calls, 2_003);
+}
+
+#[test]
+fn concurrent_recording_loses_nothing() {
+    let insight = Arc::new(Insight::new(&InsightConfig::default()));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let insight = insight.clone();
+            std::thread::spawn(move || {
+                let n = names("app", "web", "SELECT $1");
+                for i in 0..20_000u64 {
+                    insight.record(&event(i % 16, &n, 100 + t, Target::Primary));
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let snap = insight.snapshot();
+    assert_eq!(snap.statements.len(), 16);
+    assert_eq!(snap.totals().calls, 160_000);
+    assert_eq!(snap.totals().total_us, (0..8u64).map(|t| (100 + t) * 20_000).sum::<u64>());
+}
+
+// ---------- the API, on a running gateway ----------
+
+const STATEMENT_FIELDS: &[&str] = &[
+    "fingerprint",
+    "query",
+    "database",
+    "user",
+    "calls",
+    "errors",
+    "rows",
+    "total_time_ms",
+    "mean_time_ms",
+    "max_time_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "wait_time_ms",
+    "primary_calls",
+    "replica_calls",
+    "cache_hits",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_serves_what_was_recorded_behind_the_token() {
+    let pg = Cluster::start();
+    let token = "s3cret-token";
+    let file = token_file(token);
+    let mut config = config_for(&pg);
+    config.pgpilot.http_token_file = Some(file.path().to_path_buf());
+    config.insight.prometheus_top_n = 2;
+    let gw = start(config).await;
+    let url = base(&gw);
+    let insight = &gw.shared().insight;
+    let fast = names("postgres", "postgres", "SELECT * FROM t WHERE id = $1");
+    let rare = names("postgres", "postgres", "SELECT count(*) FROM t");
+    let other_db = names("analytics", "postgres", "SELECT $1");
+    for _ in 0..50 {
+        insight.record(&event(0xf1, &fast, 1_000, Target::Primary));
+    }
+    for _ in 0..2 {
+        let mut ev = event(0xf2, &rare, 400_000, Target::Replica);
+        ev.error = Some("57014");
+        insight.record(&ev);
+    }
+    insight.record(&event(0xf3, &other_db, 50, Target::Cache));
+
+    // The token guards the API, not /metrics, /health or the dashboard page.
+    let list = |q: &str| request("GET", &format!("{url}/api/v1/monitoring/statements{q}"), Some(token), None);
+    assert_eq!(request("GET", &format!("{url}/api/v1/monitoring/statements"), None, None).status, 401);
+    assert_eq!(
+        request("GET", &format!("{url}/api/v1/monitoring/statements"), Some("wrong"), None).status,
+        401
+    );
+    assert_eq!(request("GET", &format!("{url}/api/v1/monitoring/health"), None, None).status, 401);
+    assert_eq!(request("GET", &format!("{url}/api/v1/monitoring/slow-queries"), None, None).status, 401);
+    let no_token = request(
+        "POST",
+        &format!("{url}/api/v1/monitoring/analyze-query"),
+        None,
+        Some(&json!({"query": "SELECT 1"})),
+    );
+    assert_eq!(no_token.status, 401);
+    assert_eq!(request("GET", &format!("{url}/metrics"), None, None).status, 200);
+    let page = request("GET", &format!("{url}/"), None, None);
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(page.body.contains("/dashboard/app.js"));
+    for asset in ["app.js", "charts.js", "style.css", "favicon.svg"] {
+        assert_eq!(request("GET", &format!("{url}/dashboard/{asset}"), None, None).status, 200, "{asset}");
+    }
+    assert_eq!(request("GET", &format!("{url}/dashboard/../Cargo.toml"), None, None).status, 404);
+
+    // Sorted by total time by default: the two slow calls outweigh fifty fast ones.
+    let r = list("");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    let statements = body["statements"].as_array().unwrap();
+    assert_eq!(statements.len(), 3);
+    for field in STATEMENT_FIELDS {
+        assert!(statements.iter().all(|s| !s[field].is_null()), "field {field} in {}", r.body);
+    }
+    let first = &statements[0];
+    assert_eq!(first["fingerprint"], "00000000000000f2");
+    assert_eq!(first["query"], "SELECT count(*) FROM t");
+    assert_eq!((first["calls"].as_u64(), first["errors"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(first["replica_calls"], 2);
+    assert!((first["total_time_ms"].as_f64().unwrap() - 800.0).abs() < 1e-6);
+    assert!((first["max_time_ms"].as_f64().unwrap() - 400.0).abs() < 1e-6);
+    let by_calls = list("?sort=calls&limit=1").json();
+    assert_eq!(by_calls["statements"].as_array().unwrap().len(), 1);
+    assert_eq!(by_calls["statements"][0]["fingerprint"], "00000000000000f1");
+    assert_eq!(by_calls["statements"][0]["calls"], 50);
+    assert!((by_calls["statements"][0]["mean_time_ms"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    let analytics = list("?database=analytics").json();
+    assert_eq!(analytics["statements"].as_array().unwrap().len(), 1);
+    assert_eq!(analytics["statements"][0]["cache_hits"], 1);
+    assert_eq!(body["summary"]["calls"], 53);
+    assert_eq!(list("?sort=nonsense").status, 400);
+
+    // Slow queries: both 400 ms calls (over the 100 ms default), newest first, filterable.
+    let slow =
+        request("GET", &format!("{url}/api/v1/monitoring/slow-queries?threshold_ms=300"), Some(token), None)
+            .json();
+    let entries = slow["slow_queries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{slow}");
+    assert!((entries[0]["duration_ms"].as_f64().unwrap() - 400.0).abs() < 1e-6);
+    assert_eq!(entries[0]["error"], "57014");
+    assert_eq!(entries[0]["target"], "replica");
+    let none =
+        request("GET", &format!("{url}/api/v1/monitoring/slow-queries?threshold_ms=500"), Some(token), None);
+    assert_eq!(none.json()["slow_queries"].as_array().unwrap().len(), 0);
+
+    // Health: checks against the thresholds, and the error rate of what was recorded (2 of 53).
+    let health = request("GET", &format!("{url}/api/v1/monitoring/health"), Some(token), None).json();
+    assert!(matches!(health["status"].as_str(), Some("ok" | "warning" | "critical")), "{health}");
+    let error_check =
+        health["checks"].as_array().unwrap().iter().find(|c| c["check"] == "error_rate").unwrap();
+    assert!((error_check["value"].as_f64().unwrap() - 2.0 / 53.0).abs() < 1e-9, "{error_check}");
+    assert_eq!(error_check["status"], "warning", "3.8% is above the 1% warning and below the 5% critical");
+    assert_eq!(health["status"], "warning");
+
+    // Prometheus: the top 2 by total time have their own series; every statement is in the totals.
+    let metrics = request("GET", &format!("{url}/metrics"), None, None).body;
+    let line = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+            .to_string()
+    };
+    assert!(line("pgpilot_statement_calls_total{fingerprint=\"00000000000000f1\"").ends_with(" 50"));
+    assert!(line("pgpilot_statement_calls_total{fingerprint=\"00000000000000f2\"")
+        .contains("query=\"SELECT count(*) FROM t\""));
+    assert!(!metrics.contains("fingerprint=\"00000000000000f3\""), "only the top 2 get series");
+    assert!(line("pgpilot_statements_total{database=\"postgres\",target=\"primary\"}").ends_with(" 50"));
+    assert!(line("pgpilot_statements_total{database=\"analytics\",target=\"cache\"}").ends_with(" 1"));
+    assert!(line("pgpilot_statements_failed_total{database=\"postgres\",sqlstate=\"57014\"}").ends_with(" 2"));
+    assert!(line("pgpilot_slow_queries_total{database=\"postgres\"}").ends_with(" 2"));
+    assert!(line("pgpilot_statement_latency_seconds{fingerprint=\"00000000000000f2\"")
+        .contains("quantile=\"0.5\""));
+
+    // DELETE resets, like pg_stat_statements_reset().
+    let reset = request("DELETE", &format!("{url}/api/v1/monitoring/statements"), Some(token), None);
+    assert_eq!(reset.status, 204);
+    assert_eq!(list("").json()["statements"].as_array().unwrap().len(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_query_explains_reads_and_refuses_writes() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE orders(id int PRIMARY KEY, state text); \
+         INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 1000) g; ANALYZE orders; \
+         CREATE TABLE audit(x int); \
+         CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS 'INSERT INTO audit VALUES (1) RETURNING x';",
+    );
+    let mut config = config_for(&pg);
+    config.insight.explain_timeout = Secs::from_secs(2);
+    let gw = start(config).await;
+    let url = format!("{}/api/v1/monitoring/analyze-query", base(&gw));
+    let post = |body: Value| request("POST", &url, None, Some(&body));
+
+    let r =
+        post(json!({"query": "SELECT * FROM orders WHERE id = $1", "database": "postgres", "params": [42]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["role"], "primary", "no replica configured");
+    assert_eq!(v["plan"][0]["Plan"]["Node Type"], "Index Scan", "{v}");
+    assert!(v["plan"][0].get("Execution Time").is_none(), "plain EXPLAIN does not run the statement");
+    assert!(v["total_cost"].as_f64().unwrap() > 0.0);
+
+    for (body, status, words) in [
+        (json!({"query": "DELETE FROM orders", "database": "postgres"}), 403, "may write"),
+        (json!({"query": "UPDATE orders SET state = 'x'"}), 403, "may write"),
+        (json!({"query": "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d"}), 403, "writing_cte"),
+        (json!({"query": "SELECT * FROM orders FOR UPDATE"}), 403, "may write"),
+        (json!({"query": "SELECT 1; SELECT 2"}), 400, "one statement"),
+        (json!({"query": "SELECT 1; DROP TABLE orders"}), 403, "may write"),
+        (json!({"query": "SELEKT 1"}), 400, "does not parse"),
+        (json!({"query": "SELECT * FROM orders", "analyze": true}), 403, "allow_explain_analyze"),
+        (json!({"query": "SELECT 1", "database": "nope"}), 404, "no such database"),
+        (json!({"query": "SELECT * FROM missing_table"}), 400, "does not exist"),
+        (json!({"querry": "SELECT 1"}), 400, "querry"),
+    ] {
+        let r = post(body.clone());
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(words), "{body}: {error}");
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM orders"), "1000", "nothing was deleted");
+
+    // Allowed: EXPLAIN ANALYZE runs, read-only, under the timeout.
+    let mut allowed = gw.shared().insight.config().as_ref().clone();
+    allowed.allow_explain_analyze = true;
+    gw.shared().insight.configure(&allowed);
+    let r = post(
+        json!({"query": "SELECT count(*) FROM orders WHERE state = $1", "analyze": true, "params": ["new"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert!(v["plan"][0]["Execution Time"].as_f64().is_some(), "{v}");
+    assert_eq!(v["plan"][0]["Plan"]["Actual Rows"], 1);
+    // A function that writes is stopped by the READ ONLY transaction.
+    let r = post(json!({"query": "SELECT sneaky()", "analyze": true}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["sqlstate"], "25006", "{}", r.body);
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM audit"), "0");
+    let r = post(json!({"query": "SELECT pg_terminate_backend(pid) FROM pg_stat_activity", "analyze": true}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = post(json!({"query": "SELECT pg_sleep(10)", "analyze": true}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["sqlstate"], "57014", "statement_timeout stops it: {}", r.body);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_uses_the_replica_and_the_probe_sees_servers_and_lag() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE items(id int PRIMARY KEY); INSERT INTO items SELECT generate_series(1, 100)",
+    );
+    let replica = pg.start_replica();
+    replica.wait_caught_up(&pg);
+    let mut config = config_for(&pg);
+    config.databases.get_mut("postgres").unwrap().replicas =
+        pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Url(replica.admin_url())]);
+    config.insight.server_probe_interval = Secs::from_secs(1);
+    let gw = start(config).await;
+    let url = base(&gw);
+
+    let r = request(
+        "POST",
+        &format!("{url}/api/v1/monitoring/analyze-query"),
+        None,
+        Some(&json!({"query": "SELECT * FROM items WHERE id = 5"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["role"], "replica");
+    assert_eq!(r.json()["server"], replica.addr());
+
+    let health_of = || request("GET", &format!("{url}/api/v1/monitoring/health"), None, None).json();
+    let both_up = |h: &Value| {
+        h["servers"].as_array().is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["up"] == true))
+            && h["servers"].as_array().unwrap().iter().any(|s| s["lag_seconds"].is_number())
+    };
+    let mut health = health_of();
+    for _ in 0..100 {
+        if both_up(&health) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        health = health_of();
+    }
+    assert!(both_up(&health), "{health}");
+    let servers = health["servers"].as_array().unwrap();
+    let primary = servers.iter().find(|s| s["server"] == pg.addr()).unwrap();
+    let standby = servers.iter().find(|s| s["server"] == replica.addr()).unwrap();
+    assert_eq!((primary["role"].as_str(), primary["in_recovery"].as_bool()), (Some("primary"), Some(false)));
+    assert_eq!((standby["role"].as_str(), standby["in_recovery"].as_bool()), (Some("replica"), Some(true)));
+    let max = primary["max_connections"].as_u64().unwrap();
+    let used = primary["connections"].as_u64().unwrap();
+    assert!(max >= 10 && used >= 1 && used <= max, "{primary}");
+    assert!(standby["lag_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(health["checks"].as_array().unwrap().iter().any(|c| c["check"] == "replica_lag"));
+    assert!(health["checks"].as_array().unwrap().iter().any(|c| c["check"] == "server_connections"));
+
+    let metrics = request("GET", &format!("{url}/metrics"), None, None).body;
+    let wanted = format!("pgpilot_server_max_connections{{server=\"{}\",role=\"primary\"}} {max}", pg.addr());
+    assert!(metrics.contains(&wanted), "{wanted} in\n{metrics}");
+    assert!(metrics.contains(&format!(
+        "pgpilot_server_replay_lag_bytes{{server=\"{}\",role=\"replica\"}}",
+        replica.addr()
+    )));
+
+    // A replica that stops is reported down, and EXPLAIN falls back to the primary.
+    replica.stop();
+    let mut down = false;
+    for _ in 0..100 {
+        let h = health_of();
+        if h["servers"].as_array().unwrap().iter().any(|s| s["server"] == replica.addr() && s["up"] == false)
+        {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "the stopped replica is reported down");
+    let r = request(
+        "POST",
+        &format!("{url}/api/v1/monitoring/analyze-query"),
+        None,
+        Some(&json!({"query": "SELECT * FROM items"})),
+    );
+    assert_eq!((r.status, r.json()["role"].as_str()), (200, Some("primary")), "{}", r.body);
+    gw.shutdown().await;
+}
+
+// ---------- shipped alert rules and Grafana dashboard ----------
+
+/// Metrics the result cache (issue 5) promises to export; the cache rule is written against them.
+const PROMISED_BY_THE_CACHE: &[&str] = &["pgpilot_cache_hits_total", "pgpilot_cache_misses_total"];
+
+fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("pgpilot_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every metric name /metrics declares (`# TYPE` lines; histograms with their series suffixes).
+fn exported_names() -> BTreeSet<String> {
+    let mut config = Config::default();
+    config.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    config.databases.insert(
+        "app".into(),
+        DatabaseConfig { primary: "postgres://app@127.0.0.1:1/app".into(), ..Default::default() },
+    );
+    let shared = pgpilot_gateway::shared::Shared::new(config, QuickStart::default()).expect("shared state");
+    let text = pgpilot_gateway::metrics::render(&shared);
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let mut parts = rest.split_whitespace();
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        names.insert(name.to_string());
+        if kind == "histogram" || kind == "summary" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    for name in pgpilot_gateway::insight::METRIC_NAMES {
+        assert!(names.contains(*name), "{name} is listed in METRIC_NAMES but /metrics does not declare it");
+    }
+    names
+}
+
+#[test]
+fn alert_rules_use_exported_metrics_and_pass_promtool() {
+    let exported = exported_names();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
+    let text = std::fs::read_to_string(format!("{dir}/pgpilot.rules.yml")).expect("reading the rules");
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("the rules file is YAML");
+    let mut alerts = BTreeSet::new();
+    for group in docs[0]["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            let alert = rule["alert"].as_str().expect("every rule is a named alert");
+            let expr = rule["expr"].as_str().expect("an expr");
+            let used = metric_names_in(expr);
+            assert!(!used.is_empty(), "{alert} uses no pgpilot metric");
+            for name in &used {
+                assert!(
+                    exported.contains(name) || PROMISED_BY_THE_CACHE.contains(&name.as_str()),
+                    "{alert} uses {name}, which pgpilot does not export"
+                );
+            }
+            assert!(matches!(rule["labels"]["severity"].as_str(), Some("warning" | "critical")), "{alert}");
+            assert!(rule["annotations"]["summary"].as_str().is_some(), "{alert} has a summary");
+            alerts.insert(alert.to_string());
+        }
+    }
+    // The thresholds the issue names, each with its alert.
+    for (alert, needle) in [
+        ("PgpilotPoolUtilizationHigh", "pgpilot_pool_utilization) > 0.8"),
+        ("PgpilotClientsWaiting", "pgpilot_pool_clients_waiting) > 0"),
+        ("PgpilotReplicaLagHigh", "pgpilot_server_replay_lag_seconds) > 1"),
+        ("PgpilotSlowQueryRate", "pgpilot_slow_queries_total"),
+        ("PgpilotErrorRateHigh", "pgpilot_statements_failed_total"),
+        ("PgpilotCacheHitRateLow", "< 0.8"),
+        ("PgpilotServerConnectionsNearMax", "pgpilot_server_max_connections"),
+    ] {
+        assert!(alerts.contains(alert), "missing {alert}");
+        assert!(text.contains(needle), "{alert}: {needle}");
+    }
+    assert!(text.contains("for: 5m"), "utilization must hold for 5 minutes");
+    for args in [["check", "rules", "pgpilot.rules.yml"], ["test", "rules", "pgpilot.rules.test.yml"]] {
+        let out =
+            std::process::Command::new("promtool").args(args).current_dir(dir).output().unwrap_or_else(|e| {
+                panic!(
+                    "promtool could not be run ({e}); install it with `apt-get install prometheus` (Debian)"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "query", Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_dashboard_queries_exported_metrics() {
+    let exported = exported_names();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/pgpilot-dashboard.json");
+    let text = std::fs::read_to_string(path).expect("reading the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert!(dashboard["title"].as_str().is_some_and(|t| t.contains("pgpilot")));
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    let mut used_all = BTreeSet::new();
+    for expr in &exprs {
+        let used = metric_names_in(expr);
+        for name in &used {
+            assert!(
+                exported.contains(name) || PROMISED_BY_THE_CACHE.contains(&name.as_str()),
+                "the dashboard queries {name}, which pgpilot does not export: {expr}"
+            );
+        }
+        used_all.extend(used);
+    }
+    assert!(exprs.len() >= 10, "{} queries", exprs.len());
+    for needed in [
+        "pgpilot_pool_utilization",
+        "pgpilot_statement_seconds_total",
+        "pgpilot_statement_latency_seconds",
+        "pgpilot_statements_total",
+        "pgpilot_server_replay_lag_seconds",
+        "pgpilot_cache_hits_total",
+    ] {
+        assert!(used_all.contains(needed), "the dashboard shows {needed}");
+    }
+    // Panels sit on the grid without overlapping.
+    let mut cells = BTreeSet::new();
+    for p in panels {
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_u64().unwrap(),
+            g["y"].as_u64().unwrap(),
+            g["w"].as_u64().unwrap(),
+            g["h"].as_u64().unwrap(),
+        );
+        assert!(x + w <= 24, "{} is wider than the grid", p["title"]);
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{} overlaps another panel", p["title"]);
+            }
+        }
+    }
+}
