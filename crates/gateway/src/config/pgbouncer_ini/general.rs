@@ -119,6 +119,7 @@ const IGNORED: &[(&str, &[&str], Reason)] = &[
 const WEAKENING_WHEN_SET: &[&str] = &["disable_pqexec", "client_tls_protocols", "auth_hba_file"];
 
 /// Every `[pgbouncer]` setting PgBouncer knows (its doc/config.md, current release, and older ones).
+#[cfg(test)]
 pub fn known_settings() -> impl Iterator<Item = &'static str> {
     COUNTS
         .iter()
