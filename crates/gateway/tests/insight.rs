@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pgpilot_gateway::config::{Config, DatabaseConfig, QuickStart, ReplicaConfig, Secs};
+use pgpilot_gateway::config::{Config, DatabaseConfig, ReplicaConfig, Secs};
 use pgpilot_gateway::insight::{Insight, InsightConfig, StatementEvent, Target};
 use pgpilot_testkit::Cluster;
 use serde_json::{json, Value};
@@ -487,7 +487,7 @@ async fn analyze_query_explains_reads_and_refuses_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn explain_uses_the_replica_and_the_probe_sees_servers_and_lag() {
+async fn explain_uses_the_replica_and_health_sees_servers_and_lag() {
     let pg = Cluster::start();
     pg.psql(
         "postgres",
@@ -513,9 +513,10 @@ async fn explain_uses_the_replica_and_the_probe_sees_servers_and_lag() {
     assert_eq!(r.json()["server"], replica.addr());
 
     let health_of = || request("GET", &format!("{url}/api/v1/monitoring/health"), None, None).json();
+    // The probe has read both servers, and the router's monitor has found the replica (its lag is judged).
     let both_up = |h: &Value| {
         h["servers"].as_array().is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["up"] == true))
-            && h["servers"].as_array().unwrap().iter().any(|s| s["lag_seconds"].is_number())
+            && h["checks"].as_array().unwrap().iter().any(|c| c["check"] == "replica_lag")
     };
     let mut health = health_of();
     for _ in 0..100 {
@@ -534,17 +535,16 @@ async fn explain_uses_the_replica_and_the_probe_sees_servers_and_lag() {
     let max = primary["max_connections"].as_u64().unwrap();
     let used = primary["connections"].as_u64().unwrap();
     assert!(max >= 10 && used >= 1 && used <= max, "{primary}");
-    assert!(standby["lag_seconds"].as_f64().unwrap() >= 0.0);
-    assert!(health["checks"].as_array().unwrap().iter().any(|c| c["check"] == "replica_lag"));
+    let lag = health["checks"].as_array().unwrap().iter().find(|c| c["check"] == "replica_lag").unwrap();
+    assert_eq!(lag["subject"], format!("postgres@{}", replica.addr()));
+    assert!(lag["value"].as_f64().unwrap() < 1.0, "an idle replica is not behind: {lag}");
     assert!(health["checks"].as_array().unwrap().iter().any(|c| c["check"] == "server_connections"));
 
     let metrics = request("GET", &format!("{url}/metrics"), None, None).body;
     let wanted = format!("pgpilot_server_max_connections{{server=\"{}\",role=\"primary\"}} {max}", pg.addr());
     assert!(metrics.contains(&wanted), "{wanted} in\n{metrics}");
-    assert!(metrics.contains(&format!(
-        "pgpilot_server_replay_lag_bytes{{server=\"{}\",role=\"replica\"}}",
-        replica.addr()
-    )));
+    assert!(metrics
+        .contains(&format!("pgpilot_server_probe_up{{server=\"{}\",role=\"replica\"}} 1", replica.addr())));
 
     // A replica that stops is reported down, and EXPLAIN falls back to the primary.
     replica.stop();
@@ -586,22 +586,29 @@ fn metric_names_in(expr: &str) -> BTreeSet<String> {
     names
 }
 
-/// Every metric name /metrics declares (`# TYPE` lines; histograms with their series suffixes).
-fn exported_names() -> BTreeSet<String> {
+/// Every metric name a running pgpilot's /metrics declares (`# TYPE` lines; histograms with their
+/// series suffixes). The database is never reached: declarations do not depend on it.
+async fn exported_names() -> BTreeSet<String> {
     let mut config = Config::default();
+    config.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
+    config.pgpilot.http = Some("127.0.0.1:0".into());
     config.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    config.pgpilot.log_connections = false;
+    config.tls.server_tls_sslmode = pgpilot_gateway::config::ServerTlsMode::Disable;
     config.databases.insert(
         "app".into(),
         DatabaseConfig { primary: "postgres://app@127.0.0.1:1/app".into(), ..Default::default() },
     );
-    let shared = pgpilot_gateway::shared::Shared::new(config, QuickStart::default()).expect("shared state");
-    let text = pgpilot_gateway::metrics::render(&shared);
+    let gw = start(config).await;
+    let url = format!("{}/metrics", base(&gw));
+    let text = tokio::task::spawn_blocking(move || request("GET", &url, None, None).body).await.unwrap();
+    gw.shutdown().await;
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
         let mut parts = rest.split_whitespace();
         let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
-        names.insert(name.to_string());
+        assert!(names.insert(name.to_string()), "{name} is declared twice in /metrics");
         if kind == "histogram" || kind == "summary" {
             for suffix in ["_bucket", "_sum", "_count"] {
                 names.insert(format!("{name}{suffix}"));
@@ -614,9 +621,9 @@ fn exported_names() -> BTreeSet<String> {
     names
 }
 
-#[test]
-fn alert_rules_use_exported_metrics_and_pass_promtool() {
-    let exported = exported_names();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_use_exported_metrics_and_pass_promtool() {
+    let exported = exported_names().await;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus");
     let text = std::fs::read_to_string(format!("{dir}/pgpilot.rules.yml")).expect("reading the rules");
     let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("the rules file is YAML");
@@ -642,7 +649,7 @@ fn alert_rules_use_exported_metrics_and_pass_promtool() {
     for (alert, needle) in [
         ("PgpilotPoolUtilizationHigh", "pgpilot_pool_utilization) > 0.8"),
         ("PgpilotClientsWaiting", "pgpilot_pool_clients_waiting) > 0"),
-        ("PgpilotReplicaLagHigh", "pgpilot_server_replay_lag_seconds) > 1"),
+        ("PgpilotReplicaLagHigh", "pgpilot_replica_lag_seconds) > 1"),
         ("PgpilotSlowQueryRate", "pgpilot_slow_queries_total"),
         ("PgpilotErrorRateHigh", "pgpilot_statements_failed_total"),
         ("PgpilotCacheHitRateLow", "< 0.8"),
@@ -684,9 +691,9 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn grafana_dashboard_queries_exported_metrics() {
-    let exported = exported_names();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_queries_exported_metrics() {
+    let exported = exported_names().await;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/pgpilot-dashboard.json");
     let text = std::fs::read_to_string(path).expect("reading the dashboard");
     let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
@@ -712,7 +719,8 @@ fn grafana_dashboard_queries_exported_metrics() {
         "pgpilot_statement_seconds_total",
         "pgpilot_statement_latency_seconds",
         "pgpilot_statements_total",
-        "pgpilot_server_replay_lag_seconds",
+        "pgpilot_replica_lag_seconds",
+        "pgpilot_server_max_connections",
         "pgpilot_cache_hits_total",
     ] {
         assert!(used_all.contains(needed), "the dashboard shows {needed}");
@@ -734,4 +742,69 @@ fn grafana_dashboard_queries_exported_metrics() {
             }
         }
     }
+}
+
+#[test]
+fn the_openapi_file_documents_every_endpoint() {
+    use yaml_rust2::Yaml;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("reading docs/api/openapi.yaml");
+    let doc = &yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML")[0];
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_hash().expect("paths");
+    for (path, methods) in [
+        ("/health", &["get"][..]),
+        ("/metrics", &["get"]),
+        ("/", &["get"]),
+        ("/api/v1/monitoring/pool-stats", &["get"]),
+        ("/api/v1/monitoring/statements", &["get", "delete"]),
+        ("/api/v1/monitoring/slow-queries", &["get"]),
+        ("/api/v1/monitoring/analyze-query", &["post"]),
+        ("/api/v1/monitoring/health", &["get"]),
+        ("/api/v1/monitoring/replicas", &["get"]),
+        ("/api/v1/cache/stats", &["get"]),
+        ("/api/v1/advisor/findings", &["get"]),
+    ] {
+        let ops = &paths[&Yaml::String(path.into())];
+        for m in methods {
+            let op = &ops[*m];
+            assert!(op["responses"].as_hash().is_some_and(|r| !r.is_empty()), "{m} {path} has responses");
+            if path.starts_with("/api/") {
+                assert!(!op["responses"]["401"].is_badvalue(), "{m} {path} documents 401");
+            }
+        }
+    }
+    // Every $ref points at something.
+    fn refs(y: &Yaml, out: &mut Vec<String>) {
+        match y {
+            Yaml::Hash(h) => {
+                for (k, v) in h {
+                    match (k.as_str(), v.as_str()) {
+                        (Some("$ref"), Some(r)) => out.push(r.to_string()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Yaml::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(doc, &mut all);
+    assert!(all.len() > 10);
+    for r in all {
+        let mut node = doc;
+        for part in r.trim_start_matches("#/").split('/') {
+            node = &node[part];
+        }
+        assert!(!node.is_badvalue(), "unresolved $ref {r}");
+    }
+    // The statement fields the advisor reads are the required ones.
+    let required: Vec<&str> = doc["components"]["schemas"]["Statement"]["required"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(required, STATEMENT_FIELDS);
 }

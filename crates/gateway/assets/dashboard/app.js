@@ -20,9 +20,6 @@ const state = {
   prevPools: null, // {t, transactions}
   prevCalls: null, // {t, calls}
   slowTick: 0,
-  replicas: undefined, // undefined: not asked yet; null: endpoint absent
-  cache: undefined,
-  advisor: undefined,
   health: null,
 };
 
@@ -282,7 +279,7 @@ function renderStatements(data, now) {
   while (legend.firstChild) legend.removeChild(legend.firstChild);
   for (const p of parts) {
     legend.appendChild(
-      el("span", { "data-test": `routing-${p.name.toLowerCase()}` }, el("span", { class: "swatch", style: { background: p.color } }), `${p.name} ${total ? fmtPct(p.value / total, 0) : "–"} (${fmtInt(p.value)})`),
+      el("span", { "data-test": `routing-${p.name.toLowerCase()}` }, el("span", { class: "swatch", style: { background: p.color } }), `${p.name} ${total ? fmtPct(p.value / total, 1) : "–"} (${fmtInt(p.value)})`),
     );
   }
 }
@@ -303,7 +300,6 @@ function renderHealth(h) {
   const t = h.thresholds || {};
   setKpi("kpi-errors", fmtPct(r.error_rate, 2), `${fmtInt(r.errors)} of ${fmtInt(r.statements)} · ${fmtRate(r.slow_queries_per_second)} slow/s`, level(r.error_rate || 0, t.error_rate_warning ?? 0.01, t.error_rate_critical ?? 0.05));
   renderServers(h.servers || []);
-  if (state.replicas === null) renderReplicasFromProbe(h.servers || []);
 }
 
 function rank(s) {
@@ -339,7 +335,7 @@ function lagRow(r) {
     el("td", { class: "num", "data-test": "lag" }, r.lag_seconds === null || r.lag_seconds === undefined ? "–" : fmtMs(r.lag_seconds * 1000)),
     el("td", { class: "num" }, fmtBytes(r.lag_bytes)),
     el("td", { class: "num" }, r.reads_routed === undefined ? "–" : fmtInt(r.reads_routed)),
-    el("td", { class: "num" }, r.connections === undefined ? "–" : fmtInt(r.connections)),
+    el("td", { class: "num" }, r.outstanding === undefined ? "–" : fmtInt(r.outstanding)),
   );
 }
 
@@ -377,16 +373,16 @@ function parseSeconds(text, fallback) {
   return any ? total : fallback;
 }
 
-function renderReplicasFromProbe(servers) {
-  const rows = servers
-    .filter((s) => s.role === "replica")
-    .map((s) => ({ database: (s.databases || []).join(", "), server: s.server, state: s.up ? (s.in_recovery ? "streaming" : "not in recovery") : "down", lag_seconds: s.lag_seconds, lag_bytes: s.lag_bytes, connections: s.connections }));
-  renderLag(rows, "from the server probe");
-}
-
 function renderReplicas(data) {
-  const rows = (data.replicas || []).map((r) => Object.assign({ state: r.banned ? "banned" : r.state }, r, { state: r.banned ? "banned" : r.state }));
-  renderLag(rows, "from the router");
+  if (data === null) {
+    replaceRows($("replicas").tBodies[0], [], 7, "Replica lag is not measured by this pgpilot.");
+    setKpi("kpi-lag", "–", "not measured");
+    return;
+  }
+  const rows = (data.replicas || [])
+    .filter((r) => r.role !== "primary")
+    .map((r) => Object.assign({}, r, { state: r.banned ? "banned" : r.state }));
+  renderLag(rows, "measured by the router");
 }
 
 function renderCache(c) {
@@ -475,15 +471,8 @@ async function tick() {
     settle(api(`/api/v1/monitoring/statements?sort=${encodeURIComponent(state.sort)}&limit=15`), (d) => renderStatements(d, now)),
     settle(api("/api/v1/monitoring/health"), renderHealth),
     settle(api("/api/v1/monitoring/slow-queries?limit=15"), renderSlow),
-    settle(api("/api/v1/monitoring/replicas"), (d) => {
-      state.replicas = d;
-      if (d !== null) renderReplicas(d);
-      else if (state.health) renderReplicasFromProbe(state.health.servers || []);
-    }),
-    settle(api("/api/v1/cache/stats"), (d) => {
-      state.cache = d;
-      renderCache(d);
-    }),
+    settle(api("/api/v1/monitoring/replicas"), renderReplicas),
+    settle(api("/api/v1/cache/stats"), renderCache),
   ];
   if (slow) jobs.push(settle(api("/api/v1/advisor/findings"), renderAdvisor));
   const results = await Promise.all(jobs);

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::pgclient::{server_user_for, ClientError, PgConn};
 use crate::config::ServerUrl;
 use crate::databases::Database;
+use crate::routing::{Backend, Role};
 use crate::shared::Shared;
 
 #[derive(Debug, Deserialize)]
@@ -196,7 +197,8 @@ pub async fn analyze_query(shared: &Shared, req: AnalyzeRequest) -> Result<Value
     }))
 }
 
-/// A replica when one answers, else the primary. Which one ran it is reported.
+/// A healthy replica (as the router's monitor sees them) when one answers, else the primary,
+/// else any server. Which one ran it is reported.
 async fn connect_replica_first(
     shared: &Shared,
     db: &Arc<Database>,
@@ -204,8 +206,27 @@ async fn connect_replica_first(
     timeout: Duration,
 ) -> Result<(PgConn, &'static str), Refusal> {
     let connect_timeout = timeout.min(Duration::from_secs(5));
-    let candidates: Vec<(&ServerUrl, &'static str)> =
-        db.replicas.iter().map(|r| (r, "replica")).chain(std::iter::once((&db.primary, "primary"))).collect();
+    let primary = db.primary_index();
+    // Before the monitor's first check a configured replica counts as one.
+    let rank = |b: &Backend| match (b.role(), b.is_banned()) {
+        _ if b.index == primary => 1,
+        (Role::Replica, false) => 0,
+        (Role::Unknown, false) if !b.configured_primary => 0,
+        _ => 2,
+    };
+    let mut backends: Vec<&Arc<Backend>> = db.backends.iter().collect();
+    backends.sort_by_key(|b| (rank(b), b.index));
+    let candidates: Vec<(&ServerUrl, &'static str)> = backends
+        .iter()
+        .map(|b| {
+            let role = match b.role() {
+                _ if b.index == primary => "primary",
+                Role::Unknown if !b.configured_primary => "replica",
+                r => r.as_str(),
+            };
+            (&b.url, role)
+        })
+        .collect();
     let mut errors = Vec::new();
     for (url, role) in candidates {
         match PgConn::connect(shared, db, url, user, connect_timeout).await {

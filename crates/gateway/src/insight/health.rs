@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::HealthThresholds;
+use crate::routing::backend::Role;
 use crate::shared::{Phase, Shared};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -99,12 +100,8 @@ pub fn health(shared: &Shared) -> Value {
             let (w, c) = (t.server_connections_warning, t.server_connections_critical);
             checks.add("server_connections", s.server.clone(), usage, w, Some(c), what);
         }
-        if let Some(lag) = s.lag_seconds {
-            let (w, c) =
-                (t.replica_lag_warning.get().as_secs_f64(), t.replica_lag_critical.get().as_secs_f64());
-            checks.add("replica_lag", s.server.clone(), lag, w, Some(c), "replay lag (seconds)");
-        }
     }
+    replica_checks(shared, t, &mut checks);
     let snapshot = shared.insight.snapshot();
     let rates = shared.insight.rates.sample(&snapshot.totals(), t.window.get());
     let (w, c) = (t.error_rate_warning, t.error_rate_critical);
@@ -134,6 +131,28 @@ pub fn health(shared: &Shared) -> Value {
         "rates": rates,
         "thresholds": t,
     })
+}
+
+/// Lag and state of each replica as the router's monitor measures them (what routing acts on).
+fn replica_checks(shared: &Shared, t: &HealthThresholds, checks: &mut Checks) {
+    let (w, c) = (t.replica_lag_warning.get().as_secs_f64(), t.replica_lag_critical.get().as_secs_f64());
+    for (name, db) in shared.databases.load().iter() {
+        for b in db.backends.iter().filter(|b| b.role() == Role::Replica) {
+            let subject = format!("{name}@{}", b.address);
+            let (_, lag_ms) = b.lag();
+            checks.add(
+                "replica_lag",
+                subject.clone(),
+                lag_ms as f64 / 1e3,
+                w,
+                Some(c),
+                "replay lag (seconds)",
+            );
+            if b.is_banned() {
+                checks.add("replica_down", subject, 1.0, 1.0, None, "banned from reads");
+            }
+        }
+    }
 }
 
 fn pool_checks(shared: &Shared, t: &HealthThresholds, checks: &mut Checks) -> Vec<Value> {

@@ -1,6 +1,6 @@
 //! Workload insight: per-statement statistics gathered at the proxy (no extension needed on the
 //! server), the slow-query log, the JSON monitoring API, Prometheus series for the most expensive
-//! statements, a probe of each server's connections and replay lag, and the web dashboard.
+//! statements, a probe of each server's connections against max_connections, and the web dashboard.
 //!
 //! The session calls [`Insight::record`] once per completed statement. It takes one of 32 small
 //! mutexes chosen by the statement's fingerprint, updates counters and a fixed-size histogram,
@@ -165,15 +165,9 @@ impl Insight {
         self.store.tracked()
     }
 
-    /// What the server probe (or the router's lag monitor) last saw of each server.
+    /// What the server probe last saw of each server.
     pub fn server_statuses(&self) -> Vec<ServerStatus> {
         self.servers.all()
-    }
-
-    /// Records a replica's replay lag measured elsewhere (e.g. by the router's lag monitor), so
-    /// health and the dashboard use the same figure the router acts on.
-    pub fn report_replica_lag(&self, server: &str, lag_seconds: f64, lag_bytes: u64) {
-        self.servers.report_lag(server, lag_seconds, lag_bytes);
     }
 
     /// Forgets statistics and the slow-query log (like pg_stat_statements_reset()).

@@ -1,7 +1,8 @@
 //! The server probe: every `server_probe_interval`, one query per configured server over a kept
-//! connection (logged in as the pools are) reads its client backends against max_connections,
-//! whether it is in recovery, and, for a standby, how far its replay is behind its primary. The
-//! same loop samples the statement totals for the health endpoint's rates.
+//! connection (logged in as the pools are) reads its client backends (of every application, not
+//! only pgpilot's) against max_connections, and whether it is in recovery. Replication lag is the
+//! router's business (routing::monitor). The same loop samples the statement totals for the
+//! health endpoint's rates.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,9 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_SQL: &str = "SELECT current_setting('max_connections'), \
      current_setting('superuser_reserved_connections'), \
      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
-     pg_is_in_recovery(), \
-     CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, \
-     CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END";
+     pg_is_in_recovery()";
 
 /// Runs until the gateway stops (or is dropped).
 pub fn spawn_server_probe(shared: &Arc<Shared>) -> tokio::task::JoinHandle<()> {
@@ -67,14 +66,6 @@ struct Reading {
     reserved: Option<u64>,
     connections: Option<u64>,
     in_recovery: Option<bool>,
-    lsn: Option<u64>,
-    replay_age_seconds: Option<f64>,
-}
-
-/// "16/B374D848" → bytes.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
 impl Probe {
@@ -83,11 +74,9 @@ impl Probe {
         let mut seen: HashMap<String, ServerStatus> = HashMap::new();
         for db in &databases {
             let user = server_user_for(db, None);
-            let primary =
-                self.status(shared, db, &db.primary, "primary", user.as_deref(), None, &mut seen).await;
-            let primary_lsn = primary.and_then(|r| r.lsn.filter(|_| r.in_recovery == Some(false)));
+            self.status(shared, db, &db.primary, "primary", user.as_deref(), &mut seen).await;
             for replica in &db.replicas {
-                self.status(shared, db, replica, "replica", user.as_deref(), primary_lsn, &mut seen).await;
+                self.status(shared, db, replica, "replica", user.as_deref(), &mut seen).await;
             }
         }
         let servers: Vec<String> = seen.keys().cloned().collect();
@@ -99,7 +88,6 @@ impl Probe {
     }
 
     /// Probes one server once per round (several databases may share it) and records its status.
-    #[allow(clippy::too_many_arguments)]
     async fn status(
         &mut self,
         shared: &Arc<Shared>,
@@ -107,13 +95,12 @@ impl Probe {
         url: &ServerUrl,
         role: &str,
         user: Option<&str>,
-        primary_lsn: Option<u64>,
         seen: &mut HashMap<String, ServerStatus>,
-    ) -> Option<Reading> {
+    ) {
         let addr = url.address();
         if let Some(s) = seen.get_mut(&addr) {
             s.databases.push(db.name.to_string());
-            return None;
+            return;
         }
         let mut status = ServerStatus {
             server: addr.clone(),
@@ -126,33 +113,23 @@ impl Probe {
             None => Err("no server user known yet (no fixed user and no pool opened)".to_string()),
             Some(user) => self.read(shared, db, url, user).await,
         };
-        let reading = match result {
-            Ok(r) => r,
+        match result {
+            Ok(reading) => {
+                status.up = true;
+                status.max_connections = reading.max_connections;
+                status.superuser_reserved_connections = reading.reserved;
+                status.connections = reading.connections;
+                status.in_recovery = reading.in_recovery;
+            }
             Err(e) => {
                 let was_up = shared.insight.servers.all().iter().any(|s| s.server == addr && s.up);
                 if was_up {
                     tracing::warn!(server = %addr, error = %e, "server probe failed");
                 }
                 status.error = Some(e);
-                seen.insert(addr, status);
-                return None;
-            }
-        };
-        status.up = true;
-        status.max_connections = reading.max_connections;
-        status.superuser_reserved_connections = reading.reserved;
-        status.connections = reading.connections;
-        status.in_recovery = reading.in_recovery;
-        if reading.in_recovery == Some(true) {
-            if let (Some(p), Some(r)) = (primary_lsn, reading.lsn) {
-                status.lag_bytes = Some(p.saturating_sub(r));
-                // Fully replayed: no lag, however long ago the last transaction was.
-                status.lag_seconds =
-                    if r >= p { Some(0.0) } else { reading.replay_age_seconds.map(|s| s.max(0.0)) };
             }
         }
         seen.insert(addr, status);
-        Some(reading)
     }
 
     async fn read(
@@ -181,18 +158,6 @@ impl Probe {
             reserved: num(1),
             connections: num(2),
             in_recovery: col(3).map(|v| v == "t"),
-            lsn: col(4).as_deref().and_then(parse_lsn),
-            replay_age_seconds: col(5).and_then(|v| v.parse::<f64>().ok()),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn lsns_parse() {
-        assert_eq!(super::parse_lsn("0/3000060"), Some(0x300_0060));
-        assert_eq!(super::parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
-        assert_eq!(super::parse_lsn("nonsense"), None);
     }
 }

@@ -23,13 +23,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "pgpilot_statement_latency_seconds",
     "pgpilot_insight_statements_tracked",
     "pgpilot_insight_statements_max",
-    "pgpilot_server_up",
-    "pgpilot_server_in_recovery",
+    "pgpilot_server_probe_up",
     "pgpilot_server_connections",
     "pgpilot_server_max_connections",
     "pgpilot_server_superuser_reserved_connections",
-    "pgpilot_server_replay_lag_seconds",
-    "pgpilot_server_replay_lag_bytes",
 ];
 
 /// Longest query text put in a label.
@@ -163,10 +160,9 @@ fn top_statements(out: &mut String, top: &[&StatementStats]) {
 fn servers(out: &mut String, shared: &Shared) {
     let statuses = shared.insight.server_statuses();
     type Value = fn(&super::ServerStatus) -> Option<f64>;
-    let series: [(&str, &str, Value); 7] = [
-        ("pgpilot_server_up", "1 when the last probe of the server succeeded.", |s| Some(s.up as u8 as f64)),
-        ("pgpilot_server_in_recovery", "1 for a server in recovery (a standby).", |s| {
-            s.in_recovery.map(|r| r as u8 as f64)
+    let series: [(&str, &str, Value); 4] = [
+        ("pgpilot_server_probe_up", "1 when the last probe of the server succeeded.", |s| {
+            Some(s.up as u8 as f64)
         }),
         (
             "pgpilot_server_connections",
@@ -181,12 +177,6 @@ fn servers(out: &mut String, shared: &Shared) {
             "The server's superuser_reserved_connections.",
             |s| s.superuser_reserved_connections.map(|n| n as f64),
         ),
-        ("pgpilot_server_replay_lag_seconds", "Seconds a standby is behind (0 when fully replayed).", |s| {
-            s.lag_seconds
-        }),
-        ("pgpilot_server_replay_lag_bytes", "WAL bytes a standby has yet to replay.", |s| {
-            s.lag_bytes.map(|n| n as f64)
-        }),
     ];
     for (name, help, value) in series {
         header(out, name, "gauge", help);

@@ -1,5 +1,5 @@
 //! What the server probe last saw of each PostgreSQL server (by address): backends against
-//! max_connections, recovery state and replay lag.
+//! max_connections and recovery state. Replication lag is the router's (routing::monitor).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,10 +22,6 @@ pub struct ServerStatus {
     pub connections: Option<u64>,
     pub max_connections: Option<u64>,
     pub superuser_reserved_connections: Option<u64>,
-    /// Seconds since the last replayed transaction, 0 when everything the primary wrote is replayed.
-    pub lag_seconds: Option<f64>,
-    /// WAL bytes the replica has yet to replay.
-    pub lag_bytes: Option<u64>,
     /// Why the last probe failed.
     pub error: Option<String>,
     pub updated_unix_ms: u64,
@@ -60,17 +56,5 @@ impl ServerStatuses {
     /// Drops servers no longer configured.
     pub fn retain(&self, servers: &[String]) {
         self.by_server.lock().retain(|s, _| servers.contains(s));
-    }
-
-    pub fn report_lag(&self, server: &str, lag_seconds: f64, lag_bytes: u64) {
-        let mut all = self.by_server.lock();
-        let s = all.entry(server.to_string()).or_insert_with(|| ServerStatus {
-            server: server.to_string(),
-            role: "replica".into(),
-            ..Default::default()
-        });
-        s.lag_seconds = Some(lag_seconds);
-        s.lag_bytes = Some(lag_bytes);
-        s.updated_unix_ms = now_unix_ms();
     }
 }
