@@ -27,6 +27,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id while it runs (to check it is gone after a teardown).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's working directory, removed on drop.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Stops the server (as a crash would: no save).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,144 @@
+//! The advisor's view of the demo database after the workload: the indexes it proves would help
+//! (the sample application leaves some out on purpose) and the most important health findings.
+
+use std::net::SocketAddr;
+
+use pgpilot_advisor::{advise, AdviseOptions, NoProgress, Report};
+use pgpilot_bench::demo_app::MISSING_INDEXES;
+use serde::Serialize;
+
+use super::gateway_stats::get_json;
+
+/// How many findings the report shows.
+const TOP_FINDINGS: usize = 5;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AdvisorSummary {
+    /// Set when the advisor could not run; the rest is then empty.
+    pub error: Option<String>,
+    /// How index suggestions were established (hypopg, or heuristics).
+    pub index_method: String,
+    /// Where the workload came from (pgpilot's statistics or pg_stat_statements).
+    pub workload_sources: Vec<String>,
+    /// Workload statements analysed (from pg_stat_statements).
+    pub statements_analysed: usize,
+    pub duration_ms: u64,
+    pub index_suggestions: Vec<Suggestion>,
+    pub top_findings: Vec<FindingLine>,
+    /// How many findings there were in all.
+    pub findings_total: usize,
+    /// Of the indexes the sample application leaves out on purpose, how many were suggested.
+    pub planted_missing_indexes_found: usize,
+    pub planted_missing_indexes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Suggestion {
+    pub table: String,
+    pub create_statement: String,
+    /// How much cheaper the statements it helps become (0.9 = 90%), when proven with hypopg.
+    pub cost_reduction: Option<f64>,
+    /// One of the indexes the sample application leaves out on purpose.
+    pub planted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingLine {
+    pub severity: String,
+    pub category: String,
+    pub title: String,
+    pub object: Option<String>,
+    pub fix: Option<String>,
+}
+
+/// Runs the advisor on the primary. Never fails the demo: a failure is recorded in the summary.
+///
+/// The workload comes from pgpilot's own statement statistics when it has recorded some: they keep
+/// the application's constants (`interval '30 days'`, `status = 'pending'`), which
+/// pg_stat_statements replaces with parameters the planner cannot always type. Otherwise it comes
+/// from pg_stat_statements on the primary.
+pub async fn run(primary_url: &str, gateway_http: SocketAddr, measured_tps: f64) -> AdvisorSummary {
+    let mut opts = AdviseOptions::new(primary_url);
+    if gateway_has_statements(gateway_http).await {
+        opts.workload.pgpilot_url = Some(format!("http://{gateway_http}"));
+        opts.workload.pg_stat_statements = false;
+    }
+    // hypopg ships with the demo's Debian packages; the advisor creates it in the demo database.
+    opts.index.install_extensions = true;
+    if measured_tps > 0.0 {
+        opts.pool.target_tps = Some(measured_tps);
+    }
+    match advise(&opts, &NoProgress).await {
+        Ok(report) => summarize(&report),
+        Err(e) => AdvisorSummary {
+            error: Some(format!("{e:#}")),
+            planted_missing_indexes: MISSING_INDEXES.len(),
+            ..Default::default()
+        },
+    }
+}
+
+async fn gateway_has_statements(http: SocketAddr) -> bool {
+    match get_json(http, "/api/v1/monitoring/statements?limit=1").await {
+        Ok(Some(v)) => v.get("statements").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty()),
+        _ => false,
+    }
+}
+
+fn summarize(report: &Report) -> AdvisorSummary {
+    let index_suggestions: Vec<Suggestion> = report
+        .index_suggestions
+        .iter()
+        .map(|s| Suggestion {
+            table: s.table.clone(),
+            create_statement: s.create_statement.clone(),
+            cost_reduction: s.improvement(),
+            planted: MISSING_INDEXES.iter().any(|m| same_table(&s.table, m.table)),
+        })
+        .collect();
+    let planted_found = MISSING_INDEXES
+        .iter()
+        .filter(|m| report.index_suggestions.iter().any(|s| same_table(&s.table, m.table)))
+        .count();
+    AdvisorSummary {
+        error: None,
+        index_method: report.index_method.clone(),
+        workload_sources: report.workload.sources.clone(),
+        statements_analysed: report.workload.analysed,
+        duration_ms: report.duration_ms,
+        index_suggestions,
+        top_findings: report
+            .top_findings(TOP_FINDINGS)
+            .into_iter()
+            .map(|f| FindingLine {
+                severity: f.severity.label().to_string(),
+                category: f.category.label().to_string(),
+                title: f.title.clone(),
+                object: f.object.clone(),
+                fix: f.fix.clone(),
+            })
+            .collect(),
+        findings_total: report.findings.len(),
+        planted_missing_indexes_found: planted_found,
+        planted_missing_indexes: MISSING_INDEXES.len(),
+    }
+}
+
+/// `ledger.transactions` also matches its monthly partitions (`ledger.transactions_2025_03`).
+fn same_table(suggested: &str, planted: &str) -> bool {
+    let suggested = suggested.trim_matches('"');
+    suggested == planted || suggested.strip_prefix(planted).is_some_and(|rest| rest.starts_with('_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_table;
+
+    #[test]
+    fn partitions_count_as_their_parent() {
+        assert!(same_table("ledger.transactions", "ledger.transactions"));
+        assert!(same_table("ledger.transactions_2025_03", "ledger.transactions"));
+        assert!(!same_table("ledger.transactionsx", "ledger.transactions"));
+        assert!(!same_table("flow.runs", "ledger.transactions"));
+    }
+}

@@ -1,0 +1,217 @@
+//! `pgpilot demo` end to end, as a user runs it: the real binary, real PostgreSQL (and Redis when
+//! installed). A short run must measure work with no failure and report the advisor's findings;
+//! whether it ends or is interrupted, no server process and no directory of its own may remain.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PGPILOT: &str = env!("CARGO_BIN_EXE_pgpilot");
+
+/// The short mode CI runs: a small sample application and few clients.
+const SHORT: [&str; 5] = ["demo", "--scale", "0.05", "--clients", "4"];
+
+fn demo_command(duration: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(PGPILOT);
+    cmd.args(SHORT).args(["--duration", duration]).args(extra).env_remove("PGPILOT_LOG");
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A process that exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for the processes to go (pg_ctl returns once the postmaster has exited,
+/// but its children may take a moment longer).
+fn assert_gone(pids: &[u32], dirs: &[PathBuf], context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for &pid in pids {
+        assert!(!alive(pid), "process {pid} is still running after the demo ended\n{context}");
+    }
+    for dir in dirs {
+        assert!(!dir.exists(), "{} still exists after the demo ended\n{context}", dir.display());
+    }
+}
+
+#[test]
+fn short_demo_reports_work_without_failures_and_leaves_nothing_behind() {
+    let out = demo_command("5", &["--format", "json"]).output().expect("running pgpilot demo");
+    let context = text(&out);
+    assert!(out.status.success(), "pgpilot demo failed\n{context}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON: {e}\n{context}"));
+
+    let workload = &report["workload"];
+    assert!(workload["transactions"].as_u64().unwrap() > 0, "{context}");
+    assert_eq!(workload["failed"].as_u64(), Some(0), "{context}");
+    let phases = workload["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2, "read-heavy and write-heavy\n{context}");
+    for phase in phases {
+        for target in ["direct", "pgpilot"] {
+            let t = &phase[target];
+            assert!(t["transactions"].as_u64().unwrap() > 0, "{} {target}\n{context}", phase["mix"]);
+            assert!(t["latency_ms"]["p99"].as_f64().unwrap() >= t["latency_ms"]["p50"].as_f64().unwrap());
+        }
+        assert!(phase["ratio"]["tps"].as_f64().unwrap() > 0.0, "{context}");
+    }
+
+    let advisor = &report["advisor"];
+    assert!(advisor["error"].is_null(), "{context}");
+    let found = advisor["index_suggestions"].as_array().unwrap().len() + advisor["top_findings"].as_array().unwrap().len();
+    assert!(found > 0, "the advisor found nothing in the sample application\n{context}");
+
+    assert!(report["pool"]["server_connections_peak"].as_u64().unwrap() > 0, "{context}");
+    assert!(report["pool"]["samples"].as_u64().unwrap() > 0, "{context}");
+
+    // Reads on the replica and cache hits become mandatory as soon as the gateway reports them.
+    let replica = &report["replica"];
+    if replica["available"] == Value::Bool(true) {
+        assert!(replica["error"].is_null(), "{context}");
+        assert!(replica["reads_replica"].as_u64().unwrap() > 0, "no read reached the replica\n{context}");
+    } else {
+        assert!(replica["reads_replica"].is_null(), "{context}");
+    }
+    let cache = &report["cache"];
+    if cache["available"] == Value::Bool(true) {
+        assert!(cache["error"].is_null(), "{context}");
+        assert!(cache["hits"].as_u64().unwrap() > 0, "the result cache served no hit\n{context}");
+    } else {
+        assert!(cache["hits"].is_null(), "{context}");
+    }
+
+    let servers = &report["servers"];
+    let mut pids = Vec::new();
+    let mut dirs = Vec::new();
+    for role in ["primary", "replica", "redis"] {
+        let s = &servers[role];
+        if s.is_null() {
+            assert_eq!(role, "redis", "the {role} is missing from the report\n{context}");
+            continue;
+        }
+        pids.extend(s["pid"].as_u64().map(|p| p as u32));
+        dirs.push(PathBuf::from(s["dir"].as_str().unwrap()));
+    }
+    assert!(pids.len() >= 2, "{context}");
+    let config = PathBuf::from(servers["pgpilot"]["config_file"].as_str().unwrap());
+    dirs.push(config.parent().unwrap().to_path_buf());
+    assert_gone(&pids, &dirs, &context);
+}
+
+/// What the demo printed about a server it started: `  primary  URL  pid N  dir PATH`.
+#[derive(Default, Debug)]
+struct Started {
+    pids: Vec<u32>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Started {
+    fn read(&mut self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.windows(2) {
+            match pair[0] {
+                "pid" => self.pids.extend(pair[1].parse::<u32>().ok()),
+                "dir" => self.dirs.push(PathBuf::from(pair[1])),
+                "config" => self.dirs.extend(Path::new(pair[1]).parent().map(Path::to_path_buf)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reads the child's stderr on a thread, line by line.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn ctrl_c_during_the_workload_tears_everything_down() {
+    let mut child = demo_command("60", &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pgpilot demo");
+    let lines = stderr_lines(&mut child);
+    let mut started = Started::default();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the workload never started:\n{}", seen.join("\n"));
+            }
+        };
+        started.read(&line);
+        let workload_started = line.starts_with("Running the workload");
+        seen.push(line);
+        if workload_started {
+            break;
+        }
+    }
+    // Let the first run get going, then interrupt as Ctrl-C would.
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let status = wait_with_limit(&mut child, Duration::from_secs(60));
+    seen.extend(lines.try_iter());
+    let context = seen.join("\n");
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("pgpilot demo did not exit within 60 s of SIGINT:\n{context}");
+    };
+    assert_eq!(status.code(), Some(1), "an interrupted demo exits with 1\n{context}");
+    assert!(context.contains("Stopped:"), "{context}");
+    assert!(!context.contains("panicked"), "{context}");
+    assert!(started.pids.len() >= 2 && started.dirs.len() >= 3, "{started:?}\n{context}");
+    assert_gone(&started.pids, &started.dirs, &context);
+}
+
+#[test]
+fn missing_postgresql_binaries_are_named_not_a_panic() {
+    let out = Command::new(PGPILOT)
+        .args(SHORT)
+        .env("PGBIN", "/nonexistent/postgresql/bin")
+        .output()
+        .expect("running pgpilot demo");
+    let context = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{context}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("apt-get install postgresql"), "{context}");
+    assert!(!stderr.contains("panicked"), "{context}");
+}
