@@ -139,7 +139,9 @@ impl ini::IniFile {
 }
 
 /// PgBouncer's defaults, which differ from pgpilot's in places (session pooling, md5, 100 clients,
-/// no TCP listener, a Unix socket in /tmp, an empty query as the server check).
+/// no TCP listener, a Unix socket in /tmp, an empty query as the server check). Every value is
+/// spelt out, even where it equals pgpilot's default today, so that a change of pgpilot's defaults
+/// never changes what a converted pgbouncer.ini means.
 fn pgbouncer_defaults() -> Config {
     let general = General {
         listen: OneOrMany(Vec::new()),
