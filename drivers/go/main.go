@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -411,8 +412,11 @@ func (cl *client) errorAndRecovery(ctx context.Context) error {
 // stopped: a cancel that reaches the server before the query does is ignored (by PostgreSQL too),
 // and on a loaded machine the query may not have been sent 200 ms later. CancelRequest returns
 // once the server has taken the request, so after stop() none can reach the next statement.
-func startCanceller(pg *pgconn.PgConn) (stop func()) {
+// stop reports whether a cancel was sent at all: a query cancelled before that was hit by a
+// cancel meant for someone else.
+func startCanceller(pg *pgconn.PgConn) (stop func() (sent bool)) {
 	done := make(chan struct{})
+	var sent int32
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -425,14 +429,16 @@ func startCanceller(pg *pgconn.PgConn) (stop func()) {
 			case <-time.After(pause):
 			}
 			pause = 250 * time.Millisecond
+			atomic.StoreInt32(&sent, 1)
 			if err := pg.CancelRequest(context.Background()); err != nil {
 				fmt.Fprintln(os.Stderr, "CancelRequest:", err)
 			}
 		}
 	}()
-	return func() {
+	return func() bool {
 		close(done)
 		wg.Wait()
+		return atomic.LoadInt32(&sent) == 1
 	}
 }
 
@@ -450,10 +456,13 @@ func (cl *client) cancel(ctx context.Context) error {
 	started := time.Now()
 	stop := startCanceller(cl.conn.PgConn())
 	_, err = tx.Exec(ctx, "SELECT pg_sleep(30)")
-	stop()
+	sent := stop()
 	elapsed := time.Since(started)
 	if err := expectError(c, "57014", "pg_sleep(30) cancelled after 200 ms", err); err != nil {
 		return err
+	}
+	if !sent {
+		return mismatchf("client %d: pg_sleep(30) was cancelled before its own cancel request was sent: a cancel meant for another client's query reached this client's server", c)
 	}
 	if !strings.Contains(err.Error(), "user request") || elapsed > 5*time.Second {
 		return mismatchf("client %d: cancel: after %.1fs got %v", c, elapsed.Seconds(), err)

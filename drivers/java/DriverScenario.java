@@ -70,6 +70,7 @@ public class DriverScenario {
     static final class Canceller {
         private final Thread thread;
         private volatile boolean stopped;
+        private volatile boolean sent;
 
         Canceller(Statement st) {
             thread = new Thread(() -> {
@@ -82,6 +83,7 @@ public class DriverScenario {
                     }
                     pause = 250;
                     if (stopped) return;
+                    sent = true;
                     try {
                         st.cancel();
                     } catch (SQLException e) {
@@ -90,6 +92,10 @@ public class DriverScenario {
                 }
             }, "canceller");
             thread.start();
+        }
+
+        boolean sent() {
+            return sent;
         }
 
         void stop() throws InterruptedException {
@@ -418,6 +424,9 @@ public class DriverScenario {
                     canceller.stop();
                 }
                 double elapsed = (System.nanoTime() - started) / 1e9;
+                if (!canceller.sent()) {
+                    throw new Mismatch("client " + c + ": pg_sleep(30) was cancelled before its own cancel request was sent: a cancel meant for another client's query reached this client's server");
+                }
                 if (!e.getMessage().contains("user request") || elapsed > 5) {
                     throw new Mismatch(String.format("client %d: cancel: after %.1fs got %s", c, elapsed, e.getMessage()));
                 }

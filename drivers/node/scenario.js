@@ -236,7 +236,7 @@ class ScenarioClient {
     } finally {
       clearTimeout(timer)
     }
-    if (cancelledAt === null) throw new Mismatch(`client ${c}: the query ended before it was cancelled`)
+    if (cancelledAt === null) throw new Mismatch(`client ${c}: pg_sleep(30) was cancelled before its own cancel request was sent: a cancel meant for another client's query reached this client's server`)
     await client.query('ROLLBACK')
     await this.checkSession('after a cancelled query')
   }

@@ -172,6 +172,8 @@ class Client:
             raise Mismatch(f"client {c}: pg_sleep(30) was not cancelled")
         except asyncio.TimeoutError:
             pass
+        except exceptions.QueryCanceledError:
+            raise Mismatch(f"client {c}: pg_sleep(30) was cancelled before its own cancel request was sent: a cancel meant for another client's query reached this client's server") from None
         try:
             await conn.fetchval("SELECT 1")
             raise Mismatch(f"client {c}: cancel: the transaction was not aborted by the cancel")

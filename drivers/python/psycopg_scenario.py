@@ -50,12 +50,14 @@ class Canceller:
 
     def __init__(self, conn):
         self.stopped = threading.Event()
+        self.sent = threading.Event()
         self.thread = threading.Thread(target=self.run, args=(conn,))
         self.thread.start()
 
     def run(self, conn):
         pause = 0.2
         while not self.stopped.wait(pause):
+            self.sent.set()
             conn.cancel_safe()
             pause = 0.25
 
@@ -200,6 +202,8 @@ class Client:
             raise Mismatch(f"client {c}: pg_sleep(30) was not cancelled")
         except errors.QueryCanceled as e:
             elapsed = time.monotonic() - started
+            if not canceller.sent.is_set():
+                raise Mismatch(f"client {c}: pg_sleep(30) was cancelled before its own cancel request was sent: a cancel meant for another client's query reached this client's server") from None
             if "user request" not in str(e) or elapsed > 5:
                 raise Mismatch(f"client {c}: cancel: after {elapsed:.1f}s got {str(e).strip()!r}") from None
         finally:

@@ -4,6 +4,7 @@
 //! are reused across the client's transactions; results come back in binary.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -324,6 +325,8 @@ impl ScenarioClient {
         self.execute("SET LOCAL statement_timeout = '10s'").await?;
         let token = self.client.cancel_token();
         let (stop_tx, mut stop_rx) = watch::channel(false);
+        let sent = Arc::new(AtomicBool::new(false));
+        let sent_by_canceller = sent.clone();
         let canceller = tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
             loop {
@@ -331,6 +334,7 @@ impl ScenarioClient {
                     return;
                 }
                 pause = Duration::from_millis(250);
+                sent_by_canceller.store(true, Ordering::SeqCst);
                 if let Err(e) = token.cancel_query(NoTls).await {
                     eprintln!("client {c}: cancel_query: {e}");
                 }
@@ -343,6 +347,9 @@ impl ScenarioClient {
         let elapsed = started.elapsed();
         let message =
             expect_error(c, "pg_sleep(30) cancelled after 200 ms", &SqlState::QUERY_CANCELED, slept)?;
+        if !sent.load(Ordering::SeqCst) {
+            return Err(format!("client {c}: pg_sleep(30) was cancelled before its own cancel request was sent: a cancel meant for another client's query reached this client's server"));
+        }
         if !message.contains("user request") || elapsed > Duration::from_secs(5) {
             return Err(format!("client {c}: cancel: after {:.1}s got {message:?}", elapsed.as_secs_f64()));
         }
