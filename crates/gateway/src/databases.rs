@@ -1,32 +1,56 @@
-//! Logical databases (what clients name at login) and their pools, one set per server user.
+//! Logical databases (what clients name at login), their servers, and their pools: one pool per
+//! (server, server user).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
+use pgpilot_sql::FunctionCatalog;
 use tokio::sync::watch;
 
-use crate::config::{Config, DatabaseConfig, ServerTlsMode, ServerUrl};
+use crate::config::{Config, DatabaseConfig, ReadYourWrites, RoutingConfig, ServerTlsMode, ServerUrl};
 use crate::pool::{ConnectionLimit, Pool, PoolId, PoolLimits, PoolSettings, SecretSource, ServerTarget};
+use crate::routing::backend::{Backend, Role};
 
-/// The pools of one (database, server user): the primary's and each replica's.
+/// The pools of one (database, server user), one per server, in the database's server order.
 pub struct PoolSet {
-    pub primary: Arc<Pool>,
-    pub replicas: Vec<Arc<Pool>>,
+    pub user: Arc<str>,
+    pub pools: Vec<Arc<Pool>>,
+    /// Clients logged in with this pool set.
+    pub clients: AtomicUsize,
 }
 
 impl PoolSet {
     pub fn all(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        std::iter::once(&self.primary).chain(self.replicas.iter())
+        self.pools.iter()
+    }
+
+    /// Clients to show against server `i`'s pool: every logged-in client on the primary's row (as
+    /// PgBouncer shows cl_active), the clients linked right now on a replica's.
+    pub fn clients_of(&self, db: &Database, i: usize) -> usize {
+        if i == db.primary_index() {
+            self.clients.load(Relaxed)
+        } else {
+            self.pools[i].counts().active
+        }
     }
 }
 
 pub struct Database {
     pub name: Arc<str>,
     pub config: DatabaseConfig,
+    /// The configured primary's URL.
     pub primary: ServerUrl,
     pub replicas: Vec<ServerUrl>,
+    /// Every server: the configured primary first, then the replicas. Which one *is* the primary
+    /// is discovered (pg_is_in_recovery), so a failover needs no restart.
+    pub backends: Vec<Arc<Backend>>,
+    primary_index: AtomicUsize,
+    pub routing: ArcSwap<RoutingConfig>,
+    /// Volatility of the database's functions, for routing and caching.
+    pub functions: ArcSwap<FunctionCatalog>,
     /// max_db_connections across this database's pools.
     pub limit: Arc<ConnectionLimit>,
     pools: Mutex<HashMap<String, Arc<PoolSet>>>,
@@ -34,6 +58,8 @@ pub struct Database {
     pub paused: watch::Sender<bool>,
     /// DISABLE: new clients are refused.
     pub disabled: AtomicBool,
+    /// Round-robin position among replicas.
+    pub next_replica: AtomicUsize,
 }
 
 impl Database {
@@ -45,16 +71,49 @@ impl Database {
             .map(|r| ServerUrl::parse(r.url()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("[databases.{name}] replicas: {e}"))?;
+        let mut backends = vec![Arc::new(Backend::new(0, primary.clone(), true, 1, Vec::new()))];
+        for (i, (url, r)) in replicas.iter().zip(config.replicas.iter()).enumerate() {
+            backends.push(Arc::new(Backend::new(i + 1, url.clone(), false, r.weight(), r.tags().to_vec())));
+        }
+        backends[0].set_role(Role::Primary);
         Ok(Database {
             name: Arc::from(name),
+            routing: ArcSwap::from_pointee(config.routing.clone()),
             config,
             primary,
             replicas,
+            backends,
+            primary_index: AtomicUsize::new(0),
+            functions: ArcSwap::from_pointee(FunctionCatalog::default()),
             limit: Arc::new(ConnectionLimit::new(max_connections)),
             pools: Mutex::new(HashMap::new()),
             paused: watch::Sender::new(false),
             disabled: AtomicBool::new(false),
+            next_replica: AtomicUsize::new(0),
         })
+    }
+
+    /// "primary", "replica" or "unknown" for server `i`, as discovered.
+    pub fn role_name(&self, i: usize) -> &'static str {
+        self.backends[i].role().as_str()
+    }
+
+    /// Index of the server that is the primary now.
+    pub fn primary_index(&self) -> usize {
+        self.primary_index.load(Relaxed)
+    }
+
+    pub fn set_primary_index(&self, i: usize) {
+        self.primary_index.store(i, Relaxed);
+    }
+
+    /// Whether reads may go to replicas.
+    pub fn splits_reads(&self) -> bool {
+        self.routing.load().read_write_split.unwrap_or(!self.replicas.is_empty()) && self.backends.len() > 1
+    }
+
+    pub fn read_your_writes(&self) -> bool {
+        self.routing.load().read_your_writes == ReadYourWrites::Session
     }
 
     /// The server user for a client user: the database's forced user (its `user` setting, or the
@@ -85,7 +144,8 @@ impl Database {
             return set.clone();
         }
         let limits = PoolLimits { database: self.limit.clone(), user: ctx.user_limit.clone() };
-        let make = |url: &ServerUrl| {
+        let make = |b: &Arc<Backend>| {
+            let url = &b.url;
             let tls_mode = url
                 .sslmode
                 .as_deref()
@@ -100,14 +160,15 @@ impl Database {
             let id = PoolId {
                 database: self.name.clone(),
                 user: Arc::from(server_user),
-                server: Arc::from(url.address()),
+                server: b.address.clone(),
             };
             let settings = PoolSettings::resolve(ctx.config, &self.config, server_user);
             Pool::new(id, target, settings, ctx.secrets.clone(), ctx.connector.clone(), limits.clone())
         };
         let set = Arc::new(PoolSet {
-            primary: make(&self.primary),
-            replicas: self.replicas.iter().map(make).collect(),
+            user: Arc::from(server_user),
+            pools: self.backends.iter().map(make).collect(),
+            clients: AtomicUsize::new(0),
         });
         pools.insert(server_user.to_string(), set.clone());
         set
@@ -116,6 +177,7 @@ impl Database {
     /// Applies reloaded settings to existing pools.
     pub fn update_settings(&self, config: &Config, db: &DatabaseConfig) {
         self.limit.set_max(db.max_db_connections.unwrap_or(config.pgpilot.max_db_connections));
+        self.routing.store(Arc::new(db.routing.clone()));
         for (user, set) in self.pools.lock().iter() {
             let settings = Arc::new(PoolSettings::resolve(config, db, user));
             for pool in set.all() {

@@ -1,7 +1,6 @@
 //! The HTTP side: Prometheus metrics, health, and the JSON monitoring API.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -22,12 +21,17 @@ pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
 pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     let api = Router::new()
         .route("/api/v1/monitoring/pool-stats", get(pool_stats))
+        .route("/api/v1/monitoring/replicas", get(replicas))
+        .merge(crate::insight::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .merge(api)
-        .with_state(shared);
+        .merge(crate::insight::dashboard_routes())
+        .with_state(shared.clone());
+    // The probe lives as long as the HTTP side that shows what it finds; it stops with the gateway.
+    let _probe = crate::insight::spawn_server_probe(&shared);
     if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
@@ -79,6 +83,37 @@ async fn pool_stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(pool_stats_json(&shared))
 }
 
+async fn replicas(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(replicas_json(&shared))
+}
+
+/// Every server of every database with its discovered role, health, lag and routed traffic.
+pub fn replicas_json(shared: &Shared) -> serde_json::Value {
+    let mut servers = Vec::new();
+    for (name, db) in shared.databases.load().iter() {
+        for b in &db.backends {
+            let (lag_bytes, lag_ms) = b.lag();
+            servers.push(json!({
+                "database": name,
+                "server": &*b.address,
+                "role": b.role().as_str(),
+                "configured_primary": b.configured_primary,
+                "state": if b.is_banned() { "banned" } else { "up" },
+                "banned": b.is_banned(),
+                "lag_bytes": lag_bytes,
+                "lag_seconds": lag_ms as f64 / 1e3,
+                "reads_routed": b.reads.load(std::sync::atomic::Ordering::Relaxed),
+                "writes_routed": b.writes.load(std::sync::atomic::Ordering::Relaxed),
+                "outstanding": b.outstanding.load(std::sync::atomic::Ordering::Relaxed),
+                "weight": b.weight,
+                "tags": &b.tags,
+                "last_error": b.last_error.lock().clone(),
+            }));
+        }
+    }
+    json!({ "replicas": servers })
+}
+
 pub fn pool_stats_json(shared: &Shared) -> serde_json::Value {
     let mut pools = Vec::new();
     for db in shared.databases.load().values() {
@@ -87,12 +122,12 @@ pub fn pool_stats_json(shared: &Shared) -> serde_json::Value {
                 let c = pool.counts();
                 let settings = pool.settings.load();
                 let t = pool.stats.totals();
-                let clients = if i == 0 { pool.clients.load(Relaxed) } else { 0 };
+                let clients = set.clients_of(db, i);
                 pools.push(json!({
                     "database": &*pool.id.database,
                     "user": &*pool.id.user,
                     "server": &*pool.id.server,
-                    "role": if i == 0 { "primary" } else { "replica" },
+                    "role": db.role_name(i),
                     "pool_mode": settings.mode.as_str(),
                     "pool_size": settings.size,
                     "clients_active": clients.saturating_sub(c.waiting),

@@ -1,7 +1,6 @@
 //! Prometheus text exposition of the gateway's state, rendered on request from the counters.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 use crate::registry::ClientState;
 use crate::shared::Shared;
@@ -98,7 +97,7 @@ fn pools(out: &mut String, shared: &Shared) {
     for db in shared.databases.load().values() {
         for set in db.pool_sets() {
             for (i, pool) in set.all().enumerate() {
-                let role = if i == 0 { "primary" } else { "replica" };
+                let role = db.role_name(i);
                 let l = format!(
                     "database=\"{}\",user=\"{}\",server=\"{}\",role=\"{role}\"",
                     label(&pool.id.database),
@@ -107,7 +106,7 @@ fn pools(out: &mut String, shared: &Shared) {
                 );
                 let c = pool.counts();
                 let size = pool.settings.load().size;
-                let clients = if i == 0 { pool.clients.load(Relaxed) } else { 0 };
+                let clients = set.clients_of(db, i);
                 let t = pool.stats.totals();
                 let values: [f64; 17] = [
                     clients.saturating_sub(c.waiting) as f64,
@@ -166,4 +165,62 @@ fn pools(out: &mut String, shared: &Shared) {
         "How long clients waited for a server connection.",
     );
     out.push_str(&histogram);
+}
+
+/// Per-server routing state: role, health, lag, reads and writes routed.
+pub fn render_routing(out: &mut String, shared: &Shared) {
+    let mut rows: Vec<(&str, &str, &str, Vec<String>)> = vec![
+        (
+            "pgpilot_server_up",
+            "gauge",
+            "1 when the server passes its health checks and is not banned.",
+            vec![],
+        ),
+        ("pgpilot_server_is_primary", "gauge", "1 for the server discovered to be the primary.", vec![]),
+        ("pgpilot_replica_lag_bytes", "gauge", "WAL bytes the replica has not replayed yet.", vec![]),
+        (
+            "pgpilot_replica_lag_seconds",
+            "gauge",
+            "Age of the replica's last replayed transaction while it is behind.",
+            vec![],
+        ),
+        ("pgpilot_routed_reads_total", "counter", "Transactions routed to the server as reads.", vec![]),
+        (
+            "pgpilot_routed_writes_total",
+            "counter",
+            "Transactions routed to the server as possible writes.",
+            vec![],
+        ),
+        ("pgpilot_server_failed_checks_total", "counter", "Failed health checks.", vec![]),
+    ];
+    for (name, db) in shared.databases.load().iter() {
+        for b in &db.backends {
+            let l = format!(
+                "database=\"{}\",server=\"{}\",role=\"{}\"",
+                label(name),
+                label(&b.address),
+                b.role().as_str()
+            );
+            let (lag_bytes, lag_ms) = b.lag();
+            let values = [
+                f64::from(u8::from(!b.is_banned())),
+                f64::from(u8::from(b.index == db.primary_index())),
+                lag_bytes as f64,
+                lag_ms as f64 / 1e3,
+                b.reads.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                b.writes.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                b.failed_checks.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ];
+            for (row, value) in rows.iter_mut().zip(values) {
+                row.3.push(format!("{}{{{l}}} {value}", row.0));
+            }
+        }
+    }
+    for (name, kind, help, lines) in rows {
+        header(out, name, kind, help);
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
 }

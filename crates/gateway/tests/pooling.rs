@@ -14,9 +14,9 @@ fn backends(pg: &Cluster) -> usize {
         .unwrap()
 }
 
-/// Server connections pgpilot holds open (by the application_name it logs in with, or a client's).
+/// Server connections pgpilot's pools hold open (not the monitor's, not this query's own).
 fn server_connections(pg: &Cluster) -> usize {
-    pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+    pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> 'pgpilot-monitor'")
         .parse()
         .unwrap()
 }

@@ -51,7 +51,8 @@ async fn transactions_and_pipelining() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
     // Pipelined extended queries: tokio-postgres sends them without waiting for each answer.
     let values: Vec<i32> = (0..50).collect();
-    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> = values.iter().map(|i| [i as _]).collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        values.iter().map(|i| [i as _]).collect();
     let futs: Vec<_> = params.iter().map(|p| c.query_one("SELECT $1::int", p)).collect();
     let rows = futures::future::join_all(futs).await;
     for (i, r) in rows.into_iter().enumerate() {

@@ -59,6 +59,7 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         "STATS_TOTALS" => show::stats_totals(shared),
         "CLIENTS" => show::clients(shared),
         "SERVERS" => show::servers(shared),
+        "REPLICAS" => show::replicas(shared),
         "DATABASES" => show::databases(shared),
         "CONFIG" => show::config(shared),
         "VERSION" => show::version(),

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 use super::resultset::{v, ResultSet};
+use crate::databases::Database;
 use crate::registry::ClientState;
 use crate::shared::Shared;
 use crate::stats::Totals;
@@ -34,7 +35,7 @@ pub fn pools(shared: &Shared) -> ResultSet {
         for set in db.pool_sets() {
             for (i, pool) in set.all().enumerate() {
                 let c = pool.counts();
-                let clients = if i == 0 { pool.clients.load(Relaxed) } else { 0 };
+                let clients = set.clients_of(db, i);
                 let settings = pool.settings.load();
                 rs.row(vec![
                     v(&pool.id.database),
@@ -54,7 +55,7 @@ pub fn pools(shared: &Shared) -> ResultSet {
                     v(c.max_wait.subsec_micros()),
                     v(settings.mode.as_str()),
                     v(&pool.id.server),
-                    v(if i == 0 { "primary" } else { "replica" }),
+                    v(db.role_name(i)),
                 ]);
             }
         }
@@ -150,7 +151,7 @@ pub fn stats_totals(shared: &Shared) -> ResultSet {
     rs
 }
 
-const CONN_COLUMNS: [&str; 23] = [
+const CONN_COLUMNS: [&str; 22] = [
     "type",
     "user",
     "database",
@@ -173,7 +174,6 @@ const CONN_COLUMNS: [&str; 23] = [
     "prepared_statements",
     "id",
     "pinned",
-    "role",
 ];
 
 fn split_addr(addr: &str) -> (String, String) {
@@ -219,21 +219,68 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(0),
             v(c.id),
             pinned.map(str::to_string),
-            None,
         ]);
     }
     rs
 }
 
+const SERVER_COLUMNS: [&str; 27] = [
+    "type",
+    "user",
+    "database",
+    "replication",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "prepared_statements",
+    "id",
+    "role",
+    "server_state",
+    "lag_bytes",
+    "lag_seconds",
+    "routed_reads",
+    "routed_writes",
+];
+
+/// Role, health, lag and routed traffic of the server at `address` of database `db`.
+fn backend_cells(db: Option<&Database>, address: &str) -> Vec<Option<String>> {
+    let Some(b) = db.and_then(|d| d.backends.iter().find(|b| &*b.address == address)) else {
+        return vec![None; 6];
+    };
+    let (lag_bytes, lag_ms) = b.lag();
+    vec![
+        v(b.role().as_str()),
+        v(if b.is_banned() { "banned" } else { "up" }),
+        v(lag_bytes),
+        v(format!("{:.3}", lag_ms as f64 / 1e3)),
+        v(b.reads.load(Relaxed)),
+        v(b.writes.load(Relaxed)),
+    ]
+}
+
 pub fn servers(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&CONN_COLUMNS);
+    let mut rs = ResultSet::new(&SERVER_COLUMNS);
+    let dbs = shared.databases.load();
     for c in shared.registry.all() {
         let Some(target) = c.server.load_full() else { continue };
         let (host, port) = split_addr(&target.address);
-        rs.row(vec![
+        let database = c.database.lock().clone();
+        let mut row = vec![
             v("S"),
             v(&*c.user.lock()),
-            v(&*c.database.lock()),
+            v(&*database),
             v("none"),
             v("active"),
             v(host),
@@ -252,18 +299,18 @@ pub fn servers(shared: &Shared) -> ResultSet {
             v(&*c.application_name.lock()),
             v(0),
             v(c.server_id.load(Relaxed)),
-            None,
-            None,
-        ]);
+        ];
+        row.extend(backend_cells(dbs.get(&*database).map(|d| &**d), &target.address));
+        rs.row(row);
     }
-    for db in shared.databases.load().values() {
+    for db in dbs.values() {
         for set in db.pool_sets() {
-            for (i, pool) in set.all().enumerate() {
+            for pool in set.all() {
                 let (host, port) = split_addr(&pool.id.server);
                 for (id, pid, created, last_used) in pool.idle_servers() {
                     let connected = SystemTime::now() - created.elapsed();
                     let used = SystemTime::now() - last_used.elapsed();
-                    rs.row(vec![
+                    let mut row = vec![
                         v("S"),
                         v(&pool.id.user),
                         v(&pool.id.database),
@@ -285,11 +332,51 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v(""),
                         v(0),
                         v(id),
-                        None,
-                        v(if i == 0 { "primary" } else { "replica" }),
-                    ]);
+                    ];
+                    row.extend(backend_cells(Some(db), &pool.id.server));
+                    rs.row(row);
                 }
             }
+        }
+    }
+    rs
+}
+
+/// One row per server of every database, whether or not it has connections: role, health, lag.
+pub fn replicas(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "database",
+        "server",
+        "role",
+        "configured_primary",
+        "server_state",
+        "lag_bytes",
+        "lag_seconds",
+        "routed_reads",
+        "routed_writes",
+        "outstanding",
+        "weight",
+        "tags",
+        "last_error",
+    ]);
+    for (name, db) in shared.databases.load().iter() {
+        for b in &db.backends {
+            let (lag_bytes, lag_ms) = b.lag();
+            rs.row(vec![
+                v(name),
+                v(&b.address),
+                v(b.role().as_str()),
+                v(b.configured_primary),
+                v(if b.is_banned() { "banned" } else { "up" }),
+                v(lag_bytes),
+                v(format!("{:.3}", lag_ms as f64 / 1e3)),
+                v(b.reads.load(Relaxed)),
+                v(b.writes.load(Relaxed)),
+                v(b.outstanding.load(Relaxed)),
+                v(b.weight),
+                v(b.tags.join(",")),
+                b.last_error.lock().clone(),
+            ]);
         }
     }
     rs
@@ -317,7 +404,7 @@ pub fn databases(shared: &Shared) -> ResultSet {
     ]);
     let config = shared.config.load();
     for (name, db) in shared.databases.load().iter() {
-        let clients: usize = db.pool_sets().iter().map(|s| s.primary.clients.load(Relaxed)).sum();
+        let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
         rs.row(vec![
             v(name),
             v(&db.primary.host),
@@ -386,8 +473,7 @@ pub fn users(shared: &Shared) -> ResultSet {
 pub fn lists(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["list", "items"]);
     let dbs = shared.databases.load();
-    let pools: usize =
-        dbs.values().map(|d| d.pool_sets().iter().map(|s| 1 + s.replicas.len()).sum::<usize>()).sum();
+    let pools: usize = dbs.values().map(|d| d.pool_sets().iter().map(|s| s.pools.len()).sum::<usize>()).sum();
     let clients = shared.registry.all();
     let (mut used, mut free) = (0usize, 0usize);
     for db in dbs.values() {
@@ -421,7 +507,7 @@ pub fn lists(shared: &Shared) -> ResultSet {
 pub fn help() -> ResultSet {
     let mut rs = ResultSet::new(&["command"]);
     for c in [
-        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATS|STATS_TOTALS|LISTS",
+        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|LISTS",
         "PAUSE [<db>]",
         "RESUME [<db>]",
         "DISABLE <db>",

@@ -37,6 +37,8 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
+    #[serde(default)]
+    pub insight: crate::insight::InsightConfig,
     /// Where the file came from, for reloads; not part of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -73,7 +73,14 @@ impl PgConn {
         };
         let secret = shared.secrets.secret_for(&target);
         let connector = shared.tls_connector.load_full();
-        let c = connect(&target, &secret, connector.as_deref(), timeout).await?;
+        let c = connect(
+            &target,
+            &secret,
+            connector.as_deref(),
+            timeout,
+            crate::pool::connect::MONITOR_APPLICATION_NAME,
+        )
+        .await?;
         Ok(PgConn { sock: c.sock, buf: c.buf, addr: url.address() })
     }
 

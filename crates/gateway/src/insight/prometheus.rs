@@ -88,7 +88,7 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
     }
     let n = insight.config().prometheus_top_n;
     let mut top: Vec<&StatementStats> = snapshot.statements.iter().collect();
-    top.sort_by(|a, b| b.counters.total_us.cmp(&a.counters.total_us));
+    top.sort_by_key(|s| std::cmp::Reverse(s.counters.total_us));
     top.truncate(n);
     top_statements(out, &top);
     header(out, "pgpilot_insight_statements_tracked", "gauge", "Statements with statistics of their own.");

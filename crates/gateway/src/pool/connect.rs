@@ -79,14 +79,20 @@ pub struct Connected {
     pub buf: BytesMut,
 }
 
+/// The application_name pooled server connections log in with (clients' own names replace it).
+pub const POOLED_APPLICATION_NAME: &str = "pgpilot";
+/// The application_name of the monitor's connections, so operators can tell them apart.
+pub const MONITOR_APPLICATION_NAME: &str = "pgpilot-monitor";
+
 pub async fn connect(
     target: &ServerTarget,
     secret: &ServerSecret,
     connector: Option<&tokio_rustls::TlsConnector>,
     timeout: Duration,
+    application_name: &str,
 ) -> Result<Connected, ConnectError> {
     let addr = target.url.address();
-    match tokio::time::timeout(timeout, connect_inner(target, secret, connector)).await {
+    match tokio::time::timeout(timeout, connect_inner(target, secret, connector, application_name)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout(addr)),
     }
@@ -96,6 +102,7 @@ async fn connect_inner(
     target: &ServerTarget,
     secret: &ServerSecret,
     connector: Option<&tokio_rustls::TlsConnector>,
+    application_name: &str,
 ) -> Result<Connected, ConnectError> {
     let addr = target.url.address();
     let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
@@ -114,7 +121,7 @@ async fn connect_inner(
     let mut out = BytesMut::with_capacity(256);
     startup::startup_message(
         &mut out,
-        &[("user", &target.user), ("database", &target.url.dbname), ("application_name", "pgpilot")],
+        &[("user", &target.user), ("database", &target.url.dbname), ("application_name", application_name)],
     );
     sock.write_all(&out).await.map_err(io_err)?;
     let mut login = Login { sock: &sock, buf: BytesMut::with_capacity(4096), addr: &addr };

@@ -2,7 +2,7 @@
 //! release with direct hand-off to the longest waiter, and the limits PgBouncer users know.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ pub enum CheckoutError {
     Connect(#[from] ConnectError),
     #[error("the pool is closed")]
     Closed,
+    /// The caller no longer wants this server (the primary moved elsewhere).
+    #[error("the server is no longer the right one for this request")]
+    Rerouted,
 }
 
 /// Identity of a pool for SHOW commands and metrics.
@@ -69,8 +72,6 @@ pub struct Pool {
     pub target: ServerTarget,
     pub settings: ArcSwap<PoolSettings>,
     pub stats: Counters,
-    /// Clients currently using this pool (for SHOW POOLS cl_active).
-    pub clients: AtomicUsize,
     /// The first server's ParameterStatus values, replayed to clients at login.
     pub startup_params: ArcSwapOption<Vec<(String, String)>>,
     pub last_error: Mutex<Option<String>>,
@@ -110,7 +111,6 @@ impl Pool {
             target,
             settings: ArcSwap::from_pointee(settings),
             stats: Counters::default(),
-            clients: AtomicUsize::new(0),
             startup_params: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
             connector: ArcSwapOption::new(connector),
@@ -160,6 +160,17 @@ impl Pool {
     /// Gets a server connection: an idle one, a new one if the pool has room, or the next one
     /// released, in arrival order. Returns it with how long the client waited.
     pub async fn checkout(self: &Arc<Self>) -> Result<(ServerConn, Duration), CheckoutError> {
+        self.checkout_with(false, &|| true).await
+    }
+
+    /// Like [`Pool::checkout`]; with `fail_fast` a failed connection attempt is returned at once
+    /// instead of retried until query_wait_timeout (a replica that is down: read elsewhere), and
+    /// waiting stops as soon as `still_wanted` says the caller should go elsewhere.
+    pub async fn checkout_with(
+        self: &Arc<Self>,
+        fail_fast: bool,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(ServerConn, Duration), CheckoutError> {
         let start = Instant::now();
         let settings = self.settings.load_full();
         let deadline = settings.query_wait_timeout.map(|t| start + t);
@@ -169,14 +180,17 @@ impl Pool {
             }
             let grant = match self.try_take(&settings, false) {
                 Some(grant) => grant,
-                None => self.wait(&settings, start, deadline).await?,
+                None => self.wait(&settings, start, deadline, still_wanted).await?,
             };
             let conn = match grant {
                 Grant::Conn(conn) => match self.validate(conn, &settings).await {
                     Some(conn) => conn,
                     None => continue,
                 },
-                Grant::Connect => self.open(&settings, deadline).await?,
+                Grant::Connect => {
+                    let deadline = if fail_fast { Some(Instant::now()) } else { deadline };
+                    self.open(&settings, deadline, still_wanted).await?
+                }
             };
             return Ok((conn, start.elapsed()));
         }
@@ -204,12 +218,13 @@ impl Pool {
         settings: &PoolSettings,
         start: Instant,
         deadline: Option<Instant>,
+        still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Grant, CheckoutError> {
         let (tx, mut rx) = oneshot::channel();
         self.state.lock().waiters.push_back(Waiter { tx, since: start });
         let reserve_at = (settings.reserve_size > 0).then(|| start + settings.reserve_timeout);
         // A database-wide limit frees room in another pool without telling this one: look again now and then.
-        let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 1000 });
+        let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
         loop {
             let wake =
                 [deadline, reserve_at, Some(Instant::now() + recheck)].into_iter().flatten().min().unwrap();
@@ -231,6 +246,9 @@ impl Pool {
             }
             if self.is_retired() {
                 return Err(CheckoutError::Closed);
+            }
+            if !still_wanted() {
+                return Err(CheckoutError::Rerouted);
             }
         }
     }
@@ -261,12 +279,20 @@ impl Pool {
         self: &Arc<Self>,
         settings: &PoolSettings,
         deadline: Option<Instant>,
+        still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<ServerConn, CheckoutError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let secret = self.secrets.secret_for(&self.target);
             let connector = self.connector.load_full();
-            let result = connect(&self.target, &secret, connector.as_deref(), settings.connect_timeout).await;
+            let result = connect(
+                &self.target,
+                &secret,
+                connector.as_deref(),
+                settings.connect_timeout,
+                super::connect::POOLED_APPLICATION_NAME,
+            )
+            .await;
             match result {
                 Ok(connected) => {
                     if self.startup_params.load().is_none() {
@@ -285,12 +311,16 @@ impl Pool {
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());
                     let retry_at = Instant::now() + backoff;
-                    if e.is_permanent() || deadline.is_none_or(|d| retry_at >= d) || self.is_retired() {
+                    if e.is_permanent() || deadline.is_some_and(|d| retry_at >= d) || self.is_retired() {
                         self.abandon_open();
                         return Err(CheckoutError::Connect(e));
                     }
                     tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e, "server connection failed; retrying");
                     tokio::time::sleep(backoff).await;
+                    if !still_wanted() {
+                        self.abandon_open();
+                        return Err(CheckoutError::Rerouted);
+                    }
                     backoff = (backoff * 2).min(settings.login_retry.max(Duration::from_millis(100)));
                 }
             }
@@ -305,6 +335,21 @@ impl Pool {
             s.active -= 1;
         }
         self.connection_closed();
+    }
+
+    /// A connection outside the pool's count, for monitors: same server, user, credentials and TLS.
+    pub async fn connect_unpooled(&self) -> Result<super::connect::Connected, ConnectError> {
+        let secret = self.secrets.secret_for(&self.target);
+        let connector = self.connector.load_full();
+        let timeout = self.settings.load().connect_timeout;
+        connect(
+            &self.target,
+            &secret,
+            connector.as_deref(),
+            timeout,
+            super::connect::MONITOR_APPLICATION_NAME,
+        )
+        .await
     }
 
     /// Returns a healthy connection that is idle (no transaction) to the pool.
@@ -403,7 +448,7 @@ impl Pool {
     /// Opens one connection under a permit from [`Pool::reserve_for_minimum`] and parks it idle.
     pub async fn open_idle(self: &Arc<Self>) {
         let settings = self.settings.load_full();
-        match self.open(&settings, Some(Instant::now())).await {
+        match self.open(&settings, Some(Instant::now()), &|| true).await {
             Ok(conn) => self.release(conn),
             Err(e) => {
                 tracing::warn!(database = %self.id.database, server = %self.id.server, error = %e, "min_pool_size: could not open a server connection")

@@ -13,7 +13,7 @@ use super::params::ParamSet;
 use crate::config::PoolMode;
 use crate::databases::{Database, PoolSet};
 use crate::net::Sock;
-use crate::pool::{Pool, ServerConn};
+use crate::pool::{CheckoutError, Pool, ServerConn};
 use crate::registry::{ClientState, Registration};
 use crate::shared::Shared;
 
@@ -25,6 +25,7 @@ pub struct Setup {
     pub mode: PoolMode,
     pub params: ParamSet,
     pub pending_input: BytesMut,
+    pub tag: Option<Arc<str>>,
 }
 
 /// Why a session ends.
@@ -65,6 +66,17 @@ pub struct Session {
     pub(super) user: Arc<str>,
     /// Named and SQL-level prepared statements, by the client's names (transaction pooling).
     pub(super) statements: crate::pool::statements::ClientStatements,
+    /// `SET pgpilot.route`.
+    pub(super) route: crate::routing::SessionRoute,
+    /// The replica group this client's reads go to (tag rules).
+    pub(super) tag: Option<Arc<str>>,
+    /// When the client last committed a transaction that may have written (read-your-writes).
+    pub(super) last_write_ms: Option<u64>,
+    pub(super) attachment: Option<super::route::Attachment>,
+    /// The search_path value and its parsed schemas, parsed again only when the value changes.
+    pub(super) search_path: (String, Vec<String>),
+    /// Times the current request was moved to another server after losing one.
+    pub(super) retries: u8,
 }
 
 impl Session {
@@ -80,7 +92,7 @@ impl Session {
         drop(config);
         sock.set_nodelay();
         reg.info.set_state(ClientState::Idle);
-        setup.pools.primary.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        setup.pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Session {
             shared,
             sock,
@@ -97,6 +109,12 @@ impl Session {
             timeouts,
             user: Arc::from(setup.user),
             statements: Default::default(),
+            route: Default::default(),
+            tag: setup.tag,
+            last_write_ms: None,
+            attachment: None,
+            search_path: Default::default(),
+            retries: 0,
         }
     }
 
@@ -143,8 +161,17 @@ impl Session {
                 Ok(())
             }
             b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F' => {
-                let pool = self.choose_pool();
-                self.attach(&pool).await?;
+                let text = pgpilot_wire::frontend::parse_query(&self.buf[5..h.total]);
+                if h.tag == b'Q' && text.is_some_and(super::route::maybe_pgpilot_setting) {
+                    let sql = text.map(|t| String::from_utf8_lossy(t).into_owned());
+                    if let Some(tag) = sql.and_then(|sql| self.apply_pgpilot_settings(&sql)) {
+                        return self.answer_locally(h.total, tag).await;
+                    }
+                }
+                if h.tag == b'C' && self.close_locally().await? {
+                    return Ok(());
+                }
+                self.attach_routed().await?;
                 super::flow::run_attached(self).await
             }
             b'p' => Err(Ending::Fatal(PgError::fatal(
@@ -158,23 +185,24 @@ impl Session {
         }
     }
 
-    /// Which server the next request goes to.
-    fn choose_pool(&self) -> Arc<Pool> {
-        self.pools.primary.clone()
-    }
-
-    /// Gets a server for the client, waiting while the database or the gateway is paused.
-    pub(super) async fn attach(&mut self, pool: &Arc<Pool>) -> Result<(), Ending> {
+    /// Gets a server from `pool`, waiting while the database or the gateway is paused. A replica's
+    /// pool fails fast instead of retrying a server that cannot be reached.
+    pub(super) async fn attach(
+        &mut self,
+        pool: &Arc<Pool>,
+        fail_fast: bool,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), CheckoutError> {
         self.wait_while_paused().await;
         let info = self.reg.info.clone();
         info.set_state(ClientState::Waiting);
         info.touch();
-        let checkout = pool.checkout().await;
+        let checkout = pool.checkout_with(fail_fast, still_wanted).await;
         let (conn, waited) = match checkout {
             Ok(c) => c,
             Err(e) => {
                 info.set_state(ClientState::Idle);
-                return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name)));
+                return Err(e);
             }
         };
         pool.stats.assignment(waited.as_micros() as u64);
@@ -203,6 +231,7 @@ impl Session {
         info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Idle);
         conn.pool().clone().release(conn);
+        self.end_attachment();
     }
 
     /// Waits for more client bytes while no server is attached.
@@ -255,7 +284,8 @@ impl Session {
         if config.pgpilot.log_disconnections {
             tracing::info!(client = %self.reg.info.addr, user = %self.user, database = %self.db.name, reason = ending_reason(&ending), "client disconnected");
         }
-        self.pools.primary.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.attachment = None;
         if let Some(conn) = self.server.take() {
             let pool = conn.pool().clone();
             self.reg.info.server.store(None);

@@ -28,9 +28,15 @@ const SERVER_LIMITS: Limits = Limits { large: 1 << 30, small: 1 << 30 };
 enum Exit {
     /// The transaction is over and the server can go back to the pool.
     Release,
+    /// The server was lost before it saw or answered the request: these client bytes go through
+    /// routing again, to another server.
+    Retry(BytesMut),
     /// The session ends.
     End(Ending),
 }
+
+/// How many times one request may be moved to another server.
+const MAX_RETRIES: u8 = 2;
 
 /// The last CommandComplete seen, to tell a committed transaction from a rolled-back one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +59,13 @@ pub(super) struct Flow {
     /// Bytes left of a client (server) message being passed through in pieces.
     client_pass: usize,
     server_pass: usize,
-    /// The first request, kept until it is written, to resend it elsewhere if the server is dead.
-    replay: Option<BytesMut>,
+    /// The client's bytes handled so far, kept while the request can still move to another server.
+    client_input: Option<BytesMut>,
+    /// Whether a lost server may be replaced even after the request reached it (reads only).
+    retry_after_send: bool,
+    written_any: bool,
+    /// Client input is left unread: the next request must start on another server.
+    hold_client: bool,
     /// Rewrite named prepared statements and track session state (transaction pooling).
     pub(super) rewrite: bool,
     pub(super) max_prepared: usize,
@@ -87,7 +98,10 @@ impl Flow {
             client_terminated: false,
             client_pass: 0,
             server_pass: 0,
-            replay: None,
+            client_input: None,
+            retry_after_send: false,
+            written_any: false,
+            hold_client: false,
             rewrite,
             max_prepared,
             copy_in_open: false,
@@ -133,23 +147,31 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
     if s.mode == PoolMode::Transaction {
         inject_param_sync(s, &mut server, &mut flow);
     }
-    let replayable = s.mode == PoolMode::Transaction && s.status == TxnStatus::Idle && s.pinned.is_none();
+    let movable = s.mode == PoolMode::Transaction
+        && s.status == TxnStatus::Idle
+        && s.pinned.is_none()
+        && s.retries < MAX_RETRIES;
+    if movable {
+        flow.client_input = Some(BytesMut::new());
+        flow.retry_after_send = s.attachment.as_ref().is_some_and(|a| !a.may_write);
+    }
     if s.status == TxnStatus::Idle {
         flow.xact_started = Some(Instant::now());
     }
     let exit = match drain_client(s, &mut server, &mut flow) {
         Err(e) => Exit::End(e),
-        Ok(()) => {
-            if replayable {
-                flow.replay = Some(flow.to_server.clone());
-            }
-            pump(s, &mut server, &mut flow).await
-        }
+        Ok(()) => pump(s, &mut server, &mut flow).await,
     };
     record_stats(&server, &flow);
     match exit {
         Exit::Release => {
+            s.retries = 0;
             s.detach(server);
+            Ok(())
+        }
+        Exit::Retry(input) => {
+            s.retries += 1;
+            retry_elsewhere(s, server, input);
             Ok(())
         }
         Exit::End(ending) => {
@@ -163,6 +185,26 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
             Err(ending)
         }
     }
+}
+
+/// The server died before answering: it is dropped (a replica is banned) and the client's request
+/// goes back in front of its input, to be routed again.
+fn retry_elsewhere(s: &mut Session, server: ServerConn, input: BytesMut) {
+    let pool = server.pool().clone();
+    tracing::warn!(database = %s.db.name, server = %pool.id.server, "server lost before answering; the request moves to another server");
+    pool.discard(server, "lost before answering");
+    if let Some(a) = s.attachment.take() {
+        if a.is_replica(s.db.primary_index()) {
+            let ban = s.db.routing.load().ban_time.get().as_millis() as u64;
+            s.db.backends[a.backend].ban(ban, "connection lost");
+        }
+    }
+    s.reg.info.server.store(None);
+    s.reg.info.set_state(crate::registry::ClientState::Idle);
+    s.status = TxnStatus::Idle;
+    let mut buf = input;
+    buf.extend_from_slice(&s.buf);
+    s.buf = buf;
 }
 
 fn ending_reason(e: &Ending) -> &'static str {
@@ -210,14 +252,21 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
             r = server.sock.read_into(&mut server.buf), if flow.to_client.len() < HIGH_WATER => {
                 match r {
                     Ok(n) if n > 0 => {
+                        // The server answered: the request can no longer move.
+                        flow.client_input = None;
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
                         }
                     }
-                    _ => return server_lost(s, server, flow),
+                    _ => {
+                        if let Some(input) = flow.client_input.take().filter(|_| flow.retry_after_send || !flow.written_any) {
+                            return Exit::Retry(input);
+                        }
+                        return server_lost(s, server, flow);
+                    }
                 }
             }
-            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && flow.to_server.len() < HIGH_WATER => {
+            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.hold_client && flow.to_server.len() < HIGH_WATER => {
                 match r {
                     Ok(n) if n > 0 => {
                         flow.received += n as u64;
@@ -321,47 +370,20 @@ async fn flush_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow)
     while !flow.to_server.is_empty() {
         match server.sock.try_write(&flow.to_server) {
             Ok(n) => {
+                flow.written_any |= n > 0;
                 flow.to_server.advance(n);
-                if flow.to_server.is_empty() {
-                    flow.replay = None;
-                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             Err(_) => {
-                if let Some(request) = flow.replay.take() {
-                    return retry_elsewhere(s, server, flow, request).await;
+                if let Some(input) =
+                    flow.client_input.take().filter(|_| flow.retry_after_send || !flow.written_any)
+                {
+                    return Err(Exit::Retry(input));
                 }
                 return Err(server_lost(s, server, flow));
             }
         }
     }
-    Ok(())
-}
-
-/// The attached server was dead before it saw anything: swap in another one and resend. The
-/// request is resent as it was rewritten for the dead server, so the new one starts with a clean
-/// statement registry assumption: the dead server's registrations are moved over.
-async fn retry_elsewhere(
-    s: &mut Session,
-    server: &mut ServerConn,
-    flow: &mut Flow,
-    request: BytesMut,
-) -> Result<(), Exit> {
-    let pool = server.pool().clone();
-    tracing::info!(database = %s.db.name, server_id = server.id, "server connection was dead; resending the request on another");
-    let (mut fresh, _) = pool
-        .checkout()
-        .await
-        .map_err(|e| Exit::End(Ending::Fatal(super::welcome::checkout_error(e, &s.db.name))))?;
-    if !server.statements.is_empty() || !fresh.statements.is_empty() || fresh.params != server.params {
-        // The rewritten request assumed the dead server's state; only a fresh state-free retry is safe.
-        pool.discard(fresh, "unusable for a resend");
-        return Err(server_lost(s, server, flow));
-    }
-    std::mem::swap(server, &mut fresh);
-    pool.discard(fresh, "write failed");
-    s.reg.info.server.store(Some(server.cancel.clone()));
-    flow.to_server = request;
     Ok(())
 }
 
@@ -403,8 +425,16 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         };
         let available = buf.len() - pos;
         if available >= h.total {
-            if let Err(e) = flow.client_message(s, server, h.tag, &buf[pos..pos + h.total]) {
+            let msg = &buf[pos..pos + h.total];
+            if flow.expected.is_empty() && !flow.unsynced && s.needs_other_server(msg) {
+                flow.hold_client = true;
+                break Ok(());
+            }
+            if let Err(e) = flow.client_message(s, server, h.tag, msg) {
                 break Err(e);
+            }
+            if let Some(input) = flow.client_input.as_mut() {
+                input.extend_from_slice(msg);
             }
             pos += h.total;
             if flow.client_terminated {
@@ -413,6 +443,7 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         } else if h.tag == b'd' && h.total > STREAM_MIN {
             flow.to_server.extend_from_slice(&buf[pos..]);
             flow.client_pass = h.total - available;
+            flow.client_input = None;
             pos = buf.len();
         } else {
             break Ok(());

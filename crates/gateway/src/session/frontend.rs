@@ -112,6 +112,10 @@ impl Flow {
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
         let mut batch = Batch { started: Some(Instant::now()), ..Batch::default() };
+        if let Some(tag) = std::str::from_utf8(text).ok().and_then(|sql| s.apply_pgpilot_settings(sql)) {
+            self.expected.push(Expect::SyntheticCommand(tag));
+            return Ok(());
+        }
         if let Some(stmt) = self.classify(s, text) {
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));

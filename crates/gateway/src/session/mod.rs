@@ -8,6 +8,7 @@ mod flow;
 mod frontend;
 pub mod io;
 pub mod params;
+mod route;
 mod startup;
 mod welcome;
 
@@ -148,5 +149,16 @@ async fn log_in(
     let (db, pools) = shared.pools_for(&db.name, &user)?;
     let mode = config.pool_mode(&db.config, &user);
     let setup = welcome::welcome(sock, &pools, params, registration, &db).await?;
-    Ok(LoggedIn::Client(client::Setup { user, db, pools, mode, params: setup, pending_input: buf }))
+    let tag = replica_tag(&db, &user, params.get("application_name").unwrap_or(""));
+    Ok(LoggedIn::Client(client::Setup { user, db, pools, mode, params: setup, pending_input: buf, tag }))
+}
+
+/// The replica group a client's reads go to, from the database's tag rules.
+fn replica_tag(db: &crate::databases::Database, user: &str, application_name: &str) -> Option<Arc<str>> {
+    db.routing.load().tag_rules.iter().find_map(|r| {
+        let user_ok = r.user.as_deref().is_none_or(|u| u == user);
+        let app_ok = r.application_name.as_deref().is_none_or(|a| a == application_name);
+        let specific = r.user.is_some() || r.application_name.is_some();
+        (specific && user_ok && app_ok).then(|| Arc::from(r.tag.as_str()))
+    })
 }

@@ -69,15 +69,15 @@ async fn server_defaults(
     pools: &PoolSet,
     db: &Database,
 ) -> Result<std::sync::Arc<Vec<(String, String)>>, PgError> {
-    if let Some(p) = pools.primary.startup_params.load_full() {
+    let primary = &pools.pools[db.primary_index()];
+    if let Some(p) = primary.startup_params.load_full() {
         return Ok(p);
     }
-    match pools.primary.checkout().await {
-        Ok((conn, _)) => pools.primary.release(conn),
+    match primary.checkout().await {
+        Ok((conn, _)) => primary.release(conn),
         Err(e) => return Err(checkout_error(e, &db.name)),
     }
-    pools
-        .primary
+    primary
         .startup_params
         .load_full()
         .ok_or_else(|| PgError::fatal(SqlState::CONNECTION_FAILURE, "server parameters unavailable"))
@@ -87,7 +87,7 @@ async fn server_defaults(
 pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
     match e {
         CheckoutError::WaitTimeout(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, "query_wait_timeout"),
-        CheckoutError::Closed => PgError::fatal(
+        CheckoutError::Closed | CheckoutError::Rerouted => PgError::fatal(
             SqlState::ADMIN_SHUTDOWN,
             format!("database \"{database}\" was removed or reconfigured"),
         ),

@@ -1,0 +1,8 @@
+//! Read/write splitting: server roles and health, the monitor that discovers them, the router.
+
+pub mod backend;
+pub mod monitor;
+pub mod router;
+
+pub use backend::{Backend, Role};
+pub use router::{decide, Decision, Request, SessionRoute};

@@ -1,0 +1,245 @@
+//! The monitor: every health_check_interval it asks each server of each database whether it is in
+//! recovery and where its WAL is. From that it knows which server is the primary (so writes follow a
+//! failover), how far each replica lags (by LSN first: the replay timestamp keeps ageing on an idle
+//! primary), and which servers are down (banned for ban_time). It also refreshes the function
+//! catalog that routing consults.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgpilot_sql::{FunctionCatalog, Volatility};
+
+use super::backend::{now_ms, parse_lsn, Backend, Role};
+use crate::databases::{Database, PoolSet};
+use crate::net::Sock;
+use crate::pool::check::query;
+use crate::shared::{Phase, Shared};
+
+const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, \
+     CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+          ELSE substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END";
+
+const FUNCTIONS_SQL: &str = "SELECT n.nspname, p.proname, p.provolatile \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
+
+/// Refresh the function catalog this often (and at start).
+const CATALOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A monitor connection to one server.
+struct Probe {
+    sock: Sock,
+    buf: BytesMut,
+}
+
+/// What one probe of one server said.
+struct Reading {
+    in_recovery: bool,
+    lsn: u64,
+    timeline: u32,
+}
+
+/// The monitor of one database.
+struct DatabaseMonitor {
+    db: Arc<Database>,
+    probes: Vec<Option<Probe>>,
+    catalog_loaded: Option<Instant>,
+    /// When the primary was first seen at each WAL position: how long ago a replica's position was
+    /// current is its lag in time.
+    history: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Primary positions remembered for measuring lag in time (at 5 per second, over half an hour).
+const HISTORY: usize = 10_000;
+
+/// Runs until the gateway stops: one round per database every health_check_interval (or
+/// lag_check_interval when shorter).
+pub async fn run(shared: Arc<Shared>) {
+    let mut monitors: Vec<DatabaseMonitor> = Vec::new();
+    loop {
+        if shared.phase() == Phase::Stopped {
+            return;
+        }
+        let dbs = shared.databases.load_full();
+        monitors.retain(|m| dbs.get(&*m.db.name).is_some_and(|d| Arc::ptr_eq(d, &m.db)));
+        for db in dbs.values() {
+            if !monitors.iter().any(|m| Arc::ptr_eq(&m.db, db)) {
+                monitors.push(DatabaseMonitor {
+                    db: db.clone(),
+                    probes: db.backends.iter().map(|_| None).collect(),
+                    catalog_loaded: None,
+                    history: Default::default(),
+                });
+            }
+        }
+        let mut interval = Duration::from_secs(1);
+        for m in monitors.iter_mut() {
+            let routing = m.db.routing.load();
+            interval =
+                interval.min(routing.health_check_interval.get()).min(routing.lag_check_interval.get());
+            if let Some(set) = pool_set_for(&shared, &m.db) {
+                m.round(&set).await;
+            }
+        }
+        tokio::time::sleep(interval.max(Duration::from_millis(100))).await;
+    }
+}
+
+/// The pools whose credentials the monitor logs in with: the forced user's, or any client's.
+fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet>> {
+    if let Some(set) = db.pool_sets().into_iter().next() {
+        return Some(set);
+    }
+    let forced = db.config.user.as_deref().or(db.primary.user.as_deref())?;
+    shared.pools_for(&db.name, forced).ok().map(|(_, set)| set)
+}
+
+impl DatabaseMonitor {
+    async fn round(&mut self, set: &PoolSet) {
+        let routing = self.db.routing.load_full();
+        let ban_ms = routing.ban_time.get().as_millis() as u64;
+        let timeout = routing.health_check_interval.get().max(Duration::from_secs(2));
+        let checks = self.probes.iter_mut().zip(self.db.backends.iter()).zip(set.pools.iter()).map(
+            |((probe, backend), pool)| {
+                let pool = pool.clone();
+                async move {
+                    let result = check(probe, &pool, timeout).await;
+                    (backend.clone(), result)
+                }
+            },
+        );
+        let results = futures::future::join_all(checks).await;
+        let now = now_ms();
+        let mut readings: Vec<(Arc<Backend>, Reading)> = Vec::new();
+        for (backend, result) in results {
+            match result {
+                Ok(r) => {
+                    backend.check_passed();
+                    backend.record_position(r.lsn, now, r.timeline);
+                    readings.push((backend, r));
+                }
+                Err(e) => {
+                    backend.failed_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    backend.ban(ban_ms, &e);
+                }
+            }
+        }
+        self.settle_roles(set, &readings);
+        self.measure_lag(&readings, now);
+        if self.catalog_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
+            self.load_functions().await;
+        }
+    }
+
+    /// The primary is the server that is not in recovery (the newest timeline if several are).
+    fn settle_roles(&self, set: &PoolSet, readings: &[(Arc<Backend>, Reading)]) {
+        let writable = readings
+            .iter()
+            .filter(|(_, r)| !r.in_recovery)
+            .max_by_key(|(b, r)| (r.timeline, b.configured_primary, std::cmp::Reverse(b.index)));
+        let Some((new_primary, _)) = writable else { return };
+        for (b, r) in readings {
+            let role = if Arc::ptr_eq(b, new_primary) {
+                Role::Primary
+            } else if r.in_recovery {
+                Role::Replica
+            } else {
+                // A second writable server (an old primary back after a failover): fenced off.
+                Role::Unknown
+            };
+            b.set_role(role);
+        }
+        let old = self.db.primary_index();
+        if old != new_primary.index {
+            tracing::warn!(
+                database = %self.db.name,
+                from = %self.db.backends[old].address,
+                to = %new_primary.address,
+                "primary changed: writes now go to the new primary"
+            );
+            self.db.set_primary_index(new_primary.index);
+            for s in self.db.pool_sets() {
+                s.pools[old].reconnect();
+            }
+            let _ = set;
+        }
+    }
+
+    fn measure_lag(&mut self, readings: &[(Arc<Backend>, Reading)], now: u64) {
+        let primary = self.db.primary_index();
+        let Some((_, p)) = readings.iter().find(|(b, _)| b.index == primary) else { return };
+        if self.history.back().is_none_or(|(lsn, _)| p.lsn > *lsn) {
+            self.history.push_back((p.lsn, now));
+            if self.history.len() > HISTORY {
+                self.history.pop_front();
+            }
+        }
+        for (b, r) in readings {
+            if b.index == primary {
+                b.set_lag(0, 0);
+                continue;
+            }
+            let bytes = p.lsn.saturating_sub(r.lsn);
+            b.set_lag(bytes, if bytes == 0 { 0 } else { self.time_behind(r.lsn, now) });
+        }
+    }
+
+    /// How long ago the primary first went past `lsn`: the age of the oldest change a replica at
+    /// `lsn` has not replayed. (The replay timestamp is no use: it keeps ageing on an idle primary.)
+    fn time_behind(&self, lsn: u64, now: u64) -> u64 {
+        let first_past = self.history.iter().find(|(l, _)| *l > lsn);
+        first_past.or(self.history.front()).map(|(_, at)| now.saturating_sub(*at)).unwrap_or(0)
+    }
+
+    async fn load_functions(&mut self) {
+        let primary = self.db.primary_index();
+        let Some(probe) = self.probes[primary].as_mut() else { return };
+        match query(&probe.sock, &mut probe.buf, None, FUNCTIONS_SQL, Duration::from_secs(10)).await {
+            Ok(rows) => {
+                let entries = rows.into_iter().filter_map(|r| {
+                    let code = r.get(2)?.as_ref()?.bytes().next()? as i8;
+                    Some((r.first()?.clone()?, r.get(1)?.clone()?, Volatility::from_provolatile(code)))
+                });
+                self.db.functions.store(Arc::new(FunctionCatalog::from_entries(entries)));
+                self.catalog_loaded = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(database = %self.db.name, error = %e, "could not load the function catalog");
+                self.probes[primary] = None;
+            }
+        }
+    }
+}
+
+async fn check(
+    slot: &mut Option<Probe>,
+    pool: &crate::pool::Pool,
+    timeout: Duration,
+) -> Result<Reading, String> {
+    if slot.is_none() {
+        let connected = tokio::time::timeout(timeout, pool.connect_unpooled())
+            .await
+            .map_err(|_| "health check: connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        *slot = Some(Probe { sock: connected.sock, buf: connected.buf });
+    }
+    let probe = slot.as_mut().expect("connected above");
+    match query(&probe.sock, &mut probe.buf, None, PROBE_SQL, timeout).await {
+        Ok(rows) => parse(&rows).ok_or_else(|| "health check: unexpected answer".to_string()),
+        Err(e) => {
+            *slot = None;
+            Err(format!("health check: {e}"))
+        }
+    }
+}
+
+fn parse(rows: &[Vec<Option<String>>]) -> Option<Reading> {
+    let row = rows.first()?;
+    let text = |i: usize| row.get(i).and_then(|v| v.as_deref());
+    Some(Reading {
+        in_recovery: text(0)? == "t",
+        lsn: text(1).and_then(parse_lsn).unwrap_or(0),
+        timeline: text(2).and_then(|v| u32::from_str_radix(v, 16).ok()).unwrap_or(0),
+    })
+}

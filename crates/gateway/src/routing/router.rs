@@ -1,0 +1,144 @@
+//! Where a transaction runs: the primary, or one of the replicas that is healthy, caught up enough,
+//! in the client's replica group, and (with read-your-writes) has replayed the client's last write.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use pgpilot_sql::{route, PrimaryReason, Route, RouteHint, Statement, TxnControl};
+
+use super::backend::{Backend, Role};
+use crate::config::LoadBalance;
+use crate::databases::Database;
+
+/// The session's `SET pgpilot.route`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionRoute {
+    #[default]
+    Auto,
+    Primary,
+    Replica,
+}
+
+impl SessionRoute {
+    pub fn parse(v: &str) -> Option<SessionRoute> {
+        match v.trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase().as_str() {
+            "auto" | "default" => Some(SessionRoute::Auto),
+            "primary" => Some(SessionRoute::Primary),
+            "replica" => Some(SessionRoute::Replica),
+            _ => None,
+        }
+    }
+}
+
+/// What the router needs to know about the client.
+pub struct Request<'a> {
+    /// The first statement of the transaction; None when it cannot be known (a Bind of an unknown
+    /// statement, a function call): those go to the primary.
+    pub statement: Option<&'a Statement>,
+    pub session_route: SessionRoute,
+    /// The client's replica group (from tag rules or a hint).
+    pub tag: Option<&'a str>,
+    /// Unix ms of the client's last committed write (read-your-writes).
+    pub last_write_ms: Option<u64>,
+    pub search_path: &'a [String],
+    /// Whether a request whose statement is unknown may write (a function call may; a Describe cannot).
+    pub unknown_may_write: bool,
+}
+
+/// Where the transaction goes and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub backend: usize,
+    /// The transaction may write (counts for read-your-writes).
+    pub may_write: bool,
+    pub reason: &'static str,
+}
+
+pub fn decide(db: &Database, req: &Request<'_>) -> Decision {
+    let primary = db.primary_index();
+    let to_primary = |reason, may_write| Decision { backend: primary, may_write, reason };
+    if !db.splits_reads() {
+        return to_primary("no_replicas", true);
+    }
+    let Some(stmt) = req.statement else { return to_primary("unknown_statement", req.unknown_may_write) };
+    let hint = stmt.hints.route;
+    if hint == Some(RouteHint::Primary) || req.session_route == SessionRoute::Primary {
+        return to_primary("hint", !is_read_only(stmt));
+    }
+    let allow_replica_override =
+        hint == Some(RouteHint::Replica) || req.session_route == SessionRoute::Replica;
+    match route(stmt, &db.functions.load(), req.search_path) {
+        Route::Primary(reason) if !(allow_replica_override && overridable(reason)) => {
+            return to_primary(reason.as_str(), true)
+        }
+        _ => {}
+    }
+    let tag = stmt.hints.tag.as_deref().or(req.tag);
+    match pick_replica(db, tag, req.last_write_ms) {
+        Some(i) => Decision { backend: i, may_write: false, reason: "read" },
+        None => to_primary("no_eligible_replica", false),
+    }
+}
+
+/// A hint may send a read with a function pgpilot cannot vouch for to a replica, never a write.
+fn overridable(reason: PrimaryReason) -> bool {
+    matches!(
+        reason,
+        PrimaryReason::VolatileFunction | PrimaryReason::UnknownFunction | PrimaryReason::PreparedStatement
+    )
+}
+
+fn is_read_only(stmt: &Statement) -> bool {
+    !stmt.writes && !matches!(&stmt.transaction, Some(TxnControl::Begin(o)) if o.read_only != Some(true))
+}
+
+/// The replica to read from, or None when no replica qualifies.
+fn pick_replica(db: &Database, tag: Option<&str>, last_write_ms: Option<u64>) -> Option<usize> {
+    let routing = db.routing.load();
+    let required_lsn = match last_write_ms.filter(|_| db.read_your_writes()) {
+        None => None,
+        // The primary's position sampled after the write committed is at or past the write.
+        Some(t) => match db.backends[db.primary_index()].lsn() {
+            (lsn, at) if at > t => Some(lsn),
+            _ => return None,
+        },
+    };
+    let eligible = |b: &&std::sync::Arc<Backend>| {
+        let (lag_bytes, lag_ms) = b.lag();
+        b.role() == Role::Replica
+            && !b.is_banned()
+            && lag_bytes <= routing.max_replica_lag_bytes
+            && routing.max_replica_lag.enabled().is_none_or(|max| lag_ms <= max.as_millis() as u64)
+            && match tag {
+                Some(t) => b.tags.iter().any(|x| x == t),
+                None => b.tags.is_empty(),
+            }
+            && required_lsn.is_none_or(|need| b.lsn().0 >= need)
+    };
+    let candidates: Vec<&std::sync::Arc<Backend>> = db.backends.iter().filter(eligible).collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    let total: u64 = candidates.iter().map(|b| b.weight as u64).sum();
+    let chosen = match routing.load_balance {
+        LoadBalance::RoundRobin => {
+            weighted(&candidates, db.next_replica.fetch_add(1, Relaxed) as u64 % total)
+        }
+        LoadBalance::Random => weighted(&candidates, rand::random::<u64>() % total),
+        LoadBalance::LeastOutstanding => candidates
+            .iter()
+            .min_by_key(|b| (b.outstanding.load(Relaxed) as u64 * 1000) / b.weight as u64)
+            .map(|b| b.index)
+            .unwrap_or(candidates[0].index),
+    };
+    Some(chosen)
+}
+
+fn weighted(candidates: &[&std::sync::Arc<Backend>], mut point: u64) -> usize {
+    for b in candidates {
+        if point < b.weight as u64 {
+            return b.index;
+        }
+        point -= b.weight as u64;
+    }
+    candidates[0].index
+}

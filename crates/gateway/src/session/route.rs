@@ -1,0 +1,264 @@
+//! Routing from the session's side: which server a transaction starts on, falling back to the
+//! primary when a replica cannot be reached, and pgpilot's own session settings (`SET pgpilot.route`).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgpilot_sql::Statement;
+use pgpilot_wire::{backend, frontend};
+
+use super::client::{Ending, Session};
+use crate::config::PoolMode;
+use crate::pool::CheckoutError;
+use crate::routing::backend::Outstanding;
+use crate::routing::{decide, Decision, Request, SessionRoute};
+
+/// The server a client is attached to, and why.
+pub struct Attachment {
+    pub backend: usize,
+    pub may_write: bool,
+    _outstanding: Outstanding,
+}
+
+impl Attachment {
+    pub fn is_replica(&self, primary: usize) -> bool {
+        self.backend != primary
+    }
+}
+
+impl Session {
+    /// The statement the buffered request starts with, when pgpilot can tell.
+    pub(super) fn first_statement(&self) -> Option<Arc<Statement>> {
+        self.statement_of(&self.buf)
+    }
+
+    /// The statement a Query, Parse or Bind message (`msg`, header included) runs.
+    pub(super) fn statement_of(&self, msg: &[u8]) -> Option<Arc<Statement>> {
+        let text = match msg.first()? {
+            b'Q' => frontend::parse_query(msg.get(5..)?)?,
+            b'P' => frontend::parse_parse(msg.get(5..)?)?.query,
+            b'B' => {
+                let bind = frontend::parse_bind(msg.get(5..)?)?;
+                &self.statements.named.get(bind.statement)?.query
+            }
+            _ => return None,
+        };
+        std::str::from_utf8(text).ok().map(|sql| self.shared.classifier.classify(sql))
+    }
+
+    /// Attached to a replica between transactions, a request that must run on the primary waits
+    /// until the replica has answered everything, then starts over on the primary.
+    pub(super) fn needs_other_server(&mut self, msg: &[u8]) -> bool {
+        let on_replica = self.attachment.as_ref().is_some_and(|a| a.is_replica(self.db.primary_index()));
+        if !on_replica
+            || self.status != pgpilot_wire::backend::TxnStatus::Idle
+            || !matches!(msg[0], b'Q' | b'P' | b'B')
+        {
+            return false;
+        }
+        let stmt = self.statement_of(msg);
+        self.decide(stmt.as_deref()).backend == self.db.primary_index()
+    }
+
+    /// Where a transaction starting with `stmt` should run.
+    pub(super) fn decide(&mut self, stmt: Option<&Statement>) -> Decision {
+        let primary = self.db.primary_index();
+        if self.mode == PoolMode::Session || !self.db.splits_reads() {
+            return Decision { backend: primary, may_write: true, reason: "primary_only" };
+        }
+        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
+        if self.search_path.0 != raw {
+            self.search_path = (raw.to_string(), pgpilot_sql::parse_search_path(raw, &self.user));
+        }
+        let req = Request {
+            statement: stmt,
+            session_route: self.route,
+            tag: self.tag.as_deref(),
+            last_write_ms: self.last_write_ms,
+            search_path: &self.search_path.1,
+            unknown_may_write: matches!(self.buf.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P')),
+        };
+        decide(&self.db, &req)
+    }
+
+    /// Routes the buffered request and attaches a server; a replica that cannot be reached is banned
+    /// and the request goes elsewhere.
+    pub(super) async fn attach_routed(&mut self) -> Result<(), Ending> {
+        let splits = self.mode == PoolMode::Transaction && self.db.splits_reads();
+        let stmt = if splits { self.first_statement() } else { None };
+        // A failover while waiting sends the request to the new primary; bounded in case roles flap.
+        for _ in 0..100 {
+            let decision = self.decide(stmt.as_deref());
+            tracing::debug!(client = %self.reg.info.addr, backend = decision.backend, reason = decision.reason, "routed");
+            let pool = self.pools.pools[decision.backend].clone();
+            let replica = decision.backend != self.db.primary_index();
+            let db = self.db.clone();
+            let still_primary = move || replica || db.primary_index() == decision.backend;
+            match self.attach(&pool, replica, &still_primary).await {
+                Ok(()) => {
+                    let backend = self.db.backends[decision.backend].clone();
+                    let counter = if decision.may_write { &backend.writes } else { &backend.reads };
+                    counter.fetch_add(1, Relaxed);
+                    self.attachment = Some(Attachment {
+                        backend: decision.backend,
+                        may_write: decision.may_write,
+                        _outstanding: Outstanding::new(backend),
+                    });
+                    return Ok(());
+                }
+                Err(CheckoutError::Rerouted) => continue,
+                Err(e) if replica => {
+                    let ban = self.db.routing.load().ban_time.get().as_millis() as u64;
+                    self.db.backends[decision.backend].ban(ban, &e.to_string());
+                }
+                Err(e) => return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name))),
+            }
+        }
+        Err(Ending::Fatal(super::welcome::checkout_error(CheckoutError::Closed, &self.db.name)))
+    }
+
+    /// Ends the attachment's bookkeeping: a transaction that may have written on the primary moves
+    /// the client's read-your-writes mark.
+    pub(super) fn end_attachment(&mut self) {
+        if let Some(a) = self.attachment.take() {
+            if a.may_write && a.backend == self.db.primary_index() {
+                self.last_write_ms = Some(crate::routing::backend::now_ms());
+            }
+        }
+    }
+
+    /// `SET pgpilot.route = ...`: pgpilot's own settings are applied here and never reach a server.
+    /// Read from the text, not the grammar: `primary` is a reserved word PostgreSQL would reject.
+    /// Returns the CommandComplete tag when the statement is such a setting.
+    pub(super) fn apply_pgpilot_settings(&mut self, sql: &str) -> Option<&'static str> {
+        if !maybe_pgpilot_setting(sql.as_bytes()) {
+            return None;
+        }
+        let (name, value) = pgpilot_setting(sql)?;
+        match name.as_str() {
+            "pgpilot.route" => {
+                self.route = value.as_deref().and_then(SessionRoute::parse).unwrap_or_default()
+            }
+            _ => return None,
+        }
+        Some(if value.is_some() { "SET" } else { "RESET" })
+    }
+
+    /// A batch of nothing but Close of named statements (and Sync/Flush), as drivers send when they
+    /// drop a statement: in transaction pooling pgpilot answers it without taking a server.
+    pub(super) async fn close_locally(&mut self) -> Result<bool, Ending> {
+        use bytes::Buf;
+        if self.mode != PoolMode::Transaction || self.pools.pools[0].settings.load().max_prepared == 0 {
+            return Ok(false);
+        }
+        let mut pos = 0;
+        let mut closes = Vec::new();
+        loop {
+            let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf[pos..], &self.limits) else {
+                return Ok(false);
+            };
+            if self.buf.len() < pos + h.total {
+                return Ok(false);
+            }
+            let body = &self.buf[pos + 5..pos + h.total];
+            match h.tag {
+                b'C' => match frontend::parse_target(body) {
+                    Some((b'S', name)) if !name.is_empty() => closes.push(name.to_vec()),
+                    _ => return Ok(false),
+                },
+                b'H' => {}
+                b'S' => {
+                    pos += h.total;
+                    break;
+                }
+                _ => return Ok(false),
+            }
+            pos += h.total;
+        }
+        let mut out = BytesMut::with_capacity(closes.len() * 5 + 6);
+        for name in &closes {
+            self.statements.named.remove(name.as_slice());
+            out.extend_from_slice(super::expect::CLOSE_COMPLETE);
+        }
+        backend::ready_for_query(&mut out, self.status);
+        self.buf.advance(pos);
+        self.write(&out).await?;
+        Ok(true)
+    }
+
+    /// Answers a Query pgpilot handled itself: CommandComplete and ReadyForQuery.
+    pub(super) async fn answer_locally(&mut self, total: usize, tag: &str) -> Result<(), Ending> {
+        use bytes::Buf;
+        self.buf.advance(total);
+        let mut out = BytesMut::with_capacity(32);
+        backend::command_complete(&mut out, tag);
+        backend::ready_for_query(&mut out, self.status);
+        self.write(&out).await
+    }
+}
+
+/// A cheap first look, on every Query: only SET/RESET texts naming pgpilot.* go further.
+pub fn maybe_pgpilot_setting(text: &[u8]) -> bool {
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let t = &text[start..];
+    let verb = t.len() >= 5 && (t[..3].eq_ignore_ascii_case(b"set") || t[..5].eq_ignore_ascii_case(b"reset"));
+    verb && t.windows(8).any(|w| w.eq_ignore_ascii_case(b"pgpilot."))
+}
+
+/// `SET [SESSION] pgpilot.x = v`, `SET pgpilot.x TO v`, `RESET pgpilot.x` (one statement, any case,
+/// quotes optional): the name and the value (None for RESET or DEFAULT).
+pub fn pgpilot_setting(sql: &str) -> Option<(String, Option<String>)> {
+    let text = sql.trim().trim_end_matches(';').trim();
+    let lower = text.to_ascii_lowercase();
+    let mut words = lower.split_whitespace();
+    let verb = words.next()?;
+    let rest_start = text.len() - text[verb.len()..].trim_start().len();
+    let mut rest = &text[rest_start..];
+    if verb == "reset" {
+        let name = rest.trim().to_ascii_lowercase();
+        return name.starts_with("pgpilot.").then_some((name, None));
+    }
+    if verb != "set" {
+        return None;
+    }
+    if rest.to_ascii_lowercase().starts_with("session ") {
+        rest = rest[8..].trim_start();
+    }
+    let name_end = rest.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(rest.len());
+    let name = rest[..name_end].to_ascii_lowercase();
+    if !name.starts_with("pgpilot.") || text.contains(';') {
+        return None;
+    }
+    let mut value = rest[name_end..].trim_start();
+    if let Some(v) = value.strip_prefix('=') {
+        value = v;
+    } else if value.len() > 2 && value[..2].eq_ignore_ascii_case("to") {
+        value = &value[2..];
+    } else {
+        return None;
+    }
+    let value = value.trim().trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase();
+    Some((name, (value != "default").then_some(value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pgpilot_setting;
+
+    #[test]
+    fn pgpilot_settings_are_read_from_the_text() {
+        assert_eq!(
+            pgpilot_setting("SET pgpilot.route = primary"),
+            Some(("pgpilot.route".into(), Some("primary".into())))
+        );
+        assert_eq!(
+            pgpilot_setting("set session PGPILOT.ROUTE to 'Replica';"),
+            Some(("pgpilot.route".into(), Some("replica".into())))
+        );
+        assert_eq!(pgpilot_setting("SET pgpilot.route TO DEFAULT"), Some(("pgpilot.route".into(), None)));
+        assert_eq!(pgpilot_setting("RESET pgpilot.route"), Some(("pgpilot.route".into(), None)));
+        assert_eq!(pgpilot_setting("SET search_path = x"), None);
+        assert_eq!(pgpilot_setting("SET pgpilot.route = primary; DROP TABLE x"), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! Read/write splitting against a real primary and streaming replica: every statement class routed
+//! right (checked on the servers, with pg_is_in_recovery()), health, lag, read-your-writes, replica
+//! groups and failover.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgpilot_gateway::config::{Config, ReplicaConfig, Secs, TagRule};
+use pgpilot_gateway::Gateway;
+use pgpilot_testkit::Cluster;
+
+fn split_config(primary: &Cluster, replicas: &[(&Cluster, &[&str])]) -> Config {
+    let mut c = config_for(primary);
+    let db = c.databases.get_mut("postgres").unwrap();
+    db.replicas = pgpilot_gateway::config::OneOrMany(
+        replicas
+            .iter()
+            .map(|(r, tags)| ReplicaConfig::Detailed {
+                url: r.admin_url(),
+                weight: 1,
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            })
+            .collect(),
+    );
+    db.routing.health_check_interval = Secs::from_millis(200);
+    db.routing.lag_check_interval = Secs::from_millis(200);
+    db.routing.ban_time = Secs::from_secs(2);
+    c
+}
+
+/// Waits until the monitor has found `n` healthy replicas and loaded the function catalog.
+async fn wait_ready(gw: &Gateway, n: usize) {
+    let ok = eventually(Duration::from_secs(30), || {
+        let out = psql(gw, "pgpilot", "SHOW REPLICAS").unwrap_or_default();
+        out.lines().filter(|l| l.contains("|replica|") && l.contains("|up|")).count() >= n
+    })
+    .await;
+    assert!(ok, "replicas not discovered: {:?}", psql(gw, "pgpilot", "SHOW REPLICAS"));
+    // The function catalog is loaded in the same round as the first check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Long enough for the monitor to sample the primary after a write and see the replica replay it.
+async fn caught_up() {
+    tokio::time::sleep(Duration::from_millis(800)).await;
+}
+
+/// Runs `sql`, whose last column is inet_server_port(), and says whether a replica answered.
+async fn on_replica(c: &tokio_postgres::Client, sql: &str) -> bool {
+    let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let value = rows.iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(r.len() - 1).map(str::to_string),
+        _ => None,
+    });
+    let port: u16 = value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{sql}: no port"));
+    REPLICA_PORTS.lock().unwrap().contains(&port)
+}
+
+/// Ports of the replicas of the running tests (pg_is_in_recovery() itself is volatile, so it
+/// cannot be the probe: the server's port tells where a statement ran).
+static REPLICA_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+fn remember(replica: &Cluster) {
+    REPLICA_PORTS.lock().unwrap().push(replica.port());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_classes_are_routed_right() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'a'); CREATE SEQUENCE s;
+         CREATE FUNCTION vol() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
+         CREATE FUNCTION imm() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1'",
+    );
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let r = "inet_server_port()";
+    // Reads go to the replica.
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    assert!(on_replica(&c, &format!("SELECT v, {r} FROM t")).await);
+    assert!(on_replica(&c, &format!("SELECT imm(), {r}")).await);
+    assert!(on_replica(&c, &format!("SELECT random(), {r}")).await);
+    let row = c.query_one("SELECT inet_server_port()", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), replica.port() as i32, "extended-protocol read went to the primary");
+    // Everything that may write goes to the primary.
+    for sql in [
+        format!("SELECT {r} FROM t FOR UPDATE"),
+        format!("SELECT {r} FROM t FOR SHARE"),
+        format!("SELECT nextval('s'), {r}"),
+        format!("SELECT vol(), {r}"),
+        format!("WITH d AS (UPDATE t SET v = 'b' WHERE id = 1 RETURNING id) SELECT {r} FROM d"),
+        format!("/* pgpilot:primary */ SELECT {r}"),
+        format!("INSERT INTO t VALUES (2, 'x') ON CONFLICT DO NOTHING; SELECT {r}"),
+    ] {
+        assert!(!on_replica(&c, &sql).await, "{sql} ran on the replica");
+    }
+    // SELECT INTO and LOCK write: they must run (a replica would refuse them).
+    c.batch_execute("SELECT * INTO t_copy FROM t").await.unwrap();
+    c.batch_execute("BEGIN; LOCK TABLE t IN SHARE MODE; COMMIT").await.unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t_copy"), "2");
+    // Explicit transactions: read-write on the primary, READ ONLY on a replica (once the replica
+    // has replayed this client's writes: read-your-writes holds reads back until then).
+    assert!(!on_replica(&c, &format!("BEGIN; SELECT {r}")).await);
+    c.batch_execute("COMMIT").await.unwrap();
+    caught_up().await;
+    assert!(on_replica(&c, &format!("BEGIN READ ONLY; SELECT {r}")).await);
+    assert!(on_replica(&c, &format!("SELECT {r}")).await, "still inside the read-only transaction");
+    c.batch_execute("COMMIT").await.unwrap();
+    // The session override.
+    c.batch_execute("SET pgpilot.route = primary").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await);
+    c.batch_execute("SET pgpilot.route = auto").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    // Metrics and the API show the split.
+    let api = std::process::Command::new("curl")
+        .arg("-s")
+        .arg(format!("http://{}/api/v1/monitoring/replicas", gw.http_addr().unwrap()))
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&api.stdout).unwrap();
+    let servers = json["replicas"].as_array().unwrap();
+    let replica_row = servers.iter().find(|s| s["role"] == "replica").unwrap();
+    assert!(replica_row["reads_routed"].as_u64().unwrap() > 0);
+    let primary_row = servers.iter().find(|s| s["role"] == "primary").unwrap();
+    assert!(primary_row["writes_routed"].as_u64().unwrap() > 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_replica_fails_no_reads_after_detection() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int); INSERT INTO t SELECT generate_series(1, 100)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.pgpilot.default_pool_size = 4;
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let stop_at = Instant::now() + Duration::from_secs(1);
+    let detect = Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = connect(&gw).await;
+        tasks.push(tokio::spawn(async move {
+            let (mut late_failures, mut reads) = (0, 0);
+            let end = stop_at + Duration::from_secs(5);
+            while Instant::now() < end {
+                let r = c.query_one("SELECT count(*) FROM t", &[]).await;
+                reads += 1;
+                if r.is_err() && Instant::now() > stop_at + detect {
+                    late_failures += 1;
+                }
+                if r.is_err() && c.is_closed() {
+                    break;
+                }
+            }
+            (late_failures, reads, c.is_closed())
+        }));
+    }
+    tokio::time::sleep_until(stop_at.into()).await;
+    replica.stop();
+    let mut total = 0;
+    for t in tasks {
+        let (late, reads, closed) = t.await.unwrap();
+        assert_eq!(late, 0, "reads failed after the detection window");
+        assert!(!closed || reads > 0);
+        total += reads;
+    }
+    assert!(total > 100);
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(replicas.contains("|banned|"), "{replicas}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_gets_no_reads() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let replica = pg.start_replica_with(&["recovery_min_apply_delay = '30s'"]);
+    remember(&replica);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.databases.get_mut("postgres").unwrap().routing.max_replica_lag = Secs::from_secs(1);
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    assert!(on_replica(&c, "SELECT inet_server_port()").await, "not lagging yet");
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    // The replica cannot apply it for 30 s: beyond max_replica_lag it is skipped.
+    let lagging = eventually(Duration::from_secs(10), || {
+        psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap_or_default().lines().any(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            f.get(2) == Some(&"replica")
+                && f.get(6).and_then(|s| s.parse::<f64>().ok()).is_some_and(|s| s > 1.0)
+        })
+    })
+    .await;
+    assert!(lagging, "lag not measured: {:?}", psql(&gw, "pgpilot", "SHOW REPLICAS"));
+    for _ in 0..10 {
+        assert!(!on_replica(&c, "SELECT inet_server_port()").await, "read sent to a lagging replica");
+    }
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_never_misses() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE counter(id int primary key, n int); INSERT INTO counter VALUES (1, 0)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let update = c.prepare("UPDATE counter SET n = $1 WHERE id = 1").await.unwrap();
+    let read = c.prepare("SELECT n FROM counter WHERE id = 1").await.unwrap();
+    let mut misses = 0;
+    for i in 1..=1000 {
+        c.execute(&update, &[&i]).await.unwrap();
+        let n: i32 = c.query_one(&read, &[]).await.unwrap().get(0);
+        if n != i {
+            misses += 1;
+        }
+    }
+    assert_eq!(misses, 0, "reads missed the client's own writes");
+    // Once the replica has caught up, reads go back to it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(on_replica(&c, "SELECT inet_server_port()").await);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_groups_keep_analytics_apart() {
+    let pg = Cluster::start();
+    let app_replica = pg.start_replica();
+    let analytics = pg.start_replica();
+    app_replica.wait_caught_up(&pg);
+    analytics.wait_caught_up(&pg);
+    let mut config = split_config(&pg, &[(&app_replica, &[]), (&analytics, &["analytics"])]);
+    config.databases.get_mut("postgres").unwrap().routing.tag_rules =
+        vec![TagRule { user: None, application_name: Some("reports".into()), tag: "analytics".into() }];
+    let gw = start(config).await;
+    wait_ready(&gw, 2).await;
+    let port_of = |c: &Cluster| c.port().to_string();
+    let app = connect(&gw).await;
+    let reports = try_connect(&format!("{} application_name=reports", conninfo(&gw, "postgres", "postgres")))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let p: i32 = app.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&app_replica), "application reads stay off the analytics replica");
+        let p: i32 = reports.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&analytics), "report reads go only to the analytics replica");
+        let p: i32 =
+            app.query_one("/* pgpilot:tag=analytics */ SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&analytics));
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promoted_replica() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    pg.stop();
+    replica.promote();
+    let promoted_at = Instant::now();
+    let mut resumed = None;
+    while promoted_at.elapsed() < Duration::from_secs(20) {
+        if c.batch_execute("INSERT INTO t VALUES (2)").await.is_ok() {
+            resumed = Some(promoted_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = resumed.expect("writes never resumed on the promoted replica");
+    assert!(resumed < Duration::from_secs(5), "writes resumed after {resumed:?}");
+    assert_eq!(replica.psql("postgres", "SELECT count(*) FROM t"), "2");
+    // The old primary comes back on its old timeline: it is fenced, never written to.
+    pg.start_server();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 3..8 {
+        c.batch_execute(&format!("INSERT INTO t VALUES ({i})")).await.unwrap();
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1", "the old primary was written to");
+    assert_eq!(replica.psql("postgres", "SELECT count(*) FROM t"), "7");
+    gw.shutdown().await;
+}
