@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -40,21 +41,37 @@ var (
 	rounds  = envInt("DRIVER_ROUNDS", 30)
 )
 
-const roundtripSQL = `SELECT $1::int4 AS i4, $2::int8 AS i8, $3::numeric AS num, $4::text AS txt,
-       $5::bool AS flag, $6::timestamptz AS ts, $7::date AS day, $8::uuid AS id, $9::jsonb AS doc,
-       $10::bytea AS raw, $11::int4[] AS ints, $12::text[] AS texts, $13::text AS nothing,
-       concat_ws('|', $1::int4 + 1, $2::int8 * 2, ($3::numeric * 4)::int8, length($4::text),
-                 NOT $5::bool, (extract(epoch FROM $6::timestamptz) * 1000)::int8,
-                 $7::date - DATE '2000-01-01', $8::uuid, $9::jsonb ->> 'k', encode($10::bytea, 'hex'),
-                 array_to_string($11::int4[], ','), array_to_string($12::text[], ','),
-                 $13::text IS NULL) AS digest`
-
-const sessionSQL = `SELECT current_setting('search_path') AS search_path,
-       current_setting('TimeZone') AS time_zone,
-       extract(timezone FROM now())::int4 AS utc_offset,
-       (SELECT owner FROM mine) AS owner`
-
 const divideSQL = "SELECT 10 / $1::int4"
+
+var (
+	roundtripSQL = statement("roundtrip")
+	sessionSQL   = statement("session")
+)
+
+// statement is a statement every driver runs, from drivers/sql/NAME.sql (comment lines left
+// out), found through DRIVER_SQL_DIR or from the repository's root or drivers/go.
+func statement(name string) string {
+	dirs := []string{filepath.Join("drivers", "sql"), filepath.Join("..", "sql")}
+	if dir := os.Getenv("DRIVER_SQL_DIR"); dir != "" {
+		dirs = append([]string{dir}, dirs...)
+	}
+	for _, dir := range dirs {
+		text, err := os.ReadFile(filepath.Join(dir, name+".sql"))
+		if err != nil {
+			continue
+		}
+		var kept []string
+		for _, line := range strings.Split(string(text), "\n") {
+			if !strings.HasPrefix(line, "--") {
+				kept = append(kept, line)
+			}
+		}
+		return strings.TrimSpace(strings.Join(kept, "\n"))
+	}
+	fmt.Fprintf(os.Stderr, "FAIL: no %s.sql in %v (set DRIVER_SQL_DIR)\n", name, dirs)
+	os.Exit(1)
+	return ""
+}
 
 func envInt(name string, fallback int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {

@@ -5,10 +5,15 @@
 // PGDATABASE from the environment. Exits 1 with FAIL lines on any mismatch, 0 with a one-line
 // summary otherwise. See docs/drivers.md.
 
+import java.io.IOException;
 import java.io.StringReader;
 import java.io.StringWriter;
+import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.math.BigInteger;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.sql.Array;
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -33,6 +38,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import java.util.stream.Collectors;
 import org.postgresql.PGConnection;
 import org.postgresql.PGNotification;
 import org.postgresql.copy.CopyManager;
@@ -43,23 +49,34 @@ public class DriverScenario {
     static final String LISTEN_CHANNEL = "drivers_events";
     static final int COPY_ROWS = 200;
 
-    static final String ROUNDTRIP_SQL =
-            "SELECT $1::int4 AS i4, $2::int8 AS i8, $3::numeric AS num, $4::text AS txt,\n"
-            + "       $5::bool AS flag, $6::timestamptz AS ts, $7::date AS day, $8::uuid AS id, $9::jsonb AS doc,\n"
-            + "       $10::bytea AS raw, $11::int4[] AS ints, $12::text[] AS texts, $13::text AS nothing,\n"
-            + "       concat_ws('|', $1::int4 + 1, $2::int8 * 2, ($3::numeric * 4)::int8, length($4::text),\n"
-            + "                 NOT $5::bool, (extract(epoch FROM $6::timestamptz) * 1000)::int8,\n"
-            + "                 $7::date - DATE '2000-01-01', $8::uuid, $9::jsonb ->> 'k', encode($10::bytea, 'hex'),\n"
-            + "                 array_to_string($11::int4[], ','), array_to_string($12::text[], ','),\n"
-            + "                 $13::text IS NULL) AS digest";
-
-    static final String SESSION_SQL =
-            "SELECT current_setting('search_path') AS search_path,\n"
-            + "       current_setting('TimeZone') AS time_zone,\n"
-            + "       extract(timezone FROM now())::int4 AS utc_offset,\n"
-            + "       (SELECT owner FROM mine) AS owner";
-
+    static final String ROUNDTRIP_SQL = statement("roundtrip");
+    static final String SESSION_SQL = statement("session");
     static final String DIVIDE_SQL = "SELECT 10 / ?::int4";
+
+    /**
+     * A statement every driver runs, from drivers/sql/NAME.sql (comment lines left out), found
+     * through DRIVER_SQL_DIR or from the repository's root or drivers/java.
+     */
+    static String statement(String name) {
+        List<Path> dirs = new ArrayList<>();
+        if (System.getenv("DRIVER_SQL_DIR") != null) dirs.add(Path.of(System.getenv("DRIVER_SQL_DIR")));
+        dirs.add(Path.of("drivers", "sql"));
+        dirs.add(Path.of("..", "sql"));
+        for (Path dir : dirs) {
+            Path file = dir.resolve(name + ".sql");
+            if (Files.exists(file)) {
+                try {
+                    return Files.readAllLines(file, StandardCharsets.UTF_8).stream()
+                            .filter(line -> !line.startsWith("--"))
+                            .collect(Collectors.joining("\n"))
+                            .strip();
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+            }
+        }
+        throw new IllegalStateException("no " + name + ".sql in " + dirs + " (set DRIVER_SQL_DIR)");
+    }
 
     /**
      * Calls Statement.cancel() 200 ms after it starts and every 250 ms after that until stopped: a

@@ -6,6 +6,8 @@
 // PGDATABASE environment. Exits 1 with FAIL lines on any mismatch, 0 with a one-line summary.
 // See docs/drivers.md.
 
+const fs = require('node:fs')
+const path = require('node:path')
 const { isDeepStrictEqual } = require('node:util')
 const { pipeline } = require('node:stream/promises')
 const { Readable } = require('node:stream')
@@ -20,20 +22,14 @@ const COPY_ROWS = 200
 // Dates stay text: pg's default turns a date into a JavaScript Date at local midnight.
 pg.types.setTypeParser(1082, (text) => text)
 
-const ROUNDTRIP_SQL = `SELECT $1::int4 AS i4, $2::int8 AS i8, $3::numeric AS num, $4::text AS txt,
-       $5::bool AS flag, $6::timestamptz AS ts, $7::date AS day, $8::uuid AS id, $9::jsonb AS doc,
-       $10::bytea AS raw, $11::int4[] AS ints, $12::text[] AS texts, $13::text AS nothing,
-       concat_ws('|', $1::int4 + 1, $2::int8 * 2, ($3::numeric * 4)::int8, length($4::text),
-                 NOT $5::bool, (extract(epoch FROM $6::timestamptz) * 1000)::int8,
-                 $7::date - DATE '2000-01-01', $8::uuid, $9::jsonb ->> 'k', encode($10::bytea, 'hex'),
-                 array_to_string($11::int4[], ','), array_to_string($12::text[], ','),
-                 $13::text IS NULL) AS digest`
+// A statement every driver runs, from drivers/sql/NAME.sql (comment lines left out).
+function statement (name) {
+  const text = fs.readFileSync(path.join(__dirname, '..', 'sql', `${name}.sql`), 'utf8')
+  return text.split('\n').filter((line) => !line.startsWith('--')).join('\n').trim()
+}
 
-const SESSION_SQL = `SELECT current_setting('search_path') AS search_path,
-       current_setting('TimeZone') AS time_zone,
-       extract(timezone FROM now())::int4 AS utc_offset,
-       (SELECT owner FROM mine) AS owner`
-
+const ROUNDTRIP_SQL = statement('roundtrip')
+const SESSION_SQL = statement('session')
 const DIVIDE_SQL = 'SELECT 10 / $1::int4 AS quotient'
 
 class Mismatch extends Error {}

@@ -6,6 +6,7 @@ they are deterministic in (client, round) so a value that comes back to the wron
 
 import datetime
 import os
+import pathlib
 import sys
 import threading
 import uuid
@@ -13,25 +14,19 @@ import uuid
 CLIENTS = int(os.environ.get("DRIVER_CLIENTS", "50"))
 ROUNDS = int(os.environ.get("DRIVER_ROUNDS", "30"))
 LISTEN_CHANNEL = "drivers_events"
+SQL_DIR = pathlib.Path(__file__).resolve().parent.parent / "sql"
 
-# One statement with every type of the scenario: the values come back as results, and `digest`
-# is computed by the server from the parameters, so a parameter the server misread shows even
-# when the driver would decode its own mistake back symmetrically.
-ROUNDTRIP_SQL = """SELECT $1::int4 AS i4, $2::int8 AS i8, $3::numeric AS num, $4::text AS txt,
-       $5::bool AS flag, $6::timestamptz AS ts, $7::date AS day, $8::uuid AS id, $9::jsonb AS doc,
-       $10::bytea AS raw, $11::int4[] AS ints, $12::text[] AS texts, $13::text AS nothing,
-       concat_ws('|', $1::int4 + 1, $2::int8 * 2, ($3::numeric * 4)::int8, length($4::text),
-                 NOT $5::bool, (extract(epoch FROM $6::timestamptz) * 1000)::int8,
-                 $7::date - DATE '2000-01-01', $8::uuid, $9::jsonb ->> 'k', encode($10::bytea, 'hex'),
-                 array_to_string($11::int4[], ','), array_to_string($12::text[], ','),
-                 $13::text IS NULL) AS digest"""
 
-# The client's view of its session: its own search_path and time zone, and a table that exists
-# only in its own schema.
-SESSION_SQL = """SELECT current_setting('search_path') AS search_path,
-       current_setting('TimeZone') AS time_zone,
-       extract(timezone FROM now())::int4 AS utc_offset,
-       (SELECT owner FROM mine) AS owner"""
+def statement(name):
+    """A statement every driver runs, from drivers/sql/NAME.sql (comment lines left out)."""
+    lines = (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8").splitlines()
+    return "\n".join(line for line in lines if not line.startswith("--")).strip()
+
+
+ROUNDTRIP_SQL = statement("roundtrip")
+SESSION_SQL = statement("session")
+
+
 
 DIVIDE_SQL = "SELECT 10 / $1::int4"
 

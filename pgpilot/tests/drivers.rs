@@ -86,7 +86,7 @@ fn java_jdbc() {
     compile("pgJDBC", javac);
     let stage = Stage::new();
     let mut command = Command::new("java");
-    command.arg("-cp").arg(format!("{}:{}", classes.display(), jar.display())).arg("DriverScenario");
+    command.current_dir(repo_root()).arg("-cp").arg(format!("{}:{}", classes.display(), jar.display())).arg("DriverScenario");
     stage.run_program("pgJDBC", command);
 }
 
@@ -114,7 +114,9 @@ fn go_pgx() {
         .env("GOFLAGS", "");
     compile("pgx", build);
     let stage = Stage::new();
-    stage.run_program("pgx", Command::new(binary));
+    let mut command = Command::new(binary);
+    command.current_dir(repo_root());
+    stage.run_program("pgx", command);
 }
 
 fn compile(driver: &str, mut command: Command) {

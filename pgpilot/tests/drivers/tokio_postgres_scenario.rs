@@ -229,15 +229,18 @@ impl ScenarioClient {
         }
         // tokio-postgres names statements s0, s1, ... in the order prepared: an order that
         // differs between clients makes one name stand for different SQL on different clients.
-        let prepare = |sql: &'static str| client.prepare(sql);
-        let (roundtrip, session) = if c % 2 == 1 {
-            let session = prepare(SESSION_SQL).await.map_err(db_error(c, "prepare session"))?;
-            (prepare(ROUNDTRIP_SQL).await.map_err(db_error(c, "prepare roundtrip"))?, session)
-        } else {
-            let roundtrip = prepare(ROUNDTRIP_SQL).await.map_err(db_error(c, "prepare roundtrip"))?;
-            (roundtrip, prepare(SESSION_SQL).await.map_err(db_error(c, "prepare session"))?)
+        let prepare = |sql: String, what: &'static str| {
+            let client = &client;
+            async move { client.prepare(&sql).await.map_err(db_error(c, what)) }
         };
-        let divide = prepare(DIVIDE_SQL).await.map_err(db_error(c, "prepare divide"))?;
+        let (roundtrip, session) = if c % 2 == 1 {
+            let session = prepare(session_sql(), "prepare session").await?;
+            (prepare(roundtrip_sql(), "prepare roundtrip").await?, session)
+        } else {
+            let roundtrip = prepare(roundtrip_sql(), "prepare roundtrip").await?;
+            (roundtrip, prepare(session_sql(), "prepare session").await?)
+        };
+        let divide = prepare(DIVIDE_SQL.to_string(), "prepare divide").await?;
         let statements = Statements { roundtrip, session, divide };
         let expect = Expectations { c, statements, zone };
         Ok(ScenarioClient { c, clients, rounds, client, notifications, expect })

@@ -12,21 +12,20 @@ use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 pub const LISTEN_CHANNEL: &str = "drivers_events";
 pub const COPY_ROWS: i32 = 200;
 
-pub const ROUNDTRIP_SQL: &str = "SELECT $1::int4 AS i4, $2::int8 AS i8, $3::numeric AS num, $4::text AS txt,
-       $5::bool AS flag, $6::timestamptz AS ts, $7::date AS day, $8::uuid AS id, $9::jsonb AS doc,
-       $10::bytea AS raw, $11::int4[] AS ints, $12::text[] AS texts, $13::text AS nothing,
-       concat_ws('|', $1::int4 + 1, $2::int8 * 2, ($3::numeric * 4)::int8, length($4::text),
-                 NOT $5::bool, (extract(epoch FROM $6::timestamptz) * 1000)::int8,
-                 $7::date - DATE '2000-01-01', $8::uuid, $9::jsonb ->> 'k', encode($10::bytea, 'hex'),
-                 array_to_string($11::int4[], ','), array_to_string($12::text[], ','),
-                 $13::text IS NULL) AS digest";
-
-pub const SESSION_SQL: &str = "SELECT current_setting('search_path') AS search_path,
-       current_setting('TimeZone') AS time_zone,
-       extract(timezone FROM now())::int4 AS utc_offset,
-       (SELECT owner FROM mine) AS owner";
-
 pub const DIVIDE_SQL: &str = "SELECT 10 / $1::int4";
+
+/// The statements every driver runs, from drivers/sql (comment lines left out).
+pub fn roundtrip_sql() -> String {
+    statement(include_str!("../../../drivers/sql/roundtrip.sql"))
+}
+
+pub fn session_sql() -> String {
+    statement(include_str!("../../../drivers/sql/session.sql"))
+}
+
+fn statement(text: &str) -> String {
+    text.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_string()
+}
 
 /// An IANA zone for the client (the second one after its mid-run SET) and its UTC offset.
 pub fn zone(c: usize, second: bool) -> (String, i32) {
