@@ -1,5 +1,6 @@
 use std::fs;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -153,6 +154,7 @@ impl Cluster {
     /// Like [`Cluster::psql`] but returns the error text instead of panicking.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bins.tool("psql"))
+            .process_group(0)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-h"])
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
@@ -223,8 +225,10 @@ impl Cluster {
         let mut cmd = as_server_user(self.bins.tool("pg_ctl"));
         cmd.args(["-D"]).arg(self.data_dir()).arg("-l").arg(self.log_path());
         cmd.args(["-w", "-t", "60", "start"]);
-        run_checked(cmd, "pg_ctl start");
+        // Marked running before pg_ctl returns: when it fails or times out, the server may still
+        // come up, and dropping the cluster must then stop it.
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        run_checked(cmd, "pg_ctl start");
     }
 
     /// Stops the server (fast mode: clients are disconnected, no crash recovery needed).

@@ -1,4 +1,5 @@
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -8,19 +9,27 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A command that runs as the unprivileged `postgres` user when we are root.
+/// A command that runs as the unprivileged `postgres` user when we are root, in a process group of
+/// its own (see [`run_checked`]).
 pub fn as_server_user(program: impl AsRef<OsStr>) -> Command {
-    if is_root() {
+    let mut cmd = if is_root() {
         let mut cmd = Command::new("runuser");
         cmd.arg("-u").arg("postgres").arg("--").arg(program);
         cmd
     } else {
         Command::new(program)
-    }
+    };
+    cmd.process_group(0);
+    cmd
 }
 
 /// Runs a command and panics with its output when it fails.
+///
+/// The command gets a process group of its own, so a Ctrl-C on the terminal interrupts only the
+/// program using the kit (which then tears its servers down) and never kills pg_ctl half-way
+/// through starting a server that would then be left running.
 pub fn run_checked(mut cmd: Command, what: &str) -> Output {
+    cmd.process_group(0);
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not start {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(

@@ -82,7 +82,8 @@ replicas = ["{replica}"]
 
 /// The result cache for the demo database, with Redis as the shared tier when it runs.
 fn cache_toml(redis_url: Option<&str>) -> String {
-    let mut text = format!("\n[databases.{}.cache]\nenabled = true\nttl = \"30s\"\n", super::session::DATABASE);
+    let mut text =
+        format!("\n[databases.{}.cache]\nenabled = true\nttl = \"30s\"\n", super::session::DATABASE);
     if let Some(url) = redis_url {
         text.push_str(&format!("\n[cache]\nredis_url = \"{url}\"\n"));
     }

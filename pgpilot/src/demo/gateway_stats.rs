@@ -271,7 +271,9 @@ impl ReadSplit {
     fn from_json(value: &Value, database: &str) -> ReadSplit {
         let servers = value.get("replicas").and_then(Value::as_array).cloned().unwrap_or_default();
         let (mut replica, mut primary, mut saw_primary) = (0, 0, false);
-        for s in servers.iter().filter(|s| s.get("database").and_then(Value::as_str).is_none_or(|d| d == database)) {
+        for s in
+            servers.iter().filter(|s| s.get("database").and_then(Value::as_str).is_none_or(|d| d == database))
+        {
             let reads = s.get("reads_routed").and_then(Value::as_u64).unwrap_or(0);
             if s.get("role").and_then(Value::as_str) == Some("primary") {
                 saw_primary = true;
@@ -343,7 +345,8 @@ mod tests {
         let split = ReadSplit::from_json(&v, "demo");
         assert_eq!((split.reads_replica, split.reads_primary), (Some(70), Some(30)));
         assert!((split.replica_share.unwrap() - 0.7).abs() < 1e-9);
-        let only_replicas = serde_json::json!({"replicas": [{"database": "demo", "role": "replica", "reads_routed": 4}]});
+        let only_replicas =
+            serde_json::json!({"replicas": [{"database": "demo", "role": "replica", "reads_routed": 4}]});
         let split = ReadSplit::from_json(&only_replicas, "demo");
         assert_eq!((split.reads_replica, split.reads_primary, split.replica_share), (Some(4), None, None));
     }

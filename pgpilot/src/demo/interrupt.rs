@@ -39,6 +39,7 @@ impl Interrupt {
         let mut hup = install(SignalKind::hangup())?;
         let (tx, rx) = watch::channel(false);
         let stop = Arc::new(AtomicBool::new(false));
+        quiet_panics_after(stop.clone());
         let flag = stop.clone();
         tokio::spawn(async move {
             let mut first = true;
@@ -82,6 +83,22 @@ impl Interrupt {
             _ = self.wait() => Err(Interrupted.into()),
         }
     }
+}
+
+/// A Ctrl-C on a terminal also reaches the tools the demo runs (pg_ctl, psql, pg_basebackup); the
+/// step that ran one then fails with a panic whose message is noise once the user has asked to stop.
+/// The tool may die before the signal task has run, hence the short grace before printing.
+fn quiet_panics_after(signalled: Arc<AtomicBool>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        for _ in 0..20 {
+            if signalled.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        default(info);
+    }));
 }
 
 /// Whether an error comes from a signal rather than a failure.

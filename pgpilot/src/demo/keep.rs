@@ -31,10 +31,12 @@ pub fn connection_help(info: &StackInfo, clients: usize) -> String {
     if let (Some(gw), Some(p)) = (&info.pgpilot, &info.primary) {
         line(
             "more load",
-            format!("pgpilot bench direct={} pgpilot={} --scenario read-heavy -c {clients} -T 10", p.url, gw.url),
+            format!(
+                "pgpilot bench direct={} pgpilot={} --scenario read-heavy -c {clients} -T 10",
+                p.url, gw.url
+            ),
         );
     }
     out.push_str("Press Ctrl-C to stop everything and remove its files.\n");
     out
 }
-

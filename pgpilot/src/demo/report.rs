@@ -120,7 +120,13 @@ impl WorkloadSummary {
 impl PhaseSummary {
     fn new(phase: &PhaseResult) -> PhaseSummary {
         let figures = |name: &str| {
-            phase.report.targets.iter().find(|t| t.target.name == name).map(TargetFigures::new).unwrap_or_default()
+            phase
+                .report
+                .targets
+                .iter()
+                .find(|t| t.target.name == name)
+                .map(TargetFigures::new)
+                .unwrap_or_default()
         };
         let (direct, pgpilot) = (figures(DIRECT), figures(PGPILOT));
         let ratio = Ratios {
@@ -189,7 +195,12 @@ pub struct PoolLine {
 }
 
 impl PoolSummary {
-    pub fn new(pool_size: usize, clients: usize, usage: PoolUsage, last: Option<&PoolSnapshot>) -> PoolSummary {
+    pub fn new(
+        pool_size: usize,
+        clients: usize,
+        usage: PoolUsage,
+        last: Option<&PoolSnapshot>,
+    ) -> PoolSummary {
         let last_pools = last.map(|s| s.pools.as_slice()).unwrap_or_default();
         let pools = usage
             .pools

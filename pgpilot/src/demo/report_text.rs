@@ -134,7 +134,10 @@ fn reads_and_cache(r: &DemoReport, out: &mut String) {
 fn pool(r: &DemoReport, out: &mut String) {
     let p = &r.pool;
     let waiting = if p.clients_waiting_peak > 0 {
-        format!("up to {} clients waited for a server, at most {:.1} ms", p.clients_waiting_peak, p.max_wait_ms)
+        format!(
+            "up to {} clients waited for a server, at most {:.1} ms",
+            p.clients_waiting_peak, p.max_wait_ms
+        )
     } else {
         "no client had to wait for a server".to_string()
     };
@@ -176,7 +179,10 @@ fn advisor(r: &DemoReport, out: &mut String) {
         a.planted_missing_indexes
     );
     for s in &a.index_suggestions {
-        let gain = s.cost_reduction.map(|g| format!("{:.0}% cheaper", g * 100.0)).unwrap_or_else(|| "heuristic".into());
+        let gain = s
+            .cost_reduction
+            .map(|g| format!("{:.0}% cheaper", g * 100.0))
+            .unwrap_or_else(|| "heuristic".into());
         let _ = writeln!(out, "  index    {}  ({gain})", s.create_statement);
     }
     for f in &a.top_findings {
@@ -209,12 +215,14 @@ fn sources(sources: &[String]) -> String {
 /// 1234567 → "1,234,567".
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
+    let head = match digits.len() % 3 {
+        0 => 3,
+        h => h,
+    };
+    let mut out = digits[..head].to_string();
+    for group in digits.as_bytes()[head..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).unwrap_or_default());
     }
     out
 }

@@ -79,7 +79,9 @@ async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Resu
     }
     let cache_configured = start_gateway(args, stack).await?;
     if !cache_configured {
-        notes.push("this build of pgpilot has no result cache settings: the workload ran without a cache".into());
+        notes.push(
+            "this build of pgpilot has no result cache settings: the workload ran without a cache".into(),
+        );
     }
     announce_gateway(stack);
     interrupt.guard(check_gateway(stack)).await?;
@@ -92,7 +94,8 @@ async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Resu
     let sampler = monitor.spawn();
     eprintln!("\nRunning the workload: {}", plan.describe());
     let direct_url = stack.primary()?.url("postgres", DATABASE);
-    let pgpilot_url = stack.describe().pgpilot.map(|g| g.url).ok_or_else(|| anyhow!("pgpilot is not running"))?;
+    let pgpilot_url =
+        stack.describe().pgpilot.map(|g| g.url).ok_or_else(|| anyhow!("pgpilot is not running"))?;
     let phases = workload::run(&plan, &direct_url, &pgpilot_url, interrupt, &monitor).await;
     sampler.abort();
     let phases = phases?;
@@ -106,7 +109,8 @@ async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Resu
     let cache = CacheUse::fetch(http).await;
     let last_pools = PoolSnapshot::fetch(http, DATABASE).await.ok();
     let best_tps = workload.phases.iter().map(|p| p.pgpilot.tps).fold(0.0, f64::max);
-    let advisor = interrupt.guard(async { anyhow::Ok(advisor::run(&direct_url, http, best_tps).await) }).await?;
+    let advisor =
+        interrupt.guard(async { anyhow::Ok(advisor::run(&direct_url, http, best_tps).await) }).await?;
     Ok(DemoReport {
         pgpilot_version: env!("CARGO_PKG_VERSION"),
         postgres_version,
@@ -140,19 +144,20 @@ async fn servers_and_data(
     let client = connect(&primary.url("postgres", DATABASE)).await?;
     client.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
 
-    eprintln!(
-        "Loading the sample application (scale {}) and starting a streaming replica...",
-        args.scale
-    );
+    eprintln!("Loading the sample application (scale {}) and starting a streaming replica...", args.scale);
+    let replica = async {
+        let replica = stack::start_replica(primary.clone()).await?;
+        announce("replica", Some(&ServerInfo::postgres(&replica)));
+        anyhow::Ok(replica)
+    };
     let (replica, app) = tokio::join!(
-        interrupt.guard(stack::start_replica(primary.clone())),
+        interrupt.guard(replica),
         interrupt.guard(async { demo_app::install(&client, args.scale).await }),
     );
     if let Ok(replica) = &replica {
         stack.replica = Some(replica.clone());
     }
     let (replica, app) = (replica?, app.context("loading the sample application")?);
-    announce("replica", stack.describe().replica.as_ref());
     eprintln!("Waiting for the replica to replay it...");
     interrupt.guard(wait_caught_up(&admin, &replica)).await?;
     Ok((client, app, format!("PostgreSQL {version}")))
@@ -173,9 +178,8 @@ async fn wait_caught_up(primary: &Client, replica: &Cluster) -> Result<()> {
     let replica_client = connect(&replica.admin_url()).await?;
     let deadline = Instant::now() + CATCH_UP_LIMIT;
     loop {
-        let row = replica_client
-            .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn])
-            .await?;
+        let row =
+            replica_client.query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).await?;
         if row.get::<_, Option<bool>>(0) == Some(true) {
             return Ok(());
         }
@@ -198,7 +202,10 @@ async fn start_gateway(args: &DemoArgs, stack: &mut Stack) -> Result<bool> {
         pool_size: args.pool_size,
     };
     let setup = gateway_config::build(&plan)?;
-    let workdir = tempfile::Builder::new().prefix("pgpilot-demo-").tempdir().context("creating a temporary directory")?;
+    let workdir = tempfile::Builder::new()
+        .prefix("pgpilot-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
     gateway_config::write(workdir.path(), &setup.text)?;
     stack.workdir = Some(workdir);
     stack.gateway = Some(Gateway::start(setup.config, QuickStart::default()).await?);

@@ -2,13 +2,16 @@
 //! temporary directories), Redis when installed, and the gateway in this process. Everything is
 //! owned by [`Stack`], whose teardown stops it all and removes every directory.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 use pgpilot_gateway::Gateway;
 use pgpilot_testkit::{Cluster, RedisServer};
 use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Everything the demo started, each part present once it is running.
 #[derive(Default)]
@@ -39,20 +42,31 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// Runs testkit's blocking (and panicking) calls off the runtime. A panic becomes an error; if the
-/// caller stops waiting (Ctrl-C), what the call returns is dropped, and so torn down, when it ends.
+/// Blocking calls still running, which the teardown waits for.
+static IN_FLIGHT: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Runs testkit's blocking (and panicking) calls off the runtime. A panic becomes an error. If the
+/// caller stops waiting (Ctrl-C), what the call returns is dropped, and so torn down, on its own
+/// thread as soon as it ends, and [`Stack::teardown`] waits for that.
 async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| match e.try_into_panic() {
-        Ok(payload) => {
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
+        // An unwanted result (the receiver is gone) is dropped here, on this thread.
+        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+    });
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    match rx.await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(payload)) => {
             let message = payload
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown failure".into());
-            anyhow!("{what}: {message}")
+            Err(anyhow!("{what}: {message}"))
         }
-        Err(e) => anyhow!("{what}: {e}"),
-    })
+        Err(_) => Err(anyhow!("{what}: the task ended without an answer")),
+    }
 }
 
 /// A primary with pg_stat_statements loaded, so the advisor sees the workload.
@@ -103,6 +117,11 @@ impl Stack {
         let primary = self.primary.take();
         let redis = self.redis.take();
         let workdir = self.workdir.take();
+        let pending: Vec<JoinHandle<()>> =
+            IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for task in pending {
+            let _ = task.await;
+        }
         let _ = blocking("stopping the servers", move || {
             drop(replica);
             drop(primary);
