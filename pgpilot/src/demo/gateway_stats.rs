@@ -140,20 +140,27 @@ impl Utilization {
 }
 
 /// Pool figures over the runs through pgpilot.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolUsage {
+    pub totals: PoolTotals,
+    /// Each pool (the primary's, the replica's) on its own.
+    pub pools: Vec<PoolUse>,
+}
+
+/// Over every pool of the demo database, while the workload ran through pgpilot.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolTotals {
+    /// Pool samples taken (twice a second).
     pub samples: u64,
-    /// Busy server connections / pool size over every pool of the demo database, averaged over the samples.
+    /// Busy server connections / pool size, mean and peak over the samples.
     pub utilization_mean: f64,
     pub utilization_peak: f64,
-    /// Most server connections open at once (all pools of the demo database).
+    /// Most server connections open at once.
     pub server_connections_peak: u64,
     /// Most clients waiting for a server connection at once.
     pub clients_waiting_peak: u64,
     /// Longest a client had waited for a server connection, in milliseconds.
     pub max_wait_ms: f64,
-    /// Each pool (the primary's, the replica's) on its own.
-    pub pools: Vec<PoolUse>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,12 +233,14 @@ impl PoolMonitor {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mean = |u: &Utilization| ratio(u.sum, s.count as f64);
         PoolUsage {
-            samples: s.count,
-            utilization_mean: mean(&s.overall),
-            utilization_peak: s.overall.peak,
-            server_connections_peak: s.servers_peak,
-            clients_waiting_peak: s.waiting_peak,
-            max_wait_ms: s.max_wait_ms,
+            totals: PoolTotals {
+                samples: s.count,
+                utilization_mean: mean(&s.overall),
+                utilization_peak: s.overall.peak,
+                server_connections_peak: s.servers_peak,
+                clients_waiting_peak: s.waiting_peak,
+                max_wait_ms: s.max_wait_ms,
+            },
             pools: s
                 .pools
                 .iter()

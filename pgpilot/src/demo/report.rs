@@ -6,7 +6,7 @@ use pgpilot_bench::{ErrorCount, TargetReport};
 use serde::Serialize;
 
 use super::advisor::AdvisorSummary;
-use super::gateway_stats::{CacheUse, PoolSnapshot, PoolUsage, ReadSplit};
+use super::gateway_stats::{CacheUse, PoolSnapshot, PoolTotals, PoolUsage, ReadSplit};
 use super::stack::StackInfo;
 use super::workload::{PhaseResult, WorkloadPlan, DIRECT, PGPILOT};
 
@@ -168,15 +168,8 @@ pub struct PoolSummary {
     pub pool_size: usize,
     /// Client connections of the workload.
     pub clients: usize,
-    /// Pool samples taken while the workload ran through pgpilot (twice a second).
-    pub samples: u64,
-    /// Busy server connections / pool size over every pool, mean and peak over the samples.
-    pub utilization_mean: f64,
-    pub utilization_peak: f64,
-    pub server_connections_peak: u64,
-    pub clients_waiting_peak: u64,
-    /// Longest a client waited for a server connection, in milliseconds.
-    pub max_wait_ms: f64,
+    #[serde(flatten)]
+    pub totals: PoolTotals,
     pub pools: Vec<PoolLine>,
 }
 
@@ -220,18 +213,7 @@ impl PoolSummary {
                 }
             })
             .collect();
-        PoolSummary {
-            pool_mode: "transaction",
-            pool_size,
-            clients,
-            samples: usage.samples,
-            utilization_mean: usage.utilization_mean,
-            utilization_peak: usage.utilization_peak,
-            server_connections_peak: usage.server_connections_peak,
-            clients_waiting_peak: usage.clients_waiting_peak,
-            max_wait_ms: usage.max_wait_ms,
-            pools,
-        }
+        PoolSummary { pool_mode: "transaction", pool_size, clients, totals: usage.totals, pools }
     }
 }
 

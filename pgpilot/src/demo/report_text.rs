@@ -133,10 +133,11 @@ fn reads_and_cache(r: &DemoReport, out: &mut String) {
 
 fn pool(r: &DemoReport, out: &mut String) {
     let p = &r.pool;
-    let waiting = if p.clients_waiting_peak > 0 {
+    let t = &p.totals;
+    let waiting = if t.clients_waiting_peak > 0 {
         format!(
             "up to {} clients waited for a server, at most {:.1} ms",
-            p.clients_waiting_peak, p.max_wait_ms
+            t.clients_waiting_peak, t.max_wait_ms
         )
     } else {
         "no client had to wait for a server".to_string()
@@ -144,7 +145,7 @@ fn pool(r: &DemoReport, out: &mut String) {
     let _ = writeln!(
         out,
         "Pool ({} mode):        {} clients on at most {} server connections (pool_size {} per server); {waiting}",
-        p.pool_mode, p.clients, p.server_connections_peak, p.pool_size,
+        p.pool_mode, p.clients, t.server_connections_peak, p.pool_size,
     );
     for l in &p.pools {
         let _ = writeln!(
