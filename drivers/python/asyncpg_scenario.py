@@ -21,12 +21,15 @@ from scenario_values import (
     ROUNDTRIP_SQL,
     SESSION_SQL,
     Mismatch,
+    Notifications,
     Values,
     check,
+    check_roundtrip,
+    check_session,
     copy_label,
     copy_out_expected,
-    fail,
-    search_path,
+    failure,
+    finish,
     start_watchdog,
     zone,
 )
@@ -111,36 +114,12 @@ class Client:
             v.texts,
             None,
         )
-        what = f"round {r}"
-        check(c, f"{what} digest", v.digest, row["digest"])
-        expected = {
-            "i4": v.i4,
-            "i8": v.i8,
-            "num": Decimal(v.num_text),
-            "txt": v.txt,
-            "flag": v.flag,
-            "ts": v.ts,
-            "day": v.day,
-            "id": v.uuid,
-            # asyncpg hands jsonb over as text; PostgreSQL's output of jsonb is canonical.
-            "doc": v.doc_text,
-            "raw": v.raw,
-            "ints": v.ints,
-            "texts": v.texts,
-            "nothing": None,
-        }
-        for name, value in expected.items():
-            check(c, f"{what} {name}", value, row[name])
+        # asyncpg hands jsonb over as text; PostgreSQL's output of jsonb is canonical.
+        check_roundtrip(c, f"round {r}", v, row, doc=v.doc_text)
 
     async def check_session(self, when):
-        c = self.c
         row = await self.conn.fetchrow(SESSION_SQL)
-        check(c, f"{when}: search_path", search_path(c), row["search_path"])
-        check(c, f"{when}: TimeZone", self.zone[0], row["time_zone"])
-        check(c, f"{when}: UTC offset of now()", self.zone[1], row["utc_offset"])
-        check(c, f"{when}: owner of the table `mine`", c, row["owner"])
-        reported = self.conn.get_settings().TimeZone
-        check(c, f"{when}: TimeZone reported by ParameterStatus", self.zone[0], reported)
+        check_session(self.c, when, self.zone, tuple(row), self.conn.get_settings().TimeZone)
 
     async def error_and_recovery(self):
         conn, c = self.conn, self.c
@@ -203,20 +182,15 @@ class Client:
         check(c, "COPY out of the rows copied in", copy_out_expected(c), out.decode())
 
     async def await_notifications(self):
-        expected = {f"client-{k}" for k in range(1, CLIENTS)}
-        seen = set()
-        deadline = time.monotonic() + 30
-        while seen != expected:
-            remaining = deadline - time.monotonic()
+        notifications = Notifications()
+        deadline = time.monotonic() + Notifications.LIMIT
+        while not notifications.complete:
+            remaining = max(0.0, deadline - time.monotonic())
             try:
-                channel, payload = await asyncio.wait_for(self.notifications.get(), max(0.0, remaining))
+                channel, payload = await asyncio.wait_for(self.notifications.get(), remaining)
             except asyncio.TimeoutError:
-                missing = sorted(expected - seen, key=lambda p: int(p.split("-")[1]))
-                raise Mismatch(f"client 0: no NOTIFY received from {', '.join(missing)} within 30 s") from None
-            check(self.c, "notification channel", LISTEN_CHANNEL, channel)
-            if payload in seen:
-                raise Mismatch(f"client 0: notification {payload!r} delivered twice")
-            seen.add(payload)
+                raise notifications.missing() from None
+            notifications.add(channel, payload)
 
 
 async def main():
@@ -228,24 +202,14 @@ async def main():
     async def run(c):
         try:
             await Client(c, listener_ready).run()
-        except Mismatch as e:
-            failures.append(str(e))
         except Exception as e:  # any driver error is a failure of the scenario too
-            failures.append(f"client {c}: {type(e).__name__}: {str(e).strip()}")
+            failures.append(failure(c, e))
         finally:
             if c == 0:
                 listener_ready.set()
 
     await asyncio.gather(*(run(c) for c in range(CLIENTS)))
-    if failures:
-        for f in failures[:10]:
-            print(f"FAIL: {f}", flush=True)
-        fail(f"asyncpg {asyncpg.__version__}: {len(failures)} of {CLIENTS} clients failed")
-    print(
-        f"asyncpg {asyncpg.__version__}: OK: {CLIENTS} clients x {ROUNDS} rounds of named prepared "
-        f"statements (binary results), COPY in (binary)/out, error recovery, cancel, per-client "
-        f"search_path/TimeZone, {CLIENTS - 1} notifications in {time.monotonic() - started:.1f}s"
-    )
+    finish(f"asyncpg {asyncpg.__version__}", failures, started, "binary", "COPY in (binary)/out")
 
 
 if __name__ == "__main__":

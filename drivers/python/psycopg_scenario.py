@@ -22,12 +22,15 @@ from scenario_values import (
     ROUNDTRIP_SQL,
     SESSION_SQL,
     Mismatch,
+    Notifications,
     Values,
     check,
+    check_roundtrip,
+    check_session,
     copy_label,
     copy_out_expected,
-    fail,
-    search_path,
+    failure,
+    finish,
     start_watchdog,
     zone,
 )
@@ -144,34 +147,11 @@ class Client:
             row = cur.execute(ROUNDTRIP, params, prepare=True).fetchone()
             got = dict(zip([d.name for d in cur.description], row))
         what = f"round {r} ({'binary' if binary else 'text'} results)"
-        check(c, f"{what} digest", v.digest, got["digest"])
-        expected = {
-            "i4": v.i4,
-            "i8": v.i8,
-            "num": Decimal(v.num_text),
-            "txt": v.txt,
-            "flag": v.flag,
-            "ts": v.ts,
-            "day": v.day,
-            "id": v.uuid,
-            "doc": v.doc,
-            "raw": v.raw,
-            "ints": v.ints,
-            "texts": v.texts,
-            "nothing": None,
-        }
-        for name, value in expected.items():
-            check(c, f"{what} {name}", value, got[name])
+        check_roundtrip(c, what, v, got, doc=v.doc)
 
     def check_session(self, when):
-        c = self.c
         row = self.conn.execute(SESSION_SQL, prepare=True).fetchone()
-        check(c, f"{when}: search_path", search_path(c), row[0])
-        check(c, f"{when}: TimeZone", self.zone[0], row[1])
-        check(c, f"{when}: UTC offset of now()", self.zone[1], row[2])
-        check(c, f"{when}: owner of the table `mine`", c, row[3])
-        reported = self.conn.info.parameter_status("TimeZone")
-        check(c, f"{when}: TimeZone reported by ParameterStatus", self.zone[0], reported)
+        check_session(self.c, when, self.zone, row, self.conn.info.parameter_status("TimeZone"))
 
     def error_and_recovery(self):
         conn, c = self.conn, self.c
@@ -225,18 +205,13 @@ class Client:
         check(c, "COPY out of the rows copied in", copy_out_expected(c), out.decode())
 
     def await_notifications(self):
-        expected = {f"client-{k}" for k in range(1, CLIENTS)}
-        seen = set()
-        deadline = time.monotonic() + 30
-        while seen != expected and time.monotonic() < deadline:
+        notifications = Notifications()
+        deadline = time.monotonic() + Notifications.LIMIT
+        while not notifications.complete and time.monotonic() < deadline:
             for n in self.conn.notifies(timeout=max(0.0, deadline - time.monotonic()), stop_after=1):
-                check(self.c, "notification channel", LISTEN_CHANNEL, n.channel)
-                if n.payload in seen:
-                    raise Mismatch(f"client 0: notification {n.payload!r} delivered twice")
-                seen.add(n.payload)
-        if seen != expected:
-            missing = sorted(expected - seen, key=lambda p: int(p.split("-")[1]))
-            raise Mismatch(f"client 0: no NOTIFY received from {', '.join(missing)} within 30 s")
+                notifications.add(n.channel, n.payload)
+        if not notifications.complete:
+            raise notifications.missing()
 
 
 def main():
@@ -248,10 +223,8 @@ def main():
     def run(c):
         try:
             Client(c, listener_ready).run()
-        except Mismatch as e:
-            failures.append(str(e))
         except Exception as e:  # any driver error is a failure of the scenario too
-            failures.append(f"client {c}: {type(e).__name__}: {str(e).strip()}")
+            failures.append(failure(c, e))
         finally:
             if c == 0:
                 listener_ready.set()
@@ -261,15 +234,7 @@ def main():
         t.start()
     for t in threads:
         t.join()
-    if failures:
-        for f in failures[:10]:
-            print(f"FAIL: {f}", flush=True)
-        fail(f"psycopg {psycopg.__version__}: {len(failures)} of {CLIENTS} clients failed")
-    print(
-        f"psycopg {psycopg.__version__}: OK: {CLIENTS} clients x {ROUNDS} rounds of named prepared "
-        f"statements (text and binary results), COPY in/out, error recovery, cancel, per-client "
-        f"search_path/TimeZone, {CLIENTS - 1} notifications in {time.monotonic() - started:.1f}s"
-    )
+    finish(f"psycopg {psycopg.__version__}", failures, started, "text and binary", "COPY in/out")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import os
 import pathlib
 import sys
 import threading
+import time
 import uuid
+from decimal import Decimal
 
 CLIENTS = int(os.environ.get("DRIVER_CLIENTS", "50"))
 ROUNDS = int(os.environ.get("DRIVER_ROUNDS", "30"))
@@ -112,6 +114,84 @@ class Values:
                 "t",
             ]
         )
+
+
+def check_roundtrip(c, what, v, got, doc):
+    """The roundtrip row `got` (a mapping by column name) against the values `v` that were sent;
+    `doc` is the jsonb value as the driver hands it over."""
+    check(c, f"{what} digest", v.digest, got["digest"])
+    expected = {
+        "i4": v.i4,
+        "i8": v.i8,
+        "num": Decimal(v.num_text),
+        "txt": v.txt,
+        "flag": v.flag,
+        "ts": v.ts,
+        "day": v.day,
+        "id": v.uuid,
+        "doc": doc,
+        "raw": v.raw,
+        "ints": v.ints,
+        "texts": v.texts,
+        "nothing": None,
+    }
+    for name, value in expected.items():
+        check(c, f"{what} {name}", value, got[name])
+
+
+def check_session(c, when, zone_now, row, reported_time_zone):
+    """The session row (search_path, TimeZone, UTC offset, owner) and the TimeZone the server
+    last reported through ParameterStatus."""
+    check(c, f"{when}: search_path", search_path(c), row[0])
+    check(c, f"{when}: TimeZone", zone_now[0], row[1])
+    check(c, f"{when}: UTC offset of now()", zone_now[1], row[2])
+    check(c, f"{when}: owner of the table `mine`", c, row[3])
+    check(c, f"{when}: TimeZone reported by ParameterStatus", zone_now[0], reported_time_zone)
+
+
+class Notifications:
+    """What client 0 must receive: one NOTIFY from each other client, each exactly once."""
+
+    LIMIT = 30
+
+    def __init__(self):
+        self.expected = {f"client-{k}" for k in range(1, CLIENTS)}
+        self.seen = set()
+
+    @property
+    def complete(self):
+        return self.seen == self.expected
+
+    def add(self, channel, payload):
+        check(0, "notification channel", LISTEN_CHANNEL, channel)
+        if payload in self.seen:
+            raise Mismatch(f"client 0: notification {payload!r} delivered twice")
+        self.seen.add(payload)
+
+    def missing(self):
+        missing = sorted(self.expected - self.seen, key=lambda p: int(p.split("-")[1]))
+        return Mismatch(f"client 0: no NOTIFY received from {', '.join(missing)} within {self.LIMIT} s")
+
+
+def failure(c, error):
+    """A client's failure as one line: a mismatch says it all, a driver error gets its type."""
+    if isinstance(error, Mismatch):
+        return str(error)
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"client {c}: {type(error).__name__}: {first_line}"
+
+
+def finish(driver, failures, started, results, copy):
+    """Prints the FAIL lines and exits 1, or prints the one-line summary."""
+    if failures:
+        for f in failures[:10]:
+            print(f"FAIL: {f}", flush=True)
+        fail(f"{driver}: {len(failures)} of {CLIENTS} clients failed")
+    print(
+        f"{driver}: OK: {CLIENTS} clients x {ROUNDS} rounds of named prepared statements ({results} "
+        f"results), {copy}, error recovery, cancel, per-client search_path/TimeZone, {CLIENTS - 1} "
+        f"notifications in {time.monotonic() - started:.1f}s"
+    )
 
 
 def copy_label(c, i):
