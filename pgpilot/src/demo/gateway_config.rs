@@ -18,12 +18,12 @@ pub struct GatewayPlan {
     pub pool_size: usize,
 }
 
-/// The configuration, and whether the result cache could be configured.
+/// The configuration, and why the result cache is not in it when it is not.
 pub struct GatewaySetup {
     pub config: Config,
     pub text: String,
-    /// False when this build of the gateway has no result cache settings.
-    pub cache_configured: bool,
+    /// The gateway's objection to the cache settings (this build has none, or they changed).
+    pub cache_refused: Option<String>,
 }
 
 pub fn file_in(dir: &Path) -> PathBuf {
@@ -34,12 +34,16 @@ pub fn build(plan: &GatewayPlan) -> Result<GatewaySetup> {
     let base = base_toml(plan);
     let with_cache = format!("{base}{}", cache_toml(plan.redis_url.as_deref()));
     // The result cache is being built alongside the demo: a gateway without its settings refuses
-    // them as unknown keys, and then the demo runs without a cache and says so.
-    if let Ok(config) = Config::parse(&with_cache) {
-        return Ok(GatewaySetup { config, text: with_cache, cache_configured: true });
-    }
+    // them as unknown keys, and then the demo runs without a cache and says why.
+    let refused = match Config::parse(&with_cache) {
+        Ok(config) => return Ok(GatewaySetup { config, text: with_cache, cache_refused: None }),
+        Err(e) => e,
+    };
     let config = Config::parse(&base).map_err(|e| anyhow!("the demo's gateway configuration: {e}"))?;
-    Ok(GatewaySetup { config, text: base, cache_configured: false })
+    // TOML errors end with what is wrong, after the position and an excerpt of the file.
+    let reason = refused.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&refused).trim();
+    let reason = reason.split(", expected one of").next().unwrap_or(reason).to_string();
+    Ok(GatewaySetup { config, text: base, cache_refused: Some(reason) })
 }
 
 pub fn write(dir: &Path, text: &str) -> Result<PathBuf> {

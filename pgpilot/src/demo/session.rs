@@ -77,11 +77,10 @@ async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Resu
     } else {
         notes.push("redis-server is not installed: the cache's shared Redis tier was not shown".into());
     }
-    let cache_configured = start_gateway(args, stack).await?;
-    if !cache_configured {
-        notes.push(
-            "this build of pgpilot has no result cache settings: the workload ran without a cache".into(),
-        );
+    if let Some(why) = start_gateway(args, stack).await? {
+        notes.push(format!(
+            "the result cache could not be configured ({why}): the workload ran without a cache"
+        ));
     }
     announce_gateway(stack);
     interrupt.guard(check_gateway(stack)).await?;
@@ -190,8 +189,8 @@ async fn wait_caught_up(primary: &Client, replica: &Cluster) -> Result<()> {
     }
 }
 
-/// Starts pgpilot in this process; returns whether the result cache was configured.
-async fn start_gateway(args: &DemoArgs, stack: &mut Stack) -> Result<bool> {
+/// Starts pgpilot in this process; returns why the result cache is not configured, if it is not.
+async fn start_gateway(args: &DemoArgs, stack: &mut Stack) -> Result<Option<String>> {
     eprintln!("Starting pgpilot in front of them...");
     let plan = GatewayPlan {
         listen_port: free_port(),
@@ -209,7 +208,7 @@ async fn start_gateway(args: &DemoArgs, stack: &mut Stack) -> Result<bool> {
     gateway_config::write(workdir.path(), &setup.text)?;
     stack.workdir = Some(workdir);
     stack.gateway = Some(Gateway::start(setup.config, QuickStart::default()).await?);
-    Ok(setup.cache_configured)
+    Ok(setup.cache_refused)
 }
 
 /// One query through pgpilot before the clock starts, so a broken setup fails with a clear error.
