@@ -56,23 +56,26 @@ impl Checks {
     ) {
         let status = judge(value, warning, critical);
         let message = match status {
-            Status::Ok => format!("{subject}: {what} {}", fmt(value)),
+            Status::Ok => format!("{subject}: {what} {}", fmt(check, value)),
             _ => format!(
                 "{subject}: {what} {} is at or above the {} threshold {}",
-                fmt(value),
+                fmt(check, value),
                 if status == Status::Critical { "critical" } else { "warning" },
-                fmt(if status == Status::Critical { critical.unwrap_or(warning) } else { warning })
+                fmt(check, if status == Status::Critical { critical.unwrap_or(warning) } else { warning })
             ),
         };
         self.0.push(Check { check, subject, status, value, warning, critical, message });
     }
 }
 
-fn fmt(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:.3}")
+/// A value the way a person reads it: fractions as percentages, lag in seconds, rates per second.
+fn fmt(check: &str, v: f64) -> String {
+    match check {
+        "pool_utilization" | "server_connections" | "error_rate" => format!("{:.1}%", v * 100.0),
+        "replica_lag" => format!("{v:.3} s"),
+        "slow_query_rate" => format!("{v:.2}/s"),
+        _ if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+        _ => format!("{v:.3}"),
     }
 }
 
@@ -96,7 +99,7 @@ pub fn health(shared: &Shared) -> Value {
     let servers = shared.insight.server_statuses();
     for s in &servers {
         if let Some(usage) = s.connection_usage() {
-            let what = "server connections / usable max_connections";
+            let what = "backends of usable max_connections";
             let (w, c) = (t.server_connections_warning, t.server_connections_critical);
             checks.add("server_connections", s.server.clone(), usage, w, Some(c), what);
         }
@@ -105,14 +108,7 @@ pub fn health(shared: &Shared) -> Value {
     let snapshot = shared.insight.snapshot();
     let rates = shared.insight.rates.sample(&snapshot.totals(), t.window.get());
     let (w, c) = (t.error_rate_warning, t.error_rate_critical);
-    checks.add(
-        "error_rate",
-        "all databases".into(),
-        rates.error_rate,
-        w,
-        Some(c),
-        "failed statements / statements",
-    );
+    checks.add("error_rate", "all databases".into(), rates.error_rate, w, Some(c), "failed statements");
     let slow_rate = rates.slow_queries_per_second;
     checks.add(
         "slow_query_rate",
@@ -120,7 +116,7 @@ pub fn health(shared: &Shared) -> Value {
         slow_rate,
         t.slow_query_rate_warning,
         None,
-        "slow statements per second",
+        "slow statements",
     );
     let status = checks.0.iter().map(|c| c.status).max().unwrap_or(Status::Ok);
     json!({
@@ -140,14 +136,7 @@ fn replica_checks(shared: &Shared, t: &HealthThresholds, checks: &mut Checks) {
         for b in db.backends.iter().filter(|b| b.role() == Role::Replica) {
             let subject = format!("{name}@{}", b.address);
             let (_, lag_ms) = b.lag();
-            checks.add(
-                "replica_lag",
-                subject.clone(),
-                lag_ms as f64 / 1e3,
-                w,
-                Some(c),
-                "replay lag (seconds)",
-            );
+            checks.add("replica_lag", subject.clone(), lag_ms as f64 / 1e3, w, Some(c), "replay lag");
             if b.is_banned() {
                 checks.add("replica_down", subject, 1.0, 1.0, None, "banned from reads");
             }

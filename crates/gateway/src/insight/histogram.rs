@@ -59,13 +59,16 @@ impl Histogram {
     }
 
     /// The `q` quantile (0..=1) in microseconds: the middle of the bucket holding it, kept within
-    /// `max_us` (the exact largest value seen) so a p99 never exceeds the max.
+    /// `max_us` (the exact largest value seen) so a p99 never exceeds the max; the top rank is the max.
     pub fn quantile(&self, q: f64, max_us: u64) -> f64 {
         let total = self.count();
         if total == 0 {
             return 0.0;
         }
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        if rank >= total {
+            return max_us as f64;
+        }
         let mut seen = 0;
         for (i, &n) in self.counts.iter().enumerate() {
             seen += n;

@@ -81,35 +81,21 @@ impl SlowLog {
             error: ev.error.map(str::to_string),
             parameters,
         };
-        match &q.parameters {
-            Some(params) => tracing::warn!(
-                target: "pgpilot::slow_query",
-                duration_ms = q.duration_ms,
-                database = &*q.database,
-                user = &*q.user,
-                client = %q.client,
-                server = %q.server,
-                target_role = q.target.as_str(),
-                rows = q.rows,
-                error = q.error.as_deref().unwrap_or(""),
-                parameters = ?params,
-                query = &*q.query,
-                "slow statement"
-            ),
-            None => tracing::warn!(
-                target: "pgpilot::slow_query",
-                duration_ms = q.duration_ms,
-                database = &*q.database,
-                user = &*q.user,
-                client = %q.client,
-                server = %q.server,
-                target_role = q.target.as_str(),
-                rows = q.rows,
-                error = q.error.as_deref().unwrap_or(""),
-                query = &*q.query,
-                "slow statement"
-            ),
-        }
+        // An absent Option field is left out of the event: parameters appear only when configured.
+        tracing::warn!(
+            target: "pgpilot::slow_query",
+            duration_ms = q.duration_ms,
+            database = &*q.database,
+            user = &*q.user,
+            client = %q.client,
+            server = %q.server,
+            target_role = q.target.as_str(),
+            rows = q.rows,
+            error = q.error.as_deref(),
+            parameters = q.parameters.as_ref().map(tracing::field::debug),
+            query = &*q.query,
+            "slow statement"
+        );
         let capacity = self.capacity.load(std::sync::atomic::Ordering::Relaxed);
         if capacity == 0 {
             return;
@@ -135,5 +121,73 @@ impl SlowLog {
 
     pub fn clear(&self) {
         self.ring.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_line_has_the_context_and_parameters_only_when_configured() {
+        let (query, db, user): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("SELECT * FROM users WHERE email = $1"), Arc::from("app"), Arc::from("web"));
+        let params = vec![Some("alice@example.com".to_string()), None];
+        let ev = StatementEvent {
+            fingerprint: 0xabc,
+            normalized: &query,
+            database: &db,
+            user: &user,
+            duration: Duration::from_millis(150),
+            wait: Duration::ZERO,
+            rows: 1,
+            error: None,
+            target: Target::Primary,
+            client_addr: "10.0.0.7:52144",
+            server: "10.0.0.2:5432",
+            parameters: Some(&params),
+        };
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let log = SlowLog::new(2);
+        tracing::subscriber::with_default(subscriber, || {
+            log.push(&ev, false);
+            log.push(&ev, true);
+            log.push(&ev, false);
+        });
+        let text = String::from_utf8(out.0.lock().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for needle in ["WARN", "pgpilot::slow_query", "duration_ms=150", "database=\"app\"", "user=\"web\""] {
+            assert!(lines[0].contains(needle), "{needle} in {}", lines[0]);
+        }
+        assert!(lines[0].contains("client=10.0.0.7:52144") && lines[0].contains("server=10.0.0.2:5432"));
+        assert!(lines[0].contains("SELECT * FROM users WHERE email = $1"));
+        assert!(!lines[0].contains("alice") && !lines[0].contains("parameters"), "{}", lines[0]);
+        assert!(lines[1].contains("alice@example.com"), "{}", lines[1]);
+        // The ring keeps the newest two, and their parameters only where they were logged.
+        let kept = log.list(0.0, None, 10);
+        assert_eq!(kept.len(), 2);
+        assert!(kept[0].parameters.is_none() && kept[1].parameters.is_some());
     }
 }
