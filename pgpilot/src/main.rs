@@ -2,8 +2,10 @@
 
 mod advise;
 mod bench;
+mod convert;
 mod demo;
 mod exit;
+mod generate;
 mod jobs;
 mod serve;
 
@@ -12,9 +14,31 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--version` says which build this is: the same binary must be identifiable in incident notes.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PGPILOT_COMMIT"),
+    ", ",
+    env!("PGPILOT_TARGET"),
+    ", ",
+    env!("PGPILOT_PROFILE"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "pgpilot", version, about = "The PostgreSQL performance layer", propagate_version = true)]
-struct Cli {
+#[command(
+    name = "pgpilot",
+    version,
+    long_version = LONG_VERSION,
+    about = "The PostgreSQL performance layer",
+    long_about = "The PostgreSQL performance layer: connection pooling, read/write splitting, a result cache, \
+                  workload insight, a DBA advisor and maintenance jobs in one program.\n\n\
+                  Without a command, runs `pgpilot demo`.\n\n\
+                  Exit codes: 0 success, 1 failure, 2 usage error, 3 findings (--fail-on, convert warnings).",
+    propagate_version = true
+)]
+pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,6 +59,12 @@ enum Command {
     Jobs(jobs::JobsArgs),
     /// Partition planning: convert a plain table into a partitioned one (prints the steps).
     Partitions(jobs::PartitionsArgs),
+    /// Translate a pgbouncer.ini into the equivalent pgpilot.toml.
+    Convert(convert::ConvertArgs),
+    /// Print shell completions.
+    Completions(generate::CompletionsArgs),
+    /// Print the man pages (roff).
+    Man,
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +77,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Partitions(args) => jobs::partitions(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man => generate::man(),
     };
     exit::report(result)
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use pgpilot_gateway::config::{AuthType, Config, PoolMode, QuickStart};
+use pgpilot_gateway::config::{pgbouncer_ini, AuthType, Config, PoolMode, QuickStart};
 use pgpilot_gateway::Gateway;
 
 use crate::exit::{Outcome, FAILURE, OK};
@@ -11,8 +11,11 @@ use crate::exit::{Outcome, FAILURE, OK};
 #[derive(Args)]
 pub struct ServeArgs {
     /// The configuration file (see pgpilot.example.toml).
-    #[arg(long, short, env = "PGPILOT_CONFIG")]
+    #[arg(long, short, env = "PGPILOT_CONFIG", conflicts_with = "pgbouncer_ini")]
     pub config: Option<PathBuf>,
+    /// Run from an existing pgbouncer.ini (and its auth_file) instead of a pgpilot.toml.
+    #[arg(long)]
+    pub pgbouncer_ini: Option<PathBuf>,
     /// Address to accept clients on, overriding the file (e.g. 127.0.0.1:6432).
     #[arg(long)]
     pub listen: Option<String>,
@@ -99,9 +102,13 @@ impl ServeArgs {
 }
 
 pub fn init_logging(log: &LogArgs) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGPILOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, and never when NO_COLOR is set.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let _ = match log.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -119,12 +126,13 @@ fn raise_open_files() {
 pub fn run(args: ServeArgs) -> Outcome {
     init_logging(&args.log);
     raise_open_files();
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(anyhow::Error::msg)?,
-        None if args.primary.is_none() => {
-            anyhow::bail!("nothing to serve: give --config FILE or --primary postgres://user@host:port/db")
+    let config = match (&args.config, &args.pgbouncer_ini) {
+        (Some(path), _) => pgbouncer_ini::load(path).map_err(anyhow::Error::msg)?,
+        (None, Some(ini)) => from_pgbouncer_ini(ini)?,
+        (None, None) if args.primary.is_none() => {
+            anyhow::bail!("nothing to serve: give --config FILE, --pgbouncer-ini FILE or --primary postgres://user@host:port/db")
         }
-        None => Config::default(),
+        (None, None) => Config::default(),
     };
     let workers = args.workers.unwrap_or(config.pgpilot.workers);
     let runtime = runtime(workers)?;
@@ -137,6 +145,18 @@ pub fn run(args: ServeArgs) -> Outcome {
     Ok(OK)
 }
 
+/// A pgbouncer.ini as it is: what pgpilot does not honour is said once, loudly, at start.
+fn from_pgbouncer_ini(path: &std::path::Path) -> anyhow::Result<Config> {
+    let conversion = pgbouncer_ini::convert_file(path).map_err(anyhow::Error::msg)?;
+    for note in conversion.not_honoured().chain(conversion.changed()) {
+        tracing::warn!("{note}");
+    }
+    for w in &conversion.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(conversion.config)
+}
+
 pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if workers > 0 {
@@ -146,7 +166,7 @@ pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn check_config(args: CheckConfigArgs) -> Outcome {
-    let config = match Config::load(&args.file) {
+    let config = match pgbouncer_ini::load(&args.file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -20,6 +20,8 @@ pub struct PoolSet {
     pub pools: Vec<Arc<Pool>>,
     /// Clients logged in with this pool set.
     pub clients: AtomicUsize,
+    /// The parameter values the last client logged in with: identical sets are shared, not copied.
+    pub login_params: Mutex<crate::session::params::ParamSet>,
 }
 
 impl PoolSet {
@@ -169,6 +171,7 @@ impl Database {
             user: Arc::from(server_user),
             pools: self.backends.iter().map(make).collect(),
             clients: AtomicUsize::new(0),
+            login_params: Mutex::new(Default::default()),
         });
         pools.insert(server_user.to_string(), set.clone());
         set

@@ -147,7 +147,7 @@ impl Gateway {
 fn reload(shared: &Shared) -> Result<(), String> {
     let current = shared.config.load_full();
     let mut next = match &current.source {
-        Some(path) => Config::load(path)?,
+        Some(path) => crate::config::pgbouncer_ini::load(path)?,
         None => (*current).clone(),
     };
     shared.overrides.apply(&mut next)?;

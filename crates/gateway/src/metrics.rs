@@ -50,6 +50,7 @@ pub fn render(shared: &Shared) -> String {
         clients.iter().filter(|c| c.pinned.lock().is_some()).count()
     );
     pools(&mut out, shared);
+    render_routing(&mut out, shared);
     crate::insight::render_metrics(shared, &mut out);
     out
 }

@@ -48,6 +48,7 @@ pub fn problems(c: &Config) -> Vec<String> {
                 .into(),
         );
     }
+    out.extend(c.insight.problems());
     if c.databases.is_empty() {
         out.push("no [databases.NAME] section: name at least one database with its primary URL".into());
     }

@@ -352,8 +352,23 @@ impl Pool {
         .await
     }
 
-    /// Returns a healthy connection that is idle (no transaction) to the pool.
-    pub fn release(&self, mut conn: ServerConn) {
+    /// Returns a healthy connection that is idle (no transaction) to the pool. One with a cancel
+    /// request still in flight waits for it first (sv_being_canceled, in PgBouncer's words).
+    pub fn release(self: &Arc<Self>, conn: ServerConn) {
+        if !conn.cancel.is_being_cancelled() {
+            return self.release_now(conn);
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while conn.cancel.is_being_cancelled() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            pool.release_now(conn);
+        });
+    }
+
+    fn release_now(&self, mut conn: ServerConn) {
         conn.last_used = Instant::now();
         let settings = self.settings.load();
         let stale = conn.generation < self.generation.load(Relaxed);

@@ -20,6 +20,28 @@ pub struct CancelTarget {
     pub is_unix: bool,
     pub pid: i32,
     pub secret: i32,
+    /// Cancel requests sent to this server and not yet carried out.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl CancelTarget {
+    /// Counts a cancel in flight until the guard is dropped.
+    pub fn cancelling(&self) -> CancelGuard<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        CancelGuard(self)
+    }
+
+    pub fn is_being_cancelled(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
+    }
+}
+
+pub struct CancelGuard<'a>(&'a CancelTarget);
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A logged-in server connection. It counts against its pool until dropped.
@@ -53,7 +75,13 @@ impl ServerConn {
         }
         let now = Instant::now();
         ServerConn {
-            cancel: Arc::new(CancelTarget { address, is_unix, pid: connected.pid, secret: connected.secret }),
+            cancel: Arc::new(CancelTarget {
+                address,
+                is_unix,
+                pid: connected.pid,
+                secret: connected.secret,
+                in_flight: Default::default(),
+            }),
             sock: connected.sock,
             id: NEXT_SERVER_ID.fetch_add(1, Relaxed),
             created: now,

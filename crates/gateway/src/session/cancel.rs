@@ -21,18 +21,37 @@ pub async fn forward(shared: &Shared, pid: i32, secret: i32) {
     }
 }
 
-/// Sends a CancelRequest for `target`'s backend.
+/// How long a cancel may take to be carried out before pgpilot stops waiting for it.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends a CancelRequest for `target`'s backend and waits until PostgreSQL has acted on it (it
+/// closes the connection then), as libpq's PQcancel does. Until then the server is marked as being
+/// cancelled and the pool does not hand it to another client: a late signal would cancel that
+/// client's query instead.
 pub async fn send(target: &CancelTarget) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
+    let _in_flight = target.cancelling();
+    match tokio::time::timeout(CANCEL_TIMEOUT, deliver(target)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the server did not act on the cancel request",
+        )),
+    }
+}
+
+async fn deliver(target: &CancelTarget) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut out = BytesMut::with_capacity(16);
     startup::cancel_request(&mut out, target.pid, target.secret);
+    let mut sink = [0u8; 64];
     if target.is_unix {
         let mut s = UnixStream::connect(&target.address).await?;
         s.write_all(&out).await?;
-        s.shutdown().await
+        while s.read(&mut sink).await? > 0 {}
     } else {
         let mut s = TcpStream::connect(&target.address).await?;
         s.write_all(&out).await?;
-        s.shutdown().await
+        while s.read(&mut sink).await? > 0 {}
     }
+    Ok(())
 }

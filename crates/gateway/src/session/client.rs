@@ -168,11 +168,12 @@ impl Session {
                         return self.answer_locally(h.total, tag).await;
                     }
                 }
-                if h.tag == b'C' && self.close_locally().await? {
+                if matches!(h.tag, b'C' | b'P') && self.statements_locally().await? {
                     return Ok(());
                 }
-                self.attach_routed().await?;
-                super::flow::run_attached(self).await
+                // Boxed: an idle client's task should not carry the size of a whole transaction's state.
+                Box::pin(self.attach_routed()).await?;
+                Box::pin(super::flow::run_attached(self)).await
             }
             b'p' => Err(Ending::Fatal(PgError::fatal(
                 SqlState::PROTOCOL_VIOLATION,
@@ -214,6 +215,9 @@ impl Session {
     }
 
     async fn wait_while_paused(&self) {
+        if !*self.shared.paused.borrow() && !*self.db.paused.borrow() {
+            return;
+        }
         let mut global = self.shared.paused.subscribe();
         let mut local = self.db.paused.subscribe();
         while *global.borrow_and_update() || *local.borrow_and_update() {

@@ -38,7 +38,8 @@ pub async fn serve(shared: Arc<Shared>, sock: Sock) {
     let login_timeout = config.pgpilot.client_login_timeout.enabled().unwrap_or(Duration::from_secs(3600));
     let log_connections = config.pgpilot.log_connections;
     drop(config);
-    let opened = match tokio::time::timeout(login_timeout, startup::open(&shared, sock)).await {
+    // Login is boxed so an idle session's task does not keep its size.
+    let opened = match tokio::time::timeout(login_timeout, Box::pin(startup::open(&shared, sock))).await {
         Err(_) => return,
         Ok(Ok(None)) | Ok(Ok(Some(startup::Opening::Cancelled))) => return,
         Ok(Err((sock, e))) => return refuse(&sock, &addr, e).await,
@@ -55,7 +56,8 @@ pub async fn serve(shared: Arc<Shared>, sock: Sock) {
         let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is shutting down");
         return refuse(&sock, &addr, e).await;
     }
-    let login = tokio::time::timeout(login_timeout, log_in(&shared, &sock, &params, buf, &registration));
+    let login =
+        tokio::time::timeout(login_timeout, Box::pin(log_in(&shared, &sock, &params, buf, &registration)));
     let session = match login.await {
         Err(_) => {
             let e = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");

@@ -97,16 +97,31 @@ struct Value {
     form: Form,
 }
 
-/// Values of tracked parameters, kept sorted by (lower-case) name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Values of tracked parameters, kept sorted by (lower-case) name. Shared copy-on-write: most
+/// clients (and the servers they leave behind) hold the very same values, so a clone is a pointer
+/// copy and the usual "nothing to synchronise" check is a pointer comparison.
+#[derive(Debug, Clone, Default)]
 pub struct ParamSet {
-    values: Vec<(Box<str>, Value)>,
+    values: std::sync::Arc<Vec<(Box<str>, Value)>>,
 }
+
+impl PartialEq for ParamSet {
+    fn eq(&self, other: &ParamSet) -> bool {
+        std::sync::Arc::ptr_eq(&self.values, &other.values) || self.values == other.values
+    }
+}
+
+impl Eq for ParamSet {}
 
 impl ParamSet {
     fn index(&self, name: &str) -> Result<usize, usize> {
         let k = name.to_ascii_lowercase();
         self.values.binary_search_by(|(n, _)| (**n).cmp(k.as_str()))
+    }
+
+    /// Whether both hold the same allocation (cheap; `==` also compares contents).
+    pub fn shares(&self, other: &ParamSet) -> bool {
+        std::sync::Arc::ptr_eq(&self.values, &other.values)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -120,11 +135,12 @@ impl ParamSet {
         match self.index(name) {
             Ok(i) if self.values[i].1 == value => false,
             Ok(i) => {
-                self.values[i].1 = value;
+                std::sync::Arc::make_mut(&mut self.values)[i].1 = value;
                 true
             }
             Err(i) => {
-                self.values.insert(i, (name.to_ascii_lowercase().into_boxed_str(), value));
+                std::sync::Arc::make_mut(&mut self.values)
+                    .insert(i, (name.to_ascii_lowercase().into_boxed_str(), value));
                 true
             }
         }
@@ -137,7 +153,7 @@ impl ParamSet {
 
     pub fn remove(&mut self, name: &str) {
         if let Ok(i) = self.index(name) {
-            self.values.remove(i);
+            std::sync::Arc::make_mut(&mut self.values).remove(i);
         }
     }
 
@@ -161,7 +177,9 @@ impl ParamSet {
 
     /// RESET ALL / DISCARD ALL: values set by statements are gone; reported ones arrive as ParameterStatus.
     pub fn forget_statement_values(&mut self) {
-        self.values.retain(|(_, v)| v.form == Form::Plain);
+        if self.values.iter().any(|(_, v)| v.form == Form::Sql) {
+            std::sync::Arc::make_mut(&mut self.values).retain(|(_, v)| v.form == Form::Plain);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -176,7 +194,7 @@ impl ParamSet {
         }
         let mut configs = Vec::new();
         let mut statements = Vec::new();
-        for (name, value) in &self.values {
+        for (name, value) in self.values.iter() {
             let same = server.index(name).ok().is_some_and(|i| server.values[i].1.text == value.text);
             if same {
                 continue;
@@ -190,7 +208,7 @@ impl ParamSet {
                 Form::Sql => statements.push(format!("SET {} = {}", quote_ident(name), value.text)),
             }
         }
-        for (name, value) in &server.values {
+        for (name, value) in server.values.iter() {
             if value.form == Form::Sql && self.index(name).is_err() {
                 statements.push(format!("RESET {}", quote_ident(name)));
             }

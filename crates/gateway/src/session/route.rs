@@ -14,6 +14,12 @@ use crate::pool::CheckoutError;
 use crate::routing::backend::Outstanding;
 use crate::routing::{decide, Decision, Request, SessionRoute};
 
+/// What a locally answered statement batch does.
+enum LocalAction {
+    Prepare(Box<[u8]>, Arc<crate::pool::statements::PreparedStatement>),
+    Close(Box<[u8]>),
+}
+
 /// The server a client is attached to, and why.
 pub struct Attachment {
     pub backend: usize,
@@ -145,15 +151,22 @@ impl Session {
         Some(if value.is_some() { "SET" } else { "RESET" })
     }
 
-    /// A batch of nothing but Close of named statements (and Sync/Flush), as drivers send when they
-    /// drop a statement: in transaction pooling pgpilot answers it without taking a server.
-    pub(super) async fn close_locally(&mut self) -> Result<bool, Ending> {
+    /// A batch of nothing but Parse and Close of named statements (and Flush), ended by Sync, outside
+    /// a transaction: in transaction pooling pgpilot answers it without taking a server. Drivers
+    /// prepare and drop statements this way; a prepared statement reaches a server with its first
+    /// Bind. Holding no server here also keeps a client that prepares synchronously (pgbench -M
+    /// prepared) from waiting on servers its own thread's other clients hold.
+    pub(super) async fn statements_locally(&mut self) -> Result<bool, Ending> {
         use bytes::Buf;
-        if self.mode != PoolMode::Transaction || self.pools.pools[0].settings.load().max_prepared == 0 {
+        let pool = &self.pools.pools[self.db.primary_index()];
+        if self.mode != PoolMode::Transaction
+            || self.status != pgpilot_wire::backend::TxnStatus::Idle
+            || pool.settings.load().max_prepared == 0
+        {
             return Ok(false);
         }
         let mut pos = 0;
-        let mut closes = Vec::new();
+        let mut actions = Vec::new();
         loop {
             let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf[pos..], &self.limits) else {
                 return Ok(false);
@@ -164,7 +177,15 @@ impl Session {
             let body = &self.buf[pos + 5..pos + h.total];
             match h.tag {
                 b'C' => match frontend::parse_target(body) {
-                    Some((b'S', name)) if !name.is_empty() => closes.push(name.to_vec()),
+                    Some((b'S', name)) if !name.is_empty() => actions.push(LocalAction::Close(name.into())),
+                    _ => return Ok(false),
+                },
+                b'P' => match frontend::parse_parse(body) {
+                    // Only text the grammar accepts is acknowledged without a server.
+                    Some(p) if !p.name.is_empty() && self.parses(p.query) => {
+                        let stmt = crate::pool::statements::PreparedStatement::new(p.query, p.param_types);
+                        actions.push(LocalAction::Prepare(p.name.into(), stmt));
+                    }
                     _ => return Ok(false),
                 },
                 b'H' => {}
@@ -176,15 +197,27 @@ impl Session {
             }
             pos += h.total;
         }
-        let mut out = BytesMut::with_capacity(closes.len() * 5 + 6);
-        for name in &closes {
-            self.statements.named.remove(name.as_slice());
-            out.extend_from_slice(super::expect::CLOSE_COMPLETE);
+        let mut out = BytesMut::with_capacity(actions.len() * 5 + 6);
+        for action in actions {
+            match action {
+                LocalAction::Close(name) => {
+                    self.statements.named.remove(&name);
+                    out.extend_from_slice(super::expect::CLOSE_COMPLETE);
+                }
+                LocalAction::Prepare(name, stmt) => {
+                    self.statements.named.insert(name, stmt);
+                    out.extend_from_slice(super::expect::PARSE_COMPLETE);
+                }
+            }
         }
         backend::ready_for_query(&mut out, self.status);
         self.buf.advance(pos);
         self.write(&out).await?;
         Ok(true)
+    }
+
+    fn parses(&self, query: &[u8]) -> bool {
+        std::str::from_utf8(query).is_ok_and(|sql| self.shared.classifier.classify(sql).parse_error.is_none())
     }
 
     /// Answers a Query pgpilot handled itself: CommandComplete and ReadyForQuery.

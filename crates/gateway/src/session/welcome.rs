@@ -44,6 +44,15 @@ pub async fn welcome(
             client.set(k, v);
         }
     }
+    // Thousands of clients log in with the same values: let them share one copy.
+    {
+        let mut shared = pools.login_params.lock();
+        if *shared == client {
+            client = shared.clone();
+        } else {
+            *shared = client.clone();
+        }
+    }
     let mut out = BytesMut::with_capacity(512);
     backend::auth_ok(&mut out);
     for (k, v) in &shown {

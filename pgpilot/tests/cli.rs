@@ -1,0 +1,75 @@
+//! The command line itself: version, completions, man page, exit codes, convert.
+
+use std::process::Command;
+
+fn pgpilot(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running pgpilot")
+}
+
+#[test]
+fn version_names_the_build() {
+    let out = pgpilot(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("pgpilot 0."), "{text}");
+    assert!(text.contains("commit "), "{text}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pgpilot(&["completions", shell]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("check-config") && text.contains("advise"),
+            "{shell} completions lack commands"
+        );
+    }
+    let man = pgpilot(&["man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(text.contains(".TH pgpilot 1") && text.contains(".TH pgpilot-serve 1"));
+}
+
+#[test]
+fn exit_codes_are_consistent() {
+    assert_eq!(pgpilot(&["no-such-command"]).status.code(), Some(2), "usage errors exit 2");
+    assert_eq!(pgpilot(&["check-config", "/nonexistent.toml"]).status.code(), Some(1), "failures exit 1");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[pgpilot]\ndefault_pool_size = 0\n").unwrap();
+    let out = pgpilot(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default_pool_size"));
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../pgpilot.example.toml");
+    assert_eq!(pgpilot(&["check-config", example]).status.code(), Some(0));
+}
+
+#[test]
+fn convert_writes_an_equivalent_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("userlist.txt"), "\"app\" \"secret\"\n").unwrap();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[databases]\napp = host=127.0.0.1 port=5432 dbname=app\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = 6432\n\
+             auth_type = md5\nauth_file = {}\npool_mode = transaction\ndefault_pool_size = 30\nadmin_users = app\n",
+            dir.path().join("userlist.txt").display()
+        ),
+    )
+    .unwrap();
+    let out = pgpilot(&["convert", ini.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let toml = String::from_utf8_lossy(&out.stdout);
+    assert!(toml.contains("default_pool_size = 30"), "{toml}");
+    let converted = dir.path().join("pgpilot.toml");
+    std::fs::write(&converted, toml.as_bytes()).unwrap();
+    let check = pgpilot(&["check-config", converted.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
