@@ -184,19 +184,25 @@ fn advisor(r: &DemoReport, out: &mut String) {
             .cost_reduction
             .map(|g| format!("{:.0}% cheaper", g * 100.0))
             .unwrap_or_else(|| "heuristic".into());
-        let _ = writeln!(out, "  index    {}  ({gain})", s.create_statement);
+        let planted = if s.planted { ", one the demo left out" } else { "" };
+        let _ = writeln!(out, "  index    {}  ({gain}{planted})", s.create_statement);
     }
     for f in &a.top_findings {
         let object = f.object.as_deref().map(|o| format!(" ({o})")).unwrap_or_default();
         let _ = writeln!(out, "  {:<8} {}: {}{object}", f.severity, f.category, f.title);
         if let Some(fix) = &f.fix {
-            let _ = writeln!(out, "           fix: {}", fix.trim_end().replace('\n', "\n                "));
+            // A long fix (nine ALTER SYSTEM lines) is in the JSON and in `pgpilot advise`; one line here.
+            let mut lines = fix.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or_default();
+            let more = lines.count();
+            let more = if more > 0 { format!("  (and {more} more lines)") } else { String::new() };
+            let _ = writeln!(out, "           fix: {first}{more}");
         }
     }
     if a.findings_total > a.top_findings.len() {
         let _ = writeln!(
             out,
-            "  ... {} more findings: pgpilot advise --url {}",
+            "  ... and {} more findings: run the demo with --keep, then pgpilot advise --url {}",
             a.findings_total - a.top_findings.len(),
             r.servers.primary.as_ref().map(|p| p.url.as_str()).unwrap_or("postgres://...")
         );
