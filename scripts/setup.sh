@@ -13,12 +13,18 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 missing=()
 want() { for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done; }
+# Tools a machine may carry from outside Debian (NodeSource's node bundles npm, a rustup or pyenv
+# toolchain): asked for by command, since Debian's package would conflict or is not needed.
+want_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 
-want build-essential pkg-config libclang-dev clang curl ca-certificates git
+want pkg-config libclang-dev curl ca-certificates
+want_cmd cc build-essential
+want_cmd git git
 want postgresql postgresql-contrib redis-server
 if [ "$what" = test ]; then
-  want pgbouncer prometheus chromium chromium-driver python3 python3-pip python3-venv \
-       default-jdk-headless libpostgresql-jdbc-java nodejs npm golang-go systemd
+  # The drivers' runtimes (JDK, Node.js, Go, Python) and the deployment linters come from
+  # scripts/install-driver-deps.sh and scripts/install-deploy-lint-deps.sh.
+  want pgbouncer prometheus chromium chromium-driver
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"

@@ -86,7 +86,11 @@ fn java_jdbc() {
     compile("pgJDBC", javac);
     let stage = Stage::new();
     let mut command = Command::new("java");
-    command.current_dir(repo_root()).arg("-cp").arg(format!("{}:{}", classes.display(), jar.display())).arg("DriverScenario");
+    command
+        .current_dir(repo_root())
+        .arg("-cp")
+        .arg(format!("{}:{}", classes.display(), jar.display()))
+        .arg("DriverScenario");
     stage.run_program("pgJDBC", command);
 }
 

@@ -5,4 +5,4 @@ pub mod monitor;
 pub mod router;
 
 pub use backend::{Backend, Role};
-pub use router::{decide, Decision, Request, SessionRoute};
+pub use router::{place, verdict, Decision, Request, SessionRoute, Verdict};

@@ -31,17 +31,21 @@ impl SessionRoute {
 
 /// What the router needs to know about the client.
 pub struct Request<'a> {
-    /// The first statement of the transaction; None when it cannot be known (a Bind of an unknown
-    /// statement, a function call): those go to the primary.
-    pub statement: Option<&'a Statement>,
     pub session_route: SessionRoute,
-    /// The client's replica group (from tag rules or a hint).
+    /// The client's replica group (from tag rules).
     pub tag: Option<&'a str>,
     /// Unix ms of the client's last committed write (read-your-writes).
     pub last_write_ms: Option<u64>,
     pub search_path: &'a [String],
-    /// Whether a request whose statement is unknown may write (a function call may; a Describe cannot).
-    pub unknown_may_write: bool,
+}
+
+/// What a statement needs, before placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Any server may run it; `tag` restricts it to a replica group (a hint).
+    Read { tag: Option<String> },
+    /// Only the primary; `may_write` says whether it counts for read-your-writes.
+    Primary { reason: &'static str, may_write: bool },
 }
 
 /// Where the transaction goes and why.
@@ -53,29 +57,37 @@ pub struct Decision {
     pub reason: &'static str,
 }
 
-pub fn decide(db: &Database, req: &Request<'_>) -> Decision {
-    let primary = db.primary_index();
-    let to_primary = |reason, may_write| Decision { backend: primary, may_write, reason };
-    if !db.splits_reads() {
-        return to_primary("no_replicas", true);
-    }
-    let Some(stmt) = req.statement else { return to_primary("unknown_statement", req.unknown_may_write) };
+/// The grammar-and-catalog verdict for a classified statement, with hints and the session override.
+pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
     let hint = stmt.hints.route;
     if hint == Some(RouteHint::Primary) || req.session_route == SessionRoute::Primary {
-        return to_primary("hint", !is_read_only(stmt));
+        return Verdict::Primary { reason: "hint", may_write: !is_read_only(stmt) };
     }
     let allow_replica_override =
         hint == Some(RouteHint::Replica) || req.session_route == SessionRoute::Replica;
     match route(stmt, &db.functions.load(), req.search_path) {
         Route::Primary(reason) if !(allow_replica_override && overridable(reason)) => {
-            return to_primary(reason.as_str(), true)
+            Verdict::Primary { reason: reason.as_str(), may_write: true }
         }
-        _ => {}
+        _ => Verdict::Read { tag: stmt.hints.tag.clone() },
     }
-    let tag = stmt.hints.tag.as_deref().or(req.tag);
-    match pick_replica(db, tag, req.last_write_ms) {
-        Some(i) => Decision { backend: i, may_write: false, reason: "read" },
-        None => to_primary("no_eligible_replica", false),
+}
+
+/// Places a verdict on a server: the primary, or the best replica for a read.
+pub fn place(db: &Database, verdict: &Verdict, req: &Request<'_>) -> Decision {
+    let primary = db.primary_index();
+    match verdict {
+        _ if !db.splits_reads() => Decision { backend: primary, may_write: true, reason: "no_replicas" },
+        Verdict::Primary { reason, may_write } => {
+            Decision { backend: primary, may_write: *may_write, reason }
+        }
+        Verdict::Read { .. } if req.session_route == SessionRoute::Primary => {
+            Decision { backend: primary, may_write: false, reason: "hint" }
+        }
+        Verdict::Read { tag } => match pick_replica(db, tag.as_deref().or(req.tag), req.last_write_ms) {
+            Some(i) => Decision { backend: i, may_write: false, reason: "read" },
+            None => Decision { backend: primary, may_write: false, reason: "no_eligible_replica" },
+        },
     }
 }
 

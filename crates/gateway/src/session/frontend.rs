@@ -93,11 +93,17 @@ impl Flow {
         }
     }
 
+    /// The classification of a statement that may change session state; None for the many that
+    /// cannot (told by a quick scan, so plain statements with literals are never parsed here).
     fn classify(&self, s: &Session, text: &[u8]) -> Option<Arc<Statement>> {
         if !self.rewrite {
             return None;
         }
-        std::str::from_utf8(text).ok().map(|sql| s.shared.classifier.classify(sql))
+        let sql = std::str::from_utf8(text).ok()?;
+        if !pgpilot_sql::quick_look(sql).may_change_session() {
+            return None;
+        }
+        Some(s.shared.classifier.classify(sql))
     }
 
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.

@@ -5,14 +5,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgpilot_sql::Statement;
 use pgpilot_wire::{backend, frontend};
 
 use super::client::{Ending, Session};
 use crate::config::PoolMode;
 use crate::pool::CheckoutError;
 use crate::routing::backend::Outstanding;
-use crate::routing::{decide, Decision, Request, SessionRoute};
+use crate::routing::{place, verdict, Decision, Request, SessionRoute, Verdict};
 
 /// What a locally answered statement batch does.
 enum LocalAction {
@@ -34,23 +33,57 @@ impl Attachment {
 }
 
 impl Session {
-    /// The statement the buffered request starts with, when pgpilot can tell.
-    pub(super) fn first_statement(&self) -> Option<Arc<Statement>> {
-        self.statement_of(&self.buf)
-    }
-
-    /// The statement a Query, Parse or Bind message (`msg`, header included) runs.
-    pub(super) fn statement_of(&self, msg: &[u8]) -> Option<Arc<Statement>> {
-        let text = match msg.first()? {
-            b'Q' => frontend::parse_query(msg.get(5..)?)?,
-            b'P' => frontend::parse_parse(msg.get(5..)?)?.query,
+    /// The text a Query, Parse or Bind message (`msg`, header included) runs.
+    fn text_of<'a>(&'a self, msg: &'a [u8]) -> Option<&'a [u8]> {
+        match msg.first()? {
+            b'Q' => frontend::parse_query(msg.get(5..)?),
+            b'P' => Some(frontend::parse_parse(msg.get(5..)?)?.query),
             b'B' => {
                 let bind = frontend::parse_bind(msg.get(5..)?)?;
-                &self.statements.named.get(bind.statement)?.query
+                Some(&self.statements.named.get(bind.statement)?.query)
             }
-            _ => return None,
-        };
-        std::str::from_utf8(text).ok().map(|sql| self.shared.classifier.classify(sql))
+            _ => None,
+        }
+    }
+
+    /// What the request starting with `msg` needs. Plain reads and plain writes are recognised by a
+    /// quick lexical scan; everything else is classified with the PostgreSQL grammar (cached by text).
+    pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
+        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
+        if self.search_path.0 != raw {
+            self.search_path = (raw.to_string(), pgpilot_sql::parse_search_path(raw, &self.user));
+        }
+        let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
+        let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
+        let Some(sql) = self.text_of(msg).and_then(|t| std::str::from_utf8(t).ok()) else { return unknown };
+        let quick = pgpilot_sql::quick_look(sql);
+        if quick.plain_select && self.route != SessionRoute::Replica {
+            return Verdict::Read { tag: None };
+        }
+        if quick.plain_write {
+            return Verdict::Primary { reason: "dml", may_write: true };
+        }
+        let stmt = self.shared.classifier.classify(sql);
+        verdict(&self.db, &stmt, &self.request())
+    }
+
+    fn request(&self) -> Request<'_> {
+        Request {
+            session_route: self.route,
+            tag: self.tag.as_deref(),
+            last_write_ms: self.last_write_ms,
+            search_path: &self.search_path.1,
+        }
+    }
+
+    /// Where the request starting with `msg` should run.
+    pub(super) fn decide(&mut self, msg: &[u8]) -> Decision {
+        let primary = self.db.primary_index();
+        if self.mode == PoolMode::Session || !self.db.splits_reads() {
+            return Decision { backend: primary, may_write: true, reason: "primary_only" };
+        }
+        let verdict = self.verdict_of(msg);
+        place(&self.db, &verdict, &self.request())
     }
 
     /// Attached to a replica between transactions, a request that must run on the primary waits
@@ -63,39 +96,27 @@ impl Session {
         {
             return false;
         }
-        let stmt = self.statement_of(msg);
-        self.decide(stmt.as_deref()).backend == self.db.primary_index()
+        self.decide(msg).backend == self.db.primary_index()
     }
 
-    /// Where a transaction starting with `stmt` should run.
-    pub(super) fn decide(&mut self, stmt: Option<&Statement>) -> Decision {
-        let primary = self.db.primary_index();
-        if self.mode == PoolMode::Session || !self.db.splits_reads() {
-            return Decision { backend: primary, may_write: true, reason: "primary_only" };
+    /// The first buffered message (routing reads it while the buffer may change).
+    fn first_message(&self) -> Vec<u8> {
+        match pgpilot_wire::frame::peek_frontend(&self.buf, &self.limits) {
+            Ok(Some(h)) if self.buf.len() >= h.total && matches!(h.tag, b'Q' | b'P' | b'B') => {
+                self.buf[..h.total].to_vec()
+            }
+            _ => self.buf.first().map(|t| vec![*t]).unwrap_or_default(),
         }
-        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
-        if self.search_path.0 != raw {
-            self.search_path = (raw.to_string(), pgpilot_sql::parse_search_path(raw, &self.user));
-        }
-        let req = Request {
-            statement: stmt,
-            session_route: self.route,
-            tag: self.tag.as_deref(),
-            last_write_ms: self.last_write_ms,
-            search_path: &self.search_path.1,
-            unknown_may_write: matches!(self.buf.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P')),
-        };
-        decide(&self.db, &req)
     }
 
     /// Routes the buffered request and attaches a server; a replica that cannot be reached is banned
     /// and the request goes elsewhere.
     pub(super) async fn attach_routed(&mut self) -> Result<(), Ending> {
         let splits = self.mode == PoolMode::Transaction && self.db.splits_reads();
-        let stmt = if splits { self.first_statement() } else { None };
+        let first = if splits { self.first_message() } else { Vec::new() };
         // A failover while waiting sends the request to the new primary; bounded in case roles flap.
         for _ in 0..100 {
-            let decision = self.decide(stmt.as_deref());
+            let decision = self.decide(&first);
             tracing::debug!(client = %self.reg.info.addr, backend = decision.backend, reason = decision.reason, "routed");
             let pool = self.pools.pools[decision.backend].clone();
             let replica = decision.backend != self.db.primary_index();

@@ -1,0 +1,242 @@
+//! A quick lexical look at a statement, for the hot path: most statements an application sends
+//! are plain reads or plain DML whose literals change every time, so a cache keyed by the text never
+//! hits and a full parse (tens of microseconds) would be paid per statement. This scan, a few
+//! hundred nanoseconds, tells when no parse is needed: a single SELECT without function calls,
+//! locking or INTO is a plain read; INSERT/UPDATE/DELETE are writes; and a text whose statements
+//! start with none of the session-changing keywords changes no session state.
+//!
+//! It errs one way only: whenever it is not sure, it says "parse me".
+
+/// What the scan found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuickLook {
+    /// The first keyword of each statement, lower case (empty statements are skipped).
+    pub first_words: Vec<String>,
+    /// A single SELECT with no '(' (so no function call or subquery), no FOR (locking), no INTO.
+    pub plain_select: bool,
+    /// A single INSERT, UPDATE, DELETE or MERGE (routing needs no parse: it is a write).
+    pub plain_write: bool,
+    /// Mentions set_config or an advisory-lock function, anywhere.
+    pub session_function: bool,
+    /// A comment mentions `pgpilot:`: hints must be read by the real parser.
+    pub hint: bool,
+    /// Dollar quoting, escape strings, or something unterminated: only a parse can tell.
+    pub opaque: bool,
+}
+
+/// First words of statements that may change session state: SET/RESET, prepared statements,
+/// DISCARD, LISTEN, cursors (WITH HOLD), CREATE (temporary objects), LOAD, and DO/CALL.
+const SESSION_WORDS: &[&str] = &[
+    "set",
+    "reset",
+    "prepare",
+    "execute",
+    "deallocate",
+    "discard",
+    "listen",
+    "unlisten",
+    "declare",
+    "create",
+    "load",
+    "do",
+    "call",
+];
+
+impl QuickLook {
+    /// Whether the statement could change session state (SET, PREPARE, LISTEN, temp tables,
+    /// advisory locks...): only then does session tracking need the full classification.
+    pub fn may_change_session(&self) -> bool {
+        self.opaque
+            || self.session_function
+            || self.first_words.iter().any(|w| SESSION_WORDS.contains(&w.as_str()))
+    }
+}
+
+/// Scans `sql` once.
+pub fn quick_look(sql: &str) -> QuickLook {
+    let b = sql.as_bytes();
+    let mut look = QuickLook::default();
+    let mut i = 0;
+    let mut at_statement_start = true;
+    let mut paren = false;
+    let mut lock_or_into = false;
+    let mut statements = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let end = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
+                look.hint |= contains_ci(&b[i..end], b"pgpilot:");
+                i = end;
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => match find(&b[i + 2..], b"*/") {
+                Some(p) => {
+                    let end = i + 2 + p + 2;
+                    look.hint |= contains_ci(&b[i..end], b"pgpilot:");
+                    // Nested comments are legal in PostgreSQL; leave them to the parser.
+                    look.opaque |= find(&b[i + 2..end - 2], b"/*").is_some();
+                    i = end;
+                    continue;
+                }
+                None => return opaque(look),
+            },
+            b'\'' => {
+                if i > 0 && matches!(b[i - 1], b'e' | b'E') && (i < 2 || !is_ident(b[i - 2])) {
+                    return opaque(look);
+                }
+                match skip_quoted(b, i, b'\'') {
+                    Some(next) => i = next,
+                    None => return opaque(look),
+                }
+                at_statement_start = false;
+                continue;
+            }
+            b'"' => {
+                match skip_quoted(b, i, b'"') {
+                    Some(next) => i = next,
+                    None => return opaque(look),
+                }
+                at_statement_start = false;
+                continue;
+            }
+            b'$' if b.get(i + 1).is_some_and(|&n| n == b'$' || n.is_ascii_alphabetic() || n == b'_') => {
+                return opaque(look);
+            }
+            b';' => {
+                at_statement_start = true;
+                i += 1;
+                continue;
+            }
+            b'(' => paren = true,
+            _ if is_ident_start(c) => {
+                let start = i;
+                while i < b.len() && is_ident(b[i]) {
+                    i += 1;
+                }
+                let word = &b[start..i];
+                if at_statement_start {
+                    statements += 1;
+                    look.first_words.push(String::from_utf8_lossy(word).to_ascii_lowercase());
+                    at_statement_start = false;
+                } else if word.eq_ignore_ascii_case(b"for") || word.eq_ignore_ascii_case(b"into") {
+                    lock_or_into = true;
+                }
+                if starts_with_ci(word, b"set_config")
+                    || starts_with_ci(word, b"pg_advisory")
+                    || starts_with_ci(word, b"pg_try_advisory")
+                {
+                    look.session_function = true;
+                }
+                continue;
+            }
+            _ if c.is_ascii_whitespace() => {}
+            _ => at_statement_start = false,
+        }
+        i += 1;
+    }
+    let single = statements == 1;
+    let first = look.first_words.first().map(String::as_str);
+    look.plain_select = single && first == Some("select") && !paren && !lock_or_into && !look.hint;
+    look.plain_write =
+        single && matches!(first, Some("insert" | "update" | "delete" | "merge")) && !look.hint;
+    look
+}
+
+fn opaque(mut look: QuickLook) -> QuickLook {
+    look.opaque = true;
+    look.plain_select = false;
+    look.plain_write = false;
+    look
+}
+
+/// Past a quoted token starting at `start`; a doubled quote is part of it. None if unterminated.
+fn skip_quoted(b: &[u8], start: usize, q: u8) -> Option<usize> {
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == q {
+            if b.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_ident(c: u8) -> bool {
+    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn starts_with_ci(word: &[u8], prefix: &[u8]) -> bool {
+    word.len() >= prefix.len() && word[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_reads_and_writes_need_no_parse() {
+        let l = quick_look("SELECT abalance FROM pgbench_accounts WHERE aid = 83671;");
+        assert!(l.plain_select && !l.may_change_session());
+        let l = quick_look("UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5;");
+        assert!(l.plain_write && !l.plain_select && !l.may_change_session());
+        assert!(quick_look("insert into t values ('it''s', 1)").plain_write);
+    }
+
+    #[test]
+    fn anything_that_might_matter_is_left_to_the_parser() {
+        for sql in [
+            "SELECT nextval('s')",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * INTO copy FROM t",
+            "SELECT 1; SELECT 2",
+            "/* pgpilot:primary */ SELECT 1",
+            "SELECT 1 -- pgpilot:nocache",
+            "SELECT $$ text $$",
+            "SELECT E'\\x'",
+            "SELECT 'unterminated",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+        ] {
+            assert!(!quick_look(sql).plain_select, "{sql}");
+        }
+    }
+
+    #[test]
+    fn session_changes_are_noticed() {
+        for sql in [
+            "SET search_path = app",
+            "reset all",
+            "PREPARE p AS SELECT 1",
+            "select 1; listen x",
+            "CREATE TEMP TABLE x(i int)",
+            "SELECT set_config('a', 'b', false)",
+            "SELECT pg_advisory_lock(1)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "DISCARD ALL",
+            "SELECT $tag$ x $tag$",
+        ] {
+            assert!(quick_look(sql).may_change_session(), "{sql}");
+        }
+        for sql in
+            ["UPDATE t SET x = 1", "SELECT 'set_config'", "BEGIN", "COMMIT", "INSERT INTO t VALUES (1)"]
+        {
+            assert!(!quick_look(sql).may_change_session(), "{sql}");
+        }
+    }
+}
