@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pgpilot_gateway::config::{Config, DatabaseConfig, ReplicaConfig, Secs};
+use pgpilot_gateway::config::{Config, DatabaseConfig, PoolMode, ReplicaConfig, Secs};
 use pgpilot_gateway::insight::{Insight, InsightConfig, StatementEvent, Target};
 use pgpilot_testkit::Cluster;
 use serde_json::{json, Value};
@@ -415,6 +415,57 @@ async fn api_serves_what_was_recorded_behind_the_token() {
     assert_eq!(reset.status, 204);
     assert_eq!(list("").json()["statements"].as_array().unwrap().len(), 0);
     gw.shutdown().await;
+}
+
+/// What the gateway records for statements that really went through it: one entry per normalized
+/// statement (literals of simple queries become $n), rows from the command tags, errors by
+/// SQLSTATE, in both pooling modes, and a slow statement in the slow-query log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_through_the_gateway_are_counted() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE items (id int PRIMARY KEY, v text)");
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let mut config = config_for(&pg);
+        config.pgpilot.pool_mode = mode;
+        config.insight.log_min_duration = Secs::from_millis(100);
+        let gw = start(config).await;
+        let client = connect(&gw).await;
+        client.simple_query("TRUNCATE items").await.unwrap();
+        let insert = client.prepare("INSERT INTO items VALUES ($1, $2)").await.unwrap();
+        for id in 1..=3i32 {
+            client.execute(&insert, &[&id, &"x"]).await.unwrap();
+        }
+        client.simple_query("SELECT v FROM items WHERE id = 1").await.unwrap();
+        client.simple_query("select v  from items where id = 2;").await.unwrap();
+        let all = client.query("SELECT * FROM items WHERE id > $1", &[&0i32]).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(client.simple_query("SELECT 1/0").await.is_err());
+        assert!(client.query("SELECT $1::int / 0", &[&1i32]).await.is_err());
+        client.simple_query("SELECT pg_sleep(0.15)").await.unwrap();
+
+        let snap = gw.shared().insight.snapshot();
+        let find = |q: &str| {
+            snap.statements
+                .iter()
+                .find(|s| &*s.query == q)
+                .unwrap_or_else(|| panic!("{mode:?}: no {q:?} in {:#?}", snap.statements))
+        };
+        let c = &find("INSERT INTO items VALUES ($1, $2)").counters;
+        assert_eq!((c.calls, c.rows, c.errors), (3, 3, 0), "{mode:?}");
+        let c = &find("SELECT v FROM items WHERE id = $1").counters;
+        assert_eq!((c.calls, c.rows), (2, 2), "{mode:?}: literals differ, one statement");
+        let c = &find("SELECT * FROM items WHERE id > $1").counters;
+        assert_eq!((c.calls, c.rows), (1, 3), "{mode:?}");
+        assert_eq!(find("SELECT $1/$2").counters.errors, 1, "{mode:?}");
+        assert_eq!(find("SELECT $1::int / $2").counters.errors, 1, "{mode:?}");
+        assert!(c.total_us > 0 && c.primary == 1, "{mode:?}: {c:?}");
+        let slow = gw.shared().insight.slow_queries(0.0, None, 10);
+        assert_eq!(slow.len(), 1, "{mode:?}: {slow:?}");
+        assert_eq!(&*slow[0].query, "SELECT pg_sleep($1)");
+        assert!(slow[0].duration_ms >= 150.0, "{:?}", slow[0]);
+        drop(client);
+        gw.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 mod analyze;
 mod cache;
 mod hints;
+pub mod normalize;
 pub mod quick;
 mod statement;
 mod walk;

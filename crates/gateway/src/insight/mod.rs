@@ -177,3 +177,19 @@ impl Insight {
         self.rates.clear();
     }
 }
+
+/// A statement's identity in the statistics: its lexical fingerprint and normalized text.
+#[derive(Debug, Clone)]
+pub struct QueryKey {
+    pub fingerprint: u64,
+    pub normalized: Arc<str>,
+}
+
+impl QueryKey {
+    /// Normalizes `text` (constants become $n); the constants come back too when asked for.
+    pub fn of(text: &[u8], keep_constants: bool) -> (QueryKey, Vec<String>) {
+        let sql = String::from_utf8_lossy(text);
+        let n = pgpilot_sql::normalize::normalize(&sql, keep_constants);
+        (QueryKey { fingerprint: n.fingerprint, normalized: Arc::from(n.text) }, n.constants)
+    }
+}

@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 /// A statement as the client prepared it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct PreparedStatement {
     /// The name pgpilot gives it on servers.
     pub server_name: Box<[u8]>,
@@ -15,7 +15,18 @@ pub struct PreparedStatement {
     /// Parameter type section of the Parse message, verbatim.
     pub param_types: Box<[u8]>,
     pub hash: u64,
+    /// Fingerprint and normalized text for statistics, computed on the first Execute.
+    pub insight_key: std::sync::OnceLock<crate::insight::QueryKey>,
 }
+
+/// The same statement whatever statistics it has gathered.
+impl PartialEq for PreparedStatement {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.query == other.query && self.param_types == other.param_types
+    }
+}
+
+impl Eq for PreparedStatement {}
 
 impl PreparedStatement {
     pub fn new(query: &[u8], param_types: &[u8]) -> Arc<PreparedStatement> {
@@ -30,6 +41,7 @@ impl PreparedStatement {
             query: query.into(),
             param_types: param_types.into(),
             hash,
+            insight_key: std::sync::OnceLock::new(),
         })
     }
 }

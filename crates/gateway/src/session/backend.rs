@@ -56,6 +56,9 @@ impl Flow {
             b'E' => return self.server_error(s, server, start, end),
             b'G' if !self.expected.copy_in_started() => self.copy_in_open = true,
             b'C' => {
+                if let Some(observed) = self.expected.front_observed() {
+                    Flow::observe_rows(observed, &server.buf[start + 5..end]);
+                }
                 let tag_text = backend::parse_command_tag(&server.buf[start + 5..end]);
                 self.last_command = match tag_text {
                     b"COMMIT" => LastCommand::Commit,
@@ -71,8 +74,10 @@ impl Flow {
         let ends = self.expected.front().and_then(Expect::reply).is_some_and(|r| r.ends_with(tag));
         if ends {
             let entry = self.expected.pop().expect("front exists");
-            if tag == b'Z' {
-                self.ready(s, server, entry, server.buf[start + 5]);
+            match entry {
+                _ if tag == b'Z' => self.ready(s, server, entry, server.buf[start + 5]),
+                Expect::Client(Reply::Execute(Some(observed))) => self.observed_done(s, server, observed),
+                _ => {}
             }
         }
         self.emit_passive(s);
@@ -109,12 +114,24 @@ impl Flow {
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         self.to_client.extend_from_slice(&server.buf[start..end]);
         if survives {
+            if let Some(observed) = self.expected.front_observed() {
+                Flow::observe_error(observed, &server.buf[start + 5..end]);
+            }
             return;
         }
         // Extended protocol: this message failed and the server skips everything up to Sync.
+        // A statement that failed at Parse or Bind counts as failed too, like one failing at Execute.
         let failed = self.expected.pop().into_iter();
+        let mut error_counted = false;
         for entry in failed.chain(self.expected.skip_to_sync()) {
-            forget(s, server, entry);
+            match entry {
+                Expect::Client(Reply::Execute(Some(mut observed))) if !error_counted => {
+                    error_counted = true;
+                    Flow::observe_error(&mut observed, &server.buf[start + 5..end]);
+                    self.observed_done(s, server, observed);
+                }
+                entry => forget(s, server, entry),
+            }
         }
     }
 
@@ -140,10 +157,13 @@ impl Flow {
             }
         }
         self.cancel_sent = None;
-        let batch = match reply {
+        let mut batch = match reply {
             Reply::Query(b) | Reply::Sync(b) => b,
             _ => Batch::default(),
         };
+        if let Some(observed) = batch.observed.take() {
+            self.observed_done(s, server, observed);
+        }
         self.apply_batch(s, server, batch, failed, status);
         if status == TxnStatus::Idle && self.expected.ready_owed() == 0 {
             if let Some(x) = self.xact_started.take() {

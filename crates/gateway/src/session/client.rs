@@ -77,6 +77,8 @@ pub struct Session {
     pub(super) search_path: (String, Vec<String>),
     /// Times the current request was moved to another server after losing one.
     pub(super) retries: u8,
+    /// How long the request now being sent waited for a server (statistics).
+    pub(super) wait_before_send: Duration,
 }
 
 impl Session {
@@ -115,6 +117,7 @@ impl Session {
             attachment: None,
             search_path: Default::default(),
             retries: 0,
+            wait_before_send: Duration::ZERO,
         }
     }
 
@@ -207,6 +210,7 @@ impl Session {
             }
         };
         pool.stats.assignment(waited.as_micros() as u64);
+        self.wait_before_send = waited;
         info.server.store(Some(conn.cancel.clone()));
         info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Active);

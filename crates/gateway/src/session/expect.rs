@@ -3,8 +3,8 @@
 //! in the server's place (a statement already prepared there) come out in the right position, and
 //! pgpilot knows exactly when a batch is over.
 
+use super::observe::Observed;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 use pgpilot_sql::SetCommand;
 
@@ -19,7 +19,8 @@ pub enum Reply {
     },
     Bind,
     Describe,
-    Execute,
+    /// With its statistics record when insight is on.
+    Execute(Option<Box<Observed>>),
     Close,
     Sync(Batch),
     Query(Batch),
@@ -34,9 +35,8 @@ pub struct Batch {
     pub prepares: Vec<(String, String)>,
     pub discard_all: bool,
     pub pins: Option<&'static str>,
-    /// When the request was sent, for per-statement statistics.
-    #[allow(dead_code)]
-    pub started: Option<Instant>,
+    /// Per-statement statistics of a Query, when insight is on.
+    pub observed: Option<Box<Observed>>,
 }
 
 impl Reply {
@@ -46,7 +46,7 @@ impl Reply {
             Reply::Parse { .. } => tag == b'1',
             Reply::Bind => tag == b'2',
             Reply::Describe => matches!(tag, b'T' | b'n'),
-            Reply::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
             Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall => tag == b'Z',
         }
@@ -117,6 +117,16 @@ impl Expected {
         self.queue.front()
     }
 
+    /// The statistics record of the client statement whose answer is arriving now.
+    pub fn front_observed(&mut self) -> Option<&mut Observed> {
+        match self.queue.front_mut()? {
+            Expect::Client(Reply::Execute(o)) | Expect::Client(Reply::Query(Batch { observed: o, .. })) => {
+                o.as_deref_mut()
+            }
+            _ => None,
+        }
+    }
+
     pub fn pop(&mut self) -> Option<Expect> {
         let e = self.queue.pop_front()?;
         if e.reply().is_some_and(Reply::is_ready) {
@@ -173,7 +183,7 @@ mod tests {
         let mut e = Expected::default();
         e.push(Expect::Client(Reply::Bind));
         e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: None });
-        e.push(Expect::Client(Reply::Execute));
+        e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));
         assert_eq!(e.ready_owed(), 1);
         assert_eq!(e.skip_to_sync().len(), 3);
@@ -183,7 +193,7 @@ mod tests {
     #[test]
     fn syncs_sent_during_copy_in_are_ignored() {
         let mut e = Expected::default();
-        e.push(Expect::Client(Reply::Execute));
+        e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));
         e.push(Expect::CopyBoundary);
         e.push(Expect::Client(Reply::Sync(Batch::default())));

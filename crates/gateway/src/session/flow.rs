@@ -84,6 +84,10 @@ pub(super) struct Flow {
     pub(super) cancel_sent: Option<Instant>,
     received: u64,
     sent: u64,
+    /// What the unnamed statement and the last bound portal run, for statistics.
+    pub(super) unnamed_query: Option<crate::insight::QueryKey>,
+    pub(super) portal_query: Option<crate::insight::QueryKey>,
+    pub(super) portal_parameters: Option<Vec<Option<String>>>,
 }
 
 impl Flow {
@@ -116,6 +120,9 @@ impl Flow {
             cancel_sent: None,
             received: 0,
             sent: 0,
+            unnamed_query: None,
+            portal_query: None,
+            portal_parameters: None,
         }
     }
 

@@ -40,7 +40,13 @@ impl Flow {
                 return Ok(());
             }
             b'P' if self.rewrite => return self.parse(s, server, body),
-            b'P' => self.note_extended_text(s, frontend::parse_parse(body).map(|p| p.query)),
+            b'P' => {
+                let parse = frontend::parse_parse(body);
+                self.note_extended_text(s, parse.as_ref().map(|p| p.query));
+                if let Some(p) = parse {
+                    self.observe_session_parse(s, p.name, p.query, p.param_types);
+                }
+            }
             b'B' if self.rewrite => return self.bind(s, server, body),
             b'D' if self.rewrite => return self.describe(s, server, body),
             b'C' if self.rewrite => return self.close(s, body),
@@ -57,7 +63,17 @@ impl Flow {
                     self.expected.push(Expect::CopyBoundary);
                 }
             }
-            b'B' | b'D' | b'C' | b'E' | b'H' | b'd' => {}
+            b'B' => {
+                if let Some(b) = frontend::parse_bind(body) {
+                    self.observe_bind(s, b.statement, b.rest);
+                }
+            }
+            b'C' => {
+                if let Some((b'S', name)) = frontend::parse_target(body) {
+                    s.statements.named.remove(name);
+                }
+            }
+            b'D' | b'E' | b'H' | b'd' => {}
             b'X' => {
                 self.client_terminated = true;
                 return Ok(());
@@ -74,7 +90,10 @@ impl Flow {
             b'B' => self.push_extended(Reply::Bind),
             b'D' => self.push_extended(Reply::Describe),
             b'C' => self.push_extended(Reply::Close),
-            b'E' => self.push_extended(Reply::Execute),
+            b'E' => {
+                let observed = self.observe_execute();
+                self.push_extended(Reply::Execute(observed))
+            }
             _ => {}
         }
         self.to_server.extend_from_slice(msg);
@@ -117,11 +136,11 @@ impl Flow {
 
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
-        let mut batch = Batch { started: Some(Instant::now()), ..Batch::default() };
         if let Some(tag) = std::str::from_utf8(text).ok().and_then(|sql| s.apply_pgpilot_settings(sql)) {
             self.expected.push(Expect::SyntheticCommand(tag));
             return Ok(());
         }
+        let mut batch = Batch { observed: self.observe_query(s, text), ..Batch::default() };
         if let Some(stmt) = self.classify(s, text) {
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));
@@ -207,6 +226,7 @@ impl Flow {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
         self.note_extended_text(s, Some(p.query));
         if p.name.is_empty() {
+            self.observe_parse(s, p.query);
             self.push_extended(Reply::Parse { client_name: None, hash: None });
             frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
             return Ok(());
@@ -248,6 +268,7 @@ impl Flow {
 
     fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
+        self.observe_bind(s, b.statement, b.rest);
         let renamed =
             if b.statement.is_empty() { None } else { self.server_name_for(s, server, b.statement) };
         frontend::bind(&mut self.to_server, b.portal, renamed.as_deref().unwrap_or(b.statement), b.rest);

@@ -7,6 +7,7 @@ mod expect;
 mod flow;
 mod frontend;
 pub mod io;
+mod observe;
 pub mod params;
 mod route;
 mod startup;

@@ -1,0 +1,168 @@
+//! Per-statement statistics on the hot path: each client Query and Execute carries a small record
+//! from the moment it is sent until the server completes it, then goes to [`crate::insight`].
+//! Nothing here runs when insight is off.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgpilot_wire::backend;
+use pgpilot_wire::error::ErrorFields;
+
+use super::client::Session;
+use super::flow::Flow;
+use crate::insight::{QueryKey, StatementEvent, Target};
+use crate::pool::statements::PreparedStatement;
+use crate::pool::ServerConn;
+
+/// A statement in flight.
+#[derive(Debug)]
+pub struct Observed {
+    key: QueryKey,
+    started: Instant,
+    rows: u64,
+    error: Option<String>,
+    parameters: Option<Vec<Option<String>>>,
+}
+
+impl Flow {
+    /// A record for a simple Query, when insight is on.
+    pub(super) fn observe_query(&self, s: &Session, text: &[u8]) -> Option<Box<Observed>> {
+        let insight = &s.shared.insight;
+        if !insight.enabled() {
+            return None;
+        }
+        let wants = insight.wants_parameters();
+        let (key, constants) = QueryKey::of(text, wants);
+        let parameters = wants.then(|| constants.into_iter().map(Some).collect());
+        Some(Box::new(Observed { key, started: Instant::now(), rows: 0, error: None, parameters }))
+    }
+
+    /// An unnamed Parse: its text is what the next Bind of the unnamed statement runs.
+    pub(super) fn observe_parse(&mut self, s: &Session, text: &[u8]) {
+        if s.shared.insight.enabled() {
+            self.unnamed_query = Some(QueryKey::of(text, false).0);
+        }
+    }
+
+    /// A Parse in session pooling, where statements are not otherwise tracked: the client's named
+    /// statements are kept (by name, closed with Close) only so their Executes can be attributed.
+    pub(super) fn observe_session_parse(&mut self, s: &mut Session, name: &[u8], query: &[u8], types: &[u8]) {
+        if !s.shared.insight.enabled() {
+            return;
+        }
+        if name.is_empty() {
+            self.observe_parse(s, query);
+        } else {
+            s.statements.named.insert(name.into(), PreparedStatement::new(query, types));
+        }
+    }
+
+    /// A Bind: remembers what the portal runs (and its text parameters, when they are logged).
+    pub(super) fn observe_bind(&mut self, s: &Session, statement: &[u8], rest: &[u8]) {
+        let insight = &s.shared.insight;
+        if !insight.enabled() {
+            return;
+        }
+        self.portal_query = if statement.is_empty() {
+            self.unnamed_query.clone()
+        } else {
+            s.statements.named.get(statement).map(|p| key_of_prepared(p))
+        };
+        self.portal_parameters = insight.wants_parameters().then(|| bind_parameters(rest)).flatten();
+    }
+
+    /// A record for an Execute of the portal bound last.
+    pub(super) fn observe_execute(&mut self) -> Option<Box<Observed>> {
+        let key = self.portal_query.clone()?;
+        let parameters = self.portal_parameters.clone();
+        Some(Box::new(Observed { key, started: Instant::now(), rows: 0, error: None, parameters }))
+    }
+
+    /// Counts the rows of a CommandComplete (`body` without the header).
+    pub(super) fn observe_rows(obs: &mut Observed, body: &[u8]) {
+        let tag = backend::parse_command_tag(body);
+        let n = tag.rsplit(|&c| c == b' ').next().and_then(|n| std::str::from_utf8(n).ok());
+        obs.rows += n.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+
+    /// Notes the SQLSTATE of an ErrorResponse (`body` without the header).
+    pub(super) fn observe_error(obs: &mut Observed, body: &[u8]) {
+        obs.error = Some(ErrorFields::parse(body).code.to_string());
+    }
+
+    /// The statement completed: one event to insight.
+    pub(super) fn observed_done(&mut self, s: &mut Session, server: &ServerConn, obs: Box<Observed>) {
+        let now = Instant::now();
+        let wait = std::mem::take(&mut s.wait_before_send);
+        let target = match &s.attachment {
+            Some(a) if a.is_replica(s.db.primary_index()) => Target::Replica,
+            _ => Target::Primary,
+        };
+        s.shared.insight.record(&StatementEvent {
+            fingerprint: obs.key.fingerprint,
+            normalized: &obs.key.normalized,
+            database: &s.db.name,
+            user: &s.user,
+            duration: now.saturating_duration_since(obs.started),
+            wait,
+            rows: obs.rows,
+            error: obs.error.as_deref(),
+            target,
+            client_addr: &s.reg.info.addr,
+            server: &server.pool().id.server,
+            parameters: obs.parameters.as_deref(),
+        });
+    }
+}
+
+/// A prepared statement's key, normalized once however often it runs.
+fn key_of_prepared(p: &Arc<PreparedStatement>) -> QueryKey {
+    p.insight_key.get_or_init(|| QueryKey::of(&p.query, false).0).clone()
+}
+
+/// The text-format parameter values of a Bind body after its portal and statement names
+/// (binary ones are shown as such); None when the message is malformed.
+fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
+    let mut r = Reader(rest);
+    let formats: Vec<u16> = (0..r.u16()?).map(|_| r.u16()).collect::<Option<_>>()?;
+    let count = r.u16()? as usize;
+    let mut values = Vec::with_capacity(count.min(64));
+    for i in 0..count {
+        let len = r.i32()?;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let bytes = r.take(len as usize)?;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i) == Some(&1),
+        };
+        values.push(Some(if binary {
+            format!("<{} bytes binary>", bytes.len())
+        } else {
+            String::from_utf8_lossy(bytes).into_owned()
+        }));
+    }
+    Some(values)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
