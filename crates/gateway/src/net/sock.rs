@@ -34,7 +34,8 @@ impl Sock {
     /// Memory is reserved only once the socket is readable, so an idle connection holds no buffer.
     pub async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
-            each!(self, s => s.readable().await)?;
+            // poll_read_ready keeps no future state: the task of an idle client stays small.
+            std::future::poll_fn(|cx| each!(self, s => s.poll_read_ready(cx))).await?;
             match self.try_read_into(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
@@ -81,7 +82,7 @@ impl Sock {
     }
 
     pub async fn writable(&self) -> io::Result<()> {
-        each!(self, s => s.writable().await)
+        std::future::poll_fn(|cx| each!(self, s => s.poll_write_ready(cx))).await
     }
 
     /// Writes all of `data`, waiting for room when the kernel buffer is full.

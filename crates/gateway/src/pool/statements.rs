@@ -146,3 +146,24 @@ mod tests {
         assert!(s.touch(&a) && s.touch(&c) && !s.touch(&b));
     }
 }
+
+/// A client's statements, allocated on first change: most clients of a pooler never prepare
+/// anything, and there may be tens of thousands of them.
+#[derive(Debug, Default)]
+pub struct LazyStatements(Option<Box<ClientStatements>>);
+
+static NO_STATEMENTS: std::sync::LazyLock<ClientStatements> =
+    std::sync::LazyLock::new(ClientStatements::default);
+
+impl std::ops::Deref for LazyStatements {
+    type Target = ClientStatements;
+    fn deref(&self) -> &ClientStatements {
+        self.0.as_deref().unwrap_or(&NO_STATEMENTS)
+    }
+}
+
+impl std::ops::DerefMut for LazyStatements {
+    fn deref_mut(&mut self) -> &mut ClientStatements {
+        self.0.get_or_insert_with(Default::default)
+    }
+}

@@ -109,6 +109,9 @@ impl DatabaseMonitor {
                 }
             },
         );
+        // Positions are stamped with the time the probes were sent, not answered: read-your-writes
+        // trusts a primary position only if it was read after the client's commit.
+        let sent = now_ms();
         let results = futures::future::join_all(checks).await;
         let now = now_ms();
         let mut readings: Vec<(Arc<Backend>, Reading)> = Vec::new();
@@ -116,7 +119,7 @@ impl DatabaseMonitor {
             match result {
                 Ok(r) => {
                     backend.check_passed();
-                    backend.record_position(r.lsn, now, r.timeline);
+                    backend.record_position(r.lsn, sent, r.timeline);
                     readings.push((backend, r));
                 }
                 Err(e) => {

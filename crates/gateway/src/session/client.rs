@@ -39,11 +39,43 @@ pub enum Ending {
     ServerGone(String),
 }
 
-/// Settings the session consults on every request, copied at login.
+/// Settings the session consults on every request, copied at login; milliseconds, 0 for off
+/// (compact: every idle client carries them).
 pub(super) struct Timeouts {
-    pub client_idle: Option<Duration>,
-    pub idle_transaction: Option<Duration>,
-    pub query: Option<Duration>,
+    client_idle_ms: u32,
+    idle_transaction_ms: u32,
+    query_ms: u32,
+}
+
+impl Timeouts {
+    fn new(
+        client_idle: Option<Duration>,
+        idle_transaction: Option<Duration>,
+        query: Option<Duration>,
+    ) -> Self {
+        let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
+        Timeouts {
+            client_idle_ms: ms(client_idle),
+            idle_transaction_ms: ms(idle_transaction),
+            query_ms: ms(query),
+        }
+    }
+
+    fn get(ms: u32) -> Option<Duration> {
+        (ms > 0).then(|| Duration::from_millis(ms as u64))
+    }
+
+    pub fn client_idle(&self) -> Option<Duration> {
+        Self::get(self.client_idle_ms)
+    }
+
+    pub fn idle_transaction(&self) -> Option<Duration> {
+        Self::get(self.idle_transaction_ms)
+    }
+
+    pub fn query(&self) -> Option<Duration> {
+        Self::get(self.query_ms)
+    }
 }
 
 pub struct Session {
@@ -57,7 +89,8 @@ pub struct Session {
     /// Client bytes read but not yet handled.
     pub(super) buf: BytesMut,
     pub(super) limits: Limits,
-    pub(super) server: Option<ServerConn>,
+    /// Boxed: most clients are idle most of the time and then hold no server.
+    pub(super) server: Option<Box<ServerConn>>,
     /// Transaction status as the client last saw it.
     pub(super) status: TxnStatus,
     /// Why this client keeps its server for the whole session in transaction mode.
@@ -65,7 +98,7 @@ pub struct Session {
     pub(super) timeouts: Timeouts,
     pub(super) user: Arc<str>,
     /// Named and SQL-level prepared statements, by the client's names (transaction pooling).
-    pub(super) statements: crate::pool::statements::ClientStatements,
+    pub(super) statements: crate::pool::statements::LazyStatements,
     /// `SET pgpilot.route`.
     pub(super) route: crate::routing::SessionRoute,
     /// The replica group this client's reads go to (tag rules).
@@ -74,7 +107,7 @@ pub struct Session {
     pub(super) last_write_ms: Option<u64>,
     pub(super) attachment: Option<super::route::Attachment>,
     /// The search_path value and its parsed schemas, parsed again only when the value changes.
-    pub(super) search_path: (String, Vec<String>),
+    pub(super) search_path: Option<Box<(String, Vec<String>)>>,
     /// Times the current request was moved to another server after losing one.
     pub(super) retries: u8,
     /// How long the request now being sent waited for a server (statistics).
@@ -85,11 +118,11 @@ impl Session {
     pub fn start(shared: Arc<Shared>, sock: Sock, reg: Registration, setup: Setup) -> Session {
         let config = shared.config.load();
         let g = &config.pgpilot;
-        let timeouts = Timeouts {
-            client_idle: g.client_idle_timeout.enabled(),
-            idle_transaction: g.idle_transaction_timeout.enabled(),
-            query: g.query_timeout.enabled(),
-        };
+        let timeouts = Timeouts::new(
+            g.client_idle_timeout.enabled(),
+            g.idle_transaction_timeout.enabled(),
+            g.query_timeout.enabled(),
+        );
         let limits = Limits { large: g.max_message_size, ..Limits::default() };
         drop(config);
         sock.set_nodelay();
@@ -115,15 +148,19 @@ impl Session {
             tag: setup.tag,
             last_write_ms: None,
             attachment: None,
-            search_path: Default::default(),
+            search_path: None,
             retries: 0,
             wait_before_send: Duration::ZERO,
         }
     }
 
-    pub async fn run(mut self) {
-        let ending = self.serve().await;
-        self.finish(ending).await;
+    /// Not an `async fn`: its argument would be stored twice in the future (once as the argument,
+    /// once as the local it becomes), and an idle client's task is mostly this future.
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            let ending = self.serve().await;
+            Box::pin(self.finish(ending)).await;
+        }
     }
 
     async fn serve(&mut self) -> Ending {
@@ -134,7 +171,8 @@ impl Session {
             };
             match header {
                 Some(h) if self.buf.len() >= h.total => {
-                    if let Err(ending) = self.handle_unattached(h).await {
+                    // Boxed: the task of an idle client keeps only the size of its wait for input.
+                    if let Err(ending) = Box::pin(self.handle_unattached(h)).await {
                         return ending;
                     }
                 }
@@ -174,9 +212,8 @@ impl Session {
                 if matches!(h.tag, b'C' | b'P') && self.statements_locally().await? {
                     return Ok(());
                 }
-                // Boxed: an idle client's task should not carry the size of a whole transaction's state.
-                Box::pin(self.attach_routed()).await?;
-                Box::pin(super::flow::run_attached(self)).await
+                self.attach_routed().await?;
+                super::flow::run_attached(self).await
             }
             b'p' => Err(Ending::Fatal(PgError::fatal(
                 SqlState::PROTOCOL_VIOLATION,
@@ -214,7 +251,7 @@ impl Session {
         info.server.store(Some(conn.cancel.clone()));
         info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Active);
-        self.server = Some(conn);
+        self.server = Some(Box::new(conn));
         Ok(())
     }
 
@@ -254,11 +291,12 @@ impl Session {
             // An idle client holds no buffer: there may be tens of thousands of them.
             self.buf = BytesMut::new();
         }
-        let deadline = self.timeouts.client_idle.map(|t| Instant::now() + t);
+        // Boxed, and only when configured: a timer is most of an idle task's size.
+        let mut timer = self.timeouts.client_idle().map(|t| Box::pin(tokio::time::sleep(t)));
         let read = tokio::select! {
             r = self.sock.read_into(&mut self.buf) => r,
             _ = self.reg.info.wake.notified() => return Ok(()),
-            _ = sleep_until(deadline) => {
+            _ = async { match timer.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
                 return Err(Ending::Fatal(PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, "client_idle_timeout")));
             }
         };
@@ -294,7 +332,7 @@ impl Session {
         }
         self.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.attachment = None;
-        if let Some(conn) = self.server.take() {
+        if let Some(conn) = self.server.take().map(|c| *c) {
             let pool = conn.pool().clone();
             self.reg.info.server.store(None);
             if self.status != TxnStatus::Idle || matches!(ending, Ending::ServerGone(_)) {

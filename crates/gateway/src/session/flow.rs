@@ -147,7 +147,7 @@ impl Flow {
 
 /// Runs the attachment until the server is released (transaction mode) or the session ends.
 pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
-    let mut server = s.server.take().expect("a server is attached");
+    let mut server = *s.server.take().expect("a server is attached");
     let max_prepared = server.pool().settings.load().max_prepared;
     let mut flow = Flow::new(s, max_prepared);
     flow.rewrite &= max_prepared > 0;
@@ -183,7 +183,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         }
         Exit::End(ending) => {
             if flow.server_clean(s) && !matches!(ending, Ending::ServerGone(_)) {
-                s.server = Some(server);
+                s.server = Some(Box::new(server));
             } else {
                 s.reg.info.server.store(None);
                 let pool = server.pool().clone();
@@ -317,10 +317,10 @@ fn timer_deadline(s: &Session, flow: &Flow) -> Option<Instant> {
         if let Some(sent) = flow.cancel_sent {
             return Some(sent + CANCEL_GRACE);
         }
-        return s.timeouts.query.zip(flow.query_started).map(|(t, start)| start + t);
+        return s.timeouts.query().zip(flow.query_started).map(|(t, start)| start + t);
     }
     if s.status != TxnStatus::Idle {
-        return s.timeouts.idle_transaction.map(|t| flow.last_client_activity + t);
+        return s.timeouts.idle_transaction().map(|t| flow.last_client_activity + t);
     }
     None
 }
@@ -336,7 +336,7 @@ fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exi
             return Some(Exit::End(Ending::Fatal(e)));
         }
         if flow.cancel_sent.is_none()
-            && s.timeouts.query.zip(flow.query_started).is_some_and(|(t, q)| now >= q + t)
+            && s.timeouts.query().zip(flow.query_started).is_some_and(|(t, q)| now >= q + t)
         {
             tracing::info!(client = %s.reg.info.addr, database = %s.db.name, "query_timeout: cancelling the running query");
             flow.cancel_sent = Some(now);
@@ -348,7 +348,7 @@ fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exi
         return None;
     }
     if s.status != TxnStatus::Idle {
-        if let Some(t) = s.timeouts.idle_transaction {
+        if let Some(t) = s.timeouts.idle_transaction() {
             if now >= flow.last_client_activity + t {
                 let e = PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout");
                 return Some(Exit::End(Ending::Fatal(e)));

@@ -33,6 +33,14 @@ pub fn is_admin_database(name: &str) -> bool {
 
 /// Serves one accepted connection until it closes. Never panics on client input.
 pub async fn serve(shared: Arc<Shared>, sock: Sock) {
+    let Some((sock, registration, setup)) = open_session(&shared, sock).await else { return };
+    // A task of its own: an idle session keeps only its own size, not that of login's futures.
+    tokio::spawn(client::Session::start(shared, sock, registration, setup).run());
+}
+
+/// The client's connection up to a logged-in session; None when it ended before (refused,
+/// cancelled, an admin console session that has run).
+async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registration, client::Setup)> {
     let addr = sock.peer();
     let local_port = sock.local_port();
     let config = shared.config.load_full();
@@ -40,9 +48,9 @@ pub async fn serve(shared: Arc<Shared>, sock: Sock) {
     let log_connections = config.pgpilot.log_connections;
     drop(config);
     // Login is boxed so an idle session's task does not keep its size.
-    let opened = match tokio::time::timeout(login_timeout, Box::pin(startup::open(&shared, sock))).await {
-        Err(_) => return,
-        Ok(Ok(None)) | Ok(Ok(Some(startup::Opening::Cancelled))) => return,
+    let opened = match tokio::time::timeout(login_timeout, startup::open(shared, sock)).await {
+        Err(_) => return None,
+        Ok(Ok(None)) | Ok(Ok(Some(startup::Opening::Cancelled))) => return None,
         Ok(Err((sock, e))) => return refuse(&sock, &addr, e).await,
         Ok(Ok(Some(startup::Opening::Login { sock, params, tls, buf }))) => (sock, params, tls, buf),
     };
@@ -57,29 +65,32 @@ pub async fn serve(shared: Arc<Shared>, sock: Sock) {
         let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is shutting down");
         return refuse(&sock, &addr, e).await;
     }
-    let login =
-        tokio::time::timeout(login_timeout, Box::pin(log_in(&shared, &sock, &params, buf, &registration)));
+    let login = tokio::time::timeout(login_timeout, log_in(shared, &sock, &params, buf, &registration));
     let session = match login.await {
         Err(_) => {
             let e = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");
             return refuse(&sock, &addr, e).await;
         }
         Ok(Err(e)) => return refuse(&sock, &addr, e).await,
-        Ok(Ok(LoggedIn::Admin(admin))) => return crate::admin::run(shared, sock, registration, admin).await,
+        Ok(Ok(LoggedIn::Admin(admin))) => {
+            crate::admin::run(shared.clone(), sock, registration, admin).await;
+            return None;
+        }
         Ok(Ok(LoggedIn::Client(setup))) => setup,
     };
     if log_connections {
         tracing::info!(client = %addr, user = %session.user, database = %session.db.name, tls, "login");
     }
-    client::Session::start(shared, sock, registration, session).run().await;
+    Some((sock, registration, session))
 }
 
 /// Tells the client why it is being turned away, and logs it.
-async fn refuse(sock: &Sock, addr: &str, e: PgError) {
+async fn refuse<T>(sock: &Sock, addr: &str, e: PgError) -> Option<T> {
     tracing::info!(client = %addr, error = %e, "client refused");
     let mut out = BytesMut::new();
     e.encode(&mut out);
     let _ = sock.write_all(&out).await;
+    None
 }
 
 enum LoggedIn {

@@ -50,8 +50,9 @@ impl Session {
     /// quick lexical scan; everything else is classified with the PostgreSQL grammar (cached by text).
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
         let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
-        if self.search_path.0 != raw {
-            self.search_path = (raw.to_string(), pgpilot_sql::parse_search_path(raw, &self.user));
+        if self.search_path.as_ref().is_none_or(|p| p.0 != raw) {
+            let schemas = pgpilot_sql::parse_search_path(raw, &self.user);
+            self.search_path = Some(Box::new((raw.to_string(), schemas)));
         }
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
@@ -72,7 +73,7 @@ impl Session {
             session_route: self.route,
             tag: self.tag.as_deref(),
             last_write_ms: self.last_write_ms,
-            search_path: &self.search_path.1,
+            search_path: self.search_path.as_ref().map_or(&[][..], |p| &p.1[..]),
         }
     }
 
