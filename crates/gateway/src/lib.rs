@@ -8,6 +8,7 @@ pub mod databases;
 mod gateway;
 pub mod http;
 pub mod insight;
+pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod pool;

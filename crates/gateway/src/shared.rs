@@ -52,6 +52,8 @@ pub struct Shared {
     pub shutdown_requested: tokio::sync::Notify,
     /// Set by RELOAD; the gateway's main task reloads.
     pub reload_requested: tokio::sync::Notify,
+    /// The maintenance scheduler, when `[[jobs]]` are configured (crate::jobs).
+    pub jobs: ArcSwapOption<pgpilot_scheduler::SchedulerHandle>,
     user_limits: Mutex<HashMap<String, Arc<ConnectionLimit>>>,
 }
 
@@ -74,6 +76,7 @@ impl Shared {
             overrides,
             shutdown_requested: tokio::sync::Notify::new(),
             reload_requested: tokio::sync::Notify::new(),
+            jobs: ArcSwapOption::empty(),
             user_limits: Mutex::new(HashMap::new()),
         });
         shared.apply(config)?;

@@ -69,6 +69,12 @@ pub fn problems(c: &Config) -> Vec<String> {
             }
         }
     }
+    let names: Vec<&str> = c.databases.keys().map(String::as_str).collect();
+    out.extend(
+        pgpilot_scheduler::validate_with_databases(&c.jobs, &names)
+            .into_iter()
+            .map(|p| format!("[[jobs]] {p}")),
+    );
     out
 }
 
