@@ -2,6 +2,7 @@
 //! compatible with PgBouncer's, and an HTTP side for metrics and monitoring.
 
 pub mod admin;
+pub mod advisor;
 pub mod auth;
 pub mod config;
 pub mod databases;

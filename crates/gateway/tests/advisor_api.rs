@@ -1,0 +1,81 @@
+//! GET /api/v1/advisor/findings: the advisor runs in the background on the first request (which
+//! gets 404 meanwhile), later requests get the cached report without another run, and the report
+//! is what crates/advisor finds on a real database (a planted duplicate index).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgpilot_testkit::Cluster;
+use serde_json::Value;
+
+async fn get(url: String) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut resp = agent.get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+        (resp.status().as_u16(), json)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_are_served_from_a_background_run() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE orders (id int PRIMARY KEY, customer int); \
+         CREATE INDEX orders_customer ON orders (customer); \
+         CREATE INDEX orders_customer_again ON orders (customer); \
+         INSERT INTO orders SELECT g, g % 100 FROM generate_series(1, 1000) g; ANALYZE orders",
+    );
+    let gw = start(config_for(&cluster)).await;
+    let url = format!("http://{}/api/v1/advisor/findings", gw.http_addr().unwrap());
+
+    let (status, first) = get(url.clone()).await;
+    assert_eq!(status, 404, "no report yet: {first}");
+    assert_eq!(first["status"], "running", "{first}");
+
+    let started = Instant::now();
+    let report = loop {
+        let (status, body) = get(url.clone()).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(body["status"], "running", "the run failed: {body}");
+        assert!(started.elapsed() < Duration::from_secs(90), "no report after 90 s: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(report["database"], "postgres");
+    assert!(report["generated_at_unix"].as_u64().is_some_and(|t| t > 1_600_000_000), "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    let duplicate = findings
+        .iter()
+        .find(|f| f["title"].as_str().is_some_and(|t| t.starts_with("Duplicate index orders_customer")))
+        .unwrap_or_else(|| panic!("the planted duplicate index is found: {report:#}"));
+    assert_eq!(duplicate["severity"], "warning");
+    assert!(duplicate["fix"].as_str().is_some_and(|f| f.contains("DROP INDEX")), "{duplicate}");
+    assert!(report["index_suggestions"].is_array(), "the dashboard reads index_suggestions");
+    assert_eq!(report["refreshing"], false);
+    assert!(!report.to_string().contains("password"), "no secret in the report");
+
+    // Served from the cache: no run per request.
+    for _ in 0..3 {
+        let (status, again) = get(url.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(again["generated_at_unix"], report["generated_at_unix"]);
+    }
+    assert_eq!(gw.shared().advisor.runs("postgres"), 1, "one run for five requests");
+
+    let (status, unknown) = get(format!("{url}?database=nope")).await;
+    assert_eq!(status, 404);
+    assert!(unknown["error"].as_str().unwrap().contains("no such database"), "{unknown}");
+    gw.shutdown().await;
+}
