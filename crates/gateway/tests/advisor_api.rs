@@ -11,19 +11,9 @@ use pgpilot_testkit::Cluster;
 use serde_json::Value;
 
 async fn get(url: String) -> (u16, Value) {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut resp = agent.get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
-        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
-        (resp.status().as_u16(), json)
-    })
-    .await
-    .unwrap()
+    let (status, body) = http_get(url.clone()).await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+    (status, json)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

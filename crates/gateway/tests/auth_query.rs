@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use pgpilot_gateway::config::{AuthType, DatabaseConfig, Secs};
+use pgpilot_gateway::config::{AuthType, Config, DatabaseConfig, Secs};
 use pgpilot_testkit::Cluster;
 
 const SETUP: &str = "
@@ -42,6 +42,19 @@ async fn login(
     }
 }
 
+/// An auth_file holding only auth_user's password (everyone else is looked up) and a database
+/// `appdb` whose pools log in as the client's user.
+fn config_with_auth_user_only(pg: &Cluster, dir: &std::path::Path, auth: AuthType) -> Config {
+    let userlist = dir.join("userlist.txt");
+    std::fs::File::create(&userlist).unwrap().write_all(b"\"pgpilot_auth\" \"auth-pw\"\n").unwrap();
+    let mut config = config_for(pg);
+    config.pgpilot.auth_type = auth;
+    config.pgpilot.auth_file = Some(userlist);
+    let primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    config.databases.insert("appdb".into(), DatabaseConfig { primary, ..Default::default() });
+    config
+}
+
 fn refused(user: &str) -> (String, String) {
     ("28P01".into(), format!("password authentication failed for user \"{user}\""))
 }
@@ -58,23 +71,12 @@ async fn users_are_looked_up_as_auth_user_for_md5_and_scram_and_cached() {
     assert!(stored.starts_with("md5_user:md5") && stored.contains("scram_user:SCRAM-"), "{stored}");
 
     let dir = tempfile::tempdir().unwrap();
-    let userlist = dir.path().join("userlist.txt");
-    // Only auth_user is in the file; everyone else is looked up.
-    std::fs::File::create(&userlist).unwrap().write_all(b"\"pgpilot_auth\" \"auth-pw\"\n").unwrap();
-    let mut config = config_for(&pg);
-    config.pgpilot.auth_type = AuthType::Md5;
-    config.pgpilot.auth_file = Some(userlist);
+    let mut config = config_with_auth_user_only(&pg, dir.path(), AuthType::Md5);
     config.pgpilot.auth_user = Some("pgpilot_auth".into());
     config.pgpilot.auth_query_cache_ttl = Secs::from_secs(2);
     config.pgpilot.auth_query_negative_ttl = Secs::from_secs(1);
-    config.databases.insert(
-        "appdb".into(),
-        DatabaseConfig {
-            primary: format!("postgres://127.0.0.1:{}/postgres", pg.port()),
-            auth_query: Some("SELECT usename, passwd FROM pgpilot_auth.lookup($1)".into()),
-            ..Default::default()
-        },
-    );
+    config.databases.get_mut("appdb").unwrap().auth_query =
+        Some("SELECT usename, passwd FROM pgpilot_auth.lookup($1)".into());
     let gw = start(config).await;
     let queries = || gw.shared().auth_query.queries();
 
@@ -119,20 +121,9 @@ async fn a_failing_auth_query_refuses_with_a_clear_error() {
     let pg = Cluster::builder().host_auth("md5").start();
     pg.psql("postgres", SETUP);
     let dir = tempfile::tempdir().unwrap();
-    let userlist = dir.path().join("userlist.txt");
-    std::fs::write(&userlist, "\"pgpilot_auth\" \"auth-pw\"\n").unwrap();
-    let mut config = config_for(&pg);
-    config.pgpilot.auth_type = AuthType::ScramSha256;
-    config.pgpilot.auth_file = Some(userlist);
-    config.databases.insert(
-        "appdb".into(),
-        DatabaseConfig {
-            primary: format!("postgres://127.0.0.1:{}/postgres", pg.port()),
-            // PgBouncer's default query: pg_shadow is for superusers only.
-            auth_user: Some("pgpilot_auth".into()),
-            ..Default::default()
-        },
-    );
+    let mut config = config_with_auth_user_only(&pg, dir.path(), AuthType::ScramSha256);
+    // Per database, with PgBouncer's default query: pg_shadow is for superusers only.
+    config.databases.get_mut("appdb").unwrap().auth_user = Some("pgpilot_auth".into());
     let gw = start(config).await;
     let err = login(&gw, "scram_user", "scram-pw").await.unwrap_err();
     assert_eq!(err.0, "08006", "{err:?}");

@@ -34,17 +34,7 @@ sql = "SELECT 1/0"
 "#;
 
 async fn get(url: String) -> (u16, String) {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let mut resp = agent.get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
-    })
-    .await
-    .unwrap()
+    http_get(url).await
 }
 
 async fn get_json(url: String) -> Value {
