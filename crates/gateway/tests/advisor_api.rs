@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pgpilot_gateway::config::DatabaseConfig;
+use pgpilot_gateway::insight::{StatementEvent, Target};
 use pgpilot_testkit::Cluster;
 use serde_json::Value;
 
@@ -26,7 +29,32 @@ async fn findings_are_served_from_a_background_run() {
          CREATE INDEX orders_customer_again ON orders (customer); \
          INSERT INTO orders SELECT g, g % 100 FROM generate_series(1, 1000) g; ANALYZE orders",
     );
-    let gw = start(config_for(&cluster)).await;
+    let mut config = config_for(&cluster);
+    // The gateway's name for the database differs from the server's: statistics follow the former.
+    config
+        .databases
+        .insert("shop".into(), DatabaseConfig { primary: cluster.admin_url(), ..Default::default() });
+    config.advisor.database = Some("shop".into());
+    let gw = start(config).await;
+    // Statistics as the sessions record them, under the gateway's database name.
+    let (database, user) = (Arc::from("shop"), Arc::from("postgres"));
+    let query: Arc<str> = Arc::from("SELECT id FROM orders WHERE customer = $1");
+    for _ in 0..20 {
+        gw.shared().insight.record(&StatementEvent {
+            fingerprint: 0x5eed,
+            normalized: &query,
+            database: &database,
+            user: &user,
+            duration: Duration::from_millis(2),
+            wait: Duration::ZERO,
+            rows: 10,
+            error: None,
+            target: Target::Primary,
+            client_addr: "127.0.0.1:40000",
+            server: "127.0.0.1:5432",
+            parameters: None,
+        });
+    }
     let url = format!("http://{}/api/v1/advisor/findings", gw.http_addr().unwrap());
 
     let (status, first) = get(url.clone()).await;
@@ -43,7 +71,10 @@ async fn findings_are_served_from_a_background_run() {
         assert!(started.elapsed() < Duration::from_secs(90), "no report after 90 s: {body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    assert_eq!(report["database"], "postgres");
+    assert_eq!(report["database"], "postgres", "the server's dbname");
+    let sources = report["workload"]["sources"].to_string();
+    assert!(sources.contains("pgpilot at http://"), "pgpilot's own statistics are read: {sources}");
+    assert!(sources.contains("(1 statements)"), "the statement recorded under `shop` is read: {sources}");
     assert!(report["generated_at_unix"].as_u64().is_some_and(|t| t > 1_600_000_000), "{report}");
     let findings = report["findings"].as_array().expect("findings");
     let duplicate = findings
@@ -62,7 +93,7 @@ async fn findings_are_served_from_a_background_run() {
         assert_eq!(status, 200);
         assert_eq!(again["generated_at_unix"], report["generated_at_unix"]);
     }
-    assert_eq!(gw.shared().advisor.runs("postgres"), 1, "one run for five requests");
+    assert_eq!(gw.shared().advisor.runs("shop"), 1, "one run for five requests");
 
     let (status, unknown) = get(format!("{url}?database=nope")).await;
     assert_eq!(status, 404);

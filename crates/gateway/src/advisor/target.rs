@@ -45,6 +45,7 @@ pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String>
     if config.insight.enabled {
         options.workload.pgpilot_url = shared.advisor.self_url.get().cloned();
         options.workload.pgpilot_token = crate::http::api_token(shared);
+        options.workload.pgpilot_database = Some(database.to_string());
     }
     Ok(options)
 }
