@@ -115,6 +115,10 @@ async fn jobs_run_inside_the_gateway_and_show_everywhere() {
     assert!(metrics.contains("pgpilot_job_failures_total{job=\"broken\"} 1\n"));
     assert!(metrics.contains("pgpilot_job_period_seconds{job=\"broken\"} 86400\n"));
     assert!(!metrics.contains("pgpilot_job_last_success_timestamp_seconds{job=\"broken\"}"));
+    // Every series the job alert rules (deploy/prometheus/pgpilot-jobs.rules.yml) use is declared.
+    for name in pgpilot_scheduler::METRIC_NAMES {
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} is not in /metrics");
+    }
 
     // A reload that drops a job and adds one restarts the scheduler with the new list.
     let mut next = Config::load(&path).unwrap();
