@@ -112,16 +112,13 @@ impl AuthQuery {
     }
 }
 
-/// The secret a client logging in as `user` to `db` is checked against: the auth_file's entry,
-/// else (when auth_query applies to the database) the database's answer. None: unknown user.
-pub async fn client_secret(
+/// The secret of a `user` missing from the auth_file, when auth_query applies to `db` (the admin
+/// console, None, uses the auth_file only). None: unknown user.
+pub async fn queried_secret(
     shared: &Shared,
     db: Option<&Database>,
     user: &str,
 ) -> Result<Option<Secret>, PgError> {
-    if let Some(secret) = shared.secrets.client_secret(user) {
-        return Ok(Some(secret));
-    }
     let Some(db) = db else { return Ok(None) };
     let config = shared.config.load_full();
     let Some(settings) = LookupSettings::for_database(&config, &db.name) else { return Ok(None) };

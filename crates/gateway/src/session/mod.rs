@@ -131,19 +131,19 @@ async fn log_in(
         Some(db)
     };
     let from_file = shared.secrets.client_secret(&user);
-    let secret = match (&from_file, config.pgpilot.auth_type) {
-        (Some(_), _) | (None, crate::config::AuthType::Trust) => from_file.clone(),
-        (None, _) => crate::auth::query::client_secret(shared, db.as_deref(), &user).await?,
+    let queried = match (&from_file, config.pgpilot.auth_type) {
+        (Some(_), _) | (None, crate::config::AuthType::Trust) => None,
+        (None, _) => crate::auth::query::queried_secret(shared, db.as_deref(), &user).await?,
     };
+    let secret = from_file.as_ref().or(queried.as_ref());
     let auth =
-        crate::auth::client::authenticate(sock, &mut buf, config.pgpilot.auth_type, &user, secret.as_ref())
-            .await?;
+        crate::auth::client::authenticate(sock, &mut buf, config.pgpilot.auth_type, &user, secret).await?;
     if let Some(key) = auth.proven_key {
         shared.secrets.remember_proven_key(&user, key);
     }
-    if let (None, Some(found)) = (&from_file, &secret) {
+    if let Some(found) = queried {
         // Found by auth_query: the pools log in to the server with it (an md5 hash).
-        shared.secrets.remember_queried(&user, found.clone());
+        shared.secrets.remember_queried(&user, found);
     }
     if is_admin_db {
         if !config.is_stats_user(&user) {
