@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use pgpilot_gateway::config::{pgbouncer_ini, AuthType, Config, PoolMode, QuickStart};
 use pgpilot_gateway::Gateway;
+use pgpilot_scheduler::{redact_url, Target};
 
 use crate::exit::{Outcome, FAILURE, OK};
 
@@ -198,6 +199,14 @@ pub fn check_config(args: CheckConfigArgs) -> Outcome {
             db.replicas.len(),
             config.pool_size(db)
         );
+    }
+    for job in &config.jobs {
+        let target = match &job.target {
+            Target::Database(name) => format!("database {name}"),
+            Target::Url(url) => redact_url(url),
+        };
+        let state = if job.enabled { "" } else { " (disabled: runs only when asked)" };
+        println!("  job {}: {} on {target}, schedule {} UTC{state}", job.name, job.kind(), job.schedule);
     }
     Ok(OK)
 }

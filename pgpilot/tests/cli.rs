@@ -73,3 +73,44 @@ fn convert_writes_an_equivalent_config() {
     let check = pgpilot(&["check-config", converted.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+#[test]
+fn check_config_checks_the_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[pgpilot]\nauth_type = \"trust\"\n[databases.app]\nprimary = \"postgres://app@127.0.0.1:5432/app\"\n";
+    let write = |name: &str, jobs: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{base}{jobs}")).unwrap();
+        path
+    };
+    let good = write(
+        "good.toml",
+        "[[jobs]]\nname = \"nightly-analyze\"\nkind = \"analyze\"\nschedule = \"30 2 * * *\"\ndatabase = \"app\"\n",
+    );
+    let out = pgpilot(&["check-config", good.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("job nightly-analyze: analyze on database app, schedule 30 2 * * *"), "{text}");
+
+    // Problems found after parsing are all listed, each naming the job.
+    let bad = write(
+        "bad.toml",
+        "[[jobs]]\nname = \"a\"\nkind = \"sql\"\nsql = \"select 1\"\nschedule = \"61 * * * *\"\ndatabase = \"app\"\n\
+         [[jobs]]\nname = \"b\"\nkind = \"sql\"\nsql = \"select 1\"\nschedule = \"@daily\"\ndatabase = \"nowhere\"\n",
+    );
+    let out = pgpilot(&["check-config", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("job `a`") && err.contains("61"), "a bad cron is named: {err}");
+    assert!(err.contains("job `b`: there is no [databases.nowhere] table"), "{err}");
+
+    // A key of another kind is refused while parsing, with the job's name.
+    let misplaced = write(
+        "misplaced.toml",
+        "[[jobs]]\nname = \"mv\"\nkind = \"refresh\"\nview = \"v\"\ninterval = \"monthly\"\nschedule = \"@hourly\"\ndatabase = \"app\"\n",
+    );
+    let out = pgpilot(&["check-config", misplaced.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("job `mv`: a refresh job does not take `interval`"), "{err}");
+}

@@ -156,8 +156,8 @@ async fn read_workload(
         }
     }
     if let Some(url) = &opts.workload.pgpilot_url {
-        match workload::pgpilot::fetch(url, opts.workload.pgpilot_token.as_deref(), &db.database, limit).await
-        {
+        let database = opts.workload.pgpilot_database.as_deref().unwrap_or(&db.database);
+        match workload::pgpilot::fetch(url, opts.workload.pgpilot_token.as_deref(), database, limit).await {
             Ok(s) => {
                 sources.push(format!("pgpilot at {url} ({} statements)", s.len()));
                 statements.extend(s);

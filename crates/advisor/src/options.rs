@@ -17,6 +17,9 @@ pub struct WorkloadSources {
     pub pgpilot_url: Option<String>,
     /// Bearer token for the gateway's API (from PGPILOT_API_TOKEN, never argv).
     pub pgpilot_token: Option<String>,
+    /// The gateway's name for the database (its `[databases.NAME]`), when it differs from the
+    /// server's dbname; the gateway's statistics are kept under that name.
+    pub pgpilot_database: Option<String>,
 }
 
 /// Thresholds of the index advisor.

@@ -57,6 +57,7 @@ impl Gateway {
             gw.http_addr = Some(l.local_addr()?);
             gw.background.push(tokio::spawn(crate::http::serve(shared.clone(), l)));
         }
+        shared.jobs.store(crate::jobs::start(&shared, &config.jobs).map(Arc::new));
         gw.background.push(tokio::spawn(janitor(shared.clone())));
         gw.background.push(tokio::spawn(crate::routing::monitor::run(shared.clone())));
         tracing::info!(listen = ?gw.addrs, http = ?gw.http_addr, databases = config.databases.len(), "pgpilot is ready");
@@ -78,6 +79,11 @@ impl Gateway {
     /// Re-reads the config file (when there is one) and applies it without dropping clients.
     pub fn reload(&self) -> Result<(), String> {
         reload(&self.shared)
+    }
+
+    /// The maintenance scheduler, when `[[jobs]]` are configured.
+    pub fn jobs(&self) -> Option<Arc<pgpilot_scheduler::SchedulerHandle>> {
+        self.shared.jobs.load_full()
     }
 
     /// Runs until SIGTERM/SIGINT or the admin SHUTDOWN command, reloading on SIGHUP or RELOAD.
@@ -112,6 +118,11 @@ impl Gateway {
         let shared = &self.shared;
         shared.phase.send_replace(Phase::Draining);
         self.listeners.iter().for_each(|l| l.abort());
+        // No job starts from now on; running ones finish while clients drain.
+        let jobs = {
+            let shared = shared.clone();
+            tokio::spawn(async move { crate::jobs::shutdown(&shared).await })
+        };
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }
@@ -135,6 +146,7 @@ impl Gateway {
         while shared.registry.count() > 0 && Instant::now() < grace {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let _ = jobs.await;
         shared.phase.send_replace(Phase::Stopped);
         for db in shared.databases.load().values() {
             db.retire();
@@ -144,7 +156,7 @@ impl Gateway {
     }
 }
 
-fn reload(shared: &Shared) -> Result<(), String> {
+fn reload(shared: &Arc<Shared>) -> Result<(), String> {
     let current = shared.config.load_full();
     let mut next = match &current.source {
         Some(path) => crate::config::pgbouncer_ini::load(path)?,
@@ -154,7 +166,10 @@ fn reload(shared: &Shared) -> Result<(), String> {
     if next.pgpilot.listen != current.pgpilot.listen || next.pgpilot.http != current.pgpilot.http {
         tracing::warn!("listen and http addresses change only on restart");
     }
-    shared.apply(next)
+    let previous_jobs = current.jobs.clone();
+    shared.apply(next)?;
+    crate::jobs::reload(shared, &previous_jobs);
+    Ok(())
 }
 
 /// Once a second: close expired idle servers, keep min_pool_size warm, roll the stats window.
@@ -175,7 +190,7 @@ async fn janitor(shared: Arc<Shared>) {
                 }
             }
         }
-        if ticks % 15 == 0 {
+        if ticks.is_multiple_of(15) {
             let totals = crate::admin::show::database_totals(&shared);
             shared.stats_window.lock().roll(totals);
         }

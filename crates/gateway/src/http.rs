@@ -23,6 +23,8 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .route("/api/v1/monitoring/pool-stats", get(pool_stats))
         .route("/api/v1/monitoring/replicas", get(replicas))
         .merge(crate::insight::routes())
+        .merge(crate::jobs::routes())
+        .merge(crate::advisor::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -30,6 +32,12 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .merge(api)
         .merge(crate::insight::dashboard_routes())
         .with_state(shared.clone());
+    if let Ok(local) = listener.local_addr() {
+        // The advisor reads pgpilot's own statement statistics over this API.
+        let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        shared.advisor.set_self_url(format!("http://{host}:{}", local.port()));
+    }
     // The probe lives as long as the HTTP side that shows what it finds; it stops with the gateway.
     let _probe = crate::insight::spawn_server_probe(&shared);
     if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {

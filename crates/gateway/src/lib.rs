@@ -2,12 +2,14 @@
 //! compatible with PgBouncer's, and an HTTP side for metrics and monitoring.
 
 pub mod admin;
+pub mod advisor;
 pub mod auth;
 pub mod config;
 pub mod databases;
 mod gateway;
 pub mod http;
 pub mod insight;
+pub mod jobs;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -49,9 +49,17 @@ pub fn render(shared: &Shared) -> String {
         "pgpilot_clients_pinned {}",
         clients.iter().filter(|c| c.pinned.lock().is_some()).count()
     );
+    header(
+        &mut out,
+        "pgpilot_auth_queries_total",
+        "counter",
+        "Passwords looked up with auth_query (cache misses).",
+    );
+    let _ = writeln!(out, "pgpilot_auth_queries_total {}", shared.auth_query.queries());
     pools(&mut out, shared);
     render_routing(&mut out, shared);
     crate::insight::render_metrics(shared, &mut out);
+    crate::jobs::render_metrics(shared, &mut out);
     out
 }
 

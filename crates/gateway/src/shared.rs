@@ -52,6 +52,12 @@ pub struct Shared {
     pub shutdown_requested: tokio::sync::Notify,
     /// Set by RELOAD; the gateway's main task reloads.
     pub reload_requested: tokio::sync::Notify,
+    /// Passwords looked up with auth_query, cached.
+    pub auth_query: crate::auth::query::AuthQuery,
+    /// The advisor's latest reports (GET /api/v1/advisor/findings).
+    pub advisor: crate::advisor::AdvisorCache,
+    /// The maintenance scheduler, when `[[jobs]]` are configured (crate::jobs).
+    pub jobs: ArcSwapOption<pgpilot_scheduler::SchedulerHandle>,
     user_limits: Mutex<HashMap<String, Arc<ConnectionLimit>>>,
 }
 
@@ -74,6 +80,9 @@ impl Shared {
             overrides,
             shutdown_requested: tokio::sync::Notify::new(),
             reload_requested: tokio::sync::Notify::new(),
+            auth_query: Default::default(),
+            advisor: Default::default(),
+            jobs: ArcSwapOption::empty(),
             user_limits: Mutex::new(HashMap::new()),
         });
         shared.apply(config)?;
@@ -128,6 +137,8 @@ impl Shared {
             limit.set_max(user_max(&config, user));
         }
         self.secrets.replace(userlist, passwords);
+        // auth_user's password or the query may have changed: look users up afresh.
+        self.auth_query.clear();
         self.tls_acceptor.store(acceptor);
         self.tls_connector.store(connector);
         self.databases.store(Arc::new(next));

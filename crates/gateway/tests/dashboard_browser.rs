@@ -294,7 +294,15 @@ async fn the_dashboard_shows_what_the_api_serves() {
     assert_eq!(slow[0][1], "400 ms");
     assert_eq!(numbers["routing"], "Primary 99.8% (1,291)");
     assert!(numbers["cache"].as_str().unwrap().contains("not enabled"), "{numbers}");
-    assert!(numbers["advisor"].as_str().unwrap().contains("No advisor report"), "{numbers}");
+    // The first look starts an advisor run in the background: "no report yet", or the report if
+    // a later refresh already brought it; never still loading.
+    let advisor = numbers["advisor"].as_str().unwrap();
+    assert!(!advisor.contains("Loading"), "the advisor panel was filled: {numbers}");
+    assert!(
+        advisor.contains("No advisor report")
+            || ["critical", "warning", "info", "No findings"].iter().any(|w| advisor.contains(w)),
+        "{numbers}"
+    );
     assert_eq!(numbers["banner"], true, "no error banner");
     assert!(matches!(numbers["status"].as_str(), Some("ok" | "warning" | "critical")), "{numbers}");
     drop(client);

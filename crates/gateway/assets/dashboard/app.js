@@ -476,7 +476,11 @@ async function tick() {
   ];
   if (slow) jobs.push(settle(api("/api/v1/advisor/findings"), renderAdvisor));
   const results = await Promise.all(jobs);
-  if (results.includes("auth")) return;
+  if (results.includes("auth")) {
+    // Refused for want of a token: the slow items are due again as soon as one is given.
+    state.slowTick = 0;
+    return;
+  }
   if (results.every((r) => r === false)) {
     showBanner("pgpilot does not answer: is it running?");
     $("status").textContent = "unreachable";

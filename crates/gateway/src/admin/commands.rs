@@ -65,6 +65,7 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         "VERSION" => show::version(),
         "USERS" => show::users(shared),
         "LISTS" => show::lists(shared),
+        "JOBS" => super::jobs::show(shared),
         "HELP" | "" => show::help(),
         other => {
             return Err(PgError::error(SqlState::SYNTAX_ERROR, format!("unknown SHOW item: {other}"))

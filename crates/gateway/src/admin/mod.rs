@@ -2,6 +2,7 @@
 //! tools) as an admin or stats user get PgBouncer's commands over the simple query protocol.
 
 mod commands;
+mod jobs;
 mod resultset;
 pub mod show;
 

@@ -110,7 +110,7 @@ async fn scram(
     let mut out = BytesMut::new();
     backend::auth_sasl(&mut out);
     send(sock, &out).await?;
-    let mut server = ScramServer::new(secret);
+    let mut server = ScramServer::for_user(user, secret);
     let body = password_message(sock, buf).await?;
     let (mechanism, data) = frontend::parse_sasl_initial(&body)
         .ok_or_else(|| PgError::fatal(SqlState::PROTOCOL_VIOLATION, "malformed SASLInitialResponse"))?;

@@ -1,6 +1,7 @@
 //! Client authentication and the secrets used to log in to servers.
 
 pub mod client;
+pub mod query;
 pub mod secrets;
 pub mod userlist;
 

@@ -17,6 +17,8 @@ pub struct Secrets {
     pub userlist: ArcSwap<UserList>,
     /// Passwords configured per logical database.
     database_passwords: ArcSwap<HashMap<String, String>>,
+    /// Secrets auth_query found for users who then logged in (md5 hashes log the pools in).
+    queried: Mutex<HashMap<String, Secret>>,
     /// ClientKeys proven by SCRAM clients, per user: pass-through when no password is known.
     proven: Mutex<HashMap<String, ProvenClientKey>>,
 }
@@ -26,6 +28,7 @@ impl Secrets {
         Arc::new(Secrets {
             userlist: ArcSwap::from_pointee(userlist),
             database_passwords: ArcSwap::from_pointee(database_passwords),
+            queried: Mutex::new(HashMap::new()),
             proven: Mutex::new(HashMap::new()),
         })
     }
@@ -37,6 +40,15 @@ impl Secrets {
 
     pub fn remember_proven_key(&self, user: &str, key: ProvenClientKey) {
         self.proven.lock().insert(user.to_string(), key);
+    }
+
+    pub fn remember_queried(&self, user: &str, secret: Secret) {
+        self.queried.lock().insert(user.to_string(), secret);
+    }
+
+    /// The password configured for `[databases.NAME]` (password_file, password_env or URL).
+    pub fn database_password(&self, database: &str) -> Option<String> {
+        self.database_passwords.load().get(database).cloned()
     }
 
     pub fn client_secret(&self, user: &str) -> Option<Secret> {
@@ -53,6 +65,9 @@ impl SecretSource for Secrets {
             Some(Secret::Plain(p)) => return ServerSecret::Password(p.clone()),
             Some(Secret::Md5(h)) => return ServerSecret::Md5Hash(h.clone()),
             _ => {}
+        }
+        if let Some(Secret::Md5(h)) = self.queried.lock().get(&target.user) {
+            return ServerSecret::Md5Hash(h.clone());
         }
         if let Some(key) = self.proven.lock().get(&target.user) {
             return ServerSecret::ScramKey(key.clone());

@@ -20,6 +20,10 @@ pub struct DatabaseConfig {
     pub password_file: Option<std::path::PathBuf>,
     /// Server password read from this environment variable.
     pub password_env: Option<String>,
+    /// auth_query for this database's clients (overrides `[pgpilot]`'s auth_user, auth_query, auth_dbname).
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
+    pub auth_dbname: Option<String>,
     pub pool_size: Option<usize>,
     pub min_pool_size: Option<usize>,
     pub reserve_pool_size: Option<usize>,

@@ -69,6 +69,17 @@ pub struct General {
     pub auth_type: AuthType,
     /// PgBouncer-format userlist: `"user" "password-or-md5-or-SCRAM-verifier"` per line.
     pub auth_file: Option<PathBuf>,
+    /// auth_query: the user pgpilot logs in as to look up the passwords of users missing from the
+    /// auth_file (its own password: its auth_file entry, the database's password, or PGPASSWORD).
+    pub auth_user: Option<String>,
+    /// Returns (user name, password hash) for `$1`; PgBouncer's default reads pg_shadow.
+    pub auth_query: Option<String>,
+    /// The `[databases.NAME]` the auth_query runs in; default: the database the client asked for.
+    pub auth_dbname: Option<String>,
+    /// How long a password found by auth_query is used before it is looked up again.
+    pub auth_query_cache_ttl: Secs,
+    /// How long "no such user" from auth_query is remembered.
+    pub auth_query_negative_ttl: Secs,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
     pub max_client_conn: usize,
@@ -115,6 +126,11 @@ impl Default for General {
             pool_mode: PoolMode::Transaction,
             auth_type: AuthType::ScramSha256,
             auth_file: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
+            auth_query_cache_ttl: Secs::from_secs(30),
+            auth_query_negative_ttl: Secs::from_secs(5),
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             max_client_conn: 10_000,

@@ -39,6 +39,12 @@ pub struct Config {
     pub users: BTreeMap<String, UserConfig>,
     #[serde(default)]
     pub insight: crate::insight::InsightConfig,
+    /// The DBA advisor behind GET /api/v1/advisor/findings.
+    #[serde(default)]
+    pub advisor: crate::advisor::AdvisorConfig,
+    /// Maintenance jobs (docs/jobs.md), run by the gateway's scheduler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<pgpilot_scheduler::JobSpec>,
     /// Where the file came from, for reloads; not part of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,

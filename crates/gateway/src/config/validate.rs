@@ -29,9 +29,10 @@ pub fn problems(c: &Config) -> Vec<String> {
     if g.max_message_size < 1024 {
         out.push("[pgpilot] max_message_size must be at least 1024 bytes".into());
     }
-    if !matches!(g.auth_type, AuthType::Trust) && g.auth_file.is_none() {
+    let auth_query = g.auth_user.is_some() || c.databases.values().any(|d| d.auth_user.is_some());
+    if !matches!(g.auth_type, AuthType::Trust) && g.auth_file.is_none() && !auth_query {
         out.push(format!(
-            "[pgpilot] auth_type = \"{}\" needs auth_file (a userlist.txt with the users' passwords or verifiers)",
+            "[pgpilot] auth_type = \"{}\" needs auth_file (a userlist.txt with the users' passwords or verifiers) or auth_user (auth_query)",
             g.auth_type.as_str()
         ));
     }
@@ -67,6 +68,42 @@ pub fn problems(c: &Config) -> Vec<String> {
             if !f.exists() {
                 out.push(format!("[databases.{name}] password_file {} does not exist", f.display()));
             }
+        }
+    }
+    let names: Vec<&str> = c.databases.keys().map(String::as_str).collect();
+    out.extend(c.advisor.problems(&names));
+    out.extend(auth_query_problems(c));
+    out.extend(
+        pgpilot_scheduler::validate_with_databases(&c.jobs, &names)
+            .into_iter()
+            .map(|p| format!("[[jobs]] {p}")),
+    );
+    out
+}
+
+fn auth_query_problems(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let g = &c.pgpilot;
+    let mut check = |section: String, query: Option<&String>, dbname: Option<&String>| {
+        if query.is_some_and(|q| !q.contains("$1")) {
+            out.push(format!("{section} auth_query must use $1 for the user name"));
+        }
+        if let Some(name) = dbname {
+            if !c.databases.contains_key(name) {
+                out.push(format!("{section} auth_dbname = {name:?}: there is no [databases.{name}] table"));
+            }
+        }
+    };
+    check("[pgpilot]".into(), g.auth_query.as_ref(), g.auth_dbname.as_ref());
+    for (name, db) in &c.databases {
+        check(format!("[databases.{name}]"), db.auth_query.as_ref(), db.auth_dbname.as_ref());
+    }
+    for (key, ttl) in [
+        ("auth_query_cache_ttl", g.auth_query_cache_ttl),
+        ("auth_query_negative_ttl", g.auth_query_negative_ttl),
+    ] {
+        if ttl.get() > std::time::Duration::from_secs(3600) {
+            out.push(format!("[pgpilot] {key} is more than an hour: a changed or revoked password would go unnoticed that long"));
         }
     }
     out

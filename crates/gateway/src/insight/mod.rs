@@ -12,7 +12,7 @@ mod dashboard;
 mod explain;
 mod health;
 mod histogram;
-mod pgclient;
+pub(crate) mod pgclient;
 mod probe;
 mod prometheus;
 mod rates;

@@ -73,15 +73,20 @@ impl PgConn {
         };
         let secret = shared.secrets.secret_for(&target);
         let connector = shared.tls_connector.load_full();
-        let c = connect(
-            &target,
-            &secret,
-            connector.as_deref(),
-            timeout,
-            crate::pool::connect::MONITOR_APPLICATION_NAME,
-        )
-        .await?;
-        Ok(PgConn { sock: c.sock, buf: c.buf, addr: url.address() })
+        let monitor = crate::pool::connect::MONITOR_APPLICATION_NAME;
+        PgConn::open(&target, &secret, connector.as_deref(), timeout, monitor).await
+    }
+
+    /// Logs in to `target` with the given secret (auth_query's own login, say).
+    pub async fn open(
+        target: &ServerTarget,
+        secret: &crate::pool::ServerSecret,
+        connector: Option<&tokio_rustls::TlsConnector>,
+        timeout: Duration,
+        application_name: &str,
+    ) -> Result<PgConn, ClientError> {
+        let c = connect(target, secret, connector, timeout, application_name).await?;
+        Ok(PgConn { sock: c.sock, buf: c.buf, addr: target.url.address() })
     }
 
     pub fn address(&self) -> &str {

@@ -18,6 +18,8 @@ use super::settings::PoolSettings;
 use crate::stats::Counters;
 
 /// What a waiting client is handed.
+// Handed over once per checkout: boxing the connection would allocate on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Grant {
     Conn(ServerConn),
     /// Room was made: open a new connection yourself.

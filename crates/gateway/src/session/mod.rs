@@ -127,7 +127,6 @@ async fn log_in(
             "replication connections are not supported through pgpilot",
         ));
     }
-    let secret = shared.secrets.client_secret(&user);
     let is_admin_db = is_admin_database(&database);
     let db = if is_admin_db {
         None
@@ -143,11 +142,20 @@ async fn log_in(
         }
         Some(db)
     };
+    let from_file = shared.secrets.client_secret(&user);
+    let queried = match (&from_file, config.pgpilot.auth_type) {
+        (Some(_), _) | (None, crate::config::AuthType::Trust) => None,
+        (None, _) => crate::auth::query::queried_secret(shared, db.as_deref(), &user).await?,
+    };
+    let secret = from_file.as_ref().or(queried.as_ref());
     let auth =
-        crate::auth::client::authenticate(sock, &mut buf, config.pgpilot.auth_type, &user, secret.as_ref())
-            .await?;
+        crate::auth::client::authenticate(sock, &mut buf, config.pgpilot.auth_type, &user, secret).await?;
     if let Some(key) = auth.proven_key {
         shared.secrets.remember_proven_key(&user, key);
+    }
+    if let Some(found) = queried {
+        // Found by auth_query: the pools log in to the server with it (an md5 hash).
+        shared.secrets.remember_queried(&user, found);
     }
     if is_admin_db {
         if !config.is_stats_user(&user) {

@@ -136,3 +136,18 @@ pub fn pgbench(addr: SocketAddr, args: &[&str]) -> String {
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
+
+/// GET over HTTP (off the async runtime's threads): the status and the body.
+pub async fn http_get(url: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut resp = agent.get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .unwrap()
+}

@@ -119,7 +119,7 @@ fn attributes(msg: &str) -> impl Iterator<Item = (char, &str)> {
     })
 }
 
-fn attribute<'a>(msg: &'a str, key: char) -> Option<&'a str> {
+fn attribute(msg: &str, key: char) -> Option<&str> {
     attributes(msg).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
@@ -146,9 +146,31 @@ pub struct ScramServer {
     state: ServerState,
 }
 
+/// A salt for `user` that stays the same for the life of the process, so that a user without a
+/// SCRAM verifier (unknown, or with a plain-text password) is answered with a stable salt just as
+/// a user with a stored verifier is: comparing two attempts' salts tells nothing (PostgreSQL's
+/// mock authentication does the same with a per-cluster nonce).
+pub fn stable_salt(user: &str) -> [u8; 16] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut salt = [0u8; 16];
+    salt.copy_from_slice(&hmac(key, user.as_bytes())[..16]);
+    salt
+}
+
 impl ScramServer {
+    /// An exchange for `user`: salts of users without a stored verifier are [`stable_salt`]s.
+    pub fn for_user(user: &str, secret: Option<&Secret>) -> ScramServer {
+        ScramServer::with_salt(stable_salt(user), secret)
+    }
+
+    /// An exchange with a fresh random salt for users without a stored verifier (tests; prefer
+    /// [`ScramServer::for_user`], whose salts do not reveal which users exist).
     pub fn new(secret: Option<&Secret>) -> ScramServer {
-        let salt = rand::random::<[u8; 16]>();
+        ScramServer::with_salt(rand::random::<[u8; 16]>(), secret)
+    }
+
+    fn with_salt(salt: [u8; 16], secret: Option<&Secret>) -> ScramServer {
         let secret = match secret {
             Some(Secret::Scram(s)) => Some(s.clone()),
             Some(Secret::Plain(p)) => Some(ScramSecret::from_password(p, &salt, DEFAULT_ITERATIONS)),
@@ -325,7 +347,13 @@ mod tests {
     use super::*;
 
     fn exchange(stored: Option<&Secret>, creds: ClientCredentials) -> Result<ProvenClientKey, ScramError> {
-        let mut server = ScramServer::new(stored);
+        exchange_with(ScramServer::new(stored), creds)
+    }
+
+    fn exchange_with(
+        mut server: ScramServer,
+        creds: ClientCredentials,
+    ) -> Result<ProvenClientKey, ScramError> {
         let mut client = ScramClient::new(creds);
         let first = client.client_first();
         let server_first = server.client_first(&first)?;
@@ -388,5 +416,20 @@ mod tests {
         let mut server = ScramServer::new(Some(&Secret::Plain("pw".into())));
         server.client_first(b"n,,n=,r=abc").unwrap();
         assert!(server.client_final(b"c=biws").is_err());
+    }
+
+    #[test]
+    fn salts_do_not_tell_unknown_users_from_known_ones() {
+        let salt_of = |user: &str, secret: Option<&Secret>| {
+            let first = ScramServer::for_user(user, secret).client_first(b"n,,n=,r=abc").unwrap();
+            let text = String::from_utf8(first).unwrap();
+            text.split(',').find_map(|p| p.strip_prefix("s=")).unwrap().to_string()
+        };
+        let plain = Secret::Plain("pw".into());
+        assert_eq!(salt_of("ghost", None), salt_of("ghost", None), "an unknown user's salt is stable");
+        assert_eq!(salt_of("alice", Some(&plain)), salt_of("alice", Some(&plain)));
+        assert_ne!(salt_of("ghost", None), salt_of("casper", None), "and differs per user");
+        let server = ScramServer::for_user("alice", Some(&plain));
+        assert!(exchange_with(server, ClientCredentials::Password("pw".into())).is_ok(), "still verifies");
     }
 }

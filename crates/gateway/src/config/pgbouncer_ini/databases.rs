@@ -39,9 +39,6 @@ struct DbLine {
 
 /// Connection-string keys PgBouncer knows that pgpilot does not honour yet, and why.
 const DB_NOT_YET: &[(&str, &str)] = &[
-    ("auth_user", "auth_query is not supported yet: users must be listed in auth_file"),
-    ("auth_query", "auth_query is not supported yet: users must be listed in auth_file"),
-    ("auth_dbname", "auth_query is not supported yet: users must be listed in auth_file"),
     ("connect_query", "not supported yet: pgpilot has no per-database connect_query"),
     ("application_name", "not supported yet: pgpilot has no per-database startup parameters: the client's application_name is used"),
     ("client_encoding", "not supported yet: pgpilot has no per-database startup parameters: the client's or the server's default applies"),
@@ -127,6 +124,12 @@ fn db_key(
         "min_pool_size" => c.min_pool_size = optional_count(value)?,
         "reserve_pool" | "reserve_pool_size" => c.reserve_pool_size = optional_count(value)?,
         "max_db_connections" => c.max_db_connections = optional_count(value)?,
+        "auth_user" => {
+            c.auth_user = Some(value.to_string());
+            outcome = Outcome::ChangedMeaning(super::general::AUTH_QUERY_CACHE.into());
+        }
+        "auth_query" => c.auth_query = Some(value.to_string()),
+        "auth_dbname" => c.auth_dbname = Some(value.to_string()),
         "pool_mode" => {
             let (mode, o) = pool_mode(value)?;
             c.pool_mode = Some(mode);

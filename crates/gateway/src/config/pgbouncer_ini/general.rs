@@ -8,6 +8,10 @@ use super::values::{boolean, count, int, list, seconds};
 use super::{Builder, Outcome};
 use crate::config::{AuthType, General, OneOrMany, PoolMode, Secs};
 
+/// How pgpilot's auth_query differs from PgBouncer's.
+pub const AUTH_QUERY_CACHE: &str = "pgpilot caches auth_query's answers for auth_query_cache_ttl (30 s; \"no such user\" for \
+     auth_query_negative_ttl, 5 s) where PgBouncer queries on every login: a changed or revoked password is seen within that time";
+
 /// PgBouncer's `<empty>` check query sends an empty query; `;` is one PostgreSQL answers the same way.
 pub const EMPTY_QUERY: &str = ";";
 
@@ -99,9 +103,6 @@ const IGNORED: &[(&str, &[&str], Reason)] = &[
     ("auth_hba_file", &[""], Reason::NotYet("pgpilot has no HBA rules; every client uses auth_type")),
     ("auth_ident_file", &[""], Reason::NotYet("pgpilot has no HBA rules or ident maps")),
     ("auth_ldap_options", &[""], Reason::NotYet("LDAP authentication is not supported")),
-    ("auth_user", &[""], Reason::NotYet("auth_query is not supported yet: users must be listed in auth_file")),
-    ("auth_query", &[], Reason::NotYet("auth_query is not supported yet: users must be listed in auth_file")),
-    ("auth_dbname", &[""], Reason::NotYet("auth_query is not supported yet: users must be listed in auth_file")),
     ("max_db_client_connections", &["0"], Reason::NotYet("pgpilot has no per-database client limit; max_client_conn applies")),
     ("max_user_client_connections", &["0"], Reason::NotYet("pgpilot has no per-user client limit; max_client_conn applies")),
     ("transaction_timeout", &["0"], Reason::NotYet("pgpilot has no transaction_timeout; idle_transaction_timeout and query_timeout apply, or PostgreSQL's own transaction_timeout (17+)")),
@@ -138,6 +139,9 @@ const SPECIAL: &[&str] = &[
     "pool_mode",
     "auth_type",
     "auth_file",
+    "auth_user",
+    "auth_query",
+    "auth_dbname",
     "admin_users",
     "stats_users",
     "server_lifetime",
@@ -220,6 +224,18 @@ fn special(b: &mut Builder, key: &str, setting: String, e: &Entry) -> Result<(),
         }
         "auth_type" => return auth_type(b, setting, e),
         "auth_file" => b.config.pgpilot.auth_file = nonempty(value).map(|v| b.path(v)),
+        "auth_user" => {
+            b.config.pgpilot.auth_user = nonempty(value).map(str::to_string);
+            let outcome = if value.trim().is_empty() {
+                Outcome::CarriedOver
+            } else {
+                Outcome::ChangedMeaning(AUTH_QUERY_CACHE.into())
+            };
+            b.note(setting, origin, outcome, &["pgpilot", "auth_user"]);
+            return Ok(());
+        }
+        "auth_query" => b.config.pgpilot.auth_query = nonempty(value).map(str::to_string),
+        "auth_dbname" => b.config.pgpilot.auth_dbname = nonempty(value).map(str::to_string),
         "admin_users" => b.config.pgpilot.admin_users = list(value),
         "stats_users" => b.config.pgpilot.stats_users = list(value),
         "server_reset_query" => b.config.pgpilot.server_reset_query = value.to_string(),

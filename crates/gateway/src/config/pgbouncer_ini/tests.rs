@@ -298,7 +298,6 @@ fn converts_a_realistic_file() {
         "[pgbouncer] client_tls_ca_file",
         "[databases] app: connect_query",
         "[databases] reports: application_name",
-        "[databases] weird db: auth_user",
         "[databases] weird db: client_encoding",
         "[databases] *",
         "[users] analyst: pool_size",
@@ -312,9 +311,11 @@ fn converts_a_realistic_file() {
         "[pgbouncer] max_packet_size",
         "[pgbouncer] ignore_startup_parameters",
         "[databases] reports: pool_mode",
+        "[databases] weird db: auth_user",
     ] {
         assert!(changed.contains(&expected), "{expected} missing from {changed:?}");
     }
+    assert_eq!(c.config.databases["weird db"].auth_user.as_deref(), Some("pgbouncer_auth"));
     let weaker: Vec<&str> = c.weakening().map(|n| n.setting.as_str()).collect();
     assert_eq!(weaker, vec!["[pgbouncer] client_tls_sslmode"]);
     for n in &c.notes {

@@ -1,0 +1,64 @@
+//! The advisor's connection to a configured database, as the pools log in (forced `user`, else the
+//! URL's; password_file / password_env / URL / plain auth_file entry / PGPASSWORD; sslmode), and
+//! the gateway's own statement statistics as a workload source.
+
+use pgpilot_advisor::AdviseOptions;
+
+use crate::config::{ServerTlsMode, ServerUrl};
+use crate::pool::{SecretSource, ServerSecret, ServerTarget};
+use crate::shared::Shared;
+
+pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String> {
+    let config = shared.config.load();
+    let db = config.databases.get(database).ok_or_else(|| format!("no such database: {database}"))?;
+    let url = ServerUrl::parse(&db.primary).map_err(|e| format!("[databases.{database}] primary: {e}"))?;
+    let user = db.user.clone().or_else(|| url.user.clone()).ok_or_else(|| {
+        format!("[databases.{database}] primary names no user; the advisor needs one (in the URL or `user`)")
+    })?;
+    let tls_mode =
+        url.sslmode.as_deref().and_then(ServerTlsMode::parse).unwrap_or(config.tls.server_tls_sslmode);
+    let target =
+        ServerTarget { database: database.to_string(), url: url.clone(), user: user.clone(), tls_mode };
+    let mut conninfo = format!(
+        "host={} port={} dbname={} user={} application_name=pgpilot-advisor sslmode={}",
+        quote(&url.host),
+        url.port,
+        quote(&url.dbname),
+        quote(&user),
+        match tls_mode {
+            ServerTlsMode::Disable | ServerTlsMode::Allow => "disable",
+            ServerTlsMode::Prefer => "prefer",
+            ServerTlsMode::Require => "require",
+            ServerTlsMode::VerifyCa => "verify-ca",
+            ServerTlsMode::VerifyFull => "verify-full",
+        }
+    );
+    if let ServerSecret::Password(p) = shared.secrets.secret_for(&target) {
+        conninfo.push_str(&format!(" password={}", quote(&p)));
+    }
+    let settings = &config.advisor;
+    let mut options = AdviseOptions::new(conninfo);
+    options.skip_indexes = !settings.index_suggestions;
+    options.statement_timeout_ms =
+        settings.statement_timeout.get().as_millis().try_into().unwrap_or(u64::MAX);
+    // pgpilot's own statistics: a workload even where pg_stat_statements is not installed.
+    if config.insight.enabled {
+        options.workload.pgpilot_url = shared.advisor.self_url.get().cloned();
+        options.workload.pgpilot_token = crate::http::api_token(shared);
+        options.workload.pgpilot_database = Some(database.to_string());
+    }
+    Ok(options)
+}
+
+/// A libpq key=value value, single-quoted with `\` and `'` escaped.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoting_survives_spaces_and_quotes() {
+        assert_eq!(super::quote("it's a \\ test"), "'it\\'s a \\\\ test'");
+    }
+}

@@ -1,0 +1,45 @@
+//! GET /api/v1/jobs (what the scheduler knows of each job) and GET /api/v1/jobs/history (recorded
+//! runs from pgpilot.job_runs), behind the API token like the rest of /api/v1.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use pgpilot_scheduler::SchedulerError;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::shared::Shared;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/api/v1/jobs", get(list)).route("/api/v1/jobs/history", get(history))
+}
+
+async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let handle = shared.jobs.load_full();
+    let jobs = handle.as_ref().map(|h| h.status()).unwrap_or_default();
+    Json(json!({ "scheduler": if handle.is_some() { "running" } else { "off" }, "jobs": jobs }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    job: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
+    let Some(handle) = shared.jobs.load_full() else {
+        return Json(json!({ "runs": [] })).into_response();
+    };
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    match handle.history(q.job.as_deref(), limit).await {
+        Ok(runs) => Json(json!({ "runs": runs })).into_response(),
+        Err(e @ SchedulerError::UnknownJob(_)) => {
+            (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({ "error": e.to_string() }))).into_response(),
+    }
+}

@@ -1,0 +1,68 @@
+//! The maintenance scheduler inside the gateway: `[[jobs]]` from the config run on their cron
+//! schedules (crates/scheduler), against the databases' primaries with the credentials and TLS
+//! settings the pools use. Nothing starts — no task, no connection — when no job is configured.
+//!
+//! A reload that changes the `[[jobs]]` tables stops the old scheduler (letting running jobs
+//! finish) and starts a new one; a reload that changes only a database's URL or password is seen
+//! by the next run, because jobs resolve their database from the live config.
+
+mod api;
+mod resolver;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgpilot_scheduler::{JobSpec, Scheduler, SchedulerHandle, SchedulerOptions, SystemClock};
+
+pub use api::routes;
+pub use resolver::GatewayResolver;
+
+use crate::shared::Shared;
+
+/// Starts the scheduler for the config's jobs; None (and nothing running) when there are none.
+pub fn start(shared: &Arc<Shared>, jobs: &[JobSpec]) -> Option<SchedulerHandle> {
+    if jobs.is_empty() {
+        return None;
+    }
+    let config = shared.config.load();
+    let options = SchedulerOptions {
+        shutdown_grace: config.pgpilot.shutdown_timeout.get().max(Duration::from_secs(1)),
+        ..SchedulerOptions::default()
+    };
+    let resolver = Arc::new(GatewayResolver::new(shared));
+    let handle = Scheduler::start_with(jobs.to_vec(), resolver, Arc::new(SystemClock), options);
+    let enabled = jobs.iter().filter(|j| j.enabled).count();
+    tracing::info!(jobs = jobs.len(), enabled, "maintenance scheduler started");
+    Some(handle)
+}
+
+/// After a reload: restarts the scheduler when the `[[jobs]]` tables changed.
+pub fn reload(shared: &Arc<Shared>, previous: &[JobSpec]) {
+    let current = shared.config.load().jobs.clone();
+    if current == previous {
+        return;
+    }
+    let old = shared.jobs.swap(start(shared, &current).map(Arc::new));
+    if let Some(old) = old {
+        // Running jobs finish in the background; the new scheduler's slots start after now, and
+        // the advisory lock keeps a job that is still running in the old one from running twice.
+        tokio::spawn(async move { old.shutdown().await });
+    }
+    tracing::info!(jobs = current.len(), "[[jobs]] changed: scheduler restarted");
+}
+
+/// Stops scheduling at once and waits (up to shutdown_timeout) for running jobs.
+pub async fn shutdown(shared: &Shared) {
+    if let Some(handle) = shared.jobs.swap(None) {
+        handle.shutdown().await;
+        tracing::info!("maintenance scheduler stopped");
+    }
+}
+
+/// The job metrics for /metrics (nothing when no job is configured).
+pub fn render_metrics(shared: &Shared, out: &mut String) {
+    if let Some(handle) = shared.jobs.load().as_ref() {
+        handle.render_prometheus(out);
+    }
+}

@@ -1,0 +1,102 @@
+//! From a job to a connection, through the gateway's config: `database = "NAME"` is
+//! `[databases.NAME]`'s primary, logged in to as the pools would (forced `user`, else the URL's
+//! user; password_file / password_env / URL password / auth_file / PGPASSWORD) with the gateway's
+//! server TLS settings.
+
+use std::sync::{Arc, Weak};
+
+use pgpilot_scheduler::{
+    config_from_url, describe_pg_error, ConnectFuture, DatabaseResolver, JobSpec, ResolveError, Target,
+};
+use tokio_postgres::config::SslMode;
+
+use super::tls::MakeGatewayTls;
+use crate::config::{ServerTlsMode, ServerUrl};
+use crate::pool::{SecretSource, ServerSecret, ServerTarget};
+use crate::shared::Shared;
+
+/// The application_name job connections carry, so operators can tell them apart.
+pub const JOBS_APPLICATION_NAME: &str = "pgpilot-jobs";
+
+/// Holds the gateway weakly: the scheduler lives inside it.
+pub struct GatewayResolver {
+    shared: Weak<Shared>,
+}
+
+impl GatewayResolver {
+    pub fn new(shared: &Arc<Shared>) -> GatewayResolver {
+        GatewayResolver { shared: Arc::downgrade(shared) }
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, ResolveError> {
+        self.shared.upgrade().ok_or_else(|| ResolveError::BadUrl {
+            what: "the gateway".into(),
+            reason: "it has stopped".into(),
+        })
+    }
+}
+
+impl DatabaseResolver for GatewayResolver {
+    fn resolve(&self, job: &JobSpec) -> Result<tokio_postgres::Config, ResolveError> {
+        match &job.target {
+            Target::Url(url) => config_from_url(url, &format!("job `{}`", job.name)),
+            Target::Database(name) => {
+                let shared = self.shared()?;
+                primary_config(&shared, name)
+            }
+        }
+    }
+
+    fn connect<'a>(&'a self, config: &'a tokio_postgres::Config) -> ConnectFuture<'a> {
+        let connector = match config.get_ssl_mode() {
+            SslMode::Disable => None,
+            _ => self.shared.upgrade().and_then(|s| s.tls_connector.load_full()),
+        };
+        match connector {
+            None => Box::pin(pgpilot_scheduler::connect(config)),
+            Some(connector) => Box::pin(async move {
+                let (client, connection) = config.connect(MakeGatewayTls(connector)).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!("job connection ended: {}", describe_pg_error(&e));
+                    }
+                });
+                Ok(client)
+            }),
+        }
+    }
+}
+
+fn primary_config(shared: &Shared, name: &str) -> Result<tokio_postgres::Config, ResolveError> {
+    let config = shared.config.load();
+    let db = config.databases.get(name).ok_or_else(|| ResolveError::UnknownDatabase(name.into()))?;
+    let what = format!("[databases.{name}] primary");
+    let url = ServerUrl::parse(&db.primary)
+        .map_err(|reason| ResolveError::BadUrl { what: what.clone(), reason })?;
+    let user = db.user.clone().or_else(|| url.user.clone()).ok_or_else(|| ResolveError::BadUrl {
+        what: what.clone(),
+        reason: "it names no user; jobs need one (in the URL, or `user = ...` in the table)".into(),
+    })?;
+    let tls_mode =
+        url.sslmode.as_deref().and_then(ServerTlsMode::parse).unwrap_or(config.tls.server_tls_sslmode);
+    let target = ServerTarget { database: name.to_string(), url: url.clone(), user: user.clone(), tls_mode };
+    let mut pg = tokio_postgres::Config::new();
+    // A host starting with '/' is a Unix socket directory for tokio-postgres as for the pools.
+    pg.host(&url.host)
+        .port(url.port)
+        .dbname(&url.dbname)
+        .user(&user)
+        .application_name(JOBS_APPLICATION_NAME)
+        .connect_timeout(config.pgpilot.server_connect_timeout.get())
+        .ssl_mode(match tls_mode {
+            ServerTlsMode::Disable | ServerTlsMode::Allow => SslMode::Disable,
+            ServerTlsMode::Prefer => SslMode::Prefer,
+            ServerTlsMode::Require | ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => SslMode::Require,
+        });
+    // A stored md5 hash or a SCRAM key a client proved can log the pools in, but not a
+    // tokio-postgres client: jobs need a real password (or trust/peer on the server).
+    if let ServerSecret::Password(p) = shared.secrets.secret_for(&target) {
+        pg.password(p);
+    }
+    Ok(pg)
+}

@@ -1,0 +1,176 @@
+//! Maintenance jobs inside the running gateway: a job run through the scheduler handle leaves its
+//! row in pgpilot.job_runs and shows in SHOW JOBS, GET /api/v1/jobs(/history) and /metrics; a
+//! failing job is counted; a reload that changes [[jobs]] restarts the scheduler; shutdown stops it.
+//! Runs are triggered with run_now (no waiting for a cron slot).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use pgpilot_gateway::config::Config;
+use pgpilot_scheduler::Outcome;
+use pgpilot_testkit::Cluster;
+use serde_json::Value;
+
+fn jobs_from(toml: &str) -> Vec<pgpilot_scheduler::JobSpec> {
+    Config::parse(toml).expect("jobs parse").jobs
+}
+
+const JOBS: &str = r#"
+[[jobs]]
+name = "marks"
+kind = "sql"
+schedule = "@yearly"
+database = "postgres"
+sql = "INSERT INTO job_marks DEFAULT VALUES"
+
+[[jobs]]
+name = "broken"
+kind = "sql"
+schedule = "0 3 * * *"
+database = "postgres"
+sql = "SELECT 1/0"
+"#;
+
+async fn get(url: String) -> (u16, String) {
+    http_get(url).await
+}
+
+async fn get_json(url: String) -> Value {
+    let (status, body) = get(url.clone()).await;
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url} is not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_inside_the_gateway_and_show_everywhere() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE job_marks (id serial PRIMARY KEY, at timestamptz DEFAULT now())");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_for(&cluster);
+    config.jobs = jobs_from(JOBS);
+    // From a file, so that RELOAD can pick up a changed [[jobs]] list.
+    let path = dir.path().join("pgpilot.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("the config serializes")).unwrap();
+    let config = Config::load(&path).expect("the written config loads");
+    assert_eq!(config.jobs.len(), 2);
+    let gw = start(config).await;
+    let handle = gw.jobs().expect("jobs are configured: the scheduler runs");
+    let base = format!("http://{}", gw.http_addr().unwrap());
+
+    // Scheduled, not yet run.
+    let listed = get_json(format!("{base}/api/v1/jobs")).await;
+    assert_eq!(listed["scheduler"], "running");
+    assert_eq!(listed["jobs"][0]["name"], "marks");
+    assert!(listed["jobs"][0]["next_run"].is_string(), "{listed}");
+    assert!(listed["jobs"][0]["last_outcome"].is_null(), "{listed}");
+
+    let report = handle.run_now("marks").await.expect("the job exists");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM job_marks"), "1");
+    let recorded = cluster.psql(
+        "postgres",
+        "SELECT outcome || ' ' || attempts FROM pgpilot.job_runs WHERE job = 'marks' ORDER BY id",
+    );
+    assert_eq!(recorded, "succeeded 1", "one history row");
+
+    let failed = handle.run_now("broken").await.expect("the job exists");
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("division by zero")), "{failed:?}");
+    assert_eq!(failed.attempts, 1, "division by zero is not transient: no retry");
+
+    // The admin console.
+    let show = psql(&gw, "pgpilot", "SHOW JOBS").expect("SHOW JOBS");
+    let lines: Vec<&str> = show.lines().collect();
+    assert_eq!(lines.len(), 2, "{show}");
+    let marks: Vec<&str> = lines[0].split('|').collect();
+    assert_eq!(&marks[..4], ["marks", "sql", "@yearly", "true"], "{show}");
+    assert_eq!(marks[7], "succeeded", "{show}");
+    assert!(marks[10].ends_with("UTC"), "last_success is a time: {show}");
+    let broken: Vec<&str> = lines[1].split('|').collect();
+    assert_eq!(broken[7], "failed", "{show}");
+    assert!(broken[11].contains("division by zero"), "{show}");
+    let help = psql(&gw, "pgpilot", "SHOW HELP").unwrap();
+    assert!(help.contains("JOBS"), "{help}");
+
+    // The API.
+    let listed = get_json(format!("{base}/api/v1/jobs")).await;
+    let jobs = listed["jobs"].as_array().unwrap();
+    assert_eq!(jobs[0]["last_outcome"], "succeeded");
+    assert!(jobs[0]["last_success"].is_string());
+    assert_eq!(jobs[1]["last_outcome"], "failed");
+    let history = get_json(format!("{base}/api/v1/jobs/history?job=marks")).await;
+    let runs = history["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{history}");
+    assert_eq!(runs[0]["outcome"], "succeeded");
+    assert!(runs[0]["instance"].as_str().unwrap().ends_with(&format!(":{}", std::process::id())));
+    let (status, body) = get(format!("{base}/api/v1/jobs/history?job=nope")).await;
+    assert_eq!(status, 404, "{body}");
+
+    // The metrics.
+    let (_, metrics) = get(format!("{base}/metrics")).await;
+    assert!(metrics.contains("pgpilot_job_last_success_timestamp_seconds{job=\"marks\"} "), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"marks\",outcome=\"succeeded\"} 1\n"));
+    assert!(metrics.contains("pgpilot_job_failures_total{job=\"broken\"} 1\n"));
+    assert!(metrics.contains("pgpilot_job_period_seconds{job=\"broken\"} 86400\n"));
+    assert!(!metrics.contains("pgpilot_job_last_success_timestamp_seconds{job=\"broken\"}"));
+    // Every series the job alert rules (deploy/prometheus/pgpilot-jobs.rules.yml) use is declared.
+    for name in pgpilot_scheduler::METRIC_NAMES {
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} is not in /metrics");
+    }
+
+    // A reload that drops a job and adds one restarts the scheduler with the new list.
+    let mut next = Config::load(&path).unwrap();
+    next.jobs = jobs_from(&JOBS.replace("name = \"broken\"", "name = \"renamed\""));
+    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    gw.reload().expect("reload");
+    let handle = gw.jobs().expect("still scheduling");
+    let names: Vec<String> = handle.status().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["marks", "renamed"]);
+    let report = handle.run_now("marks").await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+
+    let shared = gw.shared().clone();
+    let started = std::time::Instant::now();
+    gw.shutdown().await;
+    assert!(shared.jobs.load().is_none(), "the scheduler is gone after shutdown");
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pgpilot.job_runs WHERE job = 'marks'"), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jobs_nothing_runs_and_the_api_says_so() {
+    let cluster = Cluster::start();
+    let gw = start(config_for(&cluster)).await;
+    assert!(gw.jobs().is_none());
+    let base = format!("http://{}", gw.http_addr().unwrap());
+    let listed = get_json(format!("{base}/api/v1/jobs")).await;
+    assert_eq!(listed["scheduler"], "off");
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(0));
+    let (_, metrics) = get(format!("{base}/metrics")).await;
+    assert!(!metrics.contains("pgpilot_job_"), "no job metrics without jobs");
+    assert_eq!(psql(&gw, "pgpilot", "SHOW JOBS").unwrap(), "");
+    gw.shutdown().await;
+    let schema = cluster.psql("postgres", "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgpilot'");
+    assert_eq!(schema, "0", "nothing touched the database");
+}
+
+#[test]
+fn bad_jobs_are_named_by_validation() {
+    let mut config = Config::parse(
+        "[databases.app]\nprimary = \"postgres://app@127.0.0.1/app\"\n\
+         [[jobs]]\nname = \"x\"\nkind = \"analyze\"\nschedule = \"every day\"\ndatabase = \"other\"\n",
+    )
+    .unwrap();
+    config.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    let problems = config.validate();
+    assert!(
+        problems.iter().any(|p| p.starts_with("[[jobs]] job `x`") && p.contains("every day")),
+        "{problems:?}"
+    );
+    assert!(problems.iter().any(|p| p.contains("there is no [databases.other] table")), "{problems:?}");
+    let err =
+        Config::parse("[[jobs]]\nname = \"y\"\nkind = \"vacuum\"\nschedule = \"@daily\"\n").unwrap_err();
+    assert!(err.contains("job `y`") && err.contains("database"), "{err}");
+}
