@@ -158,9 +158,23 @@ fn from_pgbouncer_ini(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(conversion.config)
 }
 
+/// The runtime for `workers` threads; 0 picks: one per CPU, but a single thread on a machine of
+/// two CPUs or fewer, where PostgreSQL or the clients need the other core and a single-threaded
+/// runtime (no work stealing, no cross-thread wake-ups) spends about a fifth less CPU per
+/// transaction (BENCHMARKS.md).
 pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match workers {
+        0 if cpus <= 2 => 1,
+        0 => cpus,
+        n => n,
+    };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
         builder.worker_threads(workers);
     }
     Ok(builder.enable_all().thread_name("pgpilot-worker").build()?)
