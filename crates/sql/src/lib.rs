@@ -19,7 +19,7 @@ mod walk;
 pub use analyze::analyze;
 pub use cache::{Classifier, ClassifierStats, DEFAULT_MAX_CACHED_TEXT};
 pub use hints::{parse_duration, scan_hints, CacheHint, Hints, RouteHint};
-pub use quick::{quick_look, QuickLook};
+pub use quick::{quick_look, FirstWord, QuickLook};
 pub use statement::*;
 
 mod cacheability;

@@ -10,8 +10,10 @@
 /// What the scan found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QuickLook {
-    /// The first keyword of each statement, lower case (empty statements are skipped).
-    pub first_words: Vec<String>,
+    /// The first keyword of the first statement.
+    pub first_word: FirstWord,
+    /// Some statement starts with a keyword that may change session state.
+    pub session_word: bool,
     /// A single SELECT with no '(' (so no function call or subquery), no FOR (locking), no INTO.
     pub plain_select: bool,
     /// A single INSERT, UPDATE, DELETE or MERGE (routing needs no parse: it is a write).
@@ -22,6 +24,30 @@ pub struct QuickLook {
     pub hint: bool,
     /// Dollar quoting, escape strings, or something unterminated: only a parse can tell.
     pub opaque: bool,
+}
+
+/// The first keyword of a statement, as far as the quick look cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirstWord {
+    #[default]
+    None,
+    Select,
+    /// INSERT, UPDATE, DELETE or MERGE.
+    Write,
+    Other,
+}
+
+impl FirstWord {
+    fn of(word: &[u8]) -> FirstWord {
+        let is = |k: &str| word.eq_ignore_ascii_case(k.as_bytes());
+        if is("select") {
+            FirstWord::Select
+        } else if is("insert") || is("update") || is("delete") || is("merge") {
+            FirstWord::Write
+        } else {
+            FirstWord::Other
+        }
+    }
 }
 
 /// First words of statements that may change session state: SET/RESET, prepared statements,
@@ -46,9 +72,7 @@ impl QuickLook {
     /// Whether the statement could change session state (SET, PREPARE, LISTEN, temp tables,
     /// advisory locks...): only then does session tracking need the full classification.
     pub fn may_change_session(&self) -> bool {
-        self.opaque
-            || self.session_function
-            || self.first_words.iter().any(|w| SESSION_WORDS.contains(&w.as_str()))
+        self.opaque || self.session_function || self.session_word
     }
 }
 
@@ -117,7 +141,11 @@ pub fn quick_look(sql: &str) -> QuickLook {
                 let word = &b[start..i];
                 if at_statement_start {
                     statements += 1;
-                    look.first_words.push(String::from_utf8_lossy(word).to_ascii_lowercase());
+                    if statements == 1 {
+                        look.first_word = FirstWord::of(word);
+                    }
+                    look.session_word |=
+                        SESSION_WORDS.iter().any(|k| word.eq_ignore_ascii_case(k.as_bytes()));
                     at_statement_start = false;
                 } else if word.eq_ignore_ascii_case(b"for") || word.eq_ignore_ascii_case(b"into") {
                     lock_or_into = true;
@@ -136,10 +164,9 @@ pub fn quick_look(sql: &str) -> QuickLook {
         i += 1;
     }
     let single = statements == 1;
-    let first = look.first_words.first().map(String::as_str);
-    look.plain_select = single && first == Some("select") && !paren && !lock_or_into && !look.hint;
-    look.plain_write =
-        single && matches!(first, Some("insert" | "update" | "delete" | "merge")) && !look.hint;
+    look.plain_select =
+        single && look.first_word == FirstWord::Select && !paren && !lock_or_into && !look.hint;
+    look.plain_write = single && look.first_word == FirstWord::Write && !look.hint;
     look
 }
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# pgbench through pgpilot against its anchors, rounds interleaved with the order rotating, medians
+# (BENCHMARKS.md, "Prepared statements" and "Read/write splitting"). Needs ../shared/bench/pgstack
+# (primary 55432, streaming replica 55433, PgBouncer 56432), or BENCH_TOOLS pointing at it.
+# Usage: benches/protocols-and-splitting.sh [ROUNDS] [SECONDS]
+#   1. -M prepared -S -c 50: pgpilot (transaction pooling, pool 20) vs direct PostgreSQL;
+#   2. -M extended -S -c 50: pgpilot vs PgBouncer (transaction pooling);
+#   3. -S -c 50: pgpilot splitting reads over primary + replica vs pgpilot on the primary alone,
+#      and where the reads went.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}; SECS=${2:-6}
+TOOLS=${BENCH_TOOLS:-$(cd .. && pwd)/shared/bench}
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cargo build --release -p pgpilot >/dev/null
+"$TOOLS/pgstack" start >/dev/null
+BIN=$(pwd)/target/release/pgpilot
+P=postgres://postgres@127.0.0.1:55432/postgres
+R=postgres://postgres@127.0.0.1:55433/postgres
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+"$BIN" serve --listen 127.0.0.1:56500 --primary "$P" --pool-size 20 --http 127.0.0.1:56510 >/tmp/pp-single.log 2>&1 & pids+=($!)
+"$BIN" serve --listen 127.0.0.1:56501 --primary "$P" --replica "$R" --pool-size 20 --http 127.0.0.1:56511 >/tmp/pp-split.log 2>&1 & pids+=($!)
+for port in 56500 56501; do
+  for _ in $(seq 50); do as_pg "$PGBIN/psql" -h 127.0.0.1 -p $port -U postgres -tAc 'select 1' postgres >/dev/null 2>&1 && break; sleep 0.2; done
+done
+sleep 2   # the splitting gateway's monitor sees the replica
+tps() { as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -S -c 50 -j 2 -T "$SECS" -M "$2" postgres 2>/dev/null | awk '/^tps/ {print int($3)}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+compare() {  # NAME PROTOCOL LABEL_A PORT_A LABEL_B PORT_B
+  local name=$1 proto=$2 la=$3 pa=$4 lb=$5 pb=$6 a=() b=()
+  for r in $(seq "$ROUNDS"); do
+    if (( r % 2 )); then a+=("$(tps "$pa" "$proto")"); b+=("$(tps "$pb" "$proto")");
+    else b+=("$(tps "$pb" "$proto")"); a+=("$(tps "$pa" "$proto")"); fi
+  done
+  local ma mb; ma=$(printf '%s\n' "${a[@]}" | median); mb=$(printf '%s\n' "${b[@]}" | median)
+  printf '%-28s %-10s %8s %-10s %8s  ratio %.2f   (rounds: %s | %s)\n' "$name" "$la" "$ma" "$lb" "$mb" \
+    "$(echo "$ma / $mb" | bc -l)" "${a[*]}" "${b[*]}"
+}
+compare "prepared -S -c 50" prepared pgpilot 56500 direct 55432
+compare "extended -S -c 50" extended pgpilot 56500 pgbouncer 56432
+compare "simple -S -c 50, splitting" simple split 56501 single 56500
+echo "reads routed by the splitting gateway:"
+curl -s http://127.0.0.1:56511/api/v1/monitoring/replicas | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["replicas"]:
+    print(f"  {r[\"role\"]:8} {r[\"server\"]:18} reads_routed={r.get(\"reads_routed\")}")'
