@@ -27,6 +27,9 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// The result cache for this database (off unless enabled).
+    #[serde(default)]
+    pub cache: super::cache::DatabaseCache,
 }
 
 impl DatabaseConfig {

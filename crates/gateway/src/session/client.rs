@@ -77,6 +77,14 @@ pub struct Session {
     pub(super) search_path: (String, Vec<String>),
     /// Times the current request was moved to another server after losing one.
     pub(super) retries: u8,
+    /// `SET pgpilot.cache = off`.
+    pub(super) cache_off: bool,
+    /// SET SESSION AUTHORIZATION ran: results are no longer the login user's to share.
+    pub(super) cache_identity_changed: bool,
+    /// A cache miss whose answer the next attachment collects.
+    pub(super) pending_fill: Option<Box<crate::cache::Fill>>,
+    /// Reused buffer for cache keys.
+    pub(super) cache_key: Vec<u8>,
 }
 
 impl Session {
@@ -115,6 +123,10 @@ impl Session {
             attachment: None,
             search_path: Default::default(),
             retries: 0,
+            cache_off: false,
+            cache_identity_changed: false,
+            pending_fill: None,
+            cache_key: Vec::new(),
         }
     }
 
@@ -169,6 +181,9 @@ impl Session {
                     }
                 }
                 if matches!(h.tag, b'C' | b'P') && self.statements_locally().await? {
+                    return Ok(());
+                }
+                if self.db.cache.enabled() && Box::pin(self.answer_from_cache(h)).await? {
                     return Ok(());
                 }
                 // Boxed: an idle client's task should not carry the size of a whole transaction's state.

@@ -49,10 +49,7 @@ impl Session {
     /// What the request starting with `msg` needs. Plain reads and plain writes are recognised by a
     /// quick lexical scan; everything else is classified with the PostgreSQL grammar (cached by text).
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
-        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
-        if self.search_path.0 != raw {
-            self.search_path = (raw.to_string(), pgpilot_sql::parse_search_path(raw, &self.user));
-        }
+        self.refresh_search_path();
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
         let Some(sql) = self.text_of(msg).and_then(|t| std::str::from_utf8(t).ok()) else { return unknown };
@@ -65,6 +62,14 @@ impl Session {
         }
         let stmt = self.shared.classifier.classify(sql);
         verdict(&self.db, &stmt, &self.request())
+    }
+
+    /// The search_path's schemas, parsed again only when its value changed.
+    pub(super) fn refresh_search_path(&mut self) {
+        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
+        if self.search_path.0 != raw {
+            self.search_path = (raw.to_string(), pgpilot_sql::parse_search_path(raw, &self.user));
+        }
     }
 
     fn request(&self) -> Request<'_> {
@@ -166,6 +171,9 @@ impl Session {
         match name.as_str() {
             "pgpilot.route" => {
                 self.route = value.as_deref().and_then(SessionRoute::parse).unwrap_or_default()
+            }
+            "pgpilot.cache" => {
+                self.cache_off = matches!(value.as_deref(), Some("off" | "false" | "0" | "no"));
             }
             _ => return None,
         }
