@@ -23,6 +23,7 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .route("/api/v1/monitoring/pool-stats", get(pool_stats))
         .route("/api/v1/monitoring/replicas", get(replicas))
         .merge(crate::insight::routes())
+        .merge(crate::cache::api::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     let app = Router::new()
         .route("/metrics", get(metrics))

@@ -52,6 +52,7 @@ pub fn render(shared: &Shared) -> String {
     pools(&mut out, shared);
     render_routing(&mut out, shared);
     crate::insight::render_metrics(shared, &mut out);
+    crate::cache::api::render_metrics(shared, &mut out);
     out
 }
 

@@ -2,7 +2,7 @@
 //! decisions made per statement: may this read be cached (and under which rule), and what does
 //! this write invalidate.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +21,13 @@ pub struct DbCache {
     pub relations: ArcSwap<RelationCatalog>,
     pub settings: ArcSwap<DatabaseCache>,
     enabled: AtomicBool,
-    /// DDL ran through pgpilot: the relation catalog must be read again before anything is cached.
-    pub catalog_stale: AtomicBool,
+    /// DDL ran through pgpilot: the relation catalog must be read again (a load that started
+    /// after generation `catalog_wanted` was asked for) before anything is cached.
+    catalog_wanted: AtomicU64,
+    catalog_have: AtomicU64,
     pub catalog_loaded: AtomicBool,
+    /// The LISTEN connection for the triggers' notifications.
+    pub channel: super::channel::ChannelState,
 }
 
 /// How a cacheable read is cached.
@@ -44,11 +48,14 @@ pub enum Invalidation {
     Relations(Vec<Oid>),
     /// Every cached result of the database.
     Everything,
+    /// Everything, and the relation catalog is read again (DDL).
+    Schema,
 }
 
 impl Invalidation {
     pub fn merge(&mut self, other: Invalidation) {
         match (std::mem::take(self), other) {
+            (Invalidation::Schema, _) | (_, Invalidation::Schema) => *self = Invalidation::Schema,
             (Invalidation::Everything, _) | (_, Invalidation::Everything) => *self = Invalidation::Everything,
             (Invalidation::Nothing, o) | (o, Invalidation::Nothing) => *self = o,
             (Invalidation::Relations(mut a), Invalidation::Relations(b)) => {
@@ -68,7 +75,9 @@ impl DbCache {
             relations: ArcSwap::from_pointee(RelationCatalog::default()),
             settings: ArcSwap::from_pointee(settings.clone()),
             enabled: AtomicBool::new(settings.enabled),
-            catalog_stale: AtomicBool::new(false),
+            catalog_wanted: AtomicU64::new(0),
+            catalog_have: AtomicU64::new(0),
+            channel: Default::default(),
             catalog_loaded: AtomicBool::new(false),
         }
     }
@@ -87,10 +96,28 @@ impl DbCache {
         }
     }
 
-    pub fn set_relations(&self, catalog: RelationCatalog) {
+    /// Whether DDL asked for a catalog newer than the one held.
+    pub fn catalog_stale(&self) -> bool {
+        self.catalog_have.load(SeqCst) < self.catalog_wanted.load(SeqCst)
+    }
+
+    /// Asks for the catalog to be read again.
+    pub fn want_catalog(&self) {
+        self.catalog_wanted.fetch_add(1, SeqCst);
+    }
+
+    /// The generation a load starting now satisfies.
+    pub fn catalog_generation(&self) -> u64 {
+        self.catalog_wanted.load(SeqCst)
+    }
+
+    /// A catalog whose reading started when `generation` was the one wanted.
+    pub fn set_relations(&self, catalog: RelationCatalog, generation: u64) {
+        let triggers = catalog.relations().iter().any(|r| r.schema == "pgpilot" && r.name == "cache_versions");
+        self.channel.set_required(triggers);
         self.relations.store(Arc::new(catalog));
         self.catalog_loaded.store(true, Relaxed);
-        self.catalog_stale.store(false, Relaxed);
+        self.catalog_have.fetch_max(generation, SeqCst);
     }
 
     /// May the result of `stmt` be cached, and how.
@@ -100,7 +127,7 @@ impl DbCache {
         functions: &FunctionCatalog,
         search_path: &[String],
     ) -> Result<ReadPlan, Bypass> {
-        if !self.catalog_loaded.load(Relaxed) || self.catalog_stale.load(Relaxed) {
+        if !self.catalog_loaded.load(Relaxed) || self.catalog_stale() {
             return Err(Bypass::CatalogLoading);
         }
         let relations = self.relations.load();
@@ -174,11 +201,12 @@ impl DbCache {
                     | K::Copy(pgpilot_sql::CopyDirection::To)
             )
         });
-        if stmt.invalidates_everything || calls_user_code {
-            return Invalidation::Everything;
+        if stmt.kinds.iter().any(|k| matches!(k, K::Ddl | K::Unparsed | K::Utility)) {
+            // The catalog may change (RLS, new tables, partitions): read it again, now and at commit.
+            self.want_catalog();
+            return Invalidation::Schema;
         }
-        if stmt.kinds.iter().any(|k| matches!(k, K::Ddl)) {
-            self.catalog_stale.store(true, Relaxed);
+        if stmt.invalidates_everything || calls_user_code {
             return Invalidation::Everything;
         }
         if harmless && stmt.tables_written.is_empty() {
@@ -219,6 +247,11 @@ impl DbCache {
                 oids.len() as u64
             }
             Invalidation::Everything => {
+                self.versions.bump_all();
+                1
+            }
+            Invalidation::Schema => {
+                self.want_catalog();
                 self.versions.bump_all();
                 1
             }

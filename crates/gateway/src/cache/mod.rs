@@ -6,6 +6,8 @@
 //! them from the server's answer (`Fill`, fed by the session's flow).
 
 pub mod api;
+pub mod channel;
+pub mod triggers;
 pub mod decide;
 pub mod key;
 pub mod stats;
@@ -178,6 +180,14 @@ impl ResultCache {
 
     /// Tells other pgpilot instances what a write invalidated (Redis pub/sub when configured).
     pub fn publish(&self, _database: &str, _inv: &Invalidation) {}
+
+    /// Tells other pgpilot instances a tag was invalidated.
+    pub fn publish_tag(&self, _database: &str, _tag: &str) {}
+
+    /// The shared tier's state, for the API.
+    pub fn redis_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 fn build_l1(max_bytes: u64, stats: &Arc<CacheStats>) -> L1 {

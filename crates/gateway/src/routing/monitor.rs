@@ -90,7 +90,7 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 /// The pools whose credentials the monitor logs in with: the forced user's, or any client's.
-fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet>> {
+pub(crate) fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet>> {
     if let Some(set) = db.pool_sets().into_iter().next() {
         return Some(set);
     }
@@ -135,7 +135,7 @@ impl DatabaseMonitor {
         }
         let cache = &self.db.cache;
         let due = self.relations_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY)
-            || cache.catalog_stale.load(std::sync::atomic::Ordering::Relaxed);
+            || cache.catalog_stale();
         if cache.enabled() && due {
             self.load_relations().await;
         }
@@ -146,6 +146,7 @@ impl DatabaseMonitor {
     async fn load_relations(&mut self) {
         let primary = self.db.primary_index();
         let Some(probe) = self.probes[primary].as_mut() else { return };
+        let generation = self.db.cache.catalog_generation();
         let mut answers: [Vec<Vec<Option<String>>>; 5] = Default::default();
         for (answer, sql) in answers.iter_mut().zip(RelationCatalog::TEXT_QUERIES) {
             match query(&probe.sock, &mut probe.buf, None, sql, Duration::from_secs(10)).await {
@@ -159,7 +160,7 @@ impl DatabaseMonitor {
         }
         match RelationCatalog::from_text_rows(&answers) {
             Some(catalog) => {
-                self.db.cache.set_relations(catalog);
+                self.db.cache.set_relations(catalog, generation);
                 self.relations_loaded = Some(Instant::now());
             }
             None => tracing::warn!(database = %self.db.name, "the relation catalog had an unexpected shape"),

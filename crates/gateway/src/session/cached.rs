@@ -62,6 +62,10 @@ impl Session {
             stats.bypass(Bypass::Identity);
             return Ok(false);
         }
+        if !self.db.cache.channel.serving() {
+            stats.bypass(Bypass::ChannelDown);
+            return Ok(false);
+        }
         let request = match h.tag {
             b'Q' => self.simple_request(h),
             b'P' | b'B' => match self.extended_request() {
