@@ -63,7 +63,12 @@ impl ChannelState {
         self.required.load(Relaxed)
     }
 
-    fn record_delay(&self, us: u64) {
+    /// Sets whether the channel is up; returns what it was.
+    pub fn up_swap(&self, up: bool) -> bool {
+        self.up.swap(up, SeqCst)
+    }
+
+    pub fn record_delay(&self, us: u64) {
         self.notifications.fetch_add(1, Relaxed);
         self.last_us.store(us, Relaxed);
         self.max_us.fetch_max(us, Relaxed);

@@ -28,6 +28,8 @@ pub struct DbCache {
     pub catalog_loaded: AtomicBool,
     /// The LISTEN connection for the triggers' notifications.
     pub channel: super::channel::ChannelState,
+    /// Reads pgpilot.cache_versions for `strict` results.
+    pub oracle: super::oracle::Oracle,
 }
 
 /// How a cacheable read is cached.
@@ -38,6 +40,8 @@ pub struct ReadPlan {
     pub ttl: Duration,
     pub consistency: Consistency,
     pub fingerprint: u64,
+    /// `strict`: the tables whose trigger-kept versions guard the result (partitions included).
+    pub watched: Box<[Oid]>,
 }
 
 /// What a statement that may write invalidates.
@@ -78,6 +82,7 @@ impl DbCache {
             catalog_wanted: AtomicU64::new(0),
             catalog_have: AtomicU64::new(0),
             channel: Default::default(),
+            oracle: Default::default(),
             catalog_loaded: AtomicBool::new(false),
         }
     }
@@ -140,6 +145,7 @@ impl DbCache {
             ttl: settings.ttl.get(),
             consistency: settings.consistency,
             fingerprint: stmt.fingerprint,
+            watched: Box::default(),
         };
         let rule = settings.rules.iter().find(|r| {
             r.fingerprint_value() == Some(stmt.fingerprint)
@@ -163,6 +169,17 @@ impl DbCache {
             }
         } else if rule.is_none() && settings.only_rules {
             return Err(Bypass::Rule);
+        }
+        if plan.consistency == Consistency::Strict {
+            let mut watched: Vec<Oid> = plan.relations.to_vec();
+            for oid in plan.relations.iter() {
+                if let Some(rel) = relations.by_oid(*oid) {
+                    watched.extend(&rel.descendants);
+                }
+            }
+            watched.sort_unstable();
+            watched.dedup();
+            plan.watched = watched.into();
         }
         Ok(plan)
     }

@@ -10,6 +10,8 @@ pub mod channel;
 pub mod triggers;
 pub mod decide;
 pub mod key;
+pub mod oracle;
+pub mod redis_link;
 pub mod stats;
 pub mod versions;
 
@@ -39,6 +41,8 @@ pub struct Entry {
     pub tags: Box<[Box<str>]>,
     /// The versions of `relations` and `tags` before the read was sent.
     pub snapshot: u64,
+    /// `strict`: the sum of pgpilot.cache_versions of its tables before the read was sent.
+    pub pg_snapshot: Option<u64>,
     /// RowDescription ('T') or NoData ('n'), when the server sent one.
     pub row_description: Option<Bytes>,
     /// ParameterDescription ('t') from a Describe of the statement.
@@ -85,6 +89,8 @@ pub struct ResultCache {
     inflight: Inflight,
     pub stats: Arc<CacheStats>,
     pub global: ArcSwap<CacheGlobal>,
+    /// Invalidations between pgpilot instances (Redis pub/sub).
+    pub redis: redis_link::RedisLink,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -96,12 +102,14 @@ impl ResultCache {
             inflight: Default::default(),
             stats,
             global: ArcSwap::from_pointee(global.clone()),
+            redis: Default::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x0ca0_c4e5),
         }
     }
 
     /// A reload: a new memory budget starts an empty cache.
     pub fn configure(&self, global: &CacheGlobal) {
+        self.redis.set_configured(global.redis_url.is_some());
         if self.l1.load().max_bytes != global.max_bytes {
             self.l1.store(Arc::new(build_l1(global.max_bytes, &self.stats)));
         }
@@ -155,6 +163,7 @@ impl ResultCache {
             relations: fill.plan.relations,
             tags: fill.plan.tags,
             snapshot: fill.snapshot,
+            pg_snapshot: fill.pg_snapshot,
             row_description: fill.row_description,
             param_description: fill.param_description,
             body: fill.body.freeze(),
@@ -179,14 +188,27 @@ impl ResultCache {
     }
 
     /// Tells other pgpilot instances what a write invalidated (Redis pub/sub when configured).
-    pub fn publish(&self, _database: &str, _inv: &Invalidation) {}
+    pub fn publish(&self, database: &str, inv: &Invalidation) {
+        self.redis.publish(database, inv);
+    }
 
     /// Tells other pgpilot instances a tag was invalidated.
-    pub fn publish_tag(&self, _database: &str, _tag: &str) {}
+    pub fn publish_tag(&self, database: &str, tag: &str) {
+        self.redis.publish_tag(database, tag);
+    }
 
-    /// The shared tier's state, for the API.
+    /// Whether the links between instances allow serving from the cache (fail closed).
+    pub fn serving(&self) -> bool {
+        self.redis.serving()
+    }
+
+    /// The Redis link's state, for the API.
     pub fn redis_state(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        let s = self.redis.state.summary();
+        serde_json::json!({
+            "configured": s.required, "up": s.up, "messages": s.notifications,
+            "delay_ms": { "last": s.last_ms, "p99": s.p99_ms, "max": s.max_ms },
+        })
     }
 }
 
@@ -235,6 +257,7 @@ pub struct Fill {
     pub key: Box<[u8]>,
     pub plan: ReadPlan,
     pub snapshot: u64,
+    pub pg_snapshot: Option<u64>,
     pub row_description: Option<Bytes>,
     pub param_description: Option<Bytes>,
     pub body: BytesMut,

@@ -34,10 +34,12 @@ pub enum Bypass {
     NotAResult,
     /// The invalidation channel is down (fail closed).
     ChannelDown,
+    /// `strict` needs the triggers (pgpilot cache install-triggers).
+    StrictUnavailable,
 }
 
 /// Reasons beyond the statement's own, in index order after NotCacheable::ALL.
-const SESSION_REASONS: [(Bypass, &str); 10] = [
+const SESSION_REASONS: [(Bypass, &str); 11] = [
     (Bypass::InTransaction, "in_transaction"),
     (Bypass::SessionOff, "session_off"),
     (Bypass::Rule, "rule"),
@@ -48,6 +50,7 @@ const SESSION_REASONS: [(Bypass, &str); 10] = [
     (Bypass::TooLarge, "too_large"),
     (Bypass::NotAResult, "not_a_result"),
     (Bypass::ChannelDown, "invalidation_channel_down"),
+    (Bypass::StrictUnavailable, "strict_without_triggers"),
 ];
 
 const REASONS: usize = NotCacheable::ALL.len() + SESSION_REASONS.len();

@@ -15,6 +15,7 @@ use super::client::{Ending, Session};
 use super::expect::PARSE_COMPLETE;
 use crate::cache::key::{self, Protocol};
 use crate::cache::{Bypass, Entry, Fill, Invalidation, ReadPlan};
+use crate::config::cache::Consistency;
 use crate::config::PoolMode;
 use crate::pool::statements::PreparedStatement;
 
@@ -62,7 +63,7 @@ impl Session {
             stats.bypass(Bypass::Identity);
             return Ok(false);
         }
-        if !self.db.cache.channel.serving() {
+        if !self.db.cache.channel.serving() || !cache.cache.serving() {
             stats.bypass(Bypass::ChannelDown);
             return Ok(false);
         }
@@ -89,12 +90,27 @@ impl Session {
                 return Ok(false);
             }
         };
+        let pg_snapshot = match plan.consistency {
+            Consistency::Bounded => None,
+            Consistency::Strict if !self.db.cache.channel.required() => {
+                stats.bypass(Bypass::StrictUnavailable);
+                return Ok(false);
+            }
+            Consistency::Strict => match self.db.cache.oracle.versions(&cache, &self.db).await {
+                Some(map) => Some(crate::cache::oracle::sum(&map, &plan.watched)),
+                None => {
+                    stats.bypass(Bypass::ChannelDown);
+                    return Ok(false);
+                }
+            },
+        };
         let mut key_buf = std::mem::take(&mut self.cache_key);
         let ext = (request.protocol == Protocol::Extended)
             .then_some((&*request.param_types, &*request.bind_rest));
         key::build(&mut key_buf, request.protocol, &self.db.name, &self.user, &self.params, &request.text, ext);
         let hash = cache.cache.hash(&key_buf);
-        let mut found = cache.cache.get(&self.db.cache, hash, &key_buf);
+        let fresh = |e: &Arc<Entry>| e.pg_snapshot == pg_snapshot;
+        let mut found = cache.cache.get(&self.db.cache, hash, &key_buf).filter(fresh);
         let mut fill = None;
         if found.is_none() {
             match cache.cache.begin_fill(hash) {
@@ -103,7 +119,7 @@ impl Session {
                     stats.fill_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let wait = cache.cache.global.load().fill_wait.get();
                     let _ = tokio::time::timeout(wait, rx.changed()).await;
-                    found = cache.cache.get(&self.db.cache, hash, &key_buf);
+                    found = cache.cache.get(&self.db.cache, hash, &key_buf).filter(fresh);
                 }
             }
         }
@@ -116,7 +132,9 @@ impl Session {
             if let Some(guard) = fill {
                 let snapshot = self.db.cache.versions.snapshot(&plan.relations, &plan.tags);
                 let max_bytes = cache.cache.global.load().max_entry_bytes as usize;
-                self.pending_fill = Some(Box::new(new_fill(hash, &key_buf, plan, snapshot, max_bytes, guard)));
+                let mut fill = new_fill(hash, &key_buf, plan, snapshot, max_bytes, guard);
+                fill.pg_snapshot = pg_snapshot;
+                self.pending_fill = Some(Box::new(fill));
             }
         }
         self.cache_key = key_buf;
@@ -313,6 +331,7 @@ fn new_fill(
         key: key.into(),
         plan,
         snapshot,
+        pg_snapshot: None,
         row_description: None,
         param_description: None,
         body: BytesMut::new(),
