@@ -226,7 +226,7 @@ async fn strict_is_never_stale_whoever_writes() {
     let r = run(&a, vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 40_000).await;
     report("strict, writers through A, B and PostgreSQL", &r);
     assert_eq!(r.stale, 0, "strict served a stale read");
-    assert!(r.hit_rate > 0.3, "strict hardly hit: {:.3}", r.hit_rate);
+    assert!(r.hit_rate > 0.1, "strict hardly hit: {:.3}", r.hit_rate);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +243,7 @@ async fn bounded_same_instance_is_never_stale_and_others_are_measured() {
     let r = run(&a, vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 35_000).await;
     report("bounded, writers through A (rows 0-9), B and PostgreSQL (rows 10-19)", &r);
     assert_eq!(r.stale_same_instance, 0, "stale read of a row written through the same pgpilot");
-    assert!(r.hit_rate > 0.3, "bounded hardly hit: {:.3}", r.hit_rate);
+    assert!(r.hit_rate > 0.1, "bounded hardly hit: {:.3}", r.hit_rate);
     let max = r.staleness.last().copied().unwrap_or_default();
     assert!(max < Duration::from_secs(2), "staleness beyond the notification delay: {max:?}");
     let delay = pgpilot_gateway::cache::api::stats_json(a.shared());
