@@ -93,14 +93,17 @@ async fn extended_protocol_binary_params_and_results() {
     wait_catalog(&gw, "blobs").await;
     let mut c = connect(&gw).await;
     // tokio-postgres: named statements, binary parameters and binary results.
-    let stmt = c.prepare("SELECT id, b, f, t FROM blobs WHERE id > $1 AND t <> $2 ORDER BY id").await.unwrap();
+    let stmt =
+        c.prepare("SELECT id, b, f, t FROM blobs WHERE id > $1 AND t <> $2 ORDER BY id").await.unwrap();
     let read = |min: i32| {
         let c = &c;
         let stmt = stmt.clone();
         async move {
             let rows = c.query(&stmt, &[&min, &"none"]).await.unwrap();
             rows.iter()
-                .map(|r| (r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1), r.get::<_, f64>(2), r.get::<_, String>(3)))
+                .map(|r| {
+                    (r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1), r.get::<_, f64>(2), r.get::<_, String>(3))
+                })
                 .collect::<Vec<_>>()
         }
     };
@@ -142,7 +145,10 @@ fn bypass_count(gw: &Gateway, reason: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_are_answered_without_a_server() {
     let cluster = Cluster::start();
-    cluster.psql("postgres", "CREATE TABLE cfg (k text primary key, v text); INSERT INTO cfg VALUES ('a', 'one')");
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE cfg (k text primary key, v text); INSERT INTO cfg VALUES ('a', 'one')",
+    );
     let gw = start(cache_config(&cluster)).await;
     wait_catalog(&gw, "cfg").await;
     let c = connect(&gw).await;
@@ -189,7 +195,10 @@ async fn row_level_security_is_never_shared() {
     // A table without RLS read under two roles: each role has its own entries.
     // DDL through pgpilot has the catalog read again at once.
     let admin = connect(&gw).await;
-    admin.batch_execute("CREATE TABLE pub (x int); INSERT INTO pub VALUES (1); GRANT SELECT ON pub TO alice").await.unwrap();
+    admin
+        .batch_execute("CREATE TABLE pub (x int); INSERT INTO pub VALUES (1); GRANT SELECT ON pub TO alice")
+        .await
+        .unwrap();
     wait_catalog(&gw, "pub").await;
     assert_eq!(first_value(&a, "SELECT count(*) FROM pub").await, "1");
     assert!(b.simple_query("SELECT count(*) FROM pub").await.is_err(), "bob may not read pub, cached or not");

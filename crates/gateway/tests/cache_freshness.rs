@@ -63,7 +63,11 @@ async fn ready(gw: &Gateway) {
             && !db.functions.load().is_empty()
     })
     .await;
-    assert!(ok, "the cache of a gateway never became ready: {}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
+    assert!(
+        ok,
+        "the cache of a gateway never became ready: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
 }
 
 /// What writers acknowledged, per row.
@@ -94,8 +98,16 @@ impl Acks {
     }
 }
 
-async fn writer(client: tokio_postgres::Client, acks: Arc<Acks>, keys: Range<i32>, stop: Arc<AtomicBool>) -> u64 {
-    let stmt = client.prepare("UPDATE fresh SET version = version + 1 WHERE id = $1 RETURNING version").await.unwrap();
+async fn writer(
+    client: tokio_postgres::Client,
+    acks: Arc<Acks>,
+    keys: Range<i32>,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let stmt = client
+        .prepare("UPDATE fresh SET version = version + 1 WHERE id = $1 RETURNING version")
+        .await
+        .unwrap();
     let mut n = 0;
     while !stop.load(Relaxed) {
         let key = rand::thread_rng().gen_range(keys.clone());
@@ -116,7 +128,12 @@ struct ReadResult {
     staleness: Vec<Duration>,
 }
 
-async fn reader(client: tokio_postgres::Client, acks: Arc<Acks>, same_instance: Range<i32>, left: Arc<AtomicU64>) -> ReadResult {
+async fn reader(
+    client: tokio_postgres::Client,
+    acks: Arc<Acks>,
+    same_instance: Range<i32>,
+    left: Arc<AtomicU64>,
+) -> ReadResult {
     let stmt = client.prepare("SELECT version FROM fresh WHERE id = $1").await.unwrap();
     let mut r = ReadResult::default();
     loop {
@@ -129,7 +146,10 @@ async fn reader(client: tokio_postgres::Client, acks: Arc<Acks>, same_instance: 
         let seen: i64 = if r.reads % 2 == 0 {
             client.query_one(&stmt, &[&key]).await.expect("extended read").get(0)
         } else {
-            let rows = client.simple_query(&format!("SELECT version FROM fresh WHERE id = {key}")).await.expect("simple read");
+            let rows = client
+                .simple_query(&format!("SELECT version FROM fresh WHERE id = {key}"))
+                .await
+                .expect("simple read");
             rows.iter()
                 .find_map(|m| match m {
                     tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
@@ -178,7 +198,8 @@ async fn run(a: &Gateway, others: Vec<String>, reads: u64) -> Run {
     for _ in 0..8 {
         readers.push(tokio::spawn(reader(connect(a).await, acks.clone(), same.clone(), left.clone())));
     }
-    let mut run = Run { reads: 0, writes: 0, stale: 0, stale_same_instance: 0, staleness: Vec::new(), hit_rate: 0.0 };
+    let mut run =
+        Run { reads: 0, writes: 0, stale: 0, stale_same_instance: 0, staleness: Vec::new(), hit_rate: 0.0 };
     for r in readers {
         let r = r.await.unwrap();
         run.reads += r.reads;
@@ -198,7 +219,8 @@ async fn run(a: &Gateway, others: Vec<String>, reads: u64) -> Run {
 }
 
 fn report(name: &str, r: &Run) {
-    let pct = |p: usize| r.staleness.get((r.staleness.len() * p / 100).min(r.staleness.len().saturating_sub(1)));
+    let pct =
+        |p: usize| r.staleness.get((r.staleness.len() * p / 100).min(r.staleness.len().saturating_sub(1)));
     println!(
         "{name}: {} reads, {} writes, hit rate {:.1}%, stale reads {} (same-instance rows {}), staleness p99 {:?} max {:?}",
         r.reads,
@@ -267,12 +289,19 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
     assert!(hits >= 1);
     redis.stop();
     let shared = a.shared().clone();
-    assert!(eventually(Duration::from_secs(10), || !shared.cache.serving()).await, "the Redis link never went down");
+    assert!(
+        eventually(Duration::from_secs(10), || !shared.cache.serving()).await,
+        "the Redis link never went down"
+    );
     for i in 1..=20 {
         c.execute("UPDATE fresh SET version = $1 WHERE id = 1", &[&(i as i64)]).await.unwrap();
         assert_eq!(read().await, i, "reads stay fresh with Redis down");
     }
-    assert_eq!(a.shared().cache.stats.hits.load(Relaxed), hits, "nothing served from the cache while Redis is down");
+    assert_eq!(
+        a.shared().cache.stats.hits.load(Relaxed),
+        hits,
+        "nothing served from the cache while Redis is down"
+    );
     let down: u64 = a
         .shared()
         .cache
@@ -284,7 +313,10 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
         .unwrap();
     assert!(down >= 20);
     redis.restart();
-    assert!(eventually(Duration::from_secs(15), || shared.cache.serving()).await, "the Redis link never came back");
+    assert!(
+        eventually(Duration::from_secs(15), || shared.cache.serving()).await,
+        "the Redis link never came back"
+    );
     read().await;
     assert_eq!(read().await, 20);
     assert!(a.shared().cache.stats.hits.load(Relaxed) > hits, "hits resume once Redis is back");

@@ -80,7 +80,10 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
 fn invalidate_cache(shared: &Shared, text: &str) -> Result<(), PgError> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let usage = || {
-        PgError::error(SqlState::SYNTAX_ERROR, "usage: INVALIDATE CACHE TABLE <name> | TAG <tag> | ALL [IN <database>]")
+        PgError::error(
+            SqlState::SYNTAX_ERROR,
+            "usage: INVALIDATE CACHE TABLE <name> | TAG <tag> | ALL [IN <database>]",
+        )
     };
     if words.get(1).map(|w| w.to_ascii_uppercase()) != Some("CACHE".into()) {
         return Err(usage());

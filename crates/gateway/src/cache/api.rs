@@ -37,7 +37,10 @@ pub struct InvalidateRequest {
     pub all: bool,
 }
 
-async fn invalidate_request(State(shared): State<Arc<Shared>>, Json(req): Json<InvalidateRequest>) -> Response {
+async fn invalidate_request(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<InvalidateRequest>,
+) -> Response {
     match invalidate(&shared, &req) {
         Ok(n) => Json(json!({ "invalidated": n })).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
@@ -147,7 +150,11 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
             "Results not stored because a table they read was written meanwhile.",
             s.fills_raced.load(Relaxed),
         ),
-        ("pgpilot_cache_evictions_total", "Results evicted for the memory budget.", s.evictions.load(Relaxed)),
+        (
+            "pgpilot_cache_evictions_total",
+            "Results evicted for the memory budget.",
+            s.evictions.load(Relaxed),
+        ),
         ("pgpilot_cache_expirations_total", "Results that reached their TTL.", s.expirations.load(Relaxed)),
         (
             "pgpilot_cache_invalidations_total",
@@ -164,7 +171,12 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {n}");
     }
-    header(out, "pgpilot_cache_bypass_total", "counter", "Reads not served from or stored in the cache, by reason.");
+    header(
+        out,
+        "pgpilot_cache_bypass_total",
+        "counter",
+        "Reads not served from or stored in the cache, by reason.",
+    );
     for (reason, n) in s.bypasses() {
         let _ = writeln!(out, "pgpilot_cache_bypass_total{{reason=\"{reason}\"}} {n}");
     }
@@ -180,17 +192,41 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         "gauge",
         "1 while a database's invalidation channel (LISTEN for the triggers) is up; 0 serves nothing from cache.",
     );
-    header(out, "pgpilot_cache_notification_delay_seconds", "gauge", "Delay of the last invalidation notification.");
+    header(
+        out,
+        "pgpilot_cache_notification_delay_seconds",
+        "gauge",
+        "Delay of the last invalidation notification.",
+    );
     for (name, db) in shared.databases.load().iter() {
         let c = db.cache.channel.summary();
         if c.required {
-            let _ = writeln!(out, "pgpilot_cache_invalidation_channel_up{{database=\"{}\"}} {}", label(name), c.up as u8);
-            let _ =
-                writeln!(out, "pgpilot_cache_notification_delay_seconds{{database=\"{}\"}} {}", label(name), c.last_ms / 1e3);
+            let _ = writeln!(
+                out,
+                "pgpilot_cache_invalidation_channel_up{{database=\"{}\"}} {}",
+                label(name),
+                c.up as u8
+            );
+            let _ = writeln!(
+                out,
+                "pgpilot_cache_notification_delay_seconds{{database=\"{}\"}} {}",
+                label(name),
+                c.last_ms / 1e3
+            );
         }
     }
-    header(out, "pgpilot_cache_fingerprint_hits_total", "counter", "Hits per statement fingerprint (top 50).");
-    header(out, "pgpilot_cache_fingerprint_misses_total", "counter", "Misses per statement fingerprint (top 50).");
+    header(
+        out,
+        "pgpilot_cache_fingerprint_hits_total",
+        "counter",
+        "Hits per statement fingerprint (top 50).",
+    );
+    header(
+        out,
+        "pgpilot_cache_fingerprint_misses_total",
+        "counter",
+        "Misses per statement fingerprint (top 50).",
+    );
     for (f, h, m, _) in s.top_fingerprints(50) {
         let _ = writeln!(out, "pgpilot_cache_fingerprint_hits_total{{fingerprint=\"{f:016x}\"}} {h}");
         let _ = writeln!(out, "pgpilot_cache_fingerprint_misses_total{{fingerprint=\"{f:016x}\"}} {m}");
@@ -216,7 +252,11 @@ pub fn show(shared: &Shared) -> crate::admin::ResultSet {
     let total = |k: &str| v.get(k).map(|x| x.to_string());
     for db in v["databases"].as_array().into_iter().flatten() {
         let channel = if db["triggers_installed"].as_bool() == Some(true) {
-            if db["invalidation_channel_up"].as_bool() == Some(true) { "up" } else { "down" }
+            if db["invalidation_channel_up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "down"
+            }
         } else {
             "pgpilot"
         };

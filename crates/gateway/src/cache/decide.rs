@@ -118,7 +118,8 @@ impl DbCache {
 
     /// A catalog whose reading started when `generation` was the one wanted.
     pub fn set_relations(&self, catalog: RelationCatalog, generation: u64) {
-        let triggers = catalog.relations().iter().any(|r| r.schema == "pgpilot" && r.name == "cache_versions");
+        let triggers =
+            catalog.relations().iter().any(|r| r.schema == "pgpilot" && r.name == "cache_versions");
         self.channel.set_required(triggers);
         self.relations.store(Arc::new(catalog));
         self.catalog_loaded.store(true, Relaxed);
@@ -151,7 +152,9 @@ impl DbCache {
             r.fingerprint_value() == Some(stmt.fingerprint)
                 || r.tables.iter().any(|t| {
                     let table = table_ref(t);
-                    relations.resolve(&table, search_path).is_some_and(|rel| plan.relations.contains(&rel.oid))
+                    relations
+                        .resolve(&table, search_path)
+                        .is_some_and(|rel| plan.relations.contains(&rel.oid))
                 })
         });
         if let Some(rule) = rule {
@@ -230,7 +233,17 @@ impl DbCache {
             return Invalidation::Nothing;
         }
         let dml = stmt.kinds.iter().all(|k| {
-            matches!(k, K::Select | K::Insert | K::Update | K::Delete | K::Merge | K::Copy(_) | K::Transaction(_) | K::Lock)
+            matches!(
+                k,
+                K::Select
+                    | K::Insert
+                    | K::Update
+                    | K::Delete
+                    | K::Merge
+                    | K::Copy(_)
+                    | K::Transaction(_)
+                    | K::Lock
+            )
         });
         if !dml {
             return Invalidation::Everything;

@@ -74,6 +74,9 @@ mod tests {
         };
         assert_ne!(key(&a, b"select 1", None), key(&b, b"select 1", None));
         assert_eq!(key(&a, b"select 1", None), key(&c, b"select 1", None));
-        assert_ne!(key(&a, b"select $1", Some((b"", b"\0\0\0\x01\0\0\0\x011"))), key(&a, b"select $1", Some((b"", b"\0\0\0\x01\0\0\0\x012"))));
+        assert_ne!(
+            key(&a, b"select $1", Some((b"", b"\0\0\0\x01\0\0\0\x011"))),
+            key(&a, b"select $1", Some((b"", b"\0\0\0\x01\0\0\0\x012")))
+        );
     }
 }

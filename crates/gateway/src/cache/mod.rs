@@ -7,12 +7,12 @@
 
 pub mod api;
 pub mod channel;
-pub mod triggers;
 pub mod decide;
 pub mod key;
 pub mod oracle;
 pub mod redis_link;
 pub mod stats;
+pub mod triggers;
 pub mod versions;
 
 use std::collections::HashMap;
@@ -43,10 +43,12 @@ pub struct Entry {
     pub snapshot: u64,
     /// `strict`: the sum of pgpilot.cache_versions of its tables before the read was sent.
     pub pg_snapshot: Option<u64>,
-    /// RowDescription ('T') or NoData ('n'), when the server sent one.
+    /// RowDescription ('T') or NoData ('n') of the portal (or of a simple Query).
     pub row_description: Option<Bytes>,
-    /// ParameterDescription ('t') from a Describe of the statement.
+    /// ParameterDescription ('t') and RowDescription / NoData from a Describe of the statement
+    /// (its RowDescription has no result formats yet, unlike the portal's).
     pub param_description: Option<Bytes>,
+    pub statement_row_description: Option<Bytes>,
     /// DataRows and CommandComplete.
     pub body: Bytes,
     pub ttl: Duration,
@@ -166,6 +168,7 @@ impl ResultCache {
             pg_snapshot: fill.pg_snapshot,
             row_description: fill.row_description,
             param_description: fill.param_description,
+            statement_row_description: fill.statement_row_description,
             body: fill.body.freeze(),
             ttl: fill.plan.ttl,
             consistency: fill.plan.consistency,
@@ -260,6 +263,9 @@ pub struct Fill {
     pub pg_snapshot: Option<u64>,
     pub row_description: Option<Bytes>,
     pub param_description: Option<Bytes>,
+    pub statement_row_description: Option<Bytes>,
+    /// A ParameterDescription came last: the next RowDescription describes the statement.
+    pub describing_statement: bool,
     pub body: BytesMut,
     pub max_bytes: usize,
     pub _guard: FillGuard,
@@ -282,10 +288,16 @@ impl Fill {
             b'1' | b'2' | b'3' | b'N' => Captured::Continue,
             b't' => {
                 self.param_description = Some(Bytes::copy_from_slice(msg));
+                self.describing_statement = true;
                 Captured::Continue
             }
             b'T' | b'n' => {
-                self.row_description = Some(Bytes::copy_from_slice(msg));
+                let copy = Some(Bytes::copy_from_slice(msg));
+                if std::mem::take(&mut self.describing_statement) {
+                    self.statement_row_description = copy;
+                } else {
+                    self.row_description = copy;
+                }
                 Captured::Continue
             }
             b'D' | b'C' => {

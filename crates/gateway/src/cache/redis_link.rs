@@ -110,7 +110,11 @@ fn drop_everything(shared: &Shared) {
     }
 }
 
-async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<String>) -> Result<(), String> {
+async fn connected(
+    shared: &Shared,
+    url: &str,
+    rx: &mut mpsc::UnboundedReceiver<String>,
+) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut publisher = tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
         .await
@@ -158,7 +162,8 @@ async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<
 /// Applies another instance's message.
 fn apply(shared: &Shared, payload: &str) {
     let mut parts = payload.splitn(5, ' ');
-    let (Some(instance), Some(database), Some(sent), Some(kind)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(instance), Some(database), Some(sent), Some(kind)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return;
     };

@@ -108,7 +108,8 @@ pub fn problems(global: &CacheGlobal, databases: &[(&str, &DatabaseCache)]) -> V
         out.push("[cache] max_entry_bytes must be between 1 and max_bytes".into());
     }
     if let Some(url) = &global.redis_url {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://"))
+        {
             out.push(format!("[cache] redis_url {url:?} must start with redis:// or rediss://"));
         }
     }

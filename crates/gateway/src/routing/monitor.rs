@@ -134,8 +134,7 @@ impl DatabaseMonitor {
             self.load_functions().await;
         }
         let cache = &self.db.cache;
-        let due = self.relations_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY)
-            || cache.catalog_stale();
+        let due = self.relations_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) || cache.catalog_stale();
         if cache.enabled() && due {
             self.load_relations().await;
         }

@@ -80,6 +80,11 @@ impl Session {
         };
         let Some(request) = request else { return Ok(false) };
         let Ok(sql) = std::str::from_utf8(&request.text) else { return Ok(false) };
+        if pgpilot_sql::quick_look(sql).plain_write {
+            // No parse for a write here: its flow classifies it once for invalidation.
+            stats.bypass(Bypass::Statement(pgpilot_sql::NotCacheable::NotASelect));
+            return Ok(false);
+        }
         self.refresh_search_path();
         let stmt = cache.classifier.classify(sql);
         let functions = self.db.functions.load();
@@ -105,9 +110,17 @@ impl Session {
             },
         };
         let mut key_buf = std::mem::take(&mut self.cache_key);
-        let ext = (request.protocol == Protocol::Extended)
-            .then_some((&*request.param_types, &*request.bind_rest));
-        key::build(&mut key_buf, request.protocol, &self.db.name, &self.user, &self.params, &request.text, ext);
+        let ext =
+            (request.protocol == Protocol::Extended).then_some((&*request.param_types, &*request.bind_rest));
+        key::build(
+            &mut key_buf,
+            request.protocol,
+            &self.db.name,
+            &self.user,
+            &self.params,
+            &request.text,
+            ext,
+        );
         let hash = cache.cache.hash(&key_buf);
         let fresh = |e: &Arc<Entry>| e.pg_snapshot == pg_snapshot;
         let mut found = cache.cache.get(&self.db.cache, hash, &key_buf).filter(fresh);
@@ -127,6 +140,11 @@ impl Session {
             Some(entry) => self.answer_hit(&request, &entry).await?,
             None => false,
         };
+        if !answered && fill.is_none() {
+            // Found but lacking a part this batch asks for (a Describe), or filled meanwhile by a
+            // client whose answer could not be stored: fill it again.
+            fill = cache.cache.begin_fill(hash).ok();
+        }
         stats.lookup(plan.fingerprint, &stmt.normalized, answered);
         if !answered {
             if let Some(guard) = fill {
@@ -150,7 +168,8 @@ impl Session {
                 Step::Parse => out.extend_from_slice(PARSE_COMPLETE),
                 Step::Bind => out.extend_from_slice(BIND_COMPLETE),
                 Step::DescribeStatement => {
-                    let (Some(p), Some(r)) = (&entry.param_description, &entry.row_description) else {
+                    let (Some(p), Some(r)) = (&entry.param_description, &entry.statement_row_description)
+                    else {
                         return Ok(false);
                     };
                     out.extend_from_slice(p);
@@ -298,7 +317,11 @@ impl Session {
 
     /// What a Bind of `statement` (the client's name) invalidates; `unnamed` is what the last
     /// unnamed Parse of this attachment invalidates, if there was one.
-    pub(super) fn invalidation_of_bind(&mut self, statement: &[u8], unnamed: Option<&Invalidation>) -> Invalidation {
+    pub(super) fn invalidation_of_bind(
+        &mut self,
+        statement: &[u8],
+        unnamed: Option<&Invalidation>,
+    ) -> Invalidation {
         if statement.is_empty() {
             return unnamed.cloned().unwrap_or(Invalidation::Everything);
         }
@@ -334,6 +357,8 @@ fn new_fill(
         pg_snapshot: None,
         row_description: None,
         param_description: None,
+        statement_row_description: None,
+        describing_statement: false,
         body: BytesMut::new(),
         max_bytes,
         _guard: guard,

@@ -107,6 +107,12 @@ impl Flow {
                 s.invalidation_of_bind(b.statement, self.unnamed_invalidation.as_ref())
             }
             b'F' => crate::cache::Invalidation::Everything,
+            b'C' if !self.rewrite => {
+                if let Some((b'S', name)) = frontend::parse_target(body) {
+                    s.statements.named.remove(name);
+                }
+                return;
+            }
             _ => return,
         };
         self.invalidation.merge(inv);
