@@ -177,7 +177,7 @@ async fn janitor(shared: Arc<Shared>) {
                 }
             }
         }
-        if ticks % 15 == 0 {
+        if ticks.is_multiple_of(15) {
             let totals = crate::admin::show::database_totals(&shared);
             shared.stats_window.lock().roll(totals);
         }

@@ -104,8 +104,10 @@ pub fn now_us() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+type Shard = Mutex<HashMap<i32, Arc<ClientInfo>>>;
+
 pub struct Registry {
-    shards: Box<[Mutex<HashMap<i32, Arc<ClientInfo>>>]>,
+    shards: Box<[Shard]>,
     count: AtomicUsize,
     next_id: AtomicU64,
     next_pid: AtomicI32,

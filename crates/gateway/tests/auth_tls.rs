@@ -51,10 +51,9 @@ async fn scram_clients_with_plain_secret_and_scram_servers() {
     let c = try_connect(&with_password(&gw, "app", "app-secret")).await.expect("right password");
     let who: String = c.query_one("SELECT current_user", &[]).await.unwrap().get(0);
     assert_eq!(who, "app");
-    let err =
-        try_connect(&with_password(&gw, "app", "wrong")).await.err().expect("wrong password is refused");
+    let err = try_connect(&with_password(&gw, "app", "wrong")).await.expect_err("wrong password is refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
-    let err = try_connect(&with_password(&gw, "nobody", "x")).await.err().expect("unknown user is refused");
+    let err = try_connect(&with_password(&gw, "nobody", "x")).await.expect_err("unknown user is refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
     gw.shutdown().await;
 }

@@ -293,8 +293,8 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
         eventually(Duration::from_secs(10), || !shared.cache.serving()).await,
         "the Redis link never went down"
     );
-    for i in 1..=20 {
-        c.execute("UPDATE fresh SET version = $1 WHERE id = 1", &[&(i as i64)]).await.unwrap();
+    for i in 1..=20i64 {
+        c.execute("UPDATE fresh SET version = $1 WHERE id = 1", &[&i]).await.unwrap();
         assert_eq!(read().await, i, "reads stay fresh with Redis down");
     }
     assert_eq!(

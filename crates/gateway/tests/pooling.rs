@@ -89,7 +89,7 @@ async fn max_client_conn_refuses_with_53300() {
     let gw = start(config).await;
     let _a = connect(&gw).await;
     let _b = connect(&gw).await;
-    let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.err().expect("third client refused");
+    let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect_err("third client refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
     drop(_a);
     assert!(eventually(Duration::from_secs(5), || gw.shared().registry.count() < 2).await);
@@ -229,7 +229,7 @@ async fn server_connect_timeout_and_check_query() {
     config.pgpilot.server_check_delay = Secs::from_secs(0);
     let gw = start(config).await;
     let start = Instant::now();
-    let err = try_connect(&conninfo(&gw, "postgres", "blackhole")).await.err().expect("no server");
+    let err = try_connect(&conninfo(&gw, "postgres", "blackhole")).await.expect_err("no server");
     assert!(start.elapsed() < Duration::from_secs(5), "{err}");
     // With server_check_delay = 0 every reuse runs server_check_query, and queries still work.
     let c = connect(&gw).await;

@@ -84,9 +84,8 @@ async fn settings_follow_each_client_and_never_leak() {
     let gw = small_pool(&pg, 2, 100).await;
     let zones = ["UTC", "Asia/Tokyo", "Europe/Paris", "America/New_York", "Australia/Sydney", "Africa/Cairo"];
     let mut tasks = Vec::new();
-    for i in 0..6 {
+    for (i, zone) in zones.into_iter().enumerate() {
         let c = connect(&gw).await;
-        let zone = zones[i];
         tasks.push(tokio::spawn(async move {
             c.batch_execute(&format!("SET search_path = s{i}, public; SET TimeZone = '{zone}'")).await.unwrap();
             for _ in 0..40 {

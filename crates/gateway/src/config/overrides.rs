@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{AuthType, Config, DatabaseConfig, OneOrMany, PoolMode, ReplicaConfig, ServerUrl};
+use super::{AuthType, Config, OneOrMany, PoolMode, ReplicaConfig, ServerUrl};
 
 /// Flags of `pgpilot serve` that override the file.
 #[derive(Debug, Clone, Default)]
@@ -37,7 +37,7 @@ impl QuickStart {
         }
         if let Some(primary) = &self.primary {
             let url = ServerUrl::parse(primary).map_err(|e| format!("--primary: {e}"))?;
-            let db = config.databases.entry(url.dbname.clone()).or_insert_with(DatabaseConfig::default);
+            let db = config.databases.entry(url.dbname.clone()).or_default();
             db.primary = primary.clone();
             if !self.replicas.is_empty() {
                 db.replicas = OneOrMany(self.replicas.iter().cloned().map(ReplicaConfig::Url).collect());

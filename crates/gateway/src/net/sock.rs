@@ -115,10 +115,7 @@ impl Sock {
         }
         let mut probe = [MaybeUninit::<u8>::uninit(); 1];
         let peeked = each!(self, s => s.try_io(Interest::READABLE, || SockRef::from(s).peek(&mut probe)));
-        match peeked {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            _ => true,
-        }
+        !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     pub fn set_nodelay(&self) {

@@ -18,6 +18,7 @@ use super::settings::PoolSettings;
 use crate::stats::Counters;
 
 /// What a waiting client is handed.
+#[allow(clippy::large_enum_variant)] // handed over once per checkout; boxing would allocate each time
 enum Grant {
     Conn(ServerConn),
     /// Room was made: open a new connection yourself.

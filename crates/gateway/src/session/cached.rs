@@ -33,6 +33,28 @@ enum Step {
     Sync,
 }
 
+/// A Parse of the batch: name, text, parameter types.
+struct ParseMsg {
+    name: Box<[u8]>,
+    query: Arc<[u8]>,
+    param_types: Box<[u8]>,
+}
+
+/// A Bind of the batch: portal, statement, the rest of the message (formats, values).
+struct BindMsg {
+    portal: Box<[u8]>,
+    statement: Box<[u8]>,
+    rest: Box<[u8]>,
+}
+
+/// An extended batch as the client sent it.
+struct Batch {
+    steps: Vec<Step>,
+    parse: Option<ParseMsg>,
+    bind: BindMsg,
+    len: usize,
+}
+
 /// A cacheable request, read from the client's buffer.
 struct Request {
     protocol: Protocol,
@@ -224,68 +246,20 @@ impl Session {
         if self.mode != PoolMode::Transaction || max_prepared == 0 {
             return Err(Some(Bypass::UnknownStatement));
         }
-        let mut pos = 0;
-        let mut steps = Vec::with_capacity(5);
-        let mut parse: Option<(Box<[u8]>, Arc<[u8]>, Box<[u8]>)> = None;
-        let mut bind: Option<(Box<[u8]>, Box<[u8]>, Box<[u8]>)> = None;
-        loop {
-            let Ok(Some(h)) = peek_frontend(&self.buf[pos..], &self.limits) else { return Ok(None) };
-            if self.buf.len() < pos + h.total {
-                return Ok(None);
-            }
-            let body = &self.buf[pos + 5..pos + h.total];
-            pos += h.total;
-            match h.tag {
-                b'P' if parse.is_none() && bind.is_none() => {
-                    let p = frontend::parse_parse(body).ok_or(None)?;
-                    parse = Some((p.name.into(), Arc::from(p.query), p.param_types.into()));
-                    steps.push(Step::Parse);
-                }
-                b'B' if bind.is_none() => {
-                    let b = frontend::parse_bind(body).ok_or(None)?;
-                    bind = Some((b.portal.into(), b.statement.into(), b.rest.into()));
-                    steps.push(Step::Bind);
-                }
-                b'D' if bind.is_some() && !steps.iter().any(|s| matches!(s, Step::Execute)) => {
-                    let (kind, name) = frontend::parse_target(body).ok_or(None)?;
-                    let (portal, statement, _) = bind.as_ref().expect("checked");
-                    match kind {
-                        b'P' if name == &**portal => steps.push(Step::DescribePortal),
-                        b'S' if name == &**statement => steps.push(Step::DescribeStatement),
-                        _ => return Err(None),
-                    }
-                }
-                b'E' if bind.is_some() && !steps.iter().any(|s| matches!(s, Step::Execute)) => {
-                    let (portal, max_rows) = frontend::parse_execute(body).ok_or(None)?;
-                    if portal != &*bind.as_ref().expect("checked").0 {
-                        return Err(None);
-                    }
-                    if max_rows != 0 {
-                        return Err(Some(Bypass::PartialFetch));
-                    }
-                    steps.push(Step::Execute);
-                }
-                b'H' => steps.push(Step::Flush),
-                b'S' if steps.iter().any(|s| matches!(s, Step::Execute)) => {
-                    steps.push(Step::Sync);
-                    break;
-                }
-                _ => return Err(None),
-            }
-        }
-        let (_, statement, bind_rest) = bind.ok_or(None)?;
-        let (text, param_types, prepares) = match parse {
-            Some((name, query, types)) if name == statement => {
-                let prepares = (!name.is_empty()).then(|| {
-                    let stmt = PreparedStatement::new(&query, &types);
-                    (name.clone(), stmt)
+        let Some(batch) = self.scan_batch()? else { return Ok(None) };
+        let (text, param_types, prepares) = match batch.parse {
+            Some(p) if p.name == batch.bind.statement => {
+                let prepares = (!p.name.is_empty()).then(|| {
+                    let stmt = PreparedStatement::new(&p.query, &p.param_types);
+                    (p.name.clone(), stmt)
                 });
-                (query, types, prepares)
+                (p.query, p.param_types, prepares)
             }
             Some(_) => return Err(None),
-            None if statement.is_empty() => return Err(Some(Bypass::UnknownStatement)),
+            None if batch.bind.statement.is_empty() => return Err(Some(Bypass::UnknownStatement)),
             None => {
-                let stmt = self.statements.named.get(&statement).ok_or(Some(Bypass::UnknownStatement))?;
+                let stmt =
+                    self.statements.named.get(&batch.bind.statement).ok_or(Some(Bypass::UnknownStatement))?;
                 (Arc::from(&*stmt.query), stmt.param_types.clone(), None)
             }
         };
@@ -293,11 +267,70 @@ impl Session {
             protocol: Protocol::Extended,
             text,
             param_types,
-            bind_rest,
-            steps,
+            bind_rest: batch.bind.rest,
+            steps: batch.steps,
             prepares,
-            len: pos,
+            len: batch.len,
         }))
+    }
+
+    /// Reads the buffered batch up to its Sync; Ok(None) when it is not all there yet.
+    fn scan_batch(&self) -> Result<Option<Batch>, Option<Bypass>> {
+        let mut pos = 0;
+        let mut steps = Vec::with_capacity(5);
+        let mut parse: Option<ParseMsg> = None;
+        let mut bind: Option<BindMsg> = None;
+        let executed = |steps: &[Step]| steps.iter().any(|s| matches!(s, Step::Execute));
+        loop {
+            let Ok(Some(h)) = peek_frontend(&self.buf[pos..], &self.limits) else { return Ok(None) };
+            if self.buf.len() < pos + h.total {
+                return Ok(None);
+            }
+            let body = &self.buf[pos + 5..pos + h.total];
+            pos += h.total;
+            match (h.tag, bind.as_ref()) {
+                (b'P', None) if parse.is_none() => {
+                    let p = frontend::parse_parse(body).ok_or(None)?;
+                    parse = Some(ParseMsg {
+                        name: p.name.into(),
+                        query: Arc::from(p.query),
+                        param_types: p.param_types.into(),
+                    });
+                    steps.push(Step::Parse);
+                }
+                (b'B', None) => {
+                    let b = frontend::parse_bind(body).ok_or(None)?;
+                    bind = Some(BindMsg {
+                        portal: b.portal.into(),
+                        statement: b.statement.into(),
+                        rest: b.rest.into(),
+                    });
+                    steps.push(Step::Bind);
+                }
+                (b'D', Some(b)) if !executed(&steps) => match frontend::parse_target(body).ok_or(None)? {
+                    (b'P', name) if name == &*b.portal => steps.push(Step::DescribePortal),
+                    (b'S', name) if name == &*b.statement => steps.push(Step::DescribeStatement),
+                    _ => return Err(None),
+                },
+                (b'E', Some(b)) if !executed(&steps) => {
+                    let (portal, max_rows) = frontend::parse_execute(body).ok_or(None)?;
+                    if portal != &*b.portal {
+                        return Err(None);
+                    }
+                    if max_rows != 0 {
+                        return Err(Some(Bypass::PartialFetch));
+                    }
+                    steps.push(Step::Execute);
+                }
+                (b'H', _) => steps.push(Step::Flush),
+                (b'S', Some(_)) if executed(&steps) => {
+                    steps.push(Step::Sync);
+                    let bind = bind.expect("matched Some");
+                    return Ok(Some(Batch { steps, parse, bind, len: pos }));
+                }
+                _ => return Err(None),
+            }
+        }
     }
 
     /// What a statement passing to the server invalidates when its transaction ends.

@@ -119,7 +119,7 @@ fn attributes(msg: &str) -> impl Iterator<Item = (char, &str)> {
     })
 }
 
-fn attribute<'a>(msg: &'a str, key: char) -> Option<&'a str> {
+fn attribute(msg: &str, key: char) -> Option<&str> {
     attributes(msg).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
