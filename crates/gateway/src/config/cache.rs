@@ -68,6 +68,12 @@ pub struct DatabaseCache {
     pub rules: Vec<CacheRule>,
 }
 
+impl DatabaseCache {
+    pub fn is_default(&self) -> bool {
+        *self == DatabaseCache::default()
+    }
+}
+
 impl Default for DatabaseCache {
     fn default() -> Self {
         DatabaseCache {

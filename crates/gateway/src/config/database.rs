@@ -28,7 +28,7 @@ pub struct DatabaseConfig {
     #[serde(default)]
     pub routing: RoutingConfig,
     /// The result cache for this database (off unless enabled).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "super::cache::DatabaseCache::is_default")]
     pub cache: super::cache::DatabaseCache,
 }
 
