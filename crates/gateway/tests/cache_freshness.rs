@@ -177,9 +177,9 @@ struct Run {
     hit_rate: f64,
 }
 
-/// Readers on `a`; writers on `a` for rows 0..10, and on `others` (a second gateway, PostgreSQL
-/// itself) for rows 10..20.
-async fn run(a: &Gateway, others: Vec<String>, reads: u64) -> Run {
+/// Readers on `a` (and `b`); writers on `a` for rows 0..10, and on `others` (a second gateway,
+/// PostgreSQL itself) for rows 10..20.
+async fn run(a: &Gateway, b: Option<&Gateway>, others: Vec<String>, reads: u64) -> Run {
     let acks = Acks::new();
     let stop = Arc::new(AtomicBool::new(false));
     let left = Arc::new(AtomicU64::new(reads));
@@ -195,8 +195,9 @@ async fn run(a: &Gateway, others: Vec<String>, reads: u64) -> Run {
         writers.push(tokio::spawn(writer(client, acks.clone(), KEYS / 2..KEYS, stop.clone())));
     }
     let mut readers = Vec::new();
-    for _ in 0..8 {
-        readers.push(tokio::spawn(reader(connect(a).await, acks.clone(), same.clone(), left.clone())));
+    for i in 0..8 {
+        let on = if i % 2 == 1 { b.unwrap_or(a) } else { a };
+        readers.push(tokio::spawn(reader(connect(on).await, acks.clone(), same.clone(), left.clone())));
     }
     let mut run =
         Run { reads: 0, writes: 0, stale: 0, stale_same_instance: 0, staleness: Vec::new(), hit_rate: 0.0 };
@@ -245,8 +246,12 @@ async fn strict_is_never_stale_whoever_writes() {
     let b = start(config(&cluster, &redis, Consistency::Strict)).await;
     ready(&a).await;
     ready(&b).await;
-    let r = run(&a, vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 40_000).await;
-    report("strict, writers through A, B and PostgreSQL", &r);
+    let r = run(&a, Some(&b), vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 40_000).await;
+    report(
+        "strict, readers on A and B (results shared through Redis), writers through A, B and PostgreSQL",
+        &r,
+    );
+    println!("shared tier on B: {}", pgpilot_gateway::cache::api::stats_json(b.shared())["redis"]);
     assert_eq!(r.stale, 0, "strict served a stale read");
     assert!(r.hit_rate > 0.1, "strict hardly hit: {:.3}", r.hit_rate);
 }
@@ -259,10 +264,10 @@ async fn bounded_same_instance_is_never_stale_and_others_are_measured() {
     let b = start(config(&cluster, &redis, Consistency::Bounded)).await;
     ready(&a).await;
     ready(&b).await;
-    let r = run(&a, vec![], 30_000).await;
+    let r = run(&a, None, vec![], 30_000).await;
     report("bounded, writers through the same pgpilot", &r);
     assert_eq!(r.stale, 0, "bounded served a stale read after a write through the same pgpilot");
-    let r = run(&a, vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 35_000).await;
+    let r = run(&a, None, vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 35_000).await;
     report("bounded, writers through A (rows 0-9), B and PostgreSQL (rows 10-19)", &r);
     assert_eq!(r.stale_same_instance, 0, "stale read of a row written through the same pgpilot");
     assert!(r.hit_rate > 0.1, "bounded hardly hit: {:.3}", r.hit_rate);
@@ -320,4 +325,52 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
     read().await;
     assert_eq!(read().await, 20);
     assert!(a.shared().cache.stats.hits.load(Relaxed) > hits, "hits resume once Redis is back");
+}
+
+/// The shared tier: a result one instance read is answered by another from Redis, and never after
+/// a write the other instance has seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_shared_between_instances_through_redis() {
+    let cluster = cluster();
+    let redis = RedisServer::start();
+    let a = start(config(&cluster, &redis, Consistency::Bounded)).await;
+    let b = start(config(&cluster, &redis, Consistency::Bounded)).await;
+    ready(&a).await;
+    ready(&b).await;
+    let ca = connect(&a).await;
+    let cb = connect(&b).await;
+    let sql = "SELECT version FROM fresh WHERE id = $1";
+    // B takes only results read well after (clock skew allowance) it last dropped everything,
+    // which it did when its links came up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v: i64 = ca.query_one(sql, &[&3i32]).await.unwrap().get(0);
+    assert_eq!(v, 0);
+    let shared_hits = |g: &Gateway| g.shared().cache.redis.l2_hits.load(Relaxed);
+    // The SET to Redis is queued: give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fills_b = b.shared().cache.stats.fills.load(Relaxed);
+    let v: i64 = cb.query_one(sql, &[&3i32]).await.unwrap().get(0);
+    assert_eq!(v, 0);
+    assert_eq!(
+        shared_hits(&b),
+        1,
+        "B answered from the result A stored in Redis: {}",
+        pgpilot_gateway::cache::api::stats_json(b.shared())["redis"]
+    );
+    assert_eq!(b.shared().cache.stats.fills.load(Relaxed), fills_b, "without reading it itself");
+    // A write through B: B never takes the older shared result again.
+    cb.execute("UPDATE fresh SET version = 1 WHERE id = 3", &[]).await.unwrap();
+    let v: i64 = cb.query_one(sql, &[&3i32]).await.unwrap().get(0);
+    assert_eq!(v, 1, "stale shared result after a write through the same instance");
+    // A write through A reaches B by notification.
+    ca.execute("UPDATE fresh SET version = 2 WHERE id = 3", &[]).await.unwrap();
+    let mut seen: i64 = 0;
+    for _ in 0..100 {
+        seen = cb.query_one(sql, &[&3i32]).await.unwrap().get(0);
+        if seen == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 2, "B saw A's write within the notification delay");
 }

@@ -59,6 +59,10 @@ impl ChannelState {
         self.required.store(required, Relaxed);
     }
 
+    pub fn up(&self) -> bool {
+        self.up.load(SeqCst)
+    }
+
     pub fn required(&self) -> bool {
         self.required.load(Relaxed)
     }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod channel;
 pub mod decide;
 pub mod key;
+pub mod l2;
 pub mod oracle;
 pub mod redis_link;
 pub mod stats;
@@ -149,8 +150,9 @@ impl ResultCache {
         Ok(FillGuard { hash, tx: Some(tx), inflight: self.inflight.clone() })
     }
 
-    /// Stores a finished fill, unless a table it read changed since the read was sent.
-    pub fn store(&self, db: &DbCache, fill: Fill) {
+    /// Stores a finished fill, unless a table it read changed since the read was sent; also in
+    /// the shared tier when Redis is configured.
+    pub fn store(&self, database: &str, db: &DbCache, fill: Fill) {
         let max = self.global.load().max_entry_bytes as usize;
         if fill.body.len() > max {
             self.stats.bypass(Bypass::TooLarge);
@@ -176,7 +178,55 @@ impl ResultCache {
             stored_at: Instant::now(),
         };
         self.stats.fills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.global.load().redis_results && self.redis.accepting() {
+            let ttl_ms = entry.ttl.as_millis() as u64;
+            self.redis.store(
+                l2::redis_key(database, fill.hash),
+                l2::encode(&entry, fill.read_sent_us),
+                ttl_ms,
+            );
+        }
         self.l1.load().map.insert(fill.hash, Arc::new(entry));
+    }
+
+    /// A result another instance stored in Redis, taken into this instance's memory when it is
+    /// provably fresh (see `l2`).
+    pub async fn get_shared(
+        &self,
+        database: &str,
+        db: &DbCache,
+        hash: u64,
+        key: &[u8],
+        pg_snapshot: Option<u64>,
+    ) -> Option<Arc<Entry>> {
+        if !self.global.load().redis_results || !self.redis.state.up() {
+            return None;
+        }
+        let bytes = self.redis.fetch(&l2::redis_key(database, hash)).await?;
+        let shared = l2::decode(&bytes)?;
+        let mut entry = shared.entry;
+        if *entry.key != *key {
+            return None;
+        }
+        // Taken before the check: a bump after it makes the copy in memory invalid at once.
+        let snapshot = db.versions.snapshot(&entry.relations, &entry.tags);
+        let fresh = match entry.pg_snapshot {
+            Some(pg) => Some(pg) == pg_snapshot,
+            None => {
+                pg_snapshot.is_none()
+                    && db.versions.last_bump_us(&entry.relations, &entry.tags) + l2::CLOCK_SKEW_US
+                        < shared.read_sent_us
+            }
+        };
+        if !fresh {
+            self.redis.l2_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        self.redis.l2_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        entry.snapshot = snapshot;
+        let entry = Arc::new(entry);
+        self.l1.load().map.insert(hash, entry.clone());
+        Some(entry)
     }
 
     /// Entries and bytes held now.
@@ -210,6 +260,8 @@ impl ResultCache {
         let s = self.redis.state.summary();
         serde_json::json!({
             "configured": s.required, "up": s.up, "messages": s.notifications,
+            "shared_hits": self.redis.l2_hits.load(std::sync::atomic::Ordering::Relaxed),
+            "shared_rejected": self.redis.l2_rejected.load(std::sync::atomic::Ordering::Relaxed),
             "delay_ms": { "last": s.last_ms, "p99": s.p99_ms, "max": s.max_ms },
         })
     }
@@ -260,6 +312,8 @@ pub struct Fill {
     pub key: Box<[u8]>,
     pub plan: ReadPlan,
     pub snapshot: u64,
+    /// When the read was sent (µs since the epoch), for the shared tier.
+    pub read_sent_us: u64,
     pub pg_snapshot: Option<u64>,
     pub row_description: Option<Bytes>,
     pub param_description: Option<Bytes>,

@@ -20,13 +20,24 @@ use crate::shared::{Phase, Shared};
 pub const CHANNEL: &str = "pgpilot:cache:invalidate";
 const TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What the link sends to Redis.
+enum Out {
+    Publish(String),
+    /// A result for the shared tier: key, value, time to live in ms.
+    Store(String, Vec<u8>, u64),
+}
+
 pub struct RedisLink {
     /// This process, so it ignores its own messages.
     instance: u64,
     pub state: ChannelState,
-    tx: mpsc::UnboundedSender<String>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    tx: mpsc::UnboundedSender<Out>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Out>>>,
     configured: std::sync::atomic::AtomicBool,
+    /// The connection while the link is up, for reading shared results.
+    conn: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+    pub l2_hits: std::sync::atomic::AtomicU64,
+    pub l2_rejected: std::sync::atomic::AtomicU64,
 }
 
 impl Default for RedisLink {
@@ -38,6 +49,9 @@ impl Default for RedisLink {
             tx,
             rx: Mutex::new(Some(rx)),
             configured: Default::default(),
+            conn: Default::default(),
+            l2_hits: Default::default(),
+            l2_rejected: Default::default(),
         }
     }
 }
@@ -69,12 +83,32 @@ impl RedisLink {
             }
             Invalidation::Everything | Invalidation::Schema => "A".to_string(),
         };
-        let _ = self.tx.send(format!("{} {} {} {body}", self.instance, database, now_us()));
+        let _ = self.tx.send(Out::Publish(format!("{} {} {} {body}", self.instance, database, now_us())));
+    }
+
+    /// Whether results may be queued for the shared tier now.
+    pub fn accepting(&self) -> bool {
+        self.configured.load(SeqCst) && self.state.up()
+    }
+
+    /// Queues a result for the shared tier.
+    pub fn store(&self, key: String, value: Vec<u8>, ttl_ms: u64) {
+        let _ = self.tx.send(Out::Store(key, value, ttl_ms.max(1)));
+    }
+
+    /// A result another instance stored, if the link is up and Redis answers in time.
+    pub async fn fetch(&self, key: &str) -> Option<Vec<u8>> {
+        let mut conn = (*self.conn.load_full()?).clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        let got = tokio::time::timeout(TIMEOUT, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await;
+        got.ok()?.ok()?
     }
 
     pub fn publish_tag(&self, database: &str, tag: &str) {
         if self.configured.load(SeqCst) {
-            let _ = self.tx.send(format!("{} {} {} T {tag}", self.instance, database, now_us()));
+            let _ =
+                self.tx.send(Out::Publish(format!("{} {} {} T {tag}", self.instance, database, now_us())));
         }
     }
 }
@@ -94,7 +128,9 @@ pub async fn run(shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
-        if let Err(e) = connected(&shared, &url, &mut rx).await {
+        let result = connected(&shared, &url, &mut rx).await;
+        link.conn.store(None);
+        if let Err(e) = result {
             if link.state.up_swap(false) {
                 tracing::warn!(error = %e, "Redis invalidation link down: serving nothing from the cache until it is back");
             }
@@ -110,11 +146,7 @@ fn drop_everything(shared: &Shared) {
     }
 }
 
-async fn connected(
-    shared: &Shared,
-    url: &str,
-    rx: &mut mpsc::UnboundedReceiver<String>,
-) -> Result<(), String> {
+async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<Out>) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut publisher = tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
         .await
@@ -129,6 +161,7 @@ async fn connected(
     let link = &shared.cache.redis;
     // Invalidations published while the link was down were lost.
     drop_everything(shared);
+    link.conn.store(Some(Arc::new(publisher.clone())));
     link.state.up_swap(true);
     tracing::info!("Redis invalidation link up");
     let mut ping = tokio::time::interval(TIMEOUT);
@@ -145,10 +178,20 @@ async fn connected(
             }
             out = rx.recv() => {
                 let Some(out) = out else { return Ok(()) };
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(CHANNEL).arg(out);
-                let sent = cmd.query_async::<i64>(&mut publisher);
-                tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "publish timed out".to_string())?.map_err(|e| e.to_string())?;
+                let cmd = match out {
+                    Out::Publish(message) => {
+                        let mut cmd = redis::cmd("PUBLISH");
+                        cmd.arg(CHANNEL).arg(message);
+                        cmd
+                    }
+                    Out::Store(key, value, ttl_ms) => {
+                        let mut cmd = redis::cmd("SET");
+                        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
+                        cmd
+                    }
+                };
+                let sent = cmd.query_async::<redis::Value>(&mut publisher);
+                tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "Redis timed out".to_string())?.map_err(|e| e.to_string())?;
             }
             _ = ping.tick() => {
                 let cmd = redis::cmd("PING");

@@ -24,8 +24,13 @@ pub enum Dependency<'a> {
 
 pub struct Versions {
     stripes: Box<[AtomicU64]>,
+    /// When each stripe was last bumped (µs since the epoch), for results shared through Redis:
+    /// another instance's result is taken only if nothing it depends on was bumped here since
+    /// it was read.
+    bumped_at: Box<[AtomicU64]>,
     /// Bumped to drop every result of the database.
     epoch: AtomicU64,
+    epoch_at: AtomicU64,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -33,18 +38,36 @@ impl Default for Versions {
     fn default() -> Self {
         Versions {
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            bumped_at: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             epoch: AtomicU64::new(0),
+            epoch_at: AtomicU64::new(now_us()),
             hasher: foldhash::fast::FixedState::with_seed(0x5eed_cafe),
         }
     }
 }
 
 impl Versions {
-    fn stripe(&self, dep: Dependency<'_>) -> &AtomicU64 {
+    fn index(&self, dep: Dependency<'_>) -> usize {
         let mut h = self.hasher.build_hasher();
         dep.hash(&mut h);
-        let i = std::hash::Hasher::finish(&h) as usize % STRIPES;
-        &self.stripes[i]
+        std::hash::Hasher::finish(&h) as usize % STRIPES
+    }
+
+    fn stripe(&self, dep: Dependency<'_>) -> &AtomicU64 {
+        &self.stripes[self.index(dep)]
+    }
+
+    fn bump(&self, dep: Dependency<'_>) {
+        let i = self.index(dep);
+        self.bumped_at[i].fetch_max(now_us(), SeqCst);
+        self.stripes[i].fetch_add(1, SeqCst);
+    }
+
+    /// The last time (µs since the epoch) anything `relations` and `tags` depend on was bumped here.
+    pub fn last_bump_us(&self, relations: &[Oid], tags: &[Box<str>]) -> u64 {
+        let deps =
+            relations.iter().map(|&o| Dependency::Relation(o)).chain(tags.iter().map(|t| Dependency::Tag(t)));
+        deps.map(|d| self.bumped_at[self.index(d)].load(SeqCst)).fold(self.epoch_at.load(SeqCst), u64::max)
     }
 
     /// The current sum over `relations` and `tags` (and the epoch).
@@ -60,16 +83,25 @@ impl Versions {
     }
 
     pub fn bump_relation(&self, oid: Oid) {
-        self.stripe(Dependency::Relation(oid)).fetch_add(1, SeqCst);
+        self.bump(Dependency::Relation(oid));
     }
 
     pub fn bump_tag(&self, tag: &str) {
-        self.stripe(Dependency::Tag(tag)).fetch_add(1, SeqCst);
+        self.bump(Dependency::Tag(tag));
     }
 
     pub fn bump_all(&self) {
+        self.epoch_at.fetch_max(now_us(), SeqCst);
         self.epoch.fetch_add(1, SeqCst);
     }
+}
+
+/// Wall-clock microseconds since the Unix epoch (comparable between instances on synchronised hosts).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ pub struct CacheGlobal {
     pub fill_wait: Secs,
     /// Redis (redis:// or rediss://) shared by pgpilot instances: results (L2) and invalidations.
     pub redis_url: Option<String>,
-    /// Redis Cluster: the URL is one node of a cluster.
-    pub redis_cluster: bool,
+    /// Share results through Redis too (the second tier), not only invalidations.
+    pub redis_results: bool,
 }
 
 impl Default for CacheGlobal {
@@ -28,7 +28,7 @@ impl Default for CacheGlobal {
             max_entry_bytes: 1 << 20,
             fill_wait: Secs::from_secs(2),
             redis_url: None,
-            redis_cluster: false,
+            redis_results: true,
         }
     }
 }

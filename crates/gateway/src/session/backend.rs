@@ -93,7 +93,7 @@ impl Flow {
             crate::cache::Captured::Complete => {
                 let fill = self.capture.take().expect("checked above");
                 if msg.get(5) == Some(&b'I') {
-                    s.shared.cache.store(&s.db.cache, *fill);
+                    s.shared.cache.store(&s.db.name, &s.db.cache, *fill);
                 }
             }
         }

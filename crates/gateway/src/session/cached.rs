@@ -146,6 +146,9 @@ impl Session {
         let hash = cache.cache.hash(&key_buf);
         let fresh = |e: &Arc<Entry>| e.pg_snapshot == pg_snapshot;
         let mut found = cache.cache.get(&self.db.cache, hash, &key_buf).filter(fresh);
+        if found.is_none() {
+            found = cache.cache.get_shared(&self.db.name, &self.db.cache, hash, &key_buf, pg_snapshot).await;
+        }
         let mut fill = None;
         if found.is_none() {
             match cache.cache.begin_fill(hash) {
@@ -173,6 +176,7 @@ impl Session {
                 let snapshot = self.db.cache.versions.snapshot(&plan.relations, &plan.tags);
                 let max_bytes = cache.cache.global.load().max_entry_bytes as usize;
                 let mut fill = new_fill(hash, &key_buf, plan, snapshot, max_bytes, guard);
+                fill.read_sent_us = crate::cache::versions::now_us();
                 fill.pg_snapshot = pg_snapshot;
                 self.pending_fill = Some(Box::new(fill));
             }
@@ -387,6 +391,7 @@ fn new_fill(
         key: key.into(),
         plan,
         snapshot,
+        read_sent_us: 0,
         pg_snapshot: None,
         row_description: None,
         param_description: None,
