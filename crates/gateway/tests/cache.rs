@@ -59,7 +59,12 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     assert_eq!(first_value(&c, sql).await, "5050");
     let before = hits(&gw);
     assert_eq!(first_value(&c, sql).await, "5050");
-    assert_eq!(hits(&gw), before + 1, "the second read is a hit");
+    assert_eq!(
+        hits(&gw),
+        before + 1,
+        "the second read is a hit: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
     c.simple_query("UPDATE items SET v = v + 1 WHERE id = 1").await.unwrap();
     assert_eq!(first_value(&c, sql).await, "5051", "a write through pgpilot invalidates at once");
     // A write in an explicit transaction invalidates at its commit.
@@ -78,7 +83,7 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     assert_eq!(hits(&gw), h);
     c.simple_query("SET pgpilot.cache = on").await.unwrap();
     assert_eq!(first_value(&c, sql).await, "5052");
-    assert_eq!(hits(&gw), h + 1);
+    assert_eq!(hits(&gw), h + 1, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

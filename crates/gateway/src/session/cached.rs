@@ -162,7 +162,7 @@ impl Session {
             }
         }
         let answered = match found {
-            Some(entry) => self.answer_hit(&request, &entry).await?,
+            Some(entry) => self.answer_hit(&request, &entry, &stmt.normalized).await?,
             None => false,
         };
         if !answered && fill.is_none() {
@@ -170,8 +170,8 @@ impl Session {
             // client whose answer could not be stored: fill it again.
             fill = cache.cache.begin_fill(hash).ok();
         }
-        stats.lookup(plan.fingerprint, &stmt.normalized, answered);
         if !answered {
+            stats.lookup(plan.fingerprint, &stmt.normalized, false);
             if let Some(guard) = fill {
                 let snapshot = self.db.cache.versions.snapshot(&plan.relations, &plan.tags);
                 let max_bytes = cache.cache.global.load().max_entry_bytes as usize;
@@ -187,7 +187,12 @@ impl Session {
 
     /// Writes a hit; false when the entry lacks a part this batch asks for (a Describe the fill
     /// did not see).
-    async fn answer_hit(&mut self, request: &Request, entry: &Entry) -> Result<bool, Ending> {
+    async fn answer_hit(
+        &mut self,
+        request: &Request,
+        entry: &Entry,
+        normalized: &str,
+    ) -> Result<bool, Ending> {
         let mut out = BytesMut::with_capacity(entry.body.len() + 128);
         for step in &request.steps {
             match step {
@@ -223,6 +228,8 @@ impl Session {
         }
         self.buf.advance(request.len);
         let stats = &self.shared.cache.stats;
+        // Counted before the client can see the answer.
+        stats.lookup(entry.fingerprint, normalized, true);
         stats.hit_bytes.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.reg.info.touch();
         self.write(&out).await?;
