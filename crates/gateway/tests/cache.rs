@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use common::*;
 use pgpilot_gateway::config::Config;
@@ -19,19 +18,6 @@ fn cache_config(cluster: &Cluster) -> Config {
     db.routing.health_check_interval = pgpilot_gateway::config::Secs::from_millis(200);
     db.routing.lag_check_interval = pgpilot_gateway::config::Secs::from_millis(200);
     c
-}
-
-/// Waits until the relation catalog the cache judges reads with knows `table`.
-async fn wait_catalog(gw: &Gateway, table: &str) {
-    let db = gw.shared().database("postgres").unwrap();
-    let ok = eventually(Duration::from_secs(20), || {
-        let cache = &db.cache;
-        !cache.catalog_stale()
-            && cache.relations.load().relations().iter().any(|r| r.name == table)
-            && !db.functions.load().is_empty()
-    })
-    .await;
-    assert!(ok, "the relation catalog never listed {table}");
 }
 
 fn hits(gw: &Gateway) -> u64 {
@@ -53,7 +39,7 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     let cluster = Cluster::start();
     cluster.psql("postgres", "CREATE TABLE items (id int primary key, v int); INSERT INTO items SELECT g, g FROM generate_series(1, 100) g");
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "items").await;
+    wait_cache_catalog(&gw, "items").await;
     let c = connect(&gw).await;
     let sql = "SELECT sum(v) FROM items";
     assert_eq!(first_value(&c, sql).await, "5050");
@@ -95,7 +81,7 @@ async fn extended_protocol_binary_params_and_results() {
          INSERT INTO blobs SELECT g, decode(lpad(to_hex(g), 8, '0'), 'hex'), g / 3.0, 'row ' || g FROM generate_series(1, 50) g",
     );
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "blobs").await;
+    wait_cache_catalog(&gw, "blobs").await;
     let mut c = connect(&gw).await;
     // tokio-postgres: named statements, binary parameters and binary results.
     let stmt =
@@ -155,7 +141,7 @@ async fn hits_are_answered_without_a_server() {
         "CREATE TABLE cfg (k text primary key, v text); INSERT INTO cfg VALUES ('a', 'one')",
     );
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "cfg").await;
+    wait_cache_catalog(&gw, "cfg").await;
     let c = connect(&gw).await;
     let sql = "SELECT v FROM cfg WHERE k = 'a'";
     assert_eq!(first_value(&c, sql).await, "one");
@@ -183,7 +169,7 @@ async fn row_level_security_is_never_shared() {
          GRANT SELECT ON docs TO alice, bob",
     );
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "docs").await;
+    wait_cache_catalog(&gw, "docs").await;
     let a = connect(&gw).await;
     let b = connect(&gw).await;
     a.simple_query("SET ROLE alice").await.unwrap();
@@ -204,7 +190,7 @@ async fn row_level_security_is_never_shared() {
         .batch_execute("CREATE TABLE pub (x int); INSERT INTO pub VALUES (1); GRANT SELECT ON pub TO alice")
         .await
         .unwrap();
-    wait_catalog(&gw, "pub").await;
+    wait_cache_catalog(&gw, "pub").await;
     assert_eq!(first_value(&a, "SELECT count(*) FROM pub").await, "1");
     assert!(b.simple_query("SELECT count(*) FROM pub").await.is_err(), "bob may not read pub, cached or not");
 }

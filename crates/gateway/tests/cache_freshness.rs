@@ -234,18 +234,24 @@ fn report(name: &str, r: &Run) {
     );
 }
 
+/// PostgreSQL with the triggers, Redis, and two pgpilot instances sharing both, ready to serve.
+async fn two_instances(consistency: Consistency) -> (Cluster, RedisServer, Gateway, Gateway) {
+    let cluster = cluster();
+    let redis = RedisServer::start();
+    let a = start(config(&cluster, &redis, consistency)).await;
+    let b = start(config(&cluster, &redis, consistency)).await;
+    ready(&a).await;
+    ready(&b).await;
+    (cluster, redis, a, b)
+}
+
 fn direct(cluster: &Cluster) -> String {
     format!("{} sslmode=disable", cluster.conninfo("postgres", "postgres"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_is_never_stale_whoever_writes() {
-    let cluster = cluster();
-    let redis = RedisServer::start();
-    let a = start(config(&cluster, &redis, Consistency::Strict)).await;
-    let b = start(config(&cluster, &redis, Consistency::Strict)).await;
-    ready(&a).await;
-    ready(&b).await;
+    let (cluster, _redis, a, b) = two_instances(Consistency::Strict).await;
     let r = run(&a, Some(&b), vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 40_000).await;
     report(
         "strict, readers on A and B (results shared through Redis), writers through A, B and PostgreSQL",
@@ -258,12 +264,7 @@ async fn strict_is_never_stale_whoever_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_same_instance_is_never_stale_and_others_are_measured() {
-    let cluster = cluster();
-    let redis = RedisServer::start();
-    let a = start(config(&cluster, &redis, Consistency::Bounded)).await;
-    let b = start(config(&cluster, &redis, Consistency::Bounded)).await;
-    ready(&a).await;
-    ready(&b).await;
+    let (cluster, _redis, a, b) = two_instances(Consistency::Bounded).await;
     let r = run(&a, None, vec![], 30_000).await;
     report("bounded, writers through the same pgpilot", &r);
     assert_eq!(r.stale, 0, "bounded served a stale read after a write through the same pgpilot");
@@ -331,12 +332,7 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
 /// a write the other instance has seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_shared_between_instances_through_redis() {
-    let cluster = cluster();
-    let redis = RedisServer::start();
-    let a = start(config(&cluster, &redis, Consistency::Bounded)).await;
-    let b = start(config(&cluster, &redis, Consistency::Bounded)).await;
-    ready(&a).await;
-    ready(&b).await;
+    let (_cluster, _redis, a, b) = two_instances(Consistency::Bounded).await;
     let ca = connect(&a).await;
     let cb = connect(&b).await;
     let sql = "SELECT version FROM fresh WHERE id = $1";

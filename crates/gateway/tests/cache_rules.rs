@@ -31,17 +31,6 @@ fn cache_config(cluster: &Cluster) -> Config {
     c
 }
 
-async fn wait_catalog(gw: &Gateway, table: &str) {
-    let db = gw.shared().database("postgres").unwrap();
-    let ok = eventually(Duration::from_secs(20), || {
-        !db.cache.catalog_stale()
-            && db.cache.relations.load().relations().iter().any(|r| r.name == table)
-            && !db.functions.load().is_empty()
-    })
-    .await;
-    assert!(ok, "the relation catalog never listed {table}");
-}
-
 fn hits(gw: &Gateway) -> u64 {
     gw.shared().cache.stats.hits.load(Relaxed)
 }
@@ -73,7 +62,7 @@ async fn rules_hints_tags_and_manual_invalidation() {
          CREATE TABLE users (id int, name text); INSERT INTO users VALUES (42, 'ann')",
     );
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "users").await;
+    wait_cache_catalog(&gw, "users").await;
     let c = connect(&gw).await;
     // A rule with cache = false.
     value(&c, "SELECT x FROM nocache_me").await;
@@ -150,7 +139,7 @@ async fn writes_to_partitions_and_children_invalidate_their_parents() {
          INSERT INTO dogs VALUES ('rex')",
     );
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "dogs").await;
+    wait_cache_catalog(&gw, "dogs").await;
     let c = connect(&gw).await;
     let parent = "SELECT count(*) FROM events";
     let sibling = "SELECT count(*) FROM events_2024";
@@ -179,7 +168,7 @@ async fn concurrent_misses_wait_for_one_fill() {
         "CREATE FUNCTION slow_one(int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 FROM pg_sleep(0.3)'",
     );
     let gw = start(cache_config(&cluster)).await;
-    wait_catalog(&gw, "slow").await;
+    wait_cache_catalog(&gw, "slow").await;
     let sql = "SELECT slow_one(x) FROM slow";
     let mut tasks = Vec::new();
     for _ in 0..8 {
