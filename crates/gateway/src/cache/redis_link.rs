@@ -178,20 +178,27 @@ async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<
             }
             out = rx.recv() => {
                 let Some(out) = out else { return Ok(()) };
-                let cmd = match out {
+                let (cmd, is_result) = match out {
                     Out::Publish(message) => {
                         let mut cmd = redis::cmd("PUBLISH");
                         cmd.arg(CHANNEL).arg(message);
-                        cmd
+                        (cmd, false)
                     }
                     Out::Store(key, value, ttl_ms) => {
                         let mut cmd = redis::cmd("SET");
                         cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
-                        cmd
+                        (cmd, true)
                     }
                 };
                 let sent = cmd.query_async::<redis::Value>(&mut publisher);
-                tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "Redis timed out".to_string())?.map_err(|e| e.to_string())?;
+                let answer = tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "Redis timed out".to_string())?;
+                match answer {
+                    // A result Redis refuses (out of memory, a cluster node that does not own the
+                    // key) is only not shared; the link stays up.
+                    Err(e) if is_result => tracing::debug!(error = %e, "a result was not stored in Redis"),
+                    Err(e) => return Err(e.to_string()),
+                    Ok(_) => {}
+                }
             }
             _ = ping.tick() => {
                 let cmd = redis::cmd("PING");

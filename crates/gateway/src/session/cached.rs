@@ -131,7 +131,8 @@ impl Session {
                 }
             },
         };
-        let mut key_buf = std::mem::take(&mut self.cache_key);
+        // Not kept in the session: an idle client holds no buffer.
+        let mut key_buf = Vec::with_capacity(request.text.len() + request.bind_rest.len() + 256);
         let ext =
             (request.protocol == Protocol::Extended).then_some((&*request.param_types, &*request.bind_rest));
         key::build(
@@ -181,7 +182,6 @@ impl Session {
                 self.pending_fill = Some(Box::new(fill));
             }
         }
-        self.cache_key = key_buf;
         Ok(answered)
     }
 

@@ -83,8 +83,6 @@ pub struct Session {
     pub(super) cache_identity_changed: bool,
     /// A cache miss whose answer the next attachment collects.
     pub(super) pending_fill: Option<Box<crate::cache::Fill>>,
-    /// Reused buffer for cache keys.
-    pub(super) cache_key: Vec<u8>,
 }
 
 impl Session {
@@ -126,7 +124,6 @@ impl Session {
             cache_off: false,
             cache_identity_changed: false,
             pending_fill: None,
-            cache_key: Vec::new(),
         }
     }
 
