@@ -2,6 +2,7 @@
 
 mod advise;
 mod bench;
+mod cache;
 mod convert;
 mod demo;
 mod exit;
@@ -55,6 +56,8 @@ enum Command {
     Advise(advise::AdviseArgs),
     /// Measure PostgreSQL endpoints side by side with latency percentiles.
     Bench(bench::BenchArgs),
+    /// Result cache: install the triggers that catch writes made outside pgpilot.
+    Cache(cache::CacheArgs),
     /// Maintenance jobs: list, run one now, show history.
     Jobs(jobs::JobsArgs),
     /// Partition planning: convert a plain table into a partitioned one (prints the steps).
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Advise(args) => advise::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Cache(args) => cache::run(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Partitions(args) => jobs::partitions(args),
         Command::Convert(args) => convert::run(args),

@@ -62,6 +62,8 @@ pub struct Database {
     pub disabled: AtomicBool,
     /// Round-robin position among replicas.
     pub next_replica: AtomicUsize,
+    /// The result cache's state for this database (settings, relation catalog, table versions).
+    pub cache: crate::cache::DbCache,
 }
 
 impl Database {
@@ -78,6 +80,7 @@ impl Database {
             backends.push(Arc::new(Backend::new(i + 1, url.clone(), false, r.weight(), r.tags().to_vec())));
         }
         backends[0].set_role(Role::Primary);
+        let cache = crate::cache::DbCache::new(&config.cache);
         Ok(Database {
             name: Arc::from(name),
             routing: ArcSwap::from_pointee(config.routing.clone()),
@@ -92,6 +95,7 @@ impl Database {
             paused: watch::Sender::new(false),
             disabled: AtomicBool::new(false),
             next_replica: AtomicUsize::new(0),
+            cache,
         })
     }
 
@@ -181,6 +185,7 @@ impl Database {
     pub fn update_settings(&self, config: &Config, db: &DatabaseConfig) {
         self.limit.set_max(db.max_db_connections.unwrap_or(config.pgpilot.max_db_connections));
         self.routing.store(Arc::new(db.routing.clone()));
+        self.cache.update(&db.cache);
         for (user, set) in self.pools.lock().iter() {
             let settings = Arc::new(PoolSettings::resolve(config, db, user));
             for pool in set.all() {

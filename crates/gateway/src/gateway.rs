@@ -60,6 +60,8 @@ impl Gateway {
         shared.jobs.store(crate::jobs::start(&shared, &config.jobs).map(Arc::new));
         gw.background.push(tokio::spawn(janitor(shared.clone())));
         gw.background.push(tokio::spawn(crate::routing::monitor::run(shared.clone())));
+        gw.background.push(tokio::spawn(crate::cache::channel::run(shared.clone())));
+        gw.background.push(tokio::spawn(crate::cache::redis_link::run(shared.clone())));
         tracing::info!(listen = ?gw.addrs, http = ?gw.http_addr, databases = config.databases.len(), "pgpilot is ready");
         Ok(gw)
     }

@@ -25,6 +25,7 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .merge(crate::insight::routes())
         .merge(crate::jobs::routes())
         .merge(crate::advisor::routes())
+        .merge(crate::cache::api::routes())
         .layer(middleware::from_fn_with_state(shared.clone(), require_token));
     let app = Router::new()
         .route("/metrics", get(metrics))

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod advisor;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod databases;
 mod gateway;

@@ -60,6 +60,7 @@ pub fn render(shared: &Shared) -> String {
     render_routing(&mut out, shared);
     crate::insight::render_metrics(shared, &mut out);
     crate::jobs::render_metrics(shared, &mut out);
+    crate::cache::api::render_metrics(shared, &mut out);
     out
 }
 

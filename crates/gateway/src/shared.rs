@@ -46,6 +46,8 @@ pub struct Shared {
     pub insight: crate::insight::Insight,
     /// Statement classification, parsed once per distinct text.
     pub classifier: pgpilot_sql::Classifier,
+    /// The result cache (each database opts in).
+    pub cache: crate::cache::ResultCache,
     /// Command-line overrides, re-applied on every reload.
     pub overrides: crate::config::QuickStart,
     /// Set by SHUTDOWN and signals; the gateway's main task watches it.
@@ -77,6 +79,7 @@ impl Shared {
             stats_window: Mutex::new(Default::default()),
             insight: crate::insight::Insight::new(&config.insight),
             classifier: pgpilot_sql::Classifier::new(CLASSIFIER_CAPACITY),
+            cache: crate::cache::ResultCache::new(&config.cache),
             overrides,
             shutdown_requested: tokio::sync::Notify::new(),
             reload_requested: tokio::sync::Notify::new(),
@@ -143,6 +146,7 @@ impl Shared {
         self.tls_connector.store(connector);
         self.databases.store(Arc::new(next));
         self.insight.configure(&config.insight);
+        self.cache.configure(&config.cache);
         self.config.store(Arc::new(config));
         Ok(())
     }

@@ -814,6 +814,7 @@ fn the_openapi_file_documents_every_endpoint() {
         ("/api/v1/monitoring/health", &["get"]),
         ("/api/v1/monitoring/replicas", &["get"]),
         ("/api/v1/cache/stats", &["get"]),
+        ("/api/v1/cache/invalidate", &["post"]),
         ("/api/v1/advisor/findings", &["get"]),
         ("/api/v1/jobs", &["get"]),
         ("/api/v1/jobs/history", &["get"]),

@@ -117,5 +117,8 @@ mod tests {
         assert_eq!(db.replicas.len(), 1);
         assert_eq!(setup.config.pool_size(db), 8);
         assert!(setup.text.contains("pool_mode = \"transaction\""));
+        assert_eq!(setup.cache_refused, None, "the gateway accepts the demo's cache settings");
+        assert!(db.cache.enabled);
+        assert_eq!(setup.config.cache.redis_url.as_deref().is_some(), plan().redis_url.is_some());
     }
 }

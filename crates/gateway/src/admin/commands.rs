@@ -28,6 +28,7 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
             .map(|_| Reply::Tag(if words[0] == "DISABLE" { "DISABLE" } else { "ENABLE" })),
         "RECONNECT" => reconnect(shared, arg.as_deref()).map(|_| Reply::Tag("RECONNECT")),
         "KILL" => kill(shared, arg.as_deref()).map(|_| Reply::Tag("KILL")),
+        "INVALIDATE" => invalidate_cache(shared, text).map(|_| Reply::Tag("INVALIDATE CACHE")),
         "RELOAD" => {
             shared.reload_requested.notify_one();
             Ok(Reply::Tag("RELOAD"))
@@ -66,6 +67,7 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         "USERS" => show::users(shared),
         "LISTS" => show::lists(shared),
         "JOBS" => super::jobs::show(shared),
+        "CACHE" => crate::cache::api::show(shared),
         "HELP" | "" => show::help(),
         other => {
             return Err(PgError::error(SqlState::SYNTAX_ERROR, format!("unknown SHOW item: {other}"))
@@ -73,6 +75,40 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         }
     };
     Ok(Reply::Rows(rs))
+}
+
+/// `INVALIDATE CACHE TABLE name [IN db]`, `INVALIDATE CACHE TAG t [IN db]`, `INVALIDATE CACHE ALL [IN db]`.
+fn invalidate_cache(shared: &Shared, text: &str) -> Result<(), PgError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let usage = || {
+        PgError::error(
+            SqlState::SYNTAX_ERROR,
+            "usage: INVALIDATE CACHE TABLE <name> | TAG <tag> | ALL [IN <database>]",
+        )
+    };
+    if words.get(1).map(|w| w.to_ascii_uppercase()) != Some("CACHE".into()) {
+        return Err(usage());
+    }
+    let mut req = crate::cache::api::InvalidateRequest::default();
+    let (what, rest) = match words.get(2).map(|w| w.to_ascii_uppercase()).as_deref() {
+        Some("TABLE") => (words.get(3).map(|t| t.to_string()).ok_or_else(usage)?, 4),
+        Some("TAG") => (words.get(3).map(|t| t.trim_matches('\'').to_string()).ok_or_else(usage)?, 4),
+        Some("ALL") => (String::new(), 3),
+        _ => return Err(usage()),
+    };
+    match words[2].to_ascii_uppercase().as_str() {
+        "TABLE" => req.table = Some(what),
+        "TAG" => req.tag = Some(what),
+        _ => req.all = true,
+    }
+    match (words.get(rest).map(|w| w.to_ascii_uppercase()).as_deref(), words.get(rest + 1)) {
+        (None, _) => {}
+        (Some("IN"), Some(db)) => req.database = Some(db.trim_matches('"').to_string()),
+        _ => return Err(usage()),
+    }
+    crate::cache::api::invalidate(shared, &req)
+        .map(|_| ())
+        .map_err(|e| PgError::error(SqlState::SYNTAX_ERROR, e))
 }
 
 fn databases_named(

@@ -507,7 +507,8 @@ pub fn lists(shared: &Shared) -> ResultSet {
 pub fn help() -> ResultSet {
     let mut rs = ResultSet::new(&["command"]);
     for c in [
-        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|LISTS|JOBS",
+        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|LISTS|JOBS|CACHE",
+        "INVALIDATE CACHE TABLE <name> | TAG <tag> | ALL [IN <db>]",
         "PAUSE [<db>]",
         "RESUME [<db>]",
         "DISABLE <db>",

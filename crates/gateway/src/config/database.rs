@@ -31,6 +31,9 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// The result cache for this database (off unless enabled).
+    #[serde(default, skip_serializing_if = "super::cache::DatabaseCache::is_default")]
+    pub cache: super::cache::DatabaseCache,
 }
 
 impl DatabaseConfig {

@@ -1,6 +1,7 @@
 //! pgpilot.toml: what the gateway runs. Loaded, validated with messages a person can act on,
 //! and reloaded on SIGHUP.
 
+pub mod cache;
 mod database;
 pub mod duration;
 mod general;
@@ -45,6 +46,9 @@ pub struct Config {
     /// Maintenance jobs (docs/jobs.md), run by the gateway's scheduler.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<pgpilot_scheduler::JobSpec>,
+    /// The result cache's shared settings (each database opts in under [databases.NAME.cache]).
+    #[serde(default)]
+    pub cache: cache::CacheGlobal,
     /// Where the file came from, for reloads; not part of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,

@@ -78,6 +78,9 @@ pub fn problems(c: &Config) -> Vec<String> {
             .into_iter()
             .map(|p| format!("[[jobs]] {p}")),
     );
+    let caches: Vec<(&str, &super::cache::DatabaseCache)> =
+        c.databases.iter().map(|(n, d)| (n.as_str(), &d.cache)).collect();
+    out.extend(super::cache::problems(&c.cache, &caches));
     out
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pgpilot_sql::{FunctionCatalog, Volatility};
+use pgpilot_sql::{FunctionCatalog, RelationCatalog, Volatility};
 
 use super::backend::{now_ms, parse_lsn, Backend, Role};
 use crate::databases::{Database, PoolSet};
@@ -45,6 +45,8 @@ struct DatabaseMonitor {
     db: Arc<Database>,
     probes: Vec<Option<Probe>>,
     catalog_loaded: Option<Instant>,
+    /// When the relation catalog (for the result cache) was last read.
+    relations_loaded: Option<Instant>,
     /// When the primary was first seen at each WAL position: how long ago a replica's position was
     /// current is its lag in time.
     history: std::collections::VecDeque<(u64, u64)>,
@@ -69,6 +71,7 @@ pub async fn run(shared: Arc<Shared>) {
                     db: db.clone(),
                     probes: db.backends.iter().map(|_| None).collect(),
                     catalog_loaded: None,
+                    relations_loaded: None,
                     history: Default::default(),
                 });
             }
@@ -87,7 +90,7 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 /// The pools whose credentials the monitor logs in with: the forced user's, or any client's.
-fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet>> {
+pub(crate) fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet>> {
     if let Some(set) = db.pool_sets().into_iter().next() {
         return Some(set);
     }
@@ -132,6 +135,37 @@ impl DatabaseMonitor {
         self.measure_lag(&readings, now);
         if self.catalog_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
             self.load_functions().await;
+        }
+        let cache = &self.db.cache;
+        let due = self.relations_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) || cache.catalog_stale();
+        if cache.enabled() && due {
+            self.load_relations().await;
+        }
+    }
+
+    /// The relation catalog the result cache judges reads with (RLS, temporary and system
+    /// relations, partitions, inheritance, views). Read again after DDL through pgpilot.
+    async fn load_relations(&mut self) {
+        let primary = self.db.primary_index();
+        let Some(probe) = self.probes[primary].as_mut() else { return };
+        let generation = self.db.cache.catalog_generation();
+        let mut answers: [Vec<Vec<Option<String>>>; 5] = Default::default();
+        for (answer, sql) in answers.iter_mut().zip(RelationCatalog::TEXT_QUERIES) {
+            match query(&probe.sock, &mut probe.buf, None, sql, Duration::from_secs(10)).await {
+                Ok(rows) => *answer = rows,
+                Err(e) => {
+                    tracing::warn!(database = %self.db.name, error = %e, "could not load the relation catalog");
+                    self.probes[primary] = None;
+                    return;
+                }
+            }
+        }
+        match RelationCatalog::from_text_rows(&answers) {
+            Some(catalog) => {
+                self.db.cache.set_relations(catalog, generation);
+                self.relations_loaded = Some(Instant::now());
+            }
+            None => tracing::warn!(database = %self.db.name, "the relation catalog had an unexpected shape"),
         }
     }
 

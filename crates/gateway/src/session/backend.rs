@@ -23,6 +23,9 @@ impl Flow {
     ) {
         let tag = server.buf[start];
         let injected = self.expected.front_is_injected();
+        if !injected && self.capture.is_some() {
+            self.capture_message(s, &server.buf[start..end]);
+        }
         match tag {
             b'S' => {
                 if let Some((k, v)) = parse_parameter_status(&server.buf[start + 5..end]) {
@@ -81,6 +84,24 @@ impl Flow {
             }
         }
         self.emit_passive(s);
+    }
+
+    /// Feeds the fill of a cache miss with the first answer of the attachment.
+    fn capture_message(&mut self, s: &Session, msg: &[u8]) {
+        let Some(fill) = self.capture.as_mut() else { return };
+        match fill.capture(msg) {
+            crate::cache::Captured::Continue => {}
+            crate::cache::Captured::Abandon(why) => {
+                s.shared.cache.stats.bypass(why);
+                self.capture = None;
+            }
+            crate::cache::Captured::Complete => {
+                let fill = self.capture.take().expect("checked above");
+                if msg.get(5) == Some(&b'I') {
+                    s.shared.cache.store(&s.db.name, &s.db.cache, *fill);
+                }
+            }
+        }
     }
 
     /// Answers pgpilot gives itself, emitted once everything before them has been answered.
@@ -149,6 +170,12 @@ impl Flow {
         }
         s.status = status;
         self.requests += 1;
+        if status == TxnStatus::Idle && self.invalidation != crate::cache::Invalidation::Nothing {
+            // Before this ReadyForQuery reaches the client: no read that starts after the client
+            // learns of the commit can be answered from a result read before it.
+            let inv = std::mem::take(&mut self.invalidation);
+            s.invalidate(&inv);
+        }
         let now = Instant::now();
         if let Some(q) = self.query_started.take() {
             self.query_time_us += now.duration_since(q).as_micros() as u64;

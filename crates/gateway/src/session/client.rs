@@ -112,6 +112,12 @@ pub struct Session {
     pub(super) retries: u8,
     /// How long the request now being sent waited for a server (statistics).
     pub(super) wait_before_send: Duration,
+    /// `SET pgpilot.cache = off`.
+    pub(super) cache_off: bool,
+    /// SET SESSION AUTHORIZATION ran: results are no longer the login user's to share.
+    pub(super) cache_identity_changed: bool,
+    /// A cache miss whose answer the next attachment collects.
+    pub(super) pending_fill: Option<Box<crate::cache::Fill>>,
 }
 
 impl Session {
@@ -151,6 +157,9 @@ impl Session {
             search_path: None,
             retries: 0,
             wait_before_send: Duration::ZERO,
+            cache_off: false,
+            cache_identity_changed: false,
+            pending_fill: None,
         }
     }
 
@@ -210,6 +219,9 @@ impl Session {
                     }
                 }
                 if matches!(h.tag, b'C' | b'P') && self.statements_locally().await? {
+                    return Ok(());
+                }
+                if self.db.cache.enabled() && self.answer_from_cache(h).await? {
                     return Ok(());
                 }
                 self.attach_routed().await?;

@@ -88,6 +88,14 @@ pub(super) struct Flow {
     pub(super) unnamed_query: Option<crate::insight::QueryKey>,
     pub(super) portal_query: Option<crate::insight::QueryKey>,
     pub(super) portal_parameters: Option<Vec<Option<String>>>,
+    /// The result cache is on for this database: writes are noted for invalidation.
+    pub(super) cache_on: bool,
+    /// A cache miss being filled from the first answer of this attachment.
+    pub(super) capture: Option<Box<crate::cache::Fill>>,
+    /// What the open transaction's writes invalidate when it ends.
+    pub(super) invalidation: crate::cache::Invalidation,
+    /// What the last unnamed Parse invalidates, for its Binds.
+    pub(super) unnamed_invalidation: Option<crate::cache::Invalidation>,
 }
 
 impl Flow {
@@ -123,6 +131,10 @@ impl Flow {
             unnamed_query: None,
             portal_query: None,
             portal_parameters: None,
+            cache_on: s.db.cache.enabled(),
+            capture: None,
+            invalidation: Default::default(),
+            unnamed_invalidation: None,
         }
     }
 
@@ -151,6 +163,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
     let max_prepared = server.pool().settings.load().max_prepared;
     let mut flow = Flow::new(s, max_prepared);
     flow.rewrite &= max_prepared > 0;
+    flow.capture = s.pending_fill.take();
     if s.mode == PoolMode::Transaction {
         inject_param_sync(s, &mut server, &mut flow);
     }
@@ -170,6 +183,10 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         Ok(()) => pump(s, &mut server, &mut flow).await,
     };
     record_stats(&server, &flow);
+    if !matches!(exit, Exit::Release) && flow.invalidation != crate::cache::Invalidation::Nothing {
+        // The transaction's outcome is unknown (a COMMIT may have run): invalidate anyway.
+        s.invalidate(&flow.invalidation);
+    }
     match exit {
         Exit::Release => {
             s.retries = 0;
@@ -487,6 +504,9 @@ fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             flow.server_message(s, server, pos, end);
             pos = end;
         } else if matches!(h.tag, b'D' | b'd') && h.total > STREAM_MIN && !flow.expected.front_is_injected() {
+            if flow.capture.take().is_some() {
+                s.shared.cache.stats.bypass(crate::cache::Bypass::TooLarge);
+            }
             flow.to_client.extend_from_slice(&server.buf[pos..]);
             flow.server_pass = h.total - available;
             pos = server.buf.len();

@@ -29,6 +29,9 @@ impl Flow {
         msg: &[u8],
     ) -> Result<(), Ending> {
         let body = &msg[5..];
+        if self.cache_on {
+            self.note_writes(s, tag, body);
+        }
         match tag {
             b'Q' => return self.query(s, server, msg),
             b'S' => {
@@ -98,6 +101,40 @@ impl Flow {
         }
         self.to_server.extend_from_slice(msg);
         Ok(())
+    }
+
+    /// Notes what a statement passing to the server will invalidate when its transaction ends.
+    fn note_writes(&mut self, s: &mut Session, tag: u8, body: &[u8]) {
+        let inv = match tag {
+            b'Q' => match frontend::parse_query(body) {
+                Some(text) => s.invalidation_of_text(text),
+                None => return,
+            },
+            b'P' => {
+                let Some(p) = frontend::parse_parse(body) else { return };
+                let inv = s.invalidation_of_text(p.query);
+                if p.name.is_empty() {
+                    self.unnamed_invalidation = Some(inv.clone());
+                } else if !self.rewrite {
+                    // Session pooling keeps no registry of its own: remember the text for Binds.
+                    s.statements.named.insert(p.name.into(), PreparedStatement::new(p.query, p.param_types));
+                }
+                inv
+            }
+            b'B' => {
+                let Some(b) = frontend::parse_bind(body) else { return };
+                s.invalidation_of_bind(b.statement, self.unnamed_invalidation.as_ref())
+            }
+            b'F' => crate::cache::Invalidation::Everything,
+            b'C' if !self.rewrite => {
+                if let Some((b'S', name)) = frontend::parse_target(body) {
+                    s.statements.named.remove(name);
+                }
+                return;
+            }
+            _ => return,
+        };
+        self.invalidation.merge(inv);
     }
 
     fn push_extended(&mut self, reply: Reply) {

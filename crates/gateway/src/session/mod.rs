@@ -1,6 +1,7 @@
 //! One client connection from accept to close: opening, login, then the session loop.
 
 mod backend;
+mod cached;
 pub mod cancel;
 mod client;
 mod expect;

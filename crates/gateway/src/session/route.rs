@@ -49,11 +49,7 @@ impl Session {
     /// What the request starting with `msg` needs. Plain reads and plain writes are recognised by a
     /// quick lexical scan; everything else is classified with the PostgreSQL grammar (cached by text).
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
-        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
-        if self.search_path.as_ref().is_none_or(|p| p.0 != raw) {
-            let schemas = pgpilot_sql::parse_search_path(raw, &self.user);
-            self.search_path = Some(Box::new((raw.to_string(), schemas)));
-        }
+        self.refresh_search_path();
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
         let Some(sql) = self.text_of(msg).and_then(|t| std::str::from_utf8(t).ok()) else { return unknown };
@@ -68,12 +64,26 @@ impl Session {
         verdict(&self.db, &stmt, &self.request())
     }
 
+    /// The search_path's schemas, parsed again only when its value changed.
+    /// The schemas of search_path as last refreshed.
+    pub(super) fn schemas(&self) -> &[String] {
+        self.search_path.as_ref().map_or(&[], |p| &p.1)
+    }
+
+    pub(super) fn refresh_search_path(&mut self) {
+        let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
+        if self.search_path.as_ref().is_none_or(|p| p.0 != raw) {
+            let schemas = pgpilot_sql::parse_search_path(raw, &self.user);
+            self.search_path = Some(Box::new((raw.to_string(), schemas)));
+        }
+    }
+
     fn request(&self) -> Request<'_> {
         Request {
             session_route: self.route,
             tag: self.tag.as_deref(),
             last_write_ms: self.last_write_ms,
-            search_path: self.search_path.as_ref().map_or(&[][..], |p| &p.1[..]),
+            search_path: self.schemas(),
         }
     }
 
@@ -167,6 +177,9 @@ impl Session {
         match name.as_str() {
             "pgpilot.route" => {
                 self.route = value.as_deref().and_then(SessionRoute::parse).unwrap_or_default()
+            }
+            "pgpilot.cache" => {
+                self.cache_off = matches!(value.as_deref(), Some("off" | "false" | "0" | "no"));
             }
             _ => return None,
         }

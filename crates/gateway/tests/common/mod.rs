@@ -151,3 +151,16 @@ pub async fn http_get(url: String) -> (u16, String) {
     .await
     .unwrap()
 }
+
+/// Waits until the result cache's relation catalog of database `postgres` lists `table` (and the
+/// function catalog is loaded): before that nothing is cached.
+pub async fn wait_cache_catalog(gw: &Gateway, table: &str) {
+    let db = gw.shared().database("postgres").unwrap();
+    let ok = eventually(Duration::from_secs(20), || {
+        !db.cache.catalog_stale()
+            && db.cache.relations.load().relations().iter().any(|r| r.name == table)
+            && !db.functions.load().is_empty()
+    })
+    .await;
+    assert!(ok, "the relation catalog never listed {table}");
+}

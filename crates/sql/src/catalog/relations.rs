@@ -83,7 +83,7 @@ const RELATIONS_SQL: &str = "\
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind, c.relrowsecurity, c.relforcerowsecurity, \
        c.relpersistence = 't', \
        n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname LIKE 'pg\\_toast%', \
-       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> 'pgpilot_cache_bump') \
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
 
@@ -117,7 +117,66 @@ SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
+/// Text rows of one query (None for NULL), as a simple-protocol client reads them.
+pub type TextRows = Vec<Vec<Option<String>>>;
+
 impl RelationCatalog {
+    /// The queries [`RelationCatalog::from_text_rows`] wants the answers of, in this order, for
+    /// callers that run them on a connection of their own (the gateway's monitor).
+    pub const TEXT_QUERIES: [&'static str; 5] =
+        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, VIEW_DEPENDS_SQL, VIEW_DEFS_SQL];
+
+    /// Builds the catalog from the text answers of [`RelationCatalog::TEXT_QUERIES`]; None when an
+    /// answer does not have the expected shape.
+    pub fn from_text_rows(answers: &[TextRows; 5]) -> Option<RelationCatalog> {
+        fn text(row: &[Option<String>], i: usize) -> Option<&str> {
+            row.get(i).and_then(|v| v.as_deref())
+        }
+        let oid = |row: &[Option<String>], i: usize| text(row, i)?.parse::<Oid>().ok();
+        let flag = |row: &[Option<String>], i: usize| text(row, i) == Some("t");
+        let mut relations = Vec::new();
+        for row in &answers[0] {
+            relations.push(Relation {
+                oid: oid(row, 0)?,
+                schema: text(row, 1)?.to_string(),
+                name: text(row, 2)?.to_string(),
+                kind: RelKind::from_relkind(text(row, 3)?.bytes().next()? as i8),
+                row_security: flag(row, 4),
+                force_row_security: flag(row, 5),
+                temporary: flag(row, 6),
+                system: flag(row, 7),
+                has_triggers: flag(row, 8),
+                ancestors: Vec::new(),
+                descendants: Vec::new(),
+                view_reads: Vec::new(),
+                view_volatility: Volatility::Immutable,
+                cascades_to: Vec::new(),
+            });
+        }
+        let pairs = |rows: &TextRows| -> Option<Vec<(Oid, Oid)>> {
+            rows.iter().map(|r| Some((oid(r, 0)?, oid(r, 1)?))).collect()
+        };
+        let inherits = pairs(&answers[1])?;
+        let cascades = pairs(&answers[2])?;
+        let mut view_deps = ViewDependencies::default();
+        for row in &answers[3] {
+            match text(row, 2) {
+                None => view_deps.reads.push((oid(row, 0)?, oid(row, 1)?)),
+                Some(code) => view_deps
+                    .volatility
+                    .push((oid(row, 0)?, Volatility::from_provolatile(code.bytes().next()? as i8))),
+            }
+        }
+        for row in &answers[4] {
+            if text(row, 1).is_none_or(reads_the_clock_or_session) {
+                view_deps.volatility.push((oid(row, 0)?, Volatility::Stable));
+            }
+        }
+        let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
+        catalog.loaded_at = Some(Instant::now());
+        Some(catalog)
+    }
+
     /// Reads the relations of the connected database.
     pub async fn load(client: &Client) -> Result<RelationCatalog, CatalogError> {
         let mut relations = Vec::new();

@@ -1,0 +1,237 @@
+//! Invalidations between pgpilot instances over Redis pub/sub. Every instance publishes what the
+//! writes it forwarded invalidated (at their commit) and applies what the others publish. While
+//! Redis is configured but unreachable, nothing is served from the cache (fail closed): a write
+//! through another instance could go unheard. When the link comes back every database's results
+//! are dropped. Classic pub/sub is broadcast to every node of a Redis Cluster, so the URL may name
+//! any node of one.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::channel::ChannelState;
+use super::Invalidation;
+use crate::shared::{Phase, Shared};
+
+pub const CHANNEL: &str = "pgpilot:cache:invalidate";
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the link sends to Redis.
+enum Out {
+    Publish(String),
+    /// A result for the shared tier: key, value, time to live in ms.
+    Store(String, Vec<u8>, u64),
+}
+
+pub struct RedisLink {
+    /// This process, so it ignores its own messages.
+    instance: u64,
+    pub state: ChannelState,
+    tx: mpsc::UnboundedSender<Out>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Out>>>,
+    configured: std::sync::atomic::AtomicBool,
+    /// The connection while the link is up, for reading shared results.
+    conn: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+    pub l2_hits: std::sync::atomic::AtomicU64,
+    pub l2_rejected: std::sync::atomic::AtomicU64,
+}
+
+impl Default for RedisLink {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        RedisLink {
+            instance: rand::random(),
+            state: ChannelState::default(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            configured: Default::default(),
+            conn: Default::default(),
+            l2_hits: Default::default(),
+            l2_rejected: Default::default(),
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+impl RedisLink {
+    pub fn set_configured(&self, on: bool) {
+        self.configured.store(on, SeqCst);
+        self.state.set_required(on);
+    }
+
+    pub fn serving(&self) -> bool {
+        self.state.serving()
+    }
+
+    /// Queues a message for the other instances: `instance db µs kind [data]`.
+    pub fn publish(&self, database: &str, inv: &Invalidation) {
+        if !self.configured.load(SeqCst) {
+            return;
+        }
+        let body = match inv {
+            Invalidation::Nothing => return,
+            Invalidation::Relations(oids) => {
+                let list: Vec<String> = oids.iter().map(|o| o.to_string()).collect();
+                format!("R {}", list.join(","))
+            }
+            Invalidation::Everything | Invalidation::Schema => "A".to_string(),
+        };
+        let _ = self.tx.send(Out::Publish(format!("{} {} {} {body}", self.instance, database, now_us())));
+    }
+
+    /// Whether results may be queued for the shared tier now.
+    pub fn accepting(&self) -> bool {
+        self.configured.load(SeqCst) && self.state.up()
+    }
+
+    /// Queues a result for the shared tier.
+    pub fn store(&self, key: String, value: Vec<u8>, ttl_ms: u64) {
+        let _ = self.tx.send(Out::Store(key, value, ttl_ms.max(1)));
+    }
+
+    /// A result another instance stored, if the link is up and Redis answers in time.
+    pub async fn fetch(&self, key: &str) -> Option<Vec<u8>> {
+        let mut conn = (*self.conn.load_full()?).clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        let got = tokio::time::timeout(TIMEOUT, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await;
+        got.ok()?.ok()?
+    }
+
+    pub fn publish_tag(&self, database: &str, tag: &str) {
+        if self.configured.load(SeqCst) {
+            let _ =
+                self.tx.send(Out::Publish(format!("{} {} {} T {tag}", self.instance, database, now_us())));
+        }
+    }
+}
+
+/// Runs the link until the gateway stops.
+pub async fn run(shared: Arc<Shared>) {
+    let Some(mut rx) = shared.cache.redis.rx.lock().take() else { return };
+    loop {
+        if shared.phase() == Phase::Stopped {
+            return;
+        }
+        let url = shared.config.load().cache.redis_url.clone();
+        let link = &shared.cache.redis;
+        link.set_configured(url.is_some());
+        let Some(url) = url else {
+            while rx.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let result = connected(&shared, &url, &mut rx).await;
+        link.conn.store(None);
+        if let Err(e) = result {
+            if link.state.up_swap(false) {
+                tracing::warn!(error = %e, "Redis invalidation link down: serving nothing from the cache until it is back");
+            }
+        }
+        drop_everything(&shared);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn drop_everything(shared: &Shared) {
+    for db in shared.databases.load().values() {
+        db.cache.versions.bump_all();
+    }
+}
+
+async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<Out>) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut publisher = tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    pubsub.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
+    let mut messages = pubsub.into_on_message();
+    let link = &shared.cache.redis;
+    // Invalidations published while the link was down were lost.
+    drop_everything(shared);
+    link.conn.store(Some(Arc::new(publisher.clone())));
+    link.state.up_swap(true);
+    tracing::info!("Redis invalidation link up");
+    let mut ping = tokio::time::interval(TIMEOUT);
+    loop {
+        if shared.phase() == Phase::Stopped || shared.config.load().cache.redis_url.as_deref() != Some(url) {
+            return Ok(());
+        }
+        tokio::select! {
+            m = messages.next() => {
+                let Some(m) = m else { return Err("subscription closed".into()) };
+                if let Ok(payload) = m.get_payload::<String>() {
+                    apply(shared, &payload);
+                }
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { return Ok(()) };
+                let (cmd, is_result) = match out {
+                    Out::Publish(message) => {
+                        let mut cmd = redis::cmd("PUBLISH");
+                        cmd.arg(CHANNEL).arg(message);
+                        (cmd, false)
+                    }
+                    Out::Store(key, value, ttl_ms) => {
+                        let mut cmd = redis::cmd("SET");
+                        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
+                        (cmd, true)
+                    }
+                };
+                let sent = cmd.query_async::<redis::Value>(&mut publisher);
+                let answer = tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "Redis timed out".to_string())?;
+                match answer {
+                    // A result Redis refuses (out of memory, a cluster node that does not own the
+                    // key) is only not shared; the link stays up.
+                    Err(e) if is_result => tracing::debug!(error = %e, "a result was not stored in Redis"),
+                    Err(e) => return Err(e.to_string()),
+                    Ok(_) => {}
+                }
+            }
+            _ = ping.tick() => {
+                let cmd = redis::cmd("PING");
+                let pong = cmd.query_async::<String>(&mut publisher);
+                tokio::time::timeout(TIMEOUT, pong).await.map_err(|_| "ping timed out".to_string())?.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+/// Applies another instance's message.
+fn apply(shared: &Shared, payload: &str) {
+    let mut parts = payload.splitn(5, ' ');
+    let (Some(instance), Some(database), Some(sent), Some(kind)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    let link = &shared.cache.redis;
+    if instance.parse::<u64>().ok() == Some(link.instance) {
+        return;
+    }
+    let Some(db) = shared.database(database) else { return };
+    let data = parts.next().unwrap_or("");
+    match kind {
+        "R" => {
+            let oids: Vec<pgpilot_sql::Oid> = data.split(',').filter_map(|o| o.parse().ok()).collect();
+            db.cache.apply(&Invalidation::Relations(oids));
+        }
+        "T" => db.cache.versions.bump_tag(data),
+        _ => db.cache.versions.bump_all(),
+    }
+    if let Ok(sent) = sent.parse::<u64>() {
+        link.state.record_delay(now_us().saturating_sub(sent));
+    }
+}

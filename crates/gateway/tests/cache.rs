@@ -1,0 +1,206 @@
+//! The result cache against a real PostgreSQL: hits answered without a server, the exact bytes of
+//! both protocols and both formats, default-deny, invalidation through pgpilot, RLS.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use common::*;
+use pgpilot_gateway::config::Config;
+use pgpilot_gateway::Gateway;
+use pgpilot_testkit::Cluster;
+use tokio_postgres::SimpleQueryMessage;
+
+fn cache_config(cluster: &Cluster) -> Config {
+    let mut c = config_for(cluster);
+    let db = c.databases.get_mut("postgres").unwrap();
+    db.cache.enabled = true;
+    db.routing.health_check_interval = pgpilot_gateway::config::Secs::from_millis(200);
+    db.routing.lag_check_interval = pgpilot_gateway::config::Secs::from_millis(200);
+    c
+}
+
+fn hits(gw: &Gateway) -> u64 {
+    gw.shared().cache.stats.hits.load(Relaxed)
+}
+
+async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE items (id int primary key, v int); INSERT INTO items SELECT g, g FROM generate_series(1, 100) g");
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "items").await;
+    let c = connect(&gw).await;
+    let sql = "SELECT sum(v) FROM items";
+    assert_eq!(first_value(&c, sql).await, "5050");
+    let before = hits(&gw);
+    assert_eq!(first_value(&c, sql).await, "5050");
+    assert_eq!(
+        hits(&gw),
+        before + 1,
+        "the second read is a hit: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
+    c.simple_query("UPDATE items SET v = v + 1 WHERE id = 1").await.unwrap();
+    assert_eq!(first_value(&c, sql).await, "5051", "a write through pgpilot invalidates at once");
+    // A write in an explicit transaction invalidates at its commit.
+    c.simple_query("BEGIN; UPDATE items SET v = v + 1 WHERE id = 2; COMMIT").await.unwrap();
+    assert_eq!(first_value(&c, sql).await, "5052");
+    // Default-deny: volatile and stable functions are never cached.
+    let n1 = first_value(&c, "SELECT random()").await;
+    let n2 = first_value(&c, "SELECT random()").await;
+    assert_ne!(n1, n2);
+    let bypass = gw.shared().cache.stats.bypasses();
+    assert!(bypass.iter().any(|(r, n)| *r == "volatile_function" && *n >= 2), "{bypass:?}");
+    // SET pgpilot.cache = off bypasses the cache for the session.
+    c.simple_query("SET pgpilot.cache = off").await.unwrap();
+    let h = hits(&gw);
+    assert_eq!(first_value(&c, sql).await, "5052");
+    assert_eq!(hits(&gw), h);
+    c.simple_query("SET pgpilot.cache = on").await.unwrap();
+    assert_eq!(first_value(&c, sql).await, "5052");
+    assert_eq!(hits(&gw), h + 1, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_binary_params_and_results() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE blobs (id int primary key, b bytea, f float8, t text); \
+         INSERT INTO blobs SELECT g, decode(lpad(to_hex(g), 8, '0'), 'hex'), g / 3.0, 'row ' || g FROM generate_series(1, 50) g",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "blobs").await;
+    let mut c = connect(&gw).await;
+    // tokio-postgres: named statements, binary parameters and binary results.
+    let stmt =
+        c.prepare("SELECT id, b, f, t FROM blobs WHERE id > $1 AND t <> $2 ORDER BY id").await.unwrap();
+    let read = |min: i32| {
+        let c = &c;
+        let stmt = stmt.clone();
+        async move {
+            let rows = c.query(&stmt, &[&min, &"none"]).await.unwrap();
+            rows.iter()
+                .map(|r| {
+                    (r.get::<_, i32>(0), r.get::<_, Vec<u8>>(1), r.get::<_, f64>(2), r.get::<_, String>(3))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = read(10).await;
+    assert_eq!(first.len(), 40);
+    let h = hits(&gw);
+    assert_eq!(read(10).await, first, "a hit returns the same rows");
+    assert_eq!(hits(&gw), h + 1);
+    // Another parameter value is another result.
+    let other = read(45).await;
+    assert_eq!(other.len(), 5);
+    assert_eq!(other[0].0, 46);
+    // An unnamed statement (query_raw with a fresh Parse each time) hits too, and a write through
+    // the extended protocol invalidates.
+    let h = hits(&gw);
+    let n: i64 = c.query_one("SELECT count(*) FROM blobs WHERE id > $1", &[&0i32]).await.unwrap().get(0);
+    let m: i64 = c.query_one("SELECT count(*) FROM blobs WHERE id > $1", &[&0i32]).await.unwrap().get(0);
+    assert_eq!((n, m), (50, 50));
+    assert!(hits(&gw) > h, "the repeated unnamed read was a hit");
+    c.execute("DELETE FROM blobs WHERE id = $1", &[&50i32]).await.unwrap();
+    let after: i64 = c.query_one("SELECT count(*) FROM blobs WHERE id > $1", &[&0i32]).await.unwrap().get(0);
+    assert_eq!(after, 49);
+    assert_eq!(read(45).await.len(), 4);
+    // A row limit (a portal fetched in pieces) is never served from the cache.
+    let bypass_before = bypass_count(&gw, "partial_fetch");
+    let tx = c.transaction().await.unwrap();
+    let portal = tx.bind(&stmt, &[&0i32, &"none"]).await.unwrap();
+    let part = tx.query_portal(&portal, 10).await.unwrap();
+    assert_eq!(part.len(), 10);
+    tx.commit().await.unwrap();
+    assert!(bypass_count(&gw, "partial_fetch") >= bypass_before);
+}
+
+fn bypass_count(gw: &Gateway, reason: &str) -> u64 {
+    gw.shared().cache.stats.bypasses().iter().find(|(r, _)| *r == reason).map(|(_, n)| *n).unwrap_or(0)
+}
+
+/// A hit needs no server at all: answered while PostgreSQL is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_answered_without_a_server() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE cfg (k text primary key, v text); INSERT INTO cfg VALUES ('a', 'one')",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "cfg").await;
+    let c = connect(&gw).await;
+    let sql = "SELECT v FROM cfg WHERE k = 'a'";
+    assert_eq!(first_value(&c, sql).await, "one");
+    let stmt = c.prepare("SELECT v FROM cfg WHERE k = $1").await.unwrap();
+    let v: String = c.query_one(&stmt, &[&"a"]).await.unwrap().get(0);
+    assert_eq!(v, "one");
+    cluster.stop();
+    assert_eq!(first_value(&c, sql).await, "one", "simple protocol hit with the server down");
+    let v: String = c.query_one(&stmt, &[&"a"]).await.unwrap().get(0);
+    assert_eq!(v, "one", "extended protocol hit with the server down");
+}
+
+/// Two roles on a table with row level security never see each other's rows (RLS tables are
+/// never cached, and the role is part of every key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_is_never_shared() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE alice; CREATE ROLE bob; \
+         CREATE TABLE docs (owner text, body text); \
+         INSERT INTO docs VALUES ('alice', 'a1'), ('alice', 'a2'), ('bob', 'b1'); \
+         ALTER TABLE docs ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY mine ON docs USING (owner = current_user); \
+         GRANT SELECT ON docs TO alice, bob",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "docs").await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    a.simple_query("SET ROLE alice").await.unwrap();
+    b.simple_query("SET ROLE bob").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(rows(&a).await, ["a1", "a2"]);
+        assert_eq!(rows(&b).await, ["b1"]);
+        let stmt = "SELECT body FROM docs WHERE body > $1 ORDER BY body";
+        let ra: Vec<String> = a.query(stmt, &[&""]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        let rb: Vec<String> = b.query(stmt, &[&""]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!((ra, rb), (vec!["a1".to_string(), "a2".into()], vec!["b1".to_string()]));
+    }
+    assert!(bypass_count(&gw, "row_level_security") >= 20);
+    // A table without RLS read under two roles: each role has its own entries.
+    // DDL through pgpilot has the catalog read again at once.
+    let admin = connect(&gw).await;
+    admin
+        .batch_execute("CREATE TABLE pub (x int); INSERT INTO pub VALUES (1); GRANT SELECT ON pub TO alice")
+        .await
+        .unwrap();
+    wait_cache_catalog(&gw, "pub").await;
+    assert_eq!(first_value(&a, "SELECT count(*) FROM pub").await, "1");
+    assert!(b.simple_query("SELECT count(*) FROM pub").await.is_err(), "bob may not read pub, cached or not");
+}
+
+async fn rows(c: &tokio_postgres::Client) -> Vec<String> {
+    let msgs = c.simple_query("SELECT body FROM docs ORDER BY body").await.unwrap();
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,372 @@
+//! The version-bound freshness checker. Rows carry a version bumped by every write; a writer
+//! records each version once its commit is acknowledged; a reader notes, before it sends its
+//! read, the highest version acknowledged so far for its row, and its read must return at least
+//! that. Writes come through the same pgpilot, through a second pgpilot sharing Redis, and
+//! straight to PostgreSQL (caught by the triggers of `pgpilot cache install-triggers`).
+//! `strict`: zero stale reads whatever the writer. `bounded`: zero stale reads for writes through
+//! the same instance, and the measured staleness (p99, max) for the others, printed.
+//! Also: Redis stopped mid-run, reads keep working (uncached) and stay fresh.
+
+mod common;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use parking_lot::Mutex;
+use pgpilot_gateway::config::cache::Consistency;
+use pgpilot_gateway::config::{Config, Secs};
+use pgpilot_gateway::Gateway;
+use pgpilot_testkit::{Cluster, RedisServer};
+use rand::Rng;
+
+const KEYS: i32 = 20;
+
+fn cluster() -> Cluster {
+    let c = Cluster::builder().setting("synchronous_commit = off").setting("max_connections = 200").start();
+    c.psql(
+        "postgres",
+        &format!(
+            "CREATE TABLE fresh (id int PRIMARY KEY, version bigint NOT NULL); \
+             INSERT INTO fresh SELECT g, 0 FROM generate_series(0, {}) g",
+            KEYS - 1
+        ),
+    );
+    c.psql("postgres", pgpilot_gateway::cache::triggers::INSTALL_SQL);
+    c
+}
+
+fn config(cluster: &Cluster, redis: &RedisServer, consistency: Consistency) -> Config {
+    let mut c = config_for(cluster);
+    c.pgpilot.default_pool_size = 12;
+    c.cache.redis_url = Some(redis.url());
+    let db = c.databases.get_mut("postgres").unwrap();
+    db.cache.enabled = true;
+    db.cache.consistency = consistency;
+    db.routing.health_check_interval = Secs::from_millis(200);
+    db.routing.lag_check_interval = Secs::from_millis(200);
+    c
+}
+
+/// Waits until the cache of `gw` may serve: catalog loaded, LISTEN and Redis links up.
+async fn ready(gw: &Gateway) {
+    let db = gw.shared().database("postgres").unwrap();
+    let shared = gw.shared().clone();
+    let ok = eventually(Duration::from_secs(30), || {
+        db.cache.catalog_loaded.load(Relaxed)
+            && !db.cache.catalog_stale()
+            && db.cache.channel.required()
+            && db.cache.channel.serving()
+            && shared.cache.redis.state.summary().up
+            && !db.functions.load().is_empty()
+    })
+    .await;
+    assert!(
+        ok,
+        "the cache of a gateway never became ready: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
+}
+
+/// What writers acknowledged, per row.
+struct Acks {
+    max: Vec<AtomicI64>,
+    /// (version, when its commit was acknowledged), per row.
+    log: Vec<Mutex<Vec<(i64, Instant)>>>,
+}
+
+impl Acks {
+    fn new() -> Arc<Acks> {
+        Arc::new(Acks {
+            max: (0..KEYS).map(|_| AtomicI64::new(0)).collect(),
+            log: (0..KEYS).map(|_| Mutex::new(Vec::new())).collect(),
+        })
+    }
+
+    fn acked(&self, key: i32, version: i64) {
+        self.log[key as usize].lock().push((version, Instant::now()));
+        self.max[key as usize].fetch_max(version, SeqCst);
+    }
+
+    /// How long before `read_start` the first version newer than `seen` was acknowledged.
+    fn staleness(&self, key: i32, seen: i64, read_start: Instant) -> Duration {
+        let log = self.log[key as usize].lock();
+        let first_missed = log.iter().filter(|(v, _)| *v > seen).map(|(_, t)| *t).min();
+        first_missed.map(|t| read_start.saturating_duration_since(t)).unwrap_or_default()
+    }
+}
+
+async fn writer(
+    client: tokio_postgres::Client,
+    acks: Arc<Acks>,
+    keys: Range<i32>,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let stmt = client
+        .prepare("UPDATE fresh SET version = version + 1 WHERE id = $1 RETURNING version")
+        .await
+        .unwrap();
+    let mut n = 0;
+    while !stop.load(Relaxed) {
+        let key = rand::thread_rng().gen_range(keys.clone());
+        let row = client.query_one(&stmt, &[&key]).await.expect("write");
+        acks.acked(key, row.get(0));
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n
+}
+
+#[derive(Default)]
+struct ReadResult {
+    reads: u64,
+    stale: u64,
+    /// Stale reads of rows only the same instance writes.
+    stale_same_instance: u64,
+    staleness: Vec<Duration>,
+}
+
+async fn reader(
+    client: tokio_postgres::Client,
+    acks: Arc<Acks>,
+    same_instance: Range<i32>,
+    left: Arc<AtomicU64>,
+) -> ReadResult {
+    let stmt = client.prepare("SELECT version FROM fresh WHERE id = $1").await.unwrap();
+    let mut r = ReadResult::default();
+    loop {
+        if left.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_err() {
+            return r;
+        }
+        let key = rand::thread_rng().gen_range(0..KEYS);
+        let floor = acks.max[key as usize].load(SeqCst);
+        let start = Instant::now();
+        let seen: i64 = if r.reads % 2 == 0 {
+            client.query_one(&stmt, &[&key]).await.expect("extended read").get(0)
+        } else {
+            let rows = client
+                .simple_query(&format!("SELECT version FROM fresh WHERE id = {key}"))
+                .await
+                .expect("simple read");
+            rows.iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+                    _ => None,
+                })
+                .expect("a row")
+        };
+        r.reads += 1;
+        if seen < floor {
+            r.stale += 1;
+            if same_instance.contains(&key) {
+                r.stale_same_instance += 1;
+            }
+            r.staleness.push(acks.staleness(key, seen, start));
+        }
+    }
+}
+
+struct Run {
+    reads: u64,
+    writes: u64,
+    stale: u64,
+    stale_same_instance: u64,
+    staleness: Vec<Duration>,
+    hit_rate: f64,
+}
+
+/// Readers on `a` (and `b`); writers on `a` for rows 0..10, and on `others` (a second gateway,
+/// PostgreSQL itself) for rows 10..20.
+async fn run(a: &Gateway, b: Option<&Gateway>, others: Vec<String>, reads: u64) -> Run {
+    let acks = Acks::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let left = Arc::new(AtomicU64::new(reads));
+    let hits_before = a.shared().cache.stats.hits.load(Relaxed);
+    let misses_before = a.shared().cache.stats.misses.load(Relaxed);
+    let mut writers = Vec::new();
+    let same = 0..KEYS / 2;
+    for _ in 0..2 {
+        writers.push(tokio::spawn(writer(connect(a).await, acks.clone(), same.clone(), stop.clone())));
+    }
+    for conninfo in &others {
+        let client = try_connect(conninfo).await.expect("connecting a writer");
+        writers.push(tokio::spawn(writer(client, acks.clone(), KEYS / 2..KEYS, stop.clone())));
+    }
+    let mut readers = Vec::new();
+    for i in 0..8 {
+        let on = if i % 2 == 1 { b.unwrap_or(a) } else { a };
+        readers.push(tokio::spawn(reader(connect(on).await, acks.clone(), same.clone(), left.clone())));
+    }
+    let mut run =
+        Run { reads: 0, writes: 0, stale: 0, stale_same_instance: 0, staleness: Vec::new(), hit_rate: 0.0 };
+    for r in readers {
+        let r = r.await.unwrap();
+        run.reads += r.reads;
+        run.stale += r.stale;
+        run.stale_same_instance += r.stale_same_instance;
+        run.staleness.extend(r.staleness);
+    }
+    stop.store(true, Relaxed);
+    for w in writers {
+        run.writes += w.await.unwrap();
+    }
+    let hits = a.shared().cache.stats.hits.load(Relaxed) - hits_before;
+    let misses = a.shared().cache.stats.misses.load(Relaxed) - misses_before;
+    run.hit_rate = hits as f64 / (hits + misses).max(1) as f64;
+    run.staleness.sort();
+    run
+}
+
+fn report(name: &str, r: &Run) {
+    let pct =
+        |p: usize| r.staleness.get((r.staleness.len() * p / 100).min(r.staleness.len().saturating_sub(1)));
+    println!(
+        "{name}: {} reads, {} writes, hit rate {:.1}%, stale reads {} (same-instance rows {}), staleness p99 {:?} max {:?}",
+        r.reads,
+        r.writes,
+        r.hit_rate * 100.0,
+        r.stale,
+        r.stale_same_instance,
+        pct(99).copied().unwrap_or_default(),
+        r.staleness.last().copied().unwrap_or_default(),
+    );
+}
+
+/// PostgreSQL with the triggers, Redis, and two pgpilot instances sharing both, ready to serve.
+async fn two_instances(consistency: Consistency) -> (Cluster, RedisServer, Gateway, Gateway) {
+    let cluster = cluster();
+    let redis = RedisServer::start();
+    let a = start(config(&cluster, &redis, consistency)).await;
+    let b = start(config(&cluster, &redis, consistency)).await;
+    ready(&a).await;
+    ready(&b).await;
+    (cluster, redis, a, b)
+}
+
+fn direct(cluster: &Cluster) -> String {
+    format!("{} sslmode=disable", cluster.conninfo("postgres", "postgres"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_is_never_stale_whoever_writes() {
+    let (cluster, _redis, a, b) = two_instances(Consistency::Strict).await;
+    let r = run(&a, Some(&b), vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 40_000).await;
+    report(
+        "strict, readers on A and B (results shared through Redis), writers through A, B and PostgreSQL",
+        &r,
+    );
+    println!("shared tier on B: {}", pgpilot_gateway::cache::api::stats_json(b.shared())["redis"]);
+    assert_eq!(r.stale, 0, "strict served a stale read");
+    assert!(r.hit_rate > 0.1, "strict hardly hit: {:.3}", r.hit_rate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_same_instance_is_never_stale_and_others_are_measured() {
+    let (cluster, _redis, a, b) = two_instances(Consistency::Bounded).await;
+    let r = run(&a, None, vec![], 30_000).await;
+    report("bounded, writers through the same pgpilot", &r);
+    assert_eq!(r.stale, 0, "bounded served a stale read after a write through the same pgpilot");
+    let r = run(&a, None, vec![conninfo(&b, "postgres", "postgres"), direct(&cluster)], 35_000).await;
+    report("bounded, writers through A (rows 0-9), B and PostgreSQL (rows 10-19)", &r);
+    assert_eq!(r.stale_same_instance, 0, "stale read of a row written through the same pgpilot");
+    assert!(r.hit_rate > 0.1, "bounded hardly hit: {:.3}", r.hit_rate);
+    let max = r.staleness.last().copied().unwrap_or_default();
+    assert!(max < Duration::from_secs(2), "staleness beyond the notification delay: {max:?}");
+    let delay = pgpilot_gateway::cache::api::stats_json(a.shared());
+    println!("notification delays: {}", delay["databases"][0]["notification_delay_ms"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_reads_keep_working_uncached() {
+    let cluster = cluster();
+    let mut redis = RedisServer::start();
+    let a = start(config(&cluster, &redis, Consistency::Bounded)).await;
+    ready(&a).await;
+    let c = connect(&a).await;
+    let read = || async {
+        let v: i64 = c.query_one("SELECT version FROM fresh WHERE id = $1", &[&1i32]).await.unwrap().get(0);
+        v
+    };
+    assert_eq!(read().await, 0);
+    assert_eq!(read().await, 0);
+    let hits = a.shared().cache.stats.hits.load(Relaxed);
+    assert!(hits >= 1);
+    redis.stop();
+    let shared = a.shared().clone();
+    assert!(
+        eventually(Duration::from_secs(10), || !shared.cache.serving()).await,
+        "the Redis link never went down"
+    );
+    for i in 1..=20i64 {
+        c.execute("UPDATE fresh SET version = $1 WHERE id = 1", &[&i]).await.unwrap();
+        assert_eq!(read().await, i, "reads stay fresh with Redis down");
+    }
+    assert_eq!(
+        a.shared().cache.stats.hits.load(Relaxed),
+        hits,
+        "nothing served from the cache while Redis is down"
+    );
+    let down: u64 = a
+        .shared()
+        .cache
+        .stats
+        .bypasses()
+        .iter()
+        .find(|(r, _)| *r == "invalidation_channel_down")
+        .map(|(_, n)| *n)
+        .unwrap();
+    assert!(down >= 20);
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(15), || shared.cache.serving()).await,
+        "the Redis link never came back"
+    );
+    read().await;
+    assert_eq!(read().await, 20);
+    assert!(a.shared().cache.stats.hits.load(Relaxed) > hits, "hits resume once Redis is back");
+}
+
+/// The shared tier: a result one instance read is answered by another from Redis, and never after
+/// a write the other instance has seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_shared_between_instances_through_redis() {
+    let (_cluster, _redis, a, b) = two_instances(Consistency::Bounded).await;
+    let ca = connect(&a).await;
+    let cb = connect(&b).await;
+    let sql = "SELECT version FROM fresh WHERE id = $1";
+    // B takes only results read well after (clock skew allowance) it last dropped everything,
+    // which it did when its links came up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let v: i64 = ca.query_one(sql, &[&3i32]).await.unwrap().get(0);
+    assert_eq!(v, 0);
+    let shared_hits = |g: &Gateway| g.shared().cache.redis.l2_hits.load(Relaxed);
+    // The SET to Redis is queued: give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fills_b = b.shared().cache.stats.fills.load(Relaxed);
+    let v: i64 = cb.query_one(sql, &[&3i32]).await.unwrap().get(0);
+    assert_eq!(v, 0);
+    assert_eq!(
+        shared_hits(&b),
+        1,
+        "B answered from the result A stored in Redis: {}",
+        pgpilot_gateway::cache::api::stats_json(b.shared())["redis"]
+    );
+    assert_eq!(b.shared().cache.stats.fills.load(Relaxed), fills_b, "without reading it itself");
+    // A write through B: B never takes the older shared result again.
+    cb.execute("UPDATE fresh SET version = 1 WHERE id = 3", &[]).await.unwrap();
+    let v: i64 = cb.query_one(sql, &[&3i32]).await.unwrap().get(0);
+    assert_eq!(v, 1, "stale shared result after a write through the same instance");
+    // A write through A reaches B by notification.
+    ca.execute("UPDATE fresh SET version = 2 WHERE id = 3", &[]).await.unwrap();
+    let mut seen: i64 = 0;
+    for _ in 0..100 {
+        seen = cb.query_one(sql, &[&3i32]).await.unwrap().get(0);
+        if seen == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 2, "B saw A's write within the notification delay");
+}
