@@ -165,6 +165,7 @@ impl Session {
 
     /// Not an `async fn`: its argument would be stored twice in the future (once as the argument,
     /// once as the local it becomes), and an idle client's task is mostly this future.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
         async move {
             let ending = self.serve().await;

@@ -66,7 +66,7 @@ impl Flow {
         self.portal_query = if statement.is_empty() {
             self.unnamed_query.clone()
         } else {
-            s.statements.named.get(statement).map(|p| key_of_prepared(p))
+            s.statements.named.get(statement).map(key_of_prepared)
         };
         self.portal_parameters = insight.wants_parameters().then(|| bind_parameters(rest)).flatten();
     }
@@ -91,6 +91,7 @@ impl Flow {
     }
 
     /// The statement completed: one event to insight.
+    #[allow(clippy::boxed_local)] // the record travels boxed in the expectation queue
     pub(super) fn observed_done(&mut self, s: &mut Session, server: &ServerConn, obs: Box<Observed>) {
         let now = Instant::now();
         let wait = std::mem::take(&mut s.wait_before_send);
