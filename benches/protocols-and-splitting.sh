@@ -45,4 +45,4 @@ echo "reads routed by the splitting gateway:"
 curl -s http://127.0.0.1:56511/api/v1/monitoring/replicas | python3 -c '
 import json, sys
 for r in json.load(sys.stdin)["replicas"]:
-    print(f"  {r[\"role\"]:8} {r[\"server\"]:18} reads_routed={r.get(\"reads_routed\")}")'
+    print("  %-8s %-18s reads_routed=%s" % (r["role"], r["server"], r.get("reads_routed")))'
