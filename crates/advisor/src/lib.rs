@@ -19,7 +19,7 @@ mod pgpass;
 pub mod progress;
 pub mod render;
 pub mod report;
-mod tls;
+pub mod tls;
 pub mod units;
 pub mod workload;
 

@@ -1,4 +1,5 @@
-//! TLS for the advisor's connection, with libpq's meaning of sslmode: `require` encrypts without
+//! TLS for tokio-postgres connections (the advisor's, and the gateway's jobs with its own server TLS
+//! configuration), with libpq's meaning of sslmode: `require` encrypts without
 //! checking the certificate, `verify-ca`/`verify-full` check it against the system's web roots.
 
 use std::future::Future;
@@ -44,6 +45,11 @@ impl RustlsConnect {
                 .with_no_client_auth(),
         };
         RustlsConnect { config: Arc::new(config) }
+    }
+
+    /// A connector with a configuration built elsewhere (the gateway's server TLS settings).
+    pub fn with_config(config: Arc<ClientConfig>) -> Self {
+        RustlsConnect { config }
     }
 }
 

@@ -8,7 +8,6 @@
 
 mod api;
 mod resolver;
-mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,10 +10,10 @@ use pgpilot_scheduler::{
 };
 use tokio_postgres::config::SslMode;
 
-use super::tls::MakeGatewayTls;
 use crate::config::{ServerTlsMode, ServerUrl};
 use crate::pool::{SecretSource, ServerSecret, ServerTarget};
 use crate::shared::Shared;
+use pgpilot_advisor::tls::RustlsConnect;
 
 /// The application_name job connections carry, so operators can tell them apart.
 pub const JOBS_APPLICATION_NAME: &str = "pgpilot-jobs";
@@ -55,7 +55,8 @@ impl DatabaseResolver for GatewayResolver {
         match connector {
             None => Box::pin(pgpilot_scheduler::connect(config)),
             Some(connector) => Box::pin(async move {
-                let (client, connection) = config.connect(MakeGatewayTls(connector)).await?;
+                let (client, connection) =
+                    config.connect(RustlsConnect::with_config(connector.config().clone())).await?;
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!("job connection ended: {}", describe_pg_error(&e));
