@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use pgpilot_wire::backend;
 use pgpilot_wire::error::ErrorFields;
+use pgpilot_wire::frame::{read_i16, read_i32};
 
 use super::client::Session;
 use super::flow::Flow;
@@ -124,17 +125,26 @@ fn key_of_prepared(p: &Arc<PreparedStatement>) -> QueryKey {
 /// The text-format parameter values of a Bind body after its portal and statement names
 /// (binary ones are shown as such); None when the message is malformed.
 fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
-    let mut r = Reader(rest);
-    let formats: Vec<u16> = (0..r.u16()?).map(|_| r.u16()).collect::<Option<_>>()?;
-    let count = r.u16()? as usize;
+    let (format_count, mut pos) = read_i16(rest, 0)?;
+    let mut formats = Vec::with_capacity((format_count as u16).min(64) as usize);
+    for _ in 0..format_count as u16 {
+        let (f, next) = read_i16(rest, pos)?;
+        formats.push(f);
+        pos = next;
+    }
+    let (count, next) = read_i16(rest, pos)?;
+    pos = next;
+    let count = count as u16 as usize;
     let mut values = Vec::with_capacity(count.min(64));
     for i in 0..count {
-        let len = r.i32()?;
+        let (len, next) = read_i32(rest, pos)?;
+        pos = next;
         if len < 0 {
             values.push(None);
             continue;
         }
-        let bytes = r.take(len as usize)?;
+        let bytes = rest.get(pos..pos.checked_add(len as usize)?)?;
+        pos += len as usize;
         let binary = match formats.len() {
             0 => false,
             1 => formats[0] == 1,
@@ -149,21 +159,22 @@ fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
     Some(values)
 }
 
-struct Reader<'a>(&'a [u8]);
+#[cfg(test)]
+mod tests {
+    use super::bind_parameters;
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    #[test]
+    fn bind_parameters_in_text_binary_and_null() {
+        // Two format codes (text, binary), three values: "42", four binary bytes, NULL.
+        let mut rest = vec![0, 2, 0, 0, 0, 1, 0, 3];
+        rest.extend_from_slice(&2i32.to_be_bytes());
+        rest.extend_from_slice(b"42");
+        rest.extend_from_slice(&4i32.to_be_bytes());
+        rest.extend_from_slice(&[0, 0, 0, 7]);
+        rest.extend_from_slice(&(-1i32).to_be_bytes());
+        let values = bind_parameters(&rest).unwrap();
+        assert_eq!(values, vec![Some("42".into()), Some("<4 bytes binary>".into()), None]);
+        assert_eq!(bind_parameters(&rest[..rest.len() - 2]), None, "truncated");
+        assert_eq!(bind_parameters(&[0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff]), None, "length past the end");
     }
 }
