@@ -2,13 +2,14 @@
 //! way the pools do (same credentials, TLS settings and SCRAM pass-through keys, through
 //! `pool::connect`), then speaks just enough of the protocol to run a statement and read text rows.
 
+use crate::net::ReadError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use pgpilot_wire::backend::{begin, finish, put_cstr};
 use pgpilot_wire::error::ErrorFields;
-use pgpilot_wire::frame::{peek_backend, read_i16, read_i32, Limits};
+use pgpilot_wire::frame::{read_i16, read_i32, Limits};
 use pgpilot_wire::frontend;
 use thiserror::Error;
 
@@ -144,24 +145,11 @@ impl PgConn {
 
     async fn next(&mut self) -> Result<(u8, BytesMut), ClientError> {
         let limits = Limits { large: 256 << 20, small: 1 << 20 };
-        loop {
-            match peek_backend(&self.buf, &limits) {
-                Err(e) => return Err(self.protocol(&e.to_string())),
-                Ok(Some(h)) if self.buf.len() >= h.total => {
-                    let mut msg = self.buf.split_to(h.total);
-                    msg.advance(5);
-                    return Ok((h.tag, msg));
-                }
-                Ok(_) => {}
-            }
-            let n = self
-                .sock
-                .read_into(&mut self.buf)
-                .await
-                .map_err(|e| ClientError::Io(self.addr.clone(), e))?;
-            if n == 0 {
-                return Err(self.protocol("the server closed the connection"));
-            }
+        match self.sock.read_backend_message(&mut self.buf, &limits).await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => Err(self.protocol("the server closed the connection")),
+            Err(ReadError::Frame(e)) => Err(self.protocol(&e.to_string())),
+            Err(ReadError::Io(e)) => Err(ClientError::Io(self.addr.clone(), e)),
         }
     }
 

@@ -4,4 +4,4 @@ pub mod listener;
 pub mod sock;
 pub mod tls;
 
-pub use sock::Sock;
+pub use sock::{ReadError, Sock};

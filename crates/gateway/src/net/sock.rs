@@ -5,10 +5,19 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
+use pgpilot_wire::frame::{peek_backend, FrameError, Limits};
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
+
+/// Why a whole message could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The bytes are not a valid message (or one over the limits).
+    Frame(FrameError),
+    Io(io::Error),
+}
 
 /// The smallest free space offered to a read.
 const MIN_READ: usize = 8 * 1024;
@@ -86,6 +95,27 @@ impl Sock {
     }
 
     /// Writes all of `data`, waiting for room when the kernel buffer is full.
+    /// Reads one whole backend message into `buf` and splits it off: its tag and body. Ok(None)
+    /// when the server closed the connection first.
+    pub async fn read_backend_message(
+        &self,
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<(u8, BytesMut)>, ReadError> {
+        loop {
+            if let Some(h) = peek_backend(buf, limits).map_err(ReadError::Frame)? {
+                if buf.len() >= h.total {
+                    let mut msg = buf.split_to(h.total);
+                    msg.advance(5);
+                    return Ok(Some((h.tag, msg)));
+                }
+            }
+            if self.read_into(buf).await.map_err(ReadError::Io)? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             match self.try_write(data) {

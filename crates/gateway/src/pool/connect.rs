@@ -1,15 +1,16 @@
 //! Opening a server connection: TCP or Unix socket, optional TLS, startup, authentication, and
 //! the server's parameters and cancel key.
 
+use crate::net::ReadError;
 use std::io;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use pgpilot_wire::auth::md5;
 use pgpilot_wire::auth::scram::{ClientCredentials, ScramClient, MECHANISM};
 use pgpilot_wire::backend::{parse_auth_request, parse_backend_key, parse_parameter_status, AuthRequest};
 use pgpilot_wire::error::ErrorFields;
-use pgpilot_wire::frame::{peek_backend, Limits};
+use pgpilot_wire::frame::Limits;
 use pgpilot_wire::{frontend, startup};
 use thiserror::Error;
 use tokio::net::{TcpStream, UnixStream};
@@ -182,24 +183,12 @@ impl Login<'_> {
 
     /// Reads one whole message; returns its tag and body.
     async fn next(&mut self) -> Result<(u8, BytesMut), ConnectError> {
-        loop {
-            match peek_backend(&self.buf, &Limits { large: 1 << 20, small: 1 << 20 }) {
-                Err(e) => return Err(self.protocol(e.to_string())),
-                Ok(Some(h)) if self.buf.len() >= h.total => {
-                    let mut msg = self.buf.split_to(h.total);
-                    msg.advance(5);
-                    return Ok((h.tag, msg));
-                }
-                Ok(_) => {}
-            }
-            let n = self
-                .sock
-                .read_into(&mut self.buf)
-                .await
-                .map_err(|source| ConnectError::Io { addr: self.addr.to_string(), source })?;
-            if n == 0 {
-                return Err(self.protocol("server closed the connection during login"));
-            }
+        let limits = Limits { large: 1 << 20, small: 1 << 20 };
+        match self.sock.read_backend_message(&mut self.buf, &limits).await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => Err(self.protocol("server closed the connection during login")),
+            Err(ReadError::Frame(e)) => Err(self.protocol(e.to_string())),
+            Err(ReadError::Io(source)) => Err(ConnectError::Io { addr: self.addr.to_string(), source }),
         }
     }
 
