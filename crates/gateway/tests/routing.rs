@@ -302,3 +302,60 @@ async fn writes_follow_a_promoted_replica() {
     assert_eq!(replica.psql("postgres", "SELECT count(*) FROM t"), "7");
     gw.shutdown().await;
 }
+
+/// `primary_reads`: with "overflow" (the default) a read goes to the primary only while the
+/// replica's pool is full; with "share" the primary is one more read server. A client pipelining a
+/// write behind a read on a replica gets the write run on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_takes_reads_the_replicas_cannot() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE p(id serial primary key, port int)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let r = "SELECT inet_server_port()";
+    let c = connect(&gw).await;
+    for _ in 0..10 {
+        assert!(on_replica(&c, r).await, "a read at low load left the replica");
+    }
+    // Two read-only transactions hold both of the replica's connections.
+    let (h1, h2) = (connect(&gw).await, connect(&gw).await);
+    for h in [&h1, &h2] {
+        assert!(on_replica(h, &format!("BEGIN READ ONLY; {r}")).await);
+    }
+    assert!(!on_replica(&c, r).await, "a read waited for the full replica instead of the free primary");
+    for h in [&h1, &h2] {
+        h.batch_execute("COMMIT").await.unwrap();
+    }
+    assert!(on_replica(&c, r).await, "reads did not return to the replica");
+
+    // A write pipelined behind a read on the replica still runs on the primary.
+    let read = c.simple_query("SELECT inet_server_port() FROM pg_catalog.pg_class LIMIT 1");
+    let write = c.simple_query("INSERT INTO p(port) SELECT inet_server_port() RETURNING port");
+    let (read, write) = tokio::join!(read, write);
+    read.unwrap();
+    let written = write.expect("pipelined write was sent to the replica");
+    let port = written.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(port, Some(pg.port().to_string()));
+    gw.shutdown().await;
+
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.databases.get_mut("postgres").unwrap().routing.primary_reads =
+        pgpilot_gateway::config::PrimaryReads::Share;
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let mut on_replicas = 0;
+    for _ in 0..20 {
+        on_replicas += on_replica(&c, r).await as usize;
+    }
+    assert!((5..=15).contains(&on_replicas), "{on_replicas} of 20 reads on the replica with primary_reads = share");
+    gw.shutdown().await;
+}

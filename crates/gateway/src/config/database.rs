@@ -99,6 +99,20 @@ pub enum ReadYourWrites {
     Session,
 }
 
+/// Whether the primary serves reads too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryReads {
+    /// Reads go to replicas only (to the primary only when no replica qualifies).
+    Off,
+    /// Reads go to replicas; a read whose replica pool is full, while the primary's pool has a free
+    /// server, runs on the primary instead of waiting. Low load stays on replicas.
+    #[default]
+    Overflow,
+    /// The primary is one more read server, with `primary_read_weight` beside the replicas' weights.
+    Share,
+}
+
 /// How reads are spread over replicas (see docs/routing-rules.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +120,9 @@ pub struct RoutingConfig {
     /// Send reads to replicas. Defaults to on when the database has replicas.
     pub read_write_split: Option<bool>,
     pub load_balance: LoadBalance,
+    pub primary_reads: PrimaryReads,
+    /// The primary's weight among read servers with `primary_reads = "share"`.
+    pub primary_read_weight: u32,
     pub read_your_writes: ReadYourWrites,
     /// A replica further behind than this many bytes of WAL gets no reads.
     pub max_replica_lag_bytes: u64,
@@ -123,6 +140,8 @@ impl Default for RoutingConfig {
         RoutingConfig {
             read_write_split: None,
             load_balance: LoadBalance::RoundRobin,
+            primary_reads: PrimaryReads::Overflow,
+            primary_read_weight: 1,
             read_your_writes: ReadYourWrites::Session,
             max_replica_lag_bytes: 16 << 20,
             max_replica_lag: Secs::from_secs(5),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use database::{
-    DatabaseConfig, LoadBalance, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule, UserConfig,
+    DatabaseConfig, LoadBalance, PrimaryReads, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule, UserConfig,
 };
 pub use duration::Secs;
 pub use general::{AuthType, General, PoolMode};

@@ -138,6 +138,13 @@ impl Pool {
         }
     }
 
+    /// Whether a checkout now would get a server without waiting (the database-wide limit aside).
+    pub fn has_free_server(&self) -> bool {
+        let size = self.settings.load().size;
+        let s = self.state.lock();
+        s.waiters.is_empty() && (!s.idle.is_empty() || s.total < size)
+    }
+
     /// Ids of idle connections, for SHOW SERVERS.
     pub fn idle_servers(&self) -> Vec<(u64, i32, Instant, Instant)> {
         let s = self.state.lock();

@@ -5,4 +5,4 @@ pub mod monitor;
 pub mod router;
 
 pub use backend::{Backend, Role};
-pub use router::{place, verdict, Decision, Request, SessionRoute, Verdict};
+pub use router::{place, replica_still_serves, verdict, Decision, Request, SessionRoute, Verdict};

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use pgpilot_sql::{route, PrimaryReason, Route, RouteHint, Statement, TxnControl};
 
 use super::backend::{Backend, Role};
-use crate::config::LoadBalance;
+use crate::config::{LoadBalance, PrimaryReads};
 use crate::databases::Database;
 
 /// The session's `SET pgpilot.route`.
@@ -103,54 +103,80 @@ fn is_read_only(stmt: &Statement) -> bool {
     !stmt.writes && !matches!(&stmt.transaction, Some(TxnControl::Begin(o)) if o.read_only != Some(true))
 }
 
-/// The replica to read from, or None when no replica qualifies.
-fn pick_replica(db: &Database, tag: Option<&str>, last_write_ms: Option<u64>) -> Option<usize> {
-    let routing = db.routing.load();
-    let required_lsn = match last_write_ms.filter(|_| db.read_your_writes()) {
-        None => None,
-        // The primary's position sampled after the write committed is at or past the write.
-        Some(t) => match db.backends[db.primary_index()].lsn() {
-            (lsn, at) if at > t => Some(lsn),
-            _ => return None,
-        },
-    };
-    let eligible = |b: &&std::sync::Arc<Backend>| {
+/// Which replicas may serve a client's read right now.
+struct ReplicaFilter<'a> {
+    routing: arc_swap::Guard<std::sync::Arc<crate::config::RoutingConfig>>,
+    tag: Option<&'a str>,
+    /// The primary's WAL position the replica must have replayed (read-your-writes).
+    required_lsn: Option<u64>,
+}
+
+impl<'a> ReplicaFilter<'a> {
+    /// None when read-your-writes leaves only the primary (no position known after the write yet).
+    fn new(db: &Database, tag: Option<&'a str>, last_write_ms: Option<u64>) -> Option<ReplicaFilter<'a>> {
+        let required_lsn = match last_write_ms.filter(|_| db.read_your_writes()) {
+            None => None,
+            // The primary's position sampled after the write committed is at or past the write.
+            Some(t) => match db.backends[db.primary_index()].lsn() {
+                (lsn, at) if at > t => Some(lsn),
+                _ => return None,
+            },
+        };
+        Some(ReplicaFilter { routing: db.routing.load(), tag, required_lsn })
+    }
+
+    fn admits(&self, b: &Backend) -> bool {
         let (lag_bytes, lag_ms) = b.lag();
         b.role() == Role::Replica
             && !b.is_banned()
-            && lag_bytes <= routing.max_replica_lag_bytes
-            && routing.max_replica_lag.enabled().is_none_or(|max| lag_ms <= max.as_millis() as u64)
-            && match tag {
+            && lag_bytes <= self.routing.max_replica_lag_bytes
+            && self.routing.max_replica_lag.enabled().is_none_or(|max| lag_ms <= max.as_millis() as u64)
+            && match self.tag {
                 Some(t) => b.tags.iter().any(|x| x == t),
                 None => b.tags.is_empty(),
             }
-            && required_lsn.is_none_or(|need| b.lsn().0 >= need)
-    };
-    let candidates: Vec<&std::sync::Arc<Backend>> = db.backends.iter().filter(eligible).collect();
+            && self.required_lsn.is_none_or(|need| b.lsn().0 >= need)
+    }
+}
+
+/// Whether the replica a client is attached to may serve its next read (a pipelining client stays
+/// where it is rather than having its read placed again).
+pub fn replica_still_serves(db: &Database, backend: usize, tag: Option<&str>, last_write_ms: Option<u64>) -> bool {
+    ReplicaFilter::new(db, tag, last_write_ms).is_some_and(|f| f.admits(&db.backends[backend]))
+}
+
+/// The server to read from among the qualifying replicas (and the primary with
+/// `primary_reads = "share"`), or None when no replica qualifies.
+fn pick_replica(db: &Database, tag: Option<&str>, last_write_ms: Option<u64>) -> Option<usize> {
+    let filter = ReplicaFilter::new(db, tag, last_write_ms)?;
+    let mut candidates: Vec<(usize, u64)> =
+        db.backends.iter().filter(|b| filter.admits(b)).map(|b| (b.index, b.weight as u64)).collect();
     if candidates.is_empty() {
         return None;
     }
-    let total: u64 = candidates.iter().map(|b| b.weight as u64).sum();
+    let routing = &filter.routing;
+    let primary = &db.backends[db.primary_index()];
+    if routing.primary_reads == PrimaryReads::Share && tag.is_none() && !primary.is_banned() && routing.primary_read_weight > 0 {
+        candidates.push((primary.index, routing.primary_read_weight as u64));
+    }
+    let total: u64 = candidates.iter().map(|c| c.1).sum();
     let chosen = match routing.load_balance {
-        LoadBalance::RoundRobin => {
-            weighted(&candidates, db.next_replica.fetch_add(1, Relaxed) as u64 % total)
-        }
+        LoadBalance::RoundRobin => weighted(&candidates, db.next_replica.fetch_add(1, Relaxed) as u64 % total),
         LoadBalance::Random => weighted(&candidates, rand::random::<u64>() % total),
         LoadBalance::LeastOutstanding => candidates
             .iter()
-            .min_by_key(|b| (b.outstanding.load(Relaxed) as u64 * 1000) / b.weight as u64)
-            .map(|b| b.index)
-            .unwrap_or(candidates[0].index),
+            .min_by_key(|(i, w)| (db.backends[*i].outstanding.load(Relaxed) as u64 * 1000) / w)
+            .map_or(candidates[0].0, |c| c.0),
     };
     Some(chosen)
 }
 
-fn weighted(candidates: &[&std::sync::Arc<Backend>], mut point: u64) -> usize {
-    for b in candidates {
-        if point < b.weight as u64 {
-            return b.index;
+fn weighted(candidates: &[(usize, u64)], mut point: u64) -> usize {
+    for &(index, weight) in candidates {
+        if point < weight {
+            return index;
         }
-        point -= b.weight as u64;
+        point -= weight;
     }
-    candidates[0].index
+    candidates[0].0
 }

@@ -11,7 +11,7 @@ use super::client::{Ending, Session};
 use crate::config::PoolMode;
 use crate::pool::CheckoutError;
 use crate::routing::backend::Outstanding;
-use crate::routing::{place, verdict, Decision, Request, SessionRoute, Verdict};
+use crate::routing::{place, replica_still_serves, verdict, Decision, Request, SessionRoute, Verdict};
 
 /// What a locally answered statement batch does.
 enum LocalAction {
@@ -94,20 +94,55 @@ impl Session {
             return Decision { backend: primary, may_write: true, reason: "primary_only" };
         }
         let verdict = self.verdict_of(msg);
-        place(&self.db, &verdict, &self.request())
+        let decision = place(&self.db, &verdict, &self.request());
+        self.overflow_to_primary(decision)
     }
 
-    /// Attached to a replica between transactions, a request that must run on the primary waits
-    /// until the replica has answered everything, then starts over on the primary.
+    /// With `primary_reads = "overflow"`, a read whose replica has no free server runs on the
+    /// primary when the primary has one.
+    fn overflow_to_primary(&self, decision: Decision) -> Decision {
+        let primary = self.db.primary_index();
+        if decision.backend == primary
+            || self.db.routing.load().primary_reads != crate::config::PrimaryReads::Overflow
+            || self.pools.pools[decision.backend].has_free_server()
+            || !self.pools.pools[primary].has_free_server()
+        {
+            return decision;
+        }
+        Decision { backend: primary, may_write: false, reason: "overflow" }
+    }
+
+    /// Attached to a replica between transactions, a request the replica may no longer serve (one
+    /// that must run on the primary, or a read the replica no longer qualifies for) waits until the
+    /// replica has answered everything, then starts over elsewhere. A read the replica may still
+    /// serve stays: placing it again could pick another server each time and never settle.
+    ///
+    /// On the primary for a read, a pipelined request that may write marks the attachment as
+    /// writing: it moves the read-your-writes mark and must not be replayed elsewhere.
     pub(super) fn needs_other_server(&mut self, msg: &[u8]) -> bool {
-        let on_replica = self.attachment.as_ref().is_some_and(|a| a.is_replica(self.db.primary_index()));
-        if !on_replica
+        let primary = self.db.primary_index();
+        let Some(&Attachment { backend, may_write, .. }) = self.attachment.as_ref() else { return false };
+        if may_write
             || self.status != pgpilot_wire::backend::TxnStatus::Idle
             || !matches!(msg[0], b'Q' | b'P' | b'B')
         {
             return false;
         }
-        self.decide(msg).backend == self.db.primary_index()
+        let verdict = self.verdict_of(msg);
+        if backend == primary {
+            if let (Verdict::Primary { may_write: true, .. }, Some(a)) = (&verdict, self.attachment.as_mut()) {
+                a.may_write = true;
+            }
+            return false;
+        }
+        match verdict {
+            Verdict::Primary { .. } => true,
+            Verdict::Read { .. } if self.route == SessionRoute::Primary => true,
+            Verdict::Read { tag } => {
+                let tag = tag.as_deref().or(self.tag.as_deref());
+                !replica_still_serves(&self.db, backend, tag, self.last_write_ms)
+            }
+        }
     }
 
     /// The first buffered message (routing reads it while the buffer may change).
