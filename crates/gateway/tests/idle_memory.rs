@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
 use common::*;
 use pgpilot_testkit::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 struct Counting;
 
@@ -34,31 +32,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Logs in and waits for ReadyForQuery.
-async fn idle_client(addr: std::net::SocketAddr) -> TcpStream {
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608u32.to_be_bytes());
-    for s in ["user", "postgres", "database", "postgres", ""] {
-        body.extend_from_slice(s.as_bytes());
-        body.push(0);
-    }
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    let mut sock = TcpStream::connect(addr).await.unwrap();
-    sock.write_all(&msg).await.unwrap();
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = sock.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "gateway closed the connection: {:?}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&chunk[..n]);
-        // ReadyForQuery is the last message of the login: 'Z', length 5, status.
-        if seen.len() >= 6 && seen[seen.len() - 6] == b'Z' {
-            return sock;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_client_holds_little_memory() {
     const CLIENTS: usize = 1000;
@@ -66,12 +39,12 @@ async fn an_idle_client_holds_little_memory() {
     let gw = start(config_for(&pg)).await;
     let addr = addr(&gw);
     // Warm up: the first logins create the pools, registries and their capacity.
-    let warm: Vec<_> = futures::future::join_all((0..100).map(|_| idle_client(addr))).await;
+    let warm: Vec<_> = futures::future::join_all((0..100).map(|_| raw_login(addr))).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let before = LIVE.load(Relaxed);
     let mut clients = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS / 100 {
-        clients.extend(futures::future::join_all((0..100).map(|_| idle_client(addr))).await);
+        clients.extend(futures::future::join_all((0..100).map(|_| raw_login(addr))).await);
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let after = LIVE.load(Relaxed);

@@ -131,26 +131,6 @@ async fn notices_and_parameter_status_reach_the_client() {
     gw.shutdown().await;
 }
 
-/// Raw socket helper: a startup packet for user/database postgres.
-fn startup_packet() -> Vec<u8> {
-    let mut body = vec![0, 3, 0, 0];
-    body.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
-    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    p.extend(body);
-    p
-}
-
-async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "closed early");
-        got.extend_from_slice(&buf[..n]);
-    }
-    got
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_messages_close_only_that_client() {
     let pg = Cluster::start();
@@ -159,9 +139,7 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     let gw = start(config).await;
     let healthy = connect(&gw).await;
     // A message claiming 4 GB: refused from the header alone, with 08P01.
-    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-    s.write_all(&startup_packet()).await.unwrap();
-    read_until_ready(&mut s).await;
+    let mut s = raw_login(addr(&gw)).await;
     s.write_all(b"Q\xff\xff\xff\xf0").await.unwrap();
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
@@ -169,9 +147,7 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     assert!(String::from_utf8_lossy(&reply).contains("08P01"));
     // A length below 4 and an unknown message type.
     for bad in [&b"Q\0\0\0\x02"[..], &b"?\0\0\0\x04"[..]] {
-        let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-        s.write_all(&startup_packet()).await.unwrap();
-        read_until_ready(&mut s).await;
+        let mut s = raw_login(addr(&gw)).await;
         s.write_all(bad).await.unwrap();
         let mut reply = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();

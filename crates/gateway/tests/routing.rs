@@ -356,6 +356,9 @@ async fn the_primary_takes_reads_the_replicas_cannot() {
     for _ in 0..20 {
         on_replicas += on_replica(&c, r).await as usize;
     }
-    assert!((5..=15).contains(&on_replicas), "{on_replicas} of 20 reads on the replica with primary_reads = share");
+    assert!(
+        (5..=15).contains(&on_replicas),
+        "{on_replicas} of 20 reads on the replica with primary_reads = share"
+    );
     gw.shutdown().await;
 }

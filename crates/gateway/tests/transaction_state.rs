@@ -228,3 +228,80 @@ async fn errors_inside_extended_batches_keep_the_session_in_step() {
     assert_eq!(v, 7);
     gw.shutdown().await;
 }
+
+/// After DDL changes what a prepared `SELECT *` returns, PostgreSQL refuses the old plan with
+/// SQLSTATE 0A000. pgpilot drops its stale server copy; a request that describes its result (as libpq
+/// does for every prepared execution) outside a transaction is prepared again and re-run, unseen.
+/// Inside a transaction, or without a Describe, the client gets PostgreSQL's error, and preparing
+/// again (what drivers do on it) reaches the new plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_result_type_changed_is_prepared_again() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE r(id int primary key, v text); INSERT INTO r VALUES (1, 'a')");
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, b"s1", b"SELECT * FROM r WHERE id = 1", &[0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"s1");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    read_until_ready(&mut raw).await;
+    // Bind, Describe portal, Execute, Sync: libpq's PQexecPrepared. Returns the columns of the
+    // RowDescription, or the SQLSTATE of an error.
+    let run = async |raw: &mut tokio::net::TcpStream, query: Option<&str>| -> Result<i16, String> {
+        let mut out = bytes::BytesMut::new();
+        if let Some(q) = query {
+            pgpilot_wire::frontend::query(&mut out, q);
+        }
+        pgpilot_wire::frontend::bind(&mut out, b"", b"s1", &[0, 0, 0, 0, 0, 0]);
+        pgpilot_wire::frontend::target(&mut out, b'D', b'P', b"");
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let mut got = Vec::new();
+        let ready = if query.is_some() { 2 } else { 1 };
+        while backend_messages(&got).iter().filter(|m| m.0 == b'Z').count() < ready {
+            got.extend(read_until_any(raw).await);
+        }
+        let msgs = backend_messages(&got);
+        if let Some((_, e)) = msgs.iter().find(|m| m.0 == b'E') {
+            let code = e.split(|b| *b == 0).find(|f| f.first() == Some(&b'C')).unwrap();
+            return Err(String::from_utf8_lossy(&code[1..]).into_owned());
+        }
+        assert!(msgs.iter().any(|m| m.0 == b'D'), "no row: {msgs:?}");
+        Ok(msgs.iter().find(|m| m.0 == b'T').map(|t| i16::from_be_bytes([t.1[0], t.1[1]])).unwrap())
+    };
+    assert_eq!(run(&mut raw, None).await, Ok(2));
+    pg.psql("postgres", "ALTER TABLE r ADD COLUMN extra int DEFAULT 7");
+    assert_eq!(run(&mut raw, None).await, Ok(3), "not re-run after re-preparing");
+    assert_eq!(run(&mut raw, None).await, Ok(3));
+
+    // Inside a transaction the error is the client's; the statement works again after it.
+    pg.psql("postgres", "ALTER TABLE r ADD COLUMN more int DEFAULT 8");
+    assert_eq!(run(&mut raw, Some("BEGIN")).await, Err("0A000".into()));
+    raw.write_all(b"Q\0\0\0\x0dROLLBACK\0").await.unwrap();
+    read_until_ready(&mut raw).await;
+    assert_eq!(run(&mut raw, None).await, Ok(4));
+
+    // A driver that executes without describing (tokio-postgres) gets the error, then prepares again.
+    let c = connect(&gw).await;
+    let stmt = c.prepare("SELECT * FROM r WHERE id = $1").await.unwrap();
+    assert_eq!(c.query_one(&stmt, &[&1i32]).await.unwrap().get::<_, i32>(0), 1);
+    pg.psql("postgres", "ALTER TABLE r DROP COLUMN more");
+    let err = c.query(&stmt, &[&1i32]).await.expect_err("a stale row type must not reach the client");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED), "{err}");
+    let again = c.prepare("SELECT * FROM r WHERE id = $1").await.unwrap();
+    assert_eq!(again.columns().len(), 3);
+    assert_eq!(c.query_one(&again, &[&1i32]).await.unwrap().get::<_, i32>(2), 7);
+    gw.shutdown().await;
+}
+
+/// Raw protocol: whatever arrives next.
+async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(n > 0, "closed early");
+    buf[..n].to_vec()
+}

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use database::{
-    DatabaseConfig, LoadBalance, PrimaryReads, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule, UserConfig,
+    DatabaseConfig, LoadBalance, PrimaryReads, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule,
+    UserConfig,
 };
 pub use duration::Secs;
 pub use general::{AuthType, General, PoolMode};

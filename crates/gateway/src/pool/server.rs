@@ -55,6 +55,8 @@ pub struct ServerConn {
     pub params: ParamSet,
     /// Read buffer, kept for the life of the connection (servers are few, clients are many).
     pub buf: BytesMut,
+    /// A client request pgpilot may send again (see session/replan.rs); kept like `buf`.
+    pub replay: BytesMut,
     /// Named statements prepared here by pgpilot on clients' behalf.
     pub statements: super::statements::ServerStatements,
     /// The pool generation this connection was opened in (see RECONNECT).
@@ -90,6 +92,7 @@ impl ServerConn {
             buf: connected.buf,
             generation: 0,
             statements: Default::default(),
+            replay: BytesMut::new(),
             slot,
         }
     }

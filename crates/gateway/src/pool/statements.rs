@@ -54,6 +54,8 @@ pub struct ServerStatements {
     tick: u64,
     /// SQL-level prepared statements (PREPARE name AS ...): name → the PREPARE text.
     pub sql: HashMap<String, String>,
+    /// Statements whose plan the server refused after DDL, to drop between transactions.
+    stale: Vec<u64>,
 }
 
 impl ServerStatements {
@@ -86,6 +88,25 @@ impl ServerStatements {
         evicted
     }
 
+    /// The server-side name of the statement `hash` prepared here.
+    pub fn server_name(&self, hash: u64) -> Option<Box<[u8]>> {
+        self.by_hash.get(&hash).map(|(s, _)| s.server_name.clone())
+    }
+
+    pub fn mark_stale(&mut self, hash: u64) {
+        if !self.stale.contains(&hash) {
+            self.stale.push(hash);
+        }
+    }
+
+    pub fn take_stale(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.stale)
+    }
+
+    pub fn has_stale(&self) -> bool {
+        !self.stale.is_empty()
+    }
+
     pub fn remove(&mut self, hash: u64) {
         self.by_hash.remove(&hash);
     }
@@ -102,6 +123,7 @@ impl ServerStatements {
     pub fn clear(&mut self) {
         self.by_hash.clear();
         self.sql.clear();
+        self.stale.clear();
     }
 }
 

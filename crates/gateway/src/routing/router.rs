@@ -141,7 +141,12 @@ impl<'a> ReplicaFilter<'a> {
 
 /// Whether the replica a client is attached to may serve its next read (a pipelining client stays
 /// where it is rather than having its read placed again).
-pub fn replica_still_serves(db: &Database, backend: usize, tag: Option<&str>, last_write_ms: Option<u64>) -> bool {
+pub fn replica_still_serves(
+    db: &Database,
+    backend: usize,
+    tag: Option<&str>,
+    last_write_ms: Option<u64>,
+) -> bool {
     ReplicaFilter::new(db, tag, last_write_ms).is_some_and(|f| f.admits(&db.backends[backend]))
 }
 
@@ -156,12 +161,18 @@ fn pick_replica(db: &Database, tag: Option<&str>, last_write_ms: Option<u64>) ->
     }
     let routing = &filter.routing;
     let primary = &db.backends[db.primary_index()];
-    if routing.primary_reads == PrimaryReads::Share && tag.is_none() && !primary.is_banned() && routing.primary_read_weight > 0 {
+    if routing.primary_reads == PrimaryReads::Share
+        && tag.is_none()
+        && !primary.is_banned()
+        && routing.primary_read_weight > 0
+    {
         candidates.push((primary.index, routing.primary_read_weight as u64));
     }
     let total: u64 = candidates.iter().map(|c| c.1).sum();
     let chosen = match routing.load_balance {
-        LoadBalance::RoundRobin => weighted(&candidates, db.next_replica.fetch_add(1, Relaxed) as u64 % total),
+        LoadBalance::RoundRobin => {
+            weighted(&candidates, db.next_replica.fetch_add(1, Relaxed) as u64 % total)
+        }
         LoadBalance::Random => weighted(&candidates, rand::random::<u64>() % total),
         LoadBalance::LeastOutstanding => candidates
             .iter()

@@ -132,6 +132,13 @@ impl Flow {
             server.params = Default::default();
             return;
         }
+        if let Expect::Client(Reply::Bind { statement: Some(hash) }) = *front {
+            let e = ErrorFields::parse(&server.buf[start + 5..end]);
+            if self.stale_plan(s, server, hash, &e.code) {
+                self.batch_failed = false;
+                return;
+            }
+        }
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         self.to_client.extend_from_slice(&server.buf[start..end]);
         if survives {
@@ -192,6 +199,9 @@ impl Flow {
             self.observed_done(s, server, observed);
         }
         self.apply_batch(s, server, batch, failed, status);
+        if status == TxnStatus::Idle && server.statements.has_stale() {
+            self.drop_stale_statements(server);
+        }
         if status == TxnStatus::Idle && self.expected.ready_owed() == 0 {
             if let Some(x) = self.xact_started.take() {
                 server.pool().stats.transaction(now.duration_since(x).as_micros() as u64);

@@ -17,7 +17,10 @@ pub enum Reply {
         /// The server-side registration to undo if the Parse fails.
         hash: Option<u64>,
     },
-    Bind,
+    /// `statement`: the hash of the pgpilot-prepared statement it binds, if any.
+    Bind {
+        statement: Option<u64>,
+    },
     Describe,
     /// With its statistics record when insight is on.
     Execute(Option<Box<Observed>>),
@@ -44,7 +47,7 @@ impl Reply {
     pub fn ends_with(&self, tag: u8) -> bool {
         match self {
             Reply::Parse { .. } => tag == b'1',
-            Reply::Bind => tag == b'2',
+            Reply::Bind { .. } => tag == b'2',
             Reply::Describe => matches!(tag, b'T' | b'n'),
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
@@ -135,6 +138,27 @@ impl Expected {
         Some(e)
     }
 
+    /// Whether the first ReadyForQuery owed after the front entry ends a Sync with nothing after it:
+    /// the front entry's batch is the last thing sent to the server.
+    pub fn sync_is_last_after_front(&self) -> bool {
+        let later = self.queue.iter().skip(1).position(|e| e.reply().is_some_and(Reply::is_ready));
+        later.is_some_and(|i| {
+            i + 2 == self.queue.len() && matches!(self.queue[i + 1].reply(), Some(Reply::Sync(_)))
+        })
+    }
+
+    /// Makes the front entry pgpilot's own: its answer is dropped, not sent to the client.
+    pub fn hide_front(&mut self) {
+        if let Some(front) = self.queue.front_mut() {
+            if let Expect::Client(_) = front {
+                let Expect::Client(reply) = std::mem::replace(front, Expect::CopyBoundary) else {
+                    unreachable!()
+                };
+                *front = Expect::Injected(reply);
+            }
+        }
+    }
+
     /// Whether the entry at the front is pgpilot's own.
     pub fn front_is_injected(&self) -> bool {
         matches!(self.queue.front(), Some(Expect::Injected(_)))
@@ -181,7 +205,7 @@ mod tests {
     #[test]
     fn skipping_stops_at_sync() {
         let mut e = Expected::default();
-        e.push(Expect::Client(Reply::Bind));
+        e.push(Expect::Client(Reply::Bind { statement: None }));
         e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: None });
         e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));

@@ -66,6 +66,7 @@ pub(super) struct Flow {
     written_any: bool,
     /// Client input is left unread: the next request must start on another server.
     hold_client: bool,
+    pub(super) replan: super::replan::Replan,
     /// Rewrite named prepared statements and track session state (transaction pooling).
     pub(super) rewrite: bool,
     pub(super) max_prepared: usize,
@@ -114,6 +115,7 @@ impl Flow {
             retry_after_send: false,
             written_any: false,
             hold_client: false,
+            replan: Default::default(),
             rewrite,
             max_prepared,
             copy_in_open: false,
@@ -450,10 +452,11 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         let available = buf.len() - pos;
         if available >= h.total {
             let msg = &buf[pos..pos + h.total];
-            if flow.expected.is_empty() && !flow.unsynced && s.needs_other_server(msg) {
+            if !flow.unsynced && s.needs_other_server(msg) {
                 flow.hold_client = true;
                 break Ok(());
             }
+            flow.retry_after_send &= s.attachment.as_ref().is_some_and(|a| !a.may_write);
             if let Err(e) = flow.client_message(s, server, h.tag, msg) {
                 break Err(e);
             }

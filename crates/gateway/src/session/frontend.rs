@@ -29,6 +29,7 @@ impl Flow {
         msg: &[u8],
     ) -> Result<(), Ending> {
         let body = &msg[5..];
+        self.record_for_replan(s, server, tag, msg);
         if self.cache_on {
             self.note_writes(s, tag, body);
         }
@@ -90,7 +91,7 @@ impl Flow {
         }
         match tag {
             b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
-            b'B' => self.push_extended(Reply::Bind),
+            b'B' => self.push_extended(Reply::Bind { statement: None }),
             b'D' => self.push_extended(Reply::Describe),
             b'C' => self.push_extended(Reply::Close),
             b'E' => {
@@ -293,14 +294,20 @@ impl Flow {
         frontend::parse(&mut self.to_server, &stmt.server_name, &stmt.query, &stmt.param_types);
     }
 
-    /// Makes sure the server has the statement the client calls `name`; returns its server name.
-    fn server_name_for(&mut self, s: &Session, server: &mut ServerConn, name: &[u8]) -> Option<Box<[u8]>> {
+    /// Makes sure the server has the statement the client calls `name`; returns its server name
+    /// and hash.
+    fn server_name_for(
+        &mut self,
+        s: &Session,
+        server: &mut ServerConn,
+        name: &[u8],
+    ) -> Option<(Box<[u8]>, u64)> {
         let stmt = s.statements.named.get(name)?.clone();
         if !server.statements.touch(&stmt) {
             self.prepare_on_server(server, &stmt);
             self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
         }
-        Some(stmt.server_name.clone())
+        Some((stmt.server_name.clone(), stmt.hash))
     }
 
     fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
@@ -308,8 +315,8 @@ impl Flow {
         self.observe_bind(s, b.statement, b.rest);
         let renamed =
             if b.statement.is_empty() { None } else { self.server_name_for(s, server, b.statement) };
-        frontend::bind(&mut self.to_server, b.portal, renamed.as_deref().unwrap_or(b.statement), b.rest);
-        self.push_extended(Reply::Bind);
+        frontend::bind(&mut self.to_server, b.portal, renamed.as_ref().map_or(b.statement, |r| &r.0), b.rest);
+        self.push_extended(Reply::Bind { statement: renamed.map(|r| r.1) });
         Ok(())
     }
 
@@ -317,7 +324,7 @@ impl Flow {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
         let renamed =
             if kind == b'S' && !name.is_empty() { self.server_name_for(s, server, name) } else { None };
-        frontend::target(&mut self.to_server, b'D', kind, renamed.as_deref().unwrap_or(name));
+        frontend::target(&mut self.to_server, b'D', kind, renamed.as_ref().map_or(name, |r| &r.0));
         self.push_extended(Reply::Describe);
         Ok(())
     }

@@ -10,6 +10,7 @@ mod frontend;
 pub mod io;
 mod observe;
 pub mod params;
+mod replan;
 mod route;
 mod startup;
 mod welcome;

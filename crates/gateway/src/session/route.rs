@@ -130,7 +130,8 @@ impl Session {
         }
         let verdict = self.verdict_of(msg);
         if backend == primary {
-            if let (Verdict::Primary { may_write: true, .. }, Some(a)) = (&verdict, self.attachment.as_mut()) {
+            if let (Verdict::Primary { may_write: true, .. }, Some(a)) = (&verdict, self.attachment.as_mut())
+            {
                 a.may_write = true;
             }
             return false;

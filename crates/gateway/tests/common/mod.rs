@@ -164,3 +164,46 @@ pub async fn wait_cache_catalog(gw: &Gateway, table: &str) {
     .await;
     assert!(ok, "the relation catalog never listed {table}");
 }
+
+/// Raw protocol: a startup packet for user and database `postgres`.
+pub fn startup_packet() -> Vec<u8> {
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    p.extend(body);
+    p
+}
+
+/// Raw protocol: reads until a ReadyForQuery with status idle; returns everything read.
+pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"Z\0\0\0\x05I") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Raw protocol: a logged-in connection as `postgres`, ready for queries.
+pub async fn raw_login(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&startup_packet()).await.unwrap();
+    read_until_ready(&mut s).await;
+    s
+}
+
+/// Raw protocol: backend bytes split into (tag, body) messages.
+pub fn backend_messages(bytes: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 5 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos + 1..pos + 5].try_into().unwrap()) as usize;
+        out.push((bytes[pos], &bytes[pos + 5..pos + 1 + len]));
+        pos += 1 + len;
+    }
+    out
+}

@@ -1,0 +1,131 @@
+//! A statement pgpilot prepared on a server whose result type changed after DDL (`ALTER TABLE ...
+//! ADD COLUMN` under a `SELECT *`): the server answers its Bind with SQLSTATE 0A000 "cached plan
+//! must not change result type" for as long as that server copy lives. pgpilot drops the stale copy,
+//! so the next use prepares it afresh, and, when the request ran outside an explicit transaction and
+//! nothing of it reached the client, prepares it again and re-runs the request once, unseen.
+
+use pgpilot_wire::backend::TxnStatus;
+use pgpilot_wire::frontend;
+
+use super::client::Session;
+use super::expect::{Expect, Reply};
+use super::flow::Flow;
+use crate::pool::ServerConn;
+
+/// The SQLSTATE of a prepared statement whose result type changed (feature_not_supported).
+const STALE_PLAN: &str = "0A000";
+
+/// Recording of the client's request that may have to run again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Replan {
+    /// Nothing recorded: the request in flight cannot be re-run.
+    #[default]
+    Off,
+    /// A batch that began with a Bind of a pgpilot-prepared statement outside a transaction is
+    /// being recorded into the server connection's replay buffer; `described` once the client
+    /// asked for the result's description, so the new row type reaches it before any row.
+    Recording { described: bool },
+    /// That batch is complete, up to its Sync, and nothing was forwarded after it.
+    Ready,
+    /// Already re-run once in this attachment.
+    Spent,
+}
+
+impl Flow {
+    /// Called with each client message before it is handled: records a batch that could be re-run.
+    /// A client that executes without describing relies on the row type it learned before; it
+    /// gets PostgreSQL's error, as it would without pgpilot, and prepares again itself.
+    pub(super) fn record_for_replan(&mut self, s: &Session, server: &mut ServerConn, tag: u8, msg: &[u8]) {
+        use Replan::*;
+        self.replan = match (self.replan, tag) {
+            (Spent, _) => Spent,
+            (_, b'B')
+                if self.rewrite && !self.unsynced && s.status == TxnStatus::Idle && names_statement(msg) =>
+            {
+                server.replay.clear();
+                Recording { described: false }
+            }
+            (Recording { .. }, b'D') => Recording { described: true },
+            (Recording { described: true }, b'E') | (Recording { described: true }, b'S') => self.replan,
+            (Recording { described }, b'H') => Recording { described },
+            _ => Off,
+        };
+        if let Recording { .. } = self.replan {
+            server.replay.extend_from_slice(msg);
+            if tag == b'S' {
+                self.replan = Ready;
+            }
+        }
+    }
+
+    /// The server refused a Bind of the pgpilot-prepared statement `hash` with `code`. Returns
+    /// whether the error is handled here (the request re-runs) rather than passed to the client.
+    pub(super) fn stale_plan(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        hash: u64,
+        code: &str,
+    ) -> bool {
+        if code != STALE_PLAN {
+            return false;
+        }
+        let Some(server_name) = server.statements.server_name(hash) else { return false };
+        // The status is the one before this batch: everything ahead of the Bind has been answered.
+        let retry = self.replan == Replan::Ready
+            && s.status == TxnStatus::Idle
+            && self.expected.sync_is_last_after_front();
+        tracing::info!(
+            database = %s.db.name,
+            server_id = server.id,
+            retry,
+            "a prepared statement's result type changed on the server (DDL): preparing it again"
+        );
+        if !retry {
+            // Dropped once the server is out of the transaction (see `drop_stale_statements`);
+            // until then uses of it fail like this one, as they would without pgpilot.
+            server.statements.mark_stale(hash);
+            return false;
+        }
+        self.replan = Replan::Spent;
+        server.statements.remove(hash);
+        self.expected.pop();
+        drop(self.expected.skip_to_sync());
+        self.expected.hide_front();
+        // After the failed batch's Sync, when the server listens again.
+        frontend::target(&mut self.to_server, b'C', b'S', &server_name);
+        self.expected.push(Expect::Injected(Reply::Close));
+        let replay = std::mem::take(&mut server.replay);
+        let mut pos = 0;
+        while pos + 5 <= replay.len() {
+            let len =
+                u32::from_be_bytes([replay[pos + 1], replay[pos + 2], replay[pos + 3], replay[pos + 4]]);
+            let end = pos + 1 + len as usize;
+            if end > replay.len() {
+                break;
+            }
+            // Recorded from whole messages that were handled once already: they handle again.
+            let _ = self.client_message(s, server, replay[pos], &replay[pos..end]);
+            pos = end;
+        }
+        server.replay = replay;
+        server.replay.clear();
+        true
+    }
+
+    /// Between transactions: deallocates the server copies found stale, so their next use
+    /// prepares them afresh.
+    pub(super) fn drop_stale_statements(&mut self, server: &mut ServerConn) {
+        for hash in server.statements.take_stale() {
+            if let Some(name) = server.statements.server_name(hash) {
+                server.statements.remove(hash);
+                self.inject_query(&format!("DEALLOCATE \"{}\"", String::from_utf8_lossy(&name)));
+            }
+        }
+    }
+}
+
+/// Whether a Bind (header included) binds a named statement, the kind pgpilot prepares.
+fn names_statement(msg: &[u8]) -> bool {
+    msg.get(5..).and_then(frontend::parse_bind).is_some_and(|b| !b.statement.is_empty())
+}
