@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use pgpilot_gateway::config::cache::Consistency;
 use pgpilot_gateway::config::{Config, Secs};
 use pgpilot_gateway::Gateway;
-use pgpilot_testkit::{Cluster, RedisServer};
+use pgpilot_testkit::{Cluster, RedisCluster, RedisServer};
 use rand::Rng;
 
 const KEYS: i32 = 20;
@@ -38,10 +38,10 @@ fn cluster() -> Cluster {
     c
 }
 
-fn config(cluster: &Cluster, redis: &RedisServer, consistency: Consistency) -> Config {
+fn config(cluster: &Cluster, redis_url: String, consistency: Consistency) -> Config {
     let mut c = config_for(cluster);
     c.pgpilot.default_pool_size = 12;
-    c.cache.redis_url = Some(redis.url());
+    c.cache.redis_url = Some(redis_url);
     let db = c.databases.get_mut("postgres").unwrap();
     db.cache.enabled = true;
     db.cache.consistency = consistency;
@@ -238,8 +238,8 @@ fn report(name: &str, r: &Run) {
 async fn two_instances(consistency: Consistency) -> (Cluster, RedisServer, Gateway, Gateway) {
     let cluster = cluster();
     let redis = RedisServer::start();
-    let a = start(config(&cluster, &redis, consistency)).await;
-    let b = start(config(&cluster, &redis, consistency)).await;
+    let a = start(config(&cluster, redis.url(), consistency)).await;
+    let b = start(config(&cluster, redis.url(), consistency)).await;
     ready(&a).await;
     ready(&b).await;
     (cluster, redis, a, b)
@@ -282,7 +282,7 @@ async fn bounded_same_instance_is_never_stale_and_others_are_measured() {
 async fn redis_stopped_mid_run_reads_keep_working_uncached() {
     let cluster = cluster();
     let mut redis = RedisServer::start();
-    let a = start(config(&cluster, &redis, Consistency::Bounded)).await;
+    let a = start(config(&cluster, redis.url(), Consistency::Bounded)).await;
     ready(&a).await;
     let c = connect(&a).await;
     let read = || async {
@@ -369,4 +369,56 @@ async fn results_are_shared_between_instances_through_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(seen, 2, "B saw A's write within the notification delay");
+}
+
+/// Against a Redis Cluster (`redis_cluster = true`): results are stored on and read from the node
+/// that owns each key, and invalidations reach every instance through cluster-wide pub/sub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_shares_results_and_invalidations() {
+    let cluster = cluster();
+    let redis = RedisCluster::start(3);
+    let config = || {
+        let mut c = config(&cluster, redis.url(), Consistency::Bounded);
+        c.cache.redis_cluster = true;
+        c
+    };
+    let (a, b) = (start(config()).await, start(config()).await);
+    ready(&a).await;
+    ready(&b).await;
+    let (ca, cb) = (connect(&a).await, connect(&b).await);
+    let sql = "SELECT version FROM fresh WHERE id = $1";
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in 0..KEYS {
+        assert_eq!(ca.query_one(sql, &[&id]).await.unwrap().get::<_, i64>(0), 0);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let holding: Vec<u64> = redis
+        .nodes()
+        .iter()
+        .map(|n| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &n.port().to_string(), "dbsize"])
+                .output();
+            String::from_utf8_lossy(&out.unwrap().stdout).trim().parse().unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        holding.iter().filter(|&&n| n > 0).count() >= 2,
+        "results not spread over the cluster: {holding:?}"
+    );
+    for id in 0..KEYS {
+        assert_eq!(cb.query_one(sql, &[&id]).await.unwrap().get::<_, i64>(0), 0);
+    }
+    let shared_hits = b.shared().cache.redis.l2_hits.load(Relaxed);
+    assert_eq!(shared_hits, KEYS as u64, "B read A's results from the cluster: {holding:?}");
+    ca.execute("UPDATE fresh SET version = 5 WHERE id = 7", &[]).await.unwrap();
+    let mut seen = 0i64;
+    for _ in 0..100 {
+        seen = cb.query_one(sql, &[&7i32]).await.unwrap().get(0);
+        if seen == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 5, "B saw A's write through the cluster's pub/sub");
 }

@@ -14,4 +14,4 @@ mod run;
 pub use binaries::{pg_bin_dir, PgBinaries};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use ports::free_port;
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};

@@ -7,6 +7,8 @@ use crate::ports::free_port;
 /// A redis-server on a loopback port, without persistence, killed on drop.
 pub struct RedisServer {
     port: u16,
+    /// Started as a node of a Redis Cluster.
+    cluster: bool,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -14,7 +16,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server; panics naming the package to install when it is missing.
     pub fn start() -> RedisServer {
-        let mut server = RedisServer { port: free_port(), child: None, _dir: tempdir() };
+        RedisServer::start_node(false)
+    }
+
+    fn start_node(cluster: bool) -> RedisServer {
+        let mut server = RedisServer { port: free_port(), cluster, child: None, _dir: tempdir() };
         server.spawn();
         server
     }
@@ -56,6 +62,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self._dir.path())
+            .args(if self.cluster { &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"][..] } else { &[] })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -76,6 +83,62 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster of nodes on loopback ports, every slot assigned, no replicas; killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (at least 3) nodes and joins them with `redis-cli --cluster create`.
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n.max(3)).map(|_| RedisServer::start_node(true)).collect();
+        let addresses: Vec<String> = nodes.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli could not be run ({e}): install redis-tools"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Every node says `cluster_state:ok`.
+    fn wait_ok(&self) {
+        let start = Instant::now();
+        for node in &self.nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(20), "Redis Cluster not ready: {info}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// A URL of one node, which is enough for a cluster client to find the others.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
     }
 }
 

@@ -35,7 +35,7 @@ pub struct RedisLink {
     rx: Mutex<Option<mpsc::UnboundedReceiver<Out>>>,
     configured: std::sync::atomic::AtomicBool,
     /// The connection while the link is up, for reading shared results.
-    conn: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+    conn: arc_swap::ArcSwapOption<RedisConn>,
     pub l2_hits: std::sync::atomic::AtomicU64,
     pub l2_rejected: std::sync::atomic::AtomicU64,
 }
@@ -98,10 +98,10 @@ impl RedisLink {
 
     /// A result another instance stored, if the link is up and Redis answers in time.
     pub async fn fetch(&self, key: &str) -> Option<Vec<u8>> {
-        let mut conn = (*self.conn.load_full()?).clone();
+        let conn = self.conn.load_full()?;
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        let got = tokio::time::timeout(TIMEOUT, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await;
+        let got = tokio::time::timeout(TIMEOUT, conn.query::<Option<Vec<u8>>>(&cmd)).await;
         got.ok()?.ok()?
     }
 
@@ -148,7 +148,8 @@ fn drop_everything(shared: &Shared) {
 
 async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<Out>) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut publisher = tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
+    let cluster = shared.config.load().cache.redis_cluster;
+    let publisher = tokio::time::timeout(TIMEOUT, RedisConn::open(&client, url, cluster))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -190,7 +191,7 @@ async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<
                         (cmd, true)
                     }
                 };
-                let sent = cmd.query_async::<redis::Value>(&mut publisher);
+                let sent = publisher.query::<redis::Value>(&cmd);
                 let answer = tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "Redis timed out".to_string())?;
                 match answer {
                     // A result Redis refuses (out of memory, a cluster node that does not own the
@@ -202,9 +203,35 @@ async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<
             }
             _ = ping.tick() => {
                 let cmd = redis::cmd("PING");
-                let pong = cmd.query_async::<String>(&mut publisher);
+                let pong = publisher.query::<String>(&cmd);
                 tokio::time::timeout(TIMEOUT, pong).await.map_err(|_| "ping timed out".to_string())?.map_err(|e| e.to_string())?;
             }
+        }
+    }
+}
+
+/// A connection for commands: to one Redis, or to a Redis Cluster (each key to the node that owns
+/// its slot). Subscriptions always use a plain connection to the configured node: classic pub/sub
+/// is broadcast to every node of a cluster.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RedisConn {
+    async fn open(client: &redis::Client, url: &str, cluster: bool) -> redis::RedisResult<RedisConn> {
+        if cluster {
+            let client = redis::cluster::ClusterClient::new(vec![url])?;
+            return Ok(RedisConn::Cluster(client.get_async_connection().await?));
+        }
+        Ok(RedisConn::Single(client.get_multiplexed_async_connection().await?))
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self.clone() {
+            RedisConn::Single(mut c) => cmd.query_async(&mut c).await,
+            RedisConn::Cluster(mut c) => cmd.query_async(&mut c).await,
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct CacheGlobal {
     pub redis_url: Option<String>,
     /// Share results through Redis too (the second tier), not only invalidations.
     pub redis_results: bool,
+    /// `redis_url` names a node of a Redis Cluster: results go to the node that owns each key
+    /// (the others are found from it), invalidations through cluster-wide pub/sub.
+    pub redis_cluster: bool,
 }
 
 impl Default for CacheGlobal {
@@ -29,6 +32,7 @@ impl Default for CacheGlobal {
             fill_wait: Secs::from_secs(2),
             redis_url: None,
             redis_results: true,
+            redis_cluster: false,
         }
     }
 }
@@ -118,6 +122,15 @@ pub fn problems(global: &CacheGlobal, databases: &[(&str, &DatabaseCache)]) -> V
         {
             out.push(format!("[cache] redis_url {url:?} must start with redis:// or rediss://"));
         }
+    }
+    match &global.redis_url {
+        None if global.redis_cluster => {
+            out.push("[cache] redis_cluster needs redis_url (any node of the cluster)".into())
+        }
+        Some(url) if global.redis_cluster && url.starts_with("redis+unix://") => {
+            out.push("[cache] redis_cluster needs a TCP redis_url, not a unix socket".into())
+        }
+        _ => {}
     }
     for (name, db) in databases {
         if db.enabled && db.ttl.get().is_zero() {
