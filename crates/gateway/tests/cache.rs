@@ -204,3 +204,76 @@ async fn rows(c: &tokio_postgres::Client) -> Vec<String> {
         })
         .collect()
 }
+
+/// `in_transactions = "read_only"`: reads inside `BEGIN READ ONLY` are answered and filled from the
+/// cache, with the transaction's status; other transactions, and a read-only one after anything but
+/// a read, always reach the server. With the default (`never`) no read inside a transaction hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_in_read_only_transactions_use_the_cache_when_allowed() {
+    use pgpilot_gateway::config::cache::InTransactions;
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE items (id int primary key, v int); INSERT INTO items SELECT g, g FROM generate_series(1, 100) g");
+    let mut config = cache_config(&cluster);
+    config.databases.get_mut("postgres").unwrap().cache.in_transactions = InTransactions::ReadOnly;
+    let gw = start(config).await;
+    wait_cache_catalog(&gw, "items").await;
+    let c = connect(&gw).await;
+    let sql = "SELECT sum(v) FROM items";
+    // Filled inside a read-only transaction, then hit inside another, and outside.
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(first_value(&c, sql).await, "5050");
+    let h = hits(&gw);
+    assert_eq!(first_value(&c, sql).await, "5050");
+    assert_eq!(
+        hits(&gw),
+        h + 1,
+        "hit inside the read-only transaction: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
+    // The transaction is still the server's: its status and its snapshot-free reads carry on.
+    assert_eq!(first_value(&c, "SELECT current_setting('transaction_read_only')").await, "on");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(first_value(&c, sql).await, "5050");
+    assert_eq!(hits(&gw), h + 2, "the result filled in the transaction serves outside it");
+    // The extended protocol too, and a write elsewhere still invalidates.
+    c.batch_execute("START TRANSACTION READ ONLY").await.unwrap();
+    let stmt = c.prepare("SELECT v FROM items WHERE id = $1").await.unwrap();
+    assert_eq!(c.query_one(&stmt, &[&5i32]).await.unwrap().get::<_, i32>(0), 5);
+    let h = hits(&gw);
+    assert_eq!(c.query_one(&stmt, &[&5i32]).await.unwrap().get::<_, i32>(0), 5);
+    assert_eq!(hits(&gw), h + 1, "extended-protocol hit inside the read-only transaction");
+    let other = connect(&gw).await;
+    other.batch_execute("UPDATE items SET v = 50 WHERE id = 5").await.unwrap();
+    assert_eq!(
+        c.query_one(&stmt, &[&5i32]).await.unwrap().get::<_, i32>(0),
+        50,
+        "read committed sees the commit"
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    // Read-write and repeatable-read transactions never hit; nor a read-only one after a SET LOCAL.
+    for begin in [
+        "BEGIN",
+        "BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ",
+        "BEGIN READ ONLY; SET LOCAL work_mem = '8MB'",
+    ] {
+        c.batch_execute(begin).await.unwrap();
+        let h = hits(&gw);
+        assert_eq!(first_value(&c, sql).await, "5095");
+        assert_eq!(first_value(&c, sql).await, "5095");
+        assert_eq!(hits(&gw), h, "a hit inside {begin:?}");
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    c.batch_execute("SET LOCAL work_mem = '8MB'").await.unwrap();
+    let h = hits(&gw);
+    assert_eq!(first_value(&c, sql).await, "5095");
+    assert_eq!(hits(&gw), h, "a hit after a SET LOCAL");
+    c.batch_execute("COMMIT").await.unwrap();
+    // An error inside the transaction is the server's to report.
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert!(c.batch_execute("SELECT 1/0").await.is_err());
+    let err = c.simple_query(sql).await.expect_err("the aborted transaction refuses reads");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    gw.shutdown().await;
+}

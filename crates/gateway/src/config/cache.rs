@@ -69,7 +69,20 @@ pub struct DatabaseCache {
     pub consistency: Consistency,
     /// Cache only statements a rule or a `pgpilot:cache` hint names (otherwise every cacheable read).
     pub only_rules: bool,
+    /// Inside explicit transactions: `never` (the default), or `read_only` — reads inside a
+    /// `BEGIN READ ONLY` transaction at READ COMMITTED are answered and filled like reads outside
+    /// one (each of its statements sees every earlier commit, and it cannot have written anything).
+    pub in_transactions: InTransactions,
     pub rules: Vec<CacheRule>,
+}
+
+/// Whether reads inside explicit transactions use the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InTransactions {
+    #[default]
+    Never,
+    ReadOnly,
 }
 
 impl DatabaseCache {
@@ -85,6 +98,7 @@ impl Default for DatabaseCache {
             ttl: Secs::from_secs(300),
             consistency: Consistency::Bounded,
             only_rules: false,
+            in_transactions: InTransactions::Never,
             rules: Vec::new(),
         }
     }

@@ -121,6 +121,9 @@ pub struct RoutingConfig {
     pub read_write_split: Option<bool>,
     pub load_balance: LoadBalance,
     pub primary_reads: PrimaryReads,
+    /// With `primary_reads = "overflow"`: reads spill to the primary only while fewer than this
+    /// many of its connections are busy, so the primary keeps its capacity for writes.
+    pub overflow_servers: usize,
     /// The primary's weight among read servers with `primary_reads = "share"`.
     pub primary_read_weight: u32,
     pub read_your_writes: ReadYourWrites,
@@ -141,6 +144,7 @@ impl Default for RoutingConfig {
             read_write_split: None,
             load_balance: LoadBalance::RoundRobin,
             primary_reads: PrimaryReads::Overflow,
+            overflow_servers: 4,
             primary_read_weight: 1,
             read_your_writes: ReadYourWrites::Session,
             max_replica_lag_bytes: 16 << 20,

@@ -55,6 +55,8 @@ pub struct ServerConn {
     pub params: ParamSet,
     /// Read buffer, kept for the life of the connection (servers are few, clients are many).
     pub buf: BytesMut,
+    /// When the transaction in progress started, while its client looks a request up in the cache.
+    pub xact_started: Option<Instant>,
     /// A client request pgpilot may send again (see session/replan.rs); kept like `buf`.
     pub replay: BytesMut,
     /// Named statements prepared here by pgpilot on clients' behalf.
@@ -93,6 +95,7 @@ impl ServerConn {
             generation: 0,
             statements: Default::default(),
             replay: BytesMut::new(),
+            xact_started: None,
             slot,
         }
     }

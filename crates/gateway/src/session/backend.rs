@@ -97,7 +97,8 @@ impl Flow {
             }
             crate::cache::Captured::Complete => {
                 let fill = self.capture.take().expect("checked above");
-                if msg.get(5) == Some(&b'I') {
+                // Outside a transaction, or inside one whose reads may use the cache (txn_cache.rs).
+                if msg.get(5) == Some(&b'I') || (msg.get(5) == Some(&b'T') && s.read_only_txn) {
                     s.shared.cache.store(&s.db.name, &s.db.cache, *fill);
                 }
             }

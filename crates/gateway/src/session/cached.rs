@@ -77,7 +77,7 @@ impl Session {
             stats.bypass(Bypass::SessionOff);
             return Ok(false);
         }
-        if self.status != TxnStatus::Idle {
+        if self.status != TxnStatus::Idle && !self.read_only_txn {
             stats.bypass(Bypass::InTransaction);
             return Ok(false);
         }

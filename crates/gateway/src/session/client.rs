@@ -118,6 +118,10 @@ pub struct Session {
     pub(super) cache_identity_changed: bool,
     /// A cache miss whose answer the next attachment collects.
     pub(super) pending_fill: Option<Box<crate::cache::Fill>>,
+    /// The transaction in progress may use the cache (see txn_cache.rs).
+    pub(super) read_only_txn: bool,
+    /// The request at the front of the buffer was just looked up in the cache and missed.
+    pub(super) consulted: bool,
 }
 
 impl Session {
@@ -160,6 +164,8 @@ impl Session {
             cache_off: false,
             cache_identity_changed: false,
             pending_fill: None,
+            read_only_txn: false,
+            consulted: false,
         }
     }
 
@@ -182,7 +188,12 @@ impl Session {
             match header {
                 Some(h) if self.buf.len() >= h.total => {
                     // Boxed: the task of an idle client keeps only the size of its wait for input.
-                    if let Err(ending) = Box::pin(self.handle_unattached(h)).await {
+                    let handled = if self.server.is_some() {
+                        Box::pin(self.resume_in_transaction(h)).await
+                    } else {
+                        Box::pin(self.handle_unattached(h)).await
+                    };
+                    if let Err(ending) = handled {
                         return ending;
                     }
                 }

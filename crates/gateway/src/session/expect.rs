@@ -138,6 +138,12 @@ impl Expected {
         Some(e)
     }
 
+    /// Whether a client request is still unanswered (pgpilot's own, such as a settings sync, do not
+    /// count: they leave the transaction status as it is).
+    pub fn client_pending(&self) -> bool {
+        self.queue.iter().any(|e| matches!(e, Expect::Client(_)))
+    }
+
     /// Whether the first ReadyForQuery owed after the front entry ends a Sync with nothing after it:
     /// the front entry's batch is the last thing sent to the server.
     pub fn sync_is_last_after_front(&self) -> bool {

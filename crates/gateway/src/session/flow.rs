@@ -31,6 +31,9 @@ enum Exit {
     /// The server was lost before it saw or answered the request: these client bytes go through
     /// routing again, to another server.
     Retry(BytesMut),
+    /// Between requests of a read-only transaction: the session looks the next one up in the
+    /// cache, with the server still attached.
+    StepOut,
     /// The session ends.
     End(Ending),
 }
@@ -66,6 +69,11 @@ pub(super) struct Flow {
     written_any: bool,
     /// Client input is left unread: the next request must start on another server.
     hold_client: bool,
+    /// Stopped before a request inside a read-only transaction, for the session to look it up in
+    /// the cache (txn_cache.rs); the server stays attached.
+    step_out: bool,
+    /// The request at the front was looked up already: send it on.
+    pub(super) consulted: bool,
     pub(super) replan: super::replan::Replan,
     /// Rewrite named prepared statements and track session state (transaction pooling).
     pub(super) rewrite: bool,
@@ -115,6 +123,8 @@ impl Flow {
             retry_after_send: false,
             written_any: false,
             hold_client: false,
+            step_out: false,
+            consulted: false,
             replan: Default::default(),
             rewrite,
             max_prepared,
@@ -164,6 +174,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
     let mut server = *s.server.take().expect("a server is attached");
     let max_prepared = server.pool().settings.load().max_prepared;
     let mut flow = Flow::new(s, max_prepared);
+    flow.consulted = std::mem::take(&mut s.consulted);
     flow.rewrite &= max_prepared > 0;
     flow.capture = s.pending_fill.take();
     if s.mode == PoolMode::Transaction {
@@ -177,9 +188,8 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         flow.client_input = Some(BytesMut::new());
         flow.retry_after_send = s.attachment.as_ref().is_some_and(|a| !a.may_write);
     }
-    if s.status == TxnStatus::Idle {
-        flow.xact_started = Some(Instant::now());
-    }
+    flow.xact_started =
+        if s.status == TxnStatus::Idle { Some(Instant::now()) } else { server.xact_started.take() };
     let exit = match drain_client(s, &mut server, &mut flow) {
         Err(e) => Exit::End(e),
         Ok(()) => pump(s, &mut server, &mut flow).await,
@@ -193,6 +203,11 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         Exit::Release => {
             s.retries = 0;
             s.detach(server);
+            Ok(())
+        }
+        Exit::StepOut => {
+            server.xact_started = flow.xact_started.take();
+            s.server = Some(Box::new(server));
             Ok(())
         }
         Exit::Retry(input) => {
@@ -268,6 +283,10 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
         }
         if flow.releasable(s) {
             return Exit::Release;
+        }
+        if flow.step_out && flow.expected.is_empty() && flow.to_client.is_empty() && flow.to_server.is_empty()
+        {
+            return Exit::StepOut;
         }
         if flow.client_terminated && flow.to_client.is_empty() {
             return Exit::End(Ending::ClientGone);
@@ -452,6 +471,11 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         let available = buf.len() - pos;
         if available >= h.total {
             let msg = &buf[pos..pos + h.total];
+            if flow.consult_cache(s, msg) {
+                flow.hold_client = true;
+                flow.step_out = true;
+                break Ok(());
+            }
             if !flow.unsynced && s.needs_other_server(msg) {
                 flow.hold_client = true;
                 break Ok(());

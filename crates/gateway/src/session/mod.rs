@@ -13,6 +13,7 @@ pub mod params;
 mod replan;
 mod route;
 mod startup;
+mod txn_cache;
 mod welcome;
 
 use std::sync::Arc;

@@ -34,7 +34,7 @@ impl Attachment {
 
 impl Session {
     /// The text a Query, Parse or Bind message (`msg`, header included) runs.
-    fn text_of<'a>(&'a self, msg: &'a [u8]) -> Option<&'a [u8]> {
+    pub(super) fn text_of<'a>(&'a self, msg: &'a [u8]) -> Option<&'a [u8]> {
         match msg.first()? {
             b'Q' => frontend::parse_query(msg.get(5..)?),
             b'P' => Some(frontend::parse_parse(msg.get(5..)?)?.query),
@@ -102,8 +102,10 @@ impl Session {
     /// primary when the primary has one.
     fn overflow_to_primary(&self, decision: Decision) -> Decision {
         let primary = self.db.primary_index();
+        let routing = self.db.routing.load();
         if decision.backend == primary
-            || self.db.routing.load().primary_reads != crate::config::PrimaryReads::Overflow
+            || routing.primary_reads != crate::config::PrimaryReads::Overflow
+            || self.db.backends[primary].outstanding.load(Relaxed) >= routing.overflow_servers
             || self.pools.pools[decision.backend].has_free_server()
             || !self.pools.pools[primary].has_free_server()
         {
