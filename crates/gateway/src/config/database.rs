@@ -144,7 +144,7 @@ impl Default for RoutingConfig {
             read_write_split: None,
             load_balance: LoadBalance::RoundRobin,
             primary_reads: PrimaryReads::Overflow,
-            overflow_servers: 4,
+            overflow_servers: 2,
             primary_read_weight: 1,
             read_your_writes: ReadYourWrites::Session,
             max_replica_lag_bytes: 16 << 20,

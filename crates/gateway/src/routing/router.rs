@@ -151,10 +151,11 @@ pub fn replica_still_serves(
 }
 
 /// The server to read from among the qualifying replicas (and the primary with
-/// `primary_reads = "share"`), or None when no replica qualifies.
+/// `primary_reads = "share"`), or None when no replica qualifies. Runs for every read: the
+/// candidates live on the stack.
 fn pick_replica(db: &Database, tag: Option<&str>, last_write_ms: Option<u64>) -> Option<usize> {
     let filter = ReplicaFilter::new(db, tag, last_write_ms)?;
-    let mut candidates: Vec<(usize, u64)> =
+    let mut candidates: smallvec::SmallVec<[(usize, u64); 8]> =
         db.backends.iter().filter(|b| filter.admits(b)).map(|b| (b.index, b.weight as u64)).collect();
     if candidates.is_empty() {
         return None;
