@@ -8,6 +8,7 @@
 pub mod api;
 pub mod channel;
 pub mod decide;
+pub mod hit_time;
 pub mod key;
 pub mod l2;
 pub mod oracle;

@@ -71,6 +71,7 @@ struct Request {
 impl Session {
     /// Looks the buffered request up in the cache; true when it was answered from there.
     pub(super) async fn answer_from_cache(&mut self, h: Header) -> Result<bool, Ending> {
+        let started = std::time::Instant::now();
         let cache = self.shared.clone();
         let stats = &cache.cache.stats;
         if self.cache_off {
@@ -166,6 +167,9 @@ impl Session {
             Some(entry) => self.answer_hit(&request, &entry, &stmt.normalized).await?,
             None => false,
         };
+        if answered {
+            stats.hit_times.record(started.elapsed());
+        }
         if !answered && fill.is_none() {
             // Found but lacking a part this batch asks for (a Describe), or filled meanwhile by a
             // client whose answer could not be stored: fill it again.
