@@ -422,3 +422,54 @@ async fn a_redis_cluster_shares_results_and_invalidations() {
     }
     assert_eq!(seen, 5, "B saw A's write through the cluster's pub/sub");
 }
+
+/// DDL made straight in PostgreSQL (the event trigger `install-triggers` adds): a `strict` read
+/// right after the DDL commits already sees the new shape; a `bounded` one as soon as the `ddl`
+/// notification arrives. A temporary table flushes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_made_in_postgres_is_seen() {
+    let cluster = cluster();
+    let redis = RedisServer::start();
+    let strict = start(config(&cluster, redis.url(), Consistency::Strict)).await;
+    let bounded = start(config(&cluster, redis.url(), Consistency::Bounded)).await;
+    ready(&strict).await;
+    ready(&bounded).await;
+    let sql = "SELECT * FROM fresh WHERE id = 1";
+    let columns = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.len()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (cs, cb) = (connect(&strict).await, connect(&bounded).await);
+    for c in [&cs, &cb] {
+        assert_eq!(columns(c.simple_query(sql).await.unwrap()), 2);
+        assert_eq!(columns(c.simple_query(sql).await.unwrap()), 2);
+    }
+    let hits = |g: &Gateway| g.shared().cache.stats.hits.load(Relaxed);
+    assert!(hits(&strict) >= 1 && hits(&bounded) >= 1, "the reads were cached");
+    let temp = tokio_postgres::connect(&direct(&cluster), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(temp.1);
+    temp.0.batch_execute("CREATE TEMP TABLE scratch (x int)").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = hits(&bounded);
+    assert_eq!(columns(cb.simple_query(sql).await.unwrap()), 2);
+    assert_eq!(hits(&bounded), before + 1, "a temporary table flushed the cache");
+    cluster.psql("postgres", "ALTER TABLE fresh ADD COLUMN note text DEFAULT 'x'");
+    assert_eq!(
+        columns(cs.simple_query(sql).await.unwrap()),
+        3,
+        "strict read served the shape from before the DDL"
+    );
+    let mut seen = 2;
+    for _ in 0..100 {
+        seen = columns(cb.simple_query(sql).await.unwrap());
+        if seen == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 3, "bounded read never saw the DDL");
+}

@@ -207,11 +207,19 @@ async fn listen_once(shared: &Shared, db: &Database) -> Result<(), String> {
     }
 }
 
-/// `<relid> <microseconds since the epoch when the trigger ran>`.
+/// `<relid> <microseconds since the epoch when the trigger ran>`, or `ddl <microseconds>` from the
+/// DDL event trigger.
 fn on_notification(db: &Database, payload: &str) {
     let mut parts = payload.split_whitespace();
+    if payload.starts_with("ddl ") {
+        tracing::debug!(database = %db.name, "DDL made in PostgreSQL: results dropped, catalog read again");
+        db.cache.apply(&super::Invalidation::Schema);
+        parts.next();
+        record_delay(db, parts.next());
+        return;
+    }
     let relid = parts.next().and_then(|r| r.parse::<pgpilot_sql::Oid>().ok());
-    let sent_us = parts.next().and_then(|t| t.parse::<u64>().ok());
+    let sent_us = parts.next();
     let cache = &db.cache;
     match relid.and_then(|oid| {
         let relations = cache.relations.load();
@@ -224,8 +232,12 @@ fn on_notification(db: &Database, payload: &str) {
             cache.versions.bump_all();
         }
     }
-    if let Some(sent) = sent_us {
+    record_delay(db, sent_us);
+}
+
+fn record_delay(db: &Database, sent_us: Option<&str>) {
+    if let Some(sent) = sent_us.and_then(|t| t.parse::<u64>().ok()) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-        cache.channel.record_delay(now.saturating_sub(sent));
+        db.cache.channel.record_delay(now.saturating_sub(sent));
     }
 }

@@ -50,7 +50,9 @@ impl Oracle {
 
 /// The sum of the versions of `oids`.
 pub fn sum(map: &HashMap<Oid, i64>, oids: &[Oid]) -> u64 {
-    oids.iter().map(|o| map.get(o).copied().unwrap_or(0) as u64).fold(0u64, u64::wrapping_add)
+    // Version 0 counts DDL made anywhere (the event trigger): a strict read watches it too.
+    let ddl = map.get(&0).copied().unwrap_or(0) as u64;
+    oids.iter().map(|o| map.get(o).copied().unwrap_or(0) as u64).fold(ddl, u64::wrapping_add)
 }
 
 struct Conn {

@@ -1,6 +1,9 @@
 //! The SQL `pgpilot cache install-triggers` runs: a `pgpilot` schema with a version per table,
 //! a statement-level trigger on every permanent user table that bumps it and notifies
-//! `pgpilot_cache`, and an event trigger that gives tables created later the same trigger.
+//! `pgpilot_cache`, an event trigger that gives tables created later the same trigger, and one
+//! that reports every DDL command (ALTER TABLE, GRANT/REVOKE, CREATE/ALTER POLICY, DROP...): it
+//! bumps version 0, which every `strict` read checks, and notifies `ddl`, on which pgpilot drops the
+//! database's results and reads its catalog again.
 //! Bumping a row of pgpilot.cache_versions serialises concurrent writers of one table on that
 //! row until they commit: the price of versions that every writer, wherever it comes from, keeps.
 
@@ -67,11 +70,36 @@ EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'tables created later need install-triggers again (an event trigger needs a superuser)';
 END
 $d$;
+CREATE OR REPLACE FUNCTION pgpilot.cache_on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgpilot AS $f$
+BEGIN
+    -- Temporary objects are never cached: an application's CREATE TEMP TABLE flushes nothing.
+    IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands())
+       AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                       WHERE schema_name IS NULL OR schema_name NOT LIKE 'pg\_temp%') THEN
+        RETURN;
+    END IF;
+    INSERT INTO pgpilot.cache_versions AS v (relid, version) VALUES (0, 1)
+        ON CONFLICT (relid) DO UPDATE SET version = v.version + 1;
+    PERFORM pg_notify('pgpilot_cache', 'ddl ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text);
+END
+$f$;
+DO $d$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgpilot_cache_on_ddl') THEN
+        CREATE EVENT TRIGGER pgpilot_cache_on_ddl ON ddl_command_end EXECUTE FUNCTION pgpilot.cache_on_ddl();
+    END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'DDL made straight in PostgreSQL is noticed at the next catalog refresh (an event trigger needs a superuser)';
+END
+$d$;
 "#;
 
 /// Removes everything [`INSTALL_SQL`] made.
 pub const UNINSTALL_SQL: &str = r#"
 DROP EVENT TRIGGER IF EXISTS pgpilot_cache_on_create;
+DROP EVENT TRIGGER IF EXISTS pgpilot_cache_on_ddl;
+DROP FUNCTION IF EXISTS pgpilot.cache_on_ddl() CASCADE;
 DROP FUNCTION IF EXISTS pgpilot.cache_bump() CASCADE;
 DROP FUNCTION IF EXISTS pgpilot.cache_on_create() CASCADE;
 DROP FUNCTION IF EXISTS pgpilot.cache_add_trigger(regclass);
