@@ -52,10 +52,14 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
         pgpilot_gateway::cache::api::stats_json(gw.shared())
     );
     let stats = pgpilot_gateway::cache::api::stats_json(gw.shared());
-    let p99 = stats["hit_duration_ms"]["p99"].as_f64().expect("hit time recorded");
+    let p99 = stats["hit_duration_ms"]["bounded"]["p99"].as_f64().expect("hit time recorded");
     assert!(p99 > 0.0 && p99 <= 100.0, "{}", stats["hit_duration_ms"]);
+    assert!(stats["hit_duration_ms"]["strict"]["p99"].is_null(), "{}", stats["hit_duration_ms"]);
     let (_, metrics) = http_get(format!("http://{}/metrics", gw.http_addr().unwrap())).await;
-    assert!(metrics.contains("pgpilot_cache_hit_duration_seconds_count 1"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_cache_hit_duration_seconds_count{consistency=\"bounded\"} 1"),
+        "{metrics}"
+    );
     c.simple_query("UPDATE items SET v = v + 1 WHERE id = 1").await.unwrap();
     assert_eq!(first_value(&c, sql).await, "5051", "a write through pgpilot invalidates at once");
     // A write in an explicit transaction invalidates at its commit.

@@ -129,7 +129,10 @@ pub fn stats_json(shared: &Shared) -> Value {
         "bytes": bytes,
         "max_bytes": cache.max_bytes(),
         "hit_bytes": s.hit_bytes.load(Relaxed),
-        "hit_duration_ms": { "p50": s.hit_times.quantile_ms(0.5), "p99": s.hit_times.quantile_ms(0.99) },
+        "hit_duration_ms": {
+            "bounded": { "p50": s.hit_times[0].quantile_ms(0.5), "p99": s.hit_times[0].quantile_ms(0.99) },
+            "strict": { "p50": s.hit_times[1].quantile_ms(0.5), "p99": s.hit_times[1].quantile_ms(0.99) },
+        },
         "redis": cache.redis_state(),
         "bypasses": bypasses,
         "databases": databases,
@@ -187,19 +190,19 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         "histogram",
         "Time pgpilot took to answer a hit, from the whole request read to the answer written.",
     );
-    let mut cumulative = 0;
-    for (bound, n) in super::hit_time::BOUNDS_US.iter().zip(s.hit_times.counts()) {
-        cumulative += n;
-        let _ = writeln!(
-            out,
-            "pgpilot_cache_hit_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
-            *bound as f64 / 1e6
-        );
+    for (times, consistency) in s.hit_times.iter().zip(["bounded", "strict"]) {
+        let name = "pgpilot_cache_hit_duration_seconds";
+        let l = format!("consistency=\"{consistency}\"");
+        let mut cumulative = 0;
+        for (bound, n) in super::hit_time::BOUNDS_US.iter().zip(times.counts()) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        cumulative += times.counts()[super::hit_time::BOUNDS_US.len()];
+        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", times.sum_us() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{l}}} {cumulative}");
     }
-    cumulative += s.hit_times.counts()[super::hit_time::BOUNDS_US.len()];
-    let _ = writeln!(out, "pgpilot_cache_hit_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(out, "pgpilot_cache_hit_duration_seconds_sum {}", s.hit_times.sum_us() as f64 / 1e6);
-    let _ = writeln!(out, "pgpilot_cache_hit_duration_seconds_count {cumulative}");
     header(out, "pgpilot_cache_entries", "gauge", "Results held in memory.");
     let _ = writeln!(out, "pgpilot_cache_entries {entries}");
     header(out, "pgpilot_cache_bytes", "gauge", "Bytes of results held in memory.");

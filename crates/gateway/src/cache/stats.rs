@@ -102,8 +102,9 @@ pub struct CacheStats {
     pub fill_waits: AtomicU64,
     /// Hits served to clients, in bytes.
     pub hit_bytes: AtomicU64,
-    /// How long pgpilot took to answer each hit.
-    pub hit_times: super::hit_time::HitTimes,
+    /// How long pgpilot took to answer each hit: `bounded` hits, then `strict` ones (a version
+    /// check first).
+    pub hit_times: [super::hit_time::HitTimes; 2],
     bypasses: [AtomicU64; REASONS],
     fingerprints: Mutex<HashMap<u64, FingerprintUse>>,
 }

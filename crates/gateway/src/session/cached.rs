@@ -168,7 +168,7 @@ impl Session {
             None => false,
         };
         if answered {
-            stats.hit_times.record(started.elapsed());
+            stats.hit_times[pg_snapshot.is_some() as usize].record(started.elapsed());
         }
         if !answered && fill.is_none() {
             // Found but lacking a part this batch asks for (a Describe), or filled meanwhile by a

@@ -20,6 +20,7 @@ impl Flow {
     /// now may use the cache, and says whether to step out so the session looks this one up.
     pub(super) fn consult_cache(&mut self, s: &mut Session, msg: &[u8]) -> bool {
         if !self.cache_on
+            || s.mode != crate::config::PoolMode::Transaction
             || self.unsynced
             || !matches!(msg.first(), Some(b'Q' | b'P' | b'B'))
             || s.db.cache.settings.load().in_transactions != InTransactions::ReadOnly
