@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Incremental state only helps a second build on the same machine; on CI it is gigabytes of disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 cargo test --workspace --locked "$@"
