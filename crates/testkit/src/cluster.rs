@@ -307,11 +307,19 @@ fn new_root_dir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// initdb once per machine and PostgreSQL version, then copy: initdb costs a second or two per cluster.
+/// Test binaries and the `pgpilot demo` processes they start share the template, so making and
+/// copying it happen under a file lock: a process must never copy a half-made template, nor replace
+/// one that another process is copying.
 fn copy_template(bins: &PgBinaries, data: &Path) {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let version = bins.dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
     let template = PathBuf::from(format!("/tmp/pgpilot-testkit-template-{}", version.unwrap_or_default()));
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(template.with_extension("lock"))
+        .expect("opening the template lock file under /tmp");
+    lock.lock().expect("locking the template cluster");
     if !template.join("PG_VERSION").exists() || !template.join("postgresql.conf").exists() {
         make_template(bins, &template);
     }
@@ -325,10 +333,9 @@ fn copy_template(bins: &PgBinaries, data: &Path) {
     );
 }
 
+/// Called with the template lock held.
 fn make_template(bins: &PgBinaries, template: &Path) {
-    let staging = template.with_extension(format!("staging-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
-    let holder = staging.with_extension("holder");
+    let holder = template.with_extension(format!("holder-{}", std::process::id()));
     let _ = fs::remove_dir_all(&holder);
     fs::create_dir_all(&holder).expect("creating the template directory");
     give_to_server_user(&holder);
@@ -337,10 +344,8 @@ fn make_template(bins: &PgBinaries, template: &Path) {
     cmd.args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"]).arg(&target);
     run_checked(cmd, "initdb");
     let _ = fs::remove_dir_all(template);
-    // Another process may have raced us to it; either copy is as good.
-    if fs::rename(&target, template).is_err() && !template.join("PG_VERSION").exists() {
-        panic!("could not move the template cluster into {}", template.display());
-    }
+    fs::rename(&target, template)
+        .unwrap_or_else(|e| panic!("could not move the template cluster into {}: {e}", template.display()));
     let _ = fs::remove_dir_all(&holder);
 }
 
