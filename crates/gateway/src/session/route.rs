@@ -49,7 +49,6 @@ impl Session {
     /// What the request starting with `msg` needs. Plain reads and plain writes are recognised by a
     /// quick lexical scan; everything else is classified with the PostgreSQL grammar (cached by text).
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
-        self.refresh_search_path();
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
         let Some(sql) = self.text_of(msg).and_then(|t| std::str::from_utf8(t).ok()) else { return unknown };
@@ -61,6 +60,8 @@ impl Session {
             return Verdict::Primary { reason: "dml", may_write: true };
         }
         let stmt = self.shared.classifier.classify(sql);
+        // Only the grammar's verdict looks functions up along the search_path.
+        self.refresh_search_path();
         verdict(&self.db, &stmt, &self.request())
     }
 
