@@ -73,7 +73,9 @@ async fn statement_classes_are_routed_right() {
         "postgres",
         "CREATE TABLE t(id int primary key, v text); INSERT INTO t VALUES (1, 'a'); CREATE SEQUENCE s;
          CREATE FUNCTION vol() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
-         CREATE FUNCTION imm() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1'",
+         CREATE FUNCTION imm() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+         CREATE FUNCTION public.f() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+         CREATE SCHEMA app; CREATE FUNCTION app.f() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 2'",
     );
     let replica = pg.start_replica();
     remember(&replica);
@@ -113,6 +115,14 @@ async fn statement_classes_are_routed_right() {
     assert!(on_replica(&c, &format!("BEGIN READ ONLY; SELECT {r}")).await);
     assert!(on_replica(&c, &format!("SELECT {r}")).await, "still inside the read-only transaction");
     c.batch_execute("COMMIT").await.unwrap();
+    // A function is judged by what the client's search_path resolves it to, as the path changes.
+    assert!(on_replica(&c, &format!("SELECT f(), {r}")).await, "public.f is immutable");
+    c.batch_execute("SET search_path = app, public").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT f(), {r}")).await, "app.f (volatile) comes first on the path");
+    caught_up().await; // that call may have written: read-your-writes holds reads back until replayed
+    assert!(on_replica(&c, &format!("SELECT public.f(), {r}")).await, "a qualified name ignores the path");
+    c.batch_execute("RESET search_path").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT f(), {r}")).await, "back to the default path");
     // The session override.
     c.batch_execute("SET pgpilot.route = primary").await.unwrap();
     assert!(!on_replica(&c, &format!("SELECT {r}")).await);
