@@ -313,12 +313,15 @@ fn new_root_dir(prefix: &str) -> tempfile::TempDir {
 fn copy_template(bins: &PgBinaries, data: &Path) {
     let version = bins.dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
     let template = PathBuf::from(format!("/tmp/pgpilot-testkit-template-{}", version.unwrap_or_default()));
+    let lock_path = template.with_extension("lock");
+    // Another user's earlier run may own the file: a read-only descriptor locks just as well.
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(template.with_extension("lock"))
-        .expect("opening the template lock file under /tmp");
+        .open(&lock_path)
+        .or_else(|_| fs::File::open(&lock_path))
+        .unwrap_or_else(|e| panic!("opening the template lock file {}: {e}", lock_path.display()));
     lock.lock().expect("locking the template cluster");
     if !template.join("PG_VERSION").exists() || !template.join("postgresql.conf").exists() {
         make_template(bins, &template);
