@@ -59,8 +59,12 @@ pub struct ServerStatements {
 }
 
 impl ServerStatements {
-    /// Whether this exact statement is prepared here; marks it used.
+    /// Whether this exact statement is prepared here and usable; marks it used. A copy the server
+    /// refused after DDL does not count: it has to be closed and prepared again.
     pub fn touch(&mut self, stmt: &PreparedStatement) -> bool {
+        if self.stale.contains(&stmt.hash) {
+            return false;
+        }
         self.tick += 1;
         match self.by_hash.get_mut(&stmt.hash) {
             Some((s, used)) if **s == *stmt => {
@@ -97,6 +101,14 @@ impl ServerStatements {
         if !self.stale.contains(&hash) {
             self.stale.push(hash);
         }
+    }
+
+    /// Takes `hash` off the stale list; true when it was there, and so still prepared on the
+    /// server under its name (the caller closes it before preparing it again).
+    pub fn unmark_stale(&mut self, hash: u64) -> bool {
+        let before = self.stale.len();
+        self.stale.retain(|h| *h != hash);
+        self.stale.len() != before
     }
 
     pub fn take_stale(&mut self) -> Vec<u64> {

@@ -287,6 +287,12 @@ impl Flow {
     /// Writes a Parse of `stmt` under its server name, closing the least recently used statement
     /// first when the server holds max_prepared_statements already.
     fn prepare_on_server(&mut self, server: &mut ServerConn, stmt: &Arc<PreparedStatement>) {
+        if server.statements.unmark_stale(stmt.hash) {
+            // The client prepared again before its failed batch's ReadyForQuery came back, so the
+            // copy refused after DDL is still on the server under this name.
+            frontend::target(&mut self.to_server, b'C', b'S', &stmt.server_name);
+            self.expected.push(Expect::Injected(Reply::Close));
+        }
         if let Some(evicted) = server.statements.insert(stmt.clone(), self.max_prepared) {
             frontend::target(&mut self.to_server, b'C', b'S', &evicted.server_name);
             self.expected.push(Expect::Injected(Reply::Close));
