@@ -52,7 +52,7 @@ struct DatabaseMonitor {
     history: std::collections::VecDeque<(u64, u64)>,
 }
 
-/// Primary positions remembered for measuring lag in time (at 5 per second, over half an hour).
+/// Primary positions remembered for measuring lag in time (at 10 per second, over a quarter of an hour).
 const HISTORY: usize = 10_000;
 
 /// Runs until the gateway stops: one round per database every health_check_interval (or
