@@ -290,14 +290,18 @@ impl Flow {
         if server.statements.unmark_stale(stmt.hash) {
             // The client prepared again before its failed batch's ReadyForQuery came back, so the
             // copy refused after DDL is still on the server under this name.
-            frontend::target(&mut self.to_server, b'C', b'S', &stmt.server_name);
-            self.expected.push(Expect::Injected(Reply::Close));
+            self.close_on_server(&stmt.server_name);
         }
         if let Some(evicted) = server.statements.insert(stmt.clone(), self.max_prepared) {
-            frontend::target(&mut self.to_server, b'C', b'S', &evicted.server_name);
-            self.expected.push(Expect::Injected(Reply::Close));
+            self.close_on_server(&evicted.server_name);
         }
         frontend::parse(&mut self.to_server, &stmt.server_name, &stmt.query, &stmt.param_types);
+    }
+
+    /// Closes a statement pgpilot prepared on the server; its CloseComplete is not the client's.
+    pub(super) fn close_on_server(&mut self, server_name: &[u8]) {
+        frontend::target(&mut self.to_server, b'C', b'S', server_name);
+        self.expected.push(Expect::Injected(Reply::Close));
     }
 
     /// Makes sure the server has the statement the client calls `name`; returns its server name

@@ -8,7 +8,6 @@ use pgpilot_wire::backend::TxnStatus;
 use pgpilot_wire::frontend;
 
 use super::client::Session;
-use super::expect::{Expect, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -93,8 +92,7 @@ impl Flow {
         drop(self.expected.skip_to_sync());
         self.expected.hide_front();
         // After the failed batch's Sync, when the server listens again.
-        frontend::target(&mut self.to_server, b'C', b'S', &server_name);
-        self.expected.push(Expect::Injected(Reply::Close));
+        self.close_on_server(&server_name);
         let replay = std::mem::take(&mut server.replay);
         let mut pos = 0;
         while pos + 5 <= replay.len() {
