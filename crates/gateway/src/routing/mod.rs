@@ -3,6 +3,8 @@
 pub mod backend;
 pub mod monitor;
 pub mod router;
+pub mod ryw;
 
 pub use backend::{Backend, Role};
 pub use router::{place, replica_still_serves, verdict, Decision, Request, SessionRoute, Verdict};
+pub use ryw::WriteMark;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use pgpilot_sql::{route, PrimaryReason, Route, RouteHint, Statement, TxnControl};
 
 use super::backend::{Backend, Role};
+use super::ryw::WriteMark;
 use crate::config::{LoadBalance, PrimaryReads};
 use crate::databases::Database;
 
@@ -34,8 +35,8 @@ pub struct Request<'a> {
     pub session_route: SessionRoute,
     /// The client's replica group (from tag rules).
     pub tag: Option<&'a str>,
-    /// Unix ms of the client's last committed write (read-your-writes).
-    pub last_write_ms: Option<u64>,
+    /// The client's last committed write (read-your-writes).
+    pub write_mark: WriteMark,
     pub search_path: &'a [String],
 }
 
@@ -84,7 +85,7 @@ pub fn place(db: &Database, verdict: &Verdict, req: &Request<'_>) -> Decision {
         Verdict::Read { .. } if req.session_route == SessionRoute::Primary => {
             Decision { backend: primary, may_write: false, reason: "hint" }
         }
-        Verdict::Read { tag } => match pick_replica(db, tag.as_deref().or(req.tag), req.last_write_ms) {
+        Verdict::Read { tag } => match pick_replica(db, tag.as_deref().or(req.tag), req.write_mark) {
             Some(i) => Decision { backend: i, may_write: false, reason: "read" },
             None => Decision { backend: primary, may_write: false, reason: "no_eligible_replica" },
         },
@@ -113,15 +114,8 @@ struct ReplicaFilter<'a> {
 
 impl<'a> ReplicaFilter<'a> {
     /// None when read-your-writes leaves only the primary (no position known after the write yet).
-    fn new(db: &Database, tag: Option<&'a str>, last_write_ms: Option<u64>) -> Option<ReplicaFilter<'a>> {
-        let required_lsn = match last_write_ms.filter(|_| db.read_your_writes()) {
-            None => None,
-            // The primary's position sampled after the write committed is at or past the write.
-            Some(t) => match db.backends[db.primary_index()].lsn() {
-                (lsn, at) if at > t => Some(lsn),
-                _ => return None,
-            },
-        };
+    fn new(db: &Database, tag: Option<&'a str>, mark: WriteMark) -> Option<ReplicaFilter<'a>> {
+        let required_lsn = mark.required_lsn(db).ok()?;
         Some(ReplicaFilter { routing: db.routing.load(), tag, required_lsn })
     }
 
@@ -141,20 +135,15 @@ impl<'a> ReplicaFilter<'a> {
 
 /// Whether the replica a client is attached to may serve its next read (a pipelining client stays
 /// where it is rather than having its read placed again).
-pub fn replica_still_serves(
-    db: &Database,
-    backend: usize,
-    tag: Option<&str>,
-    last_write_ms: Option<u64>,
-) -> bool {
-    ReplicaFilter::new(db, tag, last_write_ms).is_some_and(|f| f.admits(&db.backends[backend]))
+pub fn replica_still_serves(db: &Database, backend: usize, tag: Option<&str>, mark: WriteMark) -> bool {
+    ReplicaFilter::new(db, tag, mark).is_some_and(|f| f.admits(&db.backends[backend]))
 }
 
 /// The server to read from among the qualifying replicas (and the primary with
 /// `primary_reads = "share"`), or None when no replica qualifies. Runs for every read: the
 /// candidates live on the stack.
-fn pick_replica(db: &Database, tag: Option<&str>, last_write_ms: Option<u64>) -> Option<usize> {
-    let filter = ReplicaFilter::new(db, tag, last_write_ms)?;
+fn pick_replica(db: &Database, tag: Option<&str>, mark: WriteMark) -> Option<usize> {
+    let filter = ReplicaFilter::new(db, tag, mark)?;
     let mut candidates: smallvec::SmallVec<[(usize, u64); 8]> =
         db.backends.iter().filter(|b| filter.admits(b)).map(|b| (b.index, b.weight as u64)).collect();
     if candidates.is_empty() {

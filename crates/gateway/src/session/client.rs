@@ -103,8 +103,8 @@ pub struct Session {
     pub(super) route: crate::routing::SessionRoute,
     /// The replica group this client's reads go to (tag rules).
     pub(super) tag: Option<Arc<str>>,
-    /// When the client last committed a transaction that may have written (read-your-writes).
-    pub(super) last_write_ms: Option<u64>,
+    /// The client's last transaction that may have written (read-your-writes).
+    pub(super) write_mark: crate::routing::WriteMark,
     pub(super) attachment: Option<super::route::Attachment>,
     /// The search_path value and its parsed schemas, parsed again only when the value changes.
     pub(super) search_path: Option<Box<(String, Vec<String>)>>,
@@ -156,7 +156,7 @@ impl Session {
             statements: Default::default(),
             route: Default::default(),
             tag: setup.tag,
-            last_write_ms: None,
+            write_mark: Default::default(),
             attachment: None,
             search_path: None,
             retries: 0,

@@ -83,7 +83,7 @@ impl Session {
         Request {
             session_route: self.route,
             tag: self.tag.as_deref(),
-            last_write_ms: self.last_write_ms,
+            write_mark: self.write_mark,
             search_path: self.schemas(),
         }
     }
@@ -95,6 +95,7 @@ impl Session {
             return Decision { backend: primary, may_write: true, reason: "primary_only" };
         }
         let verdict = self.verdict_of(msg);
+        self.write_mark.settle(&self.db);
         let decision = place(&self.db, &verdict, &self.request());
         self.overflow_to_primary(decision)
     }
@@ -144,7 +145,8 @@ impl Session {
             Verdict::Read { .. } if self.route == SessionRoute::Primary => true,
             Verdict::Read { tag } => {
                 let tag = tag.as_deref().or(self.tag.as_deref());
-                !replica_still_serves(&self.db, backend, tag, self.last_write_ms)
+                self.write_mark.settle(&self.db);
+                !replica_still_serves(&self.db, backend, tag, self.write_mark)
             }
         }
     }
@@ -200,7 +202,7 @@ impl Session {
     pub(super) fn end_attachment(&mut self) {
         if let Some(a) = self.attachment.take() {
             if a.may_write && a.backend == self.db.primary_index() {
-                self.last_write_ms = Some(crate::routing::backend::now_ms());
+                self.write_mark.committed(crate::routing::backend::now_ms());
             }
         }
     }

@@ -1,0 +1,45 @@
+//! Read-your-writes: the primary position a client's reads must see after its last write.
+
+use crate::databases::Database;
+
+/// What a client's last write asks of the replica that serves its reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteMark {
+    /// No write yet (or read-your-writes is off): any replica within the lag limits will do.
+    #[default]
+    None,
+    /// A transaction that may have written committed at this Unix ms; until the monitor reads the
+    /// primary's position after it, only the primary is sure to show it.
+    Committed { at_ms: u64 },
+    /// The primary's position read after the commit: a replica that has replayed it shows the write.
+    /// Fixed once known, so that later writes by other clients do not hold this client back.
+    Position(u64),
+}
+
+impl WriteMark {
+    /// Called when a transaction that may have written ends on the primary.
+    pub fn committed(&mut self, at_ms: u64) {
+        *self = WriteMark::Committed { at_ms };
+    }
+
+    /// Turns a commit time into the first primary position stamped after it. The monitor stamps a
+    /// position with the time its probe was sent, so a strictly later stamp was read after the commit.
+    pub fn settle(&mut self, db: &Database) {
+        if let WriteMark::Committed { at_ms } = *self {
+            let (lsn, stamped_ms) = db.backends[db.primary_index()].lsn();
+            if stamped_ms > at_ms {
+                *self = WriteMark::Position(lsn);
+            }
+        }
+    }
+
+    /// The position a replica must have replayed; `Err` when no replica can be trusted yet.
+    pub fn required_lsn(self, db: &Database) -> Result<Option<u64>, ()> {
+        match self {
+            _ if !db.read_your_writes() => Ok(None),
+            WriteMark::None => Ok(None),
+            WriteMark::Committed { .. } => Err(()),
+            WriteMark::Position(lsn) => Ok(Some(lsn)),
+        }
+    }
+}
