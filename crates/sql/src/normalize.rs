@@ -48,9 +48,22 @@ impl Out {
     }
 
     fn constant(&mut self, raw: &str) {
-        let param = format!("${}", self.next_param);
+        // `$n` written on the stack: this runs for every literal of every statement.
+        let mut buf = [0u8; 24];
+        let mut at = buf.len();
+        let mut n = self.next_param;
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        at -= 1;
+        buf[at] = b'$';
         self.next_param += 1;
-        self.token(&param, false);
+        self.token(std::str::from_utf8(&buf[at..]).expect("ASCII digits"), false);
         if let Some(c) = self.constants.as_mut() {
             c.push(raw.to_string());
         }
@@ -65,9 +78,18 @@ impl Out {
 /// Normalizes `sql`; `keep_constants` also returns the literals (for a slow-query log that shows
 /// parameters when configured).
 pub fn normalize(sql: &str, keep_constants: bool) -> Normalized {
+    let mut text = String::with_capacity(sql.len());
+    let (fingerprint, constants) = normalize_into(sql, keep_constants, &mut text);
+    Normalized { fingerprint, text, constants }
+}
+
+/// `normalize` writing the text into `text` (cleared first), for a caller that reuses one buffer;
+/// returns the fingerprint and the constants.
+pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u64, Vec<String>) {
+    text.clear();
     let mut out = Out {
         hash: FNV_OFFSET,
-        text: String::with_capacity(sql.len()),
+        text: std::mem::take(text),
         constants: keep_constants.then(Vec::new),
         next_param: highest_param(sql) + 1,
         pending_space: false,
@@ -156,7 +178,8 @@ pub fn normalize(sql: &str, keep_constants: bool) -> Normalized {
         out.token(&sql[i..end], false);
         i = end;
     }
-    Normalized { fingerprint: out.hash, text: out.text, constants: out.constants.unwrap_or_default() }
+    *text = out.text;
+    (out.hash, out.constants.unwrap_or_default())
 }
 
 /// The highest `$n` the text already uses, so constants are numbered after the real parameters.

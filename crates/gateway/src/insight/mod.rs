@@ -12,6 +12,7 @@ mod dashboard;
 mod explain;
 mod health;
 mod histogram;
+mod key;
 pub(crate) mod pgclient;
 mod probe;
 mod prometheus;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+pub use key::QueryKey;
 use serde::Serialize;
 
 pub use api::routes;
@@ -175,21 +177,5 @@ impl Insight {
         self.store.reset();
         self.slow.clear();
         self.rates.clear();
-    }
-}
-
-/// A statement's identity in the statistics: its lexical fingerprint and normalized text.
-#[derive(Debug, Clone)]
-pub struct QueryKey {
-    pub fingerprint: u64,
-    pub normalized: Arc<str>,
-}
-
-impl QueryKey {
-    /// Normalizes `text` (constants become $n); the constants come back too when asked for.
-    pub fn of(text: &[u8], keep_constants: bool) -> (QueryKey, Vec<String>) {
-        let sql = String::from_utf8_lossy(text);
-        let n = pgpilot_sql::normalize::normalize(&sql, keep_constants);
-        (QueryKey { fingerprint: n.fingerprint, normalized: Arc::from(n.text) }, n.constants)
     }
 }

@@ -61,6 +61,8 @@ pub struct ServerConn {
     pub replay: BytesMut,
     /// Named statements prepared here by pgpilot on clients' behalf.
     pub statements: super::statements::ServerStatements,
+    /// The session's buffers for its next attachment.
+    pub flow_buffers: crate::session::FlowBuffers,
     /// The pool generation this connection was opened in (see RECONNECT).
     pub generation: u64,
     pub(super) slot: Slot,
@@ -95,6 +97,7 @@ impl ServerConn {
             generation: 0,
             statements: Default::default(),
             replay: BytesMut::new(),
+            flow_buffers: Default::default(),
             xact_started: None,
             slot,
         }

@@ -101,6 +101,12 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Forgets everything owed, keeping the queue's memory.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.ready_owed = 0;
+    }
+
     pub fn push(&mut self, e: Expect) {
         if e.reply().is_some_and(Reply::is_ready) {
             self.ready_owed += 1;

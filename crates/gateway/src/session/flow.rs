@@ -49,6 +49,30 @@ pub(super) enum LastCommand {
     Other,
 }
 
+/// An attachment's buffers, kept on its server between attachments so that a transaction
+/// allocates none of them (servers are few; clients are many and keep nothing while idle).
+#[derive(Debug, Default)]
+pub struct FlowBuffers {
+    to_server: BytesMut,
+    to_client: BytesMut,
+    client_input: BytesMut,
+    expected: Expected,
+}
+
+/// A buffer that grew past this after a large result is not kept.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+impl FlowBuffers {
+    fn kept(mut buf: BytesMut) -> BytesMut {
+        buf.clear();
+        if buf.capacity() > KEEP_CAPACITY {
+            BytesMut::new()
+        } else {
+            buf
+        }
+    }
+}
+
 /// State of one attachment.
 pub(super) struct Flow {
     pub(super) to_server: BytesMut,
@@ -62,8 +86,10 @@ pub(super) struct Flow {
     /// Bytes left of a client (server) message being passed through in pieces.
     client_pass: usize,
     server_pass: usize,
-    /// The client's bytes handled so far, kept while the request can still move to another server.
-    client_input: Option<BytesMut>,
+    /// The client's bytes handled so far, kept while the request can still move to another server
+    /// (`keep_input`).
+    client_input: BytesMut,
+    keep_input: bool,
     /// Whether a lost server may be replaced even after the request reached it (reads only).
     retry_after_send: bool,
     written_any: bool,
@@ -108,18 +134,19 @@ pub(super) struct Flow {
 }
 
 impl Flow {
-    fn new(s: &Session, max_prepared: usize) -> Flow {
+    fn new(s: &Session, max_prepared: usize, buffers: FlowBuffers) -> Flow {
         let rewrite = s.mode == PoolMode::Transaction;
         Flow {
-            to_server: BytesMut::new(),
-            to_client: BytesMut::new(),
-            expected: Expected::default(),
+            to_server: buffers.to_server,
+            to_client: buffers.to_client,
+            expected: buffers.expected,
             unsynced: false,
             batch: Batch::default(),
             client_terminated: false,
             client_pass: 0,
             server_pass: 0,
-            client_input: None,
+            client_input: buffers.client_input,
+            keep_input: false,
             retry_after_send: false,
             written_any: false,
             hold_client: false,
@@ -150,6 +177,30 @@ impl Flow {
         }
     }
 
+    /// The buffers, emptied, for the server to keep until its next attachment.
+    fn into_buffers(self) -> FlowBuffers {
+        let mut expected = self.expected;
+        expected.clear();
+        FlowBuffers {
+            to_server: FlowBuffers::kept(self.to_server),
+            to_client: FlowBuffers::kept(self.to_client),
+            client_input: FlowBuffers::kept(self.client_input),
+            expected,
+        }
+    }
+
+    /// The request can no longer move to another server: its bytes need not be kept.
+    fn stop_keeping_input(&mut self) {
+        self.keep_input = false;
+        self.client_input.clear();
+    }
+
+    /// The request's bytes, when it may still be sent to another server after losing this one.
+    fn input_to_retry(&mut self) -> Option<BytesMut> {
+        let movable = std::mem::take(&mut self.keep_input) && (self.retry_after_send || !self.written_any);
+        movable.then(|| std::mem::take(&mut self.client_input))
+    }
+
     /// Whether the server is between transactions with nothing in flight.
     fn server_clean(&self, s: &Session) -> bool {
         self.expected.ready_owed() == 0
@@ -173,7 +224,8 @@ impl Flow {
 pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
     let mut server = *s.server.take().expect("a server is attached");
     let max_prepared = server.pool().settings.load().max_prepared;
-    let mut flow = Flow::new(s, max_prepared);
+    let buffers = std::mem::take(&mut server.flow_buffers);
+    let mut flow = Flow::new(s, max_prepared, buffers);
     flow.consulted = std::mem::take(&mut s.consulted);
     flow.rewrite &= max_prepared > 0;
     flow.capture = s.pending_fill.take();
@@ -185,7 +237,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         && s.pinned.is_none()
         && s.retries < MAX_RETRIES;
     if movable {
-        flow.client_input = Some(BytesMut::new());
+        flow.keep_input = true;
         flow.retry_after_send = s.attachment.as_ref().is_some_and(|a| !a.may_write);
     }
     flow.xact_started =
@@ -199,6 +251,9 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         // The transaction's outcome is unknown (a COMMIT may have run): invalidate anyway.
         s.invalidate(&flow.invalidation);
     }
+    let xact_started = flow.xact_started.take();
+    let clean = flow.server_clean(s);
+    server.flow_buffers = flow.into_buffers();
     match exit {
         Exit::Release => {
             s.retries = 0;
@@ -206,7 +261,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
             Ok(())
         }
         Exit::StepOut => {
-            server.xact_started = flow.xact_started.take();
+            server.xact_started = xact_started;
             s.server = Some(Box::new(server));
             Ok(())
         }
@@ -216,7 +271,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
             Ok(())
         }
         Exit::End(ending) => {
-            if flow.server_clean(s) && !matches!(ending, Ending::ServerGone(_)) {
+            if clean && !matches!(ending, Ending::ServerGone(_)) {
                 s.server = Some(Box::new(server));
             } else {
                 s.reg.info.server.store(None);
@@ -298,13 +353,13 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                 match r {
                     Ok(n) if n > 0 => {
                         // The server answered: the request can no longer move.
-                        flow.client_input = None;
+                        flow.stop_keeping_input();
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
                         }
                     }
                     _ => {
-                        if let Some(input) = flow.client_input.take().filter(|_| flow.retry_after_send || !flow.written_any) {
+                        if let Some(input) = flow.input_to_retry() {
                             return Exit::Retry(input);
                         }
                         return server_lost(s, server, flow);
@@ -420,9 +475,7 @@ async fn flush_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow)
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
             Err(_) => {
-                if let Some(input) =
-                    flow.client_input.take().filter(|_| flow.retry_after_send || !flow.written_any)
-                {
+                if let Some(input) = flow.input_to_retry() {
                     return Err(Exit::Retry(input));
                 }
                 return Err(server_lost(s, server, flow));
@@ -484,8 +537,8 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             if let Err(e) = flow.client_message(s, server, h.tag, msg) {
                 break Err(e);
             }
-            if let Some(input) = flow.client_input.as_mut() {
-                input.extend_from_slice(msg);
+            if flow.keep_input {
+                flow.client_input.extend_from_slice(msg);
             }
             pos += h.total;
             if flow.client_terminated {
@@ -494,7 +547,7 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         } else if h.tag == b'd' && h.total > STREAM_MIN {
             flow.to_server.extend_from_slice(&buf[pos..]);
             flow.client_pass = h.total - available;
-            flow.client_input = None;
+            flow.stop_keeping_input();
             pos = buf.len();
         } else {
             break Ok(());

@@ -28,6 +28,7 @@ use crate::registry::Registration;
 use crate::shared::{Phase, Shared};
 
 pub use client::Ending;
+pub use flow::FlowBuffers;
 
 /// Database names that reach the admin console instead of a server.
 pub fn is_admin_database(name: &str) -> bool {

@@ -1,0 +1,101 @@
+//! A statement's identity in the statistics, computed for every statement the gateway forwards.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A statement's identity in the statistics: its lexical fingerprint and normalized text.
+#[derive(Debug, Clone)]
+pub struct QueryKey {
+    pub fingerprint: u64,
+    pub normalized: Arc<str>,
+}
+
+/// Normalized texts seen lately on this thread, so that the many statements differing only in
+/// their constants share one allocation instead of making one each.
+struct Interner {
+    scratch: String,
+    texts: HashMap<u64, Arc<str>>,
+    bytes: usize,
+}
+
+/// Past this many bytes of text the interner starts over (its memory stays bounded).
+const INTERNED_BYTES: usize = 1 << 20;
+/// Longer texts are not interned (nor is their buffer kept).
+const INTERNED_TEXT_MAX: usize = 8 * 1024;
+
+thread_local! {
+    static INTERNER: RefCell<Interner> =
+        RefCell::new(Interner { scratch: String::new(), texts: HashMap::new(), bytes: 0 });
+}
+
+impl Interner {
+    fn intern(&mut self, fingerprint: u64) -> Arc<str> {
+        // Unquoted words fold case in the fingerprint: the first spelling seen stands for all.
+        let same = |t: &&Arc<str>| t.eq_ignore_ascii_case(&self.scratch);
+        if let Some(text) = self.texts.get(&fingerprint).filter(same) {
+            return text.clone();
+        }
+        if self.bytes + self.scratch.len() > INTERNED_BYTES {
+            self.texts.clear();
+            self.bytes = 0;
+        }
+        let text: Arc<str> = Arc::from(self.scratch.as_str());
+        self.bytes += text.len();
+        if let Some(old) = self.texts.insert(fingerprint, text.clone()) {
+            self.bytes -= old.len();
+        }
+        text
+    }
+}
+
+impl QueryKey {
+    /// Normalizes `text` (constants become $n); the constants come back too when asked for.
+    pub fn of(text: &[u8], keep_constants: bool) -> (QueryKey, Vec<String>) {
+        let sql = String::from_utf8_lossy(text);
+        INTERNER.with_borrow_mut(|interner| {
+            let (fingerprint, constants) =
+                pgpilot_sql::normalize::normalize_into(&sql, keep_constants, &mut interner.scratch);
+            if interner.scratch.len() > INTERNED_TEXT_MAX {
+                // One huge statement must not pin its size on the thread.
+                let normalized = Arc::from(std::mem::take(&mut interner.scratch));
+                return (QueryKey { fingerprint, normalized }, constants);
+            }
+            (QueryKey { fingerprint, normalized: interner.intern(fingerprint) }, constants)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_differing_in_constants_share_one_text() {
+        let (a, _) = QueryKey::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 17", false);
+        let (b, constants) = QueryKey::of(b"select abalance from pgbench_accounts where aid = 123456", true);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(&*a.normalized, "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+        assert!(Arc::ptr_eq(&a.normalized, &b.normalized), "the second text was allocated again");
+        assert_eq!(constants, vec!["123456".to_string()]);
+        let (c, _) = QueryKey::of(b"SELECT $1, 'x', 12 FROM t", false);
+        assert_eq!(&*c.normalized, "SELECT $1, $2, $3 FROM t");
+        assert_ne!(c.fingerprint, a.fingerprint);
+    }
+
+    #[test]
+    fn a_long_statement_is_keyed_but_not_kept() {
+        let long = format!("SELECT '{}'", "x".repeat(INTERNED_TEXT_MAX * 2));
+        let (k, _) = QueryKey::of(b"SELECT 1", false);
+        let (l, _) = QueryKey::of(long.as_bytes(), false);
+        assert_eq!(&*l.normalized, "SELECT $1");
+        let long_text = format!("SELECT \"{}\"", "y".repeat(INTERNED_TEXT_MAX * 2));
+        let (m, _) = QueryKey::of(long_text.as_bytes(), false);
+        assert_eq!(m.normalized.len(), long_text.len());
+        INTERNER.with_borrow(|i| {
+            assert!(i.scratch.capacity() <= INTERNED_TEXT_MAX * 2, "the long text's buffer was kept");
+            assert!(!i.texts.values().any(|t| t.len() > INTERNED_TEXT_MAX));
+        });
+        assert_eq!(&*k.normalized, "SELECT $1");
+    }
+}
