@@ -183,16 +183,20 @@ impl Pool {
         let start = Instant::now();
         let settings = self.settings.load_full();
         let deadline = settings.query_wait_timeout.map(|t| start + t);
+        let mut waited = false;
         loop {
             if self.is_retired() {
                 return Err(CheckoutError::Closed);
             }
             let grant = match self.try_take(&settings, false) {
                 Some(grant) => grant,
-                None => self.wait(&settings, start, deadline, still_wanted).await?,
+                None => {
+                    waited = true;
+                    self.wait(&settings, start, deadline, still_wanted).await?
+                }
             };
             let conn = match grant {
-                Grant::Conn(conn) => match self.validate(conn, &settings).await {
+                Grant::Conn(conn) => match self.validate(conn, &settings, start).await {
                     Some(conn) => conn,
                     None => continue,
                 },
@@ -201,7 +205,11 @@ impl Pool {
                     self.open(&settings, deadline, still_wanted).await?
                 }
             };
-            return Ok((conn, start.elapsed()));
+            let mut conn = conn;
+            // An idle server taken at once costs no second clock read.
+            let now = if waited { Instant::now() } else { start };
+            conn.checked_out = Some(now);
+            return Ok((conn, now.duration_since(start)));
         }
     }
 
@@ -234,9 +242,9 @@ impl Pool {
         let reserve_at = (settings.reserve_size > 0).then(|| start + settings.reserve_timeout);
         // A database-wide limit frees room in another pool without telling this one: look again now and then.
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
+        let mut now = start;
         loop {
-            let wake =
-                [deadline, reserve_at, Some(Instant::now() + recheck)].into_iter().flatten().min().unwrap();
+            let wake = [deadline, reserve_at, Some(now + recheck)].into_iter().flatten().min().unwrap();
             tokio::select! {
                 got = &mut rx => return got.map_err(|_| CheckoutError::Closed),
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -244,10 +252,11 @@ impl Pool {
             if let Ok(grant) = rx.try_recv() {
                 return Ok(grant);
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(CheckoutError::WaitTimeout(start.elapsed()));
+            now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(CheckoutError::WaitTimeout(now - start));
             }
-            let use_reserve = reserve_at.is_some_and(|r| Instant::now() >= r);
+            let use_reserve = reserve_at.is_some_and(|r| now >= r);
             if let Some(grant) = self.try_take(settings, use_reserve) {
                 // Our queue entry stays behind; whoever pops it finds the receiver gone and moves on.
                 drop(rx);
@@ -263,12 +272,12 @@ impl Pool {
     }
 
     /// Checks an idle connection before handing it out: closed meanwhile, or due for a check query.
-    async fn validate(&self, conn: ServerConn, settings: &PoolSettings) -> Option<ServerConn> {
+    async fn validate(&self, conn: ServerConn, settings: &PoolSettings, now: Instant) -> Option<ServerConn> {
         if conn.sock.has_pending_input() {
             self.discard(conn, "server closed the connection while idle");
             return None;
         }
-        let idle_for = conn.last_used.elapsed();
+        let idle_for = now.saturating_duration_since(conn.last_used);
         if let Some(query) = settings.check_query.as_deref().filter(|_| idle_for > settings.check_delay) {
             let mut conn = conn;
             match super::check::run_check(&mut conn, query, settings.connect_timeout).await {
@@ -378,10 +387,12 @@ impl Pool {
     }
 
     fn release_now(&self, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
+        let now = Instant::now();
+        conn.last_used = now;
         let settings = self.settings.load();
         let stale = conn.generation < self.generation.load(Relaxed);
-        if stale || self.is_retired() || settings.lifetime.is_some_and(|l| conn.created.elapsed() >= l) {
+        let too_old = settings.lifetime.is_some_and(|l| now.duration_since(conn.created) >= l);
+        if stale || self.is_retired() || too_old {
             self.state.lock().active -= 1;
             conn.terminate();
             return;

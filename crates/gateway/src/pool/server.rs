@@ -61,6 +61,8 @@ pub struct ServerConn {
     pub replay: BytesMut,
     /// Named statements prepared here by pgpilot on clients' behalf.
     pub statements: super::statements::ServerStatements,
+    /// When a client last took it from the pool (the session's clock for its first request).
+    pub checked_out: Option<Instant>,
     /// The session's buffers for its next attachment.
     pub flow_buffers: crate::session::FlowBuffers,
     /// The pool generation this connection was opened in (see RECONNECT).
@@ -98,6 +100,7 @@ impl ServerConn {
             statements: Default::default(),
             replay: BytesMut::new(),
             flow_buffers: Default::default(),
+            checked_out: None,
             xact_started: None,
             slot,
         }

@@ -3,7 +3,6 @@
 //! client moving between server connections.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use pgpilot_sql::{SessionEffect, Statement};
@@ -146,7 +145,7 @@ impl Flow {
     /// Marks the start of a request that ends with ReadyForQuery, for timing.
     fn start_request(&mut self) {
         if self.expected.ready_owed() == 0 || self.query_started.is_none() {
-            self.query_started = Some(Instant::now());
+            self.query_started = Some(self.last_client_activity);
         }
     }
 
