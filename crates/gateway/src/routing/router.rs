@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use pgpilot_sql::{route, PrimaryReason, Route, RouteHint, Statement, TxnControl};
 
 use super::backend::{Backend, Role};
-use super::ryw::WriteMark;
+use super::ryw::{Requirement, WriteMark};
 use crate::config::{LoadBalance, PrimaryReads};
 use crate::databases::Database;
 
@@ -115,7 +115,11 @@ struct ReplicaFilter<'a> {
 impl<'a> ReplicaFilter<'a> {
     /// None when read-your-writes leaves only the primary (no position known after the write yet).
     fn new(db: &Database, tag: Option<&'a str>, mark: WriteMark) -> Option<ReplicaFilter<'a>> {
-        let required_lsn = mark.required_lsn(db).ok()?;
+        let required_lsn = match mark.requirement(db) {
+            Requirement::Any => None,
+            Requirement::Replayed(lsn) => Some(lsn),
+            Requirement::PrimaryOnly => return None,
+        };
         Some(ReplicaFilter { routing: db.routing.load(), tag, required_lsn })
     }
 

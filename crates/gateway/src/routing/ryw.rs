@@ -33,13 +33,23 @@ impl WriteMark {
         }
     }
 
-    /// The position a replica must have replayed; `Err` when no replica can be trusted yet.
-    pub fn required_lsn(self, db: &Database) -> Result<Option<u64>, ()> {
+    /// What this mark asks of a replica now.
+    pub fn requirement(self, db: &Database) -> Requirement {
         match self {
-            _ if !db.read_your_writes() => Ok(None),
-            WriteMark::None => Ok(None),
-            WriteMark::Committed { .. } => Err(()),
-            WriteMark::Position(lsn) => Ok(Some(lsn)),
+            _ if !db.read_your_writes() => Requirement::Any,
+            WriteMark::None => Requirement::Any,
+            WriteMark::Committed { .. } => Requirement::PrimaryOnly,
+            WriteMark::Position(lsn) => Requirement::Replayed(lsn),
         }
     }
+}
+
+/// What a client's reads need from a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    Any,
+    /// It must have replayed the primary's WAL up to here.
+    Replayed(u64),
+    /// No replica can be trusted yet.
+    PrimaryOnly,
 }
