@@ -59,8 +59,9 @@ pub struct FlowBuffers {
     expected: Expected,
 }
 
-/// A buffer that grew past this after a large result is not kept.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// A buffer that grew past this (a large result, a big batch) is not kept: a server holds at most
+/// three of this size between attachments, whatever it once carried.
+const KEEP_CAPACITY: usize = 16 * 1024;
 
 impl FlowBuffers {
     fn kept(mut buf: BytesMut) -> BytesMut {
@@ -600,4 +601,21 @@ fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
     }
     server.buf.advance(pos);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_keeps_small_buffers_emptied_and_drops_large_ones() {
+        let mut small = BytesMut::with_capacity(4096);
+        small.extend_from_slice(b"left over");
+        let kept = FlowBuffers::kept(small);
+        assert!(kept.is_empty());
+        assert!(kept.capacity() >= 4096, "the small buffer's memory was not kept");
+        let mut large = BytesMut::with_capacity(KEEP_CAPACITY * 4);
+        large.extend_from_slice(&[0u8; 100]);
+        assert_eq!(FlowBuffers::kept(large).capacity(), 0, "a large buffer was kept");
+    }
 }
