@@ -31,10 +31,12 @@ thread_local! {
 
 impl Interner {
     fn intern(&mut self, fingerprint: u64) -> Arc<str> {
-        // Unquoted words fold case in the fingerprint: the first spelling seen stands for all.
-        let same = |t: &&Arc<str>| t.eq_ignore_ascii_case(&self.scratch);
-        if let Some(text) = self.texts.get(&fingerprint).filter(same) {
-            return text.clone();
+        match self.texts.get(&fingerprint) {
+            Some(text) if **text == *self.scratch => return text.clone(),
+            // Another spelling of the same statement (unquoted words fold case in the fingerprint):
+            // it keeps its own text, as the statistics show each entry as first written.
+            Some(_) => return Arc::from(self.scratch.as_str()),
+            None => {}
         }
         if self.bytes + self.scratch.len() > INTERNED_BYTES {
             self.texts.clear();
@@ -42,9 +44,7 @@ impl Interner {
         }
         let text: Arc<str> = Arc::from(self.scratch.as_str());
         self.bytes += text.len();
-        if let Some(old) = self.texts.insert(fingerprint, text.clone()) {
-            self.bytes -= old.len();
-        }
+        self.texts.insert(fingerprint, text.clone());
         text
     }
 }
@@ -73,11 +73,16 @@ mod tests {
     #[test]
     fn statements_differing_in_constants_share_one_text() {
         let (a, _) = QueryKey::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 17", false);
-        let (b, constants) = QueryKey::of(b"select abalance from pgbench_accounts where aid = 123456", true);
-        assert_eq!(a.fingerprint, b.fingerprint);
+        let (b, constants) = QueryKey::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 123456", true);
         assert_eq!(&*a.normalized, "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
         assert!(Arc::ptr_eq(&a.normalized, &b.normalized), "the second text was allocated again");
         assert_eq!(constants, vec!["123456".to_string()]);
+        // Another spelling: the same statement, shown as written.
+        let (lower, _) = QueryKey::of(b"select abalance from pgbench_accounts where aid = 5", false);
+        assert_eq!(lower.fingerprint, a.fingerprint);
+        assert_eq!(&*lower.normalized, "select abalance from pgbench_accounts where aid = $1");
+        let (again, _) = QueryKey::of(b"SELECT abalance FROM pgbench_accounts WHERE aid = 9", false);
+        assert!(Arc::ptr_eq(&a.normalized, &again.normalized), "the other spelling replaced the first");
         let (c, _) = QueryKey::of(b"SELECT $1, 'x', 12 FROM t", false);
         assert_eq!(&*c.normalized, "SELECT $1, $2, $3 FROM t");
         assert_ne!(c.fingerprint, a.fingerprint);
