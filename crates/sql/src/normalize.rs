@@ -31,6 +31,12 @@ struct Out {
 
 impl Out {
     fn token(&mut self, raw: &str, fold_case: bool) {
+        self.separate();
+        self.append(raw, fold_case);
+    }
+
+    /// What goes before the next token: a `;` held back, a space.
+    fn separate(&mut self) {
         if std::mem::take(&mut self.pending_semicolon) {
             let space = std::mem::take(&mut self.pending_space);
             self.token(";", false);
@@ -41,6 +47,9 @@ impl Out {
             self.hash_byte(b' ');
         }
         self.pending_space = false;
+    }
+
+    fn append(&mut self, raw: &str, fold_case: bool) {
         self.text.push_str(raw);
         for &c in raw.as_bytes() {
             self.hash_byte(if fold_case { c.to_ascii_lowercase() } else { c });
@@ -48,22 +57,11 @@ impl Out {
     }
 
     fn constant(&mut self, raw: &str) {
-        // `$n` written on the stack: this runs for every literal of every statement.
-        let mut buf = [0u8; 24];
-        let mut at = buf.len();
-        let mut n = self.next_param;
-        loop {
-            at -= 1;
-            buf[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        at -= 1;
-        buf[at] = b'$';
+        // `$n` without a temporary String: this runs for every literal of every statement.
+        self.separate();
+        self.append("$", false);
+        self.append(itoa::Buffer::new().format(self.next_param), false);
         self.next_param += 1;
-        self.token(std::str::from_utf8(&buf[at..]).expect("ASCII digits"), false);
         if let Some(c) = self.constants.as_mut() {
             c.push(raw.to_string());
         }
