@@ -195,7 +195,7 @@ impl Pool {
                     self.wait(&settings, start, deadline, still_wanted).await?
                 }
             };
-            let conn = match grant {
+            let mut conn = match grant {
                 Grant::Conn(conn) => match self.validate(conn, &settings, start).await {
                     Some(conn) => conn,
                     None => continue,
@@ -205,7 +205,6 @@ impl Pool {
                     self.open(&settings, deadline, still_wanted).await?
                 }
             };
-            let mut conn = conn;
             // An idle server taken at once costs no second clock read.
             let now = if waited { Instant::now() } else { start };
             conn.checked_out = Some(now);
