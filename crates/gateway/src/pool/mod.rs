@@ -8,6 +8,7 @@ mod pool;
 pub mod server;
 pub mod settings;
 pub mod statements;
+mod waiters;
 
 pub use connect::{ConnectError, ServerSecret, ServerTarget};
 pub use limits::{ConnectionLimit, PoolLimits};

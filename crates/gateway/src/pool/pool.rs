@@ -1,7 +1,6 @@
 //! A pool of server connections for one (database, user, server): checkout with fair FIFO waiting,
 //! release with direct hand-off to the longest waiter, and the limits PgBouncer users know.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,26 +14,13 @@ use super::connect::{connect, ConnectError, ServerSecret, ServerTarget};
 use super::limits::PoolLimits;
 use super::server::{ServerConn, Slot};
 use super::settings::PoolSettings;
+use super::waiters::{Grant, WaitQueue, Waiter, Wake};
 use crate::stats::Counters;
-
-/// What a waiting client is handed.
-// Handed over once per checkout: boxing the connection would allocate on the hot path.
-#[allow(clippy::large_enum_variant)]
-enum Grant {
-    Conn(ServerConn),
-    /// Room was made: open a new connection yourself.
-    Connect,
-}
-
-struct Waiter {
-    tx: oneshot::Sender<Grant>,
-    since: Instant,
-}
 
 #[derive(Default)]
 struct PoolState {
-    idle: Vec<ServerConn>,
-    waiters: VecDeque<Waiter>,
+    idle: Vec<Box<ServerConn>>,
+    waiters: WaitQueue,
     /// Open or opening connections.
     total: usize,
     /// Connections checked out by clients.
@@ -134,7 +120,7 @@ impl Pool {
             total: s.total,
             waiting: s.waiters.len(),
             used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
-            max_wait: s.waiters.front().map(|w| w.since.elapsed()).unwrap_or_default(),
+            max_wait: s.waiters.oldest().map(|since| since.elapsed()).unwrap_or_default(),
         }
     }
 
@@ -168,7 +154,7 @@ impl Pool {
 
     /// Gets a server connection: an idle one, a new one if the pool has room, or the next one
     /// released, in arrival order. Returns it with how long the client waited.
-    pub async fn checkout(self: &Arc<Self>) -> Result<(ServerConn, Duration), CheckoutError> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<(Box<ServerConn>, Duration), CheckoutError> {
         self.checkout_with(false, &|| true).await
     }
 
@@ -179,7 +165,7 @@ impl Pool {
         self: &Arc<Self>,
         fail_fast: bool,
         still_wanted: &(dyn Fn() -> bool + Sync),
-    ) -> Result<(ServerConn, Duration), CheckoutError> {
+    ) -> Result<(Box<ServerConn>, Duration), CheckoutError> {
         let start = Instant::now();
         let settings = self.settings.load_full();
         let deadline = settings.query_wait_timeout.map(|t| start + t);
@@ -230,26 +216,27 @@ impl Pool {
     }
 
     async fn wait(
-        &self,
+        self: &Arc<Self>,
         settings: &PoolSettings,
         start: Instant,
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Grant, CheckoutError> {
-        let (tx, mut rx) = oneshot::channel();
-        self.state.lock().waiters.push_back(Waiter { tx, since: start });
         let reserve_at = (settings.reserve_size > 0).then(|| start + settings.reserve_timeout);
         // A database-wide limit frees room in another pool without telling this one: look again now and then.
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
         let mut now = start;
         loop {
-            let wake = [deadline, reserve_at, Some(now + recheck)].into_iter().flatten().min().unwrap();
-            tokio::select! {
-                got = &mut rx => return got.map_err(|_| CheckoutError::Closed),
-                _ = tokio::time::sleep_until(wake.into()) => {}
+            let look_at = [deadline, reserve_at, Some(now + recheck)].into_iter().flatten().min().unwrap();
+            let (tx, rx) = oneshot::channel();
+            let start_sweeper = self.state.lock().waiters.enqueue(Waiter { tx, since: start, look_at });
+            if start_sweeper {
+                tokio::spawn(self.clone().sweep());
             }
-            if let Ok(grant) = rx.try_recv() {
-                return Ok(grant);
+            match rx.await {
+                Ok(Wake::LookAgain) => {}
+                Ok(Wake::Granted(grant)) => return Ok(grant),
+                Err(_) => return Err(CheckoutError::Closed),
             }
             now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
@@ -257,8 +244,6 @@ impl Pool {
             }
             let use_reserve = reserve_at.is_some_and(|r| now >= r);
             if let Some(grant) = self.try_take(settings, use_reserve) {
-                // Our queue entry stays behind; whoever pops it finds the receiver gone and moves on.
-                drop(rx);
                 return Ok(grant);
             }
             if self.is_retired() {
@@ -270,8 +255,28 @@ impl Pool {
         }
     }
 
+    /// Runs while clients wait: tells each when to look again (see waiters.rs).
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            let (due, next) = self.state.lock().waiters.take_due(Instant::now());
+            for tx in due {
+                // A waiter that gave up has dropped its receiver: nothing to tell.
+                let _ = tx.send(Wake::LookAgain);
+            }
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => return,
+            }
+        }
+    }
+
     /// Checks an idle connection before handing it out: closed meanwhile, or due for a check query.
-    async fn validate(&self, conn: ServerConn, settings: &PoolSettings, now: Instant) -> Option<ServerConn> {
+    async fn validate(
+        &self,
+        conn: Box<ServerConn>,
+        settings: &PoolSettings,
+        now: Instant,
+    ) -> Option<Box<ServerConn>> {
         if conn.sock.has_pending_input() {
             self.discard(conn, "server closed the connection while idle");
             return None;
@@ -297,7 +302,7 @@ impl Pool {
         settings: &PoolSettings,
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Box<ServerConn>, CheckoutError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let secret = self.secrets.secret_for(&self.target);
@@ -321,7 +326,7 @@ impl Pool {
                     drop(s);
                     let address = self.target.url.address();
                     let is_unix = self.target.url.is_unix_socket();
-                    let mut conn = ServerConn::new(connected, address, is_unix, Slot(self.clone()));
+                    let mut conn = Box::new(ServerConn::new(connected, address, is_unix, Slot(self.clone())));
                     conn.generation = self.generation.load(Relaxed);
                     return Ok(conn);
                 }
@@ -371,7 +376,7 @@ impl Pool {
 
     /// Returns a healthy connection that is idle (no transaction) to the pool. One with a cancel
     /// request still in flight waits for it first (sv_being_canceled, in PgBouncer's words).
-    pub fn release(self: &Arc<Self>, conn: ServerConn) {
+    pub fn release(self: &Arc<Self>, conn: Box<ServerConn>) {
         if !conn.cancel.is_being_cancelled() {
             return self.release_now(conn);
         }
@@ -385,7 +390,7 @@ impl Pool {
         });
     }
 
-    fn release_now(&self, mut conn: ServerConn) {
+    fn release_now(&self, mut conn: Box<ServerConn>) {
         let now = Instant::now();
         conn.last_used = now;
         let settings = self.settings.load();
@@ -398,10 +403,10 @@ impl Pool {
         }
         let mut s = self.state.lock();
         while let Some(w) = s.waiters.pop_front() {
-            match w.tx.send(Grant::Conn(conn)) {
+            match w.tx.send(Wake::Granted(Grant::Conn(conn))) {
                 Ok(()) => return,
-                Err(Grant::Conn(back)) => conn = back,
-                Err(Grant::Connect) => unreachable!("we sent a connection"),
+                Err(Wake::Granted(Grant::Conn(back))) => conn = back,
+                Err(_) => unreachable!("we sent a connection"),
             }
         }
         s.active -= 1;
@@ -409,7 +414,7 @@ impl Pool {
     }
 
     /// Drops a checked-out connection that must not be reused (broken, or left mid-transaction).
-    pub fn discard(&self, conn: ServerConn, reason: &str) {
+    pub fn discard(&self, conn: Box<ServerConn>, reason: &str) {
         tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
             server_id = conn.id, reason, "closing server connection");
         self.state.lock().active -= 1;
@@ -432,7 +437,7 @@ impl Pool {
             s.total += 1;
             s.opening += 1;
             s.active += 1;
-            if w.tx.send(Grant::Connect).is_ok() {
+            if w.tx.send(Wake::Granted(Grant::Connect)).is_ok() {
                 return;
             }
             s.total -= 1;
@@ -444,7 +449,7 @@ impl Pool {
 
     /// Idle connections past server_idle_timeout (beyond min_pool_size) or server_lifetime, removed
     /// from the pool for the caller to close.
-    pub fn take_expired(&self) -> Vec<ServerConn> {
+    pub fn take_expired(&self) -> Vec<Box<ServerConn>> {
         let settings = self.settings.load();
         let mut s = self.state.lock();
         let mut keep = s.total;

@@ -44,7 +44,8 @@ impl Drop for CancelGuard<'_> {
     }
 }
 
-/// A logged-in server connection. It counts against its pool until dropped.
+/// A logged-in server connection. It counts against its pool until dropped. Always boxed, from
+/// connect to close: it changes hands (pool, client) on every transaction and is large.
 pub struct ServerConn {
     pub sock: Sock,
     pub id: u64,
@@ -111,7 +112,7 @@ impl ServerConn {
     }
 
     /// Tells the server goodbye; the connection is dropped (and uncounted) right after.
-    pub fn terminate(self) {
+    pub fn terminate(self: Box<Self>) {
         let mut out = BytesMut::with_capacity(5);
         frontend::terminate(&mut out);
         let _ = self.sock.try_write(&out);

@@ -275,7 +275,7 @@ impl Session {
         info.server.store(Some(conn.cancel.clone()));
         info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Active);
-        self.server = Some(Box::new(conn));
+        self.server = Some(conn);
         Ok(())
     }
 
@@ -294,7 +294,7 @@ impl Session {
     }
 
     /// Gives the server back after a transaction (transaction mode) or keeps it (session mode, pinned).
-    pub(super) fn detach(&mut self, conn: ServerConn) {
+    pub(super) fn detach(&mut self, conn: Box<ServerConn>) {
         let info = &self.reg.info;
         info.server.store(None);
         info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -356,7 +356,7 @@ impl Session {
         }
         self.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.attachment = None;
-        if let Some(conn) = self.server.take().map(|c| *c) {
+        if let Some(conn) = self.server.take() {
             let pool = conn.pool().clone();
             self.reg.info.server.store(None);
             if self.status != TxnStatus::Idle || matches!(ending, Ending::ServerGone(_)) {
@@ -380,7 +380,7 @@ fn ending_reason(e: &Ending) -> &'static str {
 
 /// A session-mode server (or any server when server_reset_query_always) is reset before reuse,
 /// in the background so the departing client does not wait.
-fn reset_and_release(pool: Arc<Pool>, mut conn: ServerConn, mode: PoolMode) {
+fn reset_and_release(pool: Arc<Pool>, mut conn: Box<ServerConn>, mode: PoolMode) {
     let settings = pool.settings.load_full();
     let query = settings.reset_query.clone().filter(|_| mode == PoolMode::Session || settings.reset_always);
     let Some(query) = query else {

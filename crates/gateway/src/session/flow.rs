@@ -225,7 +225,7 @@ impl Flow {
 
 /// Runs the attachment until the server is released (transaction mode) or the session ends.
 pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
-    let mut server = *s.server.take().expect("a server is attached");
+    let mut server = s.server.take().expect("a server is attached");
     let max_prepared = server.pool().settings.load().max_prepared;
     let buffers = std::mem::take(&mut server.flow_buffers);
     // The request arrived just before the checkout that gave this server out.
@@ -266,7 +266,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         }
         Exit::StepOut => {
             server.xact_started = xact_started;
-            s.server = Some(Box::new(server));
+            s.server = Some(server);
             Ok(())
         }
         Exit::Retry(input) => {
@@ -276,7 +276,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
         }
         Exit::End(ending) => {
             if clean && !matches!(ending, Ending::ServerGone(_)) {
-                s.server = Some(Box::new(server));
+                s.server = Some(server);
             } else {
                 s.reg.info.server.store(None);
                 let pool = server.pool().clone();
@@ -289,7 +289,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
 
 /// The server died before answering: it is dropped (a replica is banned) and the client's request
 /// goes back in front of its input, to be routed again.
-fn retry_elsewhere(s: &mut Session, server: ServerConn, input: BytesMut) {
+fn retry_elsewhere(s: &mut Session, server: Box<ServerConn>, input: BytesMut) {
     let pool = server.pool().clone();
     tracing::warn!(database = %s.db.name, server = %pool.id.server, "server lost before answering; the request moves to another server");
     pool.discard(server, "lost before answering");
@@ -333,6 +333,10 @@ fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut Flow) {
 }
 
 async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit {
+    // Registered once per attachment, not per turn of the loop: each registration locks the
+    // Notify's waiter list twice.
+    let info = s.reg.info.clone();
+    let mut wake = std::pin::pin!(info.wake.notified());
     loop {
         if let Err(exit) = flush_server(s, server, flow).await {
             return exit;
@@ -397,8 +401,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     return exit;
                 }
             }
-            _ = s.reg.info.wake.notified() => {
-                if s.reg.info.kill_requested() {
+            _ = wake.as_mut() => {
+                wake.set(info.wake.notified());
+                if info.kill_requested() {
                     let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection due to KILL from the admin console");
                     return Exit::End(Ending::Fatal(e));
                 }
