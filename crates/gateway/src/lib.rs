@@ -18,6 +18,7 @@ pub mod registry;
 pub mod routing;
 pub mod session;
 pub mod shared;
+pub mod signal;
 pub mod stats;
 mod timefmt;
 

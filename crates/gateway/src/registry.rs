@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::R
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 
 use crate::pool::CancelTarget;
@@ -62,14 +61,15 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// Unix time (µs) of the last request, for SHOW CLIENTS.
     pub last_request_us: AtomicU64,
-    /// The server the client is linked to, for cancel requests.
-    pub server: ArcSwapOption<CancelTarget>,
+    /// The server the client is linked to, for cancel requests. A mutex, not an `ArcSwapOption`:
+    /// it changes twice per transaction, and each `ArcSwap` store scans every thread's debt slots.
+    pub server: Mutex<Option<Arc<CancelTarget>>>,
     pub server_id: AtomicU64,
     /// Why the client holds its server for the whole session in transaction mode, if it does.
     pub pinned: Mutex<Option<&'static str>>,
     /// Set to ask the session to end: 1 at its next transaction boundary (shutdown), 2 at once (KILL).
     close_requested: AtomicU8,
-    pub wake: tokio::sync::Notify,
+    pub wake: crate::signal::Signal,
 }
 
 impl ClientInfo {
@@ -88,7 +88,7 @@ impl ClientInfo {
     /// Asks the session to end: `now` even inside a transaction (KILL), otherwise when it is idle.
     pub fn request_close(&self, now: bool) {
         self.close_requested.fetch_max(if now { 2 } else { 1 }, Relaxed);
-        self.wake.notify_one();
+        self.wake.raise();
     }
 
     pub fn close_requested(&self) -> bool {
@@ -178,11 +178,11 @@ impl Registry {
             application_name: Mutex::new(none),
             state: AtomicU8::new(ClientState::Login as u8),
             last_request_us: AtomicU64::new(now_us()),
-            server: ArcSwapOption::empty(),
+            server: Mutex::new(None),
             server_id: AtomicU64::new(0),
             pinned: Mutex::new(None),
             close_requested: AtomicU8::new(0),
-            wake: tokio::sync::Notify::new(),
+            wake: Default::default(),
         });
         self.shards[pid as usize % SHARDS].lock().insert(pid, info.clone());
         Some(Registration { registry: self.clone(), info })

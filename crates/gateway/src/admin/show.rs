@@ -274,7 +274,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&SERVER_COLUMNS);
     let dbs = shared.databases.load();
     for c in shared.registry.all() {
-        let Some(target) = c.server.load_full() else { continue };
+        let Some(target) = c.server.lock().clone() else { continue };
         let (host, port) = split_addr(&target.address);
         let database = c.database.lock().clone();
         let mut row = vec![

@@ -390,9 +390,10 @@ impl Pool {
         });
     }
 
+    /// `conn.last_used` says when the connection went idle (its last transaction ended): read
+    /// there once instead of here again.
     fn release_now(&self, mut conn: Box<ServerConn>) {
-        let now = Instant::now();
-        conn.last_used = now;
+        let now = conn.last_used;
         let settings = self.settings.load();
         let stale = conn.generation < self.generation.load(Relaxed);
         let too_old = settings.lifetime.is_some_and(|l| now.duration_since(conn.created) >= l);

@@ -2,7 +2,6 @@
 //! to pgpilot's own messages are dropped, answers pgpilot gives itself appear in order, and the
 //! effects of a request (SET, PREPARE, DISCARD, pinning) count once the server has accepted it.
 
-use std::time::Instant;
 
 use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
 use pgpilot_wire::error::ErrorFields;
@@ -184,7 +183,7 @@ impl Flow {
             let inv = std::mem::take(&mut self.invalidation);
             s.invalidate(&inv);
         }
-        let now = Instant::now();
+        let now = self.server_activity;
         if let Some(q) = self.query_started.take() {
             self.query_time_us += now.duration_since(q).as_micros() as u64;
             if self.expected.ready_owed() > 0 {
@@ -207,6 +206,8 @@ impl Flow {
             if let Some(x) = self.xact_started.take() {
                 server.pool().stats.transaction(now.duration_since(x).as_micros() as u64);
             }
+            // Released from here: the pool takes this as when it went idle.
+            server.last_used = now;
         }
     }
 

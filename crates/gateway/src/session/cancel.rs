@@ -13,7 +13,7 @@ pub async fn forward(shared: &Shared, pid: i32, secret: i32) {
         tracing::debug!(pid, "cancel request for an unknown client or with a wrong key");
         return;
     };
-    let Some(target) = client.server.load_full() else {
+    let Some(target) = client.server.lock().clone() else {
         return; // nothing is running
     };
     if let Err(e) = send(&target).await {

@@ -272,7 +272,7 @@ impl Session {
         };
         pool.stats.assignment(waited.as_micros() as u64);
         self.wait_before_send = waited;
-        info.server.store(Some(conn.cancel.clone()));
+        *info.server.lock() = Some(conn.cancel.clone());
         info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Active);
         self.server = Some(conn);
@@ -296,7 +296,7 @@ impl Session {
     /// Gives the server back after a transaction (transaction mode) or keeps it (session mode, pinned).
     pub(super) fn detach(&mut self, conn: Box<ServerConn>) {
         let info = &self.reg.info;
-        info.server.store(None);
+        *info.server.lock() = None;
         info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Idle);
         conn.pool().clone().release(conn);
@@ -319,7 +319,7 @@ impl Session {
         let mut timer = self.timeouts.client_idle().map(|t| Box::pin(tokio::time::sleep(t)));
         let read = tokio::select! {
             r = self.sock.read_into(&mut self.buf) => r,
-            _ = self.reg.info.wake.notified() => return Ok(()),
+            _ = self.reg.info.wake.wait() => return Ok(()),
             _ = async { match timer.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
                 return Err(Ending::Fatal(PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, "client_idle_timeout")));
             }
@@ -358,7 +358,7 @@ impl Session {
         self.attachment = None;
         if let Some(conn) = self.server.take() {
             let pool = conn.pool().clone();
-            self.reg.info.server.store(None);
+            *self.reg.info.server.lock() = None;
             if self.status != TxnStatus::Idle || matches!(ending, Ending::ServerGone(_)) {
                 pool.discard(conn, "client left inside a transaction");
             } else {
@@ -390,6 +390,7 @@ fn reset_and_release(pool: Arc<Pool>, mut conn: Box<ServerConn>, mode: PoolMode)
     tokio::spawn(async move {
         match crate::pool::check::run_simple(&mut conn, &query, settings.connect_timeout).await {
             Ok(()) => {
+                conn.last_used = Instant::now();
                 // DISCARD ALL (the usual reset) drops prepared statements and SET values.
                 conn.statements.clear();
                 conn.params.forget_statement_values();

@@ -119,6 +119,9 @@ pub(super) struct Flow {
     /// When the client's bytes last arrived (or the server was taken for them): the start of the
     /// requests among them, for timing, without reading the clock per request.
     pub(super) last_client_activity: Instant,
+    /// When the server's bytes now being handled arrived: the clock of everything they finish
+    /// (read once per arrival, not per message).
+    pub(super) server_activity: Instant,
     pub(super) cancel_sent: Option<Instant>,
     received: u64,
     sent: u64,
@@ -167,6 +170,7 @@ impl Flow {
             query_time_us: 0,
             requests: 0,
             last_client_activity: now,
+            server_activity: now,
             cancel_sent: None,
             received: 0,
             sent: 0,
@@ -278,7 +282,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
             if clean && !matches!(ending, Ending::ServerGone(_)) {
                 s.server = Some(server);
             } else {
-                s.reg.info.server.store(None);
+                *s.reg.info.server.lock() = None;
                 let pool = server.pool().clone();
                 pool.discard(server, ending_reason(&ending));
             }
@@ -299,7 +303,7 @@ fn retry_elsewhere(s: &mut Session, server: Box<ServerConn>, input: BytesMut) {
             s.db.backends[a.backend].ban(ban, "connection lost");
         }
     }
-    s.reg.info.server.store(None);
+    *s.reg.info.server.lock() = None;
     s.reg.info.set_state(crate::registry::ClientState::Idle);
     s.status = TxnStatus::Idle;
     let mut buf = input;
@@ -333,10 +337,6 @@ fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut Flow) {
 }
 
 async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit {
-    // Registered once per attachment, not per turn of the loop: each registration locks the
-    // Notify's waiter list twice.
-    let info = s.reg.info.clone();
-    let mut wake = std::pin::pin!(info.wake.notified());
     loop {
         if let Err(exit) = flush_server(s, server, flow).await {
             return exit;
@@ -362,6 +362,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     Ok(n) if n > 0 => {
                         // The server answered: the request can no longer move.
                         flow.stop_keeping_input();
+                        flow.server_activity = Instant::now();
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
                         }
@@ -401,9 +402,8 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     return exit;
                 }
             }
-            _ = wake.as_mut() => {
-                wake.set(info.wake.notified());
-                if info.kill_requested() {
+            _ = s.reg.info.wake.wait() => {
+                if s.reg.info.kill_requested() {
                     let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection due to KILL from the admin console");
                     return Exit::End(Ending::Fatal(e));
                 }

@@ -35,7 +35,7 @@ impl Flow {
         let wants = insight.wants_parameters();
         let (key, constants) = QueryKey::of(text, wants);
         let parameters = wants.then(|| constants.into_iter().map(Some).collect());
-        Some(Box::new(Observed { key, started: Instant::now(), rows: 0, error: None, parameters }))
+        Some(Box::new(Observed { key, started: self.last_client_activity, rows: 0, error: None, parameters }))
     }
 
     /// An unnamed Parse: its text is what the next Bind of the unnamed statement runs.
@@ -76,7 +76,7 @@ impl Flow {
     pub(super) fn observe_execute(&mut self) -> Option<Box<Observed>> {
         let key = self.portal_query.clone()?;
         let parameters = self.portal_parameters.clone();
-        Some(Box::new(Observed { key, started: Instant::now(), rows: 0, error: None, parameters }))
+        Some(Box::new(Observed { key, started: self.last_client_activity, rows: 0, error: None, parameters }))
     }
 
     /// Counts the rows of a CommandComplete (`body` without the header).
@@ -94,7 +94,7 @@ impl Flow {
     /// The statement completed: one event to insight.
     #[allow(clippy::boxed_local)] // the record travels boxed in the expectation queue
     pub(super) fn observed_done(&mut self, s: &mut Session, server: &ServerConn, obs: Box<Observed>) {
-        let now = Instant::now();
+        let now = self.server_activity;
         let wait = std::mem::take(&mut s.wait_before_send);
         let target = match &s.attachment {
             Some(a) if a.is_replica(s.db.primary_index()) => Target::Replica,

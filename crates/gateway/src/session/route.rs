@@ -201,7 +201,8 @@ impl Session {
     /// the client's read-your-writes mark.
     pub(super) fn end_attachment(&mut self) {
         if let Some(a) = self.attachment.take() {
-            if a.may_write && a.backend == self.db.primary_index() {
+            // Only reads that could go to a replica need the mark.
+            if a.may_write && a.backend == self.db.primary_index() && self.db.splits_reads() {
                 self.write_mark.committed(crate::routing::backend::now_ms());
             }
         }
