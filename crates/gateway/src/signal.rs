@@ -66,6 +66,8 @@ mod tests {
     async fn a_raise_before_the_wait_is_kept() {
         let signal = Signal::default();
         signal.raise();
-        tokio::time::timeout(Duration::from_millis(50), signal.wait()).await.expect("an early raise was lost");
+        tokio::time::timeout(Duration::from_millis(50), signal.wait())
+            .await
+            .expect("an early raise was lost");
     }
 }

@@ -2,7 +2,6 @@
 //! to pgpilot's own messages are dropped, answers pgpilot gives itself appear in order, and the
 //! effects of a request (SET, PREPARE, DISCARD, pinning) count once the server has accepted it.
 
-
 use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
 use pgpilot_wire::error::ErrorFields;
 

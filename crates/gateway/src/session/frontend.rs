@@ -151,11 +151,10 @@ impl Flow {
 
     /// The classification of a statement that may change session state; None for the many that
     /// cannot (told by a quick scan, so plain statements with literals are never parsed here).
-    fn classify(&self, s: &Session, text: &[u8]) -> Option<Arc<Statement>> {
+    fn classify(&self, s: &Session, sql: &str) -> Option<Arc<Statement>> {
         if !self.rewrite {
             return None;
         }
-        let sql = std::str::from_utf8(text).ok()?;
         if !pgpilot_sql::quick_look(sql).may_change_session() {
             return None;
         }
@@ -164,7 +163,8 @@ impl Flow {
 
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
     fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>) {
-        let Some(stmt) = text.and_then(|t| self.classify(s, t)) else { return };
+        let sql = text.and_then(|t| std::str::from_utf8(t).ok());
+        let Some(stmt) = sql.and_then(|sql| self.classify(s, sql)) else { return };
         self.batch.settings.extend(stmt.settings.iter().cloned());
         if let Some(reason) = pin_reason(&stmt) {
             self.batch.pins = Some(reason);
@@ -173,12 +173,14 @@ impl Flow {
 
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
-        if let Some(tag) = std::str::from_utf8(text).ok().and_then(|sql| s.apply_pgpilot_settings(sql)) {
+        // Checked once here for all that reads the text below.
+        let sql = std::str::from_utf8(text).ok();
+        if let Some(tag) = sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
             self.expected.push(Expect::SyntheticCommand(tag));
             return Ok(());
         }
         let mut batch = Batch { observed: self.observe_query(s, text), ..Batch::default() };
-        if let Some(stmt) = self.classify(s, text) {
+        if let Some(stmt) = sql.and_then(|sql| self.classify(s, sql)) {
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
