@@ -20,6 +20,7 @@ pub mod session;
 pub mod shared;
 pub mod signal;
 pub mod stats;
+mod text_memo;
 mod timefmt;
 
 pub use gateway::Gateway;

@@ -27,6 +27,9 @@ const INTERNED_TEXT_MAX: usize = 8 * 1024;
 thread_local! {
     static INTERNER: RefCell<Interner> =
         RefCell::new(Interner { scratch: String::new(), texts: HashMap::new(), bytes: 0 });
+    /// Keys of Parse texts, which repeat exactly (see text_memo.rs).
+    static STATEMENT_KEYS: RefCell<crate::text_memo::TextMemo<QueryKey>> =
+        RefCell::new(crate::text_memo::TextMemo::new(INTERNED_BYTES));
 }
 
 impl Interner {
@@ -50,6 +53,12 @@ impl Interner {
 }
 
 impl QueryKey {
+    /// The key of a statement sent with Parse: remembered by its exact text, as drivers send the
+    /// same parameterized texts again and again.
+    pub fn of_statement(text: &[u8]) -> QueryKey {
+        STATEMENT_KEYS.with_borrow_mut(|memo| memo.get_or_make(text, || QueryKey::of(text, false).0))
+    }
+
     /// Normalizes `text` (constants become $n); the constants come back too when asked for.
     pub fn of(text: &[u8], keep_constants: bool) -> (QueryKey, Vec<String>) {
         // The plain check first: `from_utf8_lossy` validates valid text several times slower.

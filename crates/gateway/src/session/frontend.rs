@@ -163,7 +163,11 @@ impl Flow {
 
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
     fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>) {
-        let sql = text.and_then(|t| std::str::from_utf8(t).ok());
+        let Some(text) = text.filter(|_| self.rewrite) else { return };
+        if !parsed_text_may_change_session(text) {
+            return;
+        }
+        let sql = std::str::from_utf8(text).ok();
         let Some(stmt) = sql.and_then(|sql| self.classify(s, sql)) else { return };
         self.batch.settings.extend(stmt.settings.iter().cloned());
         if let Some(reason) = pin_reason(&stmt) {
@@ -371,4 +375,19 @@ fn pin_reason(stmt: &Statement) -> Option<&'static str> {
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+thread_local! {
+    /// Which Parse texts may change session state (see text_memo.rs).
+    static SESSION_TEXTS: std::cell::RefCell<crate::text_memo::TextMemo<bool>> =
+        std::cell::RefCell::new(crate::text_memo::TextMemo::new(1 << 20));
+}
+
+/// The quick look's answer for a Parse text, remembered by the text.
+fn parsed_text_may_change_session(text: &[u8]) -> bool {
+    SESSION_TEXTS.with_borrow_mut(|memo| {
+        memo.get_or_make(text, || {
+            std::str::from_utf8(text).is_ok_and(|sql| pgpilot_sql::quick_look(sql).may_change_session())
+        })
+    })
 }

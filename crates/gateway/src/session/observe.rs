@@ -41,7 +41,7 @@ impl Flow {
     /// An unnamed Parse: its text is what the next Bind of the unnamed statement runs.
     pub(super) fn observe_parse(&mut self, s: &Session, text: &[u8]) {
         if s.shared.insight.enabled() {
-            self.unnamed_query = Some(QueryKey::of(text, false).0);
+            self.unnamed_query = Some(QueryKey::of_statement(text));
         }
     }
 
