@@ -237,7 +237,7 @@ impl Session {
                     return Ok(());
                 }
                 self.attach_routed().await?;
-                super::flow::run_attached(self).await
+                super::flow::run_attached(self, true).await
             }
             b'p' => Err(Ending::Fatal(PgError::fatal(
                 SqlState::PROTOCOL_VIOLATION,

@@ -101,6 +101,8 @@ pub(super) struct Flow {
     step_out: bool,
     /// The request at the front was looked up already: send it on.
     pub(super) consulted: bool,
+    /// The request at the front was just routed to this server: no need to ask again.
+    placed_first: bool,
     pub(super) replan: super::replan::Replan,
     /// Rewrite named prepared statements and track session state (transaction pooling).
     pub(super) rewrite: bool,
@@ -158,6 +160,7 @@ impl Flow {
             hold_client: false,
             step_out: false,
             consulted: false,
+            placed_first: false,
             replan: Default::default(),
             rewrite,
             max_prepared,
@@ -228,7 +231,8 @@ impl Flow {
 }
 
 /// Runs the attachment until the server is released (transaction mode) or the session ends.
-pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
+/// `just_placed`: the server was attached for the request at the front of the client's input.
+pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(), Ending> {
     let mut server = s.server.take().expect("a server is attached");
     let max_prepared = server.pool().settings.load().max_prepared;
     let buffers = std::mem::take(&mut server.flow_buffers);
@@ -236,6 +240,7 @@ pub(super) async fn run_attached(s: &mut Session) -> Result<(), Ending> {
     let now = server.checked_out.take().unwrap_or_else(Instant::now);
     let mut flow = Flow::new(s, max_prepared, buffers, now);
     flow.consulted = std::mem::take(&mut s.consulted);
+    flow.placed_first = just_placed;
     flow.rewrite &= max_prepared > 0;
     flow.capture = s.pending_fill.take();
     if s.mode == PoolMode::Transaction {
@@ -538,7 +543,8 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
                 flow.step_out = true;
                 break Ok(());
             }
-            if !flow.unsynced && s.needs_other_server(msg) {
+            let placed = std::mem::take(&mut flow.placed_first);
+            if !flow.unsynced && !placed && s.needs_other_server(msg) {
                 flow.hold_client = true;
                 break Ok(());
             }

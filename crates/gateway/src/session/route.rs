@@ -151,24 +151,25 @@ impl Session {
         }
     }
 
-    /// The first buffered message (routing reads it while the buffer may change).
-    fn first_message(&self) -> Vec<u8> {
-        match pgpilot_wire::frame::peek_frontend(&self.buf, &self.limits) {
-            Ok(Some(h)) if self.buf.len() >= h.total && matches!(h.tag, b'Q' | b'P' | b'B') => {
-                self.buf[..h.total].to_vec()
-            }
-            _ => self.buf.first().map(|t| vec![*t]).unwrap_or_default(),
-        }
+    /// Where the first buffered message should run. The buffer is taken out meanwhile, so the
+    /// message is read in place while routing borrows the session.
+    fn decide_first(&mut self) -> Decision {
+        let buf = std::mem::take(&mut self.buf);
+        let first = match pgpilot_wire::frame::peek_frontend(&buf, &self.limits) {
+            Ok(Some(h)) if buf.len() >= h.total && matches!(h.tag, b'Q' | b'P' | b'B') => &buf[..h.total],
+            _ => &buf[..buf.len().min(1)],
+        };
+        let decision = self.decide(first);
+        self.buf = buf;
+        decision
     }
 
     /// Routes the buffered request and attaches a server; a replica that cannot be reached is banned
     /// and the request goes elsewhere.
     pub(super) async fn attach_routed(&mut self) -> Result<(), Ending> {
-        let splits = self.mode == PoolMode::Transaction && self.db.splits_reads();
-        let first = if splits { self.first_message() } else { Vec::new() };
         // A failover while waiting sends the request to the new primary; bounded in case roles flap.
         for _ in 0..100 {
-            let decision = self.decide(&first);
+            let decision = self.decide_first();
             tracing::debug!(client = %self.reg.info.addr, backend = decision.backend, reason = decision.reason, "routed");
             let pool = self.pools.pools[decision.backend].clone();
             let replica = decision.backend != self.db.primary_index();

@@ -60,7 +60,7 @@ impl Session {
         if !self.answer_from_cache(h).await? {
             self.consulted = true;
         }
-        super::flow::run_attached(self).await
+        super::flow::run_attached(self, false).await
     }
 }
 
