@@ -125,16 +125,32 @@ fn summarize(report: &Report) -> AdvisorSummary {
 }
 
 /// Whether a suggested index serves what a planted missing index would: the same table (or one of
-/// its partitions) and the same leading key column.
+/// its partitions), the same leading key column, and no other key column the planted index has
+/// neither as a key nor in its predicate. `flow.runs (workflow_id, status, created_at)` serves the
+/// planted `(workflow_id, created_at) WHERE status = 'pending'`; `(workflow_id, status, started_at)`
+/// is a finding of its own (runs finishing, ordered by start), not the one planted.
 fn covers(table: &str, create: &str, planted: &MissingIndex) -> bool {
-    same_table(table, planted.table) && leading_column(create) == leading_column(planted.create)
+    let (ours, theirs) = (key_columns(create), key_columns(planted.create));
+    let predicate = planted.create.split_once(" WHERE ").map_or("", |(_, p)| p);
+    same_table(table, planted.table)
+        && !ours.is_empty()
+        && ours.first() == theirs.first()
+        && ours.iter().all(|c| theirs.contains(c) || predicate.contains(c))
 }
 
-/// `CREATE INDEX ... ON t USING btree (a, b)` → `a`; `... USING gin (answers jsonb_path_ops)` → `answers`.
-fn leading_column(create: &str) -> Option<&str> {
-    let after_on = &create[create.find(" ON ")?..];
-    let keys = &after_on[after_on.find('(')? + 1..];
-    keys.split([',', ')', ' ']).next().map(|c| c.trim_matches('"')).filter(|c| !c.is_empty())
+/// `CREATE INDEX ... ON t USING btree (a, b DESC)` → `[a, b]`; `... USING gin (answers jsonb_path_ops)`
+/// → `[answers]`.
+fn key_columns(create: &str) -> Vec<&str> {
+    let Some(on) = create.find(" ON ") else { return Vec::new() };
+    let after_on = &create[on..];
+    let Some(open) = after_on.find('(') else { return Vec::new() };
+    let keys = &after_on[open + 1..];
+    let keys = &keys[..keys.find(')').unwrap_or(keys.len())];
+    keys.split(',')
+        .filter_map(|k| k.split_whitespace().next())
+        .map(|c| c.trim_matches('"'))
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 /// `ledger.transactions` also matches its monthly partitions (`ledger.transactions_2025_03`).
@@ -156,14 +172,19 @@ mod tests {
     }
 
     #[test]
-    fn a_suggestion_covers_a_planted_index_by_table_and_leading_column() {
+    fn a_suggestion_covers_a_planted_index_by_table_and_key_columns() {
         let runs = &MISSING_INDEXES[1];
         let ours = "CREATE INDEX CONCURRENTLY r ON flow.runs USING btree (workflow_id, status, created_at)";
         assert!(covers("flow.runs", ours, runs));
         let other = "CREATE INDEX CONCURRENTLY r ON flow.runs USING btree (status)";
         assert!(!covers("flow.runs", other, runs));
+        let finishing = "CREATE INDEX CONCURRENTLY r ON flow.runs USING btree (workflow_id, status, started_at)";
+        assert!(!covers("flow.runs", finishing, runs), "another statement's index counted as the planted one");
         let gin = "CREATE INDEX CONCURRENTLY f ON flow.form_responses USING gin (answers jsonb_path_ops)";
         assert!(covers("flow.form_responses", gin, &MISSING_INDEXES[2]));
-        assert_eq!(leading_column(MISSING_INDEXES[0].create), Some("account_id"));
+        let ledger = &MISSING_INDEXES[0];
+        assert_eq!(key_columns(ledger.create), ["account_id", "booked_at"]);
+        let one_column = "CREATE INDEX CONCURRENTLY t ON ledger.transactions_2025_03 USING btree (account_id)";
+        assert!(covers("ledger.transactions_2025_03", one_column, ledger));
     }
 }
