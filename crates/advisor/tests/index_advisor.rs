@@ -108,3 +108,27 @@ async fn without_hypopg_suggestions_are_labelled_heuristics() {
     assert_eq!(s.weighted_cost_after, None);
     assert!(report.findings.iter().any(|f| f.title.contains("heuristics, not proven")));
 }
+
+/// Statements as pg_stat_statements and pgpilot's statistics write them, constants replaced by
+/// `$n`: a typed literal (`interval '30 days'` → `interval $2`) and constants whose type came from
+/// their spelling (`jsonb_build_object('type', ...)` → untyped `$1`) are still planned and advised.
+#[tokio::test(flavor = "multi_thread")]
+async fn normalized_statements_are_planned_too() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "normalized");
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        workload,
+        "-- calls: 5000\nSELECT id FROM orders WHERE user_id = $1 AND created_at > now() - interval $2 ORDER BY created_at DESC LIMIT $3;\n\
+         -- calls: 40\nSELECT id FROM orders WHERE data @> jsonb_build_object($1, $2);\n"
+    )
+    .unwrap();
+    let mut opts = common::options(&url);
+    opts.workload.file = Some(workload.path().to_path_buf());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert_eq!(report.workload.analysed, 2, "{:?}", report.workload.skipped);
+    let composite = suggestion(&report, "(user_id, created_at");
+    assert_eq!(composite.evidence, Evidence::Hypothetical);
+    assert!(composite.statements[0].query.contains("interval $2"), "the statement is reported as written");
+    suggestion(&report, "USING gin (data jsonb_path_ops)");
+}

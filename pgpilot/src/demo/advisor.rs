@@ -178,13 +178,18 @@ mod tests {
         assert!(covers("flow.runs", ours, runs));
         let other = "CREATE INDEX CONCURRENTLY r ON flow.runs USING btree (status)";
         assert!(!covers("flow.runs", other, runs));
-        let finishing = "CREATE INDEX CONCURRENTLY r ON flow.runs USING btree (workflow_id, status, started_at)";
-        assert!(!covers("flow.runs", finishing, runs), "another statement's index counted as the planted one");
+        let finishing =
+            "CREATE INDEX CONCURRENTLY r ON flow.runs USING btree (workflow_id, status, started_at)";
+        assert!(
+            !covers("flow.runs", finishing, runs),
+            "another statement's index counted as the planted one"
+        );
         let gin = "CREATE INDEX CONCURRENTLY f ON flow.form_responses USING gin (answers jsonb_path_ops)";
         assert!(covers("flow.form_responses", gin, &MISSING_INDEXES[2]));
         let ledger = &MISSING_INDEXES[0];
         assert_eq!(key_columns(ledger.create), ["account_id", "booked_at"]);
-        let one_column = "CREATE INDEX CONCURRENTLY t ON ledger.transactions_2025_03 USING btree (account_id)";
+        let one_column =
+            "CREATE INDEX CONCURRENTLY t ON ledger.transactions_2025_03 USING btree (account_id)";
         assert!(covers("ledger.transactions_2025_03", one_column, ledger));
     }
 }

@@ -6,6 +6,7 @@ pub mod candidates;
 pub mod catalog;
 mod expr;
 pub mod parse;
+pub mod plannable;
 pub mod planner;
 mod select;
 

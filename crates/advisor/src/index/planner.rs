@@ -36,7 +36,8 @@ pub struct Planner<'a> {
 impl<'a> Planner<'a> {
     /// Prepares the session: generic plans for prepared statements (PostgreSQL 12+).
     pub async fn new(db: &'a Db) -> Result<Planner<'a>> {
-        if db.version_num >= 120000 && db.version_num < 160000 {
+        // Also on 16+: a statement EXPLAIN (GENERIC_PLAN) cannot type falls back to PREPARE.
+        if db.version_num >= 120000 {
             db.client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
         }
         Ok(Planner { db, counter: AtomicU64::new(0) })
@@ -49,10 +50,17 @@ impl<'a> Planner<'a> {
 
     /// The generic plan of `query`, which has `params` parameters.
     pub async fn explain(&self, query: &str, params: i32) -> Result<PlanSummary> {
+        let query = super::plannable::typed_literal_params(query);
+        let query = query.as_ref();
         let json = if params == 0 {
             explain_json(self.db, &format!("EXPLAIN (FORMAT JSON) {query}")).await?
         } else if self.db.version_num >= 160000 {
-            explain_json(self.db, &format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {query}")).await?
+            match explain_json(self.db, &format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {query}")).await {
+                Err(e) if super::plannable::untyped_parameter(&e.to_string()).is_some() => {
+                    self.explain_prepared(query, params).await?
+                }
+                plan => plan?,
+            }
         } else if self.supports_parameters() {
             self.explain_prepared(query, params).await?
         } else {
@@ -63,11 +71,19 @@ impl<'a> Planner<'a> {
 
     async fn explain_prepared(&self, query: &str, params: i32) -> Result<Value> {
         let name = format!("pgpilot_advisor_{}", self.counter.fetch_add(1, Ordering::Relaxed));
-        self.db
-            .client
-            .batch_execute(&format!("PREPARE {name} AS {query}"))
-            .await
-            .map_err(|e| anyhow!(db_error_text(&e)))?;
+        // `unknown` lets PostgreSQL infer the type, as a bare PREPARE does.
+        let mut types = vec!["unknown"; params as usize];
+        loop {
+            let declared = types.join(", ");
+            let prepared =
+                self.db.client.batch_execute(&format!("PREPARE {name}({declared}) AS {query}")).await;
+            let Err(e) = prepared else { break };
+            let message = db_error_text(&e);
+            match super::plannable::untyped_parameter(&message) {
+                Some(n) if types.get(n.wrapping_sub(1)) == Some(&"unknown") => types[n - 1] = "text",
+                _ => return Err(anyhow!(message)),
+            }
+        }
         let nulls = vec!["NULL"; params as usize].join(", ");
         let result = explain_json(self.db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
         let _ = self.db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
