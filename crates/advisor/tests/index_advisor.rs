@@ -132,3 +132,35 @@ async fn normalized_statements_are_planned_too() {
     assert!(composite.statements[0].query.contains("interval $2"), "the statement is reported as written");
     suggestion(&report, "USING gin (data jsonb_path_ops)");
 }
+
+/// A partitioned table: the planner plans each partition with its own indexes, so the candidate
+/// is tried as a hypothetical index on every partition, and suggested on the parent.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_tables_get_proven_suggestions() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE parts");
+    cluster.psql(
+        "parts",
+        "CREATE TABLE events (id bigint, account_id int NOT NULL, at timestamptz NOT NULL, body text) \
+           PARTITION BY RANGE (at);
+         CREATE TABLE events_old PARTITION OF events FOR VALUES FROM ('2000-01-01') TO ('2026-01-01');
+         CREATE TABLE events_new PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2100-01-01');
+         INSERT INTO events SELECT i, i % 1000, timestamptz '2026-12-01' - (i || ' minutes')::interval, 'x'
+           FROM generate_series(1, 200000) i;
+         ANALYZE events;",
+    );
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        workload,
+        "-- calls: 5000\nSELECT id, at FROM events WHERE account_id = $1 AND at > now() - interval $2 ORDER BY at DESC LIMIT $3;\n"
+    )
+    .unwrap();
+    let mut opts = common::options(&cluster.url("postgres", "parts"));
+    opts.workload.file = Some(workload.path().to_path_buf());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    let s = suggestion(&report, "ON public.events USING btree (account_id");
+    assert_eq!(s.evidence, Evidence::Hypothetical, "{s:?}");
+    assert!(!s.create_statement.contains("CONCURRENTLY"), "not supported on a partitioned parent: {s:?}");
+    assert!(s.improvement().unwrap() > 0.5, "{s:?}");
+}

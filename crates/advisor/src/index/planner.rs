@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 
+use super::candidates::Candidate;
+use super::catalog::TableInfo;
 use crate::db::{db_error_text, Db};
 
 /// What EXPLAIN said about a statement.
@@ -28,6 +30,20 @@ impl PlanSummary {
     }
 }
 
+/// One hypothetical index as the planner sees it: one per leaf partition of a partitioned table.
+#[derive(Debug, Default)]
+pub struct Hypothetical {
+    pub oids: Vec<u32>,
+    pub names: Vec<String>,
+}
+
+impl Hypothetical {
+    /// Whether `plan` uses it (on any partition).
+    pub fn used_by(&self, plan: &PlanSummary) -> bool {
+        self.names.iter().any(|n| plan.uses_index(n))
+    }
+}
+
 pub struct Planner<'a> {
     db: &'a Db,
     counter: AtomicU64,
@@ -39,6 +55,11 @@ impl<'a> Planner<'a> {
         // Also on 16+: a statement EXPLAIN (GENERIC_PLAN) cannot type falls back to PREPARE.
         if db.version_num >= 120000 {
             db.client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
+        }
+        // EXECUTE with NULL arguments prunes every partition at executor start ("Subplans
+        // Removed"), hiding which indexes the generic plan would use on them.
+        if db.version_num >= 110000 {
+            db.client.batch_execute("SET enable_partition_pruning = off").await?;
         }
         Ok(Planner { db, counter: AtomicU64::new(0) })
     }
@@ -88,6 +109,65 @@ impl<'a> Planner<'a> {
         let result = explain_json(self.db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
         let _ = self.db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
         result
+    }
+
+    /// A hypothetical index for `candidate` on `table`. The planner plans each partition of a
+    /// partitioned table with the partition's own indexes, so there it is one per leaf partition.
+    pub async fn hypothetical_index(&self, table: &TableInfo, candidate: &Candidate) -> Result<Hypothetical> {
+        let mut made = Hypothetical::default();
+        for target in self.index_targets(table).await? {
+            match self.hypothetical(&candidate.create_sql(&target, false, None)).await {
+                Ok((oid, name)) => {
+                    made.oids.push(oid);
+                    made.names.push(name);
+                }
+                Err(e) => {
+                    self.drop_all(&made).await;
+                    return Err(e);
+                }
+            }
+        }
+        if made.oids.is_empty() {
+            return Err(anyhow!("{} has no partition to index", table.qualified()));
+        }
+        Ok(made)
+    }
+
+    /// The table itself, or each leaf partition of a partitioned one (PostgreSQL 12+).
+    async fn index_targets(&self, table: &TableInfo) -> Result<Vec<TableInfo>> {
+        if !table.partitioned {
+            return Ok(vec![table.clone()]);
+        }
+        let rows = self
+            .db
+            .client
+            .query(
+                "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree($1::oid::regclass) t \
+                 JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE t.isleaf AND c.relkind = 'r'",
+                &[&table.oid],
+            )
+            .await
+            .map_err(|e| anyhow!(db_error_text(&e)))?;
+        Ok(rows
+            .iter()
+            .map(|r| TableInfo { schema: r.get(0), name: r.get(1), partitioned: false, ..table.clone() })
+            .collect())
+    }
+
+    /// Total estimated size of a hypothetical index (all its partitions).
+    pub async fn hypothetical_index_size(&self, index: &Hypothetical) -> Option<i64> {
+        let mut total = 0;
+        for &oid in &index.oids {
+            total += self.hypothetical_size(oid).await?;
+        }
+        Some(total)
+    }
+
+    pub async fn drop_all(&self, index: &Hypothetical) {
+        for &oid in &index.oids {
+            self.drop_hypothetical(oid).await;
+        }
     }
 
     /// Creates a hypothetical index; returns its oid and the name plans will show.

@@ -52,28 +52,28 @@ async fn try_candidate(
     candidate: Candidate,
     settings: &IndexAdvisorSettings,
 ) -> Option<Trial> {
-    let (oid, name) = match planner.hypothetical(&candidate.create_sql(table, false, None)).await {
+    let index = match planner.hypothetical_index(table, &candidate).await {
         Ok(h) => h,
         Err(e) => {
             tracing::debug!("hypopg refused {}: {e}", candidate.create_sql(table, false, None));
             return None;
         }
     };
-    let size = planner.hypothetical_size(oid).await;
+    let size = planner.hypothetical_index_size(&index).await;
     let mut helped = Costs::new();
     for (i, s) in statements.iter().enumerate() {
         if !s.touches(candidate.table) || s.baseline.total_cost < settings.min_statement_cost {
             continue;
         }
         if let Ok(plan) = planner.explain(&s.workload.query, s.shape.param_count).await {
-            if plan.uses_index(&name)
+            if index.used_by(&plan)
                 && plan.total_cost <= s.baseline.total_cost * (1.0 - settings.min_cost_reduction)
             {
                 helped.insert(i, plan);
             }
         }
     }
-    planner.drop_hypothetical(oid).await;
+    planner.drop_all(&index).await;
     (!helped.is_empty()).then_some(Trial { candidate, size, helped })
 }
 
@@ -142,16 +142,16 @@ async fn validate(
     chosen: Vec<&Trial>,
     settings: &IndexAdvisorSettings,
 ) -> Result<Vec<IndexSuggestion>> {
-    let mut created: Vec<(&Trial, u32, String)> = Vec::new();
+    let mut created: Vec<(&Trial, super::planner::Hypothetical)> = Vec::new();
     for trial in chosen {
         let Some(table) = catalog.tables.get(&trial.candidate.table) else { continue };
-        if let Ok((oid, name)) = planner.hypothetical(&trial.candidate.create_sql(table, false, None)).await {
-            created.push((trial, oid, name));
+        if let Ok(index) = planner.hypothetical_index(table, &trial.candidate).await {
+            created.push((trial, index));
         }
     }
     let mut joint: HashMap<usize, super::planner::PlanSummary> = HashMap::new();
     for (i, s) in statements.iter().enumerate() {
-        if created.iter().any(|(t, ..)| s.touches(t.candidate.table)) {
+        if created.iter().any(|(t, _)| s.touches(t.candidate.table)) {
             if let Ok(plan) = planner.explain(&s.workload.query, s.shape.param_count).await {
                 joint.insert(i, plan);
             }
@@ -159,12 +159,12 @@ async fn validate(
     }
     planner.reset_hypothetical().await;
     let mut out = Vec::new();
-    for (trial, _, name) in created {
+    for (trial, index) in created {
         let table = &catalog.tables[&trial.candidate.table];
         let helped: Vec<(usize, f64)> = joint
             .iter()
             .filter(|(i, plan)| {
-                plan.uses_index(&name)
+                index.used_by(plan)
                     && plan.total_cost
                         <= statements[**i].baseline.total_cost * (1.0 - settings.min_cost_reduction)
             })
