@@ -19,6 +19,8 @@ use crate::stats::Counters;
 
 #[derive(Default)]
 struct PoolState {
+    // Boxed on purpose: a connection changes hands every transaction and is large to move.
+    #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
     waiters: WaitQueue,
     /// Open or opening connections.
