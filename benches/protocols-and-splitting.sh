@@ -20,10 +20,17 @@ P=postgres://postgres@127.0.0.1:55432/postgres
 R=postgres://postgres@127.0.0.1:55433/postgres
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-"$BIN" serve --listen 127.0.0.1:56500 --primary "$P" --pool-size 20 --http 127.0.0.1:56510 >/tmp/pp-single.log 2>&1 & pids+=($!)
-"$BIN" serve --listen 127.0.0.1:56501 --primary "$P" --replica "$R" --pool-size 20 --http 127.0.0.1:56511 >/tmp/pp-split.log 2>&1 & pids+=($!)
-for port in 56500 56501; do
+# Below the kernel's ephemeral range (32768-60999 here): a port in it can be taken at any moment by
+# one of the many client connections a benchmark opens, and the gateway then cannot listen.
+SINGLE=29500 SPLIT=29501 SINGLE_HTTP=29510 SPLIT_HTTP=29511
+"$BIN" serve --listen 127.0.0.1:$SINGLE --primary "$P" --pool-size 20 --http 127.0.0.1:$SINGLE_HTTP >/tmp/pp-single.log 2>&1 & pids+=($!)
+"$BIN" serve --listen 127.0.0.1:$SPLIT --primary "$P" --replica "$R" --pool-size 20 --http 127.0.0.1:$SPLIT_HTTP >/tmp/pp-split.log 2>&1 & pids+=($!)
+for port in $SINGLE $SPLIT; do
   for _ in $(seq 50); do as_pg "$PGBIN/psql" -h 127.0.0.1 -p $port -U postgres -tAc 'select 1' postgres >/dev/null 2>&1 && break; sleep 0.2; done
+done
+logs=(/tmp/pp-single.log /tmp/pp-split.log)
+for i in 0 1; do
+  kill -0 "${pids[$i]}" 2>/dev/null || { echo "a gateway did not start; ${logs[$i]} says:" >&2; tail -n 5 "${logs[$i]}" >&2; exit 1; }
 done
 sleep 2   # the splitting gateway's monitor sees the replica
 tps() { as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p "$1" -U postgres -n -S -c 50 -j 2 -T "$SECS" -M "$2" postgres 2>/dev/null | awk '/^tps/ {print int($3)}'; }
@@ -38,11 +45,11 @@ compare() {  # NAME PROTOCOL LABEL_A PORT_A LABEL_B PORT_B
   printf '%-28s %-10s %8s %-10s %8s  ratio %.2f   (rounds: %s | %s)\n' "$name" "$la" "$ma" "$lb" "$mb" \
     "$(echo "$ma / $mb" | bc -l)" "${a[*]}" "${b[*]}"
 }
-compare "prepared -S -c 50" prepared pgpilot 56500 direct 55432
-compare "extended -S -c 50" extended pgpilot 56500 pgbouncer 56432
-compare "simple -S -c 50, splitting" simple split 56501 single 56500
+compare "prepared -S -c 50" prepared pgpilot $SINGLE direct 55432
+compare "extended -S -c 50" extended pgpilot $SINGLE pgbouncer 56432
+compare "simple -S -c 50, splitting" simple split $SPLIT single $SINGLE
 echo "reads routed by the splitting gateway:"
-curl -s http://127.0.0.1:56511/api/v1/monitoring/replicas | python3 -c '
+curl -s http://127.0.0.1:$SPLIT_HTTP/api/v1/monitoring/replicas | python3 -c '
 import json, sys
 for r in json.load(sys.stdin)["replicas"]:
     print("  %-8s %-18s reads_routed=%s" % (r["role"], r["server"], r.get("reads_routed")))'
