@@ -202,7 +202,10 @@ impl Pool {
 
     /// Takes an idle connection or a permit to open one, without waiting.
     fn try_take(&self, settings: &PoolSettings, reserve: bool) -> Option<Grant> {
-        let mut s = self.state.lock();
+        self.take_locked(&mut self.state.lock(), settings, reserve)
+    }
+
+    fn take_locked(&self, s: &mut PoolState, settings: &PoolSettings, reserve: bool) -> Option<Grant> {
         if let Some(conn) = s.idle.pop() {
             s.active += 1;
             return Some(Grant::Conn(conn));
@@ -228,10 +231,19 @@ impl Pool {
         // A database-wide limit frees room in another pool without telling this one: look again now and then.
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
         let mut now = start;
+        let mut use_reserve = false;
         loop {
             let look_at = [deadline, reserve_at, Some(now + recheck)].into_iter().flatten().min().unwrap();
             let (tx, rx) = oneshot::channel();
-            let start_sweeper = self.state.lock().waiters.enqueue(Waiter { tx, since: start, look_at });
+            let start_sweeper = {
+                let mut s = self.state.lock();
+                // Looked for and queued under one lock: a connection released in between (by
+                // another worker thread) is not missed until the next look.
+                if let Some(grant) = self.take_locked(&mut s, settings, use_reserve) {
+                    return Ok(grant);
+                }
+                s.waiters.enqueue(Waiter { tx, since: start, look_at })
+            };
             if start_sweeper {
                 tokio::spawn(self.clone().sweep());
             }
@@ -244,10 +256,7 @@ impl Pool {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(CheckoutError::WaitTimeout(now - start));
             }
-            let use_reserve = reserve_at.is_some_and(|r| now >= r);
-            if let Some(grant) = self.try_take(settings, use_reserve) {
-                return Ok(grant);
-            }
+            use_reserve = reserve_at.is_some_and(|r| now >= r);
             if self.is_retired() {
                 return Err(CheckoutError::Closed);
             }
