@@ -8,7 +8,7 @@
 //! It errs one way only: whenever it is not sure, it says "parse me".
 
 /// What the scan found.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuickLook {
     /// The first keyword of the first statement.
     pub first_word: FirstWord,

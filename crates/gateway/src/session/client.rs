@@ -122,6 +122,8 @@ pub struct Session {
     pub(super) read_only_txn: bool,
     /// The request at the front of the buffer was just looked up in the cache and missed.
     pub(super) consulted: bool,
+    /// Routing's quick look at the simple Query it just placed, for session tracking to reuse.
+    pub(super) routed_look: Option<pgpilot_sql::QuickLook>,
 }
 
 impl Session {
@@ -166,6 +168,7 @@ impl Session {
             pending_fill: None,
             read_only_txn: false,
             consulted: false,
+            routed_look: None,
         }
     }
 

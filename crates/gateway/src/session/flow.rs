@@ -103,6 +103,8 @@ pub(super) struct Flow {
     pub(super) consulted: bool,
     /// The request at the front was just routed to this server: no need to ask again.
     placed_first: bool,
+    /// Routing's quick look at that request, when it is a simple Query.
+    pub(super) first_look: Option<pgpilot_sql::QuickLook>,
     pub(super) replan: super::replan::Replan,
     /// Rewrite named prepared statements and track session state (transaction pooling).
     pub(super) rewrite: bool,
@@ -161,6 +163,7 @@ impl Flow {
             step_out: false,
             consulted: false,
             placed_first: false,
+            first_look: None,
             replan: Default::default(),
             rewrite,
             max_prepared,
@@ -544,6 +547,9 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
                 break Ok(());
             }
             let placed = std::mem::take(&mut flow.placed_first);
+            if placed {
+                flow.first_look = s.routed_look.take();
+            }
             if !flow.unsynced && !placed && s.needs_other_server(msg) {
                 flow.hold_client = true;
                 break Ok(());

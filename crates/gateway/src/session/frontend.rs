@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgpilot_sql::{SessionEffect, Statement};
+use pgpilot_sql::{QuickLook, SessionEffect, Statement};
 use pgpilot_wire::{frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
@@ -151,11 +151,12 @@ impl Flow {
 
     /// The classification of a statement that may change session state; None for the many that
     /// cannot (told by a quick scan, so plain statements with literals are never parsed here).
-    fn classify(&self, s: &Session, sql: &str) -> Option<Arc<Statement>> {
+    /// `look`: routing's quick look at this same text, when it took one.
+    fn classify(&self, s: &Session, sql: &str, look: Option<QuickLook>) -> Option<Arc<Statement>> {
         if !self.rewrite {
             return None;
         }
-        if !pgpilot_sql::quick_look(sql).may_change_session() {
+        if !look.unwrap_or_else(|| pgpilot_sql::quick_look(sql)).may_change_session() {
             return None;
         }
         Some(s.shared.classifier.classify(sql))
@@ -168,7 +169,7 @@ impl Flow {
             return;
         }
         let sql = std::str::from_utf8(text).ok();
-        let Some(stmt) = sql.and_then(|sql| self.classify(s, sql)) else { return };
+        let Some(stmt) = sql.and_then(|sql| self.classify(s, sql, None)) else { return };
         self.batch.settings.extend(stmt.settings.iter().cloned());
         if let Some(reason) = pin_reason(&stmt) {
             self.batch.pins = Some(reason);
@@ -176,6 +177,8 @@ impl Flow {
     }
 
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
+        // Taken first: it belongs to this message only, whichever way it is handled.
+        let look = self.first_look.take();
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
         // Checked once here for all that reads the text below.
         let sql = std::str::from_utf8(text).ok();
@@ -184,7 +187,7 @@ impl Flow {
             return Ok(());
         }
         let mut batch = Batch { observed: self.observe_query(s, text), ..Batch::default() };
-        if let Some(stmt) = sql.and_then(|sql| self.classify(s, sql)) {
+        if let Some(stmt) = sql.and_then(|sql| self.classify(s, sql, look)) {
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());

@@ -53,16 +53,18 @@ impl Session {
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
         let Some(sql) = self.text_of(msg).and_then(|t| std::str::from_utf8(t).ok()) else { return unknown };
         let quick = pgpilot_sql::quick_look(sql);
-        if quick.plain_select && self.route != SessionRoute::Replica {
-            return Verdict::Read { tag: None };
-        }
-        if quick.plain_write {
-            return Verdict::Primary { reason: "dml", may_write: true };
-        }
-        let stmt = self.shared.classifier.classify(sql);
-        // Only the grammar's verdict looks functions up along the search_path.
-        self.refresh_search_path();
-        verdict(&self.db, &stmt, &self.request())
+        let found = if quick.plain_select && self.route != SessionRoute::Replica {
+            Verdict::Read { tag: None }
+        } else if quick.plain_write {
+            Verdict::Primary { reason: "dml", may_write: true }
+        } else {
+            let stmt = self.shared.classifier.classify(sql);
+            // Only the grammar's verdict looks functions up along the search_path.
+            self.refresh_search_path();
+            verdict(&self.db, &stmt, &self.request())
+        };
+        self.routed_look = (msg[0] == b'Q').then_some(quick);
+        found
     }
 
     /// The search_path's schemas, parsed again only when its value changed.
@@ -154,6 +156,7 @@ impl Session {
     /// Where the first buffered message should run. The buffer is taken out meanwhile, so the
     /// message is read in place while routing borrows the session.
     fn decide_first(&mut self) -> Decision {
+        self.routed_look = None;
         let buf = std::mem::take(&mut self.buf);
         let first = match pgpilot_wire::frame::peek_frontend(&buf, &self.limits) {
             Ok(Some(h)) if buf.len() >= h.total && matches!(h.tag, b'Q' | b'P' | b'B') => &buf[..h.total],
