@@ -18,6 +18,15 @@ fn suggestion<'a>(report: &'a Report, needle: &str) -> &'a pgpilot_advisor::Inde
         .unwrap_or_else(|| panic!("no suggestion containing `{needle}` in:\n{}", report.render_text(false)))
 }
 
+/// The report for a workload file with `statements`, with the tests' options.
+async fn advise_workload(url: &str, statements: &str) -> Report {
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    workload.write_all(statements.as_bytes()).unwrap();
+    let mut opts = common::options(url);
+    opts.workload.file = Some(workload.path().to_path_buf());
+    advise(&opts, &NoProgress).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_indexes_are_proven_and_applied() {
     let cluster = Cluster::start();
@@ -116,16 +125,12 @@ async fn without_hypopg_suggestions_are_labelled_heuristics() {
 async fn normalized_statements_are_planned_too() {
     let cluster = Cluster::start();
     let url = common::database_with_orders(&cluster, "normalized");
-    let mut workload = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        workload,
+    let report = advise_workload(
+        &url,
         "-- calls: 5000\nSELECT id FROM orders WHERE user_id = $1 AND created_at > now() - interval $2 ORDER BY created_at DESC LIMIT $3;\n\
-         -- calls: 40\nSELECT id FROM orders WHERE data @> jsonb_build_object($1, $2);\n"
+         -- calls: 40\nSELECT id FROM orders WHERE data @> jsonb_build_object($1, $2);\n",
     )
-    .unwrap();
-    let mut opts = common::options(&url);
-    opts.workload.file = Some(workload.path().to_path_buf());
-    let report = advise(&opts, &NoProgress).await.unwrap();
+    .await;
     assert_eq!(report.workload.analysed, 2, "{:?}", report.workload.skipped);
     let composite = suggestion(&report, "(user_id, created_at");
     assert_eq!(composite.evidence, Evidence::Hypothetical);
@@ -149,15 +154,11 @@ async fn partitioned_tables_get_proven_suggestions() {
            FROM generate_series(1, 200000) i;
          ANALYZE events;",
     );
-    let mut workload = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        workload,
-        "-- calls: 5000\nSELECT id, at FROM events WHERE account_id = $1 AND at > now() - interval $2 ORDER BY at DESC LIMIT $3;\n"
+    let report = advise_workload(
+        &cluster.url("postgres", "parts"),
+        "-- calls: 5000\nSELECT id, at FROM events WHERE account_id = $1 AND at > now() - interval $2 ORDER BY at DESC LIMIT $3;\n",
     )
-    .unwrap();
-    let mut opts = common::options(&cluster.url("postgres", "parts"));
-    opts.workload.file = Some(workload.path().to_path_buf());
-    let report = advise(&opts, &NoProgress).await.unwrap();
+    .await;
     assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
     let s = suggestion(&report, "ON public.events USING btree (account_id");
     assert_eq!(s.evidence, Evidence::Hypothetical, "{s:?}");

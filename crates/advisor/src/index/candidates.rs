@@ -316,6 +316,7 @@ mod tests {
             reltuples: 100_000.0,
             live_rows: 100_000,
             partitioned: false,
+            leaf_partitions: Vec::new(),
             columns: HashMap::from([
                 ("id".into(), col("bigint", 100_000.0)),
                 ("user_id".into(), col("integer", 1000.0)),

@@ -34,6 +34,8 @@ pub struct TableInfo {
     pub live_rows: i64,
     /// A partitioned table: CREATE INDEX CONCURRENTLY does not work on it, only on its partitions.
     pub partitioned: bool,
+    /// A partitioned table's leaf partitions (schema, name), where the planner looks for indexes.
+    pub leaf_partitions: Vec<(String, String)>,
     pub columns: HashMap<String, ColumnInfo>,
     pub indexes: Vec<ExistingIndex>,
     pub inserts: i64,
@@ -123,6 +125,31 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Leaf partitions of the partitioned tables (pg_partition_tree: PostgreSQL 12+).
+    async fn load_leaf_partitions(&mut self, db: &Db) -> Result<()> {
+        let parents: Vec<u32> = self.tables.values().filter(|t| t.partitioned).map(|t| t.oid).collect();
+        if parents.is_empty() || db.version_num < 120000 {
+            return Ok(());
+        }
+        let rows = db
+            .client
+            .query(
+                "SELECT p.oid, n.nspname::text, c.relname::text FROM unnest($1::oid[]) p(oid) \
+                 CROSS JOIN LATERAL pg_partition_tree(p.oid::regclass) t \
+                 JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE t.isleaf AND c.relkind = 'r'",
+                &[&parents],
+            )
+            .await?;
+        for r in rows {
+            let parent: u32 = r.get(0);
+            if let Some(table) = self.tables.get_mut(&parent) {
+                table.leaf_partitions.push((r.get(1), r.get(2)));
+            }
+        }
+        Ok(())
+    }
+
     async fn load_tables(&mut self, db: &Db, oids: &[u32]) -> Result<()> {
         let rows = db
             .client
@@ -145,6 +172,7 @@ impl Catalog {
                     name: r.get(2),
                     reltuples: r.get(3),
                     partitioned: r.get(9),
+                    leaf_partitions: Vec::new(),
                     live_rows: r.get(4),
                     columns: HashMap::new(),
                     indexes: Vec::new(),
@@ -155,6 +183,7 @@ impl Catalog {
                 },
             );
         }
+        self.load_leaf_partitions(db).await?;
         let columns = db
             .client
             .query(

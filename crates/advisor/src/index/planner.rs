@@ -115,7 +115,7 @@ impl<'a> Planner<'a> {
     /// partitioned table with the partition's own indexes, so there it is one per leaf partition.
     pub async fn hypothetical_index(&self, table: &TableInfo, candidate: &Candidate) -> Result<Hypothetical> {
         let mut made = Hypothetical::default();
-        for target in self.index_targets(table).await? {
+        for target in index_targets(table) {
             match self.hypothetical(&candidate.create_sql(&target, false, None)).await {
                 Ok((oid, name)) => {
                     made.oids.push(oid);
@@ -131,28 +131,6 @@ impl<'a> Planner<'a> {
             return Err(anyhow!("{} has no partition to index", table.qualified()));
         }
         Ok(made)
-    }
-
-    /// The table itself, or each leaf partition of a partitioned one (PostgreSQL 12+).
-    async fn index_targets(&self, table: &TableInfo) -> Result<Vec<TableInfo>> {
-        if !table.partitioned {
-            return Ok(vec![table.clone()]);
-        }
-        let rows = self
-            .db
-            .client
-            .query(
-                "SELECT n.nspname::text, c.relname::text FROM pg_partition_tree($1::oid::regclass) t \
-                 JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE t.isleaf AND c.relkind = 'r'",
-                &[&table.oid],
-            )
-            .await
-            .map_err(|e| anyhow!(db_error_text(&e)))?;
-        Ok(rows
-            .iter()
-            .map(|r| TableInfo { schema: r.get(0), name: r.get(1), partitioned: false, ..table.clone() })
-            .collect())
     }
 
     /// Total estimated size of a hypothetical index (all its partitions).
@@ -193,6 +171,21 @@ impl<'a> Planner<'a> {
     pub async fn reset_hypothetical(&self) {
         let _ = self.db.client.batch_execute("SELECT hypopg_reset()").await;
     }
+}
+
+/// The table itself, or each leaf partition of a partitioned one (read with the catalog).
+fn index_targets(table: &TableInfo) -> Vec<TableInfo> {
+    if !table.partitioned {
+        return vec![table.clone()];
+    }
+    let leaf = |(schema, name): &(String, String)| TableInfo {
+        schema: schema.clone(),
+        name: name.clone(),
+        partitioned: false,
+        leaf_partitions: Vec::new(),
+        ..table.clone()
+    };
+    table.leaf_partitions.iter().map(leaf).collect()
 }
 
 /// Runs an EXPLAIN (FORMAT JSON ...) and returns its JSON.
