@@ -244,6 +244,8 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     let mut flow = Flow::new(s, max_prepared, buffers, now);
     flow.consulted = std::mem::take(&mut s.consulted);
     flow.placed_first = just_placed;
+    // Routing's look belongs to the request it just placed, and to no later one.
+    flow.first_look = if just_placed { s.routed_look.take() } else { None };
     flow.rewrite &= max_prepared > 0;
     flow.capture = s.pending_fill.take();
     if s.mode == PoolMode::Transaction {
@@ -547,9 +549,6 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
                 break Ok(());
             }
             let placed = std::mem::take(&mut flow.placed_first);
-            if placed {
-                flow.first_look = s.routed_look.take();
-            }
             if !flow.unsynced && !placed && s.needs_other_server(msg) {
                 flow.hold_client = true;
                 break Ok(());

@@ -165,11 +165,9 @@ impl Flow {
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
     fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>) {
         let Some(text) = text.filter(|_| self.rewrite) else { return };
-        if !parsed_text_may_change_session(text) {
-            return;
-        }
-        let sql = std::str::from_utf8(text).ok();
-        let Some(stmt) = sql.and_then(|sql| self.classify(s, sql, None)) else { return };
+        let Some(look) = parsed_text_look(text).filter(QuickLook::may_change_session) else { return };
+        let Some(sql) = std::str::from_utf8(text).ok() else { return };
+        let Some(stmt) = self.classify(s, sql, Some(look)) else { return };
         self.batch.settings.extend(stmt.settings.iter().cloned());
         if let Some(reason) = pin_reason(&stmt) {
             self.batch.pins = Some(reason);
@@ -381,16 +379,14 @@ fn quote_ident(name: &str) -> String {
 }
 
 thread_local! {
-    /// Which Parse texts may change session state (see text_memo.rs).
-    static SESSION_TEXTS: std::cell::RefCell<crate::text_memo::TextMemo<bool>> =
+    /// The quick look at each Parse text (see text_memo.rs); None for text that is not UTF-8.
+    static PARSE_LOOKS: std::cell::RefCell<crate::text_memo::TextMemo<Option<QuickLook>>> =
         std::cell::RefCell::new(crate::text_memo::TextMemo::new(1 << 20));
 }
 
-/// The quick look's answer for a Parse text, remembered by the text.
-fn parsed_text_may_change_session(text: &[u8]) -> bool {
-    SESSION_TEXTS.with_borrow_mut(|memo| {
-        memo.get_or_make(text, || {
-            std::str::from_utf8(text).is_ok_and(|sql| pgpilot_sql::quick_look(sql).may_change_session())
-        })
+/// The quick look at a Parse text, remembered by the text; None when it is not UTF-8.
+fn parsed_text_look(text: &[u8]) -> Option<QuickLook> {
+    PARSE_LOOKS.with_borrow_mut(|memo| {
+        memo.get_or_make(text, || std::str::from_utf8(text).ok().map(pgpilot_sql::quick_look))
     })
 }
