@@ -118,11 +118,14 @@ impl Scheduler {
             .map(|spec| {
                 let schedule = Schedule::parse(&spec.schedule);
                 let period = schedule.as_ref().map(|s| s.period(started)).unwrap_or_default();
+                // Known before the job's loop first runs: status read right after start shows it.
+                let next_run =
+                    schedule.as_ref().ok().filter(|_| spec.enabled).and_then(|s| s.next_after(started));
                 Arc::new(JobEntry {
                     spec,
                     schedule,
                     period,
-                    state: Mutex::default(),
+                    state: Mutex::new(JobState { next_run, ..JobState::default() }),
                     gate: Default::default(),
                 })
             })
