@@ -190,6 +190,8 @@ impl Database {
             let settings = Arc::new(PoolSettings::resolve(config, db, user));
             for pool in set.all() {
                 pool.settings.store(settings.clone());
+                pool.trim_to_size();
+                pool.forget_login_refusal();
             }
         }
     }

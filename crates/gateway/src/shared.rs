@@ -46,6 +46,8 @@ pub struct Shared {
     pub insight: crate::insight::Insight,
     /// Statement classification, parsed once per distinct text.
     pub classifier: pgpilot_sql::Classifier,
+    /// Generations of prepared statements whose result type changed (pool/statements.rs).
+    pub statement_epochs: crate::pool::statements::StatementEpochs,
     /// The result cache (each database opts in).
     pub cache: crate::cache::ResultCache,
     /// Command-line overrides, re-applied on every reload.
@@ -79,6 +81,7 @@ impl Shared {
             stats_window: Mutex::new(Default::default()),
             insight: crate::insight::Insight::new(&config.insight),
             classifier: pgpilot_sql::Classifier::new(CLASSIFIER_CAPACITY),
+            statement_epochs: Default::default(),
             cache: crate::cache::ResultCache::new(&config.cache),
             overrides,
             shutdown_requested: tokio::sync::Notify::new(),
@@ -113,11 +116,13 @@ impl Shared {
         let connector = self.build_connector(&config)?;
         let (userlist, passwords) = load_secrets(&config)?;
         let old = self.databases.load_full();
+        // A server connection's TLS mode is fixed when its pool is made: a new mode needs new pools.
+        let same_server_tls = self.config.load().tls.server_tls_sslmode == config.tls.server_tls_sslmode;
         let mut next = HashMap::new();
         for (name, db_config) in &config.databases {
             let max = db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
             match old.get(name) {
-                Some(db) if db.same_servers(db_config) => {
+                Some(db) if same_server_tls && db.same_servers(db_config) => {
                     db.update_settings(&config, db_config);
                     next.insert(name.clone(), db.clone());
                 }

@@ -82,6 +82,14 @@ async fn every_admin_command() {
     assert_eq!(c2.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
     admin(&gw, "KILL postgres");
     assert!(eventually(Duration::from_secs(5), || c2.is_closed()).await, "KILL did not close the client");
+    // As in PgBouncer, the killed database stays paused until RESUME.
+    let c3 = connect(&gw).await;
+    let waiting =
+        tokio::spawn(async move { c3.query_one("SELECT 7", &[]).await.map(|r| r.get::<_, i32>(0)) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a query ran on a killed database before RESUME");
+    admin(&gw, "RESUME postgres");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap(), 7);
     admin(&gw, "RELOAD");
     // stats_users may SHOW but not change anything; others may not log in.
     assert!(psql_as(&gw, "watcher", "pgpilot", "SHOW POOLS", &[]).is_ok());

@@ -409,6 +409,7 @@ async fn api_serves_what_was_recorded_behind_the_token() {
     assert!(line("pgpilot_slow_queries_total{database=\"postgres\"}").ends_with(" 2"));
     assert!(line("pgpilot_statement_latency_seconds{fingerprint=\"00000000000000f2\"")
         .contains("quantile=\"0.5\""));
+    promtool_accepts_metrics(&metrics);
 
     // DELETE resets, like pg_stat_statements_reset().
     let reset = request("DELETE", &format!("{url}/api/v1/monitoring/statements"), Some(token), None);
@@ -442,6 +443,21 @@ async fn statements_through_the_gateway_are_counted() {
         assert!(client.simple_query("SELECT 1/0").await.is_err());
         assert!(client.query("SELECT $1::int / 0", &[&1i32]).await.is_err());
         client.simple_query("SELECT pg_sleep(0.15)").await.unwrap();
+        // A cursor read in pieces of 2 rows is one call of all its rows, as in pg_stat_statements.
+        let mut client = client;
+        let tx = client.transaction().await.unwrap();
+        let cursor = tx.prepare("SELECT id FROM items WHERE id >= $1 ORDER BY id").await.unwrap();
+        let portal = tx.bind(&cursor, &[&1i32]).await.unwrap();
+        let mut fetched = 0;
+        loop {
+            let piece = tx.query_portal(&portal, 2).await.unwrap();
+            fetched += piece.len();
+            if piece.len() < 2 {
+                break;
+            }
+        }
+        assert_eq!(fetched, 3);
+        tx.commit().await.unwrap();
 
         let snap = gw.shared().insight.snapshot();
         let find = |q: &str| {
@@ -456,6 +472,8 @@ async fn statements_through_the_gateway_are_counted() {
         assert_eq!((c.calls, c.rows), (2, 2), "{mode:?}: literals differ, one statement");
         let c = &find("SELECT * FROM items WHERE id > $1").counters;
         assert_eq!((c.calls, c.rows), (1, 3), "{mode:?}");
+        let cursor = &find("SELECT id FROM items WHERE id >= $1 ORDER BY id").counters;
+        assert_eq!((cursor.calls, cursor.rows), (1, 3), "{mode:?}: a cursor read in pieces");
         assert_eq!(find("SELECT $1/$2").counters.errors, 1, "{mode:?}");
         assert_eq!(find("SELECT $1::int / $2").counters.errors, 1, "{mode:?}");
         assert!(c.total_us > 0 && c.primary == 1, "{mode:?}: {c:?}");
@@ -861,4 +879,22 @@ fn the_openapi_file_documents_every_endpoint() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(required, STATEMENT_FIELDS);
+}
+
+/// `promtool check metrics` (Debian package `prometheus`) reads the exposition as Prometheus would.
+fn promtool_accepts_metrics(metrics: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool could not be run ({e}); install it with `apt-get install prometheus`")
+        });
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics:\n{text}");
 }

@@ -100,6 +100,9 @@ async fn statement_classes_are_routed_right() {
         format!("WITH d AS (UPDATE t SET v = 'b' WHERE id = 1 RETURNING id) SELECT {r} FROM d"),
         format!("/* pgpilot:primary */ SELECT {r}"),
         format!("INSERT INTO t VALUES (2, 'x') ON CONFLICT DO NOTHING; SELECT {r}"),
+        // STABLE in pg_proc, but a standby refuses them.
+        format!("SELECT txid_current(), {r}"),
+        format!("SELECT pg_current_xact_id(), {r}"),
     ] {
         assert!(!on_replica(&c, &sql).await, "{sql} ran on the replica");
     }
@@ -128,6 +131,23 @@ async fn statement_classes_are_routed_right() {
     assert!(!on_replica(&c, &format!("SELECT {r}")).await);
     c.batch_execute("SET pgpilot.route = auto").await.unwrap();
     assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    c.batch_execute("SET pgpilot.route = primary").await.unwrap();
+    c.batch_execute("RESET ALL").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await, "RESET ALL resets pgpilot.route too");
+    c.batch_execute("SET LOCAL pgpilot.route = primary").await.unwrap();
+    // A pipeline: a read, then a write, with one Sync. All of it goes to the primary.
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    for sql in ["SELECT 1".as_bytes(), b"INSERT INTO t VALUES (3, 'piped')"] {
+        pgpilot_wire::frontend::parse(&mut out, b"", sql, &[0, 0]);
+        pgpilot_wire::frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    }
+    pgpilot_wire::frontend::sync(&mut out);
+    tokio::io::AsyncWriteExt::write_all(&mut raw, &out).await.unwrap();
+    let answer = read_until_ready(&mut raw).await;
+    assert!(!backend_messages(&answer).iter().any(|m| m.0 == b'E'), "the pipelined write failed");
+    assert_eq!(pg.psql("postgres", "SELECT v FROM t WHERE id = 3"), "piped");
     // Metrics and the API show the split.
     let api = std::process::Command::new("curl")
         .arg("-s")

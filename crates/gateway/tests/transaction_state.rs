@@ -305,3 +305,125 @@ async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     assert!(n > 0, "closed early");
     buf[..n].to_vec()
 }
+
+async fn show(c: &tokio_postgres::Client, setting: &str) -> String {
+    c.query_one(&format!("SELECT current_setting('{setting}')"), &[]).await.unwrap().get(0)
+}
+
+/// Runs `check` while another client holds the server `c` used last, so `c` lands on another one.
+async fn on_another_server(
+    gw: &pgpilot_gateway::Gateway,
+    c: &tokio_postgres::Client,
+    setting: &str,
+) -> String {
+    let holder = connect(gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let value = show(c, setting).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_do_not_outlive_their_client() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let info = conninfo(&gw, "postgres", "postgres");
+    let opts = try_connect(&format!("{info} options='-c statement_timeout=4321 -c search_path=elsewhere'"))
+        .await
+        .unwrap();
+    assert_eq!(show(&opts, "statement_timeout").await, "4321ms");
+    drop(opts);
+    // The only server of the pool had the first client's values: the next client must not see them.
+    let plain = connect(&gw).await;
+    assert_eq!(show(&plain, "statement_timeout").await, "0");
+    assert_eq!(show(&plain, "search_path").await, "\"$user\", public");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_values_are_replayed_as_set_config_takes_them() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT set_config('search_path', 'a, public', false)").await.unwrap();
+    // A list given to set_config is one string; `SET search_path = 'a, public'` would name one schema.
+    assert_eq!(on_another_server(&gw, &c, "search_path").await, "a, public");
+    c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").await.unwrap();
+    assert_eq!(on_another_server(&gw, &c, "default_transaction_isolation").await, "serializable");
+    drop(c);
+    let fresh = connect(&gw).await;
+    assert_eq!(show(&fresh, "default_transaction_isolation").await, "read committed");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_authorization_and_do_blocks_pin_the_client() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE limited");
+    let gw = small_pool(&pg, 2, 100).await;
+    let a = connect(&gw).await;
+    a.batch_execute("SET SESSION AUTHORIZATION limited").await.unwrap();
+    let b = connect(&gw).await;
+    b.batch_execute("DO $$ BEGIN PERFORM set_config('statement_timeout', '1234', false); END $$")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(show(&a, "session_authorization").await, "limited");
+        assert_eq!(show(&b, "statement_timeout").await, "1234ms");
+    }
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Their servers were reset when they left: nothing reaches the next clients.
+    for _ in 0..2 {
+        let c = connect(&gw).await;
+        assert_eq!(show(&c, "session_authorization").await, "postgres");
+        assert_eq!(show(&c, "statement_timeout").await, "0");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_run_as_a_prepared_statement_keeps_other_statements_working() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let doubled = a.prepare("SELECT $1::int * 2").await.unwrap();
+    assert_eq!(a.query_one(&doubled, &[&21i32]).await.unwrap().get::<_, i32>(0), 42);
+    let b = connect(&gw).await;
+    let deallocate = b.prepare("DEALLOCATE ALL").await.unwrap();
+    b.execute(&deallocate, &[]).await.unwrap();
+    // The server lost pgpilot's copy too: it is prepared again, unseen.
+    assert_eq!(a.query_one(&doubled, &[&21i32]).await.unwrap().get::<_, i32>(0), 42);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_learns_that_a_shared_statements_result_type_changed() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE w(id int primary key, v int); INSERT INTO w VALUES (1, 10)");
+    pg.psql("postgres", "CREATE SCHEMA other; CREATE TABLE other.w(id int, v text, x text); INSERT INTO other.w VALUES (1, 'o', 'x')");
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    let sa = a.prepare("SELECT * FROM w WHERE id = $1").await.unwrap();
+    let sb = b.prepare("SELECT * FROM w WHERE id = $1").await.unwrap();
+    assert_eq!(b.query_one(&sb, &[&1i32]).await.unwrap().get::<_, i32>(1), 10);
+    pg.psql("postgres", "ALTER TABLE w ALTER COLUMN v TYPE real");
+    let stale = tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED;
+    let err = a.query(&sa, &[&1i32]).await.expect_err("A's row type changed");
+    assert_eq!(err.code(), Some(&stale), "{err}");
+    // B shares the server's copy, which A's use prepared afresh: B must be told as well, never given
+    // rows it would read with the old row type.
+    let err = b.query(&sb, &[&1i32]).await.expect_err("B's row type changed too");
+    assert_eq!(err.code(), Some(&stale), "{err}");
+    let again = b.prepare("SELECT * FROM w WHERE id = $1").await.unwrap();
+    assert_eq!(b.query_one(&again, &[&1i32]).await.unwrap().get::<_, f32>(1), 10.0);
+    // The same text under another search_path is another statement.
+    let c = connect(&gw).await;
+    c.batch_execute("SET search_path = other").await.unwrap();
+    let sc = c.prepare("SELECT * FROM w WHERE id = $1").await.unwrap();
+    assert_eq!(sc.columns().len(), 3);
+    assert_eq!(c.query_one(&sc, &[&1i32]).await.unwrap().get::<_, &str>(1), "o");
+    assert_eq!(b.query_one(&again, &[&1i32]).await.unwrap().get::<_, f32>(1), 10.0);
+    gw.shutdown().await;
+}

@@ -359,6 +359,12 @@ impl SetCommand {
         let local = if self.scope == SetScope::Local { "LOCAL " } else { "" };
         match &self.action {
             SetAction::Set { name, value } => format!("SET {local}{} = {value}", quote_ident(name)),
+            SetAction::SetConfig { name, value } => format!(
+                "SELECT pg_catalog.set_config({}, {}, {})",
+                quote_literal(name),
+                quote_literal(value),
+                self.scope == SetScope::Local
+            ),
             SetAction::SetDefault { name } => format!("SET {local}{} TO DEFAULT", quote_ident(name)),
             SetAction::Reset { name } => format!("RESET {}", quote_ident(name)),
             SetAction::ResetAll => "RESET ALL".to_string(),
@@ -375,6 +381,12 @@ pub enum SetAction {
         name: String,
         value: String,
     },
+    /// set_config(name, value, ...): `value` is the plain string, as set_config takes it (a list
+    /// such as `a, public` is one string here, which `SET name = 'a, public'` would not mean).
+    SetConfig {
+        name: String,
+        value: String,
+    },
     SetDefault {
         name: String,
     },
@@ -388,9 +400,10 @@ impl SetAction {
     /// The setting's name (None for RESET ALL).
     pub fn name(&self) -> Option<&str> {
         match self {
-            SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name } => {
-                Some(name)
-            }
+            SetAction::Set { name, .. }
+            | SetAction::SetConfig { name, .. }
+            | SetAction::SetDefault { name }
+            | SetAction::Reset { name } => Some(name),
             SetAction::ResetAll => None,
         }
     }
@@ -431,6 +444,9 @@ pub enum SessionEffect {
     Load,
     /// set_config with arguments that are not constants: the new value is unknown.
     SetConfigDynamic,
+    /// Code whose effects on the session cannot be known without running it (a DO block that
+    /// mentions settings, temporary objects, locks...).
+    SessionCode,
 }
 
 impl SessionEffect {
@@ -442,7 +458,8 @@ impl SessionEffect {
             | SessionEffect::AdvisoryLockSession
             | SessionEffect::Load
             | SessionEffect::Listen(_)
-            | SessionEffect::SetConfigDynamic => true,
+            | SessionEffect::SetConfigDynamic
+            | SessionEffect::SessionCode => true,
             _ => false,
         }
     }

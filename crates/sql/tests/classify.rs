@@ -103,7 +103,9 @@ const CASES: &[Case] = &[
     Case { sql: "SELECT * FROM t WHERE x = (SELECT my_volatile())", kind: K::Select, writes: false, read: &["t"], written: &[], route: primary(P::VolatileFunction) },
     Case { sql: "SELECT pg_advisory_lock(1)", kind: K::Select, writes: true, read: &[], written: &[], route: primary(P::StateChangingFunction) },
     Case { sql: "SELECT pg_advisory_xact_lock(1)", kind: K::Select, writes: true, read: &[], written: &[], route: primary(P::StateChangingFunction) },
-    Case { sql: "SELECT txid_current()", kind: K::Select, writes: false, read: &[], written: &[], route: primary(P::VolatileFunction) },
+    Case { sql: "SELECT txid_current()", kind: K::Select, writes: true, read: &[], written: &[], route: primary(P::StateChangingFunction) },
+    // STABLE in pg_proc, refused by a standby.
+    Case { sql: "SELECT pg_current_xact_id()", kind: K::Select, writes: true, read: &[], written: &[], route: primary(P::StateChangingFunction) },
     Case { sql: "SELECT set_config('app.user', '42', false)", kind: K::Select, writes: false, read: &[], written: &[], route: primary(P::VolatileFunction) },
     // LOCK, COPY, CALL, DO, NOTIFY.
     Case { sql: "LOCK TABLE t IN ACCESS EXCLUSIVE MODE", kind: K::Lock, writes: true, read: &["t"], written: &[], route: primary(P::Lock) },

@@ -174,7 +174,10 @@ fn kill(shared: &Shared, name: Option<&str>) -> Result<(), PgError> {
     let Some(name) = name else {
         return Err(PgError::error(SqlState::SYNTAX_ERROR, "a database name is required"));
     };
-    databases_named(shared, Some(name))?;
+    // As in PgBouncer, the database stays paused: new clients wait for RESUME.
+    for db in databases_named(shared, Some(name))? {
+        db.paused.send_replace(true);
+    }
     for c in shared.registry.all() {
         if &**c.database.lock() == name {
             c.request_close(true);

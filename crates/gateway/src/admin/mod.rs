@@ -58,9 +58,17 @@ pub async fn run(shared: Arc<Shared>, sock: Sock, registration: Registration, lo
             Ok(h) => h,
         };
         let Some(h) = h.filter(|h| buf.len() >= h.total) else {
-            match sock.read_into(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
+            if registration.info.close_requested() {
+                // Shutdown (or SHUTDOWN from this very console) waits for no idle console.
+                let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is closing this connection");
+                return fatal(&sock, e).await;
+            }
+            tokio::select! {
+                read = sock.read_into(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                },
+                _ = registration.info.wake.wait() => continue,
             }
         };
         let msg = buf.split_to(h.total);

@@ -287,7 +287,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
             v(port),
             v("0.0.0.0"),
             v(0),
-            None,
+            v(format_utc(target.connected_at)),
             v(format_utc_us(c.last_request_us.load(Relaxed))),
             v(0),
             v(0),

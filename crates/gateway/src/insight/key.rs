@@ -62,13 +62,17 @@ impl QueryKey {
     /// Normalizes `text` (constants become $n); the constants come back too when asked for.
     pub fn of(text: &[u8], keep_constants: bool) -> (QueryKey, Vec<String>) {
         // The plain check first: `from_utf8_lossy` validates valid text several times slower.
-        let sql = match std::str::from_utf8(text) {
-            Ok(sql) => std::borrow::Cow::Borrowed(sql),
-            Err(_) => String::from_utf8_lossy(text),
-        };
+        match std::str::from_utf8(text) {
+            Ok(sql) => QueryKey::of_str(sql, keep_constants),
+            Err(_) => QueryKey::of_str(&String::from_utf8_lossy(text), keep_constants),
+        }
+    }
+
+    /// `of` for a text already known to be UTF-8.
+    pub fn of_str(sql: &str, keep_constants: bool) -> (QueryKey, Vec<String>) {
         INTERNER.with_borrow_mut(|interner| {
             let (fingerprint, constants) =
-                pgpilot_sql::normalize::normalize_into(&sql, keep_constants, &mut interner.scratch);
+                pgpilot_sql::normalize::normalize_into(sql, keep_constants, &mut interner.scratch);
             if interner.scratch.len() > INTERNED_TEXT_MAX {
                 // One huge statement must not pin its size on the thread.
                 let normalized = Arc::from(std::mem::take(&mut interner.scratch));

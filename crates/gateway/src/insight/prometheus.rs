@@ -144,16 +144,23 @@ fn top_statements(out: &mut String, top: &[&StatementStats]) {
             let _ = writeln!(out, "{name}{{{l}}} {}", value(s));
         }
     }
+    // A summary: Prometheus allows the quantile label on no other type.
     header(
         out,
         "pgpilot_statement_latency_seconds",
-        "gauge",
+        "summary",
         "Latency percentiles of a top statement since statistics began (log buckets, within 6%).",
     );
     for (s, l) in top.iter().zip(&labels) {
         for (q, v) in [("0.5", s.p50_us), ("0.95", s.p95_us), ("0.99", s.p99_us)] {
             let _ = writeln!(out, "pgpilot_statement_latency_seconds{{{l},quantile=\"{q}\"}} {}", v / 1e6);
         }
+        let _ = writeln!(
+            out,
+            "pgpilot_statement_latency_seconds_sum{{{l}}} {}",
+            s.counters.total_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "pgpilot_statement_latency_seconds_count{{{l}}} {}", s.counters.calls);
     }
 }
 

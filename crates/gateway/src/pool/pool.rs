@@ -43,6 +43,14 @@ pub enum CheckoutError {
     Rerouted,
 }
 
+impl CheckoutError {
+    /// The server refused the login for its credentials or database: it is up, the user is wrong.
+    pub fn is_login_refusal(&self) -> bool {
+        matches!(self, CheckoutError::Connect(ConnectError::Rejected { fields, .. })
+            if fields.code.starts_with("28") || fields.code == "3D000")
+    }
+}
+
 /// Identity of a pool for SHOW commands and metrics.
 #[derive(Debug, Clone)]
 pub struct PoolId {
@@ -71,6 +79,11 @@ pub struct Pool {
     retired: AtomicBool,
     /// Bumped by RECONNECT: connections from an older generation are closed when released.
     generation: AtomicU64,
+    /// The last refused login and when: until server_login_retry has passed, new connections
+    /// fail with it at once instead of trying the server again (PgBouncer's server_login_retry).
+    login_refused: Mutex<Option<(Instant, String, pgpilot_wire::error::ErrorFields)>>,
+    /// Clients waiting for this pool while its database (or the gateway) is paused.
+    pub paused_waiters: std::sync::atomic::AtomicUsize,
     state: Mutex<PoolState>,
 }
 
@@ -108,6 +121,8 @@ impl Pool {
             limits,
             retired: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            paused_waiters: Default::default(),
+            login_refused: Mutex::new(None),
             state: Mutex::new(PoolState::default()),
         })
     }
@@ -120,7 +135,7 @@ impl Pool {
             idle: s.idle.len(),
             opening: s.opening,
             total: s.total,
-            waiting: s.waiters.len(),
+            waiting: s.waiters.len() + self.paused_waiters.load(std::sync::atomic::Ordering::Relaxed),
             used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
             max_wait: s.waiters.oldest().map(|since| since.elapsed()).unwrap_or_default(),
         }
@@ -315,6 +330,10 @@ impl Pool {
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Box<ServerConn>, CheckoutError> {
         let mut backoff = Duration::from_millis(100);
+        if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
+            self.abandon_open();
+            return Err(CheckoutError::Connect(refused));
+        }
         loop {
             let secret = self.secrets.secret_for(&self.target);
             let connector = self.connector.load_full();
@@ -343,6 +362,9 @@ impl Pool {
                 }
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());
+                    if let ConnectError::Rejected { addr, fields } = &e {
+                        *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
+                    }
                     let retry_at = Instant::now() + backoff;
                     if e.is_permanent() || deadline.is_some_and(|d| retry_at >= d) || self.is_retired() {
                         self.abandon_open();
@@ -357,6 +379,21 @@ impl Pool {
                     backoff = (backoff * 2).min(settings.login_retry.max(Duration::from_millis(100)));
                 }
             }
+        }
+    }
+
+    /// The login the server refused less than `retry` ago, if any.
+    fn recent_login_refusal(&self, retry: Duration) -> Option<ConnectError> {
+        let mut refused = self.login_refused.lock();
+        match refused.as_ref() {
+            Some((at, addr, fields)) if at.elapsed() < retry => {
+                Some(ConnectError::Rejected { addr: addr.clone(), fields: fields.clone() })
+            }
+            Some(_) => {
+                *refused = None;
+                None
+            }
+            None => None,
         }
     }
 
@@ -414,6 +451,14 @@ impl Pool {
             return;
         }
         let mut s = self.state.lock();
+        if s.total > settings.size + settings.reserve_size {
+            // The pool was made smaller by a reload: this connection goes, and a waiter opens one
+            // if there is room.
+            s.active -= 1;
+            drop(s);
+            conn.terminate();
+            return;
+        }
         while let Some(w) = s.waiters.pop_front() {
             match w.tx.send(Wake::Granted(Grant::Conn(conn))) {
                 Ok(()) => return,
@@ -423,6 +468,23 @@ impl Pool {
         }
         s.active -= 1;
         s.idle.push(conn);
+    }
+
+    /// A reload may bring the password that was wrong: the next login tries the server again.
+    pub fn forget_login_refusal(&self) {
+        *self.login_refused.lock() = None;
+    }
+
+    /// After a reload that made the pool smaller: closes idle connections beyond its new size at
+    /// once; busy ones go when they are released (`release_now`).
+    pub fn trim_to_size(&self) {
+        let size = self.settings.load().size;
+        let mut s = self.state.lock();
+        let surplus = s.total.saturating_sub(size).min(s.idle.len());
+        // The least recently used sit at the front.
+        let closing: Vec<_> = s.idle.drain(..surplus).collect();
+        drop(s);
+        closing.into_iter().for_each(|c| c.terminate());
     }
 
     /// Drops a checked-out connection that must not be reused (broken, or left mid-transaction).

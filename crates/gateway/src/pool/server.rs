@@ -20,6 +20,8 @@ pub struct CancelTarget {
     pub is_unix: bool,
     pub pid: i32,
     pub secret: i32,
+    /// When the connection was made (SHOW SERVERS' connect_time while it is in use).
+    pub connected_at: std::time::SystemTime,
     /// Cancel requests sent to this server and not yet carried out.
     pub in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -89,6 +91,7 @@ impl ServerConn {
                 is_unix,
                 pid: connected.pid,
                 secret: connected.secret,
+                connected_at: std::time::SystemTime::now(),
                 in_flight: Default::default(),
             }),
             sock: connected.sock,

@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// A statement as the client prepared it.
 #[derive(Debug)]
@@ -15,6 +19,8 @@ pub struct PreparedStatement {
     /// Parameter type section of the Parse message, verbatim.
     pub param_types: Box<[u8]>,
     pub hash: u64,
+    /// The result type the client knows, as a generation of this statement (`StatementEpochs`).
+    pub epoch: AtomicU32,
     /// Fingerprint and normalized text for statistics, computed on the first Execute.
     pub insight_key: std::sync::OnceLock<crate::insight::QueryKey>,
 }
@@ -30,19 +36,74 @@ impl Eq for PreparedStatement {}
 
 impl PreparedStatement {
     pub fn new(query: &[u8], param_types: &[u8]) -> Arc<PreparedStatement> {
+        PreparedStatement::under(query, param_types, None)
+    }
+
+    /// A statement prepared while the client's search_path was `search_path` (None: the default).
+    /// The same text under another search_path may name other tables, so it is another statement.
+    pub fn under(query: &[u8], param_types: &[u8], search_path: Option<&str>) -> Arc<PreparedStatement> {
         // A fixed seed: the same statement must get the same name on every server and instance.
         let mut h = foldhash::fast::FixedState::with_seed(0x7067_7069_6c6f_7421).build_hasher();
         h.write(query);
         h.write_u8(0);
         h.write(param_types);
+        if let Some(path) = search_path {
+            h.write_u8(0);
+            h.write(path.as_bytes());
+        }
         let hash = h.finish();
         Arc::new(PreparedStatement {
             server_name: format!("pgpilot_{hash:016x}").into_bytes().into_boxed_slice(),
             query: query.into(),
             param_types: param_types.into(),
             hash,
+            epoch: AtomicU32::new(0),
             insight_key: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Relaxed)
+    }
+}
+
+/// Generations of statements whose result type changed on the servers (DDL under a `SELECT *`).
+/// Clients share server copies, so the first client to meet the change (PostgreSQL's 0A000 "cached
+/// plan must not change result type") cannot be the only one told: every client that prepared the
+/// statement before must get that error too, or it decodes rows of the new type with the row
+/// description it learned before. A client's statement carries the generation current when it was
+/// prepared; a server copy, the generation it was prepared for.
+#[derive(Debug, Default)]
+pub struct StatementEpochs {
+    changed: Mutex<HashMap<u64, u32>>,
+    any: AtomicBool,
+}
+
+/// Statements remembered at most: beyond, a further changed statement is not tracked.
+const EPOCHS_KEPT: usize = 100_000;
+
+impl StatementEpochs {
+    /// The current generation of statement `hash` (0 for one never changed: the usual fast path).
+    pub fn current(&self, hash: u64) -> u32 {
+        if !self.any.load(Relaxed) {
+            return 0;
+        }
+        self.changed.lock().get(&hash).copied().unwrap_or(0)
+    }
+
+    /// The server refused a copy prepared for generation `seen`: a new generation begins, unless
+    /// another server's refusal began it already. Returns the current generation.
+    pub fn changed(&self, hash: u64, seen: u32) -> u32 {
+        let mut changed = self.changed.lock();
+        if changed.len() >= EPOCHS_KEPT && !changed.contains_key(&hash) {
+            return seen;
+        }
+        let epoch = changed.entry(hash).or_insert(0);
+        if *epoch == seen {
+            *epoch += 1;
+        }
+        self.any.store(true, Relaxed);
+        *epoch
     }
 }
 
@@ -50,7 +111,8 @@ impl PreparedStatement {
 /// used first out), plus SQL-level PREPAREd names.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    by_hash: HashMap<u64, (Arc<PreparedStatement>, u64)>,
+    /// Statement hash → (statement, last use, the generation it was prepared for).
+    by_hash: HashMap<u64, (Arc<PreparedStatement>, u64, u32)>,
     tick: u64,
     /// SQL-level prepared statements (PREPARE name AS ...): name → the PREPARE text.
     pub sql: HashMap<String, String>,
@@ -61,18 +123,28 @@ pub struct ServerStatements {
 impl ServerStatements {
     /// Whether this exact statement is prepared here and usable; marks it used. A copy the server
     /// refused after DDL does not count: it has to be closed and prepared again.
+    /// A copy prepared for an older generation than the client's is stale too.
     pub fn touch(&mut self, stmt: &PreparedStatement) -> bool {
         if self.stale.contains(&stmt.hash) {
             return false;
         }
         self.tick += 1;
         match self.by_hash.get_mut(&stmt.hash) {
-            Some((s, used)) if **s == *stmt => {
+            Some((s, used, epoch)) if **s == *stmt => {
+                if *epoch < stmt.epoch() {
+                    self.stale.push(stmt.hash);
+                    return false;
+                }
                 *used = self.tick;
                 true
             }
             _ => false,
         }
+    }
+
+    /// The generation the copy of `hash` here was prepared for.
+    pub fn epoch(&self, hash: u64) -> Option<u32> {
+        self.by_hash.get(&hash).map(|(_, _, epoch)| *epoch)
     }
 
     /// Records a statement about to be prepared here; returns the one evicted to stay within `capacity`.
@@ -83,18 +155,19 @@ impl ServerStatements {
     ) -> Option<Arc<PreparedStatement>> {
         self.tick += 1;
         let evicted = if self.by_hash.len() >= capacity.max(1) && !self.by_hash.contains_key(&stmt.hash) {
-            let oldest = self.by_hash.iter().min_by_key(|(_, (_, used))| *used).map(|(h, _)| *h);
-            oldest.and_then(|h| self.by_hash.remove(&h)).map(|(s, _)| s)
+            let oldest = self.by_hash.iter().min_by_key(|(_, (_, used, _))| *used).map(|(h, _)| *h);
+            oldest.and_then(|h| self.by_hash.remove(&h)).map(|(s, _, _)| s)
         } else {
             None
         };
-        self.by_hash.insert(stmt.hash, (stmt, self.tick));
+        let epoch = stmt.epoch();
+        self.by_hash.insert(stmt.hash, (stmt, self.tick, epoch));
         evicted
     }
 
     /// The server-side name of the statement `hash` prepared here.
     pub fn server_name(&self, hash: u64) -> Option<Box<[u8]>> {
-        self.by_hash.get(&hash).map(|(s, _)| s.server_name.clone())
+        self.by_hash.get(&hash).map(|(s, _, _)| s.server_name.clone())
     }
 
     pub fn mark_stale(&mut self, hash: u64) {

@@ -91,8 +91,11 @@ pub async fn run(shared: Arc<Shared>) {
 
 /// The pools whose credentials the monitor logs in with: the forced user's, or any client's.
 pub(crate) fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet>> {
-    if let Some(set) = db.pool_sets().into_iter().next() {
-        return Some(set);
+    // A user whose logins succeed: one client's wrong password says nothing about the server.
+    let sets = db.pool_sets();
+    let logs_in = |set: &&Arc<PoolSet>| set.all().all(|p| p.last_error.lock().is_none());
+    if let Some(set) = sets.iter().find(logs_in).or(sets.first()) {
+        return Some(set.clone());
     }
     let forced = db.config.user.as_deref().or(db.primary.user.as_deref())?;
     shared.pools_for(&db.name, forced).ok().map(|(_, set)| set)
@@ -125,7 +128,10 @@ impl DatabaseMonitor {
                     backend.record_position(r.lsn, sent, r.timeline);
                     readings.push((backend, r));
                 }
-                Err(e) => {
+                Err(CheckError::Credentials(e)) => {
+                    tracing::warn!(server = %backend.address, error = %e, "health check could not log in; the server is not marked down for it");
+                }
+                Err(CheckError::Server(e)) => {
                     backend.failed_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backend.ban(ban_ms, &e);
                 }
@@ -249,26 +255,48 @@ impl DatabaseMonitor {
     }
 }
 
+/// Why a health check failed: the server, or only the credentials it was made with.
+enum CheckError {
+    Server(String),
+    /// The server answered and refused the login (wrong password, unknown role or database).
+    Credentials(String),
+}
+
 async fn check(
     slot: &mut Option<Probe>,
     pool: &crate::pool::Pool,
     timeout: Duration,
-) -> Result<Reading, String> {
+) -> Result<Reading, CheckError> {
     if slot.is_none() {
         let connected = tokio::time::timeout(timeout, pool.connect_unpooled())
             .await
-            .map_err(|_| "health check: connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| CheckError::Server("health check: connect timed out".to_string()))?;
+        let connected = connected.map_err(|e| match e {
+            crate::pool::connect::ConnectError::Rejected { ref fields, .. }
+                if is_login_refusal(&fields.code) =>
+            {
+                CheckError::Credentials(e.to_string())
+            }
+            e => CheckError::Server(e.to_string()),
+        })?;
         *slot = Some(Probe { sock: connected.sock, buf: connected.buf });
     }
     let probe = slot.as_mut().expect("connected above");
     match query(&probe.sock, &mut probe.buf, None, PROBE_SQL, timeout).await {
-        Ok(rows) => parse(&rows).ok_or_else(|| "health check: unexpected answer".to_string()),
+        Ok(rows) => {
+            parse(&rows).ok_or_else(|| CheckError::Server("health check: unexpected answer".to_string()))
+        }
         Err(e) => {
             *slot = None;
-            Err(format!("health check: {e}"))
+            Err(CheckError::Server(format!("health check: {e}")))
         }
     }
+}
+
+/// SQLSTATEs of a login the server refused for its credentials (class 28) or an unknown database
+/// (3D000): the server itself is up.
+fn is_login_refusal(code: &str) -> bool {
+    code.starts_with("28") || code == "3D000"
 }
 
 fn parse(rows: &[Vec<Option<String>>]) -> Option<Reading> {

@@ -77,6 +77,9 @@ impl Flow {
             let entry = self.expected.pop().expect("front exists");
             match entry {
                 _ if tag == b'Z' => self.ready(s, server, entry, server.buf[start + 5]),
+                Expect::Client(Reply::Execute(Some(observed))) if tag == b's' => {
+                    self.observe_suspended(observed)
+                }
                 Expect::Client(Reply::Execute(Some(observed))) => self.observed_done(s, server, observed),
                 _ => {}
             }
@@ -131,15 +134,20 @@ impl Flow {
             server.params = Default::default();
             return;
         }
-        if let Expect::Client(Reply::Bind { statement: Some(hash) }) = *front {
+        let outdated = matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
+        if let Expect::Client(Reply::Bind { statement: Some(hash), outdated }) = *front {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
-            if self.stale_plan(s, server, hash, &e.code) {
+            if self.stale_plan(s, server, hash, &e.code, outdated) {
                 self.batch_failed = false;
                 return;
             }
         }
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
-        self.to_client.extend_from_slice(&server.buf[start..end]);
+        if outdated {
+            super::replan::outdated_plan_error(&mut self.to_client);
+        } else {
+            self.to_client.extend_from_slice(&server.buf[start..end]);
+        }
         if survives {
             if let Some(observed) = self.expected.front_observed() {
                 Flow::observe_error(observed, &server.buf[start + 5..end]);
@@ -165,6 +173,9 @@ impl Flow {
     /// ReadyForQuery ended a Query, Sync or FunctionCall.
     fn ready(&mut self, s: &mut Session, server: &mut ServerConn, entry: Expect, status_byte: u8) {
         let status = TxnStatus::from_byte(status_byte).unwrap_or(TxnStatus::Idle);
+        if status == TxnStatus::Idle && !self.suspended.is_empty() {
+            self.observe_portals_closed(s, server);
+        }
         let failed = std::mem::take(&mut self.batch_failed);
         let (client, reply) = match entry {
             Expect::Client(r) => (true, r),
@@ -238,10 +249,13 @@ impl Flow {
             server.statements.sql.insert(name.clone(), text.clone());
             s.statements.sql.insert(name, text);
         }
-        if batch.discard_all {
+        if batch.discard_all || batch.deallocate_all {
             s.statements.named.clear();
             s.statements.sql.clear();
             server.statements.clear();
+        }
+        if batch.discard_all {
+            s.reset_pgpilot_settings();
             s.params.forget_statement_values();
             server.params.forget_statement_values();
         }
@@ -251,6 +265,11 @@ impl Flow {
             let committed = self.last_command != LastCommand::Rollback;
             for cmd in self.txn_settings.drain(..) {
                 if committed {
+                    if cmd.action == pgpilot_sql::SetAction::ResetAll
+                        && cmd.scope == pgpilot_sql::SetScope::Session
+                    {
+                        s.reset_pgpilot_settings();
+                    }
                     s.params.apply(&cmd);
                     server.params.apply(&cmd);
                 }

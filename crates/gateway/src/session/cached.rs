@@ -265,7 +265,7 @@ impl Session {
         let (text, param_types, prepares) = match batch.parse {
             Some(p) if p.name == batch.bind.statement => {
                 let prepares = (!p.name.is_empty()).then(|| {
-                    let stmt = PreparedStatement::new(&p.query, &p.param_types);
+                    let stmt = self.new_statement(&p.query, &p.param_types);
                     (p.name.clone(), stmt)
                 });
                 (p.query, p.param_types, prepares)

@@ -88,6 +88,8 @@ pub struct Session {
     pub(super) params: ParamSet,
     /// Client bytes read but not yet handled.
     pub(super) buf: BytesMut,
+    /// Bytes read while no server was attached, counted with the next transaction's pool.
+    pub(super) unattached_received: u64,
     pub(super) limits: Limits,
     /// Boxed: most clients are idle most of the time and then hold no server.
     pub(super) server: Option<Box<ServerConn>>,
@@ -149,6 +151,7 @@ impl Session {
             mode: setup.mode,
             params: setup.params,
             buf: setup.pending_input,
+            unattached_received: 0,
             limits,
             server: None,
             status: TxnStatus::Idle,
@@ -261,10 +264,13 @@ impl Session {
         fail_fast: bool,
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<(), CheckoutError> {
-        self.wait_while_paused().await;
         let info = self.reg.info.clone();
         info.set_state(ClientState::Waiting);
         info.touch();
+        if let Err(e) = self.wait_while_paused(pool).await {
+            info.set_state(ClientState::Idle);
+            return Err(e);
+        }
         let checkout = pool.checkout_with(fail_fast, still_wanted).await;
         let (conn, waited) = match checkout {
             Ok(c) => c,
@@ -282,18 +288,35 @@ impl Session {
         Ok(())
     }
 
-    async fn wait_while_paused(&self) {
+    /// Waits while paused, as a waiting client of `pool` (SHOW POOLS' cl_waiting) and no longer
+    /// than query_wait_timeout, as PgBouncer does.
+    async fn wait_while_paused(&self, pool: &Pool) -> Result<(), CheckoutError> {
         if !*self.shared.paused.borrow() && !*self.db.paused.borrow() {
-            return;
+            return Ok(());
         }
+        let limit = pool.settings.load().query_wait_timeout;
+        let deadline = limit.map(|t| tokio::time::Instant::now() + t);
         let mut global = self.shared.paused.subscribe();
         let mut local = self.db.paused.subscribe();
+        let _counted = PausedWaiter::new(pool);
+        let mut waited = Ok(());
         while *global.borrow_and_update() || *local.borrow_and_update() {
+            let expiry = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = global.changed() => {}
                 _ = local.changed() => {}
+                _ = expiry => {
+                    waited = Err(CheckoutError::WaitTimeout(limit.unwrap_or_default()));
+                    break;
+                }
             }
         }
+        waited
     }
 
     /// Gives the server back after a transaction (transaction mode) or keeps it (session mode, pinned).
@@ -329,7 +352,10 @@ impl Session {
         };
         match read {
             Ok(0) | Err(_) => Err(Ending::ClientGone),
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                self.unattached_received += n as u64;
+                Ok(())
+            }
         }
     }
 
@@ -408,5 +434,21 @@ pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Counts a client waiting out a pause among its pool's waiters, for as long as it waits.
+struct PausedWaiter<'a>(&'a Pool);
+
+impl<'a> PausedWaiter<'a> {
+    fn new(pool: &'a Pool) -> PausedWaiter<'a> {
+        pool.paused_waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PausedWaiter(pool)
+    }
+}
+
+impl Drop for PausedWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.paused_waiters.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -17,9 +17,11 @@ pub enum Reply {
         /// The server-side registration to undo if the Parse fails.
         hash: Option<u64>,
     },
-    /// `statement`: the hash of the pgpilot-prepared statement it binds, if any.
+    /// `statement`: the hash of the pgpilot-prepared statement it binds, if any; `outdated` when
+    /// the client prepared it before its result type changed (sent so that the server fails it).
     Bind {
         statement: Option<u64>,
+        outdated: bool,
     },
     Describe,
     /// With its statistics record when insight is on.
@@ -37,6 +39,8 @@ pub struct Batch {
     /// SQL-level PREPARE name → its text.
     pub prepares: Vec<(String, String)>,
     pub discard_all: bool,
+    /// DEALLOCATE ALL ran on the server (sent with Parse): every prepared statement there is gone.
+    pub deallocate_all: bool,
     pub pins: Option<&'static str>,
     /// Per-statement statistics of a Query, when insight is on.
     pub observed: Option<Box<Observed>>,
@@ -217,7 +221,7 @@ mod tests {
     #[test]
     fn skipping_stops_at_sync() {
         let mut e = Expected::default();
-        e.push(Expect::Client(Reply::Bind { statement: None }));
+        e.push(Expect::Client(Reply::Bind { statement: None, outdated: false }));
         e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: None });
         e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));

@@ -133,6 +133,9 @@ pub(super) struct Flow {
     pub(super) unnamed_query: Option<crate::insight::QueryKey>,
     pub(super) portal_query: Option<crate::insight::QueryKey>,
     pub(super) portal_parameters: Option<Vec<Option<String>>>,
+    /// The statistics records of portals read in pieces, between their Executes.
+    #[allow(clippy::vec_box)] // each record travels boxed in the expectation queue
+    pub(super) suspended: Vec<Box<super::observe::Observed>>,
     /// The result cache is on for this database: writes are noted for invalidation.
     pub(super) cache_on: bool,
     /// A cache miss being filled from the first answer of this attachment.
@@ -183,6 +186,7 @@ impl Flow {
             unnamed_query: None,
             portal_query: None,
             portal_parameters: None,
+            suspended: Vec::new(),
             cache_on: s.db.cache.enabled(),
             capture: None,
             invalidation: Default::default(),
@@ -208,9 +212,15 @@ impl Flow {
         self.client_input.clear();
     }
 
+    /// Whether the request may still be sent to another server after losing this one.
+    fn may_move(&self) -> bool {
+        self.keep_input && (self.retry_after_send || !self.written_any)
+    }
+
     /// The request's bytes, when it may still be sent to another server after losing this one.
     fn input_to_retry(&mut self) -> Option<BytesMut> {
-        let movable = std::mem::take(&mut self.keep_input) && (self.retry_after_send || !self.written_any);
+        let movable = self.may_move();
+        self.keep_input = false;
         movable.then(|| std::mem::take(&mut self.client_input))
     }
 
@@ -242,6 +252,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // The request arrived just before the checkout that gave this server out.
     let now = server.checked_out.take().unwrap_or_else(Instant::now);
     let mut flow = Flow::new(s, max_prepared, buffers, now);
+    flow.received = std::mem::take(&mut s.unattached_received);
     flow.consulted = std::mem::take(&mut s.consulted);
     flow.placed_first = just_placed;
     // Routing's look belongs to the request it just placed, and to no later one.
@@ -369,12 +380,18 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
             biased;
             r = server.sock.read_into(&mut server.buf), if flow.to_client.len() < HIGH_WATER => {
                 match r {
+                    Ok(n) if n > 0 && flow.may_move() && ends_with_shutdown_warning(&server.buf) => {
+                        // A server shutting down warns before it closes; the request may still move.
+                    }
                     Ok(n) if n > 0 => {
-                        // The server answered: the request can no longer move.
-                        flow.stop_keeping_input();
                         flow.server_activity = Instant::now();
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
+                        }
+                        if !flow.to_client.is_empty() {
+                            // The client has an answer: the request can no longer move. (Answers
+                            // to what pgpilot sent itself, such as settings, do not count.)
+                            flow.stop_keeping_input();
                         }
                     }
                     _ => {
@@ -414,7 +431,12 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
             }
             _ = s.reg.info.wake.wait() => {
                 if s.reg.info.kill_requested() {
-                    let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection due to KILL from the admin console");
+                    let why = if s.shared.phase() == crate::shared::Phase::Running {
+                        "terminating connection due to KILL from the admin console"
+                    } else {
+                        "terminating connection: pgpilot is shutting down (shutdown_timeout reached)"
+                    };
+                    let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, why);
                     return Exit::End(Ending::Fatal(e));
                 }
             }
@@ -518,6 +540,24 @@ fn flush_client(s: &Session, flow: &mut Flow) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the server's bytes end with the warning of a server shutting down (SQLSTATE class
+/// 57P, admin or crash shutdown), which precedes its closing the connection. What came before it
+/// (a RowDescription sent ahead of the row a query was computing) has not reached the client yet.
+fn ends_with_shutdown_warning(buf: &[u8]) -> bool {
+    let mut pos = 0;
+    let mut last_is_shutdown = false;
+    while pos < buf.len() {
+        let Ok(Some(h)) = peek_backend(&buf[pos..], &SERVER_LIMITS) else { return false };
+        if buf.len() < pos + h.total {
+            return false;
+        }
+        last_is_shutdown = matches!(h.tag, b'N' | b'E')
+            && pgpilot_wire::error::ErrorFields::parse(&buf[pos + 5..pos + h.total]).code.starts_with("57P");
+        pos += h.total;
+    }
+    last_is_shutdown
+}
+
 /// Handles complete client messages (and passes large CopyData through in pieces).
 fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Ending> {
     // The buffer is taken out of the session while its messages are handled, so handlers can
@@ -549,7 +589,7 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
                 break Ok(());
             }
             let placed = std::mem::take(&mut flow.placed_first);
-            if !flow.unsynced && !placed && s.needs_other_server(msg) {
+            if !flow.unsynced && !placed && s.needs_other_server(msg, &buf[pos..]) {
                 flow.hold_client = true;
                 break Ok(());
             }

@@ -45,7 +45,7 @@ impl Flow {
             b'P' if self.rewrite => return self.parse(s, server, body),
             b'P' => {
                 let parse = frontend::parse_parse(body);
-                self.note_extended_text(s, parse.as_ref().map(|p| p.query));
+                self.note_extended_text(s, parse.as_ref().map(|p| p.query), false);
                 if let Some(p) = parse {
                     self.observe_session_parse(s, p.name, p.query, p.param_types);
                 }
@@ -90,11 +90,11 @@ impl Flow {
         }
         match tag {
             b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
-            b'B' => self.push_extended(Reply::Bind { statement: None }),
+            b'B' => self.push_extended(Reply::Bind { statement: None, outdated: false }),
             b'D' => self.push_extended(Reply::Describe),
             b'C' => self.push_extended(Reply::Close),
             b'E' => {
-                let observed = self.observe_execute();
+                let observed = self.observe_execute(body);
                 self.push_extended(Reply::Execute(observed))
             }
             _ => {}
@@ -163,7 +163,9 @@ impl Flow {
     }
 
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
-    fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>) {
+    /// `runs`: the statement runs in this batch (a Bind of it, or an unnamed Parse), so what it
+    /// does to the server's prepared statements counts too.
+    fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>, runs: bool) {
         let Some(text) = text.filter(|_| self.rewrite) else { return };
         let Some(look) = parsed_text_look(text).filter(QuickLook::may_change_session) else { return };
         let Some(sql) = std::str::from_utf8(text).ok() else { return };
@@ -171,6 +173,17 @@ impl Flow {
         self.batch.settings.extend(stmt.settings.iter().cloned());
         if let Some(reason) = pin_reason(&stmt) {
             self.batch.pins = Some(reason);
+        }
+        // Run as a prepared statement these reach the server itself, pgpilot's statements included.
+        for effect in stmt.session_effects.iter().filter(|_| runs) {
+            match effect {
+                SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => self.batch.discard_all = true,
+                SessionEffect::Deallocate(None) => self.batch.deallocate_all = true,
+                // A SQL-level statement made on the server behind pgpilot's back: only the client
+                // that made it may use that server from now on.
+                SessionEffect::Prepare { .. } => self.batch.pins = Some("sql_prepare"),
+                _ => {}
+            }
         }
     }
 
@@ -184,7 +197,7 @@ impl Flow {
             self.expected.push(Expect::SyntheticCommand(tag));
             return Ok(());
         }
-        let mut batch = Batch { observed: self.observe_query(s, text), ..Batch::default() };
+        let mut batch = Batch { observed: self.observe_query(s, text, sql), ..Batch::default() };
         if let Some(stmt) = sql.and_then(|sql| self.classify(s, sql, look)) {
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));
@@ -268,14 +281,14 @@ impl Flow {
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
-        self.note_extended_text(s, Some(p.query));
+        self.note_extended_text(s, Some(p.query), p.name.is_empty());
         if p.name.is_empty() {
             self.observe_parse(s, p.query);
             self.push_extended(Reply::Parse { client_name: None, hash: None });
             frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
             return Ok(());
         }
-        let stmt = PreparedStatement::new(p.query, p.param_types);
+        let stmt = s.new_statement(p.query, p.param_types);
         let client_name: Box<[u8]> = p.name.into();
         s.statements.named.insert(client_name.clone(), stmt.clone());
         self.unsynced = true;
@@ -310,34 +323,50 @@ impl Flow {
         self.expected.push(Expect::Injected(Reply::Close));
     }
 
-    /// Makes sure the server has the statement the client calls `name`; returns its server name
-    /// and hash.
+    /// Makes sure the server has the statement the client calls `name`; returns its server name,
+    /// hash, and whether the client prepared it before its result type changed.
     fn server_name_for(
         &mut self,
         s: &Session,
         server: &mut ServerConn,
         name: &[u8],
-    ) -> Option<(Box<[u8]>, u64)> {
+    ) -> Option<(Box<[u8]>, u64, bool)> {
         let stmt = s.statements.named.get(name)?.clone();
+        if stmt.epoch() < s.shared.statement_epochs.current(stmt.hash) {
+            // The server is made to fail this Bind (no statement has this name), so its transaction
+            // fails as it would have without pgpilot, and the client is told why.
+            return Some((OUTDATED_PLAN_NAME.into(), stmt.hash, true));
+        }
         if !server.statements.touch(&stmt) {
             self.prepare_on_server(server, &stmt);
             self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
         }
-        Some((stmt.server_name.clone(), stmt.hash))
+        Some((stmt.server_name.clone(), stmt.hash, false))
     }
 
     fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
         self.observe_bind(s, b.statement, b.rest);
+        if let Some(stmt) = s.statements.named.get(b.statement).filter(|_| !b.statement.is_empty()).cloned() {
+            self.note_extended_text(s, Some(&stmt.query), true);
+        }
         let renamed =
             if b.statement.is_empty() { None } else { self.server_name_for(s, server, b.statement) };
         frontend::bind(&mut self.to_server, b.portal, renamed.as_ref().map_or(b.statement, |r| &r.0), b.rest);
-        self.push_extended(Reply::Bind { statement: renamed.map(|r| r.1) });
+        let outdated = renamed.as_ref().is_some_and(|r| r.2);
+        self.push_extended(Reply::Bind { statement: renamed.map(|r| r.1), outdated });
         Ok(())
     }
 
     fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
+        if let Some(stmt) = s.statements.named.get(name).filter(|_| kind == b'S') {
+            // Described, it tells the client the result type it has now.
+            stmt.epoch.fetch_max(
+                s.shared.statement_epochs.current(stmt.hash),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let renamed =
             if kind == b'S' && !name.is_empty() { self.server_name_for(s, server, name) } else { None };
         frontend::target(&mut self.to_server, b'D', kind, renamed.as_ref().map_or(name, |r| &r.0));
@@ -361,8 +390,17 @@ impl Flow {
     }
 }
 
+/// The name a Bind of an outdated statement is sent under: never prepared, so the server fails it.
+pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
+
 /// Why a statement ties its client to the server connection for the rest of the session.
 fn pin_reason(stmt: &Statement) -> Option<&'static str> {
+    // The server reports the new user and DISCARD ALL restores it, but no other client may share
+    // that server meanwhile.
+    let authorization = |c: &pgpilot_sql::SetCommand| matches!(&c.action, pgpilot_sql::SetAction::Set { name, .. } if name == "session_authorization");
+    if stmt.settings.iter().any(authorization) {
+        return Some("session_authorization");
+    }
     stmt.session_effects.iter().find(|e| e.pins_session()).map(|e| match e {
         SessionEffect::Listen(_) => "listen",
         SessionEffect::DeclareCursor { .. } => "cursor_with_hold",
@@ -370,6 +408,7 @@ fn pin_reason(stmt: &Statement) -> Option<&'static str> {
         SessionEffect::AdvisoryLockSession => "advisory_lock",
         SessionEffect::Load => "load",
         SessionEffect::SetConfigDynamic => "dynamic_set_config",
+        SessionEffect::SessionCode => "do_block",
         _ => "session_state",
     })
 }

@@ -23,19 +23,37 @@ pub struct Observed {
     rows: u64,
     error: Option<String>,
     parameters: Option<Vec<Option<String>>>,
+    /// An Execute's portal and row limit: a cursor read in pieces is one call, as in
+    /// pg_stat_statements, and each piece that stops at the limit returned that many rows.
+    portal: Option<(Box<[u8]>, u64)>,
+}
+
+impl Observed {
+    fn start(
+        key: QueryKey,
+        started: Instant,
+        parameters: Option<Vec<Option<String>>>,
+        portal: Option<(Box<[u8]>, u64)>,
+    ) -> Box<Observed> {
+        Box::new(Observed { key, started, rows: 0, error: None, parameters, portal })
+    }
 }
 
 impl Flow {
     /// A record for a simple Query, when insight is on.
-    pub(super) fn observe_query(&self, s: &Session, text: &[u8]) -> Option<Box<Observed>> {
+    /// `sql`: the text when it is valid UTF-8, as the caller has already checked.
+    pub(super) fn observe_query(&self, s: &Session, text: &[u8], sql: Option<&str>) -> Option<Box<Observed>> {
         let insight = &s.shared.insight;
         if !insight.enabled() {
             return None;
         }
         let wants = insight.wants_parameters();
-        let (key, constants) = QueryKey::of(text, wants);
+        let (key, constants) = match sql {
+            Some(sql) => QueryKey::of_str(sql, wants),
+            None => QueryKey::of(text, wants),
+        };
         let parameters = wants.then(|| constants.into_iter().map(Some).collect());
-        Some(Box::new(Observed { key, started: self.last_client_activity, rows: 0, error: None, parameters }))
+        Some(Observed::start(key, self.last_client_activity, parameters, None))
     }
 
     /// An unnamed Parse: its text is what the next Bind of the unnamed statement runs.
@@ -72,11 +90,34 @@ impl Flow {
         self.portal_parameters = insight.wants_parameters().then(|| bind_parameters(rest)).flatten();
     }
 
-    /// A record for an Execute of the portal bound last.
-    pub(super) fn observe_execute(&mut self) -> Option<Box<Observed>> {
+    /// A record for an Execute (`body` without the header) of the portal bound last, or the
+    /// record of the portal it goes on reading.
+    pub(super) fn observe_execute(&mut self, body: &[u8]) -> Option<Box<Observed>> {
+        let (portal, limit) = pgpilot_wire::frontend::parse_execute(body).unwrap_or((b"", 0));
+        let limit = u64::try_from(limit).unwrap_or(0);
+        let same_portal = |obs: &Observed| obs.portal.as_ref().is_some_and(|(name, _)| **name == *portal);
+        if let Some(i) = self.suspended.iter().position(|obs| same_portal(obs)) {
+            let mut obs = self.suspended.swap_remove(i);
+            obs.portal = Some((portal.into(), limit));
+            return Some(obs);
+        }
         let key = self.portal_query.clone()?;
         let parameters = self.portal_parameters.clone();
-        Some(Box::new(Observed { key, started: self.last_client_activity, rows: 0, error: None, parameters }))
+        Some(Observed::start(key, self.last_client_activity, parameters, Some((portal.into(), limit))))
+    }
+
+    /// The portal stopped at its row limit (PortalSuspended): its record waits for the next
+    /// Execute of the same portal.
+    pub(super) fn observe_suspended(&mut self, mut obs: Box<Observed>) {
+        obs.rows += obs.portal.as_ref().map_or(0, |(_, limit)| *limit);
+        self.suspended.push(obs);
+    }
+
+    /// The transaction ended, and with it every portal: a cursor not read to its end counts now.
+    pub(super) fn observe_portals_closed(&mut self, s: &mut Session, server: &ServerConn) {
+        for obs in std::mem::take(&mut self.suspended) {
+            self.observed_done(s, server, obs);
+        }
     }
 
     /// Counts the rows of a CommandComplete (`body` without the header).

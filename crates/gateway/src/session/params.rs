@@ -89,6 +89,8 @@ enum Form {
     Plain,
     /// SQL text from a SET statement: `SET name = <value>`.
     Sql,
+    /// A plain string from a set_config call: set_config(name, value), forgotten by RESET ALL.
+    Config,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +169,9 @@ impl ParamSet {
             SetAction::Set { name, value } if !is_reported(name) => {
                 self.put(name, Value { text: value.as_str().into(), form: Form::Sql });
             }
+            SetAction::SetConfig { name, value } if !is_reported(name) => {
+                self.put(name, Value { text: value.as_str().into(), form: Form::Config });
+            }
             SetAction::SetDefault { name } | SetAction::Reset { name } if !is_reported(name) => {
                 self.remove(name)
             }
@@ -177,7 +182,7 @@ impl ParamSet {
 
     /// RESET ALL / DISCARD ALL: values set by statements are gone; reported ones arrive as ParameterStatus.
     pub fn forget_statement_values(&mut self) {
-        if self.values.iter().any(|(_, v)| v.form == Form::Sql) {
+        if self.values.iter().any(|(_, v)| v.form != Form::Plain) {
             std::sync::Arc::make_mut(&mut self.values).retain(|(_, v)| v.form == Form::Plain);
         }
     }
@@ -200,7 +205,7 @@ impl ParamSet {
                 continue;
             }
             match value.form {
-                Form::Plain => configs.push(format!(
+                Form::Plain | Form::Config => configs.push(format!(
                     "pg_catalog.set_config({}, {}, false)",
                     literal(name),
                     literal(&value.text)
@@ -208,8 +213,12 @@ impl ParamSet {
                 Form::Sql => statements.push(format!("SET {} = {}", quote_ident(name), value.text)),
             }
         }
+        // What the server has and the client does not: set by statements of an earlier client, or
+        // given in an earlier client's startup packet (a driver's search_path or statement_timeout).
+        // Reported parameters are left alone: every client has them from its own welcome.
         for (name, value) in server.values.iter() {
-            if value.form == Form::Sql && self.index(name).is_err() {
+            let unreported_startup = value.form == Form::Plain && !is_reported(name);
+            if (value.form != Form::Plain || unreported_startup) && self.index(name).is_err() {
                 statements.push(format!("RESET {}", quote_ident(name)));
             }
         }

@@ -14,6 +14,9 @@ use crate::pool::ServerConn;
 /// The SQLSTATE of a prepared statement whose result type changed (feature_not_supported).
 const STALE_PLAN: &str = "0A000";
 
+/// The SQLSTATE of a Bind of a statement the server does not have (invalid_sql_statement_name).
+const NO_SUCH_STATEMENT: &str = "26000";
+
 /// Recording of the client's request that may have to run again.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Replan {
@@ -57,19 +60,31 @@ impl Flow {
         }
     }
 
-    /// The server refused a Bind of the pgpilot-prepared statement `hash` with `code`. Returns
-    /// whether the error is handled here (the request re-runs) rather than passed to the client.
+    /// The server refused a Bind of the pgpilot-prepared statement `hash` with `code`; `outdated`
+    /// when pgpilot made it fail because the client prepared the statement before its result type
+    /// changed. Returns whether the error is handled here (the request re-runs, and the client
+    /// learns the new result type from its Describe) rather than passed to the client.
     pub(super) fn stale_plan(
         &mut self,
         s: &mut Session,
         server: &mut ServerConn,
         hash: u64,
         code: &str,
+        outdated: bool,
     ) -> bool {
-        if code != STALE_PLAN {
-            return false;
+        let server_name = server.statements.server_name(hash);
+        if outdated {
+            if code != NO_SUCH_STATEMENT {
+                return false;
+            }
+        } else {
+            if code != STALE_PLAN || server_name.is_none() {
+                return false;
+            }
+            // Every other client that prepared it before must now be told as well.
+            let seen = server.statements.epoch(hash).unwrap_or(0);
+            s.shared.statement_epochs.changed(hash, seen);
         }
-        let Some(server_name) = server.statements.server_name(hash) else { return false };
         // The status is the one before this batch: everything ahead of the Bind has been answered.
         let retry = self.replan == Replan::Ready
             && s.status == TxnStatus::Idle
@@ -78,21 +93,31 @@ impl Flow {
             database = %s.db.name,
             server_id = server.id,
             retry,
+            outdated,
             "a prepared statement's result type changed on the server (DDL): preparing it again"
         );
         if !retry {
             // Dropped once the server is out of the transaction (see `drop_stale_statements`);
             // until then uses of it fail like this one, as they would without pgpilot.
-            server.statements.mark_stale(hash);
+            if !outdated {
+                server.statements.mark_stale(hash);
+            }
             return false;
         }
+        // The re-run describes the new result type to the client.
+        let now = s.shared.statement_epochs.current(hash);
+        for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
+            stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         self.replan = Replan::Spent;
-        server.statements.remove(hash);
+        if let Some(server_name) = server_name.filter(|_| !outdated) {
+            server.statements.remove(hash);
+            // After the failed batch's Sync, when the server listens again.
+            self.close_on_server(&server_name);
+        }
         self.expected.pop();
         drop(self.expected.skip_to_sync());
         self.expected.hide_front();
-        // After the failed batch's Sync, when the server listens again.
-        self.close_on_server(&server_name);
         let replay = std::mem::take(&mut server.replay);
         let mut pos = 0;
         while pos + 5 <= replay.len() {
@@ -126,4 +151,26 @@ impl Flow {
 /// Whether a Bind (header included) binds a named statement, the kind pgpilot prepares.
 fn names_statement(msg: &[u8]) -> bool {
     msg.get(5..).and_then(frontend::parse_bind).is_some_and(|b| !b.statement.is_empty())
+}
+
+/// PostgreSQL's error for a prepared statement whose result type changed, with the file and
+/// routine it names: drivers (asyncpg) recognise it by the routine, then prepare again.
+pub(super) fn outdated_plan_error(out: &mut bytes::BytesMut) {
+    let fields: [(u8, &str); 6] = [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', STALE_PLAN),
+        (b'M', "cached plan must not change result type"),
+        (b'F', "plancache.c"),
+        (b'R', "RevalidateCachedQuery"),
+    ];
+    let len = 4 + 1 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>();
+    out.extend_from_slice(b"E");
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    for (tag, value) in fields {
+        out.extend_from_slice(&[tag]);
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(&[0]);
+    }
+    out.extend_from_slice(&[0]);
 }

@@ -90,13 +90,16 @@ impl Session {
         }
     }
 
-    /// Where the request starting with `msg` should run.
-    pub(super) fn decide(&mut self, msg: &[u8]) -> Decision {
+    /// Where the request starting with `msg` should run; `batch` is all that is buffered from `msg` on.
+    pub(super) fn decide(&mut self, msg: &[u8], batch: &[u8]) -> Decision {
         let primary = self.db.primary_index();
         if self.mode == PoolMode::Session || !self.db.splits_reads() {
             return Decision { backend: primary, may_write: true, reason: "primary_only" };
         }
-        let verdict = self.verdict_of(msg);
+        let mut verdict = self.verdict_of(msg);
+        if matches!(verdict, Verdict::Read { .. }) && !self.batch_reads_only(batch) {
+            verdict = Verdict::Primary { reason: "pipelined_batch", may_write: true };
+        }
         self.write_mark.settle(&self.db);
         let decision = place(&self.db, &verdict, &self.request());
         self.overflow_to_primary(decision)
@@ -118,6 +121,49 @@ impl Session {
         Decision { backend: primary, may_write: false, reason: "overflow" }
     }
 
+    /// Whether the extended-protocol batch starting with `batch`'s first message reads only, up to
+    /// its Sync. A batch may carry a write after a read with no Sync between them (a pipeline, or
+    /// asyncpg preparing a SELECT with Flush before it sends a COPY): it may go to a replica only
+    /// when all of it up to the Sync has arrived and every statement in it reads. A simple Query is
+    /// a request of its own.
+    fn batch_reads_only(&mut self, batch: &[u8]) -> bool {
+        if batch.first() == Some(&b'Q') {
+            return true;
+        }
+        let look = self.routed_look;
+        let mut pos = 0;
+        let reads = loop {
+            let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&batch[pos..], &self.limits) else {
+                break false;
+            };
+            if batch.len() < pos + h.total {
+                break false;
+            }
+            let msg = &batch[pos..pos + h.total];
+            let later_statement = pos > 0
+                && match h.tag {
+                    b'P' | b'Q' => true,
+                    // A Bind of the unnamed statement runs what a Parse of this batch (checked) or
+                    // the request that started on this server left.
+                    b'B' => frontend::parse_bind(&msg[5..]).is_some_and(|b| !b.statement.is_empty()),
+                    _ => false,
+                };
+            match h.tag {
+                b'S' => break true,
+                _ if later_statement => {
+                    if !matches!(self.verdict_of(msg), Verdict::Read { .. }) {
+                        break false;
+                    }
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {}
+                _ => break false,
+            }
+            pos += h.total;
+        };
+        self.routed_look = look;
+        reads
+    }
+
     /// Attached to a replica between transactions, a request the replica may no longer serve (one
     /// that must run on the primary, or a read the replica no longer qualifies for) waits until the
     /// replica has answered everything, then starts over elsewhere. A read the replica may still
@@ -125,7 +171,7 @@ impl Session {
     ///
     /// On the primary for a read, a pipelined request that may write marks the attachment as
     /// writing: it moves the read-your-writes mark and must not be replayed elsewhere.
-    pub(super) fn needs_other_server(&mut self, msg: &[u8]) -> bool {
+    pub(super) fn needs_other_server(&mut self, msg: &[u8], batch: &[u8]) -> bool {
         let primary = self.db.primary_index();
         let Some(&Attachment { backend, may_write, .. }) = self.attachment.as_ref() else { return false };
         if may_write
@@ -145,6 +191,7 @@ impl Session {
         match verdict {
             Verdict::Primary { .. } => true,
             Verdict::Read { .. } if self.route == SessionRoute::Primary => true,
+            Verdict::Read { .. } if !self.batch_reads_only(batch) => true,
             Verdict::Read { tag } => {
                 let tag = tag.as_deref().or(self.tag.as_deref());
                 self.write_mark.settle(&self.db);
@@ -162,7 +209,7 @@ impl Session {
             Ok(Some(h)) if buf.len() >= h.total && matches!(h.tag, b'Q' | b'P' | b'B') => &buf[..h.total],
             _ => &buf[..buf.len().min(1)],
         };
-        let decision = self.decide(first);
+        let decision = self.decide(first, &buf);
         self.buf = buf;
         decision
     }
@@ -191,7 +238,7 @@ impl Session {
                     return Ok(());
                 }
                 Err(CheckoutError::Rerouted) => continue,
-                Err(e) if replica => {
+                Err(e) if replica && !e.is_login_refusal() => {
                     let ban = self.db.routing.load().ban_time.get().as_millis() as u64;
                     self.db.backends[decision.backend].ban(ban, &e.to_string());
                 }
@@ -219,6 +266,10 @@ impl Session {
         if !maybe_pgpilot_setting(sql.as_bytes()) {
             return None;
         }
+        if is_local_pgpilot_setting(sql) {
+            // Routing cannot change inside a transaction, and outside one SET LOCAL does nothing.
+            return Some("SET");
+        }
         let (name, value) = pgpilot_setting(sql)?;
         match name.as_str() {
             "pgpilot.route" => {
@@ -230,6 +281,28 @@ impl Session {
             _ => return None,
         }
         Some(if value.is_some() { "SET" } else { "RESET" })
+    }
+
+    /// A named statement the client prepares now: under its search_path, and of the result type
+    /// its text has now.
+    pub(super) fn new_statement(
+        &self,
+        query: &[u8],
+        param_types: &[u8],
+    ) -> Arc<crate::pool::statements::PreparedStatement> {
+        let stmt = crate::pool::statements::PreparedStatement::under(
+            query,
+            param_types,
+            self.params.get("search_path"),
+        );
+        stmt.epoch.store(self.shared.statement_epochs.current(stmt.hash), Relaxed);
+        stmt
+    }
+
+    /// RESET ALL and DISCARD ALL reset pgpilot's own settings too.
+    pub(super) fn reset_pgpilot_settings(&mut self) {
+        self.route = SessionRoute::default();
+        self.cache_off = false;
     }
 
     /// A batch of nothing but Parse and Close of named statements (and Flush), ended by Sync, outside
@@ -264,7 +337,7 @@ impl Session {
                 b'P' => match frontend::parse_parse(body) {
                     // Only text the grammar accepts is acknowledged without a server.
                     Some(p) if !p.name.is_empty() && self.parses(p.query) => {
-                        let stmt = crate::pool::statements::PreparedStatement::new(p.query, p.param_types);
+                        let stmt = self.new_statement(p.query, p.param_types);
                         actions.push(LocalAction::Prepare(p.name.into(), stmt));
                     }
                     _ => return Ok(false),
@@ -322,6 +395,16 @@ pub fn maybe_pgpilot_setting(text: &[u8]) -> bool {
 
 /// `SET [SESSION] pgpilot.x = v`, `SET pgpilot.x TO v`, `RESET pgpilot.x` (one statement, any case,
 /// quotes optional): the name and the value (None for RESET or DEFAULT).
+/// `SET LOCAL pgpilot.x ...`: accepted, with no effect.
+fn is_local_pgpilot_setting(sql: &str) -> bool {
+    let mut words = sql.split_whitespace();
+    let mut next_is = |w: &str| words.next().is_some_and(|x| x.eq_ignore_ascii_case(w));
+    next_is("set")
+        && next_is("local")
+        && words.next().is_some_and(|name| name.to_ascii_lowercase().starts_with("pgpilot."))
+        && !sql.contains(';')
+}
+
 pub fn pgpilot_setting(sql: &str) -> Option<(String, Option<String>)> {
     let text = sql.trim().trim_end_matches(';').trim();
     let lower = text.to_ascii_lowercase();
@@ -374,5 +457,7 @@ mod tests {
         assert_eq!(pgpilot_setting("RESET pgpilot.route"), Some(("pgpilot.route".into(), None)));
         assert_eq!(pgpilot_setting("SET search_path = x"), None);
         assert_eq!(pgpilot_setting("SET pgpilot.route = primary; DROP TABLE x"), None);
+        assert!(super::is_local_pgpilot_setting("set LOCAL pgpilot.route = primary"));
+        assert!(!super::is_local_pgpilot_setting("SET LOCAL search_path = x"));
     }
 }

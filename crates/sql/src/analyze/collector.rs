@@ -172,6 +172,13 @@ impl Collector {
         }
         match func.name.as_str() {
             "nextval" | "setval" => self.mark_write(WriteReason::StateChangingFunction),
+            // Marked STABLE in pg_proc, yet a standby refuses them: they assign a transaction ID
+            // or read the WAL insert position.
+            "txid_current"
+            | "pg_current_xact_id"
+            | "pg_current_wal_lsn"
+            | "pg_current_wal_insert_lsn"
+            | "pg_current_wal_flush_lsn" => self.mark_write(WriteReason::StateChangingFunction),
             "pg_notify" => self.mark_write(WriteReason::Notify),
             "pg_advisory_lock"
             | "pg_advisory_lock_shared"
@@ -201,14 +208,14 @@ impl Collector {
         let args: Vec<Option<&protobuf::a_const::Val>> = call.args.iter().map(const_of).collect();
         let command = match args.as_slice() {
             [Some(protobuf::a_const::Val::Sval(name)), Some(value), Some(protobuf::a_const::Val::Boolval(local))] => {
-                Some((name.sval.to_ascii_lowercase(), render_const(value), local.boolval))
+                Some((name.sval.to_ascii_lowercase(), plain_const(value), local.boolval))
             }
             _ => None,
         };
         match command {
             Some((name, value, is_local)) => self.settings.push(SetCommand {
                 scope: if is_local { SetScope::Local } else { SetScope::Session },
-                action: SetAction::Set { name, value },
+                action: SetAction::SetConfig { name, value },
             }),
             None => self.add_effect(SessionEffect::SetConfigDynamic),
         }
@@ -363,6 +370,15 @@ pub(super) fn render_const(val: &protobuf::a_const::Val) -> String {
         Val::Boolval(b) => if b.boolval { "true" } else { "false" }.to_string(),
         Val::Sval(s) => quote_literal(&s.sval),
         Val::Bsval(b) => quote_literal(&b.bsval),
+    }
+}
+
+/// A constant as the plain string a text parameter receives (no quotes).
+fn plain_const(val: &protobuf::a_const::Val) -> String {
+    match val {
+        protobuf::a_const::Val::Sval(s) => s.sval.clone(),
+        protobuf::a_const::Val::Bsval(b) => b.bsval.clone(),
+        other => render_const(other),
     }
 }
 

@@ -73,7 +73,12 @@ fn session_statement(
         NodeEnum::VariableSetStmt(s) => {
             match set_statement(s) {
                 SetOutcome::Setting(cmd) => c.settings.push(cmd),
-                SetOutcome::Transaction(txn) => top.transaction = Some(txn),
+                SetOutcome::Transaction(txn) => {
+                    if let TxnControl::SetSessionCharacteristics(options) = &txn {
+                        c.settings.extend(session_characteristics(options));
+                    }
+                    top.transaction = Some(txn)
+                }
                 SetOutcome::Dynamic => c.add_effect(SessionEffect::SetConfigDynamic),
             }
             StatementKind::Set
@@ -187,9 +192,12 @@ fn utility(node: &NodeEnum, stmt: &Node, c: &mut Collector, top: &mut TopLevel) 
             c.walk_statement(stmt, Ctx::Query);
             StatementKind::Call
         }
-        NodeEnum::DoStmt(_) => {
+        NodeEnum::DoStmt(d) => {
             c.mark_write(WriteReason::Do);
             top.invalidates_everything = true;
+            if do_body_may_change_session(d) {
+                c.add_effect(SessionEffect::SessionCode);
+            }
             StatementKind::Do
         }
         _ => {
@@ -358,6 +366,48 @@ fn const_text(node: &Node) -> Option<String> {
 /// A DefElem argument meaning true (`true`, `on`, `1`, absent handled by the caller).
 fn defelem_true(node: &Node) -> bool {
     matches!(const_text(node).as_deref(), Some("true" | "on" | "1" | "yes"))
+}
+
+/// Whether a DO block's code may change what outlives it in the session (a setting, a temporary
+/// table, an advisory lock, a listen, a prepared statement). Its effects cannot be known without
+/// running it, so any mention of these words counts; `set` also matches `UPDATE ... SET`, which
+/// errs the safe way (the client keeps its server).
+fn do_body_may_change_session(d: &protobuf::DoStmt) -> bool {
+    let body = d.args.iter().find_map(|a| match &a.node {
+        Some(NodeEnum::DefElem(e)) if e.defname == "as" => e.arg.as_deref().and_then(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let Some(body) = body else { return true };
+    ["set", "temp", "advisory", "listen", "prepare", "load", "declare"].iter().any(|w| body.contains(w))
+}
+
+/// SET SESSION CHARACTERISTICS AS TRANSACTION ...: the session defaults it changes, as the
+/// settings PostgreSQL keeps them in.
+fn session_characteristics(options: &TxnOptions) -> Vec<SetCommand> {
+    let set = |name: &str, value: &str| SetCommand {
+        scope: SetScope::Session,
+        action: SetAction::Set { name: name.to_string(), value: format!("'{value}'") },
+    };
+    let mut out = Vec::new();
+    if let Some(level) = options.isolation {
+        let value = match level {
+            IsolationLevel::ReadUncommitted => "read uncommitted",
+            IsolationLevel::ReadCommitted => "read committed",
+            IsolationLevel::RepeatableRead => "repeatable read",
+            IsolationLevel::Serializable => "serializable",
+        };
+        out.push(set("default_transaction_isolation", value));
+    }
+    if let Some(read_only) = options.read_only {
+        out.push(set("default_transaction_read_only", if read_only { "on" } else { "off" }));
+    }
+    if let Some(deferrable) = options.deferrable {
+        out.push(set("default_transaction_deferrable", if deferrable { "on" } else { "off" }));
+    }
+    out
 }
 
 enum SetOutcome {
