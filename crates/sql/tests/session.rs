@@ -56,8 +56,25 @@ fn set_and_reset_keep_replayable_values() {
         ("RESET ALL", SetCommand { scope: Session, action: SetAction::ResetAll }, "RESET ALL"),
         (
             "SELECT set_config('app.user', '42', true)",
-            set(Local, "app.user", "'42'"),
-            "SET LOCAL app.user = '42'",
+            SetCommand {
+                scope: Local,
+                action: SetAction::SetConfig { name: "app.user".into(), value: "42".into() },
+            },
+            "SELECT pg_catalog.set_config('app.user', '42', true)",
+        ),
+        (
+            // A list is one string to set_config: replayed as such, not as `SET search_path = 'a, b'`.
+            "SELECT set_config('search_path', 'a, public', false)",
+            SetCommand {
+                scope: Session,
+                action: SetAction::SetConfig { name: "search_path".into(), value: "a, public".into() },
+            },
+            "SELECT pg_catalog.set_config('search_path', 'a, public', false)",
+        ),
+        (
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            set(Session, "default_transaction_isolation", "'serializable'"),
+            "SET default_transaction_isolation = 'serializable'",
         ),
     ];
     for (sql, want, replay) in cases {
