@@ -19,6 +19,7 @@ mod pgpass;
 pub mod progress;
 pub mod render;
 pub mod report;
+pub mod sqltext;
 pub mod tls;
 pub mod units;
 pub mod workload;

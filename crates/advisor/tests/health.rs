@@ -1,6 +1,7 @@
 //! Health checks on real PostgreSQL with planted problems: duplicate and unused indexes, bloat after
 //! mass updates, a query blocked by another session's lock (seen through pg_blocking_pids), a
-//! session idle in transaction, a sequence near overflow, a materialized view never refreshed.
+//! session idle in transaction, sequences near overflow (serial and identity), an invalid unique
+//! index left by duplicates, a materialized view never refreshed.
 
 mod common;
 
@@ -22,8 +23,12 @@ UPDATE churn SET pad = repeat('z', 100);
 ANALYZE churn;
 CREATE TABLE tickets (id serial PRIMARY KEY, note text);
 SELECT setval('tickets_id_seq', 2000000000);
+CREATE TABLE tally (id int GENERATED ALWAYS AS IDENTITY, n int);
+SELECT setval('tally_id_seq', 2000000000);
+CREATE TABLE iu_t (v int);
+INSERT INTO iu_t SELECT g % 10 FROM generate_series(1, 1000) g;
 CREATE MATERIALIZED VIEW item_totals AS SELECT price, count(*) FROM items GROUP BY price WITH NO DATA;
-CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL, note text);
 INSERT INTO accounts VALUES (1, 100);
 SELECT pg_create_physical_replication_slot('stale_standby', true);
 ";
@@ -39,6 +44,7 @@ async fn planted_problems_are_found() {
     let cluster = Cluster::start();
     cluster.psql("postgres", "CREATE DATABASE ops");
     cluster.psql("ops", PLANTED);
+    cluster.try_psql("ops", "CREATE UNIQUE INDEX CONCURRENTLY iu_t_v ON iu_t (v)").expect_err("duplicates");
     let url = cluster.url("postgres", "ops");
 
     // Session A takes a row lock and sits idle in its transaction; session B waits for it.
@@ -48,7 +54,8 @@ async fn planted_problems_are_found() {
     let (b, conn_b) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn_b);
     let blocked = tokio::spawn(async move {
-        b.batch_execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1").await
+        b.batch_execute("UPDATE accounts SET balance = balance + 1, note = 'SSN-123-45-6789' WHERE id = 1")
+            .await
     });
     let start = Instant::now();
     while cluster.psql("ops", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") != "1" {
@@ -74,9 +81,11 @@ async fn planted_problems_are_found() {
 
     let lock = find(&report, Category::Locks, "blocked");
     assert!(
-        lock.evidence.iter().any(|e| e.contains("UPDATE accounts SET balance = balance + 1")),
+        lock.evidence.iter().any(|e| e.contains("UPDATE accounts SET balance = balance + $1, note = $2")),
         "{lock:?}"
     );
+    let shown = serde_json::to_string(&report.findings).unwrap();
+    assert!(!shown.contains("SSN-123"), "live query literals must not reach the report: {shown}");
     assert!(
         lock.evidence.iter().any(|e| e.starts_with("blocked by") && e.contains("idle in transaction")),
         "{lock:?}"
@@ -85,6 +94,23 @@ async fn planted_problems_are_found() {
 
     let seq = find(&report, Category::Sequences, "public.tickets_id_seq");
     assert_eq!(seq.severity, Severity::Critical);
+    let identity = find(&report, Category::Sequences, "public.tally_id_seq");
+    // The fixes, run as offered, leave room past the int range for the serial and the identity.
+    for (finding, table) in [(seq, "tickets"), (identity, "tally")] {
+        let fix = finding.fix.as_deref().unwrap();
+        assert!(fix.contains(&format!("ALTER TABLE {table} ALTER COLUMN id TYPE bigint;")), "{fix}");
+        cluster.psql("ops", fix);
+        let seq = format!("{table}_id_seq");
+        let id = cluster.psql(
+            "ops",
+            &format!("SELECT setval('{seq}', 2147483647); INSERT INTO {table} DEFAULT VALUES RETURNING id"),
+        );
+        assert!(id.ends_with("2147483648"), "{table}: {id}");
+    }
+
+    let invalid = find(&report, Category::Indexes, "Invalid index public.iu_t_v");
+    let fix = invalid.fix.as_deref().unwrap();
+    assert!(!fix.contains("REINDEX"), "REINDEX fails again on the duplicates: {fix}");
     find(&report, Category::MaterializedViews, "public.item_totals was never refreshed");
     find(&report, Category::WalArchiving, "WAL archiving is off");
     let slot = find(&report, Category::Replication, "Replication slot stale_standby is inactive");
@@ -103,6 +129,23 @@ async fn planted_problems_are_found() {
 
     a.batch_execute("ROLLBACK").await.unwrap();
     blocked.await.unwrap().unwrap();
+
+    // The invalid unique index's fix, followed as offered (CONCURRENTLY waits for open transactions,
+    // hence only now): the duplicates query finds the 10 duplicated keys; once they are resolved,
+    // the drop and recreate steps leave a valid index.
+    let duplicates_query = fix.lines().find(|l| l.starts_with("SELECT")).expect("a query for the duplicates");
+    assert_eq!(
+        cluster.psql("ops", &format!("SELECT count(*) FROM ({})x", duplicates_query.trim_end_matches(';'))),
+        "10"
+    );
+    cluster.psql("ops", "DELETE FROM iu_t a USING iu_t b WHERE a.v = b.v AND a.ctid > b.ctid");
+    for step in fix.lines().filter(|l| !l.starts_with("--") && !l.starts_with("SELECT")) {
+        cluster.psql("ops", step);
+    }
+    assert_eq!(
+        cluster.psql("ops", "SELECT indisvalid FROM pg_index WHERE indexrelid = 'iu_t_v'::regclass"),
+        "t"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

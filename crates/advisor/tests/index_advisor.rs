@@ -18,15 +18,6 @@ fn suggestion<'a>(report: &'a Report, needle: &str) -> &'a pgpilot_advisor::Inde
         .unwrap_or_else(|| panic!("no suggestion containing `{needle}` in:\n{}", report.render_text(false)))
 }
 
-/// The report for a workload file with `statements`, with the tests' options.
-async fn advise_workload(url: &str, statements: &str) -> Report {
-    let mut workload = tempfile::NamedTempFile::new().unwrap();
-    workload.write_all(statements.as_bytes()).unwrap();
-    let mut opts = common::options(url);
-    opts.workload.file = Some(workload.path().to_path_buf());
-    advise(&opts, &NoProgress).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn planted_indexes_are_proven_and_applied() {
     let cluster = Cluster::start();
@@ -125,7 +116,7 @@ async fn without_hypopg_suggestions_are_labelled_heuristics() {
 async fn normalized_statements_are_planned_too() {
     let cluster = Cluster::start();
     let url = common::database_with_orders(&cluster, "normalized");
-    let report = advise_workload(
+    let report = common::advise_workload(
         &url,
         "-- calls: 5000\nSELECT id FROM orders WHERE user_id = $1 AND created_at > now() - interval $2 ORDER BY created_at DESC LIMIT $3;\n\
          -- calls: 40\nSELECT id FROM orders WHERE data @> jsonb_build_object($1, $2);\n",
@@ -154,7 +145,7 @@ async fn partitioned_tables_get_proven_suggestions() {
            FROM generate_series(1, 200000) i;
          ANALYZE events;",
     );
-    let report = advise_workload(
+    let report = common::advise_workload(
         &cluster.url("postgres", "parts"),
         "-- calls: 5000\nSELECT id, at FROM events WHERE account_id = $1 AND at > now() - interval $2 ORDER BY at DESC LIMIT $3;\n",
     )
@@ -164,4 +155,34 @@ async fn partitioned_tables_get_proven_suggestions() {
     assert_eq!(s.evidence, Evidence::Hypothetical, "{s:?}");
     assert!(!s.create_statement.contains("CONCURRENTLY"), "not supported on a partitioned parent: {s:?}");
     assert!(s.improvement().unwrap() > 0.5, "{s:?}");
+}
+
+/// Literal statements of one shape merge into one statement; a constant that differs between
+/// them (or one value of a high-cardinality column) must not become a partial index's predicate
+/// credited with every call. A `-- calls:` weight after a block comment still counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn literal_statements_give_no_partial_index_on_one_value() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "literals");
+    let report = common::advise_workload(
+        &url,
+        "-- calls: 100\nSELECT * FROM orders WHERE status = 'shipped' AND user_id = 42;\n\
+         -- calls: 100\nSELECT * FROM orders WHERE status = 'shipped' AND user_id = 43;\n\
+         /* the pending ones */\n-- calls: 100\nSELECT * FROM orders WHERE status = 'pending' AND user_id = 44;\n",
+    )
+    .await;
+    assert_eq!(report.workload.statements, 1, "one shape");
+    assert!(
+        report.index_suggestions.iter().all(|s| !s.create_statement.contains("WHERE user_id")),
+        "{}",
+        report.render_text(false)
+    );
+    let s = suggestion(&report, "(user_id");
+    assert_eq!(s.statements[0].calls, 300);
+    assert_eq!(s.statements[0].query, "SELECT * FROM orders WHERE status = $1 AND user_id = $2");
+
+    // One literal statement: user_id has 2,000 values, so 5 is a key value, not a predicate.
+    let report = common::advise_workload(&url, "SELECT * FROM orders WHERE user_id = 5;\n").await;
+    let s = suggestion(&report, "(user_id)");
+    assert!(!s.create_statement.contains("WHERE"), "{}", s.create_statement);
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use crate::db::Db;
 use crate::options::HealthSettings;
 use crate::report::{Category, Finding, Severity};
+use crate::sqltext::without_literals;
 use crate::units::{duration, one_line};
 
 const CLIENTS: &str = "backend_type = 'client backend' AND pid <> pg_backend_pid()";
@@ -33,7 +34,7 @@ pub async fn long_running(db: &Db, settings: &HealthSettings) -> Result<Vec<Find
                 "user {} on {}: {}",
                 r.get::<_, String>(1),
                 r.get::<_, String>(2),
-                one_line(&r.get::<_, String>(4), 200)
+                shown_query(&r.get::<_, String>(4))
             ))
             .evidence("a long query holds back vacuum's cleanup horizon for the whole cluster")
             .fix(format!("SELECT pg_cancel_backend({pid});  -- and set statement_timeout for the role"))
@@ -57,7 +58,7 @@ pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<V
             Finding::new(severity, Category::Activity, format!("Session {pid} idle in transaction for {}", duration(idle)))
                 .object(format!("pid {pid}"))
                 .evidence(format!("user {}, {}, transaction open for {}", r.get::<_, String>(1), r.get::<_, String>(4), duration(open)))
-                .evidence(format!("last statement: {}", one_line(&r.get::<_, String>(5), 200)))
+                .evidence(format!("last statement: {}", shown_query(&r.get::<_, String>(5))))
                 .evidence("it keeps its locks and stops vacuum from removing rows deleted since it began")
                 .fix(format!(
                     "SELECT pg_terminate_backend({pid});\nALTER SYSTEM SET idle_in_transaction_session_timeout = '5min'; SELECT pg_reload_conf();"
@@ -74,8 +75,9 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
              ARRAY(SELECT b.pid::text || ' (' || coalesce(b.state, '?') || ', ' || coalesce(b.usename::text, '') || \
                     CASE WHEN b.xact_start IS NOT NULL \
                          THEN ', transaction open ' || round(extract(epoch FROM now() - b.xact_start))::text || 's' ELSE '' END || \
-                    '): ' || left(regexp_replace(b.query, '\\s+', ' ', 'g'), 160) \
-                   FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))), \
+                    ')' FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
+             ARRAY(SELECT coalesce(b.query, '') FROM pg_stat_activity b \
+                   WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
              pg_blocking_pids(a.pid) \
              FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0 ORDER BY a.query_start",
         )
@@ -85,7 +87,8 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
         .map(|r| {
             let (pid, waited): (i32, f64) = (r.get(0), r.get(2));
             let blockers: Vec<String> = r.get(5);
-            let blocker_pids: Vec<i32> = r.get(6);
+            let blocker_queries: Vec<String> = r.get(6);
+            let blocker_pids: Vec<i32> = r.get(7);
             let severity = if waited >= 300.0 { Severity::Critical } else { Severity::Warning };
             let mut f = Finding::new(
                 severity,
@@ -97,10 +100,10 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
                 "waiting ({}), user {}: {}",
                 r.get::<_, String>(4),
                 r.get::<_, String>(1),
-                one_line(&r.get::<_, String>(3), 200)
+                shown_query(&r.get::<_, String>(3))
             ));
-            for b in blockers {
-                f = f.evidence(format!("blocked by {b}"));
+            for (b, query) in blockers.iter().zip(&blocker_queries) {
+                f = f.evidence(format!("blocked by {b}: {}", one_line(&without_literals(query), 160)));
             }
             f.fix(format!(
                 "finish or cancel the blocking transaction: SELECT pg_terminate_backend({});\n\
@@ -109,6 +112,12 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
             ))
         })
         .collect())
+}
+
+/// A live query as findings show it: its constants hidden (they can be personal data, and the
+/// statistics pages show statements normalized too), on one line.
+fn shown_query(query: &str) -> String {
+    one_line(&without_literals(query), 200)
 }
 
 fn join(pids: &[i32]) -> String {
@@ -201,6 +210,14 @@ mod tests {
 
     fn usage(clients: i32, active: i32, idle: i32) -> ConnectionUsage {
         ConnectionUsage { max_connections: 100, reserved: 3, clients, active, idle, idle_in_transaction: 0 }
+    }
+
+    #[test]
+    fn shown_queries_hide_their_literals() {
+        assert_eq!(
+            shown_query("update dup_t\n   set c='SSN-123-45-6789' where a=4"),
+            "update dup_t set c=$1 where a=$2"
+        );
     }
 
     #[test]

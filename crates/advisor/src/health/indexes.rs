@@ -166,25 +166,92 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
 }
 
 pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
-    let rows = db
-        .rows(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
-             pg_relation_size(i.indexrelid)::int8 \
-             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
-             WHERE NOT i.indisvalid",
-        )
-        .await?;
+    // NULLS NOT DISTINCT (15+) makes rows with NULL keys duplicates of each other too.
+    let nulls_not_distinct = if db.version_num >= 150000 { "i.indnullsnotdistinct" } else { "false" };
+    let sql = format!(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
+         pg_relation_size(i.indexrelid)::int8, i.indisunique, i.indrelid::regclass::text, \
+         ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k), \
+         pg_get_expr(i.indpred, i.indrelid, true), {nulls_not_distinct} \
+         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
+         WHERE NOT i.indisvalid"
+    );
+    let rows = db.rows(&sql).await?;
     Ok(rows
         .iter()
         .map(|r| {
-            let name: String = r.get(0);
-            Finding::new(Severity::Warning, Category::Indexes, format!("Invalid index {name}"))
-                .object(name.clone())
-                .evidence(format!("{} ({})", r.get::<_, String>(1), bytes(r.get(2))))
+            let index = InvalidIndex {
+                name: r.get(0),
+                definition: r.get(1),
+                unique: r.get(3),
+                table: r.get(4),
+                keys: r.get(5),
+                predicate: r.get(6),
+                nulls_not_distinct: r.get(7),
+            };
+            Finding::new(Severity::Warning, Category::Indexes, format!("Invalid index {}", index.name))
+                .object(index.name.clone())
+                .evidence(format!("{} ({})", index.definition, bytes(r.get(2))))
                 .evidence("left by a failed CREATE INDEX CONCURRENTLY or REINDEX: queries ignore it, writes still maintain it")
-                .fix(format!("REINDEX INDEX CONCURRENTLY {name};  -- or DROP INDEX CONCURRENTLY {name};"))
+                .fix(index.fix())
         })
         .collect())
+}
+
+/// An index with pg_index.indisvalid = false.
+#[derive(Debug, Clone)]
+pub struct InvalidIndex {
+    /// Schema-qualified, quoted.
+    pub name: String,
+    /// pg_get_indexdef: `CREATE [UNIQUE] INDEX name ON table USING ...`.
+    pub definition: String,
+    pub unique: bool,
+    pub table: String,
+    /// Each key column or expression, as SQL.
+    pub keys: Vec<String>,
+    pub predicate: Option<String>,
+    pub nulls_not_distinct: bool,
+}
+
+impl InvalidIndex {
+    /// A unique index usually failed on duplicate keys: REINDEX would fail on them again (and leave
+    /// another invalid `_ccnew` index), so the duplicates are found and resolved first, then the
+    /// index is dropped and built again. Any other invalid index is simply rebuilt.
+    pub fn fix(&self) -> String {
+        if !self.unique {
+            return format!(
+                "REINDEX INDEX CONCURRENTLY {};  -- or DROP INDEX CONCURRENTLY {};",
+                self.name, self.name
+            );
+        }
+        format!(
+            "-- 1. find the duplicate keys and resolve them (delete or change the extra rows):\n{}\n\
+             -- 2. then drop the invalid index and build it again:\n\
+             DROP INDEX CONCURRENTLY {};\n{};",
+            self.duplicates_query(),
+            self.name,
+            self.definition.replacen("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX CONCURRENTLY ", 1)
+        )
+    }
+
+    /// The key values that occur more than once among the rows the index covers. Rows with a NULL
+    /// key never conflict unless the index says NULLS NOT DISTINCT.
+    fn duplicates_query(&self) -> String {
+        let keys = self.keys.join(", ");
+        let mut filters: Vec<String> = Vec::new();
+        if !self.nulls_not_distinct {
+            filters.extend(self.keys.iter().map(|k| format!("({k}) IS NOT NULL")));
+        }
+        if let Some(p) = &self.predicate {
+            filters.push(format!("({p})"));
+        }
+        let filter =
+            if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
+        format!(
+            "SELECT {keys}, count(*) FROM {}{filter} GROUP BY {keys} HAVING count(*) > 1 ORDER BY count(*) DESC LIMIT 100;",
+            self.table
+        )
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +272,37 @@ mod tests {
             size: 0,
             definition: String::new(),
         }
+    }
+
+    fn invalid_index(unique: bool) -> InvalidIndex {
+        InvalidIndex {
+            name: "public.iu_t_v".into(),
+            definition: format!(
+                "CREATE {}INDEX iu_t_v ON public.iu_t USING btree (v)",
+                if unique { "UNIQUE " } else { "" }
+            ),
+            unique,
+            table: "iu_t".into(),
+            keys: vec!["v".into()],
+            predicate: None,
+            nulls_not_distinct: false,
+        }
+    }
+
+    #[test]
+    fn an_invalid_unique_index_is_fixed_by_resolving_duplicates_first() {
+        let fix = invalid_index(true).fix();
+        assert!(!fix.contains("REINDEX"), "REINDEX fails again on the duplicates: {fix}");
+        let steps: Vec<usize> = [
+            "SELECT v, count(*) FROM iu_t WHERE (v) IS NOT NULL GROUP BY v HAVING count(*) > 1",
+            "DROP INDEX CONCURRENTLY public.iu_t_v;",
+            "CREATE UNIQUE INDEX CONCURRENTLY iu_t_v ON public.iu_t USING btree (v);",
+        ]
+        .iter()
+        .map(|step| fix.find(step).unwrap_or_else(|| panic!("no `{step}` in:\n{fix}")))
+        .collect();
+        assert!(steps.windows(2).all(|w| w[0] < w[1]), "duplicates, then drop, then create: {fix}");
+        assert!(invalid_index(false).fix().starts_with("REINDEX INDEX CONCURRENTLY public.iu_t_v;"));
     }
 
     #[test]

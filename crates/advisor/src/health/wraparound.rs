@@ -110,6 +110,35 @@ pub fn type_max(type_name: &str) -> Option<i64> {
     }
 }
 
+/// The serial or identity column a sequence feeds, both parts quoted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwningColumn {
+    pub table: String,
+    pub column: String,
+}
+
+fn is_narrower_than_bigint(type_name: &str) -> bool {
+    type_max(type_name).is_some_and(|m| m < i64::MAX)
+}
+
+/// The statements that give a sequence room: the column it feeds must become bigint too when it
+/// is narrower (the sequence's own bigint range is useless to an int column), and the sequence
+/// itself bigint when it is not already (serial sequences stay `AS integer` after ALTER TABLE).
+pub fn sequence_fix(sequence: &str, sequence_max: i64, narrow_column: Option<&OwningColumn>) -> String {
+    let mut steps = Vec::new();
+    if let Some(col) = narrow_column {
+        steps.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} TYPE bigint;  -- rewrites the table under an exclusive lock: \
+             plan it, or migrate through a new bigint column",
+            col.table, col.column
+        ));
+    }
+    if sequence_max < i64::MAX {
+        steps.push(format!("ALTER SEQUENCE {sequence} AS bigint MAXVALUE 9223372036854775807;"));
+    }
+    steps.join("\n")
+}
+
 pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
     let rows = db
         .rows(
@@ -118,7 +147,7 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
               WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
                 AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
-             (SELECT d.refobjid::regclass::text || '.' || quote_ident(a.attname) FROM pg_depend d JOIN pg_attribute a \
+             (SELECT ARRAY[d.refobjid::regclass::text, quote_ident(a.attname)] FROM pg_depend d JOIN pg_attribute a \
                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
               WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
                 AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1) \
@@ -129,7 +158,12 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
     for r in rows {
         let (name, last, max): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
         let column_type: Option<String> = r.get(3);
-        let column: Option<String> = r.get(4);
+        // (table, column) of the serial or identity column the sequence feeds.
+        let column: Option<Vec<String>> = r.get(4);
+        let column = column.and_then(|c| match c.as_slice() {
+            [table, column] => Some(OwningColumn { table: table.clone(), column: column.clone() }),
+            _ => None,
+        });
         let limit = column_type.as_deref().and_then(type_max).map_or(max, |t| t.min(max));
         let (pct, severity) = sequence_usage(last, limit);
         let Some(severity) = severity else { continue };
@@ -140,15 +174,16 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
         )
         .object(name.clone())
         .evidence(format!("last value {} of {}", count(last), count(limit)));
-        f = match (&column, column_type.as_deref()) {
-            (Some(col), Some(t)) if type_max(t).is_some_and(|m| m < max) => f
-                .evidence(format!("it feeds {col}, a {t} column: the column overflows before the sequence"))
-                .fix(format!(
-                    "ALTER TABLE ... ALTER COLUMN ... TYPE bigint for {col} (rewrites the table: plan it, or migrate \
-                     through a new bigint column)"
-                )),
-            _ => f.fix(format!("ALTER SEQUENCE {name} AS bigint MAXVALUE 9223372036854775807;")),
-        };
+        let narrow_column =
+            column.as_ref().zip(column_type.as_deref()).filter(|(_, t)| is_narrower_than_bigint(t));
+        if let Some((col, t)) = narrow_column {
+            f = f.evidence(format!(
+                "it feeds {}.{} (type {t}): widening only the sequence makes inserts fail with \
+                 \"{t} out of range\" (or, for an identity, wrap to negative ids)",
+                col.table, col.column
+            ));
+        }
+        f = f.fix(sequence_fix(&name, max, narrow_column.map(|(c, _)| c)));
         out.push(f);
     }
     Ok(out)
@@ -180,6 +215,24 @@ mod tests {
         // Multixacts use their own freeze age (400 million by default).
         assert_eq!(assess(450_000_000, 400_000_000).severity, None);
         assert_eq!(assess(520_000_000, 400_000_000).severity, Some(Severity::Warning));
+    }
+
+    #[test]
+    fn an_int_column_is_widened_with_its_sequence() {
+        let col = OwningColumn { table: "sq1".into(), column: "id".into() };
+        let serial = sequence_fix("public.sq1_id_seq", i32::MAX as i64, Some(&col));
+        assert!(serial.starts_with("ALTER TABLE sq1 ALTER COLUMN id TYPE bigint;"), "{serial}");
+        assert!(serial.ends_with("ALTER SEQUENCE public.sq1_id_seq AS bigint MAXVALUE 9223372036854775807;"));
+        // A bigint sequence feeding an int column: only the column needs widening.
+        let bigint_sequence = sequence_fix("public.sq1_id_seq", i64::MAX, Some(&col));
+        assert!(
+            bigint_sequence.starts_with("ALTER TABLE sq1") && !bigint_sequence.contains("ALTER SEQUENCE")
+        );
+        // A sequence feeding a bigint column (or none): only the sequence.
+        assert_eq!(
+            sequence_fix("public.s", i32::MAX as i64, None),
+            "ALTER SEQUENCE public.s AS bigint MAXVALUE 9223372036854775807;"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
+use tokio_postgres::error::SqlState;
 
 use super::catalog::Catalog;
 use super::parse;
@@ -44,7 +45,7 @@ pub async fn apply(
             measured.push((h.query.clone(), measure(&db, &h.query).await.map_err(|e| format!("{e:#}"))));
         }
         let started = Instant::now();
-        let created = create(&db, &s.create_statement, settings).await;
+        let created = create(&db, s, settings).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         if created.is_ok() && s.kind.contains("expression") {
             // Expression indexes get their own statistics only after ANALYZE.
@@ -81,26 +82,54 @@ pub async fn apply(
     Ok(out)
 }
 
-async fn create(db: &Db, create_statement: &str, settings: &ApplySettings) -> Result<()> {
+async fn create(db: &Db, suggestion: &IndexSuggestion, settings: &ApplySettings) -> Result<()> {
+    let create_statement = &suggestion.create_statement;
     if !create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
         // A plain CREATE INDEX blocks writes for the whole build: never done on the user's behalf.
         return Err(anyhow!(
             "not created: only CONCURRENTLY builds are applied (partitioned table: see the rationale)"
         ));
     }
+    let index = index_name(create_statement).ok_or_else(|| anyhow!("no index name in {create_statement}"))?;
+    // Whatever has this name now is someone else's: the cleanup below must never touch it.
+    let existed_before = relation_exists(db, &index).await?;
     db.client
         .batch_execute(&format!("SET lock_timeout = {}; SET statement_timeout = 0", settings.lock_timeout_ms))
         .await?;
     let result = db.client.batch_execute(create_statement).await;
     db.client.batch_execute(&format!("SET statement_timeout = {}", settings.statement_timeout_ms)).await?;
     if let Err(e) = result {
-        // A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: remove it.
-        if let Some(name) = index_name(create_statement) {
-            let _ = db.client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).await;
+        // "already exists": this attempt created nothing, whatever is there belongs to someone else.
+        let name_was_taken = e.code() == Some(&SqlState::DUPLICATE_TABLE);
+        if !existed_before && !name_was_taken {
+            drop_if_left_invalid(db, &index, &suggestion.table).await;
         }
         return Err(anyhow!(db_error_text(&e)));
     }
     Ok(())
+}
+
+async fn relation_exists(db: &Db, qualified_name: &str) -> Result<bool> {
+    let row = db.client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified_name]).await?;
+    Ok(row.get(0))
+}
+
+/// A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: drop it, but only when the
+/// index with that name is on the suggestion's table and invalid (the caller checked it did not
+/// exist before), so a valid index is never dropped by name alone.
+async fn drop_if_left_invalid(db: &Db, index: &str, table: &str) {
+    let leftover = db
+        .client
+        .query_opt(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i \
+             WHERE i.indexrelid = to_regclass($1) AND i.indrelid = to_regclass($2) AND NOT i.indisvalid",
+            &[&index, &table],
+        )
+        .await;
+    if let Ok(Some(row)) = leftover {
+        let name: String = row.get(0);
+        let _ = db.client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).await;
+    }
 }
 
 /// The (quoted) index name in `CREATE INDEX CONCURRENTLY name ON schema.table ...`, qualified with

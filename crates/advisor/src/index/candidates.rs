@@ -105,8 +105,9 @@ impl Candidate {
         sql
     }
 
-    /// A name in PostgreSQL's own style: table_col1_col2_idx, kept under 63 bytes.
-    pub fn suggested_name(&self, table: &TableInfo) -> String {
+    /// The stem of a name in PostgreSQL's own style, table_col1_col2 (`_idx` and, on a
+    /// collision, a number are added by [`super::names::IndexNames::claim`]).
+    pub fn name_stem(&self, table: &TableInfo) -> String {
         let mut parts = vec![table.name.clone()];
         for k in &self.key {
             let word = k.column.clone().unwrap_or_else(|| {
@@ -117,9 +118,7 @@ impl Candidate {
         if self.predicate.is_some() {
             parts.push("partial".into());
         }
-        let mut name = parts.join("_");
-        name.truncate(59);
-        format!("{}_idx", name.trim_end_matches('_'))
+        parts.join("_")
     }
 
     /// Key columns (plain ones), in order.
@@ -169,7 +168,9 @@ pub fn for_access(access: &TableAccess, table: &TableInfo) -> Vec<Candidate> {
         out.insert(btree(key.clone(), None));
     }
     // Partial indexes: the constant predicate moves into WHERE and its column leaves the key.
-    for (col, pred) in &access.constant_predicates {
+    for (col, pred) in
+        access.constant_predicates.iter().filter(|(col, pred)| fits_partial_index(table, col, pred))
+    {
         let eq_without = equality_columns(access, table, Some(col));
         let mut shapes = key_shapes(access, &eq_without);
         shapes.retain(|k| !k.is_empty());
@@ -220,6 +221,22 @@ pub fn for_access(access: &TableAccess, table: &TableInfo) -> Vec<Candidate> {
         out.extend(gin_candidate(table, target, ops));
     }
     out.into_iter().filter(|c| !c.key.is_empty()).collect()
+}
+
+/// A column with at most this many distinct values (a status, a type, a flag) can name one of them
+/// in a partial index's predicate: the index then serves a recurring slice of the table. On a
+/// column with more, an equality constant is one value among many (a customer id that happened to
+/// be in the workload text) and belongs in the key.
+const MAX_DISTINCT_FOR_PARTIAL: f64 = 100.0;
+
+/// Whether a constant predicate may become a partial index's WHERE: IS NULL, boolean tests and
+/// `col = true` and the like always; `col = value` only on a low-cardinality column (known from its statistics).
+fn fits_partial_index(table: &TableInfo, col: &str, pred: &str) -> bool {
+    let value = pred.strip_prefix(&format!("{} = ", quote_ident(col)));
+    let is_value_equality =
+        value.is_some_and(|v| !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false"));
+    !is_value_equality
+        || table.columns.get(col).and_then(|c| c.distinct).is_some_and(|d| d <= MAX_DISTINCT_FOR_PARTIAL)
 }
 
 /// Equality (and join, IN) columns, most selective first, without `skip`.
@@ -361,6 +378,19 @@ mod tests {
         let c = candidates("SELECT id FROM orders WHERE status = 'pending' ORDER BY created_at");
         assert!(
             c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (created_at) WHERE status = 'pending'".to_string()),
+            "{c:#?}"
+        );
+    }
+
+    #[test]
+    fn no_partial_index_on_one_value_of_a_high_cardinality_column() {
+        let c = candidates("SELECT * FROM orders WHERE status = 'shipped' AND user_id = 42");
+        assert!(c.iter().all(|s| !s.contains("WHERE user_id")), "{c:#?}");
+        assert!(
+            c.contains(
+                &"CREATE INDEX CONCURRENTLY ON public.orders USING btree (user_id) WHERE status = 'shipped'"
+                    .to_string()
+            ),
             "{c:#?}"
         );
     }

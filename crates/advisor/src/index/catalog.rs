@@ -94,6 +94,14 @@ impl Resolver for Catalog {
 }
 
 impl Catalog {
+    /// The schemas of the loaded tables, each once.
+    pub fn schemas(&self) -> Vec<String> {
+        let mut schemas: Vec<String> = self.tables.values().map(|t| t.schema.clone()).collect();
+        schemas.sort();
+        schemas.dedup();
+        schemas
+    }
+
     /// Resolves names the way the session's search_path does and loads those tables. System
     /// catalogs are left out: monitoring queries on them are not the application's workload.
     pub async fn load(db: &Db, names: &[(Option<String>, String)]) -> Result<Catalog> {

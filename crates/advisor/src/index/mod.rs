@@ -5,6 +5,7 @@ pub mod apply;
 pub mod candidates;
 pub mod catalog;
 mod expr;
+pub mod names;
 pub mod parse;
 pub mod plannable;
 pub mod planner;
@@ -22,6 +23,7 @@ use crate::workload::WorkloadStatement;
 use candidates::{Candidate, Method};
 use catalog::{Catalog, TableInfo};
 pub use expr::{deparse_expression, is_reserved};
+use names::IndexNames;
 use parse::StatementShape;
 use planner::{PlanSummary, Planner};
 
@@ -89,8 +91,10 @@ pub async fn advise(
         }
     }
     let (gin, btree): (Vec<_>, Vec<_>) = by_candidate.into_iter().partition(|(c, _)| c.method == Method::Gin);
+    let mut names = IndexNames::load(db, &catalog.schemas()).await?;
     if hypopg_problem.is_none() {
-        let proven = select::prove(&planner, &statements, &catalog, btree, settings, progress).await?;
+        let proven =
+            select::prove(&planner, &statements, &catalog, btree, settings, &mut names, progress).await?;
         advice.suggestions.extend(proven);
     } else {
         advice.findings.push(
@@ -102,9 +106,9 @@ pub async fn advise(
             .evidence(hypopg_problem.clone().unwrap_or_default())
             .fix("CREATE EXTENSION hypopg; -- Debian/Ubuntu package postgresql-NN-hypopg"),
         );
-        advice.suggestions.extend(select::heuristic(&statements, &catalog, btree, settings));
+        advice.suggestions.extend(select::heuristic(&statements, &catalog, btree, settings, &mut names));
     }
-    advice.suggestions.extend(select::heuristic(&statements, &catalog, gin, settings));
+    advice.suggestions.extend(select::heuristic(&statements, &catalog, gin, settings, &mut names));
     advice.suggestions.sort_by(|a, b| {
         let saved = |s: &IndexSuggestion| s.weighted_cost_before - s.weighted_cost_after.unwrap_or(0.0);
         saved(b).partial_cmp(&saved(a)).unwrap_or(std::cmp::Ordering::Equal)

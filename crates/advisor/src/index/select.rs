@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::candidates::Candidate;
 use super::catalog::{Catalog, TableInfo};
+use super::names::IndexNames;
 use super::planner::Planner;
 use super::{write_overhead, AnalysedStatement, Costs};
 use crate::options::IndexAdvisorSettings;
@@ -28,6 +29,7 @@ pub(super) async fn prove(
     catalog: &Catalog,
     candidates: Vec<(Candidate, Vec<usize>)>,
     settings: &IndexAdvisorSettings,
+    names: &mut IndexNames,
     progress: &dyn Progress,
 ) -> Result<Vec<IndexSuggestion>> {
     planner.reset_hypothetical().await;
@@ -42,7 +44,8 @@ pub(super) async fn prove(
     }
     let chosen = choose(&trials);
     progress.stage("validating the chosen indexes together", chosen.len() as u64);
-    validate(planner, statements, catalog, chosen.into_iter().map(|i| &trials[i]).collect(), settings).await
+    let chosen = chosen.into_iter().map(|i| &trials[i]).collect();
+    validate(planner, statements, catalog, chosen, settings, names).await
 }
 
 async fn try_candidate(
@@ -141,6 +144,7 @@ async fn validate(
     catalog: &Catalog,
     chosen: Vec<&Trial>,
     settings: &IndexAdvisorSettings,
+    names: &mut IndexNames,
 ) -> Result<Vec<IndexSuggestion>> {
     let mut created: Vec<(&Trial, super::planner::Hypothetical)> = Vec::new();
     for trial in chosen {
@@ -173,7 +177,7 @@ async fn validate(
         if helped.is_empty() {
             continue;
         }
-        out.push(suggestion(trial, table, statements, &helped));
+        out.push(suggestion(trial, table, statements, &helped, names));
     }
     Ok(out)
 }
@@ -183,6 +187,7 @@ fn suggestion(
     table: &TableInfo,
     statements: &[AnalysedStatement],
     helped: &[(usize, f64)],
+    names: &mut IndexNames,
 ) -> IndexSuggestion {
     let mut helped_statements: Vec<HelpedStatement> = helped
         .iter()
@@ -197,7 +202,7 @@ fn suggestion(
     let weight = |s: &HelpedStatement, c: f64| s.calls.max(1) as f64 * c;
     let before: f64 = helped_statements.iter().map(|s| weight(s, s.cost_before)).sum();
     let after: f64 = helped_statements.iter().map(|s| weight(s, s.cost_after.unwrap_or(s.cost_before))).sum();
-    let name = trial.candidate.suggested_name(table);
+    let name = names.claim(&table.schema, &trial.candidate.name_stem(table));
     let (create_statement, note) = table.create_statement(&trial.candidate, &name);
     let mut rationale = format!(
         "the planner chose this hypothetical index for {} statement(s); their weighted cost falls {:.0}%",
@@ -229,6 +234,7 @@ pub(super) fn heuristic(
     catalog: &Catalog,
     candidates: Vec<(Candidate, Vec<usize>)>,
     settings: &IndexAdvisorSettings,
+    names: &mut IndexNames,
 ) -> Vec<IndexSuggestion> {
     let mut best_per_access: BTreeMap<(usize, u32), Candidate> = BTreeMap::new();
     for (candidate, origins) in candidates {
@@ -270,7 +276,7 @@ pub(super) fn heuristic(
             } else {
                 "hypopg is not available"
             };
-            let name = candidate.suggested_name(table);
+            let name = names.claim(&table.schema, &candidate.name_stem(table));
             let (create_statement, note) = table.create_statement(&candidate, &name);
             let mut rationale = format!(
                 "HEURISTIC, not proven ({why}): {} statement(s) scan all ~{:.0} rows of {} sequentially on \

@@ -43,3 +43,14 @@ pub fn options(url: &str) -> AdviseOptions {
     opts.pool.target_tps = Some(500.0);
     opts
 }
+
+/// The report for a workload file with `statements`, with the tests' options.
+#[allow(dead_code)] // not every test file uses it
+pub async fn advise_workload(url: &str, statements: &str) -> pgpilot_advisor::Report {
+    use std::io::Write;
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    workload.write_all(statements.as_bytes()).unwrap();
+    let mut opts = options(url);
+    opts.workload.file = Some(workload.path().to_path_buf());
+    pgpilot_advisor::advise(&opts, &pgpilot_advisor::NoProgress).await.unwrap()
+}
