@@ -513,7 +513,10 @@ impl Walker<'_> {
                 }
                 _ => self.expression(node, scope),
             },
-            Some(NodeEnum::FuncCall(_)) | Some(NodeEnum::AExpr(_)) => self.expression(node, scope),
+            // ARRAY['a', $1]: a value when it reads no column (`tags @> ARRAY[...]` wants GIN).
+            Some(NodeEnum::FuncCall(_)) | Some(NodeEnum::AExpr(_)) | Some(NodeEnum::AArrayExpr(_)) => {
+                self.expression(node, scope)
+            }
             _ => Operand::Other,
         }
     }
@@ -739,6 +742,13 @@ mod tests {
         let u =
             one("SELECT id FROM users WHERE to_tsvector('english', body) @@ plainto_tsquery('english', $1)");
         assert_eq!(u.gin.keys().collect::<Vec<_>>(), ["to_tsvector('english', body)"]);
+        // (an array column here; the resolver knows no types)
+        for sql in [
+            "SELECT id FROM orders WHERE status @> ARRAY['t5']",
+            "SELECT id FROM orders WHERE status && ARRAY[$1]::text[]",
+        ] {
+            assert_eq!(one(sql).gin.keys().collect::<Vec<_>>(), ["status"], "{sql}");
+        }
     }
 
     #[test]

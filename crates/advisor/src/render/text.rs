@@ -154,7 +154,9 @@ fn suggestions(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
             let _ = writeln!(out, "     … and {} more statements", s.statements.len() - 5);
         }
         let _ = writeln!(out, "     {}", p.dim(&format!("writes: {}", s.write_overhead.summary)));
-        if s.evidence == Evidence::Heuristic {
+        // A statement without CONCURRENTLY is a partitioned table's: the rationale says how to
+        // build it without blocking writes.
+        if s.evidence == Evidence::Heuristic || !s.create_statement.contains(" CONCURRENTLY ") {
             let _ = writeln!(out, "     {}", p.dim(&s.rationale));
         }
     }
