@@ -181,14 +181,36 @@ pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn check_config(args: CheckConfigArgs) -> Outcome {
-    let config = match pgbouncer_ini::load(&args.file) {
+    let loaded = if pgbouncer_ini::is_pgbouncer_ini(&args.file) {
+        pgbouncer_ini::convert_file(&args.file).map(|conversion| {
+            // What `serve` would warn about at start, said here where it can still be fixed.
+            let notes: Vec<String> = conversion
+                .not_honoured()
+                .chain(conversion.changed())
+                .map(|n| n.to_string())
+                .chain(conversion.warnings.iter().cloned())
+                .collect();
+            (conversion.config, notes)
+        })
+    } else {
+        pgbouncer_ini::load(&args.file).map(|c| (c, Vec::new()))
+    };
+    let (config, notes) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return Ok(FAILURE);
         }
     };
-    let problems = config.validate();
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    let mut problems = config.validate();
+    if let Some(dir) = config.pgpilot.unix_socket_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            problems.push(format!("unix_socket_dir {} is not a directory here", dir.display()));
+        }
+    }
     if !problems.is_empty() {
         eprintln!("{}: {} problem(s):", args.file.display(), problems.len());
         for p in &problems {

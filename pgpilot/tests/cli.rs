@@ -72,6 +72,18 @@ fn convert_writes_an_equivalent_config() {
     std::fs::write(&converted, toml.as_bytes()).unwrap();
     let check = pgpilot(&["check-config", converted.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // The ini itself: what `serve` would warn about is said, and a socket directory that is not
+    // there fails the check instead of the start.
+    let mut text = std::fs::read_to_string(&ini).unwrap();
+    text.push_str(
+        "auth_type = hba\nauth_hba_file = /etc/pgbouncer/hba.conf\nunix_socket_dir = /nonexistent/dir\n",
+    );
+    std::fs::write(&ini, text).unwrap();
+    let check = pgpilot(&["check-config", ini.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("note:") && stderr.contains("auth_hba_file"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/dir"), "{stderr}");
 }
 
 #[test]

@@ -473,3 +473,40 @@ async fn ddl_made_in_postgres_is_seen() {
     }
     assert_eq!(seen, 3, "bounded read never saw the DDL");
 }
+
+/// A write through a partitioned parent, straight to PostgreSQL, bumps the parent's version only
+/// (statement triggers fire on the table a statement names): a `strict` read of a partition
+/// watches its ancestors, so it is never served from before that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reads_of_a_partition_see_writes_through_its_parent() {
+    let cluster = cluster();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE part (id int, v text) PARTITION BY RANGE (id); \
+         CREATE TABLE part_1 PARTITION OF part FOR VALUES FROM (0) TO (100); \
+         INSERT INTO part VALUES (1, 'a')",
+    );
+    cluster.psql("postgres", pgpilot_gateway::cache::triggers::INSTALL_SQL);
+    let redis = RedisServer::start();
+    let strict = start(config(&cluster, redis.url(), Consistency::Strict)).await;
+    ready(&strict).await;
+    let c = connect(&strict).await;
+    let count = async || -> String {
+        let rows = c.simple_query("SELECT count(*) FROM part_1").await.unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(count().await, "1");
+    assert_eq!(count().await, "1");
+    let hits = strict.shared().cache.stats.hits.load(Relaxed);
+    assert!(hits >= 1, "the read was cached");
+    cluster.psql("postgres", "INSERT INTO part VALUES (2, 'b')");
+    assert_eq!(count().await, "2", "served from before a write through the parent");
+    // Through pgpilot, too.
+    c.batch_execute("INSERT INTO part VALUES (3, 'c')").await.unwrap();
+    assert_eq!(count().await, "3");
+}

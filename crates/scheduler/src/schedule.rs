@@ -30,12 +30,20 @@ impl Schedule {
         }
         let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
         let cron = parser.parse(text).map_err(|e| format!("`{text}` is not a cron schedule: {e}"))?;
-        Ok(Schedule { cron })
+        let schedule = Schedule { cron };
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err(format!("`{text}` never fires (no such date)"));
+        }
+        Ok(schedule)
     }
 
-    /// The first run strictly after `t`.
+    /// The first run strictly after `t`, on a whole second. Every instance of a fleet must name a
+    /// slot alike (it is the key that lets only one of them run it), whatever fraction of a second
+    /// each one woke at.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&t, false).ok()
+        use chrono::Timelike;
+        let whole = t.with_nanosecond(0)?;
+        self.cron.find_next_occurrence(&whole, false).ok().and_then(|n| n.with_nanosecond(0))
     }
 
     /// The longest gap between consecutive runs over the next few runs: the period an alert
@@ -71,6 +79,21 @@ mod tests {
         assert_eq!(daily.period(at(2026, 1, 1, 0, 0)), Duration::from_secs(86_400));
         assert!(Schedule::parse("@midnight").is_ok());
         assert!(Schedule::parse("@monthly").is_ok());
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        let e = Schedule::parse("0 0 31 2 *").unwrap_err();
+        assert!(e.contains("never fires"), "{e}");
+    }
+
+    #[test]
+    fn slots_are_whole_seconds_whenever_an_instance_asks() {
+        let s = Schedule::parse("* * * * *").unwrap();
+        let woke = at(2026, 12, 4, 20, 12) + chrono::Duration::milliseconds(618);
+        assert_eq!(s.next_after(woke), Some(at(2026, 12, 4, 20, 13)));
+        let late = at(2026, 12, 4, 20, 12) + chrono::Duration::milliseconds(999);
+        assert_eq!(s.next_after(late), Some(at(2026, 12, 4, 20, 13)));
     }
 
     #[test]

@@ -174,10 +174,14 @@ impl DbCache {
             return Err(Bypass::Rule);
         }
         if plan.consistency == Consistency::Strict {
+            // A write through a parent (partitioned or inherited) bumps only the parent's version
+            // (its statement triggers fire on the table the statement names): a read of a child
+            // watches its ancestors too.
             let mut watched: Vec<Oid> = plan.relations.to_vec();
             for oid in plan.relations.iter() {
                 if let Some(rel) = relations.by_oid(*oid) {
                     watched.extend(&rel.descendants);
+                    watched.extend(&rel.ancestors);
                 }
             }
             watched.sort_unstable();
@@ -197,6 +201,10 @@ impl DbCache {
         search_path: &[String],
     ) -> Invalidation {
         use StatementKind as K;
+        if matches!(stmt.transaction, Some(pgpilot_sql::TxnControl::CommitPrepared(_))) {
+            // What the prepared transaction wrote is not known here.
+            return Invalidation::Everything;
+        }
         let calls_user_code = stmt.functions.iter().any(|f| may_write_through(f, functions, search_path));
         let harmless = stmt.kinds.iter().all(|k| {
             matches!(
