@@ -94,6 +94,10 @@ async fn every_admin_command() {
     // stats_users may SHOW but not change anything; others may not log in.
     assert!(psql_as(&gw, "watcher", "pgpilot", "SHOW POOLS", &[]).is_ok());
     assert!(psql_as(&gw, "watcher", "pgpilot", "PAUSE", &[]).unwrap_err().contains("admin access"));
+    // Several commands in one query each run (and each is checked).
+    let both = psql_as(&gw, "watcher", "pgpilot", "SHOW POOLS; PAUSE", &[]).unwrap_err();
+    assert!(both.contains("admin access"), "{both}");
+    assert!(psql(&gw, "pgpilot", "SHOW POOLS PAUSE").is_err(), "trailing words after SHOW are refused");
     assert!(psql_as(&gw, "stranger", "pgpilot", "SHOW POOLS", &[]).unwrap_err().contains("not allowed"));
     assert!(psql(&gw, "pgpilot", "SHOW NONSENSE").is_err());
     // SHUTDOWN is accepted; the embedding program decides when to stop (here, the test).

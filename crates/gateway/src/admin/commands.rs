@@ -17,6 +17,10 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
     let words: Vec<String> = text.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
     let arg = text.split_whitespace().nth(1).map(|s| s.trim_matches('"').to_string());
     let result = match words[0].as_str() {
+        "SHOW" if words.len() > 2 => Err(PgError::error(
+            SqlState::SYNTAX_ERROR,
+            format!("SHOW takes one word: unexpected {}", words[2..].join(" ")),
+        )),
         "SHOW" => show_command(shared, words.get(1).map(String::as_str).unwrap_or("")),
         _ if !login.may_modify => Err(PgError::error(
             SqlState::INSUFFICIENT_PRIVILEGE,

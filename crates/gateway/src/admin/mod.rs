@@ -78,7 +78,14 @@ pub async fn run(shared: Arc<Shared>, sock: Sock, registration: Registration, lo
             b'Q' => {
                 let sql = frontend::parse_query(&msg[5..]).map(String::from_utf8_lossy).unwrap_or_default();
                 registration.info.touch();
-                commands::execute(&shared, &login, &sql, &mut out).await;
+                // Several commands in one query run in order, each with its own answer.
+                let commands: Vec<&str> = sql.split(';').filter(|c| !c.trim().is_empty()).collect();
+                if commands.is_empty() {
+                    commands::execute(&shared, &login, "", &mut out).await;
+                }
+                for command in commands {
+                    commands::execute(&shared, &login, command, &mut out).await;
+                }
                 backend::ready_for_query(&mut out, TxnStatus::Idle);
             }
             b'S' => backend::ready_for_query(&mut out, TxnStatus::Idle),
