@@ -181,20 +181,19 @@ pub(crate) async fn run_client(
             Some(c) => run_script(&shared, script, c, &mut state).await,
             None => match Conn::connect(&shared.endpoint).await {
                 Ok(mut c) => {
-                    connect_failures = 0;
                     tally.connections += 1;
                     state.prepared.iter_mut().for_each(|p| *p = false);
                     let r = run_script(&shared, script, &mut c, &mut state).await;
                     conn = Some(c);
                     r
                 }
-                Err(e) => {
-                    connect_failures += 1;
-                    Err(TxAbort::Conn(e))
-                }
+                Err(e) => Err(TxAbort::Conn(e.while_connecting())),
             },
         };
         let latency = Instant::now().saturating_duration_since(begin).as_micros() as u64;
+        // Consecutive transactions lost with their connection: a server (or a pooler in front of
+        // one) that refuses or drops every new connection is retried with a growing pause.
+        connect_failures = if matches!(result, Err(TxAbort::Conn(_))) { connect_failures + 1 } else { 0 };
         match result {
             Ok(TxEnd::Committed) => record_success(&shared, &mut tally, which, latency),
             Ok(TxEnd::Failed(err)) => {
@@ -203,8 +202,8 @@ pub(crate) async fn run_client(
             Err(TxAbort::Conn(err)) => {
                 record_failure(&shared, &mut tally, which, err.sqlstate(), || err.to_string());
                 conn = None;
-                if connect_failures > 0 {
-                    // The server refuses connections: back off instead of spinning.
+                if connect_failures > 1 {
+                    // Lost again right after reconnecting: back off instead of spinning.
                     let pause = Duration::from_millis(10 * u64::from(connect_failures.min(20)));
                     sleep_until(Instant::now() + pause, &shared.stop).await;
                 }

@@ -312,7 +312,12 @@ fn new_root_dir(prefix: &str) -> tempfile::TempDir {
 /// one that another process is copying.
 fn copy_template(bins: &PgBinaries, data: &Path) {
     let version = bins.dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
-    let template = PathBuf::from(format!("/tmp/pgpilot-testkit-template-{}", version.unwrap_or_default()));
+    // One template per user: another user's (a root run leaves it to the postgres user, mode 0700)
+    // can be neither read nor replaced.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let template =
+        PathBuf::from(format!("/tmp/pgpilot-testkit-template-{}-uid{uid}", version.unwrap_or_default()));
     let lock_path = template.with_extension("lock");
     // Another user's earlier run may own the file: a read-only descriptor locks just as well.
     let lock = fs::OpenOptions::new()

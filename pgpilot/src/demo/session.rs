@@ -134,7 +134,7 @@ async fn servers_and_data(
     interrupt: &Interrupt,
 ) -> Result<(Client, Stats, String)> {
     eprintln!("Starting a PostgreSQL primary...");
-    stack.primary = Some(interrupt.guard(stack::start_primary()).await?);
+    stack.primary = Some(interrupt.guard(stack::start_primary(args.clients)).await?);
     let primary = stack.primary()?.clone();
     announce("primary", stack.describe().primary.as_ref());
     let admin = connect(&primary.admin_url()).await?;

@@ -69,10 +69,17 @@ async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 
     }
 }
 
-/// A primary with pg_stat_statements loaded, so the advisor sees the workload.
-pub async fn start_primary() -> Result<Arc<Cluster>> {
-    blocking("starting the PostgreSQL primary", || {
-        Arc::new(Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start())
+/// A primary with pg_stat_statements loaded, so the advisor sees the workload, and room for
+/// `clients` connections straight to it (the direct target) beside pgpilot's and the demo's own.
+pub async fn start_primary(clients: usize) -> Result<Arc<Cluster>> {
+    let max_connections = (clients + 100).max(300);
+    blocking("starting the PostgreSQL primary", move || {
+        Arc::new(
+            Cluster::builder()
+                .setting("shared_preload_libraries = 'pg_stat_statements'")
+                .setting(&format!("max_connections = {max_connections}"))
+                .start(),
+        )
     })
     .await
 }

@@ -25,6 +25,9 @@ pub struct DbError {
 pub enum ConnError {
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// Opening the connection failed before the server said anything (refused, unreachable).
+    #[error("cannot reach the server: {0}")]
+    Unreachable(io::Error),
     #[error("the server refused the connection: {0}")]
     Refused(DbError),
     #[error("the server closed the connection: {0}")]
@@ -46,6 +49,14 @@ impl ConnError {
             ConnError::Refused(e) | ConnError::Closed(e) => &e.code,
             ConnError::Io(_) | ConnError::Protocol(_) => "08006",
             _ => "08001",
+        }
+    }
+
+    /// The error as one of opening a connection: an I/O failure then is 08001, not a lost one.
+    pub fn while_connecting(self) -> ConnError {
+        match self {
+            ConnError::Io(e) => ConnError::Unreachable(e),
+            other => other,
         }
     }
 }

@@ -206,6 +206,13 @@ pub fn compile(
     let mut raw = Vec::new();
     for (name, weight, text) in sources {
         let cmds = lex::split(text).map_err(|e| (name.clone(), e))?;
+        if cmds.is_empty() {
+            // A transaction that does nothing would be "measured" at millions per second.
+            return Err((
+                name.clone(),
+                ScriptError::msg("the script has no commands (empty, or only comments)"),
+            ));
+        }
         raw.push((name.clone(), *weight, cmds));
     }
     // Pass 1: every variable a script can assign.
@@ -348,7 +355,15 @@ mod tests {
         assert!(matches!(s[0].commands[0], Command::Sleep { unit_us: 1000, .. }));
         assert!(matches!(s[0].commands[1], Command::Sleep { unit_us: 1, .. }));
         let mut vars = VarTable::default();
-        for bad in ["\\if 1\n", "\\set x\n", "\\sleep 1 fortnight\n", "\\set x 1 +\n", "\\frobnicate\n"] {
+        for bad in [
+            "",
+            "-- nothing\n/* at all */\n",
+            "\\if 1\n",
+            "\\set x\n",
+            "\\sleep 1 fortnight\n",
+            "\\set x 1 +\n",
+            "\\frobnicate\n",
+        ] {
             assert!(compile(&[("t".into(), 1, bad.into())], &mut vars).is_err(), "{bad}");
         }
     }
