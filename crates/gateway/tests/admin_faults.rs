@@ -217,6 +217,22 @@ async fn reload_keeps_clients_and_applies_settings() {
     gw.shutdown().await;
 }
 
+/// An idle admin console client holds no transaction: shutdown does not wait shutdown_timeout for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_an_idle_admin_console() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.admin_users = vec!["postgres".into()];
+    config.pgpilot.shutdown_timeout = pgpilot_gateway::config::Secs::from_secs(10);
+    let gw = start(config).await;
+    let console = try_connect(&conninfo(&gw, "postgres", "pgpilot")).await.unwrap();
+    console.simple_query("SHOW VERSION").await.unwrap();
+    let started = std::time::Instant::now();
+    gw.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    assert!(eventually(Duration::from_secs(2), || console.is_closed()).await, "the console was not closed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_transactions_finish() {
     let pg = Cluster::start();

@@ -97,6 +97,62 @@ async fn max_client_conn_refuses_with_53300() {
     gw.shutdown().await;
 }
 
+/// As in PgBouncer, a client waiting out a PAUSE is a waiting client, and query_wait_timeout ends
+/// its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_while_paused() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.query_wait_timeout = Secs::from_millis(500);
+    config.pgpilot.admin_users = vec!["postgres".into()];
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    psql(&gw, "pgpilot", "PAUSE postgres").unwrap();
+    let started = Instant::now();
+    let err = c.simple_query("SELECT 2").await.unwrap_err();
+    let message = err.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| err.to_string());
+    assert!(message.contains("query_wait_timeout"), "{message}");
+    assert!(started.elapsed() >= Duration::from_millis(400) && started.elapsed() < Duration::from_secs(5));
+    psql(&gw, "pgpilot", "RESUME postgres").unwrap();
+    gw.shutdown().await;
+}
+
+/// A reload that makes the pool smaller closes what is beyond the new size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_pool_after_reload_closes_its_surplus() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 3;
+    let gw = start(config.clone()).await;
+    let clients = [connect(&gw).await, connect(&gw).await, connect(&gw).await];
+    let busy: Vec<_> = clients.iter().map(|c| c.simple_query("SELECT pg_sleep(0.3)")).collect();
+    futures::future::join_all(busy).await.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+    // Pooled servers: client backends but this psql and the monitor's.
+    let backends = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid() AND application_name <> 'pgpilot-monitor'",
+        )
+    };
+    assert_eq!(backends(), "3");
+    config.pgpilot.default_pool_size = 1;
+    gw.shared().apply(config).unwrap();
+    let mut left = String::new();
+    for _ in 0..50 {
+        left = backends();
+        if left == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "1", "idle connections beyond the new size were kept");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_when_the_pool_is_exhausted() {
     let pg = Cluster::start();
