@@ -217,9 +217,10 @@ async fn reload_keeps_clients_and_applies_settings() {
     gw.shutdown().await;
 }
 
-/// An idle admin console client holds no transaction: shutdown does not wait shutdown_timeout for it.
+/// Idle clients hold no transaction, whether admin console or pinned to a server: shutdown does
+/// not wait shutdown_timeout for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_does_not_wait_for_an_idle_admin_console() {
+async fn shutdown_does_not_wait_for_idle_console_or_pinned_clients() {
     let pg = Cluster::start();
     let mut config = config_for(&pg);
     config.pgpilot.admin_users = vec!["postgres".into()];
@@ -227,10 +228,17 @@ async fn shutdown_does_not_wait_for_an_idle_admin_console() {
     let gw = start(config).await;
     let console = try_connect(&conninfo(&gw, "postgres", "pgpilot")).await.unwrap();
     console.simple_query("SHOW VERSION").await.unwrap();
+    // A client pinned to its server (a temporary table), idle between transactions.
+    let pinned = connect(&gw).await;
+    pinned.batch_execute("CREATE TEMP TABLE scratch (x int)").await.unwrap();
     let started = std::time::Instant::now();
     gw.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
     assert!(eventually(Duration::from_secs(2), || console.is_closed()).await, "the console was not closed");
+    assert!(
+        eventually(Duration::from_secs(2), || pinned.is_closed()).await,
+        "the pinned client was not closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -427,3 +427,22 @@ async fn every_client_learns_that_a_shared_statements_result_type_changed() {
     assert_eq!(b.query_one(&again, &[&1i32]).await.unwrap().get::<_, f32>(1), 10.0);
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_prepare_sent_as_a_protocol_statement_stays_with_its_client() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let a = connect(&gw).await;
+    // psycopg with prepare_threshold=0 sends the PREPARE itself through Parse/Bind/Execute.
+    let prepare = a.prepare("PREPARE s AS SELECT 'A secret'").await.unwrap();
+    a.execute(&prepare, &[]).await.unwrap();
+    for _ in 0..5 {
+        let b = connect(&gw).await;
+        let err = b.simple_query("EXECUTE s").await.expect_err("another client ran A's statement");
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME), "{err}");
+        b.batch_execute("PREPARE s AS SELECT 'B'").await.unwrap();
+        assert_eq!(first_value(&b.simple_query("EXECUTE s").await.unwrap()), "B");
+    }
+    assert_eq!(first_value(&a.simple_query("EXECUTE s").await.unwrap()), "A secret");
+    gw.shutdown().await;
+}

@@ -439,6 +439,12 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, why);
                     return Exit::End(Ending::Fatal(e));
                 }
+                if s.reg.info.close_requested() && flow.server_clean(s) && flow.expected.is_empty() {
+                    // Between transactions, a client that keeps its server (session pooling, or
+                    // pinned) closes now like any idle client, instead of holding shutdown up.
+                    let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is closing this connection");
+                    return Exit::End(Ending::Fatal(e));
+                }
             }
         }
     }
