@@ -309,6 +309,13 @@ async fn replica_groups_keep_analytics_apart() {
             app.query_one("/* pgpilot:tag=analytics */ SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&analytics));
     }
+    // A name set after connecting counts too.
+    let later = connect(&gw).await;
+    later.batch_execute("SET application_name = 'reports'").await.unwrap();
+    for _ in 0..5 {
+        let p: i32 = later.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&analytics), "the name set later did not route");
+    }
     gw.shutdown().await;
 }
 

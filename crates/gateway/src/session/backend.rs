@@ -32,6 +32,8 @@ impl Flow {
                         s.params.set(k, v);
                         if k == "application_name" {
                             *s.reg.info.application_name.lock() = std::sync::Arc::from(v);
+                            // A tag rule on the name follows the name the client sets later too.
+                            s.tag = super::replica_tag(&s.db, &s.user, v);
                         }
                     }
                 }

@@ -180,7 +180,11 @@ async fn log_in(
 }
 
 /// The replica group a client's reads go to, from the database's tag rules.
-fn replica_tag(db: &crate::databases::Database, user: &str, application_name: &str) -> Option<Arc<str>> {
+pub(super) fn replica_tag(
+    db: &crate::databases::Database,
+    user: &str,
+    application_name: &str,
+) -> Option<Arc<str>> {
     db.routing.load().tag_rules.iter().find_map(|r| {
         let user_ok = r.user.as_deref().is_none_or(|u| u == user);
         let app_ok = r.application_name.as_deref().is_none_or(|a| a == application_name);
