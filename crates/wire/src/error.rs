@@ -61,17 +61,41 @@ pub struct PgError {
     pub message: Cow<'static, str>,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where PostgreSQL raises this error, when pgpilot answers for the server: some drivers
+    /// recognise an error by its routine. A reference, to keep every `Result<_, PgError>` small.
+    pub origin: Option<&'static ErrorOrigin>,
+}
+
+/// The source file and routine of an error, as PostgreSQL reports them (fields F and R).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorOrigin {
+    pub file: &'static str,
+    pub routine: &'static str,
 }
 
 impl PgError {
     /// An ERROR: the statement fails, the session goes on.
     pub fn error(code: SqlState, message: impl Into<Cow<'static, str>>) -> PgError {
-        PgError { severity: Severity::Error, code, message: message.into(), detail: None, hint: None }
+        PgError {
+            severity: Severity::Error,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+            origin: None,
+        }
     }
 
     /// A FATAL: the session ends after the client is told why.
     pub fn fatal(code: SqlState, message: impl Into<Cow<'static, str>>) -> PgError {
-        PgError { severity: Severity::Fatal, code, message: message.into(), detail: None, hint: None }
+        PgError {
+            severity: Severity::Fatal,
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+            origin: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> PgError {
@@ -84,55 +108,49 @@ impl PgError {
         self
     }
 
+    /// Names where PostgreSQL raises this error, as its own error would.
+    pub fn with_origin(mut self, origin: &'static ErrorOrigin) -> PgError {
+        self.origin = Some(origin);
+        self
+    }
+
     pub fn is_fatal(&self) -> bool {
         self.severity == Severity::Fatal
     }
 
     /// Appends this error as an ErrorResponse message.
     pub fn encode(&self, out: &mut BytesMut) {
-        encode_fields(
-            out,
-            b'E',
-            self.severity.as_str(),
-            self.code.0,
-            &self.message,
-            &self.detail,
-            &self.hint,
-        );
+        self.encode_fields(out, b'E', self.severity.as_str());
     }
 
     /// Appends this error as a NoticeResponse (severity shown as WARNING).
     pub fn encode_notice(&self, out: &mut BytesMut) {
-        encode_fields(out, b'N', "WARNING", self.code.0, &self.message, &self.detail, &self.hint);
+        self.encode_fields(out, b'N', "WARNING");
     }
-}
 
-fn encode_fields(
-    out: &mut BytesMut,
-    tag: u8,
-    severity: &str,
-    code: &str,
-    message: &str,
-    detail: &Option<String>,
-    hint: &Option<String>,
-) {
-    let start = out.len();
-    out.put_u8(tag);
-    out.put_u32(0);
-    for field in [b'S', b'V'] {
-        put_field(out, field, severity);
+    fn encode_fields(&self, out: &mut BytesMut, tag: u8, severity: &str) {
+        let start = out.len();
+        out.put_u8(tag);
+        out.put_u32(0);
+        for field in [b'S', b'V'] {
+            put_field(out, field, severity);
+        }
+        put_field(out, b'C', self.code.0);
+        put_field(out, b'M', &self.message);
+        if let Some(d) = &self.detail {
+            put_field(out, b'D', d);
+        }
+        if let Some(h) = &self.hint {
+            put_field(out, b'H', h);
+        }
+        if let Some(origin) = self.origin {
+            put_field(out, b'F', origin.file);
+            put_field(out, b'R', origin.routine);
+        }
+        out.put_u8(0);
+        let len = (out.len() - start - 1) as u32;
+        out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
     }
-    put_field(out, b'C', code);
-    put_field(out, b'M', message);
-    if let Some(d) = detail {
-        put_field(out, b'D', d);
-    }
-    if let Some(h) = hint {
-        put_field(out, b'H', h);
-    }
-    out.put_u8(0);
-    let len = (out.len() - start - 1) as u32;
-    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 fn put_field(out: &mut BytesMut, field: u8, value: &str) {
@@ -195,5 +213,20 @@ mod tests {
         assert_eq!(f.severity, "FATAL");
         assert_eq!(f.code, "53300");
         assert_eq!(f.message, "too many clients");
+    }
+
+    #[test]
+    fn the_origin_is_sent_as_file_and_routine() {
+        static ORIGIN: ErrorOrigin = ErrorOrigin { file: "plancache.c", routine: "RevalidateCachedQuery" };
+        let mut out = BytesMut::new();
+        PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "cached plan must not change result type")
+            .with_origin(&ORIGIN)
+            .encode(&mut out);
+        let len = u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize;
+        assert_eq!(len + 1, out.len());
+        let fields: Vec<&[u8]> = out[5..out.len() - 1].split(|&b| b == 0).filter(|f| !f.is_empty()).collect();
+        assert!(fields.contains(&&b"Fplancache.c"[..]), "{fields:?}");
+        assert!(fields.contains(&&b"RRevalidateCachedQuery"[..]), "{fields:?}");
+        assert_eq!(ErrorFields::parse(&out[5..]).code, "0A000");
     }
 }

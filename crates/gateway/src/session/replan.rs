@@ -5,7 +5,9 @@
 //! nothing of it reached the client, prepares it again and re-runs the request once, unseen.
 
 use pgpilot_wire::backend::TxnStatus;
+use pgpilot_wire::error::ErrorOrigin;
 use pgpilot_wire::frontend;
+use pgpilot_wire::{PgError, SqlState};
 
 use super::client::Session;
 use super::flow::Flow;
@@ -156,21 +158,8 @@ fn names_statement(msg: &[u8]) -> bool {
 /// PostgreSQL's error for a prepared statement whose result type changed, with the file and
 /// routine it names: drivers (asyncpg) recognise it by the routine, then prepare again.
 pub(super) fn outdated_plan_error(out: &mut bytes::BytesMut) {
-    let fields: [(u8, &str); 6] = [
-        (b'S', "ERROR"),
-        (b'V', "ERROR"),
-        (b'C', STALE_PLAN),
-        (b'M', "cached plan must not change result type"),
-        (b'F', "plancache.c"),
-        (b'R', "RevalidateCachedQuery"),
-    ];
-    let len = 4 + 1 + fields.iter().map(|(_, v)| 2 + v.len()).sum::<usize>();
-    out.extend_from_slice(b"E");
-    out.extend_from_slice(&(len as u32).to_be_bytes());
-    for (tag, value) in fields {
-        out.extend_from_slice(&[tag]);
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(&[0]);
-    }
-    out.extend_from_slice(&[0]);
+    static REVALIDATE: ErrorOrigin = ErrorOrigin { file: "plancache.c", routine: "RevalidateCachedQuery" };
+    PgError::error(SqlState::FEATURE_NOT_SUPPORTED, "cached plan must not change result type")
+        .with_origin(&REVALIDATE)
+        .encode(out);
 }
