@@ -19,6 +19,9 @@ pub struct PreparedStatement {
     /// Parameter type section of the Parse message, verbatim.
     pub param_types: Box<[u8]>,
     pub hash: u64,
+    /// The text may change session state (SET, PREPARE, DEALLOCATE ...): each Bind of it is
+    /// classified. Known once at Parse, so a Bind of any other statement looks at no text.
+    pub may_change_session: bool,
     /// The result type the client knows, as a generation of this statement (`StatementEpochs`).
     pub epoch: AtomicU32,
     /// Fingerprint and normalized text for statistics, computed on the first Execute.
@@ -36,12 +39,19 @@ impl Eq for PreparedStatement {}
 
 impl PreparedStatement {
     pub fn new(query: &[u8], param_types: &[u8]) -> Arc<PreparedStatement> {
-        PreparedStatement::under(query, param_types, None)
+        let may_change_session =
+            std::str::from_utf8(query).is_ok_and(|sql| pgpilot_sql::quick_look(sql).may_change_session());
+        PreparedStatement::under(query, param_types, None, may_change_session)
     }
 
     /// A statement prepared while the client's search_path was `search_path` (None: the default).
     /// The same text under another search_path may name other tables, so it is another statement.
-    pub fn under(query: &[u8], param_types: &[u8], search_path: Option<&str>) -> Arc<PreparedStatement> {
+    pub fn under(
+        query: &[u8],
+        param_types: &[u8],
+        search_path: Option<&str>,
+        may_change_session: bool,
+    ) -> Arc<PreparedStatement> {
         // A fixed seed: the same statement must get the same name on every server and instance.
         let mut h = foldhash::fast::FixedState::with_seed(0x7067_7069_6c6f_7421).build_hasher();
         h.write(query);
@@ -57,6 +67,7 @@ impl PreparedStatement {
             query: query.into(),
             param_types: param_types.into(),
             hash,
+            may_change_session,
             epoch: AtomicU32::new(0),
             insight_key: std::sync::OnceLock::new(),
         })
@@ -92,18 +103,17 @@ impl StatementEpochs {
     }
 
     /// The server refused a copy prepared for generation `seen`: a new generation begins, unless
-    /// another server's refusal began it already. Returns the current generation.
-    pub fn changed(&self, hash: u64, seen: u32) -> u32 {
+    /// another server's refusal began it already.
+    pub fn changed(&self, hash: u64, seen: u32) {
         let mut changed = self.changed.lock();
         if changed.len() >= EPOCHS_KEPT && !changed.contains_key(&hash) {
-            return seen;
+            return;
         }
         let epoch = changed.entry(hash).or_insert(0);
         if *epoch == seen {
             *epoch += 1;
         }
         self.any.store(true, Relaxed);
-        *epoch
     }
 }
 

@@ -323,53 +323,65 @@ impl Flow {
         self.expected.push(Expect::Injected(Reply::Close));
     }
 
-    /// Makes sure the server has the statement the client calls `name`; returns its server name,
-    /// hash, and whether the client prepared it before its result type changed.
+    /// Makes sure the server has the client's statement `stmt`; returns its server name, and
+    /// whether the client prepared it before its result type changed.
     fn server_name_for(
         &mut self,
         s: &Session,
         server: &mut ServerConn,
-        name: &[u8],
-    ) -> Option<(Box<[u8]>, u64, bool)> {
-        let stmt = s.statements.named.get(name)?.clone();
+        stmt: &Arc<PreparedStatement>,
+    ) -> (Box<[u8]>, bool) {
         if stmt.epoch() < s.shared.statement_epochs.current(stmt.hash) {
             // The server is made to fail this Bind (no statement has this name), so its transaction
             // fails as it would have without pgpilot, and the client is told why.
-            return Some((OUTDATED_PLAN_NAME.into(), stmt.hash, true));
+            return (OUTDATED_PLAN_NAME.into(), true);
         }
-        if !server.statements.touch(&stmt) {
-            self.prepare_on_server(server, &stmt);
+        if !server.statements.touch(stmt) {
+            self.prepare_on_server(server, stmt);
             self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
         }
-        Some((stmt.server_name.clone(), stmt.hash, false))
+        (stmt.server_name.clone(), false)
+    }
+
+    /// The client's named statement `name` (None for the unnamed one, or a name it never prepared).
+    fn named_statement(s: &Session, name: &[u8]) -> Option<Arc<PreparedStatement>> {
+        if name.is_empty() {
+            return None;
+        }
+        s.statements.named.get(name).cloned()
     }
 
     fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
         self.observe_bind(s, b.statement, b.rest);
-        if let Some(stmt) = s.statements.named.get(b.statement).filter(|_| !b.statement.is_empty()).cloned() {
+        let Some(stmt) = Flow::named_statement(s, b.statement) else {
+            frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
+            self.push_extended(Reply::Bind { statement: None, outdated: false });
+            return Ok(());
+        };
+        if stmt.may_change_session {
             self.note_extended_text(s, Some(&stmt.query), true);
         }
-        let renamed =
-            if b.statement.is_empty() { None } else { self.server_name_for(s, server, b.statement) };
-        frontend::bind(&mut self.to_server, b.portal, renamed.as_ref().map_or(b.statement, |r| &r.0), b.rest);
-        let outdated = renamed.as_ref().is_some_and(|r| r.2);
-        self.push_extended(Reply::Bind { statement: renamed.map(|r| r.1), outdated });
+        let (server_name, outdated) = self.server_name_for(s, server, &stmt);
+        frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
+        self.push_extended(Reply::Bind { statement: Some(stmt.hash), outdated });
         Ok(())
     }
 
     fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
-        if let Some(stmt) = s.statements.named.get(name).filter(|_| kind == b'S') {
-            // Described, it tells the client the result type it has now.
-            stmt.epoch.fetch_max(
-                s.shared.statement_epochs.current(stmt.hash),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-        }
-        let renamed =
-            if kind == b'S' && !name.is_empty() { self.server_name_for(s, server, name) } else { None };
-        frontend::target(&mut self.to_server, b'D', kind, renamed.as_ref().map_or(name, |r| &r.0));
+        let renamed = match Flow::named_statement(s, name).filter(|_| kind == b'S') {
+            Some(stmt) => {
+                // Described, it tells the client the result type it has now.
+                stmt.epoch.fetch_max(
+                    s.shared.statement_epochs.current(stmt.hash),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                Some(self.server_name_for(s, server, &stmt).0)
+            }
+            None => None,
+        };
+        frontend::target(&mut self.to_server, b'D', kind, renamed.as_deref().unwrap_or(name));
         self.push_extended(Reply::Describe);
         Ok(())
     }
@@ -424,7 +436,7 @@ thread_local! {
 }
 
 /// The quick look at a Parse text, remembered by the text; None when it is not UTF-8.
-fn parsed_text_look(text: &[u8]) -> Option<QuickLook> {
+pub(super) fn parsed_text_look(text: &[u8]) -> Option<QuickLook> {
     PARSE_LOOKS.with_borrow_mut(|memo| {
         memo.get_or_make(text, || std::str::from_utf8(text).ok().map(pgpilot_sql::quick_look))
     })

@@ -290,10 +290,13 @@ impl Session {
         query: &[u8],
         param_types: &[u8],
     ) -> Arc<crate::pool::statements::PreparedStatement> {
+        let may_change_session =
+            super::frontend::parsed_text_look(query).is_some_and(|l| l.may_change_session());
         let stmt = crate::pool::statements::PreparedStatement::under(
             query,
             param_types,
             self.params.get("search_path"),
+            may_change_session,
         );
         stmt.epoch.store(self.shared.statement_epochs.current(stmt.hash), Relaxed);
         stmt
