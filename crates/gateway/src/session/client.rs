@@ -295,22 +295,16 @@ impl Session {
             return Ok(());
         }
         let limit = pool.settings.load().query_wait_timeout;
-        let deadline = limit.map(|t| tokio::time::Instant::now() + t);
+        let deadline = limit.map(|t| Instant::now() + t);
         let mut global = self.shared.paused.subscribe();
         let mut local = self.db.paused.subscribe();
         let _counted = PausedWaiter::new(pool);
         let mut waited = Ok(());
         while *global.borrow_and_update() || *local.borrow_and_update() {
-            let expiry = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = global.changed() => {}
                 _ = local.changed() => {}
-                _ = expiry => {
+                _ = sleep_until(deadline) => {
                     waited = Err(CheckoutError::WaitTimeout(limit.unwrap_or_default()));
                     break;
                 }
