@@ -6,99 +6,10 @@ use std::ops::Range;
 use pg_query::protobuf::Token;
 
 /// `sql` with its constants replaced by `$n`, as pg_stat_statements shows statements. Text that
-/// does not parse (pg_stat_activity truncates long queries) goes through a lexical pass instead,
-/// which also hides an unterminated literal up to the end.
+/// does not parse (pg_stat_activity truncates long queries) goes through the gateway's lexical
+/// normalizer instead, which also hides an unterminated literal up to the end.
 pub fn without_literals(sql: &str) -> String {
-    pg_query::normalize(sql).unwrap_or_else(|_| lexically_without_literals(sql))
-}
-
-/// Replaces quoted strings (including dollar-quoted and E'' ones) and numbers with `$n`.
-fn lexically_without_literals(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut next_param = highest_param_lexically(sql) + 1;
-    let mut rest = sql;
-    while let Some(c) = rest.chars().next() {
-        let (len, literal) = lexeme(rest, out.chars().last());
-        if literal {
-            out.push_str(&format!("${next_param}"));
-            next_param += 1;
-        } else {
-            out.push_str(&rest[..len.max(c.len_utf8())]);
-        }
-        rest = &rest[len.max(c.len_utf8())..];
-    }
-    out
-}
-
-/// The length of the lexeme at the start of `s` and whether it is a literal.
-fn lexeme(s: &str, previous: Option<char>) -> (usize, bool) {
-    let ident_char = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
-    let bytes = s.as_bytes();
-    match bytes[0] {
-        b'\'' => (quoted_len(s, b'\'', previous.is_some_and(|p| p == 'E' || p == 'e')), true),
-        b'"' => (quoted_len(s, b'"', false), false),
-        b'-' if s.starts_with("--") => (s.find('\n').unwrap_or(s.len()), false),
-        b'$' => match dollar_quote_tag(s) {
-            Some(tag) => (s[tag.len()..].find(tag).map_or(s.len(), |end| 2 * tag.len() + end), true),
-            None => (1 + s[1..].find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len() - 1), false),
-        },
-        b'0'..=b'9' if !previous.is_some_and(ident_char) => (number_len(s), true),
-        _ if ident_char(s.chars().next().unwrap_or(' ')) => {
-            (s.find(|c: char| !ident_char(c)).unwrap_or(s.len()), false)
-        }
-        _ => (s.chars().next().map_or(1, char::len_utf8), false),
-    }
-}
-
-/// Length of a `quote`-delimited token (doubled quotes escape; backslashes too in E'' strings);
-/// an unterminated one runs to the end.
-fn quoted_len(s: &str, quote: u8, backslash_escapes: bool) -> usize {
-    let bytes = s.as_bytes();
-    let mut i = 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if backslash_escapes => i += 2,
-            b if b == quote && bytes.get(i + 1) == Some(&quote) => i += 2,
-            b if b == quote => return i + 1,
-            _ => i += 1,
-        }
-    }
-    bytes.len()
-}
-
-/// `$tag$` or `$$` at the start of `s`.
-fn dollar_quote_tag(s: &str) -> Option<&str> {
-    let end = s[1..].find('$')? + 2;
-    let tag = &s[..end];
-    let inner = &tag[1..end - 1];
-    let valid = inner.chars().all(|c| c.is_alphanumeric() || c == '_')
-        && !inner.starts_with(|c: char| c.is_ascii_digit());
-    valid.then_some(tag)
-}
-
-fn number_len(s: &str) -> usize {
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'0'..=b'9' | b'.' | b'_' => i += 1,
-            b'e' | b'E'
-                if bytes.get(i + 1).is_some_and(|b| b.is_ascii_digit() || *b == b'-' || *b == b'+') =>
-            {
-                i += 2
-            }
-            _ => break,
-        }
-    }
-    i.min(bytes.len())
-}
-
-fn highest_param_lexically(sql: &str) -> u32 {
-    sql.split('$')
-        .skip(1)
-        .filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .max()
-        .unwrap_or(0)
+    pg_query::normalize(sql).unwrap_or_else(|_| pgpilot_sql::normalize::normalize(sql, false).text)
 }
 
 /// A constant of a statement: where it is and how it is spelled.
@@ -183,11 +94,8 @@ mod tests {
     fn truncated_queries_are_hidden_lexically() {
         let truncated =
             "update dup_t set c=E'it''s \\' SSN-123-45-6789', d = $1, \"x1\" = 12.5e3 where b = 'SSN-98";
-        assert_eq!(without_literals(truncated), "update dup_t set c=E$2, d = $1, \"x1\" = $3 where b = $4");
-        assert_eq!(
-            lexically_without_literals("select $body$ secret $body$ from t2 where"),
-            "select $1 from t2 where"
-        );
+        assert_eq!(without_literals(truncated), "update dup_t set c=$2, d = $1, \"x1\" = $3 where b = $4");
+        assert_eq!(without_literals("select $body$ secret $body$ from t2 where"), "select $1 from t2 where");
     }
 
     #[test]
