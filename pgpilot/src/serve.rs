@@ -149,11 +149,8 @@ pub fn run(args: ServeArgs) -> Outcome {
 /// A pgbouncer.ini as it is: what pgpilot does not honour is said once, loudly, at start.
 fn from_pgbouncer_ini(path: &std::path::Path) -> anyhow::Result<Config> {
     let conversion = pgbouncer_ini::convert_file(path).map_err(anyhow::Error::msg)?;
-    for note in conversion.not_honoured().chain(conversion.changed()) {
+    for note in conversion.to_tell() {
         tracing::warn!("{note}");
-    }
-    for w in &conversion.warnings {
-        tracing::warn!("{w}");
     }
     Ok(conversion.config)
 }
@@ -182,14 +179,9 @@ pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn check_config(args: CheckConfigArgs) -> Outcome {
     let loaded = if pgbouncer_ini::is_pgbouncer_ini(&args.file) {
+        // What `serve` would warn about at start, said here where it can still be fixed.
         pgbouncer_ini::convert_file(&args.file).map(|conversion| {
-            // What `serve` would warn about at start, said here where it can still be fixed.
-            let notes: Vec<String> = conversion
-                .not_honoured()
-                .chain(conversion.changed())
-                .map(|n| n.to_string())
-                .chain(conversion.warnings.iter().cloned())
-                .collect();
+            let notes = conversion.to_tell();
             (conversion.config, notes)
         })
     } else {

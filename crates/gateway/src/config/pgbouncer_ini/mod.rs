@@ -41,6 +41,16 @@ impl Conversion {
         self.notes.iter().filter(|n| matches!(n.outcome, Outcome::ChangedMeaning(_)))
     }
 
+    /// What an operator is told about the file before pgpilot runs it: settings not honoured or
+    /// changed in meaning, then warnings about the file itself.
+    pub fn to_tell(&self) -> Vec<String> {
+        self.not_honoured()
+            .chain(self.changed())
+            .map(Note::to_string)
+            .chain(self.warnings.iter().cloned())
+            .collect()
+    }
+
     /// Settings whose loss lets in clients PgBouncer would have refused.
     pub fn weakening(&self) -> impl Iterator<Item = &Note> {
         self.notes.iter().filter(|n| n.weakens_security)
