@@ -111,8 +111,10 @@ async fn locked_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRepor
             Some(first) => format!("{first}; then {text}"),
             None => text,
         });
+        // Only a failure can leave a transaction open here; a ROLLBACK outside one makes the
+        // server log a warning for every run.
+        let _ = client.batch_execute("ROLLBACK").await;
     }
-    let _ = client.batch_execute("ROLLBACK").await;
     if let Err(e) = client.query_one("SELECT pg_advisory_unlock($1, $2)", &[&class, &key]).await {
         tracing::warn!(job = %req.spec.name, "releasing the job lock: {}", pg::describe(&e));
     }
@@ -140,7 +142,12 @@ async fn recorded_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRep
     };
     report.run_id = Some(id);
     let result = attempts(req, client, report).await;
-    let _ = client.batch_execute("ROLLBACK; RESET lock_timeout; RESET statement_timeout").await;
+    let reset = if result.is_err() {
+        "ROLLBACK; RESET lock_timeout; RESET statement_timeout"
+    } else {
+        "RESET lock_timeout; RESET statement_timeout"
+    };
+    let _ = client.batch_execute(reset).await;
     match result {
         Ok(out) => {
             report.rows = out.rows;

@@ -149,6 +149,52 @@ async fn a_job_hitting_lock_timeout_fails_cleanly_and_harms_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sql_job_that_leaves_its_transaction_open_fails_and_clean_runs_warn_of_nothing() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE marks (n int)");
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "clean"
+        kind = "sql"
+        schedule = "@hourly"
+        database = "app"
+        sql = "BEGIN; INSERT INTO marks VALUES (1); COMMIT; INSERT INTO marks VALUES (2)"
+
+        [[jobs]]
+        name = "forgetful"
+        kind = "sql"
+        schedule = "@hourly"
+        database = "app"
+        sql = "BEGIN; INSERT INTO marks VALUES (3)"
+        "#,
+    );
+    let clock = clock(at(2026, 2, 1, 0, 0, 0));
+    let clean = run(&cfg, "clean", &clock).await;
+    assert_eq!(clean.outcome, Outcome::Succeeded, "{clean:?}");
+    let forgetful = run(&cfg, "forgetful", &clock).await;
+    assert_eq!(forgetful.outcome, Outcome::Failed, "{forgetful:?}");
+    let error = forgetful.error.clone().unwrap_or_default();
+    assert!(error.contains("left a transaction open"), "{error}");
+
+    assert_eq!(cluster.psql("postgres", "SELECT string_agg(n::text, ',' ORDER BY n) FROM marks"), "1,2");
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT string_agg(job || '=' || outcome, ',' ORDER BY job) FROM pgpilot.job_runs"
+        ),
+        "clean=succeeded,forgetful=failed",
+        "both runs are in the history"
+    );
+    let log = std::fs::read_to_string(cluster.log_path()).expect("the server log");
+    assert!(
+        !log.contains("there is no transaction in progress"),
+        "a run sent ROLLBACK outside a transaction:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_and_vacuum_only_tables_over_the_threshold() {
     let cluster = Cluster::start();
     cluster.psql(

@@ -10,6 +10,13 @@ pub async fn run(client: &Client, task: &SqlTask, _ctx: &TaskContext) -> Result<
     // The simple protocol runs several statements in one string (as one implicit transaction
     // unless the text has its own BEGIN/COMMIT), and reports each one's row count.
     let messages = client.simple_query(&task.sql).await.context(|| "running the job's SQL".into())?;
+    if transaction_left_open(client).await? {
+        // Its work would be lost silently when the connection closes, with the run's history;
+        // the runner rolls back after any failure.
+        return Err(JobError::Invalid(
+            "the job's SQL left a transaction open (BEGIN without COMMIT); it was rolled back".into(),
+        ));
+    }
     let mut out = TaskOutput::default();
     let rows: u64 = messages
         .iter()
@@ -20,4 +27,15 @@ pub async fn run(client: &Client, task: &SqlTask, _ctx: &TaskContext) -> Result<
         .sum();
     out.rows = Some(rows as i64);
     Ok(out)
+}
+
+/// Inside an explicit transaction a later statement starts after the transaction did; in a
+/// simple Query's own implicit transaction the two times are the same. (Not the extended
+/// protocol: its Bind and Execute restart the statement's clock after Parse began the transaction.)
+async fn transaction_left_open(client: &Client) -> Result<bool, JobError> {
+    let messages = client
+        .simple_query("SELECT statement_timestamp() <> transaction_timestamp()")
+        .await
+        .context(|| "checking for an open transaction".into())?;
+    Ok(messages.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))))
 }
