@@ -35,6 +35,8 @@ pub struct RunRequest<'a> {
     pub clock: &'a dyn Clock,
     pub instance: &'a str,
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// Becomes true when the run must stop (shutdown after its grace period).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Runs the job once and says what happened; never panics on a database problem.
@@ -194,7 +196,7 @@ async fn attempts(
     let ctx = TaskContext { now: report.started_at, server_version };
     loop {
         report.attempts += 1;
-        match tasks::execute(client, &req.spec.task, &ctx).await {
+        match cancellable(req, client, tasks::execute(client, &req.spec.task, &ctx), report).await {
             Ok(out) => return Ok(out),
             Err(e) if e.is_transient() && report.attempts <= limits.retries && !client.is_closed() => {
                 // A failed statement may leave a transaction open (an sql job's own BEGIN).
@@ -206,6 +208,27 @@ async fn attempts(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Runs the task; when the run is told to stop, its statement is cancelled on the server and the
+/// task ends with that error (57014, not retried).
+async fn cancellable(
+    req: &RunRequest<'_>,
+    client: &Client,
+    task: impl std::future::Future<Output = Result<TaskOutput, JobError>>,
+    report: &mut RunReport,
+) -> Result<TaskOutput, JobError> {
+    let Some(mut cancel) = req.cancel.clone() else { return task.await };
+    tokio::pin!(task);
+    tokio::select! {
+        out = &mut task => return out,
+        _ = cancel.wait_for(|stop| *stop) => {}
+    }
+    report.notes.push("cancelled: pgpilot is shutting down".into());
+    if let Err(e) = client.cancel_token().cancel_query(tokio_postgres::NoTls).await {
+        tracing::warn!(job = %req.spec.name, "cancelling the job's statement: {}", pg::describe(&e));
+    }
+    task.await
 }
 
 #[cfg(test)]

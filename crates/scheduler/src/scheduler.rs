@@ -20,6 +20,8 @@ use crate::spec::JobSpec;
 
 /// The longest a job loop sleeps before looking at the clock again (catches clock jumps).
 const TICK: Duration = Duration::from_secs(1);
+/// How long cancelled jobs get to stop and write their history before they are abandoned.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -86,6 +88,8 @@ struct Shared {
     options: SchedulerOptions,
     started: DateTime<Utc>,
     stop: watch::Sender<bool>,
+    /// Set when the grace period is over: running jobs cancel their statements.
+    cancel: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -131,7 +135,8 @@ impl Scheduler {
             })
             .collect();
         let (stop, _) = watch::channel(false);
-        let shared = Arc::new(Shared { jobs, resolver, clock, options, started, stop });
+        let (cancel, _) = watch::channel(false);
+        let shared = Arc::new(Shared { jobs, resolver, clock, options, started, stop, cancel });
         let loops = shared
             .jobs
             .iter()
@@ -198,16 +203,31 @@ impl SchedulerHandle {
         metrics::render(&samples, out);
     }
 
-    /// Stops scheduling; waits for running jobs up to the grace period, then abandons them (their
-    /// history rows are marked abandoned by the next run).
+    /// Stops scheduling; waits for running jobs up to the grace period, then cancels their
+    /// statements (a dropped connection would leave a long statement running on the server,
+    /// holding its locks and the job's lock) and waits a little more for them to record it.
     pub async fn shutdown(&self) {
         let _ = self.shared.stop.send(true);
         let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
-        let grace = self.shared.options.shutdown_grace;
-        for handle in loops {
-            let abort = handle.abort_handle();
-            if tokio::time::timeout(grace, handle).await.is_err() {
-                abort.abort();
+        let deadline = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
+        let mut running = Vec::new();
+        for mut handle in loops {
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+                running.push(handle);
+            }
+        }
+        if running.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            jobs = running.len(),
+            "jobs still running after the shutdown grace period: cancelling them"
+        );
+        let _ = self.shared.cancel.send(true);
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        for mut handle in running {
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+                handle.abort();
             }
         }
     }
@@ -278,6 +298,7 @@ async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTi
                 clock: shared.clock.as_ref(),
                 instance: &shared.options.instance,
                 scheduled_for,
+                cancel: Some(shared.cancel.subscribe()),
             };
             runner::run(&req).await
         }
@@ -366,6 +387,7 @@ pub async fn run_once(spec: &JobSpec, resolver: &dyn DatabaseResolver, clock: &d
                 clock,
                 instance: &instance,
                 scheduled_for: None,
+                cancel: None,
             };
             runner::run(&req).await
         }

@@ -195,6 +195,48 @@ async fn an_sql_job_that_leaves_its_transaction_open_fails_and_clean_runs_warn_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_a_job_still_running_after_the_grace_period() {
+    let cluster = Cluster::start();
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "long"
+        kind = "sql"
+        schedule = "0 3 * * *"
+        database = "app"
+        sql = "SELECT pg_sleep(60)"
+        "#,
+    );
+    let clock = clock(at(2026, 5, 1, 2, 59, 59));
+    let options = SchedulerOptions { instance: "a".into(), shutdown_grace: Duration::from_millis(500) };
+    let handle =
+        Scheduler::start_with(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock.clone(), options);
+    clock.set(at(2026, 5, 1, 3, 0, 0));
+    cluster.wait_for(
+        "1",
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'",
+        Duration::from_secs(10),
+    );
+
+    let started = std::time::Instant::now();
+    handle.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    // The statement stopped on the server with the job, which recorded why and let go of its lock.
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)'"),
+        "0"
+    );
+    assert_eq!(
+        cluster.psql("postgres", "SELECT outcome, error LIKE '%57014%' FROM pgpilot.job_runs"),
+        "failed|t"
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "0");
+    let last = handle.status()[0].clone();
+    assert_eq!(last.last_outcome, Some(Outcome::Failed), "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_and_vacuum_only_tables_over_the_threshold() {
     let cluster = Cluster::start();
     cluster.psql(
