@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Target, TerminalProgress, Workload};
 
-use crate::exit::{Outcome, OK};
+use crate::exit::{Outcome, INTERRUPTED, OK};
 
 #[derive(Args, Default)]
 pub struct BenchArgs {
@@ -95,7 +95,8 @@ pub fn run(args: BenchArgs) -> Outcome {
         Format::Text => print!("{}", report.render_text()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    Ok(OK)
+    // A script must not take a partial run for a finished one.
+    Ok(if report.interrupted { INTERRUPTED } else { OK })
 }
 
 fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {

@@ -13,6 +13,9 @@ pub const USAGE: u8 = 2;
 #[allow(dead_code)]
 pub const FINDINGS: u8 = 3;
 
+/// Stopped by Ctrl-C (SIGINT) before it finished, as shells report it (128 + 2).
+pub const INTERRUPTED: u8 = 130;
+
 /// What a command returns: an exit code on success, an error otherwise.
 pub type Outcome = anyhow::Result<u8>;
 

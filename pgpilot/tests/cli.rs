@@ -126,3 +126,30 @@ fn check_config_checks_the_jobs() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("job `mv`: a refresh job does not take `interval`"), "{err}");
 }
+
+#[test]
+fn an_interrupted_bench_says_what_it_did_not_measure_and_exits_130() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    let url = cluster.url("postgres", "postgres");
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELECT 1;\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["bench", "-f", script.path().to_str().unwrap(), "-c", "2", "-T", "60"])
+        .args(["--format", "json", "--no-progress"])
+        .arg(format!("first={url}"))
+        .arg(format!("second={url}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running pgpilot bench");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "an interrupted bench exits 130");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["interrupted"], true);
+    let targets = report["targets"].as_array().unwrap();
+    assert!(targets[0]["transactions"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(targets[1]["tps_per_round"], serde_json::json!([]), "{report}");
+    assert_eq!(report["ratios"], serde_json::json!([]), "no ratio against a target never measured");
+}

@@ -52,6 +52,13 @@ pub struct TargetReport {
     pub scripts: Vec<ScriptReport>,
 }
 
+impl TargetReport {
+    /// Whether any round ran against this target (an interrupted run may end before its turn).
+    pub fn measured(&self) -> bool {
+        !self.tps_per_round.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ErrorCount {
     pub sqlstate: String,
@@ -198,8 +205,10 @@ fn ratio(a: f64, b: f64) -> f64 {
 impl BenchReport {
     pub(crate) fn new(config: &BenchConfig, targets: Vec<TargetReport>, interrupted: bool) -> BenchReport {
         let ratios = match targets.split_first() {
-            Some((base, rest)) => rest
+            // A target an interrupted run never reached has no figures to compare.
+            Some((base, rest)) if base.measured() => rest
                 .iter()
+                .filter(|t| t.measured())
                 .map(|t| Ratio {
                     target: t.target.name.clone(),
                     baseline: base.target.name.clone(),
@@ -208,7 +217,7 @@ impl BenchReport {
                     p99: ratio(t.latency_ms.p99, base.latency_ms.p99),
                 })
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         BenchReport {
             workload: config.workload_label(),
