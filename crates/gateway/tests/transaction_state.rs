@@ -115,6 +115,31 @@ async fn settings_follow_each_client_and_never_leak() {
     gw.shutdown().await;
 }
 
+async fn simple(c: &tokio_postgres::Client, sql: &str) -> String {
+    first_value(&c.simple_query(sql).await.unwrap())
+}
+
+/// max_prepared_statements = 0 turns off statement rewriting only: SET values still follow their
+/// client and never reach another, and a SQL PREPARE keeps its client on its server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_statement_rewriting_settings_still_never_leak() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 0).await;
+    let first = connect(&gw).await;
+    first.batch_execute("SET search_path = elsewhere, public; SET TimeZone = 'Asia/Tokyo'").await.unwrap();
+    let second = connect(&gw).await;
+    assert_eq!(simple(&second, "SHOW search_path").await, "\"$user\", public");
+    assert_ne!(simple(&second, "SHOW TimeZone").await, "Asia/Tokyo");
+    assert_eq!(simple(&first, "SHOW search_path").await, "elsewhere, public");
+    assert_eq!(simple(&first, "SHOW TimeZone").await, "Asia/Tokyo");
+
+    second.batch_execute("PREPARE mine AS SELECT 42").await.unwrap();
+    assert_eq!(simple(&second, "EXECUTE mine").await, "42");
+    second.batch_execute("DEALLOCATE mine; PREPARE mine AS SELECT 43").await.unwrap();
+    assert_eq!(simple(&second, "EXECUTE mine").await, "43");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_inside_a_transaction_counts_only_if_it_commits() {
     let pg = Cluster::start();

@@ -106,8 +106,10 @@ pub(super) struct Flow {
     /// Routing's quick look at that request, when it is a simple Query.
     pub(super) first_look: Option<pgpilot_sql::QuickLook>,
     pub(super) replan: super::replan::Replan,
-    /// Rewrite named prepared statements and track session state (transaction pooling).
+    /// Rewrite named prepared statements (transaction pooling, unless max_prepared_statements = 0).
     pub(super) rewrite: bool,
+    /// Track SET and pinning effects (transaction pooling): the server is someone else's next.
+    pub(super) track_session: bool,
     pub(super) max_prepared: usize,
     /// The server is in COPY IN and the client has not ended it yet.
     pub(super) copy_in_open: bool,
@@ -169,6 +171,7 @@ impl Flow {
             first_look: None,
             replan: Default::default(),
             rewrite,
+            track_session: rewrite,
             max_prepared,
             copy_in_open: false,
             batch_failed: false,

@@ -153,7 +153,7 @@ impl Flow {
     /// cannot (told by a quick scan, so plain statements with literals are never parsed here).
     /// `look`: routing's quick look at this same text, when it took one.
     fn classify(&self, s: &Session, sql: &str, look: Option<QuickLook>) -> Option<Arc<Statement>> {
-        if !self.rewrite {
+        if !self.track_session {
             return None;
         }
         if !look.unwrap_or_else(|| pgpilot_sql::quick_look(sql)).may_change_session() {
@@ -166,7 +166,7 @@ impl Flow {
     /// `runs`: the statement runs in this batch (a Bind of it, or an unnamed Parse), so what it
     /// does to the server's prepared statements counts too.
     fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>, runs: bool) {
-        let Some(text) = text.filter(|_| self.rewrite) else { return };
+        let Some(text) = text.filter(|_| self.track_session) else { return };
         let Some(look) = parsed_text_look(text).filter(QuickLook::may_change_session) else { return };
         let Some(sql) = std::str::from_utf8(text).ok() else { return };
         let Some(stmt) = self.classify(s, sql, Some(look)) else { return };
@@ -207,11 +207,16 @@ impl Flow {
             batch.pins = pin_reason(&stmt);
             for effect in &stmt.session_effects {
                 match effect {
+                    // Not rewriting (max_prepared_statements = 0): the statement stays where it
+                    // is made, and so does its client.
+                    SessionEffect::Prepare { .. } if !self.rewrite => batch.pins = Some("sql_prepare"),
                     SessionEffect::Prepare { name, statement_sql, .. } => {
                         self.make_room_for_sql_name(server, name);
                         batch.prepares.push((name.clone(), statement_sql.clone()));
                     }
-                    SessionEffect::Execute { name } => self.ensure_sql_prepared(s, server, name),
+                    SessionEffect::Execute { name } if self.rewrite => {
+                        self.ensure_sql_prepared(s, server, name)
+                    }
                     SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => batch.discard_all = true,
                     _ => {}
                 }
@@ -226,7 +231,8 @@ impl Flow {
     /// DEALLOCATE of a statement the client prepared through pgpilot is answered here: the server
     /// connection the client holds now may not have it, and others may still use the shared copy.
     fn deallocate_locally(&mut self, s: &mut Session, stmt: &Statement) -> Option<&'static str> {
-        if stmt.statement_count != 1 {
+        // Without rewriting the client's statements live on the server under its own names.
+        if !self.rewrite || stmt.statement_count != 1 {
             return None;
         }
         let effect = stmt.session_effects.iter().find_map(|e| match e {
