@@ -259,3 +259,56 @@ async fn graceful_shutdown_lets_transactions_finish() {
     tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
 }
+
+/// The names and type OIDs of the columns a console command answers with (raw protocol).
+async fn console_column_types(gw: &pgpilot_gateway::Gateway, sql: &str) -> Vec<(String, u32)> {
+    use tokio::io::AsyncWriteExt;
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0postgres\0database\0pgbouncer\0\0");
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend(body);
+    let mut s = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
+    s.write_all(&startup).await.unwrap();
+    read_until_ready(&mut s).await;
+    let mut query = vec![b'Q'];
+    query.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+    query.extend_from_slice(sql.as_bytes());
+    query.push(0);
+    s.write_all(&query).await.unwrap();
+    let got = read_until_ready(&mut s).await;
+    let (_, desc) = backend_messages(&got).into_iter().find(|(t, _)| *t == b'T').expect("a RowDescription");
+    let mut columns = Vec::new();
+    let mut pos = 2;
+    for _ in 0..u16::from_be_bytes([desc[0], desc[1]]) {
+        let end = pos + desc[pos..].iter().position(|&b| b == 0).unwrap();
+        let name = String::from_utf8_lossy(&desc[pos..end]).into_owned();
+        let oid = u32::from_be_bytes(desc[end + 7..end + 11].try_into().unwrap());
+        columns.push((name, oid));
+        pos = end + 19;
+    }
+    columns
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_numbers_are_typed_as_integers() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let type_of = |columns: &[(String, u32)], name: &str| {
+        columns.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no column {name}")).1
+    };
+    let pools = console_column_types(&gw, "SHOW POOLS").await;
+    assert_eq!(type_of(&pools, "database"), 25, "{pools:?}");
+    assert_eq!(type_of(&pools, "cl_active"), 20, "{pools:?}");
+    assert_eq!(type_of(&pools, "maxwait_us"), 20, "{pools:?}");
+    let stats = console_column_types(&gw, "SHOW STATS").await;
+    assert_eq!(type_of(&stats, "total_xact_count"), 20, "{stats:?}");
+    assert_eq!(type_of(&stats, "avg_query_time"), 20, "{stats:?}");
+    let clients = console_column_types(&gw, "SHOW CLIENTS").await;
+    assert_eq!(type_of(&clients, "port"), 20, "{clients:?}");
+    assert_eq!(type_of(&clients, "state"), 25, "{clients:?}");
+    let databases = console_column_types(&gw, "SHOW DATABASES").await;
+    assert_eq!(type_of(&databases, "pool_size"), 20, "{databases:?}");
+    gw.shutdown().await;
+}

@@ -112,16 +112,16 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unrecognized: 
     finish(out, start);
 }
 
-/// RowDescription for columns that are all text (the admin console's answers).
-pub fn row_description_text(out: &mut BytesMut, columns: &[&str]) {
+/// RowDescription of text-format columns of the given type OIDs.
+pub fn row_description_typed(out: &mut BytesMut, columns: &[&str], types: &[u32]) {
     let start = begin(out, b'T');
     out.put_i16(columns.len() as i16);
-    for name in columns {
+    for (name, oid) in columns.iter().zip(types) {
         put_cstr(out, name.as_bytes());
         out.put_i32(0); // table oid
         out.put_i16(0); // column number
-        out.put_i32(25); // text
-        out.put_i16(-1);
+        out.put_u32(*oid);
+        out.put_i16(if *oid == 20 { 8 } else { -1 });
         out.put_i32(-1);
         out.put_i16(0); // text format
     }

@@ -27,14 +27,14 @@ pub fn show(shared: &Shared) -> ResultSet {
             v(&job.kind),
             v(&job.schedule),
             v(job.enabled),
-            time(job.next_run.map(|t| t.timestamp_micros())),
+            v(time(job.next_run.map(|t| t.timestamp_micros()))),
             v(job.running),
-            time(job.last_start.map(|t| t.timestamp_micros())),
-            job.last_outcome.map(|o| o.as_str().to_string()),
-            job.last_duration_seconds.map(|d| format!("{d:.3}")),
-            job.last_rows.map(|r| r.to_string()),
-            time(job.last_success.map(|t| t.timestamp_micros())),
-            job.last_error.clone(),
+            v(time(job.last_start.map(|t| t.timestamp_micros()))),
+            v(job.last_outcome.map(|o| o.as_str())),
+            v(job.last_duration_seconds.map(|d| format!("{d:.3}"))),
+            v(job.last_rows),
+            v(time(job.last_success.map(|t| t.timestamp_micros()))),
+            v(job.last_error.clone()),
         ]);
     }
     rs

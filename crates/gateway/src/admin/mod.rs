@@ -3,7 +3,7 @@
 
 mod commands;
 mod jobs;
-mod resultset;
+pub mod resultset;
 pub mod show;
 
 use std::sync::Arc;

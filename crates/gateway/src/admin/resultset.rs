@@ -1,11 +1,41 @@
-//! Text result sets for the admin console.
+//! Result sets for the admin console: text cells, each column typed as PgBouncer's are (numbers
+//! as integers), so typed drivers and exporters get numbers rather than strings.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use pgpilot_wire::backend;
 
+/// The column types the console uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Int8,
+}
+
+impl Kind {
+    fn oid(self) -> u32 {
+        match self {
+            Kind::Text => 25,
+            Kind::Int8 => 20,
+        }
+    }
+}
+
+/// One value in its text form (`None` is SQL NULL) and the type it has.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub text: Option<String>,
+    pub kind: Kind,
+}
+
+impl Cell {
+    pub const NULL: Cell = Cell { text: None, kind: Kind::Text };
+}
+
 pub struct ResultSet {
     pub columns: Vec<&'static str>,
-    pub rows: Vec<Vec<Option<String>>>,
+    pub rows: Vec<Vec<Cell>>,
 }
 
 impl ResultSet {
@@ -13,21 +43,65 @@ impl ResultSet {
         ResultSet { columns: columns.to_vec(), rows: Vec::new() }
     }
 
-    pub fn row(&mut self, values: Vec<Option<String>>) {
+    pub fn row(&mut self, values: Vec<Cell>) {
         debug_assert_eq!(values.len(), self.columns.len());
         self.rows.push(values);
     }
 
+    /// A column's type is that of its first non-NULL value (text when it has none).
+    fn kinds(&self) -> Vec<u32> {
+        (0..self.columns.len())
+            .map(|i| {
+                let first = self.rows.iter().map(|r| &r[i]).find(|c| c.text.is_some());
+                first.map_or(Kind::Text, |c| c.kind).oid()
+            })
+            .collect()
+    }
+
     pub fn encode(&self, out: &mut BytesMut, tag: &str) {
-        backend::row_description_text(out, &self.columns);
+        backend::row_description_typed(out, &self.columns, &self.kinds());
         for r in &self.rows {
-            backend::data_row(out, r);
+            let texts: Vec<Option<&str>> = r.iter().map(|c| c.text.as_deref()).collect();
+            backend::data_row(out, &texts);
         }
         backend::command_complete(out, tag);
     }
 }
 
-/// `Some(value.to_string())`, for building rows tersely.
-pub fn v(value: impl ToString) -> Option<String> {
-    Some(value.to_string())
+/// A value that can sit in a console cell.
+pub trait CellValue {
+    fn cell(self) -> Cell;
+}
+
+macro_rules! integer_cells {
+    ($($t:ty),*) => {$(
+        impl CellValue for $t {
+            fn cell(self) -> Cell {
+                Cell { text: Some(self.to_string()), kind: Kind::Int8 }
+            }
+        }
+    )*};
+}
+integer_cells!(u8, u16, u32, u64, usize, i8, i16, i32, i64);
+
+macro_rules! text_cells {
+    ($($t:ty),*) => {$(
+        impl CellValue for $t {
+            fn cell(self) -> Cell {
+                Cell { text: Some(self.to_string()), kind: Kind::Text }
+            }
+        }
+    )*};
+}
+text_cells!(&str, String, &String, &Arc<str>, bool, f64);
+
+impl<T: CellValue> CellValue for Option<T> {
+    fn cell(self) -> Cell {
+        self.map_or(Cell::NULL, CellValue::cell)
+    }
+}
+
+/// A cell, for building rows tersely.
+pub fn v(value: impl CellValue) -> Cell {
+    value.cell()
 }

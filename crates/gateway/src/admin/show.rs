@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-use super::resultset::{v, ResultSet};
+use super::resultset::{v, Cell, ResultSet};
 use crate::databases::Database;
 use crate::registry::ClientState;
 use crate::shared::Shared;
@@ -176,10 +176,10 @@ const CONN_COLUMNS: [&str; 22] = [
     "pinned",
 ];
 
-fn split_addr(addr: &str) -> (String, String) {
+fn split_addr(addr: &str) -> (String, u16) {
     match addr.rsplit_once(':') {
-        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.to_string()),
-        None => (addr.to_string(), "0".to_string()),
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().unwrap_or(0)),
+        None => (addr.to_string(), 0),
     }
 }
 
@@ -212,13 +212,13 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(0),
             v(i32::from(c.close_requested())),
             v(format!("{:#x}", c.id)),
-            if server_id > 0 { v(format!("{server_id:#x}")) } else { None },
+            if server_id > 0 { v(format!("{server_id:#x}")) } else { Cell::NULL },
             v(c.pid),
             v(if c.tls { "TLS" } else { "" }),
             v(&*c.application_name.lock()),
             v(0),
             v(c.id),
-            pinned.map(str::to_string),
+            v(pinned),
         ]);
     }
     rs
@@ -255,9 +255,9 @@ const SERVER_COLUMNS: [&str; 27] = [
 ];
 
 /// Role, health, lag and routed traffic of the server at `address` of database `db`.
-fn backend_cells(db: Option<&Database>, address: &str) -> Vec<Option<String>> {
+fn backend_cells(db: Option<&Database>, address: &str) -> Vec<Cell> {
     let Some(b) = db.and_then(|d| d.backends.iter().find(|b| &*b.address == address)) else {
-        return vec![None; 6];
+        return vec![Cell::NULL; 6];
     };
     let (lag_bytes, lag_ms) = b.lag();
     vec![
@@ -317,7 +317,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v("none"),
                         v("idle"),
                         v(&host),
-                        v(&port),
+                        v(port),
                         v("0.0.0.0"),
                         v(0),
                         v(format_utc(connected)),
@@ -326,7 +326,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v(0),
                         v(0),
                         v(format!("{id:#x}")),
-                        None,
+                        Cell::NULL,
                         v(pid),
                         v(""),
                         v(""),
@@ -375,7 +375,7 @@ pub fn replicas(shared: &Shared) -> ResultSet {
                 v(b.outstanding.load(Relaxed)),
                 v(b.weight),
                 v(b.tags.join(",")),
-                b.last_error.lock().clone(),
+                v(b.last_error.lock().clone()),
             ]);
         }
     }
@@ -410,7 +410,7 @@ pub fn databases(shared: &Shared) -> ResultSet {
             v(&db.primary.host),
             v(db.primary.port),
             v(&db.primary.dbname),
-            db.config.user.clone().or(db.primary.user.clone()),
+            v(db.config.user.clone().or(db.primary.user.clone())),
             v(config.pool_size(&db.config)),
             v(db.config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
             v(db.config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
@@ -461,11 +461,7 @@ pub fn users(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["name", "pool_mode", "max_user_connections"]);
     let config = shared.config.load();
     for (name, u) in &config.users {
-        rs.row(vec![
-            v(name),
-            u.pool_mode.map(|m| m.as_str().to_string()),
-            v(u.max_user_connections.unwrap_or(0)),
-        ]);
+        rs.row(vec![v(name), v(u.pool_mode.map(|m| m.as_str())), v(u.max_user_connections.unwrap_or(0))]);
     }
     rs
 }

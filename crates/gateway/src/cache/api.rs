@@ -258,6 +258,7 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
 
 /// SHOW CACHE: one row per database, then totals.
 pub fn show(shared: &Shared) -> crate::admin::ResultSet {
+    use crate::admin::resultset::{v as cell, Cell};
     let mut rs = crate::admin::ResultSet::new(&[
         "database",
         "enabled",
@@ -272,7 +273,6 @@ pub fn show(shared: &Shared) -> crate::admin::ResultSet {
         "notify_delay_ms",
     ]);
     let v = stats_json(shared);
-    let total = |k: &str| v.get(k).map(|x| x.to_string());
     for db in v["databases"].as_array().into_iter().flatten() {
         let channel = if db["triggers_installed"].as_bool() == Some(true) {
             if db["invalidation_channel_up"].as_bool() == Some(true) {
@@ -284,31 +284,32 @@ pub fn show(shared: &Shared) -> crate::admin::ResultSet {
             "pgpilot"
         };
         rs.row(vec![
-            db["database"].as_str().map(str::to_string),
-            Some(db["enabled"].to_string()),
-            Some(format!("{}s", db["ttl_seconds"])),
-            db["consistency"].as_str().map(str::to_string),
-            None,
-            None,
-            None,
-            None,
-            None,
-            Some(channel.to_string()),
-            Some(db["notification_delay_ms"]["max"].to_string()),
+            cell(db["database"].as_str()),
+            cell(db["enabled"].to_string()),
+            cell(format!("{}s", db["ttl_seconds"])),
+            cell(db["consistency"].as_str()),
+            Cell::NULL,
+            Cell::NULL,
+            Cell::NULL,
+            Cell::NULL,
+            Cell::NULL,
+            cell(channel),
+            cell(db["notification_delay_ms"]["max"].to_string()),
         ]);
     }
+    let count = |k: &str| cell(v.get(k).and_then(Value::as_u64));
     rs.row(vec![
-        Some("*".into()),
-        total("enabled"),
-        None,
-        None,
-        total("hits"),
-        total("misses"),
-        v.get("hit_rate").and_then(Value::as_f64).map(|r| format!("{r:.4}")),
-        total("entries"),
-        total("bytes"),
-        None,
-        None,
+        cell("*"),
+        cell(v.get("enabled").map(|x| x.to_string())),
+        Cell::NULL,
+        Cell::NULL,
+        count("hits"),
+        count("misses"),
+        cell(v.get("hit_rate").and_then(Value::as_f64).map(|r| format!("{r:.4}"))),
+        count("entries"),
+        count("bytes"),
+        Cell::NULL,
+        Cell::NULL,
     ]);
     rs
 }
