@@ -193,3 +193,30 @@ async fn pgbench_simple_and_extended() {
     }
     gw.shutdown().await;
 }
+
+/// A client asking for protocol 3.2 (libpq 18 with max_protocol_version=latest) is told the
+/// version pgpilot speaks, whole, as PostgreSQL tells it, and carries on in 3.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_protocol_request_is_answered_with_version_3_0() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let mut body = ((3u32 << 16) | 2).to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0postgres\0database\0postgres\0_pq_.made_up\0x\0\0");
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend(body);
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&startup).await.unwrap();
+    let got = read_until_ready(&mut s).await;
+    let messages = backend_messages(&got);
+    let (tag, negotiate) = messages[0];
+    assert_eq!(tag, b'v', "{messages:?}");
+    assert_eq!(
+        u32::from_be_bytes(negotiate[..4].try_into().unwrap()),
+        3 << 16,
+        "the version, major and minor"
+    );
+    assert_eq!(u32::from_be_bytes(negotiate[4..8].try_into().unwrap()), 1);
+    assert_eq!(&negotiate[8..], b"_pq_.made_up\0");
+    assert!(messages.iter().any(|(t, _)| *t == b'R'), "the login went on: {messages:?}");
+    gw.shutdown().await;
+}

@@ -101,10 +101,15 @@ pub fn ready_for_query(out: &mut BytesMut, status: TxnStatus) {
     out.extend_from_slice(&[b'Z', 0, 0, 0, 5, status.byte()]);
 }
 
-/// NegotiateProtocolVersion: the newest minor version we speak and the options we did not recognise.
-pub fn negotiate_protocol_version(out: &mut BytesMut, minor: i32, unrecognized: &[String]) {
+/// The protocol version pgpilot speaks (3.0), as a startup packet encodes it.
+pub const PROTOCOL_3_0: i32 = 3 << 16;
+
+/// NegotiateProtocolVersion: the newest version we speak and the options we did not recognise.
+/// The version goes whole (major in the high 16 bits), as PostgreSQL sends it: libpq 18 reads a
+/// bare minor number as a downgrade to protocol 0 and refuses the connection.
+pub fn negotiate_protocol_version(out: &mut BytesMut, version: i32, unrecognized: &[String]) {
     let start = begin(out, b'v');
-    out.put_i32(minor);
+    out.put_i32(version);
     out.put_i32(unrecognized.len() as i32);
     for o in unrecognized {
         put_cstr(out, o.as_bytes());

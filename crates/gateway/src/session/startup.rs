@@ -106,7 +106,7 @@ pub async fn open(shared: &Shared, mut sock: Sock) -> Result<Option<Opening>, (S
                 let unknown = params.protocol_options();
                 if params.minor_version > 0 || !unknown.is_empty() {
                     let mut out = BytesMut::new();
-                    backend::negotiate_protocol_version(&mut out, 0, &unknown);
+                    backend::negotiate_protocol_version(&mut out, backend::PROTOCOL_3_0, &unknown);
                     if sock.write_all(&out).await.is_err() {
                         return Ok(None);
                     }
