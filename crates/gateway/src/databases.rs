@@ -4,6 +4,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest a client waits, right after start, for the monitor to find the primary.
+const ROLES_CHECK_WAIT: Duration = Duration::from_secs(5);
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -64,6 +68,10 @@ pub struct Database {
     pub next_replica: AtomicUsize,
     /// The result cache's state for this database (settings, relation catalog, table versions).
     pub cache: crate::cache::DbCache,
+    /// Whether the monitor has asked the servers which one is the primary. Until then the
+    /// configured primary may be an old one back after a failover: nothing is routed.
+    roles_checked: watch::Sender<bool>,
+    roles_known: AtomicBool,
 }
 
 impl Database {
@@ -81,6 +89,8 @@ impl Database {
         }
         backends[0].set_role(Role::Primary);
         let cache = crate::cache::DbCache::new(&config.cache);
+        // One server has no other to be mistaken for.
+        let single = backends.len() == 1;
         Ok(Database {
             name: Arc::from(name),
             routing: ArcSwap::from_pointee(config.routing.clone()),
@@ -96,6 +106,8 @@ impl Database {
             disabled: AtomicBool::new(false),
             next_replica: AtomicUsize::new(0),
             cache,
+            roles_known: AtomicBool::new(single),
+            roles_checked: watch::Sender::new(single),
         })
     }
 
@@ -107,6 +119,24 @@ impl Database {
     /// Index of the server that is the primary now.
     pub fn primary_index(&self) -> usize {
         self.primary_index.load(Relaxed)
+    }
+
+    /// Right after start (or a reconfiguration) the configured primary may be an old one back
+    /// after a failover: waits, a little at most, until the monitor has found the real one.
+    pub async fn wait_roles_checked(&self) {
+        // An atomic first: every request asks, and the channel's borrow takes a lock.
+        if self.roles_known.load(Relaxed) {
+            return;
+        }
+        let mut checked = self.roles_checked.subscribe();
+        let _ = tokio::time::timeout(ROLES_CHECK_WAIT, checked.wait_for(|c| *c)).await;
+    }
+
+    /// The monitor has asked the servers which one is the primary.
+    pub fn roles_now_checked(&self) {
+        if !self.roles_known.swap(true, Relaxed) {
+            self.roles_checked.send_replace(true);
+        }
     }
 
     pub fn set_primary_index(&self, i: usize) {

@@ -107,7 +107,7 @@ pub fn replicas_json(shared: &Shared) -> serde_json::Value {
                 "server": &*b.address,
                 "role": b.role().as_str(),
                 "configured_primary": b.configured_primary,
-                "state": if b.is_banned() { "banned" } else { "up" },
+                "state": b.state_name(),
                 "banned": b.is_banned(),
                 "lag_bytes": lag_bytes,
                 "lag_seconds": lag_ms as f64 / 1e3,

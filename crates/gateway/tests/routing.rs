@@ -326,7 +326,10 @@ async fn writes_follow_a_promoted_replica() {
     let replica = pg.start_replica();
     remember(&replica);
     replica.wait_caught_up(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    // Writes wait this long for a primary that is down.
+    config.pgpilot.query_wait_timeout = Secs::from_secs(2);
+    let gw = start(config).await;
     wait_ready(&gw, 1).await;
     let c = connect(&gw).await;
     c.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
@@ -352,6 +355,119 @@ async fn writes_follow_a_promoted_replica() {
     }
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1", "the old primary was written to");
     assert_eq!(replica.psql("postgres", "SELECT count(*) FROM t"), "7");
+    // The new primary goes down too: the old one, on an older timeline, still gets no writes.
+    replica.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 8..11 {
+        let _ = c.batch_execute(&format!("INSERT INTO t VALUES ({i})")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1", "writes went to the old primary");
+    gw.shutdown().await;
+}
+
+/// Right after pgpilot starts, nothing is routed by the configuration's word alone: after a
+/// failover the server listed as primary may be a standby now (or an old primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_write_after_start_goes_to_the_real_primary() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let replica = pg.start_replica();
+    replica.wait_caught_up(&pg);
+    // Listed the wrong way round, as a config not edited after a failover would be.
+    let mut config = split_config(&replica, &[(&pg, &[])]);
+    config.databases.get_mut("postgres").unwrap().routing.health_check_interval = Secs::from_secs(1);
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    c.batch_execute("INSERT INTO t VALUES (1)").await.expect("the first write found the primary");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1");
+    gw.shutdown().await;
+}
+
+/// A replica that replayed WAL the promoted one never had can never follow it, yet its position
+/// compares as caught up: it gets no reads, and a client's own write is never missed on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_left_on_the_old_timeline_gets_no_reads() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let promoted = pg.start_replica();
+    let diverged = pg.start_replica();
+    remember(&promoted);
+    remember(&diverged);
+    promoted.wait_caught_up(&pg);
+    diverged.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&promoted, &[]), (&diverged, &[])])).await;
+    wait_ready(&gw, 2).await;
+    // The replica to be promoted stops streaming; the other one replays more of the old timeline.
+    promoted.psql("postgres", "ALTER SYSTEM SET primary_conninfo = ''");
+    promoted.psql("postgres", "SELECT pg_reload_conf()");
+    promoted.wait_for("0", "SELECT count(*) FROM pg_stat_wal_receiver", Duration::from_secs(10));
+    pg.psql("postgres", "INSERT INTO t SELECT generate_series(1, 10000)");
+    diverged.wait_caught_up(&pg);
+    pg.kill();
+    promoted.promote();
+    let c = connect(&gw).await;
+    let mut wrote = false;
+    for _ in 0..100 {
+        if c.batch_execute("INSERT INTO t VALUES (-1)").await.is_ok() {
+            wrote = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(wrote, "writes never reached the promoted replica");
+    let diverged_port = diverged.port().to_string();
+    for _ in 0..20 {
+        let rows =
+            c.simple_query("SELECT count(*) FILTER (WHERE x = -1), inet_server_port() FROM t").await.unwrap();
+        let row = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string()))
+            }
+            _ => None,
+        });
+        let (seen, port) = row.expect("a row");
+        assert_ne!(port, diverged_port, "a read went to the replica on the old timeline");
+        assert_eq!(seen, "1", "the client's own write was missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap_or_default();
+    assert!(
+        replicas.lines().any(|l| l.contains(&format!(":{diverged_port}|")) && l.contains("|not_following|")),
+        "{replicas}"
+    );
+    gw.shutdown().await;
+}
+
+/// A write through a function sent to the primary by hint still counts as a write: the client's
+/// next reads wait for a replica that has replayed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hinted_write_through_a_function_keeps_read_your_writes() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE counter(n int); INSERT INTO counter VALUES (0); \
+         CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'UPDATE counter SET n = n + 1 RETURNING n'",
+    );
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.databases.get_mut("postgres").unwrap().routing.max_replica_lag = Secs::from_secs(3600);
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    replica.psql("postgres", "SELECT pg_wal_replay_pause()");
+    let c = connect(&gw).await;
+    for (i, call) in ["/* pgpilot:primary */ SELECT bump()", "SELECT bump()"].iter().enumerate() {
+        c.simple_query(call).await.unwrap();
+        let rows = c.simple_query("SELECT n FROM counter").await.unwrap();
+        let n = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(n.as_deref(), Some((i + 1).to_string().as_str()), "{call}: the read missed the write");
+    }
+    replica.psql("postgres", "SELECT pg_wal_replay_resume()");
     gw.shutdown().await;
 }
 

@@ -262,7 +262,7 @@ fn backend_cells(db: Option<&Database>, address: &str) -> Vec<Cell> {
     let (lag_bytes, lag_ms) = b.lag();
     vec![
         v(b.role().as_str()),
-        v(if b.is_banned() { "banned" } else { "up" }),
+        v(b.state_name()),
         v(lag_bytes),
         v(format!("{:.3}", lag_ms as f64 / 1e3)),
         v(b.reads.load(Relaxed)),
@@ -367,7 +367,7 @@ pub fn replicas(shared: &Shared) -> ResultSet {
                 v(&b.address),
                 v(b.role().as_str()),
                 v(b.configured_primary),
-                v(if b.is_banned() { "banned" } else { "up" }),
+                v(b.state_name()),
                 v(lag_bytes),
                 v(format!("{:.3}", lag_ms as f64 / 1e3)),
                 v(b.reads.load(Relaxed)),

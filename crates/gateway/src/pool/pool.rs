@@ -408,18 +408,33 @@ impl Pool {
     }
 
     /// A connection outside the pool's count, for monitors: same server, user, credentials and TLS.
+    /// A refused login is remembered for server_login_retry, as for the pool's own connections:
+    /// a monitor retrying every round would flood the server's log (and trip lockouts).
     pub async fn connect_unpooled(&self) -> Result<super::connect::Connected, ConnectError> {
+        let settings = self.settings.load();
+        if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
+            return Err(refused);
+        }
         let secret = self.secrets.secret_for(&self.target);
         let connector = self.connector.load_full();
-        let timeout = self.settings.load().connect_timeout;
-        connect(
+        let result = connect(
             &self.target,
             &secret,
             connector.as_deref(),
-            timeout,
+            settings.connect_timeout,
             super::connect::MONITOR_APPLICATION_NAME,
         )
-        .await
+        .await;
+        if let Err(ConnectError::Rejected { addr, fields }) = &result {
+            *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
+        }
+        result
+    }
+
+    /// Whether a login to this pool's server was refused less than server_login_retry ago.
+    pub fn login_recently_refused(&self) -> bool {
+        let retry = self.settings.load().login_retry;
+        self.login_refused.lock().as_ref().is_some_and(|(at, _, _)| at.elapsed() < retry)
     }
 
     /// Returns a healthy connection that is idle (no transaction) to the pool. One with a cancel

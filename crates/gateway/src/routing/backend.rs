@@ -62,6 +62,9 @@ pub struct Backend {
     /// When `lsn` was read (Unix ms).
     lsn_at_ms: AtomicU64,
     timeline: AtomicU32,
+    /// False while the monitor doubts that this replica follows the current primary (after a
+    /// failover, or seen ahead of it): it gets no reads then.
+    following: AtomicBool,
     /// Connections of this server checked out right now (least_outstanding).
     pub outstanding: AtomicUsize,
     pub reads: AtomicU64,
@@ -93,6 +96,7 @@ impl Backend {
             lsn: AtomicU64::new(0),
             lsn_at_ms: AtomicU64::new(0),
             timeline: AtomicU32::new(0),
+            following: AtomicBool::new(true),
             outstanding: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -152,6 +156,25 @@ impl Backend {
 
     pub fn timeline(&self) -> u32 {
         self.timeline.load(Relaxed)
+    }
+
+    /// What SHOW SERVERS, SHOW REPLICAS and the monitoring API say of the server.
+    pub fn state_name(&self) -> &'static str {
+        if self.is_banned() {
+            "banned"
+        } else if !self.follows_primary() {
+            "not_following"
+        } else {
+            "up"
+        }
+    }
+
+    pub fn follows_primary(&self) -> bool {
+        self.following.load(Relaxed)
+    }
+
+    pub fn set_following(&self, following: bool) {
+        self.following.store(following, Relaxed);
     }
 
     pub fn set_lag(&self, bytes: u64, ms: u64) {

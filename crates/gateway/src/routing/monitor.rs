@@ -50,7 +50,26 @@ struct DatabaseMonitor {
     /// When the primary was first seen at each WAL position: how long ago a replica's position was
     /// current is its lag in time.
     history: std::collections::VecDeque<(u64, u64)>,
+    /// The newest timeline a primary of this database has been seen on: a writable server on an
+    /// older one is an old primary come back, and never takes writes again.
+    newest_timeline: u32,
+    /// Per server: a replica not known to follow the current primary (see `verify_followers`).
+    doubts: Vec<Option<Doubt>>,
 }
+
+/// A replica that gets no reads until its replayed position moves: after a failover (it may have
+/// replayed WAL the new primary never had, and then it can never follow it, yet its position
+/// compares as caught up), or when it was seen ahead of the primary.
+#[derive(Debug, Default, Clone, Copy)]
+struct Doubt {
+    /// Its position when the doubt began (first reading after it).
+    at_lsn: Option<u64>,
+    rounds: u32,
+}
+
+/// Rounds a doubted replica gets the primary nudged for (a tiny commit, so replicas that do
+/// follow have something to replay) before it is reported as not following.
+const NUDGE_ROUNDS: u32 = 20;
 
 /// Primary positions remembered for measuring lag in time (at 10 per second, over a quarter of an hour).
 const HISTORY: usize = 10_000;
@@ -73,6 +92,8 @@ pub async fn run(shared: Arc<Shared>) {
                     catalog_loaded: None,
                     relations_loaded: None,
                     history: Default::default(),
+                    newest_timeline: 0,
+                    doubts: vec![None; db.backends.len()],
                 });
             }
         }
@@ -106,22 +127,14 @@ impl DatabaseMonitor {
         let routing = self.db.routing.load_full();
         let ban_ms = routing.ban_time.get().as_millis() as u64;
         let timeout = routing.health_check_interval.get().max(Duration::from_secs(2));
-        let checks = self.probes.iter_mut().zip(self.db.backends.iter()).zip(set.pools.iter()).map(
-            |((probe, backend), pool)| {
-                let pool = pool.clone();
-                async move {
-                    let result = check(probe, &pool, timeout).await;
-                    (backend.clone(), result)
-                }
-            },
-        );
-        // Positions are stamped with the time the probes were sent, not answered: read-your-writes
-        // trusts a primary position only if it was read after the client's commit.
-        let sent = now_ms();
-        let results = futures::future::join_all(checks).await;
+        // The primary is probed after the replicas: a replica that follows it can then never
+        // read as ahead of it.
+        let primary = self.db.primary_index();
+        let mut results = self.probe(set, timeout, |i| i != primary).await;
+        results.extend(self.probe(set, timeout, |i| i == primary).await);
         let now = now_ms();
         let mut readings: Vec<(Arc<Backend>, Reading)> = Vec::new();
-        for (backend, result) in results {
+        for (backend, sent, result) in results {
             match result {
                 Ok(r) => {
                     backend.check_passed();
@@ -129,16 +142,26 @@ impl DatabaseMonitor {
                     readings.push((backend, r));
                 }
                 Err(CheckError::Credentials(e)) => {
-                    tracing::warn!(server = %backend.address, error = %e, "health check could not log in; the server is not marked down for it");
+                    tracing::warn!(server = %backend.address, error = %e, "health check could not log in; the server is not marked down for it (next try after server_login_retry)");
                 }
+                Err(CheckError::LoginRefusedLately) => {}
                 Err(CheckError::Server(e)) => {
                     backend.failed_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backend.ban(ban_ms, &e);
                 }
             }
         }
-        self.settle_roles(set, &readings);
+        if self.settle_roles(&readings) {
+            let primary = self.db.primary_index();
+            for (i, doubt) in self.doubts.iter_mut().enumerate() {
+                *doubt = (i != primary).then(Doubt::default);
+            }
+        }
+        self.db.roles_now_checked();
         self.measure_lag(&readings, now);
+        if self.verify_followers(&readings) {
+            self.nudge_primary().await;
+        }
         if self.catalog_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
             self.load_functions().await;
         }
@@ -146,6 +169,73 @@ impl DatabaseMonitor {
         let due = self.relations_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) || cache.catalog_stale();
         if cache.enabled() && due {
             self.load_relations().await;
+        }
+    }
+
+    /// Checks the servers `pick` selects, at once; each result comes with the time its probe was
+    /// sent. (Read-your-writes trusts a primary position only if it was read after the client's
+    /// commit: positions are stamped with the time asked, not answered.)
+    async fn probe(
+        &mut self,
+        set: &PoolSet,
+        timeout: Duration,
+        pick: impl Fn(usize) -> bool,
+    ) -> Vec<(Arc<Backend>, u64, Result<Reading, CheckError>)> {
+        let sent = now_ms();
+        let checks = self
+            .probes
+            .iter_mut()
+            .zip(self.db.backends.iter())
+            .zip(set.pools.iter())
+            .filter(|((_, backend), _)| pick(backend.index))
+            .map(|((probe, backend), pool)| {
+                let pool = pool.clone();
+                async move { (backend.clone(), sent, check(probe, &pool, timeout).await) }
+            });
+        futures::future::join_all(checks).await
+    }
+
+    /// A replica doubted after a failover, or seen ahead of the primary, is trusted again once
+    /// its replayed position moves (it replays what the primary writes). Says whether the primary
+    /// should be nudged to write something for doubted replicas to replay.
+    fn verify_followers(&mut self, readings: &[(Arc<Backend>, Reading)]) -> bool {
+        let primary = self.db.primary_index();
+        let primary_lsn = readings.iter().find(|(b, _)| b.index == primary).map(|(_, r)| r.lsn);
+        for (b, r) in readings.iter().filter(|(b, r)| b.index != primary && r.in_recovery) {
+            let doubt = &mut self.doubts[b.index];
+            if doubt.is_none() && primary_lsn.is_some_and(|p| r.lsn > p) {
+                tracing::warn!(server = %b.address, "replica is ahead of the primary: no reads go to it until it replays the primary's WAL");
+                *doubt = Some(Doubt::default());
+            }
+            if let Some(d) = doubt.as_mut() {
+                match d.at_lsn {
+                    None => d.at_lsn = Some(r.lsn),
+                    Some(lsn) if lsn != r.lsn => {
+                        tracing::info!(server = %b.address, "replica follows the primary: reads go to it again");
+                        *doubt = None;
+                    }
+                    Some(_) => {
+                        d.rounds += 1;
+                        if d.rounds == NUDGE_ROUNDS {
+                            tracing::warn!(server = %b.address, "replica does not replay the primary's WAL (on another timeline, or replay paused): no reads go to it until its position moves");
+                        }
+                    }
+                }
+            }
+            b.set_following(doubt.is_none());
+        }
+        self.doubts.iter().flatten().any(|d| d.rounds < NUDGE_ROUNDS)
+    }
+
+    /// A commit on the primary (any transaction that took an xid writes one) gives replicas that
+    /// follow it something to replay, so a doubt clears on an idle database too.
+    async fn nudge_primary(&mut self) {
+        let primary = self.db.primary_index();
+        let Some(probe) = self.probes[primary].as_mut() else { return };
+        let nudge = "SELECT pg_catalog.txid_current()";
+        if let Err(e) = query(&probe.sock, &mut probe.buf, None, nudge, Duration::from_secs(2)).await {
+            tracing::debug!(database = %self.db.name, error = %e, "nudging the primary failed");
+            self.probes[primary] = None;
         }
     }
 
@@ -175,38 +265,46 @@ impl DatabaseMonitor {
         }
     }
 
-    /// The primary is the server that is not in recovery (the newest timeline if several are).
-    fn settle_roles(&self, set: &PoolSet, readings: &[(Arc<Backend>, Reading)]) {
+    /// The primary is the server that is not in recovery, on the newest timeline seen. Says
+    /// whether the primary changed (a failover: replicas are doubted until they show they follow).
+    fn settle_roles(&mut self, readings: &[(Arc<Backend>, Reading)]) -> bool {
+        let newest = readings.iter().filter(|(_, r)| !r.in_recovery).map(|(_, r)| r.timeline).max();
+        let timeline_moved = newest.is_some_and(|t| t > self.newest_timeline && self.newest_timeline > 0);
+        self.newest_timeline = self.newest_timeline.max(newest.unwrap_or(0));
         let writable = readings
             .iter()
-            .filter(|(_, r)| !r.in_recovery)
-            .max_by_key(|(b, r)| (r.timeline, b.configured_primary, std::cmp::Reverse(b.index)));
-        let Some((new_primary, _)) = writable else { return };
+            .filter(|(_, r)| !r.in_recovery && r.timeline >= self.newest_timeline)
+            .max_by_key(|(b, _)| (b.configured_primary, std::cmp::Reverse(b.index)));
         for (b, r) in readings {
-            let role = if Arc::ptr_eq(b, new_primary) {
+            let role = if writable.is_some_and(|(p, _)| Arc::ptr_eq(b, p)) {
                 Role::Primary
             } else if r.in_recovery {
                 Role::Replica
             } else {
-                // A second writable server (an old primary back after a failover): fenced off.
+                // A second writable server, or one on an older timeline (an old primary back
+                // after a failover): fenced off.
                 Role::Unknown
             };
             b.set_role(role);
         }
+        // With no writable server on the newest timeline up, writes keep going to the primary
+        // that was (and fail) rather than to an old one.
+        let Some((new_primary, _)) = writable else { return false };
         let old = self.db.primary_index();
-        if old != new_primary.index {
-            tracing::warn!(
-                database = %self.db.name,
-                from = %self.db.backends[old].address,
-                to = %new_primary.address,
-                "primary changed: writes now go to the new primary"
-            );
-            self.db.set_primary_index(new_primary.index);
-            for s in self.db.pool_sets() {
-                s.pools[old].reconnect();
-            }
-            let _ = set;
+        if old == new_primary.index {
+            return timeline_moved;
         }
+        tracing::warn!(
+            database = %self.db.name,
+            from = %self.db.backends[old].address,
+            to = %new_primary.address,
+            "primary changed: writes now go to the new primary"
+        );
+        self.db.set_primary_index(new_primary.index);
+        for s in self.db.pool_sets() {
+            s.pools[old].reconnect();
+        }
+        true
     }
 
     fn measure_lag(&mut self, readings: &[(Arc<Backend>, Reading)], now: u64) {
@@ -260,6 +358,8 @@ enum CheckError {
     Server(String),
     /// The server answered and refused the login (wrong password, unknown role or database).
     Credentials(String),
+    /// A login was refused less than server_login_retry ago: not tried again yet.
+    LoginRefusedLately,
 }
 
 async fn check(
@@ -268,6 +368,9 @@ async fn check(
     timeout: Duration,
 ) -> Result<Reading, CheckError> {
     if slot.is_none() {
+        if pool.login_recently_refused() {
+            return Err(CheckError::LoginRefusedLately);
+        }
         let connected = tokio::time::timeout(timeout, pool.connect_unpooled())
             .await
             .map_err(|_| CheckError::Server("health check: connect timed out".to_string()))?;

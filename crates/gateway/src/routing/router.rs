@@ -61,12 +61,16 @@ pub struct Decision {
 /// The grammar-and-catalog verdict for a classified statement, with hints and the session override.
 pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
     let hint = stmt.hints.route;
+    let routed = route(stmt, &db.functions.load(), req.search_path);
     if hint == Some(RouteHint::Primary) || req.session_route == SessionRoute::Primary {
-        return Verdict::Primary { reason: "hint", may_write: !is_read_only(stmt) };
+        // Sent to the primary on request, it still counts as a write (read-your-writes) whenever
+        // pgpilot would have sent it there anyway: a volatile function may write.
+        let may_write = !is_read_only(stmt) || matches!(routed, Route::Primary(_));
+        return Verdict::Primary { reason: "hint", may_write };
     }
     let allow_replica_override =
         hint == Some(RouteHint::Replica) || req.session_route == SessionRoute::Replica;
-    match route(stmt, &db.functions.load(), req.search_path) {
+    match routed {
         Route::Primary(reason) if !(allow_replica_override && overridable(reason)) => {
             Verdict::Primary { reason: reason.as_str(), may_write: true }
         }
@@ -127,6 +131,7 @@ impl<'a> ReplicaFilter<'a> {
         let (lag_bytes, lag_ms) = b.lag();
         b.role() == Role::Replica
             && !b.is_banned()
+            && b.follows_primary()
             && lag_bytes <= self.routing.max_replica_lag_bytes
             && self.routing.max_replica_lag.enabled().is_none_or(|max| lag_ms <= max.as_millis() as u64)
             && match self.tag {

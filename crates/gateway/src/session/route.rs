@@ -217,6 +217,7 @@ impl Session {
     /// Routes the buffered request and attaches a server; a replica that cannot be reached is banned
     /// and the request goes elsewhere.
     pub(super) async fn attach_routed(&mut self) -> Result<(), Ending> {
+        self.db.wait_roles_checked().await;
         // A failover while waiting sends the request to the new primary; bounded in case roles flap.
         for _ in 0..100 {
             let decision = self.decide_first();

@@ -73,23 +73,41 @@ fn set(list: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
-/// The primary's reported parameters; connects once if no connection was ever made.
+/// The primary's reported parameters; connects once if no connection was ever made. Every
+/// server of a database reports the same ones, so another's serve while the primary is out of
+/// reach (a failover in progress), except that pgpilot always presents a writable server.
 async fn server_defaults(
     pools: &PoolSet,
     db: &Database,
 ) -> Result<std::sync::Arc<Vec<(String, String)>>, PgError> {
-    let primary = &pools.pools[db.primary_index()];
-    if let Some(p) = primary.startup_params.load_full() {
-        return Ok(p);
+    db.wait_roles_checked().await;
+    // Bounded in case roles flap.
+    for _ in 0..100 {
+        let index = db.primary_index();
+        let primary = &pools.pools[index];
+        let known = primary.startup_params.load_full();
+        if let Some(p) = known.or_else(|| pools.pools.iter().find_map(|p| p.startup_params.load_full())) {
+            return Ok(writable(p));
+        }
+        let still_primary = || db.primary_index() == index;
+        match primary.checkout_with(false, &still_primary).await {
+            Ok((conn, _)) => primary.release(conn),
+            Err(CheckoutError::Rerouted) => continue,
+            Err(e) => return Err(checkout_error(e, &db.name)),
+        }
     }
-    match primary.checkout().await {
-        Ok((conn, _)) => primary.release(conn),
-        Err(e) => return Err(checkout_error(e, &db.name)),
+    Err(PgError::fatal(SqlState::CONNECTION_FAILURE, "server parameters unavailable"))
+}
+
+/// Parameters as a client of the primary should see them: a server first met as a standby
+/// reported in_hot_standby = on, which makes libpq's target_session_attrs=read-write refuse us.
+fn writable(params: std::sync::Arc<Vec<(String, String)>>) -> std::sync::Arc<Vec<(String, String)>> {
+    if !params.iter().any(|(k, v)| k == "in_hot_standby" && v == "on") {
+        return params;
     }
-    primary
-        .startup_params
-        .load_full()
-        .ok_or_else(|| PgError::fatal(SqlState::CONNECTION_FAILURE, "server parameters unavailable"))
+    let mut p = params.to_vec();
+    set(&mut p, "in_hot_standby", "off");
+    std::sync::Arc::new(p)
 }
 
 /// The error a client sees when no server connection can be had.
