@@ -471,3 +471,77 @@ async fn a_sql_prepare_sent_as_a_protocol_statement_stays_with_its_client() {
     assert_eq!(first_value(&a.simple_query("EXECUTE s").await.unwrap()), "A secret");
     gw.shutdown().await;
 }
+
+/// Raw protocol: a frontend message.
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn parse_unnamed(sql: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &body)
+}
+
+/// Bind of the unnamed statement to the unnamed portal with one text parameter, Execute, Sync.
+fn bind_execute_sync(value: &str) -> Vec<u8> {
+    let mut body = vec![0, 0, 0, 0, 0, 1];
+    body.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    body.extend_from_slice(value.as_bytes());
+    body.extend_from_slice(&[0, 0]);
+    let mut out = message(b'B', &body);
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(message(b'S', &[]));
+    out
+}
+
+/// The first DataRow's first column as text, or the SQLSTATE of an ErrorResponse.
+fn first_value_or_error(bytes: &[u8]) -> String {
+    for (tag, body) in backend_messages(bytes) {
+        match tag {
+            b'D' => {
+                let len = u32::from_be_bytes(body[2..6].try_into().unwrap()) as usize;
+                return String::from_utf8_lossy(&body[6..6 + len]).into_owned();
+            }
+            b'E' => {
+                let code = body.split(|&b| b == 0).find(|f| f.first() == Some(&b'C')).unwrap();
+                return format!("error {}", String::from_utf8_lossy(&code[1..]));
+            }
+            _ => {}
+        }
+    }
+    panic!("no row and no error")
+}
+
+/// libpq's PQprepare("") then PQexecPrepared(""), pg8000's run(): the unnamed statement is parsed
+/// in one transaction and bound in the next, which may land on a server whose unnamed statement
+/// another client has replaced since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_statement_bound_in_a_later_transaction_is_the_clients_own() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut a = raw_login(addr(&gw)).await;
+    let mut b = raw_login(addr(&gw)).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let sync = message(b'S', &[]);
+    let mut prepare_a = parse_unnamed("SELECT 'A:' || $1::text");
+    prepare_a.extend(&sync);
+    a.write_all(&prepare_a).await.unwrap();
+    read_until_ready(&mut a).await;
+    // Another client's unnamed statement takes the only server's slot.
+    let mut run_b = parse_unnamed("SELECT 'B:' || $1::text");
+    run_b.extend(bind_execute_sync("b"));
+    b.write_all(&run_b).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut b).await), "B:b");
+    a.write_all(&bind_execute_sync("a")).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut a).await), "A:a", "client A ran B's statement");
+    // A client that never parsed one gets PostgreSQL's error, not another client's statement.
+    c.write_all(&bind_execute_sync("c")).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "error 26000");
+    gw.shutdown().await;
+}

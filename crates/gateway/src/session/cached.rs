@@ -64,6 +64,8 @@ struct Request {
     steps: Vec<Step>,
     /// A named statement the batch prepares: registered for the client on a hit.
     prepares: Option<(Box<[u8]>, Arc<PreparedStatement>)>,
+    /// The batch parses the unnamed statement: on a hit it is still the client's.
+    parses_unnamed: bool,
     /// Bytes of the client's buffer the request takes.
     len: usize,
 }
@@ -230,6 +232,14 @@ impl Session {
         if let Some((name, stmt)) = &request.prepares {
             self.statements.named.insert(name.clone(), stmt.clone());
         }
+        match request.protocol {
+            Protocol::Extended if request.parses_unnamed => {
+                self.remember_unnamed(&request.text, &request.param_types)
+            }
+            Protocol::Extended => {}
+            // A simple Query destroys the unnamed statement.
+            Protocol::Simple => self.unnamed = None,
+        }
         self.buf.advance(request.len);
         let stats = &self.shared.cache.stats;
         // Counted before the client can see the answer.
@@ -249,6 +259,7 @@ impl Session {
             bind_rest: Box::default(),
             steps: vec![Step::Execute, Step::Sync],
             prepares: None,
+            parses_unnamed: false,
             len: h.total,
         })
     }
@@ -262,6 +273,7 @@ impl Session {
             return Err(Some(Bypass::UnknownStatement));
         }
         let Some(batch) = self.scan_batch()? else { return Ok(None) };
+        let parses_unnamed = batch.parse.as_ref().is_some_and(|p| p.name.is_empty());
         let (text, param_types, prepares) = match batch.parse {
             Some(p) if p.name == batch.bind.statement => {
                 let prepares = (!p.name.is_empty()).then(|| {
@@ -285,6 +297,7 @@ impl Session {
             bind_rest: batch.bind.rest,
             steps: batch.steps,
             prepares,
+            parses_unnamed,
             len: batch.len,
         }))
     }

@@ -126,6 +126,29 @@ pub struct Session {
     pub(super) consulted: bool,
     /// Routing's quick look at the simple Query it just placed, for session tracking to reuse.
     pub(super) routed_look: Option<pgpilot_sql::QuickLook>,
+    /// The client's unnamed statement (transaction pooling): a driver may Parse it in one batch
+    /// and Bind it in the next, which may run on another server.
+    pub(super) unnamed: Option<Box<UnnamedStatement>>,
+}
+
+/// The text and parameter types of a client's unnamed statement.
+pub(super) struct UnnamedStatement {
+    pub query: Box<[u8]>,
+    pub param_types: Box<[u8]>,
+}
+
+impl Session {
+    /// Remembers the client's unnamed statement; drivers repeat the same text, which then costs
+    /// a comparison and no allocation.
+    pub(super) fn remember_unnamed(&mut self, query: &[u8], param_types: &[u8]) {
+        if let Some(u) = self.unnamed.as_deref() {
+            if *u.query == *query && *u.param_types == *param_types {
+                return;
+            }
+        }
+        self.unnamed =
+            Some(Box::new(UnnamedStatement { query: query.into(), param_types: param_types.into() }));
+    }
 }
 
 impl Session {
@@ -172,6 +195,7 @@ impl Session {
             read_only_txn: false,
             consulted: false,
             routed_look: None,
+            unnamed: None,
         }
     }
 

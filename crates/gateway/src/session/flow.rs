@@ -105,6 +105,9 @@ pub(super) struct Flow {
     placed_first: bool,
     /// Routing's quick look at that request, when it is a simple Query.
     pub(super) first_look: Option<pgpilot_sql::QuickLook>,
+    /// The server's unnamed statement is the client's (or, like the client's, gone): the client
+    /// parsed it, or sent a simple Query, during this attachment.
+    pub(super) unnamed_in_step: bool,
     pub(super) replan: super::replan::Replan,
     /// Rewrite named prepared statements (transaction pooling, unless max_prepared_statements = 0).
     pub(super) rewrite: bool,
@@ -169,6 +172,7 @@ impl Flow {
             consulted: false,
             placed_first: false,
             first_look: None,
+            unnamed_in_step: false,
             replan: Default::default(),
             rewrite,
             track_session: rewrite,

@@ -190,6 +190,11 @@ impl Flow {
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         // Taken first: it belongs to this message only, whichever way it is handled.
         let look = self.first_look.take();
+        if self.rewrite {
+            // A simple Query destroys the unnamed statement, the client's and the server's alike.
+            s.unnamed = None;
+            self.unnamed_in_step = true;
+        }
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
         // Checked once here for all that reads the text below.
         let sql = std::str::from_utf8(text).ok();
@@ -289,6 +294,8 @@ impl Flow {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
         self.note_extended_text(s, Some(p.query), p.name.is_empty());
         if p.name.is_empty() {
+            s.remember_unnamed(p.query, p.param_types);
+            self.unnamed_in_step = true;
             self.observe_parse(s, p.query);
             self.push_extended(Reply::Parse { client_name: None, hash: None });
             frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
@@ -361,6 +368,9 @@ impl Flow {
         let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
         self.observe_bind(s, b.statement, b.rest);
         let Some(stmt) = Flow::named_statement(s, b.statement) else {
+            if b.statement.is_empty() {
+                self.unnamed_in_step_for(s);
+            }
             frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
             self.push_extended(Reply::Bind { statement: None, outdated: false });
             return Ok(());
@@ -385,11 +395,33 @@ impl Flow {
                 );
                 Some(self.server_name_for(s, server, &stmt).0)
             }
-            None => None,
+            None => {
+                if kind == b'S' && name.is_empty() {
+                    self.unnamed_in_step_for(s);
+                }
+                None
+            }
         };
         frontend::target(&mut self.to_server, b'D', kind, renamed.as_deref().unwrap_or(name));
         self.push_extended(Reply::Describe);
         Ok(())
+    }
+
+    /// Before a Bind or Describe of the unnamed statement: the server's is another client's when
+    /// the client parsed its own in an earlier transaction (on this server or another), so the
+    /// client's is parsed again first; a client that has none gets the server's closed, so the
+    /// server answers as it would have ("does not exist").
+    fn unnamed_in_step_for(&mut self, s: &Session) {
+        if std::mem::replace(&mut self.unnamed_in_step, true) {
+            return;
+        }
+        match s.unnamed.as_deref() {
+            Some(u) => {
+                frontend::parse(&mut self.to_server, b"", &u.query, &u.param_types);
+                self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: None }));
+            }
+            None => self.close_on_server(b""),
+        }
     }
 
     /// Closing a named statement only forgets the client's name: other clients may share the
@@ -397,6 +429,10 @@ impl Flow {
     fn close(&mut self, s: &mut Session, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Close"))?;
         self.unsynced = true;
+        if kind == b'S' && name.is_empty() {
+            s.unnamed = None;
+            self.unnamed_in_step = true;
+        }
         if kind == b'S' && !name.is_empty() {
             s.statements.named.remove(name);
             self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, forget_on_skip: None });
