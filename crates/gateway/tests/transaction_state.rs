@@ -545,3 +545,21 @@ async fn an_unnamed_statement_bound_in_a_later_transaction_is_the_clients_own() 
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "error 26000");
     gw.shutdown().await;
 }
+
+/// asyncpg's fetch('EXECUTE q(7)') sends the SQL-level EXECUTE as a prepared statement: the
+/// client's own PREPAREd `q` must be the one on the server then, not another client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_execute_sent_as_a_protocol_statement_runs_the_clients_own() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    a.batch_execute("PREPARE q(int) AS SELECT $1 * 10").await.unwrap();
+    b.batch_execute("PREPARE q(int) AS SELECT $1 * 100").await.unwrap();
+    for _ in 0..5 {
+        let from_a: i32 = a.query_one("EXECUTE q(7)", &[]).await.unwrap().get(0);
+        let from_b: i32 = b.query_one("EXECUTE q(7)", &[]).await.unwrap().get(0);
+        assert_eq!((from_a, from_b), (70, 700), "a client ran the other's statement");
+    }
+    gw.shutdown().await;
+}

@@ -45,7 +45,7 @@ impl Flow {
             b'P' if self.rewrite => return self.parse(s, server, body),
             b'P' => {
                 let parse = frontend::parse_parse(body);
-                self.note_extended_text(s, parse.as_ref().map(|p| p.query), false);
+                self.note_extended_text(s, server, parse.as_ref().map(|p| p.query), false);
                 if let Some(p) = parse {
                     self.observe_session_parse(s, p.name, p.query, p.param_types);
                 }
@@ -165,7 +165,7 @@ impl Flow {
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
     /// `runs`: the statement runs in this batch (a Bind of it, or an unnamed Parse), so what it
     /// does to the server's prepared statements counts too.
-    fn note_extended_text(&mut self, s: &Session, text: Option<&[u8]>, runs: bool) {
+    fn note_extended_text(&mut self, s: &Session, server: &mut ServerConn, text: Option<&[u8]>, runs: bool) {
         let Some(text) = text.filter(|_| self.track_session) else { return };
         let Some(look) = parsed_text_look(text).filter(QuickLook::may_change_session) else { return };
         let Some(sql) = std::str::from_utf8(text).ok() else { return };
@@ -173,6 +173,15 @@ impl Flow {
         self.batch.settings.extend(stmt.settings.iter().cloned());
         if let Some(reason) = pin_reason(&stmt) {
             self.batch.pins = Some(reason);
+        }
+        // An EXECUTE of the client's SQL-level statement (asyncpg's fetch('EXECUTE q(1)')) needs it
+        // on this server when described and when run. At the start of a batch pgpilot can still put
+        // it there with a query of its own; inside one it cannot.
+        let batch_start = self.rewrite && !self.unsynced;
+        for effect in stmt.session_effects.iter().filter(|_| batch_start) {
+            if let SessionEffect::Execute { name } = effect {
+                self.ensure_sql_prepared(s, server, name);
+            }
         }
         // Run as a prepared statement these reach the server itself, pgpilot's statements included.
         for effect in stmt.session_effects.iter().filter(|_| runs) {
@@ -292,7 +301,7 @@ impl Flow {
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
-        self.note_extended_text(s, Some(p.query), p.name.is_empty());
+        self.note_extended_text(s, server, Some(p.query), p.name.is_empty());
         if p.name.is_empty() {
             s.remember_unnamed(p.query, p.param_types);
             self.unnamed_in_step = true;
@@ -376,7 +385,7 @@ impl Flow {
             return Ok(());
         };
         if stmt.may_change_session {
-            self.note_extended_text(s, Some(&stmt.query), true);
+            self.note_extended_text(s, server, Some(&stmt.query), true);
         }
         let (server_name, outdated) = self.server_name_for(s, server, &stmt);
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
