@@ -51,7 +51,8 @@ impl FirstWord {
 }
 
 /// First words of statements that may change session state: SET/RESET, prepared statements,
-/// DISCARD, LISTEN, cursors (WITH HOLD), CREATE (temporary objects), LOAD, and DO/CALL.
+/// DISCARD, LISTEN, cursors (WITH HOLD), CREATE (temporary objects), LOAD, and DO/CALL. Temporary
+/// objects made by statements starting otherwise are found by [`creates_temp_object`].
 const SESSION_WORDS: &[&str] = &[
     "set",
     "reset",
@@ -85,6 +86,8 @@ pub fn quick_look(sql: &str) -> QuickLook {
     let mut paren = false;
     let mut lock_or_into = false;
     let mut statements = 0;
+    // The previous word of the current statement (empty at its start).
+    let mut prev_word: &[u8] = &[];
     while i < b.len() {
         let c = b[i];
         match c {
@@ -118,7 +121,10 @@ pub fn quick_look(sql: &str) -> QuickLook {
             }
             b'"' => {
                 match skip_quoted(b, i, b'"') {
-                    Some(next) => i = next,
+                    Some(next) => {
+                        look.session_word |= is_quoted_temp_schema(&b[i + 1..next - 1]);
+                        i = next;
+                    }
                     None => return opaque(look),
                 }
                 at_statement_start = false;
@@ -129,6 +135,7 @@ pub fn quick_look(sql: &str) -> QuickLook {
             }
             b';' => {
                 at_statement_start = true;
+                prev_word = &[];
                 i += 1;
                 continue;
             }
@@ -150,6 +157,8 @@ pub fn quick_look(sql: &str) -> QuickLook {
                 } else if word.eq_ignore_ascii_case(b"for") || word.eq_ignore_ascii_case(b"into") {
                     lock_or_into = true;
                 }
+                look.session_word |= creates_temp_object(prev_word, word);
+                prev_word = word;
                 if starts_with_ci(word, b"set_config")
                     || starts_with_ci(word, b"pg_advisory")
                     || starts_with_ci(word, b"pg_try_advisory")
@@ -168,6 +177,23 @@ pub fn quick_look(sql: &str) -> QuickLook {
         single && look.first_word == FirstWord::Select && !paren && !lock_or_into && !look.hint;
     look.plain_write = single && look.first_word == FirstWord::Write && !look.hint;
     look
+}
+
+/// Whether `word` (after `prev`) may make a temporary object in a statement whose first word does
+/// not say so: `SELECT ... INTO TEMP t`, `EXPLAIN ANALYZE CREATE TEMP TABLE ...`, or any name in the
+/// pg_temp schema (`pg_temp.t`, `pg_temp_3.t`). A column or table called `temp` elsewhere does not
+/// count, so reads of it stay unparsed; naming pg_temp in a read merely costs a parse.
+fn creates_temp_object(prev: &[u8], word: &[u8]) -> bool {
+    let is = |w: &[u8], k: &str| w.eq_ignore_ascii_case(k.as_bytes());
+    let temp_keyword = is(word, "temp") || is(word, "temporary");
+    // CREATE [GLOBAL | LOCAL] TEMP, INTO TEMP.
+    let after_creating_word = ["into", "create", "global", "local"].iter().any(|k| is(prev, k));
+    temp_keyword && after_creating_word || is(word, "pg_temp") || starts_with_ci(word, b"pg_temp_")
+}
+
+/// A quoted identifier naming the temporary schema (quoted, the name is case-sensitive).
+fn is_quoted_temp_schema(name: &[u8]) -> bool {
+    name == b"pg_temp" || name.starts_with(b"pg_temp_")
 }
 
 fn opaque(mut look: QuickLook) -> QuickLook {
@@ -257,12 +283,28 @@ mod tests {
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "DISCARD ALL",
             "SELECT $tag$ x $tag$",
+            "SELECT * INTO TEMP t FROM x",
+            "select a into temporary table t from x",
+            "WITH w AS (SELECT 1) SELECT * INTO TEMP t FROM w",
+            "EXPLAIN ANALYZE CREATE GLOBAL TEMPORARY TABLE t AS SELECT 1",
+            "SELECT * INTO pg_temp.t FROM x",
+            "SELECT * INTO PG_TEMP_4.t FROM x",
+            "SELECT * INTO \"pg_temp\".t FROM x",
         ] {
             assert!(quick_look(sql).may_change_session(), "{sql}");
         }
-        for sql in
-            ["UPDATE t SET x = 1", "SELECT 'set_config'", "BEGIN", "COMMIT", "INSERT INTO t VALUES (1)"]
-        {
+        for sql in [
+            "UPDATE t SET x = 1",
+            "SELECT 'set_config'",
+            "BEGIN",
+            "COMMIT",
+            "INSERT INTO t VALUES (1)",
+            "SELECT * INTO copy FROM t",
+            "SELECT temp, temporary FROM readings",
+            "SELECT 1; SELECT temp FROM t",
+            "SELECT 'into temp'",
+            "SELECT * FROM \"PG_TEMP\".t",
+        ] {
             assert!(!quick_look(sql).may_change_session(), "{sql}");
         }
     }

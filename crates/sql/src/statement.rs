@@ -434,7 +434,9 @@ pub enum SessionEffect {
     },
     /// CLOSE name; `None` for CLOSE ALL.
     CloseCursor(Option<String>),
-    /// A temporary table, view or sequence (CREATE TEMP ..., SELECT INTO TEMP): pins the session.
+    /// An object only this session can see: a temporary table, view or sequence (CREATE TEMP ...,
+    /// CREATE TABLE AS / SELECT INTO TEMP), or anything created in the pg_temp schema, functions
+    /// and types included (named by a `TableRef` all the same). Pins the session.
     CreateTemporary(TableRef),
     /// pg_advisory_lock / pg_advisory_lock_shared / pg_try_advisory_lock[_shared] (session level).
     AdvisoryLockSession,

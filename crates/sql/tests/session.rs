@@ -1,8 +1,8 @@
 //! Settings, transaction options, session effects, hints, fingerprints and read shapes.
 
 use pgpilot_sql::{
-    analyze, DiscardTarget, IsolationLevel, LockStrength, RouteHint, SessionEffect as E, SetAction,
-    SetCommand, SetScope, TableRef, TxnControl, TxnOptions, ValueFunction,
+    analyze, quick_look, DiscardTarget, IsolationLevel, LockStrength, RouteHint, SessionEffect as E,
+    SetAction, SetCommand, SetScope, TableRef, TxnControl, TxnOptions, ValueFunction,
 };
 
 fn set(scope: SetScope, name: &str, value: &str) -> SetCommand {
@@ -181,6 +181,64 @@ fn session_effects_and_what_pins_a_client() {
     assert!(effects("CREATE TABLE scratch (id int)").is_empty());
     assert!(effects("CREATE UNLOGGED TABLE scratch (id int)").is_empty());
     assert!(effects("EXPLAIN SELECT pg_advisory_lock(1)").is_empty(), "plain EXPLAIN runs nothing");
+}
+
+/// Every way of making an object only this session can see pins it like CREATE TEMP TABLE; the
+/// quick scan must also send each to the parser, or session tracking never looks at it.
+#[test]
+fn temporary_objects_pin_the_session() {
+    let temp = |schema: Option<&str>, name: &str| vec![E::CreateTemporary(TableRef::new(schema, name))];
+    for (sql, expected) in [
+        ("SELECT id INTO TEMP scratch FROM t", temp(None, "scratch")),
+        ("SELECT id INTO TEMPORARY scratch FROM t", temp(None, "scratch")),
+        ("SELECT * INTO TEMP TABLE scratch FROM t", temp(None, "scratch")),
+        ("select * into temporary table scratch from t where id > 3", temp(None, "scratch")),
+        ("SELECT * INTO pg_temp.scratch FROM t", temp(Some("pg_temp"), "scratch")),
+        ("WITH w AS (SELECT 1 AS id) SELECT id INTO TEMP scratch FROM w", temp(None, "scratch")),
+        ("EXPLAIN ANALYZE SELECT 1 INTO TEMP scratch", temp(None, "scratch")),
+        ("CREATE TEMP TABLE scratch AS SELECT id FROM t", temp(None, "scratch")),
+        ("CREATE TEMPORARY TABLE scratch AS SELECT id FROM t WITH NO DATA", temp(None, "scratch")),
+        ("EXPLAIN ANALYZE CREATE TEMP TABLE scratch AS SELECT 1", temp(None, "scratch")),
+        ("CREATE TABLE pg_temp.scratch AS SELECT 1", temp(Some("pg_temp"), "scratch")),
+        ("CREATE TABLE pg_temp.scratch (id int)", temp(Some("pg_temp"), "scratch")),
+        ("CREATE TABLE pg_temp_3.scratch (id int)", temp(Some("pg_temp_3"), "scratch")),
+        ("CREATE TABLE \"pg_temp\".scratch (id int)", temp(Some("pg_temp"), "scratch")),
+        ("CREATE VIEW pg_temp.v AS SELECT 1", temp(Some("pg_temp"), "v")),
+        ("CREATE SEQUENCE pg_temp.s", temp(Some("pg_temp"), "s")),
+        ("CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", temp(Some("pg_temp"), "f")),
+        (
+            "CREATE OR REPLACE FUNCTION pg_temp.f(x int) RETURNS int AS $$ SELECT x $$ LANGUAGE sql",
+            temp(Some("pg_temp"), "f"),
+        ),
+        ("CREATE PROCEDURE pg_temp.p() LANGUAGE sql AS 'SELECT 1'", temp(Some("pg_temp"), "p")),
+        ("CREATE DOMAIN pg_temp.d AS int", temp(Some("pg_temp"), "d")),
+        ("CREATE TYPE pg_temp.mood AS ENUM ('ok')", temp(Some("pg_temp"), "mood")),
+    ] {
+        let e = analyze(sql).session_effects;
+        assert_eq!(e, expected, "{sql}");
+        assert!(e[0].pins_session(), "{sql}");
+        assert!(quick_look(sql).may_change_session(), "the quick scan skips {sql}");
+    }
+    for sql in [
+        "SELECT id INTO scratch FROM t",
+        "SELECT * INTO TABLE scratch FROM t",
+        "SELECT * INTO public.scratch FROM t",
+        "CREATE TABLE scratch AS SELECT 1",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE PROCEDURE app.p() LANGUAGE sql AS 'SELECT 1'",
+        "CREATE TABLE pg_temporal.t (id int)",
+        "EXPLAIN SELECT 1 INTO TEMP scratch",
+    ] {
+        assert!(analyze(sql).session_effects.is_empty(), "{sql}");
+    }
+}
+
+#[test]
+fn plain_uses_of_a_temp_column_need_no_session_tracking() {
+    for sql in ["SELECT temp FROM readings WHERE id = 1", "INSERT INTO readings (temp) VALUES (21.5)"] {
+        assert!(!quick_look(sql).may_change_session(), "{sql}");
+    }
 }
 
 fn e_schema(sql: &str) -> Option<&'static str> {

@@ -327,7 +327,14 @@ pub(super) fn table_ref(rv: &protobuf::RangeVar) -> TableRef {
 }
 
 fn is_temporary(rv: &protobuf::RangeVar) -> bool {
-    rv.relpersistence == "t" || rv.schemaname == "pg_temp"
+    rv.relpersistence == "t" || is_temp_schema(&rv.schemaname)
+}
+
+/// Whether objects created in `schema` live in the session's temporary schema: `pg_temp` is an alias
+/// for it, and `pg_temp_N` is its real name (a session may only create objects in its own).
+pub(super) fn is_temp_schema(schema: &str) -> bool {
+    let session_number = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    schema == "pg_temp" || schema.strip_prefix("pg_temp_").is_some_and(session_number)
 }
 
 fn is_system_name(table: &TableRef) -> bool {

@@ -2,7 +2,7 @@
 
 use pg_query::protobuf::{self, node::Node as NodeEnum, Node};
 
-use super::collector::{render_const, string_of, table_ref, Collector, Ctx};
+use super::collector::{is_temp_schema, render_const, string_of, table_ref, Collector, Ctx};
 use crate::statement::{
     CopyDirection, DiscardTarget, IsolationLevel, SessionEffect, SetAction, SetCommand, SetScope,
     StatementKind, TableRef, TxnControl, TxnOptions, WriteReason,
@@ -203,6 +203,7 @@ fn utility(node: &NodeEnum, stmt: &Node, c: &mut Collector, top: &mut TopLevel) 
         _ => {
             c.mark_write(WriteReason::Ddl);
             ddl_targets(node, c, top);
+            temporary_named_object(node, c);
             c.walk_statement(stmt, Ctx::Ddl);
             StatementKind::Ddl
         }
@@ -299,10 +300,34 @@ fn ddl_targets(node: &NodeEnum, c: &mut Collector, top: &mut TopLevel) {
     }
 }
 
+/// Objects named by a list of strings rather than a RangeVar (functions, procedures, aggregates,
+/// operators, types, domains) created in the session's temporary schema: like a temporary table,
+/// only the session that made them can see them, so they pin it. Relations, views and sequences
+/// are RangeVars, found by the tree walk.
+fn temporary_named_object(node: &NodeEnum, c: &mut Collector) {
+    let name = match node {
+        NodeEnum::CreateFunctionStmt(f) => &f.funcname,
+        NodeEnum::DefineStmt(d) => &d.defnames,
+        NodeEnum::CreateDomainStmt(d) => &d.domainname,
+        NodeEnum::CreateEnumStmt(e) => &e.type_name,
+        NodeEnum::CreateRangeStmt(r) => &r.type_name,
+        _ => return,
+    };
+    let in_temp_schema = |object: &TableRef| object.schema.as_deref().is_some_and(is_temp_schema);
+    if let Some(object) = name_of_parts(name).filter(in_temp_schema) {
+        c.add_effect(SessionEffect::CreateTemporary(object));
+    }
+}
+
 /// A `List` of `String`s naming a relation (DROP TABLE a.b).
 fn qualified_name(node: &Node) -> Option<TableRef> {
     let Some(NodeEnum::List(list)) = &node.node else { return None };
-    let parts: Vec<&str> = list.items.iter().filter_map(string_of).collect();
+    name_of_parts(&list.items)
+}
+
+/// The object a dotted name (`String` nodes) designates, with the schema when one is given.
+fn name_of_parts(items: &[Node]) -> Option<TableRef> {
+    let parts: Vec<&str> = items.iter().filter_map(string_of).collect();
     let (&name, qualifiers) = parts.split_last()?;
     Some(TableRef::new(qualifiers.last().copied(), name))
 }
