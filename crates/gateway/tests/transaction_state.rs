@@ -563,3 +563,83 @@ async fn a_sql_execute_sent_as_a_protocol_statement_runs_the_clients_own() {
     }
     gw.shutdown().await;
 }
+
+fn parse_named(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = name.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &body)
+}
+
+/// Bind of statement `name` to the unnamed portal without parameters, then Execute.
+fn bind_execute(name: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    let mut out = message(b'B', &body);
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out
+}
+
+/// Raw protocol: reads until the messages read end with one of tag `last`.
+async fn read_until_tag(s: &mut tokio::net::TcpStream, last: u8) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while backend_messages(&got).last().is_none_or(|(t, _)| *t != last) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no answer: {:?}", backend_messages(&got)))
+            .unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// psycopg's pipeline mode Flushes between statements and Syncs at the end: after a statement
+/// fails, what the client sends before its Sync is skipped by the server, and must not be waited
+/// for (the session hung, holding its server) nor answered (a skipped Parse prepared nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_skips_them() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let flush = message(b'H', &[]);
+    let sync = message(b'S', &[]);
+    let mut first = parse_named("a", "SELECT 1");
+    first.extend(bind_execute("a"));
+    first.extend(&flush);
+    c.write_all(&first).await.unwrap();
+    read_until_tag(&mut c, b'C').await;
+    let mut failing = parse_named("", "SELECT 1/0");
+    failing.extend(bind_execute(""));
+    failing.extend(&flush);
+    c.write_all(&failing).await.unwrap();
+    read_until_tag(&mut c, b'E').await;
+    let mut skipped = parse_named("c", "SELECT 3");
+    skipped.extend(bind_execute("c"));
+    skipped.extend(&sync);
+    c.write_all(&skipped).await.unwrap();
+    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut c).await).iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, vec![b'Z'], "only ReadyForQuery answers a skipped batch tail");
+    let mut again = bind_execute("c");
+    again.extend(&sync);
+    c.write_all(&again).await.unwrap();
+    assert_eq!(
+        first_value_or_error(&read_until_ready(&mut c).await),
+        "error 26000",
+        "the skipped Parse prepared c"
+    );
+    let mut fine = bind_execute("a");
+    fine.extend(&sync);
+    c.write_all(&fine).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1");
+    // The session gave its server back: another client gets the pool's only one.
+    let other = connect(&gw).await;
+    let answered = tokio::time::timeout(Duration::from_secs(5), other.simple_query("SELECT 1")).await;
+    assert!(answered.is_ok_and(|r| r.is_ok()), "the pool's only server was never released");
+    gw.shutdown().await;
+}

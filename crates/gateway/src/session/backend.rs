@@ -170,6 +170,10 @@ impl Flow {
                 entry => forget(s, server, entry),
             }
         }
+        // Messages the client sends from now until its Sync are skipped too (pipelines that Flush
+        // rather than Sync between statements): none of them may be waited for.
+        self.server_skipping =
+            !self.expected.front().and_then(Expect::reply).is_some_and(|r| matches!(r, Reply::Sync(_)));
     }
 
     /// ReadyForQuery ended a Query, Sync or FunctionCall.

@@ -118,6 +118,9 @@ pub(super) struct Flow {
     pub(super) copy_in_open: bool,
     /// An ErrorResponse arrived since the last ReadyForQuery.
     pub(super) batch_failed: bool,
+    /// An extended-protocol statement failed and the client's Sync has not come yet: the server
+    /// discards everything until it does.
+    pub(super) server_skipping: bool,
     pub(super) last_command: LastCommand,
     /// Session-level SETs of the open transaction, applied if it commits.
     pub(super) txn_settings: Vec<SetCommand>,
@@ -179,6 +182,7 @@ impl Flow {
             max_prepared,
             copy_in_open: false,
             batch_failed: false,
+            server_skipping: false,
             last_command: LastCommand::Other,
             txn_settings: Vec::new(),
             xact_started: None,

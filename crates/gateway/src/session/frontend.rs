@@ -27,6 +27,15 @@ impl Flow {
         tag: u8,
         msg: &[u8],
     ) -> Result<(), Ending> {
+        if self.server_skipping {
+            match tag {
+                b'S' => self.server_skipping = false,
+                b'X' => {}
+                // The server would discard it: so does pgpilot, noting nothing (a Parse sent there
+                // never happened, for PostgreSQL and for the client's driver alike).
+                _ => return Ok(()),
+            }
+        }
         let body = &msg[5..];
         self.record_for_replan(s, server, tag, msg);
         if self.cache_on {
