@@ -643,3 +643,55 @@ async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_
     assert!(answered.is_ok_and(|r| r.is_ok()), "the pool's only server was never released");
     gw.shutdown().await;
 }
+
+/// What a client's settings are after savepoints, a ROLLBACK later in the same query, or COMMIT
+/// AND CHAIN is what the server kept, on whichever server the client's next transaction lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_savepoints_and_rollbacks_as_the_server_kept_them() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let c = connect(&gw).await;
+    let cases = [
+        ("BEGIN; SET search_path TO c1; SAVEPOINT s; SET search_path TO c2; ROLLBACK TO s; COMMIT", "c1"),
+        ("BEGIN; SET search_path TO c3; ROLLBACK; SELECT 1", "c1"),
+        ("BEGIN; SET search_path TO c4; COMMIT AND CHAIN; SET search_path TO c9; ROLLBACK", "c4"),
+        ("BEGIN; SET search_path TO c5; SAVEPOINT a; SAVEPOINT b; SET search_path TO c6; RELEASE b; ROLLBACK TO a; COMMIT", "c5"),
+        // One Query is one implicit transaction: the error undoes the SET.
+        ("SET search_path TO c7; SELECT 1/0", "c5"),
+    ];
+    for (sql, expected) in cases {
+        let _ = c.batch_execute(sql).await;
+        assert_eq!(show(&c, "search_path").await, expected, "after {sql}");
+        assert_eq!(
+            on_another_server(&gw, &c, "search_path").await,
+            expected,
+            "after {sql}, on another server"
+        );
+    }
+    gw.shutdown().await;
+}
+
+/// RESET, RESET ALL and DISCARD ALL give back the values the client logged in with, as
+/// PostgreSQL does, not the server's defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_gives_back_the_startup_values() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let info = conninfo(&gw, "postgres", "postgres");
+    let c = try_connect(&format!("{info} options='-c search_path=boot -c statement_timeout=4321'"))
+        .await
+        .unwrap();
+    for reset in ["RESET search_path", "RESET ALL", "DISCARD ALL"] {
+        c.batch_execute("SET search_path = changed; SET statement_timeout = 5").await.unwrap();
+        c.batch_execute(reset).await.unwrap();
+        assert_eq!(show(&c, "search_path").await, "boot", "after {reset}");
+        assert_eq!(
+            on_another_server(&gw, &c, "search_path").await,
+            "boot",
+            "after {reset}, on another server"
+        );
+        let timeout = if reset == "RESET search_path" { "5ms" } else { "4321ms" };
+        assert_eq!(show(&c, "statement_timeout").await, timeout, "after {reset}");
+    }
+    gw.shutdown().await;
+}

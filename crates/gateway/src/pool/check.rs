@@ -82,7 +82,7 @@ async fn run(
     }
 }
 
-fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+pub(crate) fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
     let (n, mut pos) = read_i16(body, 0)?;
     let mut out = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {

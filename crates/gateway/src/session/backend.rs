@@ -2,12 +2,15 @@
 //! to pgpilot's own messages are dropped, answers pgpilot gives itself appear in order, and the
 //! effects of a request (SET, PREPARE, DISCARD, pinning) count once the server has accepted it.
 
+use pgpilot_sql::{SetAction, SetScope};
 use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
 use pgpilot_wire::error::ErrorFields;
 
+use super::params::is_reported;
+
 use super::client::Session;
 use super::expect::{Batch, Expect, Reply};
-use super::flow::{Flow, LastCommand};
+use super::flow::Flow;
 use crate::pool::ServerConn;
 
 impl Flow {
@@ -62,12 +65,13 @@ impl Flow {
                 if let Some(observed) = self.expected.front_observed() {
                     Flow::observe_rows(observed, &server.buf[start + 5..end]);
                 }
-                let tag_text = backend::parse_command_tag(&server.buf[start + 5..end]);
-                self.last_command = match tag_text {
-                    b"COMMIT" => LastCommand::Commit,
-                    b"ROLLBACK" => LastCommand::Rollback,
-                    _ => LastCommand::Other,
-                };
+            }
+            b'D' if injected => {
+                if let Some(Expect::Injected(Reply::Settings(names))) = self.expected.front() {
+                    let names = names.clone();
+                    let row = server.buf[start + 5..end].to_vec();
+                    read_back_settings(s, server, &names, &row);
+                }
             }
             _ => {}
         }
@@ -227,8 +231,10 @@ impl Flow {
         }
     }
 
-    /// Effects of a finished request: SETs count when their transaction commits, PREPARE and
-    /// DISCARD when they succeed, pinning at once.
+    /// Effects of a finished request: PREPARE and DISCARD when they succeed, pinning at once.
+    /// A setting a lone statement set outside a transaction is taken as written; otherwise what
+    /// the server holds when the transaction ends is read back (savepoints, a ROLLBACK later in
+    /// the same request, an error: the server knows what stuck).
     fn apply_batch(
         &mut self,
         s: &mut Session,
@@ -245,42 +251,72 @@ impl Flow {
                 crate::metrics::count_pin(reason);
             }
         }
-        if failed {
-            if now == TxnStatus::Idle {
-                self.txn_settings.clear();
+        if !failed {
+            for (name, text) in batch.prepares {
+                server.statements.sql.insert(name.clone(), text.clone());
+                s.statements.sql.insert(name, text);
             }
-            return;
+            if batch.discard_all || batch.deallocate_all {
+                s.statements.named.clear();
+                s.statements.sql.clear();
+                server.statements.clear();
+            }
+            if batch.discard_all {
+                self.reset_all(s, server);
+            }
         }
-        for (name, text) in batch.prepares {
-            server.statements.sql.insert(name.clone(), text.clone());
-            s.statements.sql.insert(name, text);
-        }
-        if batch.discard_all || batch.deallocate_all {
-            s.statements.named.clear();
-            s.statements.sql.clear();
-            server.statements.clear();
-        }
-        if batch.discard_all {
-            s.reset_pgpilot_settings();
-            s.params.forget_statement_values();
-            server.params.forget_statement_values();
-        }
-        self.txn_settings.extend(batch.settings);
-        let ended = now == TxnStatus::Idle;
-        if ended {
-            let committed = self.last_command != LastCommand::Rollback;
-            for cmd in self.txn_settings.drain(..) {
-                if committed {
-                    if cmd.action == pgpilot_sql::SetAction::ResetAll
-                        && cmd.scope == pgpilot_sql::SetScope::Session
-                    {
-                        s.reset_pgpilot_settings();
+        let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
+        for cmd in batch.settings.iter().filter(|c| c.scope == SetScope::Session) {
+            match &cmd.action {
+                SetAction::ResetAll if !failed => self.reset_all(s, server),
+                SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
+                    self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
+                    let reset = s.reset_params.clone();
+                    s.params.reset_to(name, &reset);
+                    if !is_reported(name) {
+                        server.params.remove(name);
                     }
-                    s.params.apply(&cmd);
-                    server.params.apply(&cmd);
                 }
+                _ if exact => {
+                    s.params.apply(cmd);
+                    server.params.apply(cmd);
+                }
+                SetAction::Set { name, .. } | SetAction::SetConfig { name, .. }
+                    if !is_reported(name)
+                        && !self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case(name)) =>
+                {
+                    self.settings_to_read.push(name.as_str().into());
+                }
+                _ => {}
             }
         }
+        if now == TxnStatus::Idle && !self.settings_to_read.is_empty() {
+            let names = std::mem::take(&mut self.settings_to_read);
+            let columns: Vec<String> = names
+                .iter()
+                .map(|n| format!("pg_catalog.current_setting({}, true)", super::params::literal(n)))
+                .collect();
+            self.inject_reply(&format!("SELECT {}", columns.join(", ")), Reply::Settings(names));
+        }
+    }
+
+    /// RESET ALL and DISCARD ALL: the client is back to the values it logged in with (PostgreSQL
+    /// restores the startup packet's); the server to its own, which the next sync corrects.
+    fn reset_all(&mut self, s: &mut Session, server: &mut ServerConn) {
+        self.settings_to_read.clear();
+        s.reset_pgpilot_settings();
+        let reset = s.reset_params.clone();
+        s.params.reset_all_to(&reset);
+        server.params.forget_statement_values();
+    }
+}
+
+/// The row of a settings read-back: each value is now the client's and the server's.
+fn read_back_settings(s: &mut Session, server: &mut ServerConn, names: &[Box<str>], row: &[u8]) {
+    let Some(values) = crate::pool::check::data_row(row) else { return };
+    for (name, value) in names.iter().zip(values) {
+        s.params.read_back(name, value.as_deref());
+        server.params.read_back(name, value.as_deref());
     }
 }
 

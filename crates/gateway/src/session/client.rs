@@ -129,6 +129,8 @@ pub struct Session {
     /// The client's unnamed statement (transaction pooling): a driver may Parse it in one batch
     /// and Bind it in the next, which may run on another server.
     pub(super) unnamed: Option<Box<UnnamedStatement>>,
+    /// The values the client logged in with: what RESET gives back.
+    pub(super) reset_params: ParamSet,
 }
 
 /// The text and parameter types of a client's unnamed statement.
@@ -172,7 +174,7 @@ impl Session {
             db: setup.db,
             pools: setup.pools,
             mode: setup.mode,
-            params: setup.params,
+            params: setup.params.clone(),
             buf: setup.pending_input,
             unattached_received: 0,
             limits,
@@ -196,6 +198,7 @@ impl Session {
             consulted: false,
             routed_look: None,
             unnamed: None,
+            reset_params: setup.params,
         }
     }
 

@@ -30,12 +30,18 @@ pub enum Reply {
     Sync(Batch),
     Query(Batch),
     FunctionCall,
+    /// pgpilot reading back the values of these settings (one row, a column each).
+    Settings(Vec<Box<str>>),
 }
 
 /// Effects of a Query (or of the extended batch a Sync ends) that count only if it succeeds.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub settings: Vec<SetCommand>,
+    /// The request is one statement sent outside a transaction: if it succeeds its SETs are the
+    /// server's values as written. Otherwise a savepoint, a later ROLLBACK or an error in the same
+    /// request may have undone them, and the values are read back from the server.
+    pub single_statement: bool,
     /// SQL-level PREPARE name → its text.
     pub prepares: Vec<(String, String)>,
     pub discard_all: bool,
@@ -55,13 +61,13 @@ impl Reply {
             Reply::Describe => matches!(tag, b'T' | b'n'),
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
-            Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall => tag == b'Z',
+            Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) => tag == b'Z',
         }
     }
 
     /// Whether the answer ends with ReadyForQuery.
     pub fn is_ready(&self) -> bool {
-        matches!(self, Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall)
+        matches!(self, Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_))
     }
 
     /// Simple-protocol answers run on after an error, up to ReadyForQuery.

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use pgpilot_sql::SetCommand;
 use pgpilot_wire::backend::TxnStatus;
 use pgpilot_wire::frame::{peek_backend, peek_frontend, Limits};
 use pgpilot_wire::{PgError, SqlState};
@@ -40,14 +39,6 @@ enum Exit {
 
 /// How many times one request may be moved to another server.
 const MAX_RETRIES: u8 = 2;
-
-/// The last CommandComplete seen, to tell a committed transaction from a rolled-back one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum LastCommand {
-    Commit,
-    Rollback,
-    Other,
-}
 
 /// An attachment's buffers, kept on its server between attachments so that a transaction
 /// allocates none of them (servers are few; clients are many and keep nothing while idle).
@@ -121,9 +112,8 @@ pub(super) struct Flow {
     /// An extended-protocol statement failed and the client's Sync has not come yet: the server
     /// discards everything until it does.
     pub(super) server_skipping: bool,
-    pub(super) last_command: LastCommand,
-    /// Session-level SETs of the open transaction, applied if it commits.
-    pub(super) txn_settings: Vec<SetCommand>,
+    /// Settings the open transaction changed, read back from the server when it ends.
+    pub(super) settings_to_read: Vec<Box<str>>,
     pub(super) xact_started: Option<Instant>,
     pub(super) query_started: Option<Instant>,
     pub(super) query_time_us: u64,
@@ -183,8 +173,7 @@ impl Flow {
             copy_in_open: false,
             batch_failed: false,
             server_skipping: false,
-            last_command: LastCommand::Other,
-            txn_settings: Vec::new(),
+            settings_to_read: Vec::new(),
             xact_started: None,
             query_started: None,
             query_time_us: 0,

@@ -227,6 +227,9 @@ impl Flow {
                 return Ok(());
             }
             batch.settings = stmt.settings.clone();
+            batch.single_statement = stmt.statement_count == 1
+                && s.status == pgpilot_wire::backend::TxnStatus::Idle
+                && !self.expected.client_pending();
             batch.pins = pin_reason(&stmt);
             for effect in &stmt.session_effects {
                 match effect {
@@ -302,10 +305,15 @@ impl Flow {
     }
 
     pub(super) fn inject_query(&mut self, sql: &str) {
+        self.inject_reply(sql, Reply::Query(Batch::default()));
+    }
+
+    /// Sends a Query of pgpilot's own, whose answer is handled as `reply` and not sent on.
+    pub(super) fn inject_reply(&mut self, sql: &str, reply: Reply) {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         frontend::query(&mut out, sql);
         self.to_server.extend_from_slice(&out);
-        self.expected.push(Expect::Injected(Reply::Query(Batch::default())));
+        self.expected.push(Expect::Injected(reply));
     }
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {

@@ -41,7 +41,7 @@ pub fn is_tracked(name: &str) -> bool {
         && !name.starts_with("_pq_.")
 }
 
-fn is_reported(name: &str) -> bool {
+pub fn is_reported(name: &str) -> bool {
     REPORTED.iter().any(|s| s.eq_ignore_ascii_case(name))
         || READ_ONLY.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
@@ -177,6 +177,45 @@ impl ParamSet {
             }
             SetAction::ResetAll => self.forget_statement_values(),
             _ => {}
+        }
+    }
+
+    /// A client's RESET of `name`: back to the value it logged in with (`reset`), as PostgreSQL
+    /// restores a startup packet's value, not the server's default. A reported parameter keeps
+    /// what the server just reported: the client has been told that value.
+    pub fn reset_to(&mut self, name: &str, reset: &ParamSet) {
+        if is_reported(name) {
+            return;
+        }
+        match reset.index(name) {
+            Ok(i) => {
+                let value = reset.values[i].1.clone();
+                self.put(name, value);
+            }
+            Err(_) => self.remove(name),
+        }
+    }
+
+    /// RESET ALL / DISCARD ALL by the client: unreported parameters go back to the values it logged
+    /// in with; reported ones keep what the server reported.
+    pub fn reset_all_to(&mut self, reset: &ParamSet) {
+        let mut values: Vec<(Box<str>, Value)> =
+            reset.values.iter().filter(|(n, _)| !is_reported(n)).cloned().collect();
+        values.extend(self.values.iter().filter(|(n, _)| is_reported(n)).cloned());
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        if *values != *self.values {
+            self.values = std::sync::Arc::new(values);
+        }
+    }
+
+    /// A value read back from a server (`current_setting`), given back with set_config; None
+    /// when the server has no such setting.
+    pub fn read_back(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => {
+                self.put(name, Value { text: v.into(), form: Form::Config });
+            }
+            None => self.remove(name),
         }
     }
 
