@@ -69,6 +69,8 @@ pub struct ClientInfo {
     pub pinned: Mutex<Option<&'static str>>,
     /// Set to ask the session to end: 1 at its next transaction boundary (shutdown), 2 at once (KILL).
     close_requested: AtomicU8,
+    /// A cancel request came while the client waited for a server: its request is not sent.
+    cancel_while_waiting: std::sync::atomic::AtomicBool,
     pub wake: crate::signal::Signal,
 }
 
@@ -97,6 +99,21 @@ impl ClientInfo {
 
     pub fn kill_requested(&self) -> bool {
         self.close_requested.load(Relaxed) > 1
+    }
+
+    /// A cancel request for a client that has no server: taken by its wait for one, if it waits.
+    pub fn cancel_while_waiting(&self) {
+        if self.state() == ClientState::Waiting {
+            self.cancel_while_waiting.store(true, Relaxed);
+        }
+    }
+
+    pub fn cancel_pending(&self) -> bool {
+        self.cancel_while_waiting.load(Relaxed)
+    }
+
+    pub fn take_cancel(&self) -> bool {
+        self.cancel_while_waiting.swap(false, Relaxed)
     }
 }
 
@@ -182,6 +199,7 @@ impl Registry {
             server_id: AtomicU64::new(0),
             pinned: Mutex::new(None),
             close_requested: AtomicU8::new(0),
+            cancel_while_waiting: Default::default(),
             wake: Default::default(),
         });
         self.shards[pid as usize % SHARDS].lock().insert(pid, info.clone());

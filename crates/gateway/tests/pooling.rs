@@ -311,3 +311,35 @@ async fn client_login_timeout_closes_silent_connections() {
     assert_eq!(n, 0, "the silent connection was closed");
     gw.shutdown().await;
 }
+
+/// A cancel request for a query still waiting for a server ends that wait: the query never runs
+/// and the client gets PostgreSQL's answer to a cancelled statement (it was dropped before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_a_query_that_waits_for_a_server() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiting = connect(&gw).await;
+    let token = waiting.cancel_token();
+    let started = Instant::now();
+    let query = tokio::spawn(async move {
+        let r = waiting.simple_query("SELECT pg_sleep(4)").await;
+        (r.map(|_| ()), waiting)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (result, waiting) =
+        tokio::time::timeout(Duration::from_secs(3), query).await.expect("the cancel was lost").unwrap();
+    let e = result.expect_err("the cancelled query ran");
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    holder.batch_execute("COMMIT").await.unwrap();
+    let rows = waiting.simple_query("SELECT 7").await.unwrap();
+    let seven =
+        rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("7")));
+    assert!(seven, "the client works on after the cancel");
+    gw.shutdown().await;
+}

@@ -14,7 +14,9 @@ pub async fn forward(shared: &Shared, pid: i32, secret: i32) {
         return;
     };
     let Some(target) = client.server.lock().clone() else {
-        return; // nothing is running
+        // Nothing is running; a client waiting for a server gives its request up.
+        client.cancel_while_waiting();
+        return;
     };
     if let Err(e) = send(&target).await {
         tracing::warn!(server = %target.address, error = %e, "could not forward a cancel request");

@@ -269,7 +269,9 @@ impl Session {
                 if self.db.cache.enabled() && self.answer_from_cache(h).await? {
                     return Ok(());
                 }
-                self.attach_routed().await?;
+                if !self.attach_routed().await? {
+                    return Ok(());
+                }
                 super::flow::run_attached(self, true).await
             }
             b'p' => Err(Ending::Fatal(PgError::fatal(
@@ -298,7 +300,8 @@ impl Session {
             info.set_state(ClientState::Idle);
             return Err(e);
         }
-        let checkout = pool.checkout_with(fail_fast, still_wanted).await;
+        let wanted = || !info.cancel_pending() && still_wanted();
+        let checkout = pool.checkout_with(fail_fast, &wanted).await;
         let (conn, waited) = match checkout {
             Ok(c) => c,
             Err(e) => {
@@ -306,6 +309,8 @@ impl Session {
                 return Err(e);
             }
         };
+        // Too late to give the request up: it goes to the server.
+        info.take_cancel();
         pool.stats.assignment(waited.as_micros() as u64);
         self.wait_before_send = waited;
         *info.server.lock() = Some(conn.cancel.clone());

@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use pgpilot_wire::{backend, frontend};
+use bytes::{Buf, BytesMut};
+use pgpilot_wire::{backend, frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
 use crate::config::PoolMode;
@@ -216,7 +216,8 @@ impl Session {
 
     /// Routes the buffered request and attaches a server; a replica that cannot be reached is banned
     /// and the request goes elsewhere.
-    pub(super) async fn attach_routed(&mut self) -> Result<(), Ending> {
+    /// False when the client cancelled its request while waiting for a server: it was answered.
+    pub(super) async fn attach_routed(&mut self) -> Result<bool, Ending> {
         self.db.wait_roles_checked().await;
         // A failover while waiting sends the request to the new primary; bounded in case roles flap.
         for _ in 0..100 {
@@ -236,7 +237,12 @@ impl Session {
                         may_write: decision.may_write,
                         _outstanding: Outstanding::new(backend),
                     });
-                    return Ok(());
+                    return Ok(true);
+                }
+                Err(CheckoutError::Rerouted) if self.reg.info.take_cancel() => {
+                    if self.drop_cancelled_request().await? {
+                        return Ok(false);
+                    }
                 }
                 Err(CheckoutError::Rerouted) => continue,
                 Err(e) if replica && !e.is_login_refusal() => {
@@ -247,6 +253,31 @@ impl Session {
             }
         }
         Err(Ending::Fatal(super::welcome::checkout_error(CheckoutError::Closed, &self.db.name)))
+    }
+
+    /// The request at the front was cancelled before any server saw it: it is dropped (a simple
+    /// Query, or an extended batch through its Sync) and answered as PostgreSQL answers a cancelled
+    /// statement. False when the batch has not all arrived: it goes on to a server then.
+    async fn drop_cancelled_request(&mut self) -> Result<bool, Ending> {
+        let mut pos = 0;
+        loop {
+            let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf[pos..], &self.limits) else {
+                return Ok(false);
+            };
+            if self.buf.len() < pos + h.total {
+                return Ok(false);
+            }
+            pos += h.total;
+            if matches!(h.tag, b'Q' | b'S') {
+                break;
+            }
+        }
+        self.buf.advance(pos);
+        let mut out = BytesMut::new();
+        PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to user request").encode(&mut out);
+        backend::ready_for_query(&mut out, self.status);
+        self.write(&out).await?;
+        Ok(true)
     }
 
     /// Ends the attachment's bookkeeping: a transaction that may have written on the primary moves
