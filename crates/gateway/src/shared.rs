@@ -63,6 +63,8 @@ pub struct Shared {
     /// The maintenance scheduler, when `[[jobs]]` are configured (crate::jobs).
     pub jobs: ArcSwapOption<pgpilot_scheduler::SchedulerHandle>,
     user_limits: Mutex<HashMap<String, Arc<ConnectionLimit>>>,
+    /// Memory of large client messages being received, across all clients.
+    pub input_budget: crate::session::input_budget::InputBudget,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Shared {
             advisor: Default::default(),
             jobs: ArcSwapOption::empty(),
             user_limits: Mutex::new(HashMap::new()),
+            input_budget: Default::default(),
         });
         shared.apply(config)?;
         Ok(shared)

@@ -220,3 +220,50 @@ async fn a_newer_protocol_request_is_answered_with_version_3_0() {
     assert!(messages.iter().any(|(t, _)| *t == b'R'), "the login went on: {messages:?}");
     gw.shutdown().await;
 }
+
+/// Large messages are buffered whole, so all clients' large messages together are bounded (twice
+/// max_message_size): a client announcing one past that budget is refused with 53200, and the
+/// budget comes back when a client's message is handled or it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_of_all_clients_share_a_bounded_budget() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.max_message_size = 4 << 20;
+    let gw = start(config).await;
+    let query_header = |len: usize| {
+        let mut m = vec![b'Q'];
+        m.extend_from_slice(&((len + 4) as u32).to_be_bytes());
+        m
+    };
+    let big = 3 << 20;
+    // Two clients each send the start of a 3 MiB query: 6 of the 8 MiB.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw_login(addr(&gw)).await;
+        let mut start = query_header(big);
+        start.extend(vec![b' '; 1 << 20]);
+        s.write_all(&start).await.unwrap();
+        holders.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = raw_login(addr(&gw)).await;
+    refused.write_all(&query_header(big)).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), refused.read(&mut answer)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer[0] == b'E' && text.contains("53200"), "{text}");
+    // Others are not affected, and the budget comes back when a holder leaves.
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(holders.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut whole = raw_login(addr(&gw)).await;
+    let sql = format!("SELECT 42 /*{}*/", "x".repeat(big - 20));
+    let mut q = query_header(sql.len() + 1);
+    q.extend_from_slice(sql.as_bytes());
+    q.push(0);
+    whole.write_all(&q).await.unwrap();
+    let got = read_until_ready(&mut whole).await;
+    assert!(backend_messages(&got).iter().any(|(t, _)| *t == b'D'), "the big query ran once there was room");
+    gw.shutdown().await;
+}

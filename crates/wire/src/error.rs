@@ -23,6 +23,7 @@ impl SqlState {
     pub const DUPLICATE_PREPARED_STATEMENT: SqlState = SqlState("42P05");
     pub const UNDEFINED_PREPARED_STATEMENT: SqlState = SqlState("26000");
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
     pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");

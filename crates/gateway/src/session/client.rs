@@ -131,6 +131,8 @@ pub struct Session {
     pub(super) unnamed: Option<Box<UnnamedStatement>>,
     /// The values the client logged in with: what RESET gives back.
     pub(super) reset_params: ParamSet,
+    /// The share of the large-message budget the message being received holds.
+    pub(super) input: super::input_budget::Reservation,
 }
 
 /// The text and parameter types of a client's unnamed statement.
@@ -199,6 +201,7 @@ impl Session {
             routed_look: None,
             unnamed: None,
             reset_params: setup.params,
+            input: Default::default(),
         }
     }
 
@@ -230,7 +233,12 @@ impl Session {
                         return ending;
                     }
                 }
-                _ => {
+                incomplete => {
+                    if let Some(h) = incomplete {
+                        if let Err(e) = self.fit_input(h.total) {
+                            return Ending::Fatal(e);
+                        }
+                    }
                     if let Err(ending) = self.wait_for_input().await {
                         return ending;
                     }
@@ -366,6 +374,7 @@ impl Session {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             // An idle client holds no buffer: there may be tens of thousands of them.
             self.buf = BytesMut::new();
+            self.input.release(&self.shared.input_budget);
         }
         // Boxed, and only when configured: a timer is most of an idle task's size.
         let mut timer = self.timeouts.client_idle().map(|t| Box::pin(tokio::time::sleep(t)));
@@ -383,6 +392,16 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Room for a whole message of `total` bytes in the input buffer (see input_budget.rs).
+    pub(super) fn fit_input(&mut self, total: usize) -> Result<(), PgError> {
+        let limit = super::input_budget::InputBudget::limit(self.limits.large);
+        let fitted = self.input.fit(&self.shared.input_budget, limit, &mut self.buf, total);
+        if let Err(e) = &fitted {
+            tracing::warn!(client = %self.reg.info.addr, user = %self.user, error = %e, "client message refused");
+        }
+        fitted
     }
 
     pub(super) async fn write(&self, data: &[u8]) -> Result<(), Ending> {
@@ -410,6 +429,7 @@ impl Session {
             tracing::info!(client = %self.reg.info.addr, user = %self.user, database = %self.db.name, reason = ending_reason(&ending), "client disconnected");
         }
         self.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.input.release(&self.shared.input_budget);
         self.attachment = None;
         if let Some(conn) = self.server.take() {
             let pool = conn.pool().clone();

@@ -11,6 +11,7 @@ use pgpilot_wire::{PgError, SqlState};
 
 use super::client::{sleep_until, Ending, Session};
 use super::expect::{Batch, Expect, Expected, Reply};
+use super::input_budget::LARGE_MESSAGE;
 use crate::config::PoolMode;
 use crate::pool::ServerConn;
 
@@ -603,8 +604,11 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             if let Err(e) = flow.client_message(s, server, h.tag, msg) {
                 break Err(e);
             }
-            if flow.keep_input {
+            if flow.keep_input && msg.len() <= LARGE_MESSAGE {
                 flow.client_input.extend_from_slice(msg);
+            } else if flow.keep_input {
+                // Not a third copy of a large message: it cannot move to another server.
+                flow.stop_keeping_input();
             }
             pos += h.total;
             if flow.client_terminated {
@@ -616,10 +620,18 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             flow.stop_keeping_input();
             pos = buf.len();
         } else {
-            break Ok(());
+            s.buf = std::mem::take(&mut buf);
+            let fitted = s.fit_input(h.total);
+            buf = std::mem::take(&mut s.buf);
+            break fitted.map_err(Ending::Fatal);
         }
     };
     buf.advance(pos);
+    if buf.is_empty() && s.input.holds() {
+        // The large message is handled: its memory goes, and its share of the budget.
+        buf = BytesMut::new();
+        s.input.release(&s.shared.input_budget);
+    }
     s.buf = buf;
     flow.emit_passive(s);
     result

@@ -7,6 +7,7 @@ mod client;
 mod expect;
 mod flow;
 mod frontend;
+pub mod input_budget;
 pub mod io;
 mod observe;
 pub mod params;
