@@ -91,6 +91,8 @@ async fn max_client_conn_refuses_with_53300() {
     let _b = connect(&gw).await;
     let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect_err("third client refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    // The operator still reaches the console, as with PgBouncer.
+    assert!(psql(&gw, "pgbouncer", "SHOW POOLS").is_ok_and(|out| out.contains("postgres|postgres")));
     drop(_a);
     assert!(eventually(Duration::from_secs(5), || gw.shared().registry.count() < 2).await);
     try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect("room again");

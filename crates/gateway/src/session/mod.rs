@@ -60,7 +60,12 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         Ok(Ok(Some(startup::Opening::Login { sock, params, tls, buf }))) => (sock, params, tls, buf),
     };
     let (sock, params, tls, buf) = opened;
-    let max_clients = shared.config.load().pgpilot.max_client_conn;
+    let mut max_clients = shared.config.load().pgpilot.max_client_conn;
+    let database = params.get("database").filter(|d| !d.is_empty()).or(params.get("user"));
+    if database.is_some_and(is_admin_database) {
+        // An operator must reach the console exactly when clients have used up every slot.
+        max_clients = max_clients.saturating_add(CONSOLE_SLOTS);
+    }
     let Some(registration) = shared.registry.register(addr.clone(), local_port, tls, max_clients) else {
         let e =
             PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
@@ -88,6 +93,9 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     }
     Some((sock, registration, session))
 }
+
+/// Connections to the admin console allowed beyond max_client_conn.
+const CONSOLE_SLOTS: usize = 5;
 
 /// Tells the client why it is being turned away, and logs it.
 async fn refuse<T>(sock: &Sock, addr: &str, e: PgError) -> Option<T> {
