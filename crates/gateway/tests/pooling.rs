@@ -345,3 +345,30 @@ async fn a_cancel_ends_a_query_that_waits_for_a_server() {
     assert!(seven, "the client works on after the cancel");
     gw.shutdown().await;
 }
+
+/// In session pooling SHOW STATS counts every transaction and query as it ends, while the
+/// client stays connected (it counted one transaction per session, at disconnection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pooling_statistics_count_transactions_as_they_end() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.pool_mode = PoolMode::Session;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    for _ in 0..5 {
+        c.batch_execute("BEGIN; SELECT 1; COMMIT").await.unwrap();
+    }
+    for _ in 0..3 {
+        c.simple_query("SELECT 2").await.unwrap();
+    }
+    let totals = psql(&gw, "pgbouncer", "SHOW STATS_TOTALS").unwrap();
+    let row: Vec<&str> =
+        totals.lines().find(|l| l.starts_with("postgres|")).expect("a row").split('|').collect();
+    let (xacts, queries, received): (u64, u64, u64) =
+        (row[2].parse().unwrap(), row[3].parse().unwrap(), row[4].parse().unwrap());
+    assert!(xacts >= 8, "transactions counted while connected: {totals}");
+    assert!(queries >= 8, "queries counted while connected: {totals}");
+    assert!(received > 0, "bytes counted while connected: {totals}");
+    drop(c);
+    gw.shutdown().await;
+}

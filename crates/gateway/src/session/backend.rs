@@ -226,6 +226,9 @@ impl Flow {
             if let Some(x) = self.xact_started.take() {
                 server.pool().stats.transaction(now.duration_since(x).as_micros() as u64);
             }
+            if s.mode == crate::config::PoolMode::Session || s.pinned.is_some() {
+                self.record_stats(server);
+            }
             // Released from here: the pool takes this as when it went idle.
             server.last_used = now;
         }

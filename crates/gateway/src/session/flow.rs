@@ -276,7 +276,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         Err(e) => Exit::End(e),
         Ok(()) => pump(s, &mut server, &mut flow).await,
     };
-    record_stats(&server, &flow);
+    flow.record_stats(&server);
     if !matches!(exit, Exit::Release) && flow.invalidation != crate::cache::Invalidation::Nothing {
         // The transaction's outcome is unknown (a COMMIT may have run): invalidate anyway.
         s.invalidate(&flow.invalidation);
@@ -341,12 +341,19 @@ fn ending_reason(e: &Ending) -> &'static str {
     }
 }
 
-fn record_stats(server: &ServerConn, flow: &Flow) {
-    let stats = &server.pool().stats;
-    if flow.requests > 0 {
-        stats.queries(flow.requests, flow.query_time_us);
+impl Flow {
+    /// Adds what this attachment did since the last call to its pool's statistics: at the end of
+    /// each attachment, and at the end of each transaction of one that spans many (session
+    /// pooling, a pinned client), so SHOW STATS moves while such a client stays connected.
+    pub(super) fn record_stats(&mut self, server: &ServerConn) {
+        let stats = &server.pool().stats;
+        if self.requests > 0 {
+            stats.queries(std::mem::take(&mut self.requests), std::mem::take(&mut self.query_time_us));
+        }
+        if self.received > 0 || self.sent > 0 {
+            stats.bytes(std::mem::take(&mut self.received), std::mem::take(&mut self.sent));
+        }
     }
-    stats.bytes(flow.received, flow.sent);
 }
 
 /// Before the client's request: bring the server's session parameters in line with the client's.

@@ -156,6 +156,10 @@ impl Flow {
         if self.expected.ready_owed() == 0 || self.query_started.is_none() {
             self.query_started = Some(self.last_client_activity);
         }
+        if self.xact_started.is_none() && self.expected.ready_owed() == 0 {
+            // The next transaction of an attachment that spans many (session pooling, pinned).
+            self.xact_started = Some(self.last_client_activity);
+        }
     }
 
     /// The classification of a statement that may change session state; None for the many that
