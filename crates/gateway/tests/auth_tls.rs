@@ -191,3 +191,37 @@ async fn tls_to_servers() {
     assert!(try_connect(&conninfo(&gw, "postgres", "postgres")).await.is_err());
     gw.shutdown().await;
 }
+
+/// A login the server refused for its password is remembered for server_login_retry: the next
+/// clients get the same answer without another attempt against the server (as PgBouncer does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_server_login_is_not_retried_before_server_login_retry() {
+    let pg = scram_cluster();
+    let mut config = config_for(&pg);
+    config.databases.insert(
+        "appdb".into(),
+        DatabaseConfig {
+            primary: format!("postgres://app:not-the-password@127.0.0.1:{}/postgres", pg.port()),
+            ..Default::default()
+        },
+    );
+    config.pgpilot.server_login_retry = pgpilot_gateway::config::Secs::from_secs(60);
+    let gw = start(config).await;
+    let attempts = || {
+        let log = std::fs::read_to_string(pg.log_path()).unwrap();
+        log.matches("password authentication failed for user \"app\"").count()
+    };
+    let err = try_connect(&conninfo(&gw, "app", "appdb")).await.expect_err("the server refuses the login");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+    // The first client and the health monitor may each have tried once, at the same moment.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let first = attempts();
+    assert!((1..=2).contains(&first), "{first} attempts");
+    for _ in 0..5 {
+        let err = try_connect(&conninfo(&gw, "app", "appdb")).await.expect_err("the refusal is remembered");
+        assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(attempts(), first, "the server was asked again within server_login_retry");
+    gw.shutdown().await;
+}

@@ -69,6 +69,12 @@ impl ConnectError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, ConnectError::Rejected { .. } | ConnectError::Unsupported { .. })
     }
+
+    /// The server refused the login for its credentials (class 28) or an unknown database
+    /// (3D000): the server itself is up, the user or database is wrong.
+    pub fn refuses_login(&self) -> bool {
+        matches!(self, ConnectError::Rejected { fields, .. } if fields.code.starts_with("28") || fields.code == "3D000")
+    }
 }
 
 /// A logged-in server connection, ready for queries.

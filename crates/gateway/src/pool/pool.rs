@@ -46,8 +46,7 @@ pub enum CheckoutError {
 impl CheckoutError {
     /// The server refused the login for its credentials or database: it is up, the user is wrong.
     pub fn is_login_refusal(&self) -> bool {
-        matches!(self, CheckoutError::Connect(ConnectError::Rejected { fields, .. })
-            if fields.code.starts_with("28") || fields.code == "3D000")
+        matches!(self, CheckoutError::Connect(e) if e.refuses_login())
     }
 }
 
@@ -362,9 +361,7 @@ impl Pool {
                 }
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());
-                    if let ConnectError::Rejected { addr, fields } = &e {
-                        *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
-                    }
+                    self.remember_refusal(&e);
                     let retry_at = Instant::now() + backoff;
                     if e.is_permanent() || deadline.is_some_and(|d| retry_at >= d) || self.is_retired() {
                         self.abandon_open();
@@ -425,10 +422,22 @@ impl Pool {
             super::connect::MONITOR_APPLICATION_NAME,
         )
         .await;
-        if let Err(ConnectError::Rejected { addr, fields }) = &result {
-            *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
+        if let Err(e) = &result {
+            self.remember_refusal(e);
         }
         result
+    }
+
+    /// A login refused for its credentials or database is remembered for server_login_retry. A
+    /// server starting up or shutting down (57P03) or full (53300) is not: it is retried, and once
+    /// it is down the client hears why ("connection refused"), not the last thing it said.
+    fn remember_refusal(&self, e: &ConnectError) {
+        match e {
+            ConnectError::Rejected { addr, fields } if e.refuses_login() => {
+                *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
+            }
+            _ => {}
+        }
     }
 
     /// Whether a login to this pool's server was refused less than server_login_retry ago.

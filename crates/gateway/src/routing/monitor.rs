@@ -374,13 +374,9 @@ async fn check(
         let connected = tokio::time::timeout(timeout, pool.connect_unpooled())
             .await
             .map_err(|_| CheckError::Server("health check: connect timed out".to_string()))?;
-        let connected = connected.map_err(|e| match e {
-            crate::pool::connect::ConnectError::Rejected { ref fields, .. }
-                if is_login_refusal(&fields.code) =>
-            {
-                CheckError::Credentials(e.to_string())
-            }
-            e => CheckError::Server(e.to_string()),
+        let connected = connected.map_err(|e| match e.refuses_login() {
+            true => CheckError::Credentials(e.to_string()),
+            false => CheckError::Server(e.to_string()),
         })?;
         *slot = Some(Probe { sock: connected.sock, buf: connected.buf });
     }
@@ -394,12 +390,6 @@ async fn check(
             Err(CheckError::Server(format!("health check: {e}")))
         }
     }
-}
-
-/// SQLSTATEs of a login the server refused for its credentials (class 28) or an unknown database
-/// (3D000): the server itself is up.
-fn is_login_refusal(code: &str) -> bool {
-    code.starts_with("28") || code == "3D000"
 }
 
 fn parse(rows: &[Vec<Option<String>>]) -> Option<Reading> {
