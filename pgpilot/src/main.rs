@@ -36,7 +36,7 @@ const LONG_VERSION: &str = concat!(
     long_about = "The PostgreSQL performance layer: connection pooling, read/write splitting, a result cache, \
                   workload insight, a DBA advisor and maintenance jobs in one program.\n\n\
                   Without a command, runs `pgpilot demo`.\n\n\
-                  Exit codes: 0 success, 1 failure, 2 usage error, 3 findings (--fail-on, convert warnings).",
+                  Exit codes: 0 success, 1 failure, 2 usage error, 3 findings (advise --fail-on; convert: a setting whose loss would admit clients PgBouncer refuses), 130 bench interrupted by Ctrl-C.",
     propagate_version = true
 )]
 pub struct Cli {
