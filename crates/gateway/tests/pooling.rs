@@ -372,3 +372,21 @@ async fn session_pooling_statistics_count_transactions_as_they_end() {
     drop(c);
     gw.shutdown().await;
 }
+
+/// A client logging in while the server is down is told so once server_connect_timeout has
+/// passed, with the reason, instead of waiting out client_login_timeout for a bare timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_while_the_server_is_down_fails_with_the_reason() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.server_connect_timeout = Secs::from_secs(2);
+    let gw = start(config).await;
+    pg.stop();
+    let started = Instant::now();
+    let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect_err("the server is down");
+    assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err}");
+    let text = format!("{err:?}");
+    assert!(text.contains("could not connect") && text.to_lowercase().contains("refused"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    gw.shutdown().await;
+}

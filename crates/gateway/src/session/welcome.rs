@@ -81,6 +81,9 @@ async fn server_defaults(
     db: &Database,
 ) -> Result<std::sync::Arc<Vec<(String, String)>>, PgError> {
     db.wait_roles_checked().await;
+    // A server that cannot be reached fails the login after server_connect_timeout, saying why,
+    // rather than holding the client until client_login_timeout.
+    let give_up = std::time::Instant::now() + pools.pools[db.primary_index()].settings.load().connect_timeout;
     // Bounded in case roles flap.
     for _ in 0..100 {
         let index = db.primary_index();
@@ -89,9 +92,16 @@ async fn server_defaults(
         if let Some(p) = known.or_else(|| pools.pools.iter().find_map(|p| p.startup_params.load_full())) {
             return Ok(writable(p));
         }
-        let still_primary = || db.primary_index() == index;
-        match primary.checkout_with(false, &still_primary).await {
+        let still_wanted = || db.primary_index() == index && std::time::Instant::now() < give_up;
+        match primary.checkout_with(false, &still_wanted).await {
             Ok((conn, _)) => primary.release(conn),
+            Err(CheckoutError::Rerouted) if std::time::Instant::now() >= give_up => {
+                let why = primary.last_error.lock().clone().unwrap_or_else(|| "no answer".into());
+                return Err(PgError::fatal(
+                    SqlState::CONNECTION_FAILURE,
+                    format!("pgpilot could not connect to the server: {why}"),
+                ));
+            }
             Err(CheckoutError::Rerouted) => continue,
             Err(e) => return Err(checkout_error(e, &db.name)),
         }
