@@ -46,7 +46,12 @@ impl PoolSet {
 
 pub struct Database {
     pub name: Arc<str>,
-    pub config: DatabaseConfig,
+    /// The database's settings, replaced by a reload that keeps its pools (SHOW DATABASES and
+    /// pools made after the reload read them here).
+    config: ArcSwap<DatabaseConfig>,
+    /// The server user every client logs in as: the database's `user` setting, else the user in
+    /// its primary URL. Fixed for the database's life: a reload that changes it makes a new one.
+    pub forced_user: Option<String>,
     /// The configured primary's URL.
     pub primary: ServerUrl,
     pub replicas: Vec<ServerUrl>,
@@ -89,12 +94,14 @@ impl Database {
         }
         backends[0].set_role(Role::Primary);
         let cache = crate::cache::DbCache::new(&config.cache);
+        let forced_user = config.user.clone().or(primary.user.clone());
         // One server has no other to be mistaken for.
         let single = backends.len() == 1;
         Ok(Database {
             name: Arc::from(name),
             routing: ArcSwap::from_pointee(config.routing.clone()),
-            config,
+            config: ArcSwap::from_pointee(config),
+            forced_user,
             primary,
             replicas,
             backends,
@@ -109,6 +116,11 @@ impl Database {
             roles_known: AtomicBool::new(single),
             roles_checked: watch::Sender::new(single),
         })
+    }
+
+    /// The database's settings as last loaded.
+    pub fn config(&self) -> arc_swap::Guard<Arc<DatabaseConfig>> {
+        self.config.load()
     }
 
     /// "primary", "replica" or "unknown" for server `i`, as discovered.
@@ -155,14 +167,15 @@ impl Database {
     /// The server user for a client user: the database's forced user (its `user` setting, or the
     /// user in its primary URL), else the client's own.
     pub fn server_user<'a>(&'a self, client_user: &'a str) -> &'a str {
-        self.config.user.as_deref().or(self.primary.user.as_deref()).unwrap_or(client_user)
+        self.forced_user.as_deref().unwrap_or(client_user)
     }
 
     /// Whether a reload can keep this database's pools: same servers, same forced user.
     pub fn same_servers(&self, other: &DatabaseConfig) -> bool {
-        self.config.primary == other.primary
-            && self.config.user == other.user
-            && self.config.replicas.iter().map(|r| r.url()).eq(other.replicas.iter().map(|r| r.url()))
+        let config = self.config.load();
+        config.primary == other.primary
+            && config.user == other.user
+            && config.replicas.iter().map(|r| r.url()).eq(other.replicas.iter().map(|r| r.url()))
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -198,7 +211,7 @@ impl Database {
                 user: Arc::from(server_user),
                 server: b.address.clone(),
             };
-            let settings = PoolSettings::resolve(ctx.config, &self.config, server_user);
+            let settings = PoolSettings::resolve(ctx.config, &self.config.load(), server_user);
             Pool::new(id, target, settings, ctx.secrets.clone(), ctx.connector.clone(), limits.clone())
         };
         let set = Arc::new(PoolSet {
@@ -216,6 +229,7 @@ impl Database {
         self.limit.set_max(db.max_db_connections.unwrap_or(config.pgpilot.max_db_connections));
         self.routing.store(Arc::new(db.routing.clone()));
         self.cache.update(&db.cache);
+        self.config.store(Arc::new(db.clone()));
         for (user, set) in self.pools.lock().iter() {
             let settings = Arc::new(PoolSettings::resolve(config, db, user));
             for pool in set.all() {

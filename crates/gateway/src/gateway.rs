@@ -45,7 +45,11 @@ impl Gateway {
         }
         if let Some(dir) = &config.pgpilot.unix_socket_dir {
             let port = gw.addrs.first().map(|a| a.port()).unwrap_or(6432);
-            let (l, path) = listener::bind_unix(dir, port)
+            let mode = config
+                .pgpilot
+                .unix_socket_permissions()
+                .map_err(|e| anyhow::anyhow!("unix_socket_mode: {e}"))?;
+            let (l, path) = listener::bind_unix(dir, port, mode)
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", dir.display()))?;
             gw.unix_socket = Some(path);
             gw.listeners.push(tokio::spawn(listener::accept_unix(shared.clone(), l)));

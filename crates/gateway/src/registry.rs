@@ -87,6 +87,16 @@ impl ClientInfo {
         self.last_request_us.store(now_us(), Relaxed);
     }
 
+    /// How long the client has waited for a server so far, in µs; 0 when it is not waiting. The
+    /// session touches the request time as it starts to wait (`attach`), and not again until it
+    /// has a server.
+    pub fn waited_us(&self) -> u64 {
+        if self.state() != ClientState::Waiting {
+            return 0;
+        }
+        now_us().saturating_sub(self.last_request_us.load(Relaxed))
+    }
+
     /// Asks the session to end: `now` even inside a transaction (KILL), otherwise when it is idle.
     pub fn request_close(&self, now: bool) {
         self.close_requested.fetch_max(if now { 2 } else { 1 }, Relaxed);

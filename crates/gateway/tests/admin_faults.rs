@@ -217,6 +217,98 @@ async fn reload_keeps_clients_and_applies_settings() {
     gw.shutdown().await;
 }
 
+/// A database's own pool_size changed by a reload shows in SHOW DATABASES, as the pools apply it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_shows_a_database_s_new_settings() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    let write = |pool_size: usize, reserve: usize| {
+        std::fs::write(
+            &path,
+            format!(
+                "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\nadmin_users = [\"postgres\"]\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\npool_size = {pool_size}\nreserve_pool_size = {reserve}\n",
+                pg.admin_url()
+            ),
+        )
+        .unwrap()
+    };
+    let sizes = |gw: &pgpilot_gateway::Gateway| {
+        let out = admin(gw, "SHOW DATABASES");
+        let row: Vec<String> =
+            out.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').map(String::from).collect();
+        // pool_size and reserve_pool_size
+        (row[5].clone(), row[7].clone())
+    };
+    write(3, 1);
+    let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    assert_eq!(sizes(&gw), ("3".into(), "1".into()));
+    write(7, 2);
+    gw.reload().unwrap();
+    assert_eq!(c.query_one("SELECT 4", &[]).await.unwrap().get::<_, i32>(0), 4, "client survived the reload");
+    assert_eq!(sizes(&gw), ("7".into(), "2".into()), "SHOW DATABASES after the reload");
+    gw.shutdown().await;
+}
+
+/// Rows of a console SHOW command whose first columns are `prefix`, split into columns.
+fn console_rows(gw: &pgpilot_gateway::Gateway, sql: &str, prefix: &str) -> Vec<Vec<String>> {
+    admin(gw, sql)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.split('|').map(String::from).collect())
+        .collect()
+}
+
+/// Clients still waiting after reserve_pool_timeout (the reserve is used up) stay in SHOW POOLS'
+/// cl_waiting with a rising maxwait, and SHOW CLIENTS tells how long each has waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_waiting_past_reserve_pool_timeout_are_shown_waiting() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    config.pgpilot.reserve_pool_size = 1;
+    config.pgpilot.reserve_pool_timeout = pgpilot_gateway::config::Secs::from_secs(1);
+    let gw = start(config).await;
+    let mut running = Vec::new();
+    for _ in 0..5 {
+        let c = connect(&gw).await;
+        running.push(tokio::spawn(async move { c.simple_query("SELECT pg_sleep(6)").await.map(|_| ()) }));
+    }
+    // Two clients have the pool's servers, one the reserve's (after 1 s); two wait until 6 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut last_wait_us = 0;
+    for _ in 0..5 {
+        let pools = console_rows(&gw, "SHOW POOLS", "postgres|postgres|");
+        let pool = &pools[0];
+        let (cl_active, cl_waiting) = (&pool[2], &pool[3]);
+        let wait_us = pool[13].parse::<u64>().unwrap() * 1_000_000 + pool[14].parse::<u64>().unwrap();
+        assert_eq!((cl_active.as_str(), cl_waiting.as_str()), ("3", "2"), "SHOW POOLS: {pool:?}");
+        assert!(
+            wait_us >= 1_500_000 && wait_us > last_wait_us,
+            "maxwait {wait_us} µs after {last_wait_us} µs"
+        );
+        last_wait_us = wait_us;
+        let waiting: Vec<_> = console_rows(&gw, "SHOW CLIENTS", "C|postgres|postgres|")
+            .into_iter()
+            .filter(|c| c[4] == "waiting")
+            .collect();
+        assert_eq!(waiting.len(), 2, "SHOW CLIENTS: {waiting:?}");
+        for c in &waiting {
+            let waited_us = c[11].parse::<u64>().unwrap() * 1_000_000 + c[12].parse::<u64>().unwrap();
+            assert!(waited_us >= 1_500_000, "a waiting client shows wait {} s {} µs", c[11], c[12]);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for r in running {
+        r.await.unwrap().unwrap();
+    }
+    let pools = console_rows(&gw, "SHOW POOLS", "postgres|postgres|");
+    assert_eq!((pools[0][3].as_str(), pools[0][13].as_str()), ("0", "0"), "nobody waits any more: {pools:?}");
+    gw.shutdown().await;
+}
+
 /// Idle clients hold no transaction, whether admin console or pinned to a server: shutdown does
 /// not wait shutdown_timeout for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

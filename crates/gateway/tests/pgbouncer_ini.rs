@@ -73,6 +73,7 @@ fn pgbouncer_ini(dir: &Path, pg: &Cluster, listen_port: u16) -> std::path::PathB
              listen_addr = 127.0.0.1\n\
              listen_port = {listen_port}\n\
              unix_socket_dir = {}\n\
+             unix_socket_mode = 0770\n\
              auth_type = md5\n\
              auth_file = userlist.txt\n\
              admin_users = ops\n\
@@ -150,6 +151,7 @@ async fn a_pgbouncer_ini_runs_as_is() {
     assert_eq!(c.pgpilot.stats_users, vec!["watcher", "nobody_else"]);
     assert_eq!(c.users["carol"].pool_mode, Some(PoolMode::Session));
     assert_eq!(c.databases["shop"].max_db_connections, Some(8));
+    assert_eq!(c.pgpilot.unix_socket_mode, "0770");
     let ignored: Vec<&str> = conversion.not_honoured().map(|n| n.setting.as_str()).collect();
     assert_eq!(ignored, vec!["[pgbouncer] logfile", "[pgbouncer] pidfile", "[pgbouncer] stats_period"]);
     assert!(conversion.notes.iter().any(|n| n.setting == "[pgbouncer] ignore_startup_parameters"
@@ -193,6 +195,7 @@ async fn a_pgbouncer_ini_runs_as_is() {
         dir.path().join("sock").display()
     );
     assert_eq!(query_pair(&socket, who).await.unwrap(), ("postgres".into(), "postgres".into()));
+    assert_eq!(socket_mode(&dir.path().join("sock").join(format!(".s.PGSQL.{port}"))), 0o770);
 
     // The admin console under PgBouncer's name, for admin_users and (read-only) stats_users.
     let ops = common::try_connect(&tcp(port, "ops", "ops-pw", "pgbouncer")).await.expect("console login");
@@ -224,4 +227,27 @@ async fn a_pgbouncer_ini_runs_as_is() {
         stopping.elapsed() < std::time::Duration::from_secs(10),
         "idle clients should not hold up shutdown"
     );
+}
+
+/// The permission bits of a file.
+fn socket_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+/// As in PgBouncer, the Unix socket is 0777 unless unix_socket_mode says otherwise, whatever the
+/// umask: other OS users' clients (psql as postgres) may connect, and then authenticate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_is_open_to_every_local_user_by_default() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config_for(&pg);
+    config.pgpilot.unix_socket_dir = Some(dir.path().to_path_buf());
+    let gw = common::start(config).await;
+    let port = gw.addrs()[0].port();
+    assert_eq!(socket_mode(&dir.path().join(format!(".s.PGSQL.{port}"))), 0o777);
+    let conninfo = format!("host={} port={port} user=postgres dbname=postgres", dir.path().display());
+    let who = "SELECT current_user::text, current_database()::text";
+    assert_eq!(query_pair(&conninfo, who).await.unwrap(), ("postgres".into(), "postgres".into()));
+    gw.shutdown().await;
 }

@@ -193,6 +193,7 @@ pub fn clients(shared: &Shared) -> ResultSet {
         let (host, port) = split_addr(&c.addr);
         let server_id = c.server_id.load(Relaxed);
         let pinned = *c.pinned.lock();
+        let waited_us = c.waited_us();
         rs.row(vec![
             v("C"),
             v(&*c.user.lock()),
@@ -208,8 +209,8 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(c.local_port),
             v(format_utc(c.connected_at)),
             v(format_utc_us(c.last_request_us.load(Relaxed))),
-            v(0),
-            v(0),
+            v(waited_us / 1_000_000),
+            v(waited_us % 1_000_000),
             v(i32::from(c.close_requested())),
             v(format!("{:#x}", c.id)),
             if server_id > 0 { v(format!("{server_id:#x}")) } else { Cell::NULL },
@@ -405,18 +406,19 @@ pub fn databases(shared: &Shared) -> ResultSet {
     let config = shared.config.load();
     for (name, db) in shared.databases.load().iter() {
         let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
+        let db_config = db.config();
         rs.row(vec![
             v(name),
             v(&db.primary.host),
             v(db.primary.port),
             v(&db.primary.dbname),
-            v(db.config.user.clone().or(db.primary.user.clone())),
-            v(config.pool_size(&db.config)),
-            v(db.config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
-            v(db.config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
+            v(db.forced_user.clone()),
+            v(config.pool_size(&db_config)),
+            v(db_config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
+            v(db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
             v(config.pgpilot.server_lifetime.get().as_secs()),
-            v(db.config.pool_mode.unwrap_or(config.pgpilot.pool_mode).as_str()),
-            v(db.config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections)),
+            v(db_config.pool_mode.unwrap_or(config.pgpilot.pool_mode).as_str()),
+            v(db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections)),
             v(db.limit.used()),
             v(config.pgpilot.max_client_conn),
             v(clients),
@@ -439,7 +441,8 @@ pub fn config(shared: &Shared) -> ResultSet {
                 serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
-            let changeable = !matches!(k.as_str(), "listen" | "unix_socket_dir" | "http" | "workers");
+            let changeable =
+                !matches!(k.as_str(), "listen" | "unix_socket_dir" | "unix_socket_mode" | "http" | "workers");
             rs.row(vec![
                 v(k),
                 v(show(value)),

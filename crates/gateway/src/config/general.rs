@@ -59,6 +59,9 @@ pub struct General {
     pub listen: OneOrMany<String>,
     /// Directory for a Unix socket `.s.PGSQL.<port>` (port of the first listen address), as PgBouncer's unix_socket_dir.
     pub unix_socket_dir: Option<PathBuf>,
+    /// Permissions of that socket, in octal ("0777" or "777"), as PgBouncer's unix_socket_mode: the
+    /// default lets every local user connect (authentication still applies), whatever the umask.
+    pub unix_socket_mode: String,
     /// Address of the HTTP server (metrics, health, monitoring API, dashboard). Off when absent.
     pub http: Option<String>,
     /// Bearer token required by the HTTP API, read from this file (or PGPILOT_API_TOKEN). /metrics and /health stay open.
@@ -115,11 +118,28 @@ pub struct General {
     pub application_name_add_host: bool,
 }
 
+impl General {
+    /// unix_socket_mode as permission bits.
+    pub fn unix_socket_permissions(&self) -> Result<u32, String> {
+        parse_socket_mode(&self.unix_socket_mode)
+    }
+}
+
+/// Permission bits written in octal, as chmod and PgBouncer take them ("0777", "777", "0660").
+pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim();
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if !digits.is_empty() && mode <= 0o777 => Ok(mode),
+        _ => Err(format!("{text:?} is not a file mode: give octal permissions such as \"0777\" or \"0660\"")),
+    }
+}
+
 impl Default for General {
     fn default() -> Self {
         General {
             listen: OneOrMany(vec!["127.0.0.1:6432".into()]),
             unix_socket_dir: None,
+            unix_socket_mode: "0777".into(),
             http: None,
             http_token_file: None,
             workers: 0,

@@ -134,6 +134,19 @@ mod tests {
     }
 
     #[test]
+    fn unix_socket_mode_is_octal_permissions() {
+        let mode =
+            |text: &str| Config::parse(&format!("[pgpilot]\nunix_socket_mode = \"{text}\"\n")).unwrap();
+        assert_eq!(Config::default().pgpilot.unix_socket_permissions(), Ok(0o777));
+        assert_eq!(mode("0660").pgpilot.unix_socket_permissions(), Ok(0o660));
+        assert_eq!(mode("777").pgpilot.unix_socket_permissions(), Ok(0o777));
+        for bad in ["", "rw-rw-rw-", "0888", "01777", "-1"] {
+            let problems = mode(bad).validate();
+            assert!(problems.iter().any(|p| p.contains("unix_socket_mode")), "{bad:?}: {problems:?}");
+        }
+    }
+
+    #[test]
     fn per_user_pool_mode_wins() {
         let c = Config::parse(
             "[pgpilot]\npool_mode = \"transaction\"\n[databases.app]\nprimary = \"postgres://a@h/app\"\n[users.batch]\npool_mode = \"session\"\n",

@@ -20,6 +20,9 @@ pub fn problems(c: &Config) -> Vec<String> {
             out.push(format!("[pgpilot] http: {http:?} is not an IP:port address"));
         }
     }
+    if let Err(e) = g.unix_socket_permissions() {
+        out.push(format!("[pgpilot] unix_socket_mode: {e}"));
+    }
     if g.default_pool_size == 0 {
         out.push("[pgpilot] default_pool_size must be at least 1".into());
     }

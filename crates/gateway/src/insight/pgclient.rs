@@ -47,7 +47,7 @@ pub fn server_user_for(db: &Database, user: Option<&str>) -> Option<String> {
     if let Some(u) = user {
         return Some(db.server_user(u).to_string());
     }
-    if let Some(u) = db.config.user.as_deref().or(db.primary.user.as_deref()) {
+    if let Some(u) = db.forced_user.as_deref() {
         return Some(u.to_string());
     }
     db.pool_sets().first().and_then(|set| set.all().next().map(|p| p.id.user.to_string()))

@@ -1,6 +1,7 @@
 //! Accepting clients on TCP addresses and an optional Unix socket.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,13 +30,16 @@ pub fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// `<dir>/.s.PGSQL.<port>`, replacing a stale socket file.
-pub fn bind_unix(dir: &Path, port: u16) -> std::io::Result<(UnixListener, PathBuf)> {
+/// `<dir>/.s.PGSQL.<port>` with permissions `mode` (unix_socket_mode), replacing a stale socket file.
+pub fn bind_unix(dir: &Path, port: u16, mode: u32) -> std::io::Result<(UnixListener, PathBuf)> {
     let path = dir.join(format!(".s.PGSQL.{port}"));
     if path.exists() {
         std::fs::remove_file(&path)?;
     }
     let listener = UnixListener::bind(&path)?;
+    // bind() leaves what the umask allows (0755 under the usual 022), and connecting needs write
+    // permission: other users' clients would be refused.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     Ok((listener, path))
 }
 

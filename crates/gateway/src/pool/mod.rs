@@ -12,6 +12,6 @@ mod waiters;
 
 pub use connect::{ConnectError, ServerSecret, ServerTarget};
 pub use limits::{ConnectionLimit, PoolLimits};
-pub use pool::{CheckoutError, Pool, PoolCounts, PoolId, SecretSource};
+pub use pool::{CheckoutError, Pool, PoolCounts, PoolId, SecretSource, WaitingClient};
 pub use server::{CancelTarget, ServerConn};
 pub use settings::PoolSettings;

@@ -14,7 +14,7 @@ use super::connect::{connect, ConnectError, ServerSecret, ServerTarget};
 use super::limits::PoolLimits;
 use super::server::{ServerConn, Slot};
 use super::settings::PoolSettings;
-use super::waiters::{Grant, WaitQueue, Waiter, Wake};
+use super::waiters::{Grant, WaitQueue, WaitStarts, Waiter, Wake};
 use crate::stats::Counters;
 
 #[derive(Default)]
@@ -23,6 +23,8 @@ struct PoolState {
     #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
     waiters: WaitQueue,
+    /// Every client waiting for this pool, queued or not (see [`WaitingClient`]).
+    waiting: WaitStarts,
     /// Open or opening connections.
     total: usize,
     /// Connections checked out by clients.
@@ -81,9 +83,20 @@ pub struct Pool {
     /// The last refused login and when: until server_login_retry has passed, new connections
     /// fail with it at once instead of trying the server again (PgBouncer's server_login_retry).
     login_refused: Mutex<Option<(Instant, String, pgpilot_wire::error::ErrorFields)>>,
-    /// Clients waiting for this pool while its database (or the gateway) is paused.
-    pub paused_waiters: std::sync::atomic::AtomicUsize,
     state: Mutex<PoolState>,
+}
+
+/// Counts a client among its pool's waiters (SHOW POOLS' cl_waiting and maxwait) from when it
+/// starts waiting until it has a server or gives up, however it stops.
+pub struct WaitingClient<'a> {
+    pool: &'a Pool,
+    since: Instant,
+}
+
+impl Drop for WaitingClient<'_> {
+    fn drop(&mut self) {
+        self.pool.state.lock().waiting.remove(self.since);
+    }
 }
 
 /// A snapshot of a pool's counts.
@@ -120,7 +133,6 @@ impl Pool {
             limits,
             retired: AtomicBool::new(false),
             generation: AtomicU64::new(0),
-            paused_waiters: Default::default(),
             login_refused: Mutex::new(None),
             state: Mutex::new(PoolState::default()),
         })
@@ -134,10 +146,16 @@ impl Pool {
             idle: s.idle.len(),
             opening: s.opening,
             total: s.total,
-            waiting: s.waiters.len() + self.paused_waiters.load(std::sync::atomic::Ordering::Relaxed),
+            waiting: s.waiting.len(),
             used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
-            max_wait: s.waiters.oldest().map(|since| since.elapsed()).unwrap_or_default(),
+            max_wait: s.waiting.oldest().map(|since| since.elapsed()).unwrap_or_default(),
         }
+    }
+
+    /// Counts a client among this pool's waiters from `since` until the returned guard is dropped.
+    pub fn count_waiting(&self, since: Instant) -> WaitingClient<'_> {
+        self.state.lock().waiting.add(since);
+        WaitingClient { pool: self, since }
     }
 
     /// Whether a checkout now would get a server without waiting (the database-wide limit aside).
@@ -241,20 +259,32 @@ impl Pool {
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Grant, CheckoutError> {
+        // Counted from when it is first queued, under that same lock, until it stops waiting.
+        let mut counted: Option<WaitingClient<'_>> = None;
         let reserve_at = (settings.reserve_size > 0).then(|| start + settings.reserve_timeout);
         // A database-wide limit frees room in another pool without telling this one: look again now and then.
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
         let mut now = start;
-        let mut use_reserve = false;
+        let mut use_reserve = reserve_at.is_some_and(|r| now >= r);
         loop {
-            let look_at = [deadline, reserve_at, Some(now + recheck)].into_iter().flatten().min().unwrap();
+            // Once the reserve is open to it the waiter has nothing more to look for at reserve_at:
+            // a time to look again already past woke it at once, over and over, and it spun in and
+            // out of the queue.
+            let reserve_look = reserve_at.filter(|_| !use_reserve);
+            let look_at = [deadline, reserve_look, Some(now + recheck)].into_iter().flatten().min().unwrap();
             let (tx, rx) = oneshot::channel();
             let start_sweeper = {
                 let mut s = self.state.lock();
                 // Looked for and queued under one lock: a connection released in between (by
                 // another worker thread) is not missed until the next look.
                 if let Some(grant) = self.take_locked(&mut s, settings, use_reserve) {
+                    drop(s);
+                    drop(counted);
                     return Ok(grant);
+                }
+                if counted.is_none() {
+                    s.waiting.add(start);
+                    counted = Some(WaitingClient { pool: self, since: start });
                 }
                 s.waiters.enqueue(Waiter { tx, since: start, look_at })
             };

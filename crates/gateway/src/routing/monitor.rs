@@ -118,7 +118,7 @@ pub(crate) fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet
     if let Some(set) = sets.iter().find(logs_in).or(sets.first()) {
         return Some(set.clone());
     }
-    let forced = db.config.user.as_deref().or(db.primary.user.as_deref())?;
+    let forced = db.forced_user.as_deref()?;
     shared.pools_for(&db.name, forced).ok().map(|(_, set)| set)
 }
 

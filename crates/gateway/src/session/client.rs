@@ -338,7 +338,7 @@ impl Session {
         let deadline = limit.map(|t| Instant::now() + t);
         let mut global = self.shared.paused.subscribe();
         let mut local = self.db.paused.subscribe();
-        let _counted = PausedWaiter::new(pool);
+        let _counted = pool.count_waiting(Instant::now());
         let mut waited = Ok(());
         while *global.borrow_and_update() || *local.borrow_and_update() {
             tokio::select! {
@@ -480,21 +480,5 @@ pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Counts a client waiting out a pause among its pool's waiters, for as long as it waits.
-struct PausedWaiter<'a>(&'a Pool);
-
-impl<'a> PausedWaiter<'a> {
-    fn new(pool: &'a Pool) -> PausedWaiter<'a> {
-        pool.paused_waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        PausedWaiter(pool)
-    }
-}
-
-impl Drop for PausedWaiter<'_> {
-    fn drop(&mut self) {
-        self.0.paused_waiters.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

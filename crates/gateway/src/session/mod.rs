@@ -182,7 +182,7 @@ async fn log_in(
     }
     let db = db.expect("checked above");
     let (db, pools) = shared.pools_for(&db.name, &user)?;
-    let mode = config.pool_mode(&db.config, &user);
+    let mode = config.pool_mode(&db.config(), &user);
     let setup = welcome::welcome(sock, &pools, params, registration, &db).await?;
     let tag = replica_tag(&db, &user, params.get("application_name").unwrap_or(""));
     Ok(LoggedIn::Client(client::Setup { user, db, pools, mode, params: setup, pending_input: buf, tag }))

@@ -70,7 +70,6 @@ const IGNORED: &[(&str, &[&str], Reason)] = &[
     ("verbose", &["0"], Reason::Never("the log level comes from the PGPILOT_LOG environment variable (e.g. PGPILOT_LOG=debug)")),
     ("log_stats", &["1", "0"], Reason::Never("pgpilot publishes statistics on /metrics and SHOW STATS rather than in the log")),
     ("stats_period", &["15"], Reason::NotYet("the averages in SHOW STATS cover a fixed 15-second window")),
-    ("unix_socket_mode", &["0777", "777"], Reason::NotYet("the Unix socket gets the mode the process umask allows; set UMask= in the systemd unit")),
     ("unix_socket_group", &[""], Reason::NotYet("the Unix socket belongs to the process's group")),
     ("listen_backlog", &["128"], Reason::Never("pgpilot uses a listen backlog of 4096 (the kernel caps it at net.core.somaxconn)")),
     ("pkt_buf", &["4096"], Reason::Never("buffer sizing of PgBouncer's event loop; pgpilot sizes its buffers itself")),
@@ -136,6 +135,7 @@ const SPECIAL: &[&str] = &[
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
+    "unix_socket_mode",
     "pool_mode",
     "auth_type",
     "auth_file",
@@ -216,6 +216,10 @@ fn special(b: &mut Builder, key: &str, setting: String, e: &Entry) -> Result<(),
             b.listen_port = u16::try_from(int(value)?).map_err(|_| format!("{value:?} is not a port"))?;
         }
         "unix_socket_dir" => return unix_socket_dir(b, setting, e),
+        "unix_socket_mode" => {
+            crate::config::general::parse_socket_mode(value)?;
+            b.config.pgpilot.unix_socket_mode = value.trim().to_string();
+        }
         "pool_mode" => {
             let (mode, outcome) = pool_mode(value)?;
             b.config.pgpilot.pool_mode = mode;

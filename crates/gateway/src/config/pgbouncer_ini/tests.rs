@@ -189,6 +189,16 @@ fn unknown_settings_and_bad_values_are_refused_like_pgbouncer() {
 }
 
 #[test]
+fn unix_socket_mode_is_carried_over() {
+    let c = convert_text("[pgbouncer]\nunix_socket_mode = 0700\n").unwrap();
+    assert_eq!(c.config.pgpilot.unix_socket_permissions(), Ok(0o700));
+    let note = c.notes.iter().find(|n| n.setting == "[pgbouncer] unix_socket_mode").unwrap();
+    assert!(matches!(note.outcome, Outcome::CarriedOver));
+    let e = convert_text("[pgbouncer]\nunix_socket_mode = 0999\n").unwrap_err();
+    assert!(e.contains("unix_socket_mode") && e.contains("not a file mode"), "{e}");
+}
+
+#[test]
 fn starts_from_pgbouncer_defaults_not_pgpilots() {
     let c = convert_text("[databases]\napp = host=127.0.0.1\n[pgbouncer]\n").unwrap();
     let g = &c.config.pgpilot;
