@@ -14,7 +14,7 @@ use super::connect::{connect, ConnectError, ServerSecret, ServerTarget};
 use super::limits::PoolLimits;
 use super::server::{ServerConn, Slot};
 use super::settings::PoolSettings;
-use super::waiters::{Grant, WaitQueue, WaitStarts, Waiter, Wake};
+use super::waiters::{Grant, WaitQueue, Waiter, Wake};
 use crate::stats::Counters;
 
 #[derive(Default)]
@@ -23,8 +23,6 @@ struct PoolState {
     #[allow(clippy::vec_box)]
     idle: Vec<Box<ServerConn>>,
     waiters: WaitQueue,
-    /// Every client waiting for this pool, queued or not (see [`WaitingClient`]).
-    waiting: WaitStarts,
     /// Open or opening connections.
     total: usize,
     /// Connections checked out by clients.
@@ -83,19 +81,21 @@ pub struct Pool {
     /// The last refused login and when: until server_login_retry has passed, new connections
     /// fail with it at once instead of trying the server again (PgBouncer's server_login_retry).
     login_refused: Mutex<Option<(Instant, String, pgpilot_wire::error::ErrorFields)>>,
+    /// Clients waiting for a server of this pool (or out a PAUSE), queued or not.
+    waiting_clients: std::sync::atomic::AtomicUsize,
     state: Mutex<PoolState>,
 }
 
-/// Counts a client among its pool's waiters (SHOW POOLS' cl_waiting and maxwait) from when it
-/// starts waiting until it has a server or gives up, however it stops.
+/// Counts a client among its pool's waiters (SHOW POOLS' cl_waiting) from when it starts waiting
+/// until it has a server or gives up, however it stops. An atomic, not the queue: a waiter leaves
+/// the queue each time it is told to look again.
 pub struct WaitingClient<'a> {
     pool: &'a Pool,
-    since: Instant,
 }
 
 impl Drop for WaitingClient<'_> {
     fn drop(&mut self) {
-        self.pool.state.lock().waiting.remove(self.since);
+        self.pool.waiting_clients.fetch_sub(1, Relaxed);
     }
 }
 
@@ -134,6 +134,7 @@ impl Pool {
             retired: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             login_refused: Mutex::new(None),
+            waiting_clients: Default::default(),
             state: Mutex::new(PoolState::default()),
         })
     }
@@ -146,16 +147,16 @@ impl Pool {
             idle: s.idle.len(),
             opening: s.opening,
             total: s.total,
-            waiting: s.waiting.len(),
+            waiting: self.waiting_clients.load(Relaxed),
             used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
-            max_wait: s.waiting.oldest().map(|since| since.elapsed()).unwrap_or_default(),
+            max_wait: s.waiters.oldest().map(|since| since.elapsed()).unwrap_or_default(),
         }
     }
 
-    /// Counts a client among this pool's waiters from `since` until the returned guard is dropped.
-    pub fn count_waiting(&self, since: Instant) -> WaitingClient<'_> {
-        self.state.lock().waiting.add(since);
-        WaitingClient { pool: self, since }
+    /// Counts a client among this pool's waiters until the returned guard is dropped.
+    pub fn count_waiting(&self) -> WaitingClient<'_> {
+        self.waiting_clients.fetch_add(1, Relaxed);
+        WaitingClient { pool: self }
     }
 
     /// Whether a checkout now would get a server without waiting (the database-wide limit aside).
@@ -259,8 +260,7 @@ impl Pool {
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Grant, CheckoutError> {
-        // Counted from when it is first queued, under that same lock, until it stops waiting.
-        let mut counted: Option<WaitingClient<'_>> = None;
+        let _counted = self.count_waiting();
         let reserve_at = (settings.reserve_size > 0).then(|| start + settings.reserve_timeout);
         // A database-wide limit frees room in another pool without telling this one: look again now and then.
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
@@ -278,13 +278,7 @@ impl Pool {
                 // Looked for and queued under one lock: a connection released in between (by
                 // another worker thread) is not missed until the next look.
                 if let Some(grant) = self.take_locked(&mut s, settings, use_reserve) {
-                    drop(s);
-                    drop(counted);
                     return Ok(grant);
-                }
-                if counted.is_none() {
-                    s.waiting.add(start);
-                    counted = Some(WaitingClient { pool: self, since: start });
                 }
                 s.waiters.enqueue(Waiter { tx, since: start, look_at })
             };

@@ -4,7 +4,7 @@
 //! pool — as PgBouncer's janitor does. A timer per wait cost every waiting checkout a
 //! registration in tokio's timer wheel and its removal.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -48,6 +48,11 @@ impl WaitQueue {
         self.entries.is_empty()
     }
 
+    /// When the longest waiter started waiting.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.entries.front().map(|w| w.since)
+    }
+
     pub fn pop_front(&mut self) -> Option<Waiter> {
         self.entries.pop_front()
     }
@@ -80,41 +85,6 @@ impl WaitQueue {
     }
 }
 
-/// When each client waiting for a server started waiting, for SHOW POOLS' cl_waiting and
-/// maxwait. Kept apart from the queue: a waiter leaves the queue each time it is told to look
-/// again, and counted from the queue it was missing from SHOW POOLS whenever it looked.
-#[derive(Default)]
-pub(super) struct WaitStarts {
-    since: BTreeMap<Instant, usize>,
-    count: usize,
-}
-
-impl WaitStarts {
-    pub fn add(&mut self, since: Instant) {
-        *self.since.entry(since).or_default() += 1;
-        self.count += 1;
-    }
-
-    pub fn remove(&mut self, since: Instant) {
-        if let Some(n) = self.since.get_mut(&since) {
-            *n -= 1;
-            if *n == 0 {
-                self.since.remove(&since);
-            }
-            self.count -= 1;
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// When the longest waiting client started waiting.
-    pub fn oldest(&self) -> Option<Instant> {
-        self.since.keys().next().copied()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,23 +106,6 @@ mod tests {
         q.enqueue(second);
         let order: Vec<_> = std::iter::from_fn(|| q.pop_front()).map(|w| w.since - t0).collect();
         assert_eq!(order, [0, 1, 2].map(Duration::from_millis));
-    }
-
-    #[test]
-    fn wait_starts_count_each_client_and_know_the_oldest() {
-        let t0 = Instant::now();
-        let t1 = t0 + Duration::from_millis(1);
-        let mut starts = WaitStarts::default();
-        starts.add(t1);
-        starts.add(t0);
-        starts.add(t0);
-        assert_eq!((starts.len(), starts.oldest()), (3, Some(t0)));
-        starts.remove(t0);
-        assert_eq!((starts.len(), starts.oldest()), (2, Some(t0)), "two clients started at t0");
-        starts.remove(t0);
-        assert_eq!((starts.len(), starts.oldest()), (1, Some(t1)));
-        starts.remove(t1);
-        assert_eq!((starts.len(), starts.oldest()), (0, None));
     }
 
     #[test]

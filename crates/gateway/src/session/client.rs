@@ -317,8 +317,10 @@ impl Session {
                 return Err(e);
             }
         };
-        // Too late to give the request up: it goes to the server.
-        info.take_cancel();
+        if info.cancel_pending() {
+            // Too late to give the request up: it goes to the server.
+            info.take_cancel();
+        }
         pool.stats.assignment(waited.as_micros() as u64);
         self.wait_before_send = waited;
         *info.server.lock() = Some(conn.cancel.clone());
@@ -338,7 +340,7 @@ impl Session {
         let deadline = limit.map(|t| Instant::now() + t);
         let mut global = self.shared.paused.subscribe();
         let mut local = self.db.paused.subscribe();
-        let _counted = pool.count_waiting(Instant::now());
+        let _counted = pool.count_waiting();
         let mut waited = Ok(());
         while *global.borrow_and_update() || *local.borrow_and_update() {
             tokio::select! {
