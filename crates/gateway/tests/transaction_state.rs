@@ -678,9 +678,8 @@ async fn reset_gives_back_the_startup_values() {
     let pg = Cluster::start();
     let gw = small_pool(&pg, 2, 100).await;
     let info = conninfo(&gw, "postgres", "postgres");
-    let c = try_connect(&format!("{info} options='-c search_path=boot -c statement_timeout=4321'"))
-        .await
-        .unwrap();
+    let options = "application_name=startname options='-c search_path=boot -c statement_timeout=4321'";
+    let c = try_connect(&format!("{info} {options}")).await.unwrap();
     for reset in ["RESET search_path", "RESET ALL", "DISCARD ALL"] {
         c.batch_execute("SET search_path = changed; SET statement_timeout = 5").await.unwrap();
         c.batch_execute(reset).await.unwrap();
@@ -692,6 +691,7 @@ async fn reset_gives_back_the_startup_values() {
         );
         let timeout = if reset == "RESET search_path" { "5ms" } else { "4321ms" };
         assert_eq!(show(&c, "statement_timeout").await, timeout, "after {reset}");
+        assert_eq!(show(&c, "application_name").await, "startname", "after {reset}");
     }
     gw.shutdown().await;
 }

@@ -40,9 +40,9 @@ impl Flow {
                         }
                     }
                 }
-                if !injected {
-                    self.to_client.extend_from_slice(&server.buf[start..end]);
-                }
+                // pgpilot's own statements only bring the server to the client's values: the
+                // client is told too (after a RESET it was told the server's own default).
+                self.to_client.extend_from_slice(&server.buf[start..end]);
                 return;
             }
             b'N' if injected => return,
@@ -277,6 +277,7 @@ impl Flow {
                     let reset = s.reset_params.clone();
                     s.params.reset_to(name, &reset);
                     if !is_reported(name) {
+                        // Reported ones were just reported: those the server knows.
                         server.params.remove(name);
                     }
                 }
@@ -308,9 +309,8 @@ impl Flow {
     fn reset_all(&mut self, s: &mut Session, server: &mut ServerConn) {
         self.settings_to_read.clear();
         s.reset_pgpilot_settings();
-        let reset = s.reset_params.clone();
-        s.params.reset_all_to(&reset);
-        server.params.forget_statement_values();
+        s.params = s.reset_params.clone();
+        server.params.keep_reported_only();
     }
 }
 

@@ -470,7 +470,7 @@ fn reset_and_release(pool: Arc<Pool>, mut conn: Box<ServerConn>, mode: PoolMode)
                 conn.last_used = Instant::now();
                 // DISCARD ALL (the usual reset) drops prepared statements and SET values.
                 conn.statements.clear();
-                conn.params.forget_statement_values();
+                conn.params.keep_reported_only();
                 pool.release(conn);
             }
             Err(e) => pool.discard(conn, &format!("server_reset_query failed: {e}")),

@@ -181,12 +181,9 @@ impl ParamSet {
     }
 
     /// A client's RESET of `name`: back to the value it logged in with (`reset`), as PostgreSQL
-    /// restores a startup packet's value, not the server's default. A reported parameter keeps
-    /// what the server just reported: the client has been told that value.
+    /// restores a startup packet's value, not the server's default. (The server reset it to its
+    /// own: the next sync gives it the client's, and tells the client, reported or not.)
     pub fn reset_to(&mut self, name: &str, reset: &ParamSet) {
-        if is_reported(name) {
-            return;
-        }
         match reset.index(name) {
             Ok(i) => {
                 let value = reset.values[i].1.clone();
@@ -196,15 +193,11 @@ impl ParamSet {
         }
     }
 
-    /// RESET ALL / DISCARD ALL by the client: unreported parameters go back to the values it logged
-    /// in with; reported ones keep what the server reported.
-    pub fn reset_all_to(&mut self, reset: &ParamSet) {
-        let mut values: Vec<(Box<str>, Value)> =
-            reset.values.iter().filter(|(n, _)| !is_reported(n)).cloned().collect();
-        values.extend(self.values.iter().filter(|(n, _)| is_reported(n)).cloned());
-        values.sort_by(|a, b| a.0.cmp(&b.0));
-        if *values != *self.values {
-            self.values = std::sync::Arc::new(values);
+    /// A server after RESET ALL or DISCARD ALL has its own defaults: of what pgpilot gave it,
+    /// only what it reported since (ParameterStatus) is still known.
+    pub fn keep_reported_only(&mut self) {
+        if self.values.iter().any(|(n, _)| !is_reported(n)) {
+            std::sync::Arc::make_mut(&mut self.values).retain(|(n, _)| is_reported(n));
         }
     }
 
