@@ -695,3 +695,33 @@ async fn reset_gives_back_the_startup_values() {
     }
     gw.shutdown().await;
 }
+
+/// A Close pgpilot sends to make room (max_prepared_statements) is skipped by the server when an
+/// earlier statement of the same batch failed: the statement stays there while pgpilot's registry
+/// forgot it. Preparing it there again must not fail with 42P05 "already exists".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_left_on_the_server_by_a_skipped_close_is_prepared_again_cleanly() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 1).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let sync = message(b'S', &[]);
+    let mut first = parse_named("a", "SELECT 1");
+    first.extend(bind_execute("a"));
+    first.extend(&sync);
+    c.write_all(&first).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1");
+    // One write: the failure comes before b's Parse, which evicts a (max_prepared_statements = 1).
+    let mut failing = parse_named("", "SELECT 1/0");
+    failing.extend(bind_execute(""));
+    failing.extend(parse_named("b", "SELECT 2"));
+    failing.extend(bind_execute("b"));
+    failing.extend(&sync);
+    c.write_all(&failing).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "error 22012");
+    let mut again = bind_execute("a");
+    again.extend(&sync);
+    c.write_all(&again).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1", "a could not be used again");
+    gw.shutdown().await;
+}

@@ -188,10 +188,8 @@ impl ServerStatements {
 
     /// Takes `hash` off the stale list; true when it was there, and so still prepared on the
     /// server under its name (the caller closes it before preparing it again).
-    pub fn unmark_stale(&mut self, hash: u64) -> bool {
-        let before = self.stale.len();
+    pub fn unmark_stale(&mut self, hash: u64) {
         self.stale.retain(|h| *h != hash);
-        self.stale.len() != before
     }
 
     pub fn take_stale(&mut self) -> Vec<u64> {

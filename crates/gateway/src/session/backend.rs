@@ -294,7 +294,8 @@ impl Flow {
                 _ => {}
             }
         }
-        if now == TxnStatus::Idle && !self.settings_to_read.is_empty() {
+        // Not inside a batch the client is still sending: a Query there would run in its middle.
+        if now == TxnStatus::Idle && !self.unsynced && !self.settings_to_read.is_empty() {
             let names = std::mem::take(&mut self.settings_to_read);
             let columns: Vec<String> = names
                 .iter()

@@ -349,14 +349,14 @@ impl Flow {
     /// Writes a Parse of `stmt` under its server name, closing the least recently used statement
     /// first when the server holds max_prepared_statements already.
     fn prepare_on_server(&mut self, server: &mut ServerConn, stmt: &Arc<PreparedStatement>) {
-        if server.statements.unmark_stale(stmt.hash) {
-            // The client prepared again before its failed batch's ReadyForQuery came back, so the
-            // copy refused after DDL is still on the server under this name.
-            self.close_on_server(&stmt.server_name);
-        }
+        server.statements.unmark_stale(stmt.hash);
         if let Some(evicted) = server.statements.insert(stmt.clone(), self.max_prepared) {
             self.close_on_server(&evicted.server_name);
         }
+        // Closed first, always: a copy may be there that the registry does not know of (refused
+        // after DDL, or kept when an error made the server skip pgpilot's Close of it), and a
+        // Parse under a name in use fails. Closing a name not in use is no error.
+        self.close_on_server(&stmt.server_name);
         frontend::parse(&mut self.to_server, &stmt.server_name, &stmt.query, &stmt.param_types);
     }
 
