@@ -1,7 +1,10 @@
 //! What pgpilot knows about each server of a database: its role (discovered, not configured), its
 //! health, its replication lag, and how much it has been asked to do.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -146,12 +149,16 @@ impl Backend {
 
     pub fn record_position(&self, lsn: u64, at_ms: u64, timeline: u32) {
         self.lsn.store(lsn, Relaxed);
-        self.lsn_at_ms.store(at_ms, Relaxed);
         self.timeline.store(timeline, Relaxed);
+        // Released after the position: whoever sees this stamp sees the position read with it.
+        self.lsn_at_ms.store(at_ms, Release);
     }
 
+    /// The last position and when it was read. The stamp is read first: a new stamp with the old
+    /// position would let read-your-writes trust a position read before a client's commit.
     pub fn lsn(&self) -> (u64, u64) {
-        (self.lsn.load(Relaxed), self.lsn_at_ms.load(Relaxed))
+        let at_ms = self.lsn_at_ms.load(Acquire);
+        (self.lsn.load(Relaxed), at_ms)
     }
 
     pub fn timeline(&self) -> u32 {
