@@ -346,6 +346,13 @@ async fn writes_follow_a_promoted_replica() {
     }
     let resumed = resumed.expect("writes never resumed on the promoted replica");
     assert!(resumed < Duration::from_secs(5), "writes resumed after {resumed:?}");
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap_or_default();
+    let old_row = replicas.lines().find(|l| l.contains(&format!(":{}|", pg.port())));
+    let old_row = old_row.unwrap_or_else(|| panic!("the old primary is not listed:\n{replicas}"));
+    assert!(
+        !old_row.contains("|primary|"),
+        "the stopped old primary is still listed as primary:\n{replicas}"
+    );
     assert_eq!(replica.psql("postgres", "SELECT count(*) FROM t"), "2");
     // The old primary comes back on its old timeline: it is fenced, never written to.
     pg.start_server();

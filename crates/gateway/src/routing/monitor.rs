@@ -301,6 +301,10 @@ impl DatabaseMonitor {
             "primary changed: writes now go to the new primary"
         );
         self.db.set_primary_index(new_primary.index);
+        if self.db.backends[old].role() == Role::Primary && !readings.iter().any(|(b, _)| b.index == old) {
+            // The old primary did not answer: it is no longer the primary, whatever it is when back.
+            self.db.backends[old].set_role(Role::Unknown);
+        }
         for s in self.db.pool_sets() {
             s.pools[old].reconnect();
         }
