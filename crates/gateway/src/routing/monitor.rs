@@ -16,8 +16,11 @@ use crate::net::Sock;
 use crate::pool::check::query;
 use crate::shared::{Phase, Shared};
 
+/// The primary's position is where WAL is inserted, not where it is written: with
+/// synchronous_commit = off a commit is acknowledged before its record is written, and a replica
+/// that replayed up to the written position may not have it yet (read-your-writes).
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
-     CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, \
+     CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END, \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
           ELSE substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END";
 
