@@ -537,3 +537,30 @@ async fn the_primary_takes_reads_the_replicas_cannot() {
     );
     gw.shutdown().await;
 }
+
+/// With synchronous_commit = off a commit is acknowledged before its WAL is written, and replicas
+/// receive only written WAL. The position read-your-writes waits for must include the commit
+/// (where WAL is inserted), or a replica that replayed everything written serves a stale read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_holds_with_asynchronous_commit() {
+    // A slow WAL writer keeps acknowledged commits unwritten for seconds.
+    let pg = Cluster::builder().setting("wal_writer_delay = 10s").start();
+    pg.psql("postgres", "CREATE TABLE counter(id int primary key, n int); INSERT INTO counter VALUES (1, 0)");
+    pg.psql("postgres", "CHECKPOINT");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    for i in 1..=3 {
+        c.batch_execute(&format!("UPDATE counter SET n = {i} WHERE id = 1")).await.unwrap();
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < deadline {
+            let n: i32 = c.query_one("SELECT n FROM counter WHERE id = 1", &[]).await.unwrap().get(0);
+            assert_eq!(n, i, "a read missed the client's own write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    gw.shutdown().await;
+}
