@@ -68,9 +68,8 @@ impl Flow {
             }
             b'D' if injected => {
                 if let Some(Expect::Injected(Reply::Settings(names))) = self.expected.front() {
-                    let names = names.clone();
-                    let row = server.buf[start + 5..end].to_vec();
-                    read_back_settings(s, server, &names, &row);
+                    let values = crate::pool::check::data_row(&server.buf[start + 5..end]);
+                    read_back_settings(s, server, names, values.unwrap_or_default());
                 }
             }
             _ => {}
@@ -274,12 +273,9 @@ impl Flow {
                 SetAction::ResetAll if !failed => self.reset_all(s, server),
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
                     self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
-                    let reset = s.reset_params.clone();
-                    s.params.reset_to(name, &reset);
-                    if !is_reported(name) {
-                        // Reported ones were just reported: those the server knows.
-                        server.params.remove(name);
-                    }
+                    s.params.reset_to(name, &s.reset_params);
+                    // The server has its own default now (a reported one was just reported).
+                    server.params.apply(cmd);
                 }
                 _ if exact => {
                     s.params.apply(cmd);
@@ -316,8 +312,12 @@ impl Flow {
 }
 
 /// The row of a settings read-back: each value is now the client's and the server's.
-fn read_back_settings(s: &mut Session, server: &mut ServerConn, names: &[Box<str>], row: &[u8]) {
-    let Some(values) = crate::pool::check::data_row(row) else { return };
+fn read_back_settings(
+    s: &mut Session,
+    server: &mut ServerConn,
+    names: &[Box<str>],
+    values: Vec<Option<String>>,
+) {
     for (name, value) in names.iter().zip(values) {
         s.params.read_back(name, value.as_deref());
         server.params.read_back(name, value.as_deref());

@@ -142,20 +142,6 @@ pub(super) struct UnnamedStatement {
 }
 
 impl Session {
-    /// Remembers the client's unnamed statement; drivers repeat the same text, which then costs
-    /// a comparison and no allocation.
-    pub(super) fn remember_unnamed(&mut self, query: &[u8], param_types: &[u8]) {
-        if let Some(u) = self.unnamed.as_deref() {
-            if *u.query == *query && *u.param_types == *param_types {
-                return;
-            }
-        }
-        self.unnamed =
-            Some(Box::new(UnnamedStatement { query: query.into(), param_types: param_types.into() }));
-    }
-}
-
-impl Session {
     pub fn start(shared: Arc<Shared>, sock: Sock, reg: Registration, setup: Setup) -> Session {
         let config = shared.config.load();
         let g = &config.pgpilot;
@@ -394,6 +380,18 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Remembers the client's unnamed statement; drivers repeat the same text, which then costs
+    /// a comparison and no allocation.
+    pub(super) fn remember_unnamed(&mut self, query: &[u8], param_types: &[u8]) {
+        if let Some(u) = self.unnamed.as_deref() {
+            if *u.query == *query && *u.param_types == *param_types {
+                return;
+            }
+        }
+        self.unnamed =
+            Some(Box::new(UnnamedStatement { query: query.into(), param_types: param_types.into() }));
     }
 
     /// Room for a whole message of `total` bytes in the input buffer (see input_budget.rs).

@@ -159,8 +159,10 @@ impl ParamSet {
         }
     }
 
-    /// Applies a session-level SET/RESET that succeeded. Parameters the server reports are left to
-    /// its ParameterStatus messages; SET LOCAL ends with its transaction and is never recorded.
+    /// Applies a session-level SET/RESET that succeeded, as the server holds it after: RESET gives
+    /// the server its own default (a client's RESET goes back to its login values: `reset_to`).
+    /// Parameters the server reports are left to its ParameterStatus messages; SET LOCAL ends
+    /// with its transaction and is never recorded.
     pub fn apply(&mut self, cmd: &SetCommand) {
         if cmd.scope == SetScope::Local {
             return;
@@ -175,7 +177,7 @@ impl ParamSet {
             SetAction::SetDefault { name } | SetAction::Reset { name } if !is_reported(name) => {
                 self.remove(name)
             }
-            SetAction::ResetAll => self.forget_statement_values(),
+            SetAction::ResetAll => self.keep_reported_only(),
             _ => {}
         }
     }
@@ -209,13 +211,6 @@ impl ParamSet {
                 self.put(name, Value { text: v.into(), form: Form::Config });
             }
             None => self.remove(name),
-        }
-    }
-
-    /// RESET ALL / DISCARD ALL: values set by statements are gone; reported ones arrive as ParameterStatus.
-    pub fn forget_statement_values(&mut self) {
-        if self.values.iter().any(|(_, v)| v.form != Form::Plain) {
-            std::sync::Arc::make_mut(&mut self.values).retain(|(_, v)| v.form == Form::Plain);
         }
     }
 
