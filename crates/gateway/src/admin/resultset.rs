@@ -73,27 +73,18 @@ pub trait CellValue {
     fn cell(self) -> Cell;
 }
 
-macro_rules! integer_cells {
-    ($($t:ty),*) => {$(
+/// Values of these types are cells of that kind, in their `to_string` form.
+macro_rules! cells {
+    ($kind:expr => $($t:ty),*) => {$(
         impl CellValue for $t {
             fn cell(self) -> Cell {
-                Cell { text: Some(self.to_string()), kind: Kind::Int8 }
+                Cell { text: Some(self.to_string()), kind: $kind }
             }
         }
     )*};
 }
-integer_cells!(u8, u16, u32, u64, usize, i8, i16, i32, i64);
-
-macro_rules! text_cells {
-    ($($t:ty),*) => {$(
-        impl CellValue for $t {
-            fn cell(self) -> Cell {
-                Cell { text: Some(self.to_string()), kind: Kind::Text }
-            }
-        }
-    )*};
-}
-text_cells!(&str, String, &String, &Arc<str>, bool, f64);
+cells!(Kind::Int8 => u8, u16, u32, u64, usize, i8, i16, i32, i64);
+cells!(Kind::Text => &str, String, &String, &Arc<str>, bool, f64);
 
 impl<T: CellValue> CellValue for Option<T> {
     fn cell(self) -> Cell {
