@@ -23,7 +23,16 @@ fn start(
     clock: Arc<pgpilot_scheduler::ManualClock>,
     name: &str,
 ) -> SchedulerHandle {
-    let options = SchedulerOptions { instance: name.into(), shutdown_grace: Duration::from_secs(5) };
+    start_with_grace(cfg, clock, name, Duration::from_secs(5))
+}
+
+fn start_with_grace(
+    cfg: &pgpilot_scheduler::JobsConfig,
+    clock: Arc<pgpilot_scheduler::ManualClock>,
+    name: &str,
+    shutdown_grace: Duration,
+) -> SchedulerHandle {
+    let options = SchedulerOptions { instance: name.into(), shutdown_grace };
     Scheduler::start_with(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock, options)
 }
 
@@ -209,9 +218,7 @@ async fn shutdown_cancels_a_job_still_running_after_the_grace_period() {
         "#,
     );
     let clock = clock(at(2026, 5, 1, 2, 59, 59));
-    let options = SchedulerOptions { instance: "a".into(), shutdown_grace: Duration::from_millis(500) };
-    let handle =
-        Scheduler::start_with(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock.clone(), options);
+    let handle = start_with_grace(&cfg, clock.clone(), "a", Duration::from_millis(500));
     clock.set(at(2026, 5, 1, 3, 0, 0));
     cluster.wait_for(
         "1",
