@@ -355,18 +355,11 @@ async fn graceful_shutdown_lets_transactions_finish() {
 /// The names and type OIDs of the columns a console command answers with (raw protocol).
 async fn console_column_types(gw: &pgpilot_gateway::Gateway, sql: &str) -> Vec<(String, u32)> {
     use tokio::io::AsyncWriteExt;
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0postgres\0database\0pgbouncer\0\0");
-    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    startup.extend(body);
+    let startup = startup_packet_with(3 << 16, &[("user", "postgres"), ("database", "pgbouncer")]);
     let mut s = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
     s.write_all(&startup).await.unwrap();
     read_until_ready(&mut s).await;
-    let mut query = vec![b'Q'];
-    query.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
-    query.extend_from_slice(sql.as_bytes());
-    query.push(0);
-    s.write_all(&query).await.unwrap();
+    s.write_all(&query_message(sql)).await.unwrap();
     let got = read_until_ready(&mut s).await;
     let (_, desc) = backend_messages(&got).into_iter().find(|(t, _)| *t == b'T').expect("a RowDescription");
     let mut columns = Vec::new();

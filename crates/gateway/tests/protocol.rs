@@ -200,10 +200,8 @@ async fn pgbench_simple_and_extended() {
 async fn a_newer_protocol_request_is_answered_with_version_3_0() {
     let pg = Cluster::start();
     let gw = start(config_for(&pg)).await;
-    let mut body = ((3u32 << 16) | 2).to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0postgres\0database\0postgres\0_pq_.made_up\0x\0\0");
-    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    startup.extend(body);
+    let params = [("user", "postgres"), ("database", "postgres"), ("_pq_.made_up", "x")];
+    let startup = startup_packet_with((3 << 16) | 2, &params);
     let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(&startup).await.unwrap();
     let got = read_until_ready(&mut s).await;
@@ -259,10 +257,7 @@ async fn large_messages_of_all_clients_share_a_bounded_budget() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut whole = raw_login(addr(&gw)).await;
     let sql = format!("SELECT 42 /*{}*/", "x".repeat(big - 20));
-    let mut q = query_header(sql.len() + 1);
-    q.extend_from_slice(sql.as_bytes());
-    q.push(0);
-    whole.write_all(&q).await.unwrap();
+    whole.write_all(&query_message(&sql)).await.unwrap();
     let got = read_until_ready(&mut whole).await;
     assert!(backend_messages(&got).iter().any(|(t, _)| *t == b'D'), "the big query ran once there was room");
     gw.shutdown().await;

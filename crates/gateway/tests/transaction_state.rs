@@ -472,14 +472,6 @@ async fn a_sql_prepare_sent_as_a_protocol_statement_stays_with_its_client() {
     gw.shutdown().await;
 }
 
-/// Raw protocol: a frontend message.
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
 fn parse_unnamed(sql: &str) -> Vec<u8> {
     let mut body = vec![0];
     body.extend_from_slice(sql.as_bytes());

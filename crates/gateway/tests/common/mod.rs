@@ -167,11 +167,37 @@ pub async fn wait_cache_catalog(gw: &Gateway, table: &str) {
 
 /// Raw protocol: a startup packet for user and database `postgres`.
 pub fn startup_packet() -> Vec<u8> {
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    body.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    startup_packet_with(3 << 16, &[("user", "postgres"), ("database", "postgres")])
+}
+
+/// Raw protocol: a startup packet asking for protocol `version` (major << 16 | minor).
+pub fn startup_packet_with(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        for text in [k, v] {
+            body.extend_from_slice(text.as_bytes());
+            body.push(0);
+        }
+    }
+    body.push(0);
     let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
     p.extend(body);
     p
+}
+
+/// Raw protocol: a frontend message.
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Raw protocol: a simple Query.
+pub fn query_message(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
 }
 
 /// Raw protocol: reads until a ReadyForQuery with status idle; returns everything read.
