@@ -79,6 +79,53 @@ pub fn peek_backend(buf: &[u8], limits: &Limits) -> Result<Option<Header>, Frame
     peek(buf, limits, |_| false)
 }
 
+/// One whole frontend message found in a buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub tag: u8,
+    /// The message, header included.
+    pub msg: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// The message without its five header bytes.
+    pub fn body(&self) -> &'a [u8] {
+        &self.msg[HEADER_LEN..]
+    }
+}
+
+/// The whole frontend messages at the front of a buffer, in order. It stops at the first message
+/// that has not fully arrived or is malformed: a caller that must tell those apart (and answer a
+/// malformed one) uses `peek_frontend`.
+pub struct FrontendFrames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    limits: &'a Limits,
+}
+
+impl<'a> FrontendFrames<'a> {
+    pub fn new(buf: &'a [u8], limits: &'a Limits) -> Self {
+        FrontendFrames { buf, pos: 0, limits }
+    }
+
+    /// Bytes of the messages yielded so far.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<'a> Iterator for FrontendFrames<'a> {
+    type Item = Frame<'a>;
+
+    fn next(&mut self) -> Option<Frame<'a>> {
+        let rest = &self.buf[self.pos..];
+        let h = peek_frontend(rest, self.limits).ok()??;
+        let msg = rest.get(..h.total)?;
+        self.pos += h.total;
+        Some(Frame { tag: h.tag, msg })
+    }
+}
+
 /// Reads a NUL-terminated string starting at `pos`; returns it and the position after the NUL.
 pub fn read_cstr(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
@@ -125,6 +172,20 @@ mod tests {
         let err = peek_frontend(b"S\0\x01\0\0", &Limits::default()).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { tag: 'S', .. }));
         assert!(peek_frontend(b"Q\0\x01\0\0", &Limits::default()).unwrap().is_some());
+    }
+
+    #[test]
+    fn frames_stop_at_an_incomplete_or_malformed_message() {
+        let limits = Limits::default();
+        let buf = b"P\0\0\0\x05xS\0\0\0\x04Q\0\0\0\x09ab";
+        let mut frames = FrontendFrames::new(buf, &limits);
+        let first = frames.next().unwrap();
+        assert_eq!((first.tag, first.body()), (b'P', &b"x"[..]));
+        assert_eq!(frames.next().unwrap().tag, b'S');
+        assert!(frames.next().is_none(), "the Query has not fully arrived");
+        assert_eq!(frames.consumed(), 11);
+        let bad = b"S\0\0\0\x04Q\0\0\0\x02";
+        assert_eq!(FrontendFrames::new(bad, &limits).count(), 1);
     }
 
     #[test]

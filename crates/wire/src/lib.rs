@@ -10,4 +10,4 @@ pub mod frontend;
 pub mod startup;
 
 pub use error::{PgError, Severity, SqlState};
-pub use frame::{FrameError, Header, Limits};
+pub use frame::{Frame, FrameError, FrontendFrames, Header, Limits};

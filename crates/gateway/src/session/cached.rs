@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use pgpilot_wire::backend::{self, TxnStatus};
-use pgpilot_wire::frame::{peek_frontend, Header};
+use pgpilot_wire::frame::Header;
 use pgpilot_wire::frontend;
 
 use super::client::{Ending, Session};
@@ -304,19 +304,15 @@ impl Session {
 
     /// Reads the buffered batch up to its Sync; Ok(None) when it is not all there yet.
     fn scan_batch(&self) -> Result<Option<Batch>, Option<Bypass>> {
-        let mut pos = 0;
+        let mut frames = pgpilot_wire::FrontendFrames::new(&self.buf, &self.limits);
         let mut steps = Vec::with_capacity(5);
         let mut parse: Option<ParseMsg> = None;
         let mut bind: Option<BindMsg> = None;
         let executed = |steps: &[Step]| steps.iter().any(|s| matches!(s, Step::Execute));
         loop {
-            let Ok(Some(h)) = peek_frontend(&self.buf[pos..], &self.limits) else { return Ok(None) };
-            if self.buf.len() < pos + h.total {
-                return Ok(None);
-            }
-            let body = &self.buf[pos + 5..pos + h.total];
-            pos += h.total;
-            match (h.tag, bind.as_ref()) {
+            let Some(frame) = frames.next() else { return Ok(None) };
+            let body = frame.body();
+            match (frame.tag, bind.as_ref()) {
                 (b'P', None) if parse.is_none() => {
                     let p = frontend::parse_parse(body).ok_or(None)?;
                     parse = Some(ParseMsg {
@@ -354,7 +350,7 @@ impl Session {
                 (b'S', Some(_)) if executed(&steps) => {
                     steps.push(Step::Sync);
                     let bind = bind.expect("matched Some");
-                    return Ok(Some(Batch { steps, parse, bind, len: pos }));
+                    return Ok(Some(Batch { steps, parse, bind, len: frames.consumed() }));
                 }
                 _ => return Err(None),
             }

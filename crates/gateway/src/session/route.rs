@@ -131,35 +131,31 @@ impl Session {
             return true;
         }
         let look = self.routed_look;
-        let mut pos = 0;
-        let reads = loop {
-            let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&batch[pos..], &self.limits) else {
-                break false;
-            };
-            if batch.len() < pos + h.total {
-                break false;
-            }
-            let msg = &batch[pos..pos + h.total];
-            let later_statement = pos > 0
-                && match h.tag {
+        let limits = self.limits;
+        let mut reads = false;
+        for (i, frame) in pgpilot_wire::FrontendFrames::new(batch, &limits).enumerate() {
+            let later_statement = i > 0
+                && match frame.tag {
                     b'P' | b'Q' => true,
                     // A Bind of the unnamed statement runs what a Parse of this batch (checked) or
                     // the request that started on this server left.
-                    b'B' => frontend::parse_bind(&msg[5..]).is_some_and(|b| !b.statement.is_empty()),
+                    b'B' => frontend::parse_bind(frame.body()).is_some_and(|b| !b.statement.is_empty()),
                     _ => false,
                 };
-            match h.tag {
-                b'S' => break true,
+            match frame.tag {
+                b'S' => {
+                    reads = true;
+                    break;
+                }
                 _ if later_statement => {
-                    if !matches!(self.verdict_of(msg), Verdict::Read { .. }) {
-                        break false;
+                    if !matches!(self.verdict_of(frame.msg), Verdict::Read { .. }) {
+                        break;
                     }
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {}
-                _ => break false,
+                _ => break,
             }
-            pos += h.total;
-        };
+        }
         self.routed_look = look;
         reads
     }
@@ -259,19 +255,11 @@ impl Session {
     /// Query, or an extended batch through its Sync) and answered as PostgreSQL answers a cancelled
     /// statement. False when the batch has not all arrived: it goes on to a server then.
     async fn drop_cancelled_request(&mut self) -> Result<bool, Ending> {
-        let mut pos = 0;
-        loop {
-            let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf[pos..], &self.limits) else {
-                return Ok(false);
-            };
-            if self.buf.len() < pos + h.total {
-                return Ok(false);
-            }
-            pos += h.total;
-            if matches!(h.tag, b'Q' | b'S') {
-                break;
-            }
+        let mut frames = pgpilot_wire::FrontendFrames::new(&self.buf, &self.limits);
+        if !frames.any(|f| matches!(f.tag, b'Q' | b'S')) {
+            return Ok(false);
         }
+        let pos = frames.consumed();
         self.buf.advance(pos);
         let mut out = BytesMut::new();
         PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to user request").encode(&mut out);
@@ -354,17 +342,12 @@ impl Session {
         {
             return Ok(false);
         }
-        let mut pos = 0;
         let mut actions = Vec::new();
+        let mut frames = pgpilot_wire::FrontendFrames::new(&self.buf, &self.limits);
         loop {
-            let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf[pos..], &self.limits) else {
-                return Ok(false);
-            };
-            if self.buf.len() < pos + h.total {
-                return Ok(false);
-            }
-            let body = &self.buf[pos + 5..pos + h.total];
-            match h.tag {
+            let Some(frame) = frames.next() else { return Ok(false) };
+            let body = frame.body();
+            match frame.tag {
                 b'C' => match frontend::parse_target(body) {
                     Some((b'S', name)) if !name.is_empty() => actions.push(LocalAction::Close(name.into())),
                     _ => return Ok(false),
@@ -378,14 +361,11 @@ impl Session {
                     _ => return Ok(false),
                 },
                 b'H' => {}
-                b'S' => {
-                    pos += h.total;
-                    break;
-                }
+                b'S' => break,
                 _ => return Ok(false),
             }
-            pos += h.total;
         }
+        let pos = frames.consumed();
         let mut out = BytesMut::with_capacity(actions.len() * 5 + 6);
         for action in actions {
             match action {
