@@ -486,6 +486,50 @@ async fn statements_through_the_gateway_are_counted() {
     }
 }
 
+/// Statements sent together (a pipeline, a batch with one Sync) are not each charged the time of
+/// the whole batch: 20 sleeps of 20 ms record about 20 ms each, and none is slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_are_timed_each_not_by_their_batch() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.insight.log_min_duration = Secs::from_millis(150);
+    let gw = start(config).await;
+    const N: usize = 20;
+    // One batch with a single Sync: PostgreSQL sends every result at the Sync.
+    use tokio::io::AsyncWriteExt;
+    let mut s = raw_login(addr(&gw)).await;
+    let mut batch = message(b'P', b"\0SELECT pg_sleep(0.02) AS one_sync\0\0\0");
+    for _ in 0..N {
+        batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(message(b'E', b"\0\0\0\0\0"));
+    }
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.unwrap();
+    let answer = read_until_ready(&mut s).await;
+    let completed = backend_messages(&answer).iter().filter(|(tag, _)| *tag == b'C').count();
+    assert_eq!(completed, N);
+    // A driver's pipeline: each query has its own Sync, all sent before the first answer.
+    let client = connect(&gw).await;
+    let sleep = client.prepare("SELECT pg_sleep(0.02) AS pipelined").await.unwrap();
+    let queries = (0..N).map(|_| client.query(&sleep, &[]));
+    for rows in futures::future::join_all(queries).await {
+        assert_eq!(rows.unwrap().len(), 1);
+    }
+
+    let snap = gw.shared().insight.snapshot();
+    for text in ["SELECT pg_sleep($1) AS one_sync", "SELECT pg_sleep($1) AS pipelined"] {
+        let found = snap.statements.iter().find(|st| &*st.query == text);
+        let c = &found.unwrap_or_else(|| panic!("no {text:?} in {:#?}", snap.statements)).counters;
+        assert_eq!(c.calls, N as u64, "{text}");
+        let mean_ms = c.total_us as f64 / 1000.0 / N as f64;
+        // Charged by its batch, the mean would be some 200 ms (one Sync) or 210 ms (a pipeline).
+        assert!((15.0..60.0).contains(&mean_ms), "{text}: mean {mean_ms:.1} ms");
+    }
+    let slow = gw.shared().insight.slow_queries(0.0, None, 10);
+    assert!(slow.is_empty(), "no statement took 150 ms: {slow:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_query_explains_reads_and_refuses_writes() {
     let pg = Cluster::start();

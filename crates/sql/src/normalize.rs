@@ -3,8 +3,10 @@
 //! that differ only in their literals share one fingerprint, as in pg_stat_statements, without
 //! the full parse (tens of microseconds) that pg_query's fingerprint costs on every distinct text.
 //!
-//! It is a tokenizer, not a parser: `IN (1, 2)` and `IN (1, 2, 3)` stay different statements, and
-//! the fingerprint is pgpilot's own (stable across runs and instances, not pg_query's).
+//! It is a tokenizer, not a parser. Like PostgreSQL 18's pg_stat_statements it writes a list of
+//! constants or parameters after `IN` as `IN ($1 /*, ... */)`, so lists of any length are one
+//! statement, and a negative number is one constant. The fingerprint is pgpilot's own (stable
+//! across runs and instances, not pg_query's).
 
 /// A statement with its constants replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,16 @@ struct Out {
     pending_space: bool,
     /// A `;` is written only when another token follows: a trailing one changes nothing.
     pending_semicolon: bool,
+    /// What the last token was: a `-` after an operator or a keyword is a negative constant's sign.
+    prev: Prev,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prev {
+    /// The start, an operator, an opening bracket, a comma or a keyword.
+    Operator,
+    /// A name, a constant or a closing bracket: a `-` after it subtracts.
+    Operand,
 }
 
 impl Out {
@@ -59,12 +71,45 @@ impl Out {
     fn constant(&mut self, raw: &str) {
         // `$n` without a temporary String: this runs for every literal of every statement.
         self.separate();
+        self.placeholder();
+        self.keep(raw);
+    }
+
+    fn placeholder(&mut self) {
         self.append("$", false);
         self.append(itoa::Buffer::new().format(self.next_param), false);
         self.next_param += 1;
+        self.prev = Prev::Operand;
+    }
+
+    fn keep(&mut self, raw: &str) {
         if let Some(c) = self.constants.as_mut() {
             c.push(raw.to_string());
         }
+    }
+
+    /// `IN (...)` of constants and parameters only, written `IN ($n /*, ... */)` whatever its
+    /// length, as PostgreSQL 18's pg_stat_statements does: an ORM's lists of varying length are
+    /// one statement, not one per length.
+    fn in_list(&mut self, sql: &str, items: &[(usize, usize)]) {
+        // One spelling whether or not the text had a space before the list.
+        self.pending_space = true;
+        self.separate();
+        self.append("(", false);
+        let (first_start, first_end) = items[0];
+        let first = &sql[first_start..first_end];
+        if first.starts_with('$') {
+            self.append(first, false);
+        } else {
+            self.placeholder();
+        }
+        self.append(" /*, ... */)", false);
+        for &(start, end) in items {
+            if !sql[start..end].starts_with('$') {
+                self.keep(&sql[start..end]);
+            }
+        }
+        self.prev = Prev::Operand;
     }
 
     #[inline]
@@ -92,6 +137,7 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
         next_param: highest_param(sql) + 1,
         pending_space: false,
         pending_semicolon: false,
+        prev: Prev::Operator,
     };
     let b = sql.as_bytes();
     let mut i = 0;
@@ -138,6 +184,13 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
             b'"' => {
                 let end = quoted_end(b, i, b'"');
                 out.token(&sql[i..end], false);
+                out.prev = Prev::Operand;
+                i = end;
+                continue;
+            }
+            b'-' if out.prev == Prev::Operator && starts_number(b, i + 1) => {
+                let end = number_end(b, i + 1);
+                out.constant(&sql[i..end]);
                 i = end;
                 continue;
             }
@@ -167,13 +220,26 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                     continue;
                 }
                 out.token(&sql[i..end], true);
+                let word = &sql[i..end];
+                out.prev = if KEYWORDS_BEFORE_VALUES.iter().any(|k| k.eq_ignore_ascii_case(word)) {
+                    Prev::Operator
+                } else {
+                    Prev::Operand
+                };
                 i = end;
+                if word.eq_ignore_ascii_case("in") {
+                    if let Some((items, list_end)) = constant_list(b, i) {
+                        out.in_list(sql, &items);
+                        i = list_end;
+                    }
+                }
                 continue;
             }
             _ => i + utf8_len(c),
         };
         let end = end.min(b.len());
         out.token(&sql[i..end], false);
+        out.prev = if matches!(c, b')' | b']') { Prev::Operand } else { Prev::Operator };
         i = end;
     }
     *text = out.text;
@@ -198,6 +264,60 @@ fn highest_param(sql: &str) -> usize {
         }
     }
     max
+}
+
+/// Words after which a value comes, so that a `-` after them is a sign, not a subtraction.
+const KEYWORDS_BEFORE_VALUES: &[&str] = &[
+    "select", "where", "and", "or", "not", "when", "then", "else", "in", "between", "values", "return",
+    "limit", "offset", "set", "is", "like", "ilike", "on", "having", "by", "array", "any", "all", "some",
+];
+
+fn starts_number(b: &[u8], i: usize) -> bool {
+    match b.get(i) {
+        Some(c) if c.is_ascii_digit() => true,
+        Some(b'.') => b.get(i + 1).is_some_and(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// The items of a parenthesized list starting at `start` (after `IN`) when every item is a
+/// constant (a number, maybe negative, or a plain string) or a `$n` parameter; the items' spans and
+/// the position after the `)`.
+fn constant_list(b: &[u8], start: usize) -> Option<(Vec<(usize, usize)>, usize)> {
+    let skip_space = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_space(start);
+    if b.get(i) != Some(&b'(') {
+        return None;
+    }
+    let mut items = Vec::new();
+    loop {
+        let item = skip_space(i + 1);
+        let end = match *b.get(item)? {
+            b'\'' => quoted_end(b, item, b'\''),
+            b'-' if starts_number(b, item + 1) => number_end(b, item + 1),
+            _ if starts_number(b, item) => number_end(b, item),
+            b'$' if b.get(item + 1).is_some_and(u8::is_ascii_digit) => {
+                item + 1 + b[item + 1..].iter().take_while(|c| c.is_ascii_digit()).count()
+            }
+            _ => return None,
+        };
+        // An unterminated string ends the text: not a list.
+        if end >= b.len() {
+            return None;
+        }
+        items.push((item, end));
+        i = skip_space(end);
+        match b.get(i)? {
+            b',' => continue,
+            b')' => return Some((items, i + 1)),
+            _ => return None,
+        }
+    }
 }
 
 fn is_word(c: u8) -> bool {
@@ -343,8 +463,55 @@ mod tests {
     }
 
     #[test]
+    fn negative_constants_are_constants_and_subtraction_stays() {
+        let n = normalize("SELECT a - 1 FROM t WHERE v = -5 AND w > -.5 AND x IN (-1) LIMIT -1", true);
+        assert_eq!(n.text, "SELECT a - $1 FROM t WHERE v = $2 AND w > $3 AND x IN ($4 /*, ... */) LIMIT $5");
+        assert_eq!(n.constants, vec!["1", "-5", "-.5", "-1", "-1"]);
+        assert_eq!(
+            normalize("SELECT * FROM t WHERE v = -5", false).fingerprint,
+            normalize("SELECT * FROM t WHERE v = 5", false).fingerprint
+        );
+        assert_eq!(normalize("SELECT (a)-1, b -2, f(-3)", false).text, "SELECT (a)-$1, b -$2, f($3)");
+    }
+
+    #[test]
+    fn lists_of_constants_are_one_statement_whatever_their_length() {
+        let one = normalize("SELECT * FROM t WHERE id IN (1) AND k = 'x'", true);
+        let many = normalize("select * from t where id in (1, 2,3 , -4, 'five') and k = 'y'", true);
+        assert_eq!(one.text, "SELECT * FROM t WHERE id IN ($1 /*, ... */) AND k = $2");
+        assert_eq!(many.text, "select * from t where id in ($1 /*, ... */) and k = $2");
+        assert_eq!(one.fingerprint, many.fingerprint);
+        assert_eq!(many.constants, vec!["1", "2", "3", "-4", "'five'", "'y'"]);
+        let params = normalize("SELECT * FROM t WHERE id IN ($1, $2, $3)", false);
+        assert_eq!(params.text, "SELECT * FROM t WHERE id IN ($1 /*, ... */)");
+        assert_eq!(params.fingerprint, normalize("SELECT * FROM t WHERE id IN ($1)", false).fingerprint);
+        assert_eq!(
+            one.fingerprint,
+            normalize("SELECT * FROM t WHERE id IN(7) AND k = 'z'", false).fingerprint
+        );
+        // Anything else in the list keeps it as written.
+        assert_eq!(normalize("SELECT 1 WHERE a IN (b, 2)", false).text, "SELECT $1 WHERE a IN (b, $2)");
+        assert_eq!(
+            normalize("SELECT 1 WHERE a IN (SELECT 2)", false).text,
+            "SELECT $1 WHERE a IN (SELECT $2)"
+        );
+        assert_eq!(normalize("SELECT 1 WHERE a IN (1, 'x", false).text, "SELECT $1 WHERE a IN ($2, $3");
+    }
+
+    #[test]
     fn unterminated_input_does_not_panic() {
-        for sql in ["SELECT 'abc", "SELECT $tag$ x", "/* open", "SELECT \"x", "é'", "0x", "SELECT $"] {
+        for sql in [
+            "SELECT 'abc",
+            "SELECT $tag$ x",
+            "/* open",
+            "SELECT \"x",
+            "é'",
+            "0x",
+            "SELECT $",
+            "x IN (",
+            "IN (-",
+            "-",
+        ] {
             let _ = normalize(sql, true);
         }
     }

@@ -85,7 +85,7 @@ impl Flow {
                 Expect::Client(Reply::Execute(Some(observed))) if tag == b's' => {
                     self.observe_suspended(observed)
                 }
-                Expect::Client(Reply::Execute(Some(observed))) => self.observed_done(s, server, observed),
+                Expect::Client(Reply::Execute(Some(observed))) => self.observed_done(observed),
                 _ => {}
             }
         }
@@ -168,7 +168,7 @@ impl Flow {
                 Expect::Client(Reply::Execute(Some(mut observed))) if !error_counted => {
                     error_counted = true;
                     Flow::observe_error(&mut observed, &server.buf[start + 5..end]);
-                    self.observed_done(s, server, observed);
+                    self.observed_done(observed);
                 }
                 entry => forget(s, server, entry),
             }
@@ -183,7 +183,7 @@ impl Flow {
     fn ready(&mut self, s: &mut Session, server: &mut ServerConn, entry: Expect, status_byte: u8) {
         let status = TxnStatus::from_byte(status_byte).unwrap_or(TxnStatus::Idle);
         if status == TxnStatus::Idle && !self.suspended.is_empty() {
-            self.observe_portals_closed(s, server);
+            self.observe_portals_closed();
         }
         let failed = std::mem::take(&mut self.batch_failed);
         let (client, reply) = match entry {
@@ -215,7 +215,7 @@ impl Flow {
             _ => Batch::default(),
         };
         if let Some(observed) = batch.observed.take() {
-            self.observed_done(s, server, observed);
+            self.observed_done(observed);
         }
         self.apply_batch(s, server, batch, failed, status);
         if status == TxnStatus::Idle && server.statements.has_stale() {

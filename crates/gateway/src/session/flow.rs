@@ -135,6 +135,8 @@ pub(super) struct Flow {
     /// The statistics records of portals read in pieces, between their Executes.
     #[allow(clippy::vec_box)] // each record travels boxed in the expectation queue
     pub(super) suspended: Vec<Box<super::observe::Observed>>,
+    /// Statements completed by the server bytes being handled (statistics).
+    pub(super) finished: super::observe::Finished,
     /// The result cache is on for this database: writes are noted for invalidation.
     pub(super) cache_on: bool,
     /// A cache miss being filled from the first answer of this attachment.
@@ -188,6 +190,7 @@ impl Flow {
             portal_query: None,
             portal_parameters: None,
             suspended: Vec::new(),
+            finished: Default::default(),
             cache_on: s.db.cache.enabled(),
             capture: None,
             invalidation: Default::default(),
@@ -681,6 +684,7 @@ fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         }
     }
     server.buf.advance(pos);
+    flow.record_finished(s, server);
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! Nothing here runs when insight is off.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pgpilot_wire::backend;
 use pgpilot_wire::error::ErrorFields;
@@ -114,9 +114,9 @@ impl Flow {
     }
 
     /// The transaction ended, and with it every portal: a cursor not read to its end counts now.
-    pub(super) fn observe_portals_closed(&mut self, s: &mut Session, server: &ServerConn) {
+    pub(super) fn observe_portals_closed(&mut self) {
         for obs in std::mem::take(&mut self.suspended) {
-            self.observed_done(s, server, obs);
+            self.observed_done(obs);
         }
     }
 
@@ -132,29 +132,74 @@ impl Flow {
         obs.error = Some(ErrorFields::parse(body).code.to_string());
     }
 
-    /// The statement completed: one event to insight.
-    #[allow(clippy::boxed_local)] // the record travels boxed in the expectation queue
-    pub(super) fn observed_done(&mut self, s: &mut Session, server: &ServerConn, obs: Box<Observed>) {
+    /// The statement completed; it is recorded once every message of this server read is handled.
+    pub(super) fn observed_done(&mut self, obs: Box<Observed>) {
+        self.finished.push(obs);
+    }
+
+    /// One event to insight for each statement the server's bytes just handled completed.
+    pub(super) fn record_finished(&mut self, s: &mut Session, server: &ServerConn) {
         let now = self.server_activity;
+        let Some(timed) = self.finished.take(now) else { return };
         let wait = std::mem::take(&mut s.wait_before_send);
         let target = match &s.attachment {
             Some(a) if a.is_replica(s.db.primary_index()) => Target::Replica,
             _ => Target::Primary,
         };
-        s.shared.insight.record(&StatementEvent {
-            fingerprint: obs.key.fingerprint,
-            normalized: &obs.key.normalized,
-            database: &s.db.name,
-            user: &s.user,
-            duration: now.saturating_duration_since(obs.started),
-            wait,
-            rows: obs.rows,
-            error: obs.error.as_deref(),
-            target,
-            client_addr: &s.reg.info.addr,
-            server: &server.pool().id.server,
-            parameters: obs.parameters.as_deref(),
-        });
+        for (i, (obs, duration)) in timed.enumerate() {
+            s.shared.insight.record(&StatementEvent {
+                fingerprint: obs.key.fingerprint,
+                normalized: &obs.key.normalized,
+                database: &s.db.name,
+                user: &s.user,
+                duration,
+                wait: if i == 0 { wait } else { Duration::ZERO },
+                rows: obs.rows,
+                error: obs.error.as_deref(),
+                target,
+                client_addr: &s.reg.info.addr,
+                server: &server.pool().id.server,
+                parameters: obs.parameters.as_deref(),
+            });
+        }
+    }
+}
+
+/// Statements completed by the server bytes now being handled, and when the previous ones were.
+///
+/// A statement is timed from when its request arrived to when its completion arrived. In a batch
+/// or pipeline all requests arrive together, and PostgreSQL sends the results together too (it
+/// flushes at Sync, or when its buffer fills), so statements completed by one read cannot be timed
+/// apart: they share equally the time since the first of them could have begun, which is no
+/// earlier than the completion of the statements before them. The total stays exact and no
+/// statement is charged its whole batch.
+#[derive(Default)]
+pub(super) struct Finished {
+    /// The usual single statement, held without allocating.
+    first: Option<Box<Observed>>,
+    #[allow(clippy::vec_box)] // each record travels boxed in the expectation queue
+    more: Vec<Box<Observed>>,
+    /// When the previous read of this attachment completed statements.
+    last: Option<Instant>,
+}
+
+impl Finished {
+    fn push(&mut self, obs: Box<Observed>) {
+        match self.first {
+            None => self.first = Some(obs),
+            Some(_) => self.more.push(obs),
+        }
+    }
+
+    /// The statements completed at `now` with their durations, emptied.
+    fn take(&mut self, now: Instant) -> Option<impl Iterator<Item = (Box<Observed>, Duration)> + '_> {
+        let first = self.first.take()?;
+        let count = 1 + self.more.len() as u32;
+        let earliest = self.more.iter().map(|o| o.started).fold(first.started, Instant::min);
+        let began = self.last.map_or(earliest, |last| earliest.max(last));
+        self.last = Some(now);
+        let share = now.saturating_duration_since(began) / count;
+        Some(std::iter::once(first).chain(self.more.drain(..)).map(move |obs| (obs, share)))
     }
 }
 
