@@ -217,6 +217,64 @@ async fn reload_keeps_clients_and_applies_settings() {
     gw.shutdown().await;
 }
 
+/// A pool made smaller by a reload while clients queue for it shrinks to its new size and keeps
+/// its connections: it does not close and open one per transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_made_smaller_under_load_shrinks_without_reconnecting() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    let write = |size: usize| {
+        std::fs::write(
+            &path,
+            format!(
+                "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\ndefault_pool_size = {size}\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
+                pg.admin_url()
+            ),
+        )
+        .unwrap()
+    };
+    write(8);
+    let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..24 {
+        let c = connect(&gw).await;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.simple_query("SELECT pg_sleep(0.005)").await.unwrap();
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    write(2);
+    gw.reload().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Over the next two seconds of load: which server backends run the clients' statements (the
+    // health probe has a connection of its own).
+    let backends = "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity \
+                    WHERE backend_type = 'client backend' AND query LIKE 'SELECT pg_sleep(0.005)%'";
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last = Vec::new();
+    for _ in 0..10 {
+        last = pg.psql("postgres", backends).split_whitespace().map(String::from).collect::<Vec<_>>();
+        seen.extend(last.iter().cloned());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(last.len() <= 2, "the pool did not shrink to 2: {last:?}");
+    assert!(
+        seen.len() <= 4,
+        "server connections were opened and closed under load: {} backends seen",
+        seen.len()
+    );
+    gw.shutdown().await;
+}
+
 /// A database's own pool_size changed by a reload shows in SHOW DATABASES, as the pools apply it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_shows_a_database_s_new_settings() {

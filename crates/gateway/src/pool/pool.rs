@@ -546,13 +546,18 @@ impl Pool {
     /// Called when a connection of this pool is dropped: frees its place and lets a waiter open one.
     pub(super) fn connection_closed(&self) {
         self.limits.release();
+        let settings = self.settings.load();
         let mut s = self.state.lock();
         s.total -= 1;
         if self.is_retired() {
             return;
         }
+        let now = Instant::now();
         while let Some(w) = s.waiters.pop_front() {
-            if !self.limits.try_acquire() {
+            // Only within the size the waiter may use: a pool made smaller by a reload shrinks as
+            // its surplus connections close, instead of opening one for every one it closes.
+            let reserve = if now >= w.since + settings.reserve_timeout { settings.reserve_size } else { 0 };
+            if s.total >= settings.size + reserve || !self.limits.try_acquire() {
                 s.waiters.push_front(w);
                 return;
             }
