@@ -422,6 +422,47 @@ async fn deallocate_all_run_as_a_prepared_statement_keeps_other_statements_worki
     gw.shutdown().await;
 }
 
+/// Statements pgpilot made on a server dropped where pgpilot cannot see it (among other
+/// statements, in a function, by pgpilot's own name) are prepared again at their next use: other
+/// clients' statements keep working, and never fail for good. (A DO block that may deallocate
+/// pins its client, whose server is reset when it leaves.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_deallocated_behind_pgpilots_back_are_prepared_again() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut a = connect(&gw).await;
+    let doubled = a.prepare("SELECT $1::int * 2").await.unwrap();
+    assert_eq!(a.query_one(&doubled, &[&21i32]).await.unwrap().get::<_, i32>(0), 42);
+    let b = connect(&gw).await;
+    b.batch_execute(
+        "CREATE FUNCTION drop_all() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$",
+    )
+    .await
+    .unwrap();
+    let own_name = "SELECT name FROM pg_prepared_statements WHERE name LIKE 'pgpilot%' LIMIT 1";
+    for (i, drop_them) in ["SELECT 1; DEALLOCATE ALL", "SELECT drop_all()", "by name"].into_iter().enumerate()
+    {
+        if drop_them == "by name" {
+            let name: String = b.query_one(own_name, &[]).await.unwrap().get(0);
+            b.batch_execute(&format!("DEALLOCATE \"{name}\"")).await.unwrap();
+        } else {
+            b.batch_execute(drop_them).await.unwrap();
+        }
+        // Outside a transaction the request runs again, unseen.
+        let v: i32 = a.query_one(&doubled, &[&(i as i32)]).await.unwrap().get(0);
+        assert_eq!(v, 2 * i as i32, "after {drop_them}");
+    }
+    // Inside a transaction the client gets PostgreSQL's error once; the next use works.
+    b.batch_execute("SELECT drop_all()").await.unwrap();
+    drop(b);
+    let tx = a.transaction().await.unwrap();
+    let e = tx.query_one(&doubled, &[&5i32]).await.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("26000"), "{e}");
+    tx.rollback().await.unwrap();
+    assert_eq!(a.query_one(&doubled, &[&5i32]).await.unwrap().get::<_, i32>(0), 10);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_learns_that_a_shared_statements_result_type_changed() {
     let pg = Cluster::start();

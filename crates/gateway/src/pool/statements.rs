@@ -214,8 +214,15 @@ impl ServerStatements {
 
     /// DISCARD ALL / DEALLOCATE ALL ran on the server.
     pub fn clear(&mut self) {
-        self.by_hash.clear();
+        self.forget_prepared();
         self.sql.clear();
+    }
+
+    /// Forgets pgpilot's own statements, which the server may no longer have (a DEALLOCATE pgpilot
+    /// could not see, in a function or a DO block): each is prepared again at its next use, and a
+    /// Close before every Parse makes that safe whether or not the server still had it.
+    pub fn forget_prepared(&mut self) {
+        self.by_hash.clear();
         self.stale.clear();
     }
 }

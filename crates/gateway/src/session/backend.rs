@@ -142,7 +142,7 @@ impl Flow {
         let outdated = matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
         if let Expect::Client(Reply::Bind { statement: Some(hash), outdated }) = *front {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
-            if self.stale_plan(s, server, hash, &e.code, outdated) {
+            if self.bind_refused(s, server, hash, &e.code, outdated) {
                 self.batch_failed = false;
                 return;
             }

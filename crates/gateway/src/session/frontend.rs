@@ -248,6 +248,9 @@ impl Flow {
                         self.ensure_sql_prepared(s, server, name)
                     }
                     SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => batch.discard_all = true,
+                    // Among other statements (a lone one is answered by pgpilot): it drops the
+                    // server's statements, pgpilot's included.
+                    SessionEffect::Deallocate(None) => batch.deallocate_all = true,
                     _ => {}
                 }
             }

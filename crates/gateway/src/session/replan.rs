@@ -3,6 +3,9 @@
 //! must not change result type" for as long as that server copy lives. pgpilot drops the stale copy,
 //! so the next use prepares it afresh, and, when the request ran outside an explicit transaction and
 //! nothing of it reached the client, prepares it again and re-runs the request once, unseen.
+//!
+//! The same happens when the server lost pgpilot's statements to a DEALLOCATE pgpilot could not
+//! see (in a function, or naming pgpilot's statement): 26000 "prepared statement does not exist".
 
 use pgpilot_wire::backend::TxnStatus;
 use pgpilot_wire::error::ErrorOrigin;
@@ -30,15 +33,13 @@ pub(super) enum Replan {
     /// asked for the result's description, so the new row type reaches it before any row.
     Recording { described: bool },
     /// That batch is complete, up to its Sync, and nothing was forwarded after it.
-    Ready,
+    Ready { described: bool },
     /// Already re-run once in this attachment.
     Spent,
 }
 
 impl Flow {
     /// Called with each client message before it is handled: records a batch that could be re-run.
-    /// A client that executes without describing relies on the row type it learned before; it
-    /// gets PostgreSQL's error, as it would without pgpilot, and prepares again itself.
     pub(super) fn record_for_replan(&mut self, s: &Session, server: &mut ServerConn, tag: u8, msg: &[u8]) {
         use Replan::*;
         self.replan = match (self.replan, tag) {
@@ -50,23 +51,23 @@ impl Flow {
                 Recording { described: false }
             }
             (Recording { .. }, b'D') => Recording { described: true },
-            (Recording { described: true }, b'E') | (Recording { described: true }, b'S') => self.replan,
-            (Recording { described }, b'H') => Recording { described },
+            (Recording { described }, b'E' | b'H' | b'S') => Recording { described },
             _ => Off,
         };
-        if let Recording { .. } = self.replan {
+        if let Recording { described } = self.replan {
             server.replay.extend_from_slice(msg);
             if tag == b'S' {
-                self.replan = Ready;
+                self.replan = Ready { described };
             }
         }
     }
 
-    /// The server refused a Bind of the pgpilot-prepared statement `hash` with `code`; `outdated`
-    /// when pgpilot made it fail because the client prepared the statement before its result type
-    /// changed. Returns whether the error is handled here (the request re-runs, and the client
-    /// learns the new result type from its Describe) rather than passed to the client.
-    pub(super) fn stale_plan(
+    /// The server refused a Bind of the pgpilot-prepared statement `hash` with `code`: its result
+    /// type changed (0A000), or the server no longer has it (26000, a DEALLOCATE pgpilot did not
+    /// see); `outdated` when pgpilot made it fail because the client prepared the statement before
+    /// its result type changed. Returns whether the error is handled here (the request re-runs,
+    /// and the client learns any new result type from its Describe) rather than passed on.
+    pub(super) fn bind_refused(
         &mut self,
         s: &mut Session,
         server: &mut ServerConn,
@@ -79,6 +80,17 @@ impl Flow {
             if code != NO_SUCH_STATEMENT {
                 return false;
             }
+        } else if code == NO_SUCH_STATEMENT && server_name.is_some() {
+            // The server lost pgpilot's statement: someone ran DEALLOCATE (ALL) where pgpilot could
+            // not see it. What else it lost is unknown, so every statement is prepared again.
+            tracing::info!(database = %s.db.name, server_id = server.id,
+                "the server lost prepared statements pgpilot made (a DEALLOCATE): preparing them again");
+            server.statements.forget_prepared();
+            let again = self.may_run_again(s);
+            if again {
+                self.run_again(s, server);
+            }
+            return again;
         } else {
             if code != STALE_PLAN || server_name.is_none() {
                 return false;
@@ -87,18 +99,15 @@ impl Flow {
             let seen = server.statements.epoch(hash).unwrap_or(0);
             s.shared.statement_epochs.changed(hash, seen);
         }
-        // The status is the one before this batch: everything ahead of the Bind has been answered.
-        let retry = self.replan == Replan::Ready
-            && s.status == TxnStatus::Idle
-            && self.expected.sync_is_last_after_front();
         tracing::info!(
             database = %s.db.name,
             server_id = server.id,
-            retry,
             outdated,
             "a prepared statement's result type changed on the server (DDL): preparing it again"
         );
-        if !retry {
+        // A client that executes without describing relies on the row type it learned before; it
+        // gets PostgreSQL's error, as it would without pgpilot, and prepares again itself.
+        if !self.may_run_again(s) || self.replan != (Replan::Ready { described: true }) {
             // Dropped once the server is out of the transaction (see `drop_stale_statements`);
             // until then uses of it fail like this one, as they would without pgpilot.
             if !outdated {
@@ -111,31 +120,39 @@ impl Flow {
         for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
             stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
         }
-        self.replan = Replan::Spent;
         if let Some(server_name) = server_name.filter(|_| !outdated) {
             server.statements.remove(hash);
             // After the failed batch's Sync, when the server listens again.
             self.close_on_server(&server_name);
         }
+        self.run_again(s, server);
+        true
+    }
+
+    /// Whether the failed request can run again unseen: it began a batch outside a transaction,
+    /// all of it up to its Sync was recorded, and it has not run again already. (The status is the
+    /// one before this batch: everything ahead of the Bind has been answered.)
+    fn may_run_again(&self, s: &Session) -> bool {
+        matches!(self.replan, Replan::Ready { .. })
+            && s.status == TxnStatus::Idle
+            && self.expected.sync_is_last_after_front()
+    }
+
+    /// Runs the recorded request again after its Bind failed (`may_run_again` said it may); the
+    /// error is then hidden from the client.
+    fn run_again(&mut self, s: &mut Session, server: &mut ServerConn) {
+        self.replan = Replan::Spent;
         self.expected.pop();
         drop(self.expected.skip_to_sync());
         self.expected.hide_front();
         let replay = std::mem::take(&mut server.replay);
-        let mut pos = 0;
-        while pos + 5 <= replay.len() {
-            let len =
-                u32::from_be_bytes([replay[pos + 1], replay[pos + 2], replay[pos + 3], replay[pos + 4]]);
-            let end = pos + 1 + len as usize;
-            if end > replay.len() {
-                break;
-            }
-            // Recorded from whole messages that were handled once already: they handle again.
-            let _ = self.client_message(s, server, replay[pos], &replay[pos..end]);
-            pos = end;
+        let limits = s.limits;
+        // Recorded from whole messages that were handled once already: they handle again.
+        for frame in pgpilot_wire::FrontendFrames::new(&replay, &limits) {
+            let _ = self.client_message(s, server, frame.tag, frame.msg);
         }
         server.replay = replay;
         server.replay.clear();
-        true
     }
 
     /// Between transactions: deallocates the server copies found stale, so their next use

@@ -394,7 +394,7 @@ fn defelem_true(node: &Node) -> bool {
 }
 
 /// Whether a DO block's code may change what outlives it in the session (a setting, a temporary
-/// table, an advisory lock, a listen, a prepared statement). Its effects cannot be known without
+/// table, an advisory lock, a listen, a prepared statement made or dropped). Its effects cannot be known without
 /// running it, so any mention of these words counts; `set` also matches `UPDATE ... SET`, which
 /// errs the safe way (the client keeps its server).
 fn do_body_may_change_session(d: &protobuf::DoStmt) -> bool {
@@ -406,7 +406,9 @@ fn do_body_may_change_session(d: &protobuf::DoStmt) -> bool {
         _ => None,
     });
     let Some(body) = body else { return true };
-    ["set", "temp", "advisory", "listen", "prepare", "load", "declare"].iter().any(|w| body.contains(w))
+    ["set", "temp", "advisory", "listen", "prepare", "load", "declare", "deallocate", "discard"]
+        .iter()
+        .any(|w| body.contains(w))
 }
 
 /// SET SESSION CHARACTERISTICS AS TRANSACTION ...: the session defaults it changes, as the
