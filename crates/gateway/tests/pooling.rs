@@ -346,6 +346,43 @@ async fn a_cancel_ends_a_query_that_waits_for_a_server() {
     gw.shutdown().await;
 }
 
+/// A client that closes its connection while it waits for a server gives up its request: it never
+/// runs later (PgBouncer drops it too), and the client no longer counts as waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_waiting_never_runs_its_request() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE abandoned (id int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    config.pgpilot.admin_users = vec!["postgres".into()];
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut leaving = Vec::new();
+    for i in 0..20 {
+        let mut s = raw_login(addr(&gw)).await;
+        s.write_all(&query_message(&format!("INSERT INTO abandoned VALUES ({i})"))).await.unwrap();
+        leaving.push(s);
+    }
+    let waiting = || {
+        let pools = psql(&gw, "pgbouncer", "SHOW POOLS").unwrap();
+        let row = pools.lines().find(|l| l.starts_with("postgres|postgres|")).unwrap().to_string();
+        row.split('|').nth(3).unwrap().to_string()
+    };
+    assert!(eventually(Duration::from_secs(3), || waiting() == "20").await, "cl_waiting {}", waiting());
+    drop(leaving);
+    assert!(eventually(Duration::from_secs(3), || waiting() == "0").await, "cl_waiting {}", waiting());
+    holder.batch_execute("COMMIT").await.unwrap();
+    // A client that stays is served at once, and none of the requests of those that left ran.
+    let started = Instant::now();
+    holder.batch_execute("SELECT 1").await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM abandoned").trim(), "0");
+    gw.shutdown().await;
+}
+
 /// In session pooling SHOW STATS counts every transaction and query as it ends, while the
 /// client stays connected (it counted one transaction per session, at disconnection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,9 @@ pub enum CheckoutError {
     /// The caller no longer wants this server (the primary moved elsewhere).
     #[error("the server is no longer the right one for this request")]
     Rerouted,
+    /// The client closed its connection while it waited.
+    #[error("the client left while waiting for a server")]
+    ClientGone,
 }
 
 impl CheckoutError {

@@ -295,7 +295,7 @@ impl Session {
             return Err(e);
         }
         let wanted = || !info.cancel_pending() && still_wanted();
-        let checkout = pool.checkout_with(fail_fast, &wanted).await;
+        let checkout = self.unless_client_leaves(pool.checkout_with(fail_fast, &wanted)).await;
         let (conn, waited) = match checkout {
             Ok(c) => c,
             Err(e) => {
@@ -314,6 +314,29 @@ impl Session {
         info.set_state(ClientState::Active);
         self.server = Some(conn);
         Ok(())
+    }
+
+    /// Waits for `checkout` while watching the client: one that closes its connection while it
+    /// waits gives up its place, and its request never runs (as PgBouncer drops it). A client that
+    /// gave up on a timeout must not have its writes run later, each on a server found for it.
+    async fn unless_client_leaves<T>(
+        &mut self,
+        checkout: impl std::future::Future<Output = Result<T, CheckoutError>>,
+    ) -> Result<T, CheckoutError> {
+        /// Bytes a waiting client may send ahead (pipelining) that are read to notice it leave.
+        const WATCH_LIMIT: usize = 64 * 1024;
+        let mut checkout = std::pin::pin!(checkout);
+        loop {
+            let room = self.buf.len() < WATCH_LIMIT;
+            tokio::select! {
+                biased;
+                granted = &mut checkout => return granted,
+                read = self.sock.read_into(&mut self.buf), if room => match read {
+                    Ok(n) if n > 0 => self.unattached_received += n as u64,
+                    _ => return Err(CheckoutError::ClientGone),
+                },
+            }
+        }
     }
 
     /// Waits while paused, as a waiting client of `pool` (SHOW POOLS' cl_waiting) and no longer

@@ -241,6 +241,7 @@ impl Session {
                     }
                 }
                 Err(CheckoutError::Rerouted) => continue,
+                Err(CheckoutError::ClientGone) => return Err(Ending::ClientGone),
                 Err(e) if replica && !e.is_login_refusal() => {
                     let ban = self.db.routing.load().ban_time.get().as_millis() as u64;
                     self.db.backends[decision.backend].ban(ban, &e.to_string());

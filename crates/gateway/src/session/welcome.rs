@@ -124,6 +124,8 @@ fn writable(params: std::sync::Arc<Vec<(String, String)>>) -> std::sync::Arc<Vec
 pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
     match e {
         CheckoutError::WaitTimeout(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, "query_wait_timeout"),
+        // Nobody reads this one: the client is gone.
+        CheckoutError::ClientGone => PgError::fatal(SqlState::CONNECTION_FAILURE, "the client left"),
         CheckoutError::Closed | CheckoutError::Rerouted => PgError::fatal(
             SqlState::ADMIN_SHUTDOWN,
             format!("database \"{database}\" was removed or reconfigured"),
