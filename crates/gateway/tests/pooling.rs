@@ -383,6 +383,43 @@ async fn a_client_that_leaves_while_waiting_never_runs_its_request() {
     gw.shutdown().await;
 }
 
+/// A server that refuses new connections for now (the role's CONNECTION LIMIT, 53300) while the
+/// pool has some: clients wait for those instead of failing, and the server is not asked again
+/// and again for connections it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_more_connections_leaves_clients_waiting_for_the_open_ones() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE lim LOGIN CONNECTION LIMIT 3");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 10;
+    config.pgpilot.server_login_retry = Secs::from_secs(30);
+    config.databases.insert(
+        "limdb".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://lim@127.0.0.1:{}/postgres", pg.port()),
+            ..Default::default()
+        },
+    );
+    let gw = start(config).await;
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let c = connect_as(&gw, "lim", "limdb").await;
+        clients.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                c.simple_query("SELECT pg_sleep(0.01)").await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        }));
+    }
+    for c in clients {
+        c.await.unwrap().expect("a client failed while the pool had servers");
+    }
+    let log = std::fs::read_to_string(pg.log_path()).unwrap();
+    let refused = log.matches("too many connections for role \"lim\"").count();
+    assert!(refused <= 20, "the server was asked {refused} times for connections it refuses");
+    gw.shutdown().await;
+}
+
 /// In session pooling SHOW STATS counts every transaction and query as it ends, while the
 /// client stays connected (it counted one transaction per session, at disconnection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

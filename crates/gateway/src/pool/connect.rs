@@ -67,7 +67,13 @@ pub enum ConnectError {
 impl ConnectError {
     /// Errors that waiting will not fix (wrong password, unknown database).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ConnectError::Rejected { .. } | ConnectError::Unsupported { .. })
+        self.refuses_login() || matches!(self, ConnectError::Unsupported { .. })
+    }
+
+    /// The server is up but refuses new connections for now: too many (53300, for the server,
+    /// the role or the database), or starting up or shutting down (57P03). Retried.
+    pub fn is_refused_for_now(&self) -> bool {
+        matches!(self, ConnectError::Rejected { .. }) && !self.refuses_login()
     }
 
     /// The server refused the login for its credentials (class 28) or an unknown database

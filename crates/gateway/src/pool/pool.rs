@@ -84,6 +84,10 @@ pub struct Pool {
     /// The last refused login and when: until server_login_retry has passed, new connections
     /// fail with it at once instead of trying the server again (PgBouncer's server_login_retry).
     login_refused: Mutex<Option<(Instant, String, pgpilot_wire::error::ErrorFields)>>,
+    /// The server refused a login for now (too many connections, starting up) while this pool
+    /// had other connections: until then its waiters wait for those instead of each trying a
+    /// login the server refuses.
+    opening_paused_until: Mutex<Option<Instant>>,
     /// Clients waiting for a server of this pool (or out a PAUSE), queued or not.
     waiting_clients: std::sync::atomic::AtomicUsize,
     state: Mutex<PoolState>,
@@ -137,6 +141,7 @@ impl Pool {
             retired: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             login_refused: Mutex::new(None),
+            opening_paused_until: Mutex::new(None),
             waiting_clients: Default::default(),
             state: Mutex::new(PoolState::default()),
         })
@@ -226,7 +231,11 @@ impl Pool {
                 },
                 Grant::Connect => {
                     let deadline = if fail_fast { Some(Instant::now()) } else { deadline };
-                    self.open(&settings, deadline, still_wanted).await?
+                    match self.open(&settings, deadline, still_wanted).await? {
+                        Some(conn) => conn,
+                        // The server is full for now: wait for one of the pool's connections.
+                        None => continue,
+                    }
                 }
             };
             // An idle server taken at once costs no second clock read.
@@ -247,7 +256,7 @@ impl Pool {
             return Some(Grant::Conn(conn));
         }
         let limit = settings.size + if reserve { settings.reserve_size } else { 0 };
-        if s.total < limit && self.limits.try_acquire() {
+        if s.total < limit && !self.opening_paused() && self.limits.try_acquire() {
             s.total += 1;
             s.opening += 1;
             s.active += 1;
@@ -354,7 +363,7 @@ impl Pool {
         settings: &PoolSettings,
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
-    ) -> Result<Box<ServerConn>, CheckoutError> {
+    ) -> Result<Option<Box<ServerConn>>, CheckoutError> {
         let mut backoff = Duration::from_millis(100);
         if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
             self.abandon_open();
@@ -384,11 +393,18 @@ impl Pool {
                     let is_unix = self.target.url.is_unix_socket();
                     let mut conn = Box::new(ServerConn::new(connected, address, is_unix, Slot(self.clone())));
                     conn.generation = self.generation.load(Relaxed);
-                    return Ok(conn);
+                    return Ok(Some(conn));
                 }
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());
                     self.remember_refusal(&e);
+                    if e.is_refused_for_now() && self.has_other_connections() {
+                        *self.opening_paused_until.lock() = Some(Instant::now() + settings.login_retry);
+                        tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e,
+                            retry = ?settings.login_retry, "server refused a new connection; using the open ones until server_login_retry");
+                        self.abandon_open();
+                        return Ok(None);
+                    }
                     let retry_at = Instant::now() + backoff;
                     if e.is_permanent() || deadline.is_some_and(|d| retry_at >= d) || self.is_retired() {
                         self.abandon_open();
@@ -404,6 +420,25 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Whether new connections wait (see `opening_paused_until`); reads the clock only then.
+    fn opening_paused(&self) -> bool {
+        let mut until = self.opening_paused_until.lock();
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the pool has connections besides the one being opened.
+    fn has_other_connections(&self) -> bool {
+        let s = self.state.lock();
+        s.total > s.opening
     }
 
     /// The login the server refused less than `retry` ago, if any.
@@ -560,7 +595,7 @@ impl Pool {
             // Only within the size the waiter may use: a pool made smaller by a reload shrinks as
             // its surplus connections close, instead of opening one for every one it closes.
             let reserve = if now >= w.since + settings.reserve_timeout { settings.reserve_size } else { 0 };
-            if s.total >= settings.size + reserve || !self.limits.try_acquire() {
+            if s.total >= settings.size + reserve || self.opening_paused() || !self.limits.try_acquire() {
                 s.waiters.push_front(w);
                 return;
             }
@@ -618,7 +653,8 @@ impl Pool {
     pub async fn open_idle(self: &Arc<Self>) {
         let settings = self.settings.load_full();
         match self.open(&settings, Some(Instant::now()), &|| true).await {
-            Ok(conn) => self.release(conn),
+            Ok(Some(conn)) => self.release(conn),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(database = %self.id.database, server = %self.id.server, error = %e, "min_pool_size: could not open a server connection")
             }
