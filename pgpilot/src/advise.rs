@@ -154,7 +154,18 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
     opts.workload_kind = args.workload_type.unwrap_or(WorkloadKind::Mixed);
     opts.pool.target_tps = args.target_tps;
     opts.pool.app_instances = args.app_instances;
+    opts.scan_ledger = scan_ledger_path();
     Ok(opts)
+}
+
+/// The advisor's planning probes indexes and counts as their use: it remembers how much between
+/// runs in this file, so that the next run still reports an index as unused.
+fn scan_ledger_path() -> Option<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(state.join("pgpilot/advisor-index-scans.json"))
 }
 
 /// "16GB", "512MB", "2T", "1048576" → bytes.

@@ -52,6 +52,8 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     let pgstattuple = db.ensure_extension("pgstattuple", opts.index.install_extensions).await?.is_none();
     // From here on the advisor only reads: a slip can never write.
     db.client.batch_execute("SET default_transaction_read_only = on").await?;
+    // Before any planning: planning probes indexes and would count as their use.
+    let scans = health::usage::IndexScans::read(&db, &target.describe(), opts.scan_ledger.as_deref()).await;
     progress.advance(1);
 
     let mut notes = Vec::new();
@@ -103,7 +105,13 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
         }
     }
 
-    let (mut findings, mut health_notes) = health::run(&db, &opts.health, pgstattuple, progress).await;
+    if let Ok(scans) = &scans {
+        if let Err(e) = scans.record_own_scans(&db).await {
+            notes.push(format!("the advisor's own index scans could not be recorded: {e:#}"));
+        }
+    }
+    let (mut findings, mut health_notes) =
+        health::run(&db, &opts.health, pgstattuple, &scans, progress).await;
     report.findings.append(&mut findings);
     notes.append(&mut health_notes);
 

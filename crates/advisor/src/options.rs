@@ -58,6 +58,10 @@ pub struct HealthSettings {
     pub idle_in_transaction_secs: u64,
     /// Indexes smaller than this are not reported as unused (they cost next to nothing).
     pub unused_index_min_bytes: i64,
+    /// No DROP is offered for an unused index until the statistics have counted this many days
+    /// (since stats_reset or the server's start): weekly and monthly jobs must have had their turn.
+    #[serde(default = "default_unused_index_min_stats_days")]
+    pub unused_index_min_stats_days: u64,
     /// Tables smaller than this are not checked for bloat or sequential scans.
     pub table_min_bytes: i64,
     /// How many of the largest tables and indexes to list.
@@ -70,10 +74,15 @@ impl Default for HealthSettings {
             long_query_secs: 60,
             idle_in_transaction_secs: 60,
             unused_index_min_bytes: 1024 * 1024,
+            unused_index_min_stats_days: default_unused_index_min_stats_days(),
             table_min_bytes: 8 * 1024 * 1024,
             largest_count: 10,
         }
     }
+}
+
+fn default_unused_index_min_stats_days() -> u64 {
+    7
 }
 
 /// Inputs of the pool sizing recommendation.
@@ -102,6 +111,9 @@ pub struct AdviseOptions {
     pub skip_indexes: bool,
     /// Per-statement timeout the advisor sets on its own session, so it never hurts the database.
     pub statement_timeout_ms: u64,
+    /// Where to keep the index scans the advisor's own planning caused, so that later runs leave
+    /// them out (see `health::usage`). None: kept in this process's memory only.
+    pub scan_ledger: Option<PathBuf>,
 }
 
 impl AdviseOptions {
@@ -117,6 +129,7 @@ impl AdviseOptions {
             pool: PoolInputs { target_tps: None, app_instances: 1 },
             skip_indexes: false,
             statement_timeout_ms: 30_000,
+            scan_ledger: None,
         }
     }
 }

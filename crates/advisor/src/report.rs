@@ -205,7 +205,41 @@ pub struct AppliedIndex {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_ms: u64,
+    /// The DROP statement to run by hand when a failed build left an invalid index that the
+    /// cleanup could not drop (it still slows writes and holds the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_behind: Option<String>,
+    /// Before and after; empty when the index was not created (nothing changed to measure).
     pub measurements: Vec<Measurement>,
+}
+
+impl AppliedIndex {
+    pub fn created(suggestion: &IndexSuggestion, elapsed_ms: u64, measurements: Vec<Measurement>) -> Self {
+        AppliedIndex {
+            create_statement: suggestion.create_statement.clone(),
+            created: true,
+            error: None,
+            elapsed_ms,
+            left_behind: None,
+            measurements,
+        }
+    }
+
+    pub fn failed(
+        suggestion: &IndexSuggestion,
+        elapsed_ms: u64,
+        error: String,
+        left_behind: Option<String>,
+    ) -> Self {
+        AppliedIndex {
+            create_statement: suggestion.create_statement.clone(),
+            created: false,
+            error: Some(error),
+            elapsed_ms,
+            left_behind,
+            measurements: Vec::new(),
+        }
+    }
 }
 
 /// A workload statement the advisor could not analyse, and why.

@@ -1,7 +1,8 @@
 //! Health checks on real PostgreSQL with planted problems: duplicate and unused indexes, bloat after
 //! mass updates, a query blocked by another session's lock (seen through pg_blocking_pids), a
 //! session idle in transaction, sequences near overflow (serial and identity), an invalid unique
-//! index left by duplicates, a materialized view never refreshed.
+//! index left by duplicates (never marked ready: writes do not maintain it), a materialized view
+//! never refreshed, dead rows in a table with autovacuum switched off.
 
 mod common;
 
@@ -77,7 +78,15 @@ async fn planted_problems_are_found() {
 
     let bloat = find(&report, Category::Bloat, "Table public.churn is");
     assert!(bloat.evidence[0].contains("pgstattuple_approx"), "pgstattuple was installed: {bloat:?}");
-    find(&report, Category::Bloat, "public.churn has 80,000 dead rows");
+    // churn has autovacuum_enabled = false: tuning autovacuum's thresholds would do nothing.
+    let dead = find(&report, Category::Bloat, "public.churn has 80,000 dead rows");
+    assert!(
+        dead.evidence.iter().any(|e| e.contains("autovacuum is switched off for this table")),
+        "{dead:?}"
+    );
+    let fix = dead.fix.as_deref().unwrap();
+    assert!(fix.contains("ALTER TABLE public.churn RESET (autovacuum_enabled);"), "{fix}");
+    assert!(!fix.contains("scale_factor"), "{fix}");
 
     let lock = find(&report, Category::Locks, "blocked");
     assert!(
@@ -109,6 +118,8 @@ async fn planted_problems_are_found() {
     }
 
     let invalid = find(&report, Category::Indexes, "Invalid index public.iu_t_v");
+    // The build failed on the duplicates before the index was marked ready (indisready = false).
+    assert!(invalid.evidence.iter().any(|e| e.contains("writes do not maintain it")), "{invalid:?}");
     let fix = invalid.fix.as_deref().unwrap();
     assert!(!fix.contains("REINDEX"), "REINDEX fails again on the duplicates: {fix}");
     find(&report, Category::MaterializedViews, "public.item_totals was never refreshed");

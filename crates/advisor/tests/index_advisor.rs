@@ -130,7 +130,8 @@ async fn normalized_statements_are_planned_too() {
 }
 
 /// A partitioned table: the planner plans each partition with its own indexes, so the candidate
-/// is tried as a hypothetical index on every partition, and suggested on the parent.
+/// is tried as a hypothetical index on every partition, and suggested on the parent with the
+/// partitions' write statistics.
 #[tokio::test(flavor = "multi_thread")]
 async fn partitioned_tables_get_proven_suggestions() {
     let cluster = Cluster::start();
@@ -155,6 +156,9 @@ async fn partitioned_tables_get_proven_suggestions() {
     assert_eq!(s.evidence, Evidence::Hypothetical, "{s:?}");
     assert!(!s.create_statement.contains("CONCURRENTLY"), "not supported on a partitioned parent: {s:?}");
     assert!(s.improvement().unwrap() > 0.5, "{s:?}");
+    // The parent counts no writes of its own: the partitions' are what the new index will cost.
+    assert_eq!(s.write_overhead.inserts, 200_000, "{}", s.write_overhead.summary);
+    assert!(s.write_overhead.summary.contains("200000 inserts"), "{}", s.write_overhead.summary);
 }
 
 /// Literal statements of one shape merge into one statement; a constant that differs between

@@ -1,55 +1,98 @@
 //! Index checks: unused, duplicate or prefix-covered, invalid.
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 
+use super::usage::IndexScans;
 use crate::db::Db;
 use crate::options::HealthSettings;
 use crate::report::{Category, Finding, Severity};
-use crate::units::bytes;
+use crate::units::{bytes, duration};
 
-pub async fn unused(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
-    let since = db
-        .rows(
-            "SELECT coalesce(to_char(greatest(d.stats_reset, pg_postmaster_start_time()), 'YYYY-MM-DD HH24:MI TZ'), '?') \
-             FROM pg_stat_database d WHERE d.datname = current_database()",
-        )
-        .await?
-        .first()
-        .map(|r| r.get::<_, String>(0))
-        .unwrap_or_default();
+/// An index no application query scanned since statistics began (see `usage` for how the
+/// advisor's own planning is left out).
+struct UnusedIndex {
+    name: String,
+    quoted: String,
+    table: String,
+    size: i64,
+    definition: String,
+    /// Foreign keys on the table whose referencing columns lead this index.
+    foreign_keys: Vec<String>,
+}
+
+pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScans>) -> Result<Vec<Finding>> {
+    let scans = scans.as_ref().map_err(|e| anyhow!("{e:#}"))?;
+    // A foreign key's referencing columns leading the index (in any order): deleting or updating a
+    // referenced row looks the referencing rows up through it. Those scans do not show until the
+    // parent changes, and without the index each such change scans the whole child table.
     let rows = db
         .client
         .query(
-            "SELECT s.schemaname::text || '.' || s.indexrelname::text, s.schemaname::text || '.' || s.relname::text, \
+            "SELECT s.indexrelid, s.schemaname::text || '.' || s.indexrelname::text, \
+             s.schemaname::text || '.' || s.relname::text, \
              pg_relation_size(s.indexrelid)::int8, pg_get_indexdef(s.indexrelid), \
-             quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname) \
+             quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname), \
+             ARRAY(SELECT quote_ident(c.conname) FROM pg_constraint c \
+                   WHERE c.contype = 'f' AND c.conrelid = i.indrelid AND cardinality(c.conkey) <= i.indnkeyatts \
+                     AND c.conkey <@ ARRAY(SELECT i.indkey[k] FROM generate_series(0, cardinality(c.conkey) - 1) k) \
+                   ORDER BY 1) \
              FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
-             WHERE s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
+             WHERE NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid) \
                AND pg_relation_size(s.indexrelid) >= $1 \
-             ORDER BY 3 DESC",
+             ORDER BY 4 DESC",
             &[&settings.unused_index_min_bytes],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| {
-            let size: i64 = r.get(2);
-            Finding::new(
-                Severity::Warning,
-                Category::Indexes,
-                format!("Unused index {}", r.get::<_, String>(0)),
-            )
-            .object(r.get::<_, String>(0))
-            .evidence(format!("0 scans since {since} on this server; {} on disk", bytes(size)))
-            .evidence(format!("on {}: {}", r.get::<_, String>(1), r.get::<_, String>(3)))
-            .evidence("every insert and non-HOT update of the table still maintains it")
-            .fix(format!(
-                "-- check replicas too (their scans are counted there), then:\nDROP INDEX CONCURRENTLY {};",
-                r.get::<_, String>(4)
-            ))
+        .filter(|r| scans.application_scans(r.get(0)) == 0)
+        .map(|r| UnusedIndex {
+            name: r.get(1),
+            table: r.get(2),
+            size: r.get(3),
+            definition: r.get(4),
+            quoted: r.get(5),
+            foreign_keys: r.get(6),
         })
+        .map(|index| unused_finding(&index, scans, settings))
         .collect())
+}
+
+fn unused_finding(index: &UnusedIndex, scans: &IndexScans, settings: &HealthSettings) -> Finding {
+    let keep = keep_unused(index, scans, settings);
+    let severity = if keep.is_some() { Severity::Info } else { Severity::Warning };
+    let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.name))
+        .object(index.name.clone())
+        .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
+        .evidence(format!("on {}: {}", index.table, index.definition))
+        .evidence("every insert and non-HOT update of the table still maintains it");
+    match keep {
+        Some(why) => finding.evidence(why),
+        None => finding.fix(format!(
+            "-- check replicas too (their scans are counted there), then:\nDROP INDEX CONCURRENTLY {};",
+            index.quoted
+        )),
+    }
+}
+
+/// Why no DROP is offered for an unused index, if there is a reason.
+fn keep_unused(index: &UnusedIndex, scans: &IndexScans, settings: &HealthSettings) -> Option<String> {
+    if !index.foreign_keys.is_empty() {
+        return Some(format!(
+            "keep it: it supports foreign key {} (deleting or updating a referenced row finds the \
+             referencing rows through it; without it each such change scans the whole table)",
+            index.foreign_keys.join(", ")
+        ));
+    }
+    let days = settings.unused_index_min_stats_days;
+    (scans.age_secs < days as f64 * 86_400.0).then(|| {
+        format!(
+            "statistics cover only {} (less than {days} days): observe longer before dropping it \
+             (weekly and monthly jobs count too)",
+            duration(scans.age_secs)
+        )
+    })
 }
 
 /// One index as the duplicate check sees it.
@@ -59,14 +102,58 @@ pub struct IndexKey {
     pub quoted: String,
     pub table: String,
     pub method: String,
-    /// Key columns with operator class and options, as comparable strings.
+    /// Key columns with operator class, options and collation, as comparable strings: indexes that
+    /// differ in collation order and compare differently (a case-insensitive ICU collation).
     pub keys: Vec<String>,
     pub include: Vec<String>,
     pub expressions: String,
     pub predicate: String,
     pub unique: bool,
+    /// UNIQUE NULLS NOT DISTINCT (15+): a different constraint from plain UNIQUE.
+    pub nulls_not_distinct: bool,
+    /// A deferrable unique constraint's index checks at commit: not the same constraint either.
+    pub immediate: bool,
     pub size: i64,
     pub definition: String,
+    pub pins: Pins,
+}
+
+/// What holds an index in place: PostgreSQL refuses DROP INDEX while any of these need it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pins {
+    pub primary: bool,
+    /// The PRIMARY KEY, UNIQUE or EXCLUDE constraint the index implements (quoted name).
+    pub constraint: Option<String>,
+    /// Foreign keys whose referenced key this index provides (`name on table`).
+    pub referenced_by: Vec<String>,
+}
+
+impl Pins {
+    fn pinned(&self) -> bool {
+        self.constraint.is_some() || !self.referenced_by.is_empty()
+    }
+}
+
+impl IndexKey {
+    /// Which of two equivalent indexes to keep: the primary key, then one a constraint or foreign
+    /// key needs, then a unique one (it enforces something), then the first by name.
+    fn keep_rank(&self) -> (bool, bool, bool) {
+        (self.pins.primary, self.pins.pinned(), self.unique)
+    }
+
+    /// Both indexes order and compare rows alike, over the same rows.
+    fn same_shape(&self, other: &IndexKey) -> bool {
+        self.table == other.table
+            && self.method == other.method
+            && self.expressions == other.expressions
+            && self.predicate == other.predicate
+    }
+
+    /// Two unique indexes are the same constraint only when NULLs and deferral behave alike.
+    fn same_constraint(&self, other: &IndexKey) -> bool {
+        !(self.unique && other.unique)
+            || (self.nulls_not_distinct == other.nulls_not_distinct && self.immediate == other.immediate)
+    }
 }
 
 /// `redundant` is made unnecessary by `keeper`: an exact duplicate or a leading prefix of it.
@@ -77,21 +164,23 @@ pub struct Redundancy {
     pub exact: bool,
 }
 
-/// Finds duplicates and prefix-covered btree indexes among one table's indexes.
+/// Finds duplicates and prefix-covered btree indexes among one table's indexes. A unique index is
+/// never the redundant one of a pair with a non-unique index: it enforces what the other does not.
 pub fn redundancies(indexes: &[IndexKey]) -> Vec<Redundancy> {
     let mut out = Vec::new();
     for (a, ia) in indexes.iter().enumerate() {
         for (b, ib) in indexes.iter().enumerate() {
-            if a == b || ia.table != ib.table || ia.method != ib.method {
-                continue;
-            }
-            if ia.expressions != ib.expressions || ia.predicate != ib.predicate {
+            if a == b || !ia.same_shape(ib) {
                 continue;
             }
             let exact = ia.keys == ib.keys && ia.include == ib.include;
             if exact {
-                // Keep the unique one, else the first by name; report each pair once.
-                let drop_a = (!ia.unique && ib.unique) || (ia.unique == ib.unique && ia.name > ib.name);
+                if !ia.same_constraint(ib) {
+                    continue;
+                }
+                // Report each pair once, dropping the lower-ranked one.
+                let drop_a = ia.keep_rank() < ib.keep_rank()
+                    || (ia.keep_rank() == ib.keep_rank() && ia.name > ib.name);
                 if drop_a {
                     out.push(Redundancy { redundant: a, keeper: b, exact: true });
                 }
@@ -99,6 +188,7 @@ pub fn redundancies(indexes: &[IndexKey]) -> Vec<Redundancy> {
             }
             let prefix = ia.method == "btree"
                 && !ia.unique
+                && !ia.pins.pinned()
                 && ia.include.is_empty()
                 && ia.keys.len() < ib.keys.len()
                 && ib.keys.starts_with(&ia.keys);
@@ -111,21 +201,27 @@ pub fn redundancies(indexes: &[IndexKey]) -> Vec<Redundancy> {
 }
 
 pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
-    let rows = db
-        .rows(
-            "SELECT ic.relname::text, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
-             i.indrelid::regclass::text, am.amname::text, \
-             ARRAY(SELECT i.indkey[k]::text || '/' || i.indclass[k]::text || '/' || i.indoption[k]::text \
-                   FROM generate_series(0, i.indnkeyatts - 1) k), \
-             ARRAY(SELECT i.indkey[k]::text FROM generate_series(i.indnkeyatts, i.indnatts - 1) k), \
-             coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), ''), \
-             i.indisunique, pg_relation_size(i.indexrelid)::int8, pg_get_indexdef(i.indexrelid) \
-             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
-             JOIN pg_am am ON am.oid = ic.relam \
-             WHERE i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
-             ORDER BY 3, 1",
-        )
-        .await?;
+    let nulls_not_distinct = if db.version_num >= 150000 { "i.indnullsnotdistinct" } else { "false" };
+    let sql = format!(
+        "SELECT ic.relname::text, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
+         i.indrelid::regclass::text, am.amname::text, \
+         ARRAY(SELECT i.indkey[k]::text || '/' || i.indclass[k]::text || '/' || i.indoption[k]::text \
+                      || '/' || i.indcollation[k]::text \
+               FROM generate_series(0, i.indnkeyatts - 1) k), \
+         ARRAY(SELECT i.indkey[k]::text FROM generate_series(i.indnkeyatts, i.indnatts - 1) k), \
+         coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), ''), \
+         i.indisunique, pg_relation_size(i.indexrelid)::int8, pg_get_indexdef(i.indexrelid), \
+         {nulls_not_distinct}, i.indimmediate, i.indisprimary, \
+         (SELECT quote_ident(c.conname) FROM pg_constraint c WHERE c.conindid = i.indexrelid \
+            AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x') LIMIT 1), \
+         ARRAY(SELECT quote_ident(c.conname) || ' on ' || c.conrelid::regclass::text FROM pg_constraint c \
+               WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1) \
+         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
+         JOIN pg_am am ON am.oid = ic.relam \
+         WHERE i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
+         ORDER BY 3, 1"
+    );
+    let rows = db.rows(&sql).await?;
     let indexes: Vec<IndexKey> = rows
         .iter()
         .map(|r| IndexKey {
@@ -140,29 +236,61 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
             unique: r.get(8),
             size: r.get(9),
             definition: r.get(10),
+            nulls_not_distinct: r.get(11),
+            immediate: r.get(12),
+            pins: Pins { primary: r.get(13), constraint: r.get(14), referenced_by: r.get(15) },
         })
         .collect();
     Ok(redundancies(&indexes)
         .into_iter()
-        .map(|r| {
-            let (drop, keep) = (&indexes[r.redundant], &indexes[r.keeper]);
-            let title = if r.exact {
-                format!("Duplicate index {} (same as {})", drop.name, keep.name)
-            } else {
-                format!("Index {} is a prefix of {}", drop.name, keep.name)
-            };
-            Finding::new(Severity::Warning, Category::Indexes, title)
-                .object(drop.quoted.clone())
-                .evidence(format!("{} ({})", drop.definition, bytes(drop.size)))
-                .evidence(format!("{} ({})", keep.definition, bytes(keep.size)))
-                .evidence(if r.exact {
-                    "both indexes answer exactly the same queries; writes maintain both".to_string()
-                } else {
-                    "queries on the leading columns can use the longer index".to_string()
-                })
-                .fix(format!("DROP INDEX CONCURRENTLY {};", drop.quoted))
-        })
+        .map(|r| redundancy_finding(&indexes[r.redundant], &indexes[r.keeper], r.exact))
         .collect())
+}
+
+fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding {
+    let title = if exact {
+        format!("Duplicate index {} (same as {})", drop.name, keep.name)
+    } else {
+        format!("Index {} is a prefix of {}", drop.name, keep.name)
+    };
+    let finding = Finding::new(Severity::Warning, Category::Indexes, title)
+        .object(drop.quoted.clone())
+        .evidence(format!("{} ({})", drop.definition, bytes(drop.size)))
+        .evidence(format!("{} ({})", keep.definition, bytes(keep.size)))
+        .evidence(if exact {
+            "both indexes answer exactly the same queries; writes maintain both".to_string()
+        } else {
+            "queries on the leading columns can use the longer index".to_string()
+        });
+    match pinned_fix(drop, keep) {
+        Some((why, fix)) => finding.evidence(why).fix(fix),
+        None => finding.fix(format!("DROP INDEX CONCURRENTLY {};", drop.quoted)),
+    }
+}
+
+/// When the index to drop is itself held by a constraint (so is the one kept: it ranks first),
+/// PostgreSQL refuses DROP INDEX: the constraint has to go instead, which is the user's call.
+fn pinned_fix(drop: &IndexKey, keep: &IndexKey) -> Option<(String, String)> {
+    if !drop.pins.pinned() {
+        return None;
+    }
+    let keeper =
+        keep.pins.constraint.as_deref().map_or_else(|| keep.name.clone(), |c| format!("constraint {c}"));
+    let why = format!("each index is needed by a constraint or foreign key, so PostgreSQL refuses DROP INDEX on either; {keeper} is kept");
+    let fix = match (&drop.pins.constraint, drop.pins.referenced_by.as_slice()) {
+        (Some(c), []) => format!(
+            "-- drop the redundant constraint instead (not run for you: check that nothing relies on its name):\n\
+             -- ALTER TABLE {} DROP CONSTRAINT {c};",
+            drop.table
+        ),
+        (_, fks) => format!(
+            "-- no DROP offered: foreign key(s) {} reference {}; recreate them against {} first if you want one index",
+            fks.join(", "),
+            drop.name,
+            keep.name
+        ),
+    };
+    Some((why, fix))
 }
 
 pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
@@ -172,7 +300,7 @@ pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
          pg_relation_size(i.indexrelid)::int8, i.indisunique, i.indrelid::regclass::text, \
          ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k), \
-         pg_get_expr(i.indpred, i.indrelid, true), {nulls_not_distinct} \
+         pg_get_expr(i.indpred, i.indrelid, true), {nulls_not_distinct}, i.indisready \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          WHERE NOT i.indisvalid"
     );
@@ -188,11 +316,12 @@ pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
                 keys: r.get(5),
                 predicate: r.get(6),
                 nulls_not_distinct: r.get(7),
+                ready: r.get(8),
             };
             Finding::new(Severity::Warning, Category::Indexes, format!("Invalid index {}", index.name))
                 .object(index.name.clone())
                 .evidence(format!("{} ({})", index.definition, bytes(r.get(2))))
-                .evidence("left by a failed CREATE INDEX CONCURRENTLY or REINDEX: queries ignore it, writes still maintain it")
+                .evidence(index.state())
                 .fix(index.fix())
         })
         .collect())
@@ -211,9 +340,22 @@ pub struct InvalidIndex {
     pub keys: Vec<String>,
     pub predicate: Option<String>,
     pub nulls_not_distinct: bool,
+    /// pg_index.indisready: writes maintain it (the build got past its first phase).
+    pub ready: bool,
 }
 
 impl InvalidIndex {
+    /// What the invalid index still costs: a build that failed before it was marked ready (a unique
+    /// build failing on duplicates, say) costs writes nothing.
+    pub fn state(&self) -> &'static str {
+        if self.ready {
+            "left by a failed CREATE INDEX CONCURRENTLY or REINDEX: queries ignore it, writes still maintain it"
+        } else {
+            "left by a CREATE INDEX CONCURRENTLY or REINDEX that failed while building it (or an interrupted \
+             DROP INDEX CONCURRENTLY): queries ignore it and writes do not maintain it, but it holds its name and space"
+        }
+    }
+
     /// A unique index usually failed on duplicate keys: REINDEX would fail on them again (and leave
     /// another invalid `_ccnew` index), so the duplicates are found and resolved first, then the
     /// index is dropped and built again. Any other invalid index is simply rebuilt.
@@ -269,8 +411,11 @@ mod tests {
             expressions: String::new(),
             predicate: String::new(),
             unique,
+            nulls_not_distinct: false,
+            immediate: true,
             size: 0,
             definition: String::new(),
+            pins: Pins::default(),
         }
     }
 
@@ -286,6 +431,7 @@ mod tests {
             keys: vec!["v".into()],
             predicate: None,
             nulls_not_distinct: false,
+            ready: true,
         }
     }
 
@@ -306,9 +452,55 @@ mod tests {
     }
 
     #[test]
+    fn only_a_ready_invalid_index_is_maintained_by_writes() {
+        assert!(invalid_index(false).state().contains("writes still maintain it"));
+        let not_ready = InvalidIndex { ready: false, ..invalid_index(false) };
+        assert!(!not_ready.state().contains("writes still maintain it"), "{}", not_ready.state());
+    }
+
+    #[test]
     fn exact_duplicates_keep_the_unique_one() {
         let r = redundancies(&[ix("a_idx", &["2/1978/0"], false), ix("a_key", &["2/1978/0"], true)]);
         assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: true }]);
+    }
+
+    #[test]
+    fn unique_indexes_that_differ_in_nulls_or_deferral_are_not_duplicates() {
+        let mut nnd = ix("b_nnd", &["2/1978/0/100"], true);
+        nnd.nulls_not_distinct = true;
+        assert!(redundancies(&[ix("a", &["2/1978/0/100"], true), nnd.clone()]).is_empty());
+        let mut deferred = ix("b_deferred", &["2/1978/0/100"], true);
+        deferred.immediate = false;
+        assert!(redundancies(&[ix("a", &["2/1978/0/100"], true), deferred]).is_empty());
+        // A plain index on the same key answers the same queries and enforces nothing: it goes.
+        let r = redundancies(&[ix("a_plain", &["2/1978/0/100"], false), nnd]);
+        assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: true }]);
+    }
+
+    #[test]
+    fn a_different_collation_is_a_different_index() {
+        assert!(redundancies(&[ix("a", &["2/1978/0/100"], true), ix("b_ci", &["2/1978/0/16384"], true)])
+            .is_empty());
+        assert!(redundancies(&[
+            ix("a", &["2/1978/0/950"], false),
+            ix("ab", &["2/1978/0/100", "3/1978/0/0"], false)
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn the_constraint_index_is_kept_and_never_dropped() {
+        let mut pkey = ix("z_pkey", &["1/1978/0/0"], true);
+        pkey.pins = Pins { primary: true, constraint: Some("z_pkey".into()), referenced_by: vec![] };
+        let r = redundancies(&[ix("a_id", &["1/1978/0/0"], true), pkey.clone()]);
+        assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: true }]);
+        let mut key = ix("a_key", &["1/1978/0/0"], true);
+        key.pins.constraint = Some("a_key".into());
+        let r = redundancies(&[key.clone(), pkey.clone()]);
+        assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: true }]);
+        let (_, fix) = pinned_fix(&key, &pkey).expect("no DROP INDEX for a constraint's index");
+        assert!(!fix.lines().any(|l| l.starts_with("DROP") || l.starts_with("ALTER")), "{fix}");
+        assert!(fix.contains("DROP CONSTRAINT a_key"), "{fix}");
     }
 
     #[test]

@@ -5,18 +5,22 @@ mod activity;
 mod indexes;
 mod replication;
 mod storage;
+pub mod usage;
 pub mod wraparound;
 
 use crate::db::Db;
 use crate::options::HealthSettings;
 use crate::progress::Progress;
 use crate::report::Finding;
+use usage::IndexScans;
 
-/// Runs every check; returns the findings and the notes about checks that could not run.
+/// Runs every check; returns the findings and the notes about checks that could not run. `scans`
+/// were read before the advisor planned anything (see `usage`).
 pub async fn run(
     db: &Db,
     settings: &HealthSettings,
     pgstattuple: bool,
+    scans: &anyhow::Result<IndexScans>,
     progress: &dyn Progress,
 ) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
@@ -32,7 +36,7 @@ pub async fn run(
             progress.advance(1);
         }};
     }
-    check!("unused indexes", indexes::unused(db, settings));
+    check!("unused indexes", indexes::unused(db, settings, scans));
     check!("duplicate indexes", indexes::duplicates(db));
     check!("invalid indexes", indexes::invalid(db));
     check!("sequential scans", storage::sequential_scans(db, settings));

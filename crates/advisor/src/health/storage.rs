@@ -198,22 +198,30 @@ fn bloat_finding(
 }
 
 pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
-    let rows = db
-        .client
-        .query(
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname), n_live_tup::int8, n_dead_tup::int8, \
-             coalesce(to_char(greatest(last_vacuum, last_autovacuum), 'YYYY-MM-DD HH24:MI'), 'never') \
-             FROM pg_stat_user_tables \
-             WHERE n_dead_tup >= 10000 AND n_dead_tup > 0.2 * greatest(n_live_tup, 1) AND pg_relation_size(relid) >= $1 \
-             ORDER BY n_dead_tup DESC LIMIT 20",
-            &[&(settings.table_min_bytes / 8)],
+    let off = |rel: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM pg_options_to_table({rel}.reloptions) o \
+             WHERE o.option_name = 'autovacuum_enabled' AND NOT o.option_value::bool)"
         )
-        .await?;
+    };
+    let sql = format!(
+        "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.relname), s.n_live_tup::int8, s.n_dead_tup::int8, \
+         coalesce(to_char(greatest(s.last_vacuum, s.last_autovacuum), 'YYYY-MM-DD HH24:MI'), 'never'), \
+         {}, {} \
+         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
+         WHERE s.n_dead_tup >= 10000 AND s.n_dead_tup > 0.2 * greatest(s.n_live_tup, 1) \
+           AND pg_relation_size(s.relid) >= $1 \
+         ORDER BY s.n_dead_tup DESC LIMIT 20",
+        off("c"),
+        off("t")
+    );
+    let rows = db.client.query(&sql, &[&(settings.table_min_bytes / 8)]).await?;
     Ok(rows
         .iter()
         .map(|r| {
             let table: String = r.get(0);
             let (live, dead): (i64, i64) = (r.get(1), r.get(2));
+            let (why, fix) = vacuum_advice(&table, r.get(4), r.get(5));
             Finding::new(
                 Severity::Warning,
                 Category::Bloat,
@@ -226,13 +234,37 @@ pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding
                 count(live),
                 r.get::<_, String>(3)
             ))
-            .evidence("autovacuum is behind or blocked (long transactions, replication slots, or throttled)")
-            .fix(format!(
-                "VACUUM (VERBOSE, ANALYZE) {table};\n\
-                     ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.05);  -- vacuum it sooner"
-            ))
+            .evidence(why)
+            .fix(fix)
         })
         .collect())
+}
+
+/// Why the dead rows pile up and what to do. With autovacuum switched off for the table, tuning its
+/// thresholds does nothing: it has to be switched back on, or the table vacuumed by hand on a
+/// schedule. Off for the TOAST table only, the heap is still autovacuumed but the TOAST rows are not.
+pub fn vacuum_advice(table: &str, autovacuum_off: bool, toast_autovacuum_off: bool) -> (String, String) {
+    let mut why = if autovacuum_off {
+        "autovacuum is switched off for this table (autovacuum_enabled = false): only a manual VACUUM \
+         removes its dead rows, and autovacuum settings have no effect"
+            .to_string()
+    } else {
+        "autovacuum is behind or blocked (long transactions, replication slots, or throttled)".to_string()
+    };
+    let mut fix = format!("VACUUM (VERBOSE, ANALYZE) {table};\n");
+    if autovacuum_off {
+        fix += &format!(
+            "ALTER TABLE {table} RESET (autovacuum_enabled);  -- let autovacuum look after it again (or keep it off and VACUUM on a schedule)"
+        );
+    } else {
+        fix +=
+            &format!("ALTER TABLE {table} SET (autovacuum_vacuum_scale_factor = 0.05);  -- vacuum it sooner");
+    }
+    if toast_autovacuum_off {
+        why += "; its TOAST table has autovacuum switched off (toast.autovacuum_enabled = false)";
+        fix += &format!("\nALTER TABLE {table} RESET (toast.autovacuum_enabled);");
+    }
+    (why, fix)
 }
 
 pub async fn cache_hit_ratio(db: &Db) -> Result<Vec<Finding>> {

@@ -21,11 +21,17 @@ const RUNS: usize = 3;
 pub struct ApplySettings {
     pub lock_timeout_ms: u64,
     pub statement_timeout_ms: u64,
+    /// The least time the cleanup of a failed build may wait for its locks (see `cleanup_lock_timeout_ms`).
+    pub cleanup_min_lock_timeout_ms: u64,
 }
 
 impl Default for ApplySettings {
     fn default() -> Self {
-        ApplySettings { lock_timeout_ms: 5_000, statement_timeout_ms: 30_000 }
+        ApplySettings {
+            lock_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+            cleanup_min_lock_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -47,66 +53,88 @@ pub async fn apply(
         let started = Instant::now();
         let created = create(&db, s, settings).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        if created.is_ok() && s.kind.contains("expression") {
-            // Expression indexes get their own statistics only after ANALYZE.
-            let _ = db.client.batch_execute(&format!("ANALYZE {}", s.table)).await;
-        }
-        let mut measurements = Vec::new();
-        for (query, before) in measured {
-            let after = if created.is_ok() {
-                measure(&db, &query).await.map_err(|e| format!("{e:#}"))
-            } else {
-                before.clone()
-            };
-            measurements.push(Measurement {
-                query,
-                before_ms: before.as_ref().ok().and_then(|m| m.ms),
-                after_ms: after.as_ref().ok().and_then(|m| m.ms),
-                cost_before: before.as_ref().map(|m| m.cost).unwrap_or(0.0),
-                cost_after: after.as_ref().map(|m| m.cost).unwrap_or(0.0),
-                note: match (&before, &after) {
-                    (Ok(b), _) => b.note.clone(),
-                    (Err(e), _) => format!("not measured: {e}"),
-                },
-            });
-        }
-        out.push(AppliedIndex {
-            create_statement: s.create_statement.clone(),
-            created: created.is_ok(),
-            error: created.err().map(|e| e.to_string()),
-            elapsed_ms,
-            measurements,
-        });
+        let applied = match created {
+            Ok(()) => {
+                if s.kind.contains("expression") {
+                    // Expression indexes get their own statistics only after ANALYZE.
+                    let _ = db.client.batch_execute(&format!("ANALYZE {}", s.table)).await;
+                }
+                let mut measurements = Vec::new();
+                for (query, before) in measured {
+                    let after = measure(&db, &query).await.map_err(|e| format!("{e:#}"));
+                    measurements.push(measurement(query, before, after));
+                }
+                AppliedIndex::created(s, elapsed_ms, measurements)
+            }
+            // Nothing to compare: the statements run as before (no "1.0× faster" for a failure).
+            Err(failure) => AppliedIndex::failed(s, elapsed_ms, failure.error, failure.left_behind),
+        };
+        out.push(applied);
         progress.advance(1);
     }
     Ok(out)
 }
 
-async fn create(db: &Db, suggestion: &IndexSuggestion, settings: &ApplySettings) -> Result<()> {
+/// Why an index was not created, and the invalid index the failure left behind, if the cleanup
+/// could not drop it (the DROP statement to run by hand).
+struct CreateFailure {
+    error: String,
+    left_behind: Option<String>,
+}
+
+impl From<anyhow::Error> for CreateFailure {
+    fn from(e: anyhow::Error) -> Self {
+        CreateFailure { error: format!("{e:#}"), left_behind: None }
+    }
+}
+
+async fn create(
+    db: &Db,
+    suggestion: &IndexSuggestion,
+    settings: &ApplySettings,
+) -> std::result::Result<(), CreateFailure> {
     let create_statement = &suggestion.create_statement;
     if !create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
         // A plain CREATE INDEX blocks writes for the whole build: never done on the user's behalf.
         return Err(anyhow!(
             "not created: only CONCURRENTLY builds are applied (partitioned table: see the rationale)"
-        ));
+        )
+        .into());
     }
     let index = index_name(create_statement).ok_or_else(|| anyhow!("no index name in {create_statement}"))?;
     // Whatever has this name now is someone else's: the cleanup below must never touch it.
     let existed_before = relation_exists(db, &index).await?;
+    let result = without_statement_timeout(db, settings.lock_timeout_ms, settings, create_statement).await?;
+    let Err(e) = result else { return Ok(()) };
+    // "already exists": this attempt created nothing, whatever is there belongs to someone else.
+    let name_was_taken = e.code() == Some(&SqlState::DUPLICATE_TABLE);
+    let left_behind = if !existed_before && !name_was_taken {
+        drop_if_left_invalid(db, &index, &suggestion.table, settings).await
+    } else {
+        None
+    };
+    Err(CreateFailure { error: db_error_text(&e), left_behind })
+}
+
+/// Runs one statement with the given lock_timeout and no statement_timeout (a build takes as long
+/// as it takes), then puts the session's statement_timeout back. The outer error is the session's.
+async fn without_statement_timeout(
+    db: &Db,
+    lock_timeout_ms: u64,
+    settings: &ApplySettings,
+    statement: &str,
+) -> Result<std::result::Result<(), tokio_postgres::Error>> {
     db.client
-        .batch_execute(&format!("SET lock_timeout = {}; SET statement_timeout = 0", settings.lock_timeout_ms))
+        .batch_execute(&format!("SET lock_timeout = {lock_timeout_ms}; SET statement_timeout = 0"))
         .await?;
-    let result = db.client.batch_execute(create_statement).await;
-    db.client.batch_execute(&format!("SET statement_timeout = {}", settings.statement_timeout_ms)).await?;
-    if let Err(e) = result {
-        // "already exists": this attempt created nothing, whatever is there belongs to someone else.
-        let name_was_taken = e.code() == Some(&SqlState::DUPLICATE_TABLE);
-        if !existed_before && !name_was_taken {
-            drop_if_left_invalid(db, &index, &suggestion.table).await;
-        }
-        return Err(anyhow!(db_error_text(&e)));
-    }
-    Ok(())
+    let result = db.client.batch_execute(statement).await;
+    db.client
+        .batch_execute(&format!(
+            "SET lock_timeout = {}; SET statement_timeout = {}",
+            settings.lock_timeout_ms, settings.statement_timeout_ms
+        ))
+        .await?;
+    Ok(result)
 }
 
 async fn relation_exists(db: &Db, qualified_name: &str) -> Result<bool> {
@@ -114,10 +142,18 @@ async fn relation_exists(db: &Db, qualified_name: &str) -> Result<bool> {
     Ok(row.get(0))
 }
 
+/// How long the cleanup of a failed build may wait for its locks. The build usually failed on
+/// lock_timeout, waiting for a long transaction: DROP INDEX CONCURRENTLY waits for the same
+/// transactions, so it gets several times longer (it does not block writers while it waits).
+fn cleanup_lock_timeout_ms(settings: &ApplySettings) -> u64 {
+    (settings.lock_timeout_ms * 5).max(settings.cleanup_min_lock_timeout_ms)
+}
+
 /// A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: drop it, but only when the
 /// index with that name is on the suggestion's table and invalid (the caller checked it did not
-/// exist before), so a valid index is never dropped by name alone.
-async fn drop_if_left_invalid(db: &Db, index: &str, table: &str) {
+/// exist before), so a valid index is never dropped by name alone. Returns the DROP statement to
+/// run by hand when the index is still there.
+async fn drop_if_left_invalid(db: &Db, index: &str, table: &str, settings: &ApplySettings) -> Option<String> {
     let leftover = db
         .client
         .query_opt(
@@ -126,9 +162,17 @@ async fn drop_if_left_invalid(db: &Db, index: &str, table: &str) {
             &[&index, &table],
         )
         .await;
-    if let Ok(Some(row)) = leftover {
-        let name: String = row.get(0);
-        let _ = db.client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).await;
+    let name: String = match leftover {
+        Ok(Some(row)) => row.get(0),
+        Ok(None) => return None,
+        // Cannot tell whether the build left anything: not dropped blindly, pointed at instead.
+        Err(_) => return Some(format!("DROP INDEX CONCURRENTLY IF EXISTS {index};  -- if it is invalid")),
+    };
+    let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {name};");
+    let dropped = without_statement_timeout(db, cleanup_lock_timeout_ms(settings), settings, &drop).await;
+    match dropped {
+        Ok(Ok(())) => None,
+        _ => Some(drop),
     }
 }
 
@@ -196,6 +240,20 @@ async fn measure(db: &Db, query: &str) -> Result<Timing> {
     };
     let _ = db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
     result
+}
+
+fn measurement(query: String, before: Result<Timing, String>, after: Result<Timing, String>) -> Measurement {
+    Measurement {
+        query,
+        before_ms: before.as_ref().ok().and_then(|m| m.ms),
+        after_ms: after.as_ref().ok().and_then(|m| m.ms),
+        cost_before: before.as_ref().map(|m| m.cost).unwrap_or(0.0),
+        cost_after: after.as_ref().map(|m| m.cost).unwrap_or(0.0),
+        note: match &before {
+            Ok(b) => b.note.clone(),
+            Err(e) => format!("not measured: {e}"),
+        },
+    }
 }
 
 fn plan_cost(plan: &Value) -> f64 {

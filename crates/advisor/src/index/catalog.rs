@@ -162,11 +162,20 @@ impl Catalog {
         let rows = db
             .client
             .query(
+                // A partitioned table holds no rows and counts no writes: its partitions do.
                 "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
-                 coalesce(s.n_live_tup, 0), coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), \
-                 coalesce(s.n_tup_hot_upd, 0), coalesce(s.n_tup_del, 0), c.relkind = 'p' \
+                 s.live, s.ins, s.upd, s.hot, s.del, c.relkind = 'p' \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid WHERE c.oid = ANY($1)",
+                 CROSS JOIN LATERAL ( \
+                   WITH RECURSIVE tree(relid) AS ( \
+                     SELECT c.oid \
+                     UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid \
+                     WHERE c.relkind = 'p') \
+                   SELECT coalesce(sum(t.n_live_tup), 0)::int8 AS live, coalesce(sum(t.n_tup_ins), 0)::int8 AS ins, \
+                     coalesce(sum(t.n_tup_upd), 0)::int8 AS upd, coalesce(sum(t.n_tup_hot_upd), 0)::int8 AS hot, \
+                     coalesce(sum(t.n_tup_del), 0)::int8 AS del \
+                   FROM tree JOIN pg_stat_all_tables t ON t.relid = tree.relid) s \
+                 WHERE c.oid = ANY($1)",
                 &[&oids],
             )
             .await?;

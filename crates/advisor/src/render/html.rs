@@ -102,25 +102,42 @@ fn suggestions(out: &mut String, r: &Report) {
 }
 
 fn applied(out: &mut String, r: &Report) {
-    if !r.applied.is_empty() {
-        out.push_str("<h2>Applied</h2><table><tr><th>index</th><th>statement</th><th>before</th><th>after</th><th>cost</th></tr>");
-        for a in &r.applied {
-            for m in &a.measurements {
-                let ms = |v: Option<f64>| v.map(|x| format!("{x:.2} ms")).unwrap_or_else(|| "—".into());
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.0} → {:.0}</td></tr>",
-                    esc(&a.create_statement),
-                    esc(&m.query),
-                    ms(m.before_ms),
-                    ms(m.after_ms),
-                    m.cost_before,
-                    m.cost_after
-                );
-            }
-        }
-        out.push_str("</table>");
+    if r.applied.is_empty() {
+        return;
     }
+    out.push_str("<h2>Applied</h2><table><tr><th>index</th><th>statement</th><th>before</th><th>after</th><th>cost</th></tr>");
+    for a in &r.applied {
+        if !a.created {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td colspan=\"4\">failed: {}</td></tr>",
+                esc(&a.create_statement),
+                esc(a.error.as_deref().unwrap_or("?"))
+            );
+        }
+        if let Some(drop) = &a.left_behind {
+            let _ = write!(
+                out,
+                "<tr><td colspan=\"5\"><strong>the failed build left an INVALID index that could not be dropped \
+                 (writes still maintain it): run <code>{}</code></strong></td></tr>",
+                esc(drop)
+            );
+        }
+        for m in &a.measurements {
+            let ms = |v: Option<f64>| v.map(|x| format!("{x:.2} ms")).unwrap_or_else(|| "—".into());
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{:.0} → {:.0}</td></tr>",
+                esc(&a.create_statement),
+                esc(&m.query),
+                ms(m.before_ms),
+                ms(m.after_ms),
+                m.cost_before,
+                m.cost_after
+            );
+        }
+    }
+    out.push_str("</table>");
 }
 
 fn configuration(out: &mut String, r: &Report) {

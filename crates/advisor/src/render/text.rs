@@ -174,6 +174,12 @@ fn applied(out: &mut String, r: &Report, p: &Paint) {
             p.severity(Severity::Critical, &format!("failed: {}", a.error.as_deref().unwrap_or("?")))
         };
         let _ = writeln!(out, "  {} ({status})", a.create_statement);
+        if let Some(drop) = &a.left_behind {
+            let warning = format!(
+                "the failed build left an INVALID index that could not be dropped (writes still maintain it): run\n         {drop}"
+            );
+            let _ = writeln!(out, "     {}", p.severity(Severity::Critical, &warning));
+        }
         for m in &a.measurements {
             let time = match (m.before_ms, m.after_ms) {
                 (Some(b), Some(a)) => format!("{b:.2} ms → {a:.2} ms ({:.1}× faster)", b / a.max(0.001)),

@@ -1,0 +1,155 @@
+//! How often the application scanned each index, with the advisor's own scans left out.
+//!
+//! Planning a statement makes PostgreSQL probe btree indexes for a column's actual minimum or
+//! maximum (get_actual_variable_range: merge join estimates, constants past the histogram), and
+//! every probe counts in pg_stat_user_indexes.idx_scan. An index no application query ever scans
+//! would stop being "unused" as soon as the advisor had planned its workload. So:
+//!
+//! - the counts are read once per run before the advisor plans anything (`IndexScans::read`), and
+//!   the unused-index check judges by that snapshot, never by the counts after planning;
+//! - after planning, the advisor flushes its own statistics and reads the counts again: the
+//!   difference is what its planning caused, added to a ledger per server, database, statistics
+//!   epoch (stats_reset and postmaster start) and index (`record_own_scans`);
+//! - the next run subtracts the ledger from its snapshot. The gateway re-runs the advisor in one
+//!   process (the ledger lives in memory); the CLI passes a state file so separate runs share it.
+//!
+//! Scans by other sessions during the planning window are counted as the advisor's: the window is
+//! short, and an index the application uses shows scans outside it too. A new epoch (a statistics
+//! reset, a restart) starts a new ledger: forgetting only ever makes an index look used.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::db::Db;
+
+/// The advisor's own scans per index (oid), per `server|database|epoch`.
+type Ledger = BTreeMap<String, BTreeMap<u32, i64>>;
+
+/// The ledger of this process, when no state file is given (the gateway).
+static PROCESS_LEDGER: Mutex<Ledger> = Mutex::new(BTreeMap::new());
+
+/// idx_scan per index as the application caused it, and how long the statistics have counted.
+#[derive(Debug)]
+pub struct IndexScans {
+    key: String,
+    ledger_file: Option<PathBuf>,
+    /// idx_scan as read before planning.
+    raw: HashMap<u32, i64>,
+    /// Of those, the scans earlier advisor runs caused.
+    own: BTreeMap<u32, i64>,
+    /// When counting began, for display ("2024-05-01 10:00 UTC").
+    pub since: String,
+    /// Seconds the statistics have been counting.
+    pub age_secs: f64,
+}
+
+impl IndexScans {
+    /// Reads the counts; call it before the advisor plans or runs any statement.
+    pub async fn read(db: &Db, server: &str, ledger_file: Option<&Path>) -> Result<IndexScans> {
+        let row = db
+            .client
+            .query_one(
+                "SELECT coalesce(to_char(greatest(d.stats_reset, pg_postmaster_start_time()), 'YYYY-MM-DD HH24:MI TZ'), '?'), \
+                 extract(epoch FROM now() - greatest(d.stats_reset, pg_postmaster_start_time()))::float8, \
+                 coalesce(d.stats_reset::text, '') || '/' || pg_postmaster_start_time()::text \
+                 FROM pg_stat_database d WHERE d.datname = current_database()",
+                &[],
+            )
+            .await
+            .context("reading the statistics' age")?;
+        let epoch: String = row.get(2);
+        let key = format!("{server}|{}|{epoch}", db.database);
+        let ledger_file = ledger_file.map(Path::to_path_buf);
+        let own = load(ledger_file.as_deref()).remove(&key).unwrap_or_default();
+        Ok(IndexScans {
+            key,
+            ledger_file,
+            raw: counts(db).await?,
+            own,
+            since: row.get(0),
+            age_secs: row.get(1),
+        })
+    }
+
+    /// Scans of the index before this run, less those earlier advisor runs caused.
+    pub fn application_scans(&self, index: u32) -> i64 {
+        let raw = self.raw.get(&index).copied().unwrap_or(0);
+        let own = self.own.get(&index).copied().unwrap_or(0);
+        // Fewer scans than the advisor alone caused: this index's counters were reset since.
+        if raw < own {
+            raw
+        } else {
+            raw - own
+        }
+    }
+
+    /// Adds the scans this run caused since `read` to the ledger.
+    pub async fn record_own_scans(&self, db: &Db) -> Result<()> {
+        flush_own_statistics(db).await;
+        let after = counts(db).await?;
+        let mut ledger = load(self.ledger_file.as_deref());
+        // Only this epoch's entry is kept for this server and database: older ones are dead.
+        let prefix = self.key.rsplit_once('|').map(|(p, _)| format!("{p}|")).unwrap_or_default();
+        ledger.retain(|k, _| !k.starts_with(&prefix) || k == &self.key);
+        let entry = ledger.entry(self.key.clone()).or_default();
+        for (&index, &now) in &after {
+            let before = self.raw.get(&index).copied().unwrap_or(0);
+            let earlier = self.own.get(&index).copied().unwrap_or(0);
+            let earlier = if before < earlier { 0 } else { earlier };
+            let total = earlier + (now - before).max(0);
+            if total > 0 {
+                entry.insert(index, total);
+            }
+        }
+        store(self.ledger_file.as_deref(), ledger)
+    }
+}
+
+async fn counts(db: &Db) -> Result<HashMap<u32, i64>> {
+    let rows = db.rows("SELECT indexrelid, idx_scan::int8 FROM pg_stat_user_indexes").await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Makes this session's pending counts visible to its next read of the statistics views.
+async fn flush_own_statistics(db: &Db) {
+    if db.version_num >= 150000 {
+        // Flushed when the backend goes idle after this statement, before it answers.
+        let _ = db.client.batch_execute("SELECT pg_catalog.pg_stat_force_next_flush()").await;
+    } else {
+        // Before 15 a backend sends its counts at most every 500 ms, at the end of a transaction.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let _ = db.client.batch_execute("SELECT 1").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let _ = db.client.batch_execute("SELECT pg_stat_clear_snapshot()").await;
+}
+
+fn load(file: Option<&Path>) -> Ledger {
+    match file {
+        None => PROCESS_LEDGER.lock().map(|l| l.clone()).unwrap_or_default(),
+        // A missing or unreadable file is an empty ledger: indexes then only look more used.
+        Some(path) => {
+            std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        }
+    }
+}
+
+fn store(file: Option<&Path>, ledger: Ledger) -> Result<()> {
+    let Some(path) = file else {
+        if let Ok(mut l) = PROCESS_LEDGER.lock() {
+            *l = ledger;
+        }
+        return Ok(());
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&ledger)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,88 @@
+//! The duplicate-index check on real PostgreSQL: indexes that differ in collation or in NULLS NOT
+//! DISTINCT enforce different rules and are not duplicates; a unique index is never dropped for a
+//! plain one; the index behind a constraint is kept (PostgreSQL refuses DROP INDEX of it) and
+//! every DROP offered runs.
+
+mod common;
+
+use pgpilot_advisor::{advise, Category, Finding, NoProgress, Report};
+use pgpilot_testkit::Cluster;
+
+const PLANTED: &str = "
+CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE accounts (id int PRIMARY KEY, email text, sso_ref text, code text);
+INSERT INTO accounts SELECT g, 'u' || g || '@x.com', CASE WHEN g > 1 THEN 'r' || g END, 'c' || g
+  FROM generate_series(1, 20000) g;
+CREATE UNIQUE INDEX accounts_email ON accounts (email);
+CREATE UNIQUE INDEX accounts_email_nocase ON accounts (email COLLATE ci);
+CREATE UNIQUE INDEX accounts_sso ON accounts (sso_ref);
+CREATE UNIQUE INDEX accounts_sso_single_null ON accounts (sso_ref) NULLS NOT DISTINCT;
+CREATE INDEX accounts_code ON accounts (code);
+CREATE INDEX accounts_code_c ON accounts (code COLLATE \"C\");
+CREATE INDEX accounts_email_plain ON accounts (email);
+CREATE TABLE dc (id int CONSTRAINT dc_pkey PRIMARY KEY, code text CONSTRAINT dc_code_key UNIQUE, ref int);
+INSERT INTO dc SELECT g, 'c' || g, g FROM generate_series(1, 10000) g;
+CREATE UNIQUE INDEX a_dc_id ON dc (id);
+CREATE UNIQUE INDEX a_dc_code ON dc (code);
+ALTER TABLE dc ADD CONSTRAINT dc_ref_key UNIQUE (ref), ADD CONSTRAINT dc_ref_key2 UNIQUE (ref);
+";
+
+fn duplicates(report: &Report) -> Vec<&Finding> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.category == Category::Indexes && f.title.starts_with("Duplicate"))
+        .collect()
+}
+
+fn titled<'a>(report: &'a Report, title: &str) -> &'a Finding {
+    duplicates(report)
+        .into_iter()
+        .find(|f| f.title == title)
+        .unwrap_or_else(|| panic!("no finding `{title}` in:\n{}", report.render_text(false)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_respect_collation_nulls_uniqueness_and_constraints() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE dups");
+    cluster.psql("dups", PLANTED);
+    let mut opts = common::options(&cluster.url("postgres", "dups"));
+    opts.skip_indexes = true;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+
+    for kept in ["accounts_email_nocase", "accounts_sso_single_null", "accounts_code_c", "accounts_code"] {
+        assert!(
+            !duplicates(&report).iter().any(|f| f.title.contains(kept)),
+            "{kept} is no duplicate:\n{text}"
+        );
+    }
+    assert!(
+        !duplicates(&report).iter().any(|f| f.title.starts_with("Duplicate index accounts_sso ")),
+        "{text}"
+    );
+    // A plain index on a unique index's key enforces nothing: it is the one to drop.
+    let plain = titled(&report, "Duplicate index accounts_email_plain (same as accounts_email)");
+    assert_eq!(plain.fix.as_deref(), Some("DROP INDEX CONCURRENTLY public.accounts_email_plain;"));
+    // The constraints' indexes are kept, the extra ones go.
+    titled(&report, "Duplicate index a_dc_id (same as dc_pkey)");
+    titled(&report, "Duplicate index a_dc_code (same as dc_code_key)");
+    // Both back a constraint: no DROP INDEX (refused), the constraint to drop is named instead.
+    let both = titled(&report, "Duplicate index dc_ref_key2 (same as dc_ref_key)");
+    let fix = both.fix.as_deref().unwrap_or_default();
+    assert!(fix.lines().all(|l| l.starts_with("--")), "nothing to run blindly: {fix}");
+    assert!(fix.contains("ALTER TABLE dc DROP CONSTRAINT dc_ref_key2"), "{fix}");
+
+    // Every DROP offered runs, and the rules the kept indexes enforce still hold.
+    for stmt in duplicates(&report).iter().filter_map(|f| f.fix.as_deref()).flat_map(str::lines) {
+        if stmt.starts_with("DROP") {
+            cluster.try_psql("dups", stmt).unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+    }
+    let rejected = |sql: &str| assert!(cluster.try_psql("dups", sql).is_err(), "accepted: {sql}");
+    rejected("INSERT INTO accounts (id, email) VALUES (100001, 'U5@X.COM')");
+    rejected("INSERT INTO accounts (id, email, sso_ref) VALUES (100002, 'new@x.com', NULL)");
+    rejected("INSERT INTO dc VALUES (1, 'new', 100001)");
+    rejected("INSERT INTO dc VALUES (100001, 'c1', 100001)");
+}
