@@ -510,3 +510,47 @@ async fn strict_reads_of_a_partition_see_writes_through_its_parent() {
     c.batch_execute("INSERT INTO part VALUES (3, 'c')").await.unwrap();
     assert_eq!(count().await, "3");
 }
+
+/// `strict` with Redis: a manual invalidation (tag, table, all) keeps the older shared copies from
+/// being taken back, on the instance that was told and on the others. The trigger-kept versions
+/// those copies are checked against do not change with a manual invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_manual_invalidation_drops_shared_copies_everywhere() {
+    let (_cluster, _redis, a, b) = two_instances(Consistency::Strict).await;
+    let ca = connect(&a).await;
+    let cb = connect(&b).await;
+    let shared_hits = |g: &Gateway| g.shared().cache.redis.l2_hits.load(Relaxed);
+    let hits = |g: &Gateway| g.shared().cache.stats.hits.load(Relaxed);
+    let post = |g: &Gateway, body: &str| {
+        ureq::post(&format!("http://{}/api/v1/cache/invalidate", g.http_addr().unwrap()))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("invalidate");
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (id, body) in
+        [r#"{"tag": "fresh:5"}"#, r#"{"table": "fresh"}"#, r#"{"all": true}"#].iter().enumerate()
+    {
+        // A statement of its own per round, which no earlier round stored anywhere.
+        let sql = &format!("SELECT version FROM fresh WHERE id = {id} /* pgpilot:cache tags=fresh:5 */");
+        ca.simple_query(sql).await.unwrap();
+        // The SET to Redis is queued: give it a moment, then B takes A's copy.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (a0, b0) = (shared_hits(&a), shared_hits(&b));
+        cb.simple_query(sql).await.unwrap();
+        assert_eq!(shared_hits(&b), b0 + 1, "B answered from A's copy before {body}");
+        post(&a, body);
+        // Let the invalidation reach B: B reads again (and stores a fresh copy).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hb = hits(&b);
+        cb.simple_query(sql).await.unwrap();
+        assert_eq!((hits(&b), shared_hits(&b)), (hb, b0 + 1), "B kept an invalidated copy after {body}");
+        // Now both A's and B's copies are older than a second invalidation on A.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        post(&a, body);
+        let ha = hits(&a);
+        ca.simple_query(sql).await.unwrap();
+        assert_eq!((hits(&a), shared_hits(&a)), (ha, a0), "A took an invalidated copy back after {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

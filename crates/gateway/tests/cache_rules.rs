@@ -183,3 +183,127 @@ async fn concurrent_misses_wait_for_one_fill() {
     assert!(stats.fill_waits.load(Relaxed) >= 6, "the others waited: {}", stats.fill_waits.load(Relaxed));
     assert!(stats.hits.load(Relaxed) >= 6);
 }
+
+fn bypassed(gw: &Gateway, reason: &str) -> u64 {
+    pgpilot_gateway::cache::api::stats_json(gw.shared())["bypasses"][reason].as_u64().unwrap_or(0)
+}
+
+/// A write whose table runs code of its own (a rule's DO ALSO action, a column default calling a
+/// writing function) changes another table: its cached reads must go at once, with or without the
+/// triggers (none here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_rules_and_defaults_invalidate_what_their_code_changes() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0); \
+         CREATE TABLE rsrc (id int); \
+         CREATE RULE touch_t AS ON INSERT TO rsrc DO ALSO UPDATE t SET v = v + 1; \
+         CREATE FUNCTION wr() RETURNS int LANGUAGE sql VOLATILE AS 'UPDATE t SET v = v + 1 RETURNING v'; \
+         CREATE TABLE dflt (id int, w int DEFAULT wr()); \
+         CREATE TABLE checked (id int CHECK (wr() > 0))",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "checked").await;
+    let c = connect(&gw).await;
+    let read = "SELECT v FROM t WHERE id = 1";
+    assert_eq!(value(&c, read).await, "0");
+    assert!(is_hit(&gw, &c, read).await);
+    c.simple_query("INSERT INTO rsrc VALUES (1)").await.unwrap();
+    assert_eq!(value(&c, read).await, "1", "the rule's UPDATE of t was seen");
+    assert!(is_hit(&gw, &c, read).await);
+    c.simple_query("INSERT INTO dflt (id) VALUES (1)").await.unwrap();
+    assert_eq!(value(&c, read).await, "2", "the default's UPDATE of t was seen");
+    assert!(is_hit(&gw, &c, read).await);
+    c.execute("INSERT INTO checked VALUES ($1)", &[&1i32]).await.unwrap();
+    assert_eq!(value(&c, read).await, "3", "the CHECK constraint's UPDATE of t was seen");
+}
+
+/// Reads whose answer changes by itself are never cached: views over now() or random() (built-in
+/// functions pg_depend does not record), TABLESAMPLE without REPEATABLE, and 'now' bound as a
+/// parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_deterministic_reads_are_not_cached() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, at timestamptz DEFAULT now()); \
+         INSERT INTO t SELECT g FROM generate_series(1, 200) g; \
+         CREATE VIEW v_now AS SELECT clock_timestamp()::text AS at; \
+         CREATE VIEW v_random AS SELECT random()::text AS r; \
+         CREATE VIEW v_recent AS SELECT count(*) FROM t WHERE at > now() - interval '1 hour'; \
+         CREATE VIEW v_plain AS SELECT count(*) FROM t",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "v_plain").await;
+    let c = connect(&gw).await;
+    let plain = "SELECT * FROM v_plain";
+    value(&c, plain).await;
+    assert!(is_hit(&gw, &c, plain).await, "a view of no volatile function is cached");
+    for sql in [
+        "SELECT * FROM v_now",
+        "SELECT * FROM v_random",
+        "SELECT * FROM v_recent",
+        "SELECT count(*) FROM t TABLESAMPLE BERNOULLI (50)",
+        "SELECT count(*) FROM t TABLESAMPLE SYSTEM (50)",
+    ] {
+        value(&c, sql).await;
+        assert!(!is_hit(&gw, &c, sql).await, "{sql} was answered from the cache");
+    }
+    assert!(bypassed(&gw, "tablesample") >= 4);
+    let repeatable = "SELECT count(*) FROM t TABLESAMPLE BERNOULLI (50) REPEATABLE (7)";
+    value(&c, repeatable).await;
+    assert!(is_hit(&gw, &c, repeatable).await, "a REPEATABLE sample is deterministic");
+    // 'now' as a bound parameter value is the time the statement runs.
+    let time_literals = bypassed(&gw, "time_literal");
+    let bound = "SELECT $1::text::timestamptz::text";
+    let first: String = c.query_one(bound, &[&" Now "]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second: String = c.query_one(bound, &[&" Now "]).await.unwrap().get(0);
+    assert_ne!(first, second, "'now' bound as a parameter was answered from the cache");
+    assert_eq!(bypassed(&gw, "time_literal"), time_literals + 2);
+    let other: String = c.query_one(bound, &[&"2024-01-01 00:00:00+00"]).await.unwrap().get(0);
+    let before = hits(&gw);
+    let again: String = c.query_one(bound, &[&"2024-01-01 00:00:00+00"]).await.unwrap().get(0);
+    assert_eq!((other, hits(&gw)), (again, before + 1), "another value is cached");
+}
+
+/// Reads inside an explicit transaction are counted as bypassed `in_transaction`, and a manual
+/// invalidation of a table that does not exist is refused without dropping anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_in_transactions_are_counted_and_unknown_tables_refused() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE t (id int, v int); INSERT INTO t VALUES (1, 0)");
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "t").await;
+    let mut c = connect(&gw).await;
+    let read = "SELECT v FROM t WHERE id = 1";
+    let before = bypassed(&gw, "in_transaction");
+    c.simple_query(&format!("BEGIN; {read}")).await.unwrap();
+    c.simple_query(read).await.unwrap();
+    c.simple_query("COMMIT").await.unwrap();
+    let txn = c.transaction().await.unwrap();
+    txn.query(read, &[]).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(bypassed(&gw, "in_transaction"), before + 2, "one simple and one extended read");
+
+    value(&c, read).await;
+    assert!(is_hit(&gw, &c, read).await);
+    let http = gw.http_addr().unwrap();
+    let answer = ureq::post(&format!("http://{http}/api/v1/cache/invalidate"))
+        .header("content-type", "application/json")
+        .send(r#"{"table": "public.nope"}"#);
+    assert!(matches!(answer, Err(ureq::Error::StatusCode(404))), "an unknown table is not found: {answer:?}");
+    let console = psql(&gw, "pgpilot", "INVALIDATE CACHE TABLE nope").unwrap_err();
+    assert!(console.contains("no such table: nope"), "{console}");
+    assert!(is_hit(&gw, &c, read).await, "nothing was dropped");
+    let answer = ureq::post(&format!("http://{http}/api/v1/cache/invalidate"))
+        .header("content-type", "application/json")
+        .send(r#"{"table": "t"}"#)
+        .expect("a known table")
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(answer, r#"{"invalidated":1}"#, "one database had it");
+    assert!(!is_hit(&gw, &c, read).await);
+}

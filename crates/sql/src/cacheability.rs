@@ -36,8 +36,10 @@ pub enum NotCacheable {
     /// Stable functions and SQL value functions (now(), CURRENT_TIMESTAMP, current_user ...).
     StableFunction,
     UnknownFunction,
-    /// 'now', 'today', 'tomorrow', 'yesterday' as a date/time literal.
+    /// 'now', 'today', 'tomorrow', 'yesterday' as a date/time literal (or a bound parameter value).
     TimeLiteral,
+    /// TABLESAMPLE without REPEATABLE: another sample each time.
+    RandomSample,
     SystemCatalog,
     TemporaryTable,
     RowLevelSecurity,
@@ -64,6 +66,7 @@ impl NotCacheable {
             NotCacheable::StableFunction => "stable_function",
             NotCacheable::UnknownFunction => "unknown_function",
             NotCacheable::TimeLiteral => "time_literal",
+            NotCacheable::RandomSample => "tablesample",
             NotCacheable::SystemCatalog => "system_catalog",
             NotCacheable::TemporaryTable => "temporary_table",
             NotCacheable::RowLevelSecurity => "row_level_security",
@@ -74,7 +77,7 @@ impl NotCacheable {
     }
 
     /// Every reason, for registering metrics up front.
-    pub const ALL: [NotCacheable; 18] = [
+    pub const ALL: [NotCacheable; 19] = [
         NotCacheable::Unparsed,
         NotCacheable::NoCacheHint,
         NotCacheable::NotASelect,
@@ -87,6 +90,7 @@ impl NotCacheable {
         NotCacheable::StableFunction,
         NotCacheable::UnknownFunction,
         NotCacheable::TimeLiteral,
+        NotCacheable::RandomSample,
         NotCacheable::SystemCatalog,
         NotCacheable::TemporaryTable,
         NotCacheable::RowLevelSecurity,
@@ -158,6 +162,9 @@ fn statement_shape(stmt: &Statement) -> Result<(), NotCacheable> {
     }
     if shape.time_literal {
         return Err(NotCacheable::TimeLiteral);
+    }
+    if shape.random_sample {
+        return Err(NotCacheable::RandomSample);
     }
     if !stmt.value_functions.is_empty() {
         return Err(NotCacheable::StableFunction);

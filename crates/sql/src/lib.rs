@@ -16,7 +16,7 @@ pub mod quick;
 mod statement;
 mod walk;
 
-pub use analyze::analyze;
+pub use analyze::{analyze, is_time_literal};
 pub use cache::{Classifier, ClassifierStats, DEFAULT_MAX_CACHED_TEXT};
 pub use hints::{parse_duration, scan_hints, CacheHint, Hints, RouteHint};
 pub use quick::{quick_look, FirstWord, QuickLook};

@@ -497,6 +497,8 @@ pub struct ReadShape {
     /// A string constant 'now', 'today', 'tomorrow' or 'yesterday': a time the server reads when it
     /// runs the statement.
     pub time_literal: bool,
+    /// TABLESAMPLE without REPEATABLE: a different sample on every run.
+    pub random_sample: bool,
     /// Highest `$n` parameter number referenced (0 when none).
     pub max_param: u32,
 }

@@ -206,3 +206,66 @@ fn sorted(mut oids: Vec<u32>) -> Vec<u32> {
     oids.sort_unstable();
     oids
 }
+
+/// Writes that run code of the database's own (rules, defaults and CHECK constraints calling user
+/// functions), and views whose built-in functions pg_depend does not record.
+const CODE_SCHEMA: &str = "
+CREATE TABLE t (id int PRIMARY KEY, v int);
+CREATE FUNCTION wr() RETURNS int LANGUAGE sql VOLATILE AS 'UPDATE t SET v = v + 1 RETURNING v';
+CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
+CREATE TABLE plain (id int DEFAULT 1, n int GENERATED ALWAYS AS (id * 2) STORED, d int DEFAULT twice(3));
+CREATE TABLE rsrc (id int);
+CREATE RULE touch_t AS ON INSERT TO rsrc DO ALSO UPDATE t SET v = v + 1;
+CREATE TABLE dflt (id int, w int DEFAULT wr());
+CREATE TABLE checked (id int CHECK (wr() > 0));
+CREATE FUNCTION wr_op(int, int) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT wr()';
+CREATE OPERATOR #!# (LEFTARG = int, RIGHTARG = int, FUNCTION = wr_op);
+CREATE TABLE op_default (id int, w int DEFAULT 1 #!# 2);
+CREATE VIEW v_now AS SELECT now() AS at;
+CREATE VIEW v_random AS SELECT random() AS r;
+CREATE VIEW v_clock AS SELECT clock_timestamp() AS at;
+CREATE VIEW v_recent AS SELECT * FROM t WHERE id > extract(epoch FROM now() - interval '1 hour');
+CREATE VIEW v_nested AS SELECT * FROM v_now;
+CREATE VIEW v_sample AS SELECT * FROM t TABLESAMPLE BERNOULLI (50);
+CREATE VIEW v_op AS SELECT 1 #!# 2 AS x;
+CREATE VIEW v_pure AS SELECT id, v + 1 AS w, twice(v), count(*) OVER () FROM t WHERE v > 0;
+CREATE VIEW v_classes AS SELECT relname FROM pg_class;
+";
+
+#[tokio::test]
+async fn writes_that_run_user_code_and_views_of_built_in_volatile_functions() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", CODE_SCHEMA);
+    let client = connect(&cluster).await;
+    let functions = FunctionCatalog::load(&client).await.expect("functions");
+    let relations = RelationCatalog::load(&client).await.expect("relations");
+    let public = path(&["public"]);
+    let get = |name: &str| {
+        relations.resolve(&TableRef::new(None, name), &public).unwrap_or_else(|| panic!("{name}"))
+    };
+    for name in ["rsrc", "dflt", "checked", "op_default"] {
+        assert!(get(name).write_runs_code, "a write to {name} runs user code");
+        assert!(!get(name).has_triggers, "{name}");
+    }
+    for name in ["t", "plain"] {
+        assert!(!get(name).write_runs_code, "{name}: builtin or immutable defaults only");
+    }
+    let c = |sql: &str| cacheability(&analyze(sql), &functions, &relations, &public);
+    let refused: &[(&str, NotCacheable)] = &[
+        ("SELECT * FROM v_now", NotCacheable::StableFunction),
+        ("SELECT * FROM v_random", NotCacheable::VolatileFunction),
+        ("SELECT * FROM v_clock", NotCacheable::VolatileFunction),
+        ("SELECT * FROM v_recent", NotCacheable::StableFunction),
+        ("SELECT * FROM v_nested", NotCacheable::StableFunction),
+        ("SELECT * FROM v_sample", NotCacheable::VolatileFunction),
+        ("SELECT * FROM v_op", NotCacheable::VolatileFunction),
+        ("SELECT * FROM v_classes", NotCacheable::SystemCatalog),
+        ("SELECT * FROM t TABLESAMPLE BERNOULLI (50)", NotCacheable::RandomSample),
+        ("SELECT * FROM t TABLESAMPLE SYSTEM (50)", NotCacheable::RandomSample),
+    ];
+    for (sql, reason) in refused {
+        assert_eq!(c(sql), Err(*reason), "{sql}");
+    }
+    assert!(c("SELECT * FROM v_pure").is_ok(), "{:?}", c("SELECT * FROM v_pure"));
+    assert!(c("SELECT * FROM t TABLESAMPLE SYSTEM (50) REPEATABLE (7)").is_ok());
+}

@@ -43,6 +43,24 @@ pub fn parse_bind(body: &[u8]) -> Option<Bind<'_>> {
     Some(Bind { portal, statement, rest: &body[pos..] })
 }
 
+/// The parameter values of a Bind's remainder (NULLs left out), whatever their format; None when
+/// the remainder is malformed.
+pub fn bind_values(rest: &[u8]) -> Option<Vec<&[u8]>> {
+    let (n_formats, pos) = read_i16(rest, 0)?;
+    let (n_values, mut pos) = read_i16(rest, pos + 2 * n_formats.max(0) as usize)?;
+    let mut values = Vec::new();
+    for _ in 0..n_values.max(0) {
+        let (len, next) = read_i32(rest, pos)?;
+        pos = next;
+        if len < 0 {
+            continue;
+        }
+        values.push(rest.get(pos..pos + len as usize)?);
+        pos += len as usize;
+    }
+    Some(values)
+}
+
 /// Describe and Close both carry a kind ('S' statement or 'P' portal) and a name.
 pub fn parse_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let kind = *body.first()?;
@@ -163,5 +181,14 @@ mod tests {
         let b = parse_bind(&out[5..]).unwrap();
         assert_eq!(b.statement, b"pgpilot_1");
         assert_eq!(b.rest, b"\0\0\0\0\0\0");
+    }
+
+    #[test]
+    fn bind_values_skip_nulls() {
+        // Formats: text, binary, text; values 'now', binary 7, NULL.
+        let rest = b"\0\x03\0\0\0\x01\0\0\0\x03\0\0\0\x03now\0\0\0\x01\x07\xff\xff\xff\xff\0\0";
+        assert_eq!(bind_values(rest), Some(vec![&b"now"[..], &b"\x07"[..]]));
+        assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x02hi\0\0"), Some(vec![&b"hi"[..]]));
+        assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x09hi"), None, "truncated");
     }
 }

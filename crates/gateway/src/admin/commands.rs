@@ -110,9 +110,14 @@ fn invalidate_cache(shared: &Shared, text: &str) -> Result<(), PgError> {
         (Some("IN"), Some(db)) => req.database = Some(db.trim_matches('"').to_string()),
         _ => return Err(usage()),
     }
-    crate::cache::api::invalidate(shared, &req)
-        .map(|_| ())
-        .map_err(|e| PgError::error(SqlState::SYNTAX_ERROR, e))
+    crate::cache::api::invalidate(shared, &req).map(|_| ()).map_err(|e| match e {
+        crate::cache::api::InvalidateError::UnknownTable(_) => {
+            PgError::error(SqlState::UNDEFINED_OBJECT, e.to_string())
+        }
+        crate::cache::api::InvalidateError::Invalid(_) => {
+            PgError::error(SqlState::SYNTAX_ERROR, e.to_string())
+        }
+    })
 }
 
 fn databases_named(

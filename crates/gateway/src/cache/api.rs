@@ -43,25 +43,57 @@ async fn invalidate_request(
 ) -> Response {
     match invalidate(&shared, &req) {
         Ok(n) => Json(json!({ "invalidated": n })).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
+        Err(e) => {
+            let status = match e {
+                InvalidateError::Invalid(_) => StatusCode::BAD_REQUEST,
+                InvalidateError::UnknownTable(_) => StatusCode::NOT_FOUND,
+            };
+            (status, Json(json!({ "error": e.to_string() }))).into_response()
+        }
     }
 }
 
-/// Invalidates what `req` names; returns how many databases were touched.
-pub fn invalidate(shared: &Shared, req: &InvalidateRequest) -> Result<u64, String> {
+/// Why a manual invalidation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidateError {
+    #[error("{0}")]
+    Invalid(String),
+    /// No database chosen has the table (a typo would otherwise invalidate nothing, silently).
+    #[error("no such table: {0}")]
+    UnknownTable(String),
+}
+
+/// Invalidates what `req` names; returns how many databases had something invalidated (for a
+/// table, the databases that have it, and everything of those whose catalog is not read yet).
+pub fn invalidate(shared: &Shared, req: &InvalidateRequest) -> Result<u64, InvalidateError> {
     let targets = [req.table.is_some(), req.tag.is_some(), req.all].iter().filter(|t| **t).count();
     if targets != 1 {
-        return Err("name exactly one of table, tag or all".into());
+        return Err(InvalidateError::Invalid("name exactly one of table, tag or all".into()));
     }
     let dbs = shared.databases.load();
     let chosen: Vec<_> = match &req.database {
-        Some(name) => vec![dbs.get(name).cloned().ok_or_else(|| format!("no such database: {name}"))?],
+        Some(name) => vec![dbs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| InvalidateError::Invalid(format!("no such database: {name}")))?],
         None => dbs.values().cloned().collect(),
     };
+    if let Some(table) = &req.table {
+        // Unknown wherever it could be looked up: most likely a typo, refused without dropping the
+        // results of databases whose catalog is not read yet.
+        let mut loaded = chosen.iter().filter(|db| db.cache.catalog_loaded.load(Relaxed)).peekable();
+        let looked_up = loaded.peek().is_some();
+        if looked_up && !loaded.any(|db| db.cache.invalidation_of_table(table).is_some()) {
+            return Err(InvalidateError::UnknownTable(table.clone()));
+        }
+    }
     let mut touched = 0;
     for db in chosen {
         let inv = if let Some(table) = &req.table {
-            db.cache.invalidation_of_table(table)
+            match db.cache.invalidation_of_table(table) {
+                Some(inv) => inv,
+                None => continue,
+            }
         } else if let Some(tag) = &req.tag {
             db.cache.versions.bump_tag(tag);
             shared.cache.publish_tag(&db.name, tag);

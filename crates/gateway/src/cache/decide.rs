@@ -262,7 +262,7 @@ impl DbCache {
             let Some(rel) = relations.resolve(t, search_path) else {
                 return Invalidation::Everything;
             };
-            if rel.has_triggers {
+            if rel.write_runs_code {
                 return Invalidation::Everything;
             }
             oids.extend(relations.invalidation_set(rel));
@@ -296,14 +296,17 @@ impl DbCache {
         }
     }
 
-    /// A table named by a person (`schema.table` or `table`, public first): what invalidating it bumps.
-    pub fn invalidation_of_table(&self, name: &str) -> Invalidation {
+    /// A table named by a person (`schema.table` or `table`, public first): what invalidating it
+    /// bumps; None when the database has no such table. Before the catalog is first read nothing is
+    /// cached from it, and any name drops everything.
+    pub fn invalidation_of_table(&self, name: &str) -> Option<Invalidation> {
+        if !self.catalog_loaded.load(Relaxed) {
+            return Some(Invalidation::Everything);
+        }
         let relations = self.relations.load();
         let path = vec!["public".to_string()];
-        match relations.resolve(&table_ref(name), &path) {
-            Some(rel) => Invalidation::Relations(relations.invalidation_set(rel)),
-            None => Invalidation::Everything,
-        }
+        let rel = relations.resolve(&table_ref(name), &path)?;
+        Some(Invalidation::Relations(relations.invalidation_set(rel)))
     }
 }
 

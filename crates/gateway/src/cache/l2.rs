@@ -2,10 +2,12 @@
 //! instance can answer them without its own read. A result from Redis is taken only when it is
 //! provably as fresh as one of this instance's own:
 //!
-//! - `strict`: its `pgpilot.cache_versions` sum is the current one (read by this request anyway);
-//! - `bounded`: nothing it depends on was invalidated here since `CLOCK_SKEW` before its read was
+//! - always: nothing it depends on was invalidated here since `CLOCK_SKEW` before its read was
 //!   sent on the other instance (writes through this instance invalidate before their commit is
-//!   acknowledged; others' arrive by notification, as for results of its own).
+//!   acknowledged; others' arrive by notification, as for results of its own; manual
+//!   invalidations on any instance arrive the same way);
+//! - `strict`, besides: its `pgpilot.cache_versions` sum is the current one (read by this request
+//!   anyway). That sum alone would miss manual invalidations, which change no table.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pgpilot_sql::Oid;

@@ -211,13 +211,13 @@ impl ResultCache {
         }
         // Taken before the check: a bump after it makes the copy in memory invalid at once.
         let snapshot = db.versions.snapshot(&entry.relations, &entry.tags);
+        // Nothing it depends on was invalidated here since it was read: writes seen here, and
+        // manual invalidations (tags, tables, everything), which no trigger-kept version records.
+        let untouched_here =
+            db.versions.last_bump_us(&entry.relations, &entry.tags) + l2::CLOCK_SKEW_US < shared.read_sent_us;
         let fresh = match entry.pg_snapshot {
-            Some(pg) => Some(pg) == pg_snapshot,
-            None => {
-                pg_snapshot.is_none()
-                    && db.versions.last_bump_us(&entry.relations, &entry.tags) + l2::CLOCK_SKEW_US
-                        < shared.read_sent_us
-            }
+            Some(pg) => Some(pg) == pg_snapshot && untouched_here,
+            None => pg_snapshot.is_none() && untouched_here,
         };
         if !fresh {
             self.redis.l2_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

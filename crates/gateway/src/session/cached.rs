@@ -110,6 +110,10 @@ impl Session {
             stats.bypass(Bypass::Statement(pgpilot_sql::NotCacheable::NotASelect));
             return Ok(false);
         }
+        if binds_time_literal(&request) {
+            stats.bypass(Bypass::Statement(pgpilot_sql::NotCacheable::TimeLiteral));
+            return Ok(false);
+        }
         self.refresh_search_path();
         let stmt = cache.classifier.classify(sql);
         let functions = self.db.functions.load();
@@ -396,6 +400,20 @@ impl Session {
             self.shared.cache.publish(&self.db.name, inv);
         }
     }
+}
+
+/// A parameter value 'now', 'today', 'tomorrow' or 'yesterday': cast to a date or time type it is
+/// the time the server runs the statement, as the same literal in the text would be. Binary values
+/// count too: a text parameter's binary form is its text.
+fn binds_time_literal(request: &Request) -> bool {
+    if request.protocol != Protocol::Extended {
+        return false;
+    }
+    // A malformed Bind is refused by the server: no answer to cache.
+    let values = pgpilot_wire::frontend::bind_values(&request.bind_rest).unwrap_or_default();
+    values.iter().map(|v| v.trim_ascii()).any(|v| {
+        v.len() <= "yesterday".len() && std::str::from_utf8(v).is_ok_and(pgpilot_sql::is_time_literal)
+    })
 }
 
 fn new_fill(

@@ -21,10 +21,12 @@ impl Flow {
     pub(super) fn consult_cache(&mut self, s: &mut Session, msg: &[u8]) -> bool {
         if !self.cache_on
             || s.mode != crate::config::PoolMode::Transaction
-            || self.unsynced
             || !matches!(msg.first(), Some(b'Q' | b'P' | b'B'))
-            || s.db.cache.settings.load().in_transactions != InTransactions::ReadOnly
         {
+            return false;
+        }
+        count_read_in_transaction(s, msg);
+        if self.unsynced || s.db.cache.settings.load().in_transactions != InTransactions::ReadOnly {
             return false;
         }
         // With answers outstanding the status may be out of date: decide nothing then.
@@ -61,6 +63,30 @@ impl Session {
             self.consulted = true;
         }
         super::flow::run_attached(self, false).await
+    }
+}
+
+/// Counts a plain read sent inside a transaction the cache does not serve as bypassed
+/// `in_transaction` (such reads never reach the lookup). One count per execution: a Query, a Parse
+/// of the unnamed statement (its Bind follows), or a Bind of a named statement.
+fn count_read_in_transaction(s: &Session, msg: &[u8]) {
+    if s.status == TxnStatus::Idle || s.read_only_txn {
+        return;
+    }
+    let counted = match msg.first() {
+        Some(b'Q') => true,
+        Some(b'P') => pgpilot_wire::frontend::parse_parse(msg.get(5..).unwrap_or_default())
+            .is_some_and(|p| p.name.is_empty()),
+        _ => pgpilot_wire::frontend::parse_bind(msg.get(5..).unwrap_or_default())
+            .is_some_and(|b| !b.statement.is_empty()),
+    };
+    let read = || {
+        s.text_of(msg)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .is_some_and(|sql| pgpilot_sql::quick_look(sql).plain_select)
+    };
+    if counted && read() {
+        s.shared.cache.stats.bypass(crate::cache::Bypass::InTransaction);
     }
 }
 

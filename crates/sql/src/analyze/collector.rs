@@ -291,6 +291,7 @@ impl Visitor for Collector {
             NodeRef::SqlvalueFunction(f) => self.value_function(f),
             NodeRef::LockingClause(l) => self.locking_clause(l),
             NodeRef::ParamRef(p) => self.shape.max_param = self.shape.max_param.max(p.number.max(0) as u32),
+            NodeRef::RangeTableSample(t) => self.shape.random_sample |= t.repeatable.is_none(),
             NodeRef::AConst(c) => {
                 if let Some(protobuf::a_const::Val::Sval(s)) = &c.val {
                     if is_time_literal(&s.sval) {
@@ -347,7 +348,7 @@ fn is_system_name(table: &TableRef) -> bool {
 }
 
 /// Strings PostgreSQL's date/time input turns into the current time when the statement runs.
-fn is_time_literal(text: &str) -> bool {
+pub fn is_time_literal(text: &str) -> bool {
     let t = text.trim();
     ["now", "today", "tomorrow", "yesterday"].iter().any(|w| t.eq_ignore_ascii_case(w))
 }

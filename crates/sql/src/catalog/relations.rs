@@ -54,15 +54,19 @@ pub struct Relation {
     pub temporary: bool,
     /// In pg_catalog, information_schema or a toast schema.
     pub system: bool,
-    /// Has user-defined (not internal) triggers: a write may change other relations.
+    /// Has user-defined (not internal) triggers.
     pub has_triggers: bool,
+    /// A write runs code of the database's own (triggers, non-SELECT rules, defaults, generated
+    /// columns, CHECK constraints or policies calling non-immutable user functions): it may change
+    /// any other relation.
+    pub write_runs_code: bool,
     /// Partition / inheritance parents, grandparents, ...
     pub ancestors: Vec<Oid>,
     /// Partitions / inheritance children, grandchildren, ...
     pub descendants: Vec<Oid>,
     /// For a view: every relation it reads, through nested views too.
     pub view_reads: Vec<Oid>,
-    /// For a view: the worst volatility of the functions and operators it uses (pg_depend), or of
+    /// For a view: the worst volatility of the functions and operators its stored tree calls, or of
     /// the SQL value functions (CURRENT_TIMESTAMP, ...) in its definition. Immutable for others.
     pub view_volatility: Volatility,
     /// Relations with foreign keys to this one whose ON DELETE / ON UPDATE action changes them
@@ -79,11 +83,33 @@ pub struct RelationCatalog {
     loaded_at: Option<Instant>,
 }
 
+/// Relations, and whether a write to them runs code of the database's own: user triggers, rules
+/// other than a view's SELECT (`DO ALSO` / `DO INSTEAD` actions), and column defaults, generated
+/// columns, CHECK constraints or policies that call a non-immutable function (directly or behind an
+/// operator). Built-in functions are pinned and never appear in pg_depend, so only user ones count.
 const RELATIONS_SQL: &str = "\
+WITH calls AS ( \
+  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
+  JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
+  WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND p.provolatile <> 'i' \
+  UNION \
+  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
+  JOIN pg_catalog.pg_operator o ON o.oid = d.refobjid JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
+  WHERE d.refclassid = 'pg_catalog.pg_operator'::regclass AND p.provolatile <> 'i'), \
+runs_code AS ( \
+  SELECT tgrelid AS rel FROM pg_catalog.pg_trigger WHERE NOT tgisinternal AND tgname <> 'pgpilot_cache_bump' \
+  UNION SELECT ev_class FROM pg_catalog.pg_rewrite WHERE ev_type <> '1' \
+  UNION SELECT a.adrelid FROM pg_catalog.pg_attrdef a JOIN calls k \
+    ON k.classid = 'pg_catalog.pg_attrdef'::regclass AND k.objid = a.oid \
+  UNION SELECT n.conrelid FROM pg_catalog.pg_constraint n JOIN calls k \
+    ON k.classid = 'pg_catalog.pg_constraint'::regclass AND k.objid = n.oid \
+  UNION SELECT y.polrelid FROM pg_catalog.pg_policy y JOIN calls k \
+    ON k.classid = 'pg_catalog.pg_policy'::regclass AND k.objid = y.oid) \
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind, c.relrowsecurity, c.relforcerowsecurity, \
        c.relpersistence = 't', \
        n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname LIKE 'pg\\_toast%', \
-       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> 'pgpilot_cache_bump') \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> 'pgpilot_cache_bump'), \
+       c.oid IN (SELECT rel FROM runs_code) \
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
 
@@ -93,22 +119,32 @@ const CASCADES_SQL: &str = "\
 SELECT confrelid, conrelid FROM pg_catalog.pg_constraint \
 WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd'))";
 
-/// What each view's rewrite rule depends on: relations, and the volatility of functions and of the
-/// functions behind operators.
+/// What each user view's rewrite rule depends on: the relations it reads (pg_depend, and the range
+/// table of its stored tree for pinned system catalogs), and the volatility of every function its
+/// stored tree calls. Functions are taken from the tree itself
+/// (function calls, operators, aggregates, window functions, TABLESAMPLE methods): pg_depend records
+/// no dependency on pinned built-in functions, so now() or random() would not be seen there.
 const VIEW_DEPENDS_SQL: &str = "\
-WITH deps AS ( \
-  SELECT r.ev_class AS view, d.refclassid, d.refobjid \
-  FROM pg_catalog.pg_rewrite r \
+WITH rules AS ( \
+  SELECT r.oid, r.ev_class AS view, r.ev_action FROM pg_catalog.pg_rewrite r \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
+  JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')), \
+refs AS ( \
+  SELECT view, m[1] AS field, m[2]::oid AS id FROM rules, \
+  LATERAL regexp_matches(ev_action::text, \
+    ':(relid|funcid|opfuncid|aggfnoid|winfnoid|tsmhandler|opno) ([0-9]+)', 'g') m) \
+SELECT r.view, d.refobjid, NULL::\"char\" FROM rules r \
   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
-  WHERE d.refobjid <> r.ev_class) \
-SELECT view, refobjid, NULL::\"char\" FROM deps WHERE refclassid = 'pg_catalog.pg_class'::regclass \
-UNION ALL \
-SELECT view, p.oid, p.provolatile FROM deps JOIN pg_catalog.pg_proc p ON p.oid = deps.refobjid \
-  WHERE refclassid = 'pg_catalog.pg_proc'::regclass \
-UNION ALL \
-SELECT view, p.oid, p.provolatile FROM deps JOIN pg_catalog.pg_operator o ON o.oid = deps.refobjid \
-  JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE refclassid = 'pg_catalog.pg_operator'::regclass";
+  WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.view \
+UNION \
+SELECT view, id, NULL FROM refs WHERE field = 'relid' AND id NOT IN (0, view) \
+UNION \
+SELECT view, p.oid, p.provolatile FROM refs JOIN pg_catalog.pg_proc p ON p.oid = refs.id \
+  WHERE field NOT IN ('relid', 'opno') \
+UNION \
+SELECT view, p.oid, p.provolatile FROM refs JOIN pg_catalog.pg_operator o ON o.oid = refs.id \
+  JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE field = 'opno'";
 
 /// Definitions of user views, to find SQL value functions (CURRENT_TIMESTAMP ...) that pg_depend
 /// does not record.
@@ -146,6 +182,7 @@ impl RelationCatalog {
                 temporary: flag(row, 6),
                 system: flag(row, 7),
                 has_triggers: flag(row, 8),
+                write_runs_code: flag(row, 9),
                 ancestors: Vec::new(),
                 descendants: Vec::new(),
                 view_reads: Vec::new(),
@@ -191,6 +228,7 @@ impl RelationCatalog {
                 temporary: row.get(6),
                 system: row.get(7),
                 has_triggers: row.get(8),
+                write_runs_code: row.get(9),
                 ancestors: Vec::new(),
                 descendants: Vec::new(),
                 view_reads: Vec::new(),
