@@ -72,7 +72,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Demo(demo::DemoArgs::default())) {
+    let command = cli.command.unwrap_or(Command::Demo(demo::DemoArgs::default()));
+    if !matches!(command, Command::Serve(_)) {
+        quiet_on_closed_pipe();
+    }
+    let result = match command {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => serve::check_config(args),
         Command::Demo(args) => demo::run(args),
@@ -86,4 +90,14 @@ fn main() -> std::process::ExitCode {
         Command::Man => generate::man(),
     };
     exit::report(result)
+}
+
+/// A command whose output is piped into `head` ends quietly when the reader goes, as Unix tools
+/// do, instead of panicking on a failed print. (The gateway keeps SIGPIPE ignored: a client that
+/// vanishes mid-write is an error to handle, not a reason to stop.)
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of a signal at start, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -36,6 +36,26 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     assert!(text.contains(".TH pgpilot 1") && text.contains(".TH pgpilot-serve 1"));
 }
 
+/// Output piped into a reader that is gone (`pgpilot check-config F | head -0`) ends the command
+/// quietly, as Unix tools do, without a panic and a backtrace.
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../pgpilot.example.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["check-config", example])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the command has read its file and written a word.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
 #[test]
 fn exit_codes_are_consistent() {
     assert_eq!(pgpilot(&["no-such-command"]).status.code(), Some(2), "usage errors exit 2");

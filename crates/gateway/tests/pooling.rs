@@ -223,10 +223,17 @@ async fn query_timeout_cancels_the_query() {
     let gw = start(config).await;
     let c = connect(&gw).await;
     let start = Instant::now();
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
     let err = c.simple_query("SELECT pg_sleep(20)").await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert_eq!(
+        message, "canceling statement due to query_timeout",
+        "the cancel was pgpilot's, not the user's"
+    );
     assert!(start.elapsed() < Duration::from_secs(5));
-    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    // The client stays connected, and so does its server: PostgreSQL ended the statement cleanly.
+    assert_eq!(c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0), pid);
     gw.shutdown().await;
 }
 

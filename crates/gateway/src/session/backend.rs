@@ -5,6 +5,7 @@
 use pgpilot_sql::{SetAction, SetScope};
 use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
 use pgpilot_wire::error::ErrorFields;
+use pgpilot_wire::{PgError, SqlState};
 
 use super::params::is_reported;
 
@@ -150,6 +151,12 @@ impl Flow {
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         if outdated {
             super::replan::outdated_plan_error(&mut self.to_client);
+        } else if self.cancel_sent.is_some()
+            && ErrorFields::parse(&server.buf[start + 5..end]).code == "57014"
+        {
+            // pgpilot's cancel, not the user's: say so, as PostgreSQL's statement_timeout does.
+            PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to query_timeout")
+                .encode(&mut self.to_client);
         } else {
             self.to_client.extend_from_slice(&server.buf[start..end]);
         }
