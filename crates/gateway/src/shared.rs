@@ -62,6 +62,8 @@ pub struct Shared {
     pub advisor: crate::advisor::AdvisorCache,
     /// The maintenance scheduler, when `[[jobs]]` are configured (crate::jobs).
     pub jobs: ArcSwapOption<pgpilot_scheduler::SchedulerHandle>,
+    /// Schedulers replaced by a reload whose runs may still be going; shutdown bounds them too.
+    pub retired_jobs: Mutex<Vec<Arc<pgpilot_scheduler::SchedulerHandle>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnectionLimit>>>,
     /// Memory of large client messages being received, across all clients.
     pub input_budget: crate::session::input_budget::InputBudget,
@@ -91,6 +93,7 @@ impl Shared {
             auth_query: Default::default(),
             advisor: Default::default(),
             jobs: ArcSwapOption::empty(),
+            retired_jobs: Mutex::new(Vec::new()),
             user_limits: Mutex::new(HashMap::new()),
             input_budget: Default::default(),
         });

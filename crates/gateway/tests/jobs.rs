@@ -1,7 +1,8 @@
 //! Maintenance jobs inside the running gateway: a job run through the scheduler handle leaves its
 //! row in pgpilot.job_runs and shows in SHOW JOBS, GET /api/v1/jobs(/history) and /metrics; a
 //! failing job is counted; a reload that changes [[jobs]] restarts the scheduler; shutdown stops it.
-//! Runs are triggered with run_now (no waiting for a cron slot).
+//! Runs are triggered with run_now (no waiting for a cron slot), except where what matters is a
+//! scheduled run in progress during a reload: those tests wait for the next minute's slot.
 
 mod common;
 
@@ -137,6 +138,87 @@ async fn jobs_run_inside_the_gateway_and_show_everywhere() {
     assert!(shared.jobs.load().is_none(), "the scheduler is gone after shutdown");
     assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pgpilot.job_runs WHERE job = 'marks'"), "2");
+}
+
+/// One job run every minute; the config is written to a file so that RELOAD re-reads it.
+fn every_minute(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    shutdown_secs: u64,
+    sql: &str,
+) -> std::path::PathBuf {
+    let mut config = config_for(cluster);
+    config.pgpilot.shutdown_timeout = pgpilot_gateway::config::Secs::from_secs(shutdown_secs);
+    config.jobs = jobs_from(&format!(
+        "[[jobs]]\nname = \"slow\"\nkind = \"sql\"\nschedule = \"* * * * *\"\ndatabase = \"postgres\"\n\
+         retries = 0\nsql = \"{sql}\"\n"
+    ));
+    let path = dir.join("pgpilot.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("the config serializes")).unwrap();
+    path
+}
+
+/// Blocks (off the runtime's workers' hot path) until the minute's run of `sql` is on the server.
+fn wait_until_running(cluster: &Cluster, sql: &str) {
+    let query = format!("SELECT count(*) FROM pg_stat_activity WHERE query = '{}'", sql.replace('\'', "''"));
+    tokio::task::block_in_place(|| cluster.wait_for("1", &query, Duration::from_secs(75)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_jobs_lets_the_run_in_progress_finish() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE slow_marks (id serial PRIMARY KEY)");
+    let dir = tempfile::tempdir().unwrap();
+    // A shutdown_timeout shorter than the run: a reload that shut the old scheduler down would
+    // cancel it.
+    let sql = "SELECT pg_sleep(4); INSERT INTO slow_marks DEFAULT VALUES";
+    let path = every_minute(&cluster, dir.path(), 1, sql);
+    let gw = start(Config::load(&path).unwrap()).await;
+    wait_until_running(&cluster, sql);
+
+    let mut next = Config::load(&path).unwrap();
+    next.jobs.extend(jobs_from(
+        "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n",
+    ));
+    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    gw.reload().expect("reload");
+    assert_eq!(gw.jobs().unwrap().status().len(), 2, "the new scheduler took over");
+    tokio::task::block_in_place(|| {
+        cluster.wait_for(
+            "succeeded|",
+            "SELECT outcome || '|' || coalesce(error, '') FROM pgpilot.job_runs WHERE job = 'slow' AND finished_at IS NOT NULL",
+            Duration::from_secs(15),
+        )
+    });
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM slow_marks"), "1");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_jobs_as_long_as_the_reloaded_shutdown_timeout_says() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT pg_sleep(60)";
+    let path = every_minute(&cluster, dir.path(), 30, sql);
+    let gw = start(Config::load(&path).unwrap()).await;
+    wait_until_running(&cluster, sql);
+
+    // Only shutdown_timeout changes: the scheduler keeps running, yet shutdown must use the new value.
+    let mut next = Config::load(&path).unwrap();
+    next.pgpilot.shutdown_timeout = pgpilot_gateway::config::Secs::from_secs(1);
+    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    gw.reload().expect("reload");
+    let started = std::time::Instant::now();
+    gw.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT outcome, error LIKE '%57014%' FROM pgpilot.job_runs WHERE job = 'slow'"
+        ),
+        "failed|t",
+        "the run was cancelled after the reloaded grace period"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

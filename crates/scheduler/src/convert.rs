@@ -91,7 +91,31 @@ pub async fn plan(client: &Client, req: &ConvertRequest) -> Result<ConvertPlan, 
         .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET statement_timeout = '60s'")
         .await
         .context(|| "preparing the session".into())?;
-    let facts = gather(client, req).await?;
+    // The table name is the user's, resolved with their search_path.
+    let rel = pg::find_relation(client, &req.table).await?;
+    // regclass::text, pg_get_viewdef and the like leave out the schema of whatever is visible on
+    // search_path, and the script may run with another one ("$user" first, say): a bare view name
+    // would then make a new view elsewhere. With only pg_catalog on the path every name is qualified.
+    let saved: String = client
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .context(|| "reading search_path".into())?
+        .get(0);
+    client.batch_execute("SET search_path = pg_catalog").await.context(|| "setting search_path".into())?;
+    let plan = plan_with_qualified_names(client, req, rel).await;
+    client
+        .execute("SELECT set_config('search_path', $1, false)", &[&saved])
+        .await
+        .context(|| "restoring search_path".into())?;
+    plan
+}
+
+async fn plan_with_qualified_names(
+    client: &Client,
+    req: &ConvertRequest,
+    rel: Relation,
+) -> Result<ConvertPlan, JobError> {
+    let facts = gather(client, req, rel).await?;
     let boundary = boundary(req);
     let mut plan = ConvertPlan {
         table: facts.rel.display(),
@@ -140,8 +164,7 @@ fn derived_name(base: &str, suffix: &str) -> String {
     format!("{}{suffix}", &base[..cut])
 }
 
-async fn gather(client: &Client, req: &ConvertRequest) -> Result<Facts, JobError> {
-    let rel = pg::find_relation(client, &req.table).await?;
+async fn gather(client: &Client, req: &ConvertRequest, rel: Relation) -> Result<Facts, JobError> {
     match rel.kind as u8 {
         b'r' => {}
         b'p' => return Err(JobError::Invalid(format!("{} is already partitioned", rel.display()))),

@@ -51,6 +51,9 @@ impl JobCounters {
 /// One job's view for rendering.
 pub struct JobSample<'a> {
     pub name: &'a str,
+    /// A disabled job has no schedule to keep: it gets no period and no scheduled-since sample,
+    /// so the staleness alerts (which need both) stay quiet about a job switched off on purpose.
+    pub enabled: bool,
     pub period_seconds: f64,
     pub scheduled_since: DateTime<Utc>,
     pub running: bool,
@@ -95,14 +98,14 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "pgpilot_job_period_seconds",
         kind: "gauge",
-        help: "The longest gap between two scheduled runs of the job.",
-        value: |j| Some(j.period_seconds),
+        help: "The longest gap between two scheduled runs of the job (absent while it is disabled).",
+        value: |j| j.enabled.then_some(j.period_seconds),
     },
     Family {
         name: "pgpilot_job_scheduled_since_timestamp_seconds",
         kind: "gauge",
-        help: "Unix time this instance started scheduling the job.",
-        value: |j| Some(seconds(j.scheduled_since)),
+        help: "Unix time this instance started scheduling the job (absent while it is disabled).",
+        value: |j| j.enabled.then(|| seconds(j.scheduled_since)),
     },
     Family {
         name: "pgpilot_job_running",
@@ -153,6 +156,7 @@ mod tests {
             JobCounters { default_partition_rows: Some(3), last_duration: Some(0.5), ..Default::default() };
         let sample = JobSample {
             name: "we\"ird",
+            enabled: true,
             period_seconds: 60.0,
             scheduled_since: Utc::now(),
             running: false,
@@ -165,5 +169,23 @@ mod tests {
         }
         assert!(!out.contains("pgpilot_job_last_success_timestamp_seconds{"), "no sample before a success");
         assert!(out.contains("pgpilot_job_period_seconds{job=\"we\\\"ird\"} 60\n"));
+    }
+
+    #[test]
+    fn a_disabled_job_has_no_schedule_series() {
+        let counters = JobCounters::default();
+        let sample = JobSample {
+            name: "off",
+            enabled: false,
+            period_seconds: 86_400.0,
+            scheduled_since: Utc::now(),
+            running: false,
+            counters: &counters,
+        };
+        let mut out = String::new();
+        render(&[sample], &mut out);
+        assert!(!out.contains("pgpilot_job_period_seconds{"), "{out}");
+        assert!(!out.contains("pgpilot_job_scheduled_since_timestamp_seconds{"), "{out}");
+        assert!(out.contains("pgpilot_job_failures_total{job=\"off\"} 0\n"), "{out}");
     }
 }

@@ -37,7 +37,8 @@ pub enum SchedulerError {
 pub struct SchedulerOptions {
     /// How this instance names itself in the history table.
     pub instance: String,
-    /// How long `shutdown` waits for running jobs before abandoning them.
+    /// How long `shutdown` waits for running jobs before cancelling them (`shutdown_within`
+    /// takes its own).
     pub shutdown_grace: Duration,
 }
 
@@ -194,6 +195,7 @@ impl SchedulerHandle {
             .iter()
             .map(|(job, state)| JobSample {
                 name: &job.spec.name,
+                enabled: job.spec.enabled,
                 period_seconds: job.period.as_secs_f64(),
                 scheduled_since: self.shared.started,
                 running: state.running,
@@ -203,13 +205,31 @@ impl SchedulerHandle {
         metrics::render(&samples, out);
     }
 
-    /// Stops scheduling; waits for running jobs up to the grace period, then cancels their
-    /// statements (a dropped connection would leave a long statement running on the server,
-    /// holding its locks and the job's lock) and waits a little more for them to record it.
+    /// Starts no more runs; runs in progress go on to their end, uncancelled. For a reload: a new
+    /// scheduler takes over, and each job's advisory lock keeps it from running a job this one
+    /// is still running. `shutdown_within` still bounds those runs if the process stops meanwhile.
+    pub fn stop_scheduling(&self) {
+        let _ = self.shared.stop.send(true);
+    }
+
+    /// True once every job loop has ended: after `stop_scheduling`, when the last run finished.
+    pub fn is_idle(&self) -> bool {
+        self.loops.lock().unwrap_or_else(|e| e.into_inner()).iter().all(JoinHandle::is_finished)
+    }
+
+    /// `shutdown_within` the grace period of the scheduler's options.
     pub async fn shutdown(&self) {
+        self.shutdown_within(self.shared.options.shutdown_grace).await
+    }
+
+    /// Stops scheduling; waits for running jobs up to `grace`, then cancels their statements (a
+    /// dropped connection would leave a long statement running on the server, holding its locks
+    /// and the job's lock) and waits a little more for them to record it. The grace is an
+    /// argument because the gateway's shutdown_timeout may have been reloaded since the start.
+    pub async fn shutdown_within(&self, grace: Duration) {
         let _ = self.shared.stop.send(true);
         let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|e| e.into_inner()));
-        let deadline = tokio::time::Instant::now() + self.shared.options.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         let mut running = Vec::new();
         for mut handle in loops {
             if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {

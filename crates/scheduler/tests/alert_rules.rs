@@ -1,8 +1,10 @@
 //! The shipped Prometheus rules only use metrics the scheduler exports.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use pgpilot_scheduler::METRIC_NAMES;
+use chrono::DateTime;
+use pgpilot_scheduler::{JobsConfig, ManualClock, Scheduler, METRIC_NAMES};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn metric_names_in(expr: &str) -> BTreeSet<String> {
@@ -85,4 +87,63 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The series a scheduler really exports, each held for three and a half days from t=0 (its start),
+/// as promtool input; `instance="a"` as Prometheus would add it.
+fn exported_series(jobs_toml: &str) -> String {
+    let cfg = JobsConfig::parse(&format!(
+        "[databases.app]\nprimary = \"postgres://u@127.0.0.1:1/app\"\n{jobs_toml}"
+    ))
+    .expect("test jobs parse");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _inside = runtime.enter();
+    let clock = Arc::new(ManualClock::new(DateTime::UNIX_EPOCH));
+    let handle = Scheduler::start(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock);
+    let mut metrics = String::new();
+    handle.render_prometheus(&mut metrics);
+    let mut series = String::new();
+    for line in metrics.lines().filter(|l| l.starts_with("pgpilot_")) {
+        let (name_labels, value) = line.rsplit_once(' ').expect("`series value`");
+        let labelled = name_labels.replacen('}', ",instance=\"a\"}", 1);
+        series.push_str(&format!("      - series: '{labelled}'\n        values: '{value}x5040'\n"));
+    }
+    series
+}
+
+/// A disabled job is switched off on purpose: three days on, only the enabled job that never
+/// succeeded alerts. The input is what the scheduler exports, not a hand-written guess at it.
+#[test]
+fn a_disabled_job_never_alerts_as_never_succeeded() {
+    let series = exported_series(
+        "[[jobs]]\nname = \"on\"\nkind = \"analyze\"\nschedule = \"@daily\"\ndatabase = \"app\"\n\
+         [[jobs]]\nname = \"off\"\nkind = \"analyze\"\nschedule = \"@daily\"\ndatabase = \"app\"\nenabled = false\n",
+    );
+    assert!(series.contains("job=\"off\""), "the disabled job is still listed:\n{series}");
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/pgpilot-jobs.rules.yml");
+    let test = format!(
+        "rule_files: ['{rules}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}\
+         \x20   alert_rule_test:\n\
+         \x20     - eval_time: 3d\n        alertname: PgpilotJobNeverSucceeded\n        exp_alerts:\n\
+         \x20         - exp_labels: {{severity: critical, job: \"on\"}}\n\
+         \x20           exp_annotations:\n\
+         \x20             summary: \"pgpilot job on has never succeeded\"\n\
+         \x20             description: \"on has been scheduled for twice its period with no success recorded in pgpilot.job_runs.\"\n\
+         \x20     - eval_time: 3d\n        alertname: PgpilotJobNotSucceeding\n        exp_alerts: []\n"
+    );
+    let dir = std::env::temp_dir().join(format!("pgpilot-alert-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("disabled.test.yml");
+    std::fs::write(&path, &test).unwrap();
+    let out =
+        std::process::Command::new("promtool").args(["test", "rules"]).arg(&path).output().unwrap_or_else(
+            |e| panic!("promtool could not be run ({e}); install it with `apt-get install prometheus`"),
+        );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

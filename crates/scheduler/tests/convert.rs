@@ -94,6 +94,60 @@ async fn the_printed_plan_converts_a_live_table() {
     assert_eq!(cluster.psql("postgres", "SELECT max(id) FROM audit"), "101");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_names_views_and_sequences_with_their_schema_whatever_the_search_path() {
+    let cluster = Cluster::start();
+    // A schema named after the user comes first on the default search_path ("$user", public): an
+    // unqualified CREATE OR REPLACE VIEW in the plan would make a new view there.
+    cluster.psql(
+        "postgres",
+        "CREATE SCHEMA postgres;
+         CREATE TABLE public.hits (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO public.hits (created_at) SELECT now() - g * interval '1 hour' FROM generate_series(1, 100) g;
+         CREATE VIEW public.recent_hits AS SELECT * FROM public.hits;",
+    );
+    let c = client(&cluster).await;
+    let request = ConvertRequest {
+        table: "hits".into(),
+        column: "created_at".into(),
+        interval: PartitionInterval::Monthly,
+        premake: 1,
+        naming: None,
+        database: None,
+        now: Utc::now(),
+    };
+    let hits_plan = plan(&c, &request).await.expect("a plan");
+    let text = hits_plan.render();
+    assert!(text.contains("CREATE OR REPLACE VIEW public.recent_hits AS"), "{text}");
+    assert!(text.contains("FROM public.hits"), "the view's query names its table's schema: {text}");
+    assert!(text.contains("ALTER SEQUENCE public.hits_id_seq OWNED BY"), "{text}");
+    // Planning leaves the session's search_path as it found it.
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "\"$user\", public");
+
+    run_plan(&c, &hits_plan).await;
+    assert_eq!(
+        cluster
+            .psql("postgres", "SELECT count(*) FROM pg_class WHERE relnamespace = 'postgres'::regnamespace"),
+        "0",
+        "nothing was made in the user's schema"
+    );
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT string_agg(DISTINCT d.refobjid::regclass::text, ',') FROM pg_depend d
+               JOIN pg_rewrite r ON r.oid = d.objid
+              WHERE r.ev_class = 'public.recent_hits'::regclass AND d.refobjid <> r.ev_class"
+        ),
+        "hits",
+        "the application's view reads the partitioned table"
+    );
+    assert_eq!(
+        cluster.psql("postgres", "SELECT pg_get_serial_sequence('public.hits', 'id')"),
+        "public.hits_id_seq"
+    );
+}
+
 /// Runs each statement of steps 1 and 3 on its own (CREATE INDEX CONCURRENTLY refuses a
 /// transaction block) and step 2 as the single transaction it is written as.
 async fn run_plan(c: &tokio_postgres::Client, plan: &pgpilot_scheduler::convert::ConvertPlan) {

@@ -243,6 +243,60 @@ async fn shutdown_cancels_a_job_still_running_after_the_grace_period() {
     assert_eq!(last.last_outcome, Some(Outcome::Failed), "{last:?}");
 }
 
+/// What a reload does to the scheduler it replaces: no new run starts, the run in progress goes
+/// on past the grace period uncancelled, and the successor cannot run the job alongside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_replaced_by_a_reload_lets_its_run_finish_and_its_successor_waits() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE reload_log (id serial, at timestamptz DEFAULT clock_timestamp())");
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "long"
+        kind = "sql"
+        schedule = "0 3 * * *"
+        database = "app"
+        retries = 0
+        sql = "SELECT pg_sleep(3); INSERT INTO reload_log DEFAULT VALUES"
+        "#,
+    );
+    let clock = clock(at(2026, 5, 1, 2, 59, 59));
+    let old = start_with_grace(&cfg, clock.clone(), "old", Duration::from_millis(500));
+    clock.set(at(2026, 5, 1, 3, 0, 0));
+    cluster.wait_for(
+        "1",
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(3)%'",
+        Duration::from_secs(10),
+    );
+
+    old.stop_scheduling();
+    let new = start(&cfg, clock.clone(), "new");
+    let overlapping = new.run_now("long").await.unwrap();
+    assert_eq!(overlapping.outcome, Outcome::Skipped, "{overlapping:?}");
+    assert!(!old.is_idle(), "the old scheduler's run is still going");
+
+    wait_idle(&[&old], |h| h.is_idle()).await;
+    let finished = old.status()[0].clone();
+    assert_eq!(finished.last_outcome, Some(Outcome::Succeeded), "{finished:?}");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT outcome, instance FROM pgpilot.job_runs ORDER BY id"),
+        "succeeded|old"
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM reload_log"), "1");
+    // The old scheduler starts nothing more, even when its next slot comes.
+    clock.set(at(2026, 5, 2, 3, 0, 0));
+    wait_idle(&[&new], |h| h.status()[0].last_start.is_some_and(|t| t >= at(2026, 5, 2, 3, 0, 0))).await;
+    assert_eq!(new.status()[0].last_outcome, Some(Outcome::Succeeded));
+    assert_eq!(old.status()[0].last_start, finished.last_start);
+    assert_eq!(
+        cluster.psql("postgres", "SELECT string_agg(instance, ',' ORDER BY id) FROM pgpilot.job_runs"),
+        "old,new"
+    );
+    new.shutdown().await;
+    old.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_and_vacuum_only_tables_over_the_threshold() {
     let cluster = Cluster::start();

@@ -142,6 +142,71 @@ async fn a_bogus_future_row_makes_no_extra_partitions_and_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periods_only_partly_covered_by_hand_made_partitions_fail_the_run() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE ovl (at date NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE ovl_manual PARTITION OF ovl FOR VALUES FROM ('2026-12-15') TO ('2027-01-15');
+         CREATE TABLE ovl_y2027_m03 PARTITION OF ovl FOR VALUES FROM ('2027-03-01') TO ('2027-03-15');
+         CREATE TABLE caught (at date NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE caught_half PARTITION OF caught FOR VALUES FROM ('2026-12-01') TO ('2026-12-15');
+         CREATE TABLE caught_default PARTITION OF caught DEFAULT;",
+    );
+    let job = |name: &str| {
+        format!(
+            "[[jobs]]\nname = \"{name}\"\nkind = \"partitions\"\nschedule = \"@daily\"\ndatabase = \"app\"\n\
+             table = \"{name}\"\ninterval = \"monthly\"\npremake = 3\n"
+        )
+    };
+    let cfg = config(&cluster, &(job("ovl") + &job("caught")));
+    let clock = clock(at(2026, 12, 20, 12, 0, 0));
+    let report = run(&cfg, "ovl", &clock).await;
+    // December, January and March would each leave days where inserts fail: the run says which.
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    for part in [
+        "2026-12-01..2027-01-01 is only partly covered by public.ovl_manual: no partition takes rows for 2026-12-01..2026-12-15",
+        "2027-01-01..2027-02-01 is only partly covered by public.ovl_manual: no partition takes rows for 2027-01-15..2027-02-01",
+        "2027-03-01..2027-04-01 is only partly covered by public.ovl_y2027_m03: no partition takes rows for 2027-03-15..2027-04-01",
+    ] {
+        assert!(error.contains(part), "{part}\nnot in: {error}");
+    }
+    // The uncovered February is still made.
+    assert_eq!(partitions_of(&cluster, "ovl"), ["ovl_manual", "ovl_y2027_m02", "ovl_y2027_m03"]);
+
+    // Filled by hand (exactly, and by a partition wider than the period): the run succeeds.
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE ovl_dec PARTITION OF ovl FOR VALUES FROM ('2026-12-01') TO ('2026-12-15');
+         CREATE TABLE ovl_jan PARTITION OF ovl FOR VALUES FROM ('2027-01-15') TO ('2027-02-01');
+         CREATE TABLE ovl_spring PARTITION OF ovl FOR VALUES FROM ('2027-03-15') TO ('2027-07-01');",
+    );
+    let report = run(&cfg, "ovl", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(
+        report.notes.iter().any(|n| n.contains(
+            "2027-03-01..2027-04-01 is already covered by public.ovl_y2027_m03, public.ovl_spring"
+        )),
+        "{:?}",
+        report.notes
+    );
+    cluster.psql("postgres", "INSERT INTO ovl VALUES ('2026-12-05'), ('2027-01-20'), ('2027-03-20')");
+
+    // A default partition catches what the partial partition leaves: a note, not a failure.
+    let report = run(&cfg, "caught", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(
+        report.notes.iter().any(|n| n.contains(
+            "2026-12-01..2027-01-01 is only partly covered by public.caught_half; rows for 2026-12-15..2027-01-01 \
+             go to the default partition public.caught_default"
+        )),
+        "{:?}",
+        report.notes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_detaches_only_partitions_wholly_past_the_cutoff() {
     let cluster = Cluster::start();
     cluster.psql(

@@ -2,9 +2,11 @@
 //! schedules (crates/scheduler), against the databases' primaries with the credentials and TLS
 //! settings the pools use. Nothing starts — no task, no connection — when no job is configured.
 //!
-//! A reload that changes the `[[jobs]]` tables stops the old scheduler (letting running jobs
-//! finish) and starts a new one; a reload that changes only a database's URL or password is seen
-//! by the next run, because jobs resolve their database from the live config.
+//! A reload that changes the `[[jobs]]` tables stops the old scheduler from starting runs (its
+//! runs in progress finish, uncancelled) and starts a new one; a reload that changes only a
+//! database's URL or password is seen by the next run, because jobs resolve their database from
+//! the live config. Shutdown waits for both kinds of scheduler for the shutdown_timeout in force
+//! when it happens.
 
 mod api;
 mod resolver;
@@ -24,11 +26,8 @@ pub fn start(shared: &Arc<Shared>, jobs: &[JobSpec]) -> Option<SchedulerHandle> 
     if jobs.is_empty() {
         return None;
     }
-    let config = shared.config.load();
-    let options = SchedulerOptions {
-        shutdown_grace: config.pgpilot.shutdown_timeout.get().max(Duration::from_secs(1)),
-        ..SchedulerOptions::default()
-    };
+    // The shutdown grace is read from the live config when shutting down (see `shutdown`).
+    let options = SchedulerOptions::default();
     let resolver = Arc::new(GatewayResolver::new(shared));
     let handle = Scheduler::start_with(jobs.to_vec(), resolver, Arc::new(SystemClock), options);
     let enabled = jobs.iter().filter(|j| j.enabled).count();
@@ -44,17 +43,25 @@ pub fn reload(shared: &Arc<Shared>, previous: &[JobSpec]) {
     }
     let old = shared.jobs.swap(start(shared, &current).map(Arc::new));
     if let Some(old) = old {
-        // Running jobs finish in the background; the new scheduler's slots start after now, and
+        // docs/jobs.md: runs in progress finish. The new scheduler's slots start after now, and
         // the advisory lock keeps a job that is still running in the old one from running twice.
-        tokio::spawn(async move { old.shutdown().await });
+        old.stop_scheduling();
+        let mut retired = shared.retired_jobs.lock();
+        retired.retain(|h| !h.is_idle());
+        retired.push(old);
     }
     tracing::info!(jobs = current.len(), "[[jobs]] changed: scheduler restarted");
 }
 
-/// Stops scheduling at once and waits (up to shutdown_timeout) for running jobs.
+/// Stops scheduling at once and waits (up to shutdown_timeout, as configured now) for running
+/// jobs, including those of schedulers a reload replaced, then cancels what is left.
 pub async fn shutdown(shared: &Shared) {
-    if let Some(handle) = shared.jobs.swap(None) {
-        handle.shutdown().await;
+    let grace = shared.config.load().pgpilot.shutdown_timeout.get().max(Duration::from_secs(1));
+    let current = shared.jobs.swap(None);
+    let retired = std::mem::take(&mut *shared.retired_jobs.lock());
+    let stopping = current.iter().chain(&retired).map(|h| h.shutdown_within(grace));
+    futures::future::join_all(stopping).await;
+    if current.is_some() {
         tracing::info!("maintenance scheduler stopped");
     }
 }

@@ -1,6 +1,6 @@
 //! The partitions job: premake future partitions from now, watch the default partition, retire old ones.
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use tokio_postgres::Client;
 
 use super::catalog::{self, Bound, Child, PartitionKey};
@@ -24,9 +24,31 @@ impl Table<'_> {
         self.children.iter().find(|c| c.is_default)
     }
 
-    fn overlapping(&self, start: NaiveDate, end: NaiveDate) -> Option<&Child> {
+    /// The partitions whose ranges overlap start..end, by lower bound, and the parts of start..end
+    /// none of them covers.
+    fn coverage(&self, start: NaiveDate, end: NaiveDate) -> Coverage<'_> {
         let (lo, hi) = (Bound::At(midnight(start)), Bound::At(midnight(end)));
-        self.children.iter().find(|c| matches!(c.range, Some((from, to)) if from < hi && lo < to))
+        let mut overlapping: Vec<(&Child, Bound, Bound)> = self
+            .children
+            .iter()
+            .filter_map(|c| match c.range {
+                Some((from, to)) if !c.is_default && from < hi && lo < to => Some((c, from, to)),
+                _ => None,
+            })
+            .collect();
+        overlapping.sort_by_key(|(_, from, _)| *from);
+        let mut gaps = Vec::new();
+        let mut covered_to = lo;
+        for (_, from, to) in &overlapping {
+            if *from > covered_to {
+                gaps.push((covered_to, *from));
+            }
+            covered_to = covered_to.max(*to);
+        }
+        if covered_to < hi {
+            gaps.push((covered_to, hi));
+        }
+        Coverage { partitions: overlapping.into_iter().map(|(c, _, _)| c).collect(), gaps }
     }
 
     fn range_predicate(&self, start: NaiveDate, end: NaiveDate) -> String {
@@ -42,6 +64,33 @@ impl Table<'_> {
 
 fn midnight(day: NaiveDate) -> NaiveDateTime {
     day.and_hms_opt(0, 0, 0).unwrap_or_default()
+}
+
+/// How existing partitions cover a wanted period.
+struct Coverage<'a> {
+    partitions: Vec<&'a Child>,
+    /// Ranges of the period no partition covers.
+    gaps: Vec<(Bound, Bound)>,
+}
+
+impl Coverage<'_> {
+    fn partition_names(&self) -> String {
+        self.partitions.iter().map(|c| c.display()).collect::<Vec<_>>().join(", ")
+    }
+
+    fn gap_text(&self) -> String {
+        let text = |b: &Bound| match b {
+            Bound::At(t) if t.time() == NaiveTime::MIN => t.date().to_string(),
+            Bound::At(t) => t.to_string(),
+            Bound::MinValue => "MINVALUE".into(),
+            Bound::MaxValue => "MAXVALUE".into(),
+        };
+        self.gaps
+            .iter()
+            .map(|(from, to)| format!("{}..{}", text(from), text(to)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 pub async fn run(client: &Client, task: &PartitionsTask, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
@@ -113,10 +162,10 @@ async fn premake(
     let template = task.naming.as_deref().unwrap_or(periods::default_template(task.interval));
     let mut created = Vec::new();
     for (start, end) in periods::wanted_periods(task.interval, now_local, task.premake) {
-        if let Some(existing) = table.overlapping(start, end) {
-            if existing.range != Some((Bound::At(midnight(start)), Bound::At(midnight(end)))) {
-                out.note(format!("{start}..{end} is already covered by {}", existing.display()));
-            }
+        let coverage = table.coverage(start, end);
+        if !coverage.partitions.is_empty() {
+            // The period's own partition would overlap these, so PostgreSQL would refuse it.
+            report_existing(table, start, end, &coverage, out);
             continue;
         }
         let name = periods::partition_name(template, &table.rel.name, start);
@@ -142,6 +191,36 @@ async fn premake(
         out.note(format!("created {}", created.join(", ")));
     }
     Ok(())
+}
+
+/// A period that existing partitions cover wholly is fine. One they cover only in part leaves
+/// ranges where inserts fail (no partition for the row) unless a default partition catches them.
+fn report_existing(
+    table: &Table<'_>,
+    start: NaiveDate,
+    end: NaiveDate,
+    coverage: &Coverage<'_>,
+    out: &mut TaskOutput,
+) {
+    let names = coverage.partition_names();
+    let exact = Some((Bound::At(midnight(start)), Bound::At(midnight(end))));
+    if coverage.gaps.is_empty() {
+        if coverage.partitions.len() != 1 || coverage.partitions[0].range != exact {
+            out.note(format!("{start}..{end} is already covered by {names}"));
+        }
+        return;
+    }
+    let gaps = coverage.gap_text();
+    match table.default_partition() {
+        Some(default) => out.note(format!(
+            "{start}..{end} is only partly covered by {names}; rows for {gaps} go to the default partition {}",
+            default.display()
+        )),
+        None => out.problem(format!(
+            "{start}..{end} is only partly covered by {names}: no partition takes rows for {gaps} \
+             (the period's own partition would overlap {names}); create partitions for those ranges by hand"
+        )),
+    }
 }
 
 /// Makes one partition. Rows for its range already sitting in the default partition would make
