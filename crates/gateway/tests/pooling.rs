@@ -220,6 +220,8 @@ async fn query_timeout_cancels_the_query() {
     let pg = Cluster::start();
     let mut config = config_for(&pg);
     config.pgpilot.query_timeout = Secs::from_millis(300);
+    // One server, so the client's next statement shows whether it was kept.
+    config.pgpilot.default_pool_size = 1;
     let gw = start(config).await;
     let c = connect(&gw).await;
     let start = Instant::now();
