@@ -36,10 +36,12 @@ pub enum Bypass {
     ChannelDown,
     /// `strict` needs the triggers (pgpilot cache install-triggers).
     StrictUnavailable,
+    /// A replica answered: it may not have replayed the commits the result must show yet.
+    ReplicaAnswer,
 }
 
 /// Reasons beyond the statement's own, in index order after NotCacheable::ALL.
-const SESSION_REASONS: [(Bypass, &str); 11] = [
+const SESSION_REASONS: [(Bypass, &str); 12] = [
     (Bypass::InTransaction, "in_transaction"),
     (Bypass::SessionOff, "session_off"),
     (Bypass::Rule, "rule"),
@@ -51,6 +53,7 @@ const SESSION_REASONS: [(Bypass, &str); 11] = [
     (Bypass::NotAResult, "not_a_result"),
     (Bypass::ChannelDown, "invalidation_channel_down"),
     (Bypass::StrictUnavailable, "strict_without_triggers"),
+    (Bypass::ReplicaAnswer, "replica_answer"),
 ];
 
 const REASONS: usize = NotCacheable::ALL.len() + SESSION_REASONS.len();

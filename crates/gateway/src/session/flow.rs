@@ -263,6 +263,12 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     flow.first_look = if just_placed { s.routed_look.take() } else { None };
     flow.rewrite &= max_prepared > 0;
     flow.capture = s.pending_fill.take();
+    if flow.capture.is_some() && s.attachment.as_ref().is_some_and(|a| a.is_replica(s.db.primary_index())) {
+        // A replica may not have replayed commits made before the fill took its versions: what it
+        // answers would be stored as fresh. Only the primary's answers are stored.
+        flow.capture = None;
+        s.shared.cache.stats.bypass(crate::cache::Bypass::ReplicaAnswer);
+    }
     if s.mode == PoolMode::Transaction {
         inject_param_sync(s, &mut server, &mut flow);
     }
