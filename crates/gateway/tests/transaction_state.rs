@@ -463,6 +463,38 @@ async fn statements_deallocated_behind_pgpilots_back_are_prepared_again() {
     gw.shutdown().await;
 }
 
+/// After DDL changed a shared statement's result type, a new client preparing the same text
+/// (Parse, Describe: asyncpg, tokio-postgres) meets the server's stale copy once at most, and
+/// its driver's next prepare gets the new row type (each new client failed until the server
+/// connection closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_met_by_a_describe_is_prepared_again() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE wide(id int primary key, v text); INSERT INTO wide VALUES (1, 'a')");
+    let gw = small_pool(&pg, 1, 100).await;
+    let sql = "SELECT * FROM wide WHERE id = $1";
+    let first = connect(&gw).await;
+    let stmt = first.prepare(sql).await.unwrap();
+    assert_eq!(first.query(&stmt, &[&1i32]).await.unwrap().len(), 1);
+    pg.psql("postgres", "ALTER TABLE wide ADD COLUMN extra int DEFAULT 7");
+    for client in 0..3 {
+        let c = connect(&gw).await;
+        let prepared = match c.prepare(sql).await {
+            Ok(p) => p,
+            // At most the first meets the stale copy; its driver prepares again.
+            Err(e) if client == 0 => {
+                assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+                c.prepare(sql).await.expect("prepared again after the stale copy went")
+            }
+            Err(e) => panic!("client {client}: {e}"),
+        };
+        assert_eq!(prepared.columns().len(), 3, "client {client}");
+        let row = c.query_one(&prepared, &[&1i32]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(2), 7, "client {client}");
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_learns_that_a_shared_statements_result_type_changed() {
     let pg = Cluster::start();

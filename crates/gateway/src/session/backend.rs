@@ -141,12 +141,20 @@ impl Flow {
             return;
         }
         let outdated = matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
+        let described = match front {
+            Expect::Client(Reply::Describe { statement }) => *statement,
+            _ => None,
+        };
         if let Expect::Client(Reply::Bind { statement: Some(hash), outdated }) = *front {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
             if self.bind_refused(s, server, hash, &e.code, outdated) {
                 self.batch_failed = false;
                 return;
             }
+        }
+        if let Some(hash) = described {
+            let e = ErrorFields::parse(&server.buf[start + 5..end]);
+            self.describe_refused(s, server, hash, &e.code);
         }
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         if outdated {

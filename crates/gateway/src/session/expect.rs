@@ -23,7 +23,10 @@ pub enum Reply {
         statement: Option<u64>,
         outdated: bool,
     },
-    Describe,
+    /// `statement`: the hash of the pgpilot-prepared statement it describes, if any.
+    Describe {
+        statement: Option<u64>,
+    },
     /// With its statistics record when insight is on.
     Execute(Option<Box<Observed>>),
     Close,
@@ -58,7 +61,7 @@ impl Reply {
         match self {
             Reply::Parse { .. } => tag == b'1',
             Reply::Bind { .. } => tag == b'2',
-            Reply::Describe => matches!(tag, b'T' | b'n'),
+            Reply::Describe { .. } => matches!(tag, b'T' | b'n'),
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
             Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) => tag == b'Z',

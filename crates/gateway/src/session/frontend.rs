@@ -100,7 +100,7 @@ impl Flow {
         match tag {
             b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
             b'B' => self.push_extended(Reply::Bind { statement: None, outdated: false }),
-            b'D' => self.push_extended(Reply::Describe),
+            b'D' => self.push_extended(Reply::Describe { statement: None }),
             b'C' => self.push_extended(Reply::Close),
             b'E' => {
                 let observed = self.observe_execute(body);
@@ -426,7 +426,7 @@ impl Flow {
                     s.shared.statement_epochs.current(stmt.hash),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                Some(self.server_name_for(s, server, &stmt).0)
+                Some((self.server_name_for(s, server, &stmt).0, stmt.hash))
             }
             None => {
                 if kind == b'S' && name.is_empty() {
@@ -435,8 +435,12 @@ impl Flow {
                 None
             }
         };
-        frontend::target(&mut self.to_server, b'D', kind, renamed.as_deref().unwrap_or(name));
-        self.push_extended(Reply::Describe);
+        let (target, statement) = match &renamed {
+            Some((server_name, hash)) => (&server_name[..], Some(*hash)),
+            None => (name, None),
+        };
+        frontend::target(&mut self.to_server, b'D', kind, target);
+        self.push_extended(Reply::Describe { statement });
         Ok(())
     }
 

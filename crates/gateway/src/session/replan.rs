@@ -129,6 +129,23 @@ impl Flow {
         true
     }
 
+    /// The server refused a Describe of pgpilot's statement `hash`. A copy whose result type
+    /// changed (0A000) is dropped between transactions, and every client that prepared it before
+    /// is told at its next Bind; a copy the server lost (26000) is forgotten with the rest. The
+    /// client gets the error, and a driver prepares again after it, now on a fresh copy (without
+    /// this, each new client's prepare met the same stale copy until the server connection closed).
+    pub(super) fn describe_refused(&mut self, s: &Session, server: &mut ServerConn, hash: u64, code: &str) {
+        match code {
+            STALE_PLAN if server.statements.server_name(hash).is_some() => {
+                let seen = server.statements.epoch(hash).unwrap_or(0);
+                s.shared.statement_epochs.changed(hash, seen);
+                server.statements.mark_stale(hash);
+            }
+            NO_SUCH_STATEMENT => server.statements.forget_prepared(),
+            _ => {}
+        }
+    }
+
     /// Whether the failed request can run again unseen: it began a batch outside a transaction,
     /// all of it up to its Sync was recorded, and it has not run again already. (The status is the
     /// one before this batch: everything ahead of the Bind has been answered.)
