@@ -192,6 +192,33 @@ async fn tls_to_servers() {
     gw.shutdown().await;
 }
 
+/// A server asking for a password pgpilot does not have (a forced user without one) is not
+/// marked down by the health monitor, nor asked again before server_login_retry (the monitor
+/// used to try ten times a second and report the server down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_server_password_neither_bans_the_server_nor_floods_it() {
+    let pg = scram_cluster();
+    let mut config = config_for(&pg);
+    config.databases.insert(
+        "appdb".into(),
+        DatabaseConfig {
+            primary: format!("postgres://app@127.0.0.1:{}/postgres", pg.port()),
+            ..Default::default()
+        },
+    );
+    config.pgpilot.server_login_retry = pgpilot_gateway::config::Secs::from_secs(60);
+    let gw = start(config).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let db = gw.shared().database("appdb").unwrap();
+    let primary = &db.backends[db.primary_index()];
+    assert_eq!(primary.failed_checks.load(std::sync::atomic::Ordering::Relaxed), 0, "counted as down");
+    assert!(!primary.is_banned(), "the server was banned for pgpilot's missing password");
+    let err = try_connect(&conninfo(&gw, "app", "appdb")).await.expect_err("no password to log in with");
+    let message = format!("{err:?}");
+    assert!(message.contains("does not have"), "{message}");
+    gw.shutdown().await;
+}
+
 /// A login the server refused for its password is remembered for server_login_retry: the next
 /// clients get the same answer without another attempt against the server (as PgBouncer does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

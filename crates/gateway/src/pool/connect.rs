@@ -60,6 +60,10 @@ pub enum ConnectError {
     Rejected { addr: String, fields: ErrorFields },
     #[error("server {addr} requires TLS/authentication pgpilot cannot satisfy: {why}")]
     Unsupported { addr: String, why: String },
+    /// The server asks for a password pgpilot does not have for the user (yet: a client's SCRAM
+    /// login can give pgpilot the key it needs).
+    #[error("server {addr} asks user \"{user}\" for a {method} password pgpilot does not have: give it in auth_file, the server URL or PGPASSWORD (with SCRAM, a client's login can also provide it)")]
+    NoSecret { addr: String, user: String, method: &'static str },
     #[error("protocol error from server {addr}: {why}")]
     Protocol { addr: String, why: String },
 }
@@ -67,7 +71,14 @@ pub enum ConnectError {
 impl ConnectError {
     /// Errors that waiting will not fix (wrong password, unknown database).
     pub fn is_permanent(&self) -> bool {
-        self.refuses_login() || matches!(self, ConnectError::Unsupported { .. })
+        self.refuses_login()
+            || matches!(self, ConnectError::Unsupported { .. } | ConnectError::NoSecret { .. })
+    }
+
+    /// pgpilot lacks the password the server asks for: a problem of credentials, not of the
+    /// server, which is up.
+    pub fn lacks_secret(&self) -> bool {
+        matches!(self, ConnectError::NoSecret { .. })
     }
 
     /// The server is up but refuses new connections for now: too many (53300, for the server,
@@ -137,7 +148,8 @@ async fn connect_inner(
         &[("user", &target.user), ("database", &target.url.dbname), ("application_name", application_name)],
     );
     sock.write_all(&out).await.map_err(io_err)?;
-    let mut login = Login { sock: &sock, buf: BytesMut::with_capacity(4096), addr: &addr };
+    let mut login =
+        Login { sock: &sock, buf: BytesMut::with_capacity(4096), addr: &addr, user: &target.user };
     login.authenticate(target, secret).await?;
     let (params, pid, key) = login.read_until_ready().await?;
     let buf = login.buf;
@@ -182,11 +194,16 @@ struct Login<'a> {
     sock: &'a Sock,
     buf: BytesMut,
     addr: &'a str,
+    user: &'a str,
 }
 
 impl Login<'_> {
     fn protocol(&self, why: impl Into<String>) -> ConnectError {
         ConnectError::Protocol { addr: self.addr.to_string(), why: why.into() }
+    }
+
+    fn no_secret(&self, method: &'static str) -> ConnectError {
+        ConnectError::NoSecret { addr: self.addr.to_string(), user: self.user.to_string(), method }
     }
 
     fn unsupported(&self, why: impl Into<String>) -> ConnectError {
@@ -237,21 +254,13 @@ impl Login<'_> {
                 AuthRequest::Ok => return Ok(()),
                 AuthRequest::Cleartext => match secret {
                     ServerSecret::Password(p) => frontend::password(&mut out, p.as_bytes()),
-                    _ => {
-                        return Err(self.unsupported(
-                            "cleartext password requested but pgpilot has no password for this user",
-                        ))
-                    }
+                    _ => return Err(self.no_secret("cleartext")),
                 },
                 AuthRequest::Md5 { salt } => {
                     let stored = match secret {
                         ServerSecret::Password(p) => md5::stored_hash(&target.user, p),
                         ServerSecret::Md5Hash(h) => h.clone(),
-                        _ => {
-                            return Err(self.unsupported(
-                                "md5 requested but pgpilot has no password or md5 hash for this user",
-                            ))
-                        }
+                        _ => return Err(self.no_secret("md5")),
                     };
                     frontend::password(&mut out, md5::client_response(&stored, salt).as_bytes());
                 }
@@ -262,11 +271,7 @@ impl Login<'_> {
                     let creds = match secret {
                         ServerSecret::Password(p) => ClientCredentials::Password(p.clone()),
                         ServerSecret::ScramKey(k) => ClientCredentials::ProvenKey(k.clone()),
-                        _ => {
-                            return Err(self.unsupported(
-                                "SCRAM requested but pgpilot has no password or SCRAM key for this user",
-                            ))
-                        }
+                        _ => return Err(self.no_secret("SCRAM")),
                     };
                     let mut client = ScramClient::new(creds);
                     frontend::sasl_initial_response(&mut out, MECHANISM, &client.client_first());

@@ -88,6 +88,10 @@ pub struct Pool {
     /// had other connections: until then its waiters wait for those instead of each trying a
     /// login the server refuses.
     opening_paused_until: Mutex<Option<Instant>>,
+    /// When a login last failed for want of the password the server asked for: the health
+    /// monitor waits server_login_retry before trying again (clients are not held back: a
+    /// client's SCRAM login can bring the key).
+    secret_missing_at: Mutex<Option<Instant>>,
     /// Clients waiting for a server of this pool (or out a PAUSE), queued or not.
     waiting_clients: std::sync::atomic::AtomicUsize,
     state: Mutex<PoolState>,
@@ -142,6 +146,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             login_refused: Mutex::new(None),
             opening_paused_until: Mutex::new(None),
+            secret_missing_at: Mutex::new(None),
             waiting_clients: Default::default(),
             state: Mutex::new(PoolState::default()),
         })
@@ -386,6 +391,7 @@ impl Pool {
                         self.startup_params.store(Some(Arc::new(connected.params.clone())));
                     }
                     *self.last_error.lock() = None;
+                    *self.secret_missing_at.lock() = None;
                     let mut s = self.state.lock();
                     s.opening -= 1;
                     drop(s);
@@ -498,6 +504,7 @@ impl Pool {
             ConnectError::Rejected { addr, fields } if e.refuses_login() => {
                 *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
             }
+            ConnectError::NoSecret { .. } => *self.secret_missing_at.lock() = Some(Instant::now()),
             _ => {}
         }
     }
@@ -506,6 +513,7 @@ impl Pool {
     pub fn login_recently_refused(&self) -> bool {
         let retry = self.settings.load().login_retry;
         self.login_refused.lock().as_ref().is_some_and(|(at, _, _)| at.elapsed() < retry)
+            || self.secret_missing_at.lock().is_some_and(|at| at.elapsed() < retry)
     }
 
     /// Returns a healthy connection that is idle (no transaction) to the pool. One with a cancel
@@ -559,6 +567,7 @@ impl Pool {
     /// A reload may bring the password that was wrong: the next login tries the server again.
     pub fn forget_login_refusal(&self) {
         *self.login_refused.lock() = None;
+        *self.secret_missing_at.lock() = None;
     }
 
     /// After a reload that made the pool smaller: closes idle connections beyond its new size at

@@ -381,7 +381,7 @@ async fn check(
         let connected = tokio::time::timeout(timeout, pool.connect_unpooled())
             .await
             .map_err(|_| CheckError::Server("health check: connect timed out".to_string()))?;
-        let connected = connected.map_err(|e| match e.refuses_login() {
+        let connected = connected.map_err(|e| match e.refuses_login() || e.lacks_secret() {
             true => CheckError::Credentials(e.to_string()),
             false => CheckError::Server(e.to_string()),
         })?;
