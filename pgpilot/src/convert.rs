@@ -28,7 +28,7 @@ pub fn run(args: ConvertArgs) -> Outcome {
     let toml = to_commented_toml(&conversion);
     match &args.output {
         Some(path) => {
-            std::fs::write(path, toml).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?
+            write_private(path, &toml).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?
         }
         None => print!("{toml}"),
     }
@@ -41,4 +41,16 @@ pub fn run(args: ConvertArgs) -> Outcome {
         return Ok(FINDINGS);
     }
     Ok(OK)
+}
+
+/// Writes the converted config readable by its owner only: it may carry the server passwords of
+/// the pgbouncer.ini's connection strings.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // An existing file keeps its mode through open: narrow it too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }

@@ -88,8 +88,16 @@ fn convert_writes_an_equivalent_config() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let toml = String::from_utf8_lossy(&out.stdout);
     assert!(toml.contains("default_pool_size = 30"), "{toml}");
+    // pgpilot holds each client message whole: PgBouncer's 2 GiB max_packet_size is not its limit.
+    assert!(!toml.contains("2147483647"), "{toml}");
     let converted = dir.path().join("pgpilot.toml");
-    std::fs::write(&converted, toml.as_bytes()).unwrap();
+    // Written with -o, the file is its owner's only: it may hold server passwords.
+    let out = pgpilot(&["convert", "-o", converted.to_str().unwrap(), ini.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&converted).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "converted config mode {mode:o}");
+    assert_eq!(std::fs::read_to_string(&converted).unwrap(), toml);
     let check = pgpilot(&["check-config", converted.to_str().unwrap()]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     // The ini itself: what `serve` would warn about is said, and a socket directory that is not

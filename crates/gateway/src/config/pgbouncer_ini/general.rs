@@ -368,8 +368,13 @@ fn check_query(b: &mut Builder, setting: String, e: &Entry) -> Result<(), String
 
 fn max_packet_size(b: &mut Builder, setting: String, e: &Entry) -> Result<(), String> {
     let size = count(&e.value)?;
-    b.config.pgpilot.max_message_size = size.max(1024);
-    let why = if size < 1024 {
+    let default = crate::config::General::default().max_message_size;
+    b.config.pgpilot.max_message_size = size.clamp(1024, default);
+    let why = if size > default {
+        "not carried over: PgBouncer passes messages through in pieces, pgpilot holds each client message \
+         whole (it reads the SQL), so it keeps its own limit, max_message_size = 256 MiB; raise it only knowing \
+         that each message that large takes its size in memory"
+    } else if size < 1024 {
         "renamed max_message_size and raised to pgpilot's minimum of 1024 bytes; it limits messages from clients \
          (queries, Bind, COPY data) but not rows coming back from the server"
     } else {

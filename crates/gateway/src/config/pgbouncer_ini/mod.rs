@@ -179,7 +179,7 @@ fn pgbouncer_defaults() -> Config {
         server_check_query: general::EMPTY_QUERY.into(),
         server_check_delay: Secs::from_secs(30),
         max_prepared_statements: 200,
-        max_message_size: 2_147_483_647,
+        // Not PgBouncer's 2 GiB: PgBouncer streams messages, pgpilot holds each one whole.
         log_connections: true,
         log_disconnections: true,
         log_pooler_errors: true,
