@@ -307,3 +307,33 @@ async fn reads_in_transactions_are_counted_and_unknown_tables_refused() {
     assert_eq!(answer, r#"{"invalidated":1}"#, "one database had it");
     assert!(!is_hit(&gw, &c, read).await);
 }
+
+/// A search_path the server gives sessions (ALTER DATABASE / ROLE ... SET search_path) that the
+/// client never set: pgpilot does not know which table an unqualified name is, so such reads are
+/// not cached, and a write to the table the name meant is never missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_path_set_on_the_server_is_not_guessed() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE SCHEMA s2; CREATE TABLE s2.thing (v int); INSERT INTO s2.thing VALUES (1); \
+         CREATE TABLE public.thing (v int); INSERT INTO public.thing VALUES (100); \
+         ALTER DATABASE postgres SET search_path = s2, public",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "thing").await;
+    let c = connect(&gw).await;
+    assert_eq!(value(&c, "SELECT v FROM thing").await, "1", "the server's search_path");
+    value(&c, "SELECT v FROM thing").await;
+    c.batch_execute("UPDATE s2.thing SET v = 2").await.unwrap();
+    assert_eq!(value(&c, "SELECT v FROM thing").await, "2", "a stale cached read");
+    // A client that sets its search_path itself is cached as before.
+    c.batch_execute("SET search_path = s2").await.unwrap();
+    value(&c, "SELECT v FROM thing").await;
+    assert!(
+        is_hit(&gw, &c, "SELECT v FROM thing").await,
+        "an explicit search_path is known: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
+    gw.shutdown().await;
+}

@@ -248,7 +248,7 @@ impl DatabaseMonitor {
         let primary = self.db.primary_index();
         let Some(probe) = self.probes[primary].as_mut() else { return };
         let generation = self.db.cache.catalog_generation();
-        let mut answers: [Vec<Vec<Option<String>>>; 5] = Default::default();
+        let mut answers: [Vec<Vec<Option<String>>>; 6] = Default::default();
         for (answer, sql) in answers.iter_mut().zip(RelationCatalog::TEXT_QUERIES) {
             match query(&probe.sock, &mut probe.buf, None, sql, Duration::from_secs(10)).await {
                 Ok(rows) => *answer = rows,

@@ -117,7 +117,7 @@ impl Session {
         self.refresh_search_path();
         let stmt = cache.classifier.classify(sql);
         let functions = self.db.functions.load();
-        let plan = match self.db.cache.plan_read(&stmt, &functions, self.schemas()) {
+        let plan = match self.db.cache.plan_read(&stmt, &functions, self.cache_schemas()) {
             Ok(p) => p,
             Err(why) => {
                 stats.bypass(why);
@@ -373,7 +373,7 @@ impl Session {
             self.cache_identity_changed = true;
         }
         let functions = self.db.functions.load();
-        self.db.cache.invalidation_of(&stmt, &functions, self.schemas())
+        self.db.cache.invalidation_of(&stmt, &functions, self.cache_schemas())
     }
 
     /// What a Bind of `statement` (the client's name) invalidates; `unnamed` is what the last

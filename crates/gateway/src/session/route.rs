@@ -73,6 +73,20 @@ impl Session {
         self.search_path.as_ref().map_or(&[], |p| &p.1)
     }
 
+    /// The schemas the result cache resolves names with. A client that set no search_path, where
+    /// the server gives sessions one of its own (ALTER ROLE / DATABASE ... SET search_path), has a
+    /// path pgpilot does not know: none, so its unqualified names are not cached and its writes
+    /// to them invalidate everything.
+    pub(super) fn cache_schemas(&self) -> &[String] {
+        let unknown = self.params.get("search_path").is_none()
+            && self.db.cache.relations.load().search_path_overridden();
+        if unknown {
+            &[]
+        } else {
+            self.schemas()
+        }
+    }
+
     pub(super) fn refresh_search_path(&mut self) {
         let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
         if self.search_path.as_ref().is_none_or(|p| p.0 != raw) {

@@ -81,7 +81,19 @@ pub struct RelationCatalog {
     by_oid: HashMap<Oid, usize>,
     by_name: HashMap<String, Vec<usize>>,
     loaded_at: Option<Instant>,
+    /// The server gives sessions a search_path other than `"$user", public` (ALTER ROLE / ALTER
+    /// DATABASE ... SET search_path, or postgresql.conf): a client that sets none has one pgpilot
+    /// does not know.
+    search_path_overridden: bool,
 }
+
+/// Whether sessions of this database may start with a search_path other than the default: a role
+/// or database setting, or the server's own value (as the loading session sees it).
+const SEARCH_PATH_SET_SQL: &str = "\
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c \
+  WHERE c LIKE 'search_path=%' AND s.setdatabase IN \
+  (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))) \
+OR (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'search_path') <> '\"$user\", public'";
 
 /// Relations, and whether a write to them runs code of the database's own: user triggers, rules
 /// other than a view's SELECT (`DO ALSO` / `DO INSTEAD` actions), and column defaults, generated
@@ -159,12 +171,12 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 impl RelationCatalog {
     /// The queries [`RelationCatalog::from_text_rows`] wants the answers of, in this order, for
     /// callers that run them on a connection of their own (the gateway's monitor).
-    pub const TEXT_QUERIES: [&'static str; 5] =
-        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, VIEW_DEPENDS_SQL, VIEW_DEFS_SQL];
+    pub const TEXT_QUERIES: [&'static str; 6] =
+        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, VIEW_DEPENDS_SQL, VIEW_DEFS_SQL, SEARCH_PATH_SET_SQL];
 
     /// Builds the catalog from the text answers of [`RelationCatalog::TEXT_QUERIES`]; None when an
     /// answer does not have the expected shape.
-    pub fn from_text_rows(answers: &[TextRows; 5]) -> Option<RelationCatalog> {
+    pub fn from_text_rows(answers: &[TextRows; 6]) -> Option<RelationCatalog> {
         fn text(row: &[Option<String>], i: usize) -> Option<&str> {
             row.get(i).and_then(|v| v.as_deref())
         }
@@ -211,6 +223,7 @@ impl RelationCatalog {
         }
         let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
         catalog.loaded_at = Some(Instant::now());
+        catalog.search_path_overridden = flag(answers[5].first()?, 0);
         Some(catalog)
     }
 
@@ -256,6 +269,7 @@ impl RelationCatalog {
         }
         let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
         catalog.loaded_at = Some(Instant::now());
+        catalog.search_path_overridden = client.query_one(SEARCH_PATH_SET_SQL, &[]).await?.get(0);
         Ok(catalog)
     }
 
@@ -297,7 +311,7 @@ impl RelationCatalog {
         for (i, r) in relations.iter().enumerate() {
             by_name.entry(r.name.clone()).or_default().push(i);
         }
-        RelationCatalog { relations, by_oid, by_name, loaded_at: None }
+        RelationCatalog { relations, by_oid, by_name, loaded_at: None, search_path_overridden: false }
     }
 
     /// The relation a name refers to. A qualified name is looked up in its schema; an unqualified one
@@ -363,6 +377,11 @@ impl RelationCatalog {
 
     pub fn is_empty(&self) -> bool {
         self.relations.is_empty()
+    }
+
+    /// Whether sessions may start with a search_path other than `"$user", public` (see the field).
+    pub fn search_path_overridden(&self) -> bool {
+        self.search_path_overridden
     }
 
     pub fn loaded_at(&self) -> Option<Instant> {

@@ -11,23 +11,26 @@ pub fn parse_search_path(setting: &str, user: &str) -> Vec<String> {
         .collect()
 }
 
-/// Splits a comma-separated identifier list, honouring double quotes (and "" inside them).
+/// Splits a comma-separated identifier list, honouring double quotes (and "" inside them). A
+/// single-quoted item is a string literal as SET writes it (`SET search_path = 'app', public`):
+/// for search_path it names one schema, exactly as spelled ('' inside it).
 fn split_list(text: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut current = String::new();
     let mut chars = text.chars().peekable();
-    let mut quoted = false;
+    let mut quote: Option<char> = None;
     while let Some(ch) = chars.next() {
-        match ch {
-            '"' if quoted && chars.peek() == Some(&'"') => {
+        match (ch, quote) {
+            (q, Some(open)) if q == open && chars.peek() == Some(&q) => {
                 chars.next();
-                current.push('"');
+                current.push(q);
             }
-            '"' => quoted = !quoted,
-            ',' if !quoted => items.push(std::mem::take(&mut current)),
-            c if quoted => current.push(c),
-            c if c.is_whitespace() => {}
-            c => current.push(c.to_ascii_lowercase()),
+            (q, Some(open)) if q == open => quote = None,
+            (c, Some(_)) => current.push(c),
+            ('"' | '\'', None) => quote = Some(ch),
+            (',', None) => items.push(std::mem::take(&mut current)),
+            (c, None) if c.is_whitespace() => {}
+            (c, None) => current.push(c.to_ascii_lowercase()),
         }
     }
     items.push(current);
@@ -55,6 +58,9 @@ mod tests {
         assert_eq!(parse_search_path("\"$user\", public", "alice"), vec!["alice", "public"]);
         assert_eq!(parse_search_path("App, \"My \"\"Schema\"\"\"", "u"), vec!["app", "My \"Schema\""]);
         assert_eq!(parse_search_path("", "u"), Vec::<String>::new());
+        // As SET writes its value: string literals, each one schema spelled exactly.
+        assert_eq!(parse_search_path("'s2'", "u"), vec!["s2"]);
+        assert_eq!(parse_search_path("'App', public, 'it''s, one'", "u"), vec!["App", "public", "it's, one"]);
     }
 
     #[test]
