@@ -337,3 +337,31 @@ async fn a_search_path_set_on_the_server_is_not_guessed() {
     );
     gw.shutdown().await;
 }
+
+/// Reads answered from the cache count in the workload statistics as calls that ran in the cache,
+/// with their rows, in both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_count_in_the_statement_statistics() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE counted (id int); INSERT INTO counted VALUES (1), (2), (3)");
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "counted").await;
+    let c = connect(&gw).await;
+    for _ in 0..5 {
+        value(&c, "SELECT id FROM counted WHERE id < 10").await;
+    }
+    let stmt = c.prepare("SELECT id FROM counted WHERE id > $1").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.query(&stmt, &[&0i32]).await.unwrap().len(), 3);
+    }
+    let snap = gw.shared().insight.snapshot();
+    for text in ["SELECT id FROM counted WHERE id < $1", "SELECT id FROM counted WHERE id > $1"] {
+        let entry = snap.statements.iter().find(|s| &*s.query == text);
+        let c = &entry.unwrap_or_else(|| panic!("no {text:?} in {:#?}", snap.statements)).counters;
+        assert_eq!(c.calls, 5, "{text}: {c:?}");
+        assert!(c.cache >= 3, "{text}: hits not counted: {c:?}");
+        assert_eq!(c.cache + c.primary, 5, "{text}: {c:?}");
+        assert_eq!(c.rows, 15, "{text}: {c:?}");
+    }
+    gw.shutdown().await;
+}

@@ -169,12 +169,16 @@ impl Session {
                 }
             }
         }
-        let answered = match found {
-            Some(entry) => self.answer_hit(&request, &entry, &stmt.normalized).await?,
+        let answered = match &found {
+            Some(entry) => self.answer_hit(&request, entry, &stmt.normalized).await?,
             None => false,
         };
         if answered {
-            stats.hit_times[pg_snapshot.is_some() as usize].record(started.elapsed());
+            let took = started.elapsed();
+            stats.hit_times[pg_snapshot.is_some() as usize].record(took);
+            if let Some(entry) = &found {
+                self.observe_hit(&request, entry, took);
+            }
         }
         if !answered && fill.is_none() {
             // Found but lacking a part this batch asks for (a Describe), or filled meanwhile by a
@@ -252,6 +256,33 @@ impl Session {
         self.reg.info.touch();
         self.write(&out).await?;
         Ok(true)
+    }
+
+    /// A statement answered from the cache counts in the workload statistics too, as a call that
+    /// ran in the cache.
+    fn observe_hit(&self, request: &Request, entry: &Entry, took: std::time::Duration) {
+        let insight = &self.shared.insight;
+        if !insight.enabled() {
+            return;
+        }
+        let key = match request.protocol {
+            Protocol::Simple => crate::insight::QueryKey::of(&request.text, false).0,
+            Protocol::Extended => crate::insight::QueryKey::of_statement(&request.text),
+        };
+        insight.record(&crate::insight::StatementEvent {
+            fingerprint: key.fingerprint,
+            normalized: &key.normalized,
+            database: &self.db.name,
+            user: &self.user,
+            duration: took,
+            wait: std::time::Duration::ZERO,
+            rows: rows_of(&entry.body),
+            error: None,
+            target: crate::insight::Target::Cache,
+            client_addr: &self.reg.info.addr,
+            server: "cache",
+            parameters: None,
+        });
     }
 
     fn simple_request(&self, h: Header) -> Option<Request> {
@@ -414,6 +445,20 @@ fn binds_time_literal(request: &Request) -> bool {
     values.iter().map(|v| v.trim_ascii()).any(|v| {
         v.len() <= "yesterday".len() && std::str::from_utf8(v).is_ok_and(pgpilot_sql::is_time_literal)
     })
+}
+
+/// The row count of a cached answer, from the CommandComplete that ends it ("SELECT 3"): the
+/// last message, found from the end (its tag is short) without walking the rows.
+fn rows_of(body: &[u8]) -> u64 {
+    let start = (0..body.len().saturating_sub(5)).rev().take(96).find(|&i| {
+        body[i] == b'C'
+            && u32::from_be_bytes([body[i + 1], body[i + 2], body[i + 3], body[i + 4]]) as usize + 1
+                == body.len() - i
+    });
+    let Some(start) = start else { return 0 };
+    let tag = backend::parse_command_tag(&body[start + 5..]);
+    let count = tag.rsplit(|&c| c == b' ').next().and_then(|n| std::str::from_utf8(n).ok());
+    count.and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 fn new_fill(
