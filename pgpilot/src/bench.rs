@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Target, TerminalProgress, Workload};
 
-use crate::exit::{Outcome, INTERRUPTED, OK};
+use crate::exit::{Outcome, INTERRUPTED, OK, USAGE};
 
 #[derive(Args, Default)]
 pub struct BenchArgs {
@@ -87,7 +87,15 @@ enum Format {
 pub fn run(args: BenchArgs) -> Outcome {
     let format = args.format;
     let quiet = args.no_progress;
-    let config = config_from(args)?;
+    // What the command line asks for is checked before anything runs: a mistake there is a
+    // usage error (exit 2), as clap's own are.
+    let config = match config_from(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgpilot: {e:#}");
+            return Ok(USAGE);
+        }
+    };
     let observer: Arc<dyn Observer> =
         Arc::new(if quiet { TerminalProgress::notes_only() } else { TerminalProgress::default() });
     let report = pgpilot_bench::run_with(config, observer)?;
@@ -114,6 +122,14 @@ fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
     }
     for spec in &args.scenarios {
         let (name, weight) = pgpilot_bench::script::split_weight(spec).map_err(anyhow::Error::msg)?;
+        if pgpilot_bench::script::builtin(name).is_none()
+            && pgpilot_bench::demo_app::Mix::from_name(name).is_none()
+        {
+            bail!(
+                "unknown scenario `{name}` (built-in: {}, read-heavy, write-heavy)",
+                pgpilot_bench::script::BUILTIN_NAMES.join(", ")
+            );
+        }
         workload.push(Workload::Scenario { name: name.to_string(), weight });
     }
     for spec in &args.files {
@@ -136,6 +152,9 @@ fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
         (None, Some(secs)) => bail!("--duration must be a positive number of seconds (got {secs})"),
         (None, None) => Limit::Duration(Duration::from_secs(10)),
     };
+    if args.clients == 0 || args.rounds == 0 || args.transactions == Some(0) {
+        bail!("--clients, --rounds and --transactions must be at least 1");
+    }
     config.clients = args.clients;
     config.jobs = args.jobs.unwrap_or(0);
     config.connect_per_transaction = args.connect;

@@ -59,6 +59,10 @@ fn a_closed_output_pipe_ends_a_command_quietly() {
 #[test]
 fn exit_codes_are_consistent() {
     assert_eq!(pgpilot(&["no-such-command"]).status.code(), Some(2), "usage errors exit 2");
+    let target = "postgres://nobody@127.0.0.1:1/x";
+    for bench in [&["bench"][..], &["bench", "--scenario", "nope", target], &["bench", "-c", "0", target]] {
+        assert_eq!(pgpilot(bench).status.code(), Some(2), "{bench:?} is a usage error");
+    }
     assert_eq!(pgpilot(&["check-config", "/nonexistent.toml"]).status.code(), Some(1), "failures exit 1");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");

@@ -66,7 +66,8 @@ impl Gateway {
         gw.background.push(tokio::spawn(crate::routing::monitor::run(shared.clone())));
         gw.background.push(tokio::spawn(crate::cache::channel::run(shared.clone())));
         gw.background.push(tokio::spawn(crate::cache::redis_link::run(shared.clone())));
-        tracing::info!(listen = ?gw.addrs, http = ?gw.http_addr, databases = config.databases.len(), "pgpilot is ready");
+        let http = gw.http_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(listen = ?gw.addrs, http = %http, databases = config.databases.len(), "pgpilot is ready");
         Ok(gw)
     }
 

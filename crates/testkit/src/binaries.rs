@@ -50,7 +50,8 @@ fn newest_debian_bin_dir() -> Option<PathBuf> {
 }
 
 fn check(dir: PathBuf) -> Result<PgBinaries, String> {
-    for tool in ["initdb", "pg_ctl", "postgres"] {
+    // pg_basebackup makes the replicas: without it a primary would start and the replica fail.
+    for tool in ["initdb", "pg_ctl", "postgres", "pg_basebackup"] {
         if !Path::new(&dir).join(tool).exists() {
             return Err(format!("{} has no {tool}. {}", dir.display(), missing_message()));
         }
