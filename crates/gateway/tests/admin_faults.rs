@@ -196,16 +196,7 @@ async fn reload_keeps_clients_and_applies_settings() {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgpilot.toml");
-    let write = |size: usize| {
-        std::fs::write(
-            &path,
-            format!(
-                "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\nadmin_users = [\"postgres\"]\ndefault_pool_size = {size}\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
-                pg.admin_url()
-            ),
-        )
-        .unwrap()
-    };
+    let write = |size: usize| write_sized_config(&path, &pg, size);
     write(3);
     let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
     let c = connect(&gw).await;
@@ -224,16 +215,7 @@ async fn a_pool_made_smaller_under_load_shrinks_without_reconnecting() {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgpilot.toml");
-    let write = |size: usize| {
-        std::fs::write(
-            &path,
-            format!(
-                "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\ndefault_pool_size = {size}\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
-                pg.admin_url()
-            ),
-        )
-        .unwrap()
-    };
+    let write = |size: usize| write_sized_config(&path, &pg, size);
     write(8);
     let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -308,6 +290,16 @@ async fn reload_shows_a_database_s_new_settings() {
     assert_eq!(c.query_one("SELECT 4", &[]).await.unwrap().get::<_, i32>(0), 4, "client survived the reload");
     assert_eq!(sizes(&gw), ("7".into(), "2".into()), "SHOW DATABASES after the reload");
     gw.shutdown().await;
+}
+
+/// A config file for `pg` with the admin console for user postgres and `default_pool_size`.
+fn write_sized_config(path: &std::path::Path, pg: &Cluster, size: usize) {
+    let text = format!(
+        "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\nadmin_users = [\"postgres\"]\n\
+         default_pool_size = {size}\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
+        pg.admin_url()
+    );
+    std::fs::write(path, text).unwrap()
 }
 
 /// Rows of a console SHOW command whose first columns are `prefix`, split into columns.
