@@ -73,6 +73,11 @@ async fn every_admin_command() {
     assert!(!held.is_finished(), "a query ran while paused");
     admin(&gw, "RESUME postgres");
     assert_eq!(tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap().unwrap(), 42);
+    // As PgBouncer says: resuming what is not paused is a mistake.
+    let again = psql(&gw, "pgpilot", "RESUME postgres").expect_err("RESUME of a database not paused");
+    assert!(again.contains("database postgres is not paused"), "{again}");
+    let again = psql(&gw, "pgpilot", "RESUME").expect_err("RESUME when nothing is paused");
+    assert!(again.contains("not paused"), "{again}");
     // DISABLE refuses new clients; ENABLE lets them in again.
     admin(&gw, "DISABLE postgres");
     assert!(try_connect(&conninfo(&gw, "postgres", "postgres")).await.is_err());

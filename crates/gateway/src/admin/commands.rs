@@ -138,6 +138,22 @@ fn databases_named(
 /// PAUSE waits until every server connection of the paused databases is back in its pool.
 async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgError> {
     let dbs = databases_named(shared, name)?;
+    if !on {
+        // As PgBouncer answers: a RESUME that resumes nothing is a mistake worth saying.
+        let paused = |db: &std::sync::Arc<crate::databases::Database>| *db.paused.borrow();
+        match name {
+            Some(n) if !dbs.iter().any(paused) => {
+                return Err(PgError::error(
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("database {n} is not paused"),
+                ))
+            }
+            None if !*shared.paused.borrow() && !dbs.iter().any(paused) => {
+                return Err(PgError::error(SqlState::PROTOCOL_VIOLATION, "pgpilot is not paused"))
+            }
+            _ => {}
+        }
+    }
     if name.is_none() {
         shared.paused.send_replace(on);
     }
