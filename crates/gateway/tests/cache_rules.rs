@@ -365,3 +365,20 @@ async fn cache_hits_count_in_the_statement_statistics() {
     }
     gw.shutdown().await;
 }
+
+/// A search_path set for one role does not stop caching for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_roles_search_path_leaves_caching_on() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE SCHEMA s2; CREATE TABLE thing (v int); INSERT INTO thing VALUES (1); \
+         CREATE ROLE other LOGIN; ALTER ROLE other SET search_path = s2, public",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "thing").await;
+    let c = connect(&gw).await;
+    value(&c, "SELECT v FROM thing").await;
+    assert!(is_hit(&gw, &c, "SELECT v FROM thing").await, "postgres's reads are no longer cached");
+    gw.shutdown().await;
+}

@@ -169,17 +169,10 @@ impl Session {
                 }
             }
         }
-        let answered = match &found {
-            Some(entry) => self.answer_hit(&request, entry, &stmt.normalized).await?,
+        let answered = match found {
+            Some(entry) => self.answer_hit(&request, &entry, &stmt.normalized, started).await?,
             None => false,
         };
-        if answered {
-            let took = started.elapsed();
-            stats.hit_times[pg_snapshot.is_some() as usize].record(took);
-            if let Some(entry) = &found {
-                self.observe_hit(&request, entry, took);
-            }
-        }
         if !answered && fill.is_none() {
             // Found but lacking a part this batch asks for (a Describe), or filled meanwhile by a
             // client whose answer could not be stored: fill it again.
@@ -206,6 +199,7 @@ impl Session {
         request: &Request,
         entry: &Entry,
         normalized: &str,
+        started: std::time::Instant,
     ) -> Result<bool, Ending> {
         let mut out = BytesMut::with_capacity(entry.body.len() + 128);
         for step in &request.steps {
@@ -252,6 +246,9 @@ impl Session {
         let stats = &self.shared.cache.stats;
         // Counted before the client can see the answer.
         stats.lookup(entry.fingerprint, normalized, true);
+        let took = started.elapsed();
+        stats.hit_times[entry.pg_snapshot.is_some() as usize].record(took);
+        self.observe_hit(request, entry, took);
         stats.hit_bytes.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.reg.info.touch();
         self.write(&out).await?;

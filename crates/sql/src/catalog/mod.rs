@@ -6,7 +6,7 @@ mod relations;
 mod search_path;
 
 pub use functions::{FunctionCatalog, Volatility};
-pub use relations::{Oid, RelKind, Relation, RelationCatalog, ViewDependencies};
+pub use relations::{Oid, RelKind, Relation, RelationCatalog, SearchPathSetFor, ViewDependencies};
 pub use search_path::parse_search_path;
 
 /// A catalog query failed.

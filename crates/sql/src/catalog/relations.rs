@@ -81,19 +81,47 @@ pub struct RelationCatalog {
     by_oid: HashMap<Oid, usize>,
     by_name: HashMap<String, Vec<usize>>,
     loaded_at: Option<Instant>,
-    /// The server gives sessions a search_path other than `"$user", public` (ALTER ROLE / ALTER
-    /// DATABASE ... SET search_path, or postgresql.conf): a client that sets none has one pgpilot
-    /// does not know.
-    search_path_overridden: bool,
+    /// Whose sessions the server gives a search_path other than `"$user", public` (ALTER ROLE /
+    /// ALTER DATABASE ... SET search_path, or postgresql.conf): a client of theirs that sets none
+    /// has one pgpilot does not know.
+    search_path_set_for: SearchPathSetFor,
 }
 
-/// Whether sessions of this database may start with a search_path other than the default: a role
-/// or database setting, or the server's own value (as the loading session sees it).
+/// Roles whose sessions of this database start with a search_path other than the default: one
+/// row per role setting, NULL for a setting of every role (the database's own, or the server's
+/// when the loading session's value does not come from a role or database setting).
 const SEARCH_PATH_SET_SQL: &str = "\
-SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c \
+SELECT r.rolname FROM pg_catalog.pg_db_role_setting s \
+  LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole, pg_catalog.unnest(s.setconfig) c \
   WHERE c LIKE 'search_path=%' AND s.setdatabase IN \
-  (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))) \
-OR (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'search_path') <> '\"$user\", public'";
+  (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) \
+UNION ALL SELECT NULL FROM pg_catalog.pg_settings WHERE name = 'search_path' \
+  AND reset_val <> '\"$user\", public' AND source NOT IN ('user', 'database', 'database user')";
+
+/// See [`RelationCatalog::search_path_set_for`].
+#[derive(Debug, Clone, Default)]
+pub struct SearchPathSetFor {
+    every_role: bool,
+    roles: Vec<String>,
+}
+
+impl SearchPathSetFor {
+    fn from_roles(roles: impl IntoIterator<Item = Option<String>>) -> SearchPathSetFor {
+        let mut set = SearchPathSetFor::default();
+        for role in roles {
+            match role {
+                Some(r) => set.roles.push(r),
+                None => set.every_role = true,
+            }
+        }
+        set
+    }
+
+    /// Whether sessions of `role` may start with a search_path pgpilot does not know.
+    pub fn includes(&self, role: &str) -> bool {
+        self.every_role || self.roles.iter().any(|r| r == role)
+    }
+}
 
 /// Relations, and whether a write to them runs code of the database's own: user triggers, rules
 /// other than a view's SELECT (`DO ALSO` / `DO INSTEAD` actions), and column defaults, generated
@@ -223,7 +251,8 @@ impl RelationCatalog {
         }
         let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
         catalog.loaded_at = Some(Instant::now());
-        catalog.search_path_overridden = flag(answers[5].first()?, 0);
+        catalog.search_path_set_for =
+            SearchPathSetFor::from_roles(answers[5].iter().map(|row| text(row, 0).map(str::to_string)));
         Some(catalog)
     }
 
@@ -269,7 +298,8 @@ impl RelationCatalog {
         }
         let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
         catalog.loaded_at = Some(Instant::now());
-        catalog.search_path_overridden = client.query_one(SEARCH_PATH_SET_SQL, &[]).await?.get(0);
+        let roles = client.query(SEARCH_PATH_SET_SQL, &[]).await?;
+        catalog.search_path_set_for = SearchPathSetFor::from_roles(roles.iter().map(|r| r.get(0)));
         Ok(catalog)
     }
 
@@ -311,7 +341,13 @@ impl RelationCatalog {
         for (i, r) in relations.iter().enumerate() {
             by_name.entry(r.name.clone()).or_default().push(i);
         }
-        RelationCatalog { relations, by_oid, by_name, loaded_at: None, search_path_overridden: false }
+        RelationCatalog {
+            relations,
+            by_oid,
+            by_name,
+            loaded_at: None,
+            search_path_set_for: Default::default(),
+        }
     }
 
     /// The relation a name refers to. A qualified name is looked up in its schema; an unqualified one
@@ -379,9 +415,9 @@ impl RelationCatalog {
         self.relations.is_empty()
     }
 
-    /// Whether sessions may start with a search_path other than `"$user", public` (see the field).
-    pub fn search_path_overridden(&self) -> bool {
-        self.search_path_overridden
+    /// Whose sessions start with a search_path other than `"$user", public` (see the field).
+    pub fn search_path_set_for(&self) -> &SearchPathSetFor {
+        &self.search_path_set_for
     }
 
     pub fn loaded_at(&self) -> Option<Instant> {
