@@ -116,6 +116,12 @@ impl Session {
         if matches!(verdict, Verdict::Read { .. }) && !self.batch_reads_only(batch) {
             verdict = Verdict::Primary { reason: "pipelined_batch", may_write: true };
         }
+        if self.pending_fill.is_some() && matches!(verdict, Verdict::Read { .. }) {
+            // A miss that fills the result cache reads on the primary: a replica may not have
+            // replayed commits made before the fill took its versions, and its answer would be
+            // stored as fresh. Hits then serve every client without any server.
+            return Decision { backend: primary, may_write: false, reason: "cache_fill" };
+        }
         self.write_mark.settle(&self.db);
         let decision = place(&self.db, &verdict, &self.request());
         self.overflow_to_primary(decision)
