@@ -43,20 +43,44 @@ pub fn parse_bind(body: &[u8]) -> Option<Bind<'_>> {
     Some(Bind { portal, statement, rest: &body[pos..] })
 }
 
-/// The parameter values of a Bind's remainder (NULLs left out), whatever their format; None when
-/// the remainder is malformed.
-pub fn bind_values(rest: &[u8]) -> Option<Vec<&[u8]>> {
-    let (n_formats, pos) = read_i16(rest, 0)?;
-    let (n_values, mut pos) = read_i16(rest, pos + 2 * n_formats.max(0) as usize)?;
-    let mut values = Vec::new();
-    for _ in 0..n_values.max(0) {
+/// One parameter value of a Bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindValue<'a> {
+    /// None for NULL.
+    pub bytes: Option<&'a [u8]>,
+    /// Sent in binary format (a text parameter's binary form is its text).
+    pub binary: bool,
+}
+
+/// The parameter values of a Bind's remainder (after its portal and statement names), each with
+/// its format; None when the remainder is malformed.
+pub fn bind_values(rest: &[u8]) -> Option<Vec<BindValue<'_>>> {
+    let (format_count, mut pos) = read_i16(rest, 0)?;
+    let mut formats = Vec::with_capacity((format_count as u16).min(64) as usize);
+    for _ in 0..format_count as u16 {
+        let (f, next) = read_i16(rest, pos)?;
+        formats.push(f);
+        pos = next;
+    }
+    let (count, next) = read_i16(rest, pos)?;
+    pos = next;
+    let count = count as u16 as usize;
+    let mut values = Vec::with_capacity(count.min(64));
+    for i in 0..count {
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i) == Some(&1),
+        };
         let (len, next) = read_i32(rest, pos)?;
         pos = next;
         if len < 0 {
+            values.push(BindValue { bytes: None, binary });
             continue;
         }
-        values.push(rest.get(pos..pos + len as usize)?);
+        let bytes = rest.get(pos..pos.checked_add(len as usize)?)?;
         pos += len as usize;
+        values.push(BindValue { bytes: Some(bytes), binary });
     }
     Some(values)
 }
@@ -184,11 +208,15 @@ mod tests {
     }
 
     #[test]
-    fn bind_values_skip_nulls() {
+    fn bind_values_with_their_formats_and_nulls() {
         // Formats: text, binary, text; values 'now', binary 7, NULL.
         let rest = b"\0\x03\0\0\0\x01\0\0\0\x03\0\0\0\x03now\0\0\0\x01\x07\xff\xff\xff\xff\0\0";
-        assert_eq!(bind_values(rest), Some(vec![&b"now"[..], &b"\x07"[..]]));
-        assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x02hi\0\0"), Some(vec![&b"hi"[..]]));
+        let value = |bytes: Option<&'static [u8]>, binary| BindValue { bytes, binary };
+        assert_eq!(
+            bind_values(rest),
+            Some(vec![value(Some(b"now"), false), value(Some(b"\x07"), true), value(None, false)])
+        );
+        assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x02hi\0\0"), Some(vec![value(Some(b"hi"), false)]));
         assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x09hi"), None, "truncated");
     }
 }

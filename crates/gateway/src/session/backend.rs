@@ -145,23 +145,20 @@ impl Flow {
             Expect::Client(Reply::Describe { statement }) => *statement,
             _ => None,
         };
+        let code = ErrorFields::parse(&server.buf[start + 5..end]).code;
         if let Expect::Client(Reply::Bind { statement: Some(hash), outdated }) = *front {
-            let e = ErrorFields::parse(&server.buf[start + 5..end]);
-            if self.bind_refused(s, server, hash, &e.code, outdated) {
+            if self.bind_refused(s, server, hash, &code, outdated) {
                 self.batch_failed = false;
                 return;
             }
         }
         if let Some(hash) = described {
-            let e = ErrorFields::parse(&server.buf[start + 5..end]);
-            self.describe_refused(s, server, hash, &e.code);
+            self.describe_refused(s, server, hash, &code);
         }
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         if outdated {
             super::replan::outdated_plan_error(&mut self.to_client);
-        } else if self.cancel_sent.is_some()
-            && ErrorFields::parse(&server.buf[start + 5..end]).code == "57014"
-        {
+        } else if self.cancel_sent.is_some() && code == "57014" {
             // pgpilot's cancel, not the user's: say so, as PostgreSQL's statement_timeout does.
             PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to query_timeout")
                 .encode(&mut self.to_client);

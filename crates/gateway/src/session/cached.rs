@@ -439,7 +439,7 @@ fn binds_time_literal(request: &Request) -> bool {
     }
     // A malformed Bind is refused by the server: no answer to cache.
     let values = pgpilot_wire::frontend::bind_values(&request.bind_rest).unwrap_or_default();
-    values.iter().map(|v| v.trim_ascii()).any(|v| {
+    values.iter().filter_map(|v| v.bytes).map(<[u8]>::trim_ascii).any(|v| {
         v.len() <= "yesterday".len() && std::str::from_utf8(v).is_ok_and(pgpilot_sql::is_time_literal)
     })
 }
@@ -452,10 +452,7 @@ fn rows_of(body: &[u8]) -> u64 {
             && u32::from_be_bytes([body[i + 1], body[i + 2], body[i + 3], body[i + 4]]) as usize + 1
                 == body.len() - i
     });
-    let Some(start) = start else { return 0 };
-    let tag = backend::parse_command_tag(&body[start + 5..]);
-    let count = tag.rsplit(|&c| c == b' ').next().and_then(|n| std::str::from_utf8(n).ok());
-    count.and_then(|n| n.parse().ok()).unwrap_or(0)
+    start.map_or(0, |start| backend::rows_in_tag(backend::parse_command_tag(&body[start + 5..])))
 }
 
 fn new_fill(

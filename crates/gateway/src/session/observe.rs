@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use pgpilot_wire::backend;
 use pgpilot_wire::error::ErrorFields;
-use pgpilot_wire::frame::{read_i16, read_i32};
 
 use super::client::Session;
 use super::flow::Flow;
@@ -122,9 +121,7 @@ impl Flow {
 
     /// Counts the rows of a CommandComplete (`body` without the header).
     pub(super) fn observe_rows(obs: &mut Observed, body: &[u8]) {
-        let tag = backend::parse_command_tag(body);
-        let n = tag.rsplit(|&c| c == b' ').next().and_then(|n| std::str::from_utf8(n).ok());
-        obs.rows += n.and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        obs.rows += backend::rows_in_tag(backend::parse_command_tag(body));
     }
 
     /// Notes the SQLSTATE of an ErrorResponse (`body` without the header).
@@ -211,38 +208,14 @@ fn key_of_prepared(p: &Arc<PreparedStatement>) -> QueryKey {
 /// The text-format parameter values of a Bind body after its portal and statement names
 /// (binary ones are shown as such); None when the message is malformed.
 fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
-    let (format_count, mut pos) = read_i16(rest, 0)?;
-    let mut formats = Vec::with_capacity((format_count as u16).min(64) as usize);
-    for _ in 0..format_count as u16 {
-        let (f, next) = read_i16(rest, pos)?;
-        formats.push(f);
-        pos = next;
-    }
-    let (count, next) = read_i16(rest, pos)?;
-    pos = next;
-    let count = count as u16 as usize;
-    let mut values = Vec::with_capacity(count.min(64));
-    for i in 0..count {
-        let (len, next) = read_i32(rest, pos)?;
-        pos = next;
-        if len < 0 {
-            values.push(None);
-            continue;
-        }
-        let bytes = rest.get(pos..pos.checked_add(len as usize)?)?;
-        pos += len as usize;
-        let binary = match formats.len() {
-            0 => false,
-            1 => formats[0] == 1,
-            _ => formats.get(i) == Some(&1),
-        };
-        values.push(Some(if binary {
-            format!("<{} bytes binary>", bytes.len())
-        } else {
-            String::from_utf8_lossy(bytes).into_owned()
-        }));
-    }
-    Some(values)
+    let values = pgpilot_wire::frontend::bind_values(rest)?;
+    let shown = |v: pgpilot_wire::frontend::BindValue| {
+        v.bytes.map(|bytes| match v.binary {
+            true => format!("<{} bytes binary>", bytes.len()),
+            false => String::from_utf8_lossy(bytes).into_owned(),
+        })
+    };
+    Some(values.into_iter().map(shown).collect())
 }
 
 #[cfg(test)]

@@ -95,9 +95,7 @@ impl Flow {
             if code != STALE_PLAN || server_name.is_none() {
                 return false;
             }
-            // Every other client that prepared it before must now be told as well.
-            let seen = server.statements.epoch(hash).unwrap_or(0);
-            s.shared.statement_epochs.changed(hash, seen);
+            result_type_changed(s, server, hash);
         }
         tracing::info!(
             database = %s.db.name,
@@ -137,8 +135,7 @@ impl Flow {
     pub(super) fn describe_refused(&mut self, s: &Session, server: &mut ServerConn, hash: u64, code: &str) {
         match code {
             STALE_PLAN if server.statements.server_name(hash).is_some() => {
-                let seen = server.statements.epoch(hash).unwrap_or(0);
-                s.shared.statement_epochs.changed(hash, seen);
+                result_type_changed(s, server, hash);
                 server.statements.mark_stale(hash);
             }
             NO_SUCH_STATEMENT => server.statements.forget_prepared(),
@@ -182,6 +179,13 @@ impl Flow {
             }
         }
     }
+}
+
+/// The server's copy of `hash` has an outdated result type: a new generation of the statement
+/// begins, so every other client that prepared it before is told at its next Bind.
+fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
+    let seen = server.statements.epoch(hash).unwrap_or(0);
+    s.shared.statement_epochs.changed(hash, seen);
 }
 
 /// Whether a Bind (header included) binds a named statement, the kind pgpilot prepares.
