@@ -142,7 +142,7 @@ pub struct HelpedStatement {
 }
 
 /// What the new index costs the table's writers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriteOverhead {
     pub existing_indexes: u32,
     pub inserts: i64,

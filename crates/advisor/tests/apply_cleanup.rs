@@ -28,14 +28,7 @@ fn suggestion(name: &str) -> IndexSuggestion {
             cost_after: Some(10.0),
         }],
         estimated_size_bytes: None,
-        write_overhead: WriteOverhead {
-            existing_indexes: 0,
-            inserts: 0,
-            updates: 0,
-            hot_updates: 0,
-            deletes: 0,
-            summary: String::new(),
-        },
+        write_overhead: WriteOverhead::default(),
     }
 }
 

@@ -21,14 +21,7 @@ fn hand_made(table: &str, create_statement: &str) -> IndexSuggestion {
         weighted_cost_after: None,
         statements: Vec::new(),
         estimated_size_bytes: None,
-        write_overhead: WriteOverhead {
-            existing_indexes: 0,
-            inserts: 0,
-            updates: 0,
-            hot_updates: 0,
-            deletes: 0,
-            summary: String::new(),
-        },
+        write_overhead: WriteOverhead::default(),
     }
 }
 
