@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -61,6 +62,17 @@ async fn on_replica(c: &tokio_postgres::Client, sql: &str) -> bool {
 /// Ports of the replicas of the running tests (pg_is_in_recovery() itself is volatile, so it
 /// cannot be the probe: the server's port tells where a statement ran).
 static REPLICA_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// The first column of the first row, read with the simple protocol (one request, one routing).
+async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
 
 fn remember(replica: &Cluster) {
     REPLICA_PORTS.lock().unwrap().push(replica.port());
@@ -275,11 +287,63 @@ async fn a_replicas_answer_is_never_cached() {
     }
     // ...but they are not what the writer reads next.
     assert_eq!(count(&writer).await, "1", "the writer read a replica's stale answer from the cache");
-    // Misses that fill the cache read on the primary, so the cache still fills with splitting on.
+    // A result missed before fills on the primary, so the cache still fills with splitting on...
     let hits = || gw.shared().cache.stats.hits.load(std::sync::atomic::Ordering::Relaxed);
     let before = hits();
     assert_eq!(count(&reader).await, "1");
     assert!(hits() > before, "the cache never fills with splitting on");
+    // ...while a result missed once reads on the replica, as reads that never repeat do.
+    let db = gw.shared().database("postgres").unwrap();
+    let replica_reads =
+        || db.backends[1 - db.primary_index()].reads.load(std::sync::atomic::Ordering::Relaxed);
+    let before = replica_reads();
+    for i in 0..5 {
+        reader.simple_query(&format!("SELECT count(*) FROM seen WHERE x > {i}")).await.unwrap();
+    }
+    assert_eq!(replica_reads() - before, 5, "reads that fill nothing left the replica");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_replayed_the_last_write_fills_the_cache() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE fills(x int); INSERT INTO fills SELECT generate_series(1, 10)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.databases.get_mut("postgres").unwrap().cache.enabled = true;
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    wait_cache_catalog(&gw, "fills").await;
+    // Loading the catalog invalidated everything: the monitor reads a primary position after it.
+    caught_up().await;
+    let stats = &gw.shared().cache.stats;
+    let db = gw.shared().database("postgres").unwrap();
+    let replica_reads =
+        || db.backends[1 - db.primary_index()].reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reader = connect(&gw).await;
+    let writer = connect(&gw).await;
+    let count = async |c: &tokio_postgres::Client| first_value(c, "SELECT count(*) FROM fills").await;
+    let (reads, hits) = (replica_reads(), stats.hits.load(Relaxed));
+    assert_eq!(count(&reader).await, "10");
+    assert_eq!(replica_reads() - reads, 1, "the first miss did not read on the replica");
+    assert_eq!(count(&reader).await, "10");
+    assert_eq!(stats.hits.load(Relaxed) - hits, 1, "the replica's answer was not stored");
+    assert_eq!(stats.fills_from_replicas.load(Relaxed), 1);
+    // A write: no client, the writer least, reads the old count from the cache after it.
+    writer.batch_execute("INSERT INTO fills VALUES (11)").await.unwrap();
+    assert_eq!(count(&writer).await, "11");
+    assert_eq!(count(&reader).await, "11");
+    // Once the replica has replayed a position read after the write, it fills again.
+    caught_up().await;
+    let max = async |c: &tokio_postgres::Client| first_value(c, "SELECT max(x) FROM fills").await;
+    let (reads, hits) = (replica_reads(), stats.hits.load(Relaxed));
+    assert_eq!(max(&reader).await, "11");
+    assert_eq!(max(&writer).await, "11");
+    assert_eq!(replica_reads() - reads, 1, "the miss after the write did not read on the replica");
+    assert_eq!(stats.hits.load(Relaxed) - hits, 1);
+    assert_eq!(stats.fills_from_replicas.load(Relaxed), 2);
     gw.shutdown().await;
 }
 

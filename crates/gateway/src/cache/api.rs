@@ -152,6 +152,7 @@ pub fn stats_json(shared: &Shared) -> Value {
         "misses": s.misses.load(Relaxed),
         "hit_rate": s.hit_rate(),
         "fills": s.fills.load(Relaxed),
+        "fills_from_replicas": s.fills_from_replicas.load(Relaxed),
         "fills_raced": s.fills_raced.load(Relaxed),
         "fill_waits": s.fill_waits.load(Relaxed),
         "evictions": s.evictions.load(Relaxed),
@@ -177,10 +178,15 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
     use crate::metrics::{header, label};
     let s = &shared.cache.stats;
     let (entries, bytes) = shared.cache.usage();
-    let counters: [(&str, &str, u64); 8] = [
+    let counters: [(&str, &str, u64); 9] = [
         ("pgpilot_cache_hits_total", "Reads answered from the result cache.", s.hits.load(Relaxed)),
         ("pgpilot_cache_misses_total", "Cacheable reads not found in the cache.", s.misses.load(Relaxed)),
         ("pgpilot_cache_fills_total", "Results stored in the cache.", s.fills.load(Relaxed)),
+        (
+            "pgpilot_cache_fills_from_replicas_total",
+            "Results stored from a replica that had replayed the last change to what they read.",
+            s.fills_from_replicas.load(Relaxed),
+        ),
         (
             "pgpilot_cache_fills_raced_total",
             "Results not stored because a table they read was written meanwhile.",

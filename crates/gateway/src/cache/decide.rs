@@ -30,6 +30,8 @@ pub struct DbCache {
     pub channel: super::channel::ChannelState,
     /// Reads pgpilot.cache_versions for `strict` results.
     pub oracle: super::oracle::Oracle,
+    /// Misses seen lately, for filling on the primary only what repeats.
+    pub misses: super::admission::MissLedger,
 }
 
 /// How a cacheable read is cached.
@@ -83,6 +85,7 @@ impl DbCache {
             catalog_have: AtomicU64::new(0),
             channel: Default::default(),
             oracle: Default::default(),
+            misses: Default::default(),
             catalog_loaded: AtomicBool::new(false),
         }
     }

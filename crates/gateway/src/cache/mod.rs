@@ -5,6 +5,7 @@
 //! `versions`). Sessions look results up before taking a server (`session/cached.rs`) and fill
 //! them from the server's answer (`Fill`, fed by the session's flow).
 
+pub mod admission;
 pub mod api;
 pub mod channel;
 pub mod decide;
@@ -179,6 +180,9 @@ impl ResultCache {
             stored_at: Instant::now(),
         };
         self.stats.fills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if fill.replica.is_some() {
+            self.stats.fills_from_replicas.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.global.load().redis_results && self.redis.accepting() {
             let ttl_ms = entry.ttl.as_millis() as u64;
             self.redis.store(
@@ -313,8 +317,13 @@ pub struct Fill {
     pub key: Box<[u8]>,
     pub plan: ReadPlan,
     pub snapshot: u64,
-    /// When the read was sent (µs since the epoch), for the shared tier.
+    /// When the read was sent (µs since the epoch), for the shared tier. A replica's answer
+    /// shows the primary as of the position it was required to have replayed: that position's
+    /// stamp.
     pub read_sent_us: u64,
+    /// The replica allowed to answer it (one that had replayed the last change to what it reads);
+    /// otherwise only the primary's answer is stored.
+    pub replica: Option<usize>,
     pub pg_snapshot: Option<u64>,
     pub row_description: Option<Bytes>,
     pub param_description: Option<Bytes>,

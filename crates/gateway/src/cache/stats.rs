@@ -95,6 +95,8 @@ pub struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub fills: AtomicU64,
+    /// Of `fills`, those read on a replica that had replayed the last change to what they read.
+    pub fills_from_replicas: AtomicU64,
     /// Fills dropped because a table they read was written while they were read.
     pub fills_raced: AtomicU64,
     pub evictions: AtomicU64,
@@ -143,6 +145,18 @@ impl CacheStats {
         }
     }
 
+    /// Whether a miss of the statement `fingerprint` is worth reading on the primary to fill the
+    /// cache (admission.rs): not when its results are seldom hit (keys that do not repeat, tables
+    /// written between reads), except one miss in PROBE_EVERY, so that a change shows.
+    pub fn worth_filling(&self, fingerprint: u64) -> bool {
+        const SEEN_ENOUGH: u64 = 20;
+        const PROBE_EVERY: u64 = 16;
+        let map = self.fingerprints.lock();
+        let Some(e) = map.get(&fingerprint) else { return true };
+        let lookups = e.hits + e.misses;
+        lookups < SEEN_ENOUGH || e.hits * 5 >= lookups || e.misses % PROBE_EVERY == 0
+    }
+
     /// The `n` fingerprints with the most lookups: (fingerprint, hits, misses, text).
     pub fn top_fingerprints(&self, n: usize) -> Vec<(u64, u64, u64, String)> {
         let map = self.fingerprints.lock();
@@ -160,5 +174,28 @@ impl CacheStats {
         } else {
             h as f64 / (h + m) as f64
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_seldom_hit_are_not_worth_filling_on_the_primary() {
+        let stats = CacheStats::default();
+        assert!(stats.worth_filling(7), "an unknown statement is given a chance");
+        for _ in 0..31 {
+            stats.lookup(7, "SELECT $1", false);
+        }
+        stats.lookup(7, "SELECT $1", true);
+        assert!(!stats.worth_filling(7));
+        stats.lookup(7, "SELECT $1", false);
+        assert!(stats.worth_filling(7), "one miss in sixteen probes");
+        for _ in 0..10 {
+            stats.lookup(8, "SELECT 2", false);
+            stats.lookup(8, "SELECT 2", true);
+        }
+        assert!(stats.worth_filling(8), "half its lookups hit");
     }
 }

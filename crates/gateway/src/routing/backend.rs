@@ -65,6 +65,8 @@ pub struct Backend {
     /// When `lsn` was read (Unix ms).
     lsn_at_ms: AtomicU64,
     timeline: AtomicU32,
+    /// Positions read while this server was the primary, for cache fills from replicas.
+    pub history: super::positions::PositionHistory,
     /// False while the monitor doubts that this replica follows the current primary (after a
     /// failover, or seen ahead of it): it gets no reads then.
     following: AtomicBool,
@@ -99,6 +101,7 @@ impl Backend {
             lsn: AtomicU64::new(0),
             lsn_at_ms: AtomicU64::new(0),
             timeline: AtomicU32::new(0),
+            history: Default::default(),
             following: AtomicBool::new(true),
             outstanding: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
@@ -113,7 +116,9 @@ impl Backend {
     }
 
     pub fn set_role(&self, r: Role) {
-        self.role.store(r as u8, Relaxed);
+        if self.role.swap(r as u8, Relaxed) != r as u8 {
+            self.history.clear();
+        }
     }
 
     pub fn is_up(&self) -> bool {

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod monitor;
+pub mod positions;
 pub mod router;
 pub mod ryw;
 

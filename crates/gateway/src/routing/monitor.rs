@@ -142,6 +142,9 @@ impl DatabaseMonitor {
                 Ok(r) => {
                     backend.check_passed();
                     backend.record_position(r.lsn, sent, r.timeline);
+                    if !r.in_recovery {
+                        backend.history.record(super::positions::Stamped { lsn: r.lsn, at_ms: sent });
+                    }
                     readings.push((backend, r));
                 }
                 Err(CheckError::Credentials(e)) => {

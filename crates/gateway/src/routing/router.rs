@@ -37,6 +37,9 @@ pub struct Request<'a> {
     pub tag: Option<&'a str>,
     /// The client's last committed write (read-your-writes).
     pub write_mark: WriteMark,
+    /// A primary position the replica must have replayed whatever read-your-writes says: the read
+    /// fills the result cache (see positions.rs).
+    pub fill_lsn: Option<u64>,
     pub search_path: &'a [String],
 }
 
@@ -89,10 +92,12 @@ pub fn place(db: &Database, verdict: &Verdict, req: &Request<'_>) -> Decision {
         Verdict::Read { .. } if req.session_route == SessionRoute::Primary => {
             Decision { backend: primary, may_write: false, reason: "hint" }
         }
-        Verdict::Read { tag } => match pick_replica(db, tag.as_deref().or(req.tag), req.write_mark) {
-            Some(i) => Decision { backend: i, may_write: false, reason: "read" },
-            None => Decision { backend: primary, may_write: false, reason: "no_eligible_replica" },
-        },
+        Verdict::Read { tag } => {
+            match pick_replica(db, tag.as_deref().or(req.tag), req.write_mark, req.fill_lsn) {
+                Some(i) => Decision { backend: i, may_write: false, reason: "read" },
+                None => Decision { backend: primary, may_write: false, reason: "no_eligible_replica" },
+            }
+        }
     }
 }
 
@@ -138,7 +143,7 @@ impl<'a> ReplicaFilter<'a> {
                 Some(t) => b.tags.iter().any(|x| x == t),
                 None => b.tags.is_empty(),
             }
-            && self.required_lsn.is_none_or(|need| b.lsn().0 >= need)
+            && self.required_lsn.is_none_or(|need| super::ryw::replayed(b.lsn().0, need))
     }
 }
 
@@ -151,8 +156,9 @@ pub fn replica_still_serves(db: &Database, backend: usize, tag: Option<&str>, ma
 /// The server to read from among the qualifying replicas (and the primary with
 /// `primary_reads = "share"`), or None when no replica qualifies. Runs for every read: the
 /// candidates live on the stack.
-fn pick_replica(db: &Database, tag: Option<&str>, mark: WriteMark) -> Option<usize> {
-    let filter = ReplicaFilter::new(db, tag, mark)?;
+fn pick_replica(db: &Database, tag: Option<&str>, mark: WriteMark, fill_lsn: Option<u64>) -> Option<usize> {
+    let mut filter = ReplicaFilter::new(db, tag, mark)?;
+    filter.required_lsn = filter.required_lsn.max(fill_lsn);
     let mut candidates: smallvec::SmallVec<[(usize, u64); 8]> =
         db.backends.iter().filter(|b| filter.admits(b)).map(|b| (b.index, b.weight as u64)).collect();
     if candidates.is_empty() {

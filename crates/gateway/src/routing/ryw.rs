@@ -44,6 +44,18 @@ impl WriteMark {
     }
 }
 
+/// WAL page size (PostgreSQL's XLOG_BLCKSZ as built by every distribution).
+const WAL_PAGE: u64 = 8192;
+
+/// Whether a replica that replayed up to `replay` shows everything before the primary's position
+/// `need`. The primary's position is where its next record goes (pg_current_wal_insert_lsn), which
+/// on a new page lies past the page header (24 bytes, 40 at a segment's start), while the replica
+/// reports where its last record ended, on the page boundary: there is nothing to replay between
+/// the two, and an idle primary would otherwise never be caught up with.
+pub fn replayed(replay: u64, need: u64) -> bool {
+    replay >= need || (replay % WAL_PAGE == 0 && matches!(need - replay, 24 | 40))
+}
+
 /// What a client's reads need from a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement {
@@ -52,4 +64,21 @@ pub enum Requirement {
     Replayed(u64),
     /// No replica can be trusted yet.
     PrimaryOnly,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replayed;
+
+    #[test]
+    fn a_page_header_is_nothing_to_replay() {
+        assert!(replayed(0x3000100, 0x3000100));
+        assert!(!replayed(0x30000f8, 0x3000100));
+        // The primary idles at a new segment (long header) or page (short header).
+        assert!(replayed(0x3000000, 0x3000028));
+        assert!(replayed(0x3002000, 0x3002018));
+        // Past the header a record was written.
+        assert!(!replayed(0x3002000, 0x3002030));
+        assert!(!replayed(0x3001ff8, 0x3002018));
+    }
 }

@@ -469,6 +469,7 @@ fn new_fill(
         plan,
         snapshot,
         read_sent_us: 0,
+        replica: None,
         pg_snapshot: None,
         row_description: None,
         param_description: None,

@@ -263,9 +263,11 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     flow.first_look = if just_placed { s.routed_look.take() } else { None };
     flow.rewrite &= max_prepared > 0;
     flow.capture = s.pending_fill.take();
-    if flow.capture.is_some() && s.attachment.as_ref().is_some_and(|a| a.is_replica(s.db.primary_index())) {
+    let replica = s.attachment.as_ref().filter(|a| a.is_replica(s.db.primary_index())).map(|a| a.backend);
+    if replica.is_some() && flow.capture.as_ref().is_some_and(|f| f.replica != replica) {
         // A replica may not have replayed commits made before the fill took its versions: what it
-        // answers would be stored as fresh. Only the primary's answers are stored.
+        // answers would be stored as fresh. Only the primary's answers are stored, and those of
+        // the replica the fill was placed on after it had replayed them (route.rs place_fill).
         flow.capture = None;
         s.shared.cache.stats.bypass(crate::cache::Bypass::ReplicaAnswer);
     }

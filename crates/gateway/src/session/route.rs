@@ -102,6 +102,7 @@ impl Session {
             session_route: self.route,
             tag: self.tag.as_deref(),
             write_mark: self.write_mark,
+            fill_lsn: None,
             search_path: self.schemas(),
         }
     }
@@ -116,15 +117,49 @@ impl Session {
         if matches!(verdict, Verdict::Read { .. }) && !self.batch_reads_only(batch) {
             verdict = Verdict::Primary { reason: "pipelined_batch", may_write: true };
         }
-        if self.pending_fill.is_some() && matches!(verdict, Verdict::Read { .. }) {
-            // A miss that fills the result cache reads on the primary: a replica may not have
-            // replayed commits made before the fill took its versions, and its answer would be
-            // stored as fresh. Hits then serve every client without any server.
-            return Decision { backend: primary, may_write: false, reason: "cache_fill" };
-        }
         self.write_mark.settle(&self.db);
+        if self.pending_fill.is_some() && matches!(verdict, Verdict::Read { .. }) {
+            if let Some(decision) = self.place_fill(&verdict) {
+                return decision;
+            }
+        }
         let decision = place(&self.db, &verdict, &self.request());
         self.overflow_to_primary(decision)
+    }
+
+    /// Where a read that fills the result cache runs, or None to place it as any read (its answer
+    /// is then stored only if it comes from the primary). A replica's answer may be stored only
+    /// when the replica has replayed a primary position read after the last change to what the
+    /// result depends on: otherwise it may lack commits made before the fill took its versions.
+    /// With no such replica the fill reads on the primary, but only for a result missed before of
+    /// a statement whose results are hit, so that reads which never repeat stay on the replicas.
+    fn place_fill(&mut self, verdict: &Verdict) -> Option<Decision> {
+        let primary = self.db.primary_index();
+        let fill = self.pending_fill.as_deref()?;
+        // `strict` results carry versions read on the primary just now: no position known yet
+        // follows them.
+        let since_ms = match fill.pg_snapshot {
+            None => Some(self.db.cache.versions.last_bump_us(&fill.plan.relations, &fill.plan.tags) / 1000),
+            Some(_) => None,
+        };
+        let position = since_ms.and_then(|ms| self.db.backends[primary].history.first_after(ms));
+        if let Some(position) = position {
+            let request = Request { fill_lsn: Some(position.lsn), ..self.request() };
+            let decision = place(&self.db, verdict, &request);
+            if decision.backend != primary {
+                let fill = self.pending_fill.as_deref_mut()?;
+                fill.replica = Some(decision.backend);
+                fill.read_sent_us = fill.read_sent_us.min(position.at_ms * 1000);
+                return Some(decision);
+            }
+        }
+        let (hash, fingerprint) = (fill.hash, fill.plan.fingerprint);
+        let repeated = self.db.cache.misses.missed_before(hash);
+        if repeated && self.shared.cache.stats.worth_filling(fingerprint) {
+            // Hits then serve every client without any server.
+            return Some(Decision { backend: primary, may_write: false, reason: "cache_fill" });
+        }
+        None
     }
 
     /// With `primary_reads = "overflow"`, a read whose replica has no free server runs on the
