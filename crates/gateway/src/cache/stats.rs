@@ -154,7 +154,7 @@ impl CacheStats {
         let map = self.fingerprints.lock();
         let Some(e) = map.get(&fingerprint) else { return true };
         let lookups = e.hits + e.misses;
-        lookups < SEEN_ENOUGH || e.hits * 5 >= lookups || e.misses % PROBE_EVERY == 0
+        lookups < SEEN_ENOUGH || e.hits * 5 >= lookups || e.misses.is_multiple_of(PROBE_EVERY)
     }
 
     /// The `n` fingerprints with the most lookups: (fingerprint, hits, misses, text).

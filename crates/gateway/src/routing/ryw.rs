@@ -53,7 +53,7 @@ const WAL_PAGE: u64 = 8192;
 /// reports where its last record ended, on the page boundary: there is nothing to replay between
 /// the two, and an idle primary would otherwise never be caught up with.
 pub fn replayed(replay: u64, need: u64) -> bool {
-    replay >= need || (replay % WAL_PAGE == 0 && matches!(need - replay, 24 | 40))
+    replay >= need || (replay.is_multiple_of(WAL_PAGE) && matches!(need - replay, 24 | 40))
 }
 
 /// What a client's reads need from a replica.
