@@ -790,3 +790,67 @@ async fn a_statement_left_on_the_server_by_a_skipped_close_is_prepared_again_cle
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1", "a could not be used again");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_outlives_reset_all_as_in_postgresql_and_never_its_client() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE tenant");
+    let gw = small_pool(&pg, 2, 100).await;
+    let a = connect(&gw).await;
+    a.batch_execute("SET ROLE tenant").await.unwrap();
+    a.batch_execute("RESET ALL").await.unwrap();
+    // PostgreSQL's RESET ALL leaves a SET ROLE in place.
+    assert_eq!(show(&a, "role").await, "tenant");
+    assert_eq!(on_another_server(&gw, &a, "role").await, "tenant");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let c = connect(&gw).await;
+        let user: String = c.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        assert_eq!(user, "postgres", "a departed client's role reached the next client");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_authorization_default_ends_a_set_role_on_every_server() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE tenant");
+    let gw = small_pool(&pg, 2, 100).await;
+    let a = connect(&gw).await;
+    a.batch_execute("SET ROLE tenant").await.unwrap();
+    assert_eq!(on_another_server(&gw, &a, "role").await, "tenant");
+    a.batch_execute("SET SESSION AUTHORIZATION DEFAULT").await.unwrap();
+    assert_eq!(show(&a, "role").await, "none");
+    assert_eq!(on_another_server(&gw, &a, "role").await, "none");
+    for _ in 0..3 {
+        let user: String = a.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        assert_eq!(user, "postgres");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_settings_a_server_refuses_runs_nothing_under_anothers() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let first = connect(&gw).await;
+    first.batch_execute("SET myapp.tenant_id = 'secret-1'").await.unwrap();
+    // The pool's one server now holds the first client's tenant.
+    let info = conninfo(&gw, "postgres", "postgres");
+    let refused = try_connect(&format!("{info} options='-c nosuch_parameter=1'")).await.unwrap();
+    let err = refused
+        .query_one("SELECT current_setting('myapp.tenant_id', true)", &[])
+        .await
+        .expect_err("ran under another client's settings");
+    let message = format!("{err:?}");
+    assert!(message.contains("could not give this session's settings"), "{message}");
+    assert!(message.contains("nosuch_parameter"), "{message}");
+    // That server was closed: the next client starts clean, and the first still has its tenant.
+    let next = connect(&gw).await;
+    let tenant: Option<String> =
+        next.query_one("SELECT current_setting('myapp.tenant_id', true)", &[]).await.unwrap().get(0);
+    assert_eq!(tenant.as_deref().unwrap_or(""), "");
+    assert_eq!(show(&first, "myapp.tenant_id").await, "secret-1");
+    gw.shutdown().await;
+}

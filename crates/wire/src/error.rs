@@ -33,6 +33,28 @@ impl SqlState {
     pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState("57P05");
     pub const READ_ONLY_TRANSACTION: SqlState = SqlState("25006");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
+
+    const KNOWN: &[SqlState] = &[
+        SqlState::PROTOCOL_VIOLATION,
+        SqlState::FEATURE_NOT_SUPPORTED,
+        SqlState::INVALID_AUTHORIZATION,
+        SqlState::SYNTAX_ERROR,
+        SqlState::UNDEFINED_OBJECT,
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+        SqlState::QUERY_CANCELED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::READ_ONLY_TRANSACTION,
+        SqlState::INVALID_PARAMETER_VALUE,
+        SqlState::CANT_CHANGE_RUNTIME_PARAM,
+    ];
+
+    /// The code a server sent, when pgpilot knows it (codes are static here); otherwise XX000.
+    pub fn from_server(code: &str) -> SqlState {
+        SqlState::KNOWN.iter().find(|s| s.0 == code).copied().unwrap_or(SqlState::INTERNAL_ERROR)
+    }
 
     pub fn code(&self) -> &'static str {
         self.0

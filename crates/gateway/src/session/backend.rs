@@ -133,11 +133,25 @@ impl Flow {
         let front = self.expected.front().expect("checked non-empty");
         let injected = matches!(front, Expect::Injected(_));
         let survives = front.reply().is_some_and(Reply::survives_error);
+        if matches!(front, Expect::Injected(Reply::ParamSync)) {
+            let e = ErrorFields::parse(&server.buf[start + 5..end]);
+            tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "the server refused a client's session settings; closing the client and the server connection");
+            let message = format!(
+                "pgpilot could not give this session's settings to a server connection: {}",
+                e.message
+            );
+            let mut error = PgError::fatal(SqlState::from_server(&e.code), message);
+            error.detail = Some(format!("The server answered SQLSTATE {}.", e.code));
+            self.param_sync = super::flow::ParamSync::Failed(error);
+            self.settings_unknown = true;
+            return;
+        }
         if injected && survives {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
             tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "a statement pgpilot ran for a client failed");
-            // What the server holds is now unknown: make the next client set everything again.
+            // What the server holds is now unknown: it goes to no other client.
             server.params = Default::default();
+            self.settings_unknown = true;
             return;
         }
         let outdated = matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
@@ -198,6 +212,9 @@ impl Flow {
             self.observe_portals_closed();
         }
         let failed = std::mem::take(&mut self.batch_failed);
+        if matches!(entry, Expect::Injected(Reply::ParamSync)) && !self.settings_unknown {
+            self.param_sync = super::flow::ParamSync::Done;
+        }
         let (client, reply) = match entry {
             Expect::Client(r) => (true, r),
             Expect::Injected(r) => (false, r),
@@ -276,13 +293,24 @@ impl Flow {
                 server.statements.clear();
             }
             if batch.discard_all {
-                self.reset_all(s, server);
+                self.settings_to_read.clear();
+                s.reset_pgpilot_settings();
+                s.params = s.reset_params.clone();
+                server.params.after_discard_all();
             }
         }
         let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
         for cmd in batch.settings.iter().filter(|c| c.scope == SetScope::Session) {
             match &cmd.action {
                 SetAction::ResetAll if !failed => self.reset_all(s, server),
+                SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name }
+                    if !failed && name.eq_ignore_ascii_case("session_authorization") =>
+                {
+                    // It ends a SET ROLE too (unless a later statement set one): read the role back.
+                    if !self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case("role")) {
+                        self.settings_to_read.push("role".into());
+                    }
+                }
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
                     self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
                     s.params.reset_to(name, &s.reset_params);
@@ -313,13 +341,15 @@ impl Flow {
         }
     }
 
-    /// RESET ALL and DISCARD ALL: the client is back to the values it logged in with (PostgreSQL
-    /// restores the startup packet's); the server to its own, which the next sync corrects.
+    /// RESET ALL: the client is back to the values it logged in with (PostgreSQL restores the
+    /// startup packet's); the server to its own, which the next sync corrects. A role set with
+    /// SET ROLE stays on both, as RESET ALL leaves it.
     fn reset_all(&mut self, s: &mut Session, server: &mut ServerConn) {
-        self.settings_to_read.clear();
+        self.settings_to_read.retain(|n| n.eq_ignore_ascii_case("role"));
         s.reset_pgpilot_settings();
-        s.params = s.reset_params.clone();
-        server.params.keep_reported_only();
+        let login = s.reset_params.clone();
+        s.params.reset_all_to(&login);
+        server.params.after_reset_all();
     }
 }
 

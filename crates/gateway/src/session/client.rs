@@ -365,12 +365,18 @@ impl Session {
     }
 
     /// Gives the server back after a transaction (transaction mode) or keeps it (session mode, pinned).
-    pub(super) fn detach(&mut self, conn: Box<ServerConn>) {
+    /// Ends the attachment; the server is closed for `discard_because` instead of going back to
+    /// its pool.
+    pub(super) fn detach_with(&mut self, conn: Box<ServerConn>, discard_because: Option<&str>) {
         let info = &self.reg.info;
         *info.server.lock() = None;
         info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
         info.set_state(ClientState::Idle);
-        conn.pool().clone().release(conn);
+        let pool = conn.pool().clone();
+        match discard_because {
+            Some(why) => pool.discard(conn, why),
+            None => pool.release(conn),
+        }
         self.end_attachment();
     }
 
@@ -489,9 +495,12 @@ fn reset_and_release(pool: Arc<Pool>, mut conn: Box<ServerConn>, mode: PoolMode)
         match crate::pool::check::run_simple(&mut conn, &query, settings.connect_timeout).await {
             Ok(()) => {
                 conn.last_used = Instant::now();
-                // DISCARD ALL (the usual reset) drops prepared statements and SET values.
-                conn.statements.clear();
-                conn.params.keep_reported_only();
+                // DISCARD ALL (the usual reset) drops prepared statements and SET values; any
+                // other query is taken to have dropped no more than it says.
+                if drops_prepared_statements(&query) {
+                    conn.statements.clear();
+                }
+                conn.params.after_reset_query(&query);
                 pool.release(conn);
             }
             Err(e) => pool.discard(conn, &format!("server_reset_query failed: {e}")),
@@ -504,4 +513,11 @@ pub(super) async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether a server_reset_query drops the server's prepared statements. When unsure, pgpilot
+/// keeps its record: a statement it then finds missing is prepared again (replan.rs).
+fn drops_prepared_statements(query: &str) -> bool {
+    let q = query.to_ascii_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+    q.contains("discard all") || q.contains("deallocate all") || q.contains("deallocate prepare all")
 }

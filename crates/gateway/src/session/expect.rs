@@ -35,6 +35,8 @@ pub enum Reply {
     FunctionCall,
     /// pgpilot reading back the values of these settings (one row, a column each).
     Settings(Vec<Box<str>>),
+    /// pgpilot giving the server the client's session settings; the client's request waits for it.
+    ParamSync,
 }
 
 /// Effects of a Query (or of the extended batch a Sync ends) that count only if it succeeds.
@@ -64,13 +66,20 @@ impl Reply {
             Reply::Describe { .. } => matches!(tag, b'T' | b'n'),
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
-            Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) => tag == b'Z',
+            Reply::Sync(_)
+            | Reply::Query(_)
+            | Reply::FunctionCall
+            | Reply::Settings(_)
+            | Reply::ParamSync => tag == b'Z',
         }
     }
 
     /// Whether the answer ends with ReadyForQuery.
     pub fn is_ready(&self) -> bool {
-        matches!(self, Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_))
+        matches!(
+            self,
+            Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) | Reply::ParamSync
+        )
     }
 
     /// Simple-protocol answers run on after an error, up to ReadyForQuery.

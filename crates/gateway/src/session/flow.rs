@@ -88,6 +88,10 @@ pub(super) struct Flow {
     written_any: bool,
     /// Client input is left unread: the next request must start on another server.
     hold_client: bool,
+    /// The client's request waits until the server has the client's settings (inject_param_sync).
+    pub(super) param_sync: ParamSync,
+    /// A settings sync failed: what the server holds is unknown.
+    pub(super) settings_unknown: bool,
     /// Stopped before a request inside a read-only transaction, for the session to look it up in
     /// the cache (txn_cache.rs); the server stays attached.
     step_out: bool,
@@ -164,6 +168,8 @@ impl Flow {
             retry_after_send: false,
             written_any: false,
             hold_client: false,
+            param_sync: ParamSync::None,
+            settings_unknown: false,
             step_out: false,
             consulted: false,
             placed_first: false,
@@ -283,7 +289,11 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         flow.retry_after_send = s.attachment.as_ref().is_some_and(|a| !a.may_write);
     }
     flow.xact_started = if s.status == TxnStatus::Idle { Some(now) } else { server.xact_started.take() };
-    let exit = match drain_client(s, &mut server, &mut flow) {
+    let drained = match flow.param_sync {
+        ParamSync::Waiting => Ok(()),
+        _ => drain_client(s, &mut server, &mut flow),
+    };
+    let exit = match drained {
         Err(e) => Exit::End(e),
         Ok(()) => pump(s, &mut server, &mut flow).await,
     };
@@ -293,12 +303,17 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         s.invalidate(&flow.invalidation);
     }
     let xact_started = flow.xact_started.take();
-    let clean = flow.server_clean(s);
+    // After a failed settings statement the server may hold an earlier client's values: it is
+    // never given to another client.
+    let settings_unknown = flow.settings_unknown;
+    let clean = flow.server_clean(s) && !settings_unknown;
     server.flow_buffers = flow.into_buffers();
     match exit {
         Exit::Release => {
             s.retries = 0;
-            s.detach(server);
+            let discard =
+                settings_unknown.then_some("a statement pgpilot ran for the session's settings failed");
+            s.detach_with(server, discard);
             Ok(())
         }
         Exit::StepOut => {
@@ -368,11 +383,38 @@ impl Flow {
 }
 
 /// Before the client's request: bring the server's session parameters in line with the client's.
+/// The client's request is sent only once the settings are in place: if they fail (a role the
+/// user lost, a startup option the server refuses), the server still has the previous client's
+/// values, and nothing of this client may run under them.
 fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut Flow) {
     if let Some(query) = s.params.sync_query(&server.params) {
         flow.to_server.extend_from_slice(&query);
-        flow.expected.push(Expect::Injected(Reply::Query(Batch::default())));
+        flow.expected.push(Expect::Injected(Reply::ParamSync));
+        flow.param_sync = ParamSync::Waiting;
         server.params = s.params.clone();
+    }
+}
+
+/// Where a flow's settings sync stands.
+#[derive(Debug)]
+pub(super) enum ParamSync {
+    None,
+    Waiting,
+    Done,
+    /// The server refused them: the session ends and the server is closed (its state is unknown).
+    Failed(PgError),
+}
+
+/// After the server answered: sends the request that waited for the settings, or ends the
+/// session when they failed.
+fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
+    match std::mem::replace(&mut flow.param_sync, ParamSync::None) {
+        ParamSync::Done => drain_client(s, server, flow).map_err(Exit::End),
+        ParamSync::Failed(e) => Err(Exit::End(Ending::Fatal(e))),
+        other => {
+            flow.param_sync = other;
+            Ok(())
+        }
     }
 }
 
@@ -407,6 +449,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
                         }
+                        if let Err(exit) = after_param_sync(s, server, flow) {
+                            return exit;
+                        }
                         if !flow.to_client.is_empty() {
                             // The client has an answer: the request can no longer move. (Answers
                             // to what pgpilot sent itself, such as settings, do not count.)
@@ -421,7 +466,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     }
                 }
             }
-            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.hold_client && flow.to_server.len() < HIGH_WATER => {
+            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.hold_client && !matches!(flow.param_sync, ParamSync::Waiting) && flow.to_server.len() < HIGH_WATER => {
                 match r {
                     Ok(n) if n > 0 => {
                         flow.received += n as u64;

@@ -41,6 +41,14 @@ pub fn is_tracked(name: &str) -> bool {
         && !name.starts_with("_pq_.")
 }
 
+/// Settings RESET ALL leaves alone (GUC_NO_RESET_ALL that a session keeps): SET ROLE survives it,
+/// and only DISCARD ALL (or SET SESSION AUTHORIZATION) undoes it.
+const KEPT_BY_RESET_ALL: &[&str] = &["role"];
+
+fn kept_by_reset_all(name: &str) -> bool {
+    KEPT_BY_RESET_ALL.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
+
 pub fn is_reported(name: &str) -> bool {
     REPORTED.iter().any(|s| s.eq_ignore_ascii_case(name))
         || READ_ONLY.iter().any(|s| s.eq_ignore_ascii_case(name))
@@ -177,7 +185,7 @@ impl ParamSet {
             SetAction::SetDefault { name } | SetAction::Reset { name } if !is_reported(name) => {
                 self.remove(name)
             }
-            SetAction::ResetAll => self.keep_reported_only(),
+            SetAction::ResetAll => self.after_reset_all(),
             _ => {}
         }
     }
@@ -195,11 +203,42 @@ impl ParamSet {
         }
     }
 
-    /// A server after RESET ALL or DISCARD ALL has its own defaults: of what pgpilot gave it,
-    /// only what it reported since (ParameterStatus) is still known.
-    pub fn keep_reported_only(&mut self) {
-        if self.values.iter().any(|(n, _)| !is_reported(n)) {
-            std::sync::Arc::make_mut(&mut self.values).retain(|(n, _)| is_reported(n));
+    /// A server after DISCARD ALL has its own defaults: of what pgpilot gave it, only what it
+    /// reported since (ParameterStatus) is still known.
+    pub fn after_discard_all(&mut self) {
+        self.retain(is_reported);
+    }
+
+    /// After RESET ALL, as after DISCARD ALL, except for what RESET ALL does not reset (a role).
+    pub fn after_reset_all(&mut self) {
+        self.retain(|n| is_reported(n) || kept_by_reset_all(n));
+    }
+
+    /// After a server_reset_query: what it is known to reset, and nothing for any other query.
+    pub fn after_reset_query(&mut self, query: &str) {
+        let words: Vec<String> =
+            query.trim().trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect();
+        match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["discard", "all"] => self.after_discard_all(),
+            ["reset", "all"] => self.after_reset_all(),
+            _ => {}
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        if self.values.iter().any(|(n, _)| !keep(n)) {
+            std::sync::Arc::make_mut(&mut self.values).retain(|(n, _)| keep(n));
+        }
+    }
+
+    /// A client's RESET ALL: back to the values it logged in with (`login`), but for what RESET
+    /// ALL leaves alone.
+    pub fn reset_all_to(&mut self, login: &ParamSet) {
+        let kept: Vec<(Box<str>, Value)> =
+            self.values.iter().filter(|(n, _)| kept_by_reset_all(n)).cloned().collect();
+        *self = login.clone();
+        for (name, value) in kept {
+            self.put(&name, value);
         }
     }
 
