@@ -307,9 +307,7 @@ impl Flow {
                     if !failed && name.eq_ignore_ascii_case("session_authorization") =>
                 {
                     // It ends a SET ROLE too (unless a later statement set one): read the role back.
-                    if !self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case("role")) {
-                        self.settings_to_read.push("role".into());
-                    }
+                    self.read_back_later("role");
                 }
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
                     self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
@@ -338,6 +336,13 @@ impl Flow {
                 .map(|n| format!("pg_catalog.current_setting({}, true)", super::params::literal(n)))
                 .collect();
             self.inject_reply(&format!("SELECT {}", columns.join(", ")), Reply::Settings(names));
+        }
+    }
+
+    /// Reads `name` back from the server once the request is done.
+    fn read_back_later(&mut self, name: &str) {
+        if !self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            self.settings_to_read.push(name.into());
         }
     }
 
