@@ -52,6 +52,38 @@ async fn many_clients_share_few_servers_in_transaction_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_gives_the_server_the_clients_startup_settings() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.pool_mode = PoolMode::Session;
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let info = conninfo(&gw, "postgres", "postgres");
+    for (zone, work_mem) in [("Asia/Tokyo", "7MB"), ("America/Lima", "5MB")] {
+        let c = try_connect(&format!(
+            "{info} application_name=myapp options='-c TimeZone={zone} -c work_mem={work_mem}'"
+        ))
+        .await
+        .unwrap();
+        let row = c
+            .query_one(
+                "SELECT current_setting('TimeZone'), current_setting('work_mem'), current_setting('application_name')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            (zone.to_string(), work_mem.to_string())
+        );
+        assert_eq!(row.get::<_, String>(2), "myapp");
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_keeps_one_server_per_client_and_resets_it() {
     let pg = Cluster::start();
     let mut config = config_for(&pg);

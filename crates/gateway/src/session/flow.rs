@@ -277,9 +277,9 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         flow.capture = None;
         s.shared.cache.stats.bypass(crate::cache::Bypass::ReplicaAnswer);
     }
-    if s.mode == PoolMode::Transaction {
-        inject_param_sync(s, &mut server, &mut flow);
-    }
+    // In session pooling too: the server comes from the pool with its own settings (and those a
+    // server_reset_query left), not the ones the client logged in with.
+    inject_param_sync(s, &mut server, &mut flow);
     let movable = s.mode == PoolMode::Transaction
         && s.status == TxnStatus::Idle
         && s.pinned.is_none()
