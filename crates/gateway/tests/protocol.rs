@@ -145,8 +145,9 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
     assert_eq!(reply[0], b'E', "expected an ErrorResponse");
     assert!(String::from_utf8_lossy(&reply).contains("08P01"));
-    // A length below 4 and an unknown message type.
-    for bad in [&b"Q\0\0\0\x02"[..], &b"?\0\0\0\x04"[..]] {
+    // A length below 4, an unknown message type, and one announcing a body it never sends: an
+    // unknown type is refused on its first byte, as PostgreSQL does, not after its body.
+    for bad in [&b"Q\0\0\0\x02"[..], &b"?\0\0\0\x04"[..], &b"y\0\x01\x86\xa0"[..]] {
         let mut s = raw_login(addr(&gw)).await;
         s.write_all(bad).await.unwrap();
         let mut reply = Vec::new();

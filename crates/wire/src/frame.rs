@@ -42,6 +42,16 @@ pub enum FrameError {
     BadLength { tag: char, len: u32 },
     #[error("message of type {tag:?} is {len} bytes, over the limit of {limit}")]
     TooLarge { tag: char, len: usize, limit: usize },
+    #[error("invalid frontend message type {0}")]
+    UnknownType(u8),
+}
+
+/// Every message type a client may send after its startup packet.
+fn frontend_known(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'X' | b'F' | b'd' | b'c' | b'f' | b'p'
+    )
 }
 
 /// Frontend message types whose length PostgreSQL bounds as "small".
@@ -70,7 +80,11 @@ fn peek(buf: &[u8], limits: &Limits, small: impl Fn(u8) -> bool) -> Result<Optio
 
 /// The header of the frontend (client) message at the front of `buf`.
 pub fn peek_frontend(buf: &[u8], limits: &Limits) -> Result<Option<Header>, FrameError> {
-    peek(buf, limits, frontend_small)
+    // Refused on its first byte, as PostgreSQL does: its length is not waited for.
+    match buf.first() {
+        Some(&tag) if !frontend_known(tag) => Err(FrameError::UnknownType(tag)),
+        _ => peek(buf, limits, frontend_small),
+    }
 }
 
 /// The header of the backend (server) message at the front of `buf`. Servers are trusted more than
@@ -165,6 +179,12 @@ mod tests {
             peek_frontend(b"Q\0\0\0\x03", &Limits::default()),
             Err(FrameError::BadLength { .. })
         ));
+    }
+
+    #[test]
+    fn an_unknown_message_type_is_refused_on_its_first_byte() {
+        assert_eq!(peek_frontend(b"y", &Limits::default()), Err(FrameError::UnknownType(b'y')));
+        assert_eq!(peek_frontend(b"\0\0\0\x08", &Limits::default()), Err(FrameError::UnknownType(0)));
     }
 
     #[test]
