@@ -62,6 +62,8 @@ pub struct Database {
     pub routing: ArcSwap<RoutingConfig>,
     /// Volatility of the database's functions, for routing and caching.
     pub functions: ArcSwap<FunctionCatalog>,
+    /// A client created, altered or dropped a function: the monitor reads the catalog again.
+    functions_wanted: AtomicBool,
     /// max_db_connections across this database's pools.
     pub limit: Arc<ConnectionLimit>,
     pools: Mutex<HashMap<String, Arc<PoolSet>>>,
@@ -107,6 +109,7 @@ impl Database {
             backends,
             primary_index: AtomicUsize::new(0),
             functions: ArcSwap::from_pointee(FunctionCatalog::default()),
+            functions_wanted: AtomicBool::new(false),
             limit: Arc::new(ConnectionLimit::new(max_connections)),
             pools: Mutex::new(HashMap::new()),
             paused: watch::Sender::new(false),
@@ -142,6 +145,16 @@ impl Database {
         }
         let mut checked = self.roles_checked.subscribe();
         let _ = tokio::time::timeout(ROLES_CHECK_WAIT, checked.wait_for(|c| *c)).await;
+    }
+
+    /// Function DDL committed through pgpilot: routing must not wait for the periodic reload to
+    /// learn that a function now writes.
+    pub fn want_functions(&self) {
+        self.functions_wanted.store(true, Relaxed);
+    }
+
+    pub fn take_functions_wanted(&self) -> bool {
+        self.functions_wanted.swap(false, Relaxed)
     }
 
     /// The monitor has asked the servers which one is the primary.

@@ -670,3 +670,70 @@ async fn read_your_writes_holds_with_asynchronous_commit() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_waiting_for_a_replica_that_gets_banned_moves_at_once() {
+    let pg = Cluster::start();
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.pgpilot.default_pool_size = 1;
+    config.pgpilot.query_wait_timeout = Secs::from_secs(20);
+    config.databases.get_mut("postgres").unwrap().routing.primary_reads =
+        pgpilot_gateway::config::PrimaryReads::Off;
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    // One client holds the replica's only connection; another read waits for it.
+    let holder = connect(&gw).await;
+    let busy = tokio::spawn(async move { holder.simple_query("SELECT pg_sleep(5)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiter = connect(&gw).await;
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let on_replica = on_replica(&waiter, "SELECT inet_server_port()").await;
+        (on_replica, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let db = gw.shared().database("postgres").unwrap();
+    db.backends[1 - db.primary_index()].ban(10_000, "test: unreachable");
+    let (on_replica, took) = waiting.await.unwrap();
+    assert!(!on_replica, "the read stayed with the banned replica");
+    assert!(took < Duration::from_secs(2), "the read waited {took:?} for the banned replica's connection");
+    busy.abort();
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_replaced_by_one_that_writes_is_called_on_the_primary_at_once() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE calls(x int)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let admin = connect(&gw).await;
+    admin.batch_execute("CREATE FUNCTION g_r() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'").await.unwrap();
+    caught_up().await;
+    let app = connect(&gw).await;
+    assert!(
+        on_replica(&app, "SELECT g_r(), inet_server_port()").await,
+        "a stable function reads on the replica"
+    );
+    admin
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION g_r() RETURNS int VOLATILE LANGUAGE sql AS 'INSERT INTO calls VALUES (1) RETURNING 1'",
+        )
+        .await
+        .unwrap();
+    // The monitor reads the catalog again within a lag check or two, not a minute later.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..3 {
+        assert!(
+            !on_replica(&app, "SELECT g_r(), inet_server_port()").await,
+            "a writing function ran on the replica"
+        );
+    }
+    gw.shutdown().await;
+}

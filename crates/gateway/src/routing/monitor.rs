@@ -168,7 +168,8 @@ impl DatabaseMonitor {
         if self.verify_followers(&readings) {
             self.nudge_primary().await;
         }
-        if self.catalog_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
+        if self.db.take_functions_wanted() || self.catalog_loaded.is_none_or(|t| t.elapsed() >= CATALOG_EVERY)
+        {
             self.load_functions().await;
         }
         let cache = &self.db.cache;

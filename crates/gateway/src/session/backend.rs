@@ -224,6 +224,9 @@ impl Flow {
             return;
         }
         s.status = status;
+        if status == TxnStatus::Idle && std::mem::take(&mut self.function_ddl) {
+            s.db.want_functions();
+        }
         self.requests += 1;
         if status == TxnStatus::Idle && self.invalidation != crate::cache::Invalidation::Nothing {
             // Before this ReadyForQuery reaches the client: no read that starts after the client

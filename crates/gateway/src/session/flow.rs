@@ -92,6 +92,8 @@ pub(super) struct Flow {
     pub(super) param_sync: ParamSync,
     /// A settings sync failed: what the server holds is unknown.
     pub(super) settings_unknown: bool,
+    /// The request creates, alters or drops a function: the catalog is read again once it commits.
+    pub(super) function_ddl: bool,
     /// Stopped before a request inside a read-only transaction, for the session to look it up in
     /// the cache (txn_cache.rs); the server stays attached.
     step_out: bool,
@@ -170,6 +172,7 @@ impl Flow {
             hold_client: false,
             param_sync: ParamSync::None,
             settings_unknown: false,
+            function_ddl: false,
             step_out: false,
             consulted: false,
             placed_first: false,

@@ -218,6 +218,7 @@ impl Flow {
             self.unnamed_in_step = true;
         }
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
+        self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
         // Checked once here for all that reads the text below.
         let sql = std::str::from_utf8(text).ok();
         if let Some(tag) = sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
@@ -325,6 +326,7 @@ impl Flow {
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
+        self.function_ddl |= super::function_ddl::mentions_function_ddl(p.query);
         self.note_extended_text(s, server, Some(p.query), p.name.is_empty());
         if p.name.is_empty() {
             s.remember_unnamed(p.query, p.param_types);

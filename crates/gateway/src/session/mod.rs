@@ -7,6 +7,7 @@ mod client;
 mod expect;
 mod flow;
 mod frontend;
+mod function_ddl;
 pub mod input_budget;
 pub mod io;
 mod observe;

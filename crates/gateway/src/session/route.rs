@@ -279,7 +279,15 @@ impl Session {
             let pool = self.pools.pools[decision.backend].clone();
             let replica = decision.backend != self.db.primary_index();
             let db = self.db.clone();
-            let still_primary = move || replica || db.primary_index() == decision.backend;
+            // A replica banned while the client waits for one of its connections is left for
+            // another server at once, not after query_wait_timeout.
+            let still_primary = move || {
+                if replica {
+                    !db.backends[decision.backend].is_banned()
+                } else {
+                    db.primary_index() == decision.backend
+                }
+            };
             match self.attach(&pool, replica, &still_primary).await {
                 Ok(()) => {
                     let backend = self.db.backends[decision.backend].clone();

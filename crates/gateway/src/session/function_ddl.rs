@@ -1,0 +1,47 @@
+//! Spotting function DDL in the statements clients send: routing sends a call of a function that
+//! may write to the primary, and learns that a function writes from the catalog, which the monitor
+//! otherwise reads only every minute.
+
+/// Whether `text` starts (after comments) with CREATE, ALTER or DROP and mentions a function or a
+/// procedure. A false positive costs one catalog read.
+pub fn mentions_function_ddl(text: &[u8]) -> bool {
+    let rest = skip_comments(text);
+    let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let word = &rest[..word_len];
+    let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
+    ddl && [&b"function"[..], b"procedure"].iter().any(|k| contains_ignore_case(rest, k))
+}
+
+fn skip_comments(mut text: &[u8]) -> &[u8] {
+    loop {
+        text = text.trim_ascii_start();
+        if let Some(rest) = text.strip_prefix(b"--") {
+            text = rest.iter().position(|&c| c == b'\n').map_or(&[][..], |i| &rest[i..]);
+        } else if let Some(rest) = text.strip_prefix(b"/*") {
+            text = rest.windows(2).position(|w| w == b"*/").map_or(&[][..], |i| &rest[i + 2..]);
+        } else {
+            return text;
+        }
+    }
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_function_ddl;
+
+    #[test]
+    fn function_and_procedure_ddl_is_spotted() {
+        assert!(mentions_function_ddl(
+            b"CREATE OR REPLACE FUNCTION f() RETURNS int AS 'select 1' LANGUAGE sql"
+        ));
+        assert!(mentions_function_ddl(b"  /* deploy */ -- v2\n drop procedure p"));
+        assert!(mentions_function_ddl(b"ALTER FUNCTION f() VOLATILE"));
+        assert!(!mentions_function_ddl(b"SELECT my_function()"));
+        assert!(!mentions_function_ddl(b"CREATE TABLE t(x int)"));
+        assert!(!mentions_function_ddl(b"/* unterminated"));
+    }
+}
