@@ -505,3 +505,90 @@ async fn logging_in_while_the_server_is_down_fails_with_the_reason() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     gw.shutdown().await;
 }
+
+/// A TCP proxy to `target` that waits `delay` before passing each new connection on: a server
+/// whose logins are slow, so clients can leave while pgpilot opens their server connection.
+async fn slow_proxy(target: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Raw protocol: a client of database `db` that sent `sql` and does not wait for the answer.
+async fn raw_asking(gw: &pgpilot_gateway::Gateway, db: &str, sql: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
+    s.write_all(&startup_packet_with(3 << 16, &[("user", "postgres"), ("database", db)])).await.unwrap();
+    read_until_ready(&mut s).await;
+    s.write_all(&query_message(sql)).await.unwrap();
+    s
+}
+
+/// Clients that leave while pgpilot opens a server connection for them (alone, or together with
+/// the client whose server they waited for) give the place back: the pool counted a server that
+/// never came, and once every place was lost every query waited out query_wait_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_while_their_server_is_opened_give_its_place_back() {
+    let pg = Cluster::start();
+    let slow =
+        slow_proxy(format!("127.0.0.1:{}", pg.port()).parse().unwrap(), Duration::from_millis(400)).await;
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    config.pgpilot.query_wait_timeout = Secs::from_secs(3);
+    config.databases.insert(
+        "slow".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://postgres@{slow}/postgres"),
+            ..Default::default()
+        },
+    );
+    let gw = start(config).await;
+    for _ in 0..3 {
+        // Waiting clients leave while their servers are being opened.
+        let mut leaving = Vec::new();
+        for _ in 0..4 {
+            leaving.push(raw_asking(&gw, "slow", "SELECT pg_sleep(0.05)").await);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        drop(leaving);
+        // A client in a transaction and those waiting for its server leave at once: its server is
+        // closed, and the place it frees is granted to a waiter that is leaving too.
+        let mut leaving = vec![raw_asking(&gw, "slow", "BEGIN; SELECT 1").await];
+        for _ in 0..3 {
+            leaving.push(raw_asking(&gw, "slow", "SELECT 1").await);
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        drop(leaving);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool_row = || {
+        let pools = psql(&gw, "pgbouncer", "SHOW POOLS").unwrap();
+        pools.lines().find(|l| l.starts_with("slow|postgres|")).unwrap().to_string()
+    };
+    // cl_waiting, sv_active and sv_login settle at 0 once the servers being opened are open.
+    let settled = |row: &str| {
+        let f: Vec<&str> = row.split('|').collect();
+        (f[3], f[6], f[12]) == ("0", "0", "0")
+    };
+    assert!(eventually(Duration::from_secs(5), || settled(&pool_row())).await, "{}", pool_row());
+    // Both places of the pool can be had at once, without waiting.
+    let a = connect_as(&gw, "postgres", "slow").await;
+    let b = connect_as(&gw, "postgres", "slow").await;
+    let started = Instant::now();
+    a.batch_execute("BEGIN; SELECT 1").await.expect("the first place");
+    b.batch_execute("BEGIN; SELECT 1").await.expect("the second place");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    a.batch_execute("COMMIT").await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}

@@ -854,3 +854,145 @@ async fn a_client_whose_settings_a_server_refuses_runs_nothing_under_anothers() 
     assert_eq!(show(&first, "myapp.tenant_id").await, "secret-1");
     gw.shutdown().await;
 }
+
+/// A SQL PREPARE of a name the client has prepared already fails as in PostgreSQL (42P05) and
+/// keeps the first statement, on whichever server the client lands. PREPARE is not
+/// transactional: one made in a transaction that rolled back is there, and a second one fails
+/// and aborts the transaction it runs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_prepare_of_a_name_in_use_fails_as_in_postgresql() {
+    let pg = Cluster::start();
+    for size in [1, 2] {
+        let gw = small_pool(&pg, size, 100).await;
+        let c = connect(&gw).await;
+        // With two servers, two other clients take turns holding the one `c` used last (the only
+        // idle one), so `c` moves at each turn.
+        let holders = [connect(&gw).await, connect(&gw).await];
+        let turn = std::cell::Cell::new(0);
+        let (turn, holders) = (&turn, &holders);
+        let move_c = || async move {
+            if size > 1 {
+                let t = turn.replace(turn.get() + 1);
+                holders[t % 2].batch_execute("BEGIN; SELECT 1").await.unwrap();
+                holders[(t + 1) % 2].batch_execute("COMMIT").await.unwrap();
+            }
+        };
+        let already = |e: tokio_postgres::Error, name: &str| {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+            assert_eq!(db.code().code(), "42P05", "{e}");
+            assert_eq!(db.message(), format!("prepared statement \"{name}\" already exists"));
+        };
+        let pid = simple(&c, "SELECT pg_backend_pid()").await;
+        move_c().await;
+        assert_eq!(simple(&c, "SELECT pg_backend_pid()").await == pid, size == 1, "moved");
+        c.batch_execute("PREPARE p5 AS SELECT 1").await.unwrap();
+        move_c().await;
+        already(c.batch_execute("PREPARE p5 AS SELECT 2").await.unwrap_err(), "p5");
+        move_c().await;
+        assert_eq!(simple(&c, "EXECUTE p5").await, "1", "pool size {size}");
+
+        c.batch_execute("BEGIN").await.unwrap();
+        c.batch_execute("PREPARE p3 AS SELECT 3").await.unwrap();
+        c.batch_execute("ROLLBACK").await.unwrap();
+        move_c().await;
+        assert_eq!(simple(&c, "EXECUTE p3").await, "3", "pool size {size}");
+        move_c().await;
+        c.batch_execute("BEGIN").await.unwrap();
+        already(c.batch_execute("PREPARE p3 AS SELECT 33").await.unwrap_err(), "p3");
+        let aborted = c.batch_execute("SELECT 1").await.unwrap_err();
+        assert_eq!(sqlstate(&aborted).as_deref(), Some("25P02"), "{aborted}");
+        c.batch_execute("ROLLBACK").await.unwrap();
+        move_c().await;
+        assert_eq!(simple(&c, "EXECUTE p3").await, "3", "pool size {size}");
+        // The same name may be prepared again once deallocated.
+        c.batch_execute("DEALLOCATE p5").await.unwrap();
+        move_c().await;
+        c.batch_execute("PREPARE p5 AS SELECT 5").await.unwrap();
+        assert_eq!(simple(&c, "EXECUTE p5").await, "5", "pool size {size}");
+        // Shutdown waits for transactions in progress.
+        for h in holders {
+            h.batch_execute("COMMIT").await.unwrap();
+        }
+        gw.shutdown().await;
+    }
+}
+
+/// Raw protocol: a client whose client_encoding is LATIN1.
+async fn latin1_client(gw: &pgpilot_gateway::Gateway) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let params = [("user", "postgres"), ("database", "postgres"), ("client_encoding", "LATIN1")];
+    let mut s = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
+    s.write_all(&startup_packet_with(3 << 16, &params)).await.unwrap();
+    read_until_ready(&mut s).await;
+    s
+}
+
+/// Raw protocol: runs `sql` (bytes in the client's encoding) and returns the first column of its
+/// first row as the server sent it; panics on an error.
+async fn raw_value(s: &mut tokio::net::TcpStream, sql: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut body = sql.to_vec();
+    body.push(0);
+    s.write_all(&message(b'Q', &body)).await.unwrap();
+    let reply = read_until_ready(s).await;
+    let mut value = Vec::new();
+    for (tag, body) in backend_messages(&reply) {
+        assert_ne!(tag, b'E', "{:?} failed: {}", String::from_utf8_lossy(sql), String::from_utf8_lossy(body));
+        if tag == b'D' && value.is_empty() {
+            let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
+            value = body[6..6 + len.max(0) as usize].to_vec();
+        }
+    }
+    value
+}
+
+/// Statements of a LATIN1 client are not UTF-8 once they hold a non-ASCII byte; they are still
+/// read: SET ROLE is tracked (it follows its client and never reaches another), a setting whose
+/// value pgpilot cannot replay as written keeps its client on its server, and so does a
+/// temporary table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_that_are_not_utf8_still_keep_session_state_with_its_client() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE tenant_b");
+    // One server: the next client gets the LATIN1 client's server.
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut l = latin1_client(&gw).await;
+    raw_value(&mut l, b"SET ROLE tenant_b -- f\xfcr").await;
+    let other = connect(&gw).await;
+    assert_eq!(simple(&other, "SELECT current_user").await, "postgres", "the role leaked");
+    assert_eq!(raw_value(&mut l, b"SELECT current_user").await, b"tenant_b", "the role was lost");
+    drop(l);
+    gw.shutdown().await;
+
+    let gw = small_pool(&pg, 2, 100).await;
+    let mut l = latin1_client(&gw).await;
+    raw_value(&mut l, b"SET myapp.tenant_id = 'Z\xfcrich'").await;
+    let mut t = latin1_client(&gw).await;
+    raw_value(&mut t, b"CREATE TEMP TABLE tt(a text) -- \xe9").await;
+    let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert_eq!(clients.matches("undecoded_text").count(), 1, "{clients}");
+    assert_eq!(clients.matches("temporary_table").count(), 1, "{clients}");
+    // Both are pinned, each to one of the two servers: nobody else gets those.
+    assert_eq!(raw_value(&mut l, b"SELECT current_setting('myapp.tenant_id')").await, b"Z\xfcrich");
+    assert_eq!(raw_value(&mut t, b"SELECT count(*) FROM tt").await, b"0");
+    drop((l, t));
+    // Their servers were reset when they left: nothing reaches the next clients.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    a.batch_execute("BEGIN").await.unwrap();
+    b.batch_execute("BEGIN").await.unwrap();
+    for c in [&a, &b] {
+        let row = c
+            .query_one(
+                "SELECT coalesce(current_setting('myapp.tenant_id', true), ''), to_regclass('tt') IS NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "", "the setting leaked");
+        assert!(row.get::<_, bool>(1), "the temporary table leaked");
+    }
+    drop((a, b));
+    gw.shutdown().await;
+}

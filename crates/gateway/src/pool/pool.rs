@@ -110,6 +110,53 @@ impl Drop for WaitingClient<'_> {
     }
 }
 
+/// A permit to open a connection, counted in the pool since [`Pool::take_locked`]. The open may
+/// be dropped mid-connect (its client left while it waited): dropped, the permit gives its place
+/// back and lets a waiter open one, or the pool would count a server that never comes.
+struct OpenPermit<'a>(&'a Pool);
+
+impl OpenPermit<'_> {
+    /// The connection is open: from now on its [`Slot`] holds the place.
+    fn opened(self) {
+        self.0.state.lock().opening -= 1;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for OpenPermit<'_> {
+    fn drop(&mut self) {
+        self.0.abandon_open();
+    }
+}
+
+/// A waiter's end of its channel. A grant sent just as the waiter gave up (its client left)
+/// would be lost with the channel, and the pool's count with it: it goes back to the pool.
+struct Pending<'a> {
+    pool: &'a Pool,
+    rx: oneshot::Receiver<Wake>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        match self.rx.try_recv() {
+            Ok(Wake::Granted(Grant::Conn(conn))) => self.pool.release_now(conn),
+            Ok(Wake::Granted(Grant::Connect)) => self.pool.abandon_open(),
+            _ => {}
+        }
+    }
+}
+
+/// A connection taken from the pool and not yet the client's: dropped on the way (the client
+/// left), the connection closes through its [`Slot`] and this stops counting it active.
+struct Unclaimed<'a>(&'a Pool);
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().active -= 1;
+    }
+}
+
 /// A snapshot of a pool's counts.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PoolCounts {
@@ -299,10 +346,11 @@ impl Pool {
                 }
                 s.waiters.enqueue(Waiter { tx, since: start, look_at })
             };
+            let mut rx = Pending { pool: self, rx };
             if start_sweeper {
                 tokio::spawn(self.clone().sweep());
             }
-            match rx.await {
+            match (&mut rx.rx).await {
                 Ok(Wake::LookAgain) => {}
                 Ok(Wake::Granted(grant)) => return Ok(grant),
                 Err(_) => return Err(CheckoutError::Closed),
@@ -350,7 +398,10 @@ impl Pool {
         let idle_for = now.saturating_duration_since(conn.last_used);
         if let Some(query) = settings.check_query.as_deref().filter(|_| idle_for > settings.check_delay) {
             let mut conn = conn;
-            match super::check::run_check(&mut conn, query, settings.connect_timeout).await {
+            let checking = Unclaimed(self);
+            let checked = super::check::run_check(&mut conn, query, settings.connect_timeout).await;
+            std::mem::forget(checking);
+            match checked {
                 Ok(()) => return Some(conn),
                 Err(e) => {
                     self.discard(conn, &format!("server_check_query failed: {e}"));
@@ -369,9 +420,10 @@ impl Pool {
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<Option<Box<ServerConn>>, CheckoutError> {
+        // Every way out but success gives the permit back, a cancelled connect included.
+        let permit = OpenPermit(self);
         let mut backoff = Duration::from_millis(100);
         if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
-            self.abandon_open();
             return Err(CheckoutError::Connect(refused));
         }
         loop {
@@ -392,9 +444,7 @@ impl Pool {
                     }
                     *self.last_error.lock() = None;
                     *self.secret_missing_at.lock() = None;
-                    let mut s = self.state.lock();
-                    s.opening -= 1;
-                    drop(s);
+                    permit.opened();
                     let address = self.target.url.address();
                     let is_unix = self.target.url.is_unix_socket();
                     let mut conn = Box::new(ServerConn::new(connected, address, is_unix, Slot(self.clone())));
@@ -408,18 +458,15 @@ impl Pool {
                         *self.opening_paused_until.lock() = Some(Instant::now() + settings.login_retry);
                         tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e,
                             retry = ?settings.login_retry, "server refused a new connection; using the open ones until server_login_retry");
-                        self.abandon_open();
                         return Ok(None);
                     }
                     let retry_at = Instant::now() + backoff;
                     if e.is_permanent() || deadline.is_some_and(|d| retry_at >= d) || self.is_retired() {
-                        self.abandon_open();
                         return Err(CheckoutError::Connect(e));
                     }
                     tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e, "server connection failed; retrying");
                     tokio::time::sleep(backoff).await;
                     if !still_wanted() {
-                        self.abandon_open();
                         return Err(CheckoutError::Rerouted);
                     }
                     backoff = (backoff * 2).min(settings.login_retry.max(Duration::from_millis(100)));

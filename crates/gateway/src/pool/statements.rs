@@ -39,8 +39,9 @@ impl Eq for PreparedStatement {}
 
 impl PreparedStatement {
     pub fn new(query: &[u8], param_types: &[u8]) -> Arc<PreparedStatement> {
+        // Text that is not UTF-8 (another client_encoding) is read as the session reads it.
         let may_change_session =
-            std::str::from_utf8(query).is_ok_and(|sql| pgpilot_sql::quick_look(sql).may_change_session());
+            pgpilot_sql::quick_look(&String::from_utf8_lossy(query)).may_change_session();
         PreparedStatement::under(query, param_types, None, may_change_session)
     }
 

@@ -2,10 +2,11 @@
 //! transaction pooling rewritten so named prepared statements and session state survive the
 //! client moving between server connections.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgpilot_sql::{QuickLook, SessionEffect, Statement};
+use pgpilot_sql::{QuickLook, SessionEffect, SetAction, Statement};
 use pgpilot_wire::{frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
@@ -180,11 +181,15 @@ impl Flow {
     /// does to the server's prepared statements counts too.
     fn note_extended_text(&mut self, s: &Session, server: &mut ServerConn, text: Option<&[u8]>, runs: bool) {
         let Some(text) = text.filter(|_| self.track_session) else { return };
-        let Some(look) = parsed_text_look(text).filter(QuickLook::may_change_session) else { return };
-        let Some(sql) = std::str::from_utf8(text).ok() else { return };
-        let Some(stmt) = self.classify(s, sql, Some(look)) else { return };
+        let look = parsed_text_look(text);
+        if !look.may_change_session() {
+            return;
+        }
+        let sql = readable(text);
+        let Some(stmt) = self.classify(s, &sql, Some(look)) else { return };
         self.batch.settings.extend(stmt.settings.iter().cloned());
-        if let Some(reason) = pin_reason(&stmt) {
+        if let Some(reason) = pin_reason(&stmt).or_else(|| unreplayable(matches!(sql, Cow::Owned(_)), &stmt))
+        {
             self.batch.pins = Some(reason);
         }
         // An EXECUTE of the client's SQL-level statement (asyncpg's fetch('EXECUTE q(1)')) needs it
@@ -226,7 +231,9 @@ impl Flow {
             return Ok(());
         }
         let mut batch = Batch { observed: self.observe_query(s, text, sql), ..Batch::default() };
-        if let Some(stmt) = sql.and_then(|sql| self.classify(s, sql, look)) {
+        let read = sql.map_or_else(|| readable(text), Cow::Borrowed);
+        if let Some(stmt) = self.classify(s, &read, look) {
+            let undecoded = unreplayable(matches!(read, Cow::Owned(_)), &stmt);
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
@@ -235,14 +242,19 @@ impl Flow {
             batch.single_statement = stmt.statement_count == 1
                 && s.status == pgpilot_wire::backend::TxnStatus::Idle
                 && !self.expected.client_pending();
-            batch.pins = pin_reason(&stmt);
+            batch.pins = pin_reason(&stmt).or(undecoded);
             for effect in &stmt.session_effects {
                 match effect {
-                    // Not rewriting (max_prepared_statements = 0): the statement stays where it
-                    // is made, and so does its client.
-                    SessionEffect::Prepare { .. } if !self.rewrite => batch.pins = Some("sql_prepare"),
+                    // Not rewriting (max_prepared_statements = 0), or a text pgpilot could not
+                    // decode: the statement stays where it is made, and so does its client.
+                    SessionEffect::Prepare { .. } if !self.rewrite || undecoded.is_some() => {
+                        batch.pins = Some("sql_prepare")
+                    }
                     SessionEffect::Prepare { name, statement_sql, .. } => {
-                        self.make_room_for_sql_name(server, name);
+                        // A name the client has already prepared must fail as in PostgreSQL
+                        // (42P05, the first statement kept): it is put on this server first, so
+                        // the server itself refuses the PREPARE, in a transaction block too.
+                        self.ensure_sql_prepared(s, server, name);
                         batch.prepares.push((name.clone(), statement_sql.clone()));
                     }
                     SessionEffect::Execute { name } if self.rewrite => {
@@ -510,15 +522,45 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Statement text as pgpilot reads it to classify it. A client_encoding other than UTF8 (LATIN1)
+/// sends text that is not UTF-8; read with each byte that does not decode as U+FFFD it still shows
+/// its keywords and its ASCII names, which is all classification needs, and a statement pgpilot
+/// did not read could leave session state behind on a shared server. Values read from it may be
+/// wrong: see [`unreplayable`]. The bytes sent to the server are never these.
+pub(super) fn readable(text: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(text)
+}
+
+/// Why a statement ties its client to this server when [`readable`] had to replace bytes of its
+/// text (`lossy`): a session setting or SQL PREPARE read with U+FFFD in it cannot be replayed on
+/// another server as the client wrote it. From UTF-8 text, what was read is the client's bytes.
+fn unreplayable(lossy: bool, stmt: &Statement) -> Option<&'static str> {
+    const UNDECODED: char = char::REPLACEMENT_CHARACTER;
+    if !lossy {
+        return None;
+    }
+    let setting =
+        stmt.settings.iter().filter(|c| c.scope == pgpilot_sql::SetScope::Session).any(|c| match &c.action {
+            SetAction::Set { name, value } | SetAction::SetConfig { name, value } => {
+                name.contains(UNDECODED) || value.contains(UNDECODED)
+            }
+            SetAction::SetDefault { name } | SetAction::Reset { name } => name.contains(UNDECODED),
+            SetAction::ResetAll => false,
+        });
+    let prepare = stmt.session_effects.iter().any(|e| {
+        matches!(e, SessionEffect::Prepare { name, statement_sql, .. }
+            if name.contains(UNDECODED) || statement_sql.contains(UNDECODED))
+    });
+    (setting || prepare).then_some("undecoded_text")
+}
+
 thread_local! {
-    /// The quick look at each Parse text (see text_memo.rs); None for text that is not UTF-8.
-    static PARSE_LOOKS: std::cell::RefCell<crate::text_memo::TextMemo<Option<QuickLook>>> =
+    /// The quick look at each Parse text (see text_memo.rs).
+    static PARSE_LOOKS: std::cell::RefCell<crate::text_memo::TextMemo<QuickLook>> =
         std::cell::RefCell::new(crate::text_memo::TextMemo::new(1 << 20));
 }
 
-/// The quick look at a Parse text, remembered by the text; None when it is not UTF-8.
-pub(super) fn parsed_text_look(text: &[u8]) -> Option<QuickLook> {
-    PARSE_LOOKS.with_borrow_mut(|memo| {
-        memo.get_or_make(text, || std::str::from_utf8(text).ok().map(pgpilot_sql::quick_look))
-    })
+/// The quick look at a Parse text, remembered by the text.
+pub(super) fn parsed_text_look(text: &[u8]) -> QuickLook {
+    PARSE_LOOKS.with_borrow_mut(|memo| memo.get_or_make(text, || pgpilot_sql::quick_look(&readable(text))))
 }

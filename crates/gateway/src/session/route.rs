@@ -51,14 +51,14 @@ impl Session {
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
-        let Some(sql) = self.text_of(msg).and_then(|t| std::str::from_utf8(t).ok()) else { return unknown };
-        let quick = pgpilot_sql::quick_look(sql);
+        let Some(sql) = self.text_of(msg).map(super::frontend::readable) else { return unknown };
+        let quick = pgpilot_sql::quick_look(&sql);
         let found = if quick.plain_select && self.route != SessionRoute::Replica {
             Verdict::Read { tag: None }
         } else if quick.plain_write {
             Verdict::Primary { reason: "dml", may_write: true }
         } else {
-            let stmt = self.shared.classifier.classify(sql);
+            let stmt = self.shared.classifier.classify(&sql);
             // Only the grammar's verdict looks functions up along the search_path.
             self.refresh_search_path();
             verdict(&self.db, &stmt, &self.request())
@@ -376,8 +376,7 @@ impl Session {
         query: &[u8],
         param_types: &[u8],
     ) -> Arc<crate::pool::statements::PreparedStatement> {
-        let may_change_session =
-            super::frontend::parsed_text_look(query).is_some_and(|l| l.may_change_session());
+        let may_change_session = super::frontend::parsed_text_look(query).may_change_session();
         let stmt = crate::pool::statements::PreparedStatement::under(
             query,
             param_types,
