@@ -996,3 +996,39 @@ async fn statements_that_are_not_utf8_still_keep_session_state_with_its_client()
     drop((a, b));
     gw.shutdown().await;
 }
+
+/// Named statements are the client's, kept by pgpilot: a Parse under a name in use fails with
+/// 42P05 and keeps the first statement (aborting a transaction it runs in), and a Close the
+/// server skips after an error closes nothing, as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_of_a_name_in_use_and_a_skipped_close_leave_the_statement_as_postgresql_does() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let sync = message(b'S', &[]);
+    let send = async |c: &mut tokio::net::TcpStream, parts: &[Vec<u8>]| {
+        c.write_all(&parts.concat()).await.unwrap();
+        read_until_tag(c, b'Z').await
+    };
+    send(&mut c, &[parse_named("keep", "SELECT 'old'"), sync.clone()]).await;
+    let again = send(&mut c, &[parse_named("keep", "SELECT 'new'"), sync.clone()]).await;
+    assert_eq!(first_value_or_error(&again), "error 42P05");
+    assert!(String::from_utf8_lossy(&again).contains("prepared statement \"keep\" already exists"));
+    let run = send(&mut c, &[bind_execute("keep"), sync.clone()]).await;
+    assert_eq!(first_value_or_error(&run), "old");
+    // In a transaction the failed Parse aborts it.
+    send(&mut c, &[message(b'Q', b"BEGIN\0")]).await;
+    let failed = send(&mut c, &[parse_named("keep", "SELECT 'new'"), sync.clone()]).await;
+    assert_eq!(first_value_or_error(&failed), "error 42P05");
+    let after = send(&mut c, &[message(b'Q', b"SELECT 1\0")]).await;
+    assert_eq!(first_value_or_error(&after), "error 25P02");
+    send(&mut c, &[message(b'Q', b"ROLLBACK\0")]).await;
+    // A Close after an error in the same batch is skipped by the server: the statement stays.
+    let close = message(b'C', b"Skeep\0");
+    let skipped = send(&mut c, &[parse_unnamed("SELECT 1/0"), bind_execute(""), close, sync.clone()]).await;
+    assert_eq!(first_value_or_error(&skipped), "error 22012");
+    let run = send(&mut c, &[bind_execute("keep"), sync.clone()]).await;
+    assert_eq!(first_value_or_error(&run), "old");
+    gw.shutdown().await;
+}

@@ -10,7 +10,7 @@ use pgpilot_wire::{PgError, SqlState};
 use super::params::is_reported;
 
 use super::client::Session;
-use super::expect::{Batch, Expect, Reply};
+use super::expect::{Batch, Expect, OnSkip, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -155,6 +155,10 @@ impl Flow {
             return;
         }
         let outdated = matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
+        let duplicate = match front {
+            Expect::Client(Reply::DuplicateParse(name)) => Some(String::from_utf8_lossy(name).into_owned()),
+            _ => None,
+        };
         let described = match front {
             Expect::Client(Reply::Describe { statement }) => *statement,
             _ => None,
@@ -170,7 +174,13 @@ impl Flow {
             self.describe_refused(s, server, hash, &code);
         }
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
-        if outdated {
+        if let Some(name) = duplicate {
+            PgError::error(
+                SqlState::DUPLICATE_PREPARED_STATEMENT,
+                format!("prepared statement \"{name}\" already exists"),
+            )
+            .encode(&mut self.to_client);
+        } else if outdated {
             super::replan::outdated_plan_error(&mut self.to_client);
         } else if self.cancel_sent.is_some() && code == "57014" {
             // pgpilot's cancel, not the user's: say so, as PostgreSQL's statement_timeout does.
@@ -386,8 +396,11 @@ fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) {
                 server.statements.remove(h);
             }
         }
-        Expect::Synthetic { forget_on_skip: Some(name), .. } => {
+        Expect::Synthetic { on_skip: OnSkip::Forget(name), .. } => {
             s.statements.named.remove(&name);
+        }
+        Expect::Synthetic { on_skip: OnSkip::Restore(name, stmt), .. } => {
+            s.statements.named.insert(name, stmt);
         }
         _ => {}
     }

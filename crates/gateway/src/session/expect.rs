@@ -37,6 +37,21 @@ pub enum Reply {
     Settings(Vec<Box<str>>),
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
     ParamSync,
+    /// A Parse under a name the client has prepared already, sent as a Bind that fails so that
+    /// the server skips to Sync and aborts a transaction as it would for the Parse: the client is
+    /// told PostgreSQL's 42P05 about this name.
+    DuplicateParse(Box<[u8]>),
+}
+
+/// What to undo when the server skips the message a synthetic answer stands for (an error
+/// earlier in the batch): the client's statements stay as PostgreSQL would have left them.
+#[derive(Debug)]
+pub enum OnSkip {
+    Nothing,
+    /// A Parse answered by pgpilot: the name was not prepared.
+    Forget(Box<[u8]>),
+    /// A Close answered by pgpilot: the statement was not closed.
+    Restore(Box<[u8]>, std::sync::Arc<crate::pool::statements::PreparedStatement>),
 }
 
 /// Effects of a Query (or of the extended batch a Sync ends) that count only if it succeeds.
@@ -62,6 +77,8 @@ impl Reply {
     pub fn ends_with(&self, tag: u8) -> bool {
         match self {
             Reply::Parse { .. } => tag == b'1',
+            // Never succeeds; a BindComplete cannot come.
+            Reply::DuplicateParse(_) => tag == b'2',
             Reply::Bind { .. } => tag == b'2',
             Reply::Describe { .. } => matches!(tag, b'T' | b'n'),
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
@@ -96,7 +113,7 @@ pub enum Expect {
     Injected(Reply),
     /// An answer pgpilot gives itself when its turn comes (ParseComplete for a statement already
     /// prepared on this server, CloseComplete for a client-side Close).
-    Synthetic { bytes: &'static [u8], forget_on_skip: Option<Box<[u8]>> },
+    Synthetic { bytes: &'static [u8], on_skip: OnSkip },
     /// A whole Query answered by pgpilot: CommandComplete with this tag, then ReadyForQuery.
     SyntheticCommand(&'static str),
     /// The client ended COPY IN here: Syncs sent before it during COPY are ignored by the server.
@@ -240,7 +257,7 @@ mod tests {
     fn skipping_stops_at_sync() {
         let mut e = Expected::default();
         e.push(Expect::Client(Reply::Bind { statement: None, outdated: false }));
-        e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: None });
+        e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, on_skip: OnSkip::Nothing });
         e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));
         assert_eq!(e.ready_owed(), 1);

@@ -10,7 +10,7 @@ use pgpilot_sql::{QuickLook, SessionEffect, SetAction, Statement};
 use pgpilot_wire::{frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
-use super::expect::{Batch, Expect, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::expect::{Batch, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
 use super::flow::Flow;
 use crate::pool::statements::PreparedStatement;
 use crate::pool::ServerConn;
@@ -348,13 +348,20 @@ impl Flow {
             frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
             return Ok(());
         }
+        if s.statements.named.contains_key(p.name) {
+            // PostgreSQL refuses it and keeps the first statement.
+            frontend::bind(&mut self.to_server, b"", DUPLICATE_PARSE_NAME, &[0, 0, 0, 0, 0, 0]);
+            self.push_extended(Reply::DuplicateParse(p.name.into()));
+            self.unsynced = true;
+            return Ok(());
+        }
         let stmt = s.new_statement(p.query, p.param_types);
         let client_name: Box<[u8]> = p.name.into();
         s.statements.named.insert(client_name.clone(), stmt.clone());
         self.unsynced = true;
         if server.statements.touch(&stmt) {
             self.expected
-                .push(Expect::Synthetic { bytes: PARSE_COMPLETE, forget_on_skip: Some(client_name) });
+                .push(Expect::Synthetic { bytes: PARSE_COMPLETE, on_skip: OnSkip::Forget(client_name) });
             return Ok(());
         }
         self.prepare_on_server(server, &stmt);
@@ -485,8 +492,11 @@ impl Flow {
             self.unnamed_in_step = true;
         }
         if kind == b'S' && !name.is_empty() {
-            s.statements.named.remove(name);
-            self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, forget_on_skip: None });
+            let on_skip = match s.statements.named.remove_entry(name) {
+                Some((name, stmt)) => OnSkip::Restore(name, stmt),
+                None => OnSkip::Nothing,
+            };
+            self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, on_skip });
             return Ok(());
         }
         frontend::target(&mut self.to_server, b'C', kind, name);
@@ -497,6 +507,9 @@ impl Flow {
 
 /// The name a Bind of an outdated statement is sent under: never prepared, so the server fails it.
 pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
+
+/// Likewise for a Parse under a name in use (Reply::DuplicateParse).
+const DUPLICATE_PARSE_NAME: &[u8] = b"pgpilot_duplicate_statement_name";
 
 /// Why a statement ties its client to the server connection for the rest of the session.
 fn pin_reason(stmt: &Statement) -> Option<&'static str> {

@@ -398,6 +398,16 @@ impl Session {
     /// prepare and drop statements this way; a prepared statement reaches a server with its first
     /// Bind. Holding no server here also keeps a client that prepares synchronously (pgbench -M
     /// prepared) from waiting on servers its own thread's other clients hold.
+    /// Whether a Parse may take `name`, after the batch's earlier `actions`.
+    fn name_free(&self, name: &[u8], actions: &[LocalAction]) -> bool {
+        let last = actions.iter().rev().find_map(|a| match a {
+            LocalAction::Close(n) if **n == *name => Some(true),
+            LocalAction::Prepare(n, _) if **n == *name => Some(false),
+            _ => None,
+        });
+        last.unwrap_or_else(|| !self.statements.named.contains_key(name))
+    }
+
     pub(super) async fn statements_locally(&mut self) -> Result<bool, Ending> {
         use bytes::Buf;
         let pool = &self.pools.pools[self.db.primary_index()];
@@ -419,7 +429,10 @@ impl Session {
                 },
                 b'P' => match frontend::parse_parse(body) {
                     // Only text the grammar accepts is acknowledged without a server.
-                    Some(p) if !p.name.is_empty() && self.parses(p.query) => {
+                    // A name in use fails, on a server (frontend.rs), unless this batch closed it.
+                    Some(p)
+                        if !p.name.is_empty() && self.parses(p.query) && self.name_free(p.name, &actions) =>
+                    {
                         let stmt = self.new_statement(p.query, p.param_types);
                         actions.push(LocalAction::Prepare(p.name.into(), stmt));
                     }
