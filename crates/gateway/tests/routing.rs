@@ -737,3 +737,43 @@ async fn a_function_replaced_by_one_that_writes_is_called_on_the_primary_at_once
     }
     gw.shutdown().await;
 }
+
+/// pgJDBC, psycopg and node-postgres send a SET with Parse, Bind, Describe, Execute and Sync:
+/// pgpilot's own settings are answered in that form too, never sent to a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let port_read = async |c: &mut tokio::net::TcpStream| -> u16 {
+        c.write_all(&message(b'Q', b"SELECT inet_server_port()\0")).await.unwrap();
+        let got = read_until_ready(c).await;
+        let (_, row) = backend_messages(&got).into_iter().find(|(t, _)| *t == b'D').expect("a row");
+        String::from_utf8_lossy(&row[6..]).parse().unwrap()
+    };
+    for (value, expect_replica) in [("primary", false), ("'auto'", true)] {
+        let mut batch = message(b'P', format!("\0SET pgpilot.route = {value}\0\0\0").as_bytes());
+        batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        batch.extend(message(b'D', b"P\0"));
+        batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
+        batch.extend(message(b'S', &[]));
+        c.write_all(&batch).await.unwrap();
+        let got = read_until_ready(&mut c).await;
+        let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).collect();
+        assert_eq!(tags, b"12nCZ", "{:?}", backend_messages(&got));
+        for _ in 0..3 {
+            let port = port_read(&mut c).await;
+            assert_eq!(
+                REPLICA_PORTS.lock().unwrap().contains(&port),
+                expect_replica,
+                "after SET pgpilot.route = {value}"
+            );
+        }
+    }
+    gw.shutdown().await;
+}

@@ -257,6 +257,9 @@ impl Session {
                         return self.answer_locally(h.total, tag).await;
                     }
                 }
+                if h.tag == b'P' && self.pgpilot_setting_batch().await? {
+                    return Ok(());
+                }
                 if matches!(h.tag, b'C' | b'P') && self.statements_locally().await? {
                     return Ok(());
                 }

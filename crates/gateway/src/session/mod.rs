@@ -5,6 +5,7 @@ mod cached;
 pub mod cancel;
 mod client;
 mod expect;
+mod extended_settings;
 mod flow;
 mod frontend;
 mod function_ddl;
