@@ -1032,3 +1032,20 @@ async fn a_parse_of_a_name_in_use_and_a_skipped_close_leave_the_statement_as_pos
     assert_eq!(first_value_or_error(&run), "old");
     gw.shutdown().await;
 }
+
+/// A SQL PREPARE a departed client left on a server does not collide with another client's
+/// PREPARE of the name sent through Parse/Bind/Execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_clients_sql_prepare_leaves_the_name_free_for_the_next() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    a.batch_execute("PREPARE leak_x AS SELECT 1").await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = connect(&gw).await;
+    let prepare = b.prepare("PREPARE leak_x AS SELECT 2").await.unwrap();
+    b.execute(&prepare, &[]).await.expect("the departed client's statement was in the way");
+    assert_eq!(first_value(&b.simple_query("EXECUTE leak_x").await.unwrap()), "2");
+    gw.shutdown().await;
+}

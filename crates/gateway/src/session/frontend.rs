@@ -197,8 +197,12 @@ impl Flow {
         // it there with a query of its own; inside one it cannot.
         let batch_start = self.rewrite && !self.unsynced;
         for effect in stmt.session_effects.iter().filter(|_| batch_start) {
-            if let SessionEffect::Execute { name } = effect {
-                self.ensure_sql_prepared(s, server, name);
+            match effect {
+                SessionEffect::Execute { name } => self.ensure_sql_prepared(s, server, name),
+                // Another client's statement of that name left on this server would make it fail;
+                // the client's own is put here, so that it fails as in PostgreSQL.
+                SessionEffect::Prepare { name, .. } => self.ensure_sql_prepared(s, server, name),
+                _ => {}
             }
         }
         // Run as a prepared statement these reach the server itself, pgpilot's statements included.
