@@ -468,6 +468,12 @@ async fn writes_follow_a_promoted_replica() {
     }
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1", "the old primary was written to");
     assert_eq!(replica.psql("postgres", "SELECT count(*) FROM t"), "7");
+    // Shown as what it is, once its ban for being down has run out: not up as a replica, with no
+    // lag measured across timelines.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap_or_default();
+    let old_row = replicas.lines().find(|l| l.contains(&format!(":{}|", pg.port()))).unwrap();
+    assert!(old_row.contains("|not_following|0|0.000|"), "the fenced old primary:\n{replicas}");
     // The new primary goes down too: the old one, on an older timeline, still gets no writes.
     replica.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -174,7 +174,8 @@ impl Backend {
     pub fn state_name(&self) -> &'static str {
         if self.is_banned() {
             "banned"
-        } else if !self.follows_primary() {
+        } else if !self.follows_primary() || self.role() == Role::Unknown {
+            // An old primary fenced after a failover is neither primary nor replica.
             "not_following"
         } else {
             "up"

@@ -328,7 +328,9 @@ impl DatabaseMonitor {
             }
         }
         for (b, r) in readings {
-            if b.index == primary {
+            // A writable server that is not the primary (an old primary fenced after a failover)
+            // replays nothing: a lag measured across timelines would mean nothing, and trip alerts.
+            if b.index == primary || !r.in_recovery {
                 b.set_lag(0, 0);
                 continue;
             }
