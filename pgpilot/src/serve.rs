@@ -198,6 +198,7 @@ pub fn check_config(args: CheckConfigArgs) -> Outcome {
         eprintln!("note: {note}");
     }
     let mut problems = config.validate();
+    problems.extend(config.environment_problems());
     if let Some(dir) = config.pgpilot.unix_socket_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             problems.push(format!("unix_socket_dir {} is not a directory here", dir.display()));

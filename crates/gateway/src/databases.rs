@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use pgpilot_sql::FunctionCatalog;
 use tokio::sync::watch;
 
-use crate::config::{Config, DatabaseConfig, ReadYourWrites, RoutingConfig, ServerTlsMode, ServerUrl};
+use crate::config::{Config, DatabaseConfig, ReadYourWrites, RoutingConfig, ServerUrl};
 use crate::pool::{ConnectionLimit, Pool, PoolId, PoolLimits, PoolSettings, SecretSource, ServerTarget};
 use crate::routing::backend::{Backend, Role};
 
@@ -208,16 +208,13 @@ impl Database {
         let limits = PoolLimits { database: self.limit.clone(), user: ctx.user_limit.clone() };
         let make = |b: &Arc<Backend>| {
             let url = &b.url;
-            let tls_mode = url
-                .sslmode
-                .as_deref()
-                .and_then(ServerTlsMode::parse)
-                .unwrap_or(ctx.config.tls.server_tls_sslmode);
+            let tls = ctx.config.tls.for_server(url);
+            let connector = ctx.connectors.for_server(&tls);
             let target = ServerTarget {
                 database: self.name.to_string(),
                 url: url.clone(),
                 user: server_user.to_string(),
-                tls_mode,
+                tls_mode: tls.mode,
             };
             let id = PoolId {
                 database: self.name.clone(),
@@ -225,7 +222,7 @@ impl Database {
                 server: b.address.clone(),
             };
             let settings = PoolSettings::resolve(ctx.config, &self.config.load(), server_user);
-            Pool::new(id, target, settings, ctx.secrets.clone(), ctx.connector.clone(), limits.clone())
+            Pool::new(id, target, settings, ctx.secrets.clone(), connector, limits.clone())
         };
         let set = Arc::new(PoolSet {
             user: Arc::from(server_user),
@@ -264,6 +261,7 @@ impl Database {
 pub struct PoolContext<'a> {
     pub config: &'a Config,
     pub secrets: Arc<dyn SecretSource>,
-    pub connector: Option<Arc<tokio_rustls::TlsConnector>>,
+    /// The TLS connectors; each server gets the one its effective sslmode asks for.
+    pub connectors: Arc<crate::net::tls::ServerConnectors>,
     pub user_limit: Arc<ConnectionLimit>,
 }

@@ -33,6 +33,9 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .merge(api)
         .merge(crate::insight::dashboard_routes())
         .with_state(shared.clone());
+    if let ApiToken::Unusable(why) = configured_token(&shared.config.load().pgpilot.http_token_file) {
+        tracing::warn!("{why}: the HTTP API answers 503 until the file holds a token");
+    }
     if let Ok(local) = listener.local_addr() {
         // The advisor reads pgpilot's own statement statistics over this API.
         let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
@@ -46,10 +49,30 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
+/// What protects the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiToken {
+    /// No token configured: the API is open (bind it to a private address).
+    Open,
+    Token(String),
+    /// http_token_file is configured but missing, unreadable or empty: the API stays closed, as
+    /// falling back to "no token" would open it to anyone.
+    Unusable(String),
+}
+
 /// The API wants `Authorization: Bearer <token>` when a token is configured (http_token_file or PGPILOT_API_TOKEN).
 async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let Some(expected) = api_token(&shared) else {
-        return next.run(request).await;
+    let expected = match configured_token(&shared.config.load().pgpilot.http_token_file) {
+        ApiToken::Open => return next.run(request).await,
+        ApiToken::Token(t) => t,
+        ApiToken::Unusable(why) => {
+            tracing::warn!("HTTP API refused: {why}");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": format!("the API is closed: {why}")})),
+            )
+                .into_response();
+        }
     };
     let given = request
         .headers()
@@ -69,12 +92,28 @@ async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next
     }
 }
 
-pub fn api_token(shared: &Shared) -> Option<String> {
-    let config = shared.config.load();
-    if let Some(path) = &config.pgpilot.http_token_file {
-        return std::fs::read_to_string(path).ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+/// The token from http_token_file (read on every use, so a rotated file takes effect at once),
+/// else PGPILOT_API_TOKEN.
+pub fn configured_token(token_file: &Option<std::path::PathBuf>) -> ApiToken {
+    if let Some(path) = token_file {
+        return match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => ApiToken::Token(t.trim().to_string()),
+            Ok(_) => ApiToken::Unusable(format!("http_token_file {} is empty", path.display())),
+            Err(e) => ApiToken::Unusable(format!("http_token_file {}: {e}", path.display())),
+        };
     }
-    std::env::var("PGPILOT_API_TOKEN").ok().filter(|t| !t.is_empty())
+    match std::env::var("PGPILOT_API_TOKEN") {
+        Ok(t) if !t.is_empty() => ApiToken::Token(t),
+        _ => ApiToken::Open,
+    }
+}
+
+/// The token to present to the API (the advisor reads pgpilot's own statistics over it).
+pub fn api_token(shared: &Shared) -> Option<String> {
+    match configured_token(&shared.config.load().pgpilot.http_token_file) {
+        ApiToken::Token(t) => Some(t),
+        _ => None,
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

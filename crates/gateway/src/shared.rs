@@ -11,7 +11,7 @@ use pgpilot_wire::{PgError, SqlState};
 use tokio::sync::watch;
 
 use crate::auth::{Secrets, UserList};
-use crate::config::{ClientTlsMode, Config, ServerTlsMode};
+use crate::config::{ClientTlsMode, Config, ServerTls, ServerUrl};
 use crate::databases::{Database, PoolContext, PoolSet};
 use crate::net::tls;
 use crate::pool::ConnectionLimit;
@@ -36,7 +36,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub secrets: Arc<Secrets>,
     pub tls_acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
-    pub tls_connector: ArcSwapOption<tokio_rustls::TlsConnector>,
+    /// One TLS connector per certificate check the configured servers use (net::tls).
+    pub server_tls: ArcSwap<tls::ServerConnectors>,
     pub phase: watch::Sender<Phase>,
     /// Global PAUSE (per-database pauses live on the database).
     pub paused: watch::Sender<bool>,
@@ -78,7 +79,7 @@ impl Shared {
             registry: Arc::new(Registry::default()),
             secrets: Secrets::new(userlist, passwords),
             tls_acceptor: ArcSwapOption::empty(),
-            tls_connector: ArcSwapOption::empty(),
+            server_tls: ArcSwap::from_pointee(tls::ServerConnectors::default()),
             phase: watch::Sender::new(Phase::Running),
             paused: watch::Sender::new(false),
             started_at: SystemTime::now(),
@@ -119,7 +120,7 @@ impl Shared {
                 config.tls.client_tls_key_file.as_deref().unwrap(),
             )?)),
         };
-        let connector = self.build_connector(&config)?;
+        let connectors = Arc::new(build_connectors(&config)?);
         let (userlist, passwords) = load_secrets(&config)?;
         let old = self.databases.load_full();
         // A server connection's TLS mode is fixed when its pool is made: a new mode needs new pools.
@@ -144,7 +145,9 @@ impl Shared {
         }
         for db in next.values() {
             for set in db.pool_sets() {
-                set.all().for_each(|p| p.set_connector(connector.clone()));
+                set.all().for_each(|p| {
+                    p.set_connector(connectors.for_server(&config.tls.for_server(&p.target.url)))
+                });
             }
         }
         for (user, limit) in self.user_limits.lock().iter() {
@@ -154,7 +157,7 @@ impl Shared {
         // auth_user's password or the query may have changed: look users up afresh.
         self.auth_query.clear();
         self.tls_acceptor.store(acceptor);
-        self.tls_connector.store(connector);
+        self.server_tls.store(connectors);
         self.databases.store(Arc::new(next));
         self.insight.configure(&config.insight);
         self.cache.configure(&config.cache);
@@ -162,24 +165,10 @@ impl Shared {
         Ok(())
     }
 
-    fn build_connector(&self, config: &Config) -> Result<Option<Arc<tokio_rustls::TlsConnector>>, String> {
-        let any_tls = config.tls.server_tls_sslmode.attempts_tls()
-            || config.databases.values().any(|d| {
-                std::iter::once(d.primary.as_str())
-                    .chain(d.replicas.iter().map(|r| r.url()))
-                    .filter_map(|u| crate::config::ServerUrl::parse(u).ok())
-                    .any(|u| {
-                        u.sslmode.as_deref().and_then(ServerTlsMode::parse).is_some_and(|m| m.attempts_tls())
-                    })
-            });
-        if !any_tls {
-            return Ok(None);
-        }
-        let t = &config.tls;
-        let client_cert = t.server_tls_cert_file.as_deref().zip(t.server_tls_key_file.as_deref());
-        let mode =
-            if t.server_tls_sslmode.attempts_tls() { t.server_tls_sslmode } else { ServerTlsMode::Require };
-        Ok(Some(Arc::new(tls::server_connector(mode, t.server_tls_ca_file.as_deref(), client_cert)?)))
+    /// The TLS connector for the server at `url`, checking its certificate as its effective
+    /// sslmode (the URL's, else `[tls]`) asks.
+    pub fn server_connector(&self, url: &ServerUrl) -> Option<Arc<tokio_rustls::TlsConnector>> {
+        self.server_tls.load().for_server(&self.config.load().tls.for_server(url))
     }
 
     pub fn database(&self, name: &str) -> Option<Arc<Database>> {
@@ -200,7 +189,7 @@ impl Shared {
         let ctx = PoolContext {
             config: &config,
             secrets: self.secrets.clone(),
-            connector: self.tls_connector.load_full(),
+            connectors: self.server_tls.load_full(),
             user_limit: self.user_limit(&config, &server_user),
         };
         let set = db.pools_for(&server_user, &ctx);
@@ -214,6 +203,29 @@ impl Shared {
             .or_insert_with(|| Arc::new(ConnectionLimit::new(user_max(config, user))))
             .clone()
     }
+}
+
+/// Connectors for every configured server's effective TLS settings, and for `[tls]`'s own (jobs
+/// and other connections to servers not named by a database URL use those).
+fn build_connectors(config: &Config) -> Result<tls::ServerConnectors, String> {
+    let t = &config.tls;
+    let mut servers: Vec<ServerTls> = config
+        .databases
+        .values()
+        .flat_map(|d| std::iter::once(d.primary.as_str()).chain(d.replicas.iter().map(|r| r.url())))
+        .filter_map(|u| ServerUrl::parse(u).ok())
+        .map(|u| t.for_server(&u))
+        .collect();
+    let global = ServerTls {
+        mode: t.server_tls_sslmode,
+        ca_file: t.server_tls_sslmode.verifies().then(|| t.server_tls_ca_file.clone()).flatten(),
+    };
+    // The global settings may be unusable (verify without a CA) when every URL overrides them.
+    if tls::CertCheck::for_server(&global).is_ok() {
+        servers.push(global);
+    }
+    let client_cert = t.server_tls_cert_file.as_deref().zip(t.server_tls_key_file.as_deref());
+    tls::ServerConnectors::build(&servers, client_cert)
 }
 
 fn user_max(config: &Config, user: &str) -> usize {

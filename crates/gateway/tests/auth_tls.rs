@@ -252,3 +252,275 @@ async fn a_refused_server_login_is_not_retried_before_server_login_retry() {
     assert_eq!(attempts(), first, "the server was asked again within server_login_retry");
     gw.shutdown().await;
 }
+
+/// A cluster serving TLS with a self-signed certificate for `names`; returns it with the
+/// certificate (which is its own CA).
+fn tls_cluster(dir: &Path, names: &[&str]) -> (Cluster, PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let crt = write_file(dir, "server.crt", &cert.cert.pem());
+    let key = write_file(dir, "server.key", &cert.signing_key.serialize_pem());
+    // PostgreSQL insists its key belongs to it and is private.
+    let _ = std::process::Command::new("chown").arg("postgres").arg(&key).arg(&crt).status();
+    let _ = std::process::Command::new("chmod").arg("600").arg(&key).status();
+    let _ = std::process::Command::new("chmod").arg("755").arg(dir).status();
+    let pg = Cluster::builder()
+        .setting("ssl = on")
+        .setting(&format!("ssl_cert_file = '{}'", crt.display()))
+        .setting(&format!("ssl_key_file = '{}'", key.display()))
+        .start();
+    (pg, crt)
+}
+
+/// A URL's own `sslmode=verify-full` / `verify-ca` checks the server's certificate against the
+/// URL's `sslrootcert`, whatever `[tls]` says (it used to only refuse servers without TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_urls_verify_mode_checks_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, crt) = tls_cluster(dir.path(), &["localhost"]);
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _) = self_signed(other.path());
+    let port = pg.port();
+    let cases = [
+        ("verify-full", "localhost", &crt, true),
+        ("verify-full", "localhost", &other_ca, false),
+        ("verify-ca", "localhost", &other_ca, false),
+        // verify-ca does not check the name; verify-full does.
+        ("verify-ca", "127.0.0.1", &crt, true),
+        ("verify-full", "127.0.0.1", &crt, false),
+    ];
+    for (mode, host, ca, ok) in cases {
+        let mut c = config_for(&pg);
+        c.tls.server_tls_sslmode = ServerTlsMode::Require;
+        c.databases.insert(
+            "postgres".into(),
+            DatabaseConfig {
+                primary: format!(
+                    "postgres://postgres@{host}:{port}/postgres?sslmode={mode}&sslrootcert={}",
+                    ca.display()
+                ),
+                ..Default::default()
+            },
+        );
+        let gw = start(c).await;
+        let result = try_connect(&conninfo(&gw, "postgres", "postgres")).await;
+        match result {
+            Ok(client) => {
+                assert!(ok, "{mode} to {host} with the wrong CA or name was let through");
+                let ssl: bool = client
+                    .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert!(ssl, "{mode}: not encrypted");
+            }
+            Err(e) => assert!(!ok, "{mode} to {host}: {e}"),
+        }
+        gw.shutdown().await;
+    }
+}
+
+/// verify modes need a CA; unknown URL parameters (security ones above all) are not ignored.
+#[test]
+fn verify_modes_without_a_ca_and_unknown_url_parameters_are_refused() {
+    let mut c = pgpilot_gateway::config::Config::default();
+    let mut with_primary = |primary: &str| {
+        c.databases.insert("d".into(), DatabaseConfig { primary: primary.into(), ..Default::default() });
+        c.validate().join("; ")
+    };
+    let problems = with_primary("postgres://u@h/db?sslmode=verify-full");
+    assert!(problems.contains("sslrootcert"), "{problems}");
+    let problems = with_primary("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/does/not/exist");
+    assert!(problems.contains("/does/not/exist does not exist"), "{problems}");
+    let problems = with_primary("postgres://u@h/db?sslmode=verify-full&sslrootcert=system");
+    assert!(!problems.contains("sslrootcert") && !problems.contains("[databases.d]"), "{problems}");
+    let problems = with_primary("postgres://u@h/db?sslmode=require&sslcert=/c.pem");
+    assert!(problems.contains("\"sslcert\" is not supported"), "{problems}");
+}
+
+/// A config whose one database `appdb` points nowhere: for what happens before any server.
+fn offline_config(auth: AuthType, userlist: &Path) -> pgpilot_gateway::config::Config {
+    let mut c = pgpilot_gateway::config::Config::default();
+    c.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
+    c.pgpilot.http = Some("127.0.0.1:0".into());
+    c.pgpilot.auth_type = auth;
+    c.pgpilot.auth_file = Some(userlist.to_path_buf());
+    c.tls.server_tls_sslmode = ServerTlsMode::Disable;
+    c.insight.server_probe_interval = pgpilot_gateway::config::Secs::from_secs(0);
+    c.databases.insert(
+        "appdb".into(),
+        DatabaseConfig { primary: "postgres://app@127.0.0.1:1/postgres".into(), ..Default::default() },
+    );
+    c
+}
+
+/// An empty password in the auth_file logs no one in, with any auth_type (PostgreSQL never
+/// accepts one; PgBouncer refuses it too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_password_never_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_file(dir.path(), "userlist.txt", "\"emptyuser\" \"\"\n");
+    for auth in [AuthType::Plain, AuthType::Md5, AuthType::ScramSha256] {
+        let gw = start(offline_config(auth, &users)).await;
+        let err = try_connect(&format!("{} password=''", conninfo(&gw, "emptyuser", "appdb")))
+            .await
+            .expect_err("an empty password is refused");
+        assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{auth:?}: {err}");
+        assert!(format!("{err:?}").contains("password authentication failed"), "{auth:?}: {err:?}");
+        gw.shutdown().await;
+    }
+}
+
+/// client_login_timeout bounds the whole login: a client that spends most of it before its
+/// startup packet and then stalls in authentication is closed at the timeout, not twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_login_timeout_is_one_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_file(dir.path(), "userlist.txt", "\"app\" \"app-secret\"\n");
+    let mut c = offline_config(AuthType::Md5, &users);
+    c.pgpilot.client_login_timeout = pgpilot_gateway::config::Secs::from_millis(2000);
+    let gw = start(c).await;
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1400)).await;
+    s.write_all(&startup_packet_with(3 << 16, &[("user", "app"), ("database", "appdb")])).await.unwrap();
+    // The md5 challenge, then nothing from the client: the connection must end at ~2 s.
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(6), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("still open after {:?}", started.elapsed()),
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(2800), "closed after {took:?}, not at the 2 s timeout");
+    gw.shutdown().await;
+}
+
+/// A TLS client pgpilot turns away (here: it stalls after the handshake past
+/// client_login_timeout) has its connection closed by pgpilot, not kept until it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_client_is_closed_at_the_login_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_file(dir.path(), "userlist.txt", "\"app\" \"app-secret\"\n");
+    let (crt, key) = self_signed(dir.path());
+    let mut c = offline_config(AuthType::Md5, &users);
+    c.pgpilot.client_login_timeout = pgpilot_gateway::config::Secs::from_millis(1000);
+    c.tls.client_tls_sslmode = ClientTlsMode::Allow;
+    c.tls.client_tls_cert_file = Some(crt.clone());
+    c.tls.client_tls_key_file = Some(key);
+    let gw = start(c).await;
+    let started = std::time::Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(&crt).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let client_port = tls.get_ref().0.local_addr().unwrap().port();
+    // Stall: no startup packet. pgpilot must end the connection, which reads as EOF here.
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(6), tls.read(&mut buf)).await;
+    let took = started.elapsed();
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection was not closed: {read:?} after {took:?}");
+    assert!(took < std::time::Duration::from_millis(2500), "closed only after {took:?}");
+    // Closed, not only shut down for writing: pgpilot no longer holds the socket (a closed
+    // socket lingering in FIN_WAIT is the kernel's, with inode 0) though the client keeps its end.
+    let gateway_port = addr(&gw).port();
+    let held = || held_tcp_socket(gateway_port, client_port);
+    assert!(
+        eventually(std::time::Duration::from_secs(2), || !held()).await,
+        "pgpilot still holds the socket"
+    );
+    drop(tls);
+    gw.shutdown().await;
+}
+
+/// Whether a process still holds the TCP socket from `local_port` to `remote_port`
+/// (/proc/net/tcp lists sockets no process holds any more with inode 0).
+fn held_tcp_socket(local_port: u16, remote_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |field: &str| field.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 9 && port(f[1]) == Some(local_port) && port(f[2]) == Some(remote_port) && f[9] != "0"
+    })
+}
+
+fn bearer_get(url: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    if let Some(t) = token {
+        request = request.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = request.call().unwrap();
+    (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// A configured http_token_file that is missing or empty closes the API (it used to open it to
+/// anyone, as if no token were configured); once it holds a token, the token is required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_empty_token_file_closes_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_file(dir.path(), "userlist.txt", "\"app\" \"app-secret\"\n");
+    let token_file = dir.path().join("token");
+    let mut c = offline_config(AuthType::Md5, &users);
+    c.pgpilot.http_token_file = Some(token_file.clone());
+    let problems = c.environment_problems().join("; ");
+    assert!(problems.contains("http_token_file"), "check-config must report it: {problems}");
+    let gw = start(c).await;
+    let url = format!("http://{}/api/v1/monitoring/pool-stats", gw.http_addr().unwrap());
+    let get = |token: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || bearer_get(&url, token))
+    };
+    let (status, body) = get(None).await.unwrap();
+    assert_eq!(status, 503, "missing token file: {body}");
+    assert!(body.contains("http_token_file"), "{body}");
+    std::fs::write(&token_file, "\n").unwrap();
+    let (status, body) = get(None).await.unwrap();
+    assert_eq!(status, 503, "empty token file: {body}");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    assert_eq!(get(None).await.unwrap().0, 401);
+    assert_eq!(get(Some("wrong")).await.unwrap().0, 401);
+    assert_eq!(get(Some("t0ken")).await.unwrap().0, 200);
+    // /health stays open for load balancers.
+    let (status, _) = http_get(format!("http://{}/health", gw.http_addr().unwrap())).await;
+    assert_eq!(status, 200);
+    gw.shutdown().await;
+}
+
+/// check-config reports an unset password_env variable: serve refuses to start without it.
+#[test]
+fn an_unset_password_env_is_a_problem_for_check_config() {
+    let mut c = pgpilot_gateway::config::Config::default();
+    c.databases.insert(
+        "d".into(),
+        DatabaseConfig {
+            primary: "postgres://u@h/db".into(),
+            password_env: Some("PGPILOT_TEST_SURELY_UNSET_PASSWORD".into()),
+            ..Default::default()
+        },
+    );
+    let problems = c.environment_problems().join("; ");
+    assert!(problems.contains("$PGPILOT_TEST_SURELY_UNSET_PASSWORD is not set"), "{problems}");
+}

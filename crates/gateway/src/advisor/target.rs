@@ -15,8 +15,7 @@ pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String>
     let user = db.user.clone().or_else(|| url.user.clone()).ok_or_else(|| {
         format!("[databases.{database}] primary names no user; the advisor needs one (in the URL or `user`)")
     })?;
-    let tls_mode =
-        url.sslmode.as_deref().and_then(ServerTlsMode::parse).unwrap_or(config.tls.server_tls_sslmode);
+    let tls_mode = config.tls.for_server(&url).mode;
     let target =
         ServerTarget { database: database.to_string(), url: url.clone(), user: user.clone(), tls_mode };
     let mut conninfo = format!(

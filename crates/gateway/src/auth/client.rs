@@ -1,7 +1,7 @@
 //! Authenticating a client: trust, cleartext, md5 or SCRAM-SHA-256 against the auth_file.
 
 use bytes::BytesMut;
-use pgpilot_wire::auth::scram::{ProvenClientKey, ScramServer, MECHANISM};
+use pgpilot_wire::auth::scram::{ProvenClientKey, ScramError, ScramServer, MECHANISM};
 use pgpilot_wire::auth::{constant_time_eq, md5, ScramSecret, Secret};
 use pgpilot_wire::{backend, frontend, PgError, SqlState};
 
@@ -27,6 +27,9 @@ pub async fn authenticate(
     user: &str,
     secret: Option<&Secret>,
 ) -> Result<Authenticated, PgError> {
+    // An empty password logs no one in (as PostgreSQL and PgBouncer): such an entry is treated as
+    // a missing one, so the client hears the same as for a wrong password.
+    let secret = secret.filter(|s| !s.is_empty_password(user));
     match auth_type {
         AuthType::Trust => Ok(Authenticated { proven_key: None }),
         AuthType::Plain => cleartext(sock, buf, user, secret).await,
@@ -67,6 +70,9 @@ async fn cleartext(
     let body = password_message(sock, buf).await?;
     let given = frontend::parse_password(&body).ok_or_else(|| failed(user))?;
     let given = std::str::from_utf8(given).map_err(|_| failed(user))?;
+    if given.is_empty() {
+        return Err(failed(user));
+    }
     let ok = match secret {
         Some(Secret::Plain(p)) => constant_time_eq(p.as_bytes(), given.as_bytes()),
         Some(Secret::Md5(h)) => constant_time_eq(md5::stored_hash(user, given).as_bytes(), h.as_bytes()),
@@ -120,9 +126,10 @@ async fn scram(
             "client selected an invalid SASL authentication mechanism",
         ));
     }
-    let server_first = server
-        .client_first(data)
-        .map_err(|e| PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("SCRAM: {e}")))?;
+    let server_first = server.client_first(data).map_err(|e| match e {
+        ScramError::AuthzId => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, e.to_string()),
+        _ => PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("SCRAM: {e}")),
+    })?;
     out.clear();
     backend::auth_sasl_continue(&mut out, &server_first);
     send(sock, &out).await?;

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use pgpilot_wire::auth::Secret;
 use pgpilot_wire::{PgError, SqlState};
 
-use crate::config::{Config, ServerTlsMode, ServerUrl};
+use crate::config::{Config, ServerUrl};
 use crate::databases::Database;
 use crate::insight::pgclient::PgConn;
 use crate::pool::{ServerSecret, ServerTarget};
@@ -203,12 +203,11 @@ async fn open(
     let db =
         config.databases.get(name).ok_or_else(|| format!("auth_dbname: there is no [databases.{name}]"))?;
     let url = ServerUrl::parse(&db.primary).map_err(|e| format!("[databases.{name}] primary: {e}"))?;
-    let tls_mode =
-        url.sslmode.as_deref().and_then(ServerTlsMode::parse).unwrap_or(config.tls.server_tls_sslmode);
+    let tls_mode = config.tls.for_server(&url).mode;
     let target =
         ServerTarget { database: name.clone(), url: url.clone(), user: settings.auth_user.clone(), tls_mode };
     let secret = auth_user_secret(shared, name, db, &url, &settings.auth_user);
-    let connector = shared.tls_connector.load_full();
+    let connector = shared.server_connector(&url);
     PgConn::open(&target, &secret, connector.as_deref(), timeout, APPLICATION_NAME)
         .await
         .map_err(|e| e.to_string())

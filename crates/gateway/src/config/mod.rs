@@ -26,7 +26,7 @@ pub use general::{AuthType, General, PoolMode};
 pub use one_or_many::OneOrMany;
 pub use overrides::QuickStart;
 pub use server_url::ServerUrl;
-pub use tls::{ClientTlsMode, ServerTlsMode, TlsConfig};
+pub use tls::{ClientTlsMode, ServerTls, ServerTlsMode, TlsConfig, SYSTEM_ROOTS};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +77,13 @@ impl Config {
         validate::problems(self)
     }
 
+    /// What this machine lacks for the config (unset password_env variables, an unusable
+    /// http_token_file): check-config reports these too, as serve would refuse to start or fail
+    /// closed.
+    pub fn environment_problems(&self) -> Vec<String> {
+        validate::environment_problems(self)
+    }
+
     /// Effective settings of one database's pools.
     pub fn pool_size(&self, db: &DatabaseConfig) -> usize {
         db.pool_size.unwrap_or(self.pgpilot.default_pool_size)
@@ -106,7 +113,10 @@ impl Config {
         fix(&mut self.pgpilot.http_token_file);
         fix(&mut self.tls.client_tls_cert_file);
         fix(&mut self.tls.client_tls_key_file);
-        fix(&mut self.tls.server_tls_ca_file);
+        // "system" names the bundled web roots, not a file next to the config.
+        if self.tls.server_tls_ca_file.as_deref() != Some(Path::new(SYSTEM_ROOTS)) {
+            fix(&mut self.tls.server_tls_ca_file);
+        }
         fix(&mut self.tls.server_tls_cert_file);
         fix(&mut self.tls.server_tls_key_file);
         for db in self.databases.values_mut() {

@@ -1,6 +1,11 @@
 //! postgres:// URLs naming a server.
 
 use std::fmt;
+use std::path::PathBuf;
+
+/// The query parameters pgpilot understands. Any other is refused rather than ignored: a
+/// silently dropped `sslcert=` or `channel_binding=require` would weaken what the URL asks for.
+const KNOWN_PARAMETERS: &[&str] = &["host", "sslmode", "sslrootcert"];
 
 /// Where a server is and how to log in to it.
 #[derive(Clone, PartialEq, Eq)]
@@ -12,6 +17,9 @@ pub struct ServerUrl {
     pub user: Option<String>,
     pub password: Option<String>,
     pub sslmode: Option<String>,
+    /// CA bundle checking this server's certificate (verify-ca / verify-full), instead of
+    /// `[tls] server_tls_ca_file`; `system` means the bundled public web roots.
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl ServerUrl {
@@ -23,11 +31,18 @@ impl ServerUrl {
         let decode = |s: &str| percent_decode(s);
         let mut host = url.host_str().map(decode).unwrap_or_default();
         let mut sslmode = None;
+        let mut sslrootcert = None;
         for (k, v) in url.query_pairs() {
             match k.as_ref() {
                 "host" => host = v.into_owned(),
                 "sslmode" => sslmode = Some(v.into_owned()),
-                _ => {}
+                "sslrootcert" => sslrootcert = Some(PathBuf::from(v.into_owned())),
+                other => {
+                    return Err(format!(
+                        "URL parameter {other:?} is not supported (pgpilot understands {})",
+                        KNOWN_PARAMETERS.join(", ")
+                    ))
+                }
             }
         }
         if host.is_empty() {
@@ -46,6 +61,7 @@ impl ServerUrl {
             user,
             password: url.password().map(decode),
             sslmode,
+            sslrootcert,
         })
     }
 
@@ -121,6 +137,15 @@ mod tests {
         assert!(s.is_unix_socket());
         assert_eq!(s.address(), "/var/run/postgresql/.s.PGSQL.5432");
         assert_eq!(ServerUrl::parse("postgres://[::1]:5433/db").unwrap().address(), "[::1]:5433");
+    }
+
+    #[test]
+    fn keeps_sslrootcert_and_refuses_unknown_parameters() {
+        let u = ServerUrl::parse("postgres://h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem").unwrap();
+        assert_eq!(u.sslrootcert.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+        let err = ServerUrl::parse("postgres://h/db?sslmode=verify-full&sslcert=/c.pem").unwrap_err();
+        assert!(err.contains("\"sslcert\" is not supported"), "{err}");
+        assert!(ServerUrl::parse("postgres://h/db?channel_binding=require").is_err());
     }
 
     #[test]

@@ -52,6 +52,23 @@ impl ServerTlsMode {
     pub fn requires_tls(self) -> bool {
         matches!(self, ServerTlsMode::Require | ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull)
     }
+
+    /// verify-ca / verify-full: the server's certificate must chain to a trusted CA.
+    pub fn verifies(self) -> bool {
+        matches!(self, ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull)
+    }
+}
+
+/// What `sslrootcert` / `server_tls_ca_file` may name instead of a file: the public web roots
+/// bundled with pgpilot (as libpq's `sslrootcert=system`).
+pub const SYSTEM_ROOTS: &str = "system";
+
+/// How one server is connected to: its URL's sslmode and sslrootcert, else the `[tls]` ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub mode: ServerTlsMode,
+    /// The CA bundle for verify-ca / verify-full (None for the other modes, which check nothing).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -61,9 +78,23 @@ pub struct TlsConfig {
     pub client_tls_cert_file: Option<PathBuf>,
     pub client_tls_key_file: Option<PathBuf>,
     pub server_tls_sslmode: ServerTlsMode,
-    /// CA bundle to verify servers with (verify-ca / verify-full); the system roots otherwise.
+    /// CA bundle to verify servers with (verify-ca / verify-full), unless a server URL gives its
+    /// own `sslrootcert`. Required by those modes (as libpq fails without a root certificate);
+    /// `"system"` trusts the bundled public web roots.
     pub server_tls_ca_file: Option<PathBuf>,
     /// Client certificate and key presented to servers that ask for one.
     pub server_tls_cert_file: Option<PathBuf>,
     pub server_tls_key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The effective TLS settings for the server at `url`: a URL's own sslmode / sslrootcert win.
+    pub fn for_server(&self, url: &super::ServerUrl) -> ServerTls {
+        let mode = url.sslmode.as_deref().and_then(ServerTlsMode::parse).unwrap_or(self.server_tls_sslmode);
+        let ca_file = mode
+            .verifies()
+            .then(|| url.sslrootcert.clone().or_else(|| self.server_tls_ca_file.clone()))
+            .flatten();
+        ServerTls { mode, ca_file }
+    }
 }

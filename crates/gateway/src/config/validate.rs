@@ -60,9 +60,9 @@ pub fn problems(c: &Config) -> Vec<String> {
         if name == "pgpilot" || name == "pgbouncer" {
             out.push(format!("[databases.{name}]: the name is reserved for the admin console"));
         }
-        check_url(&mut out, &format!("[databases.{name}] primary"), &db.primary);
+        check_url(&mut out, &format!("[databases.{name}] primary"), &db.primary, &c.tls);
         for r in db.replicas.iter() {
-            check_url(&mut out, &format!("[databases.{name}] replicas"), r.url());
+            check_url(&mut out, &format!("[databases.{name}] replicas"), r.url(), &c.tls);
         }
         if db.pool_size == Some(0) {
             out.push(format!("[databases.{name}] pool_size must be at least 1"));
@@ -84,6 +84,23 @@ pub fn problems(c: &Config) -> Vec<String> {
     let caches: Vec<(&str, &super::cache::DatabaseCache)> =
         c.databases.iter().map(|(n, d)| (n.as_str(), &d.cache)).collect();
     out.extend(super::cache::problems(&c.cache, &caches));
+    out
+}
+
+pub fn environment_problems(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, db) in &c.databases {
+        if let Some(var) = &db.password_env {
+            if std::env::var_os(var).is_none() {
+                out.push(format!(
+                    "[databases.{name}] password_env: ${var} is not set (serve refuses to start without it)"
+                ));
+            }
+        }
+    }
+    if let crate::http::ApiToken::Unusable(why) = crate::http::configured_token(&c.pgpilot.http_token_file) {
+        out.push(format!("[pgpilot] {why}: the HTTP API would refuse every request"));
+    }
     out
 }
 
@@ -115,15 +132,30 @@ fn auth_query_problems(c: &Config) -> Vec<String> {
     out
 }
 
-fn check_url(out: &mut Vec<String>, what: &str, url: &str) {
+fn check_url(out: &mut Vec<String>, what: &str, url: &str, tls: &super::TlsConfig) {
     match ServerUrl::parse(url) {
         Ok(u) => {
             if let Some(mode) = &u.sslmode {
                 if super::ServerTlsMode::parse(mode).is_none() {
                     out.push(format!("{what}: unknown sslmode {mode:?}"));
+                    return;
                 }
             }
+            out.extend(server_tls_problem(what, &tls.for_server(&u)));
         }
         Err(e) => out.push(format!("{what}: {e}")),
+    }
+}
+
+/// verify-ca / verify-full need a CA file that exists (or "system").
+fn server_tls_problem(what: &str, server: &super::ServerTls) -> Option<String> {
+    if !server.mode.verifies() {
+        return None;
+    }
+    match server.ca_file.as_deref() {
+        None => Some(format!("{what}: {}", crate::net::tls::missing_ca_message(server.mode))),
+        Some(p) if p == std::path::Path::new(super::SYSTEM_ROOTS) => None,
+        Some(p) if !p.is_file() => Some(format!("{what}: CA file {} does not exist", p.display())),
+        Some(_) => None,
     }
 }

@@ -13,7 +13,7 @@ use pgpilot_wire::frame::{read_i16, read_i32, Limits};
 use pgpilot_wire::frontend;
 use thiserror::Error;
 
-use crate::config::{ServerTlsMode, ServerUrl};
+use crate::config::ServerUrl;
 use crate::databases::Database;
 use crate::net::Sock;
 use crate::pool::connect::{connect, ConnectError};
@@ -66,14 +66,10 @@ impl PgConn {
             database: db.name.to_string(),
             url: url.clone(),
             user: user.to_string(),
-            tls_mode: url
-                .sslmode
-                .as_deref()
-                .and_then(ServerTlsMode::parse)
-                .unwrap_or(config.tls.server_tls_sslmode),
+            tls_mode: config.tls.for_server(url).mode,
         };
         let secret = shared.secrets.secret_for(&target);
-        let connector = shared.tls_connector.load_full();
+        let connector = shared.server_connector(url);
         let monitor = crate::pool::connect::MONITOR_APPLICATION_NAME;
         PgConn::open(&target, &secret, connector.as_deref(), timeout, monitor).await
     }

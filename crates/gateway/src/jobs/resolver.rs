@@ -10,7 +10,7 @@ use pgpilot_scheduler::{
 };
 use tokio_postgres::config::SslMode;
 
-use crate::config::{ServerTlsMode, ServerUrl};
+use crate::config::{ServerTls, ServerTlsMode, ServerUrl};
 use crate::pool::{SecretSource, ServerSecret, ServerTarget};
 use crate::shared::Shared;
 use pgpilot_advisor::tls::RustlsConnect;
@@ -50,7 +50,7 @@ impl DatabaseResolver for GatewayResolver {
     fn connect<'a>(&'a self, config: &'a tokio_postgres::Config) -> ConnectFuture<'a> {
         let connector = match config.get_ssl_mode() {
             SslMode::Disable => None,
-            _ => self.shared.upgrade().and_then(|s| s.tls_connector.load_full()),
+            _ => self.shared.upgrade().and_then(|s| job_connector(&s, config)),
         };
         match connector {
             None => Box::pin(pgpilot_scheduler::connect(config)),
@@ -68,6 +68,33 @@ impl DatabaseResolver for GatewayResolver {
     }
 }
 
+/// The TLS connector for a job's server. tokio-postgres's Config carries no CA file nor
+/// verify mode, so the configured database URL at the same host, port and database decides the
+/// certificate check (as for the pools); other servers get `[tls]`'s.
+fn job_connector(shared: &Shared, pg: &tokio_postgres::Config) -> Option<Arc<tokio_rustls::TlsConnector>> {
+    let config = shared.config.load();
+    let same_server = |u: &ServerUrl| {
+        let host = match pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.as_str(),
+            _ => return false,
+        };
+        u.host == host
+            && pg.get_ports().first() == Some(&u.port)
+            && pg.get_dbname() == Some(u.dbname.as_str())
+    };
+    let tls = config
+        .databases
+        .values()
+        .filter_map(|d| ServerUrl::parse(&d.primary).ok())
+        .find(|u| same_server(u))
+        .map(|u| config.tls.for_server(&u))
+        .unwrap_or_else(|| ServerTls {
+            mode: config.tls.server_tls_sslmode,
+            ca_file: config.tls.server_tls_ca_file.clone(),
+        });
+    shared.server_tls.load().for_server(&tls)
+}
+
 fn primary_config(shared: &Shared, name: &str) -> Result<tokio_postgres::Config, ResolveError> {
     let config = shared.config.load();
     let db = config.databases.get(name).ok_or_else(|| ResolveError::UnknownDatabase(name.into()))?;
@@ -78,8 +105,7 @@ fn primary_config(shared: &Shared, name: &str) -> Result<tokio_postgres::Config,
         what: what.clone(),
         reason: "it names no user; jobs need one (in the URL, or `user = ...` in the table)".into(),
     })?;
-    let tls_mode =
-        url.sslmode.as_deref().and_then(ServerTlsMode::parse).unwrap_or(config.tls.server_tls_sslmode);
+    let tls_mode = config.tls.for_server(&url).mode;
     let target = ServerTarget { database: name.to_string(), url: url.clone(), user: user.clone(), tls_mode };
     let mut pg = tokio_postgres::Config::new();
     // A host starting with '/' is a Unix socket directory for tokio-postgres as for the pools.

@@ -1,8 +1,9 @@
 //! TLS on both sides with rustls. A TLS connection is bridged onto a Unix socket pair by a small
 //! task, so sessions always drive plain readiness-based sockets; TLS is the uncommon path.
 
+use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
 use super::sock::Sock;
-use crate::config::ServerTlsMode;
+use crate::config::{ServerTls, ServerTlsMode, SYSTEM_ROOTS};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
@@ -48,29 +49,110 @@ pub fn client_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAccep
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// What a server's certificate is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Roots {
+    /// A PEM bundle of CA certificates.
+    File(PathBuf),
+    /// The public web roots bundled with pgpilot (`sslrootcert=system`).
+    WebPki,
+}
+
+/// How much of a server's certificate is checked; one connector is built per distinct check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CertCheck {
+    /// prefer / require: encryption only, as libpq.
+    Nothing,
+    /// verify-ca: the chain, not the host name.
+    Chain(Roots),
+    /// verify-full: the chain and the host name.
+    ChainAndName(Roots),
+}
+
+impl CertCheck {
+    /// The check a server's effective settings ask for; None when no TLS is attempted.
+    pub fn for_server(server: &ServerTls) -> Result<Option<CertCheck>, String> {
+        if !server.mode.attempts_tls() {
+            return Ok(None);
+        }
+        if !server.mode.verifies() {
+            return Ok(Some(CertCheck::Nothing));
+        }
+        // Like libpq, which fails when it finds no root certificate: never trust a default set
+        // silently, a private CA's servers would otherwise be checked against the wrong roots.
+        let roots = match server.ca_file.as_deref() {
+            Some(p) if p == Path::new(SYSTEM_ROOTS) => Roots::WebPki,
+            Some(p) => Roots::File(p.to_path_buf()),
+            None => return Err(missing_ca_message(server.mode)),
+        };
+        Ok(Some(match server.mode {
+            ServerTlsMode::VerifyCa => CertCheck::Chain(roots),
+            _ => CertCheck::ChainAndName(roots),
+        }))
+    }
+}
+
+/// Why a verify mode without a CA file is refused, and what to set.
+pub fn missing_ca_message(mode: ServerTlsMode) -> String {
+    let mode = if mode == ServerTlsMode::VerifyCa { "verify-ca" } else { "verify-full" };
+    format!(
+        "sslmode {mode} needs the CA to check the server with: add sslrootcert=/path/ca.pem to the URL or set [tls] server_tls_ca_file (\"{SYSTEM_ROOTS}\" trusts the bundled public web roots)"
+    )
+}
+
+/// The TLS connectors for every certificate check the configured servers use.
+#[derive(Default)]
+pub struct ServerConnectors {
+    by_check: HashMap<CertCheck, Arc<tokio_rustls::TlsConnector>>,
+}
+
+impl ServerConnectors {
+    /// Builds one connector per distinct check among `servers`, all presenting `client_cert`.
+    pub fn build<'a>(
+        servers: impl IntoIterator<Item = &'a ServerTls>,
+        client_cert: Option<(&Path, &Path)>,
+    ) -> Result<ServerConnectors, String> {
+        let mut by_check = HashMap::new();
+        for server in servers {
+            let Some(check) = CertCheck::for_server(server)? else { continue };
+            if let std::collections::hash_map::Entry::Vacant(slot) = by_check.entry(check) {
+                let connector = server_connector(slot.key(), client_cert)?;
+                slot.insert(Arc::new(connector));
+            }
+        }
+        Ok(ServerConnectors { by_check })
+    }
+
+    /// The connector for a server; None when it gets no TLS (or was not among those built, in
+    /// which case an 'S' answer fails the connection rather than going unchecked).
+    pub fn for_server(&self, server: &ServerTls) -> Option<Arc<tokio_rustls::TlsConnector>> {
+        let check = CertCheck::for_server(server).ok()??;
+        self.by_check.get(&check).cloned()
+    }
+}
+
 /// How pgpilot checks the servers it connects to.
-pub fn server_connector(
-    mode: ServerTlsMode,
-    ca_file: Option<&Path>,
+fn server_connector(
+    check: &CertCheck,
     client_cert: Option<(&Path, &Path)>,
 ) -> Result<tokio_rustls::TlsConnector, String> {
-    let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull => {
-            let mut roots = RootCertStore::empty();
-            match ca_file {
-                Some(path) => {
+    let verifier: Arc<dyn ServerCertVerifier> = match check {
+        CertCheck::Chain(roots) | CertCheck::ChainAndName(roots) => {
+            let mut store = RootCertStore::empty();
+            match roots {
+                Roots::File(path) => {
                     for cert in load_certs(path)? {
-                        roots.add(cert).map_err(|e| format!("CA certificate in {}: {e}", path.display()))?;
+                        store.add(cert).map_err(|e| format!("CA certificate in {}: {e}", path.display()))?;
                     }
                 }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+                Roots::WebPki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
             }
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
                 .build()
                 .map_err(|e| e.to_string())?;
-            Arc::new(ChainVerifier { inner: webpki, check_name: mode == ServerTlsMode::VerifyFull })
+            Arc::new(ChainVerifier { inner: webpki, check_name: matches!(check, CertCheck::ChainAndName(_)) })
         }
-        _ => Arc::new(EncryptOnly(provider())),
+        CertCheck::Nothing => Arc::new(EncryptOnly(provider())),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -173,16 +255,42 @@ impl ServerCertVerifier for EncryptOnly {
     }
 }
 
+/// How long the TLS close_notify may take to reach a peer that does not read.
+const CLOSE_NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Moves a TLS stream's plaintext onto a Unix socket pair and returns the session's end.
 pub fn bridge<S>(tls: S) -> io::Result<Sock>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (ours, theirs) = UnixStream::pair()?;
-    tokio::spawn(async move {
-        let mut tls = tls;
-        let mut theirs = theirs;
-        let _ = tokio::io::copy_bidirectional(&mut tls, &mut theirs).await;
-    });
+    tokio::spawn(pump(tls, theirs));
     Ok(Sock::Unix(ours))
+}
+
+/// Copies both ways until the session closes its end, then ends the TLS connection at once
+/// (close_notify, then the socket is dropped). copy_bidirectional would also wait for the peer's
+/// EOF, so a stalled client that pgpilot turned away kept its two descriptors until it closed.
+async fn pump<S>(tls: S, session: UnixStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
+    let (mut session_read, mut session_write) = session.into_split();
+    let to_session = async {
+        // The peer's EOF (or a broken connection) is passed on as EOF; the session then closes.
+        let _ = tokio::io::copy(&mut tls_read, &mut session_write).await;
+        let _ = session_write.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let to_peer = async {
+        let _ = tokio::io::copy(&mut session_read, &mut tls_write).await;
+        let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, tls_write.shutdown()).await;
+    };
+    // Only the session's side ends the bridge: dropping the halves closes the TCP socket.
+    tokio::select! {
+        _ = to_session => {}
+        _ = to_peer => {}
+    }
 }

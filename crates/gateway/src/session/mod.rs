@@ -54,8 +54,11 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let login_timeout = config.pgpilot.client_login_timeout.enabled().unwrap_or(Duration::from_secs(3600));
     let log_connections = config.pgpilot.log_connections;
     drop(config);
+    // One deadline for the whole login, startup packet and authentication together: a client
+    // must not get the timeout twice by stalling once in each.
+    let deadline = tokio::time::Instant::now() + login_timeout;
     // Login is boxed so an idle session's task does not keep its size.
-    let opened = match tokio::time::timeout(login_timeout, startup::open(shared, sock)).await {
+    let opened = match tokio::time::timeout_at(deadline, startup::open(shared, sock)).await {
         Err(_) => return None,
         Ok(Ok(None)) | Ok(Ok(Some(startup::Opening::Cancelled))) => return None,
         Ok(Err((sock, e))) => return refuse(&sock, &addr, e).await,
@@ -77,7 +80,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is shutting down");
         return refuse(&sock, &addr, e).await;
     }
-    let login = tokio::time::timeout(login_timeout, log_in(shared, &sock, &params, buf, &registration));
+    let login = tokio::time::timeout_at(deadline, log_in(shared, &sock, &params, buf, &registration));
     let session = match login.await {
         Err(_) => {
             let e = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");

@@ -29,6 +29,16 @@ impl Secret {
         Secret::Plain(text.to_string())
     }
 
+    /// An entry for the empty password, which never logs anyone in (PostgreSQL refuses to even
+    /// store one). A SCRAM verifier is not checked: telling would take a PBKDF2 derivation.
+    pub fn is_empty_password(&self, user: &str) -> bool {
+        match self {
+            Secret::Plain(p) => p.is_empty(),
+            Secret::Md5(h) => h.eq_ignore_ascii_case(&md5::stored_hash(user, "")),
+            Secret::Scram(_) => false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Secret::Plain(_) => "plain",
@@ -65,6 +75,14 @@ mod tests {
         assert_eq!(Secret::parse(&v).kind(), "scram-sha-256");
         // A verifier whose keys are not 32 bytes is not a verifier.
         assert_eq!(Secret::parse("SCRAM-SHA-256$4096:c2FsdA==$YQ==:Yg==").kind(), "plain");
+    }
+
+    #[test]
+    fn empty_passwords_are_recognised() {
+        assert!(Secret::parse("").is_empty_password("u"));
+        assert!(Secret::parse(&md5::stored_hash("u", "")).is_empty_password("u"));
+        assert!(!Secret::parse(&md5::stored_hash("u", "x")).is_empty_password("u"));
+        assert!(!Secret::parse("x").is_empty_password("u"));
     }
 
     #[test]

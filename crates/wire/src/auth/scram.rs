@@ -31,6 +31,11 @@ pub enum ScramError {
     OutOfOrder,
     #[error("iteration count {0} is out of range")]
     Iterations(u32),
+    /// PostgreSQL answers 0A000 (feature not supported).
+    #[error("client uses authorization identity, but it is not supported")]
+    AuthzId,
+    #[error("non-printable characters in SCRAM nonce")]
+    NonPrintableNonce,
 }
 
 /// A stored SCRAM-SHA-256 verifier: `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
@@ -158,6 +163,52 @@ pub fn stable_salt(user: &str) -> [u8; 16] {
     salt
 }
 
+/// Verifiers derived from plain-text passwords, by salt, with a keyed digest of the password they
+/// came from. Deriving takes 4096 PBKDF2 rounds: done once per user and password rather than at
+/// every login, which would both cost CPU and let login times tell users with a plain-text entry
+/// from unknown ones (which take no rounds at all). Holds one entry per salt (per user, with
+/// [`stable_salt`]), never a password.
+fn plain_verifier(salt: &[u8; 16], password: &str) -> (ScramSecret, bool) {
+    type Cache = std::sync::Mutex<std::collections::HashMap<[u8; 16], ([u8; 32], ScramSecret)>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let digest = hmac(KEY.get_or_init(rand::random), password.as_bytes());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((d, secret)) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(salt) {
+        if constant_time_eq(d, &digest) {
+            return (secret.clone(), false);
+        }
+    }
+    let secret = ScramSecret::from_password(password, salt, DEFAULT_ITERATIONS);
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(*salt, (digest, secret.clone()));
+    (secret, true)
+}
+
+/// The nonce of a client-first-message-bare (`n=user,r=nonce[,ext]...`), read as strictly as
+/// PostgreSQL does: the nonce printable and without ',', extensions well formed, none required.
+fn client_nonce(bare: &str) -> Result<&str, ScramError> {
+    let mut parts = bare.split(',');
+    // PostgreSQL ignores the name here: the startup packet's user is the one logging in.
+    parts.next().and_then(|p| p.strip_prefix("n=")).ok_or(ScramError::Malformed)?;
+    let nonce = parts.next().and_then(|p| p.strip_prefix("r=")).ok_or(ScramError::Malformed)?;
+    if nonce.is_empty() {
+        return Err(ScramError::Malformed);
+    }
+    // RFC 5802 printable: %x21-2B / %x2D-7E (',' would have split the nonce above).
+    if !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ScramError::NonPrintableNonce);
+    }
+    for extension in parts {
+        match extension.as_bytes() {
+            // m= is a mandatory extension pgpilot (like PostgreSQL) does not support.
+            [b'm', b'=', ..] => return Err(ScramError::Malformed),
+            [k, b'=', ..] if k.is_ascii_alphabetic() => {}
+            _ => return Err(ScramError::Malformed),
+        }
+    }
+    Ok(nonce)
+}
+
 impl ScramServer {
     /// An exchange for `user`: salts of users without a stored verifier are [`stable_salt`]s.
     pub fn for_user(user: &str, secret: Option<&Secret>) -> ScramServer {
@@ -173,7 +224,7 @@ impl ScramServer {
     fn with_salt(salt: [u8; 16], secret: Option<&Secret>) -> ScramServer {
         let secret = match secret {
             Some(Secret::Scram(s)) => Some(s.clone()),
-            Some(Secret::Plain(p)) => Some(ScramSecret::from_password(p, &salt, DEFAULT_ITERATIONS)),
+            Some(Secret::Plain(p)) => Some(plain_verifier(&salt, p).0),
             Some(Secret::Md5(_)) | None => None,
         };
         let mock = ScramSecret {
@@ -197,11 +248,13 @@ impl ScramServer {
             c if c.starts_with("p=") => return Err(ScramError::ChannelBinding),
             _ => return Err(ScramError::Malformed),
         }
-        let (_authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed)?;
-        if attribute(bare, 'm').is_some() {
-            return Err(ScramError::Malformed);
+        let (authzid, bare) = rest.split_once(',').ok_or(ScramError::Malformed)?;
+        match authzid {
+            "" => {}
+            a if a.starts_with("a=") => return Err(ScramError::AuthzId),
+            _ => return Err(ScramError::Malformed),
         }
-        let client_nonce = attribute(bare, 'r').filter(|n| !n.is_empty()).ok_or(ScramError::Malformed)?;
+        let client_nonce = client_nonce(bare)?;
         let nonce = format!("{client_nonce}{}", nonce());
         let secret = self.secret.as_ref().unwrap_or(&self.mock);
         let server_first = format!("r={nonce},s={},i={}", B64.encode(&secret.salt), secret.iterations);
@@ -209,7 +262,7 @@ impl ScramServer {
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
-            gs2_header: format!("{cbind},{_authzid},"),
+            gs2_header: format!("{cbind},,"),
         };
         Ok(server_first.into_bytes())
     }
@@ -416,6 +469,30 @@ mod tests {
         let mut server = ScramServer::new(Some(&Secret::Plain("pw".into())));
         server.client_first(b"n,,n=,r=abc").unwrap();
         assert!(server.client_final(b"c=biws").is_err());
+    }
+
+    #[test]
+    fn authzid_and_bad_nonces_are_refused_as_postgresql_does() {
+        let first = |msg: &[u8]| ScramServer::new(Some(&Secret::Plain("pw".into()))).client_first(msg).err();
+        assert_eq!(first(b"n,a=someone,n=,r=abc"), Some(ScramError::AuthzId));
+        assert_eq!(first(b"n,,n=,r=ab\x01c"), Some(ScramError::NonPrintableNonce));
+        assert_eq!(first(b"n,,n=,r=ab c"), Some(ScramError::NonPrintableNonce));
+        assert_eq!(first(b"n,,n=,r=ab,cd"), Some(ScramError::Malformed), "a ',' in the nonce");
+        assert_eq!(first(b"n,,n=,r=abc,m=x"), Some(ScramError::Malformed), "mandatory extension");
+        assert_eq!(first(b"n,,r=abc"), Some(ScramError::Malformed), "no n= attribute");
+        assert_eq!(first(b"n,,n=,r=abc,x=ext"), None, "optional extensions are ignored");
+    }
+
+    #[test]
+    fn a_plain_password_is_derived_once_per_salt_and_password() {
+        let salt = stable_salt("derived-once-test-user");
+        let (first, derived) = plain_verifier(&salt, "pw");
+        assert!(derived, "the first login derives the verifier");
+        let (second, derived) = plain_verifier(&salt, "pw");
+        assert!(!derived, "the second login reuses it");
+        assert!(first == second);
+        let (changed, derived) = plain_verifier(&salt, "new-pw");
+        assert!(derived && changed != first, "a changed password is derived afresh");
     }
 
     #[test]

@@ -244,6 +244,20 @@ impl Builder {
 impl Builder {
     fn finish_general(&mut self) {
         general::finish_listen(self);
+        let t = &mut self.config.tls;
+        if t.server_tls_sslmode.verifies() && t.server_tls_ca_file.is_none() {
+            // PgBouncer then trusts the system's CA store; pgpilot needs that said explicitly.
+            t.server_tls_ca_file = Some(PathBuf::from(crate::config::SYSTEM_ROOTS));
+            self.note(
+                "server_tls_ca_file".into(),
+                None,
+                Outcome::ChangedMeaning(
+                    "unset: servers are verified against the public web roots bundled with pgpilot (\"system\"), not the OS store"
+                        .into(),
+                ),
+                &["tls", "server_tls_ca_file"],
+            );
+        }
     }
 
     fn finish_databases(&mut self) {
