@@ -1049,3 +1049,29 @@ async fn a_departed_clients_sql_prepare_leaves_the_name_free_for_the_next() {
     assert_eq!(first_value(&b.simple_query("EXECUTE leak_x").await.unwrap()), "2");
     gw.shutdown().await;
 }
+
+/// A client that sends Terminate right behind its last transaction (one whose settings pgpilot
+/// then reads back: a SET inside it) leaves its server to the pool, not closed: the server
+/// finishes the request, as PostgreSQL does before it ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_terminating_behind_its_last_request_leaves_its_server_to_the_pool() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let pid = async || -> i32 {
+        let c = connect(&gw).await;
+        c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+    };
+    let before = pid().await;
+    for _ in 0..3 {
+        let mut raw = raw_login(addr(&gw)).await;
+        let mut request = message(b'Q', b"BEGIN; SET myapp.x = 'v'; COMMIT\0");
+        request.extend(message(b'X', &[]));
+        raw.write_all(&request).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pid().await, before, "the server was closed instead of going back to the pool");
+    gw.shutdown().await;
+}

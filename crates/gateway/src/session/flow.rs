@@ -300,6 +300,9 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         Err(e) => Exit::End(e),
         Ok(()) => pump(s, &mut server, &mut flow).await,
     };
+    if matches!(exit, Exit::End(Ending::ClientGone)) {
+        finish_own_requests(s, &mut server, &mut flow).await;
+    }
     flow.record_stats(&server);
     if !matches!(exit, Exit::Release) && flow.invalidation != crate::cache::Invalidation::Nothing {
         // The transaction's outcome is unknown (a COMMIT may have run): invalidate anyway.
@@ -578,6 +581,36 @@ fn server_lost(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Exit {
     e.encode(&mut out);
     let _ = s.sock.try_write(&out);
     Exit::End(Ending::ServerGone(why))
+}
+
+/// The client left while only pgpilot's own statements were unanswered (reading settings back
+/// after its COMMIT), or said goodbye (Terminate) right behind its last request: the answers are
+/// awaited, briefly, as PostgreSQL finishes a request sent before Terminate, so that the server
+/// goes back to its pool in a known state instead of being closed.
+async fn finish_own_requests(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) {
+    let own_only = !flow.expected.client_pending() && s.status == TxnStatus::Idle;
+    let worth_waiting = !flow.expected.is_empty()
+        && (own_only || flow.client_terminated)
+        && !flow.unsynced
+        && flow.client_pass == 0;
+    if !worth_waiting {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !flow.expected.is_empty() {
+        if flush_server(s, server, flow).await.is_err() {
+            return;
+        }
+        match tokio::time::timeout_at(deadline, server.sock.read_into(&mut server.buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if drain_server(s, server, flow).is_err() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+    flow.to_client.clear();
 }
 
 async fn flush_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
