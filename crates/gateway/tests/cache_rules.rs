@@ -382,3 +382,47 @@ async fn another_roles_search_path_leaves_caching_on() {
     assert!(is_hit(&gw, &c, "SELECT v FROM thing").await, "postgres's reads are no longer cached");
     gw.shutdown().await;
 }
+
+/// A write under a search_path changed for the transaction only, or earlier in the same query,
+/// invalidates what it wrote: the cache does not resolve its names with the session's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_a_transaction_local_search_path_invalidate_what_they_wrote() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE SCHEMA s2; CREATE TABLE s2.counter (v int); INSERT INTO s2.counter VALUES (0); \
+         CREATE TABLE public.counter (v int); INSERT INTO public.counter VALUES (100)",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "counter").await;
+    let reader = connect(&gw).await;
+    let writer = connect(&gw).await;
+    let writes = [
+        "BEGIN; SET LOCAL search_path = s2, public; UPDATE counter SET v = v + 1; COMMIT",
+        "BEGIN; SELECT set_config('search_path', 's2, public', true); UPDATE counter SET v = v + 1; COMMIT",
+        "SELECT set_config('search_path', 's2, public', false); UPDATE counter SET v = v + 1",
+    ];
+    for (i, write) in writes.iter().enumerate() {
+        value(&reader, "SELECT v FROM s2.counter").await;
+        assert!(is_hit(&gw, &reader, "SELECT v FROM s2.counter").await, "the read is cached");
+        writer.batch_execute(write).await.unwrap();
+        writer.batch_execute("RESET search_path").await.unwrap();
+        assert_eq!(
+            value(&reader, "SELECT v FROM s2.counter").await,
+            (i + 1).to_string(),
+            "stale after: {write}"
+        );
+    }
+    // The same as separate requests of one transaction.
+    value(&reader, "SELECT v FROM s2.counter").await;
+    for statement in ["BEGIN", "SET LOCAL search_path = s2, public", "UPDATE counter SET v = v + 1", "COMMIT"]
+    {
+        writer.batch_execute(statement).await.unwrap();
+    }
+    assert_eq!(
+        value(&reader, "SELECT v FROM s2.counter").await,
+        "4",
+        "stale after a transaction's SET LOCAL"
+    );
+    gw.shutdown().await;
+}

@@ -967,6 +967,15 @@ async fn statements_that_are_not_utf8_still_keep_session_state_with_its_client()
     let gw = small_pool(&pg, 2, 100).await;
     let mut l = latin1_client(&gw).await;
     raw_value(&mut l, b"SET myapp.tenant_id = 'Z\xfcrich'").await;
+    // LATIN1 bytes that happen to be valid UTF-8 ('\xc3\xa9' is "Ã©", not "é") pin too: read as
+    // UTF-8 and replayed, the value would change.
+    let mut w = latin1_client(&gw).await;
+    raw_value(&mut w, b"SET myapp.city = '\xc3\xa9'").await;
+    assert_eq!(raw_value(&mut w, b"SELECT current_setting('myapp.city')").await, b"\xc3\xa9");
+    let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert_eq!(clients.matches("undecoded_text").count(), 2, "{clients}");
+    drop(w);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut t = latin1_client(&gw).await;
     raw_value(&mut t, b"CREATE TEMP TABLE tt(a text) -- \xe9").await;
     let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();

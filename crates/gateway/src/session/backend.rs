@@ -234,6 +234,10 @@ impl Flow {
             return;
         }
         s.status = status;
+        if status == TxnStatus::Idle {
+            // A session-level path is recorded (or read back) by now; a local one ended.
+            s.search_path_in_flux = false;
+        }
         if status == TxnStatus::Idle && std::mem::take(&mut self.function_ddl) {
             s.db.want_functions();
         }
@@ -336,6 +340,8 @@ impl Flow {
                     if !is_reported(name)
                         && !self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case(name)) =>
                 {
+                    // Until it is read back, the cache does not know the path.
+                    s.search_path_in_flux |= name.eq_ignore_ascii_case("search_path");
                     self.settings_to_read.push(name.as_str().into());
                 }
                 _ => {}
@@ -379,6 +385,9 @@ fn read_back_settings(
     values: Vec<Option<String>>,
 ) {
     for (name, value) in names.iter().zip(values) {
+        if name.eq_ignore_ascii_case("search_path") {
+            s.search_path_in_flux = false;
+        }
         s.params.read_back(name, value.as_deref());
         server.params.read_back(name, value.as_deref());
     }

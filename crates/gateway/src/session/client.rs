@@ -118,6 +118,10 @@ pub struct Session {
     pub(super) cache_off: bool,
     /// SET SESSION AUTHORIZATION ran: results are no longer the login user's to share.
     pub(super) cache_identity_changed: bool,
+    /// The request or transaction under way changed search_path in a way not recorded yet (SET
+    /// LOCAL, set_config(..., true), a SET earlier in the same query): the result cache cannot
+    /// tell which tables unqualified names mean until it ends.
+    pub(super) search_path_in_flux: bool,
     /// A cache miss whose answer the next attachment collects.
     pub(super) pending_fill: Option<Box<crate::cache::Fill>>,
     /// The transaction in progress may use the cache (see txn_cache.rs).
@@ -181,6 +185,7 @@ impl Session {
             wait_before_send: Duration::ZERO,
             cache_off: false,
             cache_identity_changed: false,
+            search_path_in_flux: false,
             pending_fill: None,
             read_only_txn: false,
             consulted: false,

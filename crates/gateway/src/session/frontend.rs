@@ -188,8 +188,8 @@ impl Flow {
         let sql = readable(text);
         let Some(stmt) = self.classify(s, &sql, Some(look)) else { return };
         self.batch.settings.extend(stmt.settings.iter().cloned());
-        if let Some(reason) = pin_reason(&stmt).or_else(|| unreplayable(matches!(sql, Cow::Owned(_)), &stmt))
-        {
+        let foreign = foreign_text(s, text, matches!(sql, Cow::Owned(_)));
+        if let Some(reason) = pin_reason(&stmt).or_else(|| unreplayable(foreign, &stmt)) {
             self.batch.pins = Some(reason);
         }
         // An EXECUTE of the client's SQL-level statement (asyncpg's fetch('EXECUTE q(1)')) needs it
@@ -237,7 +237,7 @@ impl Flow {
         let mut batch = Batch { observed: self.observe_query(s, text, sql), ..Batch::default() };
         let read = sql.map_or_else(|| readable(text), Cow::Borrowed);
         if let Some(stmt) = self.classify(s, &read, look) {
-            let undecoded = unreplayable(matches!(read, Cow::Owned(_)), &stmt);
+            let undecoded = unreplayable(foreign_text(s, text, matches!(read, Cow::Owned(_))), &stmt);
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
@@ -548,25 +548,37 @@ pub(super) fn readable(text: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(text)
 }
 
-/// Why a statement ties its client to this server when [`readable`] had to replace bytes of its
-/// text (`lossy`): a session setting or SQL PREPARE read with U+FFFD in it cannot be replayed on
-/// another server as the client wrote it. From UTF-8 text, what was read is the client's bytes.
-fn unreplayable(lossy: bool, stmt: &Statement) -> Option<&'static str> {
-    const UNDECODED: char = char::REPLACEMENT_CHARACTER;
-    if !lossy {
+/// Whether what [`readable`] made of `text` may not be the client's characters: bytes had to be
+/// replaced (`lossy`), or the client's encoding is not UTF-8 and the text has bytes beyond ASCII
+/// (WIN1252 or EUC_JP bytes that happen to be valid UTF-8 read as other characters).
+fn foreign_text(s: &Session, text: &[u8], lossy: bool) -> bool {
+    let utf8 = s.params.get("client_encoding").is_none_or(|e| {
+        let e = e.trim().replace(['-', '_'], "");
+        e.eq_ignore_ascii_case("UTF8")
+            || e.eq_ignore_ascii_case("UNICODE")
+            || e.eq_ignore_ascii_case("SQLASCII")
+    });
+    lossy || (!utf8 && !text.is_ascii())
+}
+
+/// Why a statement ties its client to this server when its text was `foreign` (see
+/// [`foreign_text`]): a session setting or SQL PREPARE with characters beyond ASCII cannot be
+/// replayed on another server as the client wrote it.
+fn unreplayable(foreign: bool, stmt: &Statement) -> Option<&'static str> {
+    if !foreign {
         return None;
     }
     let setting =
         stmt.settings.iter().filter(|c| c.scope == pgpilot_sql::SetScope::Session).any(|c| match &c.action {
             SetAction::Set { name, value } | SetAction::SetConfig { name, value } => {
-                name.contains(UNDECODED) || value.contains(UNDECODED)
+                !name.is_ascii() || !value.is_ascii()
             }
-            SetAction::SetDefault { name } | SetAction::Reset { name } => name.contains(UNDECODED),
+            SetAction::SetDefault { name } | SetAction::Reset { name } => !name.is_ascii(),
             SetAction::ResetAll => false,
         });
     let prepare = stmt.session_effects.iter().any(|e| {
         matches!(e, SessionEffect::Prepare { name, statement_sql, .. }
-            if name.contains(UNDECODED) || statement_sql.contains(UNDECODED))
+            if !name.is_ascii() || !statement_sql.is_ascii())
     });
     (setting || prepare).then_some("undecoded_text")
 }

@@ -80,8 +80,9 @@ impl Session {
     pub(super) fn cache_schemas(&self) -> &[String] {
         // The server's role is the pool's login user (a database may force one).
         let server_user = &self.pools.pools[self.db.primary_index()].target.user;
-        let unknown = self.params.get("search_path").is_none()
-            && self.db.cache.relations.load().search_path_set_for().includes(server_user);
+        let unknown = self.search_path_in_flux
+            || self.params.get("search_path").is_none()
+                && self.db.cache.relations.load().search_path_set_for().includes(server_user);
         if unknown {
             &[]
         } else {
