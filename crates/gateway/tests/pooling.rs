@@ -77,6 +77,21 @@ async fn session_mode_gives_the_server_the_clients_startup_settings() {
             (zone.to_string(), work_mem.to_string())
         );
         assert_eq!(row.get::<_, String>(2), "myapp");
+        // RESET ALL and DISCARD ALL go back to the values the client logged in with, as in
+        // PostgreSQL, although the session keeps its server.
+        for reset in ["RESET ALL", "DISCARD ALL"] {
+            c.batch_execute("SET TimeZone = 'UTC'; SET work_mem = '1MB'").await.unwrap();
+            c.batch_execute(reset).await.unwrap();
+            let row = c
+                .query_one("SELECT current_setting('TimeZone'), current_setting('work_mem')", &[])
+                .await
+                .unwrap();
+            assert_eq!(
+                (row.get::<_, String>(0), row.get::<_, String>(1)),
+                (zone.to_string(), work_mem.to_string()),
+                "after {reset}"
+            );
+        }
         drop(c);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -309,11 +309,15 @@ impl Flow {
                 s.statements.sql.clear();
                 server.statements.clear();
             }
+            if batch.reset_all {
+                self.reset_all(s, server);
+            }
             if batch.discard_all {
                 self.settings_to_read.clear();
                 s.reset_pgpilot_settings();
                 s.params = s.reset_params.clone();
                 server.params.after_discard_all();
+                self.resync_params = true;
             }
         }
         let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
@@ -356,6 +360,13 @@ impl Flow {
                 .collect();
             self.inject_reply(&format!("SELECT {}", columns.join(", ")), Reply::Settings(names));
         }
+        // A client that keeps its server (session pooling, pinned) gets its login values back here:
+        // no later attachment will sync them.
+        let keeps_server = s.mode == crate::config::PoolMode::Session || s.pinned.is_some();
+        if now == TxnStatus::Idle && !self.unsynced && keeps_server && std::mem::take(&mut self.resync_params)
+        {
+            super::flow::inject_param_sync(s, server, self);
+        }
     }
 
     /// Reads `name` back from the server once the request is done.
@@ -374,6 +385,7 @@ impl Flow {
         let login = s.reset_params.clone();
         s.params.reset_all_to(&login);
         server.params.after_reset_all();
+        self.resync_params = true;
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Batch {
     /// SQL-level PREPARE name → its text.
     pub prepares: Vec<(String, String)>,
     pub discard_all: bool,
+    /// RESET ALL seen without classifying the text (session pooling tracks no other setting).
+    pub reset_all: bool,
     /// DEALLOCATE ALL ran on the server (sent with Parse): every prepared statement there is gone.
     pub deallocate_all: bool,
     pub pins: Option<&'static str>,

@@ -92,6 +92,9 @@ pub(super) struct Flow {
     pub(super) param_sync: ParamSync,
     /// A settings sync failed: what the server holds is unknown.
     pub(super) settings_unknown: bool,
+    /// RESET ALL or DISCARD ALL gave the server its own defaults: the client's login values go
+    /// back once the request is done.
+    pub(super) resync_params: bool,
     /// The request creates, alters or drops a function: the catalog is read again once it commits.
     pub(super) function_ddl: bool,
     /// Stopped before a request inside a read-only transaction, for the session to look it up in
@@ -172,6 +175,7 @@ impl Flow {
             hold_client: false,
             param_sync: ParamSync::None,
             settings_unknown: false,
+            resync_params: false,
             function_ddl: false,
             step_out: false,
             consulted: false,
@@ -392,7 +396,7 @@ impl Flow {
 /// The client's request is sent only once the settings are in place: if they fail (a role the
 /// user lost, a startup option the server refuses), the server still has the previous client's
 /// values, and nothing of this client may run under them.
-fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut Flow) {
+pub(super) fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut Flow) {
     if let Some(query) = s.params.sync_query(&server.params) {
         flow.to_server.extend_from_slice(&query);
         flow.expected.push(Expect::Injected(Reply::ParamSync));
