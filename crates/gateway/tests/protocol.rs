@@ -263,3 +263,32 @@ async fn large_messages_of_all_clients_share_a_bounded_budget() {
     assert!(backend_messages(&got).iter().any(|(t, _)| *t == b'D'), "the big query ran once there was room");
     gw.shutdown().await;
 }
+
+/// At login a client is told the parameters PostgreSQL reports, with its own values where it set
+/// them, and nothing PostgreSQL never reports (a driver would never hear of their changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_reports_what_postgresql_reports() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let params = [
+        ("user", "postgres"),
+        ("database", "postgres"),
+        ("extra_float_digits", "2"),
+        ("options", "-c statement_timeout=1234 -c TimeZone=Asia/Tokyo"),
+    ];
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&startup_packet_with(3 << 16, &params)).await.unwrap();
+    let got = read_until_ready(&mut s).await;
+    let reported: Vec<String> = backend_messages(&got)
+        .into_iter()
+        .filter(|(t, _)| *t == b'S')
+        .map(|(_, body)| String::from_utf8_lossy(body).replace('\0', "="))
+        .collect();
+    assert!(reported.iter().any(|p| p.starts_with("TimeZone=Asia/Tokyo")), "{reported:?}");
+    assert!(reported.iter().any(|p| p.starts_with("server_version=")), "{reported:?}");
+    for unreported in ["extra_float_digits", "statement_timeout", "options"] {
+        assert!(!reported.iter().any(|p| p.starts_with(unreported)), "{unreported}: {reported:?}");
+    }
+    gw.shutdown().await;
+}

@@ -6,7 +6,7 @@ use pgpilot_wire::backend::{self, TxnStatus};
 use pgpilot_wire::startup::StartupParams;
 use pgpilot_wire::{PgError, SqlState};
 
-use super::params::{is_tracked, parse_options, ParamSet};
+use super::params::{is_reported, is_tracked, parse_options, ParamSet};
 use crate::databases::{Database, PoolSet};
 use crate::net::Sock;
 use crate::pool::CheckoutError;
@@ -28,8 +28,11 @@ pub async fn welcome(
     let mut shown: Vec<(String, String)> = server_params.to_vec();
     // A client that sets no application_name has none, whatever the server connection was opened with.
     set(&mut shown, "application_name", startup.get("application_name").unwrap_or(""));
+    // Only what PostgreSQL reports is shown (its own normalized value follows with the first
+    // request): a driver told of extra_float_digits or statement_timeout here would never be told
+    // of later changes.
     for (k, v) in &requested {
-        if is_tracked(k) {
+        if is_tracked(k) && is_reported(k) {
             set(&mut shown, k, v);
         }
     }
