@@ -60,6 +60,10 @@ async fn every_admin_command() {
     assert!(admin(&gw, "SHOW CLIENTS").lines().any(|l| l.starts_with("C|postgres|postgres|")));
     assert!(admin(&gw, "SHOW VERSION").starts_with("pgpilot "));
     assert!(admin(&gw, "SHOW CONFIG").contains("default_pool_size|5|20|yes"));
+    // Durations in seconds and switches as 0/1, as PgBouncer prints them.
+    let config = admin(&gw, "SHOW CONFIG");
+    assert!(config.contains("query_wait_timeout|120|120|yes"), "{config}");
+    assert!(config.contains("server_reset_query_always|0|0|yes"), "{config}");
     admin(&gw, "SHOW USERS");
     admin(&gw, "SHOW LISTS");
     admin(&gw, "SHOW STATS_TOTALS");

@@ -436,8 +436,11 @@ pub fn config(shared: &Shared) -> ResultSet {
     let defaults = serde_json::to_value(crate::config::General::default()).unwrap_or_default();
     if let (Some(cur), Some(def)) = (current.as_object(), defaults.as_object()) {
         for (k, value) in cur {
+            // As PgBouncer prints them: durations in seconds, switches as 0 and 1, so exporters and
+            // scripts that read numbers keep working.
             let show = |x: &serde_json::Value| match x {
-                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => u8::from(*b).to_string(),
+                serde_json::Value::String(s) => duration_as_seconds(s).unwrap_or_else(|| s.clone()),
                 serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
@@ -452,6 +455,16 @@ pub fn config(shared: &Shared) -> ResultSet {
         }
     }
     rs
+}
+
+/// A duration as the config shows it ("2m", "250ms") in seconds ("120", "0.25"); None for any
+/// other text.
+fn duration_as_seconds(text: &str) -> Option<String> {
+    if !text.starts_with(|c: char| c.is_ascii_digit()) || !text.ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let d = humantime::parse_duration(text).ok()?;
+    Some(if d.subsec_nanos() == 0 { d.as_secs().to_string() } else { format!("{}", d.as_secs_f64()) })
 }
 
 pub fn version() -> ResultSet {
