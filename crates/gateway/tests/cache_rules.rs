@@ -426,3 +426,58 @@ async fn writes_under_a_transaction_local_search_path_invalidate_what_they_wrote
     );
     gw.shutdown().await;
 }
+
+/// asyncpg's fetchrow runs Execute with a row limit of one, then Sync: outside a transaction the
+/// portal is gone after it, so the answer (rows, then PortalSuspended once the limit is reached)
+/// is complete and is cached under a key with the limit. Inside a transaction it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_execute_ended_by_sync_is_cached_outside_transactions() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE three (v int); INSERT INTO three VALUES (1), (2), (3)");
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "three").await;
+    let mut c = raw_login(addr(&gw)).await;
+    let limited = |sql: &str, rows: u8| {
+        let mut batch = message(b'P', format!("\0{sql}\0\0\0").as_bytes());
+        batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+        batch.extend(message(b'E', &[0, 0, 0, 0, rows]));
+        batch.extend(message(b'S', &[]));
+        batch
+    };
+    let answer = |got: Vec<u8>| {
+        backend_messages(&got).iter().filter(|(t, _)| *t != b'S').map(|(t, _)| *t).collect::<Vec<u8>>()
+    };
+    let before = hits(&gw);
+    for _ in 0..3 {
+        c.write_all(&limited("SELECT v FROM three ORDER BY v", 1)).await.unwrap();
+        assert_eq!(answer(read_until_ready(&mut c).await), b"12DsZ", "one row, then PortalSuspended");
+    }
+    assert_eq!(hits(&gw) - before, 2, "the limited answer was not cached");
+    // Another limit is another answer.
+    c.write_all(&limited("SELECT v FROM three ORDER BY v", 2)).await.unwrap();
+    assert_eq!(answer(read_until_ready(&mut c).await), b"12DDsZ");
+    // Inside a transaction the portal outlives the Sync: never from the cache.
+    c.write_all(&message(b'Q', b"BEGIN READ ONLY\0")).await.unwrap();
+    read_until_answered(&mut c).await;
+    let before = hits(&gw);
+    c.write_all(&limited("SELECT v FROM three ORDER BY v", 1)).await.unwrap();
+    assert_eq!(answer(read_until_answered(&mut c).await), b"12DsZ");
+    assert_eq!(hits(&gw), before);
+    c.write_all(&message(b'Q', b"COMMIT\0")).await.unwrap();
+    read_until_ready(&mut c).await;
+    gw.shutdown().await;
+}
+
+/// Raw protocol: reads until a ReadyForQuery, whatever the transaction status.
+async fn read_until_answered(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while backend_messages(&got).last().is_none_or(|(t, _)| *t != b'Z') {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}

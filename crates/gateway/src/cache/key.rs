@@ -49,6 +49,12 @@ pub fn build(
     }
 }
 
+/// Adds an Execute's row limit to an extended-protocol key: the answer stored is the one to a
+/// request that asked for at most `max_rows` rows and got them all.
+pub fn row_limit(out: &mut Vec<u8>, max_rows: u32) {
+    field(out, &max_rows.to_be_bytes());
+}
+
 /// Length-prefixed, so no two different field lists write the same bytes.
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());

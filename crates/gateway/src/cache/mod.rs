@@ -332,6 +332,9 @@ pub struct Fill {
     pub describing_statement: bool,
     pub body: BytesMut,
     pub max_bytes: usize,
+    /// Its Execute had a row limit and its batch Syncs outside a transaction: a PortalSuspended
+    /// ends the answer like a CommandComplete.
+    pub row_limited: bool,
     pub _guard: FillGuard,
 }
 
@@ -364,7 +367,9 @@ impl Fill {
                 }
                 Captured::Continue
             }
-            b'D' | b'C' => {
+            // A row limit reached (PortalSuspended) ends the answer of a batch that then Syncs
+            // outside a transaction: the portal is gone, nothing more can be fetched from it.
+            b'D' | b'C' | b's' if msg[0] != b's' || self.row_limited => {
                 if self.body.len() + msg.len() > self.max_bytes {
                     return Captured::Abandon(Bypass::TooLarge);
                 }

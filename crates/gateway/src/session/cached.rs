@@ -52,6 +52,8 @@ struct Batch {
     steps: Vec<Step>,
     parse: Option<ParseMsg>,
     bind: BindMsg,
+    /// The Execute's row limit (asyncpg's fetchrow asks for one row); 0 for all.
+    max_rows: u32,
     len: usize,
 }
 
@@ -61,6 +63,8 @@ struct Request {
     text: Arc<[u8]>,
     param_types: Box<[u8]>,
     bind_rest: Box<[u8]>,
+    /// The Execute's row limit, 0 for all.
+    max_rows: u32,
     steps: Vec<Step>,
     /// A named statement the batch prepares: registered for the client on a hit.
     prepares: Option<(Box<[u8]>, Arc<PreparedStatement>)>,
@@ -151,6 +155,9 @@ impl Session {
             &request.text,
             ext,
         );
+        if request.max_rows != 0 {
+            key::row_limit(&mut key_buf, request.max_rows);
+        }
         let hash = cache.cache.hash(&key_buf);
         let fresh = |e: &Arc<Entry>| e.pg_snapshot == pg_snapshot;
         let mut found = cache.cache.get(&self.db.cache, hash, &key_buf).filter(fresh);
@@ -185,6 +192,7 @@ impl Session {
                 let max_bytes = cache.cache.global.load().max_entry_bytes as usize;
                 let mut fill = new_fill(hash, &key_buf, plan, snapshot, max_bytes, guard);
                 fill.read_sent_us = crate::cache::versions::now_us();
+                fill.row_limited = request.max_rows != 0;
                 fill.pg_snapshot = pg_snapshot;
                 self.pending_fill = Some(Box::new(fill));
             }
@@ -289,6 +297,7 @@ impl Session {
             text: Arc::from(text),
             param_types: Box::default(),
             bind_rest: Box::default(),
+            max_rows: 0,
             steps: vec![Step::Execute, Step::Sync],
             prepares: None,
             parses_unnamed: false,
@@ -305,6 +314,10 @@ impl Session {
             return Err(Some(Bypass::UnknownStatement));
         }
         let Some(batch) = self.scan_batch()? else { return Ok(None) };
+        if batch.max_rows != 0 && self.status != TxnStatus::Idle {
+            // Inside a transaction the portal outlives the Sync: the client may fetch more of it.
+            return Err(Some(Bypass::PartialFetch));
+        }
         let parses_unnamed = batch.parse.as_ref().is_some_and(|p| p.name.is_empty());
         let (text, param_types, prepares) = match batch.parse {
             Some(p) if p.name == batch.bind.statement => {
@@ -327,6 +340,7 @@ impl Session {
             text,
             param_types,
             bind_rest: batch.bind.rest,
+            max_rows: batch.max_rows,
             steps: batch.steps,
             prepares,
             parses_unnamed,
@@ -341,6 +355,7 @@ impl Session {
         let mut parse: Option<ParseMsg> = None;
         let mut bind: Option<BindMsg> = None;
         let executed = |steps: &[Step]| steps.iter().any(|s| matches!(s, Step::Execute));
+        let mut limit = 0;
         loop {
             let Some(frame) = frames.next() else { return Ok(None) };
             let body = frame.body();
@@ -373,16 +388,16 @@ impl Session {
                     if portal != &*b.portal {
                         return Err(None);
                     }
-                    if max_rows != 0 {
-                        return Err(Some(Bypass::PartialFetch));
-                    }
+                    // A limited Execute is cached when its answer is complete (the fill gives up
+                    // on PortalSuspended), under a key with the limit.
+                    limit = max_rows as u32;
                     steps.push(Step::Execute);
                 }
                 (b'H', _) => steps.push(Step::Flush),
                 (b'S', Some(_)) if executed(&steps) => {
                     steps.push(Step::Sync);
                     let bind = bind.expect("matched Some");
-                    return Ok(Some(Batch { steps, parse, bind, len: frames.consumed() }));
+                    return Ok(Some(Batch { steps, parse, bind, max_rows: limit, len: frames.consumed() }));
                 }
                 _ => return Err(None),
             }
@@ -484,6 +499,7 @@ fn new_fill(
         describing_statement: false,
         body: BytesMut::new(),
         max_bytes,
+        row_limited: false,
         _guard: guard,
     }
 }
