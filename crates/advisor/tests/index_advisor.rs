@@ -146,6 +146,12 @@ async fn partitioned_tables_get_proven_suggestions() {
            FROM generate_series(1, 200000) i;
          ANALYZE events;",
     );
+    // The inserting backend reports its statistics as it exits, after psql has returned.
+    let inserts = "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE relname LIKE 'events_%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while cluster.psql("parts", inserts) != "200000" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let report = common::advise_workload(
         &cluster.url("postgres", "parts"),
         "-- calls: 5000\nSELECT id, at FROM events WHERE account_id = $1 AND at > now() - interval $2 ORDER BY at DESC LIMIT $3;\n",
