@@ -367,9 +367,10 @@ impl Fill {
                 }
                 Captured::Continue
             }
+            b's' if !self.row_limited => Captured::Abandon(Bypass::PartialFetch),
             // A row limit reached (PortalSuspended) ends the answer of a batch that then Syncs
             // outside a transaction: the portal is gone, nothing more can be fetched from it.
-            b'D' | b'C' | b's' if msg[0] != b's' || self.row_limited => {
+            b'D' | b'C' | b's' => {
                 if self.body.len() + msg.len() > self.max_bytes {
                     return Captured::Abandon(Bypass::TooLarge);
                 }
@@ -377,7 +378,6 @@ impl Fill {
                 Captured::Continue
             }
             b'Z' => Captured::Complete,
-            b's' => Captured::Abandon(Bypass::PartialFetch),
             _ => Captured::Abandon(Bypass::NotAResult),
         }
     }

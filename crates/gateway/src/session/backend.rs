@@ -7,7 +7,7 @@ use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
 use pgpilot_wire::error::ErrorFields;
 use pgpilot_wire::{PgError, SqlState};
 
-use super::params::is_reported;
+use super::params::{is_reported, SessionReset};
 
 use super::client::Session;
 use super::expect::{Batch, Expect, OnSkip, Reply};
@@ -310,20 +310,16 @@ impl Flow {
                 server.statements.clear();
             }
             if batch.reset_all {
-                self.reset_all(s, server);
+                self.reset_to_login(s, server, SessionReset::ResetAll);
             }
             if batch.discard_all {
-                self.settings_to_read.clear();
-                s.reset_pgpilot_settings();
-                s.params = s.reset_params.clone();
-                server.params.after_discard_all();
-                self.resync_params = true;
+                self.reset_to_login(s, server, SessionReset::DiscardAll);
             }
         }
         let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
         for cmd in batch.settings.iter().filter(|c| c.scope == SetScope::Session) {
             match &cmd.action {
-                SetAction::ResetAll if !failed => self.reset_all(s, server),
+                SetAction::ResetAll if !failed => self.reset_to_login(s, server, SessionReset::ResetAll),
                 SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name }
                     if !failed && name.eq_ignore_ascii_case("session_authorization") =>
                 {
@@ -376,15 +372,15 @@ impl Flow {
         }
     }
 
-    /// RESET ALL: the client is back to the values it logged in with (PostgreSQL restores the
-    /// startup packet's); the server to its own, which the next sync corrects. A role set with
-    /// SET ROLE stays on both, as RESET ALL leaves it.
-    fn reset_all(&mut self, s: &mut Session, server: &mut ServerConn) {
-        self.settings_to_read.retain(|n| n.eq_ignore_ascii_case("role"));
+    /// RESET ALL and DISCARD ALL: the client is back to the values it logged in with (PostgreSQL
+    /// restores the startup packet's); the server to its own, which the next sync corrects. A role
+    /// set with SET ROLE stays on both after RESET ALL, as PostgreSQL leaves it.
+    fn reset_to_login(&mut self, s: &mut Session, server: &mut ServerConn, reset: SessionReset) {
+        self.settings_to_read.retain(|n| reset.keeps(n));
         s.reset_pgpilot_settings();
         let login = s.reset_params.clone();
-        s.params.reset_all_to(&login);
-        server.params.after_reset_all();
+        s.params.reset_to_login(&login, reset);
+        server.params.after_reset(reset);
         self.resync_params = true;
     }
 }

@@ -12,6 +12,7 @@ use pgpilot_wire::{frontend, PgError, SqlState};
 use super::client::{Ending, Session};
 use super::expect::{Batch, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
 use super::flow::Flow;
+use super::params::SessionReset;
 use crate::pool::statements::PreparedStatement;
 use crate::pool::ServerConn;
 
@@ -238,7 +239,7 @@ impl Flow {
         if !self.track_session {
             // Session pooling: the client's server is its own, and only a reset of everything
             // needs pgpilot, to give the client its login values back.
-            match resets_everything(text) {
+            match sql.and_then(SessionReset::of_query) {
                 Some(SessionReset::ResetAll) => batch.reset_all = true,
                 Some(SessionReset::DiscardAll) => batch.discard_all = true,
                 None => {}
@@ -601,24 +602,4 @@ thread_local! {
 /// The quick look at a Parse text, remembered by the text.
 pub(super) fn parsed_text_look(text: &[u8]) -> QuickLook {
     PARSE_LOOKS.with_borrow_mut(|memo| memo.get_or_make(text, || pgpilot_sql::quick_look(&readable(text))))
-}
-
-/// A Query that is only `RESET ALL` or `DISCARD ALL`.
-enum SessionReset {
-    ResetAll,
-    DiscardAll,
-}
-
-fn resets_everything(text: &[u8]) -> Option<SessionReset> {
-    let text = std::str::from_utf8(text).ok()?.trim().trim_end_matches(';');
-    let words: Vec<&str> = text.split_whitespace().collect();
-    match words[..] {
-        [verb, all] if verb.eq_ignore_ascii_case("reset") && all.eq_ignore_ascii_case("all") => {
-            Some(SessionReset::ResetAll)
-        }
-        [verb, all] if verb.eq_ignore_ascii_case("discard") && all.eq_ignore_ascii_case("all") => {
-            Some(SessionReset::DiscardAll)
-        }
-        _ => None,
-    }
 }

@@ -41,12 +41,34 @@ pub fn is_tracked(name: &str) -> bool {
         && !name.starts_with("_pq_.")
 }
 
-/// Settings RESET ALL leaves alone (GUC_NO_RESET_ALL that a session keeps): SET ROLE survives it,
-/// and only DISCARD ALL (or SET SESSION AUTHORIZATION) undoes it.
-const KEPT_BY_RESET_ALL: &[&str] = &["role"];
+/// A reset of all a session's settings: the client goes back to its login values, the server to
+/// its own defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionReset {
+    ResetAll,
+    DiscardAll,
+}
 
-fn kept_by_reset_all(name: &str) -> bool {
-    KEPT_BY_RESET_ALL.iter().any(|s| s.eq_ignore_ascii_case(name))
+impl SessionReset {
+    /// `RESET ALL` or `DISCARD ALL` alone (a trailing `;` allowed, any case and spacing).
+    pub fn of_query(query: &str) -> Option<SessionReset> {
+        let words: Vec<&str> = query.trim().trim_end_matches(';').split_whitespace().collect();
+        match words[..] {
+            [verb, all] if verb.eq_ignore_ascii_case("reset") && all.eq_ignore_ascii_case("all") => {
+                Some(SessionReset::ResetAll)
+            }
+            [verb, all] if verb.eq_ignore_ascii_case("discard") && all.eq_ignore_ascii_case("all") => {
+                Some(SessionReset::DiscardAll)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the setting `name` outlives this reset: RESET ALL leaves a SET ROLE in place
+    /// (GUC_NO_RESET_ALL); only DISCARD ALL (or SET SESSION AUTHORIZATION) undoes it.
+    pub fn keeps(self, name: &str) -> bool {
+        self == SessionReset::ResetAll && name.eq_ignore_ascii_case("role")
+    }
 }
 
 pub fn is_reported(name: &str) -> bool {
@@ -185,7 +207,7 @@ impl ParamSet {
             SetAction::SetDefault { name } | SetAction::Reset { name } if !is_reported(name) => {
                 self.remove(name)
             }
-            SetAction::ResetAll => self.after_reset_all(),
+            SetAction::ResetAll => self.after_reset(SessionReset::ResetAll),
             _ => {}
         }
     }
@@ -203,39 +225,26 @@ impl ParamSet {
         }
     }
 
-    /// A server after DISCARD ALL has its own defaults: of what pgpilot gave it, only what it
-    /// reported since (ParameterStatus) is still known.
-    pub fn after_discard_all(&mut self) {
-        self.retain(is_reported);
-    }
-
-    /// After RESET ALL, as after DISCARD ALL, except for what RESET ALL does not reset (a role).
-    pub fn after_reset_all(&mut self) {
-        self.retain(|n| is_reported(n) || kept_by_reset_all(n));
+    /// A server after `reset` has its own defaults: of what pgpilot gave it, only what it
+    /// reported since (ParameterStatus) is still known, and what the reset keeps.
+    pub fn after_reset(&mut self, reset: SessionReset) {
+        if self.values.iter().any(|(n, _)| !is_reported(n) && !reset.keeps(n)) {
+            std::sync::Arc::make_mut(&mut self.values).retain(|(n, _)| is_reported(n) || reset.keeps(n));
+        }
     }
 
     /// After a server_reset_query: what it is known to reset, and nothing for any other query.
     pub fn after_reset_query(&mut self, query: &str) {
-        let words: Vec<String> =
-            query.trim().trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect();
-        match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-            ["discard", "all"] => self.after_discard_all(),
-            ["reset", "all"] => self.after_reset_all(),
-            _ => {}
+        if let Some(reset) = SessionReset::of_query(query) {
+            self.after_reset(reset);
         }
     }
 
-    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        if self.values.iter().any(|(n, _)| !keep(n)) {
-            std::sync::Arc::make_mut(&mut self.values).retain(|(n, _)| keep(n));
-        }
-    }
-
-    /// A client's RESET ALL: back to the values it logged in with (`login`), but for what RESET
-    /// ALL leaves alone.
-    pub fn reset_all_to(&mut self, login: &ParamSet) {
+    /// A client's `reset`: back to the values it logged in with (`login`), but for what the
+    /// reset keeps.
+    pub fn reset_to_login(&mut self, login: &ParamSet, reset: SessionReset) {
         let kept: Vec<(Box<str>, Value)> =
-            self.values.iter().filter(|(n, _)| kept_by_reset_all(n)).cloned().collect();
+            self.values.iter().filter(|(n, _)| reset.keeps(n)).cloned().collect();
         *self = login.clone();
         for (name, value) in kept {
             self.put(&name, value);

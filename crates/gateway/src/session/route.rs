@@ -394,11 +394,6 @@ impl Session {
         self.cache_off = false;
     }
 
-    /// A batch of nothing but Parse and Close of named statements (and Flush), ended by Sync, outside
-    /// a transaction: in transaction pooling pgpilot answers it without taking a server. Drivers
-    /// prepare and drop statements this way; a prepared statement reaches a server with its first
-    /// Bind. Holding no server here also keeps a client that prepares synchronously (pgbench -M
-    /// prepared) from waiting on servers its own thread's other clients hold.
     /// Whether a Parse may take `name`, after the batch's earlier `actions`.
     fn name_free(&self, name: &[u8], actions: &[LocalAction]) -> bool {
         let last = actions.iter().rev().find_map(|a| match a {
@@ -409,6 +404,11 @@ impl Session {
         last.unwrap_or_else(|| !self.statements.named.contains_key(name))
     }
 
+    /// A batch of nothing but Parse and Close of named statements (and Flush), ended by Sync, outside
+    /// a transaction: in transaction pooling pgpilot answers it without taking a server. Drivers
+    /// prepare and drop statements this way; a prepared statement reaches a server with its first
+    /// Bind. Holding no server here also keeps a client that prepares synchronously (pgbench -M
+    /// prepared) from waiting on servers its own thread's other clients hold.
     pub(super) async fn statements_locally(&mut self) -> Result<bool, Ending> {
         use bytes::Buf;
         let pool = &self.pools.pools[self.db.primary_index()];
