@@ -216,10 +216,7 @@ fn build_connectors(config: &Config) -> Result<tls::ServerConnectors, String> {
         .filter_map(|u| ServerUrl::parse(u).ok())
         .map(|u| t.for_server(&u))
         .collect();
-    let global = ServerTls {
-        mode: t.server_tls_sslmode,
-        ca_file: t.server_tls_sslmode.verifies().then(|| t.server_tls_ca_file.clone()).flatten(),
-    };
+    let global = t.for_other_servers();
     // The global settings may be unusable (verify without a CA) when every URL overrides them.
     if tls::CertCheck::for_server(&global).is_ok() {
         servers.push(global);

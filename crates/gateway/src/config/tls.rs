@@ -97,4 +97,10 @@ impl TlsConfig {
             .flatten();
         ServerTls { mode, ca_file }
     }
+
+    /// The `[tls]` settings alone: for servers no database URL names (jobs, pgpilot's own clients).
+    pub fn for_other_servers(&self) -> ServerTls {
+        let mode = self.server_tls_sslmode;
+        ServerTls { mode, ca_file: mode.verifies().then(|| self.server_tls_ca_file.clone()).flatten() }
+    }
 }

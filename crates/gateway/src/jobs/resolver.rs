@@ -10,7 +10,7 @@ use pgpilot_scheduler::{
 };
 use tokio_postgres::config::SslMode;
 
-use crate::config::{ServerTls, ServerTlsMode, ServerUrl};
+use crate::config::{ServerTlsMode, ServerUrl};
 use crate::pool::{SecretSource, ServerSecret, ServerTarget};
 use crate::shared::Shared;
 use pgpilot_advisor::tls::RustlsConnect;
@@ -88,10 +88,7 @@ fn job_connector(shared: &Shared, pg: &tokio_postgres::Config) -> Option<Arc<tok
         .filter_map(|d| ServerUrl::parse(&d.primary).ok())
         .find(|u| same_server(u))
         .map(|u| config.tls.for_server(&u))
-        .unwrap_or_else(|| ServerTls {
-            mode: config.tls.server_tls_sslmode,
-            ca_file: config.tls.server_tls_ca_file.clone(),
-        });
+        .unwrap_or_else(|| config.tls.for_other_servers());
     shared.server_tls.load().for_server(&tls)
 }
 
