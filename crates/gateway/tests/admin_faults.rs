@@ -67,10 +67,20 @@ async fn every_admin_command() {
     admin(&gw, "SHOW USERS");
     admin(&gw, "SHOW LISTS");
     admin(&gw, "SHOW STATS_TOTALS");
+    assert!(header("SHOW STATS_AVERAGES").starts_with("database|server_assignment_count|xact_count"));
+    let totals = admin(&gw, "SHOW TOTALS");
+    let total_xacts = totals.lines().find_map(|l| l.strip_prefix("total_xact_count|")).unwrap();
+    assert!(total_xacts.parse::<u64>().unwrap() >= 1, "{totals}");
+    assert!(totals.contains("avg_wait_time|"), "{totals}");
+    assert_eq!(admin(&gw, "SHOW STATE").lines().next(), Some("active|yes"));
     admin(&gw, "SHOW DATABASES");
     admin(&gw, "SHOW SERVERS");
     admin(&gw, "SHOW HELP");
     // PAUSE waits for servers to come back, then holds new queries until RESUME.
+    admin(&gw, "PAUSE postgres");
+    admin(&gw, "PAUSE");
+    assert!(admin(&gw, "SHOW STATE").contains("paused|yes"));
+    admin(&gw, "RESUME");
     admin(&gw, "PAUSE postgres");
     let held = tokio::spawn(async move { c.query_one("SELECT 42", &[]).await.map(|r| r.get::<_, i32>(0)) });
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -7,7 +7,7 @@ use super::resultset::{v, Cell, ResultSet};
 use crate::databases::Database;
 use crate::registry::ClientState;
 use crate::shared::Shared;
-use crate::stats::Totals;
+use crate::stats::{Averages, Totals};
 use crate::timefmt::{format_utc, format_utc_us};
 
 pub fn pools(shared: &Shared) -> ResultSet {
@@ -147,6 +147,89 @@ pub fn stats_totals(shared: &Shared) -> ResultSet {
             v(t.query_time_us),
             v(t.wait_time_us),
         ]);
+    }
+    rs
+}
+
+/// PgBouncer's SHOW STATS_AVERAGES: the averages columns of SHOW STATS under their own names.
+pub fn stats_averages(shared: &Shared) -> ResultSet {
+    let mut rs = ResultSet::new(&[
+        "database",
+        "server_assignment_count",
+        "xact_count",
+        "query_count",
+        "bytes_received",
+        "bytes_sent",
+        "xact_time",
+        "query_time",
+        "wait_time",
+    ]);
+    for (name, _, a) in shared.stats_window.lock().averages(&database_totals(shared)) {
+        rs.row(vec![
+            v(&name),
+            v(a.assignments),
+            v(a.xacts),
+            v(a.queries),
+            v(a.received),
+            v(a.sent),
+            v(a.xact_time_us),
+            v(a.query_time_us),
+            v(a.wait_time_us),
+        ]);
+    }
+    rs
+}
+
+/// PgBouncer's SHOW TOTALS: SHOW STATS summed over every database, one `name | value` row each.
+pub fn totals(shared: &Shared) -> ResultSet {
+    let per_db = shared.stats_window.lock().averages(&database_totals(shared));
+    let mut t = Totals::default();
+    let mut rates = Averages::default();
+    // Per-transaction times are weighted by each database's rate, so the sum is Δtime / Δcount.
+    let (mut xact_us, mut query_us, mut wait_us) = (0u128, 0u128, 0u128);
+    for (_, now, a) in &per_db {
+        t.add(now);
+        rates.assignments += a.assignments;
+        rates.xacts += a.xacts;
+        rates.queries += a.queries;
+        rates.received += a.received;
+        rates.sent += a.sent;
+        xact_us += u128::from(a.xact_time_us) * u128::from(a.xacts);
+        query_us += u128::from(a.query_time_us) * u128::from(a.queries);
+        wait_us += u128::from(a.wait_time_us) * u128::from(a.assignments);
+    }
+    let weighted = |sum: u128, n: u64| sum.checked_div(u128::from(n)).unwrap_or(0) as u64;
+    let mut rs = ResultSet::new(&["name", "value"]);
+    for (name, value) in [
+        ("total_server_assignment_count", t.assignments),
+        ("total_xact_count", t.xacts),
+        ("total_query_count", t.queries),
+        ("total_received", t.received),
+        ("total_sent", t.sent),
+        ("total_xact_time", t.xact_time_us),
+        ("total_query_time", t.query_time_us),
+        ("total_wait_time", t.wait_time_us),
+        ("avg_server_assignment_count", rates.assignments),
+        ("avg_xact_count", rates.xacts),
+        ("avg_query_count", rates.queries),
+        ("avg_recv", rates.received),
+        ("avg_sent", rates.sent),
+        ("avg_xact_time", weighted(xact_us, rates.xacts)),
+        ("avg_query_time", weighted(query_us, rates.queries)),
+        ("avg_wait_time", weighted(wait_us, rates.assignments)),
+    ] {
+        rs.row(vec![v(name), v(value)]);
+    }
+    rs
+}
+
+/// PgBouncer's SHOW STATE. pgpilot has no SUSPEND (no online restart by socket hand-over).
+pub fn state(shared: &Shared) -> ResultSet {
+    let paused = *shared.paused.borrow();
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let mut rs = ResultSet::new(&["key", "value"]);
+    for (key, value) in [("active", !paused), ("paused", paused), ("suspended", false)] {
+        rs.row(vec![v(key), v(yes_no(value))]);
     }
     rs
 }
@@ -519,7 +602,7 @@ pub fn lists(shared: &Shared) -> ResultSet {
 pub fn help() -> ResultSet {
     let mut rs = ResultSet::new(&["command"]);
     for c in [
-        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|LISTS|JOBS|CACHE",
+        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|STATE|LISTS|JOBS|CACHE",
         "INVALIDATE CACHE TABLE <name> | TAG <tag> | ALL [IN <db>]",
         "PAUSE [<db>]",
         "RESUME [<db>]",
