@@ -322,6 +322,62 @@ async fn a_statement_whose_result_type_changed_is_prepared_again() {
     gw.shutdown().await;
 }
 
+/// A client's own Parse is planned anew by PostgreSQL: one that pgpilot answers from a server copy
+/// prepared before DDL changed the result type must not fail where PostgreSQL would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_prepare_outside_a_transaction_never_meets_a_stale_server_copy() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE fresh(id int primary key, v int); INSERT INTO fresh VALUES (1, 5)");
+    let gw = small_pool(&pg, 1, 100).await;
+    let text = "SELECT v FROM fresh WHERE id = $1";
+    let first = connect(&gw).await;
+    assert_eq!(first.query_one(text, &[&1i32]).await.unwrap().get::<_, i32>(0), 5);
+    // The server now holds pgpilot's copy of the text; DDL straight on PostgreSQL outdates it.
+    pg.psql("postgres", "ALTER TABLE fresh ALTER COLUMN v TYPE bigint");
+    // Parse, Describe, Sync (a driver's prepare) on a new connection.
+    let second = connect(&gw).await;
+    let stmt = second.prepare(text).await.expect("a fresh prepare after DDL");
+    assert_eq!(stmt.columns()[0].type_(), &tokio_postgres::types::Type::INT8);
+    assert_eq!(second.query_one(&stmt, &[&1i32]).await.unwrap().get::<_, i64>(0), 5);
+
+    // Parse, Bind, Describe, Execute, Sync in one batch (pgJDBC), after another change.
+    pg.psql("postgres", "ALTER TABLE fresh ALTER COLUMN v TYPE numeric");
+    let batch = |prefix: Option<&str>| {
+        let mut out = bytes::BytesMut::new();
+        if let Some(q) = prefix {
+            pgpilot_wire::frontend::query(&mut out, q);
+        }
+        pgpilot_wire::frontend::parse(&mut out, b"j1", text.as_bytes(), &[0, 0]);
+        pgpilot_wire::frontend::bind(&mut out, b"", b"j1", &[0, 0, 0, 1, 0, 0, 0, 1, b'1', 0, 0]);
+        pgpilot_wire::frontend::target(&mut out, b'D', b'P', b"");
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        out
+    };
+    let answer = async |prefix: Option<&str>| {
+        let mut raw = raw_login(addr(&gw)).await;
+        raw.write_all(&batch(prefix)).await.unwrap();
+        let mut got = Vec::new();
+        let ready = if prefix.is_some() { 2 } else { 1 };
+        while backend_messages(&got).iter().filter(|m| m.0 == b'Z').count() < ready {
+            got.extend(read_until_any(&mut raw).await);
+        }
+        backend_messages(&got).into_iter().map(|(tag, body)| (tag, body.to_vec())).collect::<Vec<_>>()
+    };
+    let msgs = answer(None).await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"12TDCZ".to_vec(), "one ParseComplete, no error: {msgs:?}");
+    let row = &msgs.iter().find(|m| m.0 == b'D').unwrap().1;
+    assert!(row.ends_with(b"5"), "{row:?}");
+
+    // Inside a transaction nothing can run again: the error is passed on, as documented.
+    pg.psql("postgres", "ALTER TABLE fresh ALTER COLUMN v TYPE int");
+    let msgs = answer(Some("BEGIN")).await;
+    assert!(msgs.iter().any(|m| m.0 == b'E'), "{msgs:?}");
+    gw.shutdown().await;
+}
+
 /// Raw protocol: whatever arrives next.
 async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
@@ -452,6 +508,12 @@ async fn statements_deallocated_behind_pgpilots_back_are_prepared_again() {
         let v: i32 = a.query_one(&doubled, &[&(i as i32)]).await.unwrap().get(0);
         assert_eq!(v, 2 * i as i32, "after {drop_them}");
     }
+    // A fresh prepare of a text whose server copy was lost is prepared again too, unseen.
+    b.batch_execute("SELECT drop_all()").await.unwrap();
+    let c = connect(&gw).await;
+    let again = c.prepare("SELECT $1::int * 2").await.expect("a fresh prepare after DEALLOCATE ALL");
+    assert_eq!(c.query_one(&again, &[&4i32]).await.unwrap().get::<_, i32>(0), 8);
+    drop(c);
     // Inside a transaction the client gets PostgreSQL's error once; the next use works.
     b.batch_execute("SELECT drop_all()").await.unwrap();
     drop(b);

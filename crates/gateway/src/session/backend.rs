@@ -59,6 +59,13 @@ impl Flow {
             self.to_client.extend_from_slice(&server.buf[start..end]);
             return;
         }
+        if tag == b't' && !injected && self.may_run_describe_again() {
+            self.held_parameters = Some(server.buf[start..end].into());
+            return;
+        }
+        if tag != b'E' {
+            self.release_held_parameters();
+        }
         match tag {
             b'E' => return self.server_error(s, server, start, end),
             b'G' if !self.expected.copy_in_started() => self.copy_in_open = true,
@@ -171,8 +178,13 @@ impl Flow {
             }
         }
         if let Some(hash) = described {
-            self.describe_refused(s, server, hash, &code);
+            if self.describe_refused(s, server, hash, &code) {
+                self.held_parameters = None;
+                self.batch_failed = false;
+                return;
+            }
         }
+        self.release_held_parameters();
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         if let Some(name) = duplicate {
             PgError::error(

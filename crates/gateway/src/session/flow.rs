@@ -110,6 +110,9 @@ pub(super) struct Flow {
     /// parsed it, or sent a simple Query, during this attachment.
     pub(super) unnamed_in_step: bool,
     pub(super) replan: super::replan::Replan,
+    /// A ParameterDescription held back until its statement's RowDescription arrives: a Describe
+    /// that fails on a stale server copy is run again, and the client must see one answer.
+    pub(super) held_parameters: Option<Box<[u8]>>,
     /// Rewrite named prepared statements (transaction pooling, unless max_prepared_statements = 0).
     pub(super) rewrite: bool,
     /// Track SET and pinning effects (transaction pooling): the server is someone else's next.
@@ -183,6 +186,7 @@ impl Flow {
             first_look: None,
             unnamed_in_step: false,
             replan: Default::default(),
+            held_parameters: None,
             rewrite,
             track_session: rewrite,
             max_prepared,

@@ -13,6 +13,7 @@ use pgpilot_wire::frontend;
 use pgpilot_wire::{PgError, SqlState};
 
 use super::client::Session;
+use super::expect::{Expect, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -30,8 +31,12 @@ pub(super) enum Replan {
     Off,
     /// A batch that began with a Bind of a pgpilot-prepared statement outside a transaction is
     /// being recorded into the server connection's replay buffer; `described` once the client
-    /// asked for the result's description, so the new row type reaches it before any row.
-    Recording { described: bool },
+    /// asked for the result's description, so the new row type reaches it before any row. A batch
+    /// that began with the client's Parse of a named statement is recorded from the message after
+    /// it (the Parse was answered already, possibly from a server copy that turns out stale), and
+    /// counts as described: the client knows no result type of it yet. `bound` once the batch's
+    /// one Bind was recorded: a second statement might have had rows forwarded before it failed.
+    Recording { described: bool, bound: bool },
     /// That batch is complete, up to its Sync, and nothing was forwarded after it.
     Ready { described: bool },
     /// Already re-run once in this attachment.
@@ -42,19 +47,24 @@ impl Flow {
     /// Called with each client message before it is handled: records a batch that could be re-run.
     pub(super) fn record_for_replan(&mut self, s: &Session, server: &mut ServerConn, tag: u8, msg: &[u8]) {
         use Replan::*;
+        let batch_start = self.rewrite && !self.unsynced && s.status == TxnStatus::Idle;
         self.replan = match (self.replan, tag) {
             (Spent, _) => Spent,
-            (_, b'B')
-                if self.rewrite && !self.unsynced && s.status == TxnStatus::Idle && names_statement(msg) =>
-            {
+            (_, b'B') if batch_start && names_statement(msg) => {
                 server.replay.clear();
-                Recording { described: false }
+                Recording { described: false, bound: true }
             }
-            (Recording { .. }, b'D') => Recording { described: true },
-            (Recording { described }, b'E' | b'H' | b'S') => Recording { described },
+            (_, b'P') if batch_start && parses_named(msg) => {
+                server.replay.clear();
+                self.replan = Recording { described: true, bound: false };
+                return;
+            }
+            (Recording { described, bound: false }, b'B') => Recording { described, bound: true },
+            (Recording { bound, .. }, b'D') => Recording { described: true, bound },
+            (Recording { described, bound }, b'E' | b'H' | b'S') => Recording { described, bound },
             _ => Off,
         };
-        if let Recording { described } = self.replan {
+        if let Recording { described, .. } = self.replan {
             server.replay.extend_from_slice(msg);
             if tag == b'S' {
                 self.replan = Ready { described };
@@ -114,16 +124,15 @@ impl Flow {
             return false;
         }
         // The re-run describes the new result type to the client.
-        let now = s.shared.statement_epochs.current(hash);
-        for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
-            stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
+        if outdated {
+            let now = s.shared.statement_epochs.current(hash);
+            for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
+                stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.run_again(s, server);
+        } else {
+            self.prepare_afresh(s, server, hash);
         }
-        if let Some(server_name) = server_name.filter(|_| !outdated) {
-            server.statements.remove(hash);
-            // After the failed batch's Sync, when the server listens again.
-            self.close_on_server(&server_name);
-        }
-        self.run_again(s, server);
         true
     }
 
@@ -132,15 +141,67 @@ impl Flow {
     /// is told at its next Bind; a copy the server lost (26000) is forgotten with the rest. The
     /// client gets the error, and a driver prepares again after it, now on a fresh copy (without
     /// this, each new client's prepare met the same stale copy until the server connection closed).
-    pub(super) fn describe_refused(&mut self, s: &Session, server: &mut ServerConn, hash: u64, code: &str) {
+    ///
+    /// When the client parsed the statement in this very batch, outside a transaction, the copy
+    /// it was given is dropped and the batch runs again on a fresh one, unseen: PostgreSQL would
+    /// have planned the client's Parse anew. Returns whether the error is handled that way.
+    pub(super) fn describe_refused(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        hash: u64,
+        code: &str,
+    ) -> bool {
+        let again = self.may_run_again(s) && self.replan == (Replan::Ready { described: true });
         match code {
             STALE_PLAN if server.statements.server_name(hash).is_some() => {
                 result_type_changed(s, server, hash);
-                server.statements.mark_stale(hash);
+                if !again {
+                    server.statements.mark_stale(hash);
+                    return false;
+                }
+                tracing::info!(database = %s.db.name, server_id = server.id,
+                    "a statement a client just prepared met a stale server copy (DDL): preparing it again");
             }
-            NO_SUCH_STATEMENT => server.statements.forget_prepared(),
-            _ => {}
+            NO_SUCH_STATEMENT => {
+                server.statements.forget_prepared();
+                if !again {
+                    return false;
+                }
+            }
+            _ => return false,
         }
+        self.prepare_afresh(s, server, hash);
+        true
+    }
+
+    /// Whether the Describe at the front could still be run again (see `describe_refused`): its
+    /// ParameterDescription is then held back until the statement's row description arrives.
+    pub(super) fn may_run_describe_again(&self) -> bool {
+        matches!(self.replan, Replan::Recording { described: true, .. } | Replan::Ready { described: true })
+            && matches!(self.expected.front(), Some(Expect::Client(Reply::Describe { statement: Some(_) })))
+    }
+
+    /// Passes on a ParameterDescription held back by `may_run_describe_again`.
+    pub(super) fn release_held_parameters(&mut self) {
+        if let Some(held) = self.held_parameters.take() {
+            self.to_client.extend_from_slice(&held);
+        }
+    }
+
+    /// Drops the server's stale copy of `hash` and runs the recorded request again, which
+    /// prepares it anew; the client's statements of that text take the new result type.
+    fn prepare_afresh(&mut self, s: &mut Session, server: &mut ServerConn, hash: u64) {
+        let now = s.shared.statement_epochs.current(hash);
+        for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
+            stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(server_name) = server.statements.server_name(hash) {
+            server.statements.remove(hash);
+            // After the failed batch's Sync, when the server listens again.
+            self.close_on_server(&server_name);
+        }
+        self.run_again(s, server);
     }
 
     /// Whether the failed request can run again unseen: it began a batch outside a transaction,
@@ -186,6 +247,11 @@ impl Flow {
 fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
     let seen = server.statements.epoch(hash).unwrap_or(0);
     s.shared.statement_epochs.changed(hash, seen);
+}
+
+/// Whether a Parse (header included) prepares a named statement, the kind pgpilot prepares.
+fn parses_named(msg: &[u8]) -> bool {
+    msg.get(5..).and_then(frontend::parse_parse).is_some_and(|p| !p.name.is_empty())
 }
 
 /// Whether a Bind (header included) binds a named statement, the kind pgpilot prepares.
