@@ -371,6 +371,33 @@ async fn a_fresh_prepare_outside_a_transaction_never_meets_a_stale_server_copy()
     let row = &msgs.iter().find(|m| m.0 == b'D').unwrap().1;
     assert!(row.ends_with(b"5"), "{row:?}");
 
+    // Parse, Describe, Flush, and the rest only once the description arrived (asyncpg).
+    pg.psql("postgres", "ALTER TABLE fresh ALTER COLUMN v TYPE bigint");
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, b"a1", text.as_bytes(), &[0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"a1");
+    out.extend_from_slice(b"H\0\0\0\x04");
+    raw.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| matches!(m.0, b'T' | b'E')) {
+        got.extend(read_until_any(&mut raw).await);
+    }
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"1tT".to_vec(), "{:?}", backend_messages(&got));
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::bind(&mut out, b"", b"a1", &[0, 0, 0, 1, 0, 0, 0, 1, b'1', 0, 0]);
+    out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| m.0 == b'Z') {
+        got.extend(read_until_any(&mut raw).await);
+    }
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"2DCZ".to_vec(), "{:?}", backend_messages(&got));
+    drop(raw);
+
     // Inside a transaction nothing can run again: the error is passed on, as documented.
     pg.psql("postgres", "ALTER TABLE fresh ALTER COLUMN v TYPE int");
     let msgs = answer(Some("BEGIN")).await;

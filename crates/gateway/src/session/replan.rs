@@ -13,7 +13,7 @@ use pgpilot_wire::frontend;
 use pgpilot_wire::{PgError, SqlState};
 
 use super::client::Session;
-use super::expect::{Expect, Reply};
+use super::expect::{Batch, Expect, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -98,7 +98,7 @@ impl Flow {
             server.statements.forget_prepared();
             let again = self.may_run_again(s);
             if again {
-                self.run_again(s, server);
+                self.run_again(s, server, None);
             }
             return again;
         } else {
@@ -115,7 +115,7 @@ impl Flow {
         );
         // A client that executes without describing relies on the row type it learned before; it
         // gets PostgreSQL's error, as it would without pgpilot, and prepares again itself.
-        if !self.may_run_again(s) || self.replan != (Replan::Ready { described: true }) {
+        if !self.may_run_again(s) || !self.rerun_describes() {
             // Dropped once the server is out of the transaction (see `drop_stale_statements`);
             // until then uses of it fail like this one, as they would without pgpilot.
             if !outdated {
@@ -129,7 +129,7 @@ impl Flow {
             for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
                 stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
             }
-            self.run_again(s, server);
+            self.run_again(s, server, None);
         } else {
             self.prepare_afresh(s, server, hash);
         }
@@ -152,7 +152,7 @@ impl Flow {
         hash: u64,
         code: &str,
     ) -> bool {
-        let again = self.may_run_again(s) && self.replan == (Replan::Ready { described: true });
+        let again = self.may_run_again(s) && self.rerun_describes();
         match code {
             STALE_PLAN if server.statements.server_name(hash).is_some() => {
                 result_type_changed(s, server, hash);
@@ -196,26 +196,44 @@ impl Flow {
         for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
             stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(server_name) = server.statements.server_name(hash) {
+        let stale = server.statements.server_name(hash);
+        if stale.is_some() {
             server.statements.remove(hash);
-            // After the failed batch's Sync, when the server listens again.
-            self.close_on_server(&server_name);
         }
-        self.run_again(s, server);
+        self.run_again(s, server, stale);
     }
 
     /// Whether the failed request can run again unseen: it began a batch outside a transaction,
-    /// all of it up to its Sync was recorded, and it has not run again already. (The status is the
-    /// one before this batch: everything ahead of the Bind has been answered.)
+    /// every message of it the client sent was recorded (up to its Sync, with nothing sent after
+    /// it; or no Sync yet, as drivers that Flush and wait send), and it has not run again already.
+    /// (The status is the one before this batch: everything ahead of it has been answered.)
     fn may_run_again(&self, s: &Session) -> bool {
-        matches!(self.replan, Replan::Ready { .. })
-            && s.status == TxnStatus::Idle
-            && self.expected.sync_is_last_after_front()
+        let whole = match self.replan {
+            Replan::Ready { .. } => self.expected.sync_is_last_after_front(),
+            Replan::Recording { .. } => true,
+            _ => false,
+        };
+        whole && s.status == TxnStatus::Idle
     }
 
-    /// Runs the recorded request again after its Bind failed (`may_run_again` said it may); the
-    /// error is then hidden from the client.
-    fn run_again(&mut self, s: &mut Session, server: &mut ServerConn) {
+    /// Whether the client learns the result type from the re-run before any row.
+    fn rerun_describes(&self) -> bool {
+        matches!(self.replan, Replan::Ready { described: true } | Replan::Recording { described: true, .. })
+    }
+
+    /// Runs the recorded request again after it failed (`may_run_again` said it may), closing the
+    /// server's stale copy `close` first; the error is then hidden from the client.
+    fn run_again(&mut self, s: &mut Session, server: &mut ServerConn, close: Option<Box<[u8]>>) {
+        if matches!(self.replan, Replan::Recording { .. }) {
+            // No Sync yet (the client flushed and waits): pgpilot's own ends the failed batch,
+            // which changed nothing on the server, so it listens again.
+            frontend::sync(&mut self.to_server);
+            self.expected.push(Expect::Injected(Reply::Sync(Batch::default())));
+        }
+        if let Some(name) = close {
+            // After the failed batch's Sync, when the server listens again.
+            self.close_on_server(&name);
+        }
         self.replan = Replan::Spent;
         self.expected.pop();
         drop(self.expected.skip_to_sync());
