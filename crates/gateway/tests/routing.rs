@@ -783,3 +783,57 @@ async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
     }
     gw.shutdown().await;
 }
+
+/// Reads a standby would refuse (a serializable session default), prepared statements under EXPLAIN,
+/// and pgpilot's own settings wrapped in the comments tools add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_defaults_explained_executes_and_commented_settings_route_right() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(id int primary key, v text)");
+    let replica = pg.start_replica();
+    remember(&replica);
+    replica.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let r = "inet_server_port()";
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+
+    // A standby refuses serializable transactions, the session's default ones too.
+    c.batch_execute("SET default_transaction_isolation = 'serializable'").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await);
+    let row = c.query_one("SELECT inet_server_port()", &[]).await.expect("an extended-protocol read");
+    assert_eq!(row.get::<_, i32>(0), pg.port() as i32);
+    assert!(!on_replica(&c, &format!("BEGIN READ ONLY; SELECT {r}")).await);
+    c.batch_execute("COMMIT").await.unwrap();
+    assert!(on_replica(&c, &format!("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SELECT {r}")).await);
+    c.batch_execute("COMMIT; RESET default_transaction_isolation").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await);
+    c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+
+    // EXPLAIN ANALYZE EXECUTE runs the prepared statement: an INSERT's must reach the primary; and
+    // EXPLAIN EXECUTE finds the statement wherever it runs.
+    c.batch_execute("PREPARE ins(int) AS INSERT INTO t VALUES ($1, 'p')").await.unwrap();
+    c.batch_execute("EXPLAIN ANALYZE EXECUTE ins(10)").await.expect("EXPLAIN ANALYZE EXECUTE of an INSERT");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t WHERE id = 10"), "1");
+    c.batch_execute("PREPARE sel AS SELECT 1").await.unwrap();
+    for _ in 0..4 {
+        c.batch_execute("EXPLAIN EXECUTE sel").await.expect("EXPLAIN EXECUTE on another server");
+        c.batch_execute("EXPLAIN EXECUTE sel /* pgpilot:primary */").await.unwrap();
+    }
+    caught_up().await;
+
+    // SET pgpilot.route with the comments sqlcommenter or marginalia add, before or after.
+    c.batch_execute("/* app:web */ SET pgpilot.route = primary").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await);
+    c.batch_execute("SET pgpilot.route = auto /* controller:x */").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    c.batch_execute("-- tagged\nSET pgpilot.route = primary -- note").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await);
+    gw.shutdown().await;
+}

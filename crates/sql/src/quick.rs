@@ -50,14 +50,16 @@ impl FirstWord {
     }
 }
 
-/// First words of statements that may change session state: SET/RESET, prepared statements,
-/// DISCARD, LISTEN, cursors (WITH HOLD), CREATE (temporary objects), LOAD, and DO/CALL. Temporary
+/// First words of statements that may change session state: SET/RESET, prepared statements (and
+/// EXPLAIN, which may EXECUTE one), DISCARD, LISTEN, cursors (WITH HOLD), CREATE (temporary
+/// objects), LOAD, and DO/CALL. Temporary
 /// objects made by statements starting otherwise are found by [`creates_temp_object`].
 const SESSION_WORDS: &[&str] = &[
     "set",
     "reset",
     "prepare",
     "execute",
+    "explain",
     "deallocate",
     "discard",
     "listen",

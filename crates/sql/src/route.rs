@@ -5,7 +5,8 @@
 
 use crate::catalog::{FunctionCatalog, Volatility};
 use crate::statement::{
-    FuncRef, IsolationLevel, Statement, StatementKind, TxnControl, TxnKind, TxnOptions, WriteReason,
+    FuncRef, IsolationLevel, SessionEffect, Statement, StatementKind, TxnControl, TxnKind, TxnOptions,
+    WriteReason,
 };
 
 /// Where a statement may run.
@@ -138,6 +139,10 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
             StatementKind::Execute => return Route::Primary(PrimaryReason::PreparedStatement),
             _ => {}
         }
+    }
+    // EXPLAIN [ANALYZE] EXECUTE, CREATE TABLE AS EXECUTE: the prepared statement's body is not known.
+    if stmt.session_effects.iter().any(|e| matches!(e, SessionEffect::Execute { .. })) {
+        return Route::Primary(PrimaryReason::PreparedStatement);
     }
     // EXPLAIN without ANALYZE plans the statement without calling anything.
     let only_plans = stmt.kinds.iter().all(|k| matches!(k, StatementKind::Explain { analyze: false }));

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use pgpilot_sql::{IsolationLevel, TxnControl};
 use pgpilot_wire::{backend, frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
@@ -53,6 +54,7 @@ impl Session {
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
         let Some(sql) = self.text_of(msg).map(super::frontend::readable) else { return unknown };
         let quick = pgpilot_sql::quick_look(&sql);
+        let mut stated_isolation = None;
         let found = if quick.plain_select && self.route != SessionRoute::Replica {
             Verdict::Read { tag: None }
         } else if quick.plain_write {
@@ -61,10 +63,29 @@ impl Session {
             let stmt = self.shared.classifier.classify(&sql);
             // Only the grammar's verdict looks functions up along the search_path.
             self.refresh_search_path();
+            if let Some(TxnControl::Begin(options)) = &stmt.transaction {
+                stated_isolation = options.isolation;
+            }
             verdict(&self.db, &stmt, &self.request())
         };
         self.routed_look = (msg[0] == b'Q').then_some(quick);
+        let serializable = match stated_isolation {
+            Some(level) => level == IsolationLevel::Serializable,
+            None => self.serializable_by_default(),
+        };
+        if serializable && matches!(found, Verdict::Read { .. }) {
+            // A standby refuses serializable transactions, the session's default ones too.
+            return Verdict::Primary { reason: "serializable_transaction", may_write: false };
+        }
         found
+    }
+
+    /// The session's default_transaction_isolation (SET, SET SESSION CHARACTERISTICS, startup
+    /// options) is serializable.
+    pub(super) fn serializable_by_default(&self) -> bool {
+        self.params
+            .get("default_transaction_isolation")
+            .is_some_and(|v| v.trim_matches(|c| c == '\'' || c == '"').eq_ignore_ascii_case("serializable"))
     }
 
     /// The search_path's schemas, parsed again only when its value changed.
@@ -353,6 +374,7 @@ impl Session {
         if !maybe_pgpilot_setting(sql.as_bytes()) {
             return None;
         }
+        let sql = &*without_comments(sql);
         if is_local_pgpilot_setting(sql) {
             // Routing cannot change inside a transaction, and outside one SET LOCAL does nothing.
             return Some("SET");
@@ -483,8 +505,66 @@ impl Session {
 pub fn maybe_pgpilot_setting(text: &[u8]) -> bool {
     let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
     let t = &text[start..];
+    let stripped;
+    let t = if t.starts_with(b"/*") || t.starts_with(b"--") {
+        // Tools that tag statements (sqlcommenter, marginalia) put comments first.
+        stripped = without_comments(&String::from_utf8_lossy(t)).trim_start().to_string();
+        stripped.as_bytes()
+    } else {
+        t
+    };
     let verb = t.len() >= 5 && (t[..3].eq_ignore_ascii_case(b"set") || t[..5].eq_ignore_ascii_case(b"reset"));
     verb && t.windows(8).any(|w| w.eq_ignore_ascii_case(b"pgpilot."))
+}
+
+/// `sql` with its comments (outside quotes) replaced by a space.
+fn without_comments(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains("--") && !sql.contains("/*") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                out.push_str(&sql[copied..i]);
+                out.push(' ');
+                i = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+                copied = i;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                out.push_str(&sql[copied..i]);
+                out.push(' ');
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                copied = i.min(b.len());
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[copied.min(sql.len())..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// `SET [SESSION] pgpilot.x = v`, `SET pgpilot.x TO v`, `RESET pgpilot.x` (one statement, any case,
@@ -552,6 +632,24 @@ mod tests {
         assert_eq!(pgpilot_setting("SET search_path = x"), None);
         assert_eq!(pgpilot_setting("SET pgpilot.route = primary; DROP TABLE x"), None);
         assert!(super::is_local_pgpilot_setting("set LOCAL pgpilot.route = primary"));
+        // Comments that tools add before or after a statement.
+        for tagged in [
+            "/* app:x */ SET pgpilot.route = primary",
+            "-- note\nSET pgpilot.route = primary",
+            "SET pgpilot.route = primary /* app:x, q:'--' */",
+            "SET pgpilot.route = primary -- note",
+            "SET pgpilot.route /* a /* nested */ one */ = primary;",
+        ] {
+            assert!(super::maybe_pgpilot_setting(tagged.as_bytes()), "{tagged}");
+            let sql = super::without_comments(tagged);
+            assert_eq!(
+                pgpilot_setting(&sql),
+                Some(("pgpilot.route".into(), Some("primary".into()))),
+                "{tagged}"
+            );
+        }
+        assert_eq!(&*super::without_comments("SET x = '--not a comment'"), "SET x = '--not a comment'");
+        assert!(!super::maybe_pgpilot_setting(b"/* SET pgpilot.route = primary */ SELECT 1"));
         assert!(!super::is_local_pgpilot_setting("SET LOCAL search_path = x"));
     }
 }
