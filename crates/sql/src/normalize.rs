@@ -166,7 +166,8 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                 i = end;
                 continue;
             }
-            b'$' if next.is_some_and(|n| n == b'$' || n.is_ascii_alphabetic() || n == b'_') => {
+            // A tag starts like an identifier, non-ASCII letters included (`$ä$...$ä$`).
+            b'$' if next.is_some_and(|n| n == b'$' || n.is_ascii_alphabetic() || n == b'_' || n >= 0x80) => {
                 match dollar_quoted_end(b, i) {
                     Some(end) => {
                         out.constant(&sql[i..end]);
@@ -336,8 +337,12 @@ fn utf8_len(first: u8) -> usize {
 /// The end of a quoted literal or identifier starting at `start` (doubled quotes and, in E''
 /// strings, backslash escapes stay inside); the text's end when unterminated.
 fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
-    // Backslash escapes only in E'...' strings (standard_conforming_strings is on by default).
-    let escapes = quote == b'\'' && start > 0 && matches!(b[start - 1], b'e' | b'E');
+    // Backslash escapes only in E'...' strings (standard_conforming_strings is on by default);
+    // the E must be a word of its own: `LIKE'a\'` is LIKE and a standard string.
+    let escapes = quote == b'\''
+        && start > 0
+        && matches!(b[start - 1], b'e' | b'E')
+        && (start < 2 || !is_word(b[start - 2]));
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == b'\\' && escapes {
@@ -378,15 +383,17 @@ fn block_comment_end(b: &[u8], start: usize) -> usize {
     b.len()
 }
 
+/// The end of a dollar-quoted constant starting at `start`; None when `$` starts no tag here. An
+/// unterminated one runs to the text's end: all of it may be a secret.
 fn dollar_quoted_end(b: &[u8], start: usize) -> Option<usize> {
     let tag_len = b[start + 1..].iter().position(|&c| c == b'$')?;
     let tag = &b[start..start + tag_len + 2];
-    if !tag[1..tag.len() - 1].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_') {
+    if !tag[1..tag.len() - 1].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80) {
         return None;
     }
     let body = start + tag.len();
-    let close = b[body..].windows(tag.len()).position(|w| w == tag)?;
-    Some(body + close + tag.len())
+    let close = b[body..].windows(tag.len()).position(|w| w == tag);
+    Some(close.map_or(b.len(), |close| body + close + tag.len()))
 }
 
 fn number_end(b: &[u8], start: usize) -> usize {
@@ -433,6 +440,20 @@ mod tests {
         );
         assert_eq!(n.text, "UPDATE t SET name = $2, note = $3 WHERE id = $1 AND x > $4");
         assert_eq!(n.constants, vec!["'O''Brien'", "E'a\\'b'", "1.5e3"]);
+    }
+
+    #[test]
+    fn secrets_in_unusual_quoting_never_survive() {
+        for (sql, expected) in [
+            ("ALTER ROLE v PASSWORD $ä$LEAK_1$ä$", "ALTER ROLE v PASSWORD $1"),
+            ("ALTER ROLE v PASSWORD $tag$LEAK_2", "ALTER ROLE v PASSWORD $1"),
+            (r"SELECT 1 WHERE 'x' LIKE'abc\' OR 'y' = 'LEAK_3'", "SELECT $1 WHERE $2 LIKE$3 OR $4 = $5"),
+            (r"SELECT E'a\'LEAK_4'", "SELECT $1"),
+        ] {
+            let n = normalize(sql, false);
+            assert!(!n.text.contains("LEAK"), "{sql} -> {}", n.text);
+            assert_eq!(n.text, expected, "{sql}");
+        }
     }
 
     #[test]
