@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{at, client, clock, config, run};
-use pgpilot_scheduler::Outcome;
+use pgpilot_scheduler::{ManualClock, Outcome};
 use pgpilot_testkit::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,4 +170,15 @@ async fn batched_retention_leaves_recent_rows_alone() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert_eq!(report.rows, Some(3000));
     assert_eq!(counts("SELECT line FROM log_nopk"), "recent");
+
+    // pgpilot's host clock two days fast: rows the database counts as 29 days old stay.
+    cluster.psql(
+        "postgres",
+        "TRUNCATE log_nopk; INSERT INTO log_nopk SELECT now() - interval '29 days' + g * interval '1 minute', 'young' FROM generate_series(1, 100) g",
+    );
+    let fast = ManualClock::new(chrono::Utc::now() + chrono::Duration::days(2));
+    let report = run(&cfg, "log", &fast).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(0), "{report:?}");
+    assert_eq!(counts("SELECT count(*) FROM log_nopk"), "100");
 }

@@ -125,8 +125,10 @@ async fn local_times(
     let retention = task.retention.as_ref().map(|r| r.interval().to_sql()).unwrap_or_else(|| "0".into());
     let row = client
         .query_one(
+            // Partitions are made ahead by pgpilot's clock, but retired by the earlier of it and
+            // the database's: a host clock running fast must not drop data early.
             "SELECT ($1::timestamptz AT TIME ZONE $2)::timestamp,
-                    (($1::timestamptz AT TIME ZONE $2) - $3::text::interval)::timestamp",
+                    ((least($1::timestamptz, now()) AT TIME ZONE $2) - $3::text::interval)::timestamp",
             &[&ctx.now, &task.time_zone, &retention],
         )
         .await

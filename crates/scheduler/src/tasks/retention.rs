@@ -89,9 +89,11 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
     if let Some(filter) = &task.filter {
         predicate.push_str(&format!(" AND ({filter})"));
     }
+    // The earlier of pgpilot's clock and the database's: a host clock running fast must not make
+    // rows the database still counts as young look old.
     let cutoff: chrono::DateTime<chrono::Utc> = client
         .query_one(
-            "SELECT $1::timestamptz - $2::text::interval",
+            "SELECT least($1::timestamptz, now()) - $2::text::interval",
             &[&ctx.now, &task.older_than.interval().to_sql()],
         )
         .await
