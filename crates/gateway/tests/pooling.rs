@@ -607,3 +607,108 @@ async fn clients_that_leave_while_their_server_is_opened_give_its_place_back() {
     b.batch_execute("COMMIT").await.unwrap();
     gw.shutdown().await;
 }
+
+/// pgpilot's server connections that sit idle in its pools.
+fn idle_server_pids(pg: &Cluster) -> Vec<i32> {
+    let pids = pg.psql(
+        "postgres",
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+         AND application_name <> 'pgpilot-monitor' AND state = 'idle' ORDER BY pid",
+    );
+    pids.lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// Idle servers the server closed (pg_terminate_backend) leave the pool within a second or two:
+/// not counted in SHOW POOLS, not left in CLOSE-WAIT, and min_pool_size opens new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_closed_by_the_server_are_dropped_and_min_pool_size_refilled() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.min_pool_size = 2;
+    config.pgpilot.default_pool_size = 4;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    // Two or three: the janitor may open its two while the client opens its own.
+    assert!(eventually(Duration::from_secs(5), || idle_server_pids(&pg).len() >= 2).await, "min_pool_size");
+    let before = idle_server_pids(&pg);
+    let pids = before.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend(pid) FROM unnest(ARRAY[{pids}]) pid"));
+    let refilled = eventually(Duration::from_secs(5), || {
+        let now = idle_server_pids(&pg);
+        now.len() >= 2 && now.iter().all(|p| !before.contains(p))
+    })
+    .await;
+    assert!(refilled, "min_pool_size was not refilled: {:?} after {before:?}", idle_server_pids(&pg));
+    let pools = psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
+    let row = pools.lines().find(|l| l.starts_with("postgres|postgres|")).unwrap();
+    let sv_idle: usize = row.split('|').nth(9).unwrap().parse().unwrap();
+    assert_eq!(sv_idle, idle_server_pids(&pg).len(), "SHOW POOLS counts the closed servers: {pools}");
+    let close_wait = std::process::Command::new("ss")
+        .args(["-tn", "state", "close-wait", &format!("dport = :{}", pg.port())])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().skip(1).count());
+    assert_eq!(close_wait.unwrap_or(0), 0, "server sockets left in CLOSE-WAIT");
+    let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert!(!before.contains(&pid), "a closed server was handed out");
+    gw.shutdown().await;
+}
+
+/// max_db_connections reached by one user's idle servers: another user's client gets a server at
+/// once, made room for by closing an idle one of the other pool (as PgBouncer evicts), where it
+/// waited for query_wait_timeout. max_user_connections across two databases, the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_limit_closes_another_pools_idle_server_for_a_waiting_client() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE other LOGIN");
+    let mut config = config_for(&pg);
+    config.pgpilot.query_wait_timeout = Secs::from_secs(20);
+    config.pgpilot.max_user_connections = 2;
+    let no_user = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    for (name, max_db) in [("shared", Some(2)), ("second", None)] {
+        let db = pgpilot_gateway::config::DatabaseConfig {
+            primary: no_user.clone(),
+            max_db_connections: max_db,
+            ..Default::default()
+        };
+        config.databases.insert(name.into(), db);
+    }
+    let gw = start(config).await;
+    let hold_two = |user: &'static str, db: &'static str| {
+        let gw = &gw;
+        async move {
+            let (a, b) = (connect_as(gw, user, db).await, connect_as(gw, user, db).await);
+            let (ra, rb) =
+                tokio::join!(a.simple_query("SELECT pg_sleep(0.2)"), b.simple_query("SELECT pg_sleep(0.2)"));
+            ra.unwrap();
+            rb.unwrap();
+        }
+    };
+    let timed_query = |user: &'static str, db: &'static str| {
+        let gw = &gw;
+        async move {
+            let c = connect_as(gw, user, db).await;
+            let start = Instant::now();
+            c.simple_query("SELECT 1").await.unwrap_or_else(|e| panic!("{user}@{db}: {e}"));
+            start.elapsed()
+        }
+    };
+    // Database limit: postgres's two idle servers in "shared", then a client of `other`.
+    hold_two("postgres", "shared").await;
+    let waited = timed_query("other", "shared").await;
+    assert!(waited < Duration::from_secs(5), "other waited {waited:?} for a server");
+    let limited = eventually(Duration::from_secs(3), || server_connections(&pg) == 2).await;
+    assert!(limited, "the database limit was exceeded: {}", server_connections(&pg));
+    // User limit: `other`'s idle servers in "shared" make room for `other` in "second".
+    hold_two("other", "shared").await;
+    let waited = timed_query("other", "second").await;
+    assert!(waited < Duration::from_secs(5), "other waited {waited:?} for a server in a second database");
+    // The closed server's backend may take a moment to exit.
+    let others = || pg.psql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE usename = 'other'");
+    assert!(
+        eventually(Duration::from_secs(3), || others() == "2").await,
+        "max_user_connections exceeded: {}",
+        others()
+    );
+    gw.shutdown().await;
+}

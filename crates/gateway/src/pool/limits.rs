@@ -1,17 +1,49 @@
 //! Connection counts shared by several pools: max_db_connections, max_user_connections.
 
 use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::pool::Pool;
 
 /// A counter with an optional ceiling; zero means unlimited.
 #[derive(Debug, Default)]
 pub struct ConnectionLimit {
     max: AtomicUsize,
     used: AtomicUsize,
+    /// The pools counting against it: when it is reached, one pool's idle server makes room for
+    /// another pool's waiting client (PgBouncer evicts the same way).
+    pools: Mutex<Vec<Weak<Pool>>>,
 }
 
 impl ConnectionLimit {
     pub fn new(max: usize) -> ConnectionLimit {
-        ConnectionLimit { max: AtomicUsize::new(max), used: AtomicUsize::new(0) }
+        ConnectionLimit { max: AtomicUsize::new(max), used: AtomicUsize::new(0), pools: Mutex::default() }
+    }
+
+    pub(super) fn join(&self, pool: &Arc<Pool>) {
+        let mut pools = self.pools.lock();
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    fn is_reached(&self) -> bool {
+        let max = self.max.load(Relaxed);
+        max > 0 && self.used.load(Relaxed) >= max
+    }
+
+    /// Closes the least recently used idle server of a pool other than `asking`; whether there
+    /// was one. Its place is given back as it closes.
+    fn close_idle_elsewhere(&self, asking: &Pool) -> bool {
+        let pools: Vec<Arc<Pool>> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
+        let mut others: Vec<_> = pools
+            .iter()
+            .filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking))
+            .filter_map(|p| Some((p.least_recently_used_idle()?, p)))
+            .collect();
+        others.sort_by_key(|(last_used, _)| *last_used);
+        others.into_iter().any(|(_, pool)| pool.close_least_recently_used_idle(&asking.id))
     }
 
     pub fn set_max(&self, max: usize) {
@@ -62,6 +94,17 @@ impl PoolLimits {
     pub fn release(&self) {
         self.database.release();
         self.user.release();
+    }
+
+    pub(super) fn join(&self, pool: &Arc<Pool>) {
+        self.database.join(pool);
+        self.user.join(pool);
+    }
+
+    /// When a limit keeps `asking` from opening a server, closes an idle one of another pool
+    /// under that limit; whether one was closed.
+    pub(super) fn make_room_for(&self, asking: &Pool) -> bool {
+        [&self.database, &self.user].into_iter().any(|l| l.is_reached() && l.close_idle_elsewhere(asking))
     }
 }
 

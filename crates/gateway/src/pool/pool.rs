@@ -179,7 +179,7 @@ impl Pool {
         connector: Option<Arc<tokio_rustls::TlsConnector>>,
         limits: PoolLimits,
     ) -> Arc<Pool> {
-        Arc::new(Pool {
+        let pool = Arc::new(Pool {
             id,
             target,
             settings: ArcSwap::from_pointee(settings),
@@ -196,7 +196,9 @@ impl Pool {
             secret_missing_at: Mutex::new(None),
             waiting_clients: Default::default(),
             state: Mutex::new(PoolState::default()),
-        })
+        });
+        pool.limits.join(&pool);
+        pool
     }
 
     pub fn counts(&self) -> PoolCounts {
@@ -331,6 +333,15 @@ impl Pool {
         let mut now = start;
         let mut use_reserve = reserve_at.is_some_and(|r| now >= r);
         loop {
+            if self.limits.is_limited()
+                && self.has_room(settings, use_reserve)
+                && self.limits.make_room_for(self)
+            {
+                // The other pool's server is closed and its place given back: take it now.
+                if let Some(grant) = self.try_take(settings, use_reserve) {
+                    return Ok(grant);
+                }
+            }
             // Once the reserve is open to it the waiter has nothing more to look for at reserve_at:
             // a time to look again already past woke it at once, over and over, and it spun in and
             // out of the queue.
@@ -367,6 +378,33 @@ impl Pool {
                 return Err(CheckoutError::Rerouted);
             }
         }
+    }
+
+    /// Whether the pool may open another server as far as its own size goes.
+    fn has_room(&self, settings: &PoolSettings, reserve: bool) -> bool {
+        let limit = settings.size + if reserve { settings.reserve_size } else { 0 };
+        self.state.lock().total < limit && !self.opening_paused()
+    }
+
+    /// When the least recently used idle server went idle.
+    pub(super) fn least_recently_used_idle(&self) -> Option<Instant> {
+        self.state.lock().idle.iter().map(|c| c.last_used).min()
+    }
+
+    /// Closes the least recently used idle server for a pool the shared limit keeps waiting.
+    pub(super) fn close_least_recently_used_idle(&self, for_pool: &PoolId) -> bool {
+        let conn = {
+            let mut s = self.state.lock();
+            let oldest = s.idle.iter().enumerate().min_by_key(|(_, c)| c.last_used).map(|(i, _)| i);
+            // `remove`, not `swap_remove`: the rest stay in the order they went idle.
+            oldest.map(|i| s.idle.remove(i))
+        };
+        let Some(conn) = conn else { return false };
+        tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
+            server_id = conn.id, for_database = %for_pool.database, for_user = %for_pool.user,
+            "closing an idle server connection to make room under max_db_connections / max_user_connections");
+        conn.terminate();
+        true
     }
 
     /// Runs while clients wait: tells each when to look again (see waiters.rs).
@@ -668,8 +706,10 @@ impl Pool {
         }
     }
 
-    /// Idle connections past server_idle_timeout (beyond min_pool_size) or server_lifetime, removed
-    /// from the pool for the caller to close.
+    /// Idle connections past server_idle_timeout (beyond min_pool_size) or server_lifetime, or that
+    /// the server closed or spoke on (pg_terminate_backend, a crash, a shutdown: its FATAL or EOF
+    /// is waiting to be read), removed from the pool for the caller to close. A closed one kept
+    /// would sit in CLOSE-WAIT, be counted in SHOW POOLS and hold min_pool_size's place.
     pub fn take_expired(&self) -> Vec<Box<ServerConn>> {
         let settings = self.settings.load();
         let mut s = self.state.lock();
@@ -681,8 +721,13 @@ impl Pool {
             let too_old = settings.lifetime.is_some_and(|l| c.created.elapsed() >= l);
             let too_idle =
                 settings.idle_timeout.is_some_and(|t| c.last_used.elapsed() >= t) && keep > settings.min_size;
-            if too_old || too_idle {
-                expired.push(s.idle.swap_remove(i));
+            let closed = c.sock.has_pending_input();
+            if closed {
+                tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
+                    server_id = c.id, "server closed the connection while idle");
+            }
+            if too_old || too_idle || closed {
+                expired.push(s.idle.remove(i));
                 keep -= 1;
             } else {
                 i += 1;
