@@ -145,6 +145,16 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
     assert_eq!(reply[0], b'E', "expected an ErrorResponse");
     assert!(String::from_utf8_lossy(&reply).contains("08P01"));
+    // The same with part of the body already sent: the error still arrives, not a reset that
+    // destroys it (the unread body is drained before the socket closes).
+    let mut s = raw_login(addr(&gw)).await;
+    let mut huge = b"Q\xff\xff\xff\xf0".to_vec();
+    huge.resize(256 * 1024, b'x');
+    let _ = s.write_all(&huge).await;
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+    assert!(read.is_ok(), "the connection was reset: {read:?}, read {:?}", String::from_utf8_lossy(&reply));
+    assert!(String::from_utf8_lossy(&reply).contains("08P01"), "{reply:?}");
     // A length below 4, an unknown message type, and one announcing a body it never sends: an
     // unknown type is refused on its first byte, as PostgreSQL does, not after its body.
     for bad in [&b"Q\0\0\0\x02"[..], &b"?\0\0\0\x04"[..], &b"y\0\x01\x86\xa0"[..]] {

@@ -149,6 +149,23 @@ impl Sock {
         !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// After a fatal error has been written: sends FIN, then reads and drops what the peer still
+    /// sends (the rest of a refused message), until it closes or `limit` passes. Closed with
+    /// unread input, the kernel answers with a reset, and the peer may lose the error unread.
+    pub async fn linger_before_close(&self, limit: std::time::Duration) {
+        let _ = each!(self, s => SockRef::from(s).shutdown(std::net::Shutdown::Write));
+        let mut scratch = BytesMut::new();
+        let drain = async {
+            loop {
+                scratch.clear();
+                if !matches!(self.read_into(&mut scratch).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
+
     pub fn set_nodelay(&self) {
         if let Sock::Tcp(s) = self {
             let _ = s.set_nodelay(true);

@@ -479,8 +479,14 @@ impl Session {
                 reset_and_release(pool, conn, mode);
             }
         }
+        if matches!(ending, Ending::Fatal(_)) {
+            self.sock.linger_before_close(FATAL_LINGER).await;
+        }
     }
 }
+
+/// How long a client told a FATAL error may keep sending before its socket is closed anyway.
+const FATAL_LINGER: Duration = Duration::from_secs(1);
 
 fn ending_reason(e: &Ending) -> &'static str {
     match e {
