@@ -177,3 +177,74 @@ async fn a_replica_is_checked_read_only() {
         "a caught-up replica has no lag"
     );
 }
+
+/// A chain of waits: A holds a row lock and sits idle in its transaction, B waits for the row,
+/// and an ALTER TABLE (C) waits for both. The fix for C terminates A, the root of the chain, never
+/// B, which is itself waiting (terminating it would leave C blocked).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fix_for_a_blocked_chain_names_its_root_blocker() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE chain");
+    cluster.psql("chain", "CREATE TABLE tiny (id int PRIMARY KEY, v text); INSERT INTO tiny VALUES (1, 'x')");
+    let url = cluster.url("postgres", "chain");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        sessions.push((client, pid));
+    }
+    let (c, pid_c) = sessions.pop().unwrap();
+    let (b, pid_b) = sessions.pop().unwrap();
+    let (a, pid_a) = sessions.pop().unwrap();
+    a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
+    let wait_for_waiters = |n: usize| {
+        let start = Instant::now();
+        let cluster = &cluster;
+        async move {
+            let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+            while cluster.psql("chain", sql) != n.to_string() {
+                assert!(start.elapsed() < Duration::from_secs(10), "{n} sessions never waited");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let update = tokio::spawn(async move { b.batch_execute("UPDATE tiny SET v = 'y' WHERE id = 1").await });
+    wait_for_waiters(1).await;
+    let alter = tokio::spawn(async move {
+        c.batch_execute("SET lock_timeout = '60s'; ALTER TABLE tiny ADD COLUMN extra int").await
+    });
+    wait_for_waiters(2).await;
+    let blockers_of_c = cluster.psql("chain", &format!("SELECT pg_blocking_pids({pid_c})"));
+
+    let mut opts = common::options(&url);
+    opts.skip_indexes = true;
+    // Checks that read the size of the table queue behind the ALTER TABLE's lock: let them give up soon.
+    opts.statement_timeout_ms = 2_000;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+
+    let for_c = find(&report, Category::Locks, &format!("Query (pid {pid_c})"));
+    let context = format!("A={pid_a} B={pid_b} C={pid_c}, blockers of C {blockers_of_c}: {for_c:#?}");
+    let fix = for_c.fix.as_deref().unwrap();
+    assert!(fix.contains(&format!("pg_terminate_backend({pid_a})")), "{context}");
+    assert!(!fix.contains(&format!("pg_terminate_backend({pid_b})")), "B is a waiter itself; {context}");
+    assert!(
+        for_c
+            .evidence
+            .iter()
+            .any(|e| e.starts_with(&format!("root blocker: pid {pid_a} (idle in transaction for"))),
+        "the root, and how long it has been idle in its transaction; {context}"
+    );
+    assert!(
+        for_c.evidence.iter().any(|e| e.contains(&format!("pid {pid_b} is itself waiting"))),
+        "{context}"
+    );
+    let for_b = find(&report, Category::Locks, &format!("Query (pid {pid_b})"));
+    assert!(for_b.fix.as_deref().unwrap().contains(&format!("pg_terminate_backend({pid_a})")), "{for_b:?}");
+
+    // Following the fix frees the whole chain.
+    cluster.psql("chain", &format!("SELECT pg_terminate_backend({pid_a})"));
+    update.await.unwrap().unwrap();
+    alter.await.unwrap().unwrap();
+    drop(a);
+}

@@ -1,5 +1,5 @@
-//! Live activity: long-running queries, sessions idle in a transaction, blocked and blocking
-//! queries, connections against max_connections.
+//! Live activity: long-running queries, sessions idle in a transaction, connections against
+//! max_connections (blocked queries are in `locks`).
 
 use anyhow::Result;
 
@@ -67,61 +67,10 @@ pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<V
         .collect())
 }
 
-pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
-    let rows = db
-        .rows(
-            "SELECT a.pid, coalesce(a.usename::text, ''), extract(epoch FROM now() - coalesce(a.query_start, now()))::float8, \
-             a.query, coalesce(a.wait_event_type, '') || ':' || coalesce(a.wait_event, ''), \
-             ARRAY(SELECT b.pid::text || ' (' || coalesce(b.state, '?') || ', ' || coalesce(b.usename::text, '') || \
-                    CASE WHEN b.xact_start IS NOT NULL \
-                         THEN ', transaction open ' || round(extract(epoch FROM now() - b.xact_start))::text || 's' ELSE '' END || \
-                    ')' FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
-             ARRAY(SELECT coalesce(b.query, '') FROM pg_stat_activity b \
-                   WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
-             pg_blocking_pids(a.pid) \
-             FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0 ORDER BY a.query_start",
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let (pid, waited): (i32, f64) = (r.get(0), r.get(2));
-            let blockers: Vec<String> = r.get(5);
-            let blocker_queries: Vec<String> = r.get(6);
-            let blocker_pids: Vec<i32> = r.get(7);
-            let severity = if waited >= 300.0 { Severity::Critical } else { Severity::Warning };
-            let mut f = Finding::new(
-                severity,
-                Category::Locks,
-                format!("Query (pid {pid}) blocked for {} by pid {}", duration(waited), join(&blocker_pids)),
-            )
-            .object(format!("pid {pid}"))
-            .evidence(format!(
-                "waiting ({}), user {}: {}",
-                r.get::<_, String>(4),
-                r.get::<_, String>(1),
-                shown_query(&r.get::<_, String>(3))
-            ));
-            for (b, query) in blockers.iter().zip(&blocker_queries) {
-                f = f.evidence(format!("blocked by {b}: {}", one_line(&without_literals(query), 160)));
-            }
-            f.fix(format!(
-                "finish or cancel the blocking transaction: SELECT pg_terminate_backend({});\n\
-                 -- and give DDL a lock_timeout so it cannot queue everyone behind it",
-                blocker_pids.first().copied().unwrap_or(0)
-            ))
-        })
-        .collect())
-}
-
 /// A live query as findings show it: its constants hidden (they can be personal data, and the
 /// statistics pages show statements normalized too), on one line.
-fn shown_query(query: &str) -> String {
+pub(super) fn shown_query(query: &str) -> String {
     one_line(&without_literals(query), 200)
-}
-
-fn join(pids: &[i32]) -> String {
-    pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 pub async fn connections(db: &Db) -> Result<Vec<Finding>> {

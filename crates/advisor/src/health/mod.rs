@@ -3,6 +3,7 @@
 
 mod activity;
 mod indexes;
+mod locks;
 mod replication;
 mod storage;
 pub mod usage;
@@ -48,7 +49,7 @@ pub async fn run(
     check!("materialized views", storage::materialized_views(db));
     check!("long-running queries", activity::long_running(db, settings));
     check!("idle in transaction", activity::idle_in_transaction(db, settings));
-    check!("blocked queries", activity::blocked(db));
+    check!("blocked queries", locks::blocked(db));
     check!("connections", activity::connections(db));
     check!("wraparound", wraparound::check(db));
     check!("sequences", wraparound::sequences(db));

@@ -1,0 +1,263 @@
+//! Blocked queries (`pg_blocking_pids`): each waiting session with the sessions it waits on, and
+//! the root of its chain of waits, the session whose end frees it.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Result;
+use tokio_postgres::Row;
+
+use super::activity::shown_query;
+use crate::db::Db;
+use crate::report::{Category, Finding, Severity};
+use crate::sqltext::without_literals;
+use crate::units::{duration, one_line};
+
+/// Who waits on whom: each waiting session's pid and the pids blocking it.
+type WaitGraph = HashMap<i32, Vec<i32>>;
+
+const WAITERS: &str = "SELECT a.pid, coalesce(a.usename::text, ''), \
+     extract(epoch FROM now() - coalesce(a.query_start, now()))::float8, \
+     a.query, coalesce(a.wait_event_type, '') || ':' || coalesce(a.wait_event, ''), \
+     ARRAY(SELECT b.pid::text || ' (' || coalesce(b.state, '?') || ', ' || coalesce(b.usename::text, '') || \
+            CASE WHEN b.xact_start IS NOT NULL \
+                 THEN ', transaction open ' || round(extract(epoch FROM now() - b.xact_start))::text || 's' ELSE '' END || \
+            ')' FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
+     ARRAY(SELECT coalesce(b.query, '') FROM pg_stat_activity b \
+           WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
+     pg_blocking_pids(a.pid) \
+     FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0 ORDER BY a.query_start";
+
+pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
+    let waiters: Vec<Waiter> = db.rows(WAITERS).await?.iter().map(Waiter::of).collect();
+    // Each waiter's blockers are followed back to the sessions that wait on nobody: terminating
+    // a blocker that is itself waiting frees nothing.
+    let graph: WaitGraph = waiters.iter().map(|w| (w.pid, w.blocker_pids.clone())).collect();
+    let mut roots: Vec<i32> = graph.keys().flat_map(|&pid| root_blockers(pid, &graph)).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let sessions = root_sessions(db, &roots).await?;
+    Ok(waiters.iter().map(|w| w.finding(&graph, &sessions)).collect())
+}
+
+/// A session waiting for a lock, as pg_stat_activity shows it.
+struct Waiter {
+    pid: i32,
+    user: String,
+    waited_secs: f64,
+    query: String,
+    wait_event: String,
+    /// The sessions blocking it (`pid (state, user, transaction open Ns)`) and their queries.
+    blockers: Vec<(String, String)>,
+    /// Sorted, without repeats.
+    blocker_pids: Vec<i32>,
+}
+
+impl Waiter {
+    fn of(r: &Row) -> Waiter {
+        let (blockers, queries): (Vec<String>, Vec<String>) = (r.get(5), r.get(6));
+        let mut blocker_pids: Vec<i32> = r.get(7);
+        blocker_pids.sort_unstable();
+        blocker_pids.dedup();
+        Waiter {
+            pid: r.get(0),
+            user: r.get(1),
+            waited_secs: r.get(2),
+            query: r.get(3),
+            wait_event: r.get(4),
+            blockers: blockers.into_iter().zip(queries).collect(),
+            blocker_pids,
+        }
+    }
+
+    fn finding(&self, graph: &WaitGraph, sessions: &[RootSession]) -> Finding {
+        let roots = root_blockers(self.pid, graph);
+        let severity = if self.waited_secs >= 300.0 { Severity::Critical } else { Severity::Warning };
+        let root_note =
+            if roots == self.blocker_pids { String::new() } else { format!(" (root: pid {})", join(&roots)) };
+        let title = format!(
+            "Query (pid {}) blocked for {} by pid {}{root_note}",
+            self.pid,
+            duration(self.waited_secs),
+            join(&self.blocker_pids)
+        );
+        let mut f =
+            Finding::new(severity, Category::Locks, title).object(format!("pid {}", self.pid)).evidence(
+                format!("waiting ({}), user {}: {}", self.wait_event, self.user, shown_query(&self.query)),
+            );
+        for (b, query) in &self.blockers {
+            f = f.evidence(format!("blocked by {b}: {}", one_line(&without_literals(query), 160)));
+        }
+        for root in &roots {
+            f = f.evidence(root_evidence(*root, sessions));
+        }
+        if let Some(note) = waiting_blockers_note(&self.blocker_pids, &roots, graph) {
+            f = f.evidence(note);
+        }
+        f.fix(blocked_fix(&roots))
+    }
+}
+
+fn root_evidence(root: i32, sessions: &[RootSession]) -> String {
+    match sessions.iter().find(|s| s.pid == root) {
+        Some(s) => s.describe(),
+        None if root == 0 => "root blocker: a prepared transaction (see pg_prepared_xacts)".to_string(),
+        None => format!("root blocker: pid {root} (it has ended since)"),
+    }
+}
+
+/// Says which direct blockers are themselves waiting (outside a cycle, where they are the roots).
+fn waiting_blockers_note(blocker_pids: &[i32], roots: &[i32], graph: &WaitGraph) -> Option<String> {
+    let waiting: Vec<i32> =
+        blocker_pids.iter().copied().filter(|b| graph.contains_key(b) && !roots.contains(b)).collect();
+    let one = waiting.len() == 1;
+    (!waiting.is_empty()).then(|| {
+        format!(
+            "pid {} {} waiting for a lock: terminating {} would not free this query",
+            join(&waiting),
+            if one { "is itself" } else { "are themselves" },
+            if one { "it" } else { "them" },
+        )
+    })
+}
+
+/// The sessions at the root of the wait chains that hold up `pid`: its blockers, followed through
+/// pg_blocking_pids until a session that waits on nobody. A cycle (a deadlock not yet detected)
+/// has no such session: then the cycle's members that block `pid` directly are named instead.
+fn root_blockers(pid: i32, graph: &WaitGraph) -> Vec<i32> {
+    let mut roots = Vec::new();
+    let mut seen = HashSet::from([pid]);
+    let mut stack: Vec<i32> = graph.get(&pid).cloned().unwrap_or_default();
+    while let Some(b) = stack.pop() {
+        if !seen.insert(b) {
+            continue;
+        }
+        match graph.get(&b) {
+            Some(next) if !next.is_empty() => stack.extend(next.iter().copied()),
+            _ => roots.push(b),
+        }
+    }
+    if roots.is_empty() {
+        roots = graph.get(&pid).cloned().unwrap_or_default();
+    }
+    roots.sort_unstable();
+    roots.dedup();
+    roots
+}
+
+/// Terminates the roots; pid 0 is a prepared transaction, which only COMMIT/ROLLBACK PREPARED ends.
+fn blocked_fix(roots: &[i32]) -> String {
+    let live: Vec<String> =
+        roots.iter().filter(|&&p| p != 0).map(|p| format!("SELECT pg_terminate_backend({p});")).collect();
+    let mut fix = String::new();
+    if !live.is_empty() {
+        fix.push_str(&format!("finish or cancel the root blocking transaction: {}\n", live.join(" ")));
+    }
+    if live.len() < roots.len() {
+        fix.push_str(
+            "-- a prepared transaction holds the lock: SELECT gid, prepared, owner FROM pg_prepared_xacts; \
+             then COMMIT PREPARED or ROLLBACK PREPARED it\n",
+        );
+    }
+    fix.push_str("-- and give DDL a lock_timeout so it cannot queue everyone behind it");
+    fix
+}
+
+fn join(pids: &[i32]) -> String {
+    pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// A session at the root of a wait chain, as its evidence line shows it.
+struct RootSession {
+    pid: i32,
+    user: String,
+    state: String,
+    /// Seconds since it went idle in its transaction, when it is.
+    idle_secs: Option<f64>,
+    /// Seconds since its transaction began.
+    xact_secs: Option<f64>,
+    query: String,
+}
+
+impl RootSession {
+    fn describe(&self) -> String {
+        let state = match self.idle_secs {
+            Some(idle) => format!("{} for {}", self.state, duration(idle)),
+            None => self.state.clone(),
+        };
+        let open = self.xact_secs.map(|s| format!(", transaction open {}", duration(s))).unwrap_or_default();
+        format!(
+            "root blocker: pid {} ({state}{open}, user {}), waiting on no lock; last statement: {}",
+            self.pid,
+            self.user,
+            one_line(&without_literals(&self.query), 160)
+        )
+    }
+}
+
+async fn root_sessions(db: &Db, pids: &[i32]) -> Result<Vec<RootSession>> {
+    if pids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .client
+        .query(
+            "SELECT pid, coalesce(usename::text, ''), coalesce(state, '?'), \
+             CASE WHEN state LIKE 'idle in transaction%' THEN extract(epoch FROM now() - state_change)::float8 END, \
+             extract(epoch FROM now() - xact_start)::float8, coalesce(query, '') \
+             FROM pg_stat_activity WHERE pid = ANY($1)",
+            &[&pids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| RootSession {
+            pid: r.get(0),
+            user: r.get(1),
+            state: r.get(2),
+            idle_secs: r.get(3),
+            xact_secs: r.get(4),
+            query: r.get(5),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_the_blockers_that_wait_on_nobody() {
+        // 30 holds a lock; 20 waits on 30; 10 (DDL) waits on 20 and 30; 40 waits on 10.
+        let graph: WaitGraph = [(20, vec![30]), (10, vec![20, 30]), (40, vec![10])].into_iter().collect();
+        assert_eq!(root_blockers(10, &graph), vec![30]);
+        assert_eq!(root_blockers(40, &graph), vec![30]);
+        assert_eq!(root_blockers(20, &graph), vec![30]);
+        assert!(waiting_blockers_note(&[20, 30], &[30], &graph)
+            .unwrap()
+            .starts_with("pid 20 is itself waiting"));
+        assert_eq!(waiting_blockers_note(&[30], &[30], &graph), None);
+        // Two independent holders.
+        let graph: WaitGraph = [(1, vec![2, 3])].into_iter().collect();
+        assert_eq!(root_blockers(1, &graph), vec![2, 3]);
+        // A cycle (a deadlock PostgreSQL has not broken yet) ends; its direct blockers are named.
+        let graph: WaitGraph = [(1, vec![2]), (2, vec![1]), (3, vec![1])].into_iter().collect();
+        assert_eq!(root_blockers(1, &graph), vec![2]);
+        assert_eq!(root_blockers(3, &graph), vec![1]);
+        assert_eq!(
+            waiting_blockers_note(&[2], &[2], &graph),
+            None,
+            "in a cycle the direct blocker is the root"
+        );
+    }
+
+    #[test]
+    fn the_fix_terminates_the_roots_or_ends_a_prepared_transaction() {
+        assert!(blocked_fix(&[30])
+            .starts_with("finish or cancel the root blocking transaction: SELECT pg_terminate_backend(30);"));
+        let prepared = blocked_fix(&[0]);
+        assert!(
+            prepared.contains("pg_prepared_xacts") && !prepared.contains("pg_terminate_backend"),
+            "{prepared}"
+        );
+    }
+}
