@@ -1,7 +1,8 @@
 //! The unused-index check on real PostgreSQL: the advisor's own planning (which probes btree
 //! indexes for a join key's actual range and so counts as index scans) never hides an unused
-//! index, in one run or across runs; an index that supports a foreign key is never offered for
-//! DROP; and nothing is offered for DROP while the statistics are young.
+//! index, in one run or across runs; an index a foreign key needs is never offered for DROP, while
+//! one whose key another index serves is, as the duplicate check says; and nothing is offered for
+//! DROP while the statistics are young.
 
 mod common;
 
@@ -38,6 +39,18 @@ async fn run(opts: &AdviseOptions) -> Report {
     advise(opts, &NoProgress).await.unwrap()
 }
 
+/// A cluster with database `name` made by `schema`, and options that report every unused index
+/// (no index advice).
+fn database(name: &str, schema: &str) -> (Cluster, AdviseOptions) {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", &format!("CREATE DATABASE {name}"));
+    cluster.psql(name, schema);
+    let mut opts = common::options(&cluster.url("postgres", name));
+    opts.skip_indexes = true;
+    opts.health.unused_index_min_bytes = 0;
+    (cluster, opts)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_advisors_own_planning_never_hides_an_unused_index() {
     let cluster = Cluster::start();
@@ -70,9 +83,7 @@ async fn the_advisors_own_planning_never_hides_an_unused_index() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_drop_for_a_foreign_key_index_or_on_young_statistics() {
-    let cluster = Cluster::start();
-    cluster.psql("postgres", "CREATE DATABASE fk");
-    cluster.psql(
+    let (_cluster, mut opts) = database(
         "fk",
         "CREATE TABLE parent (id int PRIMARY KEY);
          INSERT INTO parent SELECT generate_series(1, 20000);
@@ -83,9 +94,6 @@ async fn no_drop_for_a_foreign_key_index_or_on_young_statistics() {
          CREATE INDEX child_kind ON child (kind);
          ANALYZE parent, child;",
     );
-    let mut opts = common::options(&cluster.url("postgres", "fk"));
-    opts.skip_indexes = true;
-    opts.health.unused_index_min_bytes = 0;
 
     // A fresh cluster: statistics of minutes prove nothing, so no DROP at all.
     let report = run(&opts).await;
@@ -105,4 +113,68 @@ async fn no_drop_for_a_foreign_key_index_or_on_young_statistics() {
     let fk = unused(&report, "public.child_parent_kind").unwrap();
     assert_eq!(fk.fix, None, "{fk:?}");
     assert!(fk.evidence.iter().any(|e| e.contains("supports foreign key child_parent_id_fkey")), "{fk:?}");
+}
+
+/// An index on a foreign key's columns is needed only when no other index is led by them: the
+/// duplicate check and the unused-index check agree on which index serves the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_key_served_by_a_longer_index_does_not_keep_its_prefix() {
+    let (_cluster, mut opts) = database(
+        "fk2",
+        "CREATE TABLE customers (id int PRIMARY KEY);
+         INSERT INTO customers SELECT generate_series(1, 5000);
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers,
+                              created_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO orders SELECT g, 1 + g % 5000 FROM generate_series(1, 50000) g;
+         CREATE INDEX orders_customer_idx ON orders (customer_id);
+         CREATE INDEX orders_customer_created_idx ON orders (customer_id, created_at);
+         CREATE TABLE lines (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders);
+         INSERT INTO lines SELECT g, 1 + g % 50000 FROM generate_series(1, 50000) g;
+         CREATE INDEX lines_order_a ON lines (order_id);
+         CREATE INDEX lines_order_b ON lines (order_id);
+         CREATE INDEX lines_order_recent ON lines (order_id) WHERE id > 40000;
+         ANALYZE customers, orders, lines;",
+    );
+    opts.health.unused_index_min_stats_days = 0;
+    let report = run(&opts).await;
+    let text = report.render_text(false);
+    let drops = |index: &str| {
+        report
+            .findings
+            .iter()
+            .filter(|f| {
+                f.fix.as_deref().is_some_and(|fix| fix.contains(&format!("DROP INDEX CONCURRENTLY {index};")))
+            })
+            .map(|f| f.title.clone())
+            .collect::<Vec<_>>()
+    };
+
+    // The prefix: the duplicate check drops it, and so does the unused-index check.
+    assert_eq!(drops("public.orders_customer_idx").len(), 2, "{text}");
+    let prefix = unused(&report, "public.orders_customer_idx").unwrap();
+    assert!(
+        prefix
+            .evidence
+            .iter()
+            .any(|e| e.contains("orders_customer_id_fkey is served by public.orders_customer_created_idx")),
+        "{prefix:?}"
+    );
+    // The longer index serves the foreign key: kept by both.
+    assert!(drops("public.orders_customer_created_idx").is_empty(), "{text}");
+    let longer = unused(&report, "public.orders_customer_created_idx").unwrap();
+    assert!(
+        longer.evidence.iter().any(|e| e.contains("supports foreign key orders_customer_id_fkey")),
+        "{longer:?}"
+    );
+
+    // Exact duplicates on a foreign key: exactly one of them is offered for DROP, by both checks.
+    assert!(drops("public.lines_order_a").is_empty(), "{text}");
+    assert_eq!(drops("public.lines_order_b").len(), 2, "{text}");
+    // A partial index does the key's work for no other index; the whole-table one serves it.
+    let partial = unused(&report, "public.lines_order_recent").unwrap();
+    assert!(
+        partial.evidence.iter().any(|e| e.contains("lines_order_id_fkey is served by public.lines_order_a")),
+        "{partial:?}"
+    );
+    assert_eq!(drops("public.lines_order_recent").len(), 1, "{text}");
 }

@@ -16,34 +16,65 @@ struct UnusedIndex {
     table: String,
     size: i64,
     definition: String,
-    /// Foreign keys on the table whose referencing columns lead this index.
+    /// Foreign keys on the table whose referencing columns lead this index, and that need it: no
+    /// better-ranked index serves them in its place.
     foreign_keys: Vec<String>,
+    /// Foreign keys whose columns lead this index too, but that another index serves
+    /// (`fk is served by index`).
+    served_elsewhere: Vec<String>,
 }
+
+/// Each foreign key with the valid indexes its referencing columns lead (in any order), ranked as
+/// the duplicate check ranks equivalent indexes (`IndexKey::keep_rank`, then the name), after
+/// whole-table before partial, btree before other methods and more key columns before fewer: so
+/// a prefix of a longer index, or the second of two exact duplicates, ranks below the index the
+/// duplicate check keeps.
+const FK_INDEXES: &str = "SELECT c.oid AS conoid, quote_ident(c.conname) AS conname, o.indexrelid, \
+       quote_ident(n.nspname) || '.' || quote_ident(oc.relname) AS index_name, am.amname, \
+       coalesce(pg_get_expr(o.indpred, o.indrelid), '') AS predicate, \
+       row_number() OVER (PARTITION BY c.oid ORDER BY o.indpred IS NULL DESC, am.amname = 'btree' DESC, \
+         o.indisprimary DESC, \
+         EXISTS (SELECT 1 FROM pg_constraint p WHERE p.conindid = o.indexrelid \
+                   AND (p.contype = 'f' OR (p.contype IN ('p', 'u', 'x') AND p.conrelid = o.indrelid))) DESC, \
+         o.indisunique DESC, o.indnkeyatts DESC, oc.relname) AS rank \
+     FROM pg_constraint c JOIN pg_index o ON o.indrelid = c.conrelid \
+     JOIN pg_class oc ON oc.oid = o.indexrelid JOIN pg_namespace n ON n.oid = oc.relnamespace \
+     JOIN pg_am am ON am.oid = oc.relam \
+     WHERE c.contype = 'f' AND o.indisvalid AND cardinality(c.conkey) <= o.indnkeyatts \
+       AND c.conkey <@ ARRAY(SELECT o.indkey[k] FROM generate_series(0, cardinality(c.conkey) - 1) k)";
+
+/// For each (foreign key, index) of `fk_index`, the best-ranked other index that does its work for
+/// the key: one over the whole table (or over the same rows), of the same method or btree. The
+/// best-ranked index of each such group has none: it is the one the key needs.
+const SERVED_ELSEWHERE: &str = "SELECT DISTINCT ON (mine.conoid, mine.indexrelid) \
+       mine.conoid, mine.indexrelid, mine.conname, f.index_name AS served_by \
+     FROM fk_index mine JOIN fk_index f ON f.conoid = mine.conoid AND f.rank < mine.rank \
+       AND (f.predicate = '' OR f.predicate = mine.predicate) AND (f.amname = 'btree' OR f.amname = mine.amname) \
+     ORDER BY mine.conoid, mine.indexrelid, f.rank";
 
 pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScans>) -> Result<Vec<Finding>> {
     let scans = scans.as_ref().map_err(|e| anyhow!("{e:#}"))?;
-    // A foreign key's referencing columns leading the index (in any order): deleting or updating a
-    // referenced row looks the referencing rows up through it. Those scans do not show until the
-    // parent changes, and without the index each such change scans the whole child table.
-    let rows = db
-        .client
-        .query(
-            "SELECT s.indexrelid, s.schemaname::text || '.' || s.indexrelname::text, \
-             s.schemaname::text || '.' || s.relname::text, \
-             pg_relation_size(s.indexrelid)::int8, pg_get_indexdef(s.indexrelid), \
-             quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname), \
-             ARRAY(SELECT quote_ident(c.conname) FROM pg_constraint c \
-                   WHERE c.contype = 'f' AND c.conrelid = i.indrelid AND cardinality(c.conkey) <= i.indnkeyatts \
-                     AND c.conkey <@ ARRAY(SELECT i.indkey[k] FROM generate_series(0, cardinality(c.conkey) - 1) k) \
-                   ORDER BY 1) \
-             FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
-             WHERE NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid) \
-               AND pg_relation_size(s.indexrelid) >= $1 \
-             ORDER BY 4 DESC",
-            &[&settings.unused_index_min_bytes],
-        )
-        .await?;
+    // An index a foreign key needs is kept: deleting or updating a referenced row looks the
+    // referencing rows up through it. Those scans do not show until the parent changes, and
+    // without the index each such change scans the whole child table. One index per key is
+    // enough: the others led by its columns are not kept for it (the duplicate check drops them).
+    let sql = format!(
+        "WITH fk_index AS ({FK_INDEXES}), served AS ({SERVED_ELSEWHERE}) \
+         SELECT s.indexrelid, s.schemaname::text || '.' || s.indexrelname::text, \
+         s.schemaname::text || '.' || s.relname::text, \
+         pg_relation_size(s.indexrelid)::int8, pg_get_indexdef(s.indexrelid), \
+         quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname), \
+         ARRAY(SELECT m.conname FROM fk_index m WHERE m.indexrelid = i.indexrelid AND NOT EXISTS \
+                 (SELECT 1 FROM served e WHERE e.conoid = m.conoid AND e.indexrelid = m.indexrelid) ORDER BY 1), \
+         ARRAY(SELECT e.conname || ' is served by ' || e.served_by FROM served e \
+               WHERE e.indexrelid = i.indexrelid ORDER BY 1) \
+         FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
+         WHERE NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid) \
+           AND pg_relation_size(s.indexrelid) >= $1 \
+         ORDER BY 4 DESC"
+    );
+    let rows = db.client.query(&sql, &[&settings.unused_index_min_bytes]).await?;
     Ok(rows
         .iter()
         .filter(|r| scans.application_scans(r.get(0)) == 0)
@@ -54,6 +85,7 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
             definition: r.get(4),
             quoted: r.get(5),
             foreign_keys: r.get(6),
+            served_elsewhere: r.get(7),
         })
         .map(|index| unused_finding(&index, scans, settings))
         .collect())
@@ -67,6 +99,9 @@ fn unused_finding(index: &UnusedIndex, scans: &IndexScans, settings: &HealthSett
         .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
         .evidence(format!("on {}: {}", index.table, index.definition))
         .evidence("every insert and non-HOT update of the table still maintains it");
+    let finding = index.served_elsewhere.iter().fold(finding, |f, served| {
+        f.evidence(format!("not needed for its foreign key: {served} (its columns lead that index)"))
+    });
     match keep {
         Some(why) => finding.evidence(why),
         None => finding.fix(format!(
@@ -136,7 +171,8 @@ impl Pins {
 
 impl IndexKey {
     /// Which of two equivalent indexes to keep: the primary key, then one a constraint or foreign
-    /// key needs, then a unique one (it enforces something), then the first by name.
+    /// key needs, then a unique one (it enforces something), then the first by name. The unused
+    /// check ranks the indexes serving a foreign key alike (`FK_INDEXES`): keep the two in step.
     fn keep_rank(&self) -> (bool, bool, bool) {
         (self.pins.primary, self.pins.pinned(), self.unique)
     }
