@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use pgpilot_gateway::config::{Config, DatabaseConfig, PoolMode, ReplicaConfig, Secs};
-use pgpilot_gateway::insight::{Insight, InsightConfig, StatementEvent, Target};
+use pgpilot_gateway::insight::{Insight, InsightConfig, QueryKey, StatementEvent, Target};
 use pgpilot_testkit::Cluster;
 use serde_json::{json, Value};
 
@@ -247,6 +247,40 @@ fn memory_stays_bounded_with_more_statements_than_max() {
     assert_eq!(snap.totals().calls, 2_003);
 }
 
+/// Statements with about 700 KB of normalized text each (no constants for normalization to fold):
+/// entries and the slow-query log keep a bounded prefix of each text, marked as cut, while
+/// statements that differ only after the cut still get entries of their own (the fingerprint is
+/// computed over the whole text).
+#[test]
+fn huge_statement_texts_are_kept_bounded_and_apart() {
+    let insight = Insight::new(&InsightConfig::default());
+    let columns: Vec<String> = (0..60_000).map(|j| format!("col_{j}")).collect();
+    let body = format!("SELECT {}", columns.join(" + "));
+    let statements = 20;
+    for i in 0..statements {
+        let text = format!("{body} FROM t{i} WHERE id = {i}");
+        let (key, _) = QueryKey::of_str(&text, false);
+        assert!(key.normalized.len() > 600_000, "normalization keeps the text long");
+        let n = names("app", "web", &key.normalized);
+        // 200 ms: slow, so the slow-query log keeps it too.
+        insight.record(&event(key.fingerprint, &n, 200_000, Target::Primary));
+    }
+    let snap = insight.snapshot();
+    assert_eq!(snap.statements.len(), statements, "statements that differ after the cut stay apart");
+    // docs/insight.md: each entry's text is at most max_query_text (4096 bytes by default).
+    let bound = 4096 + 64;
+    for s in &snap.statements {
+        assert!(s.query.len() <= bound, "an entry keeps {} bytes of text", s.query.len());
+        assert!(s.query.starts_with("SELECT col_0 + col_1 + "), "{}", &s.query[..40]);
+        assert!(s.query.ends_with(" bytes more */"), "the cut is marked: {}", &s.query[s.query.len() - 40..]);
+    }
+    let slow = insight.slow_queries(0.0, None, 100);
+    assert_eq!(slow.len(), statements);
+    for q in &slow {
+        assert!(q.query.len() <= bound, "a slow statement keeps {} bytes of text", q.query.len());
+    }
+}
+
 #[test]
 fn concurrent_recording_loses_nothing() {
     let insight = Arc::new(Insight::new(&InsightConfig::default()));
@@ -298,6 +332,8 @@ async fn api_serves_what_was_recorded_behind_the_token() {
     let mut config = config_for(&pg);
     config.pgpilot.http_token_file = Some(file.path().to_path_buf());
     config.insight.prometheus_top_n = 2;
+    // A short window, so that the 53 statements below are enough traffic to judge the error rate.
+    config.insight.health.window = Secs::from_secs(10);
     let gw = start(config).await;
     let url = base(&gw);
     let insight = &gw.shared().insight;
@@ -415,6 +451,32 @@ async fn api_serves_what_was_recorded_behind_the_token() {
     let reset = request("DELETE", &format!("{url}/api/v1/monitoring/statements"), Some(token), None);
     assert_eq!(reset.status, 204);
     assert_eq!(list("").json()["statements"].as_array().unwrap().len(), 0);
+    gw.shutdown().await;
+}
+
+/// 9 failures among 16 statements: too few statements to judge an error rate (the shipped alert
+/// rules want at least one statement per second), so the health check says so instead of
+/// "critical".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handful_of_failures_is_not_a_critical_error_rate() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let url = base(&gw);
+    let missing = names("postgres", "postgres", "SELECT * FROM missing_table");
+    for i in 0..16 {
+        let mut ev = event(0xe1, &missing, 1_000, Target::Primary);
+        if i < 9 {
+            ev.error = Some("42P01");
+        }
+        gw.shared().insight.record(&ev);
+    }
+    let health = request("GET", &format!("{url}/api/v1/monitoring/health"), None, None).json();
+    let check = health["checks"].as_array().unwrap().iter().find(|c| c["check"] == "error_rate").unwrap();
+    assert!((check["value"].as_f64().unwrap() - 9.0 / 16.0).abs() < 1e-9, "{check}");
+    assert_eq!(check["status"], "ok", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(message.contains("too few statements") && message.contains("9 of 16"), "{message}");
+    assert_ne!(health["status"], "critical", "{health}");
     gw.shutdown().await;
 }
 

@@ -17,6 +17,10 @@ pub struct InsightConfig {
     /// Distinct (statement, database, user) entries kept; the least expensive are folded into an
     /// "other" entry per database when more arrive.
     pub max_statements: usize,
+    /// Bytes of normalized text kept per entry and per slow statement: longer texts are cut on a
+    /// character boundary and end with `/* … N bytes more */` (the fingerprint is still over the
+    /// whole text). Bounds memory and the API's answers however long the statements are.
+    pub max_query_text: usize,
     /// Statements exported to Prometheus with their own series, the most expensive by total time.
     pub prometheus_top_n: usize,
     /// Slow statements kept in memory for the API (a ring: the oldest go first).
@@ -37,6 +41,7 @@ impl Default for InsightConfig {
             log_min_duration: Secs::from_millis(100),
             log_parameters: false,
             max_statements: 1000,
+            max_query_text: 4096,
             prometheus_top_n: 20,
             slow_log_size: 1000,
             allow_explain_analyze: false,
@@ -62,6 +67,9 @@ pub struct HealthThresholds {
     /// Failed statements divided by statements.
     pub error_rate_warning: f64,
     pub error_rate_critical: f64,
+    /// Statements per second over `window` below which the error rate is not judged (a handful of
+    /// statements proves nothing): the same minimum as the shipped PgpilotErrorRate* alert rules.
+    pub error_rate_min_statements_per_second: f64,
     /// Slow statements per second.
     pub slow_query_rate_warning: f64,
     /// Server backends divided by the server's max_connections.
@@ -82,6 +90,7 @@ impl Default for HealthThresholds {
             replica_lag_critical: Secs::from_secs(30),
             error_rate_warning: 0.01,
             error_rate_critical: 0.05,
+            error_rate_min_statements_per_second: 1.0,
             slow_query_rate_warning: 1.0,
             server_connections_warning: 0.8,
             server_connections_critical: 0.95,
@@ -90,12 +99,18 @@ impl Default for HealthThresholds {
     }
 }
 
+/// The least `max_query_text`: below it a statement's kept text names too little to recognise it.
+const MIN_QUERY_TEXT: usize = 64;
+
 impl InsightConfig {
     /// Problems a person can act on, each naming the setting.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.max_statements == 0 {
             p.push("[insight] max_statements must be at least 1".to_string());
+        }
+        if self.max_query_text < MIN_QUERY_TEXT {
+            p.push(format!("[insight] max_query_text must be at least {MIN_QUERY_TEXT} (bytes)"));
         }
         let h = &self.health;
         for (name, warn, crit) in [
@@ -147,8 +162,10 @@ mod tests {
         c.health.error_rate_warning = 0.5;
         c.health.error_rate_critical = 0.1;
         c.max_statements = 0;
+        c.max_query_text = 10;
         let p = c.problems();
         assert!(p.iter().any(|m| m.contains("error_rate_warning")), "{p:?}");
         assert!(p.iter().any(|m| m.contains("max_statements")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("max_query_text")), "{p:?}");
     }
 }

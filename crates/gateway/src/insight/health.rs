@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::config::HealthThresholds;
+use super::rates::Rates;
 use crate::routing::backend::Role;
 use crate::shared::{Phase, Shared};
 
@@ -107,8 +108,7 @@ pub fn health(shared: &Shared) -> Value {
     replica_checks(shared, t, &mut checks);
     let snapshot = shared.insight.snapshot();
     let rates = shared.insight.rates.sample(&snapshot.totals(), t.window.get());
-    let (w, c) = (t.error_rate_warning, t.error_rate_critical);
-    checks.add("error_rate", "all databases".into(), rates.error_rate, w, Some(c), "failed statements");
+    error_rate_check(&rates, t, &mut checks);
     let slow_rate = rates.slow_queries_per_second;
     checks.add(
         "slow_query_rate",
@@ -127,6 +127,45 @@ pub fn health(shared: &Shared) -> Value {
         "rates": rates,
         "thresholds": t,
     })
+}
+
+/// The error rate, judged only with enough statements to judge: at least
+/// `error_rate_min_statements_per_second` over the window, as the shipped PgpilotErrorRate* alert
+/// rules ask (a history younger than the window counts as a full window, so a few statements just
+/// after startup are not enough either).
+fn error_rate_check(rates: &Rates, t: &HealthThresholds, checks: &mut Checks) {
+    let (w, c) = (t.error_rate_warning, t.error_rate_critical);
+    let secs = rates.window_seconds.max(t.window.get().as_secs_f64()).max(1e-3);
+    let volume = rates.statements as f64 / secs;
+    let min = t.error_rate_min_statements_per_second;
+    if volume >= min {
+        return checks.add(
+            "error_rate",
+            "all databases".into(),
+            rates.error_rate,
+            w,
+            Some(c),
+            "failed statements",
+        );
+    }
+    let message = format!(
+        "all databases: failed statements {} ({} of {}), not judged: too few statements \
+         ({volume:.2}/s over the last {secs:.0} s, below error_rate_min_statements_per_second = {min}/s)",
+        fmt("error_rate", rates.error_rate),
+        rates.errors,
+        rates.statements,
+    );
+    let subject = "all databases".into();
+    let value = rates.error_rate;
+    checks.0.push(Check {
+        check: "error_rate",
+        subject,
+        status: Status::Ok,
+        value,
+        warning: w,
+        critical: Some(c),
+        message,
+    });
 }
 
 /// Lag and state of each replica as the router's monitor measures them (what routing acts on).
@@ -192,5 +231,40 @@ mod tests {
         assert_eq!(judge(0.97, 0.8, Some(0.95)), Status::Critical);
         assert_eq!(judge(5.0, 1.0, None), Status::Warning);
         assert!(Status::Critical > Status::Warning && Status::Warning > Status::Ok);
+    }
+
+    fn rates(statements: u64, errors: u64, secs: f64) -> Rates {
+        Rates {
+            window_seconds: secs,
+            statements,
+            errors,
+            error_rate: errors as f64 / statements as f64,
+            statements_per_second: statements as f64 / secs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_error_rate_is_judged_only_with_enough_statements() {
+        let t = HealthThresholds::default();
+        let check = |r: Rates| {
+            let mut checks = Checks(Vec::new());
+            error_rate_check(&r, &t, &mut checks);
+            checks.0.remove(0)
+        };
+        // The tester's case: 9 failures of 16 statements in 5 minutes.
+        let few = check(rates(16, 9, 300.0));
+        assert_eq!(few.status, Status::Ok, "{few:?}");
+        assert!(
+            few.message.contains("too few statements") && few.message.contains("9 of 16"),
+            "{}",
+            few.message
+        );
+        // Just after startup: 16 statements in 5 s is still a handful.
+        assert_eq!(check(rates(16, 9, 5.0)).status, Status::Ok);
+        // Enough traffic (2/s): judged.
+        let busy = check(rates(600, 60, 300.0));
+        assert_eq!(busy.status, Status::Critical, "{busy:?}");
+        assert!(busy.message.contains("critical threshold"), "{}", busy.message);
     }
 }

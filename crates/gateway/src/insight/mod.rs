@@ -119,6 +119,7 @@ impl Insight {
         let threshold = config.log_min_duration.enabled().map(|d| d.as_micros() as u64).unwrap_or(u64::MAX);
         self.slow_threshold_us.store(threshold, Relaxed);
         self.store.set_max(config.max_statements);
+        self.store.set_max_text(config.max_query_text);
         self.slow.set_capacity(config.slow_log_size);
         self.config.store(Arc::new(config.clone()));
     }
@@ -149,7 +150,7 @@ impl Insight {
             >= self.slow_threshold_us.load(Relaxed);
         self.store.record(ev, slow);
         if slow {
-            self.slow.push(ev, self.log_parameters.load(Relaxed));
+            self.slow.push(ev, self.log_parameters.load(Relaxed), self.store.max_text());
         }
     }
 

@@ -60,8 +60,9 @@ impl SlowLog {
         }
     }
 
-    /// Logs one slow statement and keeps it. `parameters` is passed only when log_parameters is on.
-    pub fn push(&self, ev: &StatementEvent<'_>, log_parameters: bool) {
+    /// Logs one slow statement and keeps it, its text cut to `max_text` bytes (see
+    /// `store::bounded_text`). `parameters` is passed only when log_parameters is on.
+    pub fn push(&self, ev: &StatementEvent<'_>, log_parameters: bool, max_text: usize) {
         let parameters = ev.parameters.filter(|_| log_parameters).map(<[Option<String>]>::to_vec);
         let q = SlowQuery {
             at_unix_ms: SystemTime::now()
@@ -69,7 +70,7 @@ impl SlowLog {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             fingerprint: format!("{:016x}", ev.fingerprint),
-            query: ev.normalized.clone(),
+            query: super::store::bounded_text(ev.normalized, max_text),
             database: ev.database.clone(),
             user: ev.user.clone(),
             client: ev.client_addr.to_string(),
@@ -171,9 +172,9 @@ mod tests {
             tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
         let log = SlowLog::new(2);
         tracing::subscriber::with_default(subscriber, || {
-            log.push(&ev, false);
-            log.push(&ev, true);
-            log.push(&ev, false);
+            log.push(&ev, false, usize::MAX);
+            log.push(&ev, true, usize::MAX);
+            log.push(&ev, false, usize::MAX);
         });
         let text = String::from_utf8(out.0.lock().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();

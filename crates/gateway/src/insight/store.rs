@@ -1,7 +1,8 @@
 //! Per-statement statistics keyed by (fingerprint, database, user), sharded by fingerprint so two
 //! sessions lock the same small mutex only when they finish the same statement at the same moment.
 //!
-//! Memory is bounded: at most `max_statements` entries (each ~2 KiB, mostly its histogram). A new
+//! Memory is bounded: at most `max_statements` entries (each ~2 KiB, mostly its histogram, plus its
+//! text, kept up to `max_query_text` bytes: see [`bounded_text`]). A new
 //! statement arriving when the store is full is counted in its database's "other" entry, and a
 //! compaction (at most once a second, by whichever session notices first) folds the 5% least
 //! expensive entries by total time into "other" so new statements can get their own entry, as
@@ -215,7 +216,24 @@ pub struct StatementStore {
     /// Entries of their own (not "other"), across shards.
     tracked: AtomicUsize,
     max: AtomicUsize,
+    /// Bytes of normalized text an entry keeps (see [`bounded_text`]).
+    max_text: AtomicUsize,
     last_compaction: Mutex<Option<Instant>>,
+}
+
+/// The text kept for a statement: at most `max` bytes of its normalized text, cut on a character
+/// boundary and marked with how much was left out, so that one huge statement (a multi-megabyte
+/// VALUES list, say) costs an entry no more than a long ordinary one. The entry's fingerprint is
+/// still the whole statement's: statements that differ only after the cut stay apart.
+pub fn bounded_text(text: &Arc<str>, max: usize) -> Arc<str> {
+    if text.len() <= max {
+        return text.clone();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Arc::from(format!("{} /* … {} bytes more */", &text[..cut], text.len() - cut))
 }
 
 impl StatementStore {
@@ -224,12 +242,22 @@ impl StatementStore {
             shards: (0..SHARDS).map(|_| Padded(Mutex::default())).collect(),
             tracked: AtomicUsize::new(0),
             max: AtomicUsize::new(max_statements.max(1)),
+            max_text: AtomicUsize::new(usize::MAX),
             last_compaction: Mutex::new(None),
         }
     }
 
     pub fn set_max(&self, max_statements: usize) {
         self.max.store(max_statements.max(1), Relaxed);
+    }
+
+    pub fn set_max_text(&self, bytes: usize) {
+        self.max_text.store(bytes, Relaxed);
+    }
+
+    /// `[insight] max_query_text`: the slow-query log keeps texts as short.
+    pub fn max_text(&self) -> usize {
+        self.max_text.load(Relaxed)
     }
 
     pub fn max(&self) -> usize {
@@ -258,8 +286,8 @@ impl StatementStore {
             }
         }
         if self.tracked.fetch_add(1, Relaxed) < self.max.load(Relaxed) {
-            let mut e =
-                Entry::new(ev.fingerprint, ev.database.clone(), ev.user.clone(), ev.normalized.clone());
+            let text = bounded_text(ev.normalized, self.max_text.load(Relaxed));
+            let mut e = Entry::new(ev.fingerprint, ev.database.clone(), ev.user.clone(), text);
             e.add(ev, slow);
             shard.entries.entry(ev.fingerprint).or_default().push(e);
             return;
@@ -362,5 +390,20 @@ fn sqlstate(code: &str) -> [u8; 5] {
     match code.as_bytes() {
         [a, b, c, d, e] if code.bytes().all(|b| b.is_ascii_alphanumeric()) => [*a, *b, *c, *d, *e],
         _ => *b"XX000",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary_and_marked() {
+        let short: Arc<str> = Arc::from("SELECT $1");
+        assert!(Arc::ptr_eq(&bounded_text(&short, 9), &short));
+        let long: Arc<str> = Arc::from(format!("SELECT 'é{}'", "x".repeat(100)).as_str());
+        // Byte 9 is inside the two-byte é: the cut falls before it.
+        let cut = bounded_text(&long, 9);
+        assert_eq!(&*cut, format!("SELECT ' /* … {} bytes more */", long.len() - 8));
     }
 }
