@@ -121,6 +121,11 @@ pub fn run(args: AdviseArgs) -> Outcome {
             runtime.block_on(apply(&opts, &mut report, &chosen, &settings, progress.as_ref()))?;
         }
     }
+    // Said on the terminal too: a report written to a file (or read as JSON) could hide that the
+    // workload behind its index advice was cut short.
+    for warning in &report.workload.warnings {
+        eprintln!("warning: {warning}");
+    }
     write_report(&args, &report)?;
     let failed = args.fail_on.is_some_and(|t| report.fails_on(t));
     Ok(if failed { FINDINGS } else { OK })

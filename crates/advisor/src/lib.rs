@@ -57,7 +57,11 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     progress.advance(1);
 
     let mut notes = Vec::new();
-    let (statements, sources) = read_workload(&db, opts, &mut notes).await;
+    let mut workload_warnings = Vec::new();
+    let (statements, sources) = read_workload(&db, opts, &mut notes, &mut workload_warnings).await;
+    for warning in &workload_warnings {
+        tracing::warn!("{warning}");
+    }
     let mut report = Report {
         database: db.database.clone(),
         target: target.describe(),
@@ -69,6 +73,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
             sources,
             statements: statements.len(),
             mean_latency_ms: workload::mean_latency_ms(&statements),
+            warnings: workload_warnings,
             ..Default::default()
         },
         findings: Vec::new(),
@@ -148,6 +153,7 @@ async fn read_workload(
     db: &Db,
     opts: &AdviseOptions,
     notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
 ) -> (Vec<WorkloadStatement>, Vec<String>) {
     let mut statements = Vec::new();
     let mut sources = Vec::new();
@@ -167,9 +173,11 @@ async fn read_workload(
     if let Some(url) = &opts.workload.pgpilot_url {
         let database = opts.workload.pgpilot_database.as_deref().unwrap_or(&db.database);
         match workload::pgpilot::fetch(url, opts.workload.pgpilot_token.as_deref(), database, limit).await {
-            Ok(s) => {
-                sources.push(format!("pgpilot at {url} ({} statements)", s.len()));
-                statements.extend(s);
+            Ok(fetched) => {
+                sources.push(format!("pgpilot at {url} ({} statements)", fetched.statements.len()));
+                notes.extend(fetched.cut_note());
+                warnings.extend(fetched.warnings);
+                statements.extend(fetched.statements);
             }
             Err(e) => notes.push(format!("pgpilot statistics could not be read: {e:#}")),
         }

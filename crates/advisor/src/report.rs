@@ -259,6 +259,9 @@ pub struct WorkloadSummary {
     /// Weighted mean statement latency in milliseconds, when the source measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_latency_ms: Option<f64>,
+    /// The workload read is incomplete (a source's answer too big, say): shown above the findings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Everything one advisor run found.

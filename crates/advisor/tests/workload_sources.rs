@@ -92,3 +92,86 @@ async fn pgpilot_statistics_over_http_with_a_token() {
     assert_eq!(pool.mean_latency_ms, 2.0);
     assert_eq!(pool.target_tps, 500.0);
 }
+
+/// A statement entry as the gateway answers it.
+fn entry(query: &str, database: &str, calls: u64) -> serde_json::Value {
+    serde_json::json!({"fingerprint": "f", "query": query, "database": database, "user": "app", "calls": calls,
+        "errors": 0, "rows": calls, "total_time_ms": calls as f64, "mean_time_ms": 1.0, "max_time_ms": 1.0,
+        "p50_ms": 1.0, "p95_ms": 1.0, "p99_ms": 1.0, "wait_time_ms": 0.0, "primary_calls": calls,
+        "replica_calls": 0, "cache_hits": 0})
+}
+
+/// More than the advisor's 10 MB limit: 500 statements with 25 KB of text each.
+fn huge_answer(database: &str) -> String {
+    let statements: Vec<_> = (0..500)
+        .map(|i| entry(&format!("SELECT {} FROM t{i}", "c + ".repeat(6_000) + "c"), database, 1))
+        .collect();
+    serde_json::json!({ "statements": statements }).to_string()
+}
+
+type Params = axum::extract::Query<std::collections::HashMap<String, String>>;
+
+/// Another database's statements are many and huge: the answer is small only when the advisor
+/// names its database.
+async fn busy_neighbour(axum::extract::Query(q): Params) -> String {
+    match q.get("database").map(String::as_str) {
+        Some("gw") => {
+            serde_json::json!({"statements": [entry(common::RECENT_ORDERS, "gw", 1234)]}).to_string()
+        }
+        _ => huge_answer("other"),
+    }
+}
+
+/// Our own database's answer is too big for 500 statements, fine for 50; one text was cut by the
+/// gateway ([insight] max_query_text) and cannot be planned.
+async fn huge_texts(axum::extract::Query(q): Params) -> String {
+    match q.get("limit").map(String::as_str) {
+        Some("500") => huge_answer("gw"),
+        _ => serde_json::json!({"statements": [
+            entry(common::RECENT_ORDERS, "gw", 1234),
+            entry("SELECT id FROM orders WHERE user_id = $1 AND status IN ( /* … 9000 bytes more */", "gw", 99),
+        ]})
+        .to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pgpilot_statistics_are_read_for_the_advised_database_and_a_too_big_answer_is_loud() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/neighbour/api/v1/monitoring/statements", get(busy_neighbour))
+        .route("/huge/api/v1/monitoring/statements", get(huge_texts));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "gw");
+    let mut opts = common::options(&url);
+    opts.skip_indexes = true;
+
+    opts.workload.pgpilot_url = Some(format!("http://{addr}/neighbour"));
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert_eq!(
+        report.workload.statements, 1,
+        "another database's statements must not spoil ours: {:?}\n{:?}",
+        report.workload, report.notes
+    );
+    assert!(report.workload.warnings.is_empty(), "{:?}", report.workload);
+
+    opts.workload.pgpilot_url = Some(format!("http://{addr}/huge"));
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert_eq!(report.workload.statements, 1, "{:?}\n{:?}", report.workload, report.notes);
+    let warning = report.workload.warnings.first().unwrap_or_else(|| panic!("{:?}", report.workload));
+    assert!(warning.contains("over 10 MB") && warning.contains("only its 50 most expensive"), "{warning}");
+    let text = report.render_text(false);
+    assert!(text.contains("WARNING: WORKLOAD INCOMPLETE"), "{text}");
+    let html = report.render_html();
+    assert!(html.contains("<strong>WARNING:</strong> WORKLOAD INCOMPLETE"), "{html}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["workload"]["warnings"][0].as_str().unwrap().starts_with("WORKLOAD INCOMPLETE"), "{json}");
+    assert!(
+        report.notes.iter().any(|n| n.contains("1 statement(s) from pgpilot left out")),
+        "{:?}",
+        report.notes
+    );
+}

@@ -30,6 +30,9 @@ pub fn render(r: &Report) -> String {
         a = r.workload.analysed,
         s = r.workload.skipped.len(),
     );
+    for warning in &r.workload.warnings {
+        let _ = write!(out, "<p class=\"warning\"><strong>WARNING:</strong> {}</p>", esc(warning));
+    }
     findings(&mut out, r);
     suggestions(&mut out, r);
     applied(&mut out, r);

@@ -84,6 +84,9 @@ fn header(out: &mut String, r: &Report, p: &Paint) {
         r.workload.skipped.len(),
         r.index_method
     );
+    for warning in &r.workload.warnings {
+        let _ = writeln!(out, "{}", p.severity(Severity::Warning, &format!("WARNING: {warning}")));
+    }
     let _ = writeln!(
         out,
         "{} critical, {} warning, {} info, {} index suggestion(s)",
