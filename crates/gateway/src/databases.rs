@@ -64,6 +64,9 @@ pub struct Database {
     pub functions: ArcSwap<FunctionCatalog>,
     /// A client created, altered or dropped a function: the monitor reads the catalog again.
     functions_wanted: AtomicBool,
+    /// The function catalog lists user operators, cast types or views that run volatile functions
+    /// without naming them: a plain SELECT may then write, and is classified.
+    implicit_writers: AtomicBool,
     /// max_db_connections across this database's pools.
     pub limit: Arc<ConnectionLimit>,
     pools: Mutex<HashMap<String, Arc<PoolSet>>>,
@@ -110,6 +113,7 @@ impl Database {
             primary_index: AtomicUsize::new(0),
             functions: ArcSwap::from_pointee(FunctionCatalog::default()),
             functions_wanted: AtomicBool::new(false),
+            implicit_writers: AtomicBool::new(false),
             limit: Arc::new(ConnectionLimit::new(max_connections)),
             pools: Mutex::new(HashMap::new()),
             paused: watch::Sender::new(false),
@@ -155,6 +159,20 @@ impl Database {
 
     pub fn take_functions_wanted(&self) -> bool {
         self.functions_wanted.swap(false, Relaxed)
+    }
+
+    /// A function catalog just read.
+    pub fn set_functions(&self, catalog: FunctionCatalog) {
+        self.implicit_writers.store(catalog.has_implicit_writers(), Relaxed);
+        self.functions.store(Arc::new(catalog));
+    }
+
+    /// Whether a single SELECT that calls no function by name (the quick scan's `plain_select`)
+    /// surely runs no volatile function: true unless the database has user operators, casts or
+    /// views that run volatile functions unseen (then such a SELECT is classified). One relaxed
+    /// load on the hot path.
+    pub fn plain_selects_only_read(&self) -> bool {
+        !self.implicit_writers.load(Relaxed)
     }
 
     /// The monitor has asked the servers which one is the primary.

@@ -10,7 +10,7 @@ use common::*;
 use pgpilot_gateway::config::cache::CacheRule;
 use pgpilot_gateway::config::{Config, Secs};
 use pgpilot_gateway::Gateway;
-use pgpilot_testkit::Cluster;
+use pgpilot_testkit::{Cluster, HIDDEN_WRITERS};
 use tokio_postgres::SimpleQueryMessage;
 
 fn cache_config(cluster: &Cluster) -> Config {
@@ -480,4 +480,40 @@ async fn read_until_answered(s: &mut tokio::net::TcpStream) -> Vec<u8> {
         got.extend_from_slice(&buf[..n]);
     }
     got
+}
+
+/// A write hidden behind a user operator, a view, a domain's CHECK or an aggregate's transition
+/// function runs every time (never answered from the cache), and drops cached reads of what it may
+/// have written, sent with the simple or the extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_writes_are_never_skipped_and_invalidate_cached_reads() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+    cluster.psql("postgres", HIDDEN_WRITERS);
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "log").await;
+    let c = connect(&gw).await;
+    let logged = || cluster.psql("postgres", "SELECT count(*) FROM log").parse::<u32>().unwrap();
+    let read = "SELECT count(*) FROM log";
+    let mut expected = 0;
+    for sql in ["SELECT 1 ### 2", "SELECT * FROM v_wr", "SELECT 1::dw", "SELECT wagg(id) FROM t"] {
+        for extended in [false, true] {
+            assert_eq!(value(&c, read).await, expected.to_string(), "before {sql}");
+            assert!(is_hit(&gw, &c, read).await, "the count is cached");
+            for _ in 0..2 {
+                if extended {
+                    c.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql} (extended): {e}"));
+                } else {
+                    value(&c, sql).await;
+                }
+                expected += 1;
+                assert_eq!(logged(), expected, "{sql} was answered without running (extended: {extended})");
+            }
+            assert_eq!(
+                value(&c, read).await,
+                expected.to_string(),
+                "{sql} left a stale count (extended: {extended})"
+            );
+        }
+    }
 }

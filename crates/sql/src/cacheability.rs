@@ -172,13 +172,16 @@ fn statement_shape(stmt: &Statement) -> Result<(), NotCacheable> {
     Ok(())
 }
 
-/// Only immutable functions keep a result valid; the worst one decides the reason.
+/// Only immutable functions keep a result valid; the worst one decides the reason. Those the
+/// text does not name count too: user operators, casts to types with cast functions or domain
+/// CHECK constraints, views calling volatile functions.
 fn function_volatility(
     stmt: &Statement,
     catalog: &FunctionCatalog,
     search_path: &[String],
 ) -> Result<(), NotCacheable> {
-    let worst = stmt.functions.iter().map(|f| catalog.volatility(f, search_path)).max();
+    let named = stmt.functions.iter().map(|f| catalog.volatility(f, search_path)).max();
+    let worst = named.max(Some(catalog.implicit_volatility(stmt)).filter(|v| *v != Volatility::Immutable));
     match worst {
         None | Some(Volatility::Immutable) => Ok(()),
         Some(Volatility::Stable) => Err(NotCacheable::StableFunction),

@@ -28,7 +28,7 @@ mod route;
 
 pub use cacheability::{cacheability, CacheableRead, NotCacheable};
 pub use catalog::{
-    parse_search_path, CatalogError, FunctionCatalog, Oid, RelKind, Relation, RelationCatalog,
+    parse_search_path, CatalogError, FunctionCatalog, ImplicitKind, Oid, RelKind, Relation, RelationCatalog,
     ViewDependencies, Volatility,
 };
 pub use route::{route, PrimaryReason, Route, READ_ONLY_VOLATILE_BUILTINS};

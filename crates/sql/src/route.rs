@@ -39,7 +39,9 @@ pub enum PrimaryReason {
     Listen,
     /// nextval, setval, advisory locks and unlocks.
     StateChangingFunction,
-    /// A function marked VOLATILE that is not known to be read-only.
+    /// A function marked VOLATILE that is not known to be read-only (or that depends on one: an
+    /// aggregate's support functions, a parameter default), called by name or run without being
+    /// named: a user operator's function, a cast's function or domain CHECK, a view's query.
     VolatileFunction,
     /// A function the catalog does not know.
     UnknownFunction,
@@ -149,6 +151,11 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
     if !only_plans {
         if let Some(reason) = function_reason(&stmt.functions, functions, search_path) {
             return Route::Primary(reason);
+        }
+        // A user operator, a cast to a type whose cast function or domain CHECK writes, a view
+        // calling a volatile function: volatile code the text does not name.
+        if functions.has_implicit_writers() && functions.implicit_volatility(stmt) == Volatility::Volatile {
+            return Route::Primary(PrimaryReason::VolatileFunction);
         }
     }
     Route::AnyServer

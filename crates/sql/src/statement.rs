@@ -27,6 +27,13 @@ pub struct Statement {
     pub tables_written: Vec<TableRef>,
     /// Every function called by name, deduplicated.
     pub functions: Vec<FuncRef>,
+    /// Operators used by name (`a ### b`, `OPERATOR(app.###)`, `x = ANY (...)`; BETWEEN as `>=`
+    /// and `<=`), deduplicated: a user-defined operator runs its function.
+    pub operators: Vec<FuncRef>,
+    /// Types cast to (`x::t`, `CAST(x AS t)`, `t 'literal'`), deduplicated: a cast may run a
+    /// user cast function or a domain's CHECK constraint. Built-in type names come qualified with
+    /// pg_catalog as the grammar writes them (`pg_catalog.int4`).
+    pub cast_types: Vec<FuncRef>,
     /// SQL value functions (CURRENT_TIMESTAMP, CURRENT_USER, ...): stable, never cacheable.
     pub value_functions: Vec<ValueFunction>,
     /// The first transaction-control statement in the text.

@@ -2,7 +2,7 @@
 //! the writes it keeps on the primary really fail there.
 
 use pgpilot_sql::{analyze, route, FunctionCatalog, Route};
-use pgpilot_testkit::Cluster;
+use pgpilot_testkit::{Cluster, HIDDEN_WRITERS};
 
 const SETUP: &str = "
 CREATE TABLE t (id int PRIMARY KEY, x int);
@@ -10,6 +10,15 @@ INSERT INTO t VALUES (1, 1), (2, 2);
 CREATE SEQUENCE s;
 CREATE FUNCTION pure(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
 CREATE FUNCTION tenant() RETURNS text LANGUAGE sql STABLE AS $$SELECT current_setting('app.tenant', true)$$;
+CREATE VIEW v_plain AS SELECT * FROM t WHERE x > 0;
+CREATE VIEW v_random AS SELECT random() AS r, clock_timestamp() AS at;
+";
+
+/// Hidden writers one step further away, after [`HIDDEN_WRITERS`].
+const HIDDEN_FURTHER: &str = "
+CREATE VIEW v_wr_outer AS SELECT * FROM v_wr;
+CREATE DOMAIN dw_outer AS dw;
+CREATE FUNCTION fdef_outer() RETURNS int LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT fdef(); END;
 ";
 
 /// Routed to any server, and a standby runs them.
@@ -26,6 +35,11 @@ const REPLICA_OK: &[&str] = &[
     "SHOW TimeZone",
     "SET search_path = public",
     "SELECT 1; SELECT * FROM t",
+    // Views without volatile functions, or with read-only ones; built-in operators and casts, STABLE
+    // ones included.
+    "SELECT * FROM v_plain",
+    "SELECT * FROM v_random",
+    "SELECT now() < current_date, '2024-01-01'::date::timestamptz, 1 + 2",
 ];
 
 /// Routed to the primary, and a standby refuses them.
@@ -52,12 +66,24 @@ const REPLICA_REFUSES: &[&str] = &[
     "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY; SELECT 1; COMMIT",
     "BEGIN; INSERT INTO t VALUES (12, 12); COMMIT",
     "SELECT * FROM t; UPDATE t SET x = 1",
+    // Writes behind code the text does not name.
+    "SELECT * FROM v_wr",
+    "SELECT * FROM v_wr_outer",
+    "SELECT 1 ### 2",
+    "SELECT 1::wt",
+    "SELECT 1::dw",
+    "SELECT 1::dw_outer",
+    "SELECT wagg(id) FROM t",
+    "SELECT fdef()",
+    "SELECT fdef_outer()",
 ];
 
 #[tokio::test]
 async fn routes_hold_on_a_real_standby() {
     let primary = Cluster::start();
-    primary.psql("postgres", SETUP);
+    for sql in [SETUP, HIDDEN_WRITERS, HIDDEN_FURTHER] {
+        primary.psql("postgres", sql);
+    }
     let replica = primary.start_replica();
     replica.wait_caught_up(&primary);
 
@@ -65,6 +91,12 @@ async fn routes_hold_on_a_real_standby() {
         tokio_postgres::connect(&primary.admin_url(), tokio_postgres::NoTls).await.expect("primary");
     tokio::spawn(connection);
     let functions = FunctionCatalog::load(&admin).await.expect("functions");
+    assert!(functions.has_implicit_writers());
+    let public = vec!["public".to_string()];
+    for name in ["wagg", "fdef", "fdef_outer", "wr"] {
+        let f = pgpilot_sql::FuncRef::new(None, name);
+        assert_eq!(functions.volatility(&f, &public), pgpilot_sql::Volatility::Volatile, "{name}");
+    }
     let (standby, connection) =
         tokio_postgres::connect(&replica.admin_url(), tokio_postgres::NoTls).await.expect("replica");
     tokio::spawn(connection);

@@ -7,11 +7,13 @@
 
 mod binaries;
 mod cluster;
+mod fixtures;
 mod ports;
 mod redis;
 mod run;
 
 pub use binaries::{pg_bin_dir, PgBinaries};
 pub use cluster::{Cluster, ClusterBuilder};
+pub use fixtures::HIDDEN_WRITERS;
 pub use ports::free_port;
 pub use redis::{RedisCluster, RedisServer};

@@ -208,7 +208,10 @@ impl DbCache {
             // What the prepared transaction wrote is not known here.
             return Invalidation::Everything;
         }
-        let calls_user_code = stmt.functions.iter().any(|f| may_write_through(f, functions, search_path));
+        // User operators, casts and views run functions the text does not name.
+        let calls_user_code = stmt.functions.iter().any(|f| may_write_through(f, functions, search_path))
+            || functions.has_implicit_writers()
+                && functions.implicit_volatility(stmt) == Volatility::Volatile;
         let harmless = stmt.kinds.iter().all(|k| {
             matches!(
                 k,

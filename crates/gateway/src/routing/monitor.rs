@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pgpilot_sql::{FunctionCatalog, RelationCatalog, Volatility};
+use pgpilot_sql::{FunctionCatalog, RelationCatalog};
 
 use super::backend::{now_ms, parse_lsn, Backend, Role};
 use crate::databases::{Database, PoolSet};
@@ -23,9 +23,6 @@ const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END, \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
           ELSE substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END";
-
-const FUNCTIONS_SQL: &str = "SELECT n.nspname, p.proname, p.provolatile \
-     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
 
 /// Refresh the function catalog this often (and at start).
 const CATALOG_EVERY: Duration = Duration::from_secs(60);
@@ -249,20 +246,8 @@ impl DatabaseMonitor {
     /// The relation catalog the result cache judges reads with (RLS, temporary and system
     /// relations, partitions, inheritance, views). Read again after DDL through pgpilot.
     async fn load_relations(&mut self) {
-        let primary = self.db.primary_index();
-        let Some(probe) = self.probes[primary].as_mut() else { return };
         let generation = self.db.cache.catalog_generation();
-        let mut answers: [Vec<Vec<Option<String>>>; 6] = Default::default();
-        for (answer, sql) in answers.iter_mut().zip(RelationCatalog::TEXT_QUERIES) {
-            match query(&probe.sock, &mut probe.buf, None, sql, Duration::from_secs(10)).await {
-                Ok(rows) => *answer = rows,
-                Err(e) => {
-                    tracing::warn!(database = %self.db.name, error = %e, "could not load the relation catalog");
-                    self.probes[primary] = None;
-                    return;
-                }
-            }
-        }
+        let Some(answers) = self.ask_primary(RelationCatalog::TEXT_QUERIES, "relation").await else { return };
         match RelationCatalog::from_text_rows(&answers) {
             Some(catalog) => {
                 self.db.cache.set_relations(catalog, generation);
@@ -346,23 +331,43 @@ impl DatabaseMonitor {
         first_past.or(self.history.front()).map(|(_, at)| now.saturating_sub(*at)).unwrap_or(0)
     }
 
+    /// The function catalog routing and caching consult (pgpilot_sql's own queries: functions
+    /// with the volatility of what they depend on, and the operators, types and views that run
+    /// functions the text does not name).
     async fn load_functions(&mut self) {
-        let primary = self.db.primary_index();
-        let Some(probe) = self.probes[primary].as_mut() else { return };
-        match query(&probe.sock, &mut probe.buf, None, FUNCTIONS_SQL, Duration::from_secs(10)).await {
-            Ok(rows) => {
-                let entries = rows.into_iter().filter_map(|r| {
-                    let code = r.get(2)?.as_ref()?.bytes().next()? as i8;
-                    Some((r.first()?.clone()?, r.get(1)?.clone()?, Volatility::from_provolatile(code)))
-                });
-                self.db.functions.store(Arc::new(FunctionCatalog::from_entries(entries)));
+        let Some(answers) = self.ask_primary(FunctionCatalog::text_queries(), "function").await else {
+            return;
+        };
+        match FunctionCatalog::from_text_rows(&answers) {
+            Some(catalog) => {
+                self.db.set_functions(catalog);
                 self.catalog_loaded = Some(Instant::now());
             }
-            Err(e) => {
-                tracing::warn!(database = %self.db.name, error = %e, "could not load the function catalog");
-                self.probes[primary] = None;
+            None => tracing::warn!(database = %self.db.name, "the function catalog had an unexpected shape"),
+        }
+    }
+
+    /// The text answers of the `catalog` queries on the primary's probe connection; None (and the
+    /// connection dropped) when one fails.
+    async fn ask_primary<const N: usize>(
+        &mut self,
+        queries: [&str; N],
+        catalog: &str,
+    ) -> Option<[Vec<Vec<Option<String>>>; N]> {
+        let primary = self.db.primary_index();
+        let probe = self.probes[primary].as_mut()?;
+        let mut answers = std::array::from_fn(|_| Vec::new());
+        for (answer, sql) in answers.iter_mut().zip(queries) {
+            match query(&probe.sock, &mut probe.buf, None, sql, Duration::from_secs(10)).await {
+                Ok(rows) => *answer = rows,
+                Err(e) => {
+                    tracing::warn!(database = %self.db.name, error = %e, "could not load the {catalog} catalog");
+                    self.probes[primary] = None;
+                    return None;
+                }
             }
         }
+        Some(answers)
     }
 }
 

@@ -407,7 +407,7 @@ impl Session {
     /// What a statement passing to the server invalidates when its transaction ends.
     pub(super) fn invalidation_of_text(&mut self, text: &[u8]) -> Invalidation {
         let Ok(sql) = std::str::from_utf8(text) else { return Invalidation::Everything };
-        if pgpilot_sql::quick_look(sql).plain_select {
+        if pgpilot_sql::quick_look(sql).plain_select && self.db.plain_selects_only_read() {
             return Invalidation::Nothing;
         }
         self.refresh_search_path();

@@ -1,15 +1,31 @@
 //! Spotting function DDL in the statements clients send: routing sends a call of a function that
 //! may write to the primary, and learns that a function writes from the catalog, which the monitor
-//! otherwise reads only every minute.
+//! otherwise reads only every minute. The catalog also lists what runs functions the text does not
+//! name (operators, casts, domains, aggregates, views, policies): their DDL counts too.
 
-/// Whether `text` starts (after comments) with CREATE, ALTER or DROP and mentions a function or a
-/// procedure. A false positive costs one catalog read.
+/// What DDL must mention to change the function catalog.
+const CATALOG_OBJECTS: &[&[u8]] = &[
+    b"function",
+    b"procedure",
+    b"aggregate",
+    b"operator",
+    b"cast",
+    b"domain",
+    b"type",
+    b"view",
+    b"policy",
+    b"extension",
+];
+
+/// Whether `text` starts (after comments) with CREATE, ALTER or DROP and mentions a function, a
+/// procedure, or another object the function catalog lists. A false positive costs one catalog
+/// read.
 pub fn mentions_function_ddl(text: &[u8]) -> bool {
     let rest = skip_comments(text);
     let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
     let word = &rest[..word_len];
     let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
-    ddl && [&b"function"[..], b"procedure"].iter().any(|k| contains_ignore_case(rest, k))
+    ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
 }
 
 fn skip_comments(mut text: &[u8]) -> &[u8] {
@@ -41,6 +57,9 @@ mod tests {
         assert!(mentions_function_ddl(b"  /* deploy */ -- v2\n drop procedure p"));
         assert!(mentions_function_ddl(b"ALTER FUNCTION f() VOLATILE"));
         assert!(!mentions_function_ddl(b"SELECT my_function()"));
+        assert!(mentions_function_ddl(b"CREATE OPERATOR ### (FUNCTION = w, LEFTARG = int, RIGHTARG = int)"));
+        assert!(mentions_function_ddl(b"create or replace view v as select 1"));
+        assert!(mentions_function_ddl(b"CREATE DOMAIN d AS int CHECK (VALUE > 0)"));
         assert!(!mentions_function_ddl(b"CREATE TABLE t(x int)"));
         assert!(!mentions_function_ddl(b"/* unterminated"));
     }

@@ -55,7 +55,8 @@ impl Session {
         let Some(sql) = self.text_of(msg).map(super::frontend::readable) else { return unknown };
         let quick = pgpilot_sql::quick_look(&sql);
         let mut stated_isolation = None;
-        let found = if quick.plain_select && self.route != SessionRoute::Replica {
+        let plain_read = quick.plain_select && self.db.plain_selects_only_read();
+        let found = if plain_read && self.route != SessionRoute::Replica {
             Verdict::Read { tag: None }
         } else if quick.plain_write {
             Verdict::Primary { reason: "dml", may_write: true }

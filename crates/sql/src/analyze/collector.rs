@@ -27,6 +27,8 @@ pub(super) struct Collector {
     pub tables_read: Vec<TableRef>,
     pub tables_written: Vec<TableRef>,
     pub functions: Vec<FuncRef>,
+    pub operators: Vec<FuncRef>,
+    pub cast_types: Vec<FuncRef>,
     pub value_functions: Vec<ValueFunction>,
     pub settings: Vec<SetCommand>,
     pub session_effects: Vec<SessionEffect>,
@@ -164,6 +166,33 @@ impl Collector {
         push_unique(&mut self.functions, func);
     }
 
+    /// An operator named by a list (`###`, or `app.###` written `OPERATOR(app.###)`).
+    fn operator(&mut self, name: &[Node]) {
+        let names: Vec<&str> = name.iter().filter_map(string_of).collect();
+        let Some((&op, qualifiers)) = names.split_last() else { return };
+        push_unique(&mut self.operators, FuncRef::new(qualifiers.last().copied(), op));
+    }
+
+    fn a_expr(&mut self, e: &protobuf::AExpr) {
+        use protobuf::AExprKind as K;
+        match K::try_from(e.kind) {
+            // The name is the keyword; the comparisons are these operators.
+            Ok(K::AexprBetween | K::AexprNotBetween | K::AexprBetweenSym | K::AexprNotBetweenSym) => {
+                for op in [">=", "<="] {
+                    push_unique(&mut self.operators, FuncRef::new(None, op));
+                }
+            }
+            _ => self.operator(&e.name),
+        }
+    }
+
+    fn type_cast(&mut self, tc: &protobuf::TypeCast) {
+        let Some(type_name) = &tc.type_name else { return };
+        let names: Vec<&str> = type_name.names.iter().filter_map(string_of).collect();
+        let Some((&name, qualifiers)) = names.split_last() else { return };
+        push_unique(&mut self.cast_types, FuncRef::new(qualifiers.last().copied(), name));
+    }
+
     /// Built-in functions whose effect the grammar alone can see: sequences, advisory locks,
     /// NOTIFY, and settings changed through set_config.
     fn builtin_effects(&mut self, func: &FuncRef, call: &protobuf::FuncCall) {
@@ -286,6 +315,10 @@ impl Visitor for Collector {
                 return false;
             }
             NodeRef::FuncCall(f) => self.func_call(f),
+            NodeRef::AExpr(e) => self.a_expr(e),
+            NodeRef::SubLink(l) => self.operator(&l.oper_name),
+            NodeRef::SortBy(b) => self.operator(&b.use_op),
+            NodeRef::TypeCast(tc) => self.type_cast(tc),
             // CREATE TABLE AS EXECUTE, EXPLAIN ANALYZE EXECUTE: the prepared statement must exist.
             NodeRef::ExecuteStmt(e) => self.add_effect(SessionEffect::Execute { name: e.name.clone() }),
             NodeRef::SqlvalueFunction(f) => self.value_function(f),

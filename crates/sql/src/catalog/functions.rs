@@ -1,13 +1,53 @@
-//! Function volatility from pg_proc.
+//! Function volatility from pg_proc: a function's own, or worse, that of what it depends on.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
+use super::implicit::{implicit_sql, ImplicitCode, ImplicitKind};
+use super::relations::TextRows;
 use super::search_path::schemas_to_search;
 use super::CatalogError;
-use crate::statement::FuncRef;
+use crate::statement::{FuncRef, Statement};
+
+/// The effective volatility of every function (`proc_worst(oid, code)`, code 'i', 's' or 'v' as
+/// text): the worst of its own provolatile and of every function it depends on in pg_depend,
+/// directly, behind an operator, or through further functions. That is what an aggregate runs
+/// (its transition and final functions: an aggregate's own provolatile is 'i' whatever they do),
+/// what a parameter's DEFAULT calls, and what a `BEGIN ATOMIC` body calls. Built-in functions are
+/// pinned and never appear in pg_depend. Text ordering 'i' < 's' < 'v' is the volatility order.
+/// `proc_taint` carries each stable or volatile code up to the callers, at most one row per
+/// function and code: a transitive closure of the call graph would grow with the square of a
+/// deep chain of SQL functions (seconds for 2,000), this stays linear in the edges.
+/// To follow `WITH RECURSIVE`.
+macro_rules! proc_worst_cte {
+    () => {
+        "proc_edges(proc, callee) AS ( \
+  SELECT d.objid, d.refobjid FROM pg_catalog.pg_depend d \
+  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refclassid = 'pg_catalog.pg_proc'::regclass \
+  UNION \
+  SELECT d.objid, o.oprcode::oid FROM pg_catalog.pg_depend d \
+  JOIN pg_catalog.pg_operator o ON o.oid = d.refobjid \
+  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refclassid = 'pg_catalog.pg_operator'::regclass), \
+proc_taint(oid, code) AS ( \
+  SELECT p.oid, p.provolatile::text COLLATE \"C\" FROM pg_catalog.pg_proc p WHERE p.provolatile <> 'i' \
+  UNION \
+  SELECT e.proc, t.code FROM proc_taint t JOIN proc_edges e ON e.callee = t.oid), \
+proc_worst(oid, code) AS ( \
+  SELECT p.oid, GREATEST(p.provolatile::text COLLATE \"C\", max(t.code)) FROM pg_catalog.pg_proc p \
+  LEFT JOIN proc_taint t ON t.oid = p.oid GROUP BY p.oid, p.provolatile)"
+    };
+}
+pub(crate) use proc_worst_cte;
+
+/// Every function of the database with its effective volatility (see `proc_worst_cte`).
+const FUNCTIONS_SQL: &str = concat!(
+    "WITH RECURSIVE ",
+    proc_worst_cte!(),
+    " SELECT n.nspname::text, p.proname::text, w.code FROM pg_catalog.pg_proc p \
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN proc_worst w ON w.oid = p.oid"
+);
 
 /// How much a function's result may change (pg_proc.provolatile). Ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,47 +84,112 @@ impl Volatility {
 }
 
 /// The volatility of every function of one database, by schema and name. Overloads collapse to the
-/// worst volatility among them: the call's argument types are not known from the text.
+/// worst volatility among them: the call's argument types are not known from the text. A
+/// function's volatility is the worst of its own and of the functions it depends on (see
+/// `proc_worst_cte`). Also holds what runs functions the text does not name ([`ImplicitKind`]).
 #[derive(Debug, Clone, Default)]
 pub struct FunctionCatalog {
     /// name → (schema, worst volatility of that name in that schema)
-    by_name: HashMap<Box<str>, Vec<(Box<str>, Volatility)>>,
+    by_name: Names,
+    /// What runs functions the text does not name.
+    implicit: ImplicitCode,
     loaded_at: Option<Instant>,
 }
 
+pub(super) type Names = HashMap<Box<str>, Vec<(Box<str>, Volatility)>>;
+
+pub(super) fn insert(names: &mut Names, schema: &str, name: &str, volatility: Volatility) {
+    let schemas = names.entry(name.into()).or_default();
+    match schemas.iter_mut().find(|(s, _)| &**s == schema) {
+        Some((_, worst)) => *worst = (*worst).max(volatility),
+        None => schemas.push((schema.into(), volatility)),
+    }
+}
+
 impl FunctionCatalog {
-    /// Reads pg_proc (functions, procedures, aggregates, window functions) of the connected database.
-    pub async fn load(client: &Client) -> Result<FunctionCatalog, CatalogError> {
-        let rows = client
-            .query(
-                "SELECT n.nspname::text, p.proname::text, p.provolatile \
-                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace",
-                &[],
-            )
-            .await?;
-        let mut catalog = FunctionCatalog::from_entries(rows.iter().map(|row| {
-            let schema: String = row.get(0);
-            let name: String = row.get(1);
-            let code: i8 = row.get(2);
-            (schema, name, Volatility::from_provolatile(code))
-        }));
+    /// The queries [`FunctionCatalog::from_text_rows`] wants the answers of, in this order (the
+    /// gateway's monitor runs them on a connection of its own).
+    pub fn text_queries() -> [&'static str; 2] {
+        [FUNCTIONS_SQL, implicit_sql()]
+    }
+
+    /// Builds the catalog from the text answers of [`FunctionCatalog::text_queries`]; None when an
+    /// answer does not have the expected shape.
+    pub fn from_text_rows(answers: &[TextRows; 2]) -> Option<FunctionCatalog> {
+        fn text(row: &[Option<String>], i: usize) -> Option<&str> {
+            row.get(i).and_then(|v| v.as_deref())
+        }
+        let code = |row: &[Option<String>], i: usize| {
+            Some(Volatility::from_provolatile(text(row, i)?.bytes().next()? as i8))
+        };
+        let functions: Option<Vec<_>> =
+            answers[0].iter().map(|row| Some((text(row, 0)?, text(row, 1)?, code(row, 2)?))).collect();
+        let implicit: Option<Vec<_>> = answers[1]
+            .iter()
+            .map(|row| {
+                let kind = ImplicitKind::from_code(text(row, 0)?)?;
+                Some((kind, text(row, 1)?, text(row, 2)?, code(row, 3)?))
+            })
+            .collect();
+        let mut catalog = FunctionCatalog::from_entries(functions?).with_implicit(implicit?);
         catalog.loaded_at = Some(Instant::now());
-        Ok(catalog)
+        Some(catalog)
+    }
+
+    /// Reads pg_proc (functions, procedures, aggregates, window functions) of the connected
+    /// database, and what runs functions the text does not name.
+    pub async fn load(client: &Client) -> Result<FunctionCatalog, CatalogError> {
+        let mut answers: [TextRows; 2] = Default::default();
+        for (answer, sql) in answers.iter_mut().zip(FunctionCatalog::text_queries()) {
+            *answer = client
+                .simple_query(sql)
+                .await?
+                .iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => {
+                        Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        FunctionCatalog::from_text_rows(&answers).ok_or(CatalogError::Shape)
     }
 
     /// A catalog from (schema, name, volatility) triples; overloads keep the worst volatility.
     pub fn from_entries<S: AsRef<str>>(
         entries: impl IntoIterator<Item = (S, S, Volatility)>,
     ) -> FunctionCatalog {
-        let mut by_name: HashMap<Box<str>, Vec<(Box<str>, Volatility)>> = HashMap::new();
+        let mut by_name = Names::new();
         for (schema, name, volatility) in entries {
-            let schemas = by_name.entry(name.as_ref().into()).or_default();
-            match schemas.iter_mut().find(|(s, _)| &**s == schema.as_ref()) {
-                Some((_, worst)) => *worst = (*worst).max(volatility),
-                None => schemas.push((schema.as_ref().into(), volatility)),
-            }
+            insert(&mut by_name, schema.as_ref(), name.as_ref(), volatility);
         }
-        FunctionCatalog { by_name, loaded_at: None }
+        FunctionCatalog { by_name, ..FunctionCatalog::default() }
+    }
+
+    /// Adds (kind, schema, name, volatility) of operators, types and relations that run functions
+    /// the text does not name.
+    pub fn with_implicit<S: AsRef<str>>(
+        mut self,
+        entries: impl IntoIterator<Item = (ImplicitKind, S, S, Volatility)>,
+    ) -> FunctionCatalog {
+        for (kind, schema, name, volatility) in entries {
+            self.implicit.add(kind, schema.as_ref(), name.as_ref(), volatility);
+        }
+        self
+    }
+
+    /// Does anything in the database run a volatile function where the text names none (a user
+    /// operator, a cast, a domain, a view)? Most databases have nothing of the kind: then a
+    /// statement that calls no function by name calls no volatile one.
+    pub fn has_implicit_writers(&self) -> bool {
+        self.implicit.has_writers()
+    }
+
+    /// The worst volatility of what `stmt` runs without naming it: the user operators it uses,
+    /// the types it casts to, the views (and tables with policies) it reads. Immutable when none.
+    pub fn implicit_volatility(&self, stmt: &Statement) -> Volatility {
+        self.implicit.volatility(stmt)
     }
 
     /// The volatility of a call. A qualified name is looked up in its schema. An unqualified one is

@@ -2,10 +2,12 @@
 //! Both catalogs are plain immutable values: load a new one to refresh and swap it in (ArcSwap).
 
 mod functions;
+mod implicit;
 mod relations;
 mod search_path;
 
 pub use functions::{FunctionCatalog, Volatility};
+pub use implicit::ImplicitKind;
 pub use relations::{Oid, RelKind, Relation, RelationCatalog, SearchPathSetFor, ViewDependencies};
 pub use search_path::parse_search_path;
 
@@ -14,4 +16,6 @@ pub use search_path::parse_search_path;
 pub enum CatalogError {
     #[error("reading the catalog: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("reading the catalog: an answer of an unexpected shape")]
+    Shape,
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
+use super::functions::proc_worst_cte;
 use super::search_path::schemas_to_search;
 use super::{CatalogError, Volatility};
 use crate::statement::TableRef;
@@ -161,11 +162,14 @@ WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 
 
 /// What each user view's rewrite rule depends on: the relations it reads (pg_depend, and the range
 /// table of its stored tree for pinned system catalogs), and the volatility of every function its
-/// stored tree calls. Functions are taken from the tree itself
+/// stored tree calls (each as volatile as what it depends on: an aggregate's transition function,
+/// a parameter default). Functions are taken from the tree itself
 /// (function calls, operators, aggregates, window functions, TABLESAMPLE methods): pg_depend records
 /// no dependency on pinned built-in functions, so now() or random() would not be seen there.
-const VIEW_DEPENDS_SQL: &str = "\
-WITH rules AS ( \
+const VIEW_DEPENDS_SQL: &str = concat!(
+    "WITH RECURSIVE ",
+    proc_worst_cte!(),
+    ", rules AS ( \
   SELECT r.oid, r.ev_class AS view, r.ev_action FROM pg_catalog.pg_rewrite r \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
   JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
@@ -180,11 +184,12 @@ SELECT r.view, d.refobjid, NULL::\"char\" FROM rules r \
 UNION \
 SELECT view, id, NULL FROM refs WHERE field = 'relid' AND id NOT IN (0, view) \
 UNION \
-SELECT view, p.oid, p.provolatile FROM refs JOIN pg_catalog.pg_proc p ON p.oid = refs.id \
+SELECT view, w.oid, w.code::\"char\" FROM refs JOIN proc_worst w ON w.oid = refs.id \
   WHERE field NOT IN ('relid', 'opno') \
 UNION \
-SELECT view, p.oid, p.provolatile FROM refs JOIN pg_catalog.pg_operator o ON o.oid = refs.id \
-  JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE field = 'opno'";
+SELECT view, w.oid, w.code::\"char\" FROM refs JOIN pg_catalog.pg_operator o ON o.oid = refs.id \
+  JOIN proc_worst w ON w.oid = o.oprcode WHERE field = 'opno'"
+);
 
 /// Definitions of user views, to find SQL value functions (CURRENT_TIMESTAMP ...) that pg_depend
 /// does not record.

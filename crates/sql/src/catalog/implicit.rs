@@ -1,0 +1,177 @@
+//! What runs a function the statement's text does not name: user operators, casts to types with
+//! a cast function or a domain CHECK constraint, views whose query calls a volatile function. Most
+//! databases have none that may write, and then a statement calling no function by name writes
+//! nothing; a database that has one has its plain SELECTs looked at for them.
+
+use std::sync::OnceLock;
+
+use super::functions::{insert, proc_worst_cte, Names};
+use super::Volatility;
+use crate::statement::{Statement, TableRef};
+
+/// Rows (kind, schema, name, code) of what runs functions the text does not name, worse than
+/// immutable:
+/// - 'o': user operators (not in pg_catalog or information_schema) by their function;
+/// - 't': types a cast to may run such a function: the target of a cast created by a user
+///   (pg_cast oids of initdb are below 16384), a domain whose CHECK constraint calls one
+///   (directly or behind a user operator), a domain over such a type;
+/// - 'r': user views whose stored query calls a volatile function (read-only built-ins excepted,
+///   the list is spliced in), casts to a domain above, or reads such a view or table; and tables
+///   whose SELECT policies call a volatile function. Always 'v'.
+pub(super) fn implicit_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let read_only = crate::route::READ_ONLY_VOLATILE_BUILTINS
+            .iter()
+            .map(|name| format!("'{name}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "WITH RECURSIVE {cte}, \
+ops(oid, nspname, oprname, code) AS ( \
+  SELECT o.oid, n.nspname::text, o.oprname::text, w.code FROM pg_catalog.pg_operator o \
+  JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace JOIN proc_worst w ON w.oid = o.oprcode \
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND w.code <> 'i'), \
+con_calls(typ, code) AS ( \
+  SELECT n.contypid, w.code FROM pg_catalog.pg_constraint n \
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass AND d.objid = n.oid \
+  JOIN proc_worst w ON d.refclassid = 'pg_catalog.pg_proc'::regclass AND w.oid = d.refobjid \
+  WHERE n.contypid <> 0 AND w.code <> 'i' \
+  UNION ALL \
+  SELECT n.contypid, o.code FROM pg_catalog.pg_constraint n \
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::regclass AND d.objid = n.oid \
+  JOIN ops o ON d.refclassid = 'pg_catalog.pg_operator'::regclass AND o.oid = d.refobjid \
+  WHERE n.contypid <> 0 \
+  UNION ALL \
+  SELECT c.casttarget, w.code FROM pg_catalog.pg_cast c JOIN proc_worst w ON w.oid = c.castfunc \
+  WHERE c.oid >= 16384 AND w.code <> 'i'), \
+types(typ, code) AS ( \
+  SELECT typ, code FROM con_calls \
+  UNION \
+  SELECT t.oid, y.code FROM types y JOIN pg_catalog.pg_type t ON t.typbasetype = y.typ AND t.typtype = 'd'), \
+rules AS ( \
+  SELECT r.oid, r.ev_class AS rel, r.ev_action FROM pg_catalog.pg_rewrite r \
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND r.ev_type = '1' \
+  JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')), \
+rule_calls(rel, func) AS ( \
+  SELECT rel, m[1]::oid FROM rules, \
+  LATERAL regexp_matches(ev_action::text, ':(?:funcid|opfuncid|aggfnoid|winfnoid|tsmhandler) ([0-9]+)', 'g') m \
+  UNION \
+  SELECT rel, o.oprcode::oid FROM rules, \
+  LATERAL regexp_matches(ev_action::text, ':opno ([0-9]+)', 'g') m, pg_catalog.pg_operator o \
+  WHERE o.oid = m[1]::oid), \
+writing_rels(rel) AS ( \
+  SELECT c.rel FROM rule_calls c JOIN proc_worst w ON w.oid = c.func AND w.code = 'v' \
+  JOIN pg_catalog.pg_proc p ON p.oid = c.func JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+  WHERE NOT (n.nspname = 'pg_catalog' AND p.proname IN ({read_only})) \
+  UNION \
+  SELECT r.rel FROM rules r JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass \
+  AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_type'::regclass \
+  JOIN types y ON y.typ = d.refobjid AND y.code = 'v' \
+  UNION \
+  SELECT y.polrelid FROM pg_catalog.pg_policy y \
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::regclass AND d.objid = y.oid \
+  LEFT JOIN proc_worst w ON d.refclassid = 'pg_catalog.pg_proc'::regclass AND w.oid = d.refobjid \
+  LEFT JOIN ops o ON d.refclassid = 'pg_catalog.pg_operator'::regclass AND o.oid = d.refobjid \
+  WHERE y.polcmd IN ('r', '*') AND 'v' IN (w.code, o.code) \
+  UNION \
+  SELECT r.rel FROM writing_rels x JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass \
+  AND d.refobjid = x.rel AND d.classid = 'pg_catalog.pg_rewrite'::regclass \
+  JOIN rules r ON r.oid = d.objid) \
+SELECT 'o', nspname, oprname, code FROM ops \
+UNION ALL \
+SELECT 't', n.nspname::text, t.typname::text, y.code FROM types y \
+  JOIN pg_catalog.pg_type t ON t.oid = y.typ JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+UNION ALL \
+SELECT 'r', n.nspname::text, c.relname::text, 'v' FROM writing_rels x \
+  JOIN pg_catalog.pg_class c ON c.oid = x.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+            cte = proc_worst_cte!(),
+        )
+    })
+}
+
+/// What runs a function the statement's text does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImplicitKind {
+    /// A user-defined operator: its function.
+    Operator,
+    /// A type a cast to runs a function for: a user cast's function, a domain's CHECK constraint.
+    Type,
+    /// A view whose query calls a volatile function, or a table whose SELECT policies do.
+    Relation,
+}
+
+impl ImplicitKind {
+    /// The kind column of [`implicit_sql`]'s rows.
+    pub(super) fn from_code(code: &str) -> Option<ImplicitKind> {
+        match code {
+            "o" => Some(ImplicitKind::Operator),
+            "t" => Some(ImplicitKind::Type),
+            "r" => Some(ImplicitKind::Relation),
+            _ => None,
+        }
+    }
+}
+
+/// The user operators, cast target types and relations of one database that run functions worse
+/// than immutable, by name.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ImplicitCode {
+    operators: Names,
+    types: Names,
+    relations: Names,
+    /// Any of them is volatile: it may write.
+    writers: bool,
+}
+
+impl ImplicitCode {
+    pub(super) fn add(&mut self, kind: ImplicitKind, schema: &str, name: &str, volatility: Volatility) {
+        let names = match kind {
+            ImplicitKind::Operator => &mut self.operators,
+            ImplicitKind::Type => &mut self.types,
+            ImplicitKind::Relation => &mut self.relations,
+        };
+        insert(names, schema, name, volatility);
+        self.writers |= volatility >= Volatility::Volatile;
+    }
+
+    pub(super) fn has_writers(&self) -> bool {
+        self.writers
+    }
+
+    /// The worst volatility of the user operators `stmt` uses, the types it casts to and the
+    /// views (and tables with policies) it reads. Immutable when none.
+    pub(super) fn volatility(&self, stmt: &Statement) -> Volatility {
+        let mut worst = Volatility::Immutable;
+        if self.operators.is_empty() && self.types.is_empty() && self.relations.is_empty() {
+            return worst;
+        }
+        let mut see = |names: &Names, schema: Option<&str>, name: &str| {
+            if let Some(v) = worst_named(names, schema, name) {
+                worst = worst.max(v);
+            }
+        };
+        for op in &stmt.operators {
+            see(&self.operators, op.schema.as_deref(), &op.name);
+        }
+        for ty in &stmt.cast_types {
+            see(&self.types, ty.schema.as_deref(), &ty.name);
+        }
+        for TableRef { schema, name } in &stmt.tables_read {
+            see(&self.relations, schema.as_deref(), name);
+        }
+        worst
+    }
+}
+
+/// The worst volatility of a name as written: a qualified name in its schema, an unqualified one
+/// in any schema (the server's search_path is not always known here, and a false match only
+/// costs a replica read or a cached result).
+fn worst_named(names: &Names, schema: Option<&str>, name: &str) -> Option<Volatility> {
+    let schemas = names.get(name)?;
+    match schema {
+        Some(schema) => schemas.iter().find(|(s, _)| &**s == schema).map(|(_, v)| *v),
+        None => schemas.iter().map(|(_, v)| *v).max(),
+    }
+}
