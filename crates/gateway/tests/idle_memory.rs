@@ -1,6 +1,7 @@
 //! What an idle client costs: heap bytes held per logged-in client that sits between requests,
 //! counted by a global allocator wrapper (deterministic, unlike RSS). Ten thousand idle clients are
-//! the point of a pooler, so this is a bound, not a benchmark.
+//! the point of a pooler, so this is a bound, not a benchmark. And what a large result leaves
+//! behind in the pool once it has been read.
 
 mod common;
 
@@ -32,9 +33,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The tests share the heap count: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn measuring_alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_client_holds_little_memory() {
     const CLIENTS: usize = 1000;
+    let _alone = measuring_alone();
     let pg = Cluster::start();
     let gw = start(config_for(&pg)).await;
     let addr = addr(&gw);
@@ -61,6 +70,44 @@ async fn an_idle_client_holds_little_memory() {
     println!("heap per idle client: {per_client} bytes ({CLIENTS} clients)");
     assert!(per_client <= 1792, "an idle client holds {per_client} bytes of heap");
     drop((warm, clients));
+    gw.shutdown().await;
+}
+
+/// Results of 40 MB read by psql through a pool of two servers: the servers go back to the pool
+/// holding buffers of a few hundred KB at most. The read buffer doubled at every row split across
+/// two reads and kept tens of MB per server for the life of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_leaves_no_large_buffer_in_the_pool() {
+    let _alone = measuring_alone();
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    catalog_loaded(&gw).await;
+    psql(&gw, "postgres", "SELECT 1").unwrap();
+    let before = settled_heap().await;
+    let a = addr(&gw);
+    let bin = pgpilot_testkit::pg_bin_dir().expect("PostgreSQL binaries").tool("psql");
+    let read = || {
+        let mut psql = std::process::Command::new(&bin);
+        psql.args(["-X", "-q", "-o", "/dev/null", "-h", &a.ip().to_string(), "-p", &a.port().to_string()])
+            .args(["-U", "postgres", "-d", "postgres"])
+            .args(["-c", "SELECT repeat('x', 997) FROM generate_series(1, 40000)"])
+            .env("PGSSLMODE", "disable");
+        tokio::task::spawn_blocking(move || psql.status().expect("running psql"))
+    };
+    for _ in 0..2 {
+        let (x, y) = tokio::join!(read(), read());
+        assert!(x.unwrap().success() && y.unwrap().success());
+    }
+    let mut after = settled_heap().await;
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        after = after.min(settled_heap().await);
+    }
+    let kept = after - before;
+    println!("heap kept after 160 MB of results: {kept} bytes");
+    assert!(kept < 2 << 20, "{kept} bytes kept after the results were read");
     gw.shutdown().await;
 }
 

@@ -620,6 +620,7 @@ impl Pool {
     /// `conn.last_used` says when the connection went idle (its last transaction ended): read
     /// there once instead of here again.
     fn release_now(&self, mut conn: Box<ServerConn>) {
+        conn.shed_large_buffers();
         let now = conn.last_used;
         let settings = self.settings.load();
         let stale = conn.generation < self.generation.load(Relaxed);

@@ -110,6 +110,16 @@ impl ServerConn {
         }
     }
 
+    /// Between clients: buffers a large message grew are given back (a pool keeps its servers
+    /// for hours, and one big row or request would stay with each). Unread bytes are kept.
+    pub(super) fn shed_large_buffers(&mut self) {
+        for buf in [&mut self.buf, &mut self.replay] {
+            if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
     pub fn pool(&self) -> &Arc<Pool> {
         &self.slot.0
     }
@@ -121,6 +131,9 @@ impl ServerConn {
         let _ = self.sock.try_write(&out);
     }
 }
+
+/// The most a released server keeps of each buffer's capacity.
+const KEEP_BUFFER: usize = 256 * 1024;
 
 /// A place in a pool's count of open connections, given back when the connection is dropped.
 pub struct Slot(pub(super) Arc<Pool>);

@@ -776,6 +776,11 @@ fn drain_server(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             flow.server_pass = h.total - available;
             pos = server.buf.len();
         } else {
+            // What was handled goes first: reserved with it still in the buffer, the space it took
+            // is never reused and the buffer doubled at every partial message at its end (a
+            // large result grew a server's buffer to tens of MB, kept with the connection).
+            server.buf.advance(pos);
+            pos = 0;
             server.buf.reserve(h.total - available);
             break;
         }
