@@ -727,6 +727,9 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             flow.stop_keeping_input();
             pos = buf.len();
         } else {
+            // As for the server's buffer: room is made once what was handled is gone.
+            buf.advance(pos);
+            pos = 0;
             s.buf = std::mem::take(&mut buf);
             let fitted = s.fit_input(h.total);
             buf = std::mem::take(&mut s.buf);
