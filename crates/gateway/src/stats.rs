@@ -40,6 +40,20 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The eight figures SHOW STATS_TOTALS lists, in the shape of a window's averages.
+    pub fn counters(&self) -> Averages {
+        Averages {
+            assignments: self.assignments,
+            xacts: self.xacts,
+            queries: self.queries,
+            received: self.received,
+            sent: self.sent,
+            xact_time_us: self.xact_time_us,
+            query_time_us: self.query_time_us,
+            wait_time_us: self.wait_time_us,
+        }
+    }
+
     pub fn add(&mut self, o: &Totals) {
         self.xacts += o.xacts;
         self.queries += o.queries;

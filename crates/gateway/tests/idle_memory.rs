@@ -34,16 +34,12 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// The tests share the heap count: one at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn measuring_alone() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_client_holds_little_memory() {
     const CLIENTS: usize = 1000;
-    let _alone = measuring_alone();
+    let _alone = ONE_AT_A_TIME.lock().await;
     let pg = Cluster::start();
     let gw = start(config_for(&pg)).await;
     let addr = addr(&gw);
@@ -78,7 +74,7 @@ async fn an_idle_client_holds_little_memory() {
 /// two reads and kept tens of MB per server for the life of the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_result_leaves_no_large_buffer_in_the_pool() {
-    let _alone = measuring_alone();
+    let _alone = ONE_AT_A_TIME.lock().await;
     let pg = Cluster::start();
     let mut config = config_for(&pg);
     config.pgpilot.default_pool_size = 2;

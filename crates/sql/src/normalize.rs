@@ -361,7 +361,9 @@ fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
     b.len()
 }
 
-fn block_comment_end(b: &[u8], start: usize) -> usize {
+/// Where the `/* ... */` comment starting at `start` ends (nested comments included), or the end
+/// of the text when it is not closed.
+pub fn block_comment_end(b: &[u8], start: usize) -> usize {
     let mut depth = 0usize;
     let mut i = start;
     while i + 1 < b.len() {

@@ -269,3 +269,19 @@ async fn writes_that_run_user_code_and_views_of_built_in_volatile_functions() {
     assert!(c("SELECT * FROM v_pure").is_ok(), "{:?}", c("SELECT * FROM v_pure"));
     assert!(c("SELECT * FROM t TABLESAMPLE SYSTEM (50) REPEATABLE (7)").is_ok());
 }
+
+/// An extension's own views over its volatile functions (pg_stat_statements, installed in most
+/// databases) are no hidden writers: such a database keeps the quick path for its plain SELECTs,
+/// which the extension alone switched off. A view of the user's over such a function still counts,
+/// as a call of it by name does.
+#[tokio::test]
+async fn an_extensions_own_views_are_no_hidden_writers() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE EXTENSION pg_stat_statements; CREATE EXTENSION pg_buffercache");
+    let client = connect(&cluster).await;
+    let functions = FunctionCatalog::load(&client).await.expect("functions");
+    assert!(!functions.has_implicit_writers(), "{functions:?}");
+    cluster.psql("postgres", "CREATE VIEW my_stats AS SELECT * FROM pg_stat_statements(true)");
+    let functions = FunctionCatalog::load(&client).await.expect("functions");
+    assert!(functions.has_implicit_writers());
+}

@@ -123,59 +123,46 @@ pub fn stats(shared: &Shared) -> ResultSet {
     rs
 }
 
+/// The columns SHOW STATS_TOTALS and SHOW STATS_AVERAGES share, in PgBouncer's names.
+const PER_DATABASE_COLUMNS: [&str; 9] = [
+    "database",
+    "server_assignment_count",
+    "xact_count",
+    "query_count",
+    "bytes_received",
+    "bytes_sent",
+    "xact_time",
+    "query_time",
+    "wait_time",
+];
+
+fn per_database_row(name: &str, a: &Averages) -> Vec<Cell> {
+    vec![
+        v(name),
+        v(a.assignments),
+        v(a.xacts),
+        v(a.queries),
+        v(a.received),
+        v(a.sent),
+        v(a.xact_time_us),
+        v(a.query_time_us),
+        v(a.wait_time_us),
+    ]
+}
+
 pub fn stats_totals(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "database",
-        "server_assignment_count",
-        "xact_count",
-        "query_count",
-        "bytes_received",
-        "bytes_sent",
-        "xact_time",
-        "query_time",
-        "wait_time",
-    ]);
+    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS);
     for (name, t) in database_totals(shared) {
-        rs.row(vec![
-            v(&name),
-            v(t.assignments),
-            v(t.xacts),
-            v(t.queries),
-            v(t.received),
-            v(t.sent),
-            v(t.xact_time_us),
-            v(t.query_time_us),
-            v(t.wait_time_us),
-        ]);
+        rs.row(per_database_row(&name, &t.counters()));
     }
     rs
 }
 
 /// PgBouncer's SHOW STATS_AVERAGES: the averages columns of SHOW STATS under their own names.
 pub fn stats_averages(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "database",
-        "server_assignment_count",
-        "xact_count",
-        "query_count",
-        "bytes_received",
-        "bytes_sent",
-        "xact_time",
-        "query_time",
-        "wait_time",
-    ]);
+    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS);
     for (name, _, a) in shared.stats_window.lock().averages(&database_totals(shared)) {
-        rs.row(vec![
-            v(&name),
-            v(a.assignments),
-            v(a.xacts),
-            v(a.queries),
-            v(a.received),
-            v(a.sent),
-            v(a.xact_time_us),
-            v(a.query_time_us),
-            v(a.wait_time_us),
-        ]);
+        rs.row(per_database_row(&name, &a));
     }
     rs
 }

@@ -544,22 +544,8 @@ fn without_comments(sql: &str) -> std::borrow::Cow<'_, str> {
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 out.push_str(&sql[copied..i]);
                 out.push(' ');
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i..].starts_with(b"/*") {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i..].starts_with(b"*/") {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                copied = i.min(b.len());
+                i = pgpilot_sql::normalize::block_comment_end(b, i);
+                copied = i;
             }
             _ => i += 1,
         }

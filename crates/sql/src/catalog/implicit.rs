@@ -16,7 +16,8 @@ use crate::statement::{Statement, TableRef};
 ///   (pg_cast oids of initdb are below 16384), a domain whose CHECK constraint calls one
 ///   (directly or behind a user operator), a domain over such a type;
 /// - 'r': user views whose stored query calls a volatile function (read-only built-ins excepted,
-///   the list is spliced in), casts to a domain above, or reads such a view or table; and tables
+///   the list is spliced in; an extension's own views, such as pg_stat_statements over its
+///   volatile function of the same name, are taken to read only), casts to a domain above, or reads such a view or table; and tables
 ///   whose SELECT policies call a volatile function. Always 'v'.
 pub(super) fn implicit_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
@@ -53,7 +54,9 @@ rules AS ( \
   SELECT r.oid, r.ev_class AS rel, r.ev_action FROM pg_catalog.pg_rewrite r \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND r.ev_type = '1' \
   JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')), \
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_class'::regclass \
+    AND e.objid = v.oid AND e.deptype = 'e')), \
 rule_calls(rel, func) AS ( \
   SELECT rel, m[1]::oid FROM rules, \
   LATERAL regexp_matches(ev_action::text, ':(?:funcid|opfuncid|aggfnoid|winfnoid|tsmhandler) ([0-9]+)', 'g') m \
