@@ -100,25 +100,9 @@ pub fn stats(shared: &Shared) -> ResultSet {
     ]);
     let averages = shared.stats_window.lock().averages(&database_totals(shared));
     for (name, t, a) in averages {
-        rs.row(vec![
-            v(&name),
-            v(t.assignments),
-            v(t.xacts),
-            v(t.queries),
-            v(t.received),
-            v(t.sent),
-            v(t.xact_time_us),
-            v(t.query_time_us),
-            v(t.wait_time_us),
-            v(a.assignments),
-            v(a.xacts),
-            v(a.queries),
-            v(a.received),
-            v(a.sent),
-            v(a.xact_time_us),
-            v(a.query_time_us),
-            v(a.wait_time_us),
-        ]);
+        let mut row = per_database_row(&name, &t.counters());
+        row.extend(counter_cells(&a));
+        rs.row(row);
     }
     rs
 }
@@ -137,8 +121,14 @@ const PER_DATABASE_COLUMNS: [&str; 9] = [
 ];
 
 fn per_database_row(name: &str, a: &Averages) -> Vec<Cell> {
-    vec![
-        v(name),
+    let mut row = vec![v(name)];
+    row.extend(counter_cells(a));
+    row
+}
+
+/// The eight figures in PER_DATABASE_COLUMNS' order (SHOW STATS has them twice: totals, averages).
+fn counter_cells(a: &Averages) -> [Cell; 8] {
+    [
         v(a.assignments),
         v(a.xacts),
         v(a.queries),
