@@ -1173,3 +1173,54 @@ async fn a_client_terminating_behind_its_last_request_leaves_its_server_to_the_p
     assert_eq!(pid().await, before, "the server was closed instead of going back to the pool");
     gw.shutdown().await;
 }
+
+/// A Bind or Describe of a name the client made with SQL PREPARE runs the client's own
+/// statement, never another client's of the same name left on the server; a client that has no
+/// statement of that name gets "does not exist", at the start of a batch and inside one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_bind_of_a_sql_prepared_name_runs_the_clients_own_statement() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut a = raw_login(addr(&gw)).await;
+    let mut b = raw_login(addr(&gw)).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let rows = |bytes: &[u8]| -> Vec<String> {
+        backend_messages(bytes)
+            .into_iter()
+            .filter_map(|(tag, body)| match tag {
+                b'D' => Some(String::from_utf8_lossy(&body[6..]).into_owned()),
+                b'E' => body.split(|&b| b == 0).find_map(|field| field.strip_prefix(b"C")).map(|code| {
+                    format!("error {}", String::from_utf8_lossy(code))
+                }),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut ask = async |s: &mut tokio::net::TcpStream, bytes: Vec<u8>| {
+        s.write_all(&bytes).await.unwrap();
+        rows(&read_until_tag(s, b'Z').await)
+    };
+    let sync = message(b'S', &[]);
+    ask(&mut a, query_message("PREPARE s AS SELECT 'from A'::text")).await;
+    ask(&mut b, query_message("PREPARE s AS SELECT 'from B'::text")).await;
+    assert_eq!(ask(&mut b, query_message("EXECUTE s")).await, ["from B"]);
+    // A's statement is the server's now (one server for all).
+    assert_eq!(ask(&mut a, query_message("EXECUTE s")).await, ["from A"]);
+    let bind_s = [bind_execute("s"), sync.clone()].concat();
+    assert_eq!(ask(&mut b, bind_s.clone()).await, ["from B"], "B's Bind ran A's statement");
+    assert_eq!(ask(&mut a, bind_s.clone()).await, ["from A"], "A's Bind ran B's statement");
+    let mut describe = message(b'D', b"Ss\0");
+    describe.extend_from_slice(&sync);
+    b.write_all(&describe).await.unwrap();
+    let described = read_until_tag(&mut b, b'Z').await;
+    assert!(backend_messages(&described).iter().any(|(t, _)| *t == b'T'), "B's statement was not described");
+    assert_eq!(ask(&mut b, bind_s.clone()).await, ["from B"]);
+    // C never prepared s: neither at the start of a batch nor after a statement of its own.
+    assert_eq!(ask(&mut c, bind_s.clone()).await, ["error 26000"]);
+    ask(&mut a, query_message("EXECUTE s")).await;
+    let mid_batch = [parse_named("", "SELECT 'from C'"), bind_execute(""), bind_execute("s"), sync].concat();
+    assert_eq!(ask(&mut c, mid_batch).await, ["from C", "error 26000"], "C ran another's statement");
+    assert_eq!(ask(&mut a, query_message("EXECUTE s")).await, ["from A"]);
+    gw.shutdown().await;
+}

@@ -338,6 +338,27 @@ impl Flow {
         server.statements.sql.insert(name.to_string(), text.clone());
     }
 
+    /// A Bind or Describe of a name the client never prepared with Parse: a statement it made
+    /// with SQL PREPARE, or none. The server must hold the client's own statement of that name,
+    /// never another client's. At the start of a batch a query of pgpilot's puts it there; inside
+    /// one only another client's statement can be removed (with a Close), so the client's own
+    /// statement missing from this server gets the server's "does not exist".
+    fn sql_statement_for_protocol(&mut self, s: &Session, server: &mut ServerConn, name: &[u8]) {
+        let Ok(name) = std::str::from_utf8(name) else { return };
+        if !self.rewrite {
+            return;
+        }
+        if !self.unsynced {
+            self.ensure_sql_prepared(s, server, name);
+            return;
+        }
+        let held = server.statements.sql.get(name);
+        if held.is_some() && held != s.statements.sql.get(name) {
+            server.statements.sql.remove(name);
+            self.close_on_server(name.as_bytes());
+        }
+    }
+
     pub(super) fn inject_query(&mut self, sql: &str) {
         self.inject_reply(sql, Reply::Query(Batch::default()));
     }
@@ -438,6 +459,8 @@ impl Flow {
         let Some(stmt) = Flow::named_statement(s, b.statement) else {
             if b.statement.is_empty() {
                 self.unnamed_in_step_for(s);
+            } else {
+                self.sql_statement_for_protocol(s, server, b.statement);
             }
             frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
             self.push_extended(Reply::Bind { statement: None, outdated: false });
@@ -466,6 +489,8 @@ impl Flow {
             None => {
                 if kind == b'S' && name.is_empty() {
                     self.unnamed_in_step_for(s);
+                } else if kind == b'S' {
+                    self.sql_statement_for_protocol(s, server, name);
                 }
                 None
             }
