@@ -791,6 +791,41 @@ async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_
     fine.extend(&sync);
     c.write_all(&fine).await.unwrap();
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1");
+    // All in one write, the Parse of a text the server holds already (pgpilot answers it itself).
+    let pipeline =
+        [parse_named("", "SELECT 1/0"), bind_execute(""), parse_named("d", "SELECT 1"), sync.clone()].concat();
+    c.write_all(&pipeline).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "error 22012");
+    c.write_all(&[bind_execute("d"), sync.clone()].concat()).await.unwrap();
+    assert_eq!(
+        first_value_or_error(&read_until_ready(&mut c).await),
+        "error 26000",
+        "the skipped Parse of a known text prepared d"
+    );
+    // Pipelined past the Sync, before the error came back: the server tells the client's name.
+    let pipeline = [
+        parse_named("", "SELECT 1/0"),
+        bind_execute(""),
+        parse_named("e", "SELECT 5"),
+        sync.clone(),
+        bind_execute("e"),
+        sync.clone(),
+    ]
+    .concat();
+    c.write_all(&pipeline).await.unwrap();
+    let mut both = read_until_ready(&mut c).await;
+    while backend_messages(&both).iter().filter(|(t, _)| *t == b'Z').count() < 2 {
+        both.extend(read_until_ready(&mut c).await);
+    }
+    assert_eq!(first_value_or_error(&both), "error 22012");
+    let second_ready = backend_messages(&both).iter().position(|(t, _)| *t == b'Z').unwrap();
+    let answer: Vec<u8> = backend_messages(&both)[second_ready + 1..]
+        .iter()
+        .flat_map(|(t, body)| [&[*t][..], &((body.len() + 4) as u32).to_be_bytes(), body].concat())
+        .collect();
+    assert_eq!(first_value_or_error(&answer), "error 26000");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("prepared statement \"e\" does not exist"), "{text}");
     // The session gave its server back: another client gets the pool's only one.
     let other = connect(&gw).await;
     let answered = tokio::time::timeout(Duration::from_secs(5), other.simple_query("SELECT 1")).await;

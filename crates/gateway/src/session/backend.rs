@@ -171,6 +171,10 @@ impl Flow {
             _ => None,
         };
         let code = ErrorFields::parse(&server.buf[start + 5..end]).code;
+        let missing = match front {
+            Expect::Client(Reply::Bind { statement: Some(hash), .. }) if code == "26000" => Some(*hash),
+            _ => described.filter(|_| code == "26000"),
+        };
         if let Expect::Client(Reply::Bind { statement: Some(hash), outdated }) = *front {
             if self.bind_refused(s, server, hash, &code, outdated) {
                 self.batch_failed = false;
@@ -194,6 +198,13 @@ impl Flow {
             .encode(&mut self.to_client);
         } else if outdated {
             super::replan::outdated_plan_error(&mut self.to_client);
+        } else if let Some(name) = missing.and_then(|hash| self.client_name_of(s, hash)) {
+            // The server names pgpilot's copy of the statement; the client knows its own name.
+            PgError::error(
+                SqlState::UNDEFINED_PREPARED_STATEMENT,
+                format!("prepared statement \"{name}\" does not exist"),
+            )
+            .encode(&mut self.to_client);
         } else if self.cancel_sent.is_some() && code == "57014" {
             // pgpilot's cancel, not the user's: say so, as PostgreSQL's statement_timeout does.
             PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to query_timeout")
@@ -218,13 +229,30 @@ impl Flow {
                     Flow::observe_error(&mut observed, &server.buf[start + 5..end]);
                     self.observed_done(observed);
                 }
-                entry => forget(s, server, entry),
+                entry => {
+                    if let Some(skipped) = forget(s, server, entry) {
+                        // Bounded: only the latest few matter to the Binds right behind them.
+                        if self.skipped_names.len() == 8 {
+                            self.skipped_names.remove(0);
+                        }
+                        self.skipped_names.push(skipped);
+                    }
+                }
             }
         }
         // Messages the client sends from now until its Sync are skipped too (pipelines that Flush
         // rather than Sync between statements): none of them may be waited for.
         self.server_skipping =
             !self.expected.front().and_then(Expect::reply).is_some_and(|r| matches!(r, Reply::Sync(_)));
+    }
+
+    /// The name under which the client knows the statement with this hash (prepared, or whose
+    /// Parse the server skipped just before).
+    fn client_name_of(&self, s: &Session, hash: u64) -> Option<String> {
+        let prepared = s.statements.named.iter().map(|(name, stmt)| (stmt.hash, name));
+        let skipped = self.skipped_names.iter().rev().map(|(h, name)| (*h, name));
+        let (_, name) = prepared.chain(skipped).find(|(h, _)| *h == hash)?;
+        Some(String::from_utf8_lossy(name).into_owned())
     }
 
     /// ReadyForQuery ended a Query, Sync or FunctionCall.
@@ -413,24 +441,26 @@ fn read_back_settings(
     }
 }
 
-/// Undoes the bookkeeping of a request the server failed or skipped.
-fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) {
+
+/// Undoes the bookkeeping of a request the server failed or skipped; returns the hash and client
+/// name of a named statement whose Parse did not happen.
+fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) -> Option<(u64, Box<[u8]>)> {
     match entry {
         Expect::Client(Reply::Parse { client_name, hash })
         | Expect::Injected(Reply::Parse { client_name, hash }) => {
-            if let Some(name) = client_name {
-                s.statements.named.remove(&name);
-            }
             if let Some(h) = hash {
                 server.statements.remove(h);
             }
+            let name = client_name?;
+            s.statements.named.remove(&name).map(|stmt| (stmt.hash, name))
         }
         Expect::Synthetic { on_skip: OnSkip::Forget(name), .. } => {
-            s.statements.named.remove(&name);
+            s.statements.named.remove(&name).map(|stmt| (stmt.hash, name))
         }
         Expect::Synthetic { on_skip: OnSkip::Restore(name, stmt), .. } => {
             s.statements.named.insert(name, stmt);
+            None
         }
-        _ => {}
+        _ => None,
     }
 }

@@ -157,6 +157,9 @@ pub(super) struct Flow {
     pub(super) invalidation: crate::cache::Invalidation,
     /// What the last unnamed Parse invalidates, for its Binds.
     pub(super) unnamed_invalidation: Option<crate::cache::Invalidation>,
+    /// Names of statements whose Parse the server skipped after an error, by statement hash: a
+    /// Bind pipelined behind them fails naming pgpilot's copy, and the client is told its own.
+    pub(super) skipped_names: Vec<(u64, Box<[u8]>)>,
 }
 
 impl Flow {
@@ -212,6 +215,7 @@ impl Flow {
             capture: None,
             invalidation: Default::default(),
             unnamed_invalidation: None,
+            skipped_names: Vec::new(),
         }
     }
 
