@@ -93,5 +93,21 @@ fn decisions(c: &mut Criterion) {
     c.bench_function("route_long_cte_5_functions", |b| b.iter(|| route(black_box(&long), &catalog, &path)));
 }
 
-criterion_group!(benches, hits, contended_hit, misses, decisions);
+/// The lexical scans every simple-protocol statement gets on the hot path: the quick look (routing,
+/// session tracking) and the normalization for per-statement statistics.
+fn lexical(c: &mut Criterion) {
+    let select = "SELECT abalance FROM pgbench_accounts WHERE aid = 83671;";
+    let update = "UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5;";
+    let mut group = c.benchmark_group("lexical");
+    let mut text = String::new();
+    for (name, sql) in [("select", select), ("update", update)] {
+        group.bench_function(format!("quick_look_{name}"), |b| b.iter(|| pgpilot_sql::quick_look(black_box(sql))));
+        group.bench_function(format!("normalize_{name}"), |b| {
+            b.iter(|| pgpilot_sql::normalize::normalize_into(black_box(sql), false, &mut text).0)
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hits, contended_hit, misses, decisions, lexical);
 criterion_main!(benches);

@@ -222,7 +222,7 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                 }
                 out.token(&sql[i..end], true);
                 let word = &sql[i..end];
-                out.prev = if KEYWORDS_BEFORE_VALUES.iter().any(|k| k.eq_ignore_ascii_case(word)) {
+                out.prev = if is_keyword_before_value(word.as_bytes()) {
                     Prev::Operator
                 } else {
                     Prev::Operand
@@ -250,6 +250,10 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
 /// The highest `$n` the text already uses, so constants are numbered after the real parameters.
 fn highest_param(sql: &str) -> usize {
     let b = sql.as_bytes();
+    // Most statements with literals have no `$` at all; `contains` on bytes is a memchr.
+    if !b.contains(&b'$') {
+        return 0;
+    }
     let mut max = 0;
     let mut i = 0;
     while i < b.len() {
@@ -268,10 +272,44 @@ fn highest_param(sql: &str) -> usize {
 }
 
 /// Words after which a value comes, so that a `-` after them is a sign, not a subtraction.
-const KEYWORDS_BEFORE_VALUES: &[&str] = &[
-    "select", "where", "and", "or", "not", "when", "then", "else", "in", "between", "values", "return",
-    "limit", "offset", "set", "is", "like", "ilike", "on", "having", "by", "array", "any", "all", "some",
-];
+/// Matched on the lower-cased word: this runs for every word of every statement.
+fn is_keyword_before_value(word: &[u8]) -> bool {
+    if word.len() > 7 {
+        return false;
+    }
+    let mut lower = [0u8; 7];
+    for (l, c) in lower.iter_mut().zip(word) {
+        *l = c.to_ascii_lowercase();
+    }
+    matches!(
+        &lower[..word.len()],
+        b"select"
+            | b"where"
+            | b"and"
+            | b"or"
+            | b"not"
+            | b"when"
+            | b"then"
+            | b"else"
+            | b"in"
+            | b"between"
+            | b"values"
+            | b"return"
+            | b"limit"
+            | b"offset"
+            | b"set"
+            | b"is"
+            | b"like"
+            | b"ilike"
+            | b"on"
+            | b"having"
+            | b"by"
+            | b"array"
+            | b"any"
+            | b"all"
+            | b"some"
+    )
+}
 
 fn starts_number(b: &[u8], i: usize) -> bool {
     match b.get(i) {
@@ -321,9 +359,22 @@ fn constant_list(b: &[u8], start: usize) -> Option<(Vec<(usize, usize)>, usize)>
     }
 }
 
-fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80 || c == b'$'
+pub(crate) fn is_word(c: u8) -> bool {
+    WORD_BYTES[c as usize]
 }
+
+/// Bytes of a word (ASCII letters and digits, `_`, `$`, and any byte of a multi-byte character),
+/// as a table: words are most of a statement's bytes.
+static WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 || b == b'$';
+        c += 1;
+    }
+    table
+};
 
 fn utf8_len(first: u8) -> usize {
     match first {

@@ -159,14 +159,15 @@ pub fn quick_look(sql: &str) -> QuickLook {
                 } else if word.eq_ignore_ascii_case(b"for") || word.eq_ignore_ascii_case(b"into") {
                     lock_or_into = true;
                 }
-                look.session_word |= creates_temp_object(prev_word, word);
-                prev_word = word;
-                if starts_with_ci(word, b"set_config")
-                    || starts_with_ci(word, b"pg_advisory")
-                    || starts_with_ci(word, b"pg_try_advisory")
-                {
-                    look.session_function = true;
+                // Only words starting with t or p can make a temporary object or be a session
+                // function (set_config, pg_advisory_*): one test for most words.
+                if matches!(word[0] | 0x20, b't' | b'p' | b's') {
+                    look.session_word |= creates_temp_object(prev_word, word);
+                    look.session_function |= starts_with_ci(word, b"set_config")
+                        || starts_with_ci(word, b"pg_advisory")
+                        || starts_with_ci(word, b"pg_try_advisory");
                 }
+                prev_word = word;
                 continue;
             }
             _ if c.is_ascii_whitespace() => {}
@@ -187,10 +188,11 @@ pub fn quick_look(sql: &str) -> QuickLook {
 /// count, so reads of it stay unparsed; naming pg_temp in a read merely costs a parse.
 fn creates_temp_object(prev: &[u8], word: &[u8]) -> bool {
     let is = |w: &[u8], k: &str| w.eq_ignore_ascii_case(k.as_bytes());
-    let temp_keyword = is(word, "temp") || is(word, "temporary");
-    // CREATE [GLOBAL | LOCAL] TEMP, INTO TEMP.
-    let after_creating_word = ["into", "create", "global", "local"].iter().any(|k| is(prev, k));
-    temp_keyword && after_creating_word || is(word, "pg_temp") || starts_with_ci(word, b"pg_temp_")
+    if is(word, "temp") || is(word, "temporary") {
+        // CREATE [GLOBAL | LOCAL] TEMP, INTO TEMP.
+        return ["into", "create", "global", "local"].iter().any(|k| is(prev, k));
+    }
+    is(word, "pg_temp") || starts_with_ci(word, b"pg_temp_")
 }
 
 /// A quoted identifier naming the temporary schema (quoted, the name is case-sensitive).
@@ -226,7 +228,7 @@ fn is_ident_start(c: u8) -> bool {
 }
 
 fn is_ident(c: u8) -> bool {
-    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+    crate::normalize::is_word(c)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
