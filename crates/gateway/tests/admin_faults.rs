@@ -466,3 +466,31 @@ async fn console_numbers_are_typed_as_integers() {
     assert_eq!(type_of(&databases, "pool_size"), 20, "{databases:?}");
     gw.shutdown().await;
 }
+
+/// A reload that changes a database's servers keeps its clients, as PgBouncer does: a client
+/// between transactions goes on with the new servers, one inside a transaction finishes it on
+/// the server it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_databases_servers_keeps_its_clients() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    write_sized_config(&path, &pg, 3);
+    let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
+    let idle = connect(&gw).await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    let in_transaction = connect(&gw).await;
+    in_transaction.batch_execute("CREATE TABLE reload_t(x int); BEGIN; INSERT INTO reload_t VALUES (1)").await.unwrap();
+    // The same server under another spelling of its URL: a new server list for pgpilot.
+    let text = std::fs::read_to_string(&path).unwrap().replace("postgres://", "postgresql://");
+    std::fs::write(&path, text).unwrap();
+    gw.reload().unwrap();
+    in_transaction.batch_execute("INSERT INTO reload_t VALUES (2); COMMIT").await.expect("the transaction was cut");
+    for i in 0..3 {
+        let n: i64 = idle.query_one("SELECT count(*) FROM reload_t", &[]).await.expect("the client was dropped").get(0);
+        assert_eq!(n, 2, "round {i}");
+        let n: i64 = in_transaction.query_one("SELECT count(*) FROM reload_t", &[]).await.unwrap().get(0);
+        assert_eq!(n, 2);
+    }
+    gw.shutdown().await;
+}

@@ -329,6 +329,9 @@ impl Session {
                     }
                 }
                 Err(CheckoutError::Rerouted) => continue,
+                Err(CheckoutError::Closed) if self.follow_reconfigured_database() => {
+                    self.db.wait_roles_checked().await;
+                }
                 Err(CheckoutError::ClientGone) => return Err(Ending::ClientGone),
                 Err(e) if replica && !e.is_login_refusal() => {
                     let ban = self.db.routing.load().ban_time.get().as_millis() as u64;
@@ -338,6 +341,22 @@ impl Session {
             }
         }
         Err(Ending::Fatal(super::welcome::checkout_error(CheckoutError::Closed, &self.db.name)))
+    }
+
+    /// The client's database was reconfigured by a reload (its servers changed) and its pools
+    /// retired: the client carries on with the database as it is now, as PgBouncer's clients do.
+    /// False when the database is gone.
+    fn follow_reconfigured_database(&mut self) -> bool {
+        let Ok((db, pools)) = self.shared.pools_for(&self.db.name, &self.user) else { return false };
+        if Arc::ptr_eq(&db, &self.db) {
+            return false;
+        }
+        tracing::info!(client = %self.reg.info.addr, database = %db.name, "the database's servers changed: the client goes on with the new ones");
+        let application_name = self.reg.info.application_name.lock().clone();
+        self.tag = super::replica_tag(&db, &self.user, &application_name);
+        self.db = db;
+        self.pools = pools;
+        true
     }
 
     /// The request at the front was cancelled before any server saw it: it is dropped (a simple
