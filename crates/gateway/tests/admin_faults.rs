@@ -480,17 +480,53 @@ async fn a_reload_that_changes_a_databases_servers_keeps_its_clients() {
     let idle = connect(&gw).await;
     idle.simple_query("SELECT 1").await.unwrap();
     let in_transaction = connect(&gw).await;
-    in_transaction.batch_execute("CREATE TABLE reload_t(x int); BEGIN; INSERT INTO reload_t VALUES (1)").await.unwrap();
+    in_transaction
+        .batch_execute("CREATE TABLE reload_t(x int); BEGIN; INSERT INTO reload_t VALUES (1)")
+        .await
+        .unwrap();
     // The same server under another spelling of its URL: a new server list for pgpilot.
     let text = std::fs::read_to_string(&path).unwrap().replace("postgres://", "postgresql://");
     std::fs::write(&path, text).unwrap();
     gw.reload().unwrap();
-    in_transaction.batch_execute("INSERT INTO reload_t VALUES (2); COMMIT").await.expect("the transaction was cut");
+    in_transaction
+        .batch_execute("INSERT INTO reload_t VALUES (2); COMMIT")
+        .await
+        .expect("the transaction was cut");
     for i in 0..3 {
-        let n: i64 = idle.query_one("SELECT count(*) FROM reload_t", &[]).await.expect("the client was dropped").get(0);
+        let n: i64 = idle
+            .query_one("SELECT count(*) FROM reload_t", &[])
+            .await
+            .expect("the client was dropped")
+            .get(0);
         assert_eq!(n, 2, "round {i}");
         let n: i64 = in_transaction.query_one("SELECT count(*) FROM reload_t", &[]).await.unwrap().get(0);
         assert_eq!(n, 2);
     }
+    gw.shutdown().await;
+}
+
+/// Clients held by PAUSE count in SHOW POOLS' maxwait like clients waiting for a server: a PAUSE
+/// forgotten for minutes must trip the max-wait alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_held_by_pause_show_their_wait_in_maxwait() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    admin(&gw, "PAUSE postgres");
+    let held = tokio::spawn(async move { c.query_one("SELECT 42", &[]).await.map(|r| r.get::<_, i32>(0)) });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pools = console_rows(&gw, "SHOW POOLS", "postgres|postgres|");
+    let wait_us = pools[0][13].parse::<u64>().unwrap() * 1_000_000 + pools[0][14].parse::<u64>().unwrap();
+    assert_eq!(pools[0][3], "1", "cl_waiting: {pools:?}");
+    assert!(wait_us >= 1_000_000, "maxwait of a paused client: {wait_us} µs");
+    admin(&gw, "RESUME postgres");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap().unwrap(), 42);
+    let pools = console_rows(&gw, "SHOW POOLS", "postgres|postgres|");
+    assert_eq!(
+        (pools[0][3].as_str(), pools[0][13].as_str(), pools[0][14].as_str()),
+        ("0", "0", "0"),
+        "{pools:?}"
+    );
     gw.shutdown().await;
 }

@@ -793,7 +793,8 @@ async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1");
     // All in one write, the Parse of a text the server holds already (pgpilot answers it itself).
     let pipeline =
-        [parse_named("", "SELECT 1/0"), bind_execute(""), parse_named("d", "SELECT 1"), sync.clone()].concat();
+        [parse_named("", "SELECT 1/0"), bind_execute(""), parse_named("d", "SELECT 1"), sync.clone()]
+            .concat();
     c.write_all(&pipeline).await.unwrap();
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "error 22012");
     c.write_all(&[bind_execute("d"), sync.clone()].concat()).await.unwrap();
@@ -1225,9 +1226,10 @@ async fn a_protocol_bind_of_a_sql_prepared_name_runs_the_clients_own_statement()
             .into_iter()
             .filter_map(|(tag, body)| match tag {
                 b'D' => Some(String::from_utf8_lossy(&body[6..]).into_owned()),
-                b'E' => body.split(|&b| b == 0).find_map(|field| field.strip_prefix(b"C")).map(|code| {
-                    format!("error {}", String::from_utf8_lossy(code))
-                }),
+                b'E' => body
+                    .split(|&b| b == 0)
+                    .find_map(|field| field.strip_prefix(b"C"))
+                    .map(|code| format!("error {}", String::from_utf8_lossy(code))),
                 _ => None,
             })
             .collect()

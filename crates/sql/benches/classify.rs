@@ -101,7 +101,9 @@ fn lexical(c: &mut Criterion) {
     let mut group = c.benchmark_group("lexical");
     let mut text = String::new();
     for (name, sql) in [("select", select), ("update", update)] {
-        group.bench_function(format!("quick_look_{name}"), |b| b.iter(|| pgpilot_sql::quick_look(black_box(sql))));
+        group.bench_function(format!("quick_look_{name}"), |b| {
+            b.iter(|| pgpilot_sql::quick_look(black_box(sql)))
+        });
         group.bench_function(format!("normalize_{name}"), |b| {
             b.iter(|| pgpilot_sql::normalize::normalize_into(black_box(sql), false, &mut text).0)
         });

@@ -222,11 +222,8 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                 }
                 out.token(&sql[i..end], true);
                 let word = &sql[i..end];
-                out.prev = if is_keyword_before_value(word.as_bytes()) {
-                    Prev::Operator
-                } else {
-                    Prev::Operand
-                };
+                out.prev =
+                    if is_keyword_before_value(word.as_bytes()) { Prev::Operator } else { Prev::Operand };
                 i = end;
                 if word.eq_ignore_ascii_case("in") {
                     if let Some((items, list_end)) = constant_list(b, i) {

@@ -28,6 +28,9 @@ struct PoolState {
     /// Connections checked out by clients.
     active: usize,
     opening: usize,
+    /// Clients held by a PAUSE (not in `waiters`), and since when the first of them has waited.
+    paused: usize,
+    paused_since: Option<Instant>,
 }
 
 #[derive(Debug, Error)]
@@ -107,6 +110,21 @@ pub struct WaitingClient<'a> {
 impl Drop for WaitingClient<'_> {
     fn drop(&mut self) {
         self.pool.waiting_clients.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A client held by a PAUSE, counted in cl_waiting and in maxwait until it is dropped.
+pub struct PausedClient<'a> {
+    waiting: WaitingClient<'a>,
+}
+
+impl Drop for PausedClient<'_> {
+    fn drop(&mut self) {
+        let mut s = self.waiting.pool.state.lock();
+        s.paused -= 1;
+        if s.paused == 0 {
+            s.paused_since = None;
+        }
     }
 }
 
@@ -211,8 +229,26 @@ impl Pool {
             total: s.total,
             waiting: self.waiting_clients.load(Relaxed),
             used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
-            max_wait: s.waiters.oldest().map(|since| since.elapsed()).unwrap_or_default(),
+            // The paused clients' wait counts from the first of them still paused: they are let
+            // go together at RESUME (or one by one at query_wait_timeout, the oldest first).
+            max_wait: s
+                .waiters
+                .oldest()
+                .into_iter()
+                .chain(s.paused_since)
+                .min()
+                .map(|since| since.elapsed())
+                .unwrap_or_default(),
         }
+    }
+
+    /// Counts a client held by a PAUSE until the returned guard is dropped.
+    pub fn count_paused(&self) -> PausedClient<'_> {
+        let waiting = self.count_waiting();
+        let mut s = self.state.lock();
+        s.paused += 1;
+        s.paused_since.get_or_insert_with(Instant::now);
+        PausedClient { waiting }
     }
 
     /// Counts a client among this pool's waiters until the returned guard is dropped.

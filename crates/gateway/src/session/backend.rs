@@ -441,7 +441,6 @@ fn read_back_settings(
     }
 }
 
-
 /// Undoes the bookkeeping of a request the server failed or skipped; returns the hash and client
 /// name of a named statement whose Parse did not happen.
 fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) -> Option<(u64, Box<[u8]>)> {

@@ -357,7 +357,7 @@ impl Session {
         let deadline = limit.map(|t| Instant::now() + t);
         let mut global = self.shared.paused.subscribe();
         let mut local = self.db.paused.subscribe();
-        let _counted = pool.count_waiting();
+        let _counted = pool.count_paused();
         let mut waited = Ok(());
         while *global.borrow_and_update() || *local.borrow_and_update() {
             tokio::select! {
