@@ -712,3 +712,50 @@ async fn a_shared_limit_closes_another_pools_idle_server_for_a_waiting_client() 
     );
     gw.shutdown().await;
 }
+
+/// A server that does not answer is tried once at a time per pool, at growing intervals, not by
+/// every waiting client on its own (a storm of connects and log lines while the primary is down);
+/// the waiting clients get the server's failure when their wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_answer_is_tried_once_at_a_time() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let pg = Cluster::start();
+    // Accepts and hangs up at once: a server that is going away.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = dead.local_addr().unwrap().port();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = dead.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            drop(s);
+        }
+    });
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 5;
+    config.pgpilot.query_wait_timeout = Secs::from_secs(2);
+    config.databases.get_mut("postgres").unwrap().primary =
+        format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let gw = start(config).await;
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        let info = conninfo(&gw, "postgres", "postgres");
+        clients.push(tokio::spawn(async move {
+            let c = try_connect(&info).await?;
+            c.simple_query("SELECT 1").await.map(|_| ())
+        }));
+    }
+    for c in clients {
+        assert!(c.await.unwrap().is_err(), "a query ran on a server that hangs up");
+    }
+    let elapsed = started.elapsed();
+    let n = attempts.load(Ordering::Relaxed);
+    // The pool's five openers at once, then one attempt at 0.1, 0.3, 0.7 and 1.5 s, and the
+    // health monitor's once a second: about eleven, whatever the number of waiting clients (each
+    // opener retrying on its own, and the monitor every 100 ms, made 40).
+    assert!(n <= 14, "{n} connection attempts in {elapsed:?} from 10 waiting clients");
+    assert!(n >= 2, "the server was not retried: {n} attempts");
+    gw.shutdown().await;
+}

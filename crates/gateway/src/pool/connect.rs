@@ -66,6 +66,10 @@ pub enum ConnectError {
     NoSecret { addr: String, user: String, method: &'static str },
     #[error("protocol error from server {addr}: {why}")]
     Protocol { addr: String, why: String },
+    /// The server did not answer the pool's last attempt, and the next is not due before the
+    /// client's wait ends.
+    #[error("{last} (retrying at growing intervals)")]
+    StillFailing { last: String },
 }
 
 impl ConnectError {

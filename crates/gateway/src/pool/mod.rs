@@ -1,5 +1,6 @@
 //! Server connections and the pools that hold them.
 
+mod backoff;
 pub mod check;
 pub mod connect;
 pub mod limits;

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::backoff::Turn;
 use super::connect::{connect, ConnectError, ServerSecret, ServerTarget};
 use super::limits::PoolLimits;
 use super::server::{ServerConn, Slot};
@@ -95,6 +96,8 @@ pub struct Pool {
     /// monitor waits server_login_retry before trying again (clients are not held back: a
     /// client's SCRAM login can bring the key).
     secret_missing_at: Mutex<Option<Instant>>,
+    /// One connection attempt at a time while the server does not answer.
+    backoff: super::backoff::ConnectBackoff,
     /// Clients waiting for a server of this pool (or out a PAUSE), queued or not.
     waiting_clients: std::sync::atomic::AtomicUsize,
     state: Mutex<PoolState>,
@@ -212,6 +215,7 @@ impl Pool {
             login_refused: Mutex::new(None),
             opening_paused_until: Mutex::new(None),
             secret_missing_at: Mutex::new(None),
+            backoff: Default::default(),
             waiting_clients: Default::default(),
             state: Mutex::new(PoolState::default()),
         });
@@ -496,11 +500,23 @@ impl Pool {
     ) -> Result<Option<Box<ServerConn>>, CheckoutError> {
         // Every way out but success gives the permit back, a cancelled connect included.
         let permit = OpenPermit(self);
-        let mut backoff = Duration::from_millis(100);
         if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
             return Err(CheckoutError::Connect(refused));
         }
         loop {
+            let ticket = match self.backoff.turn() {
+                Turn::Now(ticket) => ticket,
+                Turn::After(at, last) => {
+                    if deadline.is_some_and(|d| at >= d) || self.is_retired() {
+                        return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
+                    }
+                    self.backoff.wait(at).await;
+                    if !still_wanted() {
+                        return Err(CheckoutError::Rerouted);
+                    }
+                    continue;
+                }
+            };
             let secret = self.secrets.secret_for(&self.target);
             let connector = self.connector.load_full();
             let result = connect(
@@ -513,6 +529,7 @@ impl Pool {
             .await;
             match result {
                 Ok(connected) => {
+                    self.backoff.succeeded();
                     if self.startup_params.load().is_none() {
                         self.startup_params.store(Some(Arc::new(connected.params.clone())));
                     }
@@ -534,16 +551,14 @@ impl Pool {
                             retry = ?settings.login_retry, "server refused a new connection; using the open ones until server_login_retry");
                         return Ok(None);
                     }
-                    let retry_at = Instant::now() + backoff;
-                    if e.is_permanent() || deadline.is_some_and(|d| retry_at >= d) || self.is_retired() {
+                    if e.is_permanent() {
+                        return Err(CheckoutError::Connect(e));
+                    }
+                    self.backoff.failed(ticket, e.to_string(), settings.login_retry);
+                    if deadline.is_some_and(|d| Instant::now() >= d) || self.is_retired() {
                         return Err(CheckoutError::Connect(e));
                     }
                     tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e, "server connection failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    if !still_wanted() {
-                        return Err(CheckoutError::Rerouted);
-                    }
-                    backoff = (backoff * 2).min(settings.login_retry.max(Duration::from_millis(100)));
                 }
             }
         }
@@ -611,8 +626,9 @@ impl Pool {
             super::connect::MONITOR_APPLICATION_NAME,
         )
         .await;
-        if let Err(e) = &result {
-            self.remember_refusal(e);
+        match &result {
+            Ok(_) => self.backoff.succeeded(),
+            Err(e) => self.remember_refusal(e),
         }
         result
     }
@@ -662,6 +678,12 @@ impl Pool {
         let stale = conn.generation < self.generation.load(Relaxed);
         let too_old = settings.lifetime.is_some_and(|l| now.duration_since(conn.created) >= l);
         if stale || self.is_retired() || too_old {
+            let reason = match (stale, too_old) {
+                (true, _) => "RECONNECT",
+                (_, true) => "server_lifetime",
+                _ => "database reconfigured",
+            };
+            self.log_close(&conn, reason);
             self.state.lock().active -= 1;
             conn.terminate();
             return;
@@ -704,10 +726,14 @@ impl Pool {
         closing.into_iter().for_each(|c| c.terminate());
     }
 
-    /// Drops a checked-out connection that must not be reused (broken, or left mid-transaction).
-    pub fn discard(&self, conn: Box<ServerConn>, reason: &str) {
+    fn log_close(&self, conn: &ServerConn, reason: &str) {
         tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
             server_id = conn.id, reason, "closing server connection");
+    }
+
+    /// Drops a checked-out connection that must not be reused (broken, or left mid-transaction).
+    pub fn discard(&self, conn: Box<ServerConn>, reason: &str) {
+        self.log_close(&conn, reason);
         self.state.lock().active -= 1;
         conn.terminate();
     }
@@ -759,11 +785,14 @@ impl Pool {
             let too_idle =
                 settings.idle_timeout.is_some_and(|t| c.last_used.elapsed() >= t) && keep > settings.min_size;
             let closed = c.sock.has_pending_input();
-            if closed {
-                tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
-                    server_id = c.id, "server closed the connection while idle");
-            }
-            if too_old || too_idle || closed {
+            let reason = match (closed, too_old, too_idle) {
+                (true, _, _) => Some("closed by the server while idle"),
+                (_, true, _) => Some("server_lifetime"),
+                (_, _, true) => Some("server_idle_timeout"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                self.log_close(c, reason);
                 expired.push(s.idle.remove(i));
                 keep -= 1;
             } else {
@@ -793,6 +822,8 @@ impl Pool {
         match self.open(&settings, Some(Instant::now()), &|| true).await {
             Ok(Some(conn)) => self.release(conn),
             Ok(None) => {}
+            // The attempt that failed said so already.
+            Err(CheckoutError::Connect(ConnectError::StillFailing { .. })) => {}
             Err(e) => {
                 tracing::warn!(database = %self.id.database, server = %self.id.server, error = %e, "min_pool_size: could not open a server connection")
             }

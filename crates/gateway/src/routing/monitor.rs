@@ -44,6 +44,9 @@ struct Reading {
 struct DatabaseMonitor {
     db: Arc<Database>,
     probes: Vec<Option<Probe>>,
+    /// When connecting a server's probe last failed: a server that does not answer is asked
+    /// again once per health_check_interval, not at every lag round.
+    connect_failed: Vec<Option<Instant>>,
     catalog_loaded: Option<Instant>,
     /// When the relation catalog (for the result cache) was last read.
     relations_loaded: Option<Instant>,
@@ -89,6 +92,7 @@ pub async fn run(shared: Arc<Shared>) {
                 monitors.push(DatabaseMonitor {
                     db: db.clone(),
                     probes: db.backends.iter().map(|_| None).collect(),
+                    connect_failed: db.backends.iter().map(|_| None).collect(),
                     catalog_loaded: None,
                     relations_loaded: None,
                     history: Default::default(),
@@ -186,15 +190,25 @@ impl DatabaseMonitor {
         pick: impl Fn(usize) -> bool,
     ) -> Vec<(Arc<Backend>, u64, Result<Reading, CheckError>)> {
         let sent = now_ms();
+        let every = self.db.routing.load().health_check_interval.get();
         let checks = self
             .probes
             .iter_mut()
+            .zip(self.connect_failed.iter_mut())
             .zip(self.db.backends.iter())
             .zip(set.pools.iter())
             .filter(|((_, backend), _)| pick(backend.index))
-            .map(|((probe, backend), pool)| {
+            .map(|(((probe, failed_at), backend), pool)| {
                 let pool = pool.clone();
-                async move { (backend.clone(), sent, check(probe, &pool, timeout).await) }
+                async move {
+                    let result = match failed_at.filter(|at| at.elapsed() < every) {
+                        Some(_) => {
+                            Err(CheckError::Server("health check: the server did not answer".to_string()))
+                        }
+                        None => check(probe, failed_at, &pool, timeout).await,
+                    };
+                    (backend.clone(), sent, result)
+                }
             });
         futures::future::join_all(checks).await
     }
@@ -382,6 +396,7 @@ enum CheckError {
 
 async fn check(
     slot: &mut Option<Probe>,
+    failed_at: &mut Option<Instant>,
     pool: &crate::pool::Pool,
     timeout: Duration,
 ) -> Result<Reading, CheckError> {
@@ -389,13 +404,21 @@ async fn check(
         if pool.login_recently_refused() {
             return Err(CheckError::LoginRefusedLately);
         }
-        let connected = tokio::time::timeout(timeout, pool.connect_unpooled())
-            .await
-            .map_err(|_| CheckError::Server("health check: connect timed out".to_string()))?;
-        let connected = connected.map_err(|e| match e.refuses_login() || e.lacks_secret() {
-            true => CheckError::Credentials(e.to_string()),
-            false => CheckError::Server(e.to_string()),
-        })?;
+        let connected = match tokio::time::timeout(timeout, pool.connect_unpooled()).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(e)) if e.refuses_login() || e.lacks_secret() => {
+                return Err(CheckError::Credentials(e.to_string()))
+            }
+            Ok(Err(e)) => {
+                *failed_at = Some(Instant::now());
+                return Err(CheckError::Server(e.to_string()));
+            }
+            Err(_) => {
+                *failed_at = Some(Instant::now());
+                return Err(CheckError::Server("health check: connect timed out".to_string()));
+            }
+        };
+        *failed_at = None;
         *slot = Some(Probe { sock: connected.sock, buf: connected.buf });
     }
     let probe = slot.as_mut().expect("connected above");
