@@ -33,14 +33,17 @@ impl PoolSet {
         self.pools.iter()
     }
 
-    /// Clients to show against server `i`'s pool: every logged-in client on the primary's row (as
-    /// PgBouncer shows cl_active), the clients linked right now on a replica's.
+    /// Clients to show against server `i`'s pool: the clients linked right now on a replica's row,
+    /// every other logged-in client on the primary's (as PgBouncer shows cl_active), so that the
+    /// rows add up to the clients there are.
     pub fn clients_of(&self, db: &Database, i: usize) -> usize {
-        if i == db.primary_index() {
-            self.clients.load(Relaxed)
-        } else {
-            self.pools[i].counts().active
+        let primary = db.primary_index();
+        if i != primary {
+            return self.pools[i].counts().active;
         }
+        let on_replicas: usize =
+            self.pools.iter().enumerate().filter(|(j, _)| *j != primary).map(|(_, p)| p.counts().active).sum();
+        self.clients.load(Relaxed).saturating_sub(on_replicas)
     }
 }
 

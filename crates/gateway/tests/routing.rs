@@ -422,6 +422,16 @@ async fn replica_groups_keep_analytics_apart() {
         let p: i32 = later.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&analytics), "the name set later did not route");
     }
+    // A client inside a read-only transaction on a replica counts on that replica's row of SHOW
+    // POOLS only: the rows add up to the three clients there are.
+    app.batch_execute("BEGIN READ ONLY; SELECT 1").await.unwrap();
+    let pools = psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
+    let rows: Vec<Vec<&str>> =
+        pools.lines().filter(|l| l.starts_with("postgres|")).map(|l| l.split('|').collect()).collect();
+    let active: Vec<usize> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert_eq!(active.iter().sum::<usize>(), 3, "cl_active over the rows: {pools}");
+    assert!(rows.iter().any(|r| r[17] == "replica" && r[2] == "1"), "{pools}");
+    app.batch_execute("COMMIT").await.unwrap();
     gw.shutdown().await;
 }
 
