@@ -417,6 +417,10 @@ async fn graceful_shutdown_lets_transactions_finish() {
         .await
         .is_err());
     c.batch_execute("INSERT INTO t VALUES (2); COMMIT").await.unwrap();
+    // The client's next statement, right behind its transaction, is answered with 57P01: an error
+    // sent while a client is idle is lost to most drivers (libpq: "server closed the connection").
+    let next = c.batch_execute("BEGIN").await.expect_err("a transaction began during shutdown");
+    assert_eq!(sqlstate(&next).as_deref(), Some("57P01"), "{next}");
     tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
 }

@@ -391,6 +391,12 @@ impl Session {
     /// Waits for more client bytes while no server is attached.
     async fn wait_for_input(&mut self) -> Result<(), Ending> {
         if self.reg.info.close_requested() {
+            // A client at work sends its next request within moments: the error then answers
+            // that request, which drivers report with its SQLSTATE. Sent to an idle client it is
+            // mostly lost (libpq: "server closed the connection unexpectedly").
+            if self.buf.is_empty() && !self.reg.info.kill_requested() {
+                let _ = tokio::time::timeout(NEXT_REQUEST_WAIT, self.sock.read_into(&mut self.buf)).await;
+            }
             return Err(Ending::Fatal(PgError::fatal(
                 SqlState::ADMIN_SHUTDOWN,
                 "pgpilot is closing this connection",
@@ -484,6 +490,10 @@ impl Session {
         }
     }
 }
+
+/// How long a client between transactions that is to be closed (shutdown, a removed database)
+/// has to send its next request, which is then answered with the error.
+const NEXT_REQUEST_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a client told a FATAL error may keep sending before its socket is closed anyway.
 const FATAL_LINGER: Duration = Duration::from_secs(1);
