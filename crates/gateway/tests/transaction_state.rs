@@ -1261,3 +1261,31 @@ async fn a_protocol_bind_of_a_sql_prepared_name_runs_the_clients_own_statement()
     assert_eq!(ask(&mut a, query_message("EXECUTE s")).await, ["from A"]);
     gw.shutdown().await;
 }
+
+/// asyncpg's prepare(): Parse, Describe and Flush, with the Sync only when the statement runs.
+/// The server is not held meanwhile: with a pool of one, another client's query runs while the
+/// statement waits, and the statement then runs on whichever server is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_without_sync_does_not_hold_its_server() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut a = raw_login(addr(&gw)).await;
+    let prepare = [parse_named("s1", "SELECT 41 + 1"), message(b'D', b"Ss1\0"), message(b'H', &[])].concat();
+    a.write_all(&prepare).await.unwrap();
+    let described = read_until_tag(&mut a, b'T').await;
+    let tags: Vec<u8> = backend_messages(&described).iter().map(|(t, _)| *t).filter(|t| *t != b'S').collect();
+    assert_eq!(tags, [b'1', b't', b'T']);
+    let b = connect(&gw).await;
+    let other = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1")).await;
+    assert!(other.is_ok_and(|r| r.is_ok()), "the only server stayed with the prepared, unsynced statement");
+    // The client's own Sync ends the batch it began: answered, and the statement runs after it.
+    a.write_all(&message(b'S', &[])).await.unwrap();
+    let ready = read_until_ready(&mut a).await;
+    assert_eq!(backend_messages(&ready).iter().map(|(t, _)| *t).collect::<Vec<_>>(), [b'Z']);
+    a.write_all(&[bind_execute("s1"), message(b'S', &[])].concat()).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut a).await), "42");
+    a.write_all(&[bind_execute("s1"), message(b'S', &[])].concat()).await.unwrap();
+    assert_eq!(first_value_or_error(&read_until_ready(&mut a).await), "42");
+    gw.shutdown().await;
+}

@@ -74,6 +74,19 @@ pub struct Batch {
     pub observed: Option<Box<Observed>>,
 }
 
+impl Batch {
+    /// Whether the batch has no effect to apply at its end.
+    pub fn is_empty(&self) -> bool {
+        self.settings.is_empty()
+            && self.prepares.is_empty()
+            && !self.discard_all
+            && !self.reset_all
+            && !self.deallocate_all
+            && self.pins.is_none()
+            && self.observed.is_none()
+    }
+}
+
 impl Reply {
     /// Whether a message with this tag ends the answer (ErrorResponse is handled apart).
     pub fn ends_with(&self, tag: u8) -> bool {

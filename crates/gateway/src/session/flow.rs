@@ -120,6 +120,9 @@ pub(super) struct Flow {
     pub(super) max_prepared: usize,
     /// The server is in COPY IN and the client has not ended it yet.
     pub(super) copy_in_open: bool,
+    /// The unsynced batch only prepares and describes statements (Parse, Describe and Close of
+    /// statements, Flush): no portal, nothing run. See `end_describe_batch`.
+    pub(super) describe_only: bool,
     /// An ErrorResponse arrived since the last ReadyForQuery.
     pub(super) batch_failed: bool,
     /// An extended-protocol statement failed and the client's Sync has not come yet: the server
@@ -194,6 +197,7 @@ impl Flow {
             track_session: rewrite,
             max_prepared,
             copy_in_open: false,
+            describe_only: true,
             batch_failed: false,
             server_skipping: false,
             settings_to_read: Vec::new(),
@@ -257,6 +261,34 @@ impl Flow {
             && self.client_pass == 0
             && self.server_pass == 0
             && self.to_server.is_empty()
+    }
+
+    /// asyncpg prepares with Parse, Describe and Flush, and sends its Sync only with the Bind and
+    /// Execute that use the statement, maybe much later: until then the server holds an implicit
+    /// transaction open for it, and a pool of such clients is used up by statements prepared and
+    /// not yet run. Once such a batch is answered without error, outside a transaction, and the
+    /// client has nothing more on the way, pgpilot ends it with a Sync of its own and lets the
+    /// server go: the statements live on in pgpilot's registry, and the client's own Sync is
+    /// answered by pgpilot.
+    fn may_end_describe_batch(&self, s: &Session) -> bool {
+        self.unsynced
+            && self.describe_only
+            && self.rewrite
+            && !self.batch_failed
+            && !self.server_skipping
+            && s.status == TxnStatus::Idle
+            && s.pinned.is_none()
+            && s.buf.is_empty()
+            && self.batch.is_empty()
+            && self.expected.is_empty()
+            && self.to_server.is_empty()
+            && self.to_client.is_empty()
+    }
+
+    fn end_describe_batch(&mut self) {
+        pgpilot_wire::frontend::sync(&mut self.to_server);
+        self.expected.push(Expect::Injected(Reply::Sync(Batch::default())));
+        self.unsynced = false;
     }
 
     fn releasable(&self, s: &Session) -> bool {
@@ -446,6 +478,10 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
         }
         if flow.releasable(s) {
             return Exit::Release;
+        }
+        if flow.may_end_describe_batch(s) {
+            flow.end_describe_batch();
+            continue;
         }
         if flow.step_out && flow.expected.is_empty() && flow.to_client.is_empty() && flow.to_server.is_empty()
         {

@@ -39,6 +39,12 @@ impl Flow {
             }
         }
         let body = &msg[5..];
+        self.describe_only = match tag {
+            b'S' => true,
+            b'P' | b'H' => self.describe_only,
+            b'D' | b'C' => self.describe_only && body.first() == Some(&b'S'),
+            _ => false,
+        };
         self.record_for_replan(s, server, tag, msg);
         if self.cache_on {
             self.note_writes(s, tag, body);
