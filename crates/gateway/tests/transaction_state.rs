@@ -461,6 +461,22 @@ async fn set_config_values_are_replayed_as_set_config_takes_them() {
     drop(c);
     let fresh = connect(&gw).await;
     assert_eq!(show(&fresh, "default_transaction_isolation").await, "read committed");
+    // A set_config that never runs sets nothing, here or on the client's next server.
+    for never in [
+        "SELECT set_config('work_mem', '34MB', false) WHERE false",
+        "SELECT CASE WHEN 1 = 2 THEN set_config('work_mem', '35MB', false) END",
+    ] {
+        fresh.simple_query(never).await.unwrap();
+        assert_eq!(show(&fresh, "work_mem").await, "4MB", "{never}");
+        assert_eq!(on_another_server(&gw, &fresh, "work_mem").await, "4MB", "{never}");
+    }
+    // asyncpg's type lookup sets jit with a bound value: the client is not pinned, and the value
+    // goes with it to its next server.
+    let jit = fresh.prepare("SELECT set_config('jit', $1, false)").await.unwrap();
+    fresh.query_one(&jit, &[&"off"]).await.unwrap();
+    assert_eq!(on_another_server(&gw, &fresh, "jit").await, "off");
+    let pinned = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert!(!pinned.contains("dynamic_set_config"), "{pinned}");
     gw.shutdown().await;
 }
 

@@ -389,7 +389,9 @@ pub enum SetAction {
         value: String,
     },
     /// set_config(name, value, ...): `value` is the plain string, as set_config takes it (a list
-    /// such as `a, public` is one string here, which `SET name = 'a, public'` would not mean).
+    /// such as `a, public` is one string here, which `SET name = 'a, public'` would not mean);
+    /// empty when computed at run time (a parameter, an expression). Whether the call ran at all
+    /// (`WHERE false`, a CASE branch) only the server knows: its value is read back from there.
     SetConfig {
         name: String,
         value: String,

@@ -86,10 +86,19 @@ fn set_and_reset_keep_replayable_values() {
     let SetAction::Set { name, value } = &tz.settings[0].action else { panic!("{tz:?}") };
     assert_eq!(name, "timezone");
     assert!(value.to_lowercase().starts_with("interval '+02:00' hour to minute"), "{value}");
+    // A value known only at run time: the setting is named (its value is read back from the
+    // server); a name not written out is not even that.
+    let computed = analyze("SELECT set_config('app.user', $1, false)");
+    assert!(computed.session_effects.is_empty(), "{computed:?}");
     assert_eq!(
-        analyze("SELECT set_config('app.user', $1, false)").session_effects,
-        vec![E::SetConfigDynamic]
+        computed.settings,
+        vec![SetCommand {
+            scope: Session,
+            action: SetAction::SetConfig { name: "app.user".into(), value: String::new() }
+        }]
     );
+    assert_eq!(analyze("SELECT set_config($1, 'x', false)").session_effects, vec![E::SetConfigDynamic]);
+    assert_eq!(analyze("SELECT set_config('a.b', 'x', $1)").session_effects, vec![E::SetConfigDynamic]);
 }
 
 #[test]

@@ -372,11 +372,17 @@ impl Flow {
                     // The server has its own default now (a reported one was just reported).
                     server.params.apply(cmd);
                 }
+                // set_config may not have run (WHERE false, a CASE branch not taken) or have run
+                // with a value computed at run time: the server says what it holds.
+                SetAction::SetConfig { name, .. } if !is_reported(name) => {
+                    s.search_path_in_flux |= name.eq_ignore_ascii_case("search_path");
+                    self.read_back_later(name);
+                }
                 _ if exact => {
                     s.params.apply(cmd);
                     server.params.apply(cmd);
                 }
-                SetAction::Set { name, .. } | SetAction::SetConfig { name, .. }
+                SetAction::Set { name, .. }
                     if !is_reported(name)
                         && !self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case(name)) =>
                 {

@@ -235,9 +235,11 @@ impl Collector {
             return;
         }
         let args: Vec<Option<&protobuf::a_const::Val>> = call.args.iter().map(const_of).collect();
+        // A value computed at run time (asyncpg's set_config('jit', $1, false)) is read back from
+        // the server, as every set_config's is: only a name not written out pins the session.
         let command = match args.as_slice() {
-            [Some(protobuf::a_const::Val::Sval(name)), Some(value), Some(protobuf::a_const::Val::Boolval(local))] => {
-                Some((name.sval.to_ascii_lowercase(), plain_const(value), local.boolval))
+            [Some(protobuf::a_const::Val::Sval(name)), value, Some(protobuf::a_const::Val::Boolval(local))] => {
+                Some((name.sval.to_ascii_lowercase(), value.map(plain_const).unwrap_or_default(), local.boolval))
             }
             _ => None,
         };
