@@ -36,9 +36,10 @@ from scenario_values import (
 
 
 class Client:
-    def __init__(self, c, listener_ready):
+    def __init__(self, c, listener_ready, all_prepared):
         self.c = c
         self.listener_ready = listener_ready
+        self.all_prepared = all_prepared
         self.zone = zone(c, False)
         self.conn = None
         self.notifications = asyncio.Queue()
@@ -49,6 +50,7 @@ class Client:
         try:
             await self.conn.execute(f"SET search_path TO client_{c}, public")
             await self.set_zone(False)
+            await self.prepared_before_use()
             if c == 0:
                 await self.conn.add_listener(LISTEN_CHANNEL, self.on_notification)
                 self.listener_ready.set()
@@ -62,6 +64,16 @@ class Client:
                 await self.conn.execute(f"NOTIFY {LISTEN_CHANNEL}, 'client-{c}'")
         finally:
             await self.conn.close()
+
+    async def prepared_before_use(self):
+        """Every client prepares, and only once all have does any run its statement: asyncpg's
+        prepare() sends no Sync until the statement runs, and its lookup of the varchar[] codec
+        sets jit with a bound value (set_config('jit', $1, false)); neither may keep a server
+        from the others (there are more clients than servers)."""
+        stmt = await self.conn.prepare("SELECT $1::varchar[] AS tags, $2::int AS client")
+        await asyncio.wait_for(self.all_prepared.wait(), 60)
+        row = await stmt.fetchrow(["a", f"c{self.c}"], self.c)
+        check(self.c, "prepared before use", (["a", f"c{self.c}"], self.c), (row["tags"], row["client"]))
 
     def on_notification(self, _conn, _pid, channel, payload):
         self.notifications.put_nowait((channel, payload))
@@ -197,11 +209,12 @@ async def main():
     start_watchdog("asyncpg")
     started = time.monotonic()
     listener_ready = asyncio.Event()
+    all_prepared = asyncio.Barrier(CLIENTS)
     failures = []
 
     async def run(c):
         try:
-            await Client(c, listener_ready).run()
+            await Client(c, listener_ready, all_prepared).run()
         except Exception as e:  # any driver error is a failure of the scenario too
             failures.append(failure(c, e))
         finally:
