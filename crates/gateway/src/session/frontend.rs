@@ -400,7 +400,12 @@ impl Flow {
         let client_name: Box<[u8]> = p.name.into();
         s.statements.named.insert(client_name.clone(), stmt.clone());
         self.unsynced = true;
-        if server.statements.touch(&stmt) {
+        // The server's copy answers for the Parse only where a stale copy (DDL since) can be
+        // prepared again unseen: outside a transaction, with nothing of the client's in flight
+        // ahead of it (a BEGIN may be). Elsewhere PostgreSQL plans the Parse afresh, and so must
+        // the server: pgJDBC's first execution inside a transaction failed with 0A000.
+        let quiet = s.status == pgpilot_wire::backend::TxnStatus::Idle && !self.expected.client_pending();
+        if quiet && server.statements.touch(&stmt) {
             self.expected
                 .push(Expect::Synthetic { bytes: PARSE_COMPLETE, on_skip: OnSkip::Forget(client_name) });
             return Ok(());
