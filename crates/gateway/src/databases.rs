@@ -41,8 +41,13 @@ impl PoolSet {
         if i != primary {
             return self.pools[i].counts().active;
         }
-        let on_replicas: usize =
-            self.pools.iter().enumerate().filter(|(j, _)| *j != primary).map(|(_, p)| p.counts().active).sum();
+        let on_replicas: usize = self
+            .pools
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != primary)
+            .map(|(_, p)| p.counts().active)
+            .sum();
         self.clients.load(Relaxed).saturating_sub(on_replicas)
     }
 }
@@ -218,6 +223,18 @@ impl Database {
 
     pub fn pool_sets(&self) -> Vec<Arc<PoolSet>> {
         self.pools.lock().values().cloned().collect()
+    }
+
+    /// Drops the pools of a user whose logins never reached the server (a name the server does
+    /// not know, let in by trust) once nobody uses them: a stream of unknown names must not grow
+    /// SHOW POOLS and memory without bound. Pools that ever had a server stay, with their counters.
+    pub fn drop_failed_pool_sets(&self) {
+        self.pools.lock().retain(|_, set| {
+            let never_connected = set.all().all(|p| {
+                p.counts().total == 0 && p.startup_params.load().is_none() && p.last_error.lock().is_some()
+            });
+            set.clients.load(Relaxed) > 0 || !never_connected
+        });
     }
 
     /// The pools for `server_user`, created on first use.

@@ -187,6 +187,7 @@ async fn janitor(shared: Arc<Shared>) {
         tick.tick().await;
         ticks += 1;
         for db in shared.databases.load().values() {
+            db.drop_failed_pool_sets();
             for set in db.pool_sets() {
                 for pool in set.all() {
                     pool.take_expired().into_iter().for_each(|c| c.terminate());

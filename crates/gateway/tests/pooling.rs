@@ -759,3 +759,25 @@ async fn a_server_that_does_not_answer_is_tried_once_at_a_time() {
     assert!(n >= 2, "the server was not retried: {n} attempts");
     gw.shutdown().await;
 }
+
+/// Logins under names the server does not know (let in by trust) leave no pools behind: a stream
+/// of unknown names must not grow SHOW POOLS and memory without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_of_users_the_server_refuses_are_dropped() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    // No user in the URL: each client logs in to the server as itself.
+    config.databases.get_mut("postgres").unwrap().primary =
+        format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    let gw = start(config).await;
+    connect(&gw).await.simple_query("SELECT 1").await.unwrap();
+    for i in 0..5 {
+        let refused = try_connect(&conninfo(&gw, &format!("ghost{i}"), "postgres")).await;
+        assert!(refused.is_err(), "ghost{i} logged in");
+    }
+    let pools = || psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
+    let gone = eventually(Duration::from_secs(5), || !pools().contains("ghost")).await;
+    assert!(gone, "{}", pools());
+    assert!(pools().contains("postgres|postgres|"), "the real user's pool went too: {}", pools());
+    gw.shutdown().await;
+}

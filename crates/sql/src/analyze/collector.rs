@@ -239,7 +239,11 @@ impl Collector {
         // the server, as every set_config's is: only a name not written out pins the session.
         let command = match args.as_slice() {
             [Some(protobuf::a_const::Val::Sval(name)), value, Some(protobuf::a_const::Val::Boolval(local))] => {
-                Some((name.sval.to_ascii_lowercase(), value.map(plain_const).unwrap_or_default(), local.boolval))
+                Some((
+                    name.sval.to_ascii_lowercase(),
+                    value.map(plain_const).unwrap_or_default(),
+                    local.boolval,
+                ))
             }
             _ => None,
         };
