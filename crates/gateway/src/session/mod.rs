@@ -58,7 +58,8 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     // must not get the timeout twice by stalling once in each.
     let deadline = tokio::time::Instant::now() + login_timeout;
     // Login is boxed so an idle session's task does not keep its size.
-    let opened = match tokio::time::timeout_at(deadline, startup::open(shared, sock)).await {
+    // The outer limit is for a TLS handshake that stalls (the packets are timed inside).
+    let opened = match tokio::time::timeout_at(deadline, startup::open(shared, sock, deadline)).await {
         Err(_) => return None,
         Ok(Ok(None)) | Ok(Ok(Some(startup::Opening::Cancelled))) => return None,
         Ok(Err((sock, e))) => return refuse(&sock, &addr, e).await,

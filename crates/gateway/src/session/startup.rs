@@ -34,14 +34,21 @@ async fn read_packet(sock: &Sock, buf: &mut BytesMut) -> Result<Option<BytesMut>
 }
 
 /// Runs the opening exchange. Ok(None) means the client went away before logging in.
-pub async fn open(shared: &Shared, mut sock: Sock) -> Result<Option<Opening>, (Sock, PgError)> {
+/// `deadline`: client_login_timeout, told to the client (as PgBouncer does) when it runs out
+/// while pgpilot waits for a packet.
+pub async fn open(
+    shared: &Shared,
+    mut sock: Sock,
+    deadline: tokio::time::Instant,
+) -> Result<Option<Opening>, (Sock, PgError)> {
     let mut buf = BytesMut::with_capacity(512);
     let mut tls_done = false;
     loop {
-        let packet = match read_packet(&sock, &mut buf).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err((sock, e)),
+        let packet = match tokio::time::timeout_at(deadline, read_packet(&sock, &mut buf)).await {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return Ok(None),
+            Ok(Err(e)) => return Err((sock, e)),
+            Err(_) => return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout"))),
         };
         let parsed = match startup::parse(&packet) {
             Ok(p) => p,
