@@ -1251,7 +1251,7 @@ async fn a_protocol_bind_of_a_sql_prepared_name_runs_the_clients_own_statement()
             })
             .collect()
     };
-    let mut ask = async |s: &mut tokio::net::TcpStream, bytes: Vec<u8>| {
+    let ask = async |s: &mut tokio::net::TcpStream, bytes: Vec<u8>| {
         s.write_all(&bytes).await.unwrap();
         rows(&read_until_tag(s, b'Z').await)
     };
