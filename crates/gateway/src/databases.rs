@@ -227,11 +227,15 @@ impl Database {
 
     /// Drops the pools of a user whose logins never reached the server (a name the server does
     /// not know, let in by trust) once nobody uses them: a stream of unknown names must not grow
-    /// SHOW POOLS and memory without bound. Pools that ever had a server stay, with their counters.
+    /// SHOW POOLS and memory without bound. Pools that ever had a server stay, with their counters,
+    /// and so do refusals for server_login_retry (the server is not asked again before).
     pub fn drop_failed_pool_sets(&self) {
         self.pools.lock().retain(|_, set| {
             let never_connected = set.all().all(|p| {
-                p.counts().total == 0 && p.startup_params.load().is_none() && p.last_error.lock().is_some()
+                p.counts().total == 0
+                    && p.startup_params.load().is_none()
+                    && p.last_error.lock().is_some()
+                    && !p.login_recently_refused()
             });
             set.clients.load(Relaxed) > 0 || !never_connected
         });

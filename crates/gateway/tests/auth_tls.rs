@@ -433,11 +433,12 @@ async fn a_stalled_tls_client_is_closed_at_the_login_timeout() {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
     let client_port = tls.get_ref().0.local_addr().unwrap().port();
-    // Stall: no startup packet. pgpilot must end the connection, which reads as EOF here.
-    let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(6), tls.read(&mut buf)).await;
+    // Stall: no startup packet. pgpilot must say why and end the connection, which reads as EOF.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(6), tls.read_to_end(&mut got)).await;
     let took = started.elapsed();
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection was not closed: {read:?} after {took:?}");
+    assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "the connection was not closed: {read:?} after {took:?}");
+    assert!(String::from_utf8_lossy(&got).contains("client_login_timeout"), "{got:?}");
     assert!(took < std::time::Duration::from_millis(2500), "closed only after {took:?}");
     // Closed, not only shut down for writing: pgpilot no longer holds the socket (a closed
     // socket lingering in FIN_WAIT is the kernel's, with inode 0) though the client keeps its end.

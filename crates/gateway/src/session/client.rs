@@ -395,7 +395,9 @@ impl Session {
             // that request, which drivers report with its SQLSTATE. Sent to an idle client it is
             // mostly lost (libpq: "server closed the connection unexpectedly").
             if self.buf.is_empty() && !self.reg.info.kill_requested() {
-                let _ = tokio::time::timeout(NEXT_REQUEST_WAIT, self.sock.read_into(&mut self.buf)).await;
+                // Boxed: the wait is rare, and an idle client's task must not carry its timer.
+                let next = tokio::time::timeout(NEXT_REQUEST_WAIT, self.sock.read_into(&mut self.buf));
+                let _ = Box::pin(next).await;
             }
             return Err(Ending::Fatal(PgError::fatal(
                 SqlState::ADMIN_SHUTDOWN,
