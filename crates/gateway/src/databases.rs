@@ -33,21 +33,21 @@ impl PoolSet {
         self.pools.iter()
     }
 
-    /// Clients to show against server `i`'s pool: the clients linked right now on a replica's row,
+    /// Clients to show against server `i`'s pool: the clients linked right now (or waiting) on a replica's row,
     /// every other logged-in client on the primary's (as PgBouncer shows cl_active), so that the
     /// rows add up to the clients there are.
     pub fn clients_of(&self, db: &Database, i: usize) -> usize {
         let primary = db.primary_index();
+        // Linked to a replica's server or waiting for one (its cl_waiting).
+        let on_replica = |p: &Pool| {
+            let c = p.counts();
+            c.active + c.waiting
+        };
         if i != primary {
-            return self.pools[i].counts().active;
+            return on_replica(&self.pools[i]);
         }
-        let on_replicas: usize = self
-            .pools
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != primary)
-            .map(|(_, p)| p.counts().active)
-            .sum();
+        let on_replicas: usize =
+            self.pools.iter().enumerate().filter(|(j, _)| *j != primary).map(|(_, p)| on_replica(p)).sum();
         self.clients.load(Relaxed).saturating_sub(on_replicas)
     }
 }

@@ -506,6 +506,11 @@ async fn a_reload_that_changes_a_databases_servers_keeps_its_clients() {
         let n: i64 = in_transaction.query_one("SELECT count(*) FROM reload_t", &[]).await.unwrap().get(0);
         assert_eq!(n, 2);
     }
+    // The clients moved to the new pools are counted there, and counted out when they leave.
+    let cl_active = || console_rows(&gw, "SHOW POOLS", "postgres|postgres|")[0][2].clone();
+    assert_eq!(cl_active(), "2");
+    drop((idle, in_transaction));
+    assert!(eventually(Duration::from_secs(3), || cl_active() == "0").await, "cl_active {}", cl_active());
     gw.shutdown().await;
 }
 

@@ -432,6 +432,19 @@ async fn replica_groups_keep_analytics_apart() {
     assert_eq!(active.iter().sum::<usize>(), 3, "cl_active over the rows: {pools}");
     assert!(rows.iter().any(|r| r[17] == "replica" && r[2] == "1"), "{pools}");
     app.batch_execute("COMMIT").await.unwrap();
+    // One waiting for a replica's server counts on that row only, as cl_waiting.
+    psql(&gw, "pgpilot", "PAUSE postgres").unwrap();
+    let waiting = tokio::spawn(async move { later.simple_query("SELECT 1").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pools = psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
+    let rows: Vec<Vec<&str>> =
+        pools.lines().filter(|l| l.starts_with("postgres|")).map(|l| l.split('|').collect()).collect();
+    let clients: usize =
+        rows.iter().map(|r| r[2].parse::<usize>().unwrap() + r[3].parse::<usize>().unwrap()).sum();
+    assert_eq!(clients, 3, "cl_active + cl_waiting over the rows: {pools}");
+    assert!(rows.iter().any(|r| r[17] == "replica" && r[3] == "1"), "{pools}");
+    psql(&gw, "pgpilot", "RESUME postgres").unwrap();
+    waiting.await.unwrap().unwrap();
     gw.shutdown().await;
 }
 

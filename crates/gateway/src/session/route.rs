@@ -354,6 +354,9 @@ impl Session {
         tracing::info!(client = %self.reg.info.addr, database = %db.name, "the database's servers changed: the client goes on with the new ones");
         let application_name = self.reg.info.application_name.lock().clone();
         self.tag = super::replica_tag(&db, &self.user, &application_name);
+        // The client counts in its pools' clients (SHOW DATABASES, cl_active): it moves with it.
+        self.pools.clients.fetch_sub(1, Relaxed);
+        pools.clients.fetch_add(1, Relaxed);
         self.db = db;
         self.pools = pools;
         true
