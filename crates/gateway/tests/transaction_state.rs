@@ -1273,9 +1273,17 @@ async fn a_protocol_bind_of_a_sql_prepared_name_runs_the_clients_own_statement()
     // C never prepared s: neither at the start of a batch nor after a statement of its own.
     assert_eq!(ask(&mut c, bind_s.clone()).await, ["error 26000"]);
     ask(&mut a, query_message("EXECUTE s")).await;
-    let mid_batch = [parse_named("", "SELECT 'from C'"), bind_execute(""), bind_execute("s"), sync].concat();
+    let mid_batch =
+        [parse_named("", "SELECT 'from C'"), bind_execute(""), bind_execute("s"), sync.clone()].concat();
     assert_eq!(ask(&mut c, mid_batch).await, ["from C", "error 26000"], "C ran another's statement");
     assert_eq!(ask(&mut a, query_message("EXECUTE s")).await, ["from A"]);
+    // One namespace, as in PostgreSQL: a protocol Parse of the name fails, a protocol Close ends it.
+    let parse_s = [parse_named("s", "SELECT 'parsed'"), bind_execute("s"), sync.clone()].concat();
+    assert_eq!(ask(&mut a, parse_s).await, ["error 42P05"]);
+    assert_eq!(ask(&mut a, [message(b'C', b"Ss\0"), sync.clone()].concat()).await, Vec::<String>::new());
+    assert_eq!(ask(&mut a, query_message("PREPARE s AS SELECT 'A again'::text")).await, Vec::<String>::new());
+    assert_eq!(ask(&mut a, query_message("EXECUTE s")).await, ["A again"]);
+    assert_eq!(ask(&mut b, query_message("EXECUTE s")).await, ["from B"]);
     gw.shutdown().await;
 }
 

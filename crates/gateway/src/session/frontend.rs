@@ -69,7 +69,7 @@ impl Flow {
             }
             b'B' if self.rewrite => return self.bind(s, server, body),
             b'D' if self.rewrite => return self.describe(s, server, body),
-            b'C' if self.rewrite => return self.close(s, body),
+            b'C' if self.rewrite => return self.close(s, server, body),
             b'F' => {
                 self.start_request();
                 self.to_server.extend_from_slice(msg);
@@ -389,7 +389,7 @@ impl Flow {
             frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
             return Ok(());
         }
-        if s.statements.named.contains_key(p.name) {
+        if s.statements.named.contains_key(p.name) || s.is_sql_prepared(p.name) {
             // PostgreSQL refuses it and keeps the first statement.
             frontend::bind(&mut self.to_server, b"", DUPLICATE_PARSE_NAME, &[0, 0, 0, 0, 0, 0]);
             self.push_extended(Reply::DuplicateParse(p.name.into()));
@@ -534,7 +534,7 @@ impl Flow {
 
     /// Closing a named statement only forgets the client's name: other clients may share the
     /// server-side copy, which max_prepared_statements bounds.
-    fn close(&mut self, s: &mut Session, body: &[u8]) -> Result<(), Ending> {
+    fn close(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Close"))?;
         self.unsynced = true;
         if kind == b'S' && name.is_empty() {
@@ -542,6 +542,9 @@ impl Flow {
             self.unnamed_in_step = true;
         }
         if kind == b'S' && !name.is_empty() {
+            if self.close_sql_prepared(s, server, name) {
+                return Ok(());
+            }
             let on_skip = match s.statements.named.remove_entry(name) {
                 Some((name, stmt)) => OnSkip::Restore(name, stmt),
                 None => OnSkip::Nothing,
@@ -552,6 +555,24 @@ impl Flow {
         frontend::target(&mut self.to_server, b'C', kind, name);
         self.expected.push(Expect::Client(Reply::Close));
         Ok(())
+    }
+}
+
+impl Flow {
+    /// A protocol Close of a statement the client made with SQL PREPARE closes it, as in
+    /// PostgreSQL, where both share one namespace: on this server when it holds the client's
+    /// copy, and for the client's next servers in any case. False when the name is not one.
+    fn close_sql_prepared(&mut self, s: &mut Session, server: &mut ServerConn, name: &[u8]) -> bool {
+        let Ok(name) = std::str::from_utf8(name) else { return false };
+        let Some(text) = s.statements.sql.remove(name) else { return false };
+        if server.statements.sql.get(name) == Some(&text) {
+            server.statements.sql.remove(name);
+            frontend::target(&mut self.to_server, b'C', b'S', name.as_bytes());
+            self.expected.push(Expect::Client(Reply::Close));
+        } else {
+            self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, on_skip: OnSkip::Nothing });
+        }
+        true
     }
 }
 

@@ -446,7 +446,12 @@ impl Session {
             LocalAction::Prepare(n, _) if **n == *name => Some(false),
             _ => None,
         });
-        last.unwrap_or_else(|| !self.statements.named.contains_key(name))
+        last.unwrap_or_else(|| !self.statements.named.contains_key(name) && !self.is_sql_prepared(name))
+    }
+
+    /// Whether the client made a statement of this name with SQL PREPARE (one namespace with Parse).
+    pub(super) fn is_sql_prepared(&self, name: &[u8]) -> bool {
+        std::str::from_utf8(name).is_ok_and(|n| self.statements.sql.contains_key(n))
     }
 
     /// A batch of nothing but Parse and Close of named statements (and Flush), ended by Sync, outside
@@ -469,8 +474,11 @@ impl Session {
             let Some(frame) = frames.next() else { return Ok(false) };
             let body = frame.body();
             match frame.tag {
+                // A statement made with SQL PREPARE lives on a server: closing it takes one.
                 b'C' => match frontend::parse_target(body) {
-                    Some((b'S', name)) if !name.is_empty() => actions.push(LocalAction::Close(name.into())),
+                    Some((b'S', name)) if !name.is_empty() && !self.is_sql_prepared(name) => {
+                        actions.push(LocalAction::Close(name.into()))
+                    }
                     _ => return Ok(false),
                 },
                 b'P' => match frontend::parse_parse(body) {
