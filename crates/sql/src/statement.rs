@@ -40,6 +40,9 @@ pub struct Statement {
     pub transaction: Option<TxnControl>,
     /// SET / RESET commands (also set_config calls with constant arguments).
     pub settings: Vec<SetCommand>,
+    /// The text is one `SELECT set_config(...)[, ...]` of constants with nothing else (no FROM,
+    /// WHERE, CASE...): each call runs, once, with the values written.
+    pub set_config_runs: bool,
     /// Effects on the server session that matter to transaction pooling.
     pub session_effects: Vec<SessionEffect>,
     /// `/* pgpilot:... */` directives found in comments.

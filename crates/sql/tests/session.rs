@@ -98,6 +98,23 @@ fn set_and_reset_keep_replayable_values() {
         }]
     );
     assert_eq!(analyze("SELECT set_config($1, 'x', false)").session_effects, vec![E::SetConfigDynamic]);
+    // Only a lone SELECT of set_config calls of constants certainly runs each call as written.
+    assert!(analyze("SELECT set_config('app.user', '42', false)").set_config_runs);
+    assert!(
+        analyze("select pg_catalog.set_config('a.b', 'x', false), set_config('a.c', 'y', false);")
+            .set_config_runs
+    );
+    for maybe in [
+        "SELECT set_config('a.b', 'x', false) WHERE false",
+        "SELECT set_config('a.b', 'x', false) LIMIT 0",
+        "SELECT CASE WHEN 1 = 2 THEN set_config('a.b', 'x', false) END",
+        "SELECT set_config('a.b', 'x', false) FROM pg_class WHERE relname = 'none'",
+        "SELECT set_config('a.b', $1, false)",
+        "SELECT set_config('a.b', 'x', false); SELECT 1",
+        "SELECT 1",
+    ] {
+        assert!(!analyze(maybe).set_config_runs, "{maybe}");
+    }
     assert_eq!(analyze("SELECT set_config('a.b', 'x', $1)").session_effects, vec![E::SetConfigDynamic]);
 }
 

@@ -373,8 +373,11 @@ impl Flow {
                     server.params.apply(cmd);
                 }
                 // set_config may not have run (WHERE false, a CASE branch not taken) or have run
-                // with a value computed at run time: the server says what it holds.
-                SetAction::SetConfig { name, .. } if !is_reported(name) => {
+                // with a value computed at run time: the server says what it holds. A lone
+                // `SELECT set_config('a', 'b', false)` ran as written: no need to ask.
+                SetAction::SetConfig { name, .. }
+                    if !is_reported(name) && !(exact && batch.set_config_runs) =>
+                {
                     s.search_path_in_flux |= name.eq_ignore_ascii_case("search_path");
                     self.read_back_later(name);
                 }

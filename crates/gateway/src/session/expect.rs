@@ -58,6 +58,8 @@ pub enum OnSkip {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub settings: Vec<SetCommand>,
+    /// Its set_config calls certainly ran, with the values written (see Statement::set_config_runs).
+    pub set_config_runs: bool,
     /// The request is one statement sent outside a transaction: if it succeeds its SETs are the
     /// server's values as written. Otherwise a savepoint, a later ROLLBACK or an error in the same
     /// request may have undone them, and the values are read back from the server.

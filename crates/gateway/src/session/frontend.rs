@@ -259,6 +259,7 @@ impl Flow {
                 return Ok(());
             }
             batch.settings = stmt.settings.clone();
+            batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1
                 && s.status == pgpilot_wire::backend::TxnStatus::Idle
                 && !self.expected.client_pending();

@@ -30,6 +30,10 @@ pub fn analyze(sql: &str) -> Statement {
         invalidates_everything |= top.invalidates_everything;
     }
     let kind = kinds.first().copied().unwrap_or(StatementKind::Empty);
+    let set_config_runs = match tree.stmts.as_slice() {
+        [only] => only.stmt.as_deref().is_some_and(top::only_set_config_calls),
+        _ => false,
+    };
     let fingerprint = pg_query::fingerprint(sql, 0, 0).map(|f| f.value).unwrap_or_else(|_| stable_hash(sql));
     let normalized: Arc<str> = pg_query::normalize(sql).map(Arc::from).unwrap_or_else(|_| Arc::from(sql));
     Statement {
@@ -46,6 +50,7 @@ pub fn analyze(sql: &str) -> Statement {
         value_functions: c.value_functions,
         transaction,
         settings: c.settings,
+        set_config_runs,
         session_effects: c.session_effects,
         hints,
         fingerprint,
@@ -82,6 +87,7 @@ fn unparsed(sql: &str, hints: crate::hints::Hints, error: String) -> Statement {
         value_functions: Vec::new(),
         transaction: None,
         settings: Vec::new(),
+        set_config_runs: false,
         session_effects: Vec::new(),
         hints,
         fingerprint: stable_hash(sql),

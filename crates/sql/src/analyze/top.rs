@@ -47,6 +47,40 @@ pub(super) fn analyze_top(stmt: &Node, text: &str, c: &mut Collector) -> TopLeve
     top
 }
 
+/// `SELECT set_config('a', 'b', false)[, ...]` and nothing else: a plain SELECT (no FROM, WHERE,
+/// GROUP, HAVING, LIMIT, DISTINCT, WITH, set operation) whose every column is a call of
+/// set_config with constant arguments. Each call then runs exactly once.
+pub(super) fn only_set_config_calls(stmt: &Node) -> bool {
+    let Some(NodeEnum::SelectStmt(s)) = &stmt.node else { return false };
+    let plain = s.from_clause.is_empty()
+        && s.where_clause.is_none()
+        && s.group_clause.is_empty()
+        && s.having_clause.is_none()
+        && s.limit_count.is_none()
+        && s.limit_offset.is_none()
+        && s.distinct_clause.is_empty()
+        && s.with_clause.is_none()
+        && s.values_lists.is_empty()
+        && s.window_clause.is_empty()
+        && s.larg.is_none()
+        && s.into_clause.is_none();
+    let set_config_call = |target: &Node| {
+        let Some(NodeEnum::ResTarget(t)) = &target.node else { return false };
+        let Some(NodeEnum::FuncCall(call)) = t.val.as_deref().and_then(|v| v.node.as_ref()) else {
+            return false;
+        };
+        let names: Vec<&str> = call.funcname.iter().filter_map(string_of).collect();
+        let named = matches!(names.as_slice(), ["set_config"] | ["pg_catalog", "set_config"]);
+        let constant = |a: &Node| matches!(a.node, Some(NodeEnum::AConst(_)));
+        named
+            && call.args.len() == 3
+            && call.args.iter().all(constant)
+            && call.agg_filter.is_none()
+            && call.over.is_none()
+    };
+    plain && !s.target_list.is_empty() && s.target_list.iter().all(set_config_call)
+}
+
 /// Statements about the session and the transaction: no relations, no tree walk needed (EXECUTE and
 /// DECLARE are walked for their arguments and query).
 fn session_statement(
