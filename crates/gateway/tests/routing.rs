@@ -894,3 +894,29 @@ async fn writes_hidden_behind_views_operators_casts_aggregates_and_defaults_run_
     );
     gw.shutdown().await;
 }
+
+/// A SQL PREPARE sent through Parse/Bind/Execute (psycopg with prepare_threshold=0) pins its client
+/// to the server it ran on: that is the primary, where its EXECUTEs go (on a replica, the EXECUTE
+/// that needed the primary waited forever for a server the pinned client could not give up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_prepare_sent_with_the_extended_protocol_runs_where_its_executes_do() {
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let prepare = c.prepare("PREPARE px AS SELECT inet_server_port()").await.unwrap();
+    c.execute(&prepare, &[]).await.unwrap();
+    for _ in 0..3 {
+        let simple = tokio::time::timeout(Duration::from_secs(5), c.simple_query("EXECUTE px")).await;
+        let rows = simple.expect("EXECUTE hung").unwrap();
+        let port = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        assert_eq!(port, Some(pg.port().to_string()), "the prepared statement ran on a replica");
+        let extended = tokio::time::timeout(Duration::from_secs(5), c.query_one("EXECUTE px", &[])).await;
+        assert_eq!(extended.expect("EXECUTE hung").unwrap().get::<_, i32>(0), i32::from(pg.port()));
+    }
+    gw.shutdown().await;
+}

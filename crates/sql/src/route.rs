@@ -138,7 +138,11 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
     for kind in stmt.kinds.iter() {
         match kind {
             StatementKind::Listen | StatementKind::Unlisten => return Route::Primary(PrimaryReason::Listen),
-            StatementKind::Execute => return Route::Primary(PrimaryReason::PreparedStatement),
+            // A PREPARE runs where its EXECUTEs will: sent through Parse it pins its client to
+            // that server, which must then be the primary.
+            StatementKind::Execute | StatementKind::Prepare => {
+                return Route::Primary(PrimaryReason::PreparedStatement)
+            }
             _ => {}
         }
     }

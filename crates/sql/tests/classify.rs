@@ -168,7 +168,7 @@ const CASES: &[Case] = &[
     Case { sql: "SHOW TimeZone", kind: K::Show, writes: false, read: &[], written: &[], route: ANY },
     Case { sql: "LISTEN jobs", kind: K::Listen, writes: false, read: &[], written: &[], route: primary(P::Listen) },
     Case { sql: "UNLISTEN *", kind: K::Unlisten, writes: false, read: &[], written: &[], route: primary(P::Listen) },
-    Case { sql: "PREPARE q(int) AS SELECT * FROM t WHERE id = $1", kind: K::Prepare, writes: false, read: &[], written: &[], route: ANY },
+    Case { sql: "PREPARE q(int) AS SELECT * FROM t WHERE id = $1", kind: K::Prepare, writes: false, read: &[], written: &[], route: primary(P::PreparedStatement) },
     Case { sql: "EXECUTE q(1)", kind: K::Execute, writes: false, read: &[], written: &[], route: primary(P::PreparedStatement) },
     Case { sql: "DEALLOCATE ALL", kind: K::Deallocate, writes: false, read: &[], written: &[], route: ANY },
     Case { sql: "DISCARD ALL", kind: K::Discard, writes: false, read: &[], written: &[], route: ANY },

@@ -250,7 +250,9 @@ impl Session {
     pub(super) fn needs_other_server(&mut self, msg: &[u8], batch: &[u8]) -> bool {
         let primary = self.db.primary_index();
         let Some(&Attachment { backend, may_write, .. }) = self.attachment.as_ref() else { return false };
+        // A pinned client keeps its server whatever comes: it could not be given up.
         if may_write
+            || self.pinned.is_some()
             || self.status != pgpilot_wire::backend::TxnStatus::Idle
             || !matches!(msg[0], b'Q' | b'P' | b'B')
         {
