@@ -822,6 +822,25 @@ async fn session_defaults_explained_executes_and_commented_settings_route_right(
         .await
         .unwrap();
     assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    // The same sent with the extended protocol (pgJDBC's setTransactionIsolation): the setting is
+    // kept, not lost to a standby refusing pgpilot's reading it back.
+    for set in [
+        "SET default_transaction_isolation = 'serializable'",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    ] {
+        let fresh = connect(&gw).await;
+        fresh.execute(set, &[]).await.unwrap();
+        for _ in 0..3 {
+            let row =
+                fresh.query_one("SELECT current_setting('transaction_isolation'), inet_server_port()", &[]);
+            let row = row.await.expect("a read after the setting");
+            assert_eq!(
+                (row.get::<_, String>(0), row.get::<_, i32>(1)),
+                ("serializable".into(), pg.port() as i32),
+                "{set}"
+            );
+        }
+    }
 
     // EXPLAIN ANALYZE EXECUTE runs the prepared statement: an INSERT's must reach the primary; and
     // EXPLAIN EXECUTE finds the statement wherever it runs.

@@ -146,6 +146,11 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
             _ => {}
         }
     }
+    // A standby refuses every statement of a serializable session, pgpilot's reading back of the
+    // setting included: the session's default is made where its transactions will run.
+    if stmt.settings.iter().any(makes_serializable_default) {
+        return Route::Primary(PrimaryReason::SerializableTransaction);
+    }
     // EXPLAIN [ANALYZE] EXECUTE, CREATE TABLE AS EXECUTE: the prepared statement's body is not known.
     if stmt.session_effects.iter().any(|e| matches!(e, SessionEffect::Execute { .. })) {
         return Route::Primary(PrimaryReason::PreparedStatement);
@@ -163,6 +168,18 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
         }
     }
     Route::AnyServer
+}
+
+/// `SET default_transaction_isolation = 'serializable'`, `SET SESSION CHARACTERISTICS AS
+/// TRANSACTION ISOLATION LEVEL SERIALIZABLE` (pgJDBC's setTransactionIsolation), set_config alike.
+fn makes_serializable_default(cmd: &crate::statement::SetCommand) -> bool {
+    use crate::statement::SetAction;
+    match &cmd.action {
+        SetAction::Set { name, value } | SetAction::SetConfig { name, value } => {
+            name == "default_transaction_isolation" && value.to_ascii_lowercase().contains("serializable")
+        }
+        _ => false,
+    }
 }
 
 fn transaction_reason(stmt: &Statement) -> Option<PrimaryReason> {

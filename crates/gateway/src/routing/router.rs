@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use pgpilot_sql::{route, PrimaryReason, Route, RouteHint, Statement, TxnControl};
+use pgpilot_sql::{route, PrimaryReason, Route, RouteHint, Statement, StatementKind, TxnControl};
 
 use super::backend::{Backend, Role};
 use super::ryw::{Requirement, WriteMark};
@@ -75,7 +75,14 @@ pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
         hint == Some(RouteHint::Replica) || req.session_route == SessionRoute::Replica;
     match routed {
         Route::Primary(reason) if !(allow_replica_override && overridable(reason)) => {
-            Verdict::Primary { reason: reason.as_str(), may_write: true }
+            // Sent there for what a standby cannot do, not for a write: read-your-writes need not
+            // hold the session's next reads on the primary.
+            let may_write = match reason {
+                PrimaryReason::SerializableTransaction => !is_read_only(stmt),
+                PrimaryReason::PreparedStatement => !stmt.kinds.iter().all(|k| *k == StatementKind::Prepare),
+                _ => true,
+            };
+            Verdict::Primary { reason: reason.as_str(), may_write }
         }
         _ => Verdict::Read { tag: stmt.hints.tag.clone() },
     }
