@@ -17,15 +17,18 @@ const CATALOG_OBJECTS: &[&[u8]] = &[
     b"extension",
 ];
 
-/// Whether `text` starts (after comments) with CREATE, ALTER or DROP and mentions a function, a
-/// procedure, or another object the function catalog lists. A false positive costs one catalog
-/// read.
+/// Whether a statement of `text` starts (after comments) with CREATE, ALTER or DROP and mentions
+/// a function, a procedure, or another object the function catalog lists. Each `;` may start a
+/// statement (`SELECT 1; ALTER FUNCTION f() VOLATILE`); one inside a string only costs a look. A
+/// false positive costs one catalog read.
 pub fn mentions_function_ddl(text: &[u8]) -> bool {
-    let rest = skip_comments(text);
-    let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
-    let word = &rest[..word_len];
-    let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
-    ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
+    text.split(|&c| c == b';').any(|statement| {
+        let rest = skip_comments(statement);
+        let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let word = &rest[..word_len];
+        let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
+        ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
+    })
 }
 
 fn skip_comments(mut text: &[u8]) -> &[u8] {
@@ -62,5 +65,10 @@ mod tests {
         assert!(mentions_function_ddl(b"CREATE DOMAIN d AS int CHECK (VALUE > 0)"));
         assert!(!mentions_function_ddl(b"CREATE TABLE t(x int)"));
         assert!(!mentions_function_ddl(b"/* unterminated"));
+        assert!(mentions_function_ddl(b"SELECT 1; ALTER FUNCTION f() VOLATILE"));
+        assert!(mentions_function_ddl(
+            b"BEGIN; create or replace function f() returns int as 'select 1' language sql; COMMIT;"
+        ));
+        assert!(!mentions_function_ddl(b"SELECT 1; SELECT 'create function';"));
     }
 }
