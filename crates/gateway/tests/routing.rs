@@ -939,3 +939,43 @@ async fn a_sql_prepare_sent_with_the_extended_protocol_runs_where_its_executes_d
     }
     gw.shutdown().await;
 }
+
+/// A search_path set with the extended protocol is read back from the server; a statement right
+/// behind it, before the answer, must not be routed by the old path (a function of the new path
+/// may write where the old one's only read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_right_behind_a_new_search_path_is_routed_by_it() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE SCHEMA s2; CREATE TABLE s2.log(x int);
+         CREATE FUNCTION public.f_same(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+         CREATE FUNCTION s2.f_same(int) RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO s2.log VALUES ($1) RETURNING x'",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    for round in 0..5 {
+        let mut raw = raw_login(addr(&gw)).await;
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut out, b"", b"SET search_path = s2, public", &[]);
+        pgpilot_wire::frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        pgpilot_wire::frontend::query(&mut out, "SELECT f_same(1)");
+        raw.write_all(&out).await.unwrap();
+        let mut got = read_until_ready(&mut raw).await;
+        while backend_messages(&got).iter().filter(|(t, _)| *t == b'Z').count() < 2 {
+            got.extend(read_until_ready(&mut raw).await);
+        }
+        let errors: Vec<String> = backend_messages(&got)
+            .iter()
+            .filter(|(t, _)| *t == b'E')
+            .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+            .collect();
+        assert!(errors.is_empty(), "round {round}: {errors:?}");
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM s2.log"), "5");
+    gw.shutdown().await;
+}

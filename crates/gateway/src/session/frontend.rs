@@ -186,7 +186,13 @@ impl Flow {
     /// SET and pinning effects of a statement sent with the extended protocol count at its Sync.
     /// `runs`: the statement runs in this batch (a Bind of it, or an unnamed Parse), so what it
     /// does to the server's prepared statements counts too.
-    fn note_extended_text(&mut self, s: &Session, server: &mut ServerConn, text: Option<&[u8]>, runs: bool) {
+    fn note_extended_text(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        text: Option<&[u8]>,
+        runs: bool,
+    ) {
         let Some(text) = text.filter(|_| self.track_session) else { return };
         let look = parsed_text_look(text);
         if !look.may_change_session() {
@@ -194,6 +200,7 @@ impl Flow {
         }
         let sql = readable(text);
         let Some(stmt) = self.classify(s, &sql, Some(look)) else { return };
+        note_search_path(s, &stmt.settings);
         self.batch.settings.extend(stmt.settings.iter().cloned());
         let foreign = foreign_text(s, text, matches!(sql, Cow::Owned(_)));
         if let Some(reason) = pin_reason(&stmt).or_else(|| unreplayable(foreign, &stmt)) {
@@ -258,6 +265,7 @@ impl Flow {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
+            note_search_path(s, &stmt.settings);
             batch.settings = stmt.settings.clone();
             batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1
@@ -582,6 +590,14 @@ pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
 
 /// Likewise for a Parse under a name in use (Reply::DuplicateParse).
 const DUPLICATE_PARSE_NAME: &[u8] = b"pgpilot_duplicate_statement_name";
+
+/// A search_path set by a statement on its way: statements the client sends right behind it
+/// (pipelined) run under it, so routing must not resolve their functions by the old one.
+fn note_search_path(s: &mut Session, settings: &[pgpilot_sql::SetCommand]) {
+    if settings.iter().any(|c| c.action.name().is_some_and(|n| n.eq_ignore_ascii_case("search_path"))) {
+        s.search_path_in_flux = true;
+    }
+}
 
 /// Why a statement ties its client to the server connection for the rest of the session.
 fn pin_reason(stmt: &Statement) -> Option<&'static str> {

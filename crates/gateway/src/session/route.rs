@@ -126,7 +126,9 @@ impl Session {
             tag: self.tag.as_deref(),
             write_mark: self.write_mark,
             fill_lsn: None,
-            search_path: self.schemas(),
+            // A search_path being read back from the server may name other schemas: until it is
+            // known, unqualified functions resolve in pg_catalog only (others are unknown: primary).
+            search_path: if self.search_path_in_flux { &[] } else { self.schemas() },
         }
     }
 
