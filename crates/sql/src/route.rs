@@ -57,6 +57,8 @@ pub enum PrimaryReason {
     MultiStatementWrite,
     /// EXECUTE of a prepared statement: classify its body (SessionEffect::Prepare) to do better.
     PreparedStatement,
+    /// A built-in function a standby refuses although it writes nothing (pg_walfile_name).
+    StandbyRefused,
     /// Text the grammar rejects.
     Unparsed,
 }
@@ -84,6 +86,7 @@ impl PrimaryReason {
             PrimaryReason::Maintenance => "maintenance",
             PrimaryReason::MultiStatementWrite => "multi_statement_write",
             PrimaryReason::PreparedStatement => "prepared_statement",
+            PrimaryReason::StandbyRefused => "standby_refused",
             PrimaryReason::Unparsed => "unparsed",
         }
     }
@@ -213,6 +216,9 @@ fn function_reason(
 ) -> Option<PrimaryReason> {
     let mut unknown = false;
     for func in calls {
+        if STANDBY_REFUSED_BUILTINS.iter().any(|name| func.is_builtin(name)) {
+            return Some(PrimaryReason::StandbyRefused);
+        }
         match catalog.volatility(func, search_path) {
             Volatility::Volatile if !is_read_only_builtin(func, catalog, search_path) => {
                 return Some(PrimaryReason::VolatileFunction)
@@ -223,6 +229,10 @@ fn function_reason(
     }
     unknown.then_some(PrimaryReason::UnknownFunction)
 }
+
+/// pg_catalog functions not volatile that a standby refuses ("recovery is in progress"): they
+/// name the WAL file of the primary's current timeline.
+const STANDBY_REFUSED_BUILTINS: &[&str] = &["pg_walfile_name", "pg_walfile_name_offset"];
 
 /// A read-only pg_catalog builtin, called qualified or unqualified with no function of that name in
 /// another schema of the path (which overload resolution could pick instead).

@@ -68,6 +68,7 @@ const CASES: &[Case] = &[
     Case { sql: "SELECT lower(name), my_immutable(1), my_stable() FROM t", kind: K::Select, writes: false, read: &["t"], written: &[], route: ANY },
     Case { sql: "SELECT now(), CURRENT_TIMESTAMP, current_user", kind: K::Select, writes: false, read: &[], written: &[], route: ANY },
     Case { sql: "SELECT * FROM t ORDER BY random() LIMIT 1", kind: K::Select, writes: false, read: &["t"], written: &[], route: ANY },
+    Case { sql: "SELECT pg_walfile_name('0/16B3748')", kind: K::Select, writes: false, read: &[], written: &[], route: primary(P::StandbyRefused) },
     Case { sql: "SELECT sum(x) OVER (PARTITION BY y ORDER BY z) FROM t", kind: K::Select, writes: false, read: &["t"], written: &[], route: ANY },
     // CTEs: names are not tables; a non-recursive CTE naming itself reads the table.
     Case { sql: "WITH recent AS (SELECT * FROM orders) SELECT * FROM recent", kind: K::Select, writes: false, read: &["orders"], written: &[], route: ANY },
