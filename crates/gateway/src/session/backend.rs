@@ -357,6 +357,7 @@ impl Flow {
             }
         }
         let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
+        let set_config_as_written = exact && batch.set_config_runs;
         for cmd in batch.settings.iter().filter(|c| c.scope == SetScope::Session) {
             match &cmd.action {
                 SetAction::ResetAll if !failed => self.reset_to_login(s, server, SessionReset::ResetAll),
@@ -375,9 +376,7 @@ impl Flow {
                 // set_config may not have run (WHERE false, a CASE branch not taken) or have run
                 // with a value computed at run time: the server says what it holds. A lone
                 // `SELECT set_config('a', 'b', false)` ran as written: no need to ask.
-                SetAction::SetConfig { name, .. }
-                    if !is_reported(name) && !(exact && batch.set_config_runs) =>
-                {
+                SetAction::SetConfig { name, .. } if !is_reported(name) && !set_config_as_written => {
                     s.search_path_in_flux |= name.eq_ignore_ascii_case("search_path");
                     self.read_back_later(name);
                 }
