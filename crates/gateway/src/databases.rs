@@ -171,7 +171,9 @@ impl Database {
 
     /// A function catalog just read.
     pub fn set_functions(&self, catalog: FunctionCatalog) {
-        self.implicit_writers.store(catalog.has_implicit_writers(), Relaxed);
+        // Either way a plain SELECT must be parsed: for what it runs unseen, or what it reads.
+        let must_parse = catalog.has_implicit_writers() || catalog.has_standby_unreadable();
+        self.implicit_writers.store(must_parse, Relaxed);
         self.functions.store(Arc::new(catalog));
     }
 

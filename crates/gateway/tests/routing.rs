@@ -979,3 +979,42 @@ async fn a_statement_right_behind_a_new_search_path_is_routed_by_it() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM s2.log"), "5");
     gw.shutdown().await;
 }
+
+/// A standby cannot read unlogged tables and sequences (0A000 "cannot access temporary or unlogged
+/// relations during recovery"): reads of them, and of views over them, run on the primary; a table
+/// made unlogged through pgpilot is listed once the DDL has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_unlogged_tables_run_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE UNLOGGED TABLE ulog(x int); INSERT INTO ulog VALUES (1);
+         CREATE UNLOGGED SEQUENCE useq; CREATE VIEW uview AS SELECT x FROM ulog;
+         CREATE TABLE plain(x int); INSERT INTO plain VALUES (2)",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    for sql in [
+        "SELECT x FROM ulog",
+        "SELECT * FROM public.ulog WHERE x = 1",
+        "TABLE ulog",
+        "SELECT x FROM uview",
+        "SELECT last_value FROM useq",
+        "SELECT p.x FROM plain p JOIN ulog u ON u.x < p.x",
+    ] {
+        c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql} (simple): {e}"));
+        c.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql} (extended): {e}"));
+    }
+    assert!(
+        on_replica(&c, "SELECT x, inet_server_port() FROM plain").await,
+        "a logged table's read left the replicas"
+    );
+    // Made unlogged through pgpilot: listed for the next reads.
+    c.batch_execute("ALTER TABLE plain SET UNLOGGED").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let other = connect(&gw).await;
+    other.simple_query("SELECT x FROM plain").await.expect("a read of a table made unlogged");
+    gw.shutdown().await;
+}

@@ -57,7 +57,7 @@ pub enum PrimaryReason {
     MultiStatementWrite,
     /// EXECUTE of a prepared statement: classify its body (SessionEffect::Prepare) to do better.
     PreparedStatement,
-    /// A built-in function a standby refuses although it writes nothing (pg_walfile_name).
+    /// What a standby refuses although it writes nothing: an unlogged table, pg_walfile_name.
     StandbyRefused,
     /// Text the grammar rejects.
     Unparsed,
@@ -157,6 +157,10 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
     // EXPLAIN [ANALYZE] EXECUTE, CREATE TABLE AS EXECUTE: the prepared statement's body is not known.
     if stmt.session_effects.iter().any(|e| matches!(e, SessionEffect::Execute { .. })) {
         return Route::Primary(PrimaryReason::PreparedStatement);
+    }
+    // An unlogged relation: a standby has none of its data (EXPLAIN alone would do, but is rare).
+    if functions.reads_standby_unreadable(stmt) {
+        return Route::Primary(PrimaryReason::StandbyRefused);
     }
     // EXPLAIN without ANALYZE plans the statement without calling anything.
     let only_plans = stmt.kinds.iter().all(|k| matches!(k, StatementKind::Explain { analyze: false }));

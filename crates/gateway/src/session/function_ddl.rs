@@ -15,6 +15,9 @@ const CATALOG_OBJECTS: &[&[u8]] = &[
     b"view",
     b"policy",
     b"extension",
+    // CREATE UNLOGGED TABLE, ALTER TABLE ... SET UNLOGGED: the catalog lists what a standby
+    // cannot read.
+    b"unlogged",
 ];
 
 /// Whether a statement of `text` starts (after comments) with CREATE, ALTER or DROP and mentions

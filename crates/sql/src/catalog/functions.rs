@@ -186,6 +186,17 @@ impl FunctionCatalog {
         self.implicit.has_writers()
     }
 
+    /// Does the database have relations a standby cannot read (unlogged ones)? Then a plain
+    /// SELECT must be parsed to see whether it reads one.
+    pub fn has_standby_unreadable(&self) -> bool {
+        self.implicit.has_unlogged()
+    }
+
+    /// Whether `stmt` reads an unlogged relation (or a view over one): only the primary can.
+    pub fn reads_standby_unreadable(&self, stmt: &Statement) -> bool {
+        self.implicit.reads_unlogged(stmt)
+    }
+
     /// The worst volatility of what `stmt` runs without naming it: the user operators it uses,
     /// the types it casts to, the views (and tables with policies) it reads. Immutable when none.
     pub fn implicit_volatility(&self, stmt: &Statement) -> Volatility {

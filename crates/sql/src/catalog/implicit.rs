@@ -15,6 +15,8 @@ use crate::statement::{Statement, TableRef};
 /// - 't': types a cast to may run such a function: the target of a cast created by a user
 ///   (pg_cast oids of initdb are below 16384), a domain whose CHECK constraint calls one
 ///   (directly or behind a user operator), a domain over such a type;
+/// - 'u': unlogged tables, sequences and materialized views, and views reading them directly: a
+///   standby cannot read them (listed whatever their functions; the code column is unused);
 /// - 'r': user views whose stored query calls a volatile function (read-only built-ins excepted,
 ///   the list is spliced in; an extension's own views, such as pg_stat_statements over its
 ///   volatile function of the same name, are taken to read only), casts to a domain above, or reads such a view or table; and tables
@@ -88,7 +90,18 @@ SELECT 't', n.nspname::text, t.typname::text, y.code FROM types y \
   JOIN pg_catalog.pg_type t ON t.oid = y.typ JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
 UNION ALL \
 SELECT 'r', n.nspname::text, c.relname::text, 'v' FROM writing_rels x \
-  JOIN pg_catalog.pg_class c ON c.oid = x.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+  JOIN pg_catalog.pg_class c ON c.oid = x.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+UNION ALL \
+SELECT 'u', n.nspname::text, c.relname::text, 'v' FROM pg_catalog.pg_class c \
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+  WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'S') \
+UNION ALL \
+SELECT DISTINCT 'u', n.nspname::text, v.relname::text, 'v' FROM pg_catalog.pg_depend d \
+  JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') \
+  JOIN pg_catalog.pg_class t ON d.refclassid = 'pg_catalog.pg_class'::regclass AND t.oid = d.refobjid \
+  AND t.relpersistence = 'u' AND t.oid <> v.oid \
+  JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace",
             cte = proc_worst_cte!(),
         )
     })
@@ -103,6 +116,8 @@ pub enum ImplicitKind {
     Type,
     /// A view whose query calls a volatile function, or a table whose SELECT policies do.
     Relation,
+    /// An unlogged relation, or a view over one: a standby cannot read it.
+    StandbyUnreadable,
 }
 
 impl ImplicitKind {
@@ -112,6 +127,7 @@ impl ImplicitKind {
             "o" => Some(ImplicitKind::Operator),
             "t" => Some(ImplicitKind::Type),
             "r" => Some(ImplicitKind::Relation),
+            "u" => Some(ImplicitKind::StandbyUnreadable),
             _ => None,
         }
     }
@@ -124,6 +140,8 @@ pub(super) struct ImplicitCode {
     operators: Names,
     types: Names,
     relations: Names,
+    /// Relations a standby cannot read (not code: kept apart from the writers).
+    unlogged: Names,
     /// Any of them is volatile: it may write.
     writers: bool,
 }
@@ -134,6 +152,10 @@ impl ImplicitCode {
             ImplicitKind::Operator => &mut self.operators,
             ImplicitKind::Type => &mut self.types,
             ImplicitKind::Relation => &mut self.relations,
+            ImplicitKind::StandbyUnreadable => {
+                insert(&mut self.unlogged, schema, name, volatility);
+                return;
+            }
         };
         insert(names, schema, name, volatility);
         self.writers |= volatility >= Volatility::Volatile;
@@ -141,6 +163,20 @@ impl ImplicitCode {
 
     pub(super) fn has_writers(&self) -> bool {
         self.writers
+    }
+
+    pub(super) fn has_unlogged(&self) -> bool {
+        !self.unlogged.is_empty()
+    }
+
+    /// Whether `stmt` reads a relation a standby cannot read (matched by name as written, like
+    /// the rest: a false match only sends a read to the primary).
+    pub(super) fn reads_unlogged(&self, stmt: &Statement) -> bool {
+        !self.unlogged.is_empty()
+            && stmt
+                .tables_read
+                .iter()
+                .any(|t| worst_named(&self.unlogged, t.schema.as_deref(), &t.name).is_some())
     }
 
     /// The worst volatility of the user operators `stmt` uses, the types it casts to and the
