@@ -161,7 +161,11 @@ impl Database {
 
     /// Function DDL committed through pgpilot: routing must not wait for the periodic reload to
     /// learn that a function now writes.
+    /// Function DDL ran through pgpilot: the catalog is read again soon, and until then calls of
+    /// functions outside pg_catalog go to the primary (the DDL may have made them write, and other
+    /// clients call them the moment it returns).
     pub fn want_functions(&self) {
+        self.functions.store(Arc::new(self.functions.load().outdated()));
         self.functions_wanted.store(true, Relaxed);
     }
 

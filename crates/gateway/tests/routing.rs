@@ -744,6 +744,11 @@ async fn a_function_replaced_by_one_that_writes_is_called_on_the_primary_at_once
         )
         .await
         .unwrap();
+    // Another client's call the moment the DDL returns, before the catalog is read again.
+    assert!(
+        !on_replica(&app, "SELECT g_r(), inet_server_port()").await,
+        "called on the replica right after the DDL"
+    );
     // The monitor reads the catalog again within a lag check or two, not a minute later.
     tokio::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..3 {

@@ -94,6 +94,9 @@ pub struct FunctionCatalog {
     /// What runs functions the text does not name.
     implicit: ImplicitCode,
     loaded_at: Option<Instant>,
+    /// Function DDL ran since this was read: until the catalog is read again, a call that may
+    /// reach a function outside pg_catalog is unknown (the DDL may have made it write).
+    outdated: bool,
 }
 
 pub(super) type Names = HashMap<Box<str>, Vec<(Box<str>, Volatility)>>;
@@ -208,11 +211,32 @@ impl FunctionCatalog {
     /// the search_path): overload resolution may pick any of them depending on argument types.
     /// `search_path` holds schema names with `$user` already expanded (see [`super::parse_search_path`]).
     pub fn volatility(&self, func: &FuncRef, search_path: &[String]) -> Volatility {
+        if self.outdated && !self.resolves_in_pg_catalog(func, search_path) {
+            return Volatility::Unknown;
+        }
         let Some(schemas) = self.by_name.get(func.name.as_str()) else { return Volatility::Unknown };
         let in_schema = |schema: &str| schemas.iter().find(|(s, _)| &**s == schema).map(|(_, v)| *v);
         match func.schema.as_deref() {
             Some(schema) => in_schema(schema).unwrap_or(Volatility::Unknown),
             None => schemas_to_search(search_path).filter_map(in_schema).max().unwrap_or(Volatility::Unknown),
+        }
+    }
+
+    /// This catalog, marked as outdated by function DDL (see `outdated`).
+    pub fn outdated(&self) -> FunctionCatalog {
+        FunctionCatalog { outdated: true, ..self.clone() }
+    }
+
+    /// Whether the call can only reach a pg_catalog function.
+    fn resolves_in_pg_catalog(&self, func: &FuncRef, search_path: &[String]) -> bool {
+        match func.schema.as_deref() {
+            Some(schema) => schema == "pg_catalog",
+            None => {
+                self.by_name
+                    .get(func.name.as_str())
+                    .is_some_and(|s| s.iter().any(|(s, _)| &**s == "pg_catalog"))
+                    && !self.defined_outside_pg_catalog(&func.name, search_path)
+            }
         }
     }
 
@@ -246,6 +270,24 @@ mod tests {
 
     fn path(schemas: &[&str]) -> Vec<String> {
         schemas.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_outdated_catalog_knows_only_pg_catalog() {
+        let catalog = FunctionCatalog::from_entries([
+            ("pg_catalog", "now", Volatility::Stable),
+            ("public", "g", Volatility::Stable),
+            ("public", "lower", Volatility::Immutable),
+            ("pg_catalog", "lower", Volatility::Immutable),
+        ])
+        .outdated();
+        let p = path(&["public"]);
+        assert_eq!(catalog.volatility(&FuncRef::new(None, "now"), &p), Volatility::Stable);
+        assert_eq!(catalog.volatility(&FuncRef::new(Some("pg_catalog"), "now"), &p), Volatility::Stable);
+        assert_eq!(catalog.volatility(&FuncRef::new(None, "g"), &p), Volatility::Unknown);
+        // public.lower may have been made to write: the call may reach it.
+        assert_eq!(catalog.volatility(&FuncRef::new(None, "lower"), &p), Volatility::Unknown);
+        assert_eq!(catalog.volatility(&FuncRef::new(None, "lower"), &[]), Volatility::Immutable);
     }
 
     #[test]
