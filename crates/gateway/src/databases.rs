@@ -33,9 +33,9 @@ impl PoolSet {
         self.pools.iter()
     }
 
-    /// Clients to show against server `i`'s pool: the clients linked right now (or waiting) on a replica's row,
-    /// every other logged-in client on the primary's (as PgBouncer shows cl_active), so that the
-    /// rows add up to the clients there are.
+    /// Clients to show against server `i`'s pool: the clients linked right now (or waiting) on a
+    /// replica's row, every other logged-in client on the primary's (as PgBouncer shows
+    /// cl_active), so that the rows add up to the clients there are.
     pub fn clients_of(&self, db: &Database, i: usize) -> usize {
         let primary = db.primary_index();
         // Linked to a replica's server or waiting for one (its cl_waiting).
@@ -159,8 +159,6 @@ impl Database {
         let _ = tokio::time::timeout(ROLES_CHECK_WAIT, checked.wait_for(|c| *c)).await;
     }
 
-    /// Function DDL committed through pgpilot: routing must not wait for the periodic reload to
-    /// learn that a function now writes.
     /// Function DDL ran through pgpilot: the catalog is read again soon, and until then calls of
     /// functions outside pg_catalog go to the primary (the DDL may have made them write, and other
     /// clients call them the moment it returns).

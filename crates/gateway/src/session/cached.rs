@@ -415,13 +415,7 @@ impl Session {
         if stmt.settings.iter().any(|s| s.action.name() == Some("session_authorization")) {
             self.cache_identity_changed = true;
         }
-        if stmt
-            .settings
-            .iter()
-            .any(|s| s.action.name().is_some_and(|n| n.eq_ignore_ascii_case("search_path")))
-        {
-            self.search_path_in_flux = true;
-        }
+        self.note_search_path(&stmt.settings);
         let functions = self.db.functions.load();
         self.db.cache.invalidation_of(&stmt, &functions, self.cache_schemas())
     }

@@ -286,8 +286,7 @@ impl Flow {
     }
 
     fn end_describe_batch(&mut self) {
-        pgpilot_wire::frontend::sync(&mut self.to_server);
-        self.expected.push(Expect::Injected(Reply::Sync(Batch::default())));
+        self.inject_sync();
         self.unsynced = false;
     }
 

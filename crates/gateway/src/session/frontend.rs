@@ -200,7 +200,7 @@ impl Flow {
         }
         let sql = readable(text);
         let Some(stmt) = self.classify(s, &sql, Some(look)) else { return };
-        note_search_path(s, &stmt.settings);
+        s.note_search_path(&stmt.settings);
         self.batch.settings.extend(stmt.settings.iter().cloned());
         let foreign = foreign_text(s, text, matches!(sql, Cow::Owned(_)));
         if let Some(reason) = pin_reason(&stmt).or_else(|| unreplayable(foreign, &stmt)) {
@@ -265,12 +265,10 @@ impl Flow {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
-            note_search_path(s, &stmt.settings);
+            s.note_search_path(&stmt.settings);
             batch.settings = stmt.settings.clone();
             batch.set_config_runs = stmt.set_config_runs;
-            batch.single_statement = stmt.statement_count == 1
-                && s.status == pgpilot_wire::backend::TxnStatus::Idle
-                && !self.expected.client_pending();
+            batch.single_statement = stmt.statement_count == 1 && self.quiet_start(s);
             batch.pins = pin_reason(&stmt).or(undecoded);
             for effect in &stmt.session_effects {
                 match effect {
@@ -374,6 +372,36 @@ impl Flow {
         }
     }
 
+    /// A protocol Close of a statement the client made with SQL PREPARE closes it, as in
+    /// PostgreSQL, where both share one namespace: on this server when it holds the client's
+    /// copy, and for the client's next servers in any case. False when the name is not one.
+    fn close_sql_prepared(&mut self, s: &mut Session, server: &mut ServerConn, name: &[u8]) -> bool {
+        let Ok(name) = std::str::from_utf8(name) else { return false };
+        let Some(text) = s.statements.sql.remove(name) else { return false };
+        if server.statements.sql.get(name) == Some(&text) {
+            server.statements.sql.remove(name);
+            frontend::target(&mut self.to_server, b'C', b'S', name.as_bytes());
+            self.expected.push(Expect::Client(Reply::Close));
+        } else {
+            self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, on_skip: OnSkip::Nothing });
+        }
+        true
+    }
+
+    /// The message being handled starts a request outside a transaction with nothing of the
+    /// client's still in flight ahead of it (where a BEGIN may be): the session's status is the
+    /// one it runs under.
+    fn quiet_start(&self, s: &Session) -> bool {
+        s.status == pgpilot_wire::backend::TxnStatus::Idle && !self.expected.client_pending()
+    }
+
+    /// A Sync of pgpilot's own, ending the batch the client has not ended; its ReadyForQuery is
+    /// not the client's.
+    pub(super) fn inject_sync(&mut self) {
+        frontend::sync(&mut self.to_server);
+        self.expected.push(Expect::Injected(Reply::Sync(Batch::default())));
+    }
+
     pub(super) fn inject_query(&mut self, sql: &str) {
         self.inject_reply(sql, Reply::Query(Batch::default()));
     }
@@ -413,8 +441,7 @@ impl Flow {
         // prepared again unseen: outside a transaction, with nothing of the client's in flight
         // ahead of it (a BEGIN may be). Elsewhere PostgreSQL plans the Parse afresh, and so must
         // the server: pgJDBC's first execution inside a transaction failed with 0A000.
-        let quiet = s.status == pgpilot_wire::backend::TxnStatus::Idle && !self.expected.client_pending();
-        if quiet && server.statements.touch(&stmt) {
+        if self.quiet_start(s) && server.statements.touch(&stmt) {
             self.expected
                 .push(Expect::Synthetic { bytes: PARSE_COMPLETE, on_skip: OnSkip::Forget(client_name) });
             return Ok(());
@@ -567,37 +594,11 @@ impl Flow {
     }
 }
 
-impl Flow {
-    /// A protocol Close of a statement the client made with SQL PREPARE closes it, as in
-    /// PostgreSQL, where both share one namespace: on this server when it holds the client's
-    /// copy, and for the client's next servers in any case. False when the name is not one.
-    fn close_sql_prepared(&mut self, s: &mut Session, server: &mut ServerConn, name: &[u8]) -> bool {
-        let Ok(name) = std::str::from_utf8(name) else { return false };
-        let Some(text) = s.statements.sql.remove(name) else { return false };
-        if server.statements.sql.get(name) == Some(&text) {
-            server.statements.sql.remove(name);
-            frontend::target(&mut self.to_server, b'C', b'S', name.as_bytes());
-            self.expected.push(Expect::Client(Reply::Close));
-        } else {
-            self.expected.push(Expect::Synthetic { bytes: CLOSE_COMPLETE, on_skip: OnSkip::Nothing });
-        }
-        true
-    }
-}
-
 /// The name a Bind of an outdated statement is sent under: never prepared, so the server fails it.
 pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
 
 /// Likewise for a Parse under a name in use (Reply::DuplicateParse).
 const DUPLICATE_PARSE_NAME: &[u8] = b"pgpilot_duplicate_statement_name";
-
-/// A search_path set by a statement on its way: statements the client sends right behind it
-/// (pipelined) run under it, so routing must not resolve their functions by the old one.
-fn note_search_path(s: &mut Session, settings: &[pgpilot_sql::SetCommand]) {
-    if settings.iter().any(|c| c.action.name().is_some_and(|n| n.eq_ignore_ascii_case("search_path"))) {
-        s.search_path_in_flux = true;
-    }
-}
 
 /// Why a statement ties its client to the server connection for the rest of the session.
 fn pin_reason(stmt: &Statement) -> Option<&'static str> {

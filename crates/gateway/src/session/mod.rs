@@ -84,8 +84,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let login = tokio::time::timeout_at(deadline, log_in(shared, &sock, &params, buf, &registration));
     let session = match login.await {
         Err(_) => {
-            let e = PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout");
-            return refuse(&sock, &addr, e).await;
+            return refuse(&sock, &addr, login_timed_out()).await;
         }
         Ok(Err(e)) => return refuse(&sock, &addr, e).await,
         Ok(Ok(LoggedIn::Admin(admin))) => {
@@ -98,6 +97,11 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         tracing::info!(client = %addr, user = %session.user, database = %session.db.name, tls, "login");
     }
     Some((sock, registration, session))
+}
+
+/// What a client that has not logged in within client_login_timeout is told, as PgBouncer tells it.
+pub(super) fn login_timed_out() -> PgError {
+    PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout")
 }
 
 /// Connections to the admin console allowed beyond max_client_conn.

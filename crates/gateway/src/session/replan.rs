@@ -13,7 +13,7 @@ use pgpilot_wire::frontend;
 use pgpilot_wire::{PgError, SqlState};
 
 use super::client::Session;
-use super::expect::{Batch, Expect, Reply};
+use super::expect::{Expect, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -227,8 +227,7 @@ impl Flow {
         if matches!(self.replan, Replan::Recording { .. }) {
             // No Sync yet (the client flushed and waits): pgpilot's own ends the failed batch,
             // which changed nothing on the server, so it listens again.
-            frontend::sync(&mut self.to_server);
-            self.expected.push(Expect::Injected(Reply::Sync(Batch::default())));
+            self.inject_sync();
         }
         if let Some(name) = close {
             // After the failed batch's Sync, when the server listens again.

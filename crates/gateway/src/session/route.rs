@@ -112,6 +112,15 @@ impl Session {
         }
     }
 
+    /// A search_path set by a statement on its way: until the server has it (and pgpilot knows
+    /// it), statements sent right behind it run under it, so neither routing nor the cache may
+    /// resolve their names by the old one.
+    pub(super) fn note_search_path(&mut self, settings: &[pgpilot_sql::SetCommand]) {
+        if settings.iter().any(|c| c.action.name().is_some_and(|n| n.eq_ignore_ascii_case("search_path"))) {
+            self.search_path_in_flux = true;
+        }
+    }
+
     pub(super) fn refresh_search_path(&mut self) {
         let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
         if self.search_path.as_ref().is_none_or(|p| p.0 != raw) {

@@ -48,9 +48,7 @@ pub async fn open(
             Ok(Ok(Some(p))) => p,
             Ok(Ok(None)) => return Ok(None),
             Ok(Err(e)) => return Err((sock, e)),
-            Err(_) => {
-                return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout")))
-            }
+            Err(_) => return Err((sock, super::login_timed_out())),
         };
         let parsed = match startup::parse(&packet) {
             Ok(p) => p,
