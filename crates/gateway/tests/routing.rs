@@ -1023,3 +1023,34 @@ async fn reads_of_unlogged_tables_run_on_the_primary() {
     other.simple_query("SELECT x FROM plain").await.expect("a read of a table made unlogged");
     gw.shutdown().await;
 }
+
+/// A client that ties itself to its server (Django's `iterator()` declares a WITH HOLD cursor in
+/// autocommit) is tied to the primary: its later writes must run where it is pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_pins_its_client_runs_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE pinned_writes(x int)");
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    for pin in [
+        "DECLARE c CURSOR WITH HOLD FOR SELECT inet_server_port()",
+        "LOAD 'auto_explain'",
+        "SET SESSION AUTHORIZATION postgres",
+    ] {
+        let c = connect(&gw).await;
+        c.batch_execute(pin).await.unwrap_or_else(|e| panic!("{pin}: {e}"));
+        for _ in 0..3 {
+            c.batch_execute("INSERT INTO pinned_writes VALUES (1)")
+                .await
+                .unwrap_or_else(|e| panic!("a write after {pin}: {e}"));
+            c.execute("INSERT INTO pinned_writes VALUES ($1)", &[&2i32])
+                .await
+                .unwrap_or_else(|e| panic!("an extended write after {pin}: {e}"));
+        }
+    }
+    let c = connect(&gw).await;
+    let n: i64 = c.query_one("/* pgpilot:primary */ SELECT count(*) FROM pinned_writes", &[]).await.unwrap().get(0);
+    assert_eq!(n, 18);
+    gw.shutdown().await;
+}

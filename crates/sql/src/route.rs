@@ -59,6 +59,9 @@ pub enum PrimaryReason {
     PreparedStatement,
     /// What a standby refuses although it writes nothing: an unlogged table, pg_walfile_name.
     StandbyRefused,
+    /// A statement that ties its client to its server for the rest of the session (a WITH HOLD
+    /// cursor, LOAD, SET SESSION AUTHORIZATION...): the client's later writes must run there too.
+    PinsSession,
     /// Text the grammar rejects.
     Unparsed,
 }
@@ -87,6 +90,7 @@ impl PrimaryReason {
             PrimaryReason::MultiStatementWrite => "multi_statement_write",
             PrimaryReason::PreparedStatement => "prepared_statement",
             PrimaryReason::StandbyRefused => "standby_refused",
+            PrimaryReason::PinsSession => "pins_session",
             PrimaryReason::Unparsed => "unparsed",
         }
     }
@@ -157,6 +161,9 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
     // EXPLAIN [ANALYZE] EXECUTE, CREATE TABLE AS EXECUTE: the prepared statement's body is not known.
     if stmt.session_effects.iter().any(|e| matches!(e, SessionEffect::Execute { .. })) {
         return Route::Primary(PrimaryReason::PreparedStatement);
+    }
+    if stmt.pin_reason().is_some() {
+        return Route::Primary(PrimaryReason::PinsSession);
     }
     // An unlogged relation: a standby has none of its data (EXPLAIN alone would do, but is rare).
     if functions.reads_standby_unreadable(stmt) {

@@ -65,6 +65,27 @@ impl Statement {
     pub fn is_plain_select(&self) -> bool {
         self.statement_count == 1 && self.kind == StatementKind::Select && !self.writes
     }
+
+    /// Why this statement ties its client to the server connection it runs on for the rest of
+    /// the session (transaction pooling), as shown in SHOW CLIENTS' `pinned`.
+    pub fn pin_reason(&self) -> Option<&'static str> {
+        // The server reports the new user and DISCARD ALL restores it, but no other client may
+        // share that server meanwhile.
+        let authorization = |c: &SetCommand| matches!(&c.action, SetAction::Set { name, .. } if name == "session_authorization");
+        if self.settings.iter().any(authorization) {
+            return Some("session_authorization");
+        }
+        self.session_effects.iter().find(|e| e.pins_session()).map(|e| match e {
+            SessionEffect::Listen(_) => "listen",
+            SessionEffect::DeclareCursor { .. } => "cursor_with_hold",
+            SessionEffect::CreateTemporary(_) => "temporary_table",
+            SessionEffect::AdvisoryLockSession => "advisory_lock",
+            SessionEffect::Load => "load",
+            SessionEffect::SetConfigDynamic => "dynamic_set_config",
+            SessionEffect::SessionCode => "do_block",
+            _ => "session_state",
+        })
+    }
 }
 
 /// The grammar-level kind of one statement.

@@ -78,7 +78,9 @@ pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
             // Sent there for what a standby cannot do, not for a write: read-your-writes need not
             // hold the session's next reads on the primary.
             let may_write = match reason {
-                PrimaryReason::SerializableTransaction | PrimaryReason::StandbyRefused => !is_read_only(stmt),
+                PrimaryReason::SerializableTransaction
+                | PrimaryReason::StandbyRefused
+                | PrimaryReason::PinsSession => !is_read_only(stmt),
                 PrimaryReason::PreparedStatement => !stmt.kinds.iter().all(|k| *k == StatementKind::Prepare),
                 _ => true,
             };

@@ -203,7 +203,7 @@ impl Flow {
         s.note_search_path(&stmt.settings);
         self.batch.settings.extend(stmt.settings.iter().cloned());
         let foreign = foreign_text(s, text, matches!(sql, Cow::Owned(_)));
-        if let Some(reason) = pin_reason(&stmt).or_else(|| unreplayable(foreign, &stmt)) {
+        if let Some(reason) = stmt.pin_reason().or_else(|| unreplayable(foreign, &stmt)) {
             self.batch.pins = Some(reason);
         }
         // An EXECUTE of the client's SQL-level statement (asyncpg's fetch('EXECUTE q(1)')) needs it
@@ -269,7 +269,7 @@ impl Flow {
             batch.settings = stmt.settings.clone();
             batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1 && self.quiet_start(s);
-            batch.pins = pin_reason(&stmt).or(undecoded);
+            batch.pins = stmt.pin_reason().or(undecoded);
             for effect in &stmt.session_effects {
                 match effect {
                     // Not rewriting (max_prepared_statements = 0), or a text pgpilot could not
@@ -599,26 +599,6 @@ pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
 
 /// Likewise for a Parse under a name in use (Reply::DuplicateParse).
 const DUPLICATE_PARSE_NAME: &[u8] = b"pgpilot_duplicate_statement_name";
-
-/// Why a statement ties its client to the server connection for the rest of the session.
-fn pin_reason(stmt: &Statement) -> Option<&'static str> {
-    // The server reports the new user and DISCARD ALL restores it, but no other client may share
-    // that server meanwhile.
-    let authorization = |c: &pgpilot_sql::SetCommand| matches!(&c.action, pgpilot_sql::SetAction::Set { name, .. } if name == "session_authorization");
-    if stmt.settings.iter().any(authorization) {
-        return Some("session_authorization");
-    }
-    stmt.session_effects.iter().find(|e| e.pins_session()).map(|e| match e {
-        SessionEffect::Listen(_) => "listen",
-        SessionEffect::DeclareCursor { .. } => "cursor_with_hold",
-        SessionEffect::CreateTemporary(_) => "temporary_table",
-        SessionEffect::AdvisoryLockSession => "advisory_lock",
-        SessionEffect::Load => "load",
-        SessionEffect::SetConfigDynamic => "dynamic_set_config",
-        SessionEffect::SessionCode => "do_block",
-        _ => "session_state",
-    })
-}
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
