@@ -1050,7 +1050,8 @@ async fn a_statement_that_pins_its_client_runs_on_the_primary() {
         }
     }
     let c = connect(&gw).await;
-    let n: i64 = c.query_one("/* pgpilot:primary */ SELECT count(*) FROM pinned_writes", &[]).await.unwrap().get(0);
+    let n: i64 =
+        c.query_one("/* pgpilot:primary */ SELECT count(*) FROM pinned_writes", &[]).await.unwrap().get(0);
     assert_eq!(n, 18);
     gw.shutdown().await;
 }

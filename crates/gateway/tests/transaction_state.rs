@@ -1314,3 +1314,59 @@ async fn a_prepare_without_sync_does_not_hold_its_server() {
     assert_eq!(first_value_or_error(&read_until_ready(&mut a).await), "42");
     gw.shutdown().await;
 }
+
+/// pgJDBC binds with a format per column of the row type it learned. After DDL added a column,
+/// such a Bind on a server copy pgpilot prepares afresh (another server, or one evicted) is a
+/// protocol violation (08P01) to PostgreSQL; the client must get 0A000, as it would from its own
+/// connection, since that is the error drivers prepare again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_of_the_old_row_type_on_a_fresh_copy_fails_as_a_changed_result_type() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE reshape(id int, v int); INSERT INTO reshape VALUES (1, 5)");
+    // One server keeping one statement: another client's statement evicts the first one's copy.
+    let gw = small_pool(&pg, 1, 1).await;
+    let text = b"SELECT * FROM reshape";
+    let bind_execute = |formats: u16| {
+        let mut out = bytes::BytesMut::new();
+        let mut rest = vec![0, 0, 0, 0];
+        rest.extend_from_slice(&formats.to_be_bytes());
+        rest.extend(std::iter::repeat_n([0u8, 0], formats as usize).flatten());
+        pgpilot_wire::frontend::bind(&mut out, b"", b"r1", &rest);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        out
+    };
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, b"r1", text, &[0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"r1");
+    pgpilot_wire::frontend::sync(&mut out);
+    out.extend_from_slice(&bind_execute(2));
+    raw.write_all(&out).await.unwrap();
+    let mut got = read_until_ready(&mut raw).await;
+    while backend_messages(&got).iter().filter(|m| m.0 == b'Z').count() < 2 {
+        got.extend(read_until_any(&mut raw).await);
+    }
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).filter(|t| *t != b'S').collect();
+    assert_eq!(tags, b"1tTZ2DCZ".to_vec(), "prepared and run");
+
+    let other = connect(&gw).await;
+    other.query("SELECT $1::int + 1", &[&1i32]).await.unwrap();
+    pg.psql("postgres", "ALTER TABLE reshape ADD COLUMN extra int DEFAULT 7");
+    raw.write_all(&bind_execute(2)).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let msgs = backend_messages(&got);
+    let error = msgs.iter().find(|m| m.0 == b'E').unwrap_or_else(|| panic!("no error: {msgs:?}"));
+    assert!(String::from_utf8_lossy(error.1).contains("C0A000"), "{:?}", String::from_utf8_lossy(error.1));
+    // Prepared again by the client, the statement has its new row type.
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::target(&mut out, b'C', b'S', b"r1");
+    pgpilot_wire::frontend::parse(&mut out, b"r1", text, &[0, 0]);
+    out.extend_from_slice(&bind_execute(3));
+    raw.write_all(&out).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).filter(|t| *t != b'S').collect();
+    assert_eq!(tags, b"312DCZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
+    gw.shutdown().await;
+}

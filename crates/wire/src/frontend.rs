@@ -85,6 +85,20 @@ pub fn bind_values(rest: &[u8]) -> Option<Vec<BindValue<'_>>> {
     Some(values)
 }
 
+/// How many result format codes a Bind's remainder (after its portal and statement names) gives;
+/// None when the remainder is malformed.
+pub fn bind_result_format_count(rest: &[u8]) -> Option<u16> {
+    let (format_count, pos) = read_i16(rest, 0)?;
+    let mut pos = pos.checked_add(2 * format_count as u16 as usize)?;
+    let (count, next) = read_i16(rest, pos)?;
+    pos = next;
+    for _ in 0..count as u16 {
+        let (len, next) = read_i32(rest, pos)?;
+        pos = if len < 0 { next } else { next.checked_add(len as usize)? };
+    }
+    read_i16(rest, pos).map(|(n, _)| n as u16)
+}
+
 /// Describe and Close both carry a kind ('S' statement or 'P' portal) and a name.
 pub fn parse_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let kind = *body.first()?;
@@ -218,5 +232,13 @@ mod tests {
         );
         assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x02hi\0\0"), Some(vec![value(Some(b"hi"), false)]));
         assert_eq!(bind_values(b"\0\0\0\x01\0\0\0\x09hi"), None, "truncated");
+    }
+
+    #[test]
+    fn bind_result_formats_are_counted_after_the_values() {
+        let rest = b"\0\x01\0\x01\0\x02\0\0\0\x01\x07\xff\xff\xff\xff\0\x02\0\x01\0\x01";
+        assert_eq!(bind_result_format_count(rest), Some(2));
+        assert_eq!(bind_result_format_count(b"\0\0\0\0\0\0"), Some(0));
+        assert_eq!(bind_result_format_count(b"\0\0\0\x01\0\0\0\x09hi"), None, "truncated");
     }
 }

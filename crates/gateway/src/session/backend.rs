@@ -161,7 +161,13 @@ impl Flow {
             self.settings_unknown = true;
             return;
         }
-        let outdated = matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
+        let code = ErrorFields::parse(&server.buf[start + 5..end]).code;
+        // A format per column of the row type the client learned, refused by a copy just prepared
+        // from its text: PostgreSQL, holding the client's own copy, would have said 0A000, which
+        // drivers answer by preparing again (pgJDBC does not for 08P01).
+        let reshaped =
+            code == "08P01" && matches!(front, Expect::Client(Reply::Bind { fresh_formats: true, .. }));
+        let outdated = reshaped || matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
         let duplicate = match front {
             Expect::Client(Reply::DuplicateParse(name)) => Some(String::from_utf8_lossy(name).into_owned()),
             _ => None,
@@ -170,13 +176,12 @@ impl Flow {
             Expect::Client(Reply::Describe { statement }) => *statement,
             _ => None,
         };
-        let code = ErrorFields::parse(&server.buf[start + 5..end]).code;
         let missing = match front {
             Expect::Client(Reply::Bind { statement: Some(hash), .. }) if code == "26000" => Some(*hash),
             _ => described.filter(|_| code == "26000"),
         };
-        if let Expect::Client(Reply::Bind { statement: Some(hash), outdated }) = *front {
-            if self.bind_refused(s, server, hash, &code, outdated) {
+        if let Expect::Client(Reply::Bind { statement: Some(hash), outdated, .. }) = *front {
+            if !reshaped && self.bind_refused(s, server, hash, &code, outdated) {
                 self.batch_failed = false;
                 return;
             }

@@ -19,9 +19,13 @@ pub enum Reply {
     },
     /// `statement`: the hash of the pgpilot-prepared statement it binds, if any; `outdated` when
     /// the client prepared it before its result type changed (sent so that the server fails it).
+    /// `fresh_formats`: the server's copy was prepared in this very batch and the Bind names a
+    /// format per result column, so a protocol violation (08P01) means the copy has another number
+    /// of columns than the client learned: the result type changed since (DDL).
     Bind {
         statement: Option<u64>,
         outdated: bool,
+        fresh_formats: bool,
     },
     /// `statement`: the hash of the pgpilot-prepared statement it describes, if any.
     Describe {
@@ -273,7 +277,7 @@ mod tests {
     #[test]
     fn skipping_stops_at_sync() {
         let mut e = Expected::default();
-        e.push(Expect::Client(Reply::Bind { statement: None, outdated: false }));
+        e.push(Expect::Client(Reply::Bind { statement: None, outdated: false, fresh_formats: false }));
         e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, on_skip: OnSkip::Nothing });
         e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));

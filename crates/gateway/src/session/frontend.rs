@@ -107,7 +107,9 @@ impl Flow {
         }
         match tag {
             b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
-            b'B' => self.push_extended(Reply::Bind { statement: None, outdated: false }),
+            b'B' => {
+                self.push_extended(Reply::Bind { statement: None, outdated: false, fresh_formats: false })
+            }
             b'D' => self.push_extended(Reply::Describe { statement: None }),
             b'C' => self.push_extended(Reply::Close),
             b'E' => {
@@ -472,24 +474,25 @@ impl Flow {
         self.expected.push(Expect::Injected(Reply::Close));
     }
 
-    /// Makes sure the server has the client's statement `stmt`; returns its server name, and
-    /// whether the client prepared it before its result type changed.
+    /// Makes sure the server has the client's statement `stmt`; returns its server name and what
+    /// is known of that copy.
     fn server_name_for(
         &mut self,
         s: &Session,
         server: &mut ServerConn,
         stmt: &Arc<PreparedStatement>,
-    ) -> (Box<[u8]>, bool) {
+    ) -> (Box<[u8]>, BoundCopy) {
         if stmt.epoch() < s.shared.statement_epochs.current(stmt.hash) {
             // The server is made to fail this Bind (no statement has this name), so its transaction
             // fails as it would have without pgpilot, and the client is told why.
-            return (OUTDATED_PLAN_NAME.into(), true);
+            return (OUTDATED_PLAN_NAME.into(), BoundCopy::Outdated);
         }
-        if !server.statements.touch(stmt) {
-            self.prepare_on_server(server, stmt);
-            self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
+        if server.statements.touch(stmt) {
+            return (stmt.server_name.clone(), BoundCopy::Kept);
         }
-        (stmt.server_name.clone(), false)
+        self.prepare_on_server(server, stmt);
+        self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
+        (stmt.server_name.clone(), BoundCopy::Fresh)
     }
 
     /// The client's named statement `name` (None for the unnamed one, or a name it never prepared).
@@ -510,15 +513,18 @@ impl Flow {
                 self.sql_statement_for_protocol(s, server, b.statement);
             }
             frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
-            self.push_extended(Reply::Bind { statement: None, outdated: false });
+            self.push_extended(Reply::Bind { statement: None, outdated: false, fresh_formats: false });
             return Ok(());
         };
         if stmt.may_change_session {
             self.note_extended_text(s, server, Some(&stmt.query), true);
         }
-        let (server_name, outdated) = self.server_name_for(s, server, &stmt);
+        let (server_name, copy) = self.server_name_for(s, server, &stmt);
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
-        self.push_extended(Reply::Bind { statement: Some(stmt.hash), outdated });
+        let fresh_formats =
+            copy == BoundCopy::Fresh && frontend::bind_result_format_count(b.rest).is_some_and(|n| n > 1);
+        let outdated = copy == BoundCopy::Outdated;
+        self.push_extended(Reply::Bind { statement: Some(stmt.hash), outdated, fresh_formats });
         Ok(())
     }
 
@@ -592,6 +598,17 @@ impl Flow {
         self.expected.push(Expect::Client(Reply::Close));
         Ok(())
     }
+}
+
+/// The server's copy of the statement a client's Bind names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BoundCopy {
+    /// Prepared there before.
+    Kept,
+    /// Prepared there for this Bind, from the client's text as the server reads it now.
+    Fresh,
+    /// None: the client prepared the statement before its result type changed.
+    Outdated,
 }
 
 /// The name a Bind of an outdated statement is sent under: never prepared, so the server fails it.
