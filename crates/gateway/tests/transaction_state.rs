@@ -1370,3 +1370,32 @@ async fn a_bind_of_the_old_row_type_on_a_fresh_copy_fails_as_a_changed_result_ty
     assert_eq!(tags, b"312DCZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
     gw.shutdown().await;
 }
+
+/// As in PostgreSQL, a startup parameter of its own wins over the same setting in `options`
+/// (pgJDBC always sends TimeZone, whatever its options say).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_parameter_wins_over_the_same_setting_in_options() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut raw = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let params = [
+        ("user", "postgres"),
+        ("database", "postgres"),
+        ("options", "-c TimeZone=Asia/Tokyo -c DateStyle=SQL"),
+        ("TimeZone", "Europe/Paris"),
+    ];
+    raw.write_all(&startup_packet_with(3 << 16, &params)).await.unwrap();
+    let welcome = read_until_ready(&mut raw).await;
+    let shown = String::from_utf8_lossy(&welcome);
+    assert!(shown.contains("TimeZone\0Europe/Paris\0"), "{shown:?}");
+    assert!(shown.contains("DateStyle\0SQL"), "{shown:?}");
+    raw.write_all(&query_message("SHOW timezone")).await.unwrap();
+    let answer = read_until_ready(&mut raw).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("Europe/Paris"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    gw.shutdown().await;
+}
