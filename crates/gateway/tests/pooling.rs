@@ -792,3 +792,37 @@ async fn pools_of_users_the_server_refuses_are_dropped() {
     assert!(pools().contains("postgres|postgres|"), "the real user's pool went too: {}", pools());
     gw.shutdown().await;
 }
+
+/// As in PgBouncer, a transaction's and a query's time in SHOW STATS count from the client's
+/// request, the wait for a server included; the wait alone is wait_time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_time_a_request_from_its_arrival() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let (a, b) = (connect(&gw).await, connect(&gw).await);
+    let slow = a.simple_query("SELECT pg_sleep(0.4)");
+    let waiting = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.simple_query("SELECT 1").await
+    };
+    let (slow, waiting) = tokio::join!(slow, waiting);
+    slow.unwrap();
+    waiting.unwrap();
+    let totals = psql(&gw, "pgbouncer", "SHOW STATS_TOTALS").unwrap();
+    let row: Vec<u64> = totals
+        .lines()
+        .find(|l| l.starts_with("postgres|"))
+        .expect("a row")
+        .split('|')
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let (xact_time, query_time, wait_time) = (row[5], row[6], row[7]);
+    assert!(wait_time >= 250_000, "the second client waited: {totals}");
+    // 0.4 s of the first query, and the second's 0.3 s of waiting.
+    assert!(query_time >= 650_000, "{totals}");
+    assert!(xact_time >= 650_000, "{totals}");
+    gw.shutdown().await;
+}

@@ -137,6 +137,9 @@ pub(super) struct Flow {
     /// When the client's bytes last arrived (or the server was taken for them): the start of the
     /// requests among them, for timing, without reading the clock per request.
     pub(super) last_client_activity: Instant,
+    /// When the request that got this server arrived, for SHOW STATS' query time (statement
+    /// statistics time the server alone).
+    pub(super) arrived: Option<Instant>,
     /// When the server's bytes now being handled arrived: the clock of everything they finish
     /// (read once per arrival, not per message).
     pub(super) server_activity: Instant,
@@ -206,6 +209,7 @@ impl Flow {
             query_time_us: 0,
             requests: 0,
             last_client_activity: now,
+            arrived: None,
             server_activity: now,
             cancel_sent: None,
             received: 0,
@@ -307,7 +311,11 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     let buffers = std::mem::take(&mut server.flow_buffers);
     // The request arrived just before the checkout that gave this server out.
     let now = server.checked_out.take().unwrap_or_else(Instant::now);
+    // As in PgBouncer, a request's time and its transaction's count from its arrival, the wait
+    // for a server included (the wait alone is total_wait_time).
+    let arrived = if just_placed { now.checked_sub(s.wait_before_send).unwrap_or(now) } else { now };
     let mut flow = Flow::new(s, max_prepared, buffers, now);
+    flow.arrived = Some(arrived);
     flow.received = std::mem::take(&mut s.unattached_received);
     flow.consulted = std::mem::take(&mut s.consulted);
     flow.placed_first = just_placed;
@@ -334,7 +342,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         flow.keep_input = true;
         flow.retry_after_send = s.attachment.as_ref().is_some_and(|a| !a.may_write);
     }
-    flow.xact_started = if s.status == TxnStatus::Idle { Some(now) } else { server.xact_started.take() };
+    flow.xact_started = if s.status == TxnStatus::Idle { Some(arrived) } else { server.xact_started.take() };
     let drained = match flow.param_sync {
         ParamSync::Waiting => Ok(()),
         _ => drain_client(s, &mut server, &mut flow),

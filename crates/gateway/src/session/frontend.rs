@@ -163,8 +163,9 @@ impl Flow {
 
     /// Marks the start of a request that ends with ReadyForQuery, for timing.
     fn start_request(&mut self) {
+        let arrived = self.arrived.take().unwrap_or(self.last_client_activity);
         if self.expected.ready_owed() == 0 || self.query_started.is_none() {
-            self.query_started = Some(self.last_client_activity);
+            self.query_started = Some(arrived);
         }
         if self.xact_started.is_none() && self.expected.ready_owed() == 0 {
             // The next transaction of an attachment that spans many (session pooling, pinned).
