@@ -58,14 +58,33 @@ async fn every_admin_command() {
     let fields: Vec<&str> = stats.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
     assert!(fields[2].parse::<u64>().unwrap() >= 1, "xact count: {stats}");
     assert!(admin(&gw, "SHOW CLIENTS").lines().any(|l| l.starts_with("C|postgres|postgres|")));
-    assert!(admin(&gw, "SHOW VERSION").starts_with("pgpilot "));
+    // Tools parse the PgBouncer version to pick the columns they read.
+    assert!(admin(&gw, "SHOW VERSION").starts_with("PgBouncer 1.23.1 compatible (pgpilot "));
     assert!(admin(&gw, "SHOW CONFIG").contains("default_pool_size|5|20|yes"));
     // Durations in seconds and switches as 0/1, as PgBouncer prints them.
     let config = admin(&gw, "SHOW CONFIG");
+    assert!(config.lines().any(|l| l.starts_with("admin_users|postgres|")), "lists as PgBouncer: {config}");
     assert!(config.contains("query_wait_timeout|120|120|yes"), "{config}");
     assert!(config.contains("server_reset_query_always|0|0|yes"), "{config}");
-    admin(&gw, "SHOW USERS");
-    admin(&gw, "SHOW LISTS");
+    assert!(admin(&gw, "SHOW USERS").lines().any(|l| l.starts_with("postgres|")), "a user with a pool");
+    // The rows prometheus-pgbouncer-exporter reads by name.
+    let lists = admin(&gw, "SHOW LISTS");
+    for row in ["users|1", "dns_names|0", "dns_zones|0", "dns_queries|0", "dns_pending|0"] {
+        assert!(lists.lines().any(|l| l == row), "{row}: {lists}");
+    }
+    assert!(
+        header("SHOW DATABASES").contains("|min_pool_size|reserve_pool|reserve_pool_size|"),
+        "PgBouncer's names before and after 1.23"
+    );
+    for empty in ["SHOW MEM", "SHOW DNS_HOSTS", "SHOW DNS_ZONES"] {
+        admin(&gw, empty);
+    }
+    assert!(header("SHOW MEM").starts_with("name|size|used|free|memtotal"));
+    // PgBouncer's answer to what it does not know.
+    let unknown = psql(&gw, "pgpilot", "SHOW NOSUCH").expect_err("an unknown SHOW");
+    assert!(unknown.contains("invalid command 'SHOW NOSUCH', use SHOW HELP;"), "{unknown}");
+    let unknown = psql(&gw, "pgpilot", "FROB").expect_err("an unknown command");
+    assert!(unknown.contains("invalid command 'FROB'"), "{unknown}");
     admin(&gw, "SHOW STATS_TOTALS");
     assert!(header("SHOW STATS_AVERAGES").starts_with("database|server_assignment_count|xact_count"));
     let totals = admin(&gw, "SHOW TOTALS");

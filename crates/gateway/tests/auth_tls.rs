@@ -179,6 +179,19 @@ async fn tls_to_servers() {
             .unwrap()
             .get(0);
         assert!(ssl, "{mode:?}: the server connection is not encrypted");
+        // SHOW SERVERS says so, as PgBouncer does, in use and idle.
+        let servers = psql(&gw, "pgbouncer", "SHOW SERVERS").unwrap();
+        assert!(servers.lines().skip(1).all(|l| l.contains("|TLSv1.")), "{servers}");
+        drop(client);
+        assert!(
+            eventually(std::time::Duration::from_secs(5), || {
+                let servers = psql(&gw, "pgbouncer", "SHOW SERVERS").unwrap();
+                servers.lines().any(|l| l.contains("|idle|") && l.contains("|TLSv1."))
+            })
+            .await,
+            "an idle server's TLS: {}",
+            psql(&gw, "pgbouncer", "SHOW SERVERS").unwrap()
+        );
         gw.shutdown().await;
     }
     // verify-ca with a CA that did not sign the server's certificate fails.

@@ -42,14 +42,18 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
             shared.shutdown_requested.notify_one();
             Ok(Reply::Tag("SHUTDOWN"))
         }
-        other => Err(PgError::error(SqlState::SYNTAX_ERROR, format!("unknown command: {other}"))
-            .with_hint("try SHOW HELP")),
+        _ => Err(invalid_command(text)),
     };
     match result {
         Ok(Reply::Rows(rs)) => rs.encode(out, "SHOW"),
         Ok(Reply::Tag(tag)) => backend::command_complete(out, tag),
         Err(e) => e.encode(out),
     }
+}
+
+/// PgBouncer's answer to a command it does not know (08P01), which scripts and tools match.
+fn invalid_command(text: &str) -> PgError {
+    PgError::error(SqlState::PROTOCOL_VIOLATION, format!("invalid command '{text}', use SHOW HELP;"))
 }
 
 enum Reply {
@@ -73,13 +77,11 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         "VERSION" => show::version(),
         "USERS" => show::users(shared),
         "LISTS" => show::lists(shared),
+        "MEM" | "DNS_HOSTS" | "DNS_ZONES" => show::empty_pgbouncer_set(what),
         "JOBS" => super::jobs::show(shared),
         "CACHE" => crate::cache::api::show(shared),
         "HELP" | "" => show::help(),
-        other => {
-            return Err(PgError::error(SqlState::SYNTAX_ERROR, format!("unknown SHOW item: {other}"))
-                .with_hint("try SHOW HELP"))
-        }
+        other => return Err(invalid_command(&format!("SHOW {other}"))),
     };
     Ok(Reply::Rows(rs))
 }

@@ -356,7 +356,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
             v(format!("{:#x}", c.server_id.load(Relaxed))),
             v(format!("{:#x}", c.id)),
             v(target.pid),
-            v(""),
+            v(target.tls.as_deref().unwrap_or("")),
             v(&*c.application_name.lock()),
             v(0),
             v(c.server_id.load(Relaxed)),
@@ -368,15 +368,16 @@ pub fn servers(shared: &Shared) -> ResultSet {
         for set in db.pool_sets() {
             for pool in set.all() {
                 let (host, port) = split_addr(&pool.id.server);
-                for (id, pid, created, last_used) in pool.idle_servers() {
-                    let connected = SystemTime::now() - created.elapsed();
-                    let used = SystemTime::now() - last_used.elapsed();
+                for idle in pool.idle_servers() {
+                    let connected = SystemTime::now() - idle.created.elapsed();
+                    let used = SystemTime::now() - idle.last_used.elapsed();
                     let mut row = vec![
                         v("S"),
                         v(&pool.id.user),
                         v(&pool.id.database),
                         v("none"),
-                        v("idle"),
+                        // As SHOW POOLS counts it: sv_used once server_check_delay has passed.
+                        v(if idle.needs_check { "used" } else { "idle" }),
                         v(&host),
                         v(port),
                         v("0.0.0.0"),
@@ -386,13 +387,13 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v(0),
                         v(0),
                         v(0),
-                        v(format!("{id:#x}")),
+                        v(format!("{:#x}", idle.id)),
                         Cell::NULL,
-                        v(pid),
-                        v(""),
+                        v(idle.target.pid),
+                        v(idle.target.tls.as_deref().unwrap_or("")),
                         v(""),
                         v(0),
-                        v(id),
+                        v(idle.id),
                     ];
                     row.extend(backend_cells(Some(db), &pool.id.server));
                     rs.row(row);
@@ -452,6 +453,7 @@ pub fn databases(shared: &Shared) -> ResultSet {
         "force_user",
         "pool_size",
         "min_pool_size",
+        "reserve_pool",
         "reserve_pool_size",
         "server_lifetime",
         "pool_mode",
@@ -475,6 +477,8 @@ pub fn databases(shared: &Shared) -> ResultSet {
             v(db.forced_user.clone()),
             v(config.pool_size(&db_config)),
             v(db_config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
+            // PgBouncer named it reserve_pool up to 1.22; exporters read one name or the other.
+            v(db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
             v(db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
             v(config.pgpilot.server_lifetime.get().as_secs()),
             v(db_config.pool_mode.unwrap_or(config.pgpilot.pool_mode).as_str()),
@@ -502,6 +506,11 @@ pub fn config(shared: &Shared) -> ResultSet {
                 serde_json::Value::Bool(b) => u8::from(*b).to_string(),
                 serde_json::Value::String(s) => duration_as_seconds(s).unwrap_or_else(|| s.clone()),
                 serde_json::Value::Null => String::new(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 other => other.to_string(),
             };
             let changeable =
@@ -529,17 +538,35 @@ fn duration_as_seconds(text: &str) -> Option<String> {
 
 pub fn version() -> ResultSet {
     let mut rs = ResultSet::new(&["version"]);
-    rs.row(vec![v(format!("pgpilot {}", env!("CARGO_PKG_VERSION")))]);
+    // Tools read the PgBouncer version to know which columns to expect: pgpilot's follow 1.23.
+    rs.row(vec![v(format!("PgBouncer 1.23.1 compatible (pgpilot {})", env!("CARGO_PKG_VERSION")))]);
     rs
 }
 
+/// Every user pgpilot knows: from the auth file, from `[users]`, and with a pool now.
 pub fn users(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["name", "pool_mode", "max_user_connections"]);
     let config = shared.config.load();
-    for (name, u) in &config.users {
-        rs.row(vec![v(name), v(u.pool_mode.map(|m| m.as_str())), v(u.max_user_connections.unwrap_or(0))]);
+    for name in known_users(shared) {
+        let u = config.users.get(&name);
+        rs.row(vec![
+            v(&name),
+            v(u.and_then(|u| u.pool_mode).map(|m| m.as_str())),
+            v(u.and_then(|u| u.max_user_connections).unwrap_or(0)),
+        ]);
     }
     rs
+}
+
+fn known_users(shared: &Shared) -> std::collections::BTreeSet<String> {
+    let mut names: std::collections::BTreeSet<String> = shared.config.load().users.keys().cloned().collect();
+    names.extend(shared.secrets.userlist.load().names().map(str::to_string));
+    for db in shared.databases.load().values() {
+        for set in db.pool_sets() {
+            names.extend(set.all().map(|p| p.id.user.to_string()));
+        }
+    }
+    names
 }
 
 pub fn lists(shared: &Shared) -> ResultSet {
@@ -561,7 +588,7 @@ pub fn lists(shared: &Shared) -> ResultSet {
     let waiting = clients.iter().filter(|c| c.state() == ClientState::Waiting).count();
     for (k, n) in [
         ("databases", dbs.len()),
-        ("users", shared.config.load().users.len()),
+        ("users", known_users(shared).len()),
         ("pools", pools),
         ("free_clients", 0),
         ("used_clients", clients.len()),
@@ -570,16 +597,32 @@ pub fn lists(shared: &Shared) -> ResultSet {
         ("used_servers", used),
         ("active_clients", active),
         ("waiting_clients", waiting),
+        // pgpilot resolves names with the system's resolver and keeps no cache of its own.
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
     ] {
         rs.row(vec![v(k), v(n)]);
     }
     rs
 }
 
+/// PgBouncer's SHOW MEM, DNS_HOSTS and DNS_ZONES, with their columns and no rows: pgpilot has no
+/// slab caches and no DNS cache of its own, and monitoring tools that ask must not fail.
+pub fn empty_pgbouncer_set(what: &str) -> ResultSet {
+    let columns: &[&str] = match what {
+        "MEM" => &["name", "size", "used", "free", "memtotal"],
+        "DNS_HOSTS" => &["hostname", "ttl", "addrs"],
+        _ => &["zonename", "serial", "count"],
+    };
+    ResultSet::new(columns)
+}
+
 pub fn help() -> ResultSet {
     let mut rs = ResultSet::new(&["command"]);
     for c in [
-        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|STATE|LISTS|JOBS|CACHE",
+        "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|REPLICAS|USERS|VERSION|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|STATE|LISTS|MEM|DNS_HOSTS|DNS_ZONES|JOBS|CACHE",
         "INVALIDATE CACHE TABLE <name> | TAG <tag> | ALL [IN <db>]",
         "PAUSE [<db>]",
         "RESUME [<db>]",

@@ -11,6 +11,11 @@ pub struct UserList {
 }
 
 impl UserList {
+    /// The users the file lists, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     pub fn load(path: &Path) -> Result<UserList, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read auth_file {}: {e}", path.display()))?;

@@ -105,6 +105,8 @@ pub struct Connected {
     pub pid: i32,
     pub secret: i32,
     pub buf: BytesMut,
+    /// The TLS protocol and cipher suite, as SHOW SERVERS' `tls` gives them; None in the clear.
+    pub tls: Option<Box<str>>,
 }
 
 /// The application_name pooled server connections log in with (clients' own names replace it).
@@ -134,14 +136,14 @@ async fn connect_inner(
 ) -> Result<Connected, ConnectError> {
     let addr = target.url.address();
     let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
-    let sock = if target.url.is_unix_socket() {
-        Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?)
+    let (sock, tls) = if target.url.is_unix_socket() {
+        (Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?), None)
     } else {
         let tcp = TcpStream::connect(&addr).await.map_err(io_err)?;
         if target.tls_mode.attempts_tls() {
             negotiate_tls(tcp, target, connector).await?
         } else {
-            Sock::Tcp(tcp)
+            (Sock::Tcp(tcp), None)
         }
     };
     sock.set_nodelay();
@@ -157,14 +159,14 @@ async fn connect_inner(
     login.authenticate(target, secret).await?;
     let (params, pid, key) = login.read_until_ready().await?;
     let buf = login.buf;
-    Ok(Connected { sock, params, pid, secret: key, buf })
+    Ok(Connected { sock, params, pid, secret: key, buf, tls })
 }
 
 async fn negotiate_tls(
     tcp: TcpStream,
     target: &ServerTarget,
     connector: Option<&tokio_rustls::TlsConnector>,
-) -> Result<Sock, ConnectError> {
+) -> Result<(Sock, Option<Box<str>>), ConnectError> {
     let addr = target.url.address();
     let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
     let sock = Sock::Tcp(tcp);
@@ -186,9 +188,20 @@ async fn negotiate_tls(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Unsupported { addr: addr.clone(), why: format!("TLS: {e}") })?;
-            tls::bridge(stream).map_err(io_err)
+            let session = stream.get_ref().1;
+            // In OpenSSL's spelling, as PgBouncer shows it: TLSv1.3/TLS_AES_256_GCM_SHA384.
+            let described = format!(
+                "{}/{}",
+                session.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS").replace("v1_", "v1."),
+                session
+                    .negotiated_cipher_suite()
+                    .and_then(|c| c.suite().as_str())
+                    .map(|name| name.replacen("TLS13_", "TLS_", 1))
+                    .unwrap_or_default()
+            );
+            Ok((tls::bridge(stream).map_err(io_err)?, Some(described.into())))
         }
-        (b'N', _) if !target.tls_mode.requires_tls() => Ok(Sock::Tcp(tcp)),
+        (b'N', _) if !target.tls_mode.requires_tls() => Ok((Sock::Tcp(tcp), None)),
         (b'N', _) => Err(ConnectError::Unsupported { addr, why: "server does not support TLS".into() }),
         _ => Err(ConnectError::Protocol { addr, why: "unexpected answer to SSLRequest".into() }),
     }

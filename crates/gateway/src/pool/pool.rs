@@ -178,6 +178,16 @@ impl Drop for Unclaimed<'_> {
     }
 }
 
+/// An idle server connection, as SHOW SERVERS lists it.
+pub struct IdleServer {
+    pub id: u64,
+    pub target: Arc<super::server::CancelTarget>,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Idle for longer than server_check_delay: SHOW POOLS counts it in `sv_used`.
+    pub needs_check: bool,
+}
+
 /// A snapshot of a pool's counts.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PoolCounts {
@@ -269,9 +279,20 @@ impl Pool {
     }
 
     /// Ids of idle connections, for SHOW SERVERS.
-    pub fn idle_servers(&self) -> Vec<(u64, i32, Instant, Instant)> {
+    /// The idle server connections, as SHOW SERVERS lists them.
+    pub fn idle_servers(&self) -> Vec<IdleServer> {
         let s = self.state.lock();
-        s.idle.iter().map(|c| (c.id, c.cancel.pid, c.created, c.last_used)).collect()
+        let check_delay = self.settings.load().check_delay;
+        s.idle
+            .iter()
+            .map(|c| IdleServer {
+                id: c.id,
+                target: c.cancel.clone(),
+                created: c.created,
+                last_used: c.last_used,
+                needs_check: c.last_used.elapsed() > check_delay,
+            })
+            .collect()
     }
 
     pub fn set_connector(&self, connector: Option<Arc<tokio_rustls::TlsConnector>>) {

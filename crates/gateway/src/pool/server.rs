@@ -24,6 +24,8 @@ pub struct CancelTarget {
     pub connected_at: std::time::SystemTime,
     /// Cancel requests sent to this server and not yet carried out.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The TLS protocol and cipher suite (SHOW SERVERS' `tls`); None in the clear.
+    pub tls: Option<Box<str>>,
 }
 
 impl CancelTarget {
@@ -93,6 +95,7 @@ impl ServerConn {
                 secret: connected.secret,
                 connected_at: std::time::SystemTime::now(),
                 in_flight: Default::default(),
+                tls: connected.tls,
             }),
             sock: connected.sock,
             id: NEXT_SERVER_ID.fetch_add(1, Relaxed),
