@@ -100,10 +100,7 @@ fn systemd_unit_verifies_and_is_sandboxed() {
     assert_eq!(exec, vec!["/usr/bin/pgpilot serve --config /etc/pgpilot/pgpilot.toml"]);
     let (ok, help) = run(Command::new(env!("CARGO_BIN_EXE_pgpilot")).args(["serve", "--help"]));
     assert!(ok && help.contains("--config"), "pgpilot serve has no --config:\n{help}");
-    assert!(
-        matches!(unit_values(&unit, "Type")[..], ["exec"] | ["simple"]),
-        "pgpilot does not call sd_notify"
-    );
+    assert!(unit_values(&unit, "Type") == ["notify"], "pgpilot tells systemd when it is ready (READY=1)");
     assert_eq!(unit_values(&unit, "ExecReload"), vec!["/bin/kill -HUP $MAINPID"]);
     assert_eq!(unit_values(&unit, "KillSignal"), vec!["SIGTERM"]);
     let stop: u64 = unit_values(&unit, "TimeoutStopSec")[0].parse().expect("TimeoutStopSec in seconds");

@@ -45,15 +45,26 @@ fn serve_schedules_jobs_and_stops_on_sigterm() {
     )
     .unwrap();
     let pgpilot = env!("CARGO_BIN_EXE_pgpilot");
+    // systemd's side of Type=notify: pgpilot says READY=1 once it listens, STOPPING=1 at SIGTERM.
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut served = Served(
         Command::new(pgpilot)
             .args(["serve", "--config", config.to_str().unwrap()])
             .env("NO_COLOR", "1")
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting pgpilot serve"),
     );
+    let told = |notify: &std::os::unix::net::UnixDatagram| {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification to the service manager");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(told(&notify).trim(), "READY=1");
     let base = format!("http://127.0.0.1:{http}");
     let started = Instant::now();
     let jobs = loop {
@@ -90,6 +101,7 @@ fn serve_schedules_jobs_and_stops_on_sigterm() {
     let stopping = Instant::now();
     // SAFETY: kill(2) on the child's pid, which we own and have not reaped.
     assert_eq!(unsafe { libc::kill(served.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    assert_eq!(told(&notify).trim(), "STOPPING=1");
     let status = loop {
         if let Some(status) = served.0.try_wait().unwrap() {
             break status;

@@ -99,6 +99,8 @@ impl Gateway {
         let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
         let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        // Listening by now: a systemd unit of Type=notify (PgBouncer's) counts pgpilot as started.
+        tell_service_manager(&[sd_notify::NotifyState::Ready]);
         loop {
             tokio::select! {
                 _ = hup.recv() => self.log_reload("SIGHUP"),
@@ -108,11 +110,15 @@ impl Gateway {
                 _ = self.shared.shutdown_requested.notified() => break,
             }
         }
+        tell_service_manager(&[sd_notify::NotifyState::Stopping]);
         self.shutdown().await;
     }
 
     fn log_reload(&self, why: &str) {
-        match self.reload() {
+        tell_service_manager(&[sd_notify::NotifyState::Reloading]);
+        let result = self.reload();
+        tell_service_manager(&[sd_notify::NotifyState::Ready]);
+        match result {
             Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
             Err(e) => {
                 tracing::error!(trigger = why, error = %e, "configuration reload failed; keeping the running configuration")
@@ -160,6 +166,14 @@ impl Gateway {
         }
         self.background.iter().for_each(|t| t.abort());
         tracing::info!("pgpilot stopped");
+    }
+}
+
+/// Tells systemd (when it started pgpilot with NOTIFY_SOCKET) what pgpilot is doing; a no-op
+/// otherwise.
+fn tell_service_manager(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %e, "could not notify the service manager (NOTIFY_SOCKET)");
     }
 }
 
