@@ -90,6 +90,11 @@ pub struct Database {
     /// configured primary may be an old one back after a failover: nothing is routed.
     roles_checked: watch::Sender<bool>,
     roles_known: AtomicBool,
+    /// Made from the `*` fallback section for a client that asked for it by name; forgotten
+    /// after autodb_idle_timeout unused.
+    pub made_from_fallback: bool,
+    /// Since when a database made from the fallback has had no client.
+    pub unused_since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Database {
@@ -130,7 +135,36 @@ impl Database {
             cache,
             roles_known: AtomicBool::new(single),
             roles_checked: watch::Sender::new(single),
+            made_from_fallback: false,
+            unused_since: Mutex::new(None),
         })
+    }
+
+    /// The database `name` made from the `*` fallback section `fallback`.
+    pub fn from_fallback(
+        name: &str,
+        fallback: &DatabaseConfig,
+        max_connections: usize,
+    ) -> Result<Database, String> {
+        let mut db = Database::new(name, fallback.for_client_database(name), max_connections)?;
+        db.made_from_fallback = true;
+        Ok(db)
+    }
+
+    /// For a database made from the fallback: whether it has had no client for `limit` (its idle
+    /// server connections do not count, as in PgBouncer); the clock starts at the first call that
+    /// finds it so.
+    pub fn unused_for(&self, limit: std::time::Duration) -> bool {
+        let in_use = self
+            .pool_sets()
+            .iter()
+            .any(|set| set.clients.load(Relaxed) > 0 || set.all().any(|p| p.counts().active > 0));
+        let mut since = self.unused_since.lock();
+        if in_use {
+            *since = None;
+            return false;
+        }
+        since.get_or_insert_with(std::time::Instant::now).elapsed() >= limit
     }
 
     /// The database's settings as last loaded.

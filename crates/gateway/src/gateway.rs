@@ -200,6 +200,7 @@ async fn janitor(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         ticks += 1;
+        shared.forget_unused_fallback_databases();
         for db in shared.databases.load().values() {
             db.drop_failed_pool_sets();
             for set in db.pool_sets() {

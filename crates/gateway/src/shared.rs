@@ -126,15 +126,32 @@ impl Shared {
         // A server connection's TLS mode is fixed when its pool is made: a new mode needs new pools.
         let same_server_tls = self.config.load().tls.server_tls_sslmode == config.tls.server_tls_sslmode;
         let mut next = HashMap::new();
-        for (name, db_config) in &config.databases {
+        // Databases made from the `*` fallback stay while it does, made anew if it changed.
+        let fallback_made = old.values().filter(|db| db.made_from_fallback).map(|db| db.name.to_string());
+        let names: Vec<String> = config
+            .databases
+            .keys()
+            .filter(|name| *name != crate::config::FALLBACK_DATABASE)
+            .cloned()
+            .chain(fallback_made.filter(|name| !config.databases.contains_key(name)))
+            .collect();
+        for name in names {
+            let Some(db_config) = config.database_config(&name) else { continue };
             let max = db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
-            match old.get(name) {
-                Some(db) if same_server_tls && db.same_servers(db_config) => {
-                    db.update_settings(&config, db_config);
-                    next.insert(name.clone(), db.clone());
+            let made_from_fallback = !config.databases.contains_key(&name);
+            match old.get(&name) {
+                Some(db)
+                    if same_server_tls
+                        && db.same_servers(&db_config)
+                        && db.made_from_fallback == made_from_fallback =>
+                {
+                    db.update_settings(&config, &db_config);
+                    next.insert(name, db.clone());
                 }
                 _ => {
-                    next.insert(name.clone(), Arc::new(Database::new(name, db_config.clone(), max)?));
+                    let mut db = Database::new(&name, db_config.into_owned(), max)?;
+                    db.made_from_fallback = made_from_fallback;
+                    next.insert(name, Arc::new(db));
                 }
             }
         }
@@ -173,6 +190,60 @@ impl Shared {
 
     pub fn database(&self, name: &str) -> Option<Arc<Database>> {
         self.databases.load().get(name).cloned()
+    }
+
+    /// The database `name`, or one made for it from the `*` fallback section, not yet kept: the
+    /// client's login makes it known with [`Shared::keep_database`], so clients that never log in
+    /// add nothing.
+    pub fn database_or_fallback(&self, name: &str) -> Option<Arc<Database>> {
+        if let Some(db) = self.database(name) {
+            return Some(db);
+        }
+        let config = self.config.load();
+        let fallback = config.databases.get(crate::config::FALLBACK_DATABASE)?;
+        let max = fallback.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
+        match Database::from_fallback(name, fallback, max) {
+            Ok(db) => Some(Arc::new(db)),
+            Err(e) => {
+                tracing::warn!(database = name, error = %e, "cannot make a database from the \"*\" section");
+                None
+            }
+        }
+    }
+
+    /// Keeps a database made from the fallback; another client's, made meanwhile, wins.
+    pub fn keep_database(&self, db: Arc<Database>) -> Arc<Database> {
+        self.databases.rcu(|dbs| {
+            let mut dbs = HashMap::clone(dbs);
+            dbs.entry(db.name.to_string()).or_insert_with(|| db.clone());
+            dbs
+        });
+        self.database(&db.name).unwrap_or(db)
+    }
+
+    /// Forgets the databases made from the fallback that nobody used for autodb_idle_timeout.
+    pub fn forget_unused_fallback_databases(&self) {
+        let limit = self.config.load().pgpilot.autodb_idle_timeout.get();
+        let unused: Vec<Arc<str>> = self
+            .databases
+            .load()
+            .values()
+            .filter(|db| db.made_from_fallback && db.unused_for(limit))
+            .map(|db| db.name.clone())
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.databases.rcu(|dbs| {
+            let mut dbs = HashMap::clone(dbs);
+            gone = unused.iter().filter_map(|name| dbs.remove(&**name)).collect();
+            dbs
+        });
+        for db in gone {
+            tracing::info!(database = %db.name, "a database made from \"*\" went unused for autodb_idle_timeout: forgotten");
+            db.retire();
+        }
     }
 
     /// The pools a client of `database` logged in as `client_user` uses.

@@ -251,3 +251,80 @@ async fn the_unix_socket_is_open_to_every_local_user_by_default() {
     assert_eq!(query_pair(&conninfo, who).await.unwrap(), ("postgres".into(), "postgres".into()));
     gw.shutdown().await;
 }
+
+/// PgBouncer's `*` fallback: a client asking for a database without a section of its own gets one
+/// made from `*`, on the server's database of the name it asked for; kept across reloads while
+/// used, and forgotten once unused for autodb_idle_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_database_serves_any_database_name() {
+    common::init_logs();
+    let pg = Cluster::start();
+    pg.create_database("billing", "postgres");
+    pg.create_database("stock", "postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ini = dir.path().join("pgbouncer.ini");
+    write(
+        &ini,
+        &format!(
+            "[databases]\n\
+             fixed = host=127.0.0.1 port={pg} dbname=stock\n\
+             * = host=127.0.0.1 port={pg} user=postgres\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nadmin_users = postgres\npool_mode = transaction\n\
+             autodb_idle_timeout = 1\nserver_tls_sslmode = disable\n",
+            pg = pg.port()
+        ),
+    );
+    let conversion = convert_file(&ini).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(conversion.not_honoured().count(), 0, "{:?}", conversion.notes);
+    let toml = to_commented_toml(&conversion);
+    assert!(toml.contains("[databases.\"*\"]"), "{toml}");
+    let gw = Gateway::start(conversion.config, QuickStart::default()).await.expect("gateway starts");
+    let conninfo = |db: &str| format!("host=127.0.0.1 port={port} user=postgres dbname={db} sslmode=disable");
+    let which = "SELECT current_user::text, current_database()::text";
+    for (asked, served) in
+        [("billing", "billing"), ("stock", "stock"), ("fixed", "stock"), ("postgres", "postgres")]
+    {
+        let (_, db) = query_pair(&conninfo(asked), which).await.unwrap_or_else(|e| panic!("{asked}: {e}"));
+        assert_eq!(db, served, "{asked}");
+    }
+    let err = query_pair(&conninfo("nosuch"), which).await.unwrap_err();
+    assert!(err.starts_with("3D000"), "{err}");
+
+    let console = common::try_connect(&conninfo("pgbouncer")).await.expect("console");
+    let names = async |c: &tokio_postgres::Client| -> Vec<String> {
+        c.simple_query("SHOW DATABASES")
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_string()),
+                _ => None,
+            })
+            .collect()
+    };
+    let listed = names(&console).await;
+    assert!(listed.contains(&"billing".to_string()) && !listed.contains(&"*".to_string()), "{listed:?}");
+
+    // In use across a reload, then forgotten once unused.
+    let user = common::try_connect(&conninfo("billing")).await.unwrap();
+    console.simple_query("RELOAD").await.unwrap();
+    let db: String = user.query_one("SELECT current_database()::text", &[]).await.unwrap().get(0);
+    assert_eq!(db, "billing");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(names(&console).await.contains(&"billing".to_string()), "forgotten while a client uses it");
+    drop(user);
+    let mut forgotten = false;
+    for _ in 0..50 {
+        if !names(&console).await.contains(&"billing".to_string()) {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(forgotten, "still listed: {:?}", names(&console).await);
+    assert!(names(&console).await.contains(&"fixed".to_string()));
+    gw.shutdown().await;
+}

@@ -44,7 +44,7 @@ impl LookupSettings {
     /// The settings for clients of `database`, when auth_query applies to it (per-database values
     /// win over `[pgpilot]`'s).
     pub fn for_database(config: &Config, database: &str) -> Option<LookupSettings> {
-        let db = config.databases.get(database)?;
+        let db = config.database_config(database)?;
         let g = &config.pgpilot;
         let auth_user = db.auth_user.clone().or_else(|| g.auth_user.clone())?;
         Some(LookupSettings {

@@ -47,8 +47,10 @@ impl Secrets {
     }
 
     /// The password configured for `[databases.NAME]` (password_file, password_env or URL).
+    /// The server password configured for `database`, else for the `*` fallback it may be made from.
     pub fn database_password(&self, database: &str) -> Option<String> {
-        self.database_passwords.load().get(database).cloned()
+        let passwords = self.database_passwords.load();
+        passwords.get(database).or_else(|| passwords.get(crate::config::FALLBACK_DATABASE)).cloned()
     }
 
     pub fn client_secret(&self, user: &str) -> Option<Secret> {

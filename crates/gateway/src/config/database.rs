@@ -36,9 +36,38 @@ pub struct DatabaseConfig {
     pub cache: super::cache::DatabaseCache,
 }
 
+/// The name of the fallback database (PgBouncer's `*`): a client asking for a database without a
+/// section of its own gets one made from it, named as the client asked.
+pub const FALLBACK_DATABASE: &str = "*";
+
 impl DatabaseConfig {
     pub fn primary_url(&self) -> Result<ServerUrl, String> {
         ServerUrl::parse(&self.primary)
+    }
+
+    /// The settings of the database `name` made from this fallback (`*`) section: its servers'
+    /// URLs that name no database name `name`, as PgBouncer's `*` without `dbname=` does.
+    pub fn for_client_database(&self, name: &str) -> DatabaseConfig {
+        let mut db = self.clone();
+        db.primary = with_database(&self.primary, name);
+        for replica in db.replicas.0.iter_mut() {
+            match replica {
+                ReplicaConfig::Url(u) | ReplicaConfig::Detailed { url: u, .. } => *u = with_database(u, name),
+            }
+        }
+        db
+    }
+}
+
+/// `url` with database `name` when it names none; unchanged otherwise (and when it does not parse,
+/// for validation to report).
+fn with_database(url: &str, name: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.path().trim_start_matches('/').is_empty() => {
+            u.set_path(&format!("/{}", super::server_url::percent_encode_path(name)));
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -96,6 +96,8 @@ pub struct General {
     pub server_idle_timeout: Secs,
     pub server_connect_timeout: Secs,
     pub server_login_retry: Secs,
+    /// A database made from the `*` fallback section is forgotten once unused this long.
+    pub autodb_idle_timeout: Secs,
     pub query_wait_timeout: Secs,
     pub query_timeout: Secs,
     pub client_idle_timeout: Secs,
@@ -164,6 +166,7 @@ impl Default for General {
             server_idle_timeout: Secs::from_secs(600),
             server_connect_timeout: Secs::from_secs(15),
             server_login_retry: Secs::from_secs(15),
+            autodb_idle_timeout: Secs::from_secs(3600),
             query_wait_timeout: Secs::from_secs(120),
             query_timeout: Secs::from_secs(0),
             client_idle_timeout: Secs::from_secs(0),

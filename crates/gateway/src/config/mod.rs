@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use database::{
     DatabaseConfig, LoadBalance, PrimaryReads, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule,
-    UserConfig,
+    UserConfig, FALLBACK_DATABASE,
 };
 pub use duration::Secs;
 pub use general::{AuthType, General, PoolMode};
@@ -56,6 +56,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings of the database clients call `name`: its own section, else one made from the
+    /// fallback section `*` (None when there is neither).
+    pub fn database_config(&self, name: &str) -> Option<std::borrow::Cow<'_, DatabaseConfig>> {
+        use std::borrow::Cow;
+        if name == database::FALLBACK_DATABASE {
+            return None;
+        }
+        match self.databases.get(name) {
+            Some(db) => Some(Cow::Borrowed(db)),
+            None => self
+                .databases
+                .get(database::FALLBACK_DATABASE)
+                .map(|fallback| Cow::Owned(fallback.for_client_database(name))),
+        }
+    }
+
     /// Reads and parses a file; relative paths inside it are resolved against its directory.
     pub fn load(path: &Path) -> Result<Config, String> {
         let text =

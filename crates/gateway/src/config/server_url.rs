@@ -81,6 +81,17 @@ impl ServerUrl {
     }
 }
 
+/// `s` as one path segment of a URL: every byte but the unreserved ones percent-encoded, so that
+/// [`percent_decode`] gives `s` back whatever it holds ('/', '%', '?', spaces).
+pub(super) fn percent_encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

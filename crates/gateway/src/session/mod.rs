@@ -154,7 +154,7 @@ async fn log_in(
     let db = if is_admin_db {
         None
     } else {
-        let db = shared.database(&database).ok_or_else(|| {
+        let db = shared.database_or_fallback(&database).ok_or_else(|| {
             PgError::fatal(SqlState::INVALID_CATALOG_NAME, format!("no such database: {database}"))
         })?;
         if db.is_disabled() {
@@ -190,7 +190,10 @@ async fn log_in(
         let may_modify = config.is_admin(&user);
         return Ok(LoggedIn::Admin(crate::admin::AdminLogin { user, database, may_modify }));
     }
-    let db = db.expect("checked above");
+    let mut db = db.expect("checked above");
+    if db.made_from_fallback {
+        db = shared.keep_database(db);
+    }
     let (db, pools) = shared.pools_for(&db.name, &user)?;
     let mode = config.pool_mode(&db.config(), &user);
     let setup = welcome::welcome(sock, &pools, params, registration, &db).await?;

@@ -61,13 +61,9 @@ fn database(b: &mut Builder, e: &Entry) -> Result<(), String> {
         return Err(at("the name is reserved for the admin console; rename the database".into()));
     }
     let pairs = connstr_pairs(&e.value).map_err(&at)?;
-    if name == "*" {
-        let why = "the \"*\" fallback database is not supported yet: add a [databases.NAME] for every database clients use";
-        b.note("[databases] *".into(), Some(&e.origin), Outcome::NotHonoured(why.into()), &[]);
-        return Ok(());
-    }
     let mut line = DbLine {
-        dbname: name.to_string(),
+        // The fallback's servers are asked for the database the client names, unless dbname= says.
+        dbname: if name == crate::config::FALLBACK_DATABASE { String::new() } else { name.to_string() },
         hosts: Vec::new(),
         port: 5432,
         user: None,

@@ -38,6 +38,7 @@ const DURATIONS: &[(&str, SecsField)] = &[
     ("client_login_timeout", |g| &mut g.client_login_timeout),
     ("idle_transaction_timeout", |g| &mut g.idle_transaction_timeout),
     ("server_check_delay", |g| &mut g.server_check_delay),
+    ("autodb_idle_timeout", |g| &mut g.autodb_idle_timeout),
 ];
 
 const BOOLS: &[(&str, BoolField)] = &[
@@ -86,7 +87,6 @@ const IGNORED: &[(&str, &[&str], Reason)] = &[
     ("dns_nxdomain_ttl", &["15"], Reason::Never("pgpilot resolves server host names through the system resolver each time it opens a server connection")),
     ("dns_zone_check_period", &["0"], Reason::Never("pgpilot resolves server host names through the system resolver each time it opens a server connection")),
     ("resolv_conf", &[""], Reason::Never("the system resolver's /etc/resolv.conf applies")),
-    ("autodb_idle_timeout", &["3600"], Reason::NotYet("it applies to databases made from the \"*\" entry, which pgpilot does not support yet")),
     ("pool_idle_timeout", &["0"], Reason::NotYet("pgpilot keeps a pool's (empty) bookkeeping until the database is removed or reloaded")),
     ("server_round_robin", &["0"], Reason::NotYet("pgpilot chooses among idle server connections its own way; with one server per database this makes no difference")),
     ("server_fast_close", &["0"], Reason::NotYet("session-mode servers marked for closing (RECONNECT, RELOAD) are closed when their client leaves")),

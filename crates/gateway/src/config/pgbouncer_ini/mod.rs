@@ -169,6 +169,7 @@ fn pgbouncer_defaults() -> Config {
         server_idle_timeout: Secs::from_secs(600),
         server_connect_timeout: Secs::from_secs(15),
         server_login_retry: Secs::from_secs(15),
+        autodb_idle_timeout: Secs::from_secs(3600),
         query_wait_timeout: Secs::from_secs(120),
         query_timeout: Secs::from_secs(0),
         client_idle_timeout: Secs::from_secs(0),

@@ -295,7 +295,14 @@ fn converts_a_realistic_file() {
         "/var/run/pgbouncer/.s.PGSQL.5432"
     );
     assert_eq!(c.config.databases["weird db"].primary_url().unwrap().address(), "[::1]:5432");
-    assert!(!c.config.databases.contains_key("*"));
+    // The fallback names no database: each client's own is asked for.
+    let fallback = &c.config.databases["*"];
+    assert_eq!(fallback.primary, "postgres://10.0.0.10:5432/");
+    let made = c.config.database_config("billing").unwrap();
+    assert_eq!(made.primary_url().unwrap().dbname, "billing");
+    assert_eq!(made.primary_url().unwrap().address(), "10.0.0.10:5432");
+    let odd = c.config.database_config("a/b %c").unwrap();
+    assert_eq!(odd.primary_url().unwrap().dbname, "a/b %c");
     assert_eq!(c.config.users["batch"].pool_mode, Some(PoolMode::Session));
     assert_eq!(c.config.users["batch"].max_user_connections, Some(10));
 
@@ -309,7 +316,6 @@ fn converts_a_realistic_file() {
         "[databases] app: connect_query",
         "[databases] reports: application_name",
         "[databases] weird db: client_encoding",
-        "[databases] *",
         "[users] analyst: pool_size",
     ] {
         assert!(not_honoured.contains(&expected), "{expected} missing from {not_honoured:?}");
