@@ -66,6 +66,18 @@ async fn every_admin_command() {
     assert!(config.lines().any(|l| l.starts_with("admin_users|postgres|")), "lists as PgBouncer: {config}");
     assert!(config.contains("query_wait_timeout|120|120|yes"), "{config}");
     assert!(config.contains("server_reset_query_always|0|0|yes"), "{config}");
+    // SET changes the running configuration, as in PgBouncer.
+    admin(&gw, "SET default_pool_size = 7");
+    admin(&gw, "SET query_wait_timeout TO '30'");
+    let config = admin(&gw, "SHOW CONFIG");
+    assert!(config.contains("default_pool_size|7|20|yes"), "{config}");
+    assert!(config.contains("query_wait_timeout|30|120|yes"), "{config}");
+    assert!(admin(&gw, "SHOW DATABASES").lines().any(|l| l.starts_with("postgres|") && l.contains("|7|")));
+    let refused = psql(&gw, "pgpilot", "SET listen_addr = 0.0.0.0").expect_err("a setting taken at start");
+    assert!(refused.contains("cannot be changed with SET"), "{refused}");
+    let refused = psql(&gw, "pgpilot", "SET default_pool_size = many").expect_err("not a number");
+    assert!(refused.contains("ERROR"), "{refused}");
+    admin(&gw, "SET default_pool_size = 5");
     assert!(admin(&gw, "SHOW USERS").lines().any(|l| l.starts_with("postgres|")), "a user with a pool");
     // The rows prometheus-pgbouncer-exporter reads by name.
     let lists = admin(&gw, "SHOW LISTS");
@@ -132,6 +144,9 @@ async fn every_admin_command() {
     // stats_users may SHOW but not change anything; others may not log in.
     assert!(psql_as(&gw, "watcher", "pgpilot", "SHOW POOLS", &[]).is_ok());
     assert!(psql_as(&gw, "watcher", "pgpilot", "PAUSE", &[]).unwrap_err().contains("admin access"));
+    assert!(psql_as(&gw, "watcher", "pgpilot", "SET default_pool_size = 1", &[])
+        .unwrap_err()
+        .contains("admin access"));
     // Several commands in one query each run (and each is checked).
     let both = psql_as(&gw, "watcher", "pgpilot", "SHOW POOLS; PAUSE", &[]).unwrap_err();
     assert!(both.contains("admin access"), "{both}");

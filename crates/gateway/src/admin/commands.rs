@@ -33,6 +33,7 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
         "RECONNECT" => reconnect(shared, arg.as_deref()).map(|_| Reply::Tag("RECONNECT")),
         "KILL" => kill(shared, arg.as_deref()).map(|_| Reply::Tag("KILL")),
         "INVALIDATE" => invalidate_cache(shared, text).map(|_| Reply::Tag("INVALIDATE CACHE")),
+        "SET" => set(shared, login, text).map(|_| Reply::Tag("SET")),
         "RELOAD" => {
             shared.reload_requested.notify_one();
             Ok(Reply::Tag("RELOAD"))
@@ -49,6 +50,28 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
         Ok(Reply::Tag(tag)) => backend::command_complete(out, tag),
         Err(e) => e.encode(out),
     }
+}
+
+/// `SET key = value` (or `TO`): one setting of the running configuration, until the next RELOAD.
+fn set(shared: &Shared, login: &AdminLogin, text: &str) -> Result<(), PgError> {
+    let usage = || PgError::error(SqlState::SYNTAX_ERROR, "usage: SET key = value");
+    let rest = text.get(3..).ok_or_else(usage)?.trim();
+    let (key, value) = match rest.split_once('=') {
+        Some((k, v)) => (k.trim(), v.trim()),
+        None => {
+            let (k, v) = rest.split_once(char::is_whitespace).ok_or_else(usage)?;
+            let v = v.trim_start();
+            (k, v.strip_prefix("TO ").or_else(|| v.strip_prefix("to ")).ok_or_else(usage)?.trim())
+        }
+    };
+    let value =
+        value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(value).replace("''", "'");
+    let mut config = (*shared.config.load_full()).clone();
+    crate::config::pgbouncer_ini::set_at_runtime(&mut config.pgpilot, key, &value)
+        .map_err(|e| PgError::error(SqlState::INVALID_PARAMETER_VALUE, e))?;
+    shared.apply(config).map_err(|e| PgError::error(SqlState::INVALID_PARAMETER_VALUE, e))?;
+    tracing::info!(user = %login.user, setting = key, value = %value, "setting changed from the admin console");
+    Ok(())
 }
 
 /// PgBouncer's answer to a command it does not know (08P01), which scripts and tools match.

@@ -186,6 +186,29 @@ pub fn apply(b: &mut Builder, e: &Entry) -> Result<(), String> {
     Ok(())
 }
 
+/// The admin console's `SET key = value`: changes one setting of the running configuration, read
+/// as pgbouncer.ini reads it. Settings pgpilot takes only at start, or that PgBouncer does not let
+/// SET change, are refused; a RELOAD reads the file again, as in PgBouncer.
+pub fn set_at_runtime(general: &mut General, key: &str, value: &str) -> Result<(), String> {
+    let key = key.to_ascii_lowercase();
+    if let Some((_, field)) = COUNTS.iter().find(|(k, _)| *k == key) {
+        *field(general) = count(value)?;
+    } else if let Some((_, field)) = DURATIONS.iter().find(|(k, _)| *k == key) {
+        *field(general) = seconds(value)?;
+    } else if let Some((_, field)) = BOOLS.iter().find(|(k, _)| *k == key) {
+        *field(general) = boolean(value)?;
+    } else if key == "pool_mode" {
+        general.pool_mode = pool_mode(value)?.0;
+    } else if key == "server_reset_query" {
+        general.server_reset_query = value.to_string();
+    } else if key == "server_check_query" {
+        general.server_check_query = value.to_string();
+    } else {
+        return Err(format!("{key} cannot be changed with SET: change the file and RELOAD"));
+    }
+    Ok(())
+}
+
 fn ignored(b: &mut Builder, setting: String, e: &Entry, harmless: &[&str], reason: Reason) {
     let value = e.value.trim();
     let is_harmless = harmless.iter().any(|h| h.eq_ignore_ascii_case(value));
