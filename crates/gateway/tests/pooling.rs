@@ -248,6 +248,12 @@ async fn client_idle_and_idle_transaction_timeouts() {
     let idle = connect(&gw).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(idle.simple_query("SELECT 1").await.is_err(), "client_idle_timeout did not close the client");
+    // A statement running longer than the timeout is not idleness (PgBouncer's GH issue #125).
+    let slow = connect(&gw).await;
+    slow.batch_execute("BEGIN").await.unwrap();
+    slow.batch_execute("SELECT pg_sleep(0.8)").await.unwrap();
+    slow.batch_execute("SELECT 1").await.expect("the transaction outlived a statement longer than the timeout");
+    slow.batch_execute("COMMIT").await.unwrap();
     let in_txn = connect(&gw).await;
     in_txn.batch_execute("BEGIN; SELECT 1").await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;

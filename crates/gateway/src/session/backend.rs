@@ -294,6 +294,7 @@ impl Flow {
             s.invalidate(&inv);
         }
         let now = self.server_activity;
+        self.last_answer = now;
         if let Some(q) = self.query_started.take() {
             self.query_time_us += now.duration_since(q).as_micros() as u64;
             if self.expected.ready_owed() > 0 {

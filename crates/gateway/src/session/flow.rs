@@ -137,6 +137,10 @@ pub(super) struct Flow {
     /// When the client's bytes last arrived (or the server was taken for them): the start of the
     /// requests among them, for timing, without reading the clock per request.
     pub(super) last_client_activity: Instant,
+    /// When the server last answered a request with ReadyForQuery: a client in a transaction is
+    /// idle from then (or from its own last message, whichever is later), not while its
+    /// statement runs.
+    pub(super) last_answer: Instant,
     /// When the request that got this server arrived, for SHOW STATS' query time (statement
     /// statistics time the server alone).
     pub(super) arrived: Option<Instant>,
@@ -209,6 +213,7 @@ impl Flow {
             query_time_us: 0,
             requests: 0,
             last_client_activity: now,
+            last_answer: now,
             arrived: None,
             server_activity: now,
             cancel_sent: None,
@@ -585,9 +590,14 @@ fn timer_deadline(s: &Session, flow: &Flow) -> Option<Instant> {
         return s.timeouts.query().zip(flow.query_started).map(|(t, start)| start + t);
     }
     if s.status != TxnStatus::Idle {
-        return s.timeouts.idle_transaction().map(|t| flow.last_client_activity + t);
+        return s.timeouts.idle_transaction().map(|t| idle_in_transaction_since(flow) + t);
     }
     None
+}
+
+/// Since when the client has kept its transaction open without a request in flight.
+fn idle_in_transaction_since(flow: &Flow) -> Instant {
+    flow.last_client_activity.max(flow.last_answer)
 }
 
 fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exit> {
@@ -614,7 +624,7 @@ fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exi
     }
     if s.status != TxnStatus::Idle {
         if let Some(t) = s.timeouts.idle_transaction() {
-            if now >= flow.last_client_activity + t {
+            if now >= idle_in_transaction_since(flow) + t {
                 let e = PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout");
                 return Some(Exit::End(Ending::Fatal(e)));
             }
