@@ -252,7 +252,9 @@ async fn client_idle_and_idle_transaction_timeouts() {
     let slow = connect(&gw).await;
     slow.batch_execute("BEGIN").await.unwrap();
     slow.batch_execute("SELECT pg_sleep(0.8)").await.unwrap();
-    slow.batch_execute("SELECT 1").await.expect("the transaction outlived a statement longer than the timeout");
+    slow.batch_execute("SELECT 1")
+        .await
+        .expect("the transaction outlived a statement longer than the timeout");
     slow.batch_execute("COMMIT").await.unwrap();
     let in_txn = connect(&gw).await;
     in_txn.batch_execute("BEGIN; SELECT 1").await.unwrap();

@@ -629,6 +629,12 @@ impl Pool {
         self.connection_closed();
     }
 
+    /// The pool's server answered another connection (the health monitor's): connecting is no
+    /// longer paused.
+    pub fn server_answered(&self) {
+        self.backoff.succeeded();
+    }
+
     /// A connection outside the pool's count, for monitors: same server, user, credentials and TLS.
     /// A refused login is remembered for server_login_retry, as for the pool's own connections:
     /// a monitor retrying every round would flood the server's log (and trip lockouts).

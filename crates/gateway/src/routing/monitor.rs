@@ -142,6 +142,14 @@ impl DatabaseMonitor {
             match result {
                 Ok(r) => {
                     backend.check_passed();
+                    // The server answers: every user's pool may connect again at once, not after
+                    // its own pause with the error it met while the server was down (which a
+                    // replica read would otherwise take for a new failure, and ban it again).
+                    for other in self.db.pool_sets() {
+                        if let Some(pool) = other.pools.get(backend.index) {
+                            pool.server_answered();
+                        }
+                    }
                     backend.record_position(r.lsn, sent, r.timeline);
                     if !r.in_recovery {
                         backend.history.record(super::positions::Stamped { lsn: r.lsn, at_ms: sent });
