@@ -274,7 +274,9 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(i32::from(c.close_requested())),
             v(format!("{:#x}", c.id)),
             if server_id > 0 { v(format!("{server_id:#x}")) } else { Cell::NULL },
-            v(c.pid),
+            // PgBouncer's remote_pid is the peer's process, known for Unix-socket clients only;
+            // the pid in a client's cancel key is pgpilot's own number, not a process.
+            v(0),
             v(if c.tls { "TLS" } else { "" }),
             v(&*c.application_name.lock()),
             v(0),
