@@ -1399,3 +1399,33 @@ async fn a_startup_parameter_wins_over_the_same_setting_in_options() {
     );
     gw.shutdown().await;
 }
+
+/// pgJDBC's answer to 0A000: it closes the statement the server refused and prepares it anew, in
+/// one batch (Close, Parse, Bind, Describe, Execute, Sync). A Parse behind only Close messages
+/// still begins its batch: met by a server copy made before DDL, it is planned afresh unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_behind_a_close_never_meets_a_stale_server_copy() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE reprep(id int, v int); INSERT INTO reprep VALUES (1, 5)");
+    let gw = small_pool(&pg, 1, 100).await;
+    let text = "SELECT * FROM reprep WHERE id = $1";
+    let first = connect(&gw).await;
+    first.prepare(text).await.unwrap();
+    pg.psql("postgres", "ALTER TABLE reprep ADD COLUMN extra int DEFAULT 7");
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::target(&mut out, b'C', b'S', b"S_1");
+    pgpilot_wire::frontend::parse(&mut out, b"S_2", text.as_bytes(), &[0, 0]);
+    pgpilot_wire::frontend::bind(&mut out, b"", b"S_2", &[0, 0, 0, 1, 0, 0, 0, 1, b'1', 0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'P', b"");
+    out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).filter(|t| *t != b'S').collect();
+    assert_eq!(tags, b"312TDCZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
+    let row = backend_messages(&got).into_iter().find(|m| m.0 == b'D').unwrap().1.to_vec();
+    assert!(row.starts_with(&[0, 3]), "three columns: {row:?}");
+    gw.shutdown().await;
+}

@@ -110,6 +110,9 @@ pub(super) struct Flow {
     /// parsed it, or sent a simple Query, during this attachment.
     pub(super) unnamed_in_step: bool,
     pub(super) replan: super::replan::Replan,
+    /// The batch so far holds only Close messages: a Parse after them still begins it for
+    /// [`super::replan`] (pgJDBC closes the statement the server refused, then prepares anew).
+    pub(super) only_closes: bool,
     /// A ParameterDescription held back until its statement's RowDescription arrives: a Describe
     /// that fails on a stale server copy is run again, and the client must see one answer.
     pub(super) held_parameters: Option<Box<[u8]>>,
@@ -199,6 +202,7 @@ impl Flow {
             first_look: None,
             unnamed_in_step: false,
             replan: Default::default(),
+            only_closes: false,
             held_parameters: None,
             rewrite,
             track_session: rewrite,

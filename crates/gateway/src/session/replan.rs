@@ -47,7 +47,8 @@ impl Flow {
     /// Called with each client message before it is handled: records a batch that could be re-run.
     pub(super) fn record_for_replan(&mut self, s: &Session, server: &mut ServerConn, tag: u8, msg: &[u8]) {
         use Replan::*;
-        let batch_start = self.rewrite && !self.unsynced && s.status == TxnStatus::Idle;
+        let batch_start = self.rewrite && (!self.unsynced || self.only_closes) && s.status == TxnStatus::Idle;
+        self.only_closes = batch_start && tag == b'C';
         self.replan = match (self.replan, tag) {
             (Spent, _) => Spent,
             (_, b'B') if batch_start && names_statement(msg) => {
