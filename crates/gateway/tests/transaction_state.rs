@@ -1429,3 +1429,33 @@ async fn a_prepare_behind_a_close_never_meets_a_stale_server_copy() {
     assert!(row.starts_with(&[0, 3]), "three columns: {row:?}");
     gw.shutdown().await;
 }
+
+/// A client pinned by its WITH HOLD cursors alone is let go once they are closed (Django's
+/// iterator() in autocommit declares one per query); one pinned for a lasting reason stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_its_hold_cursors_lets_a_client_go() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    let quick = async |c: &tokio_postgres::Client| {
+        tokio::time::timeout(Duration::from_secs(2), c.simple_query("SELECT 1")).await.is_ok()
+    };
+    a.batch_execute("DECLARE c1 CURSOR WITH HOLD FOR SELECT generate_series(1, 3)").await.unwrap();
+    a.batch_execute("DECLARE c2 CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
+    a.batch_execute("FETCH ALL FROM c1").await.unwrap();
+    a.batch_execute("CLOSE c1").await.unwrap();
+    assert!(!quick(&b).await, "one cursor is still open: the only server stays with its client");
+    a.batch_execute("CLOSE c2").await.unwrap();
+    assert!(quick(&b).await, "every cursor closed: the server goes back to the pool");
+    a.query("DECLARE c3 CURSOR WITH HOLD FOR SELECT $1::int", &[&1i32]).await.unwrap();
+    a.batch_execute("CLOSE ALL").await.unwrap();
+    assert!(quick(&b).await, "extended DECLARE, then CLOSE ALL");
+    // LISTEN lasts: closing the cursor declared with it changes nothing.
+    a.batch_execute("DECLARE c4 CURSOR WITH HOLD FOR SELECT 1; LISTEN somewhere").await.unwrap();
+    a.batch_execute("CLOSE c4").await.unwrap();
+    assert!(!quick(&b).await, "LISTEN keeps the client pinned");
+    drop(a);
+    assert!(quick(&b).await);
+    gw.shutdown().await;
+}

@@ -65,6 +65,7 @@ const SESSION_WORDS: &[&str] = &[
     "listen",
     "unlisten",
     "declare",
+    "close",
     "create",
     "load",
     "do",

@@ -60,6 +60,9 @@ pub struct Statement {
     pub parse_error: Option<String>,
 }
 
+/// The pin reason of a WITH HOLD cursor, the one that ends when the client's cursors are closed.
+pub const HOLD_CURSOR_PIN: &str = "cursor_with_hold";
+
 impl Statement {
     /// True for a single plain read: SELECT/VALUES/TABLE without locking, INTO or writing CTEs.
     pub fn is_plain_select(&self) -> bool {
@@ -75,9 +78,11 @@ impl Statement {
         if self.settings.iter().any(authorization) {
             return Some("session_authorization");
         }
-        self.session_effects.iter().find(|e| e.pins_session()).map(|e| match e {
+        // Another reason first: a WITH HOLD cursor alone lets its client go once closed.
+        let pinning = self.session_effects.iter().filter(|e| e.pins_session());
+        pinning.min_by_key(|e| matches!(e, SessionEffect::DeclareCursor { .. })).map(|e| match e {
             SessionEffect::Listen(_) => "listen",
-            SessionEffect::DeclareCursor { .. } => "cursor_with_hold",
+            SessionEffect::DeclareCursor { .. } => HOLD_CURSOR_PIN,
             SessionEffect::CreateTemporary(_) => "temporary_table",
             SessionEffect::AdvisoryLockSession => "advisory_lock",
             SessionEffect::Load => "load",

@@ -173,11 +173,11 @@ const CASES: &[Case] = &[
     Case { sql: "EXECUTE q(1)", kind: K::Execute, writes: false, read: &[], written: &[], route: primary(P::PreparedStatement) },
     Case { sql: "DEALLOCATE ALL", kind: K::Deallocate, writes: false, read: &[], written: &[], route: ANY },
     Case { sql: "DISCARD ALL", kind: K::Discard, writes: false, read: &[], written: &[], route: ANY },
-    Case { sql: "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM t", kind: K::DeclareCursor, writes: false, read: &["t"], written: &[], route: ANY },
+    Case { sql: "DECLARE c CURSOR WITH HOLD FOR SELECT * FROM t", kind: K::DeclareCursor, writes: false, read: &["t"], written: &[], route: primary(P::PinsSession) },
     Case { sql: "DECLARE c CURSOR FOR SELECT * FROM t FOR UPDATE", kind: K::DeclareCursor, writes: true, read: &["t"], written: &[], route: primary(P::LockingClause) },
     Case { sql: "FETCH 10 FROM c", kind: K::Fetch, writes: false, read: &[], written: &[], route: ANY },
     Case { sql: "CLOSE ALL", kind: K::CloseCursor, writes: false, read: &[], written: &[], route: ANY },
-    Case { sql: "LOAD 'auto_explain'", kind: K::Utility, writes: false, read: &[], written: &[], route: ANY },
+    Case { sql: "LOAD 'auto_explain'", kind: K::Utility, writes: false, read: &[], written: &[], route: primary(P::PinsSession) },
     // Multi-statement strings.
     Case { sql: "SELECT 1; SELECT * FROM t", kind: K::Select, writes: false, read: &["t"], written: &[], route: ANY },
     Case { sql: "SELECT * FROM t; UPDATE t SET x = 1", kind: K::Select, writes: true, read: &["t"], written: &["t"], route: primary(P::MultiStatementWrite) },

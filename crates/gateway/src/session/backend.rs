@@ -10,7 +10,7 @@ use pgpilot_wire::{PgError, SqlState};
 use super::params::{is_reported, SessionReset};
 
 use super::client::Session;
-use super::expect::{Batch, Expect, OnSkip, Reply};
+use super::expect::{Batch, CursorChange, Expect, OnSkip, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -338,12 +338,10 @@ impl Flow {
         now: TxnStatus,
     ) {
         if let Some(reason) = batch.pins {
-            if s.pinned.is_none() && s.mode == crate::config::PoolMode::Transaction {
-                tracing::debug!(client = %s.reg.info.addr, reason, "client pinned to its server connection");
-                s.pinned = Some(reason);
-                *s.reg.info.pinned.lock() = Some(reason);
-                crate::metrics::count_pin(reason);
-            }
+            pin(s, reason);
+        }
+        if !failed {
+            follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
         }
         if !failed {
             for (name, text) in batch.prepares {
@@ -475,5 +473,41 @@ fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) -> Option<(u6
             None
         }
         _ => None,
+    }
+}
+
+/// Ties the client to its server for the session (transaction pooling); a lasting reason replaces
+/// a WITH HOLD cursor's, which ends with the cursors.
+fn pin(s: &mut Session, reason: &'static str) {
+    if s.mode != crate::config::PoolMode::Transaction {
+        return;
+    }
+    let lasting = reason != pgpilot_sql::HOLD_CURSOR_PIN;
+    if s.pinned.is_none() || (lasting && s.pinned == Some(pgpilot_sql::HOLD_CURSOR_PIN)) {
+        tracing::debug!(client = %s.reg.info.addr, reason, "client pinned to its server connection");
+        s.pinned = Some(reason);
+        *s.reg.info.pinned.lock() = Some(reason);
+        crate::metrics::count_pin(reason);
+    }
+}
+
+/// Keeps the client's open WITH HOLD cursors; a client they alone pinned is let go once none is
+/// open and no transaction is (a CLOSE inside one counts only if it commits: not followed here).
+fn follow_hold_cursors(s: &mut Session, changes: &[CursorChange], discard_all: bool, now: TxnStatus) {
+    for change in changes {
+        match change {
+            CursorChange::Declared(name) => s.hold_cursors.push(name.clone()),
+            CursorChange::Closed(name) if now == TxnStatus::Idle => s.hold_cursors.retain(|c| c != name),
+            CursorChange::ClosedAll if now == TxnStatus::Idle => s.hold_cursors.clear(),
+            _ => {}
+        }
+    }
+    if discard_all {
+        s.hold_cursors.clear();
+    }
+    if s.pinned == Some(pgpilot_sql::HOLD_CURSOR_PIN) && s.hold_cursors.is_empty() && now == TxnStatus::Idle {
+        tracing::debug!(client = %s.reg.info.addr, "the client's WITH HOLD cursors are closed: no longer pinned");
+        s.pinned = None;
+        *s.reg.info.pinned.lock() = None;
     }
 }

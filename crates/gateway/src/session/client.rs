@@ -97,6 +97,9 @@ pub struct Session {
     pub(super) status: TxnStatus,
     /// Why this client keeps its server for the whole session in transaction mode.
     pub(super) pinned: Option<&'static str>,
+    /// The WITH HOLD cursors the client has open; when they alone pinned it, closing the last
+    /// one lets it go (Django's iterator() in autocommit declares one per query).
+    pub(super) hold_cursors: Vec<Box<str>>,
     pub(super) timeouts: Timeouts,
     pub(super) user: Arc<str>,
     /// Named and SQL-level prepared statements, by the client's names (transaction pooling).
@@ -173,6 +176,7 @@ impl Session {
             server: None,
             status: TxnStatus::Idle,
             pinned: None,
+            hold_cursors: Vec::new(),
             timeouts,
             user: Arc::from(setup.user),
             statements: Default::default(),

@@ -76,8 +76,35 @@ pub struct Batch {
     /// DEALLOCATE ALL ran on the server (sent with Parse): every prepared statement there is gone.
     pub deallocate_all: bool,
     pub pins: Option<&'static str>,
+    /// WITH HOLD cursors declared and cursors closed, in order: a client pinned by its WITH HOLD
+    /// cursors alone is let go once they are all closed.
+    pub cursors: Vec<CursorChange>,
     /// Per-statement statistics of a Query, when insight is on.
     pub observed: Option<Box<Observed>>,
+}
+
+/// A change to the client's WITH HOLD cursors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorChange {
+    Declared(Box<str>),
+    Closed(Box<str>),
+    ClosedAll,
+}
+
+impl CursorChange {
+    /// The changes a statement makes.
+    pub fn of(stmt: &pgpilot_sql::Statement) -> impl Iterator<Item = CursorChange> + '_ {
+        stmt.session_effects.iter().filter_map(|e| match e {
+            pgpilot_sql::SessionEffect::DeclareCursor { name, with_hold: true } => {
+                Some(CursorChange::Declared(name.as_str().into()))
+            }
+            pgpilot_sql::SessionEffect::CloseCursor(Some(name)) => {
+                Some(CursorChange::Closed(name.as_str().into()))
+            }
+            pgpilot_sql::SessionEffect::CloseCursor(None) => Some(CursorChange::ClosedAll),
+            _ => None,
+        })
+    }
 }
 
 impl Batch {
@@ -89,6 +116,7 @@ impl Batch {
             && !self.reset_all
             && !self.deallocate_all
             && self.pins.is_none()
+            && self.cursors.is_empty()
             && self.observed.is_none()
     }
 }

@@ -10,7 +10,7 @@ use pgpilot_sql::{QuickLook, SessionEffect, SetAction, Statement};
 use pgpilot_wire::{frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
-use super::expect::{Batch, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::expect::{Batch, CursorChange, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
 use super::flow::Flow;
 use super::params::SessionReset;
 use crate::pool::statements::PreparedStatement;
@@ -207,7 +207,10 @@ impl Flow {
         self.batch.settings.extend(stmt.settings.iter().cloned());
         let foreign = foreign_text(s, text, matches!(sql, Cow::Owned(_)));
         if let Some(reason) = stmt.pin_reason().or_else(|| unreplayable(foreign, &stmt)) {
-            self.batch.pins = Some(reason);
+            add_pin(&mut self.batch.pins, reason);
+        }
+        if runs {
+            self.batch.cursors.extend(CursorChange::of(&stmt));
         }
         // An EXECUTE of the client's SQL-level statement (asyncpg's fetch('EXECUTE q(1)')) needs it
         // on this server when described and when run. At the start of a batch pgpilot can still put
@@ -229,7 +232,7 @@ impl Flow {
                 SessionEffect::Deallocate(None) => self.batch.deallocate_all = true,
                 // A SQL-level statement made on the server behind pgpilot's back: only the client
                 // that made it may use that server from now on.
-                SessionEffect::Prepare { .. } => self.batch.pins = Some("sql_prepare"),
+                SessionEffect::Prepare { .. } => add_pin(&mut self.batch.pins, "sql_prepare"),
                 _ => {}
             }
         }
@@ -273,6 +276,7 @@ impl Flow {
             batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1 && self.quiet_start(s);
             batch.pins = stmt.pin_reason().or(undecoded);
+            batch.cursors.extend(CursorChange::of(&stmt));
             for effect in &stmt.session_effects {
                 match effect {
                     // Not rewriting (max_prepared_statements = 0), or a text pgpilot could not
@@ -598,6 +602,13 @@ impl Flow {
         frontend::target(&mut self.to_server, b'C', kind, name);
         self.expected.push(Expect::Client(Reply::Close));
         Ok(())
+    }
+}
+
+/// Notes why a batch pins its client; a WITH HOLD cursor never hides a reason that lasts.
+fn add_pin(pins: &mut Option<&'static str>, reason: &'static str) {
+    if pins.is_none_or(|p| p == pgpilot_sql::HOLD_CURSOR_PIN) {
+        *pins = Some(reason);
     }
 }
 
