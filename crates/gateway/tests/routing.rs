@@ -1055,3 +1055,46 @@ async fn a_statement_that_pins_its_client_runs_on_the_primary() {
     assert_eq!(n, 18);
     gw.shutdown().await;
 }
+
+/// asyncpg prepares apart from running: Parse, Describe, Flush. Sent to the primary (nothing says
+/// yet what will run), that batch runs nothing, so it must not hold the client's reads on the
+/// primary for read-your-writes: every asyncpg read went there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    for i in 0..5 {
+        let name = format!("a{i}");
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut out, name.as_bytes(), b"SELECT inet_server_port()", &[0, 0]);
+        pgpilot_wire::frontend::target(&mut out, b'D', b'S', name.as_bytes());
+        out.extend_from_slice(b"H\0\0\0\x04");
+        raw.write_all(&out).await.unwrap();
+        let mut got = Vec::new();
+        while !backend_messages(&got).iter().any(|m| m.0 == b'T') {
+            got.extend(read_until_any(&mut raw).await);
+        }
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::bind(&mut out, b"", name.as_bytes(), &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        let row = backend_messages(&got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
+        let port: u16 = String::from_utf8_lossy(&row[6..]).parse().unwrap();
+        assert_eq!(port, replica.port(), "read {i} ran on the primary");
+    }
+    gw.shutdown().await;
+}
+
+async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(n > 0, "closed early");
+    buf[..n].to_vec()
+}

@@ -46,6 +46,11 @@ impl Flow {
             _ => false,
         };
         self.record_for_replan(s, server, tag, msg);
+        if matches!(tag, b'Q' | b'E' | b'F' | b'd') {
+            if let Some(a) = s.attachment.as_mut() {
+                a.executed = true;
+            }
+        }
         if self.cache_on {
             self.note_writes(s, tag, body);
         }

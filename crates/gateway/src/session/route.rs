@@ -24,6 +24,10 @@ enum LocalAction {
 pub struct Attachment {
     pub backend: usize,
     pub may_write: bool,
+    /// Something the client sent ran a statement (Query, Execute, a function call, COPY data). An
+    /// attachment that only prepared or described (asyncpg prepares apart from running) wrote
+    /// nothing, whatever routing assumed.
+    pub executed: bool,
     _outstanding: Outstanding,
 }
 
@@ -332,6 +336,7 @@ impl Session {
                     self.attachment = Some(Attachment {
                         backend: decision.backend,
                         may_write: decision.may_write,
+                        executed: false,
                         _outstanding: Outstanding::new(backend),
                     });
                     return Ok(true);
@@ -397,7 +402,7 @@ impl Session {
     pub(super) fn end_attachment(&mut self) {
         if let Some(a) = self.attachment.take() {
             // Only reads that could go to a replica need the mark.
-            if a.may_write && a.backend == self.db.primary_index() && self.db.splits_reads() {
+            if a.may_write && a.executed && a.backend == self.db.primary_index() && self.db.splits_reads() {
                 self.write_mark.committed(crate::routing::backend::now_ms());
             }
         }
