@@ -222,7 +222,10 @@ pub fn check_config(args: CheckConfigArgs) -> Outcome {
         config.pgpilot.auth_type.as_str()
     );
     for (name, db) in &config.databases {
-        let url = db.primary_url().map(|u| u.to_string()).unwrap_or_default();
+        let mut url = db.primary_url().map(|u| u.to_string()).unwrap_or_default();
+        if name == pgpilot_gateway::config::FALLBACK_DATABASE {
+            url = format!("{} (each client's own database, unless the URL names one)", db.primary);
+        }
         println!(
             "  database {name}: primary {url}, {} replica(s), pool_size {}",
             db.replicas.len(),

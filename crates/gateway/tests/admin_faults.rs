@@ -95,6 +95,8 @@ async fn every_admin_command() {
     // PgBouncer's answer to what it does not know.
     let unknown = psql(&gw, "pgpilot", "SHOW NOSUCH").expect_err("an unknown SHOW");
     assert!(unknown.contains("invalid command 'SHOW NOSUCH', use SHOW HELP;"), "{unknown}");
+    let bare = psql(&gw, "pgpilot", "SHOW").expect_err("SHOW of nothing");
+    assert!(bare.contains("invalid command 'SHOW', use SHOW HELP;"), "{bare}");
     let unknown = psql(&gw, "pgpilot", "FROB").expect_err("an unknown command");
     assert!(unknown.contains("invalid command 'FROB'"), "{unknown}");
     admin(&gw, "SHOW STATS_TOTALS");

@@ -103,8 +103,8 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         "MEM" | "DNS_HOSTS" | "DNS_ZONES" => show::empty_pgbouncer_set(what),
         "JOBS" => super::jobs::show(shared),
         "CACHE" => crate::cache::api::show(shared),
-        "HELP" | "" => show::help(),
-        other => return Err(invalid_command(&format!("SHOW {other}"))),
+        "HELP" => show::help(),
+        other => return Err(invalid_command(format!("SHOW {other}").trim_end())),
     };
     Ok(Reply::Rows(rs))
 }
