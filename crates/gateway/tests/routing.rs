@@ -1090,11 +1090,3 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
     }
     gw.shutdown().await;
 }
-
-async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-    assert!(n > 0, "closed early");
-    buf[..n].to_vec()
-}

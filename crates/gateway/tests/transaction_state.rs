@@ -407,14 +407,6 @@ async fn a_fresh_prepare_outside_a_transaction_never_meets_a_stale_server_copy()
 }
 
 /// Raw protocol: whatever arrives next.
-async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-    assert!(n > 0, "closed early");
-    buf[..n].to_vec()
-}
-
 async fn show(c: &tokio_postgres::Client, setting: &str) -> String {
     c.query_one(&format!("SELECT current_setting('{setting}')"), &[]).await.unwrap().get(0)
 }

@@ -213,6 +213,15 @@ pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     got
 }
 
+/// Raw protocol: whatever one read brings (at least a byte), within 5 s.
+pub async fn read_until_any(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(n > 0, "closed early");
+    buf[..n].to_vec()
+}
+
 /// Raw protocol: a logged-in connection as `postgres`, ready for queries.
 pub async fn raw_login(addr: SocketAddr) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
