@@ -1078,6 +1078,9 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
         while !backend_messages(&got).iter().any(|m| m.0 == b'T') {
             got.extend(read_until_any(&mut raw).await);
         }
+        // The primary's server goes back to its pool once pgpilot's own Sync is answered, which
+        // may come after the description: a Bind before that runs there.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let mut out = bytes::BytesMut::new();
         pgpilot_wire::frontend::bind(&mut out, b"", name.as_bytes(), &[0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
