@@ -1093,3 +1093,26 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
     }
     gw.shutdown().await;
 }
+
+/// asyncpg's reset at every release from its pool (pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+/// RESET ALL) runs on the primary but changes no data: the client's next reads may still go to a
+/// replica. A write beside an advisory unlock still holds read-your-writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_unlocks_and_unlisten_do_not_hold_reads_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE ryw_locks(x int)");
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    for reset in ["SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;", "UNLISTEN *"] {
+        c.batch_execute(reset).await.unwrap();
+        assert!(on_replica(&c, "SELECT inet_server_port()").await, "a read after {reset} left the replicas");
+    }
+    for i in 1..=20i64 {
+        c.batch_execute("SELECT pg_advisory_unlock_all(); INSERT INTO ryw_locks VALUES (1)").await.unwrap();
+        let n: i64 = c.query_one("SELECT count(*) FROM ryw_locks", &[]).await.unwrap().get(0);
+        assert_eq!(n, i, "a read missed the client's own write");
+    }
+    gw.shutdown().await;
+}

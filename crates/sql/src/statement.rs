@@ -19,6 +19,9 @@ pub struct Statement {
     /// nextval/setval/advisory-lock calls, EXPLAIN ANALYZE of any of these, anything unparsable.
     /// Functions whose volatility needs the catalog are judged by [`crate::route`].
     pub writes: bool,
+    /// Among `writes`, one that changes data a later read could see: false when the only ones are
+    /// advisory locks taken or given back (read-your-writes need not wait for them).
+    pub writes_data: bool,
     /// The first reason found for `writes`, for metrics and logs.
     pub write_reason: Option<WriteReason>,
     /// Tables, views and sequences read (CTE names excluded), deduplicated, in order of appearance.

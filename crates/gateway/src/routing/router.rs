@@ -82,6 +82,12 @@ pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
                 | PrimaryReason::StandbyRefused
                 | PrimaryReason::PinsSession => !is_read_only(stmt),
                 PrimaryReason::PreparedStatement => !stmt.kinds.iter().all(|k| *k == StatementKind::Prepare),
+                // LISTEN, UNLISTEN and advisory locks (asyncpg's reset at each release from its
+                // pool: pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL) change no data.
+                PrimaryReason::Listen => false,
+                PrimaryReason::StateChangingFunction | PrimaryReason::MultiStatementWrite => {
+                    stmt.writes_data || calls_other_volatile(db, stmt, req.search_path)
+                }
                 _ => true,
             };
             Verdict::Primary { reason: reason.as_str(), may_write }
@@ -111,6 +117,22 @@ pub fn place(db: &Database, verdict: &Verdict, req: &Request<'_>) -> Decision {
 }
 
 /// A hint may send a read with a function pgpilot cannot vouch for to a replica, never a write.
+/// Whether the statement calls a function besides the advisory lock ones that may write (volatile,
+/// or not in the catalog).
+fn calls_other_volatile(db: &Database, stmt: &Statement, search_path: &[String]) -> bool {
+    let catalog = db.functions.load();
+    let advisory = |f: &pgpilot_sql::FuncRef| {
+        f.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+            && (f.name.starts_with("pg_advisory") || f.name.starts_with("pg_try_advisory"))
+    };
+    stmt.functions.iter().filter(|f| !advisory(f)).any(|f| {
+        matches!(
+            catalog.volatility(f, search_path),
+            pgpilot_sql::Volatility::Volatile | pgpilot_sql::Volatility::Unknown
+        )
+    })
+}
+
 fn overridable(reason: PrimaryReason) -> bool {
     matches!(
         reason,

@@ -34,6 +34,8 @@ pub(super) struct Collector {
     pub session_effects: Vec<SessionEffect>,
     pub shape: ReadShape,
     pub write_reason: Option<WriteReason>,
+    /// A write that changes data (not only advisory locks) was found.
+    pub writes_data: bool,
     /// False while walking what EXPLAIN without ANALYZE only plans: nothing there runs.
     pub executes: bool,
     ctx: Vec<Ctx>,
@@ -60,6 +62,15 @@ impl Collector {
     pub fn mark_write(&mut self, reason: WriteReason) {
         if self.executes && self.write_reason.is_none() {
             self.write_reason = Some(reason);
+        }
+        self.writes_data |= self.executes;
+    }
+
+    /// An advisory lock taken or given back: state a standby cannot hold, but no data a later
+    /// read could see.
+    fn mark_lock(&mut self) {
+        if self.executes && self.write_reason.is_none() {
+            self.write_reason = Some(WriteReason::StateChangingFunction);
         }
     }
 
@@ -213,17 +224,17 @@ impl Collector {
             | "pg_advisory_lock_shared"
             | "pg_try_advisory_lock"
             | "pg_try_advisory_lock_shared" => {
-                self.mark_write(WriteReason::StateChangingFunction);
+                self.mark_lock();
                 self.add_effect(SessionEffect::AdvisoryLockSession);
             }
             "pg_advisory_unlock" | "pg_advisory_unlock_shared" | "pg_advisory_unlock_all" => {
-                self.mark_write(WriteReason::StateChangingFunction);
+                self.mark_lock();
                 self.add_effect(SessionEffect::AdvisoryUnlock);
             }
             name if name.starts_with("pg_advisory_xact_lock")
                 || name.starts_with("pg_try_advisory_xact_lock") =>
             {
-                self.mark_write(WriteReason::StateChangingFunction)
+                self.mark_lock()
             }
             "set_config" => self.set_config(call),
             _ => {}
