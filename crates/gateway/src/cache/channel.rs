@@ -148,7 +148,8 @@ async fn listen(shared: Arc<Shared>, db: Arc<Database>) {
 /// One LISTEN connection's life; Ok when the gateway stops.
 async fn listen_once(shared: &Shared, db: &Database) -> Result<(), String> {
     let set = crate::routing::monitor::pool_set_for(shared, db).ok_or("no pool to connect with yet")?;
-    let pool = set.pools[db.primary_index()].clone();
+    let primary = db.primary_index();
+    let pool = set.pools[primary].clone();
     let connected =
         tokio::time::timeout(DEAD_AFTER, pool.connect_unpooled()).await.map_err(|_| "connect timed out")?;
     let connected = connected.map_err(|e| e.to_string())?;
@@ -198,6 +199,11 @@ async fn listen_once(shared: &Shared, db: &Database) -> Result<(), String> {
             _ = ping.tick() => {
                 if last_answer.elapsed() > DEAD_AFTER {
                     return Err("no answer to pings".into());
+                }
+                // After a failover the old primary's notifications say nothing of the new one's
+                // commits: listen there instead (going down meanwhile drops what was cached).
+                if db.primary_index() != primary {
+                    return Err("the primary changed".into());
                 }
                 let mut out = BytesMut::new();
                 frontend::query(&mut out, "");

@@ -58,6 +58,8 @@ pub fn sum(map: &HashMap<Oid, i64>, oids: &[Oid]) -> u64 {
 struct Conn {
     sock: crate::net::Sock,
     buf: BytesMut,
+    /// The server it is connected to; versions are read from the primary only.
+    backend: usize,
 }
 
 async fn serve(shared: Arc<Shared>, db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Waiter>) {
@@ -75,11 +77,16 @@ async fn serve(shared: Arc<Shared>, db: Arc<Database>, mut rx: mpsc::UnboundedRe
 }
 
 async fn read_versions(shared: &Shared, db: &Database, slot: &mut Option<Conn>) -> Option<VersionMap> {
+    let primary = db.primary_index();
+    if slot.as_ref().is_some_and(|c| c.backend != primary) {
+        // A failover: the old primary's versions say nothing of the new one's commits.
+        *slot = None;
+    }
     if slot.is_none() {
         let set = crate::routing::monitor::pool_set_for(shared, db)?;
-        let pool = set.pools[db.primary_index()].clone();
+        let pool = set.pools[primary].clone();
         let c = tokio::time::timeout(QUERY_TIMEOUT, pool.connect_unpooled()).await.ok()?.ok()?;
-        *slot = Some(Conn { sock: c.sock, buf: c.buf });
+        *slot = Some(Conn { sock: c.sock, buf: c.buf, backend: primary });
     }
     let conn = slot.as_mut()?;
     let sql = super::triggers::VERSIONS_SQL;

@@ -96,9 +96,16 @@ fn primary_config(shared: &Shared, name: &str) -> Result<tokio_postgres::Config,
     let config = shared.config.load();
     let db = config.databases.get(name).ok_or_else(|| ResolveError::UnknownDatabase(name.into()))?;
     let what = format!("[databases.{name}] primary");
-    let url = ServerUrl::parse(&db.primary)
+    let configured = ServerUrl::parse(&db.primary)
         .map_err(|reason| ResolveError::BadUrl { what: what.clone(), reason })?;
-    let user = db.user.clone().or_else(|| url.user.clone()).ok_or_else(|| ResolveError::BadUrl {
+    // The primary the monitor found: after a failover, jobs run where writes go, never on the
+    // old primary left fenced (their history would be read there too).
+    let url = shared
+        .database(name)
+        .map(|running| running.backends[running.primary_index()].url.clone())
+        .unwrap_or_else(|| configured.clone());
+    let user = db.user.clone().or_else(|| url.user.clone()).or_else(|| configured.user.clone());
+    let user = user.ok_or_else(|| ResolveError::BadUrl {
         what: what.clone(),
         reason: "it names no user; jobs need one (in the URL, or `user = ...` in the table)".into(),
     })?;

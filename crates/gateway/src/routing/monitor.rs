@@ -315,6 +315,9 @@ impl DatabaseMonitor {
             "primary changed: writes now go to the new primary"
         );
         self.db.set_primary_index(new_primary.index);
+        // Results cached from the old primary may hold commits the new one never got (an
+        // asynchronous replica promoted): none is served again.
+        self.db.cache.apply(&crate::cache::Invalidation::Everything);
         if self.db.backends[old].role() == Role::Primary && !readings.iter().any(|(b, _)| b.index == old) {
             // The old primary did not answer: it is no longer the primary, whatever it is when back.
             self.db.backends[old].set_role(Role::Unknown);
