@@ -319,6 +319,9 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
         .map(|(_, n)| *n)
         .unwrap();
     assert!(down >= 20);
+    // What an operator's alert reads.
+    let (_, metrics) = http_get(format!("http://{}/metrics", a.http_addr().unwrap())).await;
+    assert!(metrics.contains("pgpilot_cache_redis_up 0"), "{metrics}");
     redis.restart();
     assert!(
         eventually(Duration::from_secs(15), || shared.cache.serving()).await,
@@ -327,6 +330,8 @@ async fn redis_stopped_mid_run_reads_keep_working_uncached() {
     read().await;
     assert_eq!(read().await, 20);
     assert!(a.shared().cache.stats.hits.load(Relaxed) > hits, "hits resume once Redis is back");
+    let (_, metrics) = http_get(format!("http://{}/metrics", a.http_addr().unwrap())).await;
+    assert!(metrics.contains("pgpilot_cache_redis_up 1"), "{metrics}");
 }
 
 /// The shared tier: a result one instance read is answered by another from Redis, and never after

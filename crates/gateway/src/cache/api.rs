@@ -259,6 +259,16 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         "gauge",
         "Delay of the last invalidation notification.",
     );
+    let redis = shared.cache.redis.state.summary();
+    if redis.required {
+        header(
+            out,
+            "pgpilot_cache_redis_up",
+            "gauge",
+            "1 while the shared Redis link is up; 0 serves nothing from cache, on any database.",
+        );
+        let _ = writeln!(out, "pgpilot_cache_redis_up {}", redis.up as u8);
+    }
     for (name, db) in shared.databases.load().iter() {
         let c = db.cache.channel.summary();
         if c.required {
