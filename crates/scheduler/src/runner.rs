@@ -91,6 +91,13 @@ async fn connect_with_retries(req: &RunRequest<'_>, report: &mut RunReport) -> R
 /// Everything after connecting. The advisory lock is a session lock: it is released on unlock
 /// or, if pgpilot dies, when the server notices the connection is gone.
 async fn locked_run(req: &RunRequest<'_>, client: &Client, report: &mut RunReport) {
+    // If this pgpilot dies mid-run, PostgreSQL 14 and later notice while the job's statement runs
+    // and stop it, instead of letting it commit a run the next one marks abandoned.
+    let check = "SELECT pg_catalog.set_config('client_connection_check_interval', '1000', false) \
+                 WHERE pg_catalog.current_setting('server_version_num')::int >= 140000";
+    if let Err(e) = client.batch_execute(check).await {
+        tracing::debug!(job = %req.spec.name, "client_connection_check_interval: {}", pg::describe(&e));
+    }
     let (class, key) = advisory_key(&req.spec.name);
     let locked = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&class, &key]).await;
     match locked {

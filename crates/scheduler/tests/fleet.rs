@@ -349,3 +349,25 @@ async fn analyze_and_vacuum_only_tables_over_the_threshold() {
         "busy"
     );
 }
+
+/// A job's session checks its client while a statement runs (PostgreSQL 14+): if pgpilot dies
+/// mid-run, the server stops the job instead of letting it commit a run marked abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_session_checks_that_its_client_is_alive() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE checks (setting text)");
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "probe"
+        kind = "sql"
+        schedule = "@hourly"
+        database = "app"
+        sql = "INSERT INTO checks SELECT current_setting('client_connection_check_interval')"
+        "#,
+    );
+    let report = run(&cfg, "probe", &clock(at(2026, 2, 1, 0, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT setting FROM checks"), "1s");
+}
