@@ -256,3 +256,37 @@ fn bad_jobs_are_named_by_validation() {
         Config::parse("[[jobs]]\nname = \"y\"\nkind = \"vacuum\"\nschedule = \"@daily\"\n").unwrap_err();
     assert!(err.contains("job `y`") && err.contains("database"), "{err}");
 }
+
+/// After a failover, jobs run on the primary the monitor found, not on the configured one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_follow_a_promoted_replica() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE job_marks (id serial PRIMARY KEY, at timestamptz DEFAULT now())");
+    let replica = cluster.start_replica();
+    replica.wait_caught_up(&cluster);
+    let mut config = config_for(&cluster);
+    let db = config.databases.get_mut("postgres").unwrap();
+    db.replicas = pgpilot_gateway::config::OneOrMany(vec![pgpilot_gateway::config::ReplicaConfig::Url(
+        replica.admin_url(),
+    )]);
+    db.routing.health_check_interval = pgpilot_gateway::config::Secs::from_millis(200);
+    config.jobs = jobs_from(JOBS);
+    let gw = start(config).await;
+    let handle = gw.jobs().expect("the scheduler runs");
+    cluster.stop();
+    replica.promote();
+    let c = connect(&gw).await;
+    let mut moved = false;
+    for _ in 0..50 {
+        if c.batch_execute("SELECT 1 FROM job_marks FOR UPDATE").await.is_ok() {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(moved, "writes never moved to the promoted replica");
+    let report = handle.run_now("marks").await.expect("the job exists");
+    assert_eq!(report.outcome, pgpilot_scheduler::Outcome::Succeeded, "{report:?}");
+    assert_eq!(replica.psql("postgres", "SELECT count(*) FROM job_marks"), "1");
+    gw.shutdown().await;
+}
