@@ -107,7 +107,18 @@ async fn every_admin_command() {
     assert!(totals.contains("avg_wait_time|"), "{totals}");
     assert_eq!(admin(&gw, "SHOW STATE").lines().next(), Some("active|yes"));
     admin(&gw, "SHOW DATABASES");
-    admin(&gw, "SHOW SERVERS");
+    // pgpilot's end of each server connection, as the server sees its client.
+    let servers = admin(&gw, "SHOW SERVERS");
+    let row: Vec<&str> =
+        servers.lines().find(|l| l.starts_with("S|")).expect("a server").split('|').collect();
+    let (local_addr, local_port, remote_pid) = (row[7], row[8], row[16]);
+    let seen = pg.psql(
+        "postgres",
+        &format!(
+            "SELECT host(client_addr) || '|' || client_port FROM pg_stat_activity WHERE pid = {remote_pid}"
+        ),
+    );
+    assert_eq!(seen, format!("{local_addr}|{local_port}"), "{servers}");
     admin(&gw, "SHOW HELP");
     // PAUSE waits for servers to come back, then holds new queries until RESUME.
     admin(&gw, "PAUSE postgres");

@@ -333,6 +333,15 @@ fn backend_cells(db: Option<&Database>, address: &str) -> Vec<Cell> {
     ]
 }
 
+/// pgpilot's end of a server connection, as PgBouncer shows it (0.0.0.0 and 0 for a Unix socket).
+fn local_ip(target: &crate::pool::server::CancelTarget) -> String {
+    target.local.map_or_else(|| "0.0.0.0".to_string(), |a| a.ip().to_string())
+}
+
+fn local_port(target: &crate::pool::server::CancelTarget) -> u16 {
+    target.local.map_or(0, |a| a.port())
+}
+
 pub fn servers(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&SERVER_COLUMNS);
     let dbs = shared.databases.load();
@@ -348,8 +357,8 @@ pub fn servers(shared: &Shared) -> ResultSet {
             v("active"),
             v(host),
             v(port),
-            v("0.0.0.0"),
-            v(0),
+            v(local_ip(&target)),
+            v(local_port(&target)),
             v(format_utc(target.connected_at)),
             v(format_utc_us(c.last_request_us.load(Relaxed))),
             v(0),
@@ -382,8 +391,8 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v(if idle.needs_check { "used" } else { "idle" }),
                         v(&host),
                         v(port),
-                        v("0.0.0.0"),
-                        v(0),
+                        v(local_ip(&idle.target)),
+                        v(local_port(&idle.target)),
                         v(format_utc(connected)),
                         v(format_utc(used)),
                         v(0),

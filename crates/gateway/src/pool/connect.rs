@@ -107,6 +107,9 @@ pub struct Connected {
     pub buf: BytesMut,
     /// The TLS protocol and cipher suite, as SHOW SERVERS' `tls` gives them; None in the clear.
     pub tls: Option<Box<str>>,
+    /// pgpilot's end of a TCP connection (SHOW SERVERS' local_addr, local_port): the server sees
+    /// it as pg_stat_activity's client_addr and client_port.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// The application_name pooled server connections log in with (clients' own names replace it).
@@ -136,15 +139,17 @@ async fn connect_inner(
 ) -> Result<Connected, ConnectError> {
     let addr = target.url.address();
     let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
-    let (sock, tls) = if target.url.is_unix_socket() {
-        (Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?), None)
+    let (sock, tls, local) = if target.url.is_unix_socket() {
+        (Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?), None, None)
     } else {
         let tcp = TcpStream::connect(&addr).await.map_err(io_err)?;
-        if target.tls_mode.attempts_tls() {
+        let local = tcp.local_addr().ok();
+        let (sock, tls) = if target.tls_mode.attempts_tls() {
             negotiate_tls(tcp, target, connector).await?
         } else {
             (Sock::Tcp(tcp), None)
-        }
+        };
+        (sock, tls, local)
     };
     sock.set_nodelay();
     sock.set_keepalive();
@@ -159,7 +164,7 @@ async fn connect_inner(
     login.authenticate(target, secret).await?;
     let (params, pid, key) = login.read_until_ready().await?;
     let buf = login.buf;
-    Ok(Connected { sock, params, pid, secret: key, buf, tls })
+    Ok(Connected { sock, params, pid, secret: key, buf, tls, local })
 }
 
 async fn negotiate_tls(

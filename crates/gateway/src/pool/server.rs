@@ -26,6 +26,8 @@ pub struct CancelTarget {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// The TLS protocol and cipher suite (SHOW SERVERS' `tls`); None in the clear.
     pub tls: Option<Box<str>>,
+    /// pgpilot's end of a TCP connection (SHOW SERVERS' local_addr and local_port).
+    pub local: Option<std::net::SocketAddr>,
 }
 
 impl CancelTarget {
@@ -96,6 +98,7 @@ impl ServerConn {
                 connected_at: std::time::SystemTime::now(),
                 in_flight: Default::default(),
                 tls: connected.tls,
+                local: connected.local,
             }),
             sock: connected.sock,
             id: NEXT_SERVER_ID.fetch_add(1, Relaxed),
