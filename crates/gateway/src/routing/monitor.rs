@@ -344,7 +344,7 @@ impl DatabaseMonitor {
                 b.set_lag(0, 0);
                 continue;
             }
-            let bytes = p.lsn.saturating_sub(r.lsn);
+            let bytes = if past_page_header_only(p.lsn, r.lsn) { 0 } else { p.lsn.saturating_sub(r.lsn) };
             b.set_lag(bytes, if bytes == 0 { 0 } else { self.time_behind(r.lsn, now) });
         }
     }
@@ -452,4 +452,31 @@ fn parse(rows: &[Vec<Option<String>>]) -> Option<Reading> {
         lsn: text(1).and_then(parse_lsn).unwrap_or(0),
         timeline: text(2).and_then(|v| u32::from_str_radix(v, 16).ok()).unwrap_or(0),
     })
+}
+
+/// Whether the primary's WAL position is past the replica's only by the header of a page no record
+/// has been written to yet: an idle primary whose last record ended on a page (or segment)
+/// boundary reports the position after the next page's header, which no replica ever "replays".
+/// The replica is caught up; counted as behind, it read as lagging longer and longer.
+fn past_page_header_only(primary: u64, replica: u64) -> bool {
+    const PAGE: u64 = 8192;
+    const SHORT_HEADER: u64 = 24;
+    const LONG_HEADER: u64 = 40;
+    let gap = primary.saturating_sub(replica);
+    (gap == SHORT_HEADER || gap == LONG_HEADER) && primary % PAGE == gap
+}
+
+#[cfg(test)]
+mod page_header_tests {
+    use super::past_page_header_only;
+
+    #[test]
+    fn a_page_header_alone_is_no_lag() {
+        let segment = 16 << 20;
+        assert!(past_page_header_only(3 * segment + 40, 3 * segment), "a new segment's long header");
+        assert!(past_page_header_only(5 * 8192 + 24, 5 * 8192), "a new page's short header");
+        assert!(!past_page_header_only(5 * 8192 + 64, 5 * 8192 + 40), "a record on the page");
+        assert!(!past_page_header_only(5 * 8192 + 24, 5 * 8192 - 8), "behind by more than the header");
+        assert!(!past_page_header_only(100, 100 - 24), "not at a page start");
+    }
 }
