@@ -64,7 +64,7 @@ impl DatabaseConfig {
 fn with_database(url: &str, name: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.path().trim_start_matches('/').is_empty() => {
-            u.set_path(&format!("/{}", super::server_url::percent_encode_path(name)));
+            u.set_path(&format!("/{}", super::server_url::percent_encode(name)));
             u.to_string()
         }
         _ => url.to_string(),

@@ -81,15 +81,19 @@ impl ServerUrl {
     }
 }
 
-/// `s` as one path segment of a URL: every byte but the unreserved ones percent-encoded, so that
-/// [`percent_decode`] gives `s` back whatever it holds ('/', '%', '?', spaces).
-pub(super) fn percent_encode_path(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// `s` with every byte but RFC 3986's unreserved characters percent-encoded: safe anywhere in a
+/// URL (a user, a password, a host, one path segment), and [`percent_decode`] gives `s` back
+/// whatever it holds ('/', '%', '?', spaces).
+pub(super) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for byte in s.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {

@@ -6,6 +6,7 @@ use super::general::pool_mode;
 use super::ini::{Entry, Section};
 use super::values::{connstr_pairs, count, int};
 use super::{Builder, Outcome};
+use crate::config::server_url::percent_encode;
 use crate::config::{DatabaseConfig, UserConfig};
 
 pub fn apply(b: &mut Builder, e: &Entry) -> Result<(), String> {
@@ -187,37 +188,24 @@ fn server_host(b: &mut Builder, line: &DbLine, name: &str, e: &Entry) -> Option<
 /// A postgres:// URL that [`crate::config::ServerUrl::parse`] reads back to the same parts.
 fn server_url(host: &Host, port: u16, dbname: &str, user: Option<&str>, password: Option<&str>) -> String {
     let userinfo = match (user, password) {
-        (Some(u), Some(p)) => format!("{}:{}@", encode(u), encode(p)),
-        (Some(u), None) => format!("{}@", encode(u)),
+        (Some(u), Some(p)) => format!("{}:{}@", percent_encode(u), percent_encode(p)),
+        (Some(u), None) => format!("{}@", percent_encode(u)),
         _ => String::new(),
     };
     match host {
         Host::Tcp(h) => {
             let h = match h.parse::<IpAddr>() {
                 Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
-                _ => encode(h),
+                _ => percent_encode(h),
             };
-            format!("postgres://{userinfo}{h}:{port}/{}", encode(dbname))
+            format!("postgres://{userinfo}{h}:{port}/{}", percent_encode(dbname))
         }
         Host::Socket(dir) => {
             // Slashes may stay as they are in a query string, which keeps the directory readable.
-            let dir = encode(dir).replace("%2F", "/");
-            format!("postgres://{userinfo}localhost:{port}/{}?host={dir}", encode(dbname))
+            let dir = percent_encode(dir).replace("%2F", "/");
+            format!("postgres://{userinfo}localhost:{port}/{}?host={dir}", percent_encode(dbname))
         }
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// `[users]` keys pgpilot does not honour yet.
