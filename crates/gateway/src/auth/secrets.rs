@@ -46,8 +46,8 @@ impl Secrets {
         self.queried.lock().insert(user.to_string(), secret);
     }
 
-    /// The password configured for `[databases.NAME]` (password_file, password_env or URL).
-    /// The server password configured for `database`, else for the `*` fallback it may be made from.
+    /// The password configured for `[databases.NAME]` (password_file, password_env or URL), else
+    /// for the `*` fallback a database of that name may be made from.
     pub fn database_password(&self, database: &str) -> Option<String> {
         let passwords = self.database_passwords.load();
         passwords.get(database).or_else(|| passwords.get(crate::config::FALLBACK_DATABASE)).cloned()

@@ -278,7 +278,6 @@ impl Pool {
         s.waiters.is_empty() && (!s.idle.is_empty() || s.total < size)
     }
 
-    /// Ids of idle connections, for SHOW SERVERS.
     /// The idle server connections, as SHOW SERVERS lists them.
     pub fn idle_servers(&self) -> Vec<IdleServer> {
         let s = self.state.lock();

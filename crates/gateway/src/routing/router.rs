@@ -116,7 +116,6 @@ pub fn place(db: &Database, verdict: &Verdict, req: &Request<'_>) -> Decision {
     }
 }
 
-/// A hint may send a read with a function pgpilot cannot vouch for to a replica, never a write.
 /// Whether the statement calls a function besides the advisory lock ones that may write (volatile,
 /// or not in the catalog).
 fn calls_other_volatile(db: &Database, stmt: &Statement, search_path: &[String]) -> bool {
@@ -133,6 +132,7 @@ fn calls_other_volatile(db: &Database, stmt: &Statement, search_path: &[String])
     })
 }
 
+/// A hint may send a read with a function pgpilot cannot vouch for to a replica, never a write.
 fn overridable(reason: PrimaryReason) -> bool {
     matches!(
         reason,
