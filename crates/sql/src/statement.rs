@@ -66,6 +66,12 @@ pub struct Statement {
 /// The pin reason of a WITH HOLD cursor, the one that ends when the client's cursors are closed.
 pub const HOLD_CURSOR_PIN: &str = "cursor_with_hold";
 
+/// Whether pin reason `reason` takes the place of `current`: of none, or of a WITH HOLD cursor's
+/// (which ends with the cursors) when `reason` is one that lasts.
+pub fn pin_replaces(current: Option<&str>, reason: &str) -> bool {
+    current.is_none_or(|c| c == HOLD_CURSOR_PIN && reason != HOLD_CURSOR_PIN)
+}
+
 impl Statement {
     /// True for a single plain read: SELECT/VALUES/TABLE without locking, INTO or writing CTEs.
     pub fn is_plain_select(&self) -> bool {

@@ -342,8 +342,6 @@ impl Flow {
         }
         if !failed {
             follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
-        }
-        if !failed {
             for (name, text) in batch.prepares {
                 server.statements.sql.insert(name.clone(), text.clone());
                 s.statements.sql.insert(name, text);
@@ -482,8 +480,7 @@ fn pin(s: &mut Session, reason: &'static str) {
     if s.mode != crate::config::PoolMode::Transaction {
         return;
     }
-    let lasting = reason != pgpilot_sql::HOLD_CURSOR_PIN;
-    if s.pinned.is_none() || (lasting && s.pinned == Some(pgpilot_sql::HOLD_CURSOR_PIN)) {
+    if pgpilot_sql::pin_replaces(s.pinned, reason) {
         tracing::debug!(client = %s.reg.info.addr, reason, "client pinned to its server connection");
         s.pinned = Some(reason);
         *s.reg.info.pinned.lock() = Some(reason);

@@ -612,7 +612,7 @@ impl Flow {
 
 /// Notes why a batch pins its client; a WITH HOLD cursor never hides a reason that lasts.
 fn add_pin(pins: &mut Option<&'static str>, reason: &'static str) {
-    if pins.is_none_or(|p| p == pgpilot_sql::HOLD_CURSOR_PIN) {
+    if pgpilot_sql::pin_replaces(*pins, reason) {
         *pins = Some(reason);
     }
 }
