@@ -10,7 +10,7 @@ use pgpilot_wire::{PgError, SqlState};
 use super::params::{is_reported, SessionReset};
 
 use super::client::Session;
-use super::expect::{Batch, CursorChange, Expect, OnSkip, Reply};
+use super::expect::{Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -165,9 +165,12 @@ impl Flow {
         // A format per column of the row type the client learned, refused by a copy just prepared
         // from its text: PostgreSQL, holding the client's own copy, would have said 0A000, which
         // drivers answer by preparing again (pgJDBC does not for 08P01).
-        let reshaped =
-            code == "08P01" && matches!(front, Expect::Client(Reply::Bind { fresh_formats: true, .. }));
-        let outdated = reshaped || matches!(front, Expect::Client(Reply::Bind { outdated: true, .. }));
+        let copy = match front {
+            Expect::Client(Reply::Bind { copy, .. }) => Some(*copy),
+            _ => None,
+        };
+        let reshaped = code == "08P01" && copy == Some(BoundCopy::Fresh { per_column_formats: true });
+        let outdated = reshaped || copy == Some(BoundCopy::Outdated);
         let duplicate = match front {
             Expect::Client(Reply::DuplicateParse(name)) => Some(String::from_utf8_lossy(name).into_owned()),
             _ => None,
@@ -180,7 +183,7 @@ impl Flow {
             Expect::Client(Reply::Bind { statement: Some(hash), .. }) if code == "26000" => Some(*hash),
             _ => described.filter(|_| code == "26000"),
         };
-        if let Expect::Client(Reply::Bind { statement: Some(hash), outdated, .. }) = *front {
+        if let Expect::Client(Reply::Bind { statement: Some(hash), .. }) = *front {
             if !reshaped && self.bind_refused(s, server, hash, &code, outdated) {
                 self.batch_failed = false;
                 return;

@@ -17,15 +17,11 @@ pub enum Reply {
         /// The server-side registration to undo if the Parse fails.
         hash: Option<u64>,
     },
-    /// `statement`: the hash of the pgpilot-prepared statement it binds, if any; `outdated` when
-    /// the client prepared it before its result type changed (sent so that the server fails it).
-    /// `fresh_formats`: the server's copy was prepared in this very batch and the Bind names a
-    /// format per result column, so a protocol violation (08P01) means the copy has another number
-    /// of columns than the client learned: the result type changed since (DDL).
+    /// `statement`: the hash of the pgpilot-prepared statement it binds, if any, and what is known
+    /// of the server's copy it binds.
     Bind {
         statement: Option<u64>,
-        outdated: bool,
-        fresh_formats: bool,
+        copy: BoundCopy,
     },
     /// `statement`: the hash of the pgpilot-prepared statement it describes, if any.
     Describe {
@@ -81,6 +77,21 @@ pub struct Batch {
     pub cursors: Vec<CursorChange>,
     /// Per-statement statistics of a Query, when insight is on.
     pub observed: Option<Box<Observed>>,
+}
+
+/// The server's copy of the statement a client's Bind names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundCopy {
+    /// Prepared there before, or not one pgpilot prepares (the unnamed statement, SQL PREPARE).
+    Kept,
+    /// Prepared there for this Bind, from the client's text as the server reads it now.
+    /// `per_column_formats`: the Bind names a format per result column, so a protocol violation
+    /// (08P01) means the copy has another number of columns than the client learned: the result
+    /// type changed since (DDL).
+    Fresh { per_column_formats: bool },
+    /// None: the client prepared the statement before its result type changed, and the Bind is
+    /// sent so that the server fails it.
+    Outdated,
 }
 
 /// A change to the client's WITH HOLD cursors.
@@ -305,7 +316,7 @@ mod tests {
     #[test]
     fn skipping_stops_at_sync() {
         let mut e = Expected::default();
-        e.push(Expect::Client(Reply::Bind { statement: None, outdated: false, fresh_formats: false }));
+        e.push(Expect::Client(Reply::Bind { statement: None, copy: BoundCopy::Kept }));
         e.push(Expect::Synthetic { bytes: PARSE_COMPLETE, on_skip: OnSkip::Nothing });
         e.push(Expect::Client(Reply::Execute(None)));
         e.push(Expect::Client(Reply::Sync(Batch::default())));

@@ -10,7 +10,7 @@ use pgpilot_sql::{QuickLook, SessionEffect, SetAction, Statement};
 use pgpilot_wire::{frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
-use super::expect::{Batch, CursorChange, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::expect::{Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
 use super::flow::Flow;
 use super::params::SessionReset;
 use crate::pool::statements::PreparedStatement;
@@ -112,9 +112,7 @@ impl Flow {
         }
         match tag {
             b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
-            b'B' => {
-                self.push_extended(Reply::Bind { statement: None, outdated: false, fresh_formats: false })
-            }
+            b'B' => self.push_extended(Reply::Bind { statement: None, copy: BoundCopy::Kept }),
             b'D' => self.push_extended(Reply::Describe { statement: None }),
             b'C' => self.push_extended(Reply::Close),
             b'E' => {
@@ -502,7 +500,7 @@ impl Flow {
         }
         self.prepare_on_server(server, stmt);
         self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
-        (stmt.server_name.clone(), BoundCopy::Fresh)
+        (stmt.server_name.clone(), BoundCopy::Fresh { per_column_formats: false })
     }
 
     /// The client's named statement `name` (None for the unnamed one, or a name it never prepared).
@@ -523,18 +521,18 @@ impl Flow {
                 self.sql_statement_for_protocol(s, server, b.statement);
             }
             frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
-            self.push_extended(Reply::Bind { statement: None, outdated: false, fresh_formats: false });
+            self.push_extended(Reply::Bind { statement: None, copy: BoundCopy::Kept });
             return Ok(());
         };
         if stmt.may_change_session {
             self.note_extended_text(s, server, Some(&stmt.query), true);
         }
-        let (server_name, copy) = self.server_name_for(s, server, &stmt);
+        let (server_name, mut copy) = self.server_name_for(s, server, &stmt);
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
-        let fresh_formats =
-            copy == BoundCopy::Fresh && frontend::bind_result_format_count(b.rest).is_some_and(|n| n > 1);
-        let outdated = copy == BoundCopy::Outdated;
-        self.push_extended(Reply::Bind { statement: Some(stmt.hash), outdated, fresh_formats });
+        if let BoundCopy::Fresh { per_column_formats } = &mut copy {
+            *per_column_formats = frontend::bind_result_format_count(b.rest).is_some_and(|n| n > 1);
+        }
+        self.push_extended(Reply::Bind { statement: Some(stmt.hash), copy });
         Ok(())
     }
 
@@ -615,17 +613,6 @@ fn add_pin(pins: &mut Option<&'static str>, reason: &'static str) {
     if pgpilot_sql::pin_replaces(*pins, reason) {
         *pins = Some(reason);
     }
-}
-
-/// The server's copy of the statement a client's Bind names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BoundCopy {
-    /// Prepared there before.
-    Kept,
-    /// Prepared there for this Bind, from the client's text as the server reads it now.
-    Fresh,
-    /// None: the client prepared the statement before its result type changed.
-    Outdated,
 }
 
 /// The name a Bind of an outdated statement is sent under: never prepared, so the server fails it.
