@@ -140,17 +140,6 @@ impl Database {
         })
     }
 
-    /// The database `name` made from the `*` fallback section `fallback`.
-    pub fn from_fallback(
-        name: &str,
-        fallback: &DatabaseConfig,
-        max_connections: usize,
-    ) -> Result<Database, String> {
-        let mut db = Database::new(name, fallback.for_client_database(name), max_connections)?;
-        db.made_from_fallback = true;
-        Ok(db)
-    }
-
     /// For a database made from the fallback: whether it has had no client for `limit` (its idle
     /// server connections do not count, as in PgBouncer); the clock starts at the first call that
     /// finds it so.

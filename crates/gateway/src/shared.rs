@@ -11,7 +11,7 @@ use pgpilot_wire::{PgError, SqlState};
 use tokio::sync::watch;
 
 use crate::auth::{Secrets, UserList};
-use crate::config::{ClientTlsMode, Config, ServerTls, ServerUrl};
+use crate::config::{ClientTlsMode, Config, DatabaseConfig, ServerTls, ServerUrl};
 use crate::databases::{Database, PoolContext, PoolSet};
 use crate::net::tls;
 use crate::pool::ConnectionLimit;
@@ -137,7 +137,6 @@ impl Shared {
             .collect();
         for name in names {
             let Some(db_config) = config.database_config(&name) else { continue };
-            let max = db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
             let made_from_fallback = !config.databases.contains_key(&name);
             match old.get(&name) {
                 Some(db)
@@ -149,8 +148,7 @@ impl Shared {
                     next.insert(name, db.clone());
                 }
                 _ => {
-                    let mut db = Database::new(&name, db_config.into_owned(), max)?;
-                    db.made_from_fallback = made_from_fallback;
+                    let db = make_database(&config, &name, db_config.into_owned())?;
                     next.insert(name, Arc::new(db));
                 }
             }
@@ -200,9 +198,12 @@ impl Shared {
             return Some(db);
         }
         let config = self.config.load();
-        let fallback = config.databases.get(crate::config::FALLBACK_DATABASE)?;
-        let max = fallback.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
-        match Database::from_fallback(name, fallback, max) {
+        if config.databases.contains_key(name) {
+            // Its own section, not in the map yet: a reload in flight, not the fallback's to make.
+            return None;
+        }
+        let db_config = config.database_config(name)?;
+        match make_database(&config, name, db_config.into_owned()) {
             Ok(db) => Some(Arc::new(db)),
             Err(e) => {
                 tracing::warn!(database = name, error = %e, "cannot make a database from the \"*\" section");
@@ -298,6 +299,15 @@ fn build_connectors(config: &Config) -> Result<tls::ServerConnectors, String> {
 
 fn user_max(config: &Config, user: &str) -> usize {
     config.users.get(user).and_then(|u| u.max_user_connections).unwrap_or(config.pgpilot.max_user_connections)
+}
+
+/// The database `name` of `config`, from `db_config`: its own section's settings, or those made
+/// for it from the `*` fallback.
+fn make_database(config: &Config, name: &str, db_config: DatabaseConfig) -> Result<Database, String> {
+    let max = db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections);
+    let mut db = Database::new(name, db_config, max)?;
+    db.made_from_fallback = !config.databases.contains_key(name);
+    Ok(db)
 }
 
 /// The auth_file and the per-database server passwords (password_file, password_env, URL).
