@@ -480,6 +480,7 @@ pub fn databases(shared: &Shared) -> ResultSet {
     for (name, db) in shared.databases.load().iter() {
         let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
         let db_config = db.config();
+        let reserve = db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size);
         rs.row(vec![
             v(name),
             v(&db.primary.host),
@@ -489,8 +490,8 @@ pub fn databases(shared: &Shared) -> ResultSet {
             v(config.pool_size(&db_config)),
             v(db_config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
             // PgBouncer named it reserve_pool up to 1.22; exporters read one name or the other.
-            v(db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
-            v(db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size)),
+            v(reserve),
+            v(reserve),
             v(config.pgpilot.server_lifetime.get().as_secs()),
             v(db_config.pool_mode.unwrap_or(config.pgpilot.pool_mode).as_str()),
             v(db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections)),
