@@ -345,7 +345,9 @@ impl Pool {
                 },
                 Grant::Connect => {
                     let deadline = if fail_fast { Some(Instant::now()) } else { deadline };
-                    match self.open(&settings, deadline, still_wanted).await? {
+                    // Boxed: connecting (TLS, authentication) is most of the checkout's size, and
+                    // every request's future carries the checkout though it rarely connects.
+                    match Box::pin(self.open(&settings, deadline, still_wanted)).await? {
                         Some(conn) => conn,
                         // The server is full for now: wait for one of the pool's connections.
                         None => continue,
@@ -497,7 +499,8 @@ impl Pool {
         if let Some(query) = settings.check_query.as_deref().filter(|_| idle_for > settings.check_delay) {
             let mut conn = conn;
             let checking = Unclaimed(self);
-            let checked = super::check::run_check(&mut conn, query, settings.connect_timeout).await;
+            // Boxed for the same reason as a connect: rare, and large.
+            let checked = Box::pin(super::check::run_check(&mut conn, query, settings.connect_timeout)).await;
             std::mem::forget(checking);
             match checked {
                 Ok(()) => return Some(conn),
