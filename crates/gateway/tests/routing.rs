@@ -1094,6 +1094,60 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
     gw.shutdown().await;
 }
 
+/// lib/pq runs each parameterized query as two batches: Parse, Describe and Sync of the unnamed
+/// statement, then Bind, Execute and Sync. The second batch is the read the first described: it
+/// goes to a replica, and moves no read-your-writes mark (every lib/pq read went to the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_of_the_unnamed_statement_parsed_before_is_routed_by_its_text() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let port_of = |got: &[u8]| -> u16 {
+        let row = backend_messages(got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
+        String::from_utf8_lossy(&row[6..]).parse().unwrap()
+    };
+    for (i, text) in
+        [&b"SELECT inet_server_port()"[..], b"SELECT inet_server_port() WHERE $1::int = 1"].iter().enumerate()
+    {
+        let params: &[u8] = if i == 0 { &[0, 0] } else { &[0, 1, 0, 0, 0, 0] };
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut out, b"", text, params);
+        pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        read_until_ready(&mut raw).await;
+        let mut out = bytes::BytesMut::new();
+        let bind_rest: &[u8] =
+            if i == 0 { &[0, 0, 0, 0, 0, 0] } else { &[0, 0, 0, 1, 0, 0, 0, 1, b'1', 0, 0] };
+        pgpilot_wire::frontend::bind(&mut out, b"", b"", bind_rest);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        assert_eq!(port_of(&got), replica.port(), "the bound read {i} ran on the primary");
+        // The next read, in one batch, still goes to the replica: nothing moved the mark.
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut out, b"", b"SELECT inet_server_port()", &[0, 0]);
+        pgpilot_wire::frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        assert_eq!(port_of(&got), replica.port(), "the read after bound read {i} ran on the primary");
+    }
+    let (_, metrics) = http_get(format!("http://{}/metrics", gw.http_addr().unwrap())).await;
+    let primary_writes: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pgpilot_routed_writes_total") && l.contains("role=\"primary\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(primary_writes, 0.0, "a bound read counted as a write");
+    gw.shutdown().await;
+}
+
 /// asyncpg's reset at every release from its pool (pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
 /// RESET ALL) runs on the primary but changes no data: the client's next reads may still go to a
 /// replica. A write beside an advisory unlock still holds read-your-writes.

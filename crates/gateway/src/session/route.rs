@@ -45,6 +45,10 @@ impl Session {
             b'P' => Some(frontend::parse_parse(msg.get(5..)?)?.query),
             b'B' => {
                 let bind = frontend::parse_bind(msg.get(5..)?)?;
+                if bind.statement.is_empty() {
+                    // lib/pq parses the unnamed statement in one batch and binds it in the next.
+                    return self.unnamed.as_deref().map(|u| &*u.query);
+                }
                 Some(&self.statements.named.get(bind.statement)?.query)
             }
             _ => None,
