@@ -115,6 +115,7 @@ impl ClientInfo {
     pub fn cancel_while_waiting(&self) {
         if self.state() == ClientState::Waiting {
             self.cancel_while_waiting.store(true, Relaxed);
+            self.wake.raise();
         }
     }
 

@@ -413,6 +413,35 @@ async fn a_cancel_ends_a_query_that_waits_for_a_server() {
     gw.shutdown().await;
 }
 
+/// A cancel that comes just before the server the query waits for is released still cancels it:
+/// the query was given the server with the cancel pending, and ran to its end (DBD::Pg's
+/// pg_cancel lost a quarter of its cancels under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_just_before_the_server_comes_is_not_lost() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    let waiting = connect(&gw).await;
+    for round in 0..3 {
+        holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let token = waiting.cancel_token();
+        let started = Instant::now();
+        let query = waiting.simple_query("SELECT pg_sleep(5)");
+        let cancel_then_release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            holder.batch_execute("COMMIT").await.unwrap();
+        };
+        let (result, ()) = tokio::join!(query, cancel_then_release);
+        let e = result.expect_err("the cancelled query ran");
+        assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "round {round}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(3), "round {round} took {:?}", started.elapsed());
+    }
+    gw.shutdown().await;
+}
+
 /// A client that closes its connection while it waits for a server gives up its request: it never
 /// runs later (PgBouncer drops it too), and the client no longer counts as waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,8 +316,11 @@ impl Session {
             }
         };
         if info.cancel_pending() {
-            // Too late to give the request up: it goes to the server.
-            info.take_cancel();
+            // Cancelled as the server came: nothing of the request reached it, so the request is
+            // given up as if it had been cancelled sooner (the cancel is not lost).
+            pool.release(conn);
+            info.set_state(ClientState::Idle);
+            return Err(CheckoutError::Rerouted);
         }
         pool.stats.assignment(waited.as_micros() as u64);
         self.wait_before_send = waited;
@@ -338,17 +341,29 @@ impl Session {
         /// Bytes a waiting client may send ahead (pipelining) that are read to notice it leave.
         const WATCH_LIMIT: usize = 64 * 1024;
         let mut checkout = std::pin::pin!(checkout);
-        loop {
+        let info = self.reg.info.clone();
+        let outcome = loop {
             let room = self.buf.len() < WATCH_LIMIT;
             tokio::select! {
                 biased;
-                granted = &mut checkout => return granted,
+                granted = &mut checkout => break granted,
                 read = self.sock.read_into(&mut self.buf), if room => match read {
                     Ok(n) if n > 0 => self.unattached_received += n as u64,
-                    _ => return Err(CheckoutError::ClientGone),
+                    _ => break Err(CheckoutError::ClientGone),
                 },
+                // A cancel request gives the wait up at once.
+                _ = info.wake.wait(), if !info.close_requested() => {
+                    if info.cancel_pending() {
+                        break Err(CheckoutError::Rerouted);
+                    }
+                }
             }
+        };
+        if info.close_requested() {
+            // An admin command's wake-up (KILL, SHUTDOWN) is for the session's next wait.
+            info.wake.raise();
         }
+        outcome
     }
 
     /// Waits while paused, as a waiting client of `pool` (SHOW POOLS' cl_waiting) and no longer
