@@ -1363,6 +1363,80 @@ async fn a_bind_of_the_old_row_type_on_a_fresh_copy_fails_as_a_changed_result_ty
     gw.shutdown().await;
 }
 
+/// A driver that described its statement once (lib/pq, sqlx, pgx) decodes every later result with
+/// that row type. After DDL changed it, PostgreSQL refuses the client's next Bind with 0A000; a
+/// copy pgpilot prepares afresh on another server must not run under the old description instead
+/// (lib/pq read an int8 column as 0, sqlx panicked on a dropped column). A fresh copy whose row
+/// type did not change runs as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_copy_of_a_described_statement_with_another_row_type_fails_as_a_changed_result_type() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE retype(a int, b text); INSERT INTO retype VALUES (1, 'x')");
+    // One server keeping one statement: another client's statement evicts the first one's copy.
+    let gw = small_pool(&pg, 1, 1).await;
+    let other = connect(&gw).await;
+    let text = b"SELECT * FROM retype";
+    let mut bind_execute = bytes::BytesMut::new();
+    pgpilot_wire::frontend::bind(&mut bind_execute, b"", b"r1", &[0, 0, 0, 0, 0, 0]);
+    bind_execute.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    pgpilot_wire::frontend::sync(&mut bind_execute);
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, b"r1", text, &[0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"r1");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    read_until_ready(&mut raw).await;
+    let tags_of = |got: &[u8]| -> Vec<u8> {
+        backend_messages(got).iter().map(|m| m.0).filter(|t| *t != b'S').collect()
+    };
+    for (round, ddl) in
+        ["", "ALTER TABLE retype ALTER COLUMN a TYPE bigint", "ALTER TABLE retype DROP COLUMN b"]
+            .into_iter()
+            .enumerate()
+    {
+        other.query(&format!("SELECT $1::int + {round}"), &[&1i32]).await.unwrap();
+        if !ddl.is_empty() {
+            pg.psql("postgres", ddl);
+        }
+        raw.write_all(&bind_execute).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        if ddl.is_empty() {
+            assert_eq!(tags_of(&got), b"2DCZ".to_vec(), "unchanged: {:?}", String::from_utf8_lossy(&got));
+            continue;
+        }
+        let msgs = backend_messages(&got);
+        let error =
+            msgs.iter().find(|m| m.0 == b'E').unwrap_or_else(|| panic!("no error after {ddl}: {msgs:?}"));
+        assert!(
+            String::from_utf8_lossy(error.1).contains("C0A000"),
+            "{:?}",
+            String::from_utf8_lossy(error.1)
+        );
+        // Prepared and described again by the client, the statement runs with its new row type.
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::target(&mut out, b'C', b'S', b"r1");
+        pgpilot_wire::frontend::parse(&mut out, b"r1", text, &[0, 0]);
+        pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"r1");
+        out.extend_from_slice(&bind_execute);
+        raw.write_all(&out).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        assert_eq!(tags_of(&got), b"31tT2DCZ".to_vec(), "after {ddl}: {:?}", String::from_utf8_lossy(&got));
+    }
+    // A copy that no longer prepares: the client gets the server's error, and goes on.
+    other.query("SELECT $1::int + 9", &[&1i32]).await.unwrap();
+    pg.psql("postgres", "DROP TABLE retype");
+    raw.write_all(&bind_execute).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let msgs = backend_messages(&got);
+    let error = msgs.iter().find(|m| m.0 == b'E').unwrap_or_else(|| panic!("no error: {msgs:?}"));
+    assert!(String::from_utf8_lossy(error.1).contains("C42P01"), "{:?}", String::from_utf8_lossy(error.1));
+    raw.write_all(&query_message("SELECT 1")).await.unwrap();
+    assert_eq!(tags_of(&read_until_ready(&mut raw).await), b"TDCZ".to_vec());
+    gw.shutdown().await;
+}
+
 /// As in PostgreSQL, a startup parameter of its own wins over the same setting in `options`
 /// (pgJDBC always sends TimeZone, whatever its options say).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

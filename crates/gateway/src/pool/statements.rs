@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,6 +24,10 @@ pub struct PreparedStatement {
     pub may_change_session: bool,
     /// The result type the client knows, as a generation of this statement (`StatementEpochs`).
     pub epoch: AtomicU32,
+    /// The row type the client was told when it described the statement (0: not described), a
+    /// hash of each column's name, type and modifier: a copy prepared later on another server
+    /// must still have it (see session/row_shape.rs).
+    pub row_shape: AtomicU64,
     /// Fingerprint and normalized text for statistics, computed on the first Execute.
     pub insight_key: std::sync::OnceLock<crate::insight::QueryKey>,
 }
@@ -70,6 +74,7 @@ impl PreparedStatement {
             hash,
             may_change_session,
             epoch: AtomicU32::new(0),
+            row_shape: AtomicU64::new(0),
             insight_key: std::sync::OnceLock::new(),
         })
     }
@@ -150,6 +155,23 @@ impl ServerStatements {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Whether this exact statement is prepared here and usable, as [`ServerStatements::touch`]
+    /// says, without marking it used.
+    pub fn holds(&self, stmt: &PreparedStatement) -> bool {
+        !self.stale.contains(&stmt.hash)
+            && self
+                .by_hash
+                .get(&stmt.hash)
+                .is_some_and(|(s, _, epoch)| **s == *stmt && *epoch >= stmt.epoch())
+    }
+
+    /// The copy of `hash` here has the result type of generation `epoch`.
+    pub fn set_epoch(&mut self, hash: u64, epoch: u32) {
+        if let Some((_, _, e)) = self.by_hash.get_mut(&hash) {
+            *e = epoch;
         }
     }
 

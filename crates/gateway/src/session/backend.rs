@@ -80,6 +80,20 @@ impl Flow {
                     read_back_settings(s, server, names, values.unwrap_or_default());
                 }
             }
+            b'T' | b'n' if injected => {
+                if let Some(&Expect::Injected(Reply::CheckDescribe { hash, seen })) = self.expected.front() {
+                    let shape =
+                        (tag == b'T').then(|| super::row_shape::row_shape(&server.buf[start + 5..end]));
+                    self.fresh_copy_described(s, server, hash, seen, shape);
+                }
+            }
+            b'T' => {
+                if let Some(&Expect::Client(Reply::Describe { statement: Some(hash) })) =
+                    self.expected.front()
+                {
+                    super::row_shape::record_described(s, hash, &server.buf[start + 5..end]);
+                }
+            }
             _ => {}
         }
         if !injected {
@@ -152,6 +166,14 @@ impl Flow {
             self.param_sync = super::flow::ParamSync::Failed(error);
             self.settings_unknown = true;
             return;
+        }
+        let checking = self.checking_copies
+            && matches!(
+                front,
+                Expect::Injected(Reply::Parse { .. } | Reply::CheckDescribe { .. } | Reply::Close)
+            );
+        if checking {
+            return self.fresh_copy_check_failed(s, server);
         }
         if injected && survives {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
@@ -250,8 +272,7 @@ impl Flow {
         }
         // Messages the client sends from now until its Sync are skipped too (pipelines that Flush
         // rather than Sync between statements): none of them may be waited for.
-        self.server_skipping =
-            !self.expected.front().and_then(Expect::reply).is_some_and(|r| matches!(r, Reply::Sync(_)));
+        self.server_skipping = !self.expected.front().and_then(Expect::reply).is_some_and(Reply::is_sync);
     }
 
     /// The name under which the client knows the statement with this hash (prepared, or whose
@@ -270,8 +291,14 @@ impl Flow {
             self.observe_portals_closed();
         }
         let failed = std::mem::take(&mut self.batch_failed);
-        if matches!(entry, Expect::Injected(Reply::ParamSync)) && !self.settings_unknown {
+        if matches!(entry, Expect::Injected(Reply::ParamSync))
+            && !self.settings_unknown
+            && !self.checking_copies
+        {
             self.param_sync = super::flow::ParamSync::Done;
+        }
+        if matches!(entry, Expect::Injected(Reply::CheckSync)) {
+            self.fresh_copies_checked();
         }
         let (client, reply) = match entry {
             Expect::Client(r) => (true, r),
@@ -456,7 +483,7 @@ fn read_back_settings(
 
 /// Undoes the bookkeeping of a request the server failed or skipped; returns the hash and client
 /// name of a named statement whose Parse did not happen.
-fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) -> Option<(u64, Box<[u8]>)> {
+pub(super) fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) -> Option<(u64, Box<[u8]>)> {
     match entry {
         Expect::Client(Reply::Parse { client_name, hash })
         | Expect::Injected(Reply::Parse { client_name, hash }) => {

@@ -37,6 +37,14 @@ pub enum Reply {
     Settings(Vec<Box<str>>),
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
     ParamSync,
+    /// pgpilot describing a copy of statement `hash` it just prepared, to compare its row type
+    /// with the one the client learned (`seen`, see row_shape.rs).
+    CheckDescribe {
+        hash: u64,
+        seen: u64,
+    },
+    /// The Sync ending those checks; the client's request waits for it.
+    CheckSync,
     /// A Parse under a name the client has prepared already, sent as a Bind that fails so that
     /// the server skips to Sync and aborts a transaction as it would for the Parse: the client is
     /// told PostgreSQL's 42P05 about this name.
@@ -140,10 +148,11 @@ impl Reply {
             // Never succeeds; a BindComplete cannot come.
             Reply::DuplicateParse(_) => tag == b'2',
             Reply::Bind { .. } => tag == b'2',
-            Reply::Describe { .. } => matches!(tag, b'T' | b'n'),
+            Reply::Describe { .. } | Reply::CheckDescribe { .. } => matches!(tag, b'T' | b'n'),
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
             Reply::Sync(_)
+            | Reply::CheckSync
             | Reply::Query(_)
             | Reply::FunctionCall
             | Reply::Settings(_)
@@ -153,10 +162,13 @@ impl Reply {
 
     /// Whether the answer ends with ReadyForQuery.
     pub fn is_ready(&self) -> bool {
-        matches!(
-            self,
-            Reply::Sync(_) | Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) | Reply::ParamSync
-        )
+        self.is_sync()
+            || matches!(self, Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) | Reply::ParamSync)
+    }
+
+    /// A Sync, where a server skipping messages after an error listens again.
+    pub fn is_sync(&self) -> bool {
+        matches!(self, Reply::Sync(_) | Reply::CheckSync)
     }
 
     /// Simple-protocol answers run on after an error, up to ReadyForQuery.
@@ -280,7 +292,7 @@ impl Expected {
     pub fn skip_to_sync(&mut self) -> Vec<Expect> {
         let mut skipped = Vec::new();
         while let Some(e) = self.queue.front() {
-            if matches!(e.reply(), Some(Reply::Sync(_))) {
+            if e.reply().is_some_and(Reply::is_sync) {
                 break;
             }
             skipped.extend(self.pop());

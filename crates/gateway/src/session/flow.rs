@@ -88,8 +88,11 @@ pub(super) struct Flow {
     written_any: bool,
     /// Client input is left unread: the next request must start on another server.
     hold_client: bool,
-    /// The client's request waits until the server has the client's settings (inject_param_sync).
+    /// The client's request waits until the server has the client's settings (inject_param_sync)
+    /// and the checks of fresh statement copies are answered (row_shape.rs).
     pub(super) param_sync: ParamSync,
+    /// Fresh copies of statements are being described before the request (row_shape.rs).
+    pub(super) checking_copies: bool,
     /// A settings sync failed: what the server holds is unknown.
     pub(super) settings_unknown: bool,
     /// RESET ALL or DISCARD ALL gave the server its own defaults: the client's login values go
@@ -193,6 +196,7 @@ impl Flow {
             written_any: false,
             hold_client: false,
             param_sync: ParamSync::None,
+            checking_copies: false,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,
@@ -343,6 +347,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // In session pooling too: the server comes from the pool with its own settings (and those a
     // server_reset_query left), not the ones the client logged in with.
     inject_param_sync(s, &mut server, &mut flow);
+    flow.check_fresh_copies(s, &mut server);
     let movable = s.mode == PoolMode::Transaction
         && s.status == TxnStatus::Idle
         && s.pinned.is_none()

@@ -464,7 +464,7 @@ impl Flow {
 
     /// Writes a Parse of `stmt` under its server name, closing the least recently used statement
     /// first when the server holds max_prepared_statements already.
-    fn prepare_on_server(&mut self, server: &mut ServerConn, stmt: &Arc<PreparedStatement>) {
+    pub(super) fn prepare_on_server(&mut self, server: &mut ServerConn, stmt: &Arc<PreparedStatement>) {
         server.statements.unmark_stale(stmt.hash);
         if let Some(evicted) = server.statements.insert(stmt.clone(), self.max_prepared) {
             self.close_on_server(&evicted.server_name);

@@ -15,6 +15,7 @@ mod observe;
 pub mod params;
 mod replan;
 mod route;
+mod row_shape;
 mod startup;
 mod txn_cache;
 mod welcome;

@@ -262,7 +262,7 @@ impl Flow {
 
 /// The server's copy of `hash` has an outdated result type: a new generation of the statement
 /// begins, so every other client that prepared it before is told at its next Bind.
-fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
+pub(super) fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
     let seen = server.statements.epoch(hash).unwrap_or(0);
     s.shared.statement_epochs.changed(hash, seen);
 }
