@@ -61,7 +61,9 @@ impl Flow {
     /// the request binds that the client described before and this server has no copy of. The
     /// request waits for the answers (as for a settings sync).
     pub(super) fn check_fresh_copies(&mut self, s: &Session, server: &mut ServerConn) {
-        if !self.rewrite || s.status != TxnStatus::Idle {
+        // Most requests start with a Query or a Parse: nothing to look at.
+        let binds_first = s.buf.first() == Some(&b'B');
+        if !binds_first || !self.rewrite || s.status != TxnStatus::Idle || s.statements.named.is_empty() {
             return;
         }
         let wanted = fresh_copies_to_check(s, server);
