@@ -95,6 +95,65 @@ async fn copy_in_and_out() {
     gw.shutdown().await;
 }
 
+/// pg8000 sends Bind, Execute and Sync together, and its COPY data after the CopyInResponse: the
+/// server ignores that Sync during COPY IN. When the data fails, the server waits for the client's
+/// next Sync, and the server connection must stay with the client until then: it was released
+/// while still discarding, and the next client given it hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_in_keeps_its_server_until_the_clients_sync() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE copy_fail(k text, v int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, b"", b"COPY copy_fail FROM STDIN", &[0, 0]);
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    read_until_ready(&mut raw).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(b"H\0\0\0\x04E\0\0\0\x09\0\0\0\0\0H\0\0\0\x04");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| m.0 == b'G') {
+        got.extend(read_until_any(&mut raw).await);
+    }
+    raw.write_all(&message(b'd', b"k1\tnot_an_int\n")).await.unwrap();
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| m.0 == b'E') {
+        got.extend(read_until_any(&mut raw).await);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("C22P02"), "{:?}", String::from_utf8_lossy(&got));
+    // The server skips to the client's Sync; meanwhile no other client may get it.
+    let other = tokio::spawn({
+        let conninfo = conninfo(&gw, "postgres", "postgres");
+        async move {
+            let c = try_connect(&conninfo).await.unwrap();
+            c.simple_query("SELECT 2").await.map(|_| ())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut out = message(b'c', b"");
+    out.extend_from_slice(&message(b'S', b""));
+    raw.write_all(&out).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    assert_eq!(backend_messages(&got).last().map(|m| m.0), Some(b'Z'));
+    raw.write_all(&query_message("SELECT 1")).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"TDCZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
+    tokio::time::timeout(Duration::from_secs(5), other)
+        .await
+        .expect("the next client got a server still discarding")
+        .unwrap()
+        .unwrap();
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_request_ends_pg_sleep() {
     let pg = Cluster::start();

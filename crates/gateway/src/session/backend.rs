@@ -249,6 +249,13 @@ impl Flow {
             return;
         }
         // Extended protocol: this message failed and the server skips everything up to Sync.
+        if std::mem::take(&mut self.copy_in_open) {
+            // COPY IN failed before the client ended it: the server ignored the Syncs sent during
+            // it (dropped from the queue when it began) and waits for the client's next one, so it
+            // is not clean until that is answered (pg8000's failed COPY left its server, given to
+            // another client, discarding everything).
+            self.unsynced = true;
+        }
         // A statement that failed at Parse or Bind counts as failed too, like one failing at Execute.
         let failed = self.expected.pop().into_iter();
         let mut error_counted = false;
