@@ -112,9 +112,11 @@ impl ClientInfo {
     }
 
     /// A cancel request for a client that has no server: taken by its wait for one, if it waits.
+    /// Noted whatever the state: the session may be taking a server this very moment, and it
+    /// looks once more after; a request that starts later clears it.
     pub fn cancel_while_waiting(&self) {
+        self.cancel_while_waiting.store(true, Relaxed);
         if self.state() == ClientState::Waiting {
-            self.cancel_while_waiting.store(true, Relaxed);
             self.wake.raise();
         }
     }

@@ -442,6 +442,27 @@ async fn a_cancel_just_before_the_server_comes_is_not_lost() {
     gw.shutdown().await;
 }
 
+/// A cancel request that finds its client idle cancels nothing, as in PostgreSQL: not the next
+/// request the client sends, even one that then waits for a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_for_an_idle_client_does_not_cancel_its_next_request() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    let client = connect(&gw).await;
+    client.cancel_token().cancel_query(tokio_postgres::NoTls).await.unwrap();
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+    };
+    let (ran, ()) = tokio::join!(client.simple_query("SELECT 1"), release);
+    ran.expect("a cancel sent while the client was idle cancelled its next request");
+    gw.shutdown().await;
+}
+
 /// A client that closes its connection while it waits for a server gives up its request: it never
 /// runs later (PgBouncer drops it too), and the client no longer counts as waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -300,6 +300,8 @@ impl Session {
         still_wanted: &(dyn Fn() -> bool + Sync),
     ) -> Result<(), CheckoutError> {
         let info = self.reg.info.clone();
+        // A cancel that found the client idle was for no request: this one starts afresh.
+        info.take_cancel();
         info.set_state(ClientState::Waiting);
         info.touch();
         if let Err(e) = self.wait_while_paused(pool).await {
@@ -315,18 +317,21 @@ impl Session {
                 return Err(e);
             }
         };
+        // From here a cancel request finds the server and is sent there.
+        *info.server.lock() = Some(conn.cancel.clone());
+        info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
+        info.set_state(ClientState::Active);
         if info.cancel_pending() {
             // Cancelled as the server came: nothing of the request reached it, so the request is
             // given up as if it had been cancelled sooner (the cancel is not lost).
-            pool.release(conn);
+            *info.server.lock() = None;
+            info.server_id.store(0, std::sync::atomic::Ordering::Relaxed);
             info.set_state(ClientState::Idle);
+            pool.release(conn);
             return Err(CheckoutError::Rerouted);
         }
         pool.stats.assignment(waited.as_micros() as u64);
         self.wait_before_send = waited;
-        *info.server.lock() = Some(conn.cancel.clone());
-        info.server_id.store(conn.id, std::sync::atomic::Ordering::Relaxed);
-        info.set_state(ClientState::Active);
         self.server = Some(conn);
         Ok(())
     }
