@@ -126,7 +126,8 @@ impl ClientInfo {
     }
 
     pub fn take_cancel(&self) -> bool {
-        self.cancel_while_waiting.swap(false, Relaxed)
+        // Loaded first: called at every request, and a swap is a locked write.
+        self.cancel_while_waiting.load(Relaxed) && self.cancel_while_waiting.swap(false, Relaxed)
     }
 }
 
