@@ -297,6 +297,14 @@ impl FuncRef {
     pub fn is_builtin(&self, name: &str) -> bool {
         self.name == name && self.schema.as_deref().is_none_or(|s| s == "pg_catalog")
     }
+
+    /// Is this one of pg_catalog's advisory lock functions, taking or giving back a lock at
+    /// session or transaction level (`pg_advisory_lock`, `pg_try_advisory_xact_lock_shared`,
+    /// `pg_advisory_unlock_all`...)? They change no data.
+    pub fn is_advisory_lock(&self) -> bool {
+        self.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+            && (self.name.starts_with("pg_advisory_") || self.name.starts_with("pg_try_advisory_"))
+    }
 }
 
 impl fmt::Display for FuncRef {
@@ -571,5 +579,21 @@ pub(crate) fn quote_literal(value: &str) -> String {
         format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
     } else {
         format!("'{}'", value.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FuncRef;
+
+    #[test]
+    fn advisory_lock_functions_are_pg_catalogs_of_either_level() {
+        for name in ["pg_advisory_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock_all"] {
+            assert!(FuncRef::new(None, name).is_advisory_lock(), "{name}");
+            assert!(FuncRef::new(Some("pg_catalog"), name).is_advisory_lock(), "{name}");
+            assert!(!FuncRef::new(Some("app"), name).is_advisory_lock(), "app.{name}");
+        }
+        assert!(!FuncRef::new(None, "pg_advisory").is_advisory_lock());
+        assert!(!FuncRef::new(None, "nextval").is_advisory_lock());
     }
 }

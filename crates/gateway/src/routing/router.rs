@@ -120,11 +120,7 @@ pub fn place(db: &Database, verdict: &Verdict, req: &Request<'_>) -> Decision {
 /// or not in the catalog).
 fn calls_other_volatile(db: &Database, stmt: &Statement, search_path: &[String]) -> bool {
     let catalog = db.functions.load();
-    let advisory = |f: &pgpilot_sql::FuncRef| {
-        f.schema.as_deref().is_none_or(|s| s == "pg_catalog")
-            && (f.name.starts_with("pg_advisory") || f.name.starts_with("pg_try_advisory"))
-    };
-    stmt.functions.iter().filter(|f| !advisory(f)).any(|f| {
+    stmt.functions.iter().filter(|f| !f.is_advisory_lock()).any(|f| {
         matches!(
             catalog.volatility(f, search_path),
             pgpilot_sql::Volatility::Volatile | pgpilot_sql::Volatility::Unknown
