@@ -52,7 +52,8 @@ pub struct ClientInfo {
     pub pid: i32,
     pub secret: i32,
     pub addr: String,
-    pub local_port: u16,
+    /// The address the client reached pgpilot on (SHOW CLIENTS' local_addr); None on the Unix socket.
+    pub local: Option<std::net::SocketAddr>,
     pub tls: bool,
     pub connected_at: SystemTime,
     pub database: Mutex<Arc<str>>,
@@ -186,7 +187,7 @@ impl Registry {
     pub fn register(
         self: &Arc<Self>,
         addr: String,
-        local_port: u16,
+        local: Option<std::net::SocketAddr>,
         tls: bool,
         max: usize,
     ) -> Option<Registration> {
@@ -201,7 +202,7 @@ impl Registry {
             pid,
             secret: rand::random(),
             addr,
-            local_port,
+            local,
             tls,
             connected_at: SystemTime::now(),
             database: Mutex::new(none.clone()),

@@ -57,7 +57,11 @@ async fn every_admin_command() {
     let stats = admin(&gw, "SHOW STATS");
     let fields: Vec<&str> = stats.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
     assert!(fields[2].parse::<u64>().unwrap() >= 1, "xact count: {stats}");
-    assert!(admin(&gw, "SHOW CLIENTS").lines().any(|l| l.starts_with("C|postgres|postgres|")));
+    let clients = admin(&gw, "SHOW CLIENTS");
+    let client = clients.lines().find(|l| l.starts_with("C|postgres|postgres|")).expect("a client row");
+    // local_addr and local_port: where the client reached pgpilot.
+    let local: Vec<&str> = client.split('|').skip(7).take(2).collect();
+    assert_eq!(local, ["127.0.0.1".to_string(), addr(&gw).port().to_string()], "{client}");
     // Tools parse the PgBouncer version to pick the columns they read.
     assert!(admin(&gw, "SHOW VERSION").starts_with("PgBouncer 1.23.1 compatible (pgpilot "));
     assert!(admin(&gw, "SHOW CONFIG").contains("default_pool_size|5|20|yes"));

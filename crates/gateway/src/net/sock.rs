@@ -189,10 +189,11 @@ impl Sock {
         }
     }
 
-    pub fn local_port(&self) -> u16 {
+    /// The address the client reached pgpilot on; None on the Unix socket.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
-            Sock::Tcp(s) => s.local_addr().map(|a| a.port()).unwrap_or(0),
-            Sock::Unix(_) => 0,
+            Sock::Tcp(s) => s.local_addr().ok(),
+            Sock::Unix(_) => None,
         }
     }
 }

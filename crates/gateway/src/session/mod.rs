@@ -50,7 +50,7 @@ pub async fn serve(shared: Arc<Shared>, sock: Sock) {
 /// cancelled, an admin console session that has run).
 async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registration, client::Setup)> {
     let addr = sock.peer();
-    let local_port = sock.local_port();
+    let local = sock.local_addr();
     let config = shared.config.load_full();
     let login_timeout = config.pgpilot.client_login_timeout.enabled().unwrap_or(Duration::from_secs(3600));
     let log_connections = config.pgpilot.log_connections;
@@ -73,7 +73,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         // An operator must reach the console exactly when clients have used up every slot.
         max_clients = max_clients.saturating_add(CONSOLE_SLOTS);
     }
-    let Some(registration) = shared.registry.register(addr.clone(), local_port, tls, max_clients) else {
+    let Some(registration) = shared.registry.register(addr.clone(), local, tls, max_clients) else {
         let e =
             PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
         return refuse(&sock, &addr, e).await;
