@@ -1148,6 +1148,55 @@ async fn a_bind_of_the_unnamed_statement_parsed_before_is_routed_by_its_text() {
     gw.shutdown().await;
 }
 
+/// A statement described on the replica and bound on the primary after the client's own DDL (the
+/// write moved its reads there) fails with 0A000, as on one PostgreSQL connection, every time: also
+/// when the primary's copy was prepared for another client under the new row type before a DDL
+/// that was undone since (lib/pq read int8 values as zeros from the second round on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_type_changed_by_the_clients_own_ddl_fails_its_statement_every_time() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE own_ddl(a int, b text); INSERT INTO own_ddl VALUES (1, 'x')");
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let tags_of = |got: &[u8]| -> Vec<u8> {
+        backend_messages(got).iter().map(|m| m.0).filter(|t| !matches!(t, b'S' | b'N')).collect()
+    };
+    for round in 0..3 {
+        replica.wait_caught_up(&pg);
+        caught_up().await;
+        let mut raw = raw_login(addr(&gw)).await;
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut out, b"s1", b"SELECT * FROM own_ddl ORDER BY a", &[0, 0]);
+        pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"s1");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        assert_eq!(tags_of(&read_until_ready(&mut raw).await), b"1tTZ".to_vec(), "round {round}");
+        raw.write_all(&query_message("ALTER TABLE own_ddl ALTER COLUMN a TYPE bigint")).await.unwrap();
+        assert_eq!(tags_of(&read_until_ready(&mut raw).await), b"CZ".to_vec(), "round {round}");
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::bind(&mut out, b"", b"s1", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        let msgs = backend_messages(&got);
+        let error = msgs
+            .iter()
+            .find(|m| m.0 == b'E')
+            .unwrap_or_else(|| panic!("round {round}: rows of the new type: {msgs:?}"));
+        assert!(
+            String::from_utf8_lossy(error.1).contains("C0A000"),
+            "round {round}: {:?}",
+            String::from_utf8_lossy(error.1)
+        );
+        raw.write_all(&query_message("ALTER TABLE own_ddl ALTER COLUMN a TYPE int")).await.unwrap();
+        assert_eq!(tags_of(&read_until_ready(&mut raw).await), b"CZ".to_vec(), "round {round}");
+    }
+    gw.shutdown().await;
+}
+
 /// asyncpg's reset at every release from its pool (pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
 /// RESET ALL) runs on the primary but changes no data: the client's next reads may still go to a
 /// replica. A write beside an advisory unlock still holds read-your-writes.

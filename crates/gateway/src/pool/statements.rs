@@ -123,12 +123,25 @@ impl StatementEpochs {
     }
 }
 
+/// One statement prepared on a server.
+#[derive(Debug)]
+struct ServerCopy {
+    stmt: Arc<PreparedStatement>,
+    /// The registry's tick at its last use (least recently used first out).
+    used: u64,
+    /// The generation it was prepared for.
+    epoch: u32,
+    /// Its row type, fixed when it was prepared: the server returns rows of it or refuses the
+    /// Bind (0A000). 0 until described.
+    shape: u64,
+}
+
 /// What one server connection has prepared, bounded by max_prepared_statements (least recently
 /// used first out), plus SQL-level PREPAREd names.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     /// Statement hash → (statement, last use, the generation it was prepared for).
-    by_hash: HashMap<u64, (Arc<PreparedStatement>, u64, u32)>,
+    by_hash: HashMap<u64, ServerCopy>,
     tick: u64,
     /// SQL-level prepared statements (PREPARE name AS ...): name → the PREPARE text.
     pub sql: HashMap<String, String>,
@@ -146,12 +159,12 @@ impl ServerStatements {
         }
         self.tick += 1;
         match self.by_hash.get_mut(&stmt.hash) {
-            Some((s, used, epoch)) if **s == *stmt => {
-                if *epoch < stmt.epoch() {
+            Some(copy) if *copy.stmt == *stmt => {
+                if copy.epoch < stmt.epoch() {
                     self.stale.push(stmt.hash);
                     return false;
                 }
-                *used = self.tick;
+                copy.used = self.tick;
                 true
             }
             _ => false,
@@ -165,19 +178,24 @@ impl ServerStatements {
             && self
                 .by_hash
                 .get(&stmt.hash)
-                .is_some_and(|(s, _, epoch)| **s == *stmt && *epoch >= stmt.epoch())
+                .is_some_and(|copy| *copy.stmt == *stmt && copy.epoch >= stmt.epoch())
     }
 
-    /// The copy of `hash` here has the result type of generation `epoch`.
-    pub fn set_epoch(&mut self, hash: u64, epoch: u32) {
-        if let Some((_, _, e)) = self.by_hash.get_mut(&hash) {
-            *e = epoch;
+    /// The row type of the copy of `hash` here, once described (see session/row_shape.rs).
+    pub fn shape(&self, hash: u64) -> Option<u64> {
+        self.by_hash.get(&hash).map(|copy| copy.shape).filter(|s| *s != 0)
+    }
+
+    /// The copy of `hash` here was described: it returns rows of this type.
+    pub fn set_shape(&mut self, hash: u64, shape: u64) {
+        if let Some(copy) = self.by_hash.get_mut(&hash) {
+            copy.shape = shape;
         }
     }
 
     /// The generation the copy of `hash` here was prepared for.
     pub fn epoch(&self, hash: u64) -> Option<u32> {
-        self.by_hash.get(&hash).map(|(_, _, epoch)| *epoch)
+        self.by_hash.get(&hash).map(|copy| copy.epoch)
     }
 
     /// Records a statement about to be prepared here; returns the one evicted to stay within `capacity`.
@@ -188,19 +206,19 @@ impl ServerStatements {
     ) -> Option<Arc<PreparedStatement>> {
         self.tick += 1;
         let evicted = if self.by_hash.len() >= capacity.max(1) && !self.by_hash.contains_key(&stmt.hash) {
-            let oldest = self.by_hash.iter().min_by_key(|(_, (_, used, _))| *used).map(|(h, _)| *h);
-            oldest.and_then(|h| self.by_hash.remove(&h)).map(|(s, _, _)| s)
+            let oldest = self.by_hash.iter().min_by_key(|(_, copy)| copy.used).map(|(h, _)| *h);
+            oldest.and_then(|h| self.by_hash.remove(&h)).map(|copy| copy.stmt)
         } else {
             None
         };
         let epoch = stmt.epoch();
-        self.by_hash.insert(stmt.hash, (stmt, self.tick, epoch));
+        self.by_hash.insert(stmt.hash, ServerCopy { stmt, used: self.tick, epoch, shape: 0 });
         evicted
     }
 
     /// The server-side name of the statement `hash` prepared here.
     pub fn server_name(&self, hash: u64) -> Option<Box<[u8]>> {
-        self.by_hash.get(&hash).map(|(s, _, _)| s.server_name.clone())
+        self.by_hash.get(&hash).map(|copy| copy.stmt.server_name.clone())
     }
 
     pub fn mark_stale(&mut self, hash: u64) {

@@ -81,17 +81,20 @@ impl Flow {
                 }
             }
             b'T' | b'n' if injected => {
-                if let Some(&Expect::Injected(Reply::CheckDescribe { hash, seen })) = self.expected.front() {
-                    let shape =
-                        (tag == b'T').then(|| super::row_shape::row_shape(&server.buf[start + 5..end]));
-                    self.fresh_copy_described(s, server, hash, seen, shape);
+                if let Some(&Expect::Injected(Reply::CheckDescribe { hash })) = self.expected.front() {
+                    let shape = match tag {
+                        b'T' => super::row_shape::row_shape(&server.buf[start + 5..end]),
+                        _ => super::row_shape::NO_ROWS,
+                    };
+                    server.statements.set_shape(hash, shape);
                 }
             }
             b'T' => {
                 if let Some(&Expect::Client(Reply::Describe { statement: Some(hash) })) =
                     self.expected.front()
                 {
-                    super::row_shape::record_described(s, hash, &server.buf[start + 5..end]);
+                    let shape = super::row_shape::row_shape(&server.buf[start + 5..end]);
+                    super::row_shape::record_described(s, server, hash, shape);
                 }
             }
             _ => {}
@@ -173,7 +176,7 @@ impl Flow {
                 Expect::Injected(Reply::Parse { .. } | Reply::CheckDescribe { .. } | Reply::Close)
             );
         if checking {
-            return self.fresh_copy_check_failed(s, server);
+            return self.copy_check_failed(s, server);
         }
         if injected && survives {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
@@ -305,7 +308,7 @@ impl Flow {
             self.param_sync = super::flow::ParamSync::Done;
         }
         if matches!(entry, Expect::Injected(Reply::CheckSync)) {
-            self.fresh_copies_checked();
+            self.copies_checked();
         }
         let (client, reply) = match entry {
             Expect::Client(r) => (true, r),

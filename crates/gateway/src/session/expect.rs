@@ -37,11 +37,10 @@ pub enum Reply {
     Settings(Vec<Box<str>>),
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
     ParamSync,
-    /// pgpilot describing a copy of statement `hash` it just prepared, to compare its row type
-    /// with the one the client learned (`seen`, see row_shape.rs).
+    /// pgpilot describing the server's copy of statement `hash` to learn its row type before a
+    /// client that knows the statement with one binds it (row_shape.rs).
     CheckDescribe {
         hash: u64,
-        seen: u64,
     },
     /// The Sync ending those checks; the client's request waits for it.
     CheckSync,

@@ -347,7 +347,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // In session pooling too: the server comes from the pool with its own settings (and those a
     // server_reset_query left), not the ones the client logged in with.
     inject_param_sync(s, &mut server, &mut flow);
-    flow.check_fresh_copies(s, &mut server);
+    flow.check_copies(s, &mut server);
     let movable = s.mode == PoolMode::Transaction
         && s.status == TxnStatus::Idle
         && s.pinned.is_none()

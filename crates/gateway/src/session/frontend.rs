@@ -527,7 +527,12 @@ impl Flow {
         if stmt.may_change_session {
             self.note_extended_text(s, server, Some(&stmt.query), true);
         }
-        let (server_name, mut copy) = self.server_name_for(s, server, &stmt);
+        let (mut server_name, mut copy) = self.server_name_for(s, server, &stmt);
+        if copy == BoundCopy::Kept && super::row_shape::differs_from_copy(&stmt, server) {
+            tracing::info!(database = %s.db.name, server_id = server.id,
+                "a prepared statement's row type on this server differs from the one the client was told (DDL): its Bind fails as in PostgreSQL");
+            (server_name, copy) = (OUTDATED_PLAN_NAME.into(), BoundCopy::Outdated);
+        }
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
         if let BoundCopy::Fresh { per_column_formats } = &mut copy {
             *per_column_formats = frontend::bind_result_format_count(b.rest).is_some_and(|n| n > 1);

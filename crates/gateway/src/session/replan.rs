@@ -129,6 +129,8 @@ impl Flow {
             let now = s.shared.statement_epochs.current(hash);
             for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
                 stmt.epoch.store(now, std::sync::atomic::Ordering::Relaxed);
+                // The re-run tells the client the row type the server's copy has.
+                stmt.row_shape.store(0, std::sync::atomic::Ordering::Relaxed);
             }
             self.run_again(s, server, None);
         } else {
@@ -262,7 +264,7 @@ impl Flow {
 
 /// The server's copy of `hash` has an outdated result type: a new generation of the statement
 /// begins, so every other client that prepared it before is told at its next Bind.
-pub(super) fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
+fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
     let seen = server.statements.epoch(hash).unwrap_or(0);
     s.shared.statement_epochs.changed(hash, seen);
 }

@@ -7,8 +7,11 @@
 //! the next Bind with 0A000 "cached plan must not change result type". pgpilot prepares copies
 //! from the text on whichever server the client lands on, and a copy made after the DDL has the
 //! new type: without this check its rows reach the client unannounced (int8 values decoded as
-//! int4, a column short). So before the first Bind of such a copy, the copy is described, and a
-//! row type other than the client's makes that Bind fail as PostgreSQL's would.
+//! int4, a column short). A copy prepared earlier, for another client, may have been prepared
+//! under another schema too (before a DDL undone since). So each copy's own row type is learned
+//! (from a client's Describe of it, or by describing it before the first Bind that needs it), and
+//! a Bind whose statement the client knows with another row type than the copy's fails as
+//! PostgreSQL's would.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,8 +29,11 @@ use crate::pool::ServerConn;
 /// Copies checked before one request at most; further ones go unchecked.
 const MAX_CHECKS: usize = 16;
 
+/// The row type of a statement that returns no rows (NoData).
+pub(super) const NO_ROWS: u64 = u64::MAX;
+
 /// The row type in a RowDescription body: each column's name, type and type modifier, as
-/// PostgreSQL compares result types (not the table a column comes from). Never 0.
+/// PostgreSQL compares result types (not the table a column comes from). Never 0 or NO_ROWS.
 pub(super) fn row_shape(body: &[u8]) -> u64 {
     let mut h = foldhash::fast::FixedState::with_seed(0x726f_7773_6861_7065).build_hasher();
     let count = body.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
@@ -44,38 +50,48 @@ pub(super) fn row_shape(body: &[u8]) -> u64 {
         h.write(&field[12..16]);
         rest = &rest[end + 19..];
     }
-    h.finish().max(1)
+    h.finish().clamp(1, NO_ROWS - 1)
 }
 
-/// The client's Describe of its statement `hash` answered with this RowDescription body: the row
-/// type it now decodes that statement's results with.
-pub(super) fn record_described(s: &Session, hash: u64, body: &[u8]) {
-    let shape = row_shape(body);
+/// The client's Describe of its statement `hash` answered with a RowDescription of this row type:
+/// the one it now decodes that statement's results with, and the one of the server's copy.
+pub(super) fn record_described(s: &Session, server: &mut ServerConn, hash: u64, shape: u64) {
     for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
         stmt.row_shape.store(shape, Relaxed);
     }
+    server.statements.set_shape(hash, shape);
+}
+
+/// Whether the client knows `stmt` with another row type than the server's copy has: its Bind
+/// must fail (0A000), as its own copy's would have after the DDL that made the difference.
+pub(super) fn differs_from_copy(stmt: &PreparedStatement, server: &ServerConn) -> bool {
+    let known = stmt.row_shape.load(Relaxed);
+    known != 0 && server.statements.shape(stmt.hash).is_some_and(|copy| copy != known)
 }
 
 impl Flow {
-    /// Before the client's request, outside a transaction: prepares and describes each statement
-    /// the request binds that the client described before and this server has no copy of. The
-    /// request waits for the answers (as for a settings sync).
-    pub(super) fn check_fresh_copies(&mut self, s: &Session, server: &mut ServerConn) {
+    /// Before the client's request, outside a transaction: describes the server's copy of each
+    /// statement the request binds that the client described before, when the copy's row type is
+    /// not known yet, preparing the copy first if the server has none. The request waits for the
+    /// answers (as for a settings sync).
+    pub(super) fn check_copies(&mut self, s: &Session, server: &mut ServerConn) {
         // Most requests start with a Query or a Parse: nothing to look at.
         let binds_first = s.buf.first() == Some(&b'B');
         if !binds_first || !self.rewrite || s.status != TxnStatus::Idle || s.statements.named.is_empty() {
             return;
         }
-        let wanted = fresh_copies_to_check(s, server);
+        let wanted = copies_to_check(s, server);
         if wanted.is_empty() {
             return;
         }
         for stmt in wanted {
-            self.prepare_on_server(server, &stmt);
-            self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
+            if !server.statements.holds(&stmt) {
+                self.prepare_on_server(server, &stmt);
+                self.expected
+                    .push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
+            }
             frontend::target(&mut self.to_server, b'D', b'S', &stmt.server_name);
-            let seen = stmt.row_shape.load(Relaxed);
-            self.expected.push(Expect::Injected(Reply::CheckDescribe { hash: stmt.hash, seen }));
+            self.expected.push(Expect::Injected(Reply::CheckDescribe { hash: stmt.hash }));
         }
         frontend::sync(&mut self.to_server);
         self.expected.push(Expect::Injected(Reply::CheckSync));
@@ -83,39 +99,19 @@ impl Flow {
         self.param_sync = ParamSync::Waiting;
     }
 
-    /// The check of the fresh copy of `hash` found this row type (None: the statement returns no
-    /// rows now). Another than the client's starts a new generation of the statement, so the
-    /// client's Bind fails with 0A000 (see replan.rs) and the client learns the new type when it
-    /// prepares again; the fresh copy already has that type.
-    pub(super) fn fresh_copy_described(
-        &mut self,
-        s: &Session,
-        server: &mut ServerConn,
-        hash: u64,
-        seen: u64,
-        shape: Option<u64>,
-    ) {
-        if shape == Some(seen) {
-            return;
-        }
-        tracing::info!(database = %s.db.name, server_id = server.id,
-            "a prepared statement's result type changed since the client described it (DDL): its next use fails as in PostgreSQL");
-        super::replan::result_type_changed(s, server, hash);
-        server.statements.set_epoch(hash, s.shared.statement_epochs.current(hash));
-    }
-
-    /// The checks ended (the server answered their Sync): the client's request goes ahead.
-    pub(super) fn fresh_copies_checked(&mut self) {
+    /// The checks ended (the server answered their Sync): the client's request goes ahead, and
+    /// its Binds compare row types (frontend.rs).
+    pub(super) fn copies_checked(&mut self) {
         self.checking_copies = false;
         if matches!(self.param_sync, ParamSync::Waiting) {
             self.param_sync = ParamSync::Done;
         }
     }
 
-    /// A check failed (the text no longer prepares: a table dropped). The server skips to the
-    /// checks' Sync; the client's request prepares the statement again itself and gets the
-    /// server's error there, as it would without pgpilot.
-    pub(super) fn fresh_copy_check_failed(&mut self, s: &mut Session, server: &mut ServerConn) {
+    /// A check failed (the text no longer prepares: a table dropped; or the copy's plan is
+    /// refused after DDL). The server skips to the checks' Sync; the client's request meets the
+    /// error itself, as it would without pgpilot.
+    pub(super) fn copy_check_failed(&mut self, s: &mut Session, server: &mut ServerConn) {
         for entry in self.expected.skip_to_sync() {
             super::backend::forget(s, server, entry);
         }
@@ -123,8 +119,9 @@ impl Flow {
 }
 
 /// The statements the client's request binds (before any Parse or Close of its own, which may
-/// change what a name means) that it described before and `server` has no copy of.
-fn fresh_copies_to_check(s: &Session, server: &ServerConn) -> Vec<Arc<PreparedStatement>> {
+/// change what a name means) that it described before and whose copy on `server` has no known
+/// row type (or is missing).
+fn copies_to_check(s: &Session, server: &ServerConn) -> Vec<Arc<PreparedStatement>> {
     let mut wanted: Vec<Arc<PreparedStatement>> = Vec::new();
     for frame in pgpilot_wire::FrontendFrames::new(&s.buf, &s.limits) {
         match frame.tag {
@@ -137,11 +134,9 @@ fn fresh_copies_to_check(s: &Session, server: &ServerConn) -> Vec<Arc<PreparedSt
                 };
                 let current = stmt.epoch() >= s.shared.statement_epochs.current(stmt.hash);
                 let described = stmt.row_shape.load(Relaxed) != 0;
-                if described
-                    && current
-                    && !server.statements.holds(stmt)
-                    && !wanted.iter().any(|w| w.hash == stmt.hash)
-                {
+                let copy_known =
+                    server.statements.holds(stmt) && server.statements.shape(stmt.hash).is_some();
+                if described && current && !copy_known && !wanted.iter().any(|w| w.hash == stmt.hash) {
                     wanted.push(stmt.clone());
                     if wanted.len() == MAX_CHECKS {
                         break;
