@@ -315,6 +315,7 @@ impl Database {
                 pool.settings.store(settings.clone());
                 pool.trim_to_size();
                 pool.forget_login_refusal();
+                pool.settings_changed();
             }
         }
     }

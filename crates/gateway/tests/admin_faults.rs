@@ -362,6 +362,37 @@ async fn reload_shows_a_database_s_new_settings() {
     gw.shutdown().await;
 }
 
+/// Clients already waiting for a server when a reload makes the pool larger are served at once
+/// (PgBouncer does), not when a server is released, and before clients arriving later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_larger_pool_after_reload_serves_the_clients_waiting() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    write_sized_config(&path, &pg, 1);
+    let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let c = connect(&gw).await;
+        waiting.push(tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) }));
+    }
+    let cl_waiting = || console_rows(&gw, "SHOW POOLS", "postgres|postgres|")[0][3].clone();
+    assert!(eventually(Duration::from_secs(3), || cl_waiting() == "2").await, "cl_waiting {}", cl_waiting());
+    write_sized_config(&path, &pg, 3);
+    gw.reload().unwrap();
+    for w in waiting {
+        tokio::time::timeout(Duration::from_secs(3), w)
+            .await
+            .expect("a waiting client was not served by the larger pool")
+            .unwrap()
+            .unwrap();
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}
+
 /// A config file for `pg` with the admin console for user postgres and `default_pool_size`.
 fn write_sized_config(path: &std::path::Path, pg: &Cluster, size: usize) {
     let text = format!(

@@ -394,7 +394,10 @@ impl Pool {
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
         let mut now = start;
         let mut use_reserve = reserve_at.is_some_and(|r| now >= r);
+        let mut current = None;
         loop {
+            // A reload may have made the pool larger since the wait began (see settings_changed).
+            let settings: &PoolSettings = current.as_deref().unwrap_or(settings);
             if self.limits.is_limited()
                 && self.has_room(settings, use_reserve)
                 && self.limits.make_room_for(self)
@@ -439,6 +442,7 @@ impl Pool {
             if !still_wanted() {
                 return Err(CheckoutError::Rerouted);
             }
+            current = Some(self.settings.load_full());
         }
     }
 
@@ -467,6 +471,15 @@ impl Pool {
             "closing an idle server connection to make room under max_db_connections / max_user_connections");
         conn.terminate();
         true
+    }
+
+    /// The pool's settings changed (a reload): clients waiting look again at once, as a larger
+    /// pool may serve them now, not only once a server is released.
+    pub fn settings_changed(&self) {
+        let waiters = self.state.lock().waiters.take_all();
+        for tx in waiters {
+            let _ = tx.send(Wake::LookAgain);
+        }
     }
 
     /// Runs while clients wait: tells each when to look again (see waiters.rs).

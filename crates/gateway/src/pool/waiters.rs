@@ -69,6 +69,12 @@ impl WaitQueue {
         !std::mem::replace(&mut self.sweeping, true)
     }
 
+    /// Removes every waiter, to look again now (the pool's settings changed). Each keeps its
+    /// place when it queues again.
+    pub fn take_all(&mut self) -> Vec<oneshot::Sender<Wake>> {
+        self.entries.drain(..).map(|w| w.tx).collect()
+    }
+
     /// Removes the waiters due to look again, and says when to sweep next: `None` when nobody
     /// waits any more, and the sweeper stops.
     pub fn take_due(&mut self, now: Instant) -> (Vec<oneshot::Sender<Wake>>, Option<Instant>) {
