@@ -507,6 +507,92 @@ async fn graceful_shutdown_lets_transactions_finish() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
 }
 
+/// Clients waiting for a server when shutdown begins are between transactions: they are closed
+/// with 57P01 at once and their requests never run (PgBouncer does the same), rather than being
+/// given the servers the running transactions release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_the_clients_waiting_for_a_server() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE during_shutdown(x int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let c = connect(&gw).await;
+        let sql = format!("INSERT INTO during_shutdown VALUES ({i})");
+        waiting.push(tokio::spawn(async move { c.batch_execute(&sql).await }));
+    }
+    let cl_waiting = || console_rows(&gw, "SHOW POOLS", "postgres|postgres|")[0][3].clone();
+    assert!(eventually(Duration::from_secs(3), || cl_waiting() == "3").await, "cl_waiting {}", cl_waiting());
+    let stopping = tokio::spawn(gw.shutdown());
+    for w in waiting {
+        let e = tokio::time::timeout(Duration::from_secs(3), w)
+            .await
+            .expect("a waiting client was kept through the shutdown")
+            .unwrap()
+            .expect_err("a waiting client's request ran during shutdown");
+        assert_eq!(sqlstate(&e).as_deref(), Some("57P01"), "{e}");
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.unwrap().unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM during_shutdown"), "0");
+}
+
+/// PAUSE holds the clients already waiting for a server too: none of them starts a transaction
+/// on a server released after PAUSE, and a cancel request answers a paused client at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_the_clients_already_waiting() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE during_pause(x int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..2 {
+        let c = connect(&gw).await;
+        let sql = format!("INSERT INTO during_pause VALUES ({i})");
+        waiting.push(tokio::spawn(async move { c.batch_execute(&sql).await }));
+    }
+    let cancelled = connect(&gw).await;
+    let token = cancelled.cancel_token();
+    let cancelled = tokio::spawn(async move { cancelled.batch_execute("SELECT pg_sleep(30)").await });
+    let cl_waiting = || console_rows(&gw, "SHOW POOLS", "postgres|postgres|")[0][3].clone();
+    assert!(eventually(Duration::from_secs(3), || cl_waiting() == "3").await, "cl_waiting {}", cl_waiting());
+    let console = connect_as(&gw, "postgres", "pgbouncer").await;
+    let pausing = tokio::spawn(async move { console.simple_query("PAUSE postgres").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), pausing)
+        .await
+        .expect("PAUSE did not return")
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pg.psql("postgres", "SELECT count(*) FROM during_pause"),
+        "0",
+        "a transaction began while paused"
+    );
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(2), cancelled)
+        .await
+        .expect("a cancel waited for RESUME")
+        .unwrap()
+        .expect_err("the cancelled query ran");
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+    admin(&gw, "RESUME postgres");
+    for w in waiting {
+        tokio::time::timeout(Duration::from_secs(5), w).await.unwrap().unwrap().unwrap();
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM during_pause"), "2");
+    gw.shutdown().await;
+}
+
 /// The names and type OIDs of the columns a console command answers with (raw protocol).
 async fn console_column_types(gw: &pgpilot_gateway::Gateway, sql: &str) -> Vec<(String, u32)> {
     use tokio::io::AsyncWriteExt;

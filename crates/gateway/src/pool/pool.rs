@@ -48,6 +48,9 @@ pub enum CheckoutError {
     /// The client closed its connection while it waited.
     #[error("the client left while waiting for a server")]
     ClientGone,
+    /// pgpilot is closing the client (shutdown, KILL) while it waits: its request never runs.
+    #[error("the client is being closed")]
+    Closing,
 }
 
 impl CheckoutError {

@@ -304,13 +304,7 @@ impl Session {
         info.take_cancel();
         info.set_state(ClientState::Waiting);
         info.touch();
-        if let Err(e) = self.wait_while_paused(pool).await {
-            info.set_state(ClientState::Idle);
-            return Err(e);
-        }
-        let wanted = || !info.cancel_pending() && still_wanted();
-        let checkout = self.unless_client_leaves(pool.checkout_with(fail_fast, &wanted)).await;
-        let (conn, waited) = match checkout {
+        let (conn, waited) = match self.checkout_unpaused(pool, fail_fast, still_wanted).await {
             Ok(c) => c,
             Err(e) => {
                 info.set_state(ClientState::Idle);
@@ -336,6 +330,31 @@ impl Session {
         Ok(())
     }
 
+    /// A server from `pool` once neither the gateway nor the database is paused. A PAUSE that came
+    /// while the client waited in the pool's queue holds it too: the server it was given goes back,
+    /// and no transaction starts until RESUME (as in PgBouncer).
+    async fn checkout_unpaused(
+        &mut self,
+        pool: &Arc<Pool>,
+        fail_fast: bool,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(Box<ServerConn>, Duration), CheckoutError> {
+        let info = self.reg.info.clone();
+        loop {
+            self.wait_while_paused(pool).await?;
+            let wanted = || !info.cancel_pending() && still_wanted();
+            let (conn, waited) = self.unless_client_leaves(pool.checkout_with(fail_fast, &wanted)).await?;
+            if !self.paused() {
+                return Ok((conn, waited));
+            }
+            pool.release(conn);
+        }
+    }
+
+    fn paused(&self) -> bool {
+        *self.shared.paused.borrow() || *self.db.paused.borrow()
+    }
+
     /// Waits for `checkout` while watching the client: one that closes its connection while it
     /// waits gives up its place, and its request never runs (as PgBouncer drops it). A client that
     /// gave up on a timeout must not have its writes run later, each on a server found for it.
@@ -347,34 +366,33 @@ impl Session {
         const WATCH_LIMIT: usize = 64 * 1024;
         let mut checkout = std::pin::pin!(checkout);
         let info = self.reg.info.clone();
-        let outcome = loop {
+        loop {
+            if info.close_requested() {
+                // Shutdown or KILL: a client waiting is between transactions, and closes now.
+                return Err(CheckoutError::Closing);
+            }
             let room = self.buf.len() < WATCH_LIMIT;
             tokio::select! {
                 biased;
-                granted = &mut checkout => break granted,
+                granted = &mut checkout => return granted,
                 read = self.sock.read_into(&mut self.buf), if room => match read {
                     Ok(n) if n > 0 => self.unattached_received += n as u64,
-                    _ => break Err(CheckoutError::ClientGone),
+                    _ => return Err(CheckoutError::ClientGone),
                 },
-                // A cancel request gives the wait up at once.
-                _ = info.wake.wait(), if !info.close_requested() => {
+                // A cancel request gives the wait up at once; so does a request to close.
+                _ = info.wake.wait() => {
                     if info.cancel_pending() {
-                        break Err(CheckoutError::Rerouted);
+                        return Err(CheckoutError::Rerouted);
                     }
                 }
             }
-        };
-        if info.close_requested() {
-            // An admin command's wake-up (KILL, SHUTDOWN) is for the session's next wait.
-            info.wake.raise();
         }
-        outcome
     }
 
     /// Waits while paused, as a waiting client of `pool` (SHOW POOLS' cl_waiting) and no longer
     /// than query_wait_timeout, as PgBouncer does.
     async fn wait_while_paused(&self, pool: &Pool) -> Result<(), CheckoutError> {
-        if !*self.shared.paused.borrow() && !*self.db.paused.borrow() {
+        if !self.paused() {
             return Ok(());
         }
         let limit = pool.settings.load().query_wait_timeout;
@@ -383,10 +401,20 @@ impl Session {
         let mut local = self.db.paused.subscribe();
         let _counted = pool.count_paused();
         let mut waited = Ok(());
+        let info = &self.reg.info;
         while *global.borrow_and_update() || *local.borrow_and_update() {
+            if info.close_requested() {
+                return Err(CheckoutError::Closing);
+            }
             tokio::select! {
                 _ = global.changed() => {}
                 _ = local.changed() => {}
+                // A cancel request or a request to close ends the wait at once.
+                _ = info.wake.wait() => {
+                    if info.cancel_pending() {
+                        return Err(CheckoutError::Rerouted);
+                    }
+                }
                 _ = sleep_until(deadline) => {
                     waited = Err(CheckoutError::WaitTimeout(limit.unwrap_or_default()));
                     break;

@@ -355,6 +355,9 @@ impl Session {
                     self.db.wait_roles_checked().await;
                 }
                 Err(CheckoutError::ClientGone) => return Err(Ending::ClientGone),
+                Err(e @ CheckoutError::Closing) => {
+                    return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name)))
+                }
                 Err(e) if replica && !e.is_login_refusal() => {
                     let ban = self.db.routing.load().ban_time.get().as_millis() as u64;
                     self.db.backends[decision.backend].ban(ban, &e.to_string());

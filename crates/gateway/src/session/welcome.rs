@@ -129,6 +129,9 @@ pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
         CheckoutError::WaitTimeout(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, "query_wait_timeout"),
         // Nobody reads this one: the client is gone.
         CheckoutError::ClientGone => PgError::fatal(SqlState::CONNECTION_FAILURE, "the client left"),
+        CheckoutError::Closing => {
+            PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is closing this connection")
+        }
         CheckoutError::Closed | CheckoutError::Rerouted => PgError::fatal(
             SqlState::ADMIN_SHUTDOWN,
             format!("database \"{database}\" was removed or reconfigured"),
