@@ -463,6 +463,58 @@ async fn a_cancel_for_an_idle_client_does_not_cancel_its_next_request() {
     gw.shutdown().await;
 }
 
+/// A pipeline that Flushed rather than Synced (psycopg's pipeline mode) and waits for a server
+/// when it is cancelled: it never runs, the client gets 57014 at once, and its messages up to the
+/// Sync it sends later are skipped, as PostgreSQL skips them after an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pipeline_without_its_sync_never_runs() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE flushed(x int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    raw.write_all(&startup_packet()).await.unwrap();
+    let welcome = read_until_ready(&mut raw).await;
+    let key =
+        backend_messages(&welcome).into_iter().find(|m| m.0 == b'K').expect("BackendKeyData").1.to_vec();
+    let extended = |sql: &[u8]| {
+        let mut out = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut out, b"", sql, &[0, 0]);
+        pgpilot_wire::frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        out
+    };
+    let mut out = extended(b"INSERT INTO flushed VALUES (1)");
+    out.extend_from_slice(b"H\0\0\0\x04");
+    raw.write_all(&out).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cancel = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let mut request = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    request.extend_from_slice(&key);
+    cancel.write_all(&request).await.unwrap();
+    let got = read_until_any(&mut raw).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"E".to_vec(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got).contains("C57014"));
+    // The rest of the pipeline, then its Sync: skipped, and answered with ReadyForQuery.
+    let mut out = extended(b"INSERT INTO flushed VALUES (2)");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"Z".to_vec(), "{:?}", String::from_utf8_lossy(&got));
+    holder.batch_execute("COMMIT").await.unwrap();
+    raw.write_all(&query_message("SELECT 1")).await.unwrap();
+    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut raw).await).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"TDCZ".to_vec(), "the client goes on");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM flushed"), "0", "a cancelled pipeline ran");
+    gw.shutdown().await;
+}
+
 /// A client that closes its connection while it waits for a server gives up its request: it never
 /// runs later (PgBouncer drops it too), and the client no longer counts as waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,9 @@ pub struct Session {
     pub(super) consulted: bool,
     /// Routing's quick look at the simple Query it just placed, for session tracking to reuse.
     pub(super) routed_look: Option<pgpilot_sql::QuickLook>,
+    /// A cancelled batch was dropped before its Sync came: the client's messages are skipped up
+    /// to that Sync.
+    pub(super) discard_to_sync: bool,
     /// The client's unnamed statement (transaction pooling): a driver may Parse it in one batch
     /// and Bind it in the next, which may run on another server.
     pub(super) unnamed: Option<Box<UnnamedStatement>>,
@@ -195,6 +198,7 @@ impl Session {
             consulted: false,
             routed_look: None,
             unnamed: None,
+            discard_to_sync: false,
             reset_params: setup.params,
             input: Default::default(),
         }
@@ -244,6 +248,14 @@ impl Session {
 
     /// A request arrived while no server is attached.
     async fn handle_unattached(&mut self, h: Header) -> Result<(), Ending> {
+        if self.discard_to_sync {
+            // After a cancelled batch without its Sync (route.rs): skipped as the server would.
+            if !matches!(h.tag, b'S' | b'X') {
+                self.buf.advance(h.total);
+                return Ok(());
+            }
+            self.discard_to_sync = false;
+        }
         match h.tag {
             b'X' => Err(Ending::ClientGone),
             // Sync with nothing in flight: answer it ourselves.

@@ -346,9 +346,8 @@ impl Session {
                     return Ok(true);
                 }
                 Err(CheckoutError::Rerouted) if self.reg.info.take_cancel() => {
-                    if self.drop_cancelled_request().await? {
-                        return Ok(false);
-                    }
+                    self.drop_cancelled_request().await?;
+                    return Ok(false);
                 }
                 Err(CheckoutError::Rerouted) => continue,
                 Err(CheckoutError::Closed) if self.follow_reconfigured_database() => {
@@ -389,19 +388,22 @@ impl Session {
 
     /// The request at the front was cancelled before any server saw it: it is dropped (a simple
     /// Query, or an extended batch through its Sync) and answered as PostgreSQL answers a cancelled
-    /// statement. False when the batch has not all arrived: it goes on to a server then.
-    async fn drop_cancelled_request(&mut self) -> Result<bool, Ending> {
+    /// statement. An extended batch whose Sync has not come yet (a pipeline that Flushed) gets the
+    /// error now, and the client's messages are dropped up to that Sync, which is answered then,
+    /// as PostgreSQL skips to Sync after an error.
+    async fn drop_cancelled_request(&mut self) -> Result<(), Ending> {
         let mut frames = pgpilot_wire::FrontendFrames::new(&self.buf, &self.limits);
-        if !frames.any(|f| matches!(f.tag, b'Q' | b'S')) {
-            return Ok(false);
-        }
+        let ended = frames.any(|f| matches!(f.tag, b'Q' | b'S'));
         let pos = frames.consumed();
         self.buf.advance(pos);
         let mut out = BytesMut::new();
         PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to user request").encode(&mut out);
-        backend::ready_for_query(&mut out, self.status);
-        self.write(&out).await?;
-        Ok(true)
+        if ended {
+            backend::ready_for_query(&mut out, self.status);
+        } else {
+            self.discard_to_sync = true;
+        }
+        self.write(&out).await
     }
 
     /// Ends the attachment's bookkeeping: a transaction that may have written on the primary moves
