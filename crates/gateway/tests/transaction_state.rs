@@ -1437,6 +1437,50 @@ async fn a_fresh_copy_of_a_described_statement_with_another_row_type_fails_as_a_
     gw.shutdown().await;
 }
 
+/// pgx binds with a format per result column and describes the portal. After DDL changed the
+/// statement's row type, that request is not run again unseen (its formats are for the old
+/// columns: 08P01, or formats on the wrong columns): it gets 0A000 as from PostgreSQL, each time
+/// until the client prepares again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_with_a_format_per_column_after_ddl_fails_as_a_changed_result_type() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE per_column(a int, b text); INSERT INTO per_column VALUES (1, 'x')");
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, b"x1", b"SELECT * FROM per_column", &[0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'S', b"x1");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    read_until_ready(&mut raw).await;
+    let mut run = bytes::BytesMut::new();
+    // No parameters, two result formats (binary int, text), then Describe portal, Execute, Sync.
+    pgpilot_wire::frontend::bind(&mut run, b"", b"x1", &[0, 0, 0, 0, 0, 2, 0, 1, 0, 0]);
+    pgpilot_wire::frontend::target(&mut run, b'D', b'P', b"");
+    run.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    pgpilot_wire::frontend::sync(&mut run);
+    raw.write_all(&run).await.unwrap();
+    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut raw).await).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"2TDCZ".to_vec());
+    for ddl in ["ALTER TABLE per_column ALTER COLUMN a TYPE bigint", "ALTER TABLE per_column DROP COLUMN b"] {
+        pg.psql("postgres", ddl);
+        for attempt in 0..2 {
+            raw.write_all(&run).await.unwrap();
+            let got = read_until_ready(&mut raw).await;
+            let msgs = backend_messages(&got);
+            let error =
+                msgs.iter().find(|m| m.0 == b'E').unwrap_or_else(|| panic!("{ddl} #{attempt}: {msgs:?}"));
+            assert!(
+                String::from_utf8_lossy(error.1).contains("C0A000"),
+                "{ddl} #{attempt}: {:?}",
+                String::from_utf8_lossy(error.1)
+            );
+        }
+    }
+    gw.shutdown().await;
+}
+
 /// As in PostgreSQL, a startup parameter of its own wins over the same setting in `options`
 /// (pgJDBC always sends TimeZone, whatever its options say).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

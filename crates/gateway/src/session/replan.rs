@@ -115,8 +115,13 @@ impl Flow {
             "a prepared statement's result type changed on the server (DDL): preparing it again"
         );
         // A client that executes without describing relies on the row type it learned before; it
-        // gets PostgreSQL's error, as it would without pgpilot, and prepares again itself.
-        if !self.may_run_again(s) || !self.rerun_describes() {
+        // gets PostgreSQL's error, as it would without pgpilot, and prepares again itself. So does
+        // one whose Bind names a format per column of that row type (pgx): run again on a copy of
+        // another row type, the Bind fails (08P01) or the formats fall on other columns.
+        if !self.may_run_again(s)
+            || !self.rerun_describes()
+            || binds_formats_per_column(&server.replay, &s.limits)
+        {
             // Dropped once the server is out of the transaction (see `drop_stale_statements`);
             // until then uses of it fail like this one, as they would without pgpilot.
             if !outdated {
@@ -267,6 +272,16 @@ impl Flow {
 fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
     let seen = server.statements.epoch(hash).unwrap_or(0);
     s.shared.statement_epochs.changed(hash, seen);
+}
+
+/// Whether a recorded request binds with a format per result column (more than one format code).
+fn binds_formats_per_column(replay: &[u8], limits: &pgpilot_wire::Limits) -> bool {
+    pgpilot_wire::FrontendFrames::new(replay, limits).any(|f| {
+        f.tag == b'B'
+            && frontend::parse_bind(f.body())
+                .and_then(|b| frontend::bind_result_format_count(b.rest))
+                .is_some_and(|n| n > 1)
+    })
 }
 
 /// Whether a Parse (header included) prepares a named statement, the kind pgpilot prepares.
