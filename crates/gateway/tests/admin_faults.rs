@@ -507,24 +507,37 @@ async fn graceful_shutdown_lets_transactions_finish() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "2");
 }
 
+type Waiting = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
+/// A gateway whose pool of one server is held by a client inside a transaction, and `n` clients
+/// whose INSERT into the new table `table` waits for that server.
+async fn one_server_held(
+    pg: &Cluster,
+    table: &str,
+    n: usize,
+) -> (pgpilot_gateway::Gateway, tokio_postgres::Client, Vec<Waiting>) {
+    pg.psql("postgres", &format!("CREATE TABLE {table}(x int)"));
+    let mut config = config_for(pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..n {
+        let c = connect(&gw).await;
+        let sql = format!("INSERT INTO {table} VALUES ({i})");
+        waiting.push(tokio::spawn(async move { c.batch_execute(&sql).await }));
+    }
+    (gw, holder, waiting)
+}
+
 /// Clients waiting for a server when shutdown begins are between transactions: they are closed
 /// with 57P01 at once and their requests never run (PgBouncer does the same), rather than being
 /// given the servers the running transactions release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_the_clients_waiting_for_a_server() {
     let pg = Cluster::start();
-    pg.psql("postgres", "CREATE TABLE during_shutdown(x int)");
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 1;
-    let gw = start(config).await;
-    let holder = connect(&gw).await;
-    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let mut waiting = Vec::new();
-    for i in 0..3 {
-        let c = connect(&gw).await;
-        let sql = format!("INSERT INTO during_shutdown VALUES ({i})");
-        waiting.push(tokio::spawn(async move { c.batch_execute(&sql).await }));
-    }
+    let (gw, holder, waiting) = one_server_held(&pg, "during_shutdown", 3).await;
     let cl_waiting = || console_rows(&gw, "SHOW POOLS", "postgres|postgres|")[0][3].clone();
     assert!(eventually(Duration::from_secs(3), || cl_waiting() == "3").await, "cl_waiting {}", cl_waiting());
     let stopping = tokio::spawn(gw.shutdown());
@@ -546,18 +559,7 @@ async fn shutdown_closes_the_clients_waiting_for_a_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_the_clients_already_waiting() {
     let pg = Cluster::start();
-    pg.psql("postgres", "CREATE TABLE during_pause(x int)");
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 1;
-    let gw = start(config).await;
-    let holder = connect(&gw).await;
-    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let mut waiting = Vec::new();
-    for i in 0..2 {
-        let c = connect(&gw).await;
-        let sql = format!("INSERT INTO during_pause VALUES ({i})");
-        waiting.push(tokio::spawn(async move { c.batch_execute(&sql).await }));
-    }
+    let (gw, holder, waiting) = one_server_held(&pg, "during_pause", 2).await;
     let cancelled = connect(&gw).await;
     let token = cancelled.cancel_token();
     let cancelled = tokio::spawn(async move { cancelled.batch_execute("SELECT pg_sleep(30)").await });
