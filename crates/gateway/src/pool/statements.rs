@@ -154,25 +154,22 @@ impl ServerStatements {
     /// refused after DDL does not count: it has to be closed and prepared again.
     /// A copy prepared for an older generation than the client's is stale too.
     pub fn touch(&mut self, stmt: &PreparedStatement) -> bool {
-        if self.stale.contains(&stmt.hash) {
-            return false;
-        }
-        self.tick += 1;
-        match self.by_hash.get_mut(&stmt.hash) {
-            Some(copy) if *copy.stmt == *stmt => {
-                if copy.epoch < stmt.epoch() {
-                    self.stale.push(stmt.hash);
-                    return false;
-                }
+        if self.holds(stmt) {
+            self.tick += 1;
+            if let Some(copy) = self.by_hash.get_mut(&stmt.hash) {
                 copy.used = self.tick;
-                true
             }
-            _ => false,
+            return true;
         }
+        let older = self.by_hash.get(&stmt.hash).is_some_and(|copy| *copy.stmt == *stmt);
+        if older && !self.stale.contains(&stmt.hash) {
+            self.stale.push(stmt.hash);
+        }
+        false
     }
 
-    /// Whether this exact statement is prepared here and usable, as [`ServerStatements::touch`]
-    /// says, without marking it used.
+    /// Whether this exact statement is prepared here and usable (not refused after DDL, nor
+    /// prepared for an older generation than the client's), without marking it used.
     pub fn holds(&self, stmt: &PreparedStatement) -> bool {
         !self.stale.contains(&stmt.hash)
             && self
