@@ -99,6 +99,12 @@ pub fn bind_result_format_count(rest: &[u8]) -> Option<u16> {
     read_i16(rest, pos).map(|(n, _)| n as u16)
 }
 
+/// Whether a Bind (the part after its portal and statement names) names a format per result
+/// column, rather than none or one for all: formats chosen for the row type the client learned.
+pub fn bind_formats_per_column(rest: &[u8]) -> bool {
+    bind_result_format_count(rest).is_some_and(|n| n > 1)
+}
+
 /// Describe and Close both carry a kind ('S' statement or 'P' portal) and a name.
 pub fn parse_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let kind = *body.first()?;

@@ -535,7 +535,7 @@ impl Flow {
         }
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
         if let BoundCopy::Fresh { per_column_formats } = &mut copy {
-            *per_column_formats = frontend::bind_result_format_count(b.rest).is_some_and(|n| n > 1);
+            *per_column_formats = frontend::bind_formats_per_column(b.rest);
         }
         self.push_extended(Reply::Bind { statement: Some(stmt.hash), copy });
         Ok(())

@@ -278,9 +278,7 @@ fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
 fn binds_formats_per_column(replay: &[u8], limits: &pgpilot_wire::Limits) -> bool {
     pgpilot_wire::FrontendFrames::new(replay, limits).any(|f| {
         f.tag == b'B'
-            && frontend::parse_bind(f.body())
-                .and_then(|b| frontend::bind_result_format_count(b.rest))
-                .is_some_and(|n| n > 1)
+            && frontend::parse_bind(f.body()).is_some_and(|b| frontend::bind_formats_per_column(b.rest))
     })
 }
 
