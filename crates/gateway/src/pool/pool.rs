@@ -338,7 +338,7 @@ impl Pool {
                 Some(grant) => grant,
                 None => {
                     waited = true;
-                    self.wait(&settings, start, deadline, still_wanted).await?
+                    self.wait(settings.clone(), start, deadline, still_wanted).await?
                 }
             };
             let mut conn = match grant {
@@ -386,7 +386,7 @@ impl Pool {
 
     async fn wait(
         self: &Arc<Self>,
-        settings: &PoolSettings,
+        mut settings: Arc<PoolSettings>,
         start: Instant,
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
@@ -397,16 +397,13 @@ impl Pool {
         let recheck = Duration::from_millis(if self.limits.is_limited() { 50 } else { 250 });
         let mut now = start;
         let mut use_reserve = reserve_at.is_some_and(|r| now >= r);
-        let mut current = None;
         loop {
-            // A reload may have made the pool larger since the wait began (see settings_changed).
-            let settings: &PoolSettings = current.as_deref().unwrap_or(settings);
             if self.limits.is_limited()
-                && self.has_room(settings, use_reserve)
+                && self.has_room(&settings, use_reserve)
                 && self.limits.make_room_for(self)
             {
                 // The other pool's server is closed and its place given back: take it now.
-                if let Some(grant) = self.try_take(settings, use_reserve) {
+                if let Some(grant) = self.try_take(&settings, use_reserve) {
                     return Ok(grant);
                 }
             }
@@ -420,7 +417,7 @@ impl Pool {
                 let mut s = self.state.lock();
                 // Looked for and queued under one lock: a connection released in between (by
                 // another worker thread) is not missed until the next look.
-                if let Some(grant) = self.take_locked(&mut s, settings, use_reserve) {
+                if let Some(grant) = self.take_locked(&mut s, &settings, use_reserve) {
                     return Ok(grant);
                 }
                 s.waiters.enqueue(Waiter { tx, since: start, look_at })
@@ -445,7 +442,8 @@ impl Pool {
             if !still_wanted() {
                 return Err(CheckoutError::Rerouted);
             }
-            current = Some(self.settings.load_full());
+            // A reload may have made the pool larger since the wait began (see settings_changed).
+            settings = self.settings.load_full();
         }
     }
 
