@@ -226,6 +226,113 @@ async fn a_stopped_replica_fails_no_reads_after_detection() {
     gw.shutdown().await;
 }
 
+/// Sessions running a statement marked `tag` on `c`, other than the one asking.
+fn running(c: &Cluster, tag: &str, extra: &str) -> String {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%{tag}%' AND pid <> pg_backend_pid() {extra}"
+    );
+    c.psql("postgres", &sql).trim().to_string()
+}
+
+/// A primary holding an exclusive lock on table `locked` (replayed on its replica) and a gateway
+/// splitting reads onto the replica, whose bans last a minute: a read of `locked` waits on the
+/// replica, and nothing of it reaches the client before the lock goes.
+struct LockedReplica {
+    pg: Cluster,
+    replica: Cluster,
+    gw: Gateway,
+    holder: tokio_postgres::Client,
+}
+
+async fn locked_replica() -> LockedReplica {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE locked(x int)");
+    let replica = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    let routing = &mut config.databases.get_mut("postgres").unwrap().routing;
+    routing.ban_time = Secs::from_secs(60);
+    routing.primary_reads = pgpilot_gateway::config::PrimaryReads::Off;
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let holder = try_connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port()))
+        .await
+        .unwrap();
+    holder.batch_execute("BEGIN; LOCK TABLE locked IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    // The lock's WAL record reaches the replica once something flushes it: a commit.
+    pg.psql("postgres", "CREATE TABLE flush_the_lock()");
+    let replayed = eventually(Duration::from_secs(10), || {
+        replica.psql("postgres", "SELECT count(*) FROM pg_locks WHERE relation = 'locked'::regclass").trim()
+            == "1"
+    })
+    .await;
+    assert!(replayed, "the replica did not replay the lock");
+    LockedReplica { pg, replica, gw, holder }
+}
+
+/// Starts a read of the locked table through the gateway (marked with `tag`, its last column the
+/// server's port) and waits until it waits for the lock on the replica.
+async fn read_waiting_on_the_replica(
+    l: &LockedReplica,
+    tag: &str,
+) -> tokio::task::JoinHandle<Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>> {
+    let reader = connect(&l.gw).await;
+    let sql = format!("SELECT count(*), '{tag}', inet_server_port() FROM locked");
+    let read = tokio::spawn(async move { reader.simple_query(&sql).await });
+    let waiting = eventually(Duration::from_secs(10), || {
+        running(&l.replica, tag, "AND wait_event_type = 'Lock'") == "1"
+    })
+    .await;
+    assert!(waiting, "the read did not wait for the lock on the replica");
+    read
+}
+
+/// pg_terminate_backend of the backend running a read on a replica is an administrator stopping
+/// that read: the replica stays in use, and the read is not run again elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_backend_ended_by_an_administrator_neither_bans_the_replica_nor_runs_again() {
+    let l = locked_replica().await;
+    let read = read_waiting_on_the_replica(&l, "end_me").await;
+    l.replica.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%end_me%' AND pid <> pg_backend_pid()",
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(running(&l.pg, "end_me", ""), "0", "the ended read runs again on the primary");
+    assert_eq!(running(&l.replica, "end_me", ""), "0", "the ended read runs again on the replica");
+    let err = read.await.unwrap().expect_err("the ended read ran again");
+    assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("57P01"), "{err}");
+    let replicas = psql(&l.gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(!replicas.contains("|banned|"), "{replicas}");
+    l.holder.batch_execute("ROLLBACK").await.unwrap();
+    let next = connect(&l.gw).await;
+    assert!(on_replica(&next, "SELECT inet_server_port()").await, "reads left the replica");
+    l.gw.shutdown().await;
+}
+
+/// A read the replica was running when it shut down moves to the primary, even though pgpilot
+/// first brought that replica connection to the client's settings (the server's word on them
+/// reached the client, which must not pin the read to the lost server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_running_on_a_replica_that_shuts_down_moves_to_the_primary() {
+    let l = locked_replica().await;
+    let read = read_waiting_on_the_replica(&l, "move_me").await;
+    l.replica.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || running(&l.pg, "move_me", "") == "1").await,
+        "the read did not move to the primary"
+    );
+    l.holder.batch_execute("ROLLBACK").await.unwrap();
+    let rows = read.await.unwrap().expect("the read failed with its replica");
+    let port = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(2).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(port, Some(l.pg.port().to_string()));
+    let replicas = psql(&l.gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(replicas.contains("|banned|"), "{replicas}");
+    l.gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_gets_no_reads() {
     let pg = Cluster::start();

@@ -44,6 +44,9 @@ impl Flow {
                 // pgpilot's own statements only bring the server to the client's values: the
                 // client is told too (after a RESET it was told the server's own default).
                 self.to_client.extend_from_slice(&server.buf[start..end]);
+                if injected {
+                    self.settings_told += end - start;
+                }
                 return;
             }
             b'N' if injected => return,

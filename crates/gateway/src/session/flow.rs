@@ -22,7 +22,7 @@ const HIGH_WATER: usize = 256 * 1024;
 /// How long a cancelled query may take to stop before its server is closed.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// Server messages are trusted but still bounded.
-const SERVER_LIMITS: Limits = Limits { large: 1 << 30, small: 1 << 30 };
+pub(super) const SERVER_LIMITS: Limits = Limits { large: 1 << 30, small: 1 << 30 };
 
 #[derive(Debug)]
 enum Exit {
@@ -85,6 +85,9 @@ pub(super) struct Flow {
     keep_input: bool,
     /// Whether a lost server may be replaced even after the request reached it (reads only).
     retry_after_send: bool,
+    /// Bytes of ParameterStatus answering pgpilot's own settings statements, added to
+    /// `to_client` by the drain under way: they do not stop the request from moving.
+    pub(super) settings_told: usize,
     written_any: bool,
     /// Client input is left unread: the next request must start on another server.
     hold_client: bool,
@@ -193,6 +196,7 @@ impl Flow {
             client_input: buffers.client_input,
             keep_input: false,
             retry_after_send: false,
+            settings_told: 0,
             written_any: false,
             hold_client: false,
             param_sync: ParamSync::None,
@@ -392,11 +396,25 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
             s.server = Some(server);
             Ok(())
         }
-        Exit::Retry(input) => {
-            s.retries += 1;
-            retry_elsewhere(s, server, input);
-            Ok(())
-        }
+        Exit::Retry(input) => match super::lost::judge(&server).await {
+            super::lost::Loss::Terminated(warning) => {
+                // The administrator meant to stop this request: it does not run again elsewhere.
+                let _ = s.sock.write_all(&warning).await;
+                s.status = TxnStatus::Idle;
+                *s.reg.info.server.lock() = None;
+                let why = format!(
+                    "server connection {} (backend pid {}) terminated by an administrator",
+                    server.id, server.cancel.pid
+                );
+                server.pool().clone().discard(server, "terminated by an administrator");
+                Err(Ending::ServerGone(why))
+            }
+            loss => {
+                s.retries += 1;
+                retry_elsewhere(s, server, input, matches!(loss, super::lost::Loss::ServerDown));
+                Ok(())
+            }
+        },
         Exit::End(ending) => {
             if clean && !matches!(ending, Ending::ServerGone(_)) {
                 s.server = Some(server);
@@ -410,14 +428,14 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     }
 }
 
-/// The server died before answering: it is dropped (a replica is banned) and the client's request
-/// goes back in front of its input, to be routed again.
-fn retry_elsewhere(s: &mut Session, server: Box<ServerConn>, input: BytesMut) {
+/// The server connection died before answering: it is dropped (a replica that is `down` is
+/// banned) and the client's request goes back in front of its input, to be routed again.
+fn retry_elsewhere(s: &mut Session, server: Box<ServerConn>, input: BytesMut, down: bool) {
     let pool = server.pool().clone();
     tracing::warn!(database = %s.db.name, server = %pool.id.server, "server lost before answering; the request moves to another server");
     pool.discard(server, "lost before answering");
     if let Some(a) = s.attachment.take() {
-        if a.is_replica(s.db.primary_index()) {
+        if down && a.is_replica(s.db.primary_index()) {
             let ban = s.db.routing.load().ban_time.get().as_millis() as u64;
             s.db.backends[a.backend].ban(ban, "connection lost");
         }
@@ -516,20 +534,23 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
             biased;
             r = server.sock.read_into(&mut server.buf), if flow.to_client.len() < HIGH_WATER => {
                 match r {
-                    Ok(n) if n > 0 && flow.may_move() && ends_with_shutdown_warning(&server.buf) => {
+                    Ok(n) if n > 0 && flow.may_move() && super::lost::ends_with_closing_warning(&server.buf) => {
                         // A server shutting down warns before it closes; the request may still move.
                     }
                     Ok(n) if n > 0 => {
                         flow.server_activity = Instant::now();
+                        let told_before = flow.to_client.len();
+                        flow.settings_told = 0;
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
                         }
                         if let Err(exit) = after_param_sync(s, server, flow) {
                             return exit;
                         }
-                        if !flow.to_client.is_empty() {
-                            // The client has an answer: the request can no longer move. (Answers
-                            // to what pgpilot sent itself, such as settings, do not count.)
+                        if flow.to_client.len() > told_before + flow.settings_told {
+                            // The client has an answer: the request can no longer move. (What
+                            // the server said of settings pgpilot made for the client does not
+                            // count: it holds on any server.)
                             flow.stop_keeping_input();
                         }
                     }
@@ -718,24 +739,6 @@ fn flush_client(s: &Session, flow: &mut Flow) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether the server's bytes end with the warning of a server shutting down (SQLSTATE class
-/// 57P, admin or crash shutdown), which precedes its closing the connection. What came before it
-/// (a RowDescription sent ahead of the row a query was computing) has not reached the client yet.
-fn ends_with_shutdown_warning(buf: &[u8]) -> bool {
-    let mut pos = 0;
-    let mut last_is_shutdown = false;
-    while pos < buf.len() {
-        let Ok(Some(h)) = peek_backend(&buf[pos..], &SERVER_LIMITS) else { return false };
-        if buf.len() < pos + h.total {
-            return false;
-        }
-        last_is_shutdown = matches!(h.tag, b'N' | b'E')
-            && pgpilot_wire::error::ErrorFields::parse(&buf[pos + 5..pos + h.total]).code.starts_with("57P");
-        pos += h.total;
-    }
-    last_is_shutdown
 }
 
 /// Handles complete client messages (and passes large CopyData through in pieces).
