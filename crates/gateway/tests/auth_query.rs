@@ -131,3 +131,34 @@ async fn a_failing_auth_query_refuses_with_a_clear_error() {
     assert!(!err.1.contains("pg_shadow"), "the server's message stays in pgpilot's log: {err:?}");
     gw.shutdown().await;
 }
+
+/// A database served by the `*` fallback looks its users up in itself, as PgBouncer does (the
+/// common setup: `* = host=...` with auth_user), and an auth_dbname may name such a database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_of_the_fallback_entry_look_users_up_too() {
+    let pg = Cluster::builder().host_auth("md5").start();
+    pg.psql("postgres", SETUP);
+    pg.psql("template1", "CREATE DATABASE reportdb TEMPLATE postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_with_auth_user_only(&pg, dir.path(), AuthType::ScramSha256);
+    config.databases.remove("appdb");
+    let fallback = format!("postgres://127.0.0.1:{}", pg.port());
+    config.databases.insert("*".into(), DatabaseConfig { primary: fallback, ..Default::default() });
+    config.pgpilot.auth_user = Some("pgpilot_auth".into());
+    config.pgpilot.auth_query = Some("SELECT usename, passwd FROM pgpilot_auth.lookup($1)".into());
+    assert_eq!(config.validate(), Vec::<String>::new());
+    let gw = start(config.clone()).await;
+    let as_scram = format!("{} password=scram-pw", conninfo(&gw, "scram_user", "reportdb"));
+    let c = try_connect(&as_scram).await.expect("a login to a database of the fallback entry");
+    let row = c.query_one("SELECT current_user::text, current_database()::text", &[]).await.unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("scram_user".into(), "reportdb".into()));
+    gw.shutdown().await;
+
+    config.pgpilot.auth_dbname = Some("reportdb".into());
+    assert_eq!(config.validate(), Vec::<String>::new(), "auth_dbname may name a database of the fallback");
+    let gw = start(config).await;
+    let as_scram = format!("{} password=scram-pw", conninfo(&gw, "scram_user", "postgres"));
+    let c = try_connect(&as_scram).await.expect("a login looked up in auth_dbname");
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    gw.shutdown().await;
+}

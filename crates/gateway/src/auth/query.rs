@@ -200,8 +200,11 @@ async fn open(
     timeout: Duration,
 ) -> Result<PgConn, String> {
     let name = &settings.database;
-    let db =
-        config.databases.get(name).ok_or_else(|| format!("auth_dbname: there is no [databases.{name}]"))?;
+    // A database the `*` fallback serves is looked up there, as PgBouncer does.
+    let db = config
+        .database_config(name)
+        .ok_or_else(|| format!("auth_dbname: there is no [databases.{name}] and no [databases.\"*\"]"))?;
+    let db = db.as_ref();
     let url = ServerUrl::parse(&db.primary).map_err(|e| format!("[databases.{name}] primary: {e}"))?;
     let tls_mode = config.tls.for_server(&url).mode;
     let target =

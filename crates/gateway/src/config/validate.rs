@@ -112,8 +112,10 @@ fn auth_query_problems(c: &Config) -> Vec<String> {
             out.push(format!("{section} auth_query must use $1 for the user name"));
         }
         if let Some(name) = dbname {
-            if !c.databases.contains_key(name) {
-                out.push(format!("{section} auth_dbname = {name:?}: there is no [databases.{name}] table"));
+            if c.database_config(name).is_none() {
+                out.push(format!(
+                    "{section} auth_dbname = {name:?}: there is no [databases.{name}] table (nor a \"*\" one)"
+                ));
             }
         }
     };
