@@ -1569,3 +1569,32 @@ async fn closing_its_hold_cursors_lets_a_client_go() {
     assert!(quick(&b).await);
     gw.shutdown().await;
 }
+
+/// application_name_add_host: the server and the client see "name - host:port" from login on, as
+/// with PgBouncer; a later SET is the client's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_add_host_adds_the_clients_address_at_login() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.application_name_add_host = true;
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let c = try_connect(&format!("{} application_name=myapp", conninfo(&gw, "postgres", "postgres")))
+        .await
+        .unwrap();
+    let named = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+    };
+    let shown = named("SHOW application_name").await;
+    let prefix = "myapp - 127.0.0.1:";
+    assert!(shown.starts_with(prefix) && shown[prefix.len()..].parse::<u16>().is_ok(), "{shown}");
+    let seen =
+        named("SELECT application_name::text FROM pg_stat_activity WHERE pid = pg_backend_pid()").await;
+    assert_eq!(seen, shown, "the server sees the name with the host");
+    let listed = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert!(listed.contains(&shown), "{listed}");
+    c.batch_execute("SET application_name = 'later'").await.unwrap();
+    assert_eq!(named("SHOW application_name").await, "later");
+    gw.shutdown().await;
+}

@@ -198,8 +198,17 @@ async fn log_in(
     }
     let (db, pools) = shared.pools_for(&db.name, &user)?;
     let mode = config.pool_mode(&db.config(), &user);
-    let setup = welcome::welcome(sock, &pools, params, registration, &db).await?;
+    // Routing rules match the name the application chose, before any host is added.
     let tag = replica_tag(&db, &user, params.get("application_name").unwrap_or(""));
+    let with_host;
+    let params = if config.pgpilot.application_name_add_host {
+        with_host = welcome::with_client_host(params, &info.addr);
+        *info.application_name.lock() = Arc::from(with_host.get("application_name").unwrap_or(""));
+        &with_host
+    } else {
+        params
+    };
+    let setup = welcome::welcome(sock, &pools, params, registration, &db).await?;
     Ok(LoggedIn::Client(client::Setup { user, db, pools, mode, params: setup, pending_input: buf, tag }))
 }
 

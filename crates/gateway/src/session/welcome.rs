@@ -12,6 +12,20 @@ use crate::net::Sock;
 use crate::pool::CheckoutError;
 use crate::registry::Registration;
 
+/// The startup parameters with the client's address added to its application_name
+/// (application_name_add_host), as PgBouncer adds it: "app - 10.0.0.5:53122". Only at login: a
+/// later SET is the client's own.
+pub fn with_client_host(startup: &StartupParams, addr: &str) -> StartupParams {
+    let mut params = startup.clone();
+    let name = startup.get("application_name").unwrap_or("");
+    let named = format!("{name} - {addr}");
+    match params.params.iter_mut().find(|(k, _)| k == "application_name") {
+        Some((_, v)) => *v = named,
+        None => params.params.push(("application_name".into(), named)),
+    }
+    params
+}
+
 /// Sends the welcome and returns the client's parameter values.
 pub async fn welcome(
     sock: &Sock,
