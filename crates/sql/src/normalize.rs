@@ -31,7 +31,15 @@ struct Out {
     pending_semicolon: bool,
     /// What the last token was: a `-` after an operator or a keyword is a negative constant's sign.
     prev: Prev,
+    /// The last word was PASSWORD: the constant after it is a secret, never kept.
+    secret_follows: bool,
+    /// A string literal ended with the word PASSWORD (quotes out of balance, as in a script
+    /// missing a quote): the next word is likely the secret, and is written as a constant.
+    secret_word_follows: bool,
 }
+
+/// What a secret is kept as among the constants (log_parameters).
+const REDACTED: &str = "'<redacted>'";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prev {
@@ -45,6 +53,8 @@ impl Out {
     fn token(&mut self, raw: &str, fold_case: bool) {
         self.separate();
         self.append(raw, fold_case);
+        self.secret_follows = false;
+        self.secret_word_follows = false;
     }
 
     /// What goes before the next token: a `;` held back, a space.
@@ -72,7 +82,17 @@ impl Out {
         // `$n` without a temporary String: this runs for every literal of every statement.
         self.separate();
         self.placeholder();
-        self.keep(raw);
+        let secret = std::mem::take(&mut self.secret_follows) || mentions_password(raw);
+        self.keep(if secret { REDACTED } else { raw });
+        self.secret_word_follows = raw.ends_with('\'') && ends_with_password(&raw[..raw.len() - 1]);
+    }
+
+    /// A word that follows PASSWORD inside quotes out of balance: written as a constant.
+    fn secret_word(&mut self) {
+        self.separate();
+        self.placeholder();
+        self.keep(REDACTED);
+        self.secret_word_follows = false;
     }
 
     fn placeholder(&mut self) {
@@ -138,6 +158,8 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
         pending_space: false,
         pending_semicolon: false,
         prev: Prev::Operator,
+        secret_follows: false,
+        secret_word_follows: false,
     };
     let b = sql.as_bytes();
     let mut i = 0;
@@ -220,8 +242,14 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                     i = close;
                     continue;
                 }
-                out.token(&sql[i..end], true);
                 let word = &sql[i..end];
+                if std::mem::take(&mut out.secret_word_follows) {
+                    out.secret_word();
+                    i = end;
+                    continue;
+                }
+                out.token(word, true);
+                out.secret_follows = word.eq_ignore_ascii_case("password");
                 out.prev =
                     if is_keyword_before_value(word.as_bytes()) { Prev::Operator } else { Prev::Operand };
                 i = end;
@@ -242,6 +270,21 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
     }
     *text = out.text;
     (out.hash, out.constants.unwrap_or_default())
+}
+
+/// Whether a literal holds a password (a connection string's `password=...`): kept redacted.
+fn mentions_password(raw: &str) -> bool {
+    raw.len() >= 8 && raw.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"password"))
+}
+
+/// Whether `text` ends with the word PASSWORD and a blank (`... PASSWORD '` where a quote went
+/// missing; a literal ending in "password" itself is just text).
+fn ends_with_password(text: &str) -> bool {
+    if !text.ends_with(|c: char| c.is_ascii_whitespace()) {
+        return false;
+    }
+    let t = text.trim_end().as_bytes();
+    t.len() >= 8 && t[t.len() - 8..].eq_ignore_ascii_case(b"password")
 }
 
 /// The highest `$n` the text already uses, so constants are numbered after the real parameters.
@@ -585,5 +628,29 @@ mod tests {
         ] {
             let _ = normalize(sql, true);
         }
+    }
+
+    #[test]
+    fn passwords_are_never_kept_among_the_constants() {
+        let n = normalize("ALTER ROLE x WITH ENCRYPTED PASSWORD 'hunter2' VALID UNTIL '2030-01-01'", true);
+        assert_eq!(n.text, "ALTER ROLE x WITH ENCRYPTED PASSWORD $1 VALID UNTIL $2");
+        assert_eq!(n.constants, vec!["'<redacted>'".to_string(), "'2030-01-01'".to_string()]);
+        let n = normalize("create user mapping for u server s options (user 'a', password 'pw1')", true);
+        assert_eq!(n.constants, vec!["'a'".to_string(), "'<redacted>'".to_string()]);
+        let n = normalize("SELECT dblink_connect('host=h password=pw2'), 'x'", true);
+        assert_eq!(n.constants, vec!["'<redacted>'".to_string(), "'x'".to_string()]);
+        assert!(!format!("{n:?}").contains("pw2"));
+    }
+
+    #[test]
+    fn a_password_after_quotes_out_of_balance_is_taken_out_of_the_text() {
+        let sql =
+            "select 'unterminated;\nALTER ROLE x PASSWORD 'secret_one';\nALTER ROLE y PASSWORD 'secret_two'";
+        let n = normalize(sql, true);
+        assert!(!n.text.contains("secret"), "{}", n.text);
+        assert!(!n.constants.iter().any(|c| c.contains("secret")), "{:?}", n.constants);
+        // A word after an ordinary literal is still a word.
+        assert_eq!(normalize("SELECT 'a' AS password_hint", false).text, "SELECT $1 AS password_hint");
+        assert_eq!(normalize("SELECT 'my password' AS x", false).text, "SELECT $1 AS x");
     }
 }
