@@ -561,3 +561,47 @@ async fn strict_manual_invalidation_drops_shared_copies_everywhere() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// DDL through one instance makes the others read the catalog again (bounded, no triggers): after
+/// a foreign key that cascades is added through A, a delete of the parent through B drops B's
+/// cached reads of the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_through_another_instance_refreshes_its_catalog() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE yp(id int PRIMARY KEY); CREATE TABLE yc(id int, pid int); \
+         INSERT INTO yp VALUES (1), (2); INSERT INTO yc VALUES (1, 1), (2, 2)",
+    );
+    let redis = RedisServer::start();
+    let a = start(config(&cluster, redis.url(), Consistency::Bounded)).await;
+    let b = start(config(&cluster, redis.url(), Consistency::Bounded)).await;
+    for gw in [&a, &b] {
+        let db = gw.shared().database("postgres").unwrap();
+        let shared = gw.shared().clone();
+        let ok = eventually(Duration::from_secs(30), || {
+            db.cache.catalog_loaded.load(Relaxed) && shared.cache.redis.state.summary().up
+        })
+        .await;
+        assert!(ok, "the cache never became ready");
+    }
+    let (ca, cb) = (connect(&a).await, connect(&b).await);
+    ca.batch_execute("ALTER TABLE yc ADD FOREIGN KEY (pid) REFERENCES yp ON DELETE CASCADE").await.unwrap();
+    // The message, and B's next catalog read (health checks every 200 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count = || async { cb.query_one("SELECT count(*) FROM yc", &[]).await.unwrap().get::<_, i64>(0) };
+    let hits = || b.shared().cache.stats.hits.load(Relaxed);
+    let before = hits();
+    for _ in 0..5 {
+        assert_eq!(count().await, 2);
+    }
+    assert!(
+        hits() > before,
+        "B never cached the read: {}",
+        pgpilot_gateway::cache::api::stats_json(b.shared())
+    );
+    cb.execute("DELETE FROM yp WHERE id = 1", &[]).await.unwrap();
+    assert_eq!(count().await, 1, "B served its cached count of the child after the cascade");
+    a.shutdown().await;
+    b.shutdown().await;
+}

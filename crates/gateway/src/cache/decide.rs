@@ -262,6 +262,11 @@ impl DbCache {
         if !dml {
             return Invalidation::Everything;
         }
+        if self.catalog_stale() {
+            // DDL (here or through another instance) may have made new links between tables
+            // (a foreign key that cascades, a partition): the catalog held may miss some.
+            return Invalidation::Everything;
+        }
         let relations = self.relations.load();
         let mut oids = Vec::new();
         for t in &stmt.tables_written {

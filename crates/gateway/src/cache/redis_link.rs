@@ -81,7 +81,10 @@ impl RedisLink {
                 let list: Vec<String> = oids.iter().map(|o| o.to_string()).collect();
                 format!("R {}", list.join(","))
             }
-            Invalidation::Everything | Invalidation::Schema => "A".to_string(),
+            Invalidation::Everything => "A".to_string(),
+            // The others read their catalog again too (an instance that does not know "S" drops
+            // everything, as for "A").
+            Invalidation::Schema => "S".to_string(),
         };
         let _ = self.tx.send(Out::Publish(format!("{} {} {} {body}", self.instance, database, now_us())));
     }
@@ -256,6 +259,9 @@ fn apply(shared: &Shared, payload: &str) {
             db.cache.apply(&Invalidation::Relations(oids));
         }
         "T" => db.cache.versions.bump_tag(data),
+        "S" => {
+            db.cache.apply(&Invalidation::Schema);
+        }
         _ => db.cache.versions.bump_all(),
     }
     if let Ok(sent) = sent.parse::<u64>() {
