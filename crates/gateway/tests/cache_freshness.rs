@@ -605,3 +605,33 @@ async fn ddl_through_another_instance_refreshes_its_catalog() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Pools that log in as each client (a URL naming no user): the versions strict reads check are
+/// read as whichever role came first, here one with no rights of its own on pgpilot's schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reads_work_when_the_first_client_is_an_ordinary_role() {
+    let cluster = cluster();
+    cluster.psql("postgres", "CREATE ROLE alice LOGIN; GRANT SELECT ON fresh TO alice");
+    let redis = RedisServer::start();
+    let mut c = config(&cluster, redis.url(), Consistency::Strict);
+    c.databases.get_mut("postgres").unwrap().primary =
+        format!("postgres://127.0.0.1:{}/postgres", cluster.port());
+    let gw = start(c).await;
+    let alice = connect_as(&gw, "alice", "postgres").await;
+    let read = || async {
+        alice.query_one("SELECT version FROM fresh WHERE id = 1", &[]).await.unwrap().get::<_, i64>(0)
+    };
+    assert_eq!(read().await, 0);
+    ready(&gw).await;
+    let hits = || gw.shared().cache.stats.hits.load(Relaxed);
+    let before = hits();
+    for _ in 0..10 {
+        assert_eq!(read().await, 0);
+    }
+    assert!(
+        hits() > before,
+        "strict reads were never served: {}",
+        pgpilot_gateway::cache::api::stats_json(gw.shared())
+    );
+    gw.shutdown().await;
+}

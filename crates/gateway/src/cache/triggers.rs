@@ -15,6 +15,9 @@ CREATE TABLE IF NOT EXISTS pgpilot.cache_versions (
     relid oid PRIMARY KEY,
     version bigint NOT NULL DEFAULT 0
 );
+-- pgpilot reads the versions as the role its pools log in as, often each client's own.
+GRANT USAGE ON SCHEMA pgpilot TO PUBLIC;
+GRANT SELECT ON pgpilot.cache_versions TO PUBLIC;
 CREATE OR REPLACE FUNCTION pgpilot.cache_bump() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgpilot AS $f$
 BEGIN
