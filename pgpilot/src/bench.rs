@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Target, TerminalProgress, Workload};
 
 use crate::exit::{Outcome, INTERRUPTED, OK, USAGE};
+use crate::format::Format;
 
 #[derive(Args, Default)]
 pub struct BenchArgs {
@@ -75,13 +76,6 @@ pub struct BenchArgs {
     /// No progress bar or per-run lines on stderr (setup notes still appear).
     #[arg(long)]
     no_progress: bool,
-}
-
-#[derive(Clone, Copy, Default, ValueEnum)]
-enum Format {
-    #[default]
-    Text,
-    Json,
 }
 
 pub fn run(args: BenchArgs) -> Outcome {

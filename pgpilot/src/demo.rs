@@ -16,9 +16,10 @@ mod stack;
 mod workload;
 
 use clap::builder::TypedValueParser;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::exit::Outcome;
+use crate::format::Format;
 
 const DEFAULT_DURATION_SECS: f64 = 40.0;
 const DEFAULT_SCALE: f64 = 0.5;
@@ -60,13 +61,6 @@ impl Default for DemoArgs {
             format: Format::Text,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    #[default]
-    Text,
-    Json,
 }
 
 fn positive_number(s: &str) -> Result<f64, String> {

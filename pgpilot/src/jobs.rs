@@ -14,6 +14,7 @@ use pgpilot_scheduler::{
 use serde::Serialize;
 
 use crate::exit::{self, Outcome};
+use crate::format::Format;
 
 #[derive(Args)]
 pub struct JobsArgs {
@@ -46,12 +47,6 @@ enum JobsCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Args)]

@@ -6,6 +6,7 @@ mod cache;
 mod convert;
 mod demo;
 mod exit;
+mod format;
 mod generate;
 mod jobs;
 mod serve;

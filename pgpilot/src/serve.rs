@@ -8,6 +8,8 @@ use pgpilot_gateway::Gateway;
 use pgpilot_scheduler::{redact_url, Target};
 
 use crate::exit::{Outcome, FAILURE, OK};
+use crate::format::Format;
+use serde::Serialize;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -77,6 +79,9 @@ pub enum AuthArg {
 pub struct CheckConfigArgs {
     /// The file to check.
     pub file: PathBuf,
+    /// `json` prints the report (problems, or what would run) as one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 impl ServeArgs {
@@ -178,67 +183,171 @@ pub fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn check_config(args: CheckConfigArgs) -> Outcome {
-    let loaded = if pgbouncer_ini::is_pgbouncer_ini(&args.file) {
+    let report = config_report(&args.file);
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print_config_report(&report),
+    }
+    Ok(if report.ok { OK } else { FAILURE })
+}
+
+/// What check-config found: the problems, or what would run.
+#[derive(Serialize)]
+struct ConfigReport {
+    file: PathBuf,
+    ok: bool,
+    /// False when the file could not be read or parsed at all (its one problem says why).
+    #[serde(skip)]
+    loaded: bool,
+    /// What a pgbouncer.ini's conversion says (settings not honoured, changed meanings).
+    notes: Vec<String>,
+    problems: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runs: Option<WhatRuns>,
+}
+
+#[derive(Serialize)]
+struct WhatRuns {
+    listen: Vec<String>,
+    http: Option<String>,
+    pool_mode: &'static str,
+    auth_type: &'static str,
+    databases: Vec<DatabaseRun>,
+    jobs: Vec<JobRun>,
+}
+
+#[derive(Serialize)]
+struct DatabaseRun {
+    name: String,
+    /// The primary's URL, without any password.
+    primary: String,
+    replicas: usize,
+    pool_size: usize,
+}
+
+#[derive(Serialize)]
+struct JobRun {
+    name: String,
+    kind: String,
+    target: String,
+    schedule: String,
+    enabled: bool,
+}
+
+fn config_report(file: &std::path::Path) -> ConfigReport {
+    let loaded = if pgbouncer_ini::is_pgbouncer_ini(file) {
         // What `serve` would warn about at start, said here where it can still be fixed.
-        pgbouncer_ini::convert_file(&args.file).map(|conversion| {
+        pgbouncer_ini::convert_file(file).map(|conversion| {
             let notes = conversion.to_tell();
             (conversion.config, notes)
         })
     } else {
-        pgbouncer_ini::load(&args.file).map(|c| (c, Vec::new()))
+        pgbouncer_ini::load(file).map(|c| (c, Vec::new()))
+    };
+    let mut report = ConfigReport {
+        file: file.to_path_buf(),
+        ok: false,
+        loaded: false,
+        notes: Vec::new(),
+        problems: Vec::new(),
+        runs: None,
     };
     let (config, notes) = match loaded {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
-            return Ok(FAILURE);
+            report.problems.push(e.to_string());
+            return report;
         }
     };
-    for note in &notes {
-        eprintln!("note: {note}");
-    }
-    let mut problems = config.validate();
-    problems.extend(config.environment_problems());
+    report.loaded = true;
+    report.notes = notes;
+    report.problems = config.validate();
+    report.problems.extend(config.environment_problems());
     if let Some(dir) = config.pgpilot.unix_socket_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
-            problems.push(format!("unix_socket_dir {} is not a directory here", dir.display()));
+            report.problems.push(format!("unix_socket_dir {} is not a directory here", dir.display()));
         }
     }
-    if !problems.is_empty() {
-        eprintln!("{}: {} problem(s):", args.file.display(), problems.len());
-        for p in &problems {
+    report.ok = report.problems.is_empty();
+    if report.ok {
+        report.runs = Some(what_runs(&config));
+    }
+    report
+}
+
+fn what_runs(config: &Config) -> WhatRuns {
+    let databases = config
+        .databases
+        .iter()
+        .map(|(name, db)| {
+            let mut primary = db.primary_url().map(|u| u.to_string()).unwrap_or_default();
+            if name == pgpilot_gateway::config::FALLBACK_DATABASE {
+                primary = format!(
+                    "{} (each client's own database, unless the URL names one)",
+                    redact_url(&db.primary)
+                );
+            }
+            DatabaseRun {
+                name: name.clone(),
+                primary,
+                replicas: db.replicas.len(),
+                pool_size: config.pool_size(db),
+            }
+        })
+        .collect();
+    let jobs = config
+        .jobs
+        .iter()
+        .map(|job| JobRun {
+            name: job.name.clone(),
+            kind: job.kind().to_string(),
+            target: match &job.target {
+                Target::Database(name) => format!("database {name}"),
+                Target::Url(url) => redact_url(url),
+            },
+            schedule: job.schedule.to_string(),
+            enabled: job.enabled,
+        })
+        .collect();
+    WhatRuns {
+        listen: config.pgpilot.listen.0.clone(),
+        http: config.pgpilot.http.clone(),
+        pool_mode: config.pgpilot.pool_mode.as_str(),
+        auth_type: config.pgpilot.auth_type.as_str(),
+        databases,
+        jobs,
+    }
+}
+
+fn print_config_report(report: &ConfigReport) {
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    let Some(runs) = report.runs.as_ref().filter(|_| report.ok) else {
+        if !report.loaded {
+            report.problems.iter().for_each(|p| eprintln!("{p}"));
+            return;
+        }
+        eprintln!("{}: {} problem(s):", report.file.display(), report.problems.len());
+        for p in &report.problems {
             eprintln!("  - {p}");
         }
-        return Ok(FAILURE);
-    }
-    println!("{}: OK", args.file.display());
-    println!("  listen: {}", config.pgpilot.listen.join(", "));
-    if let Some(http) = &config.pgpilot.http {
+        return;
+    };
+    println!("{}: OK", report.file.display());
+    println!("  listen: {}", runs.listen.join(", "));
+    if let Some(http) = &runs.http {
         println!("  http: {http}");
     }
-    println!(
-        "  pool_mode: {}, auth_type: {}",
-        config.pgpilot.pool_mode.as_str(),
-        config.pgpilot.auth_type.as_str()
-    );
-    for (name, db) in &config.databases {
-        let mut url = db.primary_url().map(|u| u.to_string()).unwrap_or_default();
-        if name == pgpilot_gateway::config::FALLBACK_DATABASE {
-            url = format!("{} (each client's own database, unless the URL names one)", db.primary);
-        }
+    println!("  pool_mode: {}, auth_type: {}", runs.pool_mode, runs.auth_type);
+    for db in &runs.databases {
         println!(
-            "  database {name}: primary {url}, {} replica(s), pool_size {}",
-            db.replicas.len(),
-            config.pool_size(db)
+            "  database {}: primary {}, {} replica(s), pool_size {}",
+            db.name, db.primary, db.replicas, db.pool_size
         );
     }
-    for job in &config.jobs {
-        let target = match &job.target {
-            Target::Database(name) => format!("database {name}"),
-            Target::Url(url) => redact_url(url),
-        };
+    for job in &runs.jobs {
         let state = if job.enabled { "" } else { " (disabled: runs only when asked)" };
-        println!("  job {}: {} on {target}, schedule {} UTC{state}", job.name, job.kind(), job.schedule);
+        println!("  job {}: {} on {}, schedule {} UTC{state}", job.name, job.kind, job.target, job.schedule);
     }
-    Ok(OK)
 }

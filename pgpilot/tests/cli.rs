@@ -75,6 +75,26 @@ fn exit_codes_are_consistent() {
 }
 
 #[test]
+fn check_config_reports_as_json_too() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../pgpilot.example.toml");
+    let out = pgpilot(&["check-config", "--format", "json", example]);
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["runs"]["databases"][0]["name"], "app", "{report}");
+    assert_eq!(report["runs"]["jobs"][0]["name"], "nightly-analyze", "{report}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[pgpilot]\ndefault_pool_size = 0\n").unwrap();
+    let out = pgpilot(&["check-config", "--format", "json", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "problems exit 1 in JSON too");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["ok"], false);
+    assert!(report["problems"][0].as_str().is_some_and(|p| p.contains("default_pool_size")), "{report}");
+    assert!(report.get("runs").is_none(), "{report}");
+}
+
+#[test]
 fn convert_writes_an_equivalent_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("userlist.txt"), "\"app\" \"secret\"\n").unwrap();
