@@ -196,3 +196,40 @@ async fn literal_statements_give_no_partial_index_on_one_value() {
     let s = suggestion(&report, "(user_id)");
     assert!(!s.create_statement.contains("WHERE"), "{}", s.create_statement);
 }
+
+/// A statement on a schema the advisor's role may not use (pg_stat_statements shows every role's
+/// statements) is skipped with the reason; the rest of the workload is still advised.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_on_a_schema_the_role_cannot_use_is_skipped() {
+    let cluster = Cluster::start();
+    common::database_with_orders(&cluster, "rights");
+    cluster.psql(
+        "rights",
+        "CREATE EXTENSION hypopg;
+         CREATE SCHEMA \"Sales\";
+         CREATE TABLE \"Sales\".\"BigTable\" (id int, region int);
+         CREATE ROLE app2 LOGIN;
+         GRANT pg_read_all_stats TO app2;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO app2;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("app2", "rights"),
+        &format!(
+            "-- calls: 5000\n{};\n-- calls: 900\nSELECT id FROM \"Sales\".\"BigTable\" WHERE region = $1;\n",
+            common::RECENT_ORDERS
+        ),
+    )
+    .await;
+    let text = report.render_text(false);
+    assert_eq!(report.index_method, "hypopg", "{text}");
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    let skipped = &report.workload.skipped;
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.query.contains("\"BigTable\"")
+                && s.reason.contains("permission denied for schema Sales")),
+        "{skipped:?}"
+    );
+    suggestion(&report, "(user_id, created_at DESC)");
+}
