@@ -264,10 +264,16 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
                WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1) \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          JOIN pg_am am ON am.oid = ic.relam \
-         WHERE i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
+         WHERE {USER_INDEXES} AND ($1::oid[] IS NULL OR i.indrelid = ANY($1)) \
          ORDER BY 3, 1"
     );
-    let rows = db.rows(&sql).await?;
+    // Reading a definition (pg_get_expr, pg_get_indexdef) or a size locks the table.
+    let tables = format!(
+        "SELECT DISTINCT i.indrelid, quote_ident(n.nspname) || '.' || quote_ident(t.relname) FROM pg_index i \
+         JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
+         JOIN pg_class t ON t.oid = i.indrelid WHERE {USER_INDEXES} ORDER BY 2"
+    );
+    let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[]).await?;
     let indexes: Vec<IndexKey> = rows
         .iter()
         .map(|r| IndexKey {
@@ -290,8 +296,13 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
     Ok(redundancies(&indexes)
         .into_iter()
         .map(|r| redundancy_finding(&indexes[r.redundant], &indexes[r.keeper], r.exact))
+        .chain(super::locked_relations_finding(Category::Indexes, "Duplicate indexes", &locked))
         .collect())
 }
+
+/// The valid indexes of user tables (`i`, its class `ic`, its namespace `n`).
+const USER_INDEXES: &str =
+    "i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'";
 
 fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding {
     let title = if exact {

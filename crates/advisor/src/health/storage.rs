@@ -311,36 +311,73 @@ pub fn assess_hit_ratio(hit: i64, read: i64) -> Option<(Severity, f64)> {
 
 pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
     let limit = settings.largest_count as i64;
-    let tables = db
-        .client
-        .query(
+    // The sizes are read from the files, which locks each relation: a locked one is left out.
+    let user_relations = |kinds: &str| {
+        format!(
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ({kinds}) AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_toast'"
+        )
+    };
+    let listed = |kinds: &str| {
+        format!(
+            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) {}",
+            user_relations(kinds)
+        )
+    };
+    let (tables, locked_tables) = largest_of(
+        db,
+        &format!(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_total_relation_size(c.oid)::int8, \
-             pg_relation_size(c.oid)::int8, pg_indexes_size(c.oid)::int8, c.reltuples::int8 \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname !~ '^pg_toast' ORDER BY 2 DESC LIMIT $1",
-            &[&limit],
-        )
-        .await?;
-    let indexes = db
-        .client
-        .query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid)::int8 \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'i' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname !~ '^pg_toast' ORDER BY 2 DESC LIMIT $1",
-            &[&limit],
-        )
-        .await?;
+             pg_relation_size(c.oid)::int8, pg_indexes_size(c.oid)::int8, c.reltuples::int8 {} \
+               AND ($1::oid[] IS NULL OR c.oid = ANY($1)) ORDER BY 2 DESC LIMIT $2",
+            user_relations("'r', 'm', 'p'")
+        ),
+        &listed("'r', 'm', 'p'"),
+        limit,
+    )
+    .await?;
+    let (indexes, locked_indexes) = largest_of(
+        db,
+        &format!(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid)::int8 {} \
+               AND ($1::oid[] IS NULL OR c.oid = ANY($1)) ORDER BY 2 DESC LIMIT $2",
+            user_relations("'i'")
+        ),
+        &listed("'i'"),
+        limit,
+    )
+    .await?;
+    let locked: Vec<String> = locked_tables.into_iter().chain(locked_indexes).collect();
+    let skipped = super::locked_relations_finding(Category::Storage, "Sizes", &locked);
+    Ok(largest_finding(&tables, &indexes).into_iter().chain(skipped).collect())
+}
+
+/// The `limit` largest relations by the query's second column (`sql` as for
+/// `Db::rows_skipping_locked`, `$2` the limit), and the locked relations left out.
+async fn largest_of(
+    db: &Db,
+    sql: &str,
+    relations: &str,
+    limit: i64,
+) -> Result<(Vec<tokio_postgres::Row>, Vec<String>)> {
+    let (mut rows, locked) = db.rows_skipping_locked(sql, relations, &[&limit]).await?;
+    // Relation by relation, each query returned its one row: rank them here.
+    rows.sort_by_key(|r| std::cmp::Reverse(r.get::<_, i64>(1)));
+    rows.truncate(limit.max(0) as usize);
+    Ok((rows, locked))
+}
+
+fn largest_finding(tables: &[tokio_postgres::Row], indexes: &[tokio_postgres::Row]) -> Option<Finding> {
     if tables.is_empty() {
-        return Ok(vec![]);
+        return None;
     }
     let mut f = Finding::new(
         Severity::Info,
         Category::Storage,
         format!("Largest {} tables and indexes", tables.len()),
     );
-    for r in &tables {
+    for r in tables {
         f = f.evidence(format!(
             "table {}: {} total ({} heap, {} indexes), ~{} rows",
             r.get::<_, String>(0),
@@ -350,10 +387,10 @@ pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>>
             count(r.get::<_, i64>(4).max(0))
         ));
     }
-    for r in &indexes {
+    for r in indexes {
         f = f.evidence(format!("index {}: {}", r.get::<_, String>(0), bytes(r.get(1))));
     }
-    Ok(vec![f])
+    Some(f)
 }
 
 pub async fn materialized_views(db: &Db) -> Result<Vec<Finding>> {
