@@ -248,3 +248,34 @@ async fn the_fix_for_a_blocked_chain_names_its_root_blocker() {
     alter.await.unwrap().unwrap();
     drop(a);
 }
+
+/// A bulk insert rolled back, then vacuumed, leaves a btree with as many deleted pages as leaf
+/// pages, the leaves still densely packed: half the index is waste, and pgstatindex says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_btree_pages_count_as_index_bloat() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE rolled");
+    cluster.psql(
+        "rolled",
+        "CREATE EXTENSION pgstattuple;
+         CREATE TABLE order_items (id bigint PRIMARY KEY, qty int);
+         INSERT INTO order_items SELECT g, 1 FROM generate_series(1, 150000) g;",
+    );
+    cluster.psql(
+        "rolled",
+        "BEGIN; INSERT INTO order_items SELECT g, 1 FROM generate_series(150001, 300000) g; ROLLBACK;",
+    );
+    cluster.psql("rolled", "VACUUM ANALYZE order_items");
+    let deleted = cluster.psql("rolled", "SELECT deleted_pages FROM pgstatindex('order_items_pkey')");
+    assert!(deleted.parse::<i64>().unwrap() > 300, "the rolled-back entries' pages: {deleted}");
+
+    let mut opts = common::options(&cluster.url("postgres", "rolled"));
+    opts.skip_indexes = true;
+    opts.health.table_min_bytes = 1 << 20;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let bloat = find(&report, Category::Bloat, "Index public.order_items_pkey is");
+    assert!(bloat.title.ends_with("% bloat"), "{bloat:?}");
+    let percent: f64 = bloat.title.rsplit(' ').nth(1).unwrap().trim_end_matches('%').parse().unwrap();
+    assert!((40.0..=60.0).contains(&percent), "about half the index is deleted pages: {bloat:?}");
+    assert!(bloat.evidence.iter().any(|e| e.contains("pgstatindex")), "{bloat:?}");
+}

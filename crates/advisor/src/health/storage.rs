@@ -121,7 +121,7 @@ impl BloatEstimate {
     }
 }
 
-/// Btree bloat: pgstatindex's leaf density when available, else an estimate from key widths.
+/// Btree bloat: pgstatindex's page counts when available, else an estimate from key widths.
 pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) -> Result<Vec<Finding>> {
     let rows = db
         .client
@@ -154,22 +154,52 @@ pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
             if let Ok(row) = db
                 .client
                 .query_one(
-                    "SELECT index_size::int8, avg_leaf_density::float8 FROM pgstatindex($1::oid::regclass)",
+                    "SELECT index_size::int8, leaf_pages::int8, empty_pages::int8, deleted_pages::int8, \
+                     avg_leaf_density::float8, current_setting('block_size')::int8 FROM pgstatindex($1::oid::regclass)",
                     &[&oid],
                 )
                 .await
             {
-                let size: i64 = row.get(0);
-                let density: f64 = row.get(1);
-                // A fresh btree is ~90% full; what is missing from that is waste.
-                let wasted = (size as f64 * (0.9 - density / 100.0).max(0.0) / 0.9) as i64;
-                estimate = BloatEstimate { actual: size, wasted, source: "pgstatindex leaf density" };
+                let pages = BtreePages {
+                    leaf: row.get(1),
+                    empty: row.get(2),
+                    deleted: row.get(3),
+                    leaf_density: row.get(4),
+                };
+                let (size, block_size): (i64, i64) = (row.get(0), row.get(5));
+                estimate = BloatEstimate {
+                    actual: size,
+                    wasted: pages.wasted_pages() * block_size,
+                    source: "pgstatindex: deleted and empty pages, leaf density",
+                };
             }
         }
         let fix = format!("REINDEX INDEX CONCURRENTLY {name};");
         out.extend(bloat_finding("Index", &name, &estimate, settings.table_min_bytes, fix));
     }
     Ok(out)
+}
+
+/// A btree's pages as pgstatindex counts them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BtreePages {
+    pub leaf: i64,
+    pub empty: i64,
+    /// Pages VACUUM emptied and unlinked (after mass deletes or a rolled-back bulk insert): the
+    /// index may reuse them, but they stay in its file until a REINDEX.
+    pub deleted: i64,
+    /// Percent of the leaf pages' space in use (NaN without leaf pages).
+    pub leaf_density: f64,
+}
+
+impl BtreePages {
+    /// Pages a fresh build would not have: the deleted and empty ones, and the part of the leaf
+    /// pages that is emptier than the ~90% a fresh btree packs them (its default fillfactor).
+    pub fn wasted_pages(&self) -> i64 {
+        let density = if self.leaf_density.is_finite() { self.leaf_density / 100.0 } else { 0.9 };
+        let sparse_leaves = (self.leaf as f64 * (0.9 - density).max(0.0) / 0.9) as i64;
+        self.deleted + self.empty + sparse_leaves
+    }
 }
 
 fn bloat_finding(
@@ -427,6 +457,15 @@ mod tests {
         assert_eq!(b(100 << 20, 40 << 20).severity(8 << 20), Some(Severity::Warning));
         assert_eq!(b(10 << 20, 5 << 20).severity(8 << 20), None);
         assert_eq!(b(4 << 30, 3 << 30).severity(8 << 20), Some(Severity::Critical));
+    }
+
+    #[test]
+    fn deleted_and_empty_btree_pages_are_waste_beside_sparse_leaves() {
+        let pages = |leaf, empty, deleted, leaf_density| BtreePages { leaf, empty, deleted, leaf_density };
+        assert_eq!(pages(1640, 0, 1645, 90.0).wasted_pages(), 1645);
+        assert_eq!(pages(1000, 10, 0, 45.0).wasted_pages(), 510);
+        assert_eq!(pages(1000, 0, 0, 95.0).wasted_pages(), 0);
+        assert_eq!(pages(0, 0, 3, f64::NAN).wasted_pages(), 3);
     }
 
     #[test]
