@@ -147,6 +147,8 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
     opts.workload.pg_stat_statements = !args.no_pg_stat_statements;
     opts.workload.file = args.workload_file.clone();
     opts.workload.pgpilot_url = args.from_pgpilot.clone();
+    // Named on the command line: unreadable, they fail the run (exit 1), as any other bad input.
+    opts.workload.required = true;
     opts.workload.pgpilot_token = std::env::var("PGPILOT_API_TOKEN").ok().filter(|t| !t.is_empty());
     opts.skip_indexes = args.skip_indexes;
     opts.index.install_extensions = args.install_extensions;

@@ -1,6 +1,8 @@
 //! The advisor's session on the database: one connection, defensive settings, small query helpers.
 
 use anyhow::{Context, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
 use crate::connect::Target;
@@ -50,6 +52,35 @@ impl Db {
         self.client.query(sql, &[]).await.with_context(|| format!("running {}", first_line(sql)))
     }
 
+    /// The rows of `sql` over every relation, or, when a relation is locked (a session holds or
+    /// awaits a lock that conflicts with reading its size or definition, and the query hit the
+    /// session's lock timeout), relation by relation without the locked ones. One locked table
+    /// must not take a whole check away. `sql` takes the relations to cover as `$1::oid[]` (NULL:
+    /// all), then `params`; `relations` lists every relation it may cover as (oid, name). Returns
+    /// the rows and the names of the relations left out.
+    pub async fn rows_skipping_locked(
+        &self,
+        sql: &str,
+        relations: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Vec<Row>, Vec<String>)> {
+        let all_relations: Option<Vec<u32>> = None;
+        match self.client.query(sql, &with_filter(&all_relations, params)).await {
+            Err(e) if is_lock_timeout(&e) => {}
+            other => return Ok((other.with_context(|| format!("running {}", first_line(sql)))?, vec![])),
+        }
+        let (mut rows, mut locked) = (Vec::new(), Vec::new());
+        for relation in self.rows(relations).await? {
+            let one = Some(vec![relation.get::<_, u32>(0)]);
+            match self.client.query(sql, &with_filter(&one, params)).await {
+                Ok(mut some) => rows.append(&mut some),
+                Err(e) if is_lock_timeout(&e) => locked.push(relation.get(1)),
+                Err(e) => return Err(e).with_context(|| format!("running {}", first_line(sql))),
+            }
+        }
+        Ok((rows, locked))
+    }
+
     /// True when the extension is installed in this database.
     pub async fn has_extension(&self, name: &str) -> Result<bool> {
         let row =
@@ -92,6 +123,21 @@ impl Db {
 /// The server's message for a database error (without the "db error:" prefix).
 pub fn db_error_text(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
+
+/// `filter` as `$1`, then `params`.
+fn with_filter<'a>(
+    filter: &'a Option<Vec<u32>>,
+    params: &[&'a (dyn ToSql + Sync)],
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut all: Vec<&(dyn ToSql + Sync)> = vec![filter];
+    all.extend_from_slice(params);
+    all
+}
+
+/// The statement waited longer than lock_timeout for a lock another session holds or awaits.
+pub fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
 fn first_line(sql: &str) -> String {

@@ -58,7 +58,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
 
     let mut notes = Vec::new();
     let mut workload_warnings = Vec::new();
-    let (statements, sources) = read_workload(&db, opts, &mut notes, &mut workload_warnings).await;
+    let (statements, sources) = read_workload(&db, opts, &mut notes, &mut workload_warnings).await?;
     for warning in &workload_warnings {
         tracing::warn!("{warning}");
     }
@@ -154,7 +154,7 @@ async fn read_workload(
     opts: &AdviseOptions,
     notes: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) -> (Vec<WorkloadStatement>, Vec<String>) {
+) -> Result<(Vec<WorkloadStatement>, Vec<String>)> {
     let mut statements = Vec::new();
     let mut sources = Vec::new();
     let limit = opts.index.max_statements;
@@ -179,7 +179,7 @@ async fn read_workload(
                 warnings.extend(fetched.warnings);
                 statements.extend(fetched.statements);
             }
-            Err(e) => notes.push(format!("pgpilot statistics could not be read: {e:#}")),
+            Err(e) => unreadable_source(opts, notes, format!("pgpilot statistics could not be read: {e:#}"))?,
         }
     }
     if let Some(path) = &opts.workload.file {
@@ -188,12 +188,22 @@ async fn read_workload(
                 sources.push(format!("file {} ({} statements)", path.display(), s.len()));
                 statements.extend(s);
             }
-            Err(e) => notes.push(format!("{e:#}")),
+            Err(e) => unreadable_source(opts, notes, format!("{e:#}"))?,
         }
     }
     let mut merged = workload::merge(statements);
     workload::sort_by_weight(&mut merged);
-    (merged, sources)
+    Ok((merged, sources))
+}
+
+/// A workload source named by the user that could not be read: the run fails when the sources are
+/// `required`, else the report says so in a note.
+fn unreadable_source(opts: &AdviseOptions, notes: &mut Vec<String>, why: String) -> Result<()> {
+    if opts.workload.required {
+        anyhow::bail!("{why}");
+    }
+    notes.push(why);
+    Ok(())
 }
 
 async fn configuration(

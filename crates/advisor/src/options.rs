@@ -20,6 +20,11 @@ pub struct WorkloadSources {
     /// The gateway's name for the database (its `[databases.NAME]`), when it differs from the
     /// server's dbname; the gateway's statistics are kept under that name.
     pub pgpilot_database: Option<String>,
+    /// The file and the gateway were asked for by name (the CLI's `--workload-file`,
+    /// `--from-pgpilot`): one that cannot be read fails the run rather than leaving a note, since
+    /// advice without it is not the advice asked for. The gateway, reading its own statistics for
+    /// a report it refreshes, leaves this off and reports the note.
+    pub required: bool,
 }
 
 /// Thresholds of the index advisor.

@@ -86,3 +86,48 @@ async fn duplicates_respect_collation_nulls_uniqueness_and_constraints() {
     rejected("INSERT INTO dc VALUES (1, 'new', 100001)");
     rejected("INSERT INTO dc VALUES (100001, 'c1', 100001)");
 }
+
+/// A session holding one table locked (reading an index definition or a size waits for the lock)
+/// leaves that table out of the duplicate and size checks, named; every other table is checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_table_is_left_out_and_the_rest_checked() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE locked");
+    cluster.psql(
+        "locked",
+        "CREATE TABLE items (id int PRIMARY KEY, sku text);
+         INSERT INTO items SELECT g, 'sku-' || g FROM generate_series(1, 10000) g;
+         CREATE INDEX items_sku_a ON items (sku);
+         CREATE INDEX items_sku_b ON items (sku);
+         CREATE TABLE tiny_lookup (id int PRIMARY KEY, label text);
+         CREATE INDEX tiny_lookup_label ON tiny_lookup (label) WHERE label <> '';",
+    );
+    let url = cluster.url("postgres", "locked");
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    holder.batch_execute("BEGIN; LOCK TABLE tiny_lookup IN ACCESS EXCLUSIVE MODE").await.unwrap();
+
+    let mut opts = common::options(&url);
+    opts.skip_indexes = true;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+
+    assert!(!report.notes.iter().any(|n| n.contains("could not run") && n.contains("lock")), "{text}");
+    titled(&report, "Duplicate index items_sku_b (same as items_sku_a)");
+    let info = |title: &str| {
+        report
+            .findings
+            .iter()
+            .find(|f| f.title == title)
+            .unwrap_or_else(|| panic!("no `{title}` in:\n{text}"))
+    };
+    for skipped in
+        ["Duplicate indexes not checked on 1 locked relation(s)", "Sizes not checked on 1 locked relation(s)"]
+    {
+        assert!(info(skipped).evidence.iter().any(|e| e == "locked: public.tiny_lookup"), "{text}");
+    }
+    let largest =
+        report.findings.iter().find(|f| f.title.starts_with("Largest")).unwrap_or_else(|| panic!("{text}"));
+    assert!(largest.evidence.iter().any(|e| e.starts_with("table public.items:")), "{largest:?}");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}

@@ -248,3 +248,95 @@ async fn the_fix_for_a_blocked_chain_names_its_root_blocker() {
     alter.await.unwrap().unwrap();
     drop(a);
 }
+
+/// A bulk insert rolled back, then vacuumed, leaves a btree with as many deleted pages as leaf
+/// pages, the leaves still densely packed: half the index is waste, and pgstatindex says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_btree_pages_count_as_index_bloat() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE rolled");
+    cluster.psql(
+        "rolled",
+        "CREATE EXTENSION pgstattuple;
+         CREATE TABLE order_items (id bigint PRIMARY KEY, qty int);
+         INSERT INTO order_items SELECT g, 1 FROM generate_series(1, 150000) g;",
+    );
+    cluster.psql(
+        "rolled",
+        "BEGIN; INSERT INTO order_items SELECT g, 1 FROM generate_series(150001, 300000) g; ROLLBACK;",
+    );
+    cluster.psql("rolled", "VACUUM ANALYZE order_items");
+    let deleted = cluster.psql("rolled", "SELECT deleted_pages FROM pgstatindex('order_items_pkey')");
+    assert!(deleted.parse::<i64>().unwrap() > 300, "the rolled-back entries' pages: {deleted}");
+
+    let mut opts = common::options(&cluster.url("postgres", "rolled"));
+    opts.skip_indexes = true;
+    opts.health.table_min_bytes = 1 << 20;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let bloat = find(&report, Category::Bloat, "Index public.order_items_pkey is");
+    assert!(bloat.title.ends_with("% bloat"), "{bloat:?}");
+    let percent: f64 = bloat.title.rsplit(' ').nth(1).unwrap().trim_end_matches('%').parse().unwrap();
+    assert!((40.0..=60.0).contains(&percent), "about half the index is deleted pages: {bloat:?}");
+    assert!(bloat.evidence.iter().any(|e| e.contains("pgstatindex")), "{bloat:?}");
+}
+
+/// A query queued behind DDL that itself waits: A holds a row lock in an open transaction, B's
+/// CREATE INDEX waits for A, and C's UPDATE of another row waits only for B's queued lock. The fix
+/// for C cancels B, which frees C at once and leaves A's transaction alone; terminating A is the
+/// alternative that frees the whole chain.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_queued_behind_waiting_ddl_is_freed_by_cancelling_the_ddl() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE queue");
+    cluster.psql(
+        "queue",
+        "CREATE TABLE tiny (id int PRIMARY KEY, v text); INSERT INTO tiny VALUES (1, 'x'), (2, 'y')",
+    );
+    let url = cluster.url("postgres", "queue");
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        sessions.push((client, pid));
+    }
+    let (c, pid_c) = sessions.pop().unwrap();
+    let (b, pid_b) = sessions.pop().unwrap();
+    let (a, pid_a) = sessions.pop().unwrap();
+    a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
+    let waiting_on = |pid: i32, expected: String| {
+        let cluster = &cluster;
+        async move {
+            let start = Instant::now();
+            let sql = format!("SELECT pg_blocking_pids({pid})");
+            while cluster.psql("queue", &sql) != expected {
+                assert!(start.elapsed() < Duration::from_secs(10), "pid {pid} never waited on {expected}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let create_index = tokio::spawn(async move { b.batch_execute("CREATE INDEX tiny_v ON tiny (v)").await });
+    waiting_on(pid_b, format!("{{{pid_a}}}")).await;
+    let update = tokio::spawn(async move { c.batch_execute("UPDATE tiny SET v = 'z' WHERE id = 2").await });
+    waiting_on(pid_c, format!("{{{pid_b}}}")).await;
+
+    let mut opts = common::options(&url);
+    opts.skip_indexes = true;
+    // Checks that read the size of the table queue behind the CREATE INDEX: let them give up soon.
+    opts.statement_timeout_ms = 2_000;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+
+    let for_c = find(&report, Category::Locks, &format!("Query (pid {pid_c})"));
+    let context = format!("A={pid_a} B={pid_b} C={pid_c}: {for_c:#?}");
+    let fix = for_c.fix.as_deref().unwrap();
+    assert!(fix.starts_with("cancel the waiting statement"), "{context}");
+    assert!(fix.contains(&format!("SELECT pg_cancel_backend({pid_b});")), "{context}");
+    assert!(fix.contains(&format!("pg_terminate_backend({pid_a})")), "the alternative; {context}");
+    assert!(!for_c.evidence.iter().any(|e| e.contains("would not free this query")), "{context}");
+
+    // Following the fix frees C while A's transaction goes on.
+    cluster.psql("queue", &format!("SELECT pg_cancel_backend({pid_b})"));
+    tokio::time::timeout(Duration::from_secs(10), update).await.expect("C freed").unwrap().unwrap();
+    assert!(create_index.await.unwrap().is_err(), "B was cancelled");
+    a.batch_execute("COMMIT").await.unwrap();
+}

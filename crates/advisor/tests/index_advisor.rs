@@ -196,3 +196,70 @@ async fn literal_statements_give_no_partial_index_on_one_value() {
     let s = suggestion(&report, "(user_id)");
     assert!(!s.create_statement.contains("WHERE"), "{}", s.create_statement);
 }
+
+/// A statement on a schema the advisor's role may not use (pg_stat_statements shows every role's
+/// statements) is skipped with the reason; the rest of the workload is still advised.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_statement_on_a_schema_the_role_cannot_use_is_skipped() {
+    let cluster = Cluster::start();
+    common::database_with_orders(&cluster, "rights");
+    cluster.psql(
+        "rights",
+        "CREATE EXTENSION hypopg;
+         CREATE SCHEMA \"Sales\";
+         CREATE TABLE \"Sales\".\"BigTable\" (id int, region int);
+         CREATE ROLE app2 LOGIN;
+         GRANT pg_read_all_stats TO app2;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO app2;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("app2", "rights"),
+        &format!(
+            "-- calls: 5000\n{};\n-- calls: 900\nSELECT id FROM \"Sales\".\"BigTable\" WHERE region = $1;\n",
+            common::RECENT_ORDERS
+        ),
+    )
+    .await;
+    let text = report.render_text(false);
+    assert_eq!(report.index_method, "hypopg", "{text}");
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    let skipped = &report.workload.skipped;
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.query.contains("\"BigTable\"")
+                && s.reason.contains("permission denied for schema Sales")),
+        "{skipped:?}"
+    );
+    suggestion(&report, "(user_id, created_at DESC)");
+}
+
+/// A literal statement is planned as PostgreSQL plans it, with plan-time partition pruning: a
+/// filter that keeps whole partitions reads them by sequential scan, and an index on the partition
+/// key, which would only have skipped the partitions pruning already leaves out, is not suggested.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_only_pruning_makes_unnecessary_is_not_suggested() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE pruned");
+    cluster.psql(
+        "pruned",
+        "CREATE TABLE events (id bigint, kind text, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at);
+         CREATE TABLE events_2024_01 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+         CREATE TABLE events_2024_02 PARTITION OF events FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+         CREATE TABLE events_2024_03 PARTITION OF events FOR VALUES FROM ('2024-03-01') TO ('2024-04-01');
+         INSERT INTO events SELECT i, 'k' || i % 10, timestamptz '2024-01-01' + (i || ' seconds')::interval * 29
+           FROM generate_series(1, 270000) i;
+         ANALYZE events;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "pruned"),
+        "-- calls: 500\nSELECT id FROM events WHERE created_at >= '2024-03-01';\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    assert!(
+        !report.index_suggestions.iter().any(|s| s.create_statement.contains("(created_at")),
+        "{}",
+        report.render_text(false)
+    );
+}

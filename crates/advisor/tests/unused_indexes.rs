@@ -178,3 +178,62 @@ async fn a_foreign_key_served_by_a_longer_index_does_not_keep_its_prefix() {
     );
     assert_eq!(drops("public.lines_order_recent").len(), 1, "{text}");
 }
+
+/// An index whose leading column has another collation, or an operator class without the key's
+/// equality operator, orders the column differently: the foreign key's lookups cannot use it, so it
+/// never stands in for the plain index on the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_in_another_collation_or_opclass_does_not_serve_a_foreign_key() {
+    let (_cluster, mut opts) = database(
+        "fk3",
+        "CREATE TABLE parent (code text PRIMARY KEY);
+         INSERT INTO parent SELECT 'p' || g FROM generate_series(1, 2000) g;
+         CREATE TABLE child (id int PRIMARY KEY, parent_code text REFERENCES parent (code), a int);
+         INSERT INTO child SELECT g, 'p' || (1 + g % 2000), g % 7 FROM generate_series(1, 20000) g;
+         CREATE INDEX child_pc_idx ON child (parent_code);
+         CREATE INDEX child_pc_c_a ON child (parent_code COLLATE \"C\", a);
+         CREATE FUNCTION alt_eq(int, int) RETURNS bool LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
+         CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = alt_eq);
+         CREATE OPERATOR CLASS int4_alt_ops FOR TYPE int4 USING btree
+           AS OPERATOR 3 ===, FUNCTION 1 btint4cmp(int4, int4);
+         CREATE TABLE p2 (id int PRIMARY KEY);
+         INSERT INTO p2 SELECT generate_series(1, 2000);
+         CREATE TABLE c2 (id int PRIMARY KEY, p_id int REFERENCES p2, a int);
+         INSERT INTO c2 SELECT g, 1 + g % 2000, g % 7 FROM generate_series(1, 20000) g;
+         CREATE INDEX c2_p_idx ON c2 (p_id);
+         CREATE INDEX c2_p_alt_a ON c2 (p_id int4_alt_ops, a);
+         ANALYZE;",
+    );
+    opts.health.unused_index_min_stats_days = 0;
+    let report = run(&opts).await;
+    let text = report.render_text(false);
+    for (needed, other, fkey) in [
+        ("public.child_pc_idx", "public.child_pc_c_a", "child_parent_code_fkey"),
+        ("public.c2_p_idx", "public.c2_p_alt_a", "c2_p_id_fkey"),
+    ] {
+        let kept = unused(&report, needed).unwrap_or_else(|| panic!("{needed}:\n{text}"));
+        assert_eq!(kept.fix, None, "{kept:?}");
+        assert!(
+            kept.evidence.iter().any(|e| e.contains(&format!("supports foreign key {fkey}"))),
+            "{kept:?}"
+        );
+        assert!(!kept.evidence.iter().any(|e| e.contains("not needed for its foreign key")), "{kept:?}");
+        let unrelated = unused(&report, other).unwrap_or_else(|| panic!("{other}:\n{text}"));
+        assert!(!unrelated.evidence.iter().any(|e| e.contains("supports foreign key")), "{unrelated:?}");
+        assert!(
+            unrelated
+                .fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&format!("DROP INDEX CONCURRENTLY {other};")),
+            "{unrelated:?}"
+        );
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| f.fix.as_deref().is_some_and(|x| x.contains(&format!("{needed};")))),
+            "{text}"
+        );
+    }
+}

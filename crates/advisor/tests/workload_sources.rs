@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use pgpilot_advisor::report::Evidence;
-use pgpilot_advisor::{advise, NoProgress};
+use pgpilot_advisor::{advise, AdviseOptions, NoProgress, WorkloadSources};
 use pgpilot_testkit::Cluster;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,6 +77,13 @@ async fn pgpilot_statistics_over_http_with_a_token() {
         "{:?}",
         refused.notes
     );
+    // Asked for by name (the CLI): the run fails, and the CLI exits 1.
+    let required = AdviseOptions {
+        workload: WorkloadSources { required: true, ..opts.workload.clone() },
+        ..opts.clone()
+    };
+    let error = advise(&required, &NoProgress).await.expect_err("a refused gateway fails a required source");
+    assert!(format!("{error:#}").contains("pgpilot statistics could not be read"), "{error:#}");
 
     opts.workload.pgpilot_token = Some("s3cret".into());
     let report = advise(&opts, &NoProgress).await.unwrap();
@@ -174,4 +181,20 @@ async fn pgpilot_statistics_are_read_for_the_advised_database_and_a_too_big_answ
         "{:?}",
         report.notes
     );
+}
+
+/// A workload file that cannot be read: a note when the sources are optional (the gateway), a
+/// failed run when it was asked for by name (the CLI's `--workload-file`, which then exits 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_workload_file_fails_the_run_when_required() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "nofile");
+    let mut opts = common::options(&url);
+    opts.workload.file = Some("/nonexistent/queries.sql".into());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("/nonexistent/queries.sql")), "{:?}", report.notes);
+
+    opts.workload.required = true;
+    let error = advise(&opts, &NoProgress).await.expect_err("the file was asked for");
+    assert!(format!("{error:#}").contains("/nonexistent/queries.sql"), "{error:#}");
 }

@@ -28,7 +28,10 @@ struct UnusedIndex {
 /// the duplicate check ranks equivalent indexes (`IndexKey::keep_rank`, then the name), after
 /// whole-table before partial, btree before other methods and more key columns before fewer: so
 /// a prefix of a longer index, or the second of two exact duplicates, ranks below the index the
-/// duplicate check keeps.
+/// duplicate check keeps. An index serves a key's lookups (`fkcol = $1`, as the RI triggers write
+/// them) only when each of the key's columns is indexed with the column's own collation and an
+/// operator class whose family holds the key's equality operator: one in another collation (`COLLATE
+/// "C"`) or opclass orders the column differently and the planner cannot use it for them.
 const FK_INDEXES: &str = "SELECT c.oid AS conoid, quote_ident(c.conname) AS conname, o.indexrelid, \
        quote_ident(n.nspname) || '.' || quote_ident(oc.relname) AS index_name, am.amname, \
        coalesce(pg_get_expr(o.indpred, o.indrelid), '') AS predicate, \
@@ -41,7 +44,14 @@ const FK_INDEXES: &str = "SELECT c.oid AS conoid, quote_ident(c.conname) AS conn
      JOIN pg_class oc ON oc.oid = o.indexrelid JOIN pg_namespace n ON n.oid = oc.relnamespace \
      JOIN pg_am am ON am.oid = oc.relam \
      WHERE c.contype = 'f' AND o.indisvalid AND cardinality(c.conkey) <= o.indnkeyatts \
-       AND c.conkey <@ ARRAY(SELECT o.indkey[k] FROM generate_series(0, cardinality(c.conkey) - 1) k)";
+       AND c.conkey <@ ARRAY(SELECT o.indkey[k] FROM generate_series(0, cardinality(c.conkey) - 1) k) \
+       AND NOT EXISTS (SELECT 1 FROM generate_series(0, cardinality(c.conkey) - 1) k \
+         JOIN unnest(c.conkey, c.conpfeqop) AS fk(attnum, eqop) ON fk.attnum = o.indkey[k] \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = fk.attnum \
+         JOIN pg_operator op ON op.oid = fk.eqop \
+         WHERE o.indcollation[k] <> a.attcollation \
+            OR NOT EXISTS (SELECT 1 FROM pg_opclass opc JOIN pg_amop ao ON ao.amopfamily = opc.opcfamily \
+                           WHERE opc.oid = o.indclass[k] AND ao.amopopr IN (op.oid, op.oprcom)))";
 
 /// For each (foreign key, index) of `fk_index`, the best-ranked other index that does its work for
 /// the key: one over the whole table (or over the same rows), of the same method or btree. The
@@ -254,10 +264,16 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
                WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1) \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          JOIN pg_am am ON am.oid = ic.relam \
-         WHERE i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' \
+         WHERE {USER_INDEXES} AND ($1::oid[] IS NULL OR i.indrelid = ANY($1)) \
          ORDER BY 3, 1"
     );
-    let rows = db.rows(&sql).await?;
+    // Reading a definition (pg_get_expr, pg_get_indexdef) or a size locks the table.
+    let tables = format!(
+        "SELECT DISTINCT i.indrelid, quote_ident(n.nspname) || '.' || quote_ident(t.relname) FROM pg_index i \
+         JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
+         JOIN pg_class t ON t.oid = i.indrelid WHERE {USER_INDEXES} ORDER BY 2"
+    );
+    let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[]).await?;
     let indexes: Vec<IndexKey> = rows
         .iter()
         .map(|r| IndexKey {
@@ -280,8 +296,13 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
     Ok(redundancies(&indexes)
         .into_iter()
         .map(|r| redundancy_finding(&indexes[r.redundant], &indexes[r.keeper], r.exact))
+        .chain(super::locked_relations_finding(Category::Indexes, "Duplicate indexes", &locked))
         .collect())
 }
+
+/// The valid indexes of user tables (`i`, its class `ic`, its namespace `n`).
+const USER_INDEXES: &str =
+    "i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'";
 
 fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding {
     let title = if exact {

@@ -90,10 +90,15 @@ impl Waiter {
         for root in &roots {
             f = f.evidence(root_evidence(*root, sessions));
         }
-        if let Some(note) = waiting_blockers_note(&self.blocker_pids, &roots, graph) {
+        let queued_behind = only_waiting_blockers(&self.blocker_pids, &roots, graph);
+        let note = match &queued_behind {
+            Some(waiting) => Some(queued_behind_note(waiting)),
+            None => waiting_blockers_note(&self.blocker_pids, &roots, graph),
+        };
+        if let Some(note) = note {
             f = f.evidence(note);
         }
-        f.fix(blocked_fix(&roots))
+        f.fix(blocked_fix(&roots, queued_behind.as_deref().unwrap_or_default()))
     }
 }
 
@@ -120,6 +125,28 @@ fn waiting_blockers_note(blocker_pids: &[i32], roots: &[i32], graph: &WaitGraph)
     })
 }
 
+/// The query's blockers when every one of them is itself waiting (none is a root): it conflicts
+/// with nothing else, typically queued behind a DDL statement that waits for the root's lock
+/// (pg_blocking_pids counts the lock requests queued ahead). Cancelling their statements frees it
+/// at once, and the root's transaction can go on.
+fn only_waiting_blockers(blocker_pids: &[i32], roots: &[i32], graph: &WaitGraph) -> Option<Vec<i32>> {
+    let all_waiting =
+        !blocker_pids.is_empty() && blocker_pids.iter().all(|b| graph.contains_key(b) && !roots.contains(b));
+    all_waiting.then(|| blocker_pids.to_vec())
+}
+
+fn queued_behind_note(waiting: &[i32]) -> String {
+    let one = waiting.len() == 1;
+    format!(
+        "pid {} {} waiting for a lock, and this query waits only on {}: cancelling {} statement frees it \
+         without ending the root's transaction",
+        join(waiting),
+        if one { "is itself" } else { "are themselves" },
+        if one { "it" } else { "them" },
+        if one { "its" } else { "their" },
+    )
+}
+
 /// The sessions at the root of the wait chains that hold up `pid`: its blockers, followed through
 /// pg_blocking_pids until a session that waits on nobody. A cycle (a deadlock not yet detected)
 /// has no such session: then the cycle's members that block `pid` directly are named instead.
@@ -144,12 +171,27 @@ fn root_blockers(pid: i32, graph: &WaitGraph) -> Vec<i32> {
     roots
 }
 
-/// Terminates the roots; pid 0 is a prepared transaction, which only COMMIT/ROLLBACK PREPARED ends.
-fn blocked_fix(roots: &[i32]) -> String {
+/// Cancels the waiting statements the query is queued behind, when that alone frees it (the least
+/// disruptive fix), else terminates the roots; pid 0 is a prepared transaction, which only
+/// COMMIT/ROLLBACK PREPARED ends.
+fn blocked_fix(roots: &[i32], queued_behind: &[i32]) -> String {
     let live: Vec<String> =
         roots.iter().filter(|&&p| p != 0).map(|p| format!("SELECT pg_terminate_backend({p});")).collect();
     let mut fix = String::new();
-    if !live.is_empty() {
+    if !queued_behind.is_empty() {
+        let cancels: Vec<String> =
+            queued_behind.iter().map(|p| format!("SELECT pg_cancel_backend({p});")).collect();
+        fix.push_str(&format!(
+            "cancel the waiting statement this query is queued behind (it can be retried later): {}\n",
+            cancels.join(" ")
+        ));
+        if !live.is_empty() {
+            fix.push_str(&format!(
+                "-- or end the root blocking transaction, which frees the whole chain: {}\n",
+                live.join(" ")
+            ));
+        }
+    } else if !live.is_empty() {
         fix.push_str(&format!("finish or cancel the root blocking transaction: {}\n", live.join(" ")));
     }
     if live.len() < roots.len() {
@@ -236,6 +278,9 @@ mod tests {
             .unwrap()
             .starts_with("pid 20 is itself waiting"));
         assert_eq!(waiting_blockers_note(&[30], &[30], &graph), None);
+        // 40 waits only on 10, which waits itself: cancelling 10 frees 40. 10 waits on a root too.
+        assert_eq!(only_waiting_blockers(&[10], &[30], &graph), Some(vec![10]));
+        assert_eq!(only_waiting_blockers(&[20, 30], &[30], &graph), None);
         // Two independent holders.
         let graph: WaitGraph = [(1, vec![2, 3])].into_iter().collect();
         assert_eq!(root_blockers(1, &graph), vec![2, 3]);
@@ -252,9 +297,9 @@ mod tests {
 
     #[test]
     fn the_fix_terminates_the_roots_or_ends_a_prepared_transaction() {
-        assert!(blocked_fix(&[30])
+        assert!(blocked_fix(&[30], &[])
             .starts_with("finish or cancel the root blocking transaction: SELECT pg_terminate_backend(30);"));
-        let prepared = blocked_fix(&[0]);
+        let prepared = blocked_fix(&[0], &[]);
         assert!(
             prepared.contains("pg_prepared_xacts") && !prepared.contains("pg_terminate_backend"),
             "{prepared}"

@@ -12,7 +12,7 @@ pub mod wraparound;
 use crate::db::Db;
 use crate::options::HealthSettings;
 use crate::progress::Progress;
-use crate::report::Finding;
+use crate::report::{Category, Finding, Severity};
 use usage::IndexScans;
 
 /// Runs every check; returns the findings and the notes about checks that could not run. `scans`
@@ -58,4 +58,27 @@ pub async fn run(
         notes.push("bloat figures are estimates from statistics (pgstattuple not installed)".into());
     }
     (findings, notes)
+}
+
+/// Names the relations a check left out because another session held (or queued for) a lock on
+/// them that reading their size or definition waits for: the rest was checked.
+pub(crate) fn locked_relations_finding(
+    category: Category,
+    check: &str,
+    locked: &[String],
+) -> Option<Finding> {
+    if locked.is_empty() {
+        return None;
+    }
+    let finding = Finding::new(
+        Severity::Info,
+        category,
+        format!("{check} not checked on {} locked relation(s)", locked.len()),
+    )
+    .evidence(
+        "another session holds or waits for a lock (ACCESS EXCLUSIVE: ALTER TABLE, LOCK TABLE, VACUUM FULL, \
+         REINDEX) on these; the advisor waited lock_timeout for them and checked every other relation",
+    )
+    .fix("run the advisor again once the lock is released (see the blocked and long-running queries)");
+    Some(locked.iter().fold(finding, |f, name| f.evidence(format!("locked: {name}"))))
 }

@@ -121,7 +121,7 @@ impl BloatEstimate {
     }
 }
 
-/// Btree bloat: pgstatindex's leaf density when available, else an estimate from key widths.
+/// Btree bloat: pgstatindex's page counts when available, else an estimate from key widths.
 pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) -> Result<Vec<Finding>> {
     let rows = db
         .client
@@ -154,22 +154,52 @@ pub async fn index_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
             if let Ok(row) = db
                 .client
                 .query_one(
-                    "SELECT index_size::int8, avg_leaf_density::float8 FROM pgstatindex($1::oid::regclass)",
+                    "SELECT index_size::int8, leaf_pages::int8, empty_pages::int8, deleted_pages::int8, \
+                     avg_leaf_density::float8, current_setting('block_size')::int8 FROM pgstatindex($1::oid::regclass)",
                     &[&oid],
                 )
                 .await
             {
-                let size: i64 = row.get(0);
-                let density: f64 = row.get(1);
-                // A fresh btree is ~90% full; what is missing from that is waste.
-                let wasted = (size as f64 * (0.9 - density / 100.0).max(0.0) / 0.9) as i64;
-                estimate = BloatEstimate { actual: size, wasted, source: "pgstatindex leaf density" };
+                let pages = BtreePages {
+                    leaf: row.get(1),
+                    empty: row.get(2),
+                    deleted: row.get(3),
+                    leaf_density: row.get(4),
+                };
+                let (size, block_size): (i64, i64) = (row.get(0), row.get(5));
+                estimate = BloatEstimate {
+                    actual: size,
+                    wasted: pages.wasted_pages() * block_size,
+                    source: "pgstatindex: deleted and empty pages, leaf density",
+                };
             }
         }
         let fix = format!("REINDEX INDEX CONCURRENTLY {name};");
         out.extend(bloat_finding("Index", &name, &estimate, settings.table_min_bytes, fix));
     }
     Ok(out)
+}
+
+/// A btree's pages as pgstatindex counts them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BtreePages {
+    pub leaf: i64,
+    pub empty: i64,
+    /// Pages VACUUM emptied and unlinked (after mass deletes or a rolled-back bulk insert): the
+    /// index may reuse them, but they stay in its file until a REINDEX.
+    pub deleted: i64,
+    /// Percent of the leaf pages' space in use (NaN without leaf pages).
+    pub leaf_density: f64,
+}
+
+impl BtreePages {
+    /// Pages a fresh build would not have: the deleted and empty ones, and the part of the leaf
+    /// pages that is emptier than the ~90% a fresh btree packs them (its default fillfactor).
+    pub fn wasted_pages(&self) -> i64 {
+        let density = if self.leaf_density.is_finite() { self.leaf_density / 100.0 } else { 0.9 };
+        let sparse_leaves = (self.leaf as f64 * (0.9 - density).max(0.0) / 0.9) as i64;
+        self.deleted + self.empty + sparse_leaves
+    }
 }
 
 fn bloat_finding(
@@ -311,36 +341,73 @@ pub fn assess_hit_ratio(hit: i64, read: i64) -> Option<(Severity, f64)> {
 
 pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
     let limit = settings.largest_count as i64;
-    let tables = db
-        .client
-        .query(
+    // The sizes are read from the files, which locks each relation: a locked one is left out.
+    let user_relations = |kinds: &str| {
+        format!(
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ({kinds}) AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_toast'"
+        )
+    };
+    let listed = |kinds: &str| {
+        format!(
+            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) {}",
+            user_relations(kinds)
+        )
+    };
+    let (tables, locked_tables) = largest_of(
+        db,
+        &format!(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_total_relation_size(c.oid)::int8, \
-             pg_relation_size(c.oid)::int8, pg_indexes_size(c.oid)::int8, c.reltuples::int8 \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname !~ '^pg_toast' ORDER BY 2 DESC LIMIT $1",
-            &[&limit],
-        )
-        .await?;
-    let indexes = db
-        .client
-        .query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid)::int8 \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'i' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname !~ '^pg_toast' ORDER BY 2 DESC LIMIT $1",
-            &[&limit],
-        )
-        .await?;
+             pg_relation_size(c.oid)::int8, pg_indexes_size(c.oid)::int8, c.reltuples::int8 {} \
+               AND ($1::oid[] IS NULL OR c.oid = ANY($1)) ORDER BY 2 DESC LIMIT $2",
+            user_relations("'r', 'm', 'p'")
+        ),
+        &listed("'r', 'm', 'p'"),
+        limit,
+    )
+    .await?;
+    let (indexes, locked_indexes) = largest_of(
+        db,
+        &format!(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid)::int8 {} \
+               AND ($1::oid[] IS NULL OR c.oid = ANY($1)) ORDER BY 2 DESC LIMIT $2",
+            user_relations("'i'")
+        ),
+        &listed("'i'"),
+        limit,
+    )
+    .await?;
+    let locked: Vec<String> = locked_tables.into_iter().chain(locked_indexes).collect();
+    let skipped = super::locked_relations_finding(Category::Storage, "Sizes", &locked);
+    Ok(largest_finding(&tables, &indexes).into_iter().chain(skipped).collect())
+}
+
+/// The `limit` largest relations by the query's second column (`sql` as for
+/// `Db::rows_skipping_locked`, `$2` the limit), and the locked relations left out.
+async fn largest_of(
+    db: &Db,
+    sql: &str,
+    relations: &str,
+    limit: i64,
+) -> Result<(Vec<tokio_postgres::Row>, Vec<String>)> {
+    let (mut rows, locked) = db.rows_skipping_locked(sql, relations, &[&limit]).await?;
+    // Relation by relation, each query returned its one row: rank them here.
+    rows.sort_by_key(|r| std::cmp::Reverse(r.get::<_, i64>(1)));
+    rows.truncate(limit.max(0) as usize);
+    Ok((rows, locked))
+}
+
+fn largest_finding(tables: &[tokio_postgres::Row], indexes: &[tokio_postgres::Row]) -> Option<Finding> {
     if tables.is_empty() {
-        return Ok(vec![]);
+        return None;
     }
     let mut f = Finding::new(
         Severity::Info,
         Category::Storage,
         format!("Largest {} tables and indexes", tables.len()),
     );
-    for r in &tables {
+    for r in tables {
         f = f.evidence(format!(
             "table {}: {} total ({} heap, {} indexes), ~{} rows",
             r.get::<_, String>(0),
@@ -350,10 +417,10 @@ pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>>
             count(r.get::<_, i64>(4).max(0))
         ));
     }
-    for r in &indexes {
+    for r in indexes {
         f = f.evidence(format!("index {}: {}", r.get::<_, String>(0), bytes(r.get(1))));
     }
-    Ok(vec![f])
+    Some(f)
 }
 
 pub async fn materialized_views(db: &Db) -> Result<Vec<Finding>> {
@@ -390,6 +457,15 @@ mod tests {
         assert_eq!(b(100 << 20, 40 << 20).severity(8 << 20), Some(Severity::Warning));
         assert_eq!(b(10 << 20, 5 << 20).severity(8 << 20), None);
         assert_eq!(b(4 << 30, 3 << 30).severity(8 << 20), Some(Severity::Critical));
+    }
+
+    #[test]
+    fn deleted_and_empty_btree_pages_are_waste_beside_sparse_leaves() {
+        let pages = |leaf, empty, deleted, leaf_density| BtreePages { leaf, empty, deleted, leaf_density };
+        assert_eq!(pages(1640, 0, 1645, 90.0).wasted_pages(), 1645);
+        assert_eq!(pages(1000, 10, 0, 45.0).wasted_pages(), 510);
+        assert_eq!(pages(1000, 0, 0, 95.0).wasted_pages(), 0);
+        assert_eq!(pages(0, 0, 3, f64::NAN).wasted_pages(), 3);
     }
 
     #[test]

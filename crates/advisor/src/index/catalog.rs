@@ -1,6 +1,6 @@
 //! What the index advisor needs to know about the tables a workload touches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 
@@ -82,6 +82,9 @@ impl TableInfo {
 pub struct Catalog {
     pub tables: HashMap<u32, TableInfo>,
     names: HashMap<(Option<String>, String), u32>,
+    /// Schemas statements name explicitly that the advisor's role has no USAGE on: their tables
+    /// cannot be looked up (PostgreSQL raises an error even for to_regclass), nor planned.
+    unusable_schemas: HashSet<String>,
 }
 
 impl Resolver for Catalog {
@@ -93,6 +96,19 @@ impl Resolver for Catalog {
     }
 }
 
+/// The schemas among `names` that exist and that the session's role has no USAGE privilege on.
+async fn schemas_without_usage(db: &Db, names: &[(Option<String>, String)]) -> Result<HashSet<String>> {
+    let schemas: Vec<&str> = names.iter().filter_map(|(s, _)| s.as_deref()).collect();
+    let rows = db
+        .client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) AND NOT has_schema_privilege(oid, 'USAGE')",
+            &[&schemas],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 impl Catalog {
     /// The schemas of the loaded tables, each once.
     pub fn schemas(&self) -> Vec<String> {
@@ -102,15 +118,24 @@ impl Catalog {
         schemas
     }
 
+    /// The first schema among a statement's tables that the advisor's role may not use.
+    pub fn unusable_schema<'a>(&self, tables: &'a [(Option<String>, String)]) -> Option<&'a str> {
+        tables.iter().filter_map(|(schema, _)| schema.as_deref()).find(|s| self.unusable_schemas.contains(*s))
+    }
+
     /// Resolves names the way the session's search_path does and loads those tables. System
     /// catalogs are left out: monitoring queries on them are not the application's workload.
+    /// Names in a schema the role may not use are left unresolved (see `unusable_schema`): looking
+    /// one up would fail the whole query, and with it the advice on every other statement.
     pub async fn load(db: &Db, names: &[(Option<String>, String)]) -> Result<Catalog> {
-        let mut catalog = Catalog::default();
-        let texts: Vec<String> = names
+        let mut catalog =
+            Catalog { unusable_schemas: schemas_without_usage(db, names).await?, ..Default::default() };
+        let texts: Vec<Option<String>> = names
             .iter()
             .map(|(s, n)| match s {
-                Some(s) => format!("{}.{}", quote_ident(s), quote_ident(n)),
-                None => quote_ident(n),
+                Some(s) if catalog.unusable_schemas.contains(s) => None,
+                Some(s) => Some(format!("{}.{}", quote_ident(s), quote_ident(n))),
+                None => Some(quote_ident(n)),
             })
             .collect();
         let rows = db

@@ -132,12 +132,12 @@ async fn analyse_workload(
     for w in workload.iter().take(settings.max_statements) {
         match parse::referenced_tables(&w.query) {
             Ok(tables) => {
-                for t in tables {
-                    if !names.contains(&t) {
-                        names.push(t);
+                for t in &tables {
+                    if !names.contains(t) {
+                        names.push(t.clone());
                     }
                 }
-                parsable.push(w);
+                parsable.push((w, tables));
             }
             Err(e) => skipped.push(SkippedStatement { query: w.query.clone(), reason: e.to_string() }),
         }
@@ -145,8 +145,14 @@ async fn analyse_workload(
     let catalog = Catalog::load(db, &names).await?;
     progress.stage("planning statements", parsable.len() as u64);
     let mut out = Vec::new();
-    for w in parsable {
+    for (w, tables) in parsable {
         progress.advance(1);
+        if let Some(schema) = catalog.unusable_schema(&tables) {
+            let reason =
+                format!("permission denied for schema {schema} (the advisor's role has no USAGE on it)");
+            skipped.push(SkippedStatement { query: w.query.clone(), reason });
+            continue;
+        }
         let shape = match parse::analyse(&w.query, &catalog) {
             Ok(shape) if shape.accesses.is_empty() => {
                 skipped

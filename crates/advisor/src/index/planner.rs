@@ -56,11 +56,6 @@ impl<'a> Planner<'a> {
         if db.version_num >= 120000 {
             db.client.batch_execute("SET plan_cache_mode = force_generic_plan").await?;
         }
-        // EXECUTE with NULL arguments prunes every partition at executor start ("Subplans
-        // Removed"), hiding which indexes the generic plan would use on them.
-        if db.version_num >= 110000 {
-            db.client.batch_execute("SET enable_partition_pruning = off").await?;
-        }
         Ok(Planner { db, counter: AtomicU64::new(0) })
     }
 
@@ -106,8 +101,25 @@ impl<'a> Planner<'a> {
             }
         }
         let nulls = vec!["NULL"; params as usize].join(", ");
-        let result = explain_json(self.db, &format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
+        let result =
+            self.without_partition_pruning(&format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")).await;
         let _ = self.db.client.batch_execute(&format!("DEALLOCATE {name}")).await;
+        result
+    }
+
+    /// EXPLAIN EXECUTE with NULL arguments prunes every partition at executor start ("Subplans
+    /// Removed"), hiding which indexes the generic plan would use on them: only this EXPLAIN is
+    /// planned without partition pruning. Everything else is planned with it, as PostgreSQL plans
+    /// the real statement: a literal's plan-time pruning leaves out the partitions an index on the
+    /// partition key would otherwise be credited with skipping, and EXPLAIN (GENERIC_PLAN) does no
+    /// executor-start pruning.
+    async fn without_partition_pruning(&self, explain: &str) -> Result<Value> {
+        if self.db.version_num < 110000 {
+            return explain_json(self.db, explain).await;
+        }
+        self.db.client.batch_execute("SET enable_partition_pruning = off").await?;
+        let result = explain_json(self.db, explain).await;
+        self.db.client.batch_execute("RESET enable_partition_pruning").await?;
         result
     }
 
