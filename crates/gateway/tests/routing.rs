@@ -286,12 +286,14 @@ async fn read_waiting_on_the_replica(
     read
 }
 
-/// pg_terminate_backend of the backend running a read on a replica is an administrator stopping
-/// that read: the replica stays in use, and the read is not run again elsewhere.
+/// pg_terminate_backend of the backend that has been running a read on a replica for over 5 s is
+/// an administrator stopping that read: the replica stays in use, and the read is not run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_backend_ended_by_an_administrator_neither_bans_the_replica_nor_runs_again() {
     let l = locked_replica().await;
     let read = read_waiting_on_the_replica(&l, "end_me").await;
+    // Past the 5 s within which an ended backend is taken to have died as it was handed the read.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     l.replica.psql(
         "postgres",
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%end_me%' AND pid <> pg_backend_pid()",
@@ -306,6 +308,32 @@ async fn a_replica_backend_ended_by_an_administrator_neither_bans_the_replica_no
     l.holder.batch_execute("ROLLBACK").await.unwrap();
     let next = connect(&l.gw).await;
     assert!(on_replica(&next, "SELECT inet_server_port()").await, "reads left the replica");
+    l.gw.shutdown().await;
+}
+
+/// A backend ended within seconds of being handed a read (scripts ending idle connections end
+/// pooled ones as they are handed out): the read runs again, and the replica is not banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_backend_is_ended_at_once_runs_again_on_the_replica() {
+    let l = locked_replica().await;
+    let read = read_waiting_on_the_replica(&l, "again").await;
+    l.replica.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%again%' AND pid <> pg_backend_pid()",
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || running(&l.replica, "again", "") == "1").await,
+        "the read did not run again on the replica"
+    );
+    l.holder.batch_execute("ROLLBACK").await.unwrap();
+    let rows = read.await.unwrap().expect("the read failed with its backend");
+    let port = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(2).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(port, Some(l.replica.port().to_string()));
+    let replicas = psql(&l.gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(!replicas.contains("|banned|"), "{replicas}");
     l.gw.shutdown().await;
 }
 

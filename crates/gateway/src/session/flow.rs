@@ -396,7 +396,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
             s.server = Some(server);
             Ok(())
         }
-        Exit::Retry(input) => match super::lost::judge(&server).await {
+        Exit::Retry(input) => match super::lost::judge(&server, now.elapsed()).await {
             super::lost::Loss::Terminated(warning) => {
                 // The administrator meant to stop this request: it does not run again elsewhere.
                 let _ = s.sock.write_all(&warning).await;

@@ -1,9 +1,9 @@
 //! A server connection that closed before answering a request that may move (a read outside a
 //! transaction). Either the server is going away (shutdown, crash, failover): the request moves
-//! and a replica is banned; or the server is up and only this backend ended: an idle backend timed
-//! out (the request moves, nothing is banned), or an administrator ended it while it ran the
-//! request (pg_terminate_backend), which is then not run again. A login tells which: a server going
-//! away refuses new ones at once.
+//! and a replica is banned; or the server is up and only this backend ended. Then the request
+//! moves (nothing is banned) unless an administrator ended the backend after it had run the
+//! request for a while (pg_terminate_backend of a long read), which is then not run again. A
+//! login tells whether the server is going away: it refuses new ones at once.
 
 use std::time::Duration;
 
@@ -21,6 +21,13 @@ const CHECK_LIMIT: Duration = Duration::from_secs(2);
 /// PostgreSQL's code for a backend ended by pg_terminate_backend (and by a fast shutdown).
 const ADMIN_SHUTDOWN: &str = "57P01";
 
+/// How long a read must have run for its backend's termination to be taken as meant for it.
+/// Scripts that end idle connections end pooled ones just as pgpilot hands them a request; the
+/// backend, reading it as it dies, looks the same as one stopped while running it. An
+/// administrator stops a read that has been running for a while; a busy machine can stall a
+/// request for a second or two, hence the margin.
+const STOPPED_AFTER: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 pub(super) enum Loss {
     /// The server is going away or out of reach: the request moves, a replica is banned.
@@ -32,14 +39,17 @@ pub(super) enum Loss {
     Terminated(BytesMut),
 }
 
-/// Judges the loss of `server`, whose buffer holds what it said before closing.
-pub(super) async fn judge(server: &ServerConn) -> Loss {
+/// Judges the loss of `server`, whose buffer holds what it said before closing, `running_for`
+/// after it was handed the request.
+pub(super) async fn judge(server: &ServerConn, running_for: Duration) -> Loss {
     let warning = last_closing_warning(&server.buf);
     if !server_takes_logins(server.pool()).await {
         return Loss::ServerDown;
     }
     match warning {
-        Some((code, bytes)) if code == ADMIN_SHUTDOWN => Loss::Terminated(BytesMut::from(bytes)),
+        Some((code, bytes)) if code == ADMIN_SHUTDOWN && running_for >= STOPPED_AFTER => {
+            Loss::Terminated(BytesMut::from(bytes))
+        }
         _ => Loss::BackendOnly,
     }
 }
