@@ -215,6 +215,15 @@ async fn a_pgbouncer_ini_runs_as_is() {
             "{expected:?} not in {rows:?}"
         );
     }
+    // SHOW CONFIG's defaults are PgBouncer's, which a pgbouncer.ini's unset settings take.
+    let config = ops.simple_query("SHOW CONFIG").await.expect("SHOW CONFIG");
+    let max_clients = config.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("max_client_conn") => {
+            Some((r.get(1).unwrap_or("").to_string(), r.get(2).unwrap_or("").to_string()))
+        }
+        _ => None,
+    });
+    assert_eq!(max_clients, Some(("50".to_string(), "100".to_string())), "max_client_conn: value, default");
     let watcher =
         common::try_connect(&tcp(port, "watcher", "watcher-pw", "pgbouncer")).await.expect("stats login");
     watcher.simple_query("SHOW STATS").await.expect("stats_users may SHOW");

@@ -508,8 +508,13 @@ pub fn databases(shared: &Shared) -> ResultSet {
 
 pub fn config(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["key", "value", "default", "changeable"]);
-    let current = serde_json::to_value(&shared.config.load().pgpilot).unwrap_or_default();
-    let defaults = serde_json::to_value(crate::config::General::default()).unwrap_or_default();
+    let config = shared.config.load();
+    let current = serde_json::to_value(&config.pgpilot).unwrap_or_default();
+    let defaults = match config.pgbouncer_defaults {
+        true => crate::config::pgbouncer_ini::pgbouncer_defaults().pgpilot,
+        false => crate::config::General::default(),
+    };
+    let defaults = serde_json::to_value(defaults).unwrap_or_default();
     if let (Some(cur), Some(def)) = (current.as_object(), defaults.as_object()) {
         for (k, value) in cur {
             // As PgBouncer prints them: durations in seconds, switches as 0 and 1, so exporters and

@@ -53,6 +53,10 @@ pub struct Config {
     /// Where the file came from, for reloads; not part of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Made from a pgbouncer.ini, whose unset settings take PgBouncer's defaults (SHOW CONFIG's
+    /// `default` column says so too); not part of the file.
+    #[serde(skip)]
+    pub pgbouncer_defaults: bool,
 }
 
 impl Config {

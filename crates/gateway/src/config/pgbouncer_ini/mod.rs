@@ -117,6 +117,7 @@ pub fn convert_file(path: &Path) -> Result<Conversion, String> {
     b.finish_databases();
     let mut config = b.config;
     config.source = Some(path.to_path_buf());
+    config.pgbouncer_defaults = true;
     Ok(Conversion { config, notes: b.notes, warnings })
 }
 
@@ -153,7 +154,7 @@ impl ini::IniFile {
 /// no TCP listener, a Unix socket in /tmp, an empty query as the server check). Every value is
 /// spelt out, even where it equals pgpilot's default today, so that a change of pgpilot's defaults
 /// never changes what a converted pgbouncer.ini means.
-fn pgbouncer_defaults() -> Config {
+pub fn pgbouncer_defaults() -> Config {
     let general = General {
         listen: OneOrMany(Vec::new()),
         unix_socket_dir: Some(PathBuf::from("/tmp")),
