@@ -590,16 +590,7 @@ async fn ddl_through_another_instance_refreshes_its_catalog() {
     // The message, and B's next catalog read (health checks every 200 ms).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let count = || async { cb.query_one("SELECT count(*) FROM yc", &[]).await.unwrap().get::<_, i64>(0) };
-    let hits = || b.shared().cache.stats.hits.load(Relaxed);
-    let before = hits();
-    for _ in 0..5 {
-        assert_eq!(count().await, 2);
-    }
-    assert!(
-        hits() > before,
-        "B never cached the read: {}",
-        pgpilot_gateway::cache::api::stats_json(b.shared())
-    );
+    some_answered_from_the_cache(&b, 5, 2, count).await;
     cb.execute("DELETE FROM yp WHERE id = 1", &[]).await.unwrap();
     assert_eq!(count().await, 1, "B served its cached count of the child after the cascade");
     a.shutdown().await;
@@ -623,15 +614,25 @@ async fn strict_reads_work_when_the_first_client_is_an_ordinary_role() {
     };
     assert_eq!(read().await, 0);
     ready(&gw).await;
+    some_answered_from_the_cache(&gw, 10, 0, read).await;
+    gw.shutdown().await;
+}
+
+/// Runs `read` `times` times, each must give `expected`, and some must be answered by the cache
+/// of `gw`.
+async fn some_answered_from_the_cache<F, R>(gw: &Gateway, times: usize, expected: i64, read: F)
+where
+    F: Fn() -> R,
+    R: std::future::Future<Output = i64>,
+{
     let hits = || gw.shared().cache.stats.hits.load(Relaxed);
     let before = hits();
-    for _ in 0..10 {
-        assert_eq!(read().await, 0);
+    for _ in 0..times {
+        assert_eq!(read().await, expected);
     }
     assert!(
         hits() > before,
-        "strict reads were never served: {}",
+        "never answered from the cache: {}",
         pgpilot_gateway::cache::api::stats_json(gw.shared())
     );
-    gw.shutdown().await;
 }

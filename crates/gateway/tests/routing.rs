@@ -286,6 +286,14 @@ async fn read_waiting_on_the_replica(
     read
 }
 
+/// The port of the server that answered a read of [`read_waiting_on_the_replica`].
+fn answered_on(rows: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
+    rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(2).map(str::to_string),
+        _ => None,
+    })
+}
+
 /// pg_terminate_backend of the backend that has been running a read on a replica for over 5 s is
 /// an administrator stopping that read: the replica stays in use, and the read is not run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,11 +335,7 @@ async fn a_read_whose_backend_is_ended_at_once_runs_again_on_the_replica() {
     );
     l.holder.batch_execute("ROLLBACK").await.unwrap();
     let rows = read.await.unwrap().expect("the read failed with its backend");
-    let port = rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(2).map(str::to_string),
-        _ => None,
-    });
-    assert_eq!(port, Some(l.replica.port().to_string()));
+    assert_eq!(answered_on(&rows), Some(l.replica.port().to_string()));
     let replicas = psql(&l.gw, "pgpilot", "SHOW REPLICAS").unwrap();
     assert!(!replicas.contains("|banned|"), "{replicas}");
     l.gw.shutdown().await;
@@ -351,11 +355,7 @@ async fn a_read_running_on_a_replica_that_shuts_down_moves_to_the_primary() {
     );
     l.holder.batch_execute("ROLLBACK").await.unwrap();
     let rows = read.await.unwrap().expect("the read failed with its replica");
-    let port = rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(2).map(str::to_string),
-        _ => None,
-    });
-    assert_eq!(port, Some(l.pg.port().to_string()));
+    assert_eq!(answered_on(&rows), Some(l.pg.port().to_string()));
     let replicas = psql(&l.gw, "pgpilot", "SHOW REPLICAS").unwrap();
     assert!(replicas.contains("|banned|"), "{replicas}");
     l.gw.shutdown().await;
