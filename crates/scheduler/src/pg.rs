@@ -1,7 +1,14 @@
 //! Small PostgreSQL helpers: connecting, naming relations safely, and telling transient errors apart.
 
+use std::time::Duration;
+
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
+
+use crate::resolver::DatabaseResolver;
+
+/// The bound on opening a connection whose settings name none (tokio-postgres has no default).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a job (or one step of it) failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +103,40 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_po
         }
     });
     Ok(client)
+}
+
+/// Why a job's connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{}", describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the server did not complete the connection (TLS, startup, login) within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl ConnectError {
+    /// A server that did not answer in time may answer the next attempt.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Postgres(e) => is_transient(e),
+            ConnectError::TimedOut(_) => true,
+        }
+    }
+}
+
+/// Opens a connection through `resolver`, giving up after the settings' connect_timeout.
+/// tokio-postgres applies that timeout to the TCP connect alone: a server that accepts and then
+/// never answers (a frozen primary, a load balancer with a dead backend) would hold the TLS
+/// handshake or the startup forever, and the job with it.
+pub async fn connect_in_time(
+    resolver: &dyn DatabaseResolver,
+    config: &tokio_postgres::Config,
+) -> Result<Client, ConnectError> {
+    let limit = config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, resolver.connect(config)).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(ConnectError::TimedOut(limit)),
+    }
 }
 
 /// A double-quoted identifier.

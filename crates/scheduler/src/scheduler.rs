@@ -386,7 +386,7 @@ async fn wait_until(clock: &dyn Clock, at: DateTime<Utc>, stop: &mut watch::Rece
 async fn load_fleet_last_success(shared: Arc<Shared>, job: Arc<JobEntry>) {
     let Ok(config) = shared.resolver.resolve(&job.spec) else { return };
     let lookup = async {
-        let client = shared.resolver.connect(&config).await.ok()?;
+        let client = pg::connect_in_time(shared.resolver.as_ref(), &config).await.ok()?;
         history::last_success(&client, &job.spec.name).await.ok().flatten()
     };
     if let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(10), lookup).await {
@@ -434,10 +434,9 @@ pub async fn history_of(
     let mut records = Vec::new();
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
     for (key, (config, names)) in by_database {
-        let client = resolver
-            .connect(&config)
+        let client = pg::connect_in_time(resolver, &config)
             .await
-            .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {}", pg::describe(&e))))?;
+            .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {e}")))?;
         let found = history::recent(&client, &names, limit_sql)
             .await
             .map_err(|e| SchedulerError::Database(e.to_string()))?;

@@ -39,7 +39,10 @@ impl GatewayResolver {
 impl DatabaseResolver for GatewayResolver {
     fn resolve(&self, job: &JobSpec) -> Result<tokio_postgres::Config, ResolveError> {
         match &job.target {
-            Target::Url(url) => config_from_url(url, &format!("job `{}`", job.name)),
+            Target::Url(url) => {
+                let shared = self.shared()?;
+                own_url_config(&shared, url, &job.name)
+            }
             Target::Database(name) => {
                 let shared = self.shared()?;
                 primary_config(&shared, name)
@@ -66,6 +69,16 @@ impl DatabaseResolver for GatewayResolver {
             }),
         }
     }
+}
+
+/// A job's own `url`, waiting for its server as long as the gateway waits for any server
+/// (server_connect_timeout) unless the URL says otherwise.
+fn own_url_config(shared: &Shared, url: &str, job: &str) -> Result<tokio_postgres::Config, ResolveError> {
+    let mut pg = config_from_url(url, &format!("job `{job}`"))?;
+    if !url.contains("connect_timeout=") {
+        pg.connect_timeout(shared.config.load().pgpilot.server_connect_timeout.get());
+    }
+    Ok(pg)
 }
 
 /// The TLS connector for a job's server. tokio-postgres's Config carries no CA file nor
