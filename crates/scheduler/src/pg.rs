@@ -52,8 +52,10 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
 /// restarting. A statement timeout is not among them: the same statement would time out again.
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     let Some(code) = e.code() else {
-        // No SQLSTATE: the connection broke or could not be made.
-        return e.is_closed() || e.as_db_error().is_none();
+        // No SQLSTATE: the connection broke or could not be made (the network may recover), or
+        // the client itself refused to go on, e.g. "password missing" or an authentication
+        // method it does not support (a configuration mistake no retry can fix).
+        return e.is_closed() || caused_by_io(e);
     };
     [
         SqlState::LOCK_NOT_AVAILABLE,
@@ -67,6 +69,18 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         SqlState::OBJECT_IN_USE,
     ]
     .contains(code)
+}
+
+/// True when an I/O error (refused, reset, timed out...) is among the error's causes.
+fn caused_by_io(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 /// "SQLSTATE 55P03: canceling statement due to lock timeout" plus detail/hint when the server gave them.

@@ -49,3 +49,24 @@ async fn a_server_that_accepts_and_never_answers_times_out_and_is_retried() {
     );
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_login_without_a_password_is_not_retried() {
+    let cluster = Cluster::builder().host_auth("scram-sha-256").start();
+    cluster.create_user("pilot", "secret");
+    // A URL without a password takes PGPASSWORD's (docs/jobs.md); this job must have none. No
+    // other test of this file reads the environment.
+    std::env::remove_var("PGPASSWORD");
+    let url = cluster.url("pilot", "postgres");
+    let config = JobsConfig::parse(&format!(
+        "[[jobs]]\nname = \"nopassword\"\nkind = \"sql\"\nschedule = \"@daily\"\nsql = \"SELECT 1\"\n\
+         url = \"{url}\"\nretries = 3\nretry_backoff = \"5s\"\n"
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let report = run(&config, "nopassword", &clock(at(2026, 5, 1, 3, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.error.as_deref().unwrap_or_default().contains("password missing"), "{report:?}");
+    assert!(report.notes.is_empty(), "a configuration mistake is not retried: {report:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}

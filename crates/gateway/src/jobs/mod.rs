@@ -17,7 +17,7 @@ use std::time::Duration;
 use pgpilot_scheduler::{JobSpec, Scheduler, SchedulerHandle, SchedulerOptions, SystemClock};
 
 pub use api::routes;
-pub use resolver::GatewayResolver;
+pub use resolver::{ConfigResolver, GatewayResolver};
 
 use crate::shared::Shared;
 
