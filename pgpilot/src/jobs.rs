@@ -10,9 +10,9 @@ use pgpilot_gateway::config::Config;
 use pgpilot_gateway::jobs::ConfigResolver;
 use pgpilot_scheduler::convert::{self, ConvertRequest};
 use pgpilot_scheduler::{
-    check_naming_template, config_from_url, connect, describe_pg_error, history_of, redact_url, run_once,
-    validate_with_databases, Clock, JobSpec, Outcome as RunOutcome, PartitionInterval, RunRecord, RunReport,
-    Schedule, SystemClock, Target,
+    check_naming_template, config_from_url, connect, history_of, redact_url, run_once,
+    validate_with_databases, within_connect_timeout, Clock, JobSpec, Outcome as RunOutcome,
+    PartitionInterval, RunRecord, RunReport, Schedule, SystemClock, Target,
 };
 use serde::Serialize;
 
@@ -308,9 +308,9 @@ pub fn partitions(args: PartitionsArgs) -> Outcome {
         now: SystemClock.now(),
     };
     let plan = runtime()?.block_on(async {
-        let client = connect(&pg_config)
+        let client = within_connect_timeout(&pg_config, connect(&pg_config))
             .await
-            .map_err(|e| anyhow::anyhow!("connecting: {}", describe_pg_error(&e)))?;
+            .map_err(|e| anyhow::anyhow!("connecting: {e}"))?;
         convert::plan(&client, &request).await.map_err(anyhow::Error::from)
     })?;
     match args.format {

@@ -1,6 +1,7 @@
 //! `pgpilot jobs run|list|history` log in to a `[databases.NAME]` as `pgpilot serve` does: with the
 //! password from password_file, password_env or a plain-text auth_file entry. A login that has no
-//! password fails at once: retrying a configuration mistake cannot help.
+//! password fails at once: retrying a configuration mistake cannot help. `partitions convert`
+//! gives up on a server that never answers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -101,4 +102,42 @@ fn a_missing_password_fails_at_once() {
     assert!(said(&run).contains("password missing"), "{}", said(&run));
     assert!(!said(&run).contains("connection attempt 1 failed"), "not retried: {}", said(&run));
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// A server that accepts TCP connections and never says a word; it lives as long as the test.
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a local port");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+#[test]
+fn partitions_convert_gives_up_on_a_server_that_never_answers() {
+    let port = silent_server();
+    let url = format!("postgres://pilot:x@127.0.0.1:{port}/app?connect_timeout=1");
+    let mut convert = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["partitions", "convert", "--table", "events", "--column", "at", "--interval", "monthly"])
+        .args(["--url", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running pgpilot partitions convert");
+    let started = Instant::now();
+    while convert.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = convert.kill();
+            let _ = convert.wait();
+            panic!("partitions convert was still waiting for the server after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = convert.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(said(&out).contains("within 1s"), "{}", said(&out));
 }

@@ -146,8 +146,17 @@ pub async fn connect_in_time(
     resolver: &dyn DatabaseResolver,
     config: &tokio_postgres::Config,
 ) -> Result<Client, ConnectError> {
+    within_connect_timeout(config, resolver.connect(config)).await
+}
+
+/// `connecting` (a connection being opened with `config`), bounded by the config's
+/// connect_timeout as `connect_in_time` explains.
+pub async fn within_connect_timeout(
+    config: &tokio_postgres::Config,
+    connecting: impl std::future::Future<Output = Result<Client, tokio_postgres::Error>>,
+) -> Result<Client, ConnectError> {
     let limit = config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    match tokio::time::timeout(limit, resolver.connect(config)).await {
+    match tokio::time::timeout(limit, connecting).await {
         Ok(connected) => Ok(connected?),
         Err(_) => Err(ConnectError::TimedOut(limit)),
     }
