@@ -1,15 +1,18 @@
 //! `pgpilot jobs list|run|history` and `pgpilot partitions convert`: command-line wiring for
-//! pgpilot-scheduler. The config is read here; everything else lives in the library.
+//! pgpilot-scheduler. The config is read here, and databases are logged in to as `serve` does
+//! (the gateway's ConfigResolver); everything else lives in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use pgpilot_gateway::config::Config;
+use pgpilot_gateway::jobs::ConfigResolver;
 use pgpilot_scheduler::convert::{self, ConvertRequest};
 use pgpilot_scheduler::{
-    check_naming_template, config_from_url, connect, describe_pg_error, history_of, redact_url, run_once,
-    validate_with_databases, Clock, JobSpec, JobsConfig, Outcome as RunOutcome, PartitionInterval, RunRecord,
-    RunReport, Schedule, SystemClock, Target,
+    check_naming_template, config_from_url, connect, history_of, redact_url, run_once,
+    validate_with_databases, within_connect_timeout, Clock, JobSpec, Outcome as RunOutcome,
+    PartitionInterval, RunRecord, RunReport, Schedule, SystemClock, Target,
 };
 use serde::Serialize;
 
@@ -113,12 +116,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-pub fn run(args: JobsArgs) -> Outcome {
-    let config = JobsConfig::load(&args.config).map_err(anyhow::Error::msg)?;
-    let problems = validate_with_databases(&config.jobs, &config.databases.names());
-    if !problems.is_empty() {
-        bail!("{} has problems:\n  {}", args.config.display(), problems.join("\n  "));
+/// The config's jobs, and their databases' logins as `serve` would make them.
+struct JobsConfig {
+    jobs: Vec<JobSpec>,
+    databases: ConfigResolver,
+}
+
+impl JobsConfig {
+    fn load(path: &Path) -> anyhow::Result<JobsConfig> {
+        let config = Config::load(path).map_err(anyhow::Error::msg)?;
+        let names: Vec<&str> = config.databases.keys().map(String::as_str).collect();
+        let problems = validate_with_databases(&config.jobs, &names);
+        if !problems.is_empty() {
+            bail!("{} has problems:\n  {}", path.display(), problems.join("\n  "));
+        }
+        let jobs = config.jobs.clone();
+        let databases = ConfigResolver::new(config).map_err(anyhow::Error::msg)?;
+        Ok(JobsConfig { jobs, databases })
     }
+}
+
+pub fn run(args: JobsArgs) -> Outcome {
+    let config = JobsConfig::load(&args.config)?;
     let rt = runtime()?;
     match args.command {
         JobsCommand::List { format } => rt.block_on(list(&config, format)),
@@ -270,7 +289,8 @@ pub fn partitions(args: PartitionsArgs) -> Outcome {
     let pg_config = match (&args.url, &args.database) {
         (Some(url), _) => config_from_url(url, "--url")?,
         (None, Some(db)) => {
-            JobsConfig::load(&args.config).map_err(anyhow::Error::msg)?.databases.primary(db)?
+            let config = Config::load(&args.config).map_err(anyhow::Error::msg)?;
+            ConfigResolver::new(config).map_err(anyhow::Error::msg)?.primary(db)?
         }
         (None, None) => bail!("say which database: --url postgres://... or --database NAME (from --config)"),
     };
@@ -288,9 +308,9 @@ pub fn partitions(args: PartitionsArgs) -> Outcome {
         now: SystemClock.now(),
     };
     let plan = runtime()?.block_on(async {
-        let client = connect(&pg_config)
+        let client = within_connect_timeout(&pg_config, connect(&pg_config))
             .await
-            .map_err(|e| anyhow::anyhow!("connecting: {}", describe_pg_error(&e)))?;
+            .map_err(|e| anyhow::anyhow!("connecting: {e}"))?;
         convert::plan(&client, &request).await.map_err(anyhow::Error::from)
     })?;
     match args.format {

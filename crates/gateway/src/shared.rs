@@ -311,7 +311,7 @@ fn make_database(config: &Config, name: &str, db_config: DatabaseConfig) -> Resu
 }
 
 /// The auth_file and the per-database server passwords (password_file, password_env, URL).
-fn load_secrets(config: &Config) -> Result<(UserList, HashMap<String, String>), String> {
+pub(crate) fn load_secrets(config: &Config) -> Result<(UserList, HashMap<String, String>), String> {
     let userlist = match &config.pgpilot.auth_file {
         Some(path) => UserList::load(path)?,
         None => UserList::default(),

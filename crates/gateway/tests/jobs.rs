@@ -290,3 +290,51 @@ async fn jobs_follow_a_promoted_replica() {
     assert_eq!(replica.psql("postgres", "SELECT count(*) FROM job_marks"), "1");
     gw.shutdown().await;
 }
+
+/// A run in progress when a reload changes [[jobs]] stays this instance's run: the new scheduler
+/// shows it running, does not mistake it for another instance's, and counts its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_across_a_reload_stays_visible_and_is_counted() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT pg_sleep(4); SELECT 1/0";
+    let mut config = config_for(&cluster);
+    config.jobs = jobs_from(&format!(
+        "[[jobs]]\nname = \"slow\"\nkind = \"sql\"\nschedule = \"@yearly\"\ndatabase = \"postgres\"\n\
+         retries = 0\nsql = \"{sql}\"\n"
+    ));
+    let path = dir.path().join("pgpilot.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("the config serializes")).unwrap();
+    let gw = start(Config::load(&path).unwrap()).await;
+    let before = gw.jobs().expect("the scheduler runs");
+    let run = tokio::spawn(async move { before.run_now("slow").await });
+    wait_until_running(&cluster, sql);
+
+    let mut next = Config::load(&path).unwrap();
+    next.jobs.extend(jobs_from(
+        "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n",
+    ));
+    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    gw.reload().expect("reload");
+    let after = gw.jobs().expect("still scheduling");
+    assert_eq!(after.status().len(), 2, "the new scheduler took over");
+    assert!(after.status()[0].running, "{:?}", after.status()[0]);
+    let base = format!("http://{}", gw.http_addr().unwrap());
+    let (_, metrics) = get(format!("{base}/metrics")).await;
+    assert!(metrics.contains("pgpilot_job_running{job=\"slow\"} 1\n"), "{metrics}");
+    let again = after.run_now("slow").await.unwrap();
+    assert_eq!(again.outcome, Outcome::Skipped);
+    assert_eq!(again.error.as_deref(), Some("it is already running on this instance"), "{again:?}");
+
+    let finished = run.await.unwrap().unwrap();
+    assert_eq!(finished.outcome, Outcome::Failed, "{finished:?}");
+    let slow = after.status()[0].clone();
+    assert!(!slow.running, "{slow:?}");
+    assert_eq!(slow.last_outcome, Some(Outcome::Failed), "{slow:?}");
+    assert!(slow.last_error.unwrap_or_default().contains("division by zero"));
+    let (_, metrics) = get(format!("{base}/metrics")).await;
+    assert!(metrics.contains("pgpilot_job_failures_total{job=\"slow\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow\",outcome=\"failed\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_running{job=\"slow\"} 0\n"), "{metrics}");
+    gw.shutdown().await;
+}

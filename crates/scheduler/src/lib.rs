@@ -23,7 +23,7 @@ mod tasks;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::METRIC_NAMES;
-pub use pg::{connect, describe as describe_pg_error, JobError};
+pub use pg::{connect, describe as describe_pg_error, within_connect_timeout, ConnectError, JobError};
 pub use report::{JobStatus, Outcome, RunRecord, RunReport};
 pub use resolver::{
     config_from_url, redact_url, ConnectFuture, DatabaseResolver, DatabaseUrls, JobsConfig, ResolveError,

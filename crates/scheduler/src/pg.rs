@@ -1,7 +1,14 @@
 //! Small PostgreSQL helpers: connecting, naming relations safely, and telling transient errors apart.
 
+use std::time::Duration;
+
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
+
+use crate::resolver::DatabaseResolver;
+
+/// The bound on opening a connection whose settings name none (tokio-postgres has no default).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a job (or one step of it) failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +52,10 @@ impl<T> Context<T> for Result<T, tokio_postgres::Error> {
 /// restarting. A statement timeout is not among them: the same statement would time out again.
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     let Some(code) = e.code() else {
-        // No SQLSTATE: the connection broke or could not be made.
-        return e.is_closed() || e.as_db_error().is_none();
+        // No SQLSTATE: the connection broke or could not be made (the network may recover), or
+        // the client itself refused to go on, e.g. "password missing" or an authentication
+        // method it does not support (a configuration mistake no retry can fix).
+        return e.is_closed() || caused_by_io(e);
     };
     [
         SqlState::LOCK_NOT_AVAILABLE,
@@ -60,6 +69,18 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         SqlState::OBJECT_IN_USE,
     ]
     .contains(code)
+}
+
+/// True when an I/O error (refused, reset, timed out...) is among the error's causes.
+fn caused_by_io(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 /// "SQLSTATE 55P03: canceling statement due to lock timeout" plus detail/hint when the server gave them.
@@ -96,6 +117,49 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_po
         }
     });
     Ok(client)
+}
+
+/// Why a job's connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{}", describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the server did not complete the connection (TLS, startup, login) within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl ConnectError {
+    /// A server that did not answer in time may answer the next attempt.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Postgres(e) => is_transient(e),
+            ConnectError::TimedOut(_) => true,
+        }
+    }
+}
+
+/// Opens a connection through `resolver`, giving up after the settings' connect_timeout.
+/// tokio-postgres applies that timeout to the TCP connect alone: a server that accepts and then
+/// never answers (a frozen primary, a load balancer with a dead backend) would hold the TLS
+/// handshake or the startup forever, and the job with it.
+pub async fn connect_in_time(
+    resolver: &dyn DatabaseResolver,
+    config: &tokio_postgres::Config,
+) -> Result<Client, ConnectError> {
+    within_connect_timeout(config, resolver.connect(config)).await
+}
+
+/// `connecting` (a connection being opened with `config`), bounded by the config's
+/// connect_timeout as `connect_in_time` explains.
+pub async fn within_connect_timeout(
+    config: &tokio_postgres::Config,
+    connecting: impl std::future::Future<Output = Result<Client, tokio_postgres::Error>>,
+) -> Result<Client, ConnectError> {
+    let limit = config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    match tokio::time::timeout(limit, connecting).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(ConnectError::TimedOut(limit)),
+    }
 }
 
 /// A double-quoted identifier.

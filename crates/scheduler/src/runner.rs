@@ -77,13 +77,13 @@ async fn connect_with_retries(req: &RunRequest<'_>, report: &mut RunReport) -> R
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match req.connector.connect(req.config).await {
+        match pg::connect_in_time(req.connector, req.config).await {
             Ok(client) => return Ok(client),
-            Err(e) if pg::is_transient(&e) && attempt <= req.spec.limits.retries => {
-                report.notes.push(format!("connection attempt {attempt} failed: {}", pg::describe(&e)));
+            Err(e) if e.is_transient() && attempt <= req.spec.limits.retries => {
+                report.notes.push(format!("connection attempt {attempt} failed: {e}"));
                 tokio::time::sleep(backoff(req, attempt)).await;
             }
-            Err(e) => return Err(pg::describe(&e)),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

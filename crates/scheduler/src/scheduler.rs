@@ -1,6 +1,6 @@
 //! The scheduler: one tokio task per job that sleeps until the next cron slot and runs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,24 +61,38 @@ pub fn instance_name() -> String {
 
 #[derive(Default)]
 struct JobState {
-    next_run: Option<DateTime<Utc>>,
     running: bool,
     last: Option<RunReport>,
     counters: JobCounters,
+}
+
+/// This instance's runs of a job, by name. A scheduler that replaces another on reload adopts
+/// the old one's records: a run the old scheduler is finishing stays visible as running, is
+/// counted when it ends, and keeps the new scheduler from starting the job meanwhile.
+#[derive(Default)]
+struct JobRecord {
+    state: Mutex<JobState>,
+    /// Held for the length of a run: a job never overlaps itself within an instance.
+    gate: tokio::sync::Mutex<()>,
 }
 
 struct JobEntry {
     spec: JobSpec,
     schedule: Result<Schedule, String>,
     period: Duration,
-    state: Mutex<JobState>,
-    /// Held for the length of a run: a job never overlaps itself within an instance.
-    gate: tokio::sync::Mutex<()>,
+    /// This scheduler's next slot; not shared with a replaced scheduler, whose loop may still
+    /// be finishing a run.
+    next_run: Mutex<Option<DateTime<Utc>>>,
+    record: Arc<JobRecord>,
 }
 
 impl JobEntry {
     fn state(&self) -> MutexGuard<'_, JobState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.record.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_run(&self) -> MutexGuard<'_, Option<DateTime<Utc>>> {
+        self.next_run.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -117,35 +131,55 @@ impl Scheduler {
         clock: Arc<dyn Clock>,
         options: SchedulerOptions,
     ) -> SchedulerHandle {
-        let started = clock.now();
-        let jobs: Vec<Arc<JobEntry>> = jobs
-            .into_iter()
-            .map(|spec| {
-                let schedule = Schedule::parse(&spec.schedule);
-                let period = schedule.as_ref().map(|s| s.period(started)).unwrap_or_default();
-                // Known before the job's loop first runs: status read right after start shows it.
-                let next_run =
-                    schedule.as_ref().ok().filter(|_| spec.enabled).and_then(|s| s.next_after(started));
-                Arc::new(JobEntry {
-                    spec,
-                    schedule,
-                    period,
-                    state: Mutex::new(JobState { next_run, ..JobState::default() }),
-                    gate: Default::default(),
-                })
-            })
-            .collect();
-        let (stop, _) = watch::channel(false);
-        let (cancel, _) = watch::channel(false);
-        let shared = Arc::new(Shared { jobs, resolver, clock, options, started, stop, cancel });
-        let loops = shared
-            .jobs
-            .iter()
-            .filter(|j| j.spec.enabled)
-            .map(|job| tokio::spawn(job_loop(shared.clone(), job.clone(), shared.stop.subscribe())))
-            .collect();
-        SchedulerHandle { shared, loops: Arc::new(Mutex::new(loops)) }
+        start_adopting(jobs, resolver, clock, options, HashMap::new())
     }
+
+    /// Takes over from `previous` (a reload): it starts no more runs, its runs in progress go
+    /// on, and the jobs of the same name here carry on its records (status, counters, the
+    /// in-instance overlap guard), so those runs are shown and counted by this scheduler.
+    pub fn replace(
+        previous: &SchedulerHandle,
+        jobs: Vec<JobSpec>,
+        resolver: Arc<dyn DatabaseResolver>,
+        clock: Arc<dyn Clock>,
+        options: SchedulerOptions,
+    ) -> SchedulerHandle {
+        previous.stop_scheduling();
+        let records = previous.shared.jobs.iter().map(|j| (j.spec.name.clone(), j.record.clone())).collect();
+        start_adopting(jobs, resolver, clock, options, records)
+    }
+}
+
+fn start_adopting(
+    jobs: Vec<JobSpec>,
+    resolver: Arc<dyn DatabaseResolver>,
+    clock: Arc<dyn Clock>,
+    options: SchedulerOptions,
+    mut records: HashMap<String, Arc<JobRecord>>,
+) -> SchedulerHandle {
+    let started = clock.now();
+    let jobs: Vec<Arc<JobEntry>> = jobs
+        .into_iter()
+        .map(|spec| {
+            let schedule = Schedule::parse(&spec.schedule);
+            let period = schedule.as_ref().map(|s| s.period(started)).unwrap_or_default();
+            // Known before the job's loop first runs: status read right after start shows it.
+            let next_run =
+                schedule.as_ref().ok().filter(|_| spec.enabled).and_then(|s| s.next_after(started));
+            let record = records.remove(&spec.name).unwrap_or_default();
+            Arc::new(JobEntry { spec, schedule, period, next_run: Mutex::new(next_run), record })
+        })
+        .collect();
+    let (stop, _) = watch::channel(false);
+    let (cancel, _) = watch::channel(false);
+    let shared = Arc::new(Shared { jobs, resolver, clock, options, started, stop, cancel });
+    let loops = shared
+        .jobs
+        .iter()
+        .filter(|j| j.spec.enabled)
+        .map(|job| tokio::spawn(job_loop(shared.clone(), job.clone(), shared.stop.subscribe())))
+        .collect();
+    SchedulerHandle { shared, loops: Arc::new(Mutex::new(loops)) }
 }
 
 /// Control and visibility for the running scheduler; cheap to clone.
@@ -182,12 +216,7 @@ impl SchedulerHandle {
             .iter()
             .map(|j| {
                 let s = j.state();
-                let copy = JobState {
-                    next_run: s.next_run,
-                    running: s.running,
-                    last: None,
-                    counters: s.counters.clone(),
-                };
+                let copy = JobState { running: s.running, last: None, counters: s.counters.clone() };
                 (j.as_ref(), copy)
             })
             .collect();
@@ -205,9 +234,10 @@ impl SchedulerHandle {
         metrics::render(&samples, out);
     }
 
-    /// Starts no more runs; runs in progress go on to their end, uncancelled. For a reload: a new
-    /// scheduler takes over, and each job's advisory lock keeps it from running a job this one
-    /// is still running. `shutdown_within` still bounds those runs if the process stops meanwhile.
+    /// Starts no more runs; runs in progress go on to their end, uncancelled. For a reload,
+    /// `Scheduler::replace` calls it and the new scheduler keeps from running a job this one is
+    /// still running (across instances, the advisory lock does). `shutdown_within` still bounds
+    /// those runs if the process stops meanwhile.
     pub fn stop_scheduling(&self) {
         let _ = self.shared.stop.send(true);
     }
@@ -262,7 +292,7 @@ fn status_of(job: &JobEntry) -> JobStatus {
         schedule: job.spec.schedule.clone(),
         enabled: job.spec.enabled,
         period_seconds: job.period.as_secs_f64(),
-        next_run: state.next_run,
+        next_run: *job.next_run(),
         running: state.running,
         last_start: last.map(|r| r.started_at),
         last_end: last.map(|r| r.finished_at),
@@ -298,7 +328,7 @@ fn not_run(spec: &JobSpec, now: DateTime<Utc>, outcome: Outcome, error: String) 
 }
 
 async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTime<Utc>>) -> RunReport {
-    let Ok(_gate) = job.gate.try_lock() else {
+    let Ok(_gate) = job.record.gate.try_lock() else {
         let report = not_run(
             &job.spec,
             shared.clock.now(),
@@ -354,7 +384,7 @@ async fn job_loop(shared: Arc<Shared>, job: Arc<JobEntry>, mut stop: watch::Rece
     let mut after = shared.started;
     loop {
         let Some(next) = schedule.next_after(after) else { return };
-        job.state().next_run = Some(next);
+        *job.next_run() = Some(next);
         if !wait_until(shared.clock.as_ref(), next, &mut stop).await {
             return;
         }
@@ -386,7 +416,7 @@ async fn wait_until(clock: &dyn Clock, at: DateTime<Utc>, stop: &mut watch::Rece
 async fn load_fleet_last_success(shared: Arc<Shared>, job: Arc<JobEntry>) {
     let Ok(config) = shared.resolver.resolve(&job.spec) else { return };
     let lookup = async {
-        let client = shared.resolver.connect(&config).await.ok()?;
+        let client = pg::connect_in_time(shared.resolver.as_ref(), &config).await.ok()?;
         history::last_success(&client, &job.spec.name).await.ok().flatten()
     };
     if let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(10), lookup).await {
@@ -434,10 +464,9 @@ pub async fn history_of(
     let mut records = Vec::new();
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
     for (key, (config, names)) in by_database {
-        let client = resolver
-            .connect(&config)
+        let client = pg::connect_in_time(resolver, &config)
             .await
-            .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {}", pg::describe(&e))))?;
+            .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {e}")))?;
         let found = history::recent(&client, &names, limit_sql)
             .await
             .map_err(|e| SchedulerError::Database(e.to_string()))?;

@@ -17,19 +17,32 @@ use std::time::Duration;
 use pgpilot_scheduler::{JobSpec, Scheduler, SchedulerHandle, SchedulerOptions, SystemClock};
 
 pub use api::routes;
-pub use resolver::GatewayResolver;
+pub use resolver::{ConfigResolver, GatewayResolver};
 
 use crate::shared::Shared;
 
 /// Starts the scheduler for the config's jobs; None (and nothing running) when there are none.
 pub fn start(shared: &Arc<Shared>, jobs: &[JobSpec]) -> Option<SchedulerHandle> {
+    start_after(shared, jobs, None)
+}
+
+/// Starts the scheduler, taking over from `previous` when a reload replaces it (see `reload`).
+fn start_after(
+    shared: &Arc<Shared>,
+    jobs: &[JobSpec],
+    previous: Option<&SchedulerHandle>,
+) -> Option<SchedulerHandle> {
     if jobs.is_empty() {
         return None;
     }
     // The shutdown grace is read from the live config when shutting down (see `shutdown`).
     let options = SchedulerOptions::default();
     let resolver = Arc::new(GatewayResolver::new(shared));
-    let handle = Scheduler::start_with(jobs.to_vec(), resolver, Arc::new(SystemClock), options);
+    let (specs, clock) = (jobs.to_vec(), Arc::new(SystemClock));
+    let handle = match previous {
+        Some(previous) => Scheduler::replace(previous, specs, resolver, clock, options),
+        None => Scheduler::start_with(specs, resolver, clock, options),
+    };
     let enabled = jobs.iter().filter(|j| j.enabled).count();
     tracing::info!(jobs = jobs.len(), enabled, "maintenance scheduler started");
     Some(handle)
@@ -41,10 +54,13 @@ pub fn reload(shared: &Arc<Shared>, previous: &[JobSpec]) {
     if current == previous {
         return;
     }
-    let old = shared.jobs.swap(start(shared, &current).map(Arc::new));
+    let previous = shared.jobs.load_full();
+    // The new scheduler carries on the old one's per-job records, so a run the old one is
+    // finishing stays visible (running, then its outcome) under the job's name.
+    let old = shared.jobs.swap(start_after(shared, &current, previous.as_deref()).map(Arc::new));
     if let Some(old) = old {
-        // docs/jobs.md: runs in progress finish. The new scheduler's slots start after now, and
-        // the advisory lock keeps a job that is still running in the old one from running twice.
+        // docs/jobs.md: runs in progress finish. The new scheduler's slots start after now; a
+        // job still running in the old one is skipped here until it ends.
         old.stop_scheduling();
         let mut retired = shared.retired_jobs.lock();
         retired.retain(|h| !h.is_idle());
