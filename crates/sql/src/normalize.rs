@@ -41,6 +41,9 @@ struct Out {
 /// What a secret is kept as among the constants (log_parameters).
 const REDACTED: &str = "'<redacted>'";
 
+/// What a secret bound as a parameter is logged as.
+pub const REDACTED_VALUE: &str = "<redacted>";
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prev {
     /// The start, an operator, an opening bracket, a comma or a keyword.
@@ -82,7 +85,7 @@ impl Out {
         // `$n` without a temporary String: this runs for every literal of every statement.
         self.separate();
         self.placeholder();
-        let secret = std::mem::take(&mut self.secret_follows) || mentions_password(raw);
+        let secret = std::mem::take(&mut self.secret_follows) || looks_secret(raw);
         self.keep(if secret { REDACTED } else { raw });
         self.secret_word_follows = raw.ends_with('\'') && ends_with_password(&raw[..raw.len() - 1]);
     }
@@ -242,6 +245,13 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                     i = close;
                     continue;
                 }
+                // U&'...' too (its escapes may spell anything, a password included).
+                if end == i + 1 && c | 0x20 == b'u' && b[end..].starts_with(b"&'") {
+                    let close = quoted_end(b, end + 1, b'\'');
+                    out.constant(&sql[i..close]);
+                    i = close;
+                    continue;
+                }
                 let word = &sql[i..end];
                 if std::mem::take(&mut out.secret_word_follows) {
                     out.secret_word();
@@ -272,7 +282,20 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
     (out.hash, out.constants.unwrap_or_default())
 }
 
-/// Whether a literal holds a password (a connection string's `password=...`): kept redacted.
+/// Whether a literal or a bound value holds a credential: it mentions a password (a connection
+/// string's `password=...`) or is a URI with user information (`postgresql://user:pw@host/db`).
+/// Such values are never logged.
+pub fn looks_secret(value: &str) -> bool {
+    mentions_password(value) || uri_with_credentials(value)
+}
+
+fn uri_with_credentials(value: &str) -> bool {
+    let Some(start) = value.find("://") else { return false };
+    let rest = &value[start + 3..];
+    let authority = rest.split(['/', '?', '#', '\'', ' ']).next().unwrap_or("");
+    authority.contains('@')
+}
+
 fn mentions_password(raw: &str) -> bool {
     raw.len() >= 8 && raw.as_bytes().windows(8).any(|w| w.eq_ignore_ascii_case(b"password"))
 }
@@ -652,5 +675,20 @@ mod tests {
         // A word after an ordinary literal is still a word.
         assert_eq!(normalize("SELECT 'a' AS password_hint", false).text, "SELECT $1 AS password_hint");
         assert_eq!(normalize("SELECT 'my password' AS x", false).text, "SELECT $1 AS x");
+    }
+
+    #[test]
+    fn unicode_escaped_passwords_and_uri_credentials_are_secrets_too() {
+        let n = normalize("ALTER ROLE r PASSWORD U&'s\\0065cret' VALID UNTIL 'infinity'", true);
+        assert_eq!(n.text, "ALTER ROLE r PASSWORD $1 VALID UNTIL $2");
+        assert_eq!(n.constants, vec!["'<redacted>'".to_string(), "'infinity'".to_string()]);
+        let n =
+            normalize("SELECT * FROM dblink('postgresql://u:pw9@h:5432/db', 'select 1') AS t(x int)", true);
+        assert_eq!(n.constants[0], "'<redacted>'");
+        assert_eq!(n.constants[1], "'select 1'");
+        assert!(looks_secret("host=h user=u password=x"));
+        assert!(looks_secret("postgres://u:p@h/db"));
+        assert!(!looks_secret("see https://example.com/docs"));
+        assert!(!looks_secret("alice@example.com"));
     }
 }

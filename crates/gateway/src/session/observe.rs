@@ -212,7 +212,12 @@ fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
     let shown = |v: pgpilot_wire::frontend::BindValue| {
         v.bytes.map(|bytes| match v.binary {
             true => format!("<{} bytes binary>", bytes.len()),
-            false => String::from_utf8_lossy(bytes).into_owned(),
+            false => match String::from_utf8_lossy(bytes) {
+                text if pgpilot_sql::normalize::looks_secret(&text) => {
+                    pgpilot_sql::normalize::REDACTED_VALUE.to_string()
+                }
+                text => text.into_owned(),
+            },
         })
     };
     Some(values.into_iter().map(shown).collect())
@@ -235,5 +240,16 @@ mod tests {
         assert_eq!(values, vec![Some("42".into()), Some("<4 bytes binary>".into()), None]);
         assert_eq!(bind_parameters(&rest[..rest.len() - 2]), None, "truncated");
         assert_eq!(bind_parameters(&[0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff]), None, "length past the end");
+    }
+
+    #[test]
+    fn bound_credentials_are_never_shown() {
+        let mut rest = vec![0, 0, 0, 2];
+        for value in [&b"host=h user=u password=s3cret"[..], b"postgresql://u:s3cret@h/db"] {
+            rest.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            rest.extend_from_slice(value);
+        }
+        let values = bind_parameters(&rest).unwrap();
+        assert_eq!(values, vec![Some("<redacted>".into()), Some("<redacted>".into())]);
     }
 }
