@@ -66,6 +66,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
         database: db.database.clone(),
         target: target.describe(),
         server_version: db.version.clone(),
+        standby: db.in_recovery,
         generated_at_unix,
         duration_ms: 0,
         index_method: String::new(),
@@ -126,6 +127,11 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     report.pool = pool_advice(&db, opts, report.workload.mean_latency_ms, &mut notes).await;
     progress.advance(1);
 
+    if db.in_recovery {
+        health::standby::mark_findings(&mut report.findings);
+        health::standby::mark_suggestions(&mut report.index_suggestions);
+        notes.insert(0, health::standby::NOTE.into());
+    }
     report.notes = notes;
     report.sort();
     report.duration_ms = started.elapsed().as_millis() as u64;

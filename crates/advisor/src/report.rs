@@ -271,6 +271,9 @@ pub struct Report {
     /// The connection target without its password.
     pub target: String,
     pub server_version: String,
+    /// The server is a hot standby (read-only): fixes that write are marked for the primary.
+    #[serde(default)]
+    pub standby: bool,
     /// Seconds since the Unix epoch when the run started.
     pub generated_at_unix: u64,
     pub duration_ms: u64,
@@ -330,6 +333,7 @@ mod tests {
             database: "app".into(),
             target: "postgres://app@db/app".into(),
             server_version: "15".into(),
+            standby: false,
             generated_at_unix: 0,
             duration_ms: 0,
             index_method: "hypopg".into(),
