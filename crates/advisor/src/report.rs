@@ -256,9 +256,13 @@ pub struct WorkloadSummary {
     pub statements: usize,
     pub analysed: usize,
     pub skipped: Vec<SkippedStatement>,
-    /// Weighted mean statement latency in milliseconds, when the source measured it.
+    /// Weighted mean latency of the ordinary statements (SELECT, INSERT, UPDATE, DELETE, MERGE) in
+    /// milliseconds, when the source measured it: what sizes the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_latency_ms: Option<f64>,
+    /// What the mean latency leaves out (utility statements, pg_sleep), one line per kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_excluded: Vec<String>,
     /// The workload read is incomplete (a source's answer too big, say): shown above the findings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
