@@ -282,3 +282,25 @@ async fn arithmetic_between_parameters_is_planned() {
     assert!(composite.statements[0].query.contains("$1 + $2 * ($3 - $4)"), "reported as written");
 }
 
+/// A statement that reads a table through a view: the planner sees the table, and so do the
+/// candidates.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_through_a_view_are_advised_on_its_tables() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "views");
+    cluster.psql(
+        "views",
+        "CREATE VIEW recent_orders AS SELECT id, user_id, created_at, total FROM orders WHERE status <> 'cancelled';\n\
+         CREATE VIEW big_recent_orders AS SELECT * FROM recent_orders r WHERE r.total > 10",
+    );
+    let report = common::advise_workload(
+        &url,
+        "-- calls: 5000\nSELECT id, total FROM recent_orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 20;\n\
+         -- calls: 100\nSELECT b.id FROM public.big_recent_orders AS b WHERE b.user_id = $1 ORDER BY b.created_at DESC LIMIT 5;\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 2, "{:?}", report.workload.skipped);
+    let composite = suggestion(&report, "ON public.orders USING btree (user_id, created_at DESC)");
+    assert_eq!(composite.evidence, Evidence::Hypothetical);
+    assert_eq!(composite.statements.len(), 2, "{}", report.render_text(false));
+}
