@@ -62,17 +62,20 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     for warning in &workload_warnings {
         tracing::warn!("{warning}");
     }
+    let latency = workload::statement_latency(&statements);
     let mut report = Report {
         database: db.database.clone(),
         target: target.describe(),
         server_version: db.version.clone(),
+        standby: db.in_recovery,
         generated_at_unix,
         duration_ms: 0,
         index_method: String::new(),
         workload: WorkloadSummary {
             sources,
             statements: statements.len(),
-            mean_latency_ms: workload::mean_latency_ms(&statements),
+            mean_latency_ms: latency.mean_ms,
+            latency_excluded: latency.excluded,
             warnings: workload_warnings,
             ..Default::default()
         },
@@ -123,9 +126,14 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     progress.stage("configuration", 2);
     configuration(&db, &target, opts, &mut report, &mut notes).await;
     progress.advance(1);
-    report.pool = pool_advice(&db, opts, report.workload.mean_latency_ms, &mut notes).await;
+    report.pool = pool_advice(&db, opts, &report.workload, &mut notes).await;
     progress.advance(1);
 
+    if db.in_recovery {
+        health::standby::mark_findings(&mut report.findings);
+        health::standby::mark_suggestions(&mut report.index_suggestions);
+        notes.insert(0, health::standby::NOTE.into());
+    }
     report.notes = notes;
     report.sort();
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -277,10 +285,10 @@ async fn data_directory_storage(db: &Db) -> Option<StorageKind> {
 async fn pool_advice(
     db: &Db,
     opts: &AdviseOptions,
-    latency: Option<f64>,
+    workload: &WorkloadSummary,
     notes: &mut Vec<String>,
 ) -> Option<PoolAdvice> {
-    let Some(latency) = latency else {
+    let Some(latency) = workload.mean_latency_ms else {
         notes.push("no measured statement latency (pg_stat_statements or pgpilot): no pool sizing".into());
         return None;
     };
@@ -313,7 +321,20 @@ async fn pool_advice(
         app_instances: opts.pool.app_instances.max(1),
         cpus,
     };
-    Some(config::pool::size(&input, &source))
+    let mut advice = config::pool::size(&input, &source);
+    advice.explanation.insert(1, latency_basis(&workload.latency_excluded));
+    Some(advice)
+}
+
+/// Which statements the latency is the mean of: maintenance and sleeps say nothing about how long
+/// the application holds a pooled connection.
+fn latency_basis(excluded: &[String]) -> String {
+    let basis = "latency: the mean of ordinary statements (SELECT, INSERT, UPDATE, DELETE, MERGE)";
+    if excluded.is_empty() {
+        basis.to_string()
+    } else {
+        format!("{basis}; left out: {}", excluded.join("; "))
+    }
 }
 
 /// Transactions per second on this database over one second, the advisor's own left out.

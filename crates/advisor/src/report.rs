@@ -256,9 +256,13 @@ pub struct WorkloadSummary {
     pub statements: usize,
     pub analysed: usize,
     pub skipped: Vec<SkippedStatement>,
-    /// Weighted mean statement latency in milliseconds, when the source measured it.
+    /// Weighted mean latency of the ordinary statements (SELECT, INSERT, UPDATE, DELETE, MERGE) in
+    /// milliseconds, when the source measured it: what sizes the pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_latency_ms: Option<f64>,
+    /// What the mean latency leaves out (utility statements, pg_sleep), one line per kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_excluded: Vec<String>,
     /// The workload read is incomplete (a source's answer too big, say): shown above the findings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -271,6 +275,9 @@ pub struct Report {
     /// The connection target without its password.
     pub target: String,
     pub server_version: String,
+    /// The server is a hot standby (read-only): fixes that write are marked for the primary.
+    #[serde(default)]
+    pub standby: bool,
     /// Seconds since the Unix epoch when the run started.
     pub generated_at_unix: u64,
     pub duration_ms: u64,
@@ -330,6 +337,7 @@ mod tests {
             database: "app".into(),
             target: "postgres://app@db/app".into(),
             server_version: "15".into(),
+            standby: false,
             generated_at_unix: 0,
             duration_ms: 0,
             index_method: "hypopg".into(),

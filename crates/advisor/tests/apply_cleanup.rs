@@ -49,6 +49,7 @@ fn report_of(applied: Vec<pgpilot_advisor::report::AppliedIndex>) -> pgpilot_adv
         database: "app".into(),
         target: String::new(),
         server_version: String::new(),
+        standby: false,
         generated_at_unix: 0,
         duration_ms: 0,
         index_method: String::new(),

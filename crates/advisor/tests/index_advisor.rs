@@ -263,3 +263,44 @@ async fn an_index_only_pruning_makes_unnecessary_is_not_suggested() {
         report.render_text(false)
     );
 }
+
+/// Normalization turns literal-only arithmetic (`user_id = 40 + 2`, `created_at > now() - 7 * 86400
+/// ...`) into `$1 + $2`, which PostgreSQL cannot type ("operator is not unique: unknown + unknown").
+/// Such a statement is still planned, its parameter arithmetic typed from the context, and advised.
+#[tokio::test(flavor = "multi_thread")]
+async fn arithmetic_between_parameters_is_planned() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "arith");
+    let report = common::advise_workload(
+        &url,
+        "-- calls: 5000\nSELECT id, total FROM orders WHERE user_id = $1 + $2 * ($3 - $4) ORDER BY created_at DESC LIMIT $5;\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    let composite = suggestion(&report, "(user_id, created_at DESC)");
+    assert_eq!(composite.evidence, Evidence::Hypothetical);
+    assert!(composite.statements[0].query.contains("$1 + $2 * ($3 - $4)"), "reported as written");
+}
+
+/// A statement that reads a table through a view: the planner sees the table, and so do the
+/// candidates.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_through_a_view_are_advised_on_its_tables() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "views");
+    cluster.psql(
+        "views",
+        "CREATE VIEW recent_orders AS SELECT id, user_id, created_at, total FROM orders WHERE status <> 'cancelled';\n\
+         CREATE VIEW big_recent_orders AS SELECT * FROM recent_orders r WHERE r.total > 10",
+    );
+    let report = common::advise_workload(
+        &url,
+        "-- calls: 5000\nSELECT id, total FROM recent_orders WHERE user_id = $1 ORDER BY created_at DESC LIMIT 20;\n\
+         -- calls: 100\nSELECT b.id FROM public.big_recent_orders AS b WHERE b.user_id = $1 ORDER BY b.created_at DESC LIMIT 5;\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 2, "{:?}", report.workload.skipped);
+    let composite = suggestion(&report, "ON public.orders USING btree (user_id, created_at DESC)");
+    assert_eq!(composite.evidence, Evidence::Hypothetical);
+    assert_eq!(composite.statements.len(), 2, "{}", report.render_text(false));
+}

@@ -198,3 +198,42 @@ async fn an_unreadable_workload_file_fails_the_run_when_required() {
     let error = advise(&opts, &NoProgress).await.expect_err("the file was asked for");
     assert!(format!("{error:#}").contains("/nonexistent/queries.sql"), "{error:#}");
 }
+
+/// Pool sizing divides the load by how long the application's statements hold a connection:
+/// maintenance (VACUUM, CREATE INDEX waiting for a lock) and pg_sleep are not that, and are left
+/// out of the latency, with a line that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_latency_counts_ordinary_statements_only() {
+    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
+    let url = common::database_with_orders(&cluster, "pool");
+    cluster.psql("pool", "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    for user in 0..50i32 {
+        client.query(common::RECENT_ORDERS, &[&user]).await.unwrap();
+    }
+    // Maintenance as tools send it: commented, or a command the reader's keyword filter misses.
+    client.batch_execute("/* nightly */ VACUUM orders").await.unwrap();
+    client.batch_execute("-- deploy 42\nCREATE INDEX orders_total_idx ON orders (total)").await.unwrap();
+    client.batch_execute("REINDEX TABLE orders").await.unwrap();
+    client.batch_execute("SELECT pg_sleep(0.5), id FROM orders WHERE id = 1").await.unwrap();
+    let ordinary: f64 = cluster
+        .psql(
+            "pool",
+            "SELECT sum(total_exec_time) / sum(calls) FROM pg_stat_statements \
+             WHERE query LIKE 'SELECT id, total FROM orders%'",
+        )
+        .parse()
+        .unwrap();
+
+    let mut opts = common::options(&url);
+    opts.workload.pg_stat_statements = true;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let pool = report.pool.expect("latency is known from pg_stat_statements");
+    assert!((pool.mean_latency_ms - ordinary).abs() < 1e-6 * ordinary.max(1.0), "{ordinary} ms: {pool:#?}");
+    let basis =
+        pool.explanation.iter().find(|l| l.contains("left out")).unwrap_or_else(|| panic!("{pool:#?}"));
+    for left_out in ["VACUUM", "CREATE INDEX", "REINDEX", "pg_sleep"] {
+        assert!(basis.contains(left_out), "{left_out}: {basis}");
+    }
+}

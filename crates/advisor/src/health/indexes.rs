@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, Result};
 
+use super::standby;
 use super::usage::IndexScans;
 use crate::db::Db;
 use crate::options::HealthSettings;
@@ -97,13 +98,19 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
             foreign_keys: r.get(6),
             served_elsewhere: r.get(7),
         })
-        .map(|index| unused_finding(&index, scans, settings))
+        .map(|index| unused_finding(&index, scans, settings, db.in_recovery))
         .collect())
 }
 
-fn unused_finding(index: &UnusedIndex, scans: &IndexScans, settings: &HealthSettings) -> Finding {
+fn unused_finding(
+    index: &UnusedIndex,
+    scans: &IndexScans,
+    settings: &HealthSettings,
+    standby: bool,
+) -> Finding {
     let keep = keep_unused(index, scans, settings);
-    let severity = if keep.is_some() { Severity::Info } else { Severity::Warning };
+    // A standby's counters say nothing about the primary's queries: no warning on them alone.
+    let severity = if keep.is_some() || standby { Severity::Info } else { Severity::Warning };
     let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.name))
         .object(index.name.clone())
         .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
@@ -112,10 +119,16 @@ fn unused_finding(index: &UnusedIndex, scans: &IndexScans, settings: &HealthSett
     let finding = index.served_elsewhere.iter().fold(finding, |f, served| {
         f.evidence(format!("not needed for its foreign key: {served} (its columns lead that index)"))
     });
-    match keep {
-        Some(why) => finding.evidence(why),
-        None => finding.fix(format!(
+    let finding = if standby { finding.evidence(standby::PER_SERVER_USAGE) } else { finding };
+    match (keep, standby) {
+        (Some(why), _) => finding.evidence(why),
+        (None, false) => finding.fix(format!(
             "-- check replicas too (their scans are counted there), then:\nDROP INDEX CONCURRENTLY {};",
+            index.quoted
+        )),
+        (None, true) => finding.fix(format!(
+            "{}-- only if idx_scan is 0 there and on every other replica too:\nDROP INDEX CONCURRENTLY {};",
+            standby::ON_THE_PRIMARY,
             index.quoted
         )),
     }

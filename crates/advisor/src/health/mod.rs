@@ -5,6 +5,7 @@ mod activity;
 mod indexes;
 mod locks;
 mod replication;
+pub mod standby;
 mod storage;
 pub mod usage;
 pub mod wraparound;

@@ -10,6 +10,7 @@ pub mod parse;
 pub mod plannable;
 pub mod planner;
 mod select;
+mod views;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -129,15 +130,18 @@ async fn analyse_workload(
 ) -> Result<(Vec<AnalysedStatement>, Catalog)> {
     let mut names = Vec::new();
     let mut parsable = Vec::new();
+    let mut views = views::ViewDefinitions::default();
     for w in workload.iter().take(settings.max_statements) {
-        match parse::referenced_tables(&w.query) {
+        // Candidates come from the tables the views read; the statement is planned as written.
+        let seen_through_views = views.expand(db, &w.query).await;
+        match parse::referenced_tables(&seen_through_views) {
             Ok(tables) => {
                 for t in &tables {
                     if !names.contains(t) {
                         names.push(t.clone());
                     }
                 }
-                parsable.push((w, tables));
+                parsable.push((w, seen_through_views, tables));
             }
             Err(e) => skipped.push(SkippedStatement { query: w.query.clone(), reason: e.to_string() }),
         }
@@ -145,7 +149,7 @@ async fn analyse_workload(
     let catalog = Catalog::load(db, &names).await?;
     progress.stage("planning statements", parsable.len() as u64);
     let mut out = Vec::new();
-    for (w, tables) in parsable {
+    for (w, seen_through_views, tables) in parsable {
         progress.advance(1);
         if let Some(schema) = catalog.unusable_schema(&tables) {
             let reason =
@@ -153,7 +157,7 @@ async fn analyse_workload(
             skipped.push(SkippedStatement { query: w.query.clone(), reason });
             continue;
         }
-        let shape = match parse::analyse(&w.query, &catalog) {
+        let shape = match parse::analyse(&seen_through_views, &catalog) {
             Ok(shape) if shape.accesses.is_empty() => {
                 skipped
                     .push(SkippedStatement { query: w.query.clone(), reason: "reads no user table".into() });

@@ -108,7 +108,9 @@ pub fn analyse(query: &str, resolver: &dyn Resolver) -> Result<StatementShape> {
     walker.shape.read_only =
         matches!(stmt, NodeEnum::SelectStmt(s) if s.into_clause.is_none() && s.locking_clause.is_empty());
     match stmt {
-        NodeEnum::SelectStmt(s) => walker.select(s, None),
+        NodeEnum::SelectStmt(s) => {
+            walker.select(s, None);
+        }
         NodeEnum::UpdateStmt(u) => walker.update(u),
         NodeEnum::DeleteStmt(d) => walker.delete(d),
         NodeEnum::InsertStmt(i) => {
@@ -143,6 +145,18 @@ fn max_param(query: &str) -> i32 {
 struct ScopeEntry {
     name: String,
     table: Option<u32>,
+    /// For a subquery (a view seen through, say): its output columns that are a table's column
+    /// as they are, so a filter or sort on them outside is one on that table's column — where
+    /// the planner pushes it down to.
+    columns: Vec<DerivedColumn>,
+}
+
+/// An output column of a subquery that is a column of a table: (output name, table, column).
+#[derive(Debug, Clone)]
+struct DerivedColumn {
+    name: String,
+    table: u32,
+    column: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -194,19 +208,22 @@ impl Walker<'_> {
 
     fn statement_node(&mut self, node: Option<&protobuf::Node>, parent: Option<&Scope>) {
         match node.and_then(|n| n.node.as_ref()) {
-            Some(NodeEnum::SelectStmt(s)) => self.select(s, parent),
+            Some(NodeEnum::SelectStmt(s)) => {
+                self.select(s, parent);
+            }
             Some(NodeEnum::UpdateStmt(u)) => self.update(u),
             Some(NodeEnum::DeleteStmt(d)) => self.delete(d),
             _ => {}
         }
     }
 
-    fn select(&mut self, s: &protobuf::SelectStmt, parent: Option<&Scope>) {
+    /// Walks one SELECT; returns its output columns that are plain table columns.
+    fn select(&mut self, s: &protobuf::SelectStmt, parent: Option<&Scope>) -> Vec<DerivedColumn> {
         self.with_clause(s.with_clause.as_ref());
         if let (Some(l), Some(r)) = (&s.larg, &s.rarg) {
             self.select(l, parent);
             self.select(r, parent);
-            return;
+            return Vec::new();
         }
         let mut scope = Scope { entries: Vec::new(), parent: parent.map(|p| Box::new(p.clone())) };
         let mut quals = Vec::new();
@@ -222,6 +239,23 @@ impl Walker<'_> {
         if let Some(h) = s.having_clause.as_deref() {
             self.subqueries_in(h, &scope);
         }
+        self.derived_columns(&s.target_list, &scope)
+    }
+
+    /// The output columns of a SELECT that are a table's column as they are (`o.user_id`,
+    /// `o.created_at AS placed_at`).
+    fn derived_columns(&self, targets: &[protobuf::Node], scope: &Scope) -> Vec<DerivedColumn> {
+        let mut out = Vec::new();
+        for target in targets {
+            let Some(NodeEnum::ResTarget(rt)) = &target.node else { continue };
+            let Some(NodeEnum::ColumnRef(c)) = rt.val.as_deref().and_then(|v| v.node.as_ref()) else {
+                continue;
+            };
+            let Some((table, column)) = self.resolve(c, scope) else { continue };
+            let name = if rt.name.is_empty() { column.clone() } else { rt.name.clone() };
+            out.push(DerivedColumn { name, table, column });
+        }
+        out
     }
 
     fn update(&mut self, u: &protobuf::UpdateStmt) {
@@ -272,7 +306,7 @@ impl Walker<'_> {
         if let Some(t) = table {
             self.access(t);
         }
-        scope.entries.push(ScopeEntry { name, table });
+        scope.entries.push(ScopeEntry { name, table, columns: Vec::new() });
     }
 
     fn scope_item(&mut self, item: &protobuf::Node, scope: &mut Scope, quals: &mut Vec<protobuf::Node>) {
@@ -288,13 +322,19 @@ impl Walker<'_> {
             }
             Some(NodeEnum::RangeSubselect(sub)) => {
                 let parent = sub.lateral.then(|| scope.clone());
-                self.statement_node(sub.subquery.as_deref(), parent.as_ref());
+                let columns = match sub.subquery.as_deref().and_then(|n| n.node.as_ref()) {
+                    Some(NodeEnum::SelectStmt(select)) => self.select(select, parent.as_ref()),
+                    _ => {
+                        self.statement_node(sub.subquery.as_deref(), parent.as_ref());
+                        Vec::new()
+                    }
+                };
                 let name = sub.alias.as_ref().map(|a| a.aliasname.clone()).unwrap_or_default();
-                scope.entries.push(ScopeEntry { name, table: None });
+                scope.entries.push(ScopeEntry { name, table: None, columns });
             }
             Some(NodeEnum::RangeFunction(f)) => {
                 let name = f.alias.as_ref().map(|a| a.aliasname.clone()).unwrap_or_default();
-                scope.entries.push(ScopeEntry { name, table: None });
+                scope.entries.push(ScopeEntry { name, table: None, columns: Vec::new() });
             }
             _ => {}
         }
@@ -318,15 +358,17 @@ impl Walker<'_> {
         let mut level = Some(scope);
         while let Some(s) = level {
             let found = match qualifier {
-                Some(q) => s.entries.iter().find(|e| e.name == q).map(|e| e.table),
-                None => s
-                    .entries
-                    .iter()
-                    .find(|e| e.table.is_some_and(|t| self.resolver.has_column(t, col)))
-                    .map(|e| e.table),
+                Some(q) => s.entries.iter().find(|e| e.name == q),
+                None => s.entries.iter().find(|e| {
+                    e.table.is_some_and(|t| self.resolver.has_column(t, col))
+                        || e.columns.iter().any(|d| d.name == col)
+                }),
             };
-            if let Some(table) = found {
-                return table.map(|t| (t, col.to_string()));
+            if let Some(entry) = found {
+                return match entry.table {
+                    Some(t) => Some((t, col.to_string())),
+                    None => entry.columns.iter().find(|d| d.name == col).map(|d| (d.table, d.column.clone())),
+                };
             }
             level = s.parent.as_deref();
         }

@@ -64,8 +64,19 @@ impl<'a> Planner<'a> {
         self.db.version_num >= 120000
     }
 
-    /// The generic plan of `query`, which has `params` parameters.
+    /// The generic plan of `query`, which has `params` parameters. Arithmetic between parameters
+    /// that PostgreSQL cannot type is planned folded into one parameter (see `plannable`).
     pub async fn explain(&self, query: &str, params: i32) -> Result<PlanSummary> {
+        match self.explain_as_written(query, params).await {
+            Err(e) if super::plannable::untypeable_operator(&e.to_string()) => {
+                let Some(folded) = super::plannable::fold_parameter_arithmetic(query) else { return Err(e) };
+                self.explain_as_written(&folded, params).await
+            }
+            plan => plan,
+        }
+    }
+
+    async fn explain_as_written(&self, query: &str, params: i32) -> Result<PlanSummary> {
         let query = super::plannable::typed_literal_params(query);
         let query = query.as_ref();
         let json = if params == 0 {

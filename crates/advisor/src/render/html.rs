@@ -30,6 +30,9 @@ pub fn render(r: &Report) -> String {
         a = r.workload.analysed,
         s = r.workload.skipped.len(),
     );
+    if r.standby {
+        let _ = write!(out, "<p class=\"warning\"><strong>{}</strong></p>", esc(super::text::STANDBY_BANNER));
+    }
     for warning in &r.workload.warnings {
         let _ = write!(out, "<p class=\"warning\"><strong>WARNING:</strong> {}</p>", esc(warning));
     }

@@ -40,6 +40,10 @@ impl Paint {
     }
 }
 
+/// Above the findings: every fix that writes must go to another server.
+pub const STANDBY_BANNER: &str =
+    "STANDBY: this server is a read-only hot standby; fixes that write are to be run on the primary";
+
 pub fn render(report: &Report, options: &TextOptions) -> String {
     let p = Paint { on: options.colour };
     let mut out = String::new();
@@ -84,6 +88,9 @@ fn header(out: &mut String, r: &Report, p: &Paint) {
         r.workload.skipped.len(),
         r.index_method
     );
+    if r.standby {
+        let _ = writeln!(out, "{}", p.severity(Severity::Warning, STANDBY_BANNER));
+    }
     for warning in &r.workload.warnings {
         let _ = writeln!(out, "{}", p.severity(Severity::Warning, &format!("WARNING: {warning}")));
     }

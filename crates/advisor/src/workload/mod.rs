@@ -113,14 +113,109 @@ pub fn sort_by_weight(statements: &mut [WorkloadStatement]) {
     });
 }
 
-/// Mean latency over the application's statements, weighted by calls, in milliseconds. Statements
-/// that read only the system catalogs (monitoring, this advisor's own queries) do not count.
+/// The mean latency that sizes a pool, and what was left out of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatementLatency {
+    /// Weighted by calls, in milliseconds; None when no ordinary statement was timed.
+    pub mean_ms: Option<f64>,
+    /// What was left out, one line per kind ("utility statements (VACUUM, CREATE INDEX): 2, 3 calls").
+    pub excluded: Vec<String>,
+}
+
+/// How a statement counts towards the latency that sizes a pool.
+#[derive(Debug, Clone, PartialEq)]
+enum LatencyKind {
+    /// What the application runs through its pool: SELECT, INSERT, UPDATE, DELETE, MERGE.
+    Ordinary,
+    /// Reads only the system catalogs: monitoring, this advisor's own queries.
+    CatalogOnly,
+    /// Maintenance and DDL (VACUUM, CREATE INDEX, COPY, ...): long, rare, and often waiting for
+    /// locks; one CREATE INDEX that waited 10 minutes would triple the mean.
+    Utility(String),
+    /// Sleeps on purpose: its time is not the database's work.
+    Sleep,
+}
+
+/// Mean latency over the application's ordinary statements, weighted by calls, in milliseconds.
+/// Catalog-only statements are left out silently; utility statements and pg_sleep are left out
+/// and named in `excluded`.
+pub fn statement_latency(statements: &[WorkloadStatement]) -> StatementLatency {
+    let timed = statements.iter().filter(|s| s.total_time_ms.is_some());
+    let (mut calls, mut time) = (0u64, 0.0);
+    let (mut utility, mut sleeping) = (ExcludedKind::default(), ExcludedKind::default());
+    for s in timed {
+        match latency_kind(&s.query) {
+            LatencyKind::Ordinary => {
+                calls += s.calls;
+                time += s.total_time_ms.unwrap_or(0.0);
+            }
+            LatencyKind::CatalogOnly => {}
+            LatencyKind::Utility(label) => utility.add(s, Some(label)),
+            LatencyKind::Sleep => sleeping.add(s, None),
+        }
+    }
+    let excluded = [utility.describe("utility statements"), sleeping.describe("statements calling pg_sleep")];
+    StatementLatency {
+        mean_ms: (calls > 0).then(|| time / calls as f64),
+        excluded: excluded.into_iter().flatten().collect(),
+    }
+}
+
+/// Mean latency over the application's ordinary statements (see [`statement_latency`]).
 pub fn mean_latency_ms(statements: &[WorkloadStatement]) -> Option<f64> {
-    let timed: Vec<&WorkloadStatement> =
-        statements.iter().filter(|s| s.total_time_ms.is_some() && reads_user_tables(&s.query)).collect();
-    let calls: u64 = timed.iter().map(|s| s.calls).sum();
-    let time: f64 = timed.iter().filter_map(|s| s.total_time_ms).sum();
-    (calls > 0).then(|| time / calls as f64)
+    statement_latency(statements).mean_ms
+}
+
+/// Statements of one excluded kind, counted for the report.
+#[derive(Default)]
+struct ExcludedKind {
+    statements: usize,
+    calls: u64,
+    labels: Vec<String>,
+}
+
+impl ExcludedKind {
+    fn add(&mut self, s: &WorkloadStatement, label: Option<String>) {
+        self.statements += 1;
+        self.calls += s.calls;
+        if let Some(label) = label.filter(|l| !self.labels.contains(l)) {
+            self.labels.push(label);
+        }
+    }
+
+    fn describe(&self, what: &str) -> Option<String> {
+        let labels =
+            if self.labels.is_empty() { String::new() } else { format!(" ({})", self.labels.join(", ")) };
+        (self.statements > 0).then(|| format!("{what}{labels}: {}, {} calls", self.statements, self.calls))
+    }
+}
+
+fn latency_kind(query: &str) -> LatencyKind {
+    // A text that does not parse (cut by its source) counts, as the application ran it.
+    let Ok(parsed) = pg_query::parse(query, 0) else { return LatencyKind::Ordinary };
+    let first = parsed.protobuf.stmts.first().and_then(|s| s.stmt.as_ref()).and_then(|n| n.node.as_ref());
+    use pg_query::NodeEnum;
+    match first {
+        Some(
+            NodeEnum::SelectStmt(_)
+            | NodeEnum::InsertStmt(_)
+            | NodeEnum::UpdateStmt(_)
+            | NodeEnum::DeleteStmt(_)
+            | NodeEnum::MergeStmt(_),
+        ) => {}
+        _ => {
+            // Deparsed, the text starts with its command: no leading comment (`/* nightly */ VACUUM`).
+            let text = parsed.deparse(Default::default()).unwrap_or_else(|_| query.to_string());
+            return LatencyKind::Utility(utility_label(&text));
+        }
+    }
+    if parsed.functions().iter().any(|f| is_sleep(f)) {
+        LatencyKind::Sleep
+    } else if !reads_user_tables(query) {
+        LatencyKind::CatalogOnly
+    } else {
+        LatencyKind::Ordinary
+    }
 }
 
 fn reads_user_tables(query: &str) -> bool {
@@ -132,12 +227,51 @@ fn reads_user_tables(query: &str) -> bool {
     })
 }
 
+fn is_sleep(function: &str) -> bool {
+    let name = function.rsplit('.').next().unwrap_or(function);
+    matches!(name, "pg_sleep" | "pg_sleep_for" | "pg_sleep_until")
+}
+
+/// The command of a utility statement as a DBA names it: `VACUUM`, `CREATE INDEX`, `ALTER TABLE`.
+fn utility_label(query: &str) -> String {
+    let mut words = query
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_uppercase);
+    let first = words.next().unwrap_or_default();
+    if !matches!(first.as_str(), "CREATE" | "ALTER" | "DROP" | "REFRESH") {
+        return first;
+    }
+    // CREATE UNIQUE INDEX is a CREATE INDEX; CREATE OR REPLACE VIEW a CREATE VIEW.
+    let object = words.find(|w| !matches!(w.as_str(), "UNIQUE" | "OR" | "REPLACE" | "TEMP" | "TEMPORARY"));
+    object.map(|o| format!("{first} {o}")).unwrap_or(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn stmt(q: &str, calls: u64, t: Option<f64>, src: &str) -> WorkloadStatement {
         WorkloadStatement { query: q.into(), calls, total_time_ms: t, source: src.into() }
+    }
+
+    #[test]
+    fn utility_statements_and_sleeps_do_not_count_towards_latency() {
+        let latency = statement_latency(&[
+            stmt("SELECT * FROM t WHERE id = $1", 10, Some(20.0), "pg_stat_statements"),
+            stmt("/* nightly */ VACUUM t", 2, Some(5000.0), "pg_stat_statements"),
+            stmt("CREATE UNIQUE INDEX CONCURRENTLY t_a ON t (a)", 1, Some(600000.0), "pg_stat_statements"),
+            stmt("SELECT pg_sleep($1) FROM t", 1, Some(1000.0), "pg_stat_statements"),
+            stmt("SELECT count(*) FROM pg_stat_activity", 1000, Some(1000.0), "pg_stat_statements"),
+        ]);
+        assert_eq!(latency.mean_ms, Some(2.0));
+        assert_eq!(
+            latency.excluded,
+            [
+                "utility statements (VACUUM, CREATE INDEX): 2, 3 calls",
+                "statements calling pg_sleep: 1, 1 calls"
+            ]
+        );
     }
 
     #[test]
