@@ -103,9 +103,7 @@ async fn a_locked_table_is_left_out_and_the_rest_checked() {
          CREATE INDEX tiny_lookup_label ON tiny_lookup (label) WHERE label <> '';",
     );
     let url = cluster.url("postgres", "locked");
-    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    holder.batch_execute("BEGIN; LOCK TABLE tiny_lookup IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let holder = common::hold_access_exclusive(&url, "tiny_lookup").await;
 
     let mut opts = common::options(&url);
     opts.skip_indexes = true;

@@ -340,3 +340,77 @@ async fn a_query_queued_behind_waiting_ddl_is_freed_by_cancelling_the_ddl() {
     assert!(create_index.await.unwrap().is_err(), "B was cancelled");
     a.batch_execute("COMMIT").await.unwrap();
 }
+
+/// Two tables alike: each with an unused index, an unused index a foreign key needs, an invalid
+/// unique index, dead rows (autovacuum off) and sequential scans.
+const TWINS: &str = "
+CREATE TABLE parent (id int PRIMARY KEY);
+INSERT INTO parent SELECT generate_series(1, 100);
+CREATE TABLE a (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent, v int, pad text)
+  WITH (autovacuum_enabled = false);
+CREATE TABLE b (LIKE a INCLUDING ALL, FOREIGN KEY (parent_id) REFERENCES parent) WITH (autovacuum_enabled = false);
+INSERT INTO a SELECT g, 1 + g % 100, g % 10, 'x' FROM generate_series(1, 20000) g;
+INSERT INTO b SELECT * FROM a;
+CREATE INDEX a_v_unused ON a (v);
+CREATE INDEX b_v_unused ON b (v);
+CREATE INDEX a_parent ON a (parent_id);
+CREATE INDEX b_parent ON b (parent_id);
+UPDATE a SET pad = 'y';
+UPDATE b SET pad = 'y';
+ANALYZE a, b;
+";
+
+/// A session holding one table locked (reading its size or an index definition waits for the
+/// lock) leaves that table out of the unused-index, invalid-index, sequential-scan and dead-row
+/// checks, named; every other table is checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_table_is_left_out_of_the_table_checks_and_the_rest_checked() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE twins");
+    cluster.psql("twins", TWINS);
+    for t in ["a", "b"] {
+        cluster
+            .try_psql("twins", &format!("CREATE UNIQUE INDEX CONCURRENTLY {t}_v_unique ON {t} (v)"))
+            .expect_err("duplicates");
+        for _ in 0..3 {
+            cluster.psql("twins", &format!("SELECT count(*) FROM {t} WHERE pad = 'z'"));
+        }
+    }
+    let url = cluster.url("postgres", "twins");
+    let holder = common::hold_access_exclusive(&url, "a").await;
+
+    let mut opts = common::options(&url);
+    opts.skip_indexes = true;
+    opts.health.unused_index_min_bytes = 0;
+    opts.health.unused_index_min_stats_days = 0;
+    opts.health.table_min_bytes = 0;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+
+    assert!(!report.notes.iter().any(|n| n.contains("could not run") && n.contains("lock")), "{text}");
+    let unused = find(&report, Category::Indexes, "Unused index public.b_v_unused");
+    assert!(unused.fix.as_deref().unwrap_or_default().contains("DROP INDEX CONCURRENTLY public.b_v_unused;"));
+    let fk = find(&report, Category::Indexes, "Unused index public.b_parent");
+    assert!(fk.evidence.iter().any(|e| e.contains("supports foreign key b_parent_id_fkey")), "{fk:?}");
+    find(&report, Category::Indexes, "Invalid index public.b_v_unique");
+    find(&report, Category::Tables, "public.b is read mostly by sequential scans");
+    find(&report, Category::Bloat, "public.b has 20,000 dead rows");
+    // Table bloat is estimated from the catalog (no lock): table a may show there, nowhere else.
+    for title in ["Unused index public.a_", "Invalid index public.a_", "public.a is read", "public.a has"] {
+        assert!(!report.findings.iter().any(|f| f.title.starts_with(title)), "{title}:\n{text}");
+    }
+    for skipped in [
+        "Unused indexes not checked on 1 locked relation(s)",
+        "Invalid indexes not checked on 1 locked relation(s)",
+        "Sequential scans not checked on 1 locked relation(s)",
+        "Dead rows not checked on 1 locked relation(s)",
+    ] {
+        let info = report
+            .findings
+            .iter()
+            .find(|f| f.title == skipped)
+            .unwrap_or_else(|| panic!("no `{skipped}` in:\n{text}"));
+        assert!(info.evidence.iter().any(|e| e == "locked: public.a"), "{text}");
+    }
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}

@@ -69,23 +69,33 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
     // referencing rows up through it. Those scans do not show until the parent changes, and
     // without the index each such change scans the whole child table. One index per key is
     // enough: the others led by its columns are not kept for it (the duplicate check drops them).
+    // Reading a size or a definition (pg_relation_size, pg_get_indexdef, pg_get_expr) locks the
+    // table: a locked one is left out. The fence (OFFSET 0) keeps the sizes from being read before
+    // the catalog narrowed the indexes to the tables asked for.
+    let candidates = "NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)";
     let sql = format!(
-        "WITH fk_index AS ({FK_INDEXES}), served AS ({SERVED_ELSEWHERE}) \
-         SELECT s.indexrelid, s.schemaname::text || '.' || s.indexrelname::text, \
+        "WITH fk_index AS ({FK_INDEXES} AND ($1::oid[] IS NULL OR c.conrelid = ANY($1))), \
+         served AS ({SERVED_ELSEWHERE}) \
+         SELECT * FROM (SELECT s.indexrelid, s.schemaname::text || '.' || s.indexrelname::text, \
          s.schemaname::text || '.' || s.relname::text, \
-         pg_relation_size(s.indexrelid)::int8, pg_get_indexdef(s.indexrelid), \
+         pg_relation_size(s.indexrelid)::int8 AS size, pg_get_indexdef(s.indexrelid), \
          quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname), \
          ARRAY(SELECT m.conname FROM fk_index m WHERE m.indexrelid = i.indexrelid AND NOT EXISTS \
                  (SELECT 1 FROM served e WHERE e.conoid = m.conoid AND e.indexrelid = m.indexrelid) ORDER BY 1), \
          ARRAY(SELECT e.conname || ' is served by ' || e.served_by FROM served e \
                WHERE e.indexrelid = i.indexrelid ORDER BY 1) \
          FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
-         WHERE NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid) \
-           AND pg_relation_size(s.indexrelid) >= $1 \
-         ORDER BY 4 DESC"
+         WHERE {candidates} AND ($1::oid[] IS NULL OR i.indrelid = ANY($1)) OFFSET 0) u \
+         WHERE size >= $2"
     );
-    let rows = db.client.query(&sql, &[&settings.unused_index_min_bytes]).await?;
+    let tables = format!(
+        "SELECT DISTINCT i.indrelid, quote_ident(s.schemaname) || '.' || quote_ident(s.relname) \
+         FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid WHERE {candidates} ORDER BY 2"
+    );
+    let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[&settings.unused_index_min_bytes]).await?;
+    // Largest first, also when gathered table by table.
+    let rows = super::top_by(rows, 3, i64::MAX);
     Ok(rows
         .iter()
         .filter(|r| scans.application_scans(r.get(0)) == 0)
@@ -99,6 +109,7 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
             served_elsewhere: r.get(7),
         })
         .map(|index| unused_finding(&index, scans, settings, db.in_recovery))
+        .chain(super::locked_relations_finding(Category::Indexes, "Unused indexes", &locked))
         .collect())
 }
 
@@ -372,9 +383,13 @@ pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
          ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k), \
          pg_get_expr(i.indpred, i.indrelid, true), {nulls_not_distinct}, i.indisready \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
-         WHERE NOT i.indisvalid"
+         WHERE NOT i.indisvalid AND ($1::oid[] IS NULL OR i.indrelid = ANY($1))"
     );
-    let rows = db.rows(&sql).await?;
+    // Reading a definition or a size locks the table: a locked one is left out.
+    let tables = "SELECT DISTINCT i.indrelid, quote_ident(n.nspname) || '.' || quote_ident(t.relname) FROM pg_index i \
+                  JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+                  WHERE NOT i.indisvalid ORDER BY 2";
+    let (rows, locked) = db.rows_skipping_locked(&sql, tables, &[]).await?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -394,6 +409,7 @@ pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
                 .evidence(index.state())
                 .fix(index.fix())
         })
+        .chain(super::locked_relations_finding(Category::Indexes, "Invalid indexes", &locked))
         .collect())
 }
 

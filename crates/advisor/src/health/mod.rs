@@ -83,3 +83,16 @@ pub(crate) fn locked_relations_finding(
     .fix("run the advisor again once the lock is released (see the blocked and long-running queries)");
     Some(locked.iter().fold(finding, |f, name| f.evidence(format!("locked: {name}"))))
 }
+
+/// The `limit` first of `rows` by their int8 `column`, largest first: what the query's `ORDER BY
+/// column DESC LIMIT limit` gives over all relations, when `Db::rows_skipping_locked` gathered the
+/// rows relation by relation.
+pub(crate) fn top_by(
+    mut rows: Vec<tokio_postgres::Row>,
+    column: usize,
+    limit: i64,
+) -> Vec<tokio_postgres::Row> {
+    rows.sort_by_key(|r| std::cmp::Reverse(r.get::<_, i64>(column)));
+    rows.truncate(limit.max(0) as usize);
+    rows
+}

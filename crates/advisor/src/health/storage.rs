@@ -9,18 +9,23 @@ use crate::report::{Category, Finding, Severity};
 use crate::units::{bytes, count};
 
 pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
-    let rows = db
-        .client
-        .query(
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname), seq_scan::int8, seq_tup_read::int8, \
-             coalesce(idx_scan, 0)::int8, n_live_tup::int8, pg_relation_size(relid)::int8 \
-             FROM pg_stat_user_tables \
-             WHERE seq_scan > coalesce(idx_scan, 0) AND n_live_tup >= 10000 AND pg_relation_size(relid) >= $1 \
-               AND seq_tup_read / greatest(seq_scan, 1) >= 1000 \
-             ORDER BY seq_tup_read DESC LIMIT 20",
-            &[&settings.table_min_bytes],
-        )
-        .await?;
+    // Reading a table's size locks it: a locked one is left out (the statistics alone lock nothing,
+    // and the fence (OFFSET 0) keeps the size from being read before they narrowed the tables).
+    let candidates = "seq_scan > coalesce(idx_scan, 0) AND n_live_tup >= 10000 \
+                      AND seq_tup_read / greatest(seq_scan, 1) >= 1000";
+    let sql = format!(
+        "SELECT * FROM (SELECT quote_ident(schemaname) || '.' || quote_ident(relname), seq_scan::int8, \
+           seq_tup_read::int8, coalesce(idx_scan, 0)::int8, n_live_tup::int8, pg_relation_size(relid)::int8 AS size \
+           FROM pg_stat_user_tables WHERE {candidates} AND ($1::oid[] IS NULL OR relid = ANY($1)) OFFSET 0) t \
+         WHERE size >= $2 ORDER BY 3 DESC LIMIT $3"
+    );
+    let tables = format!(
+        "SELECT relid, quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables \
+         WHERE {candidates} ORDER BY 2"
+    );
+    const LIMIT: i64 = 20;
+    let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[&settings.table_min_bytes, &LIMIT]).await?;
+    let rows = super::top_by(rows, 2, LIMIT);
     Ok(rows
         .iter()
         .map(|r| {
@@ -42,6 +47,7 @@ pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<
             ))
             .fix("see the index suggestions for this table; statements that filter it need an index")
         })
+        .chain(super::locked_relations_finding(Category::Tables, "Sequential scans", &locked))
         .collect())
 }
 
@@ -234,18 +240,27 @@ pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding
              WHERE o.option_name = 'autovacuum_enabled' AND NOT o.option_value::bool)"
         )
     };
+    // As for sequential scans: the size is read last, and a locked table is left out.
+    let candidates = "s.n_dead_tup >= 10000 AND s.n_dead_tup > 0.2 * greatest(s.n_live_tup, 1)";
     let sql = format!(
-        "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.relname), s.n_live_tup::int8, s.n_dead_tup::int8, \
-         coalesce(to_char(greatest(s.last_vacuum, s.last_autovacuum), 'YYYY-MM-DD HH24:MI'), 'never'), \
-         {}, {} \
-         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
-         WHERE s.n_dead_tup >= 10000 AND s.n_dead_tup > 0.2 * greatest(s.n_live_tup, 1) \
-           AND pg_relation_size(s.relid) >= $1 \
-         ORDER BY s.n_dead_tup DESC LIMIT 20",
+        "SELECT * FROM (SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.relname), s.n_live_tup::int8, \
+           s.n_dead_tup::int8, \
+           coalesce(to_char(greatest(s.last_vacuum, s.last_autovacuum), 'YYYY-MM-DD HH24:MI'), 'never'), \
+           {}, {}, pg_relation_size(s.relid)::int8 AS size \
+           FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid LEFT JOIN pg_class t ON t.oid = c.reltoastrelid \
+           WHERE {candidates} AND ($1::oid[] IS NULL OR s.relid = ANY($1)) OFFSET 0) d \
+         WHERE size >= $2 ORDER BY 3 DESC LIMIT $3",
         off("c"),
         off("t")
     );
-    let rows = db.client.query(&sql, &[&(settings.table_min_bytes / 8)]).await?;
+    let tables = format!(
+        "SELECT s.relid, quote_ident(s.schemaname) || '.' || quote_ident(s.relname) FROM pg_stat_user_tables s \
+         WHERE {candidates} ORDER BY 2"
+    );
+    const LIMIT: i64 = 20;
+    let (rows, locked) =
+        db.rows_skipping_locked(&sql, &tables, &[&(settings.table_min_bytes / 8), &LIMIT]).await?;
+    let rows = super::top_by(rows, 2, LIMIT);
     Ok(rows
         .iter()
         .map(|r| {
@@ -267,6 +282,7 @@ pub async fn dead_rows(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding
             .evidence(why)
             .fix(fix)
         })
+        .chain(super::locked_relations_finding(Category::Bloat, "Dead rows", &locked))
         .collect())
 }
 
@@ -391,11 +407,9 @@ async fn largest_of(
     relations: &str,
     limit: i64,
 ) -> Result<(Vec<tokio_postgres::Row>, Vec<String>)> {
-    let (mut rows, locked) = db.rows_skipping_locked(sql, relations, &[&limit]).await?;
+    let (rows, locked) = db.rows_skipping_locked(sql, relations, &[&limit]).await?;
     // Relation by relation, each query returned its one row: rank them here.
-    rows.sort_by_key(|r| std::cmp::Reverse(r.get::<_, i64>(1)));
-    rows.truncate(limit.max(0) as usize);
-    Ok((rows, locked))
+    Ok((super::top_by(rows, 1, limit), locked))
 }
 
 fn largest_finding(tables: &[tokio_postgres::Row], indexes: &[tokio_postgres::Row]) -> Option<Finding> {

@@ -54,3 +54,12 @@ pub async fn advise_workload(url: &str, statements: &str) -> pgpilot_advisor::Re
     opts.workload.file = Some(workload.path().to_path_buf());
     pgpilot_advisor::advise(&opts, &pgpilot_advisor::NoProgress).await.unwrap()
 }
+
+/// A session on `url` that holds `table` locked ACCESS EXCLUSIVE (as `LOCK TABLE`, `ALTER TABLE`
+/// or `VACUUM FULL` do) until it runs ROLLBACK.
+pub async fn hold_access_exclusive(url: &str, table: &str) -> tokio_postgres::Client {
+    let (holder, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    holder.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+    holder
+}
