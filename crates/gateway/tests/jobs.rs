@@ -338,3 +338,69 @@ async fn a_run_across_a_reload_stays_visible_and_is_counted() {
     assert!(metrics.contains("pgpilot_job_running{job=\"slow\"} 0\n"), "{metrics}");
     gw.shutdown().await;
 }
+
+/// A job removed by a reload while it runs, then put back (through a reload that left no job at
+/// all), finds its run in progress on this instance: shown running, its lock (no "another
+/// instance" skip), its counters from before the removal, and the run's outcome counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_removed_and_put_back_mid_run_keeps_its_run() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sql = "SELECT pg_sleep(4); SELECT 1/0";
+    let slow = format!(
+        "[[jobs]]\nname = \"slow2\"\nkind = \"sql\"\nschedule = \"@yearly\"\ndatabase = \"postgres\"\n\
+         retries = 0\nsql = \"{sql}\"\n"
+    );
+    let other = "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n";
+    let mut config = config_for(&cluster);
+    config.jobs = jobs_from(&slow);
+    let path = dir.path().join("pgpilot.toml");
+    let write = |jobs: Vec<pgpilot_scheduler::JobSpec>| {
+        let mut next = Config::load(&path).unwrap();
+        next.jobs = jobs;
+        std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    };
+    std::fs::write(&path, toml::to_string(&config).expect("the config serializes")).unwrap();
+    let gw = start(Config::load(&path).unwrap()).await;
+    let before = gw.jobs().expect("the scheduler runs");
+    let first = before.clone();
+    let run = tokio::spawn(async move { first.run_now("slow2").await });
+    wait_until_running(&cluster, sql);
+    let skipped = before.run_now("slow2").await.unwrap();
+    assert_eq!(skipped.outcome, Outcome::Skipped, "{skipped:?}");
+
+    // Removed (another job left), then no job at all, then put back as it was.
+    write(jobs_from(other));
+    gw.reload().expect("reload");
+    assert_eq!(gw.jobs().expect("still scheduling").status().len(), 1);
+    write(Vec::new());
+    gw.reload().expect("reload");
+    assert!(gw.jobs().is_none(), "no job configured");
+    write(jobs_from(&slow));
+    gw.reload().expect("reload");
+
+    let after = gw.jobs().expect("scheduling again");
+    let status = after.status()[0].clone();
+    assert_eq!(status.name, "slow2");
+    assert!(status.running, "{status:?}");
+    let base = format!("http://{}", gw.http_addr().unwrap());
+    let (_, metrics) = get(format!("{base}/metrics")).await;
+    assert!(metrics.contains("pgpilot_job_running{job=\"slow2\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"skipped\"} 1\n"), "{metrics}");
+    let again = after.run_now("slow2").await.unwrap();
+    assert_eq!(again.outcome, Outcome::Skipped);
+    assert_eq!(again.error.as_deref(), Some("it is already running on this instance"), "{again:?}");
+
+    let finished = run.await.unwrap().unwrap();
+    assert_eq!(finished.outcome, Outcome::Failed, "{finished:?}");
+    let status = after.status()[0].clone();
+    assert!(!status.running, "{status:?}");
+    assert_eq!(status.last_outcome, Some(Outcome::Failed), "{status:?}");
+    assert!(status.last_error.unwrap_or_default().contains("division by zero"));
+    let (_, metrics) = get(format!("{base}/metrics")).await;
+    assert!(metrics.contains("pgpilot_job_failures_total{job=\"slow2\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"failed\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"skipped\"} 2\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_running{job=\"slow2\"} 0\n"), "{metrics}");
+    gw.shutdown().await;
+}

@@ -68,12 +68,21 @@ struct JobState {
 
 /// This instance's runs of a job, by name. A scheduler that replaces another on reload adopts
 /// the old one's records: a run the old scheduler is finishing stays visible as running, is
-/// counted when it ends, and keeps the new scheduler from starting the job meanwhile.
+/// counted when it ends, and keeps the new scheduler from starting the job meanwhile. The record
+/// of a job the reload removed is handed on while its run goes on (`Shared::removed`), so the
+/// job put back by a later reload finds it; once that run has ended, it is dropped.
 #[derive(Default)]
 struct JobRecord {
     state: Mutex<JobState>,
-    /// Held for the length of a run: a job never overlaps itself within an instance.
+    /// Held for the length of a run: a job never overlaps itself within an instance. Taken
+    /// under the state's lock, together with setting `running`.
     gate: tokio::sync::Mutex<()>,
+}
+
+impl JobRecord {
+    fn state(&self) -> MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 struct JobEntry {
@@ -88,7 +97,7 @@ struct JobEntry {
 
 impl JobEntry {
     fn state(&self) -> MutexGuard<'_, JobState> {
-        self.record.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.record.state()
     }
 
     fn next_run(&self) -> MutexGuard<'_, Option<DateTime<Utc>>> {
@@ -98,6 +107,9 @@ impl JobEntry {
 
 struct Shared {
     jobs: Vec<Arc<JobEntry>>,
+    /// The records of jobs no longer configured whose run (in a replaced scheduler) was in
+    /// progress when this scheduler started, by name: for the scheduler replacing this one.
+    removed: HashMap<String, Arc<JobRecord>>,
     resolver: Arc<dyn DatabaseResolver>,
     clock: Arc<dyn Clock>,
     options: SchedulerOptions,
@@ -136,7 +148,9 @@ impl Scheduler {
 
     /// Takes over from `previous` (a reload): it starts no more runs, its runs in progress go
     /// on, and the jobs of the same name here carry on its records (status, counters, the
-    /// in-instance overlap guard), so those runs are shown and counted by this scheduler.
+    /// in-instance overlap guard), so those runs are shown and counted by this scheduler. A job
+    /// `previous` had and this one has not keeps its record here while its run goes on, and so
+    /// does one `previous` kept that way: a later reload that puts the job back finds its run.
     pub fn replace(
         previous: &SchedulerHandle,
         jobs: Vec<JobSpec>,
@@ -145,7 +159,8 @@ impl Scheduler {
         options: SchedulerOptions,
     ) -> SchedulerHandle {
         previous.stop_scheduling();
-        let records = previous.shared.jobs.iter().map(|j| (j.spec.name.clone(), j.record.clone())).collect();
+        let mut records: HashMap<String, Arc<JobRecord>> = previous.shared.removed.clone();
+        records.extend(previous.shared.jobs.iter().map(|j| (j.spec.name.clone(), j.record.clone())));
         start_adopting(jobs, resolver, clock, options, records)
     }
 }
@@ -170,9 +185,12 @@ fn start_adopting(
             Arc::new(JobEntry { spec, schedule, period, next_run: Mutex::new(next_run), record })
         })
         .collect();
+    // A removed job's run in progress is still this instance's; an ended one is forgotten.
+    records.retain(|_, record| record.state().running);
+    let removed = records;
     let (stop, _) = watch::channel(false);
     let (cancel, _) = watch::channel(false);
-    let shared = Arc::new(Shared { jobs, resolver, clock, options, started, stop, cancel });
+    let shared = Arc::new(Shared { jobs, removed, resolver, clock, options, started, stop, cancel });
     let loops = shared
         .jobs
         .iter()
@@ -328,7 +346,16 @@ fn not_run(spec: &JobSpec, now: DateTime<Utc>, outcome: Outcome, error: String) 
 }
 
 async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTime<Utc>>) -> RunReport {
-    let Ok(_gate) = job.record.gate.try_lock() else {
+    // `running` is set with the gate taken, so a reload never sees a run started but not running.
+    let gate = {
+        let mut state = job.state();
+        let gate = job.record.gate.try_lock();
+        if gate.is_ok() {
+            state.running = true;
+        }
+        gate
+    };
+    let Ok(_gate) = gate else {
         let report = not_run(
             &job.spec,
             shared.clock.now(),
@@ -338,7 +365,6 @@ async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTi
         job.state().counters.record(&report);
         return report;
     };
-    job.state().running = true;
     let report = match shared.resolver.resolve(&job.spec) {
         Ok(config) => {
             let req = RunRequest {

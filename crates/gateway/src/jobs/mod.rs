@@ -54,9 +54,12 @@ pub fn reload(shared: &Arc<Shared>, previous: &[JobSpec]) {
     if current == previous {
         return;
     }
-    let previous = shared.jobs.load_full();
+    // With no job configured there is no scheduler: the one the last reload retired holds the
+    // records of the runs still going on (its jobs', and those of jobs removed before).
+    let previous = shared.jobs.load_full().or_else(|| shared.retired_jobs.lock().last().cloned());
     // The new scheduler carries on the old one's per-job records, so a run the old one is
-    // finishing stays visible (running, then its outcome) under the job's name.
+    // finishing stays visible (running, then its outcome) under the job's name, also when the
+    // job was removed and is put back while that run goes on.
     let old = shared.jobs.swap(start_after(shared, &current, previous.as_deref()).map(Arc::new));
     if let Some(old) = old {
         // docs/jobs.md: runs in progress finish. The new scheduler's slots start after now; a
