@@ -178,6 +178,18 @@ async fn a_replica_is_checked_read_only() {
     );
 }
 
+/// Three sessions on `url`, each with its backend's pid.
+async fn three_sessions(url: &str) -> [(tokio_postgres::Client, i32); 3] {
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        sessions.push((client, pid));
+    }
+    sessions.try_into().unwrap_or_else(|_| unreachable!("three sessions"))
+}
+
 /// A chain of waits: A holds a row lock and sits idle in its transaction, B waits for the row,
 /// and an ALTER TABLE (C) waits for both. The fix for C terminates A, the root of the chain, never
 /// B, which is itself waiting (terminating it would leave C blocked).
@@ -187,16 +199,7 @@ async fn the_fix_for_a_blocked_chain_names_its_root_blocker() {
     cluster.psql("postgres", "CREATE DATABASE chain");
     cluster.psql("chain", "CREATE TABLE tiny (id int PRIMARY KEY, v text); INSERT INTO tiny VALUES (1, 'x')");
     let url = cluster.url("postgres", "chain");
-    let mut sessions = Vec::new();
-    for _ in 0..3 {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-        sessions.push((client, pid));
-    }
-    let (c, pid_c) = sessions.pop().unwrap();
-    let (b, pid_b) = sessions.pop().unwrap();
-    let (a, pid_a) = sessions.pop().unwrap();
+    let [(a, pid_a), (b, pid_b), (c, pid_c)] = three_sessions(&url).await;
     a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
     let wait_for_waiters = |n: usize| {
         let start = Instant::now();
@@ -293,16 +296,7 @@ async fn a_query_queued_behind_waiting_ddl_is_freed_by_cancelling_the_ddl() {
         "CREATE TABLE tiny (id int PRIMARY KEY, v text); INSERT INTO tiny VALUES (1, 'x'), (2, 'y')",
     );
     let url = cluster.url("postgres", "queue");
-    let mut sessions = Vec::new();
-    for _ in 0..3 {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
-        sessions.push((client, pid));
-    }
-    let (c, pid_c) = sessions.pop().unwrap();
-    let (b, pid_b) = sessions.pop().unwrap();
-    let (a, pid_a) = sessions.pop().unwrap();
+    let [(a, pid_a), (b, pid_b), (c, pid_c)] = three_sessions(&url).await;
     a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
     let waiting_on = |pid: i32, expected: String| {
         let cluster = &cluster;

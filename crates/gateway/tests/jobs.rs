@@ -322,21 +322,32 @@ async fn a_run_across_a_reload_stays_visible_and_is_counted() {
     let base = format!("http://{}", gw.http_addr().unwrap());
     let (_, metrics) = get(format!("{base}/metrics")).await;
     assert!(metrics.contains("pgpilot_job_running{job=\"slow\"} 1\n"), "{metrics}");
-    let again = after.run_now("slow").await.unwrap();
+    let metrics = the_run_is_this_instances_and_counted(&after, "slow", run, &base).await;
+    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow\",outcome=\"failed\"} 1\n"), "{metrics}");
+    gw.shutdown().await;
+}
+
+/// The run `run` of job `name`, still going, is this instance's to `jobs` (a second run is
+/// skipped as running here), and when it fails its outcome is counted; returns /metrics after.
+async fn the_run_is_this_instances_and_counted(
+    jobs: &pgpilot_scheduler::SchedulerHandle,
+    name: &str,
+    run: tokio::task::JoinHandle<Result<pgpilot_scheduler::RunReport, pgpilot_scheduler::SchedulerError>>,
+    base: &str,
+) -> String {
+    let again = jobs.run_now(name).await.unwrap();
     assert_eq!(again.outcome, Outcome::Skipped);
     assert_eq!(again.error.as_deref(), Some("it is already running on this instance"), "{again:?}");
-
     let finished = run.await.unwrap().unwrap();
     assert_eq!(finished.outcome, Outcome::Failed, "{finished:?}");
-    let slow = after.status()[0].clone();
-    assert!(!slow.running, "{slow:?}");
-    assert_eq!(slow.last_outcome, Some(Outcome::Failed), "{slow:?}");
-    assert!(slow.last_error.unwrap_or_default().contains("division by zero"));
+    let status = jobs.status().into_iter().find(|s| s.name == name).unwrap();
+    assert!(!status.running, "{status:?}");
+    assert_eq!(status.last_outcome, Some(Outcome::Failed), "{status:?}");
+    assert!(status.last_error.unwrap_or_default().contains("division by zero"));
     let (_, metrics) = get(format!("{base}/metrics")).await;
-    assert!(metrics.contains("pgpilot_job_failures_total{job=\"slow\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow\",outcome=\"failed\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_running{job=\"slow\"} 0\n"), "{metrics}");
-    gw.shutdown().await;
+    assert!(metrics.contains(&format!("pgpilot_job_failures_total{{job=\"{name}\"}} 1\n")), "{metrics}");
+    assert!(metrics.contains(&format!("pgpilot_job_running{{job=\"{name}\"}} 0\n")), "{metrics}");
+    metrics
 }
 
 /// A job removed by a reload while it runs, then put back (through a reload that left no job at
@@ -387,20 +398,8 @@ async fn a_job_removed_and_put_back_mid_run_keeps_its_run() {
     let (_, metrics) = get(format!("{base}/metrics")).await;
     assert!(metrics.contains("pgpilot_job_running{job=\"slow2\"} 1\n"), "{metrics}");
     assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"skipped\"} 1\n"), "{metrics}");
-    let again = after.run_now("slow2").await.unwrap();
-    assert_eq!(again.outcome, Outcome::Skipped);
-    assert_eq!(again.error.as_deref(), Some("it is already running on this instance"), "{again:?}");
-
-    let finished = run.await.unwrap().unwrap();
-    assert_eq!(finished.outcome, Outcome::Failed, "{finished:?}");
-    let status = after.status()[0].clone();
-    assert!(!status.running, "{status:?}");
-    assert_eq!(status.last_outcome, Some(Outcome::Failed), "{status:?}");
-    assert!(status.last_error.unwrap_or_default().contains("division by zero"));
-    let (_, metrics) = get(format!("{base}/metrics")).await;
-    assert!(metrics.contains("pgpilot_job_failures_total{job=\"slow2\"} 1\n"), "{metrics}");
+    let metrics = the_run_is_this_instances_and_counted(&after, "slow2", run, &base).await;
     assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"failed\"} 1\n"), "{metrics}");
     assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"skipped\"} 2\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_running{job=\"slow2\"} 0\n"), "{metrics}");
     gw.shutdown().await;
 }
