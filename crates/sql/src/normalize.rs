@@ -85,8 +85,7 @@ impl Out {
         // `$n` without a temporary String: this runs for every literal of every statement.
         self.separate();
         self.placeholder();
-        let secret = std::mem::take(&mut self.secret_follows) || looks_secret(raw);
-        self.keep(if secret { REDACTED } else { raw });
+        self.keep(raw);
         self.secret_word_follows = raw.ends_with('\'') && ends_with_password(&raw[..raw.len() - 1]);
     }
 
@@ -105,9 +104,14 @@ impl Out {
         self.prev = Prev::Operand;
     }
 
+    /// Keeps a constant for the slow log, when constants are kept: a secret (right after
+    /// PASSWORD, or one by its look) only as redacted. Nothing is looked at otherwise: this runs
+    /// for every literal of every statement.
     fn keep(&mut self, raw: &str) {
+        let after_password = std::mem::take(&mut self.secret_follows);
         if let Some(c) = self.constants.as_mut() {
-            c.push(raw.to_string());
+            let secret = after_password || looks_secret(raw);
+            c.push(if secret { REDACTED } else { raw }.to_string());
         }
     }
 
