@@ -401,12 +401,11 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
                 // The administrator meant to stop this request: it does not run again elsewhere.
                 let _ = s.sock.write_all(&warning).await;
                 s.status = TxnStatus::Idle;
-                *s.reg.info.server.lock() = None;
                 let why = format!(
                     "server connection {} (backend pid {}) terminated by an administrator",
                     server.id, server.cancel.pid
                 );
-                server.pool().clone().discard(server, "terminated by an administrator");
+                close_attached(s, server, "terminated by an administrator");
                 Err(Ending::ServerGone(why))
             }
             loss => {
@@ -419,28 +418,30 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
             if clean && !matches!(ending, Ending::ServerGone(_)) {
                 s.server = Some(server);
             } else {
-                *s.reg.info.server.lock() = None;
-                let pool = server.pool().clone();
-                pool.discard(server, ending_reason(&ending));
+                close_attached(s, server, ending_reason(&ending));
             }
             Err(ending)
         }
     }
 }
 
+/// The attachment ends with its server closed, not given back to its pool.
+fn close_attached(s: &Session, server: Box<ServerConn>, why: &str) {
+    *s.reg.info.server.lock() = None;
+    server.pool().clone().discard(server, why);
+}
+
 /// The server connection died before answering: it is dropped (a replica that is `down` is
 /// banned) and the client's request goes back in front of its input, to be routed again.
 fn retry_elsewhere(s: &mut Session, server: Box<ServerConn>, input: BytesMut, down: bool) {
-    let pool = server.pool().clone();
-    tracing::warn!(database = %s.db.name, server = %pool.id.server, "server lost before answering; the request moves to another server");
-    pool.discard(server, "lost before answering");
+    tracing::warn!(database = %s.db.name, server = %server.pool().id.server, "server lost before answering; the request moves to another server");
+    close_attached(s, server, "lost before answering");
     if let Some(a) = s.attachment.take() {
         if down && a.is_replica(s.db.primary_index()) {
             let ban = s.db.routing.load().ban_time.get().as_millis() as u64;
             s.db.backends[a.backend].ban(ban, "connection lost");
         }
     }
-    *s.reg.info.server.lock() = None;
     s.reg.info.set_state(crate::registry::ClientState::Idle);
     s.status = TxnStatus::Idle;
     let mut buf = input;
