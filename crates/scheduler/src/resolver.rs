@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
@@ -52,7 +51,8 @@ struct PartialConfig {
     jobs: Vec<JobSpec>,
 }
 
-/// Jobs and database URLs read from a pgpilot.toml.
+/// Jobs and database URLs read from a pgpilot.toml's text (the library on its own; `pgpilot jobs`
+/// logs in through the gateway's config instead).
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
     pub databases: DatabaseUrls,
@@ -72,11 +72,6 @@ impl JobsConfig {
             primaries.insert(name, primary);
         }
         Ok(JobsConfig { databases: DatabaseUrls { primaries }, jobs: partial.jobs })
-    }
-
-    pub fn load(path: &Path) -> Result<JobsConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        JobsConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
