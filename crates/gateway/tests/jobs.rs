@@ -158,6 +158,18 @@ fn every_minute(
     path
 }
 
+/// A second job for reloads to add beside the one under test.
+const OTHER_JOB: &str =
+    "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n";
+
+/// Adds [`OTHER_JOB`] to the config file at `path` and has `gw` reload it.
+fn reload_with_another_job(gw: &pgpilot_gateway::Gateway, path: &std::path::Path) {
+    let mut next = Config::load(path).unwrap();
+    next.jobs.extend(jobs_from(OTHER_JOB));
+    std::fs::write(path, toml::to_string(&next).unwrap()).unwrap();
+    gw.reload().expect("reload");
+}
+
 /// Blocks (off the runtime's workers' hot path) until the minute's run of `sql` is on the server.
 fn wait_until_running(cluster: &Cluster, sql: &str) {
     let query = format!("SELECT count(*) FROM pg_stat_activity WHERE query = '{}'", sql.replace('\'', "''"));
@@ -176,12 +188,7 @@ async fn a_reload_that_changes_jobs_lets_the_run_in_progress_finish() {
     let gw = start(Config::load(&path).unwrap()).await;
     wait_until_running(&cluster, sql);
 
-    let mut next = Config::load(&path).unwrap();
-    next.jobs.extend(jobs_from(
-        "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n",
-    ));
-    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
-    gw.reload().expect("reload");
+    reload_with_another_job(&gw, &path);
     assert_eq!(gw.jobs().unwrap().status().len(), 2, "the new scheduler took over");
     tokio::task::block_in_place(|| {
         cluster.wait_for(
@@ -310,12 +317,7 @@ async fn a_run_across_a_reload_stays_visible_and_is_counted() {
     let run = tokio::spawn(async move { before.run_now("slow").await });
     wait_until_running(&cluster, sql);
 
-    let mut next = Config::load(&path).unwrap();
-    next.jobs.extend(jobs_from(
-        "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n",
-    ));
-    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
-    gw.reload().expect("reload");
+    reload_with_another_job(&gw, &path);
     let after = gw.jobs().expect("still scheduling");
     assert_eq!(after.status().len(), 2, "the new scheduler took over");
     assert!(after.status()[0].running, "{:?}", after.status()[0]);
@@ -362,7 +364,7 @@ async fn a_job_removed_and_put_back_mid_run_keeps_its_run() {
         "[[jobs]]\nname = \"slow2\"\nkind = \"sql\"\nschedule = \"@yearly\"\ndatabase = \"postgres\"\n\
          retries = 0\nsql = \"{sql}\"\n"
     );
-    let other = "[[jobs]]\nname = \"other\"\nkind = \"sql\"\nschedule = \"@daily\"\ndatabase = \"postgres\"\nsql = \"SELECT 1\"\n";
+    let other = OTHER_JOB;
     let mut config = config_for(&cluster);
     config.jobs = jobs_from(&slow);
     let path = dir.path().join("pgpilot.toml");
