@@ -9,11 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; SECS=${2:-6}; IDLE=${3:-9000}
-TOOLS=${BENCH_TOOLS:-$(cd .. && pwd)/shared/bench}
+source benches/common.sh
 BIN=target/release/pgpilot
 PRIMARY=postgres://postgres@127.0.0.1:55432/postgres
-cargo build --release -p pgpilot >/dev/null
-"$TOOLS/pgstack" start >/dev/null
 BIN=$(pwd)/$BIN
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT

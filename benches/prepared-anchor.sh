@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; SECS=${2:-6}
-TOOLS=${BENCH_TOOLS:-$(cd .. && pwd)/shared/bench}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cargo build --release -p pgpilot >/dev/null
-"$TOOLS/pgstack" start >/dev/null
+source benches/common.sh
 DIR=$(mktemp -d); chmod 755 "$DIR"
 BOUNCER=29433 GATEWAY=29434
 cat >"$DIR/pgbouncer.ini" <<INI

@@ -10,11 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; SECS=${2:-6}
-TOOLS=${BENCH_TOOLS:-$(cd .. && pwd)/shared/bench}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cargo build --release -p pgpilot >/dev/null
-"$TOOLS/pgstack" start >/dev/null
+source benches/common.sh
 BIN=$(pwd)/target/release/pgpilot
 P=postgres://postgres@127.0.0.1:55432/postgres
 R=postgres://postgres@127.0.0.1:55433/postgres
