@@ -17,6 +17,7 @@ pub mod pool;
 pub mod registry;
 pub mod routing;
 pub mod session;
+mod shapes;
 pub mod shared;
 pub mod signal;
 pub mod stats;

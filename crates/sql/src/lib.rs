@@ -13,6 +13,7 @@ mod cache;
 mod hints;
 pub mod normalize;
 pub mod quick;
+pub mod shape;
 mod statement;
 mod walk;
 

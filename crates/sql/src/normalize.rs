@@ -21,7 +21,7 @@ pub struct Normalized {
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-struct Out {
+struct Out<'s> {
     hash: u64,
     text: String,
     constants: Option<Vec<String>>,
@@ -36,6 +36,10 @@ struct Out {
     /// A string literal ended with the word PASSWORD (quotes out of balance, as in a script
     /// missing a quote): the next word is likely the secret, and is written as a constant.
     secret_word_follows: bool,
+    /// Where each constant is in the text, when a [`crate::shape`] is being recorded.
+    spans: Option<&'s mut Vec<(u32, u32)>>,
+    /// Every constant so far is of a kind a shape can match, and nothing else read one's content.
+    reusable: bool,
 }
 
 /// What a secret is kept as among the constants (log_parameters).
@@ -52,7 +56,7 @@ enum Prev {
     Operand,
 }
 
-impl Out {
+impl Out<'_> {
     fn token(&mut self, raw: &str, fold_case: bool) {
         self.separate();
         self.append(raw, fold_case);
@@ -81,6 +85,18 @@ impl Out {
         }
     }
 
+    /// The constant `sql[start..end]`, its place noted for a shape.
+    fn constant_at(&mut self, sql: &str, start: usize, end: usize) {
+        if let Some(spans) = self.spans.as_mut() {
+            if crate::shape::matchable_constant(&sql.as_bytes()[start..end]) {
+                spans.push((start as u32, end as u32));
+            } else {
+                self.reusable = false;
+            }
+        }
+        self.constant(&sql[start..end]);
+    }
+
     fn constant(&mut self, raw: &str) {
         // `$n` without a temporary String: this runs for every literal of every statement.
         self.separate();
@@ -91,6 +107,7 @@ impl Out {
 
     /// A word that follows PASSWORD inside quotes out of balance: written as a constant.
     fn secret_word(&mut self) {
+        self.reusable = false;
         self.separate();
         self.placeholder();
         self.keep(REDACTED);
@@ -119,6 +136,8 @@ impl Out {
     /// length, as PostgreSQL 18's pg_stat_statements does: an ORM's lists of varying length are
     /// one statement, not one per length.
     fn in_list(&mut self, sql: &str, items: &[(usize, usize)]) {
+        // Lists of other lengths are the same statement: a shape of this one would not say so.
+        self.reusable = false;
         // One spelling whether or not the text had a space before the list.
         self.pending_space = true;
         self.separate();
@@ -156,6 +175,24 @@ pub fn normalize(sql: &str, keep_constants: bool) -> Normalized {
 /// `normalize` writing the text into `text` (cleared first), for a caller that reuses one buffer;
 /// returns the fingerprint and the constants.
 pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u64, Vec<String>) {
+    let out = normalize_out(sql, keep_constants, text, None);
+    (out.0, out.1)
+}
+
+/// `normalize_into` without constants, noting where each constant is in `spans` (cleared first);
+/// returns the fingerprint and whether a [`crate::shape`] of the text can stand for later texts.
+pub fn normalize_with_spans(sql: &str, text: &mut String, spans: &mut Vec<(u32, u32)>) -> (u64, bool) {
+    spans.clear();
+    let (fingerprint, _, reusable) = normalize_out(sql, false, text, Some(spans));
+    (fingerprint, reusable)
+}
+
+fn normalize_out(
+    sql: &str,
+    keep_constants: bool,
+    text: &mut String,
+    spans: Option<&mut Vec<(u32, u32)>>,
+) -> (u64, Vec<String>, bool) {
     text.clear();
     let mut out = Out {
         hash: FNV_OFFSET,
@@ -167,6 +204,8 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
         prev: Prev::Operator,
         secret_follows: false,
         secret_word_follows: false,
+        spans,
+        reusable: true,
     };
     let b = sql.as_bytes();
     let mut i = 0;
@@ -191,7 +230,7 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
             }
             b'\'' => {
                 let end = quoted_end(b, i, b'\'');
-                out.constant(&sql[i..end]);
+                out.constant_at(sql, i, end);
                 i = end;
                 continue;
             }
@@ -199,7 +238,7 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
             b'$' if next.is_some_and(|n| n == b'$' || n.is_ascii_alphabetic() || n == b'_' || n >= 0x80) => {
                 match dollar_quoted_end(b, i) {
                     Some(end) => {
-                        out.constant(&sql[i..end]);
+                        out.constant_at(sql, i, end);
                         i = end;
                         continue;
                     }
@@ -220,19 +259,19 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
             }
             b'-' if out.prev == Prev::Operator && starts_number(b, i + 1) => {
                 let end = number_end(b, i + 1);
-                out.constant(&sql[i..end]);
+                out.constant_at(sql, i, end);
                 i = end;
                 continue;
             }
             b'0'..=b'9' => {
                 let end = number_end(b, i);
-                out.constant(&sql[i..end]);
+                out.constant_at(sql, i, end);
                 i = end;
                 continue;
             }
             b'.' if next.is_some_and(|n| n.is_ascii_digit()) => {
                 let end = number_end(b, i);
-                out.constant(&sql[i..end]);
+                out.constant_at(sql, i, end);
                 i = end;
                 continue;
             }
@@ -245,14 +284,14 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
                 if end == i + 1 && b.get(end) == Some(&b'\'') && matches!(c | 0x20, b'e' | b'b' | b'x' | b'n')
                 {
                     let close = quoted_end(b, end, b'\'');
-                    out.constant(&sql[i..close]);
+                    out.constant_at(sql, i, close);
                     i = close;
                     continue;
                 }
                 // U&'...' too (its escapes may spell anything, a password included).
                 if end == i + 1 && c | 0x20 == b'u' && b[end..].starts_with(b"&'") {
                     let close = quoted_end(b, end + 1, b'\'');
-                    out.constant(&sql[i..close]);
+                    out.constant_at(sql, i, close);
                     i = close;
                     continue;
                 }
@@ -283,7 +322,7 @@ pub fn normalize_into(sql: &str, keep_constants: bool, text: &mut String) -> (u6
         i = end;
     }
     *text = out.text;
-    (out.hash, out.constants.unwrap_or_default())
+    (out.hash, out.constants.unwrap_or_default(), out.reusable)
 }
 
 /// Whether a literal or a bound value holds a credential: it mentions a password (a connection
@@ -306,7 +345,7 @@ fn mentions_password(raw: &str) -> bool {
 
 /// Whether `text` ends with the word PASSWORD and a blank (`... PASSWORD '` where a quote went
 /// missing; a literal ending in "password" itself is just text).
-fn ends_with_password(text: &str) -> bool {
+pub(crate) fn ends_with_password(text: &str) -> bool {
     if !text.ends_with(|c: char| c.is_ascii_whitespace()) {
         return false;
     }
@@ -378,7 +417,7 @@ fn is_keyword_before_value(word: &[u8]) -> bool {
     )
 }
 
-fn starts_number(b: &[u8], i: usize) -> bool {
+pub(crate) fn starts_number(b: &[u8], i: usize) -> bool {
     match b.get(i) {
         Some(c) if c.is_ascii_digit() => true,
         Some(b'.') => b.get(i + 1).is_some_and(u8::is_ascii_digit),
@@ -454,7 +493,12 @@ fn utf8_len(first: u8) -> usize {
 
 /// The end of a quoted literal or identifier starting at `start` (doubled quotes and, in E''
 /// strings, backslash escapes stay inside); the text's end when unterminated.
-fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
+pub(crate) fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
+    quoted_close(b, start, quote).unwrap_or(b.len())
+}
+
+/// `quoted_end`, None when the quote is never closed.
+pub(crate) fn quoted_close(b: &[u8], start: usize, quote: u8) -> Option<usize> {
     // Backslash escapes only in E'...' strings (standard_conforming_strings is on by default);
     // the E must be a word of its own: `LIKE'a\'` is LIKE and a standard string.
     let escapes = quote == b'\''
@@ -472,11 +516,11 @@ fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
                 i += 2;
                 continue;
             }
-            return i + 1;
+            return Some(i + 1);
         }
         i += 1;
     }
-    b.len()
+    None
 }
 
 /// Where the `/* ... */` comment starting at `start` ends (nested comments included), or the end
@@ -516,7 +560,7 @@ fn dollar_quoted_end(b: &[u8], start: usize) -> Option<usize> {
     Some(close.map_or(b.len(), |close| body + close + tag.len()))
 }
 
-fn number_end(b: &[u8], start: usize) -> usize {
+pub(crate) fn number_end(b: &[u8], start: usize) -> usize {
     let mut i = start;
     let mut seen_e = false;
     while i < b.len() {

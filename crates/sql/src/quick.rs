@@ -143,6 +143,13 @@ pub fn quick_look(sql: &str) -> QuickLook {
                 continue;
             }
             b'(' => paren = true,
+            // A number is one token, as the normalizer reads it: `1e5` holds no word `e5`. (So a
+            // text of a known shape looks the same whatever its numbers: see shape.rs.)
+            b'0'..=b'9' | b'.' if c != b'.' || b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i = crate::normalize::number_end(b, i);
+                at_statement_start = false;
+                continue;
+            }
             _ if is_ident_start(c) => {
                 let start = i;
                 while i < b.len() && is_ident(b[i]) {

@@ -70,6 +70,9 @@ impl QueryKey {
 
     /// `of` for a text already known to be UTF-8.
     pub fn of_str(sql: &str, keep_constants: bool) -> (QueryKey, Vec<String>) {
+        if !keep_constants && sql.len() <= INTERNED_TEXT_MAX {
+            return (crate::shapes::key_of(sql), Vec::new());
+        }
         INTERNER.with_borrow_mut(|interner| {
             let (fingerprint, constants) =
                 pgpilot_sql::normalize::normalize_into(sql, keep_constants, &mut interner.scratch);
@@ -79,6 +82,15 @@ impl QueryKey {
                 return (QueryKey { fingerprint, normalized }, constants);
             }
             (QueryKey { fingerprint, normalized: interner.intern(fingerprint) }, constants)
+        })
+    }
+
+    /// A normalized key, with the places of the text's constants noted for a shape.
+    pub(crate) fn with_spans(sql: &str, spans: &mut Vec<(u32, u32)>) -> (QueryKey, bool) {
+        INTERNER.with_borrow_mut(|interner| {
+            let (fingerprint, reusable) =
+                pgpilot_sql::normalize::normalize_with_spans(sql, &mut interner.scratch, spans);
+            (QueryKey { fingerprint, normalized: interner.intern(fingerprint) }, reusable)
         })
     }
 }
@@ -119,5 +131,29 @@ mod tests {
             assert!(!i.texts.values().any(|t| t.len() > INTERNED_TEXT_MAX));
         });
         assert_eq!(&*k.normalized, "SELECT $1");
+    }
+
+    /// The key found by shape is the key normalizing gives (keeping constants never uses shapes).
+    #[test]
+    fn keys_found_by_shape_are_the_normalized_keys() {
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 4711;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
+            "select abalance from pgbench_accounts where aid = 6",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 'x';",
+            "SELECT abalance FROM pgbench_accounts WHERE aid IN (1, 2);",
+            "SELECT abalance FROM pgbench_accounts WHERE aid IN (3, 4, 5);",
+            "UPDATE t SET v = 'a' WHERE id = -1",
+            "UPDATE t SET v = 'b$1' WHERE id = -2",
+            "UPDATE t SET v = 'c' WHERE id = -3",
+        ];
+        for _ in 0..2 {
+            for text in texts {
+                let (by_shape, _) = QueryKey::of(text.as_bytes(), false);
+                let (normalized, _) = QueryKey::of(text.as_bytes(), true);
+                assert_eq!(by_shape.fingerprint, normalized.fingerprint, "{text}");
+                assert_eq!(by_shape.normalized, normalized.normalized, "{text}");
+            }
+        }
     }
 }

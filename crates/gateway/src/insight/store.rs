@@ -104,7 +104,7 @@ impl Entry {
 /// Fingerprints are already hashes: one multiply spreads them over the table's buckets and tags
 /// (the shard index took the top bits, which would otherwise be the same for a whole shard).
 #[derive(Default)]
-struct FingerprintHasher(u64);
+pub(crate) struct FingerprintHasher(u64);
 
 impl Hasher for FingerprintHasher {
     fn finish(&self) -> u64 {

@@ -109,7 +109,7 @@ impl Session {
         };
         let Some(request) = request else { return Ok(false) };
         let Ok(sql) = std::str::from_utf8(&request.text) else { return Ok(false) };
-        if pgpilot_sql::quick_look(sql).plain_write {
+        if crate::shapes::look_of(sql).plain_write {
             // No parse for a write here: its flow classifies it once for invalidation.
             stats.bypass(Bypass::Statement(pgpilot_sql::NotCacheable::NotASelect));
             return Ok(false);
@@ -407,7 +407,7 @@ impl Session {
     /// What a statement passing to the server invalidates when its transaction ends.
     pub(super) fn invalidation_of_text(&mut self, text: &[u8]) -> Invalidation {
         let Ok(sql) = std::str::from_utf8(text) else { return Invalidation::Everything };
-        if pgpilot_sql::quick_look(sql).plain_select && self.db.plain_selects_only_read() {
+        if crate::shapes::look_of(sql).plain_select && self.db.plain_selects_only_read() {
             return Invalidation::Nothing;
         }
         self.refresh_search_path();

@@ -183,7 +183,7 @@ impl Flow {
         if !self.track_session {
             return None;
         }
-        if !look.unwrap_or_else(|| pgpilot_sql::quick_look(sql)).may_change_session() {
+        if !look.unwrap_or_else(|| crate::shapes::look_of(sql)).may_change_session() {
             return None;
         }
         Some(s.shared.classifier.classify(sql))

@@ -25,13 +25,26 @@ const CATALOG_OBJECTS: &[&[u8]] = &[
 /// statement (`SELECT 1; ALTER FUNCTION f() VOLATILE`); one inside a string only costs a look. A
 /// false positive costs one catalog read.
 pub fn mentions_function_ddl(text: &[u8]) -> bool {
-    text.split(|&c| c == b';').any(|statement| {
-        let rest = skip_comments(statement);
-        let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
-        let word = &rest[..word_len];
-        let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
-        ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
-    })
+    let mut statements = text;
+    loop {
+        // memchr: this runs on every simple Query's text.
+        let end = memchr::memchr(b';', statements).unwrap_or(statements.len());
+        if is_catalog_ddl(&statements[..end]) {
+            return true;
+        }
+        match statements.get(end + 1..) {
+            Some(rest) => statements = rest,
+            None => return false,
+        }
+    }
+}
+
+fn is_catalog_ddl(statement: &[u8]) -> bool {
+    let rest = skip_comments(statement);
+    let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let word = &rest[..word_len];
+    let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
+    ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
 }
 
 fn skip_comments(mut text: &[u8]) -> &[u8] {

@@ -61,7 +61,7 @@ impl Session {
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
         let Some(sql) = self.text_of(msg).map(super::frontend::readable) else { return unknown };
-        let quick = pgpilot_sql::quick_look(&sql);
+        let quick = crate::shapes::look_of(&sql);
         let mut stated_isolation = None;
         let plain_read = quick.plain_select && self.db.plain_selects_only_read();
         let found = if plain_read && self.route != SessionRoute::Replica {
