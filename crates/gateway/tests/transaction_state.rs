@@ -1363,6 +1363,97 @@ async fn a_bind_of_the_old_row_type_on_a_fresh_copy_fails_as_a_changed_result_ty
     gw.shutdown().await;
 }
 
+/// The same inside a transaction, begun by a request of its own (asyncpg) or by an unnamed BEGIN
+/// in the request that binds (pgJDBC): the fresh copy was bound unchecked, and its rows reached
+/// the client with values under the wrong columns, in every transaction after the DDL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_a_transaction_a_fresh_copy_with_another_row_type_fails_as_a_changed_result_type() {
+    use pgpilot_wire::frontend;
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE retype_tx(id int, c_1 int, c_2 int); INSERT INTO retype_tx VALUES (1, 2, 3)",
+    );
+    // One server keeping one statement: another client's statement evicts the first one's copy.
+    let gw = small_pool(&pg, 1, 1).await;
+    let other = connect(&gw).await;
+    let text = b"SELECT * FROM retype_tx";
+    let mut raw = raw_login(addr(&gw)).await;
+    let mut prepare = bytes::BytesMut::new();
+    frontend::parse(&mut prepare, b"r1", text, &[0, 0]);
+    frontend::target(&mut prepare, b'D', b'S', b"r1");
+    frontend::sync(&mut prepare);
+    raw.write_all(&prepare).await.unwrap();
+    until_ready_for_query(&mut raw, 1).await;
+    let ddls = [
+        "ALTER TABLE retype_tx DROP COLUMN c_1, ADD COLUMN c_3 int",
+        "ALTER TABLE retype_tx ALTER COLUMN c_2 TYPE bigint",
+    ];
+    for (round, ddl) in ddls.into_iter().enumerate() {
+        other.query(&format!("SELECT $1::int + {round}"), &[&1i32]).await.unwrap();
+        pg.psql("postgres", ddl);
+        let mut out = bytes::BytesMut::new();
+        if round == 0 {
+            frontend::query(&mut out, "BEGIN");
+            raw.write_all(&out).await.unwrap();
+            until_ready_for_query(&mut raw, 1).await;
+            out.clear();
+        } else {
+            frontend::parse(&mut out, b"", b"BEGIN", &[0, 0]);
+            frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        }
+        frontend::bind(&mut out, b"", b"r1", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = until_ready_for_query(&mut raw, 1).await;
+        let msgs = backend_messages(&got);
+        assert!(!msgs.iter().any(|m| m.0 == b'D'), "rows after {ddl}: {:?}", String::from_utf8_lossy(&got));
+        let error =
+            msgs.iter().find(|m| m.0 == b'E').unwrap_or_else(|| panic!("no error after {ddl}: {msgs:?}"));
+        assert!(
+            String::from_utf8_lossy(error.1).contains("C0A000"),
+            "{:?}",
+            String::from_utf8_lossy(error.1)
+        );
+        assert_eq!(msgs.last().map(|m| m.1), Some(&b"E"[..]), "the transaction failed, as in PostgreSQL");
+        let mut out = bytes::BytesMut::new();
+        frontend::query(&mut out, "ROLLBACK");
+        frontend::target(&mut out, b'C', b'S', b"r1");
+        out.extend_from_slice(&prepare);
+        raw.write_all(&out).await.unwrap();
+        until_ready_for_query(&mut raw, 2).await;
+    }
+    // Prepared and described again, it runs in a transaction with its new row type.
+    let mut out = bytes::BytesMut::new();
+    frontend::query(&mut out, "BEGIN");
+    frontend::bind(&mut out, b"", b"r1", &[0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    frontend::sync(&mut out);
+    frontend::query(&mut out, "COMMIT");
+    raw.write_all(&out).await.unwrap();
+    let got = until_ready_for_query(&mut raw, 3).await;
+    let msgs = backend_messages(&got);
+    assert_eq!(msgs.iter().filter(|m| m.0 == b'D').count(), 1, "{:?}", String::from_utf8_lossy(&got));
+    assert!(!msgs.iter().any(|m| m.0 == b'E'), "{:?}", String::from_utf8_lossy(&got));
+    gw.shutdown().await;
+}
+
+/// Raw protocol: reads until `n` ReadyForQuery messages came, whatever their status.
+async fn until_ready_for_query(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while backend_messages(&got).iter().filter(|m| m.0 == b'Z').count() < n {
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(read > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..read]);
+    }
+    got
+}
+
 /// A driver that described its statement once (lib/pq, sqlx, pgx) decodes every later result with
 /// that row type. After DDL changed it, PostgreSQL refuses the client's next Bind with 0A000; a
 /// copy pgpilot prepares afresh on another server must not run under the old description instead

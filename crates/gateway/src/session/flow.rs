@@ -96,6 +96,8 @@ pub(super) struct Flow {
     pub(super) param_sync: ParamSync,
     /// Fresh copies of statements are being described before the request (row_shape.rs).
     pub(super) checking_copies: bool,
+    /// The request at the front of the client's input had its copies checked: it goes ahead.
+    pub(super) copies_checked_for_request: bool,
     /// A settings sync failed: what the server holds is unknown.
     pub(super) settings_unknown: bool,
     /// RESET ALL or DISCARD ALL gave the server its own defaults: the client's login values go
@@ -201,6 +203,7 @@ impl Flow {
             hold_client: false,
             param_sync: ParamSync::None,
             checking_copies: false,
+            copies_checked_for_request: false,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,
@@ -351,7 +354,6 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // In session pooling too: the server comes from the pool with its own settings (and those a
     // server_reset_query left), not the ones the client logged in with.
     inject_param_sync(s, &mut server, &mut flow);
-    flow.check_copies(s, &mut server);
     let movable = s.mode == PoolMode::Transaction
         && s.status == TxnStatus::Idle
         && s.pinned.is_none()
@@ -767,6 +769,9 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
         let available = buf.len() - pos;
         if available >= h.total {
             let msg = &buf[pos..pos + h.total];
+            if !flow.unsynced && flow.check_copies(s, server, &buf[pos..]) {
+                break Ok(());
+            }
             if flow.consult_cache(s, msg) {
                 flow.hold_client = true;
                 flow.step_out = true;

@@ -70,19 +70,23 @@ pub(super) fn differs_from_copy(stmt: &PreparedStatement, server: &ServerConn) -
 }
 
 impl Flow {
-    /// Before the client's request, outside a transaction: describes the server's copy of each
-    /// statement the request binds that the client described before, when the copy's row type is
-    /// not known yet, preparing the copy first if the server has none. The request waits for the
-    /// answers (as for a settings sync).
-    pub(super) fn check_copies(&mut self, s: &Session, server: &mut ServerConn) {
-        // Most requests start with a Query or a Parse: nothing to look at.
-        let binds_first = s.buf.first() == Some(&b'B');
-        if !binds_first || !self.rewrite || s.status != TxnStatus::Idle || s.statements.named.is_empty() {
-            return;
+    /// Before each of the client's requests (`request`: its messages from the first on), outside a
+    /// transaction or inside one: describes the server's copy of each statement the request binds
+    /// that the client described before, when the copy's row type is not known yet, preparing the
+    /// copy first if the server has none. Returns whether the request must wait for the answers
+    /// (as for a settings sync); it is then looked at once more, and goes ahead.
+    pub(super) fn check_copies(&mut self, s: &Session, server: &mut ServerConn, request: &[u8]) -> bool {
+        if std::mem::take(&mut self.copies_checked_for_request) {
+            return false;
         }
-        let wanted = copies_to_check(s, server);
+        // Most requests start with a Query: nothing to look at.
+        let binds = matches!(request.first(), Some(b'B' | b'P'));
+        if !binds || !self.rewrite || s.status == TxnStatus::Failed || s.statements.named.is_empty() {
+            return false;
+        }
+        let wanted = copies_to_check(s, server, request);
         if wanted.is_empty() {
-            return;
+            return false;
         }
         for stmt in wanted {
             if !server.statements.holds(&stmt) {
@@ -93,10 +97,14 @@ impl Flow {
             frontend::target(&mut self.to_server, b'D', b'S', &stmt.server_name);
             self.expected.push(Expect::Injected(Reply::CheckDescribe { hash: stmt.hash }));
         }
+        // Between two of the client's requests a Sync ends nothing of its own, a transaction
+        // included.
         frontend::sync(&mut self.to_server);
         self.expected.push(Expect::Injected(Reply::CheckSync));
         self.checking_copies = true;
+        self.copies_checked_for_request = true;
         self.param_sync = ParamSync::Waiting;
+        true
     }
 
     /// The checks ended (the server answered their Sync): the client's request goes ahead, and
@@ -110,7 +118,8 @@ impl Flow {
 
     /// A check failed (the text no longer prepares: a table dropped; or the copy's plan is
     /// refused after DDL). The server skips to the checks' Sync; the client's request meets the
-    /// error itself, as it would without pgpilot.
+    /// error itself, as it would without pgpilot (inside a transaction, which the failure ended,
+    /// as 25P02).
     pub(super) fn copy_check_failed(&mut self, s: &mut Session, server: &mut ServerConn) {
         for entry in self.expected.skip_to_sync() {
             super::backend::forget(s, server, entry);
@@ -118,13 +127,15 @@ impl Flow {
     }
 }
 
-/// The statements the client's request binds (before any Parse or Close of its own, which may
-/// change what a name means) that it described before and whose copy on `server` has no known
-/// row type (or is missing).
-fn copies_to_check(s: &Session, server: &ServerConn) -> Vec<Arc<PreparedStatement>> {
+/// The statements the client's request binds (before any Parse of a named statement or Close of
+/// its own, which may change what a name means) that it described before and whose copy on
+/// `server` has no known row type (or is missing).
+fn copies_to_check(s: &Session, server: &ServerConn, request: &[u8]) -> Vec<Arc<PreparedStatement>> {
     let mut wanted: Vec<Arc<PreparedStatement>> = Vec::new();
-    for frame in pgpilot_wire::FrontendFrames::new(&s.buf, &s.limits) {
+    for frame in pgpilot_wire::FrontendFrames::new(request, &s.limits) {
         match frame.tag {
+            // An unnamed statement (pgJDBC's BEGIN before the first Bind of a transaction).
+            b'P' if frame.body().first() == Some(&0) => {}
             b'B' => {
                 let Some(bind) = frontend::parse_bind(frame.body()) else { break };
                 let Some(stmt) =
@@ -143,7 +154,8 @@ fn copies_to_check(s: &Session, server: &ServerConn) -> Vec<Arc<PreparedStatemen
                     }
                 }
             }
-            b'D' | b'E' | b'H' | b'S' => {}
+            b'D' | b'E' | b'H' => {}
+            // The request ends at its Sync; what follows is another's, checked before it is sent.
             _ => break,
         }
     }
