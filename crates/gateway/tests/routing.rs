@@ -714,6 +714,53 @@ async fn a_replica_left_on_the_old_timeline_gets_no_reads() {
     gw.shutdown().await;
 }
 
+/// A replica that goes on following the old primary after a failover (the old primary fenced but
+/// still up, writing): its position moves with the old primary's WAL, which made it trusted again,
+/// and half the reads missed the client's own writes on the new primary. Its timeline tells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_still_following_the_old_primary_gets_no_reads() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let promoted = pg.start_replica();
+    let follower = pg.start_replica();
+    remember(&promoted);
+    remember(&follower);
+    promoted.wait_caught_up(&pg);
+    follower.wait_caught_up(&pg);
+    let gw = start(split_config(&pg, &[(&promoted, &[]), (&follower, &[])])).await;
+    wait_ready(&gw, 2).await;
+    promoted.promote();
+    let c = connect(&gw).await;
+    let mut wrote = false;
+    for _ in 0..100 {
+        if c.batch_execute("INSERT INTO t VALUES (-1)").await.is_ok() {
+            wrote = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(wrote, "writes never reached the promoted replica");
+    let follower_port = follower.port().to_string();
+    for _ in 0..30 {
+        // The old primary, fenced by pgpilot, is written to directly: the follower replays it.
+        pg.psql("postgres", "INSERT INTO t VALUES (0)");
+        let rows = c.simple_query("SELECT inet_server_port() FROM t WHERE x = -1").await.unwrap();
+        let port = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap().to_string()),
+            _ => None,
+        });
+        let port = port.expect("the client's own write was missing");
+        assert_ne!(port, follower_port, "a read went to the replica following the old primary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap_or_default();
+    assert!(
+        replicas.lines().any(|l| l.contains(&format!(":{follower_port}|")) && l.contains("|not_following|")),
+        "{replicas}"
+    );
+    gw.shutdown().await;
+}
+
 /// A write through a function sent to the primary by hint still counts as a write: the client's
 /// next reads wait for a replica that has replayed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

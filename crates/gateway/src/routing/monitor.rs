@@ -21,7 +21,8 @@ use crate::shared::{Phase, Shared};
 /// that replayed up to the written position may not have it yet (read-your-writes).
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END, \
-     CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL \
+     CASE WHEN pg_catalog.pg_is_in_recovery() \
+          THEN (SELECT pg_catalog.to_hex(received_tli) FROM pg_catalog.pg_stat_wal_receiver) \
           ELSE substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8) END";
 
 /// Refresh the function catalog this often (and at start).
@@ -37,6 +38,8 @@ struct Probe {
 struct Reading {
     in_recovery: bool,
     lsn: u64,
+    /// A primary's timeline; a replica's is the one it receives WAL on (0 when unknown: no WAL
+    /// receiver, or a role without pg_read_all_stats, which sees no details of it).
     timeline: u32,
 }
 
@@ -68,6 +71,9 @@ struct Doubt {
     /// Its position when the doubt began (first reading after it).
     at_lsn: Option<u64>,
     rounds: u32,
+    /// Seen receiving an older timeline than the primary's: its position proves nothing until
+    /// it receives the primary's.
+    older_timeline: bool,
 }
 
 /// Rounds a doubted replica gets the primary nudged for (a tiny commit, so replicas that do
@@ -229,6 +235,20 @@ impl DatabaseMonitor {
         let primary_lsn = readings.iter().find(|(b, _)| b.index == primary).map(|(_, r)| r.lsn);
         for (b, r) in readings.iter().filter(|(b, r)| b.index != primary && r.in_recovery) {
             let doubt = &mut self.doubts[b.index];
+            // Receiving an older timeline than the primary's: it follows an old primary (fenced, or
+            // not yet told), whose WAL moves its position too. Only its timeline clears this.
+            if r.timeline != 0 && r.timeline < self.newest_timeline {
+                if doubt.is_none() {
+                    tracing::warn!(server = %b.address, timeline = r.timeline, primary_timeline = self.newest_timeline, "replica receives an older timeline than the primary's: no reads go to it until it follows the primary");
+                }
+                *doubt = Some(Doubt { at_lsn: None, rounds: NUDGE_ROUNDS, older_timeline: true });
+                b.set_following(false);
+                continue;
+            }
+            if doubt.as_ref().is_some_and(|d| d.older_timeline) {
+                // On the primary's timeline now: doubted afresh, trusted once it replays.
+                *doubt = Some(Doubt::default());
+            }
             if doubt.is_none() && primary_lsn.is_some_and(|p| r.lsn > p) {
                 tracing::warn!(server = %b.address, "replica is ahead of the primary: no reads go to it until it replays the primary's WAL");
                 *doubt = Some(Doubt::default());
