@@ -147,6 +147,13 @@ async fn statement_classes_are_routed_right() {
     // The session override.
     c.batch_execute("SET pgpilot.route = primary").await.unwrap();
     assert!(!on_replica(&c, &format!("SELECT {r}")).await);
+    // A value the setting does not take is refused, as PostgreSQL refuses one of an enum setting,
+    // and changes nothing (it was accepted, and routed as auto).
+    for typo in ["SET pgpilot.route = primay", "SET pgpilot.cache = maybe"] {
+        let refused = c.batch_execute(typo).await.unwrap_err();
+        assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE), "{typo}");
+    }
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await, "a refused value changed the route");
     c.batch_execute("SET pgpilot.route = auto").await.unwrap();
     assert!(on_replica(&c, &format!("SELECT {r}")).await);
     c.batch_execute("SET pgpilot.route = primary").await.unwrap();
@@ -761,24 +768,35 @@ async fn a_replica_still_following_the_old_primary_gets_no_reads() {
     gw.shutdown().await;
 }
 
-/// A write through a function sent to the primary by hint still counts as a write: the client's
-/// next reads wait for a replica that has replayed it.
+/// A write through a function sent to the primary by hint still counts as a write, a STABLE
+/// function's included: the client's next reads wait for a replica that has replayed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hinted_write_through_a_function_keeps_read_your_writes() {
     let pg = Cluster::start();
     pg.psql(
         "postgres",
         "CREATE TABLE counter(n int); INSERT INTO counter VALUES (0); \
-         CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'UPDATE counter SET n = n + 1 RETURNING n'",
+         CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'UPDATE counter SET n = n + 1 RETURNING n'; \
+         CREATE FUNCTION bump_stable() RETURNS int LANGUAGE plpgsql STABLE AS 'BEGIN RETURN bump(); END'",
     );
     let replica = caught_up_replica(&pg);
     let mut config = split_config(&pg, &[(&replica, &[])]);
     config.databases.get_mut("postgres").unwrap().routing.max_replica_lag = Secs::from_secs(3600);
     let gw = start(config).await;
     wait_ready(&gw, 1).await;
-    replica.psql("postgres", "SELECT pg_wal_replay_pause()");
     let c = connect(&gw).await;
-    for (i, call) in ["/* pgpilot:primary */ SELECT bump()", "SELECT bump()"].iter().enumerate() {
+    // The third: the documented way to call a STABLE function that writes all the same.
+    let calls = [
+        "/* pgpilot:primary */ SELECT bump()",
+        "SELECT bump()",
+        "/* pgpilot:primary */ SELECT bump_stable()",
+    ];
+    for (i, call) in calls.iter().enumerate() {
+        // Caught up with the writes before (the client's reads may use it again), then held back.
+        replica.psql("postgres", "SELECT pg_wal_replay_resume()");
+        replica.wait_caught_up(&pg);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        replica.psql("postgres", "SELECT pg_wal_replay_pause()");
         c.simple_query(call).await.unwrap();
         let rows = c.simple_query("SELECT n FROM counter").await.unwrap();
         let n = rows.iter().find_map(|m| match m {
@@ -958,7 +976,8 @@ async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
         let (_, row) = backend_messages(&got).into_iter().find(|(t, _)| *t == b'D').expect("a row");
         String::from_utf8_lossy(&row[6..]).parse().unwrap()
     };
-    for (value, expect_replica) in [("primary", false), ("'auto'", true)] {
+    // A refused value (its Execute fails) changes nothing: the route stays auto.
+    for (value, expect_replica) in [("primary", false), ("'auto'", true), ("'primay'", true)] {
         let mut batch = message(b'P', format!("\0SET pgpilot.route = {value}\0\0\0").as_bytes());
         batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
         batch.extend(message(b'D', b"P\0"));
@@ -967,7 +986,8 @@ async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
         c.write_all(&batch).await.unwrap();
         let got = read_until_ready(&mut c).await;
         let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).collect();
-        assert_eq!(tags, b"12nCZ", "{:?}", backend_messages(&got));
+        let answer: &[u8] = if value.contains("primay") { b"12nEZ" } else { b"12nCZ" };
+        assert_eq!(tags, answer, "{:?}", backend_messages(&got));
         for _ in 0..3 {
             let port = port_read(&mut c).await;
             assert_eq!(

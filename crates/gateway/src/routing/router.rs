@@ -67,8 +67,11 @@ pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
     let routed = route(stmt, &db.functions.load(), req.search_path);
     if hint == Some(RouteHint::Primary) || req.session_route == SessionRoute::Primary {
         // Sent to the primary on request, it still counts as a write (read-your-writes) whenever
-        // pgpilot would have sent it there anyway: a volatile function may write.
-        let may_write = !is_read_only(stmt) || matches!(routed, Route::Primary(_));
+        // pgpilot would have sent it there anyway (a volatile function may write), and whenever it
+        // calls a function at all: the hint is the documented way to call a STABLE function that
+        // writes all the same.
+        let may_write =
+            !is_read_only(stmt) || matches!(routed, Route::Primary(_)) || !stmt.functions.is_empty();
         return Verdict::Primary { reason: "hint", may_write };
     }
     let allow_replica_override =

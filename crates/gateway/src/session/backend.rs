@@ -148,6 +148,10 @@ impl Flow {
                     backend::command_complete(&mut self.to_client, tag);
                     backend::ready_for_query(&mut self.to_client, s.status);
                 }
+                Some(Expect::SyntheticError(error)) => {
+                    error.encode(&mut self.to_client);
+                    backend::ready_for_query(&mut self.to_client, s.status);
+                }
                 Some(Expect::CopyBoundary) => {}
                 _ => return,
             }

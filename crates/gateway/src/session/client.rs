@@ -274,8 +274,10 @@ impl Session {
                 let text = pgpilot_wire::frontend::parse_query(&self.buf[5..h.total]);
                 if h.tag == b'Q' && text.is_some_and(super::route::maybe_pgpilot_setting) {
                     let sql = text.map(|t| String::from_utf8_lossy(t).into_owned());
-                    if let Some(tag) = sql.and_then(|sql| self.apply_pgpilot_settings(&sql)) {
-                        return self.answer_locally(h.total, tag).await;
+                    match sql.and_then(|sql| self.apply_pgpilot_settings(&sql)) {
+                        Some(Ok(tag)) => return self.answer_locally(h.total, tag).await,
+                        Some(Err(refused)) => return self.refuse_locally(h.total, &refused).await,
+                        None => {}
                     }
                 }
                 if h.tag == b'P' && self.pgpilot_setting_batch().await? {

@@ -187,6 +187,9 @@ pub enum Expect {
     Synthetic { bytes: &'static [u8], on_skip: OnSkip },
     /// A whole Query answered by pgpilot: CommandComplete with this tag, then ReadyForQuery.
     SyntheticCommand(&'static str),
+    /// A simple Query pgpilot refuses itself (a value its own setting does not take): the error
+    /// and ReadyForQuery.
+    SyntheticError(Box<pgpilot_wire::PgError>),
     /// The client ended COPY IN here: Syncs sent before it during COPY are ignored by the server.
     CopyBoundary,
 }

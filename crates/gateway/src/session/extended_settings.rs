@@ -50,12 +50,17 @@ impl Session {
             }
         }
         let consumed = frames.consumed();
-        let Some(tag) = self.apply_pgpilot_settings(&sql) else { return Ok(false) };
+        let Some(applied) = self.apply_pgpilot_settings(&sql) else { return Ok(false) };
         let mut out = BytesMut::with_capacity(answers.len() * 16 + 6);
         for answer in answers {
-            match answer {
-                Answer::Fixed(bytes) => out.extend_from_slice(bytes),
-                Answer::Command => backend::command_complete(&mut out, tag),
+            match (answer, &applied) {
+                (Answer::Fixed(bytes), _) => out.extend_from_slice(bytes),
+                (Answer::Command, Ok(tag)) => backend::command_complete(&mut out, tag),
+                // The value is refused when the SET runs; the rest of the batch is skipped.
+                (Answer::Command, Err(refused)) => {
+                    refused.encode(&mut out);
+                    break;
+                }
             }
         }
         backend::ready_for_query(&mut out, self.status);

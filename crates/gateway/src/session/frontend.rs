@@ -253,9 +253,16 @@ impl Flow {
         self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
         // Checked once here for all that reads the text below.
         let sql = std::str::from_utf8(text).ok();
-        if let Some(tag) = sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
-            self.expected.push(Expect::SyntheticCommand(tag));
-            return Ok(());
+        match sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
+            Some(Ok(tag)) => {
+                self.expected.push(Expect::SyntheticCommand(tag));
+                return Ok(());
+            }
+            Some(Err(refused)) => {
+                self.expected.push(Expect::SyntheticError(Box::new(refused)));
+                return Ok(());
+            }
+            None => {}
         }
         let mut batch = Batch { observed: self.observe_query(s, text, sql), ..Batch::default() };
         if !self.track_session {

@@ -419,27 +419,50 @@ impl Session {
 
     /// `SET pgpilot.route = ...`: pgpilot's own settings are applied here and never reach a server.
     /// Read from the text, not the grammar: `primary` is a reserved word PostgreSQL would reject.
-    /// Returns the CommandComplete tag when the statement is such a setting.
-    pub(super) fn apply_pgpilot_settings(&mut self, sql: &str) -> Option<&'static str> {
+    /// Returns the CommandComplete tag when the statement is such a setting, or the error a value
+    /// it does not take gets (as PostgreSQL's for an enum setting: 22023).
+    pub(super) fn apply_pgpilot_settings(&mut self, sql: &str) -> Option<Result<&'static str, PgError>> {
         if !maybe_pgpilot_setting(sql.as_bytes()) {
             return None;
         }
         let sql = &*without_comments(sql);
         if is_local_pgpilot_setting(sql) {
             // Routing cannot change inside a transaction, and outside one SET LOCAL does nothing.
-            return Some("SET");
+            return Some(Ok("SET"));
         }
         let (name, value) = pgpilot_setting(sql)?;
+        let refused = |hint: &str| {
+            let shown = value.as_deref().unwrap_or_default().trim_matches(|c| c == '\'' || c == '"');
+            PgError::error(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("invalid value for parameter \"{name}\": \"{shown}\""),
+            )
+            .with_hint(format!("Available values: {hint}."))
+        };
         match name.as_str() {
-            "pgpilot.route" => {
-                self.route = value.as_deref().and_then(SessionRoute::parse).unwrap_or_default()
-            }
-            "pgpilot.cache" => {
-                self.cache_off = matches!(value.as_deref(), Some("off" | "false" | "0" | "no"));
-            }
+            "pgpilot.route" => match value.as_deref().map(SessionRoute::parse) {
+                None => self.route = SessionRoute::default(),
+                Some(Some(route)) => self.route = route,
+                Some(None) => return Some(Err(refused("auto, primary, replica"))),
+            },
+            "pgpilot.cache" => match value.as_deref().map(switch) {
+                None => self.cache_off = false,
+                Some(Some(on)) => self.cache_off = !on,
+                Some(None) => return Some(Err(refused("on, off"))),
+            },
             _ => return None,
         }
-        Some(if value.is_some() { "SET" } else { "RESET" })
+        Some(Ok(if value.is_some() { "SET" } else { "RESET" }))
+    }
+
+    /// Answers a statement pgpilot handled itself, with an error.
+    pub(super) async fn refuse_locally(&mut self, total: usize, error: &PgError) -> Result<(), Ending> {
+        use bytes::Buf;
+        self.buf.advance(total);
+        let mut out = BytesMut::with_capacity(128);
+        error.encode(&mut out);
+        backend::ready_for_query(&mut out, self.status);
+        self.write(&out).await
     }
 
     /// A named statement the client prepares now: under its search_path, and of the result type
@@ -556,6 +579,15 @@ impl Session {
         backend::command_complete(&mut out, tag);
         backend::ready_for_query(&mut out, self.status);
         self.write(&out).await
+    }
+}
+
+/// A boolean setting's value, as PostgreSQL spells them (quoted or not); None for anything else.
+fn switch(value: &str) -> Option<bool> {
+    match value.trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" | "t" | "y" => Some(true),
+        "off" | "false" | "no" | "0" | "f" | "n" => Some(false),
+        _ => None,
     }
 }
 
