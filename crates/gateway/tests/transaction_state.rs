@@ -1441,6 +1441,68 @@ async fn inside_a_transaction_a_fresh_copy_with_another_row_type_fails_as_a_chan
     gw.shutdown().await;
 }
 
+/// psycopg 3.0/3.1 evicts statements from its cache with `DEALLOCATE name` sent with the extended
+/// protocol (by default after 100 statements, in pipeline mode always): it failed with 26000 and
+/// the statement lived on (inside a transaction, the transaction failed too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_sent_with_the_extended_protocol_drops_the_statement() {
+    use pgpilot_wire::frontend;
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 10).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let run = |statement: &[u8]| {
+        let mut out = bytes::BytesMut::new();
+        frontend::bind(&mut out, b"", statement, &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        out
+    };
+    let deallocate = |sql: &str| {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse(&mut out, b"", sql.as_bytes(), &[0, 0]);
+        frontend::bind(&mut out, b"", b"", &[0, 0, 0, 0, 0, 0]);
+        frontend::target(&mut out, b'D', b'P', b"");
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        out
+    };
+    let tags = |got: &[u8]| backend_messages(got).iter().map(|m| m.0).collect::<Vec<u8>>();
+    for (in_transaction, sql) in [(false, "DEALLOCATE _pg3_0"), (true, "DEALLOCATE PREPARE \"_pg3_0\"")] {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse(&mut out, b"_pg3_0", b"SELECT 1", &[0, 0]);
+        out.extend_from_slice(&run(b"_pg3_0"));
+        frontend::sync(&mut out);
+        if in_transaction {
+            frontend::query(&mut out, "BEGIN");
+        }
+        out.extend_from_slice(&deallocate(sql));
+        frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = until_ready_for_query(&mut raw, 2 + usize::from(in_transaction)).await;
+        let answer = tags(&got);
+        assert!(answer.ends_with(b"12nCZ"), "{sql}: {:?}", backend_messages(&got));
+        assert!(String::from_utf8_lossy(&got).contains("DEALLOCATE\0"), "{sql}");
+        // Gone, as in PostgreSQL: running it fails, and the transaction with it.
+        let mut out = run(b"_pg3_0");
+        frontend::sync(&mut out);
+        raw.write_all(&out).await.unwrap();
+        let got = until_ready_for_query(&mut raw, 1).await;
+        assert!(String::from_utf8_lossy(&got).contains("C26000"), "{:?}", backend_messages(&got));
+        if in_transaction {
+            let mut out = bytes::BytesMut::new();
+            frontend::query(&mut out, "ROLLBACK");
+            raw.write_all(&out).await.unwrap();
+            until_ready_for_query(&mut raw, 1).await;
+        }
+    }
+    // A name the client never prepared: the server's answer, as PostgreSQL's.
+    let mut out = deallocate("DEALLOCATE nosuch");
+    frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let got = until_ready_for_query(&mut raw, 1).await;
+    assert!(String::from_utf8_lossy(&got).contains("C26000"), "{:?}", backend_messages(&got));
+    gw.shutdown().await;
+}
+
 /// Raw protocol: reads until `n` ReadyForQuery messages came, whatever their status.
 async fn until_ready_for_query(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
     use tokio::io::AsyncReadExt;

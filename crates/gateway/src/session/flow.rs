@@ -98,6 +98,8 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// An extended-protocol DEALLOCATE answered by pgpilot (local_deallocate.rs).
+    pub(super) local_deallocate: super::local_deallocate::LocalDeallocate,
     /// A settings sync failed: what the server holds is unknown.
     pub(super) settings_unknown: bool,
     /// RESET ALL or DISCARD ALL gave the server its own defaults: the client's login values go
@@ -204,6 +206,7 @@ impl Flow {
             param_sync: ParamSync::None,
             checking_copies: false,
             copies_checked_for_request: false,
+            local_deallocate: Default::default(),
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,

@@ -73,6 +73,10 @@ impl Flow {
                 }
             }
             b'B' if self.rewrite => return self.bind(s, server, body),
+            b'E' if self.rewrite && self.execute_local_deallocate(s, body) => {
+                self.unsynced = true;
+                return Ok(());
+            }
             b'D' if self.rewrite => return self.describe(s, server, body),
             b'C' if self.rewrite => return self.close(s, server, body),
             b'F' => {
@@ -244,6 +248,7 @@ impl Flow {
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         // Taken first: it belongs to this message only, whichever way it is handled.
         let look = self.first_look.take();
+        self.forget_local_deallocate(b'Q', b"");
         if self.rewrite {
             // A simple Query destroys the unnamed statement, the client's and the server's alike.
             s.unnamed = None;
@@ -434,6 +439,9 @@ impl Flow {
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
         self.function_ddl |= super::function_ddl::mentions_function_ddl(p.query);
+        if p.name.is_empty() && self.parse_local_deallocate(s, p.query) {
+            return Ok(());
+        }
         self.note_extended_text(s, server, Some(p.query), p.name.is_empty());
         if p.name.is_empty() {
             s.remember_unnamed(p.query, p.param_types);
@@ -520,6 +528,9 @@ impl Flow {
 
     fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
+        if self.bind_local_deallocate(b.statement, b.portal) {
+            return Ok(());
+        }
         self.observe_bind(s, b.statement, b.rest);
         let Some(stmt) = Flow::named_statement(s, b.statement) else {
             if b.statement.is_empty() {
@@ -550,6 +561,9 @@ impl Flow {
 
     fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
+        if self.describe_local_deallocate(kind, name) {
+            return Ok(());
+        }
         let renamed = match Flow::named_statement(s, name).filter(|_| kind == b'S') {
             Some(stmt) => {
                 // Described, it tells the client the result type it has now.
@@ -598,6 +612,7 @@ impl Flow {
     /// server-side copy, which max_prepared_statements bounds.
     fn close(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Close"))?;
+        self.forget_local_deallocate(kind, name);
         self.unsynced = true;
         if kind == b'S' && name.is_empty() {
             s.unnamed = None;

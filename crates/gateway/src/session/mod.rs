@@ -11,6 +11,7 @@ mod frontend;
 mod function_ddl;
 pub mod input_budget;
 pub mod io;
+mod local_deallocate;
 mod lost;
 mod observe;
 pub mod params;
