@@ -68,6 +68,9 @@ pub struct Shared {
     user_limits: Mutex<HashMap<String, Arc<ConnectionLimit>>>,
     /// Memory of large client messages being received, across all clients.
     pub input_budget: crate::session::input_budget::InputBudget,
+    /// Bumped whenever a reload or SET changes a client timeout: sessions woken take the new
+    /// values (as PgBouncer's clients do), not only clients that log in later.
+    pub timeouts_generation: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
@@ -97,6 +100,7 @@ impl Shared {
             retired_jobs: Mutex::new(Vec::new()),
             user_limits: Mutex::new(HashMap::new()),
             input_budget: Default::default(),
+            timeouts_generation: Default::default(),
         });
         shared.apply(config)?;
         Ok(shared)
@@ -176,8 +180,31 @@ impl Shared {
         self.databases.store(Arc::new(next));
         self.insight.configure(&config.insight);
         self.cache.configure(&config.cache);
+        let timeouts_changed = client_timeouts(&self.config.load()) != client_timeouts(&config);
         self.config.store(Arc::new(config));
+        self.tell_clients(&old, timeouts_changed);
         Ok(())
+    }
+
+    /// After a reload: clients of a removed database are closed (57P01) at their next transaction
+    /// boundary, and, when client timeouts changed, every session is woken to take them.
+    fn tell_clients(&self, old: &HashMap<String, Arc<Database>>, timeouts_changed: bool) {
+        let databases = self.databases.load();
+        let removed: Vec<&str> =
+            old.keys().filter(|name| !databases.contains_key(*name)).map(String::as_str).collect();
+        if removed.is_empty() && !timeouts_changed {
+            return;
+        }
+        if timeouts_changed {
+            self.timeouts_generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+        for client in self.registry.all() {
+            if removed.contains(&&**client.database.lock()) {
+                client.request_close(false);
+            } else if timeouts_changed {
+                client.wake.raise();
+            }
+        }
     }
 
     /// The TLS connector for the server at `url`, checking its certificate as its effective
@@ -308,6 +335,12 @@ fn make_database(config: &Config, name: &str, db_config: DatabaseConfig) -> Resu
     let mut db = Database::new(name, db_config, max)?;
     db.made_from_fallback = !config.databases.contains_key(name);
     Ok(db)
+}
+
+/// The timeouts a session applies to its client (read at login, and again when they change).
+fn client_timeouts(config: &Config) -> [Option<std::time::Duration>; 3] {
+    let g = &config.pgpilot;
+    [g.client_idle_timeout.enabled(), g.idle_transaction_timeout.enabled(), g.query_timeout.enabled()]
 }
 
 /// The auth_file and the per-database server passwords (password_file, password_env, URL).

@@ -403,6 +403,70 @@ fn write_sized_config(path: &std::path::Path, pg: &Cluster, size: usize) {
     std::fs::write(path, text).unwrap()
 }
 
+/// Client timeouts set on the console (or by a reload) reach the clients already connected, as in
+/// PgBouncer: idle_transaction_timeout set during an incident must end the idle transactions
+/// holding locks now, not those of clients that log in later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_timeouts_set_on_the_console_reach_clients_already_connected() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let in_transaction = connect(&gw).await;
+    in_transaction.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let idle = connect(&gw).await;
+    idle.simple_query("SELECT 1").await.unwrap();
+    admin(&gw, "SET idle_transaction_timeout = 1");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Its 25P03 went out when the timer fired; the driver finds the connection closed.
+    assert!(in_transaction.simple_query("SELECT 1").await.is_err(), "the idle transaction was kept");
+    idle.simple_query("SELECT 1").await.expect("an idle client outside a transaction was closed");
+    admin(&gw, "SET client_idle_timeout = 1");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        idle.simple_query("SELECT 1").await.is_err(),
+        "client_idle_timeout did not reach the idle client"
+    );
+    gw.shutdown().await;
+}
+
+/// A database removed from the file by a reload closes its clients (57P01) at their next
+/// transaction boundary, in session pooling too, where they kept their server and went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_removed_by_a_reload_closes_its_clients() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    let config = |databases: &[&str]| {
+        let mut text =
+            "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\nadmin_users = [\"postgres\"]\n\
+                        pool_mode = \"session\"\n[tls]\nserver_tls_sslmode = \"disable\"\n"
+                .to_string();
+        for name in databases {
+            text += &format!("[databases.{name}]\nprimary = \"{}\"\n", pg.admin_url());
+        }
+        std::fs::write(&path, text).unwrap();
+    };
+    config(&["postgres", "other"]);
+    let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
+    let kept = connect(&gw).await;
+    let removed = connect_as(&gw, "postgres", "other").await;
+    removed.simple_query("SELECT 1").await.unwrap();
+    kept.simple_query("SELECT 1").await.unwrap();
+    config(&["postgres"]);
+    gw.reload().unwrap();
+    let closed = async {
+        for _ in 0..50 {
+            if removed.is_closed() || removed.simple_query("SELECT 1").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(closed.await, "a client of the removed database went on");
+    kept.simple_query("SELECT 1").await.expect("a client of a database kept was closed");
+    gw.shutdown().await;
+}
+
 /// Rows of a console SHOW command whose first columns are `prefix`, split into columns.
 fn console_rows(gw: &pgpilot_gateway::Gateway, sql: &str, prefix: &str) -> Vec<Vec<String>> {
     admin(gw, sql)

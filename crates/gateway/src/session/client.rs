@@ -45,19 +45,19 @@ pub(super) struct Timeouts {
     client_idle_ms: u32,
     idle_transaction_ms: u32,
     query_ms: u32,
+    /// `Shared::timeouts_generation` when these were read.
+    generation: u32,
 }
 
 impl Timeouts {
-    fn new(
-        client_idle: Option<Duration>,
-        idle_transaction: Option<Duration>,
-        query: Option<Duration>,
-    ) -> Self {
+    fn of(config: &crate::config::Config, generation: u32) -> Self {
+        let g = &config.pgpilot;
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
         Timeouts {
-            client_idle_ms: ms(client_idle),
-            idle_transaction_ms: ms(idle_transaction),
-            query_ms: ms(query),
+            client_idle_ms: ms(g.client_idle_timeout.enabled()),
+            idle_transaction_ms: ms(g.idle_transaction_timeout.enabled()),
+            query_ms: ms(g.query_timeout.enabled()),
+            generation,
         }
     }
 
@@ -155,11 +155,8 @@ impl Session {
     pub fn start(shared: Arc<Shared>, sock: Sock, reg: Registration, setup: Setup) -> Session {
         let config = shared.config.load();
         let g = &config.pgpilot;
-        let timeouts = Timeouts::new(
-            g.client_idle_timeout.enabled(),
-            g.idle_transaction_timeout.enabled(),
-            g.query_timeout.enabled(),
-        );
+        let timeouts =
+            Timeouts::of(&config, shared.timeouts_generation.load(std::sync::atomic::Ordering::Acquire));
         let limits = Limits { large: g.max_message_size, ..Limits::default() };
         drop(config);
         sock.set_nodelay();
@@ -454,8 +451,17 @@ impl Session {
         self.end_attachment();
     }
 
+    /// Takes client timeouts changed since they were read (a reload or SET woke the session).
+    pub(super) fn refresh_timeouts(&mut self) {
+        let now = self.shared.timeouts_generation.load(std::sync::atomic::Ordering::Acquire);
+        if now != self.timeouts.generation {
+            self.timeouts = Timeouts::of(&self.shared.config.load(), now);
+        }
+    }
+
     /// Waits for more client bytes while no server is attached.
     async fn wait_for_input(&mut self) -> Result<(), Ending> {
+        self.refresh_timeouts();
         if self.reg.info.close_requested() {
             // A client at work sends its next request within moments: the error then answers
             // that request, which drivers report with its SQLSTATE. Sent to an idle client it is

@@ -535,6 +535,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
         if flow.client_terminated && flow.to_client.is_empty() {
             return Exit::End(Ending::ClientGone);
         }
+        if let Some(exit) = closing_between_transactions(s, flow) {
+            return exit;
+        }
         let deadline = timer_deadline(s, flow);
         tokio::select! {
             biased;
@@ -596,6 +599,8 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                 }
             }
             _ = s.reg.info.wake.wait() => {
+                // Timeouts changed by a reload or SET apply to this very wait (next round).
+                s.refresh_timeouts();
                 if s.reg.info.kill_requested() {
                     let why = if s.shared.phase() == crate::shared::Phase::Running {
                         "terminating connection due to KILL from the admin console"
@@ -605,15 +610,25 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, why);
                     return Exit::End(Ending::Fatal(e));
                 }
-                if s.reg.info.close_requested() && flow.server_clean(s) && flow.expected.is_empty() {
-                    // Between transactions, a client that keeps its server (session pooling, or
-                    // pinned) closes now like any idle client, instead of holding shutdown up.
-                    let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is closing this connection");
-                    return Exit::End(Ending::Fatal(e));
+                if let Some(exit) = closing_between_transactions(s, flow) {
+                    return exit;
                 }
             }
         }
     }
+}
+
+/// Between transactions, a client asked to close (shutdown, its database removed) that keeps its
+/// server (session pooling, or pinned) closes now like any idle client, instead of holding on.
+/// Looked at whenever the server is clean, not only when woken: the wake-up may have come while a
+/// transaction was still open.
+fn closing_between_transactions(s: &Session, flow: &Flow) -> Option<Exit> {
+    let quiet = flow.server_clean(s) && flow.expected.is_empty() && flow.to_client.is_empty();
+    if !quiet || !s.reg.info.close_requested() {
+        return None;
+    }
+    let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is closing this connection");
+    Some(Exit::End(Ending::Fatal(e)))
 }
 
 /// The next moment a timeout may fire: query_timeout while the server works, idle_transaction_timeout
