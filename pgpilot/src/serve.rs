@@ -113,11 +113,10 @@ pub fn init_logging(log: &LogArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal, and never when NO_COLOR is set.
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour);
     let _ = match log.log_format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_writer(crate::log_lines::OneLinePerEvent).try_init(),
+        LogFormat::Json => builder.with_writer(std::io::stderr).json().try_init(),
     };
 }
 
