@@ -70,6 +70,15 @@ async fn every_admin_command() {
     assert!(config.lines().any(|l| l.starts_with("admin_users|postgres|")), "lists as PgBouncer: {config}");
     assert!(config.contains("query_wait_timeout|120|120|yes"), "{config}");
     assert!(config.contains("server_reset_query_always|0|0|yes"), "{config}");
+    // "changeable" says what SET takes: each such setting set to its own value is accepted, and
+    // the settings SET refuses say no.
+    for line in config.lines().filter(|l| l.ends_with("|yes")) {
+        let fields: Vec<&str> = line.split('|').collect();
+        admin(&gw, &format!("SET {} = '{}'", fields[0], fields[1].replace('\'', "''")));
+    }
+    for fixed in ["admin_users|", "server_lifetime|", "listen|"] {
+        assert!(config.lines().any(|l| l.starts_with(fixed) && l.ends_with("|no")), "{fixed}: {config}");
+    }
     // SET changes the running configuration, as in PgBouncer.
     admin(&gw, "SET default_pool_size = 7");
     admin(&gw, "SET query_wait_timeout TO '30'");
@@ -88,6 +97,9 @@ async fn every_admin_command() {
     for row in ["users|1", "dns_names|0", "dns_zones|0", "dns_queries|0", "dns_pending|0"] {
         assert!(lists.lines().any(|l| l == row), "{row}: {lists}");
     }
+    // used_servers counts idle servers too, as PgBouncer's does (the client's is idle now).
+    let used_servers = lists.lines().find_map(|l| l.strip_prefix("used_servers|")).unwrap_or("0");
+    assert!(used_servers.parse::<usize>().unwrap() >= 1, "{lists}");
     assert!(
         header("SHOW DATABASES").contains("|min_pool_size|reserve_pool|reserve_pool_size|"),
         "PgBouncer's names before and after 1.23"
@@ -546,6 +558,24 @@ async fn shutdown_does_not_wait_for_idle_console_or_pinned_clients() {
         eventually(Duration::from_secs(2), || pinned.is_closed()).await,
         "the pinned client was not closed"
     );
+}
+
+/// A statement still running when shutdown_timeout ends is cancelled on the server: closed
+/// mid-statement, the server ran it to its end with nobody to read it, its locks held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_running_past_shutdown_timeout_is_cancelled() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.shutdown_timeout = pgpilot_gateway::config::Secs::from_secs(1);
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    let running = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    let sleeping =
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    pg.wait_for("1", sleeping, Duration::from_secs(5));
+    gw.shutdown().await;
+    pg.wait_for("0", sleeping, Duration::from_secs(5));
+    assert!(running.await.unwrap().is_err(), "the client was told");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

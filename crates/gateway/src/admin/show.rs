@@ -530,8 +530,8 @@ pub fn config(shared: &Shared) -> ResultSet {
                     .join(", "),
                 other => other.to_string(),
             };
-            let changeable =
-                !matches!(k.as_str(), "listen" | "unix_socket_dir" | "unix_socket_mode" | "http" | "workers");
+            // What SET takes; the rest changes with the file and RELOAD, or at restart.
+            let changeable = crate::config::pgbouncer_ini::settable_at_runtime(k);
             rs.row(vec![
                 v(k),
                 v(show(value)),
@@ -591,16 +591,15 @@ pub fn lists(shared: &Shared) -> ResultSet {
     let dbs = shared.databases.load();
     let pools: usize = dbs.values().map(|d| d.pool_sets().iter().map(|s| s.pools.len()).sum::<usize>()).sum();
     let clients = shared.registry.all();
-    let (mut used, mut free) = (0usize, 0usize);
+    // As in PgBouncer, whose free_* lists are its allocator's cached, unused objects: used_servers
+    // is every server connection open or opening, idle ones included; pgpilot caches none.
+    let mut used = 0usize;
     for db in dbs.values() {
         for set in db.pool_sets() {
-            for p in set.all() {
-                let c = p.counts();
-                used += c.active;
-                free += c.idle;
-            }
+            used += set.all().map(|p| p.counts().total).sum::<usize>();
         }
     }
+    let free = 0;
     let active = clients.iter().filter(|c| c.state() == ClientState::Active).count();
     let waiting = clients.iter().filter(|c| c.state() == ClientState::Waiting).count();
     for (k, n) in [

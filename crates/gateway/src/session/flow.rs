@@ -602,6 +602,12 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                 // Timeouts changed by a reload or SET apply to this very wait (next round).
                 s.refresh_timeouts();
                 if s.reg.info.kill_requested() {
+                    if flow.expected.ready_owed() > 0 {
+                        // Closed mid-statement, the server would run it to its end, locks held,
+                        // for nobody (a KILL, or shutdown_timeout reached): it is cancelled.
+                        let cancel = super::cancel::send(&server.cancel);
+                        let _ = tokio::time::timeout(KILL_CANCEL_WAIT, cancel).await;
+                    }
                     let why = if s.shared.phase() == crate::shared::Phase::Running {
                         "terminating connection due to KILL from the admin console"
                     } else {
@@ -617,6 +623,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
         }
     }
 }
+
+/// How long a killed session waits to deliver the cancel of its running statement.
+const KILL_CANCEL_WAIT: Duration = Duration::from_millis(500);
 
 /// Between transactions, a client asked to close (shutdown, its database removed) that keeps its
 /// server (session pooling, or pinned) closes now like any idle client, instead of holding on.

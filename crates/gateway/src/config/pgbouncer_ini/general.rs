@@ -186,6 +186,14 @@ pub fn apply(b: &mut Builder, e: &Entry) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the admin console's SET changes `key` (SHOW CONFIG's changeable column).
+pub fn settable_at_runtime(key: &str) -> bool {
+    COUNTS.iter().any(|(k, _)| *k == key)
+        || DURATIONS.iter().any(|(k, _)| *k == key)
+        || BOOLS.iter().any(|(k, _)| *k == key)
+        || matches!(key, "pool_mode" | "server_reset_query" | "server_check_query")
+}
+
 /// The admin console's `SET key = value`: changes one setting of the running configuration, read
 /// as pgbouncer.ini reads it. Settings pgpilot takes only at start, or that PgBouncer does not let
 /// SET change, are refused; a RELOAD reads the file again, as in PgBouncer.

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{AuthType, Config, General, OneOrMany, PoolMode, Secs, ServerTlsMode, TlsConfig};
 
-pub use general::set_at_runtime;
+pub use general::{set_at_runtime, settable_at_runtime};
 pub use toml_out::to_commented_toml;
 
 /// A pgbouncer.ini turned into a pgpilot configuration.
