@@ -55,6 +55,12 @@ async fn scram_clients_with_plain_secret_and_scram_servers() {
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
     let err = try_connect(&with_password(&gw, "nobody", "x")).await.expect_err("unknown user is refused");
     assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+    // Which databases exist is told only after the password, as PostgreSQL and PgBouncer tell it.
+    let unknown_db = |password: &str| format!("{} password={password}", conninfo(&gw, "app", "nosuchdb"));
+    let err = try_connect(&unknown_db("wrong")).await.expect_err("wrong password");
+    assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err}");
+    let err = try_connect(&unknown_db("app-secret")).await.expect_err("no such database");
+    assert_eq!(sqlstate(&err).as_deref(), Some("3D000"), "{err}");
     gw.shutdown().await;
 }
 

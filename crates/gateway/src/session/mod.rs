@@ -154,20 +154,9 @@ async fn log_in(
         ));
     }
     let is_admin_db = is_admin_database(&database);
-    let db = if is_admin_db {
-        None
-    } else {
-        let db = shared.database_or_fallback(&database).ok_or_else(|| {
-            PgError::fatal(SqlState::INVALID_CATALOG_NAME, format!("no such database: {database}"))
-        })?;
-        if db.is_disabled() {
-            return Err(PgError::fatal(
-                SqlState::CANNOT_CONNECT_NOW,
-                format!("database \"{database}\" is disabled"),
-            ));
-        }
-        Some(db)
-    };
+    // An unknown database is told only after the password: before it, any client could list the
+    // databases by trying names (PostgreSQL and PgBouncer authenticate first too).
+    let db = if is_admin_db { None } else { shared.database_or_fallback(&database) };
     let from_file = shared.secrets.client_secret(&user);
     let queried = match (&from_file, config.pgpilot.auth_type) {
         (Some(_), _) | (None, crate::config::AuthType::Trust) => None,
@@ -182,6 +171,20 @@ async fn log_in(
     if let Some(found) = queried {
         // Found by auth_query: the pools log in to the server with it (an md5 hash).
         shared.secrets.remember_queried(&user, found);
+    }
+    if !is_admin_db {
+        let Some(db) = db.as_deref() else {
+            return Err(PgError::fatal(
+                SqlState::INVALID_CATALOG_NAME,
+                format!("no such database: {database}"),
+            ));
+        };
+        if db.is_disabled() {
+            return Err(PgError::fatal(
+                SqlState::CANNOT_CONNECT_NOW,
+                format!("database \"{database}\" is disabled"),
+            ));
+        }
     }
     if is_admin_db {
         if !config.is_stats_user(&user) {
