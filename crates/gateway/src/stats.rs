@@ -184,21 +184,36 @@ pub struct Averages {
 pub struct StatsWindow {
     previous: std::collections::HashMap<String, Totals>,
     at: std::time::Instant,
+    /// The averages of the last complete window, as PgBouncer shows them (steady for a window,
+    /// not drifting while one fills).
+    last: Option<std::collections::HashMap<String, Averages>>,
 }
 
 impl Default for StatsWindow {
     fn default() -> Self {
-        StatsWindow { previous: Default::default(), at: std::time::Instant::now() }
+        StatsWindow { previous: Default::default(), at: std::time::Instant::now(), last: None }
     }
 }
 
 impl StatsWindow {
     pub fn roll(&mut self, current: Vec<(String, Totals)>) {
+        let ended = self.window_averages(&current);
+        self.last = Some(ended.into_iter().map(|(name, _, a)| (name, a)).collect());
         self.previous = current.into_iter().collect();
         self.at = std::time::Instant::now();
     }
 
+    /// Each database's totals with the averages of the last complete window (of the window so far
+    /// until one has ended).
     pub fn averages(&self, current: &[(String, Totals)]) -> Vec<(String, Totals, Averages)> {
+        let Some(last) = &self.last else { return self.window_averages(current) };
+        current
+            .iter()
+            .map(|(name, now)| (name.clone(), *now, last.get(name).copied().unwrap_or_default()))
+            .collect()
+    }
+
+    fn window_averages(&self, current: &[(String, Totals)]) -> Vec<(String, Totals, Averages)> {
         let secs = self.at.elapsed().as_secs_f64().max(1.0);
         current
             .iter()
@@ -225,5 +240,23 @@ impl StatsWindow {
                 (name.clone(), *now, a)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn averages_are_the_last_complete_windows() {
+        let totals = |xacts: u64| vec![("db".to_string(), Totals { xacts, ..Totals::default() })];
+        let mut window = StatsWindow::default();
+        // Before a window has ended: the window so far.
+        assert_eq!(window.averages(&totals(7))[0].2.xacts, 7);
+        window.roll(totals(0));
+        window.roll(totals(100));
+        // A window ended with 100 transactions in it (under a second, counted as one).
+        let shown = window.averages(&totals(5000));
+        assert_eq!((shown[0].1.xacts, shown[0].2.xacts), (5000, 100), "the filling window moved the average");
     }
 }
