@@ -229,6 +229,12 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
     assert!(String::from_utf8_lossy(&reply).contains("08P01"));
+    // Protocol 4.0: not spoken, as PostgreSQL answers it (0A000).
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&[0, 0, 0, 17, 0, 4, 0, 0, b'u', b's', b'e', b'r', 0, b'x', 0, 0, 0]).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("0A000"), "{:?}", String::from_utf8_lossy(&reply));
     // Everyone else is unaffected.
     assert_eq!(healthy.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0), 5);
     gw.shutdown().await;

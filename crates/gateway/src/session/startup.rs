@@ -52,6 +52,10 @@ pub async fn open(
         };
         let parsed = match startup::parse(&packet) {
             Ok(p) => p,
+            // As PostgreSQL answers a protocol it does not speak: 0A000, not a violation.
+            Err(e @ startup::StartupError::UnsupportedProtocol(..)) => {
+                return Err((sock, PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, e.to_string())))
+            }
             Err(e) => return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
         };
         match parsed {
