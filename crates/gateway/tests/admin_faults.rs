@@ -64,6 +64,16 @@ async fn every_admin_command() {
     assert_eq!(local, ["127.0.0.1".to_string(), addr(&gw).port().to_string()], "{client}");
     // Tools parse the PgBouncer version to pick the columns they read.
     assert!(admin(&gw, "SHOW VERSION").starts_with("PgBouncer 1.23.1 compatible (pgpilot "));
+    // And so does the console's server_version, as PgBouncer's reports itself.
+    let mut console = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let login = startup_packet_with(3 << 16, &[("user", "postgres"), ("database", "pgpilot")]);
+    tokio::io::AsyncWriteExt::write_all(&mut console, &login).await.unwrap();
+    let welcome = read_until_ready(&mut console).await;
+    assert!(
+        welcome.windows(30).any(|w| w == b"server_version\x001.23.1/bouncer\x00"),
+        "{:?}",
+        String::from_utf8_lossy(&welcome)
+    );
     assert!(admin(&gw, "SHOW CONFIG").contains("default_pool_size|5|20|yes"));
     // Durations in seconds and switches as 0/1, as PgBouncer prints them.
     let config = admin(&gw, "SHOW CONFIG");

@@ -34,7 +34,8 @@ pub async fn run(shared: Arc<Shared>, sock: Sock, registration: Registration, lo
     let mut out = BytesMut::with_capacity(512);
     backend::auth_ok(&mut out);
     for (k, val) in [
-        ("server_version", env!("CARGO_PKG_VERSION")),
+        // As PgBouncer's console reports itself: tools read a version number here.
+        ("server_version", "1.23.1/bouncer"),
         ("server_encoding", "UTF8"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO"),
