@@ -1441,6 +1441,78 @@ async fn inside_a_transaction_a_fresh_copy_with_another_row_type_fails_as_a_chan
     gw.shutdown().await;
 }
 
+/// pgJDBC never describes its statement: it describes the portal of its first execution and
+/// decodes every later result with that. A fresh copy with another row type (after DDL) must fail
+/// its Bind there too; its rows came back under the old description, values under the wrong
+/// columns, in transactions and outside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_type_learned_from_a_portal_description_is_checked_too() {
+    use pgpilot_wire::frontend;
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE retype_portal(id int, c_1 int, c_2 int); INSERT INTO retype_portal VALUES (1, 2, 3)",
+    );
+    // One server keeping one statement: another client's statement evicts the first one's copy.
+    let gw = small_pool(&pg, 1, 1).await;
+    let other = connect(&gw).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    // The first execution describes the portal; later ones do not (the fields are cached).
+    let run = |out: &mut bytes::BytesMut, first: bool| {
+        if first {
+            frontend::parse(out, b"S_1", b"SELECT * FROM retype_portal", &[0, 0]);
+        }
+        frontend::bind(out, b"", b"S_1", &[0, 0, 0, 0, 0, 0]);
+        if first {
+            frontend::target(out, b'D', b'P', b"");
+        }
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        frontend::sync(out);
+    };
+    let mut out = bytes::BytesMut::new();
+    run(&mut out, true);
+    raw.write_all(&out).await.unwrap();
+    until_ready_for_query(&mut raw, 1).await;
+    let ddls = [
+        "ALTER TABLE retype_portal DROP COLUMN c_1, ADD COLUMN c_3 int",
+        "ALTER TABLE retype_portal ALTER COLUMN c_2 TYPE bigint",
+    ];
+    for (round, ddl) in ddls.into_iter().enumerate() {
+        other.query(&format!("SELECT $1::int + {round}"), &[&1i32]).await.unwrap();
+        pg.psql("postgres", ddl);
+        let in_transaction = round == 1;
+        let mut out = bytes::BytesMut::new();
+        if in_transaction {
+            frontend::query(&mut out, "BEGIN");
+        }
+        run(&mut out, false);
+        raw.write_all(&out).await.unwrap();
+        let got = until_ready_for_query(&mut raw, 1 + usize::from(in_transaction)).await;
+        let msgs = backend_messages(&got);
+        assert!(!msgs.iter().any(|m| m.0 == b'D'), "rows after {ddl}: {:?}", String::from_utf8_lossy(&got));
+        let error =
+            msgs.iter().find(|m| m.0 == b'E').unwrap_or_else(|| panic!("no error after {ddl}: {msgs:?}"));
+        assert!(
+            String::from_utf8_lossy(error.1).contains("C0A000"),
+            "{:?}",
+            String::from_utf8_lossy(error.1)
+        );
+        // The driver prepares it again (pgJDBC does, on 0A000), and reads the new rows.
+        let mut out = bytes::BytesMut::new();
+        if in_transaction {
+            frontend::query(&mut out, "ROLLBACK");
+        }
+        frontend::target(&mut out, b'C', b'S', b"S_1");
+        run(&mut out, true);
+        raw.write_all(&out).await.unwrap();
+        let got = until_ready_for_query(&mut raw, 1 + usize::from(in_transaction)).await;
+        let rows = backend_messages(&got).into_iter().filter(|m| m.0 == b'D').count();
+        assert_eq!(rows, 1, "after {ddl}: {:?}", String::from_utf8_lossy(&got));
+    }
+    gw.shutdown().await;
+}
+
 /// psycopg 3.0/3.1 evicts statements from its cache with `DEALLOCATE name` sent with the extended
 /// protocol (by default after 100 statements, in pipeline mode always): it failed with 26000 and
 /// the statement lived on (inside a transaction, the transaction failed too).

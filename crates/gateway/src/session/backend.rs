@@ -93,8 +93,9 @@ impl Flow {
                 }
             }
             b'T' => {
-                if let Some(&Expect::Client(Reply::Describe { statement: Some(hash) })) =
-                    self.expected.front()
+                if let Some(&Expect::Client(
+                    Reply::Describe { statement: Some(hash) } | Reply::DescribePortal { statement: hash },
+                )) = self.expected.front()
                 {
                     let shape = super::row_shape::row_shape(&server.buf[start + 5..end]);
                     super::row_shape::record_described(s, server, hash, shape);

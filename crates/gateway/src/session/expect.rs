@@ -27,6 +27,12 @@ pub enum Reply {
     Describe {
         statement: Option<u64>,
     },
+    /// A Describe of a portal bound from the pgpilot-prepared statement `statement`: its row
+    /// description is the one the client decodes that statement's results with from now on
+    /// (pgJDBC describes the portal, never the statement).
+    DescribePortal {
+        statement: u64,
+    },
     /// With its statistics record when insight is on.
     Execute(Option<Box<Observed>>),
     Close,
@@ -147,7 +153,9 @@ impl Reply {
             // Never succeeds; a BindComplete cannot come.
             Reply::DuplicateParse(_) => tag == b'2',
             Reply::Bind { .. } => tag == b'2',
-            Reply::Describe { .. } | Reply::CheckDescribe { .. } => matches!(tag, b'T' | b'n'),
+            Reply::Describe { .. } | Reply::DescribePortal { .. } | Reply::CheckDescribe { .. } => {
+                matches!(tag, b'T' | b'n')
+            }
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
             Reply::Close => tag == b'3',
             Reply::Sync(_)

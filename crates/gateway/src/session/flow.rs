@@ -98,6 +98,9 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
+    /// client that statement's row type).
+    pub(super) unnamed_portal_statement: Option<u64>,
     /// An extended-protocol DEALLOCATE answered by pgpilot (local_deallocate.rs).
     pub(super) local_deallocate: super::local_deallocate::LocalDeallocate,
     /// A settings sync failed: what the server holds is unknown.
@@ -207,6 +210,7 @@ impl Flow {
             checking_copies: false,
             copies_checked_for_request: false,
             local_deallocate: Default::default(),
+            unnamed_portal_statement: None,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,

@@ -538,6 +538,9 @@ impl Flow {
             } else {
                 self.sql_statement_for_protocol(s, server, b.statement);
             }
+            if b.portal.is_empty() {
+                self.unnamed_portal_statement = None;
+            }
             frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
             self.push_extended(Reply::Bind { statement: None, copy: BoundCopy::Kept });
             return Ok(());
@@ -552,6 +555,9 @@ impl Flow {
             (server_name, copy) = (OUTDATED_PLAN_NAME.into(), BoundCopy::Outdated);
         }
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
+        if b.portal.is_empty() {
+            self.unnamed_portal_statement = (copy != BoundCopy::Outdated).then_some(stmt.hash);
+        }
         if let BoundCopy::Fresh { per_column_formats } = &mut copy {
             *per_column_formats = frontend::bind_formats_per_column(b.rest);
         }
@@ -587,7 +593,10 @@ impl Flow {
             None => (name, None),
         };
         frontend::target(&mut self.to_server, b'D', kind, target);
-        self.push_extended(Reply::Describe { statement });
+        match self.unnamed_portal_statement.filter(|_| kind == b'P' && name.is_empty()) {
+            Some(statement) => self.push_extended(Reply::DescribePortal { statement }),
+            None => self.push_extended(Reply::Describe { statement }),
+        }
         Ok(())
     }
 
