@@ -68,10 +68,11 @@ pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
     if hint == Some(RouteHint::Primary) || req.session_route == SessionRoute::Primary {
         // Sent to the primary on request, it still counts as a write (read-your-writes) whenever
         // pgpilot would have sent it there anyway (a volatile function may write), and whenever it
-        // calls a function at all: the hint is the documented way to call a STABLE function that
-        // writes all the same.
-        let may_write =
-            !is_read_only(stmt) || matches!(routed, Route::Primary(_)) || !stmt.functions.is_empty();
+        // calls a function of the application's: the hint is the documented way to call a STABLE
+        // function that writes all the same. (PostgreSQL's own stable functions write nothing.)
+        let may_write = !is_read_only(stmt)
+            || matches!(routed, Route::Primary(_))
+            || calls_user_function(db, stmt, req.search_path);
         return Verdict::Primary { reason: "hint", may_write };
     }
     let allow_replica_override =
@@ -129,6 +130,12 @@ fn calls_other_volatile(db: &Database, stmt: &Statement, search_path: &[String])
             pgpilot_sql::Volatility::Volatile | pgpilot_sql::Volatility::Unknown
         )
     })
+}
+
+/// Whether the statement calls a function outside pg_catalog (whatever its declared volatility).
+fn calls_user_function(db: &Database, stmt: &Statement, search_path: &[String]) -> bool {
+    let catalog = db.functions.load();
+    stmt.functions.iter().any(|f| !catalog.resolves_in_pg_catalog(f, search_path))
 }
 
 /// A hint may send a read with a function pgpilot cannot vouch for to a replica, never a write.

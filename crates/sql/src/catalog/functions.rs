@@ -228,7 +228,7 @@ impl FunctionCatalog {
     }
 
     /// Whether the call can only reach a pg_catalog function.
-    fn resolves_in_pg_catalog(&self, func: &FuncRef, search_path: &[String]) -> bool {
+    pub fn resolves_in_pg_catalog(&self, func: &FuncRef, search_path: &[String]) -> bool {
         match func.schema.as_deref() {
             Some(schema) => schema == "pg_catalog",
             None => {
