@@ -1513,6 +1513,55 @@ async fn a_row_type_learned_from_a_portal_description_is_checked_too() {
     gw.shutdown().await;
 }
 
+/// DDL inside a transaction that rolls back changes nothing for other clients: PostgreSQL runs
+/// their statements as before. The 0A000 one client met inside it made every other client's
+/// statement fail, once or for good (the row type read inside the transaction was kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_rolled_back_leaves_other_clients_statements_working() {
+    use pgpilot_wire::frontend;
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE undone(id int, c int); INSERT INTO undone VALUES (1, 2)");
+    let gw = small_pool(&pg, 1, 5).await;
+    let text = b"SELECT * FROM undone";
+    let prepare = {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse(&mut out, b"u1", text, &[0, 0]);
+        frontend::target(&mut out, b'D', b'S', b"u1");
+        frontend::sync(&mut out);
+        out
+    };
+    let run = {
+        let mut out = bytes::BytesMut::new();
+        frontend::bind(&mut out, b"", b"u1", &[0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        frontend::sync(&mut out);
+        out
+    };
+    let (mut a, mut b) = (raw_login(addr(&gw)).await, raw_login(addr(&gw)).await);
+    for c in [&mut a, &mut b] {
+        c.write_all(&prepare).await.unwrap();
+        until_ready_for_query(c, 1).await;
+    }
+    let mut ddl = bytes::BytesMut::new();
+    frontend::query(&mut ddl, "BEGIN; ALTER TABLE undone ALTER COLUMN c TYPE bigint");
+    ddl.extend_from_slice(&run);
+    a.write_all(&ddl).await.unwrap();
+    let got = until_ready_for_query(&mut a, 2).await;
+    assert!(String::from_utf8_lossy(&got).contains("C0A000"), "{:?}", String::from_utf8_lossy(&got));
+    let mut rollback = bytes::BytesMut::new();
+    frontend::query(&mut rollback, "ROLLBACK");
+    a.write_all(&rollback).await.unwrap();
+    until_ready_for_query(&mut a, 1).await;
+    for round in 0..3 {
+        b.write_all(&run).await.unwrap();
+        let got = until_ready_for_query(&mut b, 1).await;
+        let rows = backend_messages(&got).into_iter().filter(|m| m.0 == b'D').count();
+        assert_eq!(rows, 1, "round {round}: {:?}", String::from_utf8_lossy(&got));
+    }
+    gw.shutdown().await;
+}
+
 /// psycopg 3.0/3.1 evicts statements from its cache with `DEALLOCATE name` sent with the extended
 /// protocol (by default after 100 statements, in pipeline mode always): it failed with 26000 and
 /// the statement lived on (inside a transaction, the transaction failed too).

@@ -90,6 +90,7 @@ impl Flow {
                         _ => super::row_shape::NO_ROWS,
                     };
                     server.statements.set_shape(hash, shape);
+                    self.note_copy_shape(s, hash);
                 }
             }
             b'T' => {
@@ -99,6 +100,7 @@ impl Flow {
                 {
                     let shape = super::row_shape::row_shape(&server.buf[start + 5..end]);
                     super::row_shape::record_described(s, server, hash, shape);
+                    self.note_copy_shape(s, hash);
                 }
             }
             _ => {}
@@ -330,6 +332,7 @@ impl Flow {
         if status == TxnStatus::Idle {
             // A session-level path is recorded (or read back) by now; a local one ended.
             s.search_path_in_flux = false;
+            self.forget_provisional_shapes(server);
         }
         if status == TxnStatus::Idle && std::mem::take(&mut self.function_ddl) {
             s.db.want_functions();

@@ -98,6 +98,8 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// Statements whose server copy was described inside the transaction in progress (row_shape.rs).
+    pub(super) provisional_shapes: Vec<u64>,
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
     /// client that statement's row type).
     pub(super) unnamed_portal_statement: Option<u64>,
@@ -211,6 +213,7 @@ impl Flow {
             copies_checked_for_request: false,
             local_deallocate: Default::default(),
             unnamed_portal_statement: None,
+            provisional_shapes: Vec::new(),
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,

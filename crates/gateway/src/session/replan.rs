@@ -270,6 +270,12 @@ impl Flow {
 /// The server's copy of `hash` has an outdated result type: a new generation of the statement
 /// begins, so every other client that prepared it before is told at its next Bind.
 fn result_type_changed(s: &Session, server: &ServerConn, hash: u64) {
+    // Met inside a transaction, the change may be the transaction's own DDL, which may roll
+    // back: other clients are not told (a copy of theirs that did change fails on its server,
+    // and fresh copies are described before use).
+    if s.status != TxnStatus::Idle {
+        return;
+    }
     let seen = server.statements.epoch(hash).unwrap_or(0);
     s.shared.statement_epochs.changed(hash, seen);
 }

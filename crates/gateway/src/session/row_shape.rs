@@ -107,6 +107,23 @@ impl Flow {
         true
     }
 
+    /// A copy's row type was just learned. Inside a transaction it may come from DDL the
+    /// transaction makes and may roll back: it counts only until the transaction ends.
+    pub(super) fn note_copy_shape(&mut self, s: &Session, hash: u64) {
+        if s.status != TxnStatus::Idle {
+            self.provisional_shapes.push(hash);
+        }
+    }
+
+    /// The transaction ended: copies described inside it are described again at their next use
+    /// (after a rolled-back `ALTER TABLE` the copy has its old row type again, and every client
+    /// that knew that one failed with 0A000 against the type recorded inside the transaction).
+    pub(super) fn forget_provisional_shapes(&mut self, server: &mut ServerConn) {
+        for hash in self.provisional_shapes.drain(..) {
+            server.statements.set_shape(hash, 0);
+        }
+    }
+
     /// The checks ended (the server answered their Sync): the client's request goes ahead, and
     /// its Binds compare row types (frontend.rs).
     pub(super) fn copies_checked(&mut self) {
