@@ -1498,6 +1498,14 @@ async fn a_row_type_learned_from_a_portal_description_is_checked_too() {
             "{:?}",
             String::from_utf8_lossy(error.1)
         );
+        if in_transaction {
+            // The transaction failed: another Bind gets PostgreSQL's 25P02, not 0A000 again.
+            let mut out = bytes::BytesMut::new();
+            run(&mut out, false);
+            raw.write_all(&out).await.unwrap();
+            let got = until_ready_for_query(&mut raw, 1).await;
+            assert!(String::from_utf8_lossy(&got).contains("C25P02"), "{:?}", String::from_utf8_lossy(&got));
+        }
         // The driver prepares it again (pgJDBC does, on 0A000), and reads the new rows.
         let mut out = bytes::BytesMut::new();
         if in_transaction {

@@ -30,6 +30,7 @@ impl SqlState {
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub const CANNOT_CONNECT_NOW: SqlState = SqlState("57P03");
     pub const IDLE_IN_TRANSACTION_TIMEOUT: SqlState = SqlState("25P03");
+    pub const IN_FAILED_SQL_TRANSACTION: SqlState = SqlState("25P02");
     pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState("57P05");
     pub const READ_ONLY_TRANSACTION: SqlState = SqlState("25006");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");

@@ -239,7 +239,16 @@ impl Flow {
                 format!("prepared statement \"{name}\" already exists"),
             )
             .encode(&mut self.to_client);
-        } else if outdated {
+        } else if outdated && code == "26000" && s.status == TxnStatus::Failed {
+            // The outdated Bind went under a name never prepared, which the server looks up
+            // before it sees the transaction failed: PostgreSQL would have said 25P02.
+            PgError::error(
+                SqlState::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+            .encode(&mut self.to_client);
+        } else if reshaped || (outdated && code == "26000") {
+            // The outdated Bind went under a name never prepared: its 26000 stands for 0A000.
             super::replan::outdated_plan_error(&mut self.to_client);
         } else if let Some(name) = missing.and_then(|hash| self.client_name_of(s, hash)) {
             // The server names pgpilot's copy of the statement; the client knows its own name.
