@@ -211,11 +211,17 @@ pub fn set_at_runtime(general: &mut General, key: &str, value: &str) -> Result<(
         general.server_reset_query = value.to_string();
     } else if key == "server_check_query" {
         general.server_check_query = value.to_string();
+    } else if RESTART_ONLY.contains(&key.as_str()) {
+        return Err(format!("{key} cannot be changed with SET: it takes effect only when pgpilot restarts"));
     } else {
         return Err(format!("{key} cannot be changed with SET: change the file and RELOAD"));
     }
     Ok(())
 }
+
+/// Settings read only at start (as PgBouncer's listen_addr, listen_port, unix_socket_dir).
+const RESTART_ONLY: &[&str] =
+    &["listen", "listen_addr", "listen_port", "http", "workers", "unix_socket_dir", "unix_socket_mode"];
 
 fn ignored(b: &mut Builder, setting: String, e: &Entry, harmless: &[&str], reason: Reason) {
     let value = e.value.trim();
