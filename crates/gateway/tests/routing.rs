@@ -154,6 +154,27 @@ async fn statement_classes_are_routed_right() {
         assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE), "{typo}");
     }
     assert!(!on_replica(&c, &format!("SELECT {r}")).await, "a refused value changed the route");
+    // Inside a transaction the refusal fails the transaction, as PostgreSQL's own refusals do.
+    c.batch_execute("BEGIN").await.unwrap();
+    let refused = c.batch_execute("SET pgpilot.route = 'it''s $x$'").await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE),
+        "{refused:?}"
+    );
+    let aborted = c.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        aborted.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{aborted:?}"
+    );
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A SET of it in a transaction that rolls back is undone, as PostgreSQL undoes a SET.
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SET pgpilot.route = auto").await.unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    caught_up().await; // the transactions count as writes for read-your-writes
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await, "a rolled-back SET pgpilot.route stayed");
     c.batch_execute("SET pgpilot.route = auto").await.unwrap();
     assert!(on_replica(&c, &format!("SELECT {r}")).await);
     c.batch_execute("SET pgpilot.route = primary").await.unwrap();

@@ -61,6 +61,8 @@ struct DatabaseMonitor {
     newest_timeline: u32,
     /// Per server: a replica not known to follow the current primary (see `verify_followers`).
     doubts: Vec<Option<Doubt>>,
+    /// Per server: its timeline could not be read (logged once).
+    timeline_hidden: Vec<bool>,
 }
 
 /// A replica that gets no reads until its replayed position moves: after a failover (it may have
@@ -104,6 +106,7 @@ pub async fn run(shared: Arc<Shared>) {
                     history: Default::default(),
                     newest_timeline: 0,
                     doubts: vec![None; db.backends.len()],
+                    timeline_hidden: vec![false; db.backends.len()],
                 });
             }
         }
@@ -237,8 +240,11 @@ impl DatabaseMonitor {
             let doubt = &mut self.doubts[b.index];
             // Receiving an older timeline than the primary's: it follows an old primary (fenced, or
             // not yet told), whose WAL moves its position too. Only its timeline clears this.
+            if r.timeline == 0 && !std::mem::replace(&mut self.timeline_hidden[b.index], true) {
+                tracing::warn!(server = %b.address, "cannot read the replica's timeline (no WAL receiver, or pg_stat_wal_receiver hides it from a role without pg_read_all_stats): after a failover, a replica still following the old primary cannot be told from one following the new; grant pg_monitor to the role pgpilot logs in with");
+            }
             if r.timeline != 0 && r.timeline < self.newest_timeline {
-                if doubt.is_none() {
+                if !doubt.is_some_and(|d| d.older_timeline) {
                     tracing::warn!(server = %b.address, timeline = r.timeline, primary_timeline = self.newest_timeline, "replica receives an older timeline than the primary's: no reads go to it until it follows the primary");
                 }
                 *doubt = Some(Doubt { at_lsn: None, rounds: NUDGE_ROUNDS, older_timeline: true });

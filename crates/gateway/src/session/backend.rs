@@ -73,8 +73,12 @@ impl Flow {
             b'E' => return self.server_error(s, server, start, end),
             b'G' if !self.expected.copy_in_started() => self.copy_in_open = true,
             b'C' => {
+                let tag = &server.buf[start + 5..end];
                 if let Some(observed) = self.expected.front_observed() {
-                    Flow::observe_rows(observed, &server.buf[start + 5..end]);
+                    Flow::observe_rows(observed, tag);
+                }
+                if !injected && matches!(tag, b"COMMIT\0" | b"ROLLBACK\0") {
+                    self.ended_by_rollback = tag == b"ROLLBACK\0";
                 }
             }
             b'D' if injected => {
@@ -336,6 +340,13 @@ impl Flow {
         };
         if !client {
             return;
+        }
+        if status == TxnStatus::Idle {
+            if let Some((route, cache_off)) = s.pgpilot_settings_before.take() {
+                if s.status == TxnStatus::Failed || std::mem::take(&mut self.ended_by_rollback) {
+                    (s.route, s.cache_off) = (route, cache_off);
+                }
+            }
         }
         s.status = status;
         if status == TxnStatus::Idle {

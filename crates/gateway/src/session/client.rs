@@ -119,6 +119,9 @@ pub struct Session {
     pub(super) wait_before_send: Duration,
     /// `SET pgpilot.cache = off`.
     pub(super) cache_off: bool,
+    /// `pgpilot.route` and `pgpilot.cache` as they were before the transaction in progress set
+    /// them: given back if it rolls back, as PostgreSQL undoes a SET.
+    pub(super) pgpilot_settings_before: Option<(crate::routing::SessionRoute, bool)>,
     /// SET SESSION AUTHORIZATION ran: results are no longer the login user's to share.
     pub(super) cache_identity_changed: bool,
     /// The request or transaction under way changed search_path in a way not recorded yet (SET
@@ -188,6 +191,7 @@ impl Session {
             retries: 0,
             wait_before_send: Duration::ZERO,
             cache_off: false,
+            pgpilot_settings_before: None,
             cache_identity_changed: false,
             search_path_in_flux: false,
             pending_fill: None,

@@ -98,6 +98,9 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// The client's last COMMIT or ROLLBACK answered was a ROLLBACK (ROLLBACK TO SAVEPOINT's tag
+    /// too; a COMMIT after it says otherwise).
+    pub(super) ended_by_rollback: bool,
     /// Statements whose server copy was described inside the transaction in progress (row_shape.rs).
     pub(super) provisional_shapes: Vec<u64>,
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
@@ -214,6 +217,7 @@ impl Flow {
             local_deallocate: Default::default(),
             unnamed_portal_statement: None,
             provisional_shapes: Vec::new(),
+            ended_by_rollback: false,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,

@@ -263,6 +263,15 @@ impl Flow {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
+            // Inside a transaction the refusal fails it, as PostgreSQL's does: the server raises it.
+            Some(Err(refused)) if s.status == pgpilot_wire::backend::TxnStatus::InTransaction => {
+                let mut raise = BytesMut::new();
+                frontend::query(&mut raise, &raise_sql(&refused));
+                self.start_request();
+                self.to_server.extend_from_slice(&raise);
+                self.expected.push(Expect::Client(Reply::Query(Batch::default())));
+                return Ok(());
+            }
             Some(Err(refused)) => {
                 self.expected.push(Expect::SyntheticError(Box::new(refused)));
                 return Ok(());
@@ -656,6 +665,19 @@ pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
 
 /// Likewise for a Parse under a name in use (Reply::DuplicateParse).
 const DUPLICATE_PARSE_NAME: &[u8] = b"pgpilot_duplicate_statement_name";
+
+/// A statement that fails with `error`'s code, message and hint on the server (plpgsql, which
+/// PostgreSQL installs in every database). No `$` of the client's reaches the dollar quotes.
+fn raise_sql(error: &PgError) -> String {
+    // E'' reads backslashes the same whatever standard_conforming_strings the client set.
+    let literal =
+        |text: &str| format!("E'{}'", text.replace('$', "?").replace('\\', "\\\\").replace('\'', "''"));
+    let mut using = format!("ERRCODE = '{}', MESSAGE = {}", error.code.code(), literal(&error.message));
+    if let Some(hint) = &error.hint {
+        using += &format!(", HINT = {}", literal(hint));
+    }
+    format!("DO $pgpilot$ BEGIN RAISE EXCEPTION USING {using}; END $pgpilot$")
+}
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

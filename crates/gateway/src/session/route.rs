@@ -439,6 +439,9 @@ impl Session {
             )
             .with_hint(format!("Available values: {hint}."))
         };
+        if self.status != pgpilot_wire::backend::TxnStatus::Idle && self.pgpilot_settings_before.is_none() {
+            self.pgpilot_settings_before = Some((self.route, self.cache_off));
+        }
         match name.as_str() {
             "pgpilot.route" => match value.as_deref().map(SessionRoute::parse) {
                 None => self.route = SessionRoute::default(),
