@@ -74,6 +74,17 @@ async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
+/// The client's write `x = -1` into t, once pgpilot found the promoted server (within 10 s).
+async fn write_after_promotion(c: &tokio_postgres::Client) {
+    for _ in 0..100 {
+        if c.batch_execute("INSERT INTO t VALUES (-1)").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("writes never reached the promoted replica");
+}
+
 fn remember(replica: &Cluster) {
     REPLICA_PORTS.lock().unwrap().push(replica.port());
 }
@@ -710,15 +721,7 @@ async fn a_replica_left_on_the_old_timeline_gets_no_reads() {
     pg.kill();
     promoted.promote();
     let c = connect(&gw).await;
-    let mut wrote = false;
-    for _ in 0..100 {
-        if c.batch_execute("INSERT INTO t VALUES (-1)").await.is_ok() {
-            wrote = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(wrote, "writes never reached the promoted replica");
+    write_after_promotion(&c).await;
     let diverged_port = diverged.port().to_string();
     for _ in 0..20 {
         let rows =
@@ -759,15 +762,7 @@ async fn a_replica_still_following_the_old_primary_gets_no_reads() {
     wait_ready(&gw, 2).await;
     promoted.promote();
     let c = connect(&gw).await;
-    let mut wrote = false;
-    for _ in 0..100 {
-        if c.batch_execute("INSERT INTO t VALUES (-1)").await.is_ok() {
-            wrote = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(wrote, "writes never reached the promoted replica");
+    write_after_promotion(&c).await;
     let follower_port = follower.port().to_string();
     for _ in 0..30 {
         // The old primary, fenced by pgpilot, is written to directly: the follower replays it.

@@ -1515,7 +1515,7 @@ async fn a_row_type_learned_from_a_portal_description_is_checked_too() {
         run(&mut out, true);
         raw.write_all(&out).await.unwrap();
         let got = until_ready_for_query(&mut raw, 1 + usize::from(in_transaction)).await;
-        let rows = backend_messages(&got).into_iter().filter(|m| m.0 == b'D').count();
+        let rows = data_rows(&got);
         assert_eq!(rows, 1, "after {ddl}: {:?}", String::from_utf8_lossy(&got));
     }
     gw.shutdown().await;
@@ -1564,7 +1564,7 @@ async fn ddl_rolled_back_leaves_other_clients_statements_working() {
     for round in 0..3 {
         b.write_all(&run).await.unwrap();
         let got = until_ready_for_query(&mut b, 1).await;
-        let rows = backend_messages(&got).into_iter().filter(|m| m.0 == b'D').count();
+        let rows = data_rows(&got);
         assert_eq!(rows, 1, "round {round}: {:?}", String::from_utf8_lossy(&got));
     }
     gw.shutdown().await;
@@ -1630,6 +1630,11 @@ async fn deallocate_sent_with_the_extended_protocol_drops_the_statement() {
     let got = until_ready_for_query(&mut raw, 1).await;
     assert!(String::from_utf8_lossy(&got).contains("C26000"), "{:?}", backend_messages(&got));
     gw.shutdown().await;
+}
+
+/// Raw protocol: how many DataRows the bytes hold.
+fn data_rows(got: &[u8]) -> usize {
+    backend_messages(got).into_iter().filter(|m| m.0 == b'D').count()
 }
 
 /// Raw protocol: reads until `n` ReadyForQuery messages came, whatever their status.
