@@ -74,10 +74,19 @@ async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("{sql}: no row"))
 }
 
-/// The client's write `x = -1` into t, once pgpilot found the promoted server (within 10 s).
-async fn write_after_promotion(c: &tokio_postgres::Client) {
+/// The client's write `x = -1` into t on the promoted server, once pgpilot found it (within 10 s;
+/// a write made before, on an old primary still up, does not count).
+async fn write_after_promotion(c: &tokio_postgres::Client, promoted: &Cluster) {
+    let promoted_port = promoted.port().to_string();
     for _ in 0..100 {
-        if c.batch_execute("INSERT INTO t VALUES (-1)").await.is_ok() {
+        let wrote = c.simple_query("INSERT INTO t VALUES (-1) RETURNING inet_server_port()").await;
+        let port = wrote.ok().and_then(|rows| {
+            rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+        });
+        if port.as_deref() == Some(promoted_port.as_str()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -721,7 +730,7 @@ async fn a_replica_left_on_the_old_timeline_gets_no_reads() {
     pg.kill();
     promoted.promote();
     let c = connect(&gw).await;
-    write_after_promotion(&c).await;
+    write_after_promotion(&c, &promoted).await;
     let diverged_port = diverged.port().to_string();
     for _ in 0..20 {
         let rows =
@@ -762,7 +771,7 @@ async fn a_replica_still_following_the_old_primary_gets_no_reads() {
     wait_ready(&gw, 2).await;
     promoted.promote();
     let c = connect(&gw).await;
-    write_after_promotion(&c).await;
+    write_after_promotion(&c, &promoted).await;
     let follower_port = follower.port().to_string();
     for _ in 0..30 {
         // The old primary, fenced by pgpilot, is written to directly: the follower replays it.
