@@ -52,6 +52,17 @@ pub fn key_of(sql: &str) -> QueryKey {
     SHAPES.with_borrow_mut(|shapes| shapes.shape_of(sql).key.clone())
 }
 
+/// Both, found with one look-up (the simple Query path wants both).
+pub fn key_and_look(sql: &str) -> (QueryKey, QuickLook) {
+    if sql.len() > SHAPE_TEXT_MAX {
+        return (QueryKey::with_spans(sql, &mut Vec::new()).0, pgpilot_sql::quick_look(sql));
+    }
+    SHAPES.with_borrow_mut(|shapes| {
+        let shape = shapes.shape_of(sql);
+        (shape.key.clone(), shape.look)
+    })
+}
+
 /// The quick look at `sql`.
 pub fn look_of(sql: &str) -> QuickLook {
     if sql.len() > SHAPE_TEXT_MAX {

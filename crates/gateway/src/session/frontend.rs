@@ -247,7 +247,7 @@ impl Flow {
 
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         // Taken first: it belongs to this message only, whichever way it is handled.
-        let look = self.first_look.take();
+        let mut look = self.first_look.take();
         self.forget_local_deallocate(b'Q', b"");
         if self.rewrite {
             // A simple Query destroys the unnamed statement, the client's and the server's alike.
@@ -278,7 +278,7 @@ impl Flow {
             }
             None => {}
         }
-        let mut batch = Batch { observed: self.observe_query(s, text, sql), ..Batch::default() };
+        let mut batch = Batch { observed: self.observe_query(s, text, sql, &mut look), ..Batch::default() };
         if !self.track_session {
             // Session pooling: the client's server is its own, and only a reset of everything
             // needs pgpilot, to give the client its login values back.

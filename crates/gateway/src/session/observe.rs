@@ -41,13 +41,25 @@ impl Observed {
 impl Flow {
     /// A record for a simple Query, when insight is on.
     /// `sql`: the text when it is valid UTF-8, as the caller has already checked.
-    pub(super) fn observe_query(&self, s: &Session, text: &[u8], sql: Option<&str>) -> Option<Box<Observed>> {
+    /// `look`: filled with the text's quick look when the key's look-up found it too.
+    pub(super) fn observe_query(
+        &self,
+        s: &Session,
+        text: &[u8],
+        sql: Option<&str>,
+        look: &mut Option<pgpilot_sql::QuickLook>,
+    ) -> Option<Box<Observed>> {
         let insight = &s.shared.insight;
         if !insight.enabled() {
             return None;
         }
         let wants = insight.wants_parameters();
         let (key, constants) = match sql {
+            Some(sql) if !wants && look.is_none() => {
+                let (key, found) = crate::shapes::key_and_look(sql);
+                *look = Some(found);
+                (key, Vec::new())
+            }
             Some(sql) => QueryKey::of_str(sql, wants),
             None => QueryKey::of(text, wants),
         };
