@@ -12,8 +12,9 @@ use pgpilot_sql::QuickLook;
 
 use crate::insight::{FingerprintHasher, QueryKey};
 
-/// Longer texts are read every time rather than kept.
-const SHAPE_TEXT_MAX: usize = 8 * 1024;
+/// Longer texts are read every time rather than kept (`QueryKey::of_str` keeps no long text
+/// either).
+pub(crate) const SHAPE_TEXT_MAX: usize = 8 * 1024;
 /// Past this many bytes of kept shapes the memo starts over (its memory stays bounded).
 const SHAPE_BYTES: usize = 1 << 20;
 /// Shapes kept under one key (statements starting alike up to their first constant).
@@ -46,16 +47,14 @@ impl Shape {
 
 /// The statistics key of `sql` (constants not kept).
 pub fn key_of(sql: &str) -> QueryKey {
-    if sql.len() > SHAPE_TEXT_MAX {
-        return QueryKey::with_spans(sql, &mut Vec::new()).0;
-    }
+    debug_assert!(sql.len() <= SHAPE_TEXT_MAX, "QueryKey::of_str reads long texts itself");
     SHAPES.with_borrow_mut(|shapes| shapes.shape_of(sql).key.clone())
 }
 
 /// Both, found with one look-up (the simple Query path wants both).
 pub fn key_and_look(sql: &str) -> (QueryKey, QuickLook) {
     if sql.len() > SHAPE_TEXT_MAX {
-        return (QueryKey::with_spans(sql, &mut Vec::new()).0, pgpilot_sql::quick_look(sql));
+        return (QueryKey::of_str(sql, false).0, pgpilot_sql::quick_look(sql));
     }
     SHAPES.with_borrow_mut(|shapes| {
         let shape = shapes.shape_of(sql);

@@ -70,7 +70,7 @@ impl QueryKey {
 
     /// `of` for a text already known to be UTF-8.
     pub fn of_str(sql: &str, keep_constants: bool) -> (QueryKey, Vec<String>) {
-        if !keep_constants && sql.len() <= INTERNED_TEXT_MAX {
+        if !keep_constants && sql.len() <= crate::shapes::SHAPE_TEXT_MAX {
             return (crate::shapes::key_of(sql), Vec::new());
         }
         INTERNER.with_borrow_mut(|interner| {
