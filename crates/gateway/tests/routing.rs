@@ -1001,6 +1001,41 @@ async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
         let (_, row) = backend_messages(&got).into_iter().find(|(t, _)| *t == b'D').expect("a row");
         String::from_utf8_lossy(&row[6..]).parse().unwrap()
     };
+    // Prepared as a named statement (psycopg, once it ran it 5 times) and run twice, as drivers
+    // run their prepared statements: pgpilot keeps it, and applies it at each Execute.
+    for (name, value, expect_replica) in [(&b"_pg3_0"[..], "primary", false), (b"_pg3_1", "'auto'", true)] {
+        let mut parse = name.to_vec();
+        parse.push(0);
+        parse.extend_from_slice(format!("SET pgpilot.route = {value}\0\0\0").as_bytes());
+        let mut bind = vec![0];
+        bind.extend_from_slice(name);
+        bind.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        let mut batch = message(b'P', &parse);
+        for _ in 0..2 {
+            batch.extend(message(b'B', &bind));
+            batch.extend(message(b'D', b"P\0"));
+            batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
+        }
+        batch.extend(message(b'S', &[]));
+        c.write_all(&batch).await.unwrap();
+        let got = read_until_ready(&mut c).await;
+        // (A ParameterStatus may come first: the server the batch went to got the client's settings.)
+        let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).filter(|t| *t != b'S').collect();
+        assert_eq!(tags, b"12nC2nCZ", "{:?}", backend_messages(&got));
+        // The batch took a server (the primary): read-your-writes may hold the first reads there.
+        for _ in 0..30 {
+            let port = port_read(&mut c).await;
+            if REPLICA_PORTS.lock().unwrap().contains(&port) == expect_replica {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for _ in 0..3 {
+            let port = port_read(&mut c).await;
+            let on_replica = REPLICA_PORTS.lock().unwrap().contains(&port);
+            assert_eq!(on_replica, expect_replica, "after the prepared SET pgpilot.route = {value}");
+        }
+    }
     // A refused value (its Execute fails) changes nothing: the route stays auto.
     for (value, expect_replica) in [("primary", false), ("'auto'", true), ("'primay'", true)] {
         let mut batch = message(b'P', format!("\0SET pgpilot.route = {value}\0\0\0").as_bytes());

@@ -73,7 +73,9 @@ impl Flow {
                 }
             }
             b'B' if self.rewrite => return self.bind(s, server, body),
-            b'E' if self.rewrite && self.execute_local_deallocate(s, body) => {
+            b'E' if self.rewrite
+                && (self.execute_local_deallocate(s, body) || self.execute_local_setting(s, body)) =>
+            {
                 self.unsynced = true;
                 return Ok(());
             }
@@ -467,6 +469,9 @@ impl Flow {
             self.unsynced = true;
             return Ok(());
         }
+        if self.parse_local_setting(s, p.name, p.query, p.param_types) {
+            return Ok(());
+        }
         let stmt = s.new_statement(p.query, p.param_types);
         let client_name: Box<[u8]> = p.name.into();
         s.statements.named.insert(client_name.clone(), stmt.clone());
@@ -554,6 +559,9 @@ impl Flow {
             self.push_extended(Reply::Bind { statement: None, copy: BoundCopy::Kept });
             return Ok(());
         };
+        if self.bind_local_setting(&stmt.query, b.portal) {
+            return Ok(());
+        }
         if stmt.may_change_session {
             self.note_extended_text(s, server, Some(&stmt.query), true);
         }
@@ -577,6 +585,12 @@ impl Flow {
     fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
         if self.describe_local_deallocate(kind, name) {
+            return Ok(());
+        }
+        let named_setting = kind == b'S'
+            && Flow::named_statement(s, name)
+                .is_some_and(|st| super::local_setting::is_local_setting(&st.query));
+        if self.describe_local_setting(kind, name, named_setting) {
             return Ok(());
         }
         let renamed = match Flow::named_statement(s, name).filter(|_| kind == b'S') {

@@ -12,6 +12,7 @@ mod function_ddl;
 pub mod input_budget;
 pub mod io;
 mod local_deallocate;
+mod local_setting;
 mod lost;
 mod observe;
 pub mod params;

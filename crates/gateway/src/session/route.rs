@@ -585,6 +585,21 @@ impl Session {
     }
 }
 
+/// Whether `sql` is SET or RESET of pgpilot's own settings with a value it takes.
+pub(super) fn takes_pgpilot_setting(sql: &str) -> bool {
+    let sql = &*without_comments(sql);
+    if is_local_pgpilot_setting(sql) {
+        return true;
+    }
+    match pgpilot_setting(sql) {
+        Some((name, value)) if name == "pgpilot.route" => {
+            value.is_none_or(|v| SessionRoute::parse(&v).is_some())
+        }
+        Some((name, value)) if name == "pgpilot.cache" => value.is_none_or(|v| switch(&v).is_some()),
+        _ => false,
+    }
+}
+
 /// A boolean setting's value, as PostgreSQL spells them (quoted or not); None for anything else.
 fn switch(value: &str) -> Option<bool> {
     match value.trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase().as_str() {
