@@ -12,14 +12,12 @@ use pgpilot_wire::frame::Header;
 use pgpilot_wire::frontend;
 
 use super::client::{Ending, Session};
-use super::expect::PARSE_COMPLETE;
+use super::expect::{BIND_COMPLETE, PARSE_COMPLETE};
 use crate::cache::key::{self, Protocol};
 use crate::cache::{Bypass, Entry, Fill, Invalidation, ReadPlan};
 use crate::config::cache::Consistency;
 use crate::config::PoolMode;
 use crate::pool::statements::PreparedStatement;
-
-const BIND_COMPLETE: &[u8] = &[b'2', 0, 0, 0, 4];
 
 /// One message of an extended batch, as far as the answer goes.
 #[derive(Debug, Clone, Copy)]

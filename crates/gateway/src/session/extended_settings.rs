@@ -6,10 +6,7 @@ use bytes::{Buf, BytesMut};
 use pgpilot_wire::{backend, frontend};
 
 use super::client::{Ending, Session};
-
-const BIND_COMPLETE: &[u8] = b"2\0\0\0\x04";
-const NO_DATA: &[u8] = b"n\0\0\0\x04";
-const NO_PARAMETERS: &[u8] = b"t\0\0\0\x06\0\0";
+use super::expect::{BIND_COMPLETE, NO_DATA, NO_PARAMETERS};
 
 /// What pgpilot answers to each message of the batch.
 enum Answer {

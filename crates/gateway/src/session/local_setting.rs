@@ -8,12 +8,9 @@
 use pgpilot_wire::frontend;
 
 use super::client::Session;
-use super::expect::{Expect, OnSkip, PARSE_COMPLETE};
+use super::expect::{Expect, OnSkip, BIND_COMPLETE, NO_DATA, NO_PARAMETERS, PARSE_COMPLETE};
 use super::flow::Flow;
 
-const BIND_COMPLETE: &[u8] = b"2\0\0\0\x04";
-const NO_DATA: &[u8] = b"n\0\0\0\x04";
-const NO_PARAMETERS: &[u8] = b"t\0\0\0\x06\0\0";
 const SET_COMPLETE: &[u8] = b"C\0\0\0\x08SET\0";
 const RESET_COMPLETE: &[u8] = b"C\0\0\0\x0aRESET\0";
 
