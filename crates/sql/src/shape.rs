@@ -13,7 +13,7 @@
 //! next word a secret, an `IN (...)` list of constants is written as one) are never part of a
 //! shape. The quick look reads numbers and strings as the normalizer does, so it matches too.
 
-use crate::normalize::{ends_with_password, number_end, quoted_close, quoted_end, starts_number};
+use crate::normalize::{ends_with_password, number_end, quoted_close, starts_number};
 
 /// Whether normalization may note this constant in a shape: a number (maybe negative) or a plain
 /// string, closed, with no `$`, that does not end in PASSWORD. Prefixed strings (E'', B'', X'', N'', U&'')
@@ -21,13 +21,14 @@ use crate::normalize::{ends_with_password, number_end, quoted_close, quoted_end,
 pub(crate) fn matchable_constant(raw: &[u8]) -> bool {
     match raw.first() {
         Some(b'0'..=b'9' | b'.' | b'-') => true,
-        Some(b'\'') => {
-            quoted_close(raw, 0, b'\'') == Some(raw.len())
-                && !raw.contains(&b'$')
-                && !string_ends_with_password(raw)
-        }
+        Some(b'\'') => quoted_close(raw, 0, b'\'') == Some(raw.len()) && matchable_string(raw),
         _ => false,
     }
+}
+
+/// A closed plain string: matchable unless the normalizer reads its content.
+fn matchable_string(raw: &[u8]) -> bool {
+    !raw.contains(&b'$') && !string_ends_with_password(raw)
 }
 
 fn string_ends_with_password(raw: &[u8]) -> bool {
@@ -52,7 +53,7 @@ pub fn same_shape(template: &[u8], spans: &[(u32, u32)], text: &[u8]) -> bool {
         }
         n += fixed.len();
         let Some(constant_end) = constant_end(text, n, template[start]) else { return false };
-        if !matchable_constant(&text[n..constant_end]) {
+        if template[start] == b'\'' && !matchable_string(&text[n..constant_end]) {
             return false;
         }
         n = constant_end;
@@ -62,14 +63,14 @@ pub fn same_shape(template: &[u8], spans: &[(u32, u32)], text: &[u8]) -> bool {
 }
 
 /// Where the constant at `i` ends when it is of the kind a template's constant starting with
-/// `kind` is, read as the normalizer reads it.
+/// `kind` is, read as the normalizer reads it; None for another kind, or a string never closed.
 fn constant_end(b: &[u8], i: usize, kind: u8) -> Option<usize> {
     let c = *b.get(i)?;
     match kind {
         b'0'..=b'9' if c.is_ascii_digit() => Some(number_end(b, i)),
         b'.' if c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) => Some(number_end(b, i)),
         b'-' if c == b'-' && starts_number(b, i + 1) => Some(number_end(b, i + 1)),
-        b'\'' if c == b'\'' => Some(quoted_end(b, i, b'\'')),
+        b'\'' if c == b'\'' => quoted_close(b, i, b'\''),
         _ => None,
     }
 }
