@@ -337,8 +337,9 @@ fn make_database(config: &Config, name: &str, db_config: DatabaseConfig) -> Resu
     Ok(db)
 }
 
-/// The timeouts a session applies to its client (read at login, and again when they change).
-fn client_timeouts(config: &Config) -> [Option<std::time::Duration>; 3] {
+/// The timeouts a session applies to its client (read at login, and again when they change):
+/// client_idle_timeout, idle_transaction_timeout, query_timeout.
+pub(crate) fn client_timeouts(config: &Config) -> [Option<std::time::Duration>; 3] {
     let g = &config.pgpilot;
     [g.client_idle_timeout.enabled(), g.idle_transaction_timeout.enabled(), g.query_timeout.enabled()]
 }

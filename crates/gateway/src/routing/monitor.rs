@@ -238,11 +238,11 @@ impl DatabaseMonitor {
         let primary_lsn = readings.iter().find(|(b, _)| b.index == primary).map(|(_, r)| r.lsn);
         for (b, r) in readings.iter().filter(|(b, r)| b.index != primary && r.in_recovery) {
             let doubt = &mut self.doubts[b.index];
-            // Receiving an older timeline than the primary's: it follows an old primary (fenced, or
-            // not yet told), whose WAL moves its position too. Only its timeline clears this.
             if r.timeline == 0 && !std::mem::replace(&mut self.timeline_hidden[b.index], true) {
                 tracing::warn!(server = %b.address, "cannot read the replica's timeline (no WAL receiver, or pg_stat_wal_receiver hides it from a role without pg_read_all_stats): after a failover, a replica still following the old primary cannot be told from one following the new; grant pg_monitor to the role pgpilot logs in with");
             }
+            // Receiving an older timeline than the primary's: it follows an old primary (fenced, or
+            // not yet told), whose WAL moves its position too. Only its timeline clears this.
             if r.timeline != 0 && r.timeline < self.newest_timeline {
                 if !doubt.is_some_and(|d| d.older_timeline) {
                     tracing::warn!(server = %b.address, timeline = r.timeline, primary_timeline = self.newest_timeline, "replica receives an older timeline than the primary's: no reads go to it until it follows the primary");

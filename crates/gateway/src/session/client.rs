@@ -51,12 +51,12 @@ pub(super) struct Timeouts {
 
 impl Timeouts {
     fn of(config: &crate::config::Config, generation: u32) -> Self {
-        let g = &config.pgpilot;
+        let [client_idle, idle_transaction, query] = crate::shared::client_timeouts(config);
         let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
         Timeouts {
-            client_idle_ms: ms(g.client_idle_timeout.enabled()),
-            idle_transaction_ms: ms(g.idle_transaction_timeout.enabled()),
-            query_ms: ms(g.query_timeout.enabled()),
+            client_idle_ms: ms(client_idle),
+            idle_transaction_ms: ms(idle_transaction),
+            query_ms: ms(query),
             generation,
         }
     }
