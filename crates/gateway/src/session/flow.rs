@@ -106,10 +106,8 @@ pub(super) struct Flow {
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
     /// client that statement's row type).
     pub(super) unnamed_portal_statement: Option<u64>,
-    /// A portal of a named pgpilot setting statement, with its text (local_setting.rs).
-    pub(super) local_setting_portal: Option<(Box<[u8]>, Box<str>)>,
-    /// An extended-protocol DEALLOCATE answered by pgpilot (local_deallocate.rs).
-    pub(super) local_deallocate: super::local_deallocate::LocalDeallocate,
+    /// Extended-protocol statements pgpilot answers itself (local_statements.rs).
+    pub(super) local: super::local_statements::LocalStatements,
     /// A settings sync failed: what the server holds is unknown.
     pub(super) settings_unknown: bool,
     /// RESET ALL or DISCARD ALL gave the server its own defaults: the client's login values go
@@ -216,8 +214,7 @@ impl Flow {
             param_sync: ParamSync::None,
             checking_copies: false,
             copies_checked_for_request: false,
-            local_deallocate: Default::default(),
-            local_setting_portal: None,
+            local: Default::default(),
             unnamed_portal_statement: None,
             provisional_shapes: Vec::new(),
             ended_by_rollback: false,

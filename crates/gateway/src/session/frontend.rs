@@ -73,9 +73,7 @@ impl Flow {
                 }
             }
             b'B' if self.rewrite => return self.bind(s, server, body),
-            b'E' if self.rewrite
-                && (self.execute_local_deallocate(s, body) || self.execute_local_setting(s, body)) =>
-            {
+            b'E' if self.rewrite && self.execute_locally(s, body) => {
                 self.unsynced = true;
                 return Ok(());
             }
@@ -250,7 +248,7 @@ impl Flow {
     fn query(&mut self, s: &mut Session, server: &mut ServerConn, msg: &[u8]) -> Result<(), Ending> {
         // Taken first: it belongs to this message only, whichever way it is handled.
         let mut look = self.first_look.take();
-        self.forget_local_deallocate(b'Q', b"");
+        self.forget_local_statements(b'Q', b"");
         if self.rewrite {
             // A simple Query destroys the unnamed statement, the client's and the server's alike.
             s.unnamed = None;
@@ -584,16 +582,13 @@ impl Flow {
 
     fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
-        if self.describe_local_deallocate(kind, name) {
+        let named = Flow::named_statement(s, name).filter(|_| kind == b'S');
+        let named_setting =
+            named.as_ref().is_some_and(|st| super::local_statements::is_local_setting(&st.query));
+        if self.describe_locally(kind, name, named_setting) {
             return Ok(());
         }
-        let named_setting = kind == b'S'
-            && Flow::named_statement(s, name)
-                .is_some_and(|st| super::local_setting::is_local_setting(&st.query));
-        if self.describe_local_setting(kind, name, named_setting) {
-            return Ok(());
-        }
-        let renamed = match Flow::named_statement(s, name).filter(|_| kind == b'S') {
+        let renamed = match named {
             Some(stmt) => {
                 // Described, it tells the client the result type it has now.
                 stmt.epoch.fetch_max(
@@ -644,7 +639,7 @@ impl Flow {
     /// server-side copy, which max_prepared_statements bounds.
     fn close(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Close"))?;
-        self.forget_local_deallocate(kind, name);
+        self.forget_local_statements(kind, name);
         self.unsynced = true;
         if kind == b'S' && name.is_empty() {
             s.unnamed = None;

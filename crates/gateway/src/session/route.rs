@@ -422,40 +422,23 @@ impl Session {
     /// Returns the CommandComplete tag when the statement is such a setting, or the error a value
     /// it does not take gets (as PostgreSQL's for an enum setting: 22023).
     pub(super) fn apply_pgpilot_settings(&mut self, sql: &str) -> Option<Result<&'static str, PgError>> {
-        if !maybe_pgpilot_setting(sql.as_bytes()) {
-            return None;
-        }
-        let sql = &*without_comments(sql);
-        if is_local_pgpilot_setting(sql) {
-            // Routing cannot change inside a transaction, and outside one SET LOCAL does nothing.
-            return Some(Ok("SET"));
-        }
-        let (name, value) = pgpilot_setting(sql)?;
-        let refused = |hint: &str| {
-            let shown = value.as_deref().unwrap_or_default().trim_matches(|c| c == '\'' || c == '"');
-            PgError::error(
-                SqlState::INVALID_PARAMETER_VALUE,
-                format!("invalid value for parameter \"{name}\": \"{shown}\""),
-            )
-            .with_hint(format!("Available values: {hint}."))
+        let (setting, tag) = match read_own_setting(sql)? {
+            Ok(read) => read,
+            Err(refused) => return Some(Err(refused)),
         };
-        if self.status != pgpilot_wire::backend::TxnStatus::Idle && self.pgpilot_settings_before.is_none() {
+        if setting != OwnSetting::Local
+            && self.status != pgpilot_wire::backend::TxnStatus::Idle
+            && self.pgpilot_settings_before.is_none()
+        {
             self.pgpilot_settings_before = Some((self.route, self.cache_off));
         }
-        match name.as_str() {
-            "pgpilot.route" => match value.as_deref().map(SessionRoute::parse) {
-                None => self.route = SessionRoute::default(),
-                Some(Some(route)) => self.route = route,
-                Some(None) => return Some(Err(refused("auto, primary, replica"))),
-            },
-            "pgpilot.cache" => match value.as_deref().map(switch) {
-                None => self.cache_off = false,
-                Some(Some(on)) => self.cache_off = !on,
-                Some(None) => return Some(Err(refused("on, off"))),
-            },
-            _ => return None,
+        match setting {
+            // Routing cannot change inside a transaction, and outside one SET LOCAL does nothing.
+            OwnSetting::Local => {}
+            OwnSetting::Route(route) => self.route = route,
+            OwnSetting::Cache { on } => self.cache_off = !on,
         }
-        Some(Ok(if value.is_some() { "SET" } else { "RESET" }))
+        Some(Ok(tag))
     }
 
     /// Answers a statement pgpilot handled itself, with an error.
@@ -585,19 +568,57 @@ impl Session {
     }
 }
 
-/// Whether `sql` is SET or RESET of pgpilot's own settings with a value it takes.
-pub(super) fn takes_pgpilot_setting(sql: &str) -> bool {
+/// A SET or RESET of pgpilot's own settings, read and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnSetting {
+    /// `SET LOCAL pgpilot.x`: accepted, with no effect.
+    Local,
+    Route(SessionRoute),
+    Cache {
+        on: bool,
+    },
+}
+
+/// `sql` as a SET or RESET of pgpilot's own settings, with its CommandComplete tag; the error a
+/// value the setting does not take gets (as PostgreSQL's for an enum setting: 22023); None when
+/// `sql` is no such statement.
+fn read_own_setting(sql: &str) -> Option<Result<(OwnSetting, &'static str), PgError>> {
+    if !maybe_pgpilot_setting(sql.as_bytes()) {
+        return None;
+    }
     let sql = &*without_comments(sql);
     if is_local_pgpilot_setting(sql) {
-        return true;
+        return Some(Ok((OwnSetting::Local, "SET")));
     }
-    match pgpilot_setting(sql) {
-        Some((name, value)) if name == "pgpilot.route" => {
-            value.is_none_or(|v| SessionRoute::parse(&v).is_some())
-        }
-        Some((name, value)) if name == "pgpilot.cache" => value.is_none_or(|v| switch(&v).is_some()),
-        _ => false,
-    }
+    let (name, value) = pgpilot_setting(sql)?;
+    let tag = if value.is_some() { "SET" } else { "RESET" };
+    let refused = |hint: &str| {
+        let shown = value.as_deref().unwrap_or_default().trim_matches(|c| c == '\'' || c == '"');
+        PgError::error(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"{name}\": \"{shown}\""),
+        )
+        .with_hint(format!("Available values: {hint}."))
+    };
+    let setting = match name.as_str() {
+        "pgpilot.route" => match value.as_deref().map(SessionRoute::parse) {
+            None => OwnSetting::Route(SessionRoute::default()),
+            Some(Some(route)) => OwnSetting::Route(route),
+            Some(None) => return Some(Err(refused("auto, primary, replica"))),
+        },
+        "pgpilot.cache" => match value.as_deref().map(switch) {
+            None => OwnSetting::Cache { on: true },
+            Some(Some(on)) => OwnSetting::Cache { on },
+            Some(None) => return Some(Err(refused("on, off"))),
+        },
+        _ => return None,
+    };
+    Some(Ok((setting, tag)))
+}
+
+/// Whether `sql` is SET or RESET of pgpilot's own settings with a value it takes.
+pub(super) fn takes_pgpilot_setting(sql: &str) -> bool {
+    matches!(read_own_setting(sql), Some(Ok(_)))
 }
 
 /// A boolean setting's value, as PostgreSQL spells them (quoted or not); None for anything else.
