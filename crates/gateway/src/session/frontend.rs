@@ -255,7 +255,6 @@ impl Flow {
             self.unnamed_in_step = true;
         }
         let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
-        self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
         // Checked once here for all that reads the text below.
         let sql = std::str::from_utf8(text).ok();
         match sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
@@ -279,6 +278,10 @@ impl Flow {
             None => {}
         }
         let mut batch = Batch { observed: self.observe_query(s, text, sql, &mut look), ..Batch::default() };
+        // A single plain SELECT or write is no DDL: the look, already at hand, spares the scan.
+        if !look.is_some_and(|l| l.plain_select || l.plain_write) {
+            self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
+        }
         if !self.track_session {
             // Session pooling: the client's server is its own, and only a reset of everything
             // needs pgpilot, to give the client its login values back.
