@@ -36,12 +36,12 @@ pub fn render(shared: &Shared) -> String {
     let _ = writeln!(out, "pgpilot_max_client_conn {}", config.pgpilot.max_client_conn);
     header(
         &mut out,
-        "pgpilot_clients_pinned_total",
+        "pgpilot_client_pins_total",
         "counter",
         "Clients pinned to one server connection in transaction mode, by reason.",
     );
     for (reason, n) in PINS.lock().iter() {
-        let _ = writeln!(out, "pgpilot_clients_pinned_total{{reason=\"{reason}\"}} {n}");
+        let _ = writeln!(out, "pgpilot_client_pins_total{{reason=\"{reason}\"}} {n}");
     }
     header(&mut out, "pgpilot_clients_pinned", "gauge", "Clients currently pinned to a server connection.");
     let _ = writeln!(

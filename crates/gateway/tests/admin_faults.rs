@@ -86,9 +86,16 @@ async fn every_admin_command() {
         let fields: Vec<&str> = line.split('|').collect();
         admin(&gw, &format!("SET {} = '{}'", fields[0], fields[1].replace('\'', "''")));
     }
-    for fixed in ["admin_users|", "server_lifetime|", "listen|"] {
+    for fixed in ["admin_users|", "listen|", "client_tls_sslmode|disable|disable|", "server_tls_sslmode|"] {
         assert!(config.lines().any(|l| l.starts_with(fixed) && l.ends_with("|no")), "{fixed}: {config}");
     }
+    // PgBouncer's SET takes server_lifetime, its 0 meaning "use each server connection once".
+    assert!(config.contains("server_lifetime|3600|3600|yes"), "{config}");
+    admin(&gw, "SET server_lifetime = 0");
+    assert!(admin(&gw, "SHOW CONFIG").contains("server_lifetime|0.001|3600|yes"));
+    admin(&gw, "SET server_lifetime = 3600");
+    let refused = psql(&gw, "pgpilot", "SET no_such_setting = 1").expect_err("not a setting");
+    assert!(refused.contains("unrecognized configuration parameter \"no_such_setting\""), "{refused}");
     // SET changes the running configuration, as in PgBouncer.
     admin(&gw, "SET default_pool_size = 7");
     admin(&gw, "SET query_wait_timeout TO '30'");

@@ -183,7 +183,7 @@ async fn session_effects_pin_the_client() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&metrics.stdout)
-        .contains("pgpilot_clients_pinned_total{reason=\"temporary_table\"}"));
+        .contains("pgpilot_client_pins_total{reason=\"temporary_table\"}"));
     // A session advisory lock pins too.
     let l = connect(&gw).await;
     l.batch_execute("SELECT pg_advisory_lock(42)").await.unwrap();

@@ -561,6 +561,12 @@ fn dollar_quoted_end(b: &[u8], start: usize) -> Option<usize> {
 }
 
 pub(crate) fn number_end(b: &[u8], start: usize) -> usize {
+    if b[start] == b'0' && matches!(b.get(start + 1), Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')) {
+        // 0x1F, 0o17, 0b101 (PostgreSQL 16): the whole word is one constant, its digits and any
+        // letters after them (PostgreSQL refuses trailing junk), so no digit stays in the text.
+        let word = b[start + 2..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+        return start + 2 + word;
+    }
     let mut i = start;
     let mut seen_e = false;
     while i < b.len() {
@@ -573,9 +579,6 @@ pub(crate) fn number_end(b: &[u8], start: usize) -> usize {
             if matches!(b.get(i), Some(b'+' | b'-')) {
                 i += 1;
             }
-        } else if c.is_ascii_alphanumeric() && i == start + 1 && b[start] == b'0' {
-            // 0x1F, 0o17, 0b101
-            i += 1;
         } else {
             break;
         }
@@ -586,6 +589,14 @@ pub(crate) fn number_end(b: &[u8], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_in_every_radix_become_parameters() {
+        let n = normalize("select 0xDEADBEEF, 0x1F, 0o17, 0B101, 1_000, 0x_ff", true);
+        assert_eq!(n.text, "select $1, $2, $3, $4, $5, $6");
+        assert_eq!(n.constants, vec!["0xDEADBEEF", "0x1F", "0o17", "0B101", "1_000", "0x_ff"]);
+        assert_eq!(n.fingerprint, normalize("select 0xAB, 0x2, 0o7, 0b1, 2, 0x1", false).fingerprint);
+    }
 
     #[test]
     fn literals_become_parameters() {

@@ -509,38 +509,50 @@ pub fn databases(shared: &Shared) -> ResultSet {
 pub fn config(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["key", "value", "default", "changeable"]);
     let config = shared.config.load();
-    let current = serde_json::to_value(&config.pgpilot).unwrap_or_default();
     let defaults = match config.pgbouncer_defaults {
-        true => crate::config::pgbouncer_ini::pgbouncer_defaults().pgpilot,
-        false => crate::config::General::default(),
+        true => crate::config::pgbouncer_ini::pgbouncer_defaults(),
+        false => crate::config::Config::default(),
     };
-    let defaults = serde_json::to_value(defaults).unwrap_or_default();
-    if let (Some(cur), Some(def)) = (current.as_object(), defaults.as_object()) {
-        for (k, value) in cur {
-            // As PgBouncer prints them: durations in seconds, switches as 0 and 1, so exporters and
-            // scripts that read numbers keep working.
-            let show = |x: &serde_json::Value| match x {
-                serde_json::Value::Bool(b) => u8::from(*b).to_string(),
-                serde_json::Value::String(s) => duration_as_seconds(s).unwrap_or_else(|| s.clone()),
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::Array(items) => items
-                    .iter()
-                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                other => other.to_string(),
-            };
-            // What SET takes; the rest changes with the file and RELOAD, or at restart.
-            let changeable = crate::config::pgbouncer_ini::settable_at_runtime(k);
-            rs.row(vec![
-                v(k),
-                v(show(value)),
-                v(def.get(k).map(show).unwrap_or_default()),
-                v(if changeable { "yes" } else { "no" }),
-            ]);
-        }
-    }
+    // The [pgpilot] settings, then the [tls] ones, which PgBouncer lists among the rest.
+    config_rows(&mut rs, serde_json::to_value(&config.pgpilot), serde_json::to_value(defaults.pgpilot));
+    config_rows(&mut rs, serde_json::to_value(&config.tls), serde_json::to_value(defaults.tls));
     rs
+}
+
+fn config_rows(
+    rs: &mut ResultSet,
+    current: serde_json::Result<serde_json::Value>,
+    defaults: serde_json::Result<serde_json::Value>,
+) {
+    let (Ok(serde_json::Value::Object(cur)), Ok(serde_json::Value::Object(def))) = (current, defaults) else {
+        return;
+    };
+    for (k, value) in &cur {
+        // What SET takes; the rest changes with the file and RELOAD, or at restart.
+        let changeable = crate::config::pgbouncer_ini::settable_at_runtime(k);
+        rs.row(vec![
+            v(k),
+            v(config_value(value)),
+            v(def.get(k).map(config_value).unwrap_or_default()),
+            v(if changeable { "yes" } else { "no" }),
+        ]);
+    }
+}
+
+/// As PgBouncer prints settings: durations in seconds, switches as 0 and 1, so exporters and
+/// scripts that read numbers keep working.
+fn config_value(x: &serde_json::Value) -> String {
+    match x {
+        serde_json::Value::Bool(b) => u8::from(*b).to_string(),
+        serde_json::Value::String(s) => duration_as_seconds(s).unwrap_or_else(|| s.clone()),
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
 }
 
 /// A duration as the config shows it ("2m", "250ms") in seconds ("120", "0.25"); None for any

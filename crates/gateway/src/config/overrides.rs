@@ -42,7 +42,10 @@ impl QuickStart {
             if !self.replicas.is_empty() {
                 db.replicas = OneOrMany(self.replicas.iter().cloned().map(ReplicaConfig::Url).collect());
             }
-            if let Some(user) = &url.user {
+            // The quick path (no users file, no auth_query): its one user also runs the console.
+            // Where clients authenticate, only admin_users do, as in PgBouncer.
+            let no_user_lookup = config.pgpilot.auth_file.is_none() && config.pgpilot.auth_user.is_none();
+            if let Some(user) = url.user.as_ref().filter(|_| no_user_lookup) {
                 if config.pgpilot.admin_users.is_empty() {
                     config.pgpilot.admin_users.push(user.clone());
                 }
@@ -101,6 +104,24 @@ mod tests {
         assert_eq!(c.pgpilot.auth_type, AuthType::Trust);
         assert!(c.databases.contains_key("shop"));
         assert_eq!(c.validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_quick_path_user_runs_the_console_only_without_a_users_file() {
+        let mut quick_path = Config::default();
+        quick("127.0.0.1:6432").apply(&mut quick_path).unwrap();
+        assert_eq!(quick_path.pgpilot.admin_users, vec!["app".to_string()]);
+
+        let mut with_users = Config::default();
+        with_users.pgpilot.auth_file = Some("/etc/pgpilot/userlist.txt".into());
+        with_users.pgpilot.auth_type = AuthType::Md5;
+        quick("127.0.0.1:6432").apply(&mut with_users).unwrap();
+        assert!(with_users.pgpilot.admin_users.is_empty(), "{:?}", with_users.pgpilot.admin_users);
+
+        let mut with_auth_query = Config::default();
+        with_auth_query.pgpilot.auth_user = Some("pgpilot_auth".into());
+        quick("127.0.0.1:6432").apply(&mut with_auth_query).unwrap();
+        assert!(with_auth_query.pgpilot.admin_users.is_empty());
     }
 
     #[test]

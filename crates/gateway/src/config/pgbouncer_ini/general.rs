@@ -191,8 +191,13 @@ pub fn settable_at_runtime(key: &str) -> bool {
     COUNTS.iter().any(|(k, _)| *k == key)
         || DURATIONS.iter().any(|(k, _)| *k == key)
         || BOOLS.iter().any(|(k, _)| *k == key)
+        || ZERO_MEANS_SOMETHING.contains(&key)
         || matches!(key, "pool_mode" | "server_reset_query" | "server_check_query")
 }
+
+/// Timeouts where PgBouncer gives 0 a meaning of its own (see `zero_means_something`).
+const ZERO_MEANS_SOMETHING: &[&str] =
+    &["server_lifetime", "server_connect_timeout", "server_login_retry", "reserve_pool_timeout"];
 
 /// The admin console's `SET key = value`: changes one setting of the running configuration, read
 /// as pgbouncer.ini reads it. Settings pgpilot takes only at start, or that PgBouncer does not let
@@ -211,12 +216,42 @@ pub fn set_at_runtime(general: &mut General, key: &str, value: &str) -> Result<(
         general.server_reset_query = value.to_string();
     } else if key == "server_check_query" {
         general.server_check_query = value.to_string();
+    } else if ZERO_MEANS_SOMETHING.contains(&key.as_str()) {
+        set_zero_meaning_timeout(general, &key, seconds(value)?)?;
     } else if RESTART_ONLY.contains(&key.as_str()) {
         return Err(format!("{key} cannot be changed with SET: it takes effect only when pgpilot restarts"));
-    } else {
+    } else if is_setting(general, &key) {
         return Err(format!("{key} cannot be changed with SET: change the file and RELOAD"));
+    } else {
+        return Err(format!("unrecognized configuration parameter \"{key}\""));
     }
     Ok(())
+}
+
+/// As the file's values are read (`zero_means_something`): PgBouncer's 0 where pgpilot has one.
+fn set_zero_meaning_timeout(g: &mut General, key: &str, secs: Secs) -> Result<(), String> {
+    let zero = secs.get().is_zero();
+    match key {
+        // PgBouncer: each server connection is used once.
+        "server_lifetime" => g.server_lifetime = if zero { Secs::from_millis(1) } else { secs },
+        // 0: pgpilot's own 15 seconds, as from the file.
+        "server_connect_timeout" => g.server_connect_timeout = secs,
+        "server_login_retry" => g.server_login_retry = secs,
+        _ if zero => {
+            return Err(
+                "reserve_pool_timeout = 0 turns reserve pools off in PgBouncer: set reserve_pool_size = 0 \
+                        in the file and RELOAD"
+                    .into(),
+            )
+        }
+        _ => g.reserve_pool_timeout = secs,
+    }
+    Ok(())
+}
+
+/// Whether `key` names one of the [pgpilot] settings.
+fn is_setting(general: &General, key: &str) -> bool {
+    serde_json::to_value(general).is_ok_and(|v| v.get(key).is_some())
 }
 
 /// Settings read only at start (as PgBouncer's listen_addr, listen_port, unix_socket_dir).
