@@ -19,6 +19,10 @@ pub struct ServeArgs {
     /// Run from an existing pgbouncer.ini (and its auth_file) instead of a pgpilot.toml.
     #[arg(long)]
     pub pgbouncer_ini: Option<PathBuf>,
+    /// Run a pgbouncer.ini even where pgpilot would admit clients PgBouncer refuses (auth_type =
+    /// hba, for one); without it such a file is refused at start.
+    #[arg(long)]
+    pub allow_less_strict: bool,
     /// Address to accept clients on, overriding the file (e.g. 127.0.0.1:6432).
     #[arg(long)]
     pub listen: Option<String>,
@@ -132,8 +136,11 @@ pub fn run(args: ServeArgs) -> Outcome {
     init_logging(&args.log);
     raise_open_files();
     let config = match (&args.config, &args.pgbouncer_ini) {
+        (Some(path), _) if pgbouncer_ini::is_pgbouncer_ini(path) => {
+            from_pgbouncer_ini(path, args.allow_less_strict)?
+        }
         (Some(path), _) => pgbouncer_ini::load(path).map_err(anyhow::Error::msg)?,
-        (None, Some(ini)) => from_pgbouncer_ini(ini)?,
+        (None, Some(ini)) => from_pgbouncer_ini(ini, args.allow_less_strict)?,
         (None, None) if args.primary.is_none() => {
             anyhow::bail!("nothing to serve: give --config FILE, --pgbouncer-ini FILE or --primary postgres://user@host:port/db")
         }
@@ -150,11 +157,21 @@ pub fn run(args: ServeArgs) -> Outcome {
     Ok(OK)
 }
 
-/// A pgbouncer.ini as it is: what pgpilot does not honour is said once, loudly, at start.
-fn from_pgbouncer_ini(path: &std::path::Path) -> anyhow::Result<Config> {
+/// A pgbouncer.ini as it is: what pgpilot does not honour is said once, loudly, at start; a
+/// file that would let in clients PgBouncer refuses runs only when the operator says so.
+fn from_pgbouncer_ini(path: &std::path::Path, allow_less_strict: bool) -> anyhow::Result<Config> {
     let conversion = pgbouncer_ini::convert_file(path).map_err(anyhow::Error::msg)?;
     for note in conversion.to_tell() {
         tracing::warn!("{note}");
+    }
+    let weakening: Vec<String> = conversion.weakening().map(|n| n.setting.clone()).collect();
+    if !weakening.is_empty() && !allow_less_strict {
+        anyhow::bail!(
+            "{}: pgpilot would admit clients PgBouncer refuses ({}); see `pgpilot convert` for what changes, \
+             or pass --allow-less-strict to run it anyway",
+            path.display(),
+            weakening.join(", ")
+        );
     }
     Ok(conversion.config)
 }

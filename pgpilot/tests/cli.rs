@@ -136,6 +136,19 @@ fn convert_writes_an_equivalent_config() {
     assert_eq!(check.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("note:") && stderr.contains("auth_hba_file"), "{stderr}");
     assert!(stderr.contains("/nonexistent/dir"), "{stderr}");
+    // `serve` refuses a file that would let in clients PgBouncer refuses (hba's reject lines are
+    // not applied) unless told to run it anyway; then it goes on (here to the missing directory).
+    let ini = ini.to_str().unwrap();
+    let refused = pgpilot(&["serve", "--pgbouncer-ini", ini]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("admit clients PgBouncer refuses") && stderr.contains("--allow-less-strict"),
+        "{stderr}"
+    );
+    let forced = pgpilot(&["serve", "--pgbouncer-ini", ini, "--allow-less-strict"]);
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(!forced.status.success() && stderr.contains("/nonexistent/dir"), "{stderr}");
 }
 
 #[test]
