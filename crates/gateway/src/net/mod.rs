@@ -2,6 +2,7 @@
 
 pub mod listener;
 pub mod sock;
+pub mod spare_buffers;
 pub mod tls;
 
 pub use sock::{ReadError, Sock};

@@ -59,6 +59,11 @@ impl Sock {
     /// event arrived meanwhile. That saves the extra EAGAIN read per message that edge-triggered
     /// readiness would otherwise cost.
     pub fn try_read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() == 0 {
+            if let Some(spare) = super::spare_buffers::take() {
+                *buf = spare;
+            }
+        }
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(MIN_READ);
         }

@@ -482,7 +482,7 @@ impl Session {
         }
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             // An idle client holds no buffer: there may be tens of thousands of them.
-            self.buf = BytesMut::new();
+            crate::net::spare_buffers::give_back(std::mem::take(&mut self.buf));
             self.input.release(&self.shared.input_budget);
         }
         // Boxed, and only when configured: a timer is most of an idle task's size.
@@ -551,6 +551,7 @@ impl Session {
         }
         self.pools.clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.input.release(&self.shared.input_budget);
+        crate::net::spare_buffers::give_back(std::mem::take(&mut self.buf));
         self.attachment = None;
         if let Some(conn) = self.server.take() {
             let pool = conn.pool().clone();
