@@ -518,6 +518,31 @@ async fn strict_reads_of_a_partition_see_writes_through_its_parent() {
     assert_eq!(count().await, "3");
 }
 
+/// Tables the triggers must reach however they were made: unlogged (cached like any other
+/// table), and made inside CREATE SCHEMA (whose command tag is CREATE SCHEMA, not CREATE TABLE).
+/// A write straight to PostgreSQL is then seen by the next `strict` read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reads_see_direct_writes_to_unlogged_tables_and_tables_made_with_their_schema() {
+    let cluster = cluster();
+    cluster.psql("postgres", "CREATE UNLOGGED TABLE early_unlogged (id int)");
+    cluster.psql("postgres", pgpilot_gateway::cache::triggers::INSTALL_SQL);
+    cluster.psql(
+        "postgres",
+        "CREATE UNLOGGED TABLE late_unlogged (id int); CREATE SCHEMA made CREATE TABLE inside (id int)",
+    );
+    let redis = RedisServer::start();
+    let strict = start(config(&cluster, redis.url(), Consistency::Strict)).await;
+    ready(&strict).await;
+    let c = connect(&strict).await;
+    for table in ["early_unlogged", "late_unlogged", "made.inside"] {
+        let sql = format!("SELECT count(*)::bigint FROM {table}");
+        let read = || async { c.query_one(sql.as_str(), &[]).await.unwrap().get::<_, i64>(0) };
+        some_answered_from_the_cache(&strict, 4, 0, read).await;
+        cluster.psql("postgres", &format!("INSERT INTO {table} VALUES (1)"));
+        assert_eq!(read().await, 1, "{table}: a strict read served a result from before a direct write");
+    }
+}
+
 /// `strict` with Redis: a manual invalidation (tag, table, all) keeps the older shared copies from
 /// being taken back, on the instance that was told and on the others. The trigger-kept versions
 /// those copies are checked against do not change with a manual invalidation.

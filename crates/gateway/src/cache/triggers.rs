@@ -1,5 +1,5 @@
 //! The SQL `pgpilot cache install-triggers` runs: a `pgpilot` schema with a version per table,
-//! a statement-level trigger on every permanent user table that bumps it and notifies
+//! a statement-level trigger on every user table (permanent or unlogged) that bumps it and notifies
 //! `pgpilot_cache`, an event trigger that gives tables created later the same trigger, and one
 //! that reports every DDL command (ALTER TABLE, GRANT/REVOKE, CREATE/ALTER POLICY, DROP...): it
 //! bumps version 0, which every `strict` read checks, and notifies `ddl`, on which pgpilot drops the
@@ -40,7 +40,7 @@ DECLARE r record;
 BEGIN
     FOR r IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+             WHERE c.relkind IN ('r', 'p') AND c.relpersistence IN ('p', 'u')
                AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgpilot')
                AND n.nspname NOT LIKE 'pg\_%'
     LOOP
@@ -56,7 +56,7 @@ BEGIN
              WHERE object_type IN ('table') AND schema_name NOT IN ('pgpilot', 'pg_temp')
                AND schema_name NOT LIKE 'pg\_temp%'
     LOOP
-        IF (SELECT relpersistence FROM pg_class WHERE oid = r.objid) = 'p' THEN
+        IF (SELECT relpersistence FROM pg_class WHERE oid = r.objid) IN ('p', 'u') THEN
             PERFORM pgpilot.cache_add_trigger(r.objid::regclass);
         END IF;
     END LOOP;
@@ -64,11 +64,12 @@ END
 $f$;
 DO $d$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgpilot_cache_on_create') THEN
-        CREATE EVENT TRIGGER pgpilot_cache_on_create ON ddl_command_end
-            WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')
-            EXECUTE FUNCTION pgpilot.cache_on_create();
-    END IF;
+    -- Made again each time, so an install over an older one gets today's list of commands.
+    -- CREATE SCHEMA: tables made inside `CREATE SCHEMA s CREATE TABLE t (...)`.
+    DROP EVENT TRIGGER IF EXISTS pgpilot_cache_on_create;
+    CREATE EVENT TRIGGER pgpilot_cache_on_create ON ddl_command_end
+        WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE SCHEMA')
+        EXECUTE FUNCTION pgpilot.cache_on_create();
 EXCEPTION WHEN insufficient_privilege THEN
     RAISE NOTICE 'tables created later need install-triggers again (an event trigger needs a superuser)';
 END
