@@ -65,6 +65,22 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     // A write in an explicit transaction invalidates at its commit.
     c.simple_query("BEGIN; UPDATE items SET v = v + 1 WHERE id = 2; COMMIT").await.unwrap();
     assert_eq!(first_value(&c, sql).await, "5052");
+    // COMMIT AND CHAIN commits while a transaction goes on: other clients see the write at once,
+    // and what the chained transaction writes invalidates at its own end.
+    let other = connect(&gw).await;
+    assert_eq!(first_value(&other, sql).await, "5052");
+    c.batch_execute("BEGIN; UPDATE items SET v = v + 1 WHERE id = 3").await.unwrap();
+    c.batch_execute("COMMIT AND CHAIN").await.unwrap();
+    assert_eq!(first_value(&other, sql).await, "5053", "served from before a COMMIT AND CHAIN");
+    c.batch_execute(
+        "UPDATE items SET v = v + 1 WHERE id = 4; COMMIT AND CHAIN; UPDATE items SET v = v + 1 WHERE id = 5",
+    )
+    .await
+    .unwrap();
+    assert_eq!(first_value(&other, sql).await, "5054");
+    assert_eq!(first_value(&other, sql).await, "5054");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(first_value(&other, sql).await, "5055", "the chained transaction's write was missed");
     // Default-deny: volatile and stable functions are never cached.
     let n1 = first_value(&c, "SELECT random()").await;
     let n2 = first_value(&c, "SELECT random()").await;
@@ -74,10 +90,10 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     // SET pgpilot.cache = off bypasses the cache for the session.
     c.simple_query("SET pgpilot.cache = off").await.unwrap();
     let h = hits(&gw);
-    assert_eq!(first_value(&c, sql).await, "5052");
+    assert_eq!(first_value(&c, sql).await, "5055");
     assert_eq!(hits(&gw), h);
     c.simple_query("SET pgpilot.cache = on").await.unwrap();
-    assert_eq!(first_value(&c, sql).await, "5052");
+    assert_eq!(first_value(&c, sql).await, "5055");
     assert_eq!(hits(&gw), h + 1, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
 }
 

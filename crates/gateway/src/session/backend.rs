@@ -79,6 +79,7 @@ impl Flow {
                 }
                 if !injected && matches!(tag, b"COMMIT\0" | b"ROLLBACK\0") {
                     self.ended_by_rollback = tag == b"ROLLBACK\0";
+                    self.commit_seen |= tag == b"COMMIT\0";
                 }
             }
             b'D' if injected => {
@@ -358,11 +359,17 @@ impl Flow {
             s.db.want_functions();
         }
         self.requests += 1;
+        let committed = std::mem::take(&mut self.commit_seen);
         if status == TxnStatus::Idle && self.invalidation != crate::cache::Invalidation::Nothing {
             // Before this ReadyForQuery reaches the client: no read that starts after the client
             // learns of the commit can be answered from a result read before it.
             let inv = std::mem::take(&mut self.invalidation);
             s.invalidate(&inv);
+        } else if committed && self.invalidation != crate::cache::Invalidation::Nothing {
+            // COMMIT AND CHAIN: committed, yet the transaction goes on. What was noted is
+            // invalidated now and kept: writes sent behind the COMMIT are noted there too, and
+            // commit only when the chained transaction does.
+            s.invalidate(&self.invalidation.clone());
         }
         let now = self.server_activity;
         self.last_answer = now;

@@ -101,6 +101,8 @@ pub(super) struct Flow {
     /// The client's last COMMIT or ROLLBACK answered was a ROLLBACK (ROLLBACK TO SAVEPOINT's tag
     /// too; a COMMIT after it says otherwise).
     pub(super) ended_by_rollback: bool,
+    /// The server said COMMIT since the last ReadyForQuery (AND CHAIN keeps a transaction open).
+    pub(super) commit_seen: bool,
     /// Statements whose server copy was described inside the transaction in progress (row_shape.rs).
     pub(super) provisional_shapes: Vec<u64>,
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
@@ -218,6 +220,7 @@ impl Flow {
             unnamed_portal_statement: None,
             provisional_shapes: Vec::new(),
             ended_by_rollback: false,
+            commit_seen: false,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,
