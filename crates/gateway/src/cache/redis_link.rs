@@ -19,6 +19,12 @@ use crate::shared::{Phase, Shared};
 
 pub const CHANNEL: &str = "pgpilot:cache:invalidate";
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// A subscription that delivered nothing for this long, not even this instance's own heartbeat
+/// (published every TIMEOUT), is taken as dead: a connection a NAT or load balancer silently
+/// dropped stays open and delivers nothing.
+const SILENCE: Duration = Duration::from_secs(3);
+/// The kind of message that only proves the subscription delivers.
+const HEARTBEAT: &str = "H";
 
 /// What the link sends to Redis.
 enum Out {
@@ -61,6 +67,12 @@ fn now_us() -> u64 {
 }
 
 impl RedisLink {
+    /// This process's id in the messages it publishes (and in its Redis connection's name,
+    /// `pgpilot-<id in hex>`).
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     pub fn set_configured(&self, on: bool) {
         self.configured.store(on, SeqCst);
         self.state.set_required(on);
@@ -119,6 +131,9 @@ impl RedisLink {
 /// Runs the link until the gateway stops.
 pub async fn run(shared: Arc<Shared>) {
     let Some(mut rx) = shared.cache.redis.rx.lock().take() else { return };
+    // A message whose PUBLISH failed when the link broke: sent first on the next link, since the
+    // other instances may still be serving what it invalidates.
+    let mut unsent: Option<String> = None;
     loop {
         if shared.phase() == Phase::Stopped {
             return;
@@ -127,11 +142,12 @@ pub async fn run(shared: Arc<Shared>) {
         let link = &shared.cache.redis;
         link.set_configured(url.is_some());
         let Some(url) = url else {
+            unsent = None;
             while rx.try_recv().is_ok() {}
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
-        let result = connected(&shared, &url, &mut rx).await;
+        let result = connected(&shared, &url, &mut rx, &mut unsent).await;
         link.conn.store(None);
         if let Err(e) = result {
             if link.state.up_swap(false) {
@@ -149,13 +165,22 @@ fn drop_everything(shared: &Shared) {
     }
 }
 
-async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<Out>) -> Result<(), String> {
+async fn connected(
+    shared: &Shared,
+    url: &str,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+    unsent: &mut Option<String>,
+) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let cluster = shared.config.load().cache.redis_cluster;
     let publisher = tokio::time::timeout(TIMEOUT, RedisConn::open(&client, url, cluster))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
+    // Named, so an operator can tell pgpilot's connections apart in CLIENT LIST (and kill one).
+    let mut name = redis::cmd("CLIENT");
+    name.arg("SETNAME").arg(format!("pgpilot-{:x}", shared.cache.redis.instance));
+    let _ = tokio::time::timeout(TIMEOUT, publisher.query::<redis::Value>(&name)).await;
     let mut pubsub = tokio::time::timeout(TIMEOUT, client.get_async_pubsub())
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -166,9 +191,13 @@ async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<
     // Invalidations published while the link was down were lost.
     drop_everything(shared);
     link.conn.store(Some(Arc::new(publisher.clone())));
+    if let Some(message) = unsent.take() {
+        publish(&publisher, message, unsent).await?;
+    }
     link.state.up_swap(true);
     tracing::info!("Redis invalidation link up");
-    let mut ping = tokio::time::interval(TIMEOUT);
+    let mut heartbeat = tokio::time::interval(TIMEOUT);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         if shared.phase() == Phase::Stopped || shared.config.load().cache.redis_url.as_deref() != Some(url) {
             return Ok(());
@@ -176,41 +205,56 @@ async fn connected(shared: &Shared, url: &str, rx: &mut mpsc::UnboundedReceiver<
         tokio::select! {
             m = messages.next() => {
                 let Some(m) = m else { return Err("subscription closed".into()) };
+                last_heard = tokio::time::Instant::now();
                 if let Ok(payload) = m.get_payload::<String>() {
                     apply(shared, &payload);
                 }
             }
             out = rx.recv() => {
-                let Some(out) = out else { return Ok(()) };
-                let (cmd, is_result) = match out {
-                    Out::Publish(message) => {
-                        let mut cmd = redis::cmd("PUBLISH");
-                        cmd.arg(CHANNEL).arg(message);
-                        (cmd, false)
-                    }
-                    Out::Store(key, value, ttl_ms) => {
-                        let mut cmd = redis::cmd("SET");
-                        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
-                        (cmd, true)
-                    }
-                };
-                let sent = publisher.query::<redis::Value>(&cmd);
-                let answer = tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| "Redis timed out".to_string())?;
-                match answer {
-                    // A result Redis refuses (out of memory, a cluster node that does not own the
-                    // key) is only not shared; the link stays up.
-                    Err(e) if is_result => tracing::debug!(error = %e, "a result was not stored in Redis"),
-                    Err(e) => return Err(e.to_string()),
-                    Ok(_) => {}
+                match out {
+                    None => return Ok(()),
+                    Some(Out::Publish(message)) => publish(&publisher, message, unsent).await?,
+                    Some(Out::Store(key, value, ttl_ms)) => store(&publisher, key, value, ttl_ms).await?,
                 }
             }
-            _ = ping.tick() => {
-                let cmd = redis::cmd("PING");
-                let pong = publisher.query::<String>(&cmd);
-                tokio::time::timeout(TIMEOUT, pong).await.map_err(|_| "ping timed out".to_string())?.map_err(|e| e.to_string())?;
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > SILENCE {
+                    return Err(format!("the subscription delivered nothing for {SILENCE:?}, not even this instance's heartbeat"));
+                }
+                // Also checks the command connection, as a PING would.
+                let beat = format!("{} - {} {HEARTBEAT}", link.instance, now_us());
+                publish(&publisher, beat, &mut None).await?;
             }
         }
     }
+}
+
+/// Publishes `message`; when that fails it is kept in `unsent` for the next link.
+async fn publish(publisher: &RedisConn, message: String, unsent: &mut Option<String>) -> Result<(), String> {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(CHANNEL).arg(&message);
+    let answer = tokio::time::timeout(TIMEOUT, publisher.query::<redis::Value>(&cmd)).await;
+    let failed = match answer {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "Redis timed out".to_string(),
+    };
+    *unsent = Some(message);
+    Err(failed)
+}
+
+/// Stores a result for the shared tier. One Redis refuses (out of memory, a cluster node that does
+/// not own the key) is only not shared; the link stays up.
+async fn store(publisher: &RedisConn, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), String> {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
+    let answer = tokio::time::timeout(TIMEOUT, publisher.query::<redis::Value>(&cmd))
+        .await
+        .map_err(|_| "Redis timed out".to_string())?;
+    if let Err(e) = answer {
+        tracing::debug!(error = %e, "a result was not stored in Redis");
+    }
+    Ok(())
 }
 
 /// A connection for commands: to one Redis, or to a Redis Cluster (each key to the node that owns
@@ -248,7 +292,7 @@ fn apply(shared: &Shared, payload: &str) {
         return;
     };
     let link = &shared.cache.redis;
-    if instance.parse::<u64>().ok() == Some(link.instance) {
+    if kind == HEARTBEAT || instance.parse::<u64>().ok() == Some(link.instance) {
         return;
     }
     let Some(db) = shared.database(database) else { return };
