@@ -217,6 +217,22 @@ impl Shared {
         self.databases.load().get(name).cloned()
     }
 
+    /// Applies `inv` to the cached results of `db` and of its aliases (other entries whose primary
+    /// is the same PostgreSQL database: a write through one outdates what the others read);
+    /// returns how many invalidations `db` itself took.
+    pub fn invalidate_cached(&self, db: &Database, inv: &crate::cache::Invalidation) -> u64 {
+        let n = db.cache.apply(inv);
+        let same = |other: &Database| {
+            other.primary.port == db.primary.port
+                && other.primary.host == db.primary.host
+                && other.primary.dbname == db.primary.dbname
+        };
+        for alias in self.databases.load().values().filter(|o| o.name != db.name && same(o)) {
+            alias.cache.apply(inv);
+        }
+        n
+    }
+
     /// The database `name`, or one made for it from the `*` fallback section, not yet kept: the
     /// client's login makes it known with [`Shared::keep_database`], so clients that never log in
     /// add nothing.

@@ -302,3 +302,25 @@ async fn reads_in_read_only_transactions_use_the_cache_when_allowed() {
     c.batch_execute("ROLLBACK").await.unwrap();
     gw.shutdown().await;
 }
+
+/// Two entries of the config for one PostgreSQL database (an alias, as pgbouncer.ini setups often
+/// have): a write through one invalidates what the other cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_an_alias_invalidates_the_other_entrys_results() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE items (id int)");
+    let mut config = cache_config(&cluster);
+    let alias = config.databases["postgres"].clone();
+    config.databases.insert("alias".into(), alias);
+    let gw = start(config).await;
+    wait_cache_catalog(&gw, "items").await;
+    let reader = connect(&gw).await;
+    let writer = connect_as(&gw, "postgres", "alias").await;
+    let sql = "SELECT count(*) FROM items";
+    assert_eq!(first_value(&reader, sql).await, "0");
+    let before = hits(&gw);
+    assert_eq!(first_value(&reader, sql).await, "0");
+    assert_eq!(hits(&gw), before + 1, "the read was cached");
+    writer.batch_execute("INSERT INTO items VALUES (1)").await.unwrap();
+    assert_eq!(first_value(&reader, sql).await, "1", "served from before a write through the alias");
+}

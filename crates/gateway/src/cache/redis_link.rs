@@ -300,13 +300,15 @@ fn apply(shared: &Shared, payload: &str) {
     match kind {
         "R" => {
             let oids: Vec<pgpilot_sql::Oid> = data.split(',').filter_map(|o| o.parse().ok()).collect();
-            db.cache.apply(&Invalidation::Relations(oids));
+            shared.invalidate_cached(&db, &Invalidation::Relations(oids));
         }
         "T" => db.cache.versions.bump_tag(data),
         "S" => {
-            db.cache.apply(&Invalidation::Schema);
+            shared.invalidate_cached(&db, &Invalidation::Schema);
         }
-        _ => db.cache.versions.bump_all(),
+        _ => {
+            shared.invalidate_cached(&db, &Invalidation::Everything);
+        }
     }
     if let Ok(sent) = sent.parse::<u64>() {
         link.state.record_delay(now_us().saturating_sub(sent));

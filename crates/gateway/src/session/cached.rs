@@ -436,7 +436,7 @@ impl Session {
 
     /// Bumps the versions of what a finished transaction wrote.
     pub(super) fn invalidate(&self, inv: &Invalidation) {
-        let n = self.db.cache.apply(inv);
+        let n = self.shared.invalidate_cached(&self.db, inv);
         if n > 0 {
             self.shared.cache.stats.invalidations.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             self.shared.cache.publish(&self.db.name, inv);
