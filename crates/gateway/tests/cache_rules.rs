@@ -64,19 +64,29 @@ async fn rules_hints_tags_and_manual_invalidation() {
     let gw = start(cache_config(&cluster)).await;
     wait_cache_catalog(&gw, "users").await;
     let c = connect(&gw).await;
-    // A rule with cache = false.
-    value(&c, "SELECT x FROM nocache_me").await;
-    assert!(!is_hit(&gw, &c, "SELECT x FROM nocache_me").await);
+    // A rule with cache = false: whatever a hint says, and joined with a table of an earlier rule.
+    for never in [
+        "SELECT x FROM nocache_me",
+        "SELECT x FROM nocache_me /* pgpilot:cache ttl=30s */",
+        "SELECT price, x FROM products, nocache_me",
+    ] {
+        value(&c, never).await;
+        assert!(!is_hit(&gw, &c, never).await, "{never}");
+    }
     // A rule's TTL (700 ms).
     let p = "SELECT price FROM products WHERE id = 1";
     value(&c, p).await;
     assert!(is_hit(&gw, &c, p).await);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(!is_hit(&gw, &c, p).await, "the rule's TTL expired the result");
-    // The rule's tag, invalidated through the admin console.
+    // The rule's tag, invalidated through the admin console; a hint's tags add to the rule's.
+    let hinted = "SELECT price FROM products WHERE id = 1 /* pgpilot:cache tags=product:1 */";
+    value(&c, hinted).await;
     assert!(is_hit(&gw, &c, p).await);
+    assert!(is_hit(&gw, &c, hinted).await);
     psql(&gw, "pgpilot", "INVALIDATE CACHE TAG catalog").unwrap();
     assert!(!is_hit(&gw, &c, p).await, "INVALIDATE CACHE TAG dropped it");
+    assert!(!is_hit(&gw, &c, hinted).await, "the rule's tag reaches a hinted result too");
     // A hint's TTL and tags; the tag invalidated through the HTTP API.
     let u = "SELECT name FROM users WHERE id = 42 /* pgpilot:cache ttl=60s tags=user:42 */";
     value(&c, u).await;

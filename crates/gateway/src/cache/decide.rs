@@ -13,7 +13,7 @@ use pgpilot_sql::{
 
 use super::stats::Bypass;
 use super::versions::Versions;
-use crate::config::cache::{Consistency, DatabaseCache};
+use crate::config::cache::{CacheRule, Consistency, DatabaseCache};
 
 /// The cache state of one database.
 pub struct DbCache {
@@ -151,7 +151,7 @@ impl DbCache {
             fingerprint: stmt.fingerprint,
             watched: Box::default(),
         };
-        let rule = settings.rules.iter().find(|r| {
+        let matches = |r: &&CacheRule| {
             r.fingerprint_value() == Some(stmt.fingerprint)
                 || r.tables.iter().any(|t| {
                     let table = table_ref(t);
@@ -159,21 +159,28 @@ impl DbCache {
                         .resolve(&table, search_path)
                         .is_some_and(|rel| plan.relations.contains(&rel.oid))
                 })
-        });
+        };
+        // A table an operator said never to cache stays uncached in every read of it: joined
+        // with a table of an earlier rule, or under an application's hint.
+        if settings.rules.iter().filter(matches).any(|r| r.cache == Some(false)) {
+            return Err(Bypass::Rule);
+        }
+        let rule = settings.rules.iter().find(matches);
+        let mut tags: Vec<Box<str>> = Vec::new();
         if let Some(rule) = rule {
-            if rule.cache == Some(false) {
-                return Err(Bypass::Rule);
-            }
             plan.ttl = rule.ttl.map(|t| t.get()).unwrap_or(plan.ttl);
             plan.consistency = rule.consistency.unwrap_or(plan.consistency);
-            plan.tags = rule.tags.iter().map(|t| t.as_str().into()).collect();
+            tags.extend(rule.tags.iter().map(|t| t.as_str().into()));
         }
         if let Some(hint) = &stmt.hints.cache {
             plan.ttl = hint.ttl.unwrap_or(plan.ttl);
-            if !hint.tags.is_empty() {
-                plan.tags = hint.tags.iter().map(|t| t.as_str().into()).collect();
-            }
-        } else if rule.is_none() && settings.only_rules {
+            // Added to the rule's: invalidating by the rule's tag still reaches hinted results.
+            tags.extend(hint.tags.iter().map(|t| t.as_str().into()));
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        plan.tags = tags.into();
+        if stmt.hints.cache.is_none() && rule.is_none() && settings.only_rules {
             return Err(Bypass::Rule);
         }
         if plan.consistency == Consistency::Strict {
