@@ -18,13 +18,14 @@ fn cache_config(cluster: &Cluster) -> Config {
     let db = c.databases.get_mut("postgres").unwrap();
     db.cache.enabled = true;
     db.cache.rules = vec![
-        CacheRule { tables: vec!["nocache_me".into()], cache: Some(false), ..Default::default() },
+        // Before the cache = false rule: a join of both tables matches it first.
         CacheRule {
             tables: vec!["public.products".into()],
             ttl: Some(Secs::from_millis(700)),
             tags: vec!["catalog".into()],
             ..Default::default()
         },
+        CacheRule { tables: vec!["nocache_me".into()], cache: Some(false), ..Default::default() },
     ];
     db.routing.health_check_interval = Secs::from_millis(200);
     db.routing.lag_check_interval = Secs::from_millis(200);
