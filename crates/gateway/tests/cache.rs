@@ -324,3 +324,34 @@ async fn a_write_through_an_alias_invalidates_the_other_entrys_results() {
     writer.batch_execute("INSERT INTO items VALUES (1)").await.unwrap();
     assert_eq!(first_value(&reader, sql).await, "1", "served from before a write through the alias");
 }
+
+/// Reads a session makes on the server it keeps (pinned by a temporary table, or after SET
+/// SESSION AUTHORIZATION) are not cached, and are counted under their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_sessions_that_keep_their_server_are_counted_as_bypassed() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE items (id int); INSERT INTO items VALUES (7); CREATE ROLE alice; GRANT SELECT ON items TO alice",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "items").await;
+    let sql = "SELECT id FROM items";
+
+    let pinned = connect(&gw).await;
+    pinned.batch_execute("CREATE TEMP TABLE scratch (x int)").await.unwrap();
+    let before = bypass_count(&gw, "pinned_session");
+    for _ in 0..3 {
+        assert_eq!(first_value(&pinned, sql).await, "7");
+    }
+    assert_eq!(bypass_count(&gw, "pinned_session"), before + 3);
+
+    let other = connect(&gw).await;
+    other.batch_execute("SET SESSION AUTHORIZATION alice").await.unwrap();
+    let before = bypass_count(&gw, "session_authorization");
+    for _ in 0..3 {
+        assert_eq!(first_value(&other, sql).await, "7");
+    }
+    assert_eq!(bypass_count(&gw, "session_authorization"), before + 3);
+    assert_eq!(hits(&gw), 0, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
+}

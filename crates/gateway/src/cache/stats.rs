@@ -38,10 +38,13 @@ pub enum Bypass {
     StrictUnavailable,
     /// A replica answered: it may not have replayed the commits the result must show yet.
     ReplicaAnswer,
+    /// The session holds its server (a temporary table, an advisory lock, LISTEN...): its reads go
+    /// to that server, outside the cache.
+    PinnedSession,
 }
 
 /// Reasons beyond the statement's own, in index order after NotCacheable::ALL.
-const SESSION_REASONS: [(Bypass, &str); 12] = [
+const SESSION_REASONS: [(Bypass, &str); 13] = [
     (Bypass::InTransaction, "in_transaction"),
     (Bypass::SessionOff, "session_off"),
     (Bypass::Rule, "rule"),
@@ -54,6 +57,7 @@ const SESSION_REASONS: [(Bypass, &str); 12] = [
     (Bypass::ChannelDown, "invalidation_channel_down"),
     (Bypass::StrictUnavailable, "strict_without_triggers"),
     (Bypass::ReplicaAnswer, "replica_answer"),
+    (Bypass::PinnedSession, "pinned_session"),
 ];
 
 const REASONS: usize = NotCacheable::ALL.len() + SESSION_REASONS.len();

@@ -13,6 +13,7 @@ use pgpilot_wire::backend::TxnStatus;
 
 use super::client::{Ending, Session};
 use super::flow::Flow;
+use crate::cache::Bypass;
 use crate::config::cache::InTransactions;
 
 impl Flow {
@@ -25,7 +26,7 @@ impl Flow {
         {
             return false;
         }
-        count_read_in_transaction(s, msg);
+        count_bypassed_read(s, msg);
         if self.unsynced || s.db.cache.settings.load().in_transactions != InTransactions::ReadOnly {
             return false;
         }
@@ -69,10 +70,16 @@ impl Session {
 /// Counts a plain read sent inside a transaction the cache does not serve as bypassed
 /// `in_transaction` (such reads never reach the lookup). One count per execution: a Query, a Parse
 /// of the unnamed statement (its Bind follows), or a Bind of a named statement.
-fn count_read_in_transaction(s: &Session, msg: &[u8]) {
-    if s.status == TxnStatus::Idle || s.read_only_txn {
-        return;
-    }
+/// Counts a plain read the cache does not see because the session keeps its server: inside a
+/// transaction, or outside one in a session that changed its identity or is pinned.
+fn count_bypassed_read(s: &Session, msg: &[u8]) {
+    let reason = match s.status {
+        TxnStatus::Idle if s.cache_identity_changed => Bypass::Identity,
+        TxnStatus::Idle if s.pinned.is_some() => Bypass::PinnedSession,
+        TxnStatus::Idle => return,
+        _ if s.read_only_txn => return,
+        _ => Bypass::InTransaction,
+    };
     let counted = match msg.first() {
         Some(b'Q') => true,
         Some(b'P') => pgpilot_wire::frontend::parse_parse(msg.get(5..).unwrap_or_default())
@@ -86,7 +93,7 @@ fn count_read_in_transaction(s: &Session, msg: &[u8]) {
             .is_some_and(|sql| pgpilot_sql::quick_look(sql).plain_select)
     };
     if counted && read() {
-        s.shared.cache.stats.bypass(crate::cache::Bypass::InTransaction);
+        s.shared.cache.stats.bypass(reason);
     }
 }
 
