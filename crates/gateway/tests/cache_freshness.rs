@@ -543,6 +543,40 @@ async fn strict_reads_see_direct_writes_to_unlogged_tables_and_tables_made_with_
     }
 }
 
+/// A table without the trigger (its owner's role could not be acted for, or it was made before
+/// an older install) while the triggers are installed: its writes straight to PostgreSQL would go
+/// unheard, so its reads are not cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_table_without_the_trigger_are_not_cached() {
+    let cluster = cluster();
+    cluster.psql("postgres", "CREATE TABLE bare (id int); DROP TRIGGER pgpilot_cache_bump ON bare");
+    let redis = RedisServer::start();
+    let gw = start(config(&cluster, redis.url(), Consistency::Bounded)).await;
+    ready(&gw).await;
+    let c = connect(&gw).await;
+    let read =
+        || async { c.query_one("SELECT count(*)::bigint FROM bare", &[]).await.unwrap().get::<_, i64>(0) };
+    let bypassed = || {
+        gw.shared()
+            .cache
+            .stats
+            .bypasses()
+            .iter()
+            .find(|(r, _)| *r == "table_without_trigger")
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(read().await, 0);
+    assert_eq!(read().await, 0);
+    assert!(bypassed() >= 2, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
+    cluster.psql("postgres", "INSERT INTO bare VALUES (1)");
+    assert_eq!(read().await, 1, "served from before a direct write to a table without the trigger");
+    // The others still are.
+    some_answered_from_the_cache(&gw, 4, 0, || async {
+        c.query_one("SELECT count(*)::bigint FROM fresh WHERE id < 0", &[]).await.unwrap().get::<_, i64>(0)
+    })
+    .await;
+}
+
 /// `strict` with Redis: a manual invalidation (tag, table, all) keeps the older shared copies from
 /// being taken back, on the instance that was told and on the others. The trigger-kept versions
 /// those copies are checked against do not change with a manual invalidation.

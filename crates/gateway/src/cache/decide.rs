@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pgpilot_sql::{
-    FuncRef, FunctionCatalog, Oid, RelationCatalog, Statement, StatementKind, TableRef, Volatility,
+    FuncRef, FunctionCatalog, Oid, RelKind, RelationCatalog, Statement, StatementKind, TableRef, Volatility,
 };
 
 use super::stats::Bypass;
@@ -142,6 +142,9 @@ impl DbCache {
         let relations = self.relations.load();
         let read =
             pgpilot_sql::cacheability(stmt, functions, &relations, search_path).map_err(Bypass::Statement)?;
+        if self.channel.required() && read.relations.iter().any(|oid| lacks_trigger(&relations, *oid)) {
+            return Err(Bypass::TableWithoutTrigger);
+        }
         let settings = self.settings.load();
         let mut plan = ReadPlan {
             relations: read.relations.into(),
@@ -352,4 +355,12 @@ pub fn table_ref(name: &str) -> TableRef {
         Some((schema, table)) => TableRef::new(Some(&fold(schema)), &fold(table)),
         None => TableRef::new(None, &fold(name)),
     }
+}
+
+/// A table (not a view, a sequence or a catalog) without the trigger that reports writes made
+/// straight in PostgreSQL.
+fn lacks_trigger(relations: &RelationCatalog, oid: Oid) -> bool {
+    relations.by_oid(oid).is_some_and(|rel| {
+        matches!(rel.kind, RelKind::Table | RelKind::PartitionedTable) && !rel.system && !rel.cache_trigger
+    })
 }

@@ -38,13 +38,17 @@ pub enum Bypass {
     StrictUnavailable,
     /// A replica answered: it may not have replayed the commits the result must show yet.
     ReplicaAnswer,
+    /// The triggers are installed, but a table the read reads has none (made by a role the event
+    /// trigger could not act for, or before an older install): writes to it straight in
+    /// PostgreSQL would go unheard.
+    TableWithoutTrigger,
     /// The session holds its server (a temporary table, an advisory lock, LISTEN...): its reads go
     /// to that server, outside the cache.
     PinnedSession,
 }
 
 /// Reasons beyond the statement's own, in index order after NotCacheable::ALL.
-const SESSION_REASONS: [(Bypass, &str); 13] = [
+const SESSION_REASONS: [(Bypass, &str); 14] = [
     (Bypass::InTransaction, "in_transaction"),
     (Bypass::SessionOff, "session_off"),
     (Bypass::Rule, "rule"),
@@ -58,6 +62,7 @@ const SESSION_REASONS: [(Bypass, &str); 13] = [
     (Bypass::StrictUnavailable, "strict_without_triggers"),
     (Bypass::ReplicaAnswer, "replica_answer"),
     (Bypass::PinnedSession, "pinned_session"),
+    (Bypass::TableWithoutTrigger, "table_without_trigger"),
 ];
 
 const REASONS: usize = NotCacheable::ALL.len() + SESSION_REASONS.len();
@@ -94,6 +99,15 @@ pub struct FingerprintUse {
     pub text: Box<str>,
 }
 
+/// One counter per bypass reason (more than `Default` makes for an array).
+struct BypassCounts([AtomicU64; REASONS]);
+
+impl Default for BypassCounts {
+    fn default() -> Self {
+        BypassCounts(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
 #[derive(Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
@@ -114,18 +128,18 @@ pub struct CacheStats {
     /// How long pgpilot took to answer each hit: `bounded` hits, then `strict` ones (a version
     /// check first).
     pub hit_times: [super::hit_time::HitTimes; 2],
-    bypasses: [AtomicU64; REASONS],
+    bypasses: BypassCounts,
     fingerprints: Mutex<HashMap<u64, FingerprintUse>>,
 }
 
 impl CacheStats {
     pub fn bypass(&self, why: Bypass) {
-        self.bypasses[why.index()].fetch_add(1, Relaxed);
+        self.bypasses.0[why.index()].fetch_add(1, Relaxed);
     }
 
     /// Every reason with its count (zeros included, so metrics exist from the start).
     pub fn bypasses(&self) -> Vec<(&'static str, u64)> {
-        self.bypasses.iter().enumerate().map(|(i, n)| (Bypass::name_of(i), n.load(Relaxed))).collect()
+        self.bypasses.0.iter().enumerate().map(|(i, n)| (Bypass::name_of(i), n.load(Relaxed))).collect()
     }
 
     pub fn lookup(&self, fingerprint: u64, normalized: &str, hit: bool) {

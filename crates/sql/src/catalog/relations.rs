@@ -57,6 +57,9 @@ pub struct Relation {
     pub system: bool,
     /// Has user-defined (not internal) triggers.
     pub has_triggers: bool,
+    /// Has the trigger of `pgpilot cache install-triggers`: writes made straight in PostgreSQL
+    /// are heard of.
+    pub cache_trigger: bool,
     /// A write runs code of the database's own (triggers, non-SELECT rules, defaults, generated
     /// columns, CHECK constraints or policies calling non-immutable user functions): it may change
     /// any other relation.
@@ -150,7 +153,8 @@ SELECT c.oid, n.nspname::text, c.relname::text, c.relkind, c.relrowsecurity, c.r
        c.relpersistence = 't', \
        n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname LIKE 'pg\\_toast%', \
        EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> 'pgpilot_cache_bump'), \
-       c.oid IN (SELECT rel FROM runs_code) \
+       c.oid IN (SELECT rel FROM runs_code), \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgpilot_cache_bump') \
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
 
@@ -228,6 +232,7 @@ impl RelationCatalog {
                 system: flag(row, 7),
                 has_triggers: flag(row, 8),
                 write_runs_code: flag(row, 9),
+                cache_trigger: flag(row, 10),
                 ancestors: Vec::new(),
                 descendants: Vec::new(),
                 view_reads: Vec::new(),
@@ -276,6 +281,7 @@ impl RelationCatalog {
                 system: row.get(7),
                 has_triggers: row.get(8),
                 write_runs_code: row.get(9),
+                cache_trigger: row.get(10),
                 ancestors: Vec::new(),
                 descendants: Vec::new(),
                 view_reads: Vec::new(),
