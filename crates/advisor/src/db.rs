@@ -157,6 +157,16 @@ pub fn quote_ident(name: &str) -> String {
     }
 }
 
+/// SQL giving the quoted, schema-qualified name of the relation whose oid `oid` (a SQL expression)
+/// is. `oid::regclass::text` leaves the schema out for a relation on the search_path (`public`): a
+/// fix written with it would act on another relation, or none, under another search_path.
+pub fn qualified_relation_sql(oid: &str) -> String {
+    format!(
+        "(SELECT quote_ident(qn.nspname) || '.' || quote_ident(qc.relname) FROM pg_class qc \
+           JOIN pg_namespace qn ON qn.oid = qc.relnamespace WHERE qc.oid = {oid})"
+    )
+}
+
 /// A SQL string literal.
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

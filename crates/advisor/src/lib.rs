@@ -169,9 +169,10 @@ async fn read_workload(
     if opts.workload.pg_stat_statements {
         match db.has_extension("pg_stat_statements").await {
             Ok(true) => match workload::pgss::read(db, limit).await {
-                Ok(s) => {
-                    sources.push(format!("pg_stat_statements ({} statements)", s.len()));
-                    statements.extend(s);
+                Ok(pgss) => {
+                    sources.push(format!("pg_stat_statements ({} statements)", pgss.statements.len()));
+                    notes.extend(pgss.hidden_note());
+                    statements.extend(pgss.statements);
                 }
                 Err(e) => notes.push(format!("pg_stat_statements could not be read: {e:#}")),
             },

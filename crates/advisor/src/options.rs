@@ -67,6 +67,11 @@ pub struct HealthSettings {
     /// (since stats_reset or the server's start): weekly and monthly jobs must have had their turn.
     #[serde(default = "default_unused_index_min_stats_days")]
     pub unused_index_min_stats_days: u64,
+    /// A foreign key without an index on its referencing columns is reported when the referencing
+    /// table holds at least this many rows (estimated): below that, scanning it on each parent
+    /// delete costs about as little as the index would.
+    #[serde(default = "default_unindexed_foreign_key_min_rows")]
+    pub unindexed_foreign_key_min_rows: i64,
     /// Tables smaller than this are not checked for bloat or sequential scans.
     pub table_min_bytes: i64,
     /// How many of the largest tables and indexes to list.
@@ -80,6 +85,7 @@ impl Default for HealthSettings {
             idle_in_transaction_secs: 60,
             unused_index_min_bytes: 1024 * 1024,
             unused_index_min_stats_days: default_unused_index_min_stats_days(),
+            unindexed_foreign_key_min_rows: default_unindexed_foreign_key_min_rows(),
             table_min_bytes: 8 * 1024 * 1024,
             largest_count: 10,
         }
@@ -88,6 +94,12 @@ impl Default for HealthSettings {
 
 fn default_unused_index_min_stats_days() -> u64 {
     7
+}
+
+/// 10,000 rows are some 50–100 pages: from there a sequential scan per deleted parent row costs
+/// milliseconds, and deleting a few thousand parents takes seconds.
+fn default_unindexed_foreign_key_min_rows() -> i64 {
+    10_000
 }
 
 /// Inputs of the pool sizing recommendation.

@@ -105,7 +105,7 @@ async fn a_build_that_times_out_leaves_no_invalid_index_or_says_so() {
     let a = &applied[0];
     assert_eq!(invalid_indexes(&cluster), "people_name_idx");
     let drop = a.left_behind.as_deref().expect("the DROP statement to run by hand");
-    assert_eq!(drop, "DROP INDEX CONCURRENTLY IF EXISTS people_name_idx;");
+    assert_eq!(drop, "DROP INDEX CONCURRENTLY IF EXISTS public.people_name_idx;");
     let report = report_of(applied.clone());
     let text = report.render_text(false);
     assert!(text.contains("INVALID index") && text.contains(drop), "{text}");

@@ -72,7 +72,7 @@ async fn duplicates_respect_collation_nulls_uniqueness_and_constraints() {
     let both = titled(&report, "Duplicate index dc_ref_key2 (same as dc_ref_key)");
     let fix = both.fix.as_deref().unwrap_or_default();
     assert!(fix.lines().all(|l| l.starts_with("--")), "nothing to run blindly: {fix}");
-    assert!(fix.contains("ALTER TABLE dc DROP CONSTRAINT dc_ref_key2"), "{fix}");
+    assert!(fix.contains("ALTER TABLE public.dc DROP CONSTRAINT dc_ref_key2"), "{fix}");
 
     // Every DROP offered runs, and the rules the kept indexes enforce still hold.
     for stmt in duplicates(&report).iter().filter_map(|f| f.fix.as_deref()).flat_map(str::lines) {

@@ -107,7 +107,8 @@ async fn planted_problems_are_found() {
     // The fixes, run as offered, leave room past the int range for the serial and the identity.
     for (finding, table) in [(seq, "tickets"), (identity, "tally")] {
         let fix = finding.fix.as_deref().unwrap();
-        assert!(fix.contains(&format!("ALTER TABLE {table} ALTER COLUMN id TYPE bigint;")), "{fix}");
+        // Schema-qualified, `public` too: the fix reads the same under any search_path.
+        assert!(fix.contains(&format!("ALTER TABLE public.{table} ALTER COLUMN id TYPE bigint;")), "{fix}");
         cluster.psql("ops", fix);
         let seq = format!("{table}_id_seq");
         let id = cluster.psql(
@@ -145,6 +146,7 @@ async fn planted_problems_are_found() {
     // hence only now): the duplicates query finds the 10 duplicated keys; once they are resolved,
     // the drop and recreate steps leave a valid index.
     let duplicates_query = fix.lines().find(|l| l.starts_with("SELECT")).expect("a query for the duplicates");
+    assert!(duplicates_query.contains(" FROM public.iu_t "), "{duplicates_query}");
     assert_eq!(
         cluster.psql("ops", &format!("SELECT count(*) FROM ({})x", duplicates_query.trim_end_matches(';'))),
         "10"

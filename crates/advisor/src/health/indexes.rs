@@ -4,7 +4,7 @@ use anyhow::{anyhow, Result};
 
 use super::standby;
 use super::usage::IndexScans;
-use crate::db::Db;
+use crate::db::{qualified_relation_sql, Db};
 use crate::options::HealthSettings;
 use crate::report::{Category, Finding, Severity};
 use crate::units::{bytes, duration};
@@ -33,7 +33,7 @@ struct UnusedIndex {
 /// them) only when each of the key's columns is indexed with the column's own collation and an
 /// operator class whose family holds the key's equality operator: one in another collation (`COLLATE
 /// "C"`) or opclass orders the column differently and the planner cannot use it for them.
-const FK_INDEXES: &str = "SELECT c.oid AS conoid, quote_ident(c.conname) AS conname, o.indexrelid, \
+pub(super) const FK_INDEXES: &str = "SELECT c.oid AS conoid, quote_ident(c.conname) AS conname, o.indexrelid, \
        quote_ident(n.nspname) || '.' || quote_ident(oc.relname) AS index_name, am.amname, \
        coalesce(pg_get_expr(o.indpred, o.indrelid), '') AS predicate, \
        row_number() OVER (PARTITION BY c.oid ORDER BY o.indpred IS NULL DESC, am.amname = 'btree' DESC, \
@@ -272,9 +272,11 @@ pub fn redundancies(indexes: &[IndexKey]) -> Vec<Redundancy> {
 
 pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
     let nulls_not_distinct = if db.version_num >= 150000 { "i.indnullsnotdistinct" } else { "false" };
+    let table = qualified_relation_sql("i.indrelid");
+    let referencing_table = qualified_relation_sql("c.conrelid");
     let sql = format!(
         "SELECT ic.relname::text, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
-         i.indrelid::regclass::text, am.amname::text, \
+         {table}, am.amname::text, \
          ARRAY(SELECT i.indkey[k]::text || '/' || i.indclass[k]::text || '/' || i.indoption[k]::text \
                       || '/' || i.indcollation[k]::text \
                FROM generate_series(0, i.indnkeyatts - 1) k), \
@@ -284,7 +286,7 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
          {nulls_not_distinct}, i.indimmediate, i.indisprimary, \
          (SELECT quote_ident(c.conname) FROM pg_constraint c WHERE c.conindid = i.indexrelid \
             AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x') LIMIT 1), \
-         ARRAY(SELECT quote_ident(c.conname) || ' on ' || c.conrelid::regclass::text FROM pg_constraint c \
+         ARRAY(SELECT quote_ident(c.conname) || ' on ' || {referencing_table} FROM pg_constraint c \
                WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1) \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          JOIN pg_am am ON am.oid = ic.relam \
@@ -377,9 +379,10 @@ fn pinned_fix(drop: &IndexKey, keep: &IndexKey) -> Option<(String, String)> {
 pub async fn invalid(db: &Db) -> Result<Vec<Finding>> {
     // NULLS NOT DISTINCT (15+) makes rows with NULL keys duplicates of each other too.
     let nulls_not_distinct = if db.version_num >= 150000 { "i.indnullsnotdistinct" } else { "false" };
+    let table = qualified_relation_sql("i.indrelid");
     let sql = format!(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(ic.relname), pg_get_indexdef(i.indexrelid), \
-         pg_relation_size(i.indexrelid)::int8, i.indisunique, i.indrelid::regclass::text, \
+         pg_relation_size(i.indexrelid)::int8, i.indisunique, {table}, \
          ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k), \
          pg_get_expr(i.indpred, i.indrelid, true), {nulls_not_distinct}, i.indisready \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \

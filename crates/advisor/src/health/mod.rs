@@ -2,7 +2,8 @@
 //! evidence and the fix. A check that cannot run (privileges, version) adds a note instead.
 
 mod activity;
-mod indexes;
+mod foreign_keys;
+pub(crate) mod indexes;
 mod locks;
 mod replication;
 pub mod standby;
@@ -27,7 +28,7 @@ pub async fn run(
 ) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
-    const CHECKS: u64 = 17;
+    const CHECKS: u64 = 18;
     progress.stage("health checks", CHECKS);
     macro_rules! check {
         ($name:expr, $call:expr) => {{
@@ -41,6 +42,7 @@ pub async fn run(
     check!("unused indexes", indexes::unused(db, settings, scans));
     check!("duplicate indexes", indexes::duplicates(db));
     check!("invalid indexes", indexes::invalid(db));
+    check!("foreign key indexes", foreign_keys::unindexed(db, settings));
     check!("sequential scans", storage::sequential_scans(db, settings));
     check!("table bloat", storage::table_bloat(db, settings, pgstattuple));
     check!("index bloat", storage::index_bloat(db, settings, pgstattuple));

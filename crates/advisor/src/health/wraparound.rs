@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 
-use crate::db::Db;
+use crate::db::{qualified_relation_sql, Db};
 use crate::report::{Category, Finding, Severity};
 use crate::units::count;
 
@@ -51,10 +51,11 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
         )
         .await?;
     let oldest = db
-        .rows(
-            "SELECT c.oid::regclass::text || ' (' || age(c.relfrozenxid) || ')' FROM pg_class c \
+        .rows(&format!(
+            "SELECT {} || ' (' || age(c.relfrozenxid) || ')' FROM pg_class c \
              WHERE c.relkind IN ('r', 'm', 't') AND c.relfrozenxid <> '0' ORDER BY age(c.relfrozenxid) DESC LIMIT 5",
-        )
+            qualified_relation_sql("c.oid")
+        ))
         .await?;
     let oldest: Vec<String> = oldest.iter().map(|r| r.get(0)).collect();
     let mut out = Vec::new();
@@ -141,18 +142,19 @@ pub fn sequence_fix(sequence: &str, sequence_max: i64, narrow_column: Option<&Ow
 
 pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
     let rows = db
-        .rows(
+        .rows(&format!(
             "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename), s.last_value, s.max_value, \
              (SELECT format_type(a.atttypid, NULL) FROM pg_depend d JOIN pg_attribute a \
                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
               WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
                 AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
-             (SELECT ARRAY[d.refobjid::regclass::text, quote_ident(a.attname)] FROM pg_depend d JOIN pg_attribute a \
+             (SELECT ARRAY[{owner}, quote_ident(a.attname)] FROM pg_depend d JOIN pg_attribute a \
                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
               WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
                 AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1) \
              FROM pg_sequences s WHERE s.last_value IS NOT NULL AND s.increment_by > 0",
-        )
+            owner = qualified_relation_sql("d.refobjid")
+        ))
         .await?;
     let mut out = Vec::new();
     for r in rows {

@@ -11,7 +11,7 @@ use super::catalog::Catalog;
 use super::parse;
 use super::planner::explain_json;
 use crate::connect::Target;
-use crate::db::{db_error_text, quote_literal, Db};
+use crate::db::{db_error_text, qualified_relation_sql, quote_literal, Db};
 use crate::progress::Progress;
 use crate::report::{AppliedIndex, IndexSuggestion, Measurement};
 
@@ -157,8 +157,11 @@ async fn drop_if_left_invalid(db: &Db, index: &str, table: &str, settings: &Appl
     let leftover = db
         .client
         .query_opt(
-            "SELECT i.indexrelid::regclass::text FROM pg_index i \
-             WHERE i.indexrelid = to_regclass($1) AND i.indrelid = to_regclass($2) AND NOT i.indisvalid",
+            &format!(
+                "SELECT {} FROM pg_index i \
+                 WHERE i.indexrelid = to_regclass($1) AND i.indrelid = to_regclass($2) AND NOT i.indisvalid",
+                qualified_relation_sql("i.indexrelid")
+            ),
             &[&index, &table],
         )
         .await;

@@ -27,7 +27,8 @@ impl KeyPart {
     fn expression(sql: &str) -> Self {
         KeyPart { sql: format!("({sql})"), column: None, desc: false, opclass: None }
     }
-    fn render(&self) -> String {
+    /// The element as written in CREATE INDEX: SQL, operator class, direction.
+    pub(crate) fn render(&self) -> String {
         let mut s = self.sql.clone();
         if let Some(op) = &self.opclass {
             s.push(' ');

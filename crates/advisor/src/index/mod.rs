@@ -9,6 +9,7 @@ pub mod names;
 pub mod parse;
 pub mod plannable;
 pub mod planner;
+mod prefixes;
 mod select;
 mod views;
 

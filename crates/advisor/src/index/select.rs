@@ -10,7 +10,7 @@ use super::candidates::Candidate;
 use super::catalog::{Catalog, TableInfo};
 use super::names::IndexNames;
 use super::planner::Planner;
-use super::{write_overhead, AnalysedStatement, Costs};
+use super::{prefixes, write_overhead, AnalysedStatement, Costs};
 use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
 use crate::report::{Evidence, HelpedStatement, IndexSuggestion};
@@ -42,7 +42,7 @@ pub(super) async fn prove(
             trials.push(trial);
         }
     }
-    let chosen = choose(&trials);
+    let chosen = without_prefixes(&trials, choose(&trials));
     progress.stage("validating the chosen indexes together", chosen.len() as u64);
     let chosen = chosen.into_iter().map(|i| &trials[i]).collect();
     validate(planner, statements, catalog, chosen, settings, names).await
@@ -124,6 +124,39 @@ fn choose(trials: &[Trial]) -> Vec<usize> {
         }
     }
     kept
+}
+
+/// Drops chosen trials that lead another chosen trial (the prefix rule of the duplicate check). The
+/// joint validation then plans their statements with the longer index alone, so their benefit is
+/// counted there, at the cost the longer index really gives them.
+fn without_prefixes(trials: &[Trial], chosen: Vec<usize>) -> Vec<usize> {
+    let candidates: Vec<&Candidate> = chosen.iter().map(|&t| &trials[t].candidate).collect();
+    let folded = prefixes::prefix_keepers(&candidates);
+    chosen.into_iter().enumerate().filter(|(i, _)| !folded.contains_key(i)).map(|(_, t)| t).collect()
+}
+
+/// Moves the statements of each candidate that leads another into that one (the prefix rule of the
+/// duplicate check): the longer index serves them too, and only it is suggested.
+fn fold_prefix_statements(grouped: BTreeMap<Candidate, Vec<usize>>) -> BTreeMap<Candidate, Vec<usize>> {
+    let entries: Vec<(Candidate, Vec<usize>)> = grouped.into_iter().collect();
+    let candidates: Vec<&Candidate> = entries.iter().map(|(c, _)| c).collect();
+    let keepers = prefixes::prefix_keepers(&candidates);
+    let mut statements: Vec<Vec<usize>> = entries.iter().map(|(_, s)| s.clone()).collect();
+    for (&redundant, &keeper) in &keepers {
+        let moved = std::mem::take(&mut statements[redundant]);
+        statements[keeper].extend(moved);
+    }
+    entries
+        .into_iter()
+        .zip(statements)
+        .enumerate()
+        .filter(|(i, _)| !keepers.contains_key(i))
+        .map(|(_, ((candidate, _), mut stmts))| {
+            stmts.sort();
+            stmts.dedup();
+            (candidate, stmts)
+        })
+        .collect()
 }
 
 fn smaller(a: &Trial, b: &Trial) -> bool {
@@ -257,7 +290,7 @@ pub(super) fn heuristic(
     for ((s, _), c) in best_per_access {
         grouped.entry(c).or_default().push(s);
     }
-    grouped
+    fold_prefix_statements(grouped)
         .into_iter()
         .map(|(candidate, stmts)| {
             let table = &catalog.tables[&candidate.table];
@@ -316,4 +349,34 @@ fn estimate_size(candidate: &Candidate, table: &TableInfo) -> Option<i64> {
         .sum();
     let rows = table.rows();
     (rows > 0.0).then(|| ((rows * (width + 16) as f64) / 0.9) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::candidates::{KeyPart, Method};
+
+    fn btree(columns: &[&str]) -> Candidate {
+        let part = |c: &&str| KeyPart {
+            sql: c.to_string(),
+            column: Some(c.to_string()),
+            desc: false,
+            opclass: None,
+        };
+        Candidate {
+            table: 7,
+            method: Method::Btree,
+            key: columns.iter().map(part).collect(),
+            include: Vec::new(),
+            predicate: None,
+        }
+    }
+
+    #[test]
+    fn heuristic_prefixes_hand_their_statements_to_the_longer_index() {
+        let grouped =
+            BTreeMap::from([(btree(&["paid"]), vec![1, 2]), (btree(&["paid", "due_date"]), vec![0, 1])]);
+        let folded = fold_prefix_statements(grouped);
+        assert_eq!(folded, BTreeMap::from([(btree(&["paid", "due_date"]), vec![0, 1, 2])]));
+    }
 }

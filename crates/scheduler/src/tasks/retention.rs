@@ -58,6 +58,38 @@ async fn check_column(client: &Client, rel: &Relation, column: &str) -> Result<(
     }
 }
 
+/// True when some valid index has `column` as its first key column, so a batch can find old rows
+/// without reading the whole table.
+async fn column_is_indexed(client: &Client, rel: &Relation, column: &str) -> Result<bool, JobError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_index i
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                  WHERE i.indrelid = $1 AND i.indisvalid AND a.attname = $2)",
+            &[&rel.oid, &column],
+        )
+        .await
+        .context(|| format!("reading the indexes of {}", rel.display()))?;
+    Ok(row.get(0))
+}
+
+/// The warning for a retention column no index starts with: every batch reads the whole table.
+fn unindexed_column_warning(rel: &Relation, column: &str) -> String {
+    format!(
+        "warning: no index on {} starts with {}: every batch scans the whole table; \
+         consider CREATE INDEX CONCURRENTLY ON {} ({})",
+        rel.display(),
+        quote_ident(column),
+        rel.sql(),
+        quote_ident(column)
+    )
+}
+
+/// The statement deleting one batch. `FOR UPDATE SKIP LOCKED` leaves rows another session holds
+/// (a long `SELECT ... FOR UPDATE`, an open transaction that updated them) to a later run instead
+/// of queueing behind them until lock_timeout fails the whole run; it also keeps two overlapping
+/// runs from fighting over the same batch.
 fn batch_sql(rel: &Relation, identity: &RowIdentity, predicate: &str, batch_size: u32) -> String {
     let table = rel.sql();
     // The predicate is repeated outside the subquery so a row changed by someone else between
@@ -67,14 +99,47 @@ fn batch_sql(rel: &Relation, identity: &RowIdentity, predicate: &str, batch_size
             let cols = cols.join(", ");
             format!(
                 "DELETE FROM {table} WHERE ({cols}) IN \
-                 (SELECT {cols} FROM {table} WHERE {predicate} LIMIT {batch_size}) AND {predicate}"
+                 (SELECT {cols} FROM {table} WHERE {predicate} LIMIT {batch_size} FOR UPDATE SKIP LOCKED) \
+                 AND {predicate}"
             )
         }
         RowIdentity::Ctid => format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {predicate} \
-             LIMIT {batch_size})) AND {predicate}"
+             LIMIT {batch_size} FOR UPDATE SKIP LOCKED)) AND {predicate}"
         ),
     }
+}
+
+/// Rows still matching once a batch came back short: with SKIP LOCKED these are the rows other
+/// sessions held (or changed) meanwhile. A plain read does not wait for row locks.
+async fn rows_left_behind(
+    client: &Client,
+    rel: &Relation,
+    predicate: &str,
+    cutoff: &chrono::DateTime<chrono::Utc>,
+) -> Result<i64, JobError> {
+    let row = client
+        .query_one(&format!("SELECT count(*) FROM {} WHERE {predicate}", rel.sql()), &[cutoff])
+        .await
+        .context(|| format!("counting the rows left in {}", rel.display()))?;
+    Ok(row.get(0))
+}
+
+/// The sentence for a run that deleted everything it could reach.
+fn finished_note(
+    deleted: i64,
+    batches: u64,
+    cutoff: &chrono::DateTime<chrono::Utc>,
+    left_behind: i64,
+) -> String {
+    let cutoff = cutoff.format("%Y-%m-%d %H:%M:%S UTC");
+    if left_behind == 0 {
+        return format!("deleted {deleted} rows older than {cutoff} in {batches} batches; none remain");
+    }
+    format!(
+        "deleted {deleted} rows older than {cutoff} in {batches} batches; skipped {left_behind} rows \
+         locked by other sessions (the next run tries them again)"
+    )
 }
 
 pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
@@ -85,6 +150,12 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
     }
     check_column(client, &rel, &task.column).await?;
     let identity = row_identity(client, &rel).await?;
+    let mut out = TaskOutput::default();
+    if !column_is_indexed(client, &rel, &task.column).await? {
+        let warning = unindexed_column_warning(&rel, &task.column);
+        tracing::warn!("{warning}");
+        out.note(warning);
+    }
     let mut predicate = format!("{} < $1::timestamptz", quote_ident(&task.column));
     if let Some(filter) = &task.filter {
         predicate.push_str(&format!(" AND ({filter})"));
@@ -105,7 +176,6 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
         .context(|| format!("preparing the batched delete on {}", rel.display()))?;
     let budget = task.time_budget.duration().unwrap_or(Duration::from_secs(600));
     let pause = task.pause.duration().unwrap_or_default();
-    let mut out = TaskOutput::default();
     let (mut deleted, mut batches) = (0i64, 0u64);
     loop {
         let n = client
@@ -114,9 +184,10 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
             .context(|| format!("deleting a batch from {} (after {deleted} rows)", rel.display()))?;
         deleted += n as i64;
         batches += 1;
+        // A short batch means nothing unlocked is left: locked rows must not keep the run spinning.
         if n < u64::from(task.batch_size) {
-            let cutoff = cutoff.format("%Y-%m-%d %H:%M:%S UTC");
-            out.note(format!("deleted {deleted} rows older than {cutoff} in {batches} batches; none remain"));
+            let left_behind = rows_left_behind(client, &rel, &predicate, &cutoff).await?;
+            out.note(finished_note(deleted, batches, &cutoff, left_behind));
             break;
         }
         if started.elapsed() + pause >= budget {

@@ -1,0 +1,75 @@
+//! Foreign keys whose referencing columns no index leads: deleting or updating a parent row then
+//! scans the whole child table. Only children big enough for that to matter are reported.
+
+mod common;
+
+use pgpilot_advisor::{Category, Finding, Report, Severity};
+use pgpilot_testkit::Cluster;
+
+const SCHEMA: &str = r#"
+CREATE SCHEMA "Sales";
+CREATE TABLE "Sales".customers (id int PRIMARY KEY, region int NOT NULL, UNIQUE (id, region));
+INSERT INTO "Sales".customers SELECT i, i % 10 FROM generate_series(1, 2000) i;
+
+-- Unindexed, big, ON DELETE CASCADE: reported.
+CREATE TABLE "Sales"."Orders" (id bigserial PRIMARY KEY, "Customer Id" int REFERENCES "Sales".customers ON DELETE CASCADE);
+INSERT INTO "Sales"."Orders" ("Customer Id") SELECT i % 2000 + 1 FROM generate_series(1, 20000) i;
+
+-- Two-column key led by an index in another column order: served.
+CREATE TABLE "Sales".shipments (id bigserial PRIMARY KEY, customer_id int, region int, at date,
+    FOREIGN KEY (customer_id, region) REFERENCES "Sales".customers (id, region));
+CREATE INDEX shipments_region_customer_at ON "Sales".shipments (region, customer_id, at);
+INSERT INTO "Sales".shipments (customer_id, region) SELECT i % 2000 + 1, (i % 2000 + 1) % 10 FROM generate_series(1, 20000) i;
+
+-- A partial index that only leaves out NULL keys serves the key's lookups: served.
+CREATE TABLE "Sales".refunds (id bigserial PRIMARY KEY, customer_id int REFERENCES "Sales".customers);
+CREATE INDEX refunds_customer ON "Sales".refunds (customer_id) WHERE customer_id IS NOT NULL;
+INSERT INTO "Sales".refunds (customer_id) SELECT CASE WHEN i % 3 = 0 THEN i % 2000 + 1 END FROM generate_series(1, 20000) i;
+
+-- A partial index on other rows does not: reported, naming it.
+CREATE TABLE "Sales".notes (id bigserial PRIMARY KEY, customer_id int REFERENCES "Sales".customers, open bool NOT NULL);
+CREATE INDEX notes_open_customer ON "Sales".notes (customer_id) WHERE open;
+INSERT INTO "Sales".notes (customer_id, open) SELECT i % 2000 + 1, i % 5 = 0 FROM generate_series(1, 20000) i;
+
+-- Small: a scan of it costs next to nothing, not reported.
+CREATE TABLE "Sales".tiny (id int PRIMARY KEY, customer_id int REFERENCES "Sales".customers);
+INSERT INTO "Sales".tiny SELECT i, i FROM generate_series(1, 100) i;
+"#;
+
+fn fk_findings(report: &Report) -> Vec<&Finding> {
+    report.findings.iter().filter(|f| f.title.contains("no index for foreign key")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_keys_without_a_supporting_index_are_reported() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE fks");
+    cluster.psql("fks", SCHEMA);
+    cluster.psql("fks", "ANALYZE");
+    let url = cluster.url("postgres", "fks");
+    let report = common::advise_workload(&url, "SELECT 1;").await;
+
+    let found = fk_findings(&report);
+    let titles: Vec<&str> = found.iter().map(|f| f.title.as_str()).collect();
+    assert_eq!(found.len(), 2, "{titles:#?}\n{}", report.render_text(false));
+
+    let orders = found.iter().find(|f| f.title.contains(r#""Sales"."Orders""#)).expect("Orders reported");
+    assert_eq!(orders.severity, Severity::Warning);
+    assert_eq!(orders.category, Category::Indexes);
+    assert_eq!(
+        orders.fix.as_deref(),
+        Some(r#"CREATE INDEX CONCURRENTLY ON "Sales"."Orders" ("Customer Id");"#)
+    );
+    let evidence = orders.evidence.join("\n");
+    assert!(evidence.contains("ON DELETE CASCADE"), "{evidence}");
+    assert!(evidence.contains(r#""Sales".customers"#), "{evidence}");
+
+    let notes = found.iter().find(|f| f.title.contains(r#""Sales".notes"#)).expect("notes reported");
+    assert!(notes.evidence.iter().any(|e| e.contains("notes_open_customer")), "{:?}", notes.evidence);
+
+    // Terminal, HTML and JSON all come from the same findings.
+    assert!(report.render_text(false).contains(&orders.title));
+    assert!(report.render_html().contains("no index for foreign key"));
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("no index for foreign key"));
+}
