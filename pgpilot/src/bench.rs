@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use pgpilot_bench::{BenchConfig, Limit, Observer, Protocol, Target, TerminalProgress, Workload};
 
-use crate::exit::{Outcome, INTERRUPTED, OK, USAGE};
+use crate::exit::{Outcome, FAILURE, INTERRUPTED, OK, USAGE};
 use crate::format::Format;
 
 #[derive(Args, Default)]
@@ -97,8 +97,21 @@ pub fn run(args: BenchArgs) -> Outcome {
         Format::Text => print!("{}", report.render_text()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
     }
-    // A script must not take a partial run for a finished one.
-    Ok(if report.interrupted { INTERRUPTED } else { OK })
+    // A script must not take a partial run for a finished one, nor a run where a target
+    // committed nothing (every transaction failed) for a measurement.
+    let nothing_committed: Vec<&str> =
+        report.targets.iter().filter(|t| t.transactions == 0).map(|t| t.target.name.as_str()).collect();
+    if report.interrupted {
+        return Ok(INTERRUPTED);
+    }
+    if !nothing_committed.is_empty() {
+        eprintln!(
+            "pgpilot: no transaction succeeded on {}: nothing was measured",
+            nothing_committed.join(", ")
+        );
+        return Ok(FAILURE);
+    }
+    Ok(OK)
 }
 
 fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
@@ -146,8 +159,8 @@ fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
         (None, Some(secs)) => bail!("--duration must be a positive number of seconds (got {secs})"),
         (None, None) => Limit::Duration(Duration::from_secs(10)),
     };
-    if args.clients == 0 || args.rounds == 0 || args.transactions == Some(0) {
-        bail!("--clients, --rounds and --transactions must be at least 1");
+    if args.clients == 0 || args.rounds == 0 || args.transactions == Some(0) || args.jobs == Some(0) {
+        bail!("--clients, --jobs, --rounds and --transactions must be at least 1");
     }
     config.clients = args.clients;
     config.jobs = args.jobs.unwrap_or(0);

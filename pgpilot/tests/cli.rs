@@ -60,7 +60,12 @@ fn a_closed_output_pipe_ends_a_command_quietly() {
 fn exit_codes_are_consistent() {
     assert_eq!(pgpilot(&["no-such-command"]).status.code(), Some(2), "usage errors exit 2");
     let target = "postgres://nobody@127.0.0.1:1/x";
-    for bench in [&["bench"][..], &["bench", "--scenario", "nope", target], &["bench", "-c", "0", target]] {
+    for bench in [
+        &["bench"][..],
+        &["bench", "--scenario", "nope", target],
+        &["bench", "-c", "0", target],
+        &["bench", "-j", "0", target],
+    ] {
         assert_eq!(pgpilot(bench).status.code(), Some(2), "{bench:?} is a usage error");
     }
     assert_eq!(pgpilot(&["check-config", "/nonexistent.toml"]).status.code(), Some(1), "failures exit 1");
@@ -217,4 +222,17 @@ fn an_interrupted_bench_says_what_it_did_not_measure_and_exits_130() {
     assert!(targets[0]["transactions"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(targets[1]["tps_per_round"], serde_json::json!([]), "{report}");
     assert_eq!(report["ratios"], serde_json::json!([]), "no ratio against a target never measured");
+}
+
+#[test]
+fn a_bench_where_nothing_succeeded_fails() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    let url = cluster.url("postgres", "postgres");
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELEC 1;\n").unwrap();
+    let out = pgpilot(&["bench", "-f", script.path().to_str().unwrap(), "-T", "1", "--no-progress", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no transaction succeeded"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("42601"), "the report is still printed");
 }

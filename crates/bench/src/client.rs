@@ -18,6 +18,7 @@ use crate::pg::{Conn, ConnError, DbError, RowCapture, TxStatus};
 use crate::script::expr::Env;
 use crate::script::{Command, Expr, Part, Script, SqlCommand, Value, VarTable};
 use crate::target::Endpoint;
+use crate::timer::Timer;
 
 /// Counters the progress display reads while clients run.
 #[derive(Default)]
@@ -145,6 +146,7 @@ struct ClientState {
     text: String,
     params: Vec<u8>,
     bounds: Vec<(usize, usize)>,
+    timer: Timer,
 }
 
 /// Runs one client until the run ends. `conn` is the connection opened before the clock started
@@ -164,6 +166,7 @@ pub(crate) async fn run_client(
         text: String::with_capacity(256),
         params: Vec::with_capacity(64),
         bounds: Vec::with_capacity(8),
+        timer: Timer::new(),
     };
     if let Some(slot) = shared.client_id_slot {
         state.vars[slot] = Some(Value::Int(id as i64));
@@ -174,7 +177,7 @@ pub(crate) async fn run_client(
     }
     let mut clock = Clock { deadline: shared.deadline.get().copied(), scheduled: start, done: 0 };
     let mut connect_failures: u32 = 0;
-    while let Some(begin) = clock.next_start(&shared, &mut state.rng, &mut tally).await {
+    while let Some(begin) = clock.next_start(&shared, &mut state.rng, &state.timer, &mut tally).await {
         let which = pick_script(&shared.cumulative_weights, &mut state.rng);
         let script = &shared.scripts[which];
         let result = match conn.as_mut() {
@@ -205,7 +208,7 @@ pub(crate) async fn run_client(
                 if connect_failures > 1 {
                     // Lost again right after reconnecting: back off instead of spinning.
                     let pause = Duration::from_millis(10 * u64::from(connect_failures.min(20)));
-                    sleep_until(Instant::now() + pause, &shared.stop).await;
+                    sleep_until(Instant::now() + pause, &shared.stop, &state.timer).await;
                 }
             }
             Err(TxAbort::Fatal(message)) => {
@@ -240,6 +243,7 @@ impl Clock {
         &mut self,
         shared: &RunShared,
         rng: &mut SmallRng,
+        timer: &Timer,
         tally: &mut Tally,
     ) -> Option<Instant> {
         if shared.stop.load(Ordering::Relaxed)
@@ -253,8 +257,10 @@ impl Clock {
             return self.deadline.is_none_or(|d| now < d).then_some(now);
         };
         self.scheduled += poisson_delay(rng, mean);
-        if self.deadline.is_some_and(|d| self.scheduled >= d)
-            || !sleep_until(self.scheduled, &shared.stop).await
+        // A target that cannot keep up falls behind its schedule: -T still ends the run on time,
+        // as in pgbench, however many scheduled transactions are left.
+        if self.deadline.is_some_and(|d| self.scheduled >= d || Instant::now() >= d)
+            || !sleep_until(self.scheduled, &shared.stop, timer).await
         {
             return None;
         }
@@ -290,7 +296,7 @@ fn record_failure(
 }
 
 /// Sleeps until `when`, waking early (and returning false) if the run is stopped.
-async fn sleep_until(when: Instant, stop: &AtomicBool) -> bool {
+async fn sleep_until(when: Instant, stop: &AtomicBool, timer: &Timer) -> bool {
     const SLICE: Duration = Duration::from_millis(100);
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -301,7 +307,7 @@ async fn sleep_until(when: Instant, stop: &AtomicBool) -> bool {
             return true;
         }
         let step = (when - now).min(SLICE);
-        tokio::time::sleep(step).await;
+        timer.sleep(step).await;
     }
 }
 
@@ -336,7 +342,7 @@ async fn run_script(
             Command::Sleep { amount, unit_us } => {
                 let n = evaluate(amount, shared, state).and_then(|v| v.as_int()).map_err(TxAbort::Fatal)?;
                 let us = u64::try_from(n).unwrap_or(0).saturating_mul(*unit_us);
-                tokio::time::sleep(Duration::from_micros(us)).await;
+                state.timer.sleep(Duration::from_micros(us)).await;
             }
             Command::Sql(sql) => {
                 if let TxEnd::Failed(e) = run_sql(shared, sql, conn, state).await? {

@@ -25,6 +25,7 @@ mod report;
 mod runner;
 pub mod script;
 mod target;
+mod timer;
 
 pub use config::{BenchConfig, Limit, Protocol, Workload};
 pub use observe::{Observer, Progress, RunInfo, RunSummary, Silent, TerminalProgress};

@@ -79,6 +79,15 @@ fn rate_limit_and_connection_per_transaction() {
     assert!(lag.mean >= 0.0 && lag.max >= lag.mean);
     assert_consistent(t);
 
+    // A rate the target cannot keep up with: the duration still ends the run, as in pgbench (it
+    // went on through every transaction scheduled before the end, here a million).
+    let mut c = config(vec![target(&cluster, "db")], vec![inline("one", "SELECT 1;", 1)], 1, seconds(1.0));
+    c.rate = Some(1_000_000.0);
+    let started = std::time::Instant::now();
+    let report = pgpilot_bench::run(c).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20), "a 1 s run took {:?}", started.elapsed());
+    assert!(only(&report).elapsed_s < 5.0, "{}", only(&report).elapsed_s);
+
     // --connect: one session per transaction, as the server counts them.
     let sessions = "SELECT sessions FROM pg_stat_database WHERE datname = 'postgres'";
     let before = count(&cluster, sessions);
