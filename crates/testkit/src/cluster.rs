@@ -228,7 +228,22 @@ impl Cluster {
         // Marked running before pg_ctl returns: when it fails or times out, the server may still
         // come up, and dropping the cluster must then stop it.
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        run_checked(cmd, "pg_ctl start");
+        // The server's own log says why it did not start, and the directory holding it may be
+        // gone by the time anyone reads the message: its end goes into the message.
+        let out = cmd.output().unwrap_or_else(|e| panic!("pg_ctl start: could not start {cmd:?}: {e}"));
+        if !out.status.success() {
+            let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+            let mut tail: Vec<&str> = log.lines().rev().take(20).collect();
+            tail.reverse();
+            panic!(
+                "pg_ctl start failed ({}):\n{}{}\nserver log {}, last lines:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_path().display(),
+                tail.join("\n")
+            );
+        }
     }
 
     /// Stops the server (fast mode: clients are disconnected, no crash recovery needed).
@@ -311,13 +326,18 @@ fn new_root_dir(prefix: &str) -> tempfile::TempDir {
 /// copying it happen under a file lock: a process must never copy a half-made template, nor replace
 /// one that another process is copying.
 fn copy_template(bins: &PgBinaries, data: &Path) {
-    let version = bins.dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string());
-    // One template per user: another user's (a root run leaves it to the postgres user, mode 0700)
-    // can be neither read nor replaced.
+    let version = server_version(bins);
+    let major = version.split('.').next().unwrap_or_default().to_string();
+    // No dot in the name: the lock and work paths beside it are made with `with_extension`.
+    let version = version.replace('.', "_");
+    // One template per user (another user's, a root run leaves it to the postgres user with mode
+    // 0700, can be neither read nor replaced), per server version, and per binaries directory.
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let template =
-        PathBuf::from(format!("/tmp/pgpilot-testkit-template-{}-uid{uid}", version.unwrap_or_default()));
+    let mut where_from = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&bins.dir, &mut where_from);
+    let dir_hash = std::hash::Hasher::finish(&where_from) as u32;
+    let template = PathBuf::from(format!("/tmp/pgpilot-testkit-template-{version}-{dir_hash:08x}-uid{uid}"));
     let lock_path = template.with_extension("lock");
     // Another user's earlier run may own the file: a read-only descriptor locks just as well.
     let lock = fs::OpenOptions::new()
@@ -328,7 +348,8 @@ fn copy_template(bins: &PgBinaries, data: &Path) {
         .or_else(|_| fs::File::open(&lock_path))
         .unwrap_or_else(|e| panic!("opening the template lock file {}: {e}", lock_path.display()));
     lock.lock().expect("locking the template cluster");
-    if !template.join("PG_VERSION").exists() || !template.join("postgresql.conf").exists() {
+    let made_by = fs::read_to_string(template.join("PG_VERSION")).unwrap_or_default();
+    if made_by.trim() != major || !template.join("postgresql.conf").exists() {
         make_template(bins, &template);
     }
     run_checked(
@@ -339,6 +360,22 @@ fn copy_template(bins: &PgBinaries, data: &Path) {
         },
         "copying the template cluster",
     );
+}
+
+/// The server's version (`15.18`), from `postgres --version`.
+fn server_version(bins: &PgBinaries) -> String {
+    let out = run_checked(
+        {
+            let mut c = Command::new(bins.tool("postgres"));
+            c.arg("--version");
+            c
+        },
+        "postgres --version",
+    );
+    // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(2).unwrap_or_default();
+    version.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect()
 }
 
 /// Called with the template lock held.

@@ -76,14 +76,6 @@ impl PoolSnapshot {
         Ok(PoolSnapshot { pools: stats.pools.into_iter().filter(|p| p.database == database).collect() })
     }
 
-    pub fn busy(&self) -> u64 {
-        self.pools.iter().map(|p| p.servers_active).sum()
-    }
-
-    pub fn size(&self) -> u64 {
-        self.pools.iter().map(|p| p.pool_size).sum()
-    }
-
     pub fn waiting(&self) -> u64 {
         self.pools.iter().map(|p| p.clients_waiting).sum()
     }
@@ -92,8 +84,10 @@ impl PoolSnapshot {
         self.pools.iter().map(|p| p.servers_total).sum()
     }
 
+    /// The busiest pool's busy / size: a saturated primary pool is the headline even while the
+    /// replica's pool idles (their average would hide it).
     pub fn utilization(&self) -> f64 {
-        ratio(self.busy() as f64, self.size() as f64)
+        self.pools.iter().map(|p| ratio(p.servers_active as f64, p.pool_size as f64)).fold(0.0, f64::max)
     }
 }
 
@@ -361,10 +355,10 @@ mod tests {
     }
 
     #[test]
-    fn utilization_is_busy_over_size() {
+    fn utilization_is_the_busiest_pools() {
         let pool = |active, size| PoolEntry { servers_active: active, pool_size: size, ..Default::default() };
-        let s = PoolSnapshot { pools: vec![pool(6, 8), pool(2, 8)] };
-        assert!((s.utilization() - 0.5).abs() < 1e-9);
+        let s = PoolSnapshot { pools: vec![pool(2, 8), pool(6, 8)] };
+        assert!((s.utilization() - 0.75).abs() < 1e-9);
         assert_eq!(PoolSnapshot::default().utilization(), 0.0);
     }
 }

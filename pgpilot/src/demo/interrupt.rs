@@ -91,6 +91,10 @@ impl Interrupt {
 fn quiet_panics_after(signalled: Arc<AtomicBool>) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A failed step of the stack: its message is the error the demo prints.
+        if super::stack::panic_is_reported() {
+            return;
+        }
         for _ in 0..20 {
             if signalled.load(Ordering::Relaxed) {
                 return;

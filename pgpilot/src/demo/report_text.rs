@@ -116,6 +116,14 @@ fn reads_and_cache(r: &DemoReport, out: &mut String) {
         }
     };
     let _ = writeln!(out, "Reads through pgpilot:  {line}");
+    if reads.replica_share.is_some_and(|share| share < 0.5) {
+        // Otherwise the demo seems to show a replica that does not help.
+        let _ = writeln!(
+            out,
+            "                        (read-your-writes keeps a session's reads on the primary until a replica has\n\
+             \x20                        replayed its last write; the demo's sessions write several times a second)"
+        );
+    }
     let c = &r.cache;
     let line = match (c.available, &c.error) {
         (false, _) => NOT_AVAILABLE.to_string(),

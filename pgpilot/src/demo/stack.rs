@@ -42,6 +42,17 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
+thread_local! {
+    /// Set while a testkit call runs in [`blocking`]: its panic is reported as the step's error,
+    /// so the panic hook prints nothing of its own (see `interrupt.rs`).
+    static PANIC_IS_AN_ERROR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread will be reported as an error by the demo.
+pub fn panic_is_reported() -> bool {
+    PANIC_IS_AN_ERROR.get()
+}
+
 /// Blocking calls still running, which the teardown waits for.
 static IN_FLIGHT: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
@@ -52,7 +63,10 @@ async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 
     let (tx, rx) = oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
         // An unwanted result (the receiver is gone) is dropped here, on this thread.
-        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+        PANIC_IS_AN_ERROR.set(true);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+        PANIC_IS_AN_ERROR.set(false);
+        let _ = tx.send(outcome);
     });
     IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).push(task);
     match rx.await {
