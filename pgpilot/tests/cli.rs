@@ -236,3 +236,20 @@ fn a_bench_where_nothing_succeeded_fails() {
     assert!(stderr.contains("no transaction succeeded"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("42601"), "the report is still printed");
 }
+
+#[test]
+fn bench_takes_what_the_url_leaves_out_from_the_environment() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELECT 1;\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["bench", "-f", script.path().to_str().unwrap(), "-t", "3", "--no-progress"])
+        .arg("named=host=127.0.0.1 user=postgres")
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGDATABASE", "postgres")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("named"), "{stdout}");
+}

@@ -115,7 +115,15 @@ pub(crate) struct TargetSetup {
 /// Connects with tokio-postgres for setup queries.
 pub async fn setup_client(target: &Target) -> Result<Client> {
     let (client, connection) = target.config().connect(NoTls).await.map_err(|e| {
-        anyhow!("target `{}` ({}) is unreachable: {}", target.name, target.display_url(), with_causes(&e))
+        // A server that answered (a wrong password, an unknown database) is not "unreachable".
+        let what = if e.as_db_error().is_some() { "refused the connection" } else { "is unreachable" };
+        let hint = match (e.to_string().contains("password missing"), target.config().get_password()) {
+            (true, None) => {
+                " (set PGPASSWORD or use a pgpass file: passwords are not taken on the command line)"
+            }
+            _ => "",
+        };
+        anyhow!("target `{}` ({}) {what}: {}{hint}", target.name, target.display_url(), with_causes(&e))
     })?;
     tokio::spawn(async move {
         let _ = connection.await;

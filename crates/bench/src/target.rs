@@ -56,15 +56,31 @@ impl Target {
     /// key=value connection strings are not mistaken for a name).
     pub fn parse(spec: &str) -> Result<Target, TargetError> {
         let (name, url) = split_name(spec);
+        let with_port =
+            std::env::var("PGPORT").ok().and_then(|p| p.parse::<u16>().ok()).map(|p| with_port(url, p));
+        let url = with_port.as_deref().unwrap_or(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|_| TargetError::Syntax(redact(url)))?;
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(TargetError::TlsRequired(redact(url)));
+        }
+        // What the URL leaves out comes from the environment, as in libpq and pgbench.
+        if config.get_hosts().is_empty() {
+            if let Ok(host) = std::env::var("PGHOST") {
+                host.split(',').filter(|h| !h.is_empty()).for_each(|h| {
+                    config.host(h);
+                });
+            }
         }
         if config.get_hosts().is_empty() {
             return Err(TargetError::NoHost(redact(url)));
         }
         if config.get_user().is_none() {
             config.user(default_user());
+        }
+        if config.get_dbname().is_none() {
+            if let Ok(db) = std::env::var("PGDATABASE") {
+                config.dbname(db);
+            }
         }
         if config.get_dbname().is_none() {
             let user = config.get_user().unwrap_or_default().to_string();
@@ -113,16 +129,73 @@ impl Target {
     }
 }
 
+/// Keys of libpq connection strings: `host=...` starts a connection string, not a name.
+const CONNINFO_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "target_session_attrs",
+    "channel_binding",
+    "keepalives",
+    "keepalives_idle",
+    "load_balance_hosts",
+    "service",
+];
+
 fn split_name(spec: &str) -> (Option<&str>, &str) {
     if let Some((name, rest)) = spec.split_once('=') {
+        let url = rest.starts_with("postgres://") || rest.starts_with("postgresql://");
+        let conninfo = rest.contains('=') && !CONNINFO_KEYS.contains(&name);
         let is_name = !name.is_empty()
             && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && (rest.starts_with("postgres://") || rest.starts_with("postgresql://"));
+            && (url || conninfo);
         if is_name {
             return (Some(name), rest);
         }
     }
     (None, spec)
+}
+
+/// `url` with `port` where it names none (PGPORT, as libpq takes it); as it is otherwise, or when
+/// it names several hosts.
+fn with_port(url: &str, port: u16) -> String {
+    if names_port(url) {
+        return url.to_string();
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return format!("{url} port={port}");
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+    if authority[host_start..].is_empty() || authority[host_start..].contains(',') {
+        return url.to_string();
+    }
+    format!("{scheme}://{authority}:{port}{tail}")
+}
+
+/// Whether the URL or connection string gives a port (tokio-postgres fills in 5432 otherwise).
+fn names_port(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((_, rest)) => {
+            let authority = rest.split(['/', '?']).next().unwrap_or("");
+            let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            // [::1]:5432, host:5432; a bare IPv6 address only in brackets.
+            hosts.rsplit_once(']').map_or(hosts, |(_, after)| after).contains(':') || rest.contains("port=")
+        }
+        None => url.split_whitespace().any(|kv| kv.starts_with("port=")),
+    }
 }
 
 fn default_user() -> String {
@@ -257,6 +330,23 @@ mod tests {
         assert_eq!(t.endpoint().password.as_deref(), Some(&b"secret"[..]));
         let t = Target::parse("host=127.0.0.1 port=5433 user=u dbname=d").unwrap();
         assert_eq!(t.endpoint().address, Address::Tcp { host: "127.0.0.1".into(), port: 5433 });
+        // A name before a key=value connection string too.
+        let t = Target::parse("direct=host=127.0.0.1 port=5433 user=u dbname=d").unwrap();
+        assert_eq!(t.name, "direct");
+        assert_eq!(t.endpoint().address, Address::Tcp { host: "127.0.0.1".into(), port: 5433 });
+    }
+
+    #[test]
+    fn a_port_given_or_not() {
+        assert!(names_port("postgres://u:pw@h:6432/db"));
+        assert!(names_port("postgres://[::1]:6432/db"));
+        assert!(names_port("host=h port=6432"));
+        assert!(!names_port("postgres://u:pw@h/db"));
+        assert!(!names_port("postgres://[::1]/db"));
+        assert!(!names_port("host=h dbname=d"));
+        assert_eq!(with_port("postgres://u:pw@h/db?x=1", 6432), "postgres://u:pw@h:6432/db?x=1");
+        assert_eq!(with_port("postgres://u@h:5433/db", 6432), "postgres://u@h:5433/db");
+        assert_eq!(with_port("host=h dbname=d", 6432), "host=h dbname=d port=6432");
     }
 
     #[test]
