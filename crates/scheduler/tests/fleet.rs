@@ -348,6 +348,39 @@ async fn analyze_and_vacuum_only_tables_over_the_threshold() {
         cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"),
         "busy"
     );
+    // A listed table that does not exist fails the run, after the others are done.
+    cluster.psql(
+        "postgres",
+        "INSERT INTO quiet SELECT generate_series(1, 5000); SELECT pg_stat_force_next_flush();",
+    );
+    cluster.wait_for(
+        "5010",
+        "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'quiet'",
+        Duration::from_secs(10),
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "analyze-listed"
+        kind = "analyze"
+        schedule = "@hourly"
+        database = "app"
+        tables = ["public.no_such", "quiet"]
+        min_changes = 100
+        "#,
+    );
+    let report = run(&cfg, "analyze-listed", &clock).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.error.as_deref().unwrap_or_default().contains("public.no_such"), "{report:?}");
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'quiet' AND last_analyze IS NOT NULL"
+        ),
+        "1",
+        "the existing table was analyzed"
+    );
 }
 
 /// A job's session checks its client while a statement runs (PostgreSQL 14+): if pgpilot dies

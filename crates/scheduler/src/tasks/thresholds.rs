@@ -13,6 +13,14 @@ pub enum Pass {
     Vacuum,
 }
 
+/// What a job's tables come to: those over the threshold, partitioned parents analyzed every run,
+/// and names that are no table (the others are still done; the run then fails naming these).
+struct Candidates {
+    over: Vec<Candidate>,
+    partitioned: Vec<Candidate>,
+    missing: Vec<String>,
+}
+
 struct Candidate {
     sql_name: String,
     display: String,
@@ -25,11 +33,19 @@ async fn candidates(
     task: &ThresholdTask,
     pass: Pass,
     ctx: &TaskContext,
-) -> Result<(Vec<Candidate>, Vec<Candidate>), JobError> {
+) -> Result<Candidates, JobError> {
     let mut oids = Vec::new();
     let mut partitioned = Vec::new();
+    let mut missing = Vec::new();
     for name in &task.tables {
-        let rel = pg::find_relation(client, name).await?;
+        let rel = match pg::find_relation(client, name).await {
+            Ok(rel) => rel,
+            Err(JobError::Invalid(why)) => {
+                missing.push(why);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match rel.kind as u8 {
             // Autovacuum never analyzes a partitioned parent and keeps no change counts for it,
             // so a parent named here is analyzed on every run.
@@ -48,6 +64,9 @@ async fn candidates(
         (Pass::Vacuum, true) => "s.n_dead_tup + s.n_ins_since_vacuum",
         (Pass::Vacuum, false) => "s.n_dead_tup",
     };
+    if !task.tables.is_empty() && oids.is_empty() && partitioned.is_empty() {
+        return Err(JobError::Invalid(missing.join("; ")));
+    }
     let only_listed = !task.tables.is_empty();
     let sql = format!(
         "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.relname), s.schemaname || '.' || s.relname,
@@ -69,7 +88,7 @@ async fn candidates(
         .iter()
         .map(|r| Candidate { sql_name: r.get(0), display: r.get(1), changes: r.get(2), rows: r.get(3) })
         .collect();
-    Ok((over, partitioned))
+    Ok(Candidates { over, partitioned, missing })
 }
 
 pub async fn run(
@@ -78,18 +97,20 @@ pub async fn run(
     pass: Pass,
     ctx: &TaskContext,
 ) -> Result<TaskOutput, JobError> {
-    let (mut over, partitioned) = candidates(client, task, pass, ctx).await?;
+    let Candidates { mut over, partitioned, missing } = candidates(client, task, pass, ctx).await?;
     over.extend(partitioned);
+    let mut out = TaskOutput::default();
     if let Some(max) = task.max_tables {
         if over.len() > max as usize {
             let left = over.len() - max as usize;
             over.truncate(max as usize);
-            let mut out = TaskOutput::default();
             out.note(format!("{left} more tables are over the threshold; they come first next run"));
-            return process(client, over, pass, out).await;
         }
     }
-    process(client, over, pass, TaskOutput::default()).await
+    let mut out = process(client, over, pass, out).await?;
+    // The other tables are done; the run still counts as failed, so the configuration gets fixed.
+    out.problems.extend(missing);
+    Ok(out)
 }
 
 async fn process(
