@@ -248,8 +248,12 @@ impl Database {
         self.disabled.load(Relaxed)
     }
 
+    /// The pools of each user, in user name order (as SHOW POOLS lists them).
     pub fn pool_sets(&self) -> Vec<Arc<PoolSet>> {
-        self.pools.lock().values().cloned().collect()
+        let pools = self.pools.lock();
+        let mut users: Vec<(&String, &Arc<PoolSet>)> = pools.iter().collect();
+        users.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        users.into_iter().map(|(_, set)| set.clone()).collect()
     }
 
     /// Drops the pools of a user whose logins never reached the server (a name the server does

@@ -213,6 +213,14 @@ impl Shared {
         self.server_tls.load().for_server(&self.config.load().tls.for_server(url))
     }
 
+    /// Every database, in name order (as PgBouncer's console lists them).
+    pub fn databases_by_name(&self) -> Vec<(String, Arc<Database>)> {
+        let mut all: Vec<(String, Arc<Database>)> =
+            self.databases.load().iter().map(|(name, db)| (name.clone(), db.clone())).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     pub fn database(&self, name: &str) -> Option<Arc<Database>> {
         self.databases.load().get(name).cloned()
     }

@@ -89,6 +89,10 @@ async fn every_admin_command() {
     for fixed in ["admin_users|", "listen|", "client_tls_sslmode|disable|disable|", "server_tls_sslmode|"] {
         assert!(config.lines().any(|l| l.starts_with(fixed) && l.ends_with("|no")), "{fixed}: {config}");
     }
+    assert!(
+        config.lines().any(|l| l.starts_with("unix_socket_mode|511|511|")),
+        "in decimal as PgBouncer: {config}"
+    );
     // PgBouncer's SET takes server_lifetime, its 0 meaning "use each server connection once".
     assert!(config.contains("server_lifetime|3600|3600|yes"), "{config}");
     admin(&gw, "SET server_lifetime = 0");

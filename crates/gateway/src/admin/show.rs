@@ -31,7 +31,7 @@ pub fn pools(shared: &Shared) -> ResultSet {
         "server",
         "role",
     ]);
-    for db in shared.databases.load().values() {
+    for (_, db) in &shared.databases_by_name() {
         for set in db.pool_sets() {
             for (i, pool) in set.all().enumerate() {
                 let c = pool.counts();
@@ -66,7 +66,7 @@ pub fn pools(shared: &Shared) -> ResultSet {
 /// Totals per database, summed over its pools.
 pub fn database_totals(shared: &Shared) -> Vec<(String, Totals)> {
     let mut out = Vec::new();
-    for (name, db) in shared.databases.load().iter() {
+    for (name, db) in &shared.databases_by_name() {
         let mut t = Totals::default();
         for set in db.pool_sets() {
             for pool in set.all() {
@@ -432,7 +432,7 @@ pub fn replicas(shared: &Shared) -> ResultSet {
         "tags",
         "last_error",
     ]);
-    for (name, db) in shared.databases.load().iter() {
+    for (name, db) in &shared.databases_by_name() {
         for b in &db.backends {
             let (lag_bytes, lag_ms) = b.lag();
             rs.row(vec![
@@ -477,7 +477,7 @@ pub fn databases(shared: &Shared) -> ResultSet {
         "replicas",
     ]);
     let config = shared.config.load();
-    for (name, db) in shared.databases.load().iter() {
+    for (name, db) in &shared.databases_by_name() {
         let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
         let db_config = db.config();
         let reserve = db_config.reserve_pool_size.unwrap_or(config.pgpilot.reserve_pool_size);
@@ -530,10 +530,17 @@ fn config_rows(
     for (k, value) in &cur {
         // What SET takes; the rest changes with the file and RELOAD, or at restart.
         let changeable = crate::config::pgbouncer_ini::settable_at_runtime(k);
+        // PgBouncer prints the socket's mode as a decimal number (0777 is 511).
+        let show = |x: &serde_json::Value| match (k.as_str(), x.as_str()) {
+            ("unix_socket_mode", Some(octal)) => {
+                u32::from_str_radix(octal, 8).map_or_else(|_| octal.to_string(), |m| m.to_string())
+            }
+            _ => config_value(x),
+        };
         rs.row(vec![
             v(k),
-            v(config_value(value)),
-            v(def.get(k).map(config_value).unwrap_or_default()),
+            v(show(value)),
+            v(def.get(k).map(show).unwrap_or_default()),
             v(if changeable { "yes" } else { "no" }),
         ]);
     }
@@ -590,7 +597,7 @@ pub fn users(shared: &Shared) -> ResultSet {
 fn known_users(shared: &Shared) -> std::collections::BTreeSet<String> {
     let mut names: std::collections::BTreeSet<String> = shared.config.load().users.keys().cloned().collect();
     names.extend(shared.secrets.userlist.load().names().map(str::to_string));
-    for db in shared.databases.load().values() {
+    for (_, db) in &shared.databases_by_name() {
         for set in db.pool_sets() {
             names.extend(set.all().map(|p| p.id.user.to_string()));
         }
