@@ -449,6 +449,17 @@ async fn set_config_values_are_replayed_as_set_config_takes_them() {
     c.simple_query("SELECT set_config('search_path', 'a, public', false)").await.unwrap();
     // A list given to set_config is one string; `SET search_path = 'a, public'` would name one schema.
     assert_eq!(on_another_server(&gw, &c, "search_path").await, "a, public");
+    // Quoted names are the same function (as an ORM or code generator writes them).
+    c.simple_query("SELECT \"set_config\"('work_mem', '77MB', false)").await.unwrap();
+    c.simple_query("SELECT pg_catalog.\"set_config\"('search_path', 'b, public', false)").await.unwrap();
+    assert_eq!(on_another_server(&gw, &c, "work_mem").await, "77MB");
+    assert_eq!(on_another_server(&gw, &c, "search_path").await, "b, public");
+    let other = connect(&gw).await;
+    for _ in 0..3 {
+        assert_eq!(show(&other, "work_mem").await, "4MB", "another client's quoted set_config leaked");
+        assert_eq!(show(&other, "search_path").await, "\"$user\", public");
+    }
+    drop(other);
     c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").await.unwrap();
     assert_eq!(on_another_server(&gw, &c, "default_transaction_isolation").await, "serializable");
     drop(c);
@@ -484,6 +495,7 @@ async fn session_authorization_and_do_blocks_pin_the_client() {
     b.batch_execute("DO $$ BEGIN PERFORM set_config('statement_timeout', '1234', false); END $$")
         .await
         .unwrap();
+
     for _ in 0..5 {
         assert_eq!(show(&a, "session_authorization").await, "limited");
         assert_eq!(show(&b, "statement_timeout").await, "1234ms");
@@ -496,6 +508,15 @@ async fn session_authorization_and_do_blocks_pin_the_client() {
         assert_eq!(show(&c, "session_authorization").await, "postgres");
         assert_eq!(show(&c, "statement_timeout").await, "0");
     }
+    // A quoted name is the same function (as an ORM or code generator writes it).
+    let locker = connect(&gw).await;
+    locker.simple_query("SELECT \"pg_advisory_lock\"(109)").await.unwrap();
+    let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert!(clients.contains("advisory"), "a quoted advisory lock pins its client: {clients}");
+    drop(locker);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = pg.psql("postgres", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'");
+    assert_eq!(held, "0", "the advisory lock outlived its client");
     gw.shutdown().await;
 }
 
@@ -1883,5 +1904,38 @@ async fn application_name_add_host_adds_the_clients_address_at_login() {
     assert!(listed.contains(&shown), "{listed}");
     c.batch_execute("SET application_name = 'later'").await.unwrap();
     assert_eq!(named("SHOW application_name").await, "later");
+    gw.shutdown().await;
+}
+
+/// A FunctionCall message (the protocol's fast-path calls, libpq's PQfn) of set_config or an
+/// advisory lock changes the session where pgpilot cannot follow it: the client keeps its server,
+/// and nothing reaches other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_that_change_the_session_pin_the_client() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    // F: set_config (OID 2078), three text arguments, a text result.
+    let mut body = 2078u32.to_be_bytes().to_vec();
+    body.extend(1u16.to_be_bytes());
+    body.extend(0u16.to_be_bytes());
+    body.extend(3u16.to_be_bytes());
+    for arg in ["search_path", "s9, public", "false"] {
+        body.extend((arg.len() as i32).to_be_bytes());
+        body.extend(arg.as_bytes());
+    }
+    body.extend(0u16.to_be_bytes());
+    use tokio::io::AsyncWriteExt;
+    raw.write_all(&message(b'F', &body)).await.unwrap();
+    let answer = read_until_ready(&mut raw).await;
+    assert!(backend_messages(&answer).iter().any(|(tag, _)| *tag == b'V'), "{answer:?}");
+    let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+    assert!(clients.contains("function_call_set_config"), "{clients}");
+    // The pool's only server is the pinned client's: another client waits rather than reading
+    // s9 (query_wait_timeout would fail it); once the first leaves, the server is reset.
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = connect(&gw).await;
+    assert_eq!(show(&other, "search_path").await, "\"$user\", public");
     gw.shutdown().await;
 }

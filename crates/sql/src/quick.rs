@@ -123,9 +123,16 @@ pub fn quick_look(sql: &str) -> QuickLook {
                 continue;
             }
             b'"' => {
+                // U&"\0073et_config": only the parser reads the name behind the escapes.
+                if i >= 2 && b[i - 1] == b'&' && matches!(b[i - 2], b'u' | b'U') {
+                    return opaque(look);
+                }
                 match skip_quoted(b, i, b'"') {
                     Some(next) => {
-                        look.session_word |= is_quoted_temp_schema(&b[i + 1..next - 1]);
+                        let name = &b[i + 1..next - 1];
+                        look.session_word |= is_quoted_temp_schema(name);
+                        // "set_config"(...), pg_catalog."pg_advisory_lock"(...) are those functions too.
+                        look.session_function |= is_session_function(name);
                         i = next;
                     }
                     None => return opaque(look),
@@ -171,9 +178,7 @@ pub fn quick_look(sql: &str) -> QuickLook {
                 // function (set_config, pg_advisory_*): one test for most words.
                 if matches!(word[0] | 0x20, b't' | b'p' | b's') {
                     look.session_word |= creates_temp_object(prev_word, word);
-                    look.session_function |= starts_with_ci(word, b"set_config")
-                        || starts_with_ci(word, b"pg_advisory")
-                        || starts_with_ci(word, b"pg_try_advisory");
+                    look.session_function |= is_session_function(word);
                 }
                 prev_word = word;
                 continue;
@@ -204,6 +209,13 @@ fn creates_temp_object(prev: &[u8], word: &[u8]) -> bool {
 }
 
 /// A quoted identifier naming the temporary schema (quoted, the name is case-sensitive).
+/// A function that changes the session: set_config, or one taking an advisory lock.
+fn is_session_function(name: &[u8]) -> bool {
+    starts_with_ci(name, b"set_config")
+        || starts_with_ci(name, b"pg_advisory")
+        || starts_with_ci(name, b"pg_try_advisory")
+}
+
 fn is_quoted_temp_schema(name: &[u8]) -> bool {
     name == b"pg_temp" || name.starts_with(b"pg_temp_")
 }
@@ -292,6 +304,9 @@ mod tests {
             "CREATE TEMP TABLE x(i int)",
             "SELECT set_config('a', 'b', false)",
             "SELECT pg_advisory_lock(1)",
+            "select \"set_config\"('search_path', 's7', false)",
+            "select pg_catalog.\"pg_advisory_lock\"(109)",
+            "select U&\"\\0073et_config\"('search_path', 's7', false)",
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "DISCARD ALL",
             "SELECT $tag$ x $tag$",

@@ -381,7 +381,7 @@ impl Flow {
         }
         self.cancel_sent = None;
         let mut batch = match reply {
-            Reply::Query(b) | Reply::Sync(b) => b,
+            Reply::Query(b) | Reply::Sync(b) | Reply::FunctionCall(b) => b,
             _ => Batch::default(),
         };
         if let Some(observed) = batch.observed.take() {

@@ -38,7 +38,8 @@ pub enum Reply {
     Close,
     Sync(Batch),
     Query(Batch),
-    FunctionCall,
+    /// A FunctionCall message: its Batch carries the pin a session-changing function asks for.
+    FunctionCall(Batch),
     /// pgpilot reading back the values of these settings (one row, a column each).
     Settings(Vec<Box<str>>),
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
@@ -161,7 +162,7 @@ impl Reply {
             Reply::Sync(_)
             | Reply::CheckSync
             | Reply::Query(_)
-            | Reply::FunctionCall
+            | Reply::FunctionCall(_)
             | Reply::Settings(_)
             | Reply::ParamSync => tag == b'Z',
         }
@@ -170,7 +171,10 @@ impl Reply {
     /// Whether the answer ends with ReadyForQuery.
     pub fn is_ready(&self) -> bool {
         self.is_sync()
-            || matches!(self, Reply::Query(_) | Reply::FunctionCall | Reply::Settings(_) | Reply::ParamSync)
+            || matches!(
+                self,
+                Reply::Query(_) | Reply::FunctionCall(_) | Reply::Settings(_) | Reply::ParamSync
+            )
     }
 
     /// A Sync, where a server skipping messages after an error listens again.

@@ -82,7 +82,8 @@ impl Flow {
             b'F' => {
                 self.start_request();
                 self.to_server.extend_from_slice(msg);
-                self.expected.push(Expect::Client(Reply::FunctionCall));
+                let batch = Batch { pins: function_call_pin(body), ..Batch::default() };
+                self.expected.push(Expect::Client(Reply::FunctionCall(batch)));
                 return Ok(());
             }
             b'c' | b'f' => {
@@ -666,6 +667,19 @@ impl Flow {
 }
 
 /// Notes why a batch pins its client; a WITH HOLD cursor never hides a reason that lasts.
+/// The pin a FunctionCall message asks for: set_config and the session advisory-lock functions
+/// change the session where pgpilot cannot follow (by their pg_proc OIDs, fixed for built-ins).
+fn function_call_pin(body: &[u8]) -> Option<&'static str> {
+    let oid = u32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+    match oid {
+        // set_config(text, text, boolean)
+        2078 => Some("function_call_set_config"),
+        // pg_advisory_lock, pg_advisory_lock_shared, pg_try_advisory_lock(_shared); bigint, then int, int
+        2880..=2883 | 2886..=2889 => Some("advisory_lock"),
+        _ => None,
+    }
+}
+
 fn add_pin(pins: &mut Option<&'static str>, reason: &'static str) {
     if pgpilot_sql::pin_replaces(*pins, reason) {
         *pins = Some(reason);
