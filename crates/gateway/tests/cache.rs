@@ -345,6 +345,9 @@ async fn reads_of_sessions_that_keep_their_server_are_counted_as_bypassed() {
         assert_eq!(first_value(&pinned, sql).await, "7");
     }
     assert_eq!(bypass_count(&gw, "pinned_session"), before + 3);
+    // Any SELECT counts, not only those without a function call.
+    assert_eq!(first_value(&pinned, "SELECT count(*) FROM items").await, "1");
+    assert_eq!(bypass_count(&gw, "pinned_session"), before + 4);
 
     let other = connect(&gw).await;
     other.batch_execute("SET SESSION AUTHORIZATION alice").await.unwrap();

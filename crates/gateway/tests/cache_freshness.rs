@@ -550,6 +550,8 @@ async fn strict_reads_see_direct_writes_to_unlogged_tables_and_tables_made_with_
 async fn reads_of_a_table_without_the_trigger_are_not_cached() {
     let cluster = cluster();
     cluster.psql("postgres", "CREATE TABLE bare (id int); DROP TRIGGER pgpilot_cache_bump ON bare");
+    // A disabled trigger reports nothing either (pg_restore --disable-triggers, bulk loaders).
+    cluster.psql("postgres", "CREATE TABLE quiet (id int); ALTER TABLE quiet DISABLE TRIGGER ALL");
     let redis = RedisServer::start();
     let gw = start(config(&cluster, redis.url(), Consistency::Bounded)).await;
     ready(&gw).await;
@@ -570,6 +572,12 @@ async fn reads_of_a_table_without_the_trigger_are_not_cached() {
     assert!(bypassed() >= 2, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
     cluster.psql("postgres", "INSERT INTO bare VALUES (1)");
     assert_eq!(read().await, 1, "served from before a direct write to a table without the trigger");
+    let quiet =
+        || async { c.query_one("SELECT count(*)::bigint FROM quiet", &[]).await.unwrap().get::<_, i64>(0) };
+    assert_eq!(quiet().await, 0);
+    assert_eq!(quiet().await, 0);
+    cluster.psql("postgres", "INSERT INTO quiet VALUES (1)");
+    assert_eq!(quiet().await, 1, "served from before a direct write to a table whose trigger is disabled");
     // The others still are.
     some_answered_from_the_cache(&gw, 4, 0, || async {
         c.query_one("SELECT count(*)::bigint FROM fresh WHERE id < 0", &[]).await.unwrap().get::<_, i64>(0)

@@ -157,6 +157,8 @@ async fn a_subscription_that_delivers_nothing_takes_the_link_down() {
         "a silent subscription went unnoticed: {}",
         pgpilot_gateway::cache::api::stats_json(a.shared())
     );
+    // Reconnecting meanwhile, its SUBSCRIBE goes unanswered too: the link must try again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     relay.mute_subscribers.store(false, Relaxed);
     assert!(eventually(Duration::from_secs(10), || link_up(&a)).await, "the link never came back");
 }

@@ -185,7 +185,12 @@ async fn connected(
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    pubsub.subscribe(CHANNEL).await.map_err(|e| e.to_string())?;
+    // A SUBSCRIBE whose answer never comes (a connection silently dropped) must not hold the link
+    // down for good: it is timed out like every other step, and the link tries again.
+    tokio::time::timeout(TIMEOUT, pubsub.subscribe(CHANNEL))
+        .await
+        .map_err(|_| "subscribe timed out".to_string())?
+        .map_err(|e| e.to_string())?;
     let mut messages = pubsub.into_on_message();
     let link = &shared.cache.redis;
     // Invalidations published while the link was down were lost.

@@ -90,7 +90,8 @@ fn count_bypassed_read(s: &Session, msg: &[u8]) {
     let read = || {
         s.text_of(msg)
             .and_then(|t| std::str::from_utf8(t).ok())
-            .is_some_and(|sql| pgpilot_sql::quick_look(sql).plain_select)
+            // Any SELECT counts (count(*) too), not only those the cache might serve.
+            .is_some_and(|sql| pgpilot_sql::quick_look(sql).first_word == pgpilot_sql::FirstWord::Select)
     };
     if counted && read() {
         s.shared.cache.stats.bypass(reason);

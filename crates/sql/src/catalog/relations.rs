@@ -57,8 +57,9 @@ pub struct Relation {
     pub system: bool,
     /// Has user-defined (not internal) triggers.
     pub has_triggers: bool,
-    /// Has the trigger of `pgpilot cache install-triggers`: writes made straight in PostgreSQL
-    /// are heard of.
+    /// Has the trigger of `pgpilot cache install-triggers`, enabled (a trigger disabled, as
+    /// `pg_restore --disable-triggers` and bulk loaders do, or firing only on replicas, reports
+    /// nothing): writes made straight in PostgreSQL are heard of.
     pub cache_trigger: bool,
     /// A write runs code of the database's own (triggers, non-SELECT rules, defaults, generated
     /// columns, CHECK constraints or policies calling non-immutable user functions): it may change
@@ -154,7 +155,8 @@ SELECT c.oid, n.nspname::text, c.relname::text, c.relkind, c.relrowsecurity, c.r
        n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname LIKE 'pg\\_toast%', \
        EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgname <> 'pgpilot_cache_bump'), \
        c.oid IN (SELECT rel FROM runs_code), \
-       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgpilot_cache_bump') \
+       EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'pgpilot_cache_bump' \
+               AND t.tgenabled IN ('O', 'A')) \
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')";
 
