@@ -160,6 +160,8 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = jobs.await;
+        // Before the link stops: the other instances must not take this one for cut off.
+        shared.cache.redis.say_goodbye().await;
         shared.phase.send_replace(Phase::Stopped);
         for db in shared.databases.load().values() {
             db.retire();

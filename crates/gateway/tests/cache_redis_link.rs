@@ -95,6 +95,8 @@ async fn an_invalidation_caught_by_a_broken_connection_is_published_after_it() {
 struct Relay {
     port: u16,
     mute_subscribers: Arc<AtomicBool>,
+    /// Everything either way is dropped: a network partition that closes nothing.
+    cut: Arc<AtomicBool>,
 }
 
 impl Relay {
@@ -102,25 +104,30 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mute_subscribers = Arc::new(AtomicBool::new(false));
-        let mute = mute_subscribers.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (mute, cut_too) = (mute_subscribers.clone(), cut.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let server = TcpStream::connect(("127.0.0.1", redis_port)).await.unwrap();
-                tokio::spawn(relay(client, server, mute.clone()));
+                tokio::spawn(relay(client, server, mute.clone(), cut_too.clone()));
             }
         });
-        Relay { port, mute_subscribers }
+        Relay { port, mute_subscribers, cut }
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, mute: Arc<AtomicBool>) {
+async fn relay(client: TcpStream, server: TcpStream, mute: Arc<AtomicBool>, cut: Arc<AtomicBool>) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let subscriber = Arc::new(AtomicBool::new(false));
     let is_subscriber = subscriber.clone();
+    let cut_upstream = cut.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+            if cut_upstream.load(Relaxed) {
+                continue;
+            }
             if buf[..n].windows(9).any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE")) {
                 is_subscriber.store(true, Relaxed);
             }
@@ -131,7 +138,7 @@ async fn relay(client: TcpStream, server: TcpStream, mute: Arc<AtomicBool>) {
     });
     let mut buf = vec![0u8; 16 * 1024];
     while let Ok(n @ 1..) = server_read.read(&mut buf).await {
-        if subscriber.load(Relaxed) && mute.load(Relaxed) {
+        if cut.load(Relaxed) || (subscriber.load(Relaxed) && mute.load(Relaxed)) {
             continue;
         }
         if client_write.write_all(&buf[..n]).await.is_err() {
@@ -161,4 +168,52 @@ async fn a_subscription_that_delivers_nothing_takes_the_link_down() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     relay.mute_subscribers.store(false, Relaxed);
     assert!(eventually(Duration::from_secs(10), || link_up(&a)).await, "the link never came back");
+}
+
+fn redis_stats(gw: &Gateway) -> serde_json::Value {
+    pgpilot_gateway::cache::api::stats_json(gw.shared())["redis"].clone()
+}
+
+/// An instance cut off from Redis (a partition that closes nothing) may take writes whose
+/// invalidations cannot be published: the others notice its heartbeat missing and serve nothing
+/// from the cache until it is heard again, so its writes are read fresh. One that stops says so,
+/// and the others go on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_redis_stops_the_others_serving_until_it_is_back() {
+    let cluster = cluster();
+    let redis = RedisServer::start();
+    let relay = Relay::start(redis.port()).await;
+    let a = start(config(&cluster, redis.url())).await;
+    let b = start(config(&cluster, format!("redis://127.0.0.1:{}", relay.port))).await;
+    ready(&a).await;
+    ready(&b).await;
+    assert!(
+        eventually(Duration::from_secs(5), || redis_stats(&a)["peers"] == 1).await,
+        "{}",
+        redis_stats(&a)
+    );
+    let (ca, cb) = (connect(&a).await, connect(&b).await);
+    let hits = || a.shared().cache.stats.hits.load(Relaxed);
+    assert_eq!(count(&ca).await, 0);
+    assert_eq!(count(&ca).await, 0);
+    assert!(hits() >= 1, "the read was cached");
+
+    relay.cut.store(true, Relaxed);
+    let silent = eventually(Duration::from_secs(8), || redis_stats(&a)["peers_silent"] == 1).await;
+    assert!(silent, "the cut-off instance was not missed: {}", redis_stats(&a));
+    cb.batch_execute("INSERT INTO items VALUES (1)").await.unwrap();
+    assert_eq!(count(&ca).await, 1, "served from before a write through the cut-off instance");
+    let before = hits();
+    assert_eq!(count(&ca).await, 1);
+    assert_eq!(hits(), before, "served from the cache while an instance was silent");
+
+    relay.cut.store(false, Relaxed);
+    assert!(eventually(Duration::from_secs(15), || a.shared().cache.serving()).await, "{}", redis_stats(&a));
+    drop(cb);
+    b.shutdown().await;
+    assert_eq!(count(&ca).await, 1);
+    assert_eq!(count(&ca).await, 1);
+    tokio::time::sleep(pgpilot_gateway::cache::peers::SILENT_AFTER + Duration::from_secs(1)).await;
+    assert!(a.shared().cache.serving(), "an instance that stopped was waited for: {}", redis_stats(&a));
+    assert_eq!(redis_stats(&a)["peers"], 0);
 }

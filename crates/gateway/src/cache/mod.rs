@@ -13,6 +13,7 @@ pub mod hit_time;
 pub mod key;
 pub mod l2;
 pub mod oracle;
+pub mod peers;
 pub mod redis_link;
 pub mod stats;
 pub mod triggers;
@@ -263,8 +264,10 @@ impl ResultCache {
     /// The Redis link's state, for the API.
     pub fn redis_state(&self) -> serde_json::Value {
         let s = self.redis.state.summary();
+        let (peers, peers_silent) = self.redis.peers.count(std::time::Instant::now());
         serde_json::json!({
             "configured": s.required, "up": s.up, "messages": s.notifications,
+            "peers": peers, "peers_silent": peers_silent,
             "shared_hits": self.redis.l2_hits.load(std::sync::atomic::Ordering::Relaxed),
             "shared_rejected": self.redis.l2_rejected.load(std::sync::atomic::Ordering::Relaxed),
             "delay_ms": { "last": s.last_ms, "p99": s.p99_ms, "max": s.max_ms },

@@ -23,12 +23,16 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// (published every TIMEOUT), is taken as dead: a connection a NAT or load balancer silently
 /// dropped stays open and delivers nothing.
 const SILENCE: Duration = Duration::from_secs(3);
-/// The kind of message that only proves the subscription delivers.
+/// The kind of message that only proves the subscription (and its sender) alive.
 const HEARTBEAT: &str = "H";
+/// The kind of message an instance sends when it stops: the others need not wait for it.
+const LEAVING: &str = "B";
 
 /// What the link sends to Redis.
 enum Out {
     Publish(String),
+    /// This instance stops: after what was queued before, the others are told, then the sender.
+    Goodbye(tokio::sync::oneshot::Sender<()>),
     /// A result for the shared tier: key, value, time to live in ms.
     Store(String, Vec<u8>, u64),
 }
@@ -44,6 +48,8 @@ pub struct RedisLink {
     conn: arc_swap::ArcSwapOption<RedisConn>,
     pub l2_hits: std::sync::atomic::AtomicU64,
     pub l2_rejected: std::sync::atomic::AtomicU64,
+    /// The other instances, by their heartbeats.
+    pub peers: super::peers::Peers,
 }
 
 impl Default for RedisLink {
@@ -58,6 +64,7 @@ impl Default for RedisLink {
             conn: Default::default(),
             l2_hits: Default::default(),
             l2_rejected: Default::default(),
+            peers: Default::default(),
         }
     }
 }
@@ -78,8 +85,21 @@ impl RedisLink {
         self.state.set_required(on);
     }
 
+    /// The link is up and every other instance is heard (one fallen silent may be writing unheard).
     pub fn serving(&self) -> bool {
-        self.state.serving()
+        self.state.serving() && self.peers.all_heard()
+    }
+
+    /// Tells the other instances that this one stops (after the invalidations queued before), so
+    /// they do not wait for it as for one cut off; waits at most a second.
+    pub async fn say_goodbye(&self) {
+        if !self.configured.load(SeqCst) || !self.state.up() {
+            return;
+        }
+        let (done, told) = tokio::sync::oneshot::channel();
+        if self.tx.send(Out::Goodbye(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), told).await;
+        }
     }
 
     /// Queues a message for the other instances: `instance db µs kind [data]`.
@@ -220,9 +240,18 @@ async fn connected(
                     None => return Ok(()),
                     Some(Out::Publish(message)) => publish(&publisher, message, unsent).await?,
                     Some(Out::Store(key, value, ttl_ms)) => store(&publisher, key, value, ttl_ms).await?,
+                    Some(Out::Goodbye(done)) => {
+                        let bye = format!("{} - {} {LEAVING}", link.instance, now_us());
+                        let _ = publish(&publisher, bye, &mut None).await;
+                        let _ = done.send(());
+                    }
                 }
             }
             _ = heartbeat.tick() => {
+                if link.peers.check(std::time::Instant::now()) {
+                    tracing::warn!("a pgpilot instance sharing the cache fell silent: serving nothing from the cache until it is heard again (or for {:?})", super::peers::GONE_AFTER);
+                    drop_everything(shared);
+                }
                 if last_heard.elapsed() > SILENCE {
                     return Err(format!("the subscription delivered nothing for {SILENCE:?}, not even this instance's heartbeat"));
                 }
@@ -297,7 +326,15 @@ fn apply(shared: &Shared, payload: &str) {
         return;
     };
     let link = &shared.cache.redis;
-    if kind == HEARTBEAT || instance.parse::<u64>().ok() == Some(link.instance) {
+    let Ok(instance) = instance.parse::<u64>() else { return };
+    if instance == link.instance {
+        return;
+    }
+    match kind {
+        LEAVING => return link.peers.left(instance),
+        _ => link.peers.heard(instance, std::time::Instant::now()),
+    }
+    if kind == HEARTBEAT {
         return;
     }
     let Some(db) = shared.database(database) else { return };
