@@ -91,6 +91,12 @@ impl ConnectError {
         matches!(self, ConnectError::Rejected { .. }) && !self.refuses_login()
     }
 
+    /// The server is starting up or shutting down (57P03): it is moments from answering again
+    /// (a restart), unlike a full server (53300) that stays full for a while.
+    pub fn is_server_restarting(&self) -> bool {
+        matches!(self, ConnectError::Rejected { fields, .. } if fields.code == "57P03")
+    }
+
     /// The server refused the login for its credentials (class 28) or an unknown database
     /// (3D000): the server itself is up, the user or database is wrong.
     pub fn refuses_login(&self) -> bool {

@@ -106,6 +106,20 @@ pub struct Pool {
     state: Mutex<PoolState>,
 }
 
+/// How long new connections wait for the open ones after a server said it is starting up or
+/// shutting down (57P03), before trying it again.
+const RESTART_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long new connections wait for the open ones after the server refused one for now: a full
+/// server (53300) for server_login_retry, as PgBouncer; a restarting one only briefly (a whole
+/// server_login_retry stalled clients long after the server was back).
+fn pause_after_refusal(e: &ConnectError, login_retry: Duration) -> Duration {
+    match e.is_server_restarting() {
+        true => login_retry.min(RESTART_PAUSE),
+        false => login_retry,
+    }
+}
+
 /// Counts a client among its pool's waiters (SHOW POOLS' cl_waiting) from when it starts waiting
 /// until it has a server or gives up, however it stops. An atomic, not the queue: a waiter leaves
 /// the queue each time it is told to look again.
@@ -583,9 +597,10 @@ impl Pool {
                     *self.last_error.lock() = Some(e.to_string());
                     self.remember_refusal(&e);
                     if e.is_refused_for_now() && self.has_other_connections() {
-                        *self.opening_paused_until.lock() = Some(Instant::now() + settings.login_retry);
+                        let pause = pause_after_refusal(&e, settings.login_retry);
+                        *self.opening_paused_until.lock() = Some(Instant::now() + pause);
                         tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e,
-                            retry = ?settings.login_retry, "server refused a new connection; using the open ones until server_login_retry");
+                            retry = ?pause, "server refused a new connection; using the open ones for a while");
                         return Ok(None);
                     }
                     if e.is_permanent() {
@@ -885,5 +900,27 @@ impl Pool {
         let n = idle.len();
         idle.into_iter().for_each(ServerConn::terminate);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgpilot_wire::error::ErrorFields;
+
+    fn refused(code: &str) -> ConnectError {
+        let fields = ErrorFields { severity: "FATAL".into(), code: code.into(), message: "no".into() };
+        ConnectError::Rejected { addr: "127.0.0.1:5432".into(), fields }
+    }
+
+    #[test]
+    fn a_restarting_server_is_tried_again_soon_and_a_full_one_after_server_login_retry() {
+        let retry = Duration::from_secs(15);
+        assert_eq!(pause_after_refusal(&refused("57P03"), retry), RESTART_PAUSE);
+        assert_eq!(pause_after_refusal(&refused("53300"), retry), retry);
+        assert_eq!(
+            pause_after_refusal(&refused("57P03"), Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
     }
 }
