@@ -291,6 +291,18 @@ async fn query_timeout_cancels_the_query() {
     assert!(start.elapsed() < Duration::from_secs(5));
     // The client stays connected, and so does its server: PostgreSQL ended the statement cleanly.
     assert_eq!(c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0), pid);
+    // The wait for a server counts too: a query still waiting when query_timeout passes is never
+    // sent (as in PgBouncer, its client is closed), rather than started to be cancelled at once.
+    pg.psql("postgres", "CREATE TABLE never_run (id int)");
+    c.batch_execute("BEGIN").await.unwrap();
+    let waiter = connect(&gw).await;
+    let started = Instant::now();
+    let err = waiter.batch_execute("INSERT INTO never_run VALUES (1)").await.unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert_eq!(message, "query_timeout", "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM never_run"), "0");
     gw.shutdown().await;
 }
 

@@ -38,6 +38,9 @@ struct PoolState {
 pub enum CheckoutError {
     #[error("query_wait_timeout: no server connection became free in {0:?}")]
     WaitTimeout(Duration),
+    /// query_timeout passed while the request still waited for a server: it is not sent at all.
+    #[error("query_timeout: no server connection became free in time for the query")]
+    QueryTimeout,
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("the pool is closed")]

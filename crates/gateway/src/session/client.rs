@@ -319,7 +319,10 @@ impl Session {
         info.take_cancel();
         info.set_state(ClientState::Waiting);
         info.touch();
-        let (conn, waited) = match self.checkout_unpaused(pool, fail_fast, still_wanted).await {
+        // The wait counts towards query_timeout (as in PgBouncer): past it the query is not sent.
+        let query_deadline = self.timeouts.query().map(|t| Instant::now() + t);
+        let checkout = self.checkout_unpaused(pool, fail_fast, still_wanted, query_deadline);
+        let (conn, waited) = match checkout.await {
             Ok(c) => c,
             Err(e) => {
                 info.set_state(ClientState::Idle);
@@ -353,12 +356,14 @@ impl Session {
         pool: &Arc<Pool>,
         fail_fast: bool,
         still_wanted: &(dyn Fn() -> bool + Sync),
+        query_deadline: Option<Instant>,
     ) -> Result<(Box<ServerConn>, Duration), CheckoutError> {
         let info = self.reg.info.clone();
         loop {
             self.wait_while_paused(pool).await?;
             let wanted = || !info.cancel_pending() && still_wanted();
-            let (conn, waited) = self.unless_client_leaves(pool.checkout_with(fail_fast, &wanted)).await?;
+            let checkout = pool.checkout_with(fail_fast, &wanted);
+            let (conn, waited) = self.unless_client_leaves(checkout, query_deadline).await?;
             if !self.paused() {
                 return Ok((conn, waited));
             }
@@ -376,6 +381,7 @@ impl Session {
     async fn unless_client_leaves<T>(
         &mut self,
         checkout: impl std::future::Future<Output = Result<T, CheckoutError>>,
+        query_deadline: Option<Instant>,
     ) -> Result<T, CheckoutError> {
         /// Bytes a waiting client may send ahead (pipelining) that are read to notice it leave.
         const WATCH_LIMIT: usize = 64 * 1024;
@@ -400,6 +406,7 @@ impl Session {
                         return Err(CheckoutError::Rerouted);
                     }
                 }
+                _ = sleep_until(query_deadline), if query_deadline.is_some() => return Err(CheckoutError::QueryTimeout),
             }
         }
     }

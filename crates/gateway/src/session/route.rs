@@ -354,7 +354,7 @@ impl Session {
                     self.db.wait_roles_checked().await;
                 }
                 Err(CheckoutError::ClientGone) => return Err(Ending::ClientGone),
-                Err(e @ CheckoutError::Closing) => {
+                Err(e @ (CheckoutError::Closing | CheckoutError::QueryTimeout)) => {
                     return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name)))
                 }
                 Err(e) if replica && !e.is_login_refusal() => {

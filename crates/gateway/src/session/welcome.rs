@@ -141,6 +141,8 @@ fn writable(params: std::sync::Arc<Vec<(String, String)>>) -> std::sync::Arc<Vec
 pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
     match e {
         CheckoutError::WaitTimeout(_) => PgError::fatal(SqlState::PROTOCOL_VIOLATION, "query_wait_timeout"),
+        // As PgBouncer ends a client whose query waited past query_timeout.
+        CheckoutError::QueryTimeout => PgError::fatal(SqlState::PROTOCOL_VIOLATION, "query_timeout"),
         // Nobody reads this one: the client is gone.
         CheckoutError::ClientGone => PgError::fatal(SqlState::CONNECTION_FAILURE, "the client left"),
         CheckoutError::Closing => {
