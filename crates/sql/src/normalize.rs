@@ -363,16 +363,24 @@ fn highest_param(sql: &str) -> usize {
     let mut max = 0;
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'$' {
-            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-            if digits > 0 && digits < 6 {
-                let n: usize = sql[i + 1..i + 1 + digits].parse().unwrap_or(0);
-                max = max.max(n);
+        let next = b.get(i + 1).copied();
+        i = match b[i] {
+            // Inside strings, quoted names and comments a `$1` is text, not a parameter: a
+            // password's digits must not number the placeholders.
+            b'\'' => quoted_end(b, i, b'\''),
+            b'"' => quoted_end(b, i, b'"'),
+            b'-' if next == Some(b'-') => b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p),
+            b'/' if next == Some(b'*') => block_comment_end(b, i),
+            b'$' if next.is_some_and(|n| n.is_ascii_digit()) => {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits < 6 {
+                    max = max.max(sql[i + 1..i + 1 + digits].parse().unwrap_or(0));
+                }
+                i + 1 + digits
             }
-            i += 1 + digits;
-        } else {
-            i += 1;
-        }
+            b'$' => dollar_quoted_end(b, i).unwrap_or(i + 1),
+            _ => i + 1,
+        };
     }
     max
 }
@@ -589,6 +597,19 @@ pub(crate) fn number_end(b: &[u8], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollar_digits_inside_literals_number_nothing() {
+        let n = normalize("alter role u password 'hunter$31337'", true);
+        assert_eq!(n.text, "alter role u password $1");
+        let n = normalize("select $2 /* $99 */, 'x$500', $tag$ $7 $tag$ -- $40\n", true);
+        assert_eq!(n.text, "select $2 , $3, $4");
+        assert_eq!(
+            normalize("select 'a$9'", false).fingerprint,
+            normalize("select 'a$10'", false).fingerprint,
+            "one entry whatever the digits"
+        );
+    }
 
     #[test]
     fn numbers_in_every_radix_become_parameters() {
