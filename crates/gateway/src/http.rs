@@ -63,6 +63,14 @@ pub enum ApiToken {
 /// The API wants `Authorization: Bearer <token>` when a token is configured (http_token_file or PGPILOT_API_TOKEN).
 async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     let expected = match configured_token(&shared.config.load().pgpilot.http_token_file) {
+        ApiToken::Open if acts_from_another_host(&request) => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "without a token (http_token_file or PGPILOT_API_TOKEN) the API's \
+                    actions (POST) answer only on this host; reading stays open"})),
+            )
+                .into_response();
+        }
         ApiToken::Open => return next.run(request).await,
         ApiToken::Token(t) => t,
         ApiToken::Unusable(why) => {
@@ -74,11 +82,7 @@ async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next
                 .into_response();
         }
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = bearer_token(&request);
     match given {
         Some(t) if pgpilot_wire::auth::constant_time_eq(t.trim().as_bytes(), expected.as_bytes()) => {
             next.run(request).await
@@ -90,6 +94,22 @@ async fn require_token(State(shared): State<Arc<Shared>>, request: Request, next
         )
             .into_response(),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive, RFC 7235).
+fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+/// A request that acts (POST: EXPLAIN as a chosen user, invalidating the cache, running a job)
+/// from another host: an open API answers those only on loopback, as the quick path's trust.
+fn acts_from_another_host(request: &Request) -> bool {
+    let peer = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0);
+    request.method() != axum::http::Method::GET
+        && request.method() != axum::http::Method::HEAD
+        && !peer.is_some_and(|p| p.ip().is_loopback())
 }
 
 /// The token from http_token_file (read on every use, so a rotated file takes effect at once),
@@ -204,4 +224,36 @@ pub fn pool_stats_json(shared: &Shared) -> serde_json::Value {
         "max_client_conn": config.pgpilot.max_client_conn,
         "pools": pools,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+
+    fn request(method: &str, peer: &str, authorization: Option<&str>) -> Request {
+        let mut builder = Request::builder().method(method).uri("/api/v1/cache/invalidate");
+        if let Some(a) = authorization {
+            builder = builder.header(header::AUTHORIZATION, a);
+        }
+        let mut request = builder.body(Body::empty()).unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        request
+    }
+
+    #[test]
+    fn an_open_api_acts_only_for_this_host() {
+        assert!(acts_from_another_host(&request("POST", "10.1.2.3:5555", None)));
+        assert!(!acts_from_another_host(&request("POST", "127.0.0.1:5555", None)));
+        assert!(!acts_from_another_host(&request("POST", "[::1]:5555", None)));
+        assert!(!acts_from_another_host(&request("GET", "10.1.2.3:5555", None)), "reading stays open");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(&request("GET", "127.0.0.1:1", Some("bearer t0ken"))), Some("t0ken"));
+        assert_eq!(bearer_token(&request("GET", "127.0.0.1:1", Some("Bearer t0ken"))), Some("t0ken"));
+        assert_eq!(bearer_token(&request("GET", "127.0.0.1:1", Some("Basic dXNlcg=="))), None);
+    }
 }
