@@ -151,13 +151,30 @@ pub struct ScramServer {
     state: ServerState,
 }
 
+/// The key of [`stable_salt`]: random for the process unless [`keep_mock_salts_from`] set it first.
+static MOCK_SALT_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Keys the salts of users without a stored verifier on `secret_material` (the users file, which
+/// an attacker cannot read), so they stay the same across restarts as stored verifiers' salts do:
+/// otherwise salts that change at each restart would tell which users have a verifier. Only the
+/// first call, before any login, counts.
+pub fn keep_mock_salts_from(secret_material: &[u8]) {
+    let _ = MOCK_SALT_KEY.set(mock_salt_key(secret_material));
+}
+
 /// A salt for `user` that stays the same for the life of the process, so that a user without a
 /// SCRAM verifier (unknown, or with a plain-text password) is answered with a stable salt just as
 /// a user with a stored verifier is: comparing two attempts' salts tells nothing (PostgreSQL's
 /// mock authentication does the same with a per-cluster nonce).
 pub fn stable_salt(user: &str) -> [u8; 16] {
-    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-    let key = KEY.get_or_init(rand::random);
+    salt_under(MOCK_SALT_KEY.get_or_init(rand::random), user)
+}
+
+fn mock_salt_key(secret_material: &[u8]) -> [u8; 32] {
+    hmac(b"pgpilot mock salts", secret_material)
+}
+
+fn salt_under(key: &[u8; 32], user: &str) -> [u8; 16] {
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&hmac(key, user.as_bytes())[..16]);
     salt
@@ -397,6 +414,18 @@ impl ScramClient {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mock_salts_keyed_on_the_users_file_stay_across_restarts() {
+        let file = b"\"app\" \"secret\"\n";
+        // Two processes reading the same file derive the same key, hence the same salts.
+        assert_eq!(salt_under(&mock_salt_key(file), "nobody"), salt_under(&mock_salt_key(file), "nobody"));
+        assert_ne!(salt_under(&mock_salt_key(file), "nobody"), salt_under(&mock_salt_key(file), "somebody"));
+        assert_ne!(
+            salt_under(&mock_salt_key(file), "nobody"),
+            salt_under(&mock_salt_key(b"other"), "nobody")
+        );
+    }
+
     use super::*;
 
     fn exchange(stored: Option<&Secret>, creds: ClientCredentials) -> Result<ProvenClientKey, ScramError> {
