@@ -135,7 +135,15 @@ async fn tls_for_clients() {
     let mut c = config_for(&pg);
     c.tls.client_tls_sslmode = ClientTlsMode::Require;
     c.tls.client_tls_cert_file = Some(crt.clone());
-    c.tls.client_tls_key_file = Some(key);
+    c.tls.client_tls_key_file = Some(key.clone());
+    assert_eq!(c.environment_problems(), Vec::<String>::new());
+    // check-config reads the pair as serve does: a key of another certificate is a problem.
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_key) = self_signed(other.path());
+    let mut mismatched = c.clone();
+    mismatched.tls.client_tls_key_file = Some(other_key);
+    let problems = mismatched.environment_problems().join("; ");
+    assert!(problems.contains("client_tls_key_file"), "{problems}");
     let gw = start(c).await;
     let root = crt.to_string_lossy().to_string();
     let out = psql_as(

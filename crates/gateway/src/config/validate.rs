@@ -101,6 +101,13 @@ pub fn environment_problems(c: &Config) -> Vec<String> {
     if let crate::http::ApiToken::Unusable(why) = crate::http::configured_token(&c.pgpilot.http_token_file) {
         out.push(format!("[pgpilot] {why}: the HTTP API would refuse every request"));
     }
+    // The certificate and key are read as serve reads them: a key of another certificate, or a
+    // file that is not PEM, fails here rather than at start.
+    if let (Some(cert), Some(key)) = (&c.tls.client_tls_cert_file, &c.tls.client_tls_key_file) {
+        if let Err(e) = crate::net::tls::client_acceptor(cert, key) {
+            out.push(format!("[tls] client_tls_cert_file / client_tls_key_file: {e}"));
+        }
+    }
     out
 }
 
