@@ -101,7 +101,7 @@ pub fn invalidate(shared: &Shared, req: &InvalidateRequest) -> Result<u64, Inval
         } else {
             Invalidation::Everything
         };
-        db.cache.apply(&inv);
+        shared.invalidate_cached(&db, &inv);
         shared.cache.publish(&db.name, &inv);
         shared.cache.stats.invalidations.fetch_add(1, Relaxed);
         touched += 1;

@@ -36,7 +36,7 @@ impl Peers {
     pub fn check(&self, now: Instant) -> bool {
         let mut heard = self.heard.lock();
         heard.retain(|_, at| now.saturating_duration_since(*at) < GONE_AFTER);
-        let silent = heard.values().any(|at| now.saturating_duration_since(*at) >= SILENT_AFTER);
+        let silent = heard.values().any(|at| silent_at(*at, now));
         let was = self.silent.swap(silent, SeqCst);
         silent && !was
     }
@@ -49,9 +49,14 @@ impl Peers {
     /// How many peers are known, and how many of them are silent, at `now`.
     pub fn count(&self, now: Instant) -> (usize, usize) {
         let heard = self.heard.lock();
-        let silent = heard.values().filter(|at| now.saturating_duration_since(**at) >= SILENT_AFTER).count();
+        let silent = heard.values().filter(|at| silent_at(**at, now)).count();
         (heard.len(), silent)
     }
+}
+
+/// A peer last heard `at` is silent at `now`.
+fn silent_at(at: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(at) >= SILENT_AFTER
 }
 
 #[cfg(test)]

@@ -102,6 +102,11 @@ impl RedisLink {
         }
     }
 
+    /// A message about this instance itself (no database): `instance - µs kind`.
+    fn about_itself(&self, kind: &str) -> String {
+        format!("{} - {} {kind}", self.instance, now_us())
+    }
+
     /// Queues a message for the other instances: `instance db µs kind [data]`.
     pub fn publish(&self, database: &str, inv: &Invalidation) {
         if !self.configured.load(SeqCst) {
@@ -241,8 +246,7 @@ async fn connected(
                     Some(Out::Publish(message)) => publish(&publisher, message, unsent).await?,
                     Some(Out::Store(key, value, ttl_ms)) => store(&publisher, key, value, ttl_ms).await?,
                     Some(Out::Goodbye(done)) => {
-                        let bye = format!("{} - {} {LEAVING}", link.instance, now_us());
-                        let _ = publish(&publisher, bye, &mut None).await;
+                        let _ = publish(&publisher, link.about_itself(LEAVING), &mut None).await;
                         let _ = done.send(());
                     }
                 }
@@ -256,8 +260,7 @@ async fn connected(
                     return Err(format!("the subscription delivered nothing for {SILENCE:?}, not even this instance's heartbeat"));
                 }
                 // Also checks the command connection, as a PING would.
-                let beat = format!("{} - {} {HEARTBEAT}", link.instance, now_us());
-                publish(&publisher, beat, &mut None).await?;
+                publish(&publisher, link.about_itself(HEARTBEAT), &mut None).await?;
             }
         }
     }
@@ -339,19 +342,16 @@ fn apply(shared: &Shared, payload: &str) {
     }
     let Some(db) = shared.database(database) else { return };
     let data = parts.next().unwrap_or("");
-    match kind {
-        "R" => {
-            let oids: Vec<pgpilot_sql::Oid> = data.split(',').filter_map(|o| o.parse().ok()).collect();
-            shared.invalidate_cached(&db, &Invalidation::Relations(oids));
+    let inv = match kind {
+        "R" => Invalidation::Relations(data.split(',').filter_map(|o| o.parse().ok()).collect()),
+        "T" => {
+            db.cache.versions.bump_tag(data);
+            Invalidation::Nothing
         }
-        "T" => db.cache.versions.bump_tag(data),
-        "S" => {
-            shared.invalidate_cached(&db, &Invalidation::Schema);
-        }
-        _ => {
-            shared.invalidate_cached(&db, &Invalidation::Everything);
-        }
-    }
+        "S" => Invalidation::Schema,
+        _ => Invalidation::Everything,
+    };
+    shared.invalidate_cached(&db, &inv);
     if let Ok(sent) = sent.parse::<u64>() {
         link.state.record_delay(now_us().saturating_sub(sent));
     }
