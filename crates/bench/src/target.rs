@@ -173,29 +173,32 @@ fn with_port(url: &str, port: u16) -> String {
     if names_port(url) {
         return url.to_string();
     }
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url} port={port}");
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let host_start = authority.rfind('@').map_or(0, |i| i + 1);
-    if authority[host_start..].is_empty() || authority[host_start..].contains(',') {
-        return url.to_string();
+    match around_hosts(url) {
+        None => format!("{url} port={port}"),
+        Some((_, hosts, _)) if hosts.is_empty() || hosts.contains(',') => url.to_string(),
+        Some((before, hosts, after)) => format!("{before}{hosts}:{port}{after}"),
     }
-    format!("{scheme}://{authority}:{port}{tail}")
 }
 
 /// Whether the URL or connection string gives a port (tokio-postgres fills in 5432 otherwise).
 fn names_port(url: &str) -> bool {
-    match url.split_once("://") {
-        Some((_, rest)) => {
-            let authority = rest.split(['/', '?']).next().unwrap_or("");
-            let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            // [::1]:5432, host:5432; a bare IPv6 address only in brackets.
-            hosts.rsplit_once(']').map_or(hosts, |(_, after)| after).contains(':') || rest.contains("port=")
+    match around_hosts(url) {
+        // [::1]:5432, host:5432 (a bare IPv6 address only in brackets), or ?port= after them.
+        Some((_, hosts, after)) => {
+            hosts.rsplit_once(']').map_or(hosts, |(_, rest)| rest).contains(':') || after.contains("port=")
         }
         None => url.split_whitespace().any(|kv| kv.starts_with("port=")),
     }
+}
+
+/// A URL cut around its hosts (with their ports): what comes before (scheme and user), the hosts,
+/// and what follows (path and query). None for a key=value connection string.
+fn around_hosts(url: &str) -> Option<(&str, &str, &str)> {
+    let rest_at = url.find("://")? + 3;
+    let rest = &url[rest_at..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let hosts_at = rest[..end].rfind('@').map_or(0, |i| i + 1);
+    Some((&url[..rest_at + hosts_at], &rest[hosts_at..end], &rest[end..]))
 }
 
 fn default_user() -> String {

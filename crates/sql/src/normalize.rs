@@ -220,7 +220,7 @@ fn normalize_out(
             }
             b'-' if next == Some(b'-') => {
                 out.pending_space = true;
-                i = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
+                i = line_comment_end(b, i);
                 continue;
             }
             b'/' if next == Some(b'*') => {
@@ -369,7 +369,7 @@ fn highest_param(sql: &str) -> usize {
             // password's digits must not number the placeholders.
             b'\'' => quoted_end(b, i, b'\''),
             b'"' => quoted_end(b, i, b'"'),
-            b'-' if next == Some(b'-') => b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p),
+            b'-' if next == Some(b'-') => line_comment_end(b, i),
             b'/' if next == Some(b'*') => block_comment_end(b, i),
             b'$' if next.is_some_and(|n| n.is_ascii_digit()) => {
                 let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
@@ -529,6 +529,11 @@ pub(crate) fn quoted_close(b: &[u8], start: usize, quote: u8) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// Where a `--` comment starting at `start` ends: at its newline (kept), or at the end of the text.
+pub(crate) fn line_comment_end(b: &[u8], start: usize) -> usize {
+    b[start..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| start + p)
 }
 
 /// Where the `/* ... */` comment starting at `start` ends (nested comments included), or the end

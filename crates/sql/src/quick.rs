@@ -95,7 +95,7 @@ pub fn quick_look(sql: &str) -> QuickLook {
         let c = b[i];
         match c {
             b'-' if b.get(i + 1) == Some(&b'-') => {
-                let end = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
+                let end = crate::normalize::line_comment_end(b, i);
                 look.hint |= contains_ci(&b[i..end], b"pgpilot:");
                 i = end;
                 continue;
@@ -208,7 +208,6 @@ fn creates_temp_object(prev: &[u8], word: &[u8]) -> bool {
     is(word, "pg_temp") || starts_with_ci(word, b"pg_temp_")
 }
 
-/// A quoted identifier naming the temporary schema (quoted, the name is case-sensitive).
 /// A function that changes the session: set_config, or one taking an advisory lock.
 fn is_session_function(name: &[u8]) -> bool {
     starts_with_ci(name, b"set_config")
@@ -216,6 +215,7 @@ fn is_session_function(name: &[u8]) -> bool {
         || starts_with_ci(name, b"pg_try_advisory")
 }
 
+/// A quoted identifier naming the temporary schema (quoted, the name is case-sensitive).
 fn is_quoted_temp_schema(name: &[u8]) -> bool {
     name == b"pg_temp" || name.starts_with(b"pg_temp_")
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::{pg_bin_dir, PgBinaries};
 use crate::ports::free_port;
-use crate::run::{as_server_user, give_to_server_user, run_checked};
+use crate::run::{as_server_user, give_to_server_user, run_checked, run_checked_telling};
 
 /// Settings that make throwaway clusters fast: they never need to survive a crash.
 const FAST_SETTINGS: &str = "
@@ -230,20 +230,12 @@ impl Cluster {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = false;
         // The server's own log says why it did not start, and the directory holding it may be
         // gone by the time anyone reads the message: its end goes into the message.
-        let out = cmd.output().unwrap_or_else(|e| panic!("pg_ctl start: could not start {cmd:?}: {e}"));
-        if !out.status.success() {
+        run_checked_telling(cmd, "pg_ctl start", || {
             let log = fs::read_to_string(self.log_path()).unwrap_or_default();
             let mut tail: Vec<&str> = log.lines().rev().take(20).collect();
             tail.reverse();
-            panic!(
-                "pg_ctl start failed ({}):\n{}{}\nserver log {}, last lines:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                self.log_path().display(),
-                tail.join("\n")
-            );
-        }
+            format!("\nserver log {}, last lines:\n{}", self.log_path().display(), tail.join("\n"))
+        });
     }
 
     /// Stops the server (fast mode: clients are disconnected, no crash recovery needed).

@@ -28,15 +28,22 @@ pub fn as_server_user(program: impl AsRef<OsStr>) -> Command {
 /// The command gets a process group of its own, so a Ctrl-C on the terminal interrupts only the
 /// program using the kit (which then tears its servers down) and never kills pg_ctl half-way
 /// through starting a server that would then be left running.
-pub fn run_checked(mut cmd: Command, what: &str) -> Output {
+pub fn run_checked(cmd: Command, what: &str) -> Output {
+    run_checked_telling(cmd, what, String::new)
+}
+
+/// Like [`run_checked`], with `more` (what else explains a failure, read only then) at the end of
+/// the panic message.
+pub fn run_checked_telling(mut cmd: Command, what: &str, more: impl FnOnce() -> String) -> Output {
     cmd.process_group(0);
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not start {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
-            "{what} failed ({}):\n{}\n{}",
+            "{what} failed ({}):\n{}\n{}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            more()
         );
     }
     out

@@ -57,6 +57,20 @@ pub struct Candidate {
     pub predicate: Option<String>,
 }
 
+#[cfg(test)]
+impl Candidate {
+    /// A btree on plain columns of `table` (tests).
+    pub(crate) fn btree_on(table: u32, columns: &[&str], predicate: Option<&str>) -> Candidate {
+        Candidate {
+            table,
+            method: Method::Btree,
+            key: columns.iter().map(|c| KeyPart::column(c)).collect(),
+            include: Vec::new(),
+            predicate: predicate.map(str::to_string),
+        }
+    }
+}
+
 impl Candidate {
     /// btree, partial, expression, covering, gin: the kind a person would call it.
     pub fn kind(&self) -> String {

@@ -53,20 +53,9 @@ pub(super) fn prefix_keepers(candidates: &[&Candidate]) -> BTreeMap<usize, usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::candidates::KeyPart;
-
-    fn column(name: &str) -> KeyPart {
-        KeyPart { sql: name.into(), column: Some(name.into()), desc: false, opclass: None }
-    }
 
     fn btree(key: &[&str], predicate: Option<&str>) -> Candidate {
-        Candidate {
-            table: 1,
-            method: Method::Btree,
-            key: key.iter().map(|k| column(k)).collect(),
-            include: Vec::new(),
-            predicate: predicate.map(str::to_string),
-        }
+        Candidate::btree_on(1, key, predicate)
     }
 
     #[test]

@@ -354,22 +354,9 @@ fn estimate_size(candidate: &Candidate, table: &TableInfo) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::candidates::{KeyPart, Method};
 
     fn btree(columns: &[&str]) -> Candidate {
-        let part = |c: &&str| KeyPart {
-            sql: c.to_string(),
-            column: Some(c.to_string()),
-            desc: false,
-            opclass: None,
-        };
-        Candidate {
-            table: 7,
-            method: Method::Btree,
-            key: columns.iter().map(part).collect(),
-            include: Vec::new(),
-            predicate: None,
-        }
+        Candidate::btree_on(7, columns, None)
     }
 
     #[test]

@@ -67,11 +67,10 @@ impl Session {
     }
 }
 
-/// Counts a plain read sent inside a transaction the cache does not serve as bypassed
-/// `in_transaction` (such reads never reach the lookup). One count per execution: a Query, a Parse
-/// of the unnamed statement (its Bind follows), or a Bind of a named statement.
-/// Counts a plain read the cache does not see because the session keeps its server: inside a
-/// transaction, or outside one in a session that changed its identity or is pinned.
+/// Counts a SELECT the cache does not see because the session keeps its server (such reads never
+/// reach the lookup): inside a transaction the cache does not serve (`in_transaction`), or outside
+/// one in a session that changed its identity or is pinned. One count per execution: a Query, a
+/// Parse of the unnamed statement (its Bind follows), or a Bind of a named statement.
 fn count_bypassed_read(s: &Session, msg: &[u8]) {
     let reason = match s.status {
         TxnStatus::Idle if s.cache_identity_changed => Bypass::Identity,
