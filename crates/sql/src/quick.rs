@@ -20,6 +20,8 @@ pub struct QuickLook {
     pub plain_write: bool,
     /// Mentions set_config or an advisory-lock function, anywhere.
     pub session_function: bool,
+    /// Some statement starts with CREATE, ALTER or DROP.
+    pub ddl_word: bool,
     /// A comment mentions `pgpilot:`: hints must be read by the real parser.
     pub hint: bool,
     /// Dollar quoting, escape strings, or something unterminated: only a parse can tell.
@@ -170,6 +172,8 @@ pub fn quick_look(sql: &str) -> QuickLook {
                     }
                     look.session_word |=
                         SESSION_WORDS.iter().any(|k| word.eq_ignore_ascii_case(k.as_bytes()));
+                    look.ddl_word |=
+                        [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
                     at_statement_start = false;
                 } else if word.eq_ignore_ascii_case(b"for") || word.eq_ignore_ascii_case(b"into") {
                     lock_or_into = true;
@@ -274,6 +278,20 @@ mod tests {
         let l = quick_look("UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5;");
         assert!(l.plain_write && !l.plain_select && !l.may_change_session());
         assert!(quick_look("insert into t values ('it''s', 1)").plain_write);
+    }
+
+    #[test]
+    fn ddl_is_seen_at_any_statement_start() {
+        for sql in
+            ["CREATE VIEW v AS SELECT 1", "/* deploy */ alter function f() volatile", "select 1; DROP TYPE t"]
+        {
+            assert!(quick_look(sql).ddl_word, "{sql}");
+        }
+        for sql in
+            ["BEGIN", "END", "select 'create view'", "select \"drop\" from t", "UPDATE t SET alter = 1"]
+        {
+            assert!(!quick_look(sql).ddl_word, "{sql}");
+        }
     }
 
     #[test]

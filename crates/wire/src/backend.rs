@@ -212,8 +212,12 @@ pub fn parse_command_tag(body: &[u8]) -> &[u8] {
 
 /// The number of rows a CommandComplete tag reports (the last number in it), if any.
 pub fn rows_in_tag(tag: &[u8]) -> u64 {
+    // Read by hand: this runs for every statement's CommandComplete.
     let last = tag.rsplit(|&b| b == b' ').next().unwrap_or(&[]);
-    std::str::from_utf8(last).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    if last.is_empty() || last.len() > 19 || !last.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    last.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0'))
 }
 
 /// What a server asks for in an Authentication message.
@@ -257,6 +261,10 @@ mod tests {
         assert_eq!(rows_in_tag(b"SELECT 42"), 42);
         assert_eq!(rows_in_tag(b"INSERT 0 5"), 5);
         assert_eq!(rows_in_tag(b"BEGIN"), 0);
+        assert_eq!(rows_in_tag(b"UPDATE 9999999999999999999"), 9_999_999_999_999_999_999);
+        assert_eq!(rows_in_tag(b"UPDATE 99999999999999999999"), 0);
+        assert_eq!(rows_in_tag(b"SELECT "), 0);
+        assert_eq!(rows_in_tag(b"SELECT 4x"), 0);
     }
 
     #[test]

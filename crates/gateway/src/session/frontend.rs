@@ -279,8 +279,9 @@ impl Flow {
             None => {}
         }
         let mut batch = Batch { observed: self.observe_query(s, text, sql, &mut look), ..Batch::default() };
-        // A single plain SELECT or write is no DDL: the look, already at hand, spares the scan.
-        if !look.is_some_and(|l| l.plain_select || l.plain_write) {
+        // A text none of whose statements starts with CREATE, ALTER or DROP (BEGIN, a SELECT, a
+        // write) is no DDL: the look, already at hand, spares the scan.
+        if look.is_none_or(|l| l.opaque || l.ddl_word) {
             self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
         }
         if !self.track_session {
