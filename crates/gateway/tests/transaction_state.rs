@@ -1939,3 +1939,66 @@ async fn function_calls_that_change_the_session_pin_the_client() {
     assert_eq!(show(&other, "search_path").await, "\"$user\", public");
     gw.shutdown().await;
 }
+
+/// asyncpg prepares and describes its statements inside its transactions, so the server copy's
+/// row type counts only until the transaction ends, and the next transaction describes the copy
+/// again before its Bind. After a migration changed the table behind it, that Describe of the
+/// stale copy failed the client's transaction: the client saw 25P02 instead of PostgreSQL's 0A000,
+/// never learned to prepare again, and every later transaction of it failed the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_met_inside_a_transaction_fails_the_bind_with_0a000_and_is_prepared_again() {
+    use pgpilot_wire::frontend;
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE migrated(id int, a int, b text); INSERT INTO migrated VALUES (1, 2, 'b')",
+    );
+    let gw = small_pool(&pg, 1, 100).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let text = b"SELECT * FROM migrated WHERE id = $1";
+    let mut transaction = |prepare: Option<&[u8]>| {
+        let mut out = bytes::BytesMut::new();
+        frontend::query(&mut out, "BEGIN");
+        if let Some(name) = prepare {
+            frontend::parse(&mut out, name, text, &[0, 0]);
+            frontend::target(&mut out, b'D', b'S', name);
+            frontend::sync(&mut out);
+        }
+        let name = prepare.unwrap_or(b"s1");
+        frontend::bind(&mut out, b"", name, &[0, 0, 0, 1, 0, 0, 0, 1, b'1', 0, 0]);
+        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        frontend::sync(&mut out);
+        out
+    };
+    raw.write_all(&transaction(Some(b"s1"))).await.unwrap();
+    let got = until_ready_for_query(&mut raw, 3).await;
+    assert_eq!(data_rows(&got), 1, "{:?}", String::from_utf8_lossy(&got));
+    raw.write_all(b"Q\0\0\0\x0bCOMMIT\0").await.unwrap();
+    until_ready_for_query(&mut raw, 1).await;
+
+    pg.psql("postgres", "ALTER TABLE migrated DROP COLUMN b");
+    // Until the client prepares again, each of its transactions fails so, as in PostgreSQL.
+    for attempt in 0..2 {
+        raw.write_all(&transaction(None)).await.unwrap();
+        let got = until_ready_for_query(&mut raw, 2).await;
+        let msgs = backend_messages(&got);
+        let error = msgs.iter().find(|m| m.0 == b'E').map(|m| String::from_utf8_lossy(m.1).into_owned());
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("C0A000")),
+            "attempt {attempt}: PostgreSQL fails the Bind with 0A000, got {error:?}"
+        );
+        assert_eq!(msgs.last().map(|m| m.1), Some(&b"E"[..]), "the transaction failed, as in PostgreSQL");
+        raw.write_all(b"Q\0\0\0\x0dROLLBACK\0").await.unwrap();
+        until_ready_for_query(&mut raw, 1).await;
+    }
+    // A driver that is told prepares again, under a new name.
+    raw.write_all(&transaction(Some(b"s2"))).await.unwrap();
+    let got = until_ready_for_query(&mut raw, 3).await;
+    let msgs = backend_messages(&got);
+    assert!(!msgs.iter().any(|m| m.0 == b'E'), "{:?}", String::from_utf8_lossy(&got));
+    assert_eq!(data_rows(&got), 1, "{:?}", String::from_utf8_lossy(&got));
+    raw.write_all(b"Q\0\0\0\x0bCOMMIT\0").await.unwrap();
+    until_ready_for_query(&mut raw, 1).await;
+    gw.shutdown().await;
+}

@@ -191,7 +191,8 @@ impl Flow {
                 Expect::Injected(Reply::Parse { .. } | Reply::CheckDescribe { .. } | Reply::Close)
             );
         if checking {
-            return self.copy_check_failed(s, server);
+            let error = server.buf[start..end].to_vec();
+            return self.copy_check_failed(s, server, &error);
         }
         if injected && survives {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
@@ -262,6 +263,8 @@ impl Flow {
                 format!("prepared statement \"{name}\" does not exist"),
             )
             .encode(&mut self.to_client);
+        } else if let Some(error) = self.check_error.take().filter(|_| code == "25P02") {
+            self.to_client.extend_from_slice(&error);
         } else if self.cancel_sent.is_some() && code == "57014" {
             // pgpilot's cancel, not the user's: say so, as PostgreSQL's statement_timeout does.
             PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to query_timeout")
@@ -342,6 +345,7 @@ impl Flow {
         if !client {
             return;
         }
+        self.check_error = None;
         if status == TxnStatus::Idle {
             if let Some((route, cache_off)) = s.pgpilot_settings_before.take() {
                 if s.status == TxnStatus::Failed || std::mem::take(&mut self.ended_by_rollback) {

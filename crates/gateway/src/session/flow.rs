@@ -98,6 +98,9 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// A check's error inside a transaction, which the client's own Bind would have met: it
+    /// stands in for the 25P02 the client's request meets in the transaction the check failed.
+    pub(super) check_error: Option<Box<[u8]>>,
     /// The client's last COMMIT or ROLLBACK answered was a ROLLBACK (ROLLBACK TO SAVEPOINT's tag
     /// too; a COMMIT after it says otherwise).
     pub(super) ended_by_rollback: bool,
@@ -216,6 +219,7 @@ impl Flow {
             param_sync: ParamSync::None,
             checking_copies: false,
             copies_checked_for_request: false,
+            check_error: None,
             local: Default::default(),
             unnamed_portal_statement: None,
             provisional_shapes: Vec::new(),

@@ -133,11 +133,23 @@ impl Flow {
         }
     }
 
-    /// A check failed (the text no longer prepares: a table dropped; or the copy's plan is
-    /// refused after DDL). The server skips to the checks' Sync; the client's request meets the
-    /// error itself, as it would without pgpilot (inside a transaction, which the failure ended,
-    /// as 25P02).
-    pub(super) fn copy_check_failed(&mut self, s: &mut Session, server: &mut ServerConn) {
+    /// A check failed with `error` (the text no longer prepares: a table dropped; or the copy's
+    /// plan is refused after DDL, 0A000). The server skips to the checks' Sync; outside a
+    /// transaction the client's request meets the error itself, as it would without pgpilot.
+    /// Inside one, the failure ended the transaction: the client's request would meet 25P02
+    /// there, and is told the check's error instead, the one its own copy's Bind would have met
+    /// (asyncpg prepares again only when told 0A000). A copy refused after DDL is dropped once
+    /// the transaction ends.
+    pub(super) fn copy_check_failed(&mut self, s: &mut Session, server: &mut ServerConn, error: &[u8]) {
+        let code = pgpilot_wire::error::ErrorFields::parse(error.get(5..).unwrap_or_default()).code;
+        if let Some(Expect::Injected(Reply::CheckDescribe { hash })) = self.expected.front() {
+            if code == "0A000" {
+                server.statements.mark_stale(*hash);
+            }
+        }
+        if s.status != TxnStatus::Idle {
+            self.check_error = Some(error.into());
+        }
         for entry in self.expected.skip_to_sync() {
             super::backend::forget(s, server, entry);
         }
