@@ -80,6 +80,7 @@ impl Flow {
                 if !injected && matches!(tag, b"COMMIT\0" | b"ROLLBACK\0") {
                     self.ended_by_rollback = tag == b"ROLLBACK\0";
                     self.commit_seen |= tag == b"COMMIT\0";
+                    self.rollback_seen |= tag == b"ROLLBACK\0";
                 }
             }
             b'D' if injected => {
@@ -357,7 +358,7 @@ impl Flow {
         if status == TxnStatus::Idle {
             // A session-level path is recorded (or read back) by now; a local one ended.
             s.search_path_in_flux = false;
-            self.forget_provisional_shapes(server);
+            self.settle_provisional_shapes(server);
         }
         if status == TxnStatus::Idle && std::mem::take(&mut self.function_ddl) {
             s.db.want_functions();

@@ -106,6 +106,9 @@ pub(super) struct Flow {
     pub(super) ended_by_rollback: bool,
     /// The server said COMMIT since the last ReadyForQuery (AND CHAIN keeps a transaction open).
     pub(super) commit_seen: bool,
+    /// The server said ROLLBACK (of a savepoint too) in the transaction in progress: row types
+    /// learned in it may not hold after it (row_shape.rs).
+    pub(super) rollback_seen: bool,
     /// Statements whose server copy was described inside the transaction in progress (row_shape.rs).
     pub(super) provisional_shapes: Vec<u64>,
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
@@ -225,6 +228,7 @@ impl Flow {
             provisional_shapes: Vec::new(),
             ended_by_rollback: false,
             commit_seen: false,
+            rollback_seen: false,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,

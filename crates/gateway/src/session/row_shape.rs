@@ -115,10 +115,18 @@ impl Flow {
         }
     }
 
-    /// The transaction ended: copies described inside it are described again at their next use
-    /// (after a rolled-back `ALTER TABLE` the copy has its old row type again, and every client
-    /// that knew that one failed with 0A000 against the type recorded inside the transaction).
-    pub(super) fn forget_provisional_shapes(&mut self, server: &mut ServerConn) {
+    /// The transaction ended. Committed whole, the row types learned inside it hold (drivers that
+    /// prepare inside their transactions, as asyncpg does, would otherwise have each copy
+    /// described again, one more round trip, in every transaction). Rolled back, or a savepoint
+    /// of it, copies described inside it are described again at their next use: after a
+    /// rolled-back `ALTER TABLE` the copy has its old row type again, and every client that knew
+    /// that one failed with 0A000 against the type recorded inside the transaction.
+    pub(super) fn settle_provisional_shapes(&mut self, server: &mut ServerConn) {
+        let rolled_back = std::mem::take(&mut self.rollback_seen);
+        if self.commit_seen && !rolled_back {
+            self.provisional_shapes.clear();
+            return;
+        }
         for hash in self.provisional_shapes.drain(..) {
             server.statements.set_shape(hash, 0);
         }
