@@ -1520,3 +1520,47 @@ async fn a_failover_drops_what_the_cache_got_from_the_old_primary() {
     assert_eq!(first_value(&other, read).await, "100", "a result cached from the old primary");
     gw.shutdown().await;
 }
+
+/// A client's write is settled on the first primary position read after its commit, not on the
+/// position at its next read: under a steady stream of other writes, a replica replaying a little
+/// behind (here 300 ms) never reached the latest position, so every read after a write went to
+/// the primary however long after the write it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_write_reads_go_back_to_a_replica_that_replays_a_little_behind() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE mine(x int); CREATE TABLE churn(x int)");
+    let replica = pg.start_replica_with(&["recovery_min_apply_delay = '300ms'"]);
+    remember(&replica);
+    // read_your_writes = session is the default.
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let writer = connect(&gw).await;
+    let busy = tokio::spawn(async move {
+        for i in 0..1_000_000 {
+            writer.execute("INSERT INTO churn VALUES ($1)", &[&i]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let c = connect(&gw).await;
+    for round in 1..=3 {
+        c.execute("INSERT INTO mine VALUES ($1)", &[&round]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let rows = c.simple_query("SELECT count(*), inet_server_port() FROM mine").await.unwrap();
+        let row = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string()))
+            }
+            _ => None,
+        });
+        let (count, port) = row.expect("a row");
+        assert_eq!(count, round.to_string(), "round {round}: the client's own write is missing");
+        assert_eq!(
+            port,
+            replica.port().to_string(),
+            "round {round}: read 1.5 s after the write stayed on the primary"
+        );
+    }
+    assert!(!busy.is_finished(), "the other client stopped writing");
+    busy.abort();
+    gw.shutdown().await;
+}

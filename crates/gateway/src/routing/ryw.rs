@@ -23,10 +23,19 @@ impl WriteMark {
     }
 
     /// Turns a commit time into the first primary position stamped after it. The monitor stamps a
-    /// position with the time its probe was sent, so a strictly later stamp was read after the commit.
+    /// position with the time its probe was sent, so a strictly later stamp was read after the
+    /// commit. The first one, from the primary's recent positions, and not the latest: settled at
+    /// the client's next read, the latest holds every write made since by other clients, which a
+    /// replica replaying even a little behind never reaches while they keep writing.
     pub fn settle(&mut self, db: &Database) {
         if let WriteMark::Committed { at_ms } = *self {
-            let (lsn, stamped_ms) = db.backends[db.primary_index()].lsn();
+            let primary = &db.backends[db.primary_index()];
+            if let Some(first) = primary.history.first_after(at_ms) {
+                *self = WriteMark::Position(first.lsn);
+                return;
+            }
+            // No history yet (just started, or a failover cleared it): the latest position.
+            let (lsn, stamped_ms) = primary.lsn();
             if stamped_ms > at_ms {
                 *self = WriteMark::Position(lsn);
             }
