@@ -982,6 +982,24 @@ async fn a_function_replaced_by_one_that_writes_is_called_on_the_primary_at_once
             "a writing function ran on the replica"
         );
     }
+    // ALTER ROUTINE, and DDL a DO block runs, change the catalog too.
+    for (f, ddl) in [
+        ("g_routine", "ALTER ROUTINE g_routine() VOLATILE"),
+        ("g_do", "DO $$BEGIN EXECUTE 'ALTER FUNCTION g_do() VOLATILE'; END$$"),
+    ] {
+        admin
+            .batch_execute(&format!("CREATE FUNCTION {f}() RETURNS int STABLE LANGUAGE sql AS 'SELECT 1'"))
+            .await
+            .unwrap();
+        caught_up().await;
+        let call = format!("SELECT {f}(), inet_server_port()");
+        assert!(on_replica(&app, &call).await, "{f}: a stable function reads on the replica");
+        admin.batch_execute(ddl).await.unwrap();
+        for _ in 0..3 {
+            assert!(!on_replica(&app, &call).await, "{f}: called on the replica after {ddl}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
     gw.shutdown().await;
 }
 
@@ -1563,4 +1581,38 @@ async fn after_a_write_reads_go_back_to_a_replica_that_replays_a_little_behind()
     assert!(!busy.is_finished(), "the other client stopped writing");
     busy.abort();
     gw.shutdown().await;
+}
+
+/// Every policy shares a lone client's reads between replicas by their weights (3:1 here).
+/// least_outstanding sent them all to the first replica listed: with one client every replica has
+/// nothing in flight, and the tie always went the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_load_balancing_policy_shares_reads_by_weight() {
+    use pgpilot_gateway::config::LoadBalance;
+    let pg = Cluster::start();
+    let heavy = caught_up_replica(&pg);
+    let light = caught_up_replica(&pg);
+    for policy in [LoadBalance::RoundRobin, LoadBalance::Random, LoadBalance::LeastOutstanding] {
+        let mut config = split_config(&pg, &[(&heavy, &[]), (&light, &[])]);
+        let db = config.databases.get_mut("postgres").unwrap();
+        db.routing.load_balance = policy;
+        if let ReplicaConfig::Detailed { weight, .. } = &mut db.replicas.0[0] {
+            *weight = 3;
+        }
+        let gw = start(config).await;
+        wait_ready(&gw, 2).await;
+        let c = connect(&gw).await;
+        let mut on_heavy = 0;
+        for _ in 0..200 {
+            // One request per read (a prepared query's Parse is routed too).
+            let port = first_value(&c, "SELECT inet_server_port()").await;
+            assert_ne!(port, pg.port().to_string(), "{policy:?}: a read went to the primary");
+            on_heavy += usize::from(port == heavy.port().to_string());
+        }
+        assert!(
+            (120..=180).contains(&on_heavy),
+            "{policy:?}: {on_heavy} of 200 reads on the replica of weight 3"
+        );
+        gw.shutdown().await;
+    }
 }

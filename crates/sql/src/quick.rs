@@ -20,7 +20,7 @@ pub struct QuickLook {
     pub plain_write: bool,
     /// Mentions set_config or an advisory-lock function, anywhere.
     pub session_function: bool,
-    /// Some statement starts with CREATE, ALTER or DROP.
+    /// Some statement starts with CREATE, ALTER, DROP or DO (which may run any of them).
     pub ddl_word: bool,
     /// A comment mentions `pgpilot:`: hints must be read by the real parser.
     pub hint: bool,
@@ -172,8 +172,9 @@ pub fn quick_look(sql: &str) -> QuickLook {
                     }
                     look.session_word |=
                         SESSION_WORDS.iter().any(|k| word.eq_ignore_ascii_case(k.as_bytes()));
-                    look.ddl_word |=
-                        [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
+                    look.ddl_word |= [&b"create"[..], b"alter", b"drop", b"do"]
+                        .iter()
+                        .any(|k| word.eq_ignore_ascii_case(k));
                     at_statement_start = false;
                 } else if word.eq_ignore_ascii_case(b"for") || word.eq_ignore_ascii_case(b"into") {
                     lock_or_into = true;
@@ -282,9 +283,12 @@ mod tests {
 
     #[test]
     fn ddl_is_seen_at_any_statement_start() {
-        for sql in
-            ["CREATE VIEW v AS SELECT 1", "/* deploy */ alter function f() volatile", "select 1; DROP TYPE t"]
-        {
+        for sql in [
+            "CREATE VIEW v AS SELECT 1",
+            "/* deploy */ alter function f() volatile",
+            "select 1; DROP TYPE t",
+            "do 'begin end'",
+        ] {
             assert!(quick_look(sql).ddl_word, "{sql}");
         }
         for sql in

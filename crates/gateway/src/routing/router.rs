@@ -216,12 +216,25 @@ fn pick_replica(db: &Database, tag: Option<&str>, mark: WriteMark, fill_lsn: Opt
             weighted(&candidates, db.next_replica.fetch_add(1, Relaxed) as u64 % total)
         }
         LoadBalance::Random => weighted(&candidates, rand::random::<u64>() % total),
-        LoadBalance::LeastOutstanding => candidates
-            .iter()
-            .min_by_key(|(i, w)| (db.backends[*i].outstanding.load(Relaxed) as u64 * 1000) / w)
-            .map_or(candidates[0].0, |c| c.0),
+        LoadBalance::LeastOutstanding => least_outstanding(db, &candidates),
     };
     Some(chosen)
+}
+
+/// The candidate with the fewest reads in flight per unit of weight. Ties, which are the rule at
+/// low concurrency (every replica idle), are shared by weight in turn: the first replica listed
+/// took every read of a lone client before.
+fn least_outstanding(db: &Database, candidates: &[(usize, u64)]) -> usize {
+    // Each load read once: the counters move under other clients' reads.
+    let loads: smallvec::SmallVec<[(usize, u64, u64); 8]> = candidates
+        .iter()
+        .map(|&(i, w)| (i, w, db.backends[i].outstanding.load(Relaxed) as u64 * 1000 / w.max(1)))
+        .collect();
+    let least = loads.iter().map(|l| l.2).min().unwrap_or(0);
+    let tied: smallvec::SmallVec<[(usize, u64); 8]> =
+        loads.iter().filter(|l| l.2 == least).map(|l| (l.0, l.1)).collect();
+    let total = tied.iter().map(|c| c.1).sum::<u64>().max(1);
+    weighted(&tied, db.next_replica.fetch_add(1, Relaxed) as u64 % total)
 }
 
 fn weighted(candidates: &[(usize, u64)], mut point: u64) -> usize {

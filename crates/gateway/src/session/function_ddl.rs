@@ -7,6 +7,7 @@
 const CATALOG_OBJECTS: &[&[u8]] = &[
     b"function",
     b"procedure",
+    b"routine",
     b"aggregate",
     b"operator",
     b"cast",
@@ -21,7 +22,8 @@ const CATALOG_OBJECTS: &[&[u8]] = &[
 ];
 
 /// Whether a statement of `text` starts (after comments) with CREATE, ALTER or DROP and mentions
-/// a function, a procedure, or another object the function catalog lists. Each `;` may start a
+/// a function, a procedure, or another object the function catalog lists, or is a DO block (which
+/// may run any DDL, as migrations' do: a false positive costs one catalog read). Each `;` may start a
 /// statement (`SELECT 1; ALTER FUNCTION f() VOLATILE`); one inside a string only costs a look. A
 /// false positive costs one catalog read.
 pub fn mentions_function_ddl(text: &[u8]) -> bool {
@@ -43,6 +45,9 @@ fn is_catalog_ddl(statement: &[u8]) -> bool {
     let rest = skip_comments(statement);
     let word_len = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
     let word = &rest[..word_len];
+    if word.eq_ignore_ascii_case(b"do") {
+        return true;
+    }
     let ddl = [&b"create"[..], b"alter", b"drop"].iter().any(|k| word.eq_ignore_ascii_case(k));
     ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
 }
@@ -75,6 +80,9 @@ mod tests {
         ));
         assert!(mentions_function_ddl(b"  /* deploy */ -- v2\n drop procedure p"));
         assert!(mentions_function_ddl(b"ALTER FUNCTION f() VOLATILE"));
+        assert!(mentions_function_ddl(b"alter routine f() volatile"));
+        assert!(mentions_function_ddl(b"DO $$BEGIN EXECUTE 'alter function f() volatile'; END$$"));
+        assert!(!mentions_function_ddl(b"select 'do'"));
         assert!(!mentions_function_ddl(b"SELECT my_function()"));
         assert!(mentions_function_ddl(b"CREATE OPERATOR ### (FUNCTION = w, LEFTARG = int, RIGHTARG = int)"));
         assert!(mentions_function_ddl(b"create or replace view v as select 1"));
