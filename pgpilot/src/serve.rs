@@ -277,6 +277,7 @@ fn config_report(file: &std::path::Path) -> ConfigReport {
     };
     report.loaded = true;
     report.notes = notes;
+    report.notes.extend(config.notes());
     report.problems = config.validate();
     report.problems.extend(config.environment_problems());
     if let Some(dir) = config.pgpilot.unix_socket_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {

@@ -29,6 +29,9 @@ impl Gateway {
         if !problems.is_empty() {
             anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
+        for note in config.notes() {
+            tracing::warn!("{note}");
+        }
         if let Some(users) = config.pgpilot.auth_file.as_ref().and_then(|f| std::fs::read(f).ok()) {
             pgpilot_wire::auth::scram::keep_mock_salts_from(&users);
         }

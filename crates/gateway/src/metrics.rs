@@ -191,7 +191,7 @@ pub fn render_routing(out: &mut String, shared: &Shared) {
         (
             "pgpilot_replica_lag_seconds",
             "gauge",
-            "Age of the replica's last replayed transaction while it is behind.",
+            "Age of the oldest change the replica has not replayed (0 when caught up); the primary's position is read every lag_check_interval, so this may read up to one interval low.",
             vec![],
         ),
         ("pgpilot_routed_reads_total", "counter", "Transactions routed to the server as reads.", vec![]),

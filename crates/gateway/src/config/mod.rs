@@ -104,6 +104,37 @@ impl Config {
         validate::environment_problems(self)
     }
 
+    /// Settings that work, but not as one may expect: said by check-config and logged at start.
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, db) in &self.databases {
+            let splits = db.routing.read_write_split.unwrap_or(true) && !db.replicas.is_empty();
+            if !splits {
+                continue;
+            }
+            // A session's server is its own from login to logout: its reads cannot move.
+            let mode = db.pool_mode.unwrap_or(self.pgpilot.pool_mode);
+            if mode == PoolMode::Session {
+                out.push(format!(
+                    "database {name}: pool_mode = \"session\" sends every statement to the primary; its replicas are used only with transaction pooling"
+                ));
+            }
+            let session_users: Vec<&str> = self
+                .users
+                .iter()
+                .filter(|(_, u)| u.pool_mode == Some(PoolMode::Session))
+                .map(|(user, _)| user.as_str())
+                .collect();
+            if !session_users.is_empty() && mode != PoolMode::Session {
+                out.push(format!(
+                    "database {name}: users in session pooling ({}) read from the primary only",
+                    session_users.join(", ")
+                ));
+            }
+        }
+        out
+    }
+
     /// Effective settings of one database's pools.
     pub fn pool_size(&self, db: &DatabaseConfig) -> usize {
         db.pool_size.unwrap_or(self.pgpilot.default_pool_size)
@@ -185,5 +216,20 @@ mod tests {
         let db = &c.databases["app"];
         assert_eq!(c.pool_mode(db, "batch"), PoolMode::Session);
         assert_eq!(c.pool_mode(db, "web"), PoolMode::Transaction);
+    }
+
+    #[test]
+    fn replicas_a_session_pool_never_reads_from_are_noted() {
+        let config = |mode: &str, users: &str| {
+            Config::parse(&format!(
+                "[pgpilot]\npool_mode = \"{mode}\"\n[databases.app]\nprimary = \"postgres://a@h/app\"\nreplicas = [\"postgres://a@r/app\"]\n{users}"
+            ))
+            .unwrap()
+        };
+        assert!(config("transaction", "").notes().is_empty());
+        let notes = config("session", "").notes();
+        assert!(notes.len() == 1 && notes[0].contains("sends every statement to the primary"), "{notes:?}");
+        let notes = config("transaction", "[users.batch]\npool_mode = \"session\"\n").notes();
+        assert!(notes.len() == 1 && notes[0].contains("(batch)"), "{notes:?}");
     }
 }

@@ -239,7 +239,7 @@ impl DatabaseMonitor {
         for (b, r) in readings.iter().filter(|(b, r)| b.index != primary && r.in_recovery) {
             let doubt = &mut self.doubts[b.index];
             if r.timeline == 0 && !std::mem::replace(&mut self.timeline_hidden[b.index], true) {
-                tracing::warn!(server = %b.address, "cannot read the replica's timeline (no WAL receiver, or pg_stat_wal_receiver hides it from a role without pg_read_all_stats): after a failover, a replica still following the old primary cannot be told from one following the new; grant pg_monitor to the role pgpilot logs in with");
+                tracing::warn!(server = %b.address, "cannot read the replica's timeline: its WAL receiver is not running (not connected to a primary), or pg_stat_wal_receiver hides it from a role without pg_read_all_stats (grant pg_monitor then); until it is read, a replica still following an old primary after a failover cannot be told from one following the new");
             }
             // Receiving an older timeline than the primary's: it follows an old primary (fenced, or
             // not yet told), whose WAL moves its position too. Only its timeline clears this.
