@@ -367,3 +367,40 @@ async fn the_login_reports_what_postgresql_reports() {
     }
     gw.shutdown().await;
 }
+
+/// A Parse's count of parameter types is unsigned, as PostgreSQL reads it: libpq and pgJDBC send
+/// types, and a bulk INSERT or `= ANY(ARRAY[$1, ..., $40000])` has more than 32,767 of them (the
+/// client was closed with "malformed Parse message").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_of_40000_typed_parameters_runs() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let mut s = raw_login(addr(&gw)).await;
+    let count: u16 = 40_000;
+    let list: Vec<String> = (1..=count).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT count(*) FROM unnest(ARRAY[{}]) AS v WHERE v > 0", list.join(","));
+    let mut parse = b"\0".to_vec();
+    parse.extend_from_slice(sql.as_bytes());
+    parse.push(0);
+    parse.extend_from_slice(&count.to_be_bytes());
+    parse.extend(std::iter::repeat_n([0u8, 0, 0, 23], count as usize).flatten());
+    let mut bind = b"\0\0\0\0".to_vec();
+    bind.extend_from_slice(&count.to_be_bytes());
+    for _ in 0..count {
+        bind.extend_from_slice(&1i32.to_be_bytes());
+        bind.push(b'7');
+    }
+    bind.extend_from_slice(&[0, 0]);
+    let mut out = message(b'P', &parse);
+    out.extend(message(b'B', &bind));
+    out.extend(message(b'E', b"\0\0\0\0\0"));
+    out.extend(message(b'S', b""));
+    s.write_all(&out).await.unwrap();
+    let got = read_until_ready(&mut s).await;
+    let msgs = backend_messages(&got);
+    assert!(!msgs.iter().any(|m| m.0 == b'E'), "{:?}", String::from_utf8_lossy(&got));
+    let row = msgs.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(row.1.ends_with(b"40000"), "{:?}", String::from_utf8_lossy(row.1));
+    gw.shutdown().await;
+}

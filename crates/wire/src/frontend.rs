@@ -22,11 +22,14 @@ pub struct Parse<'a> {
 pub fn parse_parse(body: &[u8]) -> Option<Parse<'_>> {
     let (name, pos) = read_cstr(body, 0)?;
     let (query, pos) = read_cstr(body, pos)?;
+    // Unsigned, as PostgreSQL reads it: up to 65,535 parameters (libpq, pgJDBC send types).
     let (count, after) = read_i16(body, pos)?;
-    if count < 0 || body.len() < after + count as usize * 4 {
+    let end = after + count as u16 as usize * 4;
+    // Nothing may follow the types (PostgreSQL: "invalid message format").
+    if body.len() != end {
         return None;
     }
-    Some(Parse { name, query, param_types: &body[pos..after + count as usize * 4] })
+    Some(Parse { name, query, param_types: &body[pos..end] })
 }
 
 /// A Bind message: portal, statement, and the remainder (formats, parameters, result formats) untouched.
@@ -216,6 +219,18 @@ mod tests {
     #[test]
     fn truncated_parse_is_rejected() {
         assert_eq!(parse_parse(b"s1\0select 1\0\0\x05\0\0"), None);
+        assert_eq!(parse_parse(b"s1\0select 1\0\0\x01\0\0\0\x17junk"), None, "trailing bytes");
+    }
+
+    #[test]
+    fn a_parse_takes_up_to_65535_parameter_types() {
+        for count in [32_768u16, 65_535] {
+            let mut body = b"s1\0select\0".to_vec();
+            body.extend_from_slice(&count.to_be_bytes());
+            body.extend(std::iter::repeat_n([0, 0, 0, 23], count as usize).flatten());
+            let p = parse_parse(&body).unwrap_or_else(|| panic!("{count} types refused"));
+            assert_eq!(p.param_types.len(), 2 + count as usize * 4);
+        }
     }
 
     #[test]
