@@ -2002,3 +2002,48 @@ async fn a_stale_copy_met_inside_a_transaction_fails_the_bind_with_0a000_and_is_
     until_ready_for_query(&mut raw, 1).await;
     gw.shutdown().await;
 }
+
+/// A client that prepared its statement after a migration must not fail on another server's copy
+/// prepared before it: PostgreSQL would have planned the client's own Parse after the DDL. asyncpg,
+/// preparing again after 0A000, kept meeting such copies (known with the old row type) and failing
+/// with "cached plan must not change result type" in its transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_after_ddl_never_fails_on_an_older_copy() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE migrated2(id int, a int); INSERT INTO migrated2 VALUES (1, 2)");
+    let gw = small_pool(&pg, 2, 100).await;
+    let text = "SELECT * FROM migrated2 WHERE id = 1";
+    // Two clients in transactions at once, on both servers: each server gets a described copy.
+    let (mut a, mut b) = (connect(&gw).await, connect(&gw).await);
+    let (ta, tb) = (a.transaction().await.unwrap(), b.transaction().await.unwrap());
+    for t in [&ta, &tb] {
+        let stmt = t.prepare(text).await.unwrap();
+        assert_eq!(t.query(&stmt, &[]).await.unwrap().len(), 1);
+    }
+    ta.commit().await.unwrap();
+    tb.commit().await.unwrap();
+    pg.psql("postgres", "ALTER TABLE migrated2 ADD COLUMN b text DEFAULT 'b'");
+    // Prepared after the migration inside a transaction, as asyncpg does: three columns.
+    let mut c = connect(&gw).await;
+    let t = c.transaction().await.unwrap();
+    let stmt = t.prepare(text).await.unwrap();
+    assert_eq!(stmt.columns().len(), 3);
+    t.commit().await.unwrap();
+    // Another client keeps a server busy now and then, so c's transactions land on both.
+    let busy = connect(&gw).await;
+    let holder = tokio::spawn(async move {
+        for _ in 0..40 {
+            busy.batch_execute("BEGIN; SELECT pg_sleep(0.02); COMMIT").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(7)).await;
+        }
+    });
+    for round in 0..30 {
+        let t = c.transaction().await.unwrap();
+        let rows = t.query(&stmt, &[]).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(rows[0].len(), 3);
+        t.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    holder.await.unwrap();
+    gw.shutdown().await;
+}

@@ -30,6 +30,16 @@ pub struct PreparedStatement {
     pub row_shape: AtomicU64,
     /// Fingerprint and normalized text for statistics, computed on the first Execute.
     pub insight_key: std::sync::OnceLock<crate::insight::QueryKey>,
+    /// When the client prepared it, on pgpilot's prepare clock: a server copy prepared before may
+    /// predate DDL the client's own Parse saw.
+    pub parsed: u64,
+}
+
+/// Orders clients' Parses and server copies' preparations, across all connections.
+static PREPARE_CLOCK: AtomicU64 = AtomicU64::new(1);
+
+fn prepare_tick() -> u64 {
+    PREPARE_CLOCK.fetch_add(1, Relaxed)
 }
 
 /// The same statement whatever statistics it has gathered.
@@ -76,6 +86,7 @@ impl PreparedStatement {
             epoch: AtomicU32::new(0),
             row_shape: AtomicU64::new(0),
             insight_key: std::sync::OnceLock::new(),
+            parsed: prepare_tick(),
         })
     }
 
@@ -134,6 +145,8 @@ struct ServerCopy {
     /// Its row type, fixed when it was prepared: the server returns rows of it or refuses the
     /// Bind (0A000). 0 until described.
     shape: u64,
+    /// When it was prepared, on the prepare clock.
+    prepared: u64,
 }
 
 /// What one server connection has prepared, bounded by max_prepared_statements (least recently
@@ -190,6 +203,12 @@ impl ServerStatements {
         }
     }
 
+    /// Whether the copy of `stmt` here was prepared before the client's Parse of it: DDL since
+    /// may have changed its row type, which the client's own Parse would have seen.
+    pub fn prepared_before(&self, stmt: &PreparedStatement) -> bool {
+        self.by_hash.get(&stmt.hash).is_some_and(|copy| copy.prepared < stmt.parsed)
+    }
+
     /// The generation the copy of `hash` here was prepared for.
     pub fn epoch(&self, hash: u64) -> Option<u32> {
         self.by_hash.get(&hash).map(|copy| copy.epoch)
@@ -209,7 +228,8 @@ impl ServerStatements {
             None
         };
         let epoch = stmt.epoch();
-        self.by_hash.insert(stmt.hash, ServerCopy { stmt, used: self.tick, epoch, shape: 0 });
+        let prepared = prepare_tick();
+        self.by_hash.insert(stmt.hash, ServerCopy { stmt, used: self.tick, epoch, shape: 0, prepared });
         evicted
     }
 

@@ -89,7 +89,10 @@ impl Flow {
             return false;
         }
         for stmt in wanted {
-            if !server.statements.holds(&stmt) {
+            // A copy older than the client's Parse is prepared again, not described: it may
+            // predate DDL the client's Parse saw, and a Describe of it would then fail where the
+            // client's own statement would not.
+            if !server.statements.holds(&stmt) || server.statements.prepared_before(&stmt) {
                 self.prepare_on_server(server, &stmt);
                 self.expected
                     .push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
@@ -184,7 +187,13 @@ fn copies_to_check(s: &Session, server: &ServerConn, request: &[u8]) -> Vec<Arc<
                 let described = stmt.row_shape.load(Relaxed) != 0;
                 let copy_known =
                     server.statements.holds(stmt) && server.statements.shape(stmt.hash).is_some();
-                if described && current && !copy_known && !wanted.iter().any(|w| w.hash == stmt.hash) {
+                // Known with another row type than the client's, and prepared before its Parse:
+                // the copy is the stale one (asyncpg, preparing again after 0A000, kept meeting
+                // other servers' copies from before the DDL and failing on them).
+                let copy_stale =
+                    copy_known && differs_from_copy(stmt, server) && server.statements.prepared_before(stmt);
+                let check = !copy_known || copy_stale;
+                if described && current && check && !wanted.iter().any(|w| w.hash == stmt.hash) {
                     wanted.push(stmt.clone());
                     if wanted.len() == MAX_CHECKS {
                         break;
