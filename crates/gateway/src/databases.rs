@@ -26,6 +26,9 @@ pub struct PoolSet {
     pub clients: AtomicUsize,
     /// The parameter values the last client logged in with: identical sets are shared, not copied.
     pub login_params: Mutex<crate::session::params::ParamSet>,
+    /// Login settings a server of this pool set took (application_name left out): each set is
+    /// tried once (session/welcome.rs).
+    pub settings_taken: Mutex<Vec<crate::session::params::ParamSet>>,
 }
 
 impl PoolSet {
@@ -302,6 +305,7 @@ impl Database {
             pools: self.backends.iter().map(make).collect(),
             clients: AtomicUsize::new(0),
             login_params: Mutex::new(Default::default()),
+            settings_taken: Mutex::new(Vec::new()),
         });
         pools.insert(server_user.to_string(), set.clone());
         set

@@ -269,6 +269,14 @@ impl ParamSet {
     /// A Query message that gives a server with `server` values the values of `self`, or None
     /// when they already agree.
     pub fn sync_query(&self, server: &ParamSet) -> Option<BytesMut> {
+        let sql = self.sync_sql(server)?;
+        let mut out = BytesMut::with_capacity(sql.len() + 8);
+        frontend::query(&mut out, &sql);
+        Some(out)
+    }
+
+    /// The statements of `sync_query`.
+    pub fn sync_sql(&self, server: &ParamSet) -> Option<String> {
         if self == server {
             return None;
         }
@@ -303,10 +311,7 @@ impl ParamSet {
         if statements.is_empty() {
             return None;
         }
-        let sql = statements.join("; ");
-        let mut out = BytesMut::with_capacity(sql.len() + 8);
-        frontend::query(&mut out, &sql);
-        Some(out)
+        Some(statements.join("; "))
     }
 }
 

@@ -61,6 +61,7 @@ pub async fn welcome(
             client.set(k, v);
         }
     }
+    check_settings(pools, db, &client).await?;
     // Thousands of clients log in with the same values: let them share one copy.
     {
         let mut shared = pools.login_params.lock();
@@ -81,6 +82,53 @@ pub async fn welcome(
         .await
         .map_err(|_| PgError::fatal(SqlState::CONNECTION_FAILURE, "client closed the connection"))?;
     Ok(client)
+}
+
+/// Login settings kept per pool set, beyond which the list starts over.
+const SETTINGS_TAKEN_KEPT: usize = 64;
+
+/// Startup settings PostgreSQL would refuse (an unknown parameter, a value it does not take) are
+/// refused at login, as PostgreSQL refuses them, and not at the client's first statement: a pool
+/// that checks its connections when it opens them kept connections that failed on first use. Each
+/// distinct set of values is tried once, on a server of the pool set, as the first request of a
+/// client with them would have it (and the server keeps them); application_name takes any value
+/// and is left out, so that a name per process does not cost a try each.
+async fn check_settings(pools: &PoolSet, db: &Database, client: &ParamSet) -> Result<(), PgError> {
+    let mut key = client.clone();
+    key.remove("application_name");
+    if pools.settings_taken.lock().contains(&key) {
+        return Ok(());
+    }
+    let pool = &pools.pools[db.primary_index()];
+    let (mut conn, _) = pool.checkout().await.map_err(|e| checkout_error(e, &db.name))?;
+    let Some(sql) = client.sync_sql(&conn.params) else {
+        pool.release(conn);
+        return Ok(());
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    match crate::pool::check::query(&conn.sock, &mut conn.buf, None, &sql, timeout).await {
+        Ok(_) => {
+            conn.params = client.clone();
+            pool.release(conn);
+            let mut taken = pools.settings_taken.lock();
+            if taken.len() == SETTINGS_TAKEN_KEPT {
+                taken.clear();
+            }
+            taken.push(key);
+            Ok(())
+        }
+        Err(e) => {
+            // Refused in one implicit transaction, the settings changed nothing; any other
+            // failure leaves the server in doubt.
+            pool.discard(conn, "a client's login settings were refused");
+            let (code, message) = e.split_once(' ').unwrap_or(("08006", e.as_str()));
+            if code.len() != 5 {
+                return Err(PgError::fatal(SqlState::CONNECTION_FAILURE, e));
+            }
+            tracing::info!(database = %db.name, user = %pools.user, code, message, "login settings refused by the server");
+            Err(PgError::fatal(SqlState::from_server(code), message.to_string()))
+        }
+    }
 }
 
 fn set(list: &mut Vec<(String, String)>, name: &str, value: &str) {
