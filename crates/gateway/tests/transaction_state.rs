@@ -1963,7 +1963,7 @@ async fn a_stale_copy_met_inside_a_transaction_fails_the_bind_with_0a000_and_is_
     let gw = small_pool(&pg, 1, 100).await;
     let mut raw = raw_login(addr(&gw)).await;
     let text = b"SELECT * FROM migrated WHERE id = $1";
-    let mut transaction = |prepare: Option<&[u8]>| {
+    let transaction = |prepare: Option<&[u8]>| {
         let mut out = bytes::BytesMut::new();
         frontend::query(&mut out, "BEGIN");
         if let Some(name) = prepare {
