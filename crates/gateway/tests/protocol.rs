@@ -223,6 +223,24 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
         assert!(String::from_utf8_lossy(&reply).contains("08P01"), "{bad:?}: {reply:?}");
     }
+    // A Query whose text has no end: PostgreSQL's error, and the session goes on (in a
+    // transaction, which the error fails, as PostgreSQL's does).
+    let mut s = raw_login(addr(&gw)).await;
+    for (before, status) in [(None, b'I'), (Some("BEGIN"), b'E')] {
+        if let Some(sql) = before {
+            s.write_all(&query_message(sql)).await.unwrap();
+            until_ready_for_query(&mut s).await;
+        }
+        s.write_all(&message(b'Q', b"SELECT 1")).await.unwrap();
+        let got = until_ready_for_query(&mut s).await;
+        let msgs = backend_messages(&got);
+        assert!(String::from_utf8_lossy(msgs[0].1).contains("C08P01"), "{:?}", String::from_utf8_lossy(&got));
+        assert_eq!(msgs.last().map(|m| m.1), Some(&[status][..]), "{:?}", String::from_utf8_lossy(&got));
+    }
+    s.write_all(&query_message("ROLLBACK")).await.unwrap();
+    until_ready_for_query(&mut s).await;
+    s.write_all(&query_message("SELECT 7")).await.unwrap();
+    assert!(backend_messages(&read_until_ready(&mut s).await).iter().any(|m| m.0 == b'D'));
     // A startup packet that is too long.
     let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(&[0, 0x10, 0, 0, 0, 3, 0, 0]).await.unwrap();
@@ -424,4 +442,13 @@ async fn a_statement_of_40000_typed_parameters_runs() {
     let row = msgs.iter().find(|m| m.0 == b'D').expect("a row");
     assert!(row.1.ends_with(b"40000"), "{:?}", String::from_utf8_lossy(row.1));
     gw.shutdown().await;
+}
+
+/// Raw protocol: reads until a ReadyForQuery, whatever its status.
+async fn until_ready_for_query(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| m.0 == b'Z') {
+        got.extend(read_until_any(s).await);
+    }
+    got
 }

@@ -273,6 +273,11 @@ impl Session {
             }
             b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'F' => {
                 let text = pgpilot_wire::frontend::parse_query(&self.buf[5..h.total]);
+                if h.tag == b'Q' && text.is_none() {
+                    // As PostgreSQL: an error, and the session goes on (its text has no end).
+                    let invalid = PgError::error(SqlState::PROTOCOL_VIOLATION, "invalid string in message");
+                    return self.refuse_locally(h.total, &invalid).await;
+                }
                 if h.tag == b'Q' && text.is_some_and(super::route::maybe_pgpilot_setting) {
                     let sql = text.map(|t| String::from_utf8_lossy(t).into_owned());
                     match sql.and_then(|sql| self.apply_pgpilot_settings(&sql)) {

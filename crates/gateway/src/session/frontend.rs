@@ -255,7 +255,12 @@ impl Flow {
             s.unnamed = None;
             self.unnamed_in_step = true;
         }
-        let text = frontend::parse_query(&msg[5..]).ok_or_else(|| malformed("Query"))?;
+        let Some(text) = frontend::parse_query(&msg[5..]) else {
+            // As PostgreSQL: an error, and the session goes on (its text has no end).
+            let invalid = PgError::error(SqlState::PROTOCOL_VIOLATION, "invalid string in message");
+            self.refuse_query(s, invalid);
+            return Ok(());
+        };
         // Checked once here for all that reads the text below.
         let sql = std::str::from_utf8(text).ok();
         match sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
@@ -263,17 +268,8 @@ impl Flow {
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
-            // Inside a transaction the refusal fails it, as PostgreSQL's does: the server raises it.
-            Some(Err(refused)) if s.status == pgpilot_wire::backend::TxnStatus::InTransaction => {
-                let mut raise = BytesMut::new();
-                frontend::query(&mut raise, &raise_sql(&refused));
-                self.start_request();
-                self.to_server.extend_from_slice(&raise);
-                self.expected.push(Expect::Client(Reply::Query(Batch::default())));
-                return Ok(());
-            }
             Some(Err(refused)) => {
-                self.expected.push(Expect::SyntheticError(Box::new(refused)));
+                self.refuse_query(s, refused);
                 return Ok(());
             }
             None => {}
@@ -436,6 +432,20 @@ impl Flow {
     pub(super) fn inject_sync(&mut self) {
         frontend::sync(&mut self.to_server);
         self.expected.push(Expect::Injected(Reply::Sync(Batch::default())));
+    }
+
+    /// Answers a simple Query with `refused`, as PostgreSQL's error: inside a transaction it fails
+    /// the transaction, so the server raises it.
+    fn refuse_query(&mut self, s: &Session, refused: PgError) {
+        if s.status == pgpilot_wire::backend::TxnStatus::InTransaction {
+            let mut raise = BytesMut::new();
+            frontend::query(&mut raise, &raise_sql(&refused));
+            self.start_request();
+            self.to_server.extend_from_slice(&raise);
+            self.expected.push(Expect::Client(Reply::Query(Batch::default())));
+        } else {
+            self.expected.push(Expect::SyntheticError(Box::new(refused)));
+        }
     }
 
     pub(super) fn inject_query(&mut self, sql: &str) {
