@@ -272,6 +272,17 @@ async fn gssapi_encryption_is_declined_and_ssl_refused_when_off() {
     assert_eq!(&b, b"N");
     s.write_all(&startup_packet()).await.unwrap();
     read_until_ready(&mut s).await;
+    // Asked again after the refusal, as PostgreSQL answers it: a protocol it does not speak.
+    for request in [[0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]] {
+        let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+        s.write_all(&request).await.unwrap();
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"N");
+        s.write_all(&request).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+        assert!(String::from_utf8_lossy(&reply).contains("C0A000"), "{:?}", String::from_utf8_lossy(&reply));
+    }
     gw.shutdown().await;
 }
 

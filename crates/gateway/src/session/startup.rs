@@ -43,6 +43,15 @@ pub async fn open(
 ) -> Result<Option<Opening>, (Sock, PgError)> {
     let mut buf = BytesMut::with_capacity(512);
     let mut tls_done = false;
+    // Each encryption is offered once; asked again after its refusal, PostgreSQL reads the
+    // request as a protocol version it does not speak.
+    let (mut ssl_refused, mut gss_refused) = (false, false);
+    let asked_again = || {
+        PgError::fatal(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0",
+        )
+    };
     loop {
         let packet = match tokio::time::timeout_at(deadline, read_packet(&sock, &mut buf)).await {
             Ok(Ok(Some(p))) => p,
@@ -62,6 +71,9 @@ pub async fn open(
             StartupPacket::Ssl if !tls_done => {
                 let acceptor = shared.tls_acceptor.load_full();
                 let Some(acceptor) = acceptor else {
+                    if std::mem::replace(&mut ssl_refused, true) {
+                        return Err((sock, asked_again()));
+                    }
                     if sock.write_all(b"N").await.is_err() {
                         return Ok(None);
                     }
@@ -96,6 +108,9 @@ pub async fn open(
                 tls_done = true;
             }
             StartupPacket::GssEnc if !tls_done => {
+                if std::mem::replace(&mut gss_refused, true) {
+                    return Err((sock, asked_again()));
+                }
                 if sock.write_all(b"N").await.is_err() {
                     return Ok(None);
                 }
