@@ -197,7 +197,7 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     config.pgpilot.max_message_size = 1 << 20;
     let gw = start(config).await;
     let healthy = connect(&gw).await;
-    // A message claiming 4 GB: refused from the header alone, with 08P01.
+    // A negative length (as an Int32; 4 GB read unsigned): refused from the header alone, with 08P01.
     let mut s = raw_login(addr(&gw)).await;
     s.write_all(b"Q\xff\xff\xff\xf0").await.unwrap();
     let mut reply = Vec::new();

@@ -38,7 +38,7 @@ impl Default for Limits {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FrameError {
-    #[error("invalid message length {len} for message type {tag:?}")]
+    #[error("invalid message length {} for message type {tag:?}", *len as i32)]
     BadLength { tag: char, len: u32 },
     #[error("message of type {tag:?} is {len} bytes, over the limit of {limit}")]
     TooLarge { tag: char, len: usize, limit: usize },
@@ -67,7 +67,8 @@ fn peek(buf: &[u8], limits: &Limits, small: impl Fn(u8) -> bool) -> Result<Optio
     }
     let tag = buf[0];
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-    if len < 4 {
+    // A length is an Int32: one with the sign bit set is negative, not huge.
+    if len < 4 || len > i32::MAX as u32 {
         return Err(FrameError::BadLength { tag: tag as char, len });
     }
     let limit = if small(tag) { limits.small } else { limits.large };
@@ -180,6 +181,8 @@ mod tests {
             peek_frontend(b"Q\0\0\0\x03", &Limits::default()),
             Err(FrameError::BadLength { .. })
         ));
+        let negative = peek_frontend(b"Q\xff\xff\xff\xff", &Limits::default()).unwrap_err();
+        assert_eq!(negative.to_string(), "invalid message length -1 for message type 'Q'");
     }
 
     #[test]
@@ -211,7 +214,7 @@ mod tests {
 
     #[test]
     fn huge_length_is_rejected_before_any_allocation() {
-        let err = peek_frontend(b"Q\xff\xff\xff\xff", &Limits::default()).unwrap_err();
+        let err = peek_frontend(b"Q\x7f\xff\xff\xff", &Limits::default()).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }));
     }
 }
