@@ -272,6 +272,30 @@ async fn backend_terminated_mid_transaction() {
     gw.shutdown().await;
 }
 
+/// PostgreSQL ending a session itself (idle_in_transaction_session_timeout) says why in its FATAL;
+/// that is the client's last word, as without pgpilot (it got pgpilot's 08006 after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_fatal_is_the_clients_last_word() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let mut s = raw_login(addr(&gw)).await;
+    s.write_all(&query_message("BEGIN; SET LOCAL idle_in_transaction_session_timeout = '100ms'"))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.unwrap();
+    assert!(read.is_ok(), "{read:?}");
+    let errors: Vec<String> = backend_messages(&got)
+        .iter()
+        .filter(|m| m.0 == b'E')
+        .map(|m| String::from_utf8_lossy(m.1).into_owned())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("C25P03"), "{errors:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_restart_heals_on_its_own() {
     let pg = Cluster::start();

@@ -60,6 +60,7 @@ impl Flow {
         if self.expected.is_empty() {
             // Nothing was asked: pass it on rather than lose it (it can only be an error before closing).
             self.to_client.extend_from_slice(&server.buf[start..end]);
+            self.note_server_fatal(&server.buf[start..end]);
             return;
         }
         if tag == b't' && !injected && self.may_run_describe_again() {
@@ -168,6 +169,15 @@ impl Flow {
         }
     }
 
+    /// The server ends the session itself (idle_in_transaction_session_timeout, an administrator's
+    /// pg_terminate_backend): its FATAL, passed on, is the client's last word.
+    fn note_server_fatal(&mut self, msg: &[u8]) {
+        if msg.first() == Some(&b'E') {
+            let severity = ErrorFields::parse(msg.get(5..).unwrap_or_default()).severity;
+            self.server_said_fatal |= matches!(severity.as_str(), "FATAL" | "PANIC");
+        }
+    }
+
     fn server_error(&mut self, s: &mut Session, server: &mut ServerConn, start: usize, end: usize) {
         self.batch_failed = true;
         let front = self.expected.front().expect("checked non-empty");
@@ -272,6 +282,7 @@ impl Flow {
                 .encode(&mut self.to_client);
         } else {
             self.to_client.extend_from_slice(&server.buf[start..end]);
+            self.note_server_fatal(&server.buf[start..end]);
         }
         if survives {
             if let Some(observed) = self.expected.front_observed() {

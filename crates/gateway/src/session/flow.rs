@@ -98,6 +98,8 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// The server's FATAL reached the client: when the server then closes, nothing more is said.
+    pub(super) server_said_fatal: bool,
     /// A check's error inside a transaction, which the client's own Bind would have met: it
     /// stands in for the 25P02 the client's request meets in the transaction the check failed.
     pub(super) check_error: Option<Box<[u8]>>,
@@ -223,6 +225,7 @@ impl Flow {
             checking_copies: false,
             copies_checked_for_request: false,
             check_error: None,
+            server_said_fatal: false,
             local: Default::default(),
             unnamed_portal_statement: None,
             provisional_shapes: Vec::new(),
@@ -720,6 +723,9 @@ fn server_lost(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Exit {
     let why = format!("server connection {} (backend pid {}) closed", server.id, server.cancel.pid);
     let _ = flush_client(s, flow);
     s.status = TxnStatus::Idle;
+    if flow.server_said_fatal {
+        return Exit::End(Ending::ServerGone(why));
+    }
     let e = PgError::fatal(SqlState::CONNECTION_FAILURE, "server closed the connection unexpectedly")
         .with_detail(
             "The server connection was lost; the transaction, if any, was rolled back by the server.",
