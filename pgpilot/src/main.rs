@@ -17,6 +17,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc's own call (linked in by libmimalloc-sys, which declares it only with its "extended"
+// feature): frees what the allocator holds in reserve.
+unsafe extern "C" {
+    fn mi_collect(force: bool);
+}
+
+fn give_memory_back() {
+    // SAFETY: mi_collect takes no pointers and may be called from any thread at any time.
+    unsafe { mi_collect(true) }
+}
+
 /// `--version` says which build this is: the same binary must be identifiable in incident notes.
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -73,6 +84,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    pgpilot_gateway::memory::set_give_back(give_memory_back);
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Demo(demo::DemoArgs::default()));
     if !matches!(command, Command::Serve(_)) {

@@ -11,6 +11,7 @@ mod gateway;
 pub mod http;
 pub mod insight;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod pool;

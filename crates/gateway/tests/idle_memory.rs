@@ -145,6 +145,39 @@ async fn a_large_result_leaves_no_large_buffer_in_the_pool() {
     gw.shutdown().await;
 }
 
+/// Queries of 24 MB through a pool of one server: the server goes back to the pool without the
+/// buffer that carried them. Writing moved the buffer's start past what was sent, its capacity
+/// looked small, and the server kept the whole allocation for the life of the connection (450 MB
+/// resident after one 200 MB query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_query_leaves_no_large_buffer_in_the_pool() {
+    use tokio::io::AsyncWriteExt;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    catalog_loaded(&gw).await;
+    psql(&gw, "postgres", "SELECT 1").unwrap();
+    let before = settled_heap().await;
+    for _ in 0..2 {
+        let mut s = raw_login(addr(&gw)).await;
+        let sql = format!("SELECT length('{}')", "x".repeat(24 << 20));
+        s.write_all(&query_message(&sql)).await.unwrap();
+        let got = read_until_ready(&mut s).await;
+        assert!(backend_messages(&got).iter().any(|m| m.0 == b'D'));
+    }
+    let mut after = settled_heap().await;
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        after = after.min(settled_heap().await);
+    }
+    let kept = after - before;
+    println!("heap kept after 48 MB of queries: {kept} bytes");
+    assert!(kept < 2 << 20, "{kept} bytes kept after the queries ran");
+    gw.shutdown().await;
+}
+
 /// The live heap once the logins' transient buffers are gone: on a loaded machine the last sessions
 /// may still be finishing their login when a fixed pause ends, and a few 8 KB login buffers would
 /// then be counted as idle cost.

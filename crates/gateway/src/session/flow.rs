@@ -58,11 +58,18 @@ const KEEP_CAPACITY: usize = 16 * 1024;
 impl FlowBuffers {
     fn kept(mut buf: BytesMut) -> BytesMut {
         buf.clear();
-        if buf.capacity() > KEEP_CAPACITY {
-            BytesMut::new()
-        } else {
-            buf
+        // Writing moves a buffer's start forward, and capacity() counts only the room past it: a
+        // buffer that carried a 200 MB message was kept with the server, its whole allocation
+        // with it. try_reclaim sees the room behind the start too (without allocating).
+        if buf.try_reclaim(super::input_budget::LARGE_MESSAGE) {
+            drop(buf);
+            crate::memory::give_back();
+            return BytesMut::new();
         }
+        if buf.capacity() > KEEP_CAPACITY || buf.try_reclaim(KEEP_CAPACITY + 1) {
+            return BytesMut::new();
+        }
+        buf
     }
 }
 

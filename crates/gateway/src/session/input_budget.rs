@@ -82,6 +82,7 @@ impl Reservation {
     pub fn release(&mut self, budget: &InputBudget) {
         if self.bytes > 0 {
             budget.in_use.fetch_sub(std::mem::take(&mut self.bytes), Relaxed);
+            crate::memory::give_back();
         }
     }
 
