@@ -1002,6 +1002,11 @@ async fn a_client_whose_settings_a_server_refuses_runs_nothing_under_anothers() 
         assert_eq!(sqlstate(&err).as_deref(), Some(code), "{message}");
         assert!(message.contains(options[3..].split('=').next().unwrap()), "{message}");
     }
+    // A malformed options string is refused as PostgreSQL refuses it, not dropped unseen.
+    for options in ["foo", "-c work_mem"] {
+        let err = try_connect(&format!("{info} options='{options}'")).await.expect_err(options);
+        assert_eq!(sqlstate(&err).as_deref(), Some("42601"), "{err:?}");
+    }
     // Taken once, a set of settings is not tried again: the login still works.
     for _ in 0..2 {
         let ok = try_connect(&format!("{info} options='-c work_mem=8MB'")).await.unwrap();

@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use pgpilot_sql::{SetAction, SetCommand, SetScope};
-use pgpilot_wire::frontend;
+use pgpilot_wire::{frontend, PgError, SqlState};
 
 /// Parameters a server reports that no client can change: never synchronised.
 const READ_ONLY: &[&str] = &[
@@ -76,8 +76,46 @@ pub fn is_reported(name: &str) -> bool {
         || READ_ONLY.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
 
-/// Splits a startup `options` value ("-c a=b -c x=y\\ z --c=d") into name/value pairs.
-pub fn parse_options(options: &str) -> Vec<(String, String)> {
+/// Splits a startup `options` value ("-c a=b -c x=y\\ z --c=d") into name/value pairs. What
+/// PostgreSQL would refuse is refused with its error (42601), and its other command-line
+/// switches (`-B 100`, `-d 5`), which pgpilot does not apply, are refused rather than dropped: a
+/// mistyped PGOPTIONS went unnoticed.
+pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, PgError> {
+    let mut out = Vec::new();
+    let mut it = option_words(options).into_iter();
+    let invalid = |word: &str| {
+        PgError::fatal(
+            SqlState::SYNTAX_ERROR,
+            format!("invalid command-line argument for server process: {word}"),
+        )
+        .with_hint("Try \"postgres --help\" for more information.")
+    };
+    while let Some(w) = it.next() {
+        let (setting, shown) = if w == "-c" {
+            (it.next().ok_or_else(|| invalid(&w))?, "-c ")
+        } else if let Some(rest) = w.strip_prefix("--") {
+            (rest.to_string(), "--")
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            (rest.to_string(), "-c ")
+        } else if w.starts_with('-') && w.len() > 1 {
+            return Err(PgError::fatal(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("pgpilot does not take the startup option {w}: give settings as -c name=value"),
+            ));
+        } else {
+            return Err(invalid(&w));
+        };
+        let Some((k, v)) = setting.split_once('=') else {
+            return Err(PgError::fatal(SqlState::SYNTAX_ERROR, format!("{shown}{setting} requires a value")));
+        };
+        out.push((k.replace('-', "_"), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// The words of an `options` value: separated by white space, a backslash escaping the next
+/// character.
+fn option_words(options: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut chars = options.chars();
@@ -95,21 +133,7 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
     if !word.is_empty() {
         words.push(word);
     }
-    let mut out = Vec::new();
-    let mut it = words.into_iter();
-    while let Some(w) = it.next() {
-        let setting = if w == "-c" {
-            it.next()
-        } else if let Some(rest) = w.strip_prefix("-c") {
-            Some(rest.to_string())
-        } else {
-            w.strip_prefix("--").map(str::to_string)
-        };
-        if let Some((k, v)) = setting.as_deref().and_then(|s| s.split_once('=')) {
-            out.push((k.replace('-', "_"), v.to_string()));
-        }
-    }
-    out
+    words
 }
 
 /// How a value is given back to a server.
@@ -393,9 +417,26 @@ mod tests {
     }
 
     #[test]
+    fn startup_options_postgresql_refuses_are_refused() {
+        for (options, code) in [
+            ("foo", "42601"),
+            ("-c work_mem", "42601"),
+            ("-c", "42601"),
+            ("--work_mem", "42601"),
+            ("-c work_mem=8MB extra", "42601"),
+            ("-B 100", "0A000"),
+        ] {
+            let refused = parse_options(options).expect_err(options);
+            assert_eq!(refused.code.code(), code, "{options}: {}", refused.message);
+        }
+        assert_eq!(parse_options("").unwrap(), vec![]);
+    }
+
+    #[test]
     fn startup_options_are_split() {
         assert_eq!(
-            parse_options(r"-c search_path=app,public -csynchronous_commit=off --work-mem=8MB -c x=a\ b"),
+            parse_options(r"-c search_path=app,public -csynchronous_commit=off --work-mem=8MB -c x=a\ b")
+                .unwrap(),
             vec![
                 ("search_path".into(), "app,public".into()),
                 ("synchronous_commit".into(), "off".into()),

@@ -37,7 +37,8 @@ pub async fn welcome(
     let server_params = server_defaults(pools, db).await?;
     // As in PostgreSQL, a parameter of its own wins over the same one in `options`: pgJDBC always
     // sends TimeZone, and a `-c TimeZone=...` in its options does not count.
-    let mut requested: Vec<(String, String)> = startup.get("options").map(parse_options).unwrap_or_default();
+    let mut requested: Vec<(String, String)> =
+        startup.get("options").map(parse_options).transpose()?.unwrap_or_default();
     requested.extend(startup.params.iter().cloned());
     let mut shown: Vec<(String, String)> = server_params.to_vec();
     // A client that sets no application_name has none, whatever the server connection was opened with.
