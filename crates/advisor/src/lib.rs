@@ -119,7 +119,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
         }
     }
     let (mut findings, mut health_notes) =
-        health::run(&db, &opts.health, pgstattuple, &scans, progress).await;
+        health::run(&db, &opts.health, pgstattuple, &scans, &report.index_suggestions, progress).await;
     report.findings.append(&mut findings);
     notes.append(&mut health_notes);
 

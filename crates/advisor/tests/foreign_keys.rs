@@ -73,3 +73,30 @@ async fn foreign_keys_without_a_supporting_index_are_reported() {
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("no index for foreign key"));
 }
+
+/// An index the advisor suggests for the workload that starts with a key's columns serves the
+/// key too: the finding names that index as its fix, not a second index on the key alone (the
+/// demo's report proposed `(account_id, booked_at)` and, below it, `(account_id)` for the key).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_served_by_a_suggested_index_names_that_index_as_its_fix() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE fks2");
+    cluster.psql("fks2", SCHEMA);
+    cluster
+        .psql("fks2", r#"ALTER TABLE "Sales"."Orders" ADD COLUMN placed date DEFAULT '2026-01-01'; ANALYZE"#);
+    let url = cluster.url("postgres", "fks2");
+    let workload = r#"SELECT * FROM "Sales"."Orders" WHERE "Customer Id" = 5 AND placed > '2025-12-01';"#;
+    let report = common::advise_workload(&url, workload).await;
+    let suggestion = report
+        .index_suggestions
+        .iter()
+        .find(|s| s.table == r#""Sales"."Orders""# && s.create_statement.contains(r#"("Customer Id""#))
+        .unwrap_or_else(|| panic!("no suggestion led by the key's column:\n{}", report.render_text(false)));
+    let found = fk_findings(&report);
+    let orders = found.iter().find(|f| f.title.contains(r#""Sales"."Orders""#)).expect("Orders reported");
+    assert_eq!(orders.fix.as_deref(), Some(format!("{};", suggestion.create_statement).as_str()));
+    assert!(orders.evidence.iter().any(|e| e.contains("serves the key too")), "{:?}", orders.evidence);
+    // Another key, which no suggestion serves, keeps its own fix.
+    let notes = found.iter().find(|f| f.title.contains(r#""Sales".notes"#)).expect("notes reported");
+    assert_eq!(notes.fix.as_deref(), Some(r#"CREATE INDEX CONCURRENTLY ON "Sales".notes (customer_id);"#));
+}

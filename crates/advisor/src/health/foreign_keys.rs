@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::indexes::FK_INDEXES;
 use crate::db::Db;
 use crate::options::HealthSettings;
-use crate::report::{Category, Finding, Severity};
+use crate::report::{Category, Finding, IndexSuggestion, Severity};
 
 /// A foreign key whose referencing columns lead no whole-table index that its lookups can use.
 #[derive(Debug, Clone)]
@@ -58,7 +58,14 @@ const CHILD_TABLES: &str = "SELECT DISTINCT c.conrelid, \
      JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
      WHERE c.contype = 'f' ORDER BY 2";
 
-pub async fn unindexed(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+/// `suggested`: the index advisor's suggestions; one that starts with a key's columns serves the
+/// key too, and is the fix named (a DBA shown both `(account_id)` for the key and
+/// `(account_id, booked_at)` for the workload would build two where one does).
+pub async fn unindexed(
+    db: &Db,
+    settings: &HealthSettings,
+    suggested: &[IndexSuggestion],
+) -> Result<Vec<Finding>> {
     // Reading an index's predicate (pg_get_expr) locks its table: a locked one is left out.
     let sql = format!(
         "WITH fk_index AS ({FK_INDEXES} AND ($1::oid[] IS NULL OR c.conrelid = ANY($1))) {UNINDEXED}"
@@ -82,7 +89,7 @@ pub async fn unindexed(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding
             }
         })
         .filter(|fk| !fk.partial_indexes.iter().any(|(_, p)| only_excludes_nulls(p, &fk.columns)))
-        .map(|fk| finding(&fk))
+        .map(|fk| finding(&fk, covering_suggestion(&fk, suggested)))
         .chain(super::locked_relations_finding(Category::Indexes, "Foreign key indexes", &locked))
         .collect())
 }
@@ -107,7 +114,65 @@ fn on_delete_action(code: &str) -> Option<&'static str> {
     }
 }
 
-fn finding(fk: &UnindexedForeignKey) -> Finding {
+/// The suggested btree index (without a predicate) on the key's table whose leading columns are
+/// the key's.
+fn covering_suggestion<'a>(
+    fk: &UnindexedForeignKey,
+    suggested: &'a [IndexSuggestion],
+) -> Option<&'a IndexSuggestion> {
+    suggested
+        .iter()
+        .find(|s| s.table == fk.child && leading_columns(&s.create_statement).starts_with(&fk.columns))
+}
+
+/// The plain columns a suggested btree index without a predicate starts with, as its CREATE INDEX
+/// writes them (quoted where quote_ident quotes, as the key's columns are); none for others.
+fn leading_columns(create_statement: &str) -> Vec<String> {
+    const KEY: &str = " USING btree (";
+    let Some(start) = create_statement.find(KEY).filter(|_| !create_statement.contains(" WHERE ")) else {
+        return Vec::new();
+    };
+    let mut elements = Vec::new();
+    let (mut depth, mut quoted, mut element) = (0, false, String::new());
+    for c in create_statement[start + KEY.len()..].chars() {
+        match c {
+            // A doubled quote inside a name toggles twice.
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth == 0 => break,
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                elements.push(std::mem::take(&mut element));
+                continue;
+            }
+            _ => {}
+        }
+        element.push(c);
+    }
+    elements.push(element);
+    elements
+        .iter()
+        .map(|e| e.trim())
+        .take_while(|e| !e.starts_with('('))
+        .map(|e| column_of(e).to_string())
+        .collect()
+}
+
+/// The column of a key element (`"Name" DESC`, `col text_pattern_ops`): up to the first space
+/// outside quotes.
+fn column_of(element: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in element.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => return &element[..i],
+            _ => {}
+        }
+    }
+    element
+}
+
+fn finding(fk: &UnindexedForeignKey, covering: Option<&IndexSuggestion>) -> Finding {
     let columns = fk.columns.join(", ");
     let finding = Finding::new(
         Severity::Warning,
@@ -133,7 +198,12 @@ fn finding(fk: &UnindexedForeignKey) -> Finding {
              are not limited to its rows and cannot use it"
         ))
     });
-    finding.fix(fix(fk))
+    match covering {
+        Some(index) => finding
+            .evidence("the index suggested for the workload starts with these columns and serves the key too")
+            .fix(format!("{};", index.create_statement)),
+        None => finding.fix(fix(fk)),
+    }
 }
 
 /// CREATE INDEX on the referencing columns, in the key's order. CONCURRENTLY keeps writes going,
@@ -157,6 +227,22 @@ mod tests {
 
     fn cols(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_suggested_btree_index_s_leading_columns_are_read_from_its_statement() {
+        let read = |sql: &str| leading_columns(sql);
+        assert_eq!(
+            read("CREATE INDEX CONCURRENTLY ON public.t USING btree (account_id, booked_at DESC)"),
+            cols(&["account_id", "booked_at"])
+        );
+        assert_eq!(
+            read("CREATE INDEX i ON s.t USING btree (\"Odd, name\" text_pattern_ops, (lower(x)), y)"),
+            cols(&["\"Odd, name\""])
+        );
+        assert_eq!(read("CREATE INDEX i ON t USING btree (a) INCLUDE (b)"), cols(&["a"]));
+        assert!(read("CREATE INDEX i ON t USING btree (a) WHERE b").is_empty());
+        assert!(read("CREATE INDEX i ON t USING gin (a jsonb_path_ops)").is_empty());
     }
 
     #[test]

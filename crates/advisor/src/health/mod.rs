@@ -24,6 +24,7 @@ pub async fn run(
     settings: &HealthSettings,
     pgstattuple: bool,
     scans: &anyhow::Result<IndexScans>,
+    suggested: &[crate::report::IndexSuggestion],
     progress: &dyn Progress,
 ) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
@@ -42,7 +43,7 @@ pub async fn run(
     check!("unused indexes", indexes::unused(db, settings, scans));
     check!("duplicate indexes", indexes::duplicates(db));
     check!("invalid indexes", indexes::invalid(db));
-    check!("foreign key indexes", foreign_keys::unindexed(db, settings));
+    check!("foreign key indexes", foreign_keys::unindexed(db, settings, suggested));
     check!("sequential scans", storage::sequential_scans(db, settings));
     check!("table bloat", storage::table_bloat(db, settings, pgstattuple));
     check!("index bloat", storage::index_bloat(db, settings, pgstattuple));
