@@ -113,13 +113,7 @@ async fn idle_round(gw: &pgpilot_gateway::Gateway) -> IdleRound {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_result_leaves_no_large_buffer_in_the_pool() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
-    catalog_loaded(&gw).await;
-    psql(&gw, "postgres", "SELECT 1").unwrap();
-    let before = settled_heap().await;
+    let (_pg, gw, before) = warm_gateway(2).await;
     let a = addr(&gw);
     let bin = pgpilot_testkit::pg_bin_dir().expect("PostgreSQL binaries").tool("psql");
     let read = || {
@@ -134,12 +128,7 @@ async fn a_large_result_leaves_no_large_buffer_in_the_pool() {
         let (x, y) = tokio::join!(read(), read());
         assert!(x.unwrap().success() && y.unwrap().success());
     }
-    let mut after = settled_heap().await;
-    for _ in 0..3 {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        after = after.min(settled_heap().await);
-    }
-    let kept = after - before;
+    let kept = heap_kept_since(before).await;
     println!("heap kept after 160 MB of results: {kept} bytes");
     assert!(kept < 2 << 20, "{kept} bytes kept after the results were read");
     gw.shutdown().await;
@@ -153,13 +142,7 @@ async fn a_large_result_leaves_no_large_buffer_in_the_pool() {
 async fn a_large_query_leaves_no_large_buffer_in_the_pool() {
     use tokio::io::AsyncWriteExt;
     let _alone = ONE_AT_A_TIME.lock().await;
-    let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 1;
-    let gw = start(config).await;
-    catalog_loaded(&gw).await;
-    psql(&gw, "postgres", "SELECT 1").unwrap();
-    let before = settled_heap().await;
+    let (_pg, gw, before) = warm_gateway(1).await;
     for _ in 0..2 {
         let mut s = raw_login(addr(&gw)).await;
         let sql = format!("SELECT length('{}')", "x".repeat(24 << 20));
@@ -167,15 +150,33 @@ async fn a_large_query_leaves_no_large_buffer_in_the_pool() {
         let got = read_until_ready(&mut s).await;
         assert!(backend_messages(&got).iter().any(|m| m.0 == b'D'));
     }
+    let kept = heap_kept_since(before).await;
+    println!("heap kept after 48 MB of queries: {kept} bytes");
+    assert!(kept < 2 << 20, "{kept} bytes kept after the queries ran");
+    gw.shutdown().await;
+}
+
+/// A gateway with a pool of `size` servers, its catalog loaded and one query run, and the live heap
+/// then.
+async fn warm_gateway(size: usize) -> (Cluster, pgpilot_gateway::Gateway, isize) {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = size;
+    let gw = start(config).await;
+    catalog_loaded(&gw).await;
+    psql(&gw, "postgres", "SELECT 1").unwrap();
+    let before = settled_heap().await;
+    (pg, gw, before)
+}
+
+/// What the heap holds beyond `before` once it has settled: the lowest of a few readings.
+async fn heap_kept_since(before: isize) -> isize {
     let mut after = settled_heap().await;
     for _ in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         after = after.min(settled_heap().await);
     }
-    let kept = after - before;
-    println!("heap kept after 48 MB of queries: {kept} bytes");
-    assert!(kept < 2 << 20, "{kept} bytes kept after the queries ran");
-    gw.shutdown().await;
+    after - before
 }
 
 /// The live heap once the logins' transient buffers are gone: on a loaded machine the last sessions
