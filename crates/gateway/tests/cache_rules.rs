@@ -273,6 +273,20 @@ async fn non_deterministic_reads_are_not_cached() {
     let second: String = c.query_one(bound, &[&" Now "]).await.unwrap().get(0);
     assert_ne!(first, second, "'now' bound as a parameter was answered from the cache");
     assert_eq!(bypassed(&gw, "time_literal"), time_literals + 2);
+    // The same words beside a time or inside a range or an array, in the text or bound.
+    for sql in ["SELECT '[now,infinity)'::tstzrange::text", "SELECT '{now}'::timestamptz[]::text"] {
+        let first = value(&c, sql).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_ne!(first, value(&c, sql).await, "{sql} was answered from the cache");
+    }
+    let ranged = "SELECT $1::text::tstzrange::text";
+    let first: String = c.query_one(ranged, &[&"[now,infinity)"]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second: String = c.query_one(ranged, &[&"[now,infinity)"]).await.unwrap().get(0);
+    assert_ne!(first, second, "a range from 'now' bound as a parameter was answered from the cache");
+    let today = "SELECT 'today 10:00'::timestamp::text";
+    value(&c, today).await;
+    assert!(!is_hit(&gw, &c, today).await, "'today 10:00' was answered from the cache");
     let other: String = c.query_one(bound, &[&"2024-01-01 00:00:00+00"]).await.unwrap().get(0);
     let before = hits(&gw);
     let again: String = c.query_one(bound, &[&"2024-01-01 00:00:00+00"]).await.unwrap().get(0);
@@ -527,4 +541,54 @@ async fn hidden_writes_are_never_skipped_and_invalidate_cached_reads() {
             );
         }
     }
+}
+
+/// A client whose notices and warnings are handed over as they come.
+async fn connect_hearing_notices(
+    gw: &Gateway,
+) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use futures::StreamExt;
+    let conninfo = conninfo(gw, "postgres", "postgres");
+    let (client, mut conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+                let _ = tx.send(notice.message().to_string());
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// The notices and warnings a read raises are part of its answer: a hit says them again, in both
+/// protocols, as PostgreSQL says them at every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_repeats_the_warnings_of_the_read() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE kv (id int PRIMARY KEY, v int); INSERT INTO kv VALUES (1, 7); \
+         CREATE FUNCTION noisy(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql \
+         AS $$ BEGIN RAISE WARNING 'noisy %', x; RETURN x; END $$",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "kv").await;
+    let (c, mut notices) = connect_hearing_notices(&gw).await;
+    let heard = |notices: &mut tokio::sync::mpsc::UnboundedReceiver<String>| notices.try_recv().ok();
+    let simple = "SELECT noisy(v) FROM kv WHERE id = 1";
+    let before = hits(&gw);
+    for run in 0..3 {
+        assert_eq!(value(&c, simple).await, "7");
+        assert_eq!(heard(&mut notices).as_deref(), Some("noisy 7"), "simple protocol, run {run}");
+    }
+    let extended = "SELECT noisy(v) FROM kv WHERE id = $1";
+    for run in 0..3 {
+        let row = c.query_one(extended, &[&1i32]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 7);
+        assert_eq!(heard(&mut notices).as_deref(), Some("noisy 7"), "extended protocol, run {run}");
+    }
+    assert_eq!(hits(&gw), before + 4, "the later runs of each were hits");
+    assert_eq!(heard(&mut notices), None, "each warning was said once per run");
 }

@@ -311,6 +311,20 @@ fn read_shapes() {
     assert!(analyze("SELECT * FROM t WHERE d > 'today'").shape.time_literal);
     assert!(analyze("SELECT 'now'::timestamptz").shape.time_literal);
     assert!(!analyze("SELECT 'nowhere'").shape.time_literal);
+    // The word is read where PostgreSQL's date/time input reads it: beside a time, inside a range
+    // or an array, and decoded from escapes.
+    for text in [
+        "SELECT 'today 10:00'::timestamp",
+        "SELECT '[now,infinity)'::tstzrange",
+        "SELECT '{now}'::timestamptz[]",
+        "SELECT '[today,tomorrow)'::daterange",
+        "SELECT ' Yesterday '::date",
+        r"SELECT E'\x6eow'::timestamptz",
+        r"SELECT U&'\006Eow'::timestamptz",
+    ] {
+        assert!(analyze(text).shape.time_literal, "{text}");
+    }
+    assert!(!analyze("SELECT '[2026-01-01,infinity)'::daterange, 'knowledge'").shape.time_literal);
     assert_eq!(analyze("SELECT * FROM t WHERE a = $1 AND b = $3").shape.max_param, 3);
     let s = analyze("SELECT CURRENT_DATE, LOCALTIMESTAMP(3), SESSION_USER, CURRENT_SCHEMA, CURRENT_ROLE");
     assert_eq!(

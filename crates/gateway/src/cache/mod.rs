@@ -355,7 +355,7 @@ impl Fill {
     /// Takes in one whole server message (header included) answering the filled request.
     pub fn capture(&mut self, msg: &[u8]) -> Captured {
         match msg[0] {
-            b'1' | b'2' | b'3' | b'N' => Captured::Continue,
+            b'1' | b'2' | b'3' => Captured::Continue,
             b't' => {
                 self.param_description = Some(Bytes::copy_from_slice(msg));
                 self.describing_statement = true;
@@ -373,7 +373,9 @@ impl Fill {
             b's' if !self.row_limited => Captured::Abandon(Bypass::PartialFetch),
             // A row limit reached (PortalSuspended) ends the answer of a batch that then Syncs
             // outside a transaction: the portal is gone, nothing more can be fetched from it.
-            b'D' | b'C' | b's' => {
+            // Notices and warnings the read raised are part of its answer: a hit says them again,
+            // as PostgreSQL would (client_min_messages is in the key).
+            b'N' | b'D' | b'C' | b's' => {
                 if self.body.len() + msg.len() > self.max_bytes {
                     return Captured::Abandon(Bypass::TooLarge);
                 }

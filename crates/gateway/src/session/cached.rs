@@ -444,18 +444,22 @@ impl Session {
     }
 }
 
-/// A parameter value 'now', 'today', 'tomorrow' or 'yesterday': cast to a date or time type it is
-/// the time the server runs the statement, as the same literal in the text would be. Binary values
-/// count too: a text parameter's binary form is its text.
+/// A parameter value holding 'now', 'today', 'tomorrow' or 'yesterday' (alone, beside a time, in a
+/// range or an array): cast to a date or time type it is the time the server runs the statement,
+/// as the same literal in the text would be. Binary values count too: a text parameter's binary
+/// form is its text. A value too long to read on every request counts as one (not cached).
 fn binds_time_literal(request: &Request) -> bool {
+    /// Longer values are not read for the words on every hit: such requests are not cached.
+    const SCANNED_MAX: usize = 64 * 1024;
     if request.protocol != Protocol::Extended {
         return false;
     }
     // A malformed Bind is refused by the server: no answer to cache.
     let values = pgpilot_wire::frontend::bind_values(&request.bind_rest).unwrap_or_default();
-    values.iter().filter_map(|v| v.bytes).map(<[u8]>::trim_ascii).any(|v| {
-        v.len() <= "yesterday".len() && std::str::from_utf8(v).is_ok_and(pgpilot_sql::is_time_literal)
-    })
+    values
+        .iter()
+        .filter_map(|v| v.bytes)
+        .any(|v| v.len() > SCANNED_MAX || pgpilot_sql::mentions_time_word(v))
 }
 
 /// The row count of a cached answer, from the CommandComplete that ends it ("SELECT 3"): the
