@@ -78,6 +78,9 @@ impl Flow {
                 if let Some(observed) = self.expected.front_observed() {
                     Flow::observe_rows(observed, tag);
                 }
+                if !injected && tag == b"PREPARE\0" {
+                    self.expected.note_prepare_run();
+                }
                 if !injected && matches!(tag, b"COMMIT\0" | b"ROLLBACK\0") {
                     self.ended_by_rollback = tag == b"ROLLBACK\0";
                     self.commit_seen |= tag == b"COMMIT\0";
@@ -434,12 +437,15 @@ impl Flow {
         if let Some(reason) = batch.pins {
             pin(s, reason);
         }
+        // A failed request keeps the statements its PREPAREs made before the error (they are
+        // not undone with the transaction): the client has them, and so does this server.
+        let prepared = if failed { batch.prepares_run } else { batch.prepares.len() };
+        for (name, text) in batch.prepares.into_iter().take(prepared) {
+            server.statements.sql.insert(name.clone(), text.clone());
+            s.statements.sql.insert(name, text);
+        }
         if !failed {
             follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
-            for (name, text) in batch.prepares {
-                server.statements.sql.insert(name.clone(), text.clone());
-                s.statements.sql.insert(name, text);
-            }
             if batch.discard_all || batch.deallocate_all {
                 s.statements.named.clear();
                 s.statements.sql.clear();

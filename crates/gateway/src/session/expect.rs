@@ -80,6 +80,9 @@ pub struct Batch {
     pub single_statement: bool,
     /// SQL-level PREPARE name → its text.
     pub prepares: Vec<(String, String)>,
+    /// How many of them the server completed: a prepared statement outlives the failure of its
+    /// transaction, so those stay on the server when a later statement of the request fails.
+    pub prepares_run: usize,
     pub discard_all: bool,
     /// RESET ALL seen without classifying the text (session pooling tracks no other setting).
     pub reset_all: bool,
@@ -253,6 +256,13 @@ impl Expected {
 
     pub fn front(&self) -> Option<&Expect> {
         self.queue.front()
+    }
+
+    /// A PREPARE of the client's Query completed on the server.
+    pub fn note_prepare_run(&mut self) {
+        if let Some(Expect::Client(Reply::Query(batch))) = self.queue.front_mut() {
+            batch.prepares_run += 1;
+        }
     }
 
     /// The statistics record of the client statement whose answer is arriving now.
