@@ -45,3 +45,105 @@ async fn a_statement_prepared_before_an_error_stays_the_clients_own() {
     assert_eq!(names, Ok("lk1".into()), "the server holds only this client's statement");
     gw.shutdown().await;
 }
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for text in [name, sql] {
+        body.extend_from_slice(text.as_bytes());
+        body.push(0);
+    }
+    body.extend_from_slice(&[0, 0]);
+    message(b'P', &body)
+}
+
+/// Bind of `statement` to the unnamed portal, Execute of it, and nothing more.
+fn bind_execute(statement: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(statement.as_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    let mut out = message(b'B', &body);
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out
+}
+
+fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+
+/// Sends `request` and returns the tags of the answer up to its ReadyForQuery, with the SQLSTATE
+/// of an error or the first value of a row after the tag ("E:42P01", "D:1").
+async fn exchange(s: &mut tokio::net::TcpStream, request: Vec<u8>) -> Vec<String> {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&request).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        got.extend(read_until_any(s).await);
+        let messages = backend_messages(&got);
+        let complete: usize = messages.iter().map(|(_, body)| body.len() + 5).sum();
+        if complete == got.len() && messages.last().is_some_and(|(tag, _)| *tag == b'Z') {
+            return messages.iter().map(|(tag, body)| describe(*tag, body)).collect();
+        }
+    }
+}
+
+fn describe(tag: u8, body: &[u8]) -> String {
+    let tag = tag as char;
+    match tag {
+        'E' => {
+            let code = body.split(|b| *b == 0).find_map(|f| f.strip_prefix(b"C")).unwrap_or_default();
+            format!("E:{}", String::from_utf8_lossy(code))
+        }
+        'D' => format!("D:{}", String::from_utf8_lossy(&body[6..])),
+        'Z' => format!("Z:{}", body[0] as char),
+        _ => tag.to_string(),
+    }
+}
+
+/// libpq's PQprepare is a Parse and a Sync. PostgreSQL checks the statement there (a table that
+/// does not exist fails it), and a statement whose Parse failed does not exist: its name is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_of_a_missing_table_fails_and_leaves_its_name_free() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let mut s = raw_login(addr(&gw)).await;
+    let failed = exchange(&mut s, [parse("s1", "SELECT * FROM nosuch"), sync()].concat()).await;
+    assert_eq!(failed, ["E:42P01", "Z:I"]);
+    let prepared = exchange(&mut s, [parse("s1", "SELECT 1"), sync()].concat()).await;
+    assert_eq!(prepared, ["1", "Z:I"]);
+    let ran = exchange(&mut s, [bind_execute("s1"), sync()].concat()).await;
+    assert_eq!(ran, ["2", "D:1", "C", "Z:I"]);
+}
+
+/// After an error PostgreSQL skips the rest of the batch up to its Sync: a Parse of the unnamed
+/// statement there does not happen, and the unnamed statement stays the one that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_parse_of_the_unnamed_statement_leaves_the_one_before() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let mut s = raw_login(addr(&gw)).await;
+    let first = [parse("", "SELECT 1/0"), bind_execute(""), parse("", "SELECT 42"), sync()].concat();
+    // The division of constants fails as it is planned, at the Bind.
+    assert_eq!(exchange(&mut s, first).await, ["1", "E:22012", "Z:I"]);
+    // Another client uses the server in between.
+    let other = connect(&gw).await;
+    other.simple_query("SELECT 7").await.unwrap();
+    assert_eq!(exchange(&mut s, [bind_execute(""), sync()].concat()).await, ["E:22012", "Z:I"]);
+}
+
+/// DEALLOCATE in a failed transaction is refused (25P02) and deallocates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_in_a_failed_transaction_keeps_the_statements() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let c = connect(&gw).await;
+    c.batch_execute("PREPARE sq AS SELECT 5").await.unwrap();
+    let named = c.prepare("SELECT 6").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(first_value(&c, "SELECT 1/0").await, Err("22012".into()));
+    for deallocate in ["DEALLOCATE ALL", "DEALLOCATE sq"] {
+        assert_eq!(first_value(&c, deallocate).await, Err("25P02".into()), "{deallocate}");
+    }
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(first_value(&c, "EXECUTE sq").await, Ok("5".into()));
+    assert_eq!(c.query_one(&named, &[]).await.unwrap().get::<_, i32>(0), 6);
+}

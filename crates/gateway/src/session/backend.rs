@@ -10,7 +10,7 @@ use pgpilot_wire::{PgError, SqlState};
 use super::params::{is_reported, SessionReset};
 
 use super::client::Session;
-use super::expect::{Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply};
+use super::expect::{Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, UnnamedBefore};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -304,8 +304,17 @@ impl Flow {
         // A statement that failed at Parse or Bind counts as failed too, like one failing at Execute.
         let failed = self.expected.pop().into_iter();
         let mut error_counted = false;
+        let mut unnamed_restored = false;
         for entry in failed.chain(self.expected.skip_to_sync()) {
             match entry {
+                // The server's unnamed statement is what it was before the first Parse of it that
+                // did not happen.
+                Expect::Client(Reply::UnnamedParse(before)) => {
+                    if let (false, UnnamedBefore::Was(was)) = (unnamed_restored, before) {
+                        s.unnamed = was;
+                    }
+                    unnamed_restored = true;
+                }
                 Expect::Client(Reply::Execute(Some(mut observed))) if !error_counted => {
                     error_counted = true;
                     Flow::observe_error(&mut observed, &server.buf[start + 5..end]);

@@ -242,7 +242,7 @@ impl Session {
         }
         match request.protocol {
             Protocol::Extended if request.parses_unnamed => {
-                self.remember_unnamed(&request.text, &request.param_types)
+                self.remember_unnamed(&request.text, &request.param_types);
             }
             Protocol::Extended => {}
             // A simple Query destroys the unnamed statement.
@@ -456,10 +456,7 @@ fn binds_time_literal(request: &Request) -> bool {
     }
     // A malformed Bind is refused by the server: no answer to cache.
     let values = pgpilot_wire::frontend::bind_values(&request.bind_rest).unwrap_or_default();
-    values
-        .iter()
-        .filter_map(|v| v.bytes)
-        .any(|v| v.len() > SCANNED_MAX || pgpilot_sql::mentions_time_word(v))
+    values.iter().filter_map(|v| v.bytes).any(|v| v.len() > SCANNED_MAX || pgpilot_sql::mentions_time_word(v))
 }
 
 /// The row count of a cached answer, from the CommandComplete that ends it ("SELECT 3"): the

@@ -9,6 +9,7 @@ use pgpilot_wire::backend::{self, TxnStatus};
 use pgpilot_wire::frame::{peek_frontend, Header, Limits};
 use pgpilot_wire::{PgError, SqlState};
 
+use super::expect::UnnamedBefore;
 use super::params::ParamSet;
 use crate::config::PoolMode;
 use crate::databases::{Database, PoolSet};
@@ -149,7 +150,8 @@ pub struct Session {
 }
 
 /// The text and parameter types of a client's unnamed statement.
-pub(super) struct UnnamedStatement {
+#[derive(Debug)]
+pub struct UnnamedStatement {
     pub query: Box<[u8]>,
     pub param_types: Box<[u8]>,
 }
@@ -515,16 +517,16 @@ impl Session {
         }
     }
 
-    /// Remembers the client's unnamed statement; drivers repeat the same text, which then costs
-    /// a comparison and no allocation.
-    pub(super) fn remember_unnamed(&mut self, query: &[u8], param_types: &[u8]) {
+    /// Remembers the client's unnamed statement, returning what it was; drivers repeat the same
+    /// text, which then costs a comparison and no allocation.
+    pub(super) fn remember_unnamed(&mut self, query: &[u8], param_types: &[u8]) -> UnnamedBefore {
         if let Some(u) = self.unnamed.as_deref() {
             if *u.query == *query && *u.param_types == *param_types {
-                return;
+                return UnnamedBefore::Same;
             }
         }
-        self.unnamed =
-            Some(Box::new(UnnamedStatement { query: query.into(), param_types: param_types.into() }));
+        let new = Box::new(UnnamedStatement { query: query.into(), param_types: param_types.into() });
+        UnnamedBefore::Was(self.unnamed.replace(new))
     }
 
     /// Room for a whole message of `total` bytes in the input buffer (see input_budget.rs).

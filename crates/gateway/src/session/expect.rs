@@ -17,6 +17,9 @@ pub enum Reply {
         /// The server-side registration to undo if the Parse fails.
         hash: Option<u64>,
     },
+    /// The client's Parse of its unnamed statement (transaction pooling), with what pgpilot
+    /// remembered as that statement before: it is so again if the server skips the Parse.
+    UnnamedParse(UnnamedBefore),
     /// `statement`: the hash of the pgpilot-prepared statement it binds, if any, and what is known
     /// of the server's copy it binds.
     Bind {
@@ -96,6 +99,14 @@ pub struct Batch {
     pub observed: Option<Box<Observed>>,
 }
 
+/// The client's unnamed statement before a Parse of it.
+#[derive(Debug)]
+pub enum UnnamedBefore {
+    /// The Parse repeats it.
+    Same,
+    Was(Option<Box<super::client::UnnamedStatement>>),
+}
+
 /// The server's copy of the statement a client's Bind names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BoundCopy {
@@ -153,7 +164,7 @@ impl Reply {
     /// Whether a message with this tag ends the answer (ErrorResponse is handled apart).
     pub fn ends_with(&self, tag: u8) -> bool {
         match self {
-            Reply::Parse { .. } => tag == b'1',
+            Reply::Parse { .. } | Reply::UnnamedParse(_) => tag == b'1',
             // Never succeeds; a BindComplete cannot come.
             Reply::DuplicateParse(_) => tag == b'2',
             Reply::Bind { .. } => tag == b'2',

@@ -98,6 +98,9 @@ pub(super) struct Flow {
     written_any: bool,
     /// Client input is left unread: the next request must start on another server.
     hold_client: bool,
+    /// Client input is left unhandled until the client's requests in flight are answered: the
+    /// next one is answered by pgpilot from the transaction status they leave.
+    await_answers: bool,
     /// The client's request waits until the server has the client's settings (inject_param_sync)
     /// and the checks of fresh statement copies are answered (row_shape.rs).
     pub(super) param_sync: ParamSync,
@@ -228,6 +231,7 @@ impl Flow {
             settings_told: 0,
             written_any: false,
             hold_client: false,
+            await_answers: false,
             param_sync: ParamSync::None,
             checking_copies: false,
             copies_checked_for_request: false,
@@ -535,6 +539,10 @@ pub(super) enum ParamSync {
 /// After the server answered: sends the request that waited for the settings, or ends the
 /// session when they failed.
 fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
+    if flow.await_answers && !flow.expected.client_pending() {
+        flow.await_answers = false;
+        drain_client(s, server, flow).map_err(Exit::End)?;
+    }
     match std::mem::replace(&mut flow.param_sync, ParamSync::None) {
         ParamSync::Done => drain_client(s, server, flow).map_err(Exit::End),
         ParamSync::Failed(e) => Err(Exit::End(Ending::Fatal(e))),
@@ -603,7 +611,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     }
                 }
             }
-            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.hold_client && !matches!(flow.param_sync, ParamSync::Waiting) && flow.to_server.len() < HIGH_WATER => {
+            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.hold_client && !flow.await_answers && !matches!(flow.param_sync, ParamSync::Waiting) && flow.to_server.len() < HIGH_WATER => {
                 match r {
                     Ok(n) if n > 0 => {
                         flow.received += n as u64;
@@ -842,6 +850,10 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
             let placed = std::mem::take(&mut flow.placed_first);
             if !flow.unsynced && !placed && s.needs_other_server(msg, &buf[pos..]) {
                 flow.hold_client = true;
+                break Ok(());
+            }
+            if h.tag == b'Q' && flow.expected.client_pending() && super::frontend::may_deallocate(msg) {
+                flow.await_answers = true;
                 break Ok(());
             }
             flow.retry_after_send &= s.attachment.as_ref().is_some_and(|a| !a.may_write);

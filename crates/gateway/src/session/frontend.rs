@@ -336,8 +336,10 @@ impl Flow {
     /// DEALLOCATE of a statement the client prepared through pgpilot is answered here: the server
     /// connection the client holds now may not have it, and others may still use the shared copy.
     fn deallocate_locally(&mut self, s: &mut Session, stmt: &Statement) -> Option<&'static str> {
-        // Without rewriting the client's statements live on the server under its own names.
-        if !self.rewrite || stmt.statement_count != 1 {
+        // Without rewriting the client's statements live on the server under its own names. In
+        // a failed transaction the server refuses it (25P02), and nothing is deallocated.
+        if !self.rewrite || stmt.statement_count != 1 || s.status == pgpilot_wire::backend::TxnStatus::Failed
+        {
             return None;
         }
         let effect = stmt.session_effects.iter().find_map(|e| match e {
@@ -468,10 +470,10 @@ impl Flow {
         }
         self.note_extended_text(s, server, Some(p.query), p.name.is_empty());
         if p.name.is_empty() {
-            s.remember_unnamed(p.query, p.param_types);
+            let before = s.remember_unnamed(p.query, p.param_types);
             self.unnamed_in_step = true;
             self.observe_parse(s, p.query);
-            self.push_extended(Reply::Parse { client_name: None, hash: None });
+            self.push_extended(Reply::UnnamedParse(before));
             frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
             return Ok(());
         }
@@ -773,4 +775,12 @@ thread_local! {
 /// The quick look at a Parse text, remembered by the text.
 pub(super) fn parsed_text_look(text: &[u8]) -> QuickLook {
     PARSE_LOOKS.with_borrow_mut(|memo| memo.get_or_make(text, || pgpilot_sql::quick_look(&readable(text))))
+}
+
+/// Whether a Query (header included) may be a DEALLOCATE, which pgpilot answers itself from the
+/// client's transaction status: a cheap look at its first word, run for every Query sent while
+/// others are in flight.
+pub(super) fn may_deallocate(msg: &[u8]) -> bool {
+    let text = msg.get(5..).unwrap_or_default().trim_ascii_start();
+    text.get(..10).is_some_and(|word| word.eq_ignore_ascii_case(b"deallocate"))
 }

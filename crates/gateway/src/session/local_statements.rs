@@ -51,6 +51,10 @@ impl Flow {
     /// An unnamed Parse: answered here when it is `DEALLOCATE name` of a statement the client has.
     pub(super) fn parse_local_deallocate(&mut self, s: &mut Session, text: &[u8]) -> bool {
         self.local.unnamed_deallocates = None;
+        // In a failed transaction the server refuses it (25P02), and nothing is deallocated.
+        if s.status == pgpilot_wire::backend::TxnStatus::Failed {
+            return false;
+        }
         let Some(name) = deallocated_name(s, text) else { return false };
         if !s.statements.named.contains_key(name.as_bytes()) && !s.statements.sql.contains_key(&*name) {
             // The server answers that it does not exist, as PostgreSQL would.

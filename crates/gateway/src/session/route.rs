@@ -491,10 +491,12 @@ impl Session {
     }
 
     /// A batch of nothing but Parse and Close of named statements (and Flush), ended by Sync, outside
-    /// a transaction: in transaction pooling pgpilot answers it without taking a server. Drivers
-    /// prepare and drop statements this way; a prepared statement reaches a server with its first
-    /// Bind. Holding no server here also keeps a client that prepares synchronously (pgbench -M
-    /// prepared) from waiting on servers its own thread's other clients hold.
+    /// a transaction, when no server is free: in transaction pooling pgpilot answers it without
+    /// taking one. Drivers prepare and drop statements this way (libpq's PQprepare); a prepared
+    /// statement reaches a server with its first Bind. Holding no server here keeps a client that
+    /// prepares synchronously (pgbench -M prepared) from waiting on servers its own thread's other
+    /// clients hold. A server that is free checks the Parse as PostgreSQL would (a table that does
+    /// not exist, a type that does not match): only the grammar is checked here.
     pub(super) async fn statements_locally(&mut self) -> Result<bool, Ending> {
         use bytes::Buf;
         let pool = &self.pools.pools[self.db.primary_index()];
@@ -534,6 +536,10 @@ impl Session {
             }
         }
         let pos = frames.consumed();
+        let prepares = actions.iter().any(|a| matches!(a, LocalAction::Prepare(..)));
+        if prepares && self.server_free_for_request() {
+            return Ok(false);
+        }
         let mut out = BytesMut::with_capacity(actions.len() * 5 + 6);
         for action in actions {
             match action {
@@ -551,6 +557,12 @@ impl Session {
         self.buf.advance(pos);
         self.write(&out).await?;
         Ok(true)
+    }
+
+    /// Whether the server the buffered request would run on can be had without waiting.
+    fn server_free_for_request(&mut self) -> bool {
+        let backend = self.decide_first().backend;
+        self.pools.pools[backend].has_free_server()
     }
 
     fn parses(&self, query: &[u8]) -> bool {
