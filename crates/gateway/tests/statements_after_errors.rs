@@ -147,3 +147,29 @@ async fn deallocate_in_a_failed_transaction_keeps_the_statements() {
     assert_eq!(first_value(&c, "EXECUTE sq").await, Ok("5".into()));
     assert_eq!(c.query_one(&named, &[]).await.unwrap().get::<_, i32>(0), 6);
 }
+
+/// DEALLOCATE of a name the client no longer has fails (26000), though a copy of the statement
+/// it deallocated is still on a server pgpilot used for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_deallocate_fails_as_in_postgresql() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    let busy = connect(&gw).await;
+    c.batch_execute("PREPARE q1 AS SELECT 1").await.unwrap();
+    // Run it on both servers, so both hold a copy.
+    busy.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(first_value(&c, "EXECUTE q1").await, Ok("1".into()));
+    busy.batch_execute("COMMIT").await.unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(first_value(&c, "EXECUTE q1").await, Ok("1".into()));
+    assert_eq!(first_value(&busy, "SELECT 2").await, Ok("2".into()));
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(first_value(&c, "DEALLOCATE q1").await, Ok(String::new()));
+    for _ in 0..4 {
+        assert_eq!(first_value(&c, "DEALLOCATE q1").await, Err("26000".into()));
+    }
+    assert_eq!(first_value(&c, "EXECUTE q1").await, Err("26000".into()));
+}

@@ -316,7 +316,11 @@ impl Flow {
                         self.ensure_sql_prepared(s, server, name);
                         batch.prepares.push((name.clone(), statement_sql.clone()));
                     }
-                    SessionEffect::Execute { name } if self.rewrite => {
+                    // DEALLOCATE of a name the client has not (a lone one it has is answered by
+                    // pgpilot) must fail as in PostgreSQL, not drop a copy left on this server.
+                    SessionEffect::Execute { name } | SessionEffect::Deallocate(Some(name))
+                        if self.rewrite =>
+                    {
                         self.ensure_sql_prepared(s, server, name)
                     }
                     SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => batch.discard_all = true,
