@@ -948,3 +948,85 @@ async fn statistics_time_a_request_from_its_arrival() {
     assert!(xact_time >= 650_000, "{totals}");
     gw.shutdown().await;
 }
+
+/// Raw protocol: reads until a message with `tag` arrives (within 10 s); returns the tags read
+/// and the bytes.
+async fn read_until_tag(s: &mut tokio::net::TcpStream, tag: u8) -> (Vec<u8>, String) {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no {} within 10 s", tag as char);
+        got.extend(read_until_any(s).await);
+        let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).collect();
+        if tags.contains(&tag) {
+            return (tags, String::from_utf8_lossy(&got).into_owned());
+        }
+    }
+}
+
+/// A request the client ends with Flush instead of Sync (asyncpg prepares so) is bounded by
+/// query_timeout as any other, and while it runs its client is not idle in its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_ended_by_flush_is_timed_as_a_query() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.query_timeout = Secs::from_millis(2000);
+    config.pgpilot.idle_transaction_timeout = Secs::from_millis(500);
+    let gw = start(config).await;
+    let mut s = raw_login(addr(&gw)).await;
+    s.write_all(&query_message("BEGIN")).await.unwrap();
+    read_until_tag(&mut s, b'Z').await;
+    let flush = message(b'H', &[]);
+    // Longer than idle_transaction_timeout, shorter than query_timeout: answered.
+    s.write_all(&[parse("", "SELECT pg_sleep(1)"), bind_execute(""), flush.clone()].concat()).await.unwrap();
+    let (answered, bytes) = read_until_tag(&mut s, b'C').await;
+    assert!(!answered.contains(&b'E'), "{bytes:?}");
+    // Past query_timeout: cancelled.
+    let started = Instant::now();
+    s.write_all(&[parse("", "SELECT pg_sleep(20)"), bind_execute(""), flush].concat()).await.unwrap();
+    let (cancelled, bytes) = read_until_tag(&mut s, b'E').await;
+    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    assert!(!cancelled.contains(&b'C') && bytes.contains("57014"), "{bytes:?}");
+    s.write_all(&sync()).await.unwrap();
+    let (ready, _) = read_until_tag(&mut s, b'Z').await;
+    assert_eq!(ready.last(), Some(&b'Z'));
+}
+
+/// A server with no slot left for the pool's role (53300) and none of the pool's connections open:
+/// the client gets the server's answer at once, as from PostgreSQL or PgBouncer, and the server is
+/// asked again only after server_login_retry, not by every waiting client in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_is_reported_at_once_and_asked_again_after_login_retry() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE lim1 LOGIN CONNECTION LIMIT 2");
+    let mut config = config_for(&pg);
+    config.pgpilot.server_login_retry = Secs::from_secs(2);
+    config.databases.insert(
+        "limdb".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://lim1@127.0.0.1:{}/postgres", pg.port()),
+            ..Default::default()
+        },
+    );
+    let direct = format!("host=127.0.0.1 port={} user=lim1 dbname=postgres", pg.port());
+    // Both of the role's slots; when they are free, pgpilot's health check takes one.
+    let holders = [try_connect(&direct).await.unwrap(), try_connect(&direct).await.unwrap()];
+    let gw = start(config).await;
+    // The pool's first login needs a server (its ParameterStatus values): it is refused as a
+    // direct one would be.
+    let started = Instant::now();
+    for _ in 0..10 {
+        let err = try_connect(&conninfo(&gw, "lim1", "limdb")).await.err().expect("refused");
+        assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    let log = std::fs::read_to_string(pg.log_path()).unwrap();
+    let refused = log.matches("too many connections for role \"lim1\"").count();
+    assert!(refused <= 2, "the server was asked {refused} times within server_login_retry");
+    drop(holders);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let c = connect_as(&gw, "lim1", "limdb").await;
+    c.simple_query("SELECT 1").await.expect("the server has a slot again");
+    gw.shutdown().await;
+}

@@ -46,30 +46,6 @@ async fn a_statement_prepared_before_an_error_stays_the_clients_own() {
     gw.shutdown().await;
 }
 
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    for text in [name, sql] {
-        body.extend_from_slice(text.as_bytes());
-        body.push(0);
-    }
-    body.extend_from_slice(&[0, 0]);
-    message(b'P', &body)
-}
-
-/// Bind of `statement` to the unnamed portal, Execute of it, and nothing more.
-fn bind_execute(statement: &str) -> Vec<u8> {
-    let mut body = vec![0];
-    body.extend_from_slice(statement.as_bytes());
-    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-    let mut out = message(b'B', &body);
-    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
-    out
-}
-
-fn sync() -> Vec<u8> {
-    message(b'S', &[])
-}
-
 /// Sends `request` and returns the tags of the answer up to its ReadyForQuery, with the SQLSTATE
 /// of an error or the first value of a row after the tag ("E:42P01", "D:1").
 async fn exchange(s: &mut tokio::net::TcpStream, request: Vec<u8>) -> Vec<String> {

@@ -97,6 +97,11 @@ impl ConnectError {
         matches!(self, ConnectError::Rejected { fields, .. } if fields.code == "57P03")
     }
 
+    /// The server has no connection slot left (53300: for the server, the role or the database).
+    pub fn is_server_full(&self) -> bool {
+        matches!(self, ConnectError::Rejected { fields, .. } if fields.code == "53300")
+    }
+
     /// The server refused the login for its credentials (class 28) or an unknown database
     /// (3D000): the server itself is up, the user or database is wrong.
     pub fn refuses_login(&self) -> bool {

@@ -598,7 +598,6 @@ impl Pool {
                 }
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());
-                    self.remember_refusal(&e);
                     if e.is_refused_for_now() && self.has_other_connections() {
                         let pause = pause_after_refusal(&e, settings.login_retry);
                         *self.opening_paused_until.lock() = Some(Instant::now() + pause);
@@ -606,7 +605,12 @@ impl Pool {
                             retry = ?pause, "server refused a new connection; using the open ones for a while");
                         return Ok(None);
                     }
-                    if e.is_permanent() {
+                    self.remember_refusal(&e);
+                    // A full server with none of this pool's connections open: as in PgBouncer,
+                    // the client gets its answer, and the server is not asked again before
+                    // server_login_retry (the health monitor's reserved-slot logins succeed, so
+                    // the backoff alone restarted at 0.1 s: ten FATAL logins a second).
+                    if e.is_permanent() || e.is_server_full() {
                         return Err(CheckoutError::Connect(e));
                     }
                     self.backoff.failed(ticket, e.to_string(), settings.login_retry);
@@ -699,7 +703,7 @@ impl Pool {
     /// it is down the client hears why ("connection refused"), not the last thing it said.
     fn remember_refusal(&self, e: &ConnectError) {
         match e {
-            ConnectError::Rejected { addr, fields } if e.refuses_login() => {
+            ConnectError::Rejected { addr, fields } if e.refuses_login() || e.is_server_full() => {
                 *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
             }
             ConnectError::NoSecret { .. } => *self.secret_missing_at.lock() = Some(Instant::now()),

@@ -683,7 +683,7 @@ fn closing_between_transactions(s: &Session, flow: &Flow) -> Option<Exit> {
 /// The next moment a timeout may fire: query_timeout while the server works, idle_transaction_timeout
 /// while the client sits in an open transaction.
 fn timer_deadline(s: &Session, flow: &Flow) -> Option<Instant> {
-    if flow.expected.ready_owed() > 0 {
+    if flow.expected.answer_owed() {
         if let Some(sent) = flow.cancel_sent {
             return Some(sent + CANCEL_GRACE);
         }
@@ -695,14 +695,15 @@ fn timer_deadline(s: &Session, flow: &Flow) -> Option<Instant> {
     None
 }
 
-/// Since when the client has kept its transaction open without a request in flight.
+/// Since when the client has kept its transaction open without a request in flight: its last
+/// message, or the server's last answer (to a request ended by Flush, no ReadyForQuery marks it).
 fn idle_in_transaction_since(flow: &Flow) -> Instant {
-    flow.last_client_activity.max(flow.last_answer)
+    flow.last_client_activity.max(flow.last_answer).max(flow.server_activity)
 }
 
 fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exit> {
     let now = Instant::now();
-    if flow.expected.ready_owed() > 0 {
+    if flow.expected.answer_owed() {
         if flow.cancel_sent.is_some_and(|t| now >= t + CANCEL_GRACE) {
             let e = PgError::fatal(
                 SqlState::QUERY_CANCELED,

@@ -103,7 +103,10 @@ impl Flow {
                     s.statements.named.remove(name);
                 }
             }
-            b'D' | b'E' | b'H' | b'd' => {}
+            // A Flush asks for answers as a Sync does (asyncpg prepares with Parse, Describe and
+            // Flush): query_timeout counts from it.
+            b'H' => self.start_request(),
+            b'D' | b'E' | b'd' => {}
             b'X' => {
                 self.client_terminated = true;
                 return Ok(());

@@ -242,3 +242,29 @@ pub fn backend_messages(bytes: &[u8]) -> Vec<(u8, &[u8])> {
     }
     out
 }
+
+/// Raw protocol: a Parse with no parameter types.
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for text in [name, sql] {
+        body.extend_from_slice(text.as_bytes());
+        body.push(0);
+    }
+    body.extend_from_slice(&[0, 0]);
+    message(b'P', &body)
+}
+
+/// Raw protocol: a Bind of `statement` to the unnamed portal, Execute of it, and nothing more.
+pub fn bind_execute(statement: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(statement.as_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+    let mut out = message(b'B', &body);
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out
+}
+
+/// Raw protocol: a Sync.
+pub fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
