@@ -664,13 +664,6 @@ async fn a_sql_prepare_sent_as_a_protocol_statement_stays_with_its_client() {
     gw.shutdown().await;
 }
 
-fn parse_unnamed(sql: &str) -> Vec<u8> {
-    let mut body = vec![0];
-    body.extend_from_slice(sql.as_bytes());
-    body.extend_from_slice(&[0, 0, 0]);
-    message(b'P', &body)
-}
-
 /// Bind of the unnamed statement to the unnamed portal with one text parameter, Execute, Sync.
 fn bind_execute_sync(value: &str) -> Vec<u8> {
     let mut body = vec![0, 0, 0, 0, 0, 1];
@@ -713,12 +706,12 @@ async fn an_unnamed_statement_bound_in_a_later_transaction_is_the_clients_own() 
     let mut b = raw_login(addr(&gw)).await;
     let mut c = raw_login(addr(&gw)).await;
     let sync = message(b'S', &[]);
-    let mut prepare_a = parse_unnamed("SELECT 'A:' || $1::text");
+    let mut prepare_a = parse("", "SELECT 'A:' || $1::text");
     prepare_a.extend(&sync);
     a.write_all(&prepare_a).await.unwrap();
     read_until_ready(&mut a).await;
     // Another client's unnamed statement takes the only server's slot.
-    let mut run_b = parse_unnamed("SELECT 'B:' || $1::text");
+    let mut run_b = parse("", "SELECT 'B:' || $1::text");
     run_b.extend(bind_execute_sync("b"));
     b.write_all(&run_b).await.unwrap();
     assert_eq!(first_value_or_error(&read_until_ready(&mut b).await), "B:b");
@@ -748,24 +741,6 @@ async fn a_sql_execute_sent_as_a_protocol_statement_runs_the_clients_own() {
     gw.shutdown().await;
 }
 
-fn parse_named(name: &str, sql: &str) -> Vec<u8> {
-    let mut body = name.as_bytes().to_vec();
-    body.push(0);
-    body.extend_from_slice(sql.as_bytes());
-    body.extend_from_slice(&[0, 0, 0]);
-    message(b'P', &body)
-}
-
-/// Bind of statement `name` to the unnamed portal without parameters, then Execute.
-fn bind_execute(name: &str) -> Vec<u8> {
-    let mut body = vec![0];
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-    let mut out = message(b'B', &body);
-    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
-    out
-}
-
 /// Raw protocol: reads until the messages read end with one of tag `last`.
 async fn read_until_tag(s: &mut tokio::net::TcpStream, last: u8) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
@@ -793,17 +768,17 @@ async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_
     let mut c = raw_login(addr(&gw)).await;
     let flush = message(b'H', &[]);
     let sync = message(b'S', &[]);
-    let mut first = parse_named("a", "SELECT 1");
+    let mut first = parse("a", "SELECT 1");
     first.extend(bind_execute("a"));
     first.extend(&flush);
     c.write_all(&first).await.unwrap();
     read_until_tag(&mut c, b'C').await;
-    let mut failing = parse_named("", "SELECT 1/0");
+    let mut failing = parse("", "SELECT 1/0");
     failing.extend(bind_execute(""));
     failing.extend(&flush);
     c.write_all(&failing).await.unwrap();
     read_until_tag(&mut c, b'E').await;
-    let mut skipped = parse_named("c", "SELECT 3");
+    let mut skipped = parse("c", "SELECT 3");
     skipped.extend(bind_execute("c"));
     skipped.extend(&sync);
     c.write_all(&skipped).await.unwrap();
@@ -822,9 +797,7 @@ async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_
     c.write_all(&fine).await.unwrap();
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1");
     // All in one write, the Parse of a text the server holds already (pgpilot answers it itself).
-    let pipeline =
-        [parse_named("", "SELECT 1/0"), bind_execute(""), parse_named("d", "SELECT 1"), sync.clone()]
-            .concat();
+    let pipeline = [parse("", "SELECT 1/0"), bind_execute(""), parse("d", "SELECT 1"), sync.clone()].concat();
     c.write_all(&pipeline).await.unwrap();
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "error 22012");
     c.write_all(&[bind_execute("d"), sync.clone()].concat()).await.unwrap();
@@ -835,9 +808,9 @@ async fn messages_sent_after_an_error_and_before_sync_are_skipped_as_the_server_
     );
     // Pipelined past the Sync, before the error came back: the server tells the client's name.
     let pipeline = [
-        parse_named("", "SELECT 1/0"),
+        parse("", "SELECT 1/0"),
         bind_execute(""),
-        parse_named("e", "SELECT 5"),
+        parse("e", "SELECT 5"),
         sync.clone(),
         bind_execute("e"),
         sync.clone(),
@@ -926,15 +899,15 @@ async fn a_statement_left_on_the_server_by_a_skipped_close_is_prepared_again_cle
     let gw = small_pool(&pg, 1, 1).await;
     let mut c = raw_login(addr(&gw)).await;
     let sync = message(b'S', &[]);
-    let mut first = parse_named("a", "SELECT 1");
+    let mut first = parse("a", "SELECT 1");
     first.extend(bind_execute("a"));
     first.extend(&sync);
     c.write_all(&first).await.unwrap();
     assert_eq!(first_value_or_error(&read_until_ready(&mut c).await), "1");
     // One write: the failure comes before b's Parse, which evicts a (max_prepared_statements = 1).
-    let mut failing = parse_named("", "SELECT 1/0");
+    let mut failing = parse("", "SELECT 1/0");
     failing.extend(bind_execute(""));
-    failing.extend(parse_named("b", "SELECT 2"));
+    failing.extend(parse("b", "SELECT 2"));
     failing.extend(bind_execute("b"));
     failing.extend(&sync);
     c.write_all(&failing).await.unwrap();
@@ -1186,22 +1159,22 @@ async fn a_parse_of_a_name_in_use_and_a_skipped_close_leave_the_statement_as_pos
         c.write_all(&parts.concat()).await.unwrap();
         read_until_tag(c, b'Z').await
     };
-    send(&mut c, &[parse_named("keep", "SELECT 'old'"), sync.clone()]).await;
-    let again = send(&mut c, &[parse_named("keep", "SELECT 'new'"), sync.clone()]).await;
+    send(&mut c, &[parse("keep", "SELECT 'old'"), sync.clone()]).await;
+    let again = send(&mut c, &[parse("keep", "SELECT 'new'"), sync.clone()]).await;
     assert_eq!(first_value_or_error(&again), "error 42P05");
     assert!(String::from_utf8_lossy(&again).contains("prepared statement \"keep\" already exists"));
     let run = send(&mut c, &[bind_execute("keep"), sync.clone()]).await;
     assert_eq!(first_value_or_error(&run), "old");
     // In a transaction the failed Parse aborts it.
     send(&mut c, &[message(b'Q', b"BEGIN\0")]).await;
-    let failed = send(&mut c, &[parse_named("keep", "SELECT 'new'"), sync.clone()]).await;
+    let failed = send(&mut c, &[parse("keep", "SELECT 'new'"), sync.clone()]).await;
     assert_eq!(first_value_or_error(&failed), "error 42P05");
     let after = send(&mut c, &[message(b'Q', b"SELECT 1\0")]).await;
     assert_eq!(first_value_or_error(&after), "error 25P02");
     send(&mut c, &[message(b'Q', b"ROLLBACK\0")]).await;
     // A Close after an error in the same batch is skipped by the server: the statement stays.
     let close = message(b'C', b"Skeep\0");
-    let skipped = send(&mut c, &[parse_unnamed("SELECT 1/0"), bind_execute(""), close, sync.clone()]).await;
+    let skipped = send(&mut c, &[parse("", "SELECT 1/0"), bind_execute(""), close, sync.clone()]).await;
     assert_eq!(first_value_or_error(&skipped), "error 22012");
     let run = send(&mut c, &[bind_execute("keep"), sync.clone()]).await;
     assert_eq!(first_value_or_error(&run), "old");
@@ -1298,11 +1271,11 @@ async fn a_protocol_bind_of_a_sql_prepared_name_runs_the_clients_own_statement()
     assert_eq!(ask(&mut c, bind_s.clone()).await, ["error 26000"]);
     ask(&mut a, query_message("EXECUTE s")).await;
     let mid_batch =
-        [parse_named("", "SELECT 'from C'"), bind_execute(""), bind_execute("s"), sync.clone()].concat();
+        [parse("", "SELECT 'from C'"), bind_execute(""), bind_execute("s"), sync.clone()].concat();
     assert_eq!(ask(&mut c, mid_batch).await, ["from C", "error 26000"], "C ran another's statement");
     assert_eq!(ask(&mut a, query_message("EXECUTE s")).await, ["from A"]);
     // One namespace, as in PostgreSQL: a protocol Parse of the name fails, a protocol Close ends it.
-    let parse_s = [parse_named("s", "SELECT 'parsed'"), bind_execute("s"), sync.clone()].concat();
+    let parse_s = [parse("s", "SELECT 'parsed'"), bind_execute("s"), sync.clone()].concat();
     assert_eq!(ask(&mut a, parse_s).await, ["error 42P05"]);
     assert_eq!(ask(&mut a, [message(b'C', b"Ss\0"), sync.clone()].concat()).await, Vec::<String>::new());
     assert_eq!(ask(&mut a, query_message("PREPARE s AS SELECT 'A again'::text")).await, Vec::<String>::new());
@@ -1320,7 +1293,7 @@ async fn a_prepare_without_sync_does_not_hold_its_server() {
     let pg = Cluster::start();
     let gw = small_pool(&pg, 1, 100).await;
     let mut a = raw_login(addr(&gw)).await;
-    let prepare = [parse_named("s1", "SELECT 41 + 1"), message(b'D', b"Ss1\0"), message(b'H', &[])].concat();
+    let prepare = [parse("s1", "SELECT 41 + 1"), message(b'D', b"Ss1\0"), message(b'H', &[])].concat();
     a.write_all(&prepare).await.unwrap();
     let described = read_until_tag(&mut a, b'T').await;
     let tags: Vec<u8> = backend_messages(&described).iter().map(|(t, _)| *t).filter(|t| *t != b'S').collect();
