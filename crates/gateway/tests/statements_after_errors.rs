@@ -149,3 +149,37 @@ async fn a_second_deallocate_fails_as_in_postgresql() {
     }
     assert_eq!(first_value(&c, "EXECUTE q1").await, Err("26000".into()));
 }
+
+/// DEALLOCATE among other statements of a Query counts in their order, and stands though a later
+/// statement fails: the statement is gone on every server, as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_among_other_statements_drops_the_statement_everywhere() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    let other = connect(&gw).await;
+    for (name, request) in [
+        ("d1", "DEALLOCATE d1; SELECT 1"),
+        ("d2", "DEALLOCATE d2; SELECT 1/0"),
+        ("d3", "DEALLOCATE ALL; SELECT 1/0"),
+        ("d4", "PREPARE d4 AS SELECT 4; DEALLOCATE d4"),
+    ] {
+        if !request.starts_with("PREPARE") {
+            c.batch_execute(&format!("PREPARE {name} AS SELECT 1")).await.unwrap();
+        }
+        let _ = first_value(&c, request).await;
+        // Whichever server the client lands on, with the other one busy or not.
+        for busy in [false, true] {
+            if busy {
+                other.batch_execute("BEGIN").await.unwrap();
+            }
+            let run = first_value(&c, &format!("EXECUTE {name}")).await;
+            assert_eq!(run, Err("26000".into()), "{request}, other server busy: {busy}");
+            if busy {
+                other.batch_execute("COMMIT").await.unwrap();
+            }
+        }
+    }
+}

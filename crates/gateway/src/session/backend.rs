@@ -10,7 +10,9 @@ use pgpilot_wire::{PgError, SqlState};
 use super::params::{is_reported, SessionReset};
 
 use super::client::Session;
-use super::expect::{Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, UnnamedBefore};
+use super::expect::{
+    Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, SqlStatementChange, UnnamedBefore,
+};
 use super::flow::Flow;
 use crate::pool::ServerConn;
 
@@ -78,8 +80,8 @@ impl Flow {
                 if let Some(observed) = self.expected.front_observed() {
                     Flow::observe_rows(observed, tag);
                 }
-                if !injected && tag == b"PREPARE\0" {
-                    self.expected.note_prepare_run();
+                if !injected && matches!(tag, b"PREPARE\0" | b"DEALLOCATE\0" | b"DEALLOCATE ALL\0") {
+                    self.expected.note_sql_change_run();
                 }
                 if !injected && matches!(tag, b"COMMIT\0" | b"ROLLBACK\0") {
                     self.ended_by_rollback = tag == b"ROLLBACK\0";
@@ -446,12 +448,11 @@ impl Flow {
         if let Some(reason) = batch.pins {
             pin(s, reason);
         }
-        // A failed request keeps the statements its PREPAREs made before the error (they are
-        // not undone with the transaction): the client has them, and so does this server.
-        let prepared = if failed { batch.prepares_run } else { batch.prepares.len() };
-        for (name, text) in batch.prepares.into_iter().take(prepared) {
-            server.statements.sql.insert(name.clone(), text.clone());
-            s.statements.sql.insert(name, text);
+        // A failed request keeps what its PREPAREs and DEALLOCATEs did before the error (they
+        // are not undone with the transaction), for the client and on this server.
+        let run = if failed { batch.sql_changes_run } else { batch.sql_changes.len() };
+        for change in batch.sql_changes.into_iter().take(run) {
+            apply_sql_change(s, server, change);
         }
         if !failed {
             follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
@@ -580,6 +581,24 @@ pub(super) fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) ->
             None
         }
         _ => None,
+    }
+}
+
+fn apply_sql_change(s: &mut Session, server: &mut ServerConn, change: SqlStatementChange) {
+    match change {
+        SqlStatementChange::Prepare(name, text) => {
+            server.statements.sql.insert(name.clone(), text.clone());
+            s.statements.sql.insert(name, text);
+        }
+        SqlStatementChange::Deallocate(name) => {
+            server.statements.sql.remove(&name);
+            s.statements.sql.remove(&name);
+        }
+        SqlStatementChange::DeallocateAll => {
+            s.statements.named.clear();
+            s.statements.sql.clear();
+            server.statements.clear();
+        }
     }
 }
 

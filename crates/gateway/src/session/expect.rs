@@ -81,11 +81,11 @@ pub struct Batch {
     /// server's values as written. Otherwise a savepoint, a later ROLLBACK or an error in the same
     /// request may have undone them, and the values are read back from the server.
     pub single_statement: bool,
-    /// SQL-level PREPARE name → its text.
-    pub prepares: Vec<(String, String)>,
-    /// How many of them the server completed: a prepared statement outlives the failure of its
-    /// transaction, so those stay on the server when a later statement of the request fails.
-    pub prepares_run: usize,
+    /// What its SQL PREPAREs and DEALLOCATEs do to the client's statements, in order.
+    pub sql_changes: Vec<SqlStatementChange>,
+    /// How many of them the server completed: prepared statements are not transactional (a
+    /// PREPARE or DEALLOCATE stands though a later statement of the request fails).
+    pub sql_changes_run: usize,
     pub discard_all: bool,
     /// RESET ALL seen without classifying the text (session pooling tracks no other setting).
     pub reset_all: bool,
@@ -97,6 +97,16 @@ pub struct Batch {
     pub cursors: Vec<CursorChange>,
     /// Per-statement statistics of a Query, when insight is on.
     pub observed: Option<Box<Observed>>,
+}
+
+/// A change a statement of a Query makes to the client's SQL-prepared statements.
+#[derive(Debug)]
+pub enum SqlStatementChange {
+    /// PREPARE name → its text.
+    Prepare(String, String),
+    Deallocate(String),
+    /// It drops the server's statements, pgpilot's included.
+    DeallocateAll,
 }
 
 /// The client's unnamed statement before a Parse of it.
@@ -150,7 +160,7 @@ impl Batch {
     /// Whether the batch has no effect to apply at its end.
     pub fn is_empty(&self) -> bool {
         self.settings.is_empty()
-            && self.prepares.is_empty()
+            && self.sql_changes.is_empty()
             && !self.discard_all
             && !self.reset_all
             && !self.deallocate_all
@@ -269,10 +279,10 @@ impl Expected {
         self.queue.front()
     }
 
-    /// A PREPARE of the client's Query completed on the server.
-    pub fn note_prepare_run(&mut self) {
+    /// A PREPARE or DEALLOCATE of the client's Query completed on the server.
+    pub fn note_sql_change_run(&mut self) {
         if let Some(Expect::Client(Reply::Query(batch))) = self.queue.front_mut() {
-            batch.prepares_run += 1;
+            batch.sql_changes_run += 1;
         }
     }
 

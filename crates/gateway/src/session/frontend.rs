@@ -10,7 +10,9 @@ use pgpilot_sql::{QuickLook, SessionEffect, SetAction, Statement};
 use pgpilot_wire::{frontend, PgError, SqlState};
 
 use super::client::{Ending, Session};
-use super::expect::{Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, CLOSE_COMPLETE, PARSE_COMPLETE};
+use super::expect::{
+    Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, SqlStatementChange, CLOSE_COMPLETE, PARSE_COMPLETE,
+};
 use super::flow::Flow;
 use super::params::SessionReset;
 use crate::pool::statements::PreparedStatement;
@@ -317,19 +319,24 @@ impl Flow {
                         // (42P05, the first statement kept): it is put on this server first, so
                         // the server itself refuses the PREPARE, in a transaction block too.
                         self.ensure_sql_prepared(s, server, name);
-                        batch.prepares.push((name.clone(), statement_sql.clone()));
+                        batch
+                            .sql_changes
+                            .push(SqlStatementChange::Prepare(name.clone(), statement_sql.clone()));
                     }
-                    // DEALLOCATE of a name the client has not (a lone one it has is answered by
-                    // pgpilot) must fail as in PostgreSQL, not drop a copy left on this server.
-                    SessionEffect::Execute { name } | SessionEffect::Deallocate(Some(name))
-                        if self.rewrite =>
-                    {
+                    SessionEffect::Execute { name } if self.rewrite => {
                         self.ensure_sql_prepared(s, server, name)
                     }
+                    // Among other statements (a lone one the client has is answered by pgpilot):
+                    // the server must hold the client's own statement of that name, or none, so
+                    // the DEALLOCATE fails as in PostgreSQL rather than drop a copy left there.
+                    SessionEffect::Deallocate(Some(name)) if self.rewrite => {
+                        self.ensure_sql_prepared(s, server, name);
+                        batch.sql_changes.push(SqlStatementChange::Deallocate(name.clone()));
+                    }
                     SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => batch.discard_all = true,
-                    // Among other statements (a lone one is answered by pgpilot): it drops the
-                    // server's statements, pgpilot's included.
-                    SessionEffect::Deallocate(None) => batch.deallocate_all = true,
+                    SessionEffect::Deallocate(None) => {
+                        batch.sql_changes.push(SqlStatementChange::DeallocateAll)
+                    }
                     _ => {}
                 }
             }
