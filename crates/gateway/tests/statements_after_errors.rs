@@ -183,3 +183,17 @@ async fn deallocate_among_other_statements_drops_the_statement_everywhere() {
         }
     }
 }
+
+/// A Parse of a name in use inside a failed transaction gets 25P02, as PostgreSQL checks the
+/// transaction before the name; outside one, 42P05.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_parse_in_a_failed_transaction_gets_25p02() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let mut s = raw_login(addr(&gw)).await;
+    assert_eq!(exchange(&mut s, [parse("s1", "SELECT 1"), sync()].concat()).await, ["1", "Z:I"]);
+    assert_eq!(exchange(&mut s, [parse("s1", "SELECT 2"), sync()].concat()).await, ["E:42P05", "Z:I"]);
+    assert_eq!(exchange(&mut s, query_message("BEGIN")).await, ["C", "Z:T"]);
+    assert_eq!(exchange(&mut s, query_message("SELECT 1/0")).await, ["E:22012", "Z:E"]);
+    assert_eq!(exchange(&mut s, [parse("s1", "SELECT 2"), sync()].concat()).await, ["E:25P02", "Z:E"]);
+}

@@ -255,7 +255,14 @@ impl Flow {
         }
         self.release_held_parameters();
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
-        if let Some(name) = duplicate {
+        if duplicate.is_some() && s.status == TxnStatus::Failed {
+            // PostgreSQL checks the transaction before the name.
+            PgError::error(
+                SqlState::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+            .encode(&mut self.to_client);
+        } else if let Some(name) = duplicate {
             PgError::error(
                 SqlState::DUPLICATE_PREPARED_STATEMENT,
                 format!("prepared statement \"{name}\" already exists"),
