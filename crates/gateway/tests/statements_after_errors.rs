@@ -196,4 +196,9 @@ async fn a_duplicate_parse_in_a_failed_transaction_gets_25p02() {
     assert_eq!(exchange(&mut s, query_message("BEGIN")).await, ["C", "Z:T"]);
     assert_eq!(exchange(&mut s, query_message("SELECT 1/0")).await, ["E:22012", "Z:E"]);
     assert_eq!(exchange(&mut s, [parse("s1", "SELECT 2"), sync()].concat()).await, ["E:25P02", "Z:E"]);
+    // Texts that end the transaction, and an empty one, are let through that check.
+    for text in ["COMMIT", "ROLLBACK", "", "-- nothing"] {
+        let refused = exchange(&mut s, [parse("s1", text), sync()].concat()).await;
+        assert_eq!(refused, ["E:42P05", "Z:E"], "{text:?}");
+    }
 }

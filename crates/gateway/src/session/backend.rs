@@ -228,9 +228,12 @@ impl Flow {
         };
         let reshaped = code == "08P01" && copy == Some(BoundCopy::Fresh { per_column_formats: true });
         let outdated = reshaped || copy == Some(BoundCopy::Outdated);
-        let duplicate = match front {
-            Expect::Client(Reply::DuplicateParse(name)) => Some(String::from_utf8_lossy(name).into_owned()),
-            _ => None,
+        let (duplicate, refused_as_failed) = match front {
+            Expect::Client(Reply::DuplicateParse { name, checked_in_failed_transaction }) => {
+                let refused = *checked_in_failed_transaction && s.status == TxnStatus::Failed;
+                (Some(String::from_utf8_lossy(name).into_owned()), refused)
+            }
+            _ => (None, false),
         };
         let described = match front {
             Expect::Client(Reply::Describe { statement }) => *statement,
@@ -255,7 +258,7 @@ impl Flow {
         }
         self.release_held_parameters();
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
-        if duplicate.is_some() && s.status == TxnStatus::Failed {
+        if refused_as_failed {
             // PostgreSQL checks the transaction before the name.
             PgError::error(
                 SqlState::IN_FAILED_SQL_TRANSACTION,

@@ -56,8 +56,12 @@ pub enum Reply {
     CheckSync,
     /// A Parse under a name the client has prepared already, sent as a Bind that fails so that
     /// the server skips to Sync and aborts a transaction as it would for the Parse: the client is
-    /// told PostgreSQL's 42P05 about this name.
-    DuplicateParse(Box<[u8]>),
+    /// told PostgreSQL's 42P05 about this name, or its 25P02 in a failed transaction when the
+    /// text is one PostgreSQL refuses there first (`checked_in_failed_transaction`).
+    DuplicateParse {
+        name: Box<[u8]>,
+        checked_in_failed_transaction: bool,
+    },
 }
 
 /// What to undo when the server skips the message a synthetic answer stands for (an error
@@ -176,7 +180,7 @@ impl Reply {
         match self {
             Reply::Parse { .. } | Reply::UnnamedParse(_) => tag == b'1',
             // Never succeeds; a BindComplete cannot come.
-            Reply::DuplicateParse(_) => tag == b'2',
+            Reply::DuplicateParse { .. } => tag == b'2',
             Reply::Bind { .. } => tag == b'2',
             Reply::Describe { .. } | Reply::DescribePortal { .. } | Reply::CheckDescribe { .. } => {
                 matches!(tag, b'T' | b'n')

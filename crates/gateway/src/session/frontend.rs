@@ -494,7 +494,8 @@ impl Flow {
         if s.statements.named.contains_key(p.name) || s.is_sql_prepared(p.name) {
             // PostgreSQL refuses it and keeps the first statement.
             frontend::bind(&mut self.to_server, b"", DUPLICATE_PARSE_NAME, &[0, 0, 0, 0, 0, 0]);
-            self.push_extended(Reply::DuplicateParse(p.name.into()));
+            let checked_in_failed_transaction = checked_in_failed_transaction(s, p.query);
+            self.push_extended(Reply::DuplicateParse { name: p.name.into(), checked_in_failed_transaction });
             self.unsynced = true;
             return Ok(());
         }
@@ -797,4 +798,24 @@ pub(super) fn parsed_text_look(text: &[u8]) -> QuickLook {
 pub(super) fn may_deallocate(msg: &[u8]) -> bool {
     let text = msg.get(5..).unwrap_or_default().trim_ascii_start();
     text.get(..10).is_some_and(|word| word.eq_ignore_ascii_case(b"deallocate"))
+}
+
+/// Whether PostgreSQL refuses a Parse of `text` in a failed transaction (25P02) before it looks
+/// at the statement's name: all texts but an empty one and those that end the transaction
+/// (COMMIT, ROLLBACK, ROLLBACK TO, PREPARE TRANSACTION). A text with a syntax error fails with its
+/// own error first there; it is counted as refused here.
+fn checked_in_failed_transaction(s: &Session, text: &[u8]) -> bool {
+    use pgpilot_sql::TxnControl;
+    let Ok(sql) = std::str::from_utf8(text) else { return true };
+    let stmt = s.shared.classifier.classify(sql);
+    let ends_transaction = matches!(
+        stmt.transaction,
+        Some(
+            TxnControl::Commit { .. }
+                | TxnControl::Rollback { .. }
+                | TxnControl::RollbackTo(_)
+                | TxnControl::PrepareTransaction(_)
+        )
+    );
+    stmt.statement_count > 0 && !ends_transaction
 }
