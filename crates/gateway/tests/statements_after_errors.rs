@@ -57,7 +57,10 @@ async fn exchange(s: &mut tokio::net::TcpStream, request: Vec<u8>) -> Vec<String
         let messages = backend_messages(&got);
         let complete: usize = messages.iter().map(|(_, body)| body.len() + 5).sum();
         if complete == got.len() && messages.last().is_some_and(|(tag, _)| *tag == b'Z') {
-            return messages.iter().map(|(tag, body)| describe(*tag, body)).collect();
+            // ParameterStatus may come at any time (a server the client lands on tells its
+            // settings): not part of the answer.
+            let answer = messages.iter().filter(|(tag, _)| *tag != b'S');
+            return answer.map(|(tag, body)| describe(*tag, body)).collect();
         }
     }
 }
@@ -200,5 +203,51 @@ async fn a_duplicate_parse_in_a_failed_transaction_gets_25p02() {
     for text in ["COMMIT", "ROLLBACK", "", "-- nothing"] {
         let refused = exchange(&mut s, [parse("s1", text), sync()].concat()).await;
         assert_eq!(refused, ["E:42P05", "Z:E"], "{text:?}");
+    }
+}
+
+/// DEALLOCATE sent with the extended protocol (pgJDBC, Npgsql) of a name the client no longer has
+/// fails with 26000 on whichever server it lands, and leaves no server believed to hold what it
+/// does not: the next client's statement of that name runs everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_deallocate_of_a_name_gone_fails_and_leaves_the_servers_known() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let mut s = raw_login(addr(&gw)).await;
+    let busy = connect(&gw).await;
+    assert_eq!(exchange(&mut s, query_message("PREPARE sq AS SELECT 5")).await, ["C", "Z:I"]);
+    for hold in [true, false, true, false] {
+        if hold {
+            busy.batch_execute("BEGIN").await.unwrap();
+        }
+        assert_eq!(exchange(&mut s, query_message("EXECUTE sq")).await, ["T", "D:5", "C", "Z:I"]);
+        if hold {
+            busy.batch_execute("COMMIT").await.unwrap();
+        }
+    }
+    let deallocate = [parse("", "DEALLOCATE sq"), bind_execute(""), sync()].concat();
+    assert_eq!(exchange(&mut s, deallocate.clone()).await, ["1", "2", "C", "Z:I"]);
+    for hold in [true, false, true, false] {
+        if hold {
+            busy.batch_execute("BEGIN").await.unwrap();
+        }
+        assert_eq!(exchange(&mut s, deallocate.clone()).await, ["1", "2", "E:26000", "Z:I"]);
+        if hold {
+            busy.batch_execute("COMMIT").await.unwrap();
+        }
+    }
+    drop(s);
+    let next = connect(&gw).await;
+    next.batch_execute("PREPARE sq AS SELECT 7").await.unwrap();
+    for hold in [true, false, true, false] {
+        if hold {
+            busy.batch_execute("BEGIN").await.unwrap();
+        }
+        assert_eq!(first_value(&next, "EXECUTE sq").await, Ok("7".into()), "held: {hold}");
+        if hold {
+            busy.batch_execute("COMMIT").await.unwrap();
+        }
     }
 }

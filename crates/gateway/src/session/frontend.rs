@@ -479,7 +479,7 @@ impl Flow {
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
         self.function_ddl |= super::function_ddl::mentions_function_ddl(p.query);
-        if p.name.is_empty() && self.parse_local_deallocate(s, p.query) {
+        if p.name.is_empty() && self.parse_local_deallocate(s, server, p.query) {
             return Ok(());
         }
         self.note_extended_text(s, server, Some(p.query), p.name.is_empty());

@@ -17,6 +17,7 @@ use pgpilot_wire::frontend;
 use super::client::Session;
 use super::expect::{Expect, OnSkip, BIND_COMPLETE, NO_DATA, NO_PARAMETERS, PARSE_COMPLETE};
 use super::flow::Flow;
+use crate::pool::ServerConn;
 
 const DEALLOCATE_COMPLETE: &[u8] = b"C\0\0\0\x0fDEALLOCATE\0";
 const SET_COMPLETE: &[u8] = b"C\0\0\0\x08SET\0";
@@ -49,7 +50,12 @@ pub(super) fn is_local_setting(text: &[u8]) -> bool {
 
 impl Flow {
     /// An unnamed Parse: answered here when it is `DEALLOCATE name` of a statement the client has.
-    pub(super) fn parse_local_deallocate(&mut self, s: &mut Session, text: &[u8]) -> bool {
+    pub(super) fn parse_local_deallocate(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        text: &[u8],
+    ) -> bool {
         self.local.unnamed_deallocates = None;
         // In a failed transaction the server refuses it (25P02), and nothing is deallocated.
         if s.status == pgpilot_wire::backend::TxnStatus::Failed {
@@ -57,7 +63,11 @@ impl Flow {
         }
         let Some(name) = deallocated_name(s, text) else { return false };
         if !s.statements.named.contains_key(name.as_bytes()) && !s.statements.sql.contains_key(&*name) {
-            // The server answers that it does not exist, as PostgreSQL would.
+            // The server answers that it does not exist, as PostgreSQL would, once a copy left
+            // there under that name (another client's, or this one's, deallocated since) is gone.
+            if server.statements.sql.remove(&*name).is_some() {
+                self.close_on_server(name.as_bytes());
+            }
             return false;
         }
         s.unnamed = None;
