@@ -9,8 +9,13 @@ use pgpilot_testkit::Cluster;
 
 /// A gateway whose single server every client shares, one after another.
 async fn one_server(pg: &Cluster) -> pgpilot_gateway::Gateway {
+    servers(pg, 1).await
+}
+
+/// A gateway with a pool of `size` servers.
+async fn servers(pg: &Cluster, size: usize) -> pgpilot_gateway::Gateway {
     let mut config = config_for(pg);
-    config.pgpilot.default_pool_size = 1;
+    config.pgpilot.default_pool_size = size;
     start(config).await
 }
 
@@ -132,9 +137,7 @@ async fn deallocate_in_a_failed_transaction_keeps_the_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_deallocate_fails_as_in_postgresql() {
     let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
+    let gw = servers(&pg, 2).await;
     let c = connect(&gw).await;
     let busy = connect(&gw).await;
     c.batch_execute("PREPARE q1 AS SELECT 1").await.unwrap();
@@ -158,9 +161,7 @@ async fn a_second_deallocate_fails_as_in_postgresql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deallocate_among_other_statements_drops_the_statement_everywhere() {
     let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
+    let gw = servers(&pg, 2).await;
     let c = connect(&gw).await;
     let other = connect(&gw).await;
     for (name, request) in [
@@ -212,9 +213,7 @@ async fn a_duplicate_parse_in_a_failed_transaction_gets_25p02() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extended_deallocate_of_a_name_gone_fails_and_leaves_the_servers_known() {
     let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
+    let gw = servers(&pg, 2).await;
     let mut s = raw_login(addr(&gw)).await;
     let busy = connect(&gw).await;
     assert_eq!(exchange(&mut s, query_message("PREPARE sq AS SELECT 5")).await, ["C", "Z:I"]);
