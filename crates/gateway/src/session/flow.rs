@@ -538,6 +538,19 @@ pub(super) enum ParamSync {
 
 /// After the server answered: sends the request that waited for the settings, or ends the
 /// session when they failed.
+impl Flow {
+    /// A DEALLOCATE is answered by pgpilot from the transaction status the client's requests in
+    /// flight leave, so it waits for their answers; not behind an extended batch without its Sync
+    /// or a COPY, whose answers the server sends only after more of the client's input.
+    fn must_await_answers(&self, tag: u8, msg: &[u8]) -> bool {
+        tag == b'Q'
+            && !self.unsynced
+            && !self.copy_in_open
+            && self.expected.client_pending()
+            && super::frontend::may_deallocate(msg)
+    }
+}
+
 fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
     if flow.await_answers && !flow.expected.client_pending() {
         flow.await_answers = false;
@@ -853,7 +866,7 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
                 flow.hold_client = true;
                 break Ok(());
             }
-            if h.tag == b'Q' && flow.expected.client_pending() && super::frontend::may_deallocate(msg) {
+            if flow.must_await_answers(h.tag, msg) {
                 flow.await_answers = true;
                 break Ok(());
             }
