@@ -17,7 +17,7 @@ pub mod shape;
 mod statement;
 mod walk;
 
-pub use analyze::{analyze, is_time_literal, mentions_time_word};
+pub use analyze::{analyze, mentions_time_word};
 pub use cache::{Classifier, ClassifierStats, DEFAULT_MAX_CACHED_TEXT};
 pub use hints::{parse_duration, scan_hints, CacheHint, Hints, RouteHint};
 pub use quick::{quick_look, FirstWord, QuickLook};

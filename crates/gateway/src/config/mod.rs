@@ -107,6 +107,12 @@ impl Config {
     /// Settings that work, but not as one may expect: said by check-config and logged at start.
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let session_users: Vec<&str> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.pool_mode == Some(PoolMode::Session))
+            .map(|(user, _)| user.as_str())
+            .collect();
         for (name, db) in &self.databases {
             let splits = db.routing.read_write_split.unwrap_or(true) && !db.replicas.is_empty();
             if !splits {
@@ -119,12 +125,6 @@ impl Config {
                     "database {name}: pool_mode = \"session\" sends every statement to the primary; its replicas are used only with transaction pooling"
                 ));
             }
-            let session_users: Vec<&str> = self
-                .users
-                .iter()
-                .filter(|(_, u)| u.pool_mode == Some(PoolMode::Session))
-                .map(|(user, _)| user.as_str())
-                .collect();
             if !session_users.is_empty() && mode != PoolMode::Session {
                 out.push(format!(
                     "database {name}: users in session pooling ({}) read from the primary only",

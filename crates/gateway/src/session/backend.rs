@@ -260,11 +260,7 @@ impl Flow {
         // The client must see why its request failed, even when pgpilot's own Parse was what failed.
         if refused_as_failed {
             // PostgreSQL checks the transaction before the name.
-            PgError::error(
-                SqlState::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            )
-            .encode(&mut self.to_client);
+            in_failed_transaction().encode(&mut self.to_client);
         } else if let Some(name) = duplicate {
             PgError::error(
                 SqlState::DUPLICATE_PREPARED_STATEMENT,
@@ -274,11 +270,7 @@ impl Flow {
         } else if outdated && code == "26000" && s.status == TxnStatus::Failed {
             // The outdated Bind went under a name never prepared, which the server looks up
             // before it sees the transaction failed: PostgreSQL would have said 25P02.
-            PgError::error(
-                SqlState::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            )
-            .encode(&mut self.to_client);
+            in_failed_transaction().encode(&mut self.to_client);
         } else if reshaped || (outdated && code == "26000") {
             // The outdated Bind went under a name never prepared: its 26000 stands for 0A000.
             super::replan::outdated_plan_error(&mut self.to_client);
@@ -467,9 +459,7 @@ impl Flow {
         if !failed {
             follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
             if batch.discard_all || batch.deallocate_all {
-                s.statements.named.clear();
-                s.statements.sql.clear();
-                server.statements.clear();
+                forget_all_statements(s, server);
             }
             if batch.reset_all {
                 self.reset_to_login(s, server, SessionReset::ResetAll);
@@ -604,12 +594,24 @@ fn apply_sql_change(s: &mut Session, server: &mut ServerConn, change: SqlStateme
             server.statements.sql.remove(&name);
             s.statements.sql.remove(&name);
         }
-        SqlStatementChange::DeallocateAll => {
-            s.statements.named.clear();
-            s.statements.sql.clear();
-            server.statements.clear();
-        }
+        SqlStatementChange::DeallocateAll => forget_all_statements(s, server),
     }
+}
+
+/// DEALLOCATE ALL or DISCARD ALL ran on the server: none of the client's statements is left, nor
+/// any of pgpilot's copies there.
+fn forget_all_statements(s: &mut Session, server: &mut ServerConn) {
+    s.statements.named.clear();
+    s.statements.sql.clear();
+    server.statements.clear();
+}
+
+/// PostgreSQL's refusal of a statement in a failed transaction.
+fn in_failed_transaction() -> PgError {
+    PgError::error(
+        SqlState::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
 }
 
 /// Ties the client to its server for the session (transaction pooling); a lasting reason replaces

@@ -308,14 +308,14 @@ impl Expected {
         Some(e)
     }
 
-    /// Whether a client request is still unanswered (pgpilot's own, such as a settings sync, do not
-    /// count: they leave the transaction status as it is).
     /// Whether the client or pgpilot waits for the server: a ReadyForQuery is owed, or answers to
     /// messages the client ended with a Flush instead of a Sync.
     pub fn answer_owed(&self) -> bool {
         self.ready_owed() > 0 || self.client_pending()
     }
 
+    /// Whether a client request is still unanswered (pgpilot's own, such as a settings sync, do not
+    /// count: they leave the transaction status as it is).
     pub fn client_pending(&self) -> bool {
         self.queue.iter().any(|e| matches!(e, Expect::Client(_)))
     }

@@ -536,8 +536,6 @@ pub(super) enum ParamSync {
     Failed(PgError),
 }
 
-/// After the server answered: sends the request that waited for the settings, or ends the
-/// session when they failed.
 impl Flow {
     /// A DEALLOCATE is answered by pgpilot from the transaction status the client's requests in
     /// flight leave, so it waits for their answers; not behind an extended batch without its Sync
@@ -551,11 +549,18 @@ impl Flow {
     }
 }
 
-fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
+/// After the server answered: handles the client input that waited for the answers in flight.
+fn after_answers(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
     if flow.await_answers && !flow.expected.client_pending() {
         flow.await_answers = false;
         drain_client(s, server, flow).map_err(Exit::End)?;
     }
+    Ok(())
+}
+
+/// After the server answered: sends the request that waited for the settings, or ends the
+/// session when they failed.
+fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
     match std::mem::replace(&mut flow.param_sync, ParamSync::None) {
         ParamSync::Done => drain_client(s, server, flow).map_err(Exit::End),
         ParamSync::Failed(e) => Err(Exit::End(Ending::Fatal(e))),
@@ -605,6 +610,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                         flow.settings_told = 0;
                         if let Err(e) = drain_server(s, server, flow) {
                             return Exit::End(e);
+                        }
+                        if let Err(exit) = after_answers(s, server, flow) {
+                            return exit;
                         }
                         if let Err(exit) = after_param_sync(s, server, flow) {
                             return exit;

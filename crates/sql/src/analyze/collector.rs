@@ -344,7 +344,7 @@ impl Visitor for Collector {
             NodeRef::RangeTableSample(t) => self.shape.random_sample |= t.repeatable.is_none(),
             NodeRef::AConst(c) => {
                 if let Some(protobuf::a_const::Val::Sval(s)) = &c.val {
-                    if is_time_literal(&s.sval) {
+                    if mentions_time_word(s.sval.as_bytes()) {
                         self.shape.time_literal = true;
                     }
                 }
@@ -398,15 +398,11 @@ fn is_system_name(table: &TableRef) -> bool {
 }
 
 /// Whether `text` holds a word PostgreSQL's date/time input turns into the current time when the
-/// statement runs. The word may be anywhere a date/time input splits off a word: alone
-/// (`'now'`), beside a time (`'today 10:00'`), or as an element of a range or an array
-/// (`'[now,infinity)'`, `'{now}'`). Any text with such a word counts, whatever it is cast to: a
-/// read that is not cached is only slower, one that is cached wrongly is stale.
-pub fn is_time_literal(text: &str) -> bool {
-    mentions_time_word(text.as_bytes())
-}
-
-/// `is_time_literal` over bytes: a run of ASCII letters equal to one of the words, in any case.
+/// statement runs: a run of ASCII letters equal to one of the words, in any case. The word may be
+/// anywhere a date/time input splits off a word: alone (`'now'`), beside a time (`'today 10:00'`),
+/// or as an element of a range or an array (`'[now,infinity)'`, `'{now}'`). Any text with such a
+/// word counts, whatever it is cast to: a read that is not cached is only slower, one that is
+/// cached wrongly is stale.
 pub fn mentions_time_word(text: &[u8]) -> bool {
     const WORDS: [&[u8]; 4] = [b"now", b"today", b"tomorrow", b"yesterday"];
     text.split(|b| !b.is_ascii_alphabetic()).any(|run| WORDS.iter().any(|w| run.eq_ignore_ascii_case(w)))

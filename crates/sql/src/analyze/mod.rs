@@ -1,7 +1,7 @@
 //! The miss path: parse a text with the PostgreSQL grammar and derive a [`Statement`].
 
 mod collector;
-pub use collector::{is_time_literal, mentions_time_word};
+pub use collector::mentions_time_word;
 mod top;
 
 use std::sync::Arc;
