@@ -592,6 +592,43 @@ async fn pipelined_statements_are_timed_each_not_by_their_batch() {
     gw.shutdown().await;
 }
 
+/// libpq's PQprepare of the unnamed statement (Parse, Sync) then PQexecPrepared (Bind, Execute,
+/// Sync) in later round trips, as pgx's describe-then-execute does: in transaction pooling each
+/// round trip is an attachment of its own, and the Executes still count, fail and are slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_bound_in_a_later_round_trip_are_counted() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.insight.log_min_duration = Secs::from_millis(100);
+    let gw = start(config).await;
+    let mut s = raw_login(addr(&gw)).await;
+    let execute =
+        [message(b'B', b"\0\0\0\0\0\0\0\0"), message(b'E', b"\0\0\0\0\0"), message(b'S', b"")].concat();
+    for text in ["SELECT 'unnamed' AS u1", "SELECT 1/0 AS u2", "SELECT pg_sleep(0.12) AS u3"] {
+        let parse = [message(b'P', format!("\0{text}\0\0\0").as_bytes()), message(b'S', b"")].concat();
+        s.write_all(&parse).await.unwrap();
+        read_until_ready(&mut s).await;
+        for _ in 0..3 {
+            s.write_all(&execute).await.unwrap();
+            read_until_ready(&mut s).await;
+        }
+    }
+    let snap = gw.shared().insight.snapshot();
+    let find = |q: &str| {
+        let found = snap.statements.iter().find(|st| &*st.query == q);
+        found.unwrap_or_else(|| panic!("no {q:?} in {:#?}", snap.statements)).counters
+    };
+    let c = find("SELECT $1 AS u1");
+    assert_eq!((c.calls, c.rows, c.errors), (3, 3, 0));
+    let c = find("SELECT $1/$2 AS u2");
+    assert_eq!((c.calls, c.errors), (3, 3));
+    assert_eq!(find("SELECT pg_sleep($1) AS u3").calls, 3);
+    let slow = gw.shared().insight.slow_queries(0.0, None, 10);
+    assert_eq!(slow.len(), 3, "{slow:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_query_explains_reads_and_refuses_writes() {
     let pg = Cluster::start();

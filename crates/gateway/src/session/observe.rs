@@ -94,7 +94,11 @@ impl Flow {
             return;
         }
         self.portal_query = if statement.is_empty() {
-            self.unnamed_query.clone()
+            // In transaction pooling the unnamed statement may have been parsed in an earlier
+            // attachment (libpq's PQprepare, pgx's describe-then-execute): the session has it.
+            self.unnamed_query
+                .clone()
+                .or_else(|| s.unnamed.as_deref().map(|u| QueryKey::of_statement(&u.query)))
         } else {
             s.statements.named.get(statement).map(key_of_prepared)
         };
