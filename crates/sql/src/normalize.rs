@@ -18,6 +18,8 @@ pub struct Normalized {
     pub constants: Vec<String>,
 }
 
+/// Hashed between tokens in place of the spacing, which varies (a control byte SQL hardly holds).
+const TOKEN_BOUNDARY: u8 = 0x1f;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -64,7 +66,8 @@ impl Out<'_> {
         self.secret_word_follows = false;
     }
 
-    /// What goes before the next token: a `;` held back, a space.
+    /// What goes before the next token: a `;` held back, a space. The fingerprint sees a token
+    /// boundary, not the spacing: `id=1` and `id = 1` are one statement, as in pg_stat_statements.
     fn separate(&mut self) {
         if std::mem::take(&mut self.pending_semicolon) {
             let space = std::mem::take(&mut self.pending_space);
@@ -73,9 +76,9 @@ impl Out<'_> {
         }
         if self.pending_space && !self.text.is_empty() {
             self.text.push(' ');
-            self.hash_byte(b' ');
         }
         self.pending_space = false;
+        self.hash_byte(TOKEN_BOUNDARY);
     }
 
     fn append(&mut self, raw: &str, fold_case: bool) {
@@ -105,7 +108,8 @@ impl Out<'_> {
         self.secret_word_follows = raw.ends_with('\'') && ends_with_password(&raw[..raw.len() - 1]);
     }
 
-    /// A word that follows PASSWORD inside quotes out of balance: written as a constant.
+    /// A word that follows PASSWORD inside quotes out of balance, or in place of its quoted
+    /// constant: written as a redacted constant.
     fn secret_word(&mut self) {
         self.reusable = false;
         self.separate();
@@ -229,7 +233,7 @@ fn normalize_out(
                 continue;
             }
             b'\'' => {
-                let end = quoted_end(b, i, b'\'');
+                let end = continued_end(b, quoted_end(b, i, b'\''), false);
                 out.constant_at(sql, i, end);
                 i = end;
                 continue;
@@ -252,13 +256,20 @@ fn normalize_out(
             }
             b'"' => {
                 let end = quoted_end(b, i, b'"');
+                if out.secret_follows {
+                    // `PASSWORD "sekrit"`: a secret in the wrong quotes.
+                    out.secret_word();
+                    i = end;
+                    continue;
+                }
                 out.token(&sql[i..end], false);
                 out.prev = Prev::Operand;
                 i = end;
                 continue;
             }
-            b'-' if out.prev == Prev::Operator && starts_number(b, i + 1) => {
-                let end = number_end(b, i + 1);
+            // `- 1` is a negative constant as much as `-1` is (PostgreSQL folds the sign in).
+            b'-' if out.prev == Prev::Operator && starts_number(b, i + 1 + blanks_at(b, i + 1)) => {
+                let end = number_end(b, i + 1 + blanks_at(b, i + 1));
                 out.constant_at(sql, i, end);
                 i = end;
                 continue;
@@ -283,20 +294,22 @@ fn normalize_out(
                 // E'...', B'...', X'...', N'...': the prefix belongs to the literal.
                 if end == i + 1 && b.get(end) == Some(&b'\'') && matches!(c | 0x20, b'e' | b'b' | b'x' | b'n')
                 {
-                    let close = quoted_end(b, end, b'\'');
+                    let close = continued_end(b, quoted_end(b, end, b'\''), c | 0x20 == b'e');
                     out.constant_at(sql, i, close);
                     i = close;
                     continue;
                 }
                 // U&'...' too (its escapes may spell anything, a password included).
                 if end == i + 1 && c | 0x20 == b'u' && b[end..].starts_with(b"&'") {
-                    let close = quoted_end(b, end + 1, b'\'');
+                    let close = continued_end(b, quoted_end(b, end + 1, b'\''), false);
                     out.constant_at(sql, i, close);
                     i = close;
                     continue;
                 }
                 let word = &sql[i..end];
-                if std::mem::take(&mut out.secret_word_follows) {
+                // `PASSWORD sekrit` (the quotes forgotten) fails, but the word is still a secret.
+                let typed_secret = out.secret_follows && !follows_a_password_column(word);
+                if std::mem::take(&mut out.secret_word_follows) || typed_secret {
                     out.secret_word();
                     i = end;
                     continue;
@@ -383,6 +396,49 @@ fn highest_param(sql: &str) -> usize {
         };
     }
     max
+}
+
+/// Words that may follow a column or word named password (`password FROM`, `password IS NULL`),
+/// or a role's NULL password: any other word right after PASSWORD is taken for a secret typed
+/// without its quotes.
+fn follows_a_password_column(word: &str) -> bool {
+    const WORDS: [&str; 34] = [
+        "null",
+        "from",
+        "as",
+        "and",
+        "or",
+        "is",
+        "in",
+        "not",
+        "like",
+        "ilike",
+        "similar",
+        "between",
+        "where",
+        "group",
+        "order",
+        "having",
+        "limit",
+        "offset",
+        "union",
+        "except",
+        "intersect",
+        "then",
+        "else",
+        "end",
+        "when",
+        "using",
+        "on",
+        "join",
+        "collate",
+        "desc",
+        "asc",
+        "nulls",
+        "into",
+        "returning",
+    ];
+    WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// Words after which a value comes, so that a `-` after them is a sign, not a subtraction.
@@ -505,6 +561,26 @@ pub(crate) fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
     quoted_close(b, start, quote).unwrap_or(b.len())
 }
 
+/// How many blanks start `b[i..]`.
+fn blanks_at(b: &[u8], i: usize) -> usize {
+    b.get(i..).map_or(0, |rest| rest.iter().take_while(|c| c.is_ascii_whitespace()).count())
+}
+
+/// Where a string literal ending at `end` ends with its continuations: PostgreSQL joins string
+/// constants separated only by whitespace holding a newline (`'Tr0ub4dor'` newline `'&3'` is one
+/// string), so they are one constant here too, and a password so split is redacted whole.
+/// `escapes`: the literal is an E'' string, whose continuations take backslash escapes too.
+fn continued_end(b: &[u8], mut end: usize, escapes: bool) -> usize {
+    loop {
+        let blank = blanks_at(b, end);
+        let gap = b.get(end..end + blank).unwrap_or_default();
+        if !gap.iter().any(|&c| c == b'\n' || c == b'\r') || b.get(end + blank) != Some(&b'\'') {
+            return end;
+        }
+        end = quoted_close_with(b, end + blank, b'\'', escapes).unwrap_or(b.len());
+    }
+}
+
 /// `quoted_end`, None when the quote is never closed.
 pub(crate) fn quoted_close(b: &[u8], start: usize, quote: u8) -> Option<usize> {
     // Backslash escapes only in E'...' strings (standard_conforming_strings is on by default);
@@ -513,6 +589,10 @@ pub(crate) fn quoted_close(b: &[u8], start: usize, quote: u8) -> Option<usize> {
         && start > 0
         && matches!(b[start - 1], b'e' | b'E')
         && (start < 2 || !is_word(b[start - 2]));
+    quoted_close_with(b, start, quote, escapes)
+}
+
+fn quoted_close_with(b: &[u8], start: usize, quote: u8, escapes: bool) -> Option<usize> {
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == b'\\' && escapes {
@@ -735,6 +815,63 @@ mod tests {
             "-",
         ] {
             let _ = normalize(sql, true);
+        }
+    }
+
+    #[test]
+    fn spacing_between_tokens_does_not_make_another_statement() {
+        let same = |a: &str, b: &str| {
+            assert_eq!(normalize(a, false).fingerprint, normalize(b, false).fingerprint, "{a:?} vs {b:?}")
+        };
+        same("SELECT * FROM t WHERE id=1", "SELECT * FROM t WHERE id = 2");
+        same("SELECT * FROM t WHERE id =3", "select * from t where id= 4");
+        same("SELECT id+1 FROM t", "SELECT id + 2 FROM t");
+        same("SELECT count(*) FROM t", "SELECT count( * ) FROM t");
+        same("SELECT 1 - 1", "SELECT 5-1");
+        same("SELECT 1 -1", "SELECT 5-1");
+        same("SELECT * FROM t WHERE id>-1", "SELECT * FROM t WHERE id > - 1");
+        same("SELECT * FROM t WHERE id>-1", "SELECT * FROM t WHERE id > -7");
+        let differ = |a: &str, b: &str| {
+            assert_ne!(normalize(a, false).fingerprint, normalize(b, false).fingerprint, "{a:?} vs {b:?}")
+        };
+        differ("SELECT a FROM t", "SELECT b FROM t");
+        differ("SELECT ab FROM t", "SELECT a, b FROM t");
+        differ("SELECT id - 1 FROM t", "SELECT id + 1 FROM t");
+    }
+
+    #[test]
+    fn a_string_continued_on_the_next_line_is_one_constant() {
+        let n = normalize("ALTER ROLE alice PASSWORD 'Tr0ub4dor'\n'&3xyzzy'", true);
+        assert_eq!(n.text, "ALTER ROLE alice PASSWORD $1");
+        assert_eq!(n.constants, vec!["'<redacted>'".to_string()]);
+        let n = normalize("SELECT 'a'\n  'b' \r\n 'c', 'd' 'e'", true);
+        assert_eq!(
+            n.constants,
+            vec!["'a'\n  'b' \r\n 'c'".to_string(), "'d'".to_string(), "'e'".to_string()]
+        );
+        let n = normalize("SELECT E'x\\''\n'y\\'', 1", true);
+        assert_eq!(n.text, "SELECT $1, $2");
+        assert_eq!(
+            normalize("SELECT 'a'\n'b'", false).fingerprint,
+            normalize("SELECT 'ab'", false).fingerprint
+        );
+    }
+
+    #[test]
+    fn a_password_typed_without_its_quotes_is_redacted() {
+        let n = normalize("ALTER ROLE alice PASSWORD sekritD7", true);
+        assert_eq!(n.text, "ALTER ROLE alice PASSWORD $1");
+        assert_eq!(n.constants, vec!["'<redacted>'".to_string()]);
+        let n = normalize("ALTER ROLE alice PASSWORD \"sekritD6\" VALID UNTIL 'infinity'", true);
+        assert_eq!(n.text, "ALTER ROLE alice PASSWORD $1 VALID UNTIL $2");
+        assert!(!n.text.contains("sekrit") && !n.constants.iter().any(|c| c.contains("sekrit")));
+        for kept in [
+            "ALTER ROLE alice PASSWORD NULL",
+            "SELECT password FROM users WHERE password IS NULL",
+            "SELECT crypt(password, salt) FROM users",
+            "UPDATE users SET password = $1 WHERE id = $2",
+        ] {
+            assert_eq!(normalize(kept, false).text, kept, "nothing to redact");
         }
     }
 
