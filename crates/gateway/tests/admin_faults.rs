@@ -336,13 +336,20 @@ async fn reload_keeps_clients_and_applies_settings() {
 }
 
 /// A pool made smaller by a reload while clients queue for it shrinks to its new size and keeps
-/// its connections: it does not close and open one per transaction.
+/// its connections: it does not close and open one per transaction. A reserve pool no client
+/// waited reserve_pool_timeout for does not keep it larger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_made_smaller_under_load_shrinks_without_reconnecting() {
+    for reserve in [0, 3] {
+        shrink_under_load(reserve).await;
+    }
+}
+
+async fn shrink_under_load(reserve: usize) {
     let pg = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgpilot.toml");
-    let write = |size: usize| write_sized_config(&path, &pg, size);
+    let write = |size: usize| write_config_with_reserve(&path, &pg, size, reserve);
     write(8);
     let gw = start(pgpilot_gateway::config::Config::load(&path).unwrap()).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -375,10 +382,10 @@ async fn a_pool_made_smaller_under_load_shrinks_without_reconnecting() {
     for task in load {
         task.await.unwrap();
     }
-    assert!(last.len() <= 2, "the pool did not shrink to 2: {last:?}");
+    assert!(last.len() <= 2, "reserve {reserve}: the pool did not shrink to 2: {last:?}");
     assert!(
         seen.len() <= 4,
-        "server connections were opened and closed under load: {} backends seen",
+        "reserve {reserve}: server connections were opened and closed under load: {} backends seen",
         seen.len()
     );
     gw.shutdown().await;
@@ -452,9 +459,13 @@ async fn a_larger_pool_after_reload_serves_the_clients_waiting() {
 
 /// A config file for `pg` with the admin console for user postgres and `default_pool_size`.
 fn write_sized_config(path: &std::path::Path, pg: &Cluster, size: usize) {
+    write_config_with_reserve(path, pg, size, 0)
+}
+
+fn write_config_with_reserve(path: &std::path::Path, pg: &Cluster, size: usize, reserve: usize) {
     let text = format!(
         "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"trust\"\nadmin_users = [\"postgres\"]\n\
-         default_pool_size = {size}\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
+         default_pool_size = {size}\nreserve_pool_size = {reserve}\nreserve_pool_timeout = 3\n[tls]\nserver_tls_sslmode = \"disable\"\n[databases.postgres]\nprimary = \"{}\"\n",
         pg.admin_url()
     );
     std::fs::write(path, text).unwrap()

@@ -754,9 +754,9 @@ impl Pool {
             return;
         }
         let mut s = self.state.lock();
-        if s.total > settings.size + settings.reserve_size {
-            // The pool was made smaller by a reload: this connection goes, and a waiter opens one
-            // if there is room.
+        if s.total > settings.size && !Self::reserve_wanted(&s, &settings, now) {
+            // Beyond the size and no waiter has waited reserve_pool_timeout (the reserve is not
+            // wanted, or a reload made the pool smaller): this connection goes.
             s.active -= 1;
             drop(s);
             conn.terminate();
@@ -771,6 +771,13 @@ impl Pool {
         }
         s.active -= 1;
         s.idle.push(conn);
+    }
+
+    /// Whether a connection beyond the pool's size may stay: the longest waiter has waited
+    /// reserve_pool_timeout and the reserve has room for it.
+    fn reserve_wanted(s: &PoolState, settings: &PoolSettings, now: Instant) -> bool {
+        s.total <= settings.size + settings.reserve_size
+            && s.waiters.oldest().is_some_and(|since| now >= since + settings.reserve_timeout)
     }
 
     /// A reload may bring the password that was wrong: the next login tries the server again.
