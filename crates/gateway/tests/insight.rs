@@ -416,6 +416,10 @@ async fn api_serves_what_was_recorded_behind_the_token() {
     let none =
         request("GET", &format!("{url}/api/v1/monitoring/slow-queries?threshold_ms=500"), Some(token), None);
     assert_eq!(none.json()["slow_queries"].as_array().unwrap().len(), 0);
+    for bad in ["-5", "NaN", "inf", "1e400", "abc"] {
+        let url = format!("{url}/api/v1/monitoring/slow-queries?threshold_ms={bad}");
+        assert_eq!(request("GET", &url, Some(token), None).status, 400, "threshold_ms={bad}");
+    }
 
     // Health: checks against the thresholds, and the error rate of what was recorded (2 of 53).
     let health = request("GET", &format!("{url}/api/v1/monitoring/health"), Some(token), None).json();

@@ -138,16 +138,22 @@ struct SlowQueriesQuery {
     database: Option<String>,
 }
 
-async fn slow_queries(State(shared): State<Arc<Shared>>, Query(q): Query<SlowQueriesQuery>) -> Json<Value> {
+async fn slow_queries(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<SlowQueriesQuery>,
+) -> Result<Json<Value>, (StatusCode, &'static str)> {
     let config = shared.insight.config();
     let log_min_ms = config.log_min_duration.get().as_secs_f64() * 1e3;
-    let threshold = q.threshold_ms.unwrap_or(log_min_ms).max(0.0);
+    let threshold = q.threshold_ms.unwrap_or(log_min_ms);
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        return Err((StatusCode::BAD_REQUEST, "threshold_ms must be a number of milliseconds, 0 or more"));
+    }
     let list = shared.insight.slow_queries(threshold, q.database.as_deref(), q.limit.unwrap_or(100));
-    Json(json!({
+    Ok(Json(json!({
         "log_min_duration_ms": log_min_ms,
         "threshold_ms": threshold,
         "slow_queries": list,
-    }))
+    })))
 }
 
 async fn analyze(

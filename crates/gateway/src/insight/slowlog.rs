@@ -76,13 +76,15 @@ impl SlowLog {
             client: ev.client_addr.to_string(),
             server: ev.server.to_string(),
             target: ev.target,
-            duration_ms: ev.duration.as_secs_f64() * 1e3,
-            wait_ms: ev.wait.as_secs_f64() * 1e3,
+            duration_ms: millis(ev.duration),
+            wait_ms: millis(ev.wait),
             rows: ev.rows,
             error: ev.error.map(str::to_string),
             parameters,
         };
-        // An absent Option field is left out of the event: parameters appear only when configured.
+        // An absent Option field is left out of the event: parameters appear only when configured,
+        // as a JSON array (null for a NULL) that log pipelines can parse.
+        let parameters_json = q.parameters.as_ref().and_then(|p| serde_json::to_string(p).ok());
         tracing::warn!(
             target: "pgpilot::slow_query",
             duration_ms = q.duration_ms,
@@ -93,7 +95,7 @@ impl SlowLog {
             target_role = q.target.as_str(),
             rows = q.rows,
             error = q.error.as_deref(),
-            parameters = q.parameters.as_ref().map(tracing::field::debug),
+            parameters = parameters_json.as_deref(),
             query = &*q.query,
             "slow statement"
         );
@@ -123,6 +125,12 @@ impl SlowLog {
     pub fn clear(&self) {
         self.ring.lock().clear();
     }
+}
+
+/// Milliseconds to the microsecond, without the binary noise of a float product (151.719, not
+/// 151.71945200000002).
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
 }
 
 #[cfg(test)]
@@ -157,7 +165,7 @@ mod tests {
             normalized: &query,
             database: &db,
             user: &user,
-            duration: Duration::from_millis(150),
+            duration: Duration::from_nanos(150_123_456),
             wait: Duration::ZERO,
             rows: 1,
             error: None,
@@ -179,13 +187,16 @@ mod tests {
         let text = String::from_utf8(out.0.lock().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        for needle in ["WARN", "pgpilot::slow_query", "duration_ms=150", "database=\"app\"", "user=\"web\""] {
+        for needle in
+            ["WARN", "pgpilot::slow_query", "duration_ms=150.123 ", "database=\"app\"", "user=\"web\""]
+        {
             assert!(lines[0].contains(needle), "{needle} in {}", lines[0]);
         }
         assert!(lines[0].contains("client=10.0.0.7:52144") && lines[0].contains("server=10.0.0.2:5432"));
         assert!(lines[0].contains("SELECT * FROM users WHERE email = $1"));
         assert!(!lines[0].contains("alice") && !lines[0].contains("parameters"), "{}", lines[0]);
-        assert!(lines[1].contains("alice@example.com"), "{}", lines[1]);
+        // A JSON array, NULL as null, not Rust's debug form.
+        assert!(lines[1].contains(r#"parameters="[\"alice@example.com\",null]""#), "{}", lines[1]);
         // The ring keeps the newest two, and their parameters only where they were logged.
         let kept = log.list(0.0, None, 10);
         assert_eq!(kept.len(), 2);
