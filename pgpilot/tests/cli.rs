@@ -221,6 +221,8 @@ fn an_interrupted_bench_says_what_it_did_not_measure_and_exits_130() {
     let targets = report["targets"].as_array().unwrap();
     assert!(targets[0]["transactions"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(targets[1]["tps_per_round"], serde_json::json!([]), "{report}");
+    let measured = (&targets[0]["measured"], &targets[1]["measured"]);
+    assert_eq!(measured, (&serde_json::json!(true), &serde_json::json!(false)), "{report}");
     assert_eq!(report["ratios"], serde_json::json!([]), "no ratio against a target never measured");
 }
 

@@ -32,7 +32,7 @@ pub(crate) fn text(r: &BenchReport) -> String {
         "target", "tps", "txns", "failed", "p50 ms", "p90", "p95", "p99", "p99.9", "max"
     );
     for t in &r.targets {
-        if !t.measured() {
+        if !t.measured {
             let _ = writeln!(
                 out,
                 "{:<name_w$} not measured: the run was interrupted before its turn",

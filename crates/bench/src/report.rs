@@ -35,6 +35,9 @@ pub struct BenchReport {
 pub struct TargetReport {
     #[serde(flatten)]
     pub target: TargetInfo,
+    /// Whether any round ran against this target: an interrupted run may end before its turn,
+    /// and its figures are then zeros that measured nothing.
+    pub measured: bool,
     /// Median over rounds of successful transactions per second.
     pub tps: f64,
     pub tps_per_round: Vec<f64>,
@@ -50,13 +53,6 @@ pub struct TargetReport {
     /// Under --rate: how late transactions started against their schedule.
     pub schedule_lag_ms: Option<Lag>,
     pub scripts: Vec<ScriptReport>,
-}
-
-impl TargetReport {
-    /// Whether any round ran against this target (an interrupted run may end before its turn).
-    pub fn measured(&self) -> bool {
-        !self.tps_per_round.is_empty()
-    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -156,6 +152,7 @@ impl TargetAccum {
         });
         TargetReport {
             target: self.info,
+            measured: !self.tps_per_round.is_empty(),
             tps: median(&self.tps_per_round),
             tps_per_round: self.tps_per_round,
             transactions: t.ok,
@@ -206,9 +203,9 @@ impl BenchReport {
     pub(crate) fn new(config: &BenchConfig, targets: Vec<TargetReport>, interrupted: bool) -> BenchReport {
         let ratios = match targets.split_first() {
             // A target an interrupted run never reached has no figures to compare.
-            Some((base, rest)) if base.measured() => rest
+            Some((base, rest)) if base.measured => rest
                 .iter()
-                .filter(|t| t.measured())
+                .filter(|t| t.measured)
                 .map(|t| Ratio {
                     target: t.target.name.clone(),
                     baseline: base.target.name.clone(),
