@@ -100,3 +100,21 @@ async fn findings_are_served_from_a_background_run() {
     assert!(unknown["error"].as_str().unwrap().contains("no such database"), "{unknown}");
     gw.shutdown().await;
 }
+
+/// With a `*` fallback database beside named ones, the advisor looks at a named one by default,
+/// and the fallback, which names no database of its own, is not one it can be asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_database_is_not_the_advisors_default() {
+    let cluster = Cluster::start();
+    let mut config = config_for(&cluster);
+    let fallback = format!("postgres://127.0.0.1:{}/", cluster.port());
+    config.databases.insert("*".into(), DatabaseConfig { primary: fallback, ..Default::default() });
+    let gw = start(config).await;
+    let url = format!("http://{}/api/v1/advisor/findings", gw.http_addr().unwrap());
+    let (status, first) = get(url.clone()).await;
+    assert_eq!((status, &first["database"], &first["status"]), (404, &"postgres".into(), &"running".into()));
+    let (status, star) = get(format!("{url}?database=*")).await;
+    assert_eq!(status, 404);
+    assert!(star["error"].as_str().unwrap().contains("no such database"), "{star}");
+    gw.shutdown().await;
+}

@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 pub use config::AdvisorConfig;
 
+use crate::config::FALLBACK_DATABASE;
 use crate::shared::Shared;
 
 /// The latest report of each database and the runs under way.
@@ -129,12 +130,13 @@ async fn findings(State(shared): State<Arc<Shared>>, Query(q): Query<FindingsQue
     if !settings.enabled {
         return not_found(json!({"error": "the advisor is off ([advisor] enabled = false)"}));
     }
-    let Some(database) =
-        q.database.or_else(|| settings.database.clone()).or_else(|| config.databases.keys().next().cloned())
-    else {
-        return not_found(json!({"error": "no database is configured"}));
+    // The `*` fallback names no database of its own to look at.
+    let first_named = config.databases.keys().find(|name| *name != FALLBACK_DATABASE).cloned();
+    let Some(database) = q.database.or_else(|| settings.database.clone()).or(first_named) else {
+        return not_found(json!({"error": "no database is configured by name (the advisor does not \
+            look at the `*` fallback): name one in [advisor] database or with ?database="}));
     };
-    if !config.databases.contains_key(&database) {
+    if database == FALLBACK_DATABASE || !config.databases.contains_key(&database) {
         return not_found(json!({"error": format!("no such database: {database}")}));
     }
     let found = shared.advisor.lookup(&database, settings);
