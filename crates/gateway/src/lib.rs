@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod databases;
 mod gateway;
+pub mod hashing;
 pub mod http;
 pub mod insight;
 pub mod jobs;

@@ -4,13 +4,12 @@
 //! has that shape's key and look, found without reading it again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use pgpilot_sql::shape::{same_shape, shape_key};
 use pgpilot_sql::QuickLook;
 
-use crate::insight::{FingerprintHasher, QueryKey};
+use crate::hashing::ByHash;
+use crate::insight::QueryKey;
 
 /// Longer texts are read every time rather than kept (`QueryKey::of_str` keeps no long text
 /// either).
@@ -26,7 +25,7 @@ thread_local! {
 
 #[derive(Default)]
 struct Shapes {
-    by_key: HashMap<u64, Vec<Shape>, BuildHasherDefault<FingerprintHasher>>,
+    by_key: ByHash<Vec<Shape>>,
     bytes: usize,
     /// The spans of the text being normalized, kept to reuse their allocation.
     spans: Vec<(u32, u32)>,

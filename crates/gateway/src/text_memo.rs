@@ -4,7 +4,7 @@
 //! the message's handling. Texts with inline literals differ every time and only churn a memo,
 //! so this is for Parse texts, not simple Query texts.
 
-use std::collections::HashMap;
+use crate::hashing::ByHash;
 use std::hash::BuildHasher;
 
 /// Longer texts are worked out every time rather than kept.
@@ -12,7 +12,7 @@ const TEXT_MAX: usize = 8 * 1024;
 
 /// A bounded memo from text to `V`: past `max_bytes` of kept text it starts over.
 pub struct TextMemo<V> {
-    entries: HashMap<u64, (Box<[u8]>, V)>,
+    entries: ByHash<(Box<[u8]>, V)>,
     hasher: foldhash::fast::FixedState,
     bytes: usize,
     max_bytes: usize,
@@ -21,7 +21,7 @@ pub struct TextMemo<V> {
 impl<V: Clone> TextMemo<V> {
     pub fn new(max_bytes: usize) -> Self {
         TextMemo {
-            entries: HashMap::new(),
+            entries: ByHash::default(),
             hasher: foldhash::fast::FixedState::with_seed(0x7e47_4d3e),
             bytes: 0,
             max_bytes,

@@ -1,7 +1,6 @@
 //! A statement's identity in the statistics, computed for every statement the gateway forwards.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A statement's identity in the statistics: its lexical fingerprint and normalized text.
@@ -15,7 +14,7 @@ pub struct QueryKey {
 /// their constants share one allocation instead of making one each.
 struct Interner {
     scratch: String,
-    texts: HashMap<u64, Arc<str>>,
+    texts: crate::hashing::ByHash<Arc<str>>,
     bytes: usize,
 }
 
@@ -26,7 +25,7 @@ const INTERNED_TEXT_MAX: usize = 8 * 1024;
 
 thread_local! {
     static INTERNER: RefCell<Interner> =
-        RefCell::new(Interner { scratch: String::new(), texts: HashMap::new(), bytes: 0 });
+        RefCell::new(Interner { scratch: String::new(), texts: Default::default(), bytes: 0 });
     /// Keys of Parse texts, which repeat exactly (see text_memo.rs).
     static STATEMENT_KEYS: RefCell<crate::text_memo::TextMemo<QueryKey>> =
         RefCell::new(crate::text_memo::TextMemo::new(INTERNED_BYTES));

@@ -28,7 +28,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 pub use key::QueryKey;
 use serde::Serialize;
-pub(crate) use store::FingerprintHasher;
 
 pub use api::routes;
 pub use config::{HealthThresholds, InsightConfig};

@@ -9,7 +9,6 @@
 //! pg_stat_statements deallocates its least-used entries.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,26 +100,7 @@ impl Entry {
     }
 }
 
-/// Fingerprints are already hashes: one multiply spreads them over the table's buckets and tags
-/// (the shard index took the top bits, which would otherwise be the same for a whole shard).
-#[derive(Default)]
-pub(crate) struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-type ByFingerprint = HashMap<u64, Vec<Entry>, BuildHasherDefault<FingerprintHasher>>;
+type ByFingerprint = crate::hashing::ByHash<Vec<Entry>>;
 
 #[derive(Default)]
 struct Shard {

@@ -2,7 +2,7 @@
 //! server under a name derived from its text and parameter types, so every client that prepares the
 //! same statement shares one server-side copy, and names from different clients never collide.
 
-use std::collections::HashMap;
+use crate::hashing::{ByHash, ByName};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
@@ -103,7 +103,7 @@ impl PreparedStatement {
 /// prepared; a server copy, the generation it was prepared for.
 #[derive(Debug, Default)]
 pub struct StatementEpochs {
-    changed: Mutex<HashMap<u64, u32>>,
+    changed: Mutex<ByHash<u32>>,
     any: AtomicBool,
 }
 
@@ -154,10 +154,10 @@ struct ServerCopy {
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     /// Statement hash → (statement, last use, the generation it was prepared for).
-    by_hash: HashMap<u64, ServerCopy>,
+    by_hash: ByHash<ServerCopy>,
     tick: u64,
     /// SQL-level prepared statements (PREPARE name AS ...): name → the PREPARE text.
-    pub sql: HashMap<String, String>,
+    pub sql: ByName<String, String>,
     /// Statements whose plan the server refused after DDL, to drop between transactions.
     stale: Vec<u64>,
 }
@@ -288,9 +288,9 @@ impl ServerStatements {
 /// A client's prepared statements, by the names the client uses.
 #[derive(Debug, Default)]
 pub struct ClientStatements {
-    pub named: HashMap<Box<[u8]>, Arc<PreparedStatement>>,
+    pub named: ByName<Box<[u8]>, Arc<PreparedStatement>>,
     /// SQL-level PREPARE name → the PREPARE statement's text, to replay it elsewhere.
-    pub sql: HashMap<String, String>,
+    pub sql: ByName<String, String>,
 }
 
 impl ClientStatements {
