@@ -348,6 +348,7 @@ mod tests {
             reltuples: 100_000.0,
             live_rows: 100_000,
             partitioned: false,
+            readable: true,
             leaf_partitions: Vec::new(),
             columns: HashMap::from([
                 ("id".into(), col("bigint", 100_000.0)),

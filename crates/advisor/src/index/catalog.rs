@@ -34,6 +34,8 @@ pub struct TableInfo {
     pub live_rows: i64,
     /// A partitioned table: CREATE INDEX CONCURRENTLY does not work on it, only on its partitions.
     pub partitioned: bool,
+    /// The advisor's role may SELECT from it: EXPLAIN of a statement reading it needs that.
+    pub readable: bool,
     /// A partitioned table's leaf partitions (schema, name), where the planner looks for indexes.
     pub leaf_partitions: Vec<(String, String)>,
     pub columns: HashMap<String, ColumnInfo>,
@@ -189,7 +191,7 @@ impl Catalog {
             .query(
                 // A partitioned table holds no rows and counts no writes: its partitions do.
                 "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
-                 s.live, s.ins, s.upd, s.hot, s.del, c.relkind = 'p' \
+                 s.live, s.ins, s.upd, s.hot, s.del, c.relkind = 'p', has_table_privilege(c.oid, 'SELECT') \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  CROSS JOIN LATERAL ( \
                    WITH RECURSIVE tree(relid) AS ( \
@@ -214,6 +216,7 @@ impl Catalog {
                     name: r.get(2),
                     reltuples: r.get(3),
                     partitioned: r.get(9),
+                    readable: r.get(10),
                     leaf_partitions: Vec::new(),
                     live_rows: r.get(4),
                     columns: HashMap::new(),
