@@ -86,8 +86,9 @@ pub struct AdviseArgs {
     /// Show only the N most important findings and index suggestions (text format).
     #[arg(long)]
     pub top: Option<usize>,
-    /// Exit with code 3 when a finding is at least this severe (index suggestions count as warnings).
-    #[arg(long, value_parser = parse_severity)]
+    /// Exit with code 3 when a finding is at least this severe: warning or critical (index
+    /// suggestions count as warnings).
+    #[arg(long, value_parser = parse_fail_on)]
     pub fail_on: Option<Severity>,
     /// No progress bar.
     #[arg(long)]
@@ -104,8 +105,16 @@ pub struct AdviseArgs {
     pub lock_timeout_ms: u64,
 }
 
-fn parse_severity(s: &str) -> Result<Severity, String> {
-    s.parse()
+/// `--fail-on` takes warning or critical. Every report has info findings (the largest tables,
+/// archiving off), so `info` would fail every run: it is refused as a usage error, not taken.
+fn parse_fail_on(s: &str) -> Result<Severity, String> {
+    match s.parse()? {
+        Severity::Info => {
+            Err("`info` would fail every run (every report has info findings): use warning or critical"
+                .into())
+        }
+        severity => Ok(severity),
+    }
 }
 
 pub fn run(args: AdviseArgs) -> Outcome {

@@ -69,7 +69,8 @@ struct ConvertArgs {
     /// The table to convert (schema-qualified or on the search_path).
     #[arg(long)]
     table: String,
-    /// The date/timestamp/timestamptz column to partition by.
+    /// The date/timestamp/timestamptz column to partition by: its exact name (created_at), or a
+    /// quoted SQL identifier ('"Created At"').
     #[arg(long)]
     column: String,
     #[arg(long, value_enum)]

@@ -68,6 +68,10 @@ fn exit_codes_are_consistent() {
     ] {
         assert_eq!(pgpilot(bench).status.code(), Some(2), "{bench:?} is a usage error");
     }
+    // --fail-on takes warning or critical; info would fail every run.
+    let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);
+    assert_eq!(fail_on_info.status.code(), Some(2), "{}", String::from_utf8_lossy(&fail_on_info.stderr));
+    assert!(String::from_utf8_lossy(&fail_on_info.stderr).contains("use warning or critical"));
     assert_eq!(pgpilot(&["check-config", "/nonexistent.toml"]).status.code(), Some(1), "failures exit 1");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");

@@ -103,6 +103,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
                 report.index_method = advice.method;
                 report.workload.analysed = advice.analysed;
                 report.workload.skipped = advice.skipped;
+                notes.extend(advice.notes);
                 report.findings.extend(advice.findings);
                 report.index_suggestions = advice.suggestions;
             }

@@ -129,3 +129,29 @@ async fn a_locked_table_is_left_out_and_the_rest_checked() {
     assert!(largest.evidence.iter().any(|e| e.starts_with("table public.items:")), "{largest:?}");
     holder.batch_execute("ROLLBACK").await.unwrap();
 }
+
+/// A title names indexes as the fix does: quoted where SQL needs it, so `"Dup B"` in the title is
+/// the `"Dup B"` the DROP drops (it read `Dup B`, which names nothing in SQL).
+#[tokio::test(flavor = "multi_thread")]
+async fn titles_quote_names_as_the_fix_does() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE quoted");
+    cluster.psql(
+        "quoted",
+        r#"CREATE TABLE "Weird" (id int PRIMARY KEY, v text);
+           CREATE INDEX "Dup A" ON "Weird" (v);
+           CREATE INDEX "Dup B" ON "Weird" (v);
+           CREATE INDEX "i<b>1" ON "Weird" (v, id);"#,
+    );
+    let mut opts = common::options(&cluster.url("postgres", "quoted"));
+    opts.skip_indexes = true;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let duplicate = titled(&report, r#"Duplicate index "Dup B" (same as "Dup A")"#);
+    assert_eq!(duplicate.fix.as_deref(), Some(r#"DROP INDEX CONCURRENTLY public."Dup B";"#), "{duplicate:?}");
+    let prefix = report
+        .findings
+        .iter()
+        .find(|f| f.title.starts_with("Index "))
+        .unwrap_or_else(|| panic!("{}", report.render_text(false)));
+    assert_eq!(prefix.title, r#"Index "Dup A" is a prefix of "i<b>1""#, "{prefix:?}");
+}

@@ -304,3 +304,36 @@ async fn statements_through_a_view_are_advised_on_its_tables() {
     assert_eq!(composite.evidence, Evidence::Hypothetical);
     assert_eq!(composite.statements.len(), 2, "{}", report.render_text(false));
 }
+
+/// `LIKE 'prefix%'` can use a btree only in a pattern operator class or a byte-wise ("C")
+/// collation. In a C.UTF-8 database a default-opclass index on the column is no use to it (the
+/// planner scans the table), so it must not pass for "already served": the text_pattern_ops
+/// suggestion is still made and proven. In a C database the same index serves, and nothing is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_default_opclass_index_in_a_non_c_collation_does_not_serve_a_prefix_like() {
+    let cluster = Cluster::start();
+    let workload = "-- calls: 500\nSELECT id FROM customers WHERE name LIKE 'name12345%';\n";
+    let customers = "CREATE TABLE customers (id bigserial PRIMARY KEY, name text);
+         INSERT INTO customers (name) SELECT 'name' || g FROM generate_series(1, 200000) g;
+         CREATE INDEX customers_name_idx ON customers (name);
+         ANALYZE customers;";
+    cluster.psql("postgres", "CREATE DATABASE utf8 TEMPLATE template0 LOCALE 'C.UTF-8'");
+    cluster.psql("postgres", "CREATE DATABASE bytewise TEMPLATE template0 LOCALE 'C'");
+    for db in ["utf8", "bytewise"] {
+        cluster.psql(db, customers);
+    }
+
+    let report = common::advise_workload(&cluster.url("postgres", "utf8"), workload).await;
+    assert_eq!(report.index_method, "hypopg", "{:?}", report.notes);
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    let pattern = suggestion(&report, "(name text_pattern_ops)");
+    assert!(pattern.improvement().unwrap() > 0.5, "{pattern:#?}");
+
+    let report = common::advise_workload(&cluster.url("postgres", "bytewise"), workload).await;
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    assert!(
+        !report.index_suggestions.iter().any(|s| s.create_statement.contains("(name")),
+        "customers_name_idx serves LIKE in a C database:\n{}",
+        report.render_text(false)
+    );
+}

@@ -237,3 +237,15 @@ async fn an_index_in_another_collation_or_opclass_does_not_serve_a_foreign_key()
         );
     }
 }
+
+/// The title names the index as its DROP does, quoted where SQL needs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_title_quotes_the_index_as_the_fix_does() {
+    let (_cluster, mut opts) =
+        database("quoted", r#"CREATE TABLE t (id int, v int); CREATE INDEX "i<b>1" ON t (v);"#);
+    opts.health.unused_index_min_stats_days = 0;
+    let report = run(&opts).await;
+    let finding =
+        unused(&report, r#"public."i<b>1""#).unwrap_or_else(|| panic!("{}", report.render_text(false)));
+    assert!(finding.fix.as_deref().is_some_and(|f| f.contains(r#"public."i<b>1""#)), "{finding:?}");
+}

@@ -93,6 +93,7 @@ pub async fn plan(client: &Client, req: &ConvertRequest) -> Result<ConvertPlan, 
         .context(|| "preparing the session".into())?;
     // The table name is the user's, resolved with their search_path.
     let rel = pg::find_relation(client, &req.table).await?;
+    let req = &ConvertRequest { column: pg::column_name(&req.column), ..req.clone() };
     // regclass::text, pg_get_viewdef and the like leave out the schema of whatever is visible on
     // search_path, and the script may run with another one ("$user" first, say): a bare view name
     // would then make a new view elsewhere. With only pg_catalog on the path every name is qualified.
@@ -116,6 +117,7 @@ async fn plan_with_qualified_names(
     rel: Relation,
 ) -> Result<ConvertPlan, JobError> {
     let facts = gather(client, req, rel).await?;
+    let job_table = sql_name(client, &facts.rel).await?;
     let boundary = boundary(req);
     let mut plan = ConvertPlan {
         table: facts.rel.display(),
@@ -131,7 +133,7 @@ async fn plan_with_qualified_names(
     plan.steps.push(prepare_step(&facts, req, boundary));
     plan.steps.push(swap_step(&facts, req, boundary));
     plan.steps.push(after_step(&facts));
-    plan.job_toml = job_toml(&facts, req);
+    plan.job_toml = job_toml(&facts, req, &job_table);
     Ok(plan)
 }
 
@@ -561,16 +563,32 @@ fn after_step(facts: &Facts) -> Step {
     }
 }
 
-fn job_toml(facts: &Facts, req: &ConvertRequest) -> String {
+/// The table as the partitions job reads its `table`: an SQL name, quoted by the server's own
+/// rules (`public."MyEvents"`, `public."Audit Log"`, `public.events`), so it names this table and
+/// not a lower-case namesake, whatever the search_path.
+async fn sql_name(client: &Client, rel: &Relation) -> Result<String, JobError> {
+    let row = client
+        .query_one("SELECT format('%I.%I', $1::text, $2::text)", &[&rel.schema, &rel.name])
+        .await
+        .context(|| "quoting the table's name".into())?;
+    Ok(row.get(0))
+}
+
+fn job_toml(facts: &Facts, req: &ConvertRequest, table_sql_name: &str) -> String {
     let interval = format!("{:?}", req.interval).to_lowercase();
     format!(
-        "[[jobs]]\nname = \"{name}-partitions\"\nkind = \"partitions\"\nschedule = \"@daily\"\ndatabase = \"{database}\"\n\
-         table = \"{table}\"\ninterval = \"{interval}\"\npremake = {premake}\n",
-        name = facts.rel.name,
-        table = facts.rel.display(),
+        "[[jobs]]\nname = {name}\nkind = \"partitions\"\nschedule = \"@daily\"\ndatabase = {database}\n\
+         table = {table}\ninterval = \"{interval}\"\npremake = {premake}\n",
+        name = toml_string(&format!("{}-partitions", facts.rel.name)),
+        table = toml_string(table_sql_name),
         premake = req.premake.max(1),
-        database = req.database.as_deref().unwrap_or("CHANGE-ME")
+        database = toml_string(req.database.as_deref().unwrap_or("CHANGE-ME"))
     )
+}
+
+/// A TOML string holding `text` exactly (quotes and backslashes in names escaped as TOML wants).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 impl ConvertPlan {

@@ -167,6 +167,19 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A column named in a job or on the command line: `"Created At"`, a double-quoted SQL identifier
+/// (`""` inside for a quote), is the name between the quotes, as tables are taken as SQL names;
+/// anything else is the column's exact name as the catalog spells it (`created_at`, `CreatedAt`),
+/// which is how columns were always taken and is not case-folded.
+pub fn column_name(written: &str) -> String {
+    match written.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+        Some(inner) if !inner.is_empty() && !inner.replace("\"\"", "").contains('"') => {
+            inner.replace("\"\"", "\"")
+        }
+        _ => written.to_string(),
+    }
+}
+
 /// A single-quoted string literal (standard_conforming_strings is on in every supported server).
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -224,5 +237,16 @@ mod tests {
     fn quoting() {
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn columns_are_quoted_identifiers_or_exact_names() {
+        assert_eq!(column_name("\"Created At\""), "Created At");
+        assert_eq!(column_name("\"we\"\"ird\""), "we\"ird");
+        assert_eq!(column_name("created_at"), "created_at");
+        assert_eq!(column_name("CreatedAt"), "CreatedAt", "a bare name is exact, not folded");
+        // Not one quoted identifier: taken as written.
+        assert_eq!(column_name("\"a\"b\""), "\"a\"b\"");
+        assert_eq!(column_name("\""), "\"");
     }
 }

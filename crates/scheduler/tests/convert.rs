@@ -3,9 +3,9 @@
 mod common;
 
 use chrono::{Datelike, Utc};
-use common::client;
+use common::{client, clock, config, lines, run};
 use pgpilot_scheduler::convert::{plan, ConvertRequest};
-use pgpilot_scheduler::PartitionInterval;
+use pgpilot_scheduler::{Outcome, PartitionInterval};
 use pgpilot_testkit::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +146,69 @@ async fn the_plan_names_views_and_sequences_with_their_schema_whatever_the_searc
         cluster.psql("postgres", "SELECT pg_get_serial_sequence('public.hits', 'id')"),
         "public.hits_id_seq"
     );
+}
+
+/// The `[[jobs]]` table the plan prints is what the partitions job reads: `table` is an SQL name,
+/// so a mixed-case or spaced table must come out quoted, or the job manages a lower-case namesake
+/// (or fails with 42602). A column is given as a quoted SQL identifier, like the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_job_names_mixed_case_and_spaced_tables_as_sql_names() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        r#"CREATE TABLE "MyEvents" (id bigserial PRIMARY KEY, ts timestamptz NOT NULL);
+           INSERT INTO "MyEvents" (ts) SELECT now() - g * interval '1 hour' FROM generate_series(1, 500) g;
+           -- An unrelated partitioned table whose name is the lower-case spelling.
+           CREATE TABLE myevents (ts timestamptz NOT NULL) PARTITION BY RANGE (ts);
+           CREATE TABLE "Audit Log" (id int PRIMARY KEY, "Created At" timestamptz NOT NULL);
+           INSERT INTO "Audit Log" SELECT g, now() - g * interval '1 day' FROM generate_series(1, 100) g;"#,
+    );
+    let c = client(&cluster).await;
+    let now = Utc::now();
+    for (table, column, job_table) in [
+        (r#""MyEvents""#, "ts", r#"public."MyEvents""#),
+        (r#""Audit Log""#, r#""Created At""#, r#"public."Audit Log""#),
+    ] {
+        let request = ConvertRequest {
+            table: table.into(),
+            column: column.into(),
+            interval: PartitionInterval::Monthly,
+            premake: 2,
+            naming: None,
+            database: Some("app".into()),
+            now,
+        };
+        let table_plan = plan(&c, &request).await.unwrap_or_else(|e| panic!("a plan for {table}: {e}"));
+        run_plan(&c, &table_plan).await;
+        let cfg = config(&cluster, &table_plan.job_toml);
+        let name = cfg.jobs[0].name.clone();
+        let report = run(&cfg, &name, &clock(now)).await;
+        assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}\n{}", table_plan.job_toml);
+        assert!(table_plan.job_toml.contains(job_table), "{}", table_plan.job_toml);
+        let partitions = lines(
+            &cluster,
+            &format!("SELECT count(*) FROM pg_inherits WHERE inhparent = '{}'::regclass", job_table),
+        );
+        assert!(partitions[0].parse::<i32>().unwrap() >= 3, "{table}: {partitions:?}");
+    }
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM pg_inherits WHERE inhparent = 'myevents'::regclass"),
+        "0",
+        "the lower-case namesake was left alone"
+    );
+    // A bare column name is still taken as the exact name, not case-folded.
+    cluster.psql("postgres", r#"CREATE TABLE "Plain" ("CreatedAt" date NOT NULL)"#);
+    let exact = ConvertRequest {
+        table: r#""Plain""#.into(),
+        column: "CreatedAt".into(),
+        interval: PartitionInterval::Monthly,
+        premake: 1,
+        naming: None,
+        database: None,
+        now,
+    };
+    let plain = plan(&c, &exact).await.expect("a plan naming the column exactly");
+    assert!(plain.render().contains(r#"CHECK ("CreatedAt" IS NOT NULL"#), "{}", plain.render());
 }
 
 /// Runs each statement of steps 1 and 3 on its own (CREATE INDEX CONCURRENTLY refuses a

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{at, clock, config, lines, run};
+use common::{at, client, clock, config, lines, run};
 use pgpilot_scheduler::Outcome;
 use pgpilot_testkit::Cluster;
 
@@ -281,4 +281,108 @@ async fn retention_detaches_only_partitions_wholly_past_the_cutoff() {
 
 fn super_partitions(cluster: &Cluster, table: &str) -> Vec<String> {
     partitions_of(cluster, table).into_iter().filter(|p| !p.ends_with("_default")).collect()
+}
+
+/// Leaves `partition` of `table` half-detached, as a DBA's `DETACH PARTITION ... CONCURRENTLY`
+/// cancelled while it waited for a reader's snapshot does.
+async fn interrupt_a_concurrent_detach(cluster: &Cluster, table: &str, partition: &str) {
+    let reader = client(cluster).await;
+    reader
+        .batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM {table}"))
+        .await
+        .unwrap();
+    let dba = client(cluster).await;
+    dba.batch_execute("SET statement_timeout = '1s'").await.unwrap();
+    let detach = dba
+        .batch_execute(&format!("ALTER TABLE {table} DETACH PARTITION {partition} CONCURRENTLY"))
+        .await
+        .expect_err("the detach waits for the reader and is cancelled");
+    assert_eq!(detach.code().map(|c| c.code()), Some("57014"), "{detach:?}");
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            &format!("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = '{partition}'::regclass")
+        ),
+        "t"
+    );
+}
+
+/// Someone else's interrupted detach of a partition the job keeps is not finished by the job (it
+/// would leave the month without a partition while the run reports success): the run fails and
+/// says what to do; once the DBA finalizes it, the detached table holding the partition's name is
+/// reported as such, not as a bare 42P07. A half-detached partition past retention is finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_detach_is_finished_only_for_a_partition_past_retention() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE ev (ts timestamptz NOT NULL, v int) PARTITION BY RANGE (ts)");
+    let job = r#"
+        [[jobs]]
+        name = "ev"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "public.ev"
+        interval = "monthly"
+        premake = 1
+        "#;
+    let cfg = config(&cluster, job);
+    let clock = clock(at(2026, 9, 10, 0, 0, 0));
+    let report = run(&cfg, "ev", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(partitions_of(&cluster, "ev"), ["ev_y2026_m09", "ev_y2026_m10"]);
+
+    interrupt_a_concurrent_detach(&cluster, "ev", "ev_y2026_m10").await;
+    for _ in 0..2 {
+        let report = run(&cfg, "ev", &clock).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        let error = report.error.clone().unwrap_or_default();
+        assert!(error.contains("public.ev_y2026_m10 is half-detached"), "{error}");
+        assert!(error.contains(r#"DETACH PARTITION "public"."ev_y2026_m10" FINALIZE"#), "{error}");
+        assert!(!report.notes.iter().any(|n| n.contains("finished")), "{:?}", report.notes);
+        assert_eq!(
+            cluster.psql(
+                "postgres",
+                "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'ev_y2026_m10'::regclass"
+            ),
+            "t",
+            "the job left the detach as it was"
+        );
+    }
+
+    // The DBA finishes the detach: the table keeps the name the job would make October under.
+    cluster.psql("postgres", "ALTER TABLE ev DETACH PARTITION ev_y2026_m10 FINALIZE");
+    let report = run(&cfg, "ev", &clock).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("public.ev_y2026_m10 already exists as a table that is not a partition"),
+        "{error}"
+    );
+    assert!(!error.contains("42P07"), "{error}");
+    let attach = error
+        .split_once(r#"ALTER TABLE "public"."ev" ATTACH PARTITION"#)
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(statement, _)| format!(r#"ALTER TABLE "public"."ev" ATTACH PARTITION{statement}"#))
+        .unwrap_or_else(|| panic!("an ATTACH statement in {error}"));
+    // The statement it gives puts October back, in a session of another TimeZone too.
+    cluster.psql("postgres", &format!("SET TimeZone = 'Asia/Tokyo'; {attach}"));
+    let report = run(&cfg, "ev", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    cluster.psql("postgres", "INSERT INTO ev VALUES ('2026-10-31 23:00+00', 1)");
+
+    // With retention, a half-detached partition past it is one the job would retire: finished.
+    let retiring = config(&cluster, &format!("{job}retention = \"1 month\"\n"));
+    interrupt_a_concurrent_detach(&cluster, "ev", "ev_y2026_m09").await;
+    // Before the database's own clock: the cutoff is the earlier of the two.
+    clock.set(at(2026, 12, 5, 0, 0, 0));
+    let report = run(&retiring, "ev", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(
+        report.notes.iter().any(|n| n.contains("finished the interrupted detach of public.ev_y2026_m09")),
+        "{:?}",
+        report.notes
+    );
+    // October, past retention too, was detached the ordinary way.
+    assert_eq!(partitions_of(&cluster, "ev"), ["ev_y2026_m12", "ev_y2027_m01"]);
 }

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Result};
 
 use super::standby;
 use super::usage::IndexScans;
-use crate::db::{qualified_relation_sql, Db};
+use crate::db::{qualified_relation_sql, quote_ident, Db};
 use crate::options::HealthSettings;
 use crate::report::{Category, Finding, Severity};
 use crate::units::{bytes, duration};
@@ -122,7 +122,8 @@ fn unused_finding(
     let keep = keep_unused(index, scans, settings);
     // A standby's counters say nothing about the primary's queries: no warning on them alone.
     let severity = if keep.is_some() || standby { Severity::Info } else { Severity::Warning };
-    let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.name))
+    // Named as the fix names it: quoted where SQL needs it (`public."i<b>1"`).
+    let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.quoted))
         .object(index.name.clone())
         .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
         .evidence(format!("on {}: {}", index.table, index.definition))
@@ -331,10 +332,12 @@ const USER_INDEXES: &str =
     "i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'";
 
 fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding {
+    // Names quoted where SQL needs it, as the fix writes them (`"i<b>2"`, not `i<b>2`).
+    let (dropped, kept) = (quote_ident(&drop.name), quote_ident(&keep.name));
     let title = if exact {
-        format!("Duplicate index {} (same as {})", drop.name, keep.name)
+        format!("Duplicate index {dropped} (same as {kept})")
     } else {
-        format!("Index {} is a prefix of {}", drop.name, keep.name)
+        format!("Index {dropped} is a prefix of {kept}")
     };
     let finding = Finding::new(Severity::Warning, Category::Indexes, title)
         .object(drop.quoted.clone())

@@ -58,10 +58,31 @@ pub async fn run(
     check!("wraparound", wraparound::check(db));
     check!("sequences", wraparound::sequences(db));
     check!("replication and archiving", replication::check(db));
+    // What the role's privileges hid from the checks above: said, never silently left out.
+    let hidden = [
+        ("sequences", wraparound::unreadable_sequences(db).await),
+        ("table bloat", storage::hidden_statistics(db, settings).await),
+    ];
+    for (check, note) in hidden {
+        match note {
+            Ok(note) => notes.extend(note),
+            Err(e) => notes.push(format!("{check} check could not tell what this role cannot see: {e:#}")),
+        }
+    }
     if !pgstattuple {
         notes.push("bloat figures are estimates from statistics (pgstattuple not installed)".into());
     }
     (findings, notes)
+}
+
+/// Up to ten names, then how many more.
+pub(crate) fn some_of(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 /// Names the relations a check left out because another session held (or queued for) a lock on

@@ -97,6 +97,40 @@ pub async fn table_bloat(db: &Db, settings: &HealthSettings, pgstattuple: bool) 
     Ok(out)
 }
 
+/// The note for tables whose bloat could not be estimated because pg_stats hides their column
+/// statistics from this role: it shows a column only to a role that may SELECT it, and not at all
+/// under active row-level security (pg_monitor gives neither). Only tables large enough for the
+/// bloat checks are counted.
+pub async fn hidden_statistics(db: &Db, settings: &HealthSettings) -> Result<Option<String>> {
+    let rows = db
+        .client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname !~ '^pg_toast' AND NOT pg_is_other_temp_schema(n.oid) AND c.reltuples > 0 \
+               AND c.relpages::int8 * current_setting('block_size')::int8 >= $1 \
+               AND (EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 \
+                              AND NOT a.attisdropped AND NOT has_column_privilege(c.oid, a.attnum, 'SELECT')) \
+                    OR (c.relrowsecurity AND row_security_active(c.oid))) \
+             ORDER BY 1",
+            &[&settings.table_min_bytes],
+        )
+        .await?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "pg_stats hides the column statistics of {} table(s) from this role (it lacks SELECT on their \
+         columns, or row-level security is active), so their bloat and their indexes' bloat were not \
+         estimated; grant SELECT on them (or pg_read_all_data on PostgreSQL 14+), or run the advisor as a \
+         superuser: {}",
+        names.len(),
+        super::some_of(&names)
+    )))
+}
+
 /// How much of a relation is wasted.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BloatEstimate {

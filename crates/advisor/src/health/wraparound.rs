@@ -191,6 +191,35 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
     Ok(out)
 }
 
+/// The note for sequences whose last value pg_sequences hides from this role: it shows NULL
+/// without SELECT or USAGE on the sequence (pg_monitor does not give them), so their use of their
+/// range went unchecked and a sequence about to overflow would not be reported.
+pub async fn unreadable_sequences(db: &Db) -> Result<Option<String>> {
+    // The CASE keeps has_sequence_privilege, which raises an error for any other relation, from
+    // being evaluated before the relkind test.
+    let rows = db
+        .rows(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'S' AND NOT pg_is_other_temp_schema(n.oid) \
+               AND CASE WHEN c.relkind = 'S' THEN NOT has_sequence_privilege(c.oid, 'SELECT,USAGE') END \
+             ORDER BY 1",
+        )
+        .await?;
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} sequence(s) could not be checked for overflow: this role has neither SELECT nor USAGE on them, \
+         so pg_sequences hides their last value; grant SELECT on them (GRANT SELECT ON ALL SEQUENCES IN \
+         SCHEMA ..., or pg_read_all_data on PostgreSQL 14+), or run the advisor as their owner or a \
+         superuser: {}",
+        names.len(),
+        super::some_of(&names)
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

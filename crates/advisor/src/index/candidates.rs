@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::catalog::TableInfo;
+use super::catalog::{KeyOrder, TableInfo};
 use super::parse::TableAccess;
 use crate::db::quote_ident;
 
@@ -27,6 +27,22 @@ impl KeyPart {
     fn expression(sql: &str) -> Self {
         KeyPart { sql: format!("({sql})"), column: None, desc: false, opclass: None }
     }
+    /// True when an index key column ordered by `order` serves what this element asks of the
+    /// column. A `*_pattern_ops` element is for `LIKE 'prefix%'`, which a btree serves only with a
+    /// pattern operator class, or in the default class under a byte-wise ("C") collation: a
+    /// default-opclass index in another collation cannot be used for it, however it is led.
+    /// Any other element wants the column's ordinary order: the default class in the column's
+    /// collation (a pattern-ops or other-collation index sorts differently).
+    pub(crate) fn served_by(&self, order: &KeyOrder) -> bool {
+        match &self.opclass {
+            Some(wanted) if wanted.ends_with("_pattern_ops") => {
+                order.opclass.ends_with("_pattern_ops") || (order.default_opclass && order.byte_order)
+            }
+            Some(wanted) => order.opclass == *wanted,
+            None => order.default_opclass && order.column_collation,
+        }
+    }
+
     /// The element as written in CREATE INDEX: SQL, operator class, direction.
     pub(crate) fn render(&self) -> String {
         let mut s = self.sql.clone();
@@ -142,7 +158,9 @@ impl Candidate {
     }
 
     /// True when an existing valid index already serves this candidate: same method, same
-    /// predicate (or none), and this candidate's plain key columns are a leading prefix of it.
+    /// predicate (or none), and this candidate's plain key columns are a leading prefix of it,
+    /// each ordered the way the candidate needs (operator class and collation: see
+    /// [`KeyPart::served_by`]). What this cannot rule out is left to the planner's proof.
     pub fn already_served_by(&self, table: &TableInfo) -> Option<String> {
         if !self.include.is_empty() || self.method == Method::Gin {
             return None;
@@ -160,6 +178,8 @@ impl Candidate {
                     && (ix.predicate.is_none() || ix.predicate.as_deref() == self.predicate.as_deref())
                     && ix.columns.len() >= wanted.len()
                     && ix.columns[..wanted.len()] == wanted[..]
+                    && ix.key_orders.len() >= wanted.len()
+                    && self.key.iter().zip(&ix.key_orders).all(|(k, order)| k.served_by(order))
                     && self.key.iter().all(|k| !k.desc)
             })
             .map(|ix| ix.name.clone())
@@ -348,6 +368,7 @@ mod tests {
             reltuples: 100_000.0,
             live_rows: 100_000,
             partitioned: false,
+            readable: true,
             leaf_partitions: Vec::new(),
             columns: HashMap::from([
                 ("id".into(), col("bigint", 100_000.0)),
@@ -453,5 +474,47 @@ mod tests {
             ),
             "{c:#?}"
         );
+    }
+
+    #[test]
+    fn a_prefix_like_candidate_is_served_only_by_an_index_that_can_match_patterns() {
+        let order = |opclass: &str, default_opclass: bool, byte_order: bool| KeyOrder {
+            opclass: opclass.into(),
+            default_opclass,
+            byte_order,
+            column_collation: true,
+        };
+        let existing = |order: KeyOrder| TableInfo {
+            indexes: vec![super::super::catalog::ExistingIndex {
+                name: "orders_status_idx".into(),
+                method: "btree".into(),
+                columns: vec![Some("status".into())],
+                predicate: None,
+                valid: true,
+                key_orders: vec![order],
+            }],
+            ..table()
+        };
+        let r = MapResolver::default().with_table(1, "orders", &["status"]);
+        let like = analyse("SELECT id FROM orders WHERE status LIKE 'pend%'", &r).unwrap();
+        let pattern = |t: &TableInfo| {
+            for_access(&like.accesses[0], t)
+                .into_iter()
+                .find(|c| c.key.iter().any(|k| k.opclass.as_deref() == Some("text_pattern_ops")))
+                .expect("a text_pattern_ops candidate")
+        };
+        // A default-opclass btree in a non-C collation cannot serve LIKE: the candidate stays.
+        let non_c = existing(order("text_ops", true, false));
+        assert_eq!(pattern(&non_c).already_served_by(&non_c), None);
+        // In a byte-wise collation, or with a pattern operator class, it can.
+        let c = existing(order("text_ops", true, true));
+        assert_eq!(pattern(&c).already_served_by(&c).as_deref(), Some("orders_status_idx"));
+        let ops = existing(order("text_pattern_ops", false, false));
+        assert_eq!(pattern(&ops).already_served_by(&ops).as_deref(), Some("orders_status_idx"));
+        // A pattern-ops index does not give equality, ranges and sorts their ordinary order.
+        let eq = analyse("SELECT id FROM orders WHERE status > $1 ORDER BY status", &r).unwrap();
+        let plain = for_access(&eq.accesses[0], &ops).remove(0);
+        assert_eq!(plain.already_served_by(&ops), None);
+        assert_eq!(plain.already_served_by(&non_c).as_deref(), Some("orders_status_idx"));
     }
 }

@@ -23,6 +23,24 @@ pub struct ExistingIndex {
     pub columns: Vec<Option<String>>,
     pub predicate: Option<String>,
     pub valid: bool,
+    /// How each key column is ordered, in key order.
+    pub key_orders: Vec<KeyOrder>,
+}
+
+/// How an index orders one key column: its operator class and collation decide which operators,
+/// and so which predicates and sorts on the column, the index can serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOrder {
+    pub opclass: String,
+    /// The type's default operator class (`text_ops`, `int4_ops`), not one such as `text_pattern_ops`.
+    pub default_opclass: bool,
+    /// The index compares the column byte by byte: its collation is "C" or "POSIX" (or the
+    /// database's default, when that is). The default operator class then serves `LIKE 'prefix%'`
+    /// too; in any other collation (libc's C.UTF-8 included) only a `*_pattern_ops` class does.
+    /// False where this cannot be told: the candidate is then kept, for the planner to judge.
+    pub byte_order: bool,
+    /// The index orders the column in the column's own collation.
+    pub column_collation: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +52,8 @@ pub struct TableInfo {
     pub live_rows: i64,
     /// A partitioned table: CREATE INDEX CONCURRENTLY does not work on it, only on its partitions.
     pub partitioned: bool,
+    /// The advisor's role may SELECT from it: EXPLAIN of a statement reading it needs that.
+    pub readable: bool,
     /// A partitioned table's leaf partitions (schema, name), where the planner looks for indexes.
     pub leaf_partitions: Vec<(String, String)>,
     pub columns: HashMap<String, ColumnInfo>,
@@ -189,7 +209,7 @@ impl Catalog {
             .query(
                 // A partitioned table holds no rows and counts no writes: its partitions do.
                 "SELECT c.oid, n.nspname::text, c.relname::text, c.reltuples::float8, \
-                 s.live, s.ins, s.upd, s.hot, s.del, c.relkind = 'p' \
+                 s.live, s.ins, s.upd, s.hot, s.del, c.relkind = 'p', has_table_privilege(c.oid, 'SELECT') \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  CROSS JOIN LATERAL ( \
                    WITH RECURSIVE tree(relid) AS ( \
@@ -214,6 +234,7 @@ impl Catalog {
                     name: r.get(2),
                     reltuples: r.get(3),
                     partitioned: r.get(9),
+                    readable: r.get(10),
                     leaf_partitions: Vec::new(),
                     live_rows: r.get(4),
                     columns: HashMap::new(),
@@ -254,8 +275,22 @@ impl Catalog {
                  pg_get_expr(i.indpred, i.indrelid), \
                  ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY u(k, ord) \
                        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.k \
-                       WHERE u.ord <= i.indnkeyatts ORDER BY u.ord) \
+                       WHERE u.ord <= i.indnkeyatts ORDER BY u.ord), \
+                 k.opclasses, k.default_opclasses, k.byte_order, k.column_collation \
                  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
+                 CROSS JOIN LATERAL ( \
+                   SELECT array_agg(oc.opcname::text ORDER BY u.ord) AS opclasses, \
+                     array_agg(oc.opcdefault ORDER BY u.ord) AS default_opclasses, \
+                     array_agg(CASE WHEN u.coll = 0 THEN false \
+                                    WHEN u.coll = 100 THEN (SELECT d.datcollate IN ('C', 'POSIX') FROM pg_database d \
+                                                             WHERE d.datname = current_database()) \
+                                    ELSE coalesce(co.collcollate IN ('C', 'POSIX'), false) END ORDER BY u.ord) AS byte_order, \
+                     array_agg(u.coll = coalesce(a.attcollation, 0) ORDER BY u.ord) AS column_collation \
+                   FROM unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[]) WITH ORDINALITY u(k, cls, coll, ord) \
+                   JOIN pg_opclass oc ON oc.oid = u.cls \
+                   LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.k \
+                   LEFT JOIN pg_collation co ON co.oid = u.coll \
+                   WHERE u.ord <= i.indnkeyatts) k \
                  WHERE i.indrelid = ANY($1)",
                 &[&oids],
             )
@@ -269,9 +304,29 @@ impl Catalog {
                     valid: r.get(3),
                     predicate: r.get(4),
                     columns: r.get(5),
+                    key_orders: key_orders(&r),
                 });
             }
         }
         Ok(())
     }
+}
+
+/// The key columns' orders from the index query's parallel arrays (columns 6 to 9).
+fn key_orders(row: &tokio_postgres::Row) -> Vec<KeyOrder> {
+    let opclasses: Vec<String> = row.get::<_, Option<Vec<String>>>(6).unwrap_or_default();
+    let defaults: Vec<bool> = row.get::<_, Option<Vec<bool>>>(7).unwrap_or_default();
+    let byte_order: Vec<Option<bool>> = row.get::<_, Option<Vec<Option<bool>>>>(8).unwrap_or_default();
+    let column_collation: Vec<bool> = row.get::<_, Option<Vec<bool>>>(9).unwrap_or_default();
+    opclasses
+        .into_iter()
+        .zip(defaults)
+        .zip(byte_order.into_iter().zip(column_collation))
+        .map(|((opclass, default_opclass), (byte_order, column_collation))| KeyOrder {
+            opclass,
+            default_opclass,
+            byte_order: byte_order.unwrap_or(false),
+            column_collation,
+        })
+        .collect()
 }

@@ -13,7 +13,7 @@ mod prefixes;
 mod select;
 mod views;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
 
@@ -51,6 +51,8 @@ pub struct IndexAdvice {
     pub method: String,
     pub analysed: usize,
     pub skipped: Vec<SkippedStatement>,
+    /// What the advisor's privileges kept it from analysing, for the report's notes.
+    pub notes: Vec<String>,
     pub findings: Vec<Finding>,
     /// The statements as analysed, kept for `--apply` measurements.
     pub statements: Vec<AnalysedStatement>,
@@ -72,8 +74,11 @@ pub async fn advise(
         ..Default::default()
     };
     let planner = Planner::new(db).await?;
+    let mut skipped = Skipped::default();
     let (statements, catalog) =
-        analyse_workload(db, workload, settings, &planner, &mut advice.skipped, progress).await?;
+        analyse_workload(db, workload, settings, &planner, &mut skipped, progress).await?;
+    advice.notes.extend(skipped.unreadable_note());
+    advice.skipped = skipped.statements;
     advice.analysed = statements.len();
     let unusable = non_immutable_functions(db, &statements).await?;
     let mut by_candidate: BTreeMap<Candidate, Vec<usize>> = BTreeMap::new();
@@ -120,13 +125,55 @@ pub async fn advise(
     Ok(advice)
 }
 
+/// Statements left out of the analysis, and which of the tables they read the advisor's role may
+/// not SELECT from: EXPLAIN needs the privileges running the statement needs.
+#[derive(Debug, Default)]
+struct Skipped {
+    statements: Vec<SkippedStatement>,
+    /// Unreadable table (quoted, qualified) → skipped statements that read it.
+    unreadable_tables: BTreeMap<String, usize>,
+    /// Skipped statements that read at least one unreadable table.
+    unreadable_statements: usize,
+}
+
+impl Skipped {
+    fn push(&mut self, query: &str, reason: String) {
+        self.statements.push(SkippedStatement { query: query.to_string(), reason });
+    }
+
+    /// A statement EXPLAIN refused; counted against the tables it reads that the role cannot.
+    fn unplannable(&mut self, query: &str, reason: String, unreadable: Vec<String>) {
+        self.unreadable_statements += usize::from(!unreadable.is_empty());
+        for table in unreadable {
+            *self.unreadable_tables.entry(table).or_default() += 1;
+        }
+        self.push(query, reason);
+    }
+
+    /// One line saying which statements went unanalysed for lack of SELECT, and what grants it.
+    fn unreadable_note(&self) -> Option<String> {
+        if self.unreadable_tables.is_empty() {
+            return None;
+        }
+        let tables: Vec<String> =
+            self.unreadable_tables.iter().map(|(t, n)| format!("{t} ({n} statement(s))")).collect();
+        Some(format!(
+            "{} statement(s) were skipped for index advice: EXPLAIN needs SELECT on the tables a \
+             statement reads, and this role lacks it on {}; grant SELECT on them (or pg_read_all_data on \
+             PostgreSQL 14+), or run the advisor as their owner or a superuser",
+            self.unreadable_statements,
+            tables.join(", ")
+        ))
+    }
+}
+
 /// Parses, resolves and plans every workload statement; the ones that cannot be are skipped with a reason.
 async fn analyse_workload(
     db: &Db,
     workload: &[WorkloadStatement],
     settings: &IndexAdvisorSettings,
     planner: &Planner<'_>,
-    skipped: &mut Vec<SkippedStatement>,
+    skipped: &mut Skipped,
     progress: &dyn Progress,
 ) -> Result<(Vec<AnalysedStatement>, Catalog)> {
     let mut names = Vec::new();
@@ -144,7 +191,7 @@ async fn analyse_workload(
                 }
                 parsable.push((w, seen_through_views, tables));
             }
-            Err(e) => skipped.push(SkippedStatement { query: w.query.clone(), reason: e.to_string() }),
+            Err(e) => skipped.push(&w.query, e.to_string()),
         }
     }
     let catalog = Catalog::load(db, &names).await?;
@@ -155,25 +202,36 @@ async fn analyse_workload(
         if let Some(schema) = catalog.unusable_schema(&tables) {
             let reason =
                 format!("permission denied for schema {schema} (the advisor's role has no USAGE on it)");
-            skipped.push(SkippedStatement { query: w.query.clone(), reason });
+            skipped.push(&w.query, reason);
             continue;
         }
         let shape = match parse::analyse(&seen_through_views, &catalog) {
             Ok(shape) if shape.accesses.is_empty() => {
-                skipped
-                    .push(SkippedStatement { query: w.query.clone(), reason: "reads no user table".into() });
+                skipped.push(&w.query, "reads no user table".into());
                 continue;
             }
             Ok(shape) => shape,
             Err(e) => {
-                skipped.push(SkippedStatement { query: w.query.clone(), reason: e.to_string() });
+                skipped.push(&w.query, e.to_string());
                 continue;
             }
         };
         match planner.explain(&w.query, shape.param_count).await {
             Ok(baseline) => out.push(AnalysedStatement { workload: w.clone(), shape, baseline }),
-            Err(e) => skipped
-                .push(SkippedStatement { query: w.query.clone(), reason: format!("EXPLAIN failed: {e}") }),
+            Err(e) => {
+                let unreadable = shape
+                    .accesses
+                    .iter()
+                    .filter_map(|a| catalog.tables.get(&a.table))
+                    .filter(|t| !t.readable)
+                    .map(TableInfo::qualified)
+                    .collect::<BTreeSet<_>>();
+                skipped.unplannable(
+                    &w.query,
+                    format!("EXPLAIN failed: {e}"),
+                    unreadable.into_iter().collect(),
+                )
+            }
         }
     }
     Ok((out, catalog))

@@ -51,6 +51,9 @@ pub struct Child {
     pub is_default: bool,
     /// None when the bound could not be read (then it is left alone).
     pub range: Option<(Bound, Bound)>,
+    /// The bound as pg_get_expr printed it (`FOR VALUES FROM (...) TO (...)`, `DEFAULT`), what an
+    /// `ATTACH PARTITION` putting it back would say.
+    pub bound: String,
     pub detach_pending: bool,
 }
 
@@ -132,6 +135,7 @@ pub async fn children(
                 name: row.get(1),
                 is_default: bound.trim() == "DEFAULT",
                 range: parse_range(&bound),
+                bound,
                 detach_pending: row.get(3),
             }
         })

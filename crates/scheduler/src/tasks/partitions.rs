@@ -106,7 +106,7 @@ pub async fn run(client: &Client, task: &PartitionsTask, ctx: &TaskContext) -> R
     let mut table = Table { task, rel, key, children };
     let mut out = TaskOutput::default();
 
-    finish_pending_detaches(client, &table, &mut out).await?;
+    finish_pending_detaches(client, &table, cutoff, &mut out).await?;
     premake(client, &mut table, now_local, &mut out).await?;
     watch_default(client, &table, &mut out).await?;
     if let Some(cutoff) = cutoff {
@@ -137,21 +137,60 @@ async fn local_times(
     Ok((row.get(0), task.retention.as_ref().map(|_| cutoff)))
 }
 
-/// A DETACH ... CONCURRENTLY interrupted by a cancel or crash leaves the partition half-detached.
+/// True when the partition's whole range ends at or before the retention cutoff: the job retires it.
+fn past_retention(child: &Child, cutoff: Option<NaiveDateTime>) -> bool {
+    match (child.range, cutoff) {
+        (Some((_, Bound::At(upper))), Some(cutoff)) => !child.is_default && upper <= cutoff,
+        _ => false,
+    }
+}
+
+/// A DETACH ... CONCURRENTLY interrupted by a cancel or crash leaves the partition half-detached:
+/// queries on the parent no longer see it, and nothing can be attached in its place until the
+/// detach is finalized. The job finishes it only for a partition past retention, which it would
+/// retire anyway. Finishing someone else's detach of a partition the job keeps would leave its
+/// period without a partition for good (and the detached table holding the name the job would
+/// make it under), while the run reported success: the run fails instead and says what to do.
 async fn finish_pending_detaches(
     client: &Client,
     table: &Table<'_>,
+    cutoff: Option<NaiveDateTime>,
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
     for child in table.children.iter().filter(|c| c.detach_pending) {
+        if !past_retention(child, cutoff) {
+            out.problem(kept_partition_half_detached(table, child));
+            continue;
+        }
         let sql = format!("ALTER TABLE {} DETACH PARTITION {} FINALIZE", table.rel.sql(), child.sql());
         client
             .batch_execute(&sql)
             .await
             .context(|| format!("finishing the detach of {}", child.display()))?;
-        out.note(format!("finished the interrupted detach of {}", child.display()));
+        out.note(format!("finished the interrupted detach of {} (past retention)", child.display()));
     }
     Ok(())
+}
+
+/// What the DBA should do about a half-detached partition the job keeps.
+fn kept_partition_half_detached(table: &Table<'_>, child: &Child) -> String {
+    let (parent, part) = (table.rel.sql(), child.sql());
+    let why = match table.task.retention {
+        Some(_) => "it is not past `retention`",
+        None => "the job has no `retention`",
+    };
+    format!(
+        "{} is half-detached from {}: a DETACH PARTITION ... CONCURRENTLY was interrupted, and queries and \
+         inserts on the table no longer see it ({}). pgpilot finishes only the detaches of partitions it \
+         would retire, and {why}, so it left it as it is. To keep it, finish the detach and attach it again: \
+         ALTER TABLE {parent} DETACH PARTITION {part} FINALIZE; ALTER TABLE {parent} ATTACH PARTITION {part} {}; \
+         to let it go, run only the FINALIZE and rename or drop {part}, and the next run makes a new partition \
+         for its range",
+        child.display(),
+        table.rel.display(),
+        child.bound,
+        child.bound
+    )
 }
 
 async fn premake(
@@ -184,6 +223,7 @@ async fn premake(
                 name,
                 is_default: false,
                 range: Some((Bound::At(midnight(start)), Bound::At(midnight(end)))),
+                bound: table.bounds_sql(start, end),
                 detach_pending: false,
             });
         }
@@ -236,6 +276,10 @@ async fn create_partition(
     out: &mut TaskOutput,
 ) -> Result<bool, JobError> {
     let qualified = format!("{}.{}", quote_ident(&table.rel.schema), quote_ident(name));
+    if let Some(taken) = name_taken(client, table, name, start, end).await? {
+        out.problem(taken);
+        return Ok(false);
+    }
     if let Some(default) = table.default_partition() {
         let count_sql =
             format!("SELECT count(*) FROM {} WHERE {}", default.sql(), table.range_predicate(start, end));
@@ -263,6 +307,69 @@ async fn create_partition(
         format!("CREATE TABLE {qualified} PARTITION OF {} {}", table.rel.sql(), table.bounds_sql(start, end));
     client.batch_execute(&sql).await.context(|| format!("creating partition {name}"))?;
     Ok(true)
+}
+
+/// Why the partition for start..end cannot be made under `name` when a relation of the table's
+/// schema already has it — typically a partition of this table detached earlier (by retention, or
+/// by hand) and kept: PostgreSQL would refuse with 42P07, which says nothing of what to do.
+async fn name_taken(
+    client: &Client,
+    table: &Table<'_>,
+    name: &str,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Option<String>, JobError> {
+    let row = client
+        .query_opt(
+            "SELECT c.relkind::text, (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = c.oid LIMIT 1)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&table.rel.schema, &name],
+        )
+        .await
+        .context(|| format!("looking for a relation named {name}"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (kind, parent): (String, Option<String>) = (row.get(0), row.get(1));
+    let existing = format!("{}.{}", table.rel.schema, name);
+    let qualified = format!("{}.{}", quote_ident(&table.rel.schema), quote_ident(name));
+    let bounds = portable_bounds(client, table, start, end).await?;
+    Ok(Some(match (kind.as_str(), parent) {
+        ("r", None) => format!(
+            "no partition for {start}..{end}: {existing} already exists as a table that is not a partition of {} \
+             (a partition detached earlier?), so it cannot be created. To put it back: ALTER TABLE {} ATTACH \
+             PARTITION {qualified} {bounds}; or rename or drop {qualified}, and the next run creates an empty partition",
+            table.rel.display(),
+            table.rel.sql()
+        ),
+        (_, parent) => format!(
+            "no partition for {start}..{end}: the name {existing} is taken by {} (relkind {kind}); rename that or \
+             set a `naming` template that gives another name",
+            parent.map_or_else(|| "another relation".to_string(), |p| format!("a partition of {p}"))
+        ),
+    }))
+}
+
+/// `FOR VALUES FROM (...) TO (...)` for start..end as the server prints such bounds: a timestamptz
+/// bound carries its offset, so the statement means the same in a session of any TimeZone.
+async fn portable_bounds(
+    client: &Client,
+    table: &Table<'_>,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<String, JobError> {
+    let type_name = match table.key.key_type {
+        catalog::KeyType::Date => "date",
+        catalog::KeyType::Timestamp => "timestamp",
+        catalog::KeyType::TimestampTz => "timestamptz",
+    };
+    let sql = format!(
+        "SELECT format('FOR VALUES FROM (%L) TO (%L)', {}::{type_name}, {}::{type_name})",
+        table.key.key_type.literal(start),
+        table.key.key_type.literal(end)
+    );
+    let row =
+        client.query_one(&sql, &[]).await.context(|| format!("writing the bounds of {start}..{end}"))?;
+    Ok(row.get(0))
 }
 
 /// In one transaction: a new table shaped like the parent, the default partition's rows for its
@@ -370,10 +477,7 @@ async fn retire(
     // but PostgreSQL refuses it when the table has a default partition.
     let has_default = table.default_partition().is_some();
     let concurrently = server_version >= 140000 && !has_default;
-    let old = table.children.iter().filter(|c| match c.range {
-        Some((_, Bound::At(upper))) => !c.is_default && !c.detach_pending && upper <= cutoff,
-        _ => false,
-    });
+    let old = table.children.iter().filter(|c| !c.detach_pending && past_retention(c, Some(cutoff)));
     let mut retired = Vec::new();
     for child in old {
         let how = if concurrently { " CONCURRENTLY" } else { "" };

@@ -148,15 +148,17 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
     if !matches!(rel.kind as u8, b'r' | b'p') {
         return Err(JobError::Invalid(format!("{} is not a table", rel.display())));
     }
-    check_column(client, &rel, &task.column).await?;
+    // A quoted identifier (`"Created At"`) or the exact name, as `pgpilot partitions convert` takes it.
+    let column = pg::column_name(&task.column);
+    check_column(client, &rel, &column).await?;
     let identity = row_identity(client, &rel).await?;
     let mut out = TaskOutput::default();
-    if !column_is_indexed(client, &rel, &task.column).await? {
-        let warning = unindexed_column_warning(&rel, &task.column);
+    if !column_is_indexed(client, &rel, &column).await? {
+        let warning = unindexed_column_warning(&rel, &column);
         tracing::warn!("{warning}");
         out.note(warning);
     }
-    let mut predicate = format!("{} < $1::timestamptz", quote_ident(&task.column));
+    let mut predicate = format!("{} < $1::timestamptz", quote_ident(&column));
     if let Some(filter) = &task.filter {
         predicate.push_str(&format!(" AND ({filter})"));
     }

@@ -1,0 +1,86 @@
+//! Run as a role with only pg_monitor, the advisor cannot see everything: a sequence's last value,
+//! the tables EXPLAIN must read, column statistics. What it could not check is said in the
+//! report's notes (text, JSON, HTML), never silently left out.
+
+mod common;
+
+use pgpilot_advisor::{advise, Category, NoProgress, Report};
+use pgpilot_testkit::Cluster;
+
+const SCHEMA: &str = "
+CREATE TABLE tick (id serial PRIMARY KEY, v int);
+SELECT setval('tick_id_seq', 2000000000);
+CREATE TABLE items (id int PRIMARY KEY, sku text, qty int);
+INSERT INTO items SELECT g, 'sku' || g, g % 10 FROM generate_series(1, 300000) g;
+DELETE FROM items WHERE id % 2 = 0;
+ANALYZE items;
+CREATE ROLE mon LOGIN IN ROLE pg_monitor;
+";
+
+async fn advise_as(cluster: &Cluster, user: &str) -> Report {
+    use std::io::Write;
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    workload.write_all(b"-- calls: 500\nSELECT * FROM items WHERE sku = 'sku77';\n").unwrap();
+    let mut opts = common::options(&cluster.url(user, "app"));
+    opts.index.install_extensions = false;
+    opts.workload.file = Some(workload.path().to_path_buf());
+    advise(&opts, &NoProgress).await.unwrap()
+}
+
+fn notes_about<'a>(report: &'a Report, words: &str) -> Vec<&'a String> {
+    report.notes.iter().filter(|n| n.contains(words)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_pg_monitor_cannot_see_is_noted() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql("app", SCHEMA);
+
+    let superuser = advise_as(&cluster, "postgres").await;
+    assert!(
+        superuser
+            .findings
+            .iter()
+            .any(|f| f.category == Category::Sequences && f.title.contains("tick_id_seq")),
+        "{}",
+        superuser.render_text(false)
+    );
+    assert_eq!(superuser.workload.analysed, 1, "{:?}", superuser.workload.skipped);
+    for words in ["could not be checked for overflow", "pg_stats hides", "EXPLAIN needs SELECT"] {
+        assert!(notes_about(&superuser, words).is_empty(), "{words}: {:#?}", superuser.notes);
+    }
+
+    let monitor = advise_as(&cluster, "mon").await;
+    // pg_sequences shows pg_monitor a NULL last value: the critical finding cannot be made ...
+    assert!(!monitor.findings.iter().any(|f| f.category == Category::Sequences), "{:#?}", monitor.findings);
+    // ... and the report says so, with the privilege that would allow it.
+    let sequences = notes_about(&monitor, "could not be checked for overflow");
+    assert_eq!(sequences.len(), 1, "{:#?}", monitor.notes);
+    assert!(sequences[0].starts_with("1 sequence(s)"), "{}", sequences[0]);
+    assert!(
+        sequences[0].contains("public.tick_id_seq") && sequences[0].contains("grant SELECT"),
+        "{}",
+        sequences[0]
+    );
+    // EXPLAIN needs SELECT on the table: the statement is skipped, and the note says why.
+    assert_eq!(monitor.workload.analysed, 0);
+    let explain = notes_about(&monitor, "EXPLAIN needs SELECT");
+    assert_eq!(explain.len(), 1, "{:#?}", monitor.notes);
+    assert!(explain[0].starts_with("1 statement(s) were skipped"), "{}", explain[0]);
+    assert!(explain[0].contains("public.items (1 statement(s))"), "{}", explain[0]);
+    // pg_stats shows a role only the columns it may read: no bloat estimate for items.
+    let stats = notes_about(&monitor, "pg_stats hides");
+    assert_eq!(stats.len(), 1, "{:#?}", monitor.notes);
+    assert!(stats[0].contains("1 table(s)") && stats[0].contains("public.items"), "{}", stats[0]);
+
+    // Every rendering carries the notes.
+    let text = monitor.render_text(false);
+    let html = monitor.render_html();
+    let json = serde_json::to_string(&monitor).unwrap();
+    for words in ["could not be checked for overflow", "EXPLAIN needs SELECT", "pg_stats hides"] {
+        assert!(text.contains(words), "text lacks {words}:\n{text}");
+        assert!(html.contains(words), "HTML lacks {words}");
+        assert!(json.contains(words), "JSON lacks {words}");
+    }
+}
