@@ -297,6 +297,44 @@ async fn a_scheduler_replaced_by_a_reload_lets_its_run_finish_and_its_successor_
     old.shutdown().await;
 }
 
+/// A partitioned table named in a vacuum job stands for its partitions: the parent keeps no
+/// counts, its partitions hold the dead and inserted rows, and each over the threshold is vacuumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_of_a_partitioned_table_vacuums_its_busy_partitions() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE ev (id int) PARTITION BY RANGE (id);
+         CREATE TABLE ev_low PARTITION OF ev FOR VALUES FROM (0) TO (10000);
+         CREATE TABLE ev_high PARTITION OF ev FOR VALUES FROM (10000) TO (20000);
+         INSERT INTO ev SELECT generate_series(1, 5000); INSERT INTO ev SELECT generate_series(10001, 10010);
+         SELECT pg_stat_force_next_flush();",
+    );
+    cluster.wait_for(
+        "5000",
+        "SELECT n_ins_since_vacuum FROM pg_stat_user_tables WHERE relname = 'ev_low'",
+        Duration::from_secs(10),
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "vacuum"
+        kind = "vacuum"
+        schedule = "@daily"
+        database = "app"
+        tables = ["ev"]
+        min_changes = 1000
+        "#,
+    );
+    let report = run(&cfg, "vacuum", &clock(at(2026, 2, 1, 0, 0, 0))).await;
+    assert_eq!((report.outcome, report.rows), (Outcome::Succeeded, Some(1)), "{report:?}");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT relname FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL"),
+        "ev_low"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_and_vacuum_only_tables_over_the_threshold() {
     let cluster = Cluster::start();
