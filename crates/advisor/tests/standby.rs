@@ -75,4 +75,7 @@ async fn a_standby_is_named_and_its_writing_fixes_go_to_the_primary() {
     for suggestion in &report.index_suggestions {
         assert!(suggestion.rationale.contains("on the primary"), "{text}");
     }
+    // The text report says it beside each suggestion, proven ones included.
+    let said = text.matches("Create it on the primary").count();
+    assert_eq!(said, report.index_suggestions.len(), "{text}");
 }

@@ -165,8 +165,8 @@ fn suggestions(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
         }
         let _ = writeln!(out, "     {}", p.dim(&format!("writes: {}", s.write_overhead.summary)));
         // A statement without CONCURRENTLY is a partitioned table's: the rationale says how to
-        // build it without blocking writes.
-        if s.evidence == Evidence::Heuristic || !s.create_statement.contains(" CONCURRENTLY ") {
+        // build it without blocking writes. On a standby it says where to create it.
+        if s.evidence == Evidence::Heuristic || !s.create_statement.contains(" CONCURRENTLY ") || r.standby {
             let _ = writeln!(out, "     {}", p.dim(&s.rationale));
         }
     }
