@@ -144,11 +144,17 @@ async fn every_admin_command() {
     assert!(totals.contains("avg_wait_time|"), "{totals}");
     assert_eq!(admin(&gw, "SHOW STATE").lines().next(), Some("active|yes"));
     admin(&gw, "SHOW DATABASES");
-    // pgpilot's end of each server connection, as the server sees its client.
+    // pgpilot's end of each server connection, as the server sees its client, and the statements
+    // pgpilot prepared on it (two of the client's, made on the one server it used).
+    for text in ["SELECT 1 AS one", "SELECT 2 AS two"] {
+        let statement = c.prepare(text).await.unwrap();
+        c.query(&statement, &[]).await.unwrap();
+    }
     let servers = admin(&gw, "SHOW SERVERS");
     let row: Vec<&str> =
         servers.lines().find(|l| l.starts_with("S|")).expect("a server").split('|').collect();
-    let (local_addr, local_port, remote_pid) = (row[7], row[8], row[16]);
+    let (local_addr, local_port, remote_pid, prepared) = (row[7], row[8], row[16], row[19]);
+    assert_eq!(prepared, "2", "{servers}");
     let seen = pg.psql(
         "postgres",
         &format!(

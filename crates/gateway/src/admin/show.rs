@@ -369,7 +369,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
             v(target.pid),
             v(target.tls.as_deref().unwrap_or("")),
             v(&*c.application_name.lock()),
-            v(0),
+            v(target.prepared.load(Relaxed)),
             v(c.server_id.load(Relaxed)),
         ];
         row.extend(backend_cells(dbs.get(&*database).map(|d| &**d), &target.address));
@@ -403,7 +403,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v(idle.target.pid),
                         v(idle.target.tls.as_deref().unwrap_or("")),
                         v(""),
-                        v(0),
+                        v(idle.target.prepared.load(Relaxed)),
                         v(idle.id),
                     ];
                     row.extend(backend_cells(Some(db), &pool.id.server));

@@ -1,6 +1,6 @@
 //! One server connection as the pool and sessions see it.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ pub struct CancelTarget {
     pub tls: Option<Box<str>>,
     /// pgpilot's end of a TCP connection (SHOW SERVERS' local_addr and local_port).
     pub local: Option<std::net::SocketAddr>,
+    /// Statements pgpilot had prepared on it when it last went back to its pool (SHOW SERVERS'
+    /// prepared_statements): the registry itself travels with the connection.
+    pub prepared: AtomicUsize,
 }
 
 impl CancelTarget {
@@ -99,6 +102,7 @@ impl ServerConn {
                 in_flight: Default::default(),
                 tls: connected.tls,
                 local: connected.local,
+                prepared: Default::default(),
             }),
             sock: connected.sock,
             id: NEXT_SERVER_ID.fetch_add(1, Relaxed),
