@@ -72,6 +72,9 @@ pub struct ClientInfo {
     close_requested: AtomicU8,
     /// A cancel request came while the client waited for a server: its request is not sent.
     cancel_while_waiting: std::sync::atomic::AtomicBool,
+    /// The client's prepared statements (protocol and SQL) at its last transaction's end, for
+    /// SHOW CLIENTS' prepared_statements.
+    pub prepared: std::sync::atomic::AtomicU32,
     pub wake: crate::signal::Signal,
 }
 
@@ -215,6 +218,7 @@ impl Registry {
             pinned: Mutex::new(None),
             close_requested: AtomicU8::new(0),
             cancel_while_waiting: Default::default(),
+            prepared: Default::default(),
             wake: Default::default(),
         });
         self.shards[pid as usize % SHARDS].lock().insert(pid, info.clone());

@@ -146,15 +146,22 @@ async fn every_admin_command() {
     admin(&gw, "SHOW DATABASES");
     // pgpilot's end of each server connection, as the server sees its client, and the statements
     // pgpilot prepared on it (two of the client's, made on the one server it used).
+    let mut statements = Vec::new();
     for text in ["SELECT 1 AS one", "SELECT 2 AS two"] {
-        let statement = c.prepare(text).await.unwrap();
-        c.query(&statement, &[]).await.unwrap();
+        // Kept: a dropped statement is closed by the driver.
+        statements.push(c.prepare(text).await.unwrap());
+        c.query(statements.last().unwrap(), &[]).await.unwrap();
     }
     let servers = admin(&gw, "SHOW SERVERS");
     let row: Vec<&str> =
         servers.lines().find(|l| l.starts_with("S|")).expect("a server").split('|').collect();
     let (local_addr, local_port, remote_pid, prepared) = (row[7], row[8], row[16], row[19]);
     assert_eq!(prepared, "2", "{servers}");
+    // The client's own count, as PgBouncer 1.21 shows it.
+    let clients = admin(&gw, "SHOW CLIENTS");
+    let row = clients.lines().find(|l| l.starts_with("C|postgres|postgres|")).expect("the client");
+    assert_eq!(row.split('|').nth(19), Some("2"), "{clients}");
+    drop(statements);
     let seen = pg.psql(
         "postgres",
         &format!(

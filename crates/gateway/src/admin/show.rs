@@ -279,7 +279,7 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(0),
             v(if c.tls { "TLS" } else { "" }),
             v(&*c.application_name.lock()),
-            v(0),
+            v(c.prepared.load(Relaxed)),
             v(c.id),
             v(pinned),
         ]);

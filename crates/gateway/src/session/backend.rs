@@ -430,6 +430,11 @@ impl Flow {
             if s.mode == crate::config::PoolMode::Session || s.pinned.is_some() {
                 self.record_stats(server);
             }
+            let prepared = s.statements.named.len() + s.statements.sql.len();
+            s.reg
+                .info
+                .prepared
+                .store(u32::try_from(prepared).unwrap_or(u32::MAX), std::sync::atomic::Ordering::Relaxed);
             // Released from here: the pool takes this as when it went idle.
             server.last_used = now;
         }
