@@ -527,6 +527,40 @@ async fn a_cancelled_pipeline_without_its_sync_never_runs() {
     gw.shutdown().await;
 }
 
+/// A fastpath FunctionCall (libpq's PQfn, every lo_* call) cancelled while it waits for a server
+/// is answered as PostgreSQL answers it, ReadyForQuery included: the client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_call_cancelled_while_waiting_gets_its_ready_for_query() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    raw.write_all(&startup_packet()).await.unwrap();
+    let welcome = read_until_ready(&mut raw).await;
+    let key =
+        backend_messages(&welcome).into_iter().find(|m| m.0 == b'K').expect("BackendKeyData").1.to_vec();
+    // FunctionCall of version() (oid 89): no argument formats, no arguments, a text result.
+    raw.write_all(&message(b'F', &[0, 0, 0, 89, 0, 0, 0, 0, 0, 0])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut cancel = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let mut request = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    request.extend_from_slice(&key);
+    cancel.write_all(&request).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"EZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got).contains("C57014"));
+    holder.batch_execute("COMMIT").await.unwrap();
+    raw.write_all(&message(b'F', &[0, 0, 0, 89, 0, 0, 0, 0, 0, 0])).await.unwrap();
+    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut raw).await).iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"VZ".to_vec(), "the client goes on");
+    gw.shutdown().await;
+}
+
 /// A client that closes its connection while it waits for a server gives up its request: it never
 /// runs later (PgBouncer drops it too), and the client no longer counts as waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
