@@ -889,6 +889,30 @@ async fn reset_gives_back_the_startup_values() {
     gw.shutdown().await;
 }
 
+/// In session pooling the server stays with the client: after a RESET of a setting the client
+/// logged in with, pgpilot gives the server the login value back before the next statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_in_session_pooling_gives_back_the_startup_values() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.pool_mode = pgpilot_gateway::config::PoolMode::Session;
+    let gw = start(config).await;
+    let info = conninfo(&gw, "postgres", "postgres");
+    let options = "application_name=startname options='-c search_path=boot -c statement_timeout=4321'";
+    let c = try_connect(&format!("{info} {options}")).await.unwrap();
+    c.batch_execute("SET search_path = changed; SET statement_timeout = 5; SET application_name = x")
+        .await
+        .unwrap();
+    for setting in ["search_path", "statement_timeout", "application_name"] {
+        c.batch_execute(&format!("RESET {setting}")).await.unwrap();
+    }
+    c.batch_execute("BEGIN; COMMIT").await.unwrap();
+    assert_eq!(show(&c, "search_path").await, "boot");
+    assert_eq!(show(&c, "statement_timeout").await, "4321ms");
+    assert_eq!(show(&c, "application_name").await, "startname");
+    gw.shutdown().await;
+}
+
 /// A Close pgpilot sends to make room (max_prepared_statements) is skipped by the server when an
 /// earlier statement of the same batch failed: the statement stays there while pgpilot's registry
 /// forgot it. Preparing it there again must not fail with 42P05 "already exists".

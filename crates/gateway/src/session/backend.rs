@@ -487,8 +487,10 @@ impl Flow {
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
                     self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
                     s.params.reset_to(name, &s.reset_params);
-                    // The server has its own default now (a reported one was just reported).
+                    // The server has its own default now (a reported one was just reported); a
+                    // client that keeps it gets its login value back at the request's end.
                     server.params.apply(cmd);
+                    self.resync_params = true;
                 }
                 // set_config may not have run (WHERE false, a CASE branch not taken) or have run
                 // with a value computed at run time: the server says what it holds. A lone

@@ -286,12 +286,12 @@ impl Flow {
             self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
         }
         if !self.track_session {
-            // Session pooling: the client's server is its own, and only a reset of everything
-            // needs pgpilot, to give the client its login values back.
+            // Session pooling: the client's server is its own, and only a reset needs pgpilot, to
+            // give the client its login values back.
             match sql.and_then(SessionReset::of_query) {
                 Some(SessionReset::ResetAll) => batch.reset_all = true,
                 Some(SessionReset::DiscardAll) => batch.discard_all = true,
-                None => {}
+                None => batch.settings.extend(sql.and_then(SessionReset::of_one)),
             }
         }
         let read = sql.map_or_else(|| readable(text), Cow::Borrowed);

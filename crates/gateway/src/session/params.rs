@@ -52,6 +52,9 @@ pub enum SessionReset {
 impl SessionReset {
     /// `RESET ALL` or `DISCARD ALL` alone (a trailing `;` allowed, any case and spacing).
     pub fn of_query(query: &str) -> Option<SessionReset> {
+        if !starts_with_word(query, "reset") && !starts_with_word(query, "discard") {
+            return None;
+        }
         let words: Vec<&str> = query.trim().trim_end_matches(';').split_whitespace().collect();
         match words[..] {
             [verb, all] if verb.eq_ignore_ascii_case("reset") && all.eq_ignore_ascii_case("all") => {
@@ -64,11 +67,38 @@ impl SessionReset {
         }
     }
 
+    /// `RESET name` alone, as a command for the settings bookkeeping: in session pooling, where
+    /// statements are not classified, a reset of a setting the client logged in with must still
+    /// give the server the login value back, not leave it at the server's default.
+    pub fn of_one(query: &str) -> Option<SetCommand> {
+        if !starts_with_word(query, "reset") {
+            return None;
+        }
+        let words: Vec<&str> = query.trim().trim_end_matches(';').split_whitespace().collect();
+        match words[..] {
+            [verb, name]
+                if verb.eq_ignore_ascii_case("reset")
+                    && !name.eq_ignore_ascii_case("all")
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
+            {
+                let name = name.to_ascii_lowercase();
+                Some(SetCommand { scope: SetScope::Session, action: SetAction::Reset { name } })
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the setting `name` outlives this reset: RESET ALL leaves a SET ROLE in place
     /// (GUC_NO_RESET_ALL); only DISCARD ALL (or SET SESSION AUTHORIZATION) undoes it.
     pub fn keeps(self, name: &str) -> bool {
         self == SessionReset::ResetAll && name.eq_ignore_ascii_case("role")
     }
+}
+
+/// Whether `query` starts with `word` (any case, after blanks): most queries are told apart here,
+/// without splitting them into words.
+fn starts_with_word(query: &str, word: &str) -> bool {
+    query.trim_start().get(..word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
 pub fn is_reported(name: &str) -> bool {
