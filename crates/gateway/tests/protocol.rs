@@ -463,3 +463,36 @@ async fn until_ready_for_query(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     }
     got
 }
+
+/// A replication connection is refused (it must never reach a pool others share); `replication`
+/// set to any spelling PostgreSQL reads as false is an ordinary session, as there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connections_are_refused_and_false_spellings_are_ordinary_sessions() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    for (value, ordinary) in [
+        ("database", false),
+        ("true", false),
+        ("on", false),
+        ("no", true),
+        ("NO", true),
+        ("f", true),
+        ("False", true),
+        ("off", true),
+        ("0", true),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+        let params = [("user", "postgres"), ("database", "postgres"), ("replication", value)];
+        s.write_all(&startup_packet_with(3 << 16, &params)).await.unwrap();
+        let got = read_until_any(&mut s).await;
+        let text = String::from_utf8_lossy(&got);
+        if ordinary {
+            assert!(!text.contains("C0A000"), "replication={value}: {text}");
+            assert!(backend_messages(&got).iter().any(|m| m.0 == b'R'), "replication={value}: {text}");
+        } else {
+            assert!(text.contains("C0A000") && text.contains("replication"), "replication={value}: {text}");
+        }
+    }
+    gw.shutdown().await;
+}

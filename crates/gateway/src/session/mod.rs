@@ -147,7 +147,7 @@ async fn log_in(
     *info.database.lock() = Arc::from(database.as_str());
     *info.application_name.lock() = Arc::from(params.get("application_name").unwrap_or(""));
     let config = shared.config.load_full();
-    if params.get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off") {
+    if params.get("replication").is_some_and(|r| !means_false(r)) {
         return Err(PgError::fatal(
             SqlState::FEATURE_NOT_SUPPORTED,
             "replication connections are not supported through pgpilot",
@@ -228,4 +228,12 @@ pub(super) fn replica_tag(
         let specific = r.user.is_some() || r.application_name.is_some();
         (specific && user_ok && app_ok).then(|| Arc::from(r.tag.as_str()))
     })
+}
+
+/// Whether PostgreSQL reads `value` as boolean false (parse_bool: any case, `f`…`false`, `n`, `no`,
+/// `of`, `off`, `0`): `replication=no` is an ordinary session there, and so it is here.
+fn means_false(value: &str) -> bool {
+    let v = value.to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
+    prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0"
 }
