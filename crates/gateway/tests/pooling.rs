@@ -475,6 +475,35 @@ async fn a_cancel_for_an_idle_client_does_not_cancel_its_next_request() {
     gw.shutdown().await;
 }
 
+/// A gateway whose one server connection a transaction of `holder` keeps busy.
+async fn one_server_held(pg: &Cluster) -> (pgpilot_gateway::Gateway, tokio_postgres::Client) {
+    let mut config = config_for(pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    (gw, holder)
+}
+
+/// Raw protocol: a logged-in connection and the cancel key pgpilot gave it.
+async fn raw_login_with_key(gw: &pgpilot_gateway::Gateway) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut raw = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
+    raw.write_all(&startup_packet()).await.unwrap();
+    let welcome = read_until_ready(&mut raw).await;
+    let key = backend_messages(&welcome).into_iter().find(|m| m.0 == b'K').expect("BackendKeyData").1;
+    (raw, key.to_vec())
+}
+
+/// A CancelRequest with `key`, on a connection of its own.
+async fn send_cancel(gw: &pgpilot_gateway::Gateway, key: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut cancel = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
+    let mut request = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+    request.extend_from_slice(key);
+    cancel.write_all(&request).await.unwrap();
+}
+
 /// A pipeline that Flushed rather than Synced (psycopg's pipeline mode) and waits for a server
 /// when it is cancelled: it never runs, the client gets 57014 at once, and its messages up to the
 /// Sync it sends later are skipped, as PostgreSQL skips them after an error.
@@ -483,16 +512,8 @@ async fn a_cancelled_pipeline_without_its_sync_never_runs() {
     use tokio::io::AsyncWriteExt;
     let pg = Cluster::start();
     pg.psql("postgres", "CREATE TABLE flushed(x int)");
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 1;
-    let gw = start(config).await;
-    let holder = connect(&gw).await;
-    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let mut raw = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-    raw.write_all(&startup_packet()).await.unwrap();
-    let welcome = read_until_ready(&mut raw).await;
-    let key =
-        backend_messages(&welcome).into_iter().find(|m| m.0 == b'K').expect("BackendKeyData").1.to_vec();
+    let (gw, holder) = one_server_held(&pg).await;
+    let (mut raw, key) = raw_login_with_key(&gw).await;
     let extended = |sql: &[u8]| {
         let mut out = bytes::BytesMut::new();
         pgpilot_wire::frontend::parse(&mut out, b"", sql, &[0, 0]);
@@ -504,10 +525,7 @@ async fn a_cancelled_pipeline_without_its_sync_never_runs() {
     out.extend_from_slice(b"H\0\0\0\x04");
     raw.write_all(&out).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut cancel = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-    let mut request = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
-    request.extend_from_slice(&key);
-    cancel.write_all(&request).await.unwrap();
+    send_cancel(&gw, &key).await;
     let got = read_until_any(&mut raw).await;
     let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
     assert_eq!(tags, b"E".to_vec(), "{:?}", String::from_utf8_lossy(&got));
@@ -533,23 +551,12 @@ async fn a_cancelled_pipeline_without_its_sync_never_runs() {
 async fn a_function_call_cancelled_while_waiting_gets_its_ready_for_query() {
     use tokio::io::AsyncWriteExt;
     let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 1;
-    let gw = start(config).await;
-    let holder = connect(&gw).await;
-    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let mut raw = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-    raw.write_all(&startup_packet()).await.unwrap();
-    let welcome = read_until_ready(&mut raw).await;
-    let key =
-        backend_messages(&welcome).into_iter().find(|m| m.0 == b'K').expect("BackendKeyData").1.to_vec();
+    let (gw, holder) = one_server_held(&pg).await;
+    let (mut raw, key) = raw_login_with_key(&gw).await;
     // FunctionCall of version() (oid 89): no argument formats, no arguments, a text result.
     raw.write_all(&message(b'F', &[0, 0, 0, 89, 0, 0, 0, 0, 0, 0])).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut cancel = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-    let mut request = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
-    request.extend_from_slice(&key);
-    cancel.write_all(&request).await.unwrap();
+    send_cancel(&gw, &key).await;
     let got = read_until_ready(&mut raw).await;
     let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
     assert_eq!(tags, b"EZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
