@@ -54,7 +54,8 @@ pub struct ClientInfo {
     pub addr: String,
     /// The address the client reached pgpilot on (SHOW CLIENTS' local_addr); None on the Unix socket.
     pub local: Option<std::net::SocketAddr>,
-    pub tls: bool,
+    /// The TLS protocol and cipher suite (SHOW CLIENTS' `tls`); None in the clear.
+    pub tls: Option<Box<str>>,
     pub connected_at: SystemTime,
     pub database: Mutex<Arc<str>>,
     pub user: Mutex<Arc<str>>,
@@ -191,7 +192,7 @@ impl Registry {
         self: &Arc<Self>,
         addr: String,
         local: Option<std::net::SocketAddr>,
-        tls: bool,
+        tls: Option<Box<str>>,
         max: usize,
     ) -> Option<Registration> {
         if self.count.fetch_add(1, Relaxed) >= max {

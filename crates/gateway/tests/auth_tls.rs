@@ -156,6 +156,9 @@ async fn tls_for_clients() {
     assert_eq!(out.unwrap(), "over tls");
     let out = psql_as(&gw, "postgres", "postgres", "SHOW CLIENTS", &[("PGSSLMODE", "require")]);
     assert!(out.is_err(), "admin db is postgres-less here");
+    // SHOW CLIENTS gives the client's TLS protocol and cipher suite, as PgBouncer does.
+    let clients = psql_as(&gw, "postgres", "pgbouncer", "SHOW CLIENTS", &[("PGSSLMODE", "require")]).unwrap();
+    assert!(clients.lines().any(|l| l.contains("|TLSv1.3/TLS_")), "{clients}");
     let refused = psql_as(&gw, "postgres", "postgres", "SELECT 1", &[("PGSSLMODE", "disable")]);
     assert!(refused.unwrap_err().contains("SSL required"));
     gw.shutdown().await;

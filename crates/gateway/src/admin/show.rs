@@ -277,7 +277,7 @@ pub fn clients(shared: &Shared) -> ResultSet {
             // PgBouncer's remote_pid is the peer's process, known for Unix-socket clients only;
             // the pid in a client's cancel key is pgpilot's own number, not a process.
             v(0),
-            v(if c.tls { "TLS" } else { "" }),
+            v(c.tls.as_deref().unwrap_or("")),
             v(&*c.application_name.lock()),
             v(c.prepared.load(Relaxed)),
             v(c.id),

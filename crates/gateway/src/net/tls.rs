@@ -18,6 +18,22 @@ use tokio::net::UnixStream;
 use super::sock::Sock;
 use crate::config::{ServerTls, ServerTlsMode, SYSTEM_ROOTS};
 
+/// A TLS session as SHOW CLIENTS and SHOW SERVERS show it, in OpenSSL's spelling as PgBouncer does:
+/// `TLSv1.3/TLS_AES_256_GCM_SHA384`.
+pub fn describe(
+    version: Option<rustls::ProtocolVersion>,
+    suite: Option<rustls::SupportedCipherSuite>,
+) -> String {
+    format!(
+        "{}/{}",
+        version.and_then(|v| v.as_str()).unwrap_or("TLS").replace("v1_", "v1."),
+        suite
+            .and_then(|c| c.suite().as_str())
+            .map(|name| name.replacen("TLS13_", "TLS_", 1))
+            .unwrap_or_default()
+    )
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }

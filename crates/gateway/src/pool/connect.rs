@@ -205,16 +205,7 @@ async fn negotiate_tls(
                 .await
                 .map_err(|e| ConnectError::Unsupported { addr: addr.clone(), why: format!("TLS: {e}") })?;
             let session = stream.get_ref().1;
-            // In OpenSSL's spelling, as PgBouncer shows it: TLSv1.3/TLS_AES_256_GCM_SHA384.
-            let described = format!(
-                "{}/{}",
-                session.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS").replace("v1_", "v1."),
-                session
-                    .negotiated_cipher_suite()
-                    .and_then(|c| c.suite().as_str())
-                    .map(|name| name.replacen("TLS13_", "TLS_", 1))
-                    .unwrap_or_default()
-            );
+            let described = tls::describe(session.protocol_version(), session.negotiated_cipher_suite());
             Ok((tls::bridge(stream).map_err(io_err)?, Some(described.into())))
         }
         (b'N', _) if !target.tls_mode.requires_tls() => Ok((Sock::Tcp(tcp), None)),

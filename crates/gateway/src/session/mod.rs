@@ -75,6 +75,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         // An operator must reach the console exactly when clients have used up every slot.
         max_clients = max_clients.saturating_add(CONSOLE_SLOTS);
     }
+    let encrypted = tls.is_some();
     let Some(registration) = shared.registry.register(addr.clone(), local, tls, max_clients) else {
         let e =
             PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
@@ -97,7 +98,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         Ok(Ok(LoggedIn::Client(setup))) => setup,
     };
     if log_connections {
-        tracing::info!(client = %addr, user = %session.user, database = %session.db.name, tls, "login");
+        tracing::info!(client = %addr, user = %session.user, database = %session.db.name, tls = encrypted, "login");
     }
     Some((sock, registration, session))
 }

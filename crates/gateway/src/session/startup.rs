@@ -12,7 +12,8 @@ use crate::shared::Shared;
 pub enum Opening {
     /// A client wants to log in.
     /// `buf` holds whatever the client sent after its StartupMessage.
-    Login { sock: Sock, params: StartupParams, tls: bool, buf: BytesMut },
+    /// `tls`: the session's protocol and cipher suite (SHOW CLIENTS), when the client uses TLS.
+    Login { sock: Sock, params: StartupParams, tls: Option<Box<str>>, buf: BytesMut },
     /// A cancel request, already handled; close the connection.
     Cancelled,
 }
@@ -42,7 +43,7 @@ pub async fn open(
     deadline: tokio::time::Instant,
 ) -> Result<Option<Opening>, (Sock, PgError)> {
     let mut buf = BytesMut::with_capacity(512);
-    let mut tls_done = false;
+    let mut tls_done: Option<Box<str>> = None;
     // Each encryption is offered once; asked again after its refusal, PostgreSQL reads the
     // request as a protocol version it does not speak.
     let (mut ssl_refused, mut gss_refused) = (false, false);
@@ -68,7 +69,7 @@ pub async fn open(
             Err(e) => return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
         };
         match parsed {
-            StartupPacket::Ssl if !tls_done => {
+            StartupPacket::Ssl if tls_done.is_none() => {
                 let acceptor = shared.tls_acceptor.load_full();
                 let Some(acceptor) = acceptor else {
                     if std::mem::replace(&mut ssl_refused, true) {
@@ -101,13 +102,15 @@ pub async fn open(
                         return Ok(None);
                     }
                 };
+                let session = stream.get_ref().1;
+                let described = tls::describe(session.protocol_version(), session.negotiated_cipher_suite());
                 sock = match tls::bridge(stream) {
                     Ok(s) => s,
                     Err(_) => return Ok(None),
                 };
-                tls_done = true;
+                tls_done = Some(described.into());
             }
-            StartupPacket::GssEnc if !tls_done => {
+            StartupPacket::GssEnc if tls_done.is_none() => {
                 if std::mem::replace(&mut gss_refused, true) {
                     return Err((sock, asked_again()));
                 }
@@ -126,7 +129,8 @@ pub async fn open(
                 return Ok(Some(Opening::Cancelled));
             }
             StartupPacket::Startup(params) => {
-                if shared.config.load().tls.client_tls_sslmode == ClientTlsMode::Require && !tls_done {
+                if shared.config.load().tls.client_tls_sslmode == ClientTlsMode::Require && tls_done.is_none()
+                {
                     return Err((sock, PgError::fatal(SqlState::INVALID_AUTHORIZATION, "SSL required")));
                 }
                 let unknown = params.protocol_options();
