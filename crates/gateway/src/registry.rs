@@ -75,11 +75,21 @@ pub struct ClientInfo {
     cancel_while_waiting: std::sync::atomic::AtomicBool,
     /// The client's prepared statements (protocol and SQL) at its last transaction's end, for
     /// SHOW CLIENTS' prepared_statements.
-    pub prepared: std::sync::atomic::AtomicU32,
+    prepared: std::sync::atomic::AtomicU32,
     pub wake: crate::signal::Signal,
 }
 
 impl ClientInfo {
+    /// Notes how many statements the client has prepared (SHOW CLIENTS' prepared_statements).
+    pub fn set_prepared(&self, count: usize) {
+        self.prepared.store(u32::try_from(count).unwrap_or(u32::MAX), Relaxed);
+    }
+
+    /// The client's prepared statements at its last transaction's end.
+    pub fn prepared(&self) -> u32 {
+        self.prepared.load(Relaxed)
+    }
+
     pub fn state(&self) -> ClientState {
         ClientState::from_u8(self.state.load(Relaxed))
     }

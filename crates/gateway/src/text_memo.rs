@@ -4,8 +4,9 @@
 //! the message's handling. Texts with inline literals differ every time and only churn a memo,
 //! so this is for Parse texts, not simple Query texts.
 
-use crate::hashing::ByHash;
 use std::hash::BuildHasher;
+
+use crate::hashing::ByHash;
 
 /// Longer texts are worked out every time rather than kept.
 const TEXT_MAX: usize = 8 * 1024;

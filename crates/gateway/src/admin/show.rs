@@ -279,7 +279,7 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(0),
             v(c.tls.as_deref().unwrap_or("")),
             v(&*c.application_name.lock()),
-            v(c.prepared.load(Relaxed)),
+            v(c.prepared()),
             v(c.id),
             v(pinned),
         ]);

@@ -738,7 +738,7 @@ impl Pool {
     /// there once instead of here again.
     fn release_now(&self, mut conn: Box<ServerConn>) {
         conn.shed_large_buffers();
-        conn.cancel.prepared.store(conn.statements.len() + conn.statements.sql.len(), Relaxed);
+        conn.cancel.prepared.store(conn.statements.held(), Relaxed);
         let now = conn.last_used;
         let settings = self.settings.load();
         let stale = conn.generation < self.generation.load(Relaxed);

@@ -2,13 +2,14 @@
 //! server under a name derived from its text and parameter types, so every client that prepares the
 //! same statement shares one server-side copy, and names from different clients never collide.
 
-use crate::hashing::{ByHash, ByName};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::hashing::{ByHash, ByName};
 
 /// A statement as the client prepared it.
 #[derive(Debug)]
@@ -266,6 +267,12 @@ impl ServerStatements {
         self.by_hash.len()
     }
 
+    /// pgpilot's copies and SQL-prepared statements together: what the server holds as far as
+    /// pgpilot knows (SHOW SERVERS' prepared_statements).
+    pub fn held(&self) -> usize {
+        self.by_hash.len() + self.sql.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
     }
@@ -296,6 +303,11 @@ pub struct ClientStatements {
 impl ClientStatements {
     pub fn is_empty(&self) -> bool {
         self.named.is_empty() && self.sql.is_empty()
+    }
+
+    /// Protocol and SQL statements together (SHOW CLIENTS' prepared_statements).
+    pub fn len(&self) -> usize {
+        self.named.len() + self.sql.len()
     }
 }
 

@@ -430,11 +430,7 @@ impl Flow {
             if s.mode == crate::config::PoolMode::Session || s.pinned.is_some() {
                 self.record_stats(server);
             }
-            let prepared = s.statements.named.len() + s.statements.sql.len();
-            s.reg
-                .info
-                .prepared
-                .store(u32::try_from(prepared).unwrap_or(u32::MAX), std::sync::atomic::Ordering::Relaxed);
+            s.reg.info.set_prepared(s.statements.len());
             // Released from here: the pool takes this as when it went idle.
             server.last_used = now;
         }
@@ -463,7 +459,7 @@ impl Flow {
         }
         if !failed {
             follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
-            if batch.discard_all || batch.deallocate_all {
+            if batch.discard_all {
                 forget_all_statements(s, server);
             }
             if batch.reset_all {

@@ -85,16 +85,16 @@ pub struct Batch {
     /// server's values as written. Otherwise a savepoint, a later ROLLBACK or an error in the same
     /// request may have undone them, and the values are read back from the server.
     pub single_statement: bool,
-    /// What its SQL PREPAREs and DEALLOCATEs do to the client's statements, in order.
+    /// What its SQL PREPAREs and DEALLOCATEs do to the client's statements, in order (a Query's;
+    /// of an extended batch, a DEALLOCATE ALL sent with Parse).
     pub sql_changes: Vec<SqlStatementChange>,
     /// How many of them the server completed: prepared statements are not transactional (a
-    /// PREPARE or DEALLOCATE stands though a later statement of the request fails).
+    /// PREPARE or DEALLOCATE stands though a later statement of the request fails). Counted from
+    /// a Query's CommandCompletes; a failed extended batch's changes are not applied.
     pub sql_changes_run: usize,
     pub discard_all: bool,
     /// RESET ALL seen without classifying the text (session pooling tracks no other setting).
     pub reset_all: bool,
-    /// DEALLOCATE ALL ran on the server (sent with Parse): every prepared statement there is gone.
-    pub deallocate_all: bool,
     pub pins: Option<&'static str>,
     /// WITH HOLD cursors declared and cursors closed, in order: a client pinned by its WITH HOLD
     /// cursors alone is let go once they are all closed.
@@ -167,7 +167,6 @@ impl Batch {
             && self.sql_changes.is_empty()
             && !self.discard_all
             && !self.reset_all
-            && !self.deallocate_all
             && self.pins.is_none()
             && self.cursors.is_empty()
             && self.observed.is_none()

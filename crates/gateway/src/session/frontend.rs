@@ -242,7 +242,9 @@ impl Flow {
         for effect in stmt.session_effects.iter().filter(|_| runs) {
             match effect {
                 SessionEffect::Discard(pgpilot_sql::DiscardTarget::All) => self.batch.discard_all = true,
-                SessionEffect::Deallocate(None) => self.batch.deallocate_all = true,
+                SessionEffect::Deallocate(None) => {
+                    self.batch.sql_changes.push(SqlStatementChange::DeallocateAll)
+                }
                 // A SQL-level statement made on the server behind pgpilot's back: only the client
                 // that made it may use that server from now on.
                 SessionEffect::Prepare { .. } => add_pin(&mut self.batch.pins, "sql_prepare"),

@@ -52,15 +52,11 @@ pub enum SessionReset {
 impl SessionReset {
     /// `RESET ALL` or `DISCARD ALL` alone (a trailing `;` allowed, any case and spacing).
     pub fn of_query(query: &str) -> Option<SessionReset> {
-        if !starts_with_word(query, "reset") && !starts_with_word(query, "discard") {
-            return None;
-        }
-        let words: Vec<&str> = query.trim().trim_end_matches(';').split_whitespace().collect();
-        match words[..] {
-            [verb, all] if verb.eq_ignore_ascii_case("reset") && all.eq_ignore_ascii_case("all") => {
+        match two_words(query)? {
+            (verb, all) if verb.eq_ignore_ascii_case("reset") && all.eq_ignore_ascii_case("all") => {
                 Some(SessionReset::ResetAll)
             }
-            [verb, all] if verb.eq_ignore_ascii_case("discard") && all.eq_ignore_ascii_case("all") => {
+            (verb, all) if verb.eq_ignore_ascii_case("discard") && all.eq_ignore_ascii_case("all") => {
                 Some(SessionReset::DiscardAll)
             }
             _ => None,
@@ -71,12 +67,8 @@ impl SessionReset {
     /// statements are not classified, a reset of a setting the client logged in with must still
     /// give the server the login value back, not leave it at the server's default.
     pub fn of_one(query: &str) -> Option<SetCommand> {
-        if !starts_with_word(query, "reset") {
-            return None;
-        }
-        let words: Vec<&str> = query.trim().trim_end_matches(';').split_whitespace().collect();
-        match words[..] {
-            [verb, name]
+        match two_words(query)? {
+            (verb, name)
                 if verb.eq_ignore_ascii_case("reset")
                     && !name.eq_ignore_ascii_case("all")
                     && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
@@ -95,10 +87,19 @@ impl SessionReset {
     }
 }
 
-/// Whether `query` starts with `word` (any case, after blanks): most queries are told apart here,
-/// without splitting them into words.
-fn starts_with_word(query: &str, word: &str) -> bool {
-    query.trim_start().get(..word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
+/// A RESET or DISCARD of two words alone (a trailing `;` allowed, any case and spacing). Most
+/// queries are told apart by their first letters, without splitting them into words.
+fn two_words(query: &str) -> Option<(&str, &str)> {
+    let starts_with =
+        |word: &str| query.trim_start().get(..word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word));
+    if !starts_with("reset") && !starts_with("discard") {
+        return None;
+    }
+    let mut words = query.trim().trim_end_matches(';').split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some(verb), Some(object), None) => Some((verb, object)),
+        _ => None,
+    }
 }
 
 pub fn is_reported(name: &str) -> bool {

@@ -388,10 +388,9 @@ impl Session {
 
     /// The request at the front was cancelled before any server saw it: it is dropped (a simple
     /// Query, a fastpath FunctionCall, or an extended batch through its Sync) and answered as
-    /// PostgreSQL answers a cancelled
-    /// statement. An extended batch whose Sync has not come yet (a pipeline that Flushed) gets the
-    /// error now, and the client's messages are dropped up to that Sync, which is answered then,
-    /// as PostgreSQL skips to Sync after an error.
+    /// PostgreSQL answers a cancelled statement. An extended batch whose Sync has not come yet (a
+    /// pipeline that Flushed) gets the error now, and the client's messages are dropped up to that
+    /// Sync, which is answered then, as PostgreSQL skips to Sync after an error.
     async fn drop_cancelled_request(&mut self) -> Result<(), Ending> {
         let mut frames = pgpilot_wire::FrontendFrames::new(&self.buf, &self.limits);
         // A FunctionCall, like a Query, is a request of its own, answered with ReadyForQuery.

@@ -43,7 +43,7 @@ pub async fn open(
     deadline: tokio::time::Instant,
 ) -> Result<Option<Opening>, (Sock, PgError)> {
     let mut buf = BytesMut::with_capacity(512);
-    let mut tls_done: Option<Box<str>> = None;
+    let mut tls_session: Option<Box<str>> = None;
     // Each encryption is offered once; asked again after its refusal, PostgreSQL reads the
     // request as a protocol version it does not speak.
     let (mut ssl_refused, mut gss_refused) = (false, false);
@@ -69,7 +69,7 @@ pub async fn open(
             Err(e) => return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
         };
         match parsed {
-            StartupPacket::Ssl if tls_done.is_none() => {
+            StartupPacket::Ssl if tls_session.is_none() => {
                 let acceptor = shared.tls_acceptor.load_full();
                 let Some(acceptor) = acceptor else {
                     if std::mem::replace(&mut ssl_refused, true) {
@@ -108,9 +108,9 @@ pub async fn open(
                     Ok(s) => s,
                     Err(_) => return Ok(None),
                 };
-                tls_done = Some(described.into());
+                tls_session = Some(described.into());
             }
-            StartupPacket::GssEnc if tls_done.is_none() => {
+            StartupPacket::GssEnc if tls_session.is_none() => {
                 if std::mem::replace(&mut gss_refused, true) {
                     return Err((sock, asked_again()));
                 }
@@ -129,7 +129,8 @@ pub async fn open(
                 return Ok(Some(Opening::Cancelled));
             }
             StartupPacket::Startup(params) => {
-                if shared.config.load().tls.client_tls_sslmode == ClientTlsMode::Require && tls_done.is_none()
+                if shared.config.load().tls.client_tls_sslmode == ClientTlsMode::Require
+                    && tls_session.is_none()
                 {
                     return Err((sock, PgError::fatal(SqlState::INVALID_AUTHORIZATION, "SSL required")));
                 }
@@ -141,7 +142,7 @@ pub async fn open(
                         return Ok(None);
                     }
                 }
-                return Ok(Some(Opening::Login { sock, params, tls: tls_done, buf }));
+                return Ok(Some(Opening::Login { sock, params, tls: tls_session, buf }));
             }
         }
     }

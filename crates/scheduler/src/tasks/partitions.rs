@@ -276,7 +276,7 @@ async fn create_partition(
     out: &mut TaskOutput,
 ) -> Result<bool, JobError> {
     let qualified = format!("{}.{}", quote_ident(&table.rel.schema), quote_ident(name));
-    if let Some(taken) = name_taken(client, table, name, start, end).await? {
+    if let Some(taken) = name_taken(client, table, name, &qualified, start, end).await? {
         out.problem(taken);
         return Ok(false);
     }
@@ -309,13 +309,14 @@ async fn create_partition(
     Ok(true)
 }
 
-/// Why the partition for start..end cannot be made under `name` when a relation of the table's
-/// schema already has it — typically a partition of this table detached earlier (by retention, or
+/// Why the partition for start..end cannot be made under `name` (`qualified` in the table's
+/// schema) when a relation there already has it — typically a partition of this table detached earlier (by retention, or
 /// by hand) and kept: PostgreSQL would refuse with 42P07, which says nothing of what to do.
 async fn name_taken(
     client: &Client,
     table: &Table<'_>,
     name: &str,
+    qualified: &str,
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<Option<String>, JobError> {
@@ -331,7 +332,6 @@ async fn name_taken(
     let Some(row) = row else { return Ok(None) };
     let (kind, parent): (String, Option<String>) = (row.get(0), row.get(1));
     let existing = format!("{}.{}", table.rel.schema, name);
-    let qualified = format!("{}.{}", quote_ident(&table.rel.schema), quote_ident(name));
     let bounds = portable_bounds(client, table, start, end).await?;
     Ok(Some(match (kind.as_str(), parent) {
         ("r", None) => format!(
