@@ -325,6 +325,44 @@ async fn a_write_through_an_alias_invalidates_the_other_entrys_results() {
     assert_eq!(first_value(&reader, sql).await, "1", "served from before a write through the alias");
 }
 
+/// TRUNCATE empties its tables and nothing else: what reads them goes, what reads other tables
+/// stays cached, and the catalog is not read again (ETL jobs truncate staging tables all day).
+/// With CASCADE, tables that reference it are emptied too: everything goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_invalidates_its_tables_only() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE staging (id int); INSERT INTO staging VALUES (1); \
+         CREATE TABLE items (id int primary key); INSERT INTO items VALUES (1); \
+         CREATE TABLE refs (item int REFERENCES items); INSERT INTO refs VALUES (1)",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "refs").await;
+    let c = connect(&gw).await;
+    let (staging, items, refs) =
+        ("SELECT count(*) FROM staging", "SELECT count(*) FROM items", "SELECT count(*) FROM refs");
+    for sql in [staging, items, refs] {
+        assert_eq!(first_value(&c, sql).await, "1", "{sql}");
+    }
+    let loading = bypass_count(&gw, "catalog_loading");
+    c.batch_execute("TRUNCATE staging").await.unwrap();
+    let before = hits(&gw);
+    assert_eq!(first_value(&c, items).await, "1");
+    assert_eq!(hits(&gw), before + 1, "a read of another table stays cached");
+    assert_eq!(first_value(&c, staging).await, "0", "served from before the TRUNCATE");
+    assert_eq!(bypass_count(&gw, "catalog_loading"), loading, "the catalog was read again");
+    c.batch_execute(
+        "BEGIN; INSERT INTO staging VALUES (2); TRUNCATE staging; INSERT INTO staging VALUES (3); COMMIT",
+    )
+    .await
+    .unwrap();
+    assert_eq!(first_value(&c, staging).await, "1");
+    c.batch_execute("TRUNCATE items CASCADE").await.unwrap();
+    assert_eq!(first_value(&c, refs).await, "0", "the table emptied by CASCADE was served from before");
+    gw.shutdown().await;
+}
+
 /// Reads a session makes on the server it keeps (pinned by a temporary table, or after SET
 /// SESSION AUTHORIZATION) are not cached, and are counted under their reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,9 +111,11 @@ pub enum StatementKind {
     Update,
     Delete,
     Merge,
-    /// CREATE/ALTER/DROP/GRANT/REVOKE/COMMENT/TRUNCATE/REFRESH MATERIALIZED VIEW/...: changes the schema or
+    /// CREATE/ALTER/DROP/GRANT/REVOKE/COMMENT/REFRESH MATERIALIZED VIEW/...: changes the schema or
     /// bulk data, always on the primary.
     Ddl,
+    /// TRUNCATE: empties tables (on the primary, as DDL) without changing the catalog.
+    Truncate,
     Copy(CopyDirection),
     Transaction(TxnKind),
     /// SET, SET LOCAL, SET TIME ZONE, SET ROLE, SET SESSION AUTHORIZATION, RESET, RESET ALL.
@@ -157,6 +159,7 @@ impl StatementKind {
             StatementKind::Delete => "delete",
             StatementKind::Merge => "merge",
             StatementKind::Ddl => "ddl",
+            StatementKind::Truncate => "truncate",
             StatementKind::Copy(CopyDirection::From) => "copy_from",
             StatementKind::Copy(CopyDirection::To) => "copy_to",
             StatementKind::Transaction(_) => "transaction",

@@ -348,6 +348,7 @@ fn what_invalidates_everything() {
     assert!(!everything("TRUNCATE t"));
     assert!(everything("DROP TABLE t CASCADE"));
     assert!(everything("TRUNCATE t CASCADE"));
+    assert!(everything("TRUNCATE t RESTART IDENTITY"));
     assert!(everything("DROP SCHEMA app CASCADE"));
     assert!(everything("DROP FUNCTION f(int)"));
     assert!(everything("CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'"));

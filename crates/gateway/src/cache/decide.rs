@@ -265,6 +265,7 @@ impl DbCache {
                     | K::Delete
                     | K::Merge
                     | K::Copy(_)
+                    | K::Truncate
                     | K::Transaction(_)
                     | K::Lock
             )

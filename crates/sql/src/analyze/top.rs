@@ -41,7 +41,8 @@ pub(super) fn analyze_top(stmt: &Node, text: &str, c: &mut Collector) -> TopLeve
         return top;
     }
     top.kind = session_statement(node, text, c, &mut top).unwrap_or_else(|| utility(node, stmt, c, &mut top));
-    if top.kind == StatementKind::Ddl && c.tables_written.len() == written_before {
+    let writes_schema_or_tables = matches!(top.kind, StatementKind::Ddl | StatementKind::Truncate);
+    if writes_schema_or_tables && c.tables_written.len() == written_before {
         top.invalidates_everything = true;
     }
     top
@@ -234,6 +235,14 @@ fn utility(node: &NodeEnum, stmt: &Node, c: &mut Collector, top: &mut TopLevel) 
             }
             StatementKind::Do
         }
+        // Empties its tables and leaves the catalog as it was: a write of those tables, not DDL
+        // (the result cache drops what reads them, not everything, and reads no catalog again).
+        NodeEnum::TruncateStmt(_) => {
+            c.mark_write(WriteReason::Ddl);
+            ddl_targets(node, c, top);
+            c.walk_statement(stmt, Ctx::Ddl);
+            StatementKind::Truncate
+        }
         _ => {
             c.mark_write(WriteReason::Ddl);
             ddl_targets(node, c, top);
@@ -313,7 +322,8 @@ fn ddl_targets(node: &NodeEnum, c: &mut Collector, top: &mut TopLevel) {
                 top.invalidates_everything = true;
             }
         }
-        NodeEnum::TruncateStmt(t) if t.behavior == DropBehavior::DropCascade as i32 => {
+        // CASCADE empties tables that reference these; RESTART IDENTITY resets their sequences.
+        NodeEnum::TruncateStmt(t) if t.behavior == DropBehavior::DropCascade as i32 || t.restart_seqs => {
             top.invalidates_everything = true;
         }
         NodeEnum::CreateFunctionStmt(_)
