@@ -144,6 +144,10 @@ impl<'a> Iterator for FrontendFrames<'a> {
 /// Reads a NUL-terminated string starting at `pos`; returns it and the position after the NUL.
 pub fn read_cstr(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     let rest = buf.get(pos..)?;
+    // Most names are empty (the unnamed statement and portal): no scan for those.
+    if rest.first() == Some(&0) {
+        return Some((&[], pos + 1));
+    }
     // memchr: every simple Query's text and every Parse's is scanned for its end.
     let end = memchr::memchr(0, rest)?;
     Some((&rest[..end], pos + end + 1))

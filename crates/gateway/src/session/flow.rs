@@ -60,16 +60,17 @@ impl FlowBuffers {
         buf.clear();
         // Writing moves a buffer's start forward, and capacity() counts only the room past it: a
         // buffer that carried a 200 MB message was kept with the server, its whole allocation
-        // with it. try_reclaim sees the room behind the start too (without allocating).
+        // with it. On an empty buffer try_reclaim succeeds only when the whole allocation, the
+        // room behind the start included, holds the amount asked (and moves the start back).
+        // The usual small buffer costs one call.
+        if buf.capacity() <= KEEP_CAPACITY && !buf.try_reclaim(KEEP_CAPACITY + 1) {
+            return buf;
+        }
         if buf.try_reclaim(super::input_budget::LARGE_MESSAGE) {
             drop(buf);
             crate::memory::give_back();
-            return BytesMut::new();
         }
-        if buf.capacity() > KEEP_CAPACITY || buf.try_reclaim(KEEP_CAPACITY + 1) {
-            return BytesMut::new();
-        }
-        buf
+        BytesMut::new()
     }
 }
 
@@ -437,7 +438,8 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
             s.server = Some(server);
             Ok(())
         }
-        Exit::Retry(input) => match super::lost::judge(&server, now.elapsed()).await {
+        // Boxed: the judgement is rare and large, and this future is allocated per request.
+        Exit::Retry(input) => match Box::pin(super::lost::judge(&server, now.elapsed())).await {
             super::lost::Loss::Terminated(warning) => {
                 // The administrator meant to stop this request: it does not run again elsewhere.
                 let _ = s.sock.write_all(&warning).await;

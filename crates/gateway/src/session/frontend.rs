@@ -480,7 +480,10 @@ impl Flow {
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
-        self.function_ddl |= super::function_ddl::mentions_function_ddl(p.query);
+        let look = parsed_text_look(p.query);
+        if look.opaque || look.ddl_word {
+            self.function_ddl |= super::function_ddl::mentions_function_ddl(p.query);
+        }
         if p.name.is_empty() && self.parse_local_deallocate(s, server, p.query) {
             return Ok(());
         }

@@ -173,10 +173,11 @@ impl Flow {
 
 /// The statement `DEALLOCATE [PREPARE] name` names, when `text` is one.
 fn deallocated_name(s: &Session, text: &[u8]) -> Option<Box<str>> {
-    let sql = std::str::from_utf8(text).ok()?;
-    if !crate::shapes::look_of(sql).session_word {
+    // A Parse's text carries no constants to tell texts of a shape apart: looked up by exact text.
+    if !super::frontend::parsed_text_look(text).session_word {
         return None;
     }
+    let sql = std::str::from_utf8(text).ok()?;
     let stmt = s.shared.classifier.classify(sql);
     if stmt.statement_count != 1 {
         return None;
