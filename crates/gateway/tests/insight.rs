@@ -764,17 +764,26 @@ async fn explain_uses_the_replica_and_health_sees_servers_and_lag() {
 
     // A replica that stops is reported down, and EXPLAIN falls back to the primary.
     replica.stop();
-    let mut down = false;
+    let mut down = None;
     for _ in 0..100 {
         let h = health_of();
         if h["servers"].as_array().unwrap().iter().any(|s| s["server"] == replica.addr() && s["up"] == false)
         {
-            down = true;
+            down = Some(h);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(down, "the stopped replica is reported down");
+    let down = down.expect("the stopped replica is reported down");
+    // A check says so, and the verdict is not "ok" while a server cannot be reached.
+    let check = down["checks"].as_array().unwrap().iter().find(|c| c["check"] == "server_down").cloned();
+    let check = check.unwrap_or_else(|| panic!("no server_down check: {down}"));
+    assert_eq!(
+        (check["subject"].as_str(), check["status"].as_str()),
+        (Some(replica.addr().as_str()), Some("warning"))
+    );
+    assert!(check["message"].as_str().unwrap().contains("(replica): down: "), "{check}");
+    assert_ne!(down["status"], "ok", "{down}");
     let r = request(
         "POST",
         &format!("{url}/api/v1/monitoring/analyze-query"),

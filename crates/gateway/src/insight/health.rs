@@ -20,7 +20,8 @@ pub enum Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// What is measured: pool_utilization, clients_waiting, server_connections, replica_lag, error_rate, slow_query_rate, gateway.
+    /// What is measured: pool_utilization, clients_waiting, server_connections, server_down,
+    /// replica_lag, replica_down, error_rate, slow_query_rate, gateway.
     pub check: &'static str,
     /// The pool, server or database it is about.
     pub subject: String,
@@ -99,6 +100,7 @@ pub fn health(shared: &Shared) -> Value {
     let pools = pool_checks(shared, t, &mut checks);
     let servers = shared.insight.server_statuses();
     for s in &servers {
+        checks.0.extend(server_down(s));
         if let Some(usage) = s.connection_usage() {
             let what = "backends of usable max_connections";
             let (w, c) = (t.server_connections_warning, t.server_connections_critical);
@@ -168,6 +170,25 @@ fn error_rate_check(rates: &Rates, t: &HealthThresholds, checks: &mut Checks) {
     });
 }
 
+/// A server whose last probe failed: critical for a primary (its clients get no server), a warning
+/// for a replica (its reads move to the others).
+fn server_down(s: &super::servers::ServerStatus) -> Option<Check> {
+    if s.up {
+        return None;
+    }
+    let primary = s.role == "primary";
+    let why = s.error.as_deref().unwrap_or("no answer");
+    Some(Check {
+        check: "server_down",
+        subject: s.server.clone(),
+        status: if primary { Status::Critical } else { Status::Warning },
+        value: 1.0,
+        warning: 1.0,
+        critical: primary.then_some(1.0),
+        message: format!("{} ({}): down: {why}", s.server, s.role),
+    })
+}
+
 /// Lag and state of each replica as the router's monitor measures them (what routing acts on).
 fn replica_checks(shared: &Shared, t: &HealthThresholds, checks: &mut Checks) {
     let (w, c) = (t.replica_lag_warning.get().as_secs_f64(), t.replica_lag_critical.get().as_secs_f64());
@@ -231,6 +252,22 @@ mod tests {
         assert_eq!(judge(0.97, 0.8, Some(0.95)), Status::Critical);
         assert_eq!(judge(5.0, 1.0, None), Status::Warning);
         assert!(Status::Critical > Status::Warning && Status::Warning > Status::Ok);
+    }
+
+    #[test]
+    fn a_primary_down_is_critical_and_a_replica_down_a_warning() {
+        let status = |role: &str, up: bool| super::super::servers::ServerStatus {
+            server: "127.0.0.1:5432".into(),
+            role: role.into(),
+            up,
+            error: Some("Connection refused (os error 111)".into()),
+            ..Default::default()
+        };
+        assert!(server_down(&status("primary", true)).is_none());
+        let primary = server_down(&status("primary", false)).unwrap();
+        assert_eq!((primary.check, primary.status), ("server_down", Status::Critical));
+        assert_eq!(primary.message, "127.0.0.1:5432 (primary): down: Connection refused (os error 111)");
+        assert_eq!(server_down(&status("replica", false)).unwrap().status, Status::Warning);
     }
 
     fn rates(statements: u64, errors: u64, secs: f64) -> Rates {
