@@ -115,15 +115,22 @@ pub(crate) struct TargetSetup {
 /// Connects with tokio-postgres for setup queries.
 pub async fn setup_client(target: &Target) -> Result<Client> {
     let (client, connection) = target.config().connect(NoTls).await.map_err(|e| {
-        // A server that answered (a wrong password, an unknown database) is not "unreachable".
-        let what = if e.as_db_error().is_some() { "refused the connection" } else { "is unreachable" };
-        let hint = match (e.to_string().contains("password missing"), target.config().get_password()) {
+        // A server that answered (a wrong password, an unknown database) is not "unreachable", and
+        // neither is one that asked for a password none was given for.
+        let said = with_causes(&e);
+        let password_missing = said.contains("password missing");
+        let what = match (e.as_db_error(), password_missing) {
+            (Some(_), _) => "refused the connection",
+            (None, true) => "asked for a password",
+            (None, false) => "is unreachable",
+        };
+        let hint = match (password_missing, target.config().get_password()) {
             (true, None) => {
                 " (set PGPASSWORD or use a pgpass file: passwords are not taken on the command line)"
             }
             _ => "",
         };
-        anyhow!("target `{}` ({}) {what}: {}{hint}", target.name, target.display_url(), with_causes(&e))
+        anyhow!("target `{}` ({}) {what}: {said}{hint}", target.name, target.display_url())
     })?;
     tokio::spawn(async move {
         let _ = connection.await;
@@ -152,8 +159,11 @@ pub(crate) async fn setup_target(
     observer: &dyn Observer,
 ) -> Result<TargetSetup> {
     let client = setup_client(target).await?;
+    // The first queries may fail where the login did not (a pooler takes the login and then finds
+    // no server): the error names the target, as the login's does.
+    let named = || format!("target `{}` ({})", target.name, target.display_url());
     if config.init {
-        initialise(config, plan, target, &client, initialised, observer).await?;
+        initialise(config, plan, target, &client, initialised, observer).await.with_context(named)?;
     }
     let mut initial = vec![None; plan.vars.len()];
     let mut set = |name: &str, v: Value| {
@@ -161,7 +171,7 @@ pub(crate) async fn setup_target(
             initial[slot] = Some(v);
         }
     };
-    set(SCALE, scale_value(config, plan, target, &client, observer).await?);
+    set(SCALE, scale_value(config, plan, target, &client, observer).await.with_context(named)?);
     set(RANDOM_SEED, Value::Int(seed as i64));
     set(DEFAULT_SEED, Value::Int(seed.rotate_left(17) as i64));
     if plan.uses_demo {
@@ -191,9 +201,9 @@ async fn scale_value(
         });
     }
     // Like pgbench, the built-in scripts use the scale the tables were created with.
-    let detected = pgbench_init::detect_scale(client).await?.ok_or_else(|| {
-        anyhow!("target `{}` has no pgbench tables: run with --init --scale N (or pgbench -i)", target.name)
-    })?;
+    let detected = pgbench_init::detect_scale(client)
+        .await?
+        .ok_or_else(|| anyhow!("no pgbench tables: run with --init --scale N (or pgbench -i)"))?;
     if let Some(s) = config.scale {
         if !config.init && s != detected as f64 {
             observer.note(&format!(

@@ -161,6 +161,17 @@ fn pgbench_init_and_builtin_scenarios_over_tcp_and_unix_socket() {
     cluster.create_user("app", "s3cret pass");
     cluster.create_database("app", "app");
     let url = format!("postgres://app:s3cret%20pass@127.0.0.1:{}/app", cluster.port());
+    // No password for a server that asks for one: said so, not "unreachable" (PGPASSWORD unset).
+    let nopass = Target::parse(&format!("postgres://app@127.0.0.1:{}/app", cluster.port())).unwrap();
+    let tpcb = || vec![Workload::Scenario { name: "tpcb-like".into(), weight: 1 }];
+    let err =
+        format!("{:#}", pgpilot_bench::run(config(vec![nopass], tpcb(), 1, per_client(1))).unwrap_err());
+    assert!(err.contains("asked for a password") && err.contains("PGPASSWORD"), "{err}");
+    // A failure after the login names its target too.
+    let named = Target::parse(&format!("tables={url}")).unwrap();
+    let err = format!("{:#}", pgpilot_bench::run(config(vec![named], tpcb(), 1, per_client(1))).unwrap_err());
+    assert!(err.starts_with("target `tables` (") && err.contains("no pgbench tables"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
     let mut c = config(
         vec![Target::parse(&url).unwrap()],
         vec![Workload::Scenario { name: "tpcb-like".into(), weight: 1 }],
