@@ -302,12 +302,36 @@ async fn the_dashboard_shows_what_the_api_serves() {
     let advisor = numbers["advisor"].as_str().unwrap();
     assert!(!advisor.contains("Loading"), "the advisor panel was filled: {numbers}");
     assert!(
-        advisor.contains("No advisor report")
+        advisor.contains("first check of the database is running")
             || ["critical", "warning", "info", "No findings"].iter().any(|w| advisor.contains(w)),
         "{numbers}"
     );
     assert_eq!(numbers["banner"], true, "no error banner");
     assert!(matches!(numbers["status"].as_str(), Some("ok" | "warning" | "critical")), "{numbers}");
     drop(client);
+    gw.shutdown().await;
+}
+
+/// When the advisor cannot give a report, the panel says why (the API's 404 carries the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_advisor_panel_says_why_there_is_no_report() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.advisor.enabled = false;
+    let gw = start(config).await;
+    let page = format!("http://{}/", gw.http_addr().unwrap());
+    let advisor = tokio::task::spawn_blocking(move || {
+        let browser = Browser::start();
+        browser.open(&page);
+        browser.wait_for("an update", "return Number(document.body.dataset.updates || 0) >= 1");
+        browser.wait_for(
+            "the advisor panel",
+            "return !document.getElementById('advisor').textContent.includes('Loading')",
+        );
+        browser.js("return document.getElementById('advisor').textContent;")
+    })
+    .await
+    .unwrap();
+    assert_eq!(advisor, "No advisor report: the advisor is off ([advisor] enabled = false)", "{advisor}");
     gw.shutdown().await;
 }

@@ -113,7 +113,9 @@ function pushHistory(list, point) {
 
 // ---------- API ----------
 
-async function api(path, options) {
+// `missing`: what a 404 stands for (null; or, with { missingBody: true }, { missing: body } so the
+// caller can say why, as the advisor's 404 does).
+async function api(path, options, missing) {
   const headers = { Accept: "application/json" };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   const res = await fetch(path, Object.assign({ headers, cache: "no-store" }, options || {}));
@@ -121,7 +123,10 @@ async function api(path, options) {
     askForToken(true);
     throw new ApiError(401, "the API wants a bearer token");
   }
-  if (res.status === 404) return null;
+  if (res.status === 404) {
+    if (!(missing && missing.missingBody)) return null;
+    return { missing: await res.json().catch(() => ({})) };
+  }
   if (!res.ok) throw new ApiError(res.status, `${path}: HTTP ${res.status}`);
   return res.json();
 }
@@ -408,13 +413,14 @@ function renderCache(c) {
 function renderAdvisor(report) {
   const box = $("advisor");
   while (box.firstChild) box.removeChild(box.firstChild);
-  if (report === null) {
-    box.appendChild(el("p", { class: "empty" }, "No advisor report yet. Run `pgpilot advise` to check the database."));
-    $("advisor-note").textContent = "";
+  if (report === null || report.missing) {
+    box.appendChild(el("p", { class: "empty" }, advisorAbsence(report && report.missing)));
+    $("advisor-note").textContent = (report && report.missing && report.missing.database) || "";
     return;
   }
   const when = report.generated_at_unix ? new Date(report.generated_at_unix * 1000).toLocaleString() : "";
-  $("advisor-note").textContent = `${report.database || ""} · ${when}`;
+  const failed = report.last_error ? ` · last refresh failed: ${report.last_error}` : "";
+  $("advisor-note").textContent = `${report.database || ""} · ${when}${failed}`;
   const list = el("ul", { class: "findings" });
   const order = { critical: 0, warning: 1, info: 2 };
   const findings = (report.findings || []).slice().sort((a, b) => (order[a.severity] ?? 3) - (order[b.severity] ?? 3));
@@ -428,6 +434,15 @@ function renderAdvisor(report) {
   }
   if (!list.firstChild) list.appendChild(el("li", {}, "No findings: the last run found nothing to fix."));
   box.appendChild(list);
+}
+
+// Why there is no report: the advisor's own words (off, no such database, a run that failed and
+// why, the first run under way).
+function advisorAbsence(missing) {
+  if (!missing) return "No advisor report yet. Run `pgpilot advise` to check the database.";
+  if (missing.status === "running") return "The advisor's first check of the database is running; its report shows here when done.";
+  if (missing.status === "failed") return `The advisor could not check the database: ${missing.error}`;
+  return `No advisor report: ${missing.error || "the advisor is not available"}`;
 }
 
 function renderSlow(data) {
@@ -474,7 +489,7 @@ async function tick() {
     settle(api("/api/v1/monitoring/replicas"), renderReplicas),
     settle(api("/api/v1/cache/stats"), renderCache),
   ];
-  if (slow) jobs.push(settle(api("/api/v1/advisor/findings"), renderAdvisor));
+  if (slow) jobs.push(settle(api("/api/v1/advisor/findings", null, { missingBody: true }), renderAdvisor));
   const results = await Promise.all(jobs);
   if (results.includes("auth")) {
     // Refused for want of a token: the slow items are due again as soon as one is given.
