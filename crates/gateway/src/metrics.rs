@@ -78,11 +78,16 @@ fn pools(out: &mut String, shared: &Shared) {
         ("pgpilot_pool_clients_active", "gauge", "Clients of the pool not waiting for a server.", vec![]),
         ("pgpilot_pool_clients_waiting", "gauge", "Clients waiting for a server connection.", vec![]),
         ("pgpilot_pool_servers_active", "gauge", "Server connections linked to a client.", vec![]),
-        ("pgpilot_pool_servers_idle", "gauge", "Server connections idle in the pool.", vec![]),
+        (
+            "pgpilot_pool_servers_idle",
+            "gauge",
+            "Server connections idle in the pool, ready for use (SHOW POOLS sv_idle).",
+            vec![],
+        ),
         (
             "pgpilot_pool_servers_used",
             "gauge",
-            "Idle server connections due for a check before reuse.",
+            "Server connections idle in the pool, due for a check before reuse (sv_used).",
             vec![],
         ),
         ("pgpilot_pool_servers_login", "gauge", "Server connections being opened.", vec![]),
@@ -122,7 +127,9 @@ fn pools(out: &mut String, shared: &Shared) {
                     clients.saturating_sub(c.waiting) as f64,
                     c.waiting as f64,
                     c.active as f64,
-                    c.idle as f64,
+                    // Separate states, as in SHOW POOLS: active + idle + used + login is every
+                    // connection of the pool.
+                    c.idle.saturating_sub(c.used) as f64,
                     c.used as f64,
                     c.opening as f64,
                     size as f64,

@@ -224,9 +224,14 @@ async fn every_admin_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_metrics_health_and_pool_stats() {
     let pg = Cluster::start();
-    let gw = start(config_for(&pg)).await;
+    let mut config = config_for(&pg);
+    config.pgpilot.server_check_delay = pgpilot_gateway::config::Secs::from_millis(100);
+    let gw = start(config).await;
     let c = connect(&gw).await;
     c.simple_query("SELECT 1").await.unwrap();
+    // Past server_check_delay the idle server is due for a check: `used`, not also `idle` (the
+    // states add up to the pool's connections, as SHOW POOLS' sv_idle and sv_used do).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let http = gw.http_addr().unwrap();
     let get = |path: &str| {
         let out = std::process::Command::new("curl")
@@ -246,6 +251,13 @@ async fn http_metrics_health_and_pool_stats() {
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }
+    let gauge = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{database=\"postgres\"")));
+        let line = line.unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    let servers = ["active", "idle", "used", "login"].map(|s| gauge(&format!("pgpilot_pool_servers_{s}")));
+    assert_eq!(servers, [0.0, 0.0, 1.0, 0.0], "active, idle, used, login");
     assert!(get("/health").ends_with("200"));
     let stats = get("/api/v1/monitoring/pool-stats");
     let json: serde_json::Value = serde_json::from_str(stats.rsplit_once('\n').unwrap().0).unwrap();
