@@ -2055,3 +2055,81 @@ async fn a_statement_prepared_after_ddl_never_fails_on_an_older_copy() {
     holder.await.unwrap();
     gw.shutdown().await;
 }
+
+/// pgJDBC's case (a black-box check found it): a column dropped and another added since a client
+/// described its statement leaves as many columns, of other names and types. A check of the
+/// shared server copy fails (its plan is refused, 0A000) and the copy is prepared afresh; that
+/// fresh copy's row type is checked too, and the client, which knows the old one, gets 0A000 as
+/// from its own copy in PostgreSQL, never the new rows to decode with the old description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_prepared_afresh_after_a_failed_check_is_checked_too() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE rw(id int, secret text, note text); INSERT INTO rw VALUES (1, 'SECRET', 'hello')",
+    );
+    let gw = small_pool(&pg, 1, 100).await;
+    let sql = "SELECT * FROM rw";
+    let (c0, c1, c2) = (connect(&gw).await, connect(&gw).await, connect(&gw).await);
+    let (s0, s1, s2) =
+        (c0.prepare(sql).await.unwrap(), c1.prepare(sql).await.unwrap(), c2.prepare(sql).await.unwrap());
+    for (c, s) in [(&c0, &s0), (&c1, &s1), (&c2, &s2)] {
+        assert_eq!(c.query_one(s, &[]).await.unwrap().get::<_, &str>(1), "SECRET");
+    }
+    pg.psql("postgres", "ALTER TABLE rw ADD COLUMN extra int DEFAULT 0");
+    for (c, s) in [(&c2, &s2), (&c0, &s0)] {
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        let err = c.query(s, &[]).await.expect_err("the row type changed");
+        assert_eq!(sqlstate(&err).as_deref(), Some("0A000"), "{err}");
+        c.batch_execute("ROLLBACK").await.unwrap();
+    }
+    pg.psql("postgres", "ALTER TABLE rw DROP COLUMN id");
+    let err = c1.query(&s1, &[]).await.expect_err("c1 knows (id, secret, note): PostgreSQL refuses");
+    assert_eq!(sqlstate(&err).as_deref(), Some("0A000"), "{err}");
+    let again = c1.prepare(sql).await.unwrap();
+    let row = c1.query_one(&again, &[]).await.unwrap();
+    assert_eq!((row.get::<_, &str>(0), row.get::<_, &str>(1), row.get::<_, i32>(2)), ("SECRET", "hello", 0));
+    gw.shutdown().await;
+}
+
+/// A client that prepared and described its statement after DDL is judged by that row type: when
+/// another client then meets an older server copy (0A000, which tells pgpilot the statement's
+/// result type changed), the first one's next Bind, in a transaction too, still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_described_after_ddl_is_not_failed_when_another_meets_an_older_copy() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE later(id int); INSERT INTO later VALUES (1)");
+    let gw = small_pool(&pg, 2, 100).await;
+    let sql = "SELECT * FROM later";
+    let (holder, old, new) = (connect(&gw).await, connect(&gw).await, connect(&gw).await);
+    // A server held by `holder` in a transaction: the other client's statement runs on the other.
+    let hold = || holder.batch_execute("BEGIN; SELECT 1");
+    let release = || holder.batch_execute("COMMIT");
+    hold().await.unwrap();
+    let s_old = old.prepare(sql).await.unwrap();
+    old.query_one(&s_old, &[]).await.unwrap();
+    release().await.unwrap();
+    pg.psql("postgres", "ALTER TABLE later ADD COLUMN v int DEFAULT 5");
+    // `new` prepares after the change, on whichever server; then `old` meets its copy from before.
+    let s_new = new.prepare(sql).await.unwrap();
+    assert_eq!(s_new.columns().len(), 2);
+    assert_eq!(new.query_one(&s_new, &[]).await.unwrap().get::<_, i32>(1), 5);
+    for _ in 0..2 {
+        hold().await.unwrap();
+        let _ = old.query(&s_old, &[]).await;
+        release().await.unwrap();
+    }
+    for round in 0..4 {
+        if round % 2 == 1 {
+            hold().await.unwrap();
+        }
+        new.batch_execute("BEGIN").await.unwrap();
+        let row = new.query_one(&s_new, &[]).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(row.get::<_, i32>(1), 5);
+        new.batch_execute("COMMIT").await.unwrap();
+        if round % 2 == 1 {
+            release().await.unwrap();
+        }
+    }
+    gw.shutdown().await;
+}

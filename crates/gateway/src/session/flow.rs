@@ -109,6 +109,9 @@ pub(super) struct Flow {
     pub(super) checking_copies: bool,
     /// The request at the front of the client's input had its copies checked: it goes ahead.
     pub(super) copies_checked_for_request: bool,
+    /// A check of the request failed on a stale copy and the copies are being checked again,
+    /// freshly prepared (row_shape.rs): once per request.
+    pub(super) copies_rechecked: bool,
     /// The server's FATAL reached the client: when the server then closes, nothing more is said.
     pub(super) server_said_fatal: bool,
     /// A check's error inside a transaction, which the client's own Bind would have met: it
@@ -236,6 +239,7 @@ impl Flow {
             param_sync: ParamSync::None,
             checking_copies: false,
             copies_checked_for_request: false,
+            copies_rechecked: false,
             check_error: None,
             server_said_fatal: false,
             local: Default::default(),

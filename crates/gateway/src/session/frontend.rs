@@ -554,7 +554,11 @@ impl Flow {
         server: &mut ServerConn,
         stmt: &Arc<PreparedStatement>,
     ) -> (Box<[u8]>, BoundCopy) {
-        if stmt.epoch() < s.shared.statement_epochs.current(stmt.hash) {
+        // A client that described the statement is judged by the row type it knows against the
+        // copy's (row_shape.rs), which is exact: a generation begun later, when some server's copy
+        // turned out stale, may postdate the client's own Parse of the new row type.
+        let described = stmt.row_shape.load(std::sync::atomic::Ordering::Relaxed) != 0;
+        if !described && stmt.epoch() < s.shared.statement_epochs.current(stmt.hash) {
             // The server is made to fail this Bind (no statement has this name), so its transaction
             // fails as it would have without pgpilot, and the client is told why.
             return (OUTDATED_PLAN_NAME.into(), BoundCopy::Outdated);

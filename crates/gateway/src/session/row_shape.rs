@@ -77,6 +77,7 @@ impl Flow {
     /// (as for a settings sync); it is then looked at once more, and goes ahead.
     pub(super) fn check_copies(&mut self, s: &Session, server: &mut ServerConn, request: &[u8]) -> bool {
         if std::mem::take(&mut self.copies_checked_for_request) {
+            self.copies_rechecked = false;
             return false;
         }
         // Most requests start with a Query: nothing to look at.
@@ -146,8 +147,9 @@ impl Flow {
 
     /// A check failed with `error` (the text no longer prepares: a table dropped; or the copy's
     /// plan is refused after DDL, 0A000). The server skips to the checks' Sync; outside a
-    /// transaction the client's request meets the error itself, as it would without pgpilot.
-    /// Inside one, the failure ended the transaction: the client's request would meet 25P02
+    /// transaction a refused copy is prepared afresh and described (once), and the client's Bind
+    /// compares row types with that; a text that no longer prepares meets the client's request
+    /// itself, as it would without pgpilot. Inside one, the failure ended the transaction: the client's request would meet 25P02
     /// there, and is told the check's error instead, the one its own copy's Bind would have met
     /// (asyncpg prepares again only when told 0A000). A copy refused after DDL is dropped once
     /// the transaction ends.
@@ -156,6 +158,14 @@ impl Flow {
         if let Some(Expect::Injected(Reply::CheckDescribe { hash })) = self.expected.front() {
             if code == "0A000" {
                 server.statements.mark_stale(*hash);
+                // Outside a transaction the client's Bind would get a fresh copy, of the row type
+                // the table has now, which the client may not know (a column dropped and another
+                // added since the client described it: as many columns, other names and types,
+                // decoded with the old ones). The copies are checked again, prepared afresh.
+                if s.status == TxnStatus::Idle && !self.copies_rechecked {
+                    self.copies_rechecked = true;
+                    self.copies_checked_for_request = false;
+                }
             }
         }
         if s.status != TxnStatus::Idle {
@@ -183,7 +193,6 @@ fn copies_to_check(s: &Session, server: &ServerConn, request: &[u8]) -> Vec<Arc<
                 else {
                     continue;
                 };
-                let current = stmt.epoch() >= s.shared.statement_epochs.current(stmt.hash);
                 let described = stmt.row_shape.load(Relaxed) != 0;
                 let copy_known =
                     server.statements.holds(stmt) && server.statements.shape(stmt.hash).is_some();
@@ -193,7 +202,7 @@ fn copies_to_check(s: &Session, server: &ServerConn, request: &[u8]) -> Vec<Arc<
                 let copy_stale =
                     copy_known && differs_from_copy(stmt, server) && server.statements.prepared_before(stmt);
                 let check = !copy_known || copy_stale;
-                if described && current && check && !wanted.iter().any(|w| w.hash == stmt.hash) {
+                if described && check && !wanted.iter().any(|w| w.hash == stmt.hash) {
                     wanted.push(stmt.clone());
                     if wanted.len() == MAX_CHECKS {
                         break;
