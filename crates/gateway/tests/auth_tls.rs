@@ -161,7 +161,30 @@ async fn tls_for_clients() {
     assert!(clients.lines().any(|l| l.contains("|TLSv1.3/TLS_")), "{clients}");
     let refused = psql_as(&gw, "postgres", "postgres", "SELECT 1", &[("PGSSLMODE", "disable")]);
     assert!(refused.unwrap_err().contains("SSL required"));
+    // Replies over about 16 KB are not held back by Nagle's algorithm (TCP_NODELAY is on the TCP
+    // socket under the TLS session): without it each waited for the client's delayed ACK, 40 ms.
+    let script = write_file(dir.path(), "large.sql", "SELECT repeat('x', 20000);\n");
+    let latency = tls_pgbench_latency_ms(&gw, &script);
+    assert!(latency < 25.0, "a 20 KB result over TLS took {latency} ms on average");
     gw.shutdown().await;
+}
+
+/// The average latency pgbench reports for 20 runs of `script` over a TLS connection to `gw`.
+fn tls_pgbench_latency_ms(gw: &pgpilot_gateway::Gateway, script: &Path) -> f64 {
+    let bin = pgpilot_testkit::pg_bin_dir().expect("PostgreSQL binaries");
+    let addr = addr(gw);
+    let out = std::process::Command::new(bin.tool("pgbench"))
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "postgres"])
+        .args(["-n", "-c", "1", "-t", "20", "-f"])
+        .arg(script)
+        .arg("postgres")
+        .env("PGSSLMODE", "require")
+        .output()
+        .expect("running pgbench");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "pgbench over TLS failed:\n{text}");
+    let line = text.lines().find(|l| l.starts_with("latency average")).unwrap_or_else(|| panic!("{text}"));
+    line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,6 +219,16 @@ async fn tls_to_servers() {
             .unwrap()
             .get(0);
         assert!(ssl, "{mode:?}: the server connection is not encrypted");
+        // A 20 KB parameter is not held back by Nagle's algorithm on its way to the server
+        // (TCP_NODELAY under the TLS session), which cost 40 ms per query.
+        let large = "x".repeat(20_000);
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            let n: i32 = client.query_one("SELECT length($1::text)", &[&large]).await.unwrap().get(0);
+            assert_eq!(n, 20_000);
+        }
+        let per_query = started.elapsed() / 10;
+        assert!(per_query < std::time::Duration::from_millis(25), "{mode:?}: {per_query:?} per query");
         // SHOW SERVERS says so, as PgBouncer does, in use and idle.
         let servers = psql(&gw, "pgbouncer", "SHOW SERVERS").unwrap();
         assert!(servers.lines().skip(1).all(|l| l.contains("|TLSv1.")), "{servers}");

@@ -47,11 +47,11 @@ pub async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let sock = Sock::Tcp(stream);
+                super::sock::nodelay(&stream);
                 if shared.config.load().pgpilot.tcp_keepalive {
-                    sock.set_keepalive();
+                    super::sock::keepalive(&stream);
                 }
-                tokio::spawn(crate::session::serve(shared.clone(), sock));
+                tokio::spawn(crate::session::serve(shared.clone(), Sock::Tcp(stream)));
             }
             Err(e) => accept_error(e).await,
         }

@@ -171,21 +171,6 @@ impl Sock {
         let _ = tokio::time::timeout(limit, drain).await;
     }
 
-    pub fn set_nodelay(&self) {
-        if let Sock::Tcp(s) = self {
-            let _ = s.set_nodelay(true);
-        }
-    }
-
-    pub fn set_keepalive(&self) {
-        if let Sock::Tcp(s) = self {
-            let ka = socket2::TcpKeepalive::new()
-                .with_time(std::time::Duration::from_secs(60))
-                .with_interval(std::time::Duration::from_secs(10));
-            let _ = SockRef::from(s).set_tcp_keepalive(&ka);
-        }
-    }
-
     /// The peer address for logs and SHOW CLIENTS ("unix" for Unix sockets).
     pub fn peer(&self) -> String {
         match self {
@@ -201,4 +186,20 @@ impl Sock {
             Sock::Unix(_) => None,
         }
     }
+}
+
+/// TCP_NODELAY on a connection's TCP socket, set before any TLS: pgpilot writes whole messages,
+/// and with Nagle's algorithm the last segment of a reply over about 16 KB waited for the peer's
+/// delayed ACK (40 ms). A TLS connection's session reads and writes a Unix socket pair
+/// (tls.rs), so the option must be on the TCP socket underneath.
+pub fn nodelay(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+}
+
+/// TCP keepalive probes after 60 s of silence, every 10 s (set before any TLS, as `nodelay`).
+pub fn keepalive(s: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(10));
+    let _ = SockRef::from(s).set_tcp_keepalive(&ka);
 }

@@ -154,6 +154,9 @@ async fn connect_inner(
         (Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?), None, None)
     } else {
         let tcp = TcpStream::connect(&addr).await.map_err(io_err)?;
+        // On the TCP socket, before TLS puts a socket pair in front of it (net/sock.rs).
+        crate::net::sock::nodelay(&tcp);
+        crate::net::sock::keepalive(&tcp);
         let local = tcp.local_addr().ok();
         let (sock, tls) = if target.tls_mode.attempts_tls() {
             negotiate_tls(tcp, target, connector).await?
@@ -162,8 +165,6 @@ async fn connect_inner(
         };
         (sock, tls, local)
     };
-    sock.set_nodelay();
-    sock.set_keepalive();
     let mut out = BytesMut::with_capacity(256);
     startup::startup_message(
         &mut out,

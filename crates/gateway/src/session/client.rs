@@ -164,7 +164,6 @@ impl Session {
             Timeouts::of(&config, shared.timeouts_generation.load(std::sync::atomic::Ordering::Acquire));
         let limits = Limits { large: g.max_message_size, ..Limits::default() };
         drop(config);
-        sock.set_nodelay();
         reg.info.set_state(ClientState::Idle);
         setup.pools.clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Session {
