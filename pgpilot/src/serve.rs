@@ -132,6 +132,25 @@ fn raise_open_files() {
     }
 }
 
+/// What max_client_conn clients may take: a TLS client holds three descriptors (its TCP socket
+/// and the socket pair its session reads through), a plain one one; server connections and
+/// files come on top. Said at start, as PgBouncer does, rather than met as `accept` errors.
+fn warn_if_few_open_files(config: &pgpilot_gateway::config::Config) {
+    use pgpilot_gateway::config::ClientTlsMode;
+    let per_client = if config.tls.client_tls_sslmode == ClientTlsMode::Disable { 1 } else { 3 };
+    let wanted = config.pgpilot.max_client_conn as u64 * per_client + 64;
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else { return };
+    if soft < wanted {
+        tracing::warn!(
+            limit = soft,
+            wanted,
+            "the open-file limit is below what max_client_conn clients need ({per_client} per client, \
+             plus server connections): past it new clients are refused; raise LimitNOFILE / ulimit -n \
+             or lower max_client_conn"
+        );
+    }
+}
+
 pub fn run(args: ServeArgs) -> Outcome {
     init_logging(&args.log);
     raise_open_files();
@@ -146,6 +165,7 @@ pub fn run(args: ServeArgs) -> Outcome {
         }
         (None, None) => Config::default(),
     };
+    warn_if_few_open_files(&config);
     let workers = args.workers.unwrap_or(config.pgpilot.workers);
     let runtime = runtime(workers)?;
     let overrides = args.quick_start();

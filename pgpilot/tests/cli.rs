@@ -259,3 +259,18 @@ fn bench_takes_what_the_url_leaves_out_from_the_environment() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("named"), "{stdout}");
 }
+
+/// An open-file limit below what max_client_conn clients need is said at start (as PgBouncer
+/// does), not met later as `accept` errors.
+#[test]
+fn serve_warns_when_the_open_file_limit_is_too_low_for_max_client_conn() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let command = format!(
+        "ulimit -n 128 && exec timeout 3 {} serve --listen 127.0.0.1:{port} --primary postgres://app@127.0.0.1:1/app",
+        env!("CARGO_BIN_EXE_pgpilot")
+    );
+    let out = Command::new("sh").args(["-c", &command]).env("NO_COLOR", "1").output().expect("running sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("open-file limit is below what max_client_conn clients need"), "{stderr}");
+    assert!(stderr.contains("limit=128") && stderr.contains("wanted=10064"), "{stderr}");
+}
