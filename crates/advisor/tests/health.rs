@@ -24,6 +24,7 @@ UPDATE churn SET pad = repeat('z', 100);
 ANALYZE churn;
 CREATE TABLE tickets (id serial PRIMARY KEY, note text);
 SELECT setval('tickets_id_seq', 2000000000);
+CREATE TABLE ticket_notes (ticket_id int REFERENCES tickets, body text);
 CREATE TABLE tally (id int GENERATED ALWAYS AS IDENTITY, n int);
 SELECT setval('tally_id_seq', 2000000000);
 CREATE TABLE iu_t (v int);
@@ -117,6 +118,10 @@ async fn planted_problems_are_found() {
         );
         assert!(id.ends_with("2147483648"), "{table}: {id}");
     }
+    // The tickets fix widens the column of the foreign key that references tickets.id too: a
+    // note for the first ticket past the int range goes in.
+    assert!(seq.evidence.iter().any(|e| e.contains("public.ticket_notes.ticket_id")), "{seq:?}");
+    cluster.psql("ops", "INSERT INTO ticket_notes VALUES (2147483648, 'past the int range')");
 
     let invalid = find(&report, Category::Indexes, "Invalid index public.iu_t_v");
     // The build failed on the duplicates before the index was marked ready (indisready = false).
@@ -409,4 +414,28 @@ async fn a_locked_table_is_left_out_of_the_table_checks_and_the_rest_checked() {
         assert!(info.evidence.iter().any(|e| e == "locked: public.a"), "{text}");
     }
     holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// A transaction prepared for two-phase commit and forgotten shows in no session, yet holds its
+/// locks and vacuum's horizon: reported with the statement that ends it, which works as printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_prepared_transaction_is_reported() {
+    let cluster = Cluster::builder().setting("max_prepared_transactions = 5").start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE t2pc (id int); BEGIN; INSERT INTO t2pc VALUES (1); PREPARE TRANSACTION 'order''s 2pc'",
+    );
+    let mut opts = common::options(&cluster.url("postgres", "postgres"));
+    opts.skip_indexes = true;
+    opts.health.idle_in_transaction_secs = 0;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let found = find(&report, Category::Activity, "Prepared transaction 'order's 2pc' left open");
+    assert!(
+        found.evidence.iter().any(|e| e.contains("prepared by postgres in database postgres")),
+        "{found:?}"
+    );
+    let fix = found.fix.as_deref().unwrap();
+    assert!(fix.contains("ROLLBACK PREPARED 'order''s 2pc';"), "{fix}");
+    cluster.psql("postgres", fix);
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pg_prepared_xacts"), "0");
 }

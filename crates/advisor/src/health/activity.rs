@@ -67,6 +67,49 @@ pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<V
         .collect())
 }
 
+/// Transactions prepared for two-phase commit and never committed or rolled back: no session
+/// shows them, yet they keep their locks (DDL behind them waits forever) and hold back vacuum
+/// and freezing for the whole cluster (the wraparound fix cannot work while one is there).
+/// Judged by the idle-in-transaction threshold: a healthy two-phase commit ends in moments.
+pub async fn prepared_transactions(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
+    let rows = db
+        .client
+        .query(
+            "SELECT gid, owner::text, database::text, extract(epoch FROM now() - prepared)::float8, \
+             age(transaction)::int8 FROM pg_prepared_xacts \
+             WHERE now() - prepared > make_interval(secs => $1) ORDER BY prepared",
+            &[&(settings.idle_in_transaction_secs as f64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (gid, owner, database, secs, xid_age): (String, String, String, f64, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let severity = if secs >= 3600.0 { Severity::Critical } else { Severity::Warning };
+            let quoted = gid.replace('\'', "''");
+            Finding::new(
+                severity,
+                Category::Activity,
+                format!("Prepared transaction '{gid}' left open for {}", duration(secs)),
+            )
+            .object(format!("prepared transaction {gid}"))
+            .evidence(format!(
+                "prepared by {owner} in database {database}; its transaction ID is {} transactions old",
+                crate::units::count(xid_age)
+            ))
+            .evidence(
+                "no session shows it: it keeps its locks (DDL on its tables waits behind it) and stops \
+                 vacuum from removing or freezing rows in every database, so wraparound comes closer",
+            )
+            .fix(format!(
+                "-- in database {database}, once the transaction manager that prepared it is known to have given up on it:\n\
+                 ROLLBACK PREPARED '{quoted}';  -- or COMMIT PREPARED '{quoted}'"
+            ))
+        })
+        .collect())
+}
+
 /// A live query as findings show it: its constants hidden (they can be personal data, and the
 /// statistics pages show statements normalized too), on one line.
 pub(super) fn shown_query(query: &str) -> String {

@@ -29,7 +29,7 @@ pub async fn run(
 ) -> (Vec<Finding>, Vec<String>) {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
-    const CHECKS: u64 = 18;
+    const CHECKS: u64 = 19;
     progress.stage("health checks", CHECKS);
     macro_rules! check {
         ($name:expr, $call:expr) => {{
@@ -53,6 +53,7 @@ pub async fn run(
     check!("materialized views", storage::materialized_views(db));
     check!("long-running queries", activity::long_running(db, settings));
     check!("idle in transaction", activity::idle_in_transaction(db, settings));
+    check!("prepared transactions", activity::prepared_transactions(db, settings));
     check!("blocked queries", locks::blocked(db));
     check!("connections", activity::connections(db));
     check!("wraparound", wraparound::check(db));

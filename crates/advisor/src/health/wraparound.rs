@@ -123,9 +123,16 @@ fn is_narrower_than_bigint(type_name: &str) -> bool {
 }
 
 /// The statements that give a sequence room: the column it feeds must become bigint too when it
-/// is narrower (the sequence's own bigint range is useless to an int column), and the sequence
-/// itself bigint when it is not already (serial sequences stay `AS integer` after ALTER TABLE).
-pub fn sequence_fix(sequence: &str, sequence_max: i64, narrow_column: Option<&OwningColumn>) -> String {
+/// is narrower (the sequence's own bigint range is useless to an int column), so must the narrower
+/// columns of foreign keys that reference that column (the first child row of a parent past 2^31
+/// would fail "integer out of range"), and the sequence itself bigint when it is not already
+/// (serial sequences stay `AS integer` after ALTER TABLE).
+pub fn sequence_fix(
+    sequence: &str,
+    sequence_max: i64,
+    narrow_column: Option<&OwningColumn>,
+    narrow_references: &[OwningColumn],
+) -> String {
     let mut steps = Vec::new();
     if let Some(col) = narrow_column {
         steps.push(format!(
@@ -134,11 +141,33 @@ pub fn sequence_fix(sequence: &str, sequence_max: i64, narrow_column: Option<&Ow
             col.table, col.column
         ));
     }
+    for col in narrow_references {
+        steps.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} TYPE bigint;  -- a foreign key to it: rewrites that table too",
+            col.table, col.column
+        ));
+    }
     if sequence_max < i64::MAX {
         steps.push(format!("ALTER SEQUENCE {sequence} AS bigint MAXVALUE 9223372036854775807;"));
     }
     steps.join("\n")
 }
+
+/// The columns narrower than bigint of foreign keys referencing the column a sequence feeds, as
+/// (table, column) pairs one after the other in a text[] (both quoted).
+const NARROW_REFERENCES_SQL: &str =
+    "(SELECT array_agg(u.pair ORDER BY rn.nspname, rc.relname, ra.attname, u.o) \
+      FROM pg_depend d \
+      JOIN pg_constraint c ON c.contype = 'f' AND c.confrelid = d.refobjid \
+      JOIN LATERAL generate_subscripts(c.confkey, 1) AS k ON c.confkey[k] = d.refobjsubid \
+      JOIN pg_attribute ra ON ra.attrelid = c.conrelid AND ra.attnum = c.conkey[k] \
+      JOIN pg_class rc ON rc.oid = c.conrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
+      CROSS JOIN LATERAL unnest(ARRAY[quote_ident(rn.nspname) || '.' || quote_ident(rc.relname), \
+                                      quote_ident(ra.attname)]) WITH ORDINALITY AS u(pair, o) \
+      WHERE d.classid = 'pg_class'::regclass \
+        AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
+        AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') \
+        AND ra.atttypid IN ('int2'::regtype, 'int4'::regtype))";
 
 pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
     let rows = db
@@ -151,9 +180,11 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
              (SELECT ARRAY[{owner}, quote_ident(a.attname)] FROM pg_depend d JOIN pg_attribute a \
                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
               WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
-                AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1) \
+                AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
+             {references} \
              FROM pg_sequences s WHERE s.last_value IS NOT NULL AND s.increment_by > 0",
-            owner = qualified_relation_sql("d.refobjid")
+            owner = qualified_relation_sql("d.refobjid"),
+            references = NARROW_REFERENCES_SQL,
         ))
         .await?;
     let mut out = Vec::new();
@@ -166,6 +197,14 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
             [table, column] => Some(OwningColumn { table: table.clone(), column: column.clone() }),
             _ => None,
         });
+        let references: Option<Vec<String>> = r.get(5);
+        let references = references.unwrap_or_default();
+        let mut narrow_references: Vec<OwningColumn> = references
+            .chunks_exact(2)
+            .map(|pair| OwningColumn { table: pair[0].clone(), column: pair[1].clone() })
+            .collect();
+        // Two foreign keys on one column (a duplicate constraint) widen it once.
+        narrow_references.dedup();
         let limit = column_type.as_deref().and_then(type_max).map_or(max, |t| t.min(max));
         let (pct, severity) = sequence_usage(last, limit);
         let Some(severity) = severity else { continue };
@@ -185,7 +224,16 @@ pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
                 col.table, col.column
             ));
         }
-        f = f.fix(sequence_fix(&name, max, narrow_column.map(|(c, _)| c)));
+        if !narrow_references.is_empty() {
+            let named: Vec<String> =
+                narrow_references.iter().map(|c| format!("{}.{}", c.table, c.column)).collect();
+            f = f.evidence(format!(
+                "foreign keys reference the column it feeds from narrower columns ({}): widened with it, \
+                 or their rows for new ids fail \"integer out of range\"",
+                named.join(", ")
+            ));
+        }
+        f = f.fix(sequence_fix(&name, max, narrow_column.map(|(c, _)| c), &narrow_references));
         out.push(f);
     }
     Ok(out)
@@ -251,17 +299,17 @@ mod tests {
     #[test]
     fn an_int_column_is_widened_with_its_sequence() {
         let col = OwningColumn { table: "sq1".into(), column: "id".into() };
-        let serial = sequence_fix("public.sq1_id_seq", i32::MAX as i64, Some(&col));
+        let serial = sequence_fix("public.sq1_id_seq", i32::MAX as i64, Some(&col), &[]);
         assert!(serial.starts_with("ALTER TABLE sq1 ALTER COLUMN id TYPE bigint;"), "{serial}");
         assert!(serial.ends_with("ALTER SEQUENCE public.sq1_id_seq AS bigint MAXVALUE 9223372036854775807;"));
         // A bigint sequence feeding an int column: only the column needs widening.
-        let bigint_sequence = sequence_fix("public.sq1_id_seq", i64::MAX, Some(&col));
+        let bigint_sequence = sequence_fix("public.sq1_id_seq", i64::MAX, Some(&col), &[]);
         assert!(
             bigint_sequence.starts_with("ALTER TABLE sq1") && !bigint_sequence.contains("ALTER SEQUENCE")
         );
         // A sequence feeding a bigint column (or none): only the sequence.
         assert_eq!(
-            sequence_fix("public.s", i32::MAX as i64, None),
+            sequence_fix("public.s", i32::MAX as i64, None, &[]),
             "ALTER SEQUENCE public.s AS bigint MAXVALUE 9223372036854775807;"
         );
     }
