@@ -320,11 +320,34 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
             pins: Pins { primary: r.get(13), constraint: r.get(14), referenced_by: r.get(15) },
         })
         .collect();
-    Ok(redundancies(&indexes)
+    Ok(one_per_index(&redundancies(&indexes))
         .into_iter()
-        .map(|r| redundancy_finding(&indexes[r.redundant], &indexes[r.keeper], r.exact))
+        .map(|(r, others)| {
+            let finding = redundancy_finding(&indexes[r.redundant], &indexes[r.keeper], r.exact);
+            if others.is_empty() {
+                return finding;
+            }
+            let names: Vec<String> = others.iter().map(|&o| quote_ident(&indexes[o].name)).collect();
+            finding.evidence(format!("also covered by {}", names.join(", ")))
+        })
         .chain(super::locked_relations_finding(Category::Indexes, "Duplicate indexes", &locked))
         .collect())
+}
+
+/// One finding per index to drop, however many indexes cover it: each fix drops it once, so the
+/// fixes run in order without "index does not exist". An exact duplicate is named before an
+/// index it is a prefix of; the other keepers come back for the evidence.
+fn one_per_index(found: &[Redundancy]) -> Vec<(&Redundancy, Vec<usize>)> {
+    let ordered = found.iter().filter(|r| r.exact).chain(found.iter().filter(|r| !r.exact));
+    let mut out: Vec<(&Redundancy, Vec<usize>)> = Vec::new();
+    for r in ordered {
+        match out.iter_mut().find(|(first, _)| first.redundant == r.redundant) {
+            Some((_, others)) => others.push(r.keeper),
+            None => out.push((r, Vec::new())),
+        }
+    }
+    out.sort_by_key(|(r, _)| r.redundant);
+    out
 }
 
 /// The valid indexes of user tables (`i`, its class `ic`, its namespace `n`).
@@ -548,6 +571,20 @@ mod tests {
         assert!(invalid_index(false).state().contains("writes still maintain it"));
         let not_ready = InvalidIndex { ready: false, ..invalid_index(false) };
         assert!(!not_ready.state().contains("writes still maintain it"), "{}", not_ready.state());
+    }
+
+    #[test]
+    fn an_index_covered_by_several_is_dropped_once() {
+        // prod_sku_idx is the same as the constraint's index and as another unique index.
+        let found = redundancies(&[
+            ix("prod_sku_idx", &["2/1978/0/100"], false),
+            ix("prod_sku_key", &["2/1978/0/100"], true),
+            ix("prod_sku_uniq2", &["2/1978/0/100"], true),
+        ]);
+        let dropped: Vec<(usize, Vec<usize>)> =
+            one_per_index(&found).into_iter().map(|(r, others)| (r.redundant, others)).collect();
+        assert_eq!(dropped.iter().filter(|(r, _)| *r == 0).count(), 1, "{found:?}");
+        assert_eq!(dropped[0].1.len(), 1, "the other keeper is named: {dropped:?}");
     }
 
     #[test]

@@ -477,6 +477,24 @@ mod tests {
     }
 
     #[test]
+    fn an_index_writes_do_not_update_costs_them_nothing() {
+        let index = |name: &str, maintained: bool| super::super::catalog::ExistingIndex {
+            name: name.into(),
+            method: "btree".into(),
+            columns: vec![Some("id".into())],
+            predicate: None,
+            valid: maintained,
+            maintained,
+            key_orders: Vec::new(),
+        };
+        // A failed CREATE UNIQUE INDEX CONCURRENTLY left one that was never marked ready.
+        let t =
+            TableInfo { indexes: vec![index("orders_pkey", true), index("orders_uniq", false)], ..table() };
+        let overhead = super::super::write_overhead(&t);
+        assert!(overhead.summary.starts_with("1 → 2 indexes to maintain"), "{}", overhead.summary);
+    }
+
+    #[test]
     fn a_prefix_like_candidate_is_served_only_by_an_index_that_can_match_patterns() {
         let order = |opclass: &str, default_opclass: bool, byte_order: bool| KeyOrder {
             opclass: opclass.into(),
@@ -491,6 +509,7 @@ mod tests {
                 columns: vec![Some("status".into())],
                 predicate: None,
                 valid: true,
+                maintained: true,
                 key_orders: vec![order],
             }],
             ..table()

@@ -23,6 +23,9 @@ pub struct ExistingIndex {
     pub columns: Vec<Option<String>>,
     pub predicate: Option<String>,
     pub valid: bool,
+    /// Writes update it (indisready): an invalid index left by a failed concurrent build that
+    /// never got there costs writers nothing.
+    pub maintained: bool,
     /// How each key column is ordered, in key order.
     pub key_orders: Vec<KeyOrder>,
 }
@@ -276,7 +279,7 @@ impl Catalog {
                  ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY u(k, ord) \
                        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.k \
                        WHERE u.ord <= i.indnkeyatts ORDER BY u.ord), \
-                 k.opclasses, k.default_opclasses, k.byte_order, k.column_collation \
+                 k.opclasses, k.default_opclasses, k.byte_order, k.column_collation, i.indisready \
                  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
                  CROSS JOIN LATERAL ( \
                    SELECT array_agg(oc.opcname::text ORDER BY u.ord) AS opclasses, \
@@ -302,6 +305,7 @@ impl Catalog {
                     name: r.get(1),
                     method: r.get(2),
                     valid: r.get(3),
+                    maintained: r.get(10),
                     predicate: r.get(4),
                     columns: r.get(5),
                     key_orders: key_orders(&r),

@@ -259,7 +259,7 @@ async fn non_immutable_functions(db: &Db, statements: &[AnalysedStatement]) -> R
 
 /// What one more index costs the table's writers, from its statistics.
 pub fn write_overhead(table: &TableInfo) -> WriteOverhead {
-    let existing = table.indexes.len() as u32;
+    let existing = table.indexes.iter().filter(|i| i.maintained).count() as u32;
     let hot_pct =
         if table.updates > 0 { 100.0 * table.hot_updates as f64 / table.updates as f64 } else { 0.0 };
     let summary = format!(
