@@ -2133,3 +2133,53 @@ async fn a_client_that_described_after_ddl_is_not_failed_when_another_meets_an_o
     }
     gw.shutdown().await;
 }
+
+/// Two names the client prepared with the same text (asyncpg's explicit `prepare` beside its
+/// statement cache's entry of the same query) each keep the row type they were described with:
+/// after DDL the one prepared again learns the new type, the other still fails with 0A000 as in
+/// PostgreSQL, never given rows of the new type to decode with the old description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_name_keeps_the_row_type_it_was_described_with() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE two(k int, c1 int DEFAULT 1); INSERT INTO two(k) VALUES (1)");
+    let gw = small_pool(&pg, 2, 100).await;
+    let sql = "SELECT * FROM two WHERE k = $1";
+    let c = connect(&gw).await;
+    let (explicit, cached) = (c.prepare(sql).await.unwrap(), c.prepare(sql).await.unwrap());
+    for stmt in [&explicit, &cached] {
+        assert_eq!(c.query_one(stmt, &[&1i32]).await.unwrap().get::<_, i32>(1), 1);
+    }
+    pg.psql("postgres", "ALTER TABLE two DROP COLUMN c1, ADD COLUMN pin int DEFAULT 4242");
+    let err = c.query(&cached, &[&1i32]).await.expect_err("the row type changed");
+    assert_eq!(sqlstate(&err).as_deref(), Some("0A000"), "{err}");
+    let again = c.prepare(sql).await.unwrap();
+    assert_eq!(c.query_one(&again, &[&1i32]).await.unwrap().get::<_, i32>(1), 4242);
+    let err = c.query(&explicit, &[&1i32]).await.expect_err("described as (k, c1): PostgreSQL refuses");
+    assert_eq!(sqlstate(&err).as_deref(), Some("0A000"), "{err}");
+    gw.shutdown().await;
+}
+
+/// A copy prepared inside a transaction that altered the table and rolled back keeps the undone
+/// row type on its server: it is dropped at the rollback, so the next client that uses the
+/// statement, in a transaction too, gets rows as from PostgreSQL and not a spurious 0A000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_prepared_in_a_rolled_back_transaction_are_not_used_again() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE rb(k int, c1 int DEFAULT 1); INSERT INTO rb(k) VALUES (1)");
+    let gw = small_pool(&pg, 1, 100).await;
+    let sql = "SELECT * FROM rb";
+    let (a, b) = (connect(&gw).await, connect(&gw).await);
+    let sa = a.prepare(sql).await.unwrap();
+    assert_eq!(a.query_one(&sa, &[]).await.unwrap().len(), 2);
+    b.batch_execute("BEGIN; ALTER TABLE rb ADD COLUMN c2 int DEFAULT 2").await.unwrap();
+    let sb = b.prepare(sql).await.unwrap();
+    assert_eq!(b.query_one(&sb, &[]).await.unwrap().len(), 3);
+    b.batch_execute("ROLLBACK").await.unwrap();
+    for round in 0..2 {
+        a.batch_execute("BEGIN").await.unwrap();
+        let row = a.query_one(&sa, &[]).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(row.len(), 2);
+        a.batch_execute("COMMIT").await.unwrap();
+    }
+    gw.shutdown().await;
+}

@@ -43,6 +43,11 @@ fn prepare_tick() -> u64 {
     PREPARE_CLOCK.fetch_add(1, Relaxed)
 }
 
+/// The prepare clock now: whatever is prepared from here on has this tick or a later one.
+pub fn prepare_clock() -> u64 {
+    PREPARE_CLOCK.load(Relaxed)
+}
+
 /// The same statement whatever statistics it has gathered.
 impl PartialEq for PreparedStatement {
     fn eq(&self, other: &Self) -> bool {
@@ -249,6 +254,17 @@ impl ServerStatements {
     /// server under its name (the caller closes it before preparing it again).
     pub fn unmark_stale(&mut self, hash: u64) {
         self.stale.retain(|h| *h != hash);
+    }
+
+    /// Marks stale every copy prepared at `tick` or later: prepared inside a transaction that
+    /// rolled back, a copy may have been planned against DDL the rollback undid, and the server
+    /// would refuse it (0A000) to the next client that uses it.
+    pub fn mark_stale_prepared_since(&mut self, tick: u64) {
+        for (hash, copy) in self.by_hash.iter() {
+            if copy.prepared >= tick && !self.stale.contains(hash) {
+                self.stale.push(*hash);
+            }
+        }
     }
 
     pub fn take_stale(&mut self) -> Vec<u64> {

@@ -106,13 +106,14 @@ impl Flow {
                 }
             }
             b'T' => {
-                if let Some(&Expect::Client(
-                    Reply::Describe { statement: Some(hash) } | Reply::DescribePortal { statement: hash },
+                if let Some(Expect::Client(
+                    Reply::Describe { statement: Some(stmt) } | Reply::DescribePortal { statement: stmt },
                 )) = self.expected.front()
                 {
+                    let stmt = stmt.clone();
                     let shape = super::row_shape::row_shape(&server.buf[start + 5..end]);
-                    super::row_shape::record_described(s, server, hash, shape);
-                    self.note_copy_shape(s, hash);
+                    super::row_shape::record_described(server, &stmt, shape);
+                    self.note_copy_shape(s, stmt.hash);
                 }
             }
             _ => {}
@@ -236,7 +237,7 @@ impl Flow {
             _ => (None, false),
         };
         let described = match front {
-            Expect::Client(Reply::Describe { statement }) => *statement,
+            Expect::Client(Reply::Describe { statement }) => statement.as_ref().map(|st| st.hash),
             _ => None,
         };
         let missing = match front {

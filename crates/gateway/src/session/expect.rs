@@ -5,6 +5,9 @@
 
 use super::observe::Observed;
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::pool::statements::PreparedStatement;
 
 use pgpilot_sql::SetCommand;
 
@@ -26,15 +29,15 @@ pub enum Reply {
         statement: Option<u64>,
         copy: BoundCopy,
     },
-    /// `statement`: the hash of the pgpilot-prepared statement it describes, if any.
+    /// `statement`: the client's pgpilot-prepared statement it describes, if any.
     Describe {
-        statement: Option<u64>,
+        statement: Option<Arc<PreparedStatement>>,
     },
     /// A Describe of a portal bound from the pgpilot-prepared statement `statement`: its row
     /// description is the one the client decodes that statement's results with from now on
     /// (pgJDBC describes the portal, never the statement).
     DescribePortal {
-        statement: u64,
+        statement: Arc<PreparedStatement>,
     },
     /// With its statistics record when insight is on.
     Execute(Option<Box<Observed>>),

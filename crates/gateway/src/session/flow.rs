@@ -112,6 +112,9 @@ pub(super) struct Flow {
     /// A check of the request failed on a stale copy and the copies are being checked again,
     /// freshly prepared (row_shape.rs): once per request.
     pub(super) copies_rechecked: bool,
+    /// The prepare clock when the server was last between transactions: the copies of statements
+    /// prepared since are dropped if the transaction rolls back (row_shape.rs).
+    pub(super) transaction_tick: u64,
     /// The server's FATAL reached the client: when the server then closes, nothing more is said.
     pub(super) server_said_fatal: bool,
     /// A check's error inside a transaction, which the client's own Bind would have met: it
@@ -129,7 +132,7 @@ pub(super) struct Flow {
     pub(super) provisional_shapes: Vec<u64>,
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
     /// client that statement's row type).
-    pub(super) unnamed_portal_statement: Option<u64>,
+    pub(super) unnamed_portal_statement: Option<std::sync::Arc<crate::pool::statements::PreparedStatement>>,
     /// Extended-protocol statements pgpilot answers itself (local_statements.rs).
     pub(super) local: super::local_statements::LocalStatements,
     /// A settings sync failed: what the server holds is unknown.
@@ -240,6 +243,7 @@ impl Flow {
             checking_copies: false,
             copies_checked_for_request: false,
             copies_rechecked: false,
+            transaction_tick: crate::pool::statements::prepare_clock(),
             check_error: None,
             server_said_fatal: false,
             local: Default::default(),

@@ -612,7 +612,7 @@ impl Flow {
         }
         frontend::bind(&mut self.to_server, b.portal, &server_name, b.rest);
         if b.portal.is_empty() {
-            self.unnamed_portal_statement = (copy != BoundCopy::Outdated).then_some(stmt.hash);
+            self.unnamed_portal_statement = (copy != BoundCopy::Outdated).then(|| stmt.clone());
         }
         if let BoundCopy::Fresh { per_column_formats } = &mut copy {
             *per_column_formats = frontend::bind_formats_per_column(b.rest);
@@ -636,7 +636,7 @@ impl Flow {
                     s.shared.statement_epochs.current(stmt.hash),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                Some((self.server_name_for(s, server, &stmt).0, stmt.hash))
+                Some((self.server_name_for(s, server, &stmt).0, stmt))
             }
             None => {
                 if kind == b'S' && name.is_empty() {
@@ -647,12 +647,12 @@ impl Flow {
                 None
             }
         };
-        let (target, statement) = match &renamed {
-            Some((server_name, hash)) => (&server_name[..], Some(*hash)),
-            None => (name, None),
+        let (target, statement) = match renamed {
+            Some((server_name, stmt)) => (server_name, Some(stmt)),
+            None => (name.into(), None),
         };
-        frontend::target(&mut self.to_server, b'D', kind, target);
-        match self.unnamed_portal_statement.filter(|_| kind == b'P' && name.is_empty()) {
+        frontend::target(&mut self.to_server, b'D', kind, &target);
+        match self.unnamed_portal_statement.clone().filter(|_| kind == b'P' && name.is_empty()) {
             Some(statement) => self.push_extended(Reply::DescribePortal { statement }),
             None => self.push_extended(Reply::Describe { statement }),
         }

@@ -53,13 +53,14 @@ pub(super) fn row_shape(body: &[u8]) -> u64 {
     h.finish().clamp(1, NO_ROWS - 1)
 }
 
-/// The client's Describe of its statement `hash` answered with a RowDescription of this row type:
-/// the one it now decodes that statement's results with, and the one of the server's copy.
-pub(super) fn record_described(s: &Session, server: &mut ServerConn, hash: u64, shape: u64) {
-    for stmt in s.statements.named.values().filter(|st| st.hash == hash) {
-        stmt.row_shape.store(shape, Relaxed);
-    }
-    server.statements.set_shape(hash, shape);
+/// The client's Describe of its statement `stmt` answered with a RowDescription of this row type:
+/// the one it now decodes that statement's results with, and the one of the server's copy. Only
+/// that statement's: another name the client prepared with the same text keeps the row type it was
+/// described with (asyncpg's explicit `prepare` beside its statement cache's entry of the same
+/// query, the entry prepared again after DDL), as each has its own in PostgreSQL.
+pub(super) fn record_described(server: &mut ServerConn, stmt: &PreparedStatement, shape: u64) {
+    stmt.row_shape.store(shape, Relaxed);
+    server.statements.set_shape(stmt.hash, shape);
 }
 
 /// Whether the client knows `stmt` with another row type than the server's copy has: its Bind
@@ -123,10 +124,17 @@ impl Flow {
     /// prepare inside their transactions, as asyncpg does, would otherwise have each copy
     /// described again, one more round trip, in every transaction). Rolled back, or a savepoint
     /// of it, copies described inside it are described again at their next use: after a
-    /// rolled-back `ALTER TABLE` the copy has its old row type again, and every client that knew
-    /// that one failed with 0A000 against the type recorded inside the transaction.
+    /// rolled-back `ALTER TABLE` a copy prepared before it has its old row type again, and every
+    /// client that knew that one failed with 0A000 against the type recorded inside the
+    /// transaction. Copies prepared inside it are dropped: they keep the type of the undone DDL.
     pub(super) fn settle_provisional_shapes(&mut self, server: &mut ServerConn) {
         let rolled_back = std::mem::take(&mut self.rollback_seen);
+        if rolled_back {
+            // Prepared under DDL the rollback undid, a copy keeps that row type, and the server
+            // refuses it to the next client (0A000) where PostgreSQL would give that client rows.
+            server.statements.mark_stale_prepared_since(self.transaction_tick);
+        }
+        self.transaction_tick = crate::pool::statements::prepare_clock();
         if self.commit_seen && !rolled_back {
             self.provisional_shapes.clear();
             return;
