@@ -212,19 +212,21 @@ pub fn for_access(access: &TableAccess, table: &TableInfo) -> Vec<Candidate> {
         if shapes.is_empty() {
             shapes.push(vec![KeyPart::column(col)]);
         }
+        // A partial index is small: covering too, it answers the slice from the index alone.
+        if let Some(longest) = shapes.iter().max_by_key(|k| k.len()) {
+            out.extend(
+                covering(access, longest)
+                    .map(|include| Candidate { include, ..btree(longest.clone(), Some(pred.clone())) }),
+            );
+        }
         for key in shapes {
             out.insert(btree(key, Some(pred.clone())));
         }
     }
     // Covering: the fullest key plus the remaining projected columns, for an index-only scan.
     keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
-    if let (Some(best), Some(projected)) = (keys.first(), &access.projected) {
-        let in_key: BTreeSet<&str> = best.iter().filter_map(|k| k.column.as_deref()).collect();
-        let include: Vec<String> =
-            projected.iter().filter(|c| !in_key.contains(c.as_str())).cloned().collect();
-        if !include.is_empty() && include.len() <= 4 && !best.is_empty() {
-            out.insert(Candidate { include, ..btree(best.clone(), None) });
-        }
+    if let Some(best) = keys.first() {
+        out.extend(covering(access, best).map(|include| Candidate { include, ..btree(best.clone(), None) }));
     }
     for expr in &access.expressions {
         out.insert(btree(vec![KeyPart::expression(expr)], None));
@@ -256,6 +258,16 @@ pub fn for_access(access: &TableAccess, table: &TableInfo) -> Vec<Candidate> {
         out.extend(gin_candidate(table, target, ops));
     }
     out.into_iter().filter(|c| !c.key.is_empty()).collect()
+}
+
+/// The columns an index on `key` must INCLUDE for an index-only scan of the access: its projected
+/// columns outside the key (a partial index's constant predicate need not be among them: the
+/// planner knows its value); none when that is nothing or more than four.
+fn covering(access: &TableAccess, key: &[KeyPart]) -> Option<Vec<String>> {
+    let projected = access.projected.as_ref()?;
+    let in_key: BTreeSet<&str> = key.iter().filter_map(|k| k.column.as_deref()).collect();
+    let include: Vec<String> = projected.iter().filter(|c| !in_key.contains(c.as_str())).cloned().collect();
+    (!include.is_empty() && include.len() <= 4 && !key.is_empty()).then_some(include)
 }
 
 /// A column with at most this many distinct values (a status, a type, a flag) can name one of them
@@ -414,6 +426,19 @@ mod tests {
         let c = candidates("SELECT id FROM orders WHERE status = 'pending' ORDER BY created_at");
         assert!(
             c.contains(&"CREATE INDEX CONCURRENTLY ON public.orders USING btree (created_at) WHERE status = 'pending'".to_string()),
+            "{c:#?}"
+        );
+    }
+
+    #[test]
+    fn a_partial_index_is_offered_covering_too() {
+        let c =
+            candidates("SELECT id, total FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50");
+        assert!(
+            c.contains(
+                &"CREATE INDEX CONCURRENTLY ON public.orders USING btree (created_at) INCLUDE (id, total) WHERE status = 'pending'"
+                    .to_string()
+            ),
             "{c:#?}"
         );
     }
