@@ -171,18 +171,8 @@ async fn tls_for_clients() {
 
 /// The average latency pgbench reports for 20 runs of `script` over a TLS connection to `gw`.
 fn tls_pgbench_latency_ms(gw: &pgpilot_gateway::Gateway, script: &Path) -> f64 {
-    let bin = pgpilot_testkit::pg_bin_dir().expect("PostgreSQL binaries");
-    let addr = addr(gw);
-    let out = std::process::Command::new(bin.tool("pgbench"))
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "postgres"])
-        .args(["-n", "-c", "1", "-t", "20", "-f"])
-        .arg(script)
-        .arg("postgres")
-        .env("PGSSLMODE", "require")
-        .output()
-        .expect("running pgbench");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "pgbench over TLS failed:\n{text}");
+    let script = script.to_str().expect("a UTF-8 path");
+    let text = pgbench_over(addr(gw), "require", &["-n", "-c", "1", "-t", "20", "-f", script]);
     let line = text.lines().find(|l| l.starts_with("latency average")).unwrap_or_else(|| panic!("{text}"));
     line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
 }

@@ -124,12 +124,17 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Runs pgbench against `addr` and returns its output; panics when pgbench fails.
 pub fn pgbench(addr: SocketAddr, args: &[&str]) -> String {
+    pgbench_over(addr, "disable", args)
+}
+
+/// `pgbench` with PGSSLMODE `sslmode`.
+pub fn pgbench_over(addr: SocketAddr, sslmode: &str, args: &[&str]) -> String {
     let bin = pg_bin_dir().expect("PostgreSQL binaries");
     let out = Command::new(bin.tool("pgbench"))
         .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-U", "postgres"])
         .args(args)
         .arg("postgres")
-        .env("PGSSLMODE", "disable")
+        .env("PGSSLMODE", sslmode)
         .output()
         .expect("running pgbench");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
