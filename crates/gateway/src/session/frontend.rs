@@ -648,8 +648,8 @@ impl Flow {
             }
         };
         let (target, statement) = match renamed {
-            Some((server_name, stmt)) => (server_name, Some(stmt)),
-            None => (name.into(), None),
+            Some((server_name, stmt)) => (Cow::Owned(server_name.into_vec()), Some(stmt)),
+            None => (Cow::Borrowed(name), None),
         };
         frontend::target(&mut self.to_server, b'D', kind, &target);
         match self.unnamed_portal_statement.clone().filter(|_| kind == b'P' && name.is_empty()) {
