@@ -210,8 +210,19 @@ impl Flow {
         runs: bool,
     ) {
         let Some(text) = text.filter(|_| self.track_session) else { return };
-        let look = parsed_text_look(text);
-        if !look.may_change_session() {
+        self.note_looked_text(s, server, text, parsed_text_look(text), runs);
+    }
+
+    /// `note_extended_text` of a text whose quick look the caller has taken already.
+    fn note_looked_text(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        text: &[u8],
+        look: QuickLook,
+        runs: bool,
+    ) {
+        if !self.track_session || !look.may_change_session() {
             return;
         }
         let sql = readable(text);
@@ -480,14 +491,16 @@ impl Flow {
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
         let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
+        // Taken once for all that reads the text below. A Parse's text carries no constants to
+        // tell texts of a shape apart: looked up by exact text.
         let look = parsed_text_look(p.query);
         if look.opaque || look.ddl_word {
             self.function_ddl |= super::function_ddl::mentions_function_ddl(p.query);
         }
-        if p.name.is_empty() && self.parse_local_deallocate(s, server, p.query) {
+        if p.name.is_empty() && self.parse_local_deallocate(s, server, p.query, look) {
             return Ok(());
         }
-        self.note_extended_text(s, server, Some(p.query), p.name.is_empty());
+        self.note_looked_text(s, server, p.query, look, p.name.is_empty());
         if p.name.is_empty() {
             let before = s.remember_unnamed(p.query, p.param_types);
             self.unnamed_in_step = true;

@@ -55,13 +55,14 @@ impl Flow {
         s: &mut Session,
         server: &mut ServerConn,
         text: &[u8],
+        look: pgpilot_sql::QuickLook,
     ) -> bool {
         self.local.unnamed_deallocates = None;
         // In a failed transaction the server refuses it (25P02), and nothing is deallocated.
         if s.status == pgpilot_wire::backend::TxnStatus::Failed {
             return false;
         }
-        let Some(name) = deallocated_name(s, text) else { return false };
+        let Some(name) = deallocated_name(s, text, look) else { return false };
         if !s.statements.named.contains_key(name.as_bytes()) && !s.statements.sql.contains_key(&*name) {
             // The server answers that it does not exist, as PostgreSQL would, once a copy left
             // there under that name (another client's, or this one's, deallocated since) is gone.
@@ -171,10 +172,9 @@ impl Flow {
     }
 }
 
-/// The statement `DEALLOCATE [PREPARE] name` names, when `text` is one.
-fn deallocated_name(s: &Session, text: &[u8]) -> Option<Box<str>> {
-    // A Parse's text carries no constants to tell texts of a shape apart: looked up by exact text.
-    if !super::frontend::parsed_text_look(text).session_word {
+/// The statement `DEALLOCATE [PREPARE] name` names, when `text` (of quick look `look`) is one.
+fn deallocated_name(s: &Session, text: &[u8], look: pgpilot_sql::QuickLook) -> Option<Box<str>> {
+    if !look.session_word {
         return None;
     }
     let sql = std::str::from_utf8(text).ok()?;
