@@ -153,37 +153,36 @@ pub fn sequence_fix(
     steps.join("\n")
 }
 
-/// The columns narrower than bigint of foreign keys referencing the column a sequence feeds, as
-/// (table, column) pairs one after the other in a text[] (both quoted).
+/// The columns narrower than bigint of foreign keys referencing the column a sequence feeds
+/// (`fed`, below), as (table, column) pairs one after the other in a text[] (both quoted).
 const NARROW_REFERENCES_SQL: &str =
     "(SELECT array_agg(u.pair ORDER BY rn.nspname, rc.relname, ra.attname, u.o) \
-      FROM pg_depend d \
-      JOIN pg_constraint c ON c.contype = 'f' AND c.confrelid = d.refobjid \
-      JOIN LATERAL generate_subscripts(c.confkey, 1) AS k ON c.confkey[k] = d.refobjsubid \
+      FROM pg_constraint c \
+      JOIN LATERAL generate_subscripts(c.confkey, 1) AS k ON c.confkey[k] = fed.refobjsubid \
       JOIN pg_attribute ra ON ra.attrelid = c.conrelid AND ra.attnum = c.conkey[k] \
       JOIN pg_class rc ON rc.oid = c.conrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
       CROSS JOIN LATERAL unnest(ARRAY[quote_ident(rn.nspname) || '.' || quote_ident(rc.relname), \
                                       quote_ident(ra.attname)]) WITH ORDINALITY AS u(pair, o) \
-      WHERE d.classid = 'pg_class'::regclass \
-        AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
-        AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') \
+      WHERE c.contype = 'f' AND c.confrelid = fed.refobjid \
         AND ra.atttypid IN ('int2'::regtype, 'int4'::regtype))";
 
 pub async fn sequences(db: &Db) -> Result<Vec<Finding>> {
+    // `fed`: the serial or identity column the sequence feeds, found once for its type, its
+    // name and the foreign keys that reference it.
     let rows = db
         .rows(&format!(
             "SELECT quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename), s.last_value, s.max_value, \
-             (SELECT format_type(a.atttypid, NULL) FROM pg_depend d JOIN pg_attribute a \
-                ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-              WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
-                AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
-             (SELECT ARRAY[{owner}, quote_ident(a.attname)] FROM pg_depend d JOIN pg_attribute a \
-                ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
-              WHERE d.classid = 'pg_class'::regclass AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
-                AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1), \
+             format_type(a.atttypid, NULL), \
+             CASE WHEN a.attname IS NOT NULL THEN ARRAY[{owner}, quote_ident(a.attname)] END, \
              {references} \
-             FROM pg_sequences s WHERE s.last_value IS NOT NULL AND s.increment_by > 0",
-            owner = qualified_relation_sql("d.refobjid"),
+             FROM pg_sequences s \
+             LEFT JOIN LATERAL (SELECT d.refobjid, d.refobjsubid FROM pg_depend d \
+               WHERE d.classid = 'pg_class'::regclass \
+                 AND d.objid = (quote_ident(s.schemaname) || '.' || quote_ident(s.sequencename))::regclass \
+                 AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1) fed ON true \
+             LEFT JOIN pg_attribute a ON a.attrelid = fed.refobjid AND a.attnum = fed.refobjsubid \
+             WHERE s.last_value IS NOT NULL AND s.increment_by > 0",
+            owner = qualified_relation_sql("fed.refobjid"),
             references = NARROW_REFERENCES_SQL,
         ))
         .await?;
