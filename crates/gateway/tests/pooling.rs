@@ -527,7 +527,7 @@ async fn a_cancelled_pipeline_without_its_sync_never_runs() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_cancel(&gw, &key).await;
     let got = read_until_any(&mut raw).await;
-    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    let tags = message_tags(&got);
     assert_eq!(tags, b"E".to_vec(), "{:?}", String::from_utf8_lossy(&got));
     assert!(String::from_utf8_lossy(&got).contains("C57014"));
     // The rest of the pipeline, then its Sync: skipped, and answered with ReadyForQuery.
@@ -535,11 +535,11 @@ async fn a_cancelled_pipeline_without_its_sync_never_runs() {
     pgpilot_wire::frontend::sync(&mut out);
     raw.write_all(&out).await.unwrap();
     let got = read_until_ready(&mut raw).await;
-    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    let tags = message_tags(&got);
     assert_eq!(tags, b"Z".to_vec(), "{:?}", String::from_utf8_lossy(&got));
     holder.batch_execute("COMMIT").await.unwrap();
     raw.write_all(&query_message("SELECT 1")).await.unwrap();
-    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut raw).await).iter().map(|m| m.0).collect();
+    let tags = message_tags(&read_until_ready(&mut raw).await);
     assert_eq!(tags, b"TDCZ".to_vec(), "the client goes on");
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM flushed"), "0", "a cancelled pipeline ran");
     gw.shutdown().await;
@@ -558,12 +558,12 @@ async fn a_function_call_cancelled_while_waiting_gets_its_ready_for_query() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_cancel(&gw, &key).await;
     let got = read_until_ready(&mut raw).await;
-    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    let tags = message_tags(&got);
     assert_eq!(tags, b"EZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
     assert!(String::from_utf8_lossy(&got).contains("C57014"));
     holder.batch_execute("COMMIT").await.unwrap();
     raw.write_all(&message(b'F', &[0, 0, 0, 89, 0, 0, 0, 0, 0, 0])).await.unwrap();
-    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut raw).await).iter().map(|m| m.0).collect();
+    let tags = message_tags(&read_until_ready(&mut raw).await);
     assert_eq!(tags, b"VZ".to_vec(), "the client goes on");
     gw.shutdown().await;
 }

@@ -144,7 +144,7 @@ async fn a_failed_copy_in_keeps_its_server_until_the_clients_sync() {
     assert_eq!(backend_messages(&got).last().map(|m| m.0), Some(b'Z'));
     raw.write_all(&query_message("SELECT 1")).await.unwrap();
     let got = read_until_ready(&mut raw).await;
-    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    let tags = message_tags(&got);
     assert_eq!(tags, b"TDCZ".to_vec(), "{:?}", String::from_utf8_lossy(&got));
     tokio::time::timeout(Duration::from_secs(5), other)
         .await

@@ -383,7 +383,7 @@ async fn a_fresh_prepare_outside_a_transaction_never_meets_a_stale_server_copy()
     while !backend_messages(&got).iter().any(|m| matches!(m.0, b'T' | b'E')) {
         got.extend(read_until_any(&mut raw).await);
     }
-    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    let tags = message_tags(&got);
     assert_eq!(tags, b"1tT".to_vec(), "{:?}", backend_messages(&got));
     let mut out = bytes::BytesMut::new();
     pgpilot_wire::frontend::bind(&mut out, b"", b"a1", &[0, 0, 0, 1, 0, 0, 0, 1, b'1', 0, 0]);
@@ -394,7 +394,7 @@ async fn a_fresh_prepare_outside_a_transaction_never_meets_a_stale_server_copy()
     while !backend_messages(&got).iter().any(|m| m.0 == b'Z') {
         got.extend(read_until_any(&mut raw).await);
     }
-    let tags: Vec<u8> = backend_messages(&got).iter().map(|m| m.0).collect();
+    let tags = message_tags(&got);
     assert_eq!(tags, b"2DCZ".to_vec(), "{:?}", backend_messages(&got));
     drop(raw);
 
@@ -1777,7 +1777,7 @@ async fn a_bind_with_a_format_per_column_after_ddl_fails_as_a_changed_result_typ
     run.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
     pgpilot_wire::frontend::sync(&mut run);
     raw.write_all(&run).await.unwrap();
-    let tags: Vec<u8> = backend_messages(&read_until_ready(&mut raw).await).iter().map(|m| m.0).collect();
+    let tags = message_tags(&read_until_ready(&mut raw).await);
     assert_eq!(tags, b"2TDCZ".to_vec());
     for ddl in ["ALTER TABLE per_column ALTER COLUMN a TYPE bigint", "ALTER TABLE per_column DROP COLUMN b"] {
         pg.psql("postgres", ddl);

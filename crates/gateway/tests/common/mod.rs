@@ -248,6 +248,11 @@ pub fn backend_messages(bytes: &[u8]) -> Vec<(u8, &[u8])> {
     out
 }
 
+/// The type bytes of the backend messages in `bytes`, in order (b"TDCZ" for a one-row SELECT).
+pub fn message_tags(bytes: &[u8]) -> Vec<u8> {
+    backend_messages(bytes).iter().map(|m| m.0).collect()
+}
+
 /// Raw protocol: a Parse with no parameter types.
 pub fn parse(name: &str, sql: &str) -> Vec<u8> {
     let mut body = Vec::new();
