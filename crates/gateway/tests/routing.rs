@@ -1304,6 +1304,82 @@ async fn reads_of_unlogged_tables_run_on_the_primary() {
     gw.shutdown().await;
 }
 
+/// A `BEGIN READ ONLY` sent alone (asyncpg's `transaction(readonly=True)`, psql line by line) is
+/// answered by pgpilot and sent in front of the transaction's first statement, to the server that
+/// statement belongs on: a standby cannot read an unlogged table, give a transaction id or let the
+/// transaction turn read-write, and a transaction cannot change servers once begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_begin_read_only_runs_where_its_first_statement_belongs() {
+    use tokio_postgres::error::SqlState;
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE UNLOGGED TABLE ulog(x int); INSERT INTO ulog VALUES (1); CREATE TABLE rw(x int)",
+    );
+    let replica = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.pgpilot.idle_transaction_timeout = Secs::from_millis(1500);
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let r = "inet_server_port()";
+    let read_only = "SELECT current_setting('transaction_read_only')";
+    // A read first: the whole transaction on the replica.
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await);
+    assert_eq!(first_value(&c, read_only).await, "on");
+    assert!(on_replica(&c, &format!("SELECT {r}")).await, "the transaction stays on its replica");
+    c.batch_execute("COMMIT").await.unwrap();
+    // What a standby cannot do first: the transaction runs on the primary, read only all the same.
+    for (begin, first) in [
+        ("BEGIN READ ONLY", "SELECT x FROM ulog"),
+        ("START TRANSACTION READ ONLY", "SELECT txid_current() > 0"),
+        // asyncpg's spelling.
+        ("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY;", "SELECT pg_current_wal_lsn() IS NOT NULL"),
+    ] {
+        c.batch_execute(begin).await.unwrap();
+        c.simple_query(first).await.unwrap_or_else(|e| panic!("{begin} then {first}: {e}"));
+        assert!(!on_replica(&c, &format!("SELECT {r}")).await, "{begin} then {first} left the primary");
+        assert_eq!(first_value(&c, read_only).await, "on");
+        let err = c
+            .batch_execute("INSERT INTO rw VALUES (1)")
+            .await
+            .expect_err("a write in a read-only transaction");
+        assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+        c.batch_execute("ROLLBACK").await.unwrap();
+    }
+    // The extended protocol's first statement (psycopg sends BEGIN alone, then its statements).
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    let x: i32 = c.query_one("SELECT x FROM ulog WHERE x = $1", &[&1i32]).await.unwrap().get(0);
+    assert_eq!(x, 1);
+    c.batch_execute("COMMIT").await.unwrap();
+    // SET TRANSACTION READ WRITE before any statement is allowed, as on the primary.
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    c.batch_execute("SET TRANSACTION READ WRITE").await.unwrap();
+    c.batch_execute("INSERT INTO rw VALUES (2)").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM rw"), "1");
+    caught_up().await; // read-your-writes holds reads on the primary until the insert is replayed
+                       // Ended before anything ran: pgpilot's own settings are undone by ROLLBACK, kept by COMMIT.
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    c.batch_execute("SET pgpilot.route = primary").await.unwrap();
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await, "the ROLLBACK undid SET pgpilot.route");
+    c.batch_execute("BEGIN READ ONLY").await.unwrap();
+    c.batch_execute("SET pgpilot.route = primary").await.unwrap();
+    c.batch_execute("COMMIT").await.unwrap();
+    assert!(!on_replica(&c, &format!("SELECT {r}")).await, "the COMMIT kept SET pgpilot.route");
+    // A transaction begun so and left idle ends by idle_transaction_timeout, as one on a server.
+    let idle = connect(&gw).await;
+    idle.batch_execute("BEGIN READ ONLY").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        idle.simple_query("SELECT 1").await.is_err(),
+        "idle_transaction_timeout did not close the client"
+    );
+    gw.shutdown().await;
+}
+
 /// A client that ties itself to its server (Django's `iterator()` declares a WITH HOLD cursor in
 /// autocommit) is tied to the primary: its later writes must run where it is pinned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,13 +189,10 @@ impl Flow {
         let front = self.expected.front().expect("checked non-empty");
         let injected = matches!(front, Expect::Injected(_));
         let survives = front.reply().is_some_and(Reply::survives_error);
-        if matches!(front, Expect::Injected(Reply::ParamSync)) {
+        if let Some(what) = front.reply().filter(|r| injected && r.holds_request()).map(refused_preamble) {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
-            tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "the server refused a client's session settings; closing the client and the server connection");
-            let message = format!(
-                "pgpilot could not give this session's settings to a server connection: {}",
-                e.message
-            );
+            tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "the server refused {what}; closing the client and the server connection");
+            let message = format!("pgpilot could not give {what} to a server connection: {}", e.message);
             let mut error = PgError::fatal(SqlState::from_server(&e.code), message);
             error.detail = Some(format!("The server answered SQLSTATE {}.", e.code));
             self.param_sync = super::flow::ParamSync::Failed(error);
@@ -357,7 +354,7 @@ impl Flow {
             self.observe_portals_closed();
         }
         let failed = std::mem::take(&mut self.batch_failed);
-        if matches!(entry, Expect::Injected(Reply::ParamSync))
+        if matches!(&entry, Expect::Injected(r) if r.holds_request())
             && !self.settings_unknown
             && !self.checking_copies
         {
@@ -650,5 +647,14 @@ fn follow_hold_cursors(s: &mut Session, changes: &[CursorChange], discard_all: b
         tracing::debug!(client = %s.reg.info.addr, "the client's WITH HOLD cursors are closed: no longer pinned");
         s.pinned = None;
         *s.reg.info.pinned.lock() = None;
+    }
+}
+
+/// What an injected Query the client's request waits behind gives the server, for the error
+/// when the server refuses it.
+fn refused_preamble(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::DeferredBegin => "the transaction the client began",
+        _ => "this session's settings",
     }
 }

@@ -145,6 +145,9 @@ pub struct Session {
     pub(super) unnamed: Option<Box<UnnamedStatement>>,
     /// The values the client logged in with: what RESET gives back.
     pub(super) reset_params: ParamSet,
+    /// A `BEGIN READ ONLY` Query pgpilot answered and sends with the transaction's first
+    /// statement (deferred_begin.rs).
+    pub(super) deferred_begin: Option<Box<[u8]>>,
     /// The share of the large-message budget the message being received holds.
     pub(super) input: super::input_budget::Reservation,
 }
@@ -202,6 +205,7 @@ impl Session {
             unnamed: None,
             discard_to_sync: false,
             reset_params: setup.params,
+            deferred_begin: None,
             input: Default::default(),
         }
     }
@@ -288,6 +292,9 @@ impl Session {
                     }
                 }
                 if h.tag == b'P' && self.pgpilot_setting_batch().await? {
+                    return Ok(());
+                }
+                if self.begin_deferred(h).await? {
                     return Ok(());
                 }
                 if matches!(h.tag, b'C' | b'P') && self.statements_locally().await? {
@@ -499,12 +506,21 @@ impl Session {
             self.input.release(&self.shared.input_budget);
         }
         // Boxed, and only when configured: a timer is most of an idle task's size.
-        let mut timer = self.timeouts.client_idle().map(|t| Box::pin(tokio::time::sleep(t)));
+        // A transaction pgpilot began for the client (deferred_begin.rs) is idle in transaction.
+        let (limit, timed_out) = if self.status == TxnStatus::Idle {
+            (self.timeouts.client_idle(), (SqlState::IDLE_SESSION_TIMEOUT, "client_idle_timeout"))
+        } else {
+            (
+                self.timeouts.idle_transaction(),
+                (SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout"),
+            )
+        };
+        let mut timer = limit.map(|t| Box::pin(tokio::time::sleep(t)));
         let read = tokio::select! {
             r = self.sock.read_into(&mut self.buf) => r,
             _ = self.reg.info.wake.wait() => return Ok(()),
             _ = async { match timer.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
-                return Err(Ending::Fatal(PgError::fatal(SqlState::IDLE_SESSION_TIMEOUT, "client_idle_timeout")));
+                return Err(Ending::Fatal(PgError::fatal(timed_out.0, timed_out.1)));
             }
         };
         match read {

@@ -50,6 +50,10 @@ pub enum Reply {
     Settings(Vec<Box<str>>),
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
     ParamSync,
+    /// The client's `BEGIN READ ONLY`, answered by pgpilot when it came and sent now, in front of
+    /// the transaction's first statement, to the server that statement was routed to
+    /// (deferred_begin.rs); the client's request waits for it.
+    DeferredBegin,
     /// pgpilot describing the server's copy of statement `hash` to learn its row type before a
     /// client that knows the statement with one binds it (row_shape.rs).
     CheckDescribe {
@@ -194,7 +198,8 @@ impl Reply {
             | Reply::Query(_)
             | Reply::FunctionCall(_)
             | Reply::Settings(_)
-            | Reply::ParamSync => tag == b'Z',
+            | Reply::ParamSync
+            | Reply::DeferredBegin => tag == b'Z',
         }
     }
 
@@ -203,8 +208,17 @@ impl Reply {
         self.is_sync()
             || matches!(
                 self,
-                Reply::Query(_) | Reply::FunctionCall(_) | Reply::Settings(_) | Reply::ParamSync
+                Reply::Query(_)
+                    | Reply::FunctionCall(_)
+                    | Reply::Settings(_)
+                    | Reply::ParamSync
+                    | Reply::DeferredBegin
             )
+    }
+
+    /// pgpilot's own Query that the client's request waits behind (flow.rs ParamSync).
+    pub fn holds_request(&self) -> bool {
+        matches!(self, Reply::ParamSync | Reply::DeferredBegin)
     }
 
     /// A Sync, where a server skipping messages after an error listens again.

@@ -402,6 +402,8 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // In session pooling too: the server comes from the pool with its own settings (and those a
     // server_reset_query left), not the ones the client logged in with.
     inject_param_sync(s, &mut server, &mut flow);
+    let began_here = s.deferred_begin.is_some();
+    super::deferred_begin::inject_deferred_begin(s, &mut flow);
     let movable = s.mode == PoolMode::Transaction
         && s.status == TxnStatus::Idle
         && s.pinned.is_none()
@@ -410,7 +412,8 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         flow.keep_input = true;
         flow.retry_after_send = s.attachment.as_ref().is_some_and(|a| !a.may_write);
     }
-    flow.xact_started = if s.status == TxnStatus::Idle { Some(arrived) } else { server.xact_started.take() };
+    flow.xact_started =
+        if s.status == TxnStatus::Idle || began_here { Some(arrived) } else { server.xact_started.take() };
     let drained = match flow.param_sync {
         ParamSync::Waiting => Ok(()),
         _ => drain_client(s, &mut server, &mut flow),

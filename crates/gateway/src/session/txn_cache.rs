@@ -113,7 +113,7 @@ fn only_reads(s: &Session, sql: &str) -> bool {
 
 /// `BEGIN READ ONLY` / `START TRANSACTION READ ONLY`, alone, at READ COMMITTED (stated, or the
 /// session's default as far as pgpilot knows it).
-fn begins_read_only_read_committed(s: &Session, sql: &str) -> bool {
+pub(super) fn begins_read_only_read_committed(s: &Session, sql: &str) -> bool {
     let quick = pgpilot_sql::quick_look(sql);
     if quick.plain_select || quick.plain_write {
         return false;
