@@ -792,8 +792,11 @@ async fn console_column_types(gw: &pgpilot_gateway::Gateway, sql: &str) -> Vec<(
     columns
 }
 
+/// The console's columns have PgBouncer's types: int4 counts (node-postgres reads int8 as strings,
+/// so `paused` "0" would be true), numeric statistics, empty `link` when unlinked; SHOW TOTALS
+/// has PgBouncer's row names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_numbers_are_typed_as_integers() {
+async fn console_columns_have_pgbouncers_types() {
     let pg = Cluster::start();
     let gw = start(config_for(&pg)).await;
     let c = connect(&gw).await;
@@ -801,18 +804,76 @@ async fn console_numbers_are_typed_as_integers() {
     let type_of = |columns: &[(String, u32)], name: &str| {
         columns.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no column {name}")).1
     };
-    let pools = console_column_types(&gw, "SHOW POOLS").await;
-    assert_eq!(type_of(&pools, "database"), 25, "{pools:?}");
-    assert_eq!(type_of(&pools, "cl_active"), 20, "{pools:?}");
-    assert_eq!(type_of(&pools, "maxwait_us"), 20, "{pools:?}");
-    let stats = console_column_types(&gw, "SHOW STATS").await;
-    assert_eq!(type_of(&stats, "total_xact_count"), 20, "{stats:?}");
-    assert_eq!(type_of(&stats, "avg_query_time"), 20, "{stats:?}");
-    let clients = console_column_types(&gw, "SHOW CLIENTS").await;
-    assert_eq!(type_of(&clients, "port"), 20, "{clients:?}");
-    assert_eq!(type_of(&clients, "state"), 25, "{clients:?}");
-    let databases = console_column_types(&gw, "SHOW DATABASES").await;
-    assert_eq!(type_of(&databases, "pool_size"), 20, "{databases:?}");
+    let (text, int4, int8, numeric) = (25, 23, 20, 1700);
+    let expected: &[(&str, &[(&str, u32)])] = &[
+        ("SHOW POOLS", &[("database", text), ("cl_active", int4), ("sv_idle", int4), ("maxwait_us", int4)]),
+        ("SHOW STATS", &[("total_xact_count", numeric), ("avg_query_time", numeric)]),
+        ("SHOW STATS_TOTALS", &[("xact_count", numeric)]),
+        ("SHOW STATS_AVERAGES", &[("wait_time", numeric)]),
+        ("SHOW TOTALS", &[("name", text), ("value", numeric)]),
+        (
+            "SHOW CLIENTS",
+            &[
+                ("port", int4),
+                ("state", text),
+                ("wait_us", int4),
+                ("prepared_statements", int4),
+                ("id", int8),
+            ],
+        ),
+        ("SHOW SERVERS", &[("local_port", int4), ("remote_pid", int4), ("lag_bytes", int8)]),
+        ("SHOW DATABASES", &[("port", int4), ("pool_size", int4), ("paused", int4), ("disabled", int4)]),
+        ("SHOW USERS", &[("max_user_connections", int4), ("current_connections", int4)]),
+        ("SHOW LISTS", &[("items", int4)]),
+        ("SHOW MEM", &[("size", int4), ("memtotal", int4)]),
+        ("SHOW DNS_HOSTS", &[("ttl", int8)]),
+        ("SHOW DNS_ZONES", &[("serial", int8), ("count", int4)]),
+    ];
+    for (command, columns) in expected {
+        let got = console_column_types(&gw, command).await;
+        for (name, oid) in *columns {
+            assert_eq!(type_of(&got, name), *oid, "{command} {name}: {got:?}");
+        }
+    }
+    let totals = admin(&gw, "SHOW TOTALS");
+    let names: Vec<&str> = totals.lines().filter_map(|l| l.split('|').next()).collect();
+    for name in ["total_client_bytes", "total_server_bytes", "avg_client_bytes", "avg_server_bytes"] {
+        assert!(names.contains(&name), "{name} in {totals}");
+    }
+    // An idle client and an idle server are linked to nothing: '' as in PgBouncer, not NULL.
+    let clients = admin(&gw, "SHOW CLIENTS");
+    let link = clients.lines().find(|l| l.starts_with("C|")).unwrap().split('|').nth(15).unwrap();
+    assert_eq!(link, "", "{clients}");
+    gw.shutdown().await;
+}
+
+/// The console takes only the simple protocol: an extended-protocol pipeline gets one error and
+/// the rest up to its Sync is skipped, as PostgreSQL skips after an error (libpq's pipeline mode
+/// expects exactly that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_an_extended_pipeline_once_per_sync() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let startup = startup_packet_with(3 << 16, &[("user", "postgres"), ("database", "pgbouncer")]);
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(&startup).await.unwrap();
+    read_until_ready(&mut s).await;
+    let mut pipeline = Vec::new();
+    for _ in 0..2 {
+        pipeline.extend(message(b'P', b"\0SHOW POOLS\0\0\0"));
+        pipeline.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        pipeline.extend(message(b'E', b"\0\0\0\0\0"));
+    }
+    pipeline.extend(message(b'S', b""));
+    s.write_all(&pipeline).await.unwrap();
+    let got = read_until_ready(&mut s).await;
+    let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"EZ", "one error, then ReadyForQuery");
+    // The console goes on.
+    s.write_all(&query_message("SHOW VERSION")).await.unwrap();
+    let got = read_until_ready(&mut s).await;
+    assert!(backend_messages(&got).iter().any(|(t, _)| *t == b'D'));
     gw.shutdown().await;
 }
 

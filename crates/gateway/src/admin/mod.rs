@@ -53,6 +53,9 @@ pub async fn run(shared: Arc<Shared>, sock: Sock, registration: Registration, lo
     }
     tracing::info!(user = %login.user, database = %login.database, client = %registration.info.addr, "admin console login");
     let mut buf = BytesMut::new();
+    // An extended-protocol message was refused since the last Sync: the rest up to the Sync is
+    // skipped, as PostgreSQL skips after an error, so a pipeline gets one error per Sync.
+    let mut skipping_to_sync = false;
     loop {
         let h = match peek_frontend(&buf, &ADMIN_LIMITS) {
             Err(e) => return fatal(&sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())).await,
@@ -89,10 +92,15 @@ pub async fn run(shared: Arc<Shared>, sock: Sock, registration: Registration, lo
                 }
                 backend::ready_for_query(&mut out, TxnStatus::Idle);
             }
-            b'S' => backend::ready_for_query(&mut out, TxnStatus::Idle),
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {
-                // Only the simple query protocol is supported, as in PgBouncer; answer once per Sync.
-                if h.tag == b'P' {
+            b'S' => {
+                skipping_to_sync = false;
+                backend::ready_for_query(&mut out, TxnStatus::Idle);
+            }
+            // Flush asks for nothing of its own.
+            b'H' => {}
+            b'P' | b'B' | b'D' | b'E' | b'C' => {
+                // Only the simple query protocol is supported, as in PgBouncer.
+                if !std::mem::replace(&mut skipping_to_sync, true) {
                     PgError::error(
                         SqlState::FEATURE_NOT_SUPPORTED,
                         "the admin console supports only the simple query protocol",

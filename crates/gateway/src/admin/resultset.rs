@@ -10,14 +10,18 @@ use pgpilot_wire::backend;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Text,
+    Int4,
     Int8,
+    Numeric,
 }
 
 impl Kind {
     fn oid(self) -> u32 {
         match self {
             Kind::Text => 25,
+            Kind::Int4 => 23,
             Kind::Int8 => 20,
+            Kind::Numeric => 1700,
         }
     }
 }
@@ -36,11 +40,37 @@ impl Cell {
 pub struct ResultSet {
     pub columns: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
+    /// Column types fixed whatever the values (PgBouncer's, for columns it types otherwise).
+    fixed: Vec<Option<Kind>>,
+    /// The type integer columns are sent as.
+    integers: Kind,
 }
 
 impl ResultSet {
     pub fn new(columns: &[&'static str]) -> ResultSet {
-        ResultSet { columns: columns.to_vec(), rows: Vec::new() }
+        ResultSet {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+            fixed: vec![None; columns.len()],
+            integers: Kind::Int8,
+        }
+    }
+
+    /// Sends every integer column as `kind` (PgBouncer: int4 counts, numeric statistics), so
+    /// drivers decode them as they do PgBouncer's (node-postgres gives strings for int8).
+    pub fn integers_as(mut self, kind: Kind) -> ResultSet {
+        self.integers = kind;
+        self
+    }
+
+    /// Sends `columns` as `kind`, with or without rows.
+    pub fn typed(mut self, kind: Kind, columns: &[&str]) -> ResultSet {
+        for (i, name) in self.columns.iter().enumerate() {
+            if columns.contains(name) {
+                self.fixed[i] = Some(kind);
+            }
+        }
+        self
     }
 
     pub fn row(&mut self, values: Vec<Cell>) {
@@ -48,12 +78,17 @@ impl ResultSet {
         self.rows.push(values);
     }
 
-    /// A column's type is that of its first non-NULL value (text when it has none).
+    /// A column's type is its fixed one, else that of its first non-NULL value (text when it
+    /// has none).
     fn kinds(&self) -> Vec<u32> {
         (0..self.columns.len())
             .map(|i| {
                 let first = self.rows.iter().map(|r| &r[i]).find(|c| c.text.is_some());
-                first.map_or(Kind::Text, |c| c.kind).oid()
+                let of_values = match first.map_or(Kind::Text, |c| c.kind) {
+                    Kind::Int8 => self.integers,
+                    other => other,
+                };
+                self.fixed[i].unwrap_or(of_values).oid()
             })
             .collect()
     }

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-use super::resultset::{v, Cell, ResultSet};
+use super::resultset::{v, Cell, Kind, ResultSet};
 use crate::databases::Database;
 use crate::registry::ClientState;
 use crate::shared::Shared;
@@ -30,7 +30,8 @@ pub fn pools(shared: &Shared) -> ResultSet {
         "pool_mode",
         "server",
         "role",
-    ]);
+    ])
+    .integers_as(Kind::Int4);
     for (_, db) in &shared.databases_by_name() {
         for set in db.pool_sets() {
             for (i, pool) in set.all().enumerate() {
@@ -97,7 +98,8 @@ pub fn stats(shared: &Shared) -> ResultSet {
         "avg_xact_time",
         "avg_query_time",
         "avg_wait_time",
-    ]);
+    ])
+    .integers_as(Kind::Numeric);
     let averages = shared.stats_window.lock().averages(&database_totals(shared));
     for (name, t, a) in averages {
         let mut row = per_database_row(&name, &t.counters());
@@ -141,7 +143,7 @@ fn counter_cells(a: &Averages) -> [Cell; 8] {
 }
 
 pub fn stats_totals(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS);
+    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS).integers_as(Kind::Numeric);
     for (name, t) in database_totals(shared) {
         rs.row(per_database_row(&name, &t.counters()));
     }
@@ -150,7 +152,7 @@ pub fn stats_totals(shared: &Shared) -> ResultSet {
 
 /// PgBouncer's SHOW STATS_AVERAGES: the averages columns of SHOW STATS under their own names.
 pub fn stats_averages(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS);
+    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS).integers_as(Kind::Numeric);
     for (name, _, a) in shared.stats_window.lock().averages(&database_totals(shared)) {
         rs.row(per_database_row(&name, &a));
     }
@@ -176,21 +178,22 @@ pub fn totals(shared: &Shared) -> ResultSet {
         wait_us += u128::from(a.wait_time_us) * u128::from(a.assignments);
     }
     let weighted = |sum: u128, n: u64| sum.checked_div(u128::from(n)).unwrap_or(0) as u64;
-    let mut rs = ResultSet::new(&["name", "value"]);
+    let mut rs = ResultSet::new(&["name", "value"]).integers_as(Kind::Numeric);
+    // PgBouncer's row names: bytes from clients and from servers.
     for (name, value) in [
         ("total_server_assignment_count", t.assignments),
         ("total_xact_count", t.xacts),
         ("total_query_count", t.queries),
-        ("total_received", t.received),
-        ("total_sent", t.sent),
+        ("total_client_bytes", t.received),
+        ("total_server_bytes", t.sent),
         ("total_xact_time", t.xact_time_us),
         ("total_query_time", t.query_time_us),
         ("total_wait_time", t.wait_time_us),
         ("avg_server_assignment_count", rates.assignments),
         ("avg_xact_count", rates.xacts),
         ("avg_query_count", rates.queries),
-        ("avg_recv", rates.received),
-        ("avg_sent", rates.sent),
+        ("avg_client_bytes", rates.received),
+        ("avg_server_bytes", rates.sent),
         ("avg_xact_time", weighted(xact_us, rates.xacts)),
         ("avg_query_time", weighted(query_us, rates.queries)),
         ("avg_wait_time", weighted(wait_us, rates.assignments)),
@@ -243,8 +246,13 @@ fn split_addr(addr: &str) -> (String, u16) {
     }
 }
 
+/// The columns of SHOW CLIENTS and SHOW SERVERS that PgBouncer sends as int4 (`id` and pgpilot's
+/// own counters stay int8).
+const CONN_INT4_COLUMNS: [&str; 7] =
+    ["port", "local_port", "wait", "wait_us", "close_needed", "remote_pid", "prepared_statements"];
+
 pub fn clients(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&CONN_COLUMNS);
+    let mut rs = ResultSet::new(&CONN_COLUMNS).typed(Kind::Int4, &CONN_INT4_COLUMNS);
     for c in shared.registry.all() {
         let state = c.state();
         if state == ClientState::Login {
@@ -273,7 +281,8 @@ pub fn clients(shared: &Shared) -> ResultSet {
             v(waited_us % 1_000_000),
             v(i32::from(c.close_requested())),
             v(format!("{:#x}", c.id)),
-            if server_id > 0 { v(format!("{server_id:#x}")) } else { Cell::NULL },
+            // Empty when unlinked, as PgBouncer's (never NULL).
+            v(if server_id > 0 { format!("{server_id:#x}") } else { String::new() }),
             // PgBouncer's remote_pid is the peer's process, known for Unix-socket clients only;
             // the pid in a client's cancel key is pgpilot's own number, not a process.
             v(0),
@@ -343,7 +352,7 @@ fn local_port(target: &crate::pool::server::CancelTarget) -> u16 {
 }
 
 pub fn servers(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&SERVER_COLUMNS);
+    let mut rs = ResultSet::new(&SERVER_COLUMNS).typed(Kind::Int4, &CONN_INT4_COLUMNS);
     let dbs = shared.databases.load();
     for c in shared.registry.all() {
         let Some(target) = c.server.lock().clone() else { continue };
@@ -399,7 +408,7 @@ pub fn servers(shared: &Shared) -> ResultSet {
                         v(0),
                         v(0),
                         v(format!("{:#x}", idle.id)),
-                        Cell::NULL,
+                        v(""),
                         v(idle.target.pid),
                         v(idle.target.tls.as_deref().unwrap_or("")),
                         v(""),
@@ -475,7 +484,8 @@ pub fn databases(shared: &Shared) -> ResultSet {
         "paused",
         "disabled",
         "replicas",
-    ]);
+    ])
+    .integers_as(Kind::Int4);
     let config = shared.config.load();
     for (name, db) in &shared.databases_by_name() {
         let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
@@ -581,14 +591,22 @@ pub fn version() -> ResultSet {
 
 /// Every user pgpilot knows: from the auth file, from `[users]`, and with a pool now.
 pub fn users(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&["name", "pool_mode", "max_user_connections"]);
+    let mut rs = ResultSet::new(&["name", "pool_mode", "max_user_connections", "current_connections"])
+        .integers_as(Kind::Int4);
     let config = shared.config.load();
+    let mut servers = std::collections::BTreeMap::<String, usize>::new();
+    for (_, db) in &shared.databases_by_name() {
+        for pool in db.pool_sets().iter().flat_map(|set| set.all()) {
+            *servers.entry(pool.id.user.to_string()).or_default() += pool.counts().total;
+        }
+    }
     for name in known_users(shared) {
         let u = config.users.get(&name);
         rs.row(vec![
             v(&name),
             v(u.and_then(|u| u.pool_mode).map(|m| m.as_str())),
             v(u.and_then(|u| u.max_user_connections).unwrap_or(0)),
+            v(servers.get(&name).copied().unwrap_or(0)),
         ]);
     }
     rs
@@ -606,7 +624,7 @@ fn known_users(shared: &Shared) -> std::collections::BTreeSet<String> {
 }
 
 pub fn lists(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&["list", "items"]);
+    let mut rs = ResultSet::new(&["list", "items"]).integers_as(Kind::Int4);
     let dbs = shared.databases.load();
     let pools: usize = dbs.values().map(|d| d.pool_sets().iter().map(|s| s.pools.len()).sum::<usize>()).sum();
     let clients = shared.registry.all();
@@ -646,12 +664,14 @@ pub fn lists(shared: &Shared) -> ResultSet {
 /// PgBouncer's SHOW MEM, DNS_HOSTS and DNS_ZONES, with their columns and no rows: pgpilot has no
 /// slab caches and no DNS cache of its own, and monitoring tools that ask must not fail.
 pub fn empty_pgbouncer_set(what: &str) -> ResultSet {
-    let columns: &[&str] = match what {
-        "MEM" => &["name", "size", "used", "free", "memtotal"],
-        "DNS_HOSTS" => &["hostname", "ttl", "addrs"],
-        _ => &["zonename", "serial", "count"],
-    };
-    ResultSet::new(columns)
+    match what {
+        "MEM" => ResultSet::new(&["name", "size", "used", "free", "memtotal"])
+            .typed(Kind::Int4, &["size", "used", "free", "memtotal"]),
+        "DNS_HOSTS" => ResultSet::new(&["hostname", "ttl", "addrs"]).typed(Kind::Int8, &["ttl"]),
+        _ => ResultSet::new(&["zonename", "serial", "count"])
+            .typed(Kind::Int8, &["serial"])
+            .typed(Kind::Int4, &["count"]),
+    }
 }
 
 pub fn help() -> ResultSet {
