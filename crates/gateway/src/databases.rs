@@ -26,9 +26,9 @@ pub struct PoolSet {
     pub clients: AtomicUsize,
     /// The parameter values the last client logged in with: identical sets are shared, not copied.
     pub login_params: Mutex<crate::session::params::ParamSet>,
-    /// Login settings a server of this pool set took (application_name left out): each set is
-    /// tried once (session/welcome.rs).
-    pub settings_taken: Mutex<Vec<crate::session::params::ParamSet>>,
+    /// Login settings a server of this pool set took (application_name left out), with the values
+    /// it reported for them in its spelling: each set is tried once (session/welcome.rs).
+    pub settings_taken: Mutex<Vec<(crate::session::params::ParamSet, crate::session::params::ParamSet)>>,
 }
 
 impl PoolSet {

@@ -2183,3 +2183,122 @@ async fn copies_prepared_in_a_rolled_back_transaction_are_not_used_again() {
     }
     gw.shutdown().await;
 }
+
+/// PostgreSQL reads a statement's literals and folds its constants under the settings in force
+/// when it is prepared (TimeZone, DateStyle, standard_conforming_strings, extra_float_digits...).
+/// Clients share server copies of statements: one prepared under another client's settings would
+/// read `'03/04/2024'` as another day. A copy is shared only among clients with the same values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_statement_reads_its_literals_under_the_clients_own_settings() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let sql = "SELECT '2024-01-15 12:00:00'::timestamptz::text, '03/04/2024'::date::text, \
+               length('a\\\\b'), (0.1::float8 + 0.2::float8)::text";
+    let read = |row: tokio_postgres::Row| {
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i32>(2), row.get::<_, String>(3))
+    };
+    let plain = connect(&gw).await;
+    let first = read(plain.query_one(sql, &[]).await.unwrap());
+    assert_eq!(first.0, "2024-01-15 12:00:00+00");
+    assert_eq!(first.1, "2024-03-04");
+    assert_eq!(first.2, 4);
+    let other = connect(&gw).await;
+    other
+        .batch_execute(
+            "SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'ISO, DMY'; \
+             SET standard_conforming_strings = off; SET extra_float_digits = 0",
+        )
+        .await
+        .unwrap();
+    let theirs = read(other.query_one(sql, &[]).await.unwrap());
+    assert_eq!(
+        theirs,
+        ("2024-01-15 12:00:00+09".into(), "2024-04-03".into(), 3, "0.3".into()),
+        "read under the first client's settings"
+    );
+    // And the first client still gets its own reading on the same (only) server.
+    assert_eq!(read(plain.query_one(sql, &[]).await.unwrap()), first);
+    gw.shutdown().await;
+}
+
+/// A SET after a RESET of the same setting in one request is what stays (`RESET x; SET x = ...`),
+/// for reported settings (ParameterStatus) and others, and after RESET ALL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_after_a_reset_in_the_same_request_stays() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let info = conninfo(&gw, "postgres", "postgres");
+    let c = try_connect(&format!("{info} application_name=login_app")).await.unwrap();
+    let cases = [
+        ("RESET application_name; SET application_name TO 'x'", "application_name", "x"),
+        ("RESET TimeZone; SET TimeZone TO 'Asia/Tokyo'", "TimeZone", "Asia/Tokyo"),
+        ("RESET ALL; SET application_name = 'y'", "application_name", "y"),
+        ("RESET work_mem; SET work_mem = '5MB'", "work_mem", "5MB"),
+    ];
+    for (sql, setting, value) in cases {
+        c.batch_execute(sql).await.unwrap();
+        assert_eq!(show(&c, setting).await, value, "after {sql}");
+        assert_eq!(on_another_server(&gw, &c, setting).await, value, "after {sql}, on another server");
+    }
+    gw.shutdown().await;
+}
+
+/// After DISCARD ALL the server reports its own defaults (ParameterStatus) and the client's values
+/// are its login ones again: it is told them with its next request, even when the server it lands
+/// on already has them (psycopg reads dates by the DateStyle it was told).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_discard_all_the_client_is_told_its_login_values_again() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let login = [("user", "postgres"), ("database", "postgres"), ("DateStyle", "SQL, DMY")];
+    let mut a = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    a.write_all(&startup_packet_with(3 << 16, &login)).await.unwrap();
+    read_until_ready(&mut a).await;
+    a.write_all(&query_message("DISCARD ALL")).await.unwrap();
+    let told = read_until_ready(&mut a).await;
+    assert_eq!(last_told(&told, "DateStyle").as_deref(), Some("ISO, MDY"), "the server's reset is passed on");
+    // Another client with the same login values leaves the only server with them.
+    let b = try_connect(&format!("{} options='-c DateStyle=SQL,DMY'", conninfo(&gw, "postgres", "postgres")))
+        .await
+        .unwrap();
+    b.simple_query("SELECT 1").await.unwrap();
+    drop(b);
+    a.write_all(&query_message("SELECT '2024-01-15'::date")).await.unwrap();
+    let answer = read_until_ready(&mut a).await;
+    assert_eq!(last_told(&answer, "DateStyle").as_deref(), Some("SQL, DMY"), "told its own value again");
+    gw.shutdown().await;
+}
+
+/// Login settings are reported back as PostgreSQL spells them (`sql, dmy` is `SQL, DMY`, `utf8`
+/// is `UTF8`), to the first client with them and to the next: psycopg reads dates only by
+/// DateStyle's canonical names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_settings_are_reported_in_postgresqls_spelling() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    let login = [
+        ("user", "postgres"),
+        ("database", "postgres"),
+        ("DateStyle", "sql, dmy"),
+        ("client_encoding", "utf8"),
+    ];
+    for round in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+        c.write_all(&startup_packet_with(3 << 16, &login)).await.unwrap();
+        let welcome = read_until_ready(&mut c).await;
+        assert_eq!(last_told(&welcome, "DateStyle").as_deref(), Some("SQL, DMY"), "client {round}");
+        assert_eq!(last_told(&welcome, "client_encoding").as_deref(), Some("UTF8"), "client {round}");
+    }
+    gw.shutdown().await;
+}
+
+/// The value of the last ParameterStatus for `name` among the messages in `bytes`.
+fn last_told(bytes: &[u8], name: &str) -> Option<String> {
+    let prefix = format!("{name}\0");
+    backend_messages(bytes).into_iter().rev().find_map(|(t, body)| {
+        (t == b'S' && body.starts_with(prefix.as_bytes()))
+            .then(|| String::from_utf8_lossy(&body[prefix.len()..body.len() - 1]).into_owned())
+    })
+}

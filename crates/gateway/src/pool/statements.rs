@@ -65,12 +65,13 @@ impl PreparedStatement {
         PreparedStatement::under(query, param_types, None, may_change_session)
     }
 
-    /// A statement prepared while the client's search_path was `search_path` (None: the default).
-    /// The same text under another search_path may name other tables, so it is another statement.
+    /// A statement prepared under `context`, the client's search_path and the settings that decide
+    /// what its literals mean (None: the defaults). The same text under another search_path may
+    /// name other tables, under another DateStyle read another date: it is another statement.
     pub fn under(
         query: &[u8],
         param_types: &[u8],
-        search_path: Option<&str>,
+        context: Option<&str>,
         may_change_session: bool,
     ) -> Arc<PreparedStatement> {
         // A fixed seed: the same statement must get the same name on every server and instance.
@@ -78,9 +79,9 @@ impl PreparedStatement {
         h.write(query);
         h.write_u8(0);
         h.write(param_types);
-        if let Some(path) = search_path {
+        if let Some(context) = context {
             h.write_u8(0);
-            h.write(path.as_bytes());
+            h.write(context.as_bytes());
         }
         let hash = h.finish();
         Arc::new(PreparedStatement {

@@ -2,7 +2,7 @@
 //! to pgpilot's own messages are dropped, answers pgpilot gives itself appear in order, and the
 //! effects of a request (SET, PREPARE, DISCARD, pinning) count once the server has accepted it.
 
-use pgpilot_sql::{SetAction, SetScope};
+use pgpilot_sql::{SetAction, SetCommand, SetScope};
 use pgpilot_wire::backend::{self, parse_parameter_status, TxnStatus};
 use pgpilot_wire::error::ErrorFields;
 use pgpilot_wire::{PgError, SqlState};
@@ -469,9 +469,17 @@ impl Flow {
         }
         let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
         let set_config_as_written = exact && batch.set_config_runs;
-        for cmd in batch.settings.iter().filter(|c| c.scope == SetScope::Session) {
+        let settings = &batch.settings;
+        for (i, cmd) in settings.iter().enumerate().filter(|(_, c)| c.scope == SetScope::Session) {
+            let later = &settings[i + 1..];
             match &cmd.action {
-                SetAction::ResetAll if !failed => self.reset_to_login(s, server, SessionReset::ResetAll),
+                SetAction::ResetAll if !failed => {
+                    self.reset_to_login(s, server, SessionReset::ResetAll);
+                    keep_reported_set_later(s, server, later);
+                }
+                // A SET later in the request decides (`RESET x; SET x = ...`).
+                SetAction::Reset { name } | SetAction::SetDefault { name }
+                    if !failed && set_in(later, name) => {}
                 SetAction::Set { name, .. } | SetAction::SetDefault { name } | SetAction::Reset { name }
                     if !failed && name.eq_ignore_ascii_case("session_authorization") =>
                 {
@@ -481,6 +489,7 @@ impl Flow {
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
                     self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
                     s.params.reset_to(name, &s.reset_params);
+                    s.tell_reported |= is_reported(name);
                     // The server has its own default now (a reported one was just reported); a
                     // client that keeps it gets its login value back at the request's end.
                     server.params.apply(cmd);
@@ -539,10 +548,32 @@ impl Flow {
     fn reset_to_login(&mut self, s: &mut Session, server: &mut ServerConn, reset: SessionReset) {
         self.settings_to_read.retain(|n| reset.keeps(n));
         s.reset_pgpilot_settings();
+        // The server reported its own defaults; the client's login values are told next time.
+        s.tell_reported = true;
         let login = s.reset_params.clone();
         s.params.reset_to_login(&login, reset);
         server.params.after_reset(reset);
         self.resync_params = true;
+    }
+}
+
+/// Whether `commands` set `name` for the session.
+fn set_in(commands: &[SetCommand], name: &str) -> bool {
+    commands.iter().any(|c| {
+        c.scope == SetScope::Session
+            && matches!(&c.action, SetAction::Set { name: n, .. } | SetAction::SetConfig { name: n, .. } if n.eq_ignore_ascii_case(name))
+    })
+}
+
+/// After a RESET ALL, reported settings set again later in the same request (`RESET ALL; SET
+/// application_name = ...`) have the value the server reported last, not the login one.
+fn keep_reported_set_later(s: &mut Session, server: &ServerConn, later: &[SetCommand]) {
+    for c in later.iter().filter(|c| c.scope == SetScope::Session) {
+        if let SetAction::Set { name, .. } | SetAction::SetConfig { name, .. } = &c.action {
+            if let Some(value) = server.params.get(name).filter(|_| is_reported(name)) {
+                s.params.set(name, value);
+            }
+        }
     }
 }
 

@@ -148,6 +148,9 @@ pub struct Session {
     /// A `BEGIN READ ONLY` Query pgpilot answered and sends with the transaction's first
     /// statement (deferred_begin.rs).
     pub(super) deferred_begin: Option<Box<[u8]>>,
+    /// A reset told the client the server's own defaults for reported settings (ParameterStatus)
+    /// where its own are its login values: it is told those with its next request.
+    pub(super) tell_reported: bool,
     /// The share of the large-message budget the message being received holds.
     pub(super) input: super::input_budget::Reservation,
 }
@@ -206,6 +209,7 @@ impl Session {
             discard_to_sync: false,
             reset_params: setup.params,
             deferred_begin: None,
+            tell_reported: false,
             input: Default::default(),
         }
     }

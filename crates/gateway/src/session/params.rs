@@ -24,17 +24,6 @@ const READ_ONLY: &[&str] = &[
 /// Startup packet entries that are not run-time parameters.
 const NOT_PARAMETERS: &[&str] = &["user", "database", "replication", "options"];
 
-/// Parameters PostgreSQL reports with ParameterStatus whenever they change: their SETs need no parsing.
-const REPORTED: &[&str] = &[
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "intervalstyle",
-    "timezone",
-    "standard_conforming_strings",
-    "default_transaction_read_only",
-];
-
 /// Whether pgpilot keeps this parameter in step between clients and servers.
 pub fn is_tracked(name: &str) -> bool {
     !READ_ONLY.iter().chain(NOT_PARAMETERS).any(|s| s.eq_ignore_ascii_case(name))
@@ -101,6 +90,18 @@ fn two_words(query: &str) -> Option<(&str, &str)> {
         _ => None,
     }
 }
+
+/// Parameters PostgreSQL reports with ParameterStatus whenever they change (their SETs need no
+/// parsing), in its spelling (pgpilot keeps names in lower case).
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+];
 
 pub fn is_reported(name: &str) -> bool {
     REPORTED.iter().any(|s| s.eq_ignore_ascii_case(name))
@@ -315,6 +316,11 @@ impl ParamSet {
             }
             None => self.remove(name),
         }
+    }
+
+    /// The reported parameters the client has, under PostgreSQL's spelling of their names.
+    pub fn reported(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        REPORTED.iter().filter_map(|name| Some((*name, self.get(name)?)))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {

@@ -452,22 +452,43 @@ impl Session {
         self.write(&out).await
     }
 
-    /// A named statement the client prepares now: under its search_path, and of the result type
-    /// its text has now.
+    /// A named statement the client prepares now: under its search_path and the settings that
+    /// decide what its constants mean, and of the result type its text has now.
     pub(super) fn new_statement(
         &self,
         query: &[u8],
         param_types: &[u8],
     ) -> Arc<crate::pool::statements::PreparedStatement> {
         let may_change_session = super::frontend::parsed_text_look(query).may_change_session();
+        let context = self.parse_context();
         let stmt = crate::pool::statements::PreparedStatement::under(
             query,
             param_types,
-            self.params.get("search_path"),
+            context.as_deref(),
             may_change_session,
         );
         stmt.epoch.store(self.shared.statement_epochs.current(stmt.hash), Relaxed);
         stmt
+    }
+
+    /// What a server copy of a statement prepared now depends on besides its text: PostgreSQL
+    /// reads a statement's names by the search_path, and its literals (`'03/04/2024'::date`,
+    /// `'a\\b'`, `'12:00'::timestamptz`) and the constants it folds (`0.1::float8::text`,
+    /// `'\\x01'::bytea::text`) by these settings, once, when it is prepared. Clients share server
+    /// copies, so a copy prepared under other values is another statement. None when the client
+    /// set none of them (the common case: no allocation).
+    fn parse_context(&self) -> Option<String> {
+        let mut context: Option<String> = None;
+        for name in PARSE_SETTINGS {
+            if let Some(value) = self.params.get(name) {
+                let c = context.get_or_insert_with(String::new);
+                c.push_str(name);
+                c.push('=');
+                c.push_str(value);
+                c.push('\0');
+            }
+        }
+        context
     }
 
     /// RESET ALL and DISCARD ALL reset pgpilot's own settings too.
@@ -580,6 +601,18 @@ impl Session {
         self.write(&out).await
     }
 }
+
+/// The settings a statement is parsed and planned under that change what it means or returns
+/// (see `parse_context`).
+const PARSE_SETTINGS: [&str; 7] = [
+    "search_path",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "extra_float_digits",
+    "bytea_output",
+];
 
 /// A SET or RESET of pgpilot's own settings, read and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -43,9 +43,8 @@ pub async fn welcome(
     let mut shown: Vec<(String, String)> = server_params.to_vec();
     // A client that sets no application_name has none, whatever the server connection was opened with.
     set(&mut shown, "application_name", startup.get("application_name").unwrap_or(""));
-    // Only what PostgreSQL reports is shown (its own normalized value follows with the first
-    // request): a driver told of extra_float_digits or statement_timeout here would never be told
-    // of later changes.
+    // Only what PostgreSQL reports is shown, in the server's spelling (below): a driver told of
+    // extra_float_digits or statement_timeout here would never be told of later changes.
     for (k, v) in &requested {
         if is_tracked(k) && is_reported(k) {
             set(&mut shown, k, v);
@@ -62,7 +61,12 @@ pub async fn welcome(
             client.set(k, v);
         }
     }
-    check_settings(pools, db, &client).await?;
+    // As the server spells them (`sql, dmy` is `SQL, DMY`, `utf8` is `UTF8`): psycopg reads
+    // dates only by DateStyle's canonical names.
+    for (k, v) in check_settings(pools, db, &client).await?.iter() {
+        set(&mut shown, k, v);
+        client.set(k, v);
+    }
     // Thousands of clients log in with the same values: let them share one copy.
     {
         let mut shared = pools.login_params.lock();
@@ -94,29 +98,27 @@ const SETTINGS_TAKEN_KEPT: usize = 64;
 /// distinct set of values is tried once, on a server of the pool set, as the first request of a
 /// client with them would have it (and the server keeps them); application_name takes any value
 /// and is left out, so that a name per process does not cost a try each.
-async fn check_settings(pools: &PoolSet, db: &Database, client: &ParamSet) -> Result<(), PgError> {
+async fn check_settings(pools: &PoolSet, db: &Database, client: &ParamSet) -> Result<ParamSet, PgError> {
     let mut key = client.clone();
     key.remove("application_name");
-    if pools.settings_taken.lock().contains(&key) {
-        return Ok(());
+    if let Some((_, spelled)) = pools.settings_taken.lock().iter().find(|(k, _)| *k == key) {
+        return Ok(spelled.clone());
     }
     let pool = &pools.pools[db.primary_index()];
     let (mut conn, _) = pool.checkout().await.map_err(|e| checkout_error(e, &db.name))?;
-    let Some(sql) = client.sync_sql(&conn.params) else {
-        pool.release(conn);
-        return Ok(());
-    };
-    let timeout = std::time::Duration::from_secs(10);
-    match crate::pool::check::query(&conn.sock, &mut conn.buf, None, &sql, timeout).await {
-        Ok(_) => {
+    match take_settings(&mut conn, client).await {
+        Ok(spelled) => {
             conn.params = client.clone();
+            for (k, v) in spelled.iter() {
+                conn.params.set(k, v);
+            }
             pool.release(conn);
             let mut taken = pools.settings_taken.lock();
             if taken.len() == SETTINGS_TAKEN_KEPT {
                 taken.clear();
             }
-            taken.push(key);
-            Ok(())
+            taken.push((key, spelled.clone()));
+            Ok(spelled)
         }
         Err(e) => {
             // Refused in one implicit transaction, the settings changed nothing; any other
@@ -130,6 +132,32 @@ async fn check_settings(pools: &PoolSet, db: &Database, client: &ParamSet) -> Re
             Err(PgError::fatal(SqlState::from_server(code), message.to_string()))
         }
     }
+}
+
+/// Gives `conn` the client's settings, then reads back its reported ones as the server spells
+/// them (`current_setting`: a value the server had already is not reported again when set).
+/// application_name is each client's own and is not read.
+async fn take_settings(conn: &mut crate::pool::ServerConn, client: &ParamSet) -> Result<ParamSet, String> {
+    let timeout = std::time::Duration::from_secs(10);
+    if let Some(sql) = client.sync_sql(&conn.params) {
+        crate::pool::check::query(&conn.sock, &mut conn.buf, None, &sql, timeout).await?;
+    }
+    let names: Vec<&str> = client.reported().map(|(k, _)| k).filter(|k| *k != "application_name").collect();
+    let mut spelled = ParamSet::default();
+    if names.is_empty() {
+        return Ok(spelled);
+    }
+    let columns: Vec<String> =
+        names.iter().map(|n| format!("pg_catalog.current_setting({})", super::params::literal(n))).collect();
+    let sql = format!("SELECT {}", columns.join(", "));
+    let rows = crate::pool::check::query(&conn.sock, &mut conn.buf, None, &sql, timeout).await?;
+    let values = rows.into_iter().next().ok_or("no row of settings")?;
+    for (name, value) in names.iter().zip(values) {
+        if let Some(v) = value {
+            spelled.set(name, &v);
+        }
+    }
+    Ok(spelled)
 }
 
 fn set(list: &mut Vec<(String, String)>, name: &str, value: &str) {
