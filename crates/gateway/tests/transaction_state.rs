@@ -2302,3 +2302,53 @@ fn last_told(bytes: &[u8], name: &str) -> Option<String> {
             .then(|| String::from_utf8_lossy(&body[prefix.len()..body.len() - 1]).into_owned())
     })
 }
+
+/// A RESET inside a transaction that rolls back (or a savepoint rolled back to) did not happen:
+/// the client keeps its value, and the server keeps it too, so it never reaches the next client of
+/// that server (a role leaked so to another client, who then ran as it). A RESET that commits
+/// holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_undone_by_a_rollback_keeps_the_value_and_never_leaks() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE r_alpha; CREATE ROLE r_beta; CREATE SCHEMA sa");
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    for undo in [
+        "BEGIN; RESET ROLE; SELECT 1; ROLLBACK",
+        "BEGIN; SET ROLE TO DEFAULT; ROLLBACK",
+        "BEGIN; SAVEPOINT s; RESET ROLE; ROLLBACK TO s; COMMIT",
+    ] {
+        a.batch_execute("SET ROLE r_alpha").await.unwrap();
+        // Statement by statement, as a driver sends them.
+        for statement in undo.split("; ") {
+            a.batch_execute(statement).await.unwrap();
+        }
+        assert_eq!(
+            current_user(&b).await,
+            "postgres",
+            "{undo}: the next client of the server ran as r_alpha"
+        );
+        b.batch_execute("SET ROLE r_beta").await.unwrap();
+        assert_eq!(current_user(&a).await, "r_alpha", "{undo}: the client lost its role");
+        b.batch_execute("RESET ROLE").await.unwrap();
+        a.batch_execute("RESET ROLE").await.unwrap();
+    }
+    a.batch_execute("SET search_path = sa").await.unwrap();
+    for statement in ["BEGIN", "RESET ALL", "ROLLBACK"] {
+        a.batch_execute(statement).await.unwrap();
+    }
+    assert_eq!(show(&b, "search_path").await, "\"$user\", public", "a search_path leaked");
+    assert_eq!(show(&a, "search_path").await, "sa");
+    // Committed, the reset holds.
+    for statement in ["BEGIN", "RESET search_path", "COMMIT"] {
+        a.batch_execute(statement).await.unwrap();
+    }
+    assert_eq!(show(&b, "search_path").await, "\"$user\", public");
+    assert_eq!(show(&a, "search_path").await, "\"$user\", public");
+    gw.shutdown().await;
+}
+
+async fn current_user(c: &tokio_postgres::Client) -> String {
+    first_value(&c.simple_query("SELECT current_user").await.unwrap())
+}

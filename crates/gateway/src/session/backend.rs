@@ -90,9 +90,9 @@ impl Flow {
                 }
             }
             b'D' if injected => {
-                if let Some(Expect::Injected(Reply::Settings(names))) = self.expected.front() {
+                if let Some(Expect::Injected(Reply::Settings(read))) = self.expected.front() {
                     let values = crate::pool::check::data_row(&server.buf[start + 5..end]);
-                    read_back_settings(s, server, names, values.unwrap_or_default());
+                    self.resync_params |= read_back_settings(s, server, read, values.unwrap_or_default());
                 }
             }
             b'T' | b'n' if injected => {
@@ -473,9 +473,18 @@ impl Flow {
         for (i, cmd) in settings.iter().enumerate().filter(|(_, c)| c.scope == SetScope::Session) {
             let later = &settings[i + 1..];
             match &cmd.action {
+                SetAction::ResetAll if !failed && exact => {
+                    self.reset_to_login(s, server, SessionReset::ResetAll)
+                }
+                // Inside a transaction (or among other statements) a reset may be undone by a
+                // ROLLBACK: what the server holds once it ends tells (`check_reset_later`).
                 SetAction::ResetAll if !failed => {
-                    self.reset_to_login(s, server, SessionReset::ResetAll);
-                    keep_reported_set_later(s, server, later);
+                    let names: Vec<Box<str>> =
+                        s.params.iter().chain(server.params.iter()).map(|(n, _)| n.into()).collect();
+                    for name in names.iter().filter(|n| !SessionReset::ResetAll.keeps(n) && !set_in(later, n))
+                    {
+                        self.check_reset_later(name);
+                    }
                 }
                 // A SET later in the request decides (`RESET x; SET x = ...`).
                 SetAction::Reset { name } | SetAction::SetDefault { name }
@@ -485,6 +494,9 @@ impl Flow {
                 {
                     // It ends a SET ROLE too (unless a later statement set one): read the role back.
                     self.read_back_later("role");
+                }
+                SetAction::Reset { name } | SetAction::SetDefault { name } if !failed && !exact => {
+                    self.check_reset_later(name);
                 }
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
                     self.settings_to_read.retain(|n| !n.eq_ignore_ascii_case(name));
@@ -519,12 +531,11 @@ impl Flow {
         }
         // Not inside a batch the client is still sending: a Query there would run in its middle.
         if now == TxnStatus::Idle && !self.unsynced && !self.settings_to_read.is_empty() {
-            let names = std::mem::take(&mut self.settings_to_read);
-            let columns: Vec<String> = names
-                .iter()
-                .map(|n| format!("pg_catalog.current_setting({}, true)", super::params::literal(n)))
-                .collect();
-            self.inject_reply(&format!("SELECT {}", columns.join(", ")), Reply::Settings(names));
+            let read = SettingsRead {
+                names: std::mem::take(&mut self.settings_to_read),
+                resets: std::mem::take(&mut self.resets_to_check),
+            };
+            self.inject_reply(&read.query(), Reply::Settings(Box::new(read)));
         }
         // A client that keeps its server (session pooling, pinned) gets its login values back here:
         // no later attachment will sync them.
@@ -533,6 +544,17 @@ impl Flow {
         {
             super::flow::inject_param_sync(s, server, self);
         }
+    }
+
+    /// A RESET of `name` that a ROLLBACK (or ROLLBACK TO) may undo: `name` is read back when the
+    /// transaction ends, with the value a RESET gives there (pg_settings.reset_val). The same
+    /// value means the reset held: the client is back to its login value (as PostgreSQL restores
+    /// a startup packet's), which the next sync gives the server. Another means it was undone.
+    fn check_reset_later(&mut self, name: &str) {
+        if !self.resets_to_check.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            self.resets_to_check.push(name.into());
+        }
+        self.read_back_later(name);
     }
 
     /// Reads `name` back from the server once the request is done.
@@ -565,31 +587,53 @@ fn set_in(commands: &[SetCommand], name: &str) -> bool {
     })
 }
 
-/// After a RESET ALL, reported settings set again later in the same request (`RESET ALL; SET
-/// application_name = ...`) have the value the server reported last, not the login one.
-fn keep_reported_set_later(s: &mut Session, server: &ServerConn, later: &[SetCommand]) {
-    for c in later.iter().filter(|c| c.scope == SetScope::Session) {
-        if let SetAction::Set { name, .. } | SetAction::SetConfig { name, .. } = &c.action {
-            if let Some(value) = server.params.get(name).filter(|_| is_reported(name)) {
-                s.params.set(name, value);
-            }
-        }
-    }
-}
-
 /// The row of a settings read-back: each value is now the client's and the server's.
 fn read_back_settings(
     s: &mut Session,
     server: &mut ServerConn,
-    names: &[Box<str>],
+    read: &SettingsRead,
     values: Vec<Option<String>>,
-) {
-    for (name, value) in names.iter().zip(values) {
+) -> bool {
+    let (current, reset_values) = values.split_at(read.names.len().min(values.len()));
+    let mut reset_held = false;
+    for (name, value) in read.names.iter().zip(current) {
         if name.eq_ignore_ascii_case("search_path") {
             s.search_path_in_flux = false;
         }
-        s.params.read_back(name, value.as_deref());
         server.params.read_back(name, value.as_deref());
+        let reset_value = read.resets.iter().position(|n| n == name).and_then(|i| reset_values.get(i));
+        match reset_value {
+            Some(Some(r)) if Some(r) == value.as_ref() => {
+                s.params.reset_to(name, &s.reset_params);
+                s.tell_reported |= is_reported(name);
+                reset_held = true;
+            }
+            _ => s.params.read_back(name, value.as_deref()),
+        }
+    }
+    reset_held
+}
+
+/// Settings pgpilot reads back from the server when a transaction ends: their values, and for
+/// those a RESET in it may have reset, the value a RESET gives.
+#[derive(Debug)]
+pub struct SettingsRead {
+    pub names: Vec<Box<str>>,
+    pub resets: Vec<Box<str>>,
+}
+
+impl SettingsRead {
+    /// One row: `current_setting` of each name, then `reset_val` of each reset one.
+    fn query(&self) -> String {
+        let literal = super::params::literal;
+        let current = self.names.iter().map(|n| format!("pg_catalog.current_setting({}, true)", literal(n)));
+        let reset = self.resets.iter().map(|n| {
+            format!(
+                "(SELECT reset_val FROM pg_catalog.pg_settings WHERE lower(name) = lower({}))",
+                literal(n)
+            )
+        });
+        format!("SELECT {}", current.chain(reset).collect::<Vec<_>>().join(", "))
     }
 }
 

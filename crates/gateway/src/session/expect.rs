@@ -47,7 +47,7 @@ pub enum Reply {
     /// A FunctionCall message: its Batch carries the pin a session-changing function asks for.
     FunctionCall(Batch),
     /// pgpilot reading back the values of these settings (one row, a column each).
-    Settings(Vec<Box<str>>),
+    Settings(Box<super::backend::SettingsRead>),
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
     ParamSync,
     /// The client's `BEGIN READ ONLY`, answered by pgpilot when it came and sent now, in front of

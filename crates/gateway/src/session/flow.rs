@@ -178,6 +178,8 @@ pub(super) struct Flow {
     pub(super) server_skipping: bool,
     /// Settings the open transaction changed, read back from the server when it ends.
     pub(super) settings_to_read: Vec<Box<str>>,
+    /// Settings a RESET in the transaction may have reset (backend.rs check_reset_later).
+    pub(super) resets_to_check: Vec<Box<str>>,
     pub(super) xact_started: Option<Instant>,
     pub(super) query_started: Option<Instant>,
     pub(super) query_time_us: u64,
@@ -271,6 +273,7 @@ impl Flow {
             batch_failed: false,
             server_skipping: false,
             settings_to_read: Vec::new(),
+            resets_to_check: Vec::new(),
             xact_started: None,
             query_started: None,
             query_time_us: 0,
