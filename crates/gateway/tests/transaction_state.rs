@@ -2334,6 +2334,12 @@ async fn a_reset_undone_by_a_rollback_keeps_the_value_and_never_leaks() {
         b.batch_execute("RESET ROLE").await.unwrap();
         a.batch_execute("RESET ROLE").await.unwrap();
     }
+    // In one query string too.
+    a.batch_execute("SET ROLE r_alpha").await.unwrap();
+    a.batch_execute("BEGIN; RESET ROLE; ROLLBACK").await.unwrap();
+    assert_eq!(current_user(&b).await, "postgres", "one string: the next client ran as r_alpha");
+    assert_eq!(current_user(&a).await, "r_alpha", "one string: the client lost its role");
+    a.batch_execute("RESET ROLE").await.unwrap();
     a.batch_execute("SET search_path = sa").await.unwrap();
     for statement in ["BEGIN", "RESET ALL", "ROLLBACK"] {
         a.batch_execute(statement).await.unwrap();

@@ -87,6 +87,7 @@ impl Flow {
                     self.ended_by_rollback = tag == b"ROLLBACK\0";
                     self.commit_seen |= tag == b"COMMIT\0";
                     self.rollback_seen |= tag == b"ROLLBACK\0";
+                    self.rollback_in_request |= tag == b"ROLLBACK\0";
                 }
             }
             b'D' if injected => {
@@ -469,15 +470,19 @@ impl Flow {
         }
         let exact = batch.single_statement && !failed && now == TxnStatus::Idle;
         let set_config_as_written = exact && batch.set_config_runs;
+        // Inside a transaction, or in a request that rolled back (`BEGIN; RESET x; ROLLBACK`), a
+        // reset may not have held.
+        let may_be_undone = now != TxnStatus::Idle || std::mem::take(&mut self.rollback_in_request);
         let settings = &batch.settings;
         for (i, cmd) in settings.iter().enumerate().filter(|(_, c)| c.scope == SetScope::Session) {
             let later = &settings[i + 1..];
             match &cmd.action {
-                SetAction::ResetAll if !failed && exact => {
-                    self.reset_to_login(s, server, SessionReset::ResetAll)
+                SetAction::ResetAll if !failed && !may_be_undone => {
+                    self.reset_to_login(s, server, SessionReset::ResetAll);
+                    keep_reported_set_later(s, server, later);
                 }
-                // Inside a transaction (or among other statements) a reset may be undone by a
-                // ROLLBACK: what the server holds once it ends tells (`check_reset_later`).
+                // Inside a transaction a reset may be undone by a ROLLBACK: what the server holds
+                // once it ends tells (`check_reset_later`).
                 SetAction::ResetAll if !failed => {
                     let names: Vec<Box<str>> =
                         s.params.iter().chain(server.params.iter()).map(|(n, _)| n.into()).collect();
@@ -495,7 +500,7 @@ impl Flow {
                     // It ends a SET ROLE too (unless a later statement set one): read the role back.
                     self.read_back_later("role");
                 }
-                SetAction::Reset { name } | SetAction::SetDefault { name } if !failed && !exact => {
+                SetAction::Reset { name } | SetAction::SetDefault { name } if !failed && may_be_undone => {
                     self.check_reset_later(name);
                 }
                 SetAction::Reset { name } | SetAction::SetDefault { name } if !failed => {
@@ -585,6 +590,18 @@ fn set_in(commands: &[SetCommand], name: &str) -> bool {
         c.scope == SetScope::Session
             && matches!(&c.action, SetAction::Set { name: n, .. } | SetAction::SetConfig { name: n, .. } if n.eq_ignore_ascii_case(name))
     })
+}
+
+/// After a RESET ALL, reported settings set again later in the same request (`RESET ALL; SET
+/// application_name = ...`) have the value the server reported last, not the login one.
+fn keep_reported_set_later(s: &mut Session, server: &ServerConn, later: &[SetCommand]) {
+    for c in later.iter().filter(|c| c.scope == SetScope::Session) {
+        if let SetAction::Set { name, .. } | SetAction::SetConfig { name, .. } = &c.action {
+            if let Some(value) = server.params.get(name).filter(|_| is_reported(name)) {
+                s.params.set(name, value);
+            }
+        }
+    }
 }
 
 /// The row of a settings read-back: each value is now the client's and the server's.

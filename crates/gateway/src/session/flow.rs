@@ -128,6 +128,8 @@ pub(super) struct Flow {
     /// The server said ROLLBACK (of a savepoint too) in the transaction in progress: row types
     /// learned in it may not hold after it (row_shape.rs).
     pub(super) rollback_seen: bool,
+    /// A ROLLBACK (or ROLLBACK TO) ran in the request under way (backend.rs apply_batch).
+    pub(super) rollback_in_request: bool,
     /// Statements whose server copy was described inside the transaction in progress (row_shape.rs).
     pub(super) provisional_shapes: Vec<u64>,
     /// The pgpilot-prepared statement the unnamed portal was bound from (its Describe tells the
@@ -254,6 +256,7 @@ impl Flow {
             ended_by_rollback: false,
             commit_seen: false,
             rollback_seen: false,
+            rollback_in_request: false,
             settings_unknown: false,
             resync_params: false,
             function_ddl: false,
