@@ -1298,9 +1298,83 @@ async fn reads_of_unlogged_tables_run_on_the_primary() {
     );
     // Made unlogged through pgpilot: listed for the next reads.
     c.batch_execute("ALTER TABLE plain SET UNLOGGED").await.unwrap();
+    c.batch_execute("SELECT 1 AS a INTO UNLOGGED made_by_select_into").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let other = connect(&gw).await;
     other.simple_query("SELECT x FROM plain").await.expect("a read of a table made unlogged");
+    other
+        .simple_query("SELECT a FROM made_by_select_into")
+        .await
+        .expect("a table made by SELECT INTO UNLOGGED");
+    gw.shutdown().await;
+}
+
+/// A logged parent over unlogged partitions or inheritance children, and a function that reads an
+/// unlogged table, read what a standby cannot: they run on the primary too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_of_unlogged_tables_and_functions_reading_them_run_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE pp(a int) PARTITION BY LIST (a); CREATE UNLOGGED TABLE pp1 PARTITION OF pp FOR VALUES IN (1);
+         INSERT INTO pp VALUES (1);
+         CREATE TABLE ip(a int); CREATE UNLOGGED TABLE ic() INHERITS (ip); INSERT INTO ic VALUES (2);
+         CREATE UNLOGGED TABLE \"Odd.Name\"(a int); INSERT INTO \"Odd.Name\" VALUES (3);
+         CREATE FUNCTION read_odd() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM \"Odd.Name\"';
+         CREATE FUNCTION read_ic() RETURNS SETOF ic LANGUAGE plpgsql STABLE AS 'BEGIN RETURN QUERY SELECT * FROM ic; END';
+         CREATE FUNCTION plain_f() RETURNS int LANGUAGE sql STABLE AS 'SELECT 1'",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    for sql in ["SELECT * FROM pp", "SELECT * FROM ip", "SELECT read_odd()", "SELECT * FROM read_ic()"] {
+        c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert!(
+        on_replica(&c, "SELECT plain_f(), inet_server_port()").await,
+        "a function reading no unlogged table"
+    );
+    gw.shutdown().await;
+}
+
+/// Statements a standby refuses although they change nothing, reads of the server's own state
+/// (which a replica would answer with its own), and a search_path the server gives the role
+/// (ALTER ROLE ... SET): routed so that the client gets what the primary gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_state_standby_refusals_and_role_search_paths_route_to_the_primary() {
+    use tokio_postgres::error::SqlState;
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE SCHEMA app; CREATE TABLE app.log(x int);
+         CREATE FUNCTION app.g() RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO app.log VALUES (1) RETURNING x';
+         CREATE FUNCTION public.g() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 42';
+         CREATE TABLE rw(x int);
+         ALTER ROLE postgres SET search_path = app, public",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    // The role's search_path finds app.g, which writes.
+    assert_eq!(first_value(&c, "SHOW search_path").await, "app, public");
+    assert_eq!(first_value(&c, "SELECT g()").await, "1", "app.g ran");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM app.log"), "1");
+    // The primary's own state: its replication connection, its locks.
+    assert_eq!(first_value(&c, "SELECT count(*) FROM pg_stat_replication").await, "1");
+    assert_eq!(first_value(&c, "SELECT count(*) FROM pg_catalog.pg_stat_replication").await, "1");
+    // No-ops outside a transaction on the primary, refused by a standby.
+    for sql in ["SET transaction_read_only = off", "SET transaction_isolation = 'serializable'"] {
+        c.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // PostgreSQL takes the last mode: read only, and a standby refuses the READ WRITE before it.
+    c.batch_execute("BEGIN READ WRITE, READ ONLY").await.unwrap();
+    let err =
+        c.batch_execute("INSERT INTO rw VALUES (1)").await.expect_err("a write in a read-only transaction");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM rw"), "0");
     gw.shutdown().await;
 }
 

@@ -59,6 +59,9 @@ pub enum PrimaryReason {
     PreparedStatement,
     /// What a standby refuses although it writes nothing: an unlogged table, pg_walfile_name.
     StandbyRefused,
+    /// A read of the server's own state (pg_stat_* views, pg_locks, pg_sequences...): a replica
+    /// would answer with its own, and clients see the primary as the database's server.
+    ServerState,
     /// A statement that ties its client to its server for the rest of the session (a WITH HOLD
     /// cursor, LOAD, SET SESSION AUTHORIZATION...): the client's later writes must run there too.
     PinsSession,
@@ -90,6 +93,7 @@ impl PrimaryReason {
             PrimaryReason::MultiStatementWrite => "multi_statement_write",
             PrimaryReason::PreparedStatement => "prepared_statement",
             PrimaryReason::StandbyRefused => "standby_refused",
+            PrimaryReason::ServerState => "server_state",
             PrimaryReason::PinsSession => "pins_session",
             PrimaryReason::Unparsed => "unparsed",
         }
@@ -158,6 +162,12 @@ pub fn route(stmt: &Statement, functions: &FunctionCatalog, search_path: &[Strin
     if stmt.settings.iter().any(makes_serializable_default) {
         return Route::Primary(PrimaryReason::SerializableTransaction);
     }
+    if stmt.settings.iter().any(standby_refuses_setting) {
+        return Route::Primary(PrimaryReason::StandbyRefused);
+    }
+    if reads_server_state(stmt) {
+        return Route::Primary(PrimaryReason::ServerState);
+    }
     // EXPLAIN [ANALYZE] EXECUTE, CREATE TABLE AS EXECUTE: the prepared statement's body is not known.
     if stmt.session_effects.iter().any(|e| matches!(e, SessionEffect::Execute { .. })) {
         return Route::Primary(PrimaryReason::PreparedStatement);
@@ -194,6 +204,41 @@ fn makes_serializable_default(cmd: &crate::statement::SetCommand) -> bool {
         }
         _ => false,
     }
+}
+
+/// `SET transaction_read_only = off` and `SET transaction_isolation = serializable`, which a
+/// standby refuses even outside a transaction (where PostgreSQL takes them as no-ops).
+fn standby_refuses_setting(cmd: &crate::statement::SetCommand) -> bool {
+    use crate::statement::SetAction;
+    let (SetAction::Set { name, value } | SetAction::SetConfig { name, value }) = &cmd.action else {
+        return false;
+    };
+    let value = value.trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase();
+    match name.to_ascii_lowercase().as_str() {
+        "transaction_read_only" => matches!(value.as_str(), "off" | "false" | "f" | "no" | "n" | "0"),
+        "transaction_isolation" => value.contains("serializable"),
+        _ => false,
+    }
+}
+
+/// Views and functions of the server's own state: statistics, locks, sequences' positions,
+/// replication. Matched by name in pg_catalog (or unqualified, which resolves there first);
+/// pg_stat_statements in whatever schema its extension lives.
+fn reads_server_state(stmt: &Statement) -> bool {
+    const VIEWS: &[&str] = &[
+        "pg_locks",
+        "pg_sequences",
+        "pg_replication_slots",
+        "pg_prepared_xacts",
+        "pg_backend_memory_contexts",
+        "pg_replication_origin_status",
+    ];
+    let system = |schema: Option<&str>| schema.is_none_or(|s| s == "pg_catalog");
+    let state_name = |name: &str| name.starts_with("pg_stat_") || name.starts_with("pg_statio_");
+    stmt.tables_read.iter().any(|t| {
+        t.name.starts_with("pg_stat_statements")
+            || system(t.schema.as_deref()) && (state_name(&t.name) || VIEWS.contains(&t.name.as_str()))
+    }) || stmt.functions.iter().any(|f| system(f.schema.as_deref()) && f.name.starts_with("pg_stat_get_"))
 }
 
 fn transaction_reason(stmt: &Statement) -> Option<PrimaryReason> {

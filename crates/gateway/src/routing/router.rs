@@ -84,6 +84,7 @@ pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
             let may_write = match reason {
                 PrimaryReason::SerializableTransaction
                 | PrimaryReason::StandbyRefused
+                | PrimaryReason::ServerState
                 | PrimaryReason::PinsSession => !is_read_only(stmt),
                 PrimaryReason::PreparedStatement => !stmt.kinds.iter().all(|k| *k == StatementKind::Prepare),
                 // LISTEN, UNLISTEN and advisory locks (asyncpg's reset at each release from its

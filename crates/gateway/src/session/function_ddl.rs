@@ -52,6 +52,11 @@ fn is_catalog_ddl(statement: &[u8]) -> bool {
     ddl && CATALOG_OBJECTS.iter().any(|k| contains_ignore_case(rest, k))
 }
 
+/// Whether `text` says UNLOGGED anywhere (only asked of a SELECT ... INTO).
+pub fn mentions_unlogged(text: &[u8]) -> bool {
+    contains_ignore_case(text, b"unlogged")
+}
+
 fn skip_comments(mut text: &[u8]) -> &[u8] {
     loop {
         text = text.trim_ascii_start();

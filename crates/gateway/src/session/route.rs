@@ -108,12 +108,7 @@ impl Session {
     /// path pgpilot does not know: none, so its unqualified names are not cached and its writes
     /// to them invalidate everything.
     pub(super) fn cache_schemas(&self) -> &[String] {
-        // The server's role is the pool's login user (a database may force one).
-        let server_user = &self.pools.pools[self.db.primary_index()].target.user;
-        let unknown = self.search_path_in_flux
-            || self.params.get("search_path").is_none()
-                && self.db.cache.relations.load().search_path_set_for().includes(server_user);
-        if unknown {
+        if self.search_path_in_flux || self.search_path_from_server() {
             &[]
         } else {
             self.schemas()
@@ -143,10 +138,22 @@ impl Session {
             tag: self.tag.as_deref(),
             write_mark: self.write_mark,
             fill_lsn: None,
-            // A search_path being read back from the server may name other schemas: until it is
-            // known, unqualified functions resolve in pg_catalog only (others are unknown: primary).
-            search_path: if self.search_path_in_flux { &[] } else { self.schemas() },
+            // A search_path being read back from the server, or one the server gives the session
+            // (ALTER ROLE / DATABASE ... SET search_path) may name other schemas: unqualified
+            // functions resolve in pg_catalog only then (others are unknown: primary).
+            search_path: if self.search_path_in_flux || self.search_path_from_server() {
+                &[]
+            } else {
+                self.schemas()
+            },
         }
+    }
+
+    /// The client set no search_path and the server gives its sessions one pgpilot does not know.
+    fn search_path_from_server(&self) -> bool {
+        // The server's role is the pool's login user (a database may force one).
+        let server_user = &self.pools.pools[self.db.primary_index()].target.user;
+        self.db.functions.load().search_path_set_for(server_user) && self.params.get("search_path").is_none()
     }
 
     /// Where the request starting with `msg` should run; `batch` is all that is buffered from `msg` on.

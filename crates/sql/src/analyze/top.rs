@@ -398,10 +398,15 @@ fn txn_options(options: &[Node]) -> TxnOptions {
     for option in options {
         let Some(NodeEnum::DefElem(d)) = &option.node else { continue };
         let Some(arg) = d.arg.as_deref() else { continue };
+        // A mode given twice takes the last (`READ WRITE, READ ONLY` is read only), but a standby
+        // refuses the read-write or serializable one as it comes: such a transaction counts as
+        // read-write or serializable wherever the option stands.
         match d.defname.as_str() {
-            "transaction_read_only" => opts.read_only = Some(defelem_true(arg)),
+            "transaction_read_only" => {
+                opts.read_only = Some(opts.read_only != Some(false) && defelem_true(arg))
+            }
             "transaction_deferrable" => opts.deferrable = Some(defelem_true(arg)),
-            "transaction_isolation" => {
+            "transaction_isolation" if opts.isolation != Some(IsolationLevel::Serializable) => {
                 opts.isolation = match const_text(arg).as_deref() {
                     Some("serializable") => Some(IsolationLevel::Serializable),
                     Some("repeatable read") => Some(IsolationLevel::RepeatableRead),

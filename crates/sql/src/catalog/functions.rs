@@ -6,7 +6,7 @@ use std::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::implicit::{implicit_sql, ImplicitCode, ImplicitKind};
-use super::relations::TextRows;
+use super::relations::{SearchPathSetFor, TextRows};
 use super::search_path::schemas_to_search;
 use super::CatalogError;
 use crate::statement::{FuncRef, Statement};
@@ -97,6 +97,10 @@ pub struct FunctionCatalog {
     /// Function DDL ran since this was read: until the catalog is read again, a call that may
     /// reach a function outside pg_catalog is unknown (the DDL may have made it write).
     outdated: bool,
+    /// Whose sessions start with a search_path the server gives them (ALTER ROLE / DATABASE ...
+    /// SET search_path): for a client of theirs that sets none, pgpilot does not know which
+    /// schemas unqualified names resolve in.
+    search_path_set_for: SearchPathSetFor,
 }
 
 pub(super) type Names = HashMap<Box<str>, Vec<(Box<str>, Volatility)>>;
@@ -112,13 +116,13 @@ pub(super) fn insert(names: &mut Names, schema: &str, name: &str, volatility: Vo
 impl FunctionCatalog {
     /// The queries [`FunctionCatalog::from_text_rows`] wants the answers of, in this order (the
     /// gateway's monitor runs them on a connection of its own).
-    pub fn text_queries() -> [&'static str; 2] {
-        [FUNCTIONS_SQL, implicit_sql()]
+    pub fn text_queries() -> [&'static str; 3] {
+        [FUNCTIONS_SQL, implicit_sql(), super::relations::SEARCH_PATH_SET_SQL]
     }
 
     /// Builds the catalog from the text answers of [`FunctionCatalog::text_queries`]; None when an
     /// answer does not have the expected shape.
-    pub fn from_text_rows(answers: &[TextRows; 2]) -> Option<FunctionCatalog> {
+    pub fn from_text_rows(answers: &[TextRows; 3]) -> Option<FunctionCatalog> {
         fn text(row: &[Option<String>], i: usize) -> Option<&str> {
             row.get(i).and_then(|v| v.as_deref())
         }
@@ -136,13 +140,15 @@ impl FunctionCatalog {
             .collect();
         let mut catalog = FunctionCatalog::from_entries(functions?).with_implicit(implicit?);
         catalog.loaded_at = Some(Instant::now());
+        catalog.search_path_set_for =
+            SearchPathSetFor::from_roles(answers[2].iter().map(|row| text(row, 0).map(str::to_string)));
         Some(catalog)
     }
 
     /// Reads pg_proc (functions, procedures, aggregates, window functions) of the connected
     /// database, and what runs functions the text does not name.
     pub async fn load(client: &Client) -> Result<FunctionCatalog, CatalogError> {
-        let mut answers: [TextRows; 2] = Default::default();
+        let mut answers: [TextRows; 3] = Default::default();
         for (answer, sql) in answers.iter_mut().zip(FunctionCatalog::text_queries()) {
             *answer = client
                 .simple_query(sql)
@@ -187,6 +193,11 @@ impl FunctionCatalog {
     /// statement that calls no function by name calls no volatile one.
     pub fn has_implicit_writers(&self) -> bool {
         self.implicit.has_writers()
+    }
+
+    /// Whether sessions of `role` start with a search_path pgpilot does not know.
+    pub fn search_path_set_for(&self, role: &str) -> bool {
+        self.search_path_set_for.includes(role)
     }
 
     /// Does the database have relations a standby cannot read (unlogged ones)? Then a plain

@@ -15,8 +15,11 @@ use crate::statement::{Statement, TableRef};
 /// - 't': types a cast to may run such a function: the target of a cast created by a user
 ///   (pg_cast oids of initdb are below 16384), a domain whose CHECK constraint calls one
 ///   (directly or behind a user operator), a domain over such a type;
-/// - 'u': unlogged tables, sequences and materialized views, and views reading them directly: a
-///   standby cannot read them (listed whatever their functions; the code column is unused);
+/// - 'u': unlogged tables, sequences and materialized views, the partitioned and inheritance
+///   parents over them, and views reading them directly: a standby cannot read them (listed
+///   whatever their functions; the code column is unused);
+/// - 'f': user functions (not C or internal) whose source names such a relation (a whole-word
+///   match, case-insensitive: a false match only sends a call to the primary);
 /// - 'r': user views whose stored query calls a volatile function (read-only built-ins excepted,
 ///   the list is spliced in; an extension's own views, such as pg_stat_statements over its
 ///   volatile function of the same name, are taken to read only), casts to a domain above, or reads such a view or table; and tables
@@ -52,6 +55,10 @@ types(typ, code) AS ( \
   SELECT typ, code FROM con_calls \
   UNION \
   SELECT t.oid, y.code FROM types y JOIN pg_catalog.pg_type t ON t.typbasetype = y.typ AND t.typtype = 'd'), \
+unlogged(oid) AS ( \
+  SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'S') \
+  UNION \
+  SELECT i.inhparent FROM unlogged u JOIN pg_catalog.pg_inherits i ON i.inhrelid = u.oid), \
 rules AS ( \
   SELECT r.oid, r.ev_class AS rel, r.ev_action FROM pg_catalog.pg_rewrite r \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND r.ev_type = '1' \
@@ -92,16 +99,21 @@ UNION ALL \
 SELECT 'r', n.nspname::text, c.relname::text, 'v' FROM writing_rels x \
   JOIN pg_catalog.pg_class c ON c.oid = x.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 UNION ALL \
-SELECT 'u', n.nspname::text, c.relname::text, 'v' FROM pg_catalog.pg_class c \
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-  WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'S') \
+SELECT 'u', n.nspname::text, c.relname::text, 'v' FROM unlogged u \
+  JOIN pg_catalog.pg_class c ON c.oid = u.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 UNION ALL \
 SELECT DISTINCT 'u', n.nspname::text, v.relname::text, 'v' FROM pg_catalog.pg_depend d \
   JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm') \
-  JOIN pg_catalog.pg_class t ON d.refclassid = 'pg_catalog.pg_class'::regclass AND t.oid = d.refobjid \
-  AND t.relpersistence = 'u' AND t.oid <> v.oid \
-  JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace",
+  JOIN unlogged t ON d.refclassid = 'pg_catalog.pg_class'::regclass AND t.oid = d.refobjid \
+  AND t.oid <> v.oid \
+  JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
+UNION ALL \
+SELECT DISTINCT 'f', n.nspname::text, p.proname::text, 'v' FROM pg_catalog.pg_proc p \
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace, unlogged u \
+  JOIN pg_catalog.pg_class c ON c.oid = u.oid \
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prolang NOT IN (12, 13) \
+  AND p.prosrc ~* ('\\m' || pg_catalog.regexp_replace(c.relname, '(\\W)', '\\\\\\1', 'g') || '\\M')",
             cte = proc_worst_cte!(),
         )
     })
@@ -118,6 +130,8 @@ pub enum ImplicitKind {
     Relation,
     /// An unlogged relation, or a view over one: a standby cannot read it.
     StandbyUnreadable,
+    /// A function whose source names such a relation.
+    StandbyUnreadableFunction,
 }
 
 impl ImplicitKind {
@@ -128,6 +142,7 @@ impl ImplicitKind {
             "t" => Some(ImplicitKind::Type),
             "r" => Some(ImplicitKind::Relation),
             "u" => Some(ImplicitKind::StandbyUnreadable),
+            "f" => Some(ImplicitKind::StandbyUnreadableFunction),
             _ => None,
         }
     }
@@ -142,6 +157,8 @@ pub(super) struct ImplicitCode {
     relations: Names,
     /// Relations a standby cannot read (not code: kept apart from the writers).
     unlogged: Names,
+    /// Functions that read them.
+    unlogged_readers: Names,
     /// Any of them is volatile: it may write.
     writers: bool,
 }
@@ -154,6 +171,10 @@ impl ImplicitCode {
             ImplicitKind::Relation => &mut self.relations,
             ImplicitKind::StandbyUnreadable => {
                 insert(&mut self.unlogged, schema, name, volatility);
+                return;
+            }
+            ImplicitKind::StandbyUnreadableFunction => {
+                insert(&mut self.unlogged_readers, schema, name, volatility);
                 return;
             }
         };
@@ -172,11 +193,11 @@ impl ImplicitCode {
     /// Whether `stmt` reads a relation a standby cannot read (matched by name as written, like
     /// the rest: a false match only sends a read to the primary).
     pub(super) fn reads_unlogged(&self, stmt: &Statement) -> bool {
+        let named =
+            |names: &Names, schema: Option<&str>, name: &str| worst_named(names, schema, name).is_some();
         !self.unlogged.is_empty()
-            && stmt
-                .tables_read
-                .iter()
-                .any(|t| worst_named(&self.unlogged, t.schema.as_deref(), &t.name).is_some())
+            && (stmt.tables_read.iter().any(|t| named(&self.unlogged, t.schema.as_deref(), &t.name))
+                || stmt.functions.iter().any(|f| named(&self.unlogged_readers, f.schema.as_deref(), &f.name)))
     }
 
     /// The worst volatility of the user operators `stmt` uses, the types it casts to and the

@@ -86,16 +86,12 @@ pub struct RelationCatalog {
     by_oid: HashMap<Oid, usize>,
     by_name: HashMap<String, Vec<usize>>,
     loaded_at: Option<Instant>,
-    /// Whose sessions the server gives a search_path other than `"$user", public` (ALTER ROLE /
-    /// ALTER DATABASE ... SET search_path, or postgresql.conf): a client of theirs that sets none
-    /// has one pgpilot does not know.
-    search_path_set_for: SearchPathSetFor,
 }
 
 /// Roles whose sessions of this database start with a search_path other than the default: one
 /// row per role setting, NULL for a setting of every role (the database's own, or the server's
 /// when the loading session's value does not come from a role or database setting).
-const SEARCH_PATH_SET_SQL: &str = "\
+pub(super) const SEARCH_PATH_SET_SQL: &str = "\
 SELECT r.rolname FROM pg_catalog.pg_db_role_setting s \
   LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole, pg_catalog.unnest(s.setconfig) c \
   WHERE c LIKE 'search_path=%' AND s.setdatabase IN \
@@ -103,7 +99,9 @@ SELECT r.rolname FROM pg_catalog.pg_db_role_setting s \
 UNION ALL SELECT NULL FROM pg_catalog.pg_settings WHERE name = 'search_path' \
   AND reset_val <> '\"$user\", public' AND source NOT IN ('user', 'database', 'database user')";
 
-/// See [`RelationCatalog::search_path_set_for`].
+/// Whose sessions the server gives a search_path other than `"$user", public` (ALTER ROLE /
+/// ALTER DATABASE ... SET search_path, or postgresql.conf): a client of theirs that sets none has
+/// one pgpilot does not know (see [`SEARCH_PATH_SET_SQL`]).
 #[derive(Debug, Clone, Default)]
 pub struct SearchPathSetFor {
     every_role: bool,
@@ -111,7 +109,7 @@ pub struct SearchPathSetFor {
 }
 
 impl SearchPathSetFor {
-    fn from_roles(roles: impl IntoIterator<Item = Option<String>>) -> SearchPathSetFor {
+    pub(super) fn from_roles(roles: impl IntoIterator<Item = Option<String>>) -> SearchPathSetFor {
         let mut set = SearchPathSetFor::default();
         for role in roles {
             match role {
@@ -210,12 +208,12 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 impl RelationCatalog {
     /// The queries [`RelationCatalog::from_text_rows`] wants the answers of, in this order, for
     /// callers that run them on a connection of their own (the gateway's monitor).
-    pub const TEXT_QUERIES: [&'static str; 6] =
-        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, VIEW_DEPENDS_SQL, VIEW_DEFS_SQL, SEARCH_PATH_SET_SQL];
+    pub const TEXT_QUERIES: [&'static str; 5] =
+        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, VIEW_DEPENDS_SQL, VIEW_DEFS_SQL];
 
     /// Builds the catalog from the text answers of [`RelationCatalog::TEXT_QUERIES`]; None when an
     /// answer does not have the expected shape.
-    pub fn from_text_rows(answers: &[TextRows; 6]) -> Option<RelationCatalog> {
+    pub fn from_text_rows(answers: &[TextRows; 5]) -> Option<RelationCatalog> {
         fn text(row: &[Option<String>], i: usize) -> Option<&str> {
             row.get(i).and_then(|v| v.as_deref())
         }
@@ -263,8 +261,6 @@ impl RelationCatalog {
         }
         let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
         catalog.loaded_at = Some(Instant::now());
-        catalog.search_path_set_for =
-            SearchPathSetFor::from_roles(answers[5].iter().map(|row| text(row, 0).map(str::to_string)));
         Some(catalog)
     }
 
@@ -311,8 +307,6 @@ impl RelationCatalog {
         }
         let mut catalog = RelationCatalog::build(relations, &inherits, &cascades, &view_deps);
         catalog.loaded_at = Some(Instant::now());
-        let roles = client.query(SEARCH_PATH_SET_SQL, &[]).await?;
-        catalog.search_path_set_for = SearchPathSetFor::from_roles(roles.iter().map(|r| r.get(0)));
         Ok(catalog)
     }
 
@@ -354,13 +348,7 @@ impl RelationCatalog {
         for (i, r) in relations.iter().enumerate() {
             by_name.entry(r.name.clone()).or_default().push(i);
         }
-        RelationCatalog {
-            relations,
-            by_oid,
-            by_name,
-            loaded_at: None,
-            search_path_set_for: Default::default(),
-        }
+        RelationCatalog { relations, by_oid, by_name, loaded_at: None }
     }
 
     /// The relation a name refers to. A qualified name is looked up in its schema; an unqualified one
@@ -426,11 +414,6 @@ impl RelationCatalog {
 
     pub fn is_empty(&self) -> bool {
         self.relations.is_empty()
-    }
-
-    /// Whose sessions start with a search_path other than `"$user", public` (see the field).
-    pub fn search_path_set_for(&self) -> &SearchPathSetFor {
-        &self.search_path_set_for
     }
 
     pub fn loaded_at(&self) -> Option<Instant> {
