@@ -1297,15 +1297,16 @@ async fn reads_of_unlogged_tables_run_on_the_primary() {
         "a logged table's read left the replicas"
     );
     // Made unlogged through pgpilot: listed for the next reads.
-    c.batch_execute("ALTER TABLE plain SET UNLOGGED").await.unwrap();
     c.batch_execute("SELECT 1 AS a INTO UNLOGGED made_by_select_into").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let other = connect(&gw).await;
-    other.simple_query("SELECT x FROM plain").await.expect("a read of a table made unlogged");
     other
         .simple_query("SELECT a FROM made_by_select_into")
         .await
         .expect("a table made by SELECT INTO UNLOGGED");
+    c.batch_execute("ALTER TABLE plain SET UNLOGGED").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    other.simple_query("SELECT x FROM plain").await.expect("a read of a table made unlogged");
     gw.shutdown().await;
 }
 
@@ -1404,6 +1405,22 @@ async fn a_lone_begin_read_only_runs_where_its_first_statement_belongs() {
     assert_eq!(first_value(&c, read_only).await, "on");
     assert!(on_replica(&c, &format!("SELECT {r}")).await, "the transaction stays on its replica");
     c.batch_execute("COMMIT").await.unwrap();
+    // The tag is PostgreSQL's for each spelling (answered in one write: C, then Z).
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut raw = raw_login(addr(&gw)).await;
+        for (begin, tag) in
+            [("START TRANSACTION READ ONLY", "START TRANSACTION"), ("BEGIN READ ONLY", "BEGIN")]
+        {
+            raw.write_all(&query_message(begin)).await.unwrap();
+            let got = read_until_any(&mut raw).await;
+            let complete =
+                backend_messages(&got).into_iter().find(|(t, _)| *t == b'C').expect("a tag").1.to_vec();
+            assert_eq!(complete, format!("{tag}\0").into_bytes(), "{begin}");
+            raw.write_all(&query_message("COMMIT")).await.unwrap();
+            read_until_ready(&mut raw).await;
+        }
+    }
     // What a standby cannot do first: the transaction runs on the primary, read only all the same.
     for (begin, first) in [
         ("BEGIN READ ONLY", "SELECT x FROM ulog"),

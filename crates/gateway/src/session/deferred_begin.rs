@@ -41,7 +41,9 @@ impl Session {
         self.read_only_txn = read_committed
             && self.db.cache.settings.load().in_transactions
                 == crate::config::cache::InTransactions::ReadOnly;
-        self.answer_locally(h.total, "BEGIN").await.map(|()| true)
+        // The tag PostgreSQL gives: START TRANSACTION for that spelling.
+        let tag = if begins_with_start(&sql) { "START TRANSACTION" } else { "BEGIN" };
+        self.answer_locally(h.total, tag).await.map(|()| true)
     }
 
     /// Splitting is on for this client and nothing holds it to a server.
@@ -104,4 +106,10 @@ fn may_begin(text: &[u8]) -> bool {
     let text = &text[start..];
     let word = |w: &[u8]| text.len() >= w.len() && text[..w.len()].eq_ignore_ascii_case(w);
     word(b"begin") || word(b"start") || text.starts_with(b"/*") || text.starts_with(b"--")
+}
+
+/// Whether the statement's first word (after comments) is START.
+fn begins_with_start(sql: &str) -> bool {
+    let text = super::function_ddl::skip_comments(sql.as_bytes());
+    text.len() >= 5 && text[..5].eq_ignore_ascii_case(b"start")
 }

@@ -408,6 +408,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // In session pooling too: the server comes from the pool with its own settings (and those a
     // server_reset_query left), not the ones the client logged in with.
     inject_param_sync(s, &mut server, &mut flow);
+    flow.function_ddl = s.attachment.as_ref().is_some_and(|a| a.creates_unlogged);
     if std::mem::take(&mut s.tell_reported) {
         for (name, value) in s.params.reported() {
             pgpilot_wire::backend::parameter_status(&mut flow.to_client, name, value);

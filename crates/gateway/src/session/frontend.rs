@@ -309,10 +309,6 @@ impl Flow {
         }
         let read = sql.map_or_else(|| readable(text), Cow::Borrowed);
         if let Some(stmt) = self.classify(s, &read, look) {
-            // `SELECT ... INTO UNLOGGED t` makes a table a standby cannot read, without CREATE.
-            if stmt.write_reason == Some(pgpilot_sql::WriteReason::SelectInto) {
-                self.function_ddl |= super::function_ddl::mentions_unlogged(text);
-            }
             let undecoded = unreplayable(foreign_text(s, text, matches!(read, Cow::Owned(_))), &stmt);
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.expected.push(Expect::SyntheticCommand(tag));

@@ -57,7 +57,7 @@ pub fn mentions_unlogged(text: &[u8]) -> bool {
     contains_ignore_case(text, b"unlogged")
 }
 
-fn skip_comments(mut text: &[u8]) -> &[u8] {
+pub(super) fn skip_comments(mut text: &[u8]) -> &[u8] {
     loop {
         text = text.trim_ascii_start();
         if let Some(rest) = text.strip_prefix(b"--") {

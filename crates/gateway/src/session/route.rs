@@ -28,6 +28,9 @@ pub struct Attachment {
     /// attachment that only prepared or described (asyncpg prepares apart from running) wrote
     /// nothing, whatever routing assumed.
     pub executed: bool,
+    /// The request makes a table a standby cannot read without CREATE (`SELECT ... INTO
+    /// UNLOGGED t`): the catalog is read again once it has run.
+    pub creates_unlogged: bool,
     _outstanding: Outstanding,
 }
 
@@ -344,10 +347,13 @@ impl Session {
                     let backend = self.db.backends[decision.backend].clone();
                     let counter = if decision.may_write { &backend.writes } else { &backend.reads };
                     counter.fetch_add(1, Relaxed);
+                    let creates_unlogged =
+                        decision.reason == "select_into" && super::function_ddl::mentions_unlogged(&self.buf);
                     self.attachment = Some(Attachment {
                         backend: decision.backend,
                         may_write: decision.may_write,
                         executed: false,
+                        creates_unlogged,
                         _outstanding: Outstanding::new(backend),
                     });
                     return Ok(true);
