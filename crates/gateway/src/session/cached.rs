@@ -119,7 +119,7 @@ impl Session {
         self.refresh_search_path();
         let stmt = cache.classifier.classify(sql);
         let functions = self.db.functions.load();
-        let plan = match self.db.cache.plan_read(&stmt, &functions, self.cache_schemas()) {
+        let plan = match self.db.cache.plan_read(&stmt, &functions, self.known_schemas()) {
             Ok(p) => p,
             Err(why) => {
                 stats.bypass(why);
@@ -415,7 +415,7 @@ impl Session {
         }
         self.note_search_path(&stmt.settings);
         let functions = self.db.functions.load();
-        self.db.cache.invalidation_of(&stmt, &functions, self.cache_schemas())
+        self.db.cache.invalidation_of(&stmt, &functions, self.known_schemas())
     }
 
     /// What a Bind of `statement` (the client's name) invalidates; `unnamed` is what the last

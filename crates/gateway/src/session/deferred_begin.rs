@@ -42,7 +42,7 @@ impl Session {
             && self.db.cache.settings.load().in_transactions
                 == crate::config::cache::InTransactions::ReadOnly;
         // The tag PostgreSQL gives: START TRANSACTION for that spelling.
-        let tag = if begins_with_start(&sql) { "START TRANSACTION" } else { "BEGIN" };
+        let tag = if first_word_is(sql.as_bytes(), b"start") { "START TRANSACTION" } else { "BEGIN" };
         self.answer_locally(h.total, tag).await.map(|()| true)
     }
 
@@ -99,17 +99,14 @@ pub(super) fn inject_deferred_begin(s: &mut Session, flow: &mut Flow) {
     }
 }
 
-/// Whether `text` may start with BEGIN or START (a comment in front leaves it to the parser): a
-/// cheap test, so that other Queries are not classified here.
+/// Whether `text` starts with BEGIN or START (after comments): a cheap test, so that other
+/// Queries are not classified here.
 fn may_begin(text: &[u8]) -> bool {
-    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
-    let text = &text[start..];
-    let word = |w: &[u8]| text.len() >= w.len() && text[..w.len()].eq_ignore_ascii_case(w);
-    word(b"begin") || word(b"start") || text.starts_with(b"/*") || text.starts_with(b"--")
+    first_word_is(text, b"begin") || first_word_is(text, b"start")
 }
 
-/// Whether the statement's first word (after comments) is START.
-fn begins_with_start(sql: &str) -> bool {
-    let text = super::function_ddl::skip_comments(sql.as_bytes());
-    text.len() >= 5 && text[..5].eq_ignore_ascii_case(b"start")
+/// Whether the statement's first word (after comments) starts with `word`, in any case.
+fn first_word_is(text: &[u8], word: &[u8]) -> bool {
+    let text = super::function_ddl::skip_comments(text);
+    text.len() >= word.len() && text[..word.len()].eq_ignore_ascii_case(word)
 }

@@ -106,11 +106,12 @@ impl Session {
         self.search_path.as_ref().map_or(&[], |p| &p.1)
     }
 
-    /// The schemas the result cache resolves names with. A client that set no search_path, where
-    /// the server gives sessions one of its own (ALTER ROLE / DATABASE ... SET search_path), has a
-    /// path pgpilot does not know: none, so its unqualified names are not cached and its writes
-    /// to them invalidate everything.
-    pub(super) fn cache_schemas(&self) -> &[String] {
+    /// The schemas routing and the result cache resolve names with. A search_path being read
+    /// back from the server, or one the server gives a client that set none (ALTER ROLE /
+    /// DATABASE ... SET search_path), is a path pgpilot does not know: none then, so unqualified
+    /// functions outside pg_catalog are unknown (primary), unqualified names are not cached, and
+    /// writes to them invalidate everything.
+    pub(super) fn known_schemas(&self) -> &[String] {
         if self.search_path_in_flux || self.search_path_from_server() {
             &[]
         } else {
@@ -141,14 +142,7 @@ impl Session {
             tag: self.tag.as_deref(),
             write_mark: self.write_mark,
             fill_lsn: None,
-            // A search_path being read back from the server, or one the server gives the session
-            // (ALTER ROLE / DATABASE ... SET search_path) may name other schemas: unqualified
-            // functions resolve in pg_catalog only then (others are unknown: primary).
-            search_path: if self.search_path_in_flux || self.search_path_from_server() {
-                &[]
-            } else {
-                self.schemas()
-            },
+            search_path: self.known_schemas(),
         }
     }
 
