@@ -286,8 +286,11 @@ impl Database {
             let url = &b.url;
             let tls = ctx.config.tls.for_server(url);
             let connector = ctx.connectors.for_server(&tls);
+            // A database made from `*` logs in with the `*` section's password, as PgBouncer's.
+            let secrets_of =
+                if self.made_from_fallback { crate::config::FALLBACK_DATABASE } else { &self.name };
             let target = ServerTarget {
-                database: self.name.to_string(),
+                database: secrets_of.to_string(),
                 url: url.clone(),
                 user: server_user.to_string(),
                 tls_mode: tls.mode,

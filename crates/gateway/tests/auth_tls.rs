@@ -144,6 +144,8 @@ async fn tls_for_clients() {
     mismatched.tls.client_tls_key_file = Some(other_key);
     let problems = mismatched.environment_problems().join("; ");
     assert!(problems.contains("client_tls_key_file"), "{problems}");
+    let socket_dir = tempfile::tempdir().unwrap();
+    c.pgpilot.unix_socket_dir = Some(socket_dir.path().to_path_buf());
     let gw = start(c).await;
     let root = crt.to_string_lossy().to_string();
     let out = psql_as(
@@ -161,12 +163,30 @@ async fn tls_for_clients() {
     assert!(clients.lines().any(|l| l.contains("|TLSv1.3/TLS_")), "{clients}");
     let refused = psql_as(&gw, "postgres", "postgres", "SELECT 1", &[("PGSSLMODE", "disable")]);
     assert!(refused.unwrap_err().contains("SSL required"));
+    unix_socket_clients_need_no_tls(&gw, socket_dir.path()).await;
     // Replies over about 16 KB are not held back by Nagle's algorithm (TCP_NODELAY is on the TCP
     // socket under the TLS session): without it each waited for the client's delayed ACK, 40 ms.
     let script = write_file(dir.path(), "large.sql", "SELECT repeat('x', 20000);\n");
     let latency = tls_pgbench_latency_ms(&gw, &script);
     assert!(latency < 25.0, "a 20 KB result over TLS took {latency} ms on average");
     gw.shutdown().await;
+}
+
+/// As PostgreSQL: TLS is for TCP; an SSLRequest on the Unix socket is answered 'N' and a client
+/// there logs in without TLS even when TCP clients must use it.
+async fn unix_socket_clients_need_no_tls(gw: &pgpilot_gateway::Gateway, dir: &Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = addr(gw).port();
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    let mut raw = tokio::net::UnixStream::connect(&path).await.expect("the Unix socket");
+    raw.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+    let mut answer = [0u8; 1];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    let conninfo = format!("host={} port={port} user=postgres dbname=postgres", dir.display());
+    let client = try_connect(&conninfo).await.expect("a Unix-socket client without TLS");
+    let row = client.query_one("SELECT 'over the socket'", &[]).await.unwrap();
+    assert_eq!(row.get::<_, &str>(0), "over the socket");
 }
 
 /// The average latency pgbench reports for 20 runs of `script` over a TLS connection to `gw`.

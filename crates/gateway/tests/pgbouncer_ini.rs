@@ -57,6 +57,7 @@ fn pgbouncer_ini(dir: &Path, pg: &Cluster, listen_port: u16) -> std::path::PathB
              app = host=127.0.0.1 port={pg_port} dbname=appdb user=app_owner password='{quoted_password}' pool_size=3 pool_mode=transaction\n\
              shop = host=127.0.0.1 port={pg_port} dbname=shopdb max_db_connections=8\n\
              sock = host={} port={pg_port} dbname=postgres user=postgres\n\
+             * = host=127.0.0.1 port={pg_port} user=app_owner password='{quoted_password}'\n\
              %include users.ini\n",
             pg.socket_dir().display()
         ),
@@ -181,6 +182,11 @@ async fn a_pgbouncer_ini_runs_as_is() {
     // A forced user with the password from the connection string.
     assert_eq!(
         query_pair(&tcp(port, "carol", "carol pw", "app"), who).await.unwrap(),
+        ("app_owner".into(), "appdb".into())
+    );
+    // A database without a section of its own, made from `*`, with `*`'s user and password.
+    assert_eq!(
+        query_pair(&tcp(port, "carol", "carol pw", "appdb"), who).await.unwrap(),
         ("app_owner".into(), "appdb".into())
     );
     // Wrong passwords and unknown users are refused, as PgBouncer would.

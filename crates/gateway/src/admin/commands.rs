@@ -26,34 +26,35 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
             SqlState::INSUFFICIENT_PRIVILEGE,
             "admin access needed: stats_users may only run SHOW commands",
         )),
-        "PAUSE" => pause(shared, arg.as_deref(), true).await.map(|_| Reply::Tag("PAUSE")),
-        "RESUME" => pause(shared, arg.as_deref(), false).await.map(|_| Reply::Tag("RESUME")),
+        "PAUSE" => pause(shared, arg.as_deref(), true).await.map(|_| Reply::Tag("PAUSE".into())),
+        "RESUME" => pause(shared, arg.as_deref(), false).await.map(|_| Reply::Tag("RESUME".into())),
         "DISABLE" | "ENABLE" => enable(shared, arg.as_deref(), words[0] == "DISABLE")
-            .map(|_| Reply::Tag(if words[0] == "DISABLE" { "DISABLE" } else { "ENABLE" })),
-        "RECONNECT" => reconnect(shared, arg.as_deref()).map(|_| Reply::Tag("RECONNECT")),
-        "KILL" => kill(shared, arg.as_deref()).map(|_| Reply::Tag("KILL")),
-        "INVALIDATE" => invalidate_cache(shared, text).map(|_| Reply::Tag("INVALIDATE CACHE")),
-        "SET" => set(shared, login, text).map(|_| Reply::Tag("SET")),
+            .map(|_| Reply::Tag(if words[0] == "DISABLE" { "DISABLE" } else { "ENABLE" }.into())),
+        "RECONNECT" => reconnect(shared, arg.as_deref()).map(|_| Reply::Tag("RECONNECT".into())),
+        "KILL" => kill(shared, arg.as_deref()).map(|_| Reply::Tag("KILL".into())),
+        "INVALIDATE" => invalidate_cache(shared, text).map(|_| Reply::Tag("INVALIDATE CACHE".into())),
+        // PgBouncer's tag names the setting: scripts match it.
+        "SET" => set(shared, login, text).map(|(key, value)| Reply::Tag(format!("SET {key}={value}").into())),
         "RELOAD" => {
             shared.reload_requested.notify_one();
-            Ok(Reply::Tag("RELOAD"))
+            Ok(Reply::Tag("RELOAD".into()))
         }
         "SHUTDOWN" => {
             tracing::warn!(user = %login.user, "SHUTDOWN requested from the admin console");
             shared.shutdown_requested.notify_one();
-            Ok(Reply::Tag("SHUTDOWN"))
+            Ok(Reply::Tag("SHUTDOWN".into()))
         }
         _ => Err(invalid_command(text)),
     };
     match result {
         Ok(Reply::Rows(rs)) => rs.encode(out, "SHOW"),
-        Ok(Reply::Tag(tag)) => backend::command_complete(out, tag),
+        Ok(Reply::Tag(tag)) => backend::command_complete(out, &tag),
         Err(e) => e.encode(out),
     }
 }
 
 /// `SET key = value` (or `TO`): one setting of the running configuration, until the next RELOAD.
-fn set(shared: &Shared, login: &AdminLogin, text: &str) -> Result<(), PgError> {
+fn set(shared: &Shared, login: &AdminLogin, text: &str) -> Result<(String, String), PgError> {
     let usage = || PgError::error(SqlState::SYNTAX_ERROR, "usage: SET key = value");
     let rest = text.get(3..).ok_or_else(usage)?.trim();
     let (key, value) = match rest.split_once('=') {
@@ -71,7 +72,7 @@ fn set(shared: &Shared, login: &AdminLogin, text: &str) -> Result<(), PgError> {
         .map_err(|e| PgError::error(SqlState::INVALID_PARAMETER_VALUE, e))?;
     shared.apply(config).map_err(|e| PgError::error(SqlState::INVALID_PARAMETER_VALUE, e))?;
     tracing::info!(user = %login.user, setting = key, value = %value, "setting changed from the admin console");
-    Ok(())
+    Ok((key.to_string(), value))
 }
 
 /// PgBouncer's answer to a command it does not know (08P01), which scripts and tools match.
@@ -81,7 +82,7 @@ fn invalid_command(text: &str) -> PgError {
 
 enum Reply {
     Rows(ResultSet),
-    Tag(&'static str),
+    Tag(std::borrow::Cow<'static, str>),
 }
 
 fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {

@@ -32,6 +32,10 @@ pub fn pools(shared: &Shared) -> ResultSet {
         "role",
     ])
     .integers_as(Kind::Int4);
+    let mut console = vec![v(CONSOLE), v(CONSOLE), v(console_clients(shared))];
+    console.extend((0..12).map(|_| v(0)));
+    console.extend([v("statement"), v(""), v("")]);
+    rs.row(console);
     for (_, db) in &shared.databases_by_name() {
         for set in db.pool_sets() {
             for (i, pool) in set.all().enumerate() {
@@ -62,6 +66,16 @@ pub fn pools(shared: &Shared) -> ResultSet {
         }
     }
     rs
+}
+
+/// PgBouncer lists its console as database `pgbouncer` of user `pgbouncer` in SHOW POOLS and SHOW
+/// DATABASES; exporters and dashboards expect the row.
+const CONSOLE: &str = "pgbouncer";
+
+/// Clients logged in to the console.
+fn console_clients(shared: &Shared) -> usize {
+    let on_console = |c: &crate::registry::ClientInfo| crate::session::is_admin_database(&c.database.lock());
+    shared.registry.all().iter().filter(|c| c.state() != ClientState::Login && on_console(c)).count()
 }
 
 /// Totals per database, summed over its pools.
@@ -487,6 +501,27 @@ pub fn databases(shared: &Shared) -> ResultSet {
     ])
     .integers_as(Kind::Int4);
     let config = shared.config.load();
+    let listen_port = config.pgpilot.listen.0.first().map_or(0, |a| split_addr(a).1);
+    rs.row(vec![
+        v(CONSOLE),
+        v(None::<&str>),
+        v(listen_port),
+        v(CONSOLE),
+        v(CONSOLE),
+        v(2),
+        v(0),
+        v(0),
+        v(0),
+        v(0),
+        v("statement"),
+        v(0),
+        v(0),
+        v(0),
+        v(console_clients(shared)),
+        v(0),
+        v(0),
+        v(0),
+    ]);
     for (name, db) in &shared.databases_by_name() {
         let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
         let db_config = db.config();
@@ -503,7 +538,8 @@ pub fn databases(shared: &Shared) -> ResultSet {
             v(reserve),
             v(reserve),
             v(config.pgpilot.server_lifetime.get().as_secs()),
-            v(db_config.pool_mode.unwrap_or(config.pgpilot.pool_mode).as_str()),
+            // As PgBouncer: empty unless the database sets its own (SHOW POOLS has the mode used).
+            v(db_config.pool_mode.map(|m| m.as_str())),
             v(db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections)),
             v(db.limit.used()),
             v(config.pgpilot.max_client_conn),
@@ -526,6 +562,12 @@ pub fn config(shared: &Shared) -> ResultSet {
     // The [pgpilot] settings, then the [tls] ones, which PgBouncer lists among the rest.
     config_rows(&mut rs, serde_json::to_value(&config.pgpilot), serde_json::to_value(defaults.pgpilot));
     config_rows(&mut rs, serde_json::to_value(&config.tls), serde_json::to_value(defaults.tls));
+    // PgBouncer's two settings for what pgpilot's `listen` says in one; scripts read the port.
+    let addrs: Vec<(String, u16)> = config.pgpilot.listen.0.iter().map(|a| split_addr(a)).collect();
+    let hosts: Vec<&str> = addrs.iter().map(|(h, _)| h.as_str()).collect();
+    let port = addrs.first().map_or(0, |a| a.1);
+    rs.row(vec![v("listen_addr"), v(hosts.join(",")), v(""), v("no")]);
+    rs.row(vec![v("listen_port"), v(port), v("6432"), v("no")]);
     rs
 }
 

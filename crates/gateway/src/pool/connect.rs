@@ -43,7 +43,7 @@ impl std::fmt::Debug for ServerSecret {
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct ServerTarget {
-    /// The logical database (the name clients use), for per-database passwords.
+    /// The configured database section whose password applies (`*` for a database made from it).
     pub database: String,
     pub url: ServerUrl,
     pub user: String,

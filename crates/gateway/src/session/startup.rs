@@ -70,7 +70,8 @@ pub async fn open(
         };
         match parsed {
             StartupPacket::Ssl if tls_session.is_none() => {
-                let acceptor = shared.tls_acceptor.load_full();
+                // As PostgreSQL: no TLS over a Unix socket, which never leaves the host.
+                let acceptor = shared.tls_acceptor.load_full().filter(|_| matches!(sock, Sock::Tcp(_)));
                 let Some(acceptor) = acceptor else {
                     if std::mem::replace(&mut ssl_refused, true) {
                         return Err((sock, asked_again()));
@@ -131,6 +132,7 @@ pub async fn open(
             StartupPacket::Startup(params) => {
                 if shared.config.load().tls.client_tls_sslmode == ClientTlsMode::Require
                     && tls_session.is_none()
+                    && matches!(sock, Sock::Tcp(_))
                 {
                     return Err((sock, PgError::fatal(SqlState::INVALID_AUTHORIZATION, "SSL required")));
                 }

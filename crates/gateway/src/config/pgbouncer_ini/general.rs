@@ -211,7 +211,13 @@ pub fn set_at_runtime(general: &mut General, key: &str, value: &str) -> Result<(
     } else if let Some((_, field)) = BOOLS.iter().find(|(k, _)| *k == key) {
         *field(general) = boolean(value)?;
     } else if key == "pool_mode" {
-        general.pool_mode = pool_mode(value)?.0;
+        // A mode that would change meaning is refused here: the console has no way to warn.
+        general.pool_mode = match pool_mode(value)? {
+            (mode, Outcome::CarriedOver) => mode,
+            (_, _) => {
+                return Err(format!("pool_mode {value:?} is not supported: use session or transaction"))
+            }
+        };
     } else if key == "server_reset_query" {
         general.server_reset_query = value.to_string();
     } else if key == "server_check_query" {
