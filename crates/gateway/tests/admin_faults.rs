@@ -945,3 +945,152 @@ async fn clients_held_by_pause_show_their_wait_in_maxwait() {
     );
     gw.shutdown().await;
 }
+
+/// Backends ended by an administrator (pg_terminate_backend) at random while clients prepare and
+/// run statements as asyncpg does (Parse, Describe and Flush, then Bind, Execute and Sync): a
+/// client either never hears of it (its request moves to another server) or gets the server's
+/// FATAL as its last message. Before, a pooled server's goodbye read while it held nothing of the
+/// client's was passed on and the client was then answered by the next server: asyncpg failed on
+/// rows after a FATAL (helper-127 saw 2–4 such answers in every 8 s run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_follows_a_fatal_when_backends_are_terminated_under_load() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 3;
+    let gw = start(config).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let killer = {
+        let pg_url = pg.admin_url();
+        tokio::spawn(async move {
+            let (admin, conn) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let mut killed = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                let sql = "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity \
+                           WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                           ORDER BY random() LIMIT 1) v";
+                killed += admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            killed
+        })
+    };
+    let clients: Vec<_> =
+        (0..6).map(|i| tokio::spawn(prepare_and_run_until(addr(&gw), i, deadline))).collect();
+    let mut answered = 0;
+    for c in clients {
+        let (ok, after_fatal) = c.await.unwrap();
+        assert!(after_fatal.is_empty(), "messages after a FATAL: {after_fatal:?}");
+        answered += ok;
+    }
+    let killed = killer.await.unwrap();
+    assert!(killed > 20 && answered > 100, "{killed} backends ended, {answered} requests answered");
+    gw.shutdown().await;
+}
+
+/// One client's loop until `deadline`: the requests answered, and what came after any FATAL.
+async fn prepare_and_run_until(
+    addr: std::net::SocketAddr,
+    i: usize,
+    deadline: tokio::time::Instant,
+) -> (u64, Vec<String>) {
+    use tokio::io::AsyncWriteExt;
+    let mut answered = 0;
+    let mut after_fatal = Vec::new();
+    let mut conn: Option<RawConn> = None;
+    while tokio::time::Instant::now() < deadline {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => conn.insert(RawConn { sock: raw_login(addr).await, buf: Vec::new() }),
+        };
+        if i % 2 == 0 {
+            c.sock.write_all(&query_message("SELECT 1")).await.unwrap();
+        } else {
+            let mut prepare = parse("", "SELECT $1::int + 1, pg_sleep(0.001)");
+            prepare.extend(message(b'D', b"S\0"));
+            prepare.extend(message(b'H', &[]));
+            c.sock.write_all(&prepare).await.unwrap();
+            match c.answered_through(b'T', &mut after_fatal).await {
+                Answer::Through => {}
+                Answer::Failed => {
+                    // The batch failed: the server skips to the client's Sync.
+                    let _ = c.sock.write_all(&sync()).await;
+                    if c.answered_through(b'Z', &mut after_fatal).await == Answer::Closed {
+                        conn = None;
+                    }
+                    continue;
+                }
+                Answer::Closed => {
+                    conn = None;
+                    continue;
+                }
+            }
+            let mut run = message(b'B', b"\0\0\0\0\0\x01\0\0\0\x011\0\0");
+            run.extend(message(b'E', &[0, 0, 0, 0, 0]));
+            run.extend(sync());
+            c.sock.write_all(&run).await.unwrap();
+        }
+        match c.answered_through(b'Z', &mut after_fatal).await {
+            Answer::Through => answered += 1,
+            Answer::Failed => {}
+            Answer::Closed => conn = None,
+        }
+    }
+    (answered, after_fatal)
+}
+
+struct RawConn {
+    sock: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+#[derive(PartialEq, Debug)]
+enum Answer {
+    /// The awaited message came.
+    Through,
+    /// An error (not FATAL) came first; for a Z awaited, the Z after it was read too.
+    Failed,
+    /// The connection closed, after a FATAL or not.
+    Closed,
+}
+
+impl RawConn {
+    /// Reads messages until `end`. Whatever follows a FATAL goes to `after_fatal`.
+    async fn answered_through(&mut self, end: u8, after_fatal: &mut Vec<String>) -> Answer {
+        let mut fatal = false;
+        let mut failed = false;
+        loop {
+            let Some((tag, body)) = self.next().await else { return Answer::Closed };
+            if fatal {
+                after_fatal.push((tag as char).to_string());
+            } else if tag == b'E' {
+                fatal = body.windows(7).any(|w| w == b"SFATAL\0");
+                failed = true;
+                if end != b'Z' && !fatal {
+                    return Answer::Failed;
+                }
+            } else if tag == end {
+                return if failed { Answer::Failed } else { Answer::Through };
+            }
+        }
+    }
+
+    /// The next whole message, None at the end of the connection.
+    async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() > len {
+                    let msg: Vec<u8> = self.buf.drain(..1 + len).collect();
+                    return Some((msg[0], msg[5..].to_vec()));
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match tokio::time::timeout(Duration::from_secs(10), self.sock.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+}

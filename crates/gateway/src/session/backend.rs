@@ -14,6 +14,7 @@ use super::expect::{
     Batch, BoundCopy, CursorChange, Expect, OnSkip, Reply, SqlStatementChange, UnnamedBefore,
 };
 use super::flow::Flow;
+use crate::config::PoolMode;
 use crate::pool::ServerConn;
 
 impl Flow {
@@ -52,6 +53,12 @@ impl Flow {
                 return;
             }
             b'N' if injected => return,
+            b'N' | b'E' if self.server_ending_between_transactions(s) => {
+                self.server_ended_idle = true;
+                let e = ErrorFields::parse(&server.buf[start + 5..end]);
+                tracing::info!(server_id = server.id, code = %e.code, message = %e.message, "a pooled server connection is closing between transactions; the client goes on with another");
+                return;
+            }
             b'N' | b'A' => {
                 self.to_client.extend_from_slice(&server.buf[start..end]);
                 return;
@@ -174,6 +181,19 @@ impl Flow {
             }
             self.expected.pop();
         }
+    }
+
+    /// Whether a notice or error the server sends now, with nothing asked of it, can only be its
+    /// goodbye (pg_terminate_backend or a shutdown reaching a pooled connection, maybe before the
+    /// client's request was even sent) and concerns the pool alone: transaction pooling, the
+    /// client between transactions with nothing in flight. Passed on, it was a FATAL followed by
+    /// answers from the next server (asyncpg failed on the rows after it).
+    fn server_ending_between_transactions(&self, s: &Session) -> bool {
+        self.expected.is_empty()
+            && !self.unsynced
+            && s.mode == PoolMode::Transaction
+            && s.pinned.is_none()
+            && s.status == TxnStatus::Idle
     }
 
     /// The server ends the session itself (idle_in_transaction_session_timeout, an administrator's

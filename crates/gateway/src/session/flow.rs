@@ -34,6 +34,9 @@ enum Exit {
     /// Between requests of a read-only transaction: the session looks the next one up in the
     /// cache, with the server still attached.
     StepOut,
+    /// The server closed between transactions, holding nothing of the client's: it is dropped
+    /// and the client, told nothing, goes on with another.
+    ServerEnded,
     /// The session ends.
     End(Ending),
 }
@@ -117,6 +120,9 @@ pub(super) struct Flow {
     pub(super) transaction_tick: u64,
     /// The server's FATAL reached the client: when the server then closes, nothing more is said.
     pub(super) server_said_fatal: bool,
+    /// The server said it is closing (terminated, shut down) while it held nothing of the
+    /// client's: in transaction pooling that is the pool's loss, not the client's (backend.rs).
+    pub(super) server_ended_idle: bool,
     /// A check's error inside a transaction, which the client's own Bind would have met: it
     /// stands in for the 25P02 the client's request meets in the transaction the check failed.
     pub(super) check_error: Option<Box<[u8]>>,
@@ -250,6 +256,7 @@ impl Flow {
             transaction_tick: crate::pool::statements::prepare_clock(),
             check_error: None,
             server_said_fatal: false,
+            server_ended_idle: false,
             local: Default::default(),
             unnamed_portal_statement: None,
             provisional_shapes: Vec::new(),
@@ -456,6 +463,11 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
             s.detach_with(server, discard);
             Ok(())
         }
+        Exit::ServerEnded => {
+            s.retries = 0;
+            s.detach_with(server, Some("the server closed it between transactions"));
+            Ok(())
+        }
         Exit::StepOut => {
             server.xact_started = xact_started;
             s.server = Some(server);
@@ -604,6 +616,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
         if flush_client(s, flow).is_err() {
             return Exit::End(Ending::ClientGone);
         }
+        if flow.server_ended_idle && flow.to_client.is_empty() {
+            return Exit::ServerEnded;
+        }
         if flow.releasable(s) {
             return Exit::Release;
         }
@@ -624,7 +639,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
         let deadline = timer_deadline(s, flow);
         tokio::select! {
             biased;
-            r = server.sock.read_into(&mut server.buf), if flow.to_client.len() < HIGH_WATER => {
+            r = server.sock.read_into(&mut server.buf), if flow.to_client.len() < HIGH_WATER && !flow.server_ended_idle => {
                 match r {
                     Ok(n) if n > 0 && flow.may_move() && super::lost::ends_with_closing_warning(&server.buf) => {
                         // A server shutting down warns before it closes; the request may still move.
@@ -657,7 +672,7 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                     }
                 }
             }
-            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.hold_client && !flow.await_answers && !matches!(flow.param_sync, ParamSync::Waiting) && flow.to_server.len() < HIGH_WATER => {
+            r = s.sock.read_into(&mut s.buf), if !flow.client_terminated && !flow.server_ended_idle && !flow.hold_client && !flow.await_answers && !matches!(flow.param_sync, ParamSync::Waiting) && flow.to_server.len() < HIGH_WATER => {
                 match r {
                     Ok(n) if n > 0 => {
                         flow.received += n as u64;
