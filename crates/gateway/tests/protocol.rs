@@ -496,3 +496,120 @@ async fn replication_connections_are_refused_and_false_spellings_are_ordinary_se
     }
     gw.shutdown().await;
 }
+
+/// A Bind of `statement` with one text parameter, Execute and Sync.
+fn bind_one(statement: &str, param: &str) -> Vec<u8> {
+    let mut body = vec![0];
+    body.extend_from_slice(statement.as_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 1]);
+    body.extend_from_slice(&(param.len() as u32).to_be_bytes());
+    body.extend_from_slice(param.as_bytes());
+    body.extend_from_slice(&[0, 0]);
+    let mut out = message(b'B', &body);
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out.extend(sync());
+    out
+}
+
+/// Sends `bytes`, reads to ReadyForQuery: the tags, and the SQLSTATE and message of any error.
+async fn answer(s: &mut tokio::net::TcpStream, bytes: &[u8]) -> (String, Vec<String>) {
+    s.write_all(bytes).await.unwrap();
+    let got = read_until_ready(s).await;
+    let errors = backend_messages(&got)
+        .into_iter()
+        .filter(|m| m.0 == b'E')
+        .map(|(_, body)| {
+            let field = |f: u8| {
+                body.split(|b| *b == 0)
+                    .find(|x| x.first() == Some(&f))
+                    .map(|x| String::from_utf8_lossy(&x[1..]).into_owned())
+            };
+            format!("{} {}", field(b'C').unwrap_or_default(), field(b'M').unwrap_or_default())
+        })
+        .collect();
+    (String::from_utf8(message_tags(&got)).unwrap(), errors)
+}
+
+/// What a failed or skipped Parse or Close leaves of the statements, as PostgreSQL has them: a
+/// failed Parse of the unnamed statement leaves none (pgpilot ran the previous one, a DELETE,
+/// again); a Close skipped after an error closes nothing; a Close and a Parse of one name skipped
+/// in one request leave the first statement. Found by helper-124's differential fuzzer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_skipped_statement_messages_leave_what_postgresql_has() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5) g");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let mut delete = parse("", "DELETE FROM t WHERE a = $1::int");
+    delete.extend(bind_one("", "1"));
+    assert_eq!(answer(&mut c, &delete).await.0, "12CZ");
+    let mut broken = parse("", "SELEC broken");
+    broken.extend(sync());
+    assert!(answer(&mut c, &broken).await.1[0].starts_with("42601"));
+    let (tags, errors) = answer(&mut c, &bind_one("", "2")).await;
+    assert_eq!(
+        (tags.as_str(), errors[0].as_str()),
+        ("EZ", "26000 unnamed prepared statement does not exist")
+    );
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "4", "the DELETE ran again");
+
+    let mut unnamed = parse("", "SELECT $1::int + 1");
+    unnamed.extend(sync());
+    assert_eq!(answer(&mut c, &unnamed).await.0, "1Z");
+    let mut s7 = parse("s7", "SELECT $1::int + 1");
+    s7.extend(sync());
+    assert_eq!(answer(&mut c, &s7).await.0, "1Z");
+    // Each request fails at its first message; the server skips the rest up to the Sync.
+    let mut skipped = bind_one("nosuch", "1");
+    skipped.truncate(skipped.len() - sync().len());
+    skipped.extend(message(b'C', b"S\0"));
+    skipped.extend(message(b'C', b"Ss7\0"));
+    skipped.extend(parse("s7", "SELECT 'other'"));
+    skipped.extend(parse("", "SELECT 'other'"));
+    skipped.extend(sync());
+    assert!(answer(&mut c, &skipped).await.1[0].starts_with("26000"));
+    for statement in ["", "s7"] {
+        let (tags, errors) = answer(&mut c, &bind_one(statement, "41")).await;
+        assert_eq!(tags, "2DCZ", "{statement:?}: {errors:?}");
+    }
+    // The server's own error names the client's statement, not pgpilot's copy of it.
+    let mut no_params = message(b'B', b"\0s7\0\0\0\0\0\0\0");
+    no_params.extend(sync());
+    let (_, errors) = answer(&mut c, &no_params).await;
+    assert_eq!(
+        errors,
+        vec!["08P01 bind message supplies 0 parameters, but prepared statement \"s7\" requires 1"]
+    );
+    gw.shutdown().await;
+}
+
+/// A client that leaves in the middle of an extended-protocol COPY FROM STDIN: its server was
+/// given back to the pool still copying, and the next client of it was disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_an_extended_copy_in_takes_its_server_with_it() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE c(x int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let mut leaver = raw_login(addr(&gw)).await;
+    let mut copy = parse("", "COPY c FROM STDIN");
+    copy.extend(bind_execute(""));
+    copy.extend(sync());
+    leaver.write_all(&copy).await.unwrap();
+    let got = read_until_any(&mut leaver).await;
+    assert!(message_tags(&got).ends_with(b"G"), "{got:?}");
+    leaver.write_all(&message(b'd', b"1\n")).await.unwrap();
+    drop(leaver);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let mut next = raw_login(addr(&gw)).await;
+        // (A new server connection's ParameterStatus may come first.)
+        let (tags, errors) = answer(&mut next, &query_message("SELECT 1")).await;
+        assert!(tags.ends_with("TDCZ"), "{tags} {errors:?}");
+    }
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM c"), "0");
+    gw.shutdown().await;
+}

@@ -258,6 +258,11 @@ impl Flow {
             Expect::Client(Reply::Describe { statement }) => statement.as_ref().map(|st| st.hash),
             _ => None,
         };
+        // The statement whose server name the error may quote.
+        let named = match front {
+            Expect::Client(Reply::Bind { statement: Some(hash), .. }) => Some(*hash),
+            _ => described,
+        };
         let missing = match front {
             Expect::Client(Reply::Bind { statement: Some(hash), .. }) if code == "26000" => Some(*hash),
             _ => described.filter(|_| code == "26000"),
@@ -306,6 +311,10 @@ impl Flow {
             // pgpilot's cancel, not the user's: say so, as PostgreSQL's statement_timeout does.
             PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to query_timeout")
                 .encode(&mut self.to_client);
+        } else if let Some(renamed) = named.and_then(|h| self.with_client_name(s, h, &server.buf[start..end]))
+        {
+            // "bind message supplies 0 parameters, but prepared statement "s1" requires 1".
+            self.to_client.extend_from_slice(&renamed);
         } else {
             self.to_client.extend_from_slice(&server.buf[start..end]);
             self.note_server_fatal(&server.buf[start..end]);
@@ -324,35 +333,40 @@ impl Flow {
             // another client, discarding everything).
             self.unsynced = true;
         }
+        let failed = self.expected.pop();
+        // PostgreSQL drops the unnamed statement before it parses the new one: a Parse of it that
+        // failed (not one skipped) leaves none.
+        let unnamed_parse_failed = matches!(failed, Some(Expect::Client(Reply::UnnamedParse(_))));
+        let mut undone: Vec<Expect> = failed.into_iter().chain(self.expected.skip_to_sync()).collect();
         // A statement that failed at Parse or Bind counts as failed too, like one failing at Execute.
-        let failed = self.expected.pop().into_iter();
-        let mut error_counted = false;
-        let mut unnamed_restored = false;
-        for entry in failed.chain(self.expected.skip_to_sync()) {
+        let first_execute = undone.iter().position(|e| matches!(e, Expect::Client(Reply::Execute(Some(_)))));
+        if let Some(Expect::Client(Reply::Execute(Some(mut observed)))) =
+            first_execute.map(|i| undone.remove(i))
+        {
+            Flow::observe_error(&mut observed, &server.buf[start + 5..end]);
+            self.observed_done(observed);
+        }
+        // Undone last first: a Close and a Parse of one name in the request leave what was there
+        // before both, as the server, which ran neither, has it.
+        let mut skipped = Vec::new();
+        for entry in undone.into_iter().rev() {
             match entry {
-                // The server's unnamed statement is what it was before the first Parse of it that
-                // did not happen.
-                Expect::Client(Reply::UnnamedParse(before)) => {
-                    if let (false, UnnamedBefore::Was(was)) = (unnamed_restored, before) {
-                        s.unnamed = was;
-                    }
-                    unnamed_restored = true;
+                Expect::Client(Reply::UnnamedParse(UnnamedBefore::Was(was)) | Reply::UnnamedClose(was)) => {
+                    s.unnamed = was;
                 }
-                Expect::Client(Reply::Execute(Some(mut observed))) if !error_counted => {
-                    error_counted = true;
-                    Flow::observe_error(&mut observed, &server.buf[start + 5..end]);
-                    self.observed_done(observed);
-                }
-                entry => {
-                    if let Some(skipped) = forget(s, server, entry) {
-                        // Bounded: only the latest few matter to the Binds right behind them.
-                        if self.skipped_names.len() == 8 {
-                            self.skipped_names.remove(0);
-                        }
-                        self.skipped_names.push(skipped);
-                    }
-                }
+                Expect::Client(Reply::UnnamedParse(UnnamedBefore::Same)) => {}
+                entry => skipped.extend(forget(s, server, entry)),
             }
+        }
+        if unnamed_parse_failed {
+            s.unnamed = None;
+        }
+        // Bounded: only the latest few matter to the Binds right behind them.
+        for name in skipped.into_iter().rev() {
+            if self.skipped_names.len() == 8 {
+                self.skipped_names.remove(0);
+            }
+            self.skipped_names.push(name);
         }
         // Messages the client sends from now until its Sync are skipped too (pipelines that Flush
         // rather than Sync between statements): none of them may be waited for.
@@ -361,6 +375,26 @@ impl Flow {
 
     /// The name under which the client knows the statement with this hash (prepared, or whose
     /// Parse the server skipped just before).
+    /// The server's message `msg` with pgpilot's name of statement `hash` replaced by the
+    /// client's, when it quotes it.
+    fn with_client_name(&self, s: &Session, hash: u64, msg: &[u8]) -> Option<Vec<u8>> {
+        let ours = format!("\"pgpilot_{hash:016x}\"");
+        let ours = ours.as_bytes();
+        msg.windows(ours.len()).position(|w| w == ours)?;
+        let theirs = format!("\"{}\"", self.client_name_of(s, hash)?);
+        let mut out = msg[..5].to_vec();
+        let mut rest = &msg[5..];
+        while let Some(at) = rest.windows(ours.len()).position(|w| w == ours) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(theirs.as_bytes());
+            rest = &rest[at + ours.len()..];
+        }
+        out.extend_from_slice(rest);
+        let len = (out.len() - 1) as u32;
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+        Some(out)
+    }
+
     fn client_name_of(&self, s: &Session, hash: u64) -> Option<String> {
         let prepared = s.statements.named.iter().map(|(name, stmt)| (stmt.hash, name));
         let skipped = self.skipped_names.iter().rev().map(|(h, name)| (*h, name));

@@ -23,6 +23,9 @@ pub enum Reply {
     /// The client's Parse of its unnamed statement (transaction pooling), with what pgpilot
     /// remembered as that statement before: it is so again if the server skips the Parse.
     UnnamedParse(UnnamedBefore),
+    /// The client's Close of its unnamed statement, with what pgpilot remembered as that
+    /// statement before: it is so again if the server skips the Close.
+    UnnamedClose(Option<Box<super::client::UnnamedStatement>>),
     /// `statement`: the hash of the pgpilot-prepared statement it binds, if any, and what is known
     /// of the server's copy it binds.
     Bind {
@@ -192,7 +195,7 @@ impl Reply {
                 matches!(tag, b'T' | b'n')
             }
             Reply::Execute(_) => matches!(tag, b'C' | b'I' | b's'),
-            Reply::Close => tag == b'3',
+            Reply::Close | Reply::UnnamedClose(_) => tag == b'3',
             Reply::Sync(_)
             | Reply::CheckSync
             | Reply::Query(_)

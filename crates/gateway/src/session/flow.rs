@@ -342,6 +342,9 @@ impl Flow {
     fn server_clean(&self, s: &Session) -> bool {
         self.expected.ready_owed() == 0
             && !self.unsynced
+            // An extended-protocol COPY FROM STDIN owes no ReadyForQuery (the server dropped the
+            // Sync behind it) but holds the server until the client ends it.
+            && !self.copy_in_open
             && s.status == TxnStatus::Idle
             && self.client_pass == 0
             && self.server_pass == 0

@@ -696,8 +696,10 @@ impl Flow {
         self.forget_local_statements(kind, name);
         self.unsynced = true;
         if kind == b'S' && name.is_empty() {
-            s.unnamed = None;
             self.unnamed_in_step = true;
+            frontend::target(&mut self.to_server, b'C', kind, name);
+            self.expected.push(Expect::Client(Reply::UnnamedClose(s.unnamed.take())));
+            return Ok(());
         }
         if kind == b'S' && !name.is_empty() {
             if self.close_sql_prepared(s, server, name) {
