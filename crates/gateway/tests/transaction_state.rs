@@ -2358,3 +2358,28 @@ async fn a_reset_undone_by_a_rollback_keeps_the_value_and_never_leaks() {
 async fn current_user(c: &tokio_postgres::Client) -> String {
     first_value(&c.simple_query("SELECT current_user").await.unwrap())
 }
+
+/// A column added and dropped again: PostgreSQL runs the client's statement once more (its own
+/// copy's row type is the table's again). pgpilot's copy prepared while the column existed kept
+/// that row type, and every Bind of the client on that server failed with 0A000 (lib/pq,
+/// helper-128: every third execution on three servers). The copy is prepared afresh instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_and_dropped_again_lets_the_statement_run_again() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE roundtrip(a int); INSERT INTO roundtrip VALUES (1)");
+    let gw = small_pool(&pg, 1, 10).await;
+    let c = connect(&gw).await;
+    let star = c.prepare("SELECT * FROM roundtrip").await.unwrap();
+    assert_eq!(c.query_one(&star, &[]).await.unwrap().get::<_, i32>(0), 1);
+    pg.psql("postgres", "ALTER TABLE roundtrip ADD COLUMN b int");
+    for _ in 0..2 {
+        let e = c.query(&star, &[]).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    }
+    pg.psql("postgres", "ALTER TABLE roundtrip DROP COLUMN b");
+    for _ in 0..3 {
+        let row = c.query_one(&star, &[]).await.unwrap_or_else(|e| panic!("after the DROP: {e}"));
+        assert_eq!(row.get::<_, i32>(0), 1);
+    }
+    gw.shutdown().await;
+}

@@ -91,10 +91,13 @@ impl Flow {
             return false;
         }
         for stmt in wanted {
-            // A copy older than the client's Parse is prepared again, not described: it may
-            // predate DDL the client's Parse saw, and a Describe of it would then fail where the
-            // client's own statement would not.
-            if !server.statements.holds(&stmt) || server.statements.prepared_before(&stmt) {
+            // A copy older than the client's Parse, or known with another row type, is prepared
+            // again, not described: it may predate DDL the client's Parse saw (or DDL since
+            // undone), and a Describe of it would then fail where the client's own statement would not.
+            let stale = !server.statements.holds(&stmt)
+                || server.statements.prepared_before(&stmt)
+                || differs_from_copy(&stmt, server);
+            if stale {
                 self.prepare_on_server(server, &stmt);
                 self.expected
                     .push(Expect::Injected(Reply::Parse { client_name: None, hash: Some(stmt.hash) }));
@@ -204,11 +207,12 @@ fn copies_to_check(s: &Session, server: &ServerConn, request: &[u8]) -> Vec<Arc<
                 let described = stmt.row_shape.load(Relaxed) != 0;
                 let copy_known =
                     server.statements.holds(stmt) && server.statements.shape(stmt.hash).is_some();
-                // Known with another row type than the client's, and prepared before its Parse:
-                // the copy is the stale one (asyncpg, preparing again after 0A000, kept meeting
-                // other servers' copies from before the DDL and failing on them).
-                let copy_stale =
-                    copy_known && differs_from_copy(stmt, server) && server.statements.prepared_before(stmt);
+                // Known with another row type than the client's: the copy may be the stale one
+                // (asyncpg, preparing again after 0A000, kept meeting other servers' copies from
+                // before the DDL and failing on them), or one prepared while DDL since undone was
+                // in force (lib/pq's statement kept failing on that server after the column added
+                // was dropped again, where PostgreSQL ran it). It is prepared afresh and described.
+                let copy_stale = copy_known && differs_from_copy(stmt, server);
                 let check = !copy_known || copy_stale;
                 if described && check && !wanted.iter().any(|w| w.hash == stmt.hash) {
                     wanted.push(stmt.clone());
