@@ -63,8 +63,10 @@ pub async fn ensure(client: &Client) -> Result<(), JobError> {
 async fn create(client: &Client) -> Result<(), tokio_postgres::Error> {
     let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({}, {})", SCHEMA_LOCK.0, SCHEMA_LOCK.1);
     client.batch_execute(&lock).await?;
-    let schema_exists: bool =
-        client.query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgpilot')", &[]).await?.get(0);
+    let schema_exists: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgpilot')", &[])
+        .await?
+        .get(0);
     if !schema_exists {
         client.batch_execute(SCHEMA_DDL).await?;
     }

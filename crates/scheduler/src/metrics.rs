@@ -141,7 +141,12 @@ pub fn render(jobs: &[JobSample<'_>], out: &mut String) {
     for j in jobs {
         for outcome in Outcome::ALL {
             let n = j.counters.runs.get(&outcome).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{job_name=\"{}\",outcome=\"{}\"}} {n}", label(j.name), outcome.as_str());
+            let _ = writeln!(
+                out,
+                "{name}{{job_name=\"{}\",outcome=\"{}\"}} {n}",
+                label(j.name),
+                outcome.as_str()
+            );
         }
     }
 }

@@ -128,7 +128,10 @@ fn a_disabled_job_never_alerts_as_never_succeeded() {
          [[jobs]]\nname = \"off\"\nkind = \"analyze\"\nschedule = \"@daily\"\ndatabase = \"app\"\nenabled = false\n",
     );
     assert!(series.contains("job_name=\"off\""), "the disabled job is still listed:\n{series}");
-    assert!(!series.contains("exported_job"), "no label of pgpilot's is overwritten by the scrape:\n{series}");
+    assert!(
+        !series.contains("exported_job"),
+        "no label of pgpilot's is overwritten by the scrape:\n{series}"
+    );
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/pgpilot-jobs.rules.yml");
     let test = format!(
         "rule_files: ['{rules}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}\
