@@ -121,3 +121,26 @@ fn the_cli_reads_jobs_beside_gateway_settings() {
     assert_eq!(cfg.databases.names(), ["app"]);
     assert_eq!(cfg.jobs.len(), 3);
 }
+
+#[test]
+fn check_config_refuses_a_yearly_template_with_the_iso_year() {
+    // 2027-01-01 is in ISO year 2026 and 2028-01-01 in 2027: `{IYYY}` names years wrongly.
+    let text = r#"
+[[jobs]]
+name = "yr"
+kind = "partitions"
+schedule = "@daily"
+database = "app"
+table = "t"
+interval = "yearly"
+naming = "{table}_{IYYY}_{MM}"
+"#;
+    let problems = validate(&parse(text).unwrap()).join("\n");
+    assert!(problems.contains("would give two yearly partitions the same name"), "{problems}");
+    assert!(problems.contains("both get `{table}_2004_01`"), "{problems}");
+    let weekly = text.replace("\"yearly\"", "\"weekly\"").replace("{IYYY}_{MM}", "{YYYY}_w{IW}");
+    let problems = validate(&parse(&weekly).unwrap()).join("\n");
+    assert!(problems.contains("would give two weekly partitions the same name"), "{problems}");
+    let fine = text.replace("{IYYY}_{MM}", "{YYYY}");
+    assert!(validate(&parse(&fine).unwrap()).is_empty());
+}
