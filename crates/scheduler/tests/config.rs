@@ -144,3 +144,17 @@ naming = "{table}_{IYYY}_{MM}"
     let fine = text.replace("{IYYY}_{MM}", "{YYYY}");
     assert!(validate(&parse(&fine).unwrap()).is_empty());
 }
+
+#[test]
+fn schemas_and_tables_together_are_refused() {
+    for kind in ["analyze", "vacuum"] {
+        let text = format!(
+            "[[jobs]]\nname = \"a\"\nkind = \"{kind}\"\nschedule = \"@hourly\"\ndatabase = \"app\"\n\
+             schemas = [\"s2\"]\ntables = [\"public.sales\"]\n"
+        );
+        let problems = validate(&parse(&text).unwrap()).join("\n");
+        assert!(problems.contains("give `schemas` or `tables`, not both"), "{kind}: {problems}");
+    }
+    let one = "[[jobs]]\nname = \"a\"\nkind = \"analyze\"\nschedule = \"@hourly\"\ndatabase = \"app\"\nschemas = [\"s2\"]\n";
+    assert!(validate(&parse(one).unwrap()).is_empty());
+}
