@@ -158,3 +158,22 @@ fn schemas_and_tables_together_are_refused() {
     let one = "[[jobs]]\nname = \"a\"\nkind = \"analyze\"\nschedule = \"@hourly\"\ndatabase = \"app\"\nschemas = [\"s2\"]\n";
     assert!(validate(&parse(one).unwrap()).is_empty());
 }
+
+#[test]
+fn per_job_durations_may_be_numbers_of_seconds() {
+    let text = GOOD
+        .replace("lock_timeout = \"2s\"", "lock_timeout = 2\nstatement_timeout = 90.5\nretry_backoff = 0.25")
+        .replace("filter = ", "pause = 0\ntime_budget = 600\nfilter = ");
+    let jobs = parse(&text).unwrap();
+    assert!(validate(&jobs).is_empty(), "{:?}", validate(&jobs));
+    let limits = &jobs[0].limits;
+    assert_eq!(limits.lock_timeout.duration(), Some(std::time::Duration::from_secs(2)));
+    assert_eq!(limits.statement_timeout.duration(), Some(std::time::Duration::from_millis(90_500)));
+    assert_eq!(limits.retry_backoff.duration(), Some(std::time::Duration::from_millis(250)));
+    assert!(matches!(&jobs[2].task, Task::Retention(r) if r.time_budget.duration() == Some(std::time::Duration::from_secs(600))));
+    // Written back as text, they read the same.
+    let again = parse(&toml::to_string(&Jobs { jobs: jobs.clone() }).unwrap()).unwrap();
+    assert_eq!(again, jobs);
+    let negative = GOOD.replace("lock_timeout = \"2s\"", "lock_timeout = -1");
+    assert!(parse(&negative).unwrap_err().contains("not a length of time"));
+}
