@@ -325,7 +325,10 @@ async fn a_run_across_a_reload_stays_visible_and_is_counted() {
     let (_, metrics) = get(format!("{base}/metrics")).await;
     assert!(metrics.contains("pgpilot_job_running{job_name=\"slow\"} 1\n"), "{metrics}");
     let metrics = the_run_is_this_instances_and_counted(&after, "slow", run, &base).await;
-    assert!(metrics.contains("pgpilot_job_runs_total{job_name=\"slow\",outcome=\"failed\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow\",outcome=\"failed\"} 1\n"),
+        "{metrics}"
+    );
     gw.shutdown().await;
 }
 
@@ -399,9 +402,18 @@ async fn a_job_removed_and_put_back_mid_run_keeps_its_run() {
     let base = format!("http://{}", gw.http_addr().unwrap());
     let (_, metrics) = get(format!("{base}/metrics")).await;
     assert!(metrics.contains("pgpilot_job_running{job_name=\"slow2\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"skipped\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"skipped\"} 1\n"),
+        "{metrics}"
+    );
     let metrics = the_run_is_this_instances_and_counted(&after, "slow2", run, &base).await;
-    assert!(metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"failed\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"skipped\"} 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"failed\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"skipped\"} 2\n"),
+        "{metrics}"
+    );
     gw.shutdown().await;
 }
