@@ -111,11 +111,11 @@ async fn jobs_run_inside_the_gateway_and_show_everywhere() {
 
     // The metrics.
     let (_, metrics) = get(format!("{base}/metrics")).await;
-    assert!(metrics.contains("pgpilot_job_last_success_timestamp_seconds{job=\"marks\"} "), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"marks\",outcome=\"succeeded\"} 1\n"));
-    assert!(metrics.contains("pgpilot_job_failures_total{job=\"broken\"} 1\n"));
-    assert!(metrics.contains("pgpilot_job_period_seconds{job=\"broken\"} 86400\n"));
-    assert!(!metrics.contains("pgpilot_job_last_success_timestamp_seconds{job=\"broken\"}"));
+    assert!(metrics.contains("pgpilot_job_last_success_timestamp_seconds{job_name=\"marks\"} "), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_runs_total{job_name=\"marks\",outcome=\"succeeded\"} 1\n"));
+    assert!(metrics.contains("pgpilot_job_failures_total{job_name=\"broken\"} 1\n"));
+    assert!(metrics.contains("pgpilot_job_period_seconds{job_name=\"broken\"} 86400\n"));
+    assert!(!metrics.contains("pgpilot_job_last_success_timestamp_seconds{job_name=\"broken\"}"));
     // Every series the job alert rules (deploy/prometheus/pgpilot-jobs.rules.yml) use is declared.
     for name in pgpilot_scheduler::METRIC_NAMES {
         assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} is not in /metrics");
@@ -323,9 +323,12 @@ async fn a_run_across_a_reload_stays_visible_and_is_counted() {
     assert!(after.status()[0].running, "{:?}", after.status()[0]);
     let base = format!("http://{}", gw.http_addr().unwrap());
     let (_, metrics) = get(format!("{base}/metrics")).await;
-    assert!(metrics.contains("pgpilot_job_running{job=\"slow\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_running{job_name=\"slow\"} 1\n"), "{metrics}");
     let metrics = the_run_is_this_instances_and_counted(&after, "slow", run, &base).await;
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow\",outcome=\"failed\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow\",outcome=\"failed\"} 1\n"),
+        "{metrics}"
+    );
     gw.shutdown().await;
 }
 
@@ -347,8 +350,8 @@ async fn the_run_is_this_instances_and_counted(
     assert_eq!(status.last_outcome, Some(Outcome::Failed), "{status:?}");
     assert!(status.last_error.unwrap_or_default().contains("division by zero"));
     let (_, metrics) = get(format!("{base}/metrics")).await;
-    assert!(metrics.contains(&format!("pgpilot_job_failures_total{{job=\"{name}\"}} 1\n")), "{metrics}");
-    assert!(metrics.contains(&format!("pgpilot_job_running{{job=\"{name}\"}} 0\n")), "{metrics}");
+    assert!(metrics.contains(&format!("pgpilot_job_failures_total{{job_name=\"{name}\"}} 1\n")), "{metrics}");
+    assert!(metrics.contains(&format!("pgpilot_job_running{{job_name=\"{name}\"}} 0\n")), "{metrics}");
     metrics
 }
 
@@ -398,10 +401,19 @@ async fn a_job_removed_and_put_back_mid_run_keeps_its_run() {
     assert!(status.running, "{status:?}");
     let base = format!("http://{}", gw.http_addr().unwrap());
     let (_, metrics) = get(format!("{base}/metrics")).await;
-    assert!(metrics.contains("pgpilot_job_running{job=\"slow2\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"skipped\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("pgpilot_job_running{job_name=\"slow2\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"skipped\"} 1\n"),
+        "{metrics}"
+    );
     let metrics = the_run_is_this_instances_and_counted(&after, "slow2", run, &base).await;
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"failed\"} 1\n"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"slow2\",outcome=\"skipped\"} 2\n"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"failed\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"slow2\",outcome=\"skipped\"} 2\n"),
+        "{metrics}"
+    );
     gw.shutdown().await;
 }

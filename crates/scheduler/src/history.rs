@@ -15,8 +15,10 @@ const SCHEMA_LOCK: (i32, i32) = (0x7067_6a62, 0);
 /// History older than this is pruned after a job's runs.
 const KEEP: &str = "90 days";
 
+/// Run only when the schema is missing: `CREATE SCHEMA IF NOT EXISTS` checks the database's CREATE
+/// privilege before it looks, so it fails for a role given a schema made for it (and no more).
+const SCHEMA_DDL: &str = "CREATE SCHEMA pgpilot";
 const DDL: &str = "
-CREATE SCHEMA IF NOT EXISTS pgpilot;
 CREATE TABLE IF NOT EXISTS pgpilot.job_runs (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job           text        NOT NULL,
@@ -51,13 +53,25 @@ pub async fn ensure(client: &Client) -> Result<(), JobError> {
     if exists(client).await? {
         return Ok(());
     }
-    let sql =
-        format!("BEGIN; SELECT pg_advisory_xact_lock({}, {}); {DDL} COMMIT;", SCHEMA_LOCK.0, SCHEMA_LOCK.1);
-    if let Err(e) = client.batch_execute(&sql).await {
+    let result = create(client).await;
+    if result.is_err() {
         let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e).context(|| "creating schema pgpilot and table pgpilot.job_runs".into());
     }
-    Ok(())
+    result.context(|| "creating schema pgpilot and table pgpilot.job_runs".into())
+}
+
+async fn create(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({}, {})", SCHEMA_LOCK.0, SCHEMA_LOCK.1);
+    client.batch_execute(&lock).await?;
+    let schema_exists: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgpilot')", &[])
+        .await?
+        .get(0);
+    if !schema_exists {
+        client.batch_execute(SCHEMA_DDL).await?;
+    }
+    client.batch_execute(DDL).await?;
+    client.batch_execute("COMMIT").await
 }
 
 /// Rows left 'running' by an instance that died: whoever holds the job's lock now knows they are over.

@@ -130,7 +130,7 @@ pub fn render(jobs: &[JobSample<'_>], out: &mut String) {
             writeln!(out, "# HELP {} {}\n# TYPE {} {}", family.name, family.help, family.name, family.kind);
         for j in jobs {
             if let Some(v) = (family.value)(j) {
-                let _ = writeln!(out, "{}{{job=\"{}\"}} {v}", family.name, label(j.name));
+                let _ = writeln!(out, "{}{{job_name=\"{}\"}} {v}", family.name, label(j.name));
             }
         }
     }
@@ -141,7 +141,12 @@ pub fn render(jobs: &[JobSample<'_>], out: &mut String) {
     for j in jobs {
         for outcome in Outcome::ALL {
             let n = j.counters.runs.get(&outcome).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{job=\"{}\",outcome=\"{}\"}} {n}", label(j.name), outcome.as_str());
+            let _ = writeln!(
+                out,
+                "{name}{{job_name=\"{}\",outcome=\"{}\"}} {n}",
+                label(j.name),
+                outcome.as_str()
+            );
         }
     }
 }
@@ -165,10 +170,10 @@ mod tests {
         let mut out = String::new();
         render(&[sample], &mut out);
         for name in METRIC_NAMES.iter().filter(|n| !n.contains("last_success")) {
-            assert!(out.contains(&format!("\n{name}{{job=\"we\\\"ird\"")), "{name} in\n{out}");
+            assert!(out.contains(&format!("\n{name}{{job_name=\"we\\\"ird\"")), "{name} in\n{out}");
         }
         assert!(!out.contains("pgpilot_job_last_success_timestamp_seconds{"), "no sample before a success");
-        assert!(out.contains("pgpilot_job_period_seconds{job=\"we\\\"ird\"} 60\n"));
+        assert!(out.contains("pgpilot_job_period_seconds{job_name=\"we\\\"ird\"} 60\n"));
     }
 
     #[test]
@@ -186,6 +191,6 @@ mod tests {
         render(&[sample], &mut out);
         assert!(!out.contains("pgpilot_job_period_seconds{"), "{out}");
         assert!(!out.contains("pgpilot_job_scheduled_since_timestamp_seconds{"), "{out}");
-        assert!(out.contains("pgpilot_job_failures_total{job=\"off\"} 0\n"), "{out}");
+        assert!(out.contains("pgpilot_job_failures_total{job_name=\"off\"} 0\n"), "{out}");
     }
 }

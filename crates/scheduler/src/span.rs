@@ -36,9 +36,10 @@ impl Interval {
     }
 }
 
-/// A span as written in the config, kept with its text so it serializes back unchanged.
+/// A span as written in the config, kept with its text so it serializes back unchanged. A plain
+/// number is seconds, as for the gateway's durations (`statement_timeout = 30`, `pause = 0.5`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[serde(try_from = "Written", into = "String")]
 pub struct Span {
     text: String,
     interval: Interval,
@@ -60,6 +61,64 @@ impl Span {
 
     pub fn text(&self) -> &str {
         &self.text
+    }
+}
+
+/// What a config file may hold for a length of time: text, or a number of seconds.
+enum Written {
+    Text(String),
+    Whole(i64),
+    Seconds(f64),
+}
+
+impl<'de> Deserialize<'de> for Written {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Written, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Written;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a length of time: a number of seconds (30) or text (\"30s\", \"15min\", \"90 days\")",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Written, E> {
+                Ok(Written::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Written, E> {
+                Ok(Written::Whole(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Written, E> {
+                i64::try_from(v)
+                    .map(Written::Whole)
+                    .map_err(|_| E::custom(format!("`{v}` seconds is too long")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Written, E> {
+                Ok(Written::Seconds(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl TryFrom<Written> for Span {
+    type Error = String;
+    fn try_from(written: Written) -> Result<Span, String> {
+        match written {
+            Written::Text(text) => Span::parse(&text),
+            Written::Whole(n) if n >= 0 => Span::parse(&format!("{n}s")),
+            Written::Seconds(x) if x >= 0.0 && x * 1e6 < i64::MAX as f64 => {
+                let micros = (x * 1e6).round() as i64;
+                if micros % 1_000_000 == 0 {
+                    Span::parse(&format!("{}s", micros / 1_000_000))
+                } else if micros % 1_000 == 0 {
+                    Span::parse(&format!("{}ms", micros / 1_000))
+                } else {
+                    Span::parse(&format!("{micros}us"))
+                }
+            }
+            Written::Whole(n) => Err(format!("`{n}` is not a length of time (seconds must not be negative)")),
+            Written::Seconds(x) => Err(format!("`{x}` is not a length of time (a number of seconds)")),
+        }
     }
 }
 
@@ -169,6 +228,23 @@ mod tests {
         let year = parse_interval("1 year 6 months").unwrap();
         assert_eq!((year.months, year.days, year.fixed()), (18, 0, None));
         assert_eq!(parse_interval("90 days").unwrap().to_sql(), "0 months 90 days 0 microseconds");
+    }
+
+    #[test]
+    fn numbers_are_seconds() {
+        #[derive(Deserialize)]
+        struct T {
+            t: Span,
+        }
+        let span = |text: &str| toml::from_str::<T>(&format!("t = {text}")).map(|t| t.t);
+        assert_eq!(span("30").unwrap().duration(), Some(Duration::from_secs(30)));
+        assert_eq!(span("30").unwrap().text(), "30s");
+        assert_eq!(span("0.25").unwrap().duration(), Some(Duration::from_millis(250)));
+        assert_eq!(span("1.5").unwrap().text(), "1500ms");
+        assert_eq!(span("\"2 days\"").unwrap().text(), "2 days");
+        assert!(span("-5").is_err());
+        assert!(span("true").unwrap_err().to_string().contains("a number of seconds (30) or text"));
+        assert!(span("\"5\"").unwrap_err().to_string().contains("not a length of time"));
     }
 
     #[test]

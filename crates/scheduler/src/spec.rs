@@ -246,6 +246,12 @@ fn validate_task(task: &Task, say: &mut impl FnMut(String)) {
         Task::Partitions(p) => validate_partitions(p, say),
         Task::Refresh(r) => non_empty("view", &r.view, say),
         Task::Analyze(t) | Task::Vacuum(t) => {
+            if !t.tables.is_empty() && !t.schemas.is_empty() {
+                say("give `schemas` or `tables`, not both: `tables` lists the tables the job considers, \
+                     `schemas` stands for every table in them when no `tables` are given (to cover a schema and \
+                     more tables, use two jobs)"
+                    .into());
+            }
             if !(0.0..=100.0).contains(&t.scale_factor) {
                 say(format!("`scale_factor = {}` must be between 0 and 100", t.scale_factor));
             }

@@ -60,7 +60,7 @@ fn every_rule_uses_exported_metrics_and_is_complete() {
         alerts.iter().find(|(a, _)| a == "PgpilotJobNotSucceeding").expect("the staleness alert");
     assert!(
         stale.contains("pgpilot_job_last_success_timestamp_seconds")
-            && stale.contains("2 * max by (job) (pgpilot_job_period_seconds)")
+            && stale.contains("2 * max by (job_name) (pgpilot_job_period_seconds)")
     );
     assert!(alerts.iter().any(|(_, e)| e.contains("pgpilot_job_failures_total")), "an alert on failures");
 }
@@ -90,7 +90,9 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
 }
 
 /// The series a scheduler really exports, each held for three and a half days from t=0 (its start),
-/// as promtool input; `instance="a"` as Prometheus would add it.
+/// as promtool input, labelled as a Prometheus scrape (default `honor_labels: false`) stores them:
+/// a label `job` of the target's own is renamed `exported_job`, and the scrape job's `job` and the
+/// target's `instance` are added.
 fn exported_series(jobs_toml: &str) -> String {
     let cfg = JobsConfig::parse(&format!(
         "[databases.app]\nprimary = \"postgres://u@127.0.0.1:1/app\"\n{jobs_toml}"
@@ -105,7 +107,13 @@ fn exported_series(jobs_toml: &str) -> String {
     let mut series = String::new();
     for line in metrics.lines().filter(|l| l.starts_with("pgpilot_")) {
         let (name_labels, value) = line.rsplit_once(' ').expect("`series value`");
-        let labelled = name_labels.replacen('}', ",instance=\"a\"}", 1);
+        let (name, labels) = name_labels.split_once('{').expect("`name{labels}`");
+        let labels = labels.strip_suffix('}').expect("labels end with `}`");
+        let relabelled: Vec<String> = labels
+            .split(',')
+            .map(|l| if l.starts_with("job=") { format!("exported_{l}") } else { l.to_string() })
+            .collect();
+        let labelled = format!("{name}{{{},job=\"pgpilot\",instance=\"a\"}}", relabelled.join(","));
         series.push_str(&format!("      - series: '{labelled}'\n        values: '{value}x5040'\n"));
     }
     series
@@ -119,13 +127,17 @@ fn a_disabled_job_never_alerts_as_never_succeeded() {
         "[[jobs]]\nname = \"on\"\nkind = \"analyze\"\nschedule = \"@daily\"\ndatabase = \"app\"\n\
          [[jobs]]\nname = \"off\"\nkind = \"analyze\"\nschedule = \"@daily\"\ndatabase = \"app\"\nenabled = false\n",
     );
-    assert!(series.contains("job=\"off\""), "the disabled job is still listed:\n{series}");
+    assert!(series.contains("job_name=\"off\""), "the disabled job is still listed:\n{series}");
+    assert!(
+        !series.contains("exported_job"),
+        "no label of pgpilot's is overwritten by the scrape:\n{series}"
+    );
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/prometheus/pgpilot-jobs.rules.yml");
     let test = format!(
         "rule_files: ['{rules}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}\
          \x20   alert_rule_test:\n\
          \x20     - eval_time: 3d\n        alertname: PgpilotJobNeverSucceeded\n        exp_alerts:\n\
-         \x20         - exp_labels: {{severity: critical, job: \"on\"}}\n\
+         \x20         - exp_labels: {{severity: critical, job_name: \"on\"}}\n\
          \x20           exp_annotations:\n\
          \x20             summary: \"pgpilot job on has never succeeded\"\n\
          \x20             description: \"on has been scheduled for twice its period with no success recorded in pgpilot.job_runs.\"\n\

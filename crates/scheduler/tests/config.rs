@@ -121,3 +121,59 @@ fn the_cli_reads_jobs_beside_gateway_settings() {
     assert_eq!(cfg.databases.names(), ["app"]);
     assert_eq!(cfg.jobs.len(), 3);
 }
+
+#[test]
+fn check_config_refuses_a_yearly_template_with_the_iso_year() {
+    // 2027-01-01 is in ISO year 2026 and 2028-01-01 in 2027: `{IYYY}` names years wrongly.
+    let text = r#"
+[[jobs]]
+name = "yr"
+kind = "partitions"
+schedule = "@daily"
+database = "app"
+table = "t"
+interval = "yearly"
+naming = "{table}_{IYYY}_{MM}"
+"#;
+    let problems = validate(&parse(text).unwrap()).join("\n");
+    assert!(problems.contains("would give two yearly partitions the same name"), "{problems}");
+    assert!(problems.contains("both get `{table}_2004_01`"), "{problems}");
+    let weekly = text.replace("\"yearly\"", "\"weekly\"").replace("{IYYY}_{MM}", "{YYYY}_w{IW}");
+    let problems = validate(&parse(&weekly).unwrap()).join("\n");
+    assert!(problems.contains("would give two weekly partitions the same name"), "{problems}");
+    let fine = text.replace("{IYYY}_{MM}", "{YYYY}");
+    assert!(validate(&parse(&fine).unwrap()).is_empty());
+}
+
+#[test]
+fn schemas_and_tables_together_are_refused() {
+    for kind in ["analyze", "vacuum"] {
+        let text = format!(
+            "[[jobs]]\nname = \"a\"\nkind = \"{kind}\"\nschedule = \"@hourly\"\ndatabase = \"app\"\n\
+             schemas = [\"s2\"]\ntables = [\"public.sales\"]\n"
+        );
+        let problems = validate(&parse(&text).unwrap()).join("\n");
+        assert!(problems.contains("give `schemas` or `tables`, not both"), "{kind}: {problems}");
+    }
+    let one = "[[jobs]]\nname = \"a\"\nkind = \"analyze\"\nschedule = \"@hourly\"\ndatabase = \"app\"\nschemas = [\"s2\"]\n";
+    assert!(validate(&parse(one).unwrap()).is_empty());
+}
+
+#[test]
+fn per_job_durations_may_be_numbers_of_seconds() {
+    let text = GOOD
+        .replace("lock_timeout = \"2s\"", "lock_timeout = 2\nstatement_timeout = 90.5\nretry_backoff = 0.25")
+        .replace("filter = ", "pause = 0\ntime_budget = 600\nfilter = ");
+    let jobs = parse(&text).unwrap();
+    assert!(validate(&jobs).is_empty(), "{:?}", validate(&jobs));
+    let limits = &jobs[0].limits;
+    assert_eq!(limits.lock_timeout.duration(), Some(std::time::Duration::from_secs(2)));
+    assert_eq!(limits.statement_timeout.duration(), Some(std::time::Duration::from_millis(90_500)));
+    assert_eq!(limits.retry_backoff.duration(), Some(std::time::Duration::from_millis(250)));
+    assert!(matches!(&jobs[2].task, Task::Retention(r) if r.time_budget.duration() == Some(std::time::Duration::from_secs(600))));
+    // Written back as text, they read the same.
+    let again = parse(&toml::to_string(&Jobs { jobs: jobs.clone() }).unwrap()).unwrap();
+    assert_eq!(again, jobs);
+    let negative = GOOD.replace("lock_timeout = \"2s\"", "lock_timeout = -1");
+    assert!(parse(&negative).unwrap_err().contains("not a length of time"));
+}

@@ -95,8 +95,11 @@ async fn two_instances_race_and_exactly_one_runs_each_slot() {
 
     let mut metrics = String::new();
     a.render_prometheus(&mut metrics);
-    assert!(metrics.contains("pgpilot_job_runs_total{job=\"nightly\",outcome=\"succeeded\"}"), "{metrics}");
-    assert!(metrics.contains("pgpilot_job_period_seconds{job=\"nightly\"} 86400"), "{metrics}");
+    assert!(
+        metrics.contains("pgpilot_job_runs_total{job_name=\"nightly\",outcome=\"succeeded\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pgpilot_job_period_seconds{job_name=\"nightly\"} 86400"), "{metrics}");
     for name in METRIC_NAMES.iter().filter(|n| !n.contains("default_partition")) {
         assert!(metrics.contains(&format!("\n{name}{{")), "{name} missing from\n{metrics}");
     }

@@ -386,3 +386,129 @@ async fn an_interrupted_detach_is_finished_only_for_a_partition_past_retention()
     // October, past retention too, was detached the ordinary way.
     assert_eq!(partitions_of(&cluster, "ev"), ["ev_y2026_m12", "ev_y2027_m01"]);
 }
+
+/// Backends of `application_name` waiting for a heavyweight lock.
+async fn waiting_on_a_lock(admin: &tokio_postgres::Client, application_name: &str) -> bool {
+    let row = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&application_name],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) > 0
+}
+
+/// Rows for the new partition keep arriving while the job moves the default partition's rows: a
+/// row that lands in the default partition after the move (here: while the job waits for the lock
+/// on the parent that ATTACH takes, which another session holds) must not fail the ATTACH with
+/// 23514. The job locks the parent and the default partition first, so such inserts wait for it
+/// and then go into the new partition; none of them fails either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_default_rows_under_concurrent_inserts() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE mv (id bigserial, at timestamptz NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE mv_default PARTITION OF mv DEFAULT;
+         CREATE TABLE mv_y2026_m01 PARTITION OF mv FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+         CREATE TABLE mv_y2026_m02 PARTITION OF mv FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
+         INSERT INTO mv (at) VALUES ('2026-03-02'), ('2026-03-03');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "mv"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "mv"
+        interval = "monthly"
+        premake = 2
+        move_default_rows = true
+        lock_timeout = "60s"
+        retries = 0
+        "#,
+    );
+    let clock = clock(at(2026, 1, 10, 0, 0, 0));
+    let admin = client(&cluster).await;
+    // pg_stat_activity is read once per transaction: the watcher stays out of the admin's.
+    let watcher = client(&cluster).await;
+
+    // A steady inserter of March rows for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let (cluster_info, stop) = (cluster.conninfo("postgres", "postgres"), stop.clone());
+        tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(
+                &format!("{cluster_info} application_name=steady"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let (mut ok, mut errors) = (0i64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.execute("INSERT INTO mv (at) VALUES ('2026-03-15')", &[]).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            (ok, errors)
+        })
+    };
+
+    // Another session holds the parent in SHARE UPDATE EXCLUSIVE mode (what ATTACH PARTITION takes;
+    // January and February exist, so March's is the only partition the job makes).
+    admin.batch_execute("BEGIN; LOCK TABLE ONLY mv IN SHARE UPDATE EXCLUSIVE MODE").await.unwrap();
+    let job = {
+        let (cfg, clock) = (cfg.clone(), clock.clone());
+        tokio::spawn(async move { run(&cfg, "mv", &clock).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !waiting_on_a_lock(&watcher, "pgpilot-jobs").await {
+        if job.is_finished() {
+            panic!("the job ended without waiting for the parent's lock: {:?}", job.await.unwrap());
+        }
+        assert!(std::time::Instant::now() < deadline, "the job never waited for the parent's lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // While the job waits, one more March row: it goes in, or it waits for the job.
+    let one = {
+        let info = cluster.conninfo("postgres", "postgres");
+        tokio::spawn(async move {
+            let (c, conn) =
+                tokio_postgres::connect(&format!("{info} application_name=one"), tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            c.execute("INSERT INTO mv (at) VALUES ('2026-03-20')", &[]).await.map_err(|e| format!("{e:?}"))
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !one.is_finished() && !waiting_on_a_lock(&watcher, "one").await {
+        assert!(std::time::Instant::now() < deadline, "the insert neither finished nor waited");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    admin.batch_execute("COMMIT").await.unwrap();
+
+    let report = job.await.unwrap();
+    assert_eq!(one.await.unwrap(), Ok(1), "the insert made while the job waited");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (inserted, errors) = steady.await.unwrap();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert!(errors.is_empty(), "inserts failed while the job moved rows: {errors:?}");
+    assert!(inserted > 0);
+    assert_eq!(partitions_of(&cluster, "mv"), ["mv_default", "mv_y2026_m01", "mv_y2026_m02", "mv_y2026_m03"]);
+    // Every March row is in March's partition, none is left in the default partition.
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM mv_default"), "0");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM mv_y2026_m03"),
+        (inserted + 3).to_string(),
+        "two rows from before, the steady inserter's and the one made while the job waited"
+    );
+}

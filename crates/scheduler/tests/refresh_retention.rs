@@ -182,3 +182,46 @@ async fn batched_retention_leaves_recent_rows_alone() {
     assert_eq!(report.rows, Some(0), "{report:?}");
     assert_eq!(counts("SELECT count(*) FROM log_nopk"), "100");
 }
+
+/// The job role of docs/jobs.md: no CREATE on the database, the `pgpilot` schema made for it, and
+/// SELECT and DELETE on the table. The history table goes into the existing schema; the batches,
+/// which lock their rows with FOR UPDATE SKIP LOCKED, also need UPDATE, and the run says so
+/// before deleting anything; UPDATE on one column is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_with_a_schema_made_for_the_role_and_table_privileges() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE rp LOGIN;
+         REVOKE CREATE ON DATABASE postgres FROM PUBLIC;
+         CREATE SCHEMA pgpilot AUTHORIZATION rp;
+         CREATE TABLE logs (id serial PRIMARY KEY, created_at timestamptz NOT NULL);
+         INSERT INTO logs (created_at) SELECT now() - (g + 0.5) * interval '1 day' FROM generate_series(0, 20) g;
+         GRANT USAGE ON SCHEMA public TO rp;
+         GRANT SELECT, DELETE ON logs TO rp;",
+    );
+    let text = format!(
+        "[databases.app]\nprimary = \"{}\"\n\n\
+         [[jobs]]\nname = \"logs\"\nkind = \"retention\"\nschedule = \"@daily\"\ndatabase = \"app\"\n\
+         table = \"logs\"\ncolumn = \"created_at\"\nolder_than = \"7 days\"\nretries = 0\n",
+        cluster.url("rp", "postgres")
+    );
+    let cfg = pgpilot_scheduler::JobsConfig::parse(&text).expect("config");
+    let clock = ManualClock::new(chrono::Utc::now());
+    let report = run(&cfg, "logs", &clock).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(!error.contains("creating schema"), "the schema exists; nothing to create: {error}");
+    assert!(
+        error.contains("UPDATE") && error.contains("FOR UPDATE SKIP LOCKED") && error.contains("rp"),
+        "the error says UPDATE is needed, and why: {error}"
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pgpilot.job_runs WHERE job = 'logs'"), "1");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM logs"), "21");
+
+    cluster.psql("postgres", "GRANT UPDATE (created_at) ON logs TO rp");
+    let report = run(&cfg, "logs", &clock).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(14), "{report:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM logs"), "7");
+}

@@ -374,6 +374,15 @@ async fn portable_bounds(
 
 /// In one transaction: a new table shaped like the parent, the default partition's rows for its
 /// range moved into it, then attached. Readers see the rows in one place or the other, never both.
+///
+/// The transaction first locks the parent (ONLY, not its partitions) and then the default partition
+/// in SHARE ROW EXCLUSIVE mode, which blocks writes but not reads. Without it a row for the range
+/// inserted into the default partition after the DELETE made ATTACH fail with 23514 ("updated
+/// partition constraint for default partition ... would be violated"). With it such an insert
+/// waits and, once the partition is attached, goes into it: the insert locks the parent before it
+/// picks a partition, so it sees the new one. The order is ATTACH's own (the parent, then the
+/// default partition) and an insert's, so the job never holds the default partition while it
+/// queues for the parent.
 async fn move_from_default(
     client: &Client,
     table: &Table<'_>,
@@ -396,6 +405,8 @@ async fn move_from_default(
         .collect();
     let columns = columns.join(", ");
     let steps = [
+        format!("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE", table.rel.sql()),
+        format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", default.sql()),
         format!(
             "CREATE TABLE {qualified} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE \
              INCLUDING COMMENTS INCLUDING GENERATED)",
@@ -413,11 +424,12 @@ async fn move_from_default(
             table.bounds_sql(start, end)
         ),
     ];
+    const MOVE_STEP: usize = 3;
     client.batch_execute("BEGIN").await.context(|| "BEGIN".into())?;
     let mut moved = 0;
     for (i, sql) in steps.iter().enumerate() {
         match client.execute(sql.as_str(), &[]).await {
-            Ok(n) if i == 1 => moved = n as i64,
+            Ok(n) if i == MOVE_STEP => moved = n as i64,
             Ok(_) => {}
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;

@@ -85,24 +85,63 @@ pub fn check_template(template: &str, interval: PartitionInterval) -> Result<(),
         }
         rest = &rest[close..];
     }
-    let has = |t: &str| template.contains(t);
-    let unique = match interval {
-        PartitionInterval::Yearly => has("{YYYY}") || has("{IYYY}"),
-        PartitionInterval::Monthly => has("{YYYY}") && has("{MM}"),
-        PartitionInterval::Weekly => {
-            (has("{IYYY}") && has("{IW}")) || (has("{YYYY}") && has("{MM}") && has("{DD}"))
-        }
-        PartitionInterval::Daily => has("{YYYY}") && has("{MM}") && has("{DD}"),
-    };
-    if unique {
-        Ok(())
-    } else {
-        Err(format!(
-            "naming template `{template}` would give two {} partitions the same name; e.g. `{}`",
+    match first_clash(template, interval) {
+        None => Ok(()),
+        Some((a, b)) => Err(format!(
+            "naming template `{template}` would give two {} partitions the same name ({a} and {b} both get \
+             `{}`); e.g. `{}`",
             format!("{interval:?}").to_lowercase(),
+            partition_name(template, "{table}", a),
             default_template(interval)
-        ))
+        )),
     }
+}
+
+/// The first two periods whose partitions the template names alike, if any. Every token is a fixed
+/// number of digits, so two names are equal exactly when the values of the tokens used are, and
+/// those are compared. ISO years and weeks make this more than a list of required tokens: the ISO
+/// year of 1 January is the calendar year before about half the time (2027-01-01 is in 2026-W53,
+/// 2028-01-01 in 2027-W52), so `{IYYY}` alone does not tell years apart, nor `{IYYY}` with `{MM}`
+/// months, nor `{YYYY}` with `{IW}` weeks (2024-01-01 and 2024-12-30 are both in week 01).
+/// The calendar and ISO weeks repeat every 400 years, and equal names need equal years (a name
+/// without a year token repeats within the cycle), so a clash exists only if one shows within 401
+/// years of periods.
+fn first_clash(template: &str, interval: PartitionInterval) -> Option<(NaiveDate, NaiveDate)> {
+    let has = |t: &str| template.contains(t);
+    let used = [has("{YYYY}"), has("{MM}"), has("{DD}"), has("{IYYY}"), has("{IW}"), has("{Q}")];
+    let key = |d: NaiveDate| {
+        let iso = d.iso_week();
+        let values = [
+            d.year(),
+            d.month() as i32,
+            d.day() as i32,
+            iso.year(),
+            iso.week() as i32,
+            (d.month0() / 3) as i32,
+        ];
+        let mut key = [0i32; 6];
+        for (i, v) in values.iter().enumerate() {
+            if used[i] {
+                key[i] = *v;
+            }
+        }
+        key
+    };
+    let first = NaiveDate::from_ymd_opt(2000, 1, 1)?;
+    let last = NaiveDate::from_ymd_opt(2401, 12, 31)?;
+    let mut seen = std::collections::HashMap::new();
+    let mut start = period_start(interval, midnight(first));
+    while start <= last {
+        if let Some(earlier) = seen.insert(key(start), start) {
+            return Some((earlier, start));
+        }
+        start = next_start(interval, start);
+    }
+    None
+}
+
+fn midnight(day: NaiveDate) -> NaiveDateTime {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -146,6 +185,38 @@ mod tests {
         assert_eq!(partition_name(default_template(Daily), "t", day(2028, 2, 29)), "t_y2028_m02_d29");
         let y = wanted_periods(Yearly, dt(2026, 6, 1), 1);
         assert_eq!(y[1], (day(2027, 1, 1), day(2028, 1, 1)));
+    }
+
+    #[test]
+    fn iso_and_calendar_tokens_mixed_are_checked_period_by_period() {
+        // The ISO year of 1 January is the calendar year before when it falls on Friday to Sunday.
+        let err = check_template("{table}_{IYYY}_{MM}", Yearly).unwrap_err();
+        assert!(err.contains("two yearly partitions the same name"), "{err}");
+        assert!(err.contains("2004-01-01 and 2005-01-01 both get `{table}_2004_01`"), "{err}");
+        assert!(check_template("{table}_{IYYY}", Yearly).is_err());
+        assert!(
+            check_template("{table}_{IYYY}_{IW}", Yearly).is_ok(),
+            "1 January of each year is in its own week"
+        );
+        assert!(check_template("{table}_{YYYY}", Yearly).is_ok());
+        // Months: the ISO year does not tell the two Januaries apart; ISO weeks do.
+        assert!(check_template("{table}_{IYYY}_{MM}", Monthly).is_err());
+        assert!(check_template("{table}_{IYYY}w{IW}", Monthly).is_ok());
+        assert!(check_template("{table}_{YYYY}w{IW}", Monthly).is_ok());
+        assert!(check_template("{table}_{YYYY}q{Q}", Monthly).is_err());
+        // Weeks: Monday 2024-12-30 is 2025-W01, like Monday 2024-01-01 is 2024-W01.
+        let err = check_template("{table}_{YYYY}_w{IW}", Weekly).unwrap_err();
+        assert!(err.contains("two weekly partitions"), "{err}");
+        assert!(check_template("{table}_{IYYY}_w{IW}", Weekly).is_ok());
+        assert!(check_template("{table}_{YYYY}{MM}{DD}", Weekly).is_ok());
+        assert!(
+            check_template("{table}_{IYYY}_{MM}_{DD}", Weekly).is_ok(),
+            "Mondays on 29-31 December are all in week 01"
+        );
+        // Days need the calendar date.
+        assert!(check_template("{table}_{IYYY}_{MM}_{DD}", Daily).is_err());
+        assert!(check_template("{table}_{YYYY}_{MM}_{DD}", Daily).is_ok());
+        assert!(check_template("{table}_{IYYY}_{IW}_{DD}", Daily).is_ok());
     }
 
     #[test]

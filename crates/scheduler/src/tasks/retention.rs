@@ -86,6 +86,45 @@ fn unindexed_column_warning(rel: &Relation, column: &str) -> String {
     )
 }
 
+/// The privileges a batch needs, checked before the first one so a missing one is named with its
+/// reason rather than as PostgreSQL's bare "permission denied for table". Besides DELETE (and
+/// SELECT, for the columns the predicate reads), `FOR UPDATE` needs UPDATE: on the table or on any
+/// one of its columns.
+async fn check_privileges(client: &Client, rel: &Relation, column: &str) -> Result<(), JobError> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text,
+                    has_table_privilege($1::oid, 'DELETE'),
+                    has_any_column_privilege($1::oid, 'UPDATE'),
+                    has_any_column_privilege($1::oid, 'SELECT')",
+            &[&rel.oid],
+        )
+        .await
+        .context(|| format!("reading the job role's privileges on {}", rel.display()))?;
+    let (role, delete, update, select): (String, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let missing: Vec<&str> = [("SELECT", select), ("DELETE", delete), ("UPDATE", update)]
+        .iter()
+        .filter(|(_, has)| !has)
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(JobError::Invalid(format!(
+        "the job's role {role} lacks {} on {}: a retention job needs SELECT and DELETE, and UPDATE because each          batch locks its rows with SELECT ... FOR UPDATE SKIP LOCKED (so rows other sessions hold are skipped,          not waited for), which PostgreSQL allows only with UPDATE on the table or on one of its columns;          e.g. GRANT {} ON {} TO {}",
+        missing.join(" and "),
+        rel.display(),
+        missing
+            .iter()
+            .map(|p| if *p == "UPDATE" { format!("UPDATE ({})", quote_ident(column)) } else { p.to_string() })
+            .collect::<Vec<_>>()
+            .join(", "),
+        rel.sql(),
+        quote_ident(&role)
+    )))
+}
+
 /// The statement deleting one batch. `FOR UPDATE SKIP LOCKED` leaves rows another session holds
 /// (a long `SELECT ... FOR UPDATE`, an open transaction that updated them) to a later run instead
 /// of queueing behind them until lock_timeout fails the whole run; it also keeps two overlapping
@@ -151,6 +190,7 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
     // A quoted identifier (`"Created At"`) or the exact name, as `pgpilot partitions convert` takes it.
     let column = pg::column_name(&task.column);
     check_column(client, &rel, &column).await?;
+    check_privileges(client, &rel, &column).await?;
     let identity = row_identity(client, &rel).await?;
     let mut out = TaskOutput::default();
     if !column_is_indexed(client, &rel, &column).await? {
