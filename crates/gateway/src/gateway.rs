@@ -49,8 +49,9 @@ impl Gateway {
             gw.addrs.push(l.local_addr()?);
             gw.listeners.push(tokio::spawn(listener::accept_tcp(shared.clone(), l)));
         }
+        let port = gw.addrs.first().map(|a| a.port()).unwrap_or(6432);
+        shared.listen_port.store(port, std::sync::atomic::Ordering::Relaxed);
         if let Some(dir) = &config.pgpilot.unix_socket_dir {
-            let port = gw.addrs.first().map(|a| a.port()).unwrap_or(6432);
             let mode = config
                 .pgpilot
                 .unix_socket_permissions()

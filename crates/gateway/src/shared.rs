@@ -36,6 +36,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub secrets: Arc<Secrets>,
     pub tls_acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    /// The port of the first listen address as bound (the console shows it as listen_port).
+    pub listen_port: std::sync::atomic::AtomicU16,
     /// One TLS connector per certificate check the configured servers use (net::tls).
     pub server_tls: ArcSwap<tls::ServerConnectors>,
     pub phase: watch::Sender<Phase>,
@@ -82,6 +84,7 @@ impl Shared {
             registry: Arc::new(Registry::default()),
             secrets: Secrets::new(userlist, passwords),
             tls_acceptor: ArcSwapOption::empty(),
+            listen_port: std::sync::atomic::AtomicU16::new(0),
             server_tls: ArcSwap::from_pointee(tls::ServerConnectors::default()),
             phase: watch::Sender::new(Phase::Running),
             paused: watch::Sender::new(false),

@@ -54,6 +54,15 @@ async fn every_admin_command() {
     assert!(header("SHOW CONFIG").starts_with("key|value|default|changeable"));
     let pools = admin(&gw, "SHOW POOLS");
     assert!(pools.contains("postgres|postgres|"), "{pools}");
+    // The console's own pool and database, as PgBouncer lists them (exporters expect the rows);
+    // a database's pool_mode is empty unless it sets its own.
+    assert!(pools.lines().any(|l| l.starts_with("pgbouncer|pgbouncer|1|0|")), "{pools}");
+    let databases = admin(&gw, "SHOW DATABASES");
+    let port = addr(&gw).port();
+    assert!(databases.contains(&format!("pgbouncer||{port}|pgbouncer|pgbouncer|2|")), "{databases}");
+    let db: Vec<&str> = databases.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
+    assert_eq!(db[10], "", "pool_mode: {databases}");
+    assert!(admin(&gw, "SHOW CONFIG").contains(&format!("listen_port|{port}|6432|no")));
     let stats = admin(&gw, "SHOW STATS");
     let fields: Vec<&str> = stats.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
     assert!(fields[2].parse::<u64>().unwrap() >= 1, "xact count: {stats}");
@@ -101,7 +110,16 @@ async fn every_admin_command() {
     let refused = psql(&gw, "pgpilot", "SET no_such_setting = 1").expect_err("not a setting");
     assert!(refused.contains("unrecognized configuration parameter \"no_such_setting\""), "{refused}");
     // SET changes the running configuration, as in PgBouncer.
-    admin(&gw, "SET default_pool_size = 7");
+    // PgBouncer's tag names the setting.
+    tokio::io::AsyncWriteExt::write_all(&mut console, &query_message("SET default_pool_size = 7"))
+        .await
+        .unwrap();
+    let tag = read_until_ready(&mut console).await;
+    assert!(
+        tag.windows(24).any(|w| w == b"SET default_pool_size=7\0"),
+        "{:?}",
+        String::from_utf8_lossy(&tag)
+    );
     admin(&gw, "SET query_wait_timeout TO '30'");
     let config = admin(&gw, "SHOW CONFIG");
     assert!(config.contains("default_pool_size|7|20|yes"), "{config}");
@@ -1003,7 +1021,7 @@ async fn prepare_and_run_until(
             Some(c) => c,
             None => conn.insert(RawConn { sock: raw_login(addr).await, buf: Vec::new() }),
         };
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             c.sock.write_all(&query_message("SELECT 1")).await.unwrap();
         } else {
             let mut prepare = parse("", "SELECT $1::int + 1, pg_sleep(0.001)");

@@ -501,7 +501,7 @@ pub fn databases(shared: &Shared) -> ResultSet {
     ])
     .integers_as(Kind::Int4);
     let config = shared.config.load();
-    let listen_port = config.pgpilot.listen.0.first().map_or(0, |a| split_addr(a).1);
+    let listen_port = shared.listen_port.load(Relaxed);
     rs.row(vec![
         v(CONSOLE),
         v(None::<&str>),
@@ -563,9 +563,8 @@ pub fn config(shared: &Shared) -> ResultSet {
     config_rows(&mut rs, serde_json::to_value(&config.pgpilot), serde_json::to_value(defaults.pgpilot));
     config_rows(&mut rs, serde_json::to_value(&config.tls), serde_json::to_value(defaults.tls));
     // PgBouncer's two settings for what pgpilot's `listen` says in one; scripts read the port.
-    let addrs: Vec<(String, u16)> = config.pgpilot.listen.0.iter().map(|a| split_addr(a)).collect();
-    let hosts: Vec<&str> = addrs.iter().map(|(h, _)| h.as_str()).collect();
-    let port = addrs.first().map_or(0, |a| a.1);
+    let hosts: Vec<String> = config.pgpilot.listen.0.iter().map(|a| split_addr(a).0).collect();
+    let port = shared.listen_port.load(Relaxed);
     rs.row(vec![v("listen_addr"), v(hosts.join(",")), v(""), v("no")]);
     rs.row(vec![v("listen_port"), v(port), v("6432"), v("no")]);
     rs
