@@ -47,9 +47,13 @@ fn print_all(bytes: &[u8]) -> Outcome {
 pub fn man() -> Outcome {
     let mut out = Vec::new();
     clap_mangen::Man::new(Cli::command()).render(&mut out)?;
-    for sub in Cli::command().get_subcommands() {
+    let top = Cli::command();
+    let version: &'static str = Box::leak(top.get_version().unwrap_or_default().to_string().into_boxed_str());
+    for sub in top.get_subcommands() {
         let name: &'static str = Box::leak(format!("pgpilot-{}", sub.get_name()).into_boxed_str());
-        clap_mangen::Man::new(sub.clone().name(name)).render(&mut out)?;
+        // Each page's footer names the version, as the main page's does.
+        let page = sub.clone().name(name).version(version);
+        clap_mangen::Man::new(page).render(&mut out)?;
     }
     print_all(&out)
 }

@@ -34,6 +34,9 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     assert!(man.status.success());
     let text = String::from_utf8_lossy(&man.stdout);
     assert!(text.contains(".TH pgpilot 1") && text.contains(".TH pgpilot-serve 1"));
+    // Every page's header carries the version, the subcommands' too.
+    let serve = text.lines().find(|l| l.starts_with(".TH pgpilot-serve 1")).unwrap();
+    assert!(serve.contains(env!("CARGO_PKG_VERSION")), "{serve}");
 }
 
 /// Output piped into a reader that is gone (`pgpilot check-config F | head -0`) ends the command

@@ -170,7 +170,9 @@ fn per_job_durations_may_be_numbers_of_seconds() {
     assert_eq!(limits.lock_timeout.duration(), Some(std::time::Duration::from_secs(2)));
     assert_eq!(limits.statement_timeout.duration(), Some(std::time::Duration::from_millis(90_500)));
     assert_eq!(limits.retry_backoff.duration(), Some(std::time::Duration::from_millis(250)));
-    assert!(matches!(&jobs[2].task, Task::Retention(r) if r.time_budget.duration() == Some(std::time::Duration::from_secs(600))));
+    assert!(
+        matches!(&jobs[2].task, Task::Retention(r) if r.time_budget.duration() == Some(std::time::Duration::from_secs(600)))
+    );
     // Written back as text, they read the same.
     let again = parse(&toml::to_string(&Jobs { jobs: jobs.clone() }).unwrap()).unwrap();
     assert_eq!(again, jobs);

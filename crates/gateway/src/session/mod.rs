@@ -57,6 +57,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let config = shared.config.load_full();
     let login_timeout = config.pgpilot.client_login_timeout.enabled().unwrap_or(Duration::from_secs(3600));
     let log_connections = config.pgpilot.log_connections;
+    let log = config.pgpilot.log_pooler_errors;
     drop(config);
     // One deadline for the whole login, startup packet and authentication together: a client
     // must not get the timeout twice by stalling once in each.
@@ -66,7 +67,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let opened = match tokio::time::timeout_at(deadline, startup::open(shared, sock, deadline)).await {
         Err(_) => return None,
         Ok(Ok(None)) | Ok(Ok(Some(startup::Opening::Cancelled))) => return None,
-        Ok(Err((sock, e))) => return refuse(&sock, &addr, e).await,
+        Ok(Err((sock, e))) => return refuse(&sock, &addr, e, log).await,
         Ok(Ok(Some(startup::Opening::Login { sock, params, tls, buf }))) => (sock, params, tls, buf),
     };
     let (sock, params, tls, buf) = opened;
@@ -80,18 +81,18 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let Some(registration) = shared.registry.register(addr.clone(), local, tls, max_clients) else {
         let e =
             PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
-        return refuse(&sock, &addr, e).await;
+        return refuse(&sock, &addr, e, log).await;
     };
     if shared.phase() != Phase::Running {
         let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is shutting down");
-        return refuse(&sock, &addr, e).await;
+        return refuse(&sock, &addr, e, log).await;
     }
     let login = tokio::time::timeout_at(deadline, log_in(shared, &sock, &params, buf, &registration));
     let session = match login.await {
         Err(_) => {
-            return refuse(&sock, &addr, login_timed_out()).await;
+            return refuse(&sock, &addr, login_timed_out(), log).await;
         }
-        Ok(Err(e)) => return refuse(&sock, &addr, e).await,
+        Ok(Err(e)) => return refuse(&sock, &addr, e, log).await,
         Ok(Ok(LoggedIn::Admin(admin))) => {
             crate::admin::run(shared.clone(), sock, registration, admin).await;
             return None;
@@ -112,9 +113,11 @@ pub(super) fn login_timed_out() -> PgError {
 /// Connections to the admin console allowed beyond max_client_conn.
 const CONSOLE_SLOTS: usize = 5;
 
-/// Tells the client why it is being turned away, and logs it.
-async fn refuse<T>(sock: &Sock, addr: &str, e: PgError) -> Option<T> {
-    tracing::info!(client = %addr, error = %e, "client refused");
+/// Tells the client why it is being turned away, and logs it unless log_pooler_errors is off.
+async fn refuse<T>(sock: &Sock, addr: &str, e: PgError, log: bool) -> Option<T> {
+    if log {
+        tracing::info!(client = %addr, error = %e, "client refused");
+    }
     let mut out = BytesMut::new();
     e.encode(&mut out);
     let _ = sock.write_all(&out).await;
