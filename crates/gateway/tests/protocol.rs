@@ -613,3 +613,40 @@ async fn a_client_leaving_an_extended_copy_in_takes_its_server_with_it() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM c"), "0");
     gw.shutdown().await;
 }
+
+/// A statement name the client never prepared is never another client's: one left on the server
+/// where pgpilot could not see it (a PREPARE run by a function) gave its rows to the next client
+/// that bound the name; PostgreSQL says 26000 on that client's own connection (helper-124).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_the_client_never_prepared_is_never_another_clients_statement() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE FUNCTION prepare_hidden() RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN EXECUTE 'PREPARE hidden AS SELECT 42'; RETURN 1; END $$",
+    );
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let mut leaver = raw_login(addr(&gw)).await;
+    assert_eq!(answer(&mut leaver, &query_message("SELECT prepare_hidden()")).await.0, "TDCZ");
+    drop(leaver);
+    let mut other = raw_login(addr(&gw)).await;
+    let mut bind = message(b'B', b"\0hidden\0\0\0\0\0\0\0");
+    bind.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    bind.extend(sync());
+    let (tags, errors) = answer(&mut other, &bind).await;
+    assert!(tags.ends_with("EZ"), "{tags}");
+    assert_eq!(errors, vec!["26000 prepared statement \"hidden\" does not exist".to_string()]);
+    let mut describe = message(b'D', b"Shidden\0");
+    describe.extend(sync());
+    let (_, errors) = answer(&mut other, &describe).await;
+    assert_eq!(errors, vec!["26000 prepared statement \"hidden\" does not exist".to_string()]);
+    // Its own SQL PREPARE of the name is its own, bound through the protocol.
+    assert_eq!(answer(&mut other, &query_message("PREPARE mine AS SELECT 7")).await.0, "CZ");
+    let mut mine = message(b'B', b"\0mine\0\0\0\0\0\0\0");
+    mine.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    mine.extend(sync());
+    assert!(answer(&mut other, &mine).await.0.ends_with("2DCZ"));
+    gw.shutdown().await;
+}

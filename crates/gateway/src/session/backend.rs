@@ -315,6 +315,8 @@ impl Flow {
         {
             // "bind message supplies 0 parameters, but prepared statement "s1" requires 1".
             self.to_client.extend_from_slice(&renamed);
+        } else if let Some(renamed) = without_foreign_prefix(&server.buf[start..end]) {
+            self.to_client.extend_from_slice(&renamed);
         } else {
             self.to_client.extend_from_slice(&server.buf[start..end]);
             self.note_server_fatal(&server.buf[start..end]);
@@ -803,4 +805,17 @@ fn refused_preamble(reply: &Reply) -> &'static str {
         Reply::DeferredBegin => "the transaction the client began",
         _ => "this session's settings",
     }
+}
+
+/// The server's error about a name sent under [`super::frontend::FOREIGN_NAME_PREFIX`], with the
+/// name as the client gave it; None for any other message.
+fn without_foreign_prefix(msg: &[u8]) -> Option<Vec<u8>> {
+    let mut quoted = b"\"".to_vec();
+    quoted.extend_from_slice(super::frontend::FOREIGN_NAME_PREFIX);
+    let at = msg.windows(quoted.len()).position(|w| w == quoted.as_slice())?;
+    let mut out = msg[..at + 1].to_vec();
+    out.extend_from_slice(&msg[at + quoted.len()..]);
+    let len = (out.len() - 1) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out)
 }

@@ -599,15 +599,16 @@ impl Flow {
         }
         self.observe_bind(s, b.statement, b.rest);
         let Some(stmt) = Flow::named_statement(s, b.statement) else {
+            let foreign = self.foreign_name(s, b.statement);
             if b.statement.is_empty() {
                 self.unnamed_in_step_for(s);
-            } else {
+            } else if foreign.is_none() {
                 self.sql_statement_for_protocol(s, server, b.statement);
             }
             if b.portal.is_empty() {
                 self.unnamed_portal_statement = None;
             }
-            frontend::bind(&mut self.to_server, b.portal, b.statement, b.rest);
+            frontend::bind(&mut self.to_server, b.portal, foreign.as_deref().unwrap_or(b.statement), b.rest);
             self.push_extended(Reply::Bind { statement: None, copy: BoundCopy::Kept });
             return Ok(());
         };
@@ -655,6 +656,11 @@ impl Flow {
                 if kind == b'S' && name.is_empty() {
                     self.unnamed_in_step_for(s);
                 } else if kind == b'S' {
+                    if let Some(foreign) = self.foreign_name(s, name) {
+                        frontend::target(&mut self.to_server, b'D', kind, &foreign);
+                        self.push_extended(Reply::Describe { statement: None });
+                        return Ok(());
+                    }
                     self.sql_statement_for_protocol(s, server, name);
                 }
                 None
@@ -670,6 +676,15 @@ impl Flow {
             None => self.push_extended(Reply::Describe { statement }),
         }
         Ok(())
+    }
+
+    /// A statement name the client never prepared (neither with Parse nor with SQL PREPARE) as it
+    /// is sent to the server: under a name no session has, so PostgreSQL answers "does not exist"
+    /// as on the client's own connection, even where another client left a statement of that
+    /// name on this server unseen (a differential fuzzer bound one). The error names the client's.
+    fn foreign_name(&self, s: &Session, name: &[u8]) -> Option<Vec<u8>> {
+        let own_sql = std::str::from_utf8(name).is_ok_and(|n| s.statements.sql.contains_key(n));
+        (self.rewrite && !name.is_empty() && !own_sql).then(|| [FOREIGN_NAME_PREFIX, name].concat())
     }
 
     /// Before a Bind or Describe of the unnamed statement: the server's is another client's when
@@ -743,6 +758,10 @@ pub(super) const OUTDATED_PLAN_NAME: &[u8] = b"pgpilot_outdated_plan";
 
 /// Likewise for a Parse under a name in use (Reply::DuplicateParse).
 const DUPLICATE_PARSE_NAME: &[u8] = b"pgpilot_duplicate_statement_name";
+
+/// Put in front of a statement name the client never prepared (`foreign_name`): no server
+/// holds one so named.
+pub(super) const FOREIGN_NAME_PREFIX: &[u8] = b"pgpilot_unknown_";
 
 /// A statement that fails with `error`'s code, message and hint on the server (plpgsql, which
 /// PostgreSQL installs in every database). No `$` of the client's reaches the dollar quotes.
