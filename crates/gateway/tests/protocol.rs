@@ -519,12 +519,8 @@ async fn answer(s: &mut tokio::net::TcpStream, bytes: &[u8]) -> (String, Vec<Str
         .into_iter()
         .filter(|m| m.0 == b'E')
         .map(|(_, body)| {
-            let field = |f: u8| {
-                body.split(|b| *b == 0)
-                    .find(|x| x.first() == Some(&f))
-                    .map(|x| String::from_utf8_lossy(&x[1..]).into_owned())
-            };
-            format!("{} {}", field(b'C').unwrap_or_default(), field(b'M').unwrap_or_default())
+            let e = pgpilot_wire::error::ErrorFields::parse(body);
+            format!("{} {}", e.code, e.message)
         })
         .collect();
     (String::from_utf8(message_tags(&got)).unwrap(), errors)

@@ -48,6 +48,11 @@ pub fn prepare_clock() -> u64 {
     PREPARE_CLOCK.load(Relaxed)
 }
 
+/// The name pgpilot prepares the statement with this hash under on the servers.
+pub fn server_name(hash: u64) -> String {
+    format!("pgpilot_{hash:016x}")
+}
+
 /// The same statement whatever statistics it has gathered.
 impl PartialEq for PreparedStatement {
     fn eq(&self, other: &Self) -> bool {
@@ -85,7 +90,7 @@ impl PreparedStatement {
         }
         let hash = h.finish();
         Arc::new(PreparedStatement {
-            server_name: format!("pgpilot_{hash:016x}").into_bytes().into_boxed_slice(),
+            server_name: server_name(hash).into_bytes().into_boxed_slice(),
             query: query.into(),
             param_types: param_types.into(),
             hash,

@@ -263,10 +263,7 @@ impl Flow {
             Expect::Client(Reply::Bind { statement: Some(hash), .. }) => Some(*hash),
             _ => described,
         };
-        let missing = match front {
-            Expect::Client(Reply::Bind { statement: Some(hash), .. }) if code == "26000" => Some(*hash),
-            _ => described.filter(|_| code == "26000"),
-        };
+        let missing = named.filter(|_| code == "26000");
         if let Expect::Client(Reply::Bind { statement: Some(hash), .. }) = *front {
             if !reshaped && self.bind_refused(s, server, hash, &code, outdated) {
                 self.batch_failed = false;
@@ -375,28 +372,19 @@ impl Flow {
         self.server_skipping = !self.expected.front().and_then(Expect::reply).is_some_and(Reply::is_sync);
     }
 
-    /// The name under which the client knows the statement with this hash (prepared, or whose
-    /// Parse the server skipped just before).
     /// The server's message `msg` with pgpilot's name of statement `hash` replaced by the
     /// client's, when it quotes it.
     fn with_client_name(&self, s: &Session, hash: u64, msg: &[u8]) -> Option<Vec<u8>> {
-        let ours = format!("\"pgpilot_{hash:016x}\"");
-        let ours = ours.as_bytes();
-        msg.windows(ours.len()).position(|w| w == ours)?;
-        let theirs = format!("\"{}\"", self.client_name_of(s, hash)?);
-        let mut out = msg[..5].to_vec();
-        let mut rest = &msg[5..];
-        while let Some(at) = rest.windows(ours.len()).position(|w| w == ours) {
-            out.extend_from_slice(&rest[..at]);
-            out.extend_from_slice(theirs.as_bytes());
-            rest = &rest[at + ours.len()..];
+        let ours = format!("\"{}\"", crate::pool::statements::server_name(hash));
+        if !msg.windows(ours.len()).any(|w| w == ours.as_bytes()) {
+            return None;
         }
-        out.extend_from_slice(rest);
-        let len = (out.len() - 1) as u32;
-        out[1..5].copy_from_slice(&len.to_be_bytes());
-        Some(out)
+        let theirs = format!("\"{}\"", self.client_name_of(s, hash)?);
+        replaced_in_message(msg, ours.as_bytes(), theirs.as_bytes())
     }
 
+    /// The name under which the client knows the statement with this hash (prepared, or whose
+    /// Parse the server skipped just before).
     fn client_name_of(&self, s: &Session, hash: u64) -> Option<String> {
         let prepared = s.statements.named.iter().map(|(name, stmt)| (stmt.hash, name));
         let skipped = self.skipped_names.iter().rev().map(|(h, name)| (*h, name));
@@ -810,11 +798,22 @@ fn refused_preamble(reply: &Reply) -> &'static str {
 /// The server's error about a name sent under [`super::frontend::FOREIGN_NAME_PREFIX`], with the
 /// name as the client gave it; None for any other message.
 fn without_foreign_prefix(msg: &[u8]) -> Option<Vec<u8>> {
-    let mut quoted = b"\"".to_vec();
-    quoted.extend_from_slice(super::frontend::FOREIGN_NAME_PREFIX);
-    let at = msg.windows(quoted.len()).position(|w| w == quoted.as_slice())?;
-    let mut out = msg[..at + 1].to_vec();
-    out.extend_from_slice(&msg[at + quoted.len()..]);
+    let quoted = [b"\"", super::frontend::FOREIGN_NAME_PREFIX].concat();
+    replaced_in_message(msg, &quoted, b"\"")
+}
+
+/// The backend message `msg` with every `from` in its body made `to`, its length set to match;
+/// None when the body has no `from`.
+fn replaced_in_message(msg: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    let mut rest = msg.get(5..)?;
+    rest.windows(from.len()).position(|w| w == from)?;
+    let mut out = msg[..5].to_vec();
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
     let len = (out.len() - 1) as u32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     Some(out)

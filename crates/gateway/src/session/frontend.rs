@@ -643,31 +643,26 @@ impl Flow {
         if self.describe_locally(kind, name, named_setting) {
             return Ok(());
         }
-        let renamed = match named {
+        let (target, statement) = match named {
             Some(stmt) => {
                 // Described, it tells the client the result type it has now.
                 stmt.epoch.fetch_max(
                     s.shared.statement_epochs.current(stmt.hash),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                Some((self.server_name_for(s, server, &stmt).0, stmt))
+                (Cow::Owned(self.server_name_for(s, server, &stmt).0.into_vec()), Some(stmt))
             }
-            None => {
-                if kind == b'S' && name.is_empty() {
-                    self.unnamed_in_step_for(s);
-                } else if kind == b'S' {
-                    if let Some(foreign) = self.foreign_name(s, name) {
-                        frontend::target(&mut self.to_server, b'D', kind, &foreign);
-                        self.push_extended(Reply::Describe { statement: None });
-                        return Ok(());
-                    }
+            None if kind == b'S' && name.is_empty() => {
+                self.unnamed_in_step_for(s);
+                (Cow::Borrowed(name), None)
+            }
+            None if kind == b'S' => match self.foreign_name(s, name) {
+                Some(foreign) => (Cow::Owned(foreign), None),
+                None => {
                     self.sql_statement_for_protocol(s, server, name);
+                    (Cow::Borrowed(name), None)
                 }
-                None
-            }
-        };
-        let (target, statement) = match renamed {
-            Some((server_name, stmt)) => (Cow::Owned(server_name.into_vec()), Some(stmt)),
+            },
             None => (Cow::Borrowed(name), None),
         };
         frontend::target(&mut self.to_server, b'D', kind, &target);
