@@ -112,7 +112,10 @@ async fn check_privileges(client: &Client, rel: &Relation, column: &str) -> Resu
         return Ok(());
     }
     Err(JobError::Invalid(format!(
-        "the job's role {role} lacks {} on {}: a retention job needs SELECT and DELETE, and UPDATE because each          batch locks its rows with SELECT ... FOR UPDATE SKIP LOCKED (so rows other sessions hold are skipped,          not waited for), which PostgreSQL allows only with UPDATE on the table or on one of its columns;          e.g. GRANT {} ON {} TO {}",
+        "the job's role {role} lacks {} on {}: a retention job needs SELECT and DELETE, and UPDATE because \
+         each batch locks its rows with SELECT ... FOR UPDATE SKIP LOCKED (so rows other sessions hold \
+         are skipped, not waited for), which PostgreSQL allows only with UPDATE on the table or on one \
+         of its columns; e.g. GRANT {} ON {} TO {}",
         missing.join(" and "),
         rel.display(),
         missing
