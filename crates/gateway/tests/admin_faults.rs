@@ -1019,7 +1019,11 @@ async fn prepare_and_run_until(
     while tokio::time::Instant::now() < deadline {
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => conn.insert(RawConn { sock: raw_login(addr).await, buf: Vec::new() }),
+            None => match RawConn::log_in(addr, &mut after_fatal).await {
+                Some(c) => conn.insert(c),
+                // The server connection the login used was ended too: the client logs in again.
+                None => continue,
+            },
         };
         if i.is_multiple_of(2) {
             c.sock.write_all(&query_message("SELECT 1")).await.unwrap();
@@ -1073,6 +1077,16 @@ enum Answer {
 }
 
 impl RawConn {
+    /// A login as `postgres`; None when it was refused or closed (after a FATAL, whose followers,
+    /// if any, are put in `after_fatal`).
+    async fn log_in(addr: std::net::SocketAddr, after_fatal: &mut Vec<String>) -> Option<RawConn> {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(&startup_packet()).await.unwrap();
+        let mut c = RawConn { sock, buf: Vec::new() };
+        (c.answered_through(b'Z', after_fatal).await == Answer::Through).then_some(c)
+    }
+
     /// Reads messages until `end`. Whatever follows a FATAL goes to `after_fatal`.
     async fn answered_through(&mut self, end: u8, after_fatal: &mut Vec<String>) -> Answer {
         let mut fatal = false;
@@ -1082,7 +1096,7 @@ impl RawConn {
             if fatal {
                 after_fatal.push((tag as char).to_string());
             } else if tag == b'E' {
-                fatal = body.windows(7).any(|w| w == b"SFATAL\0");
+                fatal = pgpilot_wire::error::ErrorFields::parse(&body).severity == "FATAL";
                 failed = true;
                 if end != b'Z' && !fatal {
                     return Answer::Failed;
