@@ -578,6 +578,15 @@ async fn a_database_removed_by_a_reload_closes_its_clients() {
     gw.shutdown().await;
 }
 
+/// The header line of a console SHOW command.
+fn console_header(gw: &pgpilot_gateway::Gateway, sql: &str) -> String {
+    let psql = pgpilot_testkit::pg_bin_dir().unwrap().tool("psql");
+    let port = addr(gw).port().to_string();
+    let args = ["-X", "-A", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "pgbouncer", "-c", sql];
+    let out = std::process::Command::new(psql).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string()
+}
+
 /// Rows of a console SHOW command whose first columns are `prefix`, split into columns.
 fn console_rows(gw: &pgpilot_gateway::Gateway, sql: &str, prefix: &str) -> Vec<Vec<String>> {
     admin(gw, sql)
@@ -1125,4 +1134,59 @@ impl RawConn {
             }
         }
     }
+}
+
+/// `RECONNECT; WAIT_CLOSE` (ops scripts before taking a server away): WAIT_CLOSE returns once the
+/// servers opened before the RECONNECT are closed, which a client in a transaction delays until
+/// it ends; KILL_CLIENT closes one client by its SHOW CLIENTS id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_close_waits_for_the_servers_before_reconnect_and_kill_client_closes_one() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let in_transaction = connect(&gw).await;
+    in_transaction.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let other = connect(&gw).await;
+    other.simple_query("SELECT 1").await.unwrap();
+    admin(&gw, "WAIT_CLOSE");
+    admin(&gw, "RECONNECT postgres");
+    let port = addr(&gw).port();
+    let waiting = std::thread::spawn(move || {
+        let psql = pgpilot_testkit::pg_bin_dir().unwrap().tool("psql");
+        let args = ["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "pgbouncer"];
+        std::process::Command::new(psql).args(args).args(["-c", "WAIT_CLOSE postgres"]).output().unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!waiting.is_finished(), "WAIT_CLOSE returned while a server from before RECONNECT was in use");
+    in_transaction.batch_execute("COMMIT").await.unwrap();
+    let out = tokio::task::spawn_blocking(move || waiting.join().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "WAIT_CLOSE");
+    let servers = console_rows(&gw, "SHOW SERVERS", "S|");
+    assert!(servers.len() <= 1, "the servers from before RECONNECT are closed: {servers:?}");
+    // The servers opened since are the current generation: nothing to wait for.
+    other.simple_query("SELECT 1").await.unwrap();
+    admin(&gw, "WAIT_CLOSE postgres");
+
+    let app_name = "to-be-killed";
+    let victim =
+        try_connect(&format!("{} application_name={app_name}", conninfo(&gw, "postgres", "postgres")))
+            .await
+            .unwrap();
+    victim.simple_query("SELECT 1").await.unwrap();
+    let clients = console_rows(&gw, "SHOW CLIENTS", "C|");
+    let id_column = console_header(&gw, "SHOW CLIENTS").split('|').position(|c| c == "id");
+    let row = clients.iter().find(|r| r.iter().any(|c| c == app_name)).expect("the client's row");
+    let id = &row[id_column.expect("an id column")];
+    assert_eq!(console_header(&gw, &format!("KILL_CLIENT {id}")), "KILL_CLIENT", "the tag, as PgBouncer's");
+    assert!(
+        eventually(Duration::from_secs(5), || victim.is_closed()).await,
+        "KILL_CLIENT left the client open"
+    );
+    assert_eq!(
+        other.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0),
+        1,
+        "another client is untouched"
+    );
+    let unknown = psql(&gw, "pgpilot", "KILL_CLIENT 987654321").unwrap_err();
+    assert!(unknown.contains("client not found"), "{unknown}");
 }

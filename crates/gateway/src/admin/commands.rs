@@ -31,7 +31,9 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
         "DISABLE" | "ENABLE" => enable(shared, arg.as_deref(), words[0] == "DISABLE")
             .map(|_| Reply::Tag(if words[0] == "DISABLE" { "DISABLE" } else { "ENABLE" }.into())),
         "RECONNECT" => reconnect(shared, arg.as_deref()).map(|_| Reply::Tag("RECONNECT".into())),
+        "WAIT_CLOSE" => wait_close(shared, arg.as_deref()).await.map(|_| Reply::Tag("WAIT_CLOSE".into())),
         "KILL" => kill(shared, arg.as_deref()).map(|_| Reply::Tag("KILL".into())),
+        "KILL_CLIENT" => kill_client(shared, arg.as_deref()).map(|_| Reply::Tag("KILL_CLIENT".into())),
         "INVALIDATE" => invalidate_cache(shared, text).map(|_| Reply::Tag("INVALIDATE CACHE".into())),
         // PgBouncer's tag names the setting: scripts match it.
         "SET" => set(shared, login, text).map(|(key, value)| Reply::Tag(format!("SET {key}={value}").into())),
@@ -222,6 +224,36 @@ fn reconnect(shared: &Shared, name: Option<&str>) -> Result<(), PgError> {
         }
     }
     Ok(())
+}
+
+/// KILL_CLIENT id: closes one client (the `id` of SHOW CLIENTS) and the server it holds.
+fn kill_client(shared: &Shared, id: Option<&str>) -> Result<(), PgError> {
+    let id: u64 = id.and_then(|id| id.parse().ok()).ok_or_else(|| {
+        PgError::error(SqlState::SYNTAX_ERROR, "KILL_CLIENT takes a client id (SHOW CLIENTS)")
+    })?;
+    let client = shared.registry.all().into_iter().find(|c| c.id == id);
+    let client = client.ok_or_else(|| PgError::error(SqlState::PROTOCOL_VIOLATION, "client not found"))?;
+    tracing::warn!(client_id = id, "KILL_CLIENT from the admin console");
+    client.request_close(true);
+    Ok(())
+}
+
+/// WAIT_CLOSE: returns once every server connection opened before the last RECONNECT (or KILL)
+/// of the databases named has closed, as their clients release them. Ops scripts run
+/// `RECONNECT; WAIT_CLOSE;` before they take a server away.
+async fn wait_close(shared: &Shared, name: Option<&str>) -> Result<(), PgError> {
+    let dbs = databases_named(shared, name)?;
+    loop {
+        let stale: usize = dbs
+            .iter()
+            .flat_map(|d| d.pool_sets())
+            .map(|set| set.all().map(|p| p.stale_connections()).sum::<usize>())
+            .sum();
+        if stale == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn kill(shared: &Shared, name: Option<&str>) -> Result<(), PgError> {

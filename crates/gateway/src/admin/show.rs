@@ -725,7 +725,9 @@ pub fn help() -> ResultSet {
         "DISABLE <db>",
         "ENABLE <db>",
         "RECONNECT [<db>]",
+        "WAIT_CLOSE [<db>]",
         "KILL <db>",
+        "KILL_CLIENT <id>",
         "RELOAD",
         "SHUTDOWN",
     ] {

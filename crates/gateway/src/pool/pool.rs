@@ -29,6 +29,9 @@ struct PoolState {
     /// Connections checked out by clients.
     active: usize,
     opening: usize,
+    /// Open connections from before the last RECONNECT: each closes when released, and
+    /// WAIT_CLOSE waits until none is left.
+    stale: usize,
     /// Clients held by a PAUSE (not in `waiters`), and since when the first of them has waited.
     paused: usize,
     paused_since: Option<Instant>,
@@ -157,10 +160,15 @@ impl Drop for PausedClient<'_> {
 struct OpenPermit<'a>(&'a Pool);
 
 impl OpenPermit<'_> {
-    /// The connection is open: from now on its [`Slot`] holds the place.
-    fn opened(self) {
-        self.0.state.lock().opening -= 1;
+    /// The connection is open: from now on its [`Slot`] holds the place, of the generation this
+    /// returns (read under the lock RECONNECT counts the stale connections under).
+    fn opened(self) -> u64 {
+        let mut s = self.0.state.lock();
+        s.opening -= 1;
+        let generation = self.0.generation.load(Relaxed);
+        drop(s);
         std::mem::forget(self);
+        generation
     }
 }
 
@@ -589,12 +597,10 @@ impl Pool {
                     }
                     *self.last_error.lock() = None;
                     *self.secret_missing_at.lock() = None;
-                    permit.opened();
+                    let slot = Slot { pool: self.clone(), generation: permit.opened() };
                     let address = self.target.url.address();
                     let is_unix = self.target.url.is_unix_socket();
-                    let mut conn = Box::new(ServerConn::new(connected, address, is_unix, Slot(self.clone())));
-                    conn.generation = self.generation.load(Relaxed);
-                    return Ok(Some(conn));
+                    return Ok(Some(Box::new(ServerConn::new(connected, address, is_unix, slot))));
                 }
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());
@@ -664,7 +670,7 @@ impl Pool {
             s.opening -= 1;
             s.active -= 1;
         }
-        self.connection_closed();
+        self.connection_closed(None);
     }
 
     /// The pool's server answered another connection (the health monitor's): connecting is no
@@ -741,7 +747,7 @@ impl Pool {
         conn.cancel.prepared.store(conn.statements.held(), Relaxed);
         let now = conn.last_used;
         let settings = self.settings.load();
-        let stale = conn.generation < self.generation.load(Relaxed);
+        let stale = conn.slot.generation < self.generation.load(Relaxed);
         let too_old = settings.lifetime.is_some_and(|l| now.duration_since(conn.created) >= l);
         if stale || self.is_retired() || too_old {
             let reason = match (stale, too_old) {
@@ -811,12 +817,16 @@ impl Pool {
         conn.terminate();
     }
 
-    /// Called when a connection of this pool is dropped: frees its place and lets a waiter open one.
-    pub(super) fn connection_closed(&self) {
+    /// Called when a connection of this pool is dropped (of its generation; None for one never
+    /// opened): frees its place and lets a waiter open one.
+    pub(super) fn connection_closed(&self, generation: Option<u64>) {
         self.limits.release();
         let settings = self.settings.load();
         let mut s = self.state.lock();
         s.total -= 1;
+        if generation.is_some_and(|g| g < self.generation.load(Relaxed)) {
+            s.stale = s.stale.saturating_sub(1);
+        }
         if self.is_retired() {
             return;
         }
@@ -905,8 +915,17 @@ impl Pool {
 
     /// RECONNECT: idle connections close now, busy ones when their clients release them.
     pub fn reconnect(&self) {
-        self.generation.fetch_add(1, Relaxed);
+        {
+            let mut s = self.state.lock();
+            self.generation.fetch_add(1, Relaxed);
+            s.stale = s.total - s.opening;
+        }
         self.close_idle();
+    }
+
+    /// Open connections from before the last RECONNECT (closed as their clients release them).
+    pub fn stale_connections(&self) -> usize {
+        self.state.lock().stale
     }
 
     /// Closes every idle connection (RECONNECT, reload of server settings).

@@ -75,8 +75,6 @@ pub struct ServerConn {
     pub checked_out: Option<Instant>,
     /// The session's buffers for its next attachment.
     pub flow_buffers: crate::session::FlowBuffers,
-    /// The pool generation this connection was opened in (see RECONNECT).
-    pub generation: u64,
     pub(super) slot: Slot,
 }
 
@@ -110,7 +108,6 @@ impl ServerConn {
             last_used: now,
             params,
             buf: connected.buf,
-            generation: 0,
             statements: Default::default(),
             replay: BytesMut::new(),
             flow_buffers: Default::default(),
@@ -131,7 +128,7 @@ impl ServerConn {
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.slot.0
+        &self.slot.pool
     }
 
     /// Tells the server goodbye; the connection is dropped (and uncounted) right after.
@@ -146,10 +143,14 @@ impl ServerConn {
 const KEEP_BUFFER: usize = 256 * 1024;
 
 /// A place in a pool's count of open connections, given back when the connection is dropped.
-pub struct Slot(pub(super) Arc<Pool>);
+pub struct Slot {
+    pub(super) pool: Arc<Pool>,
+    /// The pool generation this connection was opened in (see RECONNECT).
+    pub(super) generation: u64,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.connection_closed();
+        self.pool.connection_closed(Some(self.generation));
     }
 }
