@@ -105,34 +105,48 @@ async fn check_settings(pools: &PoolSet, db: &Database, client: &ParamSet) -> Re
         return Ok(spelled.clone());
     }
     let pool = &pools.pools[db.primary_index()];
-    let (mut conn, _) = pool.checkout().await.map_err(|e| checkout_error(e, &db.name))?;
-    match take_settings(&mut conn, client).await {
-        Ok(spelled) => {
-            conn.params = client.clone();
-            for (k, v) in spelled.iter() {
-                conn.params.set(k, v);
+    // A server lost mid-check (ended by pg_terminate_backend, a restart) refused nothing: the
+    // check is tried again on another.
+    let mut tries = 0;
+    let spelled = loop {
+        let (mut conn, _) = pool.checkout().await.map_err(|e| checkout_error(e, &db.name))?;
+        match take_settings(&mut conn, client).await {
+            Ok(spelled) => {
+                conn.params = client.clone();
+                for (k, v) in spelled.iter() {
+                    conn.params.set(k, v);
+                }
+                pool.release(conn);
+                break spelled;
             }
-            pool.release(conn);
-            let mut taken = pools.settings_taken.lock();
-            if taken.len() == SETTINGS_TAKEN_KEPT {
-                taken.clear();
+            Err(e) => {
+                // Refused in one implicit transaction, the settings changed nothing; any other
+                // failure leaves the server in doubt.
+                pool.discard(conn, "a client's login settings were refused or the check failed");
+                let (code, message) = e.split_once(' ').unwrap_or(("08006", e.as_str()));
+                tries += 1;
+                if code.len() != 5 && tries < LOGIN_CHECK_TRIES {
+                    tracing::info!(database = %db.name, error = %e, "the server checking a client's login settings failed; trying another");
+                    continue;
+                }
+                if code.len() != 5 {
+                    return Err(PgError::fatal(SqlState::CONNECTION_FAILURE, e));
+                }
+                tracing::info!(database = %db.name, user = %pools.user, code, message, "login settings refused by the server");
+                return Err(PgError::fatal(SqlState::from_server(code), message.to_string()));
             }
-            taken.push((key, spelled.clone()));
-            Ok(spelled)
         }
-        Err(e) => {
-            // Refused in one implicit transaction, the settings changed nothing; any other
-            // failure leaves the server in doubt.
-            pool.discard(conn, "a client's login settings were refused");
-            let (code, message) = e.split_once(' ').unwrap_or(("08006", e.as_str()));
-            if code.len() != 5 {
-                return Err(PgError::fatal(SqlState::CONNECTION_FAILURE, e));
-            }
-            tracing::info!(database = %db.name, user = %pools.user, code, message, "login settings refused by the server");
-            Err(PgError::fatal(SqlState::from_server(code), message.to_string()))
-        }
+    };
+    let mut taken = pools.settings_taken.lock();
+    if taken.len() == SETTINGS_TAKEN_KEPT {
+        taken.clear();
     }
+    taken.push((key, spelled.clone()));
+    Ok(spelled)
 }
+
+/// How many servers a login's settings check may lose before the login fails.
+const LOGIN_CHECK_TRIES: usize = 3;
 
 /// Gives `conn` the client's settings, then reads back its reported ones as the server spells
 /// them (`current_setting`: a value the server had already is not reported again when set).
