@@ -396,3 +396,34 @@ async fn reads_of_sessions_that_keep_their_server_are_counted_as_bypassed() {
     assert_eq!(bypass_count(&gw, "session_authorization"), before + 3);
     assert_eq!(hits(&gw), 0, "{}", pgpilot_gateway::cache::api::stats_json(gw.shared()));
 }
+
+/// `"$user"` in the search_path names the role a SET ROLE took, not the login user: a read of an
+/// unqualified name is cached as the server resolves it, and a write to that table invalidates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dollar_user_in_the_search_path_is_the_role_set() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE alice; CREATE SCHEMA alice AUTHORIZATION alice; \
+         CREATE TABLE public.us (v text); INSERT INTO public.us VALUES ('p0'); \
+         CREATE TABLE alice.us (v text); INSERT INTO alice.us VALUES ('a0'); \
+         GRANT SELECT ON public.us TO PUBLIC; GRANT ALL ON alice.us TO alice",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "us").await;
+    let reader = connect(&gw).await;
+    let writer = connect(&gw).await;
+    reader.simple_query("SET ROLE alice").await.unwrap();
+    let before = hits(&gw);
+    assert_eq!(first_value(&reader, "SELECT v FROM us").await, "a0");
+    assert_eq!(first_value(&reader, "SELECT v FROM us").await, "a0");
+    assert_eq!(hits(&gw), before + 1, "the second read is a hit");
+    writer.simple_query("UPDATE alice.us SET v = 'a1'").await.unwrap();
+    assert_eq!(first_value(&reader, "SELECT v FROM us").await, "a1", "a read of alice.us outlived its write");
+    // The role's own write through an unqualified name invalidates the same entry.
+    reader.simple_query("UPDATE us SET v = 'a2'").await.unwrap();
+    assert_eq!(first_value(&writer, "SELECT v FROM alice.us").await, "a2");
+    assert_eq!(first_value(&reader, "SELECT v FROM us").await, "a2");
+    reader.simple_query("RESET ROLE").await.unwrap();
+    assert_eq!(first_value(&reader, "SELECT v FROM us").await, "p0");
+}

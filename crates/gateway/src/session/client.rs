@@ -113,7 +113,7 @@ pub struct Session {
     pub(super) write_mark: crate::routing::WriteMark,
     pub(super) attachment: Option<super::route::Attachment>,
     /// The search_path value and its parsed schemas, parsed again only when the value changes.
-    pub(super) search_path: Option<Box<(String, Vec<String>)>>,
+    pub(super) search_path: Option<Box<super::route::SearchPath>>,
     /// Times the current request was moved to another server after losing one.
     pub(super) retries: u8,
     /// How long the request now being sent waited for a server (statistics).

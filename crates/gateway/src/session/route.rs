@@ -1,6 +1,7 @@
 //! Routing from the session's side: which server a transaction starts on, falling back to the
 //! primary when a replica cannot be reached, and pgpilot's own session settings (`SET pgpilot.route`).
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -103,7 +104,7 @@ impl Session {
     /// The search_path's schemas, parsed again only when its value changed.
     /// The schemas of search_path as last refreshed.
     pub(super) fn schemas(&self) -> &[String] {
-        self.search_path.as_ref().map_or(&[], |p| &p.1)
+        self.search_path.as_ref().map_or(&[], |p| &p.2)
     }
 
     /// The schemas routing and the result cache resolve names with. A search_path being read
@@ -130,9 +131,20 @@ impl Session {
 
     pub(super) fn refresh_search_path(&mut self) {
         let raw = self.params.get("search_path").unwrap_or("\"$user\", public");
-        if self.search_path.as_ref().is_none_or(|p| p.0 != raw) {
-            let schemas = pgpilot_sql::parse_search_path(raw, &self.user);
-            self.search_path = Some(Box::new((raw.to_string(), schemas)));
+        let user = self.current_user();
+        if self.search_path.as_ref().is_none_or(|p| p.0 != raw || p.1 != user) {
+            let schemas = pgpilot_sql::parse_search_path(raw, &user);
+            self.search_path = Some(Box::new(SearchPath(raw.to_string(), user.into_owned(), schemas)));
+        }
+    }
+
+    /// Whom `$user` in the search_path names on the server: the role a SET ROLE took, else the
+    /// user the pool logs in as (a database may force one), which need not be the client's login
+    /// name. (A SET SESSION AUTHORIZATION turns the cache off for the session.)
+    fn current_user(&self) -> Cow<'_, str> {
+        match self.params.get("role").map(role_name) {
+            Some(role) if !role.is_empty() && role != "none" => role,
+            _ => Cow::Borrowed(&self.pools.pools[self.db.primary_index()].target.user),
         }
     }
 
@@ -819,5 +831,19 @@ mod tests {
         assert_eq!(&*super::without_comments("SET x = '--not a comment'"), "SET x = '--not a comment'");
         assert!(!super::maybe_pgpilot_setting(b"/* SET pgpilot.route = primary */ SELECT 1"));
         assert!(!super::is_local_pgpilot_setting("SET LOCAL search_path = x"));
+    }
+}
+
+/// A search_path setting as the session last read it: the raw value, whom `$user` named, and
+/// the schemas.
+pub(super) struct SearchPath(String, String, Vec<String>);
+
+/// The role a `role` setting's SQL text names (`'alice'`, as SET ROLE's value is kept, or a
+/// plain name from set_config).
+fn role_name(value: &str) -> Cow<'_, str> {
+    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(quoted) if quoted.contains("''") => Cow::Owned(quoted.replace("''", "'")),
+        Some(quoted) => Cow::Borrowed(quoted),
+        None => Cow::Borrowed(value),
     }
 }
