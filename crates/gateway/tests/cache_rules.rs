@@ -273,6 +273,16 @@ async fn non_deterministic_reads_are_not_cached() {
     let second: String = c.query_one(bound, &[&" Now "]).await.unwrap().get(0);
     assert_ne!(first, second, "'now' bound as a parameter was answered from the cache");
     assert_eq!(bypassed(&gw, "time_literal"), time_literals + 2);
+    // Read from a column or an expression (helper-131: a text column holding 'now').
+    c.batch_execute("CREATE TABLE due_at (due text); INSERT INTO due_at VALUES ('now')").await.unwrap();
+    wait_cache_catalog(&gw, "due_at").await;
+    let casts = bypassed(&gw, "time_input_cast");
+    for sql in ["SELECT due::timestamptz::text FROM due_at", "SELECT ('n' || 'ow')::timestamp::text"] {
+        let first = value(&c, sql).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_ne!(first, value(&c, sql).await, "{sql} was answered from the cache");
+    }
+    assert_eq!(bypassed(&gw, "time_input_cast"), casts + 4);
     // The same words beside a time or inside a range or an array, in the text or bound.
     for sql in ["SELECT '[now,infinity)'::tstzrange::text", "SELECT '{now}'::timestamptz[]::text"] {
         let first = value(&c, sql).await;

@@ -38,6 +38,8 @@ pub enum NotCacheable {
     UnknownFunction,
     /// 'now', 'today', 'tomorrow', 'yesterday' as a date/time literal (or a bound parameter value).
     TimeLiteral,
+    /// A column or expression cast to a date/time type: it may be text holding 'now'.
+    TimeInputCast,
     /// TABLESAMPLE without REPEATABLE: another sample each time.
     RandomSample,
     SystemCatalog,
@@ -66,6 +68,7 @@ impl NotCacheable {
             NotCacheable::StableFunction => "stable_function",
             NotCacheable::UnknownFunction => "unknown_function",
             NotCacheable::TimeLiteral => "time_literal",
+            NotCacheable::TimeInputCast => "time_input_cast",
             NotCacheable::RandomSample => "tablesample",
             NotCacheable::SystemCatalog => "system_catalog",
             NotCacheable::TemporaryTable => "temporary_table",
@@ -77,7 +80,7 @@ impl NotCacheable {
     }
 
     /// Every reason, for registering metrics up front.
-    pub const ALL: [NotCacheable; 19] = [
+    pub const ALL: [NotCacheable; 20] = [
         NotCacheable::Unparsed,
         NotCacheable::NoCacheHint,
         NotCacheable::NotASelect,
@@ -90,6 +93,7 @@ impl NotCacheable {
         NotCacheable::StableFunction,
         NotCacheable::UnknownFunction,
         NotCacheable::TimeLiteral,
+        NotCacheable::TimeInputCast,
         NotCacheable::RandomSample,
         NotCacheable::SystemCatalog,
         NotCacheable::TemporaryTable,
@@ -162,6 +166,9 @@ fn statement_shape(stmt: &Statement) -> Result<(), NotCacheable> {
     }
     if shape.time_literal {
         return Err(NotCacheable::TimeLiteral);
+    }
+    if shape.time_input {
+        return Err(NotCacheable::TimeInputCast);
     }
     if shape.random_sample {
         return Err(NotCacheable::RandomSample);

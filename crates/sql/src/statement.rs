@@ -555,6 +555,10 @@ pub struct ReadShape {
     /// A string constant 'now', 'today', 'tomorrow' or 'yesterday': a time the server reads when it
     /// runs the statement.
     pub time_literal: bool,
+    /// A cast to a date/time type of something not a constant or parameter (a column, an
+    /// expression): text there may hold 'now' as well, which the type's input function reads as
+    /// the time the statement runs.
+    pub time_input: bool,
     /// TABLESAMPLE without REPEATABLE: a different sample on every run.
     pub random_sample: bool,
     /// Highest `$n` parameter number referenced (0 when none).

@@ -325,6 +325,30 @@ fn read_shapes() {
         assert!(analyze(text).shape.time_literal, "{text}");
     }
     assert!(!analyze("SELECT '[2026-01-01,infinity)'::daterange, 'knowledge'").shape.time_literal);
+    // A column or expression cast to a date/time type may be text holding 'now' (helper-131).
+    for text in [
+        "SELECT due::timestamptz FROM events",
+        "SELECT CAST(due AS timestamp) FROM events",
+        "SELECT ('n' || 'ow')::timestamp",
+        "SELECT (s)::date FROM t",
+        "SELECT row(s)::text::timestamptz FROM t",
+        "SELECT due::pg_catalog.timestamptz[] FROM events",
+        "SELECT tstzrange(lo::timestamptz, NULL) FROM t",
+        "SELECT * FROM t WHERE d > c::date",
+    ] {
+        assert!(analyze(text).shape.time_input, "{text}");
+    }
+    for text in [
+        "SELECT '2026-01-01'::timestamptz",
+        "SELECT $1::timestamptz",
+        "SELECT CURRENT_DATE::timestamp",
+        "SELECT '2026-01-01'::text::date",
+        "SELECT $1::text::timestamptz",
+        "SELECT due::text FROM events",
+        "SELECT n::bigint FROM t",
+    ] {
+        assert!(!analyze(text).shape.time_input, "{text}");
+    }
     assert_eq!(analyze("SELECT * FROM t WHERE a = $1 AND b = $3").shape.max_param, 3);
     let s = analyze("SELECT CURRENT_DATE, LOCALTIMESTAMP(3), SESSION_USER, CURRENT_SCHEMA, CURRENT_ROLE");
     assert_eq!(

@@ -201,6 +201,9 @@ impl Collector {
         let Some(type_name) = &tc.type_name else { return };
         let names: Vec<&str> = type_name.names.iter().filter_map(string_of).collect();
         let Some((&name, qualifiers)) = names.split_last() else { return };
+        if takes_time_words(qualifiers, name) && !tc.arg.as_deref().is_some_and(settled_time_input) {
+            self.shape.time_input = true;
+        }
         push_unique(&mut self.cast_types, FuncRef::new(qualifiers.last().copied(), name));
     }
 
@@ -394,6 +397,42 @@ fn is_system_name(table: &TableRef) -> bool {
             schema == "pg_catalog" || schema == "information_schema" || schema.starts_with("pg_toast")
         }
         None => table.name.starts_with("pg_"),
+    }
+}
+
+/// A built-in type whose input function reads 'now', 'today' and the like as the current time
+/// (its ranges and arrays too).
+fn takes_time_words(qualifiers: &[&str], name: &str) -> bool {
+    const TYPES: [&str; 11] = [
+        "date",
+        "time",
+        "timetz",
+        "timestamp",
+        "timestamptz",
+        "tsrange",
+        "tstzrange",
+        "daterange",
+        "tsmultirange",
+        "tstzmultirange",
+        "datemultirange",
+    ];
+    qualifiers.iter().all(|q| *q == "pg_catalog") && TYPES.contains(&name)
+}
+
+/// A cast argument whose value is known not to be text read at run time: a constant or a
+/// parameter (their values are checked for the words themselves), a value function (refused
+/// anyway), or a cast of one of these, or a cast to a date/time type (which decides for itself).
+fn settled_time_input(arg: &Node) -> bool {
+    match &arg.node {
+        Some(NodeEnum::AConst(_) | NodeEnum::ParamRef(_) | NodeEnum::SqlvalueFunction(_)) => true,
+        Some(NodeEnum::TypeCast(inner)) => {
+            let to_time = inner.type_name.as_ref().is_some_and(|t| {
+                let names: Vec<&str> = t.names.iter().filter_map(string_of).collect();
+                names.split_last().is_some_and(|(name, qualifiers)| takes_time_words(qualifiers, name))
+            });
+            to_time || inner.arg.as_deref().is_some_and(settled_time_input)
+        }
+        _ => false,
     }
 }
 

@@ -430,10 +430,15 @@ pub struct ViewDependencies {
     pub volatility: Vec<(Oid, Volatility)>,
 }
 
-/// Does a view definition evaluate CURRENT_TIMESTAMP, CURRENT_USER and the like, or 'now'?
+/// Does a view definition evaluate CURRENT_TIMESTAMP, CURRENT_USER and the like, or 'now'
+/// (written, or read from a column cast to a date/time type)?
 fn reads_the_clock_or_session(definition: &str) -> bool {
     let statement = crate::analyze::analyze(definition);
-    !statement.value_functions.is_empty() || statement.shape.time_literal || statement.parse_error.is_some()
+    let shape = &statement.shape;
+    !statement.value_functions.is_empty()
+        || shape.time_literal
+        || shape.time_input
+        || statement.parse_error.is_some()
 }
 
 fn multimap(pairs: impl Iterator<Item = (Oid, Oid)>) -> HashMap<Oid, Vec<Oid>> {
