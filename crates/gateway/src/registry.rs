@@ -69,7 +69,8 @@ pub struct ClientInfo {
     pub server_id: AtomicU64,
     /// Why the client holds its server for the whole session in transaction mode, if it does.
     pub pinned: Mutex<Option<&'static str>>,
-    /// Set to ask the session to end: 1 at its next transaction boundary (shutdown), 2 at once (KILL).
+    /// Set to ask the session to end: 1 at its next transaction boundary (shutdown), 2 at once
+    /// (KILL), 3 at once because its server was fenced off after a failover.
     close_requested: AtomicU8,
     /// A cancel request came while the client waited for a server: its request is not sent.
     cancel_while_waiting: std::sync::atomic::AtomicBool,
@@ -116,6 +117,18 @@ impl ClientInfo {
     pub fn request_close(&self, now: bool) {
         self.close_requested.fetch_max(if now { 2 } else { 1 }, Relaxed);
         self.wake.raise();
+    }
+
+    /// Ends the session at once: the server it holds is no longer the primary (a failover), and
+    /// what it would write there would be lost.
+    pub fn request_close_fenced(&self) {
+        self.close_requested.fetch_max(3, Relaxed);
+        self.wake.raise();
+    }
+
+    /// The session is being ended because its server was fenced off.
+    pub fn server_fenced(&self) -> bool {
+        self.close_requested.load(Relaxed) == 3
     }
 
     pub fn close_requested(&self) -> bool {

@@ -1783,3 +1783,29 @@ async fn each_load_balancing_policy_shares_reads_by_weight() {
         gw.shutdown().await;
     }
 }
+
+/// After a failover with the old primary still up, a client that holds a server connection to it
+/// (pinned by a temporary table, or inside a transaction) is closed rather than left writing
+/// there, where its writes would be lost (helper-130).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_holding_the_old_primary_are_closed_after_a_failover() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let pinned = connect(&gw).await;
+    pinned.batch_execute("CREATE TEMP TABLE mine (x int)").await.unwrap();
+    let in_transaction = connect(&gw).await;
+    in_transaction.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+    replica.promote();
+    let fresh = connect(&gw).await;
+    write_after_promotion(&fresh, &replica).await;
+    let closed =
+        eventually(Duration::from_secs(5), || pinned.is_closed() && in_transaction.is_closed()).await;
+    assert!(closed, "clients still hold the old primary");
+    assert!(pinned.batch_execute("INSERT INTO t VALUES (2)").await.is_err());
+    assert!(in_transaction.batch_execute("COMMIT").await.is_err());
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "0", "the old primary was written to");
+    gw.shutdown().await;
+}

@@ -63,6 +63,8 @@ struct DatabaseMonitor {
     doubts: Vec<Option<Doubt>>,
     /// Per server: its timeline could not be read (logged once).
     timeline_hidden: Vec<bool>,
+    /// The old primary's address after a failover, until its clients are closed.
+    fenced: Option<Arc<str>>,
 }
 
 /// A replica that gets no reads until its replayed position moves: after a failover (it may have
@@ -107,6 +109,7 @@ pub async fn run(shared: Arc<Shared>) {
                     newest_timeline: 0,
                     doubts: vec![None; db.backends.len()],
                     timeline_hidden: vec![false; db.backends.len()],
+                    fenced: None,
                 });
             }
         }
@@ -118,8 +121,32 @@ pub async fn run(shared: Arc<Shared>) {
             if let Some(set) = pool_set_for(&shared, &m.db) {
                 m.round(&set).await;
             }
+            if let Some(old_primary) = m.fenced.take() {
+                close_clients_on(&shared, &m.db.name, &old_primary);
+            }
         }
         tokio::time::sleep(interval.max(Duration::from_millis(100))).await;
+    }
+}
+
+/// Ends the sessions that hold a server connection to the old primary after a failover (pinned
+/// clients, session pooling, a transaction under way): on their own connection they would go on
+/// writing there, and those writes would be lost; closed, they come back to the new primary.
+fn close_clients_on(shared: &Shared, database: &str, old_primary: &str) {
+    let on_old = |c: &crate::registry::ClientInfo| {
+        &**c.database.lock() == database && c.server.lock().as_ref().is_some_and(|t| t.address == old_primary)
+    };
+    let clients: Vec<_> = shared.registry.all().into_iter().filter(|c| on_old(c)).collect();
+    if !clients.is_empty() {
+        tracing::warn!(
+            database,
+            server = old_primary,
+            clients = clients.len(),
+            "closing the clients that hold a server connection to the old primary"
+        );
+    }
+    for c in clients {
+        c.request_close_fenced();
     }
 }
 
@@ -351,6 +378,7 @@ impl DatabaseMonitor {
         for s in self.db.pool_sets() {
             s.pools[old].reconnect();
         }
+        self.fenced = Some(self.db.backends[old].address.clone());
         true
     }
 

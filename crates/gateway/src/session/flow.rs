@@ -712,7 +712,9 @@ async fn pump(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Exit
                         let cancel = super::cancel::send(&server.cancel);
                         let _ = tokio::time::timeout(KILL_CANCEL_WAIT, cancel).await;
                     }
-                    let why = if s.shared.phase() == crate::shared::Phase::Running {
+                    let why = if s.reg.info.server_fenced() {
+                        "terminating connection: its server is no longer the primary (failover), and writes there would be lost"
+                    } else if s.shared.phase() == crate::shared::Phase::Running {
                         "terminating connection due to KILL from the admin console"
                     } else {
                         "terminating connection: pgpilot is shutting down (shutdown_timeout reached)"
