@@ -646,3 +646,58 @@ async fn a_name_the_client_never_prepared_is_never_another_clients_statement() {
     assert!(answer(&mut other, &mine).await.0.ends_with("2DCZ"));
     gw.shutdown().await;
 }
+
+/// The answers to a request ending in `syncs` Syncs: message tags and errors (code and message).
+async fn answers(s: &mut tokio::net::TcpStream, bytes: &[u8], syncs: usize) -> (String, Vec<String>) {
+    let (mut tags, mut errors) = answer(s, bytes).await;
+    while tags.matches('Z').count() < syncs {
+        let got = read_until_ready(s).await;
+        tags.push_str(&String::from_utf8(message_tags(&got)).unwrap());
+        errors.extend(backend_messages(&got).into_iter().filter(|m| m.0 == b'E').map(|(_, body)| {
+            let e = pgpilot_wire::error::ErrorFields::parse(body);
+            format!("{} {}", e.code, e.message)
+        }));
+    }
+    (tags, errors)
+}
+
+/// The unnamed statement closed after an error (a skipped Parse of it in front, the Close after
+/// the Sync, in one write), or dropped by a simple Query pgpilot answers itself (DEALLOCATE ALL),
+/// is gone, as in PostgreSQL: pgpilot ran the DELETE again (helper-132's fuzzer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_statement_closed_or_dropped_in_a_pipeline_is_never_run_again() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5) g");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let delete = || parse("", "DELETE FROM t WHERE a = $1::int");
+    let mut first = delete();
+    first.extend(bind_one("", "1"));
+    assert_eq!(answer(&mut c, &first).await.0, "12CZ");
+    let mut closed = message(b'E', b"nope\0\0\0\0\0");
+    closed.extend(parse("", "SELECT 9"));
+    closed.extend(sync());
+    closed.extend(message(b'C', b"S\0"));
+    closed.extend(sync());
+    let (tags, errors) = answers(&mut c, &closed, 2).await;
+    assert_eq!(tags, "EZ3Z", "{errors:?}");
+    let (tags, errors) = answer(&mut c, &bind_one("", "2")).await;
+    assert_eq!(
+        (tags.as_str(), errors[0].as_str()),
+        ("EZ", "26000 unnamed prepared statement does not exist")
+    );
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "4", "the closed DELETE ran again");
+
+    let mut parsed = delete();
+    parsed.extend(sync());
+    assert_eq!(answer(&mut c, &parsed).await.0, "1Z");
+    let mut dropped = query_message("DEALLOCATE ALL");
+    dropped.extend(bind_one("", "3"));
+    let (tags, errors) = answers(&mut c, &dropped, 2).await;
+    assert_eq!(tags, "CZEZ", "{errors:?}");
+    assert_eq!(errors, vec!["26000 unnamed prepared statement does not exist"]);
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "4", "the dropped DELETE ran");
+    gw.shutdown().await;
+}

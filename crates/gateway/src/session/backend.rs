@@ -347,17 +347,21 @@ impl Flow {
         }
         // Undone last first: a Close and a Parse of one name in the request leave what was there
         // before both, as the server, which ran neither, has it.
+        // A change to the unnamed statement the client made after the Sync (a Close, a Parse)
+        // stands: the state undone to becomes what that one undoes to.
         let mut skipped = Vec::new();
         for entry in undone.into_iter().rev() {
             match entry {
                 Expect::Client(Reply::UnnamedParse(UnnamedBefore::Was(was)) | Reply::UnnamedClose(was)) => {
-                    s.unnamed = was;
+                    if let Err(was) = self.expected.pass_unnamed_before(was) {
+                        s.unnamed = was;
+                    }
                 }
                 Expect::Client(Reply::UnnamedParse(UnnamedBefore::Same)) => {}
                 entry => skipped.extend(forget(s, server, entry)),
             }
         }
-        if unnamed_parse_failed {
+        if unnamed_parse_failed && self.expected.pass_unnamed_before(None).is_err() {
             s.unnamed = None;
         }
         // Bounded: only the latest few matter to the Binds right behind them.

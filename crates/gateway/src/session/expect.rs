@@ -128,8 +128,11 @@ pub enum SqlStatementChange {
 pub enum UnnamedBefore {
     /// The Parse repeats it.
     Same,
-    Was(Option<Box<super::client::UnnamedStatement>>),
+    Was(UnnamedState),
 }
+
+/// The client's unnamed statement as pgpilot keeps it (None: it has none).
+pub type UnnamedState = Option<Box<super::client::UnnamedStatement>>;
 
 /// The server's copy of the statement a client's Bind names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +366,27 @@ impl Expected {
     /// Whether the entry at the front is pgpilot's own.
     pub fn front_is_injected(&self) -> bool {
         matches!(self.queue.front(), Some(Expect::Injected(_)))
+    }
+
+    /// Hands `before` — what the client's unnamed statement is once a change to it that the
+    /// server skipped is undone — to the first change to it still owed after that one: that
+    /// change was made in pgpilot's books already and stands, and its own undo, if the server
+    /// skips it too, restores `before`. Gives `before` back when no such change is owed.
+    pub fn pass_unnamed_before(&mut self, before: UnnamedState) -> Result<(), UnnamedState> {
+        for e in self.queue.iter_mut() {
+            match e {
+                Expect::Client(Reply::UnnamedParse(b)) => {
+                    *b = UnnamedBefore::Was(before);
+                    return Ok(());
+                }
+                Expect::Client(Reply::UnnamedClose(was)) => {
+                    *was = before;
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Err(before)
     }
 
     /// After an error in the extended protocol the server skips everything up to the next Sync:

@@ -269,13 +269,14 @@ impl Flow {
         let mut look = self.first_look.take();
         self.forget_local_statements(b'Q', b"");
         if self.rewrite {
-            // A simple Query destroys the unnamed statement, the client's and the server's alike.
+            // A simple Query destroys the unnamed statement, the client's and the server's alike
+            // (the server's when the Query reaches it: see `unnamed_dropped_here`).
             s.unnamed = None;
-            self.unnamed_in_step = true;
         }
         let Some(text) = frontend::parse_query(&msg[5..]) else {
             // As PostgreSQL: an error, and the session goes on (its text has no end).
             let invalid = PgError::error(SqlState::PROTOCOL_VIOLATION, "invalid string in message");
+            self.unnamed_dropped_here();
             self.refuse_query(s, invalid);
             return Ok(());
         };
@@ -283,10 +284,12 @@ impl Flow {
         let sql = std::str::from_utf8(text).ok();
         match sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
             Some(Ok(tag)) => {
+                self.unnamed_dropped_here();
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
             Some(Err(refused)) => {
+                self.unnamed_dropped_here();
                 self.refuse_query(s, refused);
                 return Ok(());
             }
@@ -311,6 +314,7 @@ impl Flow {
         if let Some(stmt) = self.classify(s, &read, look) {
             let undecoded = unreplayable(foreign_text(s, text, matches!(read, Cow::Owned(_))), &stmt);
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
+                self.unnamed_dropped_here();
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
@@ -355,9 +359,21 @@ impl Flow {
             }
         }
         self.start_request();
+        // The server drops its unnamed statement as it runs the Query.
+        self.unnamed_in_step |= self.rewrite;
         self.to_server.extend_from_slice(msg);
         self.expected.push(Expect::Client(Reply::Query(batch)));
         Ok(())
+    }
+
+    /// A simple Query answered by pgpilot drops the client's unnamed statement, as PostgreSQL's
+    /// every Query does, but never reaches the server, whose unnamed statement (this client's,
+    /// parsed earlier in the request, or one left there before) a Bind of the unnamed statement
+    /// right behind it would run: the server's is out of step, and is closed before such a Bind.
+    fn unnamed_dropped_here(&mut self) {
+        if self.rewrite {
+            self.unnamed_in_step = false;
+        }
     }
 
     /// DEALLOCATE of a statement the client prepared through pgpilot is answered here: the server
