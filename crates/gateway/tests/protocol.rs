@@ -701,3 +701,32 @@ async fn an_unnamed_statement_closed_or_dropped_in_a_pipeline_is_never_run_again
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "4", "the dropped DELETE ran");
     gw.shutdown().await;
 }
+
+/// A Query pgpilot sends of its own in the middle of a request (here the PREPARE that puts the
+/// client's SQL-prepared statement on a server lacking it) drops the server's unnamed statement:
+/// the client's is parsed there again before its Bind (helper-132: an unnamed SET, whose value
+/// pgpilot reads back with a Query, was gone when bound again: 26000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_survives_a_query_pgpilot_injects() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let mut c = raw_login(addr(&gw)).await;
+    assert_eq!(answer(&mut c, &query_message("PREPARE sp AS SELECT 1")).await.0, "CZ");
+    // The server that has `sp` is held: the request lands on the other, which lacks it.
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut request = parse("", "SELECT 7");
+    request.extend(sync());
+    request.extend(message(b'B', b"\0sp\0\0\0\0\0\0\0"));
+    request.extend(message(b'E', b"\0\0\0\0\0"));
+    request.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    request.extend(message(b'E', b"\0\0\0\0\0"));
+    request.extend(sync());
+    let (tags, errors) = answers(&mut c, &request, 2).await;
+    // (A fresh server reports the client's application_name as it takes it: ParameterStatus.)
+    assert_eq!(tags.trim_start_matches('S'), "1Z2DC2DCZ", "{errors:?}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}

@@ -503,6 +503,16 @@ impl Flow {
         frontend::query(&mut out, sql);
         self.to_server.extend_from_slice(&out);
         self.expected.push(Expect::Injected(reply));
+        self.server_unnamed_dropped();
+    }
+
+    /// A Query of pgpilot's own drops the server's unnamed statement, not the client's: it is
+    /// parsed there again before the client's next Bind of it (helper-132: an unnamed SET, whose
+    /// value pgpilot reads back with a Query, was gone when the client bound it again).
+    pub(super) fn server_unnamed_dropped(&mut self) {
+        if self.rewrite {
+            self.unnamed_in_step = false;
+        }
     }
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
