@@ -730,3 +730,29 @@ async fn the_unnamed_statement_survives_a_query_pgpilot_injects() {
     holder.batch_execute("COMMIT").await.unwrap();
     gw.shutdown().await;
 }
+
+/// A Bind with a format per result column of a statement the client never described, refused by
+/// a copy pgpilot just prepared on another server, keeps the server's 08P01: 0A000 (result type
+/// changed) is only for a client that learned another row type (helper-132's fuzzer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_bind_of_a_statement_never_described_is_08p01_on_any_server() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 2;
+    let gw = start(config).await;
+    let mut c = raw_login(addr(&gw)).await;
+    let mut prepare = parse("s2", "SELECT 1 AS a");
+    prepare.extend(sync());
+    assert_eq!(answer(&mut c, &prepare).await.0, "1Z");
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    // One parameter for none, two result formats for one column.
+    let mut bind = message(b'B', b"\0s2\0\0\0\0\x01\0\0\0\x01x\0\x02\0\0\0\x01");
+    bind.extend(message(b'E', b"\0\0\0\0\0"));
+    bind.extend(sync());
+    let (_, errors) = answer(&mut c, &bind).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("08P01 bind message supplies 1 parameters"), "{errors:?}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}

@@ -655,7 +655,11 @@ impl Flow {
             self.unnamed_portal_statement = (copy != BoundCopy::Outdated).then(|| stmt.clone());
         }
         if let BoundCopy::Fresh { per_column_formats } = &mut copy {
-            *per_column_formats = frontend::bind_formats_per_column(b.rest);
+            // Only a client that described the statement knows its columns; another one's wrong
+            // count of formats is its own mistake, refused with 08P01 as PostgreSQL refuses it
+            // (helper-132: such a Bind got 0A000, which asyncpg answers by preparing again).
+            *per_column_formats = stmt.row_shape.load(std::sync::atomic::Ordering::Relaxed) != 0
+                && frontend::bind_formats_per_column(b.rest);
         }
         self.push_extended(Reply::Bind { statement: Some(stmt.hash), copy });
         Ok(())
