@@ -1054,3 +1054,33 @@ fn promtool_accepts_metrics(metrics: &str) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "promtool check metrics:\n{text}");
 }
+
+/// With standard_conforming_strings = off a backslash escapes a quote in a plain literal: the
+/// literal's words (a name, a password) never reach the statistics, whichever way it is sent
+/// (helper-134: `select $1Brien SSN-$2-$3-$4$5second$6`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_with_escaped_quotes_stay_out_of_the_statistics() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let client = connect(&gw).await;
+    client
+        .batch_execute("SET standard_conforming_strings = off; SET escape_string_warning = off")
+        .await
+        .unwrap();
+    let rows =
+        client.simple_query(r"select 'O\'Brien SSN-123-45-6789' as name, 'second' as x").await.unwrap();
+    assert!(
+        matches!(&rows[1], tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("O'Brien SSN-123-45-6789"))
+    );
+    let prepared = client.prepare(r"select 'pw\'HunterTwoPassword' || $1::text").await.unwrap();
+    client.query(&prepared, &[&"x"]).await.unwrap();
+    client.query(&prepared, &[&"y"]).await.unwrap();
+    let snap = gw.shared().insight.snapshot();
+    let texts: Vec<&str> = snap.statements.iter().map(|s| &*s.query).collect();
+    for word in ["Brien", "SSN", "second", "HunterTwo"] {
+        assert!(!texts.iter().any(|t| t.contains(word)), "{word} in {texts:#?}");
+    }
+    assert!(texts.contains(&"select $1 as name, $2 as x"), "{texts:#?}");
+    assert!(texts.contains(&"select $2 || $1::text"), "{texts:#?}");
+    gw.shutdown().await;
+}

@@ -1809,3 +1809,21 @@ async fn clients_holding_the_old_primary_are_closed_after_a_failover() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "0", "the old primary was written to");
     gw.shutdown().await;
 }
+
+/// With standard_conforming_strings = off, a write hidden behind a backslash-escaped quote (what
+/// reads as a string when backslashes are plain) is seen for what the server runs: the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_an_escaped_quote_goes_to_the_primary() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE t(x int)");
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    c.batch_execute("SET standard_conforming_strings = off; SET escape_string_warning = off").await.unwrap();
+    c.batch_execute(r"select 'a\' ; ' ; insert into t values (1); --'")
+        .await
+        .expect("the write ran on the primary");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1");
+    gw.shutdown().await;
+}

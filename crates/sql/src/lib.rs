@@ -10,6 +10,7 @@
 
 mod analyze;
 mod cache;
+mod escape_strings;
 mod hints;
 pub mod normalize;
 pub mod quick;
@@ -19,6 +20,7 @@ mod walk;
 
 pub use analyze::{analyze, mentions_time_word};
 pub use cache::{Classifier, ClassifierStats, DEFAULT_MAX_CACHED_TEXT};
+pub use escape_strings::with_escape_strings;
 pub use hints::{parse_duration, scan_hints, CacheHint, Hints, RouteHint};
 pub use quick::{quick_look, FirstWord, QuickLook};
 pub use statement::*;

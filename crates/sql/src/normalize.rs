@@ -570,7 +570,7 @@ fn blanks_at(b: &[u8], i: usize) -> usize {
 /// constants separated only by whitespace holding a newline (`'Tr0ub4dor'` newline `'&3'` is one
 /// string), so they are one constant here too, and a password so split is redacted whole.
 /// `escapes`: the literal is an E'' string, whose continuations take backslash escapes too.
-fn continued_end(b: &[u8], mut end: usize, escapes: bool) -> usize {
+pub(crate) fn continued_end(b: &[u8], mut end: usize, escapes: bool) -> usize {
     loop {
         let blank = blanks_at(b, end);
         let gap = b.get(end..end + blank).unwrap_or_default();
@@ -592,7 +592,7 @@ pub(crate) fn quoted_close(b: &[u8], start: usize, quote: u8) -> Option<usize> {
     quoted_close_with(b, start, quote, escapes)
 }
 
-fn quoted_close_with(b: &[u8], start: usize, quote: u8, escapes: bool) -> Option<usize> {
+pub(crate) fn quoted_close_with(b: &[u8], start: usize, quote: u8, escapes: bool) -> Option<usize> {
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == b'\\' && escapes {
@@ -642,7 +642,7 @@ pub fn block_comment_end(b: &[u8], start: usize) -> usize {
 
 /// The end of a dollar-quoted constant starting at `start`; None when `$` starts no tag here. An
 /// unterminated one runs to the text's end: all of it may be a secret.
-fn dollar_quoted_end(b: &[u8], start: usize) -> Option<usize> {
+pub(crate) fn dollar_quoted_end(b: &[u8], start: usize) -> Option<usize> {
     let tag_len = b[start + 1..].iter().position(|&c| c == b'$')?;
     let tag = &b[start..start + tag_len + 2];
     if !tag[1..tag.len() - 1].iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80) {

@@ -107,6 +107,7 @@ impl Session {
         };
         let Some(request) = request else { return Ok(false) };
         let Ok(sql) = std::str::from_utf8(&request.text) else { return Ok(false) };
+        let sql = &*self.for_reading(std::borrow::Cow::Borrowed(sql));
         if crate::shapes::look_of(sql).plain_write {
             // No parse for a write here: its flow classifies it once for invalidation.
             stats.bypass(Bypass::Statement(pgpilot_sql::NotCacheable::NotASelect));
@@ -268,9 +269,10 @@ impl Session {
         if !insight.enabled() {
             return;
         }
-        let key = match request.protocol {
-            Protocol::Simple => crate::insight::QueryKey::of(&request.text, false).0,
-            Protocol::Extended => crate::insight::QueryKey::of_statement(&request.text),
+        let key = match (request.protocol, self.reread(&request.text)) {
+            (_, Some(reread)) => crate::insight::QueryKey::of(reread.as_bytes(), false).0,
+            (Protocol::Simple, None) => crate::insight::QueryKey::of(&request.text, false).0,
+            (Protocol::Extended, None) => crate::insight::QueryKey::of_statement(&request.text),
         };
         insight.record(&crate::insight::StatementEvent {
             fingerprint: key.fingerprint,
@@ -405,6 +407,7 @@ impl Session {
     /// What a statement passing to the server invalidates when its transaction ends.
     pub(super) fn invalidation_of_text(&mut self, text: &[u8]) -> Invalidation {
         let Ok(sql) = std::str::from_utf8(text) else { return Invalidation::Everything };
+        let sql = &*self.for_reading(std::borrow::Cow::Borrowed(sql));
         if crate::shapes::look_of(sql).plain_select && self.db.plain_selects_only_read() {
             return Invalidation::Nothing;
         }

@@ -226,10 +226,12 @@ impl Flow {
             return;
         }
         let sql = readable(text);
+        let lossy = matches!(sql, Cow::Owned(_));
+        let sql = s.for_reading(sql);
         let Some(stmt) = self.classify(s, &sql, Some(look)) else { return };
         s.note_search_path(&stmt.settings);
         self.batch.settings.extend(stmt.settings.iter().cloned());
-        let foreign = foreign_text(s, text, matches!(sql, Cow::Owned(_)));
+        let foreign = foreign_text(s, text, lossy);
         if let Some(reason) = stmt.pin_reason().or_else(|| unreplayable(foreign, &stmt)) {
             add_pin(&mut self.batch.pins, reason);
         }
@@ -280,8 +282,10 @@ impl Flow {
             self.refuse_query(s, invalid);
             return Ok(());
         };
-        // Checked once here for all that reads the text below.
-        let sql = std::str::from_utf8(text).ok();
+        // Checked once here for all that reads the text below, and read as the server reads it.
+        let valid = std::str::from_utf8(text).ok();
+        let reread = valid.map(|sql| s.for_reading(Cow::Borrowed(sql)));
+        let sql = reread.as_deref();
         match sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
             Some(Ok(tag)) => {
                 self.unnamed_dropped_here();
@@ -310,9 +314,9 @@ impl Flow {
                 None => batch.settings.extend(sql.and_then(SessionReset::of_one)),
             }
         }
-        let read = sql.map_or_else(|| readable(text), Cow::Borrowed);
+        let read = sql.map_or_else(|| s.for_reading(readable(text)), Cow::Borrowed);
         if let Some(stmt) = self.classify(s, &read, look) {
-            let undecoded = unreplayable(foreign_text(s, text, matches!(read, Cow::Owned(_))), &stmt);
+            let undecoded = unreplayable(foreign_text(s, text, valid.is_none()), &stmt);
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
                 self.unnamed_dropped_here();
                 self.expected.push(Expect::SyntheticCommand(tag));

@@ -4,6 +4,7 @@ mod backend;
 mod cached;
 pub mod cancel;
 mod client;
+mod conforming;
 mod deferred_begin;
 mod expect;
 mod extended_settings;

@@ -70,7 +70,7 @@ impl Flow {
     /// An unnamed Parse: its text is what the next Bind of the unnamed statement runs.
     pub(super) fn observe_parse(&mut self, s: &Session, text: &[u8]) {
         if s.shared.insight.enabled() {
-            self.unnamed_query = Some(QueryKey::of_statement(text));
+            self.unnamed_query = Some(statement_key(s, text));
         }
     }
 
@@ -96,11 +96,9 @@ impl Flow {
         self.portal_query = if statement.is_empty() {
             // In transaction pooling the unnamed statement may have been parsed in an earlier
             // attachment (libpq's PQprepare, pgx's describe-then-execute): the session has it.
-            self.unnamed_query
-                .clone()
-                .or_else(|| s.unnamed.as_deref().map(|u| QueryKey::of_statement(&u.query)))
+            self.unnamed_query.clone().or_else(|| s.unnamed.as_deref().map(|u| statement_key(s, &u.query)))
         } else {
-            s.statements.named.get(statement).map(key_of_prepared)
+            s.statements.named.get(statement).map(|p| key_of_prepared(s, p))
         };
         self.portal_parameters = insight.wants_parameters().then(|| bind_parameters(rest)).flatten();
     }
@@ -217,8 +215,19 @@ impl Finished {
 }
 
 /// A prepared statement's key, normalized once however often it runs.
-fn key_of_prepared(p: &Arc<PreparedStatement>) -> QueryKey {
+fn key_of_prepared(s: &Session, p: &Arc<PreparedStatement>) -> QueryKey {
+    if let Some(reread) = s.reread(&p.query) {
+        return QueryKey::of(reread.as_bytes(), false).0;
+    }
     p.insight_key.get_or_init(|| QueryKey::of(&p.query, false).0).clone()
+}
+
+/// The statistics key of a statement's text, read as the session's server reads it.
+fn statement_key(s: &Session, text: &[u8]) -> QueryKey {
+    match s.reread(text) {
+        Some(reread) => QueryKey::of(reread.as_bytes(), false).0,
+        None => QueryKey::of_statement(text),
+    }
 }
 
 /// The text-format parameter values of a Bind body after its portal and statement names

@@ -64,7 +64,9 @@ impl Session {
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
-        let Some(sql) = self.text_of(msg).map(super::frontend::readable) else { return unknown };
+        let Some(sql) = self.text_of(msg).map(|t| self.for_reading(super::frontend::readable(t))) else {
+            return unknown;
+        };
         let quick = crate::shapes::look_of(&sql);
         let mut stated_isolation = None;
         let plain_read = quick.plain_select && self.db.plain_selects_only_read();
