@@ -1827,3 +1827,35 @@ async fn a_write_after_an_escaped_quote_goes_to_the_primary() {
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM t"), "1");
     gw.shutdown().await;
 }
+
+/// A replica that stops answering (every process of it stopped): a read waiting for a new
+/// connection to it goes to another server once the replica is banned, not after
+/// server_connect_timeout (helper-130: no reads for 15 s while another server was idle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_connecting_to_a_hung_replica_moves_when_it_is_banned() {
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    config.pgpilot.server_connect_timeout = Secs::from_secs(30);
+    let gw = start(config).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let postmaster = std::fs::read_to_string(replica.data_dir().join("postmaster.pid")).unwrap();
+    let postmaster = postmaster.lines().next().unwrap().trim().to_string();
+    let children = std::process::Command::new("pgrep").args(["-P", &postmaster]).output().unwrap();
+    let mut pids: Vec<String> =
+        String::from_utf8_lossy(&children.stdout).split_whitespace().map(String::from).collect();
+    pids.push(postmaster);
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").arg(sig).args(&pids).status().unwrap();
+        assert!(status.success(), "kill {sig} {pids:?}");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(20), first_value(&c, "SELECT 1")).await;
+    let took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(answered.expect("the read never moved off the hung replica"), "1");
+    assert!(took < Duration::from_secs(10), "the read waited {took:?} for the hung replica");
+    gw.shutdown().await;
+}

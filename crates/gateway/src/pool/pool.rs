@@ -196,6 +196,29 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// How often a connection attempt looks whether its client still wants this server.
+const STILL_WANTED_EVERY: Duration = Duration::from_millis(100);
+
+/// `connecting`'s result, unless `still_wanted` turns false first: a replica banned meanwhile (it
+/// stopped answering: its connect would only end at server_connect_timeout), or a primary that is
+/// no longer one. The client then goes to another server at once.
+async fn unless_unwanted<T>(
+    connecting: impl std::future::Future<Output = T>,
+    still_wanted: &(dyn Fn() -> bool + Sync),
+) -> Option<T> {
+    tokio::pin!(connecting);
+    loop {
+        tokio::select! {
+            result = &mut connecting => return Some(result),
+            _ = tokio::time::sleep(STILL_WANTED_EVERY) => {
+                if !still_wanted() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// A connection taken from the pool and not yet the client's: dropped on the way (the client
 /// left), the connection closes through its [`Slot`] and this stops counting it active.
 struct Unclaimed<'a>(&'a Pool);
@@ -579,16 +602,21 @@ impl Pool {
                     continue;
                 }
             };
+            if !still_wanted() {
+                return Err(CheckoutError::Rerouted);
+            }
             let secret = self.secrets.secret_for(&self.target);
             let connector = self.connector.load_full();
-            let result = connect(
+            let connecting = connect(
                 &self.target,
                 &secret,
                 connector.as_deref(),
                 settings.connect_timeout,
                 super::connect::POOLED_APPLICATION_NAME,
-            )
-            .await;
+            );
+            let Some(result) = unless_unwanted(connecting, still_wanted).await else {
+                return Err(CheckoutError::Rerouted);
+            };
             match result {
                 Ok(connected) => {
                     self.backoff.succeeded();
