@@ -1084,3 +1084,32 @@ async fn literals_with_escaped_quotes_stay_out_of_the_statistics() {
     assert!(texts.contains(&"select $2 || $1::text"), "{texts:#?}");
     gw.shutdown().await;
 }
+
+/// A request pgpilot refuses before any server saw it (query_wait_timeout) is its statement's
+/// failure in the statistics and the failures by SQLSTATE, as the client saw it (helper-134: the
+/// pool timing clients out looked healthy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_before_reaching_a_server_count_as_failed() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    config.pgpilot.query_wait_timeout = Secs::from_secs(1);
+    let gw = start(config).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = connect(&gw).await;
+    let refused = waiter.simple_query("SELECT 42 AS refused").await.unwrap_err();
+    assert_eq!(sqlstate(&refused).as_deref(), Some("08P01"), "{refused}");
+    holder.batch_execute("COMMIT").await.unwrap();
+    let snap = gw.shared().insight.snapshot();
+    let entry = snap.statements.iter().find(|s| &*s.query == "SELECT $1 AS refused");
+    let entry = entry.unwrap_or_else(|| panic!("not recorded: {:#?}", snap.statements));
+    assert_eq!((entry.counters.calls, entry.counters.errors), (1, 1));
+    assert!(entry.counters.wait_us >= 900_000, "the wait is counted: {:?}", entry.counters);
+    assert!(
+        snap.errors.iter().any(|(db, code, n)| &**db == "postgres" && &**code == "08P01" && *n == 1),
+        "{:?}",
+        snap.errors
+    );
+    gw.shutdown().await;
+}

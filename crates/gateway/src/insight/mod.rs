@@ -46,6 +46,9 @@ pub enum Target {
     Replica,
     /// From pgpilot's result cache, without a server.
     Cache,
+    /// Refused by pgpilot before any server saw it (query_wait_timeout, a cancel while it
+    /// waited, a server that could not be reached): counted as failed, in no target's total.
+    Unsent,
 }
 
 impl Target {
@@ -54,6 +57,7 @@ impl Target {
             Target::Primary => "primary",
             Target::Replica => "replica",
             Target::Cache => "cache",
+            Target::Unsent => "none",
         }
     }
 }

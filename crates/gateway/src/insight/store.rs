@@ -90,6 +90,7 @@ impl Entry {
             Target::Primary => c.primary += 1,
             Target::Replica => c.replica += 1,
             Target::Cache => c.cache += 1,
+            Target::Unsent => {}
         }
         self.histogram.record(us);
     }

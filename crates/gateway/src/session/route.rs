@@ -333,6 +333,7 @@ impl Session {
     /// and the request goes elsewhere.
     /// False when the client cancelled its request while waiting for a server: it was answered.
     pub(super) async fn attach_routed(&mut self) -> Result<bool, Ending> {
+        let started = std::time::Instant::now();
         self.db.wait_roles_checked().await;
         // A failover while waiting sends the request to the new primary; bounded in case roles flap.
         for _ in 0..100 {
@@ -367,6 +368,7 @@ impl Session {
                     return Ok(true);
                 }
                 Err(CheckoutError::Rerouted) if self.reg.info.take_cancel() => {
+                    self.record_unsent(SqlState::QUERY_CANCELED.code(), started.elapsed());
                     self.drop_cancelled_request().await?;
                     return Ok(false);
                 }
@@ -376,16 +378,23 @@ impl Session {
                 }
                 Err(CheckoutError::ClientGone) => return Err(Ending::ClientGone),
                 Err(e @ (CheckoutError::Closing | CheckoutError::QueryTimeout)) => {
-                    return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name)))
+                    return Err(self.refused_unsent(e, started))
                 }
                 Err(e) if replica && !e.is_login_refusal() => {
                     let ban = self.db.routing.load().ban_time.get().as_millis() as u64;
                     self.db.backends[decision.backend].ban(ban, &e.to_string());
                 }
-                Err(e) => return Err(Ending::Fatal(super::welcome::checkout_error(e, &self.db.name))),
+                Err(e) => return Err(self.refused_unsent(e, started)),
             }
         }
         Err(Ending::Fatal(super::welcome::checkout_error(CheckoutError::Closed, &self.db.name)))
+    }
+
+    /// The FATAL that ends a client whose request got no server, counted as its statement's failure.
+    fn refused_unsent(&self, e: CheckoutError, started: std::time::Instant) -> Ending {
+        let error = super::welcome::checkout_error(e, &self.db.name);
+        self.record_unsent(error.code.code(), started.elapsed());
+        Ending::Fatal(error)
     }
 
     /// The client's database was reconfigured by a reload (its servers changed) and its pools
