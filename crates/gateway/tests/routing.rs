@@ -1099,6 +1099,10 @@ async fn session_defaults_explained_executes_and_commented_settings_route_right(
     assert!(!on_replica(&c, &format!("BEGIN READ ONLY; SELECT {r}")).await);
     c.batch_execute("COMMIT").await.unwrap();
     assert!(on_replica(&c, &format!("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY; SELECT {r}")).await);
+    c.batch_execute("COMMIT").await.unwrap();
+    // The same BEGIN sent on its own (pgpilot defers it to the first statement; helper-130).
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.unwrap();
+    assert!(on_replica(&c, &format!("SELECT {r}")).await, "the BEGIN's own level decides");
     c.batch_execute("COMMIT; RESET default_transaction_isolation").await.unwrap();
     assert!(on_replica(&c, &format!("SELECT {r}")).await);
     c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE").await.unwrap();

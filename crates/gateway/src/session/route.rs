@@ -84,7 +84,7 @@ impl Session {
             verdict(&self.db, &stmt, &self.request())
         };
         self.routed_look = (msg[0] == b'Q').then_some(quick);
-        let serializable = match stated_isolation {
+        let serializable = match stated_isolation.or_else(|| self.deferred_isolation()) {
             Some(level) => level == IsolationLevel::Serializable,
             None => self.serializable_by_default(),
         };
@@ -93,6 +93,17 @@ impl Session {
             return Verdict::Primary { reason: "serializable_transaction", may_write: false };
         }
         found
+    }
+
+    /// The isolation level the BEGIN pgpilot deferred (deferred_begin.rs) stated, if it did: it
+    /// decides for the transaction's statements, not the session's default.
+    fn deferred_isolation(&self) -> Option<IsolationLevel> {
+        let begin = self.deferred_begin.as_deref()?;
+        let sql = std::str::from_utf8(frontend::parse_query(begin.get(5..)?)?).ok()?;
+        match &self.shared.classifier.classify(sql).transaction {
+            Some(TxnControl::Begin(options)) => options.isolation,
+            _ => None,
+        }
     }
 
     /// The session's default_transaction_isolation (SET, SET SESSION CHARACTERISTICS, startup
