@@ -497,6 +497,23 @@ async fn replication_connections_are_refused_and_false_spellings_are_ordinary_se
     gw.shutdown().await;
 }
 
+/// A cluster with `setup` run in it (when not empty), a gateway in front with a pool of
+/// `pool_size`, and a raw-protocol client logged in through it.
+async fn raw_client_of(
+    setup: &str,
+    pool_size: usize,
+) -> (Cluster, pgpilot_gateway::Gateway, tokio::net::TcpStream) {
+    let pg = Cluster::start();
+    if !setup.is_empty() {
+        pg.psql("postgres", setup);
+    }
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = pool_size;
+    let gw = start(config).await;
+    let c = raw_login(addr(&gw)).await;
+    (pg, gw, c)
+}
+
 /// A Bind of `statement` with one text parameter, Execute and Sync.
 fn bind_one(statement: &str, param: &str) -> Vec<u8> {
     let mut body = vec![0];
@@ -532,12 +549,8 @@ async fn answer(s: &mut tokio::net::TcpStream, bytes: &[u8]) -> (String, Vec<Str
 /// in one request leave the first statement. Found by helper-124's differential fuzzer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_skipped_statement_messages_leave_what_postgresql_has() {
-    let pg = Cluster::start();
-    pg.psql("postgres", "CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5) g");
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
-    let mut c = raw_login(addr(&gw)).await;
+    let (pg, gw, mut c) =
+        raw_client_of("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5) g", 2).await;
     let mut delete = parse("", "DELETE FROM t WHERE a = $1::int");
     delete.extend(bind_one("", "1"));
     assert_eq!(answer(&mut c, &delete).await.0, "12CZ");
@@ -666,12 +679,8 @@ async fn answers(s: &mut tokio::net::TcpStream, bytes: &[u8], syncs: usize) -> (
 /// is gone, as in PostgreSQL: pgpilot ran the DELETE again (helper-132's fuzzer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unnamed_statement_closed_or_dropped_in_a_pipeline_is_never_run_again() {
-    let pg = Cluster::start();
-    pg.psql("postgres", "CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5) g");
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
-    let mut c = raw_login(addr(&gw)).await;
+    let (pg, gw, mut c) =
+        raw_client_of("CREATE TABLE t AS SELECT g AS a FROM generate_series(1, 5) g", 2).await;
     let delete = || parse("", "DELETE FROM t WHERE a = $1::int");
     let mut first = delete();
     first.extend(bind_one("", "1"));
@@ -708,11 +717,7 @@ async fn an_unnamed_statement_closed_or_dropped_in_a_pipeline_is_never_run_again
 /// pgpilot reads back with a Query, was gone when bound again: 26000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unnamed_statement_survives_a_query_pgpilot_injects() {
-    let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
-    let mut c = raw_login(addr(&gw)).await;
+    let (_pg, gw, mut c) = raw_client_of("", 2).await;
     assert_eq!(answer(&mut c, &query_message("PREPARE sp AS SELECT 1")).await.0, "CZ");
     // The server that has `sp` is held: the request lands on the other, which lacks it.
     let holder = connect(&gw).await;
@@ -736,11 +741,7 @@ async fn the_unnamed_statement_survives_a_query_pgpilot_injects() {
 /// changed) is only for a client that learned another row type (helper-132's fuzzer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_bind_of_a_statement_never_described_is_08p01_on_any_server() {
-    let pg = Cluster::start();
-    let mut config = config_for(&pg);
-    config.pgpilot.default_pool_size = 2;
-    let gw = start(config).await;
-    let mut c = raw_login(addr(&gw)).await;
+    let (_pg, gw, mut c) = raw_client_of("", 2).await;
     let mut prepare = parse("s2", "SELECT 1 AS a");
     prepare.extend(sync());
     assert_eq!(answer(&mut c, &prepare).await.0, "1Z");

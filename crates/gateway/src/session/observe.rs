@@ -248,6 +248,36 @@ fn bind_parameters(rest: &[u8]) -> Option<Vec<Option<String>>> {
     Some(values.into_iter().map(shown).collect())
 }
 
+impl Session {
+    /// The request at the front of the client's input, refused with `error` before any server saw
+    /// it (query_wait_timeout, a cancel while it waited, no server to be had): a failed call of
+    /// its statement, so the statistics, the failures by SQLSTATE and the error rate see what the
+    /// client saw.
+    pub(super) fn record_unsent(&self, error: &str, waited: Duration) {
+        let insight = &self.shared.insight;
+        if !insight.enabled() {
+            return;
+        }
+        let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf, &self.limits) else { return };
+        let Some(text) = self.buf.get(..h.total).and_then(|msg| self.text_of(msg)) else { return };
+        let key = statement_key(self, text);
+        insight.record(&StatementEvent {
+            fingerprint: key.fingerprint,
+            normalized: &key.normalized,
+            database: &self.db.name,
+            user: &self.user,
+            duration: Duration::ZERO,
+            wait: waited,
+            rows: 0,
+            error: Some(error),
+            target: Target::Unsent,
+            client_addr: &self.reg.info.addr,
+            server: "",
+            parameters: None,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::bind_parameters;
@@ -276,35 +306,5 @@ mod tests {
         }
         let values = bind_parameters(&rest).unwrap();
         assert_eq!(values, vec![Some("<redacted>".into()), Some("<redacted>".into())]);
-    }
-}
-
-impl Session {
-    /// The request at the front of the client's input, refused with `error` before any server saw
-    /// it (query_wait_timeout, a cancel while it waited, no server to be had): a failed call of
-    /// its statement, so the statistics, the failures by SQLSTATE and the error rate see what the
-    /// client saw.
-    pub(super) fn record_unsent(&self, error: &str, waited: Duration) {
-        let insight = &self.shared.insight;
-        if !insight.enabled() {
-            return;
-        }
-        let Ok(Some(h)) = pgpilot_wire::frame::peek_frontend(&self.buf, &self.limits) else { return };
-        let Some(text) = self.buf.get(..h.total).and_then(|msg| self.text_of(msg)) else { return };
-        let key = statement_key(self, text);
-        insight.record(&StatementEvent {
-            fingerprint: key.fingerprint,
-            normalized: &key.normalized,
-            database: &self.db.name,
-            user: &self.user,
-            duration: Duration::ZERO,
-            wait: waited,
-            rows: 0,
-            error: Some(error),
-            target: Target::Unsent,
-            client_addr: &self.reg.info.addr,
-            server: "",
-            parameters: None,
-        });
     }
 }

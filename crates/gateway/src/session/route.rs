@@ -815,6 +815,20 @@ pub fn pgpilot_setting(sql: &str) -> Option<(String, Option<String>)> {
     Some((name, (value != "default").then_some(value)))
 }
 
+/// A search_path setting as the session last read it: the raw value, whom `$user` named, and
+/// the schemas.
+pub(super) struct SearchPath(String, String, Vec<String>);
+
+/// The role a `role` setting's SQL text names (`'alice'`, as SET ROLE's value is kept, or a
+/// plain name from set_config).
+fn role_name(value: &str) -> Cow<'_, str> {
+    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(quoted) if quoted.contains("''") => Cow::Owned(quoted.replace("''", "'")),
+        Some(quoted) => Cow::Borrowed(quoted),
+        None => Cow::Borrowed(value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::pgpilot_setting;
@@ -853,19 +867,5 @@ mod tests {
         assert_eq!(&*super::without_comments("SET x = '--not a comment'"), "SET x = '--not a comment'");
         assert!(!super::maybe_pgpilot_setting(b"/* SET pgpilot.route = primary */ SELECT 1"));
         assert!(!super::is_local_pgpilot_setting("SET LOCAL search_path = x"));
-    }
-}
-
-/// A search_path setting as the session last read it: the raw value, whom `$user` named, and
-/// the schemas.
-pub(super) struct SearchPath(String, String, Vec<String>);
-
-/// The role a `role` setting's SQL text names (`'alice'`, as SET ROLE's value is kept, or a
-/// plain name from set_config).
-fn role_name(value: &str) -> Cow<'_, str> {
-    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-        Some(quoted) if quoted.contains("''") => Cow::Owned(quoted.replace("''", "'")),
-        Some(quoted) => Cow::Borrowed(quoted),
-        None => Cow::Borrowed(value),
     }
 }
