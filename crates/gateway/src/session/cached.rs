@@ -269,10 +269,10 @@ impl Session {
         if !insight.enabled() {
             return;
         }
-        let key = match (request.protocol, self.reread(&request.text)) {
-            (_, Some(reread)) => crate::insight::QueryKey::of(reread.as_bytes(), false).0,
-            (Protocol::Simple, None) => crate::insight::QueryKey::of(&request.text, false).0,
-            (Protocol::Extended, None) => crate::insight::QueryKey::of_statement(&request.text),
+        let key = match request.protocol {
+            Protocol::Simple => super::observe::reread_key(self, &request.text)
+                .unwrap_or_else(|| crate::insight::QueryKey::of(&request.text, false).0),
+            Protocol::Extended => super::observe::statement_key(self, &request.text),
         };
         insight.record(&crate::insight::StatementEvent {
             fingerprint: key.fingerprint,

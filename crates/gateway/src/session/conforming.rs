@@ -11,8 +11,7 @@ use super::client::Session;
 impl Session {
     /// `sql` as pgpilot's readers must see it to read it as the server does.
     pub(super) fn for_reading<'a>(&self, sql: Cow<'a, str>) -> Cow<'a, str> {
-        // The backslash first: nearly every text has none, and then the setting does not matter.
-        if !sql.contains('\\') || !self.escape_strings() {
+        if !self.reads_otherwise(sql.as_bytes()) {
             return sql;
         }
         Cow::Owned(pgpilot_sql::with_escape_strings(&sql).into_owned())
@@ -21,16 +20,18 @@ impl Session {
     /// `text` (bytes of a statement the client sent) as pgpilot's readers must see it, when that
     /// differs from the text; None when it reads the same.
     pub(super) fn reread(&self, text: &[u8]) -> Option<String> {
-        if !text.contains(&b'\\') || !self.escape_strings() {
+        if !self.reads_otherwise(text) {
             return None;
         }
         let sql = String::from_utf8_lossy(text);
         Some(pgpilot_sql::with_escape_strings(&sql).into_owned())
     }
 
-    /// Backslashes in the session's plain string literals are escapes.
-    fn escape_strings(&self) -> bool {
-        self.params.get("standard_conforming_strings").is_some_and(is_off)
+    /// Whether the server reads `text` otherwise than pgpilot's readers would: it has a backslash
+    /// (checked first: nearly every text has none, and then the setting does not matter), and
+    /// backslashes in the session's plain string literals are escapes.
+    fn reads_otherwise(&self, text: &[u8]) -> bool {
+        text.contains(&b'\\') && self.params.get("standard_conforming_strings").is_some_and(is_off)
     }
 }
 

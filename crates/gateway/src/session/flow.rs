@@ -561,7 +561,7 @@ pub(super) fn inject_param_sync(s: &Session, server: &mut ServerConn, flow: &mut
     if let Some(query) = s.params.sync_query(&server.params) {
         flow.to_server.extend_from_slice(&query);
         flow.expected.push(Expect::Injected(Reply::ParamSync));
-        flow.server_unnamed_dropped();
+        flow.unnamed_out_of_step();
         flow.param_sync = ParamSync::Waiting;
         server.params = s.params.clone();
     }

@@ -272,13 +272,13 @@ impl Flow {
         self.forget_local_statements(b'Q', b"");
         if self.rewrite {
             // A simple Query destroys the unnamed statement, the client's and the server's alike
-            // (the server's when the Query reaches it: see `unnamed_dropped_here`).
+            // (the server's when the Query reaches it: see `unnamed_out_of_step`).
             s.unnamed = None;
         }
         let Some(text) = frontend::parse_query(&msg[5..]) else {
             // As PostgreSQL: an error, and the session goes on (its text has no end).
             let invalid = PgError::error(SqlState::PROTOCOL_VIOLATION, "invalid string in message");
-            self.unnamed_dropped_here();
+            self.unnamed_out_of_step();
             self.refuse_query(s, invalid);
             return Ok(());
         };
@@ -288,12 +288,12 @@ impl Flow {
         let sql = reread.as_deref();
         match sql.and_then(|sql| s.apply_pgpilot_settings(sql)) {
             Some(Ok(tag)) => {
-                self.unnamed_dropped_here();
+                self.unnamed_out_of_step();
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
             Some(Err(refused)) => {
-                self.unnamed_dropped_here();
+                self.unnamed_out_of_step();
                 self.refuse_query(s, refused);
                 return Ok(());
             }
@@ -318,7 +318,7 @@ impl Flow {
         if let Some(stmt) = self.classify(s, &read, look) {
             let undecoded = unreplayable(foreign_text(s, text, valid.is_none()), &stmt);
             if let Some(tag) = self.deallocate_locally(s, &stmt) {
-                self.unnamed_dropped_here();
+                self.unnamed_out_of_step();
                 self.expected.push(Expect::SyntheticCommand(tag));
                 return Ok(());
             }
@@ -368,16 +368,6 @@ impl Flow {
         self.to_server.extend_from_slice(msg);
         self.expected.push(Expect::Client(Reply::Query(batch)));
         Ok(())
-    }
-
-    /// A simple Query answered by pgpilot drops the client's unnamed statement, as PostgreSQL's
-    /// every Query does, but never reaches the server, whose unnamed statement (this client's,
-    /// parsed earlier in the request, or one left there before) a Bind of the unnamed statement
-    /// right behind it would run: the server's is out of step, and is closed before such a Bind.
-    fn unnamed_dropped_here(&mut self) {
-        if self.rewrite {
-            self.unnamed_in_step = false;
-        }
     }
 
     /// DEALLOCATE of a statement the client prepared through pgpilot is answered here: the server
@@ -507,13 +497,15 @@ impl Flow {
         frontend::query(&mut out, sql);
         self.to_server.extend_from_slice(&out);
         self.expected.push(Expect::Injected(reply));
-        self.server_unnamed_dropped();
+        self.unnamed_out_of_step();
     }
 
-    /// A Query of pgpilot's own drops the server's unnamed statement, not the client's: it is
-    /// parsed there again before the client's next Bind of it (helper-132: an unnamed SET, whose
-    /// value pgpilot reads back with a Query, was gone when the client bound it again).
-    pub(super) fn server_unnamed_dropped(&mut self) {
+    /// The server's unnamed statement is no longer the client's: a Query of pgpilot's own dropped
+    /// it there and not the client's (helper-132: an unnamed SET, whose value pgpilot reads back
+    /// with a Query, was gone when the client bound it again), or a Query pgpilot answered itself
+    /// dropped the client's and never reached the server, whose statement a Bind of the unnamed
+    /// statement right behind it would run. It is parsed again (or closed) before such a Bind.
+    pub(super) fn unnamed_out_of_step(&mut self) {
         if self.rewrite {
             self.unnamed_in_step = false;
         }

@@ -216,18 +216,19 @@ impl Finished {
 
 /// A prepared statement's key, normalized once however often it runs.
 fn key_of_prepared(s: &Session, p: &Arc<PreparedStatement>) -> QueryKey {
-    if let Some(reread) = s.reread(&p.query) {
-        return QueryKey::of(reread.as_bytes(), false).0;
-    }
-    p.insight_key.get_or_init(|| QueryKey::of(&p.query, false).0).clone()
+    reread_key(s, &p.query)
+        .unwrap_or_else(|| p.insight_key.get_or_init(|| QueryKey::of(&p.query, false).0).clone())
 }
 
 /// The statistics key of a statement's text, read as the session's server reads it.
-fn statement_key(s: &Session, text: &[u8]) -> QueryKey {
-    match s.reread(text) {
-        Some(reread) => QueryKey::of(reread.as_bytes(), false).0,
-        None => QueryKey::of_statement(text),
-    }
+pub(super) fn statement_key(s: &Session, text: &[u8]) -> QueryKey {
+    reread_key(s, text).unwrap_or_else(|| QueryKey::of_statement(text))
+}
+
+/// The statistics key of `text` as the session's server reads it, when pgpilot's readers would
+/// read the text itself otherwise (standard_conforming_strings = off: session/conforming.rs).
+pub(super) fn reread_key(s: &Session, text: &[u8]) -> Option<QueryKey> {
+    s.reread(text).map(|reread| QueryKey::of(reread.as_bytes(), false).0)
 }
 
 /// The text-format parameter values of a Bind body after its portal and statement names

@@ -124,16 +124,15 @@ async fn check_settings(pools: &PoolSet, db: &Database, client: &ParamSet) -> Re
                 // failure leaves the server in doubt.
                 pool.discard(conn, "a client's login settings were refused or the check failed");
                 let (code, message) = e.split_once(' ').unwrap_or(("08006", e.as_str()));
-                tries += 1;
-                if code.len() != 5 && tries < LOGIN_CHECK_TRIES {
-                    tracing::info!(database = %db.name, error = %e, "the server checking a client's login settings failed; trying another");
-                    continue;
+                if code.len() == 5 {
+                    tracing::info!(database = %db.name, user = %pools.user, code, message, "login settings refused by the server");
+                    return Err(PgError::fatal(SqlState::from_server(code), message.to_string()));
                 }
-                if code.len() != 5 {
+                tries += 1;
+                if tries == LOGIN_CHECK_TRIES {
                     return Err(PgError::fatal(SqlState::CONNECTION_FAILURE, e));
                 }
-                tracing::info!(database = %db.name, user = %pools.user, code, message, "login settings refused by the server");
-                return Err(PgError::fatal(SqlState::from_server(code), message.to_string()));
+                tracing::info!(database = %db.name, error = %e, "the server checking a client's login settings failed; trying another");
             }
         }
     };
