@@ -9,6 +9,7 @@ mod exit;
 mod format;
 mod generate;
 mod jobs;
+mod log_format;
 mod log_lines;
 mod serve;
 

@@ -119,7 +119,13 @@ pub fn init_logging(log: &LogArgs) {
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour);
     let _ = match log.log_format {
-        LogFormat::Text => builder.with_writer(crate::log_lines::OneLinePerEvent { colour }).try_init(),
+        LogFormat::Text if colour => {
+            builder.with_writer(crate::log_lines::OneLinePerEvent { colour }).try_init()
+        }
+        LogFormat::Text => builder
+            .event_format(crate::log_format::PlainLine)
+            .with_writer(crate::log_lines::OneLinePerEvent { colour })
+            .try_init(),
         LogFormat::Json => builder.with_writer(std::io::stderr).json().try_init(),
     };
 }

@@ -29,6 +29,8 @@ pub struct PoolSet {
     /// Login settings a server of this pool set took (application_name left out), with the values
     /// it reported for them in its spelling: each set is tried once (session/welcome.rs).
     pub settings_taken: Mutex<Vec<(crate::session::params::ParamSet, crate::session::params::ParamSet)>>,
+    /// Logins already worked out (session/login_memo.rs).
+    pub logins: crate::session::login_memo::LoginMemo,
 }
 
 impl PoolSet {
@@ -309,6 +311,7 @@ impl Database {
             clients: AtomicUsize::new(0),
             login_params: Mutex::new(Default::default()),
             settings_taken: Mutex::new(Vec::new()),
+            logins: Default::default(),
         });
         pools.insert(server_user.to_string(), set.clone());
         set

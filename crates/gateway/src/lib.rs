@@ -24,6 +24,6 @@ pub mod shared;
 pub mod signal;
 pub mod stats;
 mod text_memo;
-mod timefmt;
+pub mod timefmt;
 
 pub use gateway::Gateway;

@@ -14,6 +14,7 @@ mod function_ddl;
 pub mod input_budget;
 pub mod io;
 mod local_statements;
+pub mod login_memo;
 mod lost;
 mod observe;
 pub mod params;

@@ -35,6 +35,10 @@ pub async fn welcome(
     db: &Database,
 ) -> Result<ParamSet, PgError> {
     let server_params = server_defaults(pools, db).await?;
+    if let Some(known) = pools.logins.find(&server_params, &startup.params) {
+        send_welcome(sock, registration, &known.statuses).await?;
+        return Ok(known.client.clone());
+    }
     // As in PostgreSQL, a parameter of its own wins over the same one in `options`: pgJDBC always
     // sends TimeZone, and a `-c TimeZone=...` in its options does not count.
     let mut requested: Vec<(String, String)> =
@@ -76,17 +80,25 @@ pub async fn welcome(
             *shared = client.clone();
         }
     }
-    let mut out = BytesMut::with_capacity(512);
-    backend::auth_ok(&mut out);
+    pools.logins.remember(server_params, startup.params.clone(), &shown, &client);
+    let mut statuses = BytesMut::with_capacity(512);
     for (k, v) in &shown {
-        backend::parameter_status(&mut out, k, v);
+        backend::parameter_status(&mut statuses, k, v);
     }
+    send_welcome(sock, registration, &statuses).await?;
+    Ok(client)
+}
+
+/// AuthenticationOk, the parameters shown (`statuses`, encoded), BackendKeyData, ReadyForQuery.
+async fn send_welcome(sock: &Sock, registration: &Registration, statuses: &[u8]) -> Result<(), PgError> {
+    let mut out = BytesMut::with_capacity(statuses.len() + 64);
+    backend::auth_ok(&mut out);
+    out.extend_from_slice(statuses);
     backend::backend_key_data(&mut out, registration.info.pid, registration.info.secret);
     backend::ready_for_query(&mut out, TxnStatus::Idle);
     sock.write_all(&out)
         .await
-        .map_err(|_| PgError::fatal(SqlState::CONNECTION_FAILURE, "client closed the connection"))?;
-    Ok(client)
+        .map_err(|_| PgError::fatal(SqlState::CONNECTION_FAILURE, "client closed the connection"))
 }
 
 /// Login settings kept per pool set, beyond which the list starts over.
