@@ -1896,6 +1896,105 @@ async fn closing_its_hold_cursors_lets_a_client_go() {
     gw.shutdown().await;
 }
 
+/// A WITH HOLD cursor that never came to be (its DECLARE failed, or its transaction rolled back)
+/// or that a rolled-back transaction closed (PostgreSQL does not undo a CLOSE) pins nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_cursors_that_never_came_to_be_or_are_closed_let_the_client_go() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    let quick = async |c: &tokio_postgres::Client| {
+        tokio::time::timeout(Duration::from_secs(2), c.simple_query("SELECT 1")).await.is_ok()
+    };
+    for failing in [
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1/0",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1; SELECT 1/0",
+        "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; SELECT 1/0; COMMIT",
+    ] {
+        a.batch_execute(failing).await.unwrap_err();
+        a.batch_execute("ROLLBACK").await.unwrap();
+        assert!(quick(&b).await, "{failing}: no cursor, no pin");
+    }
+    a.batch_execute("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; ROLLBACK").await.unwrap();
+    assert!(quick(&b).await, "declared in a transaction rolled back");
+    a.batch_execute("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
+    a.batch_execute("ROLLBACK").await.unwrap();
+    assert!(quick(&b).await, "declared in a transaction rolled back by a later request");
+    a.batch_execute("DECLARE c CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
+    a.batch_execute("BEGIN; CLOSE c; ROLLBACK").await.unwrap();
+    let gone = a.simple_query("FETCH c").await.unwrap_err();
+    assert_eq!(sqlstate(&gone).as_deref(), Some("34000"), "PostgreSQL closed it: {gone}");
+    assert!(quick(&b).await, "closed in a transaction rolled back");
+    a.batch_execute("BEGIN; DECLARE \"Ç\" CURSOR WITH HOLD FOR SELECT 1; COMMIT").await.unwrap();
+    a.batch_execute("CLOSE ç").await.unwrap_err();
+    assert!(!quick(&b).await, "Ç is still open: ç is another name");
+    a.batch_execute("CLOSE \"Ç\"").await.unwrap();
+    assert!(quick(&b).await, "closed under its own name");
+    a.batch_execute("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT").await.unwrap();
+    assert!(!quick(&b).await, "a cursor committed pins");
+    drop(a);
+    assert!(quick(&b).await);
+    gw.shutdown().await;
+}
+
+/// `SET search_path = pg_temp` makes an unqualified CREATE a temporary object: its client is
+/// pinned, and no other client ever sees it (PostgreSQL: 42P01 for everyone else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_created_with_pg_temp_leading_the_search_path_pin_their_client() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 2, 100).await;
+    for (set, create) in [
+        ("SET search_path = pg_temp, public", "CREATE TABLE secret AS SELECT 'private'::text AS v"),
+        (
+            "SELECT set_config('search_path', 'pg_temp', false)",
+            "CREATE TABLE secret (v text); INSERT INTO secret VALUES ('private')",
+        ),
+        ("SET search_path = \"$user\", pg_temp, public", "SELECT 'private'::text AS v INTO secret"),
+        (
+            "BEGIN; SET LOCAL search_path = pg_temp; CREATE TABLE secret AS SELECT 'private'::text AS v",
+            "COMMIT",
+        ),
+    ] {
+        let a = connect(&gw).await;
+        a.batch_execute(set).await.unwrap();
+        a.batch_execute(create).await.unwrap();
+        for _ in 0..6 {
+            let v: String = a.query_one("SELECT v FROM pg_temp.secret", &[]).await.unwrap().get(0);
+            assert_eq!(v, "private", "{set}: the client keeps its table");
+            let other = connect(&gw).await;
+            let err = other.query_one("SELECT v FROM pg_temp.secret", &[]).await.unwrap_err();
+            assert_eq!(sqlstate(&err).as_deref(), Some("42P01"), "{set}: another client read it");
+        }
+        let clients = psql(&gw, "pgpilot", "SHOW CLIENTS").unwrap();
+        assert!(clients.contains("temporary_table"), "{set}: {clients}");
+    }
+    gw.shutdown().await;
+}
+
+/// A session advisory lock taken through SQL PREPARE and EXECUTE pins like one taken directly:
+/// its holder keeps it, and nobody else gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_advisory_lock_taken_by_an_executed_statement_pins_its_client() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 3, 100).await;
+    let a = connect(&gw).await;
+    a.batch_execute("PREPARE take_lock AS SELECT pg_advisory_lock(4242)").await.unwrap();
+    a.batch_execute("EXECUTE take_lock").await.unwrap();
+    let b = connect(&gw).await;
+    b.batch_execute("PREPARE take(bigint) AS SELECT pg_advisory_lock($1); EXECUTE take(4343)").await.unwrap();
+    for _ in 0..4 {
+        let other = connect(&gw).await;
+        for key in [4242i64, 4343] {
+            let got: bool = other.query_one("SELECT pg_try_advisory_lock($1)", &[&key]).await.unwrap().get(0);
+            assert!(!got, "lock {key} is held by its client");
+        }
+    }
+    let released: bool = a.query_one("SELECT pg_advisory_unlock(4242)", &[]).await.unwrap().get(0);
+    assert!(released, "the holder still holds it");
+    gw.shutdown().await;
+}
+
 /// application_name_add_host: the server and the client see "name - host:port" from login on, as
 /// with PgBouncer; a later SET is the client's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

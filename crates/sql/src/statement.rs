@@ -66,6 +66,9 @@ pub struct Statement {
 /// The pin reason of a WITH HOLD cursor, the one that ends when the client's cursors are closed.
 pub const HOLD_CURSOR_PIN: &str = "cursor_with_hold";
 
+/// The pin reason of a temporary object.
+pub const TEMPORARY_PIN: &str = "temporary_table";
+
 /// Whether pin reason `reason` takes the place of `current`: of none, or of a WITH HOLD cursor's
 /// (which ends with the cursors) when `reason` is one that lasts.
 pub fn pin_replaces(current: Option<&str>, reason: &str) -> bool {
@@ -92,7 +95,7 @@ impl Statement {
         pinning.min_by_key(|e| matches!(e, SessionEffect::DeclareCursor { .. })).map(|e| match e {
             SessionEffect::Listen(_) => "listen",
             SessionEffect::DeclareCursor { .. } => HOLD_CURSOR_PIN,
-            SessionEffect::CreateTemporary(_) => "temporary_table",
+            SessionEffect::CreateTemporary(_) => TEMPORARY_PIN,
             SessionEffect::AdvisoryLockSession => "advisory_lock",
             SessionEffect::Load => "load",
             SessionEffect::SetConfigDynamic => "dynamic_set_config",
@@ -496,6 +499,11 @@ pub enum SessionEffect {
     /// CREATE TABLE AS / SELECT INTO TEMP), or anything created in the pg_temp schema, functions
     /// and types included (named by a `TableRef` all the same). Pins the session.
     CreateTemporary(TableRef),
+    /// An object created without a schema named: it goes to the first schema of the search_path
+    /// that exists, the session's temporary one when `pg_temp` leads (`SET search_path = pg_temp`
+    /// makes `CREATE TABLE t` a temporary table). Whether that pins the session depends on the
+    /// search_path, which the session knows and the text does not.
+    CreateUnqualified(TableRef),
     /// pg_advisory_lock / pg_advisory_lock_shared / pg_try_advisory_lock[_shared] (session level).
     AdvisoryLockSession,
     /// pg_advisory_unlock / _shared / _all.

@@ -163,7 +163,10 @@ fn session_effects_and_what_pins_a_client() {
     assert_eq!(effects("DISCARD TEMP"), vec![E::Discard(DiscardTarget::Temp)]);
     assert_eq!(effects("EXECUTE q(1, 'a')"), vec![E::Execute { name: "q".into() }]);
     assert_eq!(effects("EXPLAIN EXECUTE q(1)"), vec![E::Execute { name: "q".into() }]);
-    assert_eq!(effects("CREATE TABLE c AS EXECUTE q(1)"), vec![E::Execute { name: "q".into() }]);
+    assert_eq!(
+        effects("CREATE TABLE c AS EXECUTE q(1)"),
+        vec![E::CreateUnqualified(TableRef::new(None, "c")), E::Execute { name: "q".into() }]
+    );
     assert_eq!(effects("DEALLOCATE PREPARE q"), vec![E::Deallocate(Some("q".into()))]);
     assert_eq!(effects("DEALLOCATE ALL"), vec![E::Deallocate(None)]);
     assert_eq!(effects("CLOSE c"), vec![E::CloseCursor(Some("c".into()))]);
@@ -204,8 +207,11 @@ fn session_effects_and_what_pins_a_client() {
         assert_eq!(e, vec![E::CreateTemporary(TableRef::new(e_schema(sql), "scratch"))], "{sql}");
         assert!(e[0].pins_session());
     }
-    assert!(effects("CREATE TABLE scratch (id int)").is_empty());
-    assert!(effects("CREATE UNLOGGED TABLE scratch (id int)").is_empty());
+    let unqualified = vec![E::CreateUnqualified(TableRef::new(None, "scratch"))];
+    assert_eq!(effects("CREATE TABLE scratch (id int)"), unqualified, "temporary if pg_temp leads the path");
+    assert_eq!(effects("CREATE UNLOGGED TABLE scratch (id int)"), unqualified);
+    assert!(!unqualified[0].pins_session(), "the session knows its search_path, the text does not");
+    assert!(effects("CREATE TABLE public.scratch (id int)").is_empty());
     assert!(effects("EXPLAIN SELECT pg_advisory_lock(1)").is_empty(), "plain EXPLAIN runs nothing");
 }
 
@@ -246,17 +252,26 @@ fn temporary_objects_pin_the_session() {
         assert!(quick_look(sql).may_change_session(), "the quick scan skips {sql}");
     }
     for sql in [
-        "SELECT id INTO scratch FROM t",
-        "SELECT * INTO TABLE scratch FROM t",
         "SELECT * INTO public.scratch FROM t",
-        "CREATE TABLE scratch AS SELECT 1",
         "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
         "CREATE PROCEDURE app.p() LANGUAGE sql AS 'SELECT 1'",
         "CREATE TABLE pg_temporal.t (id int)",
         "EXPLAIN SELECT 1 INTO TEMP scratch",
     ] {
         assert!(analyze(sql).session_effects.is_empty(), "{sql}");
+    }
+    // Made where the search_path says: the session decides whether that is the temporary schema.
+    for (sql, name) in [
+        ("SELECT id INTO scratch FROM t", "scratch"),
+        ("SELECT * INTO TABLE scratch FROM t", "scratch"),
+        ("CREATE TABLE scratch AS SELECT 1", "scratch"),
+        ("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "f"),
+        ("CREATE VIEW v AS SELECT 1", "v"),
+        ("CREATE SEQUENCE s", "s"),
+        ("CREATE TYPE pair AS (a int, b int)", "pair"),
+        ("CREATE DOMAIN d AS int", "d"),
+    ] {
+        assert_eq!(analyze(sql).session_effects, vec![E::CreateUnqualified(TableRef::new(None, name))], "{sql}");
     }
 }
 

@@ -421,12 +421,17 @@ impl Flow {
             return;
         }
         self.check_error = None;
+        // A transaction that ended here ended by a rollback: its last COMMIT or ROLLBACK said
+        // ROLLBACK, or it failed, in a request without a COMMIT (an implicit transaction).
+        let rolled_back =
+            status == TxnStatus::Idle && (self.ended_by_rollback || failed && !self.commit_seen);
         if status == TxnStatus::Idle {
             if let Some((route, cache_off)) = s.pgpilot_settings_before.take() {
-                if s.status == TxnStatus::Failed || std::mem::take(&mut self.ended_by_rollback) {
+                if s.status == TxnStatus::Failed || self.ended_by_rollback {
                     (s.route, s.cache_off) = (route, cache_off);
                 }
             }
+            self.ended_by_rollback = false;
         }
         s.status = status;
         if status == TxnStatus::Idle {
@@ -466,7 +471,7 @@ impl Flow {
         if let Some(observed) = batch.observed.take() {
             self.observed_done(observed);
         }
-        self.apply_batch(s, server, batch, failed, status);
+        self.apply_batch(s, server, batch, Outcome { failed, rolled_back }, status);
         if status == TxnStatus::Idle && server.statements.has_stale() {
             self.drop_stale_statements(server);
         }
@@ -492,12 +497,14 @@ impl Flow {
         s: &mut Session,
         server: &mut ServerConn,
         batch: Batch,
-        failed: bool,
+        outcome: Outcome,
         now: TxnStatus,
     ) {
+        let failed = outcome.failed;
         if let Some(reason) = batch.pins {
             pin(s, reason);
         }
+        follow_hold_cursors(s, &batch.cursors, batch.discard_all, outcome, now);
         // A failed request keeps what its PREPAREs and DEALLOCATEs did before the error (they
         // are not undone with the transaction), for the client and on this server.
         let run = if failed { batch.sql_changes_run } else { batch.sql_changes.len() };
@@ -505,7 +512,6 @@ impl Flow {
             apply_sql_change(s, server, change);
         }
         if !failed {
-            follow_hold_cursors(s, &batch.cursors, batch.discard_all, now);
             if batch.discard_all {
                 forget_all_statements(s, server);
             }
@@ -769,19 +775,50 @@ fn pin(s: &mut Session, reason: &'static str) {
     }
 }
 
-/// Keeps the client's open WITH HOLD cursors; a client they alone pinned is let go once none is
-/// open and no transaction is (a CLOSE inside one counts only if it commits: not followed here).
-fn follow_hold_cursors(s: &mut Session, changes: &[CursorChange], discard_all: bool, now: TxnStatus) {
+/// How a request ended.
+#[derive(Clone, Copy)]
+struct Outcome {
+    /// One of its statements failed.
+    failed: bool,
+    /// The transaction it ended was rolled back.
+    rolled_back: bool,
+}
+
+/// Keeps the client's WITH HOLD cursors. One declared in a transaction exists once that
+/// transaction commits (a rollback drops it, and a DECLARE that failed made none); a CLOSE takes
+/// effect at once (PostgreSQL does not undo it with its transaction). In a failed request a CLOSE
+/// may not have run, and the cursor is kept. A client they alone pinned is let go once none is
+/// open, outside a transaction.
+fn follow_hold_cursors(
+    s: &mut Session,
+    changes: &[CursorChange],
+    discard_all: bool,
+    outcome: Outcome,
+    now: TxnStatus,
+) {
     for change in changes {
         match change {
-            CursorChange::Declared(name) => s.hold_cursors.push(name.clone()),
-            CursorChange::Closed(name) if now == TxnStatus::Idle => s.hold_cursors.retain(|c| c != name),
-            CursorChange::ClosedAll if now == TxnStatus::Idle => s.hold_cursors.clear(),
+            CursorChange::Declared(name) => s.hold_cursors_pending.push(name.clone()),
+            CursorChange::Closed(name) if !outcome.failed => {
+                s.hold_cursors.retain(|c| c != name);
+                s.hold_cursors_pending.retain(|c| c != name);
+            }
+            CursorChange::ClosedAll if !outcome.failed => {
+                s.hold_cursors.clear();
+                s.hold_cursors_pending.clear();
+            }
             _ => {}
         }
     }
-    if discard_all {
+    if discard_all && !outcome.failed {
         s.hold_cursors.clear();
+        s.hold_cursors_pending.clear();
+    }
+    if now == TxnStatus::Idle {
+        let declared = std::mem::take(&mut s.hold_cursors_pending);
+        if !outcome.rolled_back {
+            s.hold_cursors.extend(declared);
+        }
     }
     if s.pinned == Some(pgpilot_sql::HOLD_CURSOR_PIN) && s.hold_cursors.is_empty() && now == TxnStatus::Idle {
         tracing::debug!(client = %s.reg.info.addr, "the client's WITH HOLD cursors are closed: no longer pinned");

@@ -101,6 +101,8 @@ pub struct Session {
     /// The WITH HOLD cursors the client has open; when they alone pinned it, closing the last
     /// one lets it go (Django's iterator() in autocommit declares one per query).
     pub(super) hold_cursors: Vec<Box<str>>,
+    /// WITH HOLD cursors declared in the transaction under way: they exist if it commits.
+    pub(super) hold_cursors_pending: Vec<Box<str>>,
     pub(super) timeouts: Timeouts,
     pub(super) user: Arc<str>,
     /// Named and SQL-level prepared statements, by the client's names (transaction pooling).
@@ -187,6 +189,7 @@ impl Session {
             status: TxnStatus::Idle,
             pinned: None,
             hold_cursors: Vec::new(),
+            hold_cursors_pending: Vec::new(),
             timeouts,
             user: Arc::from(setup.user),
             statements: Default::default(),

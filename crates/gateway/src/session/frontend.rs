@@ -193,7 +193,8 @@ impl Flow {
         if !self.track_session {
             return None;
         }
-        if !look.unwrap_or_else(|| crate::shapes::look_of(sql)).may_change_session() {
+        let look = look.unwrap_or_else(|| crate::shapes::look_of(sql));
+        if !look.may_change_session() && !s.may_hide_effects(&look) {
             return None;
         }
         Some(s.shared.classifier.classify(sql))
@@ -234,6 +235,14 @@ impl Flow {
         let foreign = foreign_text(s, text, lossy);
         if let Some(reason) = stmt.pin_reason().or_else(|| unreplayable(foreign, &stmt)) {
             add_pin(&mut self.batch.pins, reason);
+        }
+        if runs {
+            let hidden = s.hidden_effects(&stmt);
+            s.note_search_path(&hidden.settings);
+            self.batch.settings.extend(hidden.settings);
+            if let Some(reason) = hidden.pin {
+                add_pin(&mut self.batch.pins, reason);
+            }
         }
         if runs {
             self.batch.cursors.extend(CursorChange::of(&stmt));
@@ -327,6 +336,12 @@ impl Flow {
             batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1 && self.quiet_start(s);
             batch.pins = stmt.pin_reason().or(undecoded);
+            let hidden = s.hidden_effects(&stmt);
+            s.note_search_path(&hidden.settings);
+            batch.settings.extend(hidden.settings);
+            if let Some(reason) = hidden.pin {
+                add_pin(&mut batch.pins, reason);
+            }
             batch.cursors.extend(CursorChange::of(&stmt));
             for effect in &stmt.session_effects {
                 match effect {
@@ -768,7 +783,7 @@ fn function_call_pin(body: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn add_pin(pins: &mut Option<&'static str>, reason: &'static str) {
+pub(super) fn add_pin(pins: &mut Option<&'static str>, reason: &'static str) {
     if pgpilot_sql::pin_replaces(*pins, reason) {
         *pins = Some(reason);
     }

@@ -11,6 +11,7 @@ mod extended_settings;
 mod flow;
 mod frontend;
 mod function_ddl;
+mod hidden_effects;
 pub mod input_budget;
 pub mod io;
 mod local_statements;

@@ -165,6 +165,9 @@ impl Collector {
             self.mark_write(WriteReason::SelectInto);
             if let Some(rv) = &into.rel {
                 self.claim_target(rv);
+                if rv.schemaname.is_empty() && !is_temporary(rv) {
+                    self.add_effect(SessionEffect::CreateUnqualified(table_ref(rv)));
+                }
             }
         }
     }

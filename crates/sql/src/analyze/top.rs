@@ -247,6 +247,7 @@ fn utility(node: &NodeEnum, stmt: &Node, c: &mut Collector, top: &mut TopLevel) 
             c.mark_write(WriteReason::Ddl);
             ddl_targets(node, c, top);
             temporary_named_object(node, c);
+            unqualified_creation(node, c);
             c.walk_statement(stmt, Ctx::Ddl);
             StatementKind::Ddl
         }
@@ -360,6 +361,36 @@ fn temporary_named_object(node: &NodeEnum, c: &mut Collector) {
     let in_temp_schema = |object: &TableRef| object.schema.as_deref().is_some_and(is_temp_schema);
     if let Some(object) = name_of_parts(name).filter(in_temp_schema) {
         c.add_effect(SessionEffect::CreateTemporary(object));
+    }
+}
+
+/// The object a CREATE makes when it names no schema (see SessionEffect::CreateUnqualified).
+/// SELECT INTO is found with the query's INTO clause (collector.rs).
+fn unqualified_creation(node: &NodeEnum, c: &mut Collector) {
+    let relation = match node {
+        NodeEnum::CreateStmt(s) => s.relation.as_ref(),
+        NodeEnum::CreateTableAsStmt(s) => s.into.as_ref().and_then(|i| i.rel.as_ref()),
+        NodeEnum::ViewStmt(s) => s.view.as_ref(),
+        NodeEnum::CreateSeqStmt(s) => s.sequence.as_ref(),
+        NodeEnum::CompositeTypeStmt(s) => s.typevar.as_ref(),
+        _ => None,
+    };
+    if let Some(rv) = relation {
+        if rv.schemaname.is_empty() && rv.relpersistence != "t" {
+            c.add_effect(SessionEffect::CreateUnqualified(table_ref(rv)));
+        }
+        return;
+    }
+    let name = match node {
+        NodeEnum::CreateFunctionStmt(f) => &f.funcname,
+        NodeEnum::DefineStmt(d) => &d.defnames,
+        NodeEnum::CreateDomainStmt(d) => &d.domainname,
+        NodeEnum::CreateEnumStmt(e) => &e.type_name,
+        NodeEnum::CreateRangeStmt(r) => &r.type_name,
+        _ => return,
+    };
+    if let Some(object) = name_of_parts(name).filter(|o| o.schema.is_none()) {
+        c.add_effect(SessionEffect::CreateUnqualified(object));
     }
 }
 
