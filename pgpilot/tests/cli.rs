@@ -261,6 +261,24 @@ fn bench_takes_what_the_url_leaves_out_from_the_environment() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("named"), "{stdout}");
+    // A URL without a host or port (or with them empty) takes PGHOST and PGPORT, as libpq does.
+    let port = cluster.port().to_string();
+    let empty_host = format!("postgres://:{port}/postgres");
+    for url in
+        ["postgres://", "postgresql://", "postgres:///postgres", "postgres://postgres@/postgres", &empty_host]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+            .args(["bench", "-f", script.path().to_str().unwrap(), "-t", "3", "--no-progress", url])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", if url == empty_host { "1" } else { port.as_str() })
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("127.0.0.1:{port}/postgres")), "{url}: {stdout}");
+    }
 }
 
 /// An open-file limit below what max_client_conn clients need is said at start (as PgBouncer
