@@ -68,8 +68,17 @@ fn exit_codes_are_consistent() {
         &["bench", "--scenario", "nope", target],
         &["bench", "-c", "0", target],
         &["bench", "-j", "0", target],
+        &["bench", "-R", "0", target],
+        &["bench", "-s", "0", target],
+        &["bench", "--init", "-s", "0", target],
+        &["bench", "--init", "-s", "0.5", target],
     ] {
-        assert_eq!(pgpilot(bench).status.code(), Some(2), "{bench:?} is a usage error");
+        let out = pgpilot(bench);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bench:?} is a usage error: {stderr}");
+        // Refused before anything is done: no table creation announced, the target not even tried.
+        assert!(!stderr.contains("creating") && !stderr.contains("unreachable"), "{bench:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{bench:?}");
     }
     // --fail-on takes warning or critical; info would fail every run.
     let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);

@@ -32,7 +32,7 @@ pub fn run_with(config: BenchConfig, observer: Arc<dyn Observer>) -> Result<Benc
 /// Runs a benchmark from the current tokio runtime (setup and progress run here; the clients run
 /// on `jobs` threads of their own).
 pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Result<BenchReport> {
-    validate(&config)?;
+    config.validate().map_err(anyhow::Error::msg)?;
     let plan = Arc::new(Plan::build(&config)?);
     let seed = config.random_seed.unwrap_or_else(rand::random);
     let mut setups = Vec::new();
@@ -73,25 +73,6 @@ pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Resu
     let rated = config.rate.is_some();
     let targets = accums.into_iter().map(|a| a.into_report(&labels, rated)).collect();
     Ok(BenchReport::new(&config, targets, config.stop.load(Ordering::Relaxed)))
-}
-
-fn validate(config: &BenchConfig) -> Result<()> {
-    if config.targets.is_empty() {
-        bail!("no target: give at least one postgres:// URL");
-    }
-    if config.clients == 0 || config.rounds == 0 {
-        bail!("clients and rounds must be at least 1");
-    }
-    if let Some(rate) = config.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("the rate must be a positive number of transactions per second");
-        }
-    }
-    match config.limit {
-        Limit::Duration(d) if d.is_zero() => bail!("the duration must be positive"),
-        Limit::TransactionsPerClient(0) => bail!("the transaction count must be positive"),
-        _ => Ok(()),
-    }
 }
 
 fn tps(ok: u64, elapsed: Duration) -> f64 {
