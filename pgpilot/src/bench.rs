@@ -104,6 +104,10 @@ pub fn run(args: BenchArgs) -> Outcome {
     if report.interrupted {
         return Ok(INTERRUPTED);
     }
+    if let Some(why) = &report.aborted {
+        eprintln!("pgpilot: the run was aborted: {why}; the results above are incomplete");
+        return Ok(FAILURE);
+    }
     if !nothing_committed.is_empty() {
         eprintln!(
             "pgpilot: no transaction succeeded on {}: nothing was measured",

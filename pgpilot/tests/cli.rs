@@ -290,6 +290,29 @@ fn bench_takes_what_the_url_leaves_out_from_the_environment() {
     }
 }
 
+#[test]
+fn a_bench_with_a_transaction_count_stops_promptly_when_the_server_goes_away() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELECT pg_sleep(0.002);\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["bench", "-f", script.path().to_str().unwrap(), "-c", "2", "-t", "1000000", "--no-progress"])
+        .arg(cluster.admin_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running pgpilot bench");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let stopped_at = std::time::Instant::now();
+    cluster.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(stopped_at.elapsed() < std::time::Duration::from_secs(20), "took {:?}", stopped_at.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the run was aborted") && stderr.contains("incomplete"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(aborted: "), "the report says so too");
+}
+
 /// An open-file limit below what max_client_conn clients need is said at start (as PgBouncer
 /// does), not met later as `accept` errors.
 #[test]

@@ -25,6 +25,9 @@ pub(crate) fn text(r: &BenchReport) -> String {
     if r.interrupted {
         out.push_str("(interrupted: figures cover the time measured before the stop)\n");
     }
+    if let Some(why) = &r.aborted {
+        let _ = writeln!(out, "(aborted: {why}; the results are incomplete)");
+    }
     let name_w = r.targets.iter().map(|t| t.target.name.len()).max().unwrap_or(6).max(6);
     let _ = writeln!(
         out,
@@ -35,7 +38,7 @@ pub(crate) fn text(r: &BenchReport) -> String {
         if !t.measured {
             let _ = writeln!(
                 out,
-                "{:<name_w$} not measured: the run was interrupted before its turn",
+                "{:<name_w$} not measured: the benchmark stopped before its turn",
                 t.target.name
             );
             continue;
@@ -140,5 +143,15 @@ mod tests {
         let columns: Vec<usize> = text.lines().filter_map(|l| l.find(" weight ")).collect();
         assert_eq!(columns.len(), 2, "{text}");
         assert_eq!(columns[0], columns[1], "{text}");
+    }
+
+    #[test]
+    fn an_aborted_run_says_its_results_are_incomplete() {
+        let config = BenchConfig::new(Vec::new());
+        let mut report = BenchReport::new(&config, vec![target(vec![script("one")])], false);
+        report.aborted = Some("db: 1 of 1 clients stopped early (client 0 could not connect again)".into());
+        let text = text(&report);
+        assert!(text.contains("(aborted: db: 1 of 1 clients stopped early"), "{text}");
+        assert!(text.contains("the results are incomplete"), "{text}");
     }
 }

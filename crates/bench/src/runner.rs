@@ -52,6 +52,7 @@ pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Resu
     let mut accums: Vec<TargetAccum> =
         setups.iter().map(|s| TargetAccum::new(TargetInfo::from(&s.target), labels.len())).collect();
     let n = setups.len();
+    let mut aborted = None;
     'rounds: for round in 0..config.rounds {
         for k in 0..n {
             if config.stop.load(Ordering::Relaxed) {
@@ -64,15 +65,31 @@ pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Resu
             if let Some(fatal) = &tally.fatal {
                 bail!("{}: the script failed: {fatal}", setups[idx].target.name);
             }
+            let abort = abort_message(&tally, &setups[idx].target.name, config.clients);
             let acc = &mut accums[idx];
             acc.tps_per_round.push(tps(tally.ok, elapsed));
             acc.elapsed += elapsed;
             acc.tally.merge(tally);
+            if abort.is_some() {
+                // The target is gone: later runs would fail to connect, and a report of what was
+                // measured says more than that error would.
+                aborted = abort;
+                break 'rounds;
+            }
         }
     }
     let rated = config.rate.is_some();
     let targets = accums.into_iter().map(|a| a.into_report(&labels, rated)).collect();
-    Ok(BenchReport::new(&config, targets, config.stop.load(Ordering::Relaxed)))
+    let mut report = BenchReport::new(&config, targets, config.stop.load(Ordering::Relaxed));
+    report.aborted = aborted;
+    Ok(report)
+}
+
+/// Why a run ended before its clients were done, if some were aborted.
+fn abort_message(tally: &Tally, target: &str, clients: usize) -> Option<String> {
+    let reason = tally.abort_reason.as_deref()?;
+    let aborted = tally.aborted_clients;
+    Some(format!("{target}: {aborted} of {clients} clients stopped early ({reason})"))
 }
 
 fn tps(ok: u64, elapsed: Duration) -> f64 {
