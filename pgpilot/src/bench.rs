@@ -104,6 +104,10 @@ pub fn run(args: BenchArgs) -> Outcome {
     if report.interrupted {
         return Ok(INTERRUPTED);
     }
+    if let Some(why) = &report.aborted {
+        eprintln!("pgpilot: the run was aborted: {why}; the results above are incomplete");
+        return Ok(FAILURE);
+    }
     if !nothing_committed.is_empty() {
         eprintln!(
             "pgpilot: no transaction succeeded on {}: nothing was measured",
@@ -172,6 +176,7 @@ fn config_from(args: BenchArgs) -> anyhow::Result<BenchConfig> {
     config.scale = args.scale;
     config.random_seed = args.random_seed;
     config.stop_on_ctrl_c = true;
+    config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)
 }
 
@@ -234,5 +239,22 @@ mod tests {
         assert!(config(&["postgres://u@h/db", "-M", "fancy"]).is_err());
         assert!(config(&["postgres://u@h/db", "-D", "novalue"]).is_err());
         assert!(config(&["postgres://u@h/db", "-f", "x.sql@many"]).is_err());
+    }
+
+    #[test]
+    fn rates_and_scales_that_cannot_be_are_usage_errors() {
+        let refused = |argv: &[&str]| {
+            let args: Vec<&str> = std::iter::once("postgres://u@h/db").chain(argv.iter().copied()).collect();
+            config(&args).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(refused(&["-R", "0"]).contains("rate"));
+        assert!(refused(&["--rate=-5"]).contains("rate"));
+        assert!(refused(&["-s", "0"]).contains("scale"));
+        assert!(refused(&["-i", "-s", "0"]).contains("scale"));
+        assert!(refused(&["-i", "-s", "0.5"]).contains("whole number"));
+        assert!(refused(&["-i", "-s", "0.5", "-b", "tpcb-like", "-b", "read-heavy"]).contains("whole number"));
+        // The demo application takes fractions; custom scripts' :scale may be one without --init.
+        assert!(config(&["postgres://u@h/db", "-i", "-s", "0.5", "-b", "read-heavy"]).is_ok());
+        assert!(config(&["postgres://u@h/db", "-s", "0.5", "-f", "x.sql"]).is_ok());
     }
 }

@@ -25,12 +25,15 @@ const DEFAULT_DURATION_SECS: f64 = 40.0;
 const DEFAULT_SCALE: f64 = 0.5;
 const DEFAULT_CLIENTS: usize = 16;
 const DEFAULT_POOL_SIZE: usize = 8;
+/// Four runs at least (two mixes, direct and through pgpilot) share the duration: below a second
+/// each is too short to measure, and the setup would be spent for nothing.
+const MIN_DURATION_SECS: f64 = 1.0;
 
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
     /// Seconds of workload, shared by the read-heavy and write-heavy phases and by the direct and
     /// through-pgpilot runs (setup and the advisor add about 15 seconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DURATION_SECS, value_parser = positive_number)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DURATION_SECS, value_parser = workload_seconds)]
     pub duration: f64,
     /// Size of the sample application: 1 is 200,000 ledger transactions, 50,000 workflow runs and
     /// 60,000 form responses.
@@ -67,6 +70,15 @@ fn positive_number(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a positive number")),
+    }
+}
+
+fn workload_seconds(s: &str) -> Result<f64, String> {
+    match positive_number(s)? {
+        v if v >= MIN_DURATION_SECS => Ok(v),
+        _ => Err(format!(
+            "`{s}` is too short: the workload needs at least {MIN_DURATION_SECS} s, shared by four runs"
+        )),
     }
 }
 
@@ -118,5 +130,7 @@ mod tests {
         assert!(Cli::try_parse_from(["demo", "--scale", "-1"]).is_err());
         assert!(Cli::try_parse_from(["demo", "--clients", "0"]).is_err());
         assert!(Cli::try_parse_from(["demo", "--duration", "NaN"]).is_err());
+        assert!(Cli::try_parse_from(["demo", "--duration", "0.01"]).is_err(), "too short to measure");
+        assert!(Cli::try_parse_from(["demo", "--duration", "1"]).is_ok());
     }
 }

@@ -68,8 +68,17 @@ fn exit_codes_are_consistent() {
         &["bench", "--scenario", "nope", target],
         &["bench", "-c", "0", target],
         &["bench", "-j", "0", target],
+        &["bench", "-R", "0", target],
+        &["bench", "-s", "0", target],
+        &["bench", "--init", "-s", "0", target],
+        &["bench", "--init", "-s", "0.5", target],
     ] {
-        assert_eq!(pgpilot(bench).status.code(), Some(2), "{bench:?} is a usage error");
+        let out = pgpilot(bench);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bench:?} is a usage error: {stderr}");
+        // Refused before anything is done: no table creation announced, the target not even tried.
+        assert!(!stderr.contains("creating") && !stderr.contains("unreachable"), "{bench:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{bench:?}");
     }
     // --fail-on takes warning or critical; info would fail every run.
     let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);
@@ -261,6 +270,47 @@ fn bench_takes_what_the_url_leaves_out_from_the_environment() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("named"), "{stdout}");
+    // A URL without a host or port (or with them empty) takes PGHOST and PGPORT, as libpq does.
+    let port = cluster.port().to_string();
+    let empty_host = format!("postgres://:{port}/postgres");
+    for url in
+        ["postgres://", "postgresql://", "postgres:///postgres", "postgres://postgres@/postgres", &empty_host]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+            .args(["bench", "-f", script.path().to_str().unwrap(), "-t", "3", "--no-progress", url])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", if url == empty_host { "1" } else { port.as_str() })
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("127.0.0.1:{port}/postgres")), "{url}: {stdout}");
+    }
+}
+
+#[test]
+fn a_bench_with_a_transaction_count_stops_promptly_when_the_server_goes_away() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "SELECT pg_sleep(0.002);\n").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["bench", "-f", script.path().to_str().unwrap(), "-c", "2", "-t", "1000000", "--no-progress"])
+        .arg(cluster.admin_url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running pgpilot bench");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let stopped_at = std::time::Instant::now();
+    cluster.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(stopped_at.elapsed() < std::time::Duration::from_secs(20), "took {:?}", stopped_at.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the run was aborted") && stderr.contains("incomplete"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(aborted: "), "the report says so too");
 }
 
 /// An open-file limit below what max_client_conn clients need is said at start (as PgBouncer

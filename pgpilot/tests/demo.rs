@@ -232,3 +232,12 @@ fn missing_postgresql_binaries_are_named_not_a_panic() {
     assert!(stderr.contains("apt-get install postgresql"), "{context}");
     assert!(!stderr.contains("panicked"), "{context}");
 }
+
+#[test]
+fn a_duration_too_short_to_measure_is_refused_before_anything_starts() {
+    let out = demo_command("0.01", &[]).output().expect("running pgpilot demo");
+    let context = text(&out);
+    assert_eq!(out.status.code(), Some(2), "a usage error\n{context}");
+    assert!(context.contains("too short"), "{context}");
+    assert!(!context.contains("Starting"), "nothing was started\n{context}");
+}

@@ -74,6 +74,11 @@ pub(crate) struct Tally {
     pub lag_us_max: u64,
     pub connections: u64,
     pub fatal: Option<String>,
+    /// Clients that stopped before their transactions were done, because they could not connect
+    /// again (with a transaction count, which no clock ends).
+    pub aborted_clients: u64,
+    /// Why the first of them stopped.
+    pub abort_reason: Option<String>,
 }
 
 impl Tally {
@@ -88,6 +93,8 @@ impl Tally {
             lag_us_max: 0,
             connections: 0,
             fatal: None,
+            aborted_clients: 0,
+            abort_reason: None,
         }
     }
 
@@ -118,6 +125,10 @@ impl Tally {
         if self.fatal.is_none() {
             self.fatal = other.fatal;
         }
+        self.aborted_clients += other.aborted_clients;
+        if self.abort_reason.is_none() {
+            self.abort_reason = other.abort_reason;
+        }
     }
 }
 
@@ -134,7 +145,10 @@ enum TxEnd {
 }
 
 enum TxAbort {
+    /// The connection was lost during the transaction.
     Conn(ConnError),
+    /// No connection could be opened for the transaction.
+    Connect(ConnError),
     Fatal(String),
 }
 
@@ -190,19 +204,27 @@ pub(crate) async fn run_client(
                     conn = Some(c);
                     r
                 }
-                Err(e) => Err(TxAbort::Conn(e.while_connecting())),
+                Err(e) => Err(TxAbort::Connect(e.while_connecting())),
             },
         };
         let latency = Instant::now().saturating_duration_since(begin).as_micros() as u64;
         // Consecutive transactions lost with their connection: a server (or a pooler in front of
         // one) that refuses or drops every new connection is retried with a growing pause.
-        connect_failures = if matches!(result, Err(TxAbort::Conn(_))) { connect_failures + 1 } else { 0 };
+        let without_connection = matches!(result, Err(TxAbort::Conn(_) | TxAbort::Connect(_)));
+        connect_failures = if without_connection { connect_failures + 1 } else { 0 };
         match result {
             Ok(TxEnd::Committed) => record_success(&shared, &mut tally, which, latency),
             Ok(TxEnd::Failed(err)) => {
                 record_failure(&shared, &mut tally, which, &err.code, || err.message.clone())
             }
-            Err(TxAbort::Conn(err)) => {
+            Err(TxAbort::Connect(err)) if shared.per_client_transactions.is_some() => {
+                // No clock ends a run of N transactions: retrying would go on for as long as the
+                // server stays away, one failed transaction at a time. pgbench aborts the client.
+                tally.aborted_clients += 1;
+                tally.abort_reason = Some(format!("client {id} could not connect again: {err}"));
+                break;
+            }
+            Err(TxAbort::Conn(err) | TxAbort::Connect(err)) => {
                 record_failure(&shared, &mut tally, which, err.sqlstate(), || err.to_string());
                 conn = None;
                 if connect_failures > 1 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::demo_app::Mix;
 use crate::target::Target;
 
 /// How statements travel, as pgbench's `--protocol`.
@@ -128,6 +129,51 @@ impl BenchConfig {
         }
     }
 
+    /// Checks what the configuration asks for, before anything connects or is created: a
+    /// command line turns these errors into usage errors.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.targets.is_empty() {
+            return Err("no target: give at least one postgres:// URL".into());
+        }
+        if self.clients == 0 || self.rounds == 0 {
+            return Err("clients and rounds must be at least 1".into());
+        }
+        if self.rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+            return Err(format!(
+                "the rate must be a positive number of transactions per second (got {})",
+                self.rate.unwrap_or_default()
+            ));
+        }
+        match self.limit {
+            Limit::Duration(d) if d.is_zero() => return Err("the duration must be positive".into()),
+            Limit::TransactionsPerClient(0) => return Err("the transaction count must be positive".into()),
+            _ => {}
+        }
+        self.validate_scale()
+    }
+
+    /// A scale is positive; pgbench's tables, made by `init`, need a whole one.
+    fn validate_scale(&self) -> Result<(), String> {
+        let Some(scale) = self.scale else { return Ok(()) };
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!("the scale must be a positive number (got {scale})"));
+        }
+        if self.init && self.initialises_pgbench_tables() && scale.fract() != 0.0 {
+            return Err(format!("the pgbench scale must be a whole number of at least 1 (got {scale})"));
+        }
+        Ok(())
+    }
+
+    /// Whether `init` creates pgbench's tables: for a pgbench scenario, or when no demo mix is
+    /// asked for (custom scripts run on pgbench's tables, as with pgbench -i).
+    pub(crate) fn initialises_pgbench_tables(&self) -> bool {
+        let is_mix =
+            |w: &Workload| matches!(w, Workload::Scenario { name, .. } if Mix::from_name(name).is_some());
+        let pgbench_scenario =
+            self.workload.iter().any(|w| matches!(w, Workload::Scenario { .. }) && !is_mix(w));
+        pgbench_scenario || !self.workload.iter().any(is_mix)
+    }
+
     /// A one-line description of the workload, for reports.
     pub fn workload_label(&self) -> String {
         self.workload
@@ -147,5 +193,26 @@ fn with_weight(name: &str, weight: u32) -> String {
         name.to_string()
     } else {
         format!("{name}@{weight}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Workload {
+        Workload::Scenario { name: name.into(), weight: 1 }
+    }
+
+    #[test]
+    fn init_makes_pgbench_tables_unless_only_demo_mixes_are_asked_for() {
+        let mut c = BenchConfig::new(Vec::new());
+        assert!(c.initialises_pgbench_tables(), "tpcb-like by default");
+        c.workload = vec![scenario("read-heavy"), scenario("write-heavy")];
+        assert!(!c.initialises_pgbench_tables());
+        c.workload.push(scenario("select-only"));
+        assert!(c.initialises_pgbench_tables());
+        c.workload = vec![Workload::File { path: "x.sql".into(), weight: 1 }];
+        assert!(c.initialises_pgbench_tables(), "custom scripts run on pgbench's tables, as with pgbench -i");
     }
 }

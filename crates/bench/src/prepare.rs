@@ -247,11 +247,9 @@ async fn initialise(
         observer.note(&format!("{}: installing the demo application at scale {scale}...", target.name));
         demo_app::install(client, scale).await?;
     }
-    if plan.uses_pgbench_tables || !plan.uses_demo {
+    if config.initialises_pgbench_tables() {
+        // BenchConfig::validate has refused a fractional scale.
         let scale = config.scale.unwrap_or(1.0);
-        if scale.fract() != 0.0 {
-            bail!("the pgbench scale must be a whole number (got {scale})");
-        }
         observer.note(&format!("{}: creating pgbench tables at scale {scale}...", target.name));
         pgbench_init::init(client, scale as i64).await?;
     }

@@ -25,6 +25,9 @@ pub(crate) fn text(r: &BenchReport) -> String {
     if r.interrupted {
         out.push_str("(interrupted: figures cover the time measured before the stop)\n");
     }
+    if let Some(why) = &r.aborted {
+        let _ = writeln!(out, "(aborted: {why}; the results are incomplete)");
+    }
     let name_w = r.targets.iter().map(|t| t.target.name.len()).max().unwrap_or(6).max(6);
     let _ = writeln!(
         out,
@@ -35,7 +38,7 @@ pub(crate) fn text(r: &BenchReport) -> String {
         if !t.measured {
             let _ = writeln!(
                 out,
-                "{:<name_w$} not measured: the run was interrupted before its turn",
+                "{:<name_w$} not measured: the benchmark stopped before its turn",
                 t.target.name
             );
             continue;
@@ -64,10 +67,12 @@ pub(crate) fn text(r: &BenchReport) -> String {
         }
         if t.scripts.len() > 1 {
             let _ = writeln!(out, "\n{}: per script", t.target.name);
+            // As wide as the longest name, so that long file paths keep the columns in line.
+            let script_w = t.scripts.iter().map(|s| s.name.chars().count()).max().unwrap_or(0).max(22);
             for s in &t.scripts {
                 let _ = writeln!(
                     out,
-                    "  {:<22} weight {:>3}  {:>9} txns  {:>6} failed  mean {:.3} ms",
+                    "  {:<script_w$} weight {:>3}  {:>9} txns  {:>6} failed  mean {:.3} ms",
                     s.name, s.weight, s.transactions, s.failed, s.mean_latency_ms
                 );
             }
@@ -98,5 +103,55 @@ fn trim(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BenchConfig;
+    use crate::report::{Latency, ScriptReport, TargetReport};
+    use crate::target::TargetInfo;
+
+    fn script(name: &str) -> ScriptReport {
+        ScriptReport { name: name.into(), weight: 1, transactions: 10, failed: 0, mean_latency_ms: 1.0 }
+    }
+
+    fn target(scripts: Vec<ScriptReport>) -> TargetReport {
+        TargetReport {
+            target: TargetInfo { name: "db".into(), url: "postgres://u@h:5432/db".into() },
+            measured: true,
+            tps: 10.0,
+            tps_per_round: vec![10.0],
+            transactions: 20,
+            failed: 0,
+            errors: Vec::new(),
+            latency_ms: Latency::default(),
+            connections_opened: 1,
+            elapsed_s: 2.0,
+            schedule_lag_ms: None,
+            scripts,
+        }
+    }
+
+    #[test]
+    fn long_script_names_keep_the_per_script_columns_in_line() {
+        let long = "/home/someone/benchmarks/a-rather-long-script-name.sql";
+        let config = BenchConfig::new(Vec::new());
+        let report = BenchReport::new(&config, vec![target(vec![script("short.sql"), script(long)])], false);
+        let text = text(&report);
+        let columns: Vec<usize> = text.lines().filter_map(|l| l.find(" weight ")).collect();
+        assert_eq!(columns.len(), 2, "{text}");
+        assert_eq!(columns[0], columns[1], "{text}");
+    }
+
+    #[test]
+    fn an_aborted_run_says_its_results_are_incomplete() {
+        let config = BenchConfig::new(Vec::new());
+        let mut report = BenchReport::new(&config, vec![target(vec![script("one")])], false);
+        report.aborted = Some("db: 1 of 1 clients stopped early (client 0 could not connect again)".into());
+        let text = text(&report);
+        assert!(text.contains("(aborted: db: 1 of 1 clients stopped early"), "{text}");
+        assert!(text.contains("the results are incomplete"), "{text}");
     }
 }

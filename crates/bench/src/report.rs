@@ -29,6 +29,9 @@ pub struct BenchReport {
     pub ratios: Vec<Ratio>,
     /// True when the run was stopped early (Ctrl-C or the stop flag).
     pub interrupted: bool,
+    /// Why the benchmark stopped before its end, when clients could not connect again (with a
+    /// transaction count): the figures are incomplete and no further run started.
+    pub aborted: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -228,6 +231,7 @@ impl BenchReport {
             targets,
             ratios,
             interrupted,
+            aborted: None,
         }
     }
 

@@ -32,7 +32,7 @@ pub fn run_with(config: BenchConfig, observer: Arc<dyn Observer>) -> Result<Benc
 /// Runs a benchmark from the current tokio runtime (setup and progress run here; the clients run
 /// on `jobs` threads of their own).
 pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Result<BenchReport> {
-    validate(&config)?;
+    config.validate().map_err(anyhow::Error::msg)?;
     let plan = Arc::new(Plan::build(&config)?);
     let seed = config.random_seed.unwrap_or_else(rand::random);
     let mut setups = Vec::new();
@@ -52,6 +52,7 @@ pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Resu
     let mut accums: Vec<TargetAccum> =
         setups.iter().map(|s| TargetAccum::new(TargetInfo::from(&s.target), labels.len())).collect();
     let n = setups.len();
+    let mut aborted = None;
     'rounds: for round in 0..config.rounds {
         for k in 0..n {
             if config.stop.load(Ordering::Relaxed) {
@@ -64,34 +65,31 @@ pub async fn run_async(config: BenchConfig, observer: Arc<dyn Observer>) -> Resu
             if let Some(fatal) = &tally.fatal {
                 bail!("{}: the script failed: {fatal}", setups[idx].target.name);
             }
+            let abort = abort_message(&tally, &setups[idx].target.name, config.clients);
             let acc = &mut accums[idx];
             acc.tps_per_round.push(tps(tally.ok, elapsed));
             acc.elapsed += elapsed;
             acc.tally.merge(tally);
+            if abort.is_some() {
+                // The target is gone: later runs would fail to connect, and a report of what was
+                // measured says more than that error would.
+                aborted = abort;
+                break 'rounds;
+            }
         }
     }
     let rated = config.rate.is_some();
     let targets = accums.into_iter().map(|a| a.into_report(&labels, rated)).collect();
-    Ok(BenchReport::new(&config, targets, config.stop.load(Ordering::Relaxed)))
+    let mut report = BenchReport::new(&config, targets, config.stop.load(Ordering::Relaxed));
+    report.aborted = aborted;
+    Ok(report)
 }
 
-fn validate(config: &BenchConfig) -> Result<()> {
-    if config.targets.is_empty() {
-        bail!("no target: give at least one postgres:// URL");
-    }
-    if config.clients == 0 || config.rounds == 0 {
-        bail!("clients and rounds must be at least 1");
-    }
-    if let Some(rate) = config.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("the rate must be a positive number of transactions per second");
-        }
-    }
-    match config.limit {
-        Limit::Duration(d) if d.is_zero() => bail!("the duration must be positive"),
-        Limit::TransactionsPerClient(0) => bail!("the transaction count must be positive"),
-        _ => Ok(()),
-    }
+/// Why a run ended before its clients were done, if some were aborted.
+fn abort_message(tally: &Tally, target: &str, clients: usize) -> Option<String> {
+    let reason = tally.abort_reason.as_deref()?;
+    let aborted = tally.aborted_clients;
+    Some(format!("{target}: {aborted} of {clients} clients stopped early ({reason})"))
 }
 
 fn tps(ok: u64, elapsed: Duration) -> f64 {

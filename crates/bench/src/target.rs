@@ -47,33 +47,33 @@ pub enum TargetError {
     Syntax(String),
     #[error("target `{0}`: TLS (sslmode=require) is not supported by pgpilot bench; use sslmode=disable or prefer")]
     TlsRequired(String),
-    #[error("target `{0}`: no host given")]
-    NoHost(String),
+    #[error("target `{0}`: {1}")]
+    Address(String, String),
 }
 
 impl Target {
     /// Parses `URL` or `NAME=URL` (a name is letters, digits, `-`, `_` and `.` only, so that
     /// key=value connection strings are not mistaken for a name).
     pub fn parse(spec: &str) -> Result<Target, TargetError> {
+        Target::parse_in(spec, &AddressEnvironment::from_env())
+    }
+
+    /// [`Target::parse`] with PGHOST and PGPORT as given.
+    fn parse_in(spec: &str, environment: &AddressEnvironment) -> Result<Target, TargetError> {
         let (name, url) = split_name(spec);
-        let with_port =
-            std::env::var("PGPORT").ok().and_then(|p| p.parse::<u16>().ok()).map(|p| with_port(url, p));
-        let url = with_port.as_deref().unwrap_or(url);
-        let mut config: tokio_postgres::Config = url.parse().map_err(|_| TargetError::Syntax(redact(url)))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        let given: tokio_postgres::Config = url.parse().map_err(|_| TargetError::Syntax(redact(url)))?;
+        if given.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(TargetError::TlsRequired(redact(url)));
         }
         // What the URL leaves out comes from the environment, as in libpq and pgbench.
-        if config.get_hosts().is_empty() {
-            if let Ok(host) = std::env::var("PGHOST") {
-                host.split(',').filter(|h| !h.is_empty()).for_each(|h| {
-                    config.host(h);
-                });
-            }
-        }
-        if config.get_hosts().is_empty() {
-            return Err(TargetError::NoHost(redact(url)));
-        }
+        let written = WrittenAddress {
+            hosts: given.get_hosts(),
+            hostaddrs: given.get_hostaddrs(),
+            ports: names_port(url, &given).then(|| given.get_ports()),
+        };
+        let (hosts, ports) =
+            written.resolve(environment).map_err(|why| TargetError::Address(redact(url), why))?;
+        let mut config = with_hosts_and_ports(&given, &hosts, &ports);
         if config.get_user().is_none() {
             config.user(default_user());
         }
@@ -167,28 +167,183 @@ fn split_name(spec: &str) -> (Option<&str>, &str) {
     (None, spec)
 }
 
-/// `url` with `port` where it names none (PGPORT, as libpq takes it); as it is otherwise, or when
-/// it names several hosts.
-fn with_port(url: &str, port: u16) -> String {
-    if names_port(url) {
-        return url.to_string();
-    }
-    match around_hosts(url) {
-        None => format!("{url} port={port}"),
-        Some((_, hosts, _)) if hosts.is_empty() || hosts.contains(',') => url.to_string(),
-        Some((before, hosts, after)) => format!("{before}{hosts}:{port}{after}"),
+/// The hosts and ports a target spells out, before the environment fills the gaps.
+struct WrittenAddress<'a> {
+    /// As parsed: an empty `Host::Tcp` is a host left empty (`postgres://:5433/db`).
+    hosts: &'a [Host],
+    /// Addresses given with `hostaddr=`, which stand in for hosts when none is named.
+    hostaddrs: &'a [std::net::IpAddr],
+    /// None when no port is written: tokio-postgres then reports 5432, which must not hide PGPORT.
+    ports: Option<&'a [u16]>,
+}
+
+/// PGHOST and PGPORT, read once (tests give their own).
+#[derive(Default)]
+struct AddressEnvironment {
+    pghost: Option<String>,
+    pgport: Option<String>,
+}
+
+impl AddressEnvironment {
+    fn from_env() -> AddressEnvironment {
+        let non_empty = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        AddressEnvironment { pghost: non_empty("PGHOST"), pgport: non_empty("PGPORT") }
     }
 }
 
-/// Whether the URL or connection string gives a port (tokio-postgres fills in 5432 otherwise).
-fn names_port(url: &str) -> bool {
-    match around_hosts(url) {
-        // [::1]:5432, host:5432 (a bare IPv6 address only in brackets), or ?port= after them.
-        Some((_, hosts, after)) => {
-            hosts.rsplit_once(']').map_or(hosts, |(_, rest)| rest).contains(':') || after.contains("port=")
+impl WrittenAddress<'_> {
+    /// libpq's rules: hosts the target leaves out or empty come from PGHOST, else the default
+    /// (a Unix socket directory holding the server's socket, else localhost); ports it leaves out
+    /// come from PGPORT, else 5432. One port serves every host.
+    fn resolve(&self, environment: &AddressEnvironment) -> Result<(Vec<Host>, Vec<u16>), String> {
+        let ports = match (self.ports, &environment.pgport) {
+            (Some(written), _) => written.to_vec(),
+            (None, Some(pgport)) => parse_ports(pgport)?,
+            (None, None) => vec![DEFAULT_PORT],
+        };
+        let default_host = || default_host(ports[0]);
+        let named = self.hosts.iter().any(|h| !matches!(h, Host::Tcp(t) if t.is_empty()));
+        let hosts: Vec<Host> = if named {
+            self.hosts.to_vec()
+        } else if !self.hostaddrs.is_empty() {
+            self.hostaddrs.iter().map(|a| Host::Tcp(a.to_string())).collect()
+        } else if let Some(pghost) = &environment.pghost {
+            pghost.split(',').map(host_from_text).collect()
+        } else {
+            vec![default_host()]
+        };
+        // An empty entry of a list (`h1,,h3`) is the default host, as in libpq.
+        let hosts: Vec<Host> = hosts
+            .into_iter()
+            .map(|h| match h {
+                Host::Tcp(t) if t.is_empty() => default_host(),
+                other => other,
+            })
+            .collect();
+        if ports.len() != 1 && ports.len() != hosts.len() {
+            return Err(format!(
+                "{} ports for {} hosts (give one port, or one per host)",
+                ports.len(),
+                hosts.len()
+            ));
         }
-        None => url.split_whitespace().any(|kv| kv.starts_with("port=")),
+        Ok((hosts, ports))
     }
+}
+
+const DEFAULT_PORT: u16 = 5432;
+
+/// Where libpq looks for a server's socket when no host is given: Debian's directory, then the
+/// upstream default.
+const SOCKET_DIRECTORIES: [&str; 2] = ["/var/run/postgresql", "/tmp"];
+
+/// libpq's default host: the Unix socket directory where a server listens on `port`; localhost
+/// when there is none (libpq would fail on the missing socket; TCP is the likelier intent).
+fn default_host(port: u16) -> Host {
+    SOCKET_DIRECTORIES
+        .iter()
+        .map(PathBuf::from)
+        .find(|dir| dir.join(format!(".s.PGSQL.{port}")).exists())
+        .map_or_else(|| Host::Tcp("localhost".into()), Host::Unix)
+}
+
+/// A host of PGHOST: a directory (a Unix socket) when it starts with `/`.
+fn host_from_text(text: &str) -> Host {
+    if text.starts_with('/') {
+        Host::Unix(PathBuf::from(text))
+    } else {
+        Host::Tcp(text.to_string())
+    }
+}
+
+/// PGPORT: one port, or one per host separated by commas (an empty one is 5432).
+fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
+    text.split(',')
+        .map(|p| match p.trim() {
+            "" => Ok(DEFAULT_PORT),
+            p => p.parse().map_err(|_| format!("PGPORT `{text}` is not a port number")),
+        })
+        .collect()
+}
+
+/// `given` with its hosts and ports replaced: tokio_postgres::Config can add hosts but not remove
+/// an empty one, so everything else is copied over.
+fn with_hosts_and_ports(
+    given: &tokio_postgres::Config,
+    hosts: &[Host],
+    ports: &[u16],
+) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    for host in hosts {
+        match host {
+            Host::Tcp(name) => config.host(name),
+            Host::Unix(dir) => config.host_path(dir),
+        };
+    }
+    // hostaddr gives each host's address: it only fits the hosts it was written with.
+    if given.get_hostaddrs().len() == hosts.len() {
+        given.get_hostaddrs().iter().for_each(|a| {
+            config.hostaddr(*a);
+        });
+    }
+    ports.iter().for_each(|p| {
+        config.port(*p);
+    });
+    copy_settings(given, &mut config);
+    config
+}
+
+/// Everything of a configuration but its hosts, hostaddrs and ports.
+fn copy_settings(from: &tokio_postgres::Config, to: &mut tokio_postgres::Config) {
+    if let Some(user) = from.get_user() {
+        to.user(user);
+    }
+    if let Some(password) = from.get_password() {
+        to.password(password);
+    }
+    if let Some(dbname) = from.get_dbname() {
+        to.dbname(dbname);
+    }
+    if let Some(options) = from.get_options() {
+        to.options(options);
+    }
+    if let Some(name) = from.get_application_name() {
+        to.application_name(name);
+    }
+    if let Some(timeout) = from.get_connect_timeout() {
+        to.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = from.get_tcp_user_timeout() {
+        to.tcp_user_timeout(*timeout);
+    }
+    if let Some(interval) = from.get_keepalives_interval() {
+        to.keepalives_interval(interval);
+    }
+    if let Some(retries) = from.get_keepalives_retries() {
+        to.keepalives_retries(retries);
+    }
+    to.ssl_mode(from.get_ssl_mode())
+        .ssl_negotiation(from.get_ssl_negotiation())
+        .keepalives(from.get_keepalives())
+        .keepalives_idle(from.get_keepalives_idle())
+        .target_session_attrs(from.get_target_session_attrs())
+        .channel_binding(from.get_channel_binding())
+        .load_balance_hosts(from.get_load_balance_hosts());
+}
+
+/// Whether the URL or connection string gives a port. tokio-postgres reports 5432 for a URL's
+/// host written without one, so a URL is read as written (an empty port, `h:`, is none, as in
+/// libpq); a key=value string has ports only if it says `port=`.
+fn names_port(url: &str, parsed: &tokio_postgres::Config) -> bool {
+    let Some((_, hosts, after)) = around_hosts(url) else { return !parsed.get_ports().is_empty() };
+    // [::1]:5432, host:5432 (a bare IPv6 address only in brackets), or ?port= after them.
+    let written_port = |chunk: &str| {
+        let after_bracket = chunk.rsplit_once(']').map_or(chunk, |(_, rest)| rest);
+        after_bracket.split_once(':').is_some_and(|(_, port)| !port.is_empty())
+    };
+    let query_port =
+        after.split(['?', '&']).any(|kv| kv.strip_prefix("port=").is_some_and(|v| !v.is_empty()));
+    hosts.split(',').any(written_port) || query_port
 }
 
 /// A URL cut around its hosts (with their ports): what comes before (scheme and user), the hosts,
@@ -324,32 +479,114 @@ mod tests {
 
     #[test]
     fn names_and_urls() {
-        let t = Target::parse("pgbouncer=postgres://app@127.0.0.1:6432/shop").unwrap();
+        let parse = |spec| Target::parse_in(spec, &AddressEnvironment::default());
+        let t = parse("pgbouncer=postgres://app@127.0.0.1:6432/shop").unwrap();
         assert_eq!(t.name, "pgbouncer");
         assert_eq!(t.display_url(), "postgres://app@127.0.0.1:6432/shop");
-        let t = Target::parse("postgres://app:secret@db.local/shop").unwrap();
+        let t = parse("postgres://app:secret@db.local/shop").unwrap();
         assert_eq!(t.name, "db.local:5432/shop");
         assert!(!format!("{t:?}").contains("secret"));
         assert_eq!(t.endpoint().password.as_deref(), Some(&b"secret"[..]));
-        let t = Target::parse("host=127.0.0.1 port=5433 user=u dbname=d").unwrap();
+        let t = parse("host=127.0.0.1 port=5433 user=u dbname=d").unwrap();
         assert_eq!(t.endpoint().address, Address::Tcp { host: "127.0.0.1".into(), port: 5433 });
         // A name before a key=value connection string too.
-        let t = Target::parse("direct=host=127.0.0.1 port=5433 user=u dbname=d").unwrap();
+        let t = parse("direct=host=127.0.0.1 port=5433 user=u dbname=d").unwrap();
         assert_eq!(t.name, "direct");
         assert_eq!(t.endpoint().address, Address::Tcp { host: "127.0.0.1".into(), port: 5433 });
     }
 
     #[test]
     fn a_port_given_or_not() {
-        assert!(names_port("postgres://u:pw@h:6432/db"));
-        assert!(names_port("postgres://[::1]:6432/db"));
-        assert!(names_port("host=h port=6432"));
-        assert!(!names_port("postgres://u:pw@h/db"));
-        assert!(!names_port("postgres://[::1]/db"));
-        assert!(!names_port("host=h dbname=d"));
-        assert_eq!(with_port("postgres://u:pw@h/db?x=1", 6432), "postgres://u:pw@h:6432/db?x=1");
-        assert_eq!(with_port("postgres://u@h:5433/db", 6432), "postgres://u@h:5433/db");
-        assert_eq!(with_port("host=h dbname=d", 6432), "host=h dbname=d port=6432");
+        let written = |url: &str| names_port(url, &url.parse().unwrap());
+        assert!(written("postgres://u:pw@h:6432/db"));
+        assert!(written("postgres://[::1]:6432/db"));
+        assert!(written("postgres://:6432/db"));
+        assert!(written("postgres:///db?host=/tmp&port=6432"));
+        assert!(written("host=h port=6432"));
+        assert!(!written("postgres://u:pw@h/db"));
+        assert!(!written("postgres://[::1]/db"));
+        assert!(!written("postgres://h:/db"), "an empty port is none");
+        assert!(!written("postgres://"));
+        assert!(!written("host=h dbname=d"));
+    }
+
+    fn environment(pghost: Option<&str>, pgport: Option<&str>) -> AddressEnvironment {
+        AddressEnvironment { pghost: pghost.map(str::to_string), pgport: pgport.map(str::to_string) }
+    }
+
+    fn address_of(spec: &str, environment: &AddressEnvironment) -> Address {
+        Target::parse_in(spec, environment).unwrap().endpoint().address
+    }
+
+    fn tcp(host: &str, port: u16) -> Address {
+        Address::Tcp { host: host.into(), port }
+    }
+
+    #[test]
+    fn what_a_url_leaves_out_comes_from_pghost_and_pgport() {
+        let env = environment(Some("127.0.0.1"), Some("22300"));
+        for url in ["postgres://", "postgresql://", "postgres:///bench", "postgres://app@/bench"] {
+            assert_eq!(address_of(url, &env), tcp("127.0.0.1", 22300), "{url}");
+        }
+        // An empty port: PGPORT.
+        assert_eq!(address_of("postgres://h:/db", &env), tcp("h", 22300));
+        // An empty host with a port: PGHOST, and the port written.
+        assert_eq!(address_of("postgres://:22301/bench", &env), tcp("127.0.0.1", 22301));
+        // A host without a port: PGPORT.
+        assert_eq!(address_of("postgres://db.local/shop", &env), tcp("db.local", 22300));
+        assert_eq!(address_of("host=db.local dbname=shop", &env), tcp("db.local", 22300));
+        // What the target writes wins.
+        assert_eq!(address_of("postgres://db.local:6432/shop", &env), tcp("db.local", 6432));
+        assert_eq!(address_of("host=db.local port=6432", &env), tcp("db.local", 6432));
+        // PGHOST may name a socket directory.
+        let socket = environment(Some("/run/pg"), Some("6000"));
+        assert_eq!(
+            address_of("postgres:///db", &socket),
+            Address::Unix { path: "/run/pg/.s.PGSQL.6000".into() }
+        );
+    }
+
+    #[test]
+    fn several_hosts_share_pgport() {
+        let env = environment(None, Some("6000"));
+        let t = Target::parse_in("postgres://a,b/db", &env).unwrap();
+        assert_eq!(t.config().get_ports(), &[6000]);
+        assert_eq!(t.config().get_hosts().len(), 2);
+        let err = Target::parse_in("postgres://a,b,c/db", &environment(None, Some("1,2"))).unwrap_err();
+        assert!(err.to_string().contains("2 ports for 3 hosts"), "{err}");
+        let err = Target::parse_in("postgres://a/db", &environment(None, Some("x"))).unwrap_err();
+        assert!(err.to_string().contains("PGPORT `x`"), "{err}");
+    }
+
+    #[test]
+    fn without_pghost_the_default_is_a_socket_directory_or_localhost() {
+        let env = environment(None, None);
+        let expected = match default_host(DEFAULT_PORT) {
+            Host::Unix(dir) => Address::Unix { path: dir.join(".s.PGSQL.5432") },
+            Host::Tcp(host) => tcp(&host, DEFAULT_PORT),
+        };
+        assert_eq!(address_of("postgres:///db", &env), expected);
+        assert_eq!(address_of("postgres://:5432/db", &env), expected);
+        // A port no server listens on: no socket to find, so TCP on localhost.
+        let free = environment(None, Some("1"));
+        assert_eq!(address_of("postgres:///db", &free), tcp("localhost", 1));
+    }
+
+    #[test]
+    fn settings_survive_the_host_and_port_rewrite() {
+        let url =
+            "postgres://u:pw@/db?application_name=app&options=-c%20x%3D1&connect_timeout=3&keepalives_idle=7";
+        let t = Target::parse_in(url, &environment(Some("h"), None)).unwrap();
+        let c = t.config();
+        assert_eq!(
+            (c.get_user(), c.get_dbname(), c.get_password()),
+            (Some("u"), Some("db"), Some(&b"pw"[..]))
+        );
+        assert_eq!(c.get_application_name(), Some("app"));
+        assert_eq!(c.get_options(), Some("-c x=1"));
+        assert_eq!(c.get_connect_timeout(), Some(&std::time::Duration::from_secs(3)));
+        assert_eq!(c.get_keepalives_idle(), std::time::Duration::from_secs(7));
+        assert_eq!(t.endpoint().address, tcp("h", 5432));
     }
 
     #[test]

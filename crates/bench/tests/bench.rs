@@ -267,3 +267,84 @@ fn lost_connections_are_counted_and_clients_reconnect() {
     assert_eq!(t.connections_opened, 4 + lost, "every lost client reconnected once");
     assert_consistent(t);
 }
+
+#[test]
+fn with_a_transaction_count_clients_that_cannot_reconnect_abort_the_run_promptly() {
+    let cluster = Cluster::start();
+    let c = config(
+        vec![target(&cluster, "db"), target(&cluster, "again")],
+        vec![inline("nap", "SELECT pg_sleep(0.002);", 1)],
+        4,
+        per_client(1_000_000),
+    );
+    let started = std::time::Instant::now();
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            cluster.stop();
+        });
+        pgpilot_bench::run(c).unwrap()
+    });
+    // Retrying each of the million transactions would take hours; pgbench aborts such clients.
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    let why = report.aborted.as_deref().expect("the report says the run was aborted");
+    assert!(
+        why.starts_with("db: 4 of 4 clients stopped early") && why.contains("could not connect"),
+        "{why}"
+    );
+    assert!(report.render_text().contains("the results are incomplete"));
+    let db = &report.targets[0];
+    assert!(db.measured && db.transactions > 0, "{db:?}");
+    assert!(db.failed <= 4, "one lost transaction per client at most: {:?}", db.errors);
+    assert!(!report.targets[1].measured, "no run starts after an aborted one");
+}
+
+#[test]
+fn with_a_transaction_count_a_lost_connection_is_not_an_abort_when_reconnecting_works() {
+    let cluster = Cluster::start();
+    let c = config(
+        vec![target(&cluster, "db")],
+        vec![inline("nap", "SELECT pg_sleep(0.002);", 1)],
+        4,
+        per_client(400),
+    );
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgpilot-bench'";
+    let (report, killed) = std::thread::scope(|s| {
+        let killer = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            count(&cluster, kill)
+        });
+        (pgpilot_bench::run(c).unwrap(), killer.join().unwrap())
+    });
+    assert!(killed >= 1, "no backend was terminated");
+    assert!(report.aborted.is_none(), "{:?}", report.aborted);
+    let t = only(&report);
+    assert_eq!(t.transactions + t.failed, 1600, "{t:?}");
+    assert!(t.failed >= 1, "{t:?}");
+}
+
+#[test]
+fn with_a_duration_a_server_restart_is_survived() {
+    let cluster = Cluster::start();
+    let c = config(
+        vec![target(&cluster, "db")],
+        vec![inline("nap", "SELECT pg_sleep(0.002);", 1)],
+        4,
+        seconds(4.0),
+    );
+    let (report, after_restart) = std::thread::scope(|s| {
+        let restarter = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            cluster.restart();
+            // Backends opened after the restart: the clients reconnected to the new server.
+            std::thread::sleep(Duration::from_millis(1000));
+            count(&cluster, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgpilot-bench'")
+        });
+        (pgpilot_bench::run(c).unwrap(), restarter.join().unwrap())
+    });
+    assert!(report.aborted.is_none(), "{:?}", report.aborted);
+    assert_eq!(after_restart, 4, "every client reconnected after the restart");
+    let t = only(&report);
+    assert!(t.failed >= 1 && t.transactions > 0, "{t:?}");
+    assert!(t.connections_opened >= 8, "{t:?}");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::{pg_bin_dir, PgBinaries};
 use crate::ports::free_port;
-use crate::run::{as_server_user, give_to_server_user, run_checked, run_checked_telling};
+use crate::run::{as_server_user, give_to_server_user, or_panic, run_checked, run_telling};
 
 /// Settings that make throwaway clusters fast: they never need to survive a crash.
 const FAST_SETTINGS: &str = "
@@ -31,11 +31,17 @@ pub struct ClusterBuilder {
     host_auth: String,
     settings: Vec<String>,
     superuser_password: Option<String>,
+    port: Option<u16>,
 }
 
 impl Default for ClusterBuilder {
     fn default() -> Self {
-        ClusterBuilder { host_auth: "trust".into(), settings: Vec::new(), superuser_password: None }
+        ClusterBuilder {
+            host_auth: "trust".into(),
+            settings: Vec::new(),
+            superuser_password: None,
+            port: None,
+        }
     }
 }
 
@@ -59,12 +65,19 @@ impl ClusterBuilder {
         self
     }
 
+    /// The port to try first instead of a free one; when it is taken the server moves to a free
+    /// one, as it does when another process takes a free port first.
+    pub fn preferred_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     pub fn start(self) -> Cluster {
         let bins = pg_bin_dir().unwrap_or_else(|e| panic!("{e}"));
         let root = new_root_dir("pgpilot-pg-");
         let data = root.path().join("data");
         copy_template(&bins, &data);
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let mut conf = format!(
             "{FAST_SETTINGS}\nport = {port}\nunix_socket_directories = '{}'\n",
             root.path().display()
@@ -78,8 +91,8 @@ impl ClusterBuilder {
             if self.superuser_password.is_some() { self.host_auth.as_str() } else { "trust" };
         write_hba(&data, &self.host_auth, superuser_auth);
         give_to_server_user(root.path());
-        let cluster = Cluster { bins, root, port, stopped: Mutex::new(true) };
-        cluster.start_server();
+        let mut cluster = Cluster { bins, root, port, stopped: Mutex::new(true) };
+        cluster.start_on_a_free_port();
         if let Some(pw) = &self.superuser_password {
             cluster.psql("postgres", &format!("ALTER ROLE postgres PASSWORD '{}'", pw.replace('\'', "''")));
         }
@@ -215,13 +228,42 @@ impl Cluster {
         }
         append(&data.join("postgresql.conf"), &conf);
         give_to_server_user(root.path());
-        let replica = Cluster { bins: self.bins.clone(), root, port, stopped: Mutex::new(true) };
-        replica.start_server();
+        let mut replica = Cluster { bins: self.bins.clone(), root, port, stopped: Mutex::new(true) };
+        replica.start_on_a_free_port();
         replica
     }
 
     /// Starts the server again after [`Cluster::stop`].
     pub fn start_server(&self) {
+        self.try_start_server().unwrap_or_else(|message| panic!("{message}"));
+    }
+
+    /// Starts the server for the first time. Its port was free when picked, but the port was only
+    /// bound and closed: another process may have taken it since. Then the server moves to a
+    /// fresh port, a few times.
+    fn start_on_a_free_port(&mut self) {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let log_before = fs::metadata(self.log_path()).map_or(0, |m| m.len());
+            match self.try_start_server() {
+                Ok(()) => return,
+                Err(_) if attempt < ATTEMPTS && self.port_was_taken(log_before) => {
+                    self.port = free_port();
+                    append(&self.data_dir().join("postgresql.conf"), &format!("port = {}\n", self.port));
+                }
+                Err(message) => panic!("{message}"),
+            }
+        }
+    }
+
+    /// Whether the server log, after `offset`, says the port was in use.
+    fn port_was_taken(&self, offset: u64) -> bool {
+        let log = fs::read(self.log_path()).unwrap_or_default();
+        let new = log.get(offset as usize..).unwrap_or_default();
+        String::from_utf8_lossy(new).contains("Address already in use")
+    }
+
+    fn try_start_server(&self) -> Result<(), String> {
         let mut cmd = as_server_user(self.bins.tool("pg_ctl"));
         cmd.args(["-D"]).arg(self.data_dir()).arg("-l").arg(self.log_path());
         cmd.args(["-w", "-t", "60", "start"]);
@@ -230,12 +272,13 @@ impl Cluster {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = false;
         // The server's own log says why it did not start, and the directory holding it may be
         // gone by the time anyone reads the message: its end goes into the message.
-        run_checked_telling(cmd, "pg_ctl start", || {
+        run_telling(cmd, "pg_ctl start", || {
             let log = fs::read_to_string(self.log_path()).unwrap_or_default();
             let mut tail: Vec<&str> = log.lines().rev().take(20).collect();
             tail.reverse();
             format!("\nserver log {}, last lines:\n{}", self.log_path().display(), tail.join("\n"))
-        });
+        })
+        .map(|_| ())
     }
 
     /// Stops the server (fast mode: clients are disconnected, no crash recovery needed).
@@ -304,10 +347,11 @@ impl Drop for Cluster {
 }
 
 fn new_root_dir(prefix: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .expect("creating a temporary directory under /tmp");
+    // tempfile's error names the path it tried.
+    let dir = or_panic(
+        tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp"),
+        "creating a temporary directory under /tmp",
+    );
     // The server user must be able to enter the directory to reach its socket and data.
     let _ = Command::new("chmod").arg("755").arg(dir.path()).output();
     dir
@@ -339,7 +383,7 @@ fn copy_template(bins: &PgBinaries, data: &Path) {
         .open(&lock_path)
         .or_else(|_| fs::File::open(&lock_path))
         .unwrap_or_else(|e| panic!("opening the template lock file {}: {e}", lock_path.display()));
-    lock.lock().expect("locking the template cluster");
+    or_panic(lock.lock(), format_args!("locking {}", lock_path.display()));
     let made_by = fs::read_to_string(template.join("PG_VERSION")).unwrap_or_default();
     if made_by.trim() != major || !template.join("postgresql.conf").exists() {
         make_template(bins, &template);
@@ -374,7 +418,7 @@ fn server_version(bins: &PgBinaries) -> String {
 fn make_template(bins: &PgBinaries, template: &Path) {
     let holder = template.with_extension(format!("holder-{}", std::process::id()));
     let _ = fs::remove_dir_all(&holder);
-    fs::create_dir_all(&holder).expect("creating the template directory");
+    or_panic(fs::create_dir_all(&holder), format_args!("creating {}", holder.display()));
     give_to_server_user(&holder);
     let target = holder.join("data");
     let mut cmd = as_server_user(bins.tool("initdb"));
@@ -395,10 +439,12 @@ fn write_hba(data: &Path, host_auth: &str, superuser_auth: &str) {
          host all postgres 127.0.0.1/32 {superuser_auth}\n\
          host all all 127.0.0.1/32 {host_auth}\n"
     );
-    fs::write(data.join("pg_hba.conf"), hba).expect("writing pg_hba.conf");
+    let path = data.join("pg_hba.conf");
+    or_panic(fs::write(&path, hba), format_args!("writing {}", path.display()));
 }
 
 fn append(path: &Path, text: &str) {
-    let mut f = fs::OpenOptions::new().append(true).open(path).expect("opening postgresql.conf");
-    f.write_all(text.as_bytes()).expect("writing postgresql.conf");
+    let mut f =
+        or_panic(fs::OpenOptions::new().append(true).open(path), format_args!("opening {}", path.display()));
+    or_panic(f.write_all(text.as_bytes()), format_args!("writing {}", path.display()));
 }

@@ -15,5 +15,5 @@ mod run;
 pub use binaries::{pg_bin_dir, PgBinaries};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use fixtures::HIDDEN_WRITERS;
-pub use ports::free_port;
+pub use ports::{free_port, try_free_port};
 pub use redis::{RedisCluster, RedisServer};

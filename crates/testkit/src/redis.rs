@@ -143,8 +143,9 @@ impl RedisCluster {
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("pgpilot-redis-")
-        .tempdir_in("/tmp")
-        .expect("creating a temporary directory")
+    // tempfile's error names the path it tried.
+    crate::run::or_panic(
+        tempfile::Builder::new().prefix("pgpilot-redis-").tempdir_in("/tmp"),
+        "creating a temporary directory under /tmp",
+    )
 }

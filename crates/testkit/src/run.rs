@@ -34,19 +34,30 @@ pub fn run_checked(cmd: Command, what: &str) -> Output {
 
 /// Like [`run_checked`], with `more` (what else explains a failure, read only then) at the end of
 /// the panic message.
-pub fn run_checked_telling(mut cmd: Command, what: &str, more: impl FnOnce() -> String) -> Output {
+pub fn run_checked_telling(cmd: Command, what: &str, more: impl FnOnce() -> String) -> Output {
+    run_telling(cmd, what, more).unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Like [`run_checked_telling`], returning the message instead of panicking with it.
+pub fn run_telling(mut cmd: Command, what: &str, more: impl FnOnce() -> String) -> Result<Output, String> {
     cmd.process_group(0);
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not start {cmd:?}: {e}"));
+    let out = cmd.output().map_err(|e| format!("{what}: could not start {cmd:?}: {e}"))?;
     if !out.status.success() {
-        panic!(
+        return Err(format!(
             "{what} failed ({}):\n{}\n{}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
             more()
-        );
+        ));
     }
-    out
+    Ok(out)
+}
+
+/// The value of a file-system step, or a panic naming the step and the OS error in words (an
+/// `expect` would print the error's debug form, which programs reporting the panic then show).
+pub fn or_panic<T>(result: std::io::Result<T>, what: impl std::fmt::Display) -> T {
+    result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 /// Gives a directory tree to the server user (when root) so PostgreSQL can own its data directory.

@@ -31,3 +31,13 @@ fn redis_answers() {
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"+PONG\r\n");
 }
+
+#[test]
+fn a_port_taken_before_the_server_binds_it_is_replaced_by_a_free_one() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cluster = Cluster::builder().preferred_port(port).start();
+    assert_ne!(cluster.port(), port);
+    assert_eq!(cluster.psql("postgres", "SELECT 1"), "1");
+    assert_eq!(cluster.psql("postgres", "SHOW port"), cluster.port().to_string());
+}

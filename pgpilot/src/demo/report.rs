@@ -115,6 +115,25 @@ impl WorkloadSummary {
             phases,
         }
     }
+
+    /// What measured nothing, if anything did: a mix that no transaction completed on, directly
+    /// or through pgpilot, has no throughput, latency or ratio to report.
+    pub fn unmeasured(&self) -> Option<String> {
+        self.phases.iter().find_map(|p| {
+            let empty = [("directly", &p.direct), ("through pgpilot", &p.pgpilot)]
+                .into_iter()
+                .find(|(_, figures)| figures.transactions == 0)?;
+            let (route, figures) = empty;
+            let why = figures
+                .errors
+                .first()
+                .map(|e| {
+                    format!(" ({} failed, first with SQLSTATE {}: {})", figures.failed, e.sqlstate, e.example)
+                })
+                .unwrap_or_default();
+            Some(format!("no transaction of the {} mix completed {route}{why}", p.mix))
+        })
+    }
 }
 
 impl PhaseSummary {
@@ -222,5 +241,43 @@ impl DemoReport {
         let mut out = String::new();
         super::report_text::render(self, &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(transactions: u64, failed: u64) -> TargetFigures {
+        let errors = (failed > 0)
+            .then(|| ErrorCount { sqlstate: "08001".into(), count: failed, example: "refused".into() })
+            .into_iter()
+            .collect();
+        TargetFigures { transactions, failed, errors, ..TargetFigures::default() }
+    }
+
+    fn phase(mix: &str, direct: TargetFigures, pgpilot: TargetFigures) -> PhaseSummary {
+        PhaseSummary { mix: mix.into(), direct, pgpilot, ratio: Ratios::default() }
+    }
+
+    #[test]
+    fn a_mix_with_no_completed_transaction_is_not_reported_as_figures() {
+        let measured = WorkloadSummary {
+            transactions: 20,
+            failed: 0,
+            phases: vec![phase("read-heavy", figures(5, 0), figures(5, 0))],
+            interrupted: false,
+        };
+        assert_eq!(measured.unmeasured(), None);
+        let empty = WorkloadSummary {
+            phases: vec![
+                phase("read-heavy", figures(5, 0), figures(5, 0)),
+                phase("write-heavy", figures(5, 0), figures(0, 3)),
+            ],
+            ..measured
+        };
+        let what = empty.unmeasured().expect("the empty mix is named");
+        assert!(what.contains("write-heavy mix completed through pgpilot"), "{what}");
+        assert!(what.contains("3 failed, first with SQLSTATE 08001: refused"), "{what}");
     }
 }

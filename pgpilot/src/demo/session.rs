@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use pgpilot_bench::demo_app::{self, Stats};
 use pgpilot_gateway::config::QuickStart;
 use pgpilot_gateway::Gateway;
-use pgpilot_testkit::{free_port, Cluster};
+use pgpilot_testkit::Cluster;
 use tokio_postgres::{Client, NoTls};
 
 use super::gateway_config::{self, GatewayPlan};
@@ -102,6 +102,9 @@ async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Resu
         return Err(Interrupted.into());
     }
     let workload = WorkloadSummary::new(&phases);
+    if let Some(what) = workload.unmeasured() {
+        bail!("nothing was measured: {what}");
+    }
 
     eprintln!("\nAsking pgpilot what it saw, and the advisor what it finds...");
     let replica = ReadSplit::fetch(http, DATABASE).await;
@@ -192,22 +195,28 @@ async fn wait_caught_up(primary: &Client, replica: &Cluster) -> Result<()> {
 /// Starts pgpilot in this process; returns why the result cache is not configured, if it is not.
 async fn start_gateway(args: &DemoArgs, stack: &mut Stack) -> Result<Option<String>> {
     eprintln!("Starting pgpilot in front of them...");
-    let plan = GatewayPlan {
-        listen_port: free_port(),
-        http_port: free_port(),
+    // Port 0: the gateway binds free ports itself, so no other process can take them between
+    // picking and binding.
+    let mut plan = GatewayPlan {
+        listen_port: 0,
+        http_port: 0,
         primary_url: stack.primary()?.url("postgres", DATABASE),
         replica_url: stack.replica()?.url("postgres", DATABASE),
         redis_url: stack.redis.as_ref().map(|r| r.url()),
         pool_size: args.pool_size,
     };
     let setup = gateway_config::build(&plan)?;
+    stack.gateway = Some(Gateway::start(setup.config, QuickStart::default()).await?);
+    // The file names the ports the gateway got, so that `pgpilot serve -c` it runs the same one.
+    let (listen, http) = stack.gateway_addrs()?;
+    (plan.listen_port, plan.http_port) = (listen.port(), http.port());
+    let text = gateway_config::build(&plan)?.text;
     let workdir = tempfile::Builder::new()
         .prefix("pgpilot-demo-")
         .tempdir()
         .context("creating a temporary directory")?;
-    gateway_config::write(workdir.path(), &setup.text)?;
+    gateway_config::write(workdir.path(), &text)?;
     stack.workdir = Some(workdir);
-    stack.gateway = Some(Gateway::start(setup.config, QuickStart::default()).await?);
     Ok(setup.cache_refused)
 }
 
