@@ -99,6 +99,83 @@ async fn scram_verifier_passes_through_without_a_plaintext_password() {
     gw.shutdown().await;
 }
 
+/// The password set again on the server (a new salt) leaves auth_file's verifier outdated: the
+/// client's proven key cannot log in there. That is a credentials problem, told to the client as
+/// the server would tell it (28P01); the healthy server is not marked down for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdated_scram_verifier_is_a_password_error_not_a_server_down() {
+    let pg = scram_cluster();
+    let verifier = pg.psql("postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'");
+    pg.psql("postgres", "ALTER ROLE app PASSWORD 'app-secret'");
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_file(dir.path(), "userlist.txt", &format!("\"app\" \"{verifier}\"\n"));
+    let gw = start(app_config(&pg, AuthType::ScramSha256, &users)).await;
+    for _ in 0..3 {
+        let err = try_connect(&with_password(&gw, "app", "app-secret")).await.expect_err("outdated key");
+        assert_eq!(sqlstate(&err).as_deref(), Some("28P01"), "{err:?}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let db = gw.shared().database("appdb").unwrap();
+    let primary = &db.backends[db.primary_index()];
+    assert_eq!(primary.failed_checks.load(std::sync::atomic::Ordering::Relaxed), 0, "counted as down");
+    assert!(!primary.is_banned(), "the server was banned for an outdated verifier");
+    gw.shutdown().await;
+}
+
+/// A SCRAM exchange that breaks gets PostgreSQL's SQLSTATEs: a message it cannot read, another
+/// nonce or channel-binding data 08P01, a mandatory extension 0A000; a wrong proof is a wrong
+/// password, 28P01.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_scram_exchanges_get_postgresqls_sqlstates() {
+    let pg = scram_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_file(dir.path(), "userlist.txt", "\"app\" \"app-secret\"\n");
+    let gw = start(app_config(&pg, AuthType::ScramSha256, &users)).await;
+    let zero_proof = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    assert_eq!(scram_error(&gw, "n,,m=ext,n=,r=abcdef", |_| None).await, "0A000");
+    assert_eq!(scram_error(&gw, "n,,n=,r=abcdef", |_| Some("garbage".into())).await, "08P01");
+    let other_nonce = |r: &str| Some(format!("c=biws,r={r}x,p={zero_proof}"));
+    assert_eq!(scram_error(&gw, "n,,n=,r=abcdef", other_nonce).await, "08P01");
+    let other_binding = |r: &str| Some(format!("c=eSws,r={r},p={zero_proof}"));
+    assert_eq!(scram_error(&gw, "n,,n=,r=abcdef", other_binding).await, "08P01");
+    let wrong_proof = |r: &str| Some(format!("c=biws,r={r},p={zero_proof}"));
+    assert_eq!(scram_error(&gw, "n,,n=,r=abcdef", wrong_proof).await, "28P01");
+    gw.shutdown().await;
+}
+
+/// Logs in as `app` with a raw SCRAM exchange: `first` as the client-first-message, then what
+/// `last` makes of the server's nonce (None: nothing more is sent). Returns the error's SQLSTATE.
+async fn scram_error(
+    gw: &pgpilot_gateway::Gateway,
+    first: &str,
+    last: impl Fn(&str) -> Option<String>,
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr(gw)).await.unwrap();
+    s.write_all(&startup_packet_with(3 << 16, &[("user", "app"), ("database", "appdb")])).await.unwrap();
+    let mut got = read_until_any(&mut s).await;
+    let mut initial = b"SCRAM-SHA-256\0".to_vec();
+    initial.extend_from_slice(&(first.len() as i32).to_be_bytes());
+    initial.extend_from_slice(first.as_bytes());
+    s.write_all(&message(b'p', &initial)).await.unwrap();
+    loop {
+        for (tag, body) in backend_messages(&got) {
+            if tag == b'E' {
+                let code = body.split(|b| *b == 0).find_map(|f| f.strip_prefix(b"C"));
+                return String::from_utf8_lossy(code.expect("a SQLSTATE")).into_owned();
+            }
+            if tag == b'R' && body.starts_with(&11i32.to_be_bytes()) {
+                let server_first = String::from_utf8_lossy(&body[4..]).into_owned();
+                let nonce = server_first.split(',').find_map(|a| a.strip_prefix("r=")).unwrap().to_string();
+                if let Some(fin) = last(&nonce) {
+                    s.write_all(&message(b'p', fin.as_bytes())).await.unwrap();
+                }
+            }
+        }
+        got = read_until_any(&mut s).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_password_from_file_and_trust_clients() {
     let pg = scram_cluster();

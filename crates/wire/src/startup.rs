@@ -82,11 +82,26 @@ fn parse_params(packet: &[u8], mut pos: usize, minor_version: i32) -> Result<Sta
         }
         let (value, next) = read_cstr(packet, next).ok_or(StartupError::Malformed)?;
         let name = String::from_utf8(name.to_vec()).map_err(|_| StartupError::Malformed)?;
-        let value = String::from_utf8(value.to_vec()).map_err(|_| StartupError::Malformed)?;
+        let mut value = String::from_utf8(value.to_vec()).map_err(|_| StartupError::Malformed)?;
+        if name == "user" || name == "database" {
+            clip_to_name(&mut value);
+        }
         params.push((name, value));
         pos = next;
     }
     Ok(StartupParams { minor_version, params })
+}
+
+/// PostgreSQL's names hold at most 63 bytes (NAMEDATALEN - 1), and it cuts longer user and
+/// database names in a startup packet to that, as the names were cut when created: `CREATE ROLE`
+/// of a longer name makes the shorter one, which a login with the long name must find.
+const NAME_MAX: usize = 63;
+
+fn clip_to_name(value: &mut String) {
+    if value.len() > NAME_MAX {
+        let end = (0..=NAME_MAX).rev().find(|&i| value.is_char_boundary(i)).unwrap_or(0);
+        value.truncate(end);
+    }
 }
 
 /// A StartupMessage for protocol 3.0 with the given parameters.
@@ -129,6 +144,18 @@ mod tests {
         let StartupPacket::Startup(p) = parse(&out).unwrap() else { panic!() };
         assert_eq!(p.get("user"), Some("app"));
         assert_eq!(p.get("database"), Some("db"));
+    }
+
+    #[test]
+    fn user_and_database_names_are_cut_as_postgresql_cuts_them() {
+        let long = "u".repeat(70);
+        let accented = format!("{}é", "a".repeat(62));
+        let mut out = BytesMut::new();
+        startup_message(&mut out, &[("user", &long), ("database", &accented), ("application_name", &long)]);
+        let StartupPacket::Startup(p) = parse(&out).unwrap() else { panic!("not a startup packet") };
+        assert_eq!(p.get("user"), Some("u".repeat(63).as_str()));
+        assert_eq!(p.get("database"), Some("a".repeat(62).as_str()), "cut before a character's middle");
+        assert_eq!(p.get("application_name"), Some(long.as_str()), "only names are cut");
     }
 
     #[test]

@@ -127,14 +127,21 @@ async fn scram(
         ));
     }
     let server_first = server.client_first(data).map_err(|e| match e {
-        ScramError::AuthzId => PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, e.to_string()),
+        ScramError::AuthzId | ScramError::Extension => {
+            PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, e.to_string())
+        }
         _ => PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("SCRAM: {e}")),
     })?;
     out.clear();
     backend::auth_sasl_continue(&mut out, &server_first);
     send(sock, &out).await?;
     let body = password_message(sock, buf).await?;
-    let (server_final, key) = server.client_final(&body).map_err(|_| failed(user))?;
+    // As PostgreSQL: a wrong proof is a wrong password (28P01), a message that breaks the
+    // exchange (malformed, another nonce, other channel-binding data) a protocol violation.
+    let (server_final, key) = server.client_final(&body).map_err(|e| match e {
+        ScramError::BadProof => failed(user),
+        _ => PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("SCRAM: {e}")),
+    })?;
     out.clear();
     backend::auth_sasl_final(&mut out, &server_final);
     send(sock, &out).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgpilot_wire::auth::md5;
-use pgpilot_wire::auth::scram::{ClientCredentials, ScramClient, MECHANISM};
+use pgpilot_wire::auth::scram::{ClientCredentials, ScramClient, ScramError, MECHANISM};
 use pgpilot_wire::backend::{parse_auth_request, parse_backend_key, parse_parameter_status, AuthRequest};
 use pgpilot_wire::error::ErrorFields;
 use pgpilot_wire::frame::Limits;
@@ -64,6 +64,11 @@ pub enum ConnectError {
     /// login can give pgpilot the key it needs).
     #[error("server {addr} asks user \"{user}\" for a {method} password pgpilot does not have: give it in auth_file, the server URL or PGPASSWORD (with SCRAM, a client's login can also provide it)")]
     NoSecret { addr: String, user: String, method: &'static str },
+    /// The SCRAM key a client proved against auth_file's verifier does not fit the server's
+    /// verifier: the password was set again on the server (a new salt), and auth_file still
+    /// holds the old verifier. The server is up; the credentials are out of date.
+    #[error("server {addr} has another SCRAM verifier for user \"{user}\" than auth_file (the password was set again on the server?): copy its pg_authid.rolpassword into auth_file, or give the password")]
+    StaleVerifier { addr: String, user: String },
     #[error("protocol error from server {addr}: {why}")]
     Protocol { addr: String, why: String },
     /// The server did not answer the pool's last attempt, and the next is not due before the
@@ -75,14 +80,13 @@ pub enum ConnectError {
 impl ConnectError {
     /// Errors that waiting will not fix (wrong password, unknown database).
     pub fn is_permanent(&self) -> bool {
-        self.refuses_login()
-            || matches!(self, ConnectError::Unsupported { .. } | ConnectError::NoSecret { .. })
+        self.refuses_login() || self.lacks_secret() || matches!(self, ConnectError::Unsupported { .. })
     }
 
-    /// pgpilot lacks the password the server asks for: a problem of credentials, not of the
-    /// server, which is up.
+    /// pgpilot lacks the password the server asks for, or holds an outdated one: a problem of
+    /// credentials, not of the server, which is up.
     pub fn lacks_secret(&self) -> bool {
-        matches!(self, ConnectError::NoSecret { .. })
+        matches!(self, ConnectError::NoSecret { .. } | ConnectError::StaleVerifier { .. })
     }
 
     /// The server is up but refuses new connections for now: too many (53300, for the server,
@@ -304,8 +308,13 @@ impl Login<'_> {
                 }
                 AuthRequest::SaslContinue(data) => {
                     let client = scram.as_mut().ok_or_else(|| self.protocol("SASLContinue before SASL"))?;
-                    let reply =
-                        client.server_first(data).map_err(|e| self.unsupported(format!("SCRAM: {e}")))?;
+                    let reply = client.server_first(data).map_err(|e| match e {
+                        ScramError::VerifierMismatch => ConnectError::StaleVerifier {
+                            addr: self.addr.to_string(),
+                            user: self.user.to_string(),
+                        },
+                        _ => self.unsupported(format!("SCRAM: {e}")),
+                    })?;
                     frontend::sasl_response(&mut out, &reply);
                 }
                 AuthRequest::SaslFinal(data) => {

@@ -735,12 +735,21 @@ impl Pool {
     /// A login refused for its credentials or database is remembered for server_login_retry. A
     /// server starting up or shutting down (57P03) or full (53300) is not: it is retried, and once
     /// it is down the client hears why ("connection refused"), not the last thing it said.
+    /// Either is logged as the server's refusal, naming the pool (the client is told the
+    /// server's words, which do not say that pgpilot's login was refused, nor for which database).
     fn remember_refusal(&self, e: &ConnectError) {
+        let id = &self.id;
         match e {
             ConnectError::Rejected { addr, fields } if e.refuses_login() || e.is_server_full() => {
+                tracing::warn!(database = %id.database, user = %id.user, server = %id.server,
+                    code = %fields.code, message = %fields.message, "server login failed");
                 *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
             }
-            ConnectError::NoSecret { .. } => *self.secret_missing_at.lock() = Some(Instant::now()),
+            ConnectError::NoSecret { .. } | ConnectError::StaleVerifier { .. } => {
+                tracing::warn!(database = %id.database, user = %id.user, server = %id.server, error = %e,
+                    "server login failed");
+                *self.secret_missing_at.lock() = Some(Instant::now())
+            }
             _ => {}
         }
     }

@@ -193,7 +193,7 @@ impl DatabaseMonitor {
                     readings.push((backend, r));
                 }
                 Err(CheckError::Credentials(e)) => {
-                    tracing::warn!(server = %backend.address, error = %e, "health check could not log in; the server is not marked down for it (next try after server_login_retry)");
+                    tracing::warn!(database = %self.db.name, server = %backend.address, error = %e, "health check could not log in; the server is not marked down for it (next try after server_login_retry)");
                 }
                 Err(CheckError::LoginRefusedLately) => {}
                 Err(CheckError::Server(e)) => {

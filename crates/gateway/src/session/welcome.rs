@@ -258,6 +258,11 @@ pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
             let code = sqlstate_static(&fields.code);
             PgError::fatal(code, fields.message.clone())
         }
+        // The server would refuse this password itself: the client hears what it would have.
+        CheckoutError::Connect(crate::pool::ConnectError::StaleVerifier { user, .. }) => PgError::fatal(
+            SqlState::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        ),
         CheckoutError::Connect(other) => PgError::fatal(
             SqlState::CONNECTION_FAILURE,
             format!("pgpilot could not connect to the server: {other}"),

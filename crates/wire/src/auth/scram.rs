@@ -36,6 +36,13 @@ pub enum ScramError {
     AuthzId,
     #[error("non-printable characters in SCRAM nonce")]
     NonPrintableNonce,
+    /// PostgreSQL answers 0A000 (feature not supported).
+    #[error("client requires an unsupported SCRAM extension")]
+    Extension,
+    /// A key a client proved against one verifier, offered to a server whose verifier has another
+    /// salt or iteration count (the password was set again there): it cannot log in.
+    #[error("the server's SCRAM verifier differs from the one the client's key was proven against")]
+    VerifierMismatch,
 }
 
 /// A stored SCRAM-SHA-256 verifier: `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
@@ -271,6 +278,9 @@ impl ScramServer {
             a if a.starts_with("a=") => return Err(ScramError::AuthzId),
             _ => return Err(ScramError::Malformed),
         }
+        if bare.starts_with("m=") {
+            return Err(ScramError::Extension);
+        }
         let client_nonce = client_nonce(bare)?;
         let nonce = format!("{client_nonce}{}", nonce());
         let secret = self.secret.as_ref().unwrap_or(&self.mock);
@@ -407,7 +417,7 @@ impl ScramClient {
                 Ok((k.client_key, k.secret.server_key))
             }
             // The server's verifier differs from the one the client proved: the key is useless there.
-            ClientCredentials::ProvenKey(_) => Err(ScramError::BadProof),
+            ClientCredentials::ProvenKey(_) => Err(ScramError::VerifierMismatch),
         }
     }
 }
