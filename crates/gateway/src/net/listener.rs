@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
 
@@ -51,7 +52,7 @@ pub async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
                 if shared.config.load().pgpilot.tcp_keepalive {
                     super::sock::keepalive(&stream);
                 }
-                tokio::spawn(crate::session::serve(shared.clone(), Sock::Tcp(stream)));
+                tokio::spawn(crate::session::serve(shared.clone(), Sock::Tcp(stream)).boxed());
             }
             Err(e) => accept_error(e).await,
         }
@@ -62,7 +63,7 @@ pub async fn accept_unix(shared: Arc<Shared>, listener: UnixListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(crate::session::serve(shared.clone(), Sock::Unix(stream)));
+                tokio::spawn(crate::session::serve(shared.clone(), Sock::Unix(stream)).boxed());
             }
             Err(e) => accept_error(e).await,
         }

@@ -49,7 +49,9 @@ pub fn is_admin_database(name: &str) -> bool {
 pub async fn serve(shared: Arc<Shared>, sock: Sock) {
     let Some((sock, registration, setup)) = open_session(&shared, sock).await else { return };
     // A task of its own: an idle session keeps only its own size, not that of login's futures.
-    tokio::spawn(client::Session::start(shared, sock, registration, setup).run());
+    // Boxed, as the login's task is by the listener: a task's future is moved as the task is set
+    // up and run, and a pointer moves for less than a session's kilobytes.
+    tokio::spawn(futures::FutureExt::boxed(client::Session::start(shared, sock, registration, setup).run()));
 }
 
 /// The client's connection up to a logged-in session; None when it ended before (refused,
