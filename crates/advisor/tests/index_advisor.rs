@@ -337,3 +337,37 @@ async fn a_default_opclass_index_in_a_non_c_collation_does_not_serve_a_prefix_li
         report.render_text(false)
     );
 }
+
+/// GIN for jsonb containment and array overlap on columns whose names keep their case
+/// (`"Data"`, `"Tags"`): the column is found as PostgreSQL names it, as for lowercase names.
+#[tokio::test(flavor = "multi_thread")]
+async fn gin_is_suggested_for_mixed_case_columns() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE cased");
+    cluster.psql(
+        "cased",
+        r#"CREATE TABLE low (id int, data jsonb, tags text[]);
+           CREATE TABLE "Up" (id int, "Data" jsonb, "Tags" text[]);
+           INSERT INTO low SELECT i, jsonb_build_object('a', i % 500), ARRAY['t' || (i % 1000)]
+             FROM generate_series(1, 50000) i;
+           INSERT INTO "Up" SELECT * FROM low;
+           ANALYZE;"#,
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "cased"),
+        "-- calls: 100\nSELECT * FROM low WHERE data @> '{\"a\": 7}';\n\
+         -- calls: 100\nSELECT * FROM \"Up\" WHERE \"Data\" @> '{\"a\": 7}';\n\
+         -- calls: 100\nSELECT * FROM low WHERE tags && ARRAY['t5'];\n\
+         -- calls: 100\nSELECT * FROM \"Up\" WHERE \"Tags\" && ARRAY['t5'];\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 4, "{:?}", report.workload.skipped);
+    for index in [
+        "ON public.low USING gin (data jsonb_path_ops)",
+        "ON public.low USING gin (tags)",
+        r#"ON public."Up" USING gin ("Data" jsonb_path_ops)"#,
+        r#"ON public."Up" USING gin ("Tags")"#,
+    ] {
+        suggestion(&report, index);
+    }
+}

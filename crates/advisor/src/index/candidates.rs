@@ -338,10 +338,26 @@ fn key_shapes(access: &TableAccess, eq: &[String]) -> Vec<Vec<KeyPart>> {
     shapes
 }
 
+/// The name an SQL identifier stands for, as PostgreSQL reads it: a quoted one keeps its case (its
+/// doubled quotes undone), an unquoted one folds to lower case. None when `sql` is not a single
+/// identifier (an expression, say). The parser's targets are written with `quote_ident`, so a
+/// mixed-case column arrives quoted (`"Data"`) and must be looked up as `Data`.
+pub(crate) fn identifier_name(sql: &str) -> Option<String> {
+    if let Some(inner) = sql.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        let lone_quote = inner.replace("\"\"", "").contains('"');
+        return (!inner.is_empty() && !lone_quote).then(|| inner.replace("\"\"", "\""));
+    }
+    let mut chars = sql.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
+    let plain = starts_well && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    plain.then(|| sql.to_ascii_lowercase())
+}
+
 fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Option<Candidate> {
-    let column = table.columns.get(target);
+    let name = identifier_name(target).filter(|n| table.columns.contains_key(n));
+    let column = name.as_ref().and_then(|n| table.columns.get(n));
     let type_name = column.map(|c| c.type_name.as_str()).unwrap_or("");
-    let key = if column.is_some() {
+    let key = if let Some(name) = &name {
         let opclass =
             (type_name == "jsonb" && ops.iter().all(|o| o == "@>")).then(|| "jsonb_path_ops".to_string());
         let is_text_search = type_name == "tsvector";
@@ -349,7 +365,7 @@ fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Opt
         if !is_container {
             return None;
         }
-        KeyPart { opclass, ..KeyPart::column(target) }
+        KeyPart { opclass, ..KeyPart::column(name) }
     } else if target.starts_with("to_tsvector(") {
         KeyPart::expression(target)
     } else {
@@ -465,6 +481,15 @@ mod tests {
             ),
             "{c:#?}"
         );
+    }
+
+    #[test]
+    fn identifiers_are_read_as_postgresql_reads_them() {
+        assert_eq!(identifier_name("\"Data\"").as_deref(), Some("Data"));
+        assert_eq!(identifier_name("\"a\"\"b\"").as_deref(), Some("a\"b"));
+        assert_eq!(identifier_name("Data").as_deref(), Some("data"));
+        assert_eq!(identifier_name("to_tsvector('english', body)"), None);
+        assert_eq!(identifier_name("\"a\"b\""), None);
     }
 
     #[test]
