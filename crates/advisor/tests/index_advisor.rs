@@ -371,3 +371,34 @@ async fn gin_is_suggested_for_mixed_case_columns() {
         suggestion(&report, index);
     }
 }
+
+/// Statements that differ only in the jsonb key they read (`data ->> 'type'`, `data ->> 'kind'`)
+/// read different expressions: they are not merged into `data ->> $1`, which no index can serve,
+/// and each key gets its own proven expression index.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_on_different_jsonb_keys_each_get_their_expression_index() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE keys");
+    cluster.psql(
+        "keys",
+        "CREATE TABLE ev (id int, data jsonb);
+         INSERT INTO ev SELECT i, jsonb_build_object('type', 't' || (i % 1000), 'kind', 'k' || (i % 1000))
+           FROM generate_series(1, 100000) i;
+         ANALYZE ev;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "keys"),
+        "-- calls: 300\nSELECT * FROM ev WHERE (data ->> 'type') = 't5';\n\
+         -- calls: 200\nSELECT * FROM ev WHERE (data ->> 'kind') = 'k7';\n\
+         -- calls: 100\nSELECT * FROM ev WHERE (data ->> 'kind') = 'k8';\n",
+    )
+    .await;
+    assert_eq!(report.workload.statements, 2, "one statement per key: {:?}", report.workload);
+    for key in ["type", "kind"] {
+        let s = suggestion(&report, &format!("btree ((data ->> '{key}'))"));
+        assert_eq!(s.evidence, Evidence::Hypothetical, "{s:?}");
+        assert!(s.statements.iter().all(|h| h.query.contains(&format!("'{key}'"))), "{s:?}");
+    }
+    let kind = suggestion(&report, "btree ((data ->> 'kind'))");
+    assert_eq!(kind.statements[0].calls, 300, "the two 'kind' statements merged: {kind:?}");
+}
