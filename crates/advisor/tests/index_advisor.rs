@@ -402,3 +402,44 @@ async fn statements_on_different_jsonb_keys_each_get_their_expression_index() {
     let kind = suggestion(&report, "btree ((data ->> 'kind'))");
     assert_eq!(kind.statements[0].calls, 300, "the two 'kind' statements merged: {kind:?}");
 }
+
+/// An index on a column the workload's UPDATEs set makes those updates non-HOT: the suggestion
+/// says how many updates lose HOT, is labelled as not a clear win, and ranks after a suggestion
+/// that costs no HOT update although it saves less.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_on_an_updated_column_says_it_costs_hot_updates() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE hot");
+    cluster.psql(
+        "hot",
+        "CREATE TABLE wh2 (id int PRIMARY KEY, k int, pad text);
+         INSERT INTO wh2 SELECT i, i, 'x' FROM generate_series(1, 100000) i;
+         CREATE TABLE other (id int PRIMARY KEY, x int);
+         INSERT INTO other SELECT i, i % 5000 FROM generate_series(1, 50000) i;
+         ANALYZE;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "hot"),
+        "-- calls: 8113\nUPDATE wh2 SET k = k + 1 WHERE id = $1;\n\
+         -- calls: 500\nSELECT * FROM wh2 WHERE k = $1;\n\
+         -- calls: 10\nSELECT * FROM other WHERE x = $1;\n\
+         -- calls: 20\nUPDATE other SET id = id WHERE x = 3;\n",
+    )
+    .await;
+    let text = report.render_text(false);
+    let k = suggestion(&report, "ON public.wh2 USING btree (k)");
+    assert_eq!(k.write_overhead.updates_losing_hot, 8113, "{}", k.write_overhead.summary);
+    let summary = &k.write_overhead.summary;
+    assert!(
+        summary.contains("LOSES HOT UPDATES: 1 UPDATE statement(s) of the workload (8113 calls) set k"),
+        "{summary}"
+    );
+    // `other`'s UPDATE sets its primary key's column: it is not HOT now, an index costs it nothing more.
+    let x = suggestion(&report, "ON public.other USING btree (x)");
+    assert_eq!(x.write_overhead.updates_losing_hot, 0, "{}", x.write_overhead.summary);
+    let saved =
+        |s: &pgpilot_advisor::IndexSuggestion| s.weighted_cost_before - s.weighted_cost_after.unwrap();
+    assert!(saved(k) > saved(x), "the test needs k to save more:\n{text}");
+    assert!(report.index_suggestions[0].create_statement.contains("(x)"), "{text}");
+    assert!(text.contains("proven (hypopg), costs HOT updates"), "{text}");
+}

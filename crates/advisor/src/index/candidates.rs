@@ -152,6 +152,19 @@ impl Candidate {
         parts.join("_")
     }
 
+    /// Every column of `table` the index would read: its plain key columns, its INCLUDE columns,
+    /// and the columns named in its key expressions and predicate. An UPDATE that sets one of
+    /// them cannot be HOT once the index exists.
+    pub fn indexed_columns(&self, table: &TableInfo) -> BTreeSet<String> {
+        let mut columns: BTreeSet<String> = self.key.iter().filter_map(|k| k.column.clone()).collect();
+        columns.extend(self.include.iter().cloned());
+        let expressions = self.key.iter().filter(|k| k.column.is_none()).map(|k| k.sql.as_str());
+        for sql in expressions.chain(self.predicate.as_deref()) {
+            columns.extend(columns_named_in(sql, table));
+        }
+        columns
+    }
+
     /// Key columns (plain ones), in order.
     pub fn key_columns(&self) -> Vec<Option<&str>> {
         self.key.iter().map(|k| k.column.as_deref()).collect()
@@ -353,6 +366,20 @@ pub(crate) fn identifier_name(sql: &str) -> Option<String> {
     plain.then(|| sql.to_ascii_lowercase())
 }
 
+/// The columns of `table` an SQL expression names: its words that, read as identifiers, are
+/// one of the table's columns (a string constant never is).
+fn columns_named_in(sql: &str, table: &TableInfo) -> Vec<String> {
+    let Ok(scanned) = pg_query::scan(sql) else { return Vec::new() };
+    scanned
+        .tokens
+        .iter()
+        .filter(|t| t.token != pg_query::protobuf::Token::Sconst as i32)
+        .filter_map(|t| sql.get(t.start as usize..t.end as usize))
+        .filter_map(identifier_name)
+        .filter(|name| table.columns.contains_key(name))
+        .collect()
+}
+
 fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Option<Candidate> {
     let name = identifier_name(target).filter(|n| table.columns.contains_key(n));
     let column = name.as_ref().and_then(|n| table.columns.get(n));
@@ -536,11 +563,12 @@ mod tests {
             valid: maintained,
             maintained,
             key_orders: Vec::new(),
+            referenced_columns: vec!["id".into()],
         };
         // A failed CREATE UNIQUE INDEX CONCURRENTLY left one that was never marked ready.
         let t =
             TableInfo { indexes: vec![index("orders_pkey", true), index("orders_uniq", false)], ..table() };
-        let overhead = super::super::write_overhead(&t);
+        let overhead = super::super::write_overhead(&t, &Default::default());
         assert!(overhead.summary.starts_with("1 → 2 indexes to maintain"), "{}", overhead.summary);
     }
 
@@ -561,6 +589,7 @@ mod tests {
                 valid: true,
                 maintained: true,
                 key_orders: vec![order],
+                referenced_columns: vec!["status".into()],
             }],
             ..table()
         };

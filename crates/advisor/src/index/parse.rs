@@ -47,6 +47,8 @@ pub struct TableAccess {
     pub gin: BTreeMap<String, BTreeSet<String>>,
     /// Columns the statement reads from this table; None when it reads `*` or unknown expressions.
     pub projected: Option<BTreeSet<String>>,
+    /// Columns an UPDATE of this table assigns: an index on one of them makes that update non-HOT.
+    pub set_columns: BTreeSet<String>,
 }
 
 impl TableAccess {
@@ -265,6 +267,19 @@ impl Walker<'_> {
             &u.from_clause,
             u.where_clause.as_deref(),
         );
+        self.assigned_columns(u);
+    }
+
+    /// Notes the columns an UPDATE's SET assigns on its target table.
+    fn assigned_columns(&mut self, u: &protobuf::UpdateStmt) {
+        let Some(rv) = u.relation.as_ref() else { return };
+        let schema = (!rv.schemaname.is_empty()).then_some(rv.schemaname.as_str());
+        let Some(table) = self.resolver.table(schema, &rv.relname) else { return };
+        for target in &u.target_list {
+            if let Some(NodeEnum::ResTarget(rt)) = &target.node {
+                self.access(table).set_columns.insert(rt.name.clone());
+            }
+        }
     }
 
     fn delete(&mut self, d: &protobuf::DeleteStmt) {
@@ -830,6 +845,7 @@ mod tests {
     fn update_and_delete_filters() {
         let a = one("UPDATE orders SET status = 'done' WHERE user_id = $1 AND status = 'pending'");
         assert!(a.eq.contains("user_id"));
+        assert_eq!(a.set_columns.iter().collect::<Vec<_>>(), ["status"]);
         let shape = analyse("DELETE FROM orders WHERE created_at < $1", &resolver()).unwrap();
         assert!(!shape.read_only);
         assert_eq!(shape.accesses[0].range, vec!["created_at"]);

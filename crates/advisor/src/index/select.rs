@@ -10,7 +10,7 @@ use super::candidates::Candidate;
 use super::catalog::{Catalog, TableInfo};
 use super::names::IndexNames;
 use super::planner::Planner;
-use super::{prefixes, write_overhead, AnalysedStatement, Costs};
+use super::{lost_hot_updates, prefixes, write_overhead, AnalysedStatement, Costs};
 use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
 use crate::report::{Evidence, HelpedStatement, IndexSuggestion};
@@ -255,7 +255,7 @@ fn suggestion(
         weighted_cost_after: Some(after),
         statements: helped_statements,
         estimated_size_bytes: trial.size,
-        write_overhead: write_overhead(table),
+        write_overhead: write_overhead(table, &lost_hot_updates(statements, table, &trial.candidate)),
     }
 }
 
@@ -331,7 +331,7 @@ pub(super) fn heuristic(
                 weighted_cost_after: None,
                 statements: helped,
                 estimated_size_bytes: estimate_size(&candidate, table),
-                write_overhead: write_overhead(table),
+                write_overhead: write_overhead(table, &lost_hot_updates(statements, table, &candidate)),
             }
         })
         .collect()
