@@ -443,3 +443,44 @@ async fn an_index_on_an_updated_column_says_it_costs_hot_updates() {
     assert!(report.index_suggestions[0].create_statement.contains("(x)"), "{text}");
     assert!(text.contains("proven (hypopg), costs HOT updates"), "{text}");
 }
+
+/// Without hypopg: `WHERE flag = true` and `WHERE flag` are one predicate and get one partial
+/// index; a filter the planner expects to keep most of the table (90%) gets none, a selective one
+/// still does.
+#[tokio::test(flavor = "multi_thread")]
+async fn heuristics_merge_boolean_predicates_and_skip_unselective_filters() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE heur");
+    cluster.psql(
+        "heur",
+        "CREATE TABLE hf (id int, flag bool, k int, pad text);
+         INSERT INTO hf SELECT i, i % 100 = 0, i % 1000, 'x' FROM generate_series(1, 50000) i;
+         ANALYZE hf;",
+    );
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        workload,
+        "-- calls: 100\nSELECT * FROM hf WHERE flag = true;\n\
+         -- calls: 100\nSELECT * FROM hf WHERE flag;\n\
+         -- calls: 100\nSELECT * FROM hf WHERE k < 900;\n\
+         -- calls: 100\nSELECT * FROM hf WHERE id < 500;\n"
+    )
+    .unwrap();
+    let mut opts = common::options(&cluster.url("postgres", "heur"));
+    opts.index.install_extensions = false;
+    opts.workload.file = Some(workload.path().to_path_buf());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    assert!(report.index_method.starts_with("heuristic"), "{}", report.index_method);
+    let on_flag: Vec<&str> = report
+        .index_suggestions
+        .iter()
+        .map(|s| s.create_statement.as_str())
+        .filter(|s| s.contains("flag"))
+        .collect();
+    assert_eq!(on_flag.len(), 1, "{text}");
+    assert!(on_flag[0].ends_with("ON public.hf USING btree (flag) WHERE flag"), "{text}");
+    assert_eq!(suggestion(&report, "WHERE flag").statements.len(), 2, "{text}");
+    assert!(!report.index_suggestions.iter().any(|s| s.create_statement.contains("(k)")), "{text}");
+    suggestion(&report, "ON public.hf USING btree (id)");
+}

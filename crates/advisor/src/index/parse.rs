@@ -482,7 +482,7 @@ impl Walker<'_> {
                 match op {
                     "=" => {
                         if let Operand::Constant(lit) = &value {
-                            let pred = format!("{} = {lit}", quote_ident(&col));
+                            let pred = equality_predicate(&col, lit);
                             self.access(t).constant_predicates.insert(col.clone(), pred);
                         }
                         self.access(t).eq.insert(col);
@@ -694,6 +694,20 @@ impl Walker<'_> {
     }
 }
 
+/// `col = value` as an index predicate. `flag = true` is written `flag` and `flag = false`
+/// `NOT flag`, as PostgreSQL itself simplifies them: `WHERE flag = true` and `WHERE flag` ask for
+/// the same rows, and must give the same partial index, not two.
+fn equality_predicate(col: &str, value: &str) -> String {
+    let column = quote_ident(col);
+    if value.eq_ignore_ascii_case("true") {
+        column
+    } else if value.eq_ignore_ascii_case("false") {
+        format!("NOT {column}")
+    } else {
+        format!("{column} = {value}")
+    }
+}
+
 /// Every node under `node`, itself included.
 fn descendants(node: &protobuf::Node) -> Vec<(pg_query::NodeRef<'_>, i32, pg_query::Context, bool)> {
     node.node.as_ref().map(|n| n.nodes()).unwrap_or_default()
@@ -786,8 +800,10 @@ mod tests {
         assert_eq!(a.constant_predicates["deleted_at"], "deleted_at IS NULL");
         assert!(a.projected.is_none());
         let u = one("SELECT id FROM users WHERE is_active = true AND lower(email) = $1");
-        assert_eq!(u.constant_predicates["is_active"], "is_active = true");
+        assert_eq!(u.constant_predicates["is_active"], "is_active", "the same predicate as `is_active`");
         assert_eq!(u.expressions.iter().collect::<Vec<_>>(), ["lower(email)"]);
+        let u = one("SELECT id FROM users WHERE is_active = false");
+        assert_eq!(u.constant_predicates["is_active"], "NOT is_active");
     }
 
     #[test]

@@ -276,7 +276,10 @@ pub(super) fn heuristic(
             continue;
         }
         for s in origins {
-            if !statements[s].baseline.seq_scans.contains(&table.name) {
+            let statement = &statements[s];
+            if !statement.baseline.seq_scans.contains(&table.name)
+                || filter_keeps_much_of_the_table(statement, table, &candidate)
+            {
                 continue;
             }
             let score = |c: &Candidate| c.key.len() + usize::from(c.predicate.is_some());
@@ -335,6 +338,30 @@ pub(super) fn heuristic(
             }
         })
         .collect()
+}
+
+/// Without the planner's proof, an index is suggested for a filter only when it keeps at most this
+/// share of the table: a filter that keeps more reads the rows faster by a sequential scan, and the
+/// planner would not use the index for it.
+const HEURISTIC_MAX_SHARE: f64 = 0.3;
+
+/// True when the planner expects the statement's sequential scan of `table` to return more than
+/// [`HEURISTIC_MAX_SHARE`] of its rows, and `candidate` serves nothing but that filter: none of its
+/// key columns is a join column (looked up once per row of the other side) or a sort or grouping
+/// key (read in order, a LIMIT stops early).
+fn filter_keeps_much_of_the_table(
+    statement: &AnalysedStatement,
+    table: &TableInfo,
+    candidate: &Candidate,
+) -> bool {
+    let Some(&rows) = statement.baseline.seq_scan_rows.get(&table.name) else { return false };
+    let Some(access) = statement.shape.accesses.iter().find(|a| a.table == table.oid) else {
+        return false;
+    };
+    let serves_more_than_the_filter = candidate.key.iter().filter_map(|k| k.column.as_ref()).any(|c| {
+        access.join.contains(c) || access.sort.iter().any(|(s, _)| s == c) || access.group.contains(c)
+    });
+    !serves_more_than_the_filter && rows > HEURISTIC_MAX_SHARE * table.rows()
 }
 
 /// A rough size without hypopg: rows × (key widths + tuple overhead) at 90% fill.
