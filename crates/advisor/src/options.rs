@@ -72,6 +72,14 @@ pub struct HealthSettings {
     /// delete costs about as little as the index would.
     #[serde(default = "default_unindexed_foreign_key_min_rows")]
     pub unindexed_foreign_key_min_rows: i64,
+    /// A table is reported as read mostly by sequential scans only after at least this many of
+    /// them: maintenance scans a table too (CREATE INDEX CONCURRENTLY twice per index, pg_dump
+    /// once), and a handful of scans says nothing about the application's queries.
+    #[serde(default = "default_seq_scan_min_scans")]
+    pub seq_scan_min_scans: i64,
+    /// ... and after they read at least this many rows in all (pg_stat_user_tables.seq_tup_read).
+    #[serde(default = "default_seq_scan_min_rows_read")]
+    pub seq_scan_min_rows_read: i64,
     /// Tables smaller than this are not checked for bloat or sequential scans.
     pub table_min_bytes: i64,
     /// How many of the largest tables and indexes to list.
@@ -86,6 +94,8 @@ impl Default for HealthSettings {
             unused_index_min_bytes: 1024 * 1024,
             unused_index_min_stats_days: default_unused_index_min_stats_days(),
             unindexed_foreign_key_min_rows: default_unindexed_foreign_key_min_rows(),
+            seq_scan_min_scans: default_seq_scan_min_scans(),
+            seq_scan_min_rows_read: default_seq_scan_min_rows_read(),
             table_min_bytes: 8 * 1024 * 1024,
             largest_count: 10,
         }
@@ -100,6 +110,16 @@ fn default_unused_index_min_stats_days() -> u64 {
 /// milliseconds, and deleting a few thousand parents takes seconds.
 fn default_unindexed_foreign_key_min_rows() -> i64 {
     10_000
+}
+
+/// Index builds and dumps scan a table a few times each; 50 scans are a workload's.
+fn default_seq_scan_min_scans() -> i64 {
+    50
+}
+
+/// A million rows: 100 full scans of a 10,000-row table, a few of a large one.
+fn default_seq_scan_min_rows_read() -> i64 {
+    1_000_000
 }
 
 /// Inputs of the pool sizing recommendation.

@@ -149,6 +149,10 @@ pub struct WriteOverhead {
     pub updates: i64,
     pub hot_updates: i64,
     pub deletes: i64,
+    /// Calls of the workload's UPDATE statements that can be HOT now and could not be with the
+    /// index (they set a column it reads).
+    #[serde(default)]
+    pub updates_losing_hot: u64,
     /// Human summary ("3 → 4 indexes to maintain per insert; 1,200 writes since statistics reset").
     pub summary: String,
 }

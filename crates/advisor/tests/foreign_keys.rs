@@ -100,3 +100,34 @@ async fn a_key_served_by_a_suggested_index_names_that_index_as_its_fix() {
     let notes = found.iter().find(|f| f.title.contains(r#""Sales".notes"#)).expect("notes reported");
     assert_eq!(notes.fix.as_deref(), Some(r#"CREATE INDEX CONCURRENTLY ON "Sales".notes (customer_id);"#));
 }
+
+/// A partitioned child's rows are its partitions': ANALYZE also gives the parent their sum, which
+/// must not be counted again (6,000 rows read as ~12,000, past the 10,000-row threshold).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_child_counts_its_partitions_rows_once() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE fkparts");
+    cluster.psql(
+        "fkparts",
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         INSERT INTO parent SELECT generate_series(1, 1000);
+         CREATE TABLE small_child (id int, pid int REFERENCES parent, d date NOT NULL) PARTITION BY RANGE (d);
+         CREATE TABLE small_child_1 PARTITION OF small_child FOR VALUES FROM ('2020-01-01') TO ('2030-01-01');
+         INSERT INTO small_child SELECT i, 1 + i % 1000, '2021-01-01' FROM generate_series(1, 6000) i;
+         CREATE TABLE big_child (id int, pid int REFERENCES parent, d date NOT NULL) PARTITION BY RANGE (d);
+         CREATE TABLE big_child_1 PARTITION OF big_child FOR VALUES FROM ('2020-01-01') TO ('2025-01-01');
+         CREATE TABLE big_child_2 PARTITION OF big_child FOR VALUES FROM ('2025-01-01') TO ('2030-01-01');
+         INSERT INTO big_child SELECT i, 1 + i % 1000, date '2021-01-01' + (i % 2) * 1500
+           FROM generate_series(1, 12000) i;
+         ANALYZE;",
+    );
+    let mut opts = common::options(&cluster.url("postgres", "fkparts"));
+    opts.skip_indexes = true;
+    let report = pgpilot_advisor::advise(&opts, &pgpilot_advisor::NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    let found = fk_findings(&report);
+    assert!(!found.iter().any(|f| f.title.contains("public.small_child ")), "6,000 rows:\n{text}");
+    let big =
+        found.iter().find(|f| f.title.contains("public.big_child ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(big.evidence.iter().any(|e| e.contains("(~12000 rows)")), "{big:?}");
+}

@@ -373,9 +373,8 @@ async fn a_locked_table_is_left_out_of_the_table_checks_and_the_rest_checked() {
         cluster
             .try_psql("twins", &format!("CREATE UNIQUE INDEX CONCURRENTLY {t}_v_unique ON {t} (v)"))
             .expect_err("duplicates");
-        for _ in 0..3 {
-            cluster.psql("twins", &format!("SELECT count(*) FROM {t} WHERE pad = 'z'"));
-        }
+        // Enough sequential scans and rows read to be a workload's (50 scans, 1,000,000 rows).
+        cluster.psql("twins", &format!("SELECT count(*) FROM {t} WHERE pad = 'z';\n").repeat(60));
     }
     let url = cluster.url("postgres", "twins");
     let holder = common::hold_access_exclusive(&url, "a").await;
@@ -438,4 +437,38 @@ async fn a_forgotten_prepared_transaction_is_reported() {
     assert!(fix.contains("ROLLBACK PREPARED 'order''s 2pc';"), "{fix}");
     cluster.psql("postgres", fix);
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pg_prepared_xacts"), "0");
+}
+
+/// CREATE INDEX CONCURRENTLY scans the table twice, and two builds on an idle table made it "read
+/// mostly by sequential scans": a table is reported only after a workload's number of sequential
+/// scans (50) that read a workload's number of rows (1,000,000).
+#[tokio::test(flavor = "multi_thread")]
+async fn index_builds_alone_do_not_make_a_table_read_by_sequential_scans() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE builds");
+    cluster.psql(
+        "builds",
+        "CREATE TABLE fp (id int, a int, b int); INSERT INTO fp SELECT i, i, i FROM generate_series(1, 300000) i;
+         CREATE TABLE scanned (id int, a int); INSERT INTO scanned SELECT i, i FROM generate_series(1, 20000) i;
+         ANALYZE;",
+    );
+    cluster.psql("builds", "CREATE INDEX CONCURRENTLY ON fp (a)");
+    cluster.psql("builds", "CREATE INDEX CONCURRENTLY ON fp (b)");
+    cluster.psql("builds", &"SELECT count(*) FROM scanned WHERE a = 7;\n".repeat(60));
+    // A backend reports its statistics as it exits, after psql has returned.
+    let counted = "SELECT (SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'fp') >= 2 \
+                     AND (SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'scanned') >= 60";
+    let start = Instant::now();
+    while cluster.psql("builds", counted) != "t" {
+        assert!(start.elapsed() < Duration::from_secs(15), "the scans were never counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut opts = common::options(&cluster.url("postgres", "builds"));
+    opts.skip_indexes = true;
+    opts.health.table_min_bytes = 0;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    assert!(!report.findings.iter().any(|f| f.title.starts_with("public.fp is read")), "{text}");
+    let scanned = find(&report, Category::Tables, "public.scanned is read mostly by sequential scans");
+    assert!(scanned.evidence[0].starts_with("60 sequential scans"), "{scanned:?}");
 }

@@ -337,3 +337,150 @@ async fn a_default_opclass_index_in_a_non_c_collation_does_not_serve_a_prefix_li
         report.render_text(false)
     );
 }
+
+/// GIN for jsonb containment and array overlap on columns whose names keep their case
+/// (`"Data"`, `"Tags"`): the column is found as PostgreSQL names it, as for lowercase names.
+#[tokio::test(flavor = "multi_thread")]
+async fn gin_is_suggested_for_mixed_case_columns() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE cased");
+    cluster.psql(
+        "cased",
+        r#"CREATE TABLE low (id int, data jsonb, tags text[]);
+           CREATE TABLE "Up" (id int, "Data" jsonb, "Tags" text[]);
+           INSERT INTO low SELECT i, jsonb_build_object('a', i % 500), ARRAY['t' || (i % 1000)]
+             FROM generate_series(1, 50000) i;
+           INSERT INTO "Up" SELECT * FROM low;
+           ANALYZE;"#,
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "cased"),
+        "-- calls: 100\nSELECT * FROM low WHERE data @> '{\"a\": 7}';\n\
+         -- calls: 100\nSELECT * FROM \"Up\" WHERE \"Data\" @> '{\"a\": 7}';\n\
+         -- calls: 100\nSELECT * FROM low WHERE tags && ARRAY['t5'];\n\
+         -- calls: 100\nSELECT * FROM \"Up\" WHERE \"Tags\" && ARRAY['t5'];\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 4, "{:?}", report.workload.skipped);
+    for index in [
+        "ON public.low USING gin (data jsonb_path_ops)",
+        "ON public.low USING gin (tags)",
+        r#"ON public."Up" USING gin ("Data" jsonb_path_ops)"#,
+        r#"ON public."Up" USING gin ("Tags")"#,
+    ] {
+        suggestion(&report, index);
+    }
+}
+
+/// Statements that differ only in the jsonb key they read (`data ->> 'type'`, `data ->> 'kind'`)
+/// read different expressions: they are not merged into `data ->> $1`, which no index can serve,
+/// and each key gets its own proven expression index.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_on_different_jsonb_keys_each_get_their_expression_index() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE keys");
+    cluster.psql(
+        "keys",
+        "CREATE TABLE ev (id int, data jsonb);
+         INSERT INTO ev SELECT i, jsonb_build_object('type', 't' || (i % 1000), 'kind', 'k' || (i % 1000))
+           FROM generate_series(1, 100000) i;
+         ANALYZE ev;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "keys"),
+        "-- calls: 300\nSELECT * FROM ev WHERE (data ->> 'type') = 't5';\n\
+         -- calls: 200\nSELECT * FROM ev WHERE (data ->> 'kind') = 'k7';\n\
+         -- calls: 100\nSELECT * FROM ev WHERE (data ->> 'kind') = 'k8';\n",
+    )
+    .await;
+    assert_eq!(report.workload.statements, 2, "one statement per key: {:?}", report.workload);
+    for key in ["type", "kind"] {
+        let s = suggestion(&report, &format!("btree ((data ->> '{key}'))"));
+        assert_eq!(s.evidence, Evidence::Hypothetical, "{s:?}");
+        assert!(s.statements.iter().all(|h| h.query.contains(&format!("'{key}'"))), "{s:?}");
+    }
+    let kind = suggestion(&report, "btree ((data ->> 'kind'))");
+    assert_eq!(kind.statements[0].calls, 300, "the two 'kind' statements merged: {kind:?}");
+}
+
+/// An index on a column the workload's UPDATEs set makes those updates non-HOT: the suggestion
+/// says how many updates lose HOT, is labelled as not a clear win, and ranks after a suggestion
+/// that costs no HOT update although it saves less.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_on_an_updated_column_says_it_costs_hot_updates() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE hot");
+    cluster.psql(
+        "hot",
+        "CREATE TABLE wh2 (id int PRIMARY KEY, k int, pad text);
+         INSERT INTO wh2 SELECT i, i, 'x' FROM generate_series(1, 100000) i;
+         CREATE TABLE other (id int PRIMARY KEY, x int);
+         INSERT INTO other SELECT i, i % 5000 FROM generate_series(1, 50000) i;
+         ANALYZE;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "hot"),
+        "-- calls: 8113\nUPDATE wh2 SET k = k + 1 WHERE id = $1;\n\
+         -- calls: 500\nSELECT * FROM wh2 WHERE k = $1;\n\
+         -- calls: 10\nSELECT * FROM other WHERE x = $1;\n\
+         -- calls: 20\nUPDATE other SET id = id WHERE x = 3;\n",
+    )
+    .await;
+    let text = report.render_text(false);
+    let k = suggestion(&report, "ON public.wh2 USING btree (k)");
+    assert_eq!(k.write_overhead.updates_losing_hot, 8113, "{}", k.write_overhead.summary);
+    let summary = &k.write_overhead.summary;
+    assert!(
+        summary.contains("LOSES HOT UPDATES: 1 UPDATE statement(s) of the workload (8113 calls) set k"),
+        "{summary}"
+    );
+    // `other`'s UPDATE sets its primary key's column: it is not HOT now, an index costs it nothing more.
+    let x = suggestion(&report, "ON public.other USING btree (x)");
+    assert_eq!(x.write_overhead.updates_losing_hot, 0, "{}", x.write_overhead.summary);
+    let saved =
+        |s: &pgpilot_advisor::IndexSuggestion| s.weighted_cost_before - s.weighted_cost_after.unwrap();
+    assert!(saved(k) > saved(x), "the test needs k to save more:\n{text}");
+    assert!(report.index_suggestions[0].create_statement.contains("(x)"), "{text}");
+    assert!(text.contains("proven (hypopg), costs HOT updates"), "{text}");
+}
+
+/// Without hypopg: `WHERE flag = true` and `WHERE flag` are one predicate and get one partial
+/// index; a filter the planner expects to keep most of the table (90%) gets none, a selective one
+/// still does.
+#[tokio::test(flavor = "multi_thread")]
+async fn heuristics_merge_boolean_predicates_and_skip_unselective_filters() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE heur");
+    cluster.psql(
+        "heur",
+        "CREATE TABLE hf (id int, flag bool, k int, pad text);
+         INSERT INTO hf SELECT i, i % 100 = 0, i % 1000, 'x' FROM generate_series(1, 50000) i;
+         ANALYZE hf;",
+    );
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    write!(
+        workload,
+        "-- calls: 100\nSELECT * FROM hf WHERE flag = true;\n\
+         -- calls: 100\nSELECT * FROM hf WHERE flag;\n\
+         -- calls: 100\nSELECT * FROM hf WHERE k < 900;\n\
+         -- calls: 100\nSELECT * FROM hf WHERE id < 500;\n"
+    )
+    .unwrap();
+    let mut opts = common::options(&cluster.url("postgres", "heur"));
+    opts.index.install_extensions = false;
+    opts.workload.file = Some(workload.path().to_path_buf());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    assert!(report.index_method.starts_with("heuristic"), "{}", report.index_method);
+    let on_flag: Vec<&str> = report
+        .index_suggestions
+        .iter()
+        .map(|s| s.create_statement.as_str())
+        .filter(|s| s.contains("flag"))
+        .collect();
+    assert_eq!(on_flag.len(), 1, "{text}");
+    assert!(on_flag[0].ends_with("ON public.hf USING btree (flag) WHERE flag"), "{text}");
+    assert_eq!(suggestion(&report, "WHERE flag").statements.len(), 2, "{text}");
+    assert!(!report.index_suggestions.iter().any(|s| s.create_statement.contains("(k)")), "{text}");
+    suggestion(&report, "ON public.hf USING btree (id)");
+}

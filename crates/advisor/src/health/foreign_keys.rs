@@ -31,8 +31,9 @@ struct UnindexedForeignKey {
 
 /// Foreign keys (each once: not the clones PostgreSQL keeps per partition) with no whole-table
 /// index in `fk_index`, their child's estimated rows (statistics, or the live-row counter on a
-/// table never analysed; a partitioned child counts its leaf partitions: pg_partition_tree gives
-/// no row for a plain table), and the partial indexes their columns lead.
+/// table never analysed; a partitioned child counts its leaf partitions only: ANALYZE gives the
+/// parent the sum of its partitions' rows, which it does not hold, and pg_partition_tree gives no
+/// row for a plain table), and the partial indexes their columns lead.
 const UNINDEXED: &str = "SELECT * FROM (SELECT quote_ident(c.conname), \
        quote_ident(cn.nspname) || '.' || quote_ident(ct.relname), \
        quote_ident(pn.nspname) || '.' || quote_ident(pt.relname), \
@@ -41,8 +42,9 @@ const UNINDEXED: &str = "SELECT * FROM (SELECT quote_ident(c.conname), \
        c.confdeltype::text, ct.relkind = 'p', \
        (SELECT coalesce(sum(CASE WHEN r.reltuples > 0 THEN r.reltuples::float8 \
                                  ELSE pg_stat_get_live_tuples(r.oid)::float8 END), 0) \
-          FROM (SELECT c.conrelid AS relid UNION SELECT p.relid FROM pg_partition_tree(c.conrelid) p \
-                WHERE p.isleaf) leaf JOIN pg_class r ON r.oid = leaf.relid) AS child_rows, \
+          FROM (SELECT c.conrelid AS relid WHERE ct.relkind <> 'p' \
+                UNION SELECT p.relid FROM pg_partition_tree(c.conrelid) p WHERE p.isleaf) leaf \
+          JOIN pg_class r ON r.oid = leaf.relid) AS child_rows, \
        ARRAY(SELECT f.index_name FROM fk_index f WHERE f.conoid = c.oid ORDER BY f.rank), \
        ARRAY(SELECT f.predicate FROM fk_index f WHERE f.conoid = c.oid ORDER BY f.rank) \
      FROM pg_constraint c \

@@ -12,9 +12,13 @@ use crate::units::{bytes, duration};
 /// An index no application query scanned since statistics began (see `usage` for how the
 /// advisor's own planning is left out).
 struct UnusedIndex {
-    name: String,
     quoted: String,
     table: String,
+    /// The index is a partitioned table's (pg_class.relkind 'I'): its partitions' indexes hold
+    /// the rows and count the scans, and DROP INDEX CONCURRENTLY cannot drop it.
+    partitioned: bool,
+    /// The indexes that hold its rows: itself, or a partitioned index's leaf partitions' indexes.
+    leaves: Vec<u32>,
     size: i64,
     definition: String,
     /// Foreign keys on the table whose referencing columns lead this index, and that need it: no
@@ -63,6 +67,30 @@ const SERVED_ELSEWHERE: &str = "SELECT DISTINCT ON (mine.conoid, mine.indexrelid
        AND (f.predicate = '' OR f.predicate = mine.predicate) AND (f.amname = 'btree' OR f.amname = mine.amname) \
      ORDER BY mine.conoid, mine.indexrelid, f.rank";
 
+/// The index `i` (pg_index) is not attached to a partitioned index. One that is (a partition's share
+/// of an index created on the partitioned table) cannot be dropped on its own: PostgreSQL refuses
+/// ("cannot drop index pe_1_v_idx because index pe_v_idx requires it"), so the checks judge the
+/// partitioned index it belongs to instead.
+const NOT_ATTACHED_TO_A_PARENT_INDEX: &str =
+    "NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)";
+
+/// SQL: the oids of the indexes that hold the rows of index `oid` (an SQL expression): itself when
+/// it is a plain index, its leaf partitions' indexes when it is a partitioned one. pg_inherits
+/// links partition indexes to their parent at every level.
+fn leaf_indexes_sql(oid: &str) -> String {
+    format!(
+        "ARRAY(WITH RECURSIVE tree(relid) AS (SELECT {oid} UNION ALL \
+           SELECT h.inhrelid FROM pg_inherits h JOIN tree ON h.inhparent = tree.relid) \
+         SELECT t.relid FROM tree t JOIN pg_class lc ON lc.oid = t.relid WHERE lc.relkind = 'i')"
+    )
+}
+
+/// SQL: the size on disk of the index `oid` and, when it is partitioned, of its partitions' indexes
+/// (a partitioned index has no storage of its own).
+fn index_tree_size_sql(oid: &str) -> String {
+    format!("(SELECT coalesce(sum(pg_relation_size(l)), 0) FROM unnest({}) l)::int8", leaf_indexes_sql(oid))
+}
+
 pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScans>) -> Result<Vec<Finding>> {
     let scans = scans.as_ref().map_err(|e| anyhow!("{e:#}"))?;
     // An index a foreign key needs is kept: deleting or updating a referenced row looks the
@@ -72,45 +100,77 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
     // Reading a size or a definition (pg_relation_size, pg_get_indexdef, pg_get_expr) locks the
     // table: a locked one is left out. The fence (OFFSET 0) keeps the sizes from being read before
     // the catalog narrowed the indexes to the tables asked for.
-    let candidates = "NOT i.indisunique AND NOT i.indisprimary AND i.indisvalid \
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = s.indexrelid)";
+    let candidates = format!(
+        "{USER_INDEXES} AND ic.relkind IN ('i', 'I') AND NOT i.indisunique AND NOT i.indisprimary \
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) AND {NOT_ATTACHED_TO_A_PARENT_INDEX}"
+    );
+    let table = qualified_relation_sql("i.indrelid");
+    let leaves = leaf_indexes_sql("i.indexrelid");
+    let size = index_tree_size_sql("i.indexrelid");
     let sql = format!(
         "WITH fk_index AS ({FK_INDEXES} AND ($1::oid[] IS NULL OR c.conrelid = ANY($1))), \
          served AS ({SERVED_ELSEWHERE}) \
-         SELECT * FROM (SELECT s.indexrelid, s.schemaname::text || '.' || s.indexrelname::text, \
-         s.schemaname::text || '.' || s.relname::text, \
-         pg_relation_size(s.indexrelid)::int8 AS size, pg_get_indexdef(s.indexrelid), \
-         quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname), \
+         SELECT * FROM (SELECT i.indexrelid, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
+         {table}, {size} AS size, pg_get_indexdef(i.indexrelid), ic.relkind = 'I', {leaves}, \
          ARRAY(SELECT m.conname FROM fk_index m WHERE m.indexrelid = i.indexrelid AND NOT EXISTS \
                  (SELECT 1 FROM served e WHERE e.conoid = m.conoid AND e.indexrelid = m.indexrelid) ORDER BY 1), \
          ARRAY(SELECT e.conname || ' is served by ' || e.served_by FROM served e \
                WHERE e.indexrelid = i.indexrelid ORDER BY 1) \
-         FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
+         FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          WHERE {candidates} AND ($1::oid[] IS NULL OR i.indrelid = ANY($1)) OFFSET 0) u \
          WHERE size >= $2"
     );
     let tables = format!(
-        "SELECT DISTINCT i.indrelid, quote_ident(s.schemaname) || '.' || quote_ident(s.relname) \
-         FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid WHERE {candidates} ORDER BY 2"
+        "SELECT DISTINCT i.indrelid, {table} FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE {candidates} ORDER BY 2"
     );
     let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[&settings.unused_index_min_bytes]).await?;
     // Largest first, also when gathered table by table.
     let rows = super::top_by(rows, 3, i64::MAX);
     Ok(rows
         .iter()
-        .filter(|r| scans.application_scans(r.get(0)) == 0)
         .map(|r| UnusedIndex {
-            name: r.get(1),
+            quoted: r.get(1),
             table: r.get(2),
             size: r.get(3),
             definition: r.get(4),
-            quoted: r.get(5),
-            foreign_keys: r.get(6),
-            served_elsewhere: r.get(7),
+            partitioned: r.get(5),
+            leaves: r.get(6),
+            foreign_keys: r.get(7),
+            served_elsewhere: r.get(8),
         })
+        .filter(|index| index.application_scans(scans) == 0)
         .map(|index| unused_finding(&index, scans, settings, db.in_recovery))
         .chain(super::locked_relations_finding(Category::Indexes, "Unused indexes", &locked))
         .collect())
+}
+
+impl UnusedIndex {
+    /// The application's scans of the index: of a partitioned one, those of its partitions' indexes.
+    fn application_scans(&self, scans: &IndexScans) -> i64 {
+        self.leaves.iter().map(|&leaf| scans.application_scans(leaf)).sum()
+    }
+
+    /// The statement that drops it. A partitioned index cannot be dropped CONCURRENTLY (PostgreSQL
+    /// refuses), so its DROP locks the table and every partition until it commits: said first.
+    fn drop_statement(&self) -> String {
+        if self.partitioned {
+            drop_partitioned_index(&self.quoted, &self.table)
+        } else {
+            format!("DROP INDEX CONCURRENTLY {};", self.quoted)
+        }
+    }
+}
+
+/// DROP INDEX of a partitioned index, with what it locks: DROP INDEX CONCURRENTLY refuses a
+/// partitioned index ("cannot drop partitioned index ... concurrently"), and its partitions' indexes
+/// cannot be dropped on their own while attached to it.
+fn drop_partitioned_index(index: &str, table: &str) -> String {
+    format!(
+        "-- a partitioned index cannot be dropped CONCURRENTLY: DROP INDEX takes an ACCESS EXCLUSIVE lock on \
+         {table} and all its partitions until it commits (quick, but it waits for and blocks every query on \
+         them): run it at a quiet time, with a short lock_timeout (SET lock_timeout = '5s')\nDROP INDEX {index};"
+    )
 }
 
 fn unused_finding(
@@ -124,10 +184,18 @@ fn unused_finding(
     let severity = if keep.is_some() || standby { Severity::Info } else { Severity::Warning };
     // Named as the fix names it: quoted where SQL needs it (`public."i<b>1"`).
     let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.quoted))
-        .object(index.name.clone())
+        .object(index.quoted.clone())
         .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
-        .evidence(format!("on {}: {}", index.table, index.definition))
-        .evidence("every insert and non-HOT update of the table still maintains it");
+        .evidence(format!("on {}: {}", index.table, index.definition));
+    let finding = if index.partitioned {
+        finding.evidence(format!(
+            "a partitioned index: its {} partition index(es) hold the rows, and none was scanned",
+            index.leaves.len()
+        ))
+    } else {
+        finding
+    };
+    let finding = finding.evidence("every insert and non-HOT update of the table still maintains it");
     let finding = index.served_elsewhere.iter().fold(finding, |f, served| {
         f.evidence(format!("not needed for its foreign key: {served} (its columns lead that index)"))
     });
@@ -135,13 +203,13 @@ fn unused_finding(
     match (keep, standby) {
         (Some(why), _) => finding.evidence(why),
         (None, false) => finding.fix(format!(
-            "-- check replicas too (their scans are counted there), then:\nDROP INDEX CONCURRENTLY {};",
-            index.quoted
+            "-- check replicas too (their scans are counted there), then:\n{}",
+            index.drop_statement()
         )),
         (None, true) => finding.fix(format!(
-            "{}-- only if idx_scan is 0 there and on every other replica too:\nDROP INDEX CONCURRENTLY {};",
+            "{}-- only if idx_scan is 0 there and on every other replica too:\n{}",
             standby::ON_THE_PRIMARY,
-            index.quoted
+            index.drop_statement()
         )),
     }
 }
@@ -186,6 +254,10 @@ pub struct IndexKey {
     pub size: i64,
     pub definition: String,
     pub pins: Pins,
+    /// A partitioned table's index (pg_class.relkind 'I'): DROP INDEX CONCURRENTLY refuses it.
+    pub partitioned: bool,
+    /// Attached to a partitioned index (a partition's share of it): never dropped on its own.
+    pub attached: bool,
 }
 
 /// What holds an index in place: PostgreSQL refuses DROP INDEX while any of these need it.
@@ -206,10 +278,11 @@ impl Pins {
 
 impl IndexKey {
     /// Which of two equivalent indexes to keep: the primary key, then one a constraint or foreign
-    /// key needs, then a unique one (it enforces something), then the first by name. The unused
-    /// check ranks the indexes serving a foreign key alike (`FK_INDEXES`): keep the two in step.
-    fn keep_rank(&self) -> (bool, bool, bool) {
-        (self.pins.primary, self.pins.pinned(), self.unique)
+    /// key needs, then a unique one (it enforces something), then one attached to a partitioned
+    /// index (it cannot be dropped on its own), then the first by name. The unused check ranks the
+    /// indexes serving a foreign key alike (`FK_INDEXES`): keep the two in step.
+    fn keep_rank(&self) -> (bool, bool, bool, bool) {
+        (self.pins.primary, self.pins.pinned(), self.unique, self.attached)
     }
 
     /// Both indexes order and compare rows alike, over the same rows.
@@ -237,11 +310,13 @@ pub struct Redundancy {
 
 /// Finds duplicates and prefix-covered btree indexes among one table's indexes. A unique index is
 /// never the redundant one of a pair with a non-unique index: it enforces what the other does not.
+/// Nor is a partition's index attached to a partitioned index: two such duplicates are the
+/// partitioned table's, reported once there.
 pub fn redundancies(indexes: &[IndexKey]) -> Vec<Redundancy> {
     let mut out = Vec::new();
     for (a, ia) in indexes.iter().enumerate() {
         for (b, ib) in indexes.iter().enumerate() {
-            if a == b || !ia.same_shape(ib) {
+            if a == b || ia.attached || !ia.same_shape(ib) {
                 continue;
             }
             let exact = ia.keys == ib.keys && ia.include == ib.include;
@@ -275,6 +350,7 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
     let nulls_not_distinct = if db.version_num >= 150000 { "i.indnullsnotdistinct" } else { "false" };
     let table = qualified_relation_sql("i.indrelid");
     let referencing_table = qualified_relation_sql("c.conrelid");
+    let size = index_tree_size_sql("i.indexrelid");
     let sql = format!(
         "SELECT ic.relname::text, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
          {table}, am.amname::text, \
@@ -283,12 +359,13 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
                FROM generate_series(0, i.indnkeyatts - 1) k), \
          ARRAY(SELECT i.indkey[k]::text FROM generate_series(i.indnkeyatts, i.indnatts - 1) k), \
          coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), coalesce(pg_get_expr(i.indpred, i.indrelid), ''), \
-         i.indisunique, pg_relation_size(i.indexrelid)::int8, pg_get_indexdef(i.indexrelid), \
+         i.indisunique, {size}, pg_get_indexdef(i.indexrelid), \
          {nulls_not_distinct}, i.indimmediate, i.indisprimary, \
          (SELECT quote_ident(c.conname) FROM pg_constraint c WHERE c.conindid = i.indexrelid \
             AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x') LIMIT 1), \
          ARRAY(SELECT quote_ident(c.conname) || ' on ' || {referencing_table} FROM pg_constraint c \
-               WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1) \
+               WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1), \
+         ic.relkind = 'I', NOT {NOT_ATTACHED_TO_A_PARENT_INDEX} \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          JOIN pg_am am ON am.oid = ic.relam \
          WHERE {USER_INDEXES} AND ($1::oid[] IS NULL OR i.indrelid = ANY($1)) \
@@ -318,6 +395,8 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
             nulls_not_distinct: r.get(11),
             immediate: r.get(12),
             pins: Pins { primary: r.get(13), constraint: r.get(14), referenced_by: r.get(15) },
+            partitioned: r.get(16),
+            attached: r.get(17),
         })
         .collect();
     Ok(one_per_index(&redundancies(&indexes))
@@ -373,6 +452,7 @@ fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding 
         });
     match pinned_fix(drop, keep) {
         Some((why, fix)) => finding.evidence(why).fix(fix),
+        None if drop.partitioned => finding.fix(drop_partitioned_index(&drop.quoted, &drop.table)),
         None => finding.fix(format!("DROP INDEX CONCURRENTLY {};", drop.quoted)),
     }
 }
@@ -531,6 +611,8 @@ mod tests {
             size: 0,
             definition: String::new(),
             pins: Pins::default(),
+            partitioned: false,
+            attached: false,
         }
     }
 

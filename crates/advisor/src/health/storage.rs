@@ -11,8 +11,13 @@ use crate::units::{bytes, count};
 pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
     // Reading a table's size locks it: a locked one is left out (the statistics alone lock nothing,
     // and the fence (OFFSET 0) keeps the size from being read before they narrowed the tables).
-    let candidates = "seq_scan > coalesce(idx_scan, 0) AND n_live_tup >= 10000 \
-                      AND seq_tup_read / greatest(seq_scan, 1) >= 1000";
+    // A few scans are maintenance's as likely as the application's (CREATE INDEX CONCURRENTLY
+    // scans the table twice, pg_dump once): only a workload's number of scans and rows counts.
+    let candidates = format!(
+        "seq_scan > coalesce(idx_scan, 0) AND n_live_tup >= 10000 \
+         AND seq_tup_read / greatest(seq_scan, 1) >= 1000 AND seq_scan >= {} AND seq_tup_read >= {}",
+        settings.seq_scan_min_scans, settings.seq_scan_min_rows_read
+    );
     let sql = format!(
         "SELECT * FROM (SELECT quote_ident(schemaname) || '.' || quote_ident(relname), seq_scan::int8, \
            seq_tup_read::int8, coalesce(idx_scan, 0)::int8, n_live_tup::int8, pg_relation_size(relid)::int8 AS size \

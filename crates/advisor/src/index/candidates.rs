@@ -152,6 +152,19 @@ impl Candidate {
         parts.join("_")
     }
 
+    /// Every column of `table` the index would read: its plain key columns, its INCLUDE columns,
+    /// and the columns named in its key expressions and predicate. An UPDATE that sets one of
+    /// them cannot be HOT once the index exists.
+    pub fn indexed_columns(&self, table: &TableInfo) -> BTreeSet<String> {
+        let mut columns: BTreeSet<String> = self.key.iter().filter_map(|k| k.column.clone()).collect();
+        columns.extend(self.include.iter().cloned());
+        let expressions = self.key.iter().filter(|k| k.column.is_none()).map(|k| k.sql.as_str());
+        for sql in expressions.chain(self.predicate.as_deref()) {
+            columns.extend(columns_named_in(sql, table));
+        }
+        columns
+    }
+
     /// Key columns (plain ones), in order.
     pub fn key_columns(&self) -> Vec<Option<&str>> {
         self.key.iter().map(|k| k.column.as_deref()).collect()
@@ -338,10 +351,40 @@ fn key_shapes(access: &TableAccess, eq: &[String]) -> Vec<Vec<KeyPart>> {
     shapes
 }
 
+/// The name an SQL identifier stands for, as PostgreSQL reads it: a quoted one keeps its case (its
+/// doubled quotes undone), an unquoted one folds to lower case. None when `sql` is not a single
+/// identifier (an expression, say). The parser's targets are written with `quote_ident`, so a
+/// mixed-case column arrives quoted (`"Data"`) and must be looked up as `Data`.
+pub(crate) fn identifier_name(sql: &str) -> Option<String> {
+    if let Some(inner) = sql.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        let lone_quote = inner.replace("\"\"", "").contains('"');
+        return (!inner.is_empty() && !lone_quote).then(|| inner.replace("\"\"", "\""));
+    }
+    let mut chars = sql.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
+    let plain = starts_well && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    plain.then(|| sql.to_ascii_lowercase())
+}
+
+/// The columns of `table` an SQL expression names: its words that, read as identifiers, are
+/// one of the table's columns (a string constant never is).
+fn columns_named_in(sql: &str, table: &TableInfo) -> Vec<String> {
+    let Ok(scanned) = pg_query::scan(sql) else { return Vec::new() };
+    scanned
+        .tokens
+        .iter()
+        .filter(|t| t.token != pg_query::protobuf::Token::Sconst as i32)
+        .filter_map(|t| sql.get(t.start as usize..t.end as usize))
+        .filter_map(identifier_name)
+        .filter(|name| table.columns.contains_key(name))
+        .collect()
+}
+
 fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Option<Candidate> {
-    let column = table.columns.get(target);
+    let name = identifier_name(target).filter(|n| table.columns.contains_key(n));
+    let column = name.as_ref().and_then(|n| table.columns.get(n));
     let type_name = column.map(|c| c.type_name.as_str()).unwrap_or("");
-    let key = if column.is_some() {
+    let key = if let Some(name) = &name {
         let opclass =
             (type_name == "jsonb" && ops.iter().all(|o| o == "@>")).then(|| "jsonb_path_ops".to_string());
         let is_text_search = type_name == "tsvector";
@@ -349,7 +392,7 @@ fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Opt
         if !is_container {
             return None;
         }
-        KeyPart { opclass, ..KeyPart::column(target) }
+        KeyPart { opclass, ..KeyPart::column(name) }
     } else if target.starts_with("to_tsvector(") {
         KeyPart::expression(target)
     } else {
@@ -468,6 +511,15 @@ mod tests {
     }
 
     #[test]
+    fn identifiers_are_read_as_postgresql_reads_them() {
+        assert_eq!(identifier_name("\"Data\"").as_deref(), Some("Data"));
+        assert_eq!(identifier_name("\"a\"\"b\"").as_deref(), Some("a\"b"));
+        assert_eq!(identifier_name("Data").as_deref(), Some("data"));
+        assert_eq!(identifier_name("to_tsvector('english', body)"), None);
+        assert_eq!(identifier_name("\"a\"b\""), None);
+    }
+
+    #[test]
     fn covering_index_for_narrow_projection() {
         let c = candidates("SELECT total FROM orders WHERE user_id = $1");
         assert!(
@@ -511,11 +563,12 @@ mod tests {
             valid: maintained,
             maintained,
             key_orders: Vec::new(),
+            referenced_columns: vec!["id".into()],
         };
         // A failed CREATE UNIQUE INDEX CONCURRENTLY left one that was never marked ready.
         let t =
             TableInfo { indexes: vec![index("orders_pkey", true), index("orders_uniq", false)], ..table() };
-        let overhead = super::super::write_overhead(&t);
+        let overhead = super::super::write_overhead(&t, &Default::default());
         assert!(overhead.summary.starts_with("1 → 2 indexes to maintain"), "{}", overhead.summary);
     }
 
@@ -536,6 +589,7 @@ mod tests {
                 valid: true,
                 maintained: true,
                 key_orders: vec![order],
+                referenced_columns: vec!["status".into()],
             }],
             ..table()
         };

@@ -1,6 +1,6 @@
 //! What the index advisor needs to know about the tables a workload touches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
 
@@ -28,6 +28,9 @@ pub struct ExistingIndex {
     pub maintained: bool,
     /// How each key column is ordered, in key order.
     pub key_orders: Vec<KeyOrder>,
+    /// Every column the index reads (key, INCLUDE, expressions, predicate): an UPDATE that sets
+    /// one of them is never HOT.
+    pub referenced_columns: Vec<String>,
 }
 
 /// How an index orders one key column: its operator class and collation decide which operators,
@@ -88,6 +91,11 @@ impl TableInfo {
         } else {
             (candidate.create_sql(self, true, Some(name)), None)
         }
+    }
+
+    /// Every column some index of the table reads: UPDATEs that set one are not HOT already.
+    pub fn indexed_columns(&self) -> BTreeSet<&str> {
+        self.indexes.iter().flat_map(|i| i.referenced_columns.iter().map(String::as_str)).collect()
     }
 
     /// Rows the planner believes the table has.
@@ -279,7 +287,12 @@ impl Catalog {
                  ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY u(k, ord) \
                        LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = u.k \
                        WHERE u.ord <= i.indnkeyatts ORDER BY u.ord), \
-                 k.opclasses, k.default_opclasses, k.byte_order, k.column_collation, i.indisready \
+                 k.opclasses, k.default_opclasses, k.byte_order, k.column_collation, i.indisready, \
+                 ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum > 0 \
+                   AND (a.attnum = ANY(i.indkey::int2[]) OR EXISTS (SELECT 1 FROM pg_depend d \
+                     WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid \
+                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid \
+                       AND d.refobjsubid = a.attnum))) \
                  FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
                  CROSS JOIN LATERAL ( \
                    SELECT array_agg(oc.opcname::text ORDER BY u.ord) AS opclasses, \
@@ -309,6 +322,7 @@ impl Catalog {
                     predicate: r.get(4),
                     columns: r.get(5),
                     key_orders: key_orders(&r),
+                    referenced_columns: r.get(11),
                 });
             }
         }

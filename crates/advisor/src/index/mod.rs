@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::Result;
 
-use crate::db::Db;
+use crate::db::{quote_ident, Db};
 use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
 use crate::report::{Category, Finding, IndexSuggestion, Severity, SkippedStatement, WriteOverhead};
@@ -116,10 +116,7 @@ pub async fn advise(
         advice.suggestions.extend(select::heuristic(&statements, &catalog, btree, settings, &mut names));
     }
     advice.suggestions.extend(select::heuristic(&statements, &catalog, gin, settings, &mut names));
-    advice.suggestions.sort_by(|a, b| {
-        let saved = |s: &IndexSuggestion| s.weighted_cost_before - s.weighted_cost_after.unwrap_or(0.0);
-        saved(b).partial_cmp(&saved(a)).unwrap_or(std::cmp::Ordering::Equal)
-    });
+    rank(&mut advice.suggestions);
     advice.statements = statements;
     advice.catalog = catalog;
     Ok(advice)
@@ -257,12 +254,48 @@ async fn non_immutable_functions(db: &Db, statements: &[AnalysedStatement]) -> R
     Ok(bad)
 }
 
-/// What one more index costs the table's writers, from its statistics.
-pub fn write_overhead(table: &TableInfo) -> WriteOverhead {
+/// The workload's UPDATE statements on a table that can be HOT now (they set no column an existing
+/// index reads) and could not be with a new index (they set a column it reads): PostgreSQL updates
+/// a row in place of its page, without touching any index, only when no indexed column changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LostHotUpdates {
+    /// Their calls in the workload.
+    pub calls: u64,
+    pub statements: usize,
+    /// The columns they set that the new index reads.
+    pub columns: BTreeSet<String>,
+}
+
+/// The UPDATE statements of `statements` that the index `candidate` on `table` would make non-HOT.
+pub(crate) fn lost_hot_updates(
+    statements: &[AnalysedStatement],
+    table: &TableInfo,
+    candidate: &Candidate,
+) -> LostHotUpdates {
+    let indexed_now = table.indexed_columns();
+    let indexed_then = candidate.indexed_columns(table);
+    let mut lost = LostHotUpdates::default();
+    for s in statements {
+        let Some(access) = s.shape.accesses.iter().find(|a| a.table == table.oid) else { continue };
+        let already_not_hot = access.set_columns.iter().any(|c| indexed_now.contains(c.as_str()));
+        let newly_indexed: Vec<&String> = access.set_columns.intersection(&indexed_then).collect();
+        if already_not_hot || newly_indexed.is_empty() {
+            continue;
+        }
+        lost.calls += s.workload.calls;
+        lost.statements += 1;
+        lost.columns.extend(newly_indexed.into_iter().cloned());
+    }
+    lost
+}
+
+/// What one more index costs the table's writers, from its statistics and from the workload's
+/// UPDATE statements it would make non-HOT.
+pub fn write_overhead(table: &TableInfo, lost_hot: &LostHotUpdates) -> WriteOverhead {
     let existing = table.indexes.iter().filter(|i| i.maintained).count() as u32;
     let hot_pct =
         if table.updates > 0 { 100.0 * table.hot_updates as f64 / table.updates as f64 } else { 0.0 };
-    let summary = format!(
+    let mut summary = format!(
         "{existing} → {} indexes to maintain on every insert and non-HOT update; since statistics reset \
          {} inserts, {} updates ({hot_pct:.0}% HOT), {} deletes",
         existing + 1,
@@ -270,14 +303,43 @@ pub fn write_overhead(table: &TableInfo) -> WriteOverhead {
         table.updates,
         table.deletes
     );
+    if lost_hot.calls > 0 {
+        summary.push_str(&lost_hot_text(lost_hot, existing + 1));
+    }
     WriteOverhead {
         existing_indexes: existing,
         inserts: table.inserts,
         updates: table.updates,
         hot_updates: table.hot_updates,
         deletes: table.deletes,
+        updates_losing_hot: lost_hot.calls,
         summary,
     }
+}
+
+/// The HOT updates an index would cost, said plainly: they are the cheap ones, and they stop being.
+fn lost_hot_text(lost: &LostHotUpdates, indexes_then: u32) -> String {
+    let columns: Vec<String> = lost.columns.iter().map(|c| quote_ident(c)).collect();
+    format!(
+        "; LOSES HOT UPDATES: {} UPDATE statement(s) of the workload ({} calls) set {}, which this index \
+         reads: they can be HOT now and could not be with it (each such update would write all {indexes_then} \
+         indexes and leave dead index entries): weigh this before creating it",
+        lost.statements,
+        lost.calls,
+        columns.join(", ")
+    )
+}
+
+/// Suggestions that would make the workload's HOT updates non-HOT come after those that would
+/// not, each group by the cost it saves: their gain is paid for by every such update.
+fn rank(suggestions: &mut [IndexSuggestion]) {
+    let saved = |s: &IndexSuggestion| s.weighted_cost_before - s.weighted_cost_after.unwrap_or(0.0);
+    suggestions.sort_by(|a, b| {
+        let costs_hot = |s: &IndexSuggestion| s.write_overhead.updates_losing_hot > 0;
+        costs_hot(a)
+            .cmp(&costs_hot(b))
+            .then_with(|| saved(b).partial_cmp(&saved(a)).unwrap_or(std::cmp::Ordering::Equal))
+    });
 }
 
 /// Statement index → its planned cost under some set of hypothetical indexes.

@@ -47,6 +47,8 @@ pub struct TableAccess {
     pub gin: BTreeMap<String, BTreeSet<String>>,
     /// Columns the statement reads from this table; None when it reads `*` or unknown expressions.
     pub projected: Option<BTreeSet<String>>,
+    /// Columns an UPDATE of this table assigns: an index on one of them makes that update non-HOT.
+    pub set_columns: BTreeSet<String>,
 }
 
 impl TableAccess {
@@ -265,6 +267,19 @@ impl Walker<'_> {
             &u.from_clause,
             u.where_clause.as_deref(),
         );
+        self.assigned_columns(u);
+    }
+
+    /// Notes the columns an UPDATE's SET assigns on its target table.
+    fn assigned_columns(&mut self, u: &protobuf::UpdateStmt) {
+        let Some(rv) = u.relation.as_ref() else { return };
+        let schema = (!rv.schemaname.is_empty()).then_some(rv.schemaname.as_str());
+        let Some(table) = self.resolver.table(schema, &rv.relname) else { return };
+        for target in &u.target_list {
+            if let Some(NodeEnum::ResTarget(rt)) = &target.node {
+                self.access(table).set_columns.insert(rt.name.clone());
+            }
+        }
     }
 
     fn delete(&mut self, d: &protobuf::DeleteStmt) {
@@ -467,7 +482,7 @@ impl Walker<'_> {
                 match op {
                     "=" => {
                         if let Operand::Constant(lit) = &value {
-                            let pred = format!("{} = {lit}", quote_ident(&col));
+                            let pred = equality_predicate(&col, lit);
                             self.access(t).constant_predicates.insert(col.clone(), pred);
                         }
                         self.access(t).eq.insert(col);
@@ -679,6 +694,20 @@ impl Walker<'_> {
     }
 }
 
+/// `col = value` as an index predicate. `flag = true` is written `flag` and `flag = false`
+/// `NOT flag`, as PostgreSQL itself simplifies them: `WHERE flag = true` and `WHERE flag` ask for
+/// the same rows, and must give the same partial index, not two.
+fn equality_predicate(col: &str, value: &str) -> String {
+    let column = quote_ident(col);
+    if value.eq_ignore_ascii_case("true") {
+        column
+    } else if value.eq_ignore_ascii_case("false") {
+        format!("NOT {column}")
+    } else {
+        format!("{column} = {value}")
+    }
+}
+
 /// Every node under `node`, itself included.
 fn descendants(node: &protobuf::Node) -> Vec<(pg_query::NodeRef<'_>, i32, pg_query::Context, bool)> {
     node.node.as_ref().map(|n| n.nodes()).unwrap_or_default()
@@ -771,8 +800,10 @@ mod tests {
         assert_eq!(a.constant_predicates["deleted_at"], "deleted_at IS NULL");
         assert!(a.projected.is_none());
         let u = one("SELECT id FROM users WHERE is_active = true AND lower(email) = $1");
-        assert_eq!(u.constant_predicates["is_active"], "is_active = true");
+        assert_eq!(u.constant_predicates["is_active"], "is_active", "the same predicate as `is_active`");
         assert_eq!(u.expressions.iter().collect::<Vec<_>>(), ["lower(email)"]);
+        let u = one("SELECT id FROM users WHERE is_active = false");
+        assert_eq!(u.constant_predicates["is_active"], "NOT is_active");
     }
 
     #[test]
@@ -830,6 +861,7 @@ mod tests {
     fn update_and_delete_filters() {
         let a = one("UPDATE orders SET status = 'done' WHERE user_id = $1 AND status = 'pending'");
         assert!(a.eq.contains("user_id"));
+        assert_eq!(a.set_columns.iter().collect::<Vec<_>>(), ["status"]);
         let shape = analyse("DELETE FROM orders WHERE created_at < $1", &resolver()).unwrap();
         assert!(!shape.read_only);
         assert_eq!(shape.accesses[0].range, vec!["created_at"]);

@@ -5,6 +5,7 @@
 //! plan_cache_mode = force_generic_plan, which plans without looking at the values. The prepared
 //! statement is deallocated after each EXPLAIN because hypopg does not invalidate cached plans.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, Result};
@@ -22,6 +23,9 @@ pub struct PlanSummary {
     pub indexes: Vec<String>,
     /// Tables read by sequential scans.
     pub seq_scans: Vec<String>,
+    /// Per table read by a sequential scan, the most rows such a scan is expected to return (after
+    /// its filter; a parallel scan's per-process estimate times its processes).
+    pub seq_scan_rows: BTreeMap<String, f64>,
 }
 
 impl PlanSummary {
@@ -230,22 +234,50 @@ pub fn summarize(json: &Value) -> Result<PlanSummary> {
         json.get(0).and_then(|p| p.get("Plan")).ok_or_else(|| anyhow!("EXPLAIN output has no Plan"))?;
     let total_cost =
         plan.get("Total Cost").and_then(Value::as_f64).ok_or_else(|| anyhow!("plan has no Total Cost"))?;
-    let mut summary = PlanSummary { total_cost, indexes: Vec::new(), seq_scans: Vec::new() };
-    walk(plan, &mut summary);
+    let mut summary = PlanSummary {
+        total_cost,
+        indexes: Vec::new(),
+        seq_scans: Vec::new(),
+        seq_scan_rows: BTreeMap::new(),
+    };
+    walk(plan, 1.0, &mut summary);
     Ok(summary)
 }
 
-fn walk(node: &Value, summary: &mut PlanSummary) {
+/// Walks the plan; `processes` is how many processes share the parallel-aware nodes below the
+/// nearest Gather (1 outside one).
+fn walk(node: &Value, processes: f64, summary: &mut PlanSummary) {
     if let Some(name) = node.get("Index Name").and_then(Value::as_str) {
         summary.indexes.push(name.to_string());
     }
     if node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
         if let Some(rel) = node.get("Relation Name").and_then(Value::as_str) {
             summary.seq_scans.push(rel.to_string());
+            let parallel = node.get("Parallel Aware").and_then(Value::as_bool) == Some(true);
+            let rows = node.get("Plan Rows").and_then(Value::as_f64).unwrap_or(0.0);
+            let rows = if parallel { rows * processes } else { rows };
+            let most = summary.seq_scan_rows.entry(rel.to_string()).or_insert(0.0);
+            *most = most.max(rows);
         }
     }
+    let processes = match node.get("Workers Planned").and_then(Value::as_f64) {
+        Some(workers) => parallel_divisor(workers),
+        None => processes,
+    };
     for child in node.get("Plans").and_then(Value::as_array).into_iter().flatten() {
-        walk(child, summary);
+        walk(child, processes, summary);
+    }
+}
+
+/// How many processes' worth of rows a parallel plan with `workers` workers divides its estimate
+/// by: the workers, plus what the leader contributes besides gathering (PostgreSQL's
+/// get_parallel_divisor, with parallel_leader_participation on).
+fn parallel_divisor(workers: f64) -> f64 {
+    let leader = 1.0 - 0.3 * workers;
+    if leader > 0.0 {
+        workers + leader
+    } else {
+        workers
     }
 }
 
@@ -266,5 +298,18 @@ mod tests {
         assert_eq!(s.total_cost, 42.5);
         assert!(s.uses_index("<13556>btree_orders_user_id"));
         assert_eq!(s.seq_scans, ["users"]);
+        assert_eq!(s.seq_scan_rows["users"], 0.0);
+    }
+
+    #[test]
+    fn a_parallel_scan_returns_its_rows_from_every_process() {
+        let json: Value = serde_json::from_str(
+            r#"[{"Plan": {"Node Type": "Gather", "Total Cost": 900.0, "Workers Planned": 2, "Plans": [
+                {"Node Type": "Seq Scan", "Parallel Aware": true, "Relation Name": "big", "Plan Rows": 1000}
+            ]}}]"#,
+        )
+        .unwrap();
+        let s = summarize(&json).unwrap();
+        assert!((s.seq_scan_rows["big"] - 2400.0).abs() < 1e-6, "{s:?}");
     }
 }

@@ -32,6 +32,8 @@ fn as_index_key(candidate: &Candidate) -> IndexKey {
         size: 0,
         definition: String::new(),
         pins: Pins::default(),
+        partitioned: false,
+        attached: false,
     }
 }
 

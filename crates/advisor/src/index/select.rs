@@ -10,7 +10,7 @@ use super::candidates::Candidate;
 use super::catalog::{Catalog, TableInfo};
 use super::names::IndexNames;
 use super::planner::Planner;
-use super::{prefixes, write_overhead, AnalysedStatement, Costs};
+use super::{lost_hot_updates, prefixes, write_overhead, AnalysedStatement, Costs};
 use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
 use crate::report::{Evidence, HelpedStatement, IndexSuggestion};
@@ -255,7 +255,7 @@ fn suggestion(
         weighted_cost_after: Some(after),
         statements: helped_statements,
         estimated_size_bytes: trial.size,
-        write_overhead: write_overhead(table),
+        write_overhead: write_overhead(table, &lost_hot_updates(statements, table, &trial.candidate)),
     }
 }
 
@@ -276,7 +276,10 @@ pub(super) fn heuristic(
             continue;
         }
         for s in origins {
-            if !statements[s].baseline.seq_scans.contains(&table.name) {
+            let statement = &statements[s];
+            if !statement.baseline.seq_scans.contains(&table.name)
+                || filter_keeps_much_of_the_table(statement, table, &candidate)
+            {
                 continue;
             }
             let score = |c: &Candidate| c.key.len() + usize::from(c.predicate.is_some());
@@ -331,10 +334,34 @@ pub(super) fn heuristic(
                 weighted_cost_after: None,
                 statements: helped,
                 estimated_size_bytes: estimate_size(&candidate, table),
-                write_overhead: write_overhead(table),
+                write_overhead: write_overhead(table, &lost_hot_updates(statements, table, &candidate)),
             }
         })
         .collect()
+}
+
+/// Without the planner's proof, an index is suggested for a filter only when it keeps at most this
+/// share of the table: a filter that keeps more reads the rows faster by a sequential scan, and the
+/// planner would not use the index for it.
+const HEURISTIC_MAX_SHARE: f64 = 0.3;
+
+/// True when the planner expects the statement's sequential scan of `table` to return more than
+/// [`HEURISTIC_MAX_SHARE`] of its rows, and `candidate` serves nothing but that filter: none of its
+/// key columns is a join column (looked up once per row of the other side) or a sort or grouping
+/// key (read in order, a LIMIT stops early).
+fn filter_keeps_much_of_the_table(
+    statement: &AnalysedStatement,
+    table: &TableInfo,
+    candidate: &Candidate,
+) -> bool {
+    let Some(&rows) = statement.baseline.seq_scan_rows.get(&table.name) else { return false };
+    let Some(access) = statement.shape.accesses.iter().find(|a| a.table == table.oid) else {
+        return false;
+    };
+    let serves_more_than_the_filter = candidate.key.iter().filter_map(|k| k.column.as_ref()).any(|c| {
+        access.join.contains(c) || access.sort.iter().any(|(s, _)| s == c) || access.group.contains(c)
+    });
+    !serves_more_than_the_filter && rows > HEURISTIC_MAX_SHARE * table.rows()
 }
 
 /// A rough size without hypopg: rows × (key widths + tuple overhead) at 90% fill.

@@ -144,9 +144,14 @@ fn suggestions(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
     let _ = writeln!(out, "\n{}", p.bold(&format!("INDEX SUGGESTIONS ({})", r.index_suggestions.len())));
     let limit = options.top.unwrap_or(usize::MAX);
     for (n, s) in r.index_suggestions.iter().take(limit).enumerate() {
-        let label = match s.evidence {
-            Evidence::Hypothetical => p.wrap("32", "proven (hypopg)"),
-            Evidence::Heuristic => p.severity(Severity::Warning, "HEURISTIC"),
+        let costs_hot = s.write_overhead.updates_losing_hot > 0;
+        let label = match (s.evidence, costs_hot) {
+            (Evidence::Hypothetical, false) => p.wrap("32", "proven (hypopg)"),
+            // Proven faster for its reads, but not a clear win: see its writes.
+            (Evidence::Hypothetical, true) => {
+                p.severity(Severity::Warning, "proven (hypopg), costs HOT updates")
+            }
+            (Evidence::Heuristic, _) => p.severity(Severity::Warning, "HEURISTIC"),
         };
         let _ = writeln!(out, "  {}. {}", n + 1, p.bold(&format!("{};", s.create_statement)));
         let _ = writeln!(out, "     {label} · {} · {} · {}", s.kind, size_text(s), cost_change(s));
@@ -163,7 +168,9 @@ fn suggestions(out: &mut String, r: &Report, options: &TextOptions, p: &Paint) {
         if s.statements.len() > 5 {
             let _ = writeln!(out, "     … and {} more statements", s.statements.len() - 5);
         }
-        let _ = writeln!(out, "     {}", p.dim(&format!("writes: {}", s.write_overhead.summary)));
+        let writes = format!("writes: {}", s.write_overhead.summary);
+        let writes = if costs_hot { p.severity(Severity::Warning, &writes) } else { p.dim(&writes) };
+        let _ = writeln!(out, "     {writes}");
         // A statement without CONCURRENTLY is a partitioned table's: the rationale says how to
         // build it without blocking writes. On a standby it says where to create it.
         if s.evidence == Evidence::Heuristic || !s.create_statement.contains(" CONCURRENTLY ") || r.standby {

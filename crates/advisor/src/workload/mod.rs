@@ -26,7 +26,8 @@ impl WorkloadStatement {
     }
 }
 
-/// Merges statements that differ only in constants or spacing (same fingerprint). Within one
+/// Merges statements that differ only in constants or spacing (same fingerprint) — except the
+/// constants that choose what an expression reads (see [`expression_selectors`]). Within one
 /// source their calls and time add up; across sources they do not, because the sources watch
 /// the same executions (a statement sent through the gateway is also in pg_stat_statements):
 /// the source that counted the most calls is kept. The first text is kept, with the constants
@@ -37,7 +38,7 @@ pub fn merge(statements: Vec<WorkloadStatement>) -> Vec<WorkloadStatement> {
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, SameStatement> = HashMap::new();
     for s in statements {
-        let key = fingerprint(&s.query);
+        let key = grouping_key(&s.query);
         groups
             .entry(key.clone())
             .or_insert_with(|| {
@@ -47,6 +48,80 @@ pub fn merge(statements: Vec<WorkloadStatement>) -> Vec<WorkloadStatement> {
             .add(s);
     }
     order.into_iter().filter_map(|k| groups.remove(&k)).map(SameStatement::into_statement).collect()
+}
+
+/// The statement's fingerprint, with its expression selectors: `data ->> 'type'` and
+/// `data ->> 'kind'` are different expressions, each indexable on its own, where merged into
+/// `data ->> $1` no expression index can be derived for either.
+fn grouping_key(query: &str) -> String {
+    let selectors = expression_selectors(query);
+    if selectors.is_empty() {
+        return fingerprint(query);
+    }
+    format!("{}|{}", fingerprint(query), selectors.join("|"))
+}
+
+/// Operators whose right-hand constant picks what they read: a jsonb or json key or array index
+/// (`->`, `->>`) or path (`#>`, `#>>`).
+const SELECTOR_OPERATORS: &[&str] = &["->", "->>", "#>", "#>>"];
+
+/// Functions whose arguments after the first are a path into the first.
+const PATH_FUNCTIONS: &[&str] =
+    &["jsonb_extract_path", "jsonb_extract_path_text", "json_extract_path", "json_extract_path_text"];
+
+/// The constants of `query` that select what an expression reads, in the order written: the key
+/// of `->>`, the path of `#>>`, the path arguments of `jsonb_extract_path_text` and the like, a
+/// constant subscript (`data['type']`). Constants compared with a value are not among them.
+pub fn expression_selectors(query: &str) -> Vec<String> {
+    use pg_query::NodeRef;
+    let Ok(parsed) = pg_query::parse(query, 0) else { return Vec::new() };
+    let mut selectors = Vec::new();
+    for (node, ..) in parsed.protobuf.nodes() {
+        match node {
+            NodeRef::AExpr(e) if is_selector_operator(e) => {
+                selectors.extend(e.rexpr.as_deref().and_then(literal_sql));
+            }
+            NodeRef::FuncCall(f) if is_path_function(f) => {
+                selectors.extend(f.args.iter().skip(1).filter_map(literal_sql));
+            }
+            NodeRef::AIndices(i) => {
+                let bounds = [i.lidx.as_deref(), i.uidx.as_deref()];
+                selectors.extend(bounds.into_iter().flatten().filter_map(literal_sql));
+            }
+            _ => {}
+        }
+    }
+    selectors
+}
+
+fn is_selector_operator(e: &pg_query::protobuf::AExpr) -> bool {
+    let op = e.name.iter().rev().find_map(|n| match &n.node {
+        Some(pg_query::NodeEnum::String(s)) => Some(s.sval.as_str()),
+        _ => None,
+    });
+    e.kind == pg_query::protobuf::AExprKind::AexprOp as i32
+        && op.is_some_and(|op| SELECTOR_OPERATORS.contains(&op))
+}
+
+fn is_path_function(f: &pg_query::protobuf::FuncCall) -> bool {
+    let name = f.funcname.iter().rev().find_map(|n| match &n.node {
+        Some(pg_query::NodeEnum::String(s)) => Some(s.sval.to_ascii_lowercase()),
+        _ => None,
+    });
+    name.is_some_and(|name| PATH_FUNCTIONS.contains(&name.as_str()))
+}
+
+/// A literal (`'type'`, `'{a,b}'::text[]`, `3`) written back as SQL; None for anything else.
+fn literal_sql(node: &pg_query::protobuf::Node) -> Option<String> {
+    use pg_query::NodeEnum;
+    let literal = match &node.node {
+        Some(NodeEnum::AConst(c)) => !c.isnull,
+        Some(NodeEnum::TypeCast(tc)) => {
+            matches!(tc.arg.as_deref().and_then(|a| a.node.as_ref()), Some(NodeEnum::AConst(_)))
+        }
+        _ => false,
+    };
+    literal.then(|| crate::index::deparse_expression(node)).flatten()
 }
 
 fn fingerprint(query: &str) -> String {
@@ -310,6 +385,34 @@ mod tests {
         assert_eq!(merged[1].calls, 500, "the source that counted the most");
         assert_eq!(merged[1].total_time_ms, Some(50.0), "a file's weight with the measured mean (0.1 ms)");
         assert_eq!(merged[1].source, "pg_stat_statements+pgpilot+file");
+    }
+
+    /// The key a jsonb expression reads is part of the expression: statements on different keys
+    /// stay apart (each can have its own expression index), on the same key they merge.
+    #[test]
+    fn statements_reading_different_keys_are_not_merged() {
+        let merged = merge(vec![
+            stmt("SELECT * FROM ev WHERE (data ->> 'type') = 't5'", 3, None, "file"),
+            stmt("SELECT * FROM ev WHERE (data ->> 'kind') = 'k7'", 2, None, "file"),
+            stmt("SELECT * FROM ev WHERE (data ->> 'kind') = 'k8'", 1, None, "file"),
+            stmt("SELECT * FROM ev WHERE jsonb_extract_path_text(data, 'a', 'b') = 'x'", 1, None, "file"),
+            stmt("SELECT * FROM ev WHERE jsonb_extract_path_text(data, 'a', 'c') = 'x'", 1, None, "file"),
+            stmt("SELECT * FROM ev WHERE data #>> '{a,b}' = 'x'", 1, None, "file"),
+            stmt("SELECT * FROM ev WHERE data #>> '{a,c}' = 'x'", 1, None, "file"),
+        ]);
+        let queries: Vec<&str> = merged.iter().map(|s| s.query.as_str()).collect();
+        assert_eq!(
+            queries,
+            [
+                "SELECT * FROM ev WHERE (data ->> 'type') = 't5'",
+                "SELECT * FROM ev WHERE (data ->> 'kind') = $1",
+                "SELECT * FROM ev WHERE jsonb_extract_path_text(data, 'a', 'b') = 'x'",
+                "SELECT * FROM ev WHERE jsonb_extract_path_text(data, 'a', 'c') = 'x'",
+                "SELECT * FROM ev WHERE data #>> '{a,b}' = 'x'",
+                "SELECT * FROM ev WHERE data #>> '{a,c}' = 'x'",
+            ]
+        );
+        assert_eq!(merged[1].calls, 3);
     }
 
     /// Literal statements merged into one must not keep one call's constants as if every call
