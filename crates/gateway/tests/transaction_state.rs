@@ -1955,9 +1955,14 @@ async fn objects_created_with_pg_temp_leading_the_search_path_pin_their_client()
             "BEGIN; SET LOCAL search_path = pg_temp; CREATE TABLE secret AS SELECT 'private'::text AS v",
             "COMMIT",
         ),
+        // Each its own request: the path is read back after the COMMIT, and the CREATE comes
+        // before the answer.
+        ("BEGIN|SET search_path = pg_temp|COMMIT", "CREATE TABLE secret AS SELECT 'private'::text AS v"),
     ] {
         let a = connect(&gw).await;
-        a.batch_execute(set).await.unwrap();
+        for request in set.split('|') {
+            a.batch_execute(request).await.unwrap();
+        }
         a.batch_execute(create).await.unwrap();
         for _ in 0..6 {
             let v: String = a.query_one("SELECT v FROM pg_temp.secret", &[]).await.unwrap().get(0);

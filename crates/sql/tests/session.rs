@@ -245,6 +245,15 @@ fn temporary_objects_pin_the_session() {
         ("CREATE PROCEDURE pg_temp.p() LANGUAGE sql AS 'SELECT 1'", temp(Some("pg_temp"), "p")),
         ("CREATE DOMAIN pg_temp.d AS int", temp(Some("pg_temp"), "d")),
         ("CREATE TYPE pg_temp.mood AS ENUM ('ok')", temp(Some("pg_temp"), "mood")),
+        ("CREATE OPERATOR FAMILY pg_temp.f USING btree", temp(Some("pg_temp"), "f")),
+        (
+            "CREATE OPERATOR CLASS pg_temp.c FOR TYPE int USING btree AS OPERATOR 1 <",
+            temp(Some("pg_temp"), "c"),
+        ),
+        (
+            "CREATE CONVERSION pg_temp.cv FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8",
+            temp(Some("pg_temp"), "cv"),
+        ),
     ] {
         let e = analyze(sql).session_effects;
         assert_eq!(e, expected, "{sql}");
@@ -270,8 +279,13 @@ fn temporary_objects_pin_the_session() {
         ("CREATE SEQUENCE s", "s"),
         ("CREATE TYPE pair AS (a int, b int)", "pair"),
         ("CREATE DOMAIN d AS int", "d"),
+        ("CREATE OPERATOR FAMILY f USING btree", "f"),
     ] {
-        assert_eq!(analyze(sql).session_effects, vec![E::CreateUnqualified(TableRef::new(None, name))], "{sql}");
+        assert_eq!(
+            analyze(sql).session_effects,
+            vec![E::CreateUnqualified(TableRef::new(None, name))],
+            "{sql}"
+        );
     }
 }
 

@@ -435,8 +435,11 @@ impl Flow {
         }
         s.status = status;
         if status == TxnStatus::Idle {
-            // A session-level path is recorded (or read back) by now; a local one ended.
-            s.search_path_in_flux = false;
+            // A local path ended; a session-level one is recorded by now, or still to be read back
+            // (a SET in the transaction that just committed), and unknown until then: the
+            // client's next statement may come before the answer.
+            s.search_path_in_flux =
+                self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case("search_path"));
             self.settle_provisional_shapes(server);
         }
         if status == TxnStatus::Idle && std::mem::take(&mut self.function_ddl) {

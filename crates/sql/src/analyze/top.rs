@@ -350,14 +350,7 @@ fn ddl_targets(node: &NodeEnum, c: &mut Collector, top: &mut TopLevel) {
 /// only the session that made them can see them, so they pin it. Relations, views and sequences
 /// are RangeVars, found by the tree walk.
 fn temporary_named_object(node: &NodeEnum, c: &mut Collector) {
-    let name = match node {
-        NodeEnum::CreateFunctionStmt(f) => &f.funcname,
-        NodeEnum::DefineStmt(d) => &d.defnames,
-        NodeEnum::CreateDomainStmt(d) => &d.domainname,
-        NodeEnum::CreateEnumStmt(e) => &e.type_name,
-        NodeEnum::CreateRangeStmt(r) => &r.type_name,
-        _ => return,
-    };
+    let Some(name) = list_named_creation(node) else { return };
     let in_temp_schema = |object: &TableRef| object.schema.as_deref().is_some_and(is_temp_schema);
     if let Some(object) = name_of_parts(name).filter(in_temp_schema) {
         c.add_effect(SessionEffect::CreateTemporary(object));
@@ -381,17 +374,25 @@ fn unqualified_creation(node: &NodeEnum, c: &mut Collector) {
         }
         return;
     }
-    let name = match node {
+    let Some(name) = list_named_creation(node) else { return };
+    if let Some(object) = name_of_parts(name).filter(|o| o.schema.is_none()) {
+        c.add_effect(SessionEffect::CreateUnqualified(object));
+    }
+}
+
+/// The name of an object a CREATE names with a list of strings (not a RangeVar).
+fn list_named_creation(node: &NodeEnum) -> Option<&[Node]> {
+    Some(match node {
         NodeEnum::CreateFunctionStmt(f) => &f.funcname,
         NodeEnum::DefineStmt(d) => &d.defnames,
         NodeEnum::CreateDomainStmt(d) => &d.domainname,
         NodeEnum::CreateEnumStmt(e) => &e.type_name,
         NodeEnum::CreateRangeStmt(r) => &r.type_name,
-        _ => return,
-    };
-    if let Some(object) = name_of_parts(name).filter(|o| o.schema.is_none()) {
-        c.add_effect(SessionEffect::CreateUnqualified(object));
-    }
+        NodeEnum::CreateConversionStmt(c) => &c.conversion_name,
+        NodeEnum::CreateOpFamilyStmt(f) => &f.opfamilyname,
+        NodeEnum::CreateOpClassStmt(o) => &o.opclassname,
+        _ => return None,
+    })
 }
 
 /// A `List` of `String`s naming a relation (DROP TABLE a.b).
