@@ -1866,6 +1866,11 @@ async fn a_prepare_behind_a_close_never_meets_a_stale_server_copy() {
     gw.shutdown().await;
 }
 
+/// Whether `c` gets a server within 2 s (with a pool of one: whether another client holds it).
+async fn answers_quickly(c: &tokio_postgres::Client) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), c.simple_query("SELECT 1")).await.is_ok()
+}
+
 /// A client pinned by its WITH HOLD cursors alone is let go once they are closed (Django's
 /// iterator() in autocommit declares one per query); one pinned for a lasting reason stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1874,25 +1879,22 @@ async fn closing_its_hold_cursors_lets_a_client_go() {
     let gw = small_pool(&pg, 1, 100).await;
     let a = connect(&gw).await;
     let b = connect(&gw).await;
-    let quick = async |c: &tokio_postgres::Client| {
-        tokio::time::timeout(Duration::from_secs(2), c.simple_query("SELECT 1")).await.is_ok()
-    };
     a.batch_execute("DECLARE c1 CURSOR WITH HOLD FOR SELECT generate_series(1, 3)").await.unwrap();
     a.batch_execute("DECLARE c2 CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
     a.batch_execute("FETCH ALL FROM c1").await.unwrap();
     a.batch_execute("CLOSE c1").await.unwrap();
-    assert!(!quick(&b).await, "one cursor is still open: the only server stays with its client");
+    assert!(!answers_quickly(&b).await, "one cursor is still open: the only server stays with its client");
     a.batch_execute("CLOSE c2").await.unwrap();
-    assert!(quick(&b).await, "every cursor closed: the server goes back to the pool");
+    assert!(answers_quickly(&b).await, "every cursor closed: the server goes back to the pool");
     a.query("DECLARE c3 CURSOR WITH HOLD FOR SELECT $1::int", &[&1i32]).await.unwrap();
     a.batch_execute("CLOSE ALL").await.unwrap();
-    assert!(quick(&b).await, "extended DECLARE, then CLOSE ALL");
+    assert!(answers_quickly(&b).await, "extended DECLARE, then CLOSE ALL");
     // LISTEN lasts: closing the cursor declared with it changes nothing.
     a.batch_execute("DECLARE c4 CURSOR WITH HOLD FOR SELECT 1; LISTEN somewhere").await.unwrap();
     a.batch_execute("CLOSE c4").await.unwrap();
-    assert!(!quick(&b).await, "LISTEN keeps the client pinned");
+    assert!(!answers_quickly(&b).await, "LISTEN keeps the client pinned");
     drop(a);
-    assert!(quick(&b).await);
+    assert!(answers_quickly(&b).await);
     gw.shutdown().await;
 }
 
@@ -1904,9 +1906,6 @@ async fn hold_cursors_that_never_came_to_be_or_are_closed_let_the_client_go() {
     let gw = small_pool(&pg, 1, 100).await;
     let a = connect(&gw).await;
     let b = connect(&gw).await;
-    let quick = async |c: &tokio_postgres::Client| {
-        tokio::time::timeout(Duration::from_secs(2), c.simple_query("SELECT 1")).await.is_ok()
-    };
     for failing in [
         "DECLARE c CURSOR WITH HOLD FOR SELECT 1/0",
         "DECLARE c CURSOR WITH HOLD FOR SELECT 1; SELECT 1/0",
@@ -1914,27 +1913,27 @@ async fn hold_cursors_that_never_came_to_be_or_are_closed_let_the_client_go() {
     ] {
         a.batch_execute(failing).await.unwrap_err();
         a.batch_execute("ROLLBACK").await.unwrap();
-        assert!(quick(&b).await, "{failing}: no cursor, no pin");
+        assert!(answers_quickly(&b).await, "{failing}: no cursor, no pin");
     }
     a.batch_execute("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; ROLLBACK").await.unwrap();
-    assert!(quick(&b).await, "declared in a transaction rolled back");
+    assert!(answers_quickly(&b).await, "declared in a transaction rolled back");
     a.batch_execute("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
     a.batch_execute("ROLLBACK").await.unwrap();
-    assert!(quick(&b).await, "declared in a transaction rolled back by a later request");
+    assert!(answers_quickly(&b).await, "declared in a transaction rolled back by a later request");
     a.batch_execute("DECLARE c CURSOR WITH HOLD FOR SELECT 1").await.unwrap();
     a.batch_execute("BEGIN; CLOSE c; ROLLBACK").await.unwrap();
     let gone = a.simple_query("FETCH c").await.unwrap_err();
     assert_eq!(sqlstate(&gone).as_deref(), Some("34000"), "PostgreSQL closed it: {gone}");
-    assert!(quick(&b).await, "closed in a transaction rolled back");
+    assert!(answers_quickly(&b).await, "closed in a transaction rolled back");
     a.batch_execute("BEGIN; DECLARE \"Ç\" CURSOR WITH HOLD FOR SELECT 1; COMMIT").await.unwrap();
     a.batch_execute("CLOSE ç").await.unwrap_err();
-    assert!(!quick(&b).await, "Ç is still open: ç is another name");
+    assert!(!answers_quickly(&b).await, "Ç is still open: ç is another name");
     a.batch_execute("CLOSE \"Ç\"").await.unwrap();
-    assert!(quick(&b).await, "closed under its own name");
+    assert!(answers_quickly(&b).await, "closed under its own name");
     a.batch_execute("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT").await.unwrap();
-    assert!(!quick(&b).await, "a cursor committed pins");
+    assert!(!answers_quickly(&b).await, "a cursor committed pins");
     drop(a);
-    assert!(quick(&b).await);
+    assert!(answers_quickly(&b).await);
     gw.shutdown().await;
 }
 
