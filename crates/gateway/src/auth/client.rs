@@ -14,7 +14,7 @@ pub struct Authenticated {
     pub proven_key: Option<ProvenClientKey>,
 }
 
-fn failed(user: &str) -> PgError {
+pub(crate) fn failed(user: &str) -> PgError {
     PgError::fatal(SqlState::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""))
 }
 

@@ -50,22 +50,24 @@ impl LoginMemo {
         entries.iter().find(|e| e.startup == startup && same_server(e)).map(|e| e.welcomed.clone())
     }
 
+    /// Keeps what a login with these inputs was given, and hands it back to be sent.
     pub fn remember(
         &self,
         server: Arc<Vec<(String, String)>>,
         startup: Vec<(String, String)>,
         shown: &[(String, String)],
-        client: &ParamSet,
-    ) {
+        client: ParamSet,
+    ) -> Arc<Welcomed> {
         let mut statuses = BytesMut::new();
         for (k, v) in shown {
             backend::parameter_status(&mut statuses, k, v);
         }
-        let welcomed = Arc::new(Welcomed { statuses: statuses.freeze(), client: client.clone() });
+        let welcomed = Arc::new(Welcomed { statuses: statuses.freeze(), client });
         let mut entries = self.entries.lock();
         if entries.len() == KEPT {
             entries.clear();
         }
-        entries.push(Entry { server, startup, welcomed });
+        entries.push(Entry { server, startup, welcomed: welcomed.clone() });
+        welcomed
     }
 }

@@ -80,13 +80,9 @@ pub async fn welcome(
             *shared = client.clone();
         }
     }
-    pools.logins.remember(server_params, startup.params.clone(), &shown, &client);
-    let mut statuses = BytesMut::with_capacity(512);
-    for (k, v) in &shown {
-        backend::parameter_status(&mut statuses, k, v);
-    }
-    send_welcome(sock, registration, &statuses).await?;
-    Ok(client)
+    let welcomed = pools.logins.remember(server_params, startup.params.clone(), &shown, client);
+    send_welcome(sock, registration, &welcomed.statuses).await?;
+    Ok(welcomed.client.clone())
 }
 
 /// AuthenticationOk, the parameters shown (`statuses`, encoded), BackendKeyData, ReadyForQuery.
@@ -259,10 +255,9 @@ pub fn checkout_error(e: CheckoutError, database: &str) -> PgError {
             PgError::fatal(code, fields.message.clone())
         }
         // The server would refuse this password itself: the client hears what it would have.
-        CheckoutError::Connect(crate::pool::ConnectError::StaleVerifier { user, .. }) => PgError::fatal(
-            SqlState::INVALID_PASSWORD,
-            format!("password authentication failed for user \"{user}\""),
-        ),
+        CheckoutError::Connect(crate::pool::ConnectError::StaleVerifier { user, .. }) => {
+            crate::auth::client::failed(&user)
+        }
         CheckoutError::Connect(other) => PgError::fatal(
             SqlState::CONNECTION_FAILURE,
             format!("pgpilot could not connect to the server: {other}"),
