@@ -237,14 +237,7 @@ impl Flow {
             add_pin(&mut self.batch.pins, reason);
         }
         if runs {
-            let hidden = s.hidden_effects(&stmt);
-            s.note_search_path(&hidden.settings);
-            self.batch.settings.extend(hidden.settings);
-            if let Some(reason) = hidden.pin {
-                add_pin(&mut self.batch.pins, reason);
-            }
-        }
-        if runs {
+            s.note_hidden_effects(&stmt, &mut self.batch);
             self.batch.cursors.extend(CursorChange::of(&stmt));
         }
         // An EXECUTE of the client's SQL-level statement (asyncpg's fetch('EXECUTE q(1)')) needs it
@@ -336,12 +329,7 @@ impl Flow {
             batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1 && self.quiet_start(s);
             batch.pins = stmt.pin_reason().or(undecoded);
-            let hidden = s.hidden_effects(&stmt);
-            s.note_search_path(&hidden.settings);
-            batch.settings.extend(hidden.settings);
-            if let Some(reason) = hidden.pin {
-                add_pin(&mut batch.pins, reason);
-            }
+            s.note_hidden_effects(&stmt, &mut batch);
             batch.cursors.extend(CursorChange::of(&stmt));
             for effect in &stmt.session_effects {
                 match effect {

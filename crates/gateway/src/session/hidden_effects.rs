@@ -6,18 +6,11 @@
 
 use std::sync::Arc;
 
-use pgpilot_sql::{QuickLook, SessionEffect, SetCommand, Statement};
+use pgpilot_sql::{QuickLook, SessionEffect, Statement};
 
 use super::client::Session;
+use super::expect::Batch;
 use super::frontend::add_pin;
-
-/// What a statement does beyond what its text says.
-#[derive(Default)]
-pub(super) struct Hidden {
-    pub pin: Option<&'static str>,
-    /// Settings an executed body changes (set_config with constants).
-    pub settings: Vec<SetCommand>,
-}
 
 impl Session {
     /// Whether a statement whose words would not have it classified must be, for an effect its
@@ -34,24 +27,25 @@ impl Session {
         self.search_path_in_flux || self.params.get("search_path").is_some_and(mentions_pg_temp)
     }
 
-    pub(super) fn hidden_effects(&self, stmt: &Statement) -> Hidden {
-        let mut hidden = Hidden::default();
+    /// Adds to `batch` the pin and the settings (set_config with constants in an executed body)
+    /// that `stmt` brings beyond what its text says.
+    pub(super) fn note_hidden_effects(&mut self, stmt: &Statement, batch: &mut Batch) {
         for effect in &stmt.session_effects {
             match effect {
                 SessionEffect::CreateUnqualified(_) if self.temp_schema_may_lead() => {
-                    add_pin(&mut hidden.pin, pgpilot_sql::TEMPORARY_PIN)
+                    add_pin(&mut batch.pins, pgpilot_sql::TEMPORARY_PIN)
                 }
                 SessionEffect::Execute { name } => {
                     let Some(body) = self.executed_body(stmt, name) else { continue };
                     if let Some(reason) = body.pin_reason() {
-                        add_pin(&mut hidden.pin, reason);
+                        add_pin(&mut batch.pins, reason);
                     }
-                    hidden.settings.extend(body.settings.iter().cloned());
+                    self.note_search_path(&body.settings);
+                    batch.settings.extend(body.settings.iter().cloned());
                 }
                 _ => {}
             }
         }
-        hidden
     }
 
     /// The body of the statement `name` an EXECUTE runs, classified as if sent itself: one the
@@ -71,7 +65,8 @@ impl Session {
     }
 }
 
-/// Whether a search_path value names the temporary schema (any case, quoted or not).
+/// Whether a search_path value names the temporary schema (any case, quoted or not). Looked at
+/// for most statements but plain reads and writes: no copy of the value is made.
 fn mentions_pg_temp(path: &str) -> bool {
-    path.to_ascii_lowercase().contains("pg_temp")
+    path.as_bytes().windows(b"pg_temp".len()).any(|w| w.eq_ignore_ascii_case(b"pg_temp"))
 }

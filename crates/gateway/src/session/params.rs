@@ -202,9 +202,11 @@ impl PartialEq for ParamSet {
 impl Eq for ParamSet {}
 
 impl ParamSet {
+    /// Names are kept lower-case; `name` is compared lower-cased byte by byte, without a copy
+    /// (looked up for most statements: search_path, standard_conforming_strings).
     fn index(&self, name: &str) -> Result<usize, usize> {
-        let k = name.to_ascii_lowercase();
-        self.values.binary_search_by(|(n, _)| (**n).cmp(k.as_str()))
+        let lower = name.bytes().map(|b| b.to_ascii_lowercase());
+        self.values.binary_search_by(|(n, _)| n.bytes().cmp(lower.clone()))
     }
 
     /// Whether both hold the same allocation (cheap; `==` also compares contents).
