@@ -176,6 +176,8 @@ type Shard = Mutex<HashMap<i32, Arc<ClientInfo>>>;
 pub struct Registry {
     shards: Box<[Shard]>,
     count: AtomicUsize,
+    /// Connections accepted that have not yet sent their startup packet (not in `shards`).
+    opening: AtomicUsize,
     next_id: AtomicU64,
     next_pid: AtomicI32,
 }
@@ -185,6 +187,7 @@ impl Default for Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             count: AtomicUsize::new(0),
+            opening: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             // Start somewhere random so keys do not repeat across restarts.
             next_pid: AtomicI32::new((rand::random::<u32>() >> 2) as i32),
@@ -205,9 +208,33 @@ impl Drop for Registration {
     }
 }
 
+/// A connection counted against the client limit before it has said who it is; the count ends
+/// with the slot, once the client is registered or gone.
+pub struct OpeningSlot {
+    registry: Arc<Registry>,
+}
+
+impl Drop for OpeningSlot {
+    fn drop(&mut self) {
+        self.registry.opening.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Registry {
     pub fn count(&self) -> usize {
         self.count.load(Relaxed)
+    }
+
+    /// A slot for a connection just accepted, if connected and opening clients together are
+    /// fewer than `max`: as in PgBouncer, a client counts from its accept, so connections that
+    /// never log in cannot pile up beyond the limit (each holds a socket and a task).
+    pub fn open(self: &Arc<Self>, max: usize) -> Option<OpeningSlot> {
+        let opening = self.opening.fetch_add(1, Relaxed);
+        if opening + self.count() >= max {
+            self.opening.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(OpeningSlot { registry: self.clone() })
     }
 
     /// Registers a new client if fewer than `max` are connected.

@@ -146,6 +146,48 @@ async fn max_client_conn_refuses_with_53300() {
     gw.shutdown().await;
 }
 
+/// Connections that never send a startup packet count against max_client_conn (with the
+/// console's slots) from their accept, as in PgBouncer: they cannot pile up without bound, and
+/// one refused at accept still reads its 53300 rather than a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_count_against_max_client_conn() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.max_client_conn = 2;
+    let gw = start(config).await;
+    let console_slots = 5;
+    let mut silent = Vec::new();
+    for _ in 0..2 + console_slots {
+        silent.push(tokio::net::TcpStream::connect(addr(&gw)).await.unwrap());
+    }
+    // Accepted and counted before the next arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect_err("no slot left");
+    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
+    let mut refused = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut refused, &mut answer),
+    )
+    .await
+    .expect("refused at once")
+    .unwrap();
+    assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
+    assert!(String::from_utf8_lossy(&answer).contains("53300"), "{answer:?}");
+    drop(silent);
+    let mut room = false;
+    for _ in 0..50 {
+        if try_connect(&conninfo(&gw, "postgres", "postgres")).await.is_ok() {
+            room = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(room, "room again once the silent connections closed");
+    gw.shutdown().await;
+}
+
 /// As in PgBouncer, a client waiting out a PAUSE is a waiting client, and query_wait_timeout ends
 /// its wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,9 +60,19 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let addr = sock.peer();
     let local = sock.local_addr();
     let config = shared.config.load_full();
+    let log = config.pgpilot.log_pooler_errors;
+    // The console's slots count here too, so an operator still gets in when clients fill the rest.
+    let Some(opening) = shared.registry.open(config.pgpilot.max_client_conn.saturating_add(CONSOLE_SLOTS))
+    else {
+        drop(config);
+        // Refused before its startup packet is read: the packet is drained so that the client
+        // reads the error rather than a reset.
+        refuse::<()>(&sock, &addr, too_many_clients(), log).await;
+        sock.linger_before_close(OPENING_LINGER).await;
+        return None;
+    };
     let login_timeout = config.pgpilot.client_login_timeout.enabled().unwrap_or(Duration::from_secs(3600));
     let log_connections = config.pgpilot.log_connections;
-    let log = config.pgpilot.log_pooler_errors;
     drop(config);
     // One deadline for the whole login, startup packet and authentication together: a client
     // must not get the timeout twice by stalling once in each.
@@ -83,10 +93,10 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
         max_clients = max_clients.saturating_add(CONSOLE_SLOTS);
     }
     let encrypted = tls.is_some();
-    let Some(registration) = shared.registry.register(addr.clone(), local, tls, max_clients) else {
-        let e =
-            PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)");
-        return refuse(&sock, &addr, e, log).await;
+    let registration = shared.registry.register(addr.clone(), local, tls, max_clients);
+    drop(opening);
+    let Some(registration) = registration else {
+        return refuse(&sock, &addr, too_many_clients(), log).await;
     };
     if shared.phase() != Phase::Running {
         let e = PgError::fatal(SqlState::ADMIN_SHUTDOWN, "pgpilot is shutting down");
@@ -114,6 +124,13 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
 pub(super) fn login_timed_out() -> PgError {
     PgError::fatal(SqlState::PROTOCOL_VIOLATION, "client_login_timeout")
 }
+
+fn too_many_clients() -> PgError {
+    PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)")
+}
+
+/// How long a connection refused at accept may take to send what it had started sending.
+const OPENING_LINGER: Duration = Duration::from_millis(500);
 
 /// Connections to the admin console allowed beyond max_client_conn.
 const CONSOLE_SLOTS: usize = 5;
