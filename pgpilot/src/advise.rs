@@ -210,8 +210,17 @@ fn confirm(report: &pgpilot_advisor::Report, yes: bool) -> anyhow::Result<Vec<us
         .filter(|(_, s)| s.evidence == pgpilot_advisor::report::Evidence::Hypothetical)
         .map(|(i, _)| i)
         .collect();
+    let costs_hot = |i: &usize| report.index_suggestions[*i].write_overhead.updates_losing_hot > 0;
     if yes {
-        return Ok(proven);
+        // A trade (faster reads, slower updates of a column the workload sets) is the DBA's to
+        // make, not an unattended run's.
+        for i in proven.iter().filter(|i| costs_hot(i)) {
+            eprintln!(
+                "skipped (its column is updated, so updates would lose HOT; create it by hand if worth it): {};",
+                report.index_suggestions[*i].create_statement
+            );
+        }
+        return Ok(proven.into_iter().filter(|i| !costs_hot(i)).collect());
     }
     if !std::io::stdin().is_terminal() {
         bail!("--apply asks before creating each index: run it on a terminal, or add --yes");
@@ -219,7 +228,11 @@ fn confirm(report: &pgpilot_advisor::Report, yes: bool) -> anyhow::Result<Vec<us
     let mut chosen = Vec::new();
     let stdin = std::io::stdin();
     for (i, s) in report.index_suggestions.iter().enumerate() {
-        let kind = if proven.contains(&i) { "" } else { " (HEURISTIC, not proven)" };
+        let kind = match (proven.contains(&i), costs_hot(&i)) {
+            (false, _) => " (HEURISTIC, not proven)",
+            (true, true) => " (costs HOT updates: its column is updated by the workload)",
+            (true, false) => "",
+        };
         eprint!("{};{kind}\ncreate it? [y/N] ", s.create_statement);
         std::io::stderr().flush()?;
         let mut answer = String::new();
