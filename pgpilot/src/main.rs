@@ -44,7 +44,8 @@ const LONG_VERSION: &str = concat!(
 #[derive(Parser)]
 #[command(
     name = "pgpilot",
-    version,
+    // -V says as much as --version: which build is the question either way.
+    version = LONG_VERSION,
     long_version = LONG_VERSION,
     about = "The PostgreSQL performance layer",
     long_about = "The PostgreSQL performance layer: connection pooling, read/write splitting, a result cache, \
@@ -80,8 +81,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Print shell completions.
     Completions(generate::CompletionsArgs),
-    /// Print the man pages (roff).
-    Man,
+    /// Print the man pages (roff), or write them to a directory (--dir).
+    Man(generate::ManArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -102,7 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Partitions(args) => jobs::partitions(args),
         Command::Convert(args) => convert::run(args),
         Command::Completions(args) => generate::completions(args),
-        Command::Man => generate::man(),
+        Command::Man(args) => generate::man(args),
     };
     exit::report(result)
 }

@@ -17,6 +17,8 @@ fn version_names_the_build() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("pgpilot 0."), "{text}");
     assert!(text.contains("commit "), "{text}");
+    let short = pgpilot(&["-V"]);
+    assert_eq!(String::from_utf8_lossy(&short.stdout), text, "-V as --version");
 }
 
 #[test]
@@ -37,6 +39,14 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     // Every page's header carries the version, the subcommands' too.
     let serve = text.lines().find(|l| l.starts_with(".TH pgpilot-serve 1")).unwrap();
     assert!(serve.contains(env!("CARGO_PKG_VERSION")), "{serve}");
+    // One file per page, as man(1) installs them.
+    let dir = tempfile::tempdir().unwrap();
+    let out = pgpilot(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let serve_page = std::fs::read_to_string(dir.path().join("pgpilot-serve.1")).unwrap();
+    assert!(serve_page.starts_with(".ie") || serve_page.contains(".TH pgpilot-serve 1"), "{serve_page}");
+    assert_eq!(serve_page.matches(".TH ").count(), 1, "one page per file");
+    assert!(std::fs::read_to_string(dir.path().join("pgpilot.1")).unwrap().contains(".TH pgpilot 1"));
 }
 
 /// Output piped into a reader that is gone (`pgpilot check-config F | head -0`) ends the command
@@ -326,4 +336,80 @@ fn serve_warns_when_the_open_file_limit_is_too_low_for_max_client_conn() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("open-file limit is below what max_client_conn clients need"), "{stderr}");
     assert!(stderr.contains("limit=128") && stderr.contains("wanted=10064"), "{stderr}");
+}
+
+/// `advise --apply --yes` creates the proven indexes that cost nothing but their upkeep, and
+/// leaves one whose column the workload's UPDATEs set (its updates would lose HOT) to a person,
+/// saying so.
+#[test]
+fn apply_yes_leaves_an_index_that_costs_hot_updates_to_a_person() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE hot");
+    cluster.psql(
+        "hot",
+        "CREATE TABLE wh2 (id int PRIMARY KEY, k int, pad text);
+         INSERT INTO wh2 SELECT i, i, 'x' FROM generate_series(1, 100000) i;
+         CREATE TABLE other (id int PRIMARY KEY, x int);
+         INSERT INTO other SELECT i, i % 5000 FROM generate_series(1, 50000) i;
+         ANALYZE;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("workload.sql");
+    std::fs::write(
+        &workload,
+        "-- calls: 8113\nUPDATE wh2 SET k = k + 1 WHERE id = $1;\n\
+         -- calls: 500\nSELECT * FROM wh2 WHERE k = $1;\n\
+         -- calls: 10\nSELECT * FROM other WHERE x = $1;\n",
+    )
+    .unwrap();
+    let url = cluster.url("postgres", "hot");
+    let out = pgpilot(&[
+        "advise",
+        "--url",
+        &url,
+        "--workload-file",
+        workload.to_str().unwrap(),
+        "--no-pg-stat-statements",
+        "--install-extensions",
+        "--quiet",
+        "--apply",
+        "--yes",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("skipped") && stderr.contains("(k)"), "{stderr}");
+    let indexes = cluster.psql(
+        "hot",
+        "SELECT string_agg(indexdef, E'\\n' ORDER BY indexdef) FROM pg_indexes WHERE tablename IN ('wh2', 'other') \
+         AND indexname NOT LIKE '%pkey'",
+    );
+    assert!(indexes.contains("other USING btree (x)"), "the clear win is made: {indexes}\n{stderr}");
+    assert!(!indexes.contains("(k)"), "the trade is left to a person: {indexes}");
+}
+
+/// check-config reads auth_file as serve does: a line serve cannot parse fails the check, naming
+/// the file and line, without printing the secrets around it.
+#[test]
+fn check_config_reads_the_auth_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("userlist.txt");
+    std::fs::write(&users, "\"alice\" \"s3cret-alice\"\n\"broken_user\" \"unterminated\n").unwrap();
+    let config = dir.path().join("pgpilot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pgpilot]\nauth_type = \"scram-sha-256\"\nauth_file = \"{}\"\n\
+             [databases.app]\nprimary = \"postgres://app@127.0.0.1:5432/app\"\n",
+            users.display()
+        ),
+    )
+    .unwrap();
+    let out = pgpilot(&["check-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("userlist.txt") && stderr.contains("line 2"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    std::fs::write(&users, "\"alice\" \"s3cret-alice\"\n").unwrap();
+    let out = pgpilot(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -44,38 +44,71 @@ impl Gateway {
             background: Vec::new(),
             unix_socket: None,
         };
-        for addr in config.pgpilot.listen.iter() {
-            let l = listener::bind_tcp(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            gw.addrs.push(l.local_addr()?);
-            gw.listeners.push(tokio::spawn(listener::accept_tcp(shared.clone(), l)));
+        if let Err(e) = gw.open(&config).await {
+            gw.abandon();
+            return Err(e);
         }
-        let port = gw.addrs.first().map(|a| a.port()).unwrap_or(6432);
-        shared.listen_port.store(port, std::sync::atomic::Ordering::Relaxed);
-        if let Some(dir) = &config.pgpilot.unix_socket_dir {
-            let mode = config
-                .pgpilot
-                .unix_socket_permissions()
-                .map_err(|e| anyhow::anyhow!("unix_socket_mode: {e}"))?;
-            let (l, path) = listener::bind_unix(dir, port, mode)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", dir.display()))?;
-            gw.unix_socket = Some(path);
-            gw.listeners.push(tokio::spawn(listener::accept_unix(shared.clone(), l)));
-        }
-        if let Some(http) = &config.pgpilot.http {
-            let l = crate::http::bind(http)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http}: {e}"))?;
-            gw.http_addr = Some(l.local_addr()?);
-            gw.background.push(tokio::spawn(crate::http::serve(shared.clone(), l)));
-        }
-        shared.jobs.store(crate::jobs::start(&shared, &config.jobs).map(Arc::new));
-        gw.background.push(tokio::spawn(janitor(shared.clone())));
-        gw.background.push(tokio::spawn(crate::routing::monitor::run(shared.clone())));
-        gw.background.push(tokio::spawn(crate::cache::channel::run(shared.clone())));
-        gw.background.push(tokio::spawn(crate::cache::redis_link::run(shared.clone())));
         let http = gw.http_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         tracing::info!(listen = ?gw.addrs, http = %http, databases = config.databases.len(), "pgpilot is ready");
         Ok(gw)
+    }
+
+    /// Binds every listener, then starts serving and the background tasks: a failure to bind one
+    /// leaves none of the others listening.
+    async fn open(&mut self, config: &Config) -> anyhow::Result<()> {
+        let mut tcp = Vec::new();
+        for addr in config.pgpilot.listen.iter() {
+            let l = listener::bind_tcp(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            self.addrs.push(l.local_addr()?);
+            tcp.push(l);
+        }
+        let port = self.addrs.first().map(|a| a.port()).unwrap_or(6432);
+        let unix = match &config.pgpilot.unix_socket_dir {
+            Some(dir) => {
+                let mode = config
+                    .pgpilot
+                    .unix_socket_permissions()
+                    .map_err(|e| anyhow::anyhow!("unix_socket_mode: {e}"))?;
+                let (l, path) = listener::bind_unix(dir, port, mode)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", dir.display()))?;
+                self.unix_socket = Some(path);
+                Some(l)
+            }
+            None => None,
+        };
+        let http = match &config.pgpilot.http {
+            Some(http) => {
+                let l = crate::http::bind(http)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {http}: {e}"))?;
+                self.http_addr = Some(l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
+        self.shared.listen_port.store(port, std::sync::atomic::Ordering::Relaxed);
+        for l in tcp {
+            self.listeners.push(tokio::spawn(listener::accept_tcp(self.shared.clone(), l)));
+        }
+        if let Some(l) = unix {
+            self.listeners.push(tokio::spawn(listener::accept_unix(self.shared.clone(), l)));
+        }
+        if let Some(l) = http {
+            self.background.push(tokio::spawn(crate::http::serve(self.shared.clone(), l)));
+        }
+        self.shared.jobs.store(crate::jobs::start(&self.shared, &config.jobs).map(Arc::new));
+        self.background.push(tokio::spawn(janitor(self.shared.clone())));
+        self.background.push(tokio::spawn(crate::routing::monitor::run(self.shared.clone())));
+        self.background.push(tokio::spawn(crate::cache::channel::run(self.shared.clone())));
+        self.background.push(tokio::spawn(crate::cache::redis_link::run(self.shared.clone())));
+        Ok(())
+    }
+
+    /// What a failed `open` leaves: the socket file it made (its listeners are closed by now).
+    fn abandon(&self) {
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     pub fn addrs(&self) -> &[SocketAddr] {
@@ -111,7 +144,6 @@ impl Gateway {
         loop {
             tokio::select! {
                 _ = hup.recv() => self.log_reload("SIGHUP"),
-                _ = self.shared.reload_requested.notified() => self.log_reload("RELOAD"),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = self.shared.shutdown_requested.notified() => break,
@@ -122,15 +154,7 @@ impl Gateway {
     }
 
     fn log_reload(&self, why: &str) {
-        tell_service_manager(&[sd_notify::NotifyState::Reloading]);
-        let result = self.reload();
-        tell_service_manager(&[sd_notify::NotifyState::Ready]);
-        match result {
-            Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
-            Err(e) => {
-                tracing::error!(trigger = why, error = %e, "configuration reload failed; keeping the running configuration")
-            }
-        }
+        let _ = reload_and_log(&self.shared, why);
     }
 
     /// Stops accepting clients, lets running transactions finish (up to shutdown_timeout), then closes everything.
@@ -184,6 +208,20 @@ fn tell_service_manager(state: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(false, state) {
         tracing::warn!(error = %e, "could not notify the service manager (NOTIFY_SOCKET)");
     }
+}
+
+/// A reload from a signal or the console: the service manager is told, the outcome logged.
+pub(crate) fn reload_and_log(shared: &Arc<Shared>, trigger: &str) -> Result<(), String> {
+    tell_service_manager(&[sd_notify::NotifyState::Reloading]);
+    let result = reload(shared);
+    tell_service_manager(&[sd_notify::NotifyState::Ready]);
+    match &result {
+        Ok(()) => tracing::info!(trigger, "configuration reloaded"),
+        Err(e) => {
+            tracing::error!(trigger, error = %e, "configuration reload failed; keeping the running configuration")
+        }
+    }
+    result
 }
 
 fn reload(shared: &Arc<Shared>) -> Result<(), String> {

@@ -57,8 +57,6 @@ pub struct Shared {
     pub overrides: crate::config::QuickStart,
     /// Set by SHUTDOWN and signals; the gateway's main task watches it.
     pub shutdown_requested: tokio::sync::Notify,
-    /// Set by RELOAD; the gateway's main task reloads.
-    pub reload_requested: tokio::sync::Notify,
     /// Passwords looked up with auth_query, cached.
     pub auth_query: crate::auth::query::AuthQuery,
     /// The advisor's latest reports (GET /api/v1/advisor/findings).
@@ -96,7 +94,6 @@ impl Shared {
             cache: crate::cache::ResultCache::new(&config.cache),
             overrides,
             shutdown_requested: tokio::sync::Notify::new(),
-            reload_requested: tokio::sync::Notify::new(),
             auth_query: Default::default(),
             advisor: Default::default(),
             jobs: ArcSwapOption::empty(),

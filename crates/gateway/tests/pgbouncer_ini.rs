@@ -267,6 +267,89 @@ async fn the_unix_socket_is_open_to_every_local_user_by_default() {
     gw.shutdown().await;
 }
 
+/// A socket file something still listens on (a PgBouncer started from the same pgbouncer.ini) is
+/// not taken from it: pgpilot refuses to start, as a second PgBouncer does. A stale file, its
+/// listener gone, is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_in_use_is_not_taken_over() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let socket = dir.path().join(format!(".s.PGSQL.{port}"));
+    let other = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut config = common::config_for(&pg);
+    config.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec![format!("127.0.0.1:{port}")]);
+    config.pgpilot.unix_socket_dir = Some(dir.path().to_path_buf());
+    common::init_logs();
+    let refused = Gateway::start(config.clone(), QuickStart::default()).await.err().expect("refused");
+    assert!(format!("{refused:#}").contains("in use"), "{refused:#}");
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok(), "the other listener keeps its socket");
+    drop(other);
+    assert!(socket.exists(), "a stale file stays behind");
+    let gw = Gateway::start(config, QuickStart::default()).await.expect("a stale socket file is replaced");
+    let conninfo = format!("host={} port={port} user=postgres dbname=postgres", dir.path().display());
+    let who = "SELECT current_user::text, current_database()::text";
+    assert_eq!(query_pair(&conninfo, who).await.unwrap(), ("postgres".into(), "postgres".into()));
+    gw.shutdown().await;
+}
+
+/// The console's RELOAD re-reads the file before it answers, and a file it cannot take is an
+/// error (F0000) rather than a RELOAD tag, the running configuration kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_reload_answers_with_the_outcome() {
+    common::init_logs();
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ini = dir.path().join("pgbouncer.ini");
+    let ini_with = |pool_size: &str| {
+        format!(
+            "[databases]
+postgres = host=127.0.0.1 port={pg} user=postgres
+[pgbouncer]
+             listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+             admin_users = postgres
+server_tls_sslmode = disable
+default_pool_size = {pool_size}
+",
+            pg = pg.port()
+        )
+    };
+    write(&ini, &ini_with("2"));
+    let config = pgpilot_gateway::config::pgbouncer_ini::load(&ini).unwrap();
+    let gw = Gateway::start(config, QuickStart::default()).await.expect("gateway starts");
+    let console = common::try_connect(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=pgbouncer sslmode=disable"
+    ))
+    .await
+    .unwrap();
+    let pool_size = || async {
+        let rows = console.simple_query("SHOW CONFIG").await.unwrap();
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("default_pool_size") => {
+                    r.get(1).map(str::to_string)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(pool_size().await, "2");
+    write(&ini, &ini_with("4"));
+    console.simple_query("RELOAD").await.unwrap();
+    assert_eq!(pool_size().await, "4", "taken before RELOAD answered");
+    write(&ini, &ini_with("many"));
+    let refused = console.simple_query("RELOAD").await.expect_err("a file that cannot be taken");
+    let db = refused.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "F0000", "{db:?}");
+    assert!(db.message().contains("keeping the running configuration"), "{db:?}");
+    assert_eq!(pool_size().await, "4");
+    gw.shutdown().await;
+}
+
 /// PgBouncer's `*` fallback: a client asking for a database without a section of its own gets one
 /// made from `*`, on the server's database of the name it asked for; kept across reloads while
 /// used, and forgotten once unused for autodb_idle_timeout.

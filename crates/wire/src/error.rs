@@ -36,6 +36,7 @@ impl SqlState {
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
+    pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
 
     const KNOWN: &[SqlState] = &[
         SqlState::PROTOCOL_VIOLATION,

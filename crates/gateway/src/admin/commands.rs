@@ -1,5 +1,6 @@
 //! Parsing and running admin console commands.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -8,7 +9,7 @@ use pgpilot_wire::{backend, PgError, SqlState};
 use super::{show, AdminLogin, ResultSet};
 use crate::shared::Shared;
 
-pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut BytesMut) {
+pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &mut BytesMut) {
     let text = sql.trim().trim_end_matches(';').trim();
     if text.is_empty() {
         backend::empty_query_response(out);
@@ -37,10 +38,16 @@ pub async fn execute(shared: &Shared, login: &AdminLogin, sql: &str, out: &mut B
         "INVALIDATE" => invalidate_cache(shared, text).map(|_| Reply::Tag("INVALIDATE CACHE".into())),
         // PgBouncer's tag names the setting: scripts match it.
         "SET" => set(shared, login, text).map(|(key, value)| Reply::Tag(format!("SET {key}={value}").into())),
-        "RELOAD" => {
-            shared.reload_requested.notify_one();
-            Ok(Reply::Tag("RELOAD".into()))
-        }
+        // Done before answering, and refused out loud: a script that reloads through the console
+        // learns that its file was not taken (PgBouncer answers RELOAD either way).
+        "RELOAD" => crate::gateway::reload_and_log(shared, "RELOAD")
+            .map(|_| Reply::Tag("RELOAD".into()))
+            .map_err(|e| {
+                PgError::error(
+                    SqlState::CONFIG_FILE_ERROR,
+                    format!("configuration reload failed; keeping the running configuration: {e}"),
+                )
+            }),
         "SHUTDOWN" => {
             tracing::warn!(user = %login.user, "SHUTDOWN requested from the admin console");
             shared.shutdown_requested.notify_one();

@@ -42,6 +42,9 @@ pub fn problems(c: &Config) -> Vec<String> {
     if let Some(f) = &g.auth_file {
         if !f.exists() {
             out.push(format!("[pgpilot] auth_file {} does not exist", f.display()));
+        } else if let Err(e) = crate::auth::userlist::UserList::load(f) {
+            // Read as serve reads it: a file check-config passes must not stop the service starting.
+            out.push(format!("[pgpilot] auth_file {e}"));
         }
     }
     if c.tls.client_tls_sslmode != ClientTlsMode::Disable

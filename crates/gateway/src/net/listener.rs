@@ -35,6 +35,14 @@ pub fn bind_tcp(addr: &str) -> std::io::Result<TcpListener> {
 pub fn bind_unix(dir: &Path, port: u16, mode: u32) -> std::io::Result<(UnixListener, PathBuf)> {
     let path = dir.join(format!(".s.PGSQL.{port}"));
     if path.exists() {
+        // A file left by a process that is gone is replaced; one that something still listens on
+        // (a PgBouncer or PostgreSQL on the same port) is not taken from it, as PgBouncer refuses.
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{}: unix socket is in use by another process", path.display()),
+            ));
+        }
         std::fs::remove_file(&path)?;
     }
     let listener = UnixListener::bind(&path)?;
