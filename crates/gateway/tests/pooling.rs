@@ -974,6 +974,38 @@ async fn a_server_that_does_not_answer_is_tried_once_at_a_time() {
     gw.shutdown().await;
 }
 
+/// A login the health monitor makes and the server refuses holds back the monitor only: made in
+/// the moment between a database's DROP and its CREATE (a test suite or a migration tool making
+/// it again), it must not turn clients away for server_login_retry once the database is back
+/// (helper-144: 3D000 for 15 s; PgBouncer, which makes no such logins, lets them in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_only_the_health_monitor_met_does_not_turn_clients_away() {
+    let pg = Cluster::start();
+    pg.create_database("rdb", "postgres");
+    let mut config = config_for(&pg);
+    let mut rdb = config.databases["postgres"].clone();
+    rdb.primary = format!("postgres://postgres@127.0.0.1:{}/rdb", pg.port());
+    config.databases.insert("rdb".into(), rdb);
+    config.pgpilot.server_login_retry = Secs::from_secs(60);
+    let gw = start(config).await;
+    connect_to(&gw, "rdb").await.simple_query("SELECT 1").await.unwrap();
+    pg.psql("postgres", "DROP DATABASE rdb WITH (FORCE)");
+    let monitor_refused = || {
+        let log = std::fs::read_to_string(pg.log_path()).unwrap();
+        log.lines().any(|l| l.contains("database \"rdb\" does not exist"))
+    };
+    assert!(eventually(Duration::from_secs(10), monitor_refused).await, "the monitor never tried");
+    pg.psql("postgres", "CREATE DATABASE rdb");
+    let client = connect_to(&gw, "rdb").await;
+    let db: String = client.query_one("SELECT current_database()::text", &[]).await.unwrap().get(0);
+    assert_eq!(db, "rdb");
+    gw.shutdown().await;
+}
+
+async fn connect_to(gw: &pgpilot_gateway::Gateway, database: &str) -> tokio_postgres::Client {
+    try_connect(&conninfo(gw, "postgres", database)).await.unwrap_or_else(|e| panic!("{database}: {e}"))
+}
+
 /// Logins under names the server does not know (let in by trust) leave no pools behind: a stream
 /// of unknown names must not grow SHOW POOLS and memory without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

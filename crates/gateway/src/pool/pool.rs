@@ -80,6 +80,9 @@ pub trait SecretSource: Send + Sync {
     fn secret_for(&self, target: &ServerTarget) -> ServerSecret;
 }
 
+/// A refused login: when, the server's address, and what it said.
+type Refusal = (Instant, String, pgpilot_wire::error::ErrorFields);
+
 pub struct Pool {
     pub id: PoolId,
     pub target: ServerTarget,
@@ -96,7 +99,11 @@ pub struct Pool {
     generation: AtomicU64,
     /// The last refused login and when: until server_login_retry has passed, new connections
     /// fail with it at once instead of trying the server again (PgBouncer's server_login_retry).
-    login_refused: Mutex<Option<(Instant, String, pgpilot_wire::error::ErrorFields)>>,
+    login_refused: Mutex<Option<Refusal>>,
+    /// The same for a login of the health monitor's: it holds back the monitor only. It may
+    /// have met a moment clients never see (a database dropped and made again, helper-144), and
+    /// PgBouncer, which makes no such logins, would not turn clients away for it.
+    monitor_login_refused: Mutex<Option<Refusal>>,
     /// The server refused a login for now (too many connections, starting up) while this pool
     /// had other connections: until then its waiters wait for those instead of each trying a
     /// login the server refuses.
@@ -274,6 +281,7 @@ impl Pool {
             retired: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             login_refused: Mutex::new(None),
+            monitor_login_refused: Mutex::new(None),
             opening_paused_until: Mutex::new(None),
             secret_missing_at: Mutex::new(None),
             backoff: Default::default(),
@@ -585,7 +593,7 @@ impl Pool {
     ) -> Result<Option<Box<ServerConn>>, CheckoutError> {
         // Every way out but success gives the permit back, a cancelled connect included.
         let permit = OpenPermit(self);
-        if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
+        if let Some(refused) = self.recent_login_refusal(settings.login_retry, &self.login_refused) {
             return Err(CheckoutError::Connect(refused));
         }
         loop {
@@ -639,7 +647,7 @@ impl Pool {
                             retry = ?pause, "server refused a new connection; using the open ones for a while");
                         return Ok(None);
                     }
-                    self.remember_refusal(&e);
+                    self.remember_refusal(&e, &self.login_refused);
                     // A full server with none of this pool's connections open: as in PgBouncer,
                     // the client gets its answer, and the server is not asked again before
                     // server_login_retry (the health monitor's reserved-slot logins succeed, so
@@ -677,8 +685,12 @@ impl Pool {
     }
 
     /// The login the server refused less than `retry` ago, if any.
-    fn recent_login_refusal(&self, retry: Duration) -> Option<ConnectError> {
-        let mut refused = self.login_refused.lock();
+    fn recent_login_refusal(
+        &self,
+        retry: Duration,
+        refusal: &Mutex<Option<Refusal>>,
+    ) -> Option<ConnectError> {
+        let mut refused = refusal.lock();
         match refused.as_ref() {
             Some((at, addr, fields)) if at.elapsed() < retry => {
                 Some(ConnectError::Rejected { addr: addr.clone(), fields: fields.clone() })
@@ -712,7 +724,7 @@ impl Pool {
     /// a monitor retrying every round would flood the server's log (and trip lockouts).
     pub async fn connect_unpooled(&self) -> Result<super::connect::Connected, ConnectError> {
         let settings = self.settings.load();
-        if let Some(refused) = self.recent_login_refusal(settings.login_retry) {
+        if let Some(refused) = self.recent_login_refusal(settings.login_retry, &self.login_refused) {
             return Err(refused);
         }
         let secret = self.secrets.secret_for(&self.target);
@@ -727,7 +739,7 @@ impl Pool {
         .await;
         match &result {
             Ok(_) => self.backoff.succeeded(),
-            Err(e) => self.remember_refusal(e),
+            Err(e) => self.remember_refusal(e, &self.monitor_login_refused),
         }
         result
     }
@@ -737,13 +749,13 @@ impl Pool {
     /// it is down the client hears why ("connection refused"), not the last thing it said.
     /// Either is logged as the server's refusal, naming the pool (the client is told the
     /// server's words, which do not say that pgpilot's login was refused, nor for which database).
-    fn remember_refusal(&self, e: &ConnectError) {
+    fn remember_refusal(&self, e: &ConnectError, refusal: &Mutex<Option<Refusal>>) {
         let id = &self.id;
         match e {
             ConnectError::Rejected { addr, fields } if e.refuses_login() || e.is_server_full() => {
                 tracing::warn!(database = %id.database, user = %id.user, server = %id.server,
                     code = %fields.code, message = %fields.message, "server login failed");
-                *self.login_refused.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
+                *refusal.lock() = Some((Instant::now(), addr.clone(), fields.clone()));
             }
             ConnectError::NoSecret { .. } | ConnectError::StaleVerifier { .. } => {
                 tracing::warn!(database = %id.database, user = %id.user, server = %id.server, error = %e,
@@ -757,7 +769,11 @@ impl Pool {
     /// Whether a login to this pool's server was refused less than server_login_retry ago.
     pub fn login_recently_refused(&self) -> bool {
         let retry = self.settings.load().login_retry;
-        self.login_refused.lock().as_ref().is_some_and(|(at, _, _)| at.elapsed() < retry)
+        let recent = |refusal: &Mutex<Option<Refusal>>| {
+            refusal.lock().as_ref().is_some_and(|(at, _, _)| at.elapsed() < retry)
+        };
+        recent(&self.login_refused)
+            || recent(&self.monitor_login_refused)
             || self.secret_missing_at.lock().is_some_and(|at| at.elapsed() < retry)
     }
 
@@ -827,6 +843,7 @@ impl Pool {
     /// A reload may bring the password that was wrong: the next login tries the server again.
     pub fn forget_login_refusal(&self) {
         *self.login_refused.lock() = None;
+        *self.monitor_login_refused.lock() = None;
         *self.secret_missing_at.lock() = None;
     }
 
