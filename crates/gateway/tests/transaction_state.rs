@@ -1898,6 +1898,70 @@ async fn closing_its_hold_cursors_lets_a_client_go() {
     gw.shutdown().await;
 }
 
+/// LISTEN, temporary objects and session advisory locks pin a client only while the server holds
+/// them: once they end (UNLISTEN, DROP, ON COMMIT DROP, a rollback, an unlock, DISCARD, a lock
+/// never taken) the client is let go, or long-lived application pools that used such a thing
+/// once would hold every server for nothing (helper-144: an ORM's staging table ON COMMIT DROP
+/// starved every other client). What still exists keeps the pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_ends_when_what_pinned_the_client_is_gone() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE stock (id int PRIMARY KEY, qty int)");
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    let b = connect(&gw).await;
+    let ended: &[&[&str]] = &[
+        &[
+            "BEGIN",
+            "CREATE TEMP TABLE stage (id int, qty int) ON COMMIT DROP",
+            "INSERT INTO stage VALUES (1, 5)",
+            "INSERT INTO stock SELECT * FROM stage ON CONFLICT (id) DO UPDATE SET qty = excluded.qty",
+            "COMMIT",
+        ],
+        &["BEGIN; CREATE TEMP TABLE t2 (x int) ON COMMIT DROP; COMMIT"],
+        &["CREATE TEMP TABLE t3 (x int)", "DROP TABLE t3"],
+        &["BEGIN", "CREATE TEMP TABLE t4 (x int)", "ROLLBACK"],
+        &["CREATE TEMP TABLE t5 (x int)", "DISCARD TEMP"],
+        &["CREATE TEMP TABLE t6 (x int)", "DISCARD ALL"],
+        &["CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "DROP FUNCTION pg_temp.f()"],
+        &["LISTEN ch", "UNLISTEN ch"],
+        &["LISTEN ch; LISTEN other", "UNLISTEN *"],
+        &["BEGIN", "LISTEN ch", "ROLLBACK"],
+        &["SELECT pg_advisory_lock(7)", "SELECT pg_advisory_unlock(7)"],
+        &["SELECT pg_advisory_lock(7); SELECT pg_advisory_lock_shared(8)", "SELECT pg_advisory_unlock_all()"],
+    ];
+    for requests in ended {
+        for request in requests.iter() {
+            a.batch_execute(request).await.unwrap_or_else(|e| panic!("{request}: {e}"));
+        }
+        assert!(answers_quickly(&b).await, "{requests:?}: nothing left, no pin");
+    }
+    // Sent with the extended protocol, as drivers do.
+    a.query("SELECT pg_advisory_lock($1)", &[&9i64]).await.unwrap();
+    assert!(!answers_quickly(&b).await, "a lock held pins");
+    a.query("SELECT pg_advisory_unlock($1)", &[&9i64]).await.unwrap();
+    assert!(answers_quickly(&b).await, "unlocked with the extended protocol");
+    // A lock another session holds is not taken: nothing pins.
+    let holder = try_connect(&pg.conninfo("postgres", "postgres")).await.unwrap();
+    holder.batch_execute("SELECT pg_advisory_lock(11)").await.unwrap();
+    let taken: bool = a.query_one("SELECT pg_try_advisory_lock(11)", &[]).await.unwrap().get(0);
+    assert!(!taken);
+    assert!(answers_quickly(&b).await, "a try that took nothing");
+    // What is still there keeps the pin, and other state ending beside it changes nothing.
+    a.batch_execute("CREATE TEMP TABLE kept (x int); LISTEN ch").await.unwrap();
+    a.batch_execute("UNLISTEN ch").await.unwrap();
+    assert!(!answers_quickly(&b).await, "the temporary table is still there");
+    a.batch_execute("DROP TABLE kept").await.unwrap();
+    assert!(answers_quickly(&b).await, "and now nothing is");
+    // A pin that cannot be checked lasts (LOAD runs a library's code in the session).
+    a.batch_execute("LISTEN ch; LOAD 'plpgsql'").await.unwrap();
+    a.batch_execute("UNLISTEN ch").await.unwrap();
+    assert!(!answers_quickly(&b).await, "LOAD pins for the session");
+    drop(a);
+    assert!(answers_quickly(&b).await);
+    gw.shutdown().await;
+}
+
 /// A WITH HOLD cursor that never came to be (its DECLARE failed, or its transaction rolled back)
 /// or that a rolled-back transaction closed (PostgreSQL does not undo a CLOSE) pins nobody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,10 +69,21 @@ pub const HOLD_CURSOR_PIN: &str = "cursor_with_hold";
 /// The pin reason of a temporary object.
 pub const TEMPORARY_PIN: &str = "temporary_table";
 
-/// Whether pin reason `reason` takes the place of `current`: of none, or of a WITH HOLD cursor's
-/// (which ends with the cursors) when `reason` is one that lasts.
+/// Whether what pin reason `reason` stands for may end while the session goes on, and the server
+/// can be asked whether any is left (channels listened to, temporary objects, session advisory
+/// locks, open WITH HOLD cursors). The others (LOAD, a DO block, SET SESSION AUTHORIZATION, an
+/// unknown set_config...) last for the session.
+pub fn pin_may_end(reason: &str) -> bool {
+    matches!(reason, "listen" | "advisory_lock") || reason == TEMPORARY_PIN || reason == HOLD_CURSOR_PIN
+}
+
+/// Whether pin reason `reason` takes the place of `current`: of none, of a WITH HOLD cursor's
+/// (which ends with the cursors, followed one by one) for any other, and of one that may end for
+/// one that lasts: the reason shown is the one that keeps the client longest.
 pub fn pin_replaces(current: Option<&str>, reason: &str) -> bool {
-    current.is_none_or(|c| c == HOLD_CURSOR_PIN && reason != HOLD_CURSOR_PIN)
+    current.is_none_or(|c| {
+        (c == HOLD_CURSOR_PIN && reason != HOLD_CURSOR_PIN) || (pin_may_end(c) && !pin_may_end(reason))
+    })
 }
 
 impl Statement {
@@ -90,9 +101,7 @@ impl Statement {
         if self.settings.iter().any(authorization) {
             return Some("session_authorization");
         }
-        // Another reason first: a WITH HOLD cursor alone lets its client go once closed.
-        let pinning = self.session_effects.iter().filter(|e| e.pins_session());
-        pinning.min_by_key(|e| matches!(e, SessionEffect::DeclareCursor { .. })).map(|e| match e {
+        let reasons = self.session_effects.iter().filter(|e| e.pins_session()).map(|e| match e {
             SessionEffect::Listen(_) => "listen",
             SessionEffect::DeclareCursor { .. } => HOLD_CURSOR_PIN,
             SessionEffect::CreateTemporary(_) => TEMPORARY_PIN,
@@ -101,7 +110,8 @@ impl Statement {
             SessionEffect::SetConfigDynamic => "dynamic_set_config",
             SessionEffect::SessionCode => "do_block",
             _ => "session_state",
-        })
+        });
+        reasons.fold(None, |shown, reason| if pin_replaces(shown, reason) { Some(reason) } else { shown })
     }
 }
 

@@ -215,6 +215,24 @@ fn session_effects_and_what_pins_a_client() {
     assert!(effects("EXPLAIN SELECT pg_advisory_lock(1)").is_empty(), "plain EXPLAIN runs nothing");
 }
 
+/// The reason shown for a pin is the one that keeps the client longest: one whose state may end
+/// (and the server be asked about) gives way to one that lasts for the session.
+#[test]
+fn the_pin_reason_shown_is_the_one_that_lasts_longest() {
+    let reason = |sql: &str| analyze(sql).pin_reason();
+    assert_eq!(reason("DECLARE c CURSOR WITH HOLD FOR SELECT 1; LISTEN x"), Some("listen"));
+    assert_eq!(reason("LISTEN x; DECLARE c CURSOR WITH HOLD FOR SELECT 1"), Some("listen"));
+    assert_eq!(reason("LISTEN x; LOAD 'plpgsql'"), Some("load"));
+    assert_eq!(reason("LOAD 'plpgsql'; SELECT pg_advisory_lock(1)"), Some("load"));
+    assert_eq!(reason("CREATE TEMP TABLE t (x int); LISTEN x"), Some("temporary_table"));
+    for may_end in ["listen", "advisory_lock", "temporary_table", "cursor_with_hold"] {
+        assert!(pgpilot_sql::pin_may_end(may_end), "{may_end}");
+    }
+    for lasts in ["load", "do_block", "dynamic_set_config", "session_authorization", "sql_prepare"] {
+        assert!(!pgpilot_sql::pin_may_end(lasts), "{lasts}");
+    }
+}
+
 /// Every way of making an object only this session can see pins it like CREATE TEMP TABLE; the
 /// quick scan must also send each to the parser, or session tracking never looks at it.
 #[test]

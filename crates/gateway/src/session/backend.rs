@@ -97,12 +97,19 @@ impl Flow {
                     self.rollback_in_request |= tag == b"ROLLBACK\0";
                 }
             }
-            b'D' if injected => {
-                if let Some(Expect::Injected(Reply::Settings(read))) = self.expected.front() {
+            b'D' if injected => match self.expected.front() {
+                Some(Expect::Injected(Reply::Settings(read))) => {
                     let values = crate::pool::check::data_row(&server.buf[start + 5..end]);
                     self.resync_params |= read_back_settings(s, server, read, values.unwrap_or_default());
                 }
-            }
+                Some(Expect::Injected(Reply::PinCheck)) => {
+                    let values = crate::pool::check::data_row(&server.buf[start + 5..end]);
+                    if values.is_some_and(|v| matches!(v.first(), Some(Some(held)) if held == "f")) {
+                        unpin(s, "its server holds nothing of its session any more");
+                    }
+                }
+                _ => {}
+            },
             b'T' | b'n' if injected => {
                 if let Some(&Expect::Injected(Reply::CheckDescribe { hash })) = self.expected.front() {
                     let shape = match tag {
@@ -507,6 +514,9 @@ impl Flow {
         if let Some(reason) = batch.pins {
             pin(s, reason);
         }
+        if batch.may_end_pinned_state {
+            s.pin_release.may_have_ended();
+        }
         follow_hold_cursors(s, &batch.cursors, batch.discard_all, outcome, now);
         // A failed request keeps what its PREPAREs and DEALLOCATEs did before the error (they
         // are not undone with the transaction), for the client and on this server.
@@ -598,6 +608,9 @@ impl Flow {
                 resets: std::mem::take(&mut self.resets_to_check),
             };
             self.inject_reply(&read.query(), Reply::Settings(Box::new(read)));
+        }
+        if now == TxnStatus::Idle && !self.unsynced && s.pin_release.take_due(s.pinned) {
+            self.inject_reply(super::pin_release::HELD_STATE_QUERY, Reply::PinCheck);
         }
         // A client that keeps its server (session pooling, pinned) gets its login values back here:
         // no later attachment will sync them.
@@ -770,6 +783,7 @@ fn pin(s: &mut Session, reason: &'static str) {
     if s.mode != crate::config::PoolMode::Transaction {
         return;
     }
+    s.pin_release.pinned_for(reason);
     if pgpilot_sql::pin_replaces(s.pinned, reason) {
         tracing::debug!(client = %s.reg.info.addr, reason, "client pinned to its server connection");
         s.pinned = Some(reason);
@@ -824,9 +838,19 @@ fn follow_hold_cursors(
         }
     }
     if s.pinned == Some(pgpilot_sql::HOLD_CURSOR_PIN) && s.hold_cursors.is_empty() && now == TxnStatus::Idle {
-        tracing::debug!(client = %s.reg.info.addr, "the client's WITH HOLD cursors are closed: no longer pinned");
-        s.pinned = None;
+        unpin(s, "its WITH HOLD cursors are closed");
+    }
+}
+
+/// Lets a pinned client go: its server goes back to the pool when the request is done. Called
+/// outside a transaction, when the server holds no cursor of the client's.
+fn unpin(s: &mut Session, why: &'static str) {
+    if s.pinned.take().is_some() {
+        tracing::debug!(client = %s.reg.info.addr, why, "client no longer pinned to its server connection");
         *s.reg.info.pinned.lock() = None;
+        s.pin_release = Default::default();
+        // One taken as open after its savepoint was rolled back to is known gone now.
+        s.hold_cursors.clear();
     }
 }
 

@@ -98,6 +98,8 @@ pub struct Session {
     pub(super) status: TxnStatus,
     /// Why this client keeps its server for the whole session in transaction mode.
     pub(super) pinned: Option<&'static str>,
+    /// Whether the pin may end, and whether to ask the server about it (pin_release.rs).
+    pub(super) pin_release: super::pin_release::PinRelease,
     /// The WITH HOLD cursors the client has open; when they alone pinned it, closing the last
     /// one lets it go (Django's iterator() in autocommit declares one per query).
     pub(super) hold_cursors: Vec<Box<str>>,
@@ -188,6 +190,7 @@ impl Session {
             server: None,
             status: TxnStatus::Idle,
             pinned: None,
+            pin_release: Default::default(),
             hold_cursors: Vec::new(),
             hold_cursors_pending: Vec::new(),
             timeouts,

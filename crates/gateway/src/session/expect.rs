@@ -51,6 +51,9 @@ pub enum Reply {
     FunctionCall(Batch),
     /// pgpilot reading back the values of these settings (one row, a column each).
     Settings(Box<super::backend::SettingsRead>),
+    /// pgpilot asking whether the server still holds the pinned client's session state (one row,
+    /// one boolean: pin_release.rs).
+    PinCheck,
     /// pgpilot giving the server the client's session settings; the client's request waits for it.
     ParamSync,
     /// The client's `BEGIN READ ONLY`, answered by pgpilot when it came and sent now, in front of
@@ -106,6 +109,8 @@ pub struct Batch {
     /// RESET ALL seen without classifying the text (session pooling tracks no other setting).
     pub reset_all: bool,
     pub pins: Option<&'static str>,
+    /// A statement that may end what pins a client ran (UNLISTEN, DROP, DISCARD, an unlock...).
+    pub may_end_pinned_state: bool,
     /// WITH HOLD cursors declared and cursors closed, in order: a client pinned by its WITH HOLD
     /// cursors alone is let go once they are all closed.
     pub cursors: Vec<CursorChange>,
@@ -181,6 +186,7 @@ impl Batch {
             && !self.discard_all
             && !self.reset_all
             && self.pins.is_none()
+            && !self.may_end_pinned_state
             && self.cursors.is_empty()
             && self.observed.is_none()
     }
@@ -204,6 +210,7 @@ impl Reply {
             | Reply::Query(_)
             | Reply::FunctionCall(_)
             | Reply::Settings(_)
+            | Reply::PinCheck
             | Reply::ParamSync
             | Reply::DeferredBegin => tag == b'Z',
         }
@@ -217,6 +224,7 @@ impl Reply {
                 Reply::Query(_)
                     | Reply::FunctionCall(_)
                     | Reply::Settings(_)
+                    | Reply::PinCheck
                     | Reply::ParamSync
                     | Reply::DeferredBegin
             )

@@ -223,7 +223,12 @@ impl Flow {
         look: QuickLook,
         runs: bool,
     ) {
-        if !self.track_session || !look.may_change_session() {
+        if !self.track_session {
+            return;
+        }
+        // A DROP of what pinned the client, perhaps.
+        self.batch.may_end_pinned_state |= s.pinned.is_some() && (look.ddl_word || look.opaque);
+        if !look.may_change_session() {
             return;
         }
         let sql = readable(text);
@@ -236,6 +241,7 @@ impl Flow {
         if let Some(reason) = stmt.pin_reason().or_else(|| unreplayable(foreign, &stmt)) {
             add_pin(&mut self.batch.pins, reason);
         }
+        self.batch.may_end_pinned_state |= super::pin_release::may_end_pinned_state(&stmt);
         if runs {
             s.note_hidden_effects(&stmt, &mut self.batch);
             self.batch.cursors.extend(CursorChange::of(&stmt));
@@ -306,6 +312,8 @@ impl Flow {
         // write) is no DDL: the look, already at hand, spares the scan.
         if look.is_none_or(|l| l.opaque || l.ddl_word) {
             self.function_ddl |= super::function_ddl::mentions_function_ddl(text);
+            // A DROP of what pinned the client, perhaps.
+            batch.may_end_pinned_state = s.pinned.is_some();
         }
         if !self.track_session {
             // Session pooling: the client's server is its own, and only a reset needs pgpilot, to
@@ -329,6 +337,7 @@ impl Flow {
             batch.set_config_runs = stmt.set_config_runs;
             batch.single_statement = stmt.statement_count == 1 && self.quiet_start(s);
             batch.pins = stmt.pin_reason().or(undecoded);
+            batch.may_end_pinned_state |= super::pin_release::may_end_pinned_state(&stmt);
             s.note_hidden_effects(&stmt, &mut batch);
             batch.cursors.extend(CursorChange::of(&stmt));
             for effect in &stmt.session_effects {

@@ -19,6 +19,7 @@ pub mod login_memo;
 mod lost;
 mod observe;
 pub mod params;
+mod pin_release;
 mod replan;
 mod route;
 mod row_shape;
