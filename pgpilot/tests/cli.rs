@@ -413,3 +413,57 @@ fn check_config_reads_the_auth_file() {
     let out = pgpilot(&["check-config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A client that waited query_wait_timeout for a server while pinned clients held the servers is
+/// told the usual error, and the log says why, which the timeout alone does not.
+#[test]
+fn a_wait_timeout_behind_pinned_clients_is_explained_in_the_log() {
+    use std::process::Stdio;
+    let pg = pgpilot_testkit::Cluster::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgpilot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[pgpilot]\nlisten = \"127.0.0.1:{port}\"\nauth_type = \"trust\"\npool_mode = \"transaction\"\n\
+             default_pool_size = 1\nquery_wait_timeout = 1\n\
+             [databases.postgres]\nprimary = \"postgres://postgres@127.0.0.1:{}/postgres\"\n",
+            pg.port()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let psql = |sql: &[&str]| {
+        let mut c = Command::new(pgpilot_testkit::pg_bin_dir().unwrap().tool("psql"));
+        c.args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"]);
+        for s in sql {
+            c.args(["-c", s]);
+        }
+        c
+    };
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        psql(&["SELECT 1"]).output().is_ok_and(|o| o.status.success())
+    });
+    assert!(ready, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    // Pinned by LISTEN, it keeps the only server while it sleeps and after.
+    let mut pinned = psql(&["LISTEN jobs", "SELECT pg_sleep(3)"]).stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let waited = psql(&["SELECT 1"]).output().unwrap();
+    assert!(!waited.status.success());
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("query_wait_timeout"));
+    pinned.wait().unwrap();
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("while pinned clients hold servers of this database"), "{text}");
+    assert!(text.contains("pinned_clients=1"), "{text}");
+}

@@ -8,6 +8,8 @@
 //! table `ON COMMIT DROP` starved every other client). After a request that may have ended such
 //! state, once its transaction is over, pgpilot asks the server whether any is left.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use pgpilot_sql::{pin_may_end, SessionEffect, Statement, HOLD_CURSOR_PIN};
 
 /// One row, one boolean: does the server hold anything of the client's session that another
@@ -70,6 +72,34 @@ impl PinRelease {
     /// something may have ended them. The question is taken.
     pub(super) fn take_due(&mut self, pinned: Option<&str>) -> bool {
         pinned.is_some() && !self.lasting && std::mem::take(&mut self.check_due)
+    }
+}
+
+/// When a client timed out waiting for a server of `database`: says so if pinned clients hold
+/// servers of it, since that is the cause an operator cannot see from the timeout alone. At most
+/// once every ten seconds (a pool exhausted times out many clients at once, and the count walks
+/// every client).
+pub(crate) fn warn_if_pins_hold_the_servers(shared: &crate::shared::Shared, database: &str) {
+    static LAST_WARNED_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = crate::registry::now_us() / 1_000_000;
+    let last = LAST_WARNED_S.load(Relaxed);
+    if now_s < last + 10 || LAST_WARNED_S.compare_exchange(last, now_s, Relaxed, Relaxed).is_err() {
+        return;
+    }
+    let clients = shared.registry.all();
+    let pinned = clients
+        .iter()
+        .filter(|c| {
+            &**c.database.lock() == database && c.server.lock().is_some() && c.pinned.lock().is_some()
+        })
+        .count();
+    if pinned > 0 {
+        tracing::warn!(
+            database,
+            pinned_clients = pinned,
+            "a client waited query_wait_timeout for a server while pinned clients hold servers of this database \
+             (SHOW CLIENTS, column pinned: LISTEN, temporary tables, session advisory locks, LOAD...)"
+        );
     }
 }
 

@@ -403,6 +403,9 @@ impl Session {
 
     /// The FATAL that ends a client whose request got no server, counted as its statement's failure.
     fn refused_unsent(&self, e: CheckoutError, started: std::time::Instant) -> Ending {
+        if matches!(e, CheckoutError::WaitTimeout(_)) {
+            super::pin_release::warn_if_pins_hold_the_servers(&self.shared, &self.db.name);
+        }
         let error = super::welcome::checkout_error(e, &self.db.name);
         self.record_unsent(error.code.code(), started.elapsed());
         Ending::Fatal(error)
