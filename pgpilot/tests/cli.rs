@@ -125,6 +125,31 @@ fn check_config_reports_as_json_too() {
     assert!(report.get("runs").is_none(), "{report}");
 }
 
+/// A job's URL is printed without its passwords: the userinfo's, and secret query parameters'.
+#[test]
+fn check_config_masks_every_password_in_a_job_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.toml");
+    std::fs::write(
+        &path,
+        "[pgpilot]\nauth_type = \"trust\"\n[databases.app]\nprimary = \"postgres://u@127.0.0.1:5432/app\"\n\
+         [[jobs]]\nname = \"q\"\nkind = \"sql\"\nschedule = \"@daily\"\nsql = \"SELECT 1\"\n\
+         url = \"postgres://u:hunter1@127.0.0.1:5432/app?password=hunter2&sslpassword=hunter3&sslmode=disable\"\n",
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let out = pgpilot(&["check-config", "--format", format, path.to_str().unwrap()]);
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{said}");
+        assert!(!said.contains("hunter"), "a password is printed ({format}):\n{said}");
+        assert!(
+            said.contains("u:***@127.0.0.1:5432/app?password=***&sslpassword=***&sslmode=disable"),
+            "{said}"
+        );
+    }
+}
+
 #[test]
 fn convert_writes_an_equivalent_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
+use crate::history::FleetView;
 use crate::report::{Outcome, RunReport};
 
 /// Every metric the scheduler exports (the alert rules may only use these).
@@ -19,32 +20,42 @@ pub const METRIC_NAMES: &[&str] = &[
     "pgpilot_job_default_partition_rows",
 ];
 
-/// What one instance counted about one job.
+/// What one instance counted about one job, and what it read of the fleet's runs.
 #[derive(Clone, Debug, Default)]
 pub struct JobCounters {
     pub runs: BTreeMap<Outcome, u64>,
     pub failures: u64,
-    /// The latest success by any instance (from the history table) or by this one.
+    /// The latest success by any instance, as the history table dates it (the database's clock:
+    /// one instance's clock running fast must not hold the staleness alert off).
     pub last_success: Option<DateTime<Utc>>,
     pub last_duration: Option<f64>,
+    /// As the fleet's latest run that counted them found them (see [`FleetView`]): every instance
+    /// exports the same count, whichever ran the job.
     pub default_partition_rows: Option<i64>,
+    /// The fleet's earliest recorded run of the job.
+    pub first_recorded_run: Option<DateTime<Utc>>,
 }
 
 impl JobCounters {
     pub fn record(&mut self, report: &RunReport) {
         *self.runs.entry(report.outcome).or_default() += 1;
-        match report.outcome {
-            Outcome::Failed => self.failures += 1,
-            Outcome::Succeeded => self.last_success = self.last_success.max(Some(report.finished_at)),
-            Outcome::Skipped => {}
+        if report.outcome == Outcome::Failed {
+            self.failures += 1;
         }
         if report.outcome != Outcome::Skipped {
             self.last_duration = Some(report.duration_seconds);
         }
-        if let Some(rows) = report.default_partition_rows {
-            self.default_partition_rows = Some(rows);
+        if let Some(view) = &report.fleet_view {
+            self.take_fleet_view(view);
         }
-        self.last_success = self.last_success.max(report.fleet_last_success);
+    }
+
+    /// Takes what the history table says about the job: every instance then exports the same
+    /// figures, whichever ran the job last.
+    pub fn take_fleet_view(&mut self, view: &FleetView) {
+        self.last_success = self.last_success.max(view.last_success);
+        self.default_partition_rows = view.default_partition_rows;
+        self.first_recorded_run = view.first_run;
     }
 }
 
@@ -104,7 +115,8 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "pgpilot_job_scheduled_since_timestamp_seconds",
         kind: "gauge",
-        help: "Unix time this instance started scheduling the job (absent while it is disabled).",
+        help: "Unix time the job has been scheduled since: when this instance started scheduling it as \
+               configured now, or the job's earliest recorded run if that is earlier (absent while it is disabled).",
         value: |j| j.enabled.then(|| seconds(j.scheduled_since)),
     },
     Family {
@@ -116,7 +128,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: "pgpilot_job_default_partition_rows",
         kind: "gauge",
-        help: "Rows in the default partition of a partitions job's table at its latest run.",
+        help: "Rows in the default partition of a partitions job's table at the fleet's latest run that counted them.",
         value: |j| j.counters.default_partition_rows.map(|r| r as f64),
     },
 ];

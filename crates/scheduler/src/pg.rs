@@ -29,6 +29,14 @@ impl JobError {
         }
     }
 
+    /// True when the statement failed because the connection is gone.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            JobError::Postgres { source, .. } => source.is_closed() || caused_by_io(source),
+            JobError::Invalid(_) => false,
+        }
+    }
+
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             JobError::Postgres { source, .. } => source.code().map(SqlState::code),
@@ -219,6 +227,24 @@ pub async fn find_relation(client: &Client, name: &str) -> Result<Relation, JobE
         .context(|| format!("looking up {name}"))?;
     let row = row.ok_or_else(|| JobError::Invalid(format!("there is no table or view named {name}")))?;
     Ok(Relation { oid: row.get(0), schema: row.get(1), name: row.get(2), kind: row.get(3) })
+}
+
+/// Fails when the server is a standby: a job writes (its history row first of all), which a
+/// standby refuses with only "cannot execute UPDATE in a read-only transaction".
+pub async fn refuse_standby(client: &Client, config: &tokio_postgres::Config) -> Result<(), JobError> {
+    let standby: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .context(|| "asking the server whether it is a standby".into())?
+        .get(0);
+    if !standby {
+        return Ok(());
+    }
+    Err(JobError::Invalid(format!(
+        "the server at {} is a standby (pg_is_in_recovery() is true), which cannot be written to: \
+         point the job at the primary",
+        crate::resolver::server_address(config)
+    )))
 }
 
 pub async fn server_version_num(client: &Client) -> Result<i32, JobError> {

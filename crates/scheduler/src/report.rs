@@ -49,6 +49,10 @@ pub struct RunReport {
     pub default_partition_rows: Option<i64>,
     /// The latest success of this job by any instance, read from pgpilot.job_runs.
     pub fleet_last_success: Option<DateTime<Utc>>,
+    /// What pgpilot.job_runs said about the job once the run (or the decision to skip it) was
+    /// over, for this instance's metrics.
+    #[serde(skip)]
+    pub(crate) fleet_view: Option<crate::history::FleetView>,
 }
 
 /// A row of pgpilot.job_runs.

@@ -125,25 +125,82 @@ pub fn config_from_url(url: &str, what: &str) -> Result<tokio_postgres::Config, 
     Ok(config)
 }
 
-/// The URL with any password replaced, for messages.
+/// Query parameters of a connection URL whose values are secrets (libpq's names).
+const SECRET_PARAMETERS: &[&str] = &["password", "sslpassword"];
+
+/// The URL with any password replaced, for messages: the userinfo's (`user:***@`) and the
+/// values of secret query parameters (`?password=***`, `sslpassword=***`).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let (mut redacted, host_at) = redact_userinfo(url);
+    // The query starts at the first `?` after the userinfo (a raw `?` in a password is not one).
+    if let Some(q) = redacted[host_at..].find('?').map(|q| host_at + q) {
+        let query = redact_query(&redacted[q + 1..]);
+        redacted.truncate(q + 1);
+        redacted.push_str(&query);
+    }
+    redacted
+}
+
+/// The URL with the userinfo's password masked, and where its host begins. The userinfo ends at
+/// the last `@` before the path.
+fn redact_userinfo(url: &str) -> (String, usize) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return (url.to_string(), 0) };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
     match authority.rfind('@') {
         Some(at) => {
             let userinfo = &authority[..at];
             let user = userinfo.split(':').next().unwrap_or("");
             let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
-            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
+            let head = format!("{}{masked}@", &url[..scheme_end]);
+            let host_at = head.len();
+            (format!("{head}{}", &rest[at + 1..]), host_at)
         }
-        None => url.to_string(),
+        None => (url.to_string(), scheme_end),
     }
+}
+
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_PARAMETERS.contains(&percent_decoded(key).as_str()) => {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `%XX` escapes decoded (a key may be written `pass%77ord`); anything malformed is kept as is.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Identifies a database (host, port, name, user) so jobs on the same one share history queries.
 pub fn database_key(config: &tokio_postgres::Config) -> String {
+    format!("{}@{}", config.get_user().unwrap_or(""), server_address(config))
+}
+
+/// `host:port/dbname` of the settings, for messages naming the server (several hosts joined by commas).
+pub fn server_address(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -152,13 +209,9 @@ pub fn database_key(config: &tokio_postgres::Config) -> String {
             tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
         })
         .collect();
-    format!(
-        "{}@{}:{:?}/{}",
-        config.get_user().unwrap_or(""),
-        hosts.join(","),
-        config.get_ports(),
-        config.get_dbname().unwrap_or("")
-    )
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    let port = if ports.is_empty() { "5432".to_string() } else { ports.join(",") };
+    format!("{}:{port}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
 }
 
 #[cfg(test)]
@@ -170,6 +223,22 @@ mod tests {
         assert_eq!(redact_url("postgres://app:s3cret@db:5432/app"), "postgres://app:***@db:5432/app");
         assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
         assert_eq!(redact_url("postgres://db/app?user=x"), "postgres://db/app?user=x");
+    }
+
+    #[test]
+    fn redacts_secret_query_parameters() {
+        assert_eq!(
+            redact_url("postgres://u@db/app?password=s3cret&sslmode=disable"),
+            "postgres://u@db/app?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://u:pw@db/app?sslpassword=k3y&pass%77ord=x&application_name=a"),
+            "postgresql://u:***@db/app?sslpassword=***&pass%77ord=***&application_name=a"
+        );
+        assert_eq!(redact_url("postgres://db?password="), "postgres://db?password=***");
+        // An `@` in a query value is not userinfo; a raw `?` in a password is not a query.
+        assert_eq!(redact_url("postgres://db/app?options=a@b"), "postgres://db/app?options=a@b");
+        assert_eq!(redact_url("postgres://u:p?w@db/app?password=x"), "postgres://u:***@db/app?password=***");
     }
 
     #[test]

@@ -17,6 +17,15 @@ use crate::tasks::{self, TaskContext, TaskOutput};
 pub const JOB_LOCK_CLASS: i32 = 0x7067_6a72;
 /// Retry pauses stop growing here.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The pauses before each attempt to reconnect and record the end of a run whose connection was
+/// lost: about half a minute in all, long enough for a server restart or a failover.
+const RECORD_RECONNECT_PAUSES: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+];
 
 /// The advisory lock keys of a job: stable across versions and machines (FNV-1a of the name).
 pub fn advisory_key(job: &str) -> (i32, i32) {
@@ -58,6 +67,7 @@ pub async fn run(req: &RunRequest<'_>) -> RunReport {
         run_id: None,
         default_partition_rows: None,
         fleet_last_success: None,
+        fleet_view: None,
     };
     match connect_with_retries(req, &mut report).await {
         Ok(client) => locked_run(req, &client, &mut report).await,
@@ -105,7 +115,9 @@ async fn locked_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRepor
         Ok(_) => {
             report.outcome = Outcome::Skipped;
             report.error = Some("another pgpilot instance is running this job".into());
-            report.fleet_last_success = history::last_success(client, &req.spec.name).await.ok().flatten();
+            // The winner is still running: what this reads is the run before (the periodic
+            // reading of the history catches up).
+            let _ = read_fleet_view(client, req, report).await;
             return;
         }
         Err(e) => {
@@ -124,6 +136,10 @@ async fn locked_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRepor
         // server log a warning for every run.
         let _ = client.batch_execute("ROLLBACK").await;
     }
+    // A lost connection took the lock with it.
+    if client.is_closed() {
+        return;
+    }
     if let Err(e) = client.query_one("SELECT pg_advisory_unlock($1, $2)", &[&class, &key]).await {
         tracing::warn!(job = %req.spec.name, "releasing the job lock: {}", pg::describe(&e));
     }
@@ -131,66 +147,113 @@ async fn locked_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRepor
 
 /// Writes the history row around the task. An error here is about the bookkeeping itself.
 async fn recorded_run(req: &RunRequest<'_>, client: &Client, report: &mut RunReport) -> Result<(), JobError> {
+    pg::refuse_standby(client, req.config).await?;
     history::ensure(client).await?;
     let abandoned = history::mark_abandoned(client, &req.spec.name).await?;
     if abandoned > 0 {
-        report.notes.push(format!("marked {abandoned} earlier run(s) abandoned (their instance stopped)"));
+        report
+            .notes
+            .push(format!("marked {abandoned} earlier run(s) abandoned: their end was never recorded"));
     }
     let new = NewRun {
         job: &req.spec.name,
         kind: req.spec.kind(),
         scheduled_for: req.scheduled_for,
         instance: req.instance,
-        started_at: report.started_at,
     };
     let Some(id) = history::begin(client, &new).await? else {
         report.outcome = Outcome::Skipped;
         report.error = Some("another pgpilot instance already ran this job for this time slot".into());
-        report.fleet_last_success = history::last_success(client, &req.spec.name).await?;
+        read_fleet_view(client, req, report).await?;
         return Ok(());
     };
     report.run_id = Some(id);
-    let result = attempts(req, client, report).await;
+    let (mut problems, result) = attempts(req, client, report).await;
     let reset = if result.is_err() {
         "ROLLBACK; RESET lock_timeout; RESET statement_timeout"
     } else {
         "RESET lock_timeout; RESET statement_timeout"
     };
     let _ = client.batch_execute(reset).await;
-    match result {
-        Ok(out) => {
-            report.rows = out.rows;
-            report.default_partition_rows = out.default_rows;
-            report.notes.extend(out.notes);
-            if out.problems.is_empty() {
-                report.outcome = Outcome::Succeeded;
-            } else {
-                report.error = Some(out.problems.join("; "));
-            }
-        }
-        Err(e) => report.error = Some(e.to_string()),
+    if let Err(e) = result {
+        problems.push(e.to_string());
+    }
+    if problems.is_empty() {
+        report.outcome = Outcome::Succeeded;
+    } else {
+        report.error = Some(problems.join("; "));
     }
     let finish = Finish {
         id,
         outcome: report.outcome.as_str(),
-        finished_at: req.clock.now(),
         attempts: report.attempts as i32,
         rows: report.rows,
         detail: (!report.notes.is_empty()).then(|| report.notes.join("\n")),
         error: report.error.clone(),
+        default_partition_rows: report.default_partition_rows,
     };
-    history::finish(client, &finish).await?;
-    history::prune(client, &req.spec.name, report.started_at).await?;
-    report.fleet_last_success = history::last_success(client, &req.spec.name).await?;
+    match record_end(client, req, report, &finish).await {
+        Err(e) if client.is_closed() || e.is_connection_lost() => {
+            record_end_reconnected(req, report, &finish).await
+        }
+        recorded => recorded,
+    }
+}
+
+/// Writes the run's end and prunes the job's old history, on the run's connection or a new one.
+async fn record_end(
+    client: &Client,
+    req: &RunRequest<'_>,
+    report: &mut RunReport,
+    finish: &Finish<'_>,
+) -> Result<(), JobError> {
+    history::finish(client, finish).await?;
+    history::prune(client, &req.spec.name).await?;
+    read_fleet_view(client, req, report).await
+}
+
+/// Puts what the history says about the job (its run included, when it was recorded) into the
+/// report: every instance, winner or not, then exports the fleet's figures.
+async fn read_fleet_view(
+    client: &Client,
+    req: &RunRequest<'_>,
+    report: &mut RunReport,
+) -> Result<(), JobError> {
+    let view = history::fleet_view(client, std::slice::from_ref(&req.spec.name)).await?.pop();
+    report.fleet_last_success = view.as_ref().and_then(|v| v.last_success);
+    report.fleet_view = view;
     Ok(())
 }
 
+/// The run's connection is gone (the server restarted, failed over, or the network broke): its
+/// end is written on a new one, tried a few times over some seconds, so the row says what
+/// happened instead of staying 'running' until the next run marks it abandoned.
+async fn record_end_reconnected(
+    req: &RunRequest<'_>,
+    report: &mut RunReport,
+    finish: &Finish<'_>,
+) -> Result<(), JobError> {
+    let mut last_error = String::new();
+    for pause in RECORD_RECONNECT_PAUSES {
+        tokio::time::sleep(pause).await;
+        match pg::connect_in_time(req.connector, req.config).await {
+            Ok(client) => return record_end(&client, req, report, finish).await,
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(JobError::Invalid(format!(
+        "the connection was lost and a new one to record the run's end could not be made: {last_error}"
+    )))
+}
+
 /// The task under its timeouts, retried with doubling pauses while failures are transient.
+/// What each attempt did goes into the report as it ends, a failed one's too (work done before
+/// a step failed stays done); returned are what the last attempt could not do and how it ended.
 async fn attempts(
     req: &RunRequest<'_>,
     client: &Client,
     report: &mut RunReport,
-) -> Result<TaskOutput, JobError> {
+) -> (Vec<String>, Result<(), JobError>) {
     let limits = &req.spec.limits;
     let ms = |s: &crate::span::Span| s.duration().unwrap_or_default().as_millis();
     let set = format!(
@@ -198,13 +261,23 @@ async fn attempts(
         ms(&limits.lock_timeout),
         ms(&limits.statement_timeout)
     );
-    client.batch_execute(&set).await.context(|| "setting lock_timeout and statement_timeout".into())?;
-    let server_version = pg::server_version_num(client).await?;
+    if let Err(e) =
+        client.batch_execute(&set).await.context(|| "setting lock_timeout and statement_timeout".into())
+    {
+        return (Vec::new(), Err(e));
+    }
+    let server_version = match pg::server_version_num(client).await {
+        Ok(v) => v,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
     let ctx = TaskContext { now: report.started_at, server_version };
     loop {
         report.attempts += 1;
-        match cancellable(req, client, tasks::execute(client, &req.spec.task, &ctx), report).await {
-            Ok(out) => return Ok(out),
+        let mut out = TaskOutput::default();
+        let result =
+            cancellable(req, client, tasks::execute(client, &req.spec.task, &ctx, &mut out), report).await;
+        let problems = add_output(report, out);
+        match result {
             Err(e) if e.is_transient() && report.attempts <= limits.retries && !client.is_closed() => {
                 // A failed statement may leave a transaction open (an sql job's own BEGIN).
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -212,9 +285,21 @@ async fn attempts(
                 report.notes.push(format!("attempt {} failed ({e}); retrying in {pause:?}", report.attempts));
                 tokio::time::sleep(pause).await;
             }
-            Err(e) => return Err(e),
+            result => return (problems, result),
         }
     }
+}
+
+/// Adds an attempt's notes, rows and default-partition count to the report; returns its problems.
+fn add_output(report: &mut RunReport, out: TaskOutput) -> Vec<String> {
+    report.notes.extend(out.notes);
+    if let Some(rows) = out.rows {
+        report.rows = Some(report.rows.unwrap_or(0) + rows);
+    }
+    if out.default_rows.is_some() {
+        report.default_partition_rows = out.default_rows;
+    }
+    out.problems
 }
 
 /// Runs the task; when the run is told to stop, its statement is cancelled on the server and the
@@ -222,9 +307,9 @@ async fn attempts(
 async fn cancellable(
     req: &RunRequest<'_>,
     client: &Client,
-    task: impl std::future::Future<Output = Result<TaskOutput, JobError>>,
+    task: impl std::future::Future<Output = Result<(), JobError>>,
     report: &mut RunReport,
-) -> Result<TaskOutput, JobError> {
+) -> Result<(), JobError> {
     let Some(mut cancel) = req.cancel.clone() else { return task.await };
     tokio::pin!(task);
     tokio::select! {

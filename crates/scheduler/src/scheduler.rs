@@ -22,6 +22,8 @@ use crate::spec::JobSpec;
 const TICK: Duration = Duration::from_secs(1);
 /// How long cancelled jobs get to stop and write their history before they are abandoned.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// The bound on one reading of the fleet's runs from a database.
+const FLEET_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -40,11 +42,19 @@ pub struct SchedulerOptions {
     /// How long `shutdown` waits for running jobs before cancelling them (`shutdown_within`
     /// takes its own).
     pub shutdown_grace: Duration,
+    /// How often the jobs' figures the fleet shares (last success, default-partition rows, the
+    /// earliest run) are read back from the history table, so that every instance's metrics
+    /// agree whichever instance ran the job.
+    pub fleet_refresh: Duration,
 }
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        SchedulerOptions { instance: instance_name(), shutdown_grace: Duration::from_secs(30) }
+        SchedulerOptions {
+            instance: instance_name(),
+            shutdown_grace: Duration::from_secs(30),
+            fleet_refresh: Duration::from_secs(60),
+        }
     }
 }
 
@@ -64,6 +74,22 @@ struct JobState {
     running: bool,
     last: Option<RunReport>,
     counters: JobCounters,
+    /// When this instance started scheduling the job, and the job as it was then.
+    scheduled: Option<(JobSpec, DateTime<Utc>)>,
+}
+
+impl JobState {
+    /// When this instance has scheduled `spec` since: `now` for a new or changed job, the time
+    /// it already had for a job a reload left as it was (the never-succeeded alert counts from it).
+    fn scheduled_since(&mut self, spec: &JobSpec, now: DateTime<Utc>) -> DateTime<Utc> {
+        match &self.scheduled {
+            Some((scheduled, since)) if scheduled == spec => *since,
+            _ => {
+                self.scheduled = Some((spec.clone(), now));
+                now
+            }
+        }
+    }
 }
 
 /// This instance's runs of a job, by name. A scheduler that replaces another on reload adopts
@@ -89,6 +115,8 @@ struct JobEntry {
     spec: JobSpec,
     schedule: Result<Schedule, String>,
     period: Duration,
+    /// When this instance started scheduling the job as it is now (kept over reloads).
+    scheduled_since: DateTime<Utc>,
     /// This scheduler's next slot; not shared with a replaced scheduler, whose loop may still
     /// be finishing a run.
     next_run: Mutex<Option<DateTime<Utc>>>,
@@ -113,6 +141,7 @@ struct Shared {
     resolver: Arc<dyn DatabaseResolver>,
     clock: Arc<dyn Clock>,
     options: SchedulerOptions,
+    /// Slots are counted from here.
     started: DateTime<Utc>,
     stop: watch::Sender<bool>,
     /// Set when the grace period is over: running jobs cancel their statements.
@@ -182,7 +211,15 @@ fn start_adopting(
             let next_run =
                 schedule.as_ref().ok().filter(|_| spec.enabled).and_then(|s| s.next_after(started));
             let record = records.remove(&spec.name).unwrap_or_default();
-            Arc::new(JobEntry { spec, schedule, period, next_run: Mutex::new(next_run), record })
+            let scheduled_since = record.state().scheduled_since(&spec, started);
+            Arc::new(JobEntry {
+                spec,
+                schedule,
+                period,
+                scheduled_since,
+                next_run: Mutex::new(next_run),
+                record,
+            })
         })
         .collect();
     // A removed job's run in progress is still this instance's; an ended one is forgotten.
@@ -197,6 +234,8 @@ fn start_adopting(
         .filter(|j| j.spec.enabled)
         .map(|job| tokio::spawn(job_loop(shared.clone(), job.clone(), shared.stop.subscribe())))
         .collect();
+    // Not among the loops: a scheduler that has stopped scheduling is idle once its runs ended.
+    tokio::spawn(refresh_fleet_views(shared.clone(), shared.stop.subscribe()));
     SchedulerHandle { shared, loops: Arc::new(Mutex::new(loops)) }
 }
 
@@ -228,25 +267,28 @@ impl SchedulerHandle {
     }
 
     pub fn render_prometheus(&self, out: &mut String) {
-        let states: Vec<(&JobEntry, JobState)> = self
+        let states: Vec<(&JobEntry, bool, JobCounters)> = self
             .shared
             .jobs
             .iter()
             .map(|j| {
                 let s = j.state();
-                let copy = JobState { running: s.running, last: None, counters: s.counters.clone() };
-                (j.as_ref(), copy)
+                (j.as_ref(), s.running, s.counters.clone())
             })
             .collect();
         let samples: Vec<JobSample<'_>> = states
             .iter()
-            .map(|(job, state)| JobSample {
+            .map(|(job, running, counters)| JobSample {
                 name: &job.spec.name,
                 enabled: job.spec.enabled,
                 period_seconds: job.period.as_secs_f64(),
-                scheduled_since: self.shared.started,
-                running: state.running,
-                counters: &state.counters,
+                // A job failing across restarts of every instance has been scheduled at least
+                // since its first recorded run.
+                scheduled_since: counters
+                    .first_recorded_run
+                    .map_or(job.scheduled_since, |first| first.min(job.scheduled_since)),
+                running: *running,
+                counters,
             })
             .collect();
         metrics::render(&samples, out);
@@ -342,6 +384,7 @@ fn not_run(spec: &JobSpec, now: DateTime<Utc>, outcome: Outcome, error: String) 
         run_id: None,
         default_partition_rows: None,
         fleet_last_success: None,
+        fleet_view: None,
     }
 }
 
@@ -405,7 +448,6 @@ async fn job_loop(shared: Arc<Shared>, job: Arc<JobEntry>, mut stop: watch::Rece
         tracing::error!(job = %job.spec.name, "not scheduled: {}", job.schedule.as_ref().err().cloned().unwrap_or_default());
         return;
     };
-    tokio::spawn(load_fleet_last_success(shared.clone(), job.clone()));
     // Slots are counted from the scheduler's start, not from whenever this task got going.
     let mut after = shared.started;
     loop {
@@ -438,16 +480,47 @@ async fn wait_until(clock: &dyn Clock, at: DateTime<Utc>, stop: &mut watch::Rece
     }
 }
 
-/// So the metrics and status say when the fleet last ran the job, before this instance runs it.
-async fn load_fleet_last_success(shared: Arc<Shared>, job: Arc<JobEntry>) {
-    let Ok(config) = shared.resolver.resolve(&job.spec) else { return };
-    let lookup = async {
-        let client = pg::connect_in_time(shared.resolver.as_ref(), &config).await.ok()?;
-        history::last_success(&client, &job.spec.name).await.ok().flatten()
-    };
-    if let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(10), lookup).await {
-        let mut state = job.state();
-        state.counters.last_success = state.counters.last_success.max(Some(t));
+/// Reads the fleet's figures of every job from the history tables, at the start and then every
+/// `fleet_refresh`, until the scheduler stops scheduling: so the metrics and status say what the
+/// fleet did before this instance runs a job, and agree across instances after any one ran it.
+async fn refresh_fleet_views(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        read_fleet_views(&shared).await;
+        tokio::select! {
+            _ = tokio::time::sleep(shared.options.fleet_refresh) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+async fn read_fleet_views(shared: &Shared) {
+    // A job whose database does not resolve (a reload removed it) keeps its figures.
+    let specs: Vec<JobSpec> = shared
+        .jobs
+        .iter()
+        .filter(|j| shared.resolver.resolve(&j.spec).is_ok())
+        .map(|j| j.spec.clone())
+        .collect();
+    let Ok(by_database) = jobs_by_database(&specs, shared.resolver.as_ref(), None) else { return };
+    for (key, (config, names)) in by_database {
+        let read = async {
+            let client =
+                pg::connect_in_time(shared.resolver.as_ref(), &config).await.map_err(|e| e.to_string())?;
+            history::fleet_view(&client, &names).await.map_err(|e| e.to_string())
+        };
+        let views = match tokio::time::timeout(FLEET_READ_TIMEOUT, read).await {
+            Ok(Ok(views)) => views,
+            Ok(Err(e)) => {
+                tracing::debug!(database = %key, "reading the fleet's job runs: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for view in views {
+            if let Ok(job) = shared.job(&view.job) {
+                job.state().counters.take_fleet_view(&view);
+            }
+        }
     }
 }
 
@@ -478,15 +551,7 @@ pub async fn history_of(
     name: Option<&str>,
     limit: usize,
 ) -> Result<Vec<RunRecord>, SchedulerError> {
-    let mut by_database: BTreeMap<String, (tokio_postgres::Config, Vec<String>)> = BTreeMap::new();
-    for spec in jobs.iter().filter(|s| name.is_none_or(|n| n == s.name)) {
-        let config = resolver.resolve(spec)?;
-        by_database
-            .entry(database_key(&config))
-            .or_insert_with(|| (config, Vec::new()))
-            .1
-            .push(spec.name.clone());
-    }
+    let by_database = jobs_by_database(jobs, resolver, name)?;
     let mut records = Vec::new();
     let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
     for (key, (config, names)) in by_database {
@@ -501,4 +566,22 @@ pub async fn history_of(
     records.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
     records.truncate(limit);
     Ok(records)
+}
+
+/// The jobs (all, or the one named) grouped by the database they work on, with its settings.
+fn jobs_by_database(
+    jobs: &[JobSpec],
+    resolver: &dyn DatabaseResolver,
+    name: Option<&str>,
+) -> Result<BTreeMap<String, (tokio_postgres::Config, Vec<String>)>, ResolveError> {
+    let mut by_database: BTreeMap<String, (tokio_postgres::Config, Vec<String>)> = BTreeMap::new();
+    for spec in jobs.iter().filter(|s| name.is_none_or(|n| n == s.name)) {
+        let config = resolver.resolve(spec)?;
+        by_database
+            .entry(database_key(&config))
+            .or_insert_with(|| (config, Vec::new()))
+            .1
+            .push(spec.name.clone());
+    }
+    Ok(by_database)
 }

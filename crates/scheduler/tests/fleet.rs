@@ -32,7 +32,7 @@ fn start_with_grace(
     name: &str,
     shutdown_grace: Duration,
 ) -> SchedulerHandle {
-    let options = SchedulerOptions { instance: name.into(), shutdown_grace };
+    let options = SchedulerOptions { instance: name.into(), shutdown_grace, ..SchedulerOptions::default() };
     Scheduler::start_with(cfg.jobs.clone(), Arc::new(cfg.databases.clone()), clock, options)
 }
 

@@ -512,3 +512,48 @@ async fn moving_default_rows_under_concurrent_inserts() {
         "two rows from before, the steady inserter's and the one made while the job waited"
     );
 }
+
+/// A run that fails half-way through retention has still created and dropped partitions: its
+/// notes say so, in the report and in the history row, next to the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failing_in_retention_records_what_it_did_before() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE ret (id bigint NOT NULL, ts timestamptz NOT NULL, PRIMARY KEY (id, ts)) PARTITION BY RANGE (ts);
+         CREATE TABLE ret_y2025_m01 PARTITION OF ret FOR VALUES FROM ('2025-01-01 00:00+00') TO ('2025-02-01 00:00+00');
+         CREATE TABLE ret_y2025_m02 PARTITION OF ret FOR VALUES FROM ('2025-02-01 00:00+00') TO ('2025-03-01 00:00+00');
+         INSERT INTO ret VALUES (1, '2025-01-05'), (2, '2025-02-05');
+         -- A row referencing February keeps its partition from being detached.
+         CREATE TABLE ret_ref (id bigint, ts timestamptz, FOREIGN KEY (id, ts) REFERENCES ret (id, ts));
+         INSERT INTO ret_ref VALUES (2, '2025-02-05');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "ret"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "ret"
+        interval = "monthly"
+        premake = 1
+        retention = "6 months"
+        retention_drop = true
+        retries = 0
+        "#,
+    );
+    let report = run(&cfg, "ret", &clock(at(2026, 12, 7, 1, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.error.as_deref().unwrap_or_default().contains("23503"), "{report:?}");
+    let done = ["created ret_y2026_m12, ret_y2027_m01", "detached and dropped public.ret_y2025_m01"];
+    for note in done {
+        assert!(report.notes.iter().any(|n| n.starts_with(note)), "no `{note}` in {:?}", report.notes);
+    }
+    assert_eq!(partitions_of(&cluster, "ret"), ["ret_y2025_m02", "ret_y2026_m12", "ret_y2027_m01"]);
+    let detail = cluster.psql("postgres", "SELECT coalesce(detail, '<none>') FROM pgpilot.job_runs");
+    for note in done {
+        assert!(detail.contains(note), "no `{note}` in the history row's detail: {detail}");
+    }
+}

@@ -225,3 +225,34 @@ async fn retention_with_a_schema_made_for_the_role_and_table_privileges() {
     assert_eq!(report.rows, Some(14), "{report:?}");
     assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM logs"), "7");
 }
+
+/// A `filter` may end in a `-- comment`: it goes into the statement on lines of its own, so the
+/// comment does not swallow the closing parenthesis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_filter_ending_in_a_comment_works() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE notes (id int PRIMARY KEY, at timestamptz NOT NULL, kind text);
+         CREATE INDEX ON notes (at);
+         INSERT INTO notes VALUES (1, '2020-01-01', 'chat'), (2, '2020-01-01', 'legal'), (3, now(), 'chat');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "notes"
+        kind = "retention"
+        schedule = "@daily"
+        database = "app"
+        table = "notes"
+        column = "at"
+        older_than = "30 days"
+        filter = "kind <> 'legal' -- legal holds are kept"
+        "#,
+    );
+    let report = run(&cfg, "notes", &clock(at(2026, 12, 1, 0, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(report.rows, Some(1), "{report:?}");
+    assert_eq!(cluster.psql("postgres", "SELECT string_agg(id::text, ',' ORDER BY id) FROM notes"), "2,3");
+}

@@ -48,17 +48,24 @@ impl TaskOutput {
     }
 }
 
-pub async fn execute(client: &Client, task: &Task, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+/// Runs the task, writing what it does into `out` as it goes, so that what was done before a
+/// step failed is still reported.
+pub async fn execute(
+    client: &Client,
+    task: &Task,
+    ctx: &TaskContext,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     match task {
         Task::Partitions(t) => {
-            let mut out = partitions::run(client, t, ctx).await?;
+            let result = partitions::run(client, t, ctx, out).await;
             out.rows = Some(out.rows_moved);
-            Ok(out)
+            result
         }
-        Task::Refresh(t) => refresh::run(client, t, ctx).await,
-        Task::Analyze(t) => thresholds::run(client, t, thresholds::Pass::Analyze, ctx).await,
-        Task::Vacuum(t) => thresholds::run(client, t, thresholds::Pass::Vacuum, ctx).await,
-        Task::Retention(t) => retention::run(client, t, ctx).await,
-        Task::Sql(t) => sql::run(client, t, ctx).await,
+        Task::Refresh(t) => refresh::run(client, t, ctx, out).await,
+        Task::Analyze(t) => thresholds::run(client, t, thresholds::Pass::Analyze, ctx, out).await,
+        Task::Vacuum(t) => thresholds::run(client, t, thresholds::Pass::Vacuum, ctx, out).await,
+        Task::Retention(t) => retention::run(client, t, ctx, out).await,
+        Task::Sql(t) => sql::run(client, t, ctx, out).await,
     }
 }

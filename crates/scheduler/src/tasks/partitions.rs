@@ -93,7 +93,12 @@ impl Coverage<'_> {
     }
 }
 
-pub async fn run(client: &Client, task: &PartitionsTask, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+pub async fn run(
+    client: &Client,
+    task: &PartitionsTask,
+    ctx: &TaskContext,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     let rel = pg::find_relation(client, &task.table).await?;
     let key = catalog::partition_key(client, &rel).await?;
     // Bounds are written and read as wall-clock times in the job's zone.
@@ -104,15 +109,14 @@ pub async fn run(client: &Client, task: &PartitionsTask, ctx: &TaskContext) -> R
     let (now_local, cutoff) = local_times(client, ctx, task).await?;
     let children = catalog::children(client, &rel, ctx.server_version).await?;
     let mut table = Table { task, rel, key, children };
-    let mut out = TaskOutput::default();
 
-    finish_pending_detaches(client, &table, cutoff, &mut out).await?;
-    premake(client, &mut table, now_local, &mut out).await?;
-    watch_default(client, &table, &mut out).await?;
+    finish_pending_detaches(client, &table, cutoff, out).await?;
+    premake(client, &mut table, now_local, out).await?;
+    watch_default(client, &table, out).await?;
     if let Some(cutoff) = cutoff {
-        retire(client, &table, cutoff, ctx.server_version, &mut out).await?;
+        retire(client, &table, cutoff, ctx.server_version, out).await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Now and the retention cutoff as wall-clock times in the job's zone (PostgreSQL does the zone
@@ -193,15 +197,32 @@ fn kept_partition_half_detached(table: &Table<'_>, child: &Child) -> String {
     )
 }
 
+/// Creates the missing partitions of the current and the next `premake` periods, and notes
+/// those it made (also when making a later one fails).
 async fn premake(
     client: &Client,
     table: &mut Table<'_>,
     now_local: NaiveDateTime,
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
+    let mut created = Vec::new();
+    let result = create_missing(client, table, now_local, &mut created, out).await;
+    out.partitions_created = created.len();
+    if !created.is_empty() {
+        out.note(format!("created {}", created.join(", ")));
+    }
+    result
+}
+
+async fn create_missing(
+    client: &Client,
+    table: &mut Table<'_>,
+    now_local: NaiveDateTime,
+    created: &mut Vec<String>,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     let task = table.task;
     let template = task.naming.as_deref().unwrap_or(periods::default_template(task.interval));
-    let mut created = Vec::new();
     for (start, end) in periods::wanted_periods(task.interval, now_local, task.premake) {
         let coverage = table.coverage(start, end);
         if !coverage.partitions.is_empty() {
@@ -227,10 +248,6 @@ async fn premake(
                 detach_pending: false,
             });
         }
-    }
-    out.partitions_created = created.len();
-    if !created.is_empty() {
-        out.note(format!("created {}", created.join(", ")));
     }
     Ok(())
 }
@@ -477,7 +494,17 @@ async fn watch_default(client: &Client, table: &Table<'_>, out: &mut TaskOutput)
     Ok(())
 }
 
-/// Detaches (and optionally drops) partitions whose whole range ends at or before the cutoff.
+/// The partitions a run retired, as far as it got.
+#[derive(Default)]
+struct Retired {
+    /// Detached (and dropped, when the job drops them).
+    done: Vec<String>,
+    /// Detached, but the drop that was to follow failed.
+    detached_only: Option<String>,
+}
+
+/// Detaches (and optionally drops) partitions whose whole range ends at or before the cutoff,
+/// and notes those it retired (also when a later one fails).
 async fn retire(
     client: &Client,
     table: &Table<'_>,
@@ -489,27 +516,44 @@ async fn retire(
     // but PostgreSQL refuses it when the table has a default partition.
     let has_default = table.default_partition().is_some();
     let concurrently = server_version >= 140000 && !has_default;
+    let mut retired = Retired::default();
+    let result = retire_each(client, table, cutoff, concurrently, &mut retired).await;
+    out.partitions_retired = retired.done.len();
+    let detached_any = !retired.done.is_empty() || retired.detached_only.is_some();
+    if !retired.done.is_empty() {
+        let verb = if table.task.retention_drop { "detached and dropped" } else { "detached" };
+        out.note(format!("{verb} {} (older than {cutoff})", retired.done.join(", ")));
+    }
+    if let Some(name) = retired.detached_only {
+        out.note(format!("detached {name} (older than {cutoff}), which is left to drop"));
+    }
+    if detached_any && !concurrently {
+        let why =
+            if has_default { "the table has a default partition" } else { "the server is older than 14" };
+        out.note(format!("detached without CONCURRENTLY because {why}"));
+    }
+    result
+}
+
+async fn retire_each(
+    client: &Client,
+    table: &Table<'_>,
+    cutoff: NaiveDateTime,
+    concurrently: bool,
+    retired: &mut Retired,
+) -> Result<(), JobError> {
     let old = table.children.iter().filter(|c| !c.detach_pending && past_retention(c, Some(cutoff)));
-    let mut retired = Vec::new();
+    let how = if concurrently { " CONCURRENTLY" } else { "" };
     for child in old {
-        let how = if concurrently { " CONCURRENTLY" } else { "" };
         let sql = format!("ALTER TABLE {} DETACH PARTITION {}{how}", table.rel.sql(), child.sql());
         client.batch_execute(&sql).await.context(|| format!("detaching {}", child.display()))?;
         if table.task.retention_drop {
+            retired.detached_only = Some(child.display());
             let drop = format!("DROP TABLE {}", child.sql());
             client.batch_execute(&drop).await.context(|| format!("dropping {}", child.display()))?;
+            retired.detached_only = None;
         }
-        retired.push(child.display());
-    }
-    out.partitions_retired = retired.len();
-    if !retired.is_empty() {
-        let verb = if table.task.retention_drop { "detached and dropped" } else { "detached" };
-        out.note(format!("{verb} {} (older than {cutoff})", retired.join(", ")));
-        if !concurrently {
-            let why =
-                if has_default { "the table has a default partition" } else { "the server is older than 14" };
-            out.note(format!("detached without CONCURRENTLY because {why}"));
-        }
+        retired.done.push(child.display());
     }
     Ok(())
 }

@@ -31,12 +31,16 @@ async fn concurrent_blocker(client: &Client, view_oid: u32) -> Result<Option<&'s
     })
 }
 
-pub async fn run(client: &Client, task: &RefreshTask, _ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+pub async fn run(
+    client: &Client,
+    task: &RefreshTask,
+    _ctx: &TaskContext,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     let view = pg::find_relation(client, &task.view).await?;
     if view.kind != b'm' as i8 {
         return Err(JobError::Invalid(format!("{} is not a materialized view", view.display())));
     }
-    let mut out = TaskOutput::default();
     let concurrently = match (task.concurrently, concurrent_blocker(client, view.oid).await?) {
         (Concurrently::Never, _) => false,
         (_, None) => true,
@@ -57,5 +61,5 @@ pub async fn run(client: &Client, task: &RefreshTask, _ctx: &TaskContext) -> Res
     if concurrently {
         out.note(format!("refreshed {} CONCURRENTLY", view.display()));
     }
-    Ok(out)
+    Ok(())
 }

@@ -184,8 +184,58 @@ fn finished_note(
     )
 }
 
-pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Result<TaskOutput, JobError> {
-    let started = Instant::now();
+/// One run's batched delete: what it deletes, and how far it got.
+struct Batches<'a> {
+    task: &'a RetentionTask,
+    rel: &'a Relation,
+    identity: &'a RowIdentity,
+    predicate: &'a str,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    deleted: i64,
+    batches: u64,
+}
+
+impl Batches<'_> {
+    /// Deletes batch after batch until none is full or the time budget is spent, and notes how
+    /// it ended.
+    async fn run(&mut self, client: &Client, out: &mut TaskOutput) -> Result<(), JobError> {
+        let started = Instant::now();
+        let statement = client
+            .prepare(&batch_sql(self.rel, self.identity, self.predicate, self.task.batch_size))
+            .await
+            .context(|| format!("preparing the batched delete on {}", self.rel.display()))?;
+        let budget = self.task.time_budget.duration().unwrap_or(Duration::from_secs(600));
+        let pause = self.task.pause.duration().unwrap_or_default();
+        loop {
+            let n = client.execute(&statement, &[&self.cutoff]).await.context(|| {
+                format!("deleting a batch from {} (after {} rows)", self.rel.display(), self.deleted)
+            })?;
+            self.deleted += n as i64;
+            self.batches += 1;
+            // A short batch means nothing unlocked is left: locked rows must not keep the run spinning.
+            if n < u64::from(self.task.batch_size) {
+                let left_behind = rows_left_behind(client, self.rel, self.predicate, &self.cutoff).await?;
+                out.note(finished_note(self.deleted, self.batches, &self.cutoff, left_behind));
+                return Ok(());
+            }
+            if started.elapsed() + pause >= budget {
+                out.note(format!(
+                    "deleted {} rows in {} batches; the time budget ({}) ended with rows left for the next run",
+                    self.deleted, self.batches, self.task.time_budget
+                ));
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+pub async fn run(
+    client: &Client,
+    task: &RetentionTask,
+    ctx: &TaskContext,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     let rel = pg::find_relation(client, &task.table).await?;
     if !matches!(rel.kind as u8, b'r' | b'p') {
         return Err(JobError::Invalid(format!("{} is not a table", rel.display())));
@@ -195,16 +245,12 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
     check_column(client, &rel, &column).await?;
     check_privileges(client, &rel, &column).await?;
     let identity = row_identity(client, &rel).await?;
-    let mut out = TaskOutput::default();
     if !column_is_indexed(client, &rel, &column).await? {
         let warning = unindexed_column_warning(&rel, &column);
         tracing::warn!("{warning}");
         out.note(warning);
     }
-    let mut predicate = format!("{} < $1::timestamptz", quote_ident(&column));
-    if let Some(filter) = &task.filter {
-        predicate.push_str(&format!(" AND ({filter})"));
-    }
+    let predicate = predicate(&column, task.filter.as_deref());
     // The earlier of pgpilot's clock and the database's: a host clock running fast must not make
     // rows the database still counts as young look old.
     let cutoff: chrono::DateTime<chrono::Utc> = client
@@ -215,35 +261,33 @@ pub async fn run(client: &Client, task: &RetentionTask, ctx: &TaskContext) -> Re
         .await
         .context(|| "computing the retention cutoff".into())?
         .get(0);
-    let statement = client
-        .prepare(&batch_sql(&rel, &identity, &predicate, task.batch_size))
-        .await
-        .context(|| format!("preparing the batched delete on {}", rel.display()))?;
-    let budget = task.time_budget.duration().unwrap_or(Duration::from_secs(600));
-    let pause = task.pause.duration().unwrap_or_default();
-    let (mut deleted, mut batches) = (0i64, 0u64);
-    loop {
-        let n = client
-            .execute(&statement, &[&cutoff])
-            .await
-            .context(|| format!("deleting a batch from {} (after {deleted} rows)", rel.display()))?;
-        deleted += n as i64;
-        batches += 1;
-        // A short batch means nothing unlocked is left: locked rows must not keep the run spinning.
-        if n < u64::from(task.batch_size) {
-            let left_behind = rows_left_behind(client, &rel, &predicate, &cutoff).await?;
-            out.note(finished_note(deleted, batches, &cutoff, left_behind));
-            break;
-        }
-        if started.elapsed() + pause >= budget {
-            out.note(format!(
-                "deleted {deleted} rows in {batches} batches; the time budget ({}) ended with rows left for the next run",
-                task.time_budget
-            ));
-            break;
-        }
-        tokio::time::sleep(pause).await;
+    let mut batches = Batches {
+        task,
+        rel: &rel,
+        identity: &identity,
+        predicate: &predicate,
+        cutoff,
+        deleted: 0,
+        batches: 0,
+    };
+    let result = batches.run(client, out).await;
+    if result.is_err() && batches.deleted > 0 {
+        // Each batch committed on its own: those rows are gone although the run failed.
+        out.note(format!(
+            "deleted {} rows in {} batches before the failure",
+            batches.deleted, batches.batches
+        ));
     }
-    out.rows = Some(deleted);
-    Ok(out)
+    out.rows = Some(batches.deleted);
+    result
+}
+
+/// The rows a batch may delete. The filter goes in as written, on lines of its own, so that a
+/// `-- comment` ending it ends before the closing parenthesis.
+fn predicate(column: &str, filter: Option<&str>) -> String {
+    let older = format!("{} < $1::timestamptz", quote_ident(column));
+    match filter {
+        Some(filter) => format!("{older} AND (\n{filter}\n)"),
+        None => older,
+    }
 }

@@ -6,7 +6,12 @@ use super::{TaskContext, TaskOutput};
 use crate::pg::{Context, JobError};
 use crate::spec::SqlTask;
 
-pub async fn run(client: &Client, task: &SqlTask, _ctx: &TaskContext) -> Result<TaskOutput, JobError> {
+pub async fn run(
+    client: &Client,
+    task: &SqlTask,
+    _ctx: &TaskContext,
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     // The simple protocol runs several statements in one string (as one implicit transaction
     // unless the text has its own BEGIN/COMMIT), and reports each one's row count.
     let messages = client.simple_query(&task.sql).await.context(|| "running the job's SQL".into())?;
@@ -17,7 +22,6 @@ pub async fn run(client: &Client, task: &SqlTask, _ctx: &TaskContext) -> Result<
             "the job's SQL left a transaction open (BEGIN without COMMIT); it was rolled back".into(),
         ));
     }
-    let mut out = TaskOutput::default();
     let rows: u64 = messages
         .iter()
         .map(|m| match m {
@@ -26,7 +30,7 @@ pub async fn run(client: &Client, task: &SqlTask, _ctx: &TaskContext) -> Result<
         })
         .sum();
     out.rows = Some(rows as i64);
-    Ok(out)
+    Ok(())
 }
 
 /// Inside an explicit transaction a later statement starts after the transaction did; in a

@@ -108,10 +108,10 @@ pub async fn run(
     task: &ThresholdTask,
     pass: Pass,
     ctx: &TaskContext,
-) -> Result<TaskOutput, JobError> {
+    out: &mut TaskOutput,
+) -> Result<(), JobError> {
     let Candidates { mut over, partitioned, missing } = candidates(client, task, pass, ctx).await?;
     over.extend(partitioned);
-    let mut out = TaskOutput::default();
     if let Some(max) = task.max_tables {
         if over.len() > max as usize {
             let left = over.len() - max as usize;
@@ -119,24 +119,38 @@ pub async fn run(
             out.note(format!("{left} more tables are over the threshold; they come first next run"));
         }
     }
-    let mut out = process(client, over, pass, out).await?;
+    let mut done = Vec::new();
+    let result = process(client, &over, pass, &mut done).await;
+    out.rows = Some(done.len() as i64);
+    let verb = pass.verb();
+    match (done.is_empty(), &result) {
+        (true, Ok(())) => out.note("no table is over the threshold".into()),
+        (true, Err(_)) => {}
+        (false, _) => out.note(format!("{verb}: {}", done.join(", "))),
+    }
     // The other tables are done; the run still counts as failed, so the configuration gets fixed.
     out.problems.extend(missing);
-    Ok(out)
+    result
 }
 
+impl Pass {
+    fn verb(self) -> &'static str {
+        match self {
+            Pass::Analyze => "ANALYZE",
+            Pass::Vacuum => "VACUUM",
+        }
+    }
+}
+
+/// Runs the pass on each table in turn; `done` says which were, also when one fails.
 async fn process(
     client: &Client,
-    tables: Vec<Candidate>,
+    tables: &[Candidate],
     pass: Pass,
-    mut out: TaskOutput,
-) -> Result<TaskOutput, JobError> {
-    let verb = match pass {
-        Pass::Analyze => "ANALYZE",
-        Pass::Vacuum => "VACUUM",
-    };
-    let mut done = Vec::new();
-    for t in &tables {
+    done: &mut Vec<String>,
+) -> Result<(), JobError> {
+    let verb = pass.verb();
+    for t in tables {
         client
             .batch_execute(&format!("{verb} {}", t.sql_name))
             .await
@@ -147,11 +161,5 @@ async fn process(
             t.display.clone()
         });
     }
-    out.rows = Some(done.len() as i64);
-    if done.is_empty() {
-        out.note("no table is over the threshold".into());
-    } else {
-        out.note(format!("{verb}: {}", done.join(", ")));
-    }
-    Ok(out)
+    Ok(())
 }
