@@ -368,7 +368,8 @@ fn print_config_report(report: &ConfigReport) {
     }
     let Some(runs) = report.runs.as_ref().filter(|_| report.ok) else {
         if !report.loaded {
-            report.problems.iter().for_each(|p| eprintln!("{p}"));
+            // Worded as the program's other failures are.
+            report.problems.iter().for_each(|p| eprintln!("pgpilot: {p}"));
             return;
         }
         eprintln!("{}: {} problem(s):", report.file.display(), report.problems.len());

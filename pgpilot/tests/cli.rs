@@ -94,7 +94,10 @@ fn exit_codes_are_consistent() {
     let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);
     assert_eq!(fail_on_info.status.code(), Some(2), "{}", String::from_utf8_lossy(&fail_on_info.stderr));
     assert!(String::from_utf8_lossy(&fail_on_info.stderr).contains("use warning or critical"));
-    assert_eq!(pgpilot(&["check-config", "/nonexistent.toml"]).status.code(), Some(1), "failures exit 1");
+    let missing = pgpilot(&["check-config", "/nonexistent.toml"]);
+    assert_eq!(missing.status.code(), Some(1), "failures exit 1");
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.starts_with("pgpilot: cannot read /nonexistent.toml"), "{said}");
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[pgpilot]\ndefault_pool_size = 0\n").unwrap();
