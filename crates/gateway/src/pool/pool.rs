@@ -100,9 +100,10 @@ pub struct Pool {
     /// The last refused login and when: until server_login_retry has passed, new connections
     /// fail with it at once instead of trying the server again (PgBouncer's server_login_retry).
     login_refused: Mutex<Option<Refusal>>,
-    /// The same for a login of the health monitor's: it holds back the monitor only. It may
-    /// have met a moment clients never see (a database dropped and made again, helper-144), and
-    /// PgBouncer, which makes no such logins, would not turn clients away for it.
+    /// The same for a login outside the pool (the health monitor's, the cache's): it holds back
+    /// such logins only. It may have met a moment clients never see (a database dropped and made
+    /// again, helper-144), and PgBouncer, which makes no such logins, would not turn clients away
+    /// for it.
     monitor_login_refused: Mutex<Option<Refusal>>,
     /// The server refused a login for now (too many connections, starting up) while this pool
     /// had other connections: until then its waiters wait for those instead of each trying a
@@ -724,7 +725,11 @@ impl Pool {
     /// a monitor retrying every round would flood the server's log (and trip lockouts).
     pub async fn connect_unpooled(&self) -> Result<super::connect::Connected, ConnectError> {
         let settings = self.settings.load();
-        if let Some(refused) = self.recent_login_refusal(settings.login_retry, &self.login_refused) {
+        // A refusal met by the pool's clients or by an unpooled login: this one is unpooled too.
+        let refused = [&self.login_refused, &self.monitor_login_refused]
+            .into_iter()
+            .find_map(|refusal| self.recent_login_refusal(settings.login_retry, refusal));
+        if let Some(refused) = refused {
             return Err(refused);
         }
         let secret = self.secrets.secret_for(&self.target);
