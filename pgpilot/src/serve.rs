@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use pgpilot_gateway::config::{pgbouncer_ini, AuthType, Config, PoolMode, QuickStart};
+use pgpilot_gateway::config::{pgbouncer_ini, AuthType, Config, PoolMode, QuickStart, ServerUrl};
 use pgpilot_gateway::Gateway;
 use pgpilot_scheduler::{redact_url, Target};
 
@@ -172,6 +172,7 @@ pub fn run(args: ServeArgs) -> Outcome {
         (None, None) => Config::default(),
     };
     warn_if_few_open_files(&config);
+    warn_of_passwords_in_argv(&args);
     let workers = args.workers.unwrap_or(config.pgpilot.workers);
     let runtime = runtime(workers)?;
     let overrides = args.quick_start();
@@ -181,6 +182,18 @@ pub fn run(args: ServeArgs) -> Outcome {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(OK)
+}
+
+/// A password in a --primary or --replica URL is readable by every local user (ps,
+/// /proc/PID/cmdline) for as long as pgpilot runs; it works, as in psql, but is said at start.
+fn warn_of_passwords_in_argv(args: &ServeArgs) {
+    let urls = args.primary.iter().chain(&args.replicas);
+    if urls.filter_map(|u| ServerUrl::parse(u).ok()).any(|u| u.password.is_some()) {
+        tracing::warn!(
+            "a server password given on the command line is visible to every local user (ps); \
+             put it in PGPASSWORD, a password_file or the config file instead"
+        );
+    }
 }
 
 /// A pgbouncer.ini as it is: what pgpilot does not honour is said once, loudly, at start; a
@@ -356,7 +369,7 @@ fn what_runs(config: &Config) -> WhatRuns {
         listen: config.pgpilot.listen.0.clone(),
         http: config.pgpilot.http.clone(),
         pool_mode: config.pgpilot.pool_mode.as_str(),
-        auth_type: config.pgpilot.auth_type.as_str(),
+        auth_type: config.pgpilot.auth_type().as_str(),
         databases,
         jobs,
     }

@@ -442,6 +442,39 @@ fn check_config_reads_the_auth_file() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// helper-148: a config that names auth_type without a users file is refused by serve, as by
+/// check-config (serve used to let everyone in without a password on loopback); a TOML error
+/// names the place, not the line that may hold a password; a password in --primary is warned about.
+#[test]
+fn serve_refuses_what_check_config_refuses_and_keeps_passwords_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgpilot.toml");
+    std::fs::write(
+        &config,
+        "[pgpilot]\nlisten = \"127.0.0.1:0\"\nauth_type = \"scram-sha-256\"\n\
+         [databases.app]\nprimary = \"postgres://app@127.0.0.1:5432/app\"\n",
+    )
+    .unwrap();
+    let check = pgpilot(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(1));
+    let serve = pgpilot(&["serve", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs auth_file"), "{stderr}");
+
+    std::fs::write(&config, "[databases.app]\nprimary = \"postgres://app:TOMLSECRET@127.0.0.1/app\" x\n").unwrap();
+    let check = pgpilot(&["check-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(stderr.contains("line 2") && !stderr.contains("TOMLSECRET"), "{stderr}");
+
+    let argv = "postgres://app:ARGVSECRET@127.0.0.1:1/app";
+    let serve = pgpilot(&["serve", "--listen", "0.0.0.0:0", "--primary", argv]);
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("visible to every local user"), "{stderr}");
+    assert!(!stderr.contains("ARGVSECRET"), "{stderr}");
+}
+
 /// A client that waited query_wait_timeout for a server while pinned clients held the servers is
 /// told the usual error, and the log says why, which the timeout alone does not.
 #[test]

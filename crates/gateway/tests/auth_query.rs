@@ -48,7 +48,7 @@ fn config_with_auth_user_only(pg: &Cluster, dir: &std::path::Path, auth: AuthTyp
     let userlist = dir.join("userlist.txt");
     std::fs::File::create(&userlist).unwrap().write_all(b"\"pgpilot_auth\" \"auth-pw\"\n").unwrap();
     let mut config = config_for(pg);
-    config.pgpilot.auth_type = auth;
+    config.pgpilot.auth_type = Some(auth);
     config.pgpilot.auth_file = Some(userlist);
     let primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
     config.databases.insert("appdb".into(), DatabaseConfig { primary, ..Default::default() });
@@ -160,5 +160,32 @@ async fn databases_of_the_fallback_entry_look_users_up_too() {
     let as_scram = format!("{} password=scram-pw", conninfo(&gw, "scram_user", "postgres"));
     let c = try_connect(&as_scram).await.expect("a login looked up in auth_dbname");
     assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    gw.shutdown().await;
+}
+
+/// helper-148: auth_user with no auth_file at all (its password in a database's URL, as the docs
+/// allow) used to let every client in without a password on loopback, auth_query never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_user_without_a_users_file_still_authenticates_clients() {
+    let pg = Cluster::builder().host_auth("md5").start();
+    pg.psql("postgres", SETUP);
+    let mut config = config_for(&pg);
+    config.pgpilot.auth_type = None;
+    config.pgpilot.auth_user = Some("pgpilot_auth".into());
+    config.pgpilot.auth_query = Some("SELECT usename, passwd FROM pgpilot_auth.lookup($1)".into());
+    // auth_user's password: the URL of the database the lookups run in.
+    config.pgpilot.auth_dbname = Some("authdb".into());
+    let primary = format!("postgres://pgpilot_auth:auth-pw@127.0.0.1:{}/postgres", pg.port());
+    config.databases.insert("authdb".into(), DatabaseConfig { primary, ..Default::default() });
+    let primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    config.databases.insert("appdb".into(), DatabaseConfig { primary, ..Default::default() });
+    let gw = start(config).await;
+
+    // No password (an empty one: tokio-postgres sends it when asked) and a wrong one.
+    assert_eq!(login(&gw, "scram_user", "''").await, Err(refused("scram_user")));
+    assert_eq!(login(&gw, "pgpilot_auth", "''").await, Err(refused("pgpilot_auth")));
+    assert_eq!(login(&gw, "scram_user", "nope").await, Err(refused("scram_user")));
+    assert_eq!(login(&gw, "scram_user", "scram-pw").await, Ok("scram_user".into()));
+    assert!(gw.shared().auth_query.queries() >= 1, "the lookup ran");
     gw.shutdown().await;
 }

@@ -26,7 +26,7 @@ fn scram_cluster() -> Cluster {
 
 fn app_config(pg: &Cluster, auth: AuthType, userlist: &Path) -> pgpilot_gateway::config::Config {
     let mut c = config_for(pg);
-    c.pgpilot.auth_type = auth;
+    c.pgpilot.auth_type = Some(auth);
     c.pgpilot.auth_file = Some(userlist.to_path_buf());
     c.databases.insert(
         "appdb".into(),
@@ -493,7 +493,7 @@ fn offline_config(auth: AuthType, userlist: &Path) -> pgpilot_gateway::config::C
     let mut c = pgpilot_gateway::config::Config::default();
     c.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
     c.pgpilot.http = Some("127.0.0.1:0".into());
-    c.pgpilot.auth_type = auth;
+    c.pgpilot.auth_type = Some(auth);
     c.pgpilot.auth_file = Some(userlist.to_path_buf());
     c.tls.server_tls_sslmode = ServerTlsMode::Disable;
     c.insight.server_probe_interval = pgpilot_gateway::config::Secs::from_secs(0);

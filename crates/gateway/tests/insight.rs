@@ -633,6 +633,38 @@ async fn unnamed_statements_bound_in_a_later_round_trip_are_counted() {
     gw.shutdown().await;
 }
 
+/// helper-148: EXPLAIN logs in as the user a request names; where clients authenticate, an API
+/// without a token let any local process do so as any user in the auth_file, the superuser too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyze_query_as_a_user_needs_the_token_where_clients_authenticate() {
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("userlist.txt");
+    std::fs::write(&users, "\"postgres\" \"pw\"\n").unwrap();
+    let mut config = config_for(&pg);
+    config.pgpilot.auth_type = Some(pgpilot_gateway::config::AuthType::ScramSha256);
+    config.pgpilot.auth_file = Some(users);
+    let gw = start(config).await;
+    let url = format!("{}/api/v1/monitoring/analyze-query", base(&gw));
+    let body = json!({"query": "SELECT 1", "database": "postgres", "user": "postgres"});
+    let r = request("POST", &url, None, Some(&body));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("http_token_file"), "{}", r.body);
+    gw.shutdown().await;
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let mut config = config_for(&pg);
+    config.pgpilot.auth_type = Some(pgpilot_gateway::config::AuthType::ScramSha256);
+    config.pgpilot.auth_file = Some(dir.path().join("userlist.txt"));
+    config.pgpilot.http_token_file = Some(token);
+    let gw = start(config).await;
+    let url = format!("{}/api/v1/monitoring/analyze-query", base(&gw));
+    let r = request("POST", &url, Some("t0ken"), Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyze_query_explains_reads_and_refuses_writes() {
     let pg = Cluster::start();
@@ -817,7 +849,7 @@ async fn exported_names() -> BTreeSet<String> {
     let mut config = Config::default();
     config.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
     config.pgpilot.http = Some("127.0.0.1:0".into());
-    config.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    config.pgpilot.auth_type = Some(pgpilot_gateway::config::AuthType::Trust);
     config.pgpilot.log_connections = false;
     config.tls.server_tls_sslmode = pgpilot_gateway::config::ServerTlsMode::Disable;
     config.databases.insert(

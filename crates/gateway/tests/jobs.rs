@@ -252,7 +252,7 @@ fn bad_jobs_are_named_by_validation() {
          [[jobs]]\nname = \"x\"\nkind = \"analyze\"\nschedule = \"every day\"\ndatabase = \"other\"\n",
     )
     .unwrap();
-    config.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    config.pgpilot.auth_type = Some(pgpilot_gateway::config::AuthType::Trust);
     let problems = config.validate();
     assert!(
         problems.iter().any(|p| p.starts_with("[[jobs]] job `x`") && p.contains("every day")),

@@ -146,7 +146,7 @@ async fn a_pgbouncer_ini_runs_as_is() {
 
     let conversion = convert_file(&ini).unwrap_or_else(|e| panic!("{e}"));
     let c = &conversion.config;
-    assert_eq!(c.pgpilot.auth_type, AuthType::Md5);
+    assert_eq!(c.pgpilot.auth_type(), AuthType::Md5);
     assert_eq!(c.pgpilot.pool_mode, PoolMode::Transaction);
     assert_eq!(c.pgpilot.auth_file.as_deref(), Some(dir.path().join("userlist.txt").as_path()));
     assert_eq!(c.pgpilot.stats_users, vec!["watcher", "nobody_else"]);

@@ -20,6 +20,7 @@ mod span;
 mod spec;
 mod spec_raw;
 mod tasks;
+mod toml_text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::METRIC_NAMES;
@@ -34,6 +35,7 @@ pub use scheduler::{
     history_of, instance_name, run_once, Scheduler, SchedulerError, SchedulerHandle, SchedulerOptions,
 };
 pub use span::{Interval, Span};
+pub use toml_text::parse_toml;
 pub use spec::{
     validate, validate_with_databases, Concurrently, JobSpec, PartitionInterval, PartitionsTask, RefreshTask,
     RetentionTask, RunLimits, SqlTask, Target, Task, ThresholdTask,

@@ -61,7 +61,7 @@ pub struct JobsConfig {
 
 impl JobsConfig {
     pub fn parse(text: &str) -> Result<JobsConfig, String> {
-        let partial: PartialConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let partial: PartialConfig = crate::parse_toml(text)?;
         let mut primaries = BTreeMap::new();
         for (name, value) in partial.databases {
             // A [databases.X] table may hold many gateway keys; only `primary` matters to jobs.

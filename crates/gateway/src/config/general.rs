@@ -69,7 +69,10 @@ pub struct General {
     /// Worker threads; 0 means one per CPU.
     pub workers: usize,
     pub pool_mode: PoolMode,
-    pub auth_type: AuthType,
+    /// How clients authenticate (read it with `auth_type()`): None until the file or a flag names
+    /// one, so that the password-less loopback quick path is taken only where nothing asked for
+    /// authentication.
+    pub auth_type: Option<AuthType>,
     /// PgBouncer-format userlist: `"user" "password-or-md5-or-SCRAM-verifier"` per line.
     pub auth_file: Option<PathBuf>,
     /// auth_query: the user pgpilot logs in as to look up the passwords of users missing from the
@@ -121,6 +124,11 @@ pub struct General {
 }
 
 impl General {
+    /// The exchange clients go through: scram-sha-256 unless configured otherwise.
+    pub fn auth_type(&self) -> AuthType {
+        self.auth_type.unwrap_or_default()
+    }
+
     /// unix_socket_mode as permission bits.
     pub fn unix_socket_permissions(&self) -> Result<u32, String> {
         parse_socket_mode(&self.unix_socket_mode)
@@ -146,7 +154,7 @@ impl Default for General {
             http_token_file: None,
             workers: 0,
             pool_mode: PoolMode::Transaction,
-            auth_type: AuthType::ScramSha256,
+            auth_type: None,
             auth_file: None,
             auth_user: None,
             auth_query: None,

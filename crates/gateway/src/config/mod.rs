@@ -89,7 +89,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        pgpilot_scheduler::parse_toml(text)
     }
 
     /// Problems that stop the gateway from starting, each a sentence naming the setting.

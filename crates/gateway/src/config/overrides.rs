@@ -57,31 +57,39 @@ impl QuickStart {
         self.settle_auth(config)
     }
 
-    /// Without a users file, clients may connect without a password only on loopback, or when
-    /// `--auth trust` says so explicitly.
     fn settle_auth(&self, config: &mut Config) -> Result<(), String> {
         if let Some(auth) = self.auth {
-            config.pgpilot.auth_type = auth;
+            config.pgpilot.auth_type = Some(auth);
             return Ok(());
         }
-        if config.pgpilot.auth_file.is_some() || config.pgpilot.auth_type == AuthType::Trust {
-            return Ok(());
+        if let Some(implied) = implied_auth(config)? {
+            config.pgpilot.auth_type = Some(implied);
         }
-        let all_loopback = config
-            .pgpilot
-            .listen
-            .iter()
-            .all(|a| a.parse::<SocketAddr>().map(|s| s.ip().is_loopback()).unwrap_or(false));
-        if all_loopback {
-            config.pgpilot.auth_type = AuthType::Trust;
-            Ok(())
-        } else {
-            Err(format!(
-                "pgpilot would listen on {} without client authentication: configure auth_type and auth_file, \
-                 or pass --auth trust to accept password-less clients on purpose",
-                config.pgpilot.listen.join(", ")
-            ))
-        }
+        Ok(())
+    }
+}
+
+/// The authentication a config gets without naming one. Where nothing asks for authentication (no
+/// auth_type, auth_file or auth_user), clients may connect without a password, but only when every
+/// listener is on loopback; anywhere else pgpilot refuses to start (`--auth trust` says it on
+/// purpose). Where anything does, it is enforced as configured (or refused by validation): an
+/// auth_type with a missing users file must never fall open.
+pub(crate) fn implied_auth(config: &Config) -> Result<Option<AuthType>, String> {
+    let g = &config.pgpilot;
+    let auth_user = g.auth_user.is_some() || config.databases.values().any(|d| d.auth_user.is_some());
+    if g.auth_type.is_some() || g.auth_file.is_some() || auth_user {
+        return Ok(None);
+    }
+    let all_loopback =
+        g.listen.iter().all(|a| a.parse::<SocketAddr>().map(|s| s.ip().is_loopback()).unwrap_or(false));
+    if all_loopback {
+        Ok(Some(AuthType::Trust))
+    } else {
+        Err(format!(
+            "pgpilot would listen on {} without client authentication: configure auth_type and auth_file, \
+             or pass --auth trust to accept password-less clients on purpose",
+            g.listen.join(", ")
+        ))
     }
 }
 
@@ -101,7 +109,7 @@ mod tests {
     fn loopback_quick_path_trusts_clients() {
         let mut c = Config::default();
         quick("127.0.0.1:6432").apply(&mut c).unwrap();
-        assert_eq!(c.pgpilot.auth_type, AuthType::Trust);
+        assert_eq!(c.pgpilot.auth_type, Some(AuthType::Trust));
         assert!(c.databases.contains_key("shop"));
         assert_eq!(c.validate(), Vec::<String>::new());
     }
@@ -114,7 +122,7 @@ mod tests {
 
         let mut with_users = Config::default();
         with_users.pgpilot.auth_file = Some("/etc/pgpilot/userlist.txt".into());
-        with_users.pgpilot.auth_type = AuthType::Md5;
+        with_users.pgpilot.auth_type = Some(AuthType::Md5);
         quick("127.0.0.1:6432").apply(&mut with_users).unwrap();
         assert!(with_users.pgpilot.admin_users.is_empty(), "{:?}", with_users.pgpilot.admin_users);
 
@@ -131,6 +139,38 @@ mod tests {
         assert!(err.contains("--auth trust"), "{err}");
         let mut c = Config::default();
         QuickStart { auth: Some(AuthType::Trust), ..quick("0.0.0.0:6432") }.apply(&mut c).unwrap();
-        assert_eq!(c.pgpilot.auth_type, AuthType::Trust);
+        assert_eq!(c.pgpilot.auth_type, Some(AuthType::Trust));
+    }
+
+    /// helper-148: a config naming auth_type or auth_user but no users file used to be let in
+    /// without a password on loopback (serve), while check-config refused it.
+    #[test]
+    fn configured_authentication_never_falls_open() {
+        let mut explicit = Config::default();
+        explicit.pgpilot.auth_type = Some(AuthType::ScramSha256);
+        QuickStart::default().apply(&mut explicit).unwrap();
+        assert_eq!(explicit.pgpilot.auth_type(), AuthType::ScramSha256);
+        let problems = explicit.validate();
+        assert!(problems.iter().any(|p| p.contains("needs auth_file")), "{problems:?}");
+
+        let mut auth_query = Config::default();
+        auth_query.pgpilot.auth_user = Some("pgpilot_auth".into());
+        QuickStart::default().apply(&mut auth_query).unwrap();
+        assert_eq!(auth_query.pgpilot.auth_type(), AuthType::ScramSha256);
+
+        let mut per_database = Config::default();
+        per_database.databases.entry("app".into()).or_default().auth_user = Some("pgpilot_auth".into());
+        QuickStart::default().apply(&mut per_database).unwrap();
+        assert_eq!(per_database.pgpilot.auth_type(), AuthType::ScramSha256);
+    }
+
+    #[test]
+    fn check_config_agrees_with_serve_on_the_quick_path() {
+        let mut loopback = Config::default();
+        loopback.databases.entry("shop".into()).or_default().primary = "postgres://app@127.0.0.1/shop".into();
+        assert_eq!(loopback.validate(), Vec::<String>::new());
+        loopback.pgpilot.listen = super::OneOrMany(vec!["0.0.0.0:6432".into()]);
+        let problems = loopback.validate();
+        assert!(problems.iter().any(|p| p.contains("without client authentication")), "{problems:?}");
     }
 }

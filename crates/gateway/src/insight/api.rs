@@ -164,10 +164,30 @@ async fn analyze(
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.body_text()}))).into_response(),
     };
+    if let Some(why) = explain_needs_a_token(&shared) {
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": why }))).into_response();
+    }
     match analyze_query(&shared, req).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => (r.status, Json(r.body)).into_response(),
     }
+}
+
+/// EXPLAIN logs in as the user the request names, with that user's stored credentials. Where
+/// clients must prove who they are, an open API would let any local process act as any user, the
+/// superuser too (helper-148), so the API token is then required; under trust anyone may already
+/// connect as anyone.
+fn explain_needs_a_token(shared: &Shared) -> Option<String> {
+    let config = shared.config.load();
+    let auth = config.pgpilot.auth_type();
+    let open = crate::http::configured_token(&config.pgpilot.http_token_file) == crate::http::ApiToken::Open;
+    (open && auth != crate::config::AuthType::Trust).then(|| {
+        format!(
+            "analyze-query logs in as a client user without that user's password; with auth_type = {} \
+             it needs the API token (http_token_file or PGPILOT_API_TOKEN)",
+            auth.as_str()
+        )
+    })
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<Value> {

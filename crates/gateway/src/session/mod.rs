@@ -186,13 +186,13 @@ async fn log_in(
     // databases by trying names (PostgreSQL and PgBouncer authenticate first too).
     let db = if is_admin_db { None } else { shared.database_or_fallback(&database) };
     let from_file = shared.secrets.client_secret(&user);
-    let queried = match (&from_file, config.pgpilot.auth_type) {
+    let queried = match (&from_file, config.pgpilot.auth_type()) {
         (Some(_), _) | (None, crate::config::AuthType::Trust) => None,
         (None, _) => crate::auth::query::queried_secret(shared, db.as_deref(), &user).await?,
     };
     let secret = from_file.as_ref().or(queried.as_ref());
     let auth =
-        crate::auth::client::authenticate(sock, &mut buf, config.pgpilot.auth_type, &user, secret).await?;
+        crate::auth::client::authenticate(sock, &mut buf, config.pgpilot.auth_type(), &user, secret).await?;
     if let Some(key) = auth.proven_key {
         shared.secrets.remember_proven_key(&user, key);
     }

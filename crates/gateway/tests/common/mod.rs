@@ -14,7 +14,7 @@ pub fn config_for(cluster: &Cluster) -> Config {
     let mut c = Config::default();
     c.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
     c.pgpilot.http = Some("127.0.0.1:0".into());
-    c.pgpilot.auth_type = pgpilot_gateway::config::AuthType::Trust;
+    c.pgpilot.auth_type = Some(pgpilot_gateway::config::AuthType::Trust);
     c.pgpilot.admin_users = vec!["postgres".into()];
     c.pgpilot.default_pool_size = 5;
     c.pgpilot.log_connections = false;

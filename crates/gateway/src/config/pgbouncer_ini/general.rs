@@ -403,7 +403,7 @@ fn auth_type(b: &mut Builder, setting: String, e: &Entry) -> Result<(), String> 
         ),
         other => return Err(format!("unknown auth_type {other:?}")),
     };
-    b.config.pgpilot.auth_type = auth;
+    b.config.pgpilot.auth_type = Some(auth);
     b.note(setting, Some(&e.origin), outcome, &["pgpilot", "auth_type"]);
     if weakens {
         b.weakens();

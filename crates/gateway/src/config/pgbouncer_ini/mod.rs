@@ -159,7 +159,7 @@ pub fn pgbouncer_defaults() -> Config {
         listen: OneOrMany(Vec::new()),
         unix_socket_dir: Some(PathBuf::from("/tmp")),
         pool_mode: PoolMode::Session,
-        auth_type: AuthType::Md5,
+        auth_type: Some(AuthType::Md5),
         max_client_conn: 100,
         default_pool_size: 20,
         min_pool_size: 0,

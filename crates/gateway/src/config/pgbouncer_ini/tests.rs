@@ -203,7 +203,7 @@ fn starts_from_pgbouncer_defaults_not_pgpilots() {
     let c = convert_text("[databases]\napp = host=127.0.0.1\n[pgbouncer]\n").unwrap();
     let g = &c.config.pgpilot;
     assert_eq!(g.pool_mode, PoolMode::Session);
-    assert_eq!(g.auth_type, AuthType::Md5);
+    assert_eq!(g.auth_type(), AuthType::Md5);
     assert_eq!(g.max_client_conn, 100);
     assert_eq!(g.server_check_query, ";");
     assert_eq!(g.unix_socket_dir.as_deref(), Some(Path::new("/tmp")));
@@ -265,7 +265,7 @@ fn converts_a_realistic_file() {
     let c = convert_file(&write(dir.path(), "pgbouncer.ini", REALISTIC)).unwrap();
     let g = &c.config.pgpilot;
     assert_eq!(g.listen.0, vec!["127.0.0.1:6433".to_string(), "[::1]:6433".to_string()]);
-    assert_eq!(g.auth_type, AuthType::ScramSha256);
+    assert_eq!(g.auth_type(), AuthType::ScramSha256);
     assert_eq!(g.auth_file.as_deref(), Some(dir.path().join("userlist.txt").as_path()));
     assert_eq!(g.admin_users, vec!["admin", "ops"]);
     assert_eq!(g.server_lifetime, Secs::from_millis(1));
@@ -370,15 +370,15 @@ fn reserve_pool_timeout_zero_turns_reserve_pools_off() {
 #[test]
 fn auth_types_map_to_the_nearest_safe_choice() {
     let auth = |t: &str| convert_text(&format!("[pgbouncer]\nauth_type = {t}\n")).unwrap();
-    assert_eq!(auth("MD5").config.pgpilot.auth_type, AuthType::Md5);
-    assert_eq!(auth("plain").config.pgpilot.auth_type, AuthType::Plain);
+    assert_eq!(auth("MD5").config.pgpilot.auth_type(), AuthType::Md5);
+    assert_eq!(auth("plain").config.pgpilot.auth_type(), AuthType::Plain);
     let any = auth("any");
-    assert_eq!(any.config.pgpilot.auth_type, AuthType::Trust);
+    assert_eq!(any.config.pgpilot.auth_type(), AuthType::Trust);
     assert_eq!(any.changed().filter(|n| n.setting == "[pgbouncer] auth_type").count(), 1);
     // hba and cert cannot be honoured: clients must then prove a password, never less.
     for t in ["hba", "cert", "pam", "ldap"] {
         let c = auth(t);
-        assert_eq!(c.config.pgpilot.auth_type, AuthType::Md5, "{t}");
+        assert_eq!(c.config.pgpilot.auth_type(), AuthType::Md5, "{t}");
         assert_eq!(c.not_honoured().count(), 1, "{t}");
     }
     assert!(auth("hba").weakening().count() == 1, "hba's reject/hostssl lines are lost");
@@ -411,8 +411,8 @@ fn load_tells_the_two_formats_apart() {
         "[pgbouncer]\nauth_type = trust\n[databases]\na = host=127.0.0.1\n",
     );
     assert!(is_pgbouncer_ini(&ini));
-    assert_eq!(load(&ini).unwrap().pgpilot.auth_type, AuthType::Trust);
+    assert_eq!(load(&ini).unwrap().pgpilot.auth_type(), AuthType::Trust);
     let toml = write(dir.path(), "pgpilot.toml", "[pgpilot]\nauth_type = \"trust\"\n");
     assert!(!is_pgbouncer_ini(&toml));
-    assert_eq!(load(&toml).unwrap().pgpilot.auth_type, AuthType::Trust);
+    assert_eq!(load(&toml).unwrap().pgpilot.auth_type(), AuthType::Trust);
 }
