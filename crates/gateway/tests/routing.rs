@@ -1671,6 +1671,36 @@ async fn advisory_unlocks_and_unlisten_do_not_hold_reads_on_the_primary() {
     gw.shutdown().await;
 }
 
+/// helper-147: a write made while the client was pinned (a session advisory lock, LISTEN) did not
+/// move its read-your-writes mark, so the read right after the unpin went to a lagging replica
+/// and missed it (10 of 10 with a 1 s apply delay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_made_while_pinned_is_read_back_after_the_pin_ends() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE pinned_rw(id int PRIMARY KEY, n int); INSERT INTO pinned_rw VALUES (1, 0)",
+    );
+    let replica = pg.start_replica_with(&["recovery_min_apply_delay = '1s'"]);
+    remember(&replica);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(on_replica(&c, "SELECT inet_server_port()").await, "reads go to the replica to begin with");
+    let pins =
+        [("SELECT pg_advisory_lock(13)", "SELECT pg_advisory_unlock(13)"), ("LISTEN v1", "UNLISTEN v1")];
+    for (round, (pin, unpin)) in pins.iter().cycle().take(6).enumerate() {
+        c.batch_execute(pin).await.unwrap();
+        let n: i32 =
+            c.query_one("UPDATE pinned_rw SET n = n + 1 WHERE id = 1 RETURNING n", &[]).await.unwrap().get(0);
+        c.batch_execute(unpin).await.unwrap();
+        let read: i32 = c.query_one("SELECT n FROM pinned_rw WHERE id = 1", &[]).await.unwrap().get(0);
+        assert_eq!(read, n, "round {round} ({pin}): the read after the unpin missed the client's write");
+    }
+    gw.shutdown().await;
+}
+
 /// A replica promoted without the primary's last commits (asynchronous replication): results cached
 /// from the old primary are not served once writes go to the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -293,14 +293,16 @@ impl Session {
     /// replica has answered everything, then starts over elsewhere. A read the replica may still
     /// serve stays: placing it again could pick another server each time and never settle.
     ///
-    /// On the primary for a read, a pipelined request that may write marks the attachment as
-    /// writing: it moves the read-your-writes mark and must not be replayed elsewhere.
+    /// On the primary for a read, a request that may write marks the attachment as writing: it
+    /// moves the read-your-writes mark and must not be replayed elsewhere. So does one of a client
+    /// pinned there (by a lock or LISTEN, which write nothing): the mark is moved when the pin ends.
     pub(super) fn needs_other_server(&mut self, msg: &[u8], batch: &[u8]) -> bool {
         let primary = self.db.primary_index();
         let Some(&Attachment { backend, may_write, .. }) = self.attachment.as_ref() else { return false };
         // A pinned client keeps its server whatever comes: it could not be given up.
+        let pinned_elsewhere = self.pinned.is_some() && backend != primary;
         if may_write
-            || self.pinned.is_some()
+            || pinned_elsewhere
             || self.status != pgpilot_wire::backend::TxnStatus::Idle
             || !matches!(msg[0], b'Q' | b'P' | b'B')
         {
