@@ -462,7 +462,8 @@ fn serve_refuses_what_check_config_refuses_and_keeps_passwords_out_of_errors() {
     assert_eq!(serve.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs auth_file"), "{stderr}");
 
-    std::fs::write(&config, "[databases.app]\nprimary = \"postgres://app:TOMLSECRET@127.0.0.1/app\" x\n").unwrap();
+    std::fs::write(&config, "[databases.app]\nprimary = \"postgres://app:TOMLSECRET@127.0.0.1/app\" x\n")
+        .unwrap();
     let check = pgpilot(&["check-config", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(stderr.contains("line 2") && !stderr.contains("TOMLSECRET"), "{stderr}");

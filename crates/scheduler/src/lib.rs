@@ -35,9 +35,9 @@ pub use scheduler::{
     history_of, instance_name, run_once, Scheduler, SchedulerError, SchedulerHandle, SchedulerOptions,
 };
 pub use span::{Interval, Span};
-pub use toml_text::parse_toml;
 pub use spec::{
     validate, validate_with_databases, Concurrently, JobSpec, PartitionInterval, PartitionsTask, RefreshTask,
     RetentionTask, RunLimits, SqlTask, Target, Task, ThresholdTask,
 };
 pub use tasks::periods::check_template as check_naming_template;
+pub use toml_text::parse_toml;
