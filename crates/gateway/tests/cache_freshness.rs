@@ -378,6 +378,37 @@ async fn results_are_shared_between_instances_through_redis() {
     assert_eq!(seen, 2, "B saw A's write within the notification delay");
 }
 
+/// helper-147: a result taken from Redis got a whole TTL of its own, so it lived up to twice the
+/// TTL after the read that made it (the only bound on writes PostgreSQL's triggers do not see).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_result_expires_a_ttl_after_the_read_that_made_it() {
+    let cluster = cluster();
+    let redis = RedisServer::start();
+    let with_ttl = || {
+        let mut c = config(&cluster, redis.url(), Consistency::Bounded);
+        c.databases.get_mut("postgres").unwrap().cache.ttl = Secs::from_secs(2);
+        c
+    };
+    let a = start(with_ttl()).await;
+    let b = start(with_ttl()).await;
+    ready(&a).await;
+    ready(&b).await;
+    let (ca, cb) = (connect(&a).await, connect(&b).await);
+    let sql = "SELECT version FROM fresh WHERE id = $1";
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: i64 = ca.query_one(sql, &[&5i32]).await.unwrap().get(0);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let _: i64 = cb.query_one(sql, &[&5i32]).await.unwrap().get(0);
+    let shared_hits = b.shared().cache.redis.l2_hits.load(Relaxed);
+    assert_eq!(shared_hits, 1, "B took A's result from Redis");
+    // 2.2 s after A's read: B's copy has expired with A's, and B reads for itself.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let hits = b.shared().cache.stats.hits.load(Relaxed);
+    let _: i64 = cb.query_one(sql, &[&5i32]).await.unwrap().get(0);
+    assert_eq!(b.shared().cache.stats.hits.load(Relaxed), hits, "B's copy outlived the TTL");
+    assert_eq!(b.shared().cache.redis.l2_hits.load(Relaxed), shared_hits, "nor taken from Redis again");
+}
+
 /// Against a Redis Cluster (`redis_cluster = true`): results are stored on and read from the node
 /// that owns each key, and invalidations reach every instance through cluster-wide pub/sub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
