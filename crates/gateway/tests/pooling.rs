@@ -1145,3 +1145,44 @@ async fn a_full_server_is_reported_at_once_and_asked_again_after_login_retry() {
     c.simple_query("SELECT 1").await.expect("the server has a slot again");
     gw.shutdown().await;
 }
+
+/// helper-148: a server that does not speak PostgreSQL (another service on the port, a broken
+/// proxy) left clients waiting for client_login_timeout, told only that; retrying cannot help, so
+/// they are told what is wrong at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_speak_postgres_is_reported_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = fake.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = fake.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = sock.read(&mut request).await;
+                let _ = sock.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let mut config = pgpilot_gateway::config::Config::default();
+    config.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:0".into()]);
+    config.pgpilot.auth_type = Some(pgpilot_gateway::config::AuthType::Trust);
+    config.tls.server_tls_sslmode = pgpilot_gateway::config::ServerTlsMode::Disable;
+    config.databases.insert(
+        "app".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://app@127.0.0.1:{port}/app"),
+            ..Default::default()
+        },
+    );
+    let gw = start(config).await;
+    let started = Instant::now();
+    let error = match try_connect(&conninfo(&gw, "app", "app")).await {
+        Err(e) => e,
+        Ok(c) => c.simple_query("SELECT 1").await.expect_err("no server to answer"),
+    };
+    let error = error.as_db_error().map_or_else(|| error.to_string(), |e| e.message().to_string());
+    assert!(started.elapsed() < Duration::from_secs(10), "told after {:?}: {error}", started.elapsed());
+    assert!(error.contains("protocol error from server"), "{error}");
+    gw.shutdown().await;
+}

@@ -69,8 +69,13 @@ pub enum ConnectError {
     /// holds the old verifier. The server is up; the credentials are out of date.
     #[error("server {addr} has another SCRAM verifier for user \"{user}\" than auth_file (the password was set again on the server?): copy its pg_authid.rolpassword into auth_file, or give the password")]
     StaleVerifier { addr: String, user: String },
+    /// What answered does not speak PostgreSQL's protocol as a server must (another service on
+    /// the port, a broken proxy): retrying will not help, and waiting clients are told at once.
     #[error("protocol error from server {addr}: {why}")]
     Protocol { addr: String, why: String },
+    /// The server closed the connection before the login ended (shutting down, restarting).
+    #[error("server {addr} closed the connection {when}")]
+    Closed { addr: String, when: &'static str },
     /// The server did not answer the pool's last attempt, and the next is not due before the
     /// client's wait ends.
     #[error("{last} (retrying at growing intervals)")]
@@ -80,7 +85,9 @@ pub enum ConnectError {
 impl ConnectError {
     /// Errors that waiting will not fix (wrong password, unknown database).
     pub fn is_permanent(&self) -> bool {
-        self.refuses_login() || self.lacks_secret() || matches!(self, ConnectError::Unsupported { .. })
+        self.refuses_login()
+            || self.lacks_secret()
+            || matches!(self, ConnectError::Unsupported { .. } | ConnectError::Protocol { .. })
     }
 
     /// pgpilot lacks the password the server asks for, or holds an outdated one: a problem of
@@ -197,7 +204,7 @@ async fn negotiate_tls(
     let mut answer = BytesMut::with_capacity(1);
     while answer.is_empty() {
         if sock.read_into(&mut answer).await.map_err(io_err)? == 0 {
-            return Err(ConnectError::Protocol { addr, why: "closed during SSL negotiation".into() });
+            return Err(ConnectError::Closed { addr, when: "during SSL negotiation" });
         }
     }
     let Sock::Tcp(tcp) = sock else { unreachable!() };
@@ -244,7 +251,7 @@ impl Login<'_> {
         let limits = Limits { large: 1 << 20, small: 1 << 20 };
         match self.sock.read_backend_message(&mut self.buf, &limits).await {
             Ok(Some(msg)) => Ok(msg),
-            Ok(None) => Err(self.protocol("server closed the connection during login")),
+            Ok(None) => Err(ConnectError::Closed { addr: self.addr.to_string(), when: "during login" }),
             Err(ReadError::Frame(e)) => Err(self.protocol(e.to_string())),
             Err(ReadError::Io(source)) => Err(ConnectError::Io { addr: self.addr.to_string(), source }),
         }
