@@ -46,7 +46,17 @@ pub fn run(args: CacheArgs) -> Outcome {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client = connect::Target::parse(&url)?.connect().await?;
+        let target = connect::Target::parse(&url)?;
+        let client = target.connect().await?;
+        // The configured primary may be a standby since a failover (serving follows the real one).
+        let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+        if standby {
+            anyhow::bail!(
+                "the server at {} is a standby (promoted replica elsewhere after a failover?): \
+                 triggers go on the primary; give its URL with --url",
+                connect::redact(&url)
+            );
+        }
         client.batch_execute(sql).await.context("running the trigger SQL")?;
         anyhow::Ok(())
     })?;

@@ -529,3 +529,18 @@ fn a_wait_timeout_behind_pinned_clients_is_explained_in_the_log() {
     assert!(text.contains("while pinned clients hold servers of this database"), "{text}");
     assert!(text.contains("pinned_clients=1"), "{text}");
 }
+
+/// helper-147: after a failover the configured primary is a standby; install-triggers said only
+/// "cannot execute ... in a read-only transaction". It now names the standby and the way out.
+#[test]
+fn cache_triggers_go_on_the_primary_and_a_standby_is_named() {
+    let primary = pgpilot_testkit::Cluster::start();
+    let standby = primary.start_replica();
+    let out = pgpilot(&["cache", "install-triggers", "--url", &standby.admin_url()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is a standby") && stderr.contains("--url"), "{stderr}");
+    let out = pgpilot(&["cache", "install-triggers", "--url", &primary.admin_url()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed"));
+}
