@@ -2560,3 +2560,56 @@ async fn a_column_added_and_dropped_again_lets_the_statement_run_again() {
     }
     gw.shutdown().await;
 }
+
+async fn read_only_seen(clients: &[tokio_postgres::Client]) -> Vec<String> {
+    futures::future::join_all(clients.iter().map(|c| show(c, "default_transaction_read_only"))).await
+}
+
+/// helper-149: an operator makes the cluster read-only (ALTER SYSTEM + reload) and back.
+/// pgpilot gave every server the value each client had seen reported at login, which kept most
+/// clients writable, and the client attached when the change was announced stayed read-only
+/// after it was undone. A client's own choice still follows it to every server, and no further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_made_read_only_is_read_only_for_every_client_and_then_for_none() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE ro_check(x int)");
+    let gw = small_pool(&pg, 3, 100).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(connect(&gw).await);
+    }
+    assert!(read_only_seen(&clients).await.iter().all(|v| v == "off"));
+    let reload = |value: &str| {
+        pg.psql("postgres", &format!("ALTER SYSTEM SET default_transaction_read_only = {value}"));
+        pg.psql("postgres", "SELECT pg_reload_conf()");
+    };
+    reload("on");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let seen = read_only_seen(&clients).await;
+        assert!(seen.iter().all(|v| v == "on"), "the cluster is read-only, clients see {seen:?}");
+    }
+    for c in &clients {
+        let err = c.batch_execute("INSERT INTO ro_check VALUES (1)").await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("25006"), "{err}");
+    }
+    reload("off");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let seen = read_only_seen(&clients).await;
+        assert!(seen.iter().all(|v| v == "off"), "the cluster is writable again, clients see {seen:?}");
+    }
+    for c in &clients {
+        c.batch_execute("INSERT INTO ro_check VALUES (1)").await.unwrap();
+    }
+    // A client's own choice follows it to another server, and does not stay behind.
+    clients[0].batch_execute("SET default_transaction_read_only = on").await.unwrap();
+    assert_eq!(on_another_server(&gw, &clients[0], "default_transaction_read_only").await, "on");
+    for _ in 0..5 {
+        let seen = read_only_seen(&clients).await;
+        assert_eq!(seen, ["on", "off", "off", "off"]);
+    }
+    clients[0].batch_execute("RESET default_transaction_read_only").await.unwrap();
+    assert_eq!(on_another_server(&gw, &clients[0], "default_transaction_read_only").await, "off");
+    gw.shutdown().await;
+}

@@ -87,7 +87,7 @@ impl ServerConn {
     ) -> ServerConn {
         let mut params = ParamSet::default();
         for (k, v) in &connected.params {
-            params.set(k, v);
+            params.report(k, v);
         }
         let now = Instant::now();
         ServerConn {

@@ -34,9 +34,9 @@ impl Flow {
         match tag {
             b'S' => {
                 if let Some((k, v)) = parse_parameter_status(&server.buf[start + 5..end]) {
-                    server.params.set(k, v);
+                    server.params.report(k, v);
                     if !injected {
-                        s.params.set(k, v);
+                        s.params.report(k, v);
                         if k == "application_name" {
                             *s.reg.info.application_name.lock() = std::sync::Arc::from(v);
                             // A tag rule on the name follows the name the client sets later too.

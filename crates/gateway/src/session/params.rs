@@ -100,8 +100,19 @@ const REPORTED: &[&str] = &[
     "IntervalStyle",
     "TimeZone",
     "standard_conforming_strings",
-    "default_transaction_read_only",
 ];
+
+/// Parameters PostgreSQL reports whose value, unless the client chose one (startup packet, SET),
+/// is the server's own: default_transaction_read_only is how an operator makes a whole cluster
+/// read-only (ALTER SYSTEM, a reload) and back. pgpilot keeps them as it keeps unreported ones,
+/// from the client's own statements, and never gives a value it saw reported to other servers:
+/// it did, which kept most clients writable through such a change, and left the client attached
+/// when it was announced read-only after it was undone (helper-149).
+const FOLLOWS_SERVER: &[&str] = &["default_transaction_read_only"];
+
+pub fn follows_server(name: &str) -> bool {
+    FOLLOWS_SERVER.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
 
 pub fn is_reported(name: &str) -> bool {
     REPORTED.iter().any(|s| s.eq_ignore_ascii_case(name))
@@ -239,6 +250,12 @@ impl ParamSet {
     /// Records a plain value (startup packet, ParameterStatus); returns whether it changed.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
         self.put(name, Value { text: value.into(), form: Form::Plain })
+    }
+
+    /// Records a value a server reported (ParameterStatus, its login): as `set`, but for the
+    /// parameters that follow the server, which are not the client's to keep.
+    pub fn report(&mut self, name: &str, value: &str) -> bool {
+        !follows_server(name) && self.set(name, value)
     }
 
     pub fn remove(&mut self, name: &str) {

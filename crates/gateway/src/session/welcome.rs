@@ -6,7 +6,7 @@ use pgpilot_wire::backend::{self, TxnStatus};
 use pgpilot_wire::startup::StartupParams;
 use pgpilot_wire::{PgError, SqlState};
 
-use super::params::{is_reported, is_tracked, parse_options, ParamSet};
+use super::params::{follows_server, is_reported, is_tracked, parse_options, ParamSet};
 use crate::databases::{Database, PoolSet};
 use crate::net::Sock;
 use crate::pool::CheckoutError;
@@ -50,14 +50,14 @@ pub async fn welcome(
     // Only what PostgreSQL reports is shown, in the server's spelling (below): a driver told of
     // extra_float_digits or statement_timeout here would never be told of later changes.
     for (k, v) in &requested {
-        if is_tracked(k) && is_reported(k) {
+        if is_tracked(k) && (is_reported(k) || follows_server(k)) {
             set(&mut shown, k, v);
         }
     }
     let mut client = ParamSet::default();
     for (k, v) in &shown {
         if is_tracked(k) {
-            client.set(k, v);
+            client.report(k, v);
         }
     }
     for (k, v) in &requested {
