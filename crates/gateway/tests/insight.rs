@@ -1145,3 +1145,28 @@ async fn requests_refused_before_reaching_a_server_count_as_failed() {
     );
     gw.shutdown().await;
 }
+
+/// helper-149: the time a request waited for a server connection to be opened was its run time
+/// (wait 0): after an outage the slow log was full of slow BEGINs. It is a wait, as in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_server_for_a_request_counts_as_its_wait() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let holder = connect(&gw).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    // Every new server connection now takes a second to open.
+    pg.psql("postgres", "ALTER SYSTEM SET pre_auth_delay = 1");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let opener = connect(&gw).await;
+    opener.simple_query("SELECT 7 AS opened").await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    pg.psql("postgres", "ALTER SYSTEM RESET pre_auth_delay");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    let snap = gw.shared().insight.snapshot();
+    let entry = snap.statements.iter().find(|s| &*s.query == "SELECT $1 AS opened");
+    let entry = entry.unwrap_or_else(|| panic!("not recorded: {:#?}", snap.statements));
+    assert!(entry.counters.wait_us >= 900_000, "the opening is a wait: {:?}", entry.counters);
+    assert!(entry.counters.total_us < 500_000, "and not run time: {:?}", entry.counters);
+    gw.shutdown().await;
+}

@@ -404,6 +404,9 @@ impl Pool {
                     None => continue,
                 },
                 Grant::Connect => {
+                    // Opening a server is waiting for one (wait_ms, total_wait_time), not the
+                    // request's run time: after an outage every first statement looked slow.
+                    waited = true;
                     let deadline = if fail_fast { Some(Instant::now()) } else { deadline };
                     // Boxed: connecting (TLS, authentication) is most of the checkout's size, and
                     // every request's future carries the checkout though it rarely connects.
