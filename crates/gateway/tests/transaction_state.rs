@@ -661,6 +661,15 @@ async fn a_sql_prepare_sent_as_a_protocol_statement_stays_with_its_client() {
         assert_eq!(first_value(&b.simple_query("EXECUTE s").await.unwrap()), "B");
     }
     assert_eq!(first_value(&a.simple_query("EXECUTE s").await.unwrap()), "A secret");
+    // helper-146: pgJDBC sends DEALLOCATE the same way; with the statement gone the client is let
+    // go (it stayed pinned for its session, and a few such JDBC connections held a whole pool).
+    let b = connect(&gw).await;
+    b.batch_execute("BEGIN").await.unwrap();
+    let deallocate = a.prepare("DEALLOCATE s").await.unwrap();
+    a.execute(&deallocate, &[]).await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+    let pinned = gw.shared().registry.all().into_iter().filter(|c| c.pinned.lock().is_some()).count();
+    assert_eq!(pinned, 0, "the client stayed pinned after DEALLOCATE");
     gw.shutdown().await;
 }
 

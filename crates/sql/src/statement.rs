@@ -74,7 +74,9 @@ pub const TEMPORARY_PIN: &str = "temporary_table";
 /// locks, open WITH HOLD cursors). The others (LOAD, a DO block, SET SESSION AUTHORIZATION, an
 /// unknown set_config...) last for the session.
 pub fn pin_may_end(reason: &str) -> bool {
-    matches!(reason, "listen" | "advisory_lock") || reason == TEMPORARY_PIN || reason == HOLD_CURSOR_PIN
+    matches!(reason, "listen" | "advisory_lock" | "sql_prepare")
+        || reason == TEMPORARY_PIN
+        || reason == HOLD_CURSOR_PIN
 }
 
 /// Whether pin reason `reason` takes the place of `current`: of none, of a WITH HOLD cursor's

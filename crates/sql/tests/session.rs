@@ -225,10 +225,10 @@ fn the_pin_reason_shown_is_the_one_that_lasts_longest() {
     assert_eq!(reason("LISTEN x; LOAD 'plpgsql'"), Some("load"));
     assert_eq!(reason("LOAD 'plpgsql'; SELECT pg_advisory_lock(1)"), Some("load"));
     assert_eq!(reason("CREATE TEMP TABLE t (x int); LISTEN x"), Some("temporary_table"));
-    for may_end in ["listen", "advisory_lock", "temporary_table", "cursor_with_hold"] {
+    for may_end in ["listen", "advisory_lock", "temporary_table", "cursor_with_hold", "sql_prepare"] {
         assert!(pgpilot_sql::pin_may_end(may_end), "{may_end}");
     }
-    for lasts in ["load", "do_block", "dynamic_set_config", "session_authorization", "sql_prepare"] {
+    for lasts in ["load", "do_block", "dynamic_set_config", "session_authorization"] {
         assert!(!pgpilot_sql::pin_may_end(lasts), "{lasts}");
     }
 }

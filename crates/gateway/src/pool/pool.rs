@@ -640,7 +640,11 @@ impl Pool {
                     let slot = Slot { pool: self.clone(), generation: permit.opened() };
                     let address = self.target.url.address();
                     let is_unix = self.target.url.is_unix_socket();
-                    return Ok(Some(Box::new(ServerConn::new(connected, address, is_unix, slot))));
+                    let conn = Box::new(ServerConn::new(connected, address, is_unix, slot));
+                    // Its pair, "closing server connection", says why it ended.
+                    tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
+                        server_id = conn.id, backend_pid = conn.cancel.pid, "server connection opened");
+                    return Ok(Some(conn));
                 }
                 Err(e) => {
                     *self.last_error.lock() = Some(e.to_string());

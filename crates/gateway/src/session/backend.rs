@@ -610,7 +610,7 @@ impl Flow {
             self.inject_reply(&read.query(), Reply::Settings(Box::new(read)));
         }
         if now == TxnStatus::Idle && !self.unsynced && s.pin_release.take_due(s.pinned) {
-            self.inject_reply(super::pin_release::HELD_STATE_QUERY, Reply::PinCheck);
+            self.inject_reply(s.pin_release.query(), Reply::PinCheck);
         }
         // A client that keeps its server (session pooling, pinned) gets its login values back here:
         // no later attachment will sync them.

@@ -136,10 +136,11 @@ const OPENING_LINGER: Duration = Duration::from_millis(500);
 /// Connections to the admin console allowed beyond max_client_conn.
 const CONSOLE_SLOTS: usize = 5;
 
-/// Tells the client why it is being turned away, and logs it unless log_pooler_errors is off.
+/// Tells the client why it is being turned away, and logs it unless log_pooler_errors is off: as
+/// a warning, as PgBouncer logs its pooler errors (a wrong password is what `grep WARN` is for).
 async fn refuse<T>(sock: &Sock, addr: &str, e: PgError, log: bool) -> Option<T> {
     if log {
-        tracing::info!(client = %addr, error = %e, "client refused");
+        tracing::warn!(client = %addr, error = %e, "client refused");
     }
     let mut out = BytesMut::new();
     e.encode(&mut out);

@@ -1,8 +1,9 @@
 //! Letting a pinned client go once its server holds nothing of its session any more.
 //!
-//! LISTEN, temporary objects, session advisory locks and WITH HOLD cursors pin a client to its
-//! server in transaction pooling. Each can end: UNLISTEN, DROP, ON COMMIT DROP, a rollback of the
-//! transaction that made it, an unlock, DISCARD, a `pg_try_advisory_lock` that took nothing.
+//! LISTEN, temporary objects, session advisory locks, WITH HOLD cursors and SQL PREPAREs pgpilot
+//! could not follow pin a client to its server in transaction pooling. Each can end: UNLISTEN,
+//! DROP, ON COMMIT DROP, a rollback of the transaction that made it, an unlock, DISCARD,
+//! DEALLOCATE, a `pg_try_advisory_lock` that took nothing.
 //! Application pools keep their connections for hours, so a pin that outlives its cause holds a
 //! server for nothing, and a few such connections use up a pool (helper-144: an ORM's staging
 //! table `ON COMMIT DROP` starved every other client). After a request that may have ended such
@@ -15,8 +16,11 @@ use pgpilot_sql::{pin_may_end, SessionEffect, Statement, HOLD_CURSOR_PIN};
 /// One row, one boolean: does the server hold anything of the client's session that another
 /// client must not see or inherit? Temporary objects of any kind (pg_temp holds types, functions
 /// and operators as well as relations), channels listened to, session advisory locks, open
-/// cursors (only WITH HOLD ones outlive a transaction).
-pub(super) const HELD_STATE_QUERY: &str = "SELECT pg_catalog.pg_my_temp_schema() <> 0 AND (\
+/// cursors (only WITH HOLD ones outlive a transaction); `$statements` adds more conditions.
+macro_rules! held_state_query {
+    ($statements:literal) => {
+        concat!(
+            "SELECT pg_catalog.pg_my_temp_schema() <> 0 AND (\
      EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
      OR EXISTS (SELECT FROM pg_catalog.pg_type WHERE typnamespace = pg_catalog.pg_my_temp_schema()) \
      OR EXISTS (SELECT FROM pg_catalog.pg_proc WHERE pronamespace = pg_catalog.pg_my_temp_schema()) \
@@ -26,7 +30,19 @@ pub(super) const HELD_STATE_QUERY: &str = "SELECT pg_catalog.pg_my_temp_schema()
      OR EXISTS (SELECT FROM pg_catalog.pg_collation WHERE collnamespace = pg_catalog.pg_my_temp_schema())) \
      OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
      OR EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
-     OR EXISTS (SELECT FROM pg_catalog.pg_cursors)";
+     OR EXISTS (SELECT FROM pg_catalog.pg_cursors)",
+            $statements
+        )
+    };
+}
+
+const HELD_STATE_QUERY: &str = held_state_query!("");
+
+/// For a client a SQL PREPARE pgpilot could not follow pinned (one sent inside a protocol-level
+/// statement, as pgJDBC sends every query): statements made with PREPARE count too. Only then:
+/// statements pgpilot placed for other clients count as well, and would keep any pin.
+const HELD_STATE_OR_STATEMENTS_QUERY: &str =
+    held_state_query!(" OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql)");
 
 /// Does `stmt` end session state that pins (so the server is worth asking afterwards)?
 pub(super) fn may_end_pinned_state(stmt: &Statement) -> bool {
@@ -34,6 +50,7 @@ pub(super) fn may_end_pinned_state(stmt: &Statement) -> bool {
         matches!(
             e,
             SessionEffect::Unlisten(_)
+                | SessionEffect::Deallocate(_)
                 | SessionEffect::Discard(_)
                 | SessionEffect::AdvisoryUnlock
                 | SessionEffect::CloseCursor(_)
@@ -50,6 +67,8 @@ pub(super) struct PinRelease {
     /// Something that may have ended the client's pinned state ran: ask once its transaction is
     /// over.
     check_due: bool,
+    /// A SQL PREPARE pgpilot could not follow pinned the client: ask about statements too.
+    sql_prepared: bool,
 }
 
 impl PinRelease {
@@ -59,7 +78,10 @@ impl PinRelease {
             // Followed cursor by cursor, without asking (backend.rs follow_hold_cursors).
             HOLD_CURSOR_PIN => {}
             // Made in a transaction that may yet roll back, or a lock that may not have been taken.
-            _ if pin_may_end(reason) => self.check_due = true,
+            _ if pin_may_end(reason) => {
+                self.check_due = true;
+                self.sql_prepared |= reason == "sql_prepare";
+            }
             _ => self.lasting = true,
         }
     }
@@ -72,6 +94,15 @@ impl PinRelease {
     /// something may have ended them. The question is taken.
     pub(super) fn take_due(&mut self, pinned: Option<&str>) -> bool {
         pinned.is_some() && !self.lasting && std::mem::take(&mut self.check_due)
+    }
+
+    /// The question to ask.
+    pub(super) fn query(&self) -> &'static str {
+        if self.sql_prepared {
+            HELD_STATE_OR_STATEMENTS_QUERY
+        } else {
+            HELD_STATE_QUERY
+        }
     }
 }
 
