@@ -663,13 +663,11 @@ async fn a_sql_prepare_sent_as_a_protocol_statement_stays_with_its_client() {
     assert_eq!(first_value(&a.simple_query("EXECUTE s").await.unwrap()), "A secret");
     // helper-146: pgJDBC sends DEALLOCATE the same way; with the statement gone the client is let
     // go (it stayed pinned for its session, and a few such JDBC connections held a whole pool).
-    let b = connect(&gw).await;
-    b.batch_execute("BEGIN").await.unwrap();
     let deallocate = a.prepare("DEALLOCATE s").await.unwrap();
     a.execute(&deallocate, &[]).await.unwrap();
-    b.batch_execute("COMMIT").await.unwrap();
-    let pinned = gw.shared().registry.all().into_iter().filter(|c| c.pinned.lock().is_some()).count();
-    assert_eq!(pinned, 0, "the client stayed pinned after DEALLOCATE");
+    let registry = gw.shared().registry.clone();
+    let unpinned = || registry.all().iter().all(|c| c.pinned.lock().is_none());
+    assert!(eventually(Duration::from_secs(5), unpinned).await, "the client stayed pinned after DEALLOCATE");
     gw.shutdown().await;
 }
 
@@ -2620,5 +2618,29 @@ async fn a_cluster_made_read_only_is_read_only_for_every_client_and_then_for_non
     }
     clients[0].batch_execute("RESET default_transaction_read_only").await.unwrap();
     assert_eq!(on_another_server(&gw, &clients[0], "default_transaction_read_only").await, "off");
+    gw.shutdown().await;
+}
+
+/// helper-146: a client's tiny statement_timeout, left on a server, cancelled the next client's
+/// settings sync (one query string, timed as a whole by PostgreSQL), which ended that client with
+/// FATAL 57014 though it never set a timeout. The sync lifts it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_statement_timeout_does_not_cut_the_settings_sync_short() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let hurried = connect(&gw).await;
+    // Many settings make the next client's sync (a RESET of each) take longer than the timeout.
+    let settings: Vec<String> = (0..1000).map(|i| format!("SET myapp.setting_{i} = 'v{i}'")).collect();
+    hurried.batch_execute(&settings.join("; ")).await.unwrap();
+    hurried.batch_execute("SET statement_timeout = '1ms'").await.unwrap();
+    hurried.simple_query("SELECT 1").await.unwrap();
+    let other = connect(&gw).await;
+    other.batch_execute("SET work_mem = '5MB'").await.unwrap();
+    for _ in 0..3 {
+        hurried.simple_query("SELECT 1").await.unwrap();
+        let timeout = other.query_one("SELECT current_setting('statement_timeout')", &[]).await;
+        assert_eq!(timeout.expect("the other client's query ran").get::<_, String>(0), "0");
+    }
+    assert_eq!(show(&hurried, "statement_timeout").await, "1ms");
     gw.shutdown().await;
 }

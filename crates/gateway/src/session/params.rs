@@ -362,24 +362,20 @@ impl ParamSet {
         }
         let mut configs = Vec::new();
         let mut statements = Vec::new();
-        for (name, value) in self.values.iter() {
+        for (name, value) in self.values.iter().filter(|(name, _)| **name != *TIMEOUT) {
             let same = server.index(name).ok().is_some_and(|i| server.values[i].1.text == value.text);
             if same {
                 continue;
             }
-            match value.form {
-                Form::Plain | Form::Config => configs.push(format!(
-                    "pg_catalog.set_config({}, {}, false)",
-                    literal(name),
-                    literal(&value.text)
-                )),
-                Form::Sql => statements.push(format!("SET {} = {}", quote_ident(name), value.text)),
+            match assignment(name, value) {
+                Assignment::Config(call) => configs.push(call),
+                Assignment::Statement(set) => statements.push(set),
             }
         }
         // What the server has and the client does not: set by statements of an earlier client, or
         // given in an earlier client's startup packet (a driver's search_path or statement_timeout).
         // Reported parameters are left alone: every client has them from its own welcome.
-        for (name, value) in server.values.iter() {
+        for (name, value) in server.values.iter().filter(|(name, _)| **name != *TIMEOUT) {
             let unreported_startup = value.form == Form::Plain && !is_reported(name);
             if (value.form != Form::Plain || unreported_startup) && self.index(name).is_err() {
                 statements.push(format!("RESET {}", quote_ident(name)));
@@ -388,10 +384,58 @@ impl ParamSet {
         if !configs.is_empty() {
             statements.insert(0, format!("SELECT {}", configs.join(", ")));
         }
+        self.statement_timeout_around(server, &mut statements);
         if statements.is_empty() {
             return None;
         }
         Some(statements.join("; "))
+    }
+
+    /// statement_timeout is given last, and an earlier client's is lifted first: PostgreSQL times
+    /// a query string of several statements as a whole, from the timeout in force when it starts
+    /// (or is set within it), and a timeout of a few milliseconds cancelled the sync, which ends
+    /// the client that waited for it (helper-146).
+    fn statement_timeout_around(&self, server: &ParamSet, statements: &mut Vec<String>) {
+        let theirs = server.index(TIMEOUT).ok().map(|i| &server.values[i].1);
+        let mine = self.index(TIMEOUT).ok().map(|i| &self.values[i].1);
+        let lifted = theirs.is_some() && !statements.is_empty();
+        if lifted {
+            statements.insert(0, format!("SET {TIMEOUT} = 0"));
+        }
+        match mine {
+            Some(value) if lifted || theirs.is_none_or(|t| t.text != value.text) => {
+                statements.push(match assignment(TIMEOUT, value) {
+                    Assignment::Config(call) => format!("SELECT {call}"),
+                    Assignment::Statement(set) => set,
+                });
+            }
+            None if theirs.is_some() => {
+                statements.push(format!("RESET {TIMEOUT}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The setting a settings sync itself must not be cut short by.
+const TIMEOUT: &str = "statement_timeout";
+
+/// How one value is given to a server.
+enum Assignment {
+    /// A `set_config(...)` call, several of which share one SELECT.
+    Config(String),
+    /// A statement of its own (`SET name = <SQL value>`).
+    Statement(String),
+}
+
+fn assignment(name: &str, value: &Value) -> Assignment {
+    match value.form {
+        Form::Plain | Form::Config => Assignment::Config(format!(
+            "pg_catalog.set_config({}, {}, false)",
+            literal(name),
+            literal(&value.text)
+        )),
+        Form::Sql => Assignment::Statement(format!("SET {} = {}", quote_ident(name), value.text)),
     }
 }
 
@@ -455,6 +499,37 @@ mod tests {
             "SELECT pg_catalog.set_config('application_name', 'it''s me', false); SET search_path = app, public; RESET work_mem"
         );
         assert!(client.sync_query(&client.clone()).is_none());
+    }
+
+    #[test]
+    fn an_earlier_clients_statement_timeout_is_lifted_before_the_sync_runs() {
+        let mut server = ParamSet::default();
+        server.apply(&set("statement_timeout", "'2ms'"));
+        server.apply(&set("work_mem", "'5MB'"));
+        let mut client = ParamSet::default();
+        client.apply(&set("search_path", "app"));
+        assert_eq!(
+            client.sync_sql(&server).unwrap(),
+            "SET statement_timeout = 0; SET search_path = app; RESET work_mem; RESET statement_timeout"
+        );
+        // The same value on both is given back after the sync, not left at 0.
+        client.apply(&set("statement_timeout", "'2ms'"));
+        assert_eq!(
+            client.sync_sql(&server).unwrap(),
+            "SET statement_timeout = 0; SET search_path = app; RESET work_mem; SET statement_timeout = '2ms'"
+        );
+        // The client's own timeout comes last, so that it cannot cut the rest short either.
+        let mut fresh = ParamSet::default();
+        fresh.apply(&set("statement_timeout", "'1ms'"));
+        fresh.apply(&set("work_mem", "'1MB'"));
+        assert_eq!(
+            fresh.sync_sql(&ParamSet::default()).unwrap(),
+            "SET work_mem = '1MB'; SET statement_timeout = '1ms'"
+        );
+        // Nothing to sync, nothing lifted.
+        client.apply(&set("work_mem", "'5MB'"));
+        server.apply(&set("search_path", "app"));
+        assert_eq!(client.sync_sql(&server), None);
     }
 
     #[test]
