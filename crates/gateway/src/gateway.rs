@@ -250,10 +250,12 @@ async fn janitor(shared: Arc<Shared>) {
         shared.forget_unused_fallback_databases();
         for db in shared.databases.load().values() {
             db.drop_failed_pool_sets();
+            // PAUSE closed the servers; min_pool_size opens them again on RESUME.
+            let paused = *shared.paused.borrow() || *db.paused.borrow();
             for set in db.pool_sets() {
                 for pool in set.all() {
                     pool.take_expired().into_iter().for_each(|c| c.terminate());
-                    for _ in 0..pool.reserve_for_minimum() {
+                    for _ in 0..if paused { 0 } else { pool.reserve_for_minimum() } {
                         let pool = pool.clone();
                         tokio::spawn(async move { pool.open_idle().await });
                     }

@@ -1193,3 +1193,31 @@ async fn wait_close_waits_for_the_servers_before_reconnect_and_kill_client_close
     let unknown = psql(&gw, "pgpilot", "KILL_CLIENT 987654321").unwrap_err();
     assert!(unknown.contains("client not found"), "{unknown}");
 }
+
+/// helper-149: PAUSE closes the servers once their transactions are done, as PgBouncer's does
+/// (it is run before restarting PostgreSQL), and min_pool_size does not open them again until
+/// RESUME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_closes_the_servers_until_resume() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.min_pool_size = 2;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let backends = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid() AND application_name <> 'pgpilot-monitor'",
+        )
+    };
+    assert_ne!(backends(), "0");
+    admin(&gw, "PAUSE postgres");
+    assert_eq!(backends(), "0", "PAUSE left server connections open");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(backends(), "0", "min_pool_size opened servers while paused");
+    admin(&gw, "RESUME postgres");
+    assert_eq!(c.query_one("SELECT 42", &[]).await.unwrap().get::<_, i32>(0), 42);
+    gw.shutdown().await;
+}

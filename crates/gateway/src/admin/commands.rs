@@ -173,7 +173,9 @@ fn databases_named(
     }
 }
 
-/// PAUSE waits until every server connection of the paused databases is back in its pool.
+/// PAUSE waits until every server connection of the paused databases is back in its pool, then
+/// closes them, as PgBouncer does: it is what an operator runs before restarting PostgreSQL or
+/// moving it, and connections kept across that would each fail once on RESUME.
 async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgError> {
     let dbs = databases_named(shared, name)?;
     if !on {
@@ -208,6 +210,11 @@ async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgEr
             .flat_map(|s| s.all().map(|p| p.counts().active).collect::<Vec<_>>())
             .sum();
         if active == 0 {
+            let pools =
+                dbs.iter().flat_map(|d| d.pool_sets()).flat_map(|s| s.all().cloned().collect::<Vec<_>>());
+            pools.for_each(|p| {
+                p.close_idle();
+            });
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
