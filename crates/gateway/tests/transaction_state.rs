@@ -2644,3 +2644,31 @@ async fn another_clients_statement_timeout_does_not_cut_the_settings_sync_short(
     assert_eq!(show(&hurried, "statement_timeout").await, "1ms");
     gw.shutdown().await;
 }
+
+/// helper-149: a server that ended (a restart, an administrator) while pgpilot gave it a client's
+/// settings, before the client's request was sent, ended the client with that FATAL. Nothing of
+/// the client's ran there: it goes on with another server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ending_during_the_settings_sync_moves_the_request() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let a = connect(&gw).await;
+    a.batch_execute("SET work_mem = '5MB'").await.unwrap();
+    let pid: i32 = a.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    // Stopped, the server takes B's settings sync (a RESET of A's work_mem) without answering;
+    // the termination is handled as it wakes, in answer to the sync.
+    signal("-STOP");
+    let b = connect(&gw).await;
+    let request =
+        tokio::spawn(async move { b.query_one("SELECT 42", &[]).await.map(|r| r.get::<_, i32>(0)) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+    signal("-CONT");
+    let answer = tokio::time::timeout(Duration::from_secs(10), request).await.expect("answered").unwrap();
+    assert_eq!(answer.expect("the request moved to another server"), 42);
+    gw.shutdown().await;
+}

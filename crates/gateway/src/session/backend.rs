@@ -203,6 +203,16 @@ impl Flow {
             && s.status == TxnStatus::Idle
     }
 
+    /// As [`Self::server_ending_between_transactions`], with pgpilot's settings sync the one
+    /// answer awaited (the client's request waits behind it, unsent).
+    fn server_ending_between_transactions_but_for_the_sync(&self, s: &Session) -> bool {
+        self.expected.len() == 1
+            && !self.unsynced
+            && s.mode == PoolMode::Transaction
+            && s.pinned.is_none()
+            && s.status == TxnStatus::Idle
+    }
+
     /// The server ends the session itself (idle_in_transaction_session_timeout, an administrator's
     /// pg_terminate_backend): its FATAL, passed on, is the client's last word.
     fn note_server_fatal(&mut self, msg: &[u8]) {
@@ -217,8 +227,18 @@ impl Flow {
         let front = self.expected.front().expect("checked non-empty");
         let injected = matches!(front, Expect::Injected(_));
         let survives = front.reply().is_some_and(Reply::survives_error);
-        if let Some(what) = front.reply().filter(|r| injected && r.holds_request()).map(refused_preamble) {
+        if let Some(reply) = front.reply().filter(|r| injected && r.holds_request()) {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
+            // The server ended (a restart, an administrator) before the client's request was
+            // sent behind its settings: nothing of the client's ran, so it moves to another.
+            let moves = matches!(reply, Reply::ParamSync) && e.severity == "FATAL";
+            if moves && self.server_ending_between_transactions_but_for_the_sync(s) {
+                tracing::info!(server_id = server.id, code = %e.code, message = %e.message, "the server ended while pgpilot gave it the session's settings; the client goes on with another");
+                self.param_sync = super::flow::ParamSync::ServerEnded;
+                self.settings_unknown = true;
+                return;
+            }
+            let what = refused_preamble(reply);
             tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "the server refused {what}; closing the client and the server connection");
             let message = format!("pgpilot could not give {what} to a server connection: {}", e.message);
             let mut error = PgError::fatal(SqlState::from_server(&e.code), message);

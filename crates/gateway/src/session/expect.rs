@@ -309,6 +309,10 @@ impl Expected {
         self.queue.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     pub fn front(&self) -> Option<&Expect> {
         self.queue.front()
     }

@@ -575,6 +575,8 @@ pub(super) enum ParamSync {
     Done,
     /// The server refused them: the session ends and the server is closed (its state is unknown).
     Failed(PgError),
+    /// The server ended instead (FATAL): the client's request, unsent, goes to another server.
+    ServerEnded,
 }
 
 impl Flow {
@@ -605,6 +607,7 @@ fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -
     match std::mem::replace(&mut flow.param_sync, ParamSync::None) {
         ParamSync::Done => drain_client(s, server, flow).map_err(Exit::End),
         ParamSync::Failed(e) => Err(Exit::End(Ending::Fatal(e))),
+        ParamSync::ServerEnded => Err(Exit::ServerEnded),
         other => {
             flow.param_sync = other;
             Ok(())
