@@ -1170,3 +1170,31 @@ async fn opening_a_server_for_a_request_counts_as_its_wait() {
     assert!(entry.counters.total_us < 500_000, "and not run time: {:?}", entry.counters);
     gw.shutdown().await;
 }
+
+/// helper-149: the health API's `server_down` came from the probe (every 30 s): it flagged an
+/// outage 16 s late and a recovery 25 s late, while `pgpilot_server_up` (the router's checks,
+/// every second) was right at once. Up or down is now the router's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_a_server_is_down_and_back_as_the_router_sees_it() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.insight.server_probe_interval = Secs::from_secs(600);
+    let gw = start(config).await;
+    let url = base(&gw);
+    let down = move || {
+        let h = request("GET", &format!("{url}/api/v1/monitoring/health"), None, None).json();
+        h["checks"].as_array().unwrap().iter().any(|c| c["check"] == "server_down")
+    };
+    let probed = || !gw.shared().insight.server_statuses().is_empty();
+    assert!(eventually(Duration::from_secs(10), probed).await, "the first probe ran");
+    let check = down.clone();
+    assert!(!tokio::task::spawn_blocking(check).await.unwrap());
+    pg.stop();
+    let seen_down = eventually(Duration::from_secs(6), || down()).await;
+    pg.start_server();
+    assert!(seen_down, "the stopped server is not reported down");
+    // Back within the router's checks (a server starting up refuses them for a while), not the
+    // probe's interval.
+    assert!(eventually(Duration::from_secs(30), || !down()).await, "the server back is still reported down");
+    gw.shutdown().await;
+}

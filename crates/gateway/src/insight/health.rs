@@ -98,7 +98,8 @@ pub fn health(shared: &Shared) -> Value {
         });
     }
     let pools = pool_checks(shared, t, &mut checks);
-    let servers = shared.insight.server_statuses();
+    let mut servers = shared.insight.server_statuses();
+    take_the_routers_view(shared, &mut servers);
     for s in &servers {
         checks.0.extend(server_down(s));
         if let Some(usage) = s.connection_usage() {
@@ -168,6 +169,30 @@ fn error_rate_check(rates: &Rates, t: &HealthThresholds, checks: &mut Checks) {
         critical: Some(c),
         message,
     });
+}
+
+/// Whether a server is up is the router's word where it has one: its health checks run every
+/// health_check_interval (1 s), the probe every server_probe_interval (30 s), which flagged an
+/// outage 16 s late and a recovery 25 s late (helper-149). `pgpilot_server_up` is the router's.
+fn take_the_routers_view(shared: &Shared, servers: &mut [super::servers::ServerStatus]) {
+    let databases = shared.databases.load();
+    let backends: Vec<_> = databases.values().flat_map(|db| db.backends.iter().cloned()).collect();
+    for s in servers.iter_mut() {
+        let mine: Vec<_> = backends.iter().filter(|b| *b.address == *s.server).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        match mine.iter().find(|b| !b.is_up()) {
+            Some(down) => {
+                s.up = false;
+                s.error = down.last_error.lock().clone().or(s.error.take());
+            }
+            None => {
+                s.up = true;
+                s.error = None;
+            }
+        }
+    }
 }
 
 /// A server whose last probe failed: critical for a primary (its clients get no server), a warning
