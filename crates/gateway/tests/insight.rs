@@ -1190,7 +1190,7 @@ async fn health_says_a_server_is_down_and_back_as_the_router_sees_it() {
     let check = down.clone();
     assert!(!tokio::task::spawn_blocking(check).await.unwrap());
     pg.stop();
-    let seen_down = eventually(Duration::from_secs(6), || down()).await;
+    let seen_down = eventually(Duration::from_secs(6), &down).await;
     pg.start_server();
     assert!(seen_down, "the stopped server is not reported down");
     // Back within the router's checks (a server starting up refuses them for a while), not the
