@@ -231,9 +231,7 @@ impl ResultCache {
         // The TTL runs from the read that made the result, not from this copy: taken with a full
         // TTL, a result outlived it (twice over when its maker took it back from Redis).
         let age = Duration::from_micros(versions::now_us().saturating_sub(shared.read_sent_us));
-        let Some(left) = entry.ttl.checked_sub(age).filter(|left| !left.is_zero()) else {
-            return None;
-        };
+        let left = entry.ttl.checked_sub(age).filter(|left| !left.is_zero())?;
         entry.ttl = left;
         self.redis.l2_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         entry.snapshot = snapshot;
