@@ -1193,3 +1193,25 @@ async fn wait_close_waits_for_the_servers_before_reconnect_and_kill_client_close
     let unknown = psql(&gw, "pgpilot", "KILL_CLIENT 987654321").unwrap_err();
     assert!(unknown.contains("client not found"), "{unknown}");
 }
+
+/// While a server is down, pgpilot_server_failed_checks_total counts the health checks made, one
+/// per health_check_interval, as the docs' rate() alert reads it. Before, each lag round (every
+/// lag_check_interval, 0.1 s) that skipped the check after a failure counted one more: ten
+/// failed checks a second for one made (helper-149).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_health_checks_count_one_per_health_check_interval() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    connect(&gw).await.simple_query("SELECT 1").await.unwrap();
+    let db = gw.shared().database("postgres").unwrap();
+    let primary = db.backends[db.primary_index()].clone();
+    let failed = || primary.failed_checks.load(std::sync::atomic::Ordering::Relaxed);
+    pg.stop();
+    assert!(eventually(Duration::from_secs(5), || failed() > 0).await, "no failed check");
+    let before = failed();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let counted = failed() - before;
+    // health_check_interval is 1 s: four or five checks in 4.5 s.
+    assert!((3..=6).contains(&counted), "{counted} failed checks counted in 4.5 s");
+    gw.shutdown().await;
+}
