@@ -649,8 +649,8 @@ impl Pool {
             return Err(CheckoutError::Connect(refused));
         }
         loop {
-            let ticket = match self.backoff.turn() {
-                Turn::Now(ticket) => ticket,
+            let attempt = match self.backoff.turn(settings.connect_timeout) {
+                Turn::Now(attempt) => attempt,
                 Turn::After(at, last) => {
                     if deadline.is_some_and(|d| at >= d) || self.is_retired() {
                         return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
@@ -710,7 +710,7 @@ impl Pool {
                     if e.is_permanent() || e.is_server_full() {
                         return Err(CheckoutError::Connect(e));
                     }
-                    self.backoff.failed(ticket, e.to_string(), settings.login_retry);
+                    self.backoff.failed(&attempt, e.to_string(), settings.login_retry);
                     if deadline.is_some_and(|d| Instant::now() >= d) || self.is_retired() {
                         return Err(CheckoutError::Connect(e));
                     }
