@@ -152,7 +152,7 @@ impl Database {
         let in_use = self
             .pool_sets()
             .iter()
-            .any(|set| set.clients.load(Relaxed) > 0 || set.all().any(|p| p.counts().active > 0));
+            .any(|set| set.clients.load(Relaxed) > 0 || set.all().any(|p| p.counts().in_use > 0));
         let mut since = self.unused_since.lock();
         if in_use {
             *since = None;

@@ -209,7 +209,7 @@ pub fn render_routing(out: &mut String, shared: &Shared) {
             "Transactions routed to the server as possible writes.",
             vec![],
         ),
-        ("pgpilot_server_failed_checks_total", "counter", "Failed health checks.", vec![]),
+        ("pgpilot_server_failed_checks_total", "counter", "Failed health checks: one per health_check_interval while the server does not answer.", vec![]),
     ];
     for (name, db) in shared.databases.load().iter() {
         for b in &db.backends {

@@ -1221,3 +1221,84 @@ async fn pause_closes_the_servers_until_resume() {
     assert_eq!(c.query_one("SELECT 42", &[]).await.unwrap().get::<_, i32>(0), 42);
     gw.shutdown().await;
 }
+
+/// While the server is down, clients whose server connection is being opened (or waits for its
+/// next attempt) are waiting clients, and no connection is active: SHOW POOLS, SHOW CLIENTS,
+/// /metrics and the pool-stats API agree. Before, each such client held a place counted as an
+/// active server (sv_active, utilization) and as an active client, with maxwait 0, while SHOW
+/// CLIENTS said `waiting` and SHOW SERVERS listed nothing (helper-149).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_whose_servers_are_being_opened_are_waiting_not_active() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 10;
+    config.pgpilot.query_wait_timeout = pgpilot_gateway::config::Secs::from_secs(30);
+    let gw = start(config).await;
+    let first = connect(&gw).await;
+    first.simple_query("SELECT 1").await.unwrap();
+    let mut clients = vec![first];
+    for _ in 0..4 {
+        clients.push(connect(&gw).await);
+    }
+    pg.stop();
+    let asking: Vec<_> =
+        clients.into_iter().map(|c| tokio::spawn(async move { c.simple_query("SELECT 1").await })).collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pools = console_rows(&gw, "SHOW POOLS", "postgres|postgres|");
+    let col = |i: usize| pools[0][i].parse::<u64>().unwrap();
+    let (cl_active, cl_waiting, sv_active, sv_login) = (col(2), col(3), col(6), col(12));
+    assert_eq!((cl_active, cl_waiting, sv_active), (0, 5, 0), "cl_active, cl_waiting, sv_active: {pools:?}");
+    // One login at a time while the server is down, and none of the places waiting for their turn.
+    assert!(sv_login <= 1, "sv_login: {pools:?}");
+    let wait_us = col(13) * 1_000_000 + col(14);
+    assert!(wait_us >= 1_000_000, "maxwait {wait_us} µs: {pools:?}");
+    let waiting = console_rows(&gw, "SHOW CLIENTS", "C|postgres|postgres|");
+    assert_eq!(waiting.iter().filter(|c| c[4] == "waiting").count(), 5, "SHOW CLIENTS: {waiting:?}");
+    let http = gw.http_addr().unwrap();
+    let (_, metrics) = http_get(format!("http://{http}/metrics")).await;
+    let gauge = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{database=\"postgres\"")));
+        line.unwrap_or_else(|| panic!("no {name} in\n{metrics}")).rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    assert_eq!(gauge("pgpilot_pool_clients_waiting"), 5.0);
+    assert_eq!(gauge("pgpilot_pool_clients_active"), 0.0);
+    assert_eq!(gauge("pgpilot_pool_servers_active"), 0.0);
+    assert_eq!(gauge("pgpilot_pool_servers_login"), sv_login as f64);
+    assert_eq!(gauge("pgpilot_pool_utilization"), 0.0);
+    assert!(gauge("pgpilot_pool_max_wait_seconds") >= 1.0);
+    let (_, stats) = http_get(format!("http://{http}/api/v1/monitoring/pool-stats")).await;
+    let json: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let pool = &json["pools"][0];
+    assert_eq!(
+        (&pool["clients_waiting"], &pool["clients_active"], &pool["servers_active"], &pool["utilization"]),
+        (&5.into(), &0.into(), &0.into(), &0.0.into()),
+        "{pool}"
+    );
+    assert!(pool["max_wait_ms"].as_f64().unwrap() >= 1000.0, "{pool}");
+    gw.shutdown().await;
+    for a in asking {
+        let _ = a.await;
+    }
+}
+
+/// While a server is down, pgpilot_server_failed_checks_total counts the health checks made, one
+/// per health_check_interval, as the docs' rate() alert reads it. Before, each lag round (every
+/// lag_check_interval, 0.1 s) that skipped the check after a failure counted one more: ten
+/// failed checks a second for one made (helper-149).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_health_checks_count_one_per_health_check_interval() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    connect(&gw).await.simple_query("SELECT 1").await.unwrap();
+    let db = gw.shared().database("postgres").unwrap();
+    let primary = db.backends[db.primary_index()].clone();
+    let failed = || primary.failed_checks.load(std::sync::atomic::Ordering::Relaxed);
+    pg.stop();
+    assert!(eventually(Duration::from_secs(5), || failed() > 0).await, "no failed check");
+    let before = failed();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let counted = failed() - before;
+    // health_check_interval is 1 s: four or five checks in 4.5 s.
+    assert!((3..=6).contains(&counted), "{counted} failed checks counted in 4.5 s");
+    gw.shutdown().await;
+}

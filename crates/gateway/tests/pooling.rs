@@ -1186,3 +1186,117 @@ async fn a_server_that_does_not_speak_postgres_is_reported_at_once() {
     assert!(error.contains("protocol error from server"), "{error}");
     gw.shutdown().await;
 }
+
+/// A TCP proxy to `target` that can stop answering: once silenced it cuts the connections it
+/// passed on, then accepts new ones and holds them without a word, as a stopped postmaster's
+/// listen queue does. `held` counts the pool's connections held so (the health monitor's aside).
+struct SilencingProxy {
+    addr: std::net::SocketAddr,
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilencingProxy {
+    fn silence(&self) {
+        self.answering.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+}
+
+async fn silencing_proxy(target: std::net::SocketAddr) -> SilencingProxy {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = SilencingProxy {
+        addr: listener.local_addr().unwrap(),
+        answering: std::sync::Arc::new(true.into()),
+        cut: Default::default(),
+        held: Default::default(),
+    };
+    let (answering, cut, held) = (proxy.answering.clone(), proxy.cut.clone(), proxy.held.clone());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let (answering, cut, held) = (answering.clone(), cut.clone(), held.clone());
+            tokio::spawn(async move {
+                if answering.load(SeqCst) {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.notified() => {}
+                        }
+                    }
+                    return;
+                }
+                let mut startup = vec![0; 1024];
+                let n = inbound.read(&mut startup).await.unwrap_or(0);
+                let monitor = String::from_utf8_lossy(&startup[..n]).contains("pgpilot-monitor");
+                if !monitor {
+                    held.fetch_add(1, SeqCst);
+                }
+                // Until pgpilot gives up (server_connect_timeout) and closes.
+                while inbound.read(&mut startup).await.is_ok_and(|n| n > 0) {}
+                if !monitor {
+                    held.fetch_sub(1, SeqCst);
+                }
+            });
+        }
+    });
+    proxy
+}
+
+/// While the server does not answer, a pool makes one connection attempt at a time (as PgBouncer
+/// has one login in progress per pool), however many clients wait. Before, an attempt was
+/// claimed at every pause (0.2 s) while the last still hung for server_connect_timeout: up to
+/// pool-size attempts hung at once, over and over (helper-149). When the server answers again,
+/// every waiting client gets its server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_attempt_at_a_time_while_the_server_does_not_answer() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let pg = Cluster::start();
+    let proxy = silencing_proxy(format!("127.0.0.1:{}", pg.port()).parse().unwrap()).await;
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 5;
+    config.pgpilot.server_connect_timeout = Secs::from_secs(1);
+    config.pgpilot.query_wait_timeout = Secs::from_secs(30);
+    config.databases.insert(
+        "flaky".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://postgres@{}/postgres", proxy.addr),
+            ..Default::default()
+        },
+    );
+    let gw = start(config).await;
+    let first = connect_as(&gw, "postgres", "flaky").await;
+    first.simple_query("SELECT 1").await.unwrap();
+    let mut clients = vec![first];
+    for _ in 0..4 {
+        clients.push(connect_as(&gw, "postgres", "flaky").await);
+    }
+    proxy.silence();
+    // pgpilot sees its idle servers cut before the clients ask (a request sent on one as it is
+    // cut fails, as it would on a server that crashed).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asking: Vec<_> =
+        clients.into_iter().map(|c| tokio::spawn(async move { c.simple_query("SELECT 1").await })).collect();
+    // The attempts started before the first failure was known time out at 1 s; then one at a time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut most = 0;
+    for _ in 0..150 {
+        most = most.max(proxy.held.load(SeqCst));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 1, "connection attempts hung at once while the server did not answer");
+    // SHOW POOLS says so: one login under way, five clients waiting, no server active.
+    let pools = psql(&gw, "pgbouncer", "SHOW POOLS").unwrap();
+    let row: Vec<&str> =
+        pools.lines().find(|l| l.starts_with("flaky|postgres|")).unwrap().split('|').collect();
+    assert_eq!((row[3], row[6]), ("5", "0"), "cl_waiting, sv_active: {row:?}");
+    assert!(row[12] == "0" || row[12] == "1", "sv_login: {row:?}");
+    proxy.answering.store(true, SeqCst);
+    for a in asking {
+        let answered = tokio::time::timeout(Duration::from_secs(15), a).await.expect("still waiting");
+        answered.unwrap().expect("a waiting client got its server once the server answered");
+    }
+    gw.shutdown().await;
+}

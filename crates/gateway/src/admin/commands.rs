@@ -207,7 +207,7 @@ async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgEr
         let active: usize = dbs
             .iter()
             .flat_map(|d| d.pool_sets())
-            .flat_map(|s| s.all().map(|p| p.counts().active).collect::<Vec<_>>())
+            .flat_map(|s| s.all().map(|p| p.counts().in_use).collect::<Vec<_>>())
             .sum();
         if active == 0 {
             let pools =

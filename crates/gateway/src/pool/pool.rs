@@ -29,12 +29,18 @@ struct PoolState {
     /// Connections checked out by clients.
     active: usize,
     opening: usize,
+    /// Of those opening, the ones whose login is under way (sv_login): while the server does not
+    /// answer the others wait for their turn (backoff.rs), and are no connection yet.
+    connecting: usize,
     /// Open connections from before the last RECONNECT: each closes when released, and
     /// WAIT_CLOSE waits until none is left.
     stale: usize,
     /// Clients held by a PAUSE (not in `waiters`), and since when the first of them has waited.
     paused: usize,
     paused_since: Option<Instant>,
+    /// Since when each client whose server connection is being opened (or waits for the pool's
+    /// next attempt while the server is down) has waited: for maxwait.
+    opening_for: Vec<Instant>,
 }
 
 #[derive(Debug, Error)]
@@ -162,6 +168,32 @@ impl Drop for PausedClient<'_> {
     }
 }
 
+/// A client whose server connection is being opened: a waiting client (cl_waiting, maxwait) until
+/// the connection is its own, as in PgBouncer. Its place in the pool was counted as an active
+/// server and client, and a server that was down showed every waiting client as active.
+struct OpeningFor<'a> {
+    waiting: WaitingClient<'a>,
+    since: Instant,
+}
+
+impl Drop for OpeningFor<'_> {
+    fn drop(&mut self) {
+        let mut s = self.waiting.pool.state.lock();
+        if let Some(i) = s.opening_for.iter().position(|t| *t == self.since) {
+            s.opening_for.swap_remove(i);
+        }
+    }
+}
+
+/// A login under way, counted in sv_login until it ends, however it ends.
+struct Connecting<'a>(&'a Pool);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().connecting -= 1;
+    }
+}
+
 /// A permit to open a connection, counted in the pool since [`Pool::take_locked`]. The open may
 /// be dropped mid-connect (its client left while it waited): dropped, the permit gives its place
 /// back and lets a waiter open one, or the pool would count a server that never comes.
@@ -250,9 +282,14 @@ pub struct IdleServer {
 /// A snapshot of a pool's counts.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct PoolCounts {
+    /// Open connections checked out by clients (not those being opened).
     pub active: usize,
     pub idle: usize,
+    /// Connections whose login is under way.
     pub opening: usize,
+    /// Connections clients hold or will hold once open (places taken for an open that has not
+    /// started yet included): PAUSE waits for all of them to be released.
+    pub in_use: usize,
     pub total: usize,
     pub waiting: usize,
     /// Idle connections due for a check before reuse (PgBouncer's sv_used).
@@ -297,9 +334,11 @@ impl Pool {
         let s = self.state.lock();
         let check_delay = self.settings.load().check_delay;
         PoolCounts {
-            active: s.active,
+            // A place being opened is not a server in use yet: it counts in `opening` alone.
+            active: s.active - s.opening,
             idle: s.idle.len(),
-            opening: s.opening,
+            opening: s.connecting,
+            in_use: s.active,
             total: s.total,
             waiting: self.waiting_clients.load(Relaxed),
             used: s.idle.iter().filter(|c| c.last_used.elapsed() > check_delay).count(),
@@ -310,6 +349,7 @@ impl Pool {
                 .oldest()
                 .into_iter()
                 .chain(s.paused_since)
+                .chain(s.opening_for.iter().copied())
                 .min()
                 .map(|since| since.elapsed())
                 .unwrap_or_default(),
@@ -329,6 +369,13 @@ impl Pool {
     pub fn count_waiting(&self) -> WaitingClient<'_> {
         self.waiting_clients.fetch_add(1, Relaxed);
         WaitingClient { pool: self }
+    }
+
+    /// Counts a client waiting since `since` as waiting while its server connection is opened.
+    fn count_opening_for(&self, since: Instant) -> OpeningFor<'_> {
+        let waiting = self.count_waiting();
+        self.state.lock().opening_for.push(since);
+        OpeningFor { waiting, since }
     }
 
     /// Whether a checkout now would get a server without waiting (the database-wide limit aside).
@@ -404,8 +451,9 @@ impl Pool {
                     None => continue,
                 },
                 Grant::Connect => {
-                    // Opening a server is waiting for one (wait_ms, total_wait_time), not the
-                    // request's run time: after an outage every first statement looked slow.
+                    let _waiting = self.count_opening_for(start);
+                    // The time the connection took to open is waited too (SHOW STATS' wait time,
+                    // the wait histogram), not the first request's run time.
                     waited = true;
                     let deadline = if fail_fast { Some(Instant::now()) } else { deadline };
                     // Boxed: connecting (TLS, authentication) is most of the checkout's size, and
@@ -601,8 +649,8 @@ impl Pool {
             return Err(CheckoutError::Connect(refused));
         }
         loop {
-            let ticket = match self.backoff.turn() {
-                Turn::Now(ticket) => ticket,
+            let attempt = match self.backoff.turn(settings.connect_timeout) {
+                Turn::Now(attempt) => attempt,
                 Turn::After(at, last) => {
                     if deadline.is_some_and(|d| at >= d) || self.is_retired() {
                         return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
@@ -626,7 +674,10 @@ impl Pool {
                 settings.connect_timeout,
                 super::connect::POOLED_APPLICATION_NAME,
             );
-            let Some(result) = unless_unwanted(connecting, still_wanted).await else {
+            let counted = self.count_connecting();
+            let result = unless_unwanted(connecting, still_wanted).await;
+            drop(counted);
+            let Some(result) = result else {
                 return Err(CheckoutError::Rerouted);
             };
             match result {
@@ -663,7 +714,7 @@ impl Pool {
                     if e.is_permanent() || e.is_server_full() {
                         return Err(CheckoutError::Connect(e));
                     }
-                    self.backoff.failed(ticket, e.to_string(), settings.login_retry);
+                    self.backoff.failed(&attempt, e.to_string(), settings.login_retry);
                     if deadline.is_some_and(|d| Instant::now() >= d) || self.is_retired() {
                         return Err(CheckoutError::Connect(e));
                     }
@@ -671,6 +722,11 @@ impl Pool {
                 }
             }
         }
+    }
+
+    fn count_connecting(&self) -> Connecting<'_> {
+        self.state.lock().connecting += 1;
+        Connecting(self)
     }
 
     /// Whether new connections wait (see `opening_paused_until`); reads the clock only then.

@@ -195,11 +195,13 @@ impl DatabaseMonitor {
                 Err(CheckError::Credentials(e)) => {
                     tracing::warn!(database = %self.db.name, server = %backend.address, error = %e, "health check could not log in; the server is not marked down for it (next try after server_login_retry)");
                 }
-                Err(CheckError::LoginRefusedLately) => {}
                 Err(CheckError::Server(e)) => {
                     backend.failed_checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backend.ban(ban_ms, &e);
                 }
+                // No check was made: the server stays down (until a check passes) with the error
+                // the last check met.
+                Err(CheckError::LoginRefusedLately | CheckError::NotTriedYet) => {}
             }
         }
         if self.settle_roles(&readings) {
@@ -246,9 +248,7 @@ impl DatabaseMonitor {
                 let pool = pool.clone();
                 async move {
                     let result = match failed_at.filter(|at| at.elapsed() < every) {
-                        Some(_) => {
-                            Err(CheckError::Server("health check: the server did not answer".to_string()))
-                        }
+                        Some(_) => Err(CheckError::NotTriedYet),
                         None => check(probe, failed_at, &pool, timeout).await,
                     };
                     (backend.clone(), sent, result)
@@ -457,6 +457,10 @@ enum CheckError {
     Credentials(String),
     /// A login was refused less than server_login_retry ago: not tried again yet.
     LoginRefusedLately,
+    /// The server did not answer the last check, less than health_check_interval ago: it is
+    /// asked again once per interval, and a round in between is not a check (nor counted in
+    /// pgpilot_server_failed_checks_total, ten times the checks made at lag_check_interval).
+    NotTriedYet,
 }
 
 async fn check(
