@@ -229,12 +229,16 @@ impl Flow {
         let survives = front.reply().is_some_and(Reply::survives_error);
         if let Some(reply) = front.reply().filter(|r| injected && r.holds_request()) {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
-            // The server ended (a restart, an administrator) before the client's request was
-            // sent behind its settings: nothing of the client's ran, so it moves to another.
-            let moves = matches!(reply, Reply::ParamSync) && e.severity == "FATAL";
+            // The server ended (a restart, an administrator), or an earlier client's
+            // statement_timeout cut the sync short before it was lifted (a timeout of a few
+            // milliseconds on a busy machine, helper-151): nothing of the client's ran, so its
+            // request moves to another server, a bounded number of times.
+            let moves = matches!(reply, Reply::ParamSync)
+                && (e.severity == "FATAL" || e.code == SqlState::QUERY_CANCELED.code())
+                && s.retries < super::flow::MAX_RETRIES;
             if moves && self.server_ending_between_transactions_but_for_the_sync(s) {
-                tracing::info!(server_id = server.id, code = %e.code, message = %e.message, "the server ended while pgpilot gave it the session's settings; the client goes on with another");
-                self.param_sync = super::flow::ParamSync::ServerEnded;
+                tracing::info!(server_id = server.id, code = %e.code, message = %e.message, "a server failed the session's settings before the client's request was sent; the client goes on with another");
+                self.param_sync = super::flow::ParamSync::Moved;
                 self.settings_unknown = true;
                 return;
             }

@@ -37,12 +37,15 @@ enum Exit {
     /// The server closed between transactions, holding nothing of the client's: it is dropped
     /// and the client, told nothing, goes on with another.
     ServerEnded,
+    /// The server failed the client's settings before the client's request was sent: it is
+    /// dropped and the request goes to another (counted as a retry).
+    Moved,
     /// The session ends.
     End(Ending),
 }
 
 /// How many times one request may be moved to another server.
-const MAX_RETRIES: u8 = 2;
+pub(super) const MAX_RETRIES: u8 = 2;
 
 /// An attachment's buffers, kept on its server between attachments so that a transaction
 /// allocates none of them (servers are few; clients are many and keep nothing while idle).
@@ -471,6 +474,11 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
             s.detach_with(server, Some("the server closed it between transactions"));
             Ok(())
         }
+        Exit::Moved => {
+            s.retries += 1;
+            s.detach_with(server, Some("it failed a client's settings"));
+            Ok(())
+        }
         Exit::StepOut => {
             server.xact_started = xact_started;
             s.server = Some(server);
@@ -575,8 +583,9 @@ pub(super) enum ParamSync {
     Done,
     /// The server refused them: the session ends and the server is closed (its state is unknown).
     Failed(PgError),
-    /// The server ended instead (FATAL): the client's request, unsent, goes to another server.
-    ServerEnded,
+    /// The server ended instead (FATAL), or the sync was cancelled: the client's request, unsent,
+    /// goes to another server.
+    Moved,
 }
 
 impl Flow {
@@ -607,7 +616,7 @@ fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -
     match std::mem::replace(&mut flow.param_sync, ParamSync::None) {
         ParamSync::Done => drain_client(s, server, flow).map_err(Exit::End),
         ParamSync::Failed(e) => Err(Exit::End(Ending::Fatal(e))),
-        ParamSync::ServerEnded => Err(Exit::ServerEnded),
+        ParamSync::Moved => Err(Exit::Moved),
         other => {
             flow.param_sync = other;
             Ok(())
