@@ -255,7 +255,10 @@ async fn janitor(shared: Arc<Shared>) {
             for set in db.pool_sets() {
                 for pool in set.all() {
                     pool.take_expired().into_iter().for_each(|c| c.terminate());
-                    for _ in 0..if paused { 0 } else { pool.reserve_for_minimum() } {
+                    if paused {
+                        continue;
+                    }
+                    for _ in 0..pool.reserve_for_minimum() {
                         let pool = pool.clone();
                         tokio::spawn(async move { pool.open_idle().await });
                     }

@@ -204,17 +204,16 @@ async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgEr
         return Ok(());
     }
     loop {
-        let active: usize = dbs
+        // Looked up each time: a client of a new user may make a pool meanwhile.
+        let pools: Vec<_> = dbs
             .iter()
             .flat_map(|d| d.pool_sets())
-            .flat_map(|s| s.all().map(|p| p.counts().in_use).collect::<Vec<_>>())
-            .sum();
-        if active == 0 {
-            let pools =
-                dbs.iter().flat_map(|d| d.pool_sets()).flat_map(|s| s.all().cloned().collect::<Vec<_>>());
-            pools.for_each(|p| {
-                p.close_idle();
-            });
+            .flat_map(|s| s.all().cloned().collect::<Vec<_>>())
+            .collect();
+        if pools.iter().all(|p| p.counts().in_use == 0) {
+            for pool in &pools {
+                pool.close_idle();
+            }
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

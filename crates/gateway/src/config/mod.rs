@@ -92,6 +92,12 @@ impl Config {
         pgpilot_scheduler::parse_toml(text)
     }
 
+    /// Whether users missing from the auth_file are looked up with auth_query (an auth_user for
+    /// all databases or for one).
+    pub fn looks_users_up(&self) -> bool {
+        self.pgpilot.auth_user.is_some() || self.databases.values().any(|d| d.auth_user.is_some())
+    }
+
     /// Problems that stop the gateway from starting, each a sentence naming the setting.
     pub fn validate(&self) -> Vec<String> {
         validate::problems(self)

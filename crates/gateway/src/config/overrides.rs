@@ -76,8 +76,7 @@ impl QuickStart {
 /// auth_type with a missing users file must never fall open.
 pub(crate) fn implied_auth(config: &Config) -> Result<Option<AuthType>, String> {
     let g = &config.pgpilot;
-    let auth_user = g.auth_user.is_some() || config.databases.values().any(|d| d.auth_user.is_some());
-    if g.auth_type.is_some() || g.auth_file.is_some() || auth_user {
+    if g.auth_type.is_some() || g.auth_file.is_some() || config.looks_users_up() {
         return Ok(None);
     }
     let all_loopback =

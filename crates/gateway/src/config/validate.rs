@@ -32,14 +32,13 @@ pub fn problems(c: &Config) -> Vec<String> {
     if g.max_message_size < 1024 {
         out.push("[pgpilot] max_message_size must be at least 1024 bytes".into());
     }
-    let auth_query = g.auth_user.is_some() || c.databases.values().any(|d| d.auth_user.is_some());
     let implied = super::overrides::implied_auth(c);
     if let Err(e) = &implied {
         out.push(format!("[pgpilot] {e}"));
     } else if implied == Ok(None)
         && !matches!(g.auth_type(), AuthType::Trust)
         && g.auth_file.is_none()
-        && !auth_query
+        && !c.looks_users_up()
     {
         out.push(format!(
             "[pgpilot] auth_type = \"{}\" needs auth_file (a userlist.txt with the users' passwords or verifiers) or auth_user (auth_query)",

@@ -196,21 +196,19 @@ impl Flow {
     /// client between transactions with nothing in flight. Passed on, it was a FATAL followed by
     /// answers from the next server (asyncpg failed on the rows after it).
     fn server_ending_between_transactions(&self, s: &Session) -> bool {
-        self.expected.is_empty()
-            && !self.unsynced
-            && s.mode == PoolMode::Transaction
-            && s.pinned.is_none()
-            && s.status == TxnStatus::Idle
+        self.expected.is_empty() && self.server_holds_nothing_of(s)
     }
 
     /// As [`Self::server_ending_between_transactions`], with pgpilot's settings sync the one
     /// answer awaited (the client's request waits behind it, unsent).
     fn server_ending_between_transactions_but_for_the_sync(&self, s: &Session) -> bool {
-        self.expected.len() == 1
-            && !self.unsynced
-            && s.mode == PoolMode::Transaction
-            && s.pinned.is_none()
-            && s.status == TxnStatus::Idle
+        self.expected.len() == 1 && self.server_holds_nothing_of(s)
+    }
+
+    /// Transaction pooling, the client between transactions, unpinned, no batch half sent: the
+    /// server holds nothing of the client's that another could not give it.
+    fn server_holds_nothing_of(&self, s: &Session) -> bool {
+        !self.unsynced && s.mode == PoolMode::Transaction && s.pinned.is_none() && s.status == TxnStatus::Idle
     }
 
     /// The server ends the session itself (idle_in_transaction_session_timeout, an administrator's
