@@ -46,8 +46,7 @@ pub fn run(args: CacheArgs) -> Outcome {
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let target = connect::Target::parse(&url)?;
-        let client = target.connect().await?;
+        let client = connect::Target::parse(&url)?.connect().await?;
         // The configured primary may be a standby since a failover (serving follows the real one).
         let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
         if standby {
