@@ -222,6 +222,31 @@ impl Flow {
 
     fn server_error(&mut self, s: &mut Session, server: &mut ServerConn, start: usize, end: usize) {
         self.batch_failed = true;
+        if self.own_request_failed(s, server, start, end) {
+            return;
+        }
+        let survives = self.expected.front().and_then(Expect::reply).is_some_and(Reply::survives_error);
+        if !self.tell_client_why(s, server, start, end) {
+            return;
+        }
+        if survives {
+            if let Some(observed) = self.expected.front_observed() {
+                Flow::observe_error(observed, &server.buf[start + 5..end]);
+            }
+            return;
+        }
+        self.skip_to_sync(s, server, start, end);
+    }
+
+    /// A request pgpilot made of its own (a settings sync, a copy's check, a re-prepare) failed:
+    /// handled here, true, or the error belongs to the client's request.
+    fn own_request_failed(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        start: usize,
+        end: usize,
+    ) -> bool {
         let front = self.expected.front().expect("checked non-empty");
         let injected = matches!(front, Expect::Injected(_));
         let survives = front.reply().is_some_and(Reply::survives_error);
@@ -238,7 +263,7 @@ impl Flow {
                 tracing::info!(server_id = server.id, code = %e.code, message = %e.message, "a server failed the session's settings before the client's request was sent; the client goes on with another");
                 self.param_sync = super::flow::ParamSync::Moved;
                 self.settings_unknown = true;
-                return;
+                return true;
             }
             let what = refused_preamble(reply);
             tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "the server refused {what}; closing the client and the server connection");
@@ -247,7 +272,7 @@ impl Flow {
             error.detail = Some(format!("The server answered SQLSTATE {}.", e.code));
             self.param_sync = super::flow::ParamSync::Failed(error);
             self.settings_unknown = true;
-            return;
+            return true;
         }
         let checking = self.checking_copies
             && matches!(
@@ -256,7 +281,8 @@ impl Flow {
             );
         if checking {
             let error = server.buf[start..end].to_vec();
-            return self.copy_check_failed(s, server, &error);
+            self.copy_check_failed(s, server, &error);
+            return true;
         }
         if injected && survives {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
@@ -264,8 +290,22 @@ impl Flow {
             // What the server holds is now unknown: it goes to no other client.
             server.params = Default::default();
             self.settings_unknown = true;
-            return;
+            return true;
         }
+        false
+    }
+
+    /// Puts the error the client is owed in its stream: the server's, or what PostgreSQL would
+    /// have said had it held the client's own statements. False when a statement prepared again
+    /// took the failed request over.
+    fn tell_client_why(
+        &mut self,
+        s: &mut Session,
+        server: &mut ServerConn,
+        start: usize,
+        end: usize,
+    ) -> bool {
+        let front = self.expected.front().expect("checked non-empty");
         let code = ErrorFields::parse(&server.buf[start + 5..end]).code;
         // A format per column of the row type the client learned, refused by a copy just prepared
         // from its text: PostgreSQL, holding the client's own copy, would have said 0A000, which
@@ -296,14 +336,14 @@ impl Flow {
         if let Expect::Client(Reply::Bind { statement: Some(hash), .. }) = *front {
             if !reshaped && self.bind_refused(s, server, hash, &code, outdated) {
                 self.batch_failed = false;
-                return;
+                return false;
             }
         }
         if let Some(hash) = described {
             if self.describe_refused(s, server, hash, &code) {
                 self.held_parameters = None;
                 self.batch_failed = false;
-                return;
+                return false;
             }
         }
         self.release_held_parameters();
@@ -347,13 +387,12 @@ impl Flow {
             self.to_client.extend_from_slice(&server.buf[start..end]);
             self.note_server_fatal(&server.buf[start..end]);
         }
-        if survives {
-            if let Some(observed) = self.expected.front_observed() {
-                Flow::observe_error(observed, &server.buf[start + 5..end]);
-            }
-            return;
-        }
-        // Extended protocol: this message failed and the server skips everything up to Sync.
+        true
+    }
+
+    /// Extended protocol: the failed message's request and everything up to Sync, which the
+    /// server skips, are undone from what the session and server are thought to hold.
+    fn skip_to_sync(&mut self, s: &mut Session, server: &mut ServerConn, start: usize, end: usize) {
         if std::mem::take(&mut self.copy_in_open) {
             // COPY IN failed before the client ended it: the server ignored the Syncs sent during
             // it (dropped from the queue when it began) and waits for the client's next one, so it
