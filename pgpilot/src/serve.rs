@@ -266,7 +266,7 @@ struct WhatRuns {
     listen: Vec<String>,
     http: Option<String>,
     pool_mode: &'static str,
-    auth_type: &'static str,
+    auth_type: String,
     databases: Vec<DatabaseRun>,
     jobs: Vec<JobRun>,
 }
@@ -369,7 +369,7 @@ fn what_runs(config: &Config) -> WhatRuns {
         listen: config.pgpilot.listen.0.clone(),
         http: config.pgpilot.http.clone(),
         pool_mode: config.pgpilot.pool_mode.as_str(),
-        auth_type: config.pgpilot.auth_type().as_str(),
+        auth_type: config.client_auth_summary(),
         databases,
         jobs,
     }

@@ -153,6 +153,20 @@ fn check_config_masks_every_password_in_a_job_url() {
     }
 }
 
+/// helper-153: a config naming no authentication was reported as `auth_type: scram-sha-256`,
+/// while serve lets password-less clients in on loopback.
+#[test]
+fn check_config_says_when_clients_need_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(&path, "[databases.app]\nprimary = \"postgres://u@127.0.0.1:5432/app\"\n").unwrap();
+    let out = pgpilot(&["check-config", path.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("auth_type: none (nothing configured"), "{said}");
+    assert!(!said.contains("scram"), "{said}");
+}
+
 #[test]
 fn convert_writes_an_equivalent_config() {
     let dir = tempfile::tempdir().unwrap();

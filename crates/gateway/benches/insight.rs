@@ -38,6 +38,7 @@ fn event(n: &Names, fingerprint: u64, us: u64) -> StatementEvent<'_> {
         client_addr: "127.0.0.1:50000",
         server: "127.0.0.1:5432",
         parameters: None,
+        client_params: None,
     }
 }
 

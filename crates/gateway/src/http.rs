@@ -32,6 +32,7 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
         .route("/health", get(health))
         .merge(api)
         .merge(crate::insight::dashboard_routes())
+        .fallback(not_found)
         .with_state(shared.clone());
     if let ApiToken::Unusable(why) = configured_token(&shared.config.load().pgpilot.http_token_file) {
         tracing::warn!("{why}: the HTTP API answers 503 until the file holds a token");
@@ -47,6 +48,12 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
+}
+
+/// An unknown path gets a JSON error like the API's others, not an empty body.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let error = format!("no endpoint {} (see docs/api/openapi.yaml)", uri.path());
+    (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response()
 }
 
 /// What protects the API.

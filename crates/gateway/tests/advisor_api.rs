@@ -53,6 +53,7 @@ async fn findings_are_served_from_a_background_run() {
             client_addr: "127.0.0.1:40000",
             server: "127.0.0.1:5432",
             parameters: None,
+            client_params: None,
         });
     }
     let url = format!("http://{}/api/v1/advisor/findings", gw.http_addr().unwrap());

@@ -210,6 +210,7 @@ async fn the_dashboard_shows_what_the_api_serves() {
                 client_addr: "127.0.0.1:40000",
                 server: &pg.addr(),
                 parameters: None,
+                client_params: None,
             });
         }
     }

@@ -40,6 +40,7 @@ fn event<'a>(fingerprint: u64, n: &'a Names, duration_us: u64, target: Target) -
         client_addr: "127.0.0.1:50000",
         server: "127.0.0.1:5432",
         parameters: None,
+        client_params: None,
     }
 }
 
@@ -455,6 +456,28 @@ async fn api_serves_what_was_recorded_behind_the_token() {
     let reset = request("DELETE", &format!("{url}/api/v1/monitoring/statements"), Some(token), None);
     assert_eq!(reset.status, 204);
     assert_eq!(list("").json()["statements"].as_array().unwrap().len(), 0);
+    // The per-database counters go on (as pg_stat_database does): a reset is no restart (helper-153).
+    let again = |prefix: &str| {
+        let metrics = request("GET", &format!("{url}/metrics"), None, None).body;
+        metrics.lines().find(|l| l.starts_with(prefix)).map(str::to_string).unwrap_or_default()
+    };
+    let name = names("postgres", "postgres", "SELECT 1");
+    gw.shared().insight.record(&event(0xf9, &name, 1_000, Target::Primary));
+    assert!(again("pgpilot_statements_total{database=\"postgres\",target=\"primary\"}").ends_with(" 51"));
+    assert!(
+        again("pgpilot_statements_failed_total{database=\"postgres\",sqlstate=\"57014\"}").ends_with(" 2")
+    );
+    assert!(again("pgpilot_slow_queries_total{database=\"postgres\"}").ends_with(" 2"));
+    assert!(!again("pgpilot_statement_calls_total{fingerprint=\"00000000000000f1\"").ends_with(" 50"));
+
+    // Unknown paths and jobs answer in JSON too, as documented (helper-153).
+    let unknown = request("GET", &format!("{url}/api/v1/monitoring/nope"), Some(token), None);
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.json()["error"].as_str().unwrap().contains("/api/v1/monitoring/nope"));
+    let history = request("GET", &format!("{url}/api/v1/jobs/history?job=nope"), Some(token), None);
+    assert_eq!(history.status, 404, "{}", history.body);
+    assert!(history.json()["error"].as_str().unwrap().contains("nope"));
+    assert_eq!(request("GET", &format!("{url}/api/v1/jobs/history?limit=0"), Some(token), None).status, 400);
     gw.shutdown().await;
 }
 
@@ -1197,4 +1220,33 @@ async fn health_says_a_server_is_down_and_back_as_the_router_sees_it() {
     // probe's interval.
     assert!(eventually(Duration::from_secs(30), || !down()).await, "the server back is still reported down");
     gw.shutdown().await;
+}
+
+/// helper-153: with several databases on one server and URLs naming no user, the probe asked only
+/// the first database it came to (HashMap order); one with no pool opened knew no user to log in
+/// as, so the server stayed unprobed while another database's pool was busy on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_logs_in_as_any_database_on_the_server_knows() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    let no_user = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    config.databases.clear();
+    for name in ["alpha", "beta", "gamma", "postgres"] {
+        config
+            .databases
+            .insert(name.into(), DatabaseConfig { primary: no_user.clone(), ..Default::default() });
+    }
+    config.insight.server_probe_interval = Secs::from_secs(1);
+    let gw = start(config).await;
+    let client = connect_as(&gw, "postgres", "gamma").await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let probed_up = || gw.shared().insight.server_statuses().iter().any(|s| s.server == pg.addr() && s.up);
+    assert!(
+        eventually(Duration::from_secs(10), probed_up).await,
+        "{:?}",
+        gw.shared().insight.server_statuses()
+    );
+    let status = gw.shared().insight.server_statuses().into_iter().find(|s| s.server == pg.addr()).unwrap();
+    assert_eq!(status.databases.len(), 4, "{status:?}");
+    assert!(status.max_connections.is_some() && status.error.is_none(), "{status:?}");
 }

@@ -38,6 +38,15 @@ struct Out<'s> {
     /// A string literal ended with the word PASSWORD (quotes out of balance, as in a script
     /// missing a quote): the next word is likely the secret, and is written as a constant.
     secret_word_follows: bool,
+    /// Parentheses open at this point.
+    depth: u32,
+    /// The last word was ORDER or GROUP.
+    order_or_group: bool,
+    /// The depth of the ORDER BY or GROUP BY list being read, if one is.
+    sort_depth: Option<u32>,
+    /// The next token begins an item of that list: a bare integer there is a position in the
+    /// select list (`ORDER BY 2`), kept as written as pg_stat_statements keeps it.
+    sort_item_start: bool,
     /// Where each constant is in the text, when a [`crate::shape`] is being recorded.
     spans: Option<&'s mut Vec<(u32, u32)>>,
     /// Every constant so far is of a kind a shape can match, and nothing else read one's content.
@@ -78,7 +87,36 @@ impl Out<'_> {
             self.text.push(' ');
         }
         self.pending_space = false;
+        self.order_or_group = false;
+        self.sort_item_start = false;
         self.hash_byte(TOKEN_BOUNDARY);
+    }
+
+    /// After a word: where ORDER BY and GROUP BY lists begin and end.
+    fn sort_list_word(&mut self, word: &str, sort_by: bool) {
+        if sort_by {
+            self.sort_depth = Some(self.depth);
+            self.sort_item_start = true;
+        } else if self.sort_depth.is_some() && ends_sort_list(word) {
+            self.sort_depth = None;
+        }
+        self.order_or_group =
+            word.len() == 5 && (word.eq_ignore_ascii_case("order") || word.eq_ignore_ascii_case("group"));
+    }
+
+    /// After punctuation: brackets nest, and a comma of the list begins its next item.
+    fn sort_list_punctuation(&mut self, c: u8) {
+        match c {
+            b'(' | b'[' => self.depth += 1,
+            b')' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                if self.sort_depth.is_some_and(|d| d > self.depth) {
+                    self.sort_depth = None;
+                }
+            }
+            b',' => self.sort_item_start = self.sort_depth == Some(self.depth),
+            _ => {}
+        }
     }
 
     fn append(&mut self, raw: &str, fold_case: bool) {
@@ -208,6 +246,10 @@ fn normalize_out(
         prev: Prev::Operator,
         secret_follows: false,
         secret_word_follows: false,
+        depth: 0,
+        order_or_group: false,
+        sort_depth: None,
+        sort_item_start: false,
         spans,
         reusable: true,
     };
@@ -250,6 +292,7 @@ fn normalize_out(
                 }
             }
             b';' => {
+                out.sort_depth = None;
                 out.pending_semicolon = true;
                 i += 1;
                 continue;
@@ -263,6 +306,9 @@ fn normalize_out(
                     continue;
                 }
                 out.token(&sql[i..end], false);
+                // `OPTIONS (SET "password" '...')`: the same option name to PostgreSQL.
+                out.secret_follows =
+                    sql.get(i + 1..end - 1).is_some_and(|w| w.eq_ignore_ascii_case("password"));
                 out.prev = Prev::Operand;
                 i = end;
                 continue;
@@ -276,7 +322,12 @@ fn normalize_out(
             }
             b'0'..=b'9' => {
                 let end = number_end(b, i);
-                out.constant_at(sql, i, end);
+                if out.sort_item_start && is_select_list_position(b, end) {
+                    out.token(&sql[i..end], false);
+                    out.prev = Prev::Operand;
+                } else {
+                    out.constant_at(sql, i, end);
+                }
                 i = end;
                 continue;
             }
@@ -314,7 +365,9 @@ fn normalize_out(
                     i = end;
                     continue;
                 }
+                let sort_by = out.order_or_group && word.eq_ignore_ascii_case("by");
                 out.token(word, true);
+                out.sort_list_word(word, sort_by);
                 out.secret_follows = word.eq_ignore_ascii_case("password");
                 out.prev =
                     if is_keyword_before_value(word.as_bytes()) { Prev::Operator } else { Prev::Operand };
@@ -331,6 +384,7 @@ fn normalize_out(
         };
         let end = end.min(b.len());
         out.token(&sql[i..end], false);
+        out.sort_list_punctuation(c);
         out.prev = if matches!(c, b')' | b']') { Prev::Operand } else { Prev::Operator };
         i = end;
     }
@@ -396,6 +450,41 @@ fn highest_param(sql: &str) -> usize {
         };
     }
     max
+}
+
+/// Words after which an ORDER BY or GROUP BY list has ended (its commas are no longer its own).
+fn ends_sort_list(word: &str) -> bool {
+    const WORDS: [&str; 15] = [
+        "limit",
+        "offset",
+        "fetch",
+        "for",
+        "having",
+        "window",
+        "union",
+        "intersect",
+        "except",
+        "select",
+        "from",
+        "where",
+        "values",
+        "returning",
+        "on",
+    ];
+    WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// Whether the number ending at `end`, at the start of an ORDER BY or GROUP BY item, is the whole
+/// item: a position in the select list (PostgreSQL refuses any but an integer there), not a
+/// constant of an expression. Decided by what follows alone, as a shape must be able to tell.
+fn is_select_list_position(b: &[u8], end: usize) -> bool {
+    let next = end + blanks_at(b, end);
+    match b.get(next) {
+        None | Some(b',' | b')' | b';') => true,
+        Some(b'-') => b.get(next + 1) == Some(&b'-'),
+        Some(b'/') => b.get(next + 1) == Some(&b'*'),
+        Some(&c) => is_word(c) && !c.is_ascii_digit(),
+    }
 }
 
 /// Words that may follow a column or word named password (`password FROM`, `password IS NULL`),
@@ -876,12 +965,55 @@ mod tests {
     }
 
     #[test]
+    fn positions_in_order_by_and_group_by_are_kept() {
+        // As pg_stat_statements: `ORDER BY 1` and `ORDER BY 2` are different statements (helper-153).
+        let n =
+            normalize("SELECT a, count(*) FROM t WHERE b = 7 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5", true);
+        assert_eq!(n.text, "SELECT a, count(*) FROM t WHERE b = $1 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $2");
+        assert_eq!(n.constants, vec!["7".to_string(), "5".to_string()]);
+        assert_ne!(
+            normalize("select a, b from t order by 1", false).fingerprint,
+            normalize("select a, b from t order by 2", false).fingerprint
+        );
+        for (sql, text) in [
+            // An expression's constant is a constant.
+            ("select a from t order by 1 + a", "select a from t order by $1 + a"),
+            // Commas after the list are not its own.
+            (
+                "select (select a from t order by 1), 5 from u",
+                "select (select a from t order by 1), $1 from u",
+            ),
+            (
+                "select a from t group by a union select 1, 2",
+                "select a from t group by a union select $1, $2",
+            ),
+            ("select a from t order by 1; select 1, 2", "select a from t order by 1; select $1, $2"),
+            ("select f(a order by 1), 3 from t", "select f(a order by 1), $1 from t"),
+            ("select a from t order by a, 2 /* x */", "select a from t order by a, 2"),
+        ] {
+            assert_eq!(normalize(sql, false).text, text, "{sql}");
+        }
+    }
+
+    #[test]
     fn passwords_are_never_kept_among_the_constants() {
         let n = normalize("ALTER ROLE x WITH ENCRYPTED PASSWORD 'hunter2' VALID UNTIL '2030-01-01'", true);
         assert_eq!(n.text, "ALTER ROLE x WITH ENCRYPTED PASSWORD $1 VALID UNTIL $2");
         assert_eq!(n.constants, vec!["'<redacted>'".to_string(), "'2030-01-01'".to_string()]);
         let n = normalize("create user mapping for u server s options (user 'a', password 'pw1')", true);
         assert_eq!(n.constants, vec!["'a'".to_string(), "'<redacted>'".to_string()]);
+        // The option name quoted is the same option (helper-153).
+        for sql in [
+            r#"CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'a', "password" 'Leak_1')"#,
+            r#"ALTER USER MAPPING FOR u SERVER s OPTIONS (SET "password" 'Leak_2')"#,
+            r#"ALTER USER MAPPING FOR u SERVER s OPTIONS (ADD "PassWord" 'Leak_3', "user" 'b')"#,
+        ] {
+            let n = normalize(sql, true);
+            assert!(n.constants.contains(&"'<redacted>'".to_string()), "{sql}: {:?}", n.constants);
+            assert!(!format!("{n:?}").contains("Leak_"), "{sql}: {n:?}");
+        }
+        let n = normalize(r#"SELECT "password" = 'x' FROM t"#, true);
+        assert_eq!(n.constants, vec!["'x'".to_string()], "a column compared is no option");
         let n = normalize("SELECT dblink_connect('host=h password=pw2'), 'x'", true);
         assert_eq!(n.constants, vec!["'<redacted>'".to_string(), "'x'".to_string()]);
         assert!(!format!("{n:?}").contains("pw2"));

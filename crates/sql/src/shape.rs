@@ -210,6 +210,10 @@ mod tests {
             "in",
             "\"",
             "é",
+            " ORDER BY ",
+            "group by ",
+            " desc",
+            " union ",
         ];
         const CHANGES: &[u8] = b"0123456789'.- xe$;,()";
         let mut seed = 0x2545_f491_4f6c_dd1du64;

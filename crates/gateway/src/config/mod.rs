@@ -98,6 +98,14 @@ impl Config {
         self.pgpilot.auth_user.is_some() || self.databases.values().any(|d| d.auth_user.is_some())
     }
 
+    /// The client authentication `serve` would enforce, as check-config reports it.
+    pub fn client_auth_summary(&self) -> String {
+        match overrides::implied_auth(self) {
+            Ok(Some(_)) => "none (nothing configured: password-less clients, on loopback only)".into(),
+            _ => self.pgpilot.auth_type().as_str().into(),
+        }
+    }
+
     /// Problems that stop the gateway from starting, each a sentence naming the setting.
     pub fn validate(&self) -> Vec<String> {
         validate::problems(self)

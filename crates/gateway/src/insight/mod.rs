@@ -7,6 +7,7 @@
 //! and returns; percentiles, sorting and rendering happen when someone reads.
 
 mod api;
+pub mod carried;
 pub mod config;
 mod dashboard;
 mod explain;
@@ -83,6 +84,8 @@ pub struct StatementEvent<'a> {
     pub server: &'a str,
     /// Parameter values in text form, only when [`Insight::wants_parameters`] says so.
     pub parameters: Option<&'a [Option<String>]>,
+    /// The client's session parameters, read only for a slow statement (its application_name).
+    pub client_params: Option<&'a crate::session::params::ParamSet>,
 }
 
 pub struct Insight {
@@ -94,6 +97,7 @@ pub struct Insight {
     slow: slowlog::SlowLog,
     rates: rates::RateHistory,
     servers: servers::ServerStatuses,
+    carried: carried::CarriedTotals,
     config: ArcSwap<InsightConfig>,
 }
 
@@ -107,6 +111,7 @@ impl Insight {
             slow: slowlog::SlowLog::new(config.slow_log_size),
             rates: rates::RateHistory::default(),
             servers: servers::ServerStatuses::default(),
+            carried: carried::CarriedTotals::default(),
             config: ArcSwap::from_pointee(config.clone()),
         };
         insight.configure(config);
@@ -162,6 +167,12 @@ impl Insight {
         self.store.snapshot()
     }
 
+    /// Per-database totals and failures by SQLSTATE since pgpilot started, resets or not (the
+    /// Prometheus counters).
+    pub fn totals_since_start(&self, now: &Snapshot) -> carried::DatabaseCounts {
+        self.carried.since_start(now)
+    }
+
     /// Slow statements kept in memory, newest first.
     pub fn slow_queries(&self, threshold_ms: f64, database: Option<&str>, limit: usize) -> Vec<SlowQuery> {
         self.slow.list(threshold_ms, database, limit)
@@ -179,6 +190,7 @@ impl Insight {
 
     /// Forgets statistics and the slow-query log (like pg_stat_statements_reset()).
     pub fn reset(&self) {
+        self.carried.carry(&self.store.snapshot());
         self.store.reset();
         self.slow.clear();
         self.rates.clear();

@@ -16,6 +16,7 @@ use crate::shared::{Phase, Shared};
 
 const TICK: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(5);
+const NO_USER: &str = "no server user known yet (no fixed user and no pool opened)";
 
 const PROBE_SQL: &str = "SELECT current_setting('max_connections'), \
      current_setting('superuser_reserved_connections'), \
@@ -98,19 +99,28 @@ impl Probe {
         seen: &mut HashMap<String, ServerStatus>,
     ) {
         let addr = url.address();
-        if let Some(s) = seen.get_mut(&addr) {
-            s.databases.push(db.name.to_string());
-            return;
-        }
-        let mut status = ServerStatus {
-            server: addr.clone(),
-            databases: vec![db.name.to_string()],
-            role: role.to_string(),
-            updated_unix_ms: now_unix_ms(),
-            ..Default::default()
+        let mut status = match seen.remove(&addr) {
+            // Probed already; unless no database before this one knew a user to log in as.
+            Some(mut s) if s.error.as_deref() != Some(NO_USER) || user.is_none() => {
+                s.databases.push(db.name.to_string());
+                seen.insert(addr, s);
+                return;
+            }
+            Some(mut s) => {
+                s.databases.push(db.name.to_string());
+                s.error = None;
+                s
+            }
+            None => ServerStatus {
+                server: addr.clone(),
+                databases: vec![db.name.to_string()],
+                role: role.to_string(),
+                updated_unix_ms: now_unix_ms(),
+                ..Default::default()
+            },
         };
         let result = match user {
-            None => Err("no server user known yet (no fixed user and no pool opened)".to_string()),
+            None => Err(NO_USER.to_string()),
             Some(user) => self.read(shared, db, url, user).await,
         };
         match result {

@@ -52,7 +52,7 @@ fn query_label(q: &str) -> String {
 pub fn render_metrics(shared: &Shared, out: &mut String) {
     let insight = &shared.insight;
     let snapshot = insight.snapshot();
-    let totals = snapshot.database_totals();
+    let super::carried::DatabaseCounts { totals, errors } = insight.totals_since_start(&snapshot);
     header(
         out,
         "pgpilot_statements_total",
@@ -74,7 +74,7 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         "counter",
         "Statements that failed, by database and SQLSTATE.",
     );
-    for (db, code, n) in &snapshot.errors {
+    for (db, code, n) in &errors {
         let _ = writeln!(
             out,
             "pgpilot_statements_failed_total{{database=\"{}\",sqlstate=\"{}\"}} {n}",

@@ -23,6 +23,8 @@ pub struct SlowQuery {
     #[serde(serialize_with = "arc_str")]
     pub user: Arc<str>,
     pub client: String,
+    /// The client's application_name, when it set one.
+    pub application_name: Option<String>,
     pub server: String,
     pub target: Target,
     pub duration_ms: f64,
@@ -63,7 +65,7 @@ impl SlowLog {
     /// Logs one slow statement and keeps it, its text cut to `max_text` bytes (see
     /// `store::bounded_text`). `parameters` is passed only when log_parameters is on.
     pub fn push(&self, ev: &StatementEvent<'_>, log_parameters: bool, max_text: usize) {
-        let parameters = ev.parameters.filter(|_| log_parameters).map(<[Option<String>]>::to_vec);
+        let parameters = ev.parameters.filter(|_| log_parameters).map(|p| bounded_parameters(p, max_text));
         let q = SlowQuery {
             at_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -74,6 +76,11 @@ impl SlowLog {
             database: ev.database.clone(),
             user: ev.user.clone(),
             client: ev.client_addr.to_string(),
+            application_name: ev
+                .client_params
+                .and_then(|p| p.get("application_name"))
+                .filter(|name| !name.is_empty())
+                .map(str::to_string),
             server: ev.server.to_string(),
             target: ev.target,
             duration_ms: millis(ev.duration),
@@ -91,6 +98,7 @@ impl SlowLog {
             database = &*q.database,
             user = &*q.user,
             client = %q.client,
+            application_name = q.application_name.as_deref(),
             server = %q.server,
             target_role = q.target.as_str(),
             rows = q.rows,
@@ -133,6 +141,36 @@ fn millis(d: std::time::Duration) -> f64 {
     d.as_micros() as f64 / 1e3
 }
 
+/// A slow statement's parameters, at most `max` bytes of values in all as its text is (a
+/// 60,000-row VALUES list must not be logged, kept and served whole): a value that crosses the
+/// budget is cut, and the ones after it are counted in a last entry.
+fn bounded_parameters(values: &[Option<String>], max: usize) -> Vec<Option<String>> {
+    let mut left = max;
+    let mut kept = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let len = value.as_ref().map_or(0, String::len);
+        if len <= left {
+            left -= len;
+            kept.push(value.clone());
+            continue;
+        }
+        let mut more = values.len() - i;
+        if let Some(v) = value.as_ref().filter(|_| left > 0) {
+            let mut cut = left;
+            while !v.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            kept.push(Some(format!("{}… ({} bytes more)", &v[..cut], v.len() - cut)));
+            more -= 1;
+        }
+        if more > 0 {
+            kept.push(Some(format!("… {more} more values")));
+        }
+        break;
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -160,6 +198,8 @@ mod tests {
         let (query, db, user): (Arc<str>, Arc<str>, Arc<str>) =
             (Arc::from("SELECT * FROM users WHERE email = $1"), Arc::from("app"), Arc::from("web"));
         let params = vec![Some("alice@example.com".to_string()), None];
+        let mut client = crate::session::params::ParamSet::default();
+        client.set("application_name", "billing-worker");
         let ev = StatementEvent {
             fingerprint: 0xabc,
             normalized: &query,
@@ -173,6 +213,7 @@ mod tests {
             client_addr: "10.0.0.7:52144",
             server: "10.0.0.2:5432",
             parameters: Some(&params),
+            client_params: Some(&client),
         };
         let out = Captured::default();
         let writer = out.clone();
@@ -193,6 +234,7 @@ mod tests {
             assert!(lines[0].contains(needle), "{needle} in {}", lines[0]);
         }
         assert!(lines[0].contains("client=10.0.0.7:52144") && lines[0].contains("server=10.0.0.2:5432"));
+        assert!(lines[0].contains("application_name=\"billing-worker\""), "{}", lines[0]);
         assert!(lines[0].contains("SELECT * FROM users WHERE email = $1"));
         assert!(!lines[0].contains("alice") && !lines[0].contains("parameters"), "{}", lines[0]);
         // A JSON array, NULL as null, not Rust's debug form.
@@ -201,5 +243,22 @@ mod tests {
         let kept = log.list(0.0, None, 10);
         assert_eq!(kept.len(), 2);
         assert!(kept[0].parameters.is_none() && kept[1].parameters.is_some());
+    }
+
+    #[test]
+    fn parameters_are_bounded_like_the_text() {
+        let many: Vec<Option<String>> = (0..60_000).map(|i| Some(format!("value-{i}"))).collect();
+        let kept = bounded_parameters(&many, 40);
+        let bytes: usize = kept.iter().flatten().map(String::len).sum();
+        assert!(bytes < 100, "{kept:?}");
+        assert_eq!(kept[0].as_deref(), Some("value-0"));
+        assert_eq!(kept.last().unwrap().as_deref(), Some("… 59994 more values"), "{kept:?}");
+        // A long value is cut on a character boundary and says how much is missing.
+        let wide = vec![None, Some("é".repeat(10)), Some("x".into())];
+        assert_eq!(
+            bounded_parameters(&wide, 5),
+            vec![None, Some("éé… (16 bytes more)".into()), Some("… 1 more values".into())]
+        );
+        assert_eq!(bounded_parameters(&wide, 100), wide);
     }
 }

@@ -31,10 +31,21 @@ struct HistoryQuery {
 }
 
 async fn history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
+    if q.limit == Some(0) {
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": "limit must be at least 1" })))
+            .into_response();
+    }
+    let limit = q.limit.unwrap_or(20).min(1000);
     let Some(handle) = shared.jobs.load_full() else {
-        return Json(json!({ "runs": [] })).into_response();
+        return match q.job {
+            // No scheduler, no jobs: a job asked for by name is as unknown as with one.
+            Some(job) => {
+                let error = format!("no job named {job:?} (no [jobs] are configured)");
+                (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response()
+            }
+            None => Json(json!({ "runs": [] })).into_response(),
+        };
     };
-    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     match handle.history(q.job.as_deref(), limit).await {
         Ok(runs) => Json(json!({ "runs": runs })).into_response(),
         Err(e @ SchedulerError::UnknownJob(_)) => {

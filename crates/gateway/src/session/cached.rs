@@ -287,6 +287,7 @@ impl Session {
             client_addr: &self.reg.info.addr,
             server: "cache",
             parameters: None,
+            client_params: Some(&self.params),
         });
     }
 

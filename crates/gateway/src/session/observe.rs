@@ -171,6 +171,7 @@ impl Flow {
                 client_addr: &s.reg.info.addr,
                 server: &server.pool().id.server,
                 parameters: obs.parameters.as_deref(),
+                client_params: Some(&s.params),
             });
         }
     }
@@ -275,6 +276,7 @@ impl Session {
             client_addr: &self.reg.info.addr,
             server: "",
             parameters: None,
+            client_params: Some(&self.params),
         });
     }
 }
