@@ -29,10 +29,16 @@ impl JobError {
         }
     }
 
-    /// True when the statement failed because the connection is gone.
+    /// True when the statement failed because the connection is gone: closed, broken, or ended
+    /// by the server with a FATAL (pg_terminate_backend, a shutdown), which the client may not
+    /// have noticed yet.
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            JobError::Postgres { source, .. } => source.is_closed() || caused_by_io(source),
+            JobError::Postgres { source, .. } => {
+                source.is_closed()
+                    || caused_by_io(source)
+                    || source.as_db_error().is_some_and(|d| matches!(d.severity(), "FATAL" | "PANIC"))
+            }
             JobError::Invalid(_) => false,
         }
     }

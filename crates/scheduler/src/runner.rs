@@ -278,7 +278,14 @@ async fn attempts(
             cancellable(req, client, tasks::execute(client, &req.spec.task, &ctx, &mut out), report).await;
         let problems = add_output(report, out);
         match result {
-            Err(e) if e.is_transient() && report.attempts <= limits.retries && !client.is_closed() => {
+            // Not on a connection the server ended: the retry could only say "connection closed",
+            // and the run is recorded with the real error instead.
+            Err(e)
+                if e.is_transient()
+                    && report.attempts <= limits.retries
+                    && !e.is_connection_lost()
+                    && !client.is_closed() =>
+            {
                 // A failed statement may leave a transaction open (an sql job's own BEGIN).
                 let _ = client.batch_execute("ROLLBACK").await;
                 let pause = backoff(req, report.attempts);

@@ -293,6 +293,11 @@ fn validate_partitions(p: &PartitionsTask, say: &mut impl FnMut(String)) {
         || !p.time_zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c))
     {
         say(format!("`time_zone = {:?}` is not a time zone name", p.time_zone));
+    } else if !known_zone_name(&p.time_zone, std::path::Path::new(ZONEINFO)) {
+        say(format!(
+            "`time_zone = {:?}` is not in the time zone database ({ZONEINFO}); e.g. \"Europe/Berlin\" or \"UTC\"",
+            p.time_zone
+        ));
     }
     if let Some(r) = &p.retention {
         if !r.interval().is_positive() {
@@ -302,6 +307,33 @@ fn validate_partitions(p: &PartitionsTask, say: &mut impl FnMut(String)) {
     if p.retention_drop && p.retention.is_none() {
         say("`retention_drop = true` needs a `retention` period".into());
     }
+}
+
+/// Where the system's time zone database is; PostgreSQL's Debian packages read the same one.
+const ZONEINFO: &str = "/usr/share/zoneinfo";
+
+/// Whether a zone name without digits (a typo like "Europe/Berln" fails only when the job runs)
+/// is in the time zone database under `dir`, its case ignored as PostgreSQL ignores it. Offsets
+/// and POSIX specifications ("+05:30", "UTC+3") are left to the server, as is every name where
+/// there is no database to look in.
+fn known_zone_name(name: &str, dir: &std::path::Path) -> bool {
+    if name.chars().any(|c| c.is_ascii_digit()) || !dir.is_dir() {
+        return true;
+    }
+    let mut path = dir.to_path_buf();
+    for part in name.split('/') {
+        let found = std::fs::read_dir(&path).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name())
+                .find(|f| f.to_str().is_some_and(|f| f.eq_ignore_ascii_case(part)))
+        });
+        match found {
+            Some(f) => path.push(f),
+            None => return false,
+        }
+    }
+    path.is_file()
 }
 
 fn non_empty(key: &str, value: &str, say: &mut impl FnMut(String)) {

@@ -179,3 +179,23 @@ fn per_job_durations_may_be_numbers_of_seconds() {
     let negative = GOOD.replace("lock_timeout = \"2s\"", "lock_timeout = -1");
     assert!(parse(&negative).unwrap_err().contains("not a length of time"));
 }
+
+/// helper-155: `time_zone = "Mars/Olympus"` passed check-config and failed only when the job ran.
+/// Names are looked up as PostgreSQL looks them up (case ignored); offsets are the server's to read.
+#[test]
+fn check_config_refuses_a_time_zone_not_in_the_database() {
+    assert!(
+        std::path::Path::new("/usr/share/zoneinfo/Europe/Berlin").is_file(),
+        "this test needs the tzdata package (apt-get install tzdata)"
+    );
+    let with_zone = |zone: &str| GOOD.replace("premake = 3", &format!("premake = 3\ntime_zone = \"{zone}\""));
+    for bad in ["Mars/Olympus", "Europe/Berln", "Europe"] {
+        let problems = validate(&parse(&with_zone(bad)).unwrap()).join("\n");
+        assert!(problems.contains("is not in the time zone database"), "{bad}: {problems}");
+    }
+    for good in
+        ["Europe/Berlin", "europe/berlin", "UTC", "America/Argentina/Buenos_Aires", "+05:30", "Etc/GMT+3"]
+    {
+        assert!(validate(&parse(&with_zone(good)).unwrap()).is_empty(), "{good}");
+    }
+}

@@ -70,3 +70,47 @@ async fn a_login_without_a_password_is_not_retried() {
     assert!(report.notes.is_empty(), "a configuration mistake is not retried: {report:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
+
+/// helper-155: a job's session ended by the server (pg_terminate_backend, a fast shutdown) was
+/// retried on the connection the server had closed, so the run waited retry_backoff for nothing
+/// and recorded "connection closed" instead of the real error.
+#[tokio::test]
+async fn a_session_the_server_ends_is_recorded_with_its_error_and_not_retried() {
+    let cluster = Cluster::start();
+    let url = cluster.url("postgres", "postgres");
+    let config = JobsConfig::parse(&format!(
+        "[[jobs]]\nname = \"ended\"\nkind = \"sql\"\nschedule = \"@daily\"\n\
+         sql = \"SELECT pg_sleep(30)\"\nurl = \"{url}\"\nretries = 2\nretry_backoff = \"5s\"\n"
+    ))
+    .unwrap();
+    let killer = {
+        let cluster_url = url.clone();
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&cluster_url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let ended = client
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE query = 'SELECT pg_sleep(30)' AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                if ended.get::<_, i64>(0) > 0 {
+                    return;
+                }
+            }
+            panic!("the job's statement never showed up");
+        })
+    };
+    let started = Instant::now();
+    let report = run(&config, "ended", &clock(at(2026, 5, 1, 3, 0, 0))).await;
+    killer.await.unwrap();
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(error.contains("57P01") || error.contains("terminating connection"), "{report:?}");
+    assert_eq!(report.attempts, 1, "{report:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}

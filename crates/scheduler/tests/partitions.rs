@@ -166,7 +166,7 @@ async fn periods_only_partly_covered_by_hand_made_partitions_fail_the_run() {
     assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
     let error = report.error.clone().unwrap_or_default();
     for part in [
-        "2026-12-01..2027-01-01 is only partly covered by public.ovl_manual: no partition takes rows for 2026-12-01..2026-12-15",
+        "2026-12-01..2027-01-01 is only partly covered by public.ovl_manual: no partition takes rows for 2026-12-01..2026-12-15 (UTC)",
         "2027-01-01..2027-02-01 is only partly covered by public.ovl_manual: no partition takes rows for 2027-01-15..2027-02-01",
         "2027-03-01..2027-04-01 is only partly covered by public.ovl_y2027_m03: no partition takes rows for 2027-03-15..2027-04-01",
     ] {
@@ -198,7 +198,7 @@ async fn periods_only_partly_covered_by_hand_made_partitions_fail_the_run() {
     assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
     assert!(
         report.notes.iter().any(|n| n.contains(
-            "2026-12-01..2027-01-01 is only partly covered by public.caught_half; rows for 2026-12-15..2027-01-01 \
+            "2026-12-01..2027-01-01 is only partly covered by public.caught_half; rows for 2026-12-15..2027-01-01 (UTC) \
              go to the default partition public.caught_default"
         )),
         "{:?}",
@@ -556,4 +556,41 @@ async fn a_run_failing_in_retention_records_what_it_did_before() {
     for note in done {
         assert!(detail.contains(note), "no `{note}` in the history row's detail: {detail}");
     }
+}
+
+/// helper-155: partitions made by a job role that is a member of the table's owner role belonged
+/// to the job role, and the owner's next `ALTER TABLE ... ADD COLUMN` failed on them ("must be
+/// owner of table"). They are given to the table's owner, as pg_partman does; with rows to move
+/// out of the default partition too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_belong_to_the_tables_owner_not_the_job_role() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE ROLE app_owner; CREATE ROLE jobs LOGIN IN ROLE app_owner;
+         GRANT CREATE ON SCHEMA public TO app_owner; GRANT CREATE ON DATABASE postgres TO jobs;
+         CREATE TABLE owned (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);
+         CREATE TABLE owned_default PARTITION OF owned DEFAULT;
+         ALTER TABLE owned OWNER TO app_owner; ALTER TABLE owned_default OWNER TO app_owner;
+         INSERT INTO owned VALUES ('2026-06-10 12:00+00', 1);",
+    );
+    let url = cluster.url("jobs", "postgres");
+    let cfg = pgpilot_scheduler::JobsConfig::parse(&format!(
+        "[[jobs]]\nname = \"owned\"\nkind = \"partitions\"\nschedule = \"@daily\"\nurl = \"{url}\"\n\
+         table = \"owned\"\ninterval = \"monthly\"\npremake = 1\nmove_default_rows = true\n"
+    ))
+    .unwrap();
+    let report = run(&cfg, "owned", &clock(at(2026, 6, 15, 3, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    let owners = lines(
+        &cluster,
+        "SELECT c.relname || ' ' || pg_get_userbyid(c.relowner) FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'owned'::regclass ORDER BY 1",
+    );
+    assert_eq!(
+        owners,
+        vec!["owned_default app_owner", "owned_y2026_m06 app_owner", "owned_y2026_m07 app_owner"],
+        "{report:?}"
+    );
+    cluster.psql("postgres", "SET ROLE app_owner; ALTER TABLE owned ADD COLUMN note text");
 }

@@ -269,7 +269,8 @@ fn report_existing(
         }
         return;
     }
-    let gaps = coverage.gap_text();
+    // Bounds are wall-clock times in the job's zone, which says so: the server may run in another.
+    let gaps = format!("{} ({})", coverage.gap_text(), table.task.time_zone);
     match table.default_partition() {
         Some(default) => out.note(format!(
             "{start}..{end} is only partly covered by {names}; rows for {gaps} go to the default partition {}",
@@ -320,10 +321,29 @@ async fn create_partition(
             return Ok(true);
         }
     }
-    let sql =
-        format!("CREATE TABLE {qualified} PARTITION OF {} {}", table.rel.sql(), table.bounds_sql(start, end));
+    let owner = owner_of(client, table).await?;
+    // One simple query, so one transaction: the partition is never seen with the job's owner.
+    let sql = format!(
+        "CREATE TABLE {qualified} PARTITION OF {} {}; ALTER TABLE {qualified} OWNER TO {owner}",
+        table.rel.sql(),
+        table.bounds_sql(start, end)
+    );
     client.batch_execute(&sql).await.context(|| format!("creating partition {name}"))?;
     Ok(true)
+}
+
+/// The partitioned table's owner, quoted. A partition the job makes is given to it, as
+/// pg_partman does: made by a job role (a member of the owner role), it would belong to that
+/// role, and the owner's own migrations (ALTER TABLE on the parent recurses) would fail on it.
+async fn owner_of(client: &Client, table: &Table<'_>) -> Result<String, JobError> {
+    let row = client
+        .query_one(
+            "SELECT quote_ident(pg_get_userbyid(relowner)) FROM pg_class WHERE oid = $1",
+            &[&table.rel.oid],
+        )
+        .await
+        .context(|| format!("reading the owner of {}", table.rel.display()))?;
+    Ok(row.get(0))
 }
 
 /// Why the partition for start..end cannot be made under `name` (`qualified` in the table's
@@ -421,6 +441,7 @@ async fn move_from_default(
         .map(|r| r.get(0))
         .collect();
     let columns = columns.join(", ");
+    let owner = owner_of(client, table).await?;
     let steps = [
         format!("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE", table.rel.sql()),
         format!("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE", default.sql()),
@@ -440,6 +461,7 @@ async fn move_from_default(
             table.rel.sql(),
             table.bounds_sql(start, end)
         ),
+        format!("ALTER TABLE {qualified} OWNER TO {owner}"),
     ];
     const MOVE_STEP: usize = 3;
     client.batch_execute("BEGIN").await.context(|| "BEGIN".into())?;
@@ -520,6 +542,8 @@ async fn retire(
     let result = retire_each(client, table, cutoff, concurrently, &mut retired).await;
     out.partitions_retired = retired.done.len();
     let detached_any = !retired.done.is_empty() || retired.detached_only.is_some();
+    // A wall-clock time in the job's zone, which says so: the server may run in another.
+    let cutoff = format!("{} {}", cutoff.format("%Y-%m-%d %H:%M:%S"), table.task.time_zone);
     if !retired.done.is_empty() {
         let verb = if table.task.retention_drop { "detached and dropped" } else { "detached" };
         out.note(format!("{verb} {} (older than {cutoff})", retired.done.join(", ")));
