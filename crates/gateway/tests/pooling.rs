@@ -927,6 +927,58 @@ async fn a_shared_limit_closes_another_pools_idle_server_for_a_waiting_client() 
     gw.shutdown().await;
 }
 
+/// helper-154: under a reached max_db_connections, a busy pool handed each server it released to
+/// its own next waiter, so another user's pool on the database got none for as long as the busy
+/// one had clients waiting (0 transactions in 15 s, then query_wait_timeout). The server goes to
+/// whichever pool's client has waited longest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_limit_is_shared_between_busy_pools() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE other LOGIN");
+    let mut config = config_for(&pg);
+    config.pgpilot.query_wait_timeout = Secs::from_secs(20);
+    let no_user = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    let db = pgpilot_gateway::config::DatabaseConfig {
+        primary: no_user,
+        max_db_connections: Some(3),
+        ..Default::default()
+    };
+    config.databases.insert("shared".into(), db);
+    let gw = start(config).await;
+    let counts = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut clients = Vec::new();
+    for (i, user) in ["postgres", "other"].into_iter().enumerate() {
+        for _ in 0..6 {
+            let c = connect_as(&gw, user, "shared").await;
+            let count = counts[i].clone();
+            clients.push(tokio::spawn(async move {
+                while Instant::now() < until {
+                    c.batch_execute("BEGIN; SELECT pg_sleep(0.02); COMMIT").await.unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        // The first user's pool takes every place before the second asks.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut most = 0;
+    while Instant::now() < until {
+        most = most.max(server_connections(&pg));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (first, second) = (counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed));
+    eprintln!("transactions: postgres {first}, other {second}; at most {most} server connections");
+    assert!(second * 4 >= first && first * 4 >= second, "transactions: postgres {first}, other {second}");
+    assert!(most <= 3, "max_db_connections exceeded: {most} server connections");
+    gw.shutdown().await;
+}
+
 /// A server that does not answer is tried once at a time per pool, at growing intervals, not by
 /// every waiting client on its own (a storm of connects and log lines while the primary is down);
 /// the waiting clients get the server's failure when their wait ends.

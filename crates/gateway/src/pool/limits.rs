@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -44,6 +45,19 @@ impl ConnectionLimit {
             .collect();
         others.sort_by_key(|(last_used, _)| *last_used);
         others.into_iter().any(|(_, pool)| pool.close_least_recently_used_idle(&asking.id))
+    }
+
+    /// Among the other pools under this limit, the one whose client has waited longest for room
+    /// the limit keeps from it, if that client has waited longer than `than` (this pool's
+    /// longest waiter; None when no one waits here).
+    fn pool_waiting_longer(&self, asking: &Pool, than: Option<Instant>) -> Option<(Instant, Arc<Pool>)> {
+        let pools: Vec<Arc<Pool>> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
+        pools
+            .into_iter()
+            .filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking))
+            .filter_map(|p| Some((p.oldest_waiting_for_a_limit()?, p)))
+            .filter(|(since, _)| than.is_none_or(|t| *since < t))
+            .min_by_key(|(since, _)| *since)
     }
 
     pub fn set_max(&self, max: usize) {
@@ -99,6 +113,24 @@ impl PoolLimits {
     pub(super) fn join(&self, pool: &Arc<Pool>) {
         self.database.join(pool);
         self.user.join(pool);
+    }
+
+    /// Under a limit that is reached (or `freed`: was, until a connection closed just now),
+    /// another pool whose client has waited longer than `than`, this pool's longest waiter: the
+    /// server `asking` releases or closes goes to that pool, in turn, instead of to its own
+    /// clients, which would otherwise keep every server while the other pool's starve.
+    pub(super) fn pool_waiting_longer(
+        &self,
+        asking: &Pool,
+        than: Option<Instant>,
+        freed: bool,
+    ) -> Option<Arc<Pool>> {
+        [&self.database, &self.user]
+            .into_iter()
+            .filter(|l| l.is_limited() && (l.is_reached() || freed))
+            .filter_map(|l| l.pool_waiting_longer(asking, than))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, pool)| pool)
     }
 
     /// When a limit keeps `asking` from opening a server, closes an idle one of another pool

@@ -561,6 +561,15 @@ impl Pool {
         self.state.lock().total < limit && !self.opening_paused()
     }
 
+    /// When the longest waiter started waiting, if the pool's own size would let it open a server:
+    /// it waits for a limit shared with other pools.
+    pub(super) fn oldest_waiting_for_a_limit(&self) -> Option<Instant> {
+        let settings = self.settings.load();
+        let s = self.state.lock();
+        let oldest = s.waiters.oldest()?;
+        (s.total < settings.size && !self.opening_paused()).then_some(oldest)
+    }
+
     /// When the least recently used idle server went idle.
     pub(super) fn least_recently_used_idle(&self) -> Option<Instant> {
         self.state.lock().idle.iter().map(|c| c.last_used).min()
@@ -881,6 +890,11 @@ impl Pool {
             conn.terminate();
             return;
         }
+        if self.limits.is_limited() && self.owes_a_limited_place(PlaceUnderLimit::Released) {
+            self.state.lock().active -= 1;
+            conn.terminate();
+            return;
+        }
         let mut s = self.state.lock();
         if s.total > settings.size && !Self::reserve_wanted(&s, &settings, now) {
             // Beyond the size and no waiter has waited reserve_pool_timeout (the reserve is not
@@ -899,6 +913,23 @@ impl Pool {
         }
         s.active -= 1;
         s.idle.push(conn);
+    }
+
+    /// Under a reached max_db_connections or max_user_connections, whether another pool's client
+    /// has waited longer than any of this pool's: then a server this pool releases is closed,
+    /// and the place its closing frees goes to that pool's waiters, which are let open one.
+    /// Looked at without this pool's lock, as the other pools' are taken.
+    fn owes_a_limited_place(&self, place: PlaceUnderLimit) -> bool {
+        let ours = self.state.lock().waiters.oldest();
+        let freed = place == PlaceUnderLimit::Freed;
+        let Some(other) = self.limits.pool_waiting_longer(self, ours, freed) else { return false };
+        if freed {
+            other.let_waiters_open();
+        } else {
+            tracing::debug!(database = %self.id.database, user = %self.id.user, for_database = %other.id.database,
+                for_user = %other.id.user, "closing a released server connection for a pool that has waited longer under a shared limit");
+        }
+        true
     }
 
     /// Whether a connection beyond the pool's size may stay: the longest waiter has waited
@@ -943,12 +974,25 @@ impl Pool {
     /// opened): frees its place and lets a waiter open one.
     pub(super) fn connection_closed(&self, generation: Option<u64>) {
         self.limits.release();
-        let settings = self.settings.load();
         let mut s = self.state.lock();
         s.total -= 1;
         if generation.is_some_and(|g| g < self.generation.load(Relaxed)) {
             s.stale = s.stale.saturating_sub(1);
         }
+        if self.is_retired() {
+            return;
+        }
+        drop(s);
+        if self.limits.is_limited() && self.owes_a_limited_place(PlaceUnderLimit::Freed) {
+            return;
+        }
+        self.let_waiters_open();
+    }
+
+    /// Lets this pool's waiters open servers while its size and the shared limits allow.
+    fn let_waiters_open(&self) {
+        let settings = self.settings.load();
+        let mut s = self.state.lock();
         if self.is_retired() {
             return;
         }
@@ -1057,6 +1101,15 @@ impl Pool {
         idle.into_iter().for_each(ServerConn::terminate);
         n
     }
+}
+
+/// Where a place under a shared limit comes from when it may go to another pool.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlaceUnderLimit {
+    /// A server was released after its transaction; the limit is reached.
+    Released,
+    /// A server closed just now; the limit was reached until then.
+    Freed,
 }
 
 #[cfg(test)]
