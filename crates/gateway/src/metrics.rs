@@ -29,7 +29,11 @@ pub fn render(shared: &Shared) -> String {
     header(&mut out, "pgpilot_clients", "gauge", "Client connections by state.");
     let clients = shared.registry.all();
     for state in [ClientState::Login, ClientState::Idle, ClientState::Waiting, ClientState::Active] {
-        let n = clients.iter().filter(|c| c.state() == state).count();
+        let mut n = clients.iter().filter(|c| c.state() == state).count();
+        if state == ClientState::Login {
+            // Those that have not sent a startup packet yet count against max_client_conn too.
+            n += shared.registry.opening();
+        }
         let _ = writeln!(out, "pgpilot_clients{{state=\"{}\"}} {n}", state.as_str());
     }
     header(&mut out, "pgpilot_max_client_conn", "gauge", "The max_client_conn setting.");

@@ -225,6 +225,12 @@ impl Registry {
         self.count.load(Relaxed)
     }
 
+    /// Connections accepted that have not sent their startup packet yet (or are in TLS
+    /// negotiation): not registered as clients, but counted against max_client_conn.
+    pub fn opening(&self) -> usize {
+        self.opening.load(Relaxed)
+    }
+
     /// A slot for a connection just accepted, if connected and opening clients together are
     /// fewer than `max`: as in PgBouncer, a client counts from its accept, so connections that
     /// never log in cannot pile up beyond the limit (each holds a socket and a task).

@@ -162,6 +162,9 @@ async fn silent_connections_count_against_max_client_conn() {
     }
     // Accepted and counted before the next arrives.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // And seen in the metrics as logging in (helper-154: they showed 0).
+    let (_, metrics) = http_get(format!("http://{}/metrics", gw.http_addr().unwrap())).await;
+    assert!(metrics.contains("pgpilot_clients{state=\"login\"} 7"), "{metrics}");
     let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect_err("no slot left");
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
     let mut refused = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
@@ -175,6 +178,36 @@ async fn silent_connections_count_against_max_client_conn() {
     .unwrap();
     assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
     assert!(String::from_utf8_lossy(&answer).contains("53300"), "{answer:?}");
+    // helper-154: an SSLRequest (libpq's sslmode=prefer) is answered 'N' before the error, as
+    // libpq shows no error sent in place of that answer ("error response during SSL exchange").
+    let ssl_request = [0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let mut refused = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut refused, &ssl_request).await.unwrap();
+    let mut n = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut refused, &mut n).await.unwrap();
+    assert_eq!(&n, b"N");
+    // Nothing follows the answer until the startup packet (libpq would take it for an attack).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut more = [0u8; 1];
+    assert!(refused.try_read(&mut more).is_err(), "bytes after 'N': {more:?}");
+    tokio::io::AsyncWriteExt::write_all(&mut refused, &startup_packet()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut refused, &mut answer),
+    )
+    .await
+    .expect("refused at once")
+    .unwrap();
+    assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+    assert!(String::from_utf8_lossy(&answer).contains("53300"), "{answer:?}");
+    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .arg(format!("host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=prefer", addr(&gw).port()))
+        .args(["-tAc", "SELECT 1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no more connections allowed (max_client_conn)"), "psql said: {said}");
     drop(silent);
     let mut room = false;
     for _ in 0..50 {

@@ -66,10 +66,7 @@ async fn open_session(shared: &Arc<Shared>, sock: Sock) -> Option<(Sock, Registr
     let Some(opening) = shared.registry.open(config.pgpilot.max_client_conn.saturating_add(CONSOLE_SLOTS))
     else {
         drop(config);
-        // Refused before its startup packet is read: the packet is drained so that the client
-        // reads the error rather than a reset.
-        refuse::<()>(&sock, &addr, too_many_clients(), log).await;
-        sock.linger_before_close(OPENING_LINGER).await;
+        refuse_at_open(&sock, &addr, log).await;
         return None;
     };
     let login_timeout = config.pgpilot.client_login_timeout.enabled().unwrap_or(Duration::from_secs(3600));
@@ -128,6 +125,42 @@ pub(super) fn login_timed_out() -> PgError {
 
 fn too_many_clients() -> PgError {
     PgError::fatal(SqlState::TOO_MANY_CONNECTIONS, "no more connections allowed (max_client_conn)")
+}
+
+/// Refused before its startup packet is read (max_client_conn with the console's slots taken).
+/// An SSLRequest or GSSENCRequest is answered 'N', and the error follows the startup packet:
+/// libpq (since the fixes for CVE-2024-10977 and CVE-2021-23222) shows no error sent in place of
+/// that answer and takes bytes sent right after it for an attack. What the client sends then is
+/// drained, so that it reads the error, not a reset. Each read waits a moment at most.
+async fn refuse_at_open(sock: &Sock, addr: &str, log: bool) {
+    let mut first = BytesMut::with_capacity(8);
+    let _ = tokio::time::timeout(OPENING_LINGER, read_at_least(sock, &mut first, 8)).await;
+    if is_encryption_request(&first) {
+        let _ = sock.write_all(b"N").await;
+        let mut startup = BytesMut::with_capacity(256);
+        let _ = tokio::time::timeout(OPENING_LINGER, read_at_least(sock, &mut startup, 1)).await;
+    }
+    refuse::<()>(sock, addr, too_many_clients(), log).await;
+    sock.linger_before_close(OPENING_LINGER).await;
+}
+
+/// Reads until `buf` holds `n` bytes or the peer stops sending.
+async fn read_at_least(sock: &Sock, buf: &mut BytesMut, n: usize) {
+    while buf.len() < n {
+        if !matches!(sock.read_into(buf).await, Ok(read) if read > 0) {
+            return;
+        }
+    }
+}
+
+fn is_encryption_request(packet: &[u8]) -> bool {
+    let code = |c: &[u8]| i32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+    packet.len() == 8
+        && packet[..4] == 8i32.to_be_bytes()
+        && matches!(
+            code(&packet[4..]),
+            pgpilot_wire::startup::SSL_REQUEST | pgpilot_wire::startup::GSSENC_REQUEST
+        )
 }
 
 /// How long a connection refused at accept may take to send what it had started sending.
