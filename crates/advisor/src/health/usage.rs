@@ -87,6 +87,12 @@ impl IndexScans {
         }
     }
 
+    /// The application's scans of an index held by `leaves` (itself, or a partitioned index's
+    /// partitions' indexes).
+    pub fn application_scans_of(&self, leaves: &[u32]) -> i64 {
+        leaves.iter().map(|&leaf| self.application_scans(leaf)).sum()
+    }
+
     /// Adds the scans this run caused since `read` to the ledger.
     pub async fn record_own_scans(&self, db: &Db) -> Result<()> {
         flush_own_statistics(db).await;
