@@ -141,18 +141,22 @@ pub fn run(args: AdviseArgs) -> Outcome {
 }
 
 fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
-    let url = match (&args.url, &args.config, &args.database) {
-        (Some(url), _, _) => url.clone(),
-        (None, Some(path), Some(name)) => connect::database_url_from_config(path, name)?,
-        (None, None, Some(name)) => connect::database_url_from_config(&connect::default_config_path(), name)?,
+    // A database named in the configuration brings its replicas: their index scans count too.
+    let (url, replicas) = match (&args.url, &args.config, &args.database) {
+        (Some(url), _, _) => (url.clone(), Vec::new()),
+        (None, config, Some(name)) => {
+            let path = config.clone().unwrap_or_else(connect::default_config_path);
+            (connect::database_url_from_config(&path, name)?, connect::replica_urls_from_config(&path, name)?)
+        }
         _ => match std::env::var("DATABASE_URL") {
-            Ok(url) => url,
+            Ok(url) => (url, Vec::new()),
             Err(_) => {
                 bail!("say which database: --url postgres://..., or --config pgpilot.toml --database NAME")
             }
         },
     };
     let mut opts = AdviseOptions::new(url);
+    opts.replicas = replicas;
     opts.workload.pg_stat_statements = !args.no_pg_stat_statements;
     opts.workload.file = args.workload_file.clone();
     opts.workload.pgpilot_url = args.from_pgpilot.clone();

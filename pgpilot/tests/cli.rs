@@ -544,3 +544,71 @@ fn cache_triggers_go_on_the_primary_and_a_standby_is_named() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("installed"));
 }
+
+/// `advise --config F --database NAME` reads the database's replicas from the configuration and
+/// counts their index scans: an index only a replica's readers use is not reported unused. A
+/// replica it cannot reach is named in a note.
+#[test]
+fn advise_counts_the_configured_replicas_index_scans() {
+    let primary = pgpilot_testkit::Cluster::start();
+    primary.psql("postgres", "CREATE DATABASE shop");
+    primary.psql(
+        "shop",
+        "CREATE TABLE events (id int PRIMARY KEY, kind int);
+         INSERT INTO events SELECT g, g % 300 FROM generate_series(1, 150000) g;
+         CREATE INDEX events_kind_read_on_replica ON events (kind);
+         ANALYZE events; CHECKPOINT;",
+    );
+    let replica = primary.start_replica();
+    replica.wait_caught_up(&primary);
+    replica.psql(
+        "shop",
+        "SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM events WHERE kind = 7",
+    );
+    let scanned =
+        "SELECT idx_scan > 0 FROM pg_stat_user_indexes WHERE indexrelname = 'events_kind_read_on_replica'";
+    let started = std::time::Instant::now();
+    while replica.psql("shop", scanned) != "t" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the replica never counted the scan");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgpilot.toml");
+    let advise = |replicas: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[databases.shop]\nprimary = \"{}\"\nreplicas = [{replicas}]\n",
+                primary.url("postgres", "shop")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+            .args(["advise", "--config", config.to_str().unwrap(), "--database", "shop"])
+            .args(["--skip-indexes", "--quiet", "--format", "json"])
+            .env("XDG_STATE_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let unused_titles = |report: &serde_json::Value| -> Vec<String> {
+        let findings = report["findings"].as_array().unwrap().iter();
+        findings
+            .filter_map(|f| f["title"].as_str())
+            .filter(|t| t.starts_with("Unused index"))
+            .map(String::from)
+            .collect()
+    };
+
+    let report = advise(&format!("{{ url = \"{}\", weight = 2 }}", replica.url("postgres", "shop")));
+    assert!(unused_titles(&report).is_empty(), "scanned on the replica: {report:#}");
+
+    let report = advise("\"postgres://postgres@127.0.0.1:1/shop\"");
+    assert_eq!(unused_titles(&report), ["Unused index public.events_kind_read_on_replica"]);
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("a replica could not be read (connecting to postgres@127.0.0.1:1/shop"),
+        "{notes}"
+    );
+}

@@ -165,8 +165,8 @@ fn redundancy_findings(
             let finding = indexes::redundancy_finding(drop, keep, r.exact);
             let finding = match scans {
                 Some(scans) => finding.evidence(format!(
-                    "scans since {}: {} {}, {} {}",
-                    scans.since,
+                    "scans {}: {} {}, {} {}",
+                    scans.counted_where(),
                     quote_ident(&drop.name),
                     count(drop.scans),
                     quote_ident(&keep.name),

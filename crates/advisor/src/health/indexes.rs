@@ -195,7 +195,7 @@ pub(super) fn unused_finding(
     // Named as the fix names it: quoted where SQL needs it (`public."i<b>1"`).
     let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.quoted))
         .object(index.quoted.clone())
-        .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
+        .evidence(format!("0 scans {}; {} on disk", scans.counted_where(), bytes(index.size)))
         .evidence(format!("on {}: {}", index.table, index.definition));
     let finding = if index.partitioned {
         finding.evidence(format!(
@@ -212,15 +212,25 @@ pub(super) fn unused_finding(
     let finding = if standby { finding.evidence(standby::PER_SERVER_USAGE) } else { finding };
     match (keep, standby) {
         (Some(why), _) => finding.evidence(why),
-        (None, false) => finding.fix(format!(
-            "-- check replicas too (their scans are counted there), then:\n{}",
-            index.drop_statement()
-        )),
+        (None, false) => finding.fix(format!("{}{}", replicas_caveat(scans), index.drop_statement())),
         (None, true) => finding.fix(format!(
             "{}-- only if idx_scan is 0 there and on every other replica too:\n{}",
             standby::ON_THE_PRIMARY,
             index.drop_statement()
         )),
+    }
+}
+
+/// What to check before the DROP: the replicas' scans, unless the advisor counted every one it knows.
+/// With none known (a plain URL), the replicas are unknown too.
+fn replicas_caveat(scans: &IndexScans) -> String {
+    match (scans.replicas.is_empty(), scans.unreachable.is_empty()) {
+        (true, true) => "-- check replicas too (their scans are counted there), then:\n".to_string(),
+        (_, false) => format!(
+            "-- check replicas too (their scans are counted there): {} could not be read, then:\n",
+            scans.unreachable.len()
+        ),
+        (false, true) => String::new(),
     }
 }
 
