@@ -66,6 +66,7 @@ pub async fn run(
     check!("replication and archiving", replication::check(db));
     // What the role's privileges hid from the checks above: said, never silently left out.
     let hidden = [
+        ("activity", activity::hidden_sessions(db).await),
         ("sequences", wraparound::unreadable_sequences(db).await),
         ("table bloat", storage::hidden_statistics(db, settings).await),
     ];
