@@ -10,7 +10,7 @@ use pgpilot_advisor::{
     Severity, StorageKind, TerminalProgress, WorkloadKind,
 };
 
-use crate::exit::{Outcome, FINDINGS, OK};
+use crate::exit::{Outcome, FAILURE, FINDINGS, OK};
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Format {
@@ -136,6 +136,16 @@ pub fn run(args: AdviseArgs) -> Outcome {
         eprintln!("warning: {warning}");
     }
     write_report(&args, &report)?;
+    // An index --apply was asked to create and did not is a failure of the command, whatever the
+    // findings: scripts must not read it as done.
+    let not_created = report.applied.iter().filter(|a| !a.created).count();
+    if not_created > 0 {
+        eprintln!(
+            "pgpilot: {not_created} of {} index(es) could not be created (see APPLIED in the report)",
+            report.applied.len()
+        );
+        return Ok(FAILURE);
+    }
     let failed = args.fail_on.is_some_and(|t| report.fails_on(t));
     Ok(if failed { FINDINGS } else { OK })
 }

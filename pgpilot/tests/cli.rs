@@ -612,3 +612,39 @@ fn advise_counts_the_configured_replicas_index_scans() {
         "{notes}"
     );
 }
+
+/// `advise --apply --yes` whose CREATE INDEX CONCURRENTLY gives up (a writer's open transaction
+/// outlasts --lock-timeout-ms) reports the failure and exits 1: the index asked for is not there.
+#[test]
+fn apply_yes_exits_1_when_an_index_could_not_be_created() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE acc");
+    cluster.psql(
+        "acc",
+        "CREATE TABLE acc (id int PRIMARY KEY, email text, n int);
+         INSERT INTO acc SELECT g, 'e' || g, g FROM generate_series(1, 100000) g; ANALYZE acc;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("workload.sql");
+    std::fs::write(&workload, "-- calls: 100\nSELECT n FROM acc WHERE email = 'e42';\n").unwrap();
+    let url = cluster.url("postgres", "acc");
+    let out = std::thread::scope(|s| {
+        // A writer keeps its transaction open while the build waits for it.
+        s.spawn(|| {
+            cluster.psql("acc", "BEGIN; UPDATE acc SET n = n WHERE id = 1; SELECT pg_sleep(6); ROLLBACK;")
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+            .args(["advise", "--url", &url, "--workload-file", workload.to_str().unwrap()])
+            .args(["--no-pg-stat-statements", "--install-extensions", "--quiet", "--apply", "--yes"])
+            .args(["--lock-timeout-ms", "300"])
+            .env("NO_COLOR", "1")
+            .env("XDG_STATE_HOME", dir.path())
+            .output()
+            .unwrap()
+    });
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("(failed: canceling statement due to lock timeout)"), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 of 1 index(es) could not be created"), "{stderr}");
+}

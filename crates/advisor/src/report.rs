@@ -213,6 +213,10 @@ pub struct AppliedIndex {
     /// cleanup could not drop (it still slows writes and holds the name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left_behind: Option<String>,
+    /// Whether writes maintain the index left behind (pg_index.indisready), when known: a build
+    /// that failed waiting for a lock left one they do not maintain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_behind_ready: Option<bool>,
     /// Before and after; empty when the index was not created (nothing changed to measure).
     pub measurements: Vec<Measurement>,
 }
@@ -225,6 +229,7 @@ impl AppliedIndex {
             error: None,
             elapsed_ms,
             left_behind: None,
+            left_behind_ready: None,
             measurements,
         }
     }
@@ -234,6 +239,7 @@ impl AppliedIndex {
         elapsed_ms: u64,
         error: String,
         left_behind: Option<String>,
+        left_behind_ready: Option<bool>,
     ) -> Self {
         AppliedIndex {
             create_statement: suggestion.create_statement.clone(),
@@ -241,7 +247,19 @@ impl AppliedIndex {
             error: Some(error),
             elapsed_ms,
             left_behind,
+            left_behind_ready,
             measurements: Vec::new(),
+        }
+    }
+
+    /// What the invalid index left behind costs, as the report says it (empty when not known).
+    pub fn left_behind_cost(&self) -> &'static str {
+        match self.left_behind_ready {
+            Some(true) => " (queries ignore it, writes still maintain it)",
+            Some(false) => {
+                " (queries ignore it and writes do not maintain it, but it holds its name and space)"
+            }
+            None => "",
         }
     }
 }

@@ -124,8 +124,9 @@ fn applied(out: &mut String, r: &Report) {
         if let Some(drop) = &a.left_behind {
             let _ = write!(
                 out,
-                "<tr><td colspan=\"5\"><strong>the failed build left an INVALID index that could not be dropped \
-                 (writes still maintain it): run <code>{}</code></strong></td></tr>",
+                "<tr><td colspan=\"5\"><strong>the failed build left an INVALID index that could not be \
+                 dropped{}: run <code>{}</code></strong></td></tr>",
+                esc(a.left_behind_cost()),
                 esc(drop)
             );
         }

@@ -193,7 +193,8 @@ fn applied(out: &mut String, r: &Report, p: &Paint) {
         let _ = writeln!(out, "  {} ({status})", a.create_statement);
         if let Some(drop) = &a.left_behind {
             let warning = format!(
-                "the failed build left an INVALID index that could not be dropped (writes still maintain it): run\n         {drop}"
+                "the failed build left an INVALID index that could not be dropped{}: run\n         {drop}",
+                a.left_behind_cost()
             );
             let _ = writeln!(out, "     {}", p.severity(Severity::Critical, &warning));
         }
