@@ -10,7 +10,7 @@ use pgpilot_advisor::{
     Severity, StorageKind, TerminalProgress, WorkloadKind,
 };
 
-use crate::exit::{Outcome, FAILURE, FINDINGS, OK};
+use crate::exit::{Outcome, FAILURE, FINDINGS, OK, USAGE};
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Format {
@@ -118,6 +118,12 @@ fn parse_fail_on(s: &str) -> Result<Severity, String> {
 }
 
 pub fn run(args: AdviseArgs) -> Outcome {
+    // No database named at all is bad usage (2), as clap's own errors are; a configuration that
+    // cannot be read is a failure (1).
+    if args.url.is_none() && args.database.is_none() && std::env::var_os("DATABASE_URL").is_none() {
+        eprintln!("pgpilot: {NO_DATABASE}");
+        return Ok(USAGE);
+    }
     let opts = options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let progress: Box<dyn Progress> =
@@ -150,6 +156,9 @@ pub fn run(args: AdviseArgs) -> Outcome {
     Ok(if failed { FINDINGS } else { OK })
 }
 
+const NO_DATABASE: &str =
+    "say which database: --url postgres://..., or --config pgpilot.toml --database NAME";
+
 fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
     // A database named in the configuration brings its replicas: their index scans count too.
     let (url, replicas) = match (&args.url, &args.config, &args.database) {
@@ -160,9 +169,7 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
         }
         _ => match std::env::var("DATABASE_URL") {
             Ok(url) => (url, Vec::new()),
-            Err(_) => {
-                bail!("say which database: --url postgres://..., or --config pgpilot.toml --database NAME")
-            }
+            Err(_) => bail!("{NO_DATABASE}"),
         },
     };
     let mut opts = AdviseOptions::new(url);

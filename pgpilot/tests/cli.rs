@@ -90,6 +90,14 @@ fn exit_codes_are_consistent() {
         assert!(!stderr.contains("creating") && !stderr.contains("unreachable"), "{bench:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{bench:?}");
     }
+    // advise with no database named (no --url, --database or DATABASE_URL) is bad usage.
+    let nothing = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .arg("advise")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(2), "{}", String::from_utf8_lossy(&nothing.stderr));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("say which database"));
     // --fail-on takes warning or critical; info would fail every run.
     let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);
     assert_eq!(fail_on_info.status.code(), Some(2), "{}", String::from_utf8_lossy(&fail_on_info.stderr));
