@@ -144,7 +144,7 @@ pub fn run(args: AdviseArgs) -> Outcome {
     write_report(&args, &report)?;
     // An index --apply was asked to create and did not is a failure of the command, whatever the
     // findings: scripts must not read it as done.
-    let not_created = report.applied.iter().filter(|a| !a.created).count();
+    let not_created = report.applied.iter().filter(|a| a.failed_to_create()).count();
     if not_created > 0 {
         eprintln!(
             "pgpilot: {not_created} of {} index(es) could not be created (see APPLIED in the report)",

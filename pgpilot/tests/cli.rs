@@ -656,3 +656,43 @@ fn apply_yes_exits_1_when_an_index_could_not_be_created() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("1 of 1 index(es) could not be created"), "{stderr}");
 }
+
+/// `advise --apply --yes` never runs a partitioned table's plain CREATE INDEX (it blocks writes):
+/// the report says it was skipped and where the suggestion says how to build it, not that it
+/// failed, and the command succeeds.
+#[test]
+fn apply_yes_skips_a_partitioned_tables_suggestion_without_calling_it_failed() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE parts");
+    cluster.psql(
+        "parts",
+        "CREATE TABLE pev (id int, tenant int, ts date NOT NULL) PARTITION BY RANGE (ts);
+         CREATE TABLE pev_1 PARTITION OF pev FOR VALUES FROM ('2020-01-01') TO ('2022-01-01');
+         CREATE TABLE pev_2 PARTITION OF pev FOR VALUES FROM ('2022-01-01') TO ('2024-01-01');
+         INSERT INTO pev SELECT g, g % 5000, date '2020-01-01' + g % 1400 FROM generate_series(1, 200000) g;
+         ANALYZE pev;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("workload.sql");
+    std::fs::write(&workload, "-- calls: 100\nSELECT id FROM pev WHERE tenant = 42;\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args([
+            "advise",
+            "--url",
+            &cluster.url("postgres", "parts"),
+            "--workload-file",
+            workload.to_str().unwrap(),
+        ])
+        .args(["--no-pg-stat-statements", "--install-extensions", "--quiet", "--apply", "--yes"])
+        .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let applied =
+        stdout.split("APPLIED").nth(1).unwrap_or_else(|| panic!("nothing applied:\n{stdout}\n{stderr}"));
+    assert!(applied.contains("ON public.pev USING btree (tenant)"), "{stdout}");
+    assert!(applied.contains("(skipped: partitioned table, see the note under its suggestion)"), "{stdout}");
+    assert!(!applied.contains("failed"), "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

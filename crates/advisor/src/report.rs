@@ -217,6 +217,9 @@ pub struct AppliedIndex {
     /// that failed waiting for a lock left one they do not maintain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left_behind_ready: Option<bool>,
+    /// Why it was not attempted, by design (a partitioned table's plain CREATE INDEX): not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Before and after; empty when the index was not created (nothing changed to measure).
     pub measurements: Vec<Measurement>,
 }
@@ -230,8 +233,28 @@ impl AppliedIndex {
             elapsed_ms,
             left_behind: None,
             left_behind_ready: None,
+            skipped: None,
             measurements,
         }
+    }
+
+    /// Not attempted, by design: `why` says where the suggestion says what to do instead.
+    pub fn skipped(suggestion: &IndexSuggestion, why: &str) -> Self {
+        AppliedIndex {
+            create_statement: suggestion.create_statement.clone(),
+            created: false,
+            error: None,
+            elapsed_ms: 0,
+            left_behind: None,
+            left_behind_ready: None,
+            skipped: Some(why.to_string()),
+            measurements: Vec::new(),
+        }
+    }
+
+    /// Attempted and not created.
+    pub fn failed_to_create(&self) -> bool {
+        !self.created && self.skipped.is_none()
     }
 
     pub fn failed(
@@ -248,6 +271,7 @@ impl AppliedIndex {
             elapsed_ms,
             left_behind,
             left_behind_ready,
+            skipped: None,
             measurements: Vec::new(),
         }
     }

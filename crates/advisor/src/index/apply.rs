@@ -46,6 +46,13 @@ pub async fn apply(
     let mut out = Vec::new();
     progress.stage("creating indexes", suggestions.len() as u64);
     for s in suggestions {
+        if !s.create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
+            // A plain CREATE INDEX blocks writes for the whole build: never run on the user's
+            // behalf. Only a partitioned table's suggestion is one; its rationale says how to build it.
+            out.push(AppliedIndex::skipped(s, "partitioned table, see the note under its suggestion"));
+            progress.advance(1);
+            continue;
+        }
         let mut measured = Vec::new();
         for h in &s.statements {
             measured.push((h.query.clone(), measure(&db, &h.query).await.map_err(|e| format!("{e:#}"))));
@@ -110,13 +117,6 @@ async fn create(
     settings: &ApplySettings,
 ) -> std::result::Result<(), CreateFailure> {
     let create_statement = &suggestion.create_statement;
-    if !create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
-        // A plain CREATE INDEX blocks writes for the whole build: never done on the user's behalf.
-        return Err(anyhow!(
-            "not created: only CONCURRENTLY builds are applied (partitioned table: see the rationale)"
-        )
-        .into());
-    }
     let index = index_name(create_statement).ok_or_else(|| anyhow!("no index name in {create_statement}"))?;
     // Whatever has this name now is someone else's: the cleanup below must never touch it.
     let existed_before = relation_exists(db, &index).await?;

@@ -113,7 +113,14 @@ fn applied(out: &mut String, r: &Report) {
     }
     out.push_str("<h2>Applied</h2><table><tr><th>index</th><th>statement</th><th>before</th><th>after</th><th>cost</th></tr>");
     for a in &r.applied {
-        if !a.created {
+        if let Some(why) = &a.skipped {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td colspan=\"4\">skipped: {}</td></tr>",
+                esc(&a.create_statement),
+                esc(why)
+            );
+        } else if !a.created {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td colspan=\"4\">failed: {}</td></tr>",

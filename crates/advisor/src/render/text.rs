@@ -187,6 +187,8 @@ fn applied(out: &mut String, r: &Report, p: &Paint) {
     for a in &r.applied {
         let status = if a.created {
             p.wrap("32", &format!("created in {}", duration(a.elapsed_ms as f64 / 1000.0)))
+        } else if let Some(why) = &a.skipped {
+            format!("skipped: {why}")
         } else {
             p.severity(Severity::Critical, &format!("failed: {}", a.error.as_deref().unwrap_or("?")))
         };
