@@ -100,7 +100,8 @@ async fn planted_problems_are_found() {
         lock.evidence.iter().any(|e| e.starts_with("blocked by") && e.contains("idle in transaction")),
         "{lock:?}"
     );
-    find(&report, Category::Activity, "idle in transaction");
+    let idle = find(&report, Category::Activity, "idle in transaction");
+    assert!(idle.evidence[0].starts_with("user postgres on ops, idle in transaction"), "{idle:?}");
 
     let seq = find(&report, Category::Sequences, "public.tickets_id_seq");
     assert_eq!(seq.severity, Severity::Critical);

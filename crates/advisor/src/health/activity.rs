@@ -46,7 +46,7 @@ pub async fn long_running(db: &Db, settings: &HealthSettings) -> Result<Vec<Find
 pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
     let sql = format!(
         "SELECT pid, coalesce(usename::text, ''), extract(epoch FROM now() - state_change)::float8, \
-         extract(epoch FROM now() - xact_start)::float8, state, query \
+         extract(epoch FROM now() - xact_start)::float8, state, query, coalesce(datname::text, '') \
          FROM pg_stat_activity WHERE {CLIENTS} AND state LIKE 'idle in transaction%' \
            AND now() - state_change > make_interval(secs => $1) ORDER BY state_change"
     );
@@ -58,7 +58,15 @@ pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<V
             let severity = if idle >= 3600.0 { Severity::Critical } else { Severity::Warning };
             Finding::new(severity, Category::Activity, format!("Session {pid} idle in transaction for {}", duration(idle)))
                 .object(format!("pid {pid}"))
-                .evidence(format!("user {}, {}, transaction open for {}", r.get::<_, String>(1), r.get::<_, String>(4), duration(open)))
+                // The database too: the advisor sees every database's sessions, and a fix made in
+                // the wrong one (a lock_timeout, a code change) helps nothing.
+                .evidence(format!(
+                    "user {} on {}, {}, transaction open for {}",
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(6),
+                    r.get::<_, String>(4),
+                    duration(open)
+                ))
                 .evidence(format!("last statement: {}", shown_query(&r.get::<_, String>(5))))
                 .evidence("it keeps its locks and stops vacuum from removing rows deleted since it began")
                 .fix(format!(
