@@ -10,7 +10,7 @@ use pgpilot_advisor::{
     Severity, StorageKind, TerminalProgress, WorkloadKind,
 };
 
-use crate::exit::{Outcome, FINDINGS, OK};
+use crate::exit::{Outcome, FAILURE, FINDINGS, OK, USAGE};
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Format {
@@ -118,6 +118,12 @@ fn parse_fail_on(s: &str) -> Result<Severity, String> {
 }
 
 pub fn run(args: AdviseArgs) -> Outcome {
+    // No database named at all is bad usage (2), as clap's own errors are; a configuration that
+    // cannot be read is a failure (1).
+    if args.url.is_none() && args.database.is_none() && std::env::var_os("DATABASE_URL").is_none() {
+        eprintln!("pgpilot: {NO_DATABASE}");
+        return Ok(USAGE);
+    }
     let opts = options(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let progress: Box<dyn Progress> =
@@ -136,23 +142,38 @@ pub fn run(args: AdviseArgs) -> Outcome {
         eprintln!("warning: {warning}");
     }
     write_report(&args, &report)?;
+    // An index --apply was asked to create and did not is a failure of the command, whatever the
+    // findings: scripts must not read it as done.
+    let not_created = report.applied.iter().filter(|a| a.failed_to_create()).count();
+    if not_created > 0 {
+        eprintln!(
+            "pgpilot: {not_created} of {} index(es) could not be created (see APPLIED in the report)",
+            report.applied.len()
+        );
+        return Ok(FAILURE);
+    }
     let failed = args.fail_on.is_some_and(|t| report.fails_on(t));
     Ok(if failed { FINDINGS } else { OK })
 }
 
+const NO_DATABASE: &str =
+    "say which database: --url postgres://..., or --config pgpilot.toml --database NAME";
+
 fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
-    let url = match (&args.url, &args.config, &args.database) {
-        (Some(url), _, _) => url.clone(),
-        (None, Some(path), Some(name)) => connect::database_url_from_config(path, name)?,
-        (None, None, Some(name)) => connect::database_url_from_config(&connect::default_config_path(), name)?,
+    // A database named in the configuration brings its replicas: their index scans count too.
+    let (url, replicas) = match (&args.url, &args.config, &args.database) {
+        (Some(url), _, _) => (url.clone(), Vec::new()),
+        (None, config, Some(name)) => {
+            let path = config.clone().unwrap_or_else(connect::default_config_path);
+            (connect::database_url_from_config(&path, name)?, connect::replica_urls_from_config(&path, name)?)
+        }
         _ => match std::env::var("DATABASE_URL") {
-            Ok(url) => url,
-            Err(_) => {
-                bail!("say which database: --url postgres://..., or --config pgpilot.toml --database NAME")
-            }
+            Ok(url) => (url, Vec::new()),
+            Err(_) => bail!("{NO_DATABASE}"),
         },
     };
     let mut opts = AdviseOptions::new(url);
+    opts.replicas = replicas;
     opts.workload.pg_stat_statements = !args.no_pg_stat_statements;
     opts.workload.file = args.workload_file.clone();
     opts.workload.pgpilot_url = args.from_pgpilot.clone();

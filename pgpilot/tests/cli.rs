@@ -90,6 +90,14 @@ fn exit_codes_are_consistent() {
         assert!(!stderr.contains("creating") && !stderr.contains("unreachable"), "{bench:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{bench:?}");
     }
+    // advise with no database named (no --url, --database or DATABASE_URL) is bad usage.
+    let nothing = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .arg("advise")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(nothing.status.code(), Some(2), "{}", String::from_utf8_lossy(&nothing.stderr));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("say which database"));
     // --fail-on takes warning or critical; info would fail every run.
     let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);
     assert_eq!(fail_on_info.status.code(), Some(2), "{}", String::from_utf8_lossy(&fail_on_info.stderr));
@@ -557,4 +565,148 @@ fn cache_triggers_go_on_the_primary_and_a_standby_is_named() {
     let out = pgpilot(&["cache", "install-triggers", "--url", &primary.admin_url()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("installed"));
+}
+
+/// `advise --config F --database NAME` reads the database's replicas from the configuration and
+/// counts their index scans: an index only a replica's readers use is not reported unused. A
+/// replica it cannot reach is named in a note.
+#[test]
+fn advise_counts_the_configured_replicas_index_scans() {
+    let primary = pgpilot_testkit::Cluster::start();
+    primary.psql("postgres", "CREATE DATABASE shop");
+    primary.psql(
+        "shop",
+        "CREATE TABLE events (id int PRIMARY KEY, kind int);
+         INSERT INTO events SELECT g, g % 300 FROM generate_series(1, 150000) g;
+         CREATE INDEX events_kind_read_on_replica ON events (kind);
+         ANALYZE events; CHECKPOINT;",
+    );
+    let replica = primary.start_replica();
+    replica.wait_caught_up(&primary);
+    replica.psql(
+        "shop",
+        "SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM events WHERE kind = 7",
+    );
+    let scanned =
+        "SELECT idx_scan > 0 FROM pg_stat_user_indexes WHERE indexrelname = 'events_kind_read_on_replica'";
+    let started = std::time::Instant::now();
+    while replica.psql("shop", scanned) != "t" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the replica never counted the scan");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pgpilot.toml");
+    let advise = |replicas: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[databases.shop]\nprimary = \"{}\"\nreplicas = [{replicas}]\n",
+                primary.url("postgres", "shop")
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+            .args(["advise", "--config", config.to_str().unwrap(), "--database", "shop"])
+            .args(["--skip-indexes", "--quiet", "--format", "json"])
+            .env("XDG_STATE_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let unused_titles = |report: &serde_json::Value| -> Vec<String> {
+        let findings = report["findings"].as_array().unwrap().iter();
+        findings
+            .filter_map(|f| f["title"].as_str())
+            .filter(|t| t.starts_with("Unused index"))
+            .map(String::from)
+            .collect()
+    };
+
+    let report = advise(&format!("{{ url = \"{}\", weight = 2 }}", replica.url("postgres", "shop")));
+    assert!(unused_titles(&report).is_empty(), "scanned on the replica: {report:#}");
+
+    let report = advise("\"postgres://postgres@127.0.0.1:1/shop\"");
+    assert_eq!(unused_titles(&report), ["Unused index public.events_kind_read_on_replica"]);
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("a replica could not be read (connecting to postgres@127.0.0.1:1/shop"),
+        "{notes}"
+    );
+}
+
+/// `advise --apply --yes` whose CREATE INDEX CONCURRENTLY gives up (a writer's open transaction
+/// outlasts --lock-timeout-ms) reports the failure and exits 1: the index asked for is not there.
+#[test]
+fn apply_yes_exits_1_when_an_index_could_not_be_created() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE acc");
+    cluster.psql(
+        "acc",
+        "CREATE TABLE acc (id int PRIMARY KEY, email text, n int);
+         INSERT INTO acc SELECT g, 'e' || g, g FROM generate_series(1, 100000) g; ANALYZE acc;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("workload.sql");
+    std::fs::write(&workload, "-- calls: 100\nSELECT n FROM acc WHERE email = 'e42';\n").unwrap();
+    let url = cluster.url("postgres", "acc");
+    let out = std::thread::scope(|s| {
+        // A writer keeps its transaction open while the build waits for it.
+        s.spawn(|| {
+            cluster.psql("acc", "BEGIN; UPDATE acc SET n = n WHERE id = 1; SELECT pg_sleep(6); ROLLBACK;")
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+            .args(["advise", "--url", &url, "--workload-file", workload.to_str().unwrap()])
+            .args(["--no-pg-stat-statements", "--install-extensions", "--quiet", "--apply", "--yes"])
+            .args(["--lock-timeout-ms", "300"])
+            .env("NO_COLOR", "1")
+            .env("XDG_STATE_HOME", dir.path())
+            .output()
+            .unwrap()
+    });
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("(failed: canceling statement due to lock timeout)"), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("1 of 1 index(es) could not be created"), "{stderr}");
+}
+
+/// `advise --apply --yes` never runs a partitioned table's plain CREATE INDEX (it blocks writes):
+/// the report says it was skipped and where the suggestion says how to build it, not that it
+/// failed, and the command succeeds.
+#[test]
+fn apply_yes_skips_a_partitioned_tables_suggestion_without_calling_it_failed() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE parts");
+    cluster.psql(
+        "parts",
+        "CREATE TABLE pev (id int, tenant int, ts date NOT NULL) PARTITION BY RANGE (ts);
+         CREATE TABLE pev_1 PARTITION OF pev FOR VALUES FROM ('2020-01-01') TO ('2022-01-01');
+         CREATE TABLE pev_2 PARTITION OF pev FOR VALUES FROM ('2022-01-01') TO ('2024-01-01');
+         INSERT INTO pev SELECT g, g % 5000, date '2020-01-01' + g % 1400 FROM generate_series(1, 200000) g;
+         ANALYZE pev;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("workload.sql");
+    std::fs::write(&workload, "-- calls: 100\nSELECT id FROM pev WHERE tenant = 42;\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgpilot"))
+        .args([
+            "advise",
+            "--url",
+            &cluster.url("postgres", "parts"),
+            "--workload-file",
+            workload.to_str().unwrap(),
+        ])
+        .args(["--no-pg-stat-statements", "--install-extensions", "--quiet", "--apply", "--yes"])
+        .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let applied =
+        stdout.split("APPLIED").nth(1).unwrap_or_else(|| panic!("nothing applied:\n{stdout}\n{stderr}"));
+    assert!(applied.contains("ON public.pev USING btree (tenant)"), "{stdout}");
+    assert!(applied.contains("(skipped: partitioned table, see the note under its suggestion)"), "{stdout}");
+    assert!(!applied.contains("failed"), "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

@@ -162,6 +162,33 @@ pub fn database_url_from_toml(text: &str, name: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("[databases.{name}] has no `primary = \"postgres://...\"`"))
 }
 
+/// Reads `[databases.NAME] replicas` (URLs, or tables with a `url`) from pgpilot's TOML
+/// configuration: the advisor counts their index scans too.
+pub fn replica_urls_from_config(path: &Path, name: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    replica_urls_from_toml(&text, name).with_context(|| format!("in {}", path.display()))
+}
+
+pub fn replica_urls_from_toml(text: &str, name: &str) -> Result<Vec<String>> {
+    let doc: toml::Table = text.parse().context("parsing TOML")?;
+    let replicas = doc.get("databases").and_then(|d| d.get(name)).and_then(|db| db.get("replicas"));
+    // One replica may be written without the brackets, as the gateway accepts it.
+    let listed: Vec<&toml::Value> = match replicas {
+        None => Vec::new(),
+        Some(toml::Value::Array(all)) => all.iter().collect(),
+        Some(one) => vec![one],
+    };
+    listed
+        .into_iter()
+        .map(|replica| {
+            let url = replica.as_str().or_else(|| replica.get("url").and_then(|u| u.as_str()));
+            url.map(str::to_string).ok_or_else(|| {
+                anyhow!("[databases.{name}] replicas: expected \"postgres://...\" or {{ url = \"...\" }}")
+            })
+        })
+        .collect()
+}
+
 /// Where pgpilot's configuration lives by default.
 pub fn default_config_path() -> PathBuf {
     PathBuf::from("pgpilot.toml")
@@ -183,6 +210,18 @@ mod tests {
             size = 20
         "#;
         assert_eq!(database_url_from_toml(toml, "app").unwrap(), "postgres://app@db1:5432/app");
+        assert_eq!(replica_urls_from_toml(toml, "app").unwrap(), ["postgres://app@db2/app"]);
+        let detailed = "[databases.app]\nprimary = \"postgres://a@p/app\"\n\
+                        replicas = [{ url = \"postgres://a@r1/app\", weight = 2 }, \"postgres://a@r2/app\"]\n\
+                        [databases.solo]\nprimary = \"postgres://a@p/solo\"\nreplicas = \"postgres://a@r/solo\"\n";
+        assert_eq!(
+            replica_urls_from_toml(detailed, "app").unwrap(),
+            ["postgres://a@r1/app", "postgres://a@r2/app"]
+        );
+        assert_eq!(replica_urls_from_toml(detailed, "solo").unwrap(), ["postgres://a@r/solo"]);
+        assert!(replica_urls_from_toml("[databases.x]\nprimary = \"postgres://a@p/x\"\n", "x")
+            .unwrap()
+            .is_empty());
         let err = database_url_from_toml(toml, "nope").unwrap_err().to_string();
         assert!(err.contains("known: app"), "{err}");
     }

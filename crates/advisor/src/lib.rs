@@ -53,10 +53,20 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     // From here on the advisor only reads: a slip can never write.
     db.client.batch_execute("SET default_transaction_read_only = on").await?;
     // Before any planning: planning probes indexes and would count as their use.
-    let scans = health::usage::IndexScans::read(&db, &target.describe(), opts.scan_ledger.as_deref()).await;
+    let mut scans =
+        health::usage::IndexScans::read(&db, &target.describe(), opts.scan_ledger.as_deref()).await;
+    let mut notes = Vec::new();
+    if let Ok(scans) = &mut scans {
+        scans.add_replicas(health::usage::read_replicas(&opts.replicas, opts.statement_timeout_ms).await);
+        notes.extend(scans.unreachable.iter().map(|why| {
+            format!(
+                "a replica could not be read ({why}): its index scans are not counted, so an index only it \
+                 uses can be reported unused; check it before dropping one"
+            )
+        }));
+    }
     progress.advance(1);
 
-    let mut notes = Vec::new();
     let mut workload_warnings = Vec::new();
     let (statements, sources) = read_workload(&db, opts, &mut notes, &mut workload_warnings).await?;
     for warning in &workload_warnings {

@@ -151,6 +151,10 @@ pub struct AdviseOptions {
     /// Where to keep the index scans the advisor's own planning caused, so that later runs leave
     /// them out (see `health::usage`). None: kept in this process's memory only.
     pub scan_ledger: Option<PathBuf>,
+    /// The database's replicas (URLs or libpq strings, as `url`): an index they scan is used, even
+    /// when the primary never scans it. Empty: none known, and the unused-index DROP says to check
+    /// the replicas by hand.
+    pub replicas: Vec<String>,
 }
 
 impl AdviseOptions {
@@ -167,6 +171,7 @@ impl AdviseOptions {
             skip_indexes: false,
             statement_timeout_ms: 30_000,
             scan_ledger: None,
+            replicas: Vec::new(),
         }
     }
 }

@@ -213,6 +213,13 @@ pub struct AppliedIndex {
     /// cleanup could not drop (it still slows writes and holds the name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left_behind: Option<String>,
+    /// Whether writes maintain the index left behind (pg_index.indisready), when known: a build
+    /// that failed waiting for a lock left one they do not maintain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_behind_ready: Option<bool>,
+    /// Why it was not attempted, by design (a partitioned table's plain CREATE INDEX): not a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// Before and after; empty when the index was not created (nothing changed to measure).
     pub measurements: Vec<Measurement>,
 }
@@ -225,8 +232,29 @@ impl AppliedIndex {
             error: None,
             elapsed_ms,
             left_behind: None,
+            left_behind_ready: None,
+            skipped: None,
             measurements,
         }
+    }
+
+    /// Not attempted, by design: `why` says where the suggestion says what to do instead.
+    pub fn skipped(suggestion: &IndexSuggestion, why: &str) -> Self {
+        AppliedIndex {
+            create_statement: suggestion.create_statement.clone(),
+            created: false,
+            error: None,
+            elapsed_ms: 0,
+            left_behind: None,
+            left_behind_ready: None,
+            skipped: Some(why.to_string()),
+            measurements: Vec::new(),
+        }
+    }
+
+    /// Attempted and not created.
+    pub fn failed_to_create(&self) -> bool {
+        !self.created && self.skipped.is_none()
     }
 
     pub fn failed(
@@ -234,6 +262,7 @@ impl AppliedIndex {
         elapsed_ms: u64,
         error: String,
         left_behind: Option<String>,
+        left_behind_ready: Option<bool>,
     ) -> Self {
         AppliedIndex {
             create_statement: suggestion.create_statement.clone(),
@@ -241,7 +270,20 @@ impl AppliedIndex {
             error: Some(error),
             elapsed_ms,
             left_behind,
+            left_behind_ready,
+            skipped: None,
             measurements: Vec::new(),
+        }
+    }
+
+    /// What the invalid index left behind costs, as the report says it (empty when not known).
+    pub fn left_behind_cost(&self) -> &'static str {
+        match self.left_behind_ready {
+            Some(true) => " (queries ignore it, writes still maintain it)",
+            Some(false) => {
+                " (queries ignore it and writes do not maintain it, but it holds its name and space)"
+            }
+            None => "",
         }
     }
 }

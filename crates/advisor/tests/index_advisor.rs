@@ -484,3 +484,24 @@ async fn heuristics_merge_boolean_predicates_and_skip_unselective_filters() {
     assert!(!report.index_suggestions.iter().any(|s| s.create_statement.contains("(k)")), "{text}");
     suggestion(&report, "ON public.hf USING btree (id)");
 }
+
+/// `@>` alone is served by a jsonb_path_ops GIN, `?` only by the default jsonb_ops one, which
+/// serves `@>` too: for a workload with both on one column, one jsonb_ops index is suggested for
+/// all its statements, never a second (jsonb_path_ops) index on the same column.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_gin_index_for_a_jsonb_column_read_with_both_operators() {
+    let cluster = Cluster::start();
+    let url = common::database_with_orders(&cluster, "both_ops");
+    let report = common::advise_workload(
+        &url,
+        "-- calls: 70\nSELECT id FROM orders WHERE data @> '{\"type\": \"gift\"}';\n\
+         -- calls: 80\nSELECT id FROM orders WHERE data ? 'type' AND data @> '{\"n\": 7}';\n",
+    )
+    .await;
+    let text = report.render_text(false);
+    let on_data: Vec<&pgpilot_advisor::IndexSuggestion> =
+        report.index_suggestions.iter().filter(|s| s.create_statement.contains("USING gin (data")).collect();
+    assert_eq!(on_data.len(), 1, "one GIN index on data:\n{text}");
+    assert!(on_data[0].create_statement.ends_with("USING gin (data)"), "{text}");
+    assert_eq!(on_data[0].statements.len(), 2, "it serves both statements:\n{text}");
+}

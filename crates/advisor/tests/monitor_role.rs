@@ -84,3 +84,60 @@ async fn what_pg_monitor_cannot_see_is_noted() {
         assert!(json.contains(words), "JSON lacks {words}");
     }
 }
+
+/// Run as a plain role, the advisor sees other roles' sessions in pg_stat_activity without their
+/// state, query or times: a blocked query's wait and its blockers are shown as unknown (never as
+/// "blocked for 0s"), and a note says what is hidden and which grant shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_pg_stat_activity_hides_from_a_plain_role_is_unknown_not_made_up() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE counters (id int PRIMARY KEY, v int); INSERT INTO counters VALUES (1, 0);
+         CREATE ROLE plain LOGIN;",
+    );
+    let url = cluster.url("postgres", "app");
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    holder.batch_execute("BEGIN; UPDATE counters SET v = v + 1 WHERE id = 1").await.unwrap();
+    let (waiter, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let blocked =
+        tokio::spawn(async move { waiter.batch_execute("UPDATE counters SET v = v + 1 WHERE id = 1").await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let advise_as = |user: &str| {
+        let mut opts = common::options(&cluster.url(user, "app"));
+        opts.skip_indexes = true;
+        opts.index.install_extensions = false;
+        opts.health.idle_in_transaction_secs = 0;
+        async move { advise(&opts, &NoProgress).await.unwrap() }
+    };
+    let superuser = advise_as("postgres").await;
+    let text = superuser.render_text(false);
+    let lock =
+        superuser.findings.iter().find(|f| f.category == Category::Locks).unwrap_or_else(|| panic!("{text}"));
+    assert!(lock.title.contains(" blocked for "), "{text}");
+    assert!(superuser.findings.iter().any(|f| f.title.contains("idle in transaction")), "{text}");
+    assert!(notes_about(&superuser, "pg_stat_activity hides").is_empty(), "{:#?}", superuser.notes);
+
+    let plain = advise_as("plain").await;
+    let text = plain.render_text(false);
+    let lock =
+        plain.findings.iter().find(|f| f.category == Category::Locks).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        lock.title.starts_with("Query (pid ") && !lock.title.contains(" for "),
+        "no made-up wait: {text}"
+    );
+    for made_up in ["(:)", "(?,", "<insufficient privilege>"] {
+        assert!(!lock.evidence.iter().any(|e| e.contains(made_up)), "{made_up}: {lock:#?}");
+    }
+    assert!(lock.evidence.iter().any(|e| e.contains("unknown (needs pg_read_all_stats)")), "{lock:#?}");
+    let hidden = notes_about(&plain, "pg_stat_activity hides");
+    assert_eq!(hidden.len(), 1, "{:#?}", plain.notes);
+    assert!(hidden[0].contains("grant pg_monitor"), "{}", hidden[0]);
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    blocked.await.unwrap().unwrap();
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pgpilot_gateway::config::DatabaseConfig;
+use pgpilot_gateway::config::{DatabaseConfig, ReplicaConfig};
 use pgpilot_gateway::insight::{StatementEvent, Target};
 use pgpilot_testkit::Cluster;
 use serde_json::Value;
@@ -117,5 +117,60 @@ async fn the_fallback_database_is_not_the_advisors_default() {
     let (status, star) = get(format!("{url}?database=*")).await;
     assert_eq!(status, 404);
     assert!(star["error"].as_str().unwrap().contains("no such database"), "{star}");
+    gw.shutdown().await;
+}
+
+/// The gateway's advisor reads the index scans of the database's replicas too, logging in to them
+/// as the pools do: an index only reads on a replica use is not reported unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_scanned_on_a_replica_is_not_reported_unused() {
+    let primary = Cluster::start();
+    primary.psql(
+        "postgres",
+        "CREATE TABLE events (id int PRIMARY KEY, kind int);
+         INSERT INTO events SELECT g, g % 300 FROM generate_series(1, 150000) g;
+         CREATE INDEX events_kind_read_on_replica ON events (kind);
+         CREATE INDEX events_id_kind_unused ON events (id, kind);
+         ANALYZE events; CHECKPOINT;",
+    );
+    let replica = primary.start_replica();
+    replica.wait_caught_up(&primary);
+    replica.psql(
+        "postgres",
+        "SET enable_seqscan = off; SET enable_bitmapscan = off; SELECT count(*) FROM events WHERE kind = 7",
+    );
+    replica.wait_for(
+        "t",
+        "SELECT idx_scan > 0 FROM pg_stat_user_indexes WHERE indexrelname = 'events_kind_read_on_replica'",
+        Duration::from_secs(15),
+    );
+    let mut config = config_for(&primary);
+    let replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Url(replica.admin_url())]);
+    config.databases.insert(
+        "shop".into(),
+        DatabaseConfig { primary: primary.admin_url(), replicas, ..Default::default() },
+    );
+    config.advisor.database = Some("shop".into());
+    let gw = start(config).await;
+    let url = format!("http://{}/api/v1/advisor/findings", gw.http_addr().unwrap());
+    let started = Instant::now();
+    let report = loop {
+        let (status, body) = get(url.clone()).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(body["status"], "running", "the run failed: {body}");
+        assert!(started.elapsed() < Duration::from_secs(90), "no report after 90 s: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let unused: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["title"].as_str())
+        .filter(|t| t.starts_with("Unused index"))
+        .collect();
+    assert_eq!(unused, ["Unused index public.events_id_kind_unused"], "{report:#}");
+    assert!(!report["notes"].to_string().contains("replica could not be read"), "{report:#}");
     gw.shutdown().await;
 }

@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 
+use super::locks::UNKNOWN;
 use crate::db::Db;
 use crate::options::HealthSettings;
 use crate::report::{Category, Finding, Severity};
@@ -45,7 +46,7 @@ pub async fn long_running(db: &Db, settings: &HealthSettings) -> Result<Vec<Find
 pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
     let sql = format!(
         "SELECT pid, coalesce(usename::text, ''), extract(epoch FROM now() - state_change)::float8, \
-         extract(epoch FROM now() - xact_start)::float8, state, query \
+         extract(epoch FROM now() - xact_start)::float8, state, query, coalesce(datname::text, '') \
          FROM pg_stat_activity WHERE {CLIENTS} AND state LIKE 'idle in transaction%' \
            AND now() - state_change > make_interval(secs => $1) ORDER BY state_change"
     );
@@ -57,7 +58,15 @@ pub async fn idle_in_transaction(db: &Db, settings: &HealthSettings) -> Result<V
             let severity = if idle >= 3600.0 { Severity::Critical } else { Severity::Warning };
             Finding::new(severity, Category::Activity, format!("Session {pid} idle in transaction for {}", duration(idle)))
                 .object(format!("pid {pid}"))
-                .evidence(format!("user {}, {}, transaction open for {}", r.get::<_, String>(1), r.get::<_, String>(4), duration(open)))
+                // The database too: the advisor sees every database's sessions, and a fix made in
+                // the wrong one (a lock_timeout, a code change) helps nothing.
+                .evidence(format!(
+                    "user {} on {}, {}, transaction open for {}",
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(6),
+                    r.get::<_, String>(4),
+                    duration(open)
+                ))
                 .evidence(format!("last statement: {}", shown_query(&r.get::<_, String>(5))))
                 .evidence("it keeps its locks and stops vacuum from removing rows deleted since it began")
                 .fix(format!(
@@ -116,18 +125,37 @@ pub(super) fn shown_query(query: &str) -> String {
     one_line(&without_literals(query), 200)
 }
 
-pub async fn connections(db: &Db) -> Result<Vec<Finding>> {
-    let row = db
-        .client
-        .query_one(
-            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, \
-             count(*) FILTER (WHERE backend_type = 'client backend')::int, \
-             count(*) FILTER (WHERE state = 'active')::int, count(*) FILTER (WHERE state = 'idle')::int, \
-             count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int \
-             FROM pg_stat_activity",
-            &[],
+/// A session of another role whose backend type, state, query and times pg_stat_activity hides
+/// from a role without pg_read_all_stats (backend_type is NULL then, and only then), connected to
+/// a database as a user: a client, as far as can be told (a background worker has no user).
+const HIDDEN_CLIENT: &str = "backend_type IS NULL AND usename IS NOT NULL AND datname IS NOT NULL";
+
+/// Says how many sessions pg_stat_activity hides from this role: the long-running and
+/// idle-in-transaction checks cannot see them, the lock check shows their waits as unknown, and
+/// the connection counts do not know their state.
+pub async fn hidden_sessions(db: &Db) -> Result<Option<String>> {
+    let sql = format!("SELECT count(*) FILTER (WHERE {HIDDEN_CLIENT})::int8 FROM pg_stat_activity");
+    let hidden: i64 = db.client.query_one(&sql, &[]).await?.get(0);
+    Ok((hidden > 0).then(|| {
+        format!(
+            "pg_stat_activity hides the state, query and times of {hidden} session(s) of other roles from this \
+             role (it lacks pg_read_all_stats): their long-running queries and idle transactions are not \
+             reported, blocked queries show their waits and blockers as unknown, and the connection counts \
+             do not know their state; grant pg_monitor (or pg_read_all_stats) to the advisor's role"
         )
-        .await?;
+    }))
+}
+
+pub async fn connections(db: &Db) -> Result<Vec<Finding>> {
+    let sql = format!(
+        "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, \
+         count(*) FILTER (WHERE backend_type = 'client backend' OR ({HIDDEN_CLIENT}))::int, \
+         count(*) FILTER (WHERE state = 'active')::int, count(*) FILTER (WHERE state = 'idle')::int, \
+         count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int, \
+         count(*) FILTER (WHERE {HIDDEN_CLIENT})::int \
+         FROM pg_stat_activity"
+    );
+    let row = db.client.query_one(&sql, &[]).await?;
     let usage = ConnectionUsage {
         max_connections: row.get(0),
         reserved: row.get(1),
@@ -135,6 +163,7 @@ pub async fn connections(db: &Db) -> Result<Vec<Finding>> {
         active: row.get(3),
         idle: row.get(4),
         idle_in_transaction: row.get(5),
+        hidden: row.get(6),
     };
     Ok(usage.finding().into_iter().collect())
 }
@@ -148,14 +177,18 @@ pub struct ConnectionUsage {
     pub active: i32,
     pub idle: i32,
     pub idle_in_transaction: i32,
+    /// Clients of other roles whose state pg_stat_activity hides from this role (counted in `clients`).
+    pub hidden: i32,
 }
 
 impl ConnectionUsage {
     pub fn finding(&self) -> Option<Finding> {
         let available = (self.max_connections - self.reserved).max(1);
         let ratio = self.clients as f64 / available as f64;
+        let hidden =
+            if self.hidden > 0 { format!(", {} in a state {UNKNOWN}", self.hidden) } else { String::new() };
         let evidence = format!(
-            "{} of {} connections in use ({} active, {} idle, {} idle in transaction); {} reserved for superusers",
+            "{} of {} connections in use ({} active, {} idle, {} idle in transaction{hidden}); {} reserved for superusers",
             self.clients, available, self.active, self.idle, self.idle_in_transaction, self.reserved
         );
         let fix =
@@ -201,7 +234,15 @@ mod tests {
     use super::*;
 
     fn usage(clients: i32, active: i32, idle: i32) -> ConnectionUsage {
-        ConnectionUsage { max_connections: 100, reserved: 3, clients, active, idle, idle_in_transaction: 0 }
+        ConnectionUsage {
+            max_connections: 100,
+            reserved: 3,
+            clients,
+            active,
+            idle,
+            idle_in_transaction: 0,
+            hidden: 0,
+        }
     }
 
     #[test]

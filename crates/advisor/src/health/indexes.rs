@@ -1,6 +1,6 @@
 //! Index checks: unused, duplicate or prefix-covered, invalid.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 
 use super::standby;
 use super::usage::IndexScans;
@@ -11,7 +11,8 @@ use crate::units::{bytes, duration};
 
 /// An index no application query scanned since statistics began (see `usage` for how the
 /// advisor's own planning is left out).
-struct UnusedIndex {
+pub(super) struct UnusedIndex {
+    pub(super) oid: u32,
     quoted: String,
     table: String,
     /// The index is a partitioned table's (pg_class.relkind 'I'): its partitions' indexes hold
@@ -91,8 +92,13 @@ fn index_tree_size_sql(oid: &str) -> String {
     format!("(SELECT coalesce(sum(pg_relation_size(l)), 0) FROM unnest({}) l)::int8", leaf_indexes_sql(oid))
 }
 
-pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScans>) -> Result<Vec<Finding>> {
-    let scans = scans.as_ref().map_err(|e| anyhow!("{e:#}"))?;
+/// The indexes no application query scanned, and the relations left out because they were locked.
+/// The duplicate check decides which of them get a finding of their own (`index_drops`).
+pub(super) async fn unused(
+    db: &Db,
+    settings: &HealthSettings,
+    scans: &IndexScans,
+) -> Result<(Vec<UnusedIndex>, Vec<String>)> {
     // An index a foreign key needs is kept: deleting or updating a referenced row looks the
     // referencing rows up through it. Those scans do not show until the parent changes, and
     // without the index each such change scans the whole child table. One index per key is
@@ -127,9 +133,10 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
     let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[&settings.unused_index_min_bytes]).await?;
     // Largest first, also when gathered table by table.
     let rows = super::top_by(rows, 3, i64::MAX);
-    Ok(rows
+    let unused = rows
         .iter()
         .map(|r| UnusedIndex {
+            oid: r.get(0),
             quoted: r.get(1),
             table: r.get(2),
             size: r.get(3),
@@ -139,16 +146,19 @@ pub async fn unused(db: &Db, settings: &HealthSettings, scans: &Result<IndexScan
             foreign_keys: r.get(7),
             served_elsewhere: r.get(8),
         })
-        .filter(|index| index.application_scans(scans) == 0)
-        .map(|index| unused_finding(&index, scans, settings, db.in_recovery))
-        .chain(super::locked_relations_finding(Category::Indexes, "Unused indexes", &locked))
-        .collect())
+        .filter(|index| scans.application_scans_of(&index.leaves) == 0)
+        .collect();
+    Ok((unused, locked))
 }
 
 impl UnusedIndex {
-    /// The application's scans of the index: of a partitioned one, those of its partitions' indexes.
-    fn application_scans(&self, scans: &IndexScans) -> i64 {
-        self.leaves.iter().map(|&leaf| scans.application_scans(leaf)).sum()
+    pub(super) fn leaves(&self) -> &[u32] {
+        &self.leaves
+    }
+
+    /// Its finding offers a DROP: no foreign key needs it and the statistics are old enough.
+    pub(super) fn offers_drop(&self, scans: &IndexScans, settings: &HealthSettings) -> bool {
+        keep_unused(self, scans, settings).is_none()
     }
 
     /// The statement that drops it. A partitioned index cannot be dropped CONCURRENTLY (PostgreSQL
@@ -173,7 +183,7 @@ fn drop_partitioned_index(index: &str, table: &str) -> String {
     )
 }
 
-fn unused_finding(
+pub(super) fn unused_finding(
     index: &UnusedIndex,
     scans: &IndexScans,
     settings: &HealthSettings,
@@ -185,7 +195,7 @@ fn unused_finding(
     // Named as the fix names it: quoted where SQL needs it (`public."i<b>1"`).
     let finding = Finding::new(severity, Category::Indexes, format!("Unused index {}", index.quoted))
         .object(index.quoted.clone())
-        .evidence(format!("0 scans since {} on this server; {} on disk", scans.since, bytes(index.size)))
+        .evidence(format!("0 scans {}; {} on disk", scans.counted_where(), bytes(index.size)))
         .evidence(format!("on {}: {}", index.table, index.definition));
     let finding = if index.partitioned {
         finding.evidence(format!(
@@ -202,15 +212,25 @@ fn unused_finding(
     let finding = if standby { finding.evidence(standby::PER_SERVER_USAGE) } else { finding };
     match (keep, standby) {
         (Some(why), _) => finding.evidence(why),
-        (None, false) => finding.fix(format!(
-            "-- check replicas too (their scans are counted there), then:\n{}",
-            index.drop_statement()
-        )),
+        (None, false) => finding.fix(format!("{}{}", replicas_caveat(scans), index.drop_statement())),
         (None, true) => finding.fix(format!(
             "{}-- only if idx_scan is 0 there and on every other replica too:\n{}",
             standby::ON_THE_PRIMARY,
             index.drop_statement()
         )),
+    }
+}
+
+/// What to check before the DROP: the replicas' scans, unless the advisor counted every one it knows.
+/// With none known (a plain URL), the replicas are unknown too.
+fn replicas_caveat(scans: &IndexScans) -> String {
+    match (scans.replicas.is_empty(), scans.unreachable.is_empty()) {
+        (true, true) => "-- check replicas too (their scans are counted there), then:\n".to_string(),
+        (_, false) => format!(
+            "-- check replicas too (their scans are counted there): {} could not be read, then:\n",
+            scans.unreachable.len()
+        ),
+        (false, true) => String::new(),
     }
 }
 
@@ -236,6 +256,7 @@ fn keep_unused(index: &UnusedIndex, scans: &IndexScans, settings: &HealthSetting
 /// One index as the duplicate check sees it.
 #[derive(Debug, Clone)]
 pub struct IndexKey {
+    pub oid: u32,
     pub name: String,
     pub quoted: String,
     pub table: String,
@@ -258,6 +279,9 @@ pub struct IndexKey {
     pub partitioned: bool,
     /// Attached to a partitioned index (a partition's share of it): never dropped on its own.
     pub attached: bool,
+    /// The application's scans of it (of a partitioned index, its partitions'): of two equivalent
+    /// indexes the one the planner uses is kept.
+    pub scans: i64,
 }
 
 /// What holds an index in place: PostgreSQL refuses DROP INDEX while any of these need it.
@@ -271,7 +295,7 @@ pub struct Pins {
 }
 
 impl Pins {
-    fn pinned(&self) -> bool {
+    pub(super) fn pinned(&self) -> bool {
         self.constraint.is_some() || !self.referenced_by.is_empty()
     }
 }
@@ -279,10 +303,13 @@ impl Pins {
 impl IndexKey {
     /// Which of two equivalent indexes to keep: the primary key, then one a constraint or foreign
     /// key needs, then a unique one (it enforces something), then one attached to a partitioned
-    /// index (it cannot be dropped on its own), then the first by name. The unused check ranks the
-    /// indexes serving a foreign key alike (`FK_INDEXES`): keep the two in step.
-    fn keep_rank(&self) -> (bool, bool, bool, bool) {
-        (self.pins.primary, self.pins.pinned(), self.unique, self.attached)
+    /// index (it cannot be dropped on its own), then the one scanned most (dropping the copy the
+    /// planner uses would leave the other unused check's DROP as the only index), then the first
+    /// by name. The unused check ranks the indexes serving a foreign key alike (`FK_INDEXES`) but
+    /// for the scans: when they disagree, the copy it keeps for the key is unscanned, and the
+    /// duplicate finding that drops it replaces its unused-index finding (`index_drops`).
+    fn keep_rank(&self) -> (bool, bool, bool, bool, i64) {
+        (self.pins.primary, self.pins.pinned(), self.unique, self.attached, self.scans)
     }
 
     /// Both indexes order and compare rows alike, over the same rows.
@@ -346,11 +373,14 @@ pub fn redundancies(indexes: &[IndexKey]) -> Vec<Redundancy> {
     out
 }
 
-pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
+/// Every valid index of the user tables, with its scans when they could be read (else 0: the
+/// other rules choose), and the tables left out because they were locked.
+pub(super) async fn index_keys(db: &Db, scans: Option<&IndexScans>) -> Result<(Vec<IndexKey>, Vec<String>)> {
     let nulls_not_distinct = if db.version_num >= 150000 { "i.indnullsnotdistinct" } else { "false" };
     let table = qualified_relation_sql("i.indrelid");
     let referencing_table = qualified_relation_sql("c.conrelid");
     let size = index_tree_size_sql("i.indexrelid");
+    let leaves = leaf_indexes_sql("i.indexrelid");
     let sql = format!(
         "SELECT ic.relname::text, quote_ident(n.nspname) || '.' || quote_ident(ic.relname), \
          {table}, am.amname::text, \
@@ -365,7 +395,7 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
             AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x') LIMIT 1), \
          ARRAY(SELECT quote_ident(c.conname) || ' on ' || {referencing_table} FROM pg_constraint c \
                WHERE c.conindid = i.indexrelid AND c.contype = 'f' ORDER BY 1), \
-         ic.relkind = 'I', NOT {NOT_ATTACHED_TO_A_PARENT_INDEX} \
+         ic.relkind = 'I', NOT {NOT_ATTACHED_TO_A_PARENT_INDEX}, i.indexrelid, {leaves} \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          JOIN pg_am am ON am.oid = ic.relam \
          WHERE {USER_INDEXES} AND ($1::oid[] IS NULL OR i.indrelid = ANY($1)) \
@@ -397,27 +427,23 @@ pub async fn duplicates(db: &Db) -> Result<Vec<Finding>> {
             pins: Pins { primary: r.get(13), constraint: r.get(14), referenced_by: r.get(15) },
             partitioned: r.get(16),
             attached: r.get(17),
+            oid: r.get(18),
+            scans: scans.map_or(0, |s| s.application_scans_of(&r.get::<_, Vec<u32>>(19))),
         })
         .collect();
-    Ok(one_per_index(&redundancies(&indexes))
-        .into_iter()
-        .map(|(r, others)| {
-            let finding = redundancy_finding(&indexes[r.redundant], &indexes[r.keeper], r.exact);
-            if others.is_empty() {
-                return finding;
-            }
-            let names: Vec<String> = others.iter().map(|&o| quote_ident(&indexes[o].name)).collect();
-            finding.evidence(format!("also covered by {}", names.join(", ")))
-        })
-        .chain(super::locked_relations_finding(Category::Indexes, "Duplicate indexes", &locked))
-        .collect())
+    Ok((indexes, locked))
 }
 
 /// One finding per index to drop, however many indexes cover it: each fix drops it once, so the
 /// fixes run in order without "index does not exist". An exact duplicate is named before an
-/// index it is a prefix of; the other keepers come back for the evidence.
-fn one_per_index(found: &[Redundancy]) -> Vec<(&Redundancy, Vec<usize>)> {
-    let ordered = found.iter().filter(|r| r.exact).chain(found.iter().filter(|r| !r.exact));
+/// index it is a prefix of, and a keeper that stays before one that is dropped itself; the other
+/// keepers come back for the evidence.
+pub(super) fn one_per_index(
+    found: &[Redundancy],
+    stays: impl Fn(usize) -> bool,
+) -> Vec<(&Redundancy, Vec<usize>)> {
+    let mut ordered: Vec<&Redundancy> = found.iter().collect();
+    ordered.sort_by_key(|r| (!r.exact, !stays(r.keeper)));
     let mut out: Vec<(&Redundancy, Vec<usize>)> = Vec::new();
     for r in ordered {
         match out.iter_mut().find(|(first, _)| first.redundant == r.redundant) {
@@ -433,7 +459,7 @@ fn one_per_index(found: &[Redundancy]) -> Vec<(&Redundancy, Vec<usize>)> {
 const USER_INDEXES: &str =
     "i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'";
 
-fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding {
+pub(super) fn redundancy_finding(drop: &IndexKey, keep: &IndexKey, exact: bool) -> Finding {
     // Names quoted where SQL needs it, as the fix writes them (`"i<b>2"`, not `i<b>2`).
     let (dropped, kept) = (quote_ident(&drop.name), quote_ident(&keep.name));
     let title = if exact {
@@ -597,6 +623,7 @@ mod tests {
 
     fn ix(name: &str, keys: &[&str], unique: bool) -> IndexKey {
         IndexKey {
+            oid: 0,
             name: name.into(),
             quoted: name.into(),
             table: "t".into(),
@@ -613,6 +640,7 @@ mod tests {
             pins: Pins::default(),
             partitioned: false,
             attached: false,
+            scans: 0,
         }
     }
 
@@ -664,7 +692,7 @@ mod tests {
             ix("prod_sku_uniq2", &["2/1978/0/100"], true),
         ]);
         let dropped: Vec<(usize, Vec<usize>)> =
-            one_per_index(&found).into_iter().map(|(r, others)| (r.redundant, others)).collect();
+            one_per_index(&found, |_| true).into_iter().map(|(r, others)| (r.redundant, others)).collect();
         assert_eq!(dropped.iter().filter(|(r, _)| *r == 0).count(), 1, "{found:?}");
         assert_eq!(dropped[0].1.len(), 1, "the other keeper is named: {dropped:?}");
     }
@@ -673,6 +701,19 @@ mod tests {
     fn exact_duplicates_keep_the_unique_one() {
         let r = redundancies(&[ix("a_idx", &["2/1978/0"], false), ix("a_key", &["2/1978/0"], true)]);
         assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: true }]);
+    }
+
+    #[test]
+    fn exact_duplicates_keep_the_scanned_one_then_the_first_by_name() {
+        let scanned = IndexKey { scans: 100, ..ix("t_b", &["2/1978/0"], false) };
+        let r = redundancies(&[ix("t_a", &["2/1978/0"], false), scanned]);
+        assert_eq!(r, vec![Redundancy { redundant: 0, keeper: 1, exact: true }]);
+        let r = redundancies(&[ix("t_a", &["2/1978/0"], false), ix("t_b", &["2/1978/0"], false)]);
+        assert_eq!(r, vec![Redundancy { redundant: 1, keeper: 0, exact: true }]);
+        // A unique index enforces something: it is kept however little it is scanned.
+        let scanned = IndexKey { scans: 100, ..ix("t_b", &["2/1978/0"], false) };
+        let r = redundancies(&[ix("t_a", &["2/1978/0"], true), scanned]);
+        assert_eq!(r, vec![Redundancy { redundant: 1, keeper: 0, exact: true }]);
     }
 
     #[test]

@@ -15,20 +15,30 @@ use crate::units::{duration, one_line};
 /// Who waits on whom: each waiting session's pid and the pids blocking it.
 type WaitGraph = HashMap<i32, Vec<i32>>;
 
+/// What pg_stat_activity shows a role without pg_read_all_stats of another role's session: its
+/// pid and user, nothing of its state, query, times or waits.
+pub(super) const UNKNOWN: &str = "unknown (needs pg_read_all_stats)";
+
 const WAITERS: &str = "SELECT a.pid, coalesce(a.usename::text, ''), \
-     extract(epoch FROM now() - coalesce(a.query_start, now()))::float8, \
-     a.query, coalesce(a.wait_event_type, '') || ':' || coalesce(a.wait_event, ''), \
-     ARRAY(SELECT b.pid::text || ' (' || coalesce(b.state, '?') || ', ' || coalesce(b.usename::text, '') || \
-            CASE WHEN b.xact_start IS NOT NULL \
-                 THEN ', transaction open ' || round(extract(epoch FROM now() - b.xact_start))::text || 's' ELSE '' END || \
-            ')' FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
-     ARRAY(SELECT coalesce(b.query, '') FROM pg_stat_activity b \
-           WHERE b.pid = ANY(pg_blocking_pids(a.pid)) ORDER BY b.pid), \
+     extract(epoch FROM now() - a.query_start)::float8, a.query, \
+     coalesce(a.wait_event_type, '') || ':' || coalesce(a.wait_event, ''), a.backend_type IS NULL, \
      pg_blocking_pids(a.pid) \
      FROM pg_stat_activity a WHERE cardinality(pg_blocking_pids(a.pid)) > 0 ORDER BY a.query_start";
 
+/// The sessions in `$1`, as a waiter's evidence shows its blockers. pg_stat_activity hides a
+/// session's details from a role without pg_read_all_stats: its backend_type is NULL then, and only then.
+const BLOCKERS: &str = "SELECT s.pid, coalesce(s.usename::text, ''), s.state, \
+     round(extract(epoch FROM now() - s.xact_start))::float8, coalesce(s.query, ''), s.backend_type IS NULL \
+     FROM pg_stat_activity s WHERE s.pid = ANY($1)";
+
 pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
-    let waiters: Vec<Waiter> = db.rows(WAITERS).await?.iter().map(Waiter::of).collect();
+    let rows = db.rows(WAITERS).await?;
+    let mut blocker_pids: Vec<i32> = rows.iter().flat_map(|r| r.get::<_, Vec<i32>>(6)).collect();
+    blocker_pids.sort_unstable();
+    blocker_pids.dedup();
+    let blockers: Vec<Blocker> =
+        db.client.query(BLOCKERS, &[&blocker_pids]).await?.iter().map(Blocker::of).collect();
+    let waiters: Vec<Waiter> = rows.iter().map(|r| Waiter::of(r, &blockers)).collect();
     // Each waiter's blockers are followed back to the sessions that wait on nobody: terminating
     // a blocker that is itself waiting frees nothing.
     let graph: WaitGraph = waiters.iter().map(|w| (w.pid, w.blocker_pids.clone())).collect();
@@ -39,53 +49,110 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
     Ok(waiters.iter().map(|w| w.finding(&graph, &sessions)).collect())
 }
 
+/// A session blocking a waiter, as pg_stat_activity shows it.
+struct Blocker {
+    pid: i32,
+    user: String,
+    state: Option<String>,
+    /// Seconds since its transaction began.
+    xact_secs: Option<f64>,
+    query: String,
+    /// pg_stat_activity hides its state, query and times from this role.
+    hidden: bool,
+}
+
+impl Blocker {
+    fn of(r: &Row) -> Blocker {
+        Blocker {
+            pid: r.get(0),
+            user: r.get(1),
+            state: r.get(2),
+            xact_secs: r.get(3),
+            query: r.get(4),
+            hidden: r.get(5),
+        }
+    }
+
+    /// `pid 12 (idle in transaction, app, transaction open 75s): UPDATE ...`, or what is known of it.
+    fn describe(&self) -> String {
+        if self.hidden {
+            return format!("{} (user {}; state, transaction and query {UNKNOWN})", self.pid, self.user);
+        }
+        let open = self.xact_secs.map(|s| format!(", transaction open {s}s")).unwrap_or_default();
+        format!(
+            "{} ({}, {}{open}): {}",
+            self.pid,
+            self.state.as_deref().unwrap_or("?"),
+            self.user,
+            one_line(&without_literals(&self.query), 160)
+        )
+    }
+}
+
 /// A session waiting for a lock, as pg_stat_activity shows it.
 struct Waiter {
     pid: i32,
     user: String,
-    waited_secs: f64,
+    /// How long its statement has waited; unknown when its details are hidden from this role.
+    waited_secs: Option<f64>,
     query: String,
     wait_event: String,
-    /// The sessions blocking it (`pid (state, user, transaction open Ns)`) and their queries.
-    blockers: Vec<(String, String)>,
+    hidden: bool,
+    /// The sessions blocking it, described (`Blocker::describe`).
+    blockers: Vec<String>,
     /// Sorted, without repeats.
     blocker_pids: Vec<i32>,
 }
 
 impl Waiter {
-    fn of(r: &Row) -> Waiter {
-        let (blockers, queries): (Vec<String>, Vec<String>) = (r.get(5), r.get(6));
-        let mut blocker_pids: Vec<i32> = r.get(7);
+    fn of(r: &Row, blockers: &[Blocker]) -> Waiter {
+        let mut blocker_pids: Vec<i32> = r.get(6);
         blocker_pids.sort_unstable();
         blocker_pids.dedup();
+        let described = blocker_pids
+            .iter()
+            .map(|pid| match blockers.iter().find(|b| b.pid == *pid) {
+                Some(b) => b.describe(),
+                None => format!("{pid} (it has ended since)"),
+            })
+            .collect();
         Waiter {
             pid: r.get(0),
             user: r.get(1),
             waited_secs: r.get(2),
             query: r.get(3),
             wait_event: r.get(4),
-            blockers: blockers.into_iter().zip(queries).collect(),
+            hidden: r.get(5),
+            blockers: described,
             blocker_pids,
         }
     }
 
     fn finding(&self, graph: &WaitGraph, sessions: &[RootSession]) -> Finding {
         let roots = root_blockers(self.pid, graph);
-        let severity = if self.waited_secs >= 300.0 { Severity::Critical } else { Severity::Warning };
+        // Critical only on a known wait: an unknown one is not judged.
+        let severity = match self.waited_secs {
+            Some(secs) if secs >= 300.0 => Severity::Critical,
+            _ => Severity::Warning,
+        };
         let root_note =
             if roots == self.blocker_pids { String::new() } else { format!(" (root: pid {})", join(&roots)) };
+        let waited = self.waited_secs.map(|secs| format!(" for {}", duration(secs))).unwrap_or_default();
         let title = format!(
-            "Query (pid {}) blocked for {} by pid {}{root_note}",
+            "Query (pid {}) blocked{waited} by pid {}{root_note}",
             self.pid,
-            duration(self.waited_secs),
             join(&self.blocker_pids)
         );
-        let mut f =
-            Finding::new(severity, Category::Locks, title).object(format!("pid {}", self.pid)).evidence(
-                format!("waiting ({}), user {}: {}", self.wait_event, self.user, shown_query(&self.query)),
-            );
-        for (b, query) in &self.blockers {
-            f = f.evidence(format!("blocked by {b}: {}", one_line(&without_literals(query), 160)));
+        let waiting = if self.hidden {
+            format!("user {}; how long it has waited, on what, and its query: {UNKNOWN}", self.user)
+        } else {
+            format!("waiting ({}), user {}: {}", self.wait_event, self.user, shown_query(&self.query))
+        };
+        let mut f = Finding::new(severity, Category::Locks, title)
+            .object(format!("pid {}", self.pid))
+            .evidence(waiting);
+        for b in &self.blockers {
+            f = f.evidence(format!("blocked by {b}"));
         }
         for root in &roots {
             f = f.evidence(root_evidence(*root, sessions));
@@ -218,10 +285,18 @@ struct RootSession {
     /// Seconds since its transaction began.
     xact_secs: Option<f64>,
     query: String,
+    /// pg_stat_activity hides its state, query and times from this role.
+    hidden: bool,
 }
 
 impl RootSession {
     fn describe(&self) -> String {
+        if self.hidden {
+            return format!(
+                "root blocker: pid {} (user {}; state, transaction and last statement {UNKNOWN}), waiting on no lock",
+                self.pid, self.user
+            );
+        }
         let state = match self.idle_secs {
             Some(idle) => format!("{} for {}", self.state, duration(idle)),
             None => self.state.clone(),
@@ -245,7 +320,7 @@ async fn root_sessions(db: &Db, pids: &[i32]) -> Result<Vec<RootSession>> {
         .query(
             "SELECT pid, coalesce(usename::text, ''), coalesce(state, '?'), \
              CASE WHEN state LIKE 'idle in transaction%' THEN extract(epoch FROM now() - state_change)::float8 END, \
-             extract(epoch FROM now() - xact_start)::float8, coalesce(query, '') \
+             extract(epoch FROM now() - xact_start)::float8, coalesce(query, ''), backend_type IS NULL \
              FROM pg_stat_activity WHERE pid = ANY($1)",
             &[&pids],
         )
@@ -259,6 +334,7 @@ async fn root_sessions(db: &Db, pids: &[i32]) -> Result<Vec<RootSession>> {
             idle_secs: r.get(3),
             xact_secs: r.get(4),
             query: r.get(5),
+            hidden: r.get(6),
         })
         .collect())
 }

@@ -3,6 +3,7 @@
 
 mod activity;
 mod foreign_keys;
+mod index_drops;
 pub(crate) mod indexes;
 mod locks;
 mod replication;
@@ -40,8 +41,12 @@ pub async fn run(
             progress.advance(1);
         }};
     }
-    check!("unused indexes", indexes::unused(db, settings, scans));
-    check!("duplicate indexes", indexes::duplicates(db));
+    // Unused and duplicate indexes are judged together: their DROPs must leave each column list
+    // an index (see `index_drops`).
+    let (mut index_findings, mut index_notes) = index_drops::check(db, settings, scans).await;
+    findings.append(&mut index_findings);
+    notes.append(&mut index_notes);
+    progress.advance(2);
     check!("invalid indexes", indexes::invalid(db));
     check!("foreign key indexes", foreign_keys::unindexed(db, settings, suggested));
     check!("sequential scans", storage::sequential_scans(db, settings));
@@ -61,6 +66,7 @@ pub async fn run(
     check!("replication and archiving", replication::check(db));
     // What the role's privileges hid from the checks above: said, never silently left out.
     let hidden = [
+        ("activity", activity::hidden_sessions(db).await),
         ("sequences", wraparound::unreadable_sequences(db).await),
         ("table bloat", storage::hidden_statistics(db, settings).await),
     ];

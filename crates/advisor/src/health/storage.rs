@@ -369,8 +369,9 @@ pub async fn cache_hit_ratio(db: &Db) -> Result<Vec<Finding>> {
         ("Index cache", row.get(2), row.get(3)),
     ] {
         if let Some((severity, ratio)) = assess_hit_ratio(hit, read) {
+            let shown = percent_below(ratio, hit_ratio_threshold(severity));
             out.push(
-                Finding::new(severity, Category::Cache, format!("{what} hit ratio is {:.1}%", ratio * 100.0))
+                Finding::new(severity, Category::Cache, format!("{what} hit ratio is {shown}%"))
                     .evidence(format!("{} blocks from memory, {} from disk or the OS cache", count(hit), count(read)))
                     .evidence("an OLTP database normally serves more than 99% of its reads from shared_buffers")
                     .fix("raise shared_buffers (see the configuration section) or add memory; check for sequential scans of large tables"),
@@ -388,10 +389,29 @@ pub fn assess_hit_ratio(hit: i64, read: i64) -> Option<(Severity, f64)> {
     }
     let ratio = hit as f64 / total as f64;
     match ratio {
-        r if r < 0.90 => Some((Severity::Critical, r)),
-        r if r < 0.99 => Some((Severity::Warning, r)),
+        r if r < hit_ratio_threshold(Severity::Critical) => Some((Severity::Critical, r)),
+        r if r < hit_ratio_threshold(Severity::Warning) => Some((Severity::Warning, r)),
         _ => None,
     }
+}
+
+/// The hit ratio below which a finding has this severity.
+fn hit_ratio_threshold(severity: Severity) -> f64 {
+    match severity {
+        Severity::Critical => 0.90,
+        _ => 0.99,
+    }
+}
+
+/// `ratio` as a percentage with as many decimals (1 to 4) as it takes to show it below
+/// `threshold`: 0.98996 under 0.99 is "98.996", never the "99.0" that rounding to one decimal
+/// gives, which reads as no problem at all.
+pub fn percent_below(ratio: f64, threshold: f64) -> String {
+    let (value, limit) = (ratio * 100.0, threshold * 100.0);
+    (1..=4)
+        .map(|decimals| format!("{value:.decimals$}"))
+        .find(|shown| shown.parse::<f64>().is_ok_and(|v| v < limit))
+        .unwrap_or_else(|| format!("{:.4}", (value * 10_000.0).floor() / 10_000.0))
 }
 
 pub async fn largest(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
@@ -527,5 +547,17 @@ mod tests {
         assert_eq!(assess_hit_ratio(995_000, 5_000), None);
         assert_eq!(assess_hit_ratio(980_000, 20_000), Some((Severity::Warning, 0.98)));
         assert_eq!(assess_hit_ratio(800_000, 200_000), Some((Severity::Critical, 0.8)));
+    }
+
+    #[test]
+    fn a_hit_ratio_under_the_threshold_is_shown_under_it() {
+        // 98.96% is a warning under 99%: never shown as "99.0%".
+        let (severity, ratio) = assess_hit_ratio(989_600, 10_400).unwrap();
+        assert_eq!(severity, Severity::Warning);
+        assert_eq!(percent_below(ratio, hit_ratio_threshold(severity)), "98.96");
+        assert_eq!(percent_below(0.98999, 0.99), "98.999");
+        assert_eq!(percent_below(0.9899999, 0.99), "98.9999");
+        assert_eq!(percent_below(0.89996, 0.90), "89.996");
+        assert_eq!(percent_below(0.788, 0.90), "78.8");
     }
 }

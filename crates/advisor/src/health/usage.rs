@@ -41,27 +41,26 @@ pub struct IndexScans {
     raw: HashMap<u32, i64>,
     /// Of those, the scans earlier advisor runs caused.
     own: BTreeMap<u32, i64>,
-    /// When counting began, for display ("2024-05-01 10:00 UTC").
+    /// Each index's schema-qualified, quoted name: replicas' counts are matched by name.
+    names: HashMap<u32, String>,
+    /// The scans on the replicas the advisor could read, per index.
+    on_replicas: HashMap<u32, i64>,
+    /// When counting began on this server, for display ("2024-05-01 10:00 UTC").
     pub since: String,
-    /// Seconds the statistics have been counting.
+    /// Seconds the statistics have been counting: on the server whose counting began last, when
+    /// replicas count too (an index unused on a freshly restarted replica proves little).
     pub age_secs: f64,
+    /// The replicas whose scans are counted.
+    pub replicas: Vec<ReplicaScans>,
+    /// The replicas that could not be read (described, with the reason): an index only they use
+    /// looks unused.
+    pub unreachable: Vec<String>,
 }
 
 impl IndexScans {
     /// Reads the counts; call it before the advisor plans or runs any statement.
     pub async fn read(db: &Db, server: &str, ledger_file: Option<&Path>) -> Result<IndexScans> {
-        let row = db
-            .client
-            .query_one(
-                "SELECT coalesce(to_char(greatest(d.stats_reset, pg_postmaster_start_time()), 'YYYY-MM-DD HH24:MI TZ'), '?'), \
-                 extract(epoch FROM now() - greatest(d.stats_reset, pg_postmaster_start_time()))::float8, \
-                 coalesce(d.stats_reset::text, '') || '/' || pg_postmaster_start_time()::text \
-                 FROM pg_stat_database d WHERE d.datname = current_database()",
-                &[],
-            )
-            .await
-            .context("reading the statistics' age")?;
-        let epoch: String = row.get(2);
+        let (since, age_secs, epoch) = statistics_age(db).await?;
         let key = format!("{server}|{}|{epoch}", db.database);
         let ledger_file = ledger_file.map(Path::to_path_buf);
         let own = load(ledger_file.as_deref()).remove(&key).unwrap_or_default();
@@ -70,21 +69,63 @@ impl IndexScans {
             ledger_file,
             raw: counts(db).await?,
             own,
-            since: row.get(0),
-            age_secs: row.get(1),
+            names: index_names(db).await?,
+            on_replicas: HashMap::new(),
+            since,
+            age_secs,
+            replicas: Vec::new(),
+            unreachable: Vec::new(),
         })
     }
 
-    /// Scans of the index before this run, less those earlier advisor runs caused.
+    /// Counts the replicas' scans too: an index any server scans is used. Each replica's counts
+    /// are matched to this server's indexes by name.
+    pub fn add_replicas(&mut self, read: Vec<std::result::Result<ReplicaScans, String>>) {
+        let by_name: HashMap<&str, u32> =
+            self.names.iter().map(|(&oid, name)| (name.as_str(), oid)).collect();
+        for replica in read {
+            let replica = match replica {
+                Ok(replica) => replica,
+                Err(why) => {
+                    self.unreachable.push(why);
+                    continue;
+                }
+            };
+            for (name, &n) in &replica.by_index {
+                if let Some(&oid) = by_name.get(name.as_str()) {
+                    *self.on_replicas.entry(oid).or_default() += n;
+                }
+            }
+            self.age_secs = self.age_secs.min(replica.age_secs);
+            self.replicas.push(replica);
+        }
+    }
+
+    /// Where the counts come from: "since X on this server" and each replica read.
+    pub fn counted_where(&self) -> String {
+        let replicas: Vec<String> =
+            self.replicas.iter().map(|r| format!("since {} on replica {}", r.since, r.server)).collect();
+        let here = format!("since {} on this server", self.since);
+        match replicas.as_slice() {
+            [] => here,
+            _ => format!("{here}, {}", replicas.join(", ")),
+        }
+    }
+
+    /// Scans of the index before this run, less those earlier advisor runs caused, plus its scans
+    /// on the replicas read (the advisor plans nothing there).
     pub fn application_scans(&self, index: u32) -> i64 {
         let raw = self.raw.get(&index).copied().unwrap_or(0);
         let own = self.own.get(&index).copied().unwrap_or(0);
         // Fewer scans than the advisor alone caused: this index's counters were reset since.
-        if raw < own {
-            raw
-        } else {
-            raw - own
-        }
+        let here = if raw < own { raw } else { raw - own };
+        here + self.on_replicas.get(&index).copied().unwrap_or(0)
+    }
+
+    /// The application's scans of an index held by `leaves` (itself, or a partitioned index's
+    /// partitions' indexes).
+    pub fn application_scans_of(&self, leaves: &[u32]) -> i64 {
+        leaves.iter().map(|&leaf| self.application_scans(leaf)).sum()
     }
 
     /// Adds the scans this run caused since `read` to the ledger.
@@ -109,9 +150,84 @@ impl IndexScans {
     }
 }
 
+async fn index_names(db: &Db) -> Result<HashMap<u32, String>> {
+    let rows = db.rows(INDEX_NAMES).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Each user index's oid and schema-qualified, quoted name.
+const INDEX_NAMES: &str =
+    "SELECT indexrelid, quote_ident(schemaname) || '.' || quote_ident(indexrelname) FROM pg_stat_user_indexes";
+
+/// A replica's index scans, as its own statistics count them.
+#[derive(Debug)]
+pub struct ReplicaScans {
+    /// `user@host:port/db`.
+    pub server: String,
+    pub since: String,
+    pub age_secs: f64,
+    /// idx_scan per schema-qualified, quoted index name.
+    by_index: HashMap<String, i64>,
+}
+
+/// How long the advisor waits for a replica: one that does not answer must not hold up the report.
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads each replica's index scans; one that cannot be read gives the reason, naming it.
+pub async fn read_replicas(
+    urls: &[String],
+    statement_timeout_ms: u64,
+) -> Vec<std::result::Result<ReplicaScans, String>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let read = tokio::time::timeout(REPLICA_TIMEOUT, read_replica(url, statement_timeout_ms)).await;
+        out.push(match read {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "{}: no answer within {} s",
+                crate::connect::redact(url),
+                REPLICA_TIMEOUT.as_secs()
+            )),
+        });
+    }
+    out
+}
+
+async fn read_replica(url: &str, statement_timeout_ms: u64) -> std::result::Result<ReplicaScans, String> {
+    let target = crate::connect::Target::parse(url).map_err(|e| format!("{e:#}"))?;
+    let server = target.describe();
+    let failed = |e: anyhow::Error| format!("{server}: {e:#}");
+    // Its error names the server already.
+    let db = Db::open(&target, statement_timeout_ms).await.map_err(|e| format!("{e:#}"))?;
+    let (since, age_secs, _) = statistics_age(&db).await.map_err(failed)?;
+    let rows = db
+        .rows("SELECT quote_ident(schemaname) || '.' || quote_ident(indexrelname), idx_scan::int8 FROM pg_stat_user_indexes")
+        .await
+        .map_err(failed)?;
+    let by_index = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(ReplicaScans { server, since, age_secs, by_index })
+}
+
 async fn counts(db: &Db) -> Result<HashMap<u32, i64>> {
     let rows = db.rows("SELECT indexrelid, idx_scan::int8 FROM pg_stat_user_indexes").await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Since when the server's statistics count (for display), for how many seconds, and their epoch
+/// (the statistics reset and the server's start, which end the ledger's entries).
+async fn statistics_age(db: &Db) -> Result<(String, f64, String)> {
+    let row = db
+        .client
+        .query_one(
+            "SELECT coalesce(to_char(greatest(d.stats_reset, pg_postmaster_start_time()), 'YYYY-MM-DD HH24:MI TZ'), '?'), \
+             extract(epoch FROM now() - greatest(d.stats_reset, pg_postmaster_start_time()))::float8, \
+             coalesce(d.stats_reset::text, '') || '/' || pg_postmaster_start_time()::text \
+             FROM pg_stat_database d WHERE d.datname = current_database()",
+            &[],
+        )
+        .await
+        .context("reading the statistics' age")?;
+    Ok((row.get(0), row.get(1), row.get(2)))
 }
 
 /// Makes this session's pending counts visible to its next read of the statistics views.

@@ -46,6 +46,13 @@ pub async fn apply(
     let mut out = Vec::new();
     progress.stage("creating indexes", suggestions.len() as u64);
     for s in suggestions {
+        if !s.create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
+            // A plain CREATE INDEX blocks writes for the whole build: never run on the user's
+            // behalf. Only a partitioned table's suggestion is one; its rationale says how to build it.
+            out.push(AppliedIndex::skipped(s, "partitioned table, see the note under its suggestion"));
+            progress.advance(1);
+            continue;
+        }
         let mut measured = Vec::new();
         for h in &s.statements {
             measured.push((h.query.clone(), measure(&db, &h.query).await.map_err(|e| format!("{e:#}"))));
@@ -67,7 +74,13 @@ pub async fn apply(
                 AppliedIndex::created(s, elapsed_ms, measurements)
             }
             // Nothing to compare: the statements run as before (no "1.0× faster" for a failure).
-            Err(failure) => AppliedIndex::failed(s, elapsed_ms, failure.error, failure.left_behind),
+            Err(failure) => AppliedIndex::failed(
+                s,
+                elapsed_ms,
+                failure.error,
+                failure.left_behind,
+                failure.left_behind_ready,
+            ),
         };
         out.push(applied);
         progress.advance(1);
@@ -80,12 +93,22 @@ pub async fn apply(
 struct CreateFailure {
     error: String,
     left_behind: Option<String>,
+    /// Whether writes maintain the index left behind (pg_index.indisready), when known.
+    left_behind_ready: Option<bool>,
 }
 
 impl From<anyhow::Error> for CreateFailure {
     fn from(e: anyhow::Error) -> Self {
-        CreateFailure { error: format!("{e:#}"), left_behind: None }
+        CreateFailure { error: format!("{e:#}"), left_behind: None, left_behind_ready: None }
     }
+}
+
+/// An invalid index a failed build left, if the cleanup could not drop it.
+struct LeftBehind {
+    /// The DROP statement to run by hand.
+    drop: String,
+    /// pg_index.indisready, when it could be read.
+    ready: Option<bool>,
 }
 
 async fn create(
@@ -94,13 +117,6 @@ async fn create(
     settings: &ApplySettings,
 ) -> std::result::Result<(), CreateFailure> {
     let create_statement = &suggestion.create_statement;
-    if !create_statement.starts_with("CREATE INDEX CONCURRENTLY ") {
-        // A plain CREATE INDEX blocks writes for the whole build: never done on the user's behalf.
-        return Err(anyhow!(
-            "not created: only CONCURRENTLY builds are applied (partitioned table: see the rationale)"
-        )
-        .into());
-    }
     let index = index_name(create_statement).ok_or_else(|| anyhow!("no index name in {create_statement}"))?;
     // Whatever has this name now is someone else's: the cleanup below must never touch it.
     let existed_before = relation_exists(db, &index).await?;
@@ -113,7 +129,11 @@ async fn create(
     } else {
         None
     };
-    Err(CreateFailure { error: db_error_text(&e), left_behind })
+    Err(CreateFailure {
+        error: db_error_text(&e),
+        left_behind_ready: left_behind.as_ref().and_then(|l| l.ready),
+        left_behind: left_behind.map(|l| l.drop),
+    })
 }
 
 /// Runs one statement with the given lock_timeout and no statement_timeout (a build takes as long
@@ -152,31 +172,48 @@ fn cleanup_lock_timeout_ms(settings: &ApplySettings) -> u64 {
 /// A failed CREATE INDEX CONCURRENTLY leaves an invalid index behind: drop it, but only when the
 /// index with that name is on the suggestion's table and invalid (the caller checked it did not
 /// exist before), so a valid index is never dropped by name alone. Returns the DROP statement to
-/// run by hand when the index is still there.
-async fn drop_if_left_invalid(db: &Db, index: &str, table: &str, settings: &ApplySettings) -> Option<String> {
-    let leftover = db
+/// run by hand, and whether writes maintain the index meanwhile, when it is still there.
+async fn drop_if_left_invalid(
+    db: &Db,
+    index: &str,
+    table: &str,
+    settings: &ApplySettings,
+) -> Option<LeftBehind> {
+    let (name, _) = match invalid_index(db, index, table).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return None,
+        // Cannot tell whether the build left anything: not dropped blindly, pointed at instead.
+        Err(_) => {
+            let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {index};  -- if it is invalid");
+            return Some(LeftBehind { drop, ready: None });
+        }
+    };
+    let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {name};");
+    let dropped = without_statement_timeout(db, cleanup_lock_timeout_ms(settings), settings, &drop).await;
+    if let Ok(Ok(())) = dropped {
+        return None;
+    }
+    // Read after the failed DROP, which may have got as far as making writes stop maintaining it.
+    let ready = invalid_index(db, index, table).await.ok().flatten().map(|(_, ready)| ready);
+    Some(LeftBehind { drop, ready })
+}
+
+/// The invalid index `index` on `table`, if there is one: its quoted, schema-qualified name and
+/// whether writes maintain it (pg_index.indisready: a build that failed before its first phase
+/// ended, on lock_timeout say, left one they do not).
+async fn invalid_index(db: &Db, index: &str, table: &str) -> Result<Option<(String, bool)>> {
+    let row = db
         .client
         .query_opt(
             &format!(
-                "SELECT {} FROM pg_index i \
+                "SELECT {}, i.indisready FROM pg_index i \
                  WHERE i.indexrelid = to_regclass($1) AND i.indrelid = to_regclass($2) AND NOT i.indisvalid",
                 qualified_relation_sql("i.indexrelid")
             ),
             &[&index, &table],
         )
-        .await;
-    let name: String = match leftover {
-        Ok(Some(row)) => row.get(0),
-        Ok(None) => return None,
-        // Cannot tell whether the build left anything: not dropped blindly, pointed at instead.
-        Err(_) => return Some(format!("DROP INDEX CONCURRENTLY IF EXISTS {index};  -- if it is invalid")),
-    };
-    let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {name};");
-    let dropped = without_statement_timeout(db, cleanup_lock_timeout_ms(settings), settings, &drop).await;
-    match dropped {
-        Ok(Ok(())) => None,
-        _ => Some(drop),
-    }
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// The (quoted) index name in `CREATE INDEX CONCURRENTLY name ON schema.table ...`, qualified with

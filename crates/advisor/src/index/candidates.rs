@@ -380,6 +380,44 @@ fn columns_named_in(sql: &str, table: &TableInfo) -> Vec<String> {
         .collect()
 }
 
+/// The GIN candidates, each with the statements it helps, with every `jsonb_path_ops` candidate
+/// folded into the default-opclass (`jsonb_ops`) one on the same column and rows, when there is
+/// one: `jsonb_ops` serves `@>` as well as `?`, so one index answers both statements, where two
+/// would be maintained on every write of the column.
+pub fn fold_jsonb_path_ops(gin: Vec<(Candidate, Vec<usize>)>) -> Vec<(Candidate, Vec<usize>)> {
+    let (path_ops, mut kept): (Vec<_>, Vec<_>) = gin.into_iter().partition(|(c, _)| is_jsonb_path_ops(c));
+    for (path, statements) in path_ops {
+        let serving = kept.iter_mut().find(|(c, _)| c.serves_as_jsonb_ops(&path));
+        match serving {
+            Some((_, helped)) => {
+                helped.extend(statements);
+                helped.sort_unstable();
+                helped.dedup();
+            }
+            None => kept.push((path, statements)),
+        }
+    }
+    kept
+}
+
+fn is_jsonb_path_ops(candidate: &Candidate) -> bool {
+    matches!(candidate.key.as_slice(), [k] if k.opclass.as_deref() == Some("jsonb_path_ops"))
+}
+
+impl Candidate {
+    /// This is the default-opclass GIN on the column and rows of the `jsonb_path_ops` candidate `path`.
+    fn serves_as_jsonb_ops(&self, path: &Candidate) -> bool {
+        let same_column = match (self.key.as_slice(), path.key.as_slice()) {
+            ([mine], [theirs]) => mine.opclass.is_none() && mine.sql == theirs.sql,
+            _ => false,
+        };
+        self.method == Method::Gin
+            && self.table == path.table
+            && self.predicate == path.predicate
+            && same_column
+    }
+}
+
 fn gin_candidate(table: &TableInfo, target: &str, ops: &BTreeSet<String>) -> Option<Candidate> {
     let name = identifier_name(target).filter(|n| table.columns.contains_key(n));
     let column = name.as_ref().and_then(|n| table.columns.get(n));

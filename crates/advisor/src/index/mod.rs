@@ -98,6 +98,7 @@ pub async fn advise(
         }
     }
     let (gin, btree): (Vec<_>, Vec<_>) = by_candidate.into_iter().partition(|(c, _)| c.method == Method::Gin);
+    let gin = candidates::fold_jsonb_path_ops(gin);
     let mut names = IndexNames::load(db, &catalog.schemas()).await?;
     if hypopg_problem.is_none() {
         let proven =

@@ -14,6 +14,7 @@ fn as_index_key(candidate: &Candidate) -> IndexKey {
     let expressions: Vec<&str> =
         candidate.key.iter().filter(|k| k.column.is_none()).map(|k| k.sql.as_str()).collect();
     IndexKey {
+        oid: 0,
         name: String::new(),
         quoted: String::new(),
         table: candidate.table.to_string(),
@@ -34,6 +35,7 @@ fn as_index_key(candidate: &Candidate) -> IndexKey {
         pins: Pins::default(),
         partitioned: false,
         attached: false,
+        scans: 0,
     }
 }
 

@@ -113,7 +113,14 @@ fn applied(out: &mut String, r: &Report) {
     }
     out.push_str("<h2>Applied</h2><table><tr><th>index</th><th>statement</th><th>before</th><th>after</th><th>cost</th></tr>");
     for a in &r.applied {
-        if !a.created {
+        if let Some(why) = &a.skipped {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td colspan=\"4\">skipped: {}</td></tr>",
+                esc(&a.create_statement),
+                esc(why)
+            );
+        } else if !a.created {
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td colspan=\"4\">failed: {}</td></tr>",
@@ -124,8 +131,9 @@ fn applied(out: &mut String, r: &Report) {
         if let Some(drop) = &a.left_behind {
             let _ = write!(
                 out,
-                "<tr><td colspan=\"5\"><strong>the failed build left an INVALID index that could not be dropped \
-                 (writes still maintain it): run <code>{}</code></strong></td></tr>",
+                "<tr><td colspan=\"5\"><strong>the failed build left an INVALID index that could not be \
+                 dropped{}: run <code>{}</code></strong></td></tr>",
+                esc(a.left_behind_cost()),
                 esc(drop)
             );
         }

@@ -187,13 +187,16 @@ fn applied(out: &mut String, r: &Report, p: &Paint) {
     for a in &r.applied {
         let status = if a.created {
             p.wrap("32", &format!("created in {}", duration(a.elapsed_ms as f64 / 1000.0)))
+        } else if let Some(why) = &a.skipped {
+            format!("skipped: {why}")
         } else {
             p.severity(Severity::Critical, &format!("failed: {}", a.error.as_deref().unwrap_or("?")))
         };
         let _ = writeln!(out, "  {} ({status})", a.create_statement);
         if let Some(drop) = &a.left_behind {
             let warning = format!(
-                "the failed build left an INVALID index that could not be dropped (writes still maintain it): run\n         {drop}"
+                "the failed build left an INVALID index that could not be dropped{}: run\n         {drop}",
+                a.left_behind_cost()
             );
             let _ = writeln!(out, "     {}", p.severity(Severity::Critical, &warning));
         }

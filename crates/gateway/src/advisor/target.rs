@@ -1,6 +1,7 @@
 //! The advisor's connection to a configured database, as the pools log in (forced `user`, else the
-//! URL's; password_file / password_env / URL / plain auth_file entry / PGPASSWORD; sslmode), and
-//! the gateway's own statement statistics as a workload source.
+//! URL's; password_file / password_env / URL / plain auth_file entry / PGPASSWORD; sslmode), to its
+//! replicas alike (their index scans count for the unused-index check), and the gateway's own
+//! statement statistics as a workload source.
 
 use pgpilot_advisor::AdviseOptions;
 
@@ -11,9 +12,35 @@ use crate::shared::Shared;
 pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String> {
     let config = shared.config.load();
     let db = config.databases.get(database).ok_or_else(|| format!("no such database: {database}"))?;
-    let url = ServerUrl::parse(&db.primary).map_err(|e| format!("[databases.{database}] primary: {e}"))?;
+    let primary = conninfo(shared, database, &db.primary, "primary")?;
+    let settings = &config.advisor;
+    let mut options = AdviseOptions::new(primary);
+    // The replicas' index scans count too: an index only reads routed to a replica use is used.
+    options.replicas = db
+        .replicas
+        .iter()
+        .map(|replica| conninfo(shared, database, replica.url(), "replicas"))
+        .collect::<Result<_, _>>()?;
+    options.skip_indexes = !settings.index_suggestions;
+    options.statement_timeout_ms =
+        settings.statement_timeout.get().as_millis().try_into().unwrap_or(u64::MAX);
+    // pgpilot's own statistics: a workload even where pg_stat_statements is not installed.
+    if config.insight.enabled {
+        options.workload.pgpilot_url = shared.advisor.self_url.get().cloned();
+        options.workload.pgpilot_token = crate::http::api_token(shared);
+        options.workload.pgpilot_database = Some(database.to_string());
+    }
+    Ok(options)
+}
+
+/// The libpq string the advisor logs in to one of the database's servers with, as its pools do.
+/// `key` names the setting the URL comes from, for errors.
+fn conninfo(shared: &Shared, database: &str, server_url: &str, key: &str) -> Result<String, String> {
+    let config = shared.config.load();
+    let db = config.databases.get(database).ok_or_else(|| format!("no such database: {database}"))?;
+    let url = ServerUrl::parse(server_url).map_err(|e| format!("[databases.{database}] {key}: {e}"))?;
     let user = db.user.clone().or_else(|| url.user.clone()).ok_or_else(|| {
-        format!("[databases.{database}] primary names no user; the advisor needs one (in the URL or `user`)")
+        format!("[databases.{database}] {key} names no user; the advisor needs one (in the URL or `user`)")
     })?;
     let tls_mode = config.tls.for_server(&url).mode;
     let target =
@@ -35,18 +62,7 @@ pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String>
     if let ServerSecret::Password(p) = shared.secrets.secret_for(&target) {
         conninfo.push_str(&format!(" password={}", quote(&p)));
     }
-    let settings = &config.advisor;
-    let mut options = AdviseOptions::new(conninfo);
-    options.skip_indexes = !settings.index_suggestions;
-    options.statement_timeout_ms =
-        settings.statement_timeout.get().as_millis().try_into().unwrap_or(u64::MAX);
-    // pgpilot's own statistics: a workload even where pg_stat_statements is not installed.
-    if config.insight.enabled {
-        options.workload.pgpilot_url = shared.advisor.self_url.get().cloned();
-        options.workload.pgpilot_token = crate::http::api_token(shared);
-        options.workload.pgpilot_database = Some(database.to_string());
-    }
-    Ok(options)
+    Ok(conninfo)
 }
 
 /// A libpq key=value value, single-quoted with `\` and `'` escaped.
