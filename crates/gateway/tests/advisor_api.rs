@@ -145,7 +145,9 @@ async fn an_index_scanned_on_a_replica_is_not_reported_unused() {
         Duration::from_secs(15),
     );
     let mut config = config_for(&primary);
-    let replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Url(replica.admin_url())]);
+    // The replica's URL names no user: the primary's is taken, as the pools take it.
+    let replica_url = format!("postgres://127.0.0.1:{}/postgres", replica.port());
+    let replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Url(replica_url)]);
     config.databases.insert(
         "shop".into(),
         DatabaseConfig { primary: primary.admin_url(), replicas, ..Default::default() },

@@ -39,7 +39,9 @@ fn conninfo(shared: &Shared, database: &str, server_url: &str, key: &str) -> Res
     let config = shared.config.load();
     let db = config.databases.get(database).ok_or_else(|| format!("no such database: {database}"))?;
     let url = ServerUrl::parse(server_url).map_err(|e| format!("[databases.{database}] {key}: {e}"))?;
-    let user = db.user.clone().or_else(|| url.user.clone()).ok_or_else(|| {
+    // A replica's URL often leaves the user to the primary's.
+    let primary_user = || ServerUrl::parse(&db.primary).ok().and_then(|p| p.user);
+    let user = db.user.clone().or_else(|| url.user.clone()).or_else(primary_user).ok_or_else(|| {
         format!("[databases.{database}] {key} names no user; the advisor needs one (in the URL or `user`)")
     })?;
     let tls_mode = config.tls.for_server(&url).mode;
