@@ -19,6 +19,20 @@ async fn get(url: String) -> (u16, Value) {
     (status, json)
 }
 
+/// The advisor's report once its background run has finished (404 "running" until then).
+async fn finished_report(url: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, body) = get(url.to_string()).await;
+        if status == 200 {
+            return body;
+        }
+        assert_eq!(body["status"], "running", "the run failed: {body}");
+        assert!(started.elapsed() < Duration::from_secs(90), "no report after 90 s: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn findings_are_served_from_a_background_run() {
     let cluster = Cluster::start();
@@ -62,16 +76,7 @@ async fn findings_are_served_from_a_background_run() {
     assert_eq!(status, 404, "no report yet: {first}");
     assert_eq!(first["status"], "running", "{first}");
 
-    let started = Instant::now();
-    let report = loop {
-        let (status, body) = get(url.clone()).await;
-        if status == 200 {
-            break body;
-        }
-        assert_eq!(body["status"], "running", "the run failed: {body}");
-        assert!(started.elapsed() < Duration::from_secs(90), "no report after 90 s: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let report = finished_report(&url).await;
     assert_eq!(report["database"], "postgres", "the server's dbname");
     let sources = report["workload"]["sources"].to_string();
     assert!(sources.contains("pgpilot at http://"), "pgpilot's own statistics are read: {sources}");
@@ -155,16 +160,7 @@ async fn an_index_scanned_on_a_replica_is_not_reported_unused() {
     config.advisor.database = Some("shop".into());
     let gw = start(config).await;
     let url = format!("http://{}/api/v1/advisor/findings", gw.http_addr().unwrap());
-    let started = Instant::now();
-    let report = loop {
-        let (status, body) = get(url.clone()).await;
-        if status == 200 {
-            break body;
-        }
-        assert_eq!(body["status"], "running", "the run failed: {body}");
-        assert!(started.elapsed() < Duration::from_secs(90), "no report after 90 s: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let report = finished_report(&url).await;
     let unused: Vec<&str> = report["findings"]
         .as_array()
         .unwrap()

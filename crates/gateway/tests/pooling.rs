@@ -146,6 +146,17 @@ async fn max_client_conn_refuses_with_53300() {
     gw.shutdown().await;
 }
 
+/// Reads what a client refused at accept gets: one ErrorResponse with 53300, then the close.
+async fn read_refusal(refused: &mut tokio::net::TcpStream) {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(refused, &mut answer))
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
+    assert!(String::from_utf8_lossy(&answer).contains("53300"), "{answer:?}");
+}
+
 /// Connections that never send a startup packet count against max_client_conn (with the
 /// console's slots) from their accept, as in PgBouncer: they cannot pile up without bound, and
 /// one refused at accept still reads its 53300 rather than a reset.
@@ -168,16 +179,7 @@ async fn silent_connections_count_against_max_client_conn() {
     let err = try_connect(&conninfo(&gw, "postgres", "postgres")).await.expect_err("no slot left");
     assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{err}");
     let mut refused = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read_to_end(&mut refused, &mut answer),
-    )
-    .await
-    .expect("refused at once")
-    .unwrap();
-    assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
-    assert!(String::from_utf8_lossy(&answer).contains("53300"), "{answer:?}");
+    read_refusal(&mut refused).await;
     // helper-154: an SSLRequest (libpq's sslmode=prefer) is answered 'N' before the error, as
     // libpq shows no error sent in place of that answer ("error response during SSL exchange").
     let ssl_request = [0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
@@ -191,16 +193,7 @@ async fn silent_connections_count_against_max_client_conn() {
     let mut more = [0u8; 1];
     assert!(refused.try_read(&mut more).is_err(), "bytes after 'N': {more:?}");
     tokio::io::AsyncWriteExt::write_all(&mut refused, &startup_packet()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read_to_end(&mut refused, &mut answer),
-    )
-    .await
-    .expect("refused at once")
-    .unwrap();
-    assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
-    assert!(String::from_utf8_lossy(&answer).contains("53300"), "{answer:?}");
+    read_refusal(&mut refused).await;
     let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
         .arg(format!("host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=prefer", addr(&gw).port()))
         .args(["-tAc", "SELECT 1"])
