@@ -589,11 +589,7 @@ fn advise_counts_the_configured_replicas_index_scans() {
     );
     let scanned =
         "SELECT idx_scan > 0 FROM pg_stat_user_indexes WHERE indexrelname = 'events_kind_read_on_replica'";
-    let started = std::time::Instant::now();
-    while replica.psql("shop", scanned) != "t" {
-        assert!(started.elapsed() < std::time::Duration::from_secs(15), "the replica never counted the scan");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    replica.wait_for_in("shop", "t", scanned, std::time::Duration::from_secs(15));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pgpilot.toml");
     let advise = |replicas: &str| {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgpilot_advisor::{advise, AdviseOptions, Category, Finding, NoProgress, Report};
 use pgpilot_testkit::Cluster;
@@ -43,11 +43,7 @@ fn primary_and_replica() -> (Cluster, Cluster) {
     );
     let scanned =
         "SELECT idx_scan > 0 FROM pg_stat_user_indexes WHERE indexrelname = 'events_kind_read_on_replica'";
-    let started = Instant::now();
-    while replica.psql("shop", scanned) != "t" {
-        assert!(started.elapsed() < Duration::from_secs(15), "the replica never counted the scan");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    replica.wait_for_in("shop", "t", scanned, Duration::from_secs(15));
     (primary, replica)
 }
 

@@ -306,9 +306,14 @@ impl Cluster {
 
     /// Waits until `sql` returns `expected` or the time is up (then panics).
     pub fn wait_for(&self, expected: &str, sql: &str, limit: Duration) {
+        self.wait_for_in("postgres", expected, sql, limit)
+    }
+
+    /// `wait_for` in database `db`.
+    pub fn wait_for_in(&self, db: &str, expected: &str, sql: &str, limit: Duration) {
         let start = Instant::now();
         loop {
-            match self.try_psql("postgres", sql) {
+            match self.try_psql(db, sql) {
                 Ok(v) if v == expected => return,
                 other if start.elapsed() > limit => {
                     panic!("waited {limit:?} for `{sql}` to return {expected}, last: {other:?}")
