@@ -13,6 +13,9 @@ use super::pool::Pool;
 pub struct ConnectionLimit {
     max: AtomicUsize,
     used: AtomicUsize,
+    /// Clients waiting in the pools under it: when they are all the asking pool's, no other pool
+    /// is looked at (a server released under a reached limit would otherwise lock every pool).
+    waiting: AtomicUsize,
     /// The pools counting against it: when it is reached, one pool's idle server makes room for
     /// another pool's waiting client (PgBouncer evicts the same way).
     pools: Mutex<Vec<Weak<Pool>>>,
@@ -20,7 +23,12 @@ pub struct ConnectionLimit {
 
 impl ConnectionLimit {
     pub fn new(max: usize) -> ConnectionLimit {
-        ConnectionLimit { max: AtomicUsize::new(max), used: AtomicUsize::new(0), pools: Mutex::default() }
+        ConnectionLimit {
+            max: AtomicUsize::new(max),
+            used: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            pools: Mutex::default(),
+        }
     }
 
     pub(super) fn join(&self, pool: &Arc<Pool>) {
@@ -51,6 +59,9 @@ impl ConnectionLimit {
     /// the limit keeps from it, if that client has waited longer than `than` (this pool's
     /// longest waiter; None when no one waits here).
     fn pool_waiting_longer(&self, asking: &Pool, than: Option<Instant>) -> Option<(Instant, Arc<Pool>)> {
+        if self.waiting.load(Relaxed) <= asking.waiting_clients() {
+            return None;
+        }
         let pools: Vec<Arc<Pool>> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
         pools
             .into_iter()
@@ -108,6 +119,17 @@ impl PoolLimits {
     pub fn release(&self) {
         self.database.release();
         self.user.release();
+    }
+
+    /// A client of one of the pools under these limits starts (`true`) or stops waiting.
+    pub(super) fn count_waiting(&self, starts: bool) {
+        for limit in [&self.database, &self.user] {
+            if starts {
+                limit.waiting.fetch_add(1, Relaxed);
+            } else {
+                limit.waiting.fetch_sub(1, Relaxed);
+            }
+        }
     }
 
     pub(super) fn join(&self, pool: &Arc<Pool>) {

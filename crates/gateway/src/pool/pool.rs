@@ -150,6 +150,7 @@ pub struct WaitingClient<'a> {
 impl Drop for WaitingClient<'_> {
     fn drop(&mut self) {
         self.pool.waiting_clients.fetch_sub(1, Relaxed);
+        self.pool.limits.count_waiting(false);
     }
 }
 
@@ -366,8 +367,14 @@ impl Pool {
     }
 
     /// Counts a client among this pool's waiters until the returned guard is dropped.
+    /// Clients waiting for a server of this pool (cl_waiting).
+    pub(super) fn waiting_clients(&self) -> usize {
+        self.waiting_clients.load(Relaxed)
+    }
+
     pub fn count_waiting(&self) -> WaitingClient<'_> {
         self.waiting_clients.fetch_add(1, Relaxed);
+        self.limits.count_waiting(true);
         WaitingClient { pool: self }
     }
 
