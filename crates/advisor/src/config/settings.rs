@@ -92,7 +92,12 @@ pub fn compare(recommended: &[(&'static str, Value)], current: &[Current]) -> Ve
             (Value::Text(t), _) => (cur.display != *t, false),
             _ => (false, false),
         };
-        if !differs {
+        // max_worker_processes is a pool that logical replication and extensions' background
+        // workers draw from too, not only parallel queries: a higher value is never advice to
+        // lower (helper-152: 8 -> 2 for 2 CPUs).
+        let lowers_a_floor = *name == "max_worker_processes"
+            && matches!((rec, cur.value), (Value::Number(n), Some(v)) if v > *n);
+        if !differs || lowers_a_floor {
             continue;
         }
         let important =
@@ -169,6 +174,16 @@ mod tests {
         assert_eq!(advice[0].recommended, "4GB");
         assert!(advice[0].restart);
         assert_eq!(advice[1].severity, Severity::Info);
+    }
+
+    #[test]
+    fn max_worker_processes_is_only_ever_raised() {
+        let rec = vec![("max_worker_processes", Value::Number(2.0))];
+        assert!(compare(&rec, &[cur("max_worker_processes", 8.0, "8")]).is_empty());
+        let rec = vec![("max_worker_processes", Value::Number(16.0))];
+        let advice = compare(&rec, &[cur("max_worker_processes", 4.0, "4")]);
+        assert_eq!(advice.len(), 1);
+        assert_eq!(advice[0].recommended, "16");
     }
 
     #[test]
