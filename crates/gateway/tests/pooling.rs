@@ -974,6 +974,12 @@ async fn a_shared_limit_is_shared_between_busy_pools() {
     config.databases.insert("shared".into(), db);
     let gw = start(config).await;
     let counts = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let sessions = || -> i64 {
+        pg.psql("postgres", "SELECT sessions FROM pg_stat_database WHERE datname = 'postgres'")
+            .parse()
+            .unwrap()
+    };
+    let sessions_before = sessions();
     let until = Instant::now() + Duration::from_secs(4);
     let mut clients = Vec::new();
     for (i, user) in ["postgres", "other"].into_iter().enumerate() {
@@ -990,15 +996,21 @@ async fn a_shared_limit_is_shared_between_busy_pools() {
         // The first user's pool takes every place before the second asks.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let mut most = 0;
+    let (mut most, mut samples) = (0, 0);
     while Instant::now() < until {
         most = most.max(server_connections(&pg));
+        samples += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for c in clients {
         c.await.unwrap();
     }
     let (first, second) = (counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed));
+    // Shares are evened out once and kept (helper-157: a server moved on every release, a new
+    // backend per transaction or so, made both pools run at 40% of PgBouncer's rate).
+    // Each psql of this test is a session too: the samples and the count itself.
+    let opened = sessions() - sessions_before - samples - 1;
+    assert!(opened < 15, "{opened} server sessions opened for {} transactions", first + second);
     eprintln!("transactions: postgres {first}, other {second}; at most {most} server connections");
     assert!(second * 4 >= first && first * 4 >= second, "transactions: postgres {first}, other {second}");
     assert!(most <= 3, "max_db_connections exceeded: {most} server connections");

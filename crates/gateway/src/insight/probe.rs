@@ -133,7 +133,9 @@ impl Probe {
             }
             Err(e) => {
                 let was_up = shared.insight.servers.all().iter().any(|s| s.server == addr && s.up);
-                if was_up {
+                // No user yet is no failure: another database on the server may know one (it
+                // was logged every round while another database's pool probed the server fine).
+                if was_up && e != NO_USER {
                     tracing::warn!(server = %addr, error = %e, "server probe failed");
                 }
                 status.error = Some(e);

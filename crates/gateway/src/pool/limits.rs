@@ -42,23 +42,26 @@ impl ConnectionLimit {
         max > 0 && self.used.load(Relaxed) >= max
     }
 
-    /// Closes the least recently used idle server of a pool other than `asking`; whether there
-    /// was one. Its place is given back as it closes.
+    /// Closes the least recently used idle server of a pool other than `asking` that moving a
+    /// server from makes the shares more even (see `moving_one_evens_out`: shares are kept, not
+    /// taken back and forth); whether there was one. Its place is given back as it closes.
     fn close_idle_elsewhere(&self, asking: &Pool) -> bool {
         let pools: Vec<Arc<Pool>> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
+        let ours = asking.server_count();
         let mut others: Vec<_> = pools
             .iter()
             .filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking))
+            .filter(|p| moving_one_evens_out(p.server_count(), ours))
             .filter_map(|p| Some((p.least_recently_used_idle()?, p)))
             .collect();
         others.sort_by_key(|(last_used, _)| *last_used);
         others.into_iter().any(|(_, pool)| pool.close_least_recently_used_idle(&asking.id))
     }
 
-    /// Among the other pools under this limit, the one whose client has waited longest for room
-    /// the limit keeps from it, if that client has waited longer than `than` (this pool's
-    /// longest waiter; None when no one waits here).
-    fn pool_waiting_longer(&self, asking: &Pool, than: Option<Instant>) -> Option<(Instant, Arc<Pool>)> {
+    /// Among the other pools under this limit whose clients wait for room it keeps from them, the
+    /// one with the fewest servers, if a server moved to it from the asking pool (holding
+    /// `servers`) makes the shares more even.
+    fn pool_with_fewer_servers(&self, asking: &Pool, servers: usize) -> Option<(usize, Instant, Arc<Pool>)> {
         if self.waiting.load(Relaxed) <= asking.waiting_clients() {
             return None;
         }
@@ -66,9 +69,12 @@ impl ConnectionLimit {
         pools
             .into_iter()
             .filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking))
-            .filter_map(|p| Some((p.oldest_waiting_for_a_limit()?, p)))
-            .filter(|(since, _)| than.is_none_or(|t| *since < t))
-            .min_by_key(|(since, _)| *since)
+            .filter_map(|p| {
+                let (since, theirs) = p.oldest_waiting_for_a_limit()?;
+                Some((theirs, since, p))
+            })
+            .filter(|(theirs, _, _)| moving_one_evens_out(servers, *theirs))
+            .min_by_key(|(theirs, since, _)| (*theirs, *since))
     }
 
     pub fn set_max(&self, max: usize) {
@@ -91,6 +97,13 @@ impl ConnectionLimit {
     pub fn release(&self) {
         let _ = self.used.fetch_update(AcqRel, Acquire, |u| Some(u.saturating_sub(1)));
     }
+}
+
+/// Whether a server moved from a pool holding `from` to one holding `to` makes their shares of a
+/// limit more even: `to` has two fewer, or none at all (with a limit of 1 the only server takes
+/// turns; otherwise a pool with no server would wait for server_idle_timeout).
+fn moving_one_evens_out(from: usize, to: usize) -> bool {
+    to + 1 < from || (to == 0 && from > 0)
 }
 
 /// The limits one pool's connections count against: its database's and its user's.
@@ -138,21 +151,21 @@ impl PoolLimits {
     }
 
     /// Under a limit that is reached (or `freed`: was, until a connection closed just now),
-    /// another pool whose client has waited longer than `than`, this pool's longest waiter: the
-    /// server `asking` releases or closes goes to that pool, in turn, instead of to its own
+    /// another pool waiting for it with at least two servers fewer than `servers`, the asking
+    /// pool's: the server `asking` releases or closes goes to that pool instead of to its own
     /// clients, which would otherwise keep every server while the other pool's starve.
-    pub(super) fn pool_waiting_longer(
+    pub(super) fn pool_with_fewer_servers(
         &self,
         asking: &Pool,
-        than: Option<Instant>,
+        servers: usize,
         freed: bool,
     ) -> Option<Arc<Pool>> {
         [&self.database, &self.user]
             .into_iter()
             .filter(|l| l.is_limited() && (l.is_reached() || freed))
-            .filter_map(|l| l.pool_waiting_longer(asking, than))
-            .min_by_key(|(since, _)| *since)
-            .map(|(_, pool)| pool)
+            .filter_map(|l| l.pool_with_fewer_servers(asking, servers))
+            .min_by_key(|(theirs, since, _)| (*theirs, *since))
+            .map(|(_, _, pool)| pool)
     }
 
     /// When a limit keeps `asking` from opening a server, closes an idle one of another pool

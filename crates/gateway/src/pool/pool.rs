@@ -570,11 +570,17 @@ impl Pool {
 
     /// When the longest waiter started waiting, if the pool's own size would let it open a server:
     /// it waits for a limit shared with other pools.
-    pub(super) fn oldest_waiting_for_a_limit(&self) -> Option<Instant> {
+    /// Also how many servers the pool has.
+    pub(super) fn oldest_waiting_for_a_limit(&self) -> Option<(Instant, usize)> {
         let settings = self.settings.load();
         let s = self.state.lock();
         let oldest = s.waiters.oldest()?;
-        (s.total < settings.size && !self.opening_paused()).then_some(oldest)
+        (s.total < settings.size && !self.opening_paused()).then_some((oldest, s.total))
+    }
+
+    /// The pool's server connections, open or being opened.
+    pub(super) fn server_count(&self) -> usize {
+        self.state.lock().total
     }
 
     /// When the least recently used idle server went idle.
@@ -922,19 +928,22 @@ impl Pool {
         s.idle.push(conn);
     }
 
-    /// Under a reached max_db_connections or max_user_connections, whether another pool's client
-    /// has waited longer than any of this pool's: then a server this pool releases is closed,
-    /// and the place its closing frees goes to that pool's waiters, which are let open one.
+    /// Under a reached max_db_connections or max_user_connections, whether another pool whose
+    /// clients wait for the limit has at least two servers fewer than this one: then a server this
+    /// pool releases is closed, and the place its closing frees goes to that pool's waiters, which
+    /// are let open one. The pools converge on even shares and then keep their servers (moving
+    /// one on every release, by the age of the waiters, reconnected every transaction).
     /// Looked at without this pool's lock, as the other pools' are taken.
     fn owes_a_limited_place(&self, place: PlaceUnderLimit) -> bool {
-        let ours = self.state.lock().waiters.oldest();
         let freed = place == PlaceUnderLimit::Freed;
-        let Some(other) = self.limits.pool_waiting_longer(self, ours, freed) else { return false };
+        // Counted with the server being released, or just closed.
+        let ours = self.server_count() + usize::from(freed);
+        let Some(other) = self.limits.pool_with_fewer_servers(self, ours, freed) else { return false };
         if freed {
             other.let_waiters_open();
         } else {
             tracing::debug!(database = %self.id.database, user = %self.id.user, for_database = %other.id.database,
-                for_user = %other.id.user, "closing a released server connection for a pool that has waited longer under a shared limit");
+                for_user = %other.id.user, "closing a released server connection for a pool with fewer under a shared limit");
         }
         true
     }
