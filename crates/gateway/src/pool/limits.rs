@@ -37,6 +37,13 @@ impl ConnectionLimit {
         pools.push(Arc::downgrade(pool));
     }
 
+    /// The pools under this limit but `asking`, taken out of the list's lock (their own are
+    /// taken next).
+    fn others_than(&self, asking: &Pool) -> Vec<Arc<Pool>> {
+        let pools = self.pools.lock();
+        pools.iter().filter_map(Weak::upgrade).filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking)).collect()
+    }
+
     fn is_reached(&self) -> bool {
         let max = self.max.load(Relaxed);
         max > 0 && self.used.load(Relaxed) >= max
@@ -46,11 +53,10 @@ impl ConnectionLimit {
     /// server from makes the shares more even (see `moving_one_evens_out`: shares are kept, not
     /// taken back and forth); whether there was one. Its place is given back as it closes.
     fn close_idle_elsewhere(&self, asking: &Pool) -> bool {
-        let pools: Vec<Arc<Pool>> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
         let ours = asking.server_count();
-        let mut others: Vec<_> = pools
-            .iter()
-            .filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking))
+        let mut others: Vec<_> = self
+            .others_than(asking)
+            .into_iter()
             .filter(|p| moving_one_evens_out(p.server_count(), ours))
             .filter_map(|p| Some((p.least_recently_used_idle()?, p)))
             .collect();
@@ -65,10 +71,8 @@ impl ConnectionLimit {
         if self.waiting.load(Relaxed) <= asking.waiting_clients() {
             return None;
         }
-        let pools: Vec<Arc<Pool>> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
-        pools
+        self.others_than(asking)
             .into_iter()
-            .filter(|p| !std::ptr::eq(Arc::as_ptr(p), asking))
             .filter_map(|p| {
                 let (since, theirs) = p.oldest_waiting_for_a_limit()?;
                 Some((theirs, since, p))
