@@ -82,6 +82,8 @@ fn exit_codes_are_consistent() {
         &["bench", "-s", "0", target],
         &["bench", "--init", "-s", "0", target],
         &["bench", "--init", "-s", "0.5", target],
+        // No script could ever be picked: as impossible as -c 0 (the file is not even read).
+        &["bench", "-f", "no-such-file.sql@0", target],
     ] {
         let out = pgpilot(bench);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -313,6 +315,60 @@ fn a_bench_where_nothing_succeeded_fails() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no transaction succeeded"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("42601"), "the report is still printed");
+}
+
+#[test]
+fn a_bench_script_that_leaves_its_transaction_open_fails() {
+    let cluster = pgpilot_testkit::Cluster::start();
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "BEGIN;\nSELECT 1;\n").unwrap();
+    let out = pgpilot(&[
+        "bench",
+        "-f",
+        script.path().to_str().unwrap(),
+        "-t",
+        "5",
+        "--no-progress",
+        &cluster.admin_url(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a script error: {stderr}");
+    assert!(stderr.contains("end of script reached without completing the last transaction"), "{stderr}");
+}
+
+#[test]
+fn a_bench_target_that_accepts_and_never_answers_fails_with_a_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2");
+    let started = std::time::Instant::now();
+    let out = pgpilot(&["bench", "-S", "-t", "1", "--no-progress", &url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("timeout expired"), "{stderr}");
+}
+
+#[test]
+fn a_bench_script_with_copy_from_stdin_is_refused_before_connecting() {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), "COPY pgbench_history FROM STDIN;\n").unwrap();
+    let out = pgpilot(&[
+        "bench",
+        "-f",
+        script.path().to_str().unwrap(),
+        "-t",
+        "1",
+        "postgres://nobody@127.0.0.1:1/x",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a script error: {stderr}");
+    assert!(stderr.contains("line 1: COPY FROM STDIN"), "{stderr}");
+    assert!(!stderr.contains("unreachable"), "refused before connecting: {stderr}");
 }
 
 #[test]

@@ -104,7 +104,7 @@ impl Db {
             return Ok(None);
         }
         if !self.extension_available(name).await? {
-            return Ok(Some(format!("the {name} extension is not installed on the server")));
+            return Ok(Some(not_installed(name, self.version_num)));
         }
         if !install {
             return Ok(Some(format!(
@@ -117,6 +117,31 @@ impl Db {
             Ok(()) => Ok(None),
             Err(e) => Ok(Some(format!("CREATE EXTENSION {name} failed: {}", db_error_text(&e)))),
         }
+    }
+}
+
+/// Why an extension cannot be created, and what to install when a package is known: the reader
+/// of a report should not have to look up which package carries it for their server.
+fn not_installed(name: &str, version_num: i32) -> String {
+    match extension_package(name, version_num) {
+        Some(package) => {
+            format!("the {name} extension is not installed on the server (Debian/Ubuntu package {package})")
+        }
+        None => format!("the {name} extension is not installed on the server"),
+    }
+}
+
+/// The Debian/Ubuntu (PGDG) package of an extension that does not ship with PostgreSQL itself,
+/// named for the server's major version (`version_num` as server_version_num, e.g. 150004).
+pub fn extension_package(name: &str, version_num: i32) -> Option<String> {
+    let major = if version_num >= 100_000 {
+        (version_num / 10_000).to_string()
+    } else {
+        format!("{}.{}", version_num / 10_000, version_num / 100 % 100)
+    };
+    match name {
+        "hypopg" => Some(format!("postgresql-{major}-hypopg")),
+        _ => None,
     }
 }
 
@@ -170,4 +195,25 @@ pub fn qualified_relation_sql(oid: &str) -> String {
 /// A SQL string literal.
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_extension_names_its_package_for_the_servers_major_version() {
+        let why = not_installed("hypopg", 150004);
+        assert_eq!(
+            why,
+            "the hypopg extension is not installed on the server (Debian/Ubuntu package postgresql-15-hypopg)"
+        );
+        assert!(not_installed("hypopg", 170002).contains("postgresql-17-hypopg"));
+        assert_eq!(extension_package("hypopg", 90624).as_deref(), Some("postgresql-9.6-hypopg"));
+        // Contrib modules come with the server's own package.
+        assert_eq!(
+            not_installed("pgstattuple", 150004),
+            "the pgstattuple extension is not installed on the server"
+        );
+    }
 }

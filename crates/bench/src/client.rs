@@ -144,6 +144,19 @@ enum TxEnd {
     Failed(DbError),
 }
 
+/// How one SQL command of a script ended.
+enum StepEnd {
+    /// It succeeded; the server's transaction status after it (ReadyForQuery).
+    Done(TxStatus),
+    /// It failed (and any transaction block it was in has been rolled back).
+    Failed(DbError),
+}
+
+/// pgbench's words for a script that ends inside a transaction block: the next transaction
+/// would run inside it, so nothing the client counts would ever commit.
+const OPEN_TRANSACTION: &str = "end of script reached without completing the last transaction \
+                                (the script leaves a transaction block open: end it with COMMIT or ROLLBACK)";
+
 enum TxAbort {
     /// The connection was lost during the transaction.
     Conn(ConnError),
@@ -355,6 +368,8 @@ async fn run_script(
     conn: &mut Conn,
     state: &mut ClientState,
 ) -> Result<TxEnd, TxAbort> {
+    // A script with no SQL leaves the session as it was: idle, since every transaction ends so.
+    let mut status = TxStatus::Idle;
     for cmd in &script.commands {
         match cmd {
             Command::Set { var, expr } => {
@@ -366,12 +381,16 @@ async fn run_script(
                 let us = u64::try_from(n).unwrap_or(0).saturating_mul(*unit_us);
                 state.timer.sleep(Duration::from_micros(us)).await;
             }
-            Command::Sql(sql) => {
-                if let TxEnd::Failed(e) = run_sql(shared, sql, conn, state).await? {
-                    return Ok(TxEnd::Failed(e));
-                }
-            }
+            Command::Sql(sql) => match run_sql(shared, sql, conn, state).await? {
+                StepEnd::Done(after) => status = after,
+                StepEnd::Failed(e) => return Ok(TxEnd::Failed(e)),
+            },
         }
+    }
+    // Counting it as committed would measure nothing: the server says "there is already a
+    // transaction in progress" at the next BEGIN and commits nothing. pgbench aborts the client.
+    if status != TxStatus::Idle {
+        return Err(TxAbort::Fatal(OPEN_TRANSACTION.into()));
     }
     Ok(TxEnd::Committed)
 }
@@ -391,7 +410,7 @@ async fn run_sql(
     sql: &SqlCommand,
     conn: &mut Conn,
     state: &mut ClientState,
-) -> Result<TxEnd, TxAbort> {
+) -> Result<StepEnd, TxAbort> {
     match shared.protocol {
         Protocol::Simple => match sql.static_text() {
             Some(text) => conn.push_query(text),
@@ -426,7 +445,7 @@ async fn run_sql(
         if reply.status != TxStatus::Idle {
             conn.simple("ROLLBACK").await.map_err(TxAbort::Conn)?;
         }
-        return Ok(TxEnd::Failed(err));
+        return Ok(StepEnd::Failed(err));
     }
     if shared.protocol == Protocol::Prepared {
         state.prepared[sql.slot] = true;
@@ -434,7 +453,7 @@ async fn run_sql(
     if let (Some(spec), Some(captured)) = (&sql.capture, capture) {
         apply_capture(spec, captured, state, &shared.vars).map_err(TxAbort::Fatal)?;
     }
-    Ok(TxEnd::Committed)
+    Ok(StepEnd::Done(reply.status))
 }
 
 fn var_value<'a>(state: &'a ClientState, vars: &VarTable, slot: usize) -> Result<&'a Value, String> {

@@ -66,6 +66,17 @@ pub enum Workload {
     Inline { name: String, text: String, weight: u32 },
 }
 
+impl Workload {
+    /// Its weight relative to the other workloads.
+    pub fn weight(&self) -> u32 {
+        match self {
+            Workload::Scenario { weight, .. }
+            | Workload::File { weight, .. }
+            | Workload::Inline { weight, .. } => *weight,
+        }
+    }
+}
+
 /// A benchmark: targets, workload and load shape. Build it with [`BenchConfig::new`] and adjust fields.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
@@ -144,6 +155,10 @@ impl BenchConfig {
                 self.rate.unwrap_or_default()
             ));
         }
+        if !self.workload.is_empty() && self.workload.iter().all(|w| w.weight() == 0) {
+            // No script could ever be picked: a value that cannot be, like `-c 0`.
+            return Err("every script has weight 0: give at least one a positive weight".into());
+        }
         match self.limit {
             Limit::Duration(d) if d.is_zero() => return Err("the duration must be positive".into()),
             Limit::TransactionsPerClient(0) => return Err("the transaction count must be positive".into()),
@@ -214,5 +229,14 @@ mod tests {
         assert!(c.initialises_pgbench_tables());
         c.workload = vec![Workload::File { path: "x.sql".into(), weight: 1 }];
         assert!(c.initialises_pgbench_tables(), "custom scripts run on pgbench's tables, as with pgbench -i");
+    }
+
+    #[test]
+    fn weights_that_pick_nothing_are_refused_before_anything_runs() {
+        let mut c = BenchConfig::new(vec![Target::parse("postgres://u@h/db").unwrap()]);
+        c.workload = vec![Workload::File { path: "missing.sql".into(), weight: 0 }];
+        assert!(c.validate().unwrap_err().contains("weight 0"));
+        c.workload.push(Workload::Scenario { name: "select-only".into(), weight: 1 });
+        assert!(c.validate().is_ok(), "one script of weight 0 beside others is fine");
     }
 }

@@ -32,4 +32,4 @@ pub use observe::{Observer, Progress, RunInfo, RunSummary, Silent, TerminalProgr
 pub use prepare::setup_client;
 pub use report::{BenchReport, ErrorCount, Lag, Latency, Ratio, ScriptReport, TargetReport};
 pub use runner::{run, run_async, run_with};
-pub use target::{Target, TargetError, TargetInfo};
+pub use target::{Target, TargetError, TargetInfo, DEFAULT_CONNECT_TIMEOUT};

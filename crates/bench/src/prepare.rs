@@ -68,9 +68,6 @@ impl Plan {
         if sources.is_empty() {
             bail!("no workload: give a scenario or a script file");
         }
-        if sources.iter().all(|(_, w, _)| *w == 0) {
-            bail!("every script has weight 0");
-        }
         let mut vars = VarTable::default();
         for name in [SCALE, CLIENT_ID, RANDOM_SEED, DEFAULT_SEED] {
             vars.intern(name);
@@ -112,9 +109,21 @@ pub(crate) struct TargetSetup {
     pub initial: Vec<Option<Value>>,
 }
 
-/// Connects with tokio-postgres for setup queries.
+/// Connects with tokio-postgres for setup queries, within the target's connect timeout.
 pub async fn setup_client(target: &Target) -> Result<Client> {
-    let (client, connection) = target.config().connect(NoTls).await.map_err(|e| {
+    // tokio-postgres bounds only the TCP connect by connect_timeout: a server that accepts and
+    // never answers the startup message would hold it forever. libpq bounds the whole login.
+    let limit = target.connect_timeout();
+    let login = tokio::time::timeout(limit, target.config().connect(NoTls)).await.map_err(|_| {
+        anyhow!(
+            "target `{}` ({}) did not answer: timeout expired after {} s (connect_timeout; it accepted \
+             the connection but sent nothing)",
+            target.name,
+            target.display_url(),
+            limit.as_secs_f64()
+        )
+    })?;
+    let (client, connection) = login.map_err(|e| {
         // A server that answered (a wrong password, an unknown database) is not "unreachable", and
         // neither is one that asked for a password none was given for.
         let said = with_causes(&e);

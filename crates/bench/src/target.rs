@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio_postgres::config::Host;
@@ -32,7 +33,7 @@ pub struct Endpoint {
     pub password: Option<Vec<u8>>,
     pub options: Option<String>,
     pub application_name: String,
-    pub connect_timeout: std::time::Duration,
+    pub connect_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,10 +125,21 @@ impl Target {
             password: c.get_password().map(<[u8]>::to_vec),
             options: c.get_options().map(str::to_string),
             application_name: c.get_application_name().unwrap_or("pgpilot-bench").to_string(),
-            connect_timeout: c.get_connect_timeout().copied().unwrap_or(std::time::Duration::from_secs(10)),
+            connect_timeout: self.connect_timeout(),
         }
     }
+
+    /// How long connecting and logging in may take: the target's `connect_timeout`, else
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(&self) -> Duration {
+        self.config.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
 }
+
+/// libpq waits forever without a `connect_timeout`; a load generator facing a target that accepts
+/// connections and never answers (a stuck pooler, a firewall) must fail instead of hanging.
+/// tokio-postgres reads `connect_timeout=0` as none, so it gets this bound too.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keys of libpq connection strings: `host=...` starts a connection string, not a name.
 const CONNINFO_KEYS: &[&str] = &[

@@ -348,3 +348,66 @@ fn with_a_duration_a_server_restart_is_survived() {
     assert!(t.failed >= 1 && t.transactions > 0, "{t:?}");
     assert!(t.connections_opened >= 8, "{t:?}");
 }
+
+/// A script that opens a transaction and never ends it commits nothing: the next BEGIN only gets
+/// "there is already a transaction in progress". pgbench aborts the client; the run fails here,
+/// as for any other script error, instead of counting transactions that never committed.
+#[test]
+fn a_script_that_leaves_its_transaction_open_fails_the_run() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", LOG_TABLE);
+    let open = "BEGIN;\nINSERT INTO bench_log (client) VALUES (:client_id);\n";
+    for protocol in [Protocol::Simple, Protocol::Prepared] {
+        let mut c = config(vec![target(&cluster, "db")], vec![inline("open", open, 1)], 2, per_client(20));
+        c.protocol = protocol;
+        let err = pgpilot_bench::run(c).unwrap_err().to_string();
+        assert!(err.contains("end of script reached without completing the last transaction"), "{err}");
+        assert!(err.contains("script open"), "the script is named: {err}");
+    }
+    // A failed command inside the block is rolled back as before: not an open transaction.
+    let failing = "BEGIN;\nSELECT 1 / (:client_id * 0);\n";
+    let c = config(vec![target(&cluster, "db")], vec![inline("failing", failing, 1)], 1, per_client(3));
+    assert_eq!(only(&pgpilot_bench::run(c).unwrap()).failed, 3);
+    // The sessions ended with their transactions rolled back: nothing was written.
+    assert_eq!(count(&cluster, "SELECT count(*) FROM bench_log"), 0);
+}
+
+/// A target that accepts connections and never answers (a stuck pooler) fails within the URL's
+/// connect_timeout, as pgbench's "timeout expired", instead of hanging.
+#[test]
+fn a_target_that_never_answers_fails_within_connect_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // Accept and hold every connection, saying nothing.
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let t = Target::parse(&format!("stuck=postgres://postgres@127.0.0.1:{port}/postgres?connect_timeout=2"))
+        .unwrap();
+    assert_eq!(t.connect_timeout(), Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let err = pgpilot_bench::run(config(vec![t], vec![inline("one", "SELECT 1;", 1)], 1, per_client(1)))
+        .unwrap_err()
+        .to_string();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "took {took:?}");
+    assert!(err.contains("stuck") && err.contains("timeout expired after 2 s"), "{err}");
+    // Without connect_timeout the login is bounded too.
+    let t = Target::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).unwrap();
+    assert_eq!(t.connect_timeout(), pgpilot_bench::DEFAULT_CONNECT_TIMEOUT);
+}
+
+/// COPY FROM STDIN would fail every transaction at run time; it is refused before connecting
+/// (the target here does not even exist).
+#[test]
+fn copy_from_stdin_is_refused_before_connecting() {
+    let port = pgpilot_testkit::free_port();
+    let t = Target::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).unwrap();
+    let script = "BEGIN;\nCOPY bench_log FROM STDIN;\nCOMMIT;\n";
+    let err = pgpilot_bench::run(config(vec![t], vec![inline("load", script, 1)], 1, per_client(1)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("script load: line 2: COPY FROM STDIN"), "{err}");
+    assert!(!err.contains("unreachable"), "{err}");
+}

@@ -1,4 +1,5 @@
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,10 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
+            // A group of its own, as the PostgreSQL servers have: a Ctrl-C on the terminal reaches
+            // only the program using the kit, which decides when Redis stops. In the terminal's
+            // group, redis-server quit on it during startup and the wait below ran out (10 s).
+            .process_group(0)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self._dir.path())
@@ -72,6 +77,10 @@ impl RedisServer {
         self.child = Some(child);
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!("redis-server exited ({status}) before listening on port {}", self.port);
+            }
             if start.elapsed() > Duration::from_secs(10) {
                 panic!("redis-server did not listen on port {} within 10 s", self.port);
             }

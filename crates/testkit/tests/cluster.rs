@@ -32,6 +32,18 @@ fn redis_answers() {
     assert_eq!(&buf, b"+PONG\r\n");
 }
 
+/// redis-server must not share the terminal's process group with the program using the kit: a
+/// Ctrl-C there would stop it behind the program's back (the demo then waited 10 s for it).
+#[test]
+fn redis_runs_in_a_process_group_of_its_own() {
+    let r = RedisServer::start();
+    let pid = r.pid().expect("running") as libc::pid_t;
+    // SAFETY: getpgid and getpgrp only read process attributes.
+    let (its_group, our_group) = unsafe { (libc::getpgid(pid), libc::getpgrp()) };
+    assert_eq!(its_group, pid, "redis-server leads its own process group");
+    assert_ne!(its_group, our_group);
+}
+
 #[test]
 fn a_port_taken_before_the_server_binds_it_is_replaced_by_a_free_one() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -39,13 +39,16 @@ pub struct Settings {
     pub run_s: f64,
     pub protocol: String,
     pub mixes: Vec<String>,
+    /// `--keep`: the servers stay up after the report, so it can name commands to run on them.
+    pub keep: bool,
 }
 
 impl Settings {
-    pub fn new(duration_s: f64, scale: f64, plan: &WorkloadPlan) -> Settings {
+    pub fn new(duration_s: f64, scale: f64, keep: bool, plan: &WorkloadPlan) -> Settings {
         Settings {
             duration_s,
             scale,
+            keep,
             clients: plan.clients,
             rounds: plan.rounds,
             run_s: plan.run.as_secs_f64(),

@@ -47,11 +47,11 @@ fn application(r: &DemoReport, out: &mut String) {
     let s = &r.settings;
     let _ = writeln!(
         out,
-        "Workload: {}, {} clients, {} protocol, {} alternating round(s) of {:.1} s per target and mix (setup took {:.1} s)\n",
+        "Workload: {}, {}, {} protocol, {} of {:.1} s per target and mix (setup took {:.1} s)\n",
         s.mixes.join(" then "),
-        s.clients,
+        counted(s.clients as u64, "client"),
         s.protocol,
-        s.rounds,
+        counted(s.rounds as u64, "alternating round"),
         s.run_s,
         r.setup_s
     );
@@ -144,16 +144,20 @@ fn pool(r: &DemoReport, out: &mut String) {
     let t = &p.totals;
     let waiting = if t.clients_waiting_peak > 0 {
         format!(
-            "up to {} clients waited for a server, at most {:.1} ms",
-            t.clients_waiting_peak, t.max_wait_ms
+            "up to {} waited for a server, at most {:.1} ms",
+            counted(t.clients_waiting_peak, "client"),
+            t.max_wait_ms
         )
     } else {
         "no client had to wait for a server".to_string()
     };
     let _ = writeln!(
         out,
-        "Pool ({} mode):        {} clients on at most {} server connections (pool_size {} per server); {waiting}",
-        p.pool_mode, p.clients, t.server_connections_peak, p.pool_size,
+        "Pool ({} mode):        {} on at most {} (pool_size {} per server); {waiting}",
+        p.pool_mode,
+        counted(p.clients as u64, "client"),
+        counted(t.server_connections_peak, "server connection"),
+        p.pool_size,
     );
     for l in &p.pools {
         let _ = writeln!(
@@ -208,11 +212,13 @@ fn advisor(r: &DemoReport, out: &mut String) {
         }
     }
     if a.findings_total > a.top_findings.len() {
+        let url = r.servers.primary.as_ref().map(|p| p.url.as_str()).unwrap_or("postgres://...");
+        // Under --keep the servers are still up: the command works as it stands.
+        let how = if r.settings.keep { "" } else { "run the demo with --keep, then " };
         let _ = writeln!(
             out,
-            "  ... and {} more findings: run the demo with --keep, then pgpilot advise --url {}",
-            a.findings_total - a.top_findings.len(),
-            r.servers.primary.as_ref().map(|p| p.url.as_str()).unwrap_or("postgres://...")
+            "  ... and {}: {how}pgpilot advise --url {url}",
+            counted((a.findings_total - a.top_findings.len()) as u64, "more finding"),
         );
     }
 }
@@ -224,6 +230,15 @@ fn sources(sources: &[String]) -> String {
         "no workload".into()
     } else {
         names.join(" and ")
+    }
+}
+
+/// 1 → "1 client", 16 → "16 clients" (`noun` is the singular; these nouns take an s).
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
     }
 }
 
@@ -244,7 +259,91 @@ pub fn thousands(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use pgpilot_bench::demo_app::Stats;
+
+    use super::super::advisor::AdvisorSummary;
+    use super::super::gateway_stats::{CacheUse, PoolTotals, ReadSplit};
+    use super::super::report::{DemoReport, PoolSummary, Settings, WorkloadSummary};
+    use super::super::stack::{ServerInfo, StackInfo};
+    use super::{counted, thousands};
+
+    const PRIMARY_URL: &str = "postgres://postgres@127.0.0.1:5555/demo";
+
+    /// A report with nothing measured but what the tests look at.
+    fn report(clients: usize, keep: bool) -> DemoReport {
+        let settings = Settings {
+            duration_s: 4.0,
+            scale: 0.1,
+            clients,
+            rounds: 1,
+            run_s: 1.0,
+            protocol: "extended".into(),
+            mixes: vec!["read-heavy".into()],
+            keep,
+        };
+        let app = Stats {
+            scale: 0.1,
+            users: 1,
+            accounts: 1,
+            categories: 1,
+            transactions: 1,
+            transaction_partitions: 1,
+            budgets: 1,
+            workflows: 1,
+            runs: 1,
+            runs_pending: 0,
+            runs_running: 0,
+            runs_done: 1,
+            runs_failed: 0,
+            form_responses: 1,
+            total_bytes: 1 << 20,
+        };
+        let primary = ServerInfo { url: PRIMARY_URL.into(), port: 5555, dir: "/tmp/x".into(), pid: None };
+        let servers = StackInfo { primary: Some(primary), replica: None, redis: None, pgpilot: None };
+        let totals = PoolTotals { server_connections_peak: 1, clients_waiting_peak: 1, ..Default::default() };
+        DemoReport {
+            pgpilot_version: "0",
+            postgres_version: "PostgreSQL 15".into(),
+            settings,
+            servers,
+            app,
+            setup_s: 1.0,
+            workload: WorkloadSummary { transactions: 10, failed: 0, phases: vec![], interrupted: false },
+            replica: ReadSplit::default(),
+            cache: CacheUse::default(),
+            pool: PoolSummary { pool_mode: "transaction", pool_size: 8, clients, totals, pools: vec![] },
+            advisor: AdvisorSummary { findings_total: 1, ..Default::default() },
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn one_client_is_not_clients() {
+        let text = report(1, false).render_text();
+        assert!(text.contains("read-heavy, 1 client, extended protocol, 1 alternating round of"), "{text}");
+        assert!(text.contains("1 client on at most 1 server connection (pool_size 8"), "{text}");
+        assert!(text.contains("up to 1 client waited"), "{text}");
+        assert!(text.contains("... and 1 more finding:"), "{text}");
+        assert!(!text.contains("1 clients") && !text.contains("round(s)"), "{text}");
+        let many = report(16, false).render_text();
+        assert!(many.contains("16 clients on at most 1 server connection"), "{many}");
+    }
+
+    #[test]
+    fn under_keep_the_advise_command_is_given_as_it_stands() {
+        let kept = report(1, true).render_text();
+        assert!(kept.contains(&format!("more finding: pgpilot advise --url {PRIMARY_URL}")), "{kept}");
+        assert!(!kept.contains("with --keep"), "{kept}");
+        let not_kept = report(1, false).render_text();
+        assert!(not_kept.contains("run the demo with --keep, then pgpilot advise --url"), "{not_kept}");
+    }
+
+    #[test]
+    fn counts_take_their_plural() {
+        assert_eq!(counted(0, "client"), "0 clients");
+        assert_eq!(counted(1, "client"), "1 client");
+        assert_eq!(counted(1500, "client"), "1,500 clients");
+    }
 
     #[test]
     fn thousands_are_separated() {

@@ -116,7 +116,7 @@ async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Resu
     Ok(DemoReport {
         pgpilot_version: env!("CARGO_PKG_VERSION"),
         postgres_version,
-        settings: Settings::new(args.duration, args.scale, &plan),
+        settings: Settings::new(args.duration, args.scale, args.keep, &plan),
         servers: stack.describe(),
         app,
         setup_s,

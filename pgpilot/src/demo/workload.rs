@@ -12,6 +12,7 @@ use pgpilot_bench::{BenchConfig, BenchReport, Limit, Protocol, Target, Workload}
 use super::gateway_stats::PoolMonitor;
 use super::interrupt::Interrupt;
 use super::live::LiveDisplay;
+use super::report_text::counted;
 
 /// The target names in bench reports.
 pub const DIRECT: &str = "direct";
@@ -49,10 +50,10 @@ impl WorkloadPlan {
     pub fn describe(&self) -> String {
         let mixes: Vec<&str> = self.mixes.iter().map(|m| m.name()).collect();
         format!(
-            "{}, {} clients, direct and through pgpilot in {} alternating round(s) of {:.1} s each",
+            "{}, {}, direct and through pgpilot in {} of {:.1} s each",
             mixes.join(" then "),
-            self.clients,
-            self.rounds,
+            counted(self.clients as u64, "client"),
+            counted(self.rounds as u64, "alternating round"),
             self.run.as_secs_f64()
         )
     }

@@ -112,7 +112,10 @@ pub async fn advise(
                 "Index suggestions are heuristics, not proven by the planner",
             )
             .evidence(hypopg_problem.clone().unwrap_or_default())
-            .fix("CREATE EXTENSION hypopg; -- Debian/Ubuntu package postgresql-NN-hypopg"),
+            .fix(format!(
+                "CREATE EXTENSION hypopg; -- Debian/Ubuntu package {}",
+                crate::db::extension_package("hypopg", db.version_num).unwrap_or_default()
+            )),
         );
         advice.suggestions.extend(select::heuristic(&statements, &catalog, btree, settings, &mut names));
     }

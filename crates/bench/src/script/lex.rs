@@ -120,25 +120,11 @@ impl<'a> Lexer<'a> {
     }
 
     fn is_escape_string(&self) -> bool {
-        self.pos > 0
-            && matches!(self.src[self.pos - 1], b'E' | b'e')
-            && (self.pos < 2 || !is_ident_char(self.src[self.pos - 2]))
+        is_escape_string(self.src, self.pos)
     }
 
     fn quoted(&mut self, quote: u8, backslash_escapes: bool) {
-        let mut i = self.pos + 1;
-        while i < self.src.len() {
-            match self.src[i] {
-                b'\\' if backslash_escapes => i += 2,
-                q if q == quote && self.src.get(i + 1) == Some(&quote) => i += 2,
-                q if q == quote => {
-                    i += 1;
-                    break;
-                }
-                _ => i += 1,
-            }
-        }
-        self.push_text(i.min(self.src.len()));
+        self.push_text(quote_end(self.src, self.pos, quote, backslash_escapes));
     }
 
     fn line_comment(&mut self) {
@@ -173,18 +159,14 @@ impl<'a> Lexer<'a> {
     }
 
     fn dollar_tag(&self) -> Option<usize> {
-        let rest = &self.src[self.pos + 1..];
-        let end = rest.iter().position(|&b| !is_ident_char(b))?;
-        (rest[end] == b'$' && rest.first().is_none_or(|&b| !b.is_ascii_digit())).then_some(end + 2)
+        dollar_tag_len(self.src, self.pos)
     }
 
     fn dollar_quoted(&mut self) -> Result<(), ScriptError> {
         let tag_len = self.dollar_tag().unwrap_or(2);
-        let tag = &self.text[self.pos..self.pos + tag_len];
-        let body_start = self.pos + tag_len;
-        match self.text[body_start..].find(tag) {
-            Some(n) => {
-                self.take(tag_len + n + tag_len);
+        match dollar_quote_end(self.text, self.pos, tag_len) {
+            Some(end) => {
+                self.take(end - self.pos);
                 Ok(())
             }
             None => Err(ScriptError::at(self.line, "unterminated dollar-quoted string")),
@@ -261,8 +243,43 @@ fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
-fn is_ident_char(b: u8) -> bool {
+pub(super) fn is_ident_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// Whether the quote at `open` starts an `E'...'` string, where a backslash escapes.
+pub(super) fn is_escape_string(src: &[u8], open: usize) -> bool {
+    open > 0 && matches!(src[open - 1], b'E' | b'e') && (open < 2 || !is_ident_char(src[open - 2]))
+}
+
+/// The position after the quote opened at `open` (the end of `src` when it is not closed): a
+/// doubled quote stays inside, and so does a backslash-escaped one when `backslash_escapes`.
+pub(super) fn quote_end(src: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
+    let mut i = open + 1;
+    while i < src.len() {
+        match src[i] {
+            b'\\' if backslash_escapes => i += 2,
+            q if q == quote && src.get(i + 1) == Some(&quote) => i += 2,
+            q if q == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    src.len()
+}
+
+/// The length of the `$tag$` starting at `at`, when one does (`$1` is a parameter, not a tag).
+pub(super) fn dollar_tag_len(src: &[u8], at: usize) -> Option<usize> {
+    let rest = &src[at + 1..];
+    let end = rest.iter().position(|&b| !is_ident_char(b))?;
+    (rest[end] == b'$' && rest.first().is_none_or(|&b| !b.is_ascii_digit())).then_some(end + 2)
+}
+
+/// The position after the dollar-quoted string whose `tag_len`-byte tag starts at `at`; None
+/// when the closing tag is missing.
+pub(super) fn dollar_quote_end(text: &str, at: usize, tag_len: usize) -> Option<usize> {
+    let tag = &text[at..at + tag_len];
+    let body = at + tag_len;
+    text[body..].find(tag).map(|n| body + n + tag_len)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! per-client array so the hot path never looks a name up.
 
 mod builtin;
+mod copy;
 pub mod expr;
 mod lex;
 pub mod random;
@@ -258,6 +259,13 @@ fn compile_command(
 ) -> Result<Command, ScriptError> {
     match cmd {
         lex::RawCommand::Sql { pieces, capture, line } => {
+            if copy::copies_through_client(&pieces) {
+                return Err(ScriptError::at(
+                    line,
+                    "COPY FROM STDIN / TO STDOUT is not supported by pgpilot bench (a COPY to or from a \
+                     file on the server is)",
+                ));
+            }
             let mut parts: Vec<Part> = Vec::new();
             let mut param_sql = String::new();
             let mut params = Vec::new();
@@ -363,9 +371,21 @@ mod tests {
             "\\sleep 1 fortnight\n",
             "\\set x 1 +\n",
             "\\frobnicate\n",
+            "BEGIN;\nCOPY pgbench_history FROM STDIN;\nCOMMIT;\n",
         ] {
             assert!(compile(&[("t".into(), 1, bad.into())], &mut vars).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn copy_through_the_client_is_refused_with_its_line() {
+        let mut vars = VarTable::default();
+        let text = "BEGIN;\ncopy pgbench_history from stdin;\nCOMMIT;\n";
+        let (name, e) = compile(&[("t".into(), 1, text.into())], &mut vars).unwrap_err();
+        assert_eq!((name.as_str(), e.line), ("t", Some(2)));
+        assert!(e.message.contains("COPY FROM STDIN"), "{e}");
+        let server_side = "COPY pgbench_history TO '/dev/null';\n";
+        assert!(compile(&[("t".into(), 1, server_side.into())], &mut vars).is_ok());
     }
 
     #[test]

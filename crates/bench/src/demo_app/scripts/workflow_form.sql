@@ -1,0 +1,2 @@
+\set workflow random(1, :workflows)
+SELECT id, name, definition FROM flow.workflows WHERE id = :workflow;
