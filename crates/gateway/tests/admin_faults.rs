@@ -61,7 +61,7 @@ async fn every_admin_command() {
     let port = addr(&gw).port();
     assert!(databases.contains(&format!("pgbouncer||{port}|pgbouncer|pgbouncer|2|")), "{databases}");
     let db: Vec<&str> = databases.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
-    assert_eq!(db[10], "", "pool_mode: {databases}");
+    assert_eq!(db[9], "", "pool_mode: {databases}");
     assert!(admin(&gw, "SHOW CONFIG").contains(&format!("listen_port|{port}|6432|no")));
     let stats = admin(&gw, "SHOW STATS");
     let fields: Vec<&str> = stats.lines().find(|l| l.starts_with("postgres|")).unwrap().split('|').collect();
@@ -142,9 +142,11 @@ async fn every_admin_command() {
     // used_servers counts idle servers too, as PgBouncer's does (the client's is idle now).
     let used_servers = lists.lines().find_map(|l| l.strip_prefix("used_servers|")).unwrap_or("0");
     assert!(used_servers.parse::<usize>().unwrap() >= 1, "{lists}");
+    let databases = header("SHOW DATABASES");
     assert!(
-        header("SHOW DATABASES").contains("|min_pool_size|reserve_pool|reserve_pool_size|"),
-        "PgBouncer's names before and after 1.23"
+        databases.contains("|min_pool_size|reserve_pool|server_lifetime|")
+            && databases.contains("|reserve_pool_size|"),
+        "PgBouncer's names up to 1.23 in its order, and 1.24's after them: {databases}"
     );
     for empty in ["SHOW MEM", "SHOW DNS_HOSTS", "SHOW DNS_ZONES"] {
         admin(&gw, empty);
@@ -989,22 +991,12 @@ async fn nothing_follows_a_fatal_when_backends_are_terminated_under_load() {
     config.pgpilot.default_pool_size = 3;
     let gw = start(config).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
-    let killer = {
-        let pg_url = pg.admin_url();
-        tokio::spawn(async move {
-            let (admin, conn) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(conn);
-            let mut killed = 0u64;
-            while tokio::time::Instant::now() < deadline {
-                let sql = "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity \
-                           WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
-                           ORDER BY random() LIMIT 1) v";
-                killed += admin.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64;
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-            killed
-        })
-    };
+    let killer = terminate_at_random(
+        &pg,
+        "backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        Duration::from_millis(40),
+        deadline,
+    );
     let clients: Vec<_> =
         (0..6).map(|i| tokio::spawn(prepare_and_run_until(addr(&gw), i, deadline))).collect();
     let mut answered = 0;
@@ -1016,6 +1008,31 @@ async fn nothing_follows_a_fatal_when_backends_are_terminated_under_load() {
     let killed = killer.await.unwrap();
     assert!(killed > 20 && answered > 100, "{killed} backends ended, {answered} requests answered");
     gw.shutdown().await;
+}
+
+/// Ends one backend picked at random among those `filter` (a pg_stat_activity condition) selects,
+/// every `every` until `deadline`, as an administrator's kill script; the task returns how many.
+fn terminate_at_random(
+    pg: &Cluster,
+    filter: &str,
+    every: Duration,
+    deadline: tokio::time::Instant,
+) -> tokio::task::JoinHandle<u64> {
+    let pg_url = pg.admin_url();
+    let sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity \
+         WHERE {filter} ORDER BY random() LIMIT 1) v"
+    );
+    tokio::spawn(async move {
+        let (admin, conn) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let mut killed = 0u64;
+        while tokio::time::Instant::now() < deadline {
+            killed += admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) as u64;
+            tokio::time::sleep(every).await;
+        }
+        killed
+    })
 }
 
 /// One client's loop until `deadline`: the requests answered, and what came after any FATAL.
@@ -1300,5 +1317,146 @@ async fn failed_health_checks_count_one_per_health_check_interval() {
     let counted = failed() - before;
     // health_check_interval is 1 s: four or five checks in 4.5 s.
     assert!((3..=6).contains(&counted), "{counted} failed checks counted in 4.5 s");
+    gw.shutdown().await;
+}
+
+/// PgBouncer 1.23's layouts, as CrunchyData's pgbouncer_fdw (pgMonitor) reads them through
+/// dblink, which fails on any column more or less: with `console_columns = "pgbouncer"` every
+/// SHOW it runs has exactly those columns; by default pgpilot's own come after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dblink_reads_pgbouncer_1_23_layouts() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE EXTENSION dblink");
+    let text_and_ints = |names: &str, ints: &[&str]| -> String {
+        let column = |n: &str| {
+            let kind = if ints.contains(&n) { "int" } else { "text" };
+            format!("\"{n}\" {kind}")
+        };
+        names.split_whitespace().map(column).collect::<Vec<_>>().join(", ")
+    };
+    let conn = "type user database replication state addr port local_addr local_port connect_time \
+                request_time wait wait_us close_needed ptr link remote_pid tls application_name \
+                prepared_statements";
+    let conn_ints =
+        ["port", "local_port", "wait", "wait_us", "close_needed", "remote_pid", "prepared_statements"];
+    let layouts = [
+        ("show clients", text_and_ints(conn, &conn_ints)),
+        ("show servers", text_and_ints(conn, &conn_ints)),
+        (
+            "show databases",
+            text_and_ints(
+                "name host port database force_user pool_size min_pool_size reserve_pool server_lifetime \
+                 pool_mode max_connections current_connections paused disabled",
+                &[
+                    "port",
+                    "pool_size",
+                    "min_pool_size",
+                    "reserve_pool",
+                    "server_lifetime",
+                    "max_connections",
+                    "current_connections",
+                    "paused",
+                    "disabled",
+                ],
+            ),
+        ),
+        (
+            "show pools",
+            text_and_ints(
+                "database user cl_active cl_waiting cl_active_cancel_req cl_waiting_cancel_req sv_active \
+                 sv_active_cancel sv_being_canceled sv_idle sv_used sv_tested sv_login maxwait maxwait_us \
+                 pool_mode",
+                &["cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "maxwait", "maxwait_us"],
+            ),
+        ),
+        (
+            "show stats",
+            text_and_ints(
+                "database total_server_assignment_count total_xact_count total_query_count total_received \
+                 total_sent total_xact_time total_query_time total_wait_time avg_server_assignment_count \
+                 avg_xact_count avg_query_count avg_recv avg_sent avg_xact_time avg_query_time avg_wait_time",
+                &[],
+            ),
+        ),
+        ("show lists", text_and_ints("list items", &["items"])),
+        ("show config", "key text, value text, \"default\" text, changeable boolean".to_string()),
+    ];
+    for columns in [
+        pgpilot_gateway::config::ConsoleColumns::Pgbouncer,
+        pgpilot_gateway::config::ConsoleColumns::Extended,
+    ] {
+        let mut config = config_for(&pg);
+        config.pgpilot.console_columns = columns;
+        let gw = start(config).await;
+        let client = connect(&gw).await;
+        client.simple_query("SELECT 1").await.unwrap();
+        let console = format!("host=127.0.0.1 port={} dbname=pgbouncer user=postgres", addr(&gw).port());
+        for (command, layout) in &layouts {
+            let sql = format!("SELECT count(*) FROM dblink('{console}', '{command}') AS x({layout})");
+            let read = pg.try_psql("postgres", &sql);
+            match columns {
+                pgpilot_gateway::config::ConsoleColumns::Pgbouncer => {
+                    let rows: usize = read.unwrap_or_else(|e| panic!("{command}: {e}")).parse().unwrap();
+                    assert!(rows >= 1, "{command}: no rows");
+                }
+                // pgpilot's own columns follow PgBouncer's, so only these commands differ.
+                pgpilot_gateway::config::ConsoleColumns::Extended => {
+                    let extended = ["show clients", "show servers", "show databases"].contains(command);
+                    assert_eq!(read.is_err(), extended, "{command}: {read:?}");
+                }
+            }
+        }
+        drop(client);
+        gw.shutdown().await;
+    }
+}
+
+/// Clients whose settings differ (each its own application_name) get them restored on every
+/// server they land on. A server terminated right after it answered those settings (its FATAL in
+/// the same read as their ReadyForQuery) lost the simple Query that waited behind them: the
+/// client was never answered (helper-161: 2-4 requests per 20 s run hung for good). Every request
+/// is now answered, by a result or an error, within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_lost_when_a_server_ends_right_after_the_clients_settings() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 3;
+    let gw = start(config).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let killer = terminate_at_random(&pg, "application_name LIKE 'c%'", Duration::from_millis(30), deadline);
+    let clients: Vec<_> = (0..12)
+        .map(|i| {
+            let conninfo = format!("{} application_name=c{i}", conninfo(&gw, "postgres", "postgres"));
+            tokio::spawn(async move {
+                let (mut hung, mut answered) = (Vec::new(), 0u32);
+                while tokio::time::Instant::now() < deadline {
+                    let Ok(c) = try_connect(&conninfo).await else { continue };
+                    for sql in ["SELECT 1", "BEGIN; SELECT 1; COMMIT", "SELECT 2"].iter().cycle() {
+                        match tokio::time::timeout(Duration::from_secs(10), c.simple_query(sql)).await {
+                            Err(_) => {
+                                hung.push(sql.to_string());
+                                break;
+                            }
+                            Ok(Ok(_)) => answered += 1,
+                            Ok(Err(_)) if c.is_closed() => break,
+                            Ok(Err(_)) => {}
+                        }
+                        if tokio::time::Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
+                (hung, answered)
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for c in clients {
+        let (hung, n) = c.await.unwrap();
+        assert!(hung.is_empty(), "requests never answered: {hung:?}");
+        answered += n;
+    }
+    killer.await.unwrap();
+    assert!(answered > 200, "{answered} requests answered");
     gw.shutdown().await;
 }

@@ -470,6 +470,60 @@ async fn a_urls_verify_mode_checks_the_server_certificate() {
     }
 }
 
+async fn server_connection_is_encrypted(gw: &pgpilot_gateway::Gateway) -> Result<bool, String> {
+    let client = try_connect(&conninfo(gw, "postgres", "postgres")).await.map_err(|e| e.to_string())?;
+    let row = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await;
+    Ok(row.map_err(|e| e.to_string())?.get(0))
+}
+
+/// libpq's second attempt: under prefer a login pg_hba.conf refuses over TLS (hostnossl) or a
+/// TLS handshake that fails is tried again in the clear, under allow a login refused in the clear
+/// (hostssl) again over TLS. pgpilot's prefer (the default, and a converted pgbouncer.ini's
+/// when server_tls_sslmode is unset) used to fail every login on such servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_and_allow_try_the_other_way_as_libpq_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, _) = tls_cluster(dir.path(), &["localhost"]);
+    let reconfigure = |hba_line: &str, settings: &[&str]| {
+        std::fs::write(pg.data_dir().join("pg_hba.conf"), format!("local all all trust\n{hba_line}\n"))
+            .unwrap();
+        for setting in settings {
+            pg.psql("postgres", setting);
+        }
+        pg.psql("postgres", "SELECT pg_reload_conf()");
+    };
+    let defaults: &[&str] = &["ALTER SYSTEM RESET ALL"];
+    let cases = [
+        ("hostnossl all all 127.0.0.1/32 trust", defaults, ServerTlsMode::Prefer, Ok(false)),
+        ("hostssl all all 127.0.0.1/32 trust", defaults, ServerTlsMode::Prefer, Ok(true)),
+        ("hostssl all all 127.0.0.1/32 trust", defaults, ServerTlsMode::Allow, Ok(true)),
+        ("hostnossl all all 127.0.0.1/32 trust", defaults, ServerTlsMode::Allow, Ok(false)),
+        ("hostnossl all all 127.0.0.1/32 trust", defaults, ServerTlsMode::Require, Err(())),
+        // TLS 1.2 with CBC suites only, which rustls does not speak: the handshake fails.
+        (
+            "host all all 127.0.0.1/32 trust",
+            &[
+                "ALTER SYSTEM SET ssl_max_protocol_version = 'TLSv1.2'",
+                "ALTER SYSTEM SET ssl_ciphers = 'AES128-SHA'",
+            ],
+            ServerTlsMode::Prefer,
+            Ok(false),
+        ),
+    ];
+    for (hba_line, settings, mode, expected) in cases {
+        reconfigure(hba_line, settings);
+        let mut c = config_for(&pg);
+        c.tls.server_tls_sslmode = mode;
+        let gw = start(c).await;
+        let got = server_connection_is_encrypted(&gw).await;
+        match expected {
+            Ok(encrypted) => assert_eq!(got, Ok(encrypted), "{mode:?} with `{hba_line}`, {settings:?}"),
+            Err(()) => assert!(got.is_err(), "{mode:?} with `{hba_line}` logged in: {got:?}"),
+        }
+        gw.shutdown().await;
+    }
+}
+
 /// verify modes need a CA; unknown URL parameters (security ones above all) are not ignored.
 #[test]
 fn verify_modes_without_a_ca_and_unknown_url_parameters_are_refused() {

@@ -230,6 +230,65 @@ async fn writes_through_rules_and_defaults_invalidate_what_their_code_changes() 
     assert_eq!(value(&c, read).await, "3", "the CHECK constraint's UPDATE of t was seen");
 }
 
+/// A STABLE function that writes all the same (it calls a VOLATILE one), called with
+/// `/* pgpilot:primary */` or under `SET pgpilot.route = primary` as routing-rules.md advises:
+/// the call counts as a write for the cache as it does for read-your-writes (the writer read its
+/// own write stale for the TTL). Without the request, a STABLE call is taken at its word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stable_function_called_on_the_primary_on_request_invalidates() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0); \
+         CREATE FUNCTION bump() RETURNS int LANGUAGE sql VOLATILE AS 'UPDATE t SET v = v + 1 RETURNING v'; \
+         CREATE FUNCTION bump_stable() RETURNS int LANGUAGE plpgsql STABLE AS 'BEGIN RETURN bump(); END'",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "t").await;
+    let c = connect(&gw).await;
+    let read = "SELECT v FROM t WHERE id = 1";
+    assert_eq!(value(&c, read).await, "0");
+    assert!(is_hit(&gw, &c, read).await);
+    c.simple_query("/* pgpilot:primary */ SELECT bump_stable()").await.unwrap();
+    assert_eq!(value(&c, read).await, "1", "the hinted call's write was seen");
+    assert!(is_hit(&gw, &c, read).await);
+    c.simple_query("SET pgpilot.route = primary").await.unwrap();
+    c.query_one("SELECT bump_stable()", &[]).await.unwrap();
+    assert_eq!(value(&c, read).await, "2", "the call under SET pgpilot.route = primary was seen");
+    c.simple_query("RESET pgpilot.route").await.unwrap();
+    assert!(is_hit(&gw, &c, read).await);
+    // A hinted read that calls no function of the application's leaves the cache alone.
+    c.simple_query("/* pgpilot:primary */ SELECT length('x')").await.unwrap();
+    assert!(is_hit(&gw, &c, read).await);
+}
+
+/// `SET pgpilot.route = primary` as a named prepared statement (psycopg from its sixth run, or
+/// with prepare_threshold=0): pgpilot answers it itself, and it invalidates nothing (`primary`,
+/// a reserved word, does not parse as a value: it was taken for text that cannot be accounted
+/// for, dropping every result of the database at each run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_route_setting_invalidates_nothing() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)");
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "t").await;
+    let reader = connect(&gw).await;
+    let setter = connect(&gw).await;
+    let read = "SELECT v FROM t WHERE id = 1";
+    value(&reader, read).await;
+    assert!(is_hit(&gw, &reader, read).await);
+    let invalidations = || gw.shared().cache.stats.invalidations.load(Relaxed);
+    let before = invalidations();
+    for setting in ["SET pgpilot.route = primary", "SET pgpilot.route = auto"] {
+        let prepared = setter.prepare(setting).await.unwrap();
+        for _ in 0..3 {
+            setter.execute(&prepared, &[]).await.unwrap();
+        }
+    }
+    assert_eq!(invalidations(), before, "route settings invalidated results");
+    assert!(is_hit(&gw, &reader, read).await, "the other client's read is still a hit");
+}
+
 /// Reads whose answer changes by itself are never cached: views over now() or random() (built-in
 /// functions pg_depend does not record), TABLESAMPLE without REPEATABLE, and 'now' bound as a
 /// parameter.

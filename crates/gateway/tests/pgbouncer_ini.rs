@@ -426,3 +426,40 @@ async fn the_fallback_database_serves_any_database_name() {
     assert!(names(&console).await.contains(&"fixed".to_string()));
     gw.shutdown().await;
 }
+
+/// A name no server database has, asked for by a client through `*`: the client's login is
+/// refused (3D000) and the health monitor does not log in to it again and again (it used to,
+/// every server_login_retry, adding a FATAL to the server's log each time for every such name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_name_the_server_lacks_is_not_logged_in_to_by_the_monitor() {
+    common::init_logs();
+    let pg = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ini = dir.path().join("pgbouncer.ini");
+    write(
+        &ini,
+        &format!(
+            "[databases]\n* = host=127.0.0.1 port={pg} user=postgres\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\npool_mode = transaction\nserver_login_retry = 1\n\
+             server_tls_sslmode = disable\n",
+            pg = pg.port()
+        ),
+    );
+    let conversion = convert_file(&ini).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Gateway::start(conversion.config, QuickStart::default()).await.expect("gateway starts");
+    let conninfo = format!("host=127.0.0.1 port={port} user=postgres dbname=nosuch sslmode=disable");
+    let err = query_pair(&conninfo, "SELECT 'a', 'b'").await.unwrap_err();
+    assert!(err.starts_with("3D000"), "{err}");
+    // Four server_login_retry periods and a few monitor rounds.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let log = std::fs::read_to_string(pg.log_path()).unwrap();
+    let refusals = log.matches("database \"nosuch\" does not exist").count();
+    assert_eq!(refusals, 1, "logins to the missing database: {refusals}");
+    // A client asking again is still answered by the server, not from memory only.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let err = query_pair(&conninfo, "SELECT 'a', 'b'").await.unwrap_err();
+    assert!(err.starts_with("3D000"), "{err}");
+    gw.shutdown().await;
+}

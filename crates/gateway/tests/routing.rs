@@ -605,27 +605,30 @@ async fn replica_groups_keep_analytics_apart() {
         let p: i32 = later.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&analytics), "the name set later did not route");
     }
-    // A client inside a read-only transaction on a replica counts on that replica's row of SHOW
-    // POOLS only: the rows add up to the three clients there are.
+    // SHOW POOLS has one row per database and user, as PgBouncer's (exporters label pools by the
+    // pair): the primary's and the replicas' pools add up, a client inside a read-only
+    // transaction on a replica included.
     app.batch_execute("BEGIN READ ONLY; SELECT 1").await.unwrap();
-    let pools = psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
-    let rows: Vec<Vec<&str>> =
-        pools.lines().filter(|l| l.starts_with("postgres|")).map(|l| l.split('|').collect()).collect();
-    let active: Vec<usize> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
-    assert_eq!(active.iter().sum::<usize>(), 3, "cl_active over the rows: {pools}");
-    assert!(rows.iter().any(|r| r[17] == "replica" && r[2] == "1"), "{pools}");
+    let pool_row = || {
+        let pools = psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
+        let rows: Vec<Vec<String>> = pools
+            .lines()
+            .filter(|l| l.starts_with("postgres|"))
+            .map(|l| l.split('|').map(str::to_string).collect())
+            .collect();
+        assert_eq!(rows.len(), 1, "one row for (postgres, postgres): {pools}");
+        rows.into_iter().next().unwrap()
+    };
+    let row = pool_row();
+    assert_eq!(row[2], "3", "cl_active: {row:?}");
+    assert_eq!(row.len(), 16, "PgBouncer's columns: {row:?}");
     app.batch_execute("COMMIT").await.unwrap();
-    // One waiting for a replica's server counts on that row only, as cl_waiting.
+    // One waiting for a replica's server counts as cl_waiting.
     psql(&gw, "pgpilot", "PAUSE postgres").unwrap();
     let waiting = tokio::spawn(async move { later.simple_query("SELECT 1").await.map(|_| ()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pools = psql(&gw, "pgpilot", "SHOW POOLS").unwrap();
-    let rows: Vec<Vec<&str>> =
-        pools.lines().filter(|l| l.starts_with("postgres|")).map(|l| l.split('|').collect()).collect();
-    let clients: usize =
-        rows.iter().map(|r| r[2].parse::<usize>().unwrap() + r[3].parse::<usize>().unwrap()).sum();
-    assert_eq!(clients, 3, "cl_active + cl_waiting over the rows: {pools}");
-    assert!(rows.iter().any(|r| r[17] == "replica" && r[3] == "1"), "{pools}");
+    let row = pool_row();
+    assert_eq!((row[2].as_str(), row[3].as_str()), ("2", "1"), "cl_active, cl_waiting: {row:?}");
     psql(&gw, "pgpilot", "RESUME postgres").unwrap();
     waiting.await.unwrap().unwrap();
     gw.shutdown().await;
@@ -1507,12 +1510,47 @@ async fn a_statement_that_pins_its_client_runs_on_the_primary() {
     gw.shutdown().await;
 }
 
+/// asyncpg's way to prepare: Parse and Describe of `name`, then Flush; returns once described.
+async fn prepare_with_flush(raw: &mut tokio::net::TcpStream, name: &str, sql: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::parse(&mut out, name.as_bytes(), sql.as_bytes(), &[0, 0]);
+    pgpilot_wire::frontend::target(&mut out, b'D', b'S', name.as_bytes());
+    out.extend_from_slice(b"H\0\0\0\x04");
+    raw.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| m.0 == b'T') {
+        got.extend(read_until_any(raw).await);
+    }
+}
+
+/// Bind, Execute and Sync of `name`, a one-row, one-column statement; its value once the
+/// ReadyForQuery of `status` ('I' idle, 'T' in a transaction) arrives.
+async fn execute_one_value(raw: &mut tokio::net::TcpStream, name: &str, status: u8) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    pgpilot_wire::frontend::bind(&mut out, b"", name.as_bytes(), &[0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+    pgpilot_wire::frontend::sync(&mut out);
+    raw.write_all(&out).await.unwrap();
+    let got = read_until_status(raw, status).await;
+    let row = backend_messages(&got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
+    String::from_utf8_lossy(&row[6..]).into_owned()
+}
+
+async fn read_until_status(raw: &mut tokio::net::TcpStream, status: u8) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !got.ends_with(&[b'Z', 0, 0, 0, 5, status]) {
+        got.extend(read_until_any(raw).await);
+    }
+    got
+}
+
 /// asyncpg prepares apart from running: Parse, Describe, Flush. Sent to the primary (nothing says
 /// yet what will run), that batch runs nothing, so it must not hold the client's reads on the
 /// primary for read-your-writes: every asyncpg read went there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
-    use tokio::io::AsyncWriteExt;
     let pg = Cluster::start();
     let replica = caught_up_replica(&pg);
     let gw = start(split_config(&pg, &[(&replica, &[])])).await;
@@ -1520,27 +1558,37 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
     let mut raw = raw_login(addr(&gw)).await;
     for i in 0..5 {
         let name = format!("a{i}");
-        let mut out = bytes::BytesMut::new();
-        pgpilot_wire::frontend::parse(&mut out, name.as_bytes(), b"SELECT inet_server_port()", &[0, 0]);
-        pgpilot_wire::frontend::target(&mut out, b'D', b'S', name.as_bytes());
-        out.extend_from_slice(b"H\0\0\0\x04");
-        raw.write_all(&out).await.unwrap();
-        let mut got = Vec::new();
-        while !backend_messages(&got).iter().any(|m| m.0 == b'T') {
-            got.extend(read_until_any(&mut raw).await);
-        }
+        prepare_with_flush(&mut raw, &name, "SELECT inet_server_port()").await;
         // The primary's server goes back to its pool once pgpilot's own Sync is answered, which
         // may come after the description: a Bind before that runs there.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut out = bytes::BytesMut::new();
-        pgpilot_wire::frontend::bind(&mut out, b"", name.as_bytes(), &[0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
-        pgpilot_wire::frontend::sync(&mut out);
-        raw.write_all(&out).await.unwrap();
-        let got = read_until_ready(&mut raw).await;
-        let row = backend_messages(&got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
-        let port: u16 = String::from_utf8_lossy(&row[6..]).parse().unwrap();
-        assert_eq!(port, replica.port(), "read {i} ran on the primary");
+        let port = execute_one_value(&mut raw, &name, b'I').await;
+        assert_eq!(port, replica.port().to_string(), "read {i} ran on the primary");
+    }
+    gw.shutdown().await;
+}
+
+/// asyncpg's `transaction(readonly=True)`: BEGIN READ ONLY alone, then the first statement
+/// prepared with Parse, Describe, Flush and run with Bind, Execute, Sync. Nothing in a read-only
+/// transaction can write, so the Flush batch goes to a replica like the statement it prepares
+/// (it went to the primary, and with it every such transaction whose statement was new).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_transaction_prepared_with_flush_runs_on_a_replica() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    for i in 0..3 {
+        raw.write_all(&query_message("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY;")).await.unwrap();
+        read_until_status(&mut raw, b'T').await;
+        let name = format!("ro{i}");
+        prepare_with_flush(&mut raw, &name, "SELECT inet_server_port()").await;
+        let port = execute_one_value(&mut raw, &name, b'T').await;
+        assert_eq!(port, replica.port().to_string(), "read-only transaction {i} ran on the primary");
+        raw.write_all(&query_message("COMMIT")).await.unwrap();
+        read_until_ready(&mut raw).await;
     }
     gw.shutdown().await;
 }
@@ -1894,5 +1942,36 @@ async fn a_read_connecting_to_a_hung_replica_moves_when_it_is_banned() {
     signal("-CONT");
     assert_eq!(answered.expect("the read never moved off the hung replica"), "1");
     assert!(took < Duration::from_secs(10), "the read waited {took:?} for the hung replica");
+    gw.shutdown().await;
+}
+
+/// The monitor's own connection ended by an administrator (a kill script's
+/// pg_terminate_backend) says nothing of the server: a new one is asked at once, and the replica
+/// is not banned (nor the primary reported down) for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_connection_ended_alone_bans_no_server() {
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                WHERE application_name = 'pgpilot-monitor'";
+    let mut killed = 0;
+    for _ in 0..10 {
+        killed += pg.psql("postgres", kill).parse::<u32>().unwrap();
+        killed += replica.psql("postgres", kill).parse::<u32>().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(killed >= 10, "{killed} monitor connections ended");
+    let failed: u64 = gw
+        .shared()
+        .databases_by_name()
+        .iter()
+        .flat_map(|(_, db)| db.backends.iter())
+        .map(|b| b.failed_checks.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert_eq!(failed, 0, "checks counted as failed: {:?}", psql(&gw, "pgpilot", "SHOW REPLICAS"));
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(replicas.lines().any(|l| l.contains("|replica|") && l.contains("|up|")), "{replicas}");
     gw.shutdown().await;
 }

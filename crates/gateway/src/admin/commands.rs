@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use pgpilot_wire::{backend, PgError, SqlState};
 
 use super::{show, AdminLogin, ResultSet};
+use crate::config::ConsoleColumns;
 use crate::shared::Shared;
 
 pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &mut BytesMut) {
@@ -53,6 +54,11 @@ pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &
             shared.shutdown_requested.notify_one();
             Ok(Reply::Tag("SHUTDOWN".into()))
         }
+        // PgBouncer's commands pgpilot knows but does not have: said so, not "invalid command".
+        "SUSPEND" => Err(PgError::error(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "SUSPEND is not supported: pgpilot has no online restart (docs/operations.md: upgrades and restarts)",
+        )),
         _ => Err(invalid_command(text)),
     };
     match result {
@@ -95,7 +101,7 @@ enum Reply {
 }
 
 fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
-    let rs = match what {
+    let mut rs = match what {
         "POOLS" => show::pools(shared),
         "STATS" => show::stats(shared),
         "STATS_TOTALS" => show::stats_totals(shared),
@@ -116,6 +122,11 @@ fn show_command(shared: &Shared, what: &str) -> Result<Reply, PgError> {
         "HELP" => show::help(),
         other => return Err(invalid_command(format!("SHOW {other}").trim_end())),
     };
+    if shared.config.load().pgpilot.console_columns == ConsoleColumns::Pgbouncer {
+        if let Some(n) = show::pgbouncer_width(what) {
+            rs.keep_columns(n);
+        }
+    }
     Ok(Reply::Rows(rs))
 }
 

@@ -73,6 +73,15 @@ impl ResultSet {
         self
     }
 
+    /// Keeps the first `n` columns.
+    pub fn keep_columns(&mut self, n: usize) {
+        self.columns.truncate(n);
+        self.fixed.truncate(n);
+        for row in &mut self.rows {
+            row.truncate(n);
+        }
+    }
+
     pub fn row(&mut self, values: Vec<Cell>) {
         debug_assert_eq!(values.len(), self.columns.len());
         self.rows.push(values);

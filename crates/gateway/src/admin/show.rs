@@ -5,67 +5,90 @@ use std::time::SystemTime;
 
 use super::resultset::{v, Cell, Kind, ResultSet};
 use crate::databases::Database;
+use crate::pool::PoolCounts;
 use crate::registry::ClientState;
 use crate::shared::Shared;
 use crate::stats::{Averages, Totals};
 use crate::timefmt::{format_utc, format_utc_us};
 
+/// How many of a SHOW command's first columns are PgBouncer 1.23's, for the commands where
+/// pgpilot adds its own after them.
+pub fn pgbouncer_width(what: &str) -> Option<usize> {
+    match what {
+        "CLIENTS" | "SERVERS" => Some(PGBOUNCER_CONN_COLUMNS),
+        "DATABASES" => Some(PGBOUNCER_DATABASE_COLUMNS),
+        _ => None,
+    }
+}
+
+/// SHOW POOLS: PgBouncer 1.23's columns, and no others.
+const POOL_COLUMNS: [&str; 16] = [
+    "database",
+    "user",
+    "cl_active",
+    "cl_waiting",
+    "cl_active_cancel_req",
+    "cl_waiting_cancel_req",
+    "sv_active",
+    "sv_active_cancel",
+    "sv_being_canceled",
+    "sv_idle",
+    "sv_used",
+    "sv_tested",
+    "sv_login",
+    "maxwait",
+    "maxwait_us",
+    "pool_mode",
+];
+
+/// One row per database and user, as PgBouncer's (whose pools may span several hosts too): a
+/// split database's primary and replica pools add up, and SHOW SERVERS gives each server's role.
+/// Exporters label pools by database and user, and two rows of one pair failed their scrape.
 pub fn pools(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "database",
-        "user",
-        "cl_active",
-        "cl_waiting",
-        "cl_active_cancel_req",
-        "cl_waiting_cancel_req",
-        "sv_active",
-        "sv_active_cancel",
-        "sv_being_canceled",
-        "sv_idle",
-        "sv_used",
-        "sv_tested",
-        "sv_login",
-        "maxwait",
-        "maxwait_us",
-        "pool_mode",
-        "server",
-        "role",
-    ])
-    .integers_as(Kind::Int4);
+    let mut rs = ResultSet::new(&POOL_COLUMNS).integers_as(Kind::Int4);
     let mut console = vec![v(CONSOLE), v(CONSOLE), v(console_clients(shared))];
     console.extend((0..12).map(|_| v(0)));
-    console.extend([v("statement"), v(""), v("")]);
+    console.push(v("statement"));
     rs.row(console);
     for (_, db) in &shared.databases_by_name() {
         for set in db.pool_sets() {
-            for (i, pool) in set.all().enumerate() {
-                let c = pool.counts();
-                let clients = set.clients_of(db, i);
-                let settings = pool.settings.load();
-                rs.row(vec![
-                    v(&pool.id.database),
-                    v(&pool.id.user),
-                    v(clients.saturating_sub(c.waiting)),
-                    v(c.waiting),
-                    v(0),
-                    v(0),
-                    v(c.active),
-                    v(0),
-                    v(0),
-                    v(c.idle - c.used.min(c.idle)),
-                    v(c.used),
-                    v(0),
-                    v(c.opening),
-                    v(c.max_wait.as_secs()),
-                    v(c.max_wait.subsec_micros()),
-                    v(settings.mode.as_str()),
-                    v(&pool.id.server),
-                    v(db.role_name(i)),
-                ]);
-            }
+            let Some(first) = set.all().next() else { continue };
+            let mode = first.settings.load().mode;
+            let c = set.all().map(|p| p.counts()).fold(PoolCounts::default(), add_counts);
+            rs.row(vec![
+                v(&first.id.database),
+                v(&first.id.user),
+                v(set.clients.load(Relaxed).saturating_sub(c.waiting)),
+                v(c.waiting),
+                v(0),
+                v(0),
+                v(c.active),
+                v(0),
+                v(0),
+                v(c.idle - c.used.min(c.idle)),
+                v(c.used),
+                v(0),
+                v(c.opening),
+                v(c.max_wait.as_secs()),
+                v(c.max_wait.subsec_micros()),
+                v(mode.as_str()),
+            ]);
         }
     }
     rs
+}
+
+fn add_counts(sum: PoolCounts, c: PoolCounts) -> PoolCounts {
+    PoolCounts {
+        active: sum.active + c.active,
+        idle: sum.idle + c.idle,
+        opening: sum.opening + c.opening,
+        in_use: sum.in_use + c.in_use,
+        total: sum.total + c.total,
+        waiting: sum.waiting + c.waiting,
+        used: sum.used + c.used,
+        max_wait: sum.max_wait.max(c.max_wait),
+    }
 }
 
 /// PgBouncer lists its console as database `pgbouncer` of user `pgbouncer` in SHOW POOLS and SHOW
@@ -227,6 +250,9 @@ pub fn state(shared: &Shared) -> ResultSet {
     }
     rs
 }
+
+/// SHOW CLIENTS' and SHOW SERVERS' columns up to `prepared_statements` are PgBouncer 1.23's.
+const PGBOUNCER_CONN_COLUMNS: usize = 20;
 
 const CONN_COLUMNS: [&str; 22] = [
     "type",
@@ -478,50 +504,42 @@ pub fn replicas(shared: &Shared) -> ResultSet {
     rs
 }
 
+/// SHOW DATABASES: PgBouncer 1.23's fourteen columns in its order, then pgpilot's own (with
+/// `console_columns = "pgbouncer"`, the fourteen alone).
+const DATABASE_COLUMNS: [&str; 18] = [
+    "name",
+    "host",
+    "port",
+    "database",
+    "force_user",
+    "pool_size",
+    "min_pool_size",
+    "reserve_pool",
+    "server_lifetime",
+    "pool_mode",
+    "max_connections",
+    "current_connections",
+    "paused",
+    "disabled",
+    // PgBouncer 1.24's names for these; exporters read one name or the other.
+    "reserve_pool_size",
+    "max_client_connections",
+    "current_client_connections",
+    "replicas",
+];
+
+const PGBOUNCER_DATABASE_COLUMNS: usize = 14;
+
 pub fn databases(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "name",
-        "host",
-        "port",
-        "database",
-        "force_user",
-        "pool_size",
-        "min_pool_size",
-        "reserve_pool",
-        "reserve_pool_size",
-        "server_lifetime",
-        "pool_mode",
-        "max_connections",
-        "current_connections",
-        "max_client_connections",
-        "current_client_connections",
-        "paused",
-        "disabled",
-        "replicas",
-    ])
-    .integers_as(Kind::Int4);
+    let mut rs = ResultSet::new(&DATABASE_COLUMNS).integers_as(Kind::Int4);
     let config = shared.config.load();
     let listen_port = shared.listen_port.load(Relaxed);
-    rs.row(vec![
-        v(CONSOLE),
-        v(None::<&str>),
-        v(listen_port),
-        v(CONSOLE),
-        v(CONSOLE),
-        v(2),
-        v(0),
-        v(0),
-        v(0),
-        v(0),
-        v("statement"),
-        v(0),
-        v(0),
-        v(0),
-        v(console_clients(shared)),
-        v(0),
-        v(0),
-        v(0),
-    ]);
+    let mut console = vec![v(CONSOLE), v(None::<&str>), v(listen_port), v(CONSOLE), v(CONSOLE), v(2)];
+    console.extend((0..3).map(|_| v(0)));
+    console.push(v("statement"));
+    console.extend((0..6).map(|_| v(0)));
+    console.extend([v(console_clients(shared)), v(0)]);
+    rs.row(console);
     for (name, db) in &shared.databases_by_name() {
         let clients: usize = db.pool_sets().iter().map(|s| s.clients.load(Relaxed)).sum();
         let db_config = db.config();
@@ -534,18 +552,17 @@ pub fn databases(shared: &Shared) -> ResultSet {
             v(db.forced_user.clone()),
             v(config.pool_size(&db_config)),
             v(db_config.min_pool_size.unwrap_or(config.pgpilot.min_pool_size)),
-            // PgBouncer named it reserve_pool up to 1.22; exporters read one name or the other.
-            v(reserve),
             v(reserve),
             v(config.pgpilot.server_lifetime.get().as_secs()),
             // As PgBouncer: empty unless the database sets its own (SHOW POOLS has the mode used).
             v(db_config.pool_mode.map(|m| m.as_str())),
             v(db_config.max_db_connections.unwrap_or(config.pgpilot.max_db_connections)),
             v(db.limit.used()),
-            v(config.pgpilot.max_client_conn),
-            v(clients),
             v(i32::from(*db.paused.borrow())),
             v(i32::from(db.is_disabled())),
+            v(reserve),
+            v(config.pgpilot.max_client_conn),
+            v(clients),
             v(db.replicas.len()),
         ]);
     }

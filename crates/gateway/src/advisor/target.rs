@@ -5,21 +5,21 @@
 
 use pgpilot_advisor::AdviseOptions;
 
-use crate::config::{ServerTlsMode, ServerUrl};
+use crate::config::{Config, DatabaseConfig, ServerTlsMode, ServerUrl};
 use crate::pool::{SecretSource, ServerSecret, ServerTarget};
 use crate::shared::Shared;
 
 pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String> {
     let config = shared.config.load();
     let db = config.databases.get(database).ok_or_else(|| format!("no such database: {database}"))?;
-    let primary = conninfo(shared, database, &db.primary, "primary")?;
+    let primary = conninfo(shared, &config, database, db, &db.primary, "primary")?;
     let settings = &config.advisor;
     let mut options = AdviseOptions::new(primary);
     // The replicas' index scans count too: an index only reads routed to a replica use is used.
     options.replicas = db
         .replicas
         .iter()
-        .map(|replica| conninfo(shared, database, replica.url(), "replicas"))
+        .map(|replica| conninfo(shared, &config, database, db, replica.url(), "replicas"))
         .collect::<Result<_, _>>()?;
     options.skip_indexes = !settings.index_suggestions;
     options.statement_timeout_ms =
@@ -35,9 +35,14 @@ pub fn options(shared: &Shared, database: &str) -> Result<AdviseOptions, String>
 
 /// The libpq string the advisor logs in to one of the database's servers with, as its pools do.
 /// `key` names the setting the URL comes from, for errors.
-fn conninfo(shared: &Shared, database: &str, server_url: &str, key: &str) -> Result<String, String> {
-    let config = shared.config.load();
-    let db = config.databases.get(database).ok_or_else(|| format!("no such database: {database}"))?;
+fn conninfo(
+    shared: &Shared,
+    config: &Config,
+    database: &str,
+    db: &DatabaseConfig,
+    server_url: &str,
+    key: &str,
+) -> Result<String, String> {
     let url = ServerUrl::parse(server_url).map_err(|e| format!("[databases.{database}] {key}: {e}"))?;
     // A replica's URL often leaves the user to the primary's.
     let primary_user = || ServerUrl::parse(&db.primary).ok().and_then(|p| p.user);
@@ -54,11 +59,8 @@ fn conninfo(shared: &Shared, database: &str, server_url: &str, key: &str) -> Res
         quote(&url.dbname),
         quote(&user),
         match tls_mode {
-            ServerTlsMode::Disable | ServerTlsMode::Allow => "disable",
-            ServerTlsMode::Prefer => "prefer",
-            ServerTlsMode::Require => "require",
-            ServerTlsMode::VerifyCa => "verify-ca",
-            ServerTlsMode::VerifyFull => "verify-full",
+            ServerTlsMode::Allow => ServerTlsMode::Disable.name(),
+            mode => mode.name(),
         }
     );
     if let ServerSecret::Password(p) = shared.secrets.secret_for(&target) {

@@ -207,11 +207,14 @@ impl DbCache {
     /// What a statement run through pgpilot invalidates once its transaction ends. Errs towards
     /// invalidating everything: any text it cannot account for (DDL, CALL, DO, user functions that
     /// may write, tables with triggers, names it cannot resolve) drops every result of the database.
+    /// `sent_to_primary_on_request` (a hint or `SET pgpilot.route = primary`) makes every function
+    /// outside pg_catalog one that may write, whatever its declared volatility.
     pub fn invalidation_of(
         &self,
         stmt: &Statement,
         functions: &FunctionCatalog,
         search_path: &[String],
+        sent_to_primary_on_request: bool,
     ) -> Invalidation {
         use StatementKind as K;
         if matches!(stmt.transaction, Some(pgpilot_sql::TxnControl::CommitPrepared(_))) {
@@ -219,9 +222,11 @@ impl DbCache {
             return Invalidation::Everything;
         }
         // User operators, casts and views run functions the text does not name.
-        let calls_user_code = stmt.functions.iter().any(|f| may_write_through(f, functions, search_path))
-            || functions.has_implicit_writers()
-                && functions.implicit_volatility(stmt) == Volatility::Volatile;
+        let calls_user_code = stmt.functions.iter().any(|f| {
+            may_write_through(f, functions, search_path)
+                || sent_to_primary_on_request && !functions.resolves_in_pg_catalog(f, search_path)
+        }) || functions.has_implicit_writers()
+            && functions.implicit_volatility(stmt) == Volatility::Volatile;
         let harmless = stmt.kinds.iter().all(|k| {
             matches!(
                 k,

@@ -52,6 +52,19 @@ impl AuthType {
     }
 }
 
+/// The columns of the admin console's SHOW commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleColumns {
+    /// PgBouncer 1.23's columns in its order, then pgpilot's own (a server's role and lag, a
+    /// client's id and pin): for people, and for tools that read columns by name.
+    #[default]
+    Extended,
+    /// PgBouncer 1.23's columns and no others: for tools that check the column count against the
+    /// version SHOW VERSION gives (pgbouncer_fdw and pgMonitor, dblink queries).
+    Pgbouncer,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
@@ -88,6 +101,8 @@ pub struct General {
     pub auth_query_negative_ttl: Secs,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
+    /// SHOW commands' columns: "extended" (PgBouncer's, then pgpilot's) or "pgbouncer" (PgBouncer's only).
+    pub console_columns: ConsoleColumns,
     pub max_client_conn: usize,
     pub default_pool_size: usize,
     pub min_pool_size: usize,
@@ -163,6 +178,7 @@ impl Default for General {
             auth_query_negative_ttl: Secs::from_secs(5),
             admin_users: Vec::new(),
             stats_users: Vec::new(),
+            console_columns: ConsoleColumns::default(),
             max_client_conn: 10_000,
             default_pool_size: 20,
             min_pool_size: 0,

@@ -22,7 +22,7 @@ pub use database::{
     UserConfig, FALLBACK_DATABASE,
 };
 pub use duration::Secs;
-pub use general::{AuthType, General, PoolMode};
+pub use general::{AuthType, ConsoleColumns, General, PoolMode};
 pub use one_or_many::OneOrMany;
 pub use overrides::QuickStart;
 pub use server_url::ServerUrl;

@@ -33,20 +33,50 @@ pub enum ServerTlsMode {
 }
 
 impl ServerTlsMode {
+    const ALL: [ServerTlsMode; 6] = [
+        ServerTlsMode::Disable,
+        ServerTlsMode::Allow,
+        ServerTlsMode::Prefer,
+        ServerTlsMode::Require,
+        ServerTlsMode::VerifyCa,
+        ServerTlsMode::VerifyFull,
+    ];
+
     pub fn parse(s: &str) -> Option<ServerTlsMode> {
-        Some(match s {
-            "disable" => ServerTlsMode::Disable,
-            "allow" => ServerTlsMode::Allow,
-            "prefer" => ServerTlsMode::Prefer,
-            "require" => ServerTlsMode::Require,
-            "verify-ca" => ServerTlsMode::VerifyCa,
-            "verify-full" => ServerTlsMode::VerifyFull,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|mode| mode.name() == s)
     }
 
+    /// libpq's name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerTlsMode::Disable => "disable",
+            ServerTlsMode::Allow => "allow",
+            ServerTlsMode::Prefer => "prefer",
+            ServerTlsMode::Require => "require",
+            ServerTlsMode::VerifyCa => "verify-ca",
+            ServerTlsMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the first attempt asks for TLS (allow tries in the clear first, as libpq).
     pub fn attempts_tls(self) -> bool {
         !matches!(self, ServerTlsMode::Disable | ServerTlsMode::Allow)
+    }
+
+    /// Whether TLS may be used at all (a connector is needed).
+    pub fn may_use_tls(self) -> bool {
+        self != ServerTlsMode::Disable
+    }
+
+    /// libpq's second attempt: a login the server refused over TLS is tried once in the clear
+    /// under prefer, one refused in the clear once over TLS under allow (pg_hba.conf's hostssl
+    /// and hostnossl lines decide which the server takes).
+    pub fn retries_login(self, over_tls: bool) -> bool {
+        match self {
+            ServerTlsMode::Prefer => over_tls,
+            ServerTlsMode::Allow => !over_tls,
+            _ => false,
+        }
     }
 
     pub fn requires_tls(self) -> bool {

@@ -88,7 +88,7 @@ pub enum CertCheck {
 impl CertCheck {
     /// The check a server's effective settings ask for; None when no TLS is attempted.
     pub fn for_server(server: &ServerTls) -> Result<Option<CertCheck>, String> {
-        if !server.mode.attempts_tls() {
+        if !server.mode.may_use_tls() {
             return Ok(None);
         }
         if !server.mode.verifies() {
@@ -110,7 +110,7 @@ impl CertCheck {
 
 /// Why a verify mode without a CA file is refused, and what to set.
 pub fn missing_ca_message(mode: ServerTlsMode) -> String {
-    let mode = if mode == ServerTlsMode::VerifyCa { "verify-ca" } else { "verify-full" };
+    let mode = mode.name();
     format!(
         "sslmode {mode} needs the CA to check the server with: add sslrootcert=/path/ca.pem to the URL or set [tls] server_tls_ca_file (\"{SYSTEM_ROOTS}\" trusts the bundled public web roots)"
     )

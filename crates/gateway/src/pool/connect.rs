@@ -60,6 +60,8 @@ pub enum ConnectError {
     Rejected { addr: String, fields: ErrorFields },
     #[error("server {addr} requires TLS/authentication pgpilot cannot satisfy: {why}")]
     Unsupported { addr: String, why: String },
+    #[error("TLS handshake with server {addr} failed: {why}")]
+    TlsHandshake { addr: String, why: String },
     /// The server asks for a password pgpilot does not have for the user (yet: a client's SCRAM
     /// login can give pgpilot the key it needs).
     #[error("server {addr} asks user \"{user}\" for a {method} password pgpilot does not have: give it in auth_file, the server URL or PGPASSWORD (with SCRAM, a client's login can also provide it)")]
@@ -87,7 +89,12 @@ impl ConnectError {
     pub fn is_permanent(&self) -> bool {
         self.refuses_login()
             || self.lacks_secret()
-            || matches!(self, ConnectError::Unsupported { .. } | ConnectError::Protocol { .. })
+            || matches!(
+                self,
+                ConnectError::Unsupported { .. }
+                    | ConnectError::TlsHandshake { .. }
+                    | ConnectError::Protocol { .. }
+            )
     }
 
     /// pgpilot lacks the password the server asks for, or holds an outdated one: a problem of
@@ -159,29 +166,67 @@ async fn connect_inner(
     connector: Option<&tokio_rustls::TlsConnector>,
     application_name: &str,
 ) -> Result<Connected, ConnectError> {
+    let mode = target.tls_mode;
+    let opened = match open(target, connector, mode.attempts_tls()).await {
+        Err(e) if mode == ServerTlsMode::Prefer && matches!(e, ConnectError::TlsHandshake { .. }) => {
+            tracing::info!(server = %target.url.address(), error = %e, "sslmode prefer: trying again without TLS");
+            open(target, connector, false).await?
+        }
+        opened => opened?,
+    };
+    let over_tls = opened.tls.is_some();
+    match log_in(opened, target, secret, application_name).await {
+        Err(e) if mode.retries_login(over_tls) && matches!(e, ConnectError::Rejected { .. }) => {
+            let again = if over_tls { "without TLS" } else { "with TLS" };
+            tracing::info!(server = %target.url.address(), error = %e, "sslmode {}: trying again {again}", mode.name());
+            log_in(open(target, connector, !over_tls).await?, target, secret, application_name).await
+        }
+        logged_in => logged_in,
+    }
+}
+
+/// A connection to the server, TLS negotiated, before the startup packet.
+struct Opened {
+    sock: Sock,
+    tls: Option<Box<str>>,
+    local: Option<std::net::SocketAddr>,
+}
+
+async fn open(
+    target: &ServerTarget,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    try_tls: bool,
+) -> Result<Opened, ConnectError> {
     let addr = target.url.address();
     let io_err = |source| ConnectError::Io { addr: addr.clone(), source };
-    let (sock, tls, local) = if target.url.is_unix_socket() {
-        (Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?), None, None)
-    } else {
-        let tcp = TcpStream::connect(&addr).await.map_err(io_err)?;
-        // On the TCP socket, before TLS puts a socket pair in front of it (net/sock.rs).
-        crate::net::sock::nodelay(&tcp);
-        crate::net::sock::keepalive(&tcp);
-        let local = tcp.local_addr().ok();
-        let (sock, tls) = if target.tls_mode.attempts_tls() {
-            negotiate_tls(tcp, target, connector).await?
-        } else {
-            (Sock::Tcp(tcp), None)
-        };
-        (sock, tls, local)
-    };
+    if target.url.is_unix_socket() {
+        let sock = Sock::Unix(UnixStream::connect(&addr).await.map_err(io_err)?);
+        return Ok(Opened { sock, tls: None, local: None });
+    }
+    let tcp = TcpStream::connect(&addr).await.map_err(io_err)?;
+    // On the TCP socket, before TLS puts a socket pair in front of it (net/sock.rs).
+    crate::net::sock::nodelay(&tcp);
+    crate::net::sock::keepalive(&tcp);
+    let local = tcp.local_addr().ok();
+    let (sock, tls) =
+        if try_tls { negotiate_tls(tcp, target, connector).await? } else { (Sock::Tcp(tcp), None) };
+    Ok(Opened { sock, tls, local })
+}
+
+async fn log_in(
+    opened: Opened,
+    target: &ServerTarget,
+    secret: &ServerSecret,
+    application_name: &str,
+) -> Result<Connected, ConnectError> {
+    let Opened { sock, tls, local } = opened;
+    let addr = target.url.address();
     let mut out = BytesMut::with_capacity(256);
     startup::startup_message(
         &mut out,
         &[("user", &target.user), ("database", &target.url.dbname), ("application_name", application_name)],
     );
-    sock.write_all(&out).await.map_err(io_err)?;
+    sock.write_all(&out).await.map_err(|source| ConnectError::Io { addr: addr.clone(), source })?;
     let mut login =
         Login { sock: &sock, buf: BytesMut::with_capacity(4096), addr: &addr, user: &target.user };
     login.authenticate(target, secret).await?;
@@ -215,7 +260,7 @@ async fn negotiate_tls(
             let stream = connector
                 .connect(name, tcp)
                 .await
-                .map_err(|e| ConnectError::Unsupported { addr: addr.clone(), why: format!("TLS: {e}") })?;
+                .map_err(|e| ConnectError::TlsHandshake { addr: addr.clone(), why: e.to_string() })?;
             let session = stream.get_ref().1;
             let described = tls::describe(session.protocol_version(), session.negotiated_cipher_suite());
             Ok((tls::bridge(stream).map_err(io_err)?, Some(described.into())))

@@ -366,12 +366,12 @@ impl Pool {
         PausedClient { waiting }
     }
 
-    /// Counts a client among this pool's waiters until the returned guard is dropped.
     /// Clients waiting for a server of this pool (cl_waiting).
     pub(super) fn waiting_clients(&self) -> usize {
         self.waiting_clients.load(Relaxed)
     }
 
+    /// Counts a client among this pool's waiters until the returned guard is dropped.
     pub fn count_waiting(&self) -> WaitingClient<'_> {
         self.waiting_clients.fetch_add(1, Relaxed);
         self.limits.count_waiting(true);
@@ -710,6 +710,7 @@ impl Pool {
                     }
                     *self.last_error.lock() = None;
                     *self.secret_missing_at.lock() = None;
+                    *self.login_refused.lock() = None;
                     let slot = Slot { pool: self.clone(), generation: permit.opened() };
                     let address = self.target.url.address();
                     let is_unix = self.target.url.is_unix_socket();
@@ -828,10 +829,20 @@ impl Pool {
         )
         .await;
         match &result {
-            Ok(_) => self.backoff.succeeded(),
+            Ok(_) => {
+                self.backoff.succeeded();
+                *self.monitor_login_refused.lock() = None;
+            }
             Err(e) => self.remember_refusal(e, &self.monitor_login_refused),
         }
         result
+    }
+
+    /// The server's last answer to a login was that the database does not exist (3D000).
+    pub fn database_missing(&self) -> bool {
+        [&self.login_refused, &self.monitor_login_refused]
+            .iter()
+            .any(|refusal| refusal.lock().as_ref().is_some_and(|(_, _, fields)| fields.code == "3D000"))
     }
 
     /// A login refused for its credentials or database is remembered for server_login_retry. A

@@ -7,5 +7,8 @@ pub mod router;
 pub mod ryw;
 
 pub use backend::{Backend, Role};
-pub use router::{place, replica_still_serves, verdict, Decision, Request, SessionRoute, Verdict};
+pub use router::{
+    place, replica_still_serves, sent_to_primary_on_request, verdict, Decision, Request, SessionRoute,
+    Verdict,
+};
 pub use ryw::WriteMark;

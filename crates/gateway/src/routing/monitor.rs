@@ -158,6 +158,11 @@ pub(crate) fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet
     if let Some(set) = sets.iter().find(logs_in).or(sets.first()) {
         return Some(set.clone());
     }
+    // A database made from `*` is looked at through its clients' pools only: making pools for it
+    // here would log in to any name a client once asked for, the server's missing ones included.
+    if db.made_from_fallback {
+        return None;
+    }
     let forced = db.forced_user.as_deref()?;
     shared.pools_for(&db.name, forced).ok().map(|(_, set)| set)
 }
@@ -237,6 +242,7 @@ impl DatabaseMonitor {
     ) -> Vec<(Arc<Backend>, u64, Result<Reading, CheckError>)> {
         let sent = now_ms();
         let every = self.db.routing.load().health_check_interval.get();
+        let made_from_fallback = self.db.made_from_fallback;
         let checks = self
             .probes
             .iter_mut()
@@ -249,6 +255,13 @@ impl DatabaseMonitor {
                 async move {
                     let result = match failed_at.filter(|at| at.elapsed() < every) {
                         Some(_) => Err(CheckError::NotTriedYet),
+                        // A name a client asked for through `*` that the server lacks: as in
+                        // PgBouncer, only clients' logins try it again (at most once per
+                        // server_login_retry), or each such name would add a FATAL to the
+                        // server's log every server_login_retry until autodb_idle_timeout.
+                        None if made_from_fallback && pool.database_missing() => {
+                            Err(CheckError::LoginRefusedLately)
+                        }
                         None => check(probe, failed_at, &pool, timeout).await,
                     };
                     (backend.clone(), sent, result)
@@ -464,6 +477,25 @@ enum CheckError {
 }
 
 async fn check(
+    slot: &mut Option<Probe>,
+    failed_at: &mut Option<Instant>,
+    pool: &crate::pool::Pool,
+    timeout: Duration,
+) -> Result<Reading, CheckError> {
+    let reused = slot.is_some();
+    let asked = Instant::now();
+    match check_once(slot, failed_at, pool, timeout).await {
+        // The monitor's own connection ended alone (an administrator's pg_terminate_backend, an
+        // idle session timeout): that says nothing of the server, which a new connection asks at
+        // once. (A probe that got no answer in time is not asked again: the server is slow.)
+        Err(CheckError::Server(_)) if reused && asked.elapsed() < timeout => {
+            check_once(slot, failed_at, pool, timeout).await
+        }
+        result => result,
+    }
+}
+
+async fn check_once(
     slot: &mut Option<Probe>,
     failed_at: &mut Option<Instant>,
     pool: &crate::pool::Pool,

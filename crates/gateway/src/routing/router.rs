@@ -30,6 +30,14 @@ impl SessionRoute {
     }
 }
 
+/// Whether `stmt` goes to the primary because it was asked to (a `pgpilot:primary` hint or the
+/// session's `SET pgpilot.route = primary`). A call of the application's own function in it then
+/// counts as a write whatever its declared volatility (the hint is the documented way to call a
+/// STABLE function that writes): for read-your-writes here, for the result cache's invalidation.
+pub fn sent_to_primary_on_request(stmt: &Statement, session_route: SessionRoute) -> bool {
+    stmt.hints.route == Some(RouteHint::Primary) || session_route == SessionRoute::Primary
+}
+
 /// What the router needs to know about the client.
 pub struct Request<'a> {
     pub session_route: SessionRoute,
@@ -65,7 +73,7 @@ pub struct Decision {
 pub fn verdict(db: &Database, stmt: &Statement, req: &Request<'_>) -> Verdict {
     let hint = stmt.hints.route;
     let routed = route(stmt, &db.functions.load(), req.search_path);
-    if hint == Some(RouteHint::Primary) || req.session_route == SessionRoute::Primary {
+    if sent_to_primary_on_request(stmt, req.session_route) {
         // Sent to the primary on request, it still counts as a write (read-your-writes) whenever
         // pgpilot would have sent it there anyway (a volatile function may write), and whenever it
         // calls a function of the application's: the hint is the documented way to call a STABLE

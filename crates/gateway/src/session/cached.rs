@@ -407,6 +407,12 @@ impl Session {
 
     /// What a statement passing to the server invalidates when its transaction ends.
     pub(super) fn invalidation_of_text(&mut self, text: &[u8]) -> Invalidation {
+        // pgpilot's own settings never reach a server, and `primary` does not parse as a value
+        // (a reserved word): taken for text it cannot account for, each named-statement SET
+        // dropped every result of the database and had the catalog read again.
+        if super::local_statements::is_local_setting(text) {
+            return Invalidation::Nothing;
+        }
         let Ok(sql) = std::str::from_utf8(text) else { return Invalidation::Everything };
         let sql = &*self.for_reading(std::borrow::Cow::Borrowed(sql));
         if crate::shapes::look_of(sql).plain_select && self.db.plain_selects_only_read() {
@@ -419,7 +425,8 @@ impl Session {
         }
         self.note_search_path(&stmt.settings);
         let functions = self.db.functions.load();
-        self.db.cache.invalidation_of(&stmt, &functions, self.known_schemas())
+        let on_request = crate::routing::sent_to_primary_on_request(&stmt, self.route);
+        self.db.cache.invalidation_of(&stmt, &functions, self.known_schemas(), on_request)
     }
 
     /// What a Bind of `statement` (the client's name) invalidates; `unnamed` is what the last

@@ -603,7 +603,7 @@ impl Flow {
 
 /// After the server answered: handles the client input that waited for the answers in flight.
 fn after_answers(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
-    if flow.await_answers && !flow.expected.client_pending() {
+    if flow.await_answers && !flow.expected.client_pending() && !flow.server_ended_idle {
         flow.await_answers = false;
         drain_client(s, server, flow).map_err(Exit::End)?;
     }
@@ -614,6 +614,10 @@ fn after_answers(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> R
 /// session when they failed.
 fn after_param_sync(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Result<(), Exit> {
     match std::mem::replace(&mut flow.param_sync, ParamSync::None) {
+        // The server said it is closing right after the settings were answered (in the same
+        // read): the request stays in the client's buffer for the next server. Drained here, it
+        // went to the closing server and was lost, and the client waited for ever (helper-161).
+        ParamSync::Done if flow.server_ended_idle => Ok(()),
         ParamSync::Done => drain_client(s, server, flow).map_err(Exit::End),
         ParamSync::Failed(e) => Err(Exit::End(Ending::Fatal(e))),
         ParamSync::Moved => Err(Exit::Moved),

@@ -65,7 +65,12 @@ async fn server_takes_logins(pool: &Pool) -> bool {
             true
         }
         Ok(Err(e @ ConnectError::Rejected { .. })) => !is_going_away(&e),
-        Ok(Err(e)) if e.lacks_secret() || matches!(e, ConnectError::Unsupported { .. }) => true,
+        Ok(Err(e))
+            if e.lacks_secret()
+                || matches!(e, ConnectError::Unsupported { .. } | ConnectError::TlsHandshake { .. }) =>
+        {
+            true
+        }
         Ok(Err(_)) | Err(_) => false,
     }
 }

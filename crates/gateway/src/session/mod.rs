@@ -154,13 +154,10 @@ async fn read_at_least(sock: &Sock, buf: &mut BytesMut, n: usize) {
 }
 
 fn is_encryption_request(packet: &[u8]) -> bool {
-    let code = |c: &[u8]| i32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+    use pgpilot_wire::startup::{self, StartupPacket};
     packet.len() == 8
-        && packet[..4] == 8i32.to_be_bytes()
-        && matches!(
-            code(&packet[4..]),
-            pgpilot_wire::startup::SSL_REQUEST | pgpilot_wire::startup::GSSENC_REQUEST
-        )
+        && startup::packet_len(packet) == Ok(Some(8))
+        && matches!(startup::parse(packet), Ok(StartupPacket::Ssl | StartupPacket::GssEnc))
 }
 
 /// How long a connection refused at accept may take to send what it had started sending.

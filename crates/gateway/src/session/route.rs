@@ -185,7 +185,11 @@ impl Session {
             return Decision { backend: primary, may_write: true, reason: "primary_only" };
         }
         let mut verdict = self.verdict_of(msg);
-        if matches!(verdict, Verdict::Read { .. }) && !self.batch_reads_only(batch) {
+        // In a transaction the client began READ ONLY (held by deferred_begin.rs) nothing that
+        // follows can write, so a batch still arriving (asyncpg's Parse, Describe, Flush of the
+        // transaction's first statement) goes where its first statement belongs.
+        let read_only_txn = self.deferred_begin.is_some();
+        if matches!(verdict, Verdict::Read { .. }) && !read_only_txn && !self.batch_reads_only(batch) {
             verdict = Verdict::Primary { reason: "pipelined_batch", may_write: true };
         }
         self.write_mark.settle(&self.db);

@@ -99,7 +99,7 @@ const IGNORED: &[(&str, &[&str], Reason)] = &[
     ("query_wait_notify", &["0"], Reason::NotYet("waiting clients get no notice")),
     ("login_notify_message", &[""], Reason::NotYet("pgpilot sends no welcome notice")),
     ("scram_iterations", &["4096"], Reason::NotYet("SCRAM secrets pgpilot computes from plain-text auth_file passwords use 4096 iterations")),
-    ("auth_hba_file", &[""], Reason::NotYet("pgpilot has no HBA rules; every client uses auth_type")),
+    ("auth_hba_file", &[""], Reason::NotYet("pgpilot has no HBA rules; every client uses auth_type (PgBouncer reads the file only with auth_type = hba, whose note says what that loses)")),
     ("auth_ident_file", &[""], Reason::NotYet("pgpilot has no HBA rules or ident maps")),
     ("auth_ldap_options", &[""], Reason::NotYet("LDAP authentication is not supported")),
     ("max_db_client_connections", &["0"], Reason::NotYet("pgpilot has no per-database client limit; max_client_conn applies")),
@@ -115,8 +115,9 @@ const IGNORED: &[(&str, &[&str], Reason)] = &[
     ("server_tls13_ciphers", &[""], Reason::Never("pgpilot (rustls) offers its own short list of modern cipher suites")),
 ];
 
-/// Settings that lose a protection PgBouncer gave when they are not honoured.
-const WEAKENING_WHEN_SET: &[&str] = &["disable_pqexec", "client_tls_protocols", "auth_hba_file"];
+/// Settings that lose a protection PgBouncer gave when they are not honoured. (auth_hba_file is
+/// not among them: PgBouncer reads it only under auth_type = hba, which is marked itself.)
+const WEAKENING_WHEN_SET: &[&str] = &["disable_pqexec", "client_tls_protocols"];
 
 /// Every `[pgbouncer]` setting PgBouncer knows (its doc/config.md, current release, and older ones).
 #[cfg(test)]
@@ -182,8 +183,31 @@ pub fn apply(b: &mut Builder, e: &Entry) -> Result<(), String> {
     } else {
         return Err(format!("{}: unknown setting {key} in [pgbouncer] (PgBouncer refuses it too)", e.origin));
     }
-    b.note(setting, Some(&e.origin), Outcome::CarriedOver, &["pgpilot", &key]);
+    let outcome = match timeout_told_otherwise(&key) {
+        Some(why) if seconds(value).is_ok_and(|s| !s.get().is_zero()) => Outcome::ChangedMeaning(why.into()),
+        _ => Outcome::CarriedOver,
+    };
+    b.note(setting, Some(&e.origin), outcome, &["pgpilot", &key]);
     Ok(())
+}
+
+/// Timeouts whose client sees another outcome or SQLSTATE than PgBouncer's (applications may
+/// match on them).
+fn timeout_told_otherwise(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "query_timeout" => {
+            "the statement is cancelled (57014) and the client stays connected; PgBouncer closes the \
+             client with 08P01 \"query timeout\""
+        }
+        "client_idle_timeout" => {
+            "the client is closed with FATAL 57P05 (PostgreSQL's idle_session_timeout code), not 08P01"
+        }
+        "idle_transaction_timeout" => {
+            "the client is closed with FATAL 25P03 (PostgreSQL's idle_in_transaction_session_timeout \
+             code), not 08P01"
+        }
+        _ => return None,
+    })
 }
 
 /// Whether the admin console's SET changes `key` (SHOW CONFIG's changeable column).

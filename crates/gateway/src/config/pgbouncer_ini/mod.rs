@@ -188,6 +188,8 @@ pub fn pgbouncer_defaults() -> Config {
         log_pooler_errors: true,
         tcp_keepalive: true,
         application_name_add_host: false,
+        // Tools pointed at PgBouncer may count its columns (pgbouncer_fdw).
+        console_columns: crate::config::ConsoleColumns::Pgbouncer,
         ..General::default()
     };
     let tls = TlsConfig { server_tls_sslmode: ServerTlsMode::Prefer, ..TlsConfig::default() };
@@ -247,6 +249,18 @@ impl Builder {
 impl Builder {
     fn finish_general(&mut self) {
         general::finish_listen(self);
+        if !self.notes.iter().any(|n| n.setting.ends_with("server_tls_sslmode")) {
+            self.note(
+                "[pgbouncer] server_tls_sslmode".into(),
+                None,
+                Outcome::ChangedMeaning(
+                    "unset: prefer, PgBouncer's default since 1.21 (disable before): TLS where the server offers it, \
+                     and in the clear where the TLS handshake or login fails, as libpq's prefer"
+                        .into(),
+                ),
+                &["tls", "server_tls_sslmode"],
+            );
+        }
         let t = &mut self.config.tls;
         if t.server_tls_sslmode.verifies() && t.server_tls_ca_file.is_none() {
             // PgBouncer then trusts the system's CA store; pgpilot needs that said explicitly.
