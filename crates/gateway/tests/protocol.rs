@@ -253,6 +253,19 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
     assert!(String::from_utf8_lossy(&reply).contains("0A000"), "{:?}", String::from_utf8_lossy(&reply));
+    // A Latin-1 application_name: told which parameter is not UTF-8 (22021), not "invalid layout".
+    let mut s = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    let body = b"\0\x03\0\0user\0postgres\0application_name\0caf\xe9\0\0";
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(body);
+    s.write_all(&packet).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.contains("C22021") && reply.contains("\"application_name\" is not valid UTF-8"),
+        "{reply:?}"
+    );
     // Everyone else is unaffected.
     assert_eq!(healthy.query_one("SELECT 5", &[]).await.unwrap().get::<_, i32>(0), 5);
     gw.shutdown().await;

@@ -35,6 +35,7 @@ impl SqlState {
     pub const READ_ONLY_TRANSACTION: SqlState = SqlState("25006");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    pub const CHARACTER_NOT_IN_REPERTOIRE: SqlState = SqlState("22021");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
     pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
 

@@ -46,6 +46,9 @@ pub enum StartupError {
     UnsupportedProtocol(i32, i32),
     #[error("invalid startup packet layout")]
     Malformed,
+    /// pgpilot keeps startup parameters as UTF-8 text (it matches names, logs and forwards them).
+    #[error("startup parameter \"{0}\" is not valid UTF-8: pgpilot accepts UTF-8 names and values only")]
+    NotUtf8(String),
 }
 
 /// How many bytes the packet at the front of `buf` occupies, once four bytes are there.
@@ -81,8 +84,9 @@ fn parse_params(packet: &[u8], mut pos: usize, minor_version: i32) -> Result<Sta
             break;
         }
         let (value, next) = read_cstr(packet, next).ok_or(StartupError::Malformed)?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| StartupError::Malformed)?;
-        let mut value = String::from_utf8(value.to_vec()).map_err(|_| StartupError::Malformed)?;
+        let not_utf8 = || StartupError::NotUtf8(String::from_utf8_lossy(name).into_owned());
+        let mut value = String::from_utf8(value.to_vec()).map_err(|_| not_utf8())?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| not_utf8())?;
         if name == "user" || name == "database" {
             clip_to_name(&mut value);
         }
@@ -181,5 +185,11 @@ mod tests {
     fn unterminated_params_are_malformed() {
         let packet = [0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'];
         assert_eq!(parse(&packet), Err(StartupError::Malformed));
+    }
+
+    #[test]
+    fn a_value_not_in_utf8_is_named() {
+        let packet = [0, 0, 0, 17, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0, 0xe9, 0xff, 0, 0];
+        assert_eq!(parse(&packet), Err(StartupError::NotUtf8("user".into())));
     }
 }

@@ -112,7 +112,9 @@ pub fn health(shared: &Shared) -> Value {
     let snapshot = shared.insight.snapshot();
     let rates = shared.insight.rates.sample(&snapshot.totals(), t.window.get());
     error_rate_check(&rates, t, &mut checks);
-    let slow_rate = rates.slow_queries_per_second;
+    // As for the error rate, a history younger than the window counts as a full window: three slow
+    // statements in the first second after a start or a reset are not a rate of three a second.
+    let slow_rate = rates.slow_queries as f64 / full_window_secs(&rates, t);
     checks.add(
         "slow_query_rate",
         "all databases".into(),
@@ -132,13 +134,18 @@ pub fn health(shared: &Shared) -> Value {
     })
 }
 
+/// The seconds a rate is judged over: the window, or the history's age when that is longer.
+fn full_window_secs(rates: &Rates, t: &HealthThresholds) -> f64 {
+    rates.window_seconds.max(t.window.get().as_secs_f64()).max(1e-3)
+}
+
 /// The error rate, judged only with enough statements to judge: at least
 /// `error_rate_min_statements_per_second` over the window, as the shipped PgpilotErrorRate* alert
 /// rules ask (a history younger than the window counts as a full window, so a few statements just
 /// after startup are not enough either).
 fn error_rate_check(rates: &Rates, t: &HealthThresholds, checks: &mut Checks) {
     let (w, c) = (t.error_rate_warning, t.error_rate_critical);
-    let secs = rates.window_seconds.max(t.window.get().as_secs_f64()).max(1e-3);
+    let secs = full_window_secs(rates, t);
     let volume = rates.statements as f64 / secs;
     let min = t.error_rate_min_statements_per_second;
     if volume >= min {

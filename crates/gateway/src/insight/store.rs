@@ -228,8 +228,16 @@ impl StatementStore {
         }
     }
 
+    /// A lower limit (a reload) takes effect at once: the cheapest entries beyond it are folded
+    /// into "other" now, not one compaction a second as new statements overflow.
     pub fn set_max(&self, max_statements: usize) {
-        self.max.store(max_statements.max(1), Relaxed);
+        let max = max_statements.max(1);
+        self.max.store(max, Relaxed);
+        let excess = self.tracked().saturating_sub(max);
+        if excess > 0 {
+            let _compacting = self.last_compaction.lock();
+            self.fold_cheapest(excess);
+        }
     }
 
     pub fn set_max_text(&self, bytes: usize) {
@@ -287,6 +295,11 @@ impl StatementStore {
             return;
         }
         *last = Some(Instant::now());
+        self.fold_cheapest(self.max() / 20);
+    }
+
+    /// Folds the `count` entries of least total time (at least one) into "other".
+    fn fold_cheapest(&self, count: usize) {
         let mut totals: Vec<u64> = Vec::with_capacity(self.tracked());
         for s in self.shards.iter() {
             totals.extend(s.0.lock().entries.values().flatten().map(|e| e.counters.total_us));
@@ -294,7 +307,7 @@ impl StatementStore {
         if totals.is_empty() {
             return;
         }
-        let evict = (self.max() / 20).clamp(1, totals.len());
+        let evict = count.clamp(1, totals.len());
         let (_, threshold, _) = totals.select_nth_unstable(evict - 1);
         let threshold = *threshold;
         let mut budget = evict;

@@ -66,6 +66,9 @@ pub async fn open(
             Err(e @ startup::StartupError::UnsupportedProtocol(..)) => {
                 return Err((sock, PgError::fatal(SqlState::FEATURE_NOT_SUPPORTED, e.to_string())))
             }
+            Err(e @ startup::StartupError::NotUtf8(_)) => {
+                return Err((sock, PgError::fatal(SqlState::CHARACTER_NOT_IN_REPERTOIRE, e.to_string())))
+            }
             Err(e) => return Err((sock, PgError::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()))),
         };
         match parsed {
