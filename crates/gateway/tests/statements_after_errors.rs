@@ -250,3 +250,43 @@ async fn an_extended_deallocate_of_a_name_gone_fails_and_leaves_the_servers_know
         }
     }
 }
+
+/// A client's SQL-prepared statement that pgpilot prepares again on a server that lacks it, and
+/// that PREPARE fails there (a lock timeout, a table dropped): the client's EXECUTE gets that
+/// error, as PostgreSQL's EXECUTE would have given it, not "does not exist" (26000) or, in a
+/// transaction, "current transaction is aborted" (25P02) (helper-163).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prepare_again_gives_the_client_its_error() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE lt (a int); CREATE TABLE dt (a int)");
+    let gw = servers(&pg, 3).await;
+    let a = connect(&gw).await;
+    a.batch_execute(
+        "SET lock_timeout = '200ms'; PREPARE sp AS SELECT a FROM lt; PREPARE dp AS SELECT a FROM dt",
+    )
+    .await
+    .unwrap();
+    // The server holding a's statements is held by b: a's next requests go to servers without them.
+    let b = connect(&gw).await;
+    b.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let (direct, conn) =
+        tokio_postgres::connect(&pg.conninfo("postgres", "postgres"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    direct.batch_execute("BEGIN; LOCK lt IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    assert_eq!(
+        first_value(&a, "EXECUTE sp").await,
+        Err("55P03".into()),
+        "the lock timeout, as PostgreSQL says"
+    );
+    a.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(first_value(&a, "EXECUTE sp").await, Err("55P03".into()), "in a transaction too");
+    a.batch_execute("ROLLBACK").await.unwrap();
+    direct.batch_execute("ROLLBACK; DROP TABLE dt").await.unwrap();
+    assert_eq!(first_value(&a, "EXECUTE dp").await, Err("42P01".into()), "the table is gone");
+    assert_eq!(first_value(&a, "EXECUTE sp").await, Ok(String::new()), "the lock is gone: it runs");
+    let b_pid = first_value(&b, "SELECT pg_backend_pid()").await.unwrap();
+    let a_pid = first_value(&a, "SELECT pg_backend_pid()").await.unwrap();
+    assert_ne!(a_pid, b_pid, "a ran on servers other than the one b holds");
+    b.batch_execute("COMMIT").await.unwrap();
+    gw.shutdown().await;
+}

@@ -287,6 +287,10 @@ impl Flow {
         if injected && survives {
             let e = ErrorFields::parse(&server.buf[start + 5..end]);
             tracing::warn!(server_id = server.id, code = %e.code, message = %e.message, "a statement pgpilot ran for a client failed");
+            let replayed = matches!(front, Expect::Injected(Reply::Query(b)) if b.replays_sql_prepare);
+            if replayed && e.severity == "ERROR" {
+                self.replay_error = Some(server.buf[start..end].into());
+            }
             // What the server holds is now unknown: it goes to no other client.
             server.params = Default::default();
             self.settings_unknown = true;
@@ -351,6 +355,10 @@ impl Flow {
         if refused_as_failed {
             // PostgreSQL checks the transaction before the name.
             in_failed_transaction().encode(&mut self.to_client);
+        } else if let Some(error) = self.replay_error.take().filter(|_| code == "26000" || code == "25P02") {
+            // EXECUTE of a statement pgpilot failed to prepare again on this server: the client
+            // is owed why that PREPARE failed, as PostgreSQL's EXECUTE would have said it.
+            self.to_client.extend_from_slice(&error);
         } else if let Some(name) = duplicate {
             PgError::error(
                 SqlState::DUPLICATE_PREPARED_STATEMENT,
@@ -489,6 +497,7 @@ impl Flow {
             return;
         }
         self.check_error = None;
+        self.replay_error = None;
         // A transaction that ended here ended by a rollback: its last COMMIT or ROLLBACK said
         // ROLLBACK, or it failed, in a request without a COMMIT (an implicit transaction).
         let rolled_back =

@@ -116,6 +116,9 @@ pub struct Batch {
     pub cursors: Vec<CursorChange>,
     /// Per-statement statistics of a Query, when insight is on.
     pub observed: Option<Box<Observed>>,
+    /// pgpilot's own PREPARE of a client's SQL-prepared statement on a server that lacked it: its
+    /// error (a lock timeout, a cancel, a dropped table) is the one the client is owed.
+    pub replays_sql_prepare: bool,
 }
 
 /// A change a statement of a Query makes to the client's SQL-prepared statements.

@@ -129,6 +129,9 @@ pub(super) struct Flow {
     /// A check's error inside a transaction, which the client's own Bind would have met: it
     /// stands in for the 25P02 the client's request meets in the transaction the check failed.
     pub(super) check_error: Option<Box<[u8]>>,
+    /// The error of pgpilot's own PREPARE of the client's statement (expect.rs
+    /// `replays_sql_prepare`): it stands in for the 26000 or 25P02 the client's EXECUTE meets.
+    pub(super) replay_error: Option<Box<[u8]>>,
     /// The client's last COMMIT or ROLLBACK answered was a ROLLBACK (ROLLBACK TO SAVEPOINT's tag
     /// too; a COMMIT after it says otherwise).
     pub(super) ended_by_rollback: bool,
@@ -258,6 +261,7 @@ impl Flow {
             copies_rechecked: false,
             transaction_tick: crate::pool::statements::prepare_clock(),
             check_error: None,
+            replay_error: None,
             server_said_fatal: false,
             server_ended_idle: false,
             local: Default::default(),
@@ -464,8 +468,8 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     match exit {
         Exit::Release => {
             s.retries = 0;
-            let discard =
-                settings_unknown.then_some("a statement pgpilot ran for the session's settings failed");
+            let discard = settings_unknown
+                .then_some("a statement pgpilot ran for the session (its settings or statements) failed");
             s.detach_with(server, discard);
             Ok(())
         }

@@ -430,7 +430,8 @@ impl Flow {
         if server.statements.sql.contains_key(name) {
             self.inject_query(&format!("DEALLOCATE {}", quote_ident(name)));
         }
-        self.inject_query(text);
+        let replay = Batch { replays_sql_prepare: true, ..Batch::default() };
+        self.inject_reply(text, Reply::Query(replay));
         server.statements.sql.insert(name.to_string(), text.clone());
     }
 
