@@ -149,6 +149,12 @@ impl ClientInfo {
         }
     }
 
+    /// A cancel request sent on to the client's server: noted as one taken while waiting is, for
+    /// a request that has not reached the server yet (pgpilot's settings ran ahead of it).
+    pub fn note_cancel_forwarded(&self) {
+        self.cancel_while_waiting.store(true, Relaxed);
+    }
+
     pub fn cancel_pending(&self) -> bool {
         self.cancel_while_waiting.load(Relaxed)
     }

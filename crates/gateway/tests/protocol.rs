@@ -173,6 +173,46 @@ async fn cancel_request_ends_pg_sleep() {
     gw.shutdown().await;
 }
 
+/// A cancel that arrives while pgpilot gives the client's settings to a new server (its SET waits
+/// on a lock): the request is given up as cancelled (57014), not moved to another server and run
+/// once the lock goes (helper-163).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_the_settings_sync_cancels_the_request() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE cancelled (id int)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 3;
+    let gw = start(config).await;
+    let a = connect(&gw).await;
+    a.batch_execute("SET default_text_search_config = 'pg_catalog.german'").await.unwrap();
+    // b holds the server that has a's setting: a's next request syncs it on another server.
+    let b = connect(&gw).await;
+    b.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let (direct, conn) =
+        tokio_postgres::connect(&pg.conninfo("postgres", "postgres"), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    direct.batch_execute("BEGIN; LOCK pg_catalog.pg_ts_config IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let token = a.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = Instant::now();
+    let insert =
+        tokio::time::timeout(Duration::from_secs(5), a.batch_execute("INSERT INTO cancelled VALUES (1)"));
+    let err = insert.await.expect("the cancel was lost: the request still waits").unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    direct.batch_execute("ROLLBACK").await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+    let text_search = a.query_one("SHOW default_text_search_config", &[]).await.unwrap();
+    assert_eq!(text_search.get::<_, String>(0), "pg_catalog.german", "the session goes on, its setting kept");
+    let count = direct.query_one("SELECT count(*) FROM cancelled", &[]).await.unwrap();
+    assert_eq!(count.get::<_, i64>(0), 0, "the cancelled INSERT never ran");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_and_parameter_status_reach_the_client() {
     let pg = Cluster::start();

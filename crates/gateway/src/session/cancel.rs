@@ -18,6 +18,9 @@ pub async fn forward(shared: &Shared, pid: i32, secret: i32) {
         client.cancel_while_waiting();
         return;
     };
+    // Noted too: should the cancel reach pgpilot's settings sync ahead of the request, the
+    // request is given up rather than moved to another server and run (flow.rs, Exit::Moved).
+    client.note_cancel_forwarded();
     if let Err(e) = send(&target).await {
         tracing::warn!(server = %target.address, error = %e, "could not forward a cancel request");
     }

@@ -481,6 +481,12 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
         Exit::Moved => {
             s.retries += 1;
             s.detach_with(server, Some("it failed a client's settings"));
+            if s.reg.info.take_cancel() {
+                // The client's cancel reached the settings ahead of its request (a SET waiting on
+                // a lock): the request, unsent, is given up as cancelled, not moved and run.
+                s.record_unsent(SqlState::QUERY_CANCELED.code(), arrived.elapsed());
+                return s.drop_cancelled_request().await;
+            }
             Ok(())
         }
         Exit::StepOut => {

@@ -441,7 +441,7 @@ impl Session {
     /// PostgreSQL answers a cancelled statement. An extended batch whose Sync has not come yet (a
     /// pipeline that Flushed) gets the error now, and the client's messages are dropped up to that
     /// Sync, which is answered then, as PostgreSQL skips to Sync after an error.
-    async fn drop_cancelled_request(&mut self) -> Result<(), Ending> {
+    pub(super) async fn drop_cancelled_request(&mut self) -> Result<(), Ending> {
         let mut frames = pgpilot_wire::FrontendFrames::new(&self.buf, &self.limits);
         // A FunctionCall, like a Query, is a request of its own, answered with ReadyForQuery.
         let ended = frames.any(|f| matches!(f.tag, b'Q' | b'S' | b'F'));
