@@ -98,6 +98,30 @@ async fn a_prepare_of_a_missing_table_fails_and_leaves_its_name_free() {
     assert_eq!(ran, ["2", "D:1", "C", "Z:I"]);
 }
 
+/// A PQprepare while every server is busy is answered without one after a check of its grammar,
+/// which refuses several commands in one prepared statement, as PostgreSQL does (42601), and
+/// acknowledges one (helper-163).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_of_several_commands_fails_while_every_server_is_busy() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let busy = connect(&gw).await;
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut s = raw_login(addr(&gw)).await;
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        busy.batch_execute("COMMIT").await.unwrap();
+    };
+    let several = exchange(&mut s, [parse("m", "SELECT 1; SELECT 2"), sync()].concat());
+    let (several, ()) = tokio::join!(several, release);
+    assert_eq!(several, ["E:42601", "Z:I"]);
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let one = exchange(&mut s, [parse("m", "SELECT 2"), sync()].concat()).await;
+    assert_eq!(one, ["1", "Z:I"], "acknowledged without the busy server");
+    busy.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(exchange(&mut s, [bind_execute("m"), sync()].concat()).await, ["2", "D:2", "C", "Z:I"]);
+}
+
 /// After an error PostgreSQL skips the rest of the batch up to its Sync: a Parse of the unnamed
 /// statement there does not happen, and the unnamed statement stays the one that failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -637,8 +637,13 @@ impl Session {
         self.pools.pools[backend].has_free_server()
     }
 
+    /// The grammar accepts it as one statement (or none): PostgreSQL refuses several in a Parse
+    /// (42601), which the server says when it gets the Parse.
     fn parses(&self, query: &[u8]) -> bool {
-        std::str::from_utf8(query).is_ok_and(|sql| self.shared.classifier.classify(sql).parse_error.is_none())
+        std::str::from_utf8(query).is_ok_and(|sql| {
+            let stmt = self.shared.classifier.classify(sql);
+            stmt.parse_error.is_none() && stmt.statement_count <= 1
+        })
     }
 
     /// Answers a Query pgpilot handled itself: CommandComplete and ReadyForQuery.
