@@ -1460,3 +1460,55 @@ async fn no_request_is_lost_when_a_server_ends_right_after_the_clients_settings(
     assert!(answered > 200, "{answered} requests answered");
     gw.shutdown().await;
 }
+
+/// The console's parsing where operators were bitten (helper-169): a `;` inside a quoted value is
+/// part of it, words a command does not take make it invalid instead of being ignored, the first
+/// failing command of a query ends it, and a global PAUSE is not each database's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_commands_are_read_strictly() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let c = connect(&gw).await;
+    admin(&gw, "SET server_reset_query = 'DISCARD ALL; SELECT 1'");
+    let config = admin(&gw, "SHOW CONFIG");
+    assert!(config.contains("server_reset_query|DISCARD ALL; SELECT 1|"), "{config}");
+    for extra in ["PAUSE postgres other", "SHUTDOWN NOW", "RELOAD now", "KILL postgres typo"] {
+        let refused = psql(&gw, "pgpilot", extra).expect_err(extra);
+        assert!(refused.contains("invalid command"), "{extra}: {refused}");
+    }
+    assert!(admin(&gw, "SHOW STATE").contains("paused|no"));
+    assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1, "still serving");
+    // The second PAUSE never runs: the first failed.
+    assert!(psql(&gw, "pgpilot", "PAUSE nosuchdb; PAUSE postgres").is_err());
+    let resumed = psql(&gw, "pgpilot", "RESUME postgres").expect_err("postgres was never paused");
+    assert!(resumed.contains("database postgres is not paused"), "{resumed}");
+    // A global PAUSE: RESUME of one database resumes nothing and says so.
+    admin(&gw, "PAUSE");
+    let one = psql(&gw, "pgpilot", "RESUME postgres").expect_err("a database not paused on its own");
+    assert!(one.contains("database postgres is not paused"), "{one}");
+    admin(&gw, "RESUME");
+    assert_eq!(c.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    admin(&gw, "SHUTDOWN WAIT_FOR_SERVERS");
+    gw.shutdown().await;
+}
+
+/// server_reset_query_always: the reset runs after every transaction in transaction pooling too,
+/// as PgBouncer runs it (helper-169: it ran only at the end of a session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_query_always_runs_after_each_transaction() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE resets (id serial)");
+    let mut config = config_for(&pg);
+    config.pgpilot.server_reset_query = "INSERT INTO resets DEFAULT VALUES".into();
+    config.pgpilot.server_reset_query_always = true;
+    let gw = start(config).await;
+    let c = connect(&gw).await;
+    for _ in 0..3 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    let counted =
+        eventually(Duration::from_secs(5), || pg.psql("postgres", "SELECT count(*) FROM resets") == "3")
+            .await;
+    assert!(counted, "resets: {}", pg.psql("postgres", "SELECT count(*) FROM resets"));
+    gw.shutdown().await;
+}

@@ -10,14 +10,42 @@ use super::{show, AdminLogin, ResultSet};
 use crate::config::ConsoleColumns;
 use crate::shared::Shared;
 
-pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &mut BytesMut) {
+/// The commands of one query: split at the semicolons outside quotes (a `SET` value may hold
+/// one), the empty ones left out.
+pub fn split(sql: &str) -> Vec<&str> {
+    let mut commands = Vec::new();
+    let (mut start, mut quote) = (0, None);
+    for (i, c) in sql.char_indices() {
+        match (c, quote) {
+            ('\'' | '"', None) => quote = Some(c),
+            (c, Some(q)) if c == q => quote = None,
+            (';', None) => {
+                commands.push(&sql[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    commands.push(&sql[start..]);
+    commands.retain(|c| !c.trim().is_empty());
+    commands
+}
+
+/// Runs one command and writes its answer; false when it failed.
+pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &mut BytesMut) -> bool {
     let text = sql.trim().trim_end_matches(';').trim();
     if text.is_empty() {
         backend::empty_query_response(out);
-        return;
+        return true;
     }
     let words: Vec<String> = text.split_whitespace().map(|w| w.to_ascii_uppercase()).collect();
-    let arg = text.split_whitespace().nth(1).map(|s| s.trim_matches('"').to_string());
+    let arg = match optional_argument(&words[0], text) {
+        Ok(arg) => arg,
+        Err(e) => {
+            e.encode(out);
+            return false;
+        }
+    };
     let result = match words[0].as_str() {
         "SHOW" if words.len() > 2 => Err(PgError::error(
             SqlState::SYNTAX_ERROR,
@@ -64,8 +92,32 @@ pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &
     match result {
         Ok(Reply::Rows(rs)) => rs.encode(out, "SHOW"),
         Ok(Reply::Tag(tag)) => backend::command_complete(out, &tag),
-        Err(e) => e.encode(out),
+        Err(e) => {
+            e.encode(out);
+            return false;
+        }
     }
+    true
+}
+
+/// The one word a command may take after its name (a database, a client id), checked as PgBouncer
+/// checks it: more words are an invalid command, not ignored (`PAUSE app app2` paused only app;
+/// `SHUTDOWN NOW` shut down). SHOW, SET and INVALIDATE read their own words.
+fn optional_argument(command: &str, text: &str) -> Result<Option<String>, PgError> {
+    let mut words = text.split_whitespace().skip(1);
+    let arg = words.next().map(|s| s.trim_matches('"').to_string());
+    let most = match command {
+        "SHOW" | "SET" | "INVALIDATE" => return Ok(arg),
+        "RELOAD" | "SUSPEND" => 0,
+        // PgBouncer 1.23's SHUTDOWN WAIT_FOR_SERVERS is what pgpilot's SHUTDOWN does.
+        "SHUTDOWN" if arg.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("WAIT_FOR_SERVERS")) => 1,
+        "SHUTDOWN" => 0,
+        _ => 1,
+    };
+    if usize::from(arg.is_some()) + words.count() > most {
+        return Err(invalid_command(text));
+    }
+    Ok(arg)
 }
 
 /// `SET key = value` (or `TO`): one setting of the running configuration, until the next RELOAD.
@@ -205,10 +257,12 @@ async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgEr
             _ => {}
         }
     }
+    // A global PAUSE is the gateway's, not each database's (SHOW DATABASES says paused 0, as
+    // PgBouncer's, and RESUME of one database is refused); a global RESUME resumes everything.
     if name.is_none() {
         shared.paused.send_replace(on);
     }
-    for db in &dbs {
+    for db in dbs.iter().filter(|_| name.is_some() || !on) {
         db.paused.send_replace(on);
     }
     if !on {

@@ -82,13 +82,16 @@ pub async fn run(shared: Arc<Shared>, sock: Sock, registration: Registration, lo
             b'Q' => {
                 let sql = frontend::parse_query(&msg[5..]).map(String::from_utf8_lossy).unwrap_or_default();
                 registration.info.touch();
-                // Several commands in one query run in order, each with its own answer.
-                let commands: Vec<&str> = sql.split(';').filter(|c| !c.trim().is_empty()).collect();
+                // Several commands in one query run in order, each with its own answer, and the
+                // first that fails ends the query, as in PostgreSQL (libpq keeps the last answer).
+                let commands = commands::split(&sql);
                 if commands.is_empty() {
                     commands::execute(&shared, &login, "", &mut out).await;
                 }
                 for command in commands {
-                    commands::execute(&shared, &login, command, &mut out).await;
+                    if !commands::execute(&shared, &login, command, &mut out).await {
+                        break;
+                    }
                 }
                 backend::ready_for_query(&mut out, TxnStatus::Idle);
             }

@@ -745,8 +745,9 @@ pub fn help() -> ResultSet {
         "WAIT_CLOSE [<db>]",
         "KILL <db>",
         "KILL_CLIENT <id>",
+        "SET <setting> = <value>",
         "RELOAD",
-        "SHUTDOWN",
+        "SHUTDOWN [WAIT_FOR_SERVERS]",
     ] {
         rs.row(vec![v(c)]);
     }

@@ -480,6 +480,8 @@ impl Session {
         let pool = conn.pool().clone();
         match discard_because {
             Some(why) => pool.discard(conn, why),
+            // server_reset_query_always: reset after every transaction, as PgBouncer does.
+            None if pool.settings.load().reset_always => reset_and_release(pool, conn, self.mode),
             None => pool.release(conn),
         }
         self.end_attachment();
