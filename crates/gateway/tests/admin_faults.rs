@@ -139,6 +139,12 @@ async fn every_admin_command() {
     for row in ["users|1", "dns_names|0", "dns_zones|0", "dns_queries|0", "dns_pending|0"] {
         assert!(lists.lines().any(|l| l == row), "{row}: {lists}");
     }
+    // Counted as SHOW DATABASES and SHOW POOLS list them, the console's row included (helper-169).
+    let rows = |sql: &str| admin(&gw, sql).lines().filter(|l| l.contains('|')).count();
+    for (list, show) in [("databases", "SHOW DATABASES"), ("pools", "SHOW POOLS")] {
+        let items = lists.lines().find_map(|l| l.strip_prefix(&format!("{list}|"))).unwrap();
+        assert_eq!(items.parse::<usize>().unwrap(), rows(show), "{list}: {lists}");
+    }
     // used_servers counts idle servers too, as PgBouncer's does (the client's is idle now).
     let used_servers = lists.lines().find_map(|l| l.strip_prefix("used_servers|")).unwrap_or("0");
     assert!(used_servers.parse::<usize>().unwrap() >= 1, "{lists}");

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
 use super::resultset::{v, Cell, Kind, ResultSet};
+use crate::config::ConsoleColumns;
 use crate::databases::Database;
 use crate::pool::PoolCounts;
 use crate::registry::ClientState;
@@ -684,7 +685,9 @@ fn known_users(shared: &Shared) -> std::collections::BTreeSet<String> {
 pub fn lists(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["list", "items"]).integers_as(Kind::Int4);
     let dbs = shared.databases.load();
-    let pools: usize = dbs.values().map(|d| d.pool_sets().iter().map(|s| s.pools.len()).sum::<usize>()).sum();
+    // Counted as SHOW DATABASES and SHOW POOLS list them: the console's own row included, and a
+    // split database's primary and replica pools as one (db, user) pool.
+    let pools = 1 + dbs.values().map(|d| d.pool_sets().len()).sum::<usize>();
     let clients = shared.registry.all();
     // As in PgBouncer, whose free_* lists are its allocator's cached, unused objects: used_servers
     // is every server connection open or opening, idle ones included; pgpilot caches none.
@@ -697,23 +700,28 @@ pub fn lists(shared: &Shared) -> ResultSet {
     let free = 0;
     let active = clients.iter().filter(|c| c.state() == ClientState::Active).count();
     let waiting = clients.iter().filter(|c| c.state() == ClientState::Waiting).count();
-    for (k, n) in [
-        ("databases", dbs.len()),
+    let mut rows = vec![
+        ("databases", dbs.len() + 1),
         ("users", known_users(shared).len()),
+        // PgBouncer 1.23's peering, which pgpilot has no use for (it shares no cancel keys).
+        ("peers", 0),
         ("pools", pools),
+        ("peer_pools", 0),
         ("free_clients", 0),
         ("used_clients", clients.len()),
         ("login_clients", clients.iter().filter(|c| c.state() == ClientState::Login).count()),
         ("free_servers", free),
         ("used_servers", used),
-        ("active_clients", active),
-        ("waiting_clients", waiting),
         // pgpilot resolves names with the system's resolver and keeps no cache of its own.
         ("dns_names", 0),
         ("dns_zones", 0),
         ("dns_queries", 0),
         ("dns_pending", 0),
-    ] {
+    ];
+    if shared.config.load().pgpilot.console_columns == ConsoleColumns::Extended {
+        rows.extend([("active_clients", active), ("waiting_clients", waiting)]);
+    }
+    for (k, n) in rows {
         rs.row(vec![v(k), v(n)]);
     }
     rs
