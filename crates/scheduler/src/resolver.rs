@@ -25,7 +25,7 @@ pub trait DatabaseResolver: Send + Sync + 'static {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("there is no [databases.{0}] table in the config")]
     UnknownDatabase(String),
