@@ -10,7 +10,7 @@ use pgpilot_gateway::config::Config;
 use pgpilot_gateway::jobs::ConfigResolver;
 use pgpilot_scheduler::convert::{self, ConvertRequest};
 use pgpilot_scheduler::{
-    check_naming_template, config_from_url, connect, history_of, redact_url, run_once,
+    check_naming_template, config_from_url, connect, history_each, history_of, redact_url, run_once,
     validate_with_databases, within_connect_timeout, Clock, JobSpec, Outcome as RunOutcome,
     PartitionInterval, RunRecord, RunReport, Schedule, SystemClock, Target,
 };
@@ -252,7 +252,22 @@ async fn history(config: &JobsConfig, name: Option<&str>, limit: usize, format: 
             bail!("there is no job named `{n}`");
         }
     }
-    let runs = history_of(&config.jobs, &config.databases, name, limit).await?;
+    let runs = match name {
+        Some(_) => history_of(&config.jobs, &config.databases, name, limit).await?,
+        None => {
+            // Every job's history: the databases that answer are shown, each one that does not
+            // is named on stderr (JSON stdout stays the array of runs); none answering fails.
+            let history = history_each(&config.jobs, &config.databases, None, limit).await;
+            if history.databases_read == 0 && !history.errors.is_empty() {
+                let all: Vec<String> = history.errors.iter().map(ToString::to_string).collect();
+                bail!("{}", all.join("; "));
+            }
+            for e in &history.errors {
+                eprintln!("pgpilot: {e}");
+            }
+            history.runs
+        }
+    };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
         Format::Text => {

@@ -32,7 +32,8 @@ pub use resolver::{
 pub use runner::advisory_key;
 pub use schedule::Schedule;
 pub use scheduler::{
-    history_of, instance_name, run_once, Scheduler, SchedulerError, SchedulerHandle, SchedulerOptions,
+    history_each, history_of, instance_name, run_once, History, HistoryError, Scheduler, SchedulerError,
+    SchedulerHandle, SchedulerOptions,
 };
 pub use span::{Interval, Span};
 pub use spec::{

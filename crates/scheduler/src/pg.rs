@@ -133,6 +133,29 @@ pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, tokio_po
     Ok(client)
 }
 
+/// Rolls back the session's transaction block if one is open (a failed statement inside a job's
+/// BEGIN, or one left idle). A ROLLBACK outside one makes the server log `WARNING: there is no
+/// transaction in progress` and send it back as a notice, so the session is asked first: in an
+/// aborted transaction any query fails with 25P02, and in an open one the transaction started
+/// before the probe's own statement.
+pub async fn rollback_if_in_transaction(client: &Client) {
+    // The simple protocol: in the extended one Bind and Execute restart the statement's clock
+    // after Parse began the implicit transaction, and the two times always differ. In an aborted
+    // transaction the probe itself fails (the server logs that ERROR, not a warning per run).
+    let open = match client
+        .simple_query("SELECT pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()")
+        .await
+    {
+        Ok(messages) => messages
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))),
+        Err(e) => e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION),
+    };
+    if open {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+}
+
 /// Why a job's connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -25,7 +25,7 @@ pub trait DatabaseResolver: Send + Sync + 'static {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("there is no [databases.{0}] table in the config")]
     UnknownDatabase(String),
@@ -110,7 +110,7 @@ pub fn config_from_url(url: &str, what: &str) -> Result<tokio_postgres::Config, 
         });
     }
     let mut config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| ResolveError::BadUrl { what: what.into(), reason: e.to_string() })?;
+        .map_err(|e| ResolveError::BadUrl { what: what.into(), reason: parse_error_reason(url, &e) })?;
     if config.get_password().is_none() {
         if let Ok(password) = std::env::var("PGPASSWORD") {
             config.password(password);
@@ -123,6 +123,58 @@ pub fn config_from_url(url: &str, what: &str) -> Result<tokio_postgres::Config, 
         config.connect_timeout(Duration::from_secs(10));
     }
     Ok(config)
+}
+
+/// libpq connection parameters tokio-postgres (which job connections use) does not take, with
+/// what to do instead where there is something.
+const LIBPQ_ONLY_PARAMETERS: &[(&str, &str)] = &[
+    ("sslcert", TLS_HINT),
+    ("sslkey", TLS_HINT),
+    ("sslpassword", TLS_HINT),
+    ("sslrootcert", TLS_HINT),
+    ("sslcrl", TLS_HINT),
+    ("sslcrldir", TLS_HINT),
+    ("sslsni", TLS_HINT),
+    ("sslcompression", TLS_HINT),
+    ("ssl_min_protocol_version", TLS_HINT),
+    ("ssl_max_protocol_version", TLS_HINT),
+    ("passfile", "give the password in the URL or in PGPASSWORD"),
+    ("service", "write the host, port, user and dbname in the URL"),
+    ("client_encoding", "job connections always use UTF8"),
+    ("fallback_application_name", "use application_name"),
+];
+
+const TLS_HINT: &str = "a URL sets only `sslmode` (disable, prefer or require); certificates and CAs come \
+                        from [tls] for jobs on a `database` (docs/jobs.md, Limits)";
+
+/// Why tokio-postgres refused a postgres:// URL, naming the parameter. tokio-postgres's own
+/// message is only "invalid connection string" (the detail is in its source), and no part of it
+/// repeats a value, so no password is shown.
+fn parse_error_reason(url: &str, error: &tokio_postgres::Error) -> String {
+    let (_, host_at) = redact_userinfo(url);
+    let query = url[host_at..].split_once('?').map(|(_, q)| q).unwrap_or("");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = percent_decoded(pair.split_once('=').map_or(pair, |(k, _)| k));
+        if let Some((_, instead)) = LIBPQ_ONLY_PARAMETERS.iter().find(|(name, _)| *name == key) {
+            return format!(
+                "the parameter `{key}` is not supported by pgpilot's job connections ({instead})"
+            );
+        }
+    }
+    match std::error::Error::source(error) {
+        Some(source) => {
+            let detail = source.to_string();
+            match detail.strip_prefix("unknown option ") {
+                Some(key) => format!("the parameter {key} is not supported by pgpilot's job connections"),
+                None if detail.contains("`sslmode`") => format!(
+                    "{error}: {detail} (job connections take disable, prefer or require; certificate checks \
+                     come from [tls] for jobs on a `database`)"
+                ),
+                None => format!("{error}: {detail}"),
+            }
+        }
+        None => error.to_string(),
+    }
 }
 
 /// Query parameters of a connection URL whose values are secrets (libpq's names).
@@ -249,6 +301,31 @@ mod tests {
         let cfg = config.databases.resolve(&config.jobs[0]).unwrap();
         assert_eq!(cfg.get_dbname(), Some("app"));
         assert_eq!(cfg.get_application_name(), Some("pgpilot-jobs"));
+    }
+
+    #[test]
+    fn libpq_only_parameters_are_named_without_their_values() {
+        let err = config_from_url("postgres://u:hunter2@db/app?sslpassword=TopSecret96", "job `x`")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the parameter `sslpassword` is not supported"), "{err}");
+        assert!(!err.contains("TopSecret96") && !err.contains("hunter2"), "{err}");
+        for key in [
+            "sslrootcert",
+            "sslcert",
+            "gssencmode",
+            "passfile",
+            "client_encoding",
+            "fallback_application_name",
+        ] {
+            let err = config_from_url(&format!("postgres://db/app?sslmode=require&{key}=v"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}` is not supported")), "{err}");
+        }
+        let err = config_from_url("postgres://db:notaport/app", "x").unwrap_err().to_string();
+        assert!(err.contains("invalid value for option `port`"), "{err}");
+        assert!(config_from_url("postgres://db/app?sslmode=require&application_name=a", "x").is_ok());
     }
 
     #[test]

@@ -132,9 +132,8 @@ async fn locked_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRepor
             Some(first) => format!("{first}; then {text}"),
             None => text,
         });
-        // Only a failure can leave a transaction open here; a ROLLBACK outside one makes the
-        // server log a warning for every run.
-        let _ = client.batch_execute("ROLLBACK").await;
+        // Only a failure can leave a transaction open here.
+        pg::rollback_if_in_transaction(client).await;
     }
     // A lost connection took the lock with it.
     if client.is_closed() {
@@ -169,12 +168,12 @@ async fn recorded_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRep
     };
     report.run_id = Some(id);
     let (mut problems, result) = attempts(req, client, report).await;
-    let reset = if result.is_err() {
-        "ROLLBACK; RESET lock_timeout; RESET statement_timeout"
-    } else {
-        "RESET lock_timeout; RESET statement_timeout"
-    };
-    let _ = client.batch_execute(reset).await;
+    if result.is_err() {
+        // Not a bare ROLLBACK: outside a transaction the server warns "there is no transaction
+        // in progress" on every failed run.
+        pg::rollback_if_in_transaction(client).await;
+    }
+    let _ = client.batch_execute("RESET lock_timeout; RESET statement_timeout").await;
     if let Err(e) = result {
         problems.push(e.to_string());
     }
@@ -287,7 +286,7 @@ async fn attempts(
                     && !client.is_closed() =>
             {
                 // A failed statement may leave a transaction open (an sql job's own BEGIN).
-                let _ = client.batch_execute("ROLLBACK").await;
+                pg::rollback_if_in_transaction(client).await;
                 let pause = backoff(req, report.attempts);
                 report.notes.push(format!("attempt {} failed ({e}); retrying in {pause:?}", report.attempts));
                 tokio::time::sleep(pause).await;

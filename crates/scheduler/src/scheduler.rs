@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -266,6 +267,16 @@ impl SchedulerHandle {
         history_of(&specs, self.shared.resolver.as_ref(), name, limit).await
     }
 
+    /// Like [`SchedulerHandle::history`], with the runs of the databases that could be read and
+    /// the others named in `errors` instead of failing it all.
+    pub async fn history_each(&self, name: Option<&str>, limit: usize) -> Result<History, SchedulerError> {
+        if let Some(name) = name {
+            self.shared.job(name)?;
+        }
+        let specs: Vec<JobSpec> = self.shared.jobs.iter().map(|j| j.spec.clone()).collect();
+        Ok(history_each(&specs, self.shared.resolver.as_ref(), name, limit).await)
+    }
+
     pub fn render_prometheus(&self, out: &mut String) {
         let states: Vec<(&JobEntry, bool, JobCounters)> = self
             .shared
@@ -501,7 +512,7 @@ async fn read_fleet_views(shared: &Shared) {
         .filter(|j| shared.resolver.resolve(&j.spec).is_ok())
         .map(|j| j.spec.clone())
         .collect();
-    let Ok(by_database) = jobs_by_database(&specs, shared.resolver.as_ref(), None) else { return };
+    let by_database = jobs_by_database(&specs, shared.resolver.as_ref(), None, &mut Vec::new());
     for (key, (config, names)) in by_database {
         let read = async {
             let client =
@@ -544,44 +555,122 @@ pub async fn run_once(spec: &JobSpec, resolver: &dyn DatabaseResolver, clock: &d
     }
 }
 
-/// The latest runs of `jobs` (or of the one named) from every database they work on.
+/// The latest runs of `jobs` (or of the one named) from every database they work on; the first
+/// database that cannot be read fails it all. See [`history_each`] for the history of the
+/// databases that can be read.
 pub async fn history_of(
     jobs: &[JobSpec],
     resolver: &dyn DatabaseResolver,
     name: Option<&str>,
     limit: usize,
 ) -> Result<Vec<RunRecord>, SchedulerError> {
-    let by_database = jobs_by_database(jobs, resolver, name)?;
-    let mut records = Vec::new();
-    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
-    for (key, (config, names)) in by_database {
-        let client = pg::connect_in_time(resolver, &config)
-            .await
-            .map_err(|e| SchedulerError::Database(format!("connecting to {key}: {e}")))?;
-        let found = history::recent(&client, &names, limit_sql)
-            .await
-            .map_err(|e| SchedulerError::Database(e.to_string()))?;
-        records.extend(found);
+    let history = history_each(jobs, resolver, name, limit).await;
+    match history.errors.into_iter().next() {
+        Some(e) => Err(e.into_error()),
+        None => Ok(history.runs),
     }
-    records.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
-    records.truncate(limit);
-    Ok(records)
 }
 
-/// The jobs (all, or the one named) grouped by the database they work on, with its settings.
+/// Runs read from the databases that answered, and what kept the others from being read.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct History {
+    /// Newest first, at most the limit asked for.
+    pub runs: Vec<RunRecord>,
+    /// One per database (or job whose connection settings are wrong) whose history is missing.
+    pub errors: Vec<HistoryError>,
+    /// How many databases were read (none with runs of the jobs counts too).
+    #[serde(skip)]
+    pub databases_read: usize,
+}
+
+/// A database whose history could not be read, and the jobs whose runs are therefore missing.
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryError {
+    /// `host:port/dbname`; None when a job's connection settings could not even be read.
+    pub database: Option<String>,
+    pub jobs: Vec<String>,
+    pub error: String,
+    #[serde(skip)]
+    resolve: Option<ResolveError>,
+}
+
+impl HistoryError {
+    fn into_error(self) -> SchedulerError {
+        match self.resolve {
+            Some(e) => SchedulerError::Resolve(e),
+            None => SchedulerError::Database(self.error),
+        }
+    }
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let jobs = self.jobs.join(", ");
+        match &self.database {
+            Some(db) => write!(f, "no history from {db} (jobs {jobs}): {}", self.error),
+            None => write!(f, "no history for job {jobs}: {}", self.error),
+        }
+    }
+}
+
+/// The latest runs of `jobs` (or of the one named) from every database they work on that can be
+/// read; a database that cannot (down, refusing the login, no such job's settings) is named in
+/// `errors` with its jobs, and the others' runs are still returned.
+pub async fn history_each(
+    jobs: &[JobSpec],
+    resolver: &dyn DatabaseResolver,
+    name: Option<&str>,
+    limit: usize,
+) -> History {
+    let mut history = History::default();
+    let by_database = jobs_by_database(jobs, resolver, name, &mut history.errors);
+    let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+    for (key, (config, names)) in by_database {
+        let database = Some(crate::resolver::server_address(&config));
+        let found = match pg::connect_in_time(resolver, &config).await {
+            Err(e) => Err(format!("connecting to {key}: {e}")),
+            Ok(client) => history::recent(&client, &names, limit_sql).await.map_err(|e| e.to_string()),
+        };
+        match found {
+            Ok(found) => {
+                history.databases_read += 1;
+                history.runs.extend(found);
+            }
+            Err(error) => history.errors.push(HistoryError { database, jobs: names, error, resolve: None }),
+        }
+    }
+    history.runs.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    history.runs.truncate(limit);
+    history
+}
+
+/// The jobs (all, or the one named) grouped by the database they work on, with its settings; a
+/// job whose settings cannot be resolved goes to `errors`.
 fn jobs_by_database(
     jobs: &[JobSpec],
     resolver: &dyn DatabaseResolver,
     name: Option<&str>,
-) -> Result<BTreeMap<String, (tokio_postgres::Config, Vec<String>)>, ResolveError> {
+    errors: &mut Vec<HistoryError>,
+) -> BTreeMap<String, (tokio_postgres::Config, Vec<String>)> {
     let mut by_database: BTreeMap<String, (tokio_postgres::Config, Vec<String>)> = BTreeMap::new();
     for spec in jobs.iter().filter(|s| name.is_none_or(|n| n == s.name)) {
-        let config = resolver.resolve(spec)?;
+        let config = match resolver.resolve(spec) {
+            Ok(config) => config,
+            Err(e) => {
+                errors.push(HistoryError {
+                    database: None,
+                    jobs: vec![spec.name.clone()],
+                    error: e.to_string(),
+                    resolve: Some(e),
+                });
+                continue;
+            }
+        };
         by_database
             .entry(database_key(&config))
             .or_insert_with(|| (config, Vec::new()))
             .1
             .push(spec.name.clone());
     }
-    Ok(by_database)
+    by_database
 }

@@ -200,6 +200,14 @@ pub fn validate(jobs: &[JobSpec]) -> Vec<String> {
             Target::Url(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
                 say("`url` must start with postgres:// or postgresql://".into())
             }
+            // Parsed as the run will parse it: a URL tokio-postgres refuses would fail every run.
+            Target::Url(url) => {
+                if let Err(crate::ResolveError::BadUrl { reason, .. }) =
+                    crate::resolver::config_from_url(url, &job.name)
+                {
+                    say(format!("`url` is not valid: {reason}"));
+                }
+            }
             _ => {}
         }
         validate_limits(&job.limits, &mut say);

@@ -199,3 +199,35 @@ fn check_config_refuses_a_time_zone_not_in_the_database() {
         assert!(validate(&parse(&with_zone(good)).unwrap()).is_empty(), "{good}");
     }
 }
+
+/// s27 finding 2: check-config accepted a job `url` with libpq parameters tokio-postgres cannot
+/// parse, and every run then failed with a bare "invalid connection string". The URL is parsed
+/// as the run parses it; the message names the parameter and never repeats a password.
+#[test]
+fn check_config_refuses_url_parameters_the_run_cannot_parse() {
+    let job = |name: &str, url: &str| {
+        format!("[[jobs]]\nname = \"{name}\"\nkind = \"sql\"\nschedule = \"@daily\"\nurl = \"{url}\"\nsql = \"select 1\"\n")
+    };
+    let text = [
+        job("sslpw", "postgres://postgres:Hunter22@127.0.0.1:24000/app?sslpassword=TopSecret96"),
+        job("ca", "postgres://postgres@127.0.0.1/app?sslmode=require&sslrootcert=/etc/ca.pem"),
+        job("gss", "postgresql://postgres@127.0.0.1/app?gssencmode=disable"),
+        job("enc", "postgres://postgres@127.0.0.1/app?client_encoding=UTF8"),
+        job("full", "postgres://postgres@127.0.0.1/app?sslmode=verify-full"),
+        job("fine", "postgres://postgres@127.0.0.1/app?sslmode=require&application_name=x&connect_timeout=5"),
+    ]
+    .concat();
+    let problems = validate(&parse(&text).unwrap());
+    let all = problems.join("\n");
+    for expected in [
+        "job `sslpw`: `url` is not valid: the parameter `sslpassword` is not supported",
+        "job `ca`: `url` is not valid: the parameter `sslrootcert` is not supported",
+        "job `gss`: `url` is not valid: the parameter `gssencmode` is not supported",
+        "job `enc`: `url` is not valid: the parameter `client_encoding` is not supported",
+        "job `full`: `url` is not valid: invalid connection string: invalid value for option `sslmode`",
+    ] {
+        assert!(all.contains(expected), "missing `{expected}` in:\n{all}");
+    }
+    assert_eq!(problems.len(), 5, "{all}");
+    assert!(!all.contains("TopSecret96") && !all.contains("Hunter22"), "{all}");
+}

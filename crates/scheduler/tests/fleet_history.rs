@@ -357,3 +357,55 @@ async fn a_history_table_made_by_an_older_pgpilot_is_upgraded() {
         "old:-,ev:2"
     );
 }
+
+/// s27 finding 3: the history of every job failed as a whole when one job's database was down.
+/// The databases that answer are read; the one that does not is named with its jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_of_all_jobs_names_an_unreachable_database_and_shows_the_others() {
+    let cluster = Cluster::start();
+    // A port nothing listens on: bound, then released.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = config(
+        &cluster,
+        &format!(
+            r#"
+        [[jobs]]
+        name = "good"
+        kind = "sql"
+        schedule = "@daily"
+        database = "app"
+        sql = "select 1"
+
+        [[jobs]]
+        name = "down"
+        kind = "sql"
+        schedule = "@daily"
+        url = "postgres://postgres@127.0.0.1:{down}/app?connect_timeout=2"
+        sql = "select 1"
+        "#
+        ),
+    );
+    let clock = clock(at(2026, 3, 1, 0, 0, 0));
+    assert_eq!(run(&cfg, "good", &clock).await.outcome, Outcome::Succeeded);
+
+    let history = pgpilot_scheduler::history_each(&cfg.jobs, &cfg.databases, None, 10).await;
+    assert_eq!(history.runs.iter().map(|r| r.job.as_str()).collect::<Vec<_>>(), ["good"], "{history:?}");
+    assert_eq!(history.databases_read, 1);
+    assert_eq!(history.errors.len(), 1, "{history:?}");
+    let error = &history.errors[0];
+    assert_eq!(error.jobs, ["down"]);
+    assert_eq!(error.database.as_deref(), Some(format!("127.0.0.1:{down}/app").as_str()));
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("no history from 127.0.0.1:{down}/app (jobs down): connecting")),
+        "{text}"
+    );
+    let json = serde_json::to_value(&history).unwrap();
+    assert_eq!(json["errors"][0]["jobs"][0], "down", "{json}");
+    assert_eq!(json["runs"][0]["job"], "good", "{json}");
+
+    // Asked for by name, the unreachable job's history is still an error, the other's is not.
+    assert!(pgpilot_scheduler::history_of(&cfg.jobs, &cfg.databases, Some("down"), 10).await.is_err());
+    let good = pgpilot_scheduler::history_of(&cfg.jobs, &cfg.databases, Some("good"), 10).await.unwrap();
+    assert_eq!(good.len(), 1);
+}

@@ -594,3 +594,73 @@ async fn partitions_belong_to_the_tables_owner_not_the_job_role() {
     );
     cluster.psql("postgres", "SET ROLE app_owner; ALTER TABLE owned ADD COLUMN note text");
 }
+
+/// s27 finding 1: retention retired every partition past the cutoff, so a hand-made archive
+/// partition covering a whole year was detached and, with `retention_drop`, dropped with its rows.
+/// Only partitions the job could have made (its period's bounds and its naming) are retired; the
+/// others are left alone and named in the notes, half-detached ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_retires_only_partitions_that_follow_the_jobs_naming() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE r1 (ts timestamptz NOT NULL) PARTITION BY RANGE (ts);
+         CREATE TABLE r1_archive_2024 PARTITION OF r1 FOR VALUES FROM ('2024-01-01 00:00+00') TO ('2025-01-01 00:00+00');
+         CREATE TABLE r1_y2025_m01 PARTITION OF r1 FOR VALUES FROM ('2025-01-01 00:00+00') TO ('2025-02-01 00:00+00');
+         -- The job's name for February 2025, but not February's bounds.
+         CREATE TABLE r1_y2025_m02 PARTITION OF r1 FOR VALUES FROM ('2025-02-01 00:00+00') TO ('2025-02-15 00:00+00');
+         CREATE TABLE r1_feb_rest PARTITION OF r1 FOR VALUES FROM ('2025-02-15 00:00+00') TO ('2025-03-01 00:00+00');
+         CREATE TABLE r1_default PARTITION OF r1 DEFAULT;
+         INSERT INTO r1 VALUES ('2024-06-01'), ('2025-01-10'), ('2025-02-10'), ('2025-02-20'), ('2020-01-01');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "r1"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "r1"
+        interval = "monthly"
+        premake = 1
+        retention = "13 months"
+        retention_drop = true
+        "#,
+    );
+    let report = run(&cfg, "r1", &clock(at(2026, 6, 10, 0, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{report:?}");
+    assert_eq!(
+        partitions_of(&cluster, "r1"),
+        ["r1_archive_2024", "r1_default", "r1_feb_rest", "r1_y2025_m02", "r1_y2026_m06", "r1_y2026_m07"]
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT to_regclass('r1_y2025_m01') IS NULL"), "t");
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM r1"), "4", "only January's row went");
+    assert!(
+        report.notes.iter().any(|n| n.starts_with("detached and dropped public.r1_y2025_m01 (")),
+        "{:?}",
+        report.notes
+    );
+    for name in ["r1_archive_2024", "r1_y2025_m02", "r1_feb_rest"] {
+        let note = format!("left alone: public.{name} does not follow the job's naming");
+        assert!(report.notes.contains(&note), "no `{note}` in {:?}", report.notes);
+    }
+    assert!(!report.notes.iter().any(|n| n.contains("r1_default") && n.contains("left alone")));
+
+    // A hand-made partition half-detached past retention is not finished by the job either
+    // (without the default partition, which rules out DETACH ... CONCURRENTLY).
+    cluster.psql("postgres", "DROP TABLE r1_default");
+    interrupt_a_concurrent_detach(&cluster, "r1", "r1_feb_rest").await;
+    let report = run(&cfg, "r1", &clock(at(2026, 6, 10, 0, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(error.contains("public.r1_feb_rest is half-detached"), "{error}");
+    assert!(error.contains("it does not follow the job's naming"), "{error}");
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = 'r1_feb_rest'::regclass"
+        ),
+        "t"
+    );
+}

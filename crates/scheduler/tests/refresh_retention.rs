@@ -256,3 +256,83 @@ async fn a_retention_filter_ending_in_a_comment_works() {
     assert_eq!(report.rows, Some(1), "{report:?}");
     assert_eq!(cluster.psql("postgres", "SELECT string_agg(id::text, ',' ORDER BY id) FROM notes"), "2,3");
 }
+
+/// s27 finding 4: a failed first refresh's note said "refreshed without CONCURRENTLY" next to the
+/// error. The note says what the job was doing, not that it was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_refresh_does_not_claim_it_refreshed() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE d (n int); INSERT INTO d VALUES (0);
+         CREATE MATERIALIZED VIEW broken AS SELECT 1 / n AS x FROM d WITH NO DATA;",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "broken"
+        kind = "refresh"
+        schedule = "@hourly"
+        database = "app"
+        view = "broken"
+        retries = 0
+        "#,
+    );
+    let report = run(&cfg, "broken", &clock(at(2026, 5, 1, 0, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    assert!(report.error.as_deref().unwrap_or_default().contains("22012"), "{report:?}");
+    assert!(!report.notes.iter().any(|n| n.contains("refreshed")), "{:?}", report.notes);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.starts_with("refreshing without CONCURRENTLY") && n.contains("never been populated")),
+        "{:?}",
+        report.notes
+    );
+}
+
+/// s27 finding 5: after a failed run pgpilot sent ROLLBACK with no transaction open, and the
+/// server logged `WARNING: there is no transaction in progress` for every failed run. A failure
+/// inside a job's own transaction is still rolled back (the next run is not stuck in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_rolls_back_only_an_open_transaction() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE TABLE marks (n int)");
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "div"
+        kind = "sql"
+        schedule = "@hourly"
+        database = "app"
+        sql = "SELECT 1 / 0"
+        retries = 0
+
+        [[jobs]]
+        name = "txn"
+        kind = "sql"
+        schedule = "@hourly"
+        database = "app"
+        sql = "BEGIN; INSERT INTO marks VALUES (1); SELECT 1 / 0"
+        retries = 1
+        retry_backoff = 0
+        "#,
+    );
+    let clock = clock(at(2026, 5, 1, 0, 0, 0));
+    for name in ["div", "txn", "div"] {
+        let report = run(&cfg, name, &clock).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        assert!(report.error.as_deref().unwrap_or_default().contains("22012"), "{report:?}");
+    }
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM marks"), "0");
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM pgpilot.job_runs WHERE outcome = 'failed'"),
+        "3"
+    );
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap_or_default();
+    assert!(log.contains("division by zero"), "the server log is read: {log}");
+    assert!(!log.contains("there is no transaction in progress"), "{log}");
+}

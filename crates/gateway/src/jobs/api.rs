@@ -43,14 +43,34 @@ async fn history(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery
                 let error = format!("no job named {job:?} (no [jobs] are configured)");
                 (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response()
             }
-            None => Json(json!({ "runs": [] })).into_response(),
+            None => Json(json!({ "runs": [], "errors": [] })).into_response(),
         };
     };
+    if q.job.is_none() {
+        // Every job's history: the databases that answer are shown, the others named in
+        // `errors`; only when none answers is it a 502.
+        return match handle.history_each(None, limit).await {
+            Ok(history) if history.errors.is_empty() || !all_failed(&history) => {
+                Json(json!({ "runs": history.runs, "errors": history.errors })).into_response()
+            }
+            Ok(history) => {
+                let error = history.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                (StatusCode::BAD_GATEWAY, Json(json!({ "error": error, "errors": history.errors })))
+                    .into_response()
+            }
+            Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({ "error": e.to_string() }))).into_response(),
+        };
+    }
     match handle.history(q.job.as_deref(), limit).await {
-        Ok(runs) => Json(json!({ "runs": runs })).into_response(),
+        Ok(runs) => Json(json!({ "runs": runs, "errors": [] })).into_response(),
         Err(e @ SchedulerError::UnknownJob(_)) => {
             (StatusCode::NOT_FOUND, Json(json!({ "error": e.to_string() }))).into_response()
         }
         Err(e) => (StatusCode::BAD_GATEWAY, Json(json!({ "error": e.to_string() }))).into_response(),
     }
+}
+
+/// True when no database's history could be read.
+fn all_failed(history: &pgpilot_scheduler::History) -> bool {
+    history.databases_read == 0 && !history.errors.is_empty()
 }

@@ -20,6 +20,30 @@ struct Table<'a> {
 }
 
 impl Table<'_> {
+    /// The job's naming template for this table.
+    fn template(&self) -> &str {
+        self.task.naming.as_deref().unwrap_or(periods::default_template(self.task.interval))
+    }
+
+    /// True when `child` is a partition the job could have made: its bounds are exactly one of the
+    /// job's periods and its name is the one the job gives that period. Only such partitions are
+    /// retired; a hand-made one (an archive, a partition spanning a year, one named by another
+    /// scheme or an earlier `naming`) is the DBA's, and detaching or dropping it could lose data.
+    fn follows_naming(&self, child: &Child) -> bool {
+        let Some((Bound::At(lower), Bound::At(upper))) = child.range else {
+            return false;
+        };
+        if child.is_default || lower.time() != NaiveTime::MIN {
+            return false;
+        }
+        let start = lower.date();
+        let interval = self.task.interval;
+        periods::period_start(interval, lower) == start
+            && upper == midnight(periods::next_start(interval, start))
+            && child.schema == self.rel.schema
+            && child.name == periods::partition_name(self.template(), &self.rel.name, start)
+    }
+
     fn default_partition(&self) -> Option<&Child> {
         self.children.iter().find(|c| c.is_default)
     }
@@ -162,7 +186,7 @@ async fn finish_pending_detaches(
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
     for child in table.children.iter().filter(|c| c.detach_pending) {
-        if !past_retention(child, cutoff) {
+        if !past_retention(child, cutoff) || !table.follows_naming(child) {
             out.problem(kept_partition_half_detached(table, child));
             continue;
         }
@@ -180,6 +204,7 @@ async fn finish_pending_detaches(
 fn kept_partition_half_detached(table: &Table<'_>, child: &Child) -> String {
     let (parent, part) = (table.rel.sql(), child.sql());
     let why = match table.task.retention {
+        _ if !table.follows_naming(child) => "it does not follow the job's naming",
         Some(_) => "it is not past `retention`",
         None => "the job has no `retention`",
     };
@@ -222,7 +247,7 @@ async fn create_missing(
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
     let task = table.task;
-    let template = task.naming.as_deref().unwrap_or(periods::default_template(task.interval));
+    let template = table.template().to_string();
     for (start, end) in periods::wanted_periods(task.interval, now_local, task.premake) {
         let coverage = table.coverage(start, end);
         if !coverage.partitions.is_empty() {
@@ -230,7 +255,7 @@ async fn create_missing(
             report_existing(table, start, end, &coverage, out);
             continue;
         }
-        let name = periods::partition_name(template, &table.rel.name, start);
+        let name = periods::partition_name(&template, &table.rel.name, start);
         if name.len() > MAX_IDENTIFIER_BYTES {
             out.problem(format!(
                 "partition name {name} is longer than {MAX_IDENTIFIER_BYTES} bytes; set a shorter `naming` template"
@@ -538,6 +563,14 @@ async fn retire(
     // but PostgreSQL refuses it when the table has a default partition.
     let has_default = table.default_partition().is_some();
     let concurrently = server_version >= 140000 && !has_default;
+    // Past retention but not named as the job names its partitions: someone else's, left alone.
+    for child in table
+        .children
+        .iter()
+        .filter(|c| !c.detach_pending && past_retention(c, Some(cutoff)) && !table.follows_naming(c))
+    {
+        out.note(format!("left alone: {} does not follow the job's naming", child.display()));
+    }
     let mut retired = Retired::default();
     let result = retire_each(client, table, cutoff, concurrently, &mut retired).await;
     out.partitions_retired = retired.done.len();
@@ -566,7 +599,10 @@ async fn retire_each(
     concurrently: bool,
     retired: &mut Retired,
 ) -> Result<(), JobError> {
-    let old = table.children.iter().filter(|c| !c.detach_pending && past_retention(c, Some(cutoff)));
+    let old = table
+        .children
+        .iter()
+        .filter(|c| !c.detach_pending && past_retention(c, Some(cutoff)) && table.follows_naming(c));
     let how = if concurrently { " CONCURRENTLY" } else { "" };
     for child in old {
         let sql = format!("ALTER TABLE {} DETACH PARTITION {}{how}", table.rel.sql(), child.sql());

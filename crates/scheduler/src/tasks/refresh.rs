@@ -51,7 +51,7 @@ pub async fn run(
             )))
         }
         (Concurrently::Auto, Some(why)) => {
-            out.note(format!("refreshed without CONCURRENTLY (readers wait meanwhile) because {why}"));
+            out.note(format!("refreshing without CONCURRENTLY (readers wait meanwhile) because {why}"));
             false
         }
     };
