@@ -66,9 +66,10 @@ pub enum CheckoutError {
 }
 
 impl CheckoutError {
-    /// The server refused the login for its credentials or database: it is up, the user is wrong.
+    /// The server refused the login for its credentials or database, or for the role's or the
+    /// database's CONNECTION LIMIT: it is up, and serves other users (not marked down for it).
     pub fn is_login_refusal(&self) -> bool {
-        matches!(self, CheckoutError::Connect(e) if e.refuses_login())
+        matches!(self, CheckoutError::Connect(e) if e.refuses_login() || e.is_limit_of_role_or_database())
     }
 }
 
@@ -1213,6 +1214,20 @@ mod tests {
     fn refused(code: &str) -> ConnectError {
         let fields = ErrorFields { severity: "FATAL".into(), code: code.into(), message: "no".into() };
         ConnectError::Rejected { addr: "127.0.0.1:5432".into(), fields }
+    }
+
+    #[test]
+    fn a_role_or_database_connection_limit_is_no_failure_of_the_server() {
+        let limited = |message: &str| {
+            let fields =
+                ErrorFields { severity: "FATAL".into(), code: "53300".into(), message: message.into() };
+            CheckoutError::Connect(ConnectError::Rejected { addr: "127.0.0.1:5432".into(), fields })
+        };
+        assert!(limited("too many connections for role \"app\"").is_login_refusal());
+        assert!(limited("too many connections for database \"app\"").is_login_refusal());
+        assert!(!limited("sorry, too many clients already").is_login_refusal());
+        assert!(!limited("remaining connection slots are reserved for roles with the SUPERUSER attribute")
+            .is_login_refusal());
     }
 
     #[test]
