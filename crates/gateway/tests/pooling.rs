@@ -1017,6 +1017,135 @@ async fn a_shared_limit_is_shared_between_busy_pools() {
     gw.shutdown().await;
 }
 
+/// helper-166: under a reached max_db_connections, a pool done with its work kept its idle servers
+/// while another user's pool on the database had one server and three clients waiting: they ran
+/// one after another on it (or waited out query_wait_timeout), as its one server fewer did not
+/// make moving one "even". A server idle longer than a moment, or a second idle one, is given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_limit_takes_idle_servers_from_a_pool_done_with_them() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE other LOGIN");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 5;
+    config.pgpilot.query_wait_timeout = Secs::from_secs(20);
+    let db = pgpilot_gateway::config::DatabaseConfig {
+        primary: format!("postgres://127.0.0.1:{}/postgres", pg.port()),
+        max_db_connections: Some(3),
+        ..Default::default()
+    };
+    config.databases.insert("shared".into(), db);
+    let gw = start(config).await;
+    let (a1, a2) = (connect_as(&gw, "postgres", "shared").await, connect_as(&gw, "postgres", "shared").await);
+    let mut b = Vec::new();
+    for _ in 0..4 {
+        b.push(connect_as(&gw, "other", "shared").await);
+    }
+    // The first user's two clients take two places, once; the second's four ask right after.
+    let first = tokio::spawn(async move {
+        let (ra, rb) =
+            tokio::join!(a1.simple_query("SELECT pg_sleep(0.3)"), a2.simple_query("SELECT pg_sleep(0.3)"));
+        ra.unwrap();
+        rb.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let second: Vec<_> = b
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                c.simple_query("SELECT pg_sleep(1)").await.unwrap();
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while !second.iter().all(|t| t.is_finished()) {
+        most = most.max(server_connections(&pg));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.await.unwrap();
+    let took: Vec<Duration> =
+        futures::future::join_all(second).await.into_iter().map(|r| r.unwrap()).collect();
+    let last = took.iter().max().copied().unwrap();
+    // One server of its own from the start, the first user's two once idle: 2 s (4 s one by one).
+    assert!(last < Duration::from_millis(2600), "the second user's clients took {took:?}");
+    assert!(most <= 3, "max_db_connections exceeded: {most} server connections");
+    gw.shutdown().await;
+}
+
+/// A TCP proxy to `target` that passes connections on while `open` is set, and hangs up on new
+/// ones at once otherwise: a server that can no longer be connected to (pgpilot out of file
+/// descriptors) while the connections open already work.
+async fn closing_proxy(
+    target: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !open.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// helper-166: while every new server connection failed, the clients given a place to open one
+/// waited for their next turn to try until query_wait_timeout (then FATAL "could not connect"),
+/// though the pool's one open server sat idle. They take it once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_whose_connects_fail_take_a_server_released_meanwhile() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let pg = Cluster::start();
+    let open = Arc::new(AtomicBool::new(true));
+    let proxy = closing_proxy(format!("127.0.0.1:{}", pg.port()).parse().unwrap(), open.clone()).await;
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 8;
+    config.pgpilot.query_wait_timeout = Secs::from_secs(6);
+    config.databases.insert(
+        "flaky".into(),
+        pgpilot_gateway::config::DatabaseConfig {
+            primary: format!("postgres://postgres@{proxy}/postgres"),
+            ..Default::default()
+        },
+    );
+    let gw = start(config).await;
+    // One server opened and warm, then no new connection gets through.
+    connect_as(&gw, "postgres", "flaky").await.simple_query("SELECT 1").await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        clients.push(connect_as(&gw, "postgres", "flaky").await);
+    }
+    open.store(false, Ordering::Relaxed);
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    c.batch_execute("BEGIN; SELECT pg_sleep(0.005); COMMIT").await?;
+                }
+                Ok::<_, tokio_postgres::Error>(started.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let failed: Vec<String> =
+        results.iter().filter_map(|r| r.as_ref().err()).map(|e| format!("{e:?}")).collect();
+    assert!(failed.is_empty(), "{} clients failed: {failed:?}", failed.len());
+    let last = results.iter().filter_map(|r| r.as_ref().ok()).max().copied().unwrap();
+    assert!(last < Duration::from_secs(3), "the last client finished after {last:?}");
+    gw.shutdown().await;
+}
+
 /// A server that does not answer is tried once at a time per pool, at growing intervals, not by
 /// every waiting client on its own (a storm of connects and log lines while the primary is down);
 /// the waiting clients get the server's failure when their wait ends.

@@ -1975,3 +1975,42 @@ async fn a_monitor_connection_ended_alone_bans_no_server() {
     assert!(replicas.lines().any(|l| l.contains("|replica|") && l.contains("|up|")), "{replicas}");
     gw.shutdown().await;
 }
+
+/// A role at its CONNECTION LIMIT on a replica (53300 "too many connections for role") is that
+/// role's business: the replica is not marked down, and other users' reads still go to it (a
+/// black-box check saw "server marked down; no reads go to it" for the whole server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_at_its_connection_limit_on_a_replica_does_not_ban_the_replica() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE ROLE lim LOGIN CONNECTION LIMIT 1");
+    let replica = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    // No user in the URLs: each client's own user logs in.
+    let db = config.databases.get_mut("postgres").unwrap();
+    db.primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    db.replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Detailed {
+        url: format!("postgres://127.0.0.1:{}/postgres", replica.port()),
+        weight: 1,
+        tags: Vec::new(),
+    }]);
+    let gw = start(config).await;
+    // The monitor logs in as a user it has seen: postgres.
+    let other = connect(&gw).await;
+    other.simple_query("SELECT 1").await.unwrap();
+    wait_ready(&gw, 1).await;
+    // lim's one connection on the replica, held outside pgpilot.
+    let _holder = try_connect(&format!("host=127.0.0.1 port={} user=lim dbname=postgres", replica.port()))
+        .await
+        .expect("lim's own connection to the replica");
+    let limited = connect_as(&gw, "lim", "postgres").await;
+    // Refused by the replica for lim (53300), or served elsewhere: either way not a server failure.
+    let _ = limited.simple_query("SELECT inet_server_port()").await;
+    let log = std::fs::read_to_string(replica.log_path()).unwrap();
+    assert!(log.contains("too many connections for role \"lim\""), "the replica never refused lim");
+    // Past a health check round: the replica is up, and takes the other users' reads.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let replicas = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(!replicas.contains("|banned|"), "{replicas}");
+    assert!(on_replica(&other, "SELECT inet_server_port()").await, "reads left the replica");
+    gw.shutdown().await;
+}

@@ -120,6 +120,16 @@ impl ConnectError {
         matches!(self, ConnectError::Rejected { fields, .. } if fields.code == "53300")
     }
 
+    /// The server refused the login for its role's or database's CONNECTION LIMIT (53300 "too
+    /// many connections for role" / "for database"), not for want of a slot for anyone ("sorry,
+    /// too many clients already"): the server is up and serves other users, and is not marked
+    /// down for it (a replica banned from reads for everyone). Told apart by PostgreSQL's English
+    /// message: with lc_messages in another language it counts as the server being full.
+    pub fn is_limit_of_role_or_database(&self) -> bool {
+        matches!(self, ConnectError::Rejected { fields, .. }
+            if fields.code == "53300" && fields.message.starts_with("too many connections for "))
+    }
+
     /// The server refused the login for its credentials (class 28) or an unknown database
     /// (3D000): the server itself is up, the user or database is wrong.
     pub fn refuses_login(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -49,19 +49,23 @@ impl ConnectionLimit {
         max > 0 && self.used.load(Relaxed) >= max
     }
 
-    /// Closes the least recently used idle server of a pool other than `asking` that moving a
-    /// server from makes the shares more even (see `moving_one_evens_out`: shares are kept, not
-    /// taken back and forth); whether there was one. Its place is given back as it closes.
+    /// Closes the least recently used idle server of a pool other than `asking` that may give one
+    /// up (see `may_give_up_idle`); whether there was one. Its place is given back as it closes.
     fn close_idle_elsewhere(&self, asking: &Pool) -> bool {
         let ours = asking.server_count();
+        let now = Instant::now();
         let mut others: Vec<_> = self
             .others_than(asking)
             .into_iter()
-            .filter(|p| moving_one_evens_out(p.server_count(), ours))
-            .filter_map(|p| Some((p.least_recently_used_idle()?, p)))
+            .filter_map(|p| {
+                let share = p.idle_share();
+                may_give_up_idle(&share, ours, now).then_some((share.idle_since?, p))
+            })
             .collect();
         others.sort_by_key(|(last_used, _)| *last_used);
-        others.into_iter().any(|(_, pool)| pool.close_least_recently_used_idle(&asking.id))
+        others.into_iter().any(|(_, pool)| {
+            pool.close_least_recently_used_idle(&asking.id, &|share| may_give_up_idle(share, ours, now))
+        })
     }
 
     /// Among the other pools under this limit whose clients wait for room it keeps from them, the
@@ -108,6 +112,38 @@ impl ConnectionLimit {
 /// turns; otherwise a pool with no server would wait for server_idle_timeout).
 fn moving_one_evens_out(from: usize, to: usize) -> bool {
     to + 1 < from || (to == 0 && from > 0)
+}
+
+/// How long a pool's server must have sat idle before a pool holding as many servers (or one
+/// fewer) may have it closed for its waiting client: a busy pool's servers are idle only between
+/// its transactions, far less than this, and keep their shares (moving one back and forth
+/// reconnected a backend per transaction, helper-157); a pool that is done gives them up.
+pub(super) const IDLE_GRACE: Duration = Duration::from_millis(100);
+
+/// A pool's standing under a shared limit, read under its lock: whether it may spare an idle
+/// server for another pool's waiting client.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IdleShare {
+    /// Open or opening servers.
+    pub servers: usize,
+    pub idle: usize,
+    /// When its least recently used idle server went idle.
+    pub idle_since: Option<Instant>,
+    /// Its own clients waiting for a server.
+    pub waiting: usize,
+}
+
+/// Whether a pool in `theirs` standing gives up an idle server for a waiting client of a pool
+/// holding `ours` servers: none of its own clients wait, and moving one evens the shares out, or
+/// it holds more than one idle server, or the server has been idle for [`IDLE_GRACE`] (helper-166:
+/// a pool done with its work kept its idle servers while another pool's clients ran one after
+/// another on a single server, or waited out query_wait_timeout).
+pub(super) fn may_give_up_idle(theirs: &IdleShare, ours: usize, now: Instant) -> bool {
+    let Some(since) = theirs.idle_since else { return false };
+    theirs.waiting == 0
+        && (moving_one_evens_out(theirs.servers, ours)
+            || theirs.idle > 1
+            || now.saturating_duration_since(since) >= IDLE_GRACE)
 }
 
 /// The limits one pool's connections count against: its database's and its user's.
@@ -192,5 +228,27 @@ mod tests {
         assert!(l.try_acquire());
         let u = ConnectionLimit::new(0);
         assert!((0..100).all(|_| u.try_acquire()));
+    }
+
+    #[test]
+    fn an_idle_server_is_given_up_by_a_pool_done_with_it_not_by_a_busy_one() {
+        let now = Instant::now();
+        let share = |servers, idle, idle_for: Option<u64>, waiting| IdleShare {
+            servers,
+            idle,
+            idle_since: idle_for.map(|ms| now - Duration::from_millis(ms)),
+            waiting,
+        };
+        // Nothing idle: nothing to give.
+        assert!(!may_give_up_idle(&share(3, 0, None, 0), 0, now));
+        // Two servers fewer: moving one evens out, as before.
+        assert!(may_give_up_idle(&share(3, 1, Some(0), 0), 1, now));
+        // As many or one fewer: only once idle for the grace period, or with two idle.
+        assert!(!may_give_up_idle(&share(2, 1, Some(5), 0), 1, now));
+        assert!(may_give_up_idle(&share(2, 1, Some(150), 0), 1, now));
+        assert!(may_give_up_idle(&share(2, 2, Some(0), 0), 1, now));
+        // Its own clients wait: it keeps its servers, however long idle.
+        assert!(!may_give_up_idle(&share(2, 2, Some(500), 1), 1, now));
+        assert!(!may_give_up_idle(&share(3, 1, Some(500), 2), 0, now));
     }
 }

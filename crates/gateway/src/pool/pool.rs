@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::backoff::Turn;
 use super::connect::{connect, ConnectError, ServerSecret, ServerTarget};
-use super::limits::PoolLimits;
+use super::limits::{IdleShare, PoolLimits};
 use super::server::{ServerConn, Slot};
 use super::settings::PoolSettings;
 use super::waiters::{Grant, WaitQueue, Waiter, Wake};
@@ -66,9 +66,10 @@ pub enum CheckoutError {
 }
 
 impl CheckoutError {
-    /// The server refused the login for its credentials or database: it is up, the user is wrong.
+    /// The server refused the login for its credentials or database, or for the role's or the
+    /// database's CONNECTION LIMIT: it is up, and serves other users (not marked down for it).
     pub fn is_login_refusal(&self) -> bool {
-        matches!(self, CheckoutError::Connect(e) if e.refuses_login())
+        matches!(self, CheckoutError::Connect(e) if e.refuses_login() || e.is_limit_of_role_or_database())
     }
 }
 
@@ -123,6 +124,9 @@ pub struct Pool {
     backoff: super::backoff::ConnectBackoff,
     /// Clients waiting for a server of this pool (or out a PAUSE), queued or not.
     waiting_clients: std::sync::atomic::AtomicUsize,
+    /// Raised when a server goes idle while connections are being opened: a client whose
+    /// connect waits for the backoff's next turn takes it instead (see `wait_for_turn_or_idle`).
+    idle_for_openers: tokio::sync::Notify,
     state: Mutex<PoolState>,
 }
 
@@ -325,6 +329,7 @@ impl Pool {
             secret_missing_at: Mutex::new(None),
             backoff: Default::default(),
             waiting_clients: Default::default(),
+            idle_for_openers: Default::default(),
             state: Mutex::new(PoolState::default()),
         });
         pool.limits.join(&pool);
@@ -465,9 +470,10 @@ impl Pool {
                     let deadline = if fail_fast { Some(Instant::now()) } else { deadline };
                     // Boxed: connecting (TLS, authentication) is most of the checkout's size, and
                     // every request's future carries the checkout though it rarely connects.
-                    match Box::pin(self.open(&settings, deadline, still_wanted)).await? {
+                    match Box::pin(self.open(&settings, deadline, still_wanted, true)).await? {
                         Some(conn) => conn,
-                        // The server is full for now: wait for one of the pool's connections.
+                        // The server is full for now, or a server of the pool went idle while
+                        // connecting failed: wait for (or take) one of the pool's connections.
                         None => continue,
                     }
                 }
@@ -583,15 +589,32 @@ impl Pool {
         self.state.lock().total
     }
 
-    /// When the least recently used idle server went idle.
-    pub(super) fn least_recently_used_idle(&self) -> Option<Instant> {
-        self.state.lock().idle.iter().map(|c| c.last_used).min()
+    /// Its standing under a shared limit: whether it may spare an idle server for another pool.
+    pub(super) fn idle_share(&self) -> IdleShare {
+        Self::idle_share_locked(&self.state.lock(), self.waiting_clients())
     }
 
-    /// Closes the least recently used idle server for a pool the shared limit keeps waiting.
-    pub(super) fn close_least_recently_used_idle(&self, for_pool: &PoolId) -> bool {
+    fn idle_share_locked(s: &PoolState, waiting: usize) -> IdleShare {
+        IdleShare {
+            servers: s.total,
+            idle: s.idle.len(),
+            idle_since: s.idle.iter().map(|c| c.last_used).min(),
+            waiting,
+        }
+    }
+
+    /// Closes the least recently used idle server for a pool the shared limit keeps waiting, if
+    /// `may_give_up` still says so under this pool's lock (a client of its own may have come).
+    pub(super) fn close_least_recently_used_idle(
+        &self,
+        for_pool: &PoolId,
+        may_give_up: &dyn Fn(&IdleShare) -> bool,
+    ) -> bool {
         let conn = {
             let mut s = self.state.lock();
+            if !may_give_up(&Self::idle_share_locked(&s, self.waiting_clients())) {
+                return false;
+            }
             let oldest = s.idle.iter().enumerate().min_by_key(|(_, c)| c.last_used).map(|(i, _)| i);
             // `remove`, not `swap_remove`: the rest stay in the order they went idle.
             oldest.map(|i| s.idle.remove(i))
@@ -658,12 +681,15 @@ impl Pool {
     }
 
     /// Opens a connection under a permit from [`Pool::try_take`], retrying transient failures
-    /// (a restarting server) until the client's wait deadline.
+    /// (a restarting server) until the client's wait deadline. With `take_idle` (a client's
+    /// open), a server of the pool that goes idle while connecting fails ends the wait for the
+    /// next attempt: the permit is given back and `None` returned, for the client to take it.
     async fn open(
         self: &Arc<Self>,
         settings: &PoolSettings,
         deadline: Option<Instant>,
         still_wanted: &(dyn Fn() -> bool + Sync),
+        take_idle: bool,
     ) -> Result<Option<Box<ServerConn>>, CheckoutError> {
         // Every way out but success gives the permit back, a cancelled connect included.
         let permit = OpenPermit(self);
@@ -674,10 +700,28 @@ impl Pool {
             let attempt = match self.backoff.turn(settings.connect_timeout) {
                 Turn::Now(attempt) => attempt,
                 Turn::After(at, last) => {
-                    if deadline.is_some_and(|d| at >= d) || self.is_retired() {
+                    let past_deadline = |at: Instant| deadline.is_some_and(|d| at >= d);
+                    if self.is_retired() {
                         return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
                     }
-                    self.backoff.wait(at).await;
+                    if take_idle && self.has_other_connections() {
+                        // helper-166: connecting kept failing (pgpilot out of file descriptors)
+                        // and 19 clients waited out query_wait_timeout for their turn to try
+                        // again, while the pool's one open server sat idle.
+                        if past_deadline(Instant::now()) {
+                            return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
+                        }
+                        let until = deadline.map_or(at, |d| at.min(d));
+                        if self.wait_for_turn_or_idle(until).await {
+                            // The permit is given back as it drops: its place goes with it.
+                            return Ok(None);
+                        }
+                    } else {
+                        if past_deadline(at) {
+                            return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
+                        }
+                        self.backoff.wait(at).await;
+                    }
                     if !still_wanted() {
                         return Err(CheckoutError::Rerouted);
                     }
@@ -744,6 +788,22 @@ impl Pool {
                     tracing::warn!(pool = %self.id.database, server = %self.id.server, error = %e, "server connection failed; retrying");
                 }
             }
+        }
+    }
+
+    /// Waits for the backoff's next turn until `until`; true, at once, when a server of the pool
+    /// is idle or goes idle meanwhile.
+    async fn wait_for_turn_or_idle(&self, until: Instant) -> bool {
+        let idle = self.idle_for_openers.notified();
+        tokio::pin!(idle);
+        // Registered before looking: a server released between the look and the wait is not missed.
+        idle.as_mut().enable();
+        if !self.state.lock().idle.is_empty() {
+            return true;
+        }
+        tokio::select! {
+            _ = idle => true,
+            _ = self.backoff.wait(until) => false,
         }
     }
 
@@ -937,6 +997,13 @@ impl Pool {
         }
         s.active -= 1;
         s.idle.push(conn);
+        // Connections are being opened: those whose connect waits for the backoff's next turn
+        // may take this one (rare, and only then worth the Notify's lock).
+        let openers = s.opening > 0;
+        drop(s);
+        if openers {
+            self.idle_for_openers.notify_waiters();
+        }
     }
 
     /// Under a reached max_db_connections or max_user_connections, whether another pool whose
@@ -1095,7 +1162,7 @@ impl Pool {
     /// Opens one connection under a permit from [`Pool::reserve_for_minimum`] and parks it idle.
     pub async fn open_idle(self: &Arc<Self>) {
         let settings = self.settings.load_full();
-        match self.open(&settings, Some(Instant::now()), &|| true).await {
+        match self.open(&settings, Some(Instant::now()), &|| true, false).await {
             Ok(Some(conn)) => self.release(conn),
             Ok(None) => {}
             // The attempt that failed said so already.
@@ -1147,6 +1214,20 @@ mod tests {
     fn refused(code: &str) -> ConnectError {
         let fields = ErrorFields { severity: "FATAL".into(), code: code.into(), message: "no".into() };
         ConnectError::Rejected { addr: "127.0.0.1:5432".into(), fields }
+    }
+
+    #[test]
+    fn a_role_or_database_connection_limit_is_no_failure_of_the_server() {
+        let limited = |message: &str| {
+            let fields =
+                ErrorFields { severity: "FATAL".into(), code: "53300".into(), message: message.into() };
+            CheckoutError::Connect(ConnectError::Rejected { addr: "127.0.0.1:5432".into(), fields })
+        };
+        assert!(limited("too many connections for role \"app\"").is_login_refusal());
+        assert!(limited("too many connections for database \"app\"").is_login_refusal());
+        assert!(!limited("sorry, too many clients already").is_login_refusal());
+        assert!(!limited("remaining connection slots are reserved for roles with the SUPERUSER attribute")
+            .is_login_refusal());
     }
 
     #[test]

@@ -507,7 +507,8 @@ async fn check_once(
         }
         let connected = match tokio::time::timeout(timeout, pool.connect_unpooled()).await {
             Ok(Ok(connected)) => connected,
-            Ok(Err(e)) if e.refuses_login() || e.lacks_secret() => {
+            // A role's or database's CONNECTION LIMIT reached: the server is up for everyone else.
+            Ok(Err(e)) if e.refuses_login() || e.lacks_secret() || e.is_limit_of_role_or_database() => {
                 return Err(CheckError::Credentials(e.to_string()))
             }
             Ok(Err(e)) => {
