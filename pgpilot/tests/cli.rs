@@ -147,7 +147,7 @@ fn check_config_masks_every_password_in_a_job_url() {
         &path,
         "[pgpilot]\nauth_type = \"trust\"\n[databases.app]\nprimary = \"postgres://u@127.0.0.1:5432/app\"\n\
          [[jobs]]\nname = \"q\"\nkind = \"sql\"\nschedule = \"@daily\"\nsql = \"SELECT 1\"\n\
-         url = \"postgres://u:hunter1@127.0.0.1:5432/app?password=hunter2&sslpassword=hunter3&sslmode=disable\"\n",
+         url = \"postgres://u:hunter1@127.0.0.1:5432/app?password=hunter2&sslmode=disable\"\n",
     )
     .unwrap();
     for format in ["text", "json"] {
@@ -156,11 +156,15 @@ fn check_config_masks_every_password_in_a_job_url() {
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.status.code(), Some(0), "{said}");
         assert!(!said.contains("hunter"), "a password is printed ({format}):\n{said}");
-        assert!(
-            said.contains("u:***@127.0.0.1:5432/app?password=***&sslpassword=***&sslmode=disable"),
-            "{said}"
-        );
+        assert!(said.contains("u:***@127.0.0.1:5432/app?password=***&sslmode=disable"), "{said}");
     }
+    // A parameter the job's connection cannot take is refused, and named without its value.
+    let text = std::fs::read_to_string(&path).unwrap().replace("&sslmode", "&sslpassword=hunter3&sslmode");
+    std::fs::write(&path, text).unwrap();
+    let out = pgpilot(&["check-config", path.to_str().unwrap()]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("sslpassword") && !said.contains("hunter"), "{said}");
 }
 
 /// helper-153: a config naming no authentication was reported as `auth_type: scram-sha-256`,

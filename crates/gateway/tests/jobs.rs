@@ -108,6 +108,10 @@ async fn jobs_run_inside_the_gateway_and_show_everywhere() {
     assert!(runs[0]["instance"].as_str().unwrap().ends_with(&format!(":{}", std::process::id())));
     let (status, body) = get(format!("{base}/api/v1/jobs/history?job=nope")).await;
     assert_eq!(status, 404, "{body}");
+    // Every job's history: both runs, and no database that failed to answer.
+    let all = get_json(format!("{base}/api/v1/jobs/history")).await;
+    assert_eq!(all["runs"].as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(all["errors"], serde_json::json!([]), "{all}");
 
     // The metrics.
     let (_, metrics) = get(format!("{base}/metrics")).await;

@@ -705,7 +705,7 @@ impl Pool {
                         return Err(CheckoutError::Connect(ConnectError::StillFailing { last }));
                     }
                     if take_idle && self.has_other_connections() {
-                        // helper-166: connecting kept failing (pgpilot out of file descriptors)
+                        // helper-164: connecting kept failing (pgpilot out of file descriptors)
                         // and 19 clients waited out query_wait_timeout for their turn to try
                         // again, while the pool's one open server sat idle.
                         if past_deadline(Instant::now()) {
