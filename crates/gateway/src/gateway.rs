@@ -231,13 +231,30 @@ fn reload(shared: &Arc<Shared>) -> Result<(), String> {
         None => (*current).clone(),
     };
     shared.overrides.apply(&mut next)?;
-    if next.pgpilot.listen != current.pgpilot.listen || next.pgpilot.http != current.pgpilot.http {
-        tracing::warn!("listen and http addresses change only on restart");
-    }
+    keep_restart_only_settings(&current.pgpilot, &mut next.pgpilot);
     let previous_jobs = current.jobs.clone();
     shared.apply(next)?;
     crate::jobs::reload(shared, &previous_jobs);
     Ok(())
+}
+
+/// Settings a reload cannot change (sockets bound, threads started) stay at their running values,
+/// so that SHOW CONFIG and the next reload compare with what runs; a file that changes them is
+/// said once, by name.
+fn keep_restart_only_settings(running: &crate::config::General, next: &mut crate::config::General) {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($($field:ident),*) => {$(
+            if next.$field != running.$field {
+                next.$field = running.$field.clone();
+                kept.push(stringify!($field));
+            }
+        )*};
+    }
+    keep!(listen, http, unix_socket_dir, unix_socket_mode, workers);
+    if !kept.is_empty() {
+        tracing::warn!(settings = %kept.join(", "), "these settings change only on restart; the running values are kept");
+    }
 }
 
 /// Once a second: close expired idle servers, keep min_pool_size warm, roll the stats window.

@@ -386,6 +386,19 @@ async fn reload_keeps_clients_and_applies_settings() {
     gw.reload().unwrap();
     assert_eq!(c.query_one("SELECT 4", &[]).await.unwrap().get::<_, i32>(0), 4, "client survived the reload");
     assert!(admin(&gw, "SHOW DATABASES").contains("|7|"), "{}", admin(&gw, "SHOW DATABASES"));
+    // Settings only a restart changes show their running values after a reload (helper-170:
+    // SHOW CONFIG showed the file's new listen address while the old one was still bound).
+    let shown = |key: &str| {
+        let config = admin(&gw, "SHOW CONFIG");
+        config.lines().find(|l| l.starts_with(&format!("{key}|"))).map(String::from).unwrap_or_default()
+    };
+    let (listen, workers) = (shown("listen"), shown("workers"));
+    let mut next = pgpilot_gateway::config::Config::load(&path).unwrap();
+    next.pgpilot.listen = pgpilot_gateway::config::OneOrMany(vec!["127.0.0.1:1".into()]);
+    next.pgpilot.workers = 7;
+    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    gw.reload().unwrap();
+    assert_eq!((shown("listen"), shown("workers")), (listen, workers));
     gw.shutdown().await;
 }
 

@@ -270,6 +270,45 @@ async fn a_smaller_pool_after_reload_closes_its_surplus() {
     gw.shutdown().await;
 }
 
+/// A reload that lowers max_db_connections holds at once: idle servers beyond it close, busy ones
+/// as they are released, and no more open (helper-170: the pool kept its 10 servers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_max_db_connections_after_reload_closes_what_is_beyond_it() {
+    let pg = Cluster::start();
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 4;
+    let gw = start(config.clone()).await;
+    let clients = [connect(&gw).await, connect(&gw).await, connect(&gw).await, connect(&gw).await];
+    let backends = || {
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid() AND application_name <> 'pgpilot-monitor'",
+        )
+    };
+    let busy =
+        |sleep: &'static str| futures::future::join_all(clients.iter().map(move |c| c.simple_query(sleep)));
+    busy("SELECT pg_sleep(0.3)").await.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+    assert_eq!(backends(), "4");
+    // Two of them busy while the limit comes down: the idle two close now, one busy one on release.
+    clients[0].batch_execute("BEGIN; SELECT 1").await.unwrap();
+    clients[1].batch_execute("BEGIN; SELECT 1").await.unwrap();
+    config.pgpilot.max_db_connections = 1;
+    gw.shared().apply(config).unwrap();
+    assert!(eventually(Duration::from_secs(5), || backends() == "2").await, "{} left", backends());
+    clients[0].batch_execute("COMMIT").await.unwrap();
+    clients[1].batch_execute("COMMIT").await.unwrap();
+    let within = || matches!(backends().as_str(), "0" | "1");
+    assert!(eventually(Duration::from_secs(5), within).await, "{} left", backends());
+    busy("SELECT pg_sleep(0.1)").await.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+    assert_eq!(backends(), "1", "no more than the new limit opened");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_when_the_pool_is_exhausted() {
     let pg = Cluster::start();

@@ -582,7 +582,7 @@ async fn replica_groups_keep_analytics_apart() {
     let mut config = split_config(&pg, &[(&app_replica, &[]), (&analytics, &["analytics"])]);
     config.databases.get_mut("postgres").unwrap().routing.tag_rules =
         vec![TagRule { user: None, application_name: Some("reports".into()), tag: "analytics".into() }];
-    let gw = start(config).await;
+    let gw = start(config.clone()).await;
     wait_ready(&gw, 2).await;
     let port_of = |c: &Cluster| c.port().to_string();
     let app = connect(&gw).await;
@@ -631,6 +631,15 @@ async fn replica_groups_keep_analytics_apart() {
     assert_eq!((row[2].as_str(), row[3].as_str()), ("2", "1"), "cl_active, cl_waiting: {row:?}");
     psql(&gw, "pgpilot", "RESUME postgres").unwrap();
     waiting.await.unwrap().unwrap();
+    // A reload that drops the rule reaches the client already connected (helper-170: only new
+    // logins took it): its reads leave the analytics replica.
+    config.databases.get_mut("postgres").unwrap().routing.tag_rules = vec![];
+    gw.shared().apply(config).unwrap();
+    wait_ready(&gw, 2).await;
+    for _ in 0..5 {
+        let p: i32 = reports.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&app_replica), "the rule a reload dropped still routed");
+    }
     gw.shutdown().await;
 }
 

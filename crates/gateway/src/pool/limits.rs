@@ -85,8 +85,26 @@ impl ConnectionLimit {
             .min_by_key(|(theirs, since, _)| (*theirs, *since))
     }
 
+    /// A lower max (a reload) holds at once for idle servers: as many as are beyond it are
+    /// closed, the least recently used of each pool first; busy ones close as they are released
+    /// ([`PoolLimits::exceeded`]).
     pub fn set_max(&self, max: usize) {
         self.max.store(max, Relaxed);
+        let mut excess = self.excess();
+        let pools: Vec<_> = self.pools.lock().iter().filter_map(Weak::upgrade).collect();
+        for pool in pools {
+            while excess > 0 && pool.close_idle_beyond_limit() {
+                excess -= 1;
+            }
+        }
+    }
+
+    /// Connections beyond the max, which a reload lowered.
+    fn excess(&self) -> usize {
+        match self.max.load(Relaxed) {
+            0 => 0,
+            max => self.used.load(Relaxed).saturating_sub(max),
+        }
     }
 
     pub fn is_limited(&self) -> bool {
@@ -172,6 +190,11 @@ impl PoolLimits {
     pub fn release(&self) {
         self.database.release();
         self.user.release();
+    }
+
+    /// More connections are open than a limit a reload lowered allows: a released one closes.
+    pub fn exceeded(&self) -> bool {
+        self.database.excess() > 0 || self.user.excess() > 0
     }
 
     /// A client of one of the pools under these limits starts (`true`) or stops waiting.

@@ -974,6 +974,12 @@ impl Pool {
             conn.terminate();
             return;
         }
+        if self.limits.is_limited() && self.limits.exceeded() {
+            self.log_close(&conn, "max_db_connections or max_user_connections lowered");
+            self.state.lock().active -= 1;
+            conn.terminate();
+            return;
+        }
         if self.limits.is_limited() && self.owes_a_limited_place(PlaceUnderLimit::Released) {
             self.state.lock().active -= 1;
             conn.terminate();
@@ -985,6 +991,7 @@ impl Pool {
             // wanted, or a reload made the pool smaller): this connection goes.
             s.active -= 1;
             drop(s);
+            self.log_close(&conn, "beyond the pool's size");
             conn.terminate();
             return;
         }
@@ -1049,7 +1056,24 @@ impl Pool {
         // The least recently used sit at the front.
         let closing: Vec<_> = s.idle.drain(..surplus).collect();
         drop(s);
-        closing.into_iter().for_each(|c| c.terminate());
+        for conn in closing {
+            self.log_close(&conn, "the pool was made smaller");
+            conn.terminate();
+        }
+    }
+
+    /// Closes the least recently used idle server for a max_db_connections or
+    /// max_user_connections a reload lowered; whether there was one.
+    pub(super) fn close_idle_beyond_limit(&self) -> bool {
+        let conn = {
+            let mut s = self.state.lock();
+            // The least recently used sit at the front.
+            (!s.idle.is_empty()).then(|| s.idle.remove(0))
+        };
+        let Some(conn) = conn else { return false };
+        self.log_close(&conn, "max_db_connections or max_user_connections lowered");
+        conn.terminate();
+        true
     }
 
     fn log_close(&self, conn: &ServerConn, reason: &str) {

@@ -113,6 +113,9 @@ pub struct Session {
     pub(super) route: crate::routing::SessionRoute,
     /// The replica group this client's reads go to (tag rules).
     pub(super) tag: Option<Arc<str>>,
+    /// The database's routing settings `tag` was found with: a reload that changes its tag rules
+    /// gives connected clients their new group too (route.rs `refresh_tag`).
+    pub(super) tag_from: Option<Arc<crate::config::RoutingConfig>>,
     /// The client's last transaction that may have written (read-your-writes).
     pub(super) write_mark: crate::routing::WriteMark,
     pub(super) attachment: Option<super::route::Attachment>,
@@ -198,6 +201,7 @@ impl Session {
             statements: Default::default(),
             route: Default::default(),
             tag: setup.tag,
+            tag_from: None,
             write_mark: Default::default(),
             attachment: None,
             search_path: None,

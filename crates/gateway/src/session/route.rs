@@ -336,6 +336,7 @@ impl Session {
     /// message is read in place while routing borrows the session.
     fn decide_first(&mut self) -> Decision {
         self.routed_look = None;
+        self.refresh_tag();
         let buf = std::mem::take(&mut self.buf);
         let first = match pgpilot_wire::frame::peek_frontend(&buf, &self.limits) {
             Ok(Some(h)) if buf.len() >= h.total && matches!(h.tag, b'Q' | b'P' | b'B') => &buf[..h.total],
@@ -415,6 +416,18 @@ impl Session {
         let error = super::welcome::checkout_error(e, &self.db.name);
         self.record_unsent(error.code.code(), started.elapsed());
         Ending::Fatal(error)
+    }
+
+    /// The replica group again when a reload changed the database's routing settings since it was
+    /// found (tag rules apply to connected clients too, helper-170).
+    fn refresh_tag(&mut self) {
+        let routing = self.db.routing.load();
+        if self.tag_from.as_ref().is_some_and(|from| Arc::ptr_eq(from, &routing)) {
+            return;
+        }
+        let application_name = self.reg.info.application_name.lock().clone();
+        self.tag = super::replica_tag(&self.db, &self.user, &application_name);
+        self.tag_from = Some(Arc::clone(&routing));
     }
 
     /// The client's database was reconfigured by a reload (its servers changed) and its pools
