@@ -1574,6 +1574,58 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
         let port = execute_one_value(&mut raw, &name, b'I').await;
         assert_eq!(port, replica.port().to_string(), "read {i} ran on the primary");
     }
+    // The Bind right behind the description, as asyncpg sends it, while the primary may still be
+    // attached: it goes where a read goes, and no prepare counts as a write (helper-170: with
+    // statement_cache_size=0 most asyncpg reads ran on the primary, each counted as a write).
+    let writes = || async {
+        let (_, metrics) = http_get(format!("http://{}/metrics", gw.http_addr().unwrap())).await;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("pgpilot_routed_writes_total") && l.contains("role=\"primary\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = writes().await;
+    for i in 0..20 {
+        let name = format!("b{i}");
+        prepare_with_flush(&mut raw, &name, "SELECT inet_server_port()").await;
+        let port = execute_one_value(&mut raw, &name, b'I').await;
+        assert_eq!(port, replica.port().to_string(), "read b{i} ran on the primary");
+    }
+    assert_eq!(writes().await, before, "preparing a read counted as a write");
+    gw.shutdown().await;
+}
+
+/// asyncpg's Bind, Execute and Sync sent right behind its Parse, Describe and Flush, which may
+/// still hold the primary when they arrive (the read then runs there, judged as a read): the
+/// client's next read goes to the replica (helper-170: such reads counted as writes and held the
+/// client's reads on the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_bound_in_the_batch_that_prepared_it_moves_no_mark() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    for i in 0..10 {
+        let mut prepare = bytes::BytesMut::new();
+        pgpilot_wire::frontend::parse(&mut prepare, b"", b"SELECT inet_server_port()", &[0, 0]);
+        pgpilot_wire::frontend::target(&mut prepare, b'D', b'S', b"");
+        prepare.extend_from_slice(b"H\0\0\0\x04");
+        raw.write_all(&prepare).await.unwrap();
+        let mut run = bytes::BytesMut::new();
+        pgpilot_wire::frontend::bind(&mut run, b"", b"", &[0, 0, 0, 0, 0, 0]);
+        run.extend_from_slice(b"E\0\0\0\x09\0\0\0\0\0");
+        pgpilot_wire::frontend::sync(&mut run);
+        raw.write_all(&run).await.unwrap();
+        read_until_status(&mut raw, b'I').await;
+        raw.write_all(&query_message("SELECT inet_server_port()")).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        let row = backend_messages(&got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
+        let port = String::from_utf8_lossy(&row[6..]).into_owned();
+        assert_eq!(port, replica.port().to_string(), "the read after round {i} was held on the primary");
+    }
     gw.shutdown().await;
 }
 

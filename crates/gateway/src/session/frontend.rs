@@ -53,6 +53,20 @@ impl Flow {
                 a.executed = true;
             }
         }
+        if s.attachment.as_ref().is_some_and(|a| a.prepared_only && !a.may_write) {
+            // The batch placed as only preparing a read goes on here (asyncpg's Bind came before
+            // the batch was ended): what it runs is judged as routing judges it.
+            let look = s.routed_look;
+            let may_write = match tag {
+                b'B' | b'Q' => !matches!(s.verdict_of(msg), crate::routing::Verdict::Read { .. }),
+                b'F' => true,
+                _ => false,
+            };
+            s.routed_look = look;
+            if let Some(a) = s.attachment.as_mut() {
+                a.may_write = may_write;
+            }
+        }
         if self.cache_on {
             self.note_writes(s, tag, body);
         }

@@ -32,6 +32,10 @@ pub struct Attachment {
     /// The request makes a table a standby cannot read without CREATE (`SELECT ... INTO
     /// UNLOGGED t`): the catalog is read again once it has run.
     pub creates_unlogged: bool,
+    /// Placed for a batch that only prepares and describes a read (asyncpg's Parse, Describe and
+    /// Flush): on the primary without counting as a write, its Execute free to go elsewhere
+    /// (`needs_other_server`); anything run in the same batch counts as a possible write.
+    pub prepared_only: bool,
     _outstanding: Outstanding,
 }
 
@@ -190,6 +194,12 @@ impl Session {
         // transaction's first statement) goes where its first statement belongs.
         let read_only_txn = self.deferred_begin.is_some();
         if matches!(verdict, Verdict::Read { .. }) && !read_only_txn && !self.batch_reads_only(batch) {
+            // A read prepared apart from its Execute (asyncpg: Parse, Describe, Flush) writes
+            // nothing: counted as a write, it moved the read-your-writes mark and its Execute,
+            // arriving while the primary was still attached, ran there (helper-170).
+            if describe_only(batch, &self.limits) {
+                return Decision { backend: primary, may_write: false, reason: "describe_batch" };
+            }
             verdict = Verdict::Primary { reason: "pipelined_batch", may_write: true };
         }
         self.write_mark.settle(&self.db);
@@ -302,7 +312,10 @@ impl Session {
     /// pinned there (by a lock or LISTEN, which write nothing): the mark is moved when the pin ends.
     pub(super) fn needs_other_server(&mut self, msg: &[u8], batch: &[u8]) -> bool {
         let primary = self.db.primary_index();
-        let Some(&Attachment { backend, may_write, .. }) = self.attachment.as_ref() else { return false };
+        let Some(&Attachment { backend, may_write, prepared_only, executed, .. }) = self.attachment.as_ref()
+        else {
+            return false;
+        };
         // A pinned client keeps its server whatever comes: it could not be given up.
         let pinned_elsewhere = self.pinned.is_some() && backend != primary;
         if may_write
@@ -313,6 +326,10 @@ impl Session {
             return false;
         }
         let verdict = self.verdict_of(msg);
+        if backend == primary && prepared_only && !executed && matches!(verdict, Verdict::Read { .. }) {
+            // Only prepared here so far: the read is placed as any other.
+            return true;
+        }
         if backend == primary {
             if let (Verdict::Primary { may_write: true, .. }, Some(a)) = (&verdict, self.attachment.as_mut())
             {
@@ -381,6 +398,7 @@ impl Session {
                         may_write: decision.may_write,
                         executed: false,
                         creates_unlogged,
+                        prepared_only: decision.reason == "describe_batch",
                         _outstanding: Outstanding::new(backend),
                     });
                     return Ok(true);
@@ -668,6 +686,17 @@ impl Session {
         backend::ready_for_query(&mut out, self.status);
         self.write(&out).await
     }
+}
+
+/// A batch, as far as it has arrived, of Parse, Describe and Close of statements and Flush only:
+/// nothing in it runs.
+fn describe_only(batch: &[u8], limits: &pgpilot_wire::frame::Limits) -> bool {
+    let mut frames = pgpilot_wire::FrontendFrames::new(batch, limits);
+    frames.all(|f| match f.tag {
+        b'P' | b'H' => true,
+        b'D' | b'C' => f.body().first() == Some(&b'S'),
+        _ => false,
+    })
 }
 
 /// The settings a statement is parsed and planned under that change what it means or returns
