@@ -615,9 +615,7 @@ impl Pool {
             if !may_give_up(&Self::idle_share_locked(&s, self.waiting_clients())) {
                 return false;
             }
-            let oldest = s.idle.iter().enumerate().min_by_key(|(_, c)| c.last_used).map(|(i, _)| i);
-            // `remove`, not `swap_remove`: the rest stay in the order they went idle.
-            oldest.map(|i| s.idle.remove(i))
+            Self::take_least_recently_used_idle(&mut s)
         };
         let Some(conn) = conn else { return false };
         tracing::info!(database = %self.id.database, user = %self.id.user, server = %self.id.server,
@@ -969,21 +967,17 @@ impl Pool {
                 (_, true) => "server_lifetime",
                 _ => "database reconfigured",
             };
-            self.log_close(&conn, reason);
-            self.state.lock().active -= 1;
-            conn.terminate();
-            return;
+            return self.discard(conn, reason);
         }
-        if self.limits.is_limited() && self.limits.exceeded() {
-            self.log_close(&conn, "max_db_connections or max_user_connections lowered");
-            self.state.lock().active -= 1;
-            conn.terminate();
-            return;
-        }
-        if self.limits.is_limited() && self.owes_a_limited_place(PlaceUnderLimit::Released) {
-            self.state.lock().active -= 1;
-            conn.terminate();
-            return;
+        if self.limits.is_limited() {
+            if self.limits.exceeded() {
+                return self.discard(conn, "max_db_connections or max_user_connections lowered");
+            }
+            if self.owes_a_limited_place(PlaceUnderLimit::Released) {
+                self.state.lock().active -= 1;
+                conn.terminate();
+                return;
+            }
         }
         let mut s = self.state.lock();
         if s.total > settings.size && !Self::reserve_wanted(&s, &settings, now) {
@@ -1065,15 +1059,17 @@ impl Pool {
     /// Closes the least recently used idle server for a max_db_connections or
     /// max_user_connections a reload lowered; whether there was one.
     pub(super) fn close_idle_beyond_limit(&self) -> bool {
-        let conn = {
-            let mut s = self.state.lock();
-            // The least recently used sit at the front.
-            (!s.idle.is_empty()).then(|| s.idle.remove(0))
-        };
+        let conn = Self::take_least_recently_used_idle(&mut self.state.lock());
         let Some(conn) = conn else { return false };
         self.log_close(&conn, "max_db_connections or max_user_connections lowered");
         conn.terminate();
         true
+    }
+
+    fn take_least_recently_used_idle(s: &mut PoolState) -> Option<Box<ServerConn>> {
+        let oldest = s.idle.iter().enumerate().min_by_key(|(_, c)| c.last_used).map(|(i, _)| i);
+        // `remove`, not `swap_remove`: the rest stay in the order they went idle.
+        oldest.map(|i| s.idle.remove(i))
     }
 
     fn log_close(&self, conn: &ServerConn, reason: &str) {

@@ -40,7 +40,7 @@ impl Flow {
                         if k == "application_name" {
                             *s.reg.info.application_name.lock() = std::sync::Arc::from(v);
                             // A tag rule on the name follows the name the client sets later too.
-                            s.tag = super::replica_tag(&s.db, &s.user, v);
+                            s.find_tag();
                         }
                     }
                 }

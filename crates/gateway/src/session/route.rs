@@ -326,11 +326,11 @@ impl Session {
             return false;
         }
         let verdict = self.verdict_of(msg);
-        if backend == primary && prepared_only && !executed && matches!(verdict, Verdict::Read { .. }) {
-            // Only prepared here so far: the read is placed as any other.
-            return true;
-        }
         if backend == primary {
+            if prepared_only && !executed && matches!(verdict, Verdict::Read { .. }) {
+                // Only prepared here so far: the read is placed as any other.
+                return true;
+            }
             if let (Verdict::Primary { may_write: true, .. }, Some(a)) = (&verdict, self.attachment.as_mut())
             {
                 a.may_write = true;
@@ -440,12 +440,16 @@ impl Session {
     /// found (tag rules apply to connected clients too, helper-170).
     fn refresh_tag(&mut self) {
         let routing = self.db.routing.load();
-        if self.tag_from.as_ref().is_some_and(|from| Arc::ptr_eq(from, &routing)) {
-            return;
+        if !self.tag_from.as_ref().is_some_and(|from| Arc::ptr_eq(from, &routing)) {
+            self.find_tag();
         }
+    }
+
+    /// The replica group of the client's database's tag rules, for its application_name now.
+    pub(super) fn find_tag(&mut self) {
+        self.tag_from = Some(self.db.routing.load_full());
         let application_name = self.reg.info.application_name.lock().clone();
         self.tag = super::replica_tag(&self.db, &self.user, &application_name);
-        self.tag_from = Some(Arc::clone(&routing));
     }
 
     /// The client's database was reconfigured by a reload (its servers changed) and its pools
@@ -457,13 +461,12 @@ impl Session {
             return false;
         }
         tracing::info!(client = %self.reg.info.addr, database = %db.name, "the database's servers changed: the client goes on with the new ones");
-        let application_name = self.reg.info.application_name.lock().clone();
-        self.tag = super::replica_tag(&db, &self.user, &application_name);
         // The client counts in its pools' clients (SHOW DATABASES, cl_active): it moves with it.
         self.pools.clients.fetch_sub(1, Relaxed);
         pools.clients.fetch_add(1, Relaxed);
         self.db = db;
         self.pools = pools;
+        self.find_tag();
         true
     }
 
