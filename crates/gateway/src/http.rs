@@ -166,6 +166,7 @@ async fn replicas(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 pub fn replicas_json(shared: &Shared) -> serde_json::Value {
     let mut servers = Vec::new();
     for (name, db) in shared.databases.load().iter() {
+        let routing = db.routing.load();
         for b in &db.backends {
             let (lag_bytes, lag_ms) = b.lag();
             servers.push(json!({
@@ -173,7 +174,7 @@ pub fn replicas_json(shared: &Shared) -> serde_json::Value {
                 "server": &*b.address,
                 "role": b.role().as_str(),
                 "configured_primary": b.configured_primary,
-                "state": b.state_name(),
+                "state": b.state_name(&routing),
                 "banned": b.is_banned(),
                 "lag_bytes": lag_bytes,
                 "lag_seconds": lag_ms as f64 / 1e3,

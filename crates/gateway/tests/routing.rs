@@ -428,6 +428,7 @@ async fn a_lagging_replica_gets_no_reads() {
             let f: Vec<&str> = l.split('|').collect();
             f.get(2) == Some(&"replica")
                 && f.get(6).and_then(|s| s.parse::<f64>().ok()).is_some_and(|s| s > 1.0)
+                && f.get(4) == Some(&"lagging")
         })
     })
     .await;
@@ -437,6 +438,8 @@ async fn a_lagging_replica_gets_no_reads() {
     }
     let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
+    let (_, api) = http_get(format!("http://{}/api/v1/monitoring/replicas", gw.http_addr().unwrap())).await;
+    assert!(api.contains(r#""state":"lagging""#), "{api}");
     gw.shutdown().await;
 }
 

@@ -369,13 +369,14 @@ const SERVER_COLUMNS: [&str; 27] = [
 
 /// Role, health, lag and routed traffic of the server at `address` of database `db`.
 fn backend_cells(db: Option<&Database>, address: &str) -> Vec<Cell> {
-    let Some(b) = db.and_then(|d| d.backends.iter().find(|b| &*b.address == address)) else {
+    let Some((db, b)) = db.and_then(|d| Some((d, d.backends.iter().find(|b| &*b.address == address)?)))
+    else {
         return vec![Cell::NULL; 6];
     };
     let (lag_bytes, lag_ms) = b.lag();
     vec![
         v(b.role().as_str()),
-        v(b.state_name()),
+        v(b.state_name(&db.routing.load())),
         v(lag_bytes),
         v(format!("{:.3}", lag_ms as f64 / 1e3)),
         v(b.reads.load(Relaxed)),
@@ -483,6 +484,7 @@ pub fn replicas(shared: &Shared) -> ResultSet {
         "last_error",
     ]);
     for (name, db) in &shared.databases_by_name() {
+        let routing = db.routing.load();
         for b in &db.backends {
             let (lag_bytes, lag_ms) = b.lag();
             rs.row(vec![
@@ -490,7 +492,7 @@ pub fn replicas(shared: &Shared) -> ResultSet {
                 v(&b.address),
                 v(b.role().as_str()),
                 v(b.configured_primary),
-                v(b.state_name()),
+                v(b.state_name(&routing)),
                 v(lag_bytes),
                 v(format!("{:.3}", lag_ms as f64 / 1e3)),
                 v(b.reads.load(Relaxed)),

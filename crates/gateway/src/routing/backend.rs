@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::config::ServerUrl;
+use crate::config::{RoutingConfig, ServerUrl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -171,15 +171,24 @@ impl Backend {
     }
 
     /// What SHOW SERVERS, SHOW REPLICAS and the monitoring API say of the server.
-    pub fn state_name(&self) -> &'static str {
+    pub fn state_name(&self, routing: &RoutingConfig) -> &'static str {
         if self.is_banned() {
             "banned"
         } else if !self.follows_primary() || self.role() == Role::Unknown {
             // An old primary fenced after a failover is neither primary nor replica.
             "not_following"
+        } else if self.role() == Role::Replica && !self.lag_within(routing) {
+            "lagging"
         } else {
             "up"
         }
+    }
+
+    /// Whether the replica's last measured lag is within `max_replica_lag(_bytes)`.
+    pub fn lag_within(&self, routing: &RoutingConfig) -> bool {
+        let (lag_bytes, lag_ms) = self.lag();
+        lag_bytes <= routing.max_replica_lag_bytes
+            && routing.max_replica_lag.enabled().is_none_or(|max| lag_ms <= max.as_millis() as u64)
     }
 
     pub fn follows_primary(&self) -> bool {

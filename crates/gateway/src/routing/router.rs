@@ -179,12 +179,10 @@ impl<'a> ReplicaFilter<'a> {
     }
 
     fn admits(&self, b: &Backend) -> bool {
-        let (lag_bytes, lag_ms) = b.lag();
         b.role() == Role::Replica
             && !b.is_banned()
             && b.follows_primary()
-            && lag_bytes <= self.routing.max_replica_lag_bytes
-            && self.routing.max_replica_lag.enabled().is_none_or(|max| lag_ms <= max.as_millis() as u64)
+            && b.lag_within(&self.routing)
             && match self.tag {
                 Some(t) => b.tags.iter().any(|x| x == t),
                 None => b.tags.is_empty(),
