@@ -297,6 +297,15 @@ fn validate_partitions(p: &PartitionsTask, say: &mut impl FnMut(String)) {
             say(e);
         }
     }
+    if let Some(name) = overlong_partition_name(p) {
+        say(format!(
+            "partitions of `{}` would be named like {name} ({} bytes), longer than PostgreSQL's {} \
+             bytes; set a shorter `naming` template",
+            p.table,
+            name.len(),
+            crate::tasks::periods::MAX_IDENTIFIER_BYTES
+        ));
+    }
     if p.time_zone.is_empty()
         || !p.time_zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c))
     {
@@ -315,6 +324,18 @@ fn validate_partitions(p: &PartitionsTask, say: &mut impl FnMut(String)) {
     if p.retention_drop && p.retention.is_none() {
         say("`retention_drop = true` needs a `retention` period".into());
     }
+}
+
+/// A partition name the job would make that PostgreSQL would cut at 63 bytes (the job refuses
+/// each at run time, so without this the table silently gets no partitions). The placeholders
+/// all have fixed widths, so one date stands for every period.
+fn overlong_partition_name(p: &PartitionsTask) -> Option<String> {
+    use crate::tasks::periods;
+    let table = p.table.rsplit('.').next().unwrap_or(&p.table).trim_matches('"');
+    let template = p.naming.as_deref().unwrap_or(periods::default_template(p.interval));
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 12, 1)?;
+    let name = periods::partition_name(template, table, date);
+    (name.len() > periods::MAX_IDENTIFIER_BYTES).then_some(name)
 }
 
 /// Where the system's time zone database is; PostgreSQL's Debian packages read the same one.

@@ -146,6 +146,22 @@ naming = "{table}_{IYYY}_{MM}"
 }
 
 #[test]
+fn check_config_refuses_partition_names_postgresql_would_cut() {
+    let long = "a".repeat(50);
+    let text = GOOD.replace("table = \"public.events\"", &format!("table = \"public.{long}\""));
+    assert!(validate(&parse(&text).unwrap()).is_empty(), "59 bytes fit");
+    let longer = GOOD.replace("table = \"public.events\"", &format!("table = \"public.{long}_events\""));
+    let problems = validate(&parse(&longer).unwrap()).join("\n");
+    assert!(
+        problems.contains(&format!("would be named like {long}_events_y2026_m12 (67 bytes)")),
+        "{problems}"
+    );
+    let named =
+        longer.replace("interval = \"monthly\"", "interval = \"monthly\"\nnaming = \"ev_{YYYY}_{MM}\"");
+    assert!(validate(&parse(&named).unwrap()).is_empty());
+}
+
+#[test]
 fn schemas_and_tables_together_are_refused() {
     for kind in ["analyze", "vacuum"] {
         let text = format!(
