@@ -443,6 +443,37 @@ async fn a_lagging_replica_gets_no_reads() {
     gw.shutdown().await;
 }
 
+/// helper-171: with no user forced in the database's URLs the monitor has no login until a client
+/// comes, and healthy replicas read as `not_following` meanwhile, which sends an operator after a
+/// replication fault that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_are_unchecked_until_the_monitor_can_log_in() {
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&replica, &[])]);
+    let db = config.databases.get_mut("postgres").unwrap();
+    db.primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
+    db.replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Detailed {
+        url: format!("postgres://127.0.0.1:{}/postgres", replica.port()),
+        weight: 1,
+        tags: vec![],
+    }]);
+    let gw = start(config).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let states = |out: &str| -> Vec<String> {
+        out.lines().filter_map(|l| l.split('|').nth(4).map(str::to_string)).collect()
+    };
+    let before = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert_eq!(states(&before), ["unchecked", "unchecked"], "{before}");
+    let c = connect(&gw).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    wait_ready(&gw, 1).await;
+    let after = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert_eq!(states(&after), ["up", "up"], "{after}");
+    assert!(on_replica(&c, "SELECT inet_server_port()").await, "the read did not reach the replica");
+    gw.shutdown().await;
+}
+
 /// A read a replica answers is never stored in the result cache: the replica may not have
 /// replayed commits made before the read, and the writer itself would then find its write missing
 /// in the cached result.

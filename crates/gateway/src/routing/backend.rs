@@ -174,6 +174,10 @@ impl Backend {
     pub fn state_name(&self, routing: &RoutingConfig) -> &'static str {
         if self.is_banned() {
             "banned"
+        } else if self.lsn_at_ms.load(Relaxed) == 0 {
+            // The monitor has not read the server yet (see `say_no_login_yet`); the configured
+            // primary's role is only assumed until then.
+            "unchecked"
         } else if !self.follows_primary() || self.role() == Role::Unknown {
             // An old primary fenced after a failover is neither primary nor replica.
             "not_following"

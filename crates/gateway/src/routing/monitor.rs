@@ -65,6 +65,8 @@ struct DatabaseMonitor {
     timeline_hidden: Vec<bool>,
     /// The old primary's address after a failover, until its clients are closed.
     fenced: Option<Arc<str>>,
+    /// The monitor has no login for the database yet (said once in the log).
+    no_login_logged: bool,
 }
 
 /// A replica that gets no reads until its replayed position moves: after a failover (it may have
@@ -110,6 +112,7 @@ pub async fn run(shared: Arc<Shared>) {
                     doubts: vec![None; db.backends.len()],
                     timeline_hidden: vec![false; db.backends.len()],
                     fenced: None,
+                    no_login_logged: false,
                 });
             }
         }
@@ -118,8 +121,9 @@ pub async fn run(shared: Arc<Shared>) {
             let routing = m.db.routing.load();
             interval =
                 interval.min(routing.health_check_interval.get()).min(routing.lag_check_interval.get());
-            if let Some(set) = pool_set_for(&shared, &m.db) {
-                m.round(&set).await;
+            match pool_set_for(&shared, &m.db) {
+                Some(set) => m.round(&set).await,
+                None => m.say_no_login_yet(),
             }
             if let Some(old_primary) = m.fenced.take() {
                 close_clients_on(&shared, &m.db.name, &old_primary);
@@ -168,6 +172,19 @@ pub(crate) fn pool_set_for(shared: &Shared, db: &Database) -> Option<Arc<PoolSet
 }
 
 impl DatabaseMonitor {
+    /// The monitor logs in as one of the database's clients (or its forced user): until the
+    /// first client logs in, roles and lag are unknown (`server_state = unchecked`), and that
+    /// first client waits for the first check (up to 5 s) before anything is routed.
+    fn say_no_login_yet(&mut self) {
+        if !self.no_login_logged && self.db.backends.len() > 1 && !self.db.made_from_fallback {
+            self.no_login_logged = true;
+            tracing::info!(
+                database = %self.db.name,
+                "the routing monitor checks the servers once a client has logged in (the database forces no user)"
+            );
+        }
+    }
+
     async fn round(&mut self, set: &PoolSet) {
         let routing = self.db.routing.load_full();
         let ban_ms = routing.ban_time.get().as_millis() as u64;
