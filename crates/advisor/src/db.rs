@@ -165,9 +165,17 @@ pub fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
+/// The start of a statement for an error message: its first line, cut after a word, with `…`
+/// when it goes on (a cut mid-word, "pg_stat_statem", read as a wrong name).
 fn first_line(sql: &str) -> String {
+    const MAX: usize = 80;
     let line = sql.trim().lines().next().unwrap_or("");
-    line.chars().take(80).collect()
+    if line.chars().count() <= MAX {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(MAX).collect();
+    let at_word = cut.rfind(' ').map_or(cut.as_str(), |space| &cut[..space]);
+    format!("{}…", at_word.trim_end_matches(','))
 }
 
 /// A quoted identifier, as quote_ident would write it.
@@ -200,6 +208,13 @@ pub fn quote_literal(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_in_an_error_is_cut_after_a_word() {
+        let sql = "SELECT query, sum(calls)::int8, sum(total_exec_time)::float8 FROM pg_stat_statements WHERE dbid = 1";
+        assert_eq!(first_line(sql), "SELECT query, sum(calls)::int8, sum(total_exec_time)::float8 FROM…");
+        assert_eq!(first_line("SELECT 1\nFROM t"), "SELECT 1");
+    }
 
     #[test]
     fn a_missing_extension_names_its_package_for_the_servers_major_version() {

@@ -14,6 +14,7 @@ pub mod connect;
 pub mod db;
 pub mod health;
 pub mod index;
+mod keywords;
 pub mod options;
 mod pgpass;
 pub mod progress;
@@ -91,6 +92,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
         },
         findings: Vec::new(),
         index_suggestions: Vec::new(),
+        rejected_candidates: Vec::new(),
         settings: Vec::new(),
         pool: None,
         applied: Vec::new(),
@@ -116,6 +118,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
                 notes.extend(advice.notes);
                 report.findings.extend(advice.findings);
                 report.index_suggestions = advice.suggestions;
+                report.rejected_candidates = advice.rejected;
             }
             Err(e) => {
                 report.index_method = "failed".into();
@@ -316,7 +319,7 @@ async fn pool_advice(
         Some(t) => (t, "--target-tps".to_string()),
         None => (
             measure_tps(db).await.unwrap_or(0.0).max(1.0),
-            "measured over 1 s (pass --target-tps for your peak)".into(),
+            format!("measured over {} s (pass --target-tps for your peak)", TPS_WINDOW.as_secs()),
         ),
     };
     let cpus = opts.machine.cpus.or_else(|| {
@@ -349,7 +352,12 @@ fn latency_basis(excluded: &[String]) -> String {
     }
 }
 
-/// Transactions per second on this database over one second, the advisor's own left out.
+/// How long the transaction counter is watched: a backend reports its counts about once a second
+/// while busy and up to 10 s after it goes idle, so a one-second window caught a report or missed
+/// it (a steady 250/s read as 0 or 500).
+const TPS_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Transactions per second on this database over [`TPS_WINDOW`], the advisor's own left out.
 async fn measure_tps(db: &Db) -> Option<f64> {
     let sql =
         "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = current_database()";
@@ -360,7 +368,7 @@ async fn measure_tps(db: &Db) -> Option<f64> {
     let _ = db.client.batch_execute("SELECT 1").await;
     let before: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
     let start = Instant::now();
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::sleep(TPS_WINDOW).await;
     // Statistics are flushed by backends at most every 500 ms (15+) or on idle: good enough for a rate.
     db.client.batch_execute("SELECT pg_stat_clear_snapshot()").await.ok()?;
     let after: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);

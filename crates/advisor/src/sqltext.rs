@@ -36,7 +36,7 @@ fn literals(sql: &str) -> Option<Vec<Literal<'_>>> {
 }
 
 /// The highest `$n` in `sql`.
-fn highest_param(sql: &str) -> Option<u32> {
+pub fn highest_param(sql: &str) -> Option<u32> {
     let tokens = pg_query::scan_tokens(sql).ok()?;
     Some(
         tokens

@@ -56,6 +56,7 @@ fn report_of(applied: Vec<pgpilot_advisor::report::AppliedIndex>) -> pgpilot_adv
         workload: Default::default(),
         findings: Vec::new(),
         index_suggestions: Vec::new(),
+        rejected_candidates: Vec::new(),
         settings: Vec::new(),
         pool: None,
         applied,

@@ -155,3 +155,32 @@ async fn titles_quote_names_as_the_fix_does() {
         .unwrap_or_else(|| panic!("{}", report.render_text(false)));
     assert_eq!(prefix.title, r#"Index "Dup A" is a prefix of "i<b>1""#, "{prefix:?}");
 }
+
+/// A table named with a line break and a terminal escape: the text report shows them escaped
+/// (no line the report did not write, no colour change), the fix it prints stays on its line,
+/// and the JSON keeps the DROP that runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_in_names_are_escaped_in_the_text_report() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE evil");
+    let table = "\"evil\nDROP TABLE x;\x1b[31mred\"";
+    cluster.psql(
+        "evil",
+        &format!(
+            "CREATE TABLE {table} (id int, v int); \
+             INSERT INTO {table} SELECT g, g % 1000 FROM generate_series(1, 50000) g; \
+             CREATE INDEX \"ix\nnl\" ON {table} (v); CREATE INDEX ix_dup2 ON {table} (v); ANALYZE {table}"
+        ),
+    );
+    let url = cluster.url("postgres", "evil");
+    let report = advise(&common::options(&url), &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    assert!(!text.contains('\x1b'), "{text:?}");
+    assert!(!text.lines().any(|l| l.starts_with("DROP TABLE x;") || l == "nl\")"), "{text}");
+    assert!(text.contains("evil\\nDROP TABLE x;\\x1b[31mred"), "{text}");
+    let finding = duplicates(&report).into_iter().next().unwrap_or_else(|| panic!("{text}"));
+    let fix = finding.fix.as_deref().unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute(fix).await.unwrap_or_else(|e| panic!("{fix}: {e}"));
+}

@@ -237,3 +237,69 @@ async fn pool_latency_counts_ordinary_statements_only() {
         assert!(basis.contains(left_out), "{left_out}: {basis}");
     }
 }
+
+/// pg_stat_statements keeps `status = $1` where the workload file spells `status = 'pending'`:
+/// merged, the file's constant stays and makes the partial index.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_files_constants_survive_merging_with_pg_stat_statements() {
+    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
+    let url = common::database_with_orders(&cluster, "lit");
+    cluster.psql("lit", "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    let query = "SELECT id, created_at FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50";
+    for _ in 0..20 {
+        cluster.psql("lit", query);
+    }
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut workload, format!("{query};\n").as_bytes()).unwrap();
+    let mut opts = common::options(&url);
+    opts.workload.pg_stat_statements = true;
+    opts.workload.file = Some(workload.path().to_path_buf());
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    let partial = report
+        .index_suggestions
+        .iter()
+        .find(|s| s.create_statement.contains("WHERE status = 'pending'"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(partial.statements[0].calls, 20, "pg_stat_statements' count: {text}");
+}
+
+/// One UPDATE that waited seconds for a lock, among hundreds of quick statements, held one
+/// connection once: it is left out of the latency that sizes the pool, and named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_wait_does_not_size_the_pool() {
+    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
+    let url = common::database_with_orders(&cluster, "waits");
+    cluster.psql("waits", "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    for user in 0..300i32 {
+        client.query(common::RECENT_ORDERS, &[&user]).await.unwrap();
+    }
+    // A row lock: the wait is in the executor, so in pg_stat_statements' execution time.
+    let (holder, holding) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(holding);
+    holder.batch_execute("BEGIN; UPDATE orders SET total = total WHERE id = 1").await.unwrap();
+    let waiter = tokio::spawn(async move {
+        client.execute("UPDATE orders SET total = total WHERE id = 1", &[]).await.unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    waiter.await.unwrap();
+
+    let ordinary: f64 = cluster
+        .psql(
+            "waits",
+            "SELECT sum(total_exec_time) / sum(calls) FROM pg_stat_statements \
+             WHERE query LIKE 'SELECT id, total FROM orders%'",
+        )
+        .parse()
+        .unwrap();
+
+    let mut opts = common::options(&url);
+    opts.workload.pg_stat_statements = true;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let pool = report.pool.expect("latency is known from pg_stat_statements");
+    assert!((pool.mean_latency_ms - ordinary).abs() < 1e-6 * ordinary.max(1.0), "{ordinary} ms: {pool:#?}");
+    assert!(pool.explanation.iter().any(|l| l.contains("rare statements")), "{pool:#?}");
+}

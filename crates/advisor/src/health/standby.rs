@@ -52,7 +52,7 @@ pub fn mark_findings(findings: &mut [Finding]) {
 pub fn mark_suggestions(suggestions: &mut [IndexSuggestion]) {
     for suggestion in suggestions {
         suggestion.rationale.push_str(
-            " Create it on the primary (this server is a read-only standby); the standby gets it by replication.",
+            ". Create it on the primary (this server is a read-only standby); the standby gets it by replication.",
         );
     }
 }

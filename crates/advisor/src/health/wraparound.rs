@@ -66,11 +66,7 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
         {
             let a = assess(age, limit);
             let Some(severity) = a.severity else { continue };
-            let mut f = Finding::new(
-                severity,
-                Category::Wraparound,
-                format!("Database {db_name} is {:.1}% of the way to {kind} wraparound", a.percent),
-            )
+            let mut f = Finding::new(severity, Category::Wraparound, wraparound_title(&db_name, kind, &a, limit))
             .object(db_name.clone())
             .evidence(format!(
                 "oldest unfrozen {kind} is {} old (autovacuum freezes from {}); {} left before PostgreSQL stops accepting writes",
@@ -88,6 +84,22 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
         }
     }
     Ok(out)
+}
+
+/// What is wrong: past half the way, how near wraparound is; before that, that vacuum has not
+/// frozen what autovacuum_(multixact_)freeze_max_age says it should have (a figure like "0.1% of
+/// the way to wraparound" reads as nothing to worry about).
+fn wraparound_title(db_name: &str, kind: &str, a: &WraparoundAssessment, freeze_max_age: i64) -> String {
+    if a.severity == Some(Severity::Critical) {
+        return format!("Database {db_name} is {:.1}% of the way to {kind} wraparound", a.percent);
+    }
+    let setting =
+        if kind == "multixact" { "autovacuum_multixact_freeze_max_age" } else { "autovacuum_freeze_max_age" };
+    format!(
+        "Database {db_name}: oldest {kind} age {} is beyond {setting} ({}): vacuum is not freezing it",
+        count(a.age),
+        count(freeze_max_age)
+    )
 }
 
 /// Percent of a sequence's usable range consumed, and the severity (75% warning, 90% critical).
@@ -270,6 +282,18 @@ pub async fn unreadable_sequences(db: &Db) -> Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_warning_says_the_freeze_max_age_is_exceeded() {
+        let a = assess(1_000_000, 50_000);
+        assert_eq!(
+            wraparound_title("app", "transaction ID", &a, 50_000),
+            "Database app: oldest transaction ID age 1,000,000 is beyond autovacuum_freeze_max_age (50,000): \
+             vacuum is not freezing it"
+        );
+        let near = assess(WRAP_LIMIT / 2 + 1, 200_000_000);
+        assert!(wraparound_title("app", "multixact", &near, 200_000_000).contains("50.0% of the way"));
+    }
 
     #[test]
     fn wraparound_arithmetic_against_known_values() {

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod candidates;
 pub mod catalog;
 mod expr;
+mod expression_sample;
 pub mod names;
 pub mod parse;
 pub mod plannable;
@@ -18,13 +19,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use anyhow::Result;
 
 use crate::db::{quote_ident, Db};
+pub use crate::keywords::is_reserved;
 use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
-use crate::report::{Category, Finding, IndexSuggestion, Severity, SkippedStatement, WriteOverhead};
+use crate::report::{
+    Category, Finding, IndexSuggestion, RejectedCandidate, Severity, SkippedStatement, WriteOverhead,
+};
 use crate::workload::WorkloadStatement;
 use candidates::{Candidate, Method};
 use catalog::{Catalog, TableInfo};
-pub use expr::{deparse_expression, is_reserved};
+pub use expr::deparse_expression;
 use names::IndexNames;
 use parse::StatementShape;
 use planner::{PlanSummary, Planner};
@@ -47,6 +51,8 @@ impl AnalysedStatement {
 #[derive(Debug, Default)]
 pub struct IndexAdvice {
     pub suggestions: Vec<IndexSuggestion>,
+    /// Candidates the planner was asked about and that are not suggested.
+    pub rejected: Vec<RejectedCandidate>,
     /// "hypopg" or "heuristic (why)".
     pub method: String,
     pub analysed: usize,
@@ -101,9 +107,10 @@ pub async fn advise(
     let gin = candidates::fold_jsonb_path_ops(gin);
     let mut names = IndexNames::load(db, &catalog.schemas()).await?;
     if hypopg_problem.is_none() {
-        let proven =
+        let (proven, rejected) =
             select::prove(&planner, &statements, &catalog, btree, settings, &mut names, progress).await?;
         advice.suggestions.extend(proven);
+        advice.rejected = rejected;
     } else {
         advice.findings.push(
             Finding::new(

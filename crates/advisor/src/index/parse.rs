@@ -111,13 +111,13 @@ pub fn analyse(query: &str, resolver: &dyn Resolver) -> Result<StatementShape> {
         matches!(stmt, NodeEnum::SelectStmt(s) if s.into_clause.is_none() && s.locking_clause.is_empty());
     match stmt {
         NodeEnum::SelectStmt(s) => {
-            walker.select(s, None);
+            walker.select(s, None, Outputs::AllRead);
         }
         NodeEnum::UpdateStmt(u) => walker.update(u),
         NodeEnum::DeleteStmt(d) => walker.delete(d),
         NodeEnum::InsertStmt(i) => {
             if let Some(NodeEnum::SelectStmt(s)) = i.select_stmt.as_ref().and_then(|n| n.node.as_ref()) {
-                walker.select(s, None);
+                walker.select(s, None, Outputs::AllRead);
             }
         }
         _ => return Err(anyhow!("not a SELECT, INSERT, UPDATE or DELETE")),
@@ -168,6 +168,17 @@ struct Scope {
     parent: Option<Box<Scope>>,
 }
 
+/// Who reads a SELECT's output columns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outputs {
+    /// The statement's result, a CTE's or a sublink's: every output column is read.
+    AllRead,
+    /// A subquery in FROM (a view seen through): an output that is a plain table column is read
+    /// only when the enclosing query reads it. A view's `SELECT *` (which `pg_get_viewdef` spells
+    /// out column by column) must not make an index cover every column of the view.
+    ReadByEnclosingQuery,
+}
+
 /// What a side of a comparison is.
 #[derive(Debug, Clone)]
 enum Operand {
@@ -211,7 +222,7 @@ impl Walker<'_> {
     fn statement_node(&mut self, node: Option<&protobuf::Node>, parent: Option<&Scope>) {
         match node.and_then(|n| n.node.as_ref()) {
             Some(NodeEnum::SelectStmt(s)) => {
-                self.select(s, parent);
+                self.select(s, parent, Outputs::AllRead);
             }
             Some(NodeEnum::UpdateStmt(u)) => self.update(u),
             Some(NodeEnum::DeleteStmt(d)) => self.delete(d),
@@ -220,11 +231,17 @@ impl Walker<'_> {
     }
 
     /// Walks one SELECT; returns its output columns that are plain table columns.
-    fn select(&mut self, s: &protobuf::SelectStmt, parent: Option<&Scope>) -> Vec<DerivedColumn> {
+    fn select(
+        &mut self,
+        s: &protobuf::SelectStmt,
+        parent: Option<&Scope>,
+        outputs: Outputs,
+    ) -> Vec<DerivedColumn> {
         self.with_clause(s.with_clause.as_ref());
         if let (Some(l), Some(r)) = (&s.larg, &s.rarg) {
-            self.select(l, parent);
-            self.select(r, parent);
+            // A set operation's outputs are not traced to its arms' columns: all count as read.
+            self.select(l, parent, Outputs::AllRead);
+            self.select(r, parent, Outputs::AllRead);
             return Vec::new();
         }
         let mut scope = Scope { entries: Vec::new(), parent: parent.map(|p| Box::new(p.clone())) };
@@ -237,7 +254,7 @@ impl Walker<'_> {
         }
         self.sort(&s.sort_clause, &scope);
         self.group(&s.group_clause, &scope);
-        self.projection(&s.target_list, &scope);
+        self.projection(&s.target_list, &scope, outputs);
         if let Some(h) = s.having_clause.as_deref() {
             self.subqueries_in(h, &scope);
         }
@@ -338,7 +355,9 @@ impl Walker<'_> {
             Some(NodeEnum::RangeSubselect(sub)) => {
                 let parent = sub.lateral.then(|| scope.clone());
                 let columns = match sub.subquery.as_deref().and_then(|n| n.node.as_ref()) {
-                    Some(NodeEnum::SelectStmt(select)) => self.select(select, parent.as_ref()),
+                    Some(NodeEnum::SelectStmt(select)) => {
+                        self.select(select, parent.as_ref(), Outputs::ReadByEnclosingQuery)
+                    }
                     _ => {
                         self.statement_node(sub.subquery.as_deref(), parent.as_ref());
                         Vec::new()
@@ -663,23 +682,20 @@ impl Walker<'_> {
     }
 
     /// Which columns each table must provide; a `*` (or `t.*`) makes covering pointless for the
-    /// tables it reaches.
-    fn projection(&mut self, targets: &[protobuf::Node], scope: &Scope) {
+    /// tables it reaches, and reads every column a subquery it reaches passes on.
+    fn projection(&mut self, targets: &[protobuf::Node], scope: &Scope, outputs: Outputs) {
         for target in targets {
             let Some(NodeEnum::ResTarget(rt)) = &target.node else { continue };
             let Some(val) = rt.val.as_deref() else { continue };
+            let plain_column = matches!(&val.node, Some(NodeEnum::ColumnRef(c)) if !is_star(c));
+            if outputs == Outputs::ReadByEnclosingQuery && plain_column {
+                continue;
+            }
             for (n, ..) in descendants(val) {
                 match n {
                     pg_query::NodeRef::ColumnRef(c) => {
-                        let star = c.fields.iter().any(|f| matches!(f.node, Some(NodeEnum::AStar(_))));
-                        if star {
-                            let qualifier = c.fields.first().and_then(string_value);
-                            for e in &scope.entries {
-                                let reached = qualifier.as_deref().is_none_or(|q| q == e.name);
-                                if let (true, Some(t)) = (reached, e.table) {
-                                    self.access(t).projected = None;
-                                }
-                            }
+                        if is_star(c) {
+                            self.star(c, scope);
                         } else if let Some((t, col)) = self.resolve(c, scope) {
                             if let Some(set) = self.access(t).projected.as_mut() {
                                 set.insert(col);
@@ -692,6 +708,29 @@ impl Walker<'_> {
             }
         }
     }
+
+    /// `*` or `t.*`: every column of the tables it reaches (covering is pointless for them), and
+    /// every table column a subquery it reaches passes on.
+    fn star(&mut self, c: &protobuf::ColumnRef, scope: &Scope) {
+        let qualifier = c.fields.first().and_then(string_value);
+        for e in &scope.entries {
+            if qualifier.as_deref().is_some_and(|q| q != e.name) {
+                continue;
+            }
+            if let Some(t) = e.table {
+                self.access(t).projected = None;
+            }
+            for d in &e.columns {
+                if let Some(set) = self.access(d.table).projected.as_mut() {
+                    set.insert(d.column.clone());
+                }
+            }
+        }
+    }
+}
+
+fn is_star(c: &protobuf::ColumnRef) -> bool {
+    c.fields.iter().any(|f| matches!(f.node, Some(NodeEnum::AStar(_))))
 }
 
 /// `col = value` as an index predicate. `flag = true` is written `flag` and `flag = false`
@@ -841,6 +880,21 @@ mod tests {
         let u = shape.accesses.iter().find(|a| a.table == 2).unwrap();
         assert!(u.join.contains("id"));
         assert_eq!(u.constant_predicates["is_active"], "is_active");
+    }
+
+    #[test]
+    fn a_view_passes_on_only_the_columns_the_statement_reads() {
+        // What pg_get_viewdef makes of `SELECT * FROM orders WHERE deleted_at IS NULL`.
+        let view = "(SELECT orders.id, orders.user_id, orders.created_at, orders.status, orders.total, \
+                    orders.data, orders.deleted_at FROM orders WHERE orders.deleted_at IS NULL) AS v";
+        let a = one(&format!("SELECT id FROM {view} WHERE status = 'pending' AND total > 3000"));
+        assert_eq!(a.projected.unwrap().into_iter().collect::<Vec<_>>(), ["id"]);
+        assert_eq!(a.range, ["total"]);
+        assert!(a.constant_predicates.contains_key("deleted_at"), "{:?}", a.constant_predicates);
+        let all = one(&format!("SELECT * FROM {view} WHERE status = 'pending'"));
+        assert_eq!(all.projected.unwrap().len(), 7, "`*` on the view reads all it passes on");
+        let computed = one("SELECT n FROM (SELECT id, total * 2 AS n FROM orders) s WHERE id > 5");
+        assert_eq!(computed.projected.unwrap().into_iter().collect::<Vec<_>>(), ["total"]);
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl<'a> Planner<'a> {
         Ok(Planner { db, counter: AtomicU64::new(0) })
     }
 
+    /// The session the planner asks on.
+    pub fn db(&self) -> &Db {
+        self.db
+    }
+
     /// True when this server can plan a parameterized statement without values.
     pub fn supports_parameters(&self) -> bool {
         self.db.version_num >= 120000

@@ -2,18 +2,20 @@
 //! planned again; each statement keeps its best candidate, candidates another chosen index already
 //! covers are dropped, and the survivors are validated together (a plan must use each one).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 
 use super::candidates::Candidate;
 use super::catalog::{Catalog, TableInfo};
+use super::expression_sample::{self, ExpressionSample};
 use super::names::IndexNames;
-use super::planner::Planner;
+use super::planner::{PlanSummary, Planner};
 use super::{lost_hot_updates, prefixes, write_overhead, AnalysedStatement, Costs};
 use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
-use crate::report::{Evidence, HelpedStatement, IndexSuggestion};
+use crate::report::{Evidence, HelpedStatement, IndexSuggestion, RejectedCandidate};
 
 /// A candidate after its hypothetical trial.
 struct Trial {
@@ -21,6 +23,33 @@ struct Trial {
     size: Option<i64>,
     /// Statements whose cost fell enough with this index, and their cost with it.
     helped: Costs,
+    /// For an expression index the planner could judge only with default estimates: the sample
+    /// that shows the expression selective, and the expression.
+    sampled: Option<(ExpressionSample, String)>,
+}
+
+impl Trial {
+    /// Whether `plan` counts as helped by this index (see [`helps`]).
+    fn helps(&self, plan: &PlanSummary, baseline: f64, settings: &IndexAdvisorSettings) -> bool {
+        helps(plan.total_cost, baseline, settings, self.sampled.is_some())
+    }
+}
+
+/// A plan using the index helps when its cost falls by `min_cost_reduction`; for an expression
+/// index whose expression a sample shows selective, when it falls at all (the planner's figure
+/// comes from default estimates, see [`expression_sample`]).
+fn helps(cost: f64, baseline: f64, settings: &IndexAdvisorSettings, sampled_selective: bool) -> bool {
+    if sampled_selective {
+        cost < baseline
+    } else {
+        cost <= baseline * (1.0 - settings.min_cost_reduction)
+    }
+}
+
+/// What a hypothetical trial of one candidate came to.
+enum Outcome {
+    Kept(Trial),
+    Rejected(RejectedCandidate),
 }
 
 pub(super) async fn prove(
@@ -31,21 +60,41 @@ pub(super) async fn prove(
     settings: &IndexAdvisorSettings,
     names: &mut IndexNames,
     progress: &dyn Progress,
-) -> Result<Vec<IndexSuggestion>> {
+) -> Result<(Vec<IndexSuggestion>, Vec<RejectedCandidate>)> {
     planner.reset_hypothetical().await;
     progress.stage("testing hypothetical indexes", candidates.len() as u64);
     let mut trials = Vec::new();
+    let mut rejected = Vec::new();
     for (candidate, _origins) in candidates {
         progress.advance(1);
         let Some(table) = catalog.tables.get(&candidate.table) else { continue };
-        if let Some(trial) = try_candidate(planner, statements, table, candidate, settings).await {
-            trials.push(trial);
+        match try_candidate(planner, statements, table, candidate, settings).await {
+            Outcome::Kept(trial) => trials.push(trial),
+            Outcome::Rejected(r) => rejected.push(r),
         }
     }
     let chosen = without_prefixes(&trials, choose(&trials));
     progress.stage("validating the chosen indexes together", chosen.len() as u64);
     let chosen = chosen.into_iter().map(|i| &trials[i]).collect();
-    validate(planner, statements, catalog, chosen, settings, names).await
+    let suggestions = validate(planner, statements, catalog, chosen, settings, names, &mut rejected).await?;
+    rejected
+        .sort_by(|a, b| b.best_cost_reduction.partial_cmp(&a.best_cost_reduction).unwrap_or(Ordering::Equal));
+    Ok((suggestions, rejected))
+}
+
+/// A candidate not suggested: its table, its CREATE INDEX, why, and the best a plan gained with it.
+fn rejection(
+    table: &TableInfo,
+    candidate: &Candidate,
+    reason: String,
+    best: Option<f64>,
+) -> RejectedCandidate {
+    RejectedCandidate {
+        table: table.qualified(),
+        index: candidate.create_sql(table, false, None),
+        reason,
+        best_cost_reduction: best,
+    }
 }
 
 async fn try_candidate(
@@ -54,30 +103,64 @@ async fn try_candidate(
     table: &TableInfo,
     candidate: Candidate,
     settings: &IndexAdvisorSettings,
-) -> Option<Trial> {
+) -> Outcome {
     let index = match planner.hypothetical_index(table, &candidate).await {
         Ok(h) => h,
         Err(e) => {
-            tracing::debug!("hypopg refused {}: {e}", candidate.create_sql(table, false, None));
-            return None;
+            let reason = format!("hypopg could not create it: {e}");
+            return Outcome::Rejected(rejection(table, &candidate, reason, None));
         }
     };
     let size = planner.hypothetical_index_size(&index).await;
-    let mut helped = Costs::new();
+    let mut used = Vec::new();
     for (i, s) in statements.iter().enumerate() {
         if !s.touches(candidate.table) || s.baseline.total_cost < settings.min_statement_cost {
             continue;
         }
         if let Ok(plan) = planner.explain(&s.workload.query, s.shape.param_count).await {
-            if index.used_by(&plan)
-                && plan.total_cost <= s.baseline.total_cost * (1.0 - settings.min_cost_reduction)
-            {
-                helped.insert(i, plan);
+            if index.used_by(&plan) {
+                used.push((i, plan));
             }
         }
     }
     planner.drop_all(&index).await;
-    (!helped.is_empty()).then_some(Trial { candidate, size, helped })
+    let reduction =
+        |(i, plan): &(usize, PlanSummary)| 1.0 - plan.total_cost / statements[*i].baseline.total_cost;
+    let best = used.iter().map(reduction).reduce(f64::max);
+    let mut trial = Trial { candidate, size, helped: Costs::new(), sampled: None };
+    let falls_short =
+        used.iter().any(|(i, plan)| !trial.helps(plan, statements[*i].baseline.total_cost, settings));
+    if falls_short && best.is_some_and(|b| b > 0.0) {
+        trial.sampled = selective_expression(planner, table, &trial.candidate).await;
+    }
+    for (i, plan) in used {
+        if trial.helps(&plan, statements[i].baseline.total_cost, settings) {
+            trial.helped.insert(i, plan);
+        }
+    }
+    if !trial.helped.is_empty() {
+        return Outcome::Kept(trial);
+    }
+    let reason = match best {
+        None => "no statement's plan used it".to_string(),
+        Some(b) => format!(
+            "plans used it, but no statement's cost fell by {:.0}% (at best {:.0}%)",
+            100.0 * settings.min_cost_reduction,
+            100.0 * b
+        ),
+    };
+    Outcome::Rejected(rejection(table, &trial.candidate, reason, best))
+}
+
+/// The sample of the candidate's key expression, when it has one and it is selective.
+async fn selective_expression(
+    planner: &Planner<'_>,
+    table: &TableInfo,
+    candidate: &Candidate,
+) -> Option<(ExpressionSample, String)> {
+    let expression = candidate.key.iter().find(|k| k.column.is_none())?.sql.clone();
+    let sample = expression_sample::sample(planner.db(), table, &expression).await?;
+    sample.selective().then_some((sample, expression))
 }
 
 /// Each statement's best trial (lowest cost; near-ties go to the smaller index), then drops trials
@@ -178,12 +261,17 @@ async fn validate(
     chosen: Vec<&Trial>,
     settings: &IndexAdvisorSettings,
     names: &mut IndexNames,
+    rejected: &mut Vec<RejectedCandidate>,
 ) -> Result<Vec<IndexSuggestion>> {
     let mut created: Vec<(&Trial, super::planner::Hypothetical)> = Vec::new();
     for trial in chosen {
         let Some(table) = catalog.tables.get(&trial.candidate.table) else { continue };
-        if let Ok(index) = planner.hypothetical_index(table, &trial.candidate).await {
-            created.push((trial, index));
+        match planner.hypothetical_index(table, &trial.candidate).await {
+            Ok(index) => created.push((trial, index)),
+            Err(e) => {
+                let reason = format!("hypopg could not create it with the other chosen indexes: {e}");
+                rejected.push(rejection(table, &trial.candidate, reason, None));
+            }
         }
     }
     let mut joint: HashMap<usize, super::planner::PlanSummary> = HashMap::new();
@@ -201,13 +289,13 @@ async fn validate(
         let helped: Vec<(usize, f64)> = joint
             .iter()
             .filter(|(i, plan)| {
-                index.used_by(plan)
-                    && plan.total_cost
-                        <= statements[**i].baseline.total_cost * (1.0 - settings.min_cost_reduction)
+                index.used_by(plan) && trial.helps(plan, statements[**i].baseline.total_cost, settings)
             })
             .map(|(i, plan)| (*i, plan.total_cost))
             .collect();
         if helped.is_empty() {
+            let reason = "no plan used it enough with the other chosen indexes created too".to_string();
+            rejected.push(rejection(table, &trial.candidate, reason, None));
             continue;
         }
         out.push(suggestion(trial, table, statements, &helped, names));
@@ -242,6 +330,9 @@ fn suggestion(
         helped_statements.len(),
         if before > 0.0 { 100.0 * (1.0 - after / before) } else { 0.0 }
     );
+    if let Some((sample, expression)) = &trial.sampled {
+        rationale = format!("{rationale}; {}", sample.note(expression, table));
+    }
     if let Some(note) = note {
         rationale = format!("{rationale}; {note}");
     }

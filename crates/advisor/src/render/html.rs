@@ -38,6 +38,7 @@ pub fn render(r: &Report) -> String {
     }
     findings(&mut out, r);
     suggestions(&mut out, r);
+    rejected(&mut out, r);
     applied(&mut out, r);
     configuration(&mut out, r);
     out.push_str("</body></html>\n");
@@ -105,6 +106,19 @@ fn suggestions(out: &mut String, r: &Report) {
             );
         }
     }
+}
+
+/// The candidates a plan used that fell short, and those hypopg could not create (the JSON has all).
+fn rejected(out: &mut String, r: &Report) {
+    let worth: Vec<_> = r.rejected_candidates.iter().filter(|c| c.worth_showing()).collect();
+    if worth.is_empty() {
+        return;
+    }
+    let _ = write!(out, "<h2>Candidates not suggested ({})</h2><ul>", worth.len());
+    for c in worth {
+        let _ = write!(out, "<li><code>{}</code>: {}</li>", esc(&c.index), esc(&c.reason));
+    }
+    out.push_str("</ul>");
 }
 
 fn applied(out: &mut String, r: &Report) {

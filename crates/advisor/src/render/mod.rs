@@ -1,6 +1,7 @@
 //! Rendering a report for people: a terminal report and a self-contained HTML file.
 
 mod html;
+mod printable;
 mod text;
 
 pub use text::TextOptions;

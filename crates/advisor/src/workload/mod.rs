@@ -169,14 +169,28 @@ impl SameStatement {
             let mean = self.per_source.iter().find_map(WorkloadStatement::mean_time_ms)?;
             Some(mean * busiest.calls as f64)
         });
-        let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
+        let texts = texts_with_constants(&self.texts);
         let query = if texts.len() > 1 {
             crate::sqltext::parameterise_varying_literals(&texts)
         } else {
-            self.texts[0].clone()
+            texts[0].to_string()
         };
         let source = self.per_source.iter().map(|p| p.source.as_str()).collect::<Vec<_>>().join("+");
         WorkloadStatement { query, calls: busiest.calls, total_time_ms, source }
+    }
+}
+
+/// The texts that spell the statement's constants out, when some do: a file's `status =
+/// 'pending'` merged with pg_stat_statements' `status = $1` keeps its constant (a partial index's
+/// predicate), as a `$1` says nothing about the values that ran. Constants that differ among the
+/// texts that spell them still become parameters. All texts when none spells its constants out.
+fn texts_with_constants(texts: &[String]) -> Vec<&str> {
+    let spelled: Vec<&str> =
+        texts.iter().map(String::as_str).filter(|t| crate::sqltext::highest_param(t) == Some(0)).collect();
+    if spelled.is_empty() {
+        texts.iter().map(String::as_str).collect()
+    } else {
+        spelled
     }
 }
 
@@ -211,29 +225,72 @@ enum LatencyKind {
     Sleep,
 }
 
+/// A rare statement is an outlier when its mean is this many times the typical statement's.
+const OUTLIER_FACTOR: f64 = 100.0;
+/// ... and it has at most this share of the ordinary statements' calls.
+const OUTLIER_MAX_CALL_SHARE: f64 = 0.01;
+
 /// Mean latency over the application's ordinary statements, weighted by calls, in milliseconds.
-/// Catalog-only statements are left out silently; utility statements and pg_sleep are left out
-/// and named in `excluded`.
+/// Catalog-only statements are left out silently; utility statements, pg_sleep and rare outliers
+/// (see [`outliers`]) are left out and named in `excluded`.
 pub fn statement_latency(statements: &[WorkloadStatement]) -> StatementLatency {
     let timed = statements.iter().filter(|s| s.total_time_ms.is_some());
-    let (mut calls, mut time) = (0u64, 0.0);
+    let mut ordinary = Vec::new();
     let (mut utility, mut sleeping) = (ExcludedKind::default(), ExcludedKind::default());
     for s in timed {
         match latency_kind(&s.query) {
-            LatencyKind::Ordinary => {
-                calls += s.calls;
-                time += s.total_time_ms.unwrap_or(0.0);
-            }
-            LatencyKind::CatalogOnly => {}
+            LatencyKind::Ordinary if s.calls > 0 => ordinary.push(s),
+            LatencyKind::Ordinary | LatencyKind::CatalogOnly => {}
             LatencyKind::Utility(label) => utility.add(s, Some(label)),
             LatencyKind::Sleep => sleeping.add(s, None),
         }
     }
-    let excluded = [utility.describe("utility statements"), sleeping.describe("statements calling pg_sleep")];
+    let (outlying, counted): (Vec<_>, Vec<_>) = {
+        let outliers = outliers(&ordinary);
+        ordinary.into_iter().enumerate().partition(|(i, _)| outliers.contains(i))
+    };
+    let mut rare = ExcludedKind::default();
+    for (_, s) in &outlying {
+        rare.add(s, s.mean_time_ms().map(|m| format!("mean {}", crate::units::duration(m / 1000.0))));
+    }
+    let calls: u64 = counted.iter().map(|(_, s)| s.calls).sum();
+    let time: f64 = counted.iter().map(|(_, s)| s.total_time_ms.unwrap_or(0.0)).sum();
+    let excluded = [
+        utility.describe("utility statements"),
+        sleeping.describe("statements calling pg_sleep"),
+        rare.describe(&format!(
+            "rare statements taking over {OUTLIER_FACTOR:.0}× the typical statement's time"
+        )),
+    ];
     StatementLatency {
         mean_ms: (calls > 0).then(|| time / calls as f64),
         excluded: excluded.into_iter().flatten().collect(),
     }
+}
+
+/// The statements (indexes into `ordinary`) whose mean is over [`OUTLIER_FACTOR`] times the
+/// calls-weighted median statement's and that have at most [`OUTLIER_MAX_CALL_SHARE`] of the
+/// calls: one UPDATE that waited 13 minutes for a lock would otherwise raise the mean of a few
+/// hundred 60 ms calls 25-fold, and the pool with it, though it held one connection once.
+fn outliers(ordinary: &[&WorkloadStatement]) -> Vec<usize> {
+    let total_calls: u64 = ordinary.iter().map(|s| s.calls).sum();
+    let mut by_mean: Vec<(f64, u64)> =
+        ordinary.iter().filter_map(|s| Some((s.mean_time_ms()?, s.calls))).collect();
+    by_mean.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    let mut seen = 0;
+    let Some(median) = by_mean.iter().find_map(|&(mean, calls)| {
+        seen += calls;
+        (seen * 2 >= total_calls).then_some(mean)
+    }) else {
+        return Vec::new();
+    };
+    let rare = |s: &WorkloadStatement| s.calls as f64 <= OUTLIER_MAX_CALL_SHARE * total_calls as f64;
+    ordinary
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| rare(s) && s.mean_time_ms().is_some_and(|m| m > OUTLIER_FACTOR * median.max(0.001)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Mean latency over the application's ordinary statements (see [`statement_latency`]).
@@ -349,6 +406,20 @@ mod tests {
         );
     }
 
+    /// One statement that waited 13 minutes on a lock once must not size the pool.
+    #[test]
+    fn a_rare_outlier_does_not_count_towards_latency() {
+        let latency = statement_latency(&[
+            stmt("SELECT * FROM t WHERE id = $1", 300, Some(300.0 * 60.0), "pg_stat_statements"),
+            stmt("SELECT * FROM u WHERE id = $1", 162, Some(162.0 * 80.0), "pg_stat_statements"),
+            stmt("UPDATE t SET a = $1 WHERE id = $2", 1, Some(781_000.0), "pg_stat_statements"),
+        ]);
+        let mean = latency.mean_ms.unwrap();
+        assert!((60.0..=80.0).contains(&mean), "{mean}");
+        assert_eq!(latency.excluded.len(), 1, "{:?}", latency.excluded);
+        assert!(latency.excluded[0].contains("1, 1 calls"), "{:?}", latency.excluded);
+    }
+
     #[test]
     fn same_shape_statements_merge() {
         let merged = merge(vec![
@@ -385,6 +456,35 @@ mod tests {
         assert_eq!(merged[1].calls, 500, "the source that counted the most");
         assert_eq!(merged[1].total_time_ms, Some(50.0), "a file's weight with the measured mean (0.1 ms)");
         assert_eq!(merged[1].source, "pg_stat_statements+pgpilot+file");
+    }
+
+    /// pg_stat_statements and the gateway keep `$n` where a workload file spells the constant out:
+    /// the file's constant stays, for the partial index it can make.
+    #[test]
+    fn a_files_constants_survive_a_parameterised_source() {
+        let merged = merge(vec![
+            stmt(
+                "SELECT id FROM orders WHERE status = $1 ORDER BY created_at LIMIT $2",
+                900,
+                Some(90.0),
+                "pg_stat_statements",
+            ),
+            stmt(
+                "SELECT id FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50",
+                10,
+                None,
+                "file",
+            ),
+            stmt("SELECT id FROM t WHERE a = 1 AND b = 'x'", 1, None, "file"),
+            stmt("SELECT id FROM t WHERE a = 2 AND b = 'x'", 1, None, "file"),
+            stmt("SELECT id FROM t WHERE a = $1 AND b = $2", 5, Some(1.0), "pgpilot"),
+        ]);
+        assert_eq!(
+            merged[0].query,
+            "SELECT id FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50"
+        );
+        assert_eq!((merged[0].calls, merged[0].total_time_ms), (900, Some(90.0)));
+        assert_eq!(merged[1].query, "SELECT id FROM t WHERE a = $1 AND b = 'x'");
     }
 
     /// The key a jsonb expression reads is part of the expression: statements on different keys
