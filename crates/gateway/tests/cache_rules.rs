@@ -661,3 +661,176 @@ async fn a_hit_repeats_the_warnings_of_the_read() {
     assert_eq!(hits(&gw), before + 4, "the later runs of each were hits");
     assert_eq!(heard(&mut notices), None, "each warning was said once per run");
 }
+
+/// Reads through pgpilot and straight from PostgreSQL agree on `read` after `write`, the read
+/// having been cached before it.
+async fn fresh_after(gw: &Gateway, c: &tokio_postgres::Client, cluster: &Cluster, read: &str, write: &str) {
+    value(c, read).await;
+    assert!(is_hit(gw, c, read).await, "{read} is cached before {write}");
+    c.simple_query(write).await.unwrap_or_else(|e| panic!("{write}: {e}"));
+    assert_eq!(value(c, read).await, cluster.psql("postgres", read), "{read} stale after {write}");
+}
+
+/// A write whose table runs no code of its own but reaches one that does: a cascading foreign key
+/// (ON DELETE and ON UPDATE) to a table with a trigger, an updatable view over one, a partitioned
+/// or inheritance parent whose child has one, a column whose domain's CHECK calls a writing
+/// function. What that code changes must be invalidated (no triggers of pgpilot installed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_reach_code_on_other_tables_invalidate_what_it_changes() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE code_log (n int);
+         CREATE FUNCTION logged() RETURNS trigger LANGUAGE plpgsql
+           AS $$BEGIN INSERT INTO code_log VALUES (1); RETURN NULL; END$$;
+         CREATE TABLE a (id int PRIMARY KEY);
+         CREATE TABLE b (id int, a_id int REFERENCES a ON DELETE CASCADE ON UPDATE CASCADE);
+         CREATE TRIGGER b_log AFTER DELETE OR UPDATE ON b FOR EACH ROW EXECUTE FUNCTION logged();
+         INSERT INTO a VALUES (1), (2); INSERT INTO b VALUES (1, 1), (2, 2);
+         CREATE TABLE vt (id int);
+         CREATE TRIGGER vt_log AFTER INSERT ON vt FOR EACH ROW EXECUTE FUNCTION logged();
+         CREATE VIEW vv AS SELECT id FROM vt;
+         CREATE TABLE p (k int) PARTITION BY RANGE (k);
+         CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);
+         CREATE TRIGGER p1_log AFTER INSERT ON p1 FOR EACH ROW EXECUTE FUNCTION logged();
+         CREATE TABLE ih (v int); CREATE TABLE ih_c () INHERITS (ih); INSERT INTO ih_c VALUES (0);
+         CREATE TRIGGER ih_log AFTER UPDATE ON ih_c FOR EACH ROW EXECUTE FUNCTION logged();
+         CREATE FUNCTION checked(int) RETURNS bool LANGUAGE plpgsql VOLATILE
+           AS $$BEGIN INSERT INTO code_log VALUES ($1); RETURN true; END$$;
+         CREATE DOMAIN dpos AS int CHECK (checked(VALUE)); CREATE DOMAIN dpos2 AS dpos;
+         CREATE TABLE dt (v dpos2)",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "dt").await;
+    let c = connect(&gw).await;
+    let read = "SELECT count(*) FROM code_log";
+    for write in [
+        "DELETE FROM a WHERE id = 1",
+        "UPDATE a SET id = 3 WHERE id = 2",
+        "INSERT INTO vv VALUES (1)",
+        "INSERT INTO p VALUES (5)",
+        "UPDATE ih SET v = v + 1",
+        "INSERT INTO dt VALUES (7)",
+    ] {
+        fresh_after(&gw, &c, &cluster, read, write).await;
+    }
+    // The rows a cascade changed are invalidated too.
+    fresh_after(&gw, &c, &cluster, "SELECT count(*) FROM b", "DELETE FROM a").await;
+}
+
+/// Code a statement runs without naming it as a user function: `a.bumpit` is the call `bumpit(a)`
+/// (attribute notation), `length(5)` is public.length(integer) over the built-in, query_to_xml and
+/// ts_stat run the query they are given. Each writes: it invalidates, and a volatile call is
+/// never answered from the cache; an immutable attribute-notation call still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_called_without_a_plain_user_function_name_invalidates() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE code_log (n int);
+         CREATE TABLE att (id int); INSERT INTO att VALUES (1);
+         CREATE FUNCTION bumpit(att) RETURNS bigint LANGUAGE plpgsql VOLATILE
+           AS $$BEGIN INSERT INTO code_log VALUES ($1.id); RETURN (SELECT count(*) FROM code_log); END$$;
+         CREATE FUNCTION doubled(att) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1.id * 2';
+         CREATE FUNCTION public.length(integer) RETURNS int LANGUAGE plpgsql VOLATILE
+           AS $$BEGIN INSERT INTO code_log VALUES ($1); RETURN $1; END$$",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "att").await;
+    let c = connect(&gw).await;
+    let read = "SELECT count(*) FROM code_log";
+    for write in [
+        "SELECT a.bumpit FROM att a",
+        "SELECT (att).bumpit FROM att",
+        "SELECT length(5)",
+        "SELECT query_to_xml('SELECT bumpit(att) FROM att', true, false, '')",
+        "SELECT * FROM ts_stat('SELECT to_tsvector(bumpit(att)::text) FROM att')",
+        "SELECT query_to_xml_and_xmlschema('SELECT bumpit(att) FROM att', true, false, '')",
+    ] {
+        fresh_after(&gw, &c, &cluster, read, write).await;
+    }
+    let call = "SELECT att.bumpit FROM att";
+    let first: i64 = value(&c, call).await.parse().unwrap();
+    assert_eq!(value(&c, call).await, (first + 1).to_string(), "a volatile call was answered from the cache");
+    let pure = "SELECT a.doubled FROM att a";
+    assert_eq!(value(&c, pure).await, "2");
+    assert!(is_hit(&gw, &c, pure).await, "an immutable attribute-notation call is cached");
+}
+
+/// A partitioned or inheritance parent with a foreign child, and a view over one: its rows change
+/// on the other side, out of sight of any write: never cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_reaching_a_foreign_table_are_not_cached() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.csv");
+    std::fs::write(&file, "1\n").unwrap();
+    let mut perms = std::fs::metadata(dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.path(), perms).unwrap();
+    let options = format!("OPTIONS (filename '{}', format 'csv')", file.display());
+    cluster.psql(
+        "postgres",
+        &format!(
+            "CREATE EXTENSION file_fdw; CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+             CREATE TABLE fp (id int) PARTITION BY LIST (id);
+             CREATE FOREIGN TABLE fp_f PARTITION OF fp FOR VALUES IN (1, 2, 3) SERVER files {options};
+             CREATE TABLE finh (id int); CREATE FOREIGN TABLE finh_c () INHERITS (finh) SERVER files {options};
+             CREATE VIEW vfp AS SELECT id FROM fp;
+             CREATE VIEW vff AS SELECT id FROM fp_f"
+        ),
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "vff").await;
+    let c = connect(&gw).await;
+    let reads = ["SELECT count(*) FROM fp", "SELECT count(*) FROM finh", "SELECT count(*) FROM vfp"];
+    for read in reads.iter().chain(&["SELECT count(*) FROM vff"]) {
+        let before = bypassed(&gw, "foreign_table");
+        assert_eq!(value(&c, read).await, "1");
+        assert!(!is_hit(&gw, &c, read).await, "{read} was cached");
+        assert_eq!(bypassed(&gw, "foreign_table"), before + 2, "{read}");
+    }
+    std::fs::write(&file, "1\n2\n3\n").unwrap();
+    for read in reads {
+        assert_eq!(value(&c, read).await, "3", "{read} after the file changed");
+    }
+}
+
+/// DDL made straight in PostgreSQL, without pgpilot's event trigger: a cascading foreign key added
+/// there, a delete through pgpilot judged by the catalog held (it knew of no cascade). Once the
+/// catalog is read again, what was cached under the old one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_read_again_drops_results_its_changes_affect() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE fa (id int PRIMARY KEY); CREATE TABLE fb (fa_id int);
+         INSERT INTO fa VALUES (1), (2); INSERT INTO fb VALUES (1), (2)",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "fb").await;
+    let c = connect(&gw).await;
+    let read = "SELECT count(*) FROM fb";
+    assert_eq!(value(&c, read).await, "2");
+    assert!(is_hit(&gw, &c, read).await);
+    cluster.psql("postgres", "ALTER TABLE fb ADD FOREIGN KEY (fa_id) REFERENCES fa ON DELETE CASCADE");
+    c.simple_query("DELETE FROM fa WHERE id = 1").await.unwrap();
+    // The reload the monitor makes every minute, asked for now.
+    let db = gw.shared().database("postgres").unwrap();
+    db.cache.want_catalog();
+    let reloaded = eventually(Duration::from_secs(20), || {
+        !db.cache.catalog_stale()
+            && db
+                .cache
+                .relations
+                .load()
+                .relations()
+                .iter()
+                .any(|r| r.name == "fa" && !r.cascades_to.is_empty())
+    })
+    .await;
+    assert!(reloaded, "the catalog was not read again");
+    assert_eq!(value(&c, read).await, "1", "a result cached before the foreign key was added is stale");
+    // Reads of tables the DDL did not touch are cached again from then on.
+    assert!(is_hit(&gw, &c, read).await);
+}

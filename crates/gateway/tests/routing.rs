@@ -1429,6 +1429,41 @@ async fn server_state_standby_refusals_and_role_search_paths_route_to_the_primar
     gw.shutdown().await;
 }
 
+/// Writes run by code a statement does not call by a user function's name: `a.bumpit` is
+/// `bumpit(a)` in attribute notation (no '(' for the quick scan to stop at), query_to_xml and
+/// ts_stat run the query they are given. A standby would refuse them (25006). A plain column
+/// selected with a dot still reads on the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_attribute_notation_and_query_texts_run_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE code_log (n int);
+         CREATE TABLE att (id int); INSERT INTO att VALUES (1);
+         CREATE FUNCTION bumpit(att) RETURNS bigint LANGUAGE plpgsql VOLATILE
+           AS $$BEGIN INSERT INTO code_log VALUES ($1.id); RETURN (SELECT count(*) FROM code_log); END$$",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    let logged = || pg.psql("postgres", "SELECT count(*) FROM code_log").parse::<u32>().unwrap();
+    for sql in [
+        "SELECT a.bumpit FROM att a",
+        "SELECT att.bumpit FROM att",
+        "SELECT query_to_xml('SELECT bumpit(att) FROM att', true, false, '')",
+        "SELECT * FROM ts_stat('SELECT to_tsvector(bumpit(att)::text) FROM att')",
+    ] {
+        let before = logged();
+        c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql} (extended): {e}"));
+        assert_eq!(logged(), before + 2, "{sql}");
+    }
+    caught_up().await;
+    assert!(on_replica(&c, "SELECT a.id, inet_server_port() FROM att a").await, "a column left the replica");
+    gw.shutdown().await;
+}
+
 /// A `BEGIN READ ONLY` sent alone (asyncpg's `transaction(readonly=True)`, psql line by line) is
 /// answered by pgpilot and sent in front of the transaction's first statement, to the server that
 /// statement belongs on: a standby cannot read an unlogged table, give a transaction id or let the

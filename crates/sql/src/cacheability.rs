@@ -124,7 +124,8 @@ pub fn cacheability(
             });
         };
         check_relation(rel)?;
-        for &oid in &rel.view_reads {
+        // A foreign partition, a view's base table: whatever rows the read may return.
+        for oid in relations.read_reach(rel) {
             match relations.by_oid(oid) {
                 Some(inner) => check_relation(inner)?,
                 None => return Err(NotCacheable::UnknownRelation),

@@ -37,6 +37,10 @@ pub struct Statement {
     /// user cast function or a domain's CHECK constraint. Built-in type names come qualified with
     /// pg_catalog as the grammar writes them (`pg_catalog.int4`).
     pub cast_types: Vec<FuncRef>,
+    /// Names selected from a row with a dot (`a.name`, `(row).name`), deduplicated: a column, or,
+    /// when the row has no such column, a call `name(row)` of a function in attribute notation
+    /// (or a cast of the row to a type of that name).
+    pub selected_fields: Vec<String>,
     /// SQL value functions (CURRENT_TIMESTAMP, CURRENT_USER, ...): stable, never cacheable.
     pub value_functions: Vec<ValueFunction>,
     /// The first transaction-control statement in the text.
@@ -297,6 +301,28 @@ fn write_qualified(f: &mut fmt::Formatter<'_>, schema: Option<&str>, name: &str)
     }
 }
 
+/// pg_catalog functions that run a query given as text (`ts_rewrite(tsquery, text)`; the other
+/// `ts_rewrite` is caught by its name too), or `SELECT * FROM` each table named or of a schema or
+/// database: a view's query may call any function.
+pub const QUERY_RUNNING_BUILTINS: &[&str] = &[
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "ts_stat",
+    "ts_rewrite",
+];
+
 /// A function called by name: schema as written (None when unqualified).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FuncRef {
@@ -314,6 +340,13 @@ impl FuncRef {
     /// which is rare enough to treat conservatively wherever this is used.
     pub fn is_builtin(&self, name: &str) -> bool {
         self.name == name && self.schema.as_deref().is_none_or(|s| s == "pg_catalog")
+    }
+
+    /// Is this a pg_catalog function that runs SQL given to it as text, or every table of a
+    /// schema or database (`query_to_xml`, `ts_stat`...)? What runs may call any function, a
+    /// writing one too: such a call is as volatile as an unknown function.
+    pub fn runs_query_text(&self) -> bool {
+        QUERY_RUNNING_BUILTINS.iter().any(|name| self.is_builtin(name))
     }
 
     /// Is this one of pg_catalog's advisory lock functions, taking or giving back a lock at

@@ -119,11 +119,17 @@ impl DbCache {
         self.catalog_wanted.load(SeqCst)
     }
 
-    /// A catalog whose reading started when `generation` was the one wanted.
+    /// A catalog whose reading started when `generation` was the one wanted. When DDL made
+    /// straight in PostgreSQL changed what a cached result depends on (a cascading foreign key, a
+    /// trigger, a partition, a table dropped or shadowed), results cached under the old catalog
+    /// go: writes judged by it missed what they changed.
     pub fn set_relations(&self, catalog: RelationCatalog, generation: u64) {
         let triggers =
             catalog.relations().iter().any(|r| r.schema == "pgpilot" && r.name == "cache_versions");
         self.channel.set_required(triggers);
+        if self.catalog_loaded.load(Relaxed) && self.relations.load().links_changed(&catalog) {
+            self.versions.bump_all();
+        }
         self.relations.store(Arc::new(catalog));
         self.catalog_loaded.store(true, Relaxed);
         self.catalog_have.fetch_max(generation, SeqCst);
@@ -289,7 +295,9 @@ impl DbCache {
             let Some(rel) = relations.resolve(t, search_path) else {
                 return Invalidation::Everything;
             };
-            if rel.write_runs_code {
+            // A trigger of a partition, of a table a cascading foreign key changes, of a view's
+            // base table may change any other table.
+            if rel.write_reaches_code {
                 return Invalidation::Everything;
             }
             oids.extend(relations.invalidation_set(rel));
@@ -337,9 +345,15 @@ impl DbCache {
     }
 }
 
-/// Built-in functions (pg_catalog) do not write user tables; any other volatile or unknown function may.
+/// Built-in functions (pg_catalog) do not write user tables, but those that run a query given as
+/// text (`query_to_xml`, `ts_stat`) may run one that does; any other volatile or unknown function
+/// may write. An unqualified name is a built-in only when no schema of the path defines a function
+/// of that name too (`public.length(integer)` would win over pg_catalog's for an integer).
 fn may_write_through(f: &FuncRef, functions: &FunctionCatalog, search_path: &[String]) -> bool {
-    if f.schema.as_deref().is_none_or(|s| s == "pg_catalog") {
+    if f.runs_query_text() {
+        return true;
+    }
+    if functions.resolves_in_pg_catalog(f, search_path) {
         let builtin = FuncRef::new(Some("pg_catalog"), &f.name);
         if functions.volatility(&builtin, search_path) != Volatility::Unknown {
             return false;

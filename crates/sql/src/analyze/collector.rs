@@ -29,6 +29,7 @@ pub(super) struct Collector {
     pub functions: Vec<FuncRef>,
     pub operators: Vec<FuncRef>,
     pub cast_types: Vec<FuncRef>,
+    pub selected_fields: Vec<String>,
     pub value_functions: Vec<ValueFunction>,
     pub settings: Vec<SetCommand>,
     pub session_effects: Vec<SessionEffect>,
@@ -200,6 +201,15 @@ impl Collector {
         }
     }
 
+    /// A name selected from a row with a dot: `a.name`, `s.t.name`, `(row).name`.
+    fn selected_field(&mut self, name: Option<&str>) {
+        if let Some(name) = name {
+            if !self.selected_fields.iter().any(|f| f == name) {
+                self.selected_fields.push(name.to_string());
+            }
+        }
+    }
+
     fn type_cast(&mut self, tc: &protobuf::TypeCast) {
         let Some(type_name) = &tc.type_name else { return };
         let names: Vec<&str> = type_name.names.iter().filter_map(string_of).collect();
@@ -342,6 +352,10 @@ impl Visitor for Collector {
             NodeRef::SubLink(l) => self.operator(&l.oper_name),
             NodeRef::SortBy(b) => self.operator(&b.use_op),
             NodeRef::TypeCast(tc) => self.type_cast(tc),
+            NodeRef::ColumnRef(r) if r.fields.len() > 1 => {
+                self.selected_field(r.fields.last().and_then(string_of))
+            }
+            NodeRef::AIndirection(i) => i.indirection.iter().for_each(|n| self.selected_field(string_of(n))),
             // CREATE TABLE AS EXECUTE, EXPLAIN ANALYZE EXECUTE: the prepared statement must exist.
             NodeRef::ExecuteStmt(e) => self.add_effect(SessionEffect::Execute { name: e.name.clone() }),
             NodeRef::SqlvalueFunction(f) => self.value_function(f),

@@ -212,7 +212,8 @@ impl FunctionCatalog {
     }
 
     /// The worst volatility of what `stmt` runs without naming it: the user operators it uses,
-    /// the types it casts to, the views (and tables with policies) it reads. Immutable when none.
+    /// the types it casts to, the views (and tables with policies) it reads, the functions its
+    /// field selections (`a.name`) may call in attribute notation. Immutable when none.
     pub fn implicit_volatility(&self, stmt: &Statement) -> Volatility {
         self.implicit.volatility(stmt)
     }
@@ -221,10 +222,19 @@ impl FunctionCatalog {
     /// judged by the worst function of that name in any schema PostgreSQL would search (pg_catalog and
     /// the search_path): overload resolution may pick any of them depending on argument types.
     /// `search_path` holds schema names with `$user` already expanded (see [`super::parse_search_path`]).
+    /// Built-ins that run a query given as text are taken as volatile: the query may write.
     pub fn volatility(&self, func: &FuncRef, search_path: &[String]) -> Volatility {
         if self.outdated && !self.resolves_in_pg_catalog(func, search_path) {
             return Volatility::Unknown;
         }
+        let declared = self.declared_volatility(func, search_path);
+        if func.runs_query_text() {
+            return declared.max(Volatility::Volatile);
+        }
+        declared
+    }
+
+    fn declared_volatility(&self, func: &FuncRef, search_path: &[String]) -> Volatility {
         let Some(schemas) = self.by_name.get(func.name.as_str()) else { return Volatility::Unknown };
         let in_schema = |schema: &str| schemas.iter().find(|(s, _)| &**s == schema).map(|(_, v)| *v);
         match func.schema.as_deref() {

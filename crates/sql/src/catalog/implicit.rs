@@ -23,7 +23,10 @@ use crate::statement::{Statement, TableRef};
 /// - 'r': user views whose stored query calls a volatile function (read-only built-ins excepted,
 ///   the list is spliced in; an extension's own views, such as pg_stat_statements over its
 ///   volatile function of the same name, are taken to read only), casts to a domain above, or reads such a view or table; and tables
-///   whose SELECT policies call a volatile function. Always 'v'.
+///   whose SELECT policies call a volatile function. Always 'v';
+/// - 'a': user functions a row's field selection may call (`a.name` is `name(a)` when the row has
+///   no column `name`): one argument (others defaulted), of a composite or pseudo-type (`record`,
+///   `anyelement`).
 pub(super) fn implicit_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -93,6 +96,12 @@ writing_rels(rel) AS ( \
   JOIN rules r ON r.oid = d.objid) \
 SELECT 'o', nspname, oprname, code FROM ops \
 UNION ALL \
+SELECT 'a', n.nspname::text, p.proname::text, w.code FROM pg_catalog.pg_proc p \
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN proc_worst w ON w.oid = p.oid \
+  JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0] \
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prokind = 'f' \
+  AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1 AND t.typtype IN ('c', 'p') AND w.code <> 'i' \
+UNION ALL \
 SELECT 't', n.nspname::text, t.typname::text, y.code FROM types y \
   JOIN pg_catalog.pg_type t ON t.oid = y.typ JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
 UNION ALL \
@@ -132,6 +141,8 @@ pub enum ImplicitKind {
     StandbyUnreadable,
     /// A function whose source names such a relation.
     StandbyUnreadableFunction,
+    /// A function a field selection (`a.name`) may call in attribute notation.
+    AttributeFunction,
 }
 
 impl ImplicitKind {
@@ -143,6 +154,7 @@ impl ImplicitKind {
             "r" => Some(ImplicitKind::Relation),
             "u" => Some(ImplicitKind::StandbyUnreadable),
             "f" => Some(ImplicitKind::StandbyUnreadableFunction),
+            "a" => Some(ImplicitKind::AttributeFunction),
             _ => None,
         }
     }
@@ -155,6 +167,7 @@ pub(super) struct ImplicitCode {
     operators: Names,
     types: Names,
     relations: Names,
+    attribute_functions: Names,
     /// Relations a standby cannot read (not code: kept apart from the writers).
     unlogged: Names,
     /// Functions that read them.
@@ -169,6 +182,7 @@ impl ImplicitCode {
             ImplicitKind::Operator => &mut self.operators,
             ImplicitKind::Type => &mut self.types,
             ImplicitKind::Relation => &mut self.relations,
+            ImplicitKind::AttributeFunction => &mut self.attribute_functions,
             ImplicitKind::StandbyUnreadable => {
                 insert(&mut self.unlogged, schema, name, volatility);
                 return;
@@ -204,7 +218,11 @@ impl ImplicitCode {
     /// views (and tables with policies) it reads. Immutable when none.
     pub(super) fn volatility(&self, stmt: &Statement) -> Volatility {
         let mut worst = Volatility::Immutable;
-        if self.operators.is_empty() && self.types.is_empty() && self.relations.is_empty() {
+        if self.operators.is_empty()
+            && self.types.is_empty()
+            && self.relations.is_empty()
+            && self.attribute_functions.is_empty()
+        {
             return worst;
         }
         let mut see = |names: &Names, schema: Option<&str>, name: &str| {
@@ -220,6 +238,12 @@ impl ImplicitCode {
         }
         for TableRef { schema, name } in &stmt.tables_read {
             see(&self.relations, schema.as_deref(), name);
+        }
+        // Taken for a call whether or not the row has a column of that name: which it has is not
+        // known here, and a false match only costs a replica read or a cached result.
+        for field in &stmt.selected_fields {
+            see(&self.attribute_functions, None, field);
+            see(&self.types, None, field);
         }
         worst
     }

@@ -65,6 +65,10 @@ pub struct Relation {
     /// columns, CHECK constraints or policies calling non-immutable user functions): it may change
     /// any other relation.
     pub write_runs_code: bool,
+    /// A write to it may run such code on a relation it reaches, itself included (see
+    /// [`RelationCatalog::write_reach`]): a partition's or an inheritance child's trigger, the
+    /// trigger of a table a cascading foreign key changes, a view's base table's default.
+    pub write_reaches_code: bool,
     /// Partition / inheritance parents, grandparents, ...
     pub ancestors: Vec<Oid>,
     /// Partitions / inheritance children, grandchildren, ...
@@ -129,9 +133,11 @@ impl SearchPathSetFor {
 /// Relations, and whether a write to them runs code of the database's own: user triggers, rules
 /// other than a view's SELECT (`DO ALSO` / `DO INSTEAD` actions), and column defaults, generated
 /// columns, CHECK constraints or policies that call a non-immutable function (directly or behind an
-/// operator). Built-in functions are pinned and never appear in pg_depend, so only user ones count.
+/// operator), columns of a domain (or an array of one, or a domain over one) whose CHECK
+/// constraints or default do. Built-in functions are pinned and never appear in pg_depend, so only
+/// user ones count.
 const RELATIONS_SQL: &str = "\
-WITH calls AS ( \
+WITH RECURSIVE calls AS ( \
   SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
   JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid \
   WHERE d.refclassid = 'pg_catalog.pg_proc'::regclass AND p.provolatile <> 'i' \
@@ -139,6 +145,12 @@ WITH calls AS ( \
   SELECT d.classid, d.objid FROM pg_catalog.pg_depend d \
   JOIN pg_catalog.pg_operator o ON o.oid = d.refobjid JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
   WHERE d.refclassid = 'pg_catalog.pg_operator'::regclass AND p.provolatile <> 'i'), \
+domains(typ) AS ( \
+  SELECT n.contypid FROM pg_catalog.pg_constraint n JOIN calls k \
+    ON k.classid = 'pg_catalog.pg_constraint'::regclass AND k.objid = n.oid WHERE n.contypid <> 0 \
+  UNION SELECT k.objid FROM calls k WHERE k.classid = 'pg_catalog.pg_type'::regclass \
+  UNION SELECT t.oid FROM domains d JOIN pg_catalog.pg_type t \
+    ON t.typbasetype = d.typ AND t.typtype = 'd' OR t.typelem = d.typ AND t.typcategory = 'A'), \
 runs_code AS ( \
   SELECT tgrelid AS rel FROM pg_catalog.pg_trigger WHERE NOT tgisinternal AND tgname <> 'pgpilot_cache_bump' \
   UNION SELECT ev_class FROM pg_catalog.pg_rewrite WHERE ev_type <> '1' \
@@ -147,7 +159,9 @@ runs_code AS ( \
   UNION SELECT n.conrelid FROM pg_catalog.pg_constraint n JOIN calls k \
     ON k.classid = 'pg_catalog.pg_constraint'::regclass AND k.objid = n.oid \
   UNION SELECT y.polrelid FROM pg_catalog.pg_policy y JOIN calls k \
-    ON k.classid = 'pg_catalog.pg_policy'::regclass AND k.objid = y.oid) \
+    ON k.classid = 'pg_catalog.pg_policy'::regclass AND k.objid = y.oid \
+  UNION SELECT a.attrelid FROM pg_catalog.pg_attribute a JOIN domains d ON d.typ = a.atttypid \
+    WHERE a.attnum > 0 AND NOT a.attisdropped) \
 SELECT c.oid, n.nspname::text, c.relname::text, c.relkind, c.relrowsecurity, c.relforcerowsecurity, \
        c.relpersistence = 't', \
        n.nspname IN ('pg_catalog', 'information_schema') OR n.nspname LIKE 'pg\\_toast%', \
@@ -233,6 +247,7 @@ impl RelationCatalog {
                 has_triggers: flag(row, 8),
                 write_runs_code: flag(row, 9),
                 cache_trigger: flag(row, 10),
+                write_reaches_code: false,
                 ancestors: Vec::new(),
                 descendants: Vec::new(),
                 view_reads: Vec::new(),
@@ -280,6 +295,7 @@ impl RelationCatalog {
                 has_triggers: row.get(8),
                 write_runs_code: row.get(9),
                 cache_trigger: row.get(10),
+                write_reaches_code: false,
                 ancestors: Vec::new(),
                 descendants: Vec::new(),
                 view_reads: Vec::new(),
@@ -348,7 +364,36 @@ impl RelationCatalog {
         for (i, r) in relations.iter().enumerate() {
             by_name.entry(r.name.clone()).or_default().push(i);
         }
-        RelationCatalog { relations, by_oid, by_name, loaded_at: None }
+        let mut catalog = RelationCatalog { relations, by_oid, by_name, loaded_at: None };
+        let reaches_code: Vec<bool> = catalog.relations.iter().map(|r| catalog.reach_runs_code(r)).collect();
+        for (rel, reaches) in catalog.relations.iter_mut().zip(reaches_code) {
+            rel.write_reaches_code = reaches;
+        }
+        catalog
+    }
+
+    /// Whether a write through `rel` may fire code on a relation it reaches: the relations its rows
+    /// may change, and their ancestors (a parent's row triggers are cloned to its partitions).
+    fn reach_runs_code(&self, rel: &Relation) -> bool {
+        self.write_reach(rel).iter().filter_map(|oid| self.by_oid(*oid)).any(|r| {
+            r.write_runs_code || r.ancestors.iter().filter_map(|a| self.by_oid(*a)).any(|a| a.write_runs_code)
+        })
+    }
+
+    /// The relations whose rows a write through `rel` may change: itself, its partitions or
+    /// inheritance descendants, the relations its cascading foreign keys reach and, for a view,
+    /// the relations it reads (a write through an updatable view), transitively.
+    pub fn write_reach(&self, rel: &Relation) -> HashSet<Oid> {
+        let mut changed: HashSet<Oid> = HashSet::new();
+        let mut pending = vec![rel.oid];
+        while let Some(oid) = pending.pop() {
+            if !changed.insert(oid) {
+                continue;
+            }
+            let Some(r) = self.by_oid(oid) else { continue };
+            pending.extend(r.descendants.iter().chain(&r.cascades_to).chain(&r.view_reads));
+        }
+        changed
     }
 
     /// The relation a name refers to. A qualified name is looked up in its schema; an unqualified one
@@ -369,21 +414,11 @@ impl RelationCatalog {
         self.by_oid.get(&oid).map(|&i| &self.relations[i])
     }
 
-    /// Every relation whose cached reads a write to `rel` must invalidate, sorted. The rows that can
-    /// change are those of `rel`, its partitions or inheritance descendants, relations its cascading
-    /// foreign keys reach and, for a view, the relations it reads (a write through an updatable view);
-    /// reads of any of those and of their ancestors (a parent's reads include its children) go stale.
+    /// Every relation whose cached reads a write to `rel` must invalidate, sorted: those of its
+    /// [`RelationCatalog::write_reach`] and their ancestors (a parent's reads include its children).
     /// Siblings of a partition are untouched.
     pub fn invalidation_set(&self, rel: &Relation) -> Vec<Oid> {
-        let mut changed: HashSet<Oid> = HashSet::new();
-        let mut pending = vec![rel.oid];
-        while let Some(oid) = pending.pop() {
-            if !changed.insert(oid) {
-                continue;
-            }
-            let Some(r) = self.by_oid(oid) else { continue };
-            pending.extend(r.descendants.iter().chain(&r.cascades_to).chain(&r.view_reads));
-        }
+        let changed = self.write_reach(rel);
         let mut set: Vec<Oid> = changed.iter().copied().collect();
         for oid in &changed {
             if let Some(r) = self.by_oid(*oid) {
@@ -395,6 +430,23 @@ impl RelationCatalog {
         set
     }
 
+    /// Every relation whose rows a read of `rel` may return, sorted: itself and, for a view, what
+    /// it reads, with the partitions and inheritance descendants of each. What any of them is
+    /// (a foreign table, a temporary child, row level security) decides whether the read may be
+    /// cached.
+    pub fn read_reach(&self, rel: &Relation) -> Vec<Oid> {
+        let mut reach = vec![rel.oid];
+        reach.extend(&rel.view_reads);
+        for oid in std::iter::once(&rel.oid).chain(&rel.view_reads) {
+            if let Some(r) = self.by_oid(*oid) {
+                reach.extend(&r.descendants);
+            }
+        }
+        reach.sort_unstable();
+        reach.dedup();
+        reach
+    }
+
     /// The relations a cached read of `rel` depends on: itself and, for a view, what it reads.
     pub fn read_dependencies(&self, rel: &Relation) -> Vec<Oid> {
         let mut deps = vec![rel.oid];
@@ -402,6 +454,20 @@ impl RelationCatalog {
         deps.sort_unstable();
         deps.dedup();
         deps
+    }
+
+    /// Whether `newer` (this database's catalog read again) differs in what results cached under
+    /// this one depend on: a relation (temporary ones aside) dropped or changed in any fact kept
+    /// (its foreign keys' cascades, triggers, partitions, views' reads, row level security...), or
+    /// a new one named like an existing one (a read of that name may now resolve to it).
+    pub fn links_changed(&self, newer: &RelationCatalog) -> bool {
+        let kept = |r: &&Relation| !r.temporary;
+        self.relations.iter().filter(kept).any(|old| newer.by_oid(old.oid) != Some(old))
+            || newer
+                .relations
+                .iter()
+                .filter(kept)
+                .any(|new| self.by_oid(new.oid).is_none() && self.by_name.contains_key(&new.name))
     }
 
     pub fn relations(&self) -> &[Relation] {
