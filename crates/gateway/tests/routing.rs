@@ -1086,7 +1086,7 @@ async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
         // (A ParameterStatus may come first: the server the batch went to got the client's settings.)
         let tags: Vec<u8> = backend_messages(&got).iter().map(|(t, _)| *t).filter(|t| *t != b'S').collect();
         assert_eq!(tags, b"12nC2nCZ", "{:?}", backend_messages(&got));
-        // The batch took a server (the primary): read-your-writes may hold the first reads there.
+        // The batch took a server, as a read: it moves no read-your-writes mark.
         for _ in 0..30 {
             let port = port_read(&mut c).await;
             if REPLICA_PORTS.lock().unwrap().contains(&port) == expect_replica {
@@ -1823,6 +1823,210 @@ async fn a_row_type_changed_by_the_clients_own_ddl_fails_its_statement_every_tim
         raw.write_all(&query_message("ALTER TABLE own_ddl ALTER COLUMN a TYPE int")).await.unwrap();
         assert_eq!(tags_of(&read_until_ready(&mut raw).await), b"CZ".to_vec(), "round {round}");
     }
+    gw.shutdown().await;
+}
+
+/// Routed writes counted on the primary so far (/metrics).
+async fn primary_writes(gw: &Gateway) -> f64 {
+    let (_, metrics) = http_get(format!("http://{}/metrics", gw.http_addr().unwrap())).await;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("pgpilot_routed_writes_total") && l.contains("role=\"primary\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The first column of the one row a simple Query returns, read once the ReadyForQuery of
+/// `status` comes; an error fails the test.
+async fn raw_value(raw: &mut tokio::net::TcpStream, sql: &str, status: u8) -> String {
+    use tokio::io::AsyncWriteExt;
+    raw.write_all(&query_message(sql)).await.unwrap();
+    let got = read_until_status(raw, status).await;
+    let msgs = backend_messages(&got);
+    if let Some(error) = msgs.iter().find(|m| m.0 == b'E') {
+        panic!("{sql}: {}", String::from_utf8_lossy(error.1));
+    }
+    let row = msgs.iter().find(|m| m.0 == b'D').expect("a row").1;
+    String::from_utf8_lossy(&row[6..]).into_owned()
+}
+
+/// Bind of `statement` to the unnamed portal, Describe of the portal, Execute: as pgJDBC,
+/// psycopg and node-postgres run a statement.
+fn bind_describe_execute(statement: &str) -> Vec<u8> {
+    let mut out = message(b'B', &[&[0], statement.as_bytes(), &[0, 0, 0, 0, 0, 0, 0]].concat());
+    out.extend(message(b'D', b"P\0"));
+    out.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    out
+}
+
+/// The message types of an answer, ParameterStatus and notices left out.
+fn answer_tags(got: &[u8]) -> Vec<u8> {
+    backend_messages(got).iter().map(|m| m.0).filter(|t| !matches!(t, b'S' | b'N')).collect()
+}
+
+/// pgJDBC's and psycopg's prepared `BEGIN READ ONLY`: Parse, Bind, Describe, Execute and Sync of
+/// the BEGIN (named or unnamed), or a Bind of one prepared before. Held back as a Query's BEGIN
+/// is, the transaction runs where its first statement belongs: one a standby refuses
+/// (`txid_current()`) on the primary, a read on the replica. (The BEGIN went to a replica at
+/// once, and such a first statement failed there with 25006.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_begin_read_only_runs_where_its_first_statement_belongs() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let (primary_port, replica_port) = (pg.port().to_string(), replica.port().to_string());
+    let mut raw = raw_login(addr(&gw)).await;
+    let txid = "SELECT txid_current() > 0";
+    // The statement, the BEGIN the batch parses (None: a Bind of the one parsed before), the
+    // answer's tag, the transaction's first statement and the server it belongs on.
+    let cases = [
+        ("", Some("BEGIN READ ONLY"), "BEGIN", txid, &primary_port),
+        ("", Some("BEGIN READ ONLY"), "BEGIN", "SELECT 1", &replica_port),
+        ("b1", Some("START TRANSACTION READ ONLY"), "START TRANSACTION", txid, &primary_port),
+        ("b1", None, "START TRANSACTION", "SELECT 1", &replica_port),
+        ("b1", None, "START TRANSACTION", txid, &primary_port),
+    ];
+    for (round, (name, parses, tag, first, on)) in cases.into_iter().enumerate() {
+        let mut batch = parses.map(|text| parse(name, text)).unwrap_or_default();
+        batch.extend(bind_describe_execute(name));
+        batch.extend(sync());
+        raw.write_all(&batch).await.unwrap();
+        let got = read_until_status(&mut raw, b'T').await;
+        let answer: &[u8] = if parses.is_some() { b"12nCZ" } else { b"2nCZ" };
+        assert_eq!(answer_tags(&got), answer, "round {round}: {:?}", backend_messages(&got));
+        let complete = backend_messages(&got).into_iter().find(|m| m.0 == b'C').unwrap().1.to_vec();
+        assert_eq!(complete, format!("{tag}\0").into_bytes(), "round {round}");
+        raw_value(&mut raw, first, b'T').await;
+        let port = raw_value(&mut raw, "SELECT inet_server_port()", b'T').await;
+        assert_eq!(&port, on, "round {round}: a transaction begun with {first}");
+        assert_eq!(raw_value(&mut raw, "SELECT current_setting('transaction_read_only')", b'T').await, "on");
+        raw.write_all(&query_message("COMMIT")).await.unwrap();
+        read_until_ready(&mut raw).await;
+        // A transaction on the primary holds the next reads there until the replica replays it.
+        caught_up().await;
+    }
+    // psycopg prepares apart (Parse and Sync), then binds the statement.
+    raw.write_all(&[parse("b2", "BEGIN READ ONLY"), sync()].concat()).await.unwrap();
+    assert_eq!(answer_tags(&read_until_ready(&mut raw).await), b"1Z");
+    raw.write_all(&[bind_describe_execute("b2"), sync()].concat()).await.unwrap();
+    assert_eq!(answer_tags(&read_until_status(&mut raw, b'T').await), b"2nCZ");
+    raw_value(&mut raw, txid, b'T').await;
+    raw.write_all(&query_message("COMMIT")).await.unwrap();
+    read_until_ready(&mut raw).await;
+    // The statement parsed by pgpilot alone is the client's on a server too.
+    raw.write_all(&query_message("BEGIN")).await.unwrap();
+    read_until_status(&mut raw, b'T').await;
+    raw.write_all(&[bind_execute("b1"), sync()].concat()).await.unwrap();
+    let got = read_until_status(&mut raw, b'T').await;
+    assert_eq!(answer_tags(&got), b"2CZ", "{:?}", backend_messages(&got));
+    raw.write_all(&query_message("ROLLBACK")).await.unwrap();
+    read_until_ready(&mut raw).await;
+    gw.shutdown().await;
+}
+
+/// asyncpg writes Bind, Execute and Sync apart, and pgpilot may read the Bind alone, while the
+/// primary that took the Parse, Describe and Flush is still attached or after. Placed then, the
+/// read went to the primary as a possible write (with statement_cache_size=0, 45 of 50 asyncpg
+/// reads): it waits for the rest of its batch and goes to the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_batch_arrives_in_pieces_goes_to_a_replica() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let before = primary_writes(&gw).await;
+    for i in 0..12 {
+        // The unnamed statement (statement_cache_size=0), and named ones (asyncpg's cache).
+        let name = if i % 2 == 0 { String::new() } else { format!("s{i}") };
+        prepare_with_flush(&mut raw, &name, "SELECT inet_server_port()").await;
+        if i % 4 >= 2 {
+            // The primary's server released before the Bind comes.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut bind = bytes::BytesMut::new();
+        pgpilot_wire::frontend::bind(&mut bind, b"", name.as_bytes(), &[0, 0, 0, 0, 0, 0]);
+        raw.write_all(&bind).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        raw.write_all(&[message(b'E', &[0, 0, 0, 0, 0]), sync()].concat()).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        let row = backend_messages(&got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
+        assert_eq!(
+            String::from_utf8_lossy(&row[6..]),
+            replica.port().to_string(),
+            "read {i} ran on the primary"
+        );
+    }
+    assert_eq!(primary_writes(&gw).await, before, "a read counted as a write");
+    gw.shutdown().await;
+}
+
+/// pgJDBC's first named execution (Parse S_1, Bind S_1, Describe, Execute, Sync: after
+/// prepareThreshold uses, and for every Statement with prepareThreshold=1) and node-postgres'
+/// named queries: the Bind names the statement the batch parses, unknown before its Parse runs.
+/// Judged by that Parse, a read goes to a replica (it went to the primary, as a write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_parsed_and_bound_by_name_in_one_batch_goes_to_a_replica() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let port_of = |got: &[u8]| -> String {
+        let row = backend_messages(got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
+        String::from_utf8_lossy(&row[6..]).into_owned()
+    };
+    let before = primary_writes(&gw).await;
+    for i in 0..5 {
+        let name = format!("S_{i}");
+        let mut batch = parse(&name, "SELECT inet_server_port()");
+        batch.extend(bind_describe_execute(&name));
+        batch.extend(sync());
+        raw.write_all(&batch).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        assert_eq!(port_of(&got), replica.port().to_string(), "the first execution of {name}");
+        // Run again by name, on whichever server: prepared there if it lacks it.
+        raw.write_all(&[bind_execute(&name), sync()].concat()).await.unwrap();
+        let got = read_until_ready(&mut raw).await;
+        assert_eq!(port_of(&got), replica.port().to_string(), "the second execution of {name}");
+    }
+    // A write parsed and bound by name still goes to the primary.
+    raw.write_all(&[parse("w", "SELECT txid_current()"), bind_execute("w"), sync()].concat()).await.unwrap();
+    let got = read_until_ready(&mut raw).await;
+    assert!(backend_messages(&got).iter().all(|m| m.0 != b'E'), "{:?}", backend_messages(&got));
+    assert_eq!(primary_writes(&gw).await, before + 1.0, "only the write counted as one");
+    gw.shutdown().await;
+}
+
+/// A prepared `SET pgpilot.route` (pgJDBC, psycopg once it prepares) writes nothing: it does not
+/// hold the client's reads on the primary for read-your-writes, nor count as a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_pgpilot_setting_moves_no_read_your_writes_mark() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let mut raw = raw_login(addr(&gw)).await;
+    let before = primary_writes(&gw).await;
+    for round in 0..3 {
+        for (name, value) in [("route_p", "primary"), ("route_a", "auto")] {
+            let mut batch =
+                if round == 0 { parse(name, &format!("SET pgpilot.route = {value}")) } else { Vec::new() };
+            batch.extend(bind_describe_execute(name));
+            batch.extend(sync());
+            raw.write_all(&batch).await.unwrap();
+            let got = read_until_ready(&mut raw).await;
+            assert!(answer_tags(&got).ends_with(b"2nCZ"), "{:?}", backend_messages(&got));
+        }
+        let port = raw_value(&mut raw, "SELECT inet_server_port()", b'I').await;
+        assert_eq!(port, replica.port().to_string(), "round {round}: the read after the settings");
+    }
+    assert_eq!(primary_writes(&gw).await, before, "a setting of pgpilot's counted as a write");
     gw.shutdown().await;
 }
 

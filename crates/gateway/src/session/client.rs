@@ -305,6 +305,9 @@ impl Session {
                         None => {}
                     }
                 }
+                if self.awaits_rest_of_batch() {
+                    return self.wait_for_input().await;
+                }
                 if h.tag == b'P' && self.pgpilot_setting_batch().await? {
                     return Ok(());
                 }

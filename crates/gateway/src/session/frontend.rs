@@ -549,7 +549,13 @@ impl Flow {
         if p.name.is_empty() && self.parse_local_deallocate(s, server, p.query, look) {
             return Ok(());
         }
-        self.note_looked_text(s, server, p.query, look, p.name.is_empty());
+        // A named SET of pgpilot's own settings is kept by pgpilot (`parse_local_setting`): noted
+        // as a setting, its value was read back from the server after the batch, which held the
+        // server (the primary, for `pgpilot.route = primary`) for the client's next read.
+        let own_setting = !p.name.is_empty() && super::local_statements::is_local_setting(p.query);
+        if !own_setting {
+            self.note_looked_text(s, server, p.query, look, p.name.is_empty());
+        }
         if p.name.is_empty() {
             let before = s.remember_unnamed(p.query, p.param_types);
             self.unnamed_in_step = true;

@@ -68,9 +68,14 @@ impl Session {
     pub(super) fn verdict_of(&mut self, msg: &[u8]) -> Verdict {
         let may_write = matches!(msg.first(), Some(b'F' | b'B' | b'E' | b'Q' | b'P'));
         let unknown = Verdict::Primary { reason: "unknown_statement", may_write };
-        let Some(sql) = self.text_of(msg).map(|t| self.for_reading(super::frontend::readable(t))) else {
-            return unknown;
-        };
+        let Some(text) = self.text_of(msg) else { return unknown };
+        if super::local_statements::is_local_setting(text) {
+            // A SET of pgpilot's own settings, prepared (pgJDBC, psycopg): pgpilot applies it, no
+            // server runs it, and it writes nothing. Counted as a write, it held the client's
+            // reads on the primary for read-your-writes.
+            return Verdict::Read { tag: None };
+        }
+        let sql = self.for_reading(super::frontend::readable(text));
         let quick = crate::shapes::look_of(&sql);
         let mut stated_isolation = None;
         let plain_read = quick.plain_select && self.db.plain_selects_only_read();
@@ -269,37 +274,79 @@ impl Session {
     /// when all of it up to the Sync has arrived and every statement in it reads. A simple Query is
     /// a request of its own.
     fn batch_reads_only(&mut self, batch: &[u8]) -> bool {
-        if batch.first() == Some(&b'Q') {
-            return true;
-        }
+        batch.first() == Some(&b'Q') || self.batch_reads(batch) == BatchReads::ToSync
+    }
+
+    /// What the statements after the first of the extended batch `batch` do, as far as it has
+    /// arrived (the first is the caller's to judge).
+    fn batch_reads(&mut self, batch: &[u8]) -> BatchReads {
         let look = self.routed_look;
         let limits = self.limits;
-        let mut reads = false;
+        // Statements the batch parses: a Bind of one runs what its Parse (judged) prepared, and
+        // only that Parse tells what (pgJDBC and node-postgres parse a named statement and bind
+        // it in one batch; the name means nothing before the Parse has run).
+        let mut parsed: Vec<&[u8]> = Vec::new();
+        let mut found = BatchReads::Unfinished;
         for (i, frame) in pgpilot_wire::FrontendFrames::new(batch, &limits).enumerate() {
             let later_statement = i > 0
                 && match frame.tag {
                     b'P' | b'Q' => true,
                     // A Bind of the unnamed statement runs what a Parse of this batch (checked) or
                     // the request that started on this server left.
-                    b'B' => frontend::parse_bind(frame.body()).is_some_and(|b| !b.statement.is_empty()),
+                    b'B' => frontend::parse_bind(frame.body())
+                        .is_some_and(|b| !b.statement.is_empty() && !parsed.contains(&b.statement)),
                     _ => false,
                 };
+            if frame.tag == b'P' {
+                parsed.extend(frontend::parse_parse(frame.body()).map(|p| p.name));
+            }
             match frame.tag {
                 b'S' => {
-                    reads = true;
+                    found = BatchReads::ToSync;
                     break;
                 }
                 _ if later_statement => {
                     if !matches!(self.verdict_of(frame.msg), Verdict::Read { .. }) {
+                        found = BatchReads::Not;
                         break;
                     }
                 }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {}
-                _ => break,
+                // A Flush asks for answers before the rest of the batch is known.
+                b'H' => found = BatchReads::Not,
+                b'P' | b'B' | b'D' | b'E' | b'C' => {}
+                _ => {
+                    found = BatchReads::Not;
+                    break;
+                }
             }
         }
         self.routed_look = look;
-        reads
+        found
+    }
+
+    /// Whether the extended batch at the front of the client's input reads only as far as it has
+    /// arrived, and its Sync has not: placed now it would go to the primary as a possible write
+    /// (`batch_reads_only`), so it waits for the rest. Drivers send a batch in several writes
+    /// (asyncpg writes Bind, Execute and Sync apart: most of its reads ran on the primary with
+    /// statement_cache_size=0), and PostgreSQL answers nothing of a batch before its Sync or a
+    /// Flush, so the client waits for nothing meanwhile.
+    pub(super) fn awaits_rest_of_batch(&mut self) -> bool {
+        let splits = self.mode == PoolMode::Transaction && self.db.splits_reads();
+        if !splits
+            || self.deferred_begin.is_some()
+            || self.buf.len() > BATCH_WAIT_LIMIT
+            || !matches!(self.buf.first(), Some(b'P' | b'B'))
+        {
+            return false;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let limits = self.limits;
+        let first = pgpilot_wire::FrontendFrames::new(&buf, &limits).next();
+        let waits = self.batch_reads(&buf) == BatchReads::Unfinished
+            && first.is_some_and(|f| matches!(self.verdict_of(f.msg), Verdict::Read { .. }));
+        self.routed_look = None;
+        self.buf = buf;
+        waits
     }
 
     /// Attached to a replica between transactions, a request the replica may no longer serve (one
@@ -690,6 +737,21 @@ impl Session {
         self.write(&out).await
     }
 }
+
+/// What the statements of an extended batch do, as far as it has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchReads {
+    /// Each reads, up to the batch's Sync.
+    ToSync,
+    /// One may write, or the batch asked for answers (Flush) or ended otherwise.
+    Not,
+    /// Each reads so far, and the rest has not arrived.
+    Unfinished,
+}
+
+/// The most of a batch a client's input holds while it waits for the rest (`awaits_rest_of_batch`):
+/// beyond it the batch is placed as it is.
+const BATCH_WAIT_LIMIT: usize = 64 * 1024;
 
 /// A batch, as far as it has arrived, of Parse, Describe and Close of statements and Flush only:
 /// nothing in it runs.
