@@ -98,6 +98,15 @@ fn remember(replica: &Cluster) {
     REPLICA_PORTS.lock().unwrap().push(replica.port());
 }
 
+/// A primary, one caught-up replica and a gateway splitting reads between them, ready.
+async fn split_with_one_replica() -> (Cluster, Cluster, Gateway) {
+    let pg = Cluster::start();
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    (pg, replica, gw)
+}
+
 /// A streaming replica of `pg`, caught up, its port remembered.
 fn caught_up_replica(pg: &Cluster) -> Cluster {
     let replica = pg.start_replica();
@@ -1054,10 +1063,7 @@ async fn a_function_replaced_by_one_that_writes_is_called_on_the_primary_at_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgpilot_settings_sent_with_the_extended_protocol_route_the_session() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, _replica, gw) = split_with_one_replica().await;
     let mut c = raw_login(addr(&gw)).await;
     let port_read = async |c: &mut tokio::net::TcpStream| -> u16 {
         c.write_all(&message(b'Q', b"SELECT inet_server_port()\0")).await.unwrap();
@@ -1254,10 +1260,7 @@ async fn writes_hidden_behind_views_operators_casts_aggregates_and_defaults_run_
 /// that needed the primary waited forever for a server the pinned client could not give up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sql_prepare_sent_with_the_extended_protocol_runs_where_its_executes_do() {
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (pg, _replica, gw) = split_with_one_replica().await;
     let c = connect(&gw).await;
     let prepare = c.prepare("PREPARE px AS SELECT inet_server_port()").await.unwrap();
     c.execute(&prepare, &[]).await.unwrap();
@@ -1629,10 +1632,7 @@ async fn read_until_status(raw: &mut tokio::net::TcpStream, status: u8) -> Vec<u
 /// primary for read-your-writes: every asyncpg read went there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     for i in 0..5 {
         let name = format!("a{i}");
@@ -1672,10 +1672,7 @@ async fn a_prepare_alone_does_not_hold_reads_on_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_bound_in_the_batch_that_prepared_it_moves_no_mark() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     for i in 0..10 {
         let mut prepare = bytes::BytesMut::new();
@@ -1705,10 +1702,7 @@ async fn a_read_bound_in_the_batch_that_prepared_it_moves_no_mark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_transaction_prepared_with_flush_runs_on_a_replica() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     for i in 0..3 {
         raw.write_all(&query_message("BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY;")).await.unwrap();
@@ -1729,10 +1723,7 @@ async fn a_read_only_transaction_prepared_with_flush_runs_on_a_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bind_of_the_unnamed_statement_parsed_before_is_routed_by_its_text() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     let port_of = |got: &[u8]| -> u16 {
         let row = backend_messages(got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
@@ -1872,10 +1863,7 @@ fn answer_tags(got: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_extended_begin_read_only_runs_where_its_first_statement_belongs() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (pg, replica, gw) = split_with_one_replica().await;
     let (primary_port, replica_port) = (pg.port().to_string(), replica.port().to_string());
     let mut raw = raw_login(addr(&gw)).await;
     let txid = "SELECT txid_current() > 0";
@@ -1933,10 +1921,7 @@ async fn an_extended_begin_read_only_runs_where_its_first_statement_belongs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_whose_batch_arrives_in_pieces_goes_to_a_replica() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     let before = primary_writes(&gw).await;
     for i in 0..12 {
@@ -1971,10 +1956,7 @@ async fn a_read_whose_batch_arrives_in_pieces_goes_to_a_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_parsed_and_bound_by_name_in_one_batch_goes_to_a_replica() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     let port_of = |got: &[u8]| -> String {
         let row = backend_messages(got).into_iter().find(|m| m.0 == b'D').expect("a row").1.to_vec();
@@ -2007,10 +1989,7 @@ async fn a_read_parsed_and_bound_by_name_in_one_batch_goes_to_a_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_pgpilot_setting_moves_no_read_your_writes_mark() {
     use tokio::io::AsyncWriteExt;
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (_pg, replica, gw) = split_with_one_replica().await;
     let mut raw = raw_login(addr(&gw)).await;
     let before = primary_writes(&gw).await;
     for round in 0..3 {
@@ -2284,10 +2263,7 @@ async fn a_read_connecting_to_a_hung_replica_moves_when_it_is_banned() {
 /// is not banned (nor the primary reported down) for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_connection_ended_alone_bans_no_server() {
-    let pg = Cluster::start();
-    let replica = caught_up_replica(&pg);
-    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
-    wait_ready(&gw, 1).await;
+    let (pg, replica, gw) = split_with_one_replica().await;
     let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                 WHERE application_name = 'pgpilot-monitor'";
     let mut killed = 0;
