@@ -339,8 +339,13 @@ impl Session {
         {
             return false;
         }
-        let buf = std::mem::take(&mut self.buf);
+        // Most batches arrive whole: one holding its Sync or a Flush is never `Unfinished`, and
+        // is placed without being judged here as well as in `decide`.
         let limits = self.limits;
+        if pgpilot_wire::FrontendFrames::new(&self.buf, &limits).any(|f| matches!(f.tag, b'S' | b'H')) {
+            return false;
+        }
+        let buf = std::mem::take(&mut self.buf);
         let first = pgpilot_wire::FrontendFrames::new(&buf, &limits).next();
         let waits = self.batch_reads(&buf) == BatchReads::Unfinished
             && first.is_some_and(|f| matches!(self.verdict_of(f.msg), Verdict::Read { .. }));
