@@ -2405,6 +2405,109 @@ async fn a_shared_statement_reads_its_literals_under_the_clients_own_settings() 
     gw.shutdown().await;
 }
 
+/// More settings decide how a statement's text is read when it is prepared: `x = NULL` is
+/// rewritten by transform_null_equals, an array literal's `NULL` read by array_nulls (and the text
+/// converted from the client's encoding). A server copy is shared only under the same values
+/// (helper-177: a client got another client's reading of the same statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_statement_is_parsed_under_the_clients_own_transforms() {
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let sql = "SELECT count(*) FILTER (WHERE x = NULL), \
+               cardinality(array_remove('{NULL,1}'::text[], NULL)) FROM (VALUES (NULL::int), (1)) v(x)";
+    let read = |row: tokio_postgres::Row| (row.get::<_, i64>(0), row.get::<_, i32>(1));
+    let plain = connect(&gw).await;
+    assert_eq!(read(plain.query_one(sql, &[]).await.unwrap()), (0, 1));
+    let other = connect(&gw).await;
+    other.batch_execute("SET transform_null_equals = on").await.unwrap();
+    assert_eq!(
+        read(other.query_one(sql, &[]).await.unwrap()),
+        (1, 1),
+        "read under the first client's settings"
+    );
+    // Set in one query with other statements, they are read back from the server before pgpilot
+    // knows them: a statement prepared meanwhile is the client's own.
+    other
+        .batch_execute(
+            "SET transform_null_equals = off; SET array_nulls = off; SET transform_null_equals = on",
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(other.query_one(sql, &[]).await.unwrap()), (1, 2));
+    let again = sql.replace("SELECT", "SELECT /* again */");
+    other.batch_execute("RESET ALL; SET transform_null_equals = on").await.unwrap();
+    assert_eq!(read(other.query_one(again.as_str(), &[]).await.unwrap()), (1, 1));
+    assert_eq!(read(plain.query_one(again.as_str(), &[]).await.unwrap()), (0, 1));
+    assert_eq!(read(plain.query_one(sql, &[]).await.unwrap()), (0, 1));
+    gw.shutdown().await;
+}
+
+/// A driver encodes and escapes its next statement by what it was told last. After a reset
+/// outside a transaction the server reports its own defaults; the client is told its login
+/// values again before the ReadyForQuery, as PostgreSQL tells them (helper-177: psycopg, told
+/// UTF8, sent 'café' as UTF-8 to a server pgpilot had set back to LATIN1, and 'cafÃ©' was stored).
+/// Inside a transaction the server holds its defaults until the end: the client keeps what it
+/// was told then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reset_the_client_writes_in_the_encoding_it_was_told_last() {
+    use tokio::io::AsyncWriteExt;
+    let pg = Cluster::start();
+    let gw = small_pool(&pg, 1, 100).await;
+    let login = [("user", "postgres"), ("database", "postgres"), ("client_encoding", "LATIN1")];
+    let mut a = tokio::net::TcpStream::connect(addr(&gw)).await.unwrap();
+    a.write_all(&startup_packet_with(3 << 16, &login)).await.unwrap();
+    read_until_ready(&mut a).await;
+    let length_of = |text: &[u8]| {
+        let mut body = b"SELECT length('".to_vec();
+        body.extend_from_slice(text);
+        body.extend_from_slice(b"')\0");
+        message(b'Q', &body)
+    };
+    for reset in ["DISCARD ALL", "RESET ALL", "RESET client_encoding"] {
+        a.write_all(&query_message(reset)).await.unwrap();
+        let told = read_until_ready(&mut a).await;
+        assert_eq!(last_told(&told, "client_encoding").as_deref(), Some("LATIN1"), "after {reset}");
+        a.write_all(&length_of(b"caf\xe9")).await.unwrap();
+        assert_eq!(raw_first_value(&read_until_ready(&mut a).await).as_deref(), Some("4"), "after {reset}");
+    }
+    let mut told = Vec::new();
+    for step in ["BEGIN", "RESET ALL", "COMMIT"] {
+        a.write_all(&query_message(step)).await.unwrap();
+        told.extend(read_until_in_transaction_or_idle(&mut a).await);
+    }
+    assert_eq!(
+        last_told(&told, "client_encoding").as_deref(),
+        Some("UTF8"),
+        "the server's, in the transaction"
+    );
+    a.write_all(&length_of("café".as_bytes())).await.unwrap();
+    let answer = read_until_ready(&mut a).await;
+    assert_eq!(last_told(&answer, "client_encoding"), None, "nothing told since");
+    assert_eq!(raw_first_value(&answer).as_deref(), Some("4"), "read as the UTF-8 it was told");
+    gw.shutdown().await;
+}
+
+/// The first column of the first DataRow, as text.
+fn raw_first_value(bytes: &[u8]) -> Option<String> {
+    let (_, row) = backend_messages(bytes).into_iter().find(|(t, _)| *t == b'D')?;
+    let len = i32::from_be_bytes(row.get(2..6)?.try_into().ok()?);
+    let value = row.get(6..6 + usize::try_from(len).ok()?)?;
+    Some(String::from_utf8_lossy(value).into_owned())
+}
+
+/// Raw protocol: reads until any ReadyForQuery (idle or in a transaction).
+async fn read_until_in_transaction_or_idle(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(got.ends_with(b"Z\0\0\0\x05I") || got.ends_with(b"Z\0\0\0\x05T")) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 /// A SET after a RESET of the same setting in one request is what stays (`RESET x; SET x = ...`),
 /// for reported settings (ParameterStatus) and others, and after RESET ALL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2428,8 +2531,9 @@ async fn a_set_after_a_reset_in_the_same_request_stays() {
 }
 
 /// After DISCARD ALL the server reports its own defaults (ParameterStatus) and the client's values
-/// are its login ones again: it is told them with its next request, even when the server it lands
-/// on already has them (psycopg reads dates by the DateStyle it was told).
+/// are its login ones again: it is told them before the ReadyForQuery, and its next request runs
+/// under them, also on a server that has them already (psycopg reads dates by the DateStyle it
+/// was told).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_discard_all_the_client_is_told_its_login_values_again() {
     use tokio::io::AsyncWriteExt;
@@ -2441,7 +2545,7 @@ async fn after_discard_all_the_client_is_told_its_login_values_again() {
     read_until_ready(&mut a).await;
     a.write_all(&query_message("DISCARD ALL")).await.unwrap();
     let told = read_until_ready(&mut a).await;
-    assert_eq!(last_told(&told, "DateStyle").as_deref(), Some("ISO, MDY"), "the server's reset is passed on");
+    assert_eq!(last_told(&told, "DateStyle").as_deref(), Some("SQL, DMY"), "told its login value at once");
     // Another client with the same login values leaves the only server with them.
     let b = try_connect(&format!("{} options='-c DateStyle=SQL,DMY'", conninfo(&gw, "postgres", "postgres")))
         .await
@@ -2450,7 +2554,8 @@ async fn after_discard_all_the_client_is_told_its_login_values_again() {
     drop(b);
     a.write_all(&query_message("SELECT '2024-01-15'::date")).await.unwrap();
     let answer = read_until_ready(&mut a).await;
-    assert_eq!(last_told(&answer, "DateStyle").as_deref(), Some("SQL, DMY"), "told its own value again");
+    assert_eq!(raw_first_value(&answer).as_deref(), Some("15/01/2024"), "under its own DateStyle");
+    assert!(matches!(last_told(&answer, "DateStyle").as_deref(), None | Some("SQL, DMY")));
     gw.shutdown().await;
 }
 

@@ -8,6 +8,7 @@ use pgpilot_wire::error::ErrorFields;
 use pgpilot_wire::{PgError, SqlState};
 
 use super::params::{is_reported, SessionReset};
+use super::route::is_parse_setting;
 
 use super::client::Session;
 use super::expect::{
@@ -517,6 +518,7 @@ impl Flow {
             // client's next statement may come before the answer.
             s.search_path_in_flux =
                 self.settings_to_read.iter().any(|n| n.eq_ignore_ascii_case("search_path"));
+            s.parse_settings_in_flux = self.settings_to_read.iter().any(|n| is_parse_setting(n));
             self.settle_provisional_shapes(server);
         }
         if status == TxnStatus::Idle && std::mem::take(&mut self.function_ddl) {
@@ -552,6 +554,9 @@ impl Flow {
             self.observed_done(observed);
         }
         self.apply_batch(s, server, batch, Outcome { failed, rolled_back }, status);
+        if status == TxnStatus::Idle && std::mem::take(&mut s.tell_reported) {
+            self.tell_before_ready(s);
+        }
         if status == TxnStatus::Idle && server.statements.has_stale() {
             self.drop_stale_statements(server);
         }
@@ -671,6 +676,7 @@ impl Flow {
                 _ => {}
             }
         }
+        s.parse_settings_in_flux |= self.settings_to_read.iter().any(|n| is_parse_setting(n));
         // Not inside a batch the client is still sending: a Query there would run in its middle.
         if now == TxnStatus::Idle && !self.unsynced && !self.settings_to_read.is_empty() {
             let read = SettingsRead {
@@ -689,6 +695,25 @@ impl Flow {
         {
             super::flow::inject_param_sync(s, server, self);
         }
+    }
+
+    /// After a reset the server reported its own defaults, but the client's values are its login
+    /// ones again: it is told them before this ReadyForQuery, as PostgreSQL tells them, since a
+    /// driver encodes and escapes its next statement by what it was told last (client_encoding,
+    /// standard_conforming_strings). The ReadyForQuery is the last message written.
+    fn tell_before_ready(&mut self, s: &mut Session) {
+        let at = self.to_client.len().saturating_sub(6);
+        let ready = <[u8; 6]>::try_from(&self.to_client[at..]).ok().filter(|r| r[0] == b'Z');
+        let Some(ready) = ready else {
+            // Not found where expected: told with the next request, as before.
+            s.tell_reported = true;
+            return;
+        };
+        self.to_client.truncate(at);
+        for (name, value) in s.params.reported() {
+            pgpilot_wire::backend::parameter_status(&mut self.to_client, name, value);
+        }
+        self.to_client.extend_from_slice(&ready);
     }
 
     /// A RESET of `name` that a ROLLBACK (or ROLLBACK TO) may undo: `name` is read back when the
@@ -760,14 +785,18 @@ fn read_back_settings(
         server.params.read_back(name, value.as_deref());
         let reset_value = read.resets.iter().position(|n| n == name).and_then(|i| reset_values.get(i));
         match reset_value {
+            // A reported setting keeps what the server reported when it was reset, which the
+            // client was told then and has encoded and escaped by since (client_encoding): it
+            // would learn its login value only after its next statement was written.
+            Some(Some(_)) if is_reported(name) => {}
             Some(Some(r)) if Some(r) == value.as_ref() => {
                 s.params.reset_to(name, &s.reset_params);
-                s.tell_reported |= is_reported(name);
                 reset_held = true;
             }
             _ => s.params.read_back(name, value.as_deref()),
         }
     }
+    s.parse_settings_in_flux = false;
     reset_held
 }
 

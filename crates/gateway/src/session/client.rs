@@ -136,6 +136,10 @@ pub struct Session {
     /// LOCAL, set_config(..., true), a SET earlier in the same query): the result cache cannot
     /// tell which tables unqualified names mean until it ends.
     pub(super) search_path_in_flux: bool,
+    /// A setting that decides how statement texts are read (`parse_context`) was changed in a
+    /// way not recorded yet: a statement prepared meanwhile may be read under a value pgpilot
+    /// does not know, so its server copies are this client's alone.
+    pub(super) parse_settings_in_flux: bool,
     /// A cache miss whose answer the next attachment collects.
     pub(super) pending_fill: Option<Box<crate::cache::Fill>>,
     /// The transaction in progress may use the cache (see txn_cache.rs).
@@ -211,6 +215,7 @@ impl Session {
             pgpilot_settings_before: None,
             cache_identity_changed: false,
             search_path_in_flux: false,
+            parse_settings_in_flux: false,
             pending_fill: None,
             read_only_txn: false,
             consulted: false,

@@ -149,6 +149,10 @@ impl Session {
         if settings.iter().any(|c| c.action.name().is_some_and(|n| n.eq_ignore_ascii_case("search_path"))) {
             self.search_path_in_flux = true;
         }
+        // RESET ALL names none, and resets them all.
+        if settings.iter().any(|c| c.action.name().is_none_or(is_parse_setting)) {
+            self.parse_settings_in_flux = true;
+        }
     }
 
     pub(super) fn refresh_search_path(&mut self) {
@@ -596,7 +600,11 @@ impl Session {
         param_types: &[u8],
     ) -> Arc<crate::pool::statements::PreparedStatement> {
         let may_change_session = super::frontend::parsed_text_look(query).may_change_session();
-        let context = self.parse_context();
+        let context = if self.parse_settings_in_flux {
+            Some(format!("unsettled, client {}\0", self.reg.info.id))
+        } else {
+            self.parse_context()
+        };
         let stmt = crate::pool::statements::PreparedStatement::under(
             query,
             param_types,
@@ -608,11 +616,11 @@ impl Session {
     }
 
     /// What a server copy of a statement prepared now depends on besides its text: PostgreSQL
-    /// reads a statement's names by the search_path, and its literals (`'03/04/2024'::date`,
-    /// `'a\\b'`, `'12:00'::timestamptz`) and the constants it folds (`0.1::float8::text`,
-    /// `'\\x01'::bytea::text`) by these settings, once, when it is prepared. Clients share server
-    /// copies, so a copy prepared under other values is another statement. None when the client
-    /// set none of them (the common case: no allocation).
+    /// converts its text from the client's encoding, reads its names by the search_path, and its
+    /// literals (`'03/04/2024'::date`, `'a\\b'`, `'12:00'::timestamptz`) and the constants it
+    /// folds (`0.1::float8::text`, `'\\x01'::bytea::text`) by these settings, once, when it is
+    /// prepared. Clients share server copies, so a copy prepared under other values is another
+    /// statement. None when the client set none of them (no allocation).
     fn parse_context(&self) -> Option<String> {
         let mut context: Option<String> = None;
         for name in PARSE_SETTINGS {
@@ -771,7 +779,7 @@ fn describe_only(batch: &[u8], limits: &pgpilot_wire::frame::Limits) -> bool {
 
 /// The settings a statement is parsed and planned under that change what it means or returns
 /// (see `parse_context`).
-const PARSE_SETTINGS: [&str; 7] = [
+const PARSE_SETTINGS: [&str; 13] = [
     "search_path",
     "DateStyle",
     "IntervalStyle",
@@ -779,7 +787,20 @@ const PARSE_SETTINGS: [&str; 7] = [
     "standard_conforming_strings",
     "extra_float_digits",
     "bytea_output",
+    // The text itself is converted from the client's encoding when it is parsed.
+    "client_encoding",
+    // `x = NULL` is rewritten to `x IS NULL` at parse time.
+    "transform_null_equals",
+    // How array and XML literals, backslashes and money literals are read.
+    "array_nulls",
+    "xmloption",
+    "backslash_quote",
+    "lc_monetary",
 ];
+
+pub(super) fn is_parse_setting(name: &str) -> bool {
+    PARSE_SETTINGS.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
 
 /// A SET or RESET of pgpilot's own settings, read and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
