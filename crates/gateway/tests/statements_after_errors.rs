@@ -122,6 +122,34 @@ async fn a_prepare_of_several_commands_fails_while_every_server_is_busy() {
     assert_eq!(exchange(&mut s, [bind_execute("m"), sync()].concat()).await, ["2", "D:2", "C", "Z:I"]);
 }
 
+/// A statement acknowledged while every server was busy is checked by the first server given it,
+/// at its first Bind: if that server refuses the text (a table that does not exist), the client
+/// gets the server's error there, and the name is free again, as PostgreSQL's refused Parse never
+/// took it (helper-177: the name stayed taken, 42P05 on every Parse of it after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_acknowledged_while_servers_were_busy_is_free_again_when_its_text_is_refused() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let busy = connect(&gw).await;
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut s = raw_login(addr(&gw)).await;
+    let acknowledged =
+        exchange(&mut s, [parse("g1", "SELECT nosuchcol FROM nosuchtable"), sync()].concat()).await;
+    assert_eq!(acknowledged, ["1", "Z:I"], "acknowledged without the busy server");
+    busy.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(exchange(&mut s, [bind_execute("g1"), sync()].concat()).await, ["E:42P01", "Z:I"]);
+    let again = exchange(&mut s, [parse("g1", "SELECT 'g1ok'"), sync()].concat()).await;
+    assert_eq!(again, ["1", "Z:I"], "the name is free");
+    assert_eq!(exchange(&mut s, [bind_execute("g1"), sync()].concat()).await, ["2", "D:g1ok", "C", "Z:I"]);
+    // A statement skipped after an error is not refused: its name stays.
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    assert_eq!(exchange(&mut s, [parse("g2", "SELECT 2"), sync()].concat()).await, ["1", "Z:I"]);
+    busy.batch_execute("COMMIT").await.unwrap();
+    let skipped = [parse("", "SELECT 1/0"), bind_execute(""), bind_execute("g2"), sync()].concat();
+    assert_eq!(exchange(&mut s, skipped).await, ["1", "E:22012", "Z:I"]);
+    assert_eq!(exchange(&mut s, [bind_execute("g2"), sync()].concat()).await, ["2", "D:2", "C", "Z:I"]);
+}
+
 /// After an error PostgreSQL skips the rest of the batch up to its Sync: a Parse of the unnamed
 /// statement there does not happen, and the unnamed statement stays the one that failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

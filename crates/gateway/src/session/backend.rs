@@ -142,6 +142,9 @@ impl Flow {
             let entry = self.expected.pop().expect("front exists");
             match entry {
                 _ if tag == b'Z' => self.ready(s, server, entry, server.buf[start + 5]),
+                Expect::Injected(Reply::Parse { hash: Some(h), .. }) if !s.unverified.is_empty() => {
+                    s.unverified.retain(|(_, x)| *x != h)
+                }
                 Expect::Client(Reply::Execute(Some(observed))) if tag == b's' => {
                     self.observe_suspended(observed)
                 }
@@ -410,6 +413,9 @@ impl Flow {
             self.unsynced = true;
         }
         let failed = self.expected.pop();
+        if let Some(Expect::Injected(Reply::Parse { hash: Some(h), .. })) = failed {
+            free_unverified_names(s, h);
+        }
         // PostgreSQL drops the unnamed statement before it parses the new one: a Parse of it that
         // failed (not one skipped) leaves none.
         let unnamed_parse_failed = matches!(failed, Some(Expect::Client(Reply::UnnamedParse(_))));
@@ -844,6 +850,24 @@ pub(super) fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) ->
         }
         _ => None,
     }
+}
+
+/// A statement acknowledged without a server whose text a server refused: its names are free, as PostgreSQL's own failed Parse took none. The
+/// client was told the server's error at the statement's first Bind.
+fn free_unverified_names(s: &mut Session, hash: u64) {
+    if s.unverified.is_empty() {
+        return;
+    }
+    let names = &mut s.statements.named;
+    s.unverified.retain(|(name, h)| {
+        if *h != hash {
+            return true;
+        }
+        if names.get(name).is_some_and(|stmt| stmt.hash == hash) {
+            names.remove(name);
+        }
+        false
+    });
 }
 
 fn apply_sql_change(s: &mut Session, server: &mut ServerConn, change: SqlStatementChange) {

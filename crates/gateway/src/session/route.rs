@@ -711,9 +711,14 @@ impl Session {
             match action {
                 LocalAction::Close(name) => {
                     self.statements.named.remove(&name);
+                    self.unverified.retain(|(n, _)| *n != name);
                     out.extend_from_slice(super::expect::CLOSE_COMPLETE);
                 }
                 LocalAction::Prepare(name, stmt) => {
+                    if self.unverified.len() == UNVERIFIED_KEPT {
+                        self.unverified.remove(0);
+                    }
+                    self.unverified.push((name.clone(), stmt.hash));
                     self.statements.named.insert(name, stmt);
                     out.extend_from_slice(super::expect::PARSE_COMPLETE);
                 }
@@ -797,6 +802,10 @@ const PARSE_SETTINGS: [&str; 13] = [
     "backslash_quote",
     "lc_monetary",
 ];
+
+/// Names acknowledged without a server that are remembered until a server checks them: a client
+/// preparing more before binding any is rare (bounded all the same).
+const UNVERIFIED_KEPT: usize = 256;
 
 pub(super) fn is_parse_setting(name: &str) -> bool {
     PARSE_SETTINGS.iter().any(|s| s.eq_ignore_ascii_case(name))
