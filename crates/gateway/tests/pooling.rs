@@ -776,13 +776,16 @@ async fn session_pooling_statistics_count_transactions_as_they_end() {
     gw.shutdown().await;
 }
 
-/// A client logging in while the server is down is told so once server_connect_timeout has
-/// passed, with the reason, instead of waiting out client_login_timeout for a bare timeout.
+/// A client logging in before any server connection has opened waits for one as queries do, up
+/// to query_wait_timeout, so a pgpilot started while PostgreSQL restarts queues its first clients
+/// (as PgBouncer does; helper-178: they were refused after server_connect_timeout). Past it, the
+/// client is told why, not a bare timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logging_in_while_the_server_is_down_fails_with_the_reason() {
+async fn logging_in_while_the_server_is_down_waits_then_fails_with_the_reason() {
     let pg = Cluster::start();
     let mut config = config_for(&pg);
-    config.pgpilot.server_connect_timeout = Secs::from_secs(2);
+    config.pgpilot.server_connect_timeout = Secs::from_secs(1);
+    config.pgpilot.query_wait_timeout = Secs::from_secs(5);
     let gw = start(config).await;
     pg.stop();
     let started = Instant::now();
@@ -790,7 +793,17 @@ async fn logging_in_while_the_server_is_down_fails_with_the_reason() {
     assert_eq!(sqlstate(&err).as_deref(), Some("08006"), "{err}");
     let text = format!("{err:?}");
     assert!(text.contains("could not connect") && text.to_lowercase().contains("refused"), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // Connection attempts back off (0.1 s doubling): it gives up once the next would come past
+    // query_wait_timeout.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(10), "took {waited:?}");
+    // Back within the wait: the client logs in.
+    let info = conninfo(&gw, "postgres", "postgres");
+    let login = tokio::spawn(async move { try_connect(&info).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| pg.start_server());
+    let client = login.await.unwrap().expect("logged in once the server is back");
+    assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
     gw.shutdown().await;
 }
 

@@ -196,9 +196,12 @@ async fn server_defaults(
     db: &Database,
 ) -> Result<std::sync::Arc<Vec<(String, String)>>, PgError> {
     db.wait_roles_checked().await;
-    // A server that cannot be reached fails the login after server_connect_timeout, saying why,
-    // rather than holding the client until client_login_timeout.
-    let give_up = std::time::Instant::now() + pools.pools[db.primary_index()].settings.load().connect_timeout;
+    // Before any server connection has opened, a client waits for one as its queries would, up to
+    // query_wait_timeout (as in PgBouncer: a pgpilot started while PostgreSQL restarts queues its
+    // first clients), and is then told why, rather than a bare timeout. With no
+    // query_wait_timeout, client_login_timeout ends the wait.
+    let wait = pools.pools[db.primary_index()].settings.load().query_wait_timeout;
+    let give_up = std::time::Instant::now() + wait.unwrap_or(std::time::Duration::from_secs(24 * 3600));
     // Bounded in case roles flap.
     for _ in 0..100 {
         let index = db.primary_index();
@@ -214,7 +217,7 @@ async fn server_defaults(
                 let why = primary.last_error.lock().clone().unwrap_or_else(|| "no answer".into());
                 return Err(PgError::fatal(
                     SqlState::CONNECTION_FAILURE,
-                    format!("pgpilot could not connect to the server: {why}"),
+                    format!("pgpilot could not connect to the server within query_wait_timeout: {why}"),
                 ));
             }
             Err(CheckoutError::Rerouted) => continue,
