@@ -165,7 +165,8 @@ fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<std::process::E
 
 /// Starts a demo, waits for a line starting with `marker`, lets it go on for `settle`, sends
 /// SIGINT as Ctrl-C would, and checks that everything the demo had announced is gone.
-fn interrupt_after(marker: &str, settle: Duration) {
+/// `stopping` begins what the demo must say it stops: only what it had started.
+fn interrupt_after(marker: &str, settle: Duration, stopping: &str) {
     let mut child = demo_command("60", &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -203,6 +204,7 @@ fn interrupt_after(marker: &str, settle: Duration) {
     };
     assert_eq!(status.code(), Some(1), "an interrupted demo exits with 1\n{context}");
     assert!(context.contains("Stopped:"), "{context}");
+    assert!(context.contains(&format!("\nStopping {stopping}")), "{context}");
     assert!(!context.contains("panicked"), "{context}");
     assert!(!started.pids.is_empty() && !started.dirs.is_empty(), "{started:?}\n{context}");
     assert_gone(&started.pids, &started.dirs, &context);
@@ -210,13 +212,14 @@ fn interrupt_after(marker: &str, settle: Duration) {
 
 #[test]
 fn ctrl_c_during_the_workload_tears_everything_down() {
-    interrupt_after("Running the workload", Duration::from_secs(2));
+    interrupt_after("Running the workload", Duration::from_secs(2), "pgpilot, PostgreSQL");
 }
 
 #[test]
 fn ctrl_c_while_the_servers_start_tears_everything_down() {
     // The sample application is loading and the replica is being copied: both are cut short.
-    interrupt_after("Loading the sample application", Duration::from_millis(300));
+    // pgpilot and Redis have not started: the demo must not say it stops them.
+    interrupt_after("Loading the sample application", Duration::from_millis(300), "PostgreSQL and removing");
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub(crate) struct Plan {
     pub defines: Vec<(usize, Value)>,
 }
 
+/// Scripts are drawn in hundredths of a `-b`/`-f` weight. A demo mix's scripts carry percents
+/// (summing to 100), so a mix of weight W gives each script W times its percent and weighs W as a
+/// whole, as a single script of weight W does: `-b write-heavy@1 -b select-only@1` is half and half.
+pub(crate) const WEIGHT_UNITS: u64 = 100;
+
 const SCALE: &str = "scale";
 pub(crate) const CLIENT_ID: &str = "client_id";
 const RANDOM_SEED: &str = "random_seed";
@@ -31,23 +36,23 @@ const DEFAULT_SEED: &str = "default_seed";
 
 impl Plan {
     pub fn build(config: &BenchConfig) -> Result<Plan> {
-        let mut sources: Vec<(String, u32, String)> = Vec::new();
+        let mut sources: Vec<(String, u64, String)> = Vec::new();
         let (mut uses_pgbench_tables, mut uses_demo) = (false, false);
         for w in &config.workload {
             match w {
                 Workload::Scenario { name, weight } => {
                     if let Some(mix) = Mix::from_name(name) {
                         uses_demo = true;
-                        for (s, w) in mix.scripts() {
+                        for (s, percent) in mix.scripts() {
                             sources.push((
                                 format!("{}/{}", mix.name(), s.name),
-                                w * weight,
+                                u64::from(*weight) * u64::from(percent),
                                 s.text.to_string(),
                             ));
                         }
                     } else if let Some((full, text)) = script::builtin(name) {
                         uses_pgbench_tables = true;
-                        sources.push((full.to_string(), *weight, text.to_string()));
+                        sources.push((full.to_string(), units(*weight), text.to_string()));
                     } else {
                         bail!(
                             "unknown scenario `{name}` (built-in: {}, read-heavy, write-heavy)",
@@ -58,10 +63,10 @@ impl Plan {
                 Workload::File { path, weight } => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("reading script {}", path.display()))?;
-                    sources.push((path.display().to_string(), *weight, text));
+                    sources.push((path.display().to_string(), units(*weight), text));
                 }
                 Workload::Inline { name, text, weight } => {
-                    sources.push((name.clone(), *weight, text.clone()))
+                    sources.push((name.clone(), units(*weight), text.clone()))
                 }
             }
         }
@@ -87,20 +92,25 @@ impl Plan {
         let cumulative_weights = scripts
             .iter()
             .map(|s| {
-                total += u64::from(s.weight);
+                total += s.weight;
                 total
             })
             .collect();
         Ok(Plan { scripts, cumulative_weights, vars, uses_pgbench_tables, uses_demo, defines })
     }
 
-    pub fn script_labels(&self) -> Vec<(String, u32)> {
-        self.scripts.iter().map(|s| (s.name.clone(), s.weight)).collect()
+    /// Each script's name and weight in the user's terms (a mix's scripts get fractions of its weight).
+    pub fn script_labels(&self) -> Vec<(String, f64)> {
+        self.scripts.iter().map(|s| (s.name.clone(), s.weight as f64 / WEIGHT_UNITS as f64)).collect()
     }
 
     pub fn client_id_slot(&self) -> Option<usize> {
         self.vars.get(CLIENT_ID)
     }
+}
+
+fn units(weight: u32) -> u64 {
+    u64::from(weight) * WEIGHT_UNITS
 }
 
 /// A target ready to be measured, with its predefined variable values.

@@ -72,8 +72,12 @@ pub(crate) fn text(r: &BenchReport) -> String {
             for s in &t.scripts {
                 let _ = writeln!(
                     out,
-                    "  {:<script_w$} weight {:>3}  {:>9} txns  {:>6} failed  mean {:.3} ms",
-                    s.name, s.weight, s.transactions, s.failed, s.mean_latency_ms
+                    "  {:<script_w$} weight {:>4}  {:>9} txns  {:>6} failed  mean {:.3} ms",
+                    s.name,
+                    trim((s.weight * 100.0).round() / 100.0),
+                    s.transactions,
+                    s.failed,
+                    s.mean_latency_ms
                 );
             }
         }
@@ -114,7 +118,7 @@ mod tests {
     use crate::target::TargetInfo;
 
     fn script(name: &str) -> ScriptReport {
-        ScriptReport { name: name.into(), weight: 1, transactions: 10, failed: 0, mean_latency_ms: 1.0 }
+        ScriptReport { name: name.into(), weight: 1.0, transactions: 10, failed: 0, mean_latency_ms: 1.0 }
     }
 
     fn target(scripts: Vec<ScriptReport>) -> TargetReport {

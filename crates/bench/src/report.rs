@@ -111,7 +111,8 @@ pub struct Lag {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScriptReport {
     pub name: String,
-    pub weight: u32,
+    /// In the user's terms: a `-b`/`-f` weight, or a mix script's share of its mix's weight.
+    pub weight: f64,
     pub transactions: u64,
     pub failed: u64,
     pub mean_latency_ms: f64,
@@ -140,7 +141,7 @@ impl TargetAccum {
         TargetAccum { info, tally: Tally::new(scripts), tps_per_round: Vec::new(), elapsed: Duration::ZERO }
     }
 
-    pub fn into_report(self, scripts: &[(String, u32)], rated: bool) -> TargetReport {
+    pub fn into_report(self, scripts: &[(String, f64)], rated: bool) -> TargetReport {
         let t = self.tally;
         let mut errors: Vec<ErrorCount> = t
             .errors

@@ -122,3 +122,34 @@ fn scale_one_loads_quickly_and_the_missing_indexes_matter() {
         assert!(err.contains("refusing"), "{err}");
     });
 }
+
+/// `-b NAME@W` weighs the scenario as a whole, as pgbench weighs scripts: a mix of twelve scripts
+/// at @1 beside select-only at @1 is half and half, not select-only against each of its scripts.
+#[test]
+fn a_mix_weighs_as_much_as_a_single_script_of_the_same_weight() {
+    let cluster = Cluster::start();
+    let db = target(&cluster, "db");
+    let scenario = |name: &str, weight| Workload::Scenario { name: name.into(), weight };
+    let select_only_share = |mix_weight: u32, init: bool| {
+        let workload = vec![scenario("write-heavy", mix_weight), scenario("select-only", 1)];
+        let mut c = config(vec![db.clone()], workload, 4, per_client(200));
+        c.init = init;
+        c.scale = Some(1.0);
+        let report = pgpilot_bench::run(c).unwrap();
+        let t = only(&report);
+        assert_eq!(t.failed, 0, "{:?}", t.errors);
+        let select_only = t.scripts.iter().find(|s| s.name == "select-only").expect("select-only");
+        assert_eq!(select_only.weight, 1.0);
+        let mix_weight_reported: f64 =
+            t.scripts.iter().filter(|s| s.name.starts_with("write-heavy/")).map(|s| s.weight).sum();
+        assert!((mix_weight_reported - f64::from(mix_weight)).abs() < 1e-9, "{:?}", t.scripts);
+        let booking = t.scripts.iter().find(|s| s.name == "write-heavy/book_transaction").unwrap();
+        assert!((booking.weight - 0.25 * f64::from(mix_weight)).abs() < 1e-9, "{booking:?}");
+        select_only.transactions as f64 / t.transactions as f64
+    };
+    // 800 transactions: a binomial share of 0.5 strays beyond 0.35..0.65 about never.
+    let even = select_only_share(1, true);
+    assert!((0.35..=0.65).contains(&even), "write-heavy@1 -b select-only@1: select-only got {even}");
+    let tenth = select_only_share(10, false);
+    assert!((0.04..=0.16).contains(&tenth), "write-heavy@10 -b select-only@1 (1/11 expected): {tenth}");
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::binaries::{pg_bin_dir, PgBinaries};
 use crate::ports::free_port;
 use crate::run::{as_server_user, give_to_server_user, or_panic, run_checked, run_telling};
+use crate::scratch::{self, new_owned_dir, PRIMARY_PREFIX, REPLICA_PREFIX};
 
 /// Settings that make throwaway clusters fast: they never need to survive a crash.
 const FAST_SETTINGS: &str = "
@@ -74,7 +75,8 @@ impl ClusterBuilder {
 
     pub fn start(self) -> Cluster {
         let bins = pg_bin_dir().unwrap_or_else(|e| panic!("{e}"));
-        let root = new_root_dir("pgpilot-pg-");
+        scratch::sweep_once();
+        let root = new_owned_dir(PRIMARY_PREFIX);
         let data = root.path().join("data");
         copy_template(&bins, &data);
         let port = self.port.unwrap_or_else(free_port);
@@ -199,7 +201,7 @@ impl Cluster {
 
     /// A streaming replica with extra postgresql.conf lines (recovery_min_apply_delay, say).
     pub fn start_replica_with(&self, settings: &[&str]) -> Cluster {
-        let root = new_root_dir("pgpilot-replica-");
+        let root = new_owned_dir(REPLICA_PREFIX);
         give_to_server_user(root.path());
         let data = root.path().join("data");
         let mut cmd = as_server_user(self.bins.tool("pg_basebackup"));
@@ -351,17 +353,6 @@ impl Drop for Cluster {
     }
 }
 
-fn new_root_dir(prefix: &str) -> tempfile::TempDir {
-    // tempfile's error names the path it tried.
-    let dir = or_panic(
-        tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp"),
-        "creating a temporary directory under /tmp",
-    );
-    // The server user must be able to enter the directory to reach its socket and data.
-    let _ = Command::new("chmod").arg("755").arg(dir.path()).output();
-    dir
-}
-
 /// initdb once per machine and PostgreSQL version, then copy: initdb costs a second or two per cluster.
 /// Test binaries and the `pgpilot demo` processes they start share the template, so making and
 /// copying it happen under a file lock: a process must never copy a half-made template, nor replace
@@ -378,7 +369,8 @@ fn copy_template(bins: &PgBinaries, data: &Path) {
     let mut where_from = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&bins.dir, &mut where_from);
     let dir_hash = std::hash::Hasher::finish(&where_from) as u32;
-    let template = PathBuf::from(format!("/tmp/pgpilot-testkit-template-{version}-{dir_hash:08x}-uid{uid}"));
+    let template =
+        scratch::base_dir().join(format!("pgpilot-testkit-template-{version}-{dir_hash:08x}-uid{uid}"));
     let lock_path = template.with_extension("lock");
     // Another user's earlier run may own the file: a read-only descriptor locks just as well.
     let lock = fs::OpenOptions::new()

@@ -4,6 +4,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
+use crate::run::or_panic;
+use crate::scratch::{self, new_owned_dir, REDIS_PID_FILE, REDIS_PREFIX};
 
 /// A redis-server on a loopback port, without persistence, killed on drop.
 pub struct RedisServer {
@@ -21,7 +23,9 @@ impl RedisServer {
     }
 
     fn start_node(cluster: bool) -> RedisServer {
-        let mut server = RedisServer { port: free_port(), cluster, child: None, _dir: tempdir() };
+        scratch::sweep_once();
+        let mut server =
+            RedisServer { port: free_port(), cluster, child: None, _dir: new_owned_dir(REDIS_PREFIX) };
         server.spawn();
         server
     }
@@ -74,7 +78,11 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!("redis-server could not be started ({e}): install it (Debian/Ubuntu: `apt-get install redis-server`)")
             });
+        // For the sweep of a directory whose owner was killed (see scratch.rs).
+        let pid_file = self._dir.path().join(REDIS_PID_FILE);
+        let written = std::fs::write(&pid_file, child.id().to_string());
         self.child = Some(child);
+        or_panic(written, format_args!("writing {}", pid_file.display()));
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
@@ -149,12 +157,4 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         self.nodes[0].url()
     }
-}
-
-fn tempdir() -> tempfile::TempDir {
-    // tempfile's error names the path it tried.
-    crate::run::or_panic(
-        tempfile::Builder::new().prefix("pgpilot-redis-").tempdir_in("/tmp"),
-        "creating a temporary directory under /tmp",
-    )
 }

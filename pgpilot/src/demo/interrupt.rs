@@ -50,7 +50,7 @@ impl Interrupt {
                     _ = hup.recv() => {}
                 }
                 if first {
-                    eprintln!("\nStopping pgpilot, PostgreSQL and Redis and removing their directories...");
+                    // The session says what it stops: it knows what has started.
                     flag.store(true, Ordering::Relaxed);
                     let _ = tx.send(true);
                     first = false;

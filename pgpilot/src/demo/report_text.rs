@@ -6,6 +6,14 @@ use super::report::{DemoReport, PhaseSummary, TargetFigures};
 
 const NOT_AVAILABLE: &str = "not available in this build";
 
+/// Where the values of the labelled lines (reads, cache, pool) start.
+const VALUE_COLUMN: usize = 26;
+
+/// Below these, per target and mix, tail latencies rest on a few transactions and their ratios
+/// swing from one run to the next (0.14x, then 2.21x).
+const STEADY_MEASURED_S: f64 = 8.0;
+const STEADY_TRANSACTIONS: u64 = 2_000;
+
 pub fn render(r: &DemoReport, out: &mut String) {
     let _ = writeln!(
         out,
@@ -68,7 +76,25 @@ fn throughput(r: &DemoReport, out: &mut String) {
         target_line(out, "", "through pgpilot", &phase.pgpilot);
         ratio_line(out, phase);
     }
+    short_run_caveat(r, out);
     out.push('\n');
+}
+
+/// A short demo still prints ratios; it must not pass them off as steady.
+fn short_run_caveat(r: &DemoReport, out: &mut String) {
+    let measured_s = r.settings.run_s * r.settings.rounds as f64;
+    let fewest = r.workload.phases.iter().flat_map(|p| [p.direct.transactions, p.pgpilot.transactions]).min();
+    let Some(fewest) = fewest else { return };
+    if measured_s >= STEADY_MEASURED_S && fewest >= STEADY_TRANSACTIONS {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "(a short measurement: {measured_s:.1} s per target and mix, as few as {} transactions. p95 and p99\n \
+         rest on a handful of slow transactions, and their ratios can swing widely from one run to the next;\n \
+         a longer --duration gives steadier figures)",
+        thousands(fewest)
+    );
 }
 
 fn target_line(out: &mut String, mix: &str, name: &str, t: &TargetFigures) {
@@ -115,14 +141,11 @@ fn reads_and_cache(r: &DemoReport, out: &mut String) {
             }
         }
     };
-    let _ = writeln!(out, "Reads through pgpilot:  {line}");
+    labelled(out, "Reads through pgpilot:", &line);
     if reads.replica_share.is_some_and(|share| share < 0.5) {
         // Otherwise the demo seems to show a replica that does not help.
-        let _ = writeln!(
-            out,
-            "                        (read-your-writes keeps a session's reads on the primary until a replica has\n\
-             \x20                        replayed its last write; the demo's sessions write several times a second)"
-        );
+        labelled(out, "", "(read-your-writes keeps a session's reads on the primary until a replica has");
+        labelled(out, "", " replayed its last write; the demo's sessions write several times a second)");
     }
     let c = &r.cache;
     let line = match (c.available, &c.error) {
@@ -136,7 +159,7 @@ fn reads_and_cache(r: &DemoReport, out: &mut String) {
             thousands(c.misses.unwrap_or(0))
         ),
     };
-    let _ = writeln!(out, "Result cache:           {line}");
+    labelled(out, "Result cache:", &line);
 }
 
 fn pool(r: &DemoReport, out: &mut String) {
@@ -151,18 +174,17 @@ fn pool(r: &DemoReport, out: &mut String) {
     } else {
         "no client had to wait for a server".to_string()
     };
-    let _ = writeln!(
-        out,
-        "Pool ({} mode):        {} on at most {} (pool_size {} per server); {waiting}",
-        p.pool_mode,
+    let line = format!(
+        "{} on at most {} (pool_size {} per server); {waiting}",
         counted(p.clients as u64, "client"),
         counted(t.server_connections_peak, "server connection"),
         p.pool_size,
     );
+    labelled(out, &format!("Pool ({} mode):", p.pool_mode), &line);
     for l in &p.pools {
         let _ = writeln!(
             out,
-            "{:<24}{} {}: busy {:.0}% on average, {:.0}% at peak; {} transactions",
+            "{:<VALUE_COLUMN$}{} {}: busy {:.0}% on average, {:.0}% at peak; {} transactions",
             "",
             l.role,
             l.server,
@@ -207,7 +229,11 @@ fn advisor(r: &DemoReport, out: &mut String) {
             let mut lines = fix.lines().filter(|l| !l.trim().is_empty());
             let first = lines.next().unwrap_or_default();
             let more = lines.count();
-            let more = if more > 0 { format!("  (and {more} more lines)") } else { String::new() };
+            let more = if more > 0 {
+                format!("  (and {})", counted(more as u64, "more line"))
+            } else {
+                String::new()
+            };
             let _ = writeln!(out, "           fix: {first}{more}");
         }
     }
@@ -221,6 +247,11 @@ fn advisor(r: &DemoReport, out: &mut String) {
             counted((a.findings_total - a.top_findings.len()) as u64, "more finding"),
         );
     }
+}
+
+/// A label and its value, the value at [`VALUE_COLUMN`] however long the label.
+fn labelled(out: &mut String, label: &str, value: &str) {
+    let _ = writeln!(out, "{label:<width$} {value}", width = VALUE_COLUMN - 1);
 }
 
 /// "pg_stat_statements (56 statements)" → "pg_stat_statements".
@@ -261,11 +292,13 @@ pub fn thousands(n: u64) -> String {
 mod tests {
     use pgpilot_bench::demo_app::Stats;
 
-    use super::super::advisor::AdvisorSummary;
+    use super::super::advisor::{AdvisorSummary, FindingLine};
     use super::super::gateway_stats::{CacheUse, PoolTotals, ReadSplit};
-    use super::super::report::{DemoReport, PoolSummary, Settings, WorkloadSummary};
+    use super::super::report::{
+        DemoReport, PhaseSummary, PoolSummary, Settings, TargetFigures, WorkloadSummary,
+    };
     use super::super::stack::{ServerInfo, StackInfo};
-    use super::{counted, thousands};
+    use super::{counted, thousands, VALUE_COLUMN};
 
     const PRIMARY_URL: &str = "postgres://postgres@127.0.0.1:5555/demo";
 
@@ -336,6 +369,62 @@ mod tests {
         assert!(!kept.contains("with --keep"), "{kept}");
         let not_kept = report(1, false).render_text();
         assert!(not_kept.contains("run the demo with --keep, then pgpilot advise --url"), "{not_kept}");
+    }
+
+    #[test]
+    fn labelled_values_start_in_one_column() {
+        let text = report(16, false).render_text();
+        for label in ["Reads through pgpilot:", "Result cache:", "Pool (transaction mode):"] {
+            let line =
+                text.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label}\n{text}"));
+            let (padding, value) = line.split_at(VALUE_COLUMN);
+            assert!(padding.ends_with(' ') && !value.starts_with(' '), "{label}: {line:?}\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_fix_of_two_lines_has_one_more_line() {
+        let mut r = report(1, false);
+        let finding = |fix: &str| FindingLine {
+            severity: "warning".into(),
+            category: "config".into(),
+            title: "t".into(),
+            object: None,
+            fix: Some(fix.into()),
+        };
+        r.advisor.top_findings = vec![finding("ALTER SYSTEM a;\nALTER SYSTEM b;"), finding("a;\nb;\nc;")];
+        r.advisor.findings_total = 2;
+        let text = r.render_text();
+        assert!(text.contains("fix: ALTER SYSTEM a;  (and 1 more line)\n"), "{text}");
+        assert!(text.contains("fix: a;  (and 2 more lines)\n"), "{text}");
+    }
+
+    #[test]
+    fn ratios_of_a_short_measurement_carry_a_caveat() {
+        let phase = |transactions| {
+            let figures = TargetFigures { tps: 10.0, transactions, ..Default::default() };
+            PhaseSummary {
+                mix: "read-heavy".into(),
+                direct: figures.clone(),
+                pgpilot: figures,
+                ratio: Default::default(),
+            }
+        };
+        let with = |run_s: f64, rounds: usize, transactions: u64| {
+            let mut r = report(4, false);
+            (r.settings.run_s, r.settings.rounds) = (run_s, rounds);
+            r.workload.phases = vec![phase(transactions)];
+            r.render_text()
+        };
+        let caveat = "a short measurement";
+        let short = with(1.0, 1, 50_000);
+        assert!(
+            short.contains("(a short measurement: 1.0 s per target and mix, as few as 50,000"),
+            "{short}"
+        );
+        assert!(with(5.0, 2, 300).contains(caveat), "few transactions");
+        let steady = with(5.0, 2, 50_000);
+        assert!(!steady.contains(caveat), "{steady}");
     }
 
     #[test]

@@ -35,11 +35,28 @@ pub async fn run(args: DemoArgs) -> Outcome {
         Err(e) if is_interrupted(&e) || interrupt.is_set() => Ok(FAILURE),
         Err(e) => Err(e),
     };
+    let parts = stack.started_parts();
+    if interrupt.is_set() && !parts.is_empty() {
+        eprintln!("\nStopping {} and removing the demo's directories...", and_list(&parts));
+    }
     stack.teardown().await;
     if interrupt.is_set() {
-        eprintln!("Stopped: pgpilot, PostgreSQL and Redis are shut down and their directories removed.");
+        match parts.len() {
+            0 => eprintln!("Stopped: nothing had been started yet."),
+            1 => eprintln!("Stopped: {} is shut down and its directories removed.", parts[0]),
+            _ => eprintln!("Stopped: {} are shut down and their directories removed.", and_list(&parts)),
+        }
     }
     outcome
+}
+
+/// ["pgpilot", "PostgreSQL", "Redis"] → "pgpilot, PostgreSQL and Redis".
+fn and_list(parts: &[&str]) -> String {
+    match parts.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// Prints the report; with `--keep`, then says how to connect and waits for Ctrl-C.
@@ -62,6 +79,10 @@ async fn show(args: &DemoArgs, report: &DemoReport, stack: &Stack, interrupt: &I
 async fn demo(args: &DemoArgs, stack: &mut Stack, interrupt: &Interrupt) -> Result<DemoReport> {
     let started = Instant::now();
     let prerequisites = stack::prerequisites()?;
+    // An earlier demo killed with SIGKILL left its servers running and its directories behind.
+    for line in interrupt.guard(stack::sweep_abandoned()).await? {
+        eprintln!("Cleaned up after an earlier run: {line}");
+    }
     let mut notes = Vec::new();
     if cfg!(debug_assertions) {
         notes.push(
@@ -243,5 +264,17 @@ fn announce_gateway(stack: &Stack) {
     if let Some(gw) = &stack.describe().pgpilot {
         let config = gw.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         eprintln!("  {:<8} {:<40} dashboard {}  config {config}", "pgpilot", gw.url, gw.dashboard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::and_list;
+
+    #[test]
+    fn parts_are_listed_as_a_sentence_says_them() {
+        assert_eq!(and_list(&["PostgreSQL"]), "PostgreSQL");
+        assert_eq!(and_list(&["pgpilot", "PostgreSQL"]), "pgpilot and PostgreSQL");
+        assert_eq!(and_list(&["pgpilot", "PostgreSQL", "Redis"]), "pgpilot, PostgreSQL and Redis");
     }
 }

@@ -13,6 +13,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+const POSTGRES: &str = "PostgreSQL";
+const REDIS: &str = "Redis";
+
 /// Everything the demo started, each part present once it is running.
 #[derive(Default)]
 pub struct Stack {
@@ -53,13 +56,24 @@ pub fn panic_is_reported() -> bool {
     PANIC_IS_AN_ERROR.get()
 }
 
+/// A blocking call, which the teardown waits for.
+struct InFlight {
+    /// What it starts (`PostgreSQL`, `Redis`), for the message saying what is being stopped.
+    starts: Option<&'static str>,
+    task: JoinHandle<()>,
+}
+
 /// Blocking calls still running, which the teardown waits for.
-static IN_FLIGHT: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+static IN_FLIGHT: Mutex<Vec<InFlight>> = Mutex::new(Vec::new());
 
 /// Runs testkit's blocking (and panicking) calls off the runtime. A panic becomes an error. If the
 /// caller stops waiting (Ctrl-C), what the call returns is dropped, and so torn down, on its own
 /// thread as soon as it ends, and [`Stack::teardown`] waits for that.
-async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    starts: Option<&'static str>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
         // An unwanted result (the receiver is gone) is dropped here, on this thread.
@@ -68,7 +82,7 @@ async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 
         PANIC_IS_AN_ERROR.set(false);
         let _ = tx.send(outcome);
     });
-    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).push(InFlight { starts, task });
     match rx.await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(payload)) => {
@@ -87,7 +101,7 @@ async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 
 /// `clients` connections straight to it (the direct target) beside pgpilot's and the demo's own.
 pub async fn start_primary(clients: usize) -> Result<Arc<Cluster>> {
     let max_connections = (clients + 100).max(300);
-    blocking("starting the PostgreSQL primary", move || {
+    blocking("starting the PostgreSQL primary", Some(POSTGRES), move || {
         Arc::new(
             Cluster::builder()
                 .setting("shared_preload_libraries = 'pg_stat_statements'")
@@ -100,11 +114,21 @@ pub async fn start_primary(clients: usize) -> Result<Arc<Cluster>> {
 
 /// A streaming replica of `primary` (pg_basebackup), accepting reads once this returns.
 pub async fn start_replica(primary: Arc<Cluster>) -> Result<Arc<Cluster>> {
-    blocking("starting the streaming replica", move || Arc::new(primary.start_replica())).await
+    blocking("starting the streaming replica", Some(POSTGRES), move || Arc::new(primary.start_replica()))
+        .await
 }
 
 pub async fn start_redis() -> Result<RedisServer> {
-    blocking("starting redis-server", RedisServer::start).await
+    blocking("starting redis-server", Some(REDIS), RedisServer::start).await
+}
+
+/// Stops the servers and removes the directories of earlier runs killed before their teardown
+/// (SIGKILL, a crash); returns what was done, one line each.
+pub async fn sweep_abandoned() -> Result<Vec<String>> {
+    blocking("cleaning up after earlier runs", None, || {
+        pgpilot_testkit::sweep_abandoned().iter().map(ToString::to_string).collect()
+    })
+    .await
 }
 
 impl Stack {
@@ -138,18 +162,35 @@ impl Stack {
         let primary = self.primary.take();
         let redis = self.redis.take();
         let workdir = self.workdir.take();
-        let pending: Vec<JoinHandle<()>> =
-            IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for task in pending {
-            let _ = task.await;
+        let pending: Vec<InFlight> = IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for call in pending {
+            let _ = call.task.await;
         }
-        let _ = blocking("stopping the servers", move || {
+        let _ = blocking("stopping the servers", None, move || {
             drop(replica);
             drop(primary);
             drop(redis);
             drop(workdir);
         })
         .await;
+    }
+
+    /// What the teardown will stop: what runs, and servers still starting (their start goes on
+    /// after an interrupt, and what it started is stopped then).
+    pub fn started_parts(&self) -> Vec<&'static str> {
+        let starting: Vec<&'static str> = IN_FLIGHT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|call| !call.task.is_finished())
+            .filter_map(|call| call.starts)
+            .collect();
+        let postgres = self.primary.is_some() || self.replica.is_some() || starting.contains(&POSTGRES);
+        let redis = self.redis.is_some() || starting.contains(&REDIS);
+        [(self.gateway.is_some(), "pgpilot"), (postgres, POSTGRES), (redis, REDIS)]
+            .into_iter()
+            .filter_map(|(running, name)| running.then_some(name))
+            .collect()
     }
 
     /// What runs where, for the report and for checking afterwards that it is all gone.

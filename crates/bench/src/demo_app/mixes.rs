@@ -57,7 +57,8 @@ impl Mix {
         Mix::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// The scripts and their weights (percent of transactions).
+    /// The scripts and their weights, in percent of the mix's transactions (they sum to 100: a
+    /// mix's weight in a bench run is split among its scripts by them).
     pub fn scripts(self) -> Vec<(MixScript, u32)> {
         let weights: [u32; 12] = match self {
             //                 bal ovw rec bud pend srch open book start claim fin form
@@ -98,6 +99,9 @@ mod tests {
     fn mixes_have_the_advertised_shape() {
         assert_eq!(Mix::ReadHeavy.write_percent(), 10);
         assert_eq!(Mix::WriteHeavy.write_percent(), 50);
+        for mix in Mix::ALL {
+            assert_eq!(mix.scripts().iter().map(|(_, w)| w).sum::<u32>(), 100, "{}", mix.name());
+        }
         assert_eq!(Mix::from_name("write-heavy"), Some(Mix::WriteHeavy));
     }
 
@@ -122,8 +126,11 @@ mod tests {
             vars.intern(v);
         }
         for mix in Mix::ALL {
-            let sources: Vec<_> =
-                mix.scripts().into_iter().map(|(s, w)| (s.name.to_string(), w, s.text.to_string())).collect();
+            let sources: Vec<_> = mix
+                .scripts()
+                .into_iter()
+                .map(|(s, w)| (s.name.to_string(), u64::from(w), s.text.to_string()))
+                .collect();
             crate::script::compile(&sources, &mut vars).unwrap();
         }
     }

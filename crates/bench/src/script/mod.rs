@@ -187,7 +187,8 @@ impl SqlCommand {
 #[derive(Debug, Clone)]
 pub struct Script {
     pub name: String,
-    pub weight: u32,
+    /// Relative to the other scripts' (the plan counts in hundredths of a `-b`/`-f` weight).
+    pub weight: u64,
     pub commands: Vec<Command>,
 }
 
@@ -201,7 +202,7 @@ impl Script {
 /// before the first transaction (scale, client_id, -D ...): `:name` in SQL is substituted only for
 /// variables that are predefined, assigned by `\set`, or may come from `\gset`.
 pub fn compile(
-    sources: &[(String, u32, String)],
+    sources: &[(String, u64, String)],
     vars: &mut VarTable,
 ) -> Result<Vec<Script>, (String, ScriptError)> {
     let mut raw = Vec::new();
