@@ -185,7 +185,9 @@ async fn a_cancel_during_the_settings_sync_cancels_the_request() {
     let gw = start(config).await;
     let a = connect(&gw).await;
     a.batch_execute("SET default_text_search_config = 'pg_catalog.german'").await.unwrap();
-    // b holds the server that has a's setting: a's next request syncs it on another server.
+    // b holds the server that has a's setting: a's next request syncs it on another server. (a's
+    // session gives that server back just after its answer: on a busy machine b came first.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let b = connect(&gw).await;
     b.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let (direct, conn) =

@@ -320,6 +320,10 @@ pub struct ClientStatements {
     pub named: ByName<Box<[u8]>, Arc<PreparedStatement>>,
     /// SQL-level PREPARE name → the PREPARE statement's text, to replay it elsewhere.
     pub sql: ByName<String, String>,
+    /// Names pgpilot acknowledged without a server (session/route.rs `statements_locally`), with
+    /// their statement's hash, until a server accepts the text: if the first one given it
+    /// refuses it, the name is free again, as a Parse PostgreSQL refuses takes no name.
+    pub unverified: Vec<(Box<[u8]>, u64)>,
 }
 
 impl ClientStatements {

@@ -142,8 +142,10 @@ impl Flow {
             let entry = self.expected.pop().expect("front exists");
             match entry {
                 _ if tag == b'Z' => self.ready(s, server, entry, server.buf[start + 5]),
-                Expect::Injected(Reply::Parse { hash: Some(h), .. }) if !s.unverified.is_empty() => {
-                    s.unverified.retain(|(_, x)| *x != h)
+                Expect::Injected(Reply::Parse { hash: Some(h), .. })
+                    if !s.statements.unverified.is_empty() =>
+                {
+                    s.statements.unverified.retain(|(_, x)| *x != h)
                 }
                 Expect::Client(Reply::Execute(Some(observed))) if tag == b's' => {
                     self.observe_suspended(observed)
@@ -855,11 +857,12 @@ pub(super) fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) ->
 /// A statement acknowledged without a server whose text a server refused: its names are free, as PostgreSQL's own failed Parse took none. The
 /// client was told the server's error at the statement's first Bind.
 fn free_unverified_names(s: &mut Session, hash: u64) {
-    if s.unverified.is_empty() {
+    if s.statements.unverified.is_empty() {
         return;
     }
-    let names = &mut s.statements.named;
-    s.unverified.retain(|(name, h)| {
+    let statements = &mut *s.statements;
+    let names = &mut statements.named;
+    statements.unverified.retain(|(name, h)| {
         if *h != hash {
             return true;
         }

@@ -109,10 +109,6 @@ pub struct Session {
     pub(super) user: Arc<str>,
     /// Named and SQL-level prepared statements, by the client's names (transaction pooling).
     pub(super) statements: crate::pool::statements::LazyStatements,
-    /// Names pgpilot acknowledged without a server (`statements_locally`), with their statement's
-    /// hash, until a server accepts the text: if the first one given it refuses it, the name is
-    /// free again, as a Parse PostgreSQL refuses takes no name.
-    pub(super) unverified: Vec<(Box<[u8]>, u64)>,
     /// `SET pgpilot.route`.
     pub(super) route: crate::routing::SessionRoute,
     /// The replica group this client's reads go to (tag rules).
@@ -207,7 +203,6 @@ impl Session {
             timeouts,
             user: Arc::from(setup.user),
             statements: Default::default(),
-            unverified: Vec::new(),
             route: Default::default(),
             tag: setup.tag,
             tag_from: None,

@@ -711,14 +711,15 @@ impl Session {
             match action {
                 LocalAction::Close(name) => {
                     self.statements.named.remove(&name);
-                    self.unverified.retain(|(n, _)| *n != name);
+                    self.statements.unverified.retain(|(n, _)| *n != name);
                     out.extend_from_slice(super::expect::CLOSE_COMPLETE);
                 }
                 LocalAction::Prepare(name, stmt) => {
-                    if self.unverified.len() == UNVERIFIED_KEPT {
-                        self.unverified.remove(0);
+                    let unverified = &mut self.statements.unverified;
+                    if unverified.len() == UNVERIFIED_KEPT {
+                        unverified.remove(0);
                     }
-                    self.unverified.push((name.clone(), stmt.hash));
+                    unverified.push((name.clone(), stmt.hash));
                     self.statements.named.insert(name, stmt);
                     out.extend_from_slice(super::expect::PARSE_COMPLETE);
                 }
