@@ -155,6 +155,29 @@ pub async fn begin(client: &Client, run: &NewRun<'_>) -> Result<Option<i64>, Job
     Ok(row.map(|r| r.get(0)))
 }
 
+/// A run's history row as its task sees it while it works.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub run_id: i64,
+    /// Rows the run's earlier attempts committed: the row counts the whole run.
+    pub rows_before: i64,
+}
+
+impl Progress {
+    /// Writes the rows committed so far into the running row, so that a run still going, or one
+    /// that ends up abandoned (its instance killed), shows what it has done.
+    pub async fn record(&self, client: &Client, rows_this_attempt: i64) -> Result<(), JobError> {
+        client
+            .execute(
+                "UPDATE pgpilot.job_runs SET rows_affected = $2 WHERE id = $1 AND outcome = 'running'",
+                &[&self.run_id, &(self.rows_before + rows_this_attempt)],
+            )
+            .await
+            .context(|| "recording the run's progress in pgpilot.job_runs".into())?;
+        Ok(())
+    }
+}
+
 pub struct Finish<'a> {
     pub id: i64,
     pub outcome: &'a str,

@@ -19,13 +19,17 @@ pub enum JobError {
     /// The job cannot do what it was asked (no such table, wrong partitioning...): retrying won't help.
     #[error("{0}")]
     Invalid(String),
+    /// pgpilot is shutting down and the run stopped between two of its statements: reported as
+    /// a statement the server cancelled is (57014), since that is what the shutdown asked for.
+    #[error("{0}: pgpilot is shutting down (SQLSTATE 57014)")]
+    Cancelled(String),
 }
 
 impl JobError {
     pub fn is_transient(&self) -> bool {
         match self {
             JobError::Postgres { source, .. } => is_transient(source),
-            JobError::Invalid(_) => false,
+            JobError::Invalid(_) | JobError::Cancelled(_) => false,
         }
     }
 
@@ -39,7 +43,7 @@ impl JobError {
                     || caused_by_io(source)
                     || source.as_db_error().is_some_and(|d| matches!(d.severity(), "FATAL" | "PANIC"))
             }
-            JobError::Invalid(_) => false,
+            JobError::Invalid(_) | JobError::Cancelled(_) => false,
         }
     }
 
@@ -47,6 +51,7 @@ impl JobError {
         match self {
             JobError::Postgres { source, .. } => source.code().map(SqlState::code),
             JobError::Invalid(_) => None,
+            JobError::Cancelled(_) => Some(SqlState::QUERY_CANCELED.code()),
         }
     }
 }

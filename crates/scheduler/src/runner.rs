@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
 use crate::clock::Clock;
-use crate::history::{self, Finish, NewRun};
+use crate::history::{self, Finish, NewRun, Progress};
 use crate::pg::{self, Context, JobError};
 use crate::report::{Outcome, RunReport};
 use crate::resolver::DatabaseResolver;
 use crate::spec::JobSpec;
-use crate::tasks::{self, TaskContext, TaskOutput};
+use crate::tasks::{self, StopSignal, TaskContext, TaskOutput};
 
 /// The advisory lock class of job runs ("pgjr"); the second key is a hash of the job's name.
 pub const JOB_LOCK_CLASS: i32 = 0x7067_6a72;
@@ -167,7 +167,9 @@ async fn recorded_run(req: &RunRequest<'_>, client: &Client, report: &mut RunRep
         return Ok(());
     };
     report.run_id = Some(id);
-    let (mut problems, result) = attempts(req, client, report).await;
+    // A long run (a retention job's batches) would otherwise say nothing until it ends.
+    tracing::info!(job = %req.spec.name, kind = req.spec.kind(), run_id = id, "job started");
+    let (mut problems, result) = attempts(req, client, id, report).await;
     if result.is_err() {
         // Not a bare ROLLBACK: outside a transaction the server warns "there is no transaction
         // in progress" on every failed run.
@@ -251,6 +253,7 @@ async fn record_end_reconnected(
 async fn attempts(
     req: &RunRequest<'_>,
     client: &Client,
+    run_id: i64,
     report: &mut RunReport,
 ) -> (Vec<String>, Result<(), JobError>) {
     let limits = &req.spec.limits;
@@ -269,9 +272,15 @@ async fn attempts(
         Ok(v) => v,
         Err(e) => return (Vec::new(), Err(e)),
     };
-    let ctx = TaskContext { now: report.started_at, server_version };
+    let mut ctx = TaskContext {
+        now: report.started_at,
+        server_version,
+        stop: StopSignal::new(req.cancel.clone()),
+        progress: Progress { run_id, rows_before: 0 },
+    };
     loop {
         report.attempts += 1;
+        ctx.progress.rows_before = report.rows.unwrap_or(0);
         let mut out = TaskOutput::default();
         let result =
             cancellable(req, client, tasks::execute(client, &req.spec.task, &ctx, &mut out), report).await;
@@ -283,7 +292,8 @@ async fn attempts(
                 if e.is_transient()
                     && report.attempts <= limits.retries
                     && !e.is_connection_lost()
-                    && !client.is_closed() =>
+                    && !client.is_closed()
+                    && !ctx.stop.is_requested() =>
             {
                 // A failed statement may leave a transaction open (an sql job's own BEGIN).
                 pg::rollback_if_in_transaction(client).await;

@@ -14,6 +14,30 @@ pub struct Schedule {
     cron: Cron,
 }
 
+/// The five fields of a cron schedule in order, with what each takes.
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 (0 and 7 are Sunday) or SUN-SAT"),
+];
+
+/// Which field of a 5-field schedule the parser refuses, as "the minute field `61` (takes 0-59)":
+/// its own error says only what is wrong ("Number out of bounds"), not where. Each field is tried
+/// alone with the others `*`; None when each passes alone (or the text is a nickname).
+fn faulty_field(parser: &CronParser, text: &str) -> Option<String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if fields.len() != FIELDS.len() {
+        return None;
+    }
+    fields.iter().zip(FIELDS).enumerate().find_map(|(i, (value, (name, takes)))| {
+        let mut alone = ["*"; 5];
+        alone[i] = value;
+        parser.parse(&alone.join(" ")).is_err().then(|| format!("the {name} field `{value}` (takes {takes})"))
+    })
+}
+
 impl Schedule {
     /// Parses "*/15 * * * *", "0 3 * * 1-5", "@daily", "@hourly", "@weekly", "@monthly", "@yearly".
     /// Seconds and year fields are refused: a job table is not the place for sub-minute timers.
@@ -29,7 +53,10 @@ impl Schedule {
             ));
         }
         let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
-        let cron = parser.parse(text).map_err(|e| format!("`{text}` is not a cron schedule: {e}"))?;
+        let cron = parser.parse(text).map_err(|e| match faulty_field(&parser, text) {
+            Some(field) => format!("`{text}` is not a cron schedule: {field}: {e}"),
+            None => format!("`{text}` is not a cron schedule: {e}"),
+        })?;
         let schedule = Schedule { cron };
         if schedule.next_after(Utc::now()).is_none() {
             return Err(format!("`{text}` never fires (no such date)"));
@@ -102,6 +129,21 @@ mod tests {
         assert_eq!(weekdays.period(at(2026, 3, 2, 0, 0)), Duration::from_secs(3 * 86_400));
         let monthly = Schedule::parse("0 0 1 * *").unwrap();
         assert_eq!(monthly.period(at(2026, 1, 15, 0, 0)), Duration::from_secs(31 * 86_400));
+    }
+
+    #[test]
+    fn a_refused_schedule_names_its_wrong_field() {
+        for (bad, says) in [
+            ("61 * * * *", "the minute field `61` (takes 0-59)"),
+            ("0 24 * * *", "the hour field `24` (takes 0-23)"),
+            ("0 3 32 * *", "the day-of-month field `32` (takes 1-31)"),
+            ("0 3 * 13 *", "the month field `13` (takes 1-12 or JAN-DEC)"),
+            ("0 3 * * 8", "the day-of-week field `8`"),
+        ] {
+            let e = Schedule::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(Schedule::parse("0 3 * * 7").is_ok(), "7 is Sunday, as the message says");
     }
 
     #[test]

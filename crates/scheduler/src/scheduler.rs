@@ -442,14 +442,16 @@ async fn run_entry(shared: &Shared, job: &JobEntry, scheduled_for: Option<DateTi
     report
 }
 
+/// The end of a run. An absent value (no row count, no error) leaves its field out.
 fn log_report(r: &RunReport) {
+    let error = r.error.as_deref();
     match r.outcome {
         Outcome::Succeeded => {
-            tracing::info!(job = %r.job, rows = ?r.rows, seconds = r.duration_seconds, "job succeeded")
+            tracing::info!(job = %r.job, rows = r.rows, seconds = r.duration_seconds, "job succeeded")
         }
-        Outcome::Skipped => tracing::debug!(job = %r.job, reason = ?r.error, "job skipped"),
+        Outcome::Skipped => tracing::debug!(job = %r.job, reason = error, "job skipped"),
         Outcome::Failed => {
-            tracing::warn!(job = %r.job, error = ?r.error, attempts = r.attempts, "job failed")
+            tracing::warn!(job = %r.job, rows = r.rows, error, attempts = r.attempts, "job failed")
         }
     }
 }

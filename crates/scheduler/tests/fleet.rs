@@ -246,6 +246,68 @@ async fn shutdown_cancels_a_job_still_running_after_the_grace_period() {
     assert_eq!(last.last_outcome, Some(Outcome::Failed), "{last:?}");
 }
 
+/// s29 finding 1: a retention run is between batches, in its pause, nearly all the time, so the
+/// cancel sent at shutdown found nothing to cancel and the batches went on (the run then recorded
+/// success, or stayed 'running' when the process exited). It must stop before its next batch and
+/// record a failure with the rows deleted so far; meanwhile its history row shows its progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_a_retention_run_between_its_batches() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE audit (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL);
+         CREATE INDEX ON audit (created_at);
+         INSERT INTO audit (created_at) SELECT '2020-01-01' FROM generate_series(1, 3000);",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "trim"
+        kind = "retention"
+        schedule = "0 3 * * *"
+        database = "app"
+        table = "audit"
+        column = "created_at"
+        older_than = "1 day"
+        batch_size = 50
+        pause = "300ms"
+        "#,
+    );
+    let clock = clock(at(2026, 5, 1, 2, 59, 59));
+    let handle = start_with_grace(&cfg, clock.clone(), "a", Duration::from_millis(500));
+    clock.set(at(2026, 5, 1, 3, 0, 0));
+    // The running row counts the committed batches before the run ends.
+    cluster.wait_for(
+        "running|t",
+        "SELECT outcome, rows_affected >= 50 FROM pgpilot.job_runs",
+        Duration::from_secs(15),
+    );
+
+    let stopping = std::time::Instant::now();
+    handle.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?}", stopping.elapsed());
+    let left: i64 = cluster.psql("postgres", "SELECT count(*) FROM audit").parse().unwrap();
+    assert!(left > 0 && left < 3000, "{left} rows left");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM audit"),
+        left.to_string(),
+        "a batch ran after the stop"
+    );
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT outcome, error LIKE '%57014%', rows_affected, detail LIKE '%before the failure%' FROM pgpilot.job_runs"
+        ),
+        format!("failed|t|{}|t", 3000 - left)
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"), "0");
+    let last = handle.status()[0].clone();
+    assert_eq!(last.last_outcome, Some(Outcome::Failed), "{last:?}");
+    assert_eq!(last.last_rows, Some(3000 - left), "{last:?}");
+}
+
 /// What a reload does to the scheduler it replaces: no new run starts, the run in progress goes
 /// on past the grace period uncancelled, and the successor cannot run the job alongside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,51 @@ async fn a_bogus_future_row_makes_no_extra_partitions_and_is_reported() {
     assert_eq!(report.default_partition_rows, Some(1));
 }
 
+/// s29 finding 5: moving rows out of the default partition deletes them there first, which fires
+/// the ON DELETE action of a foreign key referencing the table: CASCADE silently deleted the
+/// referencing rows. Rows of a referenced table are left in place and the run names the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_rows_of_a_referenced_table_are_not_moved() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE ev (id int, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE ev_default PARTITION OF ev DEFAULT;
+         CREATE TABLE ev_y2026_m01 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+         CREATE TABLE ev_notes (ev_id int, ev_at date, FOREIGN KEY (ev_id, ev_at) REFERENCES ev ON DELETE CASCADE);
+         INSERT INTO ev VALUES (1, '2026-02-10');
+         INSERT INTO ev_notes VALUES (1, '2026-02-10');",
+    );
+    let cfg = config(
+        &cluster,
+        r#"
+        [[jobs]]
+        name = "ev"
+        kind = "partitions"
+        schedule = "@daily"
+        database = "app"
+        table = "ev"
+        interval = "monthly"
+        premake = 1
+        move_default_rows = true
+        "#,
+    );
+    let report = run(&cfg, "ev", &clock(at(2026, 1, 20, 0, 0, 0))).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("constraint ev_notes_ev_id_ev_at_fkey of ev_notes references public.ev"),
+        "{error}"
+    );
+    assert_eq!(partitions_of(&cluster, "ev"), ["ev_default", "ev_y2026_m01"]);
+    assert_eq!(
+        cluster.psql("postgres", "SELECT count(*) FROM ev_notes"),
+        "1",
+        "the referencing row survives"
+    );
+    assert_eq!(cluster.psql("postgres", "SELECT id FROM ev_default"), "1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periods_only_partly_covered_by_hand_made_partitions_fail_the_run() {
     let cluster = Cluster::start();

@@ -142,6 +142,22 @@ pub async fn children(
         .collect())
 }
 
+/// The foreign keys that reference `table`, as "constraint NAME of TABLE". Rows they point at
+/// cannot be moved out of the default partition: the move deletes them there first, which fires
+/// each key's ON DELETE action (CASCADE would delete the referencing rows; NO ACTION fails, 23503).
+pub async fn referencing_foreign_keys(client: &Client, table: &Relation) -> Result<Vec<String>, JobError> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT format('constraint %I of %s', conname, conrelid::regclass)
+               FROM pg_constraint WHERE contype = 'f' AND confrelid = $1 AND conparentid = 0
+              ORDER BY 1",
+            &[&table.oid],
+        )
+        .await
+        .context(|| format!("reading the foreign keys that reference {}", table.display()))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Reads `FOR VALUES FROM ('2026-01-01 00:00:00+00') TO (MAXVALUE)` as printed by pg_get_expr.
 pub fn parse_range(text: &str) -> Option<(Bound, Bound)> {
     let rest = text.trim().strip_prefix("FOR VALUES FROM (")?;

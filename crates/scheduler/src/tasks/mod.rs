@@ -6,13 +6,17 @@ pub mod periods;
 mod refresh;
 mod retention;
 mod sql;
+mod stop;
 mod thresholds;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
+use crate::history::Progress;
 use crate::pg::JobError;
 use crate::spec::Task;
+
+pub use stop::StopSignal;
 
 /// What a task runs with besides its connection.
 #[derive(Clone, Debug)]
@@ -20,6 +24,10 @@ pub struct TaskContext {
     /// The scheduler's clock at the start of the run: periods and cutoffs are counted from it.
     pub now: DateTime<Utc>,
     pub server_version: i32,
+    /// Set when the run must stop: tasks of many steps look at it between them and in pauses.
+    pub stop: StopSignal,
+    /// The run's history row, which a long task keeps told of the rows it has committed so far.
+    pub progress: Progress,
 }
 
 /// What a task did.

@@ -5,7 +5,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, Bound, Child, PartitionKey};
 use super::periods::{self, MAX_IDENTIFIER_BYTES};
-use super::{TaskContext, TaskOutput};
+use super::{StopSignal, TaskContext, TaskOutput};
 use crate::pg::{self, quote_ident, quote_literal, Context, JobError, Relation};
 use crate::spec::PartitionsTask;
 
@@ -134,11 +134,11 @@ pub async fn run(
     let children = catalog::children(client, &rel, ctx.server_version).await?;
     let mut table = Table { task, rel, key, children };
 
-    finish_pending_detaches(client, &table, cutoff, out).await?;
-    premake(client, &mut table, now_local, out).await?;
+    finish_pending_detaches(client, &table, cutoff, &ctx.stop, out).await?;
+    premake(client, &mut table, now_local, &ctx.stop, out).await?;
     watch_default(client, &table, out).await?;
     if let Some(cutoff) = cutoff {
-        retire(client, &table, cutoff, ctx.server_version, out).await?;
+        retire(client, &table, cutoff, ctx, out).await?;
     }
     Ok(())
 }
@@ -183,6 +183,7 @@ async fn finish_pending_detaches(
     client: &Client,
     table: &Table<'_>,
     cutoff: Option<NaiveDateTime>,
+    stop: &StopSignal,
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
     for child in table.children.iter().filter(|c| c.detach_pending) {
@@ -190,6 +191,7 @@ async fn finish_pending_detaches(
             out.problem(kept_partition_half_detached(table, child));
             continue;
         }
+        stop.check(|| format!("finishing the detach of {}", child.display()))?;
         let sql = format!("ALTER TABLE {} DETACH PARTITION {} FINALIZE", table.rel.sql(), child.sql());
         client
             .batch_execute(&sql)
@@ -228,10 +230,11 @@ async fn premake(
     client: &Client,
     table: &mut Table<'_>,
     now_local: NaiveDateTime,
+    stop: &StopSignal,
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
     let mut created = Vec::new();
-    let result = create_missing(client, table, now_local, &mut created, out).await;
+    let result = create_missing(client, table, now_local, stop, &mut created, out).await;
     out.partitions_created = created.len();
     if !created.is_empty() {
         out.note(format!("created {}", created.join(", ")));
@@ -243,6 +246,7 @@ async fn create_missing(
     client: &Client,
     table: &mut Table<'_>,
     now_local: NaiveDateTime,
+    stop: &StopSignal,
     created: &mut Vec<String>,
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
@@ -262,6 +266,7 @@ async fn create_missing(
             ));
             continue;
         }
+        stop.check(|| format!("creating partition {name}"))?;
         if create_partition(client, table, &name, start, end, out).await? {
             created.push(name.clone());
             table.children.push(Child {
@@ -340,6 +345,11 @@ async fn create_partition(
                 ));
                 return Ok(false);
             }
+            let keys = catalog::referencing_foreign_keys(client, &table.rel).await?;
+            if !keys.is_empty() {
+                out.problem(cannot_move_referenced(table, default, name, waiting, start, end, &keys));
+                return Ok(false);
+            }
             let moved = move_from_default(client, table, default, &qualified, start, end).await?;
             out.rows_moved += moved;
             out.note(format!("moved {moved} rows from {} into {name}", default.display()));
@@ -355,6 +365,27 @@ async fn create_partition(
     );
     client.batch_execute(&sql).await.context(|| format!("creating partition {name}"))?;
     Ok(true)
+}
+
+/// Why rows in the default partition were left there although the job may move them.
+fn cannot_move_referenced(
+    table: &Table<'_>,
+    default: &Child,
+    name: &str,
+    waiting: i64,
+    start: NaiveDate,
+    end: NaiveDate,
+    keys: &[String],
+) -> String {
+    format!(
+        "{waiting} rows for {start}..{end} sit in the default partition {}, so {name} was not created; they \
+         were not moved because {} references {}: moving deletes them from the default partition first, \
+         which would fire the foreign key's ON DELETE action (CASCADE deletes the referencing rows) or fail; \
+         drop the foreign key, let a run move the rows (`pgpilot jobs run`), then add the key back",
+        default.display(),
+        keys.join(", "),
+        table.rel.display()
+    )
 }
 
 /// The partitioned table's owner, quoted. A partition the job makes is given to it, as
@@ -556,13 +587,13 @@ async fn retire(
     client: &Client,
     table: &Table<'_>,
     cutoff: NaiveDateTime,
-    server_version: i32,
+    ctx: &TaskContext,
     out: &mut TaskOutput,
 ) -> Result<(), JobError> {
     // DETACH CONCURRENTLY (PostgreSQL 14+) takes only a SHARE UPDATE EXCLUSIVE lock on the parent,
     // but PostgreSQL refuses it when the table has a default partition.
     let has_default = table.default_partition().is_some();
-    let concurrently = server_version >= 140000 && !has_default;
+    let concurrently = ctx.server_version >= 140000 && !has_default;
     // Past retention but not named as the job names its partitions: someone else's, left alone.
     for child in table
         .children
@@ -572,7 +603,7 @@ async fn retire(
         out.note(format!("left alone: {} does not follow the job's naming", child.display()));
     }
     let mut retired = Retired::default();
-    let result = retire_each(client, table, cutoff, concurrently, &mut retired).await;
+    let result = retire_each(client, table, cutoff, concurrently, &ctx.stop, &mut retired).await;
     out.partitions_retired = retired.done.len();
     let detached_any = !retired.done.is_empty() || retired.detached_only.is_some();
     // A wall-clock time in the job's zone, which says so: the server may run in another.
@@ -597,6 +628,7 @@ async fn retire_each(
     table: &Table<'_>,
     cutoff: NaiveDateTime,
     concurrently: bool,
+    stop: &StopSignal,
     retired: &mut Retired,
 ) -> Result<(), JobError> {
     let old = table
@@ -605,6 +637,7 @@ async fn retire_each(
         .filter(|c| !c.detach_pending && past_retention(c, Some(cutoff)) && table.follows_naming(c));
     let how = if concurrently { " CONCURRENTLY" } else { "" };
     for child in old {
+        stop.check(|| format!("detaching {}", child.display()))?;
         let sql = format!("ALTER TABLE {} DETACH PARTITION {}{how}", table.rel.sql(), child.sql());
         client.batch_execute(&sql).await.context(|| format!("detaching {}", child.display()))?;
         if table.task.retention_drop {

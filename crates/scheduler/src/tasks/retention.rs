@@ -184,6 +184,11 @@ fn finished_note(
     )
 }
 
+/// How often a run writes the rows its batches committed into its history row: often enough to
+/// follow a long run (and to see what an abandoned one did), seldom enough not to add a commit to
+/// every batch.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// One run's batched delete: what it deletes, and how far it got.
 struct Batches<'a> {
     task: &'a RetentionTask,
@@ -196,17 +201,25 @@ struct Batches<'a> {
 }
 
 impl Batches<'_> {
-    /// Deletes batch after batch until none is full or the time budget is spent, and notes how
-    /// it ended.
-    async fn run(&mut self, client: &Client, out: &mut TaskOutput) -> Result<(), JobError> {
+    /// Deletes batch after batch until none is full, the time budget is spent or the run is told
+    /// to stop (checked before each batch and during each pause), and notes how it ended.
+    async fn run(
+        &mut self,
+        client: &Client,
+        ctx: &TaskContext,
+        out: &mut TaskOutput,
+    ) -> Result<(), JobError> {
         let started = Instant::now();
+        let mut progress_written = started;
         let statement = client
             .prepare(&batch_sql(self.rel, self.identity, self.predicate, self.task.batch_size))
             .await
             .context(|| format!("preparing the batched delete on {}", self.rel.display()))?;
         let budget = self.task.time_budget.duration().unwrap_or(Duration::from_secs(600));
         let pause = self.task.pause.duration().unwrap_or_default();
+        let next_batch = || format!("deleting the next batch from {}", self.rel.display());
         loop {
+            ctx.stop.check(next_batch)?;
             let n = client.execute(&statement, &[&self.cutoff]).await.context(|| {
                 format!("deleting a batch from {} (after {} rows)", self.rel.display(), self.deleted)
             })?;
@@ -225,7 +238,11 @@ impl Batches<'_> {
                 ));
                 return Ok(());
             }
-            tokio::time::sleep(pause).await;
+            if progress_written.elapsed() >= PROGRESS_EVERY {
+                ctx.progress.record(client, self.deleted).await?;
+                progress_written = Instant::now();
+            }
+            ctx.stop.pause(pause, next_batch).await?;
         }
     }
 }
@@ -270,7 +287,7 @@ pub async fn run(
         deleted: 0,
         batches: 0,
     };
-    let result = batches.run(client, out).await;
+    let result = batches.run(client, ctx, out).await;
     if result.is_err() && batches.deleted > 0 {
         // Each batch committed on its own: those rows are gone although the run failed.
         out.note(format!(

@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use super::{TaskContext, TaskOutput};
+use super::{StopSignal, TaskContext, TaskOutput};
 use crate::pg::{self, Context, JobError};
 use crate::spec::ThresholdTask;
 
@@ -120,7 +120,7 @@ pub async fn run(
         }
     }
     let mut done = Vec::new();
-    let result = process(client, &over, pass, &mut done).await;
+    let result = process(client, &over, pass, &ctx.stop, &mut done).await;
     out.rows = Some(done.len() as i64);
     let verb = pass.verb();
     match (done.is_empty(), &result) {
@@ -142,15 +142,18 @@ impl Pass {
     }
 }
 
-/// Runs the pass on each table in turn; `done` says which were, also when one fails.
+/// Runs the pass on each table in turn until told to stop; `done` says which were, also when
+/// one fails.
 async fn process(
     client: &Client,
     tables: &[Candidate],
     pass: Pass,
+    stop: &StopSignal,
     done: &mut Vec<String>,
 ) -> Result<(), JobError> {
     let verb = pass.verb();
     for t in tables {
+        stop.check(|| format!("{verb} {}", t.display))?;
         client
             .batch_execute(&format!("{verb} {}", t.sql_name))
             .await
