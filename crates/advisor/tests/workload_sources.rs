@@ -13,9 +13,7 @@ use pgpilot_testkit::Cluster;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pg_stat_statements_workload_is_advised_with_generic_plans() {
-    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
-    let url = common::database_with_orders(&cluster, "app");
-    cluster.psql("app", "CREATE EXTENSION pg_stat_statements");
+    let (_cluster, url) = orders_with_pg_stat_statements("app");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     for user in 0..50i32 {
@@ -204,9 +202,7 @@ async fn an_unreadable_workload_file_fails_the_run_when_required() {
 /// out of the latency, with a line that says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn pool_latency_counts_ordinary_statements_only() {
-    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
-    let url = common::database_with_orders(&cluster, "pool");
-    cluster.psql("pool", "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    let (cluster, url) = orders_with_pg_stat_statements("pool");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     for user in 0..50i32 {
@@ -217,20 +213,7 @@ async fn pool_latency_counts_ordinary_statements_only() {
     client.batch_execute("-- deploy 42\nCREATE INDEX orders_total_idx ON orders (total)").await.unwrap();
     client.batch_execute("REINDEX TABLE orders").await.unwrap();
     client.batch_execute("SELECT pg_sleep(0.5), id FROM orders WHERE id = 1").await.unwrap();
-    let ordinary: f64 = cluster
-        .psql(
-            "pool",
-            "SELECT sum(total_exec_time) / sum(calls) FROM pg_stat_statements \
-             WHERE query LIKE 'SELECT id, total FROM orders%'",
-        )
-        .parse()
-        .unwrap();
-
-    let mut opts = common::options(&url);
-    opts.workload.pg_stat_statements = true;
-    let report = advise(&opts, &NoProgress).await.unwrap();
-    let pool = report.pool.expect("latency is known from pg_stat_statements");
-    assert!((pool.mean_latency_ms - ordinary).abs() < 1e-6 * ordinary.max(1.0), "{ordinary} ms: {pool:#?}");
+    let pool = advised_by_recent_orders(&cluster, "pool", &url).await.pool.expect("checked");
     let basis =
         pool.explanation.iter().find(|l| l.contains("left out")).unwrap_or_else(|| panic!("{pool:#?}"));
     for left_out in ["VACUUM", "CREATE INDEX", "REINDEX", "pg_sleep"] {
@@ -242,9 +225,7 @@ async fn pool_latency_counts_ordinary_statements_only() {
 /// merged, the file's constant stays and makes the partial index.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_files_constants_survive_merging_with_pg_stat_statements() {
-    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
-    let url = common::database_with_orders(&cluster, "lit");
-    cluster.psql("lit", "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    let (cluster, url) = orders_with_pg_stat_statements("lit");
     let query = "SELECT id, created_at FROM orders WHERE status = 'pending' ORDER BY created_at LIMIT 50";
     for _ in 0..20 {
         cluster.psql("lit", query);
@@ -268,9 +249,7 @@ async fn a_files_constants_survive_merging_with_pg_stat_statements() {
 /// connection once: it is left out of the latency that sizes the pool, and named.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lock_wait_does_not_size_the_pool() {
-    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
-    let url = common::database_with_orders(&cluster, "waits");
-    cluster.psql("waits", "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    let (cluster, url) = orders_with_pg_stat_statements("waits");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     for user in 0..300i32 {
@@ -287,19 +266,34 @@ async fn a_lock_wait_does_not_size_the_pool() {
     holder.batch_execute("ROLLBACK").await.unwrap();
     waiter.await.unwrap();
 
+    let pool = advised_by_recent_orders(&cluster, "waits", &url).await.pool.expect("checked");
+    assert!(pool.explanation.iter().any(|l| l.contains("rare statements")), "{pool:#?}");
+}
+
+/// A cluster with pg_stat_statements loaded and the orders database `name`, where the extension
+/// is made and its counts start from nothing.
+fn orders_with_pg_stat_statements(name: &str) -> (Cluster, String) {
+    let cluster = Cluster::builder().setting("shared_preload_libraries = 'pg_stat_statements'").start();
+    let url = common::database_with_orders(&cluster, name);
+    cluster.psql(name, "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()");
+    (cluster, url)
+}
+
+/// The advice from pg_stat_statements, its pool sizing checked to rest on the mean execution time
+/// of the application's RECENT_ORDERS reads alone (the others left out).
+async fn advised_by_recent_orders(cluster: &Cluster, db: &str, url: &str) -> pgpilot_advisor::Report {
     let ordinary: f64 = cluster
         .psql(
-            "waits",
+            db,
             "SELECT sum(total_exec_time) / sum(calls) FROM pg_stat_statements \
              WHERE query LIKE 'SELECT id, total FROM orders%'",
         )
         .parse()
         .unwrap();
-
-    let mut opts = common::options(&url);
+    let mut opts = common::options(url);
     opts.workload.pg_stat_statements = true;
     let report = advise(&opts, &NoProgress).await.unwrap();
-    let pool = report.pool.expect("latency is known from pg_stat_statements");
+    let pool = report.pool.as_ref().expect("latency is known from pg_stat_statements");
     assert!((pool.mean_latency_ms - ordinary).abs() < 1e-6 * ordinary.max(1.0), "{ordinary} ms: {pool:#?}");
-    assert!(pool.explanation.iter().any(|l| l.contains("rare statements")), "{pool:#?}");
+    report
 }

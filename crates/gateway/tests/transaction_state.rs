@@ -2468,12 +2468,12 @@ async fn after_a_reset_the_client_writes_in_the_encoding_it_was_told_last() {
         let told = read_until_ready(&mut a).await;
         assert_eq!(last_told(&told, "client_encoding").as_deref(), Some("LATIN1"), "after {reset}");
         a.write_all(&length_of(b"caf\xe9")).await.unwrap();
-        assert_eq!(raw_first_value(&read_until_ready(&mut a).await).as_deref(), Some("4"), "after {reset}");
+        assert_eq!(first_value_or_error(&read_until_ready(&mut a).await), "4", "after {reset}");
     }
     let mut told = Vec::new();
     for step in ["BEGIN", "RESET ALL", "COMMIT"] {
         a.write_all(&query_message(step)).await.unwrap();
-        told.extend(read_until_in_transaction_or_idle(&mut a).await);
+        told.extend(read_until_tag(&mut a, b'Z').await);
     }
     assert_eq!(
         last_told(&told, "client_encoding").as_deref(),
@@ -2483,29 +2483,8 @@ async fn after_a_reset_the_client_writes_in_the_encoding_it_was_told_last() {
     a.write_all(&length_of("café".as_bytes())).await.unwrap();
     let answer = read_until_ready(&mut a).await;
     assert_eq!(last_told(&answer, "client_encoding"), None, "nothing told since");
-    assert_eq!(raw_first_value(&answer).as_deref(), Some("4"), "read as the UTF-8 it was told");
+    assert_eq!(first_value_or_error(&answer), "4", "read as the UTF-8 it was told");
     gw.shutdown().await;
-}
-
-/// The first column of the first DataRow, as text.
-fn raw_first_value(bytes: &[u8]) -> Option<String> {
-    let (_, row) = backend_messages(bytes).into_iter().find(|(t, _)| *t == b'D')?;
-    let len = i32::from_be_bytes(row.get(2..6)?.try_into().ok()?);
-    let value = row.get(6..6 + usize::try_from(len).ok()?)?;
-    Some(String::from_utf8_lossy(value).into_owned())
-}
-
-/// Raw protocol: reads until any ReadyForQuery (idle or in a transaction).
-async fn read_until_in_transaction_or_idle(s: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !(got.ends_with(b"Z\0\0\0\x05I") || got.ends_with(b"Z\0\0\0\x05T")) {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "closed early");
-        got.extend_from_slice(&buf[..n]);
-    }
-    got
 }
 
 /// A SET after a RESET of the same setting in one request is what stays (`RESET x; SET x = ...`),
@@ -2554,7 +2533,7 @@ async fn after_discard_all_the_client_is_told_its_login_values_again() {
     drop(b);
     a.write_all(&query_message("SELECT '2024-01-15'::date")).await.unwrap();
     let answer = read_until_ready(&mut a).await;
-    assert_eq!(raw_first_value(&answer).as_deref(), Some("15/01/2024"), "under its own DateStyle");
+    assert_eq!(first_value_or_error(&answer), "15/01/2024", "under its own DateStyle");
     assert!(matches!(last_told(&answer, "DateStyle").as_deref(), None | Some("SQL, DMY")));
     gw.shutdown().await;
 }
