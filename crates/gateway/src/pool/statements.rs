@@ -323,10 +323,30 @@ pub struct ClientStatements {
     /// Names pgpilot acknowledged without a server (session/route.rs `statements_locally`), with
     /// their statement's hash, until a server accepts the text: if the first one given it
     /// refuses it, the name is free again, as a Parse PostgreSQL refuses takes no name.
-    pub unverified: Vec<(Box<[u8]>, u64)>,
+    unverified: Vec<(Box<[u8]>, u64)>,
 }
 
+/// Names acknowledged without a server that are remembered until a server checks them: a client
+/// preparing more before binding any is rare (bounded all the same).
+const UNVERIFIED_KEPT: usize = 256;
+
 impl ClientStatements {
+    /// A Parse pgpilot acknowledged without a server: the name is the client's unless the first
+    /// server given the text refuses it.
+    pub fn prepare_unchecked(&mut self, name: Box<[u8]>, stmt: Arc<PreparedStatement>) {
+        if self.unverified.len() == UNVERIFIED_KEPT {
+            self.unverified.remove(0);
+        }
+        self.unverified.push((name.clone(), stmt.hash));
+        self.named.insert(name, stmt);
+    }
+
+    /// A Close pgpilot answered without a server.
+    pub fn close(&mut self, name: &[u8]) {
+        self.named.remove(name);
+        self.unverified.retain(|(n, _)| **n != *name);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.named.is_empty() && self.sql.is_empty()
     }
@@ -372,6 +392,31 @@ pub struct LazyStatements(Option<Box<ClientStatements>>);
 
 static NO_STATEMENTS: std::sync::LazyLock<ClientStatements> =
     std::sync::LazyLock::new(ClientStatements::default);
+
+impl LazyStatements {
+    /// A server took the text of the statement `hash`: names acknowledged for it stay.
+    pub fn text_accepted(&mut self, hash: u64) {
+        if let Some(statements) = self.0.as_deref_mut() {
+            statements.unverified.retain(|(_, h)| *h != hash);
+        }
+    }
+
+    /// A server refused the text of the statement `hash`: names acknowledged for it without a
+    /// server are free again, as a Parse PostgreSQL refuses takes no name.
+    pub fn text_refused(&mut self, hash: u64) {
+        let Some(statements) = self.0.as_deref_mut() else { return };
+        let names = &mut statements.named;
+        statements.unverified.retain(|(name, h)| {
+            if *h != hash {
+                return true;
+            }
+            if names.get(name).is_some_and(|stmt| stmt.hash == hash) {
+                names.remove(name);
+            }
+            false
+        });
+    }
+}
 
 impl std::ops::Deref for LazyStatements {
     type Target = ClientStatements;

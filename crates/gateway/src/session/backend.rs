@@ -142,11 +142,7 @@ impl Flow {
             let entry = self.expected.pop().expect("front exists");
             match entry {
                 _ if tag == b'Z' => self.ready(s, server, entry, server.buf[start + 5]),
-                Expect::Injected(Reply::Parse { hash: Some(h), .. })
-                    if !s.statements.unverified.is_empty() =>
-                {
-                    s.statements.unverified.retain(|(_, x)| *x != h)
-                }
+                Expect::Injected(Reply::Parse { hash: Some(h), .. }) => s.statements.text_accepted(h),
                 Expect::Client(Reply::Execute(Some(observed))) if tag == b's' => {
                     self.observe_suspended(observed)
                 }
@@ -416,7 +412,7 @@ impl Flow {
         }
         let failed = self.expected.pop();
         if let Some(Expect::Injected(Reply::Parse { hash: Some(h), .. })) = failed {
-            free_unverified_names(s, h);
+            s.statements.text_refused(h);
         }
         // PostgreSQL drops the unnamed statement before it parses the new one: a Parse of it that
         // failed (not one skipped) leaves none.
@@ -718,9 +714,7 @@ impl Flow {
             return;
         };
         self.to_client.truncate(at);
-        for (name, value) in s.params.reported() {
-            pgpilot_wire::backend::parameter_status(&mut self.to_client, name, value);
-        }
+        s.params.write_reported(&mut self.to_client);
         self.to_client.extend_from_slice(&ready);
     }
 
@@ -852,25 +846,6 @@ pub(super) fn forget(s: &mut Session, server: &mut ServerConn, entry: Expect) ->
         }
         _ => None,
     }
-}
-
-/// A statement acknowledged without a server whose text a server refused: its names are free, as PostgreSQL's own failed Parse took none. The
-/// client was told the server's error at the statement's first Bind.
-fn free_unverified_names(s: &mut Session, hash: u64) {
-    if s.statements.unverified.is_empty() {
-        return;
-    }
-    let statements = &mut *s.statements;
-    let names = &mut statements.named;
-    statements.unverified.retain(|(name, h)| {
-        if *h != hash {
-            return true;
-        }
-        if names.get(name).is_some_and(|stmt| stmt.hash == hash) {
-            names.remove(name);
-        }
-        false
-    });
 }
 
 fn apply_sql_change(s: &mut Session, server: &mut ServerConn, change: SqlStatementChange) {

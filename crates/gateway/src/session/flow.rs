@@ -427,9 +427,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     inject_param_sync(s, &mut server, &mut flow);
     flow.function_ddl = s.attachment.as_ref().is_some_and(|a| a.creates_unlogged);
     if std::mem::take(&mut s.tell_reported) {
-        for (name, value) in s.params.reported() {
-            pgpilot_wire::backend::parameter_status(&mut flow.to_client, name, value);
-        }
+        s.params.write_reported(&mut flow.to_client);
     }
     let began_here = s.deferred_begin.is_some();
     super::deferred_begin::inject_deferred_begin(s, &mut flow);

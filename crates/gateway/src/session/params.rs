@@ -342,6 +342,14 @@ impl ParamSet {
         REPORTED.iter().filter_map(|name| Some((*name, self.get(name)?)))
     }
 
+    /// A ParameterStatus message for each reported parameter the client has: what the client is
+    /// told when its values are its own again.
+    pub fn write_reported(&self, out: &mut BytesMut) {
+        for (name, value) in self.reported() {
+            pgpilot_wire::backend::parameter_status(out, name, value);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.values.iter().map(|(k, v)| (&**k, &*v.text))
     }

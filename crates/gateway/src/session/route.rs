@@ -710,17 +710,11 @@ impl Session {
         for action in actions {
             match action {
                 LocalAction::Close(name) => {
-                    self.statements.named.remove(&name);
-                    self.statements.unverified.retain(|(n, _)| *n != name);
+                    self.statements.close(&name);
                     out.extend_from_slice(super::expect::CLOSE_COMPLETE);
                 }
                 LocalAction::Prepare(name, stmt) => {
-                    let unverified = &mut self.statements.unverified;
-                    if unverified.len() == UNVERIFIED_KEPT {
-                        unverified.remove(0);
-                    }
-                    unverified.push((name.clone(), stmt.hash));
-                    self.statements.named.insert(name, stmt);
+                    self.statements.prepare_unchecked(name, stmt);
                     out.extend_from_slice(super::expect::PARSE_COMPLETE);
                 }
             }
@@ -803,10 +797,6 @@ const PARSE_SETTINGS: [&str; 13] = [
     "backslash_quote",
     "lc_monetary",
 ];
-
-/// Names acknowledged without a server that are remembered until a server checks them: a client
-/// preparing more before binding any is rare (bounded all the same).
-const UNVERIFIED_KEPT: usize = 256;
 
 pub(super) fn is_parse_setting(name: &str) -> bool {
     PARSE_SETTINGS.iter().any(|s| s.eq_ignore_ascii_case(name))
