@@ -1,6 +1,7 @@
 //! Starting, reloading and stopping the gateway.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, QuickStart};
 use crate::net::listener;
+use crate::process_signals::{ProcessSignals, SignalRequest};
 use crate::shared::{Phase, Shared};
 
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
@@ -133,24 +135,45 @@ impl Gateway {
         self.shared.jobs.load_full()
     }
 
-    /// Runs until SIGTERM/SIGINT or the admin SHUTDOWN command, reloading on SIGHUP or RELOAD.
+    /// Runs until SIGTERM/SIGINT/SIGQUIT or the admin SHUTDOWN command, reloading on SIGHUP or
+    /// RELOAD, pausing on SIGUSR1 and resuming on SIGUSR2 (PgBouncer's signals).
     pub async fn run_until_stopped(self) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
-        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        let mut signals = ProcessSignals::install().expect("installing signal handlers");
         // Listening by now: a systemd unit of Type=notify (PgBouncer's) counts pgpilot as started.
         tell_service_manager(&[sd_notify::NotifyState::Ready]);
-        loop {
+        let stop = loop {
             tokio::select! {
-                _ = hup.recv() => self.log_reload("SIGHUP"),
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = self.shared.shutdown_requested.notified() => break,
+                request = signals.next(false) => match request {
+                    SignalRequest::Reload => self.log_reload("SIGHUP"),
+                    SignalRequest::Pause => self.pause_by_signal(true),
+                    SignalRequest::Resume => self.pause_by_signal(false),
+                    stop => break stop,
+                },
+                _ = self.shared.shutdown_requested.notified() => break SignalRequest::Drain("SHUTDOWN"),
             }
-        }
+        };
         tell_service_manager(&[sd_notify::NotifyState::Stopping]);
-        self.shutdown().await;
+        let hurry = Arc::new(AtomicBool::new(false));
+        if let SignalRequest::Immediate(signal) = stop {
+            tracing::warn!(signal, "immediate shutdown: closing every connection now");
+            hurry.store(true, Ordering::Relaxed);
+        }
+        tokio::spawn(hurry_on_a_second_signal(signals, hurry.clone()));
+        self.shutdown_with(hurry).await;
+    }
+
+    /// SIGUSR1/SIGUSR2: the console's global PAUSE/RESUME, run aside because PAUSE waits for
+    /// every server to come back.
+    fn pause_by_signal(&self, on: bool) {
+        let (signal, command) = if on { ("SIGUSR1", "PAUSE") } else { ("SIGUSR2", "RESUME") };
+        tracing::info!(signal, "{command} requested by signal");
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            match crate::admin::commands::pause(&shared, None, on).await {
+                Ok(()) => tracing::info!(signal, "{command} done"),
+                Err(e) => tracing::warn!(signal, error = %e.message, "{command} refused"),
+            }
+        });
     }
 
     fn log_reload(&self, why: &str) {
@@ -159,25 +182,32 @@ impl Gateway {
 
     /// Stops accepting clients, lets running transactions finish (up to shutdown_timeout), then closes everything.
     pub async fn shutdown(self) {
+        self.shutdown_with(Arc::new(AtomicBool::new(false))).await
+    }
+
+    /// [`Gateway::shutdown`], cut short to an immediate one as soon as `hurry` is set.
+    async fn shutdown_with(self, hurry: Arc<AtomicBool>) {
+        let hurried = || hurry.load(Ordering::Relaxed);
         let shared = &self.shared;
         shared.phase.send_replace(Phase::Draining);
         self.listeners.iter().for_each(|l| l.abort());
+        let timeout = shared.config.load().pgpilot.shutdown_timeout.get();
         // No job starts from now on; running ones finish while clients drain.
         let jobs = {
             let shared = shared.clone();
-            tokio::spawn(async move { crate::jobs::shutdown(&shared).await })
+            let grace = if hurried() { IMMEDIATE_GRACE } else { timeout };
+            tokio::spawn(async move { crate::jobs::shutdown(&shared, grace).await })
         };
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }
-        let timeout = shared.config.load().pgpilot.shutdown_timeout.get();
         tracing::info!(
             clients = shared.registry.count(),
             ?timeout,
             "shutting down: waiting for running transactions"
         );
         let deadline = Instant::now() + timeout;
-        while shared.registry.count() > 0 && Instant::now() < deadline {
+        while shared.registry.count() > 0 && Instant::now() < deadline && !hurried() {
             for c in shared.registry.all() {
                 c.request_close(false);
             }
@@ -190,7 +220,9 @@ impl Gateway {
         while shared.registry.count() > 0 && Instant::now() < grace {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = jobs.await;
+        // A job cancelled by an immediate stop records its failure within the grace; past it, the
+        // history row is left to the next instance's start.
+        let _ = tokio::time::timeout(if hurried() { IMMEDIATE_GRACE } else { Duration::MAX }, jobs).await;
         // Before the link stops: the other instances must not take this one for cut off.
         shared.cache.redis.say_goodbye().await;
         shared.phase.send_replace(Phase::Stopped);
@@ -199,6 +231,23 @@ impl Gateway {
         }
         self.background.iter().for_each(|t| t.abort());
         tracing::info!("pgpilot stopped");
+    }
+}
+
+/// How long an immediate shutdown gives running jobs to record their cancellation.
+const IMMEDIATE_GRACE: Duration = Duration::from_secs(1);
+
+/// While draining, a second SIGTERM/SIGINT or a SIGQUIT turns the drain into an immediate stop
+/// (PgBouncer 1.23's escalation); a reload still works, PAUSE/RESUME are moot.
+async fn hurry_on_a_second_signal(mut signals: ProcessSignals, hurry: Arc<AtomicBool>) {
+    loop {
+        match signals.next(true).await {
+            SignalRequest::Immediate(signal) => {
+                tracing::warn!(signal, "immediate shutdown: closing every connection now");
+                hurry.store(true, Ordering::Relaxed);
+            }
+            other => tracing::info!(signal = ?other, "ignored while shutting down"),
+        }
     }
 }
 

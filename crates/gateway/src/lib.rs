@@ -16,6 +16,7 @@ pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+mod process_signals;
 pub mod registry;
 pub mod routing;
 pub mod session;

@@ -239,7 +239,7 @@ fn databases_named(
 /// PAUSE waits until every server connection of the paused databases is back in its pool, then
 /// closes them, as PgBouncer does: it is what an operator runs before restarting PostgreSQL or
 /// moving it, and connections kept across that would each fail once on RESUME.
-async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgError> {
+pub(crate) async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgError> {
     let dbs = databases_named(shared, name)?;
     if !on {
         // As PgBouncer answers: a RESUME that resumes nothing is a mistake worth saying.
@@ -269,6 +269,15 @@ async fn pause(shared: &Shared, name: Option<&str>, on: bool) -> Result<(), PgEr
         return Ok(());
     }
     loop {
+        // A RESUME meanwhile (another console, SIGUSR2) ends the wait: closing the servers the
+        // resumed clients now use would fail their next queries.
+        let resumed = match name {
+            None => !*shared.paused.borrow(),
+            Some(_) => !dbs.iter().any(|db| *db.paused.borrow()),
+        };
+        if resumed {
+            return Ok(());
+        }
         // Looked up each time: a client of a new user may make a pool meanwhile.
         let pools: Vec<_> = dbs
             .iter()

@@ -1,7 +1,7 @@
 //! The admin console: clients that log in to the database `pgpilot` (or `pgbouncer`, for existing
 //! tools) as an admin or stats user get PgBouncer's commands over the simple query protocol.
 
-mod commands;
+pub(crate) mod commands;
 mod jobs;
 pub mod resultset;
 pub mod show;

@@ -72,10 +72,11 @@ pub fn reload(shared: &Arc<Shared>, previous: &[JobSpec]) {
     tracing::info!(jobs = current.len(), "[[jobs]] changed: scheduler restarted");
 }
 
-/// Stops scheduling at once and waits (up to shutdown_timeout, as configured now) for running
-/// jobs, including those of schedulers a reload replaced, then cancels what is left.
-pub async fn shutdown(shared: &Shared) {
-    let grace = shared.config.load().pgpilot.shutdown_timeout.get().max(Duration::from_secs(1));
+/// Stops scheduling at once and waits up to `grace` (shutdown_timeout, as configured now; a second
+/// for an immediate stop) for running jobs, including those of schedulers a reload replaced, then
+/// cancels what is left.
+pub async fn shutdown(shared: &Shared, grace: Duration) {
+    let grace = grace.max(Duration::from_secs(1));
     let current = shared.jobs.swap(None);
     let retired = std::mem::take(&mut *shared.retired_jobs.lock());
     let stopping = current.iter().chain(&retired).map(|h| h.shutdown_within(grace));
