@@ -408,18 +408,109 @@ async fn a_refused_server_login_is_not_retried_before_server_login_retry() {
 fn tls_cluster(dir: &Path, names: &[&str]) -> (Cluster, PathBuf) {
     let cert =
         rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let crt = write_file(dir, "server.crt", &cert.cert.pem());
-    let key = write_file(dir, "server.key", &cert.signing_key.serialize_pem());
-    // PostgreSQL insists its key belongs to it and is private.
-    let _ = std::process::Command::new("chown").arg("postgres").arg(&key).arg(&crt).status();
-    let _ = std::process::Command::new("chmod").arg("600").arg(&key).status();
-    let _ = std::process::Command::new("chmod").arg("755").arg(dir).status();
+    tls_cluster_with(dir, &cert)
+}
+
+/// A cluster serving TLS with `cert`; returns it with the certificate's file.
+fn tls_cluster_with(dir: &Path, cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> (Cluster, PathBuf) {
+    let (crt, key) = write_server_cert(dir, cert);
     let pg = Cluster::builder()
         .setting("ssl = on")
         .setting(&format!("ssl_cert_file = '{}'", crt.display()))
         .setting(&format!("ssl_key_file = '{}'", key.display()))
         .start();
     (pg, crt)
+}
+
+/// Writes a server's certificate and key as server.crt and server.key in `dir`, as PostgreSQL
+/// insists: the key belongs to the server and is private.
+fn write_server_cert(dir: &Path, cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> (PathBuf, PathBuf) {
+    let crt = write_file(dir, "server.crt", &cert.cert.pem());
+    let key = write_file(dir, "server.key", &cert.signing_key.serialize_pem());
+    let _ = std::process::Command::new("chown").arg("postgres").arg(&key).arg(&crt).status();
+    let _ = std::process::Command::new("chmod").arg("600").arg(&key).status();
+    let _ = std::process::Command::new("chmod").arg("755").arg(dir).status();
+    (crt, key)
+}
+
+/// A self-signed certificate for `names` that is its own CA (basicConstraints CA:TRUE, as
+/// `openssl req -x509` makes by default), valid until `not_after`.
+fn self_signed_ca(names: &[&str], not_after: (i32, u8, u8)) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&signing_key).unwrap();
+    rcgen::CertifiedKey { cert, signing_key }
+}
+
+/// Why a login through a gateway checking the server with `mode` and `ca` (and `host` in the
+/// server's URL) failed, or None when it succeeded over TLS.
+async fn server_check_failure(pg: &Cluster, mode: ServerTlsMode, host: &str, ca: &Path) -> Option<String> {
+    let mut c = config_for(pg);
+    c.tls.server_tls_sslmode = mode;
+    c.tls.server_tls_ca_file = Some(ca.to_path_buf());
+    c.databases.insert(
+        "postgres".into(),
+        DatabaseConfig {
+            primary: format!("postgres://postgres@{host}:{}/postgres", pg.port()),
+            ..Default::default()
+        },
+    );
+    let gw = start(c).await;
+    let failure = match try_connect(&conninfo(&gw, "postgres", "postgres")).await {
+        Ok(client) => {
+            let row = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]);
+            assert!(row.await.unwrap().get::<_, bool>(0), "{mode:?} to {host}: not encrypted");
+            None
+        }
+        Err(e) => Some(e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_string())),
+    };
+    gw.shutdown().await;
+    failure
+}
+
+/// A self-signed server certificate that is its own CA (CA:TRUE) is trusted when the CA file
+/// holds that very certificate, as libpq's OpenSSL and PgBouncer trust it; rustls alone refused
+/// every login with CaUsedAsEndEntity. The host name (verify-full), the CA file's contents and the
+/// certificate's validity still decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_ca_certificate_in_the_ca_file_is_trusted() {
+    const VALID: (i32, u8, u8) = (2090, 1, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let server = self_signed_ca(&["localhost"], VALID);
+    let (pg, crt) = tls_cluster_with(dir.path(), &server);
+    let other = tempfile::tempdir().unwrap();
+    let stranger = self_signed_ca(&["localhost"], VALID);
+    let other_ca = write_file(other.path(), "other.crt", &stranger.cert.pem());
+    let bundle = write_file(other.path(), "bundle.crt", &(stranger.cert.pem() + &server.cert.pem()));
+    let (full, ca) = (ServerTlsMode::VerifyFull, ServerTlsMode::VerifyCa);
+    for (mode, host, ca_file) in
+        [(full, "localhost", &crt), (full, "localhost", &bundle), (ca, "127.0.0.1", &crt)]
+    {
+        let failure = server_check_failure(&pg, mode, host, ca_file).await;
+        assert_eq!(failure, None, "{mode:?} to {host} with {}", ca_file.display());
+    }
+    let refusals = [
+        (full, "127.0.0.1", &crt, "not valid for name"),
+        (full, "localhost", &other_ca, "UnknownIssuer"),
+        (ca, "localhost", &other_ca, "UnknownIssuer"),
+    ];
+    for (mode, host, ca_file, why) in refusals {
+        let failure = server_check_failure(&pg, mode, host, ca_file).await;
+        let failure =
+            failure.unwrap_or_else(|| panic!("{mode:?} to {host} with {}: let through", ca_file.display()));
+        assert!(failure.contains(why), "{mode:?} to {host}: {failure}");
+    }
+    // The same certificate once expired is refused, though the CA file holds it.
+    let expired = self_signed_ca(&["localhost"], (2001, 1, 1));
+    let (expired_crt, _) = write_server_cert(dir.path(), &expired);
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let failure = server_check_failure(&pg, ca, "localhost", &expired_crt).await;
+    let failure = failure.expect("an expired certificate was let through");
+    assert!(failure.contains("expired"), "{failure}");
 }
 
 /// A URL's own `sslmode=verify-full` / `verify-ca` checks the server's certificate against the

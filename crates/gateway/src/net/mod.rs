@@ -1,5 +1,7 @@
 //! Sockets, TLS and listening.
 
+mod cert_fields;
+mod directly_trusted;
 pub mod listener;
 pub mod sock;
 pub mod spare_buffers;

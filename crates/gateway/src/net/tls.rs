@@ -15,6 +15,7 @@ use rustls::{DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureS
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
+use super::directly_trusted::DirectlyTrusted;
 use super::sock::Sock;
 use crate::config::{ServerTls, ServerTlsMode, SYSTEM_ROOTS};
 
@@ -153,21 +154,8 @@ fn server_connector(
     client_cert: Option<(&Path, &Path)>,
 ) -> Result<tokio_rustls::TlsConnector, String> {
     let verifier: Arc<dyn ServerCertVerifier> = match check {
-        CertCheck::Chain(roots) | CertCheck::ChainAndName(roots) => {
-            let mut store = RootCertStore::empty();
-            match roots {
-                Roots::File(path) => {
-                    for cert in load_certs(path)? {
-                        store.add(cert).map_err(|e| format!("CA certificate in {}: {e}", path.display()))?;
-                    }
-                }
-                Roots::WebPki => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
-                .build()
-                .map_err(|e| e.to_string())?;
-            Arc::new(ChainVerifier { inner: webpki, check_name: matches!(check, CertCheck::ChainAndName(_)) })
-        }
+        CertCheck::Chain(roots) => Arc::new(chain_verifier(roots, false)?),
+        CertCheck::ChainAndName(roots) => Arc::new(chain_verifier(roots, true)?),
         CertCheck::Nothing => Arc::new(EncryptOnly(provider())),
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
@@ -184,11 +172,36 @@ fn server_connector(
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// verify-ca checks the chain only; verify-full also the host name.
+/// The verifier of verify-ca (`check_name` false) or verify-full against `roots`.
+fn chain_verifier(roots: &Roots, check_name: bool) -> Result<ChainVerifier, String> {
+    let mut store = RootCertStore::empty();
+    let trusted = match roots {
+        Roots::File(path) => {
+            let certs = load_certs(path)?;
+            for cert in &certs {
+                store.add(cert.clone()).map_err(|e| format!("CA certificate in {}: {e}", path.display()))?;
+            }
+            DirectlyTrusted::new(certs)
+        }
+        // Public roots never serve as a server's own certificate.
+        Roots::WebPki => {
+            store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            DirectlyTrusted::default()
+        }
+    };
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(ChainVerifier { inner, check_name, trusted })
+}
+
+/// verify-ca checks the chain only; verify-full also the host name. A certificate the chain
+/// check refuses may still be one of the CA file's own, trusted as it is (as OpenSSL does).
 #[derive(Debug)]
 struct ChainVerifier {
     inner: Arc<WebPkiServerVerifier>,
     check_name: bool,
+    trusted: DirectlyTrusted,
 }
 
 impl ServerCertVerifier for ChainVerifier {
@@ -200,7 +213,15 @@ impl ServerCertVerifier for ChainVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        let verdict = verdict.or_else(|refusal| {
+            let name = self.check_name.then_some(server_name);
+            match self.trusted.verify(end_entity, name, now) {
+                Some(direct) => direct.map(|()| ServerCertVerified::assertion()),
+                None => Err(refusal),
+            }
+        });
+        match verdict {
             Err(TlsError::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(TlsError::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
                 ..
