@@ -1255,6 +1255,40 @@ async fn writes_hidden_behind_views_operators_casts_aggregates_and_defaults_run_
     gw.shutdown().await;
 }
 
+/// A built-in a standby refuses, called from a parameter DEFAULT, a `BEGIN ATOMIC` body or a view
+/// (nextval, txid_current: pinned, so pg_depend records no such call), sends the call to the
+/// primary, where it succeeds; on a replica it failed with 25006. A body calling a read-only
+/// volatile built-in (random()) still reads on the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_writers_behind_defaults_atomic_bodies_and_views_run_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE SEQUENCE s1;
+         CREATE FUNCTION f_defvol(y bigint DEFAULT nextval('s1')) RETURNS bigint LANGUAGE plpgsql IMMUTABLE
+           AS 'BEGIN RETURN y; END';
+         CREATE FUNCTION f_atomic() RETURNS bigint LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT nextval('s1'); END;
+         CREATE FUNCTION f_outer() RETURNS bigint LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT f_atomic(); END;
+         CREATE FUNCTION f_random() RETURNS float8 LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT random(); END;
+         CREATE VIEW v_txid AS SELECT txid_current() AS x;",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    for sql in [
+        "SELECT f_defvol(), inet_server_port()",
+        "SELECT f_atomic(), inet_server_port()",
+        "SELECT f_outer(), inet_server_port()",
+        "SELECT x, inet_server_port() FROM v_txid",
+    ] {
+        assert!(!on_replica(&c, sql).await, "{sql} ran on the replica");
+    }
+    caught_up().await;
+    assert!(on_replica(&c, "SELECT f_random(), inet_server_port()").await, "random() left the replica");
+    gw.shutdown().await;
+}
+
 /// A SQL PREPARE sent through Parse/Bind/Execute (psycopg with prepare_threshold=0) pins its client
 /// to the server it ran on: that is the primary, where its EXECUTEs go (on a replica, the EXECUTE
 /// that needed the primary waited forever for a server the pinned client could not give up).
