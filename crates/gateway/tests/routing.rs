@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,7 +21,7 @@ fn split_config(primary: &Cluster, replicas: &[(&Cluster, &[&str])]) -> Config {
             .iter()
             .map(|(r, tags)| ReplicaConfig::Detailed {
                 url: r.admin_url(),
-                weight: 1,
+                weight: 1.into(),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
             })
             .collect(),
@@ -464,7 +465,7 @@ async fn servers_are_unchecked_until_the_monitor_can_log_in() {
     db.primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
     db.replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Detailed {
         url: format!("postgres://127.0.0.1:{}/postgres", replica.port()),
-        weight: 1,
+        weight: 1.into(),
         tags: vec![],
     }]);
     let gw = start(config).await;
@@ -683,6 +684,63 @@ async fn replica_groups_keep_analytics_apart() {
         let p: i32 = reports.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&app_replica), "the rule a reload dropped still routed");
     }
+    gw.shutdown().await;
+}
+
+/// A reload applies new replica weights and tags to the servers in place: the database, its pools
+/// and a transaction running on a replica stay. A replica of weight 0 takes reads only when no
+/// other replica qualifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_replica_weights_and_tags_in_place() {
+    let pg = Cluster::start();
+    let first = caught_up_replica(&pg);
+    let second = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&first, &[]), (&second, &[])]);
+    let set_replica = |config: &mut Config, i: usize, w: u32, t: &[&str]| {
+        if let ReplicaConfig::Detailed { weight, tags, .. } =
+            &mut config.databases.get_mut("postgres").unwrap().replicas.0[i]
+        {
+            *weight = w.into();
+            *tags = t.iter().map(|t| t.to_string()).collect();
+        }
+    };
+    set_replica(&mut config, 1, 0, &[]);
+    let gw = start(config.clone()).await;
+    wait_ready(&gw, 2).await;
+    let c = connect(&gw).await;
+    /// The ports twenty reads ran on, each once.
+    async fn ports(c: &tokio_postgres::Client) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(first_value(c, "SELECT inet_server_port()").await);
+        }
+        seen.into_iter().collect()
+    }
+    assert_eq!(ports(&c).await, [first.port().to_string()], "a replica of weight 0 took reads");
+    let db = gw.shared().database("postgres").unwrap();
+    let reader = connect(&gw).await;
+    reader.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(first_value(&reader, "SELECT inet_server_port()").await, first.port().to_string());
+
+    set_replica(&mut config, 0, 0, &[]);
+    set_replica(&mut config, 1, 2, &[]);
+    gw.shared().apply(config.clone()).unwrap();
+    assert!(Arc::ptr_eq(&db, &gw.shared().database("postgres").unwrap()), "the database was made anew");
+    assert_eq!((db.backends[1].weight(), db.backends[2].weight()), (0, 2));
+    let shown = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(shown.lines().any(|l| l.contains(&second.port().to_string()) && l.contains("|2|")), "{shown}");
+    assert_eq!(ports(&c).await, [second.port().to_string()], "the new weights did not route");
+    // The transaction on the first replica kept its server.
+    assert_eq!(first_value(&reader, "SELECT inet_server_port()").await, first.port().to_string());
+    reader.batch_execute("COMMIT").await.unwrap();
+
+    // Tagged, the second replica leaves the untagged reads: the reserve takes them.
+    set_replica(&mut config, 1, 2, &["analytics"]);
+    gw.shared().apply(config).unwrap();
+    assert_eq!(db.backends[2].tags().as_slice(), ["analytics".to_string()]);
+    assert_eq!(ports(&c).await, [first.port().to_string()], "the reserve did not take the reads");
+    let tagged = first_value(&c, "/* pgpilot:tag=analytics */ SELECT inet_server_port()").await;
+    assert_eq!(tagged, second.port().to_string());
     gw.shutdown().await;
 }
 
@@ -2193,7 +2251,7 @@ async fn each_load_balancing_policy_shares_reads_by_weight() {
         let db = config.databases.get_mut("postgres").unwrap();
         db.routing.load_balance = policy;
         if let ReplicaConfig::Detailed { weight, .. } = &mut db.replicas.0[0] {
-            *weight = 3;
+            *weight = 3.into();
         }
         let gw = start(config).await;
         wait_ready(&gw, 2).await;
@@ -2334,7 +2392,7 @@ async fn a_role_at_its_connection_limit_on_a_replica_does_not_ban_the_replica() 
     db.primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
     db.replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Detailed {
         url: format!("postgres://127.0.0.1:{}/postgres", replica.port()),
-        weight: 1,
+        weight: 1.into(),
         tags: Vec::new(),
     }]);
     let gw = start(config).await;
