@@ -642,6 +642,14 @@ async fn replica_groups_keep_analytics_apart() {
             app.query_one("/* pgpilot:tag=analytics */ SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&analytics));
     }
+    // So does one given in the startup options (PGOPTIONS), as PostgreSQL takes it.
+    let from_options = conninfo(&gw, "postgres", "postgres") + " options='-capplication_name=reports'";
+    let optioned = try_connect(&from_options).await.unwrap();
+    for _ in 0..5 {
+        let p: i32 = optioned.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&analytics), "the name given in options did not route");
+    }
+    drop(optioned);
     // A name set after connecting counts too.
     let later = connect(&gw).await;
     later.batch_execute("SET application_name = 'reports'").await.unwrap();
