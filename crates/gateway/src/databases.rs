@@ -241,7 +241,8 @@ impl Database {
         self.forced_user.as_deref().unwrap_or(client_user)
     }
 
-    /// Whether a reload can keep this database's pools: same servers, same forced user.
+    /// Whether a reload can keep this database's pools: same servers, same forced user (the
+    /// replicas' weights and tags may differ: `update_settings` applies them in place).
     pub fn same_servers(&self, other: &DatabaseConfig) -> bool {
         let config = self.config.load();
         config.primary == other.primary
@@ -323,6 +324,10 @@ impl Database {
         self.routing.store(Arc::new(db.routing.clone()));
         self.cache.update(&db.cache);
         self.config.store(Arc::new(db.clone()));
+        // Same servers (see same_servers): their weights and tags change in place.
+        for (backend, replica) in self.backends[1..].iter().zip(db.replicas.iter()) {
+            backend.set_balance(replica.weight(), replica.tags());
+        }
         for (user, set) in self.pools.lock().iter() {
             let settings = Arc::new(PoolSettings::resolve(config, db, user));
             for pool in set.all() {

@@ -181,8 +181,8 @@ pub fn replicas_json(shared: &Shared) -> serde_json::Value {
                 "reads_routed": b.reads.load(std::sync::atomic::Ordering::Relaxed),
                 "writes_routed": b.writes.load(std::sync::atomic::Ordering::Relaxed),
                 "outstanding": b.outstanding.load(std::sync::atomic::Ordering::Relaxed),
-                "weight": b.weight,
-                "tags": &b.tags,
+                "weight": b.weight(),
+                "tags": &**b.tags(),
                 "last_error": b.last_error.lock().clone(),
             }));
         }

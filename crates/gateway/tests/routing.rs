@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,7 +21,7 @@ fn split_config(primary: &Cluster, replicas: &[(&Cluster, &[&str])]) -> Config {
             .iter()
             .map(|(r, tags)| ReplicaConfig::Detailed {
                 url: r.admin_url(),
-                weight: 1,
+                weight: 1.into(),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
             })
             .collect(),
@@ -464,7 +465,7 @@ async fn servers_are_unchecked_until_the_monitor_can_log_in() {
     db.primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
     db.replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Detailed {
         url: format!("postgres://127.0.0.1:{}/postgres", replica.port()),
-        weight: 1,
+        weight: 1.into(),
         tags: vec![],
     }]);
     let gw = start(config).await;
@@ -641,6 +642,14 @@ async fn replica_groups_keep_analytics_apart() {
             app.query_one("/* pgpilot:tag=analytics */ SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&analytics));
     }
+    // So does one given in the startup options (PGOPTIONS), as PostgreSQL takes it.
+    let from_options = conninfo(&gw, "postgres", "postgres") + " options='-capplication_name=reports'";
+    let optioned = try_connect(&from_options).await.unwrap();
+    for _ in 0..5 {
+        let p: i32 = optioned.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
+        assert_eq!(p.to_string(), port_of(&analytics), "the name given in options did not route");
+    }
+    drop(optioned);
     // A name set after connecting counts too.
     let later = connect(&gw).await;
     later.batch_execute("SET application_name = 'reports'").await.unwrap();
@@ -683,6 +692,63 @@ async fn replica_groups_keep_analytics_apart() {
         let p: i32 = reports.query_one("SELECT inet_server_port()", &[]).await.unwrap().get(0);
         assert_eq!(p.to_string(), port_of(&app_replica), "the rule a reload dropped still routed");
     }
+    gw.shutdown().await;
+}
+
+/// A reload applies new replica weights and tags to the servers in place: the database, its pools
+/// and a transaction running on a replica stay. A replica of weight 0 takes reads only when no
+/// other replica qualifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_replica_weights_and_tags_in_place() {
+    let pg = Cluster::start();
+    let first = caught_up_replica(&pg);
+    let second = caught_up_replica(&pg);
+    let mut config = split_config(&pg, &[(&first, &[]), (&second, &[])]);
+    let set_replica = |config: &mut Config, i: usize, w: u32, t: &[&str]| {
+        if let ReplicaConfig::Detailed { weight, tags, .. } =
+            &mut config.databases.get_mut("postgres").unwrap().replicas.0[i]
+        {
+            *weight = w.into();
+            *tags = t.iter().map(|t| t.to_string()).collect();
+        }
+    };
+    set_replica(&mut config, 1, 0, &[]);
+    let gw = start(config.clone()).await;
+    wait_ready(&gw, 2).await;
+    let c = connect(&gw).await;
+    /// The ports twenty reads ran on, each once.
+    async fn ports(c: &tokio_postgres::Client) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(first_value(c, "SELECT inet_server_port()").await);
+        }
+        seen.into_iter().collect()
+    }
+    assert_eq!(ports(&c).await, [first.port().to_string()], "a replica of weight 0 took reads");
+    let db = gw.shared().database("postgres").unwrap();
+    let reader = connect(&gw).await;
+    reader.batch_execute("BEGIN READ ONLY").await.unwrap();
+    assert_eq!(first_value(&reader, "SELECT inet_server_port()").await, first.port().to_string());
+
+    set_replica(&mut config, 0, 0, &[]);
+    set_replica(&mut config, 1, 2, &[]);
+    gw.shared().apply(config.clone()).unwrap();
+    assert!(Arc::ptr_eq(&db, &gw.shared().database("postgres").unwrap()), "the database was made anew");
+    assert_eq!((db.backends[1].weight(), db.backends[2].weight()), (0, 2));
+    let shown = psql(&gw, "pgpilot", "SHOW REPLICAS").unwrap();
+    assert!(shown.lines().any(|l| l.contains(&second.port().to_string()) && l.contains("|2|")), "{shown}");
+    assert_eq!(ports(&c).await, [second.port().to_string()], "the new weights did not route");
+    // The transaction on the first replica kept its server.
+    assert_eq!(first_value(&reader, "SELECT inet_server_port()").await, first.port().to_string());
+    reader.batch_execute("COMMIT").await.unwrap();
+
+    // Tagged, the second replica leaves the untagged reads: the reserve takes them.
+    set_replica(&mut config, 1, 2, &["analytics"]);
+    gw.shared().apply(config).unwrap();
+    assert_eq!(db.backends[2].tags().as_slice(), ["analytics".to_string()]);
+    assert_eq!(ports(&c).await, [first.port().to_string()], "the reserve did not take the reads");
+    let tagged = first_value(&c, "/* pgpilot:tag=analytics */ SELECT inet_server_port()").await;
+    assert_eq!(tagged, second.port().to_string());
     gw.shutdown().await;
 }
 
@@ -1252,6 +1318,40 @@ async fn writes_hidden_behind_views_operators_casts_aggregates_and_defaults_run_
         on_replica(&c, "SELECT now() < current_date, 1 + 2, '1'::int, inet_server_port()").await,
         "built-in operators and casts left the replica"
     );
+    gw.shutdown().await;
+}
+
+/// A built-in a standby refuses, called from a parameter DEFAULT, a `BEGIN ATOMIC` body or a view
+/// (nextval, txid_current: pinned, so pg_depend records no such call), sends the call to the
+/// primary, where it succeeds; on a replica it failed with 25006. A body calling a read-only
+/// volatile built-in (random()) still reads on the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_writers_behind_defaults_atomic_bodies_and_views_run_on_the_primary() {
+    let pg = Cluster::start();
+    pg.psql(
+        "postgres",
+        "CREATE SEQUENCE s1;
+         CREATE FUNCTION f_defvol(y bigint DEFAULT nextval('s1')) RETURNS bigint LANGUAGE plpgsql IMMUTABLE
+           AS 'BEGIN RETURN y; END';
+         CREATE FUNCTION f_atomic() RETURNS bigint LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT nextval('s1'); END;
+         CREATE FUNCTION f_outer() RETURNS bigint LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT f_atomic(); END;
+         CREATE FUNCTION f_random() RETURNS float8 LANGUAGE sql IMMUTABLE BEGIN ATOMIC SELECT random(); END;
+         CREATE VIEW v_txid AS SELECT txid_current() AS x;",
+    );
+    let replica = caught_up_replica(&pg);
+    let gw = start(split_config(&pg, &[(&replica, &[])])).await;
+    wait_ready(&gw, 1).await;
+    let c = connect(&gw).await;
+    for sql in [
+        "SELECT f_defvol(), inet_server_port()",
+        "SELECT f_atomic(), inet_server_port()",
+        "SELECT f_outer(), inet_server_port()",
+        "SELECT x, inet_server_port() FROM v_txid",
+    ] {
+        assert!(!on_replica(&c, sql).await, "{sql} ran on the replica");
+    }
+    caught_up().await;
+    assert!(on_replica(&c, "SELECT f_random(), inet_server_port()").await, "random() left the replica");
     gw.shutdown().await;
 }
 
@@ -2159,7 +2259,7 @@ async fn each_load_balancing_policy_shares_reads_by_weight() {
         let db = config.databases.get_mut("postgres").unwrap();
         db.routing.load_balance = policy;
         if let ReplicaConfig::Detailed { weight, .. } = &mut db.replicas.0[0] {
-            *weight = 3;
+            *weight = 3.into();
         }
         let gw = start(config).await;
         wait_ready(&gw, 2).await;
@@ -2300,7 +2400,7 @@ async fn a_role_at_its_connection_limit_on_a_replica_does_not_ban_the_replica() 
     db.primary = format!("postgres://127.0.0.1:{}/postgres", pg.port());
     db.replicas = pgpilot_gateway::config::OneOrMany(vec![ReplicaConfig::Detailed {
         url: format!("postgres://127.0.0.1:{}/postgres", replica.port()),
-        weight: 1,
+        weight: 1.into(),
         tags: Vec::new(),
     }]);
     let gw = start(config).await;

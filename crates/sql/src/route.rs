@@ -288,7 +288,17 @@ fn function_reason(
 
 /// pg_catalog functions not volatile that a standby refuses ("recovery is in progress"): they
 /// name the WAL file of the primary's current timeline.
-const STANDBY_REFUSED_BUILTINS: &[&str] = &["pg_walfile_name", "pg_walfile_name_offset"];
+pub(crate) const STANDBY_REFUSED_BUILTINS: &[&str] = &["pg_walfile_name", "pg_walfile_name_offset"];
+
+/// Marked STABLE in pg_proc, yet a standby refuses them: they assign a transaction ID or read the
+/// WAL insert position (a call of one is taken as a write, `state_changing_function`).
+pub(crate) const XID_AND_WAL_POSITION_BUILTINS: &[&str] = &[
+    "txid_current",
+    "pg_current_xact_id",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+];
 
 /// A read-only pg_catalog builtin, called qualified or unqualified with no function of that name in
 /// another schema of the path (which overload resolution could pick instead).

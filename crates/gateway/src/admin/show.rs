@@ -498,8 +498,8 @@ pub fn replicas(shared: &Shared) -> ResultSet {
                 v(b.reads.load(Relaxed)),
                 v(b.writes.load(Relaxed)),
                 v(b.outstanding.load(Relaxed)),
-                v(b.weight),
-                v(b.tags.join(",")),
+                v(b.weight()),
+                v(b.tags().join(",")),
                 v(b.last_error.lock().clone()),
             ]);
         }

@@ -78,15 +78,51 @@ pub enum ReplicaConfig {
     Url(String),
     Detailed {
         url: String,
-        #[serde(default = "one")]
-        weight: u32,
+        #[serde(default)]
+        weight: ReplicaWeight,
         #[serde(default)]
         tags: Vec<String>,
     },
 }
 
-fn one() -> u32 {
-    1
+/// A replica's `weight` as written: any number is taken here, and validation refuses one that is
+/// not a whole number from 0 up (a type serde refused would fail the whole replica entry with an
+/// error that names neither the replica nor the weight).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct ReplicaWeight(f64);
+
+impl ReplicaWeight {
+    /// The weight, when a whole number from 0 to u32::MAX.
+    pub fn whole(self) -> Option<u32> {
+        (self.0.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&self.0)).then_some(self.0 as u32)
+    }
+}
+
+impl Default for ReplicaWeight {
+    fn default() -> Self {
+        ReplicaWeight(1.0)
+    }
+}
+
+impl From<u32> for ReplicaWeight {
+    fn from(weight: u32) -> Self {
+        ReplicaWeight(weight.into())
+    }
+}
+
+impl std::fmt::Display for ReplicaWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ReplicaWeight {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.whole() {
+            Some(w) => s.serialize_u32(w),
+            None => s.serialize_f64(self.0),
+        }
+    }
 }
 
 impl ReplicaConfig {
@@ -96,10 +132,19 @@ impl ReplicaConfig {
         }
     }
 
+    /// The weight; 1 for one validation refuses (see [`ReplicaWeight`]).
     pub fn weight(&self) -> u32 {
         match self {
             ReplicaConfig::Url(_) => 1,
-            ReplicaConfig::Detailed { weight, .. } => *weight,
+            ReplicaConfig::Detailed { weight, .. } => weight.whole().unwrap_or(1),
+        }
+    }
+
+    /// The weight as written, when validation refuses it.
+    pub fn invalid_weight(&self) -> Option<ReplicaWeight> {
+        match self {
+            ReplicaConfig::Detailed { weight, .. } if weight.whole().is_none() => Some(*weight),
+            _ => None,
         }
     }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use database::{
-    DatabaseConfig, LoadBalance, PrimaryReads, ReadYourWrites, ReplicaConfig, RoutingConfig, TagRule,
-    UserConfig, FALLBACK_DATABASE,
+    DatabaseConfig, LoadBalance, PrimaryReads, ReadYourWrites, ReplicaConfig, ReplicaWeight, RoutingConfig,
+    TagRule, UserConfig, FALLBACK_DATABASE,
 };
 pub use duration::Secs;
 pub use general::{AuthType, ConsoleColumns, General, PoolMode};
@@ -230,6 +230,30 @@ mod tests {
         let db = &c.databases["app"];
         assert_eq!(c.pool_mode(db, "batch"), PoolMode::Session);
         assert_eq!(c.pool_mode(db, "web"), PoolMode::Transaction);
+    }
+
+    #[test]
+    fn a_replica_weight_must_be_a_whole_number() {
+        let replica = |weight: &str| {
+            Config::parse(&format!(
+                "[databases.app]\nprimary = \"postgres://a@h/app\"\nreplicas = [\"postgres://a@r0/app\", {{ url = \"postgres://a@r/app\", weight = {weight} }}]\n"
+            ))
+        };
+        for good in ["0", "3"] {
+            let c = replica(good).unwrap();
+            assert_eq!(c.validate(), Vec::<String>::new(), "{good}");
+            assert_eq!(c.databases["app"].replicas[1].weight(), good.parse::<u32>().unwrap());
+        }
+        for bad in ["-1", "1.5"] {
+            let problems = replica(bad).expect("parses: validation names the weight").validate();
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert!(
+                problems[0].contains(&format!(
+                    "[databases.app] replica 2: weight = {bad}: a weight must be a whole number"
+                )),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -70,8 +70,15 @@ pub fn problems(c: &Config) -> Vec<String> {
             out.push(format!("[databases.{name}]: the name is reserved for the admin console"));
         }
         check_url(&mut out, &format!("[databases.{name}] primary"), &db.primary, &c.tls);
-        for r in db.replicas.iter() {
+        for (i, r) in db.replicas.iter().enumerate() {
             check_url(&mut out, &format!("[databases.{name}] replicas"), r.url(), &c.tls);
+            if let Some(weight) = r.invalid_weight() {
+                out.push(format!(
+                    "[databases.{name}] replica {}: weight = {weight}: a weight must be a whole number, \
+                     0 or more (0: reads only when no other replica qualifies)",
+                    i + 1
+                ));
+            }
         }
         if db.pool_size == Some(0) {
             out.push(format!("[databases.{name}] pool_size must be at least 1"));

@@ -8,6 +8,7 @@ use std::sync::atomic::{
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::config::{RoutingConfig, ServerUrl};
@@ -51,8 +52,11 @@ pub struct Backend {
     pub address: Arc<str>,
     /// Listed as the primary in the configuration (discovery may say otherwise after a failover).
     pub configured_primary: bool,
-    pub weight: u32,
-    pub tags: Vec<String>,
+    /// Its share of the reads among the replicas (0: only when no other qualifies). A reload
+    /// changes it in place, as it does `tags`: the server's connections stay.
+    weight: AtomicU32,
+    /// The replica groups it serves (none: the untagged reads).
+    tags: ArcSwap<Vec<String>>,
     role: AtomicU8,
     up: AtomicBool,
     banned_until_ms: AtomicU64,
@@ -91,8 +95,8 @@ impl Backend {
             address: Arc::from(url.address()),
             url,
             configured_primary,
-            weight: weight.max(1),
-            tags,
+            weight: AtomicU32::new(weight),
+            tags: ArcSwap::from_pointee(tags),
             role: AtomicU8::new(Role::Unknown as u8),
             up: AtomicBool::new(true),
             banned_until_ms: AtomicU64::new(0),
@@ -108,6 +112,22 @@ impl Backend {
             writes: AtomicU64::new(0),
             failed_checks: AtomicU64::new(0),
             last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    pub fn tags(&self) -> arc_swap::Guard<Arc<Vec<String>>> {
+        self.tags.load()
+    }
+
+    /// A reload's weight and tags for this server.
+    pub fn set_balance(&self, weight: u32, tags: &[String]) {
+        self.weight.store(weight, Relaxed);
+        if **self.tags.load() != tags {
+            self.tags.store(Arc::new(tags.to_vec()));
         }
     }
 

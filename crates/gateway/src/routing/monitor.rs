@@ -352,7 +352,9 @@ impl DatabaseMonitor {
     /// relations, partitions, inheritance, views). Read again after DDL through pgpilot.
     async fn load_relations(&mut self) {
         let generation = self.db.cache.catalog_generation();
-        let Some(answers) = self.ask_primary(RelationCatalog::TEXT_QUERIES, "relation").await else { return };
+        let Some(answers) = self.ask_primary(RelationCatalog::text_queries(), "relation").await else {
+            return;
+        };
         match RelationCatalog::from_text_rows(&answers) {
             Some(catalog) => {
                 self.db.cache.set_relations(catalog, generation);

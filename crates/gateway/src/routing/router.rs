@@ -184,8 +184,8 @@ impl<'a> ReplicaFilter<'a> {
             && b.follows_primary()
             && b.lag_within(&self.routing)
             && match self.tag {
-                Some(t) => b.tags.iter().any(|x| x == t),
-                None => b.tags.is_empty(),
+                Some(t) => b.tags().iter().any(|x| x == t),
+                None => b.tags().is_empty(),
             }
             && self.required_lsn.is_none_or(|need| super::ryw::replayed(b.lsn().0, need))
     }
@@ -204,10 +204,11 @@ fn pick_replica(db: &Database, tag: Option<&str>, mark: WriteMark, fill_lsn: Opt
     let mut filter = ReplicaFilter::new(db, tag, mark)?;
     filter.required_lsn = filter.required_lsn.max(fill_lsn);
     let mut candidates: smallvec::SmallVec<[(usize, u64); 8]> =
-        db.backends.iter().filter(|b| filter.admits(b)).map(|b| (b.index, b.weight as u64)).collect();
+        db.backends.iter().filter(|b| filter.admits(b)).map(|b| (b.index, b.weight() as u64)).collect();
     if candidates.is_empty() {
         return None;
     }
+    keep_reserves_back(&mut candidates);
     let routing = &filter.routing;
     let primary = &db.backends[db.primary_index()];
     if routing.primary_reads == PrimaryReads::Share
@@ -226,6 +227,16 @@ fn pick_replica(db: &Database, tag: Option<&str>, mark: WriteMark, fill_lsn: Opt
         LoadBalance::LeastOutstanding => least_outstanding(db, &candidates),
     };
     Some(chosen)
+}
+
+/// Replicas of weight 0 are reserves: they take reads only when no replica of a positive weight
+/// qualifies, and then share them equally.
+fn keep_reserves_back(candidates: &mut smallvec::SmallVec<[(usize, u64); 8]>) {
+    if candidates.iter().any(|c| c.1 > 0) {
+        candidates.retain(|c| c.1 > 0);
+    } else {
+        candidates.iter_mut().for_each(|c| c.1 = 1);
+    }
 }
 
 /// The candidate with the fewest reads in flight per unit of weight. Ties, which are the rule at

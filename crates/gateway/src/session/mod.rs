@@ -204,7 +204,8 @@ async fn log_in(
     let info = &registration.info;
     *info.user.lock() = Arc::from(user.as_str());
     *info.database.lock() = Arc::from(database.as_str());
-    *info.application_name.lock() = Arc::from(params.get("application_name").unwrap_or(""));
+    let application_name = welcome::startup_application_name(params);
+    *info.application_name.lock() = Arc::from(application_name.as_str());
     let config = shared.config.load_full();
     if params.get("replication").is_some_and(|r| !means_false(r)) {
         return Err(PgError::fatal(
@@ -262,7 +263,7 @@ async fn log_in(
     let (db, pools) = shared.pools_for(&db.name, &user)?;
     let mode = config.pool_mode(&db.config(), &user);
     // Routing rules match the name the application chose, before any host is added.
-    let tag = replica_tag(&db, &user, params.get("application_name").unwrap_or(""));
+    let tag = replica_tag(&db, &user, &application_name);
     let with_host;
     let params = if config.pgpilot.application_name_add_host {
         with_host = welcome::with_client_host(params, &info.addr);

@@ -12,12 +12,28 @@ use crate::net::Sock;
 use crate::pool::CheckoutError;
 use crate::registry::Registration;
 
+/// The application_name a client logs in with: its startup parameter, else the last
+/// `-c application_name=...` of its `options` (as in PostgreSQL, a parameter of its own wins).
+/// Empty when neither names one, or the options do not parse (the login fails on them anyway).
+pub fn startup_application_name(startup: &StartupParams) -> String {
+    if let Some(name) = startup.get("application_name") {
+        return name.to_string();
+    }
+    let options = startup.get("options").and_then(|o| parse_options(o).ok()).unwrap_or_default();
+    options
+        .into_iter()
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
 /// The startup parameters with the client's address added to its application_name
 /// (application_name_add_host), as PgBouncer adds it: "app - 10.0.0.5:53122". Only at login: a
 /// later SET is the client's own.
 pub fn with_client_host(startup: &StartupParams, addr: &str) -> StartupParams {
     let mut params = startup.clone();
-    let name = startup.get("application_name").unwrap_or("");
+    let name = startup_application_name(startup);
     let named = format!("{name} - {addr}");
     match params.params.iter_mut().find(|(k, _)| k == "application_name") {
         Some((_, v)) => *v = named,

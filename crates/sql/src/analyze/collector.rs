@@ -4,6 +4,7 @@
 use pg_query::protobuf::{self, node::Node as NodeEnum, Node};
 use pg_query::NodeRef;
 
+use crate::route::XID_AND_WAL_POSITION_BUILTINS;
 use crate::statement::{
     quote_literal, FuncRef, LockStrength, ReadShape, SessionEffect, SetAction, SetCommand, SetScope,
     TableRef, ValueFunction, WriteReason,
@@ -228,13 +229,9 @@ impl Collector {
         }
         match func.name.as_str() {
             "nextval" | "setval" => self.mark_write(WriteReason::StateChangingFunction),
-            // Marked STABLE in pg_proc, yet a standby refuses them: they assign a transaction ID
-            // or read the WAL insert position.
-            "txid_current"
-            | "pg_current_xact_id"
-            | "pg_current_wal_lsn"
-            | "pg_current_wal_insert_lsn"
-            | "pg_current_wal_flush_lsn" => self.mark_write(WriteReason::StateChangingFunction),
+            name if XID_AND_WAL_POSITION_BUILTINS.contains(&name) => {
+                self.mark_write(WriteReason::StateChangingFunction)
+            }
             "pg_notify" => self.mark_write(WriteReason::Notify),
             "pg_advisory_lock"
             | "pg_advisory_lock_shared"

@@ -1,53 +1,29 @@
 //! Function volatility from pg_proc: a function's own, or worse, that of what it depends on.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::implicit::{implicit_sql, ImplicitCode, ImplicitKind};
+use super::proc_worst::proc_worst_cte;
 use super::relations::{SearchPathSetFor, TextRows};
 use super::search_path::schemas_to_search;
 use super::CatalogError;
 use crate::statement::{FuncRef, Statement};
 
-/// The effective volatility of every function (`proc_worst(oid, code)`, code 'i', 's' or 'v' as
-/// text): the worst of its own provolatile and of every function it depends on in pg_depend,
-/// directly, behind an operator, or through further functions. That is what an aggregate runs
-/// (its transition and final functions: an aggregate's own provolatile is 'i' whatever they do),
-/// what a parameter's DEFAULT calls, and what a `BEGIN ATOMIC` body calls. Built-in functions are
-/// pinned and never appear in pg_depend. Text ordering 'i' < 's' < 'v' is the volatility order.
-/// `proc_taint` carries each stable or volatile code up to the callers, at most one row per
-/// function and code: a transitive closure of the call graph would grow with the square of a
-/// deep chain of SQL functions (seconds for 2,000), this stays linear in the edges.
-/// To follow `WITH RECURSIVE`.
-macro_rules! proc_worst_cte {
-    () => {
-        "proc_edges(proc, callee) AS ( \
-  SELECT d.objid, d.refobjid FROM pg_catalog.pg_depend d \
-  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refclassid = 'pg_catalog.pg_proc'::regclass \
-  UNION \
-  SELECT d.objid, o.oprcode::oid FROM pg_catalog.pg_depend d \
-  JOIN pg_catalog.pg_operator o ON o.oid = d.refobjid \
-  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.refclassid = 'pg_catalog.pg_operator'::regclass), \
-proc_taint(oid, code) AS ( \
-  SELECT p.oid, p.provolatile::text COLLATE \"C\" FROM pg_catalog.pg_proc p WHERE p.provolatile <> 'i' \
-  UNION \
-  SELECT e.proc, t.code FROM proc_taint t JOIN proc_edges e ON e.callee = t.oid), \
-proc_worst(oid, code) AS ( \
-  SELECT p.oid, GREATEST(p.provolatile::text COLLATE \"C\", max(t.code)) FROM pg_catalog.pg_proc p \
-  LEFT JOIN proc_taint t ON t.oid = p.oid GROUP BY p.oid, p.provolatile)"
-    };
-}
-pub(crate) use proc_worst_cte;
-
 /// Every function of the database with its effective volatility (see `proc_worst_cte`).
-const FUNCTIONS_SQL: &str = concat!(
-    "WITH RECURSIVE ",
-    proc_worst_cte!(),
-    " SELECT n.nspname::text, p.proname::text, w.code FROM pg_catalog.pg_proc p \
-  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN proc_worst w ON w.oid = p.oid"
-);
+fn functions_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH RECURSIVE {} SELECT n.nspname::text, p.proname::text, w.code FROM pg_catalog.pg_proc p \
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace JOIN proc_worst w ON w.oid = p.oid",
+            proc_worst_cte()
+        )
+    })
+}
 
 /// How much a function's result may change (pg_proc.provolatile). Ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,7 +93,7 @@ impl FunctionCatalog {
     /// The queries [`FunctionCatalog::from_text_rows`] wants the answers of, in this order (the
     /// gateway's monitor runs them on a connection of its own).
     pub fn text_queries() -> [&'static str; 3] {
-        [FUNCTIONS_SQL, implicit_sql(), super::relations::SEARCH_PATH_SET_SQL]
+        [functions_sql(), implicit_sql(), super::relations::SEARCH_PATH_SET_SQL]
     }
 
     /// Builds the catalog from the text answers of [`FunctionCatalog::text_queries`]; None when an

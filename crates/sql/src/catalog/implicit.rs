@@ -5,7 +5,8 @@
 
 use std::sync::OnceLock;
 
-use super::functions::{insert, proc_worst_cte, Names};
+use super::functions::{insert, Names};
+use super::proc_worst::{proc_worst_cte, sql_list};
 use super::Volatility;
 use crate::statement::{Statement, TableRef};
 
@@ -20,7 +21,8 @@ use crate::statement::{Statement, TableRef};
 ///   whatever their functions; the code column is unused);
 /// - 'f': user functions (not C or internal) whose source names such a relation (a whole-word
 ///   match, case-insensitive: a false match only sends a call to the primary);
-/// - 'r': user views whose stored query calls a volatile function (read-only built-ins excepted,
+/// - 'r': user views whose stored query calls a volatile function, or a stable built-in a standby
+///   refuses such as txid_current() (see `proc_worst_cte`; read-only built-ins excepted,
 ///   the list is spliced in; an extension's own views, such as pg_stat_statements over its
 ///   volatile function of the same name, are taken to read only), casts to a domain above, or reads such a view or table; and tables
 ///   whose SELECT policies call a volatile function. Always 'v';
@@ -30,11 +32,7 @@ use crate::statement::{Statement, TableRef};
 pub(super) fn implicit_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let read_only = crate::route::READ_ONLY_VOLATILE_BUILTINS
-            .iter()
-            .map(|name| format!("'{name}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let read_only = sql_list(crate::route::READ_ONLY_VOLATILE_BUILTINS);
         format!(
             "WITH RECURSIVE {cte}, \
 ops(oid, nspname, oprname, code) AS ( \
@@ -123,7 +121,7 @@ SELECT DISTINCT 'f', n.nspname::text, p.proname::text, 'v' FROM pg_catalog.pg_pr
   JOIN pg_catalog.pg_class c ON c.oid = u.oid \
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prolang NOT IN (12, 13) \
   AND p.prosrc ~* ('\\m' || pg_catalog.regexp_replace(c.relname, '(\\W)', '\\\\\\1', 'g') || '\\M')",
-            cte = proc_worst_cte!(),
+            cte = proc_worst_cte(),
         )
     })
 }

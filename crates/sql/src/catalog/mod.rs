@@ -3,6 +3,7 @@
 
 mod functions;
 mod implicit;
+mod proc_worst;
 mod relations;
 mod search_path;
 

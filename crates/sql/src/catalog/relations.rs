@@ -2,11 +2,12 @@
 //! system catalogs, partition and inheritance trees, cascading foreign keys and what views read.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use tokio_postgres::Client;
 
-use super::functions::proc_worst_cte;
+use super::proc_worst::proc_worst_cte;
 use super::search_path::schemas_to_search;
 use super::{CatalogError, Volatility};
 use crate::statement::TableRef;
@@ -184,10 +185,11 @@ WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 
 /// a parameter default). Functions are taken from the tree itself
 /// (function calls, operators, aggregates, window functions, TABLESAMPLE methods): pg_depend records
 /// no dependency on pinned built-in functions, so now() or random() would not be seen there.
-const VIEW_DEPENDS_SQL: &str = concat!(
-    "WITH RECURSIVE ",
-    proc_worst_cte!(),
-    ", rules AS ( \
+fn view_depends_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH RECURSIVE {}, rules AS ( \
   SELECT r.oid, r.ev_class AS view, r.ev_action FROM pg_catalog.pg_rewrite r \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
   JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
@@ -206,8 +208,11 @@ SELECT view, w.oid, w.code::\"char\" FROM refs JOIN proc_worst w ON w.oid = refs
   WHERE field NOT IN ('relid', 'opno') \
 UNION \
 SELECT view, w.oid, w.code::\"char\" FROM refs JOIN pg_catalog.pg_operator o ON o.oid = refs.id \
-  JOIN proc_worst w ON w.oid = o.oprcode WHERE field = 'opno'"
-);
+  JOIN proc_worst w ON w.oid = o.oprcode WHERE field = 'opno'",
+            proc_worst_cte()
+        )
+    })
+}
 
 /// Definitions of user views, to find SQL value functions (CURRENT_TIMESTAMP ...) that pg_depend
 /// does not record.
@@ -222,10 +227,11 @@ pub type TextRows = Vec<Vec<Option<String>>>;
 impl RelationCatalog {
     /// The queries [`RelationCatalog::from_text_rows`] wants the answers of, in this order, for
     /// callers that run them on a connection of their own (the gateway's monitor).
-    pub const TEXT_QUERIES: [&'static str; 5] =
-        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, VIEW_DEPENDS_SQL, VIEW_DEFS_SQL];
+    pub fn text_queries() -> [&'static str; 5] {
+        [RELATIONS_SQL, INHERITS_SQL, CASCADES_SQL, view_depends_sql(), VIEW_DEFS_SQL]
+    }
 
-    /// Builds the catalog from the text answers of [`RelationCatalog::TEXT_QUERIES`]; None when an
+    /// Builds the catalog from the text answers of [`RelationCatalog::text_queries`]; None when an
     /// answer does not have the expected shape.
     pub fn from_text_rows(answers: &[TextRows; 5]) -> Option<RelationCatalog> {
         fn text(row: &[Option<String>], i: usize) -> Option<&str> {
@@ -308,7 +314,7 @@ impl RelationCatalog {
         let cascades: Vec<(Oid, Oid)> =
             client.query(CASCADES_SQL, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
         let mut view_deps = ViewDependencies::default();
-        for row in client.query(VIEW_DEPENDS_SQL, &[]).await? {
+        for row in client.query(view_depends_sql(), &[]).await? {
             let code: Option<i8> = row.get(2);
             match code {
                 None => view_deps.reads.push((row.get(0), row.get(1))),
