@@ -513,6 +513,66 @@ async fn a_self_signed_ca_certificate_in_the_ca_file_is_trusted() {
     assert!(failure.contains("expired"), "{failure}");
 }
 
+/// A certificate for `alt_names` whose subject's Common Name is `common_name`, signed by `ca` or
+/// (None) by itself as its own CA, as `openssl req -x509 -subj "/CN=..."` makes it.
+fn named_cert(
+    common_name: &str,
+    alt_names: &[&str],
+    ca: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    let mut params =
+        rcgen::CertificateParams::new(alt_names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let cert = match ca {
+        Some(ca) => params.signed_by(&signing_key, ca).unwrap(),
+        None => {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&signing_key).unwrap()
+        }
+    };
+    rcgen::CertifiedKey { cert, signing_key }
+}
+
+/// verify-full takes the Common Name as the host name of a certificate whose subjectAltName
+/// names no host, as libpq does (PostgreSQL's docs make such server certificates); webpki alone
+/// refused them as "not valid for name". A subjectAltName host name excludes the Common Name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_falls_back_to_the_common_name_without_alt_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "a private CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca_file = write_file(dir.path(), "ca.crt", &ca_cert.pem());
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let cn_only = named_cert("localhost", &[], Some(&ca));
+    let (pg, _) = tls_cluster_with(dir.path(), &cn_only);
+    let full = ServerTlsMode::VerifyFull;
+    assert_eq!(server_check_failure(&pg, full, "localhost", &ca_file).await, None);
+    let failure = server_check_failure(&pg, full, "127.0.0.1", &ca_file).await;
+    assert!(failure.is_some_and(|f| f.contains("not valid for name")), "CN=localhost let 127.0.0.1 through");
+
+    let serve = |cert: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        let (crt, _) = write_server_cert(dir.path(), cert);
+        pg.psql("postgres", "SELECT pg_reload_conf()");
+        crt
+    };
+    serve(&named_cert("localhost", &["other.example"], Some(&ca)));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let failure = server_check_failure(&pg, full, "localhost", &ca_file).await;
+    assert!(failure.is_some_and(|f| f.contains("not valid for name")), "the CN beat the subjectAltName");
+
+    // PostgreSQL's docs' own: self-signed, CN only, and the CA file is the certificate itself.
+    let own = serve(&named_cert("LocalHost", &[], None));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(server_check_failure(&pg, full, "localhost", &own).await, None);
+    let failure = server_check_failure(&pg, full, "127.0.0.1", &own).await;
+    assert!(failure.is_some_and(|f| f.contains("not valid for name")), "CN=LocalHost let 127.0.0.1 through");
+}
+
 /// A URL's own `sslmode=verify-full` / `verify-ca` checks the server's certificate against the
 /// URL's `sslrootcert`, whatever `[tls]` says (it used to only refuse servers without TLS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,20 +1,32 @@
 //! The few fields of an X.509 certificate that pgpilot reads itself, for a server certificate
 //! trusted directly (`net::directly_trusted`): webpki checks them only while building a chain, and
-//! offers no way to check them on a certificate it refuses to use as an end entity.
+//! offers no way to check them on a certificate it refuses to use as an end entity. And the
+//! subject's Common Name, which webpki never reads but libpq takes as the host name of a
+//! certificate without subjectAltName host names (`net::common_name`).
 
 /// DER tags of the elements walked through.
 const SEQUENCE: u8 = 0x30;
 const VERSION: u8 = 0xa0;
 const EXTENSIONS: u8 = 0xa3;
 const OID: u8 = 0x06;
+const SET: u8 = 0x31;
 const BOOLEAN: u8 = 0x01;
 const OCTET_STRING: u8 = 0x04;
+const UTF8_STRING: u8 = 0x0c;
+const PRINTABLE_STRING: u8 = 0x13;
+const IA5_STRING: u8 = 0x16;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
 /// id-ce-extKeyUsage (2.5.29.37) and id-kp-serverAuth (1.3.6.1.5.5.7.3.1), encoded.
 const EXTENDED_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// id-ce-subjectAltName (2.5.29.17) and id-at-commonName (2.5.4.3), encoded.
+const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+/// The GeneralName tags of a dNSName ([2] IA5String) and an iPAddress ([7] OCTET STRING).
+const DNS_NAME: u8 = 0x82;
+const IP_ADDRESS: u8 = 0x87;
 
 /// What decides whether a certificate may stand for a server on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +39,10 @@ pub struct CertFields {
     pub self_issued: bool,
     /// Usable by a TLS server: no extended key usage, or one that lists serverAuth (webpki's rule).
     pub serves_tls: bool,
+    /// The subject's first Common Name, when it is text (UTF8String, PrintableString, IA5String).
+    pub common_name: Option<String>,
+    /// Its subjectAltName lists a dNSName or an iPAddress: then only those name the host.
+    pub names_hosts_in_alt_name: bool,
 }
 
 /// Reads a DER certificate's fields; None when it is not a certificate.
@@ -45,30 +61,68 @@ pub fn read(der: &[u8]) -> Option<CertFields> {
     let not_after = time(&mut validity)?;
     let subject = next(&mut tbs, SEQUENCE)?;
     next(&mut tbs, SEQUENCE)?; // subjectPublicKeyInfo
-    let mut serves_tls = true;
+    let (mut serves_tls, mut names_hosts_in_alt_name) = (true, false);
     // What follows: the optional issuer and subject unique IDs, then the extensions.
     while let Some((tag, mut contents)) = next_any(&mut tbs) {
         if tag == EXTENSIONS {
-            serves_tls = extended_key_usage(next(&mut contents, SEQUENCE)?)?.is_none_or(lists_server_auth);
+            let extensions = next(&mut contents, SEQUENCE)?;
+            serves_tls = extension(extensions, EXTENDED_KEY_USAGE)?.is_none_or(lists_server_auth);
+            names_hosts_in_alt_name = extension(extensions, SUBJECT_ALT_NAME)?.is_some_and(lists_host_names);
         }
     }
-    Some(CertFields { not_before, not_after, self_issued: issuer == subject, serves_tls })
+    Some(CertFields {
+        not_before,
+        not_after,
+        self_issued: issuer == subject,
+        serves_tls,
+        common_name: common_name(subject),
+        names_hosts_in_alt_name,
+    })
 }
 
-/// The extended key usage extension's value among `extensions`, if it has one.
-fn extended_key_usage(mut extensions: &[u8]) -> Option<Option<&[u8]>> {
+/// The value (a SEQUENCE's contents) of the extension `id` among `extensions`, if it has one.
+fn extension<'a>(mut extensions: &'a [u8], id: &[u8]) -> Option<Option<&'a [u8]>> {
     while !extensions.is_empty() {
         let mut extension = next(&mut extensions, SEQUENCE)?;
-        let id = next(&mut extension, OID)?;
+        let found = next(&mut extension, OID)?;
         if extension.first() == Some(&BOOLEAN) {
             next_any(&mut extension)?; // critical
         }
         let mut value = next(&mut extension, OCTET_STRING)?;
-        if id == EXTENDED_KEY_USAGE {
+        if found == id {
             return Some(Some(next(&mut value, SEQUENCE)?));
         }
     }
     Some(None)
+}
+
+/// Whether a subjectAltName's GeneralNames include a dNSName or an iPAddress.
+fn lists_host_names(mut names: &[u8]) -> bool {
+    while let Some((tag, _)) = next_any(&mut names) {
+        if tag == DNS_NAME || tag == IP_ADDRESS {
+            return true;
+        }
+    }
+    false
+}
+
+/// The first Common Name of a Name (a SEQUENCE of SETs of type-and-value SEQUENCEs), as libpq
+/// takes the first; None when it has none in a text form (or the name is malformed, which is
+/// left to webpki's parse rather than making the other fields unreadable).
+fn common_name(mut name: &[u8]) -> Option<String> {
+    while !name.is_empty() {
+        let mut relative = next(&mut name, SET)?;
+        while !relative.is_empty() {
+            let mut attribute = next(&mut relative, SEQUENCE)?;
+            if next(&mut attribute, OID)? != COMMON_NAME {
+                continue;
+            }
+            let (tag, value) = next_any(&mut attribute)?;
+            let text = [UTF8_STRING, PRINTABLE_STRING, IA5_STRING].contains(&tag).then_some(value)?;
+            return String::from_utf8(text.to_vec()).ok();
+        }
+    }
+    None
 }
 
 fn lists_server_auth(mut purposes: &[u8]) -> bool {

@@ -1,6 +1,7 @@
 //! Sockets, TLS and listening.
 
 mod cert_fields;
+mod common_name;
 mod directly_trusted;
 pub mod listener;
 pub mod sock;

@@ -15,6 +15,7 @@ use rustls::{DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureS
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
+use super::common_name;
 use super::directly_trusted::DirectlyTrusted;
 use super::sock::Sock;
 use crate::config::{ServerTls, ServerTlsMode, SYSTEM_ROOTS};
@@ -195,8 +196,9 @@ fn chain_verifier(roots: &Roots, check_name: bool) -> Result<ChainVerifier, Stri
     Ok(ChainVerifier { inner, check_name, trusted })
 }
 
-/// verify-ca checks the chain only; verify-full also the host name. A certificate the chain
-/// check refuses may still be one of the CA file's own, trusted as it is (as OpenSSL does).
+/// verify-ca checks the chain only; verify-full also the host name, in the subjectAltName or, when
+/// that names no host, in the Common Name (as libpq). A certificate the chain check refuses may
+/// still be one of the CA file's own, trusted as it is (as OpenSSL does).
 #[derive(Debug)]
 struct ChainVerifier {
     inner: Arc<WebPkiServerVerifier>,
@@ -221,11 +223,16 @@ impl ServerCertVerifier for ChainVerifier {
                 None => Err(refusal),
             }
         });
+        // Both paths check the name last: a refusal for the name is of an otherwise good
+        // certificate, which verify-ca takes as it is and verify-full by its Common Name too.
         match verdict {
-            Err(TlsError::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(TlsError::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
-                ..
-            })) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(refusal) if is_for_name(&refusal) => {
+                if !self.check_name || common_name::names_host(end_entity, server_name) {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(refusal)
+                }
+            }
             other => other,
         }
     }
@@ -251,6 +258,12 @@ impl ServerCertVerifier for ChainVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// A refusal because the certificate is not for the host name.
+fn is_for_name(refusal: &TlsError) -> bool {
+    use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+    matches!(refusal, TlsError::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }))
 }
 
 /// prefer/require: encryption without authentication of the server, as libpq's sslmode=require.
