@@ -59,10 +59,10 @@ pub struct AdviseArgs {
     pub max_statements: usize,
 
     /// Memory of the database server (e.g. 16GB); detected when the server is local.
-    #[arg(long)]
-    pub memory: Option<String>,
+    #[arg(long, value_parser = parse_memory)]
+    pub memory: Option<u64>,
     /// CPUs of the database server; detected when the server is local.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cpus: Option<u32>,
     /// Storage of the database server: ssd, hdd or san.
     #[arg(long)]
@@ -70,11 +70,13 @@ pub struct AdviseArgs {
     /// Workload type for configuration advice: web, oltp, dw, mixed or desktop.
     #[arg(long, default_value = "mixed")]
     pub workload_type: Option<WorkloadKind>,
-    /// Peak statements per second the application needs (default: measured for one second).
-    #[arg(long)]
+    /// Peak statements per second the application needs, multiplied by the measured mean statement
+    /// latency (default: the connections busy are measured over 5 seconds, from pg_stat_statements'
+    /// execution time or by sampling pg_stat_activity's active client backends).
+    #[arg(long, value_parser = parse_rate)]
     pub target_tps: Option<f64>,
     /// Application instances sharing the database (each has its own pool).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub app_instances: u32,
 
     /// Output format.
@@ -185,8 +187,7 @@ fn options(args: &AdviseArgs) -> anyhow::Result<AdviseOptions> {
     opts.index.min_cost_reduction = (args.min_cost_reduction / 100.0).clamp(0.0, 0.99);
     opts.index.min_statement_cost = args.min_cost;
     opts.index.max_statements = args.max_statements;
-    opts.machine =
-        MachineSpec { memory_bytes: args.memory.as_deref().map(parse_memory).transpose()?, cpus: args.cpus };
+    opts.machine = MachineSpec { memory_bytes: args.memory, cpus: args.cpus };
     opts.storage = args.storage;
     opts.workload_kind = args.workload_type.unwrap_or(WorkloadKind::Mixed);
     opts.pool.target_tps = args.target_tps;
@@ -205,21 +206,32 @@ fn scan_ledger_path() -> Option<PathBuf> {
     Some(state.join("pgpilot/advisor-index-scans.json"))
 }
 
-/// "16GB", "512MB", "2T", "1048576" → bytes.
-fn parse_memory(text: &str) -> anyhow::Result<u64> {
+/// "16GB", "512MB", "2T", "1048576" → bytes. Checked as clap parses the command line, so a bad
+/// size is a usage error (exit 2) before anything connects; none is zero (shared_buffers = '0GB').
+fn parse_memory(text: &str) -> Result<u64, String> {
     let t = text.trim().to_ascii_uppercase();
     let digits: String = t.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let number: f64 =
-        digits.parse().with_context(|| format!("--memory {text}: expected a size such as 16GB"))?;
+    let number: f64 = digits.parse().map_err(|_| "expected a size such as 16GB".to_string())?;
     let factor = match t[digits.len()..].trim().trim_end_matches("IB").trim_end_matches('B') {
         "" => 1u64,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
         "T" => 1 << 40,
-        other => bail!("--memory {text}: unknown unit {other}"),
+        other => return Err(format!("unknown unit {other}: use KB, MB, GB or TB")),
     };
-    Ok((number * factor as f64) as u64)
+    match (number * factor as f64) as u64 {
+        0 => Err("the server has more memory than that: give a size such as 16GB".into()),
+        bytes => Ok(bytes),
+    }
+}
+
+/// A rate above zero, for --target-tps.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("expected statements per second above 0, such as 500".into()),
+    }
 }
 
 /// Which suggestions to create: all proven ones with --yes, else asked one by one on the terminal.
@@ -295,5 +307,7 @@ mod tests {
         assert_eq!(parse_memory("2T").unwrap(), 2 << 40);
         assert_eq!(parse_memory("1024").unwrap(), 1024);
         assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("0GB").is_err());
+        assert!(parse_memory("16XB").is_err());
     }
 }

@@ -100,6 +100,19 @@ fn exit_codes_are_consistent() {
         .unwrap();
     assert_eq!(nothing.status.code(), Some(2), "{}", String::from_utf8_lossy(&nothing.stderr));
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("say which database"));
+    // A machine of no memory or no CPUs, a size in no known unit, no load: refused before connecting.
+    for advise in [
+        &["advise", "--url", target, "--memory", "0GB"][..],
+        &["advise", "--url", target, "--memory", "16XB"],
+        &["advise", "--url", target, "--cpus", "0"],
+        &["advise", "--url", target, "--target-tps", "0"],
+        &["advise", "--url", target, "--app-instances", "0"],
+    ] {
+        let out = pgpilot(advise);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{advise:?} is a usage error: {stderr}");
+        assert!(!stderr.contains("127.0.0.1"), "{advise:?}: never connected: {stderr}");
+    }
     // --fail-on takes warning or critical; info would fail every run.
     let fail_on_info = pgpilot(&["advise", "--url", target, "--fail-on", "info"]);
     assert_eq!(fail_on_info.status.code(), Some(2), "{}", String::from_utf8_lossy(&fail_on_info.stderr));

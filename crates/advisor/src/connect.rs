@@ -63,9 +63,14 @@ impl Target {
 
     /// `user@host:port/db`, for reports and error messages.
     pub fn describe(&self) -> String {
+        format!("{}@{}/{}", self.config.get_user().unwrap_or("?"), self.server(), self.dbname())
+    }
+
+    /// The server alone, `host:port`: what the server counts is the same whichever role reads it.
+    pub fn server(&self) -> String {
         let host = self.config.get_hosts().first().map(host_text).unwrap_or_else(|| "localhost".into());
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!("{}@{host}:{port}/{}", self.config.get_user().unwrap_or("?"), self.dbname())
+        format!("{host}:{port}")
     }
 
     /// True when the server runs on this machine (so its memory and CPUs can be read here).
@@ -236,6 +241,7 @@ mod tests {
     fn describe_leaves_out_the_password() {
         let t = Target::parse("postgres://app:hunter2@10.0.0.5:6543/shop").unwrap();
         assert_eq!(t.describe(), "app@10.0.0.5:6543/shop");
+        assert_eq!(t.server(), "10.0.0.5:6543");
         assert!(!format!("{t:?}").contains("hunter2"));
         assert!(!t.is_local());
         assert!(Target::parse("postgres://app@127.0.0.1/shop").unwrap().is_local());

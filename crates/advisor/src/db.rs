@@ -16,6 +16,8 @@ pub struct Db {
     pub database: String,
     pub is_superuser: bool,
     pub in_recovery: bool,
+    /// Index scans this session's planning caused, per index oid (see `index::planner::explain_json`).
+    pub own_index_scans: std::sync::Mutex<std::collections::HashMap<u32, i64>>,
 }
 
 impl Db {
@@ -45,6 +47,7 @@ impl Db {
             database: row.get(2),
             is_superuser: row.get::<_, Option<bool>>(3).unwrap_or(false),
             in_recovery: row.get(4),
+            own_index_scans: Default::default(),
         })
     }
 

@@ -36,8 +36,9 @@ pub use options::{AdviseOptions, HealthSettings, IndexAdvisorSettings, PoolInput
 pub use progress::{NoProgress, Progress, TerminalProgress};
 pub use report::{Category, Finding, IndexSuggestion, Report, Severity};
 
+use crate::config::load::LoadMethod;
 use crate::config::pgtune::TuneInput;
-use crate::config::pool::{PoolAdvice, PoolSizingInput};
+use crate::config::pool::{Load, PoolAdvice, PoolSizingInput};
 use crate::db::Db;
 use crate::report::WorkloadSummary;
 use crate::workload::WorkloadStatement;
@@ -54,8 +55,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     // From here on the advisor only reads: a slip can never write.
     db.client.batch_execute("SET default_transaction_read_only = on").await?;
     // Before any planning: planning probes indexes and would count as their use.
-    let mut scans =
-        health::usage::IndexScans::read(&db, &target.describe(), opts.scan_ledger.as_deref()).await;
+    let mut scans = health::usage::IndexScans::read(&db, &target.server(), opts.scan_ledger.as_deref()).await;
     let mut notes = Vec::new();
     if let Ok(scans) = &mut scans {
         scans.add_replicas(health::usage::read_replicas(&opts.replicas, opts.statement_timeout_ms).await);
@@ -128,7 +128,7 @@ pub async fn advise(opts: &AdviseOptions, progress: &dyn Progress) -> Result<Rep
     }
 
     if let Ok(scans) = &scans {
-        if let Err(e) = scans.record_own_scans(&db).await {
+        if let Err(e) = scans.record_own_scans(&db) {
             notes.push(format!("the advisor's own index scans could not be recorded: {e:#}"));
         }
     }
@@ -303,10 +303,6 @@ async fn pool_advice(
     workload: &WorkloadSummary,
     notes: &mut Vec<String>,
 ) -> Option<PoolAdvice> {
-    let Some(latency) = workload.mean_latency_ms else {
-        notes.push("no measured statement latency (pg_stat_statements or pgpilot): no pool sizing".into());
-        return None;
-    };
     let row = db
         .client
         .query_one(
@@ -315,12 +311,29 @@ async fn pool_advice(
         )
         .await
         .ok()?;
-    let (target_tps, source) = match opts.pool.target_tps {
-        Some(t) => (t, "--target-tps".to_string()),
-        None => (
-            measure_tps(db).await.unwrap_or(0.0).max(1.0),
-            format!("measured over {} s (pass --target-tps for your peak)", TPS_WINDOW.as_secs()),
-        ),
+    let (load, source) = match (opts.pool.target_tps, workload.mean_latency_ms) {
+        (Some(rate), Some(latency)) => {
+            (Load::Target { statements_per_s: rate, mean_latency_ms: latency }, "--target-tps".to_string())
+        }
+        (Some(_), None) => {
+            notes.push(
+                "--target-tps needs a measured statement latency (pg_stat_statements or pgpilot): no pool sizing"
+                    .into(),
+            );
+            return None;
+        }
+        (None, _) => {
+            let measured = config::load::measure(db, opts.workload.pg_stat_statements).await?;
+            let source = format!(
+                "measured over {:.0} s by {} (pass --target-tps for your peak)",
+                measured.window_s,
+                match measured.method {
+                    LoadMethod::PgStatStatements => "pg_stat_statements",
+                    LoadMethod::ActiveBackends => "sampling pg_stat_activity",
+                }
+            );
+            (Load::Measured(measured), source)
+        }
     };
     let cpus = opts.machine.cpus.or_else(|| {
         Target::parse(&opts.url)
@@ -328,16 +341,18 @@ async fn pool_advice(
             .filter(|t| t.is_local())
             .and_then(|_| config::machine::detect_local().cpus)
     });
+    let given_rate = matches!(load, Load::Target { .. });
     let input = PoolSizingInput {
-        mean_latency_ms: latency,
-        target_tps,
+        load,
         max_connections: row.get::<_, i32>(0) as u32,
         reserved_connections: row.get::<_, i32>(1) as u32,
         app_instances: opts.pool.app_instances.max(1),
         cpus,
     };
     let mut advice = config::pool::size(&input, &source);
-    advice.explanation.insert(1, latency_basis(&workload.latency_excluded));
+    if given_rate {
+        advice.explanation.insert(1, latency_basis(&workload.latency_excluded));
+    }
     Some(advice)
 }
 
@@ -350,31 +365,6 @@ fn latency_basis(excluded: &[String]) -> String {
     } else {
         format!("{basis}; left out: {}", excluded.join("; "))
     }
-}
-
-/// How long the transaction counter is watched: a backend reports its counts about once a second
-/// while busy and up to 10 s after it goes idle, so a one-second window caught a report or missed
-/// it (a steady 250/s read as 0 or 500).
-const TPS_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Transactions per second on this database over [`TPS_WINDOW`], the advisor's own left out.
-async fn measure_tps(db: &Db) -> Option<f64> {
-    let sql =
-        "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = current_database()";
-    // This backend reports its counts at most once a second: the advisor's own queries so far would
-    // land inside the window and read as workload (an idle database measured 85-141/s). PostgreSQL
-    // 15 can be told to report them now; before 15 the collector's delay is shorter than the window.
-    let _ = db.client.batch_execute("SELECT pg_catalog.pg_stat_force_next_flush()").await;
-    let _ = db.client.batch_execute("SELECT 1").await;
-    let before: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
-    let start = Instant::now();
-    tokio::time::sleep(TPS_WINDOW).await;
-    // Statistics are flushed by backends at most every 500 ms (15+) or on idle: good enough for a rate.
-    db.client.batch_execute("SELECT pg_stat_clear_snapshot()").await.ok()?;
-    let after: i64 = db.client.query_one(sql, &[]).await.ok()?.get(0);
-    // Its own: the reading before, and the snapshot cleared.
-    const OWN: i64 = 2;
-    Some((after - before - OWN).max(0) as f64 / start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

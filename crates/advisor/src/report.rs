@@ -199,10 +199,16 @@ pub struct RejectedCandidate {
     pub best_cost_reduction: Option<f64>,
 }
 
+/// How the reason of an index on an expression with a parameter begins (see `index::mod`).
+pub const PARAMETERIZED_EXPRESSION: &str = "the expression takes a parameter";
+
 impl RejectedCandidate {
-    /// Rejected after the planner was asked: used by a plan (with the reduction it gave) or not.
+    /// Rejected after the planner was asked (used by a plan, with the reduction it gave, or not),
+    /// or impossible for its statement's parameter: the only word on a statement with no index.
     pub fn worth_showing(&self) -> bool {
-        self.best_cost_reduction.is_some() || self.reason.starts_with("hypopg")
+        self.best_cost_reduction.is_some()
+            || self.reason.starts_with("hypopg")
+            || self.reason.starts_with(PARAMETERIZED_EXPRESSION)
     }
 }
 

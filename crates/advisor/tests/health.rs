@@ -510,3 +510,111 @@ async fn a_hit_ratio_just_under_the_threshold_is_shown_under_it() {
     assert_eq!(index_cache.severity, Severity::Warning);
     assert_eq!(index_cache.title, "Index cache hit ratio is 98.98%");
 }
+
+/// A queued UPDATE of the very row the root's transaction changed: cancelling the ALTER TABLE it
+/// is queued behind only moves its wait to the root, and the fix says so. Once the ALTER is gone,
+/// the chain has no DDL, and the fix no lock_timeout advice for DDL; the blocked UPDATE is never a
+/// long-running query to cancel.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_update_of_the_roots_row_is_not_freed_by_cancelling_the_ddl() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE row_queue");
+    cluster.psql(
+        "row_queue",
+        "CREATE TABLE tiny (id int PRIMARY KEY, v text); INSERT INTO tiny VALUES (1, 'x')",
+    );
+    let url = cluster.url("postgres", "row_queue");
+    let [(a, pid_a), (b, pid_b), (c, pid_c)] = three_sessions(&url).await;
+    a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
+    let waiting_on = |pid: i32, expected: String| {
+        let cluster = &cluster;
+        async move {
+            let start = Instant::now();
+            let sql = format!("SELECT pg_blocking_pids({pid})");
+            while cluster.psql("row_queue", &sql) != expected {
+                assert!(start.elapsed() < Duration::from_secs(10), "pid {pid} never waited on {expected}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let alter = tokio::spawn(async move {
+        b.batch_execute("SET lock_timeout = '60s'; ALTER TABLE tiny ADD COLUMN extra int").await
+    });
+    waiting_on(pid_b, format!("{{{pid_a}}}")).await;
+    let update = tokio::spawn(async move { c.batch_execute("UPDATE tiny SET v = 'z' WHERE id = 1").await });
+    waiting_on(pid_c, format!("{{{pid_b}}}")).await;
+
+    let mut opts = common::options(&url);
+    opts.skip_indexes = true;
+    opts.statement_timeout_ms = 2_000;
+    opts.health.long_query_secs = 0;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let for_c = find(&report, Category::Locks, &format!("Query (pid {pid_c})"));
+    let context = format!("A={pid_a} B={pid_b} C={pid_c}: {for_c:#?}");
+    let fix = for_c.fix.as_deref().unwrap();
+    assert!(fix.contains(&format!("-- if it then waits on pid {pid_a}")), "{context}");
+    assert!(
+        for_c.evidence.iter().any(|e| e.contains(&format!("but root pid {pid_a} has changed rows"))),
+        "{context}"
+    );
+    assert!(fix.contains("give DDL a lock_timeout"), "the ALTER is in the chain; {context}");
+    let pid_c_object = format!("pid {pid_c}");
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.category == Category::Activity && f.object.as_deref() == Some(&pid_c_object)),
+        "a blocked query is not a long-running one:\n{}",
+        report.render_text(false)
+    );
+
+    // Cancelling the ALTER moves C's wait to A, as the fix warned.
+    cluster.psql("row_queue", &format!("SELECT pg_cancel_backend({pid_b})"));
+    assert!(alter.await.unwrap().is_err(), "B was cancelled");
+    waiting_on(pid_c, format!("{{{pid_a}}}")).await;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let for_c = find(&report, Category::Locks, &format!("Query (pid {pid_c})"));
+    let fix = for_c.fix.as_deref().unwrap();
+    assert!(fix.contains(&format!("pg_terminate_backend({pid_a})")), "{for_c:#?}");
+    assert!(!fix.contains("lock_timeout"), "no DDL in the chain any more: {for_c:#?}");
+    a.batch_execute("ROLLBACK").await.unwrap();
+    update.await.unwrap().unwrap();
+}
+
+/// Scans of a partitioned table's partitions are one finding, on the partitioned table, where
+/// the index suggestion for them is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_tables_sequential_scans_are_one_finding() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE parts");
+    cluster.psql(
+        "parts",
+        "CREATE TABLE events (id int, kind int) PARTITION BY RANGE (id);
+         CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (20001);
+         CREATE TABLE events_2 PARTITION OF events FOR VALUES FROM (20001) TO (40001);
+         INSERT INTO events SELECT i, i % 100 FROM generate_series(1, 40000) i;
+         ANALYZE events;",
+    );
+    cluster.psql("parts", &"SELECT count(*) FROM events WHERE kind = 7;\n".repeat(60));
+    let counted = "SELECT count(*) FROM pg_stat_user_tables WHERE relname LIKE 'events_%' AND seq_scan >= 60";
+    let start = Instant::now();
+    while cluster.psql("parts", counted) != "2" {
+        assert!(start.elapsed() < Duration::from_secs(15), "the scans were never counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut opts = common::options(&cluster.url("postgres", "parts"));
+    opts.skip_indexes = true;
+    opts.health.table_min_bytes = 0;
+    let report = advise(&opts, &NoProgress).await.unwrap();
+    let text = report.render_text(false);
+    let scans: Vec<_> =
+        report.findings.iter().filter(|f| f.title.contains("read mostly by sequential scans")).collect();
+    assert_eq!(scans.len(), 1, "{text}");
+    assert_eq!(scans[0].title, "public.events is read mostly by sequential scans", "{text}");
+    assert!(scans[0].evidence[0].starts_with("120 sequential scans"), "{:?}", scans[0]);
+    assert!(
+        scans[0].evidence.iter().any(|e| e.starts_with("on its partitions public.events_1, public.events_2")),
+        "{:?}",
+        scans[0]
+    );
+}

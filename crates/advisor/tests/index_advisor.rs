@@ -621,3 +621,31 @@ async fn a_selective_expression_index_is_suggested_with_a_sample() {
         "three countries are not selective:\n{text}"
     );
 }
+
+/// pg_stat_statements shows a full-text query's text search configuration as `$1`: the
+/// expression `to_tsvector($1, body)` cannot be indexed, and the report says so instead of
+/// passing over the statement in silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_text_search_with_a_parameter_configuration_says_why_it_gets_no_index() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE fts");
+    cluster.psql(
+        "fts",
+        "CREATE TABLE docs (id int PRIMARY KEY, body text);
+         INSERT INTO docs SELECT i, 'word' || (i % 5000) || ' filler text' FROM generate_series(1, 50000) i;
+         ANALYZE docs;",
+    );
+    let report = common::advise_workload(
+        &cluster.url("postgres", "fts"),
+        "-- calls: 500\nSELECT id FROM docs WHERE to_tsvector($1, body) @@ plainto_tsquery($2, $3);\n",
+    )
+    .await;
+    assert_eq!(report.workload.analysed, 1, "{:?}", report.workload.skipped);
+    let rejected = report
+        .rejected_candidates
+        .iter()
+        .find(|r| r.index.contains("to_tsvector($1, body)"))
+        .unwrap_or_else(|| panic!("{:#?}", report.rejected_candidates));
+    assert_eq!(rejected.table, "public.docs");
+    assert!(rejected.reason.contains("takes a parameter"), "{rejected:?}");
+}

@@ -141,3 +141,44 @@ async fn what_pg_stat_activity_hides_from_a_plain_role_is_unknown_not_made_up() 
     holder.batch_execute("ROLLBACK").await.unwrap();
     blocked.await.unwrap().unwrap();
 }
+
+/// The application's tables in its own schema, named unqualified through its search_path: a role
+/// without USAGE on the schema is told which GRANT it needs, and one whose search_path does not
+/// reach the schema is told that, never that a statement "reads no user table".
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_the_advisors_schema_access_leaves_out_are_explained() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE shopdb");
+    cluster.psql(
+        "shopdb",
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.orders (id int PRIMARY KEY, customer int, total int);
+         INSERT INTO shop.orders SELECT g, g % 1000, g % 77 FROM generate_series(1, 50000) g;
+         ANALYZE shop.orders;
+         CREATE ROLE mon LOGIN IN ROLE pg_monitor;",
+    );
+    let workload = "-- calls: 500\nSELECT * FROM orders WHERE customer = 7;\n\
+                    -- calls: 100\nUPDATE orders SET total = 0 WHERE customer = 8;\n\
+                    -- calls: 50\nSELECT * FROM shop.orders WHERE total = 3;\n";
+    let run = |user: &'static str| {
+        let url = cluster.url(user, "shopdb");
+        async move { common::advise_workload(&url, workload).await }
+    };
+
+    let monitor = run("mon").await;
+    assert_eq!(monitor.workload.analysed, 0);
+    let usage = notes_about(&monitor, "no USAGE on schema shop (3 statement(s))");
+    assert_eq!(usage.len(), 1, "{:#?}", monitor.notes);
+    assert!(usage[0].contains("GRANT USAGE ON SCHEMA shop TO mon;"), "{}", usage[0]);
+
+    let owner = run("postgres").await;
+    let update = owner.workload.skipped.iter().find(|s| s.query.starts_with("UPDATE")).expect("skipped");
+    assert!(
+        update.reason.contains("table orders is not on the advisor's search_path (it is in schema shop)"),
+        "{update:?}"
+    );
+    let path = notes_about(&owner, "search_path");
+    assert_eq!(path.len(), 1, "{:#?}", owner.notes);
+    assert!(path[0].contains("ALTER ROLE postgres SET search_path = shop, public"), "{}", path[0]);
+    assert_eq!(owner.workload.analysed, 1, "the qualified statement: {:#?}", owner.workload.skipped);
+}

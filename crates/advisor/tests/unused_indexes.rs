@@ -418,3 +418,71 @@ async fn the_two_checks_never_drop_every_index_of_a_column_list() {
     );
     assert_eq!(left, "t_b,t_kind,t_pkey");
 }
+
+/// The application, scanning the index once the advisor has read the counts and begins to plan.
+struct AppScansWhilePlanning<'a> {
+    cluster: &'a Cluster,
+    db: &'a str,
+}
+
+impl pgpilot_advisor::Progress for AppScansWhilePlanning<'_> {
+    fn stage(&self, name: &str, _: u64) {
+        if name == "planning statements" {
+            // psql's backend reports its counts as it exits, before the advisor's planning ends.
+            self.cluster.psql(
+                self.db,
+                "SET enable_seqscan = off; SET enable_bitmapscan = off; \
+                 SELECT count(*) FROM orders WHERE customer_id = 7; SELECT count(*) FROM orders WHERE customer_id = 8",
+            );
+        }
+    }
+    fn advance(&self, _: u64) {}
+}
+
+/// Another session scanning the index while the advisor plans is the application, not the
+/// advisor: its scans are not put in the ledger, so the next run still sees the index used.
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_by_other_sessions_during_planning_are_not_the_advisors() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE busy");
+    cluster.psql("busy", ORDERS);
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    workload.write_all(JOIN.as_bytes()).unwrap();
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let mut opts = common::options(&cluster.url("postgres", "busy"));
+    opts.workload.file = Some(workload.path().to_path_buf());
+    opts.scan_ledger = Some(ledger_dir.path().join("scans.json"));
+
+    advise(&opts, &AppScansWhilePlanning { cluster: &cluster, db: "busy" }).await.unwrap();
+    let report = run(&opts).await;
+    assert!(
+        unused(&report, "public.orders_customer_unused").is_none(),
+        "the application scanned it twice (idx_scan {}, the advisor's probes among them):\n{}",
+        idx_scan(&cluster, "busy", "orders_customer_unused"),
+        report.render_text(false)
+    );
+}
+
+/// The ledger is the server's: a run by another role subtracts the probes an earlier run planned.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_is_shared_by_the_roles_reading_one_server() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE roles");
+    cluster.psql("roles", ORDERS);
+    cluster.psql("postgres", "CREATE ROLE watcher LOGIN IN ROLE pg_monitor");
+    let mut workload = tempfile::NamedTempFile::new().unwrap();
+    workload.write_all(JOIN.as_bytes()).unwrap();
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_dir.path().join("scans.json");
+    let mut planner = common::options(&cluster.url("postgres", "roles"));
+    planner.workload.file = Some(workload.path().to_path_buf());
+    planner.scan_ledger = Some(ledger.clone());
+    run(&planner).await;
+    assert!(idx_scan(&cluster, "roles", "orders_customer_unused") > 0, "planning probed the index");
+
+    let mut watcher = common::options(&cluster.url("watcher", "roles"));
+    watcher.skip_indexes = true;
+    watcher.scan_ledger = Some(ledger);
+    let report = run(&watcher).await;
+    assert!(unused(&report, "public.orders_customer_unused").is_some(), "{}", report.render_text(false));
+}

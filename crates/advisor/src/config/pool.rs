@@ -1,18 +1,51 @@
-//! Pool sizing from Little's law: connections busy on average = throughput × latency. The pool
+//! Pool sizing from Little's law: connections busy on average = throughput × latency, given as a
+//! target rate at the measured latency or measured directly (see `load`). The pool
 //! gets headroom for bursts, is split across application instances, and must fit under
 //! max_connections with room left for administration.
 
 use serde::{Deserialize, Serialize};
+
+use super::load::MeasuredLoad;
 
 /// Connections kept free for administrators, replication and maintenance beyond the reserved ones.
 const ADMIN_HEADROOM: u32 = 5;
 /// Bursts above the mean: a pool sized for the mean queues half the time.
 const BURST_FACTOR: f64 = 1.5;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What keeps connections busy: a target rate the user gave, or the load the advisor measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load {
+    /// `--target-tps`, taken as statements per second, at the workload's mean statement latency.
+    Target {
+        statements_per_s: f64,
+        mean_latency_ms: f64,
+    },
+    Measured(MeasuredLoad),
+}
+
+impl Load {
+    fn busy_connections(&self) -> f64 {
+        match self {
+            Load::Target { statements_per_s, mean_latency_ms } => statements_per_s * mean_latency_ms / 1000.0,
+            Load::Measured(m) => m.busy_connections,
+        }
+    }
+
+    /// The first line of the explanation: where the busy connections come from.
+    fn describe(&self, busy: f64) -> String {
+        match self {
+            Load::Target { statements_per_s, mean_latency_ms } => format!(
+                "--target-tps {statements_per_s:.0} statements/s × {mean_latency_ms:.2} ms mean statement latency \
+                 = {busy:.1} connections busy on average (Little's law)"
+            ),
+            Load::Measured(m) => m.describe(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolSizingInput {
-    pub mean_latency_ms: f64,
-    pub target_tps: f64,
+    pub load: Load,
     pub max_connections: u32,
     pub reserved_connections: u32,
     pub app_instances: u32,
@@ -23,26 +56,29 @@ pub struct PoolSizingInput {
 pub struct PoolAdvice {
     pub per_instance: u32,
     pub total: u32,
-    /// Connections busy on average at the target throughput.
+    /// Connections busy on average at the target or measured load.
     pub busy_connections: f64,
-    pub target_tps: f64,
-    pub mean_latency_ms: f64,
+    /// The target rate (`--target-tps`) or the measured one; None when only active backends were
+    /// counted.
+    pub statements_per_s: Option<f64>,
+    /// The workload's mean statement latency, when the target rate was multiplied by it.
+    pub mean_latency_ms: Option<f64>,
+    /// The measurement, when the load was measured rather than given.
+    pub measured: Option<MeasuredLoad>,
     pub app_instances: u32,
-    /// Where the target came from ("--target-tps", "measured over 1 s").
+    /// Where the load came from ("--target-tps", "measured over 5 s by pg_stat_statements").
     pub target_source: String,
     pub explanation: Vec<String>,
 }
 
 pub fn size(input: &PoolSizingInput, target_source: &str) -> PoolAdvice {
     let instances = input.app_instances.max(1);
-    let busy = input.target_tps * input.mean_latency_ms / 1000.0;
+    let busy = input.load.busy_connections();
     let wanted = ((busy * BURST_FACTOR).ceil() as u32).max(instances);
     let per_instance = wanted.div_ceil(instances).max(1);
     let usable = input.max_connections.saturating_sub(input.reserved_connections + ADMIN_HEADROOM).max(1);
-    let mut explanation = vec![format!(
-        "{:.0} statements/s × {:.2} ms = {busy:.1} connections busy on average; ×{BURST_FACTOR} for bursts = {wanted}",
-        input.target_tps, input.mean_latency_ms
-    )];
+    let mut explanation =
+        vec![input.load.describe(busy), format!("×{BURST_FACTOR} for bursts = {wanted} connections")];
     let mut per_instance = per_instance;
     if per_instance * instances > usable {
         per_instance = (usable / instances).max(1);
@@ -64,12 +100,19 @@ pub fn size(input: &PoolSizingInput, target_source: &str) -> PoolAdvice {
     }
     explanation
         .push(format!("{instances} application instance(s) × {per_instance} = {total} server connections"));
+    let (statements_per_s, mean_latency_ms, measured) = match &input.load {
+        Load::Target { statements_per_s, mean_latency_ms } => {
+            (Some(*statements_per_s), Some(*mean_latency_ms), None)
+        }
+        Load::Measured(m) => (m.statements_per_s, None, Some(m.clone())),
+    };
     PoolAdvice {
         per_instance,
         total,
         busy_connections: busy,
-        target_tps: input.target_tps,
-        mean_latency_ms: input.mean_latency_ms,
+        statements_per_s,
+        mean_latency_ms,
+        measured,
         app_instances: instances,
         target_source: target_source.to_string(),
         explanation,
@@ -82,8 +125,7 @@ mod tests {
 
     fn input(tps: f64, ms: f64, instances: u32) -> PoolSizingInput {
         PoolSizingInput {
-            mean_latency_ms: ms,
-            target_tps: tps,
+            load: Load::Target { statements_per_s: tps, mean_latency_ms: ms },
             max_connections: 100,
             reserved_connections: 3,
             app_instances: instances,

@@ -12,12 +12,14 @@ use crate::units::{duration, one_line};
 
 const CLIENTS: &str = "backend_type = 'client backend' AND pid <> pg_backend_pid()";
 
+/// Queries waiting for a lock are left out: the blocked-query finding reports them with the session
+/// that holds them up, and cancelling the waiter is not the fix.
 pub async fn long_running(db: &Db, settings: &HealthSettings) -> Result<Vec<Finding>> {
     let sql = format!(
         "SELECT pid, coalesce(usename::text, ''), coalesce(datname::text, ''), \
          extract(epoch FROM now() - query_start)::float8, query \
          FROM pg_stat_activity WHERE {CLIENTS} AND state = 'active' \
-           AND now() - query_start > make_interval(secs => $1) ORDER BY query_start"
+           AND wait_event_type IS DISTINCT FROM 'Lock' AND now() - query_start > make_interval(secs => $1) ORDER BY query_start"
     );
     let rows = db.client.query(&sql, &[&(settings.long_query_secs as f64)]).await?;
     Ok(rows

@@ -7,6 +7,7 @@ use anyhow::Result;
 use tokio_postgres::Row;
 
 use super::activity::shown_query;
+use super::lock_requests::{self, LockRequests};
 use crate::db::Db;
 use crate::report::{Category, Finding, Severity};
 use crate::sqltext::without_literals;
@@ -46,7 +47,8 @@ pub async fn blocked(db: &Db) -> Result<Vec<Finding>> {
     roots.sort_unstable();
     roots.dedup();
     let sessions = root_sessions(db, &roots).await?;
-    Ok(waiters.iter().map(|w| w.finding(&graph, &sessions)).collect())
+    let requests = lock_requests::read(db, &roots).await?;
+    Ok(waiters.iter().map(|w| w.finding(&graph, &sessions, &requests)).collect())
 }
 
 /// A session blocking a waiter, as pg_stat_activity shows it.
@@ -128,7 +130,7 @@ impl Waiter {
         }
     }
 
-    fn finding(&self, graph: &WaitGraph, sessions: &[RootSession]) -> Finding {
+    fn finding(&self, graph: &WaitGraph, sessions: &[RootSession], requests: &LockRequests) -> Finding {
         let roots = root_blockers(self.pid, graph);
         // Critical only on a known wait: an unknown one is not judged.
         let severity = match self.waited_secs {
@@ -158,14 +160,22 @@ impl Waiter {
             f = f.evidence(root_evidence(*root, sessions));
         }
         let queued_behind = only_waiting_blockers(&self.blocker_pids, &roots, graph);
+        // Roots that changed rows of the table this query waits to change: past the queue, it may
+        // wait on them next.
+        let writers: Vec<i32> = requests
+            .row_writers
+            .get(&self.pid)
+            .map(|w| w.iter().copied().filter(|p| roots.contains(p)).collect())
+            .unwrap_or_default();
         let note = match &queued_behind {
-            Some(waiting) => Some(queued_behind_note(waiting)),
+            Some(waiting) => Some(queued_behind_note(waiting, &writers)),
             None => waiting_blockers_note(&self.blocker_pids, &roots, graph),
         };
         if let Some(note) = note {
             f = f.evidence(note);
         }
-        f.fix(blocked_fix(&roots, queued_behind.as_deref().unwrap_or_default()))
+        let ddl_in_chain = chain(self.pid, graph).iter().any(|p| requests.ddl.contains(p));
+        f.fix(blocked_fix(&roots, queued_behind.as_deref().unwrap_or_default(), &writers, ddl_in_chain))
     }
 }
 
@@ -202,16 +212,41 @@ fn only_waiting_blockers(blocker_pids: &[i32], roots: &[i32], graph: &WaitGraph)
     all_waiting.then(|| blocker_pids.to_vec())
 }
 
-fn queued_behind_note(waiting: &[i32]) -> String {
+/// `writers`: roots that changed rows of the table the query waits to change (see `lock_requests`).
+fn queued_behind_note(waiting: &[i32], writers: &[i32]) -> String {
     let one = waiting.len() == 1;
-    format!(
-        "pid {} {} waiting for a lock, and this query waits only on {}: cancelling {} statement frees it \
-         without ending the root's transaction",
+    let queued = format!(
+        "pid {} {} waiting for a lock, and this query is queued only behind {}",
         join(waiting),
         if one { "is itself" } else { "are themselves" },
         if one { "it" } else { "them" },
-        if one { "its" } else { "their" },
+    );
+    let its = if one { "its" } else { "their" };
+    if writers.is_empty() {
+        return format!(
+            "{queued}: cancelling {its} statement frees it without ending the root's transaction"
+        );
+    }
+    format!(
+        "{queued}, but root pid {} has changed rows of the table it changes, in a transaction still open: \
+         cancelling {its} statement frees it only if it touches none of those rows, else it then waits on pid {}",
+        join(writers),
+        join(writers)
     )
+}
+
+/// `pid` and every session it waits on, directly or down the chain.
+fn chain(pid: i32, graph: &WaitGraph) -> HashSet<i32> {
+    let mut seen = HashSet::from([pid]);
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        for &next in graph.get(&p).into_iter().flatten() {
+            if seen.insert(next) {
+                stack.push(next);
+            }
+        }
+    }
+    seen
 }
 
 /// The sessions at the root of the wait chains that hold up `pid`: its blockers, followed through
@@ -240,8 +275,10 @@ fn root_blockers(pid: i32, graph: &WaitGraph) -> Vec<i32> {
 
 /// Cancels the waiting statements the query is queued behind, when that alone frees it (the least
 /// disruptive fix), else terminates the roots; pid 0 is a prepared transaction, which only
-/// COMMIT/ROLLBACK PREPARED ends.
-fn blocked_fix(roots: &[i32], queued_behind: &[i32]) -> String {
+/// COMMIT/ROLLBACK PREPARED ends. When a root changed rows of the query's table (`writers`),
+/// cancelling may only move the wait to that root, and the fix says so. The lock_timeout advice
+/// is for DDL queued in the chain, and only then.
+fn blocked_fix(roots: &[i32], queued_behind: &[i32], writers: &[i32], ddl_in_chain: bool) -> String {
     let live: Vec<String> =
         roots.iter().filter(|&&p| p != 0).map(|p| format!("SELECT pg_terminate_backend({p});")).collect();
     let mut fix = String::new();
@@ -252,6 +289,12 @@ fn blocked_fix(roots: &[i32], queued_behind: &[i32]) -> String {
             "cancel the waiting statement this query is queued behind (it can be retried later): {}\n",
             cancels.join(" ")
         ));
+        if !writers.is_empty() {
+            fix.push_str(&format!(
+                "-- if it then waits on pid {} (a row that transaction changed), only ending that transaction frees it\n",
+                join(writers)
+            ));
+        }
         if !live.is_empty() {
             fix.push_str(&format!(
                 "-- or end the root blocking transaction, which frees the whole chain: {}\n",
@@ -267,8 +310,10 @@ fn blocked_fix(roots: &[i32], queued_behind: &[i32]) -> String {
              then COMMIT PREPARED or ROLLBACK PREPARED it\n",
         );
     }
-    fix.push_str("-- and give DDL a lock_timeout so it cannot queue everyone behind it");
-    fix
+    if ddl_in_chain {
+        fix.push_str("-- and give DDL a lock_timeout so it cannot queue everyone behind it");
+    }
+    fix.trim_end().to_string()
 }
 
 fn join(pids: &[i32]) -> String {
@@ -373,12 +418,16 @@ mod tests {
 
     #[test]
     fn the_fix_terminates_the_roots_or_ends_a_prepared_transaction() {
-        assert!(blocked_fix(&[30], &[])
+        assert!(blocked_fix(&[30], &[], &[], false)
             .starts_with("finish or cancel the root blocking transaction: SELECT pg_terminate_backend(30);"));
-        let prepared = blocked_fix(&[0], &[]);
+        let prepared = blocked_fix(&[0], &[], &[], true);
         assert!(
             prepared.contains("pg_prepared_xacts") && !prepared.contains("pg_terminate_backend"),
             "{prepared}"
         );
+        assert!(prepared.ends_with("lock_timeout so it cannot queue everyone behind it"), "{prepared}");
+        assert!(!blocked_fix(&[30], &[], &[], false).contains("lock_timeout"), "no DDL in the chain");
+        let moved = blocked_fix(&[30], &[10], &[30], true);
+        assert!(moved.contains("-- if it then waits on pid 30"), "{moved}");
     }
 }

@@ -3,8 +3,10 @@
 
 mod activity;
 mod foreign_keys;
+mod horizon;
 mod index_drops;
 pub(crate) mod indexes;
+mod lock_requests;
 mod locks;
 mod replication;
 pub mod standby;

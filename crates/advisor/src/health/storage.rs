@@ -18,9 +18,13 @@ pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<
          AND seq_tup_read / greatest(seq_scan, 1) >= 1000 AND seq_scan >= {} AND seq_tup_read >= {}",
         settings.seq_scan_min_scans, settings.seq_scan_min_rows_read
     );
+    // A partition's scans are its partitioned table's: the index suggestion is made on that table.
+    let root = if db.version_num >= 120000 { "pg_partition_root(relid)" } else { "NULL::oid" };
     let sql = format!(
         "SELECT * FROM (SELECT quote_ident(schemaname) || '.' || quote_ident(relname), seq_scan::int8, \
-           seq_tup_read::int8, coalesce(idx_scan, 0)::int8, n_live_tup::int8, pg_relation_size(relid)::int8 AS size \
+           seq_tup_read::int8, coalesce(idx_scan, 0)::int8, n_live_tup::int8, pg_relation_size(relid)::int8 AS size, \
+           (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
+              JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {root}) \
            FROM pg_stat_user_tables WHERE {candidates} AND ($1::oid[] IS NULL OR relid = ANY($1)) OFFSET 0) t \
          WHERE size >= $2 ORDER BY 3 DESC LIMIT $3"
     );
@@ -31,29 +35,79 @@ pub async fn sequential_scans(db: &Db, settings: &HealthSettings) -> Result<Vec<
     const LIMIT: i64 = 20;
     let (rows, locked) = db.rows_skipping_locked(&sql, &tables, &[&settings.table_min_bytes, &LIMIT]).await?;
     let rows = super::top_by(rows, 2, LIMIT);
-    Ok(rows
+    Ok(SeqScans::grouped(&rows)
         .iter()
-        .map(|r| {
-            let table: String = r.get(0);
-            let (seq, read, idx, live): (i64, i64, i64, i64) = (r.get(1), r.get(2), r.get(3), r.get(4));
-            Finding::new(
-                Severity::Warning,
-                Category::Tables,
-                format!("{table} is read mostly by sequential scans"),
-            )
-            .object(table.clone())
-            .evidence(format!("{} sequential scans vs {} index scans", count(seq), count(idx)))
-            .evidence(format!(
-                "{} rows read by sequential scans (~{} per scan of {} live rows), {} on disk",
-                count(read),
-                count(read / seq.max(1)),
-                count(live),
-                bytes(r.get(5))
-            ))
-            .fix("see the index suggestions for this table; statements that filter it need an index")
-        })
+        .map(SeqScans::finding)
         .chain(super::locked_relations_finding(Category::Tables, "Sequential scans", &locked))
         .collect())
+}
+
+/// The sequential scans of a table, or of the partitions of a partitioned table, added up.
+#[derive(Debug, Default)]
+struct SeqScans {
+    table: String,
+    /// The partitions counted, when `table` is partitioned.
+    partitions: Vec<String>,
+    seq: i64,
+    read: i64,
+    idx: i64,
+    live: i64,
+    size: i64,
+}
+
+impl SeqScans {
+    /// One per table, a partition's counts under its partitioned table, in the order of `rows`.
+    fn grouped(rows: &[tokio_postgres::Row]) -> Vec<SeqScans> {
+        let mut out: Vec<SeqScans> = Vec::new();
+        for r in rows {
+            let (name, root): (String, Option<String>) = (r.get(0), r.get(6));
+            let table = root.clone().unwrap_or_else(|| name.clone());
+            let i = match out.iter().position(|s| s.table == table) {
+                Some(i) => i,
+                None => {
+                    out.push(SeqScans { table, ..Default::default() });
+                    out.len() - 1
+                }
+            };
+            let s = &mut out[i];
+            if root.is_some() {
+                s.partitions.push(name);
+            }
+            s.seq += r.get::<_, i64>(1);
+            s.read += r.get::<_, i64>(2);
+            s.idx += r.get::<_, i64>(3);
+            s.live += r.get::<_, i64>(4);
+            s.size += r.get::<_, i64>(5);
+        }
+        for s in &mut out {
+            s.partitions.sort();
+        }
+        out
+    }
+
+    fn finding(&self) -> Finding {
+        let mut f = Finding::new(
+            Severity::Warning,
+            Category::Tables,
+            format!("{} is read mostly by sequential scans", self.table),
+        )
+        .object(self.table.clone())
+        .evidence(format!("{} sequential scans vs {} index scans", count(self.seq), count(self.idx)))
+        .evidence(format!(
+            "{} rows read by sequential scans (~{} per scan of {} live rows), {} on disk",
+            count(self.read),
+            count(self.read / self.seq.max(1)),
+            count(self.live),
+            bytes(self.size)
+        ));
+        if !self.partitions.is_empty() {
+            f = f.evidence(format!(
+                "on its partitions {} (an index made on the partitioned table is made on each of them)",
+                self.partitions.join(", ")
+            ));
+        }
+        f.fix("see the index suggestions for this table; statements that filter it need an index")
+    }
 }
 
 /// Bloat from statistics: the pages the live rows need (row width from pg_stats, 24-byte tuple

@@ -7,15 +7,17 @@
 //!
 //! - the counts are read once per run before the advisor plans anything (`IndexScans::read`), and
 //!   the unused-index check judges by that snapshot, never by the counts after planning;
-//! - after planning, the advisor flushes its own statistics and reads the counts again: the
-//!   difference is what its planning caused, added to a ledger per server, database, statistics
-//!   epoch (stats_reset and postmaster start) and index (`record_own_scans`);
+//! - each EXPLAIN reads the session's own pending scan counts (pg_stat_get_xact_numscans) just
+//!   before and after it, in the same implicit transaction: the difference is what its planning
+//!   caused, and nothing another session scanned meanwhile (a delta of idx_scan would count
+//!   those too, and could make a rarely used index look unused);
+//! - those are added to a ledger per server (host and port, whoever the role), database,
+//!   statistics epoch (stats_reset and postmaster start) and index (`record_own_scans`);
 //! - the next run subtracts the ledger from its snapshot. The gateway re-runs the advisor in one
 //!   process (the ledger lives in memory); the CLI passes a state file so separate runs share it.
 //!
-//! Scans by other sessions during the planning window are counted as the advisor's: the window is
-//! short, and an index the application uses shows scans outside it too. A new epoch (a statistics
-//! reset, a restart) starts a new ledger: forgetting only ever makes an index look used.
+//! A new epoch (a statistics reset, a restart) starts a new ledger: forgetting only ever makes an
+//! index look used.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -59,6 +61,7 @@ pub struct IndexScans {
 
 impl IndexScans {
     /// Reads the counts; call it before the advisor plans or runs any statement.
+    /// `server` names the server, not the role: the scans are the server's, whoever asked.
     pub async fn read(db: &Db, server: &str, ledger_file: Option<&Path>) -> Result<IndexScans> {
         let (since, age_secs, epoch) = statistics_age(db).await?;
         let key = format!("{server}|{}|{epoch}", db.database);
@@ -128,20 +131,19 @@ impl IndexScans {
         leaves.iter().map(|&leaf| self.application_scans(leaf)).sum()
     }
 
-    /// Adds the scans this run caused since `read` to the ledger.
-    pub async fn record_own_scans(&self, db: &Db) -> Result<()> {
-        flush_own_statistics(db).await;
-        let after = counts(db).await?;
+    /// Adds the scans this run's planning caused (counted by `index::planner::explain_json` from
+    /// the session's own pending counters) to the ledger.
+    pub fn record_own_scans(&self, db: &Db) -> Result<()> {
+        let caused = db.own_index_scans.lock().map(|c| c.clone()).unwrap_or_default();
         let mut ledger = load(self.ledger_file.as_deref());
         // Only this epoch's entry is kept for this server and database: older ones are dead.
         let prefix = self.key.rsplit_once('|').map(|(p, _)| format!("{p}|")).unwrap_or_default();
         ledger.retain(|k, _| !k.starts_with(&prefix) || k == &self.key);
         let entry = ledger.entry(self.key.clone()).or_default();
-        for (&index, &now) in &after {
-            let before = self.raw.get(&index).copied().unwrap_or(0);
-            let earlier = self.own.get(&index).copied().unwrap_or(0);
-            let earlier = if before < earlier { 0 } else { earlier };
-            let total = earlier + (now - before).max(0);
+        for (&index, &before) in &self.raw {
+            // Fewer scans than the ledger holds: the index's counters were reset since.
+            let earlier = self.own.get(&index).copied().filter(|&own| own <= before).unwrap_or(0);
+            let total = earlier + caused.get(&index).copied().unwrap_or(0);
             if total > 0 {
                 entry.insert(index, total);
             }
@@ -228,20 +230,6 @@ async fn statistics_age(db: &Db) -> Result<(String, f64, String)> {
         .await
         .context("reading the statistics' age")?;
     Ok((row.get(0), row.get(1), row.get(2)))
-}
-
-/// Makes this session's pending counts visible to its next read of the statistics views.
-async fn flush_own_statistics(db: &Db) {
-    if db.version_num >= 150000 {
-        // Flushed when the backend goes idle after this statement, before it answers.
-        let _ = db.client.batch_execute("SELECT pg_catalog.pg_stat_force_next_flush()").await;
-    } else {
-        // Before 15 a backend sends its counts at most every 500 ms, at the end of a transaction.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let _ = db.client.batch_execute("SELECT 1").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let _ = db.client.batch_execute("SELECT pg_stat_clear_snapshot()").await;
 }
 
 fn load(file: Option<&Path>) -> Ledger {

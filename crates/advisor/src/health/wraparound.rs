@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 
+use super::horizon::{self, HorizonHolder};
 use crate::db::{qualified_relation_sql, Db};
 use crate::report::{Category, Finding, Severity};
 use crate::units::count;
@@ -58,6 +59,9 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
         ))
         .await?;
     let oldest: Vec<String> = oldest.iter().map(|r| r.get(0)).collect();
+    // Held back past the age autovacuum freezes from, the age cannot come down until they end.
+    let freeze_max_age = rows.first().map_or(i64::MAX, |r| r.get::<_, i64>(3));
+    let holders = horizon::holders(db, freeze_max_age).await?;
     let mut out = Vec::new();
     for r in rows {
         let db_name: String = r.get(0);
@@ -66,7 +70,8 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
         {
             let a = assess(age, limit);
             let Some(severity) = a.severity else { continue };
-            let mut f = Finding::new(severity, Category::Wraparound, wraparound_title(&db_name, kind, &a, limit))
+            let held = if kind == "transaction ID" { holders.as_slice() } else { &[] };
+            let mut f = Finding::new(severity, Category::Wraparound, wraparound_title(&db_name, kind, &a, limit, held))
             .object(db_name.clone())
             .evidence(format!(
                 "oldest unfrozen {kind} is {} old (autovacuum freezes from {}); {} left before PostgreSQL stops accepting writes",
@@ -77,10 +82,10 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
             if db_name == db.database && !oldest.is_empty() {
                 f = f.evidence(format!("oldest tables here: {}", oldest.join(", ")));
             }
-            out.push(f.fix(
-                "find what stops vacuum (long transactions, prepared transactions, stale replication slots), then\n\
-                 VACUUM (FREEZE, VERBOSE) on the oldest tables; raise autovacuum_max_workers / lower cost delay",
-            ));
+            for holder in held {
+                f = f.evidence(holder.describe());
+            }
+            out.push(f.fix(wraparound_fix(held)));
         }
     }
     Ok(out)
@@ -89,17 +94,45 @@ pub async fn check(db: &Db) -> Result<Vec<Finding>> {
 /// What is wrong: past half the way, how near wraparound is; before that, that vacuum has not
 /// frozen what autovacuum_(multixact_)freeze_max_age says it should have (a figure like "0.1% of
 /// the way to wraparound" reads as nothing to worry about).
-fn wraparound_title(db_name: &str, kind: &str, a: &WraparoundAssessment, freeze_max_age: i64) -> String {
+/// When something holds the horizon back, the title says vacuum cannot freeze, not that it does not.
+fn wraparound_title(
+    db_name: &str,
+    kind: &str,
+    a: &WraparoundAssessment,
+    freeze_max_age: i64,
+    held: &[HorizonHolder],
+) -> String {
     if a.severity == Some(Severity::Critical) {
         return format!("Database {db_name} is {:.1}% of the way to {kind} wraparound", a.percent);
     }
     let setting =
         if kind == "multixact" { "autovacuum_multixact_freeze_max_age" } else { "autovacuum_freeze_max_age" };
+    let why = match held.len() {
+        0 => "vacuum is not freezing it".to_string(),
+        1 => "an old transaction or snapshot stops vacuum from freezing it".to_string(),
+        n => format!("{n} old transactions or snapshots stop vacuum from freezing it"),
+    };
     format!(
-        "Database {db_name}: oldest {kind} age {} is beyond {setting} ({}): vacuum is not freezing it",
+        "Database {db_name}: oldest {kind} age {} is beyond {setting} ({}): {why}",
         count(a.age),
         count(freeze_max_age)
     )
+}
+
+/// Vacuum freezes nothing newer than the horizon: whatever holds it is ended first, or the
+/// VACUUM (FREEZE) and more autovacuum workers are wasted.
+fn wraparound_fix(held: &[HorizonHolder]) -> String {
+    if held.is_empty() {
+        return "find what stops vacuum (long transactions, prepared transactions, stale replication slots), then\n\
+                VACUUM (FREEZE, VERBOSE) on the oldest tables; raise autovacuum_max_workers / lower cost delay"
+            .to_string();
+    }
+    let mut steps: Vec<String> = held.iter().map(HorizonHolder::release).collect();
+    steps.push(
+        "-- then autovacuum freezes by itself; to hurry it, VACUUM (FREEZE, VERBOSE) the oldest tables"
+            .to_string(),
+    );
+    steps.join("\n")
 }
 
 /// Percent of a sequence's usable range consumed, and the severity (75% warning, 90% critical).
@@ -287,12 +320,12 @@ mod tests {
     fn a_warning_says_the_freeze_max_age_is_exceeded() {
         let a = assess(1_000_000, 50_000);
         assert_eq!(
-            wraparound_title("app", "transaction ID", &a, 50_000),
+            wraparound_title("app", "transaction ID", &a, 50_000, &[]),
             "Database app: oldest transaction ID age 1,000,000 is beyond autovacuum_freeze_max_age (50,000): \
              vacuum is not freezing it"
         );
         let near = assess(WRAP_LIMIT / 2 + 1, 200_000_000);
-        assert!(wraparound_title("app", "multixact", &near, 200_000_000).contains("50.0% of the way"));
+        assert!(wraparound_title("app", "multixact", &near, 200_000_000, &[]).contains("50.0% of the way"));
     }
 
     #[test]

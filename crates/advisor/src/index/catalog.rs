@@ -116,6 +116,17 @@ pub struct Catalog {
     /// Schemas statements name explicitly that the advisor's role has no USAGE on: their tables
     /// cannot be looked up (PostgreSQL raises an error even for to_regclass), nor planned.
     unusable_schemas: HashSet<String>,
+    /// Unqualified names the search_path did not resolve, with the schemas that hold a table of
+    /// that name: the application's search_path reaches them, the advisor's does not.
+    off_search_path: HashMap<String, Vec<ElsewhereSchema>>,
+}
+
+/// A schema off the advisor's search_path holding a table a statement names unqualified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElsewhereSchema {
+    pub schema: String,
+    /// The advisor's role has USAGE on it.
+    pub usable: bool,
 }
 
 impl Resolver for Catalog {
@@ -140,6 +151,30 @@ async fn schemas_without_usage(db: &Db, names: &[(Option<String>, String)]) -> R
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// For each of `names`, the schemas holding a table of that name (pg_class names every table,
+/// whatever the role's privileges on its schema).
+async fn schemas_holding(db: &Db, names: &[&str]) -> Result<HashMap<String, Vec<ElsewhereSchema>>> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = db
+        .client
+        .query(
+            "SELECT c.relname::text, n.nspname::text, has_schema_privilege(n.oid, 'USAGE') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = ANY($1) AND c.relkind IN ('r', 'p', 'm', 'v') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_' \
+             ORDER BY 1, 2",
+            &[&names],
+        )
+        .await?;
+    let mut out: HashMap<String, Vec<ElsewhereSchema>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push(ElsewhereSchema { schema: r.get(1), usable: r.get(2) });
+    }
+    Ok(out)
+}
+
 impl Catalog {
     /// The schemas of the loaded tables, each once.
     pub fn schemas(&self) -> Vec<String> {
@@ -152,6 +187,18 @@ impl Catalog {
     /// The first schema among a statement's tables that the advisor's role may not use.
     pub fn unusable_schema<'a>(&self, tables: &'a [(Option<String>, String)]) -> Option<&'a str> {
         tables.iter().filter_map(|(schema, _)| schema.as_deref()).find(|s| self.unusable_schemas.contains(*s))
+    }
+
+    /// The first unqualified table name of a statement that the advisor's search_path does not
+    /// resolve while some schema holds a table of that name.
+    pub fn off_search_path<'a>(
+        &'a self,
+        tables: &'a [(Option<String>, String)],
+    ) -> Option<(&'a str, &'a [ElsewhereSchema])> {
+        tables
+            .iter()
+            .filter(|(schema, name)| schema.is_none() && !self.names.contains_key(&(None, name.clone())))
+            .find_map(|(_, name)| Some((name.as_str(), self.off_search_path.get(name)?.as_slice())))
     }
 
     /// Resolves names the way the session's search_path does and loads those tables. System
@@ -184,6 +231,12 @@ impl Catalog {
             let oid: u32 = row.get(1);
             catalog.names.insert(names[(ord - 1) as usize].clone(), oid);
         }
+        let unresolved: Vec<&str> = names
+            .iter()
+            .filter(|(s, n)| s.is_none() && !catalog.names.contains_key(&(None, n.clone())))
+            .map(|(_, n)| n.as_str())
+            .collect();
+        catalog.off_search_path = schemas_holding(db, &unresolved).await?;
         let oids: Vec<u32> = catalog.names.values().copied().collect();
         catalog.load_tables(db, &oids).await?;
         Ok(catalog)

@@ -24,10 +24,11 @@ use crate::options::IndexAdvisorSettings;
 use crate::progress::Progress;
 use crate::report::{
     Category, Finding, IndexSuggestion, RejectedCandidate, Severity, SkippedStatement, WriteOverhead,
+    PARAMETERIZED_EXPRESSION,
 };
 use crate::workload::WorkloadStatement;
 use candidates::{Candidate, Method};
-use catalog::{Catalog, TableInfo};
+use catalog::{Catalog, ElsewhereSchema, TableInfo};
 pub use expr::deparse_expression;
 use names::IndexNames;
 use parse::StatementShape;
@@ -83,6 +84,7 @@ pub async fn advise(
     let mut skipped = Skipped::default();
     let (statements, catalog) =
         analyse_workload(db, workload, settings, &planner, &mut skipped, progress).await?;
+    advice.notes.extend(skipped.privilege_notes(db).await);
     advice.notes.extend(skipped.unreadable_note());
     advice.skipped = skipped.statements;
     advice.analysed = statements.len();
@@ -128,9 +130,35 @@ pub async fn advise(
     }
     advice.suggestions.extend(select::heuristic(&statements, &catalog, gin, settings, &mut names));
     rank(&mut advice.suggestions);
+    advice.rejected.extend(parameterized_expressions(&statements, &catalog));
     advice.statements = statements;
     advice.catalog = catalog;
     Ok(advice)
+}
+
+/// The expressions statements filter on that take a parameter, recorded as rejected: a statement
+/// like `to_tsvector($1, body) @@ ...` (pg_stat_statements makes `'english'` a `$1`) would
+/// otherwise get no suggestion and no word why.
+fn parameterized_expressions(statements: &[AnalysedStatement], catalog: &Catalog) -> Vec<RejectedCandidate> {
+    let expressions: BTreeSet<&(u32, String)> =
+        statements.iter().flat_map(|s| &s.shape.parameterized_expressions).collect();
+    expressions
+        .into_iter()
+        .filter_map(|(table, expr)| {
+            let table = catalog.tables.get(table)?;
+            Some(RejectedCandidate {
+                table: table.qualified(),
+                index: format!("CREATE INDEX ON {} ({expr})", table.qualified()),
+                reason: format!(
+                    "{PARAMETERIZED_EXPRESSION}, known only when the statement runs, so no index can match it \
+                     (pg_stat_statements shows constants as $n: a text search configuration written in the \
+                     query, to_tsvector('english', body), is a constant there too): index the expression with \
+                     the value the application passes, and write that value in the query"
+                ),
+                best_cost_reduction: None,
+            })
+        })
+        .collect()
 }
 
 /// Statements left out of the analysis, and which of the tables they read the advisor's role may
@@ -142,6 +170,10 @@ struct Skipped {
     unreadable_tables: BTreeMap<String, usize>,
     /// Skipped statements that read at least one unreadable table.
     unreadable_statements: usize,
+    /// Schema without USAGE for the advisor's role → skipped statements naming a table in it.
+    no_usage: BTreeMap<String, usize>,
+    /// Schema off the advisor's search_path → skipped statements naming one of its tables unqualified.
+    off_search_path: BTreeMap<String, usize>,
 }
 
 impl Skipped {
@@ -156,6 +188,80 @@ impl Skipped {
             *self.unreadable_tables.entry(table).or_default() += 1;
         }
         self.push(query, reason);
+    }
+
+    /// A statement naming a table in a schema the role may not use.
+    fn no_usage(&mut self, query: &str, schema: &str, reason: String) {
+        *self.no_usage.entry(schema.to_string()).or_default() += 1;
+        self.push(query, reason);
+    }
+
+    /// A statement naming unqualified a table the advisor's search_path does not reach.
+    fn off_search_path(&mut self, query: &str, name: &str, schemas: &[ElsewhereSchema]) {
+        let listed: Vec<&str> = schemas.iter().map(|s| s.schema.as_str()).collect();
+        match schemas.iter().find(|s| !s.usable) {
+            Some(blocked) if schemas.iter().all(|s| !s.usable) => self.no_usage(
+                query,
+                &blocked.schema,
+                format!(
+                    "table {name} is not on the advisor's search_path: it is in schema {}, on which the \
+                     advisor's role has no USAGE",
+                    listed.join(", ")
+                ),
+            ),
+            _ => {
+                for s in &listed {
+                    *self.off_search_path.entry(s.to_string()).or_default() += 1;
+                }
+                self.push(
+                    query,
+                    format!(
+                        "table {name} is not on the advisor's search_path (it is in schema {}): run the \
+                         advisor with the application's search_path",
+                        listed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    /// What the role and its search_path kept from analysis, with the GRANT or setting that fixes
+    /// it: without them a run reads "0 analysed, 110 skipped" and says no more.
+    async fn privilege_notes(&self, db: &Db) -> Vec<String> {
+        if self.no_usage.is_empty() && self.off_search_path.is_empty() {
+            return Vec::new();
+        }
+        let (role, path) =
+            match db.client.query_one("SELECT current_user::text, current_setting('search_path')", &[]).await
+            {
+                Ok(r) => (quote_ident(&r.get::<_, String>(0)), r.get::<_, String>(1)),
+                Err(_) => ("<advisor role>".to_string(), "?".to_string()),
+            };
+        let listed = |m: &BTreeMap<String, usize>| {
+            m.iter().map(|(s, n)| format!("{s} ({n} statement(s))")).collect::<Vec<_>>().join(", ")
+        };
+        let quoted =
+            |m: &BTreeMap<String, usize>| m.keys().map(|s| quote_ident(s)).collect::<Vec<_>>().join(", ");
+        let mut notes = Vec::new();
+        if !self.no_usage.is_empty() {
+            notes.push(format!(
+                "statements were skipped for index advice because the advisor's role has no USAGE on schema {}: \
+                 GRANT USAGE ON SCHEMA {} TO {role}; (EXPLAIN also needs SELECT on the tables: GRANT SELECT ON \
+                 ALL TABLES IN SCHEMA ..., or pg_read_all_data on PostgreSQL 14+)",
+                listed(&self.no_usage),
+                quoted(&self.no_usage)
+            ));
+        }
+        if !self.off_search_path.is_empty() {
+            notes.push(format!(
+                "statements were skipped for index advice because they name tables unqualified that the \
+                 advisor's search_path ({path}) does not reach; they are in schema {}: give the advisor the \
+                 application's search_path, e.g. ALTER ROLE {role} SET search_path = {}, public",
+                listed(&self.off_search_path),
+                quoted(&self.off_search_path)
+            ));
+        }
+        notes
     }
 
     /// One line saying which statements went unanalysed for lack of SELECT, and what grants it.
@@ -210,7 +316,11 @@ async fn analyse_workload(
         if let Some(schema) = catalog.unusable_schema(&tables) {
             let reason =
                 format!("permission denied for schema {schema} (the advisor's role has no USAGE on it)");
-            skipped.push(&w.query, reason);
+            skipped.no_usage(&w.query, schema, reason);
+            continue;
+        }
+        if let Some((name, schemas)) = catalog.off_search_path(&tables) {
+            skipped.off_search_path(&w.query, name, schemas);
             continue;
         }
         let shape = match parse::analyse(&seen_through_views, &catalog) {

@@ -80,6 +80,9 @@ pub struct StatementShape {
     pub read_only: bool,
     /// Function names used in indexable expressions, with their argument counts (checked for IMMUTABLE).
     pub expression_functions: BTreeSet<(String, usize)>,
+    /// Expressions on one column that take a parameter (`to_tsvector($1, body)`): no index can
+    /// match an expression whose value is only known when the statement runs.
+    pub parameterized_expressions: BTreeSet<(u32, String)>,
 }
 
 /// Tables a statement names (schema, name), to look them up before analysing it.
@@ -613,13 +616,16 @@ impl Walker<'_> {
         if columns.is_empty() {
             return Operand::Value;
         }
-        if has_param {
-            return Operand::Other;
-        }
         let [Some((t, _))] = columns.as_slice() else { return Operand::Other };
         let t = *t;
         let mut unqualified = node.clone();
         unqualify(&mut unqualified);
+        if has_param {
+            if let Some(sql) = deparse_expression(&unqualified) {
+                self.shape.parameterized_expressions.insert((t, sql));
+            }
+            return Operand::Other;
+        }
         for (n, ..) in descendants(&unqualified) {
             if let pg_query::NodeRef::FuncCall(f) = n {
                 let name = f.funcname.iter().rev().find_map(string_value).unwrap_or_default();

@@ -5,7 +5,7 @@
 //! plan_cache_mode = force_generic_plan, which plans without looking at the values. The prepared
 //! statement is deallocated after each EXPLAIN because hypopg does not invalidate cached plans.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{anyhow, Result};
@@ -220,17 +220,49 @@ fn index_targets(table: &TableInfo) -> Vec<TableInfo> {
     table.leaf_partitions.iter().map(leaf).collect()
 }
 
-/// Runs an EXPLAIN (FORMAT JSON ...) and returns its JSON.
+/// This backend's index scans not yet reported to the statistics, as "oid:n,oid:n". They are the
+/// session's own: another session's scans never show here, while pg_stat_user_indexes counts all.
+const PENDING_SCANS: &str = "SELECT coalesce(string_agg(indexrelid::text || ':' || n::text, ','), '') \
+     FROM (SELECT indexrelid, pg_catalog.pg_stat_get_xact_numscans(indexrelid) AS n FROM pg_catalog.pg_index) s \
+     WHERE n > 0";
+
+/// Runs an EXPLAIN (FORMAT JSON ...) and returns its JSON. Planning probes btree indexes for a
+/// column's actual minimum or maximum, and each probe counts as a scan: the probes are added to
+/// `db.own_index_scans`. The pending counts are read before and after the EXPLAIN in the same
+/// message, so in one implicit transaction: a backend reports them only when idle, never in between.
 pub async fn explain_json(db: &Db, sql: &str) -> Result<Value> {
-    let rows = db.client.simple_query(sql).await.map_err(|e| anyhow!(db_error_text(&e)))?;
-    let text = rows
+    let messages = db
+        .client
+        .simple_query(&format!("{PENDING_SCANS}; {sql}; {PENDING_SCANS}"))
+        .await
+        .map_err(|e| anyhow!(db_error_text(&e)))?;
+    let rows: Vec<String> = messages
         .iter()
-        .find_map(|m| match m {
+        .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
             _ => None,
         })
-        .ok_or_else(|| anyhow!("EXPLAIN returned no plan"))?;
-    Ok(serde_json::from_str(&text)?)
+        .collect();
+    let [before, plan, after] = rows.as_slice() else { return Err(anyhow!("EXPLAIN returned no plan")) };
+    add_own_scans(db, &parse_scans(before), &parse_scans(after));
+    Ok(serde_json::from_str(plan)?)
+}
+
+fn parse_scans(text: &str) -> HashMap<u32, i64> {
+    text.split(',')
+        .filter_map(|pair| pair.split_once(':'))
+        .filter_map(|(oid, n)| Some((oid.parse().ok()?, n.parse().ok()?)))
+        .collect()
+}
+
+fn add_own_scans(db: &Db, before: &HashMap<u32, i64>, after: &HashMap<u32, i64>) {
+    let Ok(mut own) = db.own_index_scans.lock() else { return };
+    for (&index, &n) in after {
+        let caused = n - before.get(&index).copied().unwrap_or(0);
+        if caused > 0 {
+            *own.entry(index).or_default() += caused;
+        }
+    }
 }
 
 /// Total cost, indexes used and tables scanned sequentially, from EXPLAIN (FORMAT JSON).

@@ -64,7 +64,7 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
         for line in &pool.explanation {
             let _ = writeln!(out, "  {}", p.dim(&shown(line)));
         }
-        let _ = writeln!(out, "  {}", p.dim(&format!("throughput: {}", shown(&pool.target_source))));
+        let _ = writeln!(out, "  {}", p.dim(&format!("load: {}", shown(&pool.target_source))));
     }
     if !report.notes.is_empty() {
         let _ = writeln!(out, "\n{}", p.bold("NOTES"));
