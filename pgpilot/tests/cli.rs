@@ -194,6 +194,51 @@ fn check_config_says_when_clients_need_no_password() {
     assert!(!said.contains("scram"), "{said}");
 }
 
+/// The users file of deploy/kubernetes/secret.example.yaml, whose `app` line is a placeholder
+/// where a SCRAM verifier goes: check-config reports it, naming the line and the user but never
+/// the secret (it was taken as the plain-text password "SCRAM-SHA-256$4096:...").
+#[test]
+fn check_config_reports_a_malformed_scram_verifier() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/secret.example.yaml");
+    let example = std::fs::read_to_string(example).unwrap();
+    let userlist: String = example
+        .lines()
+        .skip_while(|l| l.trim() != "userlist.txt: |")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    assert!(userlist.starts_with("\"app\" \"SCRAM-SHA-256$"), "{userlist}");
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("userlist.txt");
+    std::fs::write(&users, &userlist).unwrap();
+    let path = dir.path().join("pgpilot.toml");
+    let config = format!(
+        "[pgpilot]\nauth_type = \"scram-sha-256\"\nauth_file = \"{}\"\n\
+         [databases.app]\nprimary = \"postgres://u@127.0.0.1:5432/app\"\n",
+        users.display()
+    );
+    std::fs::write(&path, config).unwrap();
+    for format in ["text", "json"] {
+        let out = pgpilot(&["check-config", "--format", format, path.to_str().unwrap()]);
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        // JSON escapes the quotes around the user's name.
+        let named = said.replace("\\\"", "\"");
+        assert!(named.contains("line 1: user \"app\": malformed SCRAM-SHA-256 verifier"), "{said}");
+        assert!(!said.contains("REPLACE") && !said.contains("c2Fsd"), "the secret is printed:\n{said}");
+    }
+    // With a real verifier in its place (userlist.example.txt's) the file passes.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../userlist.example.txt");
+    let example = std::fs::read_to_string(example).unwrap();
+    let real = example.lines().find(|l| l.starts_with("\"app\" \"SCRAM-SHA-256$")).unwrap();
+    let first = userlist.lines().next().unwrap();
+    std::fs::write(&users, userlist.replace(first, real)).unwrap();
+    let out = pgpilot(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn convert_writes_an_equivalent_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -221,6 +221,9 @@ pub fn pool_stats_json(shared: &Shared) -> serde_json::Value {
                     "avg_xact_us": t.xact_time_us.checked_div(t.xacts).unwrap_or(0),
                     "bytes_received": t.received,
                     "bytes_sent": t.sent,
+                    "client_parses": t.client_parses,
+                    "server_parses": t.server_parses,
+                    "binds": t.binds,
                     "last_error": pool.last_error.lock().clone(),
                 }));
             }

@@ -110,6 +110,14 @@ fn pools(out: &mut String, shared: &Shared) {
         ("pgpilot_bytes_sent_total", "counter", "Bytes sent to clients.", vec![]),
         ("pgpilot_transaction_seconds_total", "counter", "Time spent in transactions.", vec![]),
         ("pgpilot_query_seconds_total", "counter", "Time spent in queries.", vec![]),
+        ("pgpilot_client_parses_total", "counter", "Parse messages received from clients.", vec![]),
+        (
+            "pgpilot_server_parses_total",
+            "counter",
+            "Parse messages sent to servers, pgpilot's prepares of a client's statement on another server included.",
+            vec![],
+        ),
+        ("pgpilot_binds_total", "counter", "Bind messages received from clients.", vec![]),
         // The time clients waited is the histogram pgpilot_client_wait_seconds' _sum: a counter
         // named pgpilot_client_wait_seconds_total beside it would be a second family of the same
         // name to OpenMetrics parsers, which drop a counter's _total.
@@ -129,7 +137,7 @@ fn pools(out: &mut String, shared: &Shared) {
                 let size = pool.settings.load().size;
                 let clients = set.clients_of(db, i);
                 let t = pool.stats.totals();
-                let values: [f64; 16] = [
+                let values: [f64; 19] = [
                     clients.saturating_sub(c.waiting) as f64,
                     c.waiting as f64,
                     c.active as f64,
@@ -148,6 +156,9 @@ fn pools(out: &mut String, shared: &Shared) {
                     t.sent as f64,
                     t.xact_time_us as f64 / 1e6,
                     t.query_time_us as f64 / 1e6,
+                    t.client_parses as f64,
+                    t.server_parses as f64,
+                    t.binds as f64,
                 ];
                 for (line, value) in lines.iter_mut().zip(values) {
                     line.3.push(format!("{}{{{l}}} {value}", line.0));

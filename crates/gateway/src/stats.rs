@@ -21,7 +21,46 @@ struct Shard {
     wait_time_us: AtomicU64,
     assignments: AtomicU64,
     errors: AtomicU64,
+    client_parses: AtomicU64,
+    server_parses: AtomicU64,
+    binds: AtomicU64,
     wait_buckets: [AtomicU64; WAIT_BUCKETS_US.len() + 1],
+}
+
+/// Extended-protocol messages an attachment (or a request answered without a server) handled:
+/// the client's Parse and Bind messages, and the Parse messages pgpilot sent to servers, its
+/// own prepares of a client's statement on another server included. An attachment keeps its
+/// own and adds them to its pool's shard when it records the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreparedCounts {
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
+}
+
+impl PreparedCounts {
+    /// Counts one message from a client (`tag`): a Parse or a Bind.
+    pub fn client_message(&mut self, tag: u8) {
+        match tag {
+            b'P' => self.client_parses += 1,
+            b'B' => self.binds += 1,
+            _ => {}
+        }
+    }
+
+    /// Takes back the count of a client message to be handled again (a request moved to another
+    /// server after its own was lost).
+    pub fn uncount_client_message(&mut self, tag: u8) {
+        match tag {
+            b'P' => self.client_parses = self.client_parses.saturating_sub(1),
+            b'B' => self.binds = self.binds.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == PreparedCounts::default()
+    }
 }
 
 /// Totals of one pool (or a sum of pools).
@@ -36,6 +75,9 @@ pub struct Totals {
     pub wait_time_us: u64,
     pub assignments: u64,
     pub errors: u64,
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
     pub wait_buckets: [u64; WAIT_BUCKETS_US.len() + 1],
 }
 
@@ -51,6 +93,9 @@ impl Totals {
             xact_time_us: self.xact_time_us,
             query_time_us: self.query_time_us,
             wait_time_us: self.wait_time_us,
+            client_parses: self.client_parses,
+            server_parses: self.server_parses,
+            binds: self.binds,
         }
     }
 
@@ -64,6 +109,9 @@ impl Totals {
         self.wait_time_us += o.wait_time_us;
         self.assignments += o.assignments;
         self.errors += o.errors;
+        self.client_parses += o.client_parses;
+        self.server_parses += o.server_parses;
+        self.binds += o.binds;
         for (a, b) in self.wait_buckets.iter_mut().zip(o.wait_buckets.iter()) {
             *a += b;
         }
@@ -122,6 +170,19 @@ impl Counters {
         self.shard().errors.fetch_add(1, Relaxed);
     }
 
+    pub fn prepared(&self, counts: PreparedCounts) {
+        let s = self.shard();
+        for (counter, n) in [
+            (&s.client_parses, counts.client_parses),
+            (&s.server_parses, counts.server_parses),
+            (&s.binds, counts.binds),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for s in self.shards.iter() {
@@ -134,6 +195,9 @@ impl Counters {
             t.wait_time_us += s.wait_time_us.load(Relaxed);
             t.assignments += s.assignments.load(Relaxed);
             t.errors += s.errors.load(Relaxed);
+            t.client_parses += s.client_parses.load(Relaxed);
+            t.server_parses += s.server_parses.load(Relaxed);
+            t.binds += s.binds.load(Relaxed);
             for (a, b) in t.wait_buckets.iter_mut().zip(s.wait_buckets.iter()) {
                 *a += b.load(Relaxed);
             }
@@ -156,6 +220,7 @@ mod tests {
                     for _ in 0..1000 {
                         c.transaction(2);
                         c.assignment(60);
+                        c.prepared(PreparedCounts { client_parses: 1, server_parses: 0, binds: 2 });
                     }
                 })
             })
@@ -164,6 +229,7 @@ mod tests {
         let t = c.totals();
         assert_eq!((t.xacts, t.xact_time_us, t.assignments), (4000, 8000, 4000));
         assert_eq!(t.wait_buckets[1], 4000, "60us falls in the <=100us bucket");
+        assert_eq!((t.client_parses, t.server_parses, t.binds), (4000, 0, 8000));
     }
 }
 
@@ -178,6 +244,9 @@ pub struct Averages {
     pub xact_time_us: u64,
     pub query_time_us: u64,
     pub wait_time_us: u64,
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
 }
 
 /// The totals at the start of the current window; a ticker rolls it forward.
@@ -236,6 +305,9 @@ impl StatsWindow {
                         now.assignments,
                         before.assignments,
                     ),
+                    client_parses: per_sec(now.client_parses, before.client_parses),
+                    server_parses: per_sec(now.server_parses, before.server_parses),
+                    binds: per_sec(now.binds, before.binds),
                 };
                 (name.clone(), *now, a)
             })

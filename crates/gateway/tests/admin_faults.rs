@@ -858,9 +858,17 @@ async fn console_columns_have_pgbouncers_types() {
     let (text, int4, int8, numeric) = (25, 23, 20, 1700);
     let expected: &[(&str, &[(&str, u32)])] = &[
         ("SHOW POOLS", &[("database", text), ("cl_active", int4), ("sv_idle", int4), ("maxwait_us", int4)]),
-        ("SHOW STATS", &[("total_xact_count", numeric), ("avg_query_time", numeric)]),
-        ("SHOW STATS_TOTALS", &[("xact_count", numeric)]),
-        ("SHOW STATS_AVERAGES", &[("wait_time", numeric)]),
+        (
+            "SHOW STATS",
+            &[
+                ("total_xact_count", numeric),
+                ("avg_query_time", numeric),
+                ("total_client_parse_count", numeric),
+                ("avg_bind_count", numeric),
+            ],
+        ),
+        ("SHOW STATS_TOTALS", &[("xact_count", numeric), ("server_parse_count", numeric)]),
+        ("SHOW STATS_AVERAGES", &[("wait_time", numeric), ("avg_bind_count", numeric)]),
         ("SHOW TOTALS", &[("name", text), ("value", numeric)]),
         (
             "SHOW CLIENTS",
@@ -873,7 +881,11 @@ async fn console_columns_have_pgbouncers_types() {
             ],
         ),
         ("SHOW SERVERS", &[("local_port", int4), ("remote_pid", int4), ("lag_bytes", int8)]),
-        ("SHOW DATABASES", &[("port", int4), ("pool_size", int4), ("paused", int4), ("disabled", int4)]),
+        (
+            "SHOW DATABASES",
+            // replicas is pgpilot's own count: int8, as its other columns (it was sent as int4).
+            &[("port", int4), ("pool_size", int4), ("paused", int4), ("disabled", int4), ("replicas", int8)],
+        ),
         ("SHOW USERS", &[("max_user_connections", int4), ("current_connections", int4)]),
         ("SHOW LISTS", &[("items", int4)]),
         ("SHOW MEM", &[("size", int4), ("memtotal", int4)]),
@@ -1388,15 +1400,9 @@ async fn dblink_reads_pgbouncer_1_23_layouts() {
                 &["cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "maxwait", "maxwait_us"],
             ),
         ),
-        (
-            "show stats",
-            text_and_ints(
-                "database total_server_assignment_count total_xact_count total_query_count total_received \
-                 total_sent total_xact_time total_query_time total_wait_time avg_server_assignment_count \
-                 avg_xact_count avg_query_count avg_recv avg_sent avg_xact_time avg_query_time avg_wait_time",
-                &[],
-            ),
-        ),
+        ("show stats", text_and_ints(&format!("database {STATS_1_23}"), &[])),
+        ("show stats_totals", text_and_ints(&format!("database {PER_DATABASE_1_23}"), &[])),
+        ("show stats_averages", text_and_ints(&format!("database {PER_DATABASE_1_23}"), &[])),
         ("show lists", text_and_ints("list items", &["items"])),
         ("show config", "key text, value text, \"default\" text, changeable boolean".to_string()),
     ];
@@ -1420,7 +1426,15 @@ async fn dblink_reads_pgbouncer_1_23_layouts() {
                 }
                 // pgpilot's own columns follow PgBouncer's, so only these commands differ.
                 pgpilot_gateway::config::ConsoleColumns::Extended => {
-                    let extended = ["show clients", "show servers", "show databases"].contains(command);
+                    let extended = [
+                        "show clients",
+                        "show servers",
+                        "show databases",
+                        "show stats",
+                        "show stats_totals",
+                        "show stats_averages",
+                    ]
+                    .contains(command);
                     assert_eq!(read.is_err(), extended, "{command}: {read:?}");
                 }
             }
@@ -1428,6 +1442,93 @@ async fn dblink_reads_pgbouncer_1_23_layouts() {
         drop(client);
         gw.shutdown().await;
     }
+}
+
+/// SHOW STATS_TOTALS' and SHOW STATS_AVERAGES' columns in PgBouncer 1.23, after `database`.
+const PER_DATABASE_1_23: &str =
+    "server_assignment_count xact_count query_count bytes_received bytes_sent xact_time query_time wait_time";
+
+/// SHOW STATS' columns in PgBouncer 1.23, after `database`.
+const STATS_1_23: &str = "total_server_assignment_count total_xact_count total_query_count total_received \
+                          total_sent total_xact_time total_query_time total_wait_time avg_server_assignment_count \
+                          avg_xact_count avg_query_count avg_recv avg_sent avg_xact_time avg_query_time avg_wait_time";
+
+/// PgBouncer 1.24's prepared-statement counts come after 1.23's columns of SHOW STATS,
+/// STATS_TOTALS and STATS_AVERAGES (they were missing): a driver's statement prepared once and run
+/// on two server connections is one client parse, two server parses (pgpilot prepares it again on
+/// the second) and one bind per execution, as dblink reads them by 1.23's layouts and 1.24's
+/// names; the averages, /metrics and the monitoring API move with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stats_counts_parses_and_binds() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE EXTENSION dblink");
+    let gw = start(config_for(&pg)).await;
+    let console = format!("host=127.0.0.1 port={} dbname=pgbouncer user=postgres", addr(&gw).port());
+    // The named columns of the postgres row, read as dblink reads the whole layout.
+    let read = |command: &str, columns: String, wanted: &str| -> Vec<u64> {
+        let layout = std::iter::once("database text".to_string())
+            .chain(columns.split_whitespace().map(|c| format!("{c} numeric")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT concat_ws(' ', {wanted}) FROM dblink('{console}', '{command}') AS x({layout}) \
+             WHERE database = 'postgres'"
+        );
+        pg.psql("postgres", &sql).split_whitespace().map(|n| n.parse().unwrap()).collect()
+    };
+    let prepared = "client_parse_count server_parse_count bind_count";
+    let averaged = "avg_client_parse_count avg_server_parse_count avg_bind_count";
+    let stats_columns = format!("{STATS_1_23} total_{} {averaged}", prepared.replace(' ', " total_"));
+    let stats_totals =
+        || read("show stats_totals", format!("{PER_DATABASE_1_23} {prepared}"), &prepared.replace(' ', ","));
+    let stats = || {
+        read(
+            "show stats",
+            stats_columns.clone(),
+            "total_client_parse_count,total_server_parse_count,total_bind_count",
+        )
+    };
+    let client = connect(&gw).await;
+    assert_eq!(stats_totals(), [0, 0, 0], "before any statement");
+    let statement = client.prepare("SELECT $1::int4 + 1").await.unwrap();
+    for i in 0..60 {
+        assert_eq!(client.query_one(&statement, &[&i]).await.unwrap().get::<_, i32>(0), i + 1);
+    }
+    // The next executions run on a new server connection, which pgpilot prepares the statement on.
+    admin(&gw, "RECONNECT postgres; WAIT_CLOSE postgres");
+    for i in 0..60 {
+        assert_eq!(client.query_one(&statement, &[&i]).await.unwrap().get::<_, i32>(0), i + 1);
+    }
+    assert_eq!(stats_totals(), [1, 2, 120], "client parses, server parses, binds");
+    assert_eq!(stats(), [1, 2, 120], "SHOW STATS' totals");
+    let totals = admin(&gw, "SHOW TOTALS");
+    for row in ["total_client_parse_count|1", "total_server_parse_count|2", "total_bind_count|120"] {
+        assert!(totals.lines().any(|l| l == row), "{row} in {totals}");
+    }
+    // 120 binds in under a second: the window's average is at least 8 a second (the window so
+    // far, or, once a 15-second window has ended, the one they were in).
+    let averages = || {
+        let of_stats = read("show stats", stats_columns.clone(), "avg_bind_count")[0];
+        let of_averages =
+            read("show stats_averages", format!("{PER_DATABASE_1_23} {averaged}"), "avg_bind_count")[0];
+        of_stats.min(of_averages)
+    };
+    assert!(eventually(Duration::from_secs(20), || averages() > 0).await, "avg_bind_count {}", averages());
+
+    let http = gw.http_addr().unwrap();
+    let (_, metrics) = http_get(format!("http://{http}/metrics")).await;
+    let metric = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name}{{database=\"postgres\"")));
+        let line = line.unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    let counted = ["client_parses", "server_parses", "binds"].map(|n| metric(&format!("pgpilot_{n}_total")));
+    assert_eq!(counted, [1.0, 2.0, 120.0], "/metrics");
+    let (_, pools) = http_get(format!("http://{http}/api/v1/monitoring/pool-stats")).await;
+    let pools: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    let pool = &pools["pools"][0];
+    assert_eq!([&pool["client_parses"], &pool["server_parses"], &pool["binds"]], [1, 2, 120], "{pools}");
+    gw.shutdown().await;
 }
 
 /// Clients whose settings differ (each its own application_name) get them restored on every
@@ -1491,9 +1592,16 @@ async fn console_commands_are_read_strictly() {
     admin(&gw, "SET server_reset_query = 'DISCARD ALL; SELECT 1'");
     let config = admin(&gw, "SHOW CONFIG");
     assert!(config.contains("server_reset_query|DISCARD ALL; SELECT 1|"), "{config}");
-    for extra in ["PAUSE postgres other", "SHUTDOWN NOW", "RELOAD now", "KILL postgres typo"] {
-        let refused = psql(&gw, "pgpilot", extra).expect_err(extra);
-        assert!(refused.contains("invalid command"), "{extra}: {refused}");
+    let console = connect_as(&gw, "postgres", "pgbouncer").await;
+    for extra in
+        ["PAUSE postgres other", "SHUTDOWN NOW", "RELOAD now", "KILL postgres typo", "SHOW POOLS extra"]
+    {
+        let refused = console.simple_query(extra).await.expect_err(extra);
+        // PgBouncer's one answer to a command it cannot read: 08P01 with the command (SHOW with
+        // more words got 42601 "SHOW takes one word").
+        assert_eq!(sqlstate(&refused).as_deref(), Some("08P01"), "{extra}: {refused}");
+        let said = refused.as_db_error().unwrap().message();
+        assert_eq!(said, format!("invalid command '{extra}', use SHOW HELP;"), "{extra}");
     }
     assert!(admin(&gw, "SHOW STATE").contains("paused|no"));
     assert_eq!(c.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1, "still serving");

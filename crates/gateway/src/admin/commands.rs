@@ -47,10 +47,6 @@ pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &
         }
     };
     let result = match words[0].as_str() {
-        "SHOW" if words.len() > 2 => Err(PgError::error(
-            SqlState::SYNTAX_ERROR,
-            format!("SHOW takes one word: unexpected {}", words[2..].join(" ")),
-        )),
         "SHOW" => show_command(shared, words.get(1).map(String::as_str).unwrap_or("")),
         _ if !login.may_modify => Err(PgError::error(
             SqlState::INSUFFICIENT_PRIVILEGE,
@@ -102,12 +98,13 @@ pub async fn execute(shared: &Arc<Shared>, login: &AdminLogin, sql: &str, out: &
 
 /// The one word a command may take after its name (a database, a client id), checked as PgBouncer
 /// checks it: more words are an invalid command, not ignored (`PAUSE app app2` paused only app;
-/// `SHUTDOWN NOW` shut down). SHOW, SET and INVALIDATE read their own words.
+/// `SHUTDOWN NOW` shut down; `SHOW POOLS extra` too, PgBouncer's one rule for every command but SET).
+/// SET and INVALIDATE read their own words.
 fn optional_argument(command: &str, text: &str) -> Result<Option<String>, PgError> {
     let mut words = text.split_whitespace().skip(1);
     let arg = words.next().map(|s| s.trim_matches('"').to_string());
     let most = match command {
-        "SHOW" | "SET" | "INVALIDATE" => return Ok(arg),
+        "SET" | "INVALIDATE" => return Ok(arg),
         "RELOAD" | "SUSPEND" => 0,
         // PgBouncer 1.23's SHUTDOWN WAIT_FOR_SERVERS is what pgpilot's SHUTDOWN does.
         "SHUTDOWN" if arg.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("WAIT_FOR_SERVERS")) => 1,

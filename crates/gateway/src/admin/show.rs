@@ -18,6 +18,8 @@ pub fn pgbouncer_width(what: &str) -> Option<usize> {
     match what {
         "CLIENTS" | "SERVERS" => Some(PGBOUNCER_CONN_COLUMNS),
         "DATABASES" => Some(PGBOUNCER_DATABASE_COLUMNS),
+        "STATS" => Some(PGBOUNCER_STATS_COLUMNS),
+        "STATS_TOTALS" | "STATS_AVERAGES" => Some(PER_DATABASE_COLUMNS.len()),
         _ => None,
     }
 }
@@ -117,37 +119,51 @@ pub fn database_totals(shared: &Shared) -> Vec<(String, Totals)> {
     out
 }
 
+/// SHOW STATS: PgBouncer 1.23's seventeen columns, then the prepared-statement counts PgBouncer
+/// 1.24 added (under its names, after 1.23's rather than among them, so 1.23's layout stays whole).
+const STATS_COLUMNS: [&str; 23] = [
+    "database",
+    "total_server_assignment_count",
+    "total_xact_count",
+    "total_query_count",
+    "total_received",
+    "total_sent",
+    "total_xact_time",
+    "total_query_time",
+    "total_wait_time",
+    "avg_server_assignment_count",
+    "avg_xact_count",
+    "avg_query_count",
+    "avg_recv",
+    "avg_sent",
+    "avg_xact_time",
+    "avg_query_time",
+    "avg_wait_time",
+    "total_client_parse_count",
+    "total_server_parse_count",
+    "total_bind_count",
+    "avg_client_parse_count",
+    "avg_server_parse_count",
+    "avg_bind_count",
+];
+
+const PGBOUNCER_STATS_COLUMNS: usize = 17;
+
 pub fn stats(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&[
-        "database",
-        "total_server_assignment_count",
-        "total_xact_count",
-        "total_query_count",
-        "total_received",
-        "total_sent",
-        "total_xact_time",
-        "total_query_time",
-        "total_wait_time",
-        "avg_server_assignment_count",
-        "avg_xact_count",
-        "avg_query_count",
-        "avg_recv",
-        "avg_sent",
-        "avg_xact_time",
-        "avg_query_time",
-        "avg_wait_time",
-    ])
-    .integers_as(Kind::Numeric);
+    let mut rs = ResultSet::new(&STATS_COLUMNS).integers_as(Kind::Numeric);
     let averages = shared.stats_window.lock().averages(&database_totals(shared));
     for (name, t, a) in averages {
-        let mut row = per_database_row(&name, &t.counters());
+        let totals = t.counters();
+        let mut row = per_database_row(&name, &totals);
         row.extend(counter_cells(&a));
+        row.extend(prepared_cells(&totals));
+        row.extend(prepared_cells(&a));
         rs.row(row);
     }
     rs
 }
 
-/// The columns SHOW STATS_TOTALS and SHOW STATS_AVERAGES share, in PgBouncer's names.
+/// The columns SHOW STATS_TOTALS and SHOW STATS_AVERAGES share, in PgBouncer 1.23's names.
 const PER_DATABASE_COLUMNS: [&str; 9] = [
     "database",
     "server_assignment_count",
@@ -160,6 +176,16 @@ const PER_DATABASE_COLUMNS: [&str; 9] = [
     "wait_time",
 ];
 
+/// The prepared-statement counts after them, in PgBouncer 1.24's names (its averages' have `avg_`).
+const PREPARED_TOTALS_COLUMNS: [&str; 3] = ["client_parse_count", "server_parse_count", "bind_count"];
+const PREPARED_AVERAGES_COLUMNS: [&str; 3] =
+    ["avg_client_parse_count", "avg_server_parse_count", "avg_bind_count"];
+
+fn per_database_columns(prepared: [&'static str; 3]) -> Vec<&'static str> {
+    PER_DATABASE_COLUMNS.iter().copied().chain(prepared).collect()
+}
+
+/// The database's name and the eight figures of PER_DATABASE_COLUMNS.
 fn per_database_row(name: &str, a: &Averages) -> Vec<Cell> {
     let mut row = vec![v(name)];
     row.extend(counter_cells(a));
@@ -180,19 +206,29 @@ fn counter_cells(a: &Averages) -> [Cell; 8] {
     ]
 }
 
+/// Client Parse, server Parse and Bind messages, in PgBouncer 1.24's order.
+fn prepared_cells(a: &Averages) -> [Cell; 3] {
+    [v(a.client_parses), v(a.server_parses), v(a.binds)]
+}
+
 pub fn stats_totals(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS).integers_as(Kind::Numeric);
+    let mut rs = ResultSet::new(&per_database_columns(PREPARED_TOTALS_COLUMNS)).integers_as(Kind::Numeric);
     for (name, t) in database_totals(shared) {
-        rs.row(per_database_row(&name, &t.counters()));
+        let totals = t.counters();
+        let mut row = per_database_row(&name, &totals);
+        row.extend(prepared_cells(&totals));
+        rs.row(row);
     }
     rs
 }
 
 /// PgBouncer's SHOW STATS_AVERAGES: the averages columns of SHOW STATS under their own names.
 pub fn stats_averages(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&PER_DATABASE_COLUMNS).integers_as(Kind::Numeric);
+    let mut rs = ResultSet::new(&per_database_columns(PREPARED_AVERAGES_COLUMNS)).integers_as(Kind::Numeric);
     for (name, _, a) in shared.stats_window.lock().averages(&database_totals(shared)) {
-        rs.row(per_database_row(&name, &a));
+        let mut row = per_database_row(&name, &a);
+        row.extend(prepared_cells(&a));
+        rs.row(row);
     }
     rs
 }
@@ -211,6 +247,9 @@ pub fn totals(shared: &Shared) -> ResultSet {
         rates.queries += a.queries;
         rates.received += a.received;
         rates.sent += a.sent;
+        rates.client_parses += a.client_parses;
+        rates.server_parses += a.server_parses;
+        rates.binds += a.binds;
         xact_us += u128::from(a.xact_time_us) * u128::from(a.xacts);
         query_us += u128::from(a.query_time_us) * u128::from(a.queries);
         wait_us += u128::from(a.wait_time_us) * u128::from(a.assignments);
@@ -237,6 +276,19 @@ pub fn totals(shared: &Shared) -> ResultSet {
         ("avg_wait_time", weighted(wait_us, rates.assignments)),
     ] {
         rs.row(vec![v(name), v(value)]);
+    }
+    // PgBouncer 1.24's rows, after 1.23's, as SHOW STATS has them.
+    if shared.config.load().pgpilot.console_columns == ConsoleColumns::Extended {
+        for (name, value) in [
+            ("total_client_parse_count", t.client_parses),
+            ("total_server_parse_count", t.server_parses),
+            ("total_bind_count", t.binds),
+            ("avg_client_parse_count", rates.client_parses),
+            ("avg_server_parse_count", rates.server_parses),
+            ("avg_bind_count", rates.binds),
+        ] {
+            rs.row(vec![v(name), v(value)]);
+        }
     }
     rs
 }
@@ -534,7 +586,8 @@ const DATABASE_COLUMNS: [&str; 18] = [
 const PGBOUNCER_DATABASE_COLUMNS: usize = 14;
 
 pub fn databases(shared: &Shared) -> ResultSet {
-    let mut rs = ResultSet::new(&DATABASE_COLUMNS).integers_as(Kind::Int4);
+    // pgpilot's own count is int8, as its other columns (PgBouncer's counts are int4).
+    let mut rs = ResultSet::new(&DATABASE_COLUMNS).integers_as(Kind::Int4).typed(Kind::Int8, &["replicas"]);
     let config = shared.config.load();
     let listen_port = shared.listen_port.load(Relaxed);
     let mut console = vec![v(CONSOLE), v(None::<&str>), v(listen_port), v(CONSOLE), v(CONSOLE), v(2)];

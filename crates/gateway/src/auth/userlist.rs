@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use pgpilot_wire::auth::scram::{ScramSecret, VERIFIER_PREFIX};
 use pgpilot_wire::auth::Secret;
 
 #[derive(Debug, Default)]
@@ -33,6 +34,13 @@ impl UserList {
                 quoted(line).ok_or_else(|| format!("line {}: unterminated user name", n + 1))?;
             let (secret, _) =
                 quoted(rest.trim_start()).ok_or_else(|| format!("line {}: expected \"password\"", n + 1))?;
+            // Read as a verifier, it would be taken as a password, the text itself: a placeholder
+            // or a verifier cut short at copying would let in whoever types it.
+            if secret.starts_with(VERIFIER_PREFIX) {
+                ScramSecret::read(&secret).map_err(|why| {
+                    format!("line {}: user \"{user}\": malformed SCRAM-SHA-256 verifier: {why}", n + 1)
+                })?;
+            }
             users.insert(user, Secret::parse(&secret));
         }
         Ok(UserList { users })
@@ -91,5 +99,21 @@ mod tests {
     fn broken_lines_are_reported() {
         assert!(UserList::parse("\"alice\n").is_err());
         assert!(UserList::parse("\"alice\" secret\n").is_err());
+    }
+
+    /// deploy/kubernetes/secret.example.yaml's placeholder was loaded as the password
+    /// "SCRAM-SHA-256$4096:...$REPLACE-WITH-A-REAL-VERIFIER".
+    #[test]
+    fn a_malformed_scram_verifier_is_an_error_naming_user_and_line() {
+        let good = pgpilot_wire::auth::ScramSecret::from_password("pw", b"salt", 4096).to_text();
+        let placeholder = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$REPLACE-WITH-A-REAL-VERIFIER";
+        let text = format!(";; users\n\"app\" \"{good}\"\n\"report\" \"{placeholder}\"\n");
+        let e = UserList::parse(&text).unwrap_err();
+        assert!(e.starts_with("line 3: user \"report\": malformed SCRAM-SHA-256 verifier"), "{e}");
+        assert!(!e.contains("REPLACE") && !e.contains("c2Fsd"), "the secret is quoted: {e}");
+        assert_eq!(
+            UserList::parse(&format!("\"app\" \"{good}\"\n")).unwrap().get("app").unwrap().kind(),
+            "scram-sha-256"
+        );
     }
 }

@@ -249,6 +249,7 @@ impl Session {
             // A simple Query destroys the unnamed statement.
             Protocol::Simple => self.unnamed = None,
         }
+        self.count_input_without_server(&self.buf[..request.len]);
         self.buf.advance(request.len);
         let stats = &self.shared.cache.stats;
         // Counted before the client can see the answer.

@@ -276,6 +276,7 @@ impl Session {
         if self.discard_to_sync {
             // After a cancelled batch without its Sync (route.rs): skipped as the server would.
             if !matches!(h.tag, b'S' | b'X') {
+                self.count_input_without_server(&self.buf[..h.total]);
                 self.buf.advance(h.total);
                 return Ok(());
             }

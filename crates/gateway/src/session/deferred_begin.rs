@@ -91,6 +91,7 @@ impl Session {
         batch.answers.iter().for_each(|a| out.extend_from_slice(a));
         backend::command_complete(&mut out, tag);
         backend::ready_for_query(&mut out, self.status);
+        self.count_input_without_server(&self.buf[..batch.len]);
         self.buf.advance(batch.len);
         self.write(&out).await.map(|()| true)
     }

@@ -63,6 +63,7 @@ impl Session {
         backend::ready_for_query(&mut out, self.status);
         // The client's unnamed statement is this SET, which no server has.
         self.unnamed = None;
+        self.count_input_without_server(&self.buf[..consumed]);
         self.buf.advance(consumed);
         self.write(&out).await?;
         Ok(true)

@@ -198,6 +198,7 @@ pub(super) struct Flow {
     pub(super) query_started: Option<Instant>,
     pub(super) query_time_us: u64,
     pub(super) requests: u64,
+    pub(super) prepared: crate::stats::PreparedCounts,
     /// When the client's bytes last arrived (or the server was taken for them): the start of the
     /// requests among them, for timing, without reading the clock per request.
     pub(super) last_client_activity: Instant,
@@ -295,6 +296,7 @@ impl Flow {
             query_started: None,
             query_time_us: 0,
             requests: 0,
+            prepared: Default::default(),
             last_client_activity: now,
             last_answer: now,
             arrived: None,
@@ -452,6 +454,12 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     if matches!(exit, Exit::End(Ending::ClientGone)) {
         finish_own_requests(s, &mut server, &mut flow).await;
     }
+    if let Exit::Retry(input) = &exit {
+        // Its messages are handled again on the next server, and counted there.
+        for frame in pgpilot_wire::FrontendFrames::new(input, &s.limits) {
+            flow.prepared.uncount_client_message(frame.tag);
+        }
+    }
     flow.record_stats(&server);
     if !matches!(exit, Exit::Release) && flow.invalidation != crate::cache::Invalidation::Nothing {
         // The transaction's outcome is unknown (a COMMIT may have run): invalidate anyway.
@@ -565,6 +573,9 @@ impl Flow {
         }
         if self.received > 0 || self.sent > 0 {
             stats.bytes(std::mem::take(&mut self.received), std::mem::take(&mut self.sent));
+        }
+        if !self.prepared.is_empty() {
+            stats.prepared(std::mem::take(&mut self.prepared));
         }
     }
 }
@@ -949,6 +960,8 @@ fn drain_client(s: &mut Session, server: &mut ServerConn, flow: &mut Flow) -> Re
                 break Ok(());
             }
             flow.retry_after_send &= s.attachment.as_ref().is_some_and(|a| !a.may_write);
+            // Counted here, not in client_message, which a re-run (replan.rs) calls again.
+            flow.prepared.client_message(h.tag);
             if let Err(e) = flow.client_message(s, server, h.tag, msg) {
                 break Err(e);
             }

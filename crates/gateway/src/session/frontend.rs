@@ -135,7 +135,10 @@ impl Flow {
             }
         }
         match tag {
-            b'P' => self.push_extended(Reply::Parse { client_name: None, hash: None }),
+            b'P' => {
+                self.prepared.server_parses += 1;
+                self.push_extended(Reply::Parse { client_name: None, hash: None })
+            }
             b'B' => self.push_extended(Reply::Bind { statement: None, copy: BoundCopy::Kept }),
             b'D' => self.push_extended(Reply::Describe { statement: None }),
             b'C' => self.push_extended(Reply::Close),
@@ -561,7 +564,7 @@ impl Flow {
             self.unnamed_in_step = true;
             self.observe_parse(s, p.query);
             self.push_extended(Reply::UnnamedParse(before));
-            frontend::parse(&mut self.to_server, b"", p.query, p.param_types);
+            self.parse_on_server(b"", p.query, p.param_types);
             return Ok(());
         }
         if s.statements.named.contains_key(p.name) || s.is_sql_prepared(p.name) {
@@ -605,7 +608,13 @@ impl Flow {
         // after DDL, or kept when an error made the server skip pgpilot's Close of it), and a
         // Parse under a name in use fails. Closing a name not in use is no error.
         self.close_on_server(&stmt.server_name);
-        frontend::parse(&mut self.to_server, &stmt.server_name, &stmt.query, &stmt.param_types);
+        self.parse_on_server(&stmt.server_name, &stmt.query, &stmt.param_types);
+    }
+
+    /// Writes a Parse for the server, counted as one (SHOW STATS' server_parse_count).
+    fn parse_on_server(&mut self, name: &[u8], query: &[u8], param_types: &[u8]) {
+        self.prepared.server_parses += 1;
+        frontend::parse(&mut self.to_server, name, query, param_types);
     }
 
     /// Closes a statement pgpilot prepared on the server; its CloseComplete is not the client's.
@@ -751,7 +760,7 @@ impl Flow {
         }
         match s.unnamed.as_deref() {
             Some(u) => {
-                frontend::parse(&mut self.to_server, b"", &u.query, &u.param_types);
+                self.parse_on_server(b"", &u.query, &u.param_types);
                 self.expected.push(Expect::Injected(Reply::Parse { client_name: None, hash: None }));
             }
             None => self.close_on_server(b""),

@@ -536,6 +536,7 @@ impl Session {
         // A FunctionCall, like a Query, is a request of its own, answered with ReadyForQuery.
         let ended = frames.any(|f| matches!(f.tag, b'Q' | b'S' | b'F'));
         let pos = frames.consumed();
+        self.count_input_without_server(&self.buf[..pos]);
         self.buf.advance(pos);
         let mut out = BytesMut::new();
         PgError::error(SqlState::QUERY_CANCELED, "canceling statement due to user request").encode(&mut out);
@@ -580,6 +581,18 @@ impl Session {
             OwnSetting::Cache { on } => self.cache_off = !on,
         }
         Some(Ok(tag))
+    }
+
+    /// Counts the Parse and Bind messages of `input`, client messages answered (or dropped) without
+    /// a server, in the statistics of the database's primary pool.
+    pub(super) fn count_input_without_server(&self, input: &[u8]) {
+        let mut counts = crate::stats::PreparedCounts::default();
+        for frame in pgpilot_wire::FrontendFrames::new(input, &self.limits) {
+            counts.client_message(frame.tag);
+        }
+        if !counts.is_empty() {
+            self.pools.pools[self.db.primary_index()].stats.prepared(counts);
+        }
     }
 
     /// Answers a statement pgpilot handled itself, with an error.
@@ -720,6 +733,7 @@ impl Session {
             }
         }
         backend::ready_for_query(&mut out, self.status);
+        self.count_input_without_server(&self.buf[..pos]);
         self.buf.advance(pos);
         self.write(&out).await?;
         Ok(true)

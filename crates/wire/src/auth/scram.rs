@@ -54,17 +54,45 @@ pub struct ScramSecret {
     pub server_key: [u8; 32],
 }
 
+/// The start of a stored SCRAM-SHA-256 verifier.
+pub const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
+
+/// What is wrong with a text that starts as a SCRAM-SHA-256 verifier but is not one. Says which
+/// part, never the text: it is a secret.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedVerifier {
+    #[error("not SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>")]
+    Layout,
+    #[error("the iteration count is not a number from 1 to {MAX_ITERATIONS}")]
+    Iterations,
+    #[error("the salt is not base64")]
+    Salt,
+    #[error("the StoredKey is not 32 bytes in base64")]
+    StoredKey,
+    #[error("the ServerKey is not 32 bytes in base64")]
+    ServerKey,
+}
+
 impl ScramSecret {
+    /// The verifier `text` holds; None for any other text, a malformed verifier included (as
+    /// PostgreSQL reads a role's password). A file of secrets checks with `read` instead.
     pub fn parse(text: &str) -> Option<ScramSecret> {
-        let rest = text.strip_prefix("SCRAM-SHA-256$")?;
-        let (params, keys) = rest.split_once('$')?;
-        let (iter, salt) = params.split_once(':')?;
-        let (stored, server) = keys.split_once(':')?;
-        Some(ScramSecret {
-            iterations: iter.parse().ok().filter(|i| *i > 0 && *i <= MAX_ITERATIONS)?,
-            salt: B64.decode(salt).ok()?,
-            stored_key: B64.decode(stored).ok()?.try_into().ok()?,
-            server_key: B64.decode(server).ok()?.try_into().ok()?,
+        ScramSecret::read(text).ok()
+    }
+
+    /// The verifier `text` holds, or what is wrong with it.
+    pub fn read(text: &str) -> Result<ScramSecret, MalformedVerifier> {
+        use MalformedVerifier::*;
+        let rest = text.strip_prefix(VERIFIER_PREFIX).ok_or(Layout)?;
+        let (params, keys) = rest.split_once('$').ok_or(Layout)?;
+        let (iter, salt) = params.split_once(':').ok_or(Layout)?;
+        let (stored, server) = keys.split_once(':').ok_or(Layout)?;
+        let key = |b64: &str, wrong| B64.decode(b64).ok().and_then(|k| k.try_into().ok()).ok_or(wrong);
+        Ok(ScramSecret {
+            iterations: iter.parse().ok().filter(|i| *i > 0 && *i <= MAX_ITERATIONS).ok_or(Iterations)?,
+            salt: B64.decode(salt).map_err(|_| Salt)?,
+            stored_key: key(stored, StoredKey)?,
+            server_key: key(server, ServerKey)?,
         })
     }
 
@@ -437,6 +465,25 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_malformed_verifier_says_which_part_is_wrong() {
+        use MalformedVerifier::*;
+        let good = ScramSecret::from_password("pw", b"salt", 4096).to_text();
+        assert_eq!(ScramSecret::read(&good).map(|v| v.iterations), Ok(4096));
+        let (stored, server) = good.rsplit_once('$').unwrap().1.split_once(':').unwrap();
+        for (text, wrong) in [
+            ("SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$REPLACE-WITH-A-REAL-VERIFIER".to_string(), Layout),
+            (format!("SCRAM-SHA-256$0:c2FsdA==${stored}:{server}"), Iterations),
+            (format!("SCRAM-SHA-256$lots:c2FsdA==${stored}:{server}"), Iterations),
+            (format!("SCRAM-SHA-256$4096:not base64!${stored}:{server}"), Salt),
+            (format!("SCRAM-SHA-256$4096:c2FsdA==$YQ==:{server}"), StoredKey),
+            (format!("SCRAM-SHA-256$4096:c2FsdA==${stored}:???"), ServerKey),
+        ] {
+            assert_eq!(ScramSecret::read(&text).err(), Some(wrong), "{text}");
+            assert!(!wrong.to_string().contains(stored), "the message quotes the secret");
+        }
+    }
 
     fn exchange(stored: Option<&Secret>, creds: ClientCredentials) -> Result<ProvenClientKey, ScramError> {
         exchange_with(ScramServer::new(stored), creds)
