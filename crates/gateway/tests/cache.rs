@@ -88,7 +88,14 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     let bypass = gw.shared().cache.stats.bypasses();
     assert!(bypass.iter().any(|(r, n)| *r == "volatile_function" && *n >= 2), "{bypass:?}");
     // SET pgpilot.cache = off bypasses the cache for the session.
+    assert_eq!(first_value(&c, "SHOW pgpilot.cache").await, "on");
     c.simple_query("SET pgpilot.cache = off").await.unwrap();
+    // Shown as PostgreSQL shows a custom setting after SET (the SET never reached a server).
+    assert_eq!(first_value(&c, "SHOW pgpilot.cache").await, "off");
+    c.simple_query("SET pgpilot.route = primary").await.unwrap();
+    assert_eq!(first_value(&c, "show PGPILOT.ROUTE;").await, "primary");
+    c.simple_query("RESET pgpilot.route").await.unwrap();
+    assert_eq!(first_value(&c, "SHOW pgpilot.route").await, "auto");
     let h = hits(&gw);
     assert_eq!(first_value(&c, sql).await, "5055");
     assert_eq!(hits(&gw), h);

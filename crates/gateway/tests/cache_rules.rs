@@ -362,6 +362,44 @@ async fn non_deterministic_reads_are_not_cached() {
     assert_eq!((other, hits(&gw)), (again, before + 1), "another value is cached");
 }
 
+/// A text column converted to a composite with a date/time attribute (a ROW cast, a cast of the
+/// text itself) or read through XMLTABLE as a date/time column reads 'now' as the time the
+/// statement runs: never frozen in the cache (helper-190).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_converted_to_composites_of_time_types_is_not_cached() {
+    let cluster = Cluster::start();
+    cluster.psql(
+        "postgres",
+        "CREATE TABLE tx (s text); INSERT INTO tx VALUES ('now'); \
+         CREATE TYPE comp AS (t timestamptz); CREATE TYPE comp2 AS (a int, t timestamptz); \
+         CREATE VIEW txv AS SELECT s FROM tx",
+    );
+    let gw = start(cache_config(&cluster)).await;
+    wait_cache_catalog(&gw, "txv").await;
+    let c = connect(&gw).await;
+    let casts = bypassed(&gw, "time_input_cast");
+    let reads = [
+        "SELECT row(s)::comp::text FROM tx",
+        "SELECT cast(row(s) AS comp)::text FROM tx",
+        "SELECT array[row(s)]::comp[]::text FROM tx",
+        "SELECT row(1, s)::comp2::text FROM tx",
+        "SELECT (1, s)::comp2::text FROM tx",
+        "SELECT row(s)::comp::text FROM txv",
+        "SELECT s::comp::text FROM (SELECT '(' || s || ')' AS s FROM tx) q",
+        "SELECT t::text FROM tx, xmltable('/a' PASSING xmlparse(document '<a>' || s || '</a>') \
+         COLUMNS t timestamptz PATH '.') q",
+    ];
+    for sql in reads {
+        let first = value(&c, sql).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_ne!(first, value(&c, sql).await, "{sql} was answered from the cache");
+    }
+    assert_eq!(bypassed(&gw, "time_input_cast"), casts + 2 * reads.len() as u64);
+    let constant = "SELECT row(1, '2024-01-01 00:00+00')::comp2::text FROM tx";
+    value(&c, constant).await;
+    assert!(is_hit(&gw, &c, constant).await, "a row of constants is cached");
+}
+
 /// Reads inside an explicit transaction are counted as bypassed `in_transaction`, and a manual
 /// invalidation of a table that does not exist is refused without dropping anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

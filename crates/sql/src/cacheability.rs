@@ -6,7 +6,7 @@
 //! by temporary tables, partial fetches, size caps) belong to the caller.
 
 use crate::catalog::{FunctionCatalog, Oid, RelKind, Relation, RelationCatalog, Volatility};
-use crate::statement::{Statement, StatementKind};
+use crate::statement::{Statement, StatementKind, TableRef};
 
 /// A read that may be cached, and what invalidates it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,7 @@ pub fn cacheability(
     search_path: &[String],
 ) -> Result<CacheableRead, NotCacheable> {
     statement_shape(stmt)?;
+    time_input_conversion(stmt, functions, relations, search_path)?;
     function_volatility(stmt, functions, search_path)?;
     let mut deps = Vec::new();
     for table in &stmt.tables_read {
@@ -176,6 +177,26 @@ fn statement_shape(stmt: &Statement) -> Result<(), NotCacheable> {
     }
     if !stmt.value_functions.is_empty() {
         return Err(NotCacheable::StableFunction);
+    }
+    Ok(())
+}
+
+/// A value read at run time converted to a composite, domain, array or range over a date/time
+/// type (`row(s)::comp`, `s::comp`, an XMLTABLE column of such a type): its text may hold 'now'
+/// there too. A table's row type counts whatever its columns: ALTER TABLE ADD COLUMN changes it
+/// without the function catalog, which lists the others, being read again.
+fn time_input_conversion(
+    stmt: &Statement,
+    functions: &FunctionCatalog,
+    relations: &RelationCatalog,
+    search_path: &[String],
+) -> Result<(), NotCacheable> {
+    let to_row_type = stmt
+        .input_casts
+        .iter()
+        .any(|t| relations.resolve(&TableRef::new(t.schema.as_deref(), &t.name), search_path).is_some());
+    if to_row_type || functions.converts_time_input(stmt) {
+        return Err(NotCacheable::TimeInputCast);
     }
     Ok(())
 }

@@ -37,6 +37,11 @@ pub struct Statement {
     /// user cast function or a domain's CHECK constraint. Built-in type names come qualified with
     /// pg_catalog as the grammar writes them (`pg_catalog.int4`).
     pub cast_types: Vec<FuncRef>,
+    /// Types other than the built-in date/time ones that a value read at run time is converted
+    /// to (a cast of anything but a constant or a parameter, an XMLTABLE or JSON_TABLE column),
+    /// deduplicated: a composite, domain, array or range over a date/time type reads text there
+    /// with that type's input too, where `'now'` is the current time (see `ReadShape::time_input`).
+    pub input_casts: Vec<FuncRef>,
     /// Names selected from a row with a dot (`a.name`, `(row).name`), deduplicated: a column, or,
     /// when the row has no such column, a call `name(row)` of a function in attribute notation
     /// (or a cast of the row to a type of that name).

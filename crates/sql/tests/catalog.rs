@@ -285,3 +285,67 @@ async fn an_extensions_own_views_are_no_hidden_writers() {
     let functions = FunctionCatalog::load(&client).await.expect("functions");
     assert!(functions.has_implicit_writers());
 }
+
+const TIME_INPUT_SCHEMA: &str = "
+CREATE TABLE tx (s text, n int);
+CREATE TABLE stamped (at timestamptz);
+CREATE TYPE comp AS (t timestamptz);
+CREATE TYPE comp2 AS (a int, t timestamptz);
+CREATE TYPE outer_comp AS (c comp);
+CREATE DOMAIN stamp AS timestamptz;
+CREATE TYPE with_domain AS (d stamp);
+CREATE TYPE stamps AS (ts date[]);
+CREATE TYPE plain AS (a int, b text);
+CREATE TYPE my_range AS RANGE (subtype = timestamp);
+CREATE TYPE with_range AS (r my_range);
+CREATE VIEW txv AS SELECT s FROM tx;
+CREATE VIEW v_row_cast AS SELECT s::comp AS c FROM tx;
+CREATE VIEW v_plain_cast AS SELECT row(n, s)::plain AS p FROM tx;
+";
+
+/// A value read at run time converted to a composite (or a domain, array or range over one) with
+/// a date/time attribute reads its text with that type's input, where 'now' is the current time:
+/// not cached, as a cast to the date/time type itself is not (helper-190).
+#[tokio::test]
+async fn conversions_to_types_over_date_time_types_are_not_cached() {
+    let cluster = Cluster::start();
+    cluster.psql("postgres", TIME_INPUT_SCHEMA);
+    let client = connect(&cluster).await;
+    let functions = FunctionCatalog::load(&client).await.expect("functions");
+    let relations = RelationCatalog::load(&client).await.expect("relations");
+    let public = path(&["public"]);
+    let c = |sql: &str| cacheability(&analyze(sql), &functions, &relations, &public);
+    for sql in [
+        "SELECT row(s)::comp FROM tx",
+        "SELECT cast(row(s) AS comp) FROM tx",
+        "SELECT array[row(s)]::comp[] FROM tx",
+        "SELECT row(1, s)::comp2 FROM tx",
+        "SELECT (1, s)::comp2 FROM tx",
+        "SELECT row(s)::comp FROM txv",
+        "SELECT s::comp FROM tx",
+        "SELECT s::public.comp2 FROM tx",
+        "SELECT row(row(s))::outer_comp FROM tx",
+        "SELECT row(s)::with_domain FROM tx",
+        "SELECT s::stamp FROM tx",
+        "SELECT row(s)::stamps FROM tx",
+        "SELECT row(s)::with_range FROM tx",
+        "SELECT s::my_range FROM tx",
+        "SELECT row(s)::stamped FROM tx",
+        "SELECT row(n, s)::tx FROM tx",
+        "SELECT c FROM tx, xmltable('/a' PASSING xmlparse(document s) COLUMNS c comp PATH '.') q",
+        "SELECT t FROM tx, xmltable('/a' PASSING xmlparse(document '<a>' || s || '</a>') \
+         COLUMNS t timestamptz PATH '.') q",
+    ] {
+        assert_eq!(c(sql), Err(NotCacheable::TimeInputCast), "{sql}");
+    }
+    // In a view: the rule depends on the type.
+    assert_eq!(c("SELECT * FROM v_row_cast"), Err(NotCacheable::StableFunction));
+    for sql in [
+        "SELECT row(n, s)::plain FROM tx",
+        "SELECT * FROM v_plain_cast",
+        "SELECT row(1, 'x')::comp2 FROM tx",
+        "SELECT s::text, n::bigint FROM tx",
+    ] {
+        assert!(c(sql).is_ok(), "{sql}: {:?}", c(sql));
+    }
+}

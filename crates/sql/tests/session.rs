@@ -396,6 +396,25 @@ fn read_shapes() {
     ] {
         assert!(!analyze(text).shape.time_input, "{text}");
     }
+    // XMLTABLE and JSON_TABLE columns of a date/time type: XPath and JSON path can build the
+    // words from pieces of even a constant document.
+    for text in [
+        "SELECT t FROM x, xmltable('/a' PASSING xmlparse(document s) COLUMNS t timestamptz PATH '.') q",
+        "SELECT * FROM xmltable('/a' PASSING '<a>x</a>' COLUMNS d date PATH 'concat(\"no\", \"w\")')",
+        "SELECT * FROM json_table(j, '$' COLUMNS (t timestamp PATH '$.t')) q",
+    ] {
+        assert!(analyze(text).shape.time_input, "{text}");
+    }
+    // Other types a value read at run time is converted to: the catalog tells whether one is a
+    // composite, domain, array or range over a date/time type (helper-190).
+    let input_casts =
+        |text: &str| -> Vec<String> { analyze(text).input_casts.iter().map(|f| f.to_string()).collect() };
+    assert_eq!(input_casts("SELECT row(s)::comp FROM tx"), ["comp"]);
+    assert_eq!(input_casts("SELECT CAST(row(1, s) AS app.comp2) FROM tx"), ["app.comp2"]);
+    assert_eq!(input_casts("SELECT array[row(s)]::comp[] FROM tx"), ["comp"]);
+    assert_eq!(input_casts("SELECT s::comp, s::text FROM tx"), ["comp", "text"]);
+    assert_eq!(input_casts("SELECT * FROM xmltable('/a' PASSING x COLUMNS c comp PATH '.') q"), ["comp"]);
+    assert!(input_casts("SELECT row(1, 'x')::comp2, $1::comp, '(1)'::comp").is_empty());
     assert_eq!(analyze("SELECT * FROM t WHERE a = $1 AND b = $3").shape.max_param, 3);
     let s = analyze("SELECT CURRENT_DATE, LOCALTIMESTAMP(3), SESSION_USER, CURRENT_SCHEMA, CURRENT_ROLE");
     assert_eq!(

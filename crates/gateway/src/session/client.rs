@@ -303,6 +303,11 @@ impl Session {
                     let invalid = PgError::error(SqlState::PROTOCOL_VIOLATION, "invalid string in message");
                     return self.refuse_locally(h.total, &invalid).await;
                 }
+                // In a failed transaction the server refuses it (25P02), as it would a SHOW of its own.
+                let shows = h.tag == b'Q' && self.status != TxnStatus::Failed;
+                if let Some(name) = text.filter(|_| shows).and_then(super::show_own::shown_own_setting) {
+                    return self.show_own_setting(h.total, name).await;
+                }
                 if h.tag == b'Q' && text.is_some_and(super::route::maybe_pgpilot_setting) {
                     let sql = text.map(|t| String::from_utf8_lossy(t).into_owned());
                     match sql.and_then(|sql| self.apply_pgpilot_settings(&sql)) {

@@ -23,6 +23,7 @@ mod pin_release;
 mod replan;
 mod route;
 mod row_shape;
+mod show_own;
 mod startup;
 mod txn_cache;
 mod welcome;

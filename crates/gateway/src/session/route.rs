@@ -895,7 +895,7 @@ pub fn maybe_pgpilot_setting(text: &[u8]) -> bool {
 }
 
 /// `sql` with its comments (outside quotes) replaced by a space.
-fn without_comments(sql: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn without_comments(sql: &str) -> std::borrow::Cow<'_, str> {
     if !sql.contains("--") && !sql.contains("/*") {
         return std::borrow::Cow::Borrowed(sql);
     }

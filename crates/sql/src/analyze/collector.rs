@@ -30,6 +30,7 @@ pub(super) struct Collector {
     pub functions: Vec<FuncRef>,
     pub operators: Vec<FuncRef>,
     pub cast_types: Vec<FuncRef>,
+    pub input_casts: Vec<FuncRef>,
     pub selected_fields: Vec<String>,
     pub value_functions: Vec<ValueFunction>,
     pub settings: Vec<SetCommand>,
@@ -215,10 +216,23 @@ impl Collector {
         let Some(type_name) = &tc.type_name else { return };
         let names: Vec<&str> = type_name.names.iter().filter_map(string_of).collect();
         let Some((&name, qualifiers)) = names.split_last() else { return };
-        if takes_time_words(qualifiers, name) && !tc.arg.as_deref().is_some_and(settled_time_input) {
-            self.shape.time_input = true;
+        if !tc.arg.as_deref().is_some_and(settled_time_input) {
+            self.input_type(type_name);
         }
         push_unique(&mut self.cast_types, FuncRef::new(qualifiers.last().copied(), name));
+    }
+
+    /// A type a value read at run time is converted to: a built-in date/time type reads 'now'
+    /// as the current time; any other may be a composite, domain, array or range over one, which
+    /// the catalog tells (`input_casts`).
+    fn input_type(&mut self, type_name: &protobuf::TypeName) {
+        let names: Vec<&str> = type_name.names.iter().filter_map(string_of).collect();
+        let Some((&name, qualifiers)) = names.split_last() else { return };
+        if takes_time_words(qualifiers, name) {
+            self.shape.time_input = true;
+        } else {
+            push_unique(&mut self.input_casts, FuncRef::new(qualifiers.last().copied(), name));
+        }
     }
 
     /// Built-in functions whose effect the grammar alone can see: sequences, advisory locks,
@@ -349,6 +363,10 @@ impl Visitor for Collector {
             NodeRef::SubLink(l) => self.operator(&l.oper_name),
             NodeRef::SortBy(b) => self.operator(&b.use_op),
             NodeRef::TypeCast(tc) => self.type_cast(tc),
+            // Columns read out of a document: even a constant one, as XPath and JSON path can
+            // build the words from its pieces.
+            NodeRef::RangeTableFuncCol(c) => c.type_name.iter().for_each(|t| self.input_type(t)),
+            NodeRef::JsonTableColumn(c) => c.type_name.iter().for_each(|t| self.input_type(t)),
             NodeRef::ColumnRef(r) if r.fields.len() > 1 => {
                 self.selected_field(r.fields.last().and_then(string_of))
             }
@@ -435,10 +453,12 @@ fn takes_time_words(qualifiers: &[&str], name: &str) -> bool {
 
 /// A cast argument whose value is known not to be text read at run time: a constant or a
 /// parameter (their values are checked for the words themselves), a value function (refused
-/// anyway), or a cast of one of these, or a cast to a date/time type (which decides for itself).
+/// anyway), a cast of one of these, a cast to a date/time type (which decides for itself), or a
+/// row of such values.
 fn settled_time_input(arg: &Node) -> bool {
     match &arg.node {
         Some(NodeEnum::AConst(_) | NodeEnum::ParamRef(_) | NodeEnum::SqlvalueFunction(_)) => true,
+        Some(NodeEnum::RowExpr(row)) => row.args.iter().all(settled_time_input),
         Some(NodeEnum::TypeCast(inner)) => {
             let to_time = inner.type_name.as_ref().is_some_and(|t| {
                 let names: Vec<&str> = t.names.iter().filter_map(string_of).collect();

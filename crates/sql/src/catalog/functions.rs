@@ -187,6 +187,13 @@ impl FunctionCatalog {
         self.implicit.reads_unlogged(stmt)
     }
 
+    /// Whether `stmt` converts a value read at run time to a type whose input may read 'now' (a
+    /// composite, domain, array or range over a date/time type). A catalog outdated by DDL does
+    /// not know the types made since: any such conversion counts.
+    pub fn converts_time_input(&self, stmt: &Statement) -> bool {
+        self.implicit.converts_time_input(stmt) || self.outdated && !stmt.input_casts.is_empty()
+    }
+
     /// The worst volatility of what `stmt` runs without naming it: the user operators it uses,
     /// the types it casts to, the views (and tables with policies) it reads, the functions its
     /// field selections (`a.name`) may call in attribute notation. Immutable when none.

@@ -10,6 +10,29 @@ use super::proc_worst::{proc_worst_cte, sql_list};
 use super::Volatility;
 use crate::statement::{Statement, TableRef};
 
+/// `time_input_types(typ)`: the types whose input reads text with a date/time type's input, where
+/// 'now' is the current time: date, time, timestamp, timestamptz and timetz (1082, 1083, 1114,
+/// 1184, 1266; the grammar knows them by name, see `takes_time_words`), and, recursively,
+/// composites with an attribute of one (table row types too), domains over, arrays of, ranges and
+/// multiranges over one (`rngmultitypid` is read through to_jsonb: PostgreSQL 13 has no
+/// multiranges). To follow `WITH RECURSIVE`.
+macro_rules! time_input_types_cte {
+    () => {
+        "type_links(outer_t, inner_t) AS ( \
+  SELECT oid, typbasetype FROM pg_catalog.pg_type WHERE typtype = 'd' \
+  UNION ALL SELECT oid, typelem FROM pg_catalog.pg_type WHERE typcategory = 'A' AND typelem <> 0 \
+  UNION ALL SELECT rngtypid, rngsubtype FROM pg_catalog.pg_range \
+  UNION ALL SELECT (pg_catalog.to_jsonb(r) ->> 'rngmultitypid')::oid, r.rngtypid FROM pg_catalog.pg_range r \
+    WHERE pg_catalog.to_jsonb(r) ? 'rngmultitypid' \
+  UNION ALL SELECT t.oid, a.atttypid FROM pg_catalog.pg_type t JOIN pg_catalog.pg_attribute a \
+    ON a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped WHERE t.typtype = 'c'), \
+time_input_types(typ) AS ( \
+  SELECT oid FROM pg_catalog.pg_type WHERE oid IN (1082, 1083, 1114, 1184, 1266) \
+  UNION SELECT l.outer_t FROM time_input_types y JOIN type_links l ON l.inner_t = y.typ)"
+    };
+}
+pub(super) use time_input_types_cte;
+
 /// Rows (kind, schema, name, code) of what runs functions the text does not name, worse than
 /// immutable:
 /// - 'o': user operators (not in pg_catalog or information_schema) by their function;
@@ -29,6 +52,10 @@ use crate::statement::{Statement, TableRef};
 /// - 'a': user functions a row's field selection may call (`a.name` is `name(a)` when the row has
 ///   no column `name`): one argument (others defaulted), of a composite or pseudo-type (`record`,
 ///   `anyelement`).
+/// - 'd': types whose input reads text with a date/time type's input, where `'now'` is the
+///   current time: composites with an attribute of such a type (table row types too), domains
+///   over, arrays of, ranges and multiranges over one, recursively (the built-in date/time
+///   types themselves are known by name). Always 's'.
 pub(super) fn implicit_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -56,6 +83,7 @@ types(typ, code) AS ( \
   SELECT typ, code FROM con_calls \
   UNION \
   SELECT t.oid, y.code FROM types y JOIN pg_catalog.pg_type t ON t.typbasetype = y.typ AND t.typtype = 'd'), \
+{time_cte}, \
 unlogged(oid) AS ( \
   SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p', 'm', 'S') \
   UNION \
@@ -103,6 +131,10 @@ UNION ALL \
 SELECT 't', n.nspname::text, t.typname::text, y.code FROM types y \
   JOIN pg_catalog.pg_type t ON t.oid = y.typ JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
 UNION ALL \
+SELECT 'd', n.nspname::text, t.typname::text, 's' FROM time_input_types y \
+  JOIN pg_catalog.pg_type t ON t.oid = y.typ JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+  WHERE y.typ NOT IN (1082, 1083, 1114, 1184, 1266) \
+UNION ALL \
 SELECT 'r', n.nspname::text, c.relname::text, 'v' FROM writing_rels x \
   JOIN pg_catalog.pg_class c ON c.oid = x.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 UNION ALL \
@@ -122,6 +154,7 @@ SELECT DISTINCT 'f', n.nspname::text, p.proname::text, 'v' FROM pg_catalog.pg_pr
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.prolang NOT IN (12, 13) \
   AND p.prosrc ~* ('\\m' || pg_catalog.regexp_replace(c.relname, '(\\W)', '\\\\\\1', 'g') || '\\M')",
             cte = proc_worst_cte(),
+            time_cte = time_input_types_cte!(),
         )
     })
 }
@@ -141,6 +174,9 @@ pub enum ImplicitKind {
     StandbyUnreadableFunction,
     /// A function a field selection (`a.name`) may call in attribute notation.
     AttributeFunction,
+    /// A type whose input reads a date/time type's text (a composite, domain, array or range
+    /// over one): not code, but a value converted to it may read 'now'.
+    TimeInputType,
 }
 
 impl ImplicitKind {
@@ -153,6 +189,7 @@ impl ImplicitKind {
             "u" => Some(ImplicitKind::StandbyUnreadable),
             "f" => Some(ImplicitKind::StandbyUnreadableFunction),
             "a" => Some(ImplicitKind::AttributeFunction),
+            "d" => Some(ImplicitKind::TimeInputType),
             _ => None,
         }
     }
@@ -170,6 +207,8 @@ pub(super) struct ImplicitCode {
     unlogged: Names,
     /// Functions that read them.
     unlogged_readers: Names,
+    /// Types a value read at run time reads 'now' through (not code either).
+    time_input_types: Names,
     /// Any of them is volatile: it may write.
     writers: bool,
 }
@@ -187,6 +226,10 @@ impl ImplicitCode {
             }
             ImplicitKind::StandbyUnreadableFunction => {
                 insert(&mut self.unlogged_readers, schema, name, volatility);
+                return;
+            }
+            ImplicitKind::TimeInputType => {
+                insert(&mut self.time_input_types, schema, name, volatility);
                 return;
             }
         };
@@ -210,6 +253,14 @@ impl ImplicitCode {
         !self.unlogged.is_empty()
             && (stmt.tables_read.iter().any(|t| named(&self.unlogged, t.schema.as_deref(), &t.name))
                 || stmt.functions.iter().any(|f| named(&self.unlogged_readers, f.schema.as_deref(), &f.name)))
+    }
+
+    /// Whether `stmt` converts a value read at run time to a type whose input reads a date/time
+    /// type's text (matched by name as written, like the rest: a false match only costs a
+    /// cached result).
+    pub(super) fn converts_time_input(&self, stmt: &Statement) -> bool {
+        let types = &self.time_input_types;
+        stmt.input_casts.iter().any(|t| worst_named(types, t.schema.as_deref(), &t.name).is_some())
     }
 
     /// The worst volatility of the user operators `stmt` uses, the types it casts to and the

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio_postgres::Client;
 
+use super::implicit::time_input_types_cte;
 use super::proc_worst::proc_worst_cte;
 use super::search_path::schemas_to_search;
 use super::{CatalogError, Volatility};
@@ -182,14 +183,16 @@ WHERE contype = 'f' AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 
 /// What each user view's rewrite rule depends on: the relations it reads (pg_depend, and the range
 /// table of its stored tree for pinned system catalogs), and the volatility of every function its
 /// stored tree calls (each as volatile as what it depends on: an aggregate's transition function,
-/// a parameter default). Functions are taken from the tree itself
+/// a parameter default). A conversion to a type whose input may read 'now' (a composite, domain,
+/// array or range over a date/time type, see `time_input_types_cte`) counts as stable: pg_depend
+/// records the types of a rule that are not built in. Functions are taken from the tree itself
 /// (function calls, operators, aggregates, window functions, TABLESAMPLE methods): pg_depend records
 /// no dependency on pinned built-in functions, so now() or random() would not be seen there.
 fn view_depends_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "WITH RECURSIVE {}, rules AS ( \
+            "WITH RECURSIVE {}, {}, rules AS ( \
   SELECT r.oid, r.ev_class AS view, r.ev_action FROM pg_catalog.pg_rewrite r \
   JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' \
   JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace \
@@ -208,8 +211,13 @@ SELECT view, w.oid, w.code::\"char\" FROM refs JOIN proc_worst w ON w.oid = refs
   WHERE field NOT IN ('relid', 'opno') \
 UNION \
 SELECT view, w.oid, w.code::\"char\" FROM refs JOIN pg_catalog.pg_operator o ON o.oid = refs.id \
-  JOIN proc_worst w ON w.oid = o.oprcode WHERE field = 'opno'",
-            proc_worst_cte()
+  JOIN proc_worst w ON w.oid = o.oprcode WHERE field = 'opno' \
+UNION \
+SELECT r.view, d.refobjid, 's'::\"char\" FROM rules r \
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+  AND d.refclassid = 'pg_catalog.pg_type'::regclass JOIN time_input_types y ON y.typ = d.refobjid",
+            proc_worst_cte(),
+            time_input_types_cte!()
         )
     })
 }
