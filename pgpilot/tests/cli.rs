@@ -774,6 +774,8 @@ fn apply_yes_exits_1_when_an_index_could_not_be_created() {
             .args(["advise", "--url", &url, "--workload-file", workload.to_str().unwrap()])
             .args(["--no-pg-stat-statements", "--install-extensions", "--quiet", "--apply", "--yes"])
             .args(["--lock-timeout-ms", "300"])
+            // Given, not measured for 5 s: the build must start while the writer's transaction is open.
+            .args(["--target-tps", "100"])
             .env("NO_COLOR", "1")
             .env("XDG_STATE_HOME", dir.path())
             .output()
