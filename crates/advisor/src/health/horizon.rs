@@ -101,78 +101,46 @@ pub async fn holders(db: &Db, min_age: i64) -> Result<Vec<HorizonHolder>> {
 }
 
 async fn sessions(db: &Db, min_age: i64) -> Result<Vec<HorizonHolder>> {
-    let rows = db
-        .client
-        .query(
-            "SELECT pid, coalesce(usename::text, ''), coalesce(datname::text, ''), coalesce(state, ''), \
+    let sql = "SELECT pid, coalesce(usename::text, ''), coalesce(datname::text, ''), coalesce(state, ''), \
              coalesce(extract(epoch FROM now() - xact_start), 0)::float8, \
              greatest(age(backend_xid), age(backend_xmin))::int8 AS held \
              FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-               AND greatest(age(backend_xid), age(backend_xmin)) >= $1",
-            &[&(min_age as i32)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| HorizonHolder {
-            age: r.get(5),
-            kind: HolderKind::Session {
-                pid: r.get(0),
-                user: r.get(1),
-                database: r.get(2),
-                state: r.get(3),
-                transaction_secs: r.get(4),
-            },
-        })
-        .collect())
+               AND greatest(age(backend_xid), age(backend_xmin)) >= $1";
+    holders_of(db, sql, min_age, |r| HolderKind::Session {
+        pid: r.get(0),
+        user: r.get(1),
+        database: r.get(2),
+        state: r.get(3),
+        transaction_secs: r.get(4),
+    })
+    .await
 }
 
 async fn prepared(db: &Db, min_age: i64) -> Result<Vec<HorizonHolder>> {
-    let rows = db
-        .client
-        .query(
-            "SELECT gid, database::text, age(transaction)::int8 FROM pg_prepared_xacts WHERE age(transaction) >= $1",
-            &[&(min_age as i32)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| HorizonHolder {
-            age: r.get(2),
-            kind: HolderKind::Prepared { gid: r.get(0), database: r.get(1) },
-        })
-        .collect())
+    let sql = "SELECT gid, database::text, age(transaction)::int8 FROM pg_prepared_xacts WHERE age(transaction) >= $1";
+    holders_of(db, sql, min_age, |r| HolderKind::Prepared { gid: r.get(0), database: r.get(1) }).await
 }
 
 async fn slots(db: &Db, min_age: i64) -> Result<Vec<HorizonHolder>> {
-    let rows = db
-        .client
-        .query(
-            "SELECT slot_name::text, active, greatest(age(xmin), age(catalog_xmin))::int8 \
-             FROM pg_replication_slots WHERE greatest(age(xmin), age(catalog_xmin)) >= $1",
-            &[&(min_age as i32)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| HorizonHolder { age: r.get(2), kind: HolderKind::Slot { name: r.get(0), active: r.get(1) } })
-        .collect())
+    let sql = "SELECT slot_name::text, active, greatest(age(xmin), age(catalog_xmin))::int8 \
+             FROM pg_replication_slots WHERE greatest(age(xmin), age(catalog_xmin)) >= $1";
+    holders_of(db, sql, min_age, |r| HolderKind::Slot { name: r.get(0), active: r.get(1) }).await
 }
 
 async fn standbys(db: &Db, min_age: i64) -> Result<Vec<HorizonHolder>> {
-    let rows = db
-        .client
-        .query(
-            "SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local'), age(backend_xmin)::int8 \
-             FROM pg_stat_replication WHERE age(backend_xmin) >= $1",
-            &[&(min_age as i32)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| HorizonHolder {
-            age: r.get(2),
-            kind: HolderKind::StandbyFeedback { application: r.get(0), client: r.get(1) },
-        })
-        .collect())
+    let sql = "SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local'), age(backend_xmin)::int8 \
+             FROM pg_stat_replication WHERE age(backend_xmin) >= $1";
+    holders_of(db, sql, min_age, |r| HolderKind::StandbyFeedback { application: r.get(0), client: r.get(1) })
+        .await
+}
+
+/// Runs `sql` (`$1` the least age, the age its last column) and makes a holder of each row.
+async fn holders_of(
+    db: &Db,
+    sql: &str,
+    min_age: i64,
+    kind: impl Fn(&tokio_postgres::Row) -> HolderKind,
+) -> Result<Vec<HorizonHolder>> {
+    let rows = db.client.query(sql, &[&(min_age as i32)]).await?;
+    Ok(rows.iter().map(|r| HorizonHolder { age: r.get(r.len() - 1), kind: kind(r) }).collect())
 }
