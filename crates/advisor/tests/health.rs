@@ -291,6 +291,16 @@ async fn deleted_btree_pages_count_as_index_bloat() {
     assert!(bloat.evidence.iter().any(|e| e.contains("pgstatindex")), "{bloat:?}");
 }
 
+/// Waits (up to 10 s) until `pg_blocking_pids(pid)` in `db` reads `expected`.
+async fn blocked_by(cluster: &Cluster, db: &str, pid: i32, expected: String) {
+    let start = Instant::now();
+    let sql = format!("SELECT pg_blocking_pids({pid})");
+    while cluster.psql(db, &sql) != expected {
+        assert!(start.elapsed() < Duration::from_secs(10), "pid {pid} never waited on {expected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A query queued behind DDL that itself waits: A holds a row lock in an open transaction, B's
 /// CREATE INDEX waits for A, and C's UPDATE of another row waits only for B's queued lock. The fix
 /// for C cancels B, which frees C at once and leaves A's transaction alone; terminating A is the
@@ -306,17 +316,7 @@ async fn a_query_queued_behind_waiting_ddl_is_freed_by_cancelling_the_ddl() {
     let url = cluster.url("postgres", "queue");
     let [(a, pid_a), (b, pid_b), (c, pid_c)] = three_sessions(&url).await;
     a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
-    let waiting_on = |pid: i32, expected: String| {
-        let cluster = &cluster;
-        async move {
-            let start = Instant::now();
-            let sql = format!("SELECT pg_blocking_pids({pid})");
-            while cluster.psql("queue", &sql) != expected {
-                assert!(start.elapsed() < Duration::from_secs(10), "pid {pid} never waited on {expected}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let waiting_on = |pid: i32, expected: String| blocked_by(&cluster, "queue", pid, expected);
     let create_index = tokio::spawn(async move { b.batch_execute("CREATE INDEX tiny_v ON tiny (v)").await });
     waiting_on(pid_b, format!("{{{pid_a}}}")).await;
     let update = tokio::spawn(async move { c.batch_execute("UPDATE tiny SET v = 'z' WHERE id = 2").await });
@@ -526,17 +526,7 @@ async fn a_queued_update_of_the_roots_row_is_not_freed_by_cancelling_the_ddl() {
     let url = cluster.url("postgres", "row_queue");
     let [(a, pid_a), (b, pid_b), (c, pid_c)] = three_sessions(&url).await;
     a.batch_execute("BEGIN; UPDATE tiny SET v = v WHERE id = 1").await.unwrap();
-    let waiting_on = |pid: i32, expected: String| {
-        let cluster = &cluster;
-        async move {
-            let start = Instant::now();
-            let sql = format!("SELECT pg_blocking_pids({pid})");
-            while cluster.psql("row_queue", &sql) != expected {
-                assert!(start.elapsed() < Duration::from_secs(10), "pid {pid} never waited on {expected}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let waiting_on = |pid: i32, expected: String| blocked_by(&cluster, "row_queue", pid, expected);
     let alter = tokio::spawn(async move {
         b.batch_execute("SET lock_timeout = '60s'; ALTER TABLE tiny ADD COLUMN extra int").await
     });

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use pgpilot_gateway::config::{AuthType, ClientTlsMode, DatabaseConfig, ServerTlsMode};
+use pgpilot_gateway::config::{AuthType, ClientTlsMode, Config, DatabaseConfig, ServerTlsMode};
 use pgpilot_testkit::Cluster;
 
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -24,7 +24,7 @@ fn scram_cluster() -> Cluster {
     pg
 }
 
-fn app_config(pg: &Cluster, auth: AuthType, userlist: &Path) -> pgpilot_gateway::config::Config {
+fn app_config(pg: &Cluster, auth: AuthType, userlist: &Path) -> Config {
     let mut c = config_for(pg);
     c.pgpilot.auth_type = Some(auth);
     c.pgpilot.auth_file = Some(userlist.to_path_buf());
@@ -288,17 +288,7 @@ async fn tls_to_servers() {
         .setting(&format!("ssl_key_file = '{}'", key.display()))
         .start();
     for (mode, host) in [(ServerTlsMode::Require, "127.0.0.1"), (ServerTlsMode::VerifyFull, "localhost")] {
-        let mut c = config_for(&pg);
-        c.tls.server_tls_sslmode = mode;
-        c.tls.server_tls_ca_file = Some(crt.clone());
-        c.databases.insert(
-            "postgres".into(),
-            DatabaseConfig {
-                primary: format!("postgres://postgres@{host}:{}/postgres", pg.port()),
-                ..Default::default()
-            },
-        );
-        let gw = start(c).await;
+        let gw = start(server_tls_config(&pg, mode, host, &crt)).await;
         let client = connect(&gw).await;
         let ssl: bool = client
             .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
@@ -445,9 +435,8 @@ fn self_signed_ca(names: &[&str], not_after: (i32, u8, u8)) -> rcgen::CertifiedK
     rcgen::CertifiedKey { cert, signing_key }
 }
 
-/// Why a login through a gateway checking the server with `mode` and `ca` (and `host` in the
-/// server's URL) failed, or None when it succeeded over TLS.
-async fn server_check_failure(pg: &Cluster, mode: ServerTlsMode, host: &str, ca: &Path) -> Option<String> {
+/// A gateway's config checking `pg`'s certificate with `mode` against `ca`, reaching it as `host`.
+fn server_tls_config(pg: &Cluster, mode: ServerTlsMode, host: &str, ca: &Path) -> Config {
     let mut c = config_for(pg);
     c.tls.server_tls_sslmode = mode;
     c.tls.server_tls_ca_file = Some(ca.to_path_buf());
@@ -458,7 +447,13 @@ async fn server_check_failure(pg: &Cluster, mode: ServerTlsMode, host: &str, ca:
             ..Default::default()
         },
     );
-    let gw = start(c).await;
+    c
+}
+
+/// Why a login through a gateway checking the server with `mode` and `ca` (and `host` in the
+/// server's URL) failed, or None when it succeeded over TLS.
+async fn server_check_failure(pg: &Cluster, mode: ServerTlsMode, host: &str, ca: &Path) -> Option<String> {
+    let gw = start(server_tls_config(pg, mode, host, ca)).await;
     let failure = match try_connect(&conninfo(&gw, "postgres", "postgres")).await {
         Ok(client) => {
             let row = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]);
