@@ -154,9 +154,10 @@ impl Gateway {
         };
         tell_service_manager(&[sd_notify::NotifyState::Stopping]);
         let hurry = Arc::new(AtomicBool::new(false));
-        if let SignalRequest::Immediate(signal) = stop {
-            tracing::warn!(signal, "immediate shutdown: closing every connection now");
-            hurry.store(true, Ordering::Relaxed);
+        match stop {
+            SignalRequest::Immediate(trigger) => hurry_now(&hurry, trigger),
+            SignalRequest::Drain(trigger) => tracing::info!(trigger, "shutdown requested"),
+            _ => {}
         }
         tokio::spawn(hurry_on_a_second_signal(signals, hurry.clone()));
         self.shutdown_with(hurry).await;
@@ -238,17 +239,19 @@ impl Gateway {
 const IMMEDIATE_GRACE: Duration = Duration::from_secs(1);
 
 /// While draining, a second SIGTERM/SIGINT or a SIGQUIT turns the drain into an immediate stop
-/// (PgBouncer 1.23's escalation); a reload still works, PAUSE/RESUME are moot.
+/// (PgBouncer 1.23's escalation); SIGHUP and PAUSE/RESUME are moot then, logged and ignored.
 async fn hurry_on_a_second_signal(mut signals: ProcessSignals, hurry: Arc<AtomicBool>) {
     loop {
         match signals.next(true).await {
-            SignalRequest::Immediate(signal) => {
-                tracing::warn!(signal, "immediate shutdown: closing every connection now");
-                hurry.store(true, Ordering::Relaxed);
-            }
+            SignalRequest::Immediate(trigger) => hurry_now(&hurry, trigger),
             other => tracing::info!(signal = ?other, "ignored while shutting down"),
         }
     }
+}
+
+fn hurry_now(hurry: &AtomicBool, trigger: &str) {
+    tracing::warn!(trigger, "immediate shutdown: closing every connection now");
+    hurry.store(true, Ordering::Relaxed);
 }
 
 /// Tells systemd (when it started pgpilot with NOTIFY_SOCKET) what pgpilot is doing; a no-op
