@@ -94,6 +94,18 @@ async fn simple_protocol_hits_and_invalidation_through_pgpilot() {
     assert_eq!(first_value(&c, "SHOW pgpilot.cache").await, "off");
     c.simple_query("SET pgpilot.route = primary").await.unwrap();
     assert_eq!(first_value(&c, "show PGPILOT.ROUTE;").await, "primary");
+    // The extended protocol's unnamed statement too (pgJDBC and node-postgres send a SHOW so),
+    // here with binary results asked for.
+    let shown = c.query_typed("SHOW pgpilot.route", &[]).await.expect("SHOW over the extended protocol");
+    assert_eq!(shown[0].columns()[0].name(), "pgpilot.route");
+    assert_eq!(shown[0].get::<_, String>(0), "primary");
+    let shown = c.query_typed("/* app */ show pgpilot.cache", &[]).await.unwrap();
+    assert_eq!(shown[0].get::<_, String>(0), "off");
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute("SELECT 1/0").await.unwrap_err();
+    let refused = c.query_typed("SHOW pgpilot.route", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION));
+    c.batch_execute("ROLLBACK").await.unwrap();
     c.simple_query("RESET pgpilot.route").await.unwrap();
     assert_eq!(first_value(&c, "SHOW pgpilot.route").await, "auto");
     let h = hits(&gw);

@@ -119,6 +119,11 @@ pub fn negotiate_protocol_version(out: &mut BytesMut, version: i32, unrecognized
 
 /// RowDescription of text-format columns of the given type OIDs.
 pub fn row_description_typed(out: &mut BytesMut, columns: &[&str], types: &[u32]) {
+    row_description_in_format(out, columns, types, 0);
+}
+
+/// RowDescription of columns all sent in `format` (0 text, 1 binary).
+pub fn row_description_in_format(out: &mut BytesMut, columns: &[&str], types: &[u32], format: i16) {
     let start = begin(out, b'T');
     out.put_i16(columns.len() as i16);
     for (name, oid) in columns.iter().zip(types) {
@@ -128,7 +133,7 @@ pub fn row_description_typed(out: &mut BytesMut, columns: &[&str], types: &[u32]
         out.put_u32(*oid);
         out.put_i16(if *oid == 20 { 8 } else { -1 });
         out.put_i32(-1);
-        out.put_i16(0); // text format
+        out.put_i16(format);
     }
     finish(out, start);
 }

@@ -91,6 +91,24 @@ pub fn bind_values(rest: &[u8]) -> Option<Vec<BindValue<'_>>> {
 /// How many result format codes a Bind's remainder (after its portal and statement names) gives;
 /// None when the remainder is malformed.
 pub fn bind_result_format_count(rest: &[u8]) -> Option<u16> {
+    result_formats_at(rest).map(|(n, _)| n)
+}
+
+/// The result format codes a Bind's remainder gives: none (all text), one (for every column) or
+/// one per column; None when the remainder is malformed.
+pub fn bind_result_formats(rest: &[u8]) -> Option<Vec<i16>> {
+    let (count, mut pos) = result_formats_at(rest)?;
+    let mut formats = Vec::with_capacity((count as usize).min(rest.len() / 2));
+    for _ in 0..count {
+        let (format, next) = read_i16(rest, pos)?;
+        formats.push(format);
+        pos = next;
+    }
+    Some(formats)
+}
+
+/// How many result format codes a Bind's remainder gives, and where the first one is.
+fn result_formats_at(rest: &[u8]) -> Option<(u16, usize)> {
     let (format_count, pos) = read_i16(rest, 0)?;
     let mut pos = pos.checked_add(2 * format_count as u16 as usize)?;
     let (count, next) = read_i16(rest, pos)?;
@@ -99,7 +117,7 @@ pub fn bind_result_format_count(rest: &[u8]) -> Option<u16> {
         let (len, next) = read_i32(rest, pos)?;
         pos = if len < 0 { next } else { next.checked_add(len as usize)? };
     }
-    read_i16(rest, pos).map(|(n, _)| n as u16)
+    read_i16(rest, pos).map(|(n, next)| (n as u16, next))
 }
 
 /// Whether a Bind (the part after its portal and statement names) names a format per result
@@ -261,5 +279,8 @@ mod tests {
         assert_eq!(bind_result_format_count(rest), Some(2));
         assert_eq!(bind_result_format_count(b"\0\0\0\0\0\0"), Some(0));
         assert_eq!(bind_result_format_count(b"\0\0\0\x01\0\0\0\x09hi"), None, "truncated");
+        assert_eq!(bind_result_formats(rest), Some(vec![1, 1]));
+        assert_eq!(bind_result_formats(b"\0\0\0\0\0\0"), Some(vec![]));
+        assert_eq!(bind_result_formats(b"\0\0\0\0\0\x02\0\x01"), None, "a code missing");
     }
 }

@@ -1,7 +1,8 @@
-//! `SHOW pgpilot.route` / `SHOW pgpilot.cache` (simple protocol): pgpilot's own settings never
+//! `SHOW pgpilot.route` / `SHOW pgpilot.cache`: pgpilot's own settings never
 //! reach a server (see `route::read_own_setting`), which would answer 42704 "unrecognized
 //! configuration parameter". The session's values are shown here instead, as PostgreSQL shows a
-//! custom setting's value after SET.
+//! custom setting's value after SET. The extended protocol's unnamed statement is answered in
+//! `extended_settings`.
 
 use bytes::{Buf, BytesMut};
 use pgpilot_wire::backend;
@@ -33,7 +34,17 @@ pub(super) fn shown_own_setting(text: &[u8]) -> Option<&'static str> {
 impl Session {
     /// Answers `SHOW name` of one of pgpilot's settings: one text column named after it.
     pub(super) async fn show_own_setting(&mut self, total: usize, name: &'static str) -> Result<(), Ending> {
-        let value = match name {
+        self.buf.advance(total);
+        let mut out = BytesMut::with_capacity(96);
+        own_setting_columns(&mut out, name, 0);
+        self.own_setting_row(&mut out, name);
+        backend::ready_for_query(&mut out, self.status);
+        self.write(&out).await
+    }
+
+    /// The value `SHOW name` shows for this session.
+    fn own_setting_value(&self, name: &str) -> &'static str {
+        match name {
             "pgpilot.route" => match self.route {
                 SessionRoute::Auto => "auto",
                 SessionRoute::Primary => "primary",
@@ -41,16 +52,23 @@ impl Session {
             },
             _ if self.cache_off => "off",
             _ => "on",
-        };
-        self.buf.advance(total);
-        let mut out = BytesMut::with_capacity(96);
-        backend::row_description_typed(&mut out, &[name], &[25]);
-        backend::data_row(&mut out, &[Some(value)]);
-        backend::command_complete(&mut out, "SHOW");
-        backend::ready_for_query(&mut out, self.status);
-        self.write(&out).await
+        }
+    }
+
+    /// What an Execute of `SHOW name` sends: the row and the command tag.
+    pub(super) fn own_setting_row(&self, out: &mut BytesMut, name: &str) {
+        backend::data_row(out, &[Some(self.own_setting_value(name))]);
+        backend::command_complete(out, "SHOW");
     }
 }
+
+/// The RowDescription of `SHOW name`, its one text column sent in `format` (a text value's binary
+/// form is its text).
+pub(super) fn own_setting_columns(out: &mut BytesMut, name: &str, format: i16) {
+    backend::row_description_in_format(out, &[name], &[TEXT_OID], format);
+}
+
+const TEXT_OID: u32 = 25;
 
 #[cfg(test)]
 mod tests {
