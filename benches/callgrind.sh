@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/common.sh
-BIN=${1:-target/release/pgpilot}; MODE=${2:-extended}; OUT=${3:-$(mktemp -d)/callgrind.out}
+BIN=${1:-$RELEASE_BIN}; MODE=${2:-extended}; OUT=${3:-$(mktemp -d)/callgrind.out}
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
 PORT=29440
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT" "$BIN" serve \

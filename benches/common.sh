@@ -5,4 +5,6 @@ TOOLS=${BENCH_TOOLS:-$(cd .. && pwd)/shared/bench}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cargo build --release -p pgpilot >/dev/null
+# Where that build is: CARGO_TARGET_DIR moves it out of the repository.
+RELEASE_BIN=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/pgpilot
 "$TOOLS/pgstack" start >/dev/null

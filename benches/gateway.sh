@@ -10,9 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; SECS=${2:-6}; IDLE=${3:-9000}
 source benches/common.sh
-BIN=target/release/pgpilot
+BIN=$RELEASE_BIN
 PRIMARY=postgres://postgres@127.0.0.1:55432/postgres
-BIN=$(pwd)/$BIN
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 serve() { "$BIN" serve --primary "$PRIMARY" --pool-size 20 --pool-mode transaction "$@" >/dev/null 2>&1 & pids+=($!); }

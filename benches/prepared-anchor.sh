@@ -28,7 +28,7 @@ INI
 echo '"postgres" ""' >"$DIR/userlist.txt"
 [ "$(id -u)" = 0 ] && chown -R postgres "$DIR"
 as_pg pgbouncer -d "$DIR/pgbouncer.ini"
-target/release/pgpilot serve --listen 127.0.0.1:$GATEWAY --primary postgres://postgres@127.0.0.1:55432/postgres \
+"$RELEASE_BIN" serve --listen 127.0.0.1:$GATEWAY --primary postgres://postgres@127.0.0.1:55432/postgres \
   --pool-size 20 >"$DIR/pgpilot.log" 2>&1 &
 gw=$!
 trap 'kill $gw "$(cat "$DIR/pgbouncer.pid")" 2>/dev/null || true' EXIT

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}; SECS=${2:-6}
 source benches/common.sh
-BIN=$(pwd)/target/release/pgpilot
+BIN=$RELEASE_BIN
 P=postgres://postgres@127.0.0.1:55432/postgres
 R=postgres://postgres@127.0.0.1:55433/postgres
 pids=()

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh demo
 cargo build --release --locked -p pgpilot
-exec target/release/pgpilot demo "$@"
+# CARGO_TARGET_DIR, when set, is where that build went.
+exec "${CARGO_TARGET_DIR:-target}/release/pgpilot" demo "$@"
