@@ -374,6 +374,22 @@ async fn client_idle_and_idle_transaction_timeouts() {
     let fresh = connect(&gw).await;
     let r = fresh.simple_query("SELECT 1").await;
     assert!(r.is_ok());
+    // A request ended with Flush and never synced keeps its implicit transaction open on the
+    // server: idle in transaction too (it held its server for ever; PgBouncer's query_timeout
+    // ends it). Found by helper-194.
+    let mut flushed = raw_login(addr(&gw)).await;
+    let mut out = parse("", "SELECT 1");
+    out.extend(bind_execute(""));
+    out.extend(message(b'H', b""));
+    tokio::io::AsyncWriteExt::write_all(&mut flushed, &out).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut flushed, &mut got);
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a client idle after a Flush kept its server")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("C25P03") && text.contains("idle_transaction_timeout"), "{text}");
     gw.shutdown().await;
 }
 

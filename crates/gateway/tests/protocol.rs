@@ -154,6 +154,67 @@ async fn a_failed_copy_in_keeps_its_server_until_the_clients_sync() {
     gw.shutdown().await;
 }
 
+/// An extended-protocol COPY FROM STDIN ended by the client (CopyDone or CopyFail) still owes the
+/// server a Sync: the one sent with the Execute was ignored during COPY. A client that leaves
+/// before sending it must not leave its server in the pool: the next client's query ran in the
+/// abandoned transaction and committed its rows (and got its CommandComplete), or, after a
+/// CopyFail, was discarded while the server skipped to a Sync and hung. Found by helper-194.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_an_ended_extended_copy_before_its_sync_leaves_no_dirty_server() {
+    let pg = Cluster::start();
+    pg.psql("postgres", "CREATE TABLE abandoned(k int, v text)");
+    let mut config = config_for(&pg);
+    config.pgpilot.default_pool_size = 1;
+    let gw = start(config).await;
+    let copy_done = message(b'c', b"");
+    let copy_fail = message(b'f', b"oops\0");
+    for (ending, terminate) in
+        [(&copy_done, false), (&copy_done, true), (&copy_fail, false), (&copy_fail, true)]
+    {
+        let mut raw = raw_login(addr(&gw)).await;
+        let mut out = parse("", "COPY abandoned FROM STDIN");
+        out.extend(bind_execute(""));
+        out.extend(sync());
+        raw.write_all(&out).await.unwrap();
+        let mut got = Vec::new();
+        while !backend_messages(&got).iter().any(|m| m.0 == b'G') {
+            got.extend(read_until_any(&mut raw).await);
+        }
+        let mut out = message(b'd', b"1\tabandoned\n");
+        out.extend(ending.clone());
+        if terminate {
+            out.extend(message(b'X', b""));
+        }
+        raw.write_all(&out).await.unwrap();
+        drop(raw);
+        let next = connect(&gw).await;
+        let rows =
+            tokio::time::timeout(Duration::from_secs(5), next.simple_query("SELECT count(*) FROM abandoned"))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "the next client hung (CopyFail: {}, Terminate: {terminate})",
+                        *ending == copy_fail
+                    )
+                })
+                .expect("the next client's query failed");
+        let counts: Vec<&str> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counts, ["0"], "the next client's answer (Terminate: {terminate})");
+        assert_eq!(
+            pg.psql("postgres", "SELECT count(*) FROM abandoned"),
+            "0",
+            "the abandoned rows were committed"
+        );
+    }
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_request_ends_pg_sleep() {
     let pg = Cluster::start();

@@ -469,7 +469,8 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // After a failed settings statement the server may hold an earlier client's values: it is
     // never given to another client.
     let settings_unknown = flow.settings_unknown;
-    let clean = flow.server_clean(s) && !settings_unknown;
+    // A server with answers still on the way would hand them to its next client.
+    let clean = flow.server_clean(s) && flow.expected.is_empty() && !settings_unknown;
     server.flow_buffers = flow.into_buffers();
     match exit {
         Exit::Release => {
@@ -791,10 +792,17 @@ fn timer_deadline(s: &Session, flow: &Flow) -> Option<Instant> {
         }
         return s.timeouts.query().zip(flow.query_started).map(|(t, start)| start + t);
     }
-    if s.status != TxnStatus::Idle {
+    if idles_in_transaction(s, flow) {
         return s.timeouts.idle_transaction().map(|t| idle_in_transaction_since(flow) + t);
     }
     None
+}
+
+/// Whether the client keeps a transaction open with nothing in flight: an explicit one, or the
+/// implicit one of a request it ended with Flush and has not synced (the server holds it open, as
+/// PgBouncer's query_timeout sees a request without its ReadyForQuery).
+fn idles_in_transaction(s: &Session, flow: &Flow) -> bool {
+    s.status != TxnStatus::Idle || flow.unsynced
 }
 
 /// Since when the client has kept its transaction open without a request in flight: its last
@@ -825,7 +833,7 @@ fn on_timer(s: &mut Session, server: &ServerConn, flow: &mut Flow) -> Option<Exi
         }
         return None;
     }
-    if s.status != TxnStatus::Idle {
+    if idles_in_transaction(s, flow) {
         if let Some(t) = s.timeouts.idle_transaction() {
             if now >= idle_in_transaction_since(flow) + t {
                 let e = PgError::fatal(SqlState::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout");

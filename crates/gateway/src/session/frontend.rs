@@ -104,7 +104,11 @@ impl Flow {
             }
             b'c' | b'f' => {
                 if self.copy_in_open {
+                    // The server ignored the Syncs sent during COPY: it ends the COPY's implicit
+                    // transaction (or, after CopyFail, stops skipping) only at the client's next
+                    // Sync, and is not clean until then.
                     self.copy_in_open = false;
+                    self.unsynced = true;
                 } else {
                     self.expected.push(Expect::CopyBoundary);
                 }
