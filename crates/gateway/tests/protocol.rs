@@ -168,36 +168,41 @@ async fn a_client_leaving_an_ended_extended_copy_before_its_sync_leaves_no_dirty
     let gw = start(config).await;
     let copy_done = message(b'c', b"");
     let copy_fail = message(b'f', b"oops\0");
-    for (ending, terminate) in
-        [(&copy_done, false), (&copy_done, true), (&copy_fail, false), (&copy_fail, true)]
-    {
+    let endings = [(&copy_done, false), (&copy_done, true), (&copy_fail, false), (&copy_fail, true)];
+    // After the CopyInResponse came, or the whole COPY sent at once.
+    for ((ending, terminate), pipelined) in endings.into_iter().flat_map(|e| [(e, false), (e, true)]) {
+        let case =
+            format!("CopyFail: {}, Terminate: {terminate}, pipelined: {pipelined}", *ending == copy_fail);
         let mut raw = raw_login(addr(&gw)).await;
         let mut out = parse("", "COPY abandoned FROM STDIN");
         out.extend(bind_execute(""));
         out.extend(sync());
-        raw.write_all(&out).await.unwrap();
-        let mut got = Vec::new();
-        while !backend_messages(&got).iter().any(|m| m.0 == b'G') {
-            got.extend(read_until_any(&mut raw).await);
+        if !pipelined {
+            raw.write_all(&out).await.unwrap();
+            out.clear();
+            await_copy_in(&mut raw).await;
         }
-        let mut out = message(b'd', b"1\tabandoned\n");
+        out.extend(message(b'd', b"1\tabandoned\n"));
         out.extend(ending.clone());
         if terminate {
             out.extend(message(b'X', b""));
         }
         raw.write_all(&out).await.unwrap();
+        if pipelined && !terminate {
+            // pgpilot has seen the COPY begin.
+            await_copy_in(&mut raw).await;
+        } else if pipelined {
+            // Said goodbye: read what comes until pgpilot closes.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut rest)).await;
+        }
         drop(raw);
         let next = connect(&gw).await;
-        let rows =
-            tokio::time::timeout(Duration::from_secs(5), next.simple_query("SELECT count(*) FROM abandoned"))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "the next client hung (CopyFail: {}, Terminate: {terminate})",
-                        *ending == copy_fail
-                    )
-                })
-                .expect("the next client's query failed");
+        let count = next.simple_query("SELECT count(*) FROM abandoned");
+        let rows = tokio::time::timeout(Duration::from_secs(5), count)
+            .await
+            .unwrap_or_else(|_| panic!("the next client hung ({case})"))
+            .expect("the next client's query failed");
         let counts: Vec<&str> = rows
             .iter()
             .filter_map(|m| match m {
@@ -205,14 +210,19 @@ async fn a_client_leaving_an_ended_extended_copy_before_its_sync_leaves_no_dirty
                 _ => None,
             })
             .collect();
-        assert_eq!(counts, ["0"], "the next client's answer (Terminate: {terminate})");
-        assert_eq!(
-            pg.psql("postgres", "SELECT count(*) FROM abandoned"),
-            "0",
-            "the abandoned rows were committed"
-        );
+        assert_eq!(counts, ["0"], "the next client's answer ({case})");
+        let committed = pg.psql("postgres", "SELECT count(*) FROM abandoned");
+        assert_eq!(committed, "0", "the abandoned rows were committed ({case})");
     }
     gw.shutdown().await;
+}
+
+/// Reads until the server's CopyInResponse.
+async fn await_copy_in(raw: &mut tokio::net::TcpStream) {
+    let mut got = Vec::new();
+    while !backend_messages(&got).iter().any(|m| m.0 == b'G') {
+        got.extend(read_until_any(raw).await);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

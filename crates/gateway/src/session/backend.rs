@@ -83,6 +83,9 @@ impl Flow {
         match tag {
             b'E' => return self.server_error(s, server, start, end),
             b'G' if !self.expected.copy_in_started() => self.copy_in_open = true,
+            // The client ended the COPY already (pipelined), and the Syncs it sent before that
+            // were ignored: an extended-protocol COPY then waits for one more.
+            b'G' if self.expected.ready_owed() == 0 => self.unsynced = true,
             b'C' => {
                 let tag = &server.buf[start + 5..end];
                 if let Some(observed) = self.expected.front_observed() {
