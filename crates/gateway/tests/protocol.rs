@@ -352,6 +352,14 @@ async fn malformed_and_oversized_messages_close_only_that_client() {
     }
     s.write_all(&query_message("ROLLBACK")).await.unwrap();
     until_ready_for_query(&mut s).await;
+    // A Sync with a body: PostgreSQL's 08P01 "invalid message format", and the session goes on.
+    s.write_all(&message(b'S', b"junk")).await.unwrap();
+    let got = until_ready_for_query(&mut s).await;
+    assert!(
+        String::from_utf8_lossy(&got).contains("Minvalid message format"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     s.write_all(&query_message("SELECT 7")).await.unwrap();
     assert!(backend_messages(&read_until_ready(&mut s).await).iter().any(|m| m.0 == b'D'));
     // A startup packet that is too long.

@@ -284,6 +284,11 @@ impl Session {
         }
         match h.tag {
             b'X' => Err(Ending::ClientGone),
+            // As PostgreSQL: a Sync carries nothing.
+            b'S' if h.total > 5 => {
+                let invalid = PgError::error(SqlState::PROTOCOL_VIOLATION, "invalid message format");
+                self.refuse_locally(h.total, &invalid).await
+            }
             // Sync with nothing in flight: answer it ourselves.
             b'S' => {
                 self.buf.advance(h.total);
