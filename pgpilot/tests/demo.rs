@@ -152,17 +152,6 @@ fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 /// Starts a demo, waits for a line starting with `marker`, lets it go on for `settle`, sends
 /// SIGINT as Ctrl-C would, and checks that everything the demo had announced is gone.
 /// `stopping` begins what the demo must say it stops: only what it had started.
@@ -191,7 +180,7 @@ fn interrupt_after(marker: &str, settle: Duration, stopping: &str) {
     std::thread::sleep(settle);
     // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
-    let status = wait_with_limit(&mut child, Duration::from_secs(60));
+    let status = pgpilot_testkit::exited_within(&mut child, Duration::from_secs(60));
     // The reader thread sees the end of stderr once the demo has exited.
     for line in lines.iter() {
         started.read(&line);

@@ -128,14 +128,10 @@ fn partitions_convert_gives_up_on_a_server_that_never_answers() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("running pgpilot partitions convert");
-    let started = Instant::now();
-    while convert.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = convert.kill();
-            let _ = convert.wait();
-            panic!("partitions convert was still waiting for the server after 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if pgpilot_testkit::exited_within(&mut convert, Duration::from_secs(20)).is_none() {
+        let _ = convert.kill();
+        let _ = convert.wait();
+        panic!("partitions convert was still waiting for the server after 20 s");
     }
     let out = convert.wait_with_output().unwrap();
     assert!(!out.status.success());

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgpilot_testkit::{free_port, pg_bin_dir, Cluster};
+use pgpilot_testkit::{exited_within, free_port, pg_bin_dir, Cluster};
 use serde_json::Value;
 
 struct Served(Child);
@@ -102,12 +102,7 @@ fn serve_schedules_jobs_and_stops_on_sigterm() {
     // SAFETY: kill(2) on the child's pid, which we own and have not reaped.
     assert_eq!(unsafe { libc::kill(served.0.id() as libc::pid_t, libc::SIGTERM) }, 0);
     assert_eq!(told(&notify).trim(), "STOPPING=1");
-    let status = loop {
-        if let Some(status) = served.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(stopping.elapsed() < Duration::from_secs(15), "pgpilot did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exited_within(&mut served.0, Duration::from_secs(15).saturating_sub(stopping.elapsed()))
+        .expect("pgpilot did not stop on SIGTERM");
     assert!(status.success(), "exit status {status}");
 }

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use pgpilot_testkit::{free_port, pg_bin_dir, Cluster};
+use pgpilot_testkit::{exited_within, free_port, pg_bin_dir, Cluster};
 
 struct Served {
     child: Child,
@@ -80,23 +80,12 @@ impl Served {
     }
 
     fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        finished_within(&mut self.child, limit)
+        exited_within(&mut self.child, limit)
     }
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn finished_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 #[test]
@@ -107,12 +96,12 @@ fn sigusr1_pauses_and_sigusr2_resumes_without_dropping_clients() {
     let mut running = served.psql(&["BEGIN; SELECT pg_sleep(1.5); COMMIT"]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     served.signal(libc::SIGUSR1);
-    assert!(finished_within(&mut running, Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(exited_within(&mut running, Duration::from_secs(10)).is_some_and(|s| s.success()));
     // Paused: a new query waits.
     let mut waiting = served.psql(&["SELECT 1"]).spawn().unwrap();
-    assert!(finished_within(&mut waiting, Duration::from_secs(2)).is_none(), "{}", served.log_text());
+    assert!(exited_within(&mut waiting, Duration::from_secs(2)).is_none(), "{}", served.log_text());
     served.signal(libc::SIGUSR2);
-    let resumed = finished_within(&mut waiting, Duration::from_secs(10));
+    let resumed = exited_within(&mut waiting, Duration::from_secs(10));
     assert!(resumed.is_some_and(|s| s.success()), "{resumed:?}: {}", served.log_text());
     assert!(served.exited_within(Duration::from_millis(200)).is_none(), "pgpilot must still run");
     assert!(served.psql(&["SELECT 1"]).status().unwrap().success());
@@ -132,7 +121,7 @@ fn a_second_sigterm_stops_a_drain_at_once() {
     served.signal(libc::SIGTERM);
     let status = served.exited_within(Duration::from_secs(5));
     assert!(status.is_some_and(|s| s.success()), "{status:?}: {}", served.log_text());
-    assert!(finished_within(&mut long, Duration::from_secs(5)).is_some_and(|s| !s.success()));
+    assert!(exited_within(&mut long, Duration::from_secs(5)).is_some_and(|s| !s.success()));
     assert!(served.log_text().contains("immediate shutdown"), "{}", served.log_text());
 }
 
@@ -147,7 +136,7 @@ fn sigquit_stops_at_once() {
     let status = served.exited_within(Duration::from_secs(5));
     assert!(status.is_some_and(|s| s.success()), "{status:?}: {}", served.log_text());
     assert!(asked.elapsed() < Duration::from_secs(4));
-    assert!(finished_within(&mut long, Duration::from_secs(5)).is_some_and(|s| !s.success()));
+    assert!(exited_within(&mut long, Duration::from_secs(5)).is_some_and(|s| !s.success()));
     // The server's backend was cancelled, not left running its statement.
     let sleeping = cluster.psql(
         "postgres",

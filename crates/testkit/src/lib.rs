@@ -19,4 +19,5 @@ pub use cluster::{Cluster, ClusterBuilder};
 pub use fixtures::HIDDEN_WRITERS;
 pub use ports::{free_port, try_free_port};
 pub use redis::{RedisCluster, RedisServer};
+pub use run::exited_within;
 pub use scratch::{base_dir, sweep_abandoned, sweep_abandoned_in, SweepOutcome, Swept};

@@ -1,7 +1,8 @@
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 /// True when this process is root, in which case servers run as the user `postgres`.
 pub fn is_root() -> bool {
@@ -72,4 +73,16 @@ pub fn give_to_server_user(path: &Path) {
             "chown to postgres",
         );
     }
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or None while it still runs.
+pub fn exited_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("waiting for a child process") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
