@@ -347,9 +347,11 @@ impl Flow {
         movable.then(|| std::mem::take(&mut self.client_input))
     }
 
-    /// Whether the server is between transactions with nothing in flight.
+    /// Whether the server is between transactions with nothing in flight: one with answers still
+    /// on the way would hand them to its next client.
     fn server_clean(&self, s: &Session) -> bool {
-        self.expected.ready_owed() == 0
+        // (An empty queue owes no ReadyForQuery either.)
+        self.expected.is_empty()
             && !self.unsynced
             // An extended-protocol COPY FROM STDIN owes no ReadyForQuery (the server dropped the
             // Sync behind it) but holds the server until the client ends it.
@@ -391,7 +393,6 @@ impl Flow {
         s.mode == PoolMode::Transaction
             && s.pinned.is_none()
             && self.server_clean(s)
-            && self.expected.is_empty()
             && self.to_client.is_empty()
     }
 }
@@ -469,8 +470,7 @@ pub(super) async fn run_attached(s: &mut Session, just_placed: bool) -> Result<(
     // After a failed settings statement the server may hold an earlier client's values: it is
     // never given to another client.
     let settings_unknown = flow.settings_unknown;
-    // A server with answers still on the way would hand them to its next client.
-    let clean = flow.server_clean(s) && flow.expected.is_empty() && !settings_unknown;
+    let clean = flow.server_clean(s) && !settings_unknown;
     server.flow_buffers = flow.into_buffers();
     match exit {
         Exit::Release => {
@@ -775,7 +775,7 @@ const KILL_CANCEL_WAIT: Duration = Duration::from_millis(500);
 /// Looked at whenever the server is clean, not only when woken: the wake-up may have come while a
 /// transaction was still open.
 fn closing_between_transactions(s: &Session, flow: &Flow) -> Option<Exit> {
-    let quiet = flow.server_clean(s) && flow.expected.is_empty() && flow.to_client.is_empty();
+    let quiet = flow.server_clean(s) && flow.to_client.is_empty();
     if !quiet || !s.reg.info.close_requested() {
         return None;
     }
