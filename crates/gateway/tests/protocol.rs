@@ -589,6 +589,66 @@ async fn a_statement_of_40000_typed_parameters_runs() {
     gw.shutdown().await;
 }
 
+/// A malformed Parse, Bind, Describe or Close in an extended batch gets PostgreSQL's own ERROR
+/// (08P01) and the rest of the batch is skipped to Sync; the session goes on, as it does directly
+/// (transaction pooling closed the client with a FATAL "malformed Parse message").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_extended_messages_fail_as_on_postgresql_and_the_session_goes_on() {
+    let pg = Cluster::start();
+    let gw = start(config_for(&pg)).await;
+    let direct: std::net::SocketAddr = pg.addr().parse().unwrap();
+    let cases = [
+        ("a Parse declaring two types and holding one", message(b'P', b"s\0SELECT $1\0\0\x02\0\0\0\x17")),
+        ("a Parse with bytes after its types", message(b'P', b"s\0SELECT 1\0\0\0junk")),
+        ("a Bind whose names do not end", message(b'B', b"portal")),
+        ("a Describe whose name does not end", message(b'D', b"Sx")),
+        ("a Close whose name does not end", message(b'C', b"Sx")),
+    ];
+    for (what, bad) in &cases {
+        for in_transaction in [false, true] {
+            let mut seen = Vec::new();
+            for to in [direct, addr(&gw)] {
+                let mut s = raw_login(to).await;
+                if in_transaction {
+                    s.write_all(&query_message("BEGIN")).await.unwrap();
+                    until_ready_for_query(&mut s).await;
+                }
+                let mut out = message(b'P', b"\0SELECT 1\0\0\0");
+                out.extend_from_slice(bad);
+                out.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+                out.extend(message(b'E', b"\0\0\0\0\0"));
+                out.extend(message(b'S', b""));
+                s.write_all(&out).await.unwrap();
+                let got = until_ready_for_query(&mut s).await;
+                seen.push(answer_summary(&got));
+                // The session goes on.
+                let next = if in_transaction { "ROLLBACK; SELECT 7" } else { "SELECT 7" };
+                s.write_all(&query_message(next)).await.unwrap();
+                let got = until_ready_for_query(&mut s).await;
+                assert!(backend_messages(&got).iter().any(|m| m.0 == b'D' && m.1.ends_with(b"7")), "{what}");
+            }
+            assert_eq!(seen[0], seen[1], "{what}, in a transaction: {in_transaction} (direct, then pgpilot)");
+            assert!(seen[0].iter().any(|m| m == "E 08P01"), "{what}: {:?}", seen[0]);
+        }
+    }
+    gw.shutdown().await;
+}
+
+/// Each message's type, with an error's SQLSTATE and a ReadyForQuery's status.
+fn answer_summary(bytes: &[u8]) -> Vec<String> {
+    backend_messages(bytes)
+        .iter()
+        .map(|(tag, body)| match tag {
+            b'E' => {
+                let code = body.split(|b| *b == 0).find(|f| f.first() == Some(&b'C')).unwrap_or_default();
+                format!("E {}", String::from_utf8_lossy(code.get(1..).unwrap_or_default()))
+            }
+            b'Z' => format!("Z {}", body[0] as char),
+            _ => (*tag as char).to_string(),
+        })
+        .collect()
+}
+
 /// Raw protocol: reads until a ReadyForQuery, whatever its status.
 async fn until_ready_for_query(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut got = Vec::new();

@@ -18,10 +18,6 @@ use super::params::SessionReset;
 use crate::pool::statements::PreparedStatement;
 use crate::pool::ServerConn;
 
-fn malformed(what: &str) -> Ending {
-    Ending::Fatal(PgError::fatal(SqlState::PROTOCOL_VIOLATION, format!("malformed {what} message")))
-}
-
 impl Flow {
     /// Handles one whole client message (`msg` includes its five header bytes).
     pub(super) fn client_message(
@@ -193,6 +189,16 @@ impl Flow {
     fn push_extended(&mut self, reply: Reply) {
         self.unsynced = true;
         self.expected.push(Expect::Client(reply));
+    }
+
+    /// A message PostgreSQL refuses as it is (a string without its NUL, a count of parameter types
+    /// the body does not hold): sent on untouched, so that the server answers it with its own
+    /// ERROR (08P01) and skips to Sync, and the session goes on as it would without pgpilot.
+    fn pass_malformed(&mut self, tag: u8, body: &[u8], reply: Reply) {
+        let start = pgpilot_wire::backend::begin(&mut self.to_server, tag);
+        self.to_server.extend_from_slice(body);
+        pgpilot_wire::backend::finish(&mut self.to_server, start);
+        self.push_extended(reply);
     }
 
     /// Marks the start of a request that ends with ReadyForQuery, for timing.
@@ -546,7 +552,10 @@ impl Flow {
     }
 
     fn parse(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
-        let p = frontend::parse_parse(body).ok_or_else(|| malformed("Parse"))?;
+        let Some(p) = frontend::parse_parse(body) else {
+            self.pass_malformed(b'P', body, Reply::Parse { client_name: None, hash: None });
+            return Ok(());
+        };
         // Taken once for all that reads the text below. A Parse's text carries no constants to
         // tell texts of a shape apart: looked up by exact text.
         let look = parsed_text_look(p.query);
@@ -661,7 +670,10 @@ impl Flow {
     }
 
     fn bind(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
-        let b = frontend::parse_bind(body).ok_or_else(|| malformed("Bind"))?;
+        let Some(b) = frontend::parse_bind(body) else {
+            self.pass_malformed(b'B', body, Reply::Bind { statement: None, copy: BoundCopy::Kept });
+            return Ok(());
+        };
         if self.bind_local_deallocate(b.statement, b.portal) {
             return Ok(());
         }
@@ -708,7 +720,10 @@ impl Flow {
     }
 
     fn describe(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
-        let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Describe"))?;
+        let Some((kind, name)) = frontend::parse_target(body) else {
+            self.pass_malformed(b'D', body, Reply::Describe { statement: None });
+            return Ok(());
+        };
         let named = Flow::named_statement(s, name).filter(|_| kind == b'S');
         let named_setting =
             named.as_ref().is_some_and(|st| super::local_statements::is_local_setting(&st.query));
@@ -774,7 +789,10 @@ impl Flow {
     /// Closing a named statement only forgets the client's name: other clients may share the
     /// server-side copy, which max_prepared_statements bounds.
     fn close(&mut self, s: &mut Session, server: &mut ServerConn, body: &[u8]) -> Result<(), Ending> {
-        let (kind, name) = frontend::parse_target(body).ok_or_else(|| malformed("Close"))?;
+        let Some((kind, name)) = frontend::parse_target(body) else {
+            self.pass_malformed(b'C', body, Reply::Close);
+            return Ok(());
+        };
         self.forget_local_statements(kind, name);
         self.unsynced = true;
         if kind == b'S' && name.is_empty() {
