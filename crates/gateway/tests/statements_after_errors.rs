@@ -342,3 +342,33 @@ async fn a_failed_prepare_again_gives_the_client_its_error() {
     b.batch_execute("COMMIT").await.unwrap();
     gw.shutdown().await;
 }
+
+/// A SQL PREPARE of a name the client holds from a protocol Parse fails with 42P05, as in
+/// PostgreSQL, where both share one namespace (it was let through, since pgpilot keeps the Parse
+/// under a name of its own); the protocol statement stays, and another client on the same server
+/// may PREPARE that name for itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_prepare_of_a_name_held_by_a_parse_fails_with_42p05() {
+    let pg = Cluster::start();
+    let gw = one_server(&pg).await;
+    let mut s = raw_login(addr(&gw)).await;
+    assert_eq!(exchange(&mut s, [parse("s1", "SELECT 1"), sync()].concat()).await, ["1", "Z:I"]);
+    let refused = exchange(&mut s, query_message("PREPARE s1 AS SELECT 2")).await;
+    assert_eq!(refused, ["E:42P05", "Z:I"]);
+    assert_eq!(exchange(&mut s, query_message("BEGIN")).await, ["C", "Z:T"]);
+    let refused = exchange(&mut s, query_message("PREPARE s1 AS SELECT 2")).await;
+    assert_eq!(refused, ["E:42P05", "Z:E"], "in a transaction");
+    let refused = exchange(&mut s, query_message("PREPARE s1 AS SELECT 2")).await;
+    assert_eq!(refused, ["E:25P02", "Z:E"], "in the failed transaction");
+    assert_eq!(exchange(&mut s, query_message("ROLLBACK")).await, ["C", "Z:I"]);
+    let run = exchange(&mut s, [bind_execute("s1"), sync()].concat()).await;
+    assert_eq!(run, ["2", "D:1", "C", "Z:I"], "the protocol statement stays");
+    // Another client on the same server: the name is free for it.
+    let other = connect(&gw).await;
+    assert_eq!(first_value(&other, "PREPARE s1 AS SELECT 3").await, Ok(String::new()));
+    assert_eq!(first_value(&other, "EXECUTE s1").await, Ok("3".into()));
+    drop(other);
+    let run = exchange(&mut s, [bind_execute("s1"), sync()].concat()).await;
+    assert_eq!(run, ["2", "D:1", "C", "Z:I"], "still the client's own");
+    gw.shutdown().await;
+}

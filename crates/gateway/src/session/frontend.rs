@@ -378,7 +378,11 @@ impl Flow {
                         // A name the client has already prepared must fail as in PostgreSQL
                         // (42P05, the first statement kept): it is put on this server first, so
                         // the server itself refuses the PREPARE, in a transaction block too.
-                        self.ensure_sql_prepared(s, server, name);
+                        if s.statements.named.contains_key(name.as_bytes()) {
+                            self.hold_protocol_name(s, server, name);
+                        } else {
+                            self.ensure_sql_prepared(s, server, name);
+                        }
                         batch
                             .sql_changes
                             .push(SqlStatementChange::Prepare(name.clone(), statement_sql.clone()));
@@ -441,6 +445,20 @@ impl Flow {
         if server.statements.sql.remove(name).is_some() {
             self.inject_query(&format!("DEALLOCATE {}", quote_ident(name)));
         }
+    }
+
+    /// A SQL PREPARE of a name the client holds from a protocol Parse, which PostgreSQL refuses
+    /// (42P05: both share one namespace), while pgpilot keeps that statement under a name of its
+    /// own: a stand-in takes the client's name on this server first, so the server refuses it.
+    /// The registry knows the stand-in, and a client that needs the name deallocates it.
+    fn hold_protocol_name(&mut self, s: &Session, server: &mut ServerConn, name: &str) {
+        // In a failed transaction the server refuses the PREPARE before looking at its name.
+        if server.statements.sql.contains_key(name) || s.status == pgpilot_wire::backend::TxnStatus::Failed {
+            return;
+        }
+        let stand_in = format!("PREPARE {} AS SELECT NULL", quote_ident(name));
+        self.inject_query(&stand_in);
+        server.statements.sql.insert(name.to_string(), stand_in);
     }
 
     /// EXECUTE of a statement the client PREPAREd on another server: prepare it here first. A name
