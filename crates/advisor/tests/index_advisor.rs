@@ -56,9 +56,17 @@ async fn planted_indexes_are_proven_and_applied() {
         composite.write_overhead.summary
     );
 
+    let composite_size = composite.estimated_size_bytes.unwrap();
     let partial = suggestion(&report, "WHERE status = 'pending'");
     assert_eq!(partial.evidence, Evidence::Hypothetical);
     assert!(partial.kind.contains("partial"));
+    // The estimated size comes near what PostgreSQL builds (hypopg's own figure knows nothing
+    // of deduplication or of the rows a partial index leaves out).
+    cluster.psql("shop", &partial.create_statement);
+    let built = built_size(&cluster, "orders_created_at_partial%");
+    let estimated = partial.estimated_size_bytes.unwrap() as f64;
+    assert!((0.75..1.33).contains(&(estimated / built)), "partial: estimated {estimated}, built {built}");
+    cluster.psql("shop", "DO $$ BEGIN EXECUTE (SELECT format('DROP INDEX %I', relname) FROM pg_class WHERE relname LIKE 'orders_created_at_partial%'); END $$");
 
     let gin = suggestion(&report, "USING gin (data jsonb_path_ops)");
     assert_eq!(gin.evidence, Evidence::Heuristic, "hypopg cannot simulate GIN: it must say so");
@@ -89,6 +97,16 @@ async fn planted_indexes_are_proven_and_applied() {
     assert!(m.cost_after < m.cost_before / 10.0, "{m:?}");
     let valid = cluster.psql("shop", "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE 'orders_user_id_created_at%' AND i.indisvalid");
     assert_eq!(valid, "1");
+    let built = built_size(&cluster, "orders_user_id_created_at%");
+    let ratio = composite_size as f64 / built;
+    assert!((0.75..1.33).contains(&ratio), "composite: estimated {composite_size}, built {built}");
+}
+
+/// pg_relation_size of the one index of `shop` whose name is like `pattern`.
+fn built_size(cluster: &Cluster, pattern: &str) -> f64 {
+    let size = cluster
+        .psql("shop", &format!("SELECT pg_relation_size(oid) FROM pg_class WHERE relname LIKE '{pattern}'"));
+    size.parse().unwrap_or_else(|_| panic!("no index like {pattern}: {size:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,6 +2,7 @@
 //! hypopg, clearly labelled heuristics) → a small set of suggestions with their evidence.
 
 pub mod apply;
+mod btree_size;
 pub mod candidates;
 pub mod catalog;
 mod expr;

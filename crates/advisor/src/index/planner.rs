@@ -174,6 +174,16 @@ impl<'a> Planner<'a> {
         Some(total)
     }
 
+    /// The rows an index of `candidate` holds: the table's, or for a partial index the planner's
+    /// estimate of the rows its predicate keeps (the table's when it cannot tell).
+    pub async fn rows_indexed(&self, table: &TableInfo, candidate: &Candidate) -> f64 {
+        let Some(predicate) = &candidate.predicate else { return table.rows() };
+        let sql = format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE {predicate}", table.qualified());
+        let planned =
+            explain_json(self.db, &sql).await.ok().and_then(|json| json[0]["Plan"]["Plan Rows"].as_f64());
+        planned.unwrap_or_else(|| table.rows())
+    }
+
     pub async fn drop_all(&self, index: &Hypothetical) {
         for &oid in &index.oids {
             self.drop_hypothetical(oid).await;

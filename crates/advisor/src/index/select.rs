@@ -111,7 +111,11 @@ async fn try_candidate(
             return Outcome::Rejected(rejection(table, &candidate, reason, None));
         }
     };
-    let size = planner.hypothetical_index_size(&index).await;
+    let size =
+        match super::btree_size::estimate(&candidate, table, planner.rows_indexed(table, &candidate).await) {
+            Some(bytes) => Some(bytes),
+            None => planner.hypothetical_index_size(&index).await,
+        };
     let mut used = Vec::new();
     for (i, s) in statements.iter().enumerate() {
         if !s.touches(candidate.table) || s.baseline.total_cost < settings.min_statement_cost {
@@ -455,8 +459,12 @@ fn filter_keeps_much_of_the_table(
     !serves_more_than_the_filter && rows > HEURISTIC_MAX_SHARE * table.rows()
 }
 
-/// A rough size without hypopg: rows × (key widths + tuple overhead) at 90% fill.
+/// Without hypopg: from the statistics as with it (a partial index taken as whole), or for keys
+/// without them rows × (key widths + tuple overhead) at 90% fill.
 fn estimate_size(candidate: &Candidate, table: &TableInfo) -> Option<i64> {
+    if let Some(bytes) = super::btree_size::estimate(candidate, table, table.rows()) {
+        return Some(bytes);
+    }
     let width: i64 = candidate
         .key
         .iter()
