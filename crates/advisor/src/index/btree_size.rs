@@ -188,7 +188,6 @@ mod tests {
         for (columns, size) in built {
             let estimate = estimate(&Candidate::btree_on(1, columns, None), &t, 1_000_000.0).unwrap() as f64;
             let ratio = estimate / size as f64;
-            eprintln!("{columns:?}: {estimate} against {size} ({ratio:.3})");
             assert!((0.9..1.1).contains(&ratio), "{columns:?}: {estimate} against {size} ({ratio:.2})");
         }
     }
